@@ -1,0 +1,51 @@
+# Every target builds the virtualenv .venv/ from pyproject.toml + requirements.lock first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+SCENARIO ?= all
+
+.PHONY: help install lint typecheck test demo bench chaos lock clean
+
+help:
+	@echo "make demo      start the sandbox, import samples/, print the summary"
+	@echo "make test      ruff, mypy --strict, pytest"
+	@echo "make bench     benchmarks (SCENARIO=validate|throughput|rate|latency|sequential|memory)"
+	@echo "make chaos     fault drill: SIGKILLs, sandbox restarts, hostile files"
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24,<27"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev,bench]'
+	@touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check worker tests bench
+	$(BIN)/ruff format --check worker tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy worker
+
+test: lint typecheck
+	$(BIN)/pytest
+
+demo: $(STAMP)
+	$(BIN)/python -m worker.demo
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run --scenario $(SCENARIO)
+
+chaos: $(STAMP)
+	$(BIN)/python -m bench.chaos
+
+# Re-pin requirements.lock from the bounds in pyproject.toml (needs the package registry).
+lock:
+	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv
+	.lockvenv/bin/pip install --quiet -e '.[dev,bench]'
+	.lockvenv/bin/pip freeze --exclude-editable | grep -v '^flextell-worker' > requirements.lock
+	rm -rf .lockvenv
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

@@ -1,0 +1,212 @@
+"""The run config: one TOML file with the API, tenants, source options and mapping.
+
+The mapping and lookup sections are kept as raw tables here and compiled by
+`worker.mapping`, which owns their schema and error messages.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from worker.errors import ConfigError
+from worker.rates import Rate, parse_rate
+
+DEFAULT_BASE_URL = "https://dev.flextell.ai/api"
+
+
+def _check_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(
+            f"unknown time zone {value!r} (expected an IANA name such as Europe/Istanbul)"
+        ) from exc
+    return value
+
+
+def _check_token_source(value: str) -> str:
+    kind, _, rest = value.partition(":")
+    if kind not in ("env", "file") or not rest:
+        raise ValueError(
+            "token must be 'env:VARIABLE' or 'file:PATH' (tokens never go in the config itself)"
+        )
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ApiSection(_Strict):
+    """``[api]``: defaults for every tenant, plus request settings."""
+
+    base_url: str = DEFAULT_BASE_URL
+    token: str = "env:FLEXTELL_TOKEN"  # noqa: S105 - names a variable, holds no secret
+    rate_limit: Rate = Field(default_factory=lambda: parse_rate("60/minute"))
+    concurrency: int = Field(default=4, ge=1, le=256)
+    timezone: str = "UTC"
+    timeout: float = Field(default=30.0, gt=0, description="seconds per request")
+    max_attempts: int = Field(default=6, ge=1, le=50)
+    max_backoff: float = Field(default=60.0, gt=0)
+
+    _tz = field_validator("timezone")(_check_timezone)
+    _tok = field_validator("token")(_check_token_source)
+
+    @field_validator("rate_limit", mode="before")
+    @classmethod
+    def _rate(cls, value: Any) -> Any:
+        return parse_rate(value) if isinstance(value, str) else value
+
+
+class TenantSection(_Strict):
+    """``[tenants.N]``: what differs for one tenant (clinic)."""
+
+    name: str | None = None
+    base_url: str | None = None
+    token: str | None = None
+    rate_limit: Rate | None = None
+    concurrency: int | None = Field(default=None, ge=1, le=256)
+    timezone: str | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str | None) -> str | None:
+        return None if value is None else _check_timezone(value)
+
+    @field_validator("token")
+    @classmethod
+    def _tok(cls, value: str | None) -> str | None:
+        return None if value is None else _check_token_source(value)
+
+    @field_validator("rate_limit", mode="before")
+    @classmethod
+    def _rate(cls, value: Any) -> Any:
+        return parse_rate(value) if isinstance(value, str) else value
+
+
+class TenantConfig(BaseModel):
+    """The resolved settings of one tenant."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    name: str | None
+    base_url: str
+    token: str
+    rate_limit: Rate
+    concurrency: int
+    timezone: str
+
+
+class SourceSection(_Strict):
+    """``[source]``: how to read the input file."""
+
+    format: str | None = Field(default=None, pattern="^(csv|jsonl)$")
+    encoding: str = "utf-8"
+    delimiter: str | None = None
+    max_field_size: int = Field(default=1_000_000, ge=1)
+    max_line_length: int = Field(default=4_000_000, ge=1)
+
+
+class LedgerSection(_Strict):
+    path: str | None = None
+
+
+class Config(BaseModel):
+    """A loaded config file."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    path: Path
+    api: ApiSection = Field(default_factory=ApiSection)
+    tenants: dict[int, TenantSection] = Field(default_factory=dict)
+    source: SourceSection = Field(default_factory=SourceSection)
+    ledger: LedgerSection = Field(default_factory=LedgerSection)
+    mapping: dict[str, Any] = Field(default_factory=dict)
+    lookups: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def base_dir(self) -> Path:
+        """Relative paths in the config (lookup files, token files) resolve from here."""
+        return self.path.parent
+
+    def tenant(self, tenant_id: int, base_url_override: str | None = None) -> TenantConfig:
+        """Settings for one tenant: its own section over the ``[api]`` defaults."""
+        section = self.tenants.get(tenant_id, TenantSection())
+        api = self.api
+        return TenantConfig(
+            id=tenant_id,
+            name=section.name,
+            base_url=(base_url_override or section.base_url or api.base_url).rstrip("/"),
+            token=section.token or api.token,
+            rate_limit=section.rate_limit or api.rate_limit,
+            concurrency=section.concurrency or api.concurrency,
+            timezone=section.timezone or api.timezone,
+        )
+
+    def is_known_tenant(self, tenant_id: int) -> bool:
+        """With no ``[tenants]`` table every tenant is allowed; otherwise only those listed."""
+        return not self.tenants or tenant_id in self.tenants
+
+    def timezone_for(self, tenant_id: int) -> str:
+        section = self.tenants.get(tenant_id)
+        return (section.timezone if section and section.timezone else None) or self.api.timezone
+
+
+def _loc(parts: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in parts)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and check a TOML config; raise ConfigError naming the file and key."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    tenants = data.get("tenants", {})
+    if isinstance(tenants, dict):
+        bad = [k for k in tenants if not str(k).isdigit()]
+        if bad:
+            raise ConfigError(f"{path}: [tenants.{bad[0]}]: tenant keys must be numeric ids")
+    try:
+        return Config.model_validate({**data, "path": path})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = _loc(first["loc"]) or "(top level)"
+        msg = first["msg"].removeprefix("Value error, ")
+        more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{path}: {key}: {msg}{more}") from None
+
+
+def resolve_token(spec: str, base_dir: Path) -> str:
+    """Read a token from ``env:NAME`` or ``file:PATH``; the error never shows the token."""
+    kind, _, rest = spec.partition(":")
+    if kind == "env":
+        value = os.environ.get(rest, "").strip()
+        if not value:
+            raise ConfigError(f"token source {spec}: environment variable {rest} is not set")
+        return value
+    token_path = Path(rest).expanduser()
+    if not token_path.is_absolute():
+        token_path = base_dir / token_path
+    try:
+        value = token_path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"token source {spec}: cannot read {token_path}: {exc.strerror}"
+        ) from None
+    if not value:
+        raise ConfigError(f"token source {spec}: {token_path} is empty")
+    return value

@@ -1,0 +1,236 @@
+"""The Flextell appointment contract as pydantic models.
+
+One module owns the contract: the mapping builds `AppointmentCreate`, the client
+sends it and parses `AppointmentEnvelope`, and the sandbox validates and serves
+the very same models. Shapes follow the two reference pages (create and get an
+appointment) and the notes in shared/flextell-api.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    field_serializer,
+)
+
+Status = Literal["pending", "approved", "cancelled", "rejected", "completed", "no_show"]
+STATUSES: tuple[str, ...] = ("pending", "approved", "cancelled", "rejected", "completed", "no_show")
+TEXT_MAX = 1000
+
+
+def format_instant(value: datetime) -> str:
+    """An aware datetime as an ISO-8601 UTC instant with a ``Z`` suffix."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime: a time zone is required")
+    utc = value.astimezone(UTC)
+    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    if utc.microsecond:
+        text += f".{utc.microsecond:06d}".rstrip("0")
+    return text + "Z"
+
+
+class AppointmentCreate(BaseModel):
+    """Body of ``POST /v1/appointments`` exactly as the reference page defines it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    customer_id: StrictInt
+    user_id: StrictInt
+    scheduled_at: AwareDatetime
+    status: Status
+    treatments: list[StrictInt] = Field(min_length=1)
+    assistant_id: StrictInt | None = None
+    parent_appointment_id: StrictInt | None = None
+    description: str | None = Field(default=None, max_length=TEXT_MAX)
+    cancellation_reason: str | None = Field(default=None, max_length=TEXT_MAX)
+    room_id: StrictInt | None = None
+
+    @field_serializer("scheduled_at")
+    def _utc_instant(self, value: datetime) -> str:
+        return format_instant(value)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The JSON body, omitting optional fields that are null."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+    def canonical_json(self) -> bytes:
+        """Stable bytes for hashing and sending: sorted keys, no whitespace."""
+        return json.dumps(
+            self.to_json_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        ).encode()
+
+    def payload_hash(self) -> str:
+        """sha256 of the canonical JSON: equal payloads hash equal across runs and machines."""
+        return hashlib.sha256(self.canonical_json()).hexdigest()
+
+
+# --- Response side. Extra fields are tolerated: the real API grows over time. ---
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class NamedRef(_Open):
+    id: int
+    name: str | None = None
+
+
+class Customer(_Open):
+    id: int
+    first_name: str | None = None
+    last_name: str | None = None
+    phone_number: str | None = None
+    email: str | None = None
+    date_of_birth: datetime | None = None
+    gender: str | None = None
+    country_name: str | None = None
+    identity_number: str | None = None
+    job: str | None = None
+    address: str | None = None
+    default_channel_id: int | None = None
+    avatar_url: str | None = None
+    related_user: NamedRef | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    deleted_at: datetime | None = None
+    tags: list[dict[str, Any]] | None = None
+
+
+class Room(_Open):
+    id: int
+    name: str | None = None
+    status: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    deleted_at: datetime | None = None
+
+
+class Product(_Open):
+    id: int
+    name: str | None = None
+    full_name: str | None = None
+
+
+class SessionProduct(_Open):
+    id: int
+    product_id: int | None = None
+    min_quantity: int | None = None
+    product: Product | None = None
+
+
+class TreatmentSession(_Open):
+    id: int
+    session_order: int | None = None
+    session_type: str | None = None
+    next_gap_days: int | None = None
+    offset_days: int | None = None
+    products: list[SessionProduct] | None = None
+
+
+class Treatment(_Open):
+    id: int
+    group_id: int | None = None
+    name: str | None = None
+    price: str | None = None
+    description: str | None = None
+    session: int | None = None
+    is_active: str | bool | None = None
+    extra_info: dict[str, Any] | list[Any] | None = None
+    products: list[Product] | None = None
+    users: list[NamedRef] | None = None
+    sessions: list[TreatmentSession] | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    deleted_at: datetime | None = None
+
+
+class AppointmentResource(_Open):
+    """``AppointmentResource`` as both reference pages show it."""
+
+    id: int
+    customer_id: int | None = None
+    room_id: int | None = None
+    parent_appointment_id: int | None = None
+    code: str | None = None
+    relation_type: str | None = None
+    description: str | None = None
+    scheduled_at: datetime
+    status: str | None = None
+    cancellation_reason: str | None = None
+    creation_type: str | None = None
+    assistants: list[NamedRef] | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    deleted_at: datetime | None = None
+    customer: Customer | None = None
+    doctor: NamedRef | None = None
+    room: Room | None = None
+    parent_appointment: Any = None
+    child_appointments: Any = None
+    treatments: list[Treatment] = Field(default_factory=list)
+
+
+class AppointmentEnvelope(_Open):
+    """``{"success": "...", "data": AppointmentResource}`` of POST and GET."""
+
+    success: str
+    data: AppointmentResource
+
+
+class CalendarItem(_Open):
+    appointment_id: int
+    doctor_name: str | None = None
+    treatment_name: str | None = None
+    start_at: datetime
+    end_at: datetime | None = None
+
+
+class CalendarResponse(_Open):
+    """``GET /v1/appointments/calendar?from=&to=``."""
+
+    items: list[CalendarItem]
+    meta: dict[str, Any] | None = None
+
+
+class PageLinks(_Open):
+    first: str | None = None
+    last: str | None = None
+    prev: str | None = None
+    next: str | None = None
+
+
+class PageMeta(_Open):
+    current_page: int
+    from_: int | None = Field(default=None, alias="from")
+    last_page: int
+    per_page: int
+    to: int | None = None
+    total: int
+    path: str | None = None
+    links: list[dict[str, Any]] | None = None
+
+
+class AppointmentPage(_Open):
+    """Laravel paginator of ``GET /v1/appointments``."""
+
+    data: list[AppointmentResource]
+    links: PageLinks
+    meta: PageMeta
+
+
+class ErrorBody(_Open):
+    """Either error shape: Laravel's ``{message, errors}`` or Flextell's ``{error, message}``."""
+
+    message: str | None = None
+    errors: dict[str, list[str]] | None = None
+    error: str | None = None

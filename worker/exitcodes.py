@@ -1,0 +1,22 @@
+"""Process exit codes: the contract with cron, systemd and scripts (see README)."""
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Exit codes of every `flextell-worker` command."""
+
+    OK = 0
+    """Every row valid / created / matching."""
+    ROWS_FAILED = 1
+    """The run finished, but some rows are invalid, failed, unknown or mismatched."""
+    USAGE = 2
+    """Bad options, bad config, unreadable input file: nothing was done."""
+    ABORTED = 3
+    """The run was aborted: authentication refused, ledger unusable."""
+    LOCKED = 4
+    """Another run holds the ledger lock; nothing was touched."""
+    INTERRUPTED = 130
+    """Stopped by SIGINT (Ctrl-C); the ledger is consistent."""
+    TERMINATED = 143
+    """Stopped by SIGTERM; the ledger is consistent."""
