@@ -1,0 +1,251 @@
+"""CSV records to rows: delimiter detection, the header, cell counts, broken quoting.
+
+The hot loop costs little more than a bare `csv.reader`: line numbers come from
+`reader.line_num`, fields from ``dict(zip(columns, cells))``. Everything else
+happens only when a record is broken.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+from collections.abc import Iterator
+
+from worker.errors import SourceError
+from worker.source.lines import LineFeed
+from worker.source.options import DELIMITERS
+from worker.source.rows import RowProblem, SourceRow
+
+RAW_LIMIT = 2000
+"""Characters of a broken record's text kept in `RowProblem.raw`."""
+
+_SNIFF_ROWS = 200
+
+
+def detect_delimiter(sample: str, complete: bool) -> str:
+    """The delimiter among ``, ; tab |`` that splits the sample most consistently.
+
+    Scores each candidate by the share of records with the header's cell count,
+    then by that count; a file with one column reads as comma-separated.
+    """
+    best, best_score = ",", (0.0, 1)
+    for delimiter in DELIMITERS:
+        counts: list[int] = []
+        exhausted = True
+        try:
+            for cells in csv.reader(io.StringIO(sample, newline=""), delimiter=delimiter):
+                if cells:
+                    counts.append(len(cells))
+                if len(counts) >= _SNIFF_ROWS:
+                    exhausted = False
+                    break
+        except csv.Error:
+            exhausted = False
+        if exhausted and not complete and len(counts) > 1:
+            counts.pop()  # the sample may end inside this record
+        if not counts or counts[0] < 2:
+            continue
+        score = (counts.count(counts[0]) / len(counts), counts[0])
+        if score > best_score:
+            best, best_score = delimiter, score
+    return best
+
+
+def _truncate(text: str) -> str:
+    return text if len(text) <= RAW_LIMIT else text[:RAW_LIMIT] + "…"
+
+
+def _record_text(lines: list[str]) -> str | None:
+    if not lines:
+        return None
+    text = "".join(lines[:RAW_LIMIT]) if len(lines) > RAW_LIMIT else "".join(lines)
+    return _truncate(text.rstrip("\r\n"))
+
+
+class CsvRows:
+    """Rows of one CSV input; reads the header on construction."""
+
+    def __init__(self, name: str, feed: LineFeed, delimiter: str, max_field_size: int) -> None:
+        self.name = name
+        self.delimiter = delimiter
+        self.max_field_size = max_field_size
+        self._feed = feed
+        self._buf: list[str] = []
+        # The csv module's limit is process-wide; the reader checks it per field.
+        csv.field_size_limit(max_field_size)
+        self._lines = feed.lines(self._buf)
+        self._reader = self._new_reader(self._lines)
+        self._base = 0
+        """Physical line number just before the reader's first line."""
+        self._replayed_until = 0
+        self.columns, self._prev_end = self._read_header()
+
+    def _new_reader(self, lines: Iterator[str | None]) -> Iterator[list[str]]:
+        return csv.reader(lines, delimiter=self.delimiter, strict=True)  # type: ignore[arg-type]
+
+    def _read_header(self) -> tuple[list[str], int]:
+        reader = self._reader
+        while True:
+            start = reader.line_num + 1  # type: ignore[attr-defined]
+            try:
+                cells = next(reader)
+            except StopIteration:
+                if self._feed.sample.strip():
+                    raise SourceError(f"{self.name}: no header row") from None
+                raise SourceError(f"{self.name}: file is empty") from None
+            except csv.Error as exc:
+                if self._feed.event == "overlong":
+                    why = f"the line is longer than {self._feed.limit} characters"
+                else:
+                    why = self._explain(exc, start, start + len(self._buf) - 1)
+                raise SourceError(
+                    f"{self.name}: line {start}: cannot read the header row: {why}"
+                ) from None
+            self._buf.clear()
+            if cells and "".join(cells).strip():
+                break
+        end: int = reader.line_num  # type: ignore[attr-defined]
+        columns = [cell.strip() for cell in cells]
+        self._check_header(columns, end)
+        return columns, end
+
+    def _check_header(self, columns: list[str], line: int) -> None:
+        problems: list[str] = []
+        empty = [str(i) for i, column in enumerate(columns, 1) if not column]
+        if empty:
+            problems.append(f"empty column name in column {', '.join(empty)}")
+        seen: dict[str, list[int]] = {}
+        for i, column in enumerate(columns, 1):
+            if column:
+                seen.setdefault(column, []).append(i)
+        for column, where in seen.items():
+            if len(where) > 1:
+                numbers = ", ".join(map(str, where))
+                problems.append(f"duplicate column name {column!r} in columns {numbers}")
+        if problems:
+            raise SourceError(
+                f"{self.name}: line {line}: header row: {'; '.join(problems)} "
+                "(every column needs a unique, non-empty name)"
+            )
+
+    def __iter__(self) -> Iterator[SourceRow | RowProblem]:
+        name = self.name
+        columns = self.columns
+        ncols = len(columns)
+        clear = self._buf.clear
+        reader = self._reader
+        next_record = reader.__next__
+        base = self._base
+        prev_end = self._prev_end
+        while True:
+            try:
+                cells = next_record()
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                self._prev_end = prev_end
+                yield from self._broken(exc)
+                reader = self._reader
+                next_record = reader.__next__
+                base = self._base
+                prev_end = self._prev_end
+                continue
+            if len(cells) == ncols:
+                yield SourceRow(name, prev_end + 1, dict(zip(columns, cells, strict=True)))
+            elif cells and (cells[0] or "".join(cells).strip()):
+                yield self._wrong_count(prev_end + 1, cells, ncols)
+            prev_end = base + reader.line_num  # type: ignore[attr-defined]
+            clear()
+
+    def _wrong_count(self, line: int, cells: list[str], ncols: int) -> RowProblem:
+        out = io.StringIO()
+        csv.writer(out, delimiter=self.delimiter, lineterminator="").writerow(cells)
+        return RowProblem(
+            self.name,
+            line,
+            f"row has {len(cells)} cells, header has {ncols} (expected one cell per column)",
+            raw=_truncate(out.getvalue()),
+        )
+
+    def _explain(self, exc: csv.Error, start: int, end: int) -> str:
+        """A user's account of why the record on lines start..end could not be parsed."""
+        feed = self._feed
+        text = str(exc)
+        spans = end > start
+        if feed.event == "record":
+            return (
+                f"record on lines {start}-{end} is longer than {feed.limit} characters "
+                "([source] max_line_length; unterminated quote?)"
+            )
+        if text.startswith("field larger than field limit"):
+            if spans:
+                return (
+                    f"quoted field opened on line {start} is still open after "
+                    f"{self.max_field_size} characters (unterminated quote?)"
+                )
+            return (
+                f"a field is longer than {self.max_field_size} characters ([source] max_field_size)"
+            )
+        if text == "unexpected end of data":
+            return (
+                f"quoted field opened on line {start} is never closed "
+                "(unterminated quote; the file ends inside it)"
+            )
+        if "expected after" in text:
+            if spans:
+                return (
+                    f"quoted field opened on line {start} runs to line {end} and text follows "
+                    "its closing quote (unterminated or stray quote?)"
+                )
+            return (
+                "text follows the closing quote of a quoted field "
+                '(a quote inside a quoted field must be doubled: "")'
+            )
+        if "NUL" in text:
+            return "line contains a NUL character (binary data?)"
+        return f"cannot parse the record ({text})"
+
+    def _broken(self, exc: csv.Error) -> Iterator[RowProblem]:
+        """Report a record the parser gave up on, then resume reading after it.
+
+        Lines after the record's first line are read again once (not twice, so a
+        hostile file cannot make this quadratic): a stray quote costs one row.
+        """
+        feed = self._feed
+        event, feed.event = feed.event, None
+        lines = list(self._buf)
+        self._buf.clear()
+        start = self._prev_end + 1
+        end = start + len(lines) - 1
+        overlong = end + 1 if event == "overlong" else None
+        if lines:
+            if overlong is not None:
+                message = f"record is cut off by over-long line {overlong}"
+            else:
+                message = self._explain(exc, start, end)
+            first_again = max(start + 1, self._replayed_until + 1)
+            again = lines[first_again - start :] if overlong is None else []
+            if again:
+                message += f"; reading again from line {first_again}"
+            elif end > start:
+                message += f"; lines {start}-{end} skipped"
+            yield RowProblem(self.name, start, message, raw=_record_text(lines))
+        else:
+            again = []
+        if overlong is not None:
+            yield RowProblem(
+                self.name,
+                overlong,
+                f"line is longer than {feed.limit} characters ([source] max_line_length); skipped",
+            )
+            end = overlong
+        self._prev_end = end
+        if again:
+            self._replayed_until = end
+            self._base = self._prev_end = end - len(again)
+            self._reader = self._new_reader(
+                itertools.chain(feed.replay(again, self._buf), self._lines)
+            )
+        else:
+            self._base = end - self._reader.line_num  # type: ignore[attr-defined]

@@ -1,0 +1,90 @@
+"""How to read an input file: format, encoding, delimiter and the safety limits."""
+
+from __future__ import annotations
+
+import codecs
+from dataclasses import dataclass
+
+from worker.errors import SourceError
+
+FORMATS = ("csv", "jsonl")
+DELIMITERS = (",", ";", "\t", "|")
+
+_EXTENSIONS = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".txt": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SourceOptions:
+    """The ``[source]`` settings (and ``--format``) that `open_source` honours."""
+
+    format: str | None = None
+    """``"csv"``, ``"jsonl"`` or None to choose by extension (after stripping ``.gz``)."""
+    encoding: str = "utf-8"
+    """Text encoding; ``utf-8`` also accepts a byte-order mark."""
+    delimiter: str | None = None
+    """CSV delimiter; None detects one of ``, ; tab |`` from the first 64 KiB."""
+    max_field_size: int = 1_000_000
+    """Characters per CSV field or top-level JSON string value."""
+    max_line_length: int = 4_000_000
+    """Characters per physical line (and per multi-line CSV record)."""
+
+
+def choose_format(name: str, configured: str | None) -> str:
+    """The format to read `name` as: the configured one, else by extension."""
+    if configured is not None:
+        fmt = configured.lower()
+        if fmt not in FORMATS:
+            raise SourceError(f"unknown format {configured!r}: expected 'csv' or 'jsonl'")
+        return fmt
+    if name == "-":
+        raise SourceError(
+            "cannot tell the format of standard input: pass --format csv|jsonl "
+            "(or set [source] format)"
+        )
+    lower = name.lower()
+    if lower.endswith(".gz"):
+        lower = lower[:-3]
+    dot = lower.rfind(".")
+    ext = lower[dot:] if dot > lower.replace("\\", "/").rfind("/") else ""
+    by_extension = _EXTENSIONS.get(ext)
+    if by_extension is None:
+        shown = f"extension {ext!r}" if ext else "no extension"
+        raise SourceError(
+            f"{name}: unknown format ({shown}); expected .csv, .tsv, .txt, .jsonl or "
+            ".ndjson (optionally .gz), or pass --format csv|jsonl"
+        )
+    return by_extension
+
+
+def python_encoding(encoding: str) -> str:
+    """The codec to decode with: utf-8 becomes utf-8-sig so a BOM is accepted."""
+    try:
+        info = codecs.lookup(encoding)
+    except LookupError:
+        raise SourceError(
+            f"unknown encoding {encoding!r}: set [source] encoding to e.g. utf-8, cp1254, "
+            "latin-1 or utf-16"
+        ) from None
+    if info.name == "utf-8":
+        return "utf-8-sig"
+    return info.name
+
+
+def check_delimiter(delimiter: str | None) -> str | None:
+    """Validate a configured delimiter; ``tab`` and ``\\t`` spell a tab."""
+    if delimiter is None:
+        return None
+    if delimiter.lower() in ("tab", "\\t"):
+        return "\t"
+    if len(delimiter) != 1 or delimiter in '\r\n"':
+        raise SourceError(
+            f"invalid [source] delimiter {delimiter!r}: expected one character such as "
+            "',', ';', '|' or 'tab'"
+        )
+    return delimiter

@@ -1,0 +1,120 @@
+"""`open_source`: the one entry point of the source stage."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from types import TracebackType
+
+from worker.errors import SourceError
+from worker.source.csvfile import CsvRows, detect_delimiter
+from worker.source.jsonl import jsonl_rows
+from worker.source.lines import LineFeed
+from worker.source.options import (
+    SourceOptions,
+    check_delimiter,
+    choose_format,
+    python_encoding,
+)
+from worker.source.rows import RowProblem, SourceRow
+from worker.source.stream import GZIP_ERRORS, STDIN_NAME, TextInput
+
+_READ_ERRORS = (OSError, *GZIP_ERRORS)
+
+
+class Source:
+    """An open input: iterate it for rows and row problems, in file order.
+
+    File-level failures (undecodable bytes, broken gzip, I/O errors) raise
+    `SourceError`, also in the middle of iteration.
+    """
+
+    def __init__(self, path: str, options: SourceOptions) -> None:
+        self.name = STDIN_NAME if path == "-" else path
+        self.format = choose_format(path, options.format)
+        delimiter = check_delimiter(options.delimiter) if self.format == "csv" else None
+        codec = python_encoding(options.encoding)
+        self.encoding = options.encoding
+        self._input = TextInput(
+            self.name, path, codec, newline="" if self.format == "csv" else "\n"
+        )
+        self.total_bytes: int | None = self._input.total_bytes
+        self.columns: list[str] | None = None
+        self.delimiter: str | None = None
+        try:
+            with self._translated_errors():
+                feed = LineFeed(
+                    self._input.text,
+                    csv_newlines=self.format == "csv",
+                    max_line_length=options.max_line_length,
+                )
+                if self.format == "csv":
+                    if delimiter is None:
+                        delimiter = detect_delimiter(feed.sample, feed.sample_is_all)
+                    self.delimiter = delimiter
+                    csv_rows = CsvRows(self.name, feed, delimiter, options.max_field_size)
+                    self.columns = csv_rows.columns
+                    self._rows: Iterator[SourceRow | RowProblem] = iter(csv_rows)
+                else:
+                    if not feed.sample:
+                        raise SourceError(f"{self.name}: file is empty")
+                    if not feed.sample.strip() and feed.sample_is_all:
+                        raise SourceError(f"{self.name}: file has only blank lines")
+                    self._rows = jsonl_rows(self.name, feed, options.max_field_size)
+        except BaseException:
+            self.close()
+            raise
+
+    def _translated_errors(self) -> _ErrorTranslation:
+        return _ErrorTranslation(self._input)
+
+    def __iter__(self) -> Iterator[SourceRow | RowProblem]:
+        with self._translated_errors():
+            yield from self._rows
+
+    def bytes_read(self) -> int:
+        """Bytes consumed from the file so far (compressed bytes for .gz); for progress."""
+        return self._input.compressed.count
+
+    def close(self) -> None:
+        """Close the file (standard input stays open)."""
+        self._input.close()
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class _ErrorTranslation:
+    """Turn decode and read failures into one-line `SourceError`s."""
+
+    def __init__(self, text_input: TextInput) -> None:
+        self._input = text_input
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, UnicodeDecodeError):
+            raise self._input.decode_error(exc) from None
+        if isinstance(exc, _READ_ERRORS):
+            raise self._input.stream_error(exc) from None
+
+
+def open_source(path: str, options: SourceOptions | None = None) -> Source:
+    """Open `path` (``-`` for standard input) for streaming; reads the CSV header.
+
+    Raises `SourceError` with one line when the file cannot be read as asked.
+    """
+    return Source(path, options or SourceOptions())

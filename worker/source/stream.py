@@ -1,0 +1,125 @@
+"""Open the input as decoded text: file or stdin, gzip detected by its magic bytes.
+
+Byte counters sit under the gzip layer (for progress) and above it (so a decode
+error can name the byte offset in the uncompressed data).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import stat
+import sys
+import zlib
+from typing import BinaryIO, cast
+
+from worker.errors import SourceError
+
+STDIN_NAME = "<stdin>"
+GZIP_MAGIC = b"\x1f\x8b"
+
+# Errors a broken gzip stream raises while reading.
+GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
+
+
+class CountingReader(io.BufferedIOBase):
+    """A read-only pass-through that counts the bytes handed out."""
+
+    def __init__(self, inner: BinaryIO, *, close_inner: bool = True) -> None:
+        super().__init__()
+        self._inner = inner
+        self._close_inner = close_inner
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = self._inner.read(-1 if size is None else size)
+        self.count += len(data)
+        return data
+
+    def read1(self, size: int = -1) -> bytes:
+        read1 = getattr(self._inner, "read1", None)
+        data = read1(size) if read1 is not None else self._inner.read(size)
+        self.count += len(data)
+        return bytes(data)
+
+    def close(self) -> None:
+        if not self.closed and self._close_inner:
+            self._inner.close()
+        super().close()
+
+
+class TextInput:
+    """The decoded text of one input plus what is known about its bytes."""
+
+    def __init__(self, name: str, path: str, encoding: str, newline: str) -> None:
+        self.name = name
+        self.encoding = encoding
+        self.total_bytes: int | None = None
+        binary = self._open_binary(path)
+        self.compressed = CountingReader(binary, close_inner=path != "-")
+        self.decoded_counter = self.compressed
+        try:
+            head = binary.peek(2)[:2] if isinstance(binary, io.BufferedReader) else b""
+        except OSError as exc:
+            self.compressed.close()
+            raise SourceError(f"{name}: cannot read: {exc.strerror or exc}") from None
+        data: io.BufferedIOBase = self.compressed
+        if head == GZIP_MAGIC:
+            gz = gzip.GzipFile(fileobj=self.compressed, mode="rb")
+            self.decoded_counter = CountingReader(gz)  # type: ignore[arg-type]
+            data = self.decoded_counter
+        elif path.lower().endswith(".gz"):
+            self.compressed.close()
+            raise SourceError(f"{name}: not a gzip file (the name ends in .gz)")
+        self.text = io.TextIOWrapper(
+            cast(BinaryIO, data), encoding=encoding, errors="strict", newline=newline
+        )
+
+    def _open_binary(self, path: str) -> BinaryIO:
+        if path == "-":
+            return sys.stdin.buffer
+        try:
+            binary = open(path, "rb")  # noqa: SIM115 - closed by TextInput.close
+        except FileNotFoundError:
+            raise SourceError(f"{self.name}: file not found") from None
+        except IsADirectoryError:
+            raise SourceError(f"{self.name}: is a directory, not a file") from None
+        except PermissionError:
+            raise SourceError(f"{self.name}: not readable (permission denied)") from None
+        except OSError as exc:
+            raise SourceError(f"{self.name}: cannot open: {exc.strerror or exc}") from None
+        info = os.fstat(binary.fileno())
+        if stat.S_ISDIR(info.st_mode):
+            binary.close()
+            raise SourceError(f"{self.name}: is a directory, not a file")
+        if stat.S_ISREG(info.st_mode):
+            self.total_bytes = info.st_size
+        return binary
+
+    def decode_error(self, exc: UnicodeDecodeError) -> SourceError:
+        """A one-line error naming the byte offset where decoding failed."""
+        # The decoder raised on the bytes it was handed last; they end at the counter.
+        offset = self.decoded_counter.count - len(exc.object) + exc.start
+        gzipped = self.decoded_counter is not self.compressed
+        where = "uncompressed byte offset" if gzipped else "byte offset"
+        bad = exc.object[exc.start : min(exc.end, exc.start + 4)].hex(" ")
+        return SourceError(
+            f"{self.name}: bytes do not decode as {self.encoding} at {where} {offset} "
+            f"(0x{bad}): set [source] encoding to the file's encoding (e.g. cp1254, "
+            "latin-1, utf-16)"
+        )
+
+    def stream_error(self, exc: Exception) -> SourceError:
+        """A one-line error for a read failure (broken gzip, I/O error)."""
+        if isinstance(exc, GZIP_ERRORS):
+            return SourceError(f"{self.name}: broken or truncated gzip data ({exc})")
+        return SourceError(f"{self.name}: cannot read: {exc}")
+
+    def close(self) -> None:
+        # GzipFile does not close the file object it was given: close both layers.
+        self.text.close()
+        self.compressed.close()
