@@ -1,0 +1,171 @@
+"""``/_sandbox/*``: what tests and benchmarks look at and change. No auth, faults or limits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from worker.errors import ConfigError
+from worker.sandbox.options import check_faults
+from worker.sandbox.resources import inspection_resource
+from worker.sandbox.state import SandboxState, dumps, json_response
+from worker.sandbox.stats import duplicate_groups
+from worker.sandbox.store import Appointment, parse_instant
+from worker.sandbox.validation import as_int
+
+_INT_FIELDS = ("customer_id", "user_id", "assistant_id", "parent_appointment_id", "room_id")
+_TEXT_FIELDS = ("status", "description", "cancellation_reason")
+_FAULTS_USAGE = 'body must be JSON like {"faults": {"error503": 0.5}}'
+
+
+def _bad(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=dumps({"message": message}), content_type="application/json")
+
+
+def _apply_patch(appt: Appointment, changes: dict[str, Any]) -> None:
+    for key, value in changes.items():
+        if key == "scheduled_at":
+            try:
+                appt.scheduled_at = parse_instant(str(value))
+            except ValueError:
+                raise _bad("scheduled_at is not an ISO-8601 instant") from None
+        elif key in ("treatments", "treatment_ids"):
+            ids = [as_int(v) for v in value] if isinstance(value, list) else [None]
+            if not ids or any(i is None for i in ids):
+                raise _bad(f"{key} must be a non-empty list of integers")
+            appt.treatment_ids = [i for i in ids if i is not None]
+        elif key in _INT_FIELDS:
+            number = None if value is None else as_int(value)
+            if number is None and (value is not None or key in ("customer_id", "user_id")):
+                raise _bad(f"{key} must be an integer")
+            setattr(appt, key, number)
+        elif key in _TEXT_FIELDS:
+            if value is not None and not isinstance(value, str):
+                raise _bad(f"{key} must be a string")
+            setattr(appt, key, value)
+        else:
+            raise _bad(f"{key} cannot be changed")
+
+
+class Inspection:
+    """Handlers of the ``/_sandbox`` routes."""
+
+    def __init__(self, state: SandboxState) -> None:
+        self.state = state
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/_sandbox/stats", self.stats),
+            web.get("/_sandbox/appointments", self.appointments),
+            web.patch("/_sandbox/appointments/{id:\\d+}", self.patch),
+            web.delete("/_sandbox/appointments/{id:\\d+}", self.delete),
+            web.get("/_sandbox/seed", self.seed),
+            web.get("/_sandbox/requests", self.requests),
+            web.get("/_sandbox/faults", self.get_faults),
+            web.post("/_sandbox/faults", self.set_faults),
+        ]
+
+    async def stats(self, request: web.Request) -> web.Response:
+        state = self.state
+        by_tenant: dict[str, int] = {}
+        for tenant_id in state.store.by_tenant:
+            by_tenant[str(tenant_id)] = len(state.store.live(tenant_id))
+        groups = duplicate_groups(state.store.appointments.values())
+        s = state.stats
+        return json_response(
+            {
+                "requests_total": s.requests_total,
+                "requests_by_status": {str(k): v for k, v in sorted(s.by_status.items())},
+                "faults": dict(s.faults),
+                "rate_limited": s.rate_limited,
+                "appointments_total": sum(by_tenant.values()),
+                "appointments_by_tenant": by_tenant,
+                "duplicates": sum(len(g["ids"]) - 1 for g in groups),
+                "duplicate_groups": groups,
+                "idempotent_replays": s.idempotent_replays,
+            }
+        )
+
+    async def appointments(self, request: web.Request) -> web.Response:
+        store, seed = self.state.store, self.state.seed
+        raw = request.query.get("tenant")
+        include_deleted = request.query.get("include_deleted", "") in ("1", "true")
+        if raw is not None:
+            tenant_id = as_int(raw)
+            if tenant_id is None:
+                raise _bad("tenant must be an integer")
+            ids = store.by_tenant.get(tenant_id, [])
+        else:
+            ids = sorted(store.appointments)
+        appts = [store.appointments[i] for i in ids]
+        return json_response(
+            {
+                "data": [
+                    inspection_resource(a, seed.tenants.get(a.tenant_id))
+                    for a in appts
+                    if include_deleted or a.deleted_at is None
+                ]
+            }
+        )
+
+    def _find(self, request: web.Request) -> Appointment:
+        appt_id = int(request.match_info["id"])
+        appt = self.state.store.appointments.get(appt_id)
+        if appt is None or appt.deleted_at is not None:
+            raise web.HTTPNotFound(
+                text=dumps({"message": f"no appointment {appt_id}"}),
+                content_type="application/json",
+            )
+        return appt
+
+    async def patch(self, request: web.Request) -> web.Response:
+        appt = self._find(request)
+        try:
+            changes = await request.json()
+        except ValueError:
+            raise _bad("body must be a JSON object") from None
+        if not isinstance(changes, dict):
+            raise _bad("body must be a JSON object")
+        # Validate on a copy so a bad field changes nothing.
+        patched = Appointment.from_row(appt.to_row())
+        _apply_patch(patched, changes)
+        patched.updated_at = self.state.now()
+        self.state.store.appointments[appt.id] = patched
+        self.state.store.save(patched)
+        tenant = self.state.seed.tenants.get(patched.tenant_id)
+        return json_response({"data": inspection_resource(patched, tenant)})
+
+    async def delete(self, request: web.Request) -> web.Response:
+        appt = self._find(request)
+        appt.deleted_at = appt.updated_at = self.state.now()
+        self.state.store.save(appt)
+        tenant = self.state.seed.tenants.get(appt.tenant_id)
+        return json_response({"data": inspection_resource(appt, tenant)})
+
+    async def seed(self, request: web.Request) -> web.Response:
+        return json_response(self.state.seed.public_json())
+
+    async def requests(self, request: web.Request) -> web.Response:
+        try:
+            since = float(request.query.get("since", "0"))
+        except ValueError:
+            raise _bad("since must be a unix time in seconds") from None
+        return json_response({"requests": self.state.stats.requests_since(since)})
+
+    async def get_faults(self, request: web.Request) -> web.Response:
+        return json_response({"faults": self.state.faults})
+
+    async def set_faults(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise _bad(_FAULTS_USAGE) from None
+        table = body.get("faults") if isinstance(body, dict) else None
+        if not isinstance(table, dict):
+            raise _bad(_FAULTS_USAGE)
+        try:
+            self.state.faults = check_faults(table)
+        except ConfigError as exc:
+            raise _bad(str(exc)) from None
+        return json_response({"faults": self.state.faults})

@@ -1,0 +1,76 @@
+"""Options of the sandbox server and parsing of ``--fault KIND=PROBABILITY``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from worker.errors import ConfigError
+from worker.rates import Rate
+
+# Faults that create nothing, in the order they are checked.
+FAULTS_BEFORE = ("reset_before", "error500", "error503", "html502", "throttle429")
+# Faults that strike after the appointment is committed: the POST's outcome is unknown.
+FAULTS_AFTER = ("drop_after_commit", "slow_after_commit", "malformed_after_commit")
+FAULT_KINDS: tuple[str, ...] = FAULTS_BEFORE + FAULTS_AFTER
+
+
+@dataclass
+class SandboxOptions:
+    """How one sandbox server behaves. port=0 picks a free port."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    seed_path: Path | None = None
+    state_path: Path | None = None
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    rate_limit: Rate | None = None
+    faults: dict[str, float] = field(default_factory=dict)
+    honor_idempotency_key: bool = False
+    fault_seed: int | None = None
+    slow_seconds: float = 120.0
+    clock: Callable[[], float] = time.time
+    token_ttl: float = 3600.0
+
+
+def check_faults(faults: dict[str, float]) -> dict[str, float]:
+    """Validate a fault table; raises ConfigError naming the bad entry."""
+    for kind, prob in faults.items():
+        if kind not in FAULT_KINDS:
+            raise ConfigError(f"unknown fault {kind!r}: expected one of {', '.join(FAULT_KINDS)}")
+        if isinstance(prob, bool) or not isinstance(prob, int | float) or not 0.0 <= prob <= 1.0:
+            raise ConfigError(f"fault {kind}: probability {prob!r} is not a number from 0 to 1")
+    return {kind: float(prob) for kind, prob in faults.items()}
+
+
+def parse_faults(specs: Iterable[str]) -> dict[str, float]:
+    """Parse repeated ``KIND=PROBABILITY`` options into a fault table."""
+    table: dict[str, float] = {}
+    for spec in specs:
+        kind, sep, value = spec.partition("=")
+        kind = kind.strip()
+        if not sep:
+            raise ConfigError(f"--fault {spec!r}: expected KIND=PROBABILITY such as error503=0.1")
+        try:
+            prob = float(value)
+        except ValueError:
+            raise ConfigError(
+                f"--fault {spec!r}: probability {value.strip()!r} is not a number from 0 to 1"
+            ) from None
+        table[kind] = prob
+    return check_faults(table)
+
+
+def check_options(opts: SandboxOptions) -> None:
+    """Reject option values that make no sense, with one line each."""
+    check_faults(opts.faults)
+    for name in ("latency_ms", "jitter_ms", "slow_seconds"):
+        if getattr(opts, name) < 0:
+            raise ConfigError(f"{name.replace('_', '-')} must not be negative")
+    if opts.token_ttl <= 0:
+        raise ConfigError("token-ttl must be positive")
+    if not 0 <= opts.port <= 65535:
+        raise ConfigError(f"port {opts.port} is out of range 0..65535")

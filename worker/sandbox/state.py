@@ -1,0 +1,84 @@
+"""The running sandbox's shared state and the helpers every handler uses."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from worker.sandbox.limiter import FixedWindowLimiter
+from worker.sandbox.options import SandboxOptions
+from worker.sandbox.seed import SeedIndex, TenantIndex
+from worker.sandbox.stats import Stats
+from worker.sandbox.store import RefreshGrant, Store
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def json_response(
+    data: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        text=dumps(data), status=status, headers=headers, content_type="application/json"
+    )
+
+
+class ApiError(Exception):
+    """An API answer other than success; the middleware turns it into a response."""
+
+    def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None):
+        super().__init__(status)
+        self.status = status
+        self.body = body
+        self.headers = headers or {}
+
+    def response(self) -> web.Response:
+        return json_response(self.body, self.status, self.headers)
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling: the bearer token and the tenant it acts for."""
+
+    token: str
+    tenant_id: int
+    tenant: TenantIndex
+
+
+class SandboxState:
+    """Everything one sandbox server holds, shared by its handlers."""
+
+    def __init__(self, opts: SandboxOptions, seed: SeedIndex, store: Store) -> None:
+        self.opts = opts
+        self.seed = seed
+        self.store = store
+        self.stats = Stats()
+        self.clock = opts.clock
+        self.limiter = FixedWindowLimiter(opts.rate_limit, opts.clock) if opts.rate_limit else None
+        self.faults: dict[str, float] = dict(opts.faults)
+        # Separate generators so latency jitter never shifts the fault sequence.
+        self.fault_rng = random.Random(opts.fault_seed)
+        self.jitter_rng = random.Random(opts.fault_seed)
+        self.stopping = asyncio.Event()
+        for token, (client_id, tenants) in seed.refresh_tokens.items():
+            store.refresh_tokens.setdefault(token, RefreshGrant(client_id, tenants))
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
+
+    def tenants_of(self, token: str) -> frozenset[int] | None:
+        """The tenants a bearer token reaches, or None if it is unknown or expired."""
+        tenants = self.seed.tokens.get(token)
+        if tenants is not None:
+            return tenants
+        grant = self.store.access_tokens.get(token)
+        if grant is not None and grant.expires_at > self.clock():
+            return grant.tenants
+        return None
