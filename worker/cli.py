@@ -52,6 +52,107 @@ def cli() -> None:
 # --- commands are registered below, one section each --------------------------
 
 
+# --- sandbox: a local Flextell look-alike --------------------------------------
+
+
+@cli.command("sandbox")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=8099, show_default=True, help="Port; 0 picks a free one.")
+@click.option(
+    "--port-file",
+    type=click.Path(dir_okay=False),
+    help="Write the port number here once listening.",
+)
+@click.option(
+    "--seed-data",
+    type=click.Path(dir_okay=False),
+    help="Seed JSON: tenants, tokens, reference data (default: the shipped seed).",
+)
+@click.option(
+    "--state",
+    type=click.Path(dir_okay=False),
+    help="SQLite file so created appointments survive a restart (default: in memory).",
+)
+@click.option("--latency-ms", type=float, default=0.0, help="Added delay per API request.")
+@click.option("--jitter-ms", type=float, default=0.0, help="Random extra delay, 0..N ms.")
+@click.option("--rate-limit", help="Fixed-window limit per token and tenant, e.g. 60/minute.")
+@click.option(
+    "--fault",
+    "fault_specs",
+    multiple=True,
+    metavar="KIND=PROBABILITY",
+    help="Inject a fault on POST /v1/appointments (repeatable), e.g. error503=0.1.",
+)
+@click.option("--fault-seed", type=int, help="Seed of the fault draws, for repeatable runs.")
+@click.option(
+    "--slow-seconds",
+    type=float,
+    default=120.0,
+    show_default=True,
+    help="Delay of slow_after_commit.",
+)
+@click.option(
+    "--token-ttl",
+    type=float,
+    default=3600.0,
+    show_default=True,
+    help="Lifetime in seconds of access tokens issued by /oauth/token.",
+)
+@click.option(
+    "--honor-idempotency-key",
+    is_flag=True,
+    help="Replay a POST whose Idempotency-Key the tenant used before (Flextell documents none).",
+)
+@user_errors
+def sandbox_cmd(
+    host: str,
+    port: int,
+    port_file: str | None,
+    seed_data: str | None,
+    state: str | None,
+    latency_ms: float,
+    jitter_ms: float,
+    rate_limit: str | None,
+    fault_specs: tuple[str, ...],
+    fault_seed: int | None,
+    slow_seconds: float,
+    token_ttl: float,
+    honor_idempotency_key: bool,
+) -> None:
+    """Serve a local Flextell look-alike under /api until SIGINT or SIGTERM.
+
+    Prints 'sandbox listening on http://HOST:PORT/api' once it accepts
+    connections. Inspection endpoints live under /_sandbox (stats, appointments,
+    seed, requests, faults).
+    """
+    import asyncio
+    import pathlib
+
+    from worker.errors import ConfigError
+    from worker.rates import parse_rate
+    from worker.sandbox import SandboxOptions, parse_faults, serve
+
+    try:
+        rate = parse_rate(rate_limit) if rate_limit is not None else None
+    except ValueError as exc:
+        raise ConfigError(f"--rate-limit: {exc}") from None
+    opts = SandboxOptions(
+        host=host,
+        port=port,
+        seed_path=pathlib.Path(seed_data) if seed_data else None,
+        state_path=pathlib.Path(state) if state else None,
+        latency_ms=latency_ms,
+        jitter_ms=jitter_ms,
+        rate_limit=rate,
+        faults=parse_faults(fault_specs),
+        honor_idempotency_key=honor_idempotency_key,
+        fault_seed=fault_seed,
+        slow_seconds=slow_seconds,
+        token_ttl=token_ttl,
+    )
+    asyncio.run(serve(opts, pathlib.Path(port_file) if port_file else None))
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="flextell-worker")
