@@ -1,0 +1,26 @@
+"""The durable per-row ledger: intent before each POST, outcome after, and the runs.
+
+One SQLite file (WAL, synchronous=FULL) owned by a writer thread with group
+commit; see store.Ledger for the async API.
+"""
+
+from worker.ledger.lock import lock_path
+from worker.ledger.model import Entry, Run, RunStatus, SeenRow, Status
+from worker.ledger.ops import UnknownKeyError, payload_diff
+from worker.ledger.paths import default_ledger_path
+from worker.ledger.schema import SCHEMA_VERSION
+from worker.ledger.store import Ledger
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Entry",
+    "Ledger",
+    "Run",
+    "RunStatus",
+    "SeenRow",
+    "Status",
+    "UnknownKeyError",
+    "default_ledger_path",
+    "lock_path",
+    "payload_diff",
+]

@@ -1,0 +1,125 @@
+"""The ledger's value types: row statuses, entry and run snapshots, seen rows."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from enum import StrEnum
+from typing import Any, cast
+
+
+class Status(StrEnum):
+    """Where a source row stands (see design.md, "A ledger row's life")."""
+
+    PENDING = "pending"
+    IN_FLIGHT = "in_flight"
+    CREATED = "created"
+    FAILED = "failed"
+    INVALID = "invalid"
+    UNKNOWN = "unknown"
+
+
+class RunStatus(StrEnum):
+    """How a run ended; `crashed` is a `running` run whose process died."""
+
+    RUNNING = "running"
+    FINISHED = "finished"
+    INTERRUPTED = "interrupted"
+    ABORTED = "aborted"
+    CRASHED = "crashed"
+
+
+@dataclass(slots=True)
+class Entry:
+    """A snapshot of one ledger row; attribute names are the column names."""
+
+    tenant: int
+    source_key: str
+    status: str
+    payload_hash: str | None = None
+    payload_json: str | None = None
+    appointment_id: int | None = None
+    appointment_code: str | None = None
+    attempts: int = 0
+    http_status: int | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    error_field: str | None = None
+    source_file: str | None = None
+    source_line: int | None = None
+    source_row: str | None = None
+    first_run_id: int | None = None
+    last_run_id: int | None = None
+    seen_run_id: int | None = None
+    changed_hash: str | None = None
+    changed_diff: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+
+    @property
+    def key(self) -> tuple[int, str]:
+        """The primary key, as get_many() uses it."""
+        return (self.tenant, self.source_key)
+
+    @property
+    def payload(self) -> dict[str, Any] | None:
+        """payload_json parsed, or None."""
+        return cast(dict[str, Any] | None, _loads(self.payload_json))
+
+    @property
+    def source_row_data(self) -> dict[str, Any] | None:
+        """source_row parsed: ``{"fields": {...}, "raw": "..."}``, or None."""
+        return cast(dict[str, Any] | None, _loads(self.source_row))
+
+    @property
+    def changes(self) -> dict[str, list[Any]] | None:
+        """changed_diff parsed: field -> [old, new], or None when unchanged."""
+        return cast(dict[str, list[Any]] | None, _loads(self.changed_diff))
+
+
+ENTRY_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Entry))
+
+
+@dataclass(slots=True)
+class Run:
+    """A snapshot of one row of the runs table; counts is parsed."""
+
+    id: int
+    mode: str
+    source_file: str | None
+    source_sha256: str | None
+    source_format: str | None
+    source_columns: list[str] | None
+    source_delimiter: str | None
+    source_encoding: str | None
+    config_path: str | None
+    started_at: str
+    finished_at: str | None
+    status: str
+    counts: dict[str, int]
+
+
+RUN_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Run))
+
+
+@dataclass(slots=True)
+class SeenRow:
+    """One source row as the engine read it in this run (pending or invalid)."""
+
+    tenant: int
+    source_key: str
+    payload_hash: str | None
+    payload_json: str | bytes | None
+    source_file: str | None
+    source_line: int | None
+    source_row: str | Mapping[str, Any] | None
+    run_id: int
+    status: str = Status.PENDING
+    error_code: str | None = None
+    error_message: str | None = None
+    error_field: str | None = None
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)

@@ -1,0 +1,377 @@
+"""The SQL behind the Ledger API; every function runs in the writer thread.
+
+Each takes the connection and the batch timestamp first, so the Ledger can queue
+``functools.partial(fn, ...)`` as one operation.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from worker.ledger.model import ENTRY_COLUMNS, RUN_COLUMNS, Entry, Run, SeenRow, Status
+
+_COLS = ", ".join(ENTRY_COLUMNS)
+_SELECT = f"SELECT {_COLS} FROM entries"
+# SQLite allows 32766 host parameters; two per key keeps a chunk far below that.
+_KEY_CHUNK = 500
+
+
+class UnknownKeyError(KeyError):
+    """An outcome or intent for a key the ledger has never seen (upsert_seen first)."""
+
+
+# --- runs ---
+
+
+def start_run(conn: sqlite3.Connection, now: str, fields: Mapping[str, Any]) -> int:
+    """Insert a `running` run; its id."""
+    columns = [*fields, "started_at", "status", "counts"]
+    values = [*fields.values(), now, "running", "{}"]
+    cur = conn.execute(
+        f"INSERT INTO runs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+        values,
+    )
+    return int(cur.lastrowid or 0)
+
+
+def finish_run(
+    conn: sqlite3.Connection, now: str, run_id: int, status: str, counts: Mapping[str, int]
+) -> None:
+    """Close a run with its status and counts."""
+    cur = conn.execute(
+        "UPDATE runs SET status = ?, finished_at = ?, counts = ? WHERE id = ?",
+        (status, now, json.dumps(dict(counts), sort_keys=True), run_id),
+    )
+    if cur.rowcount == 0:
+        raise KeyError(f"no run {run_id} in the ledger")
+
+
+def crash_running_runs(conn: sqlite3.Connection, now: str) -> int:
+    """Runs left `running` by a dead process become `crashed`; how many."""
+    del now  # a crashed run's end time is unknown
+    return conn.execute("UPDATE runs SET status = 'crashed' WHERE status = 'running'").rowcount
+
+
+def runs(conn: sqlite3.Connection, now: str, run_id: int | None) -> list[Run]:
+    """Runs, oldest first (or the one asked for)."""
+    del now
+    sql = f"SELECT {', '.join(RUN_COLUMNS)} FROM runs"
+    params: tuple[Any, ...] = ()
+    if run_id is not None:
+        sql += " WHERE id = ?"
+        params = (run_id,)
+    result = []
+    for row in conn.execute(sql + " ORDER BY id", params):
+        values = list(row)
+        values[5] = json.loads(values[5]) if values[5] is not None else None
+        values[12] = json.loads(values[12] or "{}")
+        result.append(Run(*values))
+    return result
+
+
+# --- reads ---
+
+
+def get_many(
+    conn: sqlite3.Connection, now: str, keys: Sequence[tuple[int, str]]
+) -> dict[tuple[int, str], Entry]:
+    """The entries of those keys that exist."""
+    del now
+    found: dict[tuple[int, str], Entry] = {}
+    for start in range(0, len(keys), _KEY_CHUNK):
+        chunk = keys[start : start + _KEY_CHUNK]
+        values = ", ".join("(?, ?)" for _ in chunk)
+        params = [part for key in chunk for part in key]
+        sql = f"{_SELECT} WHERE (tenant, source_key) IN (VALUES {values})"
+        for row in conn.execute(sql, params):
+            entry = Entry(*row)
+            found[entry.key] = entry
+    return found
+
+
+def select(
+    conn: sqlite3.Connection,
+    now: str,
+    statuses: Sequence[str] | None,
+    tenant: int | None,
+    run_id: int | None,
+    limit: int | None,
+) -> list[Entry]:
+    """Entries matching all given filters, in source order."""
+    del now
+    where, params = _filters(statuses, tenant, run_id)
+    sql = f"{_SELECT}{where} ORDER BY source_file, source_line, tenant, source_key"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    return [Entry(*row) for row in conn.execute(sql, params)]
+
+
+def page(
+    conn: sqlite3.Connection,
+    now: str,
+    after_rowid: int,
+    size: int,
+    statuses: Sequence[str] | None,
+    tenant: int | None,
+    run_id: int | None,
+) -> tuple[int, list[Entry]]:
+    """Up to ``size`` entries after ``after_rowid`` (insertion order) and the last rowid."""
+    del now
+    where, params = _filters(statuses, tenant, run_id)
+    where = f"{where} AND rowid > ?" if where else " WHERE rowid > ?"
+    sql = f"SELECT rowid, {_COLS} FROM entries{where} ORDER BY rowid LIMIT ?"
+    rows = conn.execute(sql, [*params, after_rowid, size]).fetchall()
+    last = int(rows[-1][0]) if rows else after_rowid
+    return last, [Entry(*row[1:]) for row in rows]
+
+
+def pending_batch(
+    conn: sqlite3.Connection, now: str, tenant: int, run_id: int, after_line: int, limit: int
+) -> list[Entry]:
+    """A tenant's pending rows seen in this run, after a source line, in line order."""
+    del now
+    sql = (
+        f"{_SELECT} WHERE status = 'pending' AND tenant = ? AND source_line > ?"
+        " AND seen_run_id = ? ORDER BY source_line LIMIT ?"
+    )
+    return [Entry(*row) for row in conn.execute(sql, (tenant, after_line, run_id, limit))]
+
+
+def claimed_ids(
+    conn: sqlite3.Connection, now: str, tenant: int, ids: Sequence[int], source_key: str
+) -> set[int]:
+    """Which of these appointment ids the ledger gives to rows other than source_key."""
+    del now
+    found: set[int] = set()
+    for start in range(0, len(ids), _KEY_CHUNK):
+        chunk = ids[start : start + _KEY_CHUNK]
+        sql = (
+            "SELECT appointment_id FROM entries WHERE tenant = ? AND appointment_id IN"
+            f" ({', '.join('?' * len(chunk))}) AND source_key != ?"
+        )
+        found.update(int(row[0]) for row in conn.execute(sql, (tenant, *chunk, source_key)))
+    return found
+
+
+def count_by_status(conn: sqlite3.Connection, now: str, tenant: int | None) -> dict[str, int]:
+    """How many entries have each status (statuses with none are left out)."""
+    del now
+    where, params = _filters(None, tenant, None)
+    sql = f"SELECT status, count(*) FROM entries{where} GROUP BY status"
+    return {str(status): int(n) for status, n in conn.execute(sql, params)}
+
+
+def missing_from_source(
+    conn: sqlite3.Connection, now: str, run_id: int, tenants: Sequence[int]
+) -> list[Entry]:
+    """Created entries of these tenants that the run's source did not contain."""
+    del now
+    if not tenants:
+        return []
+    marks = ", ".join("?" * len(tenants))
+    sql = (
+        f"{_SELECT} WHERE status = 'created' AND tenant IN ({marks})"
+        " AND (seen_run_id IS NULL OR seen_run_id != ?) ORDER BY tenant, source_key"
+    )
+    return [Entry(*row) for row in conn.execute(sql, [*tenants, run_id])]
+
+
+def _filters(
+    statuses: Sequence[str] | None, tenant: int | None, run_id: int | None
+) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if statuses is not None:
+        clauses.append(f"status IN ({', '.join('?' * len(statuses))})" if statuses else "0")
+        params.extend(statuses)
+    if tenant is not None:
+        clauses.append("tenant = ?")
+        params.append(tenant)
+    if run_id is not None:
+        clauses.append("last_run_id = ?")
+        params.append(run_id)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+# --- writes ---
+
+_INSERT = """
+INSERT INTO entries (tenant, source_key, status, payload_hash, payload_json, error_code,
+    error_message, error_field, source_file, source_line, source_row, first_run_id,
+    last_run_id, seen_run_id, created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+# Seen again, nothing about its sending changes (in_flight, unknown, failed with the same payload).
+_SEEN = """
+UPDATE entries SET seen_run_id = ?, last_run_id = ?, source_file = ?, source_line = ?,
+    source_row = ?, updated_at = ? WHERE tenant = ? AND source_key = ?
+"""
+# Created: what was sent stays; a different payload is only noted as a change.
+_SEEN_CREATED = """
+UPDATE entries SET seen_run_id = ?, last_run_id = ?, source_file = ?, source_line = ?,
+    source_row = ?, changed_hash = ?, changed_diff = ?, updated_at = ?
+WHERE tenant = ? AND source_key = ?
+"""
+# Not sent yet, or sent and refused and since fixed: the new payload replaces the old one.
+_RESET = """
+UPDATE entries SET status = ?, payload_hash = ?, payload_json = ?, attempts = {attempts},
+    http_status = NULL, error_code = ?, error_message = ?, error_field = ?,
+    seen_run_id = ?, last_run_id = ?, source_file = ?, source_line = ?, source_row = ?,
+    updated_at = ?
+WHERE tenant = ? AND source_key = ?
+"""
+_RESET_KEEP_ATTEMPTS = _RESET.format(attempts="attempts")  # pending: not sent yet, or retried
+_RESET_ATTEMPTS = _RESET.format(attempts="0")  # failed/invalid and fixed: a fresh start
+
+
+def upsert_seen(conn: sqlite3.Connection, now: str, items: Sequence[SeenRow]) -> None:
+    """Record that this run's source holds these rows (rules in Ledger.upsert_seen)."""
+    known: dict[tuple[int, str], tuple[str, str | None, str | None, str | None]] = {}
+    keys = list({(item.tenant, item.source_key) for item in items})
+    for start in range(0, len(keys), _KEY_CHUNK):
+        chunk = keys[start : start + _KEY_CHUNK]
+        values = ", ".join("(?, ?)" for _ in chunk)
+        sql = (
+            "SELECT tenant, source_key, status, payload_hash, payload_json, source_row"
+            f" FROM entries WHERE (tenant, source_key) IN (VALUES {values})"
+        )
+        for tenant, key, *state in conn.execute(sql, [p for k in chunk for p in k]):
+            known[(tenant, key)] = (state[0], state[1], state[2], state[3])
+    for item in items:
+        key = (item.tenant, item.source_key)
+        payload = _text(item.payload_json)
+        row = _row_text(item.source_row)
+        invalid = item.status == Status.INVALID
+        errors = (item.error_code, item.error_message, item.error_field) if invalid else (None,) * 3
+        where = (item.tenant, item.source_key)
+        seen = (item.run_id, item.run_id, item.source_file, item.source_line)
+        old = known.get(key)
+        if old is None:
+            conn.execute(
+                _INSERT,
+                (*where, item.status, item.payload_hash, payload, *errors, item.source_file,
+                 item.source_line, row, item.run_id, item.run_id, item.run_id, now, now),
+            )  # fmt: skip
+            known[key] = (item.status, item.payload_hash, payload, row)
+            continue
+        status, old_hash, old_payload, old_row = old
+        if status == Status.CREATED:
+            if item.payload_hash is None:  # invalid now: the created appointment stands
+                conn.execute(_SEEN, (*seen, old_row, now, *where))
+            elif item.payload_hash == old_hash:
+                conn.execute(_SEEN_CREATED, (*seen, None, None, None, now, *where))
+            else:
+                diff = json.dumps(payload_diff(old_payload, payload), sort_keys=True)
+                conn.execute(_SEEN_CREATED, (*seen, row, item.payload_hash, diff, now, *where))
+            continue
+        resend = status == Status.PENDING or (
+            status in (Status.FAILED, Status.INVALID)
+            and (invalid or status == Status.INVALID or item.payload_hash != old_hash)
+        )
+        if resend:
+            conn.execute(
+                _RESET_KEEP_ATTEMPTS if status == Status.PENDING else _RESET_ATTEMPTS,
+                (item.status, item.payload_hash, payload, *errors, *seen, row, now, *where),
+            )
+            known[key] = (item.status, item.payload_hash, payload, row)
+        else:
+            conn.execute(_SEEN, (*seen, row, now, *where))
+
+
+def mark_in_flight(
+    conn: sqlite3.Connection, now: str, tenant: int, source_key: str, run_id: int
+) -> None:
+    """The intent: this row's POST is about to leave."""
+    cur = conn.execute(
+        "UPDATE entries SET status = 'in_flight', attempts = attempts + 1, last_run_id = ?,"
+        " updated_at = ? WHERE tenant = ? AND source_key = ?",
+        (run_id, now, tenant, source_key),
+    )
+    if cur.rowcount == 0:
+        raise UnknownKeyError(f"no ledger entry for tenant {tenant}, source key {source_key!r}")
+
+
+_RECORD = """
+UPDATE entries SET status = ?, last_run_id = ?, http_status = ?, error_code = ?,
+    error_message = ?, error_field = ?, updated_at = ?,
+    appointment_id = coalesce(?, appointment_id),
+    appointment_code = coalesce(?, appointment_code){extra}
+WHERE tenant = ? AND source_key = ?
+"""
+# Once created, the source row is no longer needed for failure files; nor is a stale change.
+_RECORD_CREATED = _RECORD.format(
+    extra=", source_row = NULL, changed_hash = NULL, changed_diff = NULL"
+)
+_RECORD_OTHER = _RECORD.format(extra="")
+
+
+def record(
+    conn: sqlite3.Connection,
+    now: str,
+    tenant: int,
+    source_key: str,
+    status: str,
+    run_id: int,
+    appointment_id: int | None,
+    appointment_code: str | None,
+    http_status: int | None,
+    error_code: str | None,
+    error_message: str | None,
+    error_field: str | None,
+) -> None:
+    """The outcome of a row's POST (or of its reconciliation)."""
+    sql = _RECORD_CREATED if status == Status.CREATED else _RECORD_OTHER
+    cur = conn.execute(
+        sql,
+        (status, run_id, http_status, error_code, error_message, error_field, now,
+         appointment_id, appointment_code, tenant, source_key),
+    )  # fmt: skip
+    if cur.rowcount == 0:
+        raise UnknownKeyError(f"no ledger entry for tenant {tenant}, source key {source_key!r}")
+
+
+def stale_in_flight_to_unknown(conn: sqlite3.Connection, now: str) -> int:
+    """Rows left in_flight by a dead run may have landed: they become unknown."""
+    return conn.execute(
+        "UPDATE entries SET status = 'unknown', updated_at = ? WHERE status = 'in_flight'", (now,)
+    ).rowcount
+
+
+# --- helpers ---
+
+
+def payload_diff(old_json: str | None, new_json: str | None) -> dict[str, list[Any]]:
+    """Top-level fields whose values differ: field -> [old, new] (absent is null)."""
+    old = _object(old_json)
+    new = _object(new_json)
+    return {
+        name: [old.get(name), new.get(name)]
+        for name in sorted(old.keys() | new.keys())
+        if old.get(name) != new.get(name)
+    }
+
+
+def _object(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    value = json.loads(text)
+    return value if isinstance(value, dict) else {"": value}
+
+
+def _text(value: str | bytes | None) -> str | None:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def _row_text(value: str | Mapping[str, Any] | None) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def as_list(values: Iterable[Any] | None) -> list[Any] | None:
+    """An iterable argument materialised once (None stays None)."""
+    return None if values is None else list(values)

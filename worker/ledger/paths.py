@@ -1,0 +1,24 @@
+"""Where a ledger lives when --ledger is not given."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def default_ledger_path(config_path: Path | None) -> Path:
+    """``<state dir>/<config stem>.sqlite`` (``ledger.sqlite`` without a config).
+
+    The state dir is $FLEXTELL_WORKER_STATE_DIR, else $XDG_STATE_HOME/flextell-worker,
+    else ~/.local/state/flextell-worker (empty variables count as unset).
+    """
+    explicit = os.environ.get("FLEXTELL_WORKER_STATE_DIR")
+    xdg = os.environ.get("XDG_STATE_HOME")
+    if explicit:
+        base = Path(explicit).expanduser()
+    elif xdg:
+        base = Path(xdg).expanduser() / "flextell-worker"
+    else:
+        base = Path.home() / ".local" / "state" / "flextell-worker"
+    name = f"{config_path.stem}.sqlite" if config_path is not None else "ledger.sqlite"
+    return base / name

@@ -1,0 +1,187 @@
+"""Opening a ledger file: connection settings, recognising, creating and migrating the schema."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from worker.errors import AbortError
+
+SCHEMA_VERSION = 1
+# PRAGMA application_id marks the file as ours ("FLXL"), so another app's DB is refused.
+APPLICATION_ID = 0x464C584C
+
+# The latest shape: a new ledger is created with it directly, never through _MIGRATIONS.
+_SCHEMA = """
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE runs (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    mode             TEXT NOT NULL,
+    source_file      TEXT,
+    source_sha256    TEXT,
+    source_format    TEXT,
+    source_columns   TEXT,
+    source_delimiter TEXT,
+    source_encoding  TEXT,
+    config_path      TEXT,
+    started_at       TEXT NOT NULL,
+    finished_at      TEXT,
+    status           TEXT NOT NULL,
+    counts           TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE entries (
+    tenant           INTEGER NOT NULL,
+    source_key       TEXT NOT NULL,
+    status           TEXT NOT NULL CHECK (status IN
+                     ('pending', 'in_flight', 'created', 'failed', 'invalid', 'unknown')),
+    payload_hash     TEXT,
+    payload_json     TEXT,
+    appointment_id   INTEGER,
+    appointment_code TEXT,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    http_status      INTEGER,
+    error_code       TEXT,
+    error_message    TEXT,
+    error_field      TEXT,
+    source_file      TEXT,
+    source_line      INTEGER,
+    source_row       TEXT,
+    first_run_id     INTEGER,
+    last_run_id      INTEGER,
+    seen_run_id      INTEGER,
+    changed_hash     TEXT,
+    changed_diff     TEXT,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    PRIMARY KEY (tenant, source_key)
+);
+-- status first serves every status filter, then tenant and line give a lane
+-- its pending rows in source order without sorting (no semicolons in comments:
+-- the script is split on them).
+CREATE INDEX entries_status ON entries (status, tenant, source_line);
+CREATE INDEX entries_appointment ON entries (tenant, appointment_id)
+    WHERE appointment_id IS NOT NULL;
+"""
+
+# Index i upgrades a version-i ledger to version i+1; empty while there is one version.
+_MIGRATIONS: list[str] = []
+
+
+def connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
+    """A configured connection to a recognised, up-to-date ledger (created if new)."""
+    if readonly and not path.exists():
+        raise AbortError(f"ledger {path} does not exist")
+    try:
+        if readonly:
+            conn = sqlite3.connect(
+                f"{path.resolve().as_uri()}?mode=ro",
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        else:
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise AbortError(f"cannot open ledger {path}: {exc}") from None
+    try:
+        _configure(conn, path, readonly=readonly)
+        _check_and_migrate(conn, path, readonly=readonly)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _configure(conn: sqlite3.Connection, path: Path, *, readonly: bool) -> None:
+    try:
+        conn.execute("PRAGMA busy_timeout = 5000")
+        # Reading the schema is the first real I/O: a non-SQLite file fails here.
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        if readonly:
+            return
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise AbortError(f"ledger {path}: cannot switch to WAL journaling (got {mode})")
+        # WAL + FULL fsyncs the WAL on every commit, so a committed in_flight mark survives
+        # a power cut, not only a process crash; NORMAL could lose the last commits and the
+        # row would look never-sent although its POST left. Group commit pays for the fsync.
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = OFF")
+    except sqlite3.DatabaseError as exc:
+        raise AbortError(f"ledger {path} is not a flextell-worker ledger: {exc}") from None
+
+
+def _check_and_migrate(conn: sqlite3.Connection, path: Path, *, readonly: bool) -> None:
+    try:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        tables = {
+            row[0]
+            for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            if not str(row[0]).startswith("sqlite_")
+        }
+    except sqlite3.DatabaseError as exc:
+        raise AbortError(f"ledger {path} is not a flextell-worker ledger: {exc}") from None
+    if app_id == 0 and not tables:
+        if readonly:
+            raise AbortError(f"ledger {path} is empty (no run has used it yet)")
+        _create(conn)
+        return
+    if app_id != APPLICATION_ID or "meta" not in tables:
+        raise AbortError(
+            f"ledger {path} is not a flextell-worker ledger (another application's database); "
+            "use another --ledger"
+        )
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    try:
+        version = int(row[0]) if row else -1
+    except ValueError:
+        version = -1
+    if version < 1:
+        raise AbortError(f"ledger {path} has no valid schema version; it is damaged")
+    if version > SCHEMA_VERSION:
+        raise AbortError(
+            f"ledger {path} has schema version {version}, newer than this worker supports "
+            f"({SCHEMA_VERSION}); upgrade flextell-worker"
+        )
+    if version < SCHEMA_VERSION:
+        if readonly:
+            raise AbortError(
+                f"ledger {path} has schema version {version}; open it once for writing "
+                "to migrate it"
+            )
+        _migrate(conn, version)
+
+
+def _create(conn: sqlite3.Connection) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+        )
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _migrate(conn: sqlite3.Connection, version: int) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for script in _MIGRATIONS[version - 1 :]:
+            for statement in script.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+        conn.execute(
+            "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise

@@ -1,0 +1,315 @@
+"""The async Ledger: a durable per-row record of intents and outcomes, and of runs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any, cast
+
+from worker.errors import AbortError
+from worker.ledger import ops
+from worker.ledger.lock import LedgerLock, is_locked
+from worker.ledger.model import Entry, Run, RunStatus, SeenRow, Status
+from worker.ledger.schema import connect
+from worker.ledger.writer import OpFn, Writer
+
+# Unawaited outcomes queued beyond this make record() wait for a commit, so a
+# producer faster than the disk cannot grow the queue without bound.
+_MAX_BACKLOG = 20_000
+
+
+class Ledger:
+    """One SQLite ledger file, opened by one run at a time (see open())."""
+
+    def __init__(
+        self, path: Path, writer: Writer, lock: LedgerLock | None, *, readonly: bool
+    ) -> None:
+        self.path = path
+        self._writer = writer
+        self._lock = lock
+        self._readonly = readonly
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: str | Path, *, lock: bool = True, readonly: bool = False) -> Ledger:
+        """Open (creating or migrating) a ledger.
+
+        lock takes ``<path>.lock`` without waiting (LedgerLockedError when another
+        run holds it); a read-only open never locks, so reports can run beside a
+        run. A file that is not a usable ledger raises AbortError.
+        """
+        return await asyncio.to_thread(cls._open_sync, Path(path), lock and not readonly, readonly)
+
+    @classmethod
+    def _open_sync(cls, path: Path, lock: bool, readonly: bool) -> Ledger:
+        path = path.expanduser()
+        if not readonly:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                message = f"cannot create the ledger directory {path.parent}: {exc.strerror}"
+                raise AbortError(message) from None
+        held = LedgerLock.acquire(path) if lock else None
+        try:
+            conn = connect(path, readonly=readonly)
+            if held is not None:
+                # We hold the lock, so a run still marked running belongs to a dead process.
+                ops.crash_running_runs(conn, "")
+        except BaseException:
+            if held is not None:
+                held.release()
+            raise
+        return cls(path, Writer(conn, path), held, readonly=readonly)
+
+    async def close(self) -> None:
+        """Commit everything queued, close the file and release the lock."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._writer.stop()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
+    async def __aenter__(self) -> Ledger:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @property
+    def commits(self) -> int:
+        """Transactions committed so far; many operations share one under load."""
+        return self._writer.commits
+
+    @property
+    def operations(self) -> int:
+        """Operations (reads and writes) run so far."""
+        return self._writer.operations
+
+    # --- runs ---
+
+    async def start_run(
+        self,
+        *,
+        mode: str,
+        source_file: str | None,
+        source_sha256: str | None,
+        source_format: str | None = None,
+        source_columns: list[str] | None = None,
+        source_delimiter: str | None = None,
+        source_encoding: str | None = None,
+        config_path: str | None = None,
+    ) -> int:
+        """Record a new `running` run; its id (durable on return)."""
+        fields = {
+            "mode": mode,
+            "source_file": source_file,
+            "source_sha256": source_sha256,
+            "source_format": source_format,
+            "source_columns": None if source_columns is None else json.dumps(source_columns),
+            "source_delimiter": source_delimiter,
+            "source_encoding": source_encoding,
+            "config_path": config_path,
+        }
+        return cast(int, await self._write(partial(ops.start_run, fields=fields)))
+
+    async def finish_run(self, run_id: int, *, status: str, counts: Mapping[str, int]) -> None:
+        """Close a run with its final status and counts (durable on return)."""
+        status = RunStatus(status)
+        await self._write(partial(ops.finish_run, run_id=run_id, status=status, counts=counts))
+
+    async def runs(self, run_id: int | None = None) -> list[Run]:
+        """All runs oldest first, or the one asked for.
+
+        A `running` run whose process is gone shows as `crashed` even before a
+        writer reopens the ledger and records it so.
+        """
+        found = cast(list[Run], await self._read(partial(ops.runs, run_id=run_id)))
+        running = [run for run in found if run.status == RunStatus.RUNNING]
+        if running and self._lock is None and not await asyncio.to_thread(is_locked, self.path):
+            for run in running:
+                run.status = RunStatus.CRASHED
+        return found
+
+    # --- reads ---
+
+    async def get_many(self, keys: Sequence[tuple[int, str]]) -> dict[tuple[int, str], Entry]:
+        """The entries of those keys that exist (missing keys are absent)."""
+        return cast(
+            dict[tuple[int, str], Entry], await self._read(partial(ops.get_many, keys=list(keys)))
+        )
+
+    async def select(
+        self,
+        *,
+        statuses: Iterable[str] | None = None,
+        tenant: int | None = None,
+        run_id: int | None = None,
+        limit: int | None = None,
+    ) -> list[Entry]:
+        """Entries by status, tenant and last run, in source order (file, line)."""
+        fn = partial(
+            ops.select,
+            statuses=ops.as_list(statuses),
+            tenant=tenant,
+            run_id=run_id,
+            limit=limit,
+        )
+        return cast(list[Entry], await self._read(fn))
+
+    async def entries_iter(
+        self,
+        *,
+        statuses: Iterable[str] | None = None,
+        tenant: int | None = None,
+        run_id: int | None = None,
+        page_size: int = 1000,
+    ) -> AsyncIterator[Entry]:
+        """Stream entries in insertion order, one page per read, for large ledgers."""
+        wanted = ops.as_list(statuses)
+        after = 0
+        while True:
+            fn = partial(
+                ops.page,
+                after_rowid=after,
+                size=page_size,
+                statuses=wanted,
+                tenant=tenant,
+                run_id=run_id,
+            )
+            after, entries = cast(tuple[int, list[Entry]], await self._read(fn))
+            for entry in entries:
+                yield entry
+            if len(entries) < page_size:
+                return
+
+    async def pending_batch(
+        self, tenant: int, run_id: int, after_line: int, limit: int
+    ) -> list[Entry]:
+        """Up to limit pending rows of a tenant seen in run_id with source_line > after_line.
+
+        In source-line order, so a lane pages through its rows with the last line
+        as the cursor (rows without a line are never returned).
+        """
+        fn = partial(
+            ops.pending_batch, tenant=tenant, run_id=run_id, after_line=after_line, limit=limit
+        )
+        return cast(list[Entry], await self._read(fn))
+
+    async def claimed_ids(self, tenant: int, ids: Collection[int], source_key: str) -> set[int]:
+        """Which of these appointment ids the ledger already gives to another source row."""
+        fn = partial(ops.claimed_ids, tenant=tenant, ids=list(ids), source_key=source_key)
+        return cast(set[int], await self._read(fn))
+
+    async def count_by_status(self, tenant: int | None = None) -> dict[str, int]:
+        """How many entries have each status (zero counts left out)."""
+        return cast(dict[str, int], await self._read(partial(ops.count_by_status, tenant=tenant)))
+
+    async def missing_from_source(self, run_id: int, tenants: Iterable[int]) -> list[Entry]:
+        """Created entries of these tenants that the run's source no longer contains."""
+        fn = partial(ops.missing_from_source, run_id=run_id, tenants=list(tenants))
+        return cast(list[Entry], await self._read(fn))
+
+    # --- writes ---
+
+    async def upsert_seen(self, items: Sequence[SeenRow]) -> None:
+        """Record source rows this run read (committed on return).
+
+        New rows start `pending` (or `invalid` with its errors). Existing rows get
+        the run and source position. A created row keeps its status, id and sent
+        payload; a different payload hash only sets changed_hash/changed_diff.
+        A failed or invalid row whose source row was fixed goes back to pending
+        with attempts and errors cleared. in_flight and unknown rows keep what
+        may have been sent.
+        """
+        if not items:
+            return
+        for item in items:
+            if item.status not in (Status.PENDING, Status.INVALID):
+                raise ValueError(f"a seen row is pending or invalid, not {item.status!r}")
+        await self._write(partial(ops.upsert_seen, items=list(items)), atomic=True)
+
+    async def mark_in_flight(self, tenant: int, source_key: str, *, run_id: int) -> None:
+        """The intent: status in_flight, attempts + 1; committed before returning."""
+        await self._write(
+            partial(ops.mark_in_flight, tenant=tenant, source_key=source_key, run_id=run_id)
+        )
+
+    async def record(
+        self,
+        tenant: int,
+        source_key: str,
+        *,
+        status: str,
+        run_id: int,
+        appointment_id: int | None = None,
+        appointment_code: str | None = None,
+        http_status: int | None = None,
+        error_code: str | None = None,
+        error_message: str | None = None,
+        error_field: str | None = None,
+        durable: bool = False,
+    ) -> None:
+        """The outcome. Returns once queued, or once committed with durable=True.
+
+        An unawaited outcome that fails (say an unknown key) is raised by the
+        next flush(), close() or other call.
+        """
+        status = Status(status)
+        fn = partial(
+            ops.record,
+            tenant=tenant,
+            source_key=source_key,
+            status=status,
+            run_id=run_id,
+            appointment_id=appointment_id,
+            appointment_code=appointment_code,
+            http_status=http_status,
+            error_code=error_code,
+            error_message=error_message,
+            error_field=error_field,
+        )
+        if durable or self._writer.backlog > _MAX_BACKLOG:
+            await self._write(fn)
+        else:
+            self._check_writable()
+            self._writer.submit(fn, wait=False)
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far is committed."""
+        await self._read(_noop)
+        self._writer.raise_background_error()
+
+    async def mark_stale_in_flight_unknown(self) -> int:
+        """At a run's start: rows left in_flight by a crashed run become unknown."""
+        return cast(int, await self._write(ops.stale_in_flight_to_unknown))
+
+    # --- plumbing ---
+
+    async def _write(self, fn: OpFn, *, atomic: bool = False) -> Any:
+        self._check_writable()
+        future = self._writer.submit(fn, wait=True, write=True, atomic=atomic)
+        assert future is not None
+        return await future
+
+    async def _read(self, fn: OpFn) -> Any:
+        if self._closed:
+            raise AbortError(f"ledger {self.path} is closed")
+        future = self._writer.submit(fn, wait=True, write=False)
+        assert future is not None
+        return await future
+
+    def _check_writable(self) -> None:
+        if self._closed:
+            raise AbortError(f"ledger {self.path} is closed")
+        if self._readonly:
+            raise AbortError(f"ledger {self.path} was opened read-only")
+
+
+def _noop(conn: object, now: str) -> None:
+    del conn, now

@@ -1,0 +1,176 @@
+"""The one thread that owns the SQLite connection, with group commit.
+
+Every read and write is an operation queued to this thread, so the event loop
+never blocks on disk and a read sees every write queued before it. The thread
+takes whatever has queued up (at most ``max_batch`` operations), runs it in one
+transaction, commits (one fsync) and then resolves the batch's futures with one
+``call_soon_threadsafe`` per loop. It does not linger for more work: the fsync
+of one batch is the window in which the next one gathers, so concurrent
+awaiters share commits while a lone awaiter pays no added latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from worker.errors import AbortError
+
+OpFn = Callable[[sqlite3.Connection, str], Any]
+"""An operation: runs in the writer thread with the connection and the batch's timestamp."""
+
+
+@dataclass(slots=True)
+class _Op:
+    fn: OpFn
+    future: asyncio.Future[Any] | None
+    write: bool
+    # Several statements that must apply all or nothing get a savepoint; a single
+    # statement is atomic by itself and skips that cost.
+    atomic: bool
+
+
+_Outcome = tuple[asyncio.Future[Any], Any, BaseException | None]
+
+
+class Writer:
+    """Runs operations on ``conn`` in a dedicated thread, batching commits."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, *, max_batch: int = 500) -> None:
+        self._conn = conn
+        self._path = path
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self.commits = 0
+        """Transactions committed so far (a batch of operations is one transaction)."""
+        self.operations = 0
+        """Operations run so far."""
+        self._error: BaseException | None = None
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
+        self._thread.start()
+
+    @property
+    def backlog(self) -> int:
+        """Operations queued and not yet run."""
+        return self._queue.qsize()
+
+    def submit(
+        self, fn: OpFn, *, wait: bool, write: bool = True, atomic: bool = False
+    ) -> asyncio.Future[Any] | None:
+        """Queue ``fn``; with wait, a future resolved once its batch is committed."""
+        self.raise_background_error()
+        if self._stopped:
+            raise AbortError(f"ledger {self._path} is closed")
+        future = asyncio.get_running_loop().create_future() if wait else None
+        self._queue.put(_Op(fn, future, write, atomic))
+        return future
+
+    def raise_background_error(self) -> None:
+        """Re-raise (once) a failure of an operation nobody awaited."""
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    async def stop(self) -> None:
+        """Run everything queued, then end the thread and close the connection."""
+        if not self._stopped:
+            self._stopped = True
+            self._queue.put(None)
+            await asyncio.to_thread(self._thread.join)
+        self.raise_background_error()
+
+    # --- the thread ---
+
+    def _run(self) -> None:
+        try:
+            while True:
+                first = self._queue.get()
+                if first is None:
+                    return
+                batch = [first]
+                stop = False
+                while len(batch) < self._max_batch:
+                    try:
+                        op = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if op is None:
+                        stop = True
+                        break
+                    batch.append(op)
+                self._run_batch(batch)
+                if stop:
+                    return
+        finally:
+            self._conn.close()
+
+    def _run_batch(self, batch: list[_Op]) -> None:
+        conn = self._conn
+        now = datetime.now(UTC).isoformat(timespec="milliseconds")
+        outcomes: list[tuple[_Op, Any, BaseException | None]] = []
+        lost: BaseException | None = None
+        try:
+            conn.execute("BEGIN IMMEDIATE" if any(op.write for op in batch) else "BEGIN")
+            for op in batch:
+                try:
+                    if op.atomic:
+                        conn.execute("SAVEPOINT op")
+                    result = op.fn(conn, now)
+                    if op.atomic:
+                        conn.execute("RELEASE op")
+                    outcomes.append((op, result, None))
+                except Exception as exc:
+                    if not conn.in_transaction:
+                        raise  # SQLite rolled the whole batch back (disk full, I/O error)
+                    if op.atomic:
+                        conn.execute("ROLLBACK TO op")
+                        conn.execute("RELEASE op")
+                    outcomes.append((op, None, self._wrap(exc)))
+            conn.execute("COMMIT")
+            self.commits += 1
+        except Exception as exc:
+            lost = self._wrap(exc)
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+        self.operations += len(batch)
+        if lost is not None:
+            outcomes = [(op, None, lost) for op in batch]
+        self._deliver(outcomes)
+
+    def _wrap(self, exc: Exception) -> BaseException:
+        if isinstance(exc, sqlite3.Error):
+            return AbortError(f"ledger {self._path}: {exc}")
+        return exc
+
+    def _deliver(self, outcomes: list[tuple[_Op, Any, BaseException | None]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+        for op, result, error in outcomes:
+            if op.future is None:
+                if error is not None and self._error is None:
+                    self._error = error
+                continue
+            by_loop.setdefault(op.future.get_loop(), []).append((op.future, result, error))
+        for loop, items in by_loop.items():
+            # A closed loop raises RuntimeError: nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_resolve, items)
+
+
+def _resolve(items: list[_Outcome]) -> None:
+    for future, result, error in items:
+        if future.done():
+            continue  # the awaiter was cancelled; the change is committed regardless
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
