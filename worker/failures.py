@@ -1,0 +1,127 @@
+"""Failure files: the rows that did not make it, in the input's own format, ready to fix.
+
+CSV keeps every original column (same delimiter and encoding) and adds the
+extra columns (``error_field``, ``error_message``); JSONL writes each original
+object with the extra keys added. Fed back in, the extra columns are simply
+unused by the mapping, and a fixed file validates like any other.
+
+Spreadsheet safety: a CSV cell starting with ``= + - @``, tab or CR would be
+run as a formula by Excel or LibreOffice, so it gets a leading single quote.
+Cells that are plain numbers or phone-like (``-5``, ``+90 532 111 22 33``,
+``-12.5``) are left alone: they contain no letters or function syntax, so a
+spreadsheet can only read them as numbers, and changing them would corrupt data.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from worker.errors import SourceError
+from worker.source import RowProblem, SourceRow
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_SAFE_NUMBER = re.compile(r"[+-]?[0-9][0-9 ().,/-]*")
+
+
+def neutralise(cell: str) -> str:
+    """Prefix a quote to a cell a spreadsheet would evaluate; leave numbers and phones."""
+    if cell.startswith(_FORMULA_START) and not _SAFE_NUMBER.fullmatch(cell):
+        return "'" + cell
+    return cell
+
+
+class FailureWriter:
+    """Write failed rows to ``path`` in the input's format; use as a context manager."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        format: str,
+        columns: Sequence[str] | None,
+        delimiter: str | None = ",",
+        encoding: str = "utf-8",
+        extra_columns: Sequence[str] = ("error_field", "error_message"),
+    ) -> None:
+        if format not in ("csv", "jsonl"):
+            raise ValueError(f"unknown failure file format {format!r}")
+        self.path = Path(path)
+        self.format = format
+        self.extra_columns = tuple(extra_columns)
+        # A failures file fed back already has the extra columns: replace, not repeat.
+        self.columns = tuple(c for c in (columns or ()) if c not in self.extra_columns)
+        self.delimiter = delimiter or ","
+        self.count = 0
+        try:
+            self._fh: IO[str] = self.path.open(
+                "w", encoding=encoding if format == "csv" else "utf-8", newline=""
+            )
+        except (OSError, LookupError) as exc:
+            raise SourceError(f"{self.path}: cannot write the failures file: {exc}") from None
+        self._csv: Any = None
+        if format == "csv":
+            self._csv = csv.writer(self._fh, delimiter=self.delimiter)
+            self._csv.writerow([neutralise(c) for c in (*self.columns, *self.extra_columns)])
+
+    def write(self, row: SourceRow | RowProblem, extra: Mapping[str, str]) -> None:
+        """Append one failed row with its extra cells (missing extras are left empty)."""
+        extras = [extra.get(c, "") for c in self.extra_columns]
+        if self.format == "csv":
+            cells = self._csv_cells(row)
+            self._csv.writerow([neutralise(c) for c in (*cells, *extras)])
+        else:
+            self._fh.write(json.dumps(self._json_object(row, extra), ensure_ascii=False) + "\n")
+        self.count += 1
+
+    def _csv_cells(self, row: SourceRow | RowProblem) -> list[str]:
+        ncols = len(self.columns)
+        if isinstance(row, SourceRow):
+            return [_cell(row.fields.get(c)) for c in self.columns]
+        # A record the reader could not split into the header's columns: re-split its
+        # text; if the count still does not fit, keep the whole text in the first cell
+        # so nothing is lost.
+        raw = row.raw or ""
+        try:
+            parsed = next(csv.reader([raw], delimiter=self.delimiter), [])
+        except csv.Error:
+            parsed = None
+        if parsed is not None and len(parsed) <= ncols and "\n" not in raw:
+            return parsed + [""] * (ncols - len(parsed))
+        return [raw] + [""] * max(ncols - 1, 0)
+
+    def _json_object(self, row: SourceRow | RowProblem, extra: Mapping[str, str]) -> dict[str, Any]:
+        # A line that is not a JSON object keeps its text so it can be fixed by hand.
+        obj = dict(row.fields) if isinstance(row, SourceRow) else {"error_raw": row.raw}
+        for key in self.extra_columns:
+            obj[key] = extra.get(key, "")
+        return obj
+
+    def close(self) -> None:
+        """Flush and close the file."""
+        if not self._fh.closed:
+            self._fh.close()
+
+    def __enter__(self) -> FailureWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)

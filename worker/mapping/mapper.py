@@ -1,0 +1,232 @@
+"""`Mapper`: the compiled mapping applied to one row at a time."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from datetime import tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
+from worker.config import Config
+from worker.contract import STATUSES, AppointmentCreate
+from worker.errors import ConfigError
+from worker.mapping.lookups import Lookup, load_lookup
+from worker.mapping.results import FieldError, InvalidRow, MappedRow
+from worker.mapping.spec import PAYLOAD_FIELDS, Compiler, Field, compile_fields
+from worker.mapping.text import shown
+from worker.mapping.values import MultiFail, ValueFail
+from worker.source import RowProblem, SourceRow
+
+
+class Mapper:
+    """Maps rows to payloads; build it with `Mapper.from_config`."""
+
+    def __init__(
+        self,
+        config: Config,
+        fields: Mapping[str, Field],
+        tenant: Field | int,
+        columns: Sequence[tuple[str, str]],
+    ) -> None:
+        self._config = config
+        self._payload_fields = tuple(fields[n] for n in PAYLOAD_FIELDS if n in fields)
+        self._tenant = tenant
+        self._key = fields.get("source_key")
+        self._columns = tuple(columns)
+
+    @classmethod
+    def from_config(cls, config: Config, *, tenant_override: int | None = None) -> Mapper:
+        """Compile ``[mapping]`` and ``[lookups]``; any problem is a ConfigError naming the key."""
+        cfg_path = config.path
+        if not config.mapping:
+            raise ConfigError(f"{cfg_path}: [mapping]: missing (the config must map the columns)")
+        lookups: dict[str, Lookup] = {}
+        for name, spec in config.lookups.items():
+            lookups[name] = load_lookup(name, spec, cfg_path, config.base_dir)
+        mapper_zones: dict[int | None, tuple[tzinfo, str]] = {}
+
+        def zone_for(tenant: int | None) -> tuple[tzinfo, str]:
+            found = mapper_zones.get(tenant)
+            if found is None:
+                name = config.api.timezone if tenant is None else config.timezone_for(tenant)
+                found = mapper_zones[tenant] = (ZoneInfo(name), name)
+            return found
+
+        comp = Compiler(cfg_path, lookups, zone_for)
+        fields = compile_fields(comp, config.mapping)
+        tenant: Field | int
+        if tenant_override is not None:
+            if not config.is_known_tenant(tenant_override):
+                known = ", ".join(str(t) for t in sorted(config.tenants))
+                raise ConfigError(
+                    f"--tenant {tenant_override}: not a tenant of {cfg_path} (known: {known})"
+                )
+            tenant = tenant_override
+        elif "tenant" in fields:
+            tenant = fields["tenant"]
+        elif len(config.tenants) == 1:
+            tenant = next(iter(config.tenants))
+        else:
+            raise ConfigError(
+                f"{cfg_path}: mapping.tenant: not set: map a column (tenant = {{ column = "
+                '"clinic" }), name one tenant (tenant = { value = 1 }) or pass --tenant'
+            )
+        if isinstance(tenant, int) and not config.is_known_tenant(tenant):
+            raise ConfigError(
+                f"{cfg_path}: mapping.tenant.value: tenant {tenant} is not in [tenants]"
+            )
+        return cls(config, fields, tenant, comp.columns)
+
+    @property
+    def has_source_key(self) -> bool:
+        """True when the mapping names a source-key column (else keys are payload hashes)."""
+        return self._key is not None
+
+    @property
+    def source_key_column(self) -> str | None:
+        """The column the source key comes from, if any."""
+        return None if self._key is None else self._key.column
+
+    @property
+    def columns(self) -> tuple[tuple[str, str], ...]:
+        """(config key, column) of every column or JSON path the mapping reads."""
+        return self._columns
+
+    def check_columns(self, header: Sequence[str], source_name: str) -> None:
+        """Fail before any row when a CSV header lacks a mapped column."""
+        present = set(header)
+        for key, column in self._columns:
+            if column not in present:
+                raise ConfigError(
+                    f"{self._config.path}: {key}: column {column!r} is not in the header of "
+                    f"{source_name} (columns: {', '.join(header)})"
+                )
+
+    def map(self, item: SourceRow | RowProblem) -> MappedRow | InvalidRow:
+        """Map and validate one row; never raises for bad data."""
+        if isinstance(item, RowProblem):
+            const = self._tenant if isinstance(self._tenant, int) else None
+            err = FieldError("source", item.message, shown(item.raw), item.column)
+            return InvalidRow(item, const, None, (err,))
+        fields = item.fields
+        errors: list[FieldError] = []
+        tenant = self._map_tenant(fields, errors)
+        source_key: str | None = None
+        if self._key is not None:
+            try:
+                source_key = self._key.convert(fields, tenant)
+            except ValueFail as exc:
+                errors.append(
+                    FieldError("source_key", exc.message, shown(exc.value), self._key.column)
+                )
+            else:
+                if source_key is None:
+                    errors.append(
+                        FieldError("source_key", self._key.empty_message, None, self._key.column)
+                    )
+        data: dict[str, Any] = {}
+        failed: set[str] = set()
+        for field in self._payload_fields:
+            try:
+                value = field.convert(fields, tenant)
+            except MultiFail as multi:
+                failed.add(field.name)
+                errors.extend(_item_error(field, f) for f in multi.fails)
+                continue
+            except ValueFail as exc:
+                failed.add(field.name)
+                errors.append(FieldError(field.name, exc.message, shown(exc.value), field.column))
+                continue
+            if value is None:
+                if field.required:
+                    failed.add(field.name)
+                    errors.append(FieldError(field.name, field.empty_message, None, field.column))
+                continue
+            data[field.name] = value
+        try:
+            payload = AppointmentCreate.model_validate(data)
+        except ValidationError as exc:
+            errors.extend(self._pydantic_errors(exc, data, failed))
+            return InvalidRow(item, tenant, source_key, tuple(errors))
+        if errors or tenant is None:
+            return InvalidRow(item, tenant, source_key, tuple(errors))
+        payload_json = payload.canonical_json()
+        payload_hash = hashlib.sha256(payload_json).hexdigest()
+        if source_key is None:
+            source_key = "h:" + payload_hash[:32]
+        return MappedRow(item, tenant, source_key, payload, payload_json, payload_hash)
+
+    def _map_tenant(self, fields: Mapping[str, Any], errors: list[FieldError]) -> int | None:
+        if isinstance(self._tenant, int):
+            return self._tenant
+        spec = self._tenant
+        try:
+            tenant: int | None = spec.convert(fields, None)
+        except ValueFail as exc:
+            errors.append(FieldError("tenant", exc.message, shown(exc.value), spec.column))
+            return None
+        if tenant is None:
+            errors.append(
+                FieldError("tenant", f"column {spec.column!r} is empty", None, spec.column)
+            )
+            return None
+        if not self._config.is_known_tenant(tenant):
+            known = ", ".join(str(t) for t in sorted(self._config.tenants))
+            errors.append(
+                FieldError(
+                    "tenant",
+                    f"tenant {tenant} is not in [tenants] (known: {known})",
+                    str(tenant),
+                    spec.column,
+                )
+            )
+            return None
+        return tenant
+
+    def _pydantic_errors(
+        self, exc: ValidationError, data: Mapping[str, Any], failed: set[str]
+    ) -> list[FieldError]:
+        columns = {f.name: f.column for f in self._payload_fields}
+        out: list[FieldError] = []
+        for err in exc.errors(include_url=False):
+            loc = err["loc"]
+            top = str(loc[0]) if loc else "payload"
+            if top in failed:
+                continue  # already reported by the converter, more clearly
+            value: Any = data.get(top)
+            if len(loc) > 1 and isinstance(value, list) and isinstance(loc[1], int):
+                value = value[loc[1]] if loc[1] < len(value) else None
+            out.append(
+                FieldError(
+                    ".".join(str(p) for p in loc) or "payload",
+                    _message(err),
+                    shown(value if not isinstance(value, list) else ", ".join(map(str, value))),
+                    columns.get(top),
+                )
+            )
+        return out
+
+
+def _item_error(field: Field, fail: ValueFail) -> FieldError:
+    name = field.name if fail.item is None else f"{field.name}.{fail.item}"
+    return FieldError(name, fail.message, shown(fail.value), fail.column or field.column)
+
+
+def _message(err: ErrorDetails) -> str:
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind == "literal_error":
+        return f"unknown value (expected one of {', '.join(STATUSES)})"
+    if kind == "string_too_long":
+        length = len(err["input"]) if isinstance(err["input"], str) else "?"
+        return f"too long: {length} characters (at most {ctx.get('max_length')})"
+    if kind == "too_short":
+        return "at least one item is required"
+    if kind == "missing":
+        return "required, but not mapped"
+    if kind == "timezone_aware":
+        return "needs a time zone"
+    return str(err["msg"])

@@ -1,0 +1,512 @@
+"""Compile the ``[mapping]`` table into per-field converter closures.
+
+Everything that can be decided once (option checks, format strings, value maps,
+lookup tables, constants) is decided here, so mapping a row only runs small
+precompiled functions. Every config problem is a `ConfigError` naming its key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from worker.contract import STATUSES
+from worker.errors import ConfigError
+from worker.mapping.lookups import Lookup
+from worker.mapping.text import as_text, norm_key
+from worker.mapping.values import (
+    ISO,
+    Ambiguous,
+    MultiFail,
+    ValueFail,
+    check_format,
+    localise,
+    parse_datetime,
+    to_int,
+)
+
+Getter = Callable[[Mapping[str, Any]], Any]
+Convert = Callable[[Mapping[str, Any], int | None], Any]
+ZoneFor = Callable[[int | None], tuple[tzinfo, str]]
+
+INT_FIELDS = ("customer_id", "user_id", "assistant_id", "parent_appointment_id", "room_id")
+TEXT_FIELDS = ("description", "cancellation_reason")
+PAYLOAD_FIELDS = (
+    "customer_id",
+    "user_id",
+    "scheduled_at",
+    "status",
+    "treatments",
+    "assistant_id",
+    "parent_appointment_id",
+    "description",
+    "cancellation_reason",
+    "room_id",
+)
+REQUIRED = frozenset({"customer_id", "user_id", "scheduled_at", "status", "treatments"})
+ALL_FIELDS = (*PAYLOAD_FIELDS, "tenant", "source_key")
+
+_SCALAR = frozenset({"column", "value", "default", "map"})
+OPTIONS: dict[str, frozenset[str]] = {
+    **{f: _SCALAR | {"lookup"} for f in INT_FIELDS},
+    **{f: _SCALAR for f in TEXT_FIELDS},
+    "status": _SCALAR,
+    "scheduled_at": frozenset(
+        {"column", "date_column", "time_column", "value", "default"}
+        | {"formats", "timezone", "ambiguous"}
+    ),
+    "treatments": _SCALAR | {"columns", "split", "lookup"},
+    "tenant": _SCALAR,
+    "source_key": frozenset({"column", "prefix"}),
+}
+_STATUS_SET = frozenset(STATUSES)
+_LIST_TYPES = (list, tuple, dict)
+
+
+class _Missing:
+    pass
+
+
+_MISSING: Any = _Missing()
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One compiled payload field."""
+
+    name: str
+    column: str | None
+    """The source column(s) as shown in errors; None for a constant."""
+    required: bool
+    convert: Convert
+    """(row fields, tenant) -> typed value or None; raises ValueFail."""
+    empty_message: str
+    """What a missing required value is reported as."""
+
+
+class Compiler:
+    """Compiles one mapping table; `fail` builds errors that name the config key."""
+
+    def __init__(self, cfg_path: Path, lookups: Mapping[str, Lookup], zone_for: ZoneFor) -> None:
+        self.cfg_path = cfg_path
+        self.lookups = lookups
+        self.zone_for = zone_for
+        self.columns: list[tuple[str, str]] = []
+        """(config key, column) of every column the mapping reads."""
+
+    def fail(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.cfg_path}: {key}: {message}")
+
+    # --- option parsing -------------------------------------------------------
+
+    def table(self, name: str, spec: Any) -> dict[str, Any]:
+        """Normalise shorthands and reject unknown options."""
+        key = f"mapping.{name}"
+        if isinstance(spec, str):
+            spec = {"column": spec}
+        elif isinstance(spec, int | float | bool) and name == "tenant":
+            spec = {"value": spec}
+        if not isinstance(spec, dict):
+            raise self.fail(key, 'must be a column name or a table such as { column = "x" }')
+        allowed = OPTIONS[name]
+        for opt in spec:
+            if opt not in allowed:
+                raise self.fail(
+                    f"{key}.{opt}", f"unknown option (expected one of {', '.join(sorted(allowed))})"
+                )
+        sources = [o for o in ("column", "columns", "value", "date_column") if o in spec]
+        if len(sources) > 1:
+            raise self.fail(key, f"give only one of {', '.join(sources)}")
+        if not sources:
+            raise self.fail(key, 'needs a source: column = "..." or value = ...')
+        for opt in ("column", "date_column", "time_column", "split", "prefix", "timezone"):
+            if opt in spec and (not isinstance(spec[opt], str) or not spec[opt]):
+                raise self.fail(f"{key}.{opt}", "must be a non-empty string")
+        if ("date_column" in spec) != ("time_column" in spec):
+            raise self.fail(key, "date_column and time_column go together")
+        return spec
+
+    def getter(self, key: str, column: str) -> Getter:
+        self.columns.append((key, column))
+        if "." not in column:
+            return lambda fields: fields.get(column)
+        parts = column.split(".")
+
+        def nested(fields: Mapping[str, Any]) -> Any:
+            # A CSV header may itself contain dots: a literal key wins over a path.
+            value = fields.get(column, _MISSING)
+            if value is not _MISSING:
+                return value
+            cur: Any = fields
+            for part in parts:
+                if isinstance(cur, Mapping):
+                    cur = cur.get(part)
+                elif isinstance(cur, list) and part.isdigit() and int(part) < len(cur):
+                    cur = cur[int(part)]
+                else:
+                    return None
+            return cur
+
+        return nested
+
+    def value_map(self, key: str, spec: dict[str, Any]) -> dict[str, Any] | None:
+        raw = spec.get("map")
+        if raw is None:
+            return None
+        if not isinstance(raw, dict):
+            raise self.fail(f"{key}.map", "must be a table of source value = target value")
+        return {norm_key(str(k)): v for k, v in raw.items()}
+
+    def lookup(self, key: str, spec: dict[str, Any]) -> tuple[Lookup, dict[str, int]] | None:
+        name = spec.get("lookup")
+        if name is None:
+            return None
+        found = self.lookups.get(name) if isinstance(name, str) else None
+        if found is None:
+            known = ", ".join(sorted(self.lookups)) or "none"
+            raise self.fail(f"{key}.lookup", f"unknown lookup table {name!r} (defined: {known})")
+        table: dict[str, int] = {}
+        for k, v in found.table.items():
+            try:
+                table[k] = to_int(v)
+            except ValueFail as exc:
+                raise self.fail(
+                    f"lookups.{found.name}.value", f"{found.file}: {v!r}: {exc.message}"
+                ) from None
+        return found, table
+
+    # --- value chains ------------------------------------------------------------
+
+    def chain(self, name: str, key: str, spec: dict[str, Any]) -> Callable[[Any], Any]:
+        """Non-empty value -> value map -> lookup -> typed value."""
+        vmap = self.value_map(key, spec)
+        looked = self.lookup(key, spec)
+        final = _final_for(name)
+        if vmap is not None:
+            for src, target in vmap.items():
+                if looked is None:
+                    try:
+                        final(target)
+                    except ValueFail as exc:
+                        raise self.fail(
+                            f"{key}.map", f"{src!r} -> {target!r}: {exc.message}"
+                        ) from None
+
+        if looked is not None:
+            lookup, table = looked
+            missing_msg = f"not found in lookup table '{lookup.name}' ({lookup.file})"
+
+            def via_lookup(value: Any) -> Any:
+                if vmap is not None:
+                    value = vmap.get(norm_key(_text(value)), value)
+                text = _text(value)
+                hit = table.get(norm_key(text))
+                if hit is None:
+                    raise ValueFail(missing_msg, text)
+                return hit
+
+            return via_lookup
+        if vmap is not None:
+            mapping = vmap
+
+            def via_map(value: Any) -> Any:
+                return final(mapping.get(norm_key(_text(value)), value))
+
+            return via_map
+        return final
+
+    def check_constant(self, key: str, chain: Callable[[Any], Any], value: Any) -> None:
+        try:
+            chain(value)
+        except ValueFail as exc:
+            raise self.fail(key, f"{value!r}: {exc.message}") from None
+
+    # --- fields ------------------------------------------------------------------
+
+    def scalar(self, name: str, spec: dict[str, Any]) -> Field:
+        key = f"mapping.{name}"
+        chain = self.chain(name, key, spec)
+        default = spec.get("default", _MISSING)
+        if default is not _MISSING:
+            self.check_constant(f"{key}.default", chain, default)
+        if "value" in spec:
+            const = chain(_checked_const(self, f"{key}.value", chain, spec["value"]))
+            return Field(name, None, name in REQUIRED, lambda _f, _t: const, "is empty")
+        column = spec["column"]
+        get = self.getter(f"{key}.column", column)
+
+        def convert(fields: Mapping[str, Any], _tenant: int | None) -> Any:
+            value = get(fields)
+            if value is None or (isinstance(value, str) and not (value := value.strip())):
+                if default is _MISSING:
+                    return None
+                value = default
+            elif isinstance(value, _LIST_TYPES):
+                raise ValueFail("expected a single value, got a list or object", value)
+            return chain(value)
+
+        return Field(
+            name, column, name in REQUIRED, convert, f"required, but column {column!r} is empty"
+        )
+
+    def treatments(self, spec: dict[str, Any]) -> Field:
+        name, key = "treatments", "mapping.treatments"
+        chain = self.chain(name, key, spec)
+        split = spec.get("split")
+        default = spec.get("default", _MISSING)
+        if default is not _MISSING:
+            for item in default if isinstance(default, list) else [default]:
+                self.check_constant(f"{key}.default", chain, item)
+        if "value" in spec:
+            items = spec["value"] if isinstance(spec["value"], list) else [spec["value"]]
+            consts = [_checked_const(self, f"{key}.value", chain, v) for v in items]
+            ids = [chain(v) for v in consts]
+            return Field(name, None, True, lambda _f, _t: list(ids), "is empty")
+        if "columns" in spec:
+            cols = spec["columns"]
+            if not isinstance(cols, list) or not cols or not all(isinstance(c, str) for c in cols):
+                raise self.fail(f"{key}.columns", "must be a non-empty list of column names")
+            getters = [(c, self.getter(f"{key}.columns", c)) for c in cols]
+            shown_cols = ", ".join(cols)
+            empty = f"required, but columns {shown_cols} are all empty"
+
+            def items_of(fields: Mapping[str, Any]) -> list[tuple[str, Any]]:
+                out: list[tuple[str, Any]] = []
+                for col, get in getters:
+                    value = get(fields)
+                    if isinstance(value, str):
+                        value = value.strip()
+                    if value is None or value == "":
+                        continue
+                    if isinstance(value, list) or (split and isinstance(value, str)):
+                        out.extend((col, v) for v in _split(value, split))
+                    else:
+                        out.append((col, value))
+                return out
+
+            display = shown_cols
+        else:
+            column = spec["column"]
+            get_one = self.getter(f"{key}.column", column)
+            empty = f"required: at least one treatment, but column {column!r} is empty"
+
+            def items_of(fields: Mapping[str, Any]) -> list[tuple[str, Any]]:
+                value = get_one(fields)
+                if isinstance(value, str):
+                    value = value.strip()
+                if value is None or value == "" or value == []:
+                    if default is _MISSING:
+                        return []
+                    value = default
+                return [(column, v) for v in _split(value, split)]
+
+            display = column
+
+        def convert(fields: Mapping[str, Any], _tenant: int | None) -> Any:
+            out: list[Any] = []
+            fails: list[ValueFail] = []
+            for index, (col, item) in enumerate(items_of(fields)):
+                try:
+                    out.append(chain(item))
+                except ValueFail as exc:
+                    exc.item, exc.column = index, col
+                    fails.append(exc)
+            if fails:
+                raise MultiFail(fails)
+            return out or None
+
+        return Field(name, display, True, convert, empty)
+
+    def scheduled_at(self, spec: dict[str, Any]) -> Field:
+        key = "mapping.scheduled_at"
+        formats = spec.get("formats", [ISO])
+        if isinstance(formats, str):
+            formats = [formats]
+        if not isinstance(formats, list) or not formats:
+            raise self.fail(f"{key}.formats", 'must be a list of strptime formats or "iso"')
+        for i, fmt in enumerate(formats):
+            if not isinstance(fmt, str):
+                raise self.fail(f"{key}.formats[{i}]", "must be a string")
+            try:
+                check_format(fmt)
+            except ValueError as exc:
+                raise self.fail(f"{key}.formats[{i}]", str(exc)) from None
+        fixed: tuple[tzinfo, str] | None = None
+        if "timezone" in spec:
+            try:
+                fixed = (ZoneInfo(spec["timezone"]), spec["timezone"])
+            except (ZoneInfoNotFoundError, ValueError):
+                raise self.fail(
+                    f"{key}.timezone",
+                    f"unknown time zone {spec['timezone']!r} (expected an IANA name such as "
+                    "Europe/Istanbul)",
+                ) from None
+        ambiguous: Ambiguous = spec.get("ambiguous", "error")
+        if ambiguous not in ("earlier", "later", "error"):
+            raise self.fail(f"{key}.ambiguous", 'must be "earlier", "later" or "error"')
+        zone_for = self.zone_for
+        fmts = tuple(formats)
+
+        def to_instant(text: str, tenant: int | None) -> datetime:
+            parsed = parse_datetime(text, fmts)
+            if parsed.tzinfo is None:
+                zone, zone_name = fixed or zone_for(tenant)
+                parsed = localise(parsed, zone, ambiguous, zone_name)
+            return parsed.astimezone(UTC)
+
+        default = spec.get("default", _MISSING)
+        if default is not _MISSING:
+            if not isinstance(default, str):
+                raise self.fail(f"{key}.default", "must be a date-time string")
+            self.check_constant(f"{key}.default", lambda v: parse_datetime(v, fmts), default)
+        if "value" in spec:
+            const = spec["value"]
+            if isinstance(const, datetime):
+                const = const.isoformat()
+            if not isinstance(const, str):
+                raise self.fail(f"{key}.value", "must be a date-time string")
+            self.check_constant(f"{key}.value", lambda v: parse_datetime(v, fmts), const)
+            return Field(
+                "scheduled_at", None, True, lambda _f, tenant: to_instant(const, tenant), "is empty"
+            )
+        if "date_column" in spec:
+            dcol, tcol = spec["date_column"], spec["time_column"]
+            get_d = self.getter(f"{key}.date_column", dcol)
+            get_t = self.getter(f"{key}.time_column", tcol)
+
+            def get_text(fields: Mapping[str, Any]) -> str | None:
+                d, t = as_text(get_d(fields)), as_text(get_t(fields))
+                if d is None and t is None:
+                    return None
+                if d is None or t is None:
+                    missing = dcol if d is None else tcol
+                    raise ValueFail(
+                        f"column {missing!r} is empty (date and time go together)", d or t
+                    )
+                return f"{d} {t}"
+
+            display = f"{dcol} + {tcol}"
+        else:
+            column = spec["column"]
+            get = self.getter(f"{key}.column", column)
+
+            def get_text(fields: Mapping[str, Any]) -> str | None:
+                value = get(fields)
+                if isinstance(value, str):
+                    return value.strip() or None
+                return as_text(value)
+
+            display = column
+
+        def convert(fields: Mapping[str, Any], tenant: int | None) -> Any:
+            text = get_text(fields)
+            if text is None:
+                if default is _MISSING:
+                    return None
+                text = default
+            return to_instant(text, tenant)
+
+        return Field("scheduled_at", display, True, convert, f"required, but {display!r} is empty")
+
+    def source_key(self, spec: dict[str, Any]) -> Field:
+        key = "mapping.source_key"
+        if "column" not in spec:
+            raise self.fail(key, 'needs column = "..." (or leave source_key out)')
+        column, prefix = spec["column"], spec.get("prefix", "")
+        get = self.getter(f"{key}.column", column)
+
+        def convert(fields: Mapping[str, Any], _tenant: int | None) -> Any:
+            value = get(fields)
+            if isinstance(value, (_LIST_TYPES, bool)):
+                raise ValueFail("expected a single id, got a list, object or boolean", value)
+            text = as_text(value)
+            return None if text is None else prefix + text
+
+        return Field("source_key", column, True, convert, f"column {column!r} is empty")
+
+
+def _checked_const(comp: Compiler, key: str, chain: Callable[[Any], Any], value: Any) -> Any:
+    comp.check_constant(key, chain, value)
+    return value
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else as_text(value) or ""
+
+
+def _split(value: Any, sep: str | None) -> list[Any]:
+    if isinstance(value, list):
+        items = value
+    elif sep and isinstance(value, str):
+        items = value.split(sep)
+    else:
+        return [value]
+    return [
+        v.strip() if isinstance(v, str) else v
+        for v in items
+        if v is not None and v != "" and not (isinstance(v, str) and not v.strip())
+    ]
+
+
+def _to_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, _LIST_TYPES):
+        raise ValueFail("expected text, got a list or object", value)
+    return as_text(value) or ""
+
+
+def _to_status(value: Any) -> str:
+    if isinstance(value, str):
+        if value in _STATUS_SET:
+            return value
+        # "Approved", "NO-SHOW", "no show" are the same status; other words need a map.
+        folded = norm_key(value).replace("-", "_").replace(" ", "_")
+        if folded in _STATUS_SET:
+            return folded
+        raise ValueFail(
+            f"unknown status (expected one of {', '.join(STATUSES)}; "
+            "translate other words with mapping.status.map)",
+            value,
+        )
+    raise ValueFail(f"expected a status word, got {type(value).__name__}", value)
+
+
+def _final_for(name: str) -> Callable[[Any], Any]:
+    if name in INT_FIELDS or name in ("tenant", "treatments"):
+        return to_int
+    if name == "status":
+        return _to_status
+    return _to_text
+
+
+def compile_fields(comp: Compiler, mapping: Mapping[str, Any]) -> dict[str, Field]:
+    """Compile every field present in ``mapping`` (tenant and source_key included)."""
+    fields: dict[str, Field] = {}
+    for name, raw in mapping.items():
+        if name not in OPTIONS:
+            raise comp.fail(
+                f"mapping.{name}", f"unknown field (expected one of {', '.join(ALL_FIELDS)})"
+            )
+        spec = comp.table(name, raw)
+        if name == "scheduled_at":
+            fields[name] = comp.scheduled_at(spec)
+        elif name == "treatments":
+            fields[name] = comp.treatments(spec)
+        elif name == "source_key":
+            fields[name] = comp.source_key(spec)
+        else:
+            if "columns" in spec:
+                raise comp.fail(f"mapping.{name}.columns", "only treatments take several columns")
+            fields[name] = comp.scalar(name, spec)
+    for name in PAYLOAD_FIELDS:
+        if name in REQUIRED and name not in fields:
+            raise comp.fail(
+                f"mapping.{name}",
+                'required payload field is not mapped (set column = "..." or value = ...)',
+            )
+    return fields

@@ -1,0 +1,119 @@
+"""Typed conversions of single values: whole numbers and date-times.
+
+Each converter raises `ValueFail` with a message saying what was wrong and what
+was expected; the mapper turns it into a `FieldError` with the column.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime, tzinfo
+from typing import Any, Literal
+
+Ambiguous = Literal["earlier", "later", "error"]
+
+_INT_RE = re.compile(r"[+-]?[0-9]+")
+_DECIMAL_RE = re.compile(r"[+-]?[0-9]*[.,][0-9]+")
+INT_MAX = 2**63 - 1
+
+
+class ValueFail(Exception):
+    """One value could not be converted; ``value`` is what was offending."""
+
+    def __init__(
+        self, message: str, value: Any = None, *, item: int | None = None, column: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.value = value
+        self.item = item
+        """Index in a list field (treatments), when the problem is one item."""
+        self.column = column
+        """The column of that item, when it differs from the field's."""
+
+
+class MultiFail(ValueFail):
+    """Several items of one list field failed; each is reported."""
+
+    def __init__(self, fails: list[ValueFail]) -> None:
+        super().__init__(fails[0].message, fails[0].value)
+        self.fails = fails
+
+
+def to_int(value: Any) -> int:
+    """A whole number from an int or its text; "12.0", floats and booleans are refused."""
+    if type(value) is int:
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if _INT_RE.fullmatch(text):
+            number = int(text)
+            if abs(number) > INT_MAX:
+                raise ValueFail("number out of range (expected an id below 2^63)", value)
+            return number
+        if _DECIMAL_RE.fullmatch(text):
+            raise ValueFail("expected a whole number, got a decimal", value)
+        raise ValueFail("expected a whole number", value)
+    if isinstance(value, float):
+        raise ValueFail("expected a whole number, got a decimal", value)
+    raise ValueFail(f"expected a whole number, got {type(value).__name__}", value)
+
+
+ISO = "iso"
+
+
+def check_format(fmt: str) -> None:
+    """Raise ValueError if ``fmt`` is not a usable strptime format (checked at config load)."""
+    if fmt == ISO:
+        return
+    if "%" not in fmt:
+        raise ValueError(f"format string {fmt!r} has no % directive")
+    sample = datetime(2027, 12, 28, 13, 45, 56, tzinfo=UTC)
+    try:
+        # A round trip finds bad directives ("%Q") that strptime only reports when used.
+        datetime.strptime(sample.strftime(fmt), fmt)
+    except ValueError as exc:
+        raise ValueError(f"bad format string {fmt!r}: {exc}") from None
+
+
+def parse_datetime(text: str, formats: Sequence[str]) -> datetime:
+    """Parse with the first matching format; naive or aware as the text says."""
+    problem: str | None = None
+    for fmt in formats:
+        try:
+            if fmt == ISO:
+                return datetime.fromisoformat(text)
+            return datetime.strptime(text, fmt)
+        except ValueError as exc:
+            msg = str(exc)
+            # "day is out of range for month" says more than "does not match format".
+            if problem is None and "does not match" not in msg and "Invalid isoformat" not in msg:
+                problem = msg
+    shown_formats = ", ".join("ISO 8601" if f == ISO else f for f in formats)
+    if problem:
+        raise ValueFail(f"not a valid date-time ({problem}; expected {shown_formats})", text)
+    raise ValueFail(f"not a date-time in the expected format ({shown_formats})", text)
+
+
+def localise(naive: datetime, zone: tzinfo, ambiguous: Ambiguous, zone_name: str) -> datetime:
+    """Attach a zone to a naive wall time; DST gaps and (unless told) overlaps are errors."""
+    first = naive.replace(tzinfo=zone)
+    second = naive.replace(tzinfo=zone, fold=1)
+    if first.utcoffset() == second.utcoffset():
+        return first
+    wall = naive.strftime("%Y-%m-%d %H:%M")
+    if first.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != naive:
+        raise ValueFail(
+            f"{wall} does not exist in {zone_name} (clocks skip it at a daylight-saving change)",
+            naive.isoformat(),
+        )
+    if ambiguous == "earlier":
+        return first
+    if ambiguous == "later":
+        return second
+    raise ValueFail(
+        f"{wall} happens twice in {zone_name} (daylight-saving change); set "
+        'ambiguous = "earlier" or "later" in the mapping to choose',
+        naive.isoformat(),
+    )
