@@ -52,6 +52,57 @@ def cli() -> None:
 # --- commands are registered below, one section each --------------------------
 
 
+# --- validate --------------------------------------------------------------------
+
+
+@cli.command("validate")
+@click.argument("file")
+@click.option("--config", "-c", "config_path", required=True, help="The run config (TOML).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), help="Override detection.")
+@click.option("--tenant", type=int, help="Import every row into this tenant.")
+@click.option("--report", type=click.Path(dir_okay=False), help="Write a JSON report here.")
+@click.option(
+    "--failures", type=click.Path(dir_okay=False), help="Write the invalid rows here, to fix."
+)
+@click.option(
+    "--max-errors",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    help="How many errors to print.",
+)
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@user_errors
+def validate_cmd(
+    file: str,
+    config_path: str,
+    fmt: str | None,
+    tenant: int | None,
+    report: str | None,
+    failures: str | None,
+    max_errors: int,
+    no_progress: bool,
+) -> None:
+    """Read, map and validate every row of FILE; send nothing.
+
+    Exit 0 when every row is valid, 1 when some are invalid, 2 for a bad config,
+    option or unreadable file.
+    """
+    from worker.validate import ValidateOptions, run_validate
+
+    opts = ValidateOptions(
+        path=file,
+        config_path=config_path,
+        format=fmt,
+        tenant=tenant,
+        report=report,
+        failures=failures,
+        max_errors=max_errors,
+        progress=not no_progress,
+    )
+    sys.exit(run_validate(opts))
+
+
 # --- sandbox: a local Flextell look-alike --------------------------------------
 
 
