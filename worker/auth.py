@@ -113,9 +113,11 @@ def _write_private_atomically(path: Path, data: bytes) -> None:
 class RefreshingToken:
     """OAuth2 ``refresh_token`` grant with rotating refresh tokens, stored in `path`.
 
-    One refresh runs at a time; callers who need a token meanwhile wait for it. The
-    refresh itself runs in its own task, shielded: a caller being cancelled must not
-    abandon a refresh between the server rotating the token and the file storing it.
+    One refresh runs at a time: it is a single task that every caller needing a new
+    token joins (rather than a lock each caller queues on, which would refresh again
+    after the first finished). Callers await it through ``asyncio.shield``: a caller
+    being cancelled must not abandon a refresh between the server rotating the token
+    and the file storing it.
     """
 
     def __init__(
@@ -134,7 +136,6 @@ class RefreshingToken:
         self._token_url = token_url
         self._clock = clock
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(10.0, timeout))
-        self._lock = asyncio.Lock()
         self._inflight: asyncio.Task[None] | None = None
         self._secrets: set[str] = set()
         for key in (*_REFRESH_KEYS, "access_token"):
@@ -182,9 +183,7 @@ class RefreshingToken:
         await asyncio.shield(task)
 
     async def _refresh_once(self) -> None:
-        async with self._lock:
-            payload = await self._request_tokens()
-            self._apply(payload)
+        self._apply(await self._request_tokens())
 
     async def _request_tokens(self) -> dict[str, Any]:
         form = {
