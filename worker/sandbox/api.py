@@ -13,13 +13,19 @@ from aiohttp.typedefs import Middleware
 
 from worker.sandbox import faults
 from worker.sandbox.resources import appointment_resource, calendar_item, in_days, paginate
-from worker.sandbox.state import ApiError, Caller, SandboxState, json_response
+from worker.sandbox.state import (
+    DROPPED_KEY,
+    RATE_HEADERS_KEY,
+    TENANT_KEY,
+    ApiError,
+    Caller,
+    SandboxState,
+    json_response,
+)
 from worker.sandbox.stats import NO_RESPONSE
 from worker.sandbox.validation import as_int, validate_appointment
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-TENANT_KEY = "sandbox_tenant"
-RATE_HEADERS_KEY = "rate_headers"
 UNAUTHENTICATED = {"message": "Unauthenticated."}
 MAX_PER_PAGE = 100
 
@@ -55,7 +61,7 @@ def make_middleware(state: SandboxState) -> Middleware:
         headers = request.get(RATE_HEADERS_KEY)
         if headers:
             resp.headers.update(headers)
-        status = NO_RESPONSE if request.get(faults.DROPPED) else resp.status
+        status = NO_RESPONSE if request.get(DROPPED_KEY) else resp.status
         state.stats.record(
             state.clock(), request.get(TENANT_KEY), request.method, request.path, status
         )

@@ -9,14 +9,13 @@ import math
 from aiohttp import web
 
 from worker.sandbox.options import FAULTS_AFTER, FAULTS_BEFORE
-from worker.sandbox.state import SandboxState, dumps, json_response
+from worker.sandbox.state import DROPPED_KEY, RATE_HEADERS_KEY, SandboxState, dumps, json_response
 
 HTML_502 = (
     "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
     "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
     "</body>\r\n</html>\r\n"
 )
-DROPPED = "sandbox_dropped"  # request key: the connection was closed with no response
 
 
 def draw(state: SandboxState) -> tuple[str | None, str | None]:
@@ -35,7 +34,7 @@ def drop(request: web.Request) -> web.Response:
     """Abort the connection: the client gets no response at all."""
     if request.transport is not None:
         request.transport.abort()
-    request[DROPPED] = True
+    request[DROPPED_KEY] = True
     # Writing this to the aborted transport fails quietly inside aiohttp.
     return web.Response(status=204)
 
@@ -54,7 +53,7 @@ def before_commit(state: SandboxState, request: web.Request, kind: str) -> web.R
     # throttle429: a 429 the limiter did not decide, shaped exactly like a real one.
     limit = state.limiter.rate.count if state.limiter else 60
     reset = math.ceil(state.clock() + 1)
-    request["rate_headers"] = {"X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": "0"}
+    request[RATE_HEADERS_KEY] = {"X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": "0"}
     return json_response(
         {"message": "Too Many Attempts."},
         429,

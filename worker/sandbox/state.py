@@ -17,6 +17,11 @@ from worker.sandbox.seed import SeedIndex, TenantIndex
 from worker.sandbox.stats import Stats
 from worker.sandbox.store import RefreshGrant, Store
 
+# Per-request notes the middleware reads after the handler ran.
+TENANT_KEY = web.RequestKey("sandbox_tenant", int)
+RATE_HEADERS_KEY = web.RequestKey("sandbox_rate_headers", dict[str, str])
+DROPPED_KEY = web.RequestKey("sandbox_dropped", bool)  # closed with no response
+
 
 def dumps(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))

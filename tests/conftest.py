@@ -1,0 +1,81 @@
+"""Shared fixtures: an in-process Flextell sandbox and helpers to talk to it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import aiohttp
+import pytest
+
+from worker.sandbox import RunningSandbox, SandboxOptions, running_sandbox
+
+SandboxFactory = Callable[..., AbstractAsyncContextManager[RunningSandbox]]
+
+TOKEN_T1 = "sandbox-token-tenant-1"
+TOKEN_T2 = "sandbox-token-tenant-2"
+TOKEN_ALL = "sandbox-token-all"
+
+
+class FakeClock:
+    """A clock for SandboxOptions(clock=...): time only moves when a test says so."""
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def api_headers(token: str = TOKEN_ALL, tenant: int | None = 1) -> dict[str, str]:
+    """Authorization and X-Tenant headers for the default seed."""
+    headers = {"Authorization": f"Bearer {token}"}
+    if tenant is not None:
+        headers["X-Tenant"] = str(tenant)
+    return headers
+
+
+async def read_stats(sb: RunningSandbox | str) -> dict[str, Any]:
+    """``GET /_sandbox/stats`` of a running sandbox (or its root URL)."""
+    url = sb if isinstance(sb, str) else sb.url
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{url}/_sandbox/stats") as resp,
+    ):
+        resp.raise_for_status()
+        data: dict[str, Any] = await resp.json()
+        return data
+
+
+@pytest.fixture
+def sandbox_factory() -> SandboxFactory:
+    """Start a sandbox in-process: ``async with sandbox_factory(faults={...}) as sb:``."""
+
+    def factory(**kwargs: Any) -> AbstractAsyncContextManager[RunningSandbox]:
+        return running_sandbox(SandboxOptions(**kwargs))
+
+    return factory
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[RunningSandbox]:
+    """A sandbox with default options (default seed, in memory, no faults)."""
+    async with running_sandbox(SandboxOptions()) as sb:
+        yield sb
+
+
+@pytest.fixture
+def sandbox_stats() -> Callable[[RunningSandbox | str], Awaitable[dict[str, Any]]]:
+    """The `read_stats` helper as a fixture, for tests outside this package's imports."""
+    return read_stats
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A client session, closed after the test."""
+    async with aiohttp.ClientSession() as session:
+        yield session
