@@ -209,6 +209,7 @@ async def test_calendar_filters_by_utc_day_and_tenant(
         ("to=2025-03-12", "from"),
         ("from=2025-03-10", "to"),
         ("from=10.03.2025&to=2025-03-12", "from"),
+        ("from=2025-03-12&to=2025-03-10", "to"),
     ],
 )
 async def test_calendar_requires_both_dates(
