@@ -68,6 +68,8 @@ class Mapper:
             tenant = tenant_override
         elif "tenant" in fields:
             tenant = fields["tenant"]
+            if tenant.column is None:  # a constant: one tenant for the whole run
+                tenant = tenant.convert({}, None)
         elif len(config.tenants) == 1:
             tenant = next(iter(config.tenants))
         else:

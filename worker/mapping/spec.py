@@ -410,7 +410,12 @@ class Compiler:
                 text = default
             return to_instant(text, tenant)
 
-        return Field("scheduled_at", display, True, convert, f"required, but {display!r} is empty")
+        empty = (
+            f"required, but columns {spec['date_column']!r} and {spec['time_column']!r} are empty"
+            if "date_column" in spec
+            else f"required, but column {display!r} is empty"
+        )
+        return Field("scheduled_at", display, True, convert, empty)
 
     def source_key(self, spec: dict[str, Any]) -> Field:
         key = "mapping.source_key"

@@ -1,0 +1,73 @@
+"""FailureWriter: original format, all columns, spreadsheet-safe cells."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from worker.failures import FailureWriter, neutralise
+from worker.source import RowProblem, SourceRow
+
+
+@pytest.mark.parametrize(
+    ("cell", "expected"),
+    [
+        ("=SUM(A1:A2)", "'=SUM(A1:A2)"),
+        ("@cmd", "'@cmd"),
+        ("+cmd|' /C calc'!A0", "'+cmd|' /C calc'!A0"),
+        ("-2+3+cmd|x", "'-2+3+cmd|x"),
+        ("\tx", "'\tx"),
+        ("\rx", "'\rx"),
+        ("-5", "-5"),
+        ("-12.5", "-12.5"),
+        ("+90 532 111 22 33", "+90 532 111 22 33"),
+        ("+90 (532) 111-22-33", "+90 (532) 111-22-33"),
+        ("plain = text", "plain = text"),
+        ("", ""),
+    ],
+)
+def test_neutralise(cell: str, expected: str) -> None:
+    assert neutralise(cell) == expected
+
+
+def test_csv_keeps_columns_delimiter_encoding_and_replaces_old_error_columns(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "f.csv"
+    columns = ["Hasta", "Not", "error_field", "error_message"]  # a failures file fed back
+    with FailureWriter(
+        path, format="csv", columns=columns, delimiter=";", encoding="utf-8-sig",
+        extra_columns=("error_field", "error_message"),
+    ) as writer:  # fmt: skip
+        writer.write(
+            SourceRow("in.csv", 2, {"Hasta": "Şule", "Not": "=1+1", "error_field": "old"}),
+            {"error_field": "customer_id", "error_message": "customer_id: bad"},
+        )
+        writer.write(
+            RowProblem("in.csv", 3, "too few cells", raw="Ayşe"), {"error_field": "source"}
+        )
+        writer.write(RowProblem("in.csv", 4, "too many", raw="a;b;c;d;e"), {})
+    assert path.read_bytes().startswith(b"\xef\xbb\xbf")
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        rows = list(csv.reader(fh, delimiter=";"))
+    assert rows == [
+        ["Hasta", "Not", "error_field", "error_message"],
+        ["Şule", "'=1+1", "customer_id", "customer_id: bad"],
+        ["Ayşe", "", "source", ""],
+        ["a;b;c;d;e", "", "", ""],  # cannot fit the header: nothing lost
+    ]
+
+
+def test_jsonl_adds_keys_to_the_original_object(tmp_path: Path) -> None:
+    path = tmp_path / "f.jsonl"
+    with FailureWriter(path, format="jsonl", columns=None, delimiter=None) as writer:
+        writer.write(SourceRow("in.jsonl", 1, {"a": {"b": [1]}, "t": "=x"}), {"error_field": "a"})
+        writer.write(RowProblem("in.jsonl", 2, "not JSON", raw="{oops"), {"error_field": "source"})
+    lines = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+    assert lines == [
+        {"a": {"b": [1]}, "t": "=x", "error_field": "a", "error_message": ""},
+        {"error_raw": "{oops", "error_field": "source", "error_message": ""},
+    ]

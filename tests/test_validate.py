@@ -1,0 +1,242 @@
+"""`flextell-worker validate`: samples, reports, failure files, duplicates, hostile input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from worker.cli import cli
+from worker.validate import DigestTable
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = str(ROOT / "config" / "demo.toml")
+MESSY = str(ROOT / "config" / "messy-export.toml")
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, ["validate", *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.mark.parametrize("name", ["appointments.csv", "appointments.jsonl"])
+def test_clean_samples_are_valid(name: str) -> None:
+    code, out, _ = run(str(ROOT / "samples" / name), "--config", DEMO)
+    assert code == 0, out
+    assert "300 rows, 300 valid, 0 invalid" in out
+
+
+def test_messy_sample_lists_bad_rows_by_line_and_field(tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    code, out, _ = run(
+        str(ROOT / "samples" / "messy-export.csv"), "-c", MESSY, "--report", str(report)
+    )
+    assert code == 1
+    expected = {
+        6: "customer_id",
+        12: "scheduled_at",
+        18: "status",
+        24: "user_id",
+        30: "treatments.1",
+        36: "source_key",
+        42: "room_id",
+        45: "source",
+        48: "scheduled_at",
+    }
+    for line, fieldname in expected.items():
+        assert f"messy-export.csv:{line}: {fieldname}" in out
+    assert "(column 'Hasta'): not found in lookup table 'customers'" in out
+    assert "[value: 'Zeynep Bilinmeyen']" in out
+    data = json.loads(report.read_text(encoding="utf-8"))
+    assert (data["rows"], data["valid"], data["invalid"]) == (52, 43, 9)
+    assert data["duplicate_source_keys"] == 1
+    assert {e["line"]: e["field"] for e in data["errors"]} == expected
+    first = data["errors"][0]
+    assert first == {
+        "line": 6,
+        "source_key": "kadikoy-legacy:R2026005",
+        "tenant": 1,
+        "field": "customer_id",
+        "column": "Hasta",
+        "value": "Zeynep Bilinmeyen",
+        "message": "not found in lookup table 'customers' (lookups/customers.csv)",
+    }
+
+
+def test_max_errors_limits_printing() -> None:
+    code, out, _ = run(str(ROOT / "samples" / "messy-export.csv"), "-c", MESSY, "--max-errors", "2")
+    assert code == 1
+    assert len(re.findall(r"messy-export\.csv:\d+: ", out)) == 2
+    assert "and 7 more errors" in out
+
+
+CFG = """
+[api]
+timezone = "Europe/Istanbul"
+[tenants.1]
+[mapping]
+tenant = { value = 1 }
+source_key = { column = "id" }
+customer_id = "customer"
+user_id = "doctor"
+scheduled_at = "start"
+status = { column = "status", default = "pending" }
+treatments = { column = "treatments", split = "|" }
+description = "notes"
+"""
+
+
+def write_cfg(tmp_path: Path, extra: str = "") -> str:
+    path = tmp_path / "cfg.toml"
+    path.write_text(CFG + extra, encoding="utf-8")
+    return str(path)
+
+
+def test_failures_file_round_trip_csv(tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text(
+        "id;customer;doctor;start;status;treatments;notes\n"
+        'A1;1001;101;2026-12-01T10:00:00;approved;201;=HYPERLINK("x")\n'
+        "A2;10x1;101;2026-12-01T11:00:00;pending;201|202;-5\n"
+        "A3;1002;101;2026-12-01T12:00:00;pending;201\n"
+        "A4;1003;;2026-12-01T13:00:00;pending;;+90 532 111 22 33\n",
+        encoding="cp1254",
+    )
+    cfg = write_cfg(tmp_path, '[source]\nencoding = "cp1254"\n')
+    failures = tmp_path / "failures.csv"
+    code, out, _ = run(str(src), "-c", cfg, "--failures", str(failures))
+    assert code == 1, out
+    with failures.open(encoding="cp1254", newline="") as fh:
+        rows = list(csv.reader(fh, delimiter=";"))
+    header, *bad = rows
+    assert header == [
+        "id", "customer", "doctor", "start", "status", "treatments", "notes",
+        "error_field", "error_message",
+    ]  # fmt: skip
+    assert [r[0] for r in bad] == ["A2", "A3", "A4"]
+    assert bad[0][6] == "-5" and bad[2][6] == "+90 532 111 22 33"  # numbers left alone
+    assert bad[0][7] == "customer_id" and "whole number" in bad[0][8]
+    assert bad[2][7] == "user_id; treatments"
+    assert bad[1][0] == "A3" and bad[1][6] == "" and bad[1][7] == "source"
+    # Fix the file the way a user would, then validate it again: it passes.
+    bad[0][1] = "1001"
+    bad[1][6] = "late"
+    bad[2][2], bad[2][5] = "102", "203"
+    with failures.open("w", encoding="cp1254", newline="") as fh:
+        csv.writer(fh, delimiter=";").writerows([header, *bad])
+    code, out, _ = run(str(failures), "-c", cfg)
+    assert code == 0, out
+    assert "3 rows, 3 valid" in out
+
+
+def test_failures_file_round_trip_jsonl(tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    good = {"id": "B1", "customer": 1001, "doctor": 101, "start": "2026-12-01T10:00:00",
+            "treatments": [201], "extra": {"keep": True}}  # fmt: skip
+    src.write_text(
+        json.dumps(good) + "\n"
+        + json.dumps({**good, "id": "B2", "customer": "abc"}) + "\n"
+        + "[1, 2, 3]\n",
+        encoding="utf-8",
+    )  # fmt: skip
+    failures = tmp_path / "failures.jsonl"
+    cfg = write_cfg(tmp_path)
+    code, out, _ = run(str(src), "-c", cfg, "--failures", str(failures))
+    assert code == 1
+    lines = [json.loads(x) for x in failures.read_text(encoding="utf-8").splitlines()]
+    assert lines[0]["extra"] == {"keep": True} and lines[0]["error_field"] == "customer_id"
+    assert lines[1]["error_field"] == "source" and lines[1]["error_raw"].startswith("[1, 2")
+    fixed = {**lines[0], "customer": 1002}
+    failures.write_text(json.dumps(fixed) + "\n", encoding="utf-8")
+    code, out, _ = run(str(failures), "-c", cfg)
+    assert code == 0, out
+
+
+def test_duplicate_keys_invalid_and_identical_payloads_warned(tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    body = "1001,101,2026-12-01T10:00:00,pending,201,"
+    src.write_text(
+        f"id,customer,doctor,start,status,treatments,notes\nK1,{body}\nK2,{body}\nK1,{body}\n",
+        encoding="utf-8",
+    )
+    report = tmp_path / "r.json"
+    code, out, _ = run(str(src), "-c", write_cfg(tmp_path), "--report", str(report))
+    assert code == 1
+    assert (
+        "in.csv:4: source_key (column 'id'): duplicate source key K1, first seen at line 2" in out
+    )
+    assert "1 rows have the same payload" in out and "in.csv:3: K2 same as line 2" in out
+    data = json.loads(report.read_text(encoding="utf-8"))
+    assert data["probable_duplicates"] == {
+        "count": 1,
+        "rows": [{"line": 3, "same_payload_as_line": 2, "source_key": "K2"}],
+    }
+    # Without the repeated key the probable duplicate is only a warning: exit 0.
+    src.write_text(src.read_text(encoding="utf-8").rsplit("K1", 1)[0], encoding="utf-8")
+    assert run(str(src), "-c", write_cfg(tmp_path))[0] == 0
+
+
+def test_bad_config_exits_2_with_one_line(tmp_path: Path) -> None:
+    cfg = write_cfg(tmp_path, '[mapping.room_id]\ncolumn = "room"\nlookup = "rooms"\n')
+    code, _, err = run(str(ROOT / "samples" / "appointments.csv"), "-c", cfg)
+    assert code == 2
+    assert err.strip().count("\n") == 0 and "mapping.room_id.lookup" in err
+
+
+def test_missing_column_and_missing_file_exit_2(tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text("id,customer\nA,1\n", encoding="utf-8")
+    code, _, err = run(str(src), "-c", write_cfg(tmp_path))
+    assert code == 2 and "column 'doctor' is not in the header" in err
+    code, _, err = run(str(tmp_path / "nope.csv"), "-c", write_cfg(tmp_path))
+    assert code == 2 and err.startswith("error:")
+
+
+def hostile_files(tmp_path: Path) -> dict[str, Path]:
+    files = {
+        "garbage.csv": bytes(range(256)) * 64,
+        "unterminated.csv": b'id,customer,doctor,start,status,treatments,notes\nA,"1001,101\n',
+        "array.jsonl": b'[1, 2]\n{"id": "x"}\n',
+        "huge.csv": b"id,customer,doctor,start,status,treatments,notes\nA,1001,101,"
+        + b"2026-12-01T10:00:00,pending,201,"
+        + b"x" * (50 * 1024 * 1024)
+        + b"\n",
+    }
+    out = {}
+    for name, data in files.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        out[name] = path
+    return out
+
+
+@pytest.mark.timeout(60)
+def test_hostile_files_give_clear_errors_never_tracebacks(tmp_path: Path) -> None:
+    cfg = write_cfg(tmp_path)
+    for name, path in hostile_files(tmp_path).items():
+        proc = subprocess.run(
+            [sys.executable, "-m", "worker", "validate", str(path), "-c", cfg, "--no-progress"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
+        assert proc.returncode in (1, 2), (name, proc.stdout, proc.stderr)
+        assert "Traceback" not in proc.stderr + proc.stdout, name
+        assert name in proc.stderr + proc.stdout, name  # the message names the file
+        assert len(proc.stdout) + len(proc.stderr) < 5000, name  # no 50 MB echo
+
+
+def test_digest_table_grows_and_reports_first_line() -> None:
+    table = DigestTable(capacity=4)
+    for i in range(1, 5000):
+        assert table.add(i * 0x9E3779B97F4A7C15 % (1 << 64), i) is None
+    assert len(table) == 4999
+    assert table.add(7 * 0x9E3779B97F4A7C15 % (1 << 64), 99999) == 7
+    assert table.add(0, 5) is None and table.add(0, 6) == 5  # zero is remapped, not lost
