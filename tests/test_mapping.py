@@ -11,7 +11,7 @@ import pytest
 from worker.config import load_config
 from worker.errors import ConfigError
 from worker.mapping import InvalidRow, MappedRow, Mapper
-from worker.source import RowProblem, SourceRow
+from worker.source import RowProblem, SourceOptions, SourceRow, open_source
 
 BASE = """
 [api]
@@ -338,3 +338,27 @@ def test_check_columns_names_the_key(tmp_path: Path) -> None:
     mapper.check_columns([*ROW], "in.csv")
     with pytest.raises(ConfigError, match=r"mapping\.room_id\.column: column 'room' is not in"):
         mapper.check_columns([c for c in ROW if c != "room"], "in.csv")
+
+
+@pytest.mark.parametrize(
+    ("sample", "config"),
+    [
+        ("appointments.csv", "demo.toml"),
+        ("appointments.jsonl", "demo.toml"),
+        ("messy-export.csv", "messy-export.toml"),
+    ],
+)
+def test_payload_bytes_equal_the_contracts_canonical_json(sample: str, config: str) -> None:
+    root = Path(__file__).resolve().parent.parent
+    cfg = load_config(root / "config" / config)
+    mapper = Mapper.from_config(cfg)
+    opts = SourceOptions(format=cfg.source.format, encoding=cfg.source.encoding)
+    mapped = 0
+    with open_source(str(root / "samples" / sample), opts) as src:
+        for item in src:
+            result = mapper.map(item)
+            if isinstance(result, MappedRow):
+                mapped += 1
+                assert result.payload_json == result.payload.canonical_json()
+                assert result.payload_hash == result.payload.payload_hash()
+    assert mapped >= 40

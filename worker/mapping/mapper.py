@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping, Sequence
-from datetime import tzinfo
+from datetime import datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -12,7 +13,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from worker.config import Config
-from worker.contract import STATUSES, AppointmentCreate
+from worker.contract import STATUSES, AppointmentCreate, format_instant
 from worker.errors import ConfigError
 from worker.mapping.lookups import Lookup, load_lookup
 from worker.mapping.results import FieldError, InvalidRow, MappedRow
@@ -34,9 +35,11 @@ class Mapper:
     ) -> None:
         self._config = config
         self._payload_fields = tuple(fields[n] for n in PAYLOAD_FIELDS if n in fields)
+        self._plan = tuple((f.name, f.convert, f) for f in self._payload_fields)
         self._tenant = tenant
         self._key = fields.get("source_key")
         self._columns = tuple(columns)
+        self._instants: dict[datetime, str] = {}
 
     @classmethod
     def from_config(cls, config: Config, *, tenant_override: int | None = None) -> Mapper:
@@ -132,23 +135,22 @@ class Mapper:
                     )
         data: dict[str, Any] = {}
         failed: set[str] = set()
-        for field in self._payload_fields:
+        for name, convert, field in self._plan:
             try:
-                value = field.convert(fields, tenant)
-            except MultiFail as multi:
-                failed.add(field.name)
-                errors.extend(_item_error(field, f) for f in multi.fails)
-                continue
+                value = convert(fields, tenant)
             except ValueFail as exc:
-                failed.add(field.name)
-                errors.append(FieldError(field.name, exc.message, shown(exc.value), field.column))
+                failed.add(name)
+                if isinstance(exc, MultiFail):
+                    errors.extend(_item_error(field, f) for f in exc.fails)
+                else:
+                    errors.append(FieldError(name, exc.message, shown(exc.value), field.column))
                 continue
             if value is None:
                 if field.required:
-                    failed.add(field.name)
-                    errors.append(FieldError(field.name, field.empty_message, None, field.column))
+                    failed.add(name)
+                    errors.append(FieldError(name, field.empty_message, None, field.column))
                 continue
-            data[field.name] = value
+            data[name] = value
         try:
             payload = AppointmentCreate.model_validate(data)
         except ValidationError as exc:
@@ -156,11 +158,26 @@ class Mapper:
             return InvalidRow(item, tenant, source_key, tuple(errors))
         if errors or tenant is None:
             return InvalidRow(item, tenant, source_key, tuple(errors))
-        payload_json = payload.canonical_json()
+        payload_json = self._canonical(data)
         payload_hash = hashlib.sha256(payload_json).hexdigest()
         if source_key is None:
             source_key = "h:" + payload_hash[:32]
         return MappedRow(item, tenant, source_key, payload, payload_json, payload_hash)
+
+    def _canonical(self, data: dict[str, Any]) -> bytes:
+        """``payload.canonical_json()``, built from the validated input without a model dump.
+
+        Valid because strict validation passes these values through unchanged and
+        None values are never put in ``data``; tests compare it with the contract's.
+        """
+        when = data["scheduled_at"]
+        text = self._instants.get(when)
+        if text is None:
+            if len(self._instants) >= 50_000:
+                self._instants.clear()
+            text = self._instants[when] = format_instant(when)
+        data["scheduled_at"] = text
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
     def _map_tenant(self, fields: Mapping[str, Any], errors: list[FieldError]) -> int | None:
         if isinstance(self._tenant, int):

@@ -64,6 +64,7 @@ OPTIONS: dict[str, frozenset[str]] = {
     "source_key": frozenset({"column", "prefix"}),
 }
 _STATUS_SET = frozenset(STATUSES)
+CACHE_MAX = 50_000
 _LIST_TYPES = (list, tuple, dict)
 
 
@@ -238,9 +239,10 @@ class Compiler:
             return Field(name, None, name in REQUIRED, lambda _f, _t: const, "is empty")
         column = spec["column"]
         get = self.getter(f"{key}.column", column)
+        plain = "." not in column
 
         def convert(fields: Mapping[str, Any], _tenant: int | None) -> Any:
-            value = get(fields)
+            value = fields.get(column) if plain else get(fields)
             if value is None or (isinstance(value, str) and not (value := value.strip())):
                 if default is _MISSING:
                     return None
@@ -351,12 +353,27 @@ class Compiler:
         zone_for = self.zone_for
         fmts = tuple(formats)
 
+        # Exports repeat the same slots over and over: remember recent results.
+        cache: dict[tuple[str, int | None], datetime | ValueFail] = {}
+
         def to_instant(text: str, tenant: int | None) -> datetime:
-            parsed = parse_datetime(text, fmts)
-            if parsed.tzinfo is None:
-                zone, zone_name = fixed or zone_for(tenant)
-                parsed = localise(parsed, zone, ambiguous, zone_name)
-            return parsed.astimezone(UTC)
+            key = (text, tenant)
+            found = cache.get(key)
+            if found is None:
+                try:
+                    parsed = parse_datetime(text, fmts)
+                    if parsed.tzinfo is None:
+                        zone, zone_name = fixed or zone_for(tenant)
+                        parsed = localise(parsed, zone, ambiguous, zone_name)
+                    found = parsed.astimezone(UTC)
+                except ValueFail as exc:
+                    found = exc
+                if len(cache) >= CACHE_MAX:
+                    cache.clear()
+                cache[key] = found
+            if isinstance(found, ValueFail):
+                raise ValueFail(found.message, found.value)
+            return found
 
         default = spec.get("default", _MISSING)
         if default is not _MISSING:
