@@ -11,8 +11,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from click.testing import CliRunner
 
 from tests.conftest import api_headers, read_stats
+from worker.cli import cli
 
 BODY = {
     "customer_id": 1001,
@@ -105,14 +107,21 @@ def test_bad_options_exit_2_with_one_line(tmp_path: Path, args: list[str], fragm
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"tenants": [{"id": "one", "name": "x"}]}))
     args = [a.format(missing=tmp_path / "nope.json", bad=bad) for a in args]
+    result = CliRunner().invoke(cli, ["sandbox", "--port", "0", *args])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and fragment in lines[0]
+
+
+def test_bad_option_in_a_real_process_has_no_traceback(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "worker", "sandbox", "--port", "0", *args],
+        [sys.executable, "-m", "worker", "sandbox", "--fault", "nosuch=0.5"],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode == 2
-    assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ") and fragment in lines[0]
+    assert result.stderr.startswith("error: unknown fault 'nosuch'")
+    assert len(result.stderr.strip().splitlines()) == 1
