@@ -419,7 +419,7 @@ def _print_rich(summary: ValidateSummary, out: TextIO) -> None:
     _print_probable(summary, lines.append)
     _print_errors(summary, lines.append)
     if lines:
-        console.print("".join(lines), end="", markup=False, highlight=False)
+        console.print("".join(lines), end="", markup=False, highlight=False, soft_wrap=True)
 
 
 def run_validate(opts: ValidateOptions, out: TextIO | None = None) -> int:
