@@ -23,6 +23,7 @@ from worker.auth import (
     TokenProvider,
     TokenUnavailableError,
     token_provider_from_spec,
+    token_url_for,
 )
 from worker.client import FlextellClient, Outcome
 from worker.errors import AbortError, ConfigError
@@ -467,3 +468,16 @@ def test_no_world_readable_temp_files_on_umask_000(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize(
+    ("base", "expected"),
+    [
+        ("https://dev.flextell.ai/api", "https://dev.flextell.ai/oauth/token"),
+        ("https://dev.flextell.ai/api/", "https://dev.flextell.ai/oauth/token"),
+        ("http://127.0.0.1:8080/api", "http://127.0.0.1:8080/oauth/token"),
+        ("http://127.0.0.1:8080", "http://127.0.0.1:8080/oauth/token"),
+    ],
+)
+def test_token_url_for(base: str, expected: str) -> None:
+    assert token_url_for(base) == expected

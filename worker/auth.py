@@ -292,6 +292,12 @@ def _load_json_state(path: Path, text: str) -> dict[str, Any]:
     return data
 
 
+def token_url_for(base_url: str) -> str:
+    """The OAuth token endpoint beside an API base: ``https://h/api`` -> ``https://h/oauth/token``."""
+    root = base_url.rstrip("/").removesuffix("/api")
+    return root + "/oauth/token"
+
+
 def token_provider_from_spec(
     spec: str,
     base_dir: Path,
