@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -202,6 +203,94 @@ def sandbox_cmd(
         token_ttl=token_ttl,
     )
     asyncio.run(serve(opts, pathlib.Path(port_file) if port_file else None))
+
+
+@cli.command("import")
+@click.argument("file", type=str)
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML config (API, tenants, mapping).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "jsonl"]),
+    help="Input format (default: by extension).",
+)
+@click.option("--base-url", help="Override every tenant's base URL (a sandbox or staging server).")
+@click.option(
+    "--ledger",
+    "ledger_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Ledger file (default: [ledger] path, else the state directory; see README).",
+)
+@click.option("--tenant", type=int, help="Import into this one tenant (overrides the mapping).")
+@click.option("--dry-run", is_flag=True, help="Validate and show what would be sent; send nothing.")
+@click.option(
+    "--retry-failed", is_flag=True, help="Send rows that failed before even if unchanged."
+)
+@click.option("--json-logs", is_flag=True, help="One JSON object per log event on stderr.")
+@click.option("--no-progress", is_flag=True, help="No live progress display.")
+@click.option(
+    "--grace",
+    "grace_seconds",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Seconds in-flight requests get to finish after SIGINT/SIGTERM.",
+)
+@user_errors
+def import_cmd(
+    file: str,
+    config_path: Path,
+    fmt: str | None,
+    base_url: str | None,
+    ledger_path: Path | None,
+    tenant: int | None,
+    dry_run: bool,
+    retry_failed: bool,
+    json_logs: bool,
+    no_progress: bool,
+    grace_seconds: float,
+) -> None:
+    """Import FILE (CSV or JSONL, '-' for stdin) into Flextell, resuming from the ledger.
+
+    Running the same command again resumes: created rows are skipped, rows whose
+    outcome was lost are looked up before anything is re-sent, failed rows are
+    skipped unless their source row changed or --retry-failed is given. Tokens
+    come from the config's env:/file: sources, never from the command line.
+    """
+    import asyncio
+    import json
+
+    from worker.importer import ImportOptions, run_import
+    from worker.logs import configure_logging, get_logger
+    from worker.report import print_summary, summary_event
+
+    configure_logging(json_logs=json_logs)
+    options = ImportOptions(
+        file=file,
+        config_path=config_path,
+        format=fmt,
+        base_url=base_url,
+        ledger_path=ledger_path,
+        tenant=tenant,
+        dry_run=dry_run,
+        retry_failed=retry_failed,
+        progress=not no_progress and not json_logs,
+        grace_seconds=grace_seconds,
+    )
+    result = asyncio.run(run_import(options))
+    if json_logs:
+        get_logger("import").info("run summary", **summary_event(result))
+        click.echo(json.dumps(summary_event(result)))
+    else:
+        print_summary(result)
+    sys.exit(int(result.exit_code))
 
 
 def main() -> None:

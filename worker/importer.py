@@ -1,0 +1,656 @@
+"""The import run: source -> mapping -> ledger -> dispatch lanes -> summary.
+
+The ledger is the queue between reading and sending. The reader maps rows and
+records them as seen (pending, unchanged, changed, invalid) in batches; each
+tenant's lane pulls its pending rows of this run back out in line order. So
+reading never waits for a slow or paused tenant, memory stays flat whatever the
+file size, and a crash leaves nothing that only lived in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import signal
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from worker import __version__
+from worker.auth import (
+    TokenProvider,
+    TokenUnavailableError,
+    token_provider_from_spec,
+    token_url_for,
+)
+from worker.client import FlextellClient
+from worker.config import Config, TenantConfig, load_config
+from worker.dispatch import Job, LaneStopped, RetryPolicy, TenantLane
+from worker.errors import AbortError, ConfigError
+from worker.exitcodes import ExitCode
+from worker.ledger import Entry, Ledger, SeenRow, Status, default_ledger_path
+from worker.logs import get_logger, register_secret
+from worker.mapping import InvalidRow, MappedRow, Mapper
+from worker.progress import RunProgress
+from worker.reconcile import Verdict, find_existing
+from worker.source import RowProblem, SourceOptions, SourceRow, open_source
+
+log = get_logger("import")
+
+READ_BATCH = 500
+FETCH_BATCH = 200
+
+
+@dataclass(slots=True)
+class ImportOptions:
+    """Everything the `import` command was asked to do."""
+
+    file: str
+    config_path: Path
+    format: str | None = None
+    base_url: str | None = None
+    ledger_path: Path | None = None
+    tenant: int | None = None
+    dry_run: bool = False
+    retry_failed: bool = False
+    progress: bool = True
+    grace_seconds: float = 10.0
+    policy: RetryPolicy | None = None
+
+
+@dataclass(slots=True)
+class TenantCounts:
+    """Per-tenant figures of one run, in the order the summary shows them."""
+
+    read: int = 0
+    invalid: int = 0
+    new: int = 0
+    unchanged: int = 0
+    changed: int = 0
+    previously_failed: int = 0
+    unknown_skipped: int = 0
+    duplicate_keys: int = 0
+    to_send: int = 0
+    created: int = 0
+    failed: int = 0
+    unknown: int = 0
+    not_sent: int = 0
+    reconciled: int = 0
+    missing_from_source: int = 0
+    failed_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ImportResult:
+    """What the run did: counts per tenant, ledger path, exit code."""
+
+    run_id: int | None
+    ledger_path: Path
+    mode: str
+    tenants: dict[int, TenantCounts]
+    stopped_tenants: dict[int, str]
+    interrupted: str | None
+    elapsed: float
+    exit_code: ExitCode
+    changed_rows: list[dict[str, Any]] = field(default_factory=list)
+    missing_rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def totals(self) -> dict[str, int]:
+        """Counts summed over tenants (reasons left out)."""
+        out: dict[str, int] = {}
+        for counts in self.tenants.values():
+            for f in fields(counts):
+                value = getattr(counts, f.name)
+                if isinstance(value, int):
+                    out[f.name] = out.get(f.name, 0) + value
+        return out
+
+
+def _source_row_json(item: SourceRow | RowProblem) -> str:
+    if isinstance(item, SourceRow):
+        return json.dumps(
+            {"fields": dict(item.fields), "raw": item.raw}, ensure_ascii=False, default=str
+        )
+    return json.dumps({"fields": None, "raw": item.raw}, ensure_ascii=False)
+
+
+def _fallback_key(item: SourceRow | RowProblem) -> str:
+    """A key for a row whose own key cannot be derived: stable for the same broken row."""
+    text = _source_row_json(item) if isinstance(item, SourceRow) else (item.raw or "")
+    return "raw:" + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _file_sha256(path: str) -> str | None:
+    if path == "-":
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class ImportRun:
+    """One execution of `flextell-worker import` (or its dry run)."""
+
+    def __init__(self, options: ImportOptions, config: Config, mapper: Mapper) -> None:
+        self.options = options
+        self.config = config
+        self.mapper = mapper
+        self.policy = options.policy or RetryPolicy(
+            max_attempts=config.api.max_attempts, max_backoff=config.api.max_backoff
+        )
+        self.counts: dict[int, TenantCounts] = {}
+        self.lanes: dict[int, TenantLane] = {}
+        self.lane_tasks: list[asyncio.Task[None]] = []
+        self.new_rows: dict[int, asyncio.Event] = {}
+        self.reader_done = asyncio.Event()
+        self.stopping: str | None = None
+        self.run_id = 0
+        self._tokens: dict[str, TokenProvider] = {}
+        self._clients: dict[int, FlextellClient] = {}
+        self._seen_keys: set[tuple[int, str]] = set()
+        self.changed_rows: list[dict[str, Any]] = []
+        self.missing_rows: list[dict[str, Any]] = []
+        self.progress: RunProgress | None = None
+
+    def tenant_counts(self, tenant: int) -> TenantCounts:
+        counts = self.counts.get(tenant)
+        if counts is None:
+            counts = self.counts[tenant] = TenantCounts()
+        return counts
+
+    # --- setup --------------------------------------------------------------
+
+    def tenant_config(self, tenant: int) -> TenantConfig:
+        return self.config.tenant(tenant, self.options.base_url)
+
+    async def _token_for(self, tc: TenantConfig, session: aiohttp.ClientSession) -> TokenProvider:
+        cache_key = f"{tc.token}\x1f{tc.base_url}"
+        provider = self._tokens.get(cache_key)
+        if provider is None:
+            provider = token_provider_from_spec(
+                tc.token,
+                self.config.base_dir,
+                session=session,
+                token_url=token_url_for(tc.base_url),
+            )
+            with contextlib.suppress(TokenUnavailableError):
+                register_secret(await provider.token())
+            self._tokens[cache_key] = provider
+        return provider
+
+    async def lane_for(
+        self, tenant: int, session: aiohttp.ClientSession, ledger: Ledger
+    ) -> TenantLane:
+        lane = self.lanes.get(tenant)
+        if lane is None:
+            tc = self.tenant_config(tenant)
+            token = await self._token_for(tc, session)
+            client = FlextellClient(session, tc.base_url, token, timeout=self.config.api.timeout)
+            self._clients[tenant] = client
+            lane = self.lanes[tenant] = TenantLane(tc, client, ledger, self.run_id, self.policy)
+            self.new_rows[tenant] = asyncio.Event()
+            self.lane_tasks.append(asyncio.create_task(self._run_lane(lane), name=f"lane-{tenant}"))
+            if self.progress is not None:
+                self.progress.add_tenant(tenant, lane.stats, self.tenant_counts(tenant))
+        return lane
+
+    # --- reading ------------------------------------------------------------
+
+    async def read_all(
+        self,
+        source: Iterable[SourceRow | RowProblem],
+        ledger: Ledger | None,
+        session: aiohttp.ClientSession | None,
+    ) -> None:
+        batch: list[MappedRow | InvalidRow] = []
+        for item in source:
+            batch.append(self.mapper.map(item))
+            if len(batch) >= READ_BATCH:
+                await self._take_batch(batch, ledger, session)
+                batch = []
+                if self.stopping:
+                    return
+        if batch:
+            await self._take_batch(batch, ledger, session)
+
+    async def _take_batch(
+        self,
+        batch: list[MappedRow | InvalidRow],
+        ledger: Ledger | None,
+        session: aiohttp.ClientSession | None,
+    ) -> None:
+        keys: list[tuple[int, str]] = []
+        for m in batch:
+            if isinstance(m, MappedRow):
+                keys.append((m.tenant, m.source_key))
+            elif m.source_key is not None:
+                keys.append((m.tenant or 0, m.source_key))
+        existing = await ledger.get_many(keys) if ledger is not None else {}
+        seen: list[SeenRow] = []
+        retry: list[tuple[int, str]] = []
+        touched: set[int] = set()
+        run_id = self.run_id
+        for m in batch:
+            item = m.row
+            if isinstance(m, InvalidRow):
+                tenant = m.tenant or 0
+                key = m.source_key or _fallback_key(item)
+                counts = self.tenant_counts(tenant)
+                counts.read += 1
+                counts.invalid += 1
+                if (tenant, key) in self._seen_keys:
+                    continue
+                self._seen_keys.add((tenant, key))
+                first = m.errors[0] if m.errors else None
+                seen.append(
+                    SeenRow(
+                        tenant=tenant,
+                        source_key=key,
+                        payload_hash=None,
+                        payload_json=None,
+                        source_file=item.source,
+                        source_line=item.line,
+                        source_row=_source_row_json(item),
+                        run_id=run_id,
+                        status=Status.INVALID.value,
+                        error_code="invalid",
+                        error_message="; ".join(f"{e.field}: {e.message}" for e in m.errors),
+                        error_field=first.field if first else None,
+                    )
+                )
+                continue
+            tenant, key = m.tenant, m.source_key
+            counts = self.tenant_counts(tenant)
+            counts.read += 1
+            if (tenant, key) in self._seen_keys:
+                counts.duplicate_keys += 1
+                log.warning(
+                    "duplicate source key skipped", tenant=tenant, line=item.line, source_key=key
+                )
+                continue
+            self._seen_keys.add((tenant, key))
+            entry = existing.get((tenant, key))
+            send = False
+            if entry is None:
+                counts.new += 1
+                send = True
+            elif entry.status == Status.CREATED.value:
+                if entry.payload_hash == m.payload_hash:
+                    counts.unchanged += 1
+                else:
+                    counts.changed += 1
+                    self.changed_rows.append(
+                        {
+                            "tenant": tenant,
+                            "source_key": key,
+                            "line": item.line,
+                            "appointment_id": entry.appointment_id,
+                        }
+                    )
+            elif entry.status == Status.FAILED.value and entry.payload_hash == m.payload_hash:
+                if self.options.retry_failed:
+                    retry.append((tenant, key))
+                    send = True
+                else:
+                    counts.previously_failed += 1
+            elif entry.status in (Status.UNKNOWN.value, Status.IN_FLIGHT.value):
+                counts.unknown_skipped += 1
+            else:  # pending, invalid or failed with a new payload: (re)send
+                send = True
+            if send:
+                counts.to_send += 1
+                touched.add(tenant)
+            seen.append(
+                SeenRow(
+                    tenant=tenant,
+                    source_key=key,
+                    payload_hash=m.payload_hash,
+                    payload_json=m.payload_json.decode(),
+                    source_file=item.source,
+                    source_line=item.line,
+                    source_row=_source_row_json(item),
+                    run_id=run_id,
+                    status=Status.PENDING.value,
+                )
+            )
+        if ledger is None:
+            return
+        await ledger.upsert_seen(seen)
+        for tenant, key in retry:
+            await ledger.record(tenant, key, status=Status.PENDING.value, run_id=run_id)
+        assert session is not None
+        for tenant in touched:
+            await self.lane_for(tenant, session, ledger)
+            self.new_rows[tenant].set()
+
+    # --- sending ------------------------------------------------------------
+
+    async def _run_lane(self, lane: TenantLane) -> None:
+        queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=lane.tenant.concurrency * 2)
+        workers = [
+            asyncio.create_task(self._lane_worker(lane, queue))
+            for _ in range(lane.tenant.concurrency)
+        ]
+        try:
+            await self._feed_lane(lane, queue)
+        finally:
+            for _ in workers:
+                await queue.put(None)
+            await asyncio.gather(*workers, return_exceptions=True)
+
+    async def _feed_lane(self, lane: TenantLane, queue: asyncio.Queue[Job | None]) -> None:
+        ledger = lane.ledger
+        after_line = 0
+        event = self.new_rows[lane.id]
+        while not self.stopping and lane.stop_reason is None:
+            event.clear()
+            done_reading = self.reader_done.is_set()
+            entries = await ledger.pending_batch(lane.id, self.run_id, after_line, FETCH_BATCH)
+            for entry in entries:
+                after_line = max(after_line, entry.source_line or 0)
+                if entry.payload_json is None or entry.payload_hash is None:
+                    continue
+                await queue.put(
+                    Job(
+                        lane.id,
+                        entry.source_key,
+                        entry.payload_json,
+                        entry.payload_hash,
+                        entry.source_line,
+                    )
+                )
+                if self.stopping or lane.stop_reason is not None:
+                    return
+            if entries:
+                continue
+            if done_reading:
+                return
+            waiter = asyncio.ensure_future(event.wait())
+            done = asyncio.ensure_future(self.reader_done.wait())
+            await asyncio.wait({waiter, done}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            done.cancel()
+
+    async def _lane_worker(self, lane: TenantLane, queue: asyncio.Queue[Job | None]) -> None:
+        while (job := await queue.get()) is not None:
+            if self.stopping or lane.stop_reason is not None:
+                continue  # left pending in the ledger: the next run sends it
+            await lane.deliver(job)
+
+    # --- reconcile rows left unknown by earlier runs --------------------------
+
+    async def reconcile_unknown(self, ledger: Ledger, session: aiohttp.ClientSession) -> None:
+        entries = await ledger.select(statuses=[Status.UNKNOWN.value])
+        allowed = [
+            e
+            for e in entries
+            if self.config.is_known_tenant(e.tenant)
+            and (self.options.tenant is None or e.tenant == self.options.tenant)
+        ]
+        if not allowed:
+            return
+        log.info("reconciling rows whose outcome is unknown", rows=len(allowed))
+
+        async def one(entry: Entry) -> None:
+            lane = await self.lane_for(entry.tenant, session, ledger)
+            if entry.payload_json is None:
+                return
+            try:
+                finding = await find_existing(
+                    lane.client,
+                    lane,
+                    entry.tenant,
+                    entry.payload_json,
+                    claimed=lambda ids: ledger.claimed_ids(entry.tenant, ids, entry.source_key),
+                )
+            except LaneStopped:
+                return
+            counts = self.tenant_counts(entry.tenant)
+            if finding.verdict is Verdict.FOUND:
+                counts.reconciled += 1
+                await ledger.record(
+                    entry.tenant,
+                    entry.source_key,
+                    status=Status.CREATED.value,
+                    run_id=self.run_id,
+                    appointment_id=finding.appointment_id,
+                    appointment_code=finding.appointment_code,
+                )
+            elif finding.verdict is Verdict.ABSENT:
+                counts.reconciled += 1
+                await ledger.record(
+                    entry.tenant, entry.source_key, status=Status.PENDING.value, run_id=self.run_id
+                )
+
+        await asyncio.gather(*(one(e) for e in allowed))
+        await ledger.flush()
+
+    # --- the whole run ------------------------------------------------------
+
+    def request_stop(self, reason: str) -> None:
+        if self.stopping is None:
+            self.stopping = reason
+            log.warning("stopping", reason=reason)
+            for lane in self.lanes.values():
+                lane.stop(reason)
+            self.reader_done.set()
+
+
+async def run_import(options: ImportOptions) -> ImportResult:
+    """Run an import (or a dry run) and return its result; raises WorkerError on setup errors."""
+    started = time.monotonic()
+    config = load_config(options.config_path)
+    mapper = Mapper.from_config(config, tenant_override=options.tenant)
+    source_opts = SourceOptions(
+        format=options.format or config.source.format,
+        encoding=config.source.encoding,
+        delimiter=config.source.delimiter,
+        max_field_size=config.source.max_field_size,
+        max_line_length=config.source.max_line_length,
+    )
+    ledger_path = options.ledger_path or (
+        Path(config.ledger.path) if config.ledger.path else default_ledger_path(config.path)
+    )
+    if not ledger_path.is_absolute() and options.ledger_path is None and config.ledger.path:
+        ledger_path = config.base_dir / ledger_path
+    run = ImportRun(options, config, mapper)
+    mode = "dry-run" if options.dry_run else "import"
+
+    with open_source(options.file, source_opts) as source:
+        if source.columns is not None:
+            mapper.check_columns(source.columns, source.name)
+        if options.dry_run:
+            ledger = (
+                await Ledger.open(ledger_path, lock=False, readonly=True)
+                if ledger_path.exists()
+                else None
+            )
+            try:
+                await run.read_all(source, ledger, None)
+            finally:
+                if ledger is not None:
+                    await ledger.close()
+            return _result(run, ledger_path, mode, started)
+
+        sha = await asyncio.to_thread(_file_sha256, options.file)
+        ledger = await Ledger.open(ledger_path)
+        try:
+            return await _send(run, source, ledger, ledger_path, sha, started)
+        finally:
+            await ledger.close()
+
+
+async def _send(
+    run: ImportRun, source: Any, ledger: Ledger, ledger_path: Path, sha: str | None, started: float
+) -> ImportResult:
+    options = run.options
+    run.run_id = await ledger.start_run(
+        mode="import",
+        source_file=source.name,
+        source_sha256=sha,
+        source_format=source.format,
+        source_columns=source.columns,
+        source_delimiter=source.delimiter,
+        source_encoding=source.encoding,
+        config_path=str(options.config_path),
+    )
+    stale = await ledger.mark_stale_in_flight_unknown()
+    if stale:
+        log.warning("rows left in flight by an earlier run are now unknown", rows=stale)
+    log.info(
+        "run started",
+        run_id=run.run_id,
+        file=source.name,
+        ledger=str(ledger_path),
+        version=__version__,
+    )
+    loop = asyncio.get_running_loop()
+    signals = {signal.SIGINT: "interrupted (SIGINT)", signal.SIGTERM: "terminated (SIGTERM)"}
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        if received:
+            # A second signal: leave now. SQLite keeps the ledger consistent;
+            # rows left in flight are reconciled by the next run.
+            import os
+
+            os._exit(128 + signum)
+        received.append(signum)
+        run.request_stop(signals[signal.Signals(signum)])
+
+    for signum in signals:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, on_signal, signum)
+
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+    run.progress = RunProgress.create(enabled=options.progress, source=source)
+    status = "finished"
+    try:
+        async with aiohttp.ClientSession(connector=connector) as session:
+            with run.progress:
+                try:
+                    for tenant_id in sorted(run.config.tenants):
+                        if options.tenant is None or tenant_id == options.tenant:
+                            await run.lane_for(tenant_id, session, ledger)
+                    await run.reconcile_unknown(ledger, session)
+                    try:
+                        await run.read_all(source, ledger, session)
+                    finally:
+                        run.reader_done.set()
+                    await _wait_lanes(run, options.grace_seconds)
+                except (ConfigError, AbortError):
+                    status = "aborted"
+                    run.request_stop("aborted")
+                    await _wait_lanes(run, 0)
+                    raise
+        await ledger.flush()
+        if run.stopping is not None:
+            status = "interrupted"
+        else:
+            await _missing_from_source(run, ledger)
+    finally:
+        for signum in signals:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signum)
+        result = _result(
+            run, ledger_path, "import", started, signum=received[0] if received else None
+        )
+        with contextlib.suppress(Exception):
+            await ledger.finish_run(run.run_id, status=status, counts=result.totals())
+    return result
+
+
+async def _wait_lanes(run: ImportRun, grace: float) -> None:
+    """Let the lanes finish; once a stop was asked for, give in-flight requests `grace` seconds."""
+    tasks = run.lane_tasks
+    while tasks:
+        pending = [t for t in tasks if not t.done()]
+        if not pending:
+            break
+        if run.stopping is None:
+            await asyncio.wait(pending, timeout=0.5)
+            continue
+        _, still = await asyncio.wait(pending, timeout=grace)
+        for task in still:
+            task.cancel()
+        await asyncio.gather(*still, return_exceptions=True)
+        break
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.error("lane crashed", error=repr(exc))
+
+
+async def _missing_from_source(run: ImportRun, ledger: Ledger) -> None:
+    tenants = list(run.counts)
+    if not tenants:
+        return
+    for entry in await ledger.missing_from_source(run.run_id, tenants):
+        run.tenant_counts(entry.tenant).missing_from_source += 1
+        run.missing_rows.append(
+            {
+                "tenant": entry.tenant,
+                "source_key": entry.source_key,
+                "appointment_id": entry.appointment_id,
+            }
+        )
+
+
+def _result(
+    run: ImportRun, ledger_path: Path, mode: str, started: float, signum: int | None = None
+) -> ImportResult:
+    for tenant, lane in run.lanes.items():
+        counts = run.tenant_counts(tenant)
+        s = lane.stats
+        counts.created, counts.failed, counts.unknown = s.created, s.failed, s.unknown
+        counts.not_sent = s.not_sent + max(
+            0, counts.to_send - s.created - s.failed - s.unknown - s.not_sent
+        )
+        counts.failed_by_reason = dict(s.failed_by_reason)
+    if mode == "dry-run":
+        for counts in run.counts.values():
+            counts.not_sent = 0
+    stopped = {
+        t: lane.stop_reason
+        for t, lane in run.lanes.items()
+        if lane.auth_failed and lane.stop_reason
+    }
+    totals_bad = any(
+        c.invalid
+        or c.failed
+        or c.unknown
+        or c.not_sent
+        or c.changed
+        or c.previously_failed
+        or c.unknown_skipped
+        or c.duplicate_keys
+        for c in run.counts.values()
+    )
+    if signum is not None:
+        code = ExitCode.INTERRUPTED if signum == signal.SIGINT else ExitCode.TERMINATED
+    elif stopped:
+        code = ExitCode.ABORTED
+    elif totals_bad:
+        code = ExitCode.ROWS_FAILED
+    else:
+        code = ExitCode.OK
+    return ImportResult(
+        run_id=run.run_id or None,
+        ledger_path=ledger_path,
+        mode=mode,
+        tenants=run.counts,
+        stopped_tenants=stopped,
+        interrupted=run.stopping,
+        elapsed=time.monotonic() - started,
+        exit_code=code,
+        changed_rows=run.changed_rows,
+        missing_rows=run.missing_rows,
+    )

@@ -1,0 +1,69 @@
+"""Structured logging: structlog to stderr, human lines or one JSON object per event.
+
+Every event passes a redaction step: keys that name a secret are masked, and any
+token value registered with `register_secret` is replaced wherever it appears.
+Patient data never reaches the log because events carry ids, lines and codes only.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+_SECRET_KEYS = frozenset({"token", "access_token", "refresh_token", "authorization", "secret"})
+_secrets: set[str] = set()
+
+
+def register_secret(value: str) -> None:
+    """Remember a secret so that it is masked in every log event."""
+    if len(value) >= 6:
+        _secrets.add(value)
+
+
+def redact(text: str) -> str:
+    """Replace every registered secret in `text` with ``***``."""
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _redact_event(
+    _logger: Any, _name: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for key, value in event.items():
+        if key.lower() in _SECRET_KEYS:
+            event[key] = "***"
+        elif isinstance(value, str) and _secrets:
+            event[key] = redact(value)
+    return event
+
+
+def configure_logging(*, json_logs: bool = False, level: int = logging.INFO) -> None:
+    """Send structlog events to stderr, as JSON lines or as readable key=value lines."""
+    renderer: Any
+    if json_logs:
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _redact_event,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str) -> Any:
+    """A structlog logger bound to a component name."""
+    return structlog.get_logger(component=name)

@@ -1,0 +1,91 @@
+"""Per-tenant pacing: a leaky-bucket limiter sized to a fixed-window budget, and a pause gate.
+
+The API counts "N requests per window of W seconds" in fixed windows that start
+at the first hit (Laravel's throttle). aiolimiter's bucket lets `max_rate`
+through at once and then drips at `max_rate / time_period`, so a bucket of
+capacity N drip-rate N/W can pass nearly 2N in one window. Here the bucket's
+capacity is a small burst `b` and its drip rate `(N - b) / (W * (1 + slack))`:
+any interval of length W (plus `slack * W` of network jitter) then admits at
+most `b + (N - b) = N` requests, whatever the window's phase, while the long-run
+rate stays within a few percent of N/W.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+
+from aiolimiter import AsyncLimiter
+
+from worker.rates import Rate
+
+JITTER_SLACK = 0.02
+"""Fraction of the window reserved for arrival-time jitter between worker and server."""
+
+
+@dataclass(frozen=True, slots=True)
+class BucketSize:
+    """Capacity and drip rate of a leaky bucket that respects a fixed-window budget."""
+
+    burst: int
+    per_second: float
+
+
+def bucket_for(rate: Rate, slack: float = JITTER_SLACK) -> BucketSize:
+    """Size a bucket so no window of `rate.period` seconds ever sees more than `rate.count`."""
+    burst = max(1, rate.count // 50)
+    if rate.count <= burst:
+        burst = max(1, rate.count - 1) if rate.count > 1 else 1
+    per_second = max(rate.count - burst, 1) / (rate.period * (1 + slack))
+    return BucketSize(burst=burst, per_second=per_second)
+
+
+def make_limiter(rate: Rate, slack: float = JITTER_SLACK) -> AsyncLimiter:
+    """An aiolimiter bucket honouring `rate` in every window (see module docstring)."""
+    size = bucket_for(rate, slack)
+    return AsyncLimiter(max_rate=size.burst, time_period=size.burst / size.per_second)
+
+
+class PauseGate:
+    """Closes a tenant's traffic until a moment in time: every request waits at the gate.
+
+    A 429 or ``X-RateLimit-Remaining: 0`` tells about the tenant's budget, not one
+    request, so the whole tenant pauses. Times are wall-clock (``time.time``) because
+    servers send reset times as unix seconds; sleeping uses the loop.
+    """
+
+    def __init__(self) -> None:
+        self._closed_until = 0.0
+        self._changed = asyncio.Event()
+        self.pauses = 0
+        self.paused_seconds = 0.0
+
+    @property
+    def closed_until(self) -> float:
+        return self._closed_until
+
+    def close_until(self, until: float) -> None:
+        """Pause the tenant until unix time `until` (only ever extends a pause)."""
+        now = time.time()
+        if until <= now or until <= self._closed_until:
+            return
+        start = max(now, self._closed_until)
+        self.paused_seconds += until - start
+        if self._closed_until <= now:
+            self.pauses += 1
+        self._closed_until = until
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def remaining(self) -> float:
+        """Seconds until the gate opens (0 when open)."""
+        return max(0.0, self._closed_until - time.time())
+
+    async def wait(self) -> None:
+        """Return when the gate is open; re-checks if the pause is extended meanwhile."""
+        while (delay := self.remaining()) > 0:
+            changed = self._changed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), timeout=delay)
