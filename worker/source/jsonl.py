@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+from worker.errors import SourceError
 from worker.source.csvfile import RAW_LIMIT
 from worker.source.lines import LineFeed
 from worker.source.rows import RowProblem, SourceRow
+from worker.source.stream import READ_ERRORS
 
 _KINDS = {
     list: "a JSON array",
@@ -35,8 +37,21 @@ def _raw(line: str) -> str:
     return line if len(line) <= RAW_LIMIT else line[:RAW_LIMIT] + "…"
 
 
-def jsonl_rows(name: str, feed: LineFeed, max_field_size: int) -> Iterator[SourceRow | RowProblem]:
+def jsonl_rows(
+    name: str,
+    feed: LineFeed,
+    max_field_size: int,
+    translate: Callable[[Exception], SourceError],
+) -> Iterator[SourceRow | RowProblem]:
     """Rows of one JSONL input; blank lines are skipped."""
+    try:
+        yield from _rows(name, feed, max_field_size)
+    except READ_ERRORS as exc:
+        raise translate(exc) from None
+
+
+def _rows(name: str, feed: LineFeed, max_field_size: int) -> Iterator[SourceRow | RowProblem]:
+
     number = 0
     for line in feed.lines():
         number += 1

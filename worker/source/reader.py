@@ -16,13 +16,11 @@ from worker.source.options import (
     python_encoding,
 )
 from worker.source.rows import RowProblem, SourceRow
-from worker.source.stream import GZIP_ERRORS, STDIN_NAME, TextInput
-
-_READ_ERRORS = (OSError, *GZIP_ERRORS)
+from worker.source.stream import READ_ERRORS, STDIN_NAME, TextInput
 
 
 class Source:
-    """An open input: iterate it for rows and row problems, in file order.
+    """An open input: iterate it (once) for rows and row problems, in file order.
 
     File-level failures (undecodable bytes, broken gzip, I/O errors) raise
     `SourceError`, also in the middle of iteration.
@@ -41,35 +39,38 @@ class Source:
         self.columns: list[str] | None = None
         self.delimiter: str | None = None
         try:
-            with self._translated_errors():
-                feed = LineFeed(
-                    self._input.text,
-                    csv_newlines=self.format == "csv",
-                    max_line_length=options.max_line_length,
-                )
-                if self.format == "csv":
-                    if delimiter is None:
-                        delimiter = detect_delimiter(feed.sample, feed.sample_is_all)
-                    self.delimiter = delimiter
-                    csv_rows = CsvRows(self.name, feed, delimiter, options.max_field_size)
-                    self.columns = csv_rows.columns
-                    self._rows: Iterator[SourceRow | RowProblem] = iter(csv_rows)
-                else:
-                    if not feed.sample:
-                        raise SourceError(f"{self.name}: file is empty")
-                    if not feed.sample.strip() and feed.sample_is_all:
-                        raise SourceError(f"{self.name}: file has only blank lines")
-                    self._rows = jsonl_rows(self.name, feed, options.max_field_size)
+            self._rows = self._start(options, delimiter)
+        except READ_ERRORS as exc:
+            self.close()
+            raise self._input.translate(exc) from None
         except BaseException:
             self.close()
             raise
 
-    def _translated_errors(self) -> _ErrorTranslation:
-        return _ErrorTranslation(self._input)
+    def _start(
+        self, options: SourceOptions, delimiter: str | None
+    ) -> Iterator[SourceRow | RowProblem]:
+        feed = LineFeed(
+            self._input.text,
+            csv_newlines=self.format == "csv",
+            max_line_length=options.max_line_length,
+        )
+        translate = self._input.translate
+        if self.format == "csv":
+            if delimiter is None:
+                delimiter = detect_delimiter(feed.sample, feed.sample_is_all)
+            self.delimiter = delimiter
+            rows = CsvRows(self.name, feed, delimiter, options.max_field_size, translate)
+            self.columns = rows.columns
+            return iter(rows)
+        if not feed.sample:
+            raise SourceError(f"{self.name}: file is empty")
+        if feed.sample_is_all and not feed.sample.strip():
+            raise SourceError(f"{self.name}: file has only blank lines")
+        return jsonl_rows(self.name, feed, options.max_field_size, translate)
 
     def __iter__(self) -> Iterator[SourceRow | RowProblem]:
-        with self._translated_errors():
-            yield from self._rows
+        return self._rows
 
     def bytes_read(self) -> int:
         """Bytes consumed from the file so far (compressed bytes for .gz); for progress."""
@@ -89,27 +90,6 @@ class Source:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-class _ErrorTranslation:
-    """Turn decode and read failures into one-line `SourceError`s."""
-
-    def __init__(self, text_input: TextInput) -> None:
-        self._input = text_input
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if isinstance(exc, UnicodeDecodeError):
-            raise self._input.decode_error(exc) from None
-        if isinstance(exc, _READ_ERRORS):
-            raise self._input.stream_error(exc) from None
 
 
 def open_source(path: str, options: SourceOptions | None = None) -> Source:

@@ -19,8 +19,8 @@ from worker.errors import SourceError
 STDIN_NAME = "<stdin>"
 GZIP_MAGIC = b"\x1f\x8b"
 
-# Errors a broken gzip stream raises while reading.
-GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
+# What reading can raise: undecodable bytes, a broken gzip stream, I/O errors.
+READ_ERRORS = (UnicodeDecodeError, OSError, EOFError, zlib.error)
 
 
 class CountingReader(io.BufferedIOBase):
@@ -113,10 +113,14 @@ class TextInput:
             "latin-1, utf-16)"
         )
 
-    def stream_error(self, exc: Exception) -> SourceError:
-        """A one-line error for a read failure (broken gzip, I/O error)."""
-        if isinstance(exc, GZIP_ERRORS):
+    def translate(self, exc: Exception) -> SourceError:
+        """A one-line `SourceError` for one of `READ_ERRORS`."""
+        if isinstance(exc, UnicodeDecodeError):
+            return self.decode_error(exc)
+        if isinstance(exc, gzip.BadGzipFile | EOFError | zlib.error):
             return SourceError(f"{self.name}: broken or truncated gzip data ({exc})")
+        if isinstance(exc, OSError) and exc.strerror:
+            return SourceError(f"{self.name}: cannot read: {exc.strerror}")
         return SourceError(f"{self.name}: cannot read: {exc}")
 
     def close(self) -> None:
