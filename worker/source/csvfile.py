@@ -100,8 +100,10 @@ class CsvRows:
             try:
                 cells = next(reader)
             except StopIteration:
-                if self._feed.sample.strip():
-                    raise SourceError(f"{self.name}: no header row") from None
+                if self._feed.sample:
+                    raise SourceError(
+                        f"{self.name}: no header row (the file has only blank lines)"
+                    ) from None
                 raise SourceError(f"{self.name}: file is empty") from None
             except csv.Error as exc:
                 if self._feed.event == "overlong":
@@ -123,7 +125,8 @@ class CsvRows:
         problems: list[str] = []
         empty = [str(i) for i, column in enumerate(columns, 1) if not column]
         if empty:
-            problems.append(f"empty column name in column {', '.join(empty)}")
+            noun = "column" if len(empty) == 1 else "columns"
+            problems.append(f"empty column name in {noun} {', '.join(empty)}")
         seen: dict[str, list[int]] = {}
         for i, column in enumerate(columns, 1):
             if column:

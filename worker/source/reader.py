@@ -16,7 +16,7 @@ from worker.source.options import (
     python_encoding,
 )
 from worker.source.rows import RowProblem, SourceRow
-from worker.source.stream import READ_ERRORS, STDIN_NAME, TextInput
+from worker.source.stream import READ_ERRORS, STDIN_NAME, TextInput, check_path
 
 
 class Source:
@@ -28,12 +28,13 @@ class Source:
 
     def __init__(self, path: str, options: SourceOptions) -> None:
         self.name = STDIN_NAME if path == "-" else path
+        check_path(path)
         self.format = choose_format(path, options.format)
         delimiter = check_delimiter(options.delimiter) if self.format == "csv" else None
         codec = python_encoding(options.encoding)
         self.encoding = options.encoding
         self._input = TextInput(
-            self.name, path, codec, newline="" if self.format == "csv" else "\n"
+            self.name, path, options.encoding, codec, newline="" if self.format == "csv" else "\n"
         )
         self.total_bytes: int | None = self._input.total_bytes
         self.columns: list[str] | None = None

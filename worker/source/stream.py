@@ -23,6 +23,16 @@ GZIP_MAGIC = b"\x1f\x8b"
 READ_ERRORS = (UnicodeDecodeError, OSError, EOFError, zlib.error)
 
 
+def check_path(path: str) -> None:
+    """Fail early, before the format is chosen, when `path` is missing or a directory."""
+    if path == "-":
+        return
+    if os.path.isdir(path):
+        raise SourceError(f"{path}: is a directory, not a file")
+    if not os.path.lexists(path):
+        raise SourceError(f"{path}: file not found")
+
+
 class CountingReader(io.BufferedIOBase):
     """A read-only pass-through that counts the bytes handed out."""
 
@@ -55,9 +65,10 @@ class CountingReader(io.BufferedIOBase):
 class TextInput:
     """The decoded text of one input plus what is known about its bytes."""
 
-    def __init__(self, name: str, path: str, encoding: str, newline: str) -> None:
+    def __init__(self, name: str, path: str, encoding: str, codec: str, newline: str) -> None:
         self.name = name
         self.encoding = encoding
+        """The encoding as configured (named in errors)."""
         self.total_bytes: int | None = None
         binary = self._open_binary(path)
         self.compressed = CountingReader(binary, close_inner=path != "-")
@@ -76,7 +87,7 @@ class TextInput:
             self.compressed.close()
             raise SourceError(f"{name}: not a gzip file (the name ends in .gz)")
         self.text = io.TextIOWrapper(
-            cast(BinaryIO, data), encoding=encoding, errors="strict", newline=newline
+            cast(BinaryIO, data), encoding=codec, errors="strict", newline=newline
         )
 
     def _open_binary(self, path: str) -> BinaryIO:
