@@ -82,7 +82,7 @@ class RetryPolicy:
     max_backoff: float = 60.0
     backoff_multiplier: float = 0.25
     reconcile_delay: float = 1.0
-    max_resends: int = 2
+    max_resends: int = 4
 
 
 class LaneStopped(Exception):
