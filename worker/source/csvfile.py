@@ -13,7 +13,7 @@ import itertools
 from collections.abc import Callable, Iterator
 
 from worker.errors import SourceError
-from worker.source.lines import LineFeed
+from worker.source.lines import Event, LineFeed
 from worker.source.options import DELIMITERS
 from worker.source.rows import RowProblem, SourceRow
 from worker.source.stream import READ_ERRORS
@@ -109,7 +109,8 @@ class CsvRows:
                 if self._feed.event == "overlong":
                     why = f"the line is longer than {self._feed.limit} characters"
                 else:
-                    why = self._explain(exc, start, start + len(self._buf) - 1)
+                    last = start + len(self._buf) - 1
+                    why = self._explain(exc, start, last, self._feed.event)
                 raise SourceError(
                     f"{self.name}: line {start}: cannot read the header row: {why}"
                 ) from None
@@ -173,14 +174,15 @@ class CsvRows:
                 base = self._base
                 prev_end = self._prev_end
                 continue
-            if len(cells) == ncols:
+            # Rows of only empty cells (",,," from spreadsheets) count as blank lines.
+            if len(cells) == ncols and (cells[0].strip() or "".join(cells).strip()):
                 row = new(SourceRow)
                 set_source(row, name)
                 set_line(row, prev_end + 1)
                 set_fields(row, dict(zip(columns, cells)))  # noqa: B905 - lengths checked
                 set_raw(row, None)
                 yield row
-            elif cells and (cells[0] or "".join(cells).strip()):
+            elif "".join(cells).strip():
                 yield self._wrong_count(prev_end + 1, cells, ncols)
             prev_end = base + reader.line_num  # type: ignore[attr-defined]
             clear()
@@ -195,12 +197,12 @@ class CsvRows:
             raw=_truncate(out.getvalue()),
         )
 
-    def _explain(self, exc: csv.Error, start: int, end: int) -> str:
+    def _explain(self, exc: csv.Error, start: int, end: int, event: Event | None) -> str:
         """A user's account of why the record on lines start..end could not be parsed."""
         feed = self._feed
         text = str(exc)
         spans = end > start
-        if feed.event == "record":
+        if event == "record":
             return (
                 f"record on lines {start}-{end} is longer than {feed.limit} characters "
                 "([source] max_line_length; unterminated quote?)"
@@ -250,7 +252,7 @@ class CsvRows:
             if overlong is not None:
                 message = f"record is cut off by over-long line {overlong}"
             else:
-                message = self._explain(exc, start, end)
+                message = self._explain(exc, start, end, event)
             first_again = max(start + 1, self._replayed_until + 1)
             again = lines[first_again - start :] if overlong is None else []
             if again:
