@@ -255,11 +255,13 @@ def test_the_64_kib_sample_boundary_is_invisible(tmp_path: Path) -> None:
         assert [row.fields["b"] for row in rows] == [line.split(",")[1] for line in lines[1:]]
 
 
-def test_line_straddling_the_sample_can_still_be_over_long(tmp_path: Path) -> None:
-    text = "a,b\n" + "1,2\n" * 16000 + "3," + "w" * 200_000 + "\n4,5\n"
+def test_over_long_lines_at_and_after_the_sample_boundary(tmp_path: Path) -> None:
+    long = "3," + "w" * 200_000 + "\n"
+    # The first long line straddles the 64 KiB sample; the second comes long after it.
+    text = "a,b\n" + "1,2\n" * 16000 + long + "4,5\n" * 20000 + long + "6,7\n"
     _, items = read(write(tmp_path, text), max_line_length=100_000)
-    assert len(items) == 16002
-    assert isinstance(items[-2], RowProblem)
-    assert items[-2].line == 16002
+    assert len(items) == 36003
+    problems = [(i, item.line) for i, item in enumerate(items) if isinstance(item, RowProblem)]
+    assert problems == [(16000, 16002), (36001, 36003)]
     assert isinstance(items[-1], SourceRow)
-    assert items[-1].line == 16003
+    assert (items[-1].line, items[-1].fields["a"]) == (36004, "6")
