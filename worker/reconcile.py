@@ -9,15 +9,20 @@ that the ledger already gives to another source row is never claimed twice.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from worker.client import CalendarResult, FlextellClient, Outcome, Result
 from worker.compare import same_appointment
+from worker.errors import ConfigError
+from worker.exitcodes import ExitCode
+from worker.ledger import Entry, Ledger, Status
 
 T = TypeVar("T")
 
@@ -93,3 +98,159 @@ async def find_existing(
     if undecided is not None:
         return Finding(Verdict.UNDECIDED, reason=undecided)
     return Finding(Verdict.ABSENT)
+
+
+# --- resolving rows left `unknown` (import at start, and the reconcile command) ---
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """What the lookup found for one unknown ledger row."""
+
+    tenant: int
+    source_key: str
+    verdict: Verdict
+    appointment_id: int | None = None
+    reason: str | None = None
+
+
+LaneFor = Callable[[int], Awaitable[tuple[FlextellClient, Pacer]]]
+"""Gives the client and the pacer (a tenant's lane) to look a tenant's rows up with."""
+
+
+async def reconcile_unknown(
+    ledger: Ledger,
+    entries: Iterable[Entry],
+    lane_for: LaneFor,
+    *,
+    run_id: int,
+) -> list[Resolution]:
+    """Look every `unknown` entry up and record the verdict; sends no appointment.
+
+    FOUND rows become `created` with their appointment id, ABSENT rows `pending`
+    (a later import sends them, which cannot duplicate), UNDECIDED rows stay
+    `unknown`. Lookups run concurrently, paced by each tenant's lane.
+    """
+    from worker.dispatch import LaneStopped  # dispatch imports this module
+
+    async def one(entry: Entry) -> Resolution:
+        if entry.payload_json is None:
+            return Resolution(
+                entry.tenant, entry.source_key, Verdict.UNDECIDED, reason="no payload"
+            )
+        client, pacer = await lane_for(entry.tenant)
+        try:
+            finding = await find_existing(
+                client,
+                pacer,
+                entry.tenant,
+                entry.payload_json,
+                claimed=lambda ids: ledger.claimed_ids(entry.tenant, ids, entry.source_key),
+            )
+        except LaneStopped as exc:
+            finding = Finding(Verdict.UNDECIDED, reason=f"tenant stopped: {exc}")
+        if finding.verdict is Verdict.FOUND:
+            await ledger.record(
+                entry.tenant,
+                entry.source_key,
+                status=Status.CREATED.value,
+                run_id=run_id,
+                appointment_id=finding.appointment_id,
+                appointment_code=finding.appointment_code,
+            )
+        elif finding.verdict is Verdict.ABSENT:
+            await ledger.record(
+                entry.tenant, entry.source_key, status=Status.PENDING.value, run_id=run_id
+            )
+        return Resolution(
+            entry.tenant, entry.source_key, finding.verdict, finding.appointment_id, finding.reason
+        )
+
+    resolutions = list(await asyncio.gather(*(one(e) for e in entries)))
+    await ledger.flush()
+    return resolutions
+
+
+@dataclass(slots=True)
+class ReconcileOptions:
+    """What the `reconcile` command was asked to do."""
+
+    config_path: Path
+    ledger_path: Path | None = None
+    base_url: str | None = None
+    tenant: int | None = None
+
+
+@dataclass(slots=True)
+class ReconcileResult:
+    """Every unknown row's verdict, the run that recorded them, and the exit code."""
+
+    run_id: int | None
+    ledger_path: Path
+    resolutions: list[Resolution]
+    stopped_tenants: dict[int, str]
+    exit_code: ExitCode
+
+    def counts(self) -> dict[str, int]:
+        """found / absent / undecided over all tenants."""
+        out = {v.value: 0 for v in Verdict}
+        for r in self.resolutions:
+            out[r.verdict.value] += 1
+        return out
+
+
+async def run_reconcile(options: ReconcileOptions) -> ReconcileResult:
+    """Resolve the ledger's unknown rows with lookups only (takes the ledger lock).
+
+    Exit 0 when no row stays unknown, 1 when some do, 3 when a tenant's token was refused.
+    """
+    from worker.config import load_config
+    from worker.session import AuthGuard, Lanes, http_session, resolve_ledger_path
+
+    config = load_config(options.config_path)
+    ledger_path = resolve_ledger_path(config, options.ledger_path)
+    if not ledger_path.exists():
+        raise ConfigError(f"ledger {ledger_path} does not exist (run an import first)")
+    ledger = await Ledger.open(ledger_path)
+    try:
+        entries = [
+            e
+            for e in await ledger.select(statuses=[Status.UNKNOWN.value], tenant=options.tenant)
+            if config.is_known_tenant(e.tenant)
+        ]
+        run_id = await ledger.start_run(
+            mode="reconcile",
+            source_file=None,
+            source_sha256=None,
+            config_path=str(options.config_path),
+        )
+        status = "finished"
+        resolutions: list[Resolution] = []
+        try:
+            async with http_session() as session:
+                lanes = Lanes(config, session, ledger, run_id=run_id, base_url=options.base_url)
+
+                async def lane_for(tenant: int) -> tuple[FlextellClient, Pacer]:
+                    lane = await lanes.lane(tenant)
+                    return lane.client, AuthGuard(lane)
+
+                resolutions = await reconcile_unknown(ledger, entries, lane_for, run_id=run_id)
+        except BaseException:
+            status = "aborted"
+            raise
+        finally:
+            counts = {v.value: 0 for v in Verdict}
+            for r in resolutions:
+                counts[r.verdict.value] += 1
+            await ledger.finish_run(run_id, status=status, counts=counts)
+    finally:
+        await ledger.close()
+    stopped = {t: lane.stop_reason for t, lane in lanes.lanes.items() if lane.stop_reason}
+    undecided = any(r.verdict is Verdict.UNDECIDED for r in resolutions)
+    if stopped:
+        code = ExitCode.ABORTED
+    elif undecided:
+        code = ExitCode.ROWS_FAILED
+    else:
+        code = ExitCode.OK
+    return ReconcileResult(run_id, ledger_path, resolutions, stopped, code)

@@ -1,0 +1,131 @@
+"""What every command that talks to Flextell shares: the ledger's location, tokens, lanes.
+
+`import`, `verify` and `reconcile` all pace their calls through the same
+per-tenant `TenantLane` (limiter, pause gate, concurrency), built here once per
+tenant over one aiohttp session, so no command can outrun a tenant's budget.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import aiohttp
+
+from worker.auth import (
+    TokenProvider,
+    TokenUnavailableError,
+    token_provider_from_spec,
+    token_url_for,
+)
+from worker.client import FlextellClient, Outcome
+from worker.config import Config, TenantConfig
+from worker.dispatch import RetryPolicy, TenantLane
+from worker.ledger import Ledger, default_ledger_path
+from worker.logs import register_secret
+
+T = TypeVar("T")
+
+
+def resolve_ledger_path(config: Config, override: Path | None = None) -> Path:
+    """``--ledger``, else ``[ledger] path`` (relative to the config), else the state dir."""
+    if override is not None:
+        return override
+    if config.ledger.path:
+        path = Path(config.ledger.path).expanduser()
+        return path if path.is_absolute() else config.base_dir / path
+    return default_ledger_path(config.path)
+
+
+@contextlib.asynccontextmanager
+async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
+    """One unbounded-pool session: each lane's semaphore is the real bound."""
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        yield session
+
+
+class Lanes:
+    """Builds (once) the token provider, client and lane of each tenant."""
+
+    def __init__(
+        self,
+        config: Config,
+        session: aiohttp.ClientSession,
+        ledger: Ledger,
+        *,
+        run_id: int = 0,
+        base_url: str | None = None,
+        policy: RetryPolicy | None = None,
+    ) -> None:
+        self.config = config
+        self.session = session
+        self.ledger = ledger
+        self.run_id = run_id
+        self.base_url = base_url
+        self.policy = policy or RetryPolicy(
+            max_attempts=config.api.max_attempts, max_backoff=config.api.max_backoff
+        )
+        self.lanes: dict[int, TenantLane] = {}
+        self._tokens: dict[str, TokenProvider] = {}
+
+    def tenant_config(self, tenant: int) -> TenantConfig:
+        """The tenant's settings, with the --base-url override applied."""
+        return self.config.tenant(tenant, self.base_url)
+
+    async def _token_for(self, tc: TenantConfig) -> TokenProvider:
+        # Tenants sharing a token source share one provider (one refresh, one rotation).
+        cache_key = f"{tc.token}\x1f{tc.base_url}"
+        provider = self._tokens.get(cache_key)
+        if provider is None:
+            provider = token_provider_from_spec(
+                tc.token,
+                self.config.base_dir,
+                session=self.session,
+                token_url=token_url_for(tc.base_url),
+            )
+            with contextlib.suppress(TokenUnavailableError):
+                register_secret(await provider.token())
+            self._tokens[cache_key] = provider
+        return provider
+
+    def get(self, tenant: int) -> TenantLane | None:
+        """The tenant's lane if it was built already."""
+        return self.lanes.get(tenant)
+
+    async def lane(self, tenant: int) -> TenantLane:
+        """The tenant's lane, built on first use (raises ConfigError for a bad token source)."""
+        lane = self.lanes.get(tenant)
+        if lane is None:
+            tc = self.tenant_config(tenant)
+            token = await self._token_for(tc)
+            client = FlextellClient(
+                self.session, tc.base_url, token, timeout=self.config.api.timeout
+            )
+            lane = self.lanes[tenant] = TenantLane(
+                tc, client, self.ledger, self.run_id, self.policy
+            )
+        return lane
+
+
+class AuthGuard:
+    """A pacer over a lane that stops the lane on the first 401/403.
+
+    A lane stops itself on an auth failure only while delivering; lookups and
+    verification GETs go through here so that a refused token ends the
+    tenant's work at once instead of failing every remaining row the same way.
+    """
+
+    def __init__(self, lane: TenantLane) -> None:
+        self.lane = lane
+
+    async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run `fn` within the lane's limits; an AUTH outcome stops the lane."""
+        result = await self.lane.call(fn)
+        if getattr(result, "outcome", None) is Outcome.AUTH:
+            status = getattr(result, "status", None)
+            message = getattr(result, "error_message", None) or "authentication refused"
+            self.lane.stop(f"HTTP {status}: {message}", auth=True)
+        return result
