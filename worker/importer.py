@@ -23,22 +23,17 @@ from typing import Any
 import aiohttp
 
 from worker import __version__
-from worker.auth import (
-    TokenProvider,
-    TokenUnavailableError,
-    token_provider_from_spec,
-    token_url_for,
-)
 from worker.client import FlextellClient
 from worker.config import Config, TenantConfig, load_config
-from worker.dispatch import Job, LaneStopped, RetryPolicy, TenantLane
+from worker.dispatch import Job, RetryPolicy, TenantLane
 from worker.errors import AbortError, ConfigError
 from worker.exitcodes import ExitCode
-from worker.ledger import Entry, Ledger, SeenRow, Status, default_ledger_path
-from worker.logs import get_logger, register_secret
+from worker.ledger import Ledger, SeenRow, Status
+from worker.logs import get_logger
 from worker.mapping import InvalidRow, MappedRow, Mapper
 from worker.progress import RunProgress
-from worker.reconcile import Verdict, find_existing
+from worker.reconcile import Pacer, Verdict, reconcile_unknown
+from worker.session import Lanes, resolve_ledger_path
 from worker.source import RowProblem, SourceOptions, SourceRow, open_source
 
 log = get_logger("import")
@@ -153,8 +148,7 @@ class ImportRun:
         self.reader_done = asyncio.Event()
         self.stopping: str | None = None
         self.run_id = 0
-        self._tokens: dict[str, TokenProvider] = {}
-        self._clients: dict[int, FlextellClient] = {}
+        self._lanes: Lanes | None = None
         self._seen_keys: set[tuple[int, str]] = set()
         self.changed_rows: list[dict[str, Any]] = []
         self.missing_rows: list[dict[str, Any]] = []
@@ -171,31 +165,21 @@ class ImportRun:
     def tenant_config(self, tenant: int) -> TenantConfig:
         return self.config.tenant(tenant, self.options.base_url)
 
-    async def _token_for(self, tc: TenantConfig, session: aiohttp.ClientSession) -> TokenProvider:
-        cache_key = f"{tc.token}\x1f{tc.base_url}"
-        provider = self._tokens.get(cache_key)
-        if provider is None:
-            provider = token_provider_from_spec(
-                tc.token,
-                self.config.base_dir,
-                session=session,
-                token_url=token_url_for(tc.base_url),
-            )
-            with contextlib.suppress(TokenUnavailableError):
-                register_secret(await provider.token())
-            self._tokens[cache_key] = provider
-        return provider
-
     async def lane_for(
         self, tenant: int, session: aiohttp.ClientSession, ledger: Ledger
     ) -> TenantLane:
         lane = self.lanes.get(tenant)
         if lane is None:
-            tc = self.tenant_config(tenant)
-            token = await self._token_for(tc, session)
-            client = FlextellClient(session, tc.base_url, token, timeout=self.config.api.timeout)
-            self._clients[tenant] = client
-            lane = self.lanes[tenant] = TenantLane(tc, client, ledger, self.run_id, self.policy)
+            if self._lanes is None:
+                self._lanes = Lanes(
+                    self.config,
+                    session,
+                    ledger,
+                    run_id=self.run_id,
+                    base_url=self.options.base_url,
+                    policy=self.policy,
+                )
+            lane = self.lanes[tenant] = await self._lanes.lane(tenant)
             self.new_rows[tenant] = asyncio.Event()
             self.lane_tasks.append(asyncio.create_task(self._run_lane(lane), name=f"lane-{tenant}"))
             if self.progress is not None:
@@ -321,8 +305,8 @@ class ImportRun:
                     status=Status.PENDING.value,
                 )
             )
-        if ledger is None:
-            return
+        if ledger is None or self.options.dry_run:
+            return  # a dry run only reads the ledger (opened read-only)
         await ledger.upsert_seen(seen)
         for tenant, key in retry:
             await ledger.record(tenant, key, status=Status.PENDING.value, run_id=run_id)
@@ -399,39 +383,13 @@ class ImportRun:
             return
         log.info("reconciling rows whose outcome is unknown", rows=len(allowed))
 
-        async def one(entry: Entry) -> None:
-            lane = await self.lane_for(entry.tenant, session, ledger)
-            if entry.payload_json is None:
-                return
-            try:
-                finding = await find_existing(
-                    lane.client,
-                    lane,
-                    entry.tenant,
-                    entry.payload_json,
-                    claimed=lambda ids: ledger.claimed_ids(entry.tenant, ids, entry.source_key),
-                )
-            except LaneStopped:
-                return
-            counts = self.tenant_counts(entry.tenant)
-            if finding.verdict is Verdict.FOUND:
-                counts.reconciled += 1
-                await ledger.record(
-                    entry.tenant,
-                    entry.source_key,
-                    status=Status.CREATED.value,
-                    run_id=self.run_id,
-                    appointment_id=finding.appointment_id,
-                    appointment_code=finding.appointment_code,
-                )
-            elif finding.verdict is Verdict.ABSENT:
-                counts.reconciled += 1
-                await ledger.record(
-                    entry.tenant, entry.source_key, status=Status.PENDING.value, run_id=self.run_id
-                )
+        async def lane_for(tenant: int) -> tuple[FlextellClient, Pacer]:
+            lane = await self.lane_for(tenant, session, ledger)
+            return lane.client, lane
 
-        await asyncio.gather(*(one(e) for e in allowed))
-        await ledger.flush()
+        for found in await reconcile_unknown(ledger, allowed, lane_for, run_id=self.run_id):
+            if found.verdict is not Verdict.UNDECIDED:
+                self.tenant_counts(found.tenant).reconciled += 1
 
     # --- the whole run ------------------------------------------------------
 
@@ -456,11 +414,7 @@ async def run_import(options: ImportOptions) -> ImportResult:
         max_field_size=config.source.max_field_size,
         max_line_length=config.source.max_line_length,
     )
-    ledger_path = options.ledger_path or (
-        Path(config.ledger.path) if config.ledger.path else default_ledger_path(config.path)
-    )
-    if not ledger_path.is_absolute() and options.ledger_path is None and config.ledger.path:
-        ledger_path = config.base_dir / ledger_path
+    ledger_path = resolve_ledger_path(config, options.ledger_path)
     run = ImportRun(options, config, mapper)
     mode = "dry-run" if options.dry_run else "import"
 
