@@ -28,7 +28,7 @@ from worker.config import Config, TenantConfig, load_config
 from worker.dispatch import Job, RetryPolicy, TenantLane
 from worker.errors import AbortError, ConfigError
 from worker.exitcodes import ExitCode
-from worker.ledger import Ledger, SeenRow, Status
+from worker.ledger import Ledger, SeenRow, Status, payload_diff
 from worker.logs import get_logger
 from worker.mapping import InvalidRow, MappedRow, Mapper
 from worker.progress import RunProgress
@@ -40,6 +40,8 @@ log = get_logger("import")
 
 READ_BATCH = 500
 FETCH_BATCH = 200
+LISTED_ROWS = 1000
+"""Changed and missing rows listed in the result (all are counted; `report` lists the rest)."""
 
 
 @dataclass(slots=True)
@@ -271,14 +273,18 @@ class ImportRun:
                     counts.unchanged += 1
                 else:
                     counts.changed += 1
-                    self.changed_rows.append(
-                        {
-                            "tenant": tenant,
-                            "source_key": key,
-                            "line": item.line,
-                            "appointment_id": entry.appointment_id,
-                        }
-                    )
+                    if len(self.changed_rows) < LISTED_ROWS:
+                        self.changed_rows.append(
+                            {
+                                "tenant": tenant,
+                                "source_key": key,
+                                "line": item.line,
+                                "appointment_id": entry.appointment_id,
+                                "changes": payload_diff(
+                                    entry.payload_json, m.payload_json.decode()
+                                ),
+                            }
+                        )
             elif entry.status == Status.FAILED.value and entry.payload_hash == m.payload_hash:
                 if self.options.retry_failed:
                     retry.append((tenant, key))
@@ -518,8 +524,19 @@ async def _send(
             run, ledger_path, "import", started, signum=received[0] if received else None
         )
         with contextlib.suppress(Exception):
-            await ledger.finish_run(run.run_id, status=status, counts=result.totals())
+            await ledger.finish_run(run.run_id, status=status, counts=run_counts(result))
     return result
+
+
+def run_counts(result: ImportResult) -> dict[str, int]:
+    """What the runs table keeps: the totals, and each tenant's as ``tenant.N.name``."""
+    counts = result.totals()
+    for tenant, tc in result.tenants.items():
+        for f in fields(tc):
+            value = getattr(tc, f.name)
+            if isinstance(value, int):
+                counts[f"tenant.{tenant}.{f.name}"] = value
+    return counts
 
 
 async def _wait_lanes(run: ImportRun, grace: float) -> None:
@@ -549,13 +566,14 @@ async def _missing_from_source(run: ImportRun, ledger: Ledger) -> None:
         return
     for entry in await ledger.missing_from_source(run.run_id, tenants):
         run.tenant_counts(entry.tenant).missing_from_source += 1
-        run.missing_rows.append(
-            {
-                "tenant": entry.tenant,
-                "source_key": entry.source_key,
-                "appointment_id": entry.appointment_id,
-            }
-        )
+        if len(run.missing_rows) < LISTED_ROWS:
+            run.missing_rows.append(
+                {
+                    "tenant": entry.tenant,
+                    "source_key": entry.source_key,
+                    "appointment_id": entry.appointment_id,
+                }
+            )
 
 
 def _result(
