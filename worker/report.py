@@ -34,7 +34,11 @@ def summary_table(result: ImportResult) -> Table:
         table.add_column(f"tenant {tenant}" if tenant else "no tenant", justify="right")
     if len(tenants) > 1:
         table.add_column("all", justify="right", style="bold")
-    for name, label in _COLUMNS:
+    rows = _COLUMNS
+    if result.mode == "dry-run":
+        # A dry run creates nothing: what it would send is the figure that matters.
+        rows = (_COLUMNS[0], ("to_send", "to send"), *_COLUMNS[1:])
+    for name, label in rows:
         values = [getattr(counts, name) for _, counts in tenants]
         if len(tenants) > 1:
             values.append(sum(values))
