@@ -170,6 +170,9 @@ class TenantLane:
             else:
                 until = time.time() + period
             self.gate.close_until(until)
+        elif status == 503 and rate.retry_after is not None:
+            # "Unavailable for N seconds" is about the service, not this one request.
+            self.gate.close_until(time.time() + rate.retry_after)
         elif rate.remaining == 0:
             if rate.reset_at is not None:
                 until = rate.reset_at
@@ -340,10 +343,11 @@ class TenantLane:
 
     def _wait(self, state: RetryCallState) -> float:
         result: Result = state.outcome.result()  # type: ignore[union-attr]
-        if result.status == 429:
+        if result.status == 429 or (result.status == 503 and result.rate.retry_after is not None):
             return 0.0  # the pause gate already holds the whole tenant back
         if result.rate.retry_after is not None:
-            return min(result.rate.retry_after, self.policy.max_backoff)
+            # The server's word, never shortened by our own backoff cap.
+            return result.rate.retry_after
         backoff = wait_random_exponential(
             multiplier=self.policy.backoff_multiplier, max=self.policy.max_backoff
         )
