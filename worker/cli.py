@@ -293,6 +293,195 @@ def import_cmd(
     sys.exit(int(result.exit_code))
 
 
+# --- verify, reconcile, report ---------------------------------------------------
+
+_config_option = click.option(
+    "-c",
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML config (API, tenants).",
+)
+_ledger_option = click.option(
+    "--ledger",
+    "ledger_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Ledger file (default: the one `import` uses with this config).",
+)
+_base_url_option = click.option(
+    "--base-url", help="Override every tenant's base URL (a sandbox or staging server)."
+)
+
+
+def _summary_out(name: str, event: dict[str, Any], json_logs: bool) -> None:
+    """Under --json-logs: the final event, logged on stderr and printed on stdout."""
+    import json
+
+    from worker.logs import get_logger
+
+    if json_logs:
+        get_logger(name).info(f"{name} summary", **event)
+        click.echo(json.dumps(event, ensure_ascii=False, default=str))
+
+
+@cli.command("verify")
+@_config_option
+@_ledger_option
+@_base_url_option
+@click.option("--tenant", type=int, help="Only this tenant's rows.")
+@click.option("--run", "run_id", type=int, help="Only rows last handled by this run.")
+@click.option("--sample", type=click.IntRange(min=1), help="Check a random sample of N rows.")
+@click.option("--seed", type=int, help="Seed of --sample, for a repeatable sample.")
+@click.option("--report", type=click.Path(dir_okay=False), help="Write a JSON report here.")
+@click.option("--json-logs", is_flag=True, help="JSON log events; final summary as JSON.")
+@user_errors
+def verify_cmd(
+    config_path: Path,
+    ledger_path: Path | None,
+    base_url: str | None,
+    tenant: int | None,
+    run_id: int | None,
+    sample: int | None,
+    seed: int | None,
+    report: str | None,
+    json_logs: bool,
+) -> None:
+    """Fetch every created appointment and compare it with what was sent.
+
+    Compares customer, doctor, instant, status, treatments, room and
+    description. Opens the ledger read-only. Exit 0 when everything matches,
+    1 for mismatches, missing (404) or rows that could not be checked, 2 for bad
+    options or config, 3 when a tenant's token was refused.
+    """
+    import asyncio
+
+    from worker.logs import configure_logging
+    from worker.verify import VerifyOptions, print_verify, run_verify, write_report
+
+    configure_logging(json_logs=json_logs)
+    options = VerifyOptions(
+        config_path=config_path,
+        ledger_path=ledger_path,
+        base_url=base_url,
+        tenant=tenant,
+        run=run_id,
+        sample=sample,
+        seed=seed,
+    )
+    result = asyncio.run(run_verify(options))
+    if report:
+        write_report(result, report)
+    if json_logs:
+        _summary_out("verify", result.to_json(), json_logs)
+    else:
+        print_verify(result)
+    sys.exit(int(result.exit_code))
+
+
+@cli.command("reconcile")
+@_config_option
+@_ledger_option
+@_base_url_option
+@click.option("--tenant", type=int, help="Only this tenant's rows.")
+@click.option("--json-logs", is_flag=True, help="JSON log events; final summary as JSON.")
+@user_errors
+def reconcile_cmd(
+    config_path: Path,
+    ledger_path: Path | None,
+    base_url: str | None,
+    tenant: int | None,
+    json_logs: bool,
+) -> None:
+    """Resolve rows whose outcome is unknown with lookups only; send nothing.
+
+    Found rows become created, rows surely absent become pending (the next
+    import sends them), the rest stay unknown. Takes the ledger lock. Exit 0
+    when no row stays unknown, 1 otherwise, 3 when a tenant's token was refused,
+    4 when another run holds the ledger.
+    """
+    import asyncio
+
+    from worker.logs import configure_logging
+    from worker.reconcile import ReconcileOptions, run_reconcile
+    from worker.report import print_reconcile, reconcile_event
+
+    configure_logging(json_logs=json_logs)
+    options = ReconcileOptions(
+        config_path=config_path, ledger_path=ledger_path, base_url=base_url, tenant=tenant
+    )
+    result = asyncio.run(run_reconcile(options))
+    if json_logs:
+        _summary_out("reconcile", reconcile_event(result), json_logs)
+    else:
+        print_reconcile(result)
+    sys.exit(int(result.exit_code))
+
+
+@cli.command("report")
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Find the ledger the way `import` does with this config.",
+)
+@_ledger_option
+@click.option("--run", "run_id", type=int, help="Only this run.")
+@click.option("--tenant", type=int, help="Only this tenant's counts and rows.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    show_default=True,
+    help="Output format (csv: one line per run).",
+)
+@click.option(
+    "--failures",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write every failed, invalid and unknown row here, in the input's format, to fix.",
+)
+@user_errors
+def report_cmd(
+    config_path: Path | None,
+    ledger_path: Path | None,
+    run_id: int | None,
+    tenant: int | None,
+    fmt: str,
+    failures: Path | None,
+) -> None:
+    """Show the runs in a ledger and their counts; optionally write the failures file.
+
+    Opens the ledger read-only, so it can run beside an import. The failures
+    file keeps every original column and adds status, error_field,
+    error_message and http_status; fix the rows and `import` it. Exit 0, or 2
+    for a missing or unusable ledger.
+    """
+    import asyncio
+    import json
+
+    from worker.report import ReportOptions, build_report, report_csv, report_table
+
+    options = ReportOptions(
+        ledger_path=ledger_path,
+        config_path=config_path,
+        run=run_id,
+        tenant=tenant,
+        format=fmt,
+        failures=failures,
+    )
+    report = asyncio.run(build_report(options))
+    if fmt == "json":
+        click.echo(json.dumps(report.to_json(), ensure_ascii=False, indent=2, default=str))
+    elif fmt == "csv":
+        report_csv(report, sys.stdout)
+    else:
+        report_table(report)
+    if failures is not None and fmt != "table":
+        click.echo(f"{report.failures_written} row(s) written to {failures}", err=True)
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="flextell-worker")

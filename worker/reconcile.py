@@ -218,6 +218,8 @@ async def run_reconcile(options: ReconcileOptions) -> ReconcileResult:
             for e in await ledger.select(statuses=[Status.UNKNOWN.value], tenant=options.tenant)
             if config.is_known_tenant(e.tenant)
         ]
+        if not entries:  # nothing to look up: no run to record either
+            return ReconcileResult(None, ledger_path, [], {}, ExitCode.OK)
         run_id = await ledger.start_run(
             mode="reconcile",
             source_file=None,

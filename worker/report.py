@@ -1,13 +1,24 @@
-"""Reports for people and machines: the end-of-run summary table and its JSON event."""
+"""Reports for people and machines: the end-of-run summary, its JSON event, the `report` command."""
 
 from __future__ import annotations
 
-from typing import Any
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
 
 from rich.console import Console
 from rich.table import Table
 
+from worker.config import load_config
+from worker.errors import AbortError, ConfigError
+from worker.failures import FailureWriter, neutralise
 from worker.importer import ImportResult
+from worker.ledger import Entry, Ledger, Run, Status, default_ledger_path
+from worker.reconcile import ReconcileResult
+from worker.session import resolve_ledger_path
+from worker.source import RowProblem, SourceRow
 
 _COLUMNS: tuple[tuple[str, str], ...] = (
     ("read", "read"),
@@ -55,12 +66,7 @@ def print_summary(result: ImportResult, console: Console | None = None) -> None:
     for tenant, counts in sorted(result.tenants.items()):
         for reason, n in sorted(counts.failed_by_reason.items()):
             console.print(f"tenant {tenant}: {n} failed ({reason})")
-    if result.changed_rows:
-        console.print(
-            f"{len(result.changed_rows)} row(s) changed in the source after they were created; "
-            "the API has no update, so they need a person: "
-            "`flextell-worker report --failures` lists them"
-        )
+    _print_changed_and_missing(result, console)
     if result.interrupted:
         console.print(f"run {result.interrupted}; run the same command again to resume")
     console.print(f"ledger: {result.ledger_path}")
@@ -68,6 +74,43 @@ def print_summary(result: ImportResult, console: Console | None = None) -> None:
         f"exit code {int(result.exit_code)} ({result.exit_code.name.lower()}), "
         f"{result.elapsed:.1f}s"
     )
+
+
+SHOWN_ROWS = 20
+"""Changed and missing rows printed under the summary; `--json-logs` and `report` hold more."""
+
+
+def _diff_text(changes: dict[str, list[Any]]) -> str:
+    return ", ".join(
+        f"{name}: {json.dumps(old, ensure_ascii=False)} -> {json.dumps(new, ensure_ascii=False)}"
+        for name, (old, new) in sorted(changes.items())
+    )
+
+
+def _print_changed_and_missing(result: ImportResult, console: Console) -> None:
+    changed = sum(c.changed for c in result.tenants.values())
+    if changed:
+        console.print(
+            f"{changed} row(s) changed in the source after they were created; the API has no "
+            "update, so they were not re-sent and need a person (`flextell-worker report`):"
+        )
+        for row in result.changed_rows[:SHOWN_ROWS]:
+            console.print(
+                f"  tenant {row['tenant']} {row['source_key']} (line {row['line']}, "
+                f"appointment {row['appointment_id']}): {_diff_text(row.get('changes') or {})}",
+                markup=False,
+            )
+        if changed > SHOWN_ROWS:
+            console.print(f"  ... and {changed - SHOWN_ROWS} more")
+    missing = {t: c.missing_from_source for t, c in result.tenants.items() if c.missing_from_source}
+    for tenant, n in sorted(missing.items()):
+        keys = [r["source_key"] for r in result.missing_rows if r["tenant"] == tenant]
+        more = f" ... and {n - SHOWN_ROWS} more" if n > SHOWN_ROWS else ""
+        console.print(
+            f"tenant {tenant}: {n} created row(s) missing from this export "
+            f"(cancelled or deleted upstream?): {', '.join(keys[:SHOWN_ROWS])}{more}",
+            markup=False,
+        )
 
 
 def summary_event(result: ImportResult) -> dict[str, Any]:
@@ -89,3 +132,393 @@ def summary_event(result: ImportResult) -> dict[str, Any]:
         "changed": result.changed_rows[:1000],
         "missing_from_source": result.missing_rows[:1000],
     }
+
+
+# --- `flextell-worker report`: the runs in a ledger, and the failures file ------
+
+FAILURE_STATUSES = (Status.FAILED.value, Status.INVALID.value, Status.UNKNOWN.value)
+_FAILURE_EXTRAS = ("status", "error_field", "error_message", "http_status")
+_RENAMED_STATUS = "worker_status"
+_RUN_FIELDS = ("id", "mode", "status", "started_at", "finished_at", "source_file")
+# Count columns of the runs table, in this order; others a run holds come after.
+_COUNT_ORDER = (
+    "read",
+    "created",
+    "unchanged",
+    "changed",
+    "failed",
+    "invalid",
+    "unknown",
+    "not_sent",
+    "missing_from_source",
+    "reconciled",
+    "found",
+    "absent",
+    "undecided",
+)
+_SHOWN_COUNTS = frozenset(_COUNT_ORDER)
+
+
+@dataclass(slots=True)
+class ReportOptions:
+    """What the `report` command was asked to show."""
+
+    ledger_path: Path | None = None
+    config_path: Path | None = None
+    run: int | None = None
+    tenant: int | None = None
+    format: str = "table"
+    failures: Path | None = None
+
+
+@dataclass(slots=True)
+class LedgerReport:
+    """The runs (with counts for the asked tenant), the ledger's state and the listed rows."""
+
+    ledger_path: Path
+    tenant: int | None
+    run: int | None
+    runs: list[dict[str, Any]]
+    statuses: dict[str, int]
+    changed: list[dict[str, Any]]
+    missing_from_source: list[dict[str, Any]]
+    missing_run: int | None
+    failures_path: Path | None = None
+    failures_written: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as one JSON-ready object."""
+        return {
+            "ledger": str(self.ledger_path),
+            "tenant": self.tenant,
+            "run": self.run,
+            "runs": self.runs,
+            "statuses": self.statuses,
+            "changed": self.changed,
+            "missing_from_source": {"run": self.missing_run, "rows": self.missing_from_source},
+            "failures": (
+                None
+                if self.failures_path is None
+                else {"path": str(self.failures_path), "rows": self.failures_written}
+            ),
+        }
+
+
+def report_ledger_path(ledger_path: Path | None, config_path: Path | None) -> Path:
+    """``--ledger``, else the one the config's imports use, else the default state file."""
+    if ledger_path is not None:
+        return ledger_path
+    if config_path is not None:
+        return resolve_ledger_path(load_config(config_path), None)
+    return default_ledger_path(None)
+
+
+async def open_for_report(path: Path) -> Ledger:
+    """Open a ledger read-only (no lock: reports run beside an import); exit 2 when unusable."""
+    try:
+        return await Ledger.open(path, lock=False, readonly=True)
+    except AbortError as exc:
+        raise ConfigError(f"{exc} (give --ledger, or --config to find it)") from None
+
+
+def _run_counts(run: Run, tenant: int | None) -> dict[str, int] | None:
+    if tenant is None:
+        return {k: v for k, v in run.counts.items() if not k.startswith("tenant.")}
+    prefix = f"tenant.{tenant}."
+    mine = {k.removeprefix(prefix): v for k, v in run.counts.items() if k.startswith(prefix)}
+    return mine or None
+
+
+async def build_report(options: ReportOptions) -> LedgerReport:
+    """Read the ledger and (with `failures`) write the failures file."""
+    path = report_ledger_path(options.ledger_path, options.config_path)
+    ledger = await open_for_report(path)
+    try:
+        runs = await ledger.runs(options.run)
+        if options.run is not None and not runs:
+            raise ConfigError(f"ledger {path} has no run {options.run}")
+        rows: list[dict[str, Any]] = []
+        for run in runs:
+            counts = _run_counts(run, options.tenant)
+            if counts is None:
+                continue  # the tenant took no part in this run
+            rows.append({name: getattr(run, name) for name in _RUN_FIELDS} | {"counts": counts})
+        changed = [
+            {
+                "tenant": e.tenant,
+                "source_key": e.source_key,
+                "line": e.source_line,
+                "appointment_id": e.appointment_id,
+                "changes": e.changes or {},
+            }
+            async for e in ledger.entries_iter(
+                statuses=[Status.CREATED.value], tenant=options.tenant, run_id=options.run
+            )
+            if e.changed_diff is not None
+        ]
+        missing, missing_run = await _missing_rows(ledger, runs, options)
+        report = LedgerReport(
+            ledger_path=path,
+            tenant=options.tenant,
+            run=options.run,
+            runs=rows,
+            statuses=await ledger.count_by_status(options.tenant),
+            changed=changed,
+            missing_from_source=missing,
+            missing_run=missing_run,
+        )
+        if options.failures is not None:
+            all_runs = runs if options.run is None else await ledger.runs()
+            report.failures_path = options.failures
+            report.failures_written = await write_failures(
+                ledger, all_runs, options.failures, tenant=options.tenant, run=options.run
+            )
+    finally:
+        await ledger.close()
+    return report
+
+
+async def _missing_rows(
+    ledger: Ledger, runs: list[Run], options: ReportOptions
+) -> tuple[list[dict[str, Any]], int | None]:
+    # "Missing" is relative to the latest import: an older run's export is not the
+    # source of truth any more, and its seen marks have since moved on.
+    imports = [r for r in await ledger.runs() if r.mode == "import" and r.status == "finished"]
+    if not imports:
+        return [], None
+    latest = imports[-1]
+    if options.run is not None and options.run != latest.id:
+        return [], None
+    tenants = [
+        int(k.split(".")[1])
+        for k in latest.counts
+        if k.startswith("tenant.") and k.endswith(".read")
+    ]
+    if options.tenant is not None:
+        tenants = [t for t in tenants if t == options.tenant]
+    entries = await ledger.missing_from_source(latest.id, tenants)
+    rows = [
+        {"tenant": e.tenant, "source_key": e.source_key, "appointment_id": e.appointment_id}
+        for e in entries
+    ]
+    return rows, latest.id
+
+
+def _extras_for(columns: list[str]) -> tuple[str, ...]:
+    """The added columns; `status` becomes `worker_status` when the input has its own."""
+    present = set(columns)
+    ours = {"error_field", "error_message", "http_status"}
+    if _RENAMED_STATUS in present:
+        status = _RENAMED_STATUS  # a failures file fed back whose input had a status column
+    elif "status" in present and ours <= present:
+        status = "status"  # a failures file fed back: that status column was ours
+    elif "status" in present:
+        status = _RENAMED_STATUS
+    else:
+        status = "status"
+    return (status, *_FAILURE_EXTRAS[1:])
+
+
+def _source_item(entry: Entry) -> SourceRow | RowProblem | None:
+    data = entry.source_row_data
+    if data is None:
+        return None
+    source = entry.source_file or "-"
+    line = entry.source_line or 0
+    fields = data.get("fields")
+    raw = data.get("raw")
+    if isinstance(fields, dict):
+        return SourceRow(source, line, fields, raw)
+    return RowProblem(source, line, entry.error_message or "", raw=raw)
+
+
+async def write_failures(
+    ledger: Ledger,
+    runs: list[Run],
+    path: Path,
+    *,
+    tenant: int | None = None,
+    run: int | None = None,
+) -> int:
+    """Write every failed, invalid and unknown row in its input's format; how many.
+
+    Format, delimiter and encoding follow the latest run the rows were read in;
+    CSV columns are the union of those runs' headers. Each row keeps all its
+    original cells, plus `status` (`worker_status` when the input has a status
+    column of its own), `error_field`, `error_message` and `http_status`.
+    """
+    entries = [
+        e
+        async for e in ledger.entries_iter(statuses=FAILURE_STATUSES, tenant=tenant, run_id=run)
+        if e.source_row is not None
+    ]
+    by_id = {r.id: r for r in runs}
+    involved = sorted(
+        {
+            rid
+            for e in entries
+            if (rid := e.seen_run_id or e.last_run_id) is not None and rid in by_id
+        }
+    )
+    sources = [by_id[rid] for rid in involved if by_id[rid].source_format] or [
+        r for r in runs if r.source_format
+    ][-1:]
+    latest = sources[-1] if sources else None
+    fmt = latest.source_format if latest is not None else "csv"
+    columns: list[str] = []
+    for r in reversed(sources):
+        columns.extend(c for c in r.source_columns or [] if c not in columns)
+    items = [(e, _source_item(e)) for e in entries]
+    if fmt == "jsonl":
+        for _, item in items:
+            if isinstance(item, SourceRow):
+                columns.extend(k for k in item.fields if k not in columns)
+    extras = _extras_for(columns)
+    with FailureWriter(
+        path,
+        format=fmt or "csv",
+        columns=columns if fmt == "csv" else None,
+        delimiter=latest.source_delimiter if latest is not None else ",",
+        encoding=(latest.source_encoding if latest is not None else None) or "utf-8",
+        extra_columns=extras,
+    ) as writer:
+        for entry, item in items:
+            if item is None:
+                continue
+            values = (
+                entry.status,
+                entry.error_field or "",
+                entry.error_message or "",
+                "" if entry.http_status is None else str(entry.http_status),
+            )
+            writer.write(item, dict(zip(extras, values, strict=True)))
+        return writer.count
+
+
+_COUNT_LABELS = {
+    "unchanged": "unchanged",
+    "not_sent": "not sent",
+    "missing_from_source": "missing",
+    "reconciled": "reconciled",
+}
+
+
+def _count_names(report: LedgerReport, *, nonzero: bool = False) -> list[str]:
+    present: set[str] = set()
+    for row in report.runs:
+        present.update(k for k, v in row["counts"].items() if v or not nonzero)
+    return [n for n in _COUNT_ORDER if n in present]
+
+
+def report_table(report: LedgerReport, console: Console | None = None) -> None:
+    """Print the runs table, the ledger's statuses and the listed rows."""
+    # Piped into a scheduler's mail the width is unknown: do not squeeze the table.
+    console = console or Console(soft_wrap=True, width=None if _is_tty() else 160)
+    scope = f"tenant {report.tenant}" if report.tenant is not None else "all tenants"
+    table = Table(title=f"flextell-worker report: {report.ledger_path} ({scope})")
+    # Counts that are zero in every run only take room: they are left out here.
+    names = _count_names(report, nonzero=True)
+    table.add_column("run", justify="right")
+    for name in ("mode", "status", "started (UTC)"):
+        table.add_column(name, no_wrap=True)
+    for name in names:
+        table.add_column(_COUNT_LABELS.get(name, name), justify="right")
+    for row in report.runs:
+        counts = row["counts"]
+        table.add_row(
+            str(row["id"]),
+            row["mode"],
+            row["status"],
+            (row["started_at"] or "")[:16].replace("T", " "),
+            *(f"{counts.get(n, 0):,}" for n in names),
+        )
+    console.print(table)
+    statuses = ", ".join(f"{k} {v:,}" for k, v in sorted(report.statuses.items())) or "no rows"
+    console.print(f"ledger rows now: {statuses}")
+    if report.changed:
+        console.print(f"{len(report.changed)} created row(s) changed in the source since:")
+        for row in report.changed[:SHOWN_ROWS]:
+            console.print(
+                f"  tenant {row['tenant']} {row['source_key']} "
+                f"(appointment {row['appointment_id']}): {_diff_text(row['changes'])}",
+                markup=False,
+            )
+        if len(report.changed) > SHOWN_ROWS:
+            console.print(f"  ... and {len(report.changed) - SHOWN_ROWS} more (--format json)")
+    if report.missing_from_source:
+        keys = [f"{r['tenant']}:{r['source_key']}" for r in report.missing_from_source]
+        more = len(keys) - SHOWN_ROWS
+        console.print(
+            f"{len(keys)} created row(s) missing from run {report.missing_run}'s export: "
+            + ", ".join(keys[:SHOWN_ROWS])
+            + (f" ... and {more} more (--format json)" if more > 0 else ""),
+            markup=False,
+        )
+    if report.failures_path is not None:
+        console.print(f"{report.failures_written} row(s) written to {report.failures_path}")
+
+
+def _is_tty() -> bool:
+    import sys
+
+    return sys.stdout.isatty()
+
+
+def report_csv(report: LedgerReport, out: IO[str]) -> None:
+    """The runs as CSV, one line per run, count columns after the run's fields."""
+    names = _count_names(report)
+    writer = csv.writer(out)
+    writer.writerow([*_RUN_FIELDS, *names])
+    for row in report.runs:
+        cells = [row[f] for f in _RUN_FIELDS] + [row["counts"].get(n, 0) for n in names]
+        writer.writerow([neutralise("" if c is None else str(c)) for c in cells])
+
+
+# --- `flextell-worker reconcile` output -----------------------------------------
+
+
+def reconcile_event(result: ReconcileResult) -> dict[str, Any]:
+    """The reconcile command's result as one JSON-ready object."""
+    return {
+        "command": "reconcile",
+        "run_id": result.run_id,
+        "ledger": str(result.ledger_path),
+        "exit_code": int(result.exit_code),
+        "totals": result.counts(),
+        "stopped_tenants": {str(k): v for k, v in sorted(result.stopped_tenants.items())},
+        "rows": [
+            {
+                "tenant": r.tenant,
+                "source_key": r.source_key,
+                "verdict": r.verdict.value,
+                "appointment_id": r.appointment_id,
+                "reason": r.reason,
+            }
+            for r in result.resolutions
+        ],
+    }
+
+
+def print_reconcile(result: ReconcileResult, console: Console | None = None) -> None:
+    """What each unknown row turned out to be."""
+    console = console or Console(soft_wrap=True)
+    if not result.resolutions:
+        console.print("no rows with an unknown outcome")
+    else:
+        table = Table(title=f"flextell-worker reconcile: run {result.run_id}")
+        for name in ("tenant", "source key", "verdict", "appointment", "note"):
+            table.add_column(name)
+        for r in result.resolutions[: SHOWN_ROWS * 5]:
+            note = {
+                "found": "now created",
+                "absent": "pending: the next import sends it",
+            }.get(r.verdict.value, r.reason or "still unknown")
+            appointment = "" if r.appointment_id is None else str(r.appointment_id)
+            table.add_row(str(r.tenant), r.source_key, r.verdict.value, appointment, note)
+        console.print(table)
+        counts = result.counts()
+        console.print(", ".join(f"{k} {v}" for k, v in counts.items()))
+    for tenant, reason in sorted(result.stopped_tenants.items()):
+        console.print(f"tenant {tenant} stopped: {reason}")
+    console.print(f"ledger: {result.ledger_path}")
+    console.print(f"exit code {int(result.exit_code)} ({result.exit_code.name.lower()})")

@@ -1,0 +1,360 @@
+"""`verify`: fetch what the ledger says was created and compare it with what was sent.
+
+Reads `created` rows (all, one tenant, one run, or a seeded random sample),
+fetches each with ``GET /v1/appointments/{id}`` through the tenant's lane (the
+same limiter, pause gate and concurrency as an import) and compares the fields
+of `worker.compare.VERIFY_FIELDS`. The ledger is opened read-only, without the
+lock, so verify can run beside an import.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from worker.client import Outcome, Result
+from worker.compare import Mismatch, compare
+from worker.config import load_config
+from worker.dispatch import LaneStopped, TenantLane
+from worker.errors import ConfigError, SourceError
+from worker.exitcodes import ExitCode
+from worker.ledger import Entry, Ledger, Status
+from worker.logs import get_logger
+from worker.session import AuthGuard, Lanes, http_session, resolve_ledger_path
+
+log = get_logger("verify")
+
+LISTED = 50
+"""Problems printed in the table output; the JSON report has them all."""
+
+
+@dataclass(slots=True)
+class VerifyOptions:
+    """What the `verify` command was asked to do."""
+
+    config_path: Path
+    ledger_path: Path | None = None
+    base_url: str | None = None
+    tenant: int | None = None
+    run: int | None = None
+    sample: int | None = None
+    seed: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One row that does not match: a field mismatch, a 404, or a row that could not be checked."""
+
+    kind: str  # "mismatch" | "missing" | "error"
+    tenant: int
+    source_key: str
+    appointment_id: int | None
+    mismatches: tuple[Mismatch, ...] = ()
+    message: str | None = None
+
+
+@dataclass(slots=True)
+class TenantTally:
+    """Per-tenant verify counts."""
+
+    checked: int = 0
+    matched: int = 0
+    mismatched: int = 0
+    missing: int = 0
+    errors: int = 0
+
+
+@dataclass(slots=True)
+class VerifyResult:
+    """Counts per tenant, every problem, and the exit code."""
+
+    ledger_path: Path
+    tenants: dict[int, TenantTally]
+    problems: list[Problem]
+    stopped_tenants: dict[int, str]
+    elapsed: float
+    exit_code: ExitCode = ExitCode.OK
+    sample: int | None = None
+    run: int | None = None
+
+    def totals(self) -> dict[str, int]:
+        """Counts summed over tenants."""
+        out = asdict(TenantTally())
+        for tally in self.tenants.values():
+            for name, value in asdict(tally).items():
+                out[name] += value
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        """The whole result as a JSON-ready object (the `--report` file and the summary event)."""
+        return {
+            "command": "verify",
+            "ledger": str(self.ledger_path),
+            "run": self.run,
+            "sample": self.sample,
+            "exit_code": int(self.exit_code),
+            "elapsed_s": round(self.elapsed, 3),
+            "stopped_tenants": {str(k): v for k, v in sorted(self.stopped_tenants.items())},
+            "totals": self.totals(),
+            "tenants": {str(t): asdict(c) for t, c in sorted(self.tenants.items())},
+            "mismatches": [
+                {
+                    "tenant": p.tenant,
+                    "source_key": p.source_key,
+                    "appointment_id": p.appointment_id,
+                    "fields": [asdict(m) for m in p.mismatches],
+                }
+                for p in self.problems
+                if p.kind == "mismatch"
+            ],
+            "missing": [
+                {"tenant": p.tenant, "source_key": p.source_key, "appointment_id": p.appointment_id}
+                for p in self.problems
+                if p.kind == "missing"
+            ],
+            "errors": [
+                {
+                    "tenant": p.tenant,
+                    "source_key": p.source_key,
+                    "appointment_id": p.appointment_id,
+                    "message": p.message,
+                }
+                for p in self.problems
+                if p.kind == "error"
+            ],
+        }
+
+
+async def _entries(ledger: Ledger, options: VerifyOptions) -> AsyncIterator[Entry]:
+    rows = ledger.entries_iter(
+        statuses=[Status.CREATED.value], tenant=options.tenant, run_id=options.run
+    )
+    if options.sample is None:
+        async for entry in rows:
+            yield entry
+        return
+    # Reservoir sampling: a uniform sample of any ledger size in O(sample) memory.
+    rng = random.Random(options.seed)
+    chosen: list[Entry] = []
+    seen = 0
+    async for entry in rows:
+        seen += 1
+        if len(chosen) < options.sample:
+            chosen.append(entry)
+        else:
+            slot = rng.randrange(seen)
+            if slot < options.sample:
+                chosen[slot] = entry
+    chosen.sort(key=lambda e: (e.tenant, e.source_line or 0, e.source_key))
+    for entry in chosen:
+        yield entry
+
+
+class _Verifier:
+    def __init__(self, lanes: Lanes) -> None:
+        self.lanes = lanes
+        self.tallies: dict[int, TenantTally] = {}
+        self.problems: list[Problem] = []
+        self.queues: dict[int, asyncio.Queue[Entry | None]] = {}
+        self.workers: list[asyncio.Task[None]] = []
+
+    async def submit(self, entry: Entry) -> None:
+        queue = self.queues.get(entry.tenant)
+        if queue is None:
+            lane = await self.lanes.lane(entry.tenant)  # a bad token source raises here
+            size = lane.tenant.concurrency
+            queue = self.queues[entry.tenant] = asyncio.Queue(maxsize=size * 2)
+            self.tallies[entry.tenant] = TenantTally()
+            for _ in range(size):
+                self.workers.append(asyncio.create_task(self._work(lane, queue)))
+        await queue.put(entry)
+
+    async def finish(self) -> None:
+        for queue in self.queues.values():
+            for _ in range(queue.maxsize // 2):
+                await queue.put(None)
+        await asyncio.gather(*self.workers)
+
+    async def cancel(self) -> None:
+        for task in self.workers:
+            task.cancel()
+        await asyncio.gather(*self.workers, return_exceptions=True)
+
+    async def _work(self, lane: TenantLane, queue: asyncio.Queue[Entry | None]) -> None:
+        guard = AuthGuard(lane)
+        while (entry := await queue.get()) is not None:
+            try:
+                problem = await self._check(lane, guard, entry)
+            except Exception as exc:  # one row's surprise must not stall the tenant's queue
+                log.error("verify of one row failed", tenant=entry.tenant, error=repr(exc))
+                problem = Problem(
+                    "error", entry.tenant, entry.source_key, entry.appointment_id, (), repr(exc)
+                )
+            tally = self.tallies[entry.tenant]
+            tally.checked += 1
+            if problem is None:
+                tally.matched += 1
+                continue
+            self.problems.append(problem)
+            if problem.kind == "mismatch":
+                tally.mismatched += 1
+            elif problem.kind == "missing":
+                tally.missing += 1
+            else:
+                tally.errors += 1
+
+    async def _check(self, lane: TenantLane, guard: AuthGuard, entry: Entry) -> Problem | None:
+        def problem(
+            kind: str, message: str | None = None, found: list[Mismatch] | None = None
+        ) -> Problem:
+            return Problem(
+                kind,
+                entry.tenant,
+                entry.source_key,
+                entry.appointment_id,
+                tuple(found or ()),
+                message,
+            )
+
+        payload = entry.payload
+        if entry.appointment_id is None or payload is None:
+            return problem("error", "the ledger holds no appointment id or payload for this row")
+        appointment_id = entry.appointment_id
+        policy = lane.policy
+        result: Result | None = None
+        for attempt in range(policy.max_attempts):
+            try:
+                result = await guard.call(
+                    lambda: lane.client.get_appointment(entry.tenant, appointment_id)
+                )
+            except LaneStopped as exc:
+                return problem("error", f"not checked: tenant stopped ({exc})")
+            # A GET changes nothing: any failure that is not a verdict is simply tried again.
+            if result.outcome not in (Outcome.RETRY, Outcome.UNKNOWN):
+                break
+            if result.status != 429 and attempt + 1 < policy.max_attempts:
+                await asyncio.sleep(min(policy.max_backoff, policy.backoff_multiplier * 2**attempt))
+        assert result is not None
+        if result.outcome is Outcome.FOUND and result.appointment is not None:
+            found = compare(payload, result.appointment)
+            return problem("mismatch", found=found) if found else None
+        if result.outcome is Outcome.NOT_FOUND:
+            return problem("missing", "404: not in Flextell")
+        detail = result.error_message or result.error_code or result.outcome.value
+        return problem("error", f"GET failed: HTTP {result.status or '-'}: {detail}")
+
+
+async def run_verify(options: VerifyOptions) -> VerifyResult:
+    """Verify the ledger's created rows against Flextell; raises WorkerError on setup errors."""
+    started = time.monotonic()
+    if options.sample is not None and options.sample < 1:
+        raise ConfigError("--sample: expected a whole number of at least 1")
+    config = load_config(options.config_path)
+    ledger_path = resolve_ledger_path(config, options.ledger_path)
+    if not ledger_path.exists():
+        raise ConfigError(f"ledger {ledger_path} does not exist (run an import first)")
+    ledger = await Ledger.open(ledger_path, lock=False, readonly=True)
+    try:
+        async with http_session() as session:
+            lanes = Lanes(config, session, ledger, base_url=options.base_url)
+            verifier = _Verifier(lanes)
+            try:
+                async for entry in _entries(ledger, options):
+                    await verifier.submit(entry)
+                await verifier.finish()
+            except BaseException:
+                await verifier.cancel()
+                raise
+    finally:
+        await ledger.close()
+    stopped = {t: lane.stop_reason for t, lane in lanes.lanes.items() if lane.stop_reason}
+    result = VerifyResult(
+        ledger_path=ledger_path,
+        tenants=verifier.tallies,
+        problems=sorted(verifier.problems, key=lambda p: (p.tenant, p.source_key)),
+        stopped_tenants=stopped,
+        elapsed=time.monotonic() - started,
+        sample=options.sample,
+        run=options.run,
+    )
+    if stopped:
+        result.exit_code = ExitCode.ABORTED
+    elif result.problems:
+        result.exit_code = ExitCode.ROWS_FAILED
+    return result
+
+
+def write_report(result: VerifyResult, path: str | Path) -> None:
+    """Write the JSON report (every mismatch, missing row and error)."""
+    try:
+        Path(path).write_text(
+            json.dumps(result.to_json(), ensure_ascii=False, indent=2, default=str) + "\n",
+            encoding="utf-8",
+        )
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot write the report: {exc.strerror}") from None
+
+
+def _shown(value: Any) -> str:
+    return "-" if value is None else json.dumps(value, ensure_ascii=False, default=str)
+
+
+def print_verify(result: VerifyResult, console: Console | None = None) -> None:
+    """Counts per tenant, then the first problems, one per line (field, sent, found)."""
+    console = console or Console(soft_wrap=True)
+    what = f"sample of {result.sample}" if result.sample else "created rows"
+    if result.run is not None:
+        what += f" of run {result.run}"
+    table = Table(title=f"flextell-worker verify: {what}")
+    for name in ("tenant", "checked", "matched", "mismatched", "missing", "errors"):
+        table.add_column(name, justify="left" if name == "tenant" else "right")
+    for tenant, tally in sorted(result.tenants.items()):
+        table.add_row(str(tenant), *(f"{v:,}" for v in asdict(tally).values()))
+    if len(result.tenants) > 1:
+        table.add_row("all", *(f"{v:,}" for v in result.totals().values()), style="bold")
+    console.print(table)
+    if result.problems:
+        detail = Table(title="rows that do not match")
+        for name in ("tenant", "source key", "appointment", "problem", "field", "sent", "found"):
+            detail.add_column(name)
+        shown = 0
+        for p in result.problems:
+            if shown >= LISTED:
+                break
+            shown += 1
+            ids = (str(p.tenant), p.source_key, _shown(p.appointment_id))
+            if p.kind == "mismatch":
+                for m in p.mismatches:
+                    detail.add_row(*ids, "mismatch", m.field, _shown(m.sent), _shown(m.found))
+            else:
+                detail.add_row(*ids, p.kind, "", "", p.message or "")
+        console.print(detail)
+        if len(result.problems) > shown:
+            console.print(f"... and {len(result.problems) - shown} more (see --report)")
+    for tenant, reason in sorted(result.stopped_tenants.items()):
+        console.print(f"tenant {tenant} stopped: {reason}")
+    console.print(f"ledger: {result.ledger_path}")
+    console.print(
+        f"exit code {int(result.exit_code)} ({result.exit_code.name.lower()}), "
+        f"{result.elapsed:.1f}s"
+    )
+
+
+__all__ = [
+    "Problem",
+    "TenantTally",
+    "VerifyOptions",
+    "VerifyResult",
+    "print_verify",
+    "run_verify",
+    "write_report",
+]
