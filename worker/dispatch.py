@@ -14,10 +14,11 @@ tenant never holds another one back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -112,6 +113,10 @@ class TenantLane:
         self.stop_reason: str | None = None
         self.auth_failed = False
         self._window_start: float | None = None
+        # Until the server has accepted this tenant's credentials once, requests go
+        # out one at a time: a refused token then costs one request, not `concurrency`.
+        self._credentials_ok = False
+        self._probe = asyncio.Lock()
 
     @property
     def id(self) -> int:
@@ -132,12 +137,33 @@ class TenantLane:
 
     async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
         """Run one API call inside the tenant's concurrency, pause gate and rate limit."""
-        async with self.slots:
-            await self._admit()
+        async with self._sending():
             sent_at = time.time()
             result = await fn()
+            self._heard(result)
         self.observe(getattr(result, "status", None), getattr(result, "rate", None), sent_at)
         return result
+
+    @contextlib.asynccontextmanager
+    async def _sending(self) -> AsyncIterator[None]:
+        """A slot and admission for one request (one at a time until the credentials pass)."""
+        async with self.slots:
+            if not self._credentials_ok:
+                async with self._probe:
+                    if not self._credentials_ok:
+                        await self._admit()
+                        yield
+                        return
+            await self._admit()
+            yield
+
+    def _heard(self, result: object) -> None:
+        """Note what a response says about the credentials; a refusal stops the lane at once."""
+        if getattr(result, "outcome", None) is Outcome.AUTH:
+            status = getattr(result, "status", None)
+            self.stop(f"HTTP {status}: {getattr(result, 'error_message', None)}", auth=True)
+        elif (status := getattr(result, "status", None)) is not None and status < 500:
+            self._credentials_ok = True  # a 5xx may come from a proxy that checked nothing
 
     async def _admit(self) -> None:
         self._check()
@@ -321,12 +347,12 @@ class TenantLane:
         body = job.payload_json.encode()
 
         async def attempt() -> Result:
-            async with self.slots:
-                await self._admit()
+            async with self._sending():
                 await self.ledger.mark_in_flight(job.tenant, job.source_key, run_id=self.run_id)
                 sent_at = time.time()
                 self.stats.sent += 1
                 result = await self.client.create_appointment(job.tenant, body, idempotency_key=key)
+                self._heard(result)
             self.observe(result.status, result.rate, sent_at)
             return result
 
