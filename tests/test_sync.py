@@ -1,0 +1,305 @@
+"""Nightly sync: three consecutive exports against a real sandbox process, and the lock.
+
+The helpers here (a sandbox process, a test config, exports cut from the
+sample file, CLI runs) are shared by the verify, reconcile and report tests.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from worker.cli import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "samples" / "appointments.csv"
+TOKEN_ENV = {"FLEXTELL_TOKEN": "sandbox-token-all"}
+
+
+@dataclass
+class Sandbox:
+    """A sandbox process: its API base URL and root URL."""
+
+    base_url: str
+    root: str
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.root + path, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def change(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            self.root + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def stats(self) -> dict[str, Any]:
+        data: dict[str, Any] = self.get("/_sandbox/stats")
+        return data
+
+    def appointments(self) -> list[dict[str, Any]]:
+        data: list[dict[str, Any]] = self.get("/_sandbox/appointments")["data"]
+        return data
+
+
+def start_sandbox(tmp: Path, *args: str) -> tuple[subprocess.Popen[bytes], Sandbox]:
+    port_file = tmp / f"port-{time.monotonic_ns()}"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "worker",
+            "sandbox",
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+            *args,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while not (port_file.exists() and port_file.read_text().strip()):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("sandbox did not start")
+        time.sleep(0.05)
+    root = f"http://127.0.0.1:{port_file.read_text().strip()}"
+    return proc, Sandbox(base_url=root + "/api", root=root)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+@pytest.fixture
+def sandbox_proc(tmp_path: Path) -> Iterator[Sandbox]:
+    """A fresh sandbox process (default seed, in memory, no faults)."""
+    proc, sb = start_sandbox(tmp_path)
+    try:
+        yield sb
+    finally:
+        stop(proc)
+
+
+def write_config(tmp: Path, **api: Any) -> Path:
+    """config/demo.toml with fast test settings and the ledger beside it."""
+    text = (ROOT / "config" / "demo.toml").read_text(encoding="utf-8")
+    settings = {
+        "rate_limit": '"1000/second"',
+        "concurrency": "8",
+        "timeout": "5",
+        "max_backoff": "0.5",
+        "max_attempts": "3",
+    } | {k: str(v) for k, v in api.items()}
+    lines = []
+    for line in text.splitlines():
+        key = line.split("=")[0].strip()
+        if key in ("rate_limit", "concurrency") and not line.startswith("#"):
+            continue
+        lines.append(line)
+        if line.strip() == "[api]":
+            lines.extend(f"{k} = {v}" for k, v in settings.items())
+    lines.append('\n[ledger]\npath = "ledger.sqlite"')
+    path = tmp / "run.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def sample_rows() -> tuple[list[str], list[dict[str, str]]]:
+    with SAMPLE.open(encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def write_csv(path: Path, columns: list[str], rows: list[dict[str, str]]) -> Path:
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(cli, list(args), env=env or TOKEN_ENV, catch_exceptions=False)
+
+
+def import_file(config: Path, sb: Sandbox, file: Path, *extra: str) -> tuple[Result, Any]:
+    """Run `import --json-logs`; the result and its final summary event."""
+    result = run_cli(
+        "import", str(file), "-c", str(config), "--base-url", sb.base_url, "--json-logs", *extra
+    )
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    assert lines, result.output
+    return result, json.loads(lines[-1])
+
+
+def ledger_json(config: Path, *extra: str) -> Any:
+    result = run_cli("report", "-c", str(config), "--format", "json", *extra)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+# --- the three nights ------------------------------------------------------------
+
+
+def test_three_nightly_exports_give_exact_counts_and_one_appointment_each(
+    tmp_path: Path, sandbox_proc: Sandbox
+) -> None:
+    config = write_config(tmp_path)
+    columns, rows = sample_rows()
+    base = rows[:25] + rows[150:175]  # 25 rows of each tenant
+    night1, added = base[:40], base[40:]
+    assert {r["clinic"] for r in night1} == {"1", "2"}
+
+    # Night 1: 40 new rows.
+    r1, e1 = import_file(config, sandbox_proc, write_csv(tmp_path / "n1.csv", columns, night1))
+    assert r1.exit_code == 0, r1.output
+    assert (e1["totals"]["created"], e1["totals"]["new"]) == (40, 40)
+    assert e1["totals"]["unchanged"] == e1["totals"]["missing_from_source"] == 0
+
+    # Night 2: the same 40 (three edited upstream) plus 10 added.
+    night2 = [dict(r) for r in night1] + added
+    edited = {night2[i]["appointment_id"] for i in (0, 5, 30)}
+    night2[0]["notes"] = "moved to the afternoon"
+    night2[5]["room_id"] = "303" if night2[5]["room_id"] != "303" else "301"
+    night2[30]["status"] = "cancelled" if night2[30]["status"] != "cancelled" else "pending"
+    r2, e2 = import_file(config, sandbox_proc, write_csv(tmp_path / "n2.csv", columns, night2))
+    t2 = e2["totals"]
+    assert (t2["created"], t2["unchanged"], t2["changed"], t2["missing_from_source"]) == (
+        10,
+        37,
+        3,
+        0,
+    )
+    assert r2.exit_code == 1  # a changed row needs a person: the scheduler should see it
+    assert {c["source_key"] for c in e2["changed"]} == edited
+    by_key = {c["source_key"]: c["changes"] for c in e2["changed"]}
+    assert by_key[night2[0]["appointment_id"]]["description"][1] == "moved to the afternoon"
+    assert by_key[night2[5]["appointment_id"]]["room_id"][1] == int(night2[5]["room_id"])
+    assert "status" in by_key[night2[30]["appointment_id"]]
+
+    # Night 3: five rows (three of tenant 1, two of tenant 2) cancelled upstream.
+    removed = [night2[i]["appointment_id"] for i in (1, 2, 3, 26, 27)]
+    night3 = [r for r in night2 if r["appointment_id"] not in removed]
+    r3, e3 = import_file(config, sandbox_proc, write_csv(tmp_path / "n3.csv", columns, night3))
+    assert r3.exit_code == 1  # the changed rows still differ
+    t3 = e3["totals"]
+    assert (t3["created"], t3["unchanged"], t3["changed"], t3["missing_from_source"]) == (
+        0,
+        42,
+        3,
+        5,
+    )
+    assert {m["source_key"] for m in e3["missing_from_source"]} == set(removed)
+    assert e3["tenants"]["1"]["missing_from_source"] == 3
+    assert e3["tenants"]["2"]["missing_from_source"] == 2
+
+    stats = sandbox_proc.stats()
+    assert stats["appointments_total"] == 50
+    assert stats["duplicates"] == 0
+    posts = [
+        r
+        for r in sandbox_proc.get("/_sandbox/requests")["requests"]
+        if r.get("method") == "POST" and "appointments" in r.get("path", "")
+    ]
+    assert len(posts) == 50
+
+    # The ledger keeps the runs with their per-tenant counts, and the changed rows.
+    report = ledger_json(config)
+    assert [r["counts"]["created"] for r in report["runs"]] == [40, 10, 0]
+    assert {c["source_key"] for c in report["changed"]} == edited
+    assert {m["source_key"] for m in report["missing_from_source"]["rows"]} == set(removed)
+    one = ledger_json(config, "--tenant", "2")
+    assert [r["counts"]["missing_from_source"] for r in one["runs"]] == [0, 0, 2]
+
+
+def test_the_summary_lists_changed_rows_with_their_differences(
+    tmp_path: Path, sandbox_proc: Sandbox
+) -> None:
+    config = write_config(tmp_path)
+    columns, rows = sample_rows()
+    first = rows[:5]
+    assert (
+        import_file(config, sandbox_proc, write_csv(tmp_path / "a.csv", columns, first))[
+            0
+        ].exit_code
+        == 0
+    )
+    second = [dict(r) for r in first[1:]]
+    second[0]["notes"] = "new note"
+    result = run_cli(
+        "import",
+        str(write_csv(tmp_path / "b.csv", columns, second)),
+        "-c",
+        str(config),
+        "--base-url",
+        sandbox_proc.base_url,
+        "--no-progress",
+    )
+    assert result.exit_code == 1
+    key = second[0]["appointment_id"]
+    assert f"{key} " in result.stdout and '-> "new note"' in result.stdout
+    assert "missing from this export" in result.stdout
+    assert first[0]["appointment_id"] in result.stdout
+
+
+# --- the lock --------------------------------------------------------------------
+
+
+def test_a_second_run_on_the_same_ledger_exits_with_the_lock_code(tmp_path: Path) -> None:
+    proc, sb = start_sandbox(tmp_path, "--latency-ms", "40")
+    try:
+        config = write_config(tmp_path, rate_limit='"200/second"', concurrency="2")
+        columns, rows = sample_rows()
+        big = write_csv(tmp_path / "big.csv", columns, rows)
+        env = dict(os.environ, **TOKEN_ENV)
+        cmd = [sys.executable, "-m", "worker", "import", "-c", str(config)]
+        cmd += ["--base-url", sb.base_url, "--no-progress"]
+        first = subprocess.Popen(
+            [*cmd, str(big)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        lock = tmp_path / "ledger.sqlite.lock"
+        deadline = time.monotonic() + 30
+        while not (lock.exists() and lock.read_text().startswith("pid")):
+            assert first.poll() is None and time.monotonic() < deadline, "first run did not start"
+            time.sleep(0.02)
+        ledger = tmp_path / "ledger.sqlite"
+        before = (ledger.stat().st_mtime_ns, lock.read_text())
+        second = subprocess.run(
+            [*cmd, str(big)], env=env, capture_output=True, text=True, timeout=60
+        )
+        still_running = first.poll() is None
+        assert second.returncode == 4, second.stderr
+        assert "in use by another run" in second.stderr
+        assert f"pid {first.pid}" in second.stderr
+        assert "Traceback" not in second.stderr
+        if still_running:
+            assert lock.read_text() == before[1]  # the holder's note is untouched
+        first.wait(120)
+        assert first.returncode == 0, first.stderr.read() if first.stderr else ""
+        runs = ledger_json(config)["runs"]
+        assert len(runs) == 1  # the second run recorded nothing
+        assert sb.stats()["appointments_total"] == 300
+    finally:
+        stop(proc)
