@@ -322,24 +322,18 @@ def print_verify(result: VerifyResult, console: Console | None = None) -> None:
     if len(result.tenants) > 1:
         table.add_row("all", *(f"{v:,}" for v in result.totals().values()), style="bold")
     console.print(table)
-    if result.problems:
-        detail = Table(title="rows that do not match")
-        for name in ("tenant", "source key", "appointment", "problem", "field", "sent", "found"):
-            detail.add_column(name)
-        shown = 0
-        for p in result.problems:
-            if shown >= LISTED:
-                break
-            shown += 1
-            ids = (str(p.tenant), p.source_key, _shown(p.appointment_id))
-            if p.kind == "mismatch":
-                for m in p.mismatches:
-                    detail.add_row(*ids, "mismatch", m.field, _shown(m.sent), _shown(m.found))
-            else:
-                detail.add_row(*ids, p.kind, "", "", p.message or "")
-        console.print(detail)
-        if len(result.problems) > shown:
-            console.print(f"... and {len(result.problems) - shown} more (see --report)")
+    # One line per problem: readable in a terminal and in a scheduler's mail alike.
+    for p in result.problems[:LISTED]:
+        where = f"tenant {p.tenant} {p.source_key} (appointment {_shown(p.appointment_id)})"
+        if p.kind == "mismatch":
+            diffs = "; ".join(
+                f"{m.field}: sent {_shown(m.sent)}, found {_shown(m.found)}" for m in p.mismatches
+            )
+            console.print(f"mismatch  {where}: {diffs}", markup=False)
+        else:
+            console.print(f"{p.kind:<9} {where}: {p.message or ''}", markup=False)
+    if len(result.problems) > LISTED:
+        console.print(f"... and {len(result.problems) - LISTED} more (see --report)")
     for tenant, reason in sorted(result.stopped_tenants.items()):
         console.print(f"tenant {tenant} stopped: {reason}")
     console.print(f"ledger: {result.ledger_path}")

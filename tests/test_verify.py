@@ -1,0 +1,119 @@
+"""`flextell-worker verify` against a sandbox process: matches, altered and deleted appointments."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.test_sync import (
+    Sandbox,
+    import_file,
+    run_cli,
+    sample_rows,
+    start_sandbox,
+    stop,
+    write_config,
+    write_csv,
+)
+
+
+@pytest.fixture
+def sbx(tmp_path: Path) -> Iterator[Sandbox]:
+    proc, sb = start_sandbox(tmp_path)
+    try:
+        yield sb
+    finally:
+        stop(proc)
+
+
+def _imported(tmp_path: Path, sb: Sandbox, n: int = 12) -> Path:
+    config = write_config(tmp_path)
+    columns, rows = sample_rows()
+    chosen = rows[: n // 2] + rows[150 : 150 + n // 2]
+    result, _ = import_file(config, sb, write_csv(tmp_path / "in.csv", columns, chosen))
+    assert result.exit_code == 0, result.output
+    return config
+
+
+def _verify(config: Path, sb: Sandbox, *extra: str) -> tuple[int, dict[str, object], str]:
+    report = config.parent / "verify.json"
+    result = run_cli(
+        "verify", "-c", str(config), "--base-url", sb.base_url, "--report", str(report), *extra
+    )
+    return result.exit_code, json.loads(report.read_text(encoding="utf-8")), result.output
+
+
+def test_verify_finds_altered_and_deleted_appointments(tmp_path: Path, sbx: Sandbox) -> None:
+    config = _imported(tmp_path, sbx)
+    code, report, output = _verify(config, sbx)
+    assert code == 0, output
+    assert report["totals"] == {
+        "checked": 12,
+        "matched": 12,
+        "mismatched": 0,
+        "missing": 0,
+        "errors": 0,
+    }
+
+    appts = sorted(sbx.appointments(), key=lambda a: a["id"])
+    altered, deleted = appts[0], appts[7]
+    sbx.change(
+        "PATCH", f"/_sandbox/appointments/{altered['id']}", {"description": "edited by hand"}
+    )
+    sbx.change("DELETE", f"/_sandbox/appointments/{deleted['id']}")
+
+    code, report, output = _verify(config, sbx)
+    assert code == 1
+    totals = report["totals"]
+    assert (totals["matched"], totals["mismatched"], totals["missing"]) == (10, 1, 1)
+    [mismatch] = report["mismatches"]  # type: ignore[misc]
+    assert mismatch["appointment_id"] == altered["id"]
+    assert [f["field"] for f in mismatch["fields"]] == ["description"]
+    assert mismatch["fields"][0]["found"] == "edited by hand"
+    assert mismatch["fields"][0]["sent"] != "edited by hand"
+    assert [m["appointment_id"] for m in report["missing"]] == [deleted["id"]]  # type: ignore[attr-defined]
+    assert "edited by hand" in output and "missing" in output
+
+
+def test_verify_a_seeded_sample_and_one_tenant(tmp_path: Path, sbx: Sandbox) -> None:
+    config = _imported(tmp_path, sbx)
+    code, report, _ = _verify(config, sbx, "--sample", "5", "--seed", "7")
+    assert code == 0
+    assert report["totals"]["checked"] == 5  # type: ignore[index]
+    code, report, _ = _verify(config, sbx, "--tenant", "2")
+    assert code == 0
+    assert list(report["tenants"]) == ["2"]  # type: ignore[call-overload]
+    assert report["totals"]["checked"] == 6  # type: ignore[index]
+
+
+def test_verify_json_logs_ends_with_one_summary_event(tmp_path: Path, sbx: Sandbox) -> None:
+    config = _imported(tmp_path, sbx, n=4)
+    result = run_cli("verify", "-c", str(config), "--base-url", sbx.base_url, "--json-logs")
+    assert result.exit_code == 0
+    event = json.loads(result.stdout.strip().splitlines()[-1])
+    assert event["command"] == "verify" and event["totals"]["matched"] == 4
+
+
+def test_a_refused_token_aborts_with_exit_3(tmp_path: Path, sbx: Sandbox) -> None:
+    config = _imported(tmp_path, sbx, n=4)
+    result = run_cli(
+        "verify",
+        "-c",
+        str(config),
+        "--base-url",
+        sbx.base_url,
+        env={"FLEXTELL_TOKEN": "not-a-valid-token-at-all"},
+    )
+    assert result.exit_code == 3, result.output
+    assert "stopped" in result.output
+    assert "not-a-valid-token-at-all" not in result.output
+
+
+def test_verify_without_a_ledger_is_a_usage_error(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    result = run_cli("verify", "-c", str(config))
+    assert result.exit_code == 2
+    assert "does not exist" in result.stderr
