@@ -1,0 +1,151 @@
+"""`flextell-worker report`: runs and counts, formats, and a failures file that re-imports."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.test_sync import (
+    Sandbox,
+    import_file,
+    ledger_json,
+    run_cli,
+    sample_rows,
+    start_sandbox,
+    stop,
+    write_config,
+    write_csv,
+)
+
+EXTRAS = ["worker_status", "error_field", "error_message", "http_status"]
+
+
+@pytest.fixture
+def sbx(tmp_path: Path) -> Iterator[Sandbox]:
+    proc, sb = start_sandbox(tmp_path)
+    try:
+        yield sb
+    finally:
+        stop(proc)
+
+
+def test_the_failures_file_fixed_re_imports_and_the_rows_become_created(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    config = write_config(tmp_path)
+    columns, rows = sample_rows()
+    chosen = [dict(r) for r in rows[:4] + rows[150:154]]
+    chosen[1]["status"] = "maybe"  # invalid: not a status word
+    chosen[1]["notes"] = '=HYPERLINK("http://x")'
+    chosen[2]["customer_id"] = "12a"  # invalid: not an id
+    chosen[5]["customer_id"] = "99999"  # refused by the API (422)
+    chosen[6]["doctor_id"] = "99998"  # 422 as well
+    result, event = import_file(config, sbx, write_csv(tmp_path / "in.csv", columns, chosen))
+    assert result.exit_code == 1
+    assert (event["totals"]["created"], event["totals"]["invalid"], event["totals"]["failed"]) == (
+        4,
+        2,
+        2,
+    )
+
+    failures = tmp_path / "failures.csv"
+    out = run_cli("report", "-c", str(config), "--failures", str(failures))
+    assert out.exit_code == 0, out.output
+    assert "4 row(s) written" in out.stdout
+    with failures.open(encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        # The input has its own `status` column: the row's ledger status is worker_status.
+        assert reader.fieldnames == columns + EXTRAS
+        got = {r["appointment_id"]: r for r in reader}
+    assert set(got) == {chosen[i]["appointment_id"] for i in (1, 2, 5, 6)}
+    bad_status = got[chosen[1]["appointment_id"]]
+    assert bad_status["worker_status"] == "invalid" and bad_status["error_field"] == "status"
+    assert bad_status["status"] == "maybe"  # the original cell is kept
+    assert bad_status["notes"].startswith("'=")  # formula-safe
+    refused = got[chosen[5]["appointment_id"]]
+    assert (refused["worker_status"], refused["http_status"]) == ("failed", "422")
+    assert refused["error_field"] == "customer_id" and refused["error_message"]
+
+    # Fix the rows in the file itself and feed it back in.
+    original = {r["appointment_id"]: r for r in rows}
+    for key, row in got.items():
+        for column in ("status", "customer_id", "doctor_id", "notes"):
+            row[column] = original[key][column]
+    with failures.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns + EXTRAS)
+        writer.writeheader()
+        writer.writerows(got.values())
+    again, event = import_file(config, sbx, failures)
+    assert again.exit_code == 0, again.output
+    assert event["totals"]["created"] == 4
+    assert ledger_json(config)["statuses"] == {"created": 8}
+    assert sbx.stats()["appointments_total"] == 8
+    # Nothing left to fix: the next failures file is empty but for its header.
+    assert run_cli("report", "-c", str(config), "--failures", str(failures)).exit_code == 0
+    assert len(failures.read_text(encoding="utf-8").splitlines()) == 1
+
+
+def test_jsonl_failures_keep_the_original_object(tmp_path: Path, sbx: Sandbox) -> None:
+    config = write_config(tmp_path)
+    lines = (
+        (Path(__file__).parent.parent / "samples" / "appointments.jsonl")
+        .read_text(encoding="utf-8")
+        .splitlines()[:3]
+    )
+    broken = json.loads(lines[1])
+    broken["treatment_ids"] = ["x"]
+    lines[1] = json.dumps(broken, ensure_ascii=False)
+    source = tmp_path / "in.jsonl"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result, _ = import_file(config, sbx, source)
+    assert result.exit_code == 1
+    failures = tmp_path / "failures.jsonl"
+    assert run_cli("report", "-c", str(config), "--failures", str(failures)).exit_code == 0
+    [obj] = [json.loads(line) for line in failures.read_text(encoding="utf-8").splitlines()]
+    assert obj["meta"] == broken["meta"] and obj["status"] == broken["status"]
+    assert obj["worker_status"] == "invalid" and obj["error_field"].startswith("treatments")
+
+
+def test_runs_in_table_json_and_csv_for_one_tenant_or_one_run(tmp_path: Path, sbx: Sandbox) -> None:
+    config = write_config(tmp_path)
+    columns, rows = sample_rows()
+    first = rows[:3] + rows[150:152]
+    import_file(config, sbx, write_csv(tmp_path / "a.csv", columns, first))
+    import_file(config, sbx, write_csv(tmp_path / "b.csv", columns, first + rows[3:5]))
+
+    table = run_cli("report", "-c", str(config))
+    assert table.exit_code == 0
+    assert "created 7" in table.stdout and "import" in table.stdout
+
+    data = ledger_json(config)
+    assert [(r["id"], r["counts"]["created"], r["counts"]["unchanged"]) for r in data["runs"]] == [
+        (1, 5, 0),
+        (2, 2, 5),
+    ]
+    tenant2 = ledger_json(config, "--tenant", "2")
+    assert [r["counts"]["created"] for r in tenant2["runs"]] == [2, 0]
+    assert tenant2["statuses"] == {"created": 2}
+    assert [r["id"] for r in ledger_json(config, "--run", "2")["runs"]] == [2]
+
+    as_csv = run_cli("report", "--ledger", str(tmp_path / "ledger.sqlite"), "--format", "csv")
+    assert as_csv.exit_code == 0
+    parsed = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    assert [(r["id"], r["mode"], r["created"]) for r in parsed] == [
+        ("1", "import", "5"),
+        ("2", "import", "2"),
+    ]
+
+
+def test_a_missing_or_unusable_ledger_exits_2(tmp_path: Path) -> None:
+    result = run_cli("report", "--ledger", str(tmp_path / "none.sqlite"))
+    assert result.exit_code == 2 and "does not exist" in result.stderr
+    junk = tmp_path / "junk.sqlite"
+    junk.write_text("not a database", encoding="utf-8")
+    result = run_cli("report", "--ledger", str(junk))
+    assert result.exit_code == 2 and result.stderr.startswith("error: ")
+    assert "Traceback" not in result.output
