@@ -1,0 +1,122 @@
+"""`flextell-worker reconcile`: unknown rows resolved by lookups only, nothing sent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.test_sync import (
+    Sandbox,
+    import_file,
+    ledger_json,
+    run_cli,
+    sample_rows,
+    start_sandbox,
+    stop,
+    write_config,
+    write_csv,
+)
+from worker.ledger import Ledger
+
+
+@pytest.fixture
+def sbx(tmp_path: Path) -> Iterator[Sandbox]:
+    proc, sb = start_sandbox(tmp_path)
+    try:
+        yield sb
+    finally:
+        stop(proc)
+
+
+def _mark_unknown(ledger_path: Path, keys: list[tuple[int, str]]) -> list[int]:
+    """What a run leaves behind when a POST's response was lost; the rows' appointment ids."""
+
+    async def mark() -> list[int]:
+        async with await Ledger.open(ledger_path) as ledger:
+            found = await ledger.get_many(keys)
+            for tenant, key in keys:
+                await ledger.record(tenant, key, status="unknown", run_id=1, durable=True)
+        return [found[k].appointment_id or 0 for k in keys]
+
+    return asyncio.run(mark())
+
+
+def _posts(sb: Sandbox) -> int:
+    return sum(
+        1
+        for r in sb.get("/_sandbox/requests")["requests"]
+        if r["method"] == "POST" and r["path"].endswith("/appointments")
+    )
+
+
+def test_reconcile_finds_created_rows_and_frees_absent_ones(tmp_path: Path, sbx: Sandbox) -> None:
+    config = write_config(tmp_path)
+    columns, rows = sample_rows()
+    chosen = rows[:3] + rows[150:153]
+    source = write_csv(tmp_path / "in.csv", columns, chosen)
+    assert import_file(config, sbx, source)[0].exit_code == 0
+    landed, lost = (1, chosen[0]["appointment_id"]), (2, chosen[4]["appointment_id"])
+    ids = _mark_unknown(tmp_path / "ledger.sqlite", [landed, lost])
+    report = json.loads(run_cli("report", "-c", str(config), "--format", "json").stdout)
+    assert report["statuses"] == {"created": 4, "unknown": 2}
+    # The second one never landed after all: take it out of the sandbox.
+    sbx.change("DELETE", f"/_sandbox/appointments/{ids[1]}")
+    posts_before = _posts(sbx)
+
+    result = run_cli("reconcile", "-c", str(config), "--base-url", sbx.base_url, "--json-logs")
+    assert result.exit_code == 0, result.output
+    event = json.loads(result.stdout.strip().splitlines()[-1])
+    assert event["totals"] == {"found": 1, "absent": 1, "undecided": 0}
+    verdicts = {(r["tenant"], r["source_key"]): r["verdict"] for r in event["rows"]}
+    assert verdicts == {landed: "found", lost: "absent"}
+    assert _posts(sbx) == posts_before  # lookups only
+    assert ledger_json(config)["statuses"] == {"created": 5, "pending": 1}
+
+    # The next import sends the one that is surely absent, and only that one.
+    again, summary = import_file(config, sbx, source)
+    assert again.exit_code == 0
+    assert (summary["totals"]["created"], summary["totals"]["unchanged"]) == (1, 5)
+    assert sbx.stats()["duplicates"] == 0
+
+
+def test_rows_that_stay_unknown_exit_1(tmp_path: Path, sbx: Sandbox) -> None:
+    config = write_config(tmp_path)
+    columns, rows = sample_rows()
+    source = write_csv(tmp_path / "in.csv", columns, rows[:2])
+    assert import_file(config, sbx, source)[0].exit_code == 0
+    _mark_unknown(tmp_path / "ledger.sqlite", [(1, rows[0]["appointment_id"])])
+    # Nothing listens on port 9: every lookup fails, so nothing can be decided.
+    result = run_cli("reconcile", "-c", str(config), "--base-url", "http://127.0.0.1:9/api")
+    assert result.exit_code == 1, result.output
+    assert "undecided" in result.stdout
+    assert ledger_json(config)["statuses"] == {"created": 1, "unknown": 1}
+
+
+def test_nothing_unknown_is_exit_0_and_records_no_run(tmp_path: Path, sbx: Sandbox) -> None:
+    config = write_config(tmp_path)
+    columns, rows = sample_rows()
+    assert (
+        import_file(config, sbx, write_csv(tmp_path / "in.csv", columns, rows[:2]))[0].exit_code
+        == 0
+    )
+    result = run_cli("reconcile", "-c", str(config), "--base-url", sbx.base_url)
+    assert result.exit_code == 0
+    assert "no rows with an unknown outcome" in result.stdout
+    assert len(ledger_json(config)["runs"]) == 1
+
+
+def test_reconcile_waits_for_no_one_when_the_ledger_is_locked(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    ledger_path = tmp_path / "ledger.sqlite"
+
+    async def hold_and_run() -> int:
+        async with await Ledger.open(ledger_path):
+            return await asyncio.to_thread(
+                lambda: run_cli("reconcile", "-c", str(config)).exit_code
+            )
+
+    assert asyncio.run(hold_and_run()) == 4
