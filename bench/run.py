@@ -1,0 +1,496 @@
+"""`make bench`: measure the worker as a user runs it against baselines on the same data.
+
+    python -m bench.run --scenario all|validate|throughput|rate|latency|sequential|memory
+    python -m bench.run --scenario rate --quick        (smaller data: a smoke test)
+
+Every figure comes from real processes: the worker (`python -m worker ...`), the
+baselines (`python -m bench.baselines ...`) and the sandbox server. Data is
+generated under bench/out/; the table is printed and `bench/results.json` gets
+one entry per scenario (worker figure, baseline figure, ratio, target, pass),
+merged with the entries of earlier runs of other scenarios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.generate import (
+    OUT,
+    ROOT,
+    TOKEN_ALL,
+    load_seed,
+    tenant_ids,
+    write_bench_seed,
+    write_config,
+    write_csv,
+)
+from bench.measure import ChildRun, run_child, worker_cmd
+from bench.sandbox import SandboxProcess
+
+RESULTS = ROOT / "bench" / "results.json"
+RATE_PNG = ROOT / "bench" / "rate.png"
+TENANTS = (1, 2, 3)
+
+
+@dataclass
+class Entry:
+    """One scenario's result: the worker's figure, the baseline's, and their ratio."""
+
+    scenario: str
+    metric: str
+    worker: float
+    baseline: float
+    ratio: float
+    target: str
+    passed: bool
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Bench:
+    """Shared setup of one bench run."""
+
+    quick: bool
+    seed_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.seed_path = write_bench_seed(OUT / "bench-seed.json", len(TENANTS))
+        self.ids = tenant_ids(load_seed(self.seed_path))[: len(TENANTS)]
+        self.env = dict(os.environ, FLEXTELL_TOKEN=TOKEN_ALL, PYTHONHASHSEED="0")
+
+    def n(self, full: int, quick: int) -> int:
+        return quick if self.quick else full
+
+    def data(self, rows: int) -> Path:
+        """The seeded CSV of `rows` rows over 3 tenants (made once, reused)."""
+        path = OUT / f"rows-{rows}.csv"
+        if not path.exists():
+            tmp = path.with_suffix(".tmp")
+            write_csv(tmp, rows, self.ids)
+            tmp.replace(path)
+        return path
+
+    def workdir(self, name: str) -> Path:
+        path = OUT / name
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        return path
+
+    def sandbox(self, workdir: Path, *args: str) -> SandboxProcess:
+        return SandboxProcess(workdir, ["--seed-data", str(self.seed_path), *args])
+
+    def config(self, workdir: Path, **kwargs: Any) -> Path:
+        return write_config(workdir / "run.toml", TENANTS, **kwargs)
+
+    def import_(self, csv: Path, cfg: Path, sb: SandboxProcess, workdir: Path) -> ChildRun:
+        run = run_child(
+            worker_cmd(
+                "import",
+                str(csv),
+                "--config",
+                str(cfg),
+                "--base-url",
+                sb.api_url,
+                "--ledger",
+                str(workdir / "ledger.sqlite"),
+                "--no-progress",
+            ),
+            env=self.env,
+            log_dir=workdir,
+            name="worker",
+        )
+        _check(run, "worker import", {0})
+        return run
+
+    def baseline(self, kind: str, csv: Path, workdir: Path, *args: str) -> dict[str, Any]:
+        cmd = [sys.executable, "-m", "bench.baselines", kind, str(csv), *args]
+        run = run_child(cmd, env=self.env, log_dir=workdir, name=f"baseline-{kind}")
+        _check(run, f"baseline {kind}", {0})
+        out: dict[str, Any] = json.loads(run.stdout.strip().splitlines()[-1])
+        out["wall_seconds"] = run.seconds
+        out["peak_rss_mb"] = run.peak_rss_mb
+        return out
+
+
+def _check(run: ChildRun, what: str, codes: set[int]) -> None:
+    if run.returncode not in codes:
+        tail = (run.stderr or run.stdout)[-2000:]
+        raise SystemExit(f"bench: {what} exited {run.returncode}\n{tail}")
+
+
+def _posts(sb: SandboxProcess) -> list[dict[str, Any]]:
+    return [
+        r for r in sb.requests() if r["method"] == "POST" and r["path"].endswith("/appointments")
+    ]
+
+
+def _steady_rate(times: list[float], trim: float) -> tuple[float, float]:
+    """Requests per second between first+trim and last-trim; and that span."""
+    if len(times) < 2:
+        return 0.0, 0.0
+    times = sorted(times)
+    lo, hi = times[0] + trim, times[-1] - trim
+    if hi <= lo:
+        lo, hi = times[0], times[-1]
+    inside = [t for t in times if lo <= t < hi]
+    return len(inside) / (hi - lo), hi - lo
+
+
+def _round(x: float, digits: int = 3) -> float:
+    return round(x, digits)
+
+
+# --- scenarios -------------------------------------------------------------------
+
+
+def scenario_validate(b: Bench) -> Entry:
+    rows = b.n(1_000_000, 50_000)
+    csv = b.data(rows)
+    wd = b.workdir("validate")
+    cfg = b.config(wd)
+    run = run_child(
+        worker_cmd("validate", str(csv), "--config", str(cfg), "--no-progress"),
+        env=b.env,
+        log_dir=wd,
+        name="worker",
+    )
+    _check(run, "worker validate", {0})
+    base = b.baseline("validate", csv, wd)
+    w, bl = rows / run.seconds, rows / base["wall_seconds"]
+    ratio = w / bl
+    return Entry(
+        "validate",
+        "rows/s",
+        _round(w, 0),
+        _round(bl, 0),
+        _round(ratio),
+        ">= 0.5x; peak < 200 MB",
+        ratio >= 0.5 and run.peak_rss_mb < 200,
+        {
+            "rows": rows,
+            "worker_seconds": _round(run.seconds),
+            "baseline_seconds": _round(base["wall_seconds"]),
+            "worker_peak_rss_mb": _round(run.peak_rss_mb, 1),
+            "baseline_peak_rss_mb": _round(base["peak_rss_mb"], 1),
+        },
+    )
+
+
+def scenario_throughput(b: Bench) -> Entry:
+    rows = b.n(6_000, 1_500)
+    concurrency = 8
+    csv = b.data(rows)
+    wd = b.workdir("throughput")
+    cfg = b.config(wd, concurrency=concurrency)
+    with b.sandbox(wd) as sb:
+        run = b.import_(csv, cfg, sb, wd)
+        w_posts = _posts(sb)
+    with b.sandbox(wd) as sb:
+        base = b.baseline(
+            "post", csv, wd, "--url", sb.api_url, "--concurrency", str(3 * concurrency)
+        )
+        b_posts = _posts(sb)
+    w, bl = rows / run.seconds, rows / base["wall_seconds"]
+
+    def span_rate(posts: list[dict[str, Any]]) -> float:
+        ts = [p["t"] for p in posts]
+        return len(ts) / (max(ts) - min(ts)) if len(ts) > 1 else 0.0
+
+    ratio = w / bl
+    return Entry(
+        "throughput",
+        "rows/s",
+        _round(w, 1),
+        _round(bl, 1),
+        _round(ratio),
+        ">= 0.6x",
+        ratio >= 0.6,
+        {
+            "rows": rows,
+            "concurrency": f"3 tenants x {concurrency} (baseline: {3 * concurrency} tasks)",
+            "worker_seconds": _round(run.seconds),
+            "baseline_seconds": _round(base["wall_seconds"]),
+            "worker_posts_per_s_first_to_last": _round(span_rate(w_posts), 1),
+            "baseline_posts_per_s_first_to_last": _round(span_rate(b_posts), 1),
+            "baseline_created": base["ok"],
+        },
+    )
+
+
+def scenario_rate(b: Bench) -> Entry:
+    limit, window = 100, 5.0
+    per_tenant = b.n(600, 200)
+    rows = per_tenant * len(TENANTS)
+    csv = b.data(rows)
+    wd = b.workdir("rate")
+    cfg = b.config(wd, rate_limit=f"{limit}/{int(window)}s", concurrency=8)
+    with b.sandbox(wd, "--rate-limit", f"{limit}/{int(window)}s") as sb:
+        run = b.import_(csv, cfg, sb, wd)
+        posts = _posts(sb)
+        stats = sb.stats()
+    by_tenant: dict[int, list[float]] = {}
+    for p in posts:
+        by_tenant.setdefault(int(p["tenant"]), []).append(p["t"])
+    configured = len(TENANTS) * limit / window
+    achieved = 0.0
+    per: dict[str, float] = {}
+    for tenant, times in sorted(by_tenant.items()):
+        rate, _ = _steady_rate(times, trim=window)
+        per[str(tenant)] = _round(rate, 2)
+        achieved += rate
+    throttled = int(stats.get("rate_limited", 0))
+    _plot_rate(by_tenant, limit / window)
+    ratio = achieved / configured
+    return Entry(
+        "rate",
+        "requests/s (aggregate, steady part)",
+        _round(achieved, 2),
+        _round(configured, 2),
+        _round(ratio),
+        ">= 0.95 of configured; zero 429s",
+        ratio >= 0.95 and throttled == 0,
+        {
+            "limit": f"{limit}/{window:g}s per tenant, {len(TENANTS)} tenants",
+            "rows": rows,
+            "run_seconds": _round(run.seconds),
+            "per_tenant": per,
+            "http_429": throttled,
+            "plot": str(RATE_PNG.relative_to(ROOT)),
+        },
+    )
+
+
+def _plot_rate(by_tenant: dict[int, list[float]], limit_per_s: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    start = min(min(ts) for ts in by_tenant.values())
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for tenant, times in sorted(by_tenant.items()):
+        bins: dict[int, int] = {}
+        for t in times:
+            bins[int(t - start)] = bins.get(int(t - start), 0) + 1
+        xs = list(range(max(bins) + 1))
+        ax.step(xs, [bins.get(x, 0) for x in xs], where="post", label=f"tenant {tenant}")
+    ax.axhline(limit_per_s, color="grey", linestyle="--", label="configured limit")
+    ax.set_xlabel("seconds since the first request")
+    ax.set_ylabel("POST requests per second")
+    ax.set_title("Achieved request rate per tenant (bench scenario 'rate')")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(RATE_PNG, dpi=100)
+    plt.close(fig)
+
+
+def scenario_latency(b: Bench) -> Entry:
+    latency, concurrency, limit = 0.1, 4, 100
+    rows = b.n(1_500, 600)
+    csv = b.data(rows)
+    wd = b.workdir("latency")
+    cfg = b.config(wd, rate_limit=f"{limit}/second", concurrency=concurrency)
+    with b.sandbox(wd, "--latency-ms", str(latency * 1000)) as sb:
+        run = b.import_(csv, cfg, sb, wd)
+        posts = _posts(sb)
+    bound_per_tenant = min(float(limit), concurrency / latency)
+    achieved = 0.0
+    per: dict[str, float] = {}
+    for tenant in TENANTS:
+        times = [p["t"] for p in posts if p["tenant"] == tenant]
+        rate, _ = _steady_rate(times, trim=1.0)
+        per[str(tenant)] = _round(rate, 2)
+        achieved += rate
+    bound = bound_per_tenant * len(TENANTS)
+    ratio = achieved / bound
+    return Entry(
+        "latency",
+        "requests/s (aggregate, steady part)",
+        _round(achieved, 2),
+        _round(bound, 2),
+        _round(ratio),
+        ">= 0.95 of min(limit, concurrency / latency)",
+        ratio >= 0.95,
+        {
+            "latency_ms": latency * 1000,
+            "per_tenant": f"concurrency {concurrency}, limit {limit}/s",
+            "per_tenant_rate": per,
+            "rows": rows,
+            "run_seconds": _round(run.seconds),
+        },
+    )
+
+
+def scenario_sequential(b: Bench) -> Entry:
+    rows = b.n(400, 150)
+    csv = b.data(rows)
+    wd = b.workdir("sequential")
+    cfg = b.config(wd, concurrency=8)
+    with b.sandbox(wd, "--latency-ms", "50") as sb:
+        run = b.import_(csv, cfg, sb, wd)
+    with b.sandbox(wd, "--latency-ms", "50") as sb:
+        base = b.baseline("sequential", csv, wd, "--url", sb.api_url)
+    w, bl = rows / run.seconds, rows / base["wall_seconds"]
+    ratio = w / bl
+    return Entry(
+        "sequential",
+        "rows/s",
+        _round(w, 1),
+        _round(bl, 1),
+        _round(ratio, 2),
+        "speed-up (reported)",
+        True,
+        {
+            "latency_ms": 50,
+            "rows": rows,
+            "worker": "3 tenants x concurrency 8",
+            "worker_seconds": _round(run.seconds),
+            "baseline_seconds": _round(base["wall_seconds"]),
+        },
+    )
+
+
+def scenario_memory(b: Bench) -> Entry:
+    rows = b.n(100_000, 10_000)
+    csv = b.data(rows)
+    wd = b.workdir("memory")
+    cfg = b.config(wd, concurrency=8)
+    with b.sandbox(wd) as sb:
+        run = b.import_(csv, cfg, sb, wd)
+        stats = sb.stats()
+    limit_mb = 150.0
+    return Entry(
+        "memory",
+        "peak RSS MB",
+        _round(run.peak_rss_mb, 1),
+        limit_mb,
+        _round(run.peak_rss_mb / limit_mb),
+        "< 150 MB",
+        run.peak_rss_mb < limit_mb and stats["appointments_total"] == rows,
+        {
+            "rows": rows,
+            "created_in_sandbox": stats["appointments_total"],
+            "seconds": _round(run.seconds),
+            "rows_per_s": _round(rows / run.seconds, 1),
+        },
+    )
+
+
+SCENARIOS: dict[str, Callable[[Bench], Entry]] = {
+    "validate": scenario_validate,
+    "throughput": scenario_throughput,
+    "rate": scenario_rate,
+    "latency": scenario_latency,
+    "sequential": scenario_sequential,
+    "memory": scenario_memory,
+}
+
+
+# --- output ----------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    """Where the figures came from."""
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model or platform.processor(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def print_table(entries: Sequence[Entry]) -> None:
+    head = ("scenario", "metric", "worker", "baseline", "ratio", "target", "ok")
+    rows = [
+        (
+            e.scenario,
+            e.metric,
+            f"{e.worker:,.1f}",
+            f"{e.baseline:,.1f}",
+            f"{e.ratio:.3f}",
+            e.target,
+            "yes" if e.passed else "NO",
+        )
+        for e in entries
+    ]
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    line = "  ".join("-" * w for w in widths)
+    print("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
+    print(line)
+    for r in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
+    for e in entries:
+        print(f"  {e.scenario}: " + ", ".join(f"{k}={v}" for k, v in e.details.items()))
+
+
+def save(entries: Sequence[Entry], quick: bool) -> None:
+    data: dict[str, Any] = {}
+    if RESULTS.exists():
+        try:
+            data = json.loads(RESULTS.read_text())
+        except ValueError:
+            data = {}
+    scenarios = data.get("scenarios", {}) if isinstance(data.get("scenarios"), dict) else {}
+    for e in entries:
+        scenarios[e.scenario] = asdict(e) | {
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "quick": quick,
+        }
+    data = {"machine": machine(), "scenarios": scenarios}
+    RESULTS.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="flextell-worker benchmarks")
+    parser.add_argument("--scenario", default="all", choices=["all", *SCENARIOS])
+    parser.add_argument("--quick", action="store_true", help="Smaller data (a smoke test).")
+    args = parser.parse_args(argv)
+    OUT.mkdir(parents=True, exist_ok=True)
+    bench = Bench(quick=args.quick)
+    names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
+    m = machine()
+    print(f"machine: {m['nproc']} cores, {m['cpu']}, Python {m['python']}", flush=True)
+    entries: list[Entry] = []
+    for name in names:
+        started = time.monotonic()
+        print(f"-- {name} ...", flush=True)
+        entry = SCENARIOS[name](bench)
+        entries.append(entry)
+        print(
+            f"   {entry.worker:,.1f} vs {entry.baseline:,.1f} ({entry.metric}), "
+            f"ratio {entry.ratio:.3f}, {time.monotonic() - started:.0f}s",
+            flush=True,
+        )
+        save([entry], args.quick)
+    print()
+    print_table(entries)
+    print(
+        f"\nwrote {RESULTS.relative_to(ROOT)}"
+        + (f" and {RATE_PNG.relative_to(ROOT)}" if "rate" in names else "")
+    )
+    missed = [e.scenario for e in entries if not e.passed]
+    if missed:
+        print("targets missed: " + ", ".join(missed))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
