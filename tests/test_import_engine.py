@@ -1,0 +1,173 @@
+"""The import engine over an in-process sandbox: payloads, dry run, failures, logs, exit codes."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+from pathlib import Path
+
+from tests.conftest import SandboxFactory
+from tests.test_import_helpers import (
+    CUSTOMERS,
+    TOKEN_ALL,
+    appointments,
+    assert_all_created_once,
+    ledger_rows,
+    make_rows,
+    posts,
+    requests_log,
+    run_cli,
+    setup,
+    stats,
+    write_config,
+    write_csv,
+)
+from worker.sandbox import RunningSandbox
+
+
+async def test_rows_created_with_their_payloads_tenants_and_ids(
+    sandbox: RunningSandbox, tmp_path: Path
+) -> None:
+    s = setup(tmp_path, sandbox.url, n=40)
+    result = await run_cli(s.args())
+    assert result.exit_code == 0, result.output
+    await assert_all_created_once(s)
+    for tenant in (1, 2):
+        got = await appointments(s.url, tenant)
+        assert len(got) == sum(1 for r in s.rows if r.tenant == tenant)
+        assert {a["tenant_id"] for a in got} == {tenant}
+    # Running again sends nothing: every row is already created.
+    before = (await stats(s.url))["requests_total"]
+    again = await run_cli(s.args())
+    assert again.exit_code == 0, again.output
+    assert (await stats(s.url))["requests_total"] == before
+    assert re.search(r"already created\s*│\s*20\s*│\s*20\s*│\s*40", again.output), again.output
+
+
+async def test_dry_run_sends_nothing_and_reports_what_it_would_send(
+    sandbox: RunningSandbox, tmp_path: Path
+) -> None:
+    s = setup(tmp_path, sandbox.url, n=12)
+    first = replace(s, rows=s.rows[:6])
+    write_csv(s.data, first.rows)
+    assert (await run_cli(s.args())).exit_code == 0
+    sent = (await stats(s.url))["requests_total"]
+    write_csv(s.data, s.rows)
+    result = await run_cli(s.args("--dry-run", "--json-logs"))
+    assert result.exit_code == 0, result.output
+    assert (await stats(s.url))["requests_total"] == sent  # nothing sent
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["mode"] == "dry-run"
+    assert summary["totals"]["to_send"] == 6
+    assert summary["totals"]["unchanged"] == 6
+    # The ledger is untouched by a dry run: the six new rows are not even recorded.
+    assert set(ledger_rows(s.ledger)) == {r.key for r in first.rows}
+    human = await run_cli(s.args("--dry-run"))
+    assert human.exit_code == 0
+    assert "dry run" in human.output
+    assert re.search(r"to send\s*│\s*3\s*│\s*3\s*│\s*6", human.output), human.output
+
+
+async def test_dry_run_on_a_fresh_sandbox_makes_no_request(
+    sandbox: RunningSandbox, tmp_path: Path
+) -> None:
+    s = setup(tmp_path, sandbox.url, n=10)
+    result = await run_cli(s.args("--dry-run"))
+    assert result.exit_code == 0, result.output
+    assert (await stats(s.url))["requests_total"] == 0
+    assert not s.ledger.exists()
+
+
+async def test_rejected_row_is_failed_with_field_errors_and_resent_only_when_asked(
+    sandbox: RunningSandbox, tmp_path: Path
+) -> None:
+    rows = make_rows(6)
+    # A tenant-1 row whose customer belongs to tenant 2: a valid int, refused by the API.
+    bad = replace(rows[2], customer=CUSTOMERS[2][0])
+    assert bad.tenant == 1
+    rows[2] = bad
+    s = setup(tmp_path, sandbox.url, rows=rows)
+    result = await run_cli(s.args())
+    assert result.exit_code == 1, result.output
+    entry = ledger_rows(s.ledger)[bad.key]
+    assert entry["status"] == "failed"
+    assert entry["http_status"] == 422
+    assert entry["error_field"] == "customer_id"
+    assert "The selected customer id is invalid." in entry["error_message"]
+    assert len(posts(await requests_log(s.url))) == 6  # a 422 is not retried
+
+    # Without --retry-failed the failed row is skipped: no request at all.
+    again = await run_cli(s.args())
+    assert again.exit_code == 1
+    assert len(posts(await requests_log(s.url))) == 6
+    assert re.search(r"failed before\s*│\s*1\s*│\s*0\s*│\s*1", again.output), again.output
+
+    # With --retry-failed it is sent again (and refused again).
+    retried = await run_cli(s.args("--retry-failed"))
+    assert retried.exit_code == 1
+    log = posts(await requests_log(s.url), tenant=1)
+    assert len(log) == 4 and log[-1]["status"] == 422
+    assert ledger_rows(s.ledger)[bad.key]["status"] == "failed"
+
+    # Once the source row is fixed it is sent without the flag and created.
+    rows[2] = replace(bad, customer=CUSTOMERS[1][5])
+    write_csv(s.data, rows)
+    fixed = await run_cli(s.args())
+    assert fixed.exit_code == 0, fixed.output
+    await assert_all_created_once(replace(s, rows=rows))
+
+
+async def test_json_logs_are_json_lines_with_a_summary_and_never_the_token(
+    sandbox_factory: SandboxFactory, tmp_path: Path
+) -> None:
+    async with sandbox_factory(faults={"error503": 0.2, "drop_after_commit": 0.1}) as sb:
+        s = setup(tmp_path, sb.url, n=30)
+        result = await run_cli(s.args("--json-logs"))
+        assert result.exit_code == 0, result.output
+        await assert_all_created_once(s)
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
+    assert events, "no log events"
+    final = events[-1]
+    assert final["event"] == "run summary"
+    assert final["totals"]["read"] == 30 and final["totals"]["created"] == 30
+    assert set(final["tenants"]) == {"1", "2"}
+    for name in ("invalid", "failed", "unknown", "not_sent", "changed"):
+        assert final["totals"][name] == 0
+    stdout_summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert stdout_summary["totals"] == final["totals"]
+    ledger_bytes = b"".join(p.read_bytes() for p in tmp_path.glob("ledger.db*"))
+    for text in (result.stdout, result.stderr):
+        assert TOKEN_ALL not in text
+    assert TOKEN_ALL.encode() not in ledger_bytes
+
+
+async def test_bad_config_or_missing_file_exit_2_with_one_line(
+    sandbox: RunningSandbox, tmp_path: Path
+) -> None:
+    s = setup(tmp_path, sandbox.url, n=2)
+    bad = tmp_path / "bad.toml"
+    bad.write_text(s.config.read_text().replace("concurrency = 4", "concurency = 4"))
+    cases = [
+        [*s.args()[:1], str(tmp_path / "nope.csv"), *s.args()[2:]],
+        [a if a != str(s.config) else str(bad) for a in s.args()],
+        [a if a != str(s.config) else str(tmp_path / "missing.toml") for a in s.args()],
+    ]
+    for args in cases:
+        result = await run_cli(args)
+        assert result.exit_code == 2, (args, result.output)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+        assert "Traceback" not in result.output
+    assert (await stats(s.url))["requests_total"] == 0
+
+
+async def test_unset_token_variable_exits_2_before_sending(
+    sandbox: RunningSandbox, tmp_path: Path
+) -> None:
+    s = setup(tmp_path, sandbox.url, n=2)
+    write_config(s.config, tenants={1: {"token": "env:NO_SUCH_TOKEN_VAR"}, 2: {}})
+    result = await run_cli(s.args())
+    assert result.exit_code == 2, result.output
+    assert "NO_SUCH_TOKEN_VAR" in result.output
+    assert "Traceback" not in result.output

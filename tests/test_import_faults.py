@@ -1,0 +1,148 @@
+"""The import engine against a misbehaving sandbox: rate limits, 503, 401, lost answers."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import SandboxFactory
+from tests.test_import_helpers import (
+    Setup,
+    assert_all_created_once,
+    ledger_rows,
+    make_rows,
+    requests_log,
+    run_cli,
+    setup,
+    stats,
+)
+from worker.rates import Rate
+
+API = "/api/v1/"
+
+
+def api_requests(log: list[dict[str, Any]], tenant: int) -> list[dict[str, Any]]:
+    return [r for r in log if r["tenant"] == tenant and r["path"].startswith(API)]
+
+
+def quiet_after(
+    log: list[dict[str, Any]], tenant: int, status: int, lo: float, hi: float
+) -> list[tuple[float, float]]:
+    """(t, t') for each response `status` of `tenant` at t and request of it at t' in (t+lo, t+hi).
+
+    The sandbox logs a request when it answers, so requests already in flight when
+    the refusal left can still show up a few milliseconds later: `lo` allows them.
+    """
+    mine = api_requests(log, tenant)
+    bad = []
+    for r in mine:
+        if r["status"] != status:
+            continue
+        bad += [(r["t"], o["t"]) for o in mine if r["t"] + lo < o["t"] < r["t"] + hi]
+    return bad
+
+
+async def test_429_pauses_the_whole_tenant_while_another_keeps_going(
+    sandbox_factory: SandboxFactory, tmp_path: Path
+) -> None:
+    # The server allows 10 a second per tenant. Tenant 1 is configured far above
+    # it (so it runs into 429s); tenant 2 below it (so it never does). The latency
+    # keeps several of tenant 1's requests in flight when its budget runs out.
+    rows = make_rows(30, tenants=(1,), prefix="A") + make_rows(16, tenants=(2,), prefix="B")
+    async with sandbox_factory(rate_limit=Rate(10, 1.0), latency_ms=60) as sb:
+        s = setup(
+            tmp_path,
+            sb.url,
+            rows=rows,
+            concurrency=4,
+            tenants={1: {"rate_limit": "100/second"}, 2: {"rate_limit": "8/second"}},
+        )
+        result = await run_cli(s.args())
+        assert result.exit_code == 0, result.output
+        await assert_all_created_once(s)
+        log = await requests_log(sb.url)
+    t1 = api_requests(log, 1)
+    t2 = api_requests(log, 2)
+    refused = [r["t"] for r in t1 if r["status"] == 429]
+    assert refused, "tenant 1 never hit the limit: the test proves nothing"
+    assert all(r["status"] != 429 for r in t2)
+    # Retry-After is at least 1 s: nothing of tenant 1 (no retry, no other row) inside it.
+    assert quiet_after(log, 1, 429, 0.15, 0.9) == []
+    # ...while tenant 2 kept sending during tenant 1's first pause.
+    first = refused[0]
+    assert any(first + 0.15 < r["t"] < first + 0.9 for r in t2), (first, [r["t"] for r in t2])
+
+
+async def test_503_retry_after_is_honoured_for_the_tenant(
+    sandbox_factory: SandboxFactory, tmp_path: Path
+) -> None:
+    # The fault answers 503 with Retry-After: 1; the worker's own backoff cap is smaller.
+    async with sandbox_factory(faults={"error503": 0.25}, fault_seed=7) as sb:
+        s = setup(tmp_path, sb.url, n=24, concurrency=4, max_backoff=0.3, max_attempts=10)
+        result = await run_cli(s.args())
+        assert result.exit_code == 0, result.output
+        await assert_all_created_once(s)
+        st = await stats(sb.url)
+        log = await requests_log(sb.url)
+    assert st["faults"].get("error503", 0) > 0
+    for tenant in (1, 2):
+        assert quiet_after(log, tenant, 503, 0.15, 0.9) == []
+
+
+async def test_rate_limited_sandbox_with_the_same_limit_configured_sees_no_429(
+    sandbox_factory: SandboxFactory, tmp_path: Path
+) -> None:
+    async with sandbox_factory(rate_limit=Rate(20, 1.0), latency_ms=5) as sb:
+        s = setup(tmp_path, sb.url, n=70, rate="20/second", concurrency=8)
+        result = await run_cli(s.args())
+        assert result.exit_code == 0, result.output
+        st = await stats(sb.url)
+        assert st["rate_limited"] == 0, st
+        await assert_all_created_once(s)
+
+
+async def test_401_stops_that_tenant_only(sandbox_factory: SandboxFactory, tmp_path: Path) -> None:
+    async with sandbox_factory() as sb:
+        s = setup(
+            tmp_path,
+            sb.url,
+            n=40,
+            concurrency=4,
+            tenants={1: {}, 2: {"token": "env:BAD_TOKEN"}},
+        )
+        result = await run_cli(s.args(), env={"BAD_TOKEN": "not-a-known-token"})
+        assert result.exit_code == 3, result.output
+        st = await stats(sb.url)
+        t1_rows = [r for r in s.rows if r.tenant == 1]
+        await assert_all_created_once(s, t1_rows)
+    # "Stops at once": the first refusal stops the lane; nothing else of tenant 2 goes out.
+    assert st["requests_by_status"].get("401") == 1, st
+    assert st["appointments_by_tenant"].get("2", 0) == 0
+    ledger = ledger_rows(s.ledger)
+    t2 = [ledger.get(r.key) for r in s.rows if r.tenant == 2]
+    assert all(e is None or e["status"] == "pending" for e in t2), t2
+    assert re.search(r"tenant 2 stopped: .*401", result.output), result.output
+    assert re.search(r"not sent\s*│\s*0\s*│\s*20\s*│\s*20", result.output), result.output
+
+
+@pytest.mark.parametrize(
+    ("fault", "extra"),
+    [
+        ("drop_after_commit", {}),
+        ("malformed_after_commit", {}),
+        ("slow_after_commit", {"slow_seconds": 2.0}),
+    ],
+)
+async def test_lost_answers_after_commit_end_without_duplicates(
+    sandbox_factory: SandboxFactory, tmp_path: Path, fault: str, extra: dict[str, Any]
+) -> None:
+    async with sandbox_factory(faults={fault: 0.3}, fault_seed=11, **extra) as sb:
+        s: Setup = setup(tmp_path, sb.url, n=30, concurrency=4, timeout=1.0)
+        result = await run_cli(s.args())
+        assert result.exit_code == 0, result.output
+        st = await stats(sb.url)
+        assert st["faults"].get(fault, 0) >= 3, st  # the fault really struck
+        await assert_all_created_once(s)
