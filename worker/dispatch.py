@@ -117,6 +117,7 @@ class TenantLane:
         # out one at a time: a refused token then costs one request, not `concurrency`.
         self._credentials_ok = False
         self._probe = asyncio.Lock()
+        self._on_wire: set[str] = set()  # source keys whose POST may have left in deliver()
 
     @property
     def id(self) -> int:
@@ -212,6 +213,25 @@ class TenantLane:
 
     async def deliver(self, job: Job) -> Status:
         """Deliver one row; the ledger holds its final status for this run."""
+        try:
+            return await self._deliver(job)
+        except asyncio.CancelledError:
+            if job.source_key in self._on_wire:
+                # Cancelled once a POST may have left (mid-request, or while looking it
+                # up): its outcome is open, so the next run looks before resending.
+                await self._record(
+                    job,
+                    Status.UNKNOWN,
+                    error_code="cancelled",
+                    error_message="cancelled while the request was in flight or looked up",
+                    durable=True,
+                )
+                self.stats.unknown += 1
+            raise
+        finally:
+            self._on_wire.discard(job.source_key)
+
+    async def _deliver(self, job: Job) -> Status:
         resends = 0
         while True:
             try:
@@ -225,17 +245,6 @@ class TenantLane:
                 )
                 self.stats.not_sent += 1
                 return Status.PENDING
-            except asyncio.CancelledError:
-                # Cancelled mid-request: the POST may have landed.
-                await self._record(
-                    job,
-                    Status.UNKNOWN,
-                    error_code="cancelled",
-                    error_message="cancelled while the request was in flight",
-                    durable=True,
-                )
-                self.stats.unknown += 1
-                raise
             outcome = result.outcome
             if outcome is Outcome.CREATED and result.appointment is not None:
                 await self._record(
@@ -348,6 +357,7 @@ class TenantLane:
 
         async def attempt() -> Result:
             async with self._sending():
+                self._on_wire.add(job.source_key)
                 await self.ledger.mark_in_flight(job.tenant, job.source_key, run_id=self.run_id)
                 sent_at = time.time()
                 self.stats.sent += 1
