@@ -146,3 +146,26 @@ async def test_lost_answers_after_commit_end_without_duplicates(
         st = await stats(sb.url)
         assert st["faults"].get(fault, 0) >= 3, st  # the fault really struck
         await assert_all_created_once(s)
+
+
+async def test_every_fault_kind_at_once_ends_with_each_row_created_once(
+    sandbox_factory: SandboxFactory, tmp_path: Path
+) -> None:
+    kinds = (
+        "reset_before",
+        "error500",
+        "error503",
+        "html502",
+        "throttle429",
+        "drop_after_commit",
+        "slow_after_commit",
+        "malformed_after_commit",
+    )
+    faults = dict.fromkeys(kinds, 0.07)
+    async with sandbox_factory(faults=faults, fault_seed=1, slow_seconds=1.5) as sb:
+        s = setup(tmp_path, sb.url, n=50, concurrency=6, timeout=1.0, max_attempts=10)
+        result = await run_cli(s.args())
+        assert result.exit_code == 0, result.output
+        st = await stats(sb.url)
+        assert sum(st["faults"].values()) >= 10, st
+        await assert_all_created_once(s)

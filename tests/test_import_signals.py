@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 from collections import Counter
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.test_import_helpers import (
@@ -83,6 +85,44 @@ async def test_signal_lets_in_flight_requests_finish_then_resume(
         assert by_status["created"] == st["appointments_total"], (by_status, st)
         assert 4 <= by_status["created"] < 40, by_status
 
+        rerun = await start_worker(s.args())
+        out, err = await asyncio.wait_for(rerun.communicate(), 60)
+        assert rerun.returncode == 0, (out.decode(), err.decode())
+        await assert_all_created_once(s)
+
+
+async def test_sigterm_while_answers_are_looked_up_leaves_them_unknown_not_in_flight(
+    tmp_path: Path,
+) -> None:
+    faults = ("--fault", "drop_after_commit=0.4", "--fault-seed", "5", "--latency-ms", "100")
+    with sandbox_process(tmp_path, *faults) as url:
+        s = setup(tmp_path, url, n=40, concurrency=6, timeout=2.0)
+        proc = await start_worker(s.args("--grace", "0.3", "--json-logs"))
+        try:
+            # Lost answers are looked up after a 1 s pause: stop while some are in it.
+            deadline = time.monotonic() + 30
+            while (await stats(url))["faults"].get("drop_after_commit", 0) < 2:
+                assert time.monotonic() < deadline, "no answer was lost"
+                await asyncio.sleep(0.02)
+            proc.send_signal(signal.SIGTERM)
+            out, err = await asyncio.wait_for(proc.communicate(), 20)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.communicate()
+        assert proc.returncode == 143, err.decode()
+        summary = json.loads(out.decode().strip().splitlines()[-1])
+        by_status = Counter(e["status"] for e in ledger_rows(s.ledger).values())
+        # A graceful stop leaves no row in flight: the summary and the ledger agree.
+        assert by_status["in_flight"] == 0, by_status
+        assert by_status["unknown"] >= 2, by_status
+        assert summary["totals"]["unknown"] == by_status["unknown"], (summary, by_status)
+        assert summary["totals"]["created"] == by_status["created"]
+
+        # The resume needs the lookups, not more lost answers: faults off keeps it quick.
+        async with aiohttp.ClientSession() as http:
+            resp = await http.post(f"{url}/_sandbox/faults", json={"faults": {}})
+            resp.raise_for_status()
         rerun = await start_worker(s.args())
         out, err = await asyncio.wait_for(rerun.communicate(), 60)
         assert rerun.returncode == 0, (out.decode(), err.decode())
