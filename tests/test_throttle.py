@@ -62,5 +62,5 @@ def test_rate_strings() -> None:
     assert parse_rate("100/10s") == Rate(100, 10.0)
     assert parse_rate("5 / 2 minutes") == Rate(5, 120.0)
     for bad in ["banana", "0/second", "10/fortnight", "-1/s", "10"]:
-        with pytest.raises(ValueError, match="expected N/PERIOD|positive"):
+        with pytest.raises(ValueError, match=r"expected N/PERIOD|positive"):
             parse_rate(bad)
