@@ -233,6 +233,12 @@ def sandbox_cmd(
 @click.option(
     "--retry-failed", is_flag=True, help="Send rows that failed before even if unchanged."
 )
+@click.option(
+    "--partial",
+    is_flag=True,
+    help="FILE is not a full export (a fixed failures file, one day's rows): "
+    "do not count ledger keys absent from it as missing from source.",
+)
 @click.option("--json-logs", is_flag=True, help="One JSON object per log event on stderr.")
 @click.option("--no-progress", is_flag=True, help="No live progress display.")
 @click.option(
@@ -253,6 +259,7 @@ def import_cmd(
     tenant: int | None,
     dry_run: bool,
     retry_failed: bool,
+    partial: bool,
     json_logs: bool,
     no_progress: bool,
     grace_seconds: float,
@@ -281,6 +288,7 @@ def import_cmd(
         tenant=tenant,
         dry_run=dry_run,
         retry_failed=retry_failed,
+        partial=partial,
         progress=not no_progress and not json_logs,
         grace_seconds=grace_seconds,
     )

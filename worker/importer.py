@@ -56,6 +56,8 @@ class ImportOptions:
     tenant: int | None = None
     dry_run: bool = False
     retry_failed: bool = False
+    partial: bool = False
+    """The file is not a full export (e.g. a fixed failures file): report no missing keys."""
     progress: bool = True
     grace_seconds: float = 10.0
     policy: RetryPolicy | None = None
@@ -514,7 +516,7 @@ async def _send(
         await ledger.flush()
         if run.stopping is not None:
             status = "interrupted"
-        else:
+        elif not options.partial:
             await _missing_from_source(run, ledger)
     finally:
         for signum in signals:
