@@ -117,7 +117,7 @@ class RunProgress:
                 failed=s.failed,
                 unknown=s.unknown,
                 rate=round(t.rate, 1),
-                paused=round(s.throttled, 0),
+                throttled=s.throttled,
             )
 
     async def _loop(self) -> None:
