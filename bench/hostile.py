@@ -60,7 +60,7 @@ def _bad_cell(rng: random.Random, good: list[dict[str, str]]) -> bytes:
 def _ragged(rng: random.Random, good: list[dict[str, str]]) -> bytes:
     body = _table(good)
     row = rng.randrange(len(body))
-    body[row] = body[row][: rng.randrange(0, 6)] if rng.random() < 0.5 else body[row] + ["x"] * 3
+    body[row] = body[row][: rng.randrange(1, 6)] if rng.random() < 0.5 else body[row] + ["x"] * 3
     return _csv_bytes(COLUMNS, body)
 
 
@@ -80,7 +80,9 @@ def _invalid_utf8(rng: random.Random, good: list[dict[str, str]]) -> bytes:
 
 
 def _nul_bytes(rng: random.Random, good: list[dict[str, str]]) -> bytes:
-    data = bytearray(_csv_bytes(COLUMNS, _table(good)))
+    body = _table(good)
+    body[rng.randrange(len(body))][2] += "\x00"  # one surely in an id; the rest anywhere
+    data = bytearray(_csv_bytes(COLUMNS, body))
     for _ in range(rng.randrange(1, 5)):
         pos = rng.randrange(len(data) // 3, len(data))
         data[pos:pos] = b"\x00"
