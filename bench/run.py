@@ -303,6 +303,13 @@ def scenario_latency(b: Bench) -> Entry:
     with b.sandbox(wd, "--latency-ms", str(latency * 1000)) as sb:
         run = b.import_(csv, cfg, sb, wd)
         posts = _posts(sb)
+    # For context: what a bare aiohttp loop with the same number of requests in flight
+    # gets from the same sandbox (its own processing adds to the 100 ms).
+    with b.sandbox(wd, "--latency-ms", str(latency * 1000)) as sb:
+        b.baseline(
+            "post", csv, wd, "--url", sb.api_url, "--concurrency", str(concurrency * len(TENANTS))
+        )
+        bare_rate, _ = _steady_rate([p["t"] for p in _posts(sb)], trim=1.0)
     bound_per_tenant = min(float(limit), concurrency / latency)
     achieved = 0.0
     per: dict[str, float] = {}
@@ -325,6 +332,8 @@ def scenario_latency(b: Bench) -> Entry:
             "latency_ms": latency * 1000,
             "per_tenant": f"concurrency {concurrency}, limit {limit}/s",
             "per_tenant_rate": per,
+            "bare_loop_rate": _round(bare_rate, 2),
+            "worker_vs_bare_loop": _round(achieved / bare_rate) if bare_rate else None,
             "rows": rows,
             "run_seconds": _round(run.seconds),
         },

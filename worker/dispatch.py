@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,7 +28,6 @@ from tenacity import (
     RetryCallState,
     retry_if_result,
     stop_after_attempt,
-    wait_random_exponential,
 )
 
 from worker.client import FlextellClient, Outcome, RateInfo, Result
@@ -356,9 +356,11 @@ class TenantLane:
         body = job.payload_json.encode()
 
         async def attempt() -> Result:
+            self._on_wire.add(job.source_key)
+            # The intent is committed before taking a slot, so the slot is held only for
+            # the request itself and the commit overlaps other rows' requests.
+            await self.ledger.mark_in_flight(job.tenant, job.source_key, run_id=self.run_id)
             async with self._sending():
-                self._on_wire.add(job.source_key)
-                await self.ledger.mark_in_flight(job.tenant, job.source_key, run_id=self.run_id)
                 sent_at = time.time()
                 self.stats.sent += 1
                 result = await self.client.create_appointment(job.tenant, body, idempotency_key=key)
@@ -366,9 +368,18 @@ class TenantLane:
             self.observe(result.status, result.rate, sent_at)
             return result
 
+        # Most rows succeed at once: only a RETRY outcome pays for a tenacity loop.
+        first = await attempt()
+        if first.outcome is not Outcome.RETRY or self.policy.max_attempts <= 1:
+            return first
+        self.stats.retries += 1
+        await asyncio.sleep(self._delay(first, 1))
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.policy.max_attempts),
-            wait=self._wait,
+            stop=stop_after_attempt(self.policy.max_attempts - 1),
+            wait=lambda state: self._delay(
+                state.outcome.result(),  # type: ignore[union-attr]
+                state.attempt_number + 1,
+            ),
             retry=retry_if_result(lambda r: r.outcome is Outcome.RETRY),
             retry_error_callback=lambda state: state.outcome.result(),  # type: ignore[union-attr]
             before_sleep=self._count_retry,
@@ -377,17 +388,16 @@ class TenantLane:
         result: Result = await retrying(attempt)
         return result
 
-    def _wait(self, state: RetryCallState) -> float:
-        result: Result = state.outcome.result()  # type: ignore[union-attr]
+    def _delay(self, result: Result, attempt: int) -> float:
+        """Seconds before the next attempt after `attempt` attempts ended in `result`."""
         if result.status == 429 or (result.status == 503 and result.rate.retry_after is not None):
             return 0.0  # the pause gate already holds the whole tenant back
         if result.rate.retry_after is not None:
             # The server's word, never shortened by our own backoff cap.
             return result.rate.retry_after
-        backoff = wait_random_exponential(
-            multiplier=self.policy.backoff_multiplier, max=self.policy.max_backoff
-        )
-        return float(backoff(state))
+        # Exponential backoff with full jitter (what tenacity's wait_random_exponential does).
+        ceiling = min(self.policy.max_backoff, self.policy.backoff_multiplier * 2**attempt)
+        return random.uniform(0, ceiling)
 
     def _count_retry(self, state: RetryCallState) -> None:
         self.stats.retries += 1

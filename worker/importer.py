@@ -326,10 +326,12 @@ class ImportRun:
     # --- sending ------------------------------------------------------------
 
     async def _run_lane(self, lane: TenantLane) -> None:
-        queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=lane.tenant.concurrency * 2)
+        # Twice as many workers as slots: while one holds a slot for its request, the
+        # next commits its row's intent, so the ledger's fsync never idles a slot.
+        workers_count = lane.tenant.concurrency * 2
+        queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=workers_count * 2)
         workers = [
-            asyncio.create_task(self._lane_worker(lane, queue))
-            for _ in range(lane.tenant.concurrency)
+            asyncio.create_task(self._lane_worker(lane, queue)) for _ in range(workers_count)
         ]
         try:
             await self._feed_lane(lane, queue)
