@@ -171,3 +171,23 @@ async def test_unset_token_variable_exits_2_before_sending(
     assert result.exit_code == 2, result.output
     assert "NO_SUCH_TOKEN_VAR" in result.output
     assert "Traceback" not in result.output
+
+
+async def test_a_repeated_source_key_is_sent_once_and_reported(
+    sandbox: RunningSandbox, tmp_path: Path
+) -> None:
+    # 1,200 rows span three reading batches: one repeat sits in the same batch as its
+    # first occurrence, one two batches later (found through the ledger, not memory).
+    rows = make_rows(1200, tenants=(1,))
+    near = replace(rows[3], local=rows[3].local.replace(year=2027))
+    far = replace(rows[10], notes="a later copy with other notes")
+    s = setup(tmp_path, sandbox.url, rows=[*rows[:5], near, *rows[5:], far], rate="5000/second")
+    result = await run_cli(s.args("--json-logs", "--no-progress"))
+    assert result.exit_code == 1, result.output  # repeated keys need a person
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["totals"]["read"] == 1202
+    assert summary["totals"]["duplicate_keys"] == 2
+    assert summary["totals"]["created"] == 1200
+    assert (await stats(s.url))["appointments_total"] == 1200
+    # The first occurrence of each key is the one sent.
+    await assert_all_created_once(replace(s, rows=rows))

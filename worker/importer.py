@@ -28,7 +28,7 @@ from worker.config import Config, TenantConfig, load_config
 from worker.dispatch import Job, RetryPolicy, TenantLane
 from worker.errors import AbortError, ConfigError
 from worker.exitcodes import ExitCode
-from worker.ledger import Ledger, SeenRow, Status, payload_diff
+from worker.ledger import Entry, Ledger, SeenRow, Status, payload_diff
 from worker.logs import get_logger
 from worker.mapping import InvalidRow, MappedRow, Mapper
 from worker.progress import RunProgress
@@ -153,7 +153,7 @@ class ImportRun:
         self.stopping: str | None = None
         self.run_id = 0
         self._lanes: Lanes | None = None
-        self._seen_keys: set[tuple[int, str]] = set()
+        self._seen_digests: set[int] = set()
         self.changed_rows: list[dict[str, Any]] = []
         self.missing_rows: list[dict[str, Any]] = []
         self.progress: RunProgress | None = None
@@ -163,6 +163,25 @@ class ImportRun:
         if counts is None:
             counts = self.counts[tenant] = TenantCounts()
         return counts
+
+    def _repeated(
+        self, tenant: int, key: str, entry: Entry | None, in_batch: set[tuple[int, str]]
+    ) -> bool:
+        """Has this run already read (tenant, key)? The ledger remembers earlier batches
+        (their rows carry this run's id), so memory does not grow with the file."""
+        if (tenant, key) in in_batch:
+            return True
+        in_batch.add((tenant, key))
+        if not self.options.dry_run:
+            return entry is not None and entry.seen_run_id == self.run_id
+        # A dry run writes nothing: keep a 64-bit digest per key instead.
+        digest = int.from_bytes(
+            hashlib.blake2b(f"{tenant}\x1f{key}".encode(), digest_size=8).digest(), "big"
+        )
+        if digest in self._seen_digests:
+            return True
+        self._seen_digests.add(digest)
+        return False
 
     # --- setup --------------------------------------------------------------
 
@@ -215,28 +234,30 @@ class ImportRun:
         ledger: Ledger | None,
         session: aiohttp.ClientSession | None,
     ) -> None:
-        keys: list[tuple[int, str]] = []
-        for m in batch:
-            if isinstance(m, MappedRow):
-                keys.append((m.tenant, m.source_key))
-            elif m.source_key is not None:
-                keys.append((m.tenant or 0, m.source_key))
-        existing = await ledger.get_many(keys) if ledger is not None else {}
+        keyed = [
+            (m, m.tenant, m.source_key)
+            if isinstance(m, MappedRow)
+            else (m, m.tenant or 0, m.source_key or _fallback_key(m.row))
+            for m in batch
+        ]
+        existing = (
+            await ledger.get_many([(t, k) for _, t, k in keyed]) if ledger is not None else {}
+        )
         seen: list[SeenRow] = []
         retry: list[tuple[int, str]] = []
         touched: set[int] = set()
         run_id = self.run_id
-        for m in batch:
+        in_batch: set[tuple[int, str]] = set()
+        for m, tenant, key in keyed:
             item = m.row
+            entry = existing.get((tenant, key))
+            repeated = self._repeated(tenant, key, entry, in_batch)
+            counts = self.tenant_counts(tenant)
+            counts.read += 1
             if isinstance(m, InvalidRow):
-                tenant = m.tenant or 0
-                key = m.source_key or _fallback_key(item)
-                counts = self.tenant_counts(tenant)
-                counts.read += 1
                 counts.invalid += 1
-                if (tenant, key) in self._seen_keys:
+                if repeated:
                     continue
-                self._seen_keys.add((tenant, key))
                 first = m.errors[0] if m.errors else None
                 seen.append(
                     SeenRow(
@@ -255,17 +276,12 @@ class ImportRun:
                     )
                 )
                 continue
-            tenant, key = m.tenant, m.source_key
-            counts = self.tenant_counts(tenant)
-            counts.read += 1
-            if (tenant, key) in self._seen_keys:
+            if repeated:
                 counts.duplicate_keys += 1
                 log.warning(
                     "duplicate source key skipped", tenant=tenant, line=item.line, source_key=key
                 )
                 continue
-            self._seen_keys.add((tenant, key))
-            entry = existing.get((tenant, key))
             send = False
             if entry is None:
                 counts.new += 1
