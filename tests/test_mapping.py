@@ -72,9 +72,10 @@ def bad(result: MappedRow | InvalidRow) -> InvalidRow:
 def test_maps_a_row_to_the_contract(tmp_path: Path) -> None:
     out = ok(make(tmp_path).map(row()))
     assert out.tenant == 1 and out.source_key == "A1"
+    # Canonical JSON: the contract's field order, nulls left out, no whitespace, UTC instant.
     assert out.payload_json == (
-        b'{"customer_id":1001,"description":"first visit","scheduled_at":"2026-12-01T07:30:00Z",'
-        b'"status":"approved","treatments":[201,203],"user_id":101}'
+        b'{"customer_id":1001,"user_id":101,"scheduled_at":"2026-12-01T07:30:00Z",'
+        b'"status":"approved","treatments":[201,203],"description":"first visit"}'
     )
     assert out.payload_hash == out.payload.payload_hash()
     assert out.payload.room_id is None  # empty optional cell -> None

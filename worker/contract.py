@@ -9,7 +9,6 @@ appointment) and the notes in shared/flextell-api.md.
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -31,10 +30,10 @@ def format_instant(value: datetime) -> str:
     """An aware datetime as an ISO-8601 UTC instant with a ``Z`` suffix."""
     if value.tzinfo is None:
         raise ValueError("naive datetime: a time zone is required")
-    utc = value.astimezone(UTC)
-    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    utc = value.astimezone(UTC).replace(tzinfo=None)
+    text = utc.isoformat()  # far cheaper than strftime on the per-row path
     if utc.microsecond:
-        text += f".{utc.microsecond:06d}".rstrip("0")
+        text = text.rstrip("0")
     return text + "Z"
 
 
@@ -63,10 +62,10 @@ class AppointmentCreate(BaseModel):
         return self.model_dump(mode="json", exclude_none=True)
 
     def canonical_json(self) -> bytes:
-        """Stable bytes for hashing and sending: sorted keys, no whitespace."""
-        return json.dumps(
-            self.to_json_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-        ).encode()
+        """Stable bytes for hashing and sending: fields in contract order, nulls left out,
+        no whitespace, UTF-8 (pydantic's serializer: the same for the same payload on any
+        machine, and several times faster than sorting keys through the json module)."""
+        return self.model_dump_json(exclude_none=True).encode()
 
     def payload_hash(self) -> str:
         """sha256 of the canonical JSON: equal payloads hash equal across runs and machines."""

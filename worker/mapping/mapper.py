@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
-from datetime import datetime, tzinfo
+from datetime import tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -13,7 +12,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from worker.config import Config
-from worker.contract import STATUSES, AppointmentCreate, format_instant
+from worker.contract import STATUSES, AppointmentCreate
 from worker.errors import ConfigError
 from worker.mapping.lookups import Lookup, load_lookup
 from worker.mapping.results import FieldError, InvalidRow, MappedRow
@@ -39,7 +38,6 @@ class Mapper:
         self._tenant = tenant
         self._key = fields.get("source_key")
         self._columns = tuple(columns)
-        self._instants: dict[datetime, str] = {}
 
     @classmethod
     def from_config(cls, config: Config, *, tenant_override: int | None = None) -> Mapper:
@@ -158,26 +156,11 @@ class Mapper:
             return InvalidRow(item, tenant, source_key, tuple(errors))
         if errors or tenant is None:
             return InvalidRow(item, tenant, source_key, tuple(errors))
-        payload_json = self._canonical(data)
+        payload_json = payload.canonical_json()
         payload_hash = hashlib.sha256(payload_json).hexdigest()
         if source_key is None:
             source_key = "h:" + payload_hash[:32]
         return MappedRow(item, tenant, source_key, payload, payload_json, payload_hash)
-
-    def _canonical(self, data: dict[str, Any]) -> bytes:
-        """``payload.canonical_json()``, built from the validated input without a model dump.
-
-        Valid because strict validation passes these values through unchanged and
-        None values are never put in ``data``; tests compare it with the contract's.
-        """
-        when = data["scheduled_at"]
-        text = self._instants.get(when)
-        if text is None:
-            if len(self._instants) >= 50_000:
-                self._instants.clear()
-            text = self._instants[when] = format_instant(when)
-        data["scheduled_at"] = text
-        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
     def _map_tenant(self, fields: Mapping[str, Any], errors: list[FieldError]) -> int | None:
         if isinstance(self._tenant, int):
