@@ -191,3 +191,16 @@ async def test_a_repeated_source_key_is_sent_once_and_reported(
     assert (await stats(s.url))["appointments_total"] == 1200
     # The first occurrence of each key is the one sent.
     await assert_all_created_once(replace(s, rows=rows))
+
+
+async def test_a_server_that_never_answers_ends_the_run_with_a_clear_line(tmp_path: Path) -> None:
+    # Nothing listens on port 9 (discard): every connection is refused. The lane gives
+    # up after max_attempts failures spread over UNREACHABLE_SECONDS (10 s), long before
+    # 200 rows could each exhaust their own retries.
+    s = setup(tmp_path, "http://127.0.0.1:9", n=200, max_backoff=1.0)
+    result = await run_cli(s.args())
+    assert result.exit_code == 3, result.output
+    assert "stopped: cannot reach http://127.0.0.1:9/api" in result.output
+    assert "Traceback" not in result.output
+    # Nothing was processed: every row stays pending for the next run.
+    assert {row["status"] for row in ledger_rows(s.ledger).values()} == {"pending"}

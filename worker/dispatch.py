@@ -38,6 +38,7 @@ from worker.reconcile import Finding, Verdict, find_existing
 from worker.throttle import PauseGate, make_limiter
 
 T = TypeVar("T")
+UNREACHABLE_SECONDS = 10.0
 log = get_logger("dispatch")
 
 
@@ -111,13 +112,18 @@ class TenantLane:
         self.slots = asyncio.Semaphore(tenant.concurrency)
         self.stats = LaneStats()
         self.stop_reason: str | None = None
-        self.auth_failed = False
+        self.aborted = False  # stopped for a reason that ends the run with exit code 3
         self._window_start: float | None = None
         # Until the server has accepted this tenant's credentials once, requests go
         # out one at a time: a refused token then costs one request, not `concurrency`.
         self._credentials_ok = False
         self._probe = asyncio.Lock()
         self._on_wire: set[str] = set()  # source keys whose POST may have left in deliver()
+        # Connection failures in a row before the server ever answered: a wrong base URL
+        # or a dead host should end the run in seconds, not after every row's retries.
+        self._answered = False
+        self._unreachable = 0
+        self._unreachable_since = 0.0
 
     @property
     def id(self) -> int:
@@ -125,11 +131,11 @@ class TenantLane:
 
     # --- pacing -------------------------------------------------------------
 
-    def stop(self, reason: str, *, auth: bool = False) -> None:
-        """Send nothing more on this lane."""
+    def stop(self, reason: str, *, abort: bool = False) -> None:
+        """Send nothing more on this lane; `abort` makes the run end with exit code 3."""
         if self.stop_reason is None:
             self.stop_reason = reason
-            self.auth_failed = auth
+            self.aborted = abort
             log.warning("tenant stopped", tenant=self.id, reason=reason)
 
     def _check(self) -> None:
@@ -159,12 +165,33 @@ class TenantLane:
             yield
 
     def _heard(self, result: object) -> None:
-        """Note what a response says about the credentials; a refusal stops the lane at once."""
-        if getattr(result, "outcome", None) is Outcome.AUTH:
-            status = getattr(result, "status", None)
-            self.stop(f"HTTP {status}: {getattr(result, 'error_message', None)}", auth=True)
-        elif (status := getattr(result, "status", None)) is not None and status < 500:
-            self._credentials_ok = True  # a 5xx may come from a proxy that checked nothing
+        """Note what a response says about the credentials and the server's reachability.
+
+        A refusal (401/403) stops the lane at once. So does a server that has never
+        answered, once `max_attempts` connections in a row have failed over at least
+        UNREACHABLE_SECONDS (long enough to ride out a server restart).
+        """
+        status = getattr(result, "status", None)
+        outcome = getattr(result, "outcome", None)
+        if outcome is Outcome.AUTH:
+            self.stop(f"HTTP {status}: {getattr(result, 'error_message', None)}", abort=True)
+            return
+        if status is not None:
+            self._answered = True
+            self._unreachable = 0
+            if status < 500:
+                self._credentials_ok = True  # a 5xx may come from a proxy that checked nothing
+        elif outcome is Outcome.RETRY and not self._answered:
+            now = time.monotonic()
+            if self._unreachable == 0:
+                self._unreachable_since = now
+            self._unreachable += 1
+            if (
+                self._unreachable >= self.policy.max_attempts
+                and now - self._unreachable_since >= UNREACHABLE_SECONDS
+            ):
+                message = getattr(result, "error_message", None)
+                self.stop(f"cannot reach {self.tenant.base_url}: {message}", abort=True)
 
     async def _admit(self) -> None:
         self._check()
@@ -272,10 +299,10 @@ class TenantLane:
                     error_field=field_name,
                 )
                 self.stats.failed += 1
-                self.stats.failed_by_reason[f"http {result.status}"] += 1
+                self.stats.failed_by_reason[f"failed with HTTP {result.status}"] += 1
                 return Status.FAILED
             if outcome is Outcome.AUTH:
-                self.stop(f"HTTP {result.status}: {result.error_message}", auth=True)
+                self.stop(f"HTTP {result.status}: {result.error_message}", abort=True)
                 await self._record(
                     job,
                     Status.PENDING,
@@ -296,7 +323,10 @@ class TenantLane:
                     f"attempts: {result.error_message}",
                 )
                 self.stats.not_sent += 1
-                self.stats.failed_by_reason["gave up (not processed)"] += 1
+                self.stats.failed_by_reason[
+                    f"not sent: gave up after {self.policy.max_attempts} attempts "
+                    "that the server did not process"
+                ] += 1
                 return Status.PENDING
             # UNKNOWN (or a 2xx without a readable resource): look before resending.
             finding = await self._reconcile(job)

@@ -611,9 +611,7 @@ def _result(
         for counts in run.counts.values():
             counts.not_sent = 0
     stopped = {
-        t: lane.stop_reason
-        for t, lane in run.lanes.items()
-        if lane.auth_failed and lane.stop_reason
+        t: lane.stop_reason for t, lane in run.lanes.items() if lane.aborted and lane.stop_reason
     }
     totals_bad = any(
         c.invalid

@@ -65,7 +65,7 @@ def print_summary(result: ImportResult, console: Console | None = None) -> None:
         console.print(f"tenant {tenant} stopped: {reason}")
     for tenant, counts in sorted(result.tenants.items()):
         for reason, n in sorted(counts.failed_by_reason.items()):
-            console.print(f"tenant {tenant}: {n} failed ({reason})")
+            console.print(f"tenant {tenant}: {n} {reason}")
     _print_changed_and_missing(result, console)
     if result.interrupted:
         console.print(f"run {result.interrupted}; run the same command again to resume")

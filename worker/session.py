@@ -127,5 +127,5 @@ class AuthGuard:
         if getattr(result, "outcome", None) is Outcome.AUTH:
             status = getattr(result, "status", None)
             message = getattr(result, "error_message", None) or "authentication refused"
-            self.lane.stop(f"HTTP {status}: {message}", auth=True)
+            self.lane.stop(f"HTTP {status}: {message}", abort=True)
         return result
