@@ -24,9 +24,9 @@ from worker.mapping.values import (
     MultiFail,
     ValueFail,
     check_format,
-    localise,
     parse_datetime,
     to_int,
+    to_utc,
 )
 
 Getter = Callable[[Mapping[str, Any]], Any]
@@ -251,8 +251,12 @@ class Compiler:
                 raise ValueFail("expected a single value, got a list or object", value)
             return chain(value)
 
+        run: Convert = convert
+        if plain and chain is _final_for(name):
+            empty = None if default is _MISSING else chain(default)
+            run = _shortcut(name, column, convert, empty)
         return Field(
-            name, column, name in REQUIRED, convert, f"required, but column {column!r} is empty"
+            name, column, name in REQUIRED, run, f"required, but column {column!r} is empty"
         )
 
     def treatments(self, spec: dict[str, Any]) -> Field:
@@ -321,7 +325,10 @@ class Compiler:
                 raise MultiFail(fails)
             return out or None
 
-        return Field(name, display, True, convert, empty)
+        run: Convert = convert
+        if "column" in spec and split and "." not in spec["column"] and chain is to_int:
+            run = _id_list_shortcut(spec["column"], split, convert)
+        return Field(name, display, True, run, empty)
 
     def scheduled_at(self, spec: dict[str, Any]) -> Field:
         key = "mapping.scheduled_at"
@@ -353,19 +360,22 @@ class Compiler:
         zone_for = self.zone_for
         fmts = tuple(formats)
 
-        # Exports repeat the same slots over and over: remember recent results.
-        cache: dict[tuple[str, int | None], datetime | ValueFail] = {}
+        # Exports repeat the same slots over and over: remember recent results. The
+        # result depends on the tenant only through its time zone, so tenants sharing
+        # a zone share entries (the same slot in three clinics is parsed once).
+        cache: dict[tuple[str, str], datetime | ValueFail] = {}
 
         def to_instant(text: str, tenant: int | None) -> datetime:
-            key = (text, tenant)
+            zone, zone_name = fixed or zone_for(tenant)
+            key = (text, zone_name)
             found = cache.get(key)
             if found is None:
                 try:
                     parsed = parse_datetime(text, fmts)
                     if parsed.tzinfo is None:
-                        zone, zone_name = fixed or zone_for(tenant)
-                        parsed = localise(parsed, zone, ambiguous, zone_name)
-                    found = parsed.astimezone(UTC)
+                        found = to_utc(parsed, zone, ambiguous, zone_name)
+                    else:
+                        found = parsed.astimezone(UTC)
                 except ValueFail as exc:
                     found = exc
                 if len(cache) >= CACHE_MAX:
@@ -443,12 +453,74 @@ class Compiler:
 
         def convert(fields: Mapping[str, Any], _tenant: int | None) -> Any:
             value = get(fields)
+            if type(value) is str and (cell := value.strip()):
+                return prefix + cell  # the usual id cell, as as_text would give it
             if isinstance(value, (_LIST_TYPES, bool)):
                 raise ValueFail("expected a single id, got a list, object or boolean", value)
             text = as_text(value)
             return None if text is None else prefix + text
 
         return Field("source_key", column, True, convert, f"column {column!r} is empty")
+
+
+def _id_list_shortcut(column: str, sep: str, convert: Convert) -> Convert:
+    """Treatments from one column of ids such as "204|207", without the generic item loop.
+    Only a cell of plain ASCII digits between separators is taken here (no spaces, no empty
+    items): whatever else goes through ``convert``, which reports each bad item."""
+
+    def id_list(fields: Mapping[str, Any], tenant: int | None) -> Any:
+        value = fields.get(column)
+        if type(value) is str and value.isascii():
+            parts = value.split(sep)
+            if all(map(str.isdigit, parts)) and (
+                len(value) < 19 or max(map(len, parts)) < 19  # to_int's limit per item
+            ):
+                return list(map(int, parts))
+        return convert(fields, tenant)
+
+    return id_list
+
+
+def _shortcut(name: str, column: str, convert: Convert, empty: Any) -> Convert:
+    """``convert`` with the common, clean cell handled inline (a plain column, no map or
+    lookup): a field then costs a dict lookup and a check instead of the generic chain.
+    ``empty`` is what an empty cell gives (the converted default, or None). Whatever the
+    shortcut does not recognise goes through ``convert``, so results and errors are
+    exactly the generic ones."""
+    final = _final_for(name)
+    if final is to_int:
+
+        def int_cell(fields: Mapping[str, Any], tenant: int | None) -> Any:
+            value = fields.get(column)
+            # to_int's own fast case; a clean cell needs no strip.
+            if type(value) is str and value.isdigit() and value.isascii() and len(value) < 19:
+                return int(value)
+            if value == "" or value is None:
+                return empty
+            return convert(fields, tenant)
+
+        return int_cell
+    if final is _to_status:
+
+        def status_cell(fields: Mapping[str, Any], tenant: int | None) -> Any:
+            value = fields.get(column)
+            if type(value) is str and value in _STATUS_SET:
+                return value
+            if value == "" or value is None:
+                return empty
+            return convert(fields, tenant)
+
+        return status_cell
+
+    def text_cell(fields: Mapping[str, Any], tenant: int | None) -> Any:
+        value = fields.get(column)
+        if type(value) is str and (text := value.strip()):
+            return text
+        if value == "" or value is None:
+            return empty
+        return convert(fields, tenant)
+
+    return text_cell
 
 
 def _checked_const(comp: Compiler, key: str, chain: Callable[[Any], Any], value: Any) -> Any:

@@ -119,3 +119,21 @@ def localise(naive: datetime, zone: tzinfo, ambiguous: Ambiguous, zone_name: str
         'ambiguous = "earlier" or "later" in the mapping to choose',
         naive.isoformat(),
     )
+
+
+def to_utc(naive: datetime, zone: tzinfo, ambiguous: Ambiguous, zone_name: str) -> datetime:
+    """``localise(...).astimezone(UTC)``, about three times cheaper for the usual wall time.
+
+    A wall time outside any daylight-saving change has one offset whichever fold is
+    asked; then the instant is plain arithmetic. `datetime.replace` and `astimezone`
+    cost about a microsecond each on CPython 3.11, the constructor half that. Gaps and
+    overlaps go through `localise`, which reports them.
+    """
+    offset = zone.utcoffset(naive)
+    if offset is not None and naive.tzinfo is None and not naive.fold:
+        d = naive
+        other = datetime(d.year, d.month, d.day, d.hour, d.minute, d.second, d.microsecond, fold=1)
+        if offset == zone.utcoffset(other):
+            u = naive - offset
+            return datetime(u.year, u.month, u.day, u.hour, u.minute, u.second, u.microsecond, UTC)
+    return localise(naive, zone, ambiguous, zone_name).astimezone(UTC)
