@@ -15,11 +15,18 @@ from worker.config import Config
 from worker.contract import STATUSES, AppointmentCreate
 from worker.errors import ConfigError
 from worker.mapping.lookups import Lookup, load_lookup
-from worker.mapping.results import FieldError, InvalidRow, MappedRow
+from worker.mapping.results import FieldError, InvalidRow, MappedRow, new_mapped_row
 from worker.mapping.spec import PAYLOAD_FIELDS, Compiler, Field, compile_fields
 from worker.mapping.text import shown
 from worker.mapping.values import MultiFail, ValueFail
 from worker.source import RowProblem, SourceRow
+
+TENANT_CACHE_MAX = 1024
+_validate = AppointmentCreate.__pydantic_validator__.validate_python
+"""`AppointmentCreate.model_validate` without its Python wrapper."""
+_to_json = AppointmentCreate.__pydantic_serializer__.to_json
+"""What `AppointmentCreate.canonical_json` calls, returning bytes directly."""
+sha256 = hashlib.sha256
 
 
 class Mapper:
@@ -38,6 +45,12 @@ class Mapper:
         self._tenant = tenant
         self._key = fields.get("source_key")
         self._columns = tuple(columns)
+        self._clean_plan = tuple((f.name, f.convert, f.required) for f in self._payload_fields)
+        self._key_convert = None if self._key is None else self._key.convert
+        # A plain tenant column's result depends on its cell alone: cache cell -> tenant.
+        column = tenant.column if isinstance(tenant, Field) else None
+        self._tenant_cell = column if column is not None and "." not in column else None
+        self._tenant_cache: dict[str, int] = {}
 
     @classmethod
     def from_config(cls, config: Config, *, tenant_override: int | None = None) -> Mapper:
@@ -111,6 +124,66 @@ class Mapper:
 
     def map(self, item: SourceRow | RowProblem) -> MappedRow | InvalidRow:
         """Map and validate one row; never raises for bad data."""
+        if type(item) is SourceRow:
+            mapped = self._map_clean(item)
+            if mapped is not None:
+                return mapped
+        return self._map_reporting(item)
+
+    def _map_clean(self, item: SourceRow) -> MappedRow | None:
+        """The usual row, without error bookkeeping: None as soon as anything is wrong.
+
+        Uses the same converters as `_map_reporting`, which then maps the row again to
+        say what was wrong; a valid row gives exactly the same `MappedRow` either way.
+        """
+        fields = item.fields
+        tenant = self._clean_tenant(fields)
+        if tenant is None:
+            return None
+        try:
+            source_key: str | None = None
+            if self._key_convert is not None:
+                source_key = self._key_convert(fields, tenant)
+                if source_key is None:
+                    return None
+            data: dict[str, Any] = {}
+            for name, convert, required in self._clean_plan:
+                value = convert(fields, tenant)
+                if value is not None:
+                    data[name] = value
+                elif required:
+                    return None
+            payload: AppointmentCreate = _validate(data)
+        except (ValueFail, ValidationError):
+            return None
+        # Exactly payload.canonical_json(), without model_dump_json's str round trip.
+        payload_json: bytes = _to_json(payload, exclude_none=True)
+        payload_hash = sha256(payload_json).hexdigest()
+        if source_key is None:
+            source_key = "h:" + payload_hash[:32]
+        return new_mapped_row(item, tenant, source_key, payload, payload_json, payload_hash)
+
+    def _clean_tenant(self, fields: Mapping[str, Any]) -> int | None:
+        """The row's tenant if it is valid, else None; known cells come from a small cache."""
+        if isinstance(self._tenant, int):
+            return self._tenant
+        column = self._tenant_cell
+        cell = None if column is None else fields.get(column)
+        if type(cell) is str:
+            cached = self._tenant_cache.get(cell)
+            if cached is not None:
+                return cached
+        errors: list[FieldError] = []
+        tenant = self._map_tenant(fields, errors)
+        if errors:
+            return None
+        # Only a valid tenant is remembered; a column with many values stops growing it.
+        if type(cell) is str and tenant is not None and len(self._tenant_cache) < TENANT_CACHE_MAX:
+            self._tenant_cache[cell] = tenant
+        return tenant
+
+    def _map_reporting(self, item: SourceRow | RowProblem) -> MappedRow | InvalidRow:
+        """Map a row reporting every problem found (each field is tried)."""
         if isinstance(item, RowProblem):
             const = self._tenant if isinstance(self._tenant, int) else None
             err = FieldError("source", item.message, shown(item.raw), item.column)

@@ -45,3 +45,31 @@ class InvalidRow:
     source_key: str | None
     """None only when it cannot be derived at all."""
     errors: tuple[FieldError, ...]
+
+
+_SLOTS = vars(MappedRow)
+_SETTERS = tuple(
+    _SLOTS[name].__set__
+    for name in ("row", "tenant", "source_key", "payload", "payload_json", "payload_hash")
+)
+
+
+def new_mapped_row(
+    row: SourceRow,
+    tenant: int,
+    source_key: str,
+    payload: AppointmentCreate,
+    payload_json: bytes,
+    payload_hash: str,
+) -> MappedRow:
+    """``MappedRow(...)`` at a third of the cost: a frozen dataclass's __init__ goes
+    through object.__setattr__ per field; its slot descriptors are set directly here."""
+    mapped: MappedRow = object.__new__(MappedRow)
+    s_row, s_tenant, s_key, s_payload, s_json, s_hash = _SETTERS
+    s_row(mapped, row)
+    s_tenant(mapped, tenant)
+    s_key(mapped, source_key)
+    s_payload(mapped, payload)
+    s_json(mapped, payload_json)
+    s_hash(mapped, payload_hash)
+    return mapped
