@@ -107,30 +107,13 @@ class LineFeed:
 
     def _recorded_lines(self, buf: list[str]) -> Iterator[str | None]:
         append = buf.append
-        for first in self._first_lines():
-            if first is not None:
-                append(first)
-                if len(buf) > 1 and self.grow(buf, first):
+        for line in self._plain_lines():
+            if line is not None:
+                append(line)
+                if len(buf) > 1 and self.grow(buf, line):
                     self.event = "record"
                     yield None
                     continue
-            yield first
-        readline = self._text.readline
-        cap = self._cap
-        while True:
-            line = readline(cap)
-            if len(line) == cap and line[-1] != "\n":
-                self._skip_rest()
-                self.event = "overlong"
-                yield None
-                continue
-            if not line:
-                return
-            append(line)
-            if len(buf) > 1 and self.grow(buf, line):
-                self.event = "record"
-                yield None
-                continue
             yield line
 
     def replay(self, lines: Iterable[str], buf: list[str]) -> Iterator[str | None]:
