@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -79,3 +80,15 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
     """A client session, closed after the test."""
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+@pytest.fixture
+def sbx(tmp_path: Path) -> Iterator[Any]:
+    """A sandbox as a real process (tests.test_sync.Sandbox), stopped after the test."""
+    from tests.test_sync import start_sandbox, stop
+
+    proc, sb = start_sandbox(tmp_path)
+    try:
+        yield sb
+    finally:
+        stop(proc)

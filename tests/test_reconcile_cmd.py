@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.test_sync import (
     Sandbox,
@@ -15,21 +12,10 @@ from tests.test_sync import (
     ledger_json,
     run_cli,
     sample_rows,
-    start_sandbox,
-    stop,
     write_config,
     write_csv,
 )
 from worker.ledger import Ledger
-
-
-@pytest.fixture
-def sbx(tmp_path: Path) -> Iterator[Sandbox]:
-    proc, sb = start_sandbox(tmp_path)
-    try:
-        yield sb
-    finally:
-        stop(proc)
 
 
 def _mark_unknown(ledger_path: Path, keys: list[tuple[int, str]]) -> list[int]:

@@ -5,10 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.test_sync import (
     Sandbox,
@@ -16,22 +13,11 @@ from tests.test_sync import (
     ledger_json,
     run_cli,
     sample_rows,
-    start_sandbox,
-    stop,
     write_config,
     write_csv,
 )
 
 EXTRAS = ["worker_status", "error_field", "error_message", "http_status"]
-
-
-@pytest.fixture
-def sbx(tmp_path: Path) -> Iterator[Sandbox]:
-    proc, sb = start_sandbox(tmp_path)
-    try:
-        yield sb
-    finally:
-        stop(proc)
 
 
 def test_the_failures_file_fixed_re_imports_and_the_rows_become_created(

@@ -3,30 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.test_sync import (
     Sandbox,
     import_file,
     run_cli,
     sample_rows,
-    start_sandbox,
-    stop,
     write_config,
     write_csv,
 )
-
-
-@pytest.fixture
-def sbx(tmp_path: Path) -> Iterator[Sandbox]:
-    proc, sb = start_sandbox(tmp_path)
-    try:
-        yield sb
-    finally:
-        stop(proc)
 
 
 def _imported(tmp_path: Path, sb: Sandbox, n: int = 12) -> Path:
