@@ -1,7 +1,17 @@
-"""Compare what was sent with what Flextell holds: shared by reconcile and verify."""
+"""Compare what was sent with what Flextell holds: shared by delivery, reconcile and verify.
+
+Two notions:
+- the *identity* of an appointment (tenant aside): customer, doctor, instant and
+  treatments. Rows that share it compete for the same lookups after a lost
+  answer, so the delivery never has two of them open at once;
+- *equality*: every field a payload carries, as the API stores it. Only an equal
+  appointment may be claimed as a row's own.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -9,17 +19,23 @@ from typing import Any
 from worker.contract import AppointmentResource, format_instant
 
 IDENTITY_FIELDS = ("customer_id", "user_id", "scheduled_at", "treatments")
-"""Fields that identify an appointment when looking for one whose POST response was lost."""
+"""Fields that find the candidates for a row whose POST response was lost."""
 
-VERIFY_FIELDS = (
+MATCH_FIELDS = (
     "customer_id",
     "user_id",
     "scheduled_at",
     "status",
     "treatments",
     "room_id",
+    "assistant_id",
+    "parent_appointment_id",
     "description",
+    "cancellation_reason",
 )
+"""Every field of the create payload: an appointment equals a row on all of them."""
+
+VERIFY_FIELDS = MATCH_FIELDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,16 +48,23 @@ class Mismatch:
 
 
 def _instant(value: Any) -> str | None:
+    """A UTC instant to the second: the API stores seconds, whatever was sent."""
     if value is None:
         return None
     if isinstance(value, datetime):
-        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
-        return format_instant(moment)
-    try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return str(value)
-    return format_instant(parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC))
+        moment = value
+    else:
+        try:
+            moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            return str(value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return format_instant(moment.replace(microsecond=0))
+
+
+def _text(value: Any) -> str | None:
+    return value or None
 
 
 def resource_values(resource: AppointmentResource) -> dict[str, Any]:
@@ -52,6 +75,7 @@ def resource_values(resource: AppointmentResource) -> dict[str, Any]:
     room = resource.room_id
     if room is None and resource.room is not None:
         room = resource.room.id
+    assistants = resource.assistants or []
     return {
         "customer_id": customer,
         "user_id": resource.doctor.id if resource.doctor is not None else None,
@@ -59,7 +83,10 @@ def resource_values(resource: AppointmentResource) -> dict[str, Any]:
         "status": resource.status,
         "treatments": sorted(t.id for t in resource.treatments),
         "room_id": room,
-        "description": resource.description or None,
+        "assistant_id": assistants[0].id if assistants else None,
+        "parent_appointment_id": resource.parent_appointment_id,
+        "description": _text(resource.description),
+        "cancellation_reason": _text(resource.cancellation_reason),
     }
 
 
@@ -72,7 +99,10 @@ def sent_values(payload: dict[str, Any]) -> dict[str, Any]:
         "status": payload.get("status"),
         "treatments": sorted(payload.get("treatments") or []),
         "room_id": payload.get("room_id"),
-        "description": payload.get("description") or None,
+        "assistant_id": payload.get("assistant_id"),
+        "parent_appointment_id": payload.get("parent_appointment_id"),
+        "description": _text(payload.get("description")),
+        "cancellation_reason": _text(payload.get("cancellation_reason")),
     }
 
 
@@ -87,6 +117,29 @@ def compare(
     return [Mismatch(f, sent[f], found[f]) for f in fields if sent[f] != found[f]]
 
 
-def same_appointment(payload: dict[str, Any], resource: AppointmentResource) -> bool:
-    """True when `resource` is the appointment `payload` would create (identity fields)."""
+def equal(payload: dict[str, Any], resource: AppointmentResource) -> bool:
+    """True when `resource` holds every field of `payload` as sent."""
+    return not compare(payload, resource, MATCH_FIELDS)
+
+
+def same_identity(payload: dict[str, Any], resource: AppointmentResource) -> bool:
+    """True when `resource` is at the payload's slot: customer, doctor, instant, treatments."""
     return not compare(payload, resource, IDENTITY_FIELDS)
+
+
+def identity_key(payload: dict[str, Any]) -> str:
+    """A short stable key of the payload's identity fields (tenant not included)."""
+    sent = sent_values(payload)
+    text = json.dumps([sent[f] for f in IDENTITY_FIELDS], separators=(",", ":"))
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+def identity_of_json(payload_json: str | bytes | None) -> str | None:
+    """identity_key of a payload's JSON; None when there is none or it is unreadable."""
+    if not payload_json:
+        return None
+    try:
+        payload = json.loads(payload_json)
+    except ValueError:
+        return None
+    return identity_key(payload) if isinstance(payload, dict) else None

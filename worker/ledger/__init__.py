@@ -5,7 +5,7 @@ commit; see store.Ledger for the async API.
 """
 
 from worker.ledger.lock import lock_path
-from worker.ledger.model import Entry, Run, RunStatus, SeenRow, Status
+from worker.ledger.model import Entry, Origin, Run, RunStatus, SeenRow, Status
 from worker.ledger.ops import UnknownKeyError, payload_diff
 from worker.ledger.paths import default_ledger_path
 from worker.ledger.schema import SCHEMA_VERSION
@@ -15,6 +15,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Entry",
     "Ledger",
+    "Origin",
     "Run",
     "RunStatus",
     "SeenRow",

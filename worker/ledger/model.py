@@ -56,6 +56,14 @@ class Entry:
     changed_diff: str | None = None
     created_at: str | None = None
     updated_at: str | None = None
+    identity: str | None = None
+    """identity_key of the payload: rows sharing it are delivered one at a time."""
+    sent_at: float | None = None
+    """Unix time the latest POST attempt was handed to the network."""
+    first_sent_at: float | None = None
+    """Unix time of the first POST attempt: appointments created before it are not ours."""
+    origin: str | None = None
+    """How the appointment id was learnt: posted (201), found (lookup), adopted (existed)."""
 
     @property
     def key(self) -> tuple[int, str]:
@@ -119,6 +127,15 @@ class SeenRow:
     error_code: str | None = None
     error_message: str | None = None
     error_field: str | None = None
+    identity: str | None = None
+
+
+class Origin(StrEnum):
+    """How a created row's appointment id was learnt."""
+
+    POSTED = "posted"
+    FOUND = "found"
+    ADOPTED = "adopted"
 
 
 def _loads(text: str | None) -> Any:

@@ -141,22 +141,6 @@ def pending_batch(
     return [Entry(*row) for row in conn.execute(sql, (tenant, after_line, run_id, limit))]
 
 
-def claimed_ids(
-    conn: sqlite3.Connection, now: str, tenant: int, ids: Sequence[int], source_key: str
-) -> set[int]:
-    """Which of these appointment ids the ledger gives to rows other than source_key."""
-    del now
-    found: set[int] = set()
-    for start in range(0, len(ids), _KEY_CHUNK):
-        chunk = ids[start : start + _KEY_CHUNK]
-        sql = (
-            "SELECT appointment_id FROM entries WHERE tenant = ? AND appointment_id IN"
-            f" ({', '.join('?' * len(chunk))}) AND source_key != ?"
-        )
-        found.update(int(row[0]) for row in conn.execute(sql, (tenant, *chunk, source_key)))
-    return found
-
-
 def count_by_status(conn: sqlite3.Connection, now: str, tenant: int | None) -> dict[str, int]:
     """How many entries have each status (statuses with none are left out)."""
     del now
@@ -202,8 +186,8 @@ def _filters(
 _INSERT = """
 INSERT INTO entries (tenant, source_key, status, payload_hash, payload_json, error_code,
     error_message, error_field, source_file, source_line, source_row, first_run_id,
-    last_run_id, seen_run_id, created_at, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    last_run_id, seen_run_id, created_at, updated_at, identity)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 # Seen again, nothing about its sending changes (in_flight, unknown, failed with the same payload).
 _SEEN = """
@@ -221,11 +205,13 @@ _RESET = """
 UPDATE entries SET status = ?, payload_hash = ?, payload_json = ?, attempts = {attempts},
     http_status = NULL, error_code = ?, error_message = ?, error_field = ?,
     seen_run_id = ?, last_run_id = ?, source_file = ?, source_line = ?, source_row = ?,
-    updated_at = ?
+    updated_at = ?, identity = ?{sent}
 WHERE tenant = ? AND source_key = ?
 """
-_RESET_KEEP_ATTEMPTS = _RESET.format(attempts="attempts")  # pending: not sent yet, or retried
-_RESET_ATTEMPTS = _RESET.format(attempts="0")  # failed/invalid and fixed: a fresh start
+# pending: not sent yet, or retried
+_RESET_KEEP_ATTEMPTS = _RESET.format(attempts="attempts", sent="")
+# failed/invalid and fixed: a fresh start (earlier attempts were refused, none can land)
+_RESET_ATTEMPTS = _RESET.format(attempts="0", sent=", sent_at = NULL, first_sent_at = NULL")
 
 
 def upsert_seen(conn: sqlite3.Connection, now: str, items: Sequence[SeenRow]) -> None:
@@ -254,7 +240,8 @@ def upsert_seen(conn: sqlite3.Connection, now: str, items: Sequence[SeenRow]) ->
             conn.execute(
                 _INSERT,
                 (*where, item.status, item.payload_hash, payload, *errors, item.source_file,
-                 item.source_line, row, item.run_id, item.run_id, item.run_id, now, now),
+                 item.source_line, row, item.run_id, item.run_id, item.run_id, now, now,
+                 item.identity),
             )  # fmt: skip
             known[key] = (item.status, item.payload_hash, payload, row)
             continue
@@ -275,7 +262,17 @@ def upsert_seen(conn: sqlite3.Connection, now: str, items: Sequence[SeenRow]) ->
         if resend:
             conn.execute(
                 _RESET_KEEP_ATTEMPTS if status == Status.PENDING else _RESET_ATTEMPTS,
-                (item.status, item.payload_hash, payload, *errors, *seen, row, now, *where),
+                (
+                    item.status,
+                    item.payload_hash,
+                    payload,
+                    *errors,
+                    *seen,
+                    row,
+                    now,
+                    item.identity,
+                    *where,
+                ),
             )
             known[key] = (item.status, item.payload_hash, payload, row)
         else:
@@ -283,13 +280,14 @@ def upsert_seen(conn: sqlite3.Connection, now: str, items: Sequence[SeenRow]) ->
 
 
 def mark_in_flight(
-    conn: sqlite3.Connection, now: str, tenant: int, source_key: str, run_id: int
+    conn: sqlite3.Connection, now: str, tenant: int, source_key: str, run_id: int, sent_at: float
 ) -> None:
-    """The intent: this row's POST is about to leave."""
+    """The intent: this row's POST is about to leave, at unix time sent_at."""
     cur = conn.execute(
         "UPDATE entries SET status = 'in_flight', attempts = attempts + 1, last_run_id = ?,"
-        " updated_at = ? WHERE tenant = ? AND source_key = ?",
-        (run_id, now, tenant, source_key),
+        " sent_at = ?, first_sent_at = coalesce(first_sent_at, ?), updated_at = ?"
+        " WHERE tenant = ? AND source_key = ?",
+        (run_id, sent_at, sent_at, now, tenant, source_key),
     )
     if cur.rowcount == 0:
         raise UnknownKeyError(f"no ledger entry for tenant {tenant}, source key {source_key!r}")
@@ -299,7 +297,8 @@ _RECORD = """
 UPDATE entries SET status = ?, last_run_id = ?, http_status = ?, error_code = ?,
     error_message = ?, error_field = ?, updated_at = ?,
     appointment_id = coalesce(?, appointment_id),
-    appointment_code = coalesce(?, appointment_code){extra}
+    appointment_code = coalesce(?, appointment_code),
+    origin = coalesce(?, origin){extra}
 WHERE tenant = ? AND source_key = ?
 """
 # Once created, the source row is no longer needed for failure files; nor is a stale change.
@@ -322,16 +321,107 @@ def record(
     error_code: str | None,
     error_message: str | None,
     error_field: str | None,
-) -> None:
-    """The outcome of a row's POST (or of its reconciliation)."""
+    origin: str | None = None,
+) -> str | None:
+    """The outcome of a row's POST (or of its lookup).
+
+    A `created` outcome is a claim: the UNIQUE index on (tenant, appointment_id)
+    lets one row own an appointment. When another row owns it already the row
+    becomes `unknown` instead, naming the owner, and that owner's key is returned.
+    """
     sql = _RECORD_CREATED if status == Status.CREATED else _RECORD_OTHER
-    cur = conn.execute(
-        sql,
-        (status, run_id, http_status, error_code, error_message, error_field, now,
-         appointment_id, appointment_code, tenant, source_key),
-    )  # fmt: skip
+    params = (status, run_id, http_status, error_code, error_message, error_field, now,
+              appointment_id, appointment_code, origin, tenant, source_key)  # fmt: skip
+    if status == Status.CREATED and appointment_id is not None:
+        conn.execute("SAVEPOINT claim")
+        try:
+            cur = conn.execute(sql, params)
+        except sqlite3.IntegrityError:
+            conn.execute("ROLLBACK TO claim")
+            conn.execute("RELEASE claim")
+            owner = _owner(conn, tenant, appointment_id)
+            conn.execute(
+                _RECORD_OTHER,
+                (Status.UNKNOWN.value, run_id, http_status, "claimed_by_other",
+                 f"appointment {appointment_id} is already recorded for row {owner!r}",
+                 None, now, None, None, None, tenant, source_key),
+            )  # fmt: skip
+            return owner
+        conn.execute("RELEASE claim")
+    else:
+        cur = conn.execute(sql, params)
     if cur.rowcount == 0:
         raise UnknownKeyError(f"no ledger entry for tenant {tenant}, source key {source_key!r}")
+    return None
+
+
+def _owner(conn: sqlite3.Connection, tenant: int, appointment_id: int) -> str | None:
+    row = conn.execute(
+        "SELECT source_key FROM entries WHERE tenant = ? AND appointment_id = ?",
+        (tenant, appointment_id),
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def mark_not_sent(
+    conn: sqlite3.Connection, now: str, tenant: int, source_key: str, run_id: int, reason: str
+) -> None:
+    """Nothing was sent this time: a row refused before (4xx) stays failed with its reason;
+    any other row goes back to pending, its last real error kept when it has one."""
+    conn.execute(
+        """UPDATE entries SET
+             status = CASE WHEN http_status BETWEEN 400 AND 499 AND http_status NOT IN (401, 403)
+                           AND error_code IS NOT NULL THEN 'failed' ELSE 'pending' END,
+             error_code = coalesce(error_code, 'not_sent'),
+             error_message = coalesce(error_message, ?),
+             last_run_id = ?, updated_at = ?
+           WHERE tenant = ? AND source_key = ?""",
+        (reason, run_id, now, tenant, source_key),
+    )
+
+
+def requeue(conn: sqlite3.Connection, now: str, tenant: int, source_key: str, run_id: int) -> None:
+    """A failed row to send again (--retry-failed): pending, its last error kept until
+    a new outcome replaces it."""
+    conn.execute(
+        "UPDATE entries SET status = 'pending', last_run_id = ?, updated_at = ?"
+        " WHERE tenant = ? AND source_key = ? AND status = 'failed'",
+        (run_id, now, tenant, source_key),
+    )
+
+
+def group(conn: sqlite3.Connection, now: str, tenant: int, identity: str) -> list[Entry]:
+    """Every row of the tenant whose payload has this identity."""
+    del now
+    sql = f"{_SELECT} WHERE tenant = ? AND identity = ? ORDER BY source_line, source_key"
+    return [Entry(*row) for row in conn.execute(sql, (tenant, identity))]
+
+
+def owners(conn: sqlite3.Connection, now: str, tenant: int, ids: Sequence[int]) -> dict[int, str]:
+    """appointment id -> the source key of the row that owns it, for those owned."""
+    del now
+    found: dict[int, str] = {}
+    for start in range(0, len(ids), _KEY_CHUNK):
+        chunk = ids[start : start + _KEY_CHUNK]
+        sql = (
+            "SELECT appointment_id, source_key FROM entries WHERE tenant = ? AND appointment_id"
+            f" IN ({', '.join('?' * len(chunk))})"
+        )
+        found.update((int(a), str(k)) for a, k in conn.execute(sql, (tenant, *chunk)))
+    return found
+
+
+def has_created(conn: sqlite3.Connection, now: str, tenant: int) -> bool:
+    """Whether any row of the tenant holds an appointment."""
+    del now
+    sql = "SELECT 1 FROM entries WHERE tenant = ? AND appointment_id IS NOT NULL LIMIT 1"
+    return conn.execute(sql, (tenant,)).fetchone() is not None
+
+
+def count_all(conn: sqlite3.Connection, now: str) -> int:
+    """How many rows the ledger holds."""
+    del now
+    return int(conn.execute("SELECT count(*) FROM entries").fetchone()[0])
 
 
 def stale_in_flight_to_unknown(conn: sqlite3.Connection, now: str) -> int:

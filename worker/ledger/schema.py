@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 from worker.errors import AbortError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # PRAGMA application_id marks the file as ours ("FLXL"), so another app's DB is refused.
 APPLICATION_ID = 0x464C584C
 
@@ -56,18 +57,63 @@ CREATE TABLE entries (
     changed_diff     TEXT,
     created_at       TEXT NOT NULL,
     updated_at       TEXT NOT NULL,
+    identity         TEXT,
+    sent_at          REAL,
+    first_sent_at    REAL,
+    origin           TEXT,
     PRIMARY KEY (tenant, source_key)
 );
 -- status first serves every status filter, then tenant and line give a lane
 -- its pending rows in source order without sorting (no semicolons in comments:
 -- the script is split on them).
 CREATE INDEX entries_status ON entries (status, tenant, source_line);
-CREATE INDEX entries_appointment ON entries (tenant, appointment_id)
+-- An appointment belongs to at most one row: the claim after a lost answer relies on it.
+CREATE UNIQUE INDEX entries_appointment ON entries (tenant, appointment_id)
     WHERE appointment_id IS NOT NULL;
+-- The rows that share a lookup identity (customer, doctor, instant, treatments).
+CREATE INDEX entries_identity ON entries (tenant, identity) WHERE identity IS NOT NULL;
 """
 
-# Index i upgrades a version-i ledger to version i+1; empty while there is one version.
-_MIGRATIONS: list[str] = []
+
+def _to_v2(conn: sqlite3.Connection) -> None:
+    """Identity groups, send times, one row per appointment id.
+
+    Version 1 could record one appointment id for two rows (a wrong claim after a
+    lost answer). Which of them owns it cannot be known now, so all of them
+    become `unknown` and are looked up again by the rules of version 2.
+    """
+    for column in ("identity TEXT", "sent_at REAL", "first_sent_at REAL", "origin TEXT"):
+        conn.execute(f"ALTER TABLE entries ADD COLUMN {column}")
+    conn.execute(
+        """UPDATE entries SET status = 'unknown', error_code = 'shared_id',
+           error_message = 'appointment ' || appointment_id
+               || ' was recorded for several rows by an older worker; looked up again',
+           appointment_id = NULL, appointment_code = NULL
+         WHERE appointment_id IS NOT NULL AND (tenant, appointment_id) IN (
+           SELECT tenant, appointment_id FROM entries WHERE appointment_id IS NOT NULL
+           GROUP BY tenant, appointment_id HAVING count(*) > 1)"""
+    )
+    conn.execute("DROP INDEX IF EXISTS entries_appointment")
+    conn.execute(
+        "CREATE UNIQUE INDEX entries_appointment ON entries (tenant, appointment_id)"
+        " WHERE appointment_id IS NOT NULL"
+    )
+    conn.execute(
+        "CREATE INDEX entries_identity ON entries (tenant, identity) WHERE identity IS NOT NULL"
+    )
+    from worker.compare import identity_of_json
+
+    rows = conn.execute(
+        "SELECT tenant, source_key, payload_json FROM entries WHERE payload_json IS NOT NULL"
+    ).fetchall()
+    conn.executemany(
+        "UPDATE entries SET identity = ? WHERE tenant = ? AND source_key = ?",
+        [(identity_of_json(payload), tenant, key) for tenant, key, payload in rows],
+    )
+
+
+# Index i upgrades a version-(i+1) ledger to version i+2.
+_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v2]
 
 
 def connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
@@ -174,10 +220,8 @@ def _create(conn: sqlite3.Connection) -> None:
 def _migrate(conn: sqlite3.Connection, version: int) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for script in _MIGRATIONS[version - 1 :]:
-            for statement in script.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+        for step in _MIGRATIONS[version - 1 :]:
+            step(conn)
         conn.execute(
             "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
         )

@@ -201,10 +201,24 @@ class Ledger:
         )
         return cast(list[Entry], await self._read(fn))
 
-    async def claimed_ids(self, tenant: int, ids: Collection[int], source_key: str) -> set[int]:
-        """Which of these appointment ids the ledger already gives to another source row."""
-        fn = partial(ops.claimed_ids, tenant=tenant, ids=list(ids), source_key=source_key)
-        return cast(set[int], await self._read(fn))
+    async def group(self, tenant: int, identity: str) -> list[Entry]:
+        """Every row of the tenant whose payload has this identity (see worker.compare)."""
+        return cast(
+            list[Entry], await self._read(partial(ops.group, tenant=tenant, identity=identity))
+        )
+
+    async def owners(self, tenant: int, ids: Collection[int]) -> dict[int, str]:
+        """appointment id -> source key of the row owning it, for the ids that are owned."""
+        fn = partial(ops.owners, tenant=tenant, ids=list(ids))
+        return cast(dict[int, str], await self._read(fn))
+
+    async def has_created(self, tenant: int) -> bool:
+        """Whether any row of the tenant holds an appointment id."""
+        return cast(bool, await self._read(partial(ops.has_created, tenant=tenant)))
+
+    async def count_all(self) -> int:
+        """How many rows the ledger holds."""
+        return cast(int, await self._read(ops.count_all))
 
     async def count_by_status(self, tenant: int | None = None) -> dict[str, int]:
         """How many entries have each status (zero counts left out)."""
@@ -234,11 +248,32 @@ class Ledger:
                 raise ValueError(f"a seen row is pending or invalid, not {item.status!r}")
         await self._write(partial(ops.upsert_seen, items=list(items)), atomic=True)
 
-    async def mark_in_flight(self, tenant: int, source_key: str, *, run_id: int) -> None:
-        """The intent: status in_flight, attempts + 1; committed before returning."""
-        await self._write(
-            partial(ops.mark_in_flight, tenant=tenant, source_key=source_key, run_id=run_id)
+    async def mark_in_flight(
+        self, tenant: int, source_key: str, *, run_id: int, sent_at: float
+    ) -> None:
+        """The intent: status in_flight, attempts + 1, sent_at; committed before returning.
+
+        Called once the request holds its slot and is about to leave, so a crash never
+        leaves a row that was not sent looking as if it might have landed.
+        """
+        fn = partial(
+            ops.mark_in_flight, tenant=tenant, source_key=source_key, run_id=run_id, sent_at=sent_at
         )
+        await self._write(fn)
+
+    async def mark_not_sent(
+        self, tenant: int, source_key: str, *, run_id: int, reason: str
+    ) -> None:
+        """Nothing was sent this time; the row keeps its last real failure (queued)."""
+        fn = partial(
+            ops.mark_not_sent, tenant=tenant, source_key=source_key, run_id=run_id, reason=reason
+        )
+        self._check_writable()
+        self._writer.submit(fn, wait=False)
+
+    async def requeue(self, tenant: int, source_key: str, *, run_id: int) -> None:
+        """A failed row to send again (--retry-failed); its last error stays until replaced."""
+        await self._write(partial(ops.requeue, tenant=tenant, source_key=source_key, run_id=run_id))
 
     async def record(
         self,
@@ -253,10 +288,13 @@ class Ledger:
         error_code: str | None = None,
         error_message: str | None = None,
         error_field: str | None = None,
+        origin: str | None = None,
         durable: bool = False,
-    ) -> None:
+    ) -> str | None:
         """The outcome. Returns once queued, or once committed with durable=True.
 
+        A `created` outcome claims the appointment id: when another row owns it the
+        row becomes `unknown` instead and (durable only) the owner's key is returned.
         An unawaited outcome that fails (say an unknown key) is raised by the
         next flush(), close() or other call.
         """
@@ -273,12 +311,13 @@ class Ledger:
             error_code=error_code,
             error_message=error_message,
             error_field=error_field,
+            origin=origin,
         )
         if durable or self._writer.backlog > _MAX_BACKLOG:
-            await self._write(fn)
-        else:
-            self._check_writable()
-            self._writer.submit(fn, wait=False)
+            return cast(str | None, await self._write(fn))
+        self._check_writable()
+        self._writer.submit(fn, wait=False)
+        return None
 
     async def flush(self) -> None:
         """Wait until everything queued so far is committed."""
