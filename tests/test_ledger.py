@@ -281,9 +281,9 @@ async def test_missing_from_source(ledger: Ledger) -> None:
     run1 = await new_run(ledger)
     rows = [seen("a", run1), seen("b", run1), seen("c", run1, tenant=8), seen("p", run1)]
     await ledger.upsert_seen(rows)
-    for tenant, key in ((7, "a"), (7, "b"), (8, "c")):
+    for aid, (tenant, key) in enumerate(((7, "a"), (7, "b"), (8, "c")), start=1):
         await ledger.mark_in_flight(tenant, key, run_id=run1)
-        await ledger.record(tenant, key, status="created", run_id=run1, appointment_id=1)
+        await ledger.record(tenant, key, status="created", run_id=run1, appointment_id=aid)
     run2 = await new_run(ledger)
     await ledger.upsert_seen([seen("a", run2)])  # b and c and p are gone from the source
     missing = await ledger.missing_from_source(run2, [7])
@@ -320,13 +320,23 @@ async def test_select_filters_and_streaming(ledger: Ledger) -> None:
     assert await ledger.pending_batch(7, run1, after_line=100, limit=3) == []
 
 
-async def test_claimed_ids(ledger: Ledger) -> None:
+async def test_owners_and_one_row_per_appointment(ledger: Ledger) -> None:
     run = await new_run(ledger)
-    await ledger.upsert_seen([seen("a", run), seen("b", run), seen("c", run, tenant=8)])
+    await ledger.upsert_seen(
+        [seen("a", run), seen("b", run), seen("c", run, tenant=8), seen("d", run)]
+    )
     for (tenant, key), aid in (((7, "a"), 10), ((7, "b"), 11), ((8, "c"), 12)):
         await ledger.record(tenant, key, status="created", run_id=run, appointment_id=aid)
-    assert await ledger.claimed_ids(7, [10, 11, 12, 13], "a") == {11}
-    assert await ledger.claimed_ids(8, [12], "other") == {12}
+    assert await ledger.owners(7, [10, 11, 12, 13]) == {10: "a", 11: "b"}
+    assert await ledger.owners(8, [12]) == {12: "c"}
+    # A second claim of appointment 11 in tenant 7 loses: the row becomes unknown.
+    owner = await ledger.record(
+        7, "d", status="created", run_id=run, appointment_id=11, durable=True
+    )
+    assert owner == "b"
+    entry = (await ledger.get_many([(7, "d")]))[(7, "d")]
+    assert entry.status == "unknown" and entry.appointment_id is None
+    assert "already recorded for row 'b'" in (entry.error_message or "")
 
 
 async def test_runs_record_and_finish(ledger: Ledger) -> None:

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
+from worker.delivery.pacing import JITTER_SLACK, PauseGate, bucket_for, make_limiter
 from worker.rates import Rate, parse_rate
-from worker.throttle import JITTER_SLACK, PauseGate, bucket_for, make_limiter
 
 
 @pytest.mark.parametrize("text", ["60/minute", "20/second", "100/5s", "1000/hour", "2/second"])

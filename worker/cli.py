@@ -205,6 +205,14 @@ def sandbox_cmd(
     asyncio.run(serve(opts, pathlib.Path(port_file) if port_file else None))
 
 
+_settle_wait_option = click.option(
+    "--settle-wait",
+    type=click.FloatRange(min=0),
+    help="Seconds the end of the run waits for rows whose answer was lost and may still "
+    "show (default: 3 x [api] settle_seconds); rows not settled by then stay unknown.",
+)
+
+
 @cli.command("import")
 @click.argument("file", type=str)
 @click.option(
@@ -249,6 +257,20 @@ def sandbox_cmd(
     show_default=True,
     help="Seconds in-flight requests get to finish after SIGINT/SIGTERM.",
 )
+@click.option(
+    "--adopt-existing",
+    is_flag=True,
+    help="Look every new row up first and record an equal appointment already in "
+    "Flextell as its own instead of creating it (automatic for a tenant no finished "
+    "import has covered: a new or renamed ledger).",
+)
+@click.option(
+    "--allow-hash-keys",
+    is_flag=True,
+    help="Allow a mapping without source_key on a ledger that holds rows (a changed row "
+    "then looks new and is created again).",
+)
+@_settle_wait_option
 @user_errors
 def import_cmd(
     file: str,
@@ -263,6 +285,9 @@ def import_cmd(
     json_logs: bool,
     no_progress: bool,
     grace_seconds: float,
+    adopt_existing: bool,
+    allow_hash_keys: bool,
+    settle_wait: float | None,
 ) -> None:
     """Import FILE (CSV or JSONL, '-' for stdin) into Flextell, resuming from the ledger.
 
@@ -291,6 +316,9 @@ def import_cmd(
         partial=partial,
         progress=not no_progress and not json_logs,
         grace_seconds=grace_seconds,
+        adopt_existing=adopt_existing,
+        allow_hash_keys=allow_hash_keys,
+        settle_wait=settle_wait,
     )
     result = asyncio.run(run_import(options))
     if json_logs:
@@ -393,6 +421,7 @@ def verify_cmd(
 @_base_url_option
 @click.option("--tenant", type=int, help="Only this tenant's rows.")
 @click.option("--json-logs", is_flag=True, help="JSON log events; final summary as JSON.")
+@_settle_wait_option
 @user_errors
 def reconcile_cmd(
     config_path: Path,
@@ -400,6 +429,7 @@ def reconcile_cmd(
     base_url: str | None,
     tenant: int | None,
     json_logs: bool,
+    settle_wait: float | None,
 ) -> None:
     """Resolve rows whose outcome is unknown with lookups only; send nothing.
 
@@ -416,7 +446,11 @@ def reconcile_cmd(
 
     configure_logging(json_logs=json_logs)
     options = ReconcileOptions(
-        config_path=config_path, ledger_path=ledger_path, base_url=base_url, tenant=tenant
+        config_path=config_path,
+        ledger_path=ledger_path,
+        base_url=base_url,
+        tenant=tenant,
+        settle_wait=settle_wait,
     )
     result = asyncio.run(run_reconcile(options))
     if json_logs:

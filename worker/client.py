@@ -56,6 +56,7 @@ class Outcome(StrEnum):
     AUTH = "auth"  # 401 (after one refresh, if possible) or 403
     RETRY = "retry"  # certainly not processed: connect error/timeout, 408, 429, 503
     UNKNOWN = "unknown"  # may have been processed: reconcile before any resend
+    MISROUTED = "misrouted"  # POST answered 404/405 by no API route: a wrong base URL
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +195,11 @@ def _invalid_body(status: int, exc: ValidationError) -> str:
     return _one_line(
         f"HTTP {status} with an unreadable body ({len(errors)} error(s); {where}: {first['msg']})"
     )
+
+
+def _misrouted(resp: _Response) -> bool:
+    """A 404/405 on a route that takes no id, not about a model: the URL is wrong."""
+    return resp.status in (404, 405) and b"No query results for model" not in resp.body
 
 
 def _check_base_url(base_url: str) -> str:
@@ -358,11 +364,19 @@ class FlextellClient:
         return Result(ok, sent.status, envelope.data, None, None, {}, sent.rate, elapsed)
 
     async def create_appointment(self, tenant: int, body: bytes, *, idempotency_key: str) -> Result:
-        """``POST /v1/appointments`` once; `body` is the canonical JSON of AppointmentCreate."""
+        """``POST /v1/appointments`` once; `body` is the canonical JSON of AppointmentCreate.
+
+        The create route takes no id, so a 404 that is not about a referenced model
+        (Laravel's "No query results for model") or a 405 means the URL is wrong:
+        MISROUTED, which stops the tenant instead of failing every row.
+        """
         started = time.perf_counter()
         sent = await self._send(
             "POST", self._appointments_url, tenant, body=body, idempotency_key=idempotency_key
         )
+        if isinstance(sent, _Response) and _misrouted(sent):
+            result = self._error_result(sent, Outcome.MISROUTED, time.perf_counter() - started)
+            return result
         return self._appointment_result(sent, Outcome.CREATED, Outcome.REJECTED, started)
 
     async def get_appointment(self, tenant: int, appointment_id: int) -> Result:
@@ -381,7 +395,10 @@ class FlextellClient:
         if not 200 <= sent.status < 300:
             details = _error_details(sent.status, sent.body)
             message = self._token.redact(details.message)
-            return None, classify_status(sent.status), sent.status, details.code, message, sent.rate
+            outcome = classify_status(sent.status)
+            if _misrouted(sent):  # the calendar and the list take no id: a wrong base URL
+                outcome = Outcome.MISROUTED
+            return None, outcome, sent.status, details.code, message, sent.rate
         try:
             parsed = model.model_validate_json(sent.body)
         except ValidationError as exc:
@@ -389,14 +406,31 @@ class FlextellClient:
             return None, Outcome.UNKNOWN, sent.status, "invalid_body", message, sent.rate
         return parsed, Outcome.FOUND, sent.status, None, None, sent.rate
 
-    async def calendar(self, tenant: int, start: date, end: date) -> CalendarResult:
-        """``GET /v1/appointments/calendar?from=&to=`` (both dates inclusive)."""
-        params = {"from": start.isoformat(), "to": end.isoformat()}
-        parsed, outcome, status, code, message, rate = await self._get_model(
-            self._calendar_url, tenant, params, CalendarResponse
-        )
-        items = parsed.items if parsed is not None else []
-        return CalendarResult(outcome, items, status, message, rate, code)
+    async def calendar(
+        self, tenant: int, start: date, end: date, *, max_pages: int = 50
+    ) -> CalendarResult:
+        """``GET /v1/appointments/calendar?from=&to=`` (both dates inclusive).
+
+        Read in each shape the API family uses: bare ``{"items": [...]}``, inside
+        the ``{"success", "data": {...}}`` envelope, or paginated (Laravel
+        paginator, every page fetched).
+        """
+        items: list[CalendarItem] = []
+        page = 1
+        while True:
+            params = {"from": start.isoformat(), "to": end.isoformat()}
+            if page > 1:
+                params["page"] = str(page)
+            parsed, outcome, status, code, message, rate = await self._get_model(
+                self._calendar_url, tenant, params, CalendarResponse
+            )
+            if parsed is None:
+                return CalendarResult(outcome, [], status, message, rate, code)
+            items.extend(parsed.all_items())
+            last = parsed.last_page()
+            if last is None or page >= last or page >= max_pages:
+                return CalendarResult(outcome, items, status, message, rate, code)
+            page += 1
 
     async def list_appointments(
         self, tenant: int, *, page: int = 1, per_page: int = 100

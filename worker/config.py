@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from worker.errors import ConfigError
 from worker.rates import Rate, parse_rate
@@ -54,8 +54,40 @@ class ApiSection(_Strict):
     timeout: float = Field(default=30.0, gt=0, description="seconds per request")
     max_attempts: int = Field(default=6, ge=1, le=50)
     max_backoff: float = Field(default=60.0, gt=0)
+    settle_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="an empty lookup proves a lost POST absent only this long after it was "
+        "sent (default 2 x timeout + 30: a server may commit after the client gave up)",
+    )
+    absent_horizon: float = Field(
+        default=900.0,
+        gt=0,
+        description="after this many seconds an empty lookup no longer proves a lost POST "
+        "absent (staff may have moved or deleted the appointment meanwhile)",
+    )
+    outage_budget: float = Field(
+        default=300.0,
+        ge=0,
+        description="seconds to keep retrying a server that answered before and went away",
+    )
 
     _tz = field_validator("timezone")(_check_timezone)
+
+    @property
+    def settle(self) -> float:
+        """settle_seconds, or its default derived from the request timeout."""
+        return self.settle_seconds if self.settle_seconds is not None else 2 * self.timeout + 30
+
+    @model_validator(mode="after")
+    def _horizon_after_settle(self) -> ApiSection:
+        if self.absent_horizon <= self.settle:
+            raise ValueError(
+                f"absent_horizon ({self.absent_horizon:g}) must be longer than settle_seconds "
+                f"({self.settle:g})"
+            )
+        return self
+
     _tok = field_validator("token")(_check_token_source)
 
     @field_validator("rate_limit", mode="before")

@@ -19,11 +19,15 @@ from pydantic import (
     Field,
     StrictInt,
     field_serializer,
+    field_validator,
+    model_validator,
 )
 
 Status = Literal["pending", "approved", "cancelled", "rejected", "completed", "no_show"]
 STATUSES: tuple[str, ...] = ("pending", "approved", "cancelled", "rejected", "completed", "no_show")
 TEXT_MAX = 1000
+MIN_YEAR, MAX_YEAR = 1900, 2199
+"""The years a scheduled_at may fall in (UTC)."""
 
 
 def format_instant(value: datetime) -> str:
@@ -52,6 +56,16 @@ class AppointmentCreate(BaseModel):
     description: str | None = Field(default=None, max_length=TEXT_MAX)
     cancellation_reason: str | None = Field(default=None, max_length=TEXT_MAX)
     room_id: StrictInt | None = None
+
+    @field_validator("scheduled_at")
+    @classmethod
+    def _sane_year(cls, value: datetime) -> datetime:
+        # A lost answer is looked up in the calendar a day either side of the instant:
+        # years far off are typos, and Python's dates end at 9999.
+        year = value.astimezone(UTC).year
+        if not MIN_YEAR <= year <= MAX_YEAR:
+            raise ValueError(f"year {year} is outside {MIN_YEAR}-{MAX_YEAR}")
+        return value
 
     @field_serializer("scheduled_at")
     def _utc_instant(self, value: datetime) -> str:
@@ -194,11 +208,43 @@ class CalendarItem(_Open):
     end_at: datetime | None = None
 
 
-class CalendarResponse(_Open):
-    """``GET /v1/appointments/calendar?from=&to=``."""
-
+class _CalendarData(_Open):
     items: list[CalendarItem]
+
+
+class CalendarResponse(_Open):
+    """``GET /v1/appointments/calendar?from=&to=`` in any of its shapes.
+
+    Bare ``{"items": [...], "meta": {...}}``; enveloped ``{"success": "...",
+    "data": {"items": [...]}}``; or paginated ``{"data": [...], "meta": {current_page,
+    last_page, ...}}``. `all_items` and `last_page` read whichever came.
+    """
+
+    items: list[CalendarItem] | None = None
+    data: _CalendarData | list[CalendarItem] | None = None
     meta: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _some_items(self) -> CalendarResponse:
+        if self.items is None and self.data is None:
+            raise ValueError("no calendar items: expected 'items' or 'data'")
+        return self
+
+    def all_items(self) -> list[CalendarItem]:
+        """The items, whatever the shape."""
+        if self.items is not None:
+            return self.items
+        if isinstance(self.data, list):
+            return self.data
+        return self.data.items if self.data is not None else []
+
+    def last_page(self) -> int | None:
+        """The paginator's last page, when the answer is paginated."""
+        meta = self.meta
+        if not isinstance(self.data, list) or not isinstance(meta, dict):
+            return None
+        last = meta.get("last_page")
+        return last if isinstance(last, int) else None
 
 
 class PageLinks(_Open):

@@ -23,17 +23,26 @@ from typing import Any
 import aiohttp
 
 from worker import __version__
-from worker.client import FlextellClient
+from worker.compare import identity_key
 from worker.config import Config, TenantConfig, load_config
-from worker.dispatch import Job, RetryPolicy, TenantLane
-from worker.errors import AbortError, ConfigError
+from worker.delivery import Job, Lanes, RetryPolicy, RowDelivery, TenantLane
+from worker.delivery.lanes import policy_from_config
+from worker.delivery.row import EXISTS_DIFFERENT
+from worker.delivery.runner import LaneRunner
+from worker.errors import AbortError, ConfigError, WorkerError
 from worker.exitcodes import ExitCode
-from worker.ledger import Entry, Ledger, SeenRow, Status, payload_diff
+from worker.ledger import (
+    Entry,
+    Ledger,
+    RunStatus,
+    SeenRow,
+    Status,
+    payload_diff,
+    resolve_ledger_path,
+)
 from worker.logs import get_logger
 from worker.mapping import InvalidRow, MappedRow, Mapper
 from worker.progress import RunProgress
-from worker.reconcile import Pacer, Verdict, reconcile_unknown
-from worker.session import Lanes, resolve_ledger_path
 from worker.source import RowProblem, SourceOptions, SourceRow, open_source
 
 log = get_logger("import")
@@ -60,6 +69,13 @@ class ImportOptions:
     """The file is not a full export (e.g. a fixed failures file): report no missing keys."""
     progress: bool = True
     grace_seconds: float = 10.0
+    adopt_existing: bool = False
+    """Look every new row up first and adopt an equal appointment (always on for a
+    tenant that no finished import has covered yet)."""
+    allow_hash_keys: bool = False
+    """Allow a mapping without source_key on a ledger that already holds rows."""
+    settle_wait: float | None = None
+    """Seconds the end of the run waits for rows still settling (default settle_seconds)."""
     policy: RetryPolicy | None = None
 
 
@@ -77,6 +93,7 @@ class TenantCounts:
     duplicate_keys: int = 0
     to_send: int = 0
     created: int = 0
+    adopted: int = 0
     failed: int = 0
     unknown: int = 0
     not_sent: int = 0
@@ -142,18 +159,19 @@ class ImportRun:
         self.options = options
         self.config = config
         self.mapper = mapper
-        self.policy = options.policy or RetryPolicy(
-            max_attempts=config.api.max_attempts, max_backoff=config.api.max_backoff
-        )
+        self.policy = options.policy or policy_from_config(config, settle_wait=options.settle_wait)
         self.counts: dict[int, TenantCounts] = {}
         self.lanes: dict[int, TenantLane] = {}
+        self.runners: dict[int, LaneRunner] = {}
         self.lane_tasks: list[asyncio.Task[None]] = []
         self.new_rows: dict[int, asyncio.Event] = {}
         self.reader_done = asyncio.Event()
         self.stopping: str | None = None
         self.run_id = 0
         self._lanes: Lanes | None = None
+        self._ledger: Ledger | None = None
         self._seen_digests: set[int] = set()
+        self._send_anyway: set[tuple[int, str]] = set()
         self.changed_rows: list[dict[str, Any]] = []
         self.missing_rows: list[dict[str, Any]] = []
         self.progress: RunProgress | None = None
@@ -188,23 +206,39 @@ class ImportRun:
     def tenant_config(self, tenant: int) -> TenantConfig:
         return self.config.tenant(tenant, self.options.base_url)
 
+    @property
+    def settle_wait(self) -> float:
+        wait = self.policy.settle_wait
+        return self.policy.default_settle_wait if wait is None else wait
+
+    def builder(self, session: aiohttp.ClientSession) -> Lanes:
+        if self._lanes is None:
+            self._lanes = Lanes(
+                self.config, session, base_url=self.options.base_url, policy=self.policy
+            )
+        return self._lanes
+
     async def lane_for(
         self, tenant: int, session: aiohttp.ClientSession, ledger: Ledger
     ) -> TenantLane:
         lane = self.lanes.get(tenant)
         if lane is None:
-            if self._lanes is None:
-                self._lanes = Lanes(
-                    self.config,
-                    session,
-                    ledger,
-                    run_id=self.run_id,
-                    base_url=self.options.base_url,
-                    policy=self.policy,
-                )
-            lane = self.lanes[tenant] = await self._lanes.lane(tenant)
+            lane = self.lanes[tenant] = await self.builder(session).lane(tenant)
+            adopt = self.options.adopt_existing or not await _covered(ledger, tenant)
+            if adopt:
+                log.info("adopting existing appointments first", tenant=tenant)
+            delivery = RowDelivery(lane, ledger, self.run_id, adopt=adopt)
+            runner = LaneRunner(
+                lane,
+                delivery,
+                workers=lane.tenant.concurrency * 2,
+                should_stop=lambda: self.stopping is not None,
+            )
+            self.runners[tenant] = runner
             self.new_rows[tenant] = asyncio.Event()
-            self.lane_tasks.append(asyncio.create_task(self._run_lane(lane), name=f"lane-{tenant}"))
+            self.lane_tasks.append(
+                asyncio.create_task(self._run_lane(lane, runner), name=f"lane-{tenant}")
+            )
             if self.progress is not None:
                 self.progress.add_tenant(tenant, lane.stats, self.tenant_counts(tenant))
         return lane
@@ -306,6 +340,8 @@ class ImportRun:
             elif entry.status == Status.FAILED.value and entry.payload_hash == m.payload_hash:
                 if self.options.retry_failed:
                     retry.append((tenant, key))
+                    if entry.error_code == EXISTS_DIFFERENT:
+                        self._send_anyway.add((tenant, key))
                     send = True
                 else:
                     counts.previously_failed += 1
@@ -327,13 +363,14 @@ class ImportRun:
                     source_row=_source_row_json(item),
                     run_id=run_id,
                     status=Status.PENDING.value,
+                    identity=_identity(m),
                 )
             )
         if ledger is None or self.options.dry_run:
             return  # a dry run only reads the ledger (opened read-only)
         await ledger.upsert_seen(seen)
         for tenant, key in retry:
-            await ledger.record(tenant, key, status=Status.PENDING.value, run_id=run_id)
+            await ledger.requeue(tenant, key, run_id=run_id)
         assert session is not None
         for tenant in touched:
             await self.lane_for(tenant, session, ledger)
@@ -341,23 +378,17 @@ class ImportRun:
 
     # --- sending ------------------------------------------------------------
 
-    async def _run_lane(self, lane: TenantLane) -> None:
-        # Twice as many workers as slots: while one holds a slot for its request, the
-        # next commits its row's intent, so the ledger's fsync never idles a slot.
-        workers_count = lane.tenant.concurrency * 2
-        queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=workers_count * 2)
-        workers = [
-            asyncio.create_task(self._lane_worker(lane, queue)) for _ in range(workers_count)
-        ]
+    async def _run_lane(self, lane: TenantLane, runner: LaneRunner) -> None:
         try:
-            await self._feed_lane(lane, queue)
-        finally:
-            for _ in workers:
-                await queue.put(None)
-            await asyncio.gather(*workers, return_exceptions=True)
+            await self._feed_lane(lane, runner)
+            await runner.close(0.0 if self.stopping else self.settle_wait)
+        except BaseException:
+            await runner.cancel()
+            raise
 
-    async def _feed_lane(self, lane: TenantLane, queue: asyncio.Queue[Job | None]) -> None:
-        ledger = lane.ledger
+    async def _feed_lane(self, lane: TenantLane, runner: LaneRunner) -> None:
+        ledger = self._ledger
+        assert ledger is not None
         after_line = 0
         event = self.new_rows[lane.id]
         while not self.stopping and lane.stop_reason is None:
@@ -366,17 +397,11 @@ class ImportRun:
             entries = await ledger.pending_batch(lane.id, self.run_id, after_line, FETCH_BATCH)
             for entry in entries:
                 after_line = max(after_line, entry.source_line or 0)
-                if entry.payload_json is None or entry.payload_hash is None:
-                    continue
-                await queue.put(
-                    Job(
-                        lane.id,
-                        entry.source_key,
-                        entry.payload_json,
-                        entry.payload_hash,
-                        entry.source_line,
-                    )
+                job = Job.from_entry(
+                    entry, adopt=(entry.tenant, entry.source_key) not in self._send_anyway
                 )
+                if job is not None:
+                    await runner.put(job)
                 if self.stopping or lane.stop_reason is not None:
                     return
             if entries:
@@ -389,15 +414,14 @@ class ImportRun:
             waiter.cancel()
             done.cancel()
 
-    async def _lane_worker(self, lane: TenantLane, queue: asyncio.Queue[Job | None]) -> None:
-        while (job := await queue.get()) is not None:
-            if self.stopping or lane.stop_reason is not None:
-                continue  # left pending in the ledger: the next run sends it
-            await lane.deliver(job)
+    # --- rows left unknown by earlier runs ------------------------------------
 
-    # --- reconcile rows left unknown by earlier runs --------------------------
+    async def resolve_unknown(self, ledger: Ledger, session: aiohttp.ClientSession) -> None:
+        """Before reading: look up every row an earlier run left unknown, sending nothing.
 
-    async def reconcile_unknown(self, ledger: Ledger, session: aiohttp.ClientSession) -> None:
+        Found rows become created, surely absent ones pending (this run sends them),
+        the rest stay unknown. Identity groups and settling apply as for any row.
+        """
         entries = await ledger.select(statuses=[Status.UNKNOWN.value])
         allowed = [
             e
@@ -407,15 +431,32 @@ class ImportRun:
         ]
         if not allowed:
             return
-        log.info("reconciling rows whose outcome is unknown", rows=len(allowed))
-
-        async def lane_for(tenant: int) -> tuple[FlextellClient, Pacer]:
-            lane = await self.lane_for(tenant, session, ledger)
-            return lane.client, lane
-
-        for found in await reconcile_unknown(ledger, allowed, lane_for, run_id=self.run_id):
-            if found.verdict is not Verdict.UNDECIDED:
-                self.tenant_counts(found.tenant).reconciled += 1
+        log.info("looking up rows whose outcome is unknown", rows=len(allowed))
+        runners: dict[int, LaneRunner] = {}
+        for entry in allowed:
+            runner = runners.get(entry.tenant)
+            if runner is None:
+                lane = await self.builder(session).lane(entry.tenant)
+                delivery = RowDelivery(lane, ledger, self.run_id, send=False)
+                runner = runners[entry.tenant] = LaneRunner(
+                    lane,
+                    delivery,
+                    workers=lane.tenant.concurrency,
+                    should_stop=lambda: self.stopping is not None,
+                )
+            job = Job.from_entry(entry, resume=True)
+            if job is not None:
+                await runner.put(job)
+        try:
+            await asyncio.gather(*(r.close(self.settle_wait) for r in runners.values()))
+        finally:
+            await asyncio.gather(*(r.cancel() for r in runners.values()))
+        for tenant, runner in runners.items():
+            stats = runner.lane.stats
+            self.tenant_counts(tenant).reconciled += (
+                stats.reconciled_found + stats.reconciled_absent
+            )
+            stats.reconciled_found = stats.reconciled_absent = 0
 
     # --- the whole run ------------------------------------------------------
 
@@ -472,6 +513,14 @@ async def _send(
     run: ImportRun, source: Any, ledger: Ledger, ledger_path: Path, sha: str | None, started: float
 ) -> ImportResult:
     options = run.options
+    run._ledger = ledger
+    if not run.mapper.has_source_key and not options.allow_hash_keys and await ledger.count_all():
+        raise ConfigError(
+            f"{options.config_path}: the mapping has no source_key, and ledger {ledger_path} "
+            "already holds rows: without a key a row whose values changed since the last run "
+            "looks new and would be created a second time. Add source_key (the export's "
+            "appointment id), or pass --allow-hash-keys if every row is new"
+        )
     run.run_id = await ledger.start_run(
         mode="import",
         source_file=source.name,
@@ -520,7 +569,7 @@ async def _send(
                     for tenant_id in sorted(run.config.tenants):
                         if options.tenant is None or tenant_id == options.tenant:
                             await run.lane_for(tenant_id, session, ledger)
-                    await run.reconcile_unknown(ledger, session)
+                    await run.resolve_unknown(ledger, session)
                     try:
                         await run.read_all(source, ledger, session)
                     finally:
@@ -546,6 +595,28 @@ async def _send(
         with contextlib.suppress(Exception):
             await ledger.finish_run(run.run_id, status=status, counts=run_counts(result))
     return result
+
+
+async def _covered(ledger: Ledger, tenant: int) -> bool:
+    """Whether a finished import of this ledger has read rows of the tenant."""
+    return any(
+        run.mode == "import"
+        and run.status == RunStatus.FINISHED
+        and run.counts.get(f"tenant.{tenant}.read", 0) > 0
+        for run in await ledger.runs()
+    )
+
+
+def _identity(m: MappedRow) -> str:
+    p = m.payload
+    return identity_key(
+        {
+            "customer_id": p.customer_id,
+            "user_id": p.user_id,
+            "scheduled_at": p.scheduled_at,
+            "treatments": p.treatments,
+        }
+    )
 
 
 def run_counts(result: ImportResult) -> dict[str, int]:
@@ -574,10 +645,16 @@ async def _wait_lanes(run: ImportRun, grace: float) -> None:
             task.cancel()
         await asyncio.gather(*still, return_exceptions=True)
         break
+    fatal: BaseException | None = None
     for task in tasks:
         if task.done() and not task.cancelled() and task.exception() is not None:
             exc = task.exception()
-            log.error("lane crashed", error=repr(exc))
+            if isinstance(exc, WorkerError):
+                fatal = fatal or exc  # the ledger failed, say: the run cannot go on
+            else:
+                log.error("lane crashed", error=repr(exc))
+    if fatal is not None:
+        raise fatal
 
 
 async def _missing_from_source(run: ImportRun, ledger: Ledger) -> None:
@@ -603,8 +680,9 @@ def _result(
         counts = run.tenant_counts(tenant)
         s = lane.stats
         counts.created, counts.failed, counts.unknown = s.created, s.failed, s.unknown
+        counts.adopted = s.adopted
         counts.not_sent = s.not_sent + max(
-            0, counts.to_send - s.created - s.failed - s.unknown - s.not_sent
+            0, counts.to_send - s.created - s.adopted - s.failed - s.unknown - s.not_sent
         )
         counts.failed_by_reason = dict(s.failed_by_reason)
     if mode == "dry-run":

@@ -17,7 +17,7 @@ from rich.table import Table
 from worker.logs import get_logger
 
 if TYPE_CHECKING:
-    from worker.dispatch import LaneStats
+    from worker.delivery import LaneStats
 
 log = get_logger("progress")
 

@@ -15,14 +15,14 @@ from worker.config import load_config
 from worker.errors import AbortError, ConfigError
 from worker.failures import FailureWriter, neutralise
 from worker.importer import ImportResult
-from worker.ledger import Entry, Ledger, Run, Status, default_ledger_path
+from worker.ledger import Entry, Ledger, Run, Status, default_ledger_path, resolve_ledger_path
 from worker.reconcile import ReconcileResult
-from worker.session import resolve_ledger_path
 from worker.source import RowProblem, SourceRow
 
 _COLUMNS: tuple[tuple[str, str], ...] = (
     ("read", "read"),
     ("created", "created"),
+    ("adopted", "adopted"),
     ("unchanged", "already created"),
     ("changed", "changed"),
     ("failed", "failed"),
@@ -144,6 +144,7 @@ _RUN_FIELDS = ("id", "mode", "status", "started_at", "finished_at", "source_file
 _COUNT_ORDER = (
     "read",
     "created",
+    "adopted",
     "unchanged",
     "changed",
     "failed",
@@ -490,7 +491,7 @@ def reconcile_event(result: ReconcileResult) -> dict[str, Any]:
             {
                 "tenant": r.tenant,
                 "source_key": r.source_key,
-                "verdict": r.verdict.value,
+                "verdict": r.verdict,
                 "appointment_id": r.appointment_id,
                 "reason": r.reason,
             }
@@ -512,9 +513,9 @@ def print_reconcile(result: ReconcileResult, console: Console | None = None) -> 
             note = {
                 "found": "now created",
                 "absent": "pending: the next import sends it",
-            }.get(r.verdict.value, r.reason or "still unknown")
+            }.get(r.verdict, r.reason or "still unknown")
             appointment = "" if r.appointment_id is None else str(r.appointment_id)
-            table.add_row(str(r.tenant), r.source_key, r.verdict.value, appointment, note)
+            table.add_row(str(r.tenant), r.source_key, r.verdict, appointment, note)
         console.print(table)
         counts = result.counts()
         console.print(", ".join(f"{k} {v}" for k, v in counts.items()))

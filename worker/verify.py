@@ -24,12 +24,11 @@ from rich.table import Table
 from worker.client import Outcome, Result
 from worker.compare import Mismatch, compare
 from worker.config import load_config
-from worker.dispatch import LaneStopped, TenantLane
+from worker.delivery import AuthGuard, Lanes, LaneStopped, TenantLane, http_session
 from worker.errors import ConfigError, SourceError
 from worker.exitcodes import ExitCode
-from worker.ledger import Entry, Ledger, Status
+from worker.ledger import Entry, Ledger, Status, resolve_ledger_path
 from worker.logs import get_logger
-from worker.session import AuthGuard, Lanes, http_session, resolve_ledger_path
 
 log = get_logger("verify")
 
@@ -265,7 +264,7 @@ async def run_verify(options: VerifyOptions) -> VerifyResult:
     ledger = await Ledger.open(ledger_path, lock=False, readonly=True)
     try:
         async with http_session() as session:
-            lanes = Lanes(config, session, ledger, base_url=options.base_url)
+            lanes = Lanes(config, session, base_url=options.base_url)
             verifier = _Verifier(lanes)
             try:
                 async for entry in _entries(ledger, options):

@@ -7,7 +7,7 @@ commit; see store.Ledger for the async API.
 from worker.ledger.lock import lock_path
 from worker.ledger.model import Entry, Origin, Run, RunStatus, SeenRow, Status
 from worker.ledger.ops import UnknownKeyError, payload_diff
-from worker.ledger.paths import default_ledger_path
+from worker.ledger.paths import default_ledger_path, resolve_ledger_path
 from worker.ledger.schema import SCHEMA_VERSION
 from worker.ledger.store import Ledger
 
@@ -24,4 +24,5 @@ __all__ = [
     "default_ledger_path",
     "lock_path",
     "payload_diff",
+    "resolve_ledger_path",
 ]

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from worker.config import Config
 
 
 def default_ledger_path(config_path: Path | None) -> Path:
@@ -22,3 +26,13 @@ def default_ledger_path(config_path: Path | None) -> Path:
         base = Path.home() / ".local" / "state" / "flextell-worker"
     name = f"{config_path.stem}.sqlite" if config_path is not None else "ledger.sqlite"
     return base / name
+
+
+def resolve_ledger_path(config: Config, override: Path | None = None) -> Path:
+    """``--ledger``, else ``[ledger] path`` (relative to the config), else the state dir."""
+    if override is not None:
+        return override
+    if config.ledger.path:
+        path = Path(config.ledger.path).expanduser()
+        return path if path.is_absolute() else config.base_dir / path
+    return default_ledger_path(config.path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -249,15 +250,16 @@ class Ledger:
         await self._write(partial(ops.upsert_seen, items=list(items)), atomic=True)
 
     async def mark_in_flight(
-        self, tenant: int, source_key: str, *, run_id: int, sent_at: float
+        self, tenant: int, source_key: str, *, run_id: int, sent_at: float | None = None
     ) -> None:
         """The intent: status in_flight, attempts + 1, sent_at; committed before returning.
 
         Called once the request holds its slot and is about to leave, so a crash never
         leaves a row that was not sent looking as if it might have landed.
         """
+        when = time.time() if sent_at is None else sent_at
         fn = partial(
-            ops.mark_in_flight, tenant=tenant, source_key=source_key, run_id=run_id, sent_at=sent_at
+            ops.mark_in_flight, tenant=tenant, source_key=source_key, run_id=run_id, sent_at=when
         )
         await self._write(fn)
 

@@ -1,15 +1,14 @@
-"""What every command that talks to Flextell shares: the ledger's location, tokens, lanes.
+"""Building each tenant's token provider, client and lane over one HTTP session.
 
 `import`, `verify` and `reconcile` all pace their calls through the same
 per-tenant `TenantLane` (limiter, pause gate, concurrency), built here once per
-tenant over one aiohttp session, so no command can outrun a tenant's budget.
+tenant, so no command can outrun a tenant's budget.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import TypeVar
 
 import aiohttp
@@ -22,21 +21,11 @@ from worker.auth import (
 )
 from worker.client import FlextellClient, Outcome
 from worker.config import Config, TenantConfig
-from worker.dispatch import RetryPolicy, TenantLane
-from worker.ledger import Ledger, default_ledger_path
+from worker.delivery.lane import A, TenantLane
+from worker.delivery.retry import RetryPolicy
 from worker.logs import register_secret
 
 T = TypeVar("T")
-
-
-def resolve_ledger_path(config: Config, override: Path | None = None) -> Path:
-    """``--ledger``, else ``[ledger] path`` (relative to the config), else the state dir."""
-    if override is not None:
-        return override
-    if config.ledger.path:
-        path = Path(config.ledger.path).expanduser()
-        return path if path.is_absolute() else config.base_dir / path
-    return default_ledger_path(config.path)
 
 
 @contextlib.asynccontextmanager
@@ -54,20 +43,14 @@ class Lanes:
         self,
         config: Config,
         session: aiohttp.ClientSession,
-        ledger: Ledger,
         *,
-        run_id: int = 0,
         base_url: str | None = None,
         policy: RetryPolicy | None = None,
     ) -> None:
         self.config = config
         self.session = session
-        self.ledger = ledger
-        self.run_id = run_id
         self.base_url = base_url
-        self.policy = policy or RetryPolicy(
-            max_attempts=config.api.max_attempts, max_backoff=config.api.max_backoff
-        )
+        self.policy = policy or policy_from_config(config)
         self.lanes: dict[int, TenantLane] = {}
         self._tokens: dict[str, TokenProvider] = {}
 
@@ -104,10 +87,22 @@ class Lanes:
             client = FlextellClient(
                 self.session, tc.base_url, token, timeout=self.config.api.timeout
             )
-            lane = self.lanes[tenant] = TenantLane(
-                tc, client, self.ledger, self.run_id, self.policy
-            )
+            lane = self.lanes[tenant] = TenantLane(tc, client, self.policy)
         return lane
+
+
+def policy_from_config(config: Config, **overrides: float | None) -> RetryPolicy:
+    """The retry and settle rules of `[api]`, with command-line overrides."""
+    api = config.api
+    values: dict[str, float | None] = {
+        "max_attempts": api.max_attempts,
+        "max_backoff": api.max_backoff,
+        "settle_seconds": api.settle,
+        "absent_horizon": api.absent_horizon,
+        "outage_budget": api.outage_budget,
+    }
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return RetryPolicy(**values)  # type: ignore[arg-type]
 
 
 class AuthGuard:
@@ -121,11 +116,10 @@ class AuthGuard:
     def __init__(self, lane: TenantLane) -> None:
         self.lane = lane
 
-    async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
+    async def call(self, fn: Callable[[], Awaitable[A]]) -> A:
         """Run `fn` within the lane's limits; an AUTH outcome stops the lane."""
         result = await self.lane.call(fn)
-        if getattr(result, "outcome", None) is Outcome.AUTH:
-            status = getattr(result, "status", None)
-            message = getattr(result, "error_message", None) or "authentication refused"
-            self.lane.stop(f"HTTP {status}: {message}", abort=True)
+        if result.outcome is Outcome.AUTH:
+            message = result.error_message or "authentication refused"
+            self.lane.stop(f"HTTP {result.status}: {message}", abort=True)
         return result

@@ -1,0 +1,261 @@
+"""Exactly once on data shaped like real exports: rows that share a slot, lost answers.
+
+Every test judges by identity: each source row ends with exactly one appointment
+that equals it on every field, recorded for that row alone (`assert_all_created_once`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+
+import aiohttp
+
+from tests.conftest import SandboxFactory
+from tests.test_import_helpers import (
+    TOKEN_ALL,
+    Row,
+    appointments,
+    assert_all_created_once,
+    ledger_rows,
+    posts,
+    requests_log,
+    run_cli,
+    setup,
+    stats,
+    write_csv,
+)
+
+
+def slot_sharing_rows() -> list[Row]:
+    """Rows as a clinic's export has them: several per customer, doctor and instant."""
+    at = datetime(2026, 12, 7, 10, 0)
+    base = Row("S-00", 1, 1001, 101, at, "approved", (201,), 301, None, "first visit")
+    rows = [
+        base,
+        # the very same booking twice (a double entry in the old system)
+        replace(base, key="S-01"),
+        # cancelled and re-booked at the same slot
+        replace(base, key="S-02", status="cancelled", notes=None),
+        # two sessions at one time in two rooms
+        replace(base, key="S-03", room=302),
+        # one patient, two doctors at once, each with an assistant
+        replace(base, key="S-04", customer=1002, doctor=102, assistant=151),
+        replace(base, key="S-05", customer=1002, doctor=101, assistant=152),
+        # a note that looks like a formula
+        replace(base, key="S-06", customer=1003, notes='=HYPERLINK("x")'),
+        replace(base, key="S-07", customer=1003, notes='=HYPERLINK("x")', status="completed"),
+    ]
+    # tenant 2 has the same shapes
+    rows += [
+        replace(
+            r,
+            key=r.key.replace("S-", "T-"),
+            tenant=2,
+            customer=r.customer + 1000,
+            doctor=r.doctor + 10,
+            room=r.room + 10 if r.room else None,
+            assistant=r.assistant + 10 if r.assistant else None,
+            treatments=(211,),
+        )
+        for r in rows
+    ]
+    return rows
+
+
+async def test_every_answer_lost_rows_sharing_slots_each_get_their_own(
+    sandbox_factory: SandboxFactory, tmp_path: Path
+) -> None:
+    rows = slot_sharing_rows()
+    async with sandbox_factory(faults={"drop_after_commit": 1.0}, fault_seed=3) as sb:
+        s = setup(tmp_path, sb.url, rows=rows, concurrency=4)
+        result = await run_cli(s.args("--settle-wait", "20"))
+        assert result.exit_code == 0, result.output
+        await assert_all_created_once(s)
+        assert len(posts(await requests_log(sb.url))) == len(rows)  # found, never resent
+
+
+async def test_mixed_faults_on_slot_sharing_rows_stay_exactly_once(
+    sandbox_factory: SandboxFactory, tmp_path: Path
+) -> None:
+    rows = slot_sharing_rows()
+    faults = {"drop_after_commit": 0.3, "error500": 0.2, "html502": 0.1, "reset_before": 0.1}
+    async with sandbox_factory(faults=faults, fault_seed=11) as sb:
+        s = setup(tmp_path, sb.url, rows=rows, concurrency=4, max_attempts=10)
+        result = await run_cli(s.args("--settle-wait", "30"))
+        assert result.exit_code == 0, result.output
+        await assert_all_created_once(s)
+
+
+async def test_wrong_base_path_stops_the_tenant_and_leaves_rows_pending(
+    sandbox_factory: SandboxFactory, tmp_path: Path
+) -> None:
+    async with sandbox_factory() as sb:
+        s = setup(tmp_path, sb.url, n=10)
+        args = s.args()
+        args[args.index("--base-url") + 1] = sb.url + "/apii"
+        result = await run_cli(args)
+        assert result.exit_code == 3, result.output
+        assert "is base_url right?" in result.output
+        assert {e["status"] for e in ledger_rows(s.ledger).values()} == {"pending"}
+        assert len(posts(await requests_log(sb.url))) <= 2  # one per tenant, then stopped
+        again = await run_cli(s.args())
+        assert again.exit_code == 0, again.output
+        await assert_all_created_once(s)
+
+
+async def test_retry_failed_with_a_refused_token_keeps_the_real_reason(
+    sandbox_factory: SandboxFactory, tmp_path: Path
+) -> None:
+    async with sandbox_factory() as sb:
+        rows = [Row("F-1", 1, 99999, 101, datetime(2026, 12, 8, 9), "approved", (201,),
+                    None, None, None)]  # fmt: skip
+        s = setup(tmp_path, sb.url, rows=rows)
+        first = await run_cli(s.args())
+        assert first.exit_code == 1, first.output
+        before = ledger_rows(s.ledger)["F-1"]
+        assert before["status"] == "failed" and before["http_status"] == 422
+        refused = await run_cli(s.args("--retry-failed"), env={"FLEXTELL_TOKEN": "wrong"})
+        assert refused.exit_code == 3, refused.output
+        after = ledger_rows(s.ledger)["F-1"]
+        assert after["status"] == "failed"
+        assert after["error_message"] == before["error_message"]
+        assert after["http_status"] == 422
+
+
+async def test_far_off_year_is_invalid_and_later_runs_keep_working(
+    sandbox_factory: SandboxFactory, tmp_path: Path
+) -> None:
+    async with sandbox_factory(faults={"drop_after_commit": 1.0}) as sb:
+        s = setup(tmp_path, sb.url, n=4)
+        text = s.data.read_text(encoding="utf-8").replace(
+            "2026-12-01T09:00:00", "9999-12-31T09:00:00"
+        )
+        s.data.write_text(text, encoding="utf-8")
+        result = await run_cli(s.args())
+        assert result.exit_code == 1, result.output
+        assert "Traceback" not in result.output
+        statuses = {k: e["status"] for k, e in ledger_rows(s.ledger).items()}
+        assert statuses["R-0000"] == "invalid", statuses
+        assert sorted(statuses.values()).count("created") == 3
+        again = await run_cli(s.args())
+        assert again.exit_code == 1 and "Traceback" not in again.output
+        validate = await run_cli(["validate", str(s.data), "-c", str(s.config), "--no-progress"])
+        assert validate.exit_code == 1 and "year 9999 is outside 1900-2199" in validate.output
+
+
+async def _create_by_hand(url: str, row: Row, **changes: object) -> int:
+    """An appointment made by clinic staff through the API, before the worker runs."""
+    body = {
+        "customer_id": row.customer,
+        "user_id": row.doctor,
+        "scheduled_at": row.utc,
+        "status": row.status,
+        "treatments": list(row.treatments),
+        **({"room_id": row.room} if row.room else {}),
+        **({"assistant_id": row.assistant} if row.assistant else {}),
+        **({"description": row.notes} if row.notes else {}),
+        **({"cancellation_reason": "changed plans"} if row.status == "cancelled" else {}),
+        **changes,
+    }
+    headers = {"Authorization": f"Bearer {TOKEN_ALL}", "X-Tenant": str(row.tenant)}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{url}/api/v1/appointments", json=body, headers=headers) as resp,
+    ):
+        assert resp.status == 201, await resp.text()
+        data = await resp.json()
+        return int(data["data"]["id"])
+
+
+async def test_a_new_ledger_adopts_equal_appointments_made_by_hand(
+    sandbox_factory: SandboxFactory, tmp_path: Path
+) -> None:
+    async with sandbox_factory() as sb:
+        s = setup(tmp_path, sb.url, n=6)
+        equal_id = await _create_by_hand(sb.url, s.rows[0])
+        # the same slot, but cancelled by hand while the export says otherwise
+        await _create_by_hand(sb.url, s.rows[1], status="rejected")
+        result = await run_cli(s.args())
+        assert result.exit_code == 1, result.output
+        ledger = ledger_rows(s.ledger)
+        assert ledger["R-0000"]["status"] == "created"
+        assert ledger["R-0000"]["appointment_id"] == equal_id
+        assert ledger["R-0000"]["origin"] == "adopted"
+        assert ledger["R-0001"]["status"] == "failed"
+        assert "differs from this row" in ledger["R-0001"]["error_message"]
+        assert len(posts(await requests_log(sb.url))) == 2 + 4  # by hand + the 4 others
+        # a person checked it: send it anyway
+        forced = await run_cli(s.args("--retry-failed"))
+        assert forced.exit_code == 0, forced.output
+        assert ledger_rows(s.ledger)["R-0001"]["status"] == "created"
+
+
+async def test_renamed_config_with_a_new_ledger_creates_nothing_twice(
+    sandbox_factory: SandboxFactory, tmp_path: Path
+) -> None:
+    async with sandbox_factory() as sb:
+        s = setup(tmp_path, sb.url, rows=slot_sharing_rows())
+        assert (await run_cli(s.args())).exit_code == 0
+        before = (await stats(sb.url))["appointments_total"]
+        s.ledger = tmp_path / "renamed.db"
+        result = await run_cli(s.args())
+        assert result.exit_code == 0, result.output
+        assert (await stats(sb.url))["appointments_total"] == before
+        origins = {e["origin"] for e in ledger_rows(s.ledger).values()}
+        assert origins == {"adopted"}
+        await assert_all_created_once(s)
+
+
+async def test_no_source_key_on_a_used_ledger_is_refused(
+    sandbox_factory: SandboxFactory, tmp_path: Path
+) -> None:
+    async with sandbox_factory() as sb:
+        s = setup(tmp_path, sb.url, n=6)
+        text = s.config.read_text(encoding="utf-8")
+        s.config.write_text(
+            text.replace('source_key = { column = "appointment_id" }\n', ""), encoding="utf-8"
+        )
+        assert (await run_cli(s.args())).exit_code == 0
+        changed = [replace(r, notes="changed") if i < 3 else r for i, r in enumerate(s.rows)]
+        write_csv(s.data, changed)
+        refused = await run_cli(s.args())
+        assert refused.exit_code == 2, refused.output
+        assert "--allow-hash-keys" in refused.output
+        assert (await stats(sb.url))["appointments_total"] == 6
+        allowed = await run_cli(s.args("--allow-hash-keys"))
+        assert allowed.exit_code == 0, allowed.output
+        assert (await stats(sb.url))["appointments_total"] == 9
+
+
+async def test_calendar_in_the_envelope_shape_is_read(tmp_path: Path) -> None:
+    from worker.contract import CalendarResponse
+
+    item = {"appointment_id": 5, "start_at": "2026-12-07T07:00:00Z"}
+    bare = CalendarResponse.model_validate_json(json.dumps({"items": [item]}))
+    envelope = CalendarResponse.model_validate_json(
+        json.dumps({"success": "ok", "data": {"items": [item]}})
+    )
+    paginated = CalendarResponse.model_validate_json(
+        json.dumps({"data": [item], "meta": {"current_page": 1, "last_page": 2}})
+    )
+    assert [i.appointment_id for i in bare.all_items()] == [5]
+    assert [i.appointment_id for i in envelope.all_items()] == [5]
+    assert [i.appointment_id for i in paginated.all_items()] == [5]
+    assert paginated.last_page() == 2 and bare.last_page() is None
+
+
+async def test_appointments_in_the_sandbox_match_rows_after_faults(
+    sandbox_factory: SandboxFactory, tmp_path: Path
+) -> None:
+    """The sandbox's own view agrees: one appointment per row, by tenant."""
+    rows = slot_sharing_rows()
+    async with sandbox_factory(faults={"drop_after_commit": 0.5}, fault_seed=5) as sb:
+        s = setup(tmp_path, sb.url, rows=rows)
+        assert (await run_cli(s.args("--settle-wait", "20"))).exit_code == 0
+        for tenant in (1, 2):
+            assert len(await appointments(sb.url, tenant)) == len(
+                [r for r in rows if r.tenant == tenant]
+            )

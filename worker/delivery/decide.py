@@ -1,0 +1,152 @@
+"""The rules that turn a lookup into a verdict for one row: pure, no I/O.
+
+Inputs: the row (its payload and send times), every ledger row of its identity
+group, the appointments found at the slot, and which of them the ledger already
+gives to some row. The rules, in order:
+1. An appointment another row owns is that row's; it is never a candidate.
+2. A free appointment at the slot that no open row of the group would have
+   created (it differs from all of them: a staff edit, or made by hand) means
+   the slot holds something unaccounted for: UNKNOWN, with the difference.
+3. More free appointments equal to the row than open rows with the row's exact
+   payload: more than the group can explain, UNKNOWN.
+4. None equal: ABSENT, but only once every attempt of the row has settled (a
+   server may commit after the client gave up) and before the absent horizon
+   (after it, staff may have moved or deleted the appointment): else WAIT or
+   UNKNOWN.
+5. Equal ones: CLAIM one. Right away when it was created after the row's first
+   attempt (it is the answer that got lost); one that existed before the row was
+   ever sent is adopted only once the row's attempts have settled (else our own
+   late commit could still add a second one). A row never sent adopts at once.
+   Several open rows with one payload claim only when all have settled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from worker.compare import MATCH_FIELDS, compare, equal
+from worker.contract import AppointmentResource
+from worker.ledger import Entry, Origin, Status
+
+CLOCK_SKEW = 120.0
+"""Seconds by which the server's created_at may trail our clock."""
+
+_OPEN = (Status.PENDING.value, Status.IN_FLIGHT.value, Status.UNKNOWN.value)
+
+
+class Verdict(StrEnum):
+    CLAIM = "claim"
+    ABSENT = "absent"
+    WAIT = "wait"
+    UNKNOWN = "unknown"
+    UNDECIDED = "undecided"  # the lookup itself failed
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A verdict, with the appointment to claim, the time to look again, or the reason."""
+
+    verdict: Verdict
+    appointment: AppointmentResource | None = None
+    origin: Origin | None = None
+    reason: str | None = None
+    wait_until: float | None = None
+
+
+def _settled_at(entry: Entry, settle: float) -> float:
+    return (entry.sent_at or 0.0) + settle
+
+
+def _created(resource: AppointmentResource) -> float | None:
+    created = resource.created_at
+    if not isinstance(created, datetime) or created.tzinfo is None:
+        return None
+    return created.timestamp()
+
+
+def _differences(payload: dict[str, Any], resource: AppointmentResource) -> str:
+    parts = [
+        f"{m.field}: row {m.sent!r}, Flextell {m.found!r}"
+        for m in compare(payload, resource, MATCH_FIELDS)
+    ]
+    return "; ".join(parts)
+
+
+def decide(
+    row: Entry,
+    payload: dict[str, Any],
+    group: Sequence[Entry],
+    candidates: Sequence[AppointmentResource],
+    owners: Mapping[int, str],
+    *,
+    now: float,
+    settle: float,
+    horizon: float,
+) -> Decision:
+    """The verdict for `row` (see the module docstring for the rules)."""
+    mine = [c for c in candidates if owners.get(c.id) == row.source_key]
+    if mine:  # already recorded as ours (a claim that committed before a crash)
+        return Decision(Verdict.CLAIM, mine[0], Origin(row.origin or Origin.FOUND))
+    free = [c for c in candidates if c.id not in owners]
+    others = [g for g in group if g.source_key != row.source_key]
+    open_rows = [row] + [
+        g for g in others if g.status in _OPEN and g.appointment_id is None and g.payload_json
+    ]
+    payloads = {g.source_key: (payload if g is row else g.payload or {}) for g in open_rows}
+    for c in free:
+        if not any(equal(p, c) for p in payloads.values()):
+            return Decision(
+                Verdict.UNKNOWN,
+                reason=f"appointment {c.id} at this slot is no row's and differs from this row "
+                f"({_differences(payload, c)}): changed by staff or made by hand; not claimed, "
+                "not sent again",
+            )
+    equals = sorted((c for c in free if equal(payload, c)), key=lambda c: c.id)
+    same = [g for g in open_rows if g is row or g.payload_hash == row.payload_hash]
+    if len(equals) > len(same):
+        return Decision(
+            Verdict.UNKNOWN,
+            reason=f"{len(equals)} appointments equal to this row ("
+            + ", ".join(str(c.id) for c in equals)
+            + f") for {len(same)} row(s) that may own them: one was made by hand or twice",
+        )
+    sent = row.attempts > 0 and row.sent_at is not None
+    settled_at = _settled_at(row, settle) if sent else now
+    if not equals:
+        if not sent:
+            return Decision(Verdict.ABSENT)
+        if now < settled_at:
+            return Decision(
+                Verdict.WAIT, wait_until=settled_at, reason="waiting for a late commit to show"
+            )
+        if row.sent_at is not None and now - row.sent_at > horizon:
+            return Decision(
+                Verdict.UNKNOWN,
+                reason=f"no appointment at this slot, but the last attempt was sent "
+                f"{now - row.sent_at:.0f}s ago, past the absent horizon ({horizon:g}s): it may "
+                "have landed and been moved or deleted since; check it in Flextell",
+            )
+        return Decision(Verdict.ABSENT)
+    if not sent:
+        return Decision(Verdict.CLAIM, equals[0], Origin.ADOPTED)
+    peers = [g for g in same if g is not row and g.attempts > 0 and g.sent_at is not None]
+    latest = max([settled_at, *(_settled_at(g, settle) for g in peers)])
+    if peers and now < latest:
+        return Decision(
+            Verdict.WAIT, wait_until=latest, reason="rows with the same payload still settling"
+        )
+    first = row.first_sent_at or row.sent_at or now
+    ours = [c for c in equals if (_created(c) or now) >= first - CLOCK_SKEW]
+    if ours:
+        return Decision(Verdict.CLAIM, ours[0], Origin.FOUND)
+    if now < settled_at:
+        return Decision(
+            Verdict.WAIT,
+            wait_until=settled_at,
+            reason="an equal appointment existed before this row was sent",
+        )
+    return Decision(Verdict.CLAIM, equals[0], Origin.ADOPTED)

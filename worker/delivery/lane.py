@@ -1,0 +1,227 @@
+"""One tenant's lane: pacing (bucket, pause gate, concurrency) and when it stops sending.
+
+Lanes share nothing but the HTTP session and the ledger, so a paused or stopped
+tenant never holds another one back. What a lane learns from each answer:
+- a refusal of the credentials (401/403) or of the route (a POST answered 404/405
+  by something that is not the API) stops it at once: every row would fail alike;
+- a server that never answered stops it after `max_attempts` connection failures
+  over UNREACHABLE_SECONDS (a wrong host should end the run in seconds);
+- a server that answered before and then went away is waited for over the
+  policy's outage budget (a restart), see `in_outage`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+from worker.client import FlextellClient, Outcome, RateInfo
+from worker.config import TenantConfig
+from worker.delivery.pacing import PauseGate, make_limiter
+from worker.delivery.retry import RetryPolicy
+from worker.logs import get_logger
+
+T = TypeVar("T")
+UNREACHABLE_SECONDS = 10.0
+log = get_logger("delivery")
+
+
+class Answer(Protocol):
+    """What every client result carries that pacing reads."""
+
+    @property
+    def outcome(self) -> Outcome: ...
+    @property
+    def status(self) -> int | None: ...
+    @property
+    def rate(self) -> RateInfo: ...
+    @property
+    def error_message(self) -> str | None: ...
+
+
+A = TypeVar("A", bound=Answer)
+
+
+@dataclass(slots=True)
+class LaneStats:
+    """What one tenant's lane did; read by progress and the summary."""
+
+    sent: int = 0
+    created: int = 0
+    adopted: int = 0
+    failed: int = 0
+    unknown: int = 0
+    not_sent: int = 0
+    reconciled_found: int = 0
+    reconciled_absent: int = 0
+    settling: int = 0
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0
+    failed_by_reason: Counter[str] = field(default_factory=Counter)
+
+
+class LaneStopped(Exception):
+    """The lane no longer sends: shutdown requested, credentials or route refused."""
+
+
+class TenantLane:
+    """Pacing and stop state for one tenant; `call` runs any API call within them."""
+
+    def __init__(
+        self,
+        tenant: TenantConfig,
+        client: FlextellClient,
+        policy: RetryPolicy,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.tenant = tenant
+        self.client = client
+        self.policy = policy
+        self.clock = clock
+        self.limiter = make_limiter(tenant.rate_limit)
+        self.gate = PauseGate()
+        self.slots = asyncio.Semaphore(tenant.concurrency)
+        self.stats = LaneStats()
+        self.stop_reason: str | None = None
+        self.aborted = False  # stopped for a reason that ends the run with exit code 3
+        self._window_start: float | None = None
+        # Until the server has accepted this tenant's credentials once, requests go
+        # out one at a time: a refused token then costs one request, not `concurrency`.
+        self._credentials_ok = False
+        self._probe = asyncio.Lock()
+        self._answered = False
+        self._unreachable = 0
+        self._unreachable_since = 0.0
+        self.down_since: float | None = None
+        """Clock time of the first connection failure since the server last answered."""
+
+    @property
+    def id(self) -> int:
+        return self.tenant.id
+
+    def stop(self, reason: str, *, abort: bool = False) -> None:
+        """Send nothing more on this lane; `abort` makes the run end with exit code 3."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            self.aborted = abort
+            log.warning("tenant stopped", tenant=self.id, reason=reason)
+
+    def check(self) -> None:
+        """Raise LaneStopped once the lane was stopped."""
+        if self.stop_reason is not None:
+            raise LaneStopped(self.stop_reason)
+
+    async def call(self, fn: Callable[[], Awaitable[A]]) -> A:
+        """Run one API call inside the tenant's concurrency, pause gate and rate limit."""
+        async with self.sending():
+            sent_at = time.time()
+            result = await fn()
+            self.heard(result)
+        self.observe(result.status, result.rate, sent_at)
+        return result
+
+    @contextlib.asynccontextmanager
+    async def sending(self) -> AsyncIterator[None]:
+        """A slot and admission for one request (one at a time until the credentials pass)."""
+        async with self.slots:
+            if not self._credentials_ok:
+                async with self._probe:
+                    if not self._credentials_ok:
+                        await self._admit()
+                        yield
+                        return
+            await self._admit()
+            yield
+
+    async def _admit(self) -> None:
+        self.check()
+        await self.gate.wait()
+        await self.limiter.acquire()
+        # The gate may have closed while this request waited for the bucket.
+        await self.gate.wait()
+        self.check()
+        self.stats.requests += 1
+
+    def heard(self, result: Answer) -> None:
+        """Note what an answer says about the credentials, the route and reachability."""
+        status = result.status
+        outcome = result.outcome
+        if outcome is Outcome.AUTH:
+            self.stop(f"HTTP {status}: {result.error_message}", abort=True)
+            return
+        if outcome is Outcome.MISROUTED:
+            self.stop(
+                f"HTTP {status} from {self.tenant.base_url}: {result.error_message} "
+                "(is base_url right? it should end in /api)",
+                abort=True,
+            )
+            return
+        now = self.clock()
+        if status is not None:
+            self._answered = True
+            self._unreachable = 0
+            self.down_since = None
+            if status < 500:
+                self._credentials_ok = True  # a 5xx may come from a proxy that checked nothing
+            return
+        if outcome is not Outcome.RETRY:
+            return
+        if self._answered:
+            if self.down_since is None:
+                self.down_since = now
+            return
+        if self._unreachable == 0:
+            self._unreachable_since = now
+        self._unreachable += 1
+        if (
+            self._unreachable >= self.policy.max_attempts
+            and now - self._unreachable_since >= UNREACHABLE_SECONDS
+        ):
+            self.stop(f"cannot reach {self.tenant.base_url}: {result.error_message}", abort=True)
+
+    def in_outage(self) -> bool:
+        """The server answered before and is unreachable now, within the outage budget."""
+        if self.down_since is None:
+            return False
+        return self.clock() - self.down_since < self.policy.outage_budget
+
+    def observe(self, status: int | None, rate: RateInfo | None, sent_at: float) -> None:
+        """Server hints win: a 429 or an exhausted budget pauses the whole tenant."""
+        if rate is None:
+            return
+        period = self.tenant.rate_limit.period
+        fresh_window = (
+            rate.limit is not None
+            and rate.remaining is not None
+            and rate.remaining >= rate.limit - 1
+        )
+        if fresh_window:
+            # First hit of a fresh server window: remember where it started.
+            self._window_start = sent_at
+        if status == 429:
+            self.stats.throttled += 1
+            if rate.retry_after is not None:
+                until = time.time() + rate.retry_after
+            elif rate.reset_at is not None:
+                until = rate.reset_at
+            else:
+                until = time.time() + period
+            self.gate.close_until(until)
+        elif status == 503 and rate.retry_after is not None:
+            # "Unavailable for N seconds" is about the service, not this one request.
+            self.gate.close_until(time.time() + rate.retry_after)
+        elif rate.remaining == 0:
+            if rate.reset_at is not None:
+                until = rate.reset_at
+            elif self._window_start is not None:
+                until = self._window_start + period
+            else:
+                until = time.time() + period / max(self.tenant.rate_limit.count, 1)
+            self.gate.close_until(until)

@@ -1,0 +1,97 @@
+"""The retry policy for outcomes that prove the API did not process a request.
+
+Only a RETRY outcome (connection refused or timed out before sending, 408, 429,
+503) is retried here; an outcome that may have landed is never resent without a
+lookup (see `row`). Built on tenacity's AsyncRetrying with its own stop, wait and
+retry strategies; the server's Retry-After is a custom wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_result
+
+from worker.client import Outcome, Result
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How hard a lane tries, and the time rules of lost answers."""
+
+    max_attempts: int = 6
+    max_backoff: float = 60.0
+    backoff_multiplier: float = 0.25
+    lookup_delay: float = 1.0
+    """Seconds before the first lookup after a lost answer (a request may still run)."""
+    max_resends: int = 4
+    settle_seconds: float = 90.0
+    """An empty lookup proves absence only this long after the attempt was sent."""
+    absent_horizon: float = 900.0
+    """...and only until this long after it: later, staff may have moved or deleted it."""
+    outage_budget: float = 300.0
+    """How long a server that answered before may stay unreachable before rows give up."""
+    settle_wait: float | None = None
+    """How long the end of a run waits for settling rows (default_settle_wait if None)."""
+
+    @property
+    def default_settle_wait(self) -> float:
+        """Three settle times: a row found absent and resent late must settle again."""
+        return 3 * self.settle_seconds
+
+
+class _Lane(Protocol):
+    def in_outage(self) -> bool: ...
+
+
+def backoff(policy: RetryPolicy, result: Result, attempt: int) -> float:
+    """Seconds before attempt `attempt + 1` after `attempt` attempts ended in `result`."""
+    if result.status == 429 or (result.status == 503 and result.rate.retry_after is not None):
+        return 0.0  # the pause gate already holds the whole tenant back
+    if result.rate.retry_after is not None:
+        return result.rate.retry_after  # the server's word, never shortened by our cap
+    # Full jitter, as tenacity's wait_random_exponential.
+    ceiling = min(policy.max_backoff, policy.backoff_multiplier * 2**attempt)
+    return random.uniform(0, ceiling)
+
+
+def retrying(
+    policy: RetryPolicy,
+    lane: _Lane,
+    *,
+    on_retry: Callable[[], None],
+    done: int = 0,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> AsyncRetrying:
+    """An AsyncRetrying that retries RETRY outcomes, `done` attempts having been made.
+
+    It stops after `max_attempts`, except while the lane's server is in an outage
+    it answered before (a restart): then it keeps going for the outage budget.
+    """
+
+    def stop(state: RetryCallState) -> bool:
+        return state.attempt_number + done >= policy.max_attempts and not lane.in_outage()
+
+    def wait(state: RetryCallState) -> float:
+        return backoff(policy, _result(state), state.attempt_number + done)
+
+    return AsyncRetrying(
+        stop=stop,
+        wait=wait,
+        retry=retry_if_result(lambda r: r.outcome is Outcome.RETRY),
+        retry_error_callback=_result,
+        before_sleep=lambda _state: on_retry(),
+        sleep=sleep,
+    )
+
+
+def _result(state: RetryCallState) -> Result:
+    outcome = state.outcome
+    if outcome is None:  # pragma: no cover - tenacity sets it before any strategy runs
+        raise RuntimeError("tenacity called a strategy before the first attempt ended")
+    result: Result = outcome.result()
+    return result

@@ -1,0 +1,339 @@
+"""One row's delivery: adopt what exists, send, look up a lost answer, settle, record.
+
+The rules a row follows:
+- its intent is durable (`in_flight`, with the send time) once it holds its slot
+  and is about to leave, never earlier: a crash cannot make an unsent row look as
+  if it might have landed;
+- only outcomes that prove nothing was processed are retried directly (`retry`);
+- an outcome that may have landed is looked up (`lookup`) and judged (`decide`):
+  claimed one to one, resent only when surely absent, left `unknown` otherwise;
+- a verdict that needs time (a late commit may still show) returns `Settling`,
+  and the caller looks again later while other rows flow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from worker.client import Outcome, Result
+from worker.compare import identity_of_json
+from worker.delivery.decide import Decision, Verdict, decide
+from worker.delivery.lane import LaneStopped, TenantLane
+from worker.delivery.lookup import Lookup, payload_of
+from worker.delivery.retry import backoff, retrying
+from worker.ledger import Entry, Ledger, Origin, Status
+from worker.logs import get_logger
+
+log = get_logger("delivery")
+EXISTS_DIFFERENT = "exists_different"
+"""error_code of a never-sent row whose slot holds an appointment that differs from it."""
+
+
+def idempotency_key(tenant: int, source_key: str, payload_hash: str) -> str:
+    """Stable across runs and machines; changes only when the payload itself changes."""
+    digest = hashlib.sha256(f"{tenant}\x1f{source_key}\x1f{payload_hash}".encode()).hexdigest()
+    return f"fw-{digest[:40]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One ledger row to deliver (or, with `resume`, whose earlier outcome to learn)."""
+
+    tenant: int
+    source_key: str
+    payload_json: str
+    payload_hash: str
+    line: int | None
+    identity: str
+    resume: bool = False
+    """Start by looking up: an attempt may have landed (earlier run, or settling)."""
+    earlier_run: bool = False
+    """An earlier run left it unknown: the reader counts it, so stats do not."""
+    adopt: bool = True
+    """May be adopted when the lane adopts (False after a person asked to send it anyway)."""
+
+    @classmethod
+    def from_entry(cls, entry: Entry, *, resume: bool = False, adopt: bool = True) -> Job | None:
+        """The job of a ledger row (None for a row without a payload); `resume`: an
+        earlier run left it unknown, so it starts with a lookup."""
+        if entry.payload_json is None or entry.payload_hash is None:
+            return None
+        identity = entry.identity or identity_of_json(entry.payload_json) or entry.source_key
+        return cls(entry.tenant, entry.source_key, entry.payload_json, entry.payload_hash,
+                   entry.source_line, identity, resume=resume, earlier_run=resume,
+                   adopt=adopt)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Settling:
+    """The row's answer may still show: look again at unix time `at`."""
+
+    at: float
+    reason: str
+
+
+class RowDelivery:
+    """Delivers rows of one lane; `run(job)` returns the row's status or Settling."""
+
+    def __init__(
+        self,
+        lane: TenantLane,
+        ledger: Ledger,
+        run_id: int,
+        *,
+        adopt: bool = False,
+        send: bool = True,
+        wall: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.lane = lane
+        self.ledger = ledger
+        self.run_id = run_id
+        self.policy = lane.policy
+        self.stats = lane.stats
+        self.send = send
+        self.wall = wall
+        self.sleep = sleep
+        self.adopting: Lookup | None = (
+            Lookup(lane.client, lane, lane.id, cache_days=True, sleep=sleep) if adopt else None
+        )
+        self._maybe_sent: set[str] = set()
+
+    async def run(self, job: Job) -> Status | Settling:
+        """Take the row as far as it can go now; the ledger holds the result."""
+        try:
+            return await self._run(job)
+        except asyncio.CancelledError:
+            if job.source_key in self._maybe_sent:
+                # Cancelled once a POST may have left: its outcome is open.
+                await self._unknown(job, "cancelled while the request was in flight or looked up")
+            raise
+        finally:
+            self._maybe_sent.discard(job.source_key)
+
+    async def _run(self, job: Job) -> Status | Settling:
+        if job.resume:
+            step = "lookup"
+            self._maybe_sent.add(job.source_key)
+        elif self.adopting is not None and job.adopt:
+            step = "adopt"
+        else:
+            step = "send"
+        resends = 0
+        cause = "outcome of an earlier run unknown"
+        while True:
+            if step == "send":
+                try:
+                    result = await self._post(job)
+                except LaneStopped:
+                    return await self._not_sent(job, f"not sent: {self.lane.stop_reason}")
+                done = await self._sent(job, result)
+                if done is not None:
+                    return done
+                cause = f"{result.error_message}"
+                await self.sleep(self.policy.lookup_delay)
+                step = "lookup"
+                continue
+            decision = await self._decide(job, step)
+            verdict = decision.verdict
+            if verdict is Verdict.CLAIM:
+                return await self._claim(job, decision, step)
+            if verdict is Verdict.ABSENT:
+                if step == "adopt":
+                    step = "send"
+                    continue
+                self.stats.reconciled_absent += 1
+                if not self.send:
+                    await self._record(job, Status.PENDING, error_code="absent",
+                                       error_message="looked up: not in Flextell; the next "
+                                       "import sends it", durable=True)  # fmt: skip
+                    self._maybe_sent.discard(job.source_key)
+                    return Status.PENDING
+                if resends < self.policy.max_resends:
+                    resends += 1
+                    log.info("resending after a settled lookup found nothing", tenant=job.tenant,
+                             line=job.line, source_key=job.source_key)  # fmt: skip
+                    step = "send"
+                    continue
+                return await self._unknown(job, f"{cause}; absent after {resends} resends")
+            if verdict is Verdict.WAIT:
+                assert decision.wait_until is not None
+                return Settling(decision.wait_until, decision.reason or "settling")
+            if step == "adopt":
+                if verdict is Verdict.UNDECIDED:
+                    return await self._not_sent(job, f"not sent: {decision.reason}")
+                await self._record(job, Status.FAILED, error_code=EXISTS_DIFFERENT,
+                                   error_message=f"not sent: {decision.reason}; "
+                                   "--retry-failed sends it anyway")  # fmt: skip
+                self.stats.failed += 1
+                self.stats.failed_by_reason["an appointment at its slot differs from it"] += 1
+                return Status.FAILED
+            return await self._unknown(job, f"{cause}; lookup: {decision.reason}")
+
+    async def give_up(self, job: Job, reason: str) -> None:
+        """Record a settling row as unknown: the run ends before it settled."""
+        await self._unknown(job, reason)
+
+    # --- sending ------------------------------------------------------------
+
+    async def _post(self, job: Job) -> Result:
+        key = idempotency_key(job.tenant, job.source_key, job.payload_hash)
+        body = job.payload_json.encode()
+        lane, ledger = self.lane, self.ledger
+
+        async def attempt() -> Result:
+            async with lane.sending():
+                sent_at = self.wall()
+                await ledger.mark_in_flight(
+                    job.tenant, job.source_key, run_id=self.run_id, sent_at=sent_at
+                )
+                self._maybe_sent.add(job.source_key)
+                self.stats.sent += 1
+                result = await lane.client.create_appointment(job.tenant, body, idempotency_key=key)
+                lane.heard(result)
+            lane.observe(result.status, result.rate, sent_at)
+            return result
+
+        # Most rows succeed at once: only a RETRY outcome pays for a tenacity loop.
+        first = await attempt()
+        if first.outcome is not Outcome.RETRY or self.policy.max_attempts <= 1:
+            return first
+        self.stats.retries += 1
+        await self.sleep(backoff(self.policy, first, 1))
+        result: Result = await retrying(
+            self.policy, lane, on_retry=self._count_retry, done=1, sleep=self.sleep
+        )(attempt)
+        return result
+
+    def _count_retry(self) -> None:
+        self.stats.retries += 1
+
+    async def _sent(self, job: Job, result: Result) -> Status | None:
+        """Record a POST's outcome; None when it may have landed (look it up)."""
+        outcome = result.outcome
+        if outcome is Outcome.CREATED and result.appointment is not None:
+            await self._record(job, Status.CREATED, http_status=result.status,
+                               appointment_id=result.appointment.id,
+                               appointment_code=result.appointment.code,
+                               origin=Origin.POSTED)  # fmt: skip
+            self.stats.created += 1
+            return Status.CREATED
+        if outcome is Outcome.REJECTED:
+            field_name = next(iter(result.field_errors), None)
+            message = result.error_message
+            if field_name is not None:
+                message = "; ".join(f"{k}: {' '.join(v)}" for k, v in result.field_errors.items())
+            await self._record(job, Status.FAILED, http_status=result.status,
+                               error_code=result.error_code, error_message=message,
+                               error_field=field_name)  # fmt: skip
+            self.stats.failed += 1
+            self.stats.failed_by_reason[f"failed with HTTP {result.status}"] += 1
+            return Status.FAILED
+        if outcome in (Outcome.AUTH, Outcome.MISROUTED):
+            return await self._not_sent(job, f"not processed: HTTP {result.status}: "
+                                        f"{result.error_message}")  # fmt: skip
+        if outcome is Outcome.RETRY:
+            self.stats.failed_by_reason[
+                "not sent: gave up on attempts that the server did not process"
+            ] += 1
+            return await self._not_sent(job, f"gave up after {self.policy.max_attempts} "
+                                        f"attempts: {result.error_message}")  # fmt: skip
+        return None
+
+    # --- looking up ---------------------------------------------------------
+
+    async def _decide(self, job: Job, step: str) -> Decision:
+        lookup = self.adopting if step == "adopt" and self.adopting is not None else None
+        if lookup is None:
+            lookup = Lookup(self.lane.client, self.lane, self.lane.id, sleep=self.sleep)
+        try:
+            payload = payload_of(job.payload_json)
+            found = await lookup.candidates(payload)
+            if found.error is not None:
+                return Decision(Verdict.UNDECIDED, reason=found.error)
+            group = await self.ledger.group(job.tenant, job.identity)
+            owners = await self.ledger.owners(job.tenant, [c.id for c in found.items])
+        except LaneStopped as exc:
+            return Decision(Verdict.UNDECIDED, reason=f"tenant stopped: {exc}")
+        except (ValueError, OverflowError) as exc:
+            return Decision(Verdict.UNDECIDED, reason=f"lookup impossible: {exc}")
+        row = next((g for g in group if g.source_key == job.source_key), None)
+        if row is None:
+            return Decision(Verdict.UNDECIDED, reason="row missing from its identity group")
+        return decide(
+            row,
+            payload,
+            group,
+            found.items,
+            owners,
+            now=self.wall(),
+            settle=self.policy.settle_seconds,
+            horizon=self.policy.absent_horizon,
+        )
+
+    async def _claim(self, job: Job, decision: Decision, step: str) -> Status:
+        appointment = decision.appointment
+        assert appointment is not None
+        origin = decision.origin or Origin.FOUND
+        owner = await self._record(job, Status.CREATED, appointment_id=appointment.id,
+                                   appointment_code=appointment.code, origin=origin,
+                                   durable=True)  # fmt: skip
+        if owner is not None:  # another row claimed it between lookup and claim
+            if not job.earlier_run:
+                self.stats.unknown += 1
+            return Status.UNKNOWN
+        if job.earlier_run:  # an earlier run's row: the reader counts it by its new status
+            self.stats.reconciled_found += 1
+        elif origin is Origin.ADOPTED:
+            self.stats.adopted += 1
+        else:
+            self.stats.created += 1
+        return Status.CREATED
+
+    # --- recording ----------------------------------------------------------
+
+    async def _not_sent(self, job: Job, reason: str) -> Status:
+        await self.ledger.mark_not_sent(job.tenant, job.source_key, run_id=self.run_id,
+                                        reason=reason)  # fmt: skip
+        self.stats.not_sent += 1
+        return Status.PENDING
+
+    async def _unknown(self, job: Job, reason: str) -> Status:
+        await self._record(job, Status.UNKNOWN, error_code="unknown", error_message=reason,
+                           durable=True)  # fmt: skip
+        if not job.earlier_run:
+            self.stats.unknown += 1
+        return Status.UNKNOWN
+
+    async def _record(
+        self,
+        job: Job,
+        status: Status,
+        *,
+        durable: bool = False,
+        http_status: int | None = None,
+        appointment_id: int | None = None,
+        appointment_code: str | None = None,
+        error_code: str | None = None,
+        error_message: str | None = None,
+        error_field: str | None = None,
+        origin: Origin | None = None,
+    ) -> str | None:
+        return await self.ledger.record(
+            job.tenant,
+            job.source_key,
+            status=status.value,
+            run_id=self.run_id,
+            appointment_id=appointment_id,
+            appointment_code=appointment_code,
+            http_status=http_status,
+            error_code=error_code,
+            error_message=error_message,
+            error_field=error_field,
+            origin=origin.value if origin is not None else None,
+            durable=durable,
+        )
