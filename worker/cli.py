@@ -205,6 +205,14 @@ def sandbox_cmd(
     asyncio.run(serve(opts, pathlib.Path(port_file) if port_file else None))
 
 
+_rebind_option = click.option(
+    "--rebind-ledger",
+    is_flag=True,
+    help="Accept that the ledger was used with another API base URL or tenant set "
+    "(the same Flextell account moved) and record the new ones.",
+)
+
+
 @cli.command("import")
 @click.argument("file", type=str)
 @click.option(
@@ -249,6 +257,7 @@ def sandbox_cmd(
     show_default=True,
     help="Seconds in-flight requests get to finish after SIGINT/SIGTERM.",
 )
+@_rebind_option
 @user_errors
 def import_cmd(
     file: str,
@@ -263,6 +272,7 @@ def import_cmd(
     json_logs: bool,
     no_progress: bool,
     grace_seconds: float,
+    rebind_ledger: bool,
 ) -> None:
     """Import FILE (CSV or JSONL, '-' for stdin) into Flextell, resuming from the ledger.
 
@@ -270,6 +280,11 @@ def import_cmd(
     outcome was lost are looked up before anything is re-sent, failed rows are
     skipped unless their source row changed or --retry-failed is given. Tokens
     come from the config's env:/file: sources, never from the command line.
+
+    The ledger remembers the API and the configured tenants it serves; another
+    base URL or tenant set is refused (exit 2) unless --rebind-ledger is given.
+    A full disk, a damaged, empty or vanished ledger, or a copy without its
+    -wal file ends the run with exit 3.
     """
     import asyncio
     import json
@@ -291,6 +306,7 @@ def import_cmd(
         partial=partial,
         progress=not no_progress and not json_logs,
         grace_seconds=grace_seconds,
+        rebind_ledger=rebind_ledger,
     )
     result = asyncio.run(run_import(options))
     if json_logs:
@@ -393,6 +409,7 @@ def verify_cmd(
 @_base_url_option
 @click.option("--tenant", type=int, help="Only this tenant's rows.")
 @click.option("--json-logs", is_flag=True, help="JSON log events; final summary as JSON.")
+@_rebind_option
 @user_errors
 def reconcile_cmd(
     config_path: Path,
@@ -400,6 +417,7 @@ def reconcile_cmd(
     base_url: str | None,
     tenant: int | None,
     json_logs: bool,
+    rebind_ledger: bool,
 ) -> None:
     """Resolve rows whose outcome is unknown with lookups only; send nothing.
 
@@ -416,7 +434,11 @@ def reconcile_cmd(
 
     configure_logging(json_logs=json_logs)
     options = ReconcileOptions(
-        config_path=config_path, ledger_path=ledger_path, base_url=base_url, tenant=tenant
+        config_path=config_path,
+        ledger_path=ledger_path,
+        base_url=base_url,
+        tenant=tenant,
+        rebind_ledger=rebind_ledger,
     )
     result = asyncio.run(run_reconcile(options))
     if json_logs:
@@ -488,6 +510,91 @@ def report_cmd(
         report_table(report)
     if failures is not None and fmt != "table":
         click.echo(f"{report.failures_written} row(s) written to {failures}", err=True)
+
+
+# --- ledger: backup, check ------------------------------------------------------------
+
+
+@cli.group("ledger")
+def ledger_group() -> None:
+    """Look after a ledger file: back it up, check it.
+
+    The ledger is the worker's memory of what was sent: keep it like a
+    database. After a crash keep the .sqlite file together with its -wal and
+    -shm files; after a clean exit the .sqlite file alone is complete.
+    """
+
+
+_ledger_config_option = click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Find the ledger the way `import` does with this config.",
+)
+
+
+def _ledger_path(ledger_path: Path | None, config_path: Path | None) -> Path:
+    from worker.report import report_ledger_path
+
+    return report_ledger_path(ledger_path, config_path)
+
+
+@ledger_group.command("backup")
+@click.argument("dest", type=click.Path(dir_okay=False, path_type=Path))
+@_ledger_config_option
+@_ledger_option
+@user_errors
+def ledger_backup_cmd(dest: Path, config_path: Path | None, ledger_path: Path | None) -> None:
+    """Copy the ledger to DEST safely, also while a run is using it.
+
+    Uses SQLite's online backup API: DEST is one consistent, complete
+    single-file ledger, written under a temporary name and renamed into place
+    (an existing DEST is replaced). Exit 0, 2 for bad options, 3 when the
+    ledger is unusable.
+    """
+    from worker.ledger.backup import backup_ledger
+
+    facts = backup_ledger(_ledger_path(ledger_path, config_path), dest)
+    click.echo(f"backup {facts.path}: {facts.entries} rows, {facts.runs} runs, {facts.size} bytes")
+
+
+@ledger_group.command("check")
+@_ledger_config_option
+@_ledger_option
+@user_errors
+def ledger_check_cmd(config_path: Path | None, ledger_path: Path | None) -> None:
+    """Check the ledger's integrity (read-only; works beside a run).
+
+    Exit 0 when it is complete and sound, 3 when it is damaged, empty or a
+    copy without its -wal file, 2 when it does not exist.
+    """
+    from worker.ledger.backup import check_ledger
+
+    facts = check_ledger(_ledger_path(ledger_path, config_path))
+    click.echo(f"ok: ledger {facts.path}: {facts.entries} rows, {facts.runs} runs")
+
+
+@ledger_group.command("accept-missing-wal")
+@_ledger_config_option
+@_ledger_option
+@click.option("--yes", is_flag=True, required=True, help="Confirm: the -wal file is lost.")
+@user_errors
+def ledger_accept_missing_wal_cmd(
+    config_path: Path | None, ledger_path: Path | None, yes: bool
+) -> None:
+    """Use a ledger whose -wal file is lost for good, in its older state.
+
+    Rows recorded only in the lost -wal file look never sent or still in
+    flight; the next import sends or looks them up again, so some may be
+    created twice. Only for when the -wal file cannot be restored.
+    """
+    from worker.ledger.backup import accept_missing_wal
+
+    del yes
+    path = _ledger_path(ledger_path, config_path)
+    accept_missing_wal(path)
+    click.echo(f"ledger {path}: accepted without its -wal file")
 
 
 def main() -> None:

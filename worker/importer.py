@@ -28,7 +28,7 @@ from worker.config import Config, TenantConfig, load_config
 from worker.dispatch import Job, RetryPolicy, TenantLane
 from worker.errors import AbortError, ConfigError
 from worker.exitcodes import ExitCode
-from worker.ledger import Entry, Ledger, SeenRow, Status, payload_diff
+from worker.ledger import Entry, Ledger, SeenRow, Status, api_identity, payload_diff
 from worker.logs import get_logger
 from worker.mapping import InvalidRow, MappedRow, Mapper
 from worker.progress import RunProgress
@@ -61,6 +61,7 @@ class ImportOptions:
     progress: bool = True
     grace_seconds: float = 10.0
     policy: RetryPolicy | None = None
+    rebind_ledger: bool = False
 
 
 @dataclass(slots=True)
@@ -351,9 +352,14 @@ class ImportRun:
         ]
         try:
             await self._feed_lane(lane, queue)
-        finally:
             for _ in workers:
                 await queue.put(None)
+        except BaseException:
+            # Cancelled (grace over, ledger broken) or failed: workers may never take a None.
+            for worker in workers:
+                worker.cancel()
+            raise
+        finally:
             await asyncio.gather(*workers, return_exceptions=True)
 
     async def _feed_lane(self, lane: TenantLane, queue: asyncio.Queue[Job | None]) -> None:
@@ -441,6 +447,7 @@ async def run_import(options: ImportOptions) -> ImportResult:
         max_line_length=config.source.max_line_length,
     )
     ledger_path = resolve_ledger_path(config, options.ledger_path)
+    api = api_identity(config.base_urls(options.base_url))
     run = ImportRun(options, config, mapper)
     mode = "dry-run" if options.dry_run else "import"
 
@@ -454,6 +461,8 @@ async def run_import(options: ImportOptions) -> ImportResult:
                 else None
             )
             try:
+                if ledger is not None:
+                    await ledger.bind_identity(api, config.tenants, rebind=False)
                 await run.read_all(source, ledger, None)
             finally:
                 if ledger is not None:
@@ -463,6 +472,7 @@ async def run_import(options: ImportOptions) -> ImportResult:
         sha = await asyncio.to_thread(_file_sha256, options.file)
         ledger = await Ledger.open(ledger_path)
         try:
+            await ledger.bind_identity(api, config.tenants, rebind=options.rebind_ledger)
             return await _send(run, source, ledger, ledger_path, sha, started)
         finally:
             await ledger.close()
@@ -513,6 +523,7 @@ async def _send(
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
     run.progress = RunProgress.create(enabled=options.progress, source=source)
     status = "finished"
+    watch = asyncio.create_task(_stop_when_broken(run, ledger))
     try:
         async with aiohttp.ClientSession(connector=connector) as session:
             with run.progress:
@@ -537,6 +548,7 @@ async def _send(
         elif not options.partial:
             await _missing_from_source(run, ledger)
     finally:
+        watch.cancel()
         for signum in signals:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signum)
@@ -546,6 +558,14 @@ async def _send(
         with contextlib.suppress(Exception):
             await ledger.finish_run(run.run_id, status=status, counts=run_counts(result))
     return result
+
+
+async def _stop_when_broken(run: ImportRun, ledger: Ledger) -> None:
+    """A ledger that can record nothing more ends the run now: no grace, no more sends."""
+    await ledger.wait_broken()
+    run.request_stop("ledger unusable")
+    for task in run.lane_tasks:
+        task.cancel()
 
 
 def run_counts(result: ImportResult) -> dict[str, int]:

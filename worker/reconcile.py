@@ -22,7 +22,7 @@ from worker.client import CalendarResult, FlextellClient, Outcome, Result
 from worker.compare import same_appointment
 from worker.errors import ConfigError
 from worker.exitcodes import ExitCode
-from worker.ledger import Entry, Ledger, Status
+from worker.ledger import Entry, Ledger, Status, api_identity
 
 T = TypeVar("T")
 
@@ -179,6 +179,7 @@ class ReconcileOptions:
     ledger_path: Path | None = None
     base_url: str | None = None
     tenant: int | None = None
+    rebind_ledger: bool = False
 
 
 @dataclass(slots=True)
@@ -213,6 +214,8 @@ async def run_reconcile(options: ReconcileOptions) -> ReconcileResult:
         raise ConfigError(f"ledger {ledger_path} does not exist (run an import first)")
     ledger = await Ledger.open(ledger_path)
     try:
+        api = api_identity(config.base_urls(options.base_url))
+        await ledger.bind_identity(api, config.tenants, rebind=options.rebind_ledger)
         entries = [
             e
             for e in await ledger.select(statuses=[Status.UNKNOWN.value], tenant=options.tenant)
