@@ -98,7 +98,7 @@ async def move_ledger_dir_mid_run(tmp_path: Path, replace_with_file: bool) -> No
             shutil.move(s.ledger.parent, moved)
             if replace_with_file:
                 s.ledger.parent.write_text("not a directory\n")
-            out, err = await asyncio.wait_for(proc.communicate(), 60)
+            _, err = await asyncio.wait_for(proc.communicate(), 60)
         finally:
             if proc.returncode is None:
                 proc.kill()
