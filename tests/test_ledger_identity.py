@@ -135,3 +135,17 @@ async def test_backup_of_a_ledger_while_an_import_writes_it(tmp_path: Path) -> N
         assert check.returncode == 0, check.stderr
         report = await asyncio.to_thread(run_worker, ["report", "--ledger", str(moved)])
         assert report.returncode == 0, report.stderr
+
+
+async def test_a_first_run_that_delivered_nothing_binds_nothing_for_good(tmp_path: Path) -> None:
+    with sandbox_process(tmp_path) as url:
+        s = setup(tmp_path, url, n=6)
+        wrong = [*s.args()[:5], url + "/apii", *s.args()[6:]]
+        first = await asyncio.to_thread(run_worker, wrong)
+        assert (await stats(url))["appointments_total"] == 0, first.stderr[-2000:]
+        right = await asyncio.to_thread(run_worker, s.args("--retry-failed"))
+        assert right.returncode != 2, right.stderr[-2000:]
+        assert "belongs to API" not in right.stderr
+        # now that rows were delivered through the right URL, the wrong one is refused
+        refused = await asyncio.to_thread(run_worker, wrong)
+        assert refused.returncode == 2, refused.stderr[-2000:]

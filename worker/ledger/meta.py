@@ -160,6 +160,15 @@ def read_identity(conn: sqlite3.Connection, now: str) -> tuple[str | None, str |
     return get(conn, API_KEY), get(conn, TENANTS_KEY)
 
 
+def has_deliveries(conn: sqlite3.Connection, now: str) -> bool:
+    """Whether any row was (or may have been) delivered: what a wrong identity would risk."""
+    del now
+    row = conn.execute(
+        "SELECT 1 FROM entries WHERE status IN ('created', 'unknown', 'in_flight') LIMIT 1"
+    ).fetchone()
+    return row is not None
+
+
 def write_identity(conn: sqlite3.Connection, now: str, api: str, tenants: str) -> None:
     """Bind the ledger to an API and a tenant set."""
     put(conn, API_KEY, api)

@@ -149,8 +149,9 @@ class Ledger:
         ``api`` is meta.api_identity() of the base URLs in use; ``tenants`` the
         configured set (empty: any tenant). The first writer records them. A
         later use with another API or tenant set raises ConfigError (exit 2)
-        unless ``rebind``, which records the new ones. A read-only ledger is
-        only checked, and a ledger not bound yet passes.
+        unless ``rebind``, which records the new ones, or unless no row was ever
+        delivered (a first run against a wrong URL binds nothing for good). A
+        read-only ledger is only checked, and a ledger not bound yet passes.
         """
         stored_api, stored_tenants = cast(
             tuple[str | None, str | None], await self._read(meta.read_identity)
@@ -162,7 +163,7 @@ class Ledger:
             return
         if stored_api == api and stored_tenants == wanted:
             return
-        if rebind and not self._readonly:
+        if not self._readonly and (rebind or not await self._read(meta.has_deliveries)):
             log.warning(
                 "ledger rebound",
                 ledger=str(self.path),
