@@ -43,8 +43,8 @@ def cli() -> None:
     Exit codes:
       0  every row valid / created / matching
       1  some rows invalid, failed, unknown or mismatched
-      2  bad options, config or input file (nothing done)
-      3  run aborted (authentication refused, ledger unusable)
+      2  bad options, config or input file, a ledger of another API (nothing done)
+      3  run aborted (authentication refused, ledger unusable: disk full, damaged)
       4  another run holds the ledger lock (nothing touched)
       130/143  stopped by SIGINT/SIGTERM (ledger consistent)
     """
@@ -211,6 +211,12 @@ _settle_wait_option = click.option(
     help="Seconds the end of the run waits for rows whose answer was lost and may still "
     "show (default: 3 x [api] settle_seconds); rows not settled by then stay unknown.",
 )
+_rebind_option = click.option(
+    "--rebind-ledger",
+    is_flag=True,
+    help="Accept that the ledger was used with another API base URL or tenant set "
+    "(the same Flextell account moved) and record the new ones.",
+)
 
 
 @cli.command("import")
@@ -271,6 +277,7 @@ _settle_wait_option = click.option(
     "then looks new and is created again).",
 )
 @_settle_wait_option
+@_rebind_option
 @user_errors
 def import_cmd(
     file: str,
@@ -288,6 +295,7 @@ def import_cmd(
     adopt_existing: bool,
     allow_hash_keys: bool,
     settle_wait: float | None,
+    rebind_ledger: bool,
 ) -> None:
     """Import FILE (CSV or JSONL, '-' for stdin) into Flextell, resuming from the ledger.
 
@@ -295,6 +303,11 @@ def import_cmd(
     outcome was lost are looked up before anything is re-sent, failed rows are
     skipped unless their source row changed or --retry-failed is given. Tokens
     come from the config's env:/file: sources, never from the command line.
+
+    The ledger remembers the API and the configured tenants it serves; another
+    base URL or tenant set is refused (exit 2) unless --rebind-ledger is given.
+    A full disk, a damaged, empty or vanished ledger, or a copy without its
+    -wal file ends the run with exit 3.
     """
     import asyncio
     import json
@@ -319,6 +332,7 @@ def import_cmd(
         adopt_existing=adopt_existing,
         allow_hash_keys=allow_hash_keys,
         settle_wait=settle_wait,
+        rebind_ledger=rebind_ledger,
     )
     result = asyncio.run(run_import(options))
     if json_logs:
@@ -422,6 +436,7 @@ def verify_cmd(
 @click.option("--tenant", type=int, help="Only this tenant's rows.")
 @click.option("--json-logs", is_flag=True, help="JSON log events; final summary as JSON.")
 @_settle_wait_option
+@_rebind_option
 @user_errors
 def reconcile_cmd(
     config_path: Path,
@@ -430,6 +445,7 @@ def reconcile_cmd(
     tenant: int | None,
     json_logs: bool,
     settle_wait: float | None,
+    rebind_ledger: bool,
 ) -> None:
     """Resolve rows whose outcome is unknown with lookups only; send nothing.
 
@@ -451,6 +467,7 @@ def reconcile_cmd(
         base_url=base_url,
         tenant=tenant,
         settle_wait=settle_wait,
+        rebind_ledger=rebind_ledger,
     )
     result = asyncio.run(run_reconcile(options))
     if json_logs:
@@ -522,6 +539,91 @@ def report_cmd(
         report_table(report)
     if failures is not None and fmt != "table":
         click.echo(f"{report.failures_written} row(s) written to {failures}", err=True)
+
+
+# --- ledger: backup, check ------------------------------------------------------------
+
+
+@cli.group("ledger")
+def ledger_group() -> None:
+    """Look after a ledger file: back it up, check it.
+
+    The ledger is the worker's memory of what was sent: keep it like a
+    database. After a crash keep the .sqlite file together with its -wal and
+    -shm files; after a clean exit the .sqlite file alone is complete.
+    """
+
+
+_ledger_config_option = click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Find the ledger the way `import` does with this config.",
+)
+
+
+def _ledger_path(ledger_path: Path | None, config_path: Path | None) -> Path:
+    from worker.report import report_ledger_path
+
+    return report_ledger_path(ledger_path, config_path)
+
+
+@ledger_group.command("backup")
+@click.argument("dest", type=click.Path(dir_okay=False, path_type=Path))
+@_ledger_config_option
+@_ledger_option
+@user_errors
+def ledger_backup_cmd(dest: Path, config_path: Path | None, ledger_path: Path | None) -> None:
+    """Copy the ledger to DEST safely, also while a run is using it.
+
+    Uses SQLite's online backup API: DEST is one consistent, complete
+    single-file ledger, written under a temporary name and renamed into place
+    (an existing DEST is replaced). Exit 0, 2 for bad options, 3 when the
+    ledger is unusable.
+    """
+    from worker.ledger.backup import backup_ledger
+
+    facts = backup_ledger(_ledger_path(ledger_path, config_path), dest)
+    click.echo(f"backup {facts.path}: {facts.entries} rows, {facts.runs} runs, {facts.size} bytes")
+
+
+@ledger_group.command("check")
+@_ledger_config_option
+@_ledger_option
+@user_errors
+def ledger_check_cmd(config_path: Path | None, ledger_path: Path | None) -> None:
+    """Check the ledger's integrity (read-only; works beside a run).
+
+    Exit 0 when it is complete and sound, 3 when it is damaged, empty or a
+    copy without its -wal file, 2 when it does not exist.
+    """
+    from worker.ledger.backup import check_ledger
+
+    facts = check_ledger(_ledger_path(ledger_path, config_path))
+    click.echo(f"ok: ledger {facts.path}: {facts.entries} rows, {facts.runs} runs")
+
+
+@ledger_group.command("accept-missing-wal")
+@_ledger_config_option
+@_ledger_option
+@click.option("--yes", is_flag=True, required=True, help="Confirm: the -wal file is lost.")
+@user_errors
+def ledger_accept_missing_wal_cmd(
+    config_path: Path | None, ledger_path: Path | None, yes: bool
+) -> None:
+    """Use a ledger whose -wal file is lost for good, in its older state.
+
+    Rows recorded only in the lost -wal file look never sent or still in
+    flight; the next import sends or looks them up again, so some may be
+    created twice. Only for when the -wal file cannot be restored.
+    """
+    from worker.ledger.backup import accept_missing_wal
+
+    del yes
+    path = _ledger_path(ledger_path, config_path)
+    accept_missing_wal(path)
+    click.echo(f"ledger {path}: accepted without its -wal file")
 
 
 def main() -> None:

@@ -182,6 +182,10 @@ class Config(BaseModel):
             timezone=section.timezone or api.timezone,
         )
 
+    def base_urls(self, override: str | None = None) -> list[str]:
+        """Every base URL the configured tenants use (the ``[api]`` one without tenants)."""
+        return [self.tenant(t, override).base_url for t in self.tenants or [0]]
+
     def is_known_tenant(self, tenant_id: int) -> bool:
         """With no ``[tenants]`` table every tenant is allowed; otherwise only those listed."""
         return not self.tenants or tenant_id in self.tenants

@@ -37,6 +37,7 @@ from worker.ledger import (
     RunStatus,
     SeenRow,
     Status,
+    api_identity,
     payload_diff,
     resolve_ledger_path,
 )
@@ -77,6 +78,7 @@ class ImportOptions:
     settle_wait: float | None = None
     """Seconds the end of the run waits for rows still settling (default settle_seconds)."""
     policy: RetryPolicy | None = None
+    rebind_ledger: bool = False
 
 
 @dataclass(slots=True)
@@ -482,6 +484,7 @@ async def run_import(options: ImportOptions) -> ImportResult:
         max_line_length=config.source.max_line_length,
     )
     ledger_path = resolve_ledger_path(config, options.ledger_path)
+    api = api_identity(config.base_urls(options.base_url))
     run = ImportRun(options, config, mapper)
     mode = "dry-run" if options.dry_run else "import"
 
@@ -495,6 +498,8 @@ async def run_import(options: ImportOptions) -> ImportResult:
                 else None
             )
             try:
+                if ledger is not None:
+                    await ledger.bind_identity(api, config.tenants, rebind=False)
                 await run.read_all(source, ledger, None)
             finally:
                 if ledger is not None:
@@ -504,6 +509,7 @@ async def run_import(options: ImportOptions) -> ImportResult:
         sha = await asyncio.to_thread(_file_sha256, options.file)
         ledger = await Ledger.open(ledger_path)
         try:
+            await ledger.bind_identity(api, config.tenants, rebind=options.rebind_ledger)
             return await _send(run, source, ledger, ledger_path, sha, started)
         finally:
             await ledger.close()
@@ -562,6 +568,7 @@ async def _send(
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
     run.progress = RunProgress.create(enabled=options.progress, source=source)
     status = "finished"
+    watch = asyncio.create_task(_stop_when_broken(run, ledger))
     try:
         async with aiohttp.ClientSession(connector=connector) as session:
             with run.progress:
@@ -586,6 +593,7 @@ async def _send(
         elif not options.partial:
             await _missing_from_source(run, ledger)
     finally:
+        watch.cancel()
         for signum in signals:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signum)
@@ -617,6 +625,14 @@ def _identity(m: MappedRow) -> str:
             "treatments": p.treatments,
         }
     )
+
+
+async def _stop_when_broken(run: ImportRun, ledger: Ledger) -> None:
+    """A ledger that can record nothing more ends the run now: no grace, no more sends."""
+    await ledger.wait_broken()
+    run.request_stop("ledger unusable")
+    for task in run.lane_tasks:
+        task.cancel()
 
 
 def run_counts(result: ImportResult) -> dict[str, int]:

@@ -18,7 +18,7 @@ from worker.delivery.lanes import policy_from_config
 from worker.delivery.runner import LaneRunner
 from worker.errors import ConfigError
 from worker.exitcodes import ExitCode
-from worker.ledger import Ledger, Status, resolve_ledger_path
+from worker.ledger import Ledger, Status, api_identity, resolve_ledger_path
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +41,7 @@ class ReconcileOptions:
     base_url: str | None = None
     tenant: int | None = None
     settle_wait: float | None = None
+    rebind_ledger: bool = False
 
 
 @dataclass(slots=True)
@@ -73,6 +74,8 @@ async def run_reconcile(options: ReconcileOptions) -> ReconcileResult:
     ledger = await Ledger.open(ledger_path)
     stopped: dict[int, str] = {}
     try:
+        api = api_identity(config.base_urls(options.base_url))
+        await ledger.bind_identity(api, config.tenants, rebind=options.rebind_ledger)
         await ledger.mark_stale_in_flight_unknown()
         entries = [
             e

@@ -27,7 +27,7 @@ from worker.config import load_config
 from worker.delivery import AuthGuard, Lanes, LaneStopped, TenantLane, http_session
 from worker.errors import ConfigError, SourceError
 from worker.exitcodes import ExitCode
-from worker.ledger import Entry, Ledger, Status, resolve_ledger_path
+from worker.ledger import Entry, Ledger, Status, api_identity, resolve_ledger_path
 from worker.logs import get_logger
 
 log = get_logger("verify")
@@ -263,6 +263,8 @@ async def run_verify(options: VerifyOptions) -> VerifyResult:
         raise ConfigError(f"ledger {ledger_path} does not exist (run an import first)")
     ledger = await Ledger.open(ledger_path, lock=False, readonly=True)
     try:
+        api = api_identity(config.base_urls(options.base_url))
+        await ledger.bind_identity(api, config.tenants, rebind=False)
         async with http_session() as session:
             lanes = Lanes(config, session, base_url=options.base_url)
             verifier = _Verifier(lanes)

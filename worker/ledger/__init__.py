@@ -5,6 +5,7 @@ commit; see store.Ledger for the async API.
 """
 
 from worker.ledger.lock import lock_path
+from worker.ledger.meta import api_identity
 from worker.ledger.model import Entry, Origin, Run, RunStatus, SeenRow, Status
 from worker.ledger.ops import UnknownKeyError, payload_diff
 from worker.ledger.paths import default_ledger_path, resolve_ledger_path
@@ -21,6 +22,7 @@ __all__ = [
     "SeenRow",
     "Status",
     "UnknownKeyError",
+    "api_identity",
     "default_ledger_path",
     "lock_path",
     "payload_diff",

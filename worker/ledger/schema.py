@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from worker.errors import AbortError
+from worker.ledger import meta
+from worker.ledger.fatal import damaged_message, ledger_failure
 
 SCHEMA_VERSION = 2
 # PRAGMA application_id marks the file as ours ("FLXL"), so another app's DB is refused.
@@ -117,9 +119,16 @@ _MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v2]
 
 
 def connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
-    """A configured connection to a recognised, up-to-date ledger (created if new)."""
+    """A configured connection to a recognised, up-to-date ledger (created if new).
+
+    A writer's open also runs PRAGMA quick_check: a damaged file stops the run
+    before anything is sent. An empty (0-byte) file, or a main file that a
+    writer left open without its -wal file, is refused, never taken as new.
+    """
     if readonly and not path.exists():
         raise AbortError(f"ledger {path} does not exist")
+    wal_was_missing = meta.wal_missing(path)
+    _refuse_empty_file(path, wal_was_missing)
     try:
         if readonly:
             conn = sqlite3.connect(
@@ -134,7 +143,13 @@ def connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
         raise AbortError(f"cannot open ledger {path}: {exc}") from None
     try:
         _configure(conn, path, readonly=readonly)
+        if not readonly:
+            _quick_check(conn, path)
         _check_and_migrate(conn, path, readonly=readonly)
+        meta.check_not_a_torn_copy(conn, path, wal_was_missing=wal_was_missing)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise ledger_failure(path, exc) from None
     except BaseException:
         conn.close()
         raise
@@ -157,7 +172,28 @@ def _configure(conn: sqlite3.Connection, path: Path, *, readonly: bool) -> None:
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = OFF")
     except sqlite3.DatabaseError as exc:
+        if isinstance(exc, sqlite3.OperationalError):
+            raise ledger_failure(path, exc) from None  # the file is fine, its place is not
         raise AbortError(f"ledger {path} is not a flextell-worker ledger: {exc}") from None
+
+
+def _refuse_empty_file(path: Path, wal_was_missing: bool) -> None:
+    try:
+        empty = path.stat().st_size == 0
+    except OSError:
+        return  # missing: a new ledger (or the open reports why it cannot be read)
+    if empty and wal_was_missing:
+        raise AbortError(
+            f"ledger {path} is an empty (0-byte) file, not a ledger: restore the ledger "
+            "from a backup, or delete the file to start a new ledger"
+        )
+
+
+def _quick_check(conn: sqlite3.Connection, path: Path) -> None:
+    rows = conn.execute("PRAGMA quick_check(3)").fetchall()
+    problems = [str(row[0]) for row in rows if str(row[0]) != "ok"]
+    if problems:
+        raise AbortError(damaged_message(path, "quick_check: " + "; ".join(problems)))
 
 
 def _check_and_migrate(conn: sqlite3.Connection, path: Path, *, readonly: bool) -> None:

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
-from worker.errors import AbortError
-from worker.ledger import ops
+from worker.errors import AbortError, ConfigError
+from worker.ledger import meta, ops
+from worker.ledger.fatal import ledger_failure
 from worker.ledger.lock import LedgerLock, is_locked
 from worker.ledger.model import Entry, Run, RunStatus, SeenRow, Status
 from worker.ledger.schema import connect
 from worker.ledger.writer import OpFn, Writer
+from worker.logs import get_logger
+
+log = get_logger("ledger")
 
 # Unawaited outcomes queued beyond this make record() wait for a commit, so a
 # producer faster than the disk cannot grow the queue without bound.
@@ -33,6 +39,7 @@ class Ledger:
         self._lock = lock
         self._readonly = readonly
         self._closed = False
+        self._broken = asyncio.Event()
 
     @classmethod
     async def open(cls, path: str | Path, *, lock: bool = True, readonly: bool = False) -> Ledger:
@@ -42,11 +49,19 @@ class Ledger:
         run holds it); a read-only open never locks, so reports can run beside a
         run. A file that is not a usable ledger raises AbortError.
         """
-        return await asyncio.to_thread(cls._open_sync, Path(path), lock and not readonly, readonly)
+        loop = asyncio.get_running_loop()
+        ledger = await asyncio.to_thread(
+            cls._open_sync, Path(path), lock and not readonly, readonly, loop
+        )
+        return ledger
 
     @classmethod
-    def _open_sync(cls, path: Path, lock: bool, readonly: bool) -> Ledger:
-        path = path.expanduser()
+    def _open_sync(
+        cls, path: Path, lock: bool, readonly: bool, loop: asyncio.AbstractEventLoop
+    ) -> Ledger:
+        # One ledger, one lock: a symlink or another spelling of the path must find
+        # the same <real path>.lock, or two runs would write one ledger at once.
+        path = path.expanduser().resolve()
         if not readonly:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,14 +71,38 @@ class Ledger:
         held = LedgerLock.acquire(path) if lock else None
         try:
             conn = connect(path, readonly=readonly)
-            if held is not None:
-                # We hold the lock, so a run still marked running belongs to a dead process.
-                ops.crash_running_runs(conn, "")
+            try:
+                if held is not None:
+                    # We hold the lock, so a run still marked running belongs to a dead process.
+                    ops.crash_running_runs(conn, "")
+                keeper = None
+                if not readonly:
+                    meta.write_open_mark(conn)
+                    keeper = meta.keeper(path)
+            except sqlite3.Error as exc:
+                conn.close()
+                raise ledger_failure(path, exc) from None
         except BaseException:
             if held is not None:
                 held.release()
             raise
-        return cls(path, Writer(conn, path), held, readonly=readonly)
+        ledger: Ledger
+
+        def on_broken(error: AbortError) -> None:
+            # Called in the writer thread; the event belongs to the run's loop.
+            log.error("ledger unusable", error=str(error))
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                loop.call_soon_threadsafe(ledger._broken.set)
+
+        writer = Writer(
+            conn,
+            path,
+            on_broken=on_broken,
+            on_close=None if readonly else meta.clear_open_mark,
+            keeper=keeper,
+        )
+        ledger = cls(path, writer, held, readonly=readonly)
+        return ledger
 
     async def close(self) -> None:
         """Commit everything queued, close the file and release the lock."""
@@ -81,6 +120,68 @@ class Ledger:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+    # --- a ledger that broke mid-run ---
+
+    @property
+    def failure(self) -> AbortError | None:
+        """Why the ledger became unusable (disk full, I/O error, damaged, vanished), or None.
+
+        Once set, every further call raises an AbortError with this message at once.
+        """
+        return self._writer.failure
+
+    async def wait_broken(self) -> AbortError:
+        """Wait until the ledger becomes unusable; its failure (exit code 3).
+
+        A run awaits this beside its lanes, so a full disk or a vanished ledger
+        stops it within moments instead of leaving lanes waiting on commits.
+        """
+        await self._broken.wait()
+        failure = self._writer.failure
+        assert failure is not None
+        return failure
+
+    # --- identity ---
+
+    async def bind_identity(self, api: str, tenants: Collection[int], *, rebind: bool) -> None:
+        """Bind the ledger to the API and the configured tenants, or check that it is.
+
+        ``api`` is meta.api_identity() of the base URLs in use; ``tenants`` the
+        configured set (empty: any tenant). The first writer records them. A
+        later use with another API or tenant set raises ConfigError (exit 2)
+        unless ``rebind``, which records the new ones, or unless no row was ever
+        delivered (a first run against a wrong URL binds nothing for good). A
+        read-only ledger is only checked, and a ledger not bound yet passes.
+        """
+        stored_api, stored_tenants = cast(
+            tuple[str | None, str | None], await self._read(meta.read_identity)
+        )
+        wanted = meta.tenants_identity(tenants)
+        if stored_api is None or stored_tenants is None:
+            if not self._readonly:
+                await self._write(partial(meta.write_identity, api=api, tenants=wanted))
+            return
+        if stored_api == api and stored_tenants == wanted:
+            return
+        if not self._readonly and (rebind or not await self._read(meta.has_deliveries)):
+            log.warning(
+                "ledger rebound",
+                ledger=str(self.path),
+                old_api=stored_api,
+                api=api,
+                old_tenants=stored_tenants,
+                tenants=wanted,
+            )
+            await self._write(partial(meta.write_identity, api=api, tenants=wanted))
+            return
+        raise ConfigError(
+            f"ledger {self.path} belongs to API {stored_api} with "
+            f"{meta.describe_tenants(stored_tenants)}; this run uses API {api} with "
+            f"{meta.describe_tenants(wanted)}. Use the ledger of that API and tenant set "
+            "(--ledger), or, if this is the same Flextell account under a new address or "
+            "with a changed tenant list, run import or reconcile once with --rebind-ledger"
+        )
 
     @property
     def commits(self) -> int:

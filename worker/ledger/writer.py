@@ -7,12 +7,18 @@ transaction, commits (one fsync) and then resolves the batch's futures with one
 ``call_soon_threadsafe`` per loop. It does not linger for more work: the fsync
 of one batch is the window in which the next one gathers, so concurrent
 awaiters share commits while a lone awaiter pays no added latency.
+
+A SQLite error that is not about one operation (disk full, I/O error, a damaged
+page, a read-only file) or a ledger file that vanished breaks the writer for
+good: every queued and later operation fails at once with the same AbortError,
+and ``on_broken`` is called, so a run can stop instead of waiting on lanes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import queue
 import sqlite3
 import threading
@@ -23,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.errors import AbortError
+from worker.ledger.fatal import ledger_failure, vanished
 
 OpFn = Callable[[sqlite3.Connection, str], Any]
 """An operation: runs in the writer thread with the connection and the batch's timestamp."""
@@ -39,15 +46,45 @@ class _Op:
 
 
 _Outcome = tuple[asyncio.Future[Any], Any, BaseException | None]
+# Errors about one operation's own data or SQL: that operation fails, the batch goes on.
+_PER_OPERATION = (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError)
+
+
+class _Fatal(Exception):
+    """Stops the batch: the ledger can take no more writes."""
+
+    def __init__(self, error: AbortError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class Writer:
     """Runs operations on ``conn`` in a dedicated thread, batching commits."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path, *, max_batch: int = 500) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        path: Path,
+        *,
+        max_batch: int = 500,
+        on_broken: Callable[[AbortError], None] | None = None,
+        on_close: Callable[[sqlite3.Connection], None] | None = None,
+        keeper: sqlite3.Connection | None = None,
+    ) -> None:
         self._conn = conn
         self._path = path
         self._max_batch = max_batch
+        self._on_broken = on_broken
+        self._on_close = on_close
+        # A read-only connection on the same file, closed last after a failure: SQLite
+        # checkpoints and deletes the -wal when the last writable connection closes, which
+        # would leave a main file still marked open (see meta) with no -wal beside it.
+        self._keeper = keeper
+        self.failure: AbortError | None = None
+        """Set once the ledger broke; every operation from then on fails with it."""
+        # The files this connection writes; another inode at the path means the
+        # ledger was deleted, moved or replaced and commits would go nowhere.
+        self._file_ids = {path: _file_id(path), _wal(path): _file_id(_wal(path))}
         self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self.commits = 0
         """Transactions committed so far (a batch of operations is one transaction)."""
@@ -68,6 +105,8 @@ class Writer:
     ) -> asyncio.Future[Any] | None:
         """Queue ``fn``; with wait, a future resolved once its batch is committed."""
         self.raise_background_error()
+        if self.failure is not None:
+            raise AbortError(str(self.failure))
         if self._stopped:
             raise AbortError(f"ledger {self._path} is closed")
         future = asyncio.get_running_loop().create_future() if wait else None
@@ -107,19 +146,34 @@ class Writer:
                         stop = True
                         break
                     batch.append(op)
-                self._run_batch(batch)
+                if self.failure is not None:
+                    self._deliver([(op, None, self.failure) for op in batch])
+                else:
+                    self._run_batch(batch)
                 if stop:
                     return
         finally:
+            if self.failure is None and self._on_close is not None:
+                try:
+                    self._on_close(self._conn)
+                except sqlite3.Error as exc:
+                    self._break(ledger_failure(self._path, exc))
+            if self.failure is None and self._keeper is not None:
+                self._keeper.close()
             self._conn.close()
+            if self._keeper is not None:
+                self._keeper.close()
 
     def _run_batch(self, batch: list[_Op]) -> None:
         conn = self._conn
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
         outcomes: list[tuple[_Op, Any, BaseException | None]] = []
         lost: BaseException | None = None
+        writes = any(op.write for op in batch)
         try:
-            conn.execute("BEGIN IMMEDIATE" if any(op.write for op in batch) else "BEGIN")
+            if writes:
+                self._check_files()
+            conn.execute("BEGIN IMMEDIATE" if writes else "BEGIN")
             for op in batch:
                 try:
                     if op.atomic:
@@ -131,6 +185,8 @@ class Writer:
                 except Exception as exc:
                     if not conn.in_transaction:
                         raise  # SQLite rolled the whole batch back (disk full, I/O error)
+                    if isinstance(exc, sqlite3.Error) and not isinstance(exc, _PER_OPERATION):
+                        raise  # the file, not this operation, is the problem
                     if op.atomic:
                         conn.execute("ROLLBACK TO op")
                         conn.execute("RELEASE op")
@@ -142,6 +198,10 @@ class Writer:
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
+            if isinstance(exc, _Fatal):
+                lost = exc.error
+            if isinstance(exc, sqlite3.Error | _Fatal) and isinstance(lost, AbortError):
+                self._break(lost)
         self.operations += len(batch)
         if lost is not None:
             outcomes = [(op, None, lost) for op in batch]
@@ -149,8 +209,24 @@ class Writer:
 
     def _wrap(self, exc: Exception) -> BaseException:
         if isinstance(exc, sqlite3.Error):
-            return AbortError(f"ledger {self._path}: {exc}")
+            return ledger_failure(self._path, exc)
         return exc
+
+    def _check_files(self) -> None:
+        for path, known in self._file_ids.items():
+            now = _file_id(path)
+            if known is None:
+                self._file_ids[path] = now  # the -wal appears with the first write
+            elif now != known:
+                what = "the ledger file" if path == self._path else f"its {path.name} file"
+                raise _Fatal(vanished(self._path, f"{what} was deleted, moved or replaced"))
+
+    def _break(self, error: AbortError) -> None:
+        if self.failure is not None:
+            return
+        self.failure = error
+        if self._on_broken is not None:
+            self._on_broken(error)
 
     def _deliver(self, outcomes: list[tuple[_Op, Any, BaseException | None]]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
@@ -164,6 +240,18 @@ class Writer:
             # A closed loop raises RuntimeError: nobody is waiting any more.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_resolve, items)
+
+
+def _wal(path: Path) -> Path:
+    return path.with_name(path.name + "-wal")
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def _resolve(items: list[_Outcome]) -> None:

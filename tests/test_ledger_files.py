@@ -1,0 +1,107 @@
+"""Which ledger files a run trusts: one lock per real file, no empty file, no torn copy.
+
+Real worker processes, real SQLite files: a symlink shares the lock, a 0-byte
+file is not a new ledger, a main file without the -wal it was left with is
+refused, a full copy resumes, a clean exit leaves the .sqlite file complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+from pathlib import Path
+
+from tests.test_import_helpers import (
+    assert_all_created_once,
+    ledger_rows,
+    make_rows,
+    sandbox_process,
+    setup,
+    start_worker,
+    stats,
+    write_config,
+    write_csv,
+)
+from tests.test_import_signals import wait_for_appointments
+from tests.test_ledger_fatal import assert_one_error_line, run_worker
+from tests.test_ledger_process import kill, start_holder
+
+
+def test_a_symlink_to_a_held_ledger_shares_its_lock(tmp_path: Path) -> None:
+    real = tmp_path / "state" / "run.sqlite"
+    real.parent.mkdir()
+    link = tmp_path / "elsewhere.sqlite"
+    link.symlink_to(real)
+    config = write_config(tmp_path / "run.toml")
+    rows = write_csv(tmp_path / "rows.csv", make_rows(4))
+    holder, _ = start_holder(real, 1)  # a second process holding the real path
+    try:
+        for args in (
+            ["import", str(rows), "-c", str(config), "--ledger", str(link), "--no-progress"],
+            ["reconcile", "-c", str(config), "--ledger", str(link)],
+        ):
+            second = run_worker(args, timeout=60)
+            assert second.returncode == 4, (args, second.stderr)
+            assert_one_error_line(second.stderr, "in use by another run", f"pid {holder.pid}")
+    finally:
+        kill(holder)
+
+
+async def test_a_zero_byte_ledger_file_is_exit_3_not_a_new_ledger(tmp_path: Path) -> None:
+    with sandbox_process(tmp_path) as url:
+        s = setup(tmp_path, url, n=10)
+        s.ledger.write_bytes(b"")
+        result = await asyncio.to_thread(run_worker, s.args())
+        assert result.returncode == 3, result.stderr
+        assert_one_error_line(result.stderr, f"ledger {s.ledger}", "0-byte")
+        assert (await stats(url))["requests_total"] == 0
+        assert s.ledger.stat().st_size == 0, "the file was left as it was"
+
+
+async def test_resume_from_a_copy_without_its_wal_is_refused_and_a_full_copy_resumes(
+    tmp_path: Path,
+) -> None:
+    with sandbox_process(
+        tmp_path, "--latency-ms", "30", "--fault", "drop_after_commit=0.1", "--fault-seed", "5"
+    ) as url:
+        s = setup(tmp_path, url, n=200, concurrency=4, timeout=2.0)
+        proc = await start_worker(s.args())
+        try:
+            await wait_for_appointments(url, 60)
+        finally:
+            proc.kill()
+            await proc.communicate()
+        assert proc.returncode == -signal.SIGKILL
+        wal = s.ledger.with_name(s.ledger.name + "-wal")
+        assert wal.stat().st_size > 0, "the crash left commits in the -wal file"
+
+        torn = tmp_path / "torn" / "ledger.db"
+        torn.parent.mkdir()
+        shutil.copy2(s.ledger, torn)  # the main file only, as a careless backup would
+        full = tmp_path / "full" / "ledger.db"
+        full.parent.mkdir()
+        for suffix in ("", "-wal", "-shm"):
+            shutil.copy2(s.ledger.with_name(s.ledger.name + suffix), Path(f"{full}{suffix}"))
+
+        before = (await stats(url))["requests_total"]
+        s.ledger = torn
+        refused = await asyncio.to_thread(run_worker, s.args())
+        assert refused.returncode == 3, refused.stderr[-3000:]
+        assert_one_error_line(refused.stderr, f"ledger {torn}", "ledger.db-wal", "missing")
+        assert (await stats(url))["requests_total"] == before, "a torn copy sends nothing"
+        check = await asyncio.to_thread(run_worker, ["ledger", "check", "--ledger", str(torn)])
+        assert check.returncode == 3, check.stderr
+
+        s.ledger = full
+        resumed = await asyncio.to_thread(run_worker, s.args())
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        await assert_all_created_once(s)
+        # a clean exit folded the -wal into the main file: the .sqlite alone is complete
+        full_wal = Path(f"{full}-wal")
+        assert not full_wal.exists() or full_wal.stat().st_size == 0
+        alone = tmp_path / "alone.db"
+        shutil.copy2(full, alone)
+        assert ledger_rows(alone) == ledger_rows(full)
+        check = await asyncio.to_thread(run_worker, ["ledger", "check", "--ledger", str(alone)])
+        assert check.returncode == 0, check.stderr
