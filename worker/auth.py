@@ -9,10 +9,8 @@ in place: Flextell rotates refresh tokens, so the new one is written back
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,12 +19,14 @@ from typing import Any, Protocol
 import aiohttp
 
 from worker.errors import AbortError, ConfigError
+from worker.fileperms import refuse_shared, write_private_atomically
 
 REFRESH_MARGIN = 60.0  # refresh when the access token expires within this many seconds
 DEFAULT_EXPIRES_IN = 3600.0
 _REDACTED = "[redacted]"
 _MIN_SECRET = 4  # shorter strings are not redacted: they would shred every message
 _REFRESH_KEYS = ("refresh_token", "client_id", "client_secret")
+RELOGIN = "run `flextell-worker auth login -c CONFIG` (add --tenant N for one tenant)"
 
 
 class TokenProvider(Protocol):
@@ -76,7 +76,16 @@ class StaticToken:
 
     def __init__(self, value: str, *, source: str = "token") -> None:
         self._value = _check_token(value, source)
+        self.source = source
         self._secrets = {self._value} if len(self._value) >= _MIN_SECRET else set()
+
+    def __repr__(self) -> str:
+        return f"StaticToken(source={self.source!r})"  # never the token itself
+
+    @property
+    def expires_at(self) -> float | None:
+        """Unknown: a static token carries no expiry."""
+        return None
 
     async def token(self) -> str:
         return self._value
@@ -87,27 +96,6 @@ class StaticToken:
 
     def redact(self, text: str) -> str:
         return _redact(text, self._secrets)
-
-
-def _write_private_atomically(path: Path, data: bytes) -> None:
-    """Replace `path` with `data`: temp file in the same dir, fsync, rename, fsync dir."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class RefreshingToken:
@@ -146,6 +134,19 @@ class RefreshingToken:
         self._access: str | None = access if isinstance(access, str) and access else None
         expires = self._state.get("expires_at")
         self._expires_at = float(expires) if isinstance(expires, int | float) else 0.0
+
+    def __repr__(self) -> str:
+        return f"RefreshingToken(path={str(self._path)!r})"  # never a token or secret
+
+    @property
+    def path(self) -> Path:
+        """The token file kept up to date."""
+        return self._path
+
+    @property
+    def expires_at(self) -> float | None:
+        """When the current access token expires (unix seconds), if one is held."""
+        return self._expires_at if self._access is not None else None
 
     def _remember(self, secret: str) -> None:
         if len(secret) >= _MIN_SECRET:
@@ -220,8 +221,8 @@ class RefreshingToken:
             raise TokenUnavailableError(f"token refresh at {self._token_url} failed: HTTP {status}")
         if error == "invalid_grant":
             raise AbortError(
-                f"refresh token rejected by {self._token_url} (invalid_grant); "
-                f"re-authorise and store a new one in {self._path}"
+                f"refresh token rejected by {self._token_url} (invalid_grant): it expired, was "
+                f"revoked or was already used; {RELOGIN} to store a new one in {self._path}"
             )
         if error == "invalid_client":
             raise AbortError(
@@ -259,11 +260,11 @@ class RefreshingToken:
         data = (json.dumps(state, indent=2) + "\n").encode()
         # Store first: the old refresh token is already dead, the new one lives only here.
         try:
-            _write_private_atomically(self._path, data)
+            write_private_atomically(self._path, data)
         except OSError as exc:
             raise AbortError(
                 f"cannot store the rotated refresh token in {self._path}: {exc.strerror}; "
-                "the old one no longer works: re-authorise and store a new one there"
+                f"the old one no longer works: {RELOGIN}"
             ) from None
         self._state = state
         self._access = access
@@ -298,6 +299,12 @@ def token_url_for(base_url: str) -> str:
     return root + "/oauth/token"
 
 
+def token_file_path(rest: str, base_dir: Path) -> Path:
+    """The path of a ``file:`` token spec (relative ones are relative to the config)."""
+    path = Path(rest).expanduser()
+    return path if path.is_absolute() else base_dir / path
+
+
 def token_provider_from_spec(
     spec: str,
     base_dir: Path,
@@ -313,9 +320,8 @@ def token_provider_from_spec(
             raise ConfigError(f"token: environment variable {rest} is not set or empty")
         return StaticToken(value, source=f"token: environment variable {rest}")
     if kind == "file" and rest:
-        path = Path(rest).expanduser()
-        if not path.is_absolute():
-            path = base_dir / path
+        path = token_file_path(rest, base_dir)
+        refuse_shared(path, "token file")
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:

@@ -52,6 +52,21 @@ def cli() -> None:
 
 # --- commands are registered below, one section each --------------------------
 
+_insecure_option = click.option(
+    "--allow-insecure-http",
+    is_flag=True,
+    help="Allow a plain http:// base URL to another machine (tokens and patient data "
+    "would travel unencrypted). Loopback needs no flag.",
+)
+
+
+def _refuse_insecure(config_path: Path, base_url: str | None, allow: bool) -> None:
+    """Exit 2 before anything connects when a base URL is plain http:// to another host."""
+    from worker.config import load_config
+    from worker.transport import check_base_urls
+
+    check_base_urls(load_config(config_path).base_urls(base_url), allow_insecure_http=allow)
+
 
 # --- validate --------------------------------------------------------------------
 
@@ -249,6 +264,7 @@ def sandbox_cmd(
     show_default=True,
     help="Seconds in-flight requests get to finish after SIGINT/SIGTERM.",
 )
+@_insecure_option
 @user_errors
 def import_cmd(
     file: str,
@@ -263,6 +279,7 @@ def import_cmd(
     json_logs: bool,
     no_progress: bool,
     grace_seconds: float,
+    allow_insecure_http: bool,
 ) -> None:
     """Import FILE (CSV or JSONL, '-' for stdin) into Flextell, resuming from the ledger.
 
@@ -278,6 +295,7 @@ def import_cmd(
     from worker.logs import configure_logging, get_logger
     from worker.report import print_summary, summary_event
 
+    _refuse_insecure(config_path, base_url, allow_insecure_http)
     configure_logging(json_logs=json_logs)
     options = ImportOptions(
         file=file,
@@ -343,6 +361,7 @@ def _summary_out(name: str, event: dict[str, Any], json_logs: bool) -> None:
 @click.option("--seed", type=int, help="Seed of --sample, for a repeatable sample.")
 @click.option("--report", type=click.Path(dir_okay=False), help="Write a JSON report here.")
 @click.option("--json-logs", is_flag=True, help="JSON log events; final summary as JSON.")
+@_insecure_option
 @user_errors
 def verify_cmd(
     config_path: Path,
@@ -354,6 +373,7 @@ def verify_cmd(
     seed: int | None,
     report: str | None,
     json_logs: bool,
+    allow_insecure_http: bool,
 ) -> None:
     """Fetch every created appointment and compare it with what was sent.
 
@@ -367,6 +387,7 @@ def verify_cmd(
     from worker.logs import configure_logging
     from worker.verify import VerifyOptions, print_verify, run_verify, write_report
 
+    _refuse_insecure(config_path, base_url, allow_insecure_http)
     configure_logging(json_logs=json_logs)
     options = VerifyOptions(
         config_path=config_path,
@@ -393,6 +414,7 @@ def verify_cmd(
 @_base_url_option
 @click.option("--tenant", type=int, help="Only this tenant's rows.")
 @click.option("--json-logs", is_flag=True, help="JSON log events; final summary as JSON.")
+@_insecure_option
 @user_errors
 def reconcile_cmd(
     config_path: Path,
@@ -400,6 +422,7 @@ def reconcile_cmd(
     base_url: str | None,
     tenant: int | None,
     json_logs: bool,
+    allow_insecure_http: bool,
 ) -> None:
     """Resolve rows whose outcome is unknown with lookups only; send nothing.
 
@@ -414,6 +437,7 @@ def reconcile_cmd(
     from worker.reconcile import ReconcileOptions, run_reconcile
     from worker.report import print_reconcile, reconcile_event
 
+    _refuse_insecure(config_path, base_url, allow_insecure_http)
     configure_logging(json_logs=json_logs)
     options = ReconcileOptions(
         config_path=config_path, ledger_path=ledger_path, base_url=base_url, tenant=tenant
@@ -491,5 +515,8 @@ def report_cmd(
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: owner-only files from here on (see worker.fileperms)."""
+    from worker.fileperms import apply_private_umask
+
+    apply_private_umask()
     cli(prog_name="flextell-worker")

@@ -33,7 +33,7 @@ from worker.logs import get_logger
 from worker.mapping import InvalidRow, MappedRow, Mapper
 from worker.progress import RunProgress
 from worker.reconcile import Pacer, Verdict, reconcile_unknown
-from worker.session import Lanes, resolve_ledger_path
+from worker.session import Lanes, http_session, resolve_ledger_path
 from worker.source import RowProblem, SourceOptions, SourceRow, open_source
 
 log = get_logger("import")
@@ -510,11 +510,10 @@ async def _send(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, on_signal, signum)
 
-    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
     run.progress = RunProgress.create(enabled=options.progress, source=source)
     status = "finished"
     try:
-        async with aiohttp.ClientSession(connector=connector) as session:
+        async with http_session(run.config) as session:
             with run.progress:
                 try:
                     for tenant_id in sorted(run.config.tenants):

@@ -229,7 +229,7 @@ async def run_reconcile(options: ReconcileOptions) -> ReconcileResult:
         status = "finished"
         resolutions: list[Resolution] = []
         try:
-            async with http_session() as session:
+            async with http_session(config) as session:
                 lanes = Lanes(config, session, ledger, run_id=run_id, base_url=options.base_url)
 
                 async def lane_for(tenant: int) -> tuple[FlextellClient, Pacer]:

@@ -25,6 +25,7 @@ from worker.config import Config, load_config
 from worker.errors import SourceError
 from worker.exitcodes import ExitCode
 from worker.failures import FailureWriter
+from worker.fileperms import open_private
 from worker.mapping import FieldError, InvalidRow, MappedRow, Mapper
 from worker.source import Source, SourceOptions, open_source
 
@@ -226,7 +227,7 @@ class _ErrorSpool:
         body = json.dumps(head, ensure_ascii=False, indent=2)
         tmp = self.report.with_name(self.report.name + ".tmp")
         try:
-            with tmp.open("w", encoding="utf-8") as out:
+            with open_private(tmp, encoding="utf-8") as out:
                 out.write(body[:-2] + ',\n  "errors": [\n    ')
                 self.fh.seek(0)
                 shutil.copyfileobj(self.fh, out)

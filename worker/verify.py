@@ -27,6 +27,7 @@ from worker.config import load_config
 from worker.dispatch import LaneStopped, TenantLane
 from worker.errors import ConfigError, SourceError
 from worker.exitcodes import ExitCode
+from worker.fileperms import open_private
 from worker.ledger import Entry, Ledger, Status
 from worker.logs import get_logger
 from worker.session import AuthGuard, Lanes, http_session, resolve_ledger_path
@@ -264,7 +265,7 @@ async def run_verify(options: VerifyOptions) -> VerifyResult:
         raise ConfigError(f"ledger {ledger_path} does not exist (run an import first)")
     ledger = await Ledger.open(ledger_path, lock=False, readonly=True)
     try:
-        async with http_session() as session:
+        async with http_session(config) as session:
             lanes = Lanes(config, session, ledger, base_url=options.base_url)
             verifier = _Verifier(lanes)
             try:
@@ -296,10 +297,10 @@ async def run_verify(options: VerifyOptions) -> VerifyResult:
 def write_report(result: VerifyResult, path: str | Path) -> None:
     """Write the JSON report (every mismatch, missing row and error)."""
     try:
-        Path(path).write_text(
-            json.dumps(result.to_json(), ensure_ascii=False, indent=2, default=str) + "\n",
-            encoding="utf-8",
-        )
+        with open_private(path, encoding="utf-8") as out:
+            out.write(
+                json.dumps(result.to_json(), ensure_ascii=False, indent=2, default=str) + "\n"
+            )
     except OSError as exc:
         raise SourceError(f"{path}: cannot write the report: {exc.strerror}") from None
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from worker.errors import AbortError
+from worker.fileperms import create_private, private_dir
 from worker.ledger import ops
 from worker.ledger.lock import LedgerLock, is_locked
 from worker.ledger.model import Entry, Run, RunStatus, SeenRow, Status
@@ -48,7 +49,8 @@ class Ledger:
         path = path.expanduser()
         if not readonly:
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                private_dir(path.parent)
+                create_private(path)  # SQLite gives -wal and -shm the ledger's own mode
             except OSError as exc:
                 message = f"cannot create the ledger directory {path.parent}: {exc.strerror}"
                 raise AbortError(message) from None
