@@ -9,6 +9,8 @@ in place: Flextell rotates refresh tokens, so the new one is written back
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import os
 import time
@@ -134,6 +136,7 @@ class RefreshingToken:
         self._access: str | None = access if isinstance(access, str) and access else None
         expires = self._state.get("expires_at")
         self._expires_at = float(expires) if isinstance(expires, int | float) else 0.0
+        self._margin = REFRESH_MARGIN
 
     def __repr__(self) -> str:
         return f"RefreshingToken(path={str(self._path)!r})"  # never a token or secret
@@ -153,7 +156,7 @@ class RefreshingToken:
             self._secrets.add(secret)
 
     def _fresh(self) -> bool:
-        return self._access is not None and self._expires_at - self._clock() > REFRESH_MARGIN
+        return self._access is not None and self._expires_at - self._clock() > self._margin
 
     async def token(self) -> str:
         if not self._fresh():
@@ -269,6 +272,8 @@ class RefreshingToken:
         self._state = state
         self._access = access
         self._expires_at = state["expires_at"]
+        # Short-lived tokens (a test server) would otherwise be refreshed before every call.
+        self._margin = min(REFRESH_MARGIN, float(expires_in) / 4)
 
 
 def _load_json_state(path: Path, text: str) -> dict[str, Any]:
@@ -291,6 +296,12 @@ def _load_json_state(path: Path, text: str) -> dict[str, Any]:
     if expires is not None and not isinstance(expires, int | float):
         raise ConfigError(f"token file {path}: expires_at must be unix seconds (a number)")
     return data
+
+
+def pkce_challenge(verifier: str) -> str:
+    """The PKCE S256 code challenge of `verifier` (RFC 7636)."""
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
 
 
 def token_url_for(base_url: str) -> str:

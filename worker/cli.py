@@ -60,6 +60,19 @@ _insecure_option = click.option(
 )
 
 
+def _seconds_option(
+    flag: str, dest: str, default: float, minimum: float, text: str
+) -> Callable[[F], F]:
+    return click.option(
+        flag,
+        dest,
+        type=click.FloatRange(min=minimum),
+        default=default,
+        show_default=True,
+        help=text,
+    )
+
+
 def _refuse_insecure(config_path: Path, base_url: str | None, allow: bool) -> None:
     """Exit 2 before anything connects when a base URL is plain http:// to another host."""
     from worker.config import load_config
@@ -256,13 +269,12 @@ def sandbox_cmd(
 )
 @click.option("--json-logs", is_flag=True, help="One JSON object per log event on stderr.")
 @click.option("--no-progress", is_flag=True, help="No live progress display.")
-@click.option(
+@_seconds_option(
     "--grace",
     "grace_seconds",
-    type=click.FloatRange(min=0),
-    default=10.0,
-    show_default=True,
-    help="Seconds in-flight requests get to finish after SIGINT/SIGTERM.",
+    10.0,
+    0,
+    "Seconds in-flight requests get to finish after SIGINT/SIGTERM.",
 )
 @_insecure_option
 @user_errors
@@ -512,6 +524,112 @@ def report_cmd(
         report_table(report)
     if failures is not None and fmt != "table":
         click.echo(f"{report.failures_written} row(s) written to {failures}", err=True)
+
+
+# --- auth: first login and token status --------------------------------------------
+
+
+@cli.group("auth")
+def auth_group() -> None:
+    """Obtain and check Flextell credentials (OAuth, Laravel Passport style)."""
+
+
+def _can_open_browser() -> bool:
+    import os
+
+    return sys.platform in ("darwin", "win32") or bool(
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    )
+
+
+@auth_group.command("login")
+@_config_option
+@click.option("--tenant", type=int, help="Log in for this tenant's token file only.")
+@_base_url_option
+@click.option(
+    "--paste",
+    is_flag=True,
+    help="Do not listen on 127.0.0.1: paste the address the browser was sent to.",
+)
+@click.option("--no-browser", is_flag=True, help="Only print the URL; do not open a browser.")
+@_seconds_option("--timeout", "wait_s", 300.0, 1, "Seconds to wait for the redirect.")
+@_insecure_option
+@user_errors
+def auth_login_cmd(
+    config_path: Path,
+    tenant: int | None,
+    base_url: str | None,
+    paste: bool,
+    no_browser: bool,
+    wait_s: float,
+    allow_insecure_http: bool,
+) -> None:
+    """Log in with the OAuth authorization-code flow (PKCE) and store the token file.
+
+    Prints the authorize URL; the code comes back to a one-shot listener on the
+    loopback redirect URI ([api] oauth_redirect_uri, default
+    http://127.0.0.1:<free port>/callback) or is pasted (--paste). The tokens are
+    written atomically, mode 0600, to the tenant's token = "file:..." path.
+    Needs [api] oauth_client_id and oauth_client_secret (an env: or file:
+    source). Exit 0 stored, 2 bad config, 3 refused or timed out.
+    """
+    import asyncio
+    import webbrowser
+    from datetime import UTC, datetime
+
+    from worker.config import load_config
+    from worker.login import run_login
+
+    _refuse_insecure(config_path, base_url, allow_insecure_http)
+    config = load_config(config_path)
+    result = asyncio.run(
+        run_login(
+            config,
+            tenant=tenant,
+            base_url=base_url,
+            paste=paste,
+            wait_s=wait_s,
+            out=sys.stdout,
+            read_line=sys.stdin.readline,
+            open_browser=None if no_browser or not _can_open_browser() else webbrowser.open,
+        )
+    )
+    until = datetime.fromtimestamp(result.expires_at, UTC).isoformat(timespec="seconds")
+    click.echo(
+        f"\nLogged in: tokens stored in {result.target.path} (mode 0600); "
+        f"access token valid until {until}, then refreshed automatically."
+    )
+
+
+@auth_group.command("status")
+@_config_option
+@click.option("--tenant", type=int, help="Check only this tenant.")
+@_base_url_option
+@_insecure_option
+@user_errors
+def auth_status_cmd(
+    config_path: Path, tenant: int | None, base_url: str | None, allow_insecure_http: bool
+) -> None:
+    """Per tenant: the credential source, whether Flextell accepts it, access-token expiry.
+
+    Makes one cheap call per tenant (a one-day calendar); an expiring access
+    token is refreshed on the way. Prints no token or secret. Exit 0 when every
+    tenant is accepted, 2 for a bad config, 3 when some tenant's credentials are
+    refused (the line says to run `flextell-worker auth login`).
+    """
+    import asyncio
+    import time
+
+    from worker.auth_status import run_status, status_exit_code
+    from worker.config import load_config
+
+    _refuse_insecure(config_path, base_url, allow_insecure_http)
+    config = load_config(config_path)
+    statuses = asyncio.run(run_status(config, tenant=tenant, base_url=base_url))
+    now = time.time()
+    for status in statuses:
+        click.echo(status.line(now))
+    sys.exit(int(status_exit_code(statuses)))
 
 
 def main() -> None:
