@@ -38,6 +38,16 @@ def token_file(config: Path) -> Path:
     return config.parent / "secrets" / "flextell-token.json"
 
 
+def write_token_file(config: Path, refresh_token: str) -> Path:
+    """A private token file holding only a refresh token (as if logged in long ago)."""
+    path = token_file(config)
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    state = {"client_id": "demo-client", "client_secret": CLIENT_SECRET}
+    path.write_text(json.dumps(state | {"refresh_token": refresh_token}))
+    path.chmod(0o600)
+    return path
+
+
 def worker_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     return env | SECRET_ENV | extra

@@ -18,6 +18,7 @@ from tests.auth_helpers import (
     start_login,
     token_config,
     token_file,
+    write_token_file,
 )
 from tests.conftest import SandboxFactory
 from worker.auth import pkce_challenge
@@ -114,11 +115,7 @@ def test_login_needs_a_file_token_source_and_the_client_settings(tmp_path: Path)
 
 def test_status_of_a_dead_refresh_token_says_to_log_in_again(tmp_path: Path, sbx: Any) -> None:
     config = token_config(tmp_path)
-    path = token_file(config)
-    path.parent.mkdir(mode=0o700)
-    state = {"client_id": "demo-client", "client_secret": CLIENT_SECRET}
-    path.write_text(json.dumps(state | {"refresh_token": "stale-refresh-token-1"}))
-    path.chmod(0o600)
+    path = write_token_file(config, "stale-refresh-token-1")
     run = run_worker("auth", "status", "-c", str(config), "--base-url", sbx.base_url)
     assert run.returncode == 3, run.stdout + run.stderr
     assert "NOT accepted: refresh token rejected" in run.stdout

@@ -22,6 +22,7 @@ from tests.auth_helpers import (
     token_config,
     token_file,
     worker_env,
+    write_token_file,
 )
 from tests.test_sync import ROOT, Sandbox, sample_rows, start_sandbox, stop, write_csv
 
@@ -80,11 +81,7 @@ def test_a_dead_refresh_token_stops_the_tenant_with_the_relogin_message(
     tmp_path: Path, sbx: Sandbox
 ) -> None:
     config = token_config(tmp_path)
-    path = token_file(config)
-    path.parent.mkdir(mode=0o700)
-    state = {"client_id": "demo-client", "client_secret": CLIENT_SECRET}
-    path.write_text(json.dumps(state | {"refresh_token": "revoked-long-ago-0001"}))
-    path.chmod(0o600)
+    write_token_file(config, "revoked-long-ago-0001")
     export = _export(tmp_path, 10)
     run = run_worker("import", str(export), "-c", str(config), "--base-url", sbx.base_url)
     assert run.returncode == 3, run.stdout + run.stderr
