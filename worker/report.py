@@ -80,7 +80,28 @@ SHOWN_ROWS = 20
 """Changed and missing rows printed under the summary; `--json-logs` and `report` hold more."""
 
 
+FREE_TEXT_FIELDS = frozenset({"description", "cancellation_reason"})
+"""Payload fields that carry what people typed (clinical notes): never shown, only sized."""
+
+
+def public_changes(changes: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """A row's changes fit for output: free-text values replaced by their length."""
+    return {
+        name: [_masked(v) for v in pair] if name in FREE_TEXT_FIELDS else pair
+        for name, pair in changes.items()
+    }
+
+
+def _masked(value: Any) -> Any:
+    return value if value is None else f"<text, {len(str(value))} chars>"
+
+
+def _public_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [row | {"changes": public_changes(row.get("changes") or {})} for row in rows]
+
+
 def _diff_text(changes: dict[str, list[Any]]) -> str:
+    changes = public_changes(changes)
     return ", ".join(
         f"{name}: {json.dumps(old, ensure_ascii=False)} -> {json.dumps(new, ensure_ascii=False)}"
         for name, (old, new) in sorted(changes.items())
@@ -129,7 +150,7 @@ def summary_event(result: ImportResult) -> dict[str, Any]:
             | {"failed_by_reason": counts.failed_by_reason}
             for tenant, counts in sorted(result.tenants.items())
         },
-        "changed": result.changed_rows[:1000],
+        "changed": _public_rows(result.changed_rows[:1000]),
         "missing_from_source": result.missing_rows[:1000],
     }
 
@@ -194,7 +215,7 @@ class LedgerReport:
             "run": self.run,
             "runs": self.runs,
             "statuses": self.statuses,
-            "changed": self.changed,
+            "changed": _public_rows(self.changed),
             "missing_from_source": {"run": self.missing_run, "rows": self.missing_from_source},
             "failures": (
                 None

@@ -138,13 +138,17 @@ class ValidateSummary:
 
 
 def format_error(source: str, line: int, err: FieldError) -> str:
-    """``FILE:LINE: field (column 'X'): message [value: '...']``."""
+    """``FILE:LINE: field (column 'X'): message [value of N chars]``.
+
+    The value itself is not printed: it may be a patient's name or phone typed
+    into the wrong column. The --report and --failures files carry it.
+    """
     text = f"{source}:{line}: {err.field}"
     if err.column:
         text += f" (column {err.column!r})"
     text += f": {err.message}"
     if err.value is not None:
-        text += f" [value: {err.value!r}]"
+        text += f" [value of {len(err.value)} chars, in --report/--failures]"
     return text
 
 
