@@ -11,6 +11,7 @@ from typing import IO, Any
 from rich.console import Console
 from rich.table import Table
 
+from worker.compare import public_value
 from worker.config import load_config
 from worker.errors import AbortError, ConfigError
 from worker.failures import FailureWriter, neutralise
@@ -80,20 +81,9 @@ SHOWN_ROWS = 20
 """Changed and missing rows printed under the summary; `--json-logs` and `report` hold more."""
 
 
-FREE_TEXT_FIELDS = frozenset({"description", "cancellation_reason"})
-"""Payload fields that carry what people typed (clinical notes): never shown, only sized."""
-
-
 def public_changes(changes: dict[str, list[Any]]) -> dict[str, list[Any]]:
     """A row's changes fit for output: free-text values replaced by their length."""
-    return {
-        name: [_masked(v) for v in pair] if name in FREE_TEXT_FIELDS else pair
-        for name, pair in changes.items()
-    }
-
-
-def _masked(value: Any) -> Any:
-    return value if value is None else f"<text, {len(str(value))} chars>"
+    return {name: [public_value(name, v) for v in pair] for name, pair in changes.items()}
 
 
 def _public_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from worker.client import Outcome, Result
-from worker.compare import Mismatch, compare
+from worker.compare import Mismatch, compare, public_value
 from worker.config import load_config
 from worker.dispatch import LaneStopped, TenantLane
 from worker.errors import ConfigError, SourceError
@@ -328,7 +328,9 @@ def print_verify(result: VerifyResult, console: Console | None = None) -> None:
         where = f"tenant {p.tenant} {p.source_key} (appointment {_shown(p.appointment_id)})"
         if p.kind == "mismatch":
             diffs = "; ".join(
-                f"{m.field}: sent {_shown(m.sent)}, found {_shown(m.found)}" for m in p.mismatches
+                f"{m.field}: sent {_shown(public_value(m.field, m.sent))}, "
+                f"found {_shown(public_value(m.field, m.found))}"
+                for m in p.mismatches
             )
             console.print(f"mismatch  {where}: {diffs}", markup=False)
         else:
