@@ -28,6 +28,15 @@ from worker.auth import (
 from worker.client import FlextellClient, Outcome
 from worker.errors import AbortError, ConfigError
 
+
+@pytest.fixture(autouse=True)
+def _private_umask() -> Any:
+    """Token files written here are owner-only, like real ones (a shared one is refused)."""
+    old = os.umask(0o077)
+    yield
+    os.umask(old)
+
+
 CLIENT_ID = "demo-client"
 CLIENT_SECRET = "demo-secret-xyz"
 SEED_REFRESH = "sandbox-refresh-all"
@@ -326,7 +335,8 @@ async def test_invalid_grant_aborts_with_a_clear_line(
         await tokens.token()
     message = str(caught.value)
     assert message.startswith(f"refresh token rejected by {oauth.token_url} (invalid_grant)")
-    assert f"re-authorise and store a new one in {path}" in message
+    assert "run `flextell-worker auth login -c CONFIG`" in message
+    assert f"to store a new one in {path}" in message
     assert SEED_REFRESH not in message and CLIENT_SECRET not in message
 
 
@@ -461,13 +471,29 @@ def test_no_world_readable_temp_files_on_umask_000(tmp_path: Path) -> None:
     # mkstemp already creates 0600; this guards against a future switch to open().
     old = os.umask(0)
     try:
-        from worker.auth import _write_private_atomically
+        from worker.fileperms import write_private_atomically
 
         target = tmp_path / "x.json"
-        _write_private_atomically(target, b"{}")
+        write_private_atomically(target, b"{}")
     finally:
         os.umask(old)
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o660, 0o644])
+async def test_a_token_file_others_can_read_is_refused(
+    tmp_path: Path, session: aiohttp.ClientSession, mode: int
+) -> None:
+    path = tmp_path / "token.json"
+    path.write_text(
+        json.dumps({"refresh_token": "r-xyzzy-1", "client_id": "c", "client_secret": "s-xyzzy"})
+    )
+    path.chmod(mode)
+    with pytest.raises(ConfigError, match=r"permissions 0\d+ are too open.*chmod 600") as caught:
+        provider(f"file:{path}", tmp_path, session)
+    assert "xyzzy" not in str(caught.value)
+    path.chmod(0o600)
+    assert isinstance(provider(f"file:{path}", tmp_path, session), RefreshingToken)
 
 
 @pytest.mark.parametrize(

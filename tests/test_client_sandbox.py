@@ -150,6 +150,7 @@ async def test_refresh_token_from_the_seed(
             }
         )
     )
+    path.chmod(0o600)
     async with sandbox_factory() as sb:
         tokens = token_provider_from_spec(
             "file:token.json", tmp_path, session=session, token_url=sb.url + "/oauth/token"

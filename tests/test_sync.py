@@ -195,7 +195,8 @@ def test_three_nightly_exports_give_exact_counts_and_one_appointment_each(
     assert r2.exit_code == 1  # a changed row needs a person: the scheduler should see it
     assert {c["source_key"] for c in e2["changed"]} == edited
     by_key = {c["source_key"]: c["changes"] for c in e2["changed"]}
-    assert by_key[night2[0]["appointment_id"]]["description"][1] == "moved to the afternoon"
+    # Notes are patient data: the summary says a note changed, and its new length, not the text.
+    assert by_key[night2[0]["appointment_id"]]["description"][1] == "<text, 22 chars>"
     assert by_key[night2[5]["appointment_id"]]["room_id"][1] == int(night2[5]["room_id"])
     assert "status" in by_key[night2[30]["appointment_id"]]
 
@@ -259,7 +260,8 @@ def test_the_summary_lists_changed_rows_with_their_differences(
     )
     assert result.exit_code == 1
     key = second[0]["appointment_id"]
-    assert f"{key} " in result.stdout and '-> "new note"' in result.stdout
+    assert f"{key} " in result.stdout and '-> "<text, 8 chars>"' in result.stdout
+    assert "new note" not in result.stdout
     assert "missing from this export" in result.stdout
     assert first[0]["appointment_id"] in result.stdout
 

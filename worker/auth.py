@@ -9,10 +9,10 @@ in place: Flextell rotates refresh tokens, so the new one is written back
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import base64
+import hashlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,12 +21,14 @@ from typing import Any, Protocol
 import aiohttp
 
 from worker.errors import AbortError, ConfigError
+from worker.fileperms import refuse_shared, write_private_atomically
 
 REFRESH_MARGIN = 60.0  # refresh when the access token expires within this many seconds
 DEFAULT_EXPIRES_IN = 3600.0
 _REDACTED = "[redacted]"
 _MIN_SECRET = 4  # shorter strings are not redacted: they would shred every message
 _REFRESH_KEYS = ("refresh_token", "client_id", "client_secret")
+RELOGIN = "run `flextell-worker auth login -c CONFIG` (add --tenant N for one tenant)"
 
 
 class TokenProvider(Protocol):
@@ -76,7 +78,16 @@ class StaticToken:
 
     def __init__(self, value: str, *, source: str = "token") -> None:
         self._value = _check_token(value, source)
+        self.source = source
         self._secrets = {self._value} if len(self._value) >= _MIN_SECRET else set()
+
+    def __repr__(self) -> str:
+        return f"StaticToken(source={self.source!r})"  # never the token itself
+
+    @property
+    def expires_at(self) -> float | None:
+        """Unknown: a static token carries no expiry."""
+        return None
 
     async def token(self) -> str:
         return self._value
@@ -87,27 +98,6 @@ class StaticToken:
 
     def redact(self, text: str) -> str:
         return _redact(text, self._secrets)
-
-
-def _write_private_atomically(path: Path, data: bytes) -> None:
-    """Replace `path` with `data`: temp file in the same dir, fsync, rename, fsync dir."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class RefreshingToken:
@@ -146,13 +136,27 @@ class RefreshingToken:
         self._access: str | None = access if isinstance(access, str) and access else None
         expires = self._state.get("expires_at")
         self._expires_at = float(expires) if isinstance(expires, int | float) else 0.0
+        self._margin = REFRESH_MARGIN
+
+    def __repr__(self) -> str:
+        return f"RefreshingToken(path={str(self._path)!r})"  # never a token or secret
+
+    @property
+    def path(self) -> Path:
+        """The token file kept up to date."""
+        return self._path
+
+    @property
+    def expires_at(self) -> float | None:
+        """When the current access token expires (unix seconds), if one is held."""
+        return self._expires_at if self._access is not None else None
 
     def _remember(self, secret: str) -> None:
         if len(secret) >= _MIN_SECRET:
             self._secrets.add(secret)
 
     def _fresh(self) -> bool:
-        return self._access is not None and self._expires_at - self._clock() > REFRESH_MARGIN
+        return self._access is not None and self._expires_at - self._clock() > self._margin
 
     async def token(self) -> str:
         if not self._fresh():
@@ -220,8 +224,8 @@ class RefreshingToken:
             raise TokenUnavailableError(f"token refresh at {self._token_url} failed: HTTP {status}")
         if error == "invalid_grant":
             raise AbortError(
-                f"refresh token rejected by {self._token_url} (invalid_grant); "
-                f"re-authorise and store a new one in {self._path}"
+                f"refresh token rejected by {self._token_url} (invalid_grant): it expired, was "
+                f"revoked or was already used; {RELOGIN} to store a new one in {self._path}"
             )
         if error == "invalid_client":
             raise AbortError(
@@ -259,15 +263,17 @@ class RefreshingToken:
         data = (json.dumps(state, indent=2) + "\n").encode()
         # Store first: the old refresh token is already dead, the new one lives only here.
         try:
-            _write_private_atomically(self._path, data)
+            write_private_atomically(self._path, data)
         except OSError as exc:
             raise AbortError(
                 f"cannot store the rotated refresh token in {self._path}: {exc.strerror}; "
-                "the old one no longer works: re-authorise and store a new one there"
+                f"the old one no longer works: {RELOGIN}"
             ) from None
         self._state = state
         self._access = access
         self._expires_at = state["expires_at"]
+        # Short-lived tokens (a test server) would otherwise be refreshed before every call.
+        self._margin = min(REFRESH_MARGIN, float(expires_in) / 4)
 
 
 def _load_json_state(path: Path, text: str) -> dict[str, Any]:
@@ -292,10 +298,22 @@ def _load_json_state(path: Path, text: str) -> dict[str, Any]:
     return data
 
 
+def pkce_challenge(verifier: str) -> str:
+    """The PKCE S256 code challenge of `verifier` (RFC 7636)."""
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
+
+
 def token_url_for(base_url: str) -> str:
     """The OAuth token endpoint beside an API base: ``https://h/api`` -> ``https://h/oauth/token``."""
     root = base_url.rstrip("/").removesuffix("/api")
     return root + "/oauth/token"
+
+
+def token_file_path(rest: str, base_dir: Path) -> Path:
+    """The path of a ``file:`` token spec (relative ones are relative to the config)."""
+    path = Path(rest).expanduser()
+    return path if path.is_absolute() else base_dir / path
 
 
 def token_provider_from_spec(
@@ -313,9 +331,8 @@ def token_provider_from_spec(
             raise ConfigError(f"token: environment variable {rest} is not set or empty")
         return StaticToken(value, source=f"token: environment variable {rest}")
     if kind == "file" and rest:
-        path = Path(rest).expanduser()
-        if not path.is_absolute():
-            path = base_dir / path
+        path = token_file_path(rest, base_dir)
+        refuse_shared(path, "token file")
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:

@@ -52,6 +52,34 @@ def cli() -> None:
 
 # --- commands are registered below, one section each --------------------------
 
+_insecure_option = click.option(
+    "--allow-insecure-http",
+    is_flag=True,
+    help="Allow a plain http:// base URL to another machine (tokens and patient data "
+    "would travel unencrypted). Loopback needs no flag.",
+)
+
+
+def _seconds_option(
+    flag: str, dest: str, default: float, minimum: float, text: str
+) -> Callable[[F], F]:
+    return click.option(
+        flag,
+        dest,
+        type=click.FloatRange(min=minimum),
+        default=default,
+        show_default=True,
+        help=text,
+    )
+
+
+def _refuse_insecure(config_path: Path, base_url: str | None, allow: bool) -> None:
+    """Exit 2 before anything connects when a base URL is plain http:// to another host."""
+    from worker.config import load_config
+    from worker.transport import check_base_urls
+
+    check_base_urls(load_config(config_path).checked_urls(base_url), allow_insecure_http=allow)
+
 
 # --- validate --------------------------------------------------------------------
 
@@ -255,13 +283,12 @@ _rebind_option = click.option(
 )
 @click.option("--json-logs", is_flag=True, help="One JSON object per log event on stderr.")
 @click.option("--no-progress", is_flag=True, help="No live progress display.")
-@click.option(
+@_seconds_option(
     "--grace",
     "grace_seconds",
-    type=click.FloatRange(min=0),
-    default=10.0,
-    show_default=True,
-    help="Seconds in-flight requests get to finish after SIGINT/SIGTERM.",
+    10.0,
+    0,
+    "Seconds in-flight requests get to finish after SIGINT/SIGTERM.",
 )
 @click.option(
     "--adopt-existing",
@@ -278,6 +305,7 @@ _rebind_option = click.option(
 )
 @_settle_wait_option
 @_rebind_option
+@_insecure_option
 @user_errors
 def import_cmd(
     file: str,
@@ -296,6 +324,7 @@ def import_cmd(
     allow_hash_keys: bool,
     settle_wait: float | None,
     rebind_ledger: bool,
+    allow_insecure_http: bool,
 ) -> None:
     """Import FILE (CSV or JSONL, '-' for stdin) into Flextell, resuming from the ledger.
 
@@ -316,6 +345,7 @@ def import_cmd(
     from worker.logs import configure_logging, get_logger
     from worker.report import print_summary, summary_event
 
+    _refuse_insecure(config_path, base_url, allow_insecure_http)
     configure_logging(json_logs=json_logs)
     options = ImportOptions(
         file=file,
@@ -385,6 +415,7 @@ def _summary_out(name: str, event: dict[str, Any], json_logs: bool) -> None:
 @click.option("--seed", type=int, help="Seed of --sample, for a repeatable sample.")
 @click.option("--report", type=click.Path(dir_okay=False), help="Write a JSON report here.")
 @click.option("--json-logs", is_flag=True, help="JSON log events; final summary as JSON.")
+@_insecure_option
 @user_errors
 def verify_cmd(
     config_path: Path,
@@ -396,6 +427,7 @@ def verify_cmd(
     seed: int | None,
     report: str | None,
     json_logs: bool,
+    allow_insecure_http: bool,
 ) -> None:
     """Fetch every created appointment and compare it with what was sent.
 
@@ -409,6 +441,7 @@ def verify_cmd(
     from worker.logs import configure_logging
     from worker.verify import VerifyOptions, print_verify, run_verify, write_report
 
+    _refuse_insecure(config_path, base_url, allow_insecure_http)
     configure_logging(json_logs=json_logs)
     options = VerifyOptions(
         config_path=config_path,
@@ -437,6 +470,7 @@ def verify_cmd(
 @click.option("--json-logs", is_flag=True, help="JSON log events; final summary as JSON.")
 @_settle_wait_option
 @_rebind_option
+@_insecure_option
 @user_errors
 def reconcile_cmd(
     config_path: Path,
@@ -446,6 +480,7 @@ def reconcile_cmd(
     json_logs: bool,
     settle_wait: float | None,
     rebind_ledger: bool,
+    allow_insecure_http: bool,
 ) -> None:
     """Resolve rows whose outcome is unknown with lookups only; send nothing.
 
@@ -460,6 +495,7 @@ def reconcile_cmd(
     from worker.reconcile import ReconcileOptions, run_reconcile
     from worker.report import print_reconcile, reconcile_event
 
+    _refuse_insecure(config_path, base_url, allow_insecure_http)
     configure_logging(json_logs=json_logs)
     options = ReconcileOptions(
         config_path=config_path,
@@ -626,6 +662,115 @@ def ledger_accept_missing_wal_cmd(
     click.echo(f"ledger {path}: accepted without its -wal file")
 
 
+# --- auth: first login and token status --------------------------------------------
+
+
+@cli.group("auth")
+def auth_group() -> None:
+    """Obtain and check Flextell credentials (OAuth, Laravel Passport style)."""
+
+
+def _can_open_browser() -> bool:
+    import os
+
+    return sys.platform in ("darwin", "win32") or bool(
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    )
+
+
+@auth_group.command("login")
+@_config_option
+@click.option("--tenant", type=int, help="Log in for this tenant's token file only.")
+@_base_url_option
+@click.option(
+    "--paste",
+    is_flag=True,
+    help="Do not listen on 127.0.0.1: paste the address the browser was sent to.",
+)
+@click.option("--no-browser", is_flag=True, help="Only print the URL; do not open a browser.")
+@_seconds_option("--timeout", "wait_s", 300.0, 1, "Seconds to wait for the redirect.")
+@_insecure_option
+@user_errors
+def auth_login_cmd(
+    config_path: Path,
+    tenant: int | None,
+    base_url: str | None,
+    paste: bool,
+    no_browser: bool,
+    wait_s: float,
+    allow_insecure_http: bool,
+) -> None:
+    """Log in with the OAuth authorization-code flow (PKCE) and store the token file.
+
+    Prints the authorize URL; the code comes back to a one-shot listener on the
+    loopback redirect URI ([api] oauth_redirect_uri, default
+    http://127.0.0.1:<free port>/callback) or is pasted (--paste). The tokens are
+    written atomically, mode 0600, to the tenant's token = "file:..." path.
+    Needs [api] oauth_client_id and oauth_client_secret (an env: or file:
+    source). Exit 0 stored, 2 bad config, 3 refused or timed out.
+    """
+    import asyncio
+    import webbrowser
+    from datetime import UTC, datetime
+
+    from worker.config import load_config
+    from worker.login import run_login
+
+    _refuse_insecure(config_path, base_url, allow_insecure_http)
+    config = load_config(config_path)
+    result = asyncio.run(
+        run_login(
+            config,
+            tenant=tenant,
+            base_url=base_url,
+            paste=paste,
+            wait_s=wait_s,
+            out=sys.stdout,
+            read_line=sys.stdin.readline,
+            open_browser=None if no_browser or not _can_open_browser() else webbrowser.open,
+        )
+    )
+    until = datetime.fromtimestamp(result.expires_at, UTC).isoformat(timespec="seconds")
+    click.echo(
+        f"\nLogged in: tokens stored in {result.target.path} (mode 0600); "
+        f"access token valid until {until}, then refreshed automatically."
+    )
+
+
+@auth_group.command("status")
+@_config_option
+@click.option("--tenant", type=int, help="Check only this tenant.")
+@_base_url_option
+@_insecure_option
+@user_errors
+def auth_status_cmd(
+    config_path: Path, tenant: int | None, base_url: str | None, allow_insecure_http: bool
+) -> None:
+    """Per tenant: the credential source, whether Flextell accepts it, access-token expiry.
+
+    Makes one cheap call per tenant (a one-day calendar); an expiring access
+    token is refreshed on the way. Prints no token or secret. Exit 0 when every
+    tenant is accepted, 2 for a bad config, 3 when some tenant's credentials are
+    refused (the line says to run `flextell-worker auth login`).
+    """
+    import asyncio
+    import time
+
+    from worker.auth_status import run_status, status_exit_code
+    from worker.config import load_config
+
+    _refuse_insecure(config_path, base_url, allow_insecure_http)
+    config = load_config(config_path)
+    statuses = asyncio.run(run_status(config, tenant=tenant, base_url=base_url))
+    now = time.time()
+    for status in statuses:
+        click.echo(status.line(now))
+    sys.exit(int(status_exit_code(statuses)))
+
+
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: owner-only files from here on (see worker.fileperms)."""
+    from worker.fileperms import apply_private_umask
+
+    apply_private_umask()
     cli(prog_name="flextell-worker")

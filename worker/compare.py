@@ -38,6 +38,17 @@ MATCH_FIELDS = (
 VERIFY_FIELDS = MATCH_FIELDS
 
 
+FREE_TEXT_FIELDS = frozenset({"description", "cancellation_reason"})
+"""Payload fields holding what people typed (clinical notes): shown by length only."""
+
+
+def public_value(field: str, value: Any) -> Any:
+    """`value` fit for a terminal or log: a free-text field's value becomes its length."""
+    if field not in FREE_TEXT_FIELDS or value is None:
+        return value
+    return f"<text, {len(str(value))} chars>"
+
+
 @dataclass(frozen=True, slots=True)
 class Mismatch:
     """One field whose value in Flextell differs from what was sent."""

@@ -30,13 +30,18 @@ def _check_timezone(value: str) -> str:
     return value
 
 
-def _check_token_source(value: str) -> str:
+def _check_source(value: str, what: str = "token") -> str:
+    # The value is never echoed: it may be the secret itself, pasted here by mistake.
     kind, _, rest = value.partition(":")
     if kind not in ("env", "file") or not rest:
         raise ValueError(
-            "token must be 'env:VARIABLE' or 'file:PATH' (tokens never go in the config itself)"
+            f"{what} must be 'env:VARIABLE' or 'file:PATH' ({what}s never go in the config itself)"
         )
     return value
+
+
+def _check_token_source(value: str) -> str:
+    return _check_source(value)
 
 
 class _Strict(BaseModel):
@@ -47,7 +52,7 @@ class ApiSection(_Strict):
     """``[api]``: defaults for every tenant, plus request settings."""
 
     base_url: str = DEFAULT_BASE_URL
-    token: str = "env:FLEXTELL_TOKEN"  # noqa: S105 - names a variable, holds no secret
+    token: str = Field(default="env:FLEXTELL_TOKEN", repr=False)  # names a source only
     rate_limit: Rate = Field(default_factory=lambda: parse_rate("60/minute"))
     concurrency: int = Field(default=4, ge=1, le=256)
     timezone: str = "UTC"
@@ -71,6 +76,10 @@ class ApiSection(_Strict):
         ge=0,
         description="seconds to keep retrying a server that answered before and went away",
     )
+    ca_bundle: str | None = None  # PEM file of extra CAs, relative to the config
+    oauth_client_id: str | None = None
+    oauth_client_secret: str | None = Field(default=None, repr=False)
+    oauth_redirect_uri: str | None = None
 
     _tz = field_validator("timezone")(_check_timezone)
 
@@ -90,6 +99,11 @@ class ApiSection(_Strict):
 
     _tok = field_validator("token")(_check_token_source)
 
+    @field_validator("oauth_client_secret")
+    @classmethod
+    def _secret(cls, value: str | None) -> str | None:
+        return None if value is None else _check_source(value, "secret")
+
     @field_validator("rate_limit", mode="before")
     @classmethod
     def _rate(cls, value: Any) -> Any:
@@ -101,7 +115,7 @@ class TenantSection(_Strict):
 
     name: str | None = None
     base_url: str | None = None
-    token: str | None = None
+    token: str | None = Field(default=None, repr=False)
     rate_limit: Rate | None = None
     concurrency: int | None = Field(default=None, ge=1, le=256)
     timezone: str | None = None
@@ -130,7 +144,7 @@ class TenantConfig(BaseModel):
     id: int
     name: str | None
     base_url: str
-    token: str
+    token: str = Field(repr=False)
     rate_limit: Rate
     concurrency: int
     timezone: str
@@ -185,6 +199,24 @@ class Config(BaseModel):
     def base_urls(self, override: str | None = None) -> list[str]:
         """Every base URL the configured tenants use (the ``[api]`` one without tenants)."""
         return [self.tenant(t, override).base_url for t in self.tenants or [0]]
+
+    @property
+    def ca_bundle(self) -> Path | None:
+        """``[api] ca_bundle`` as a path (relative ones from the config's directory)."""
+        if self.api.ca_bundle is None:
+            return None
+        path = Path(self.api.ca_bundle).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
+
+    def checked_urls(self, override: str | None = None) -> list[tuple[str, str]]:
+        """Every (config key, URL) the worker may call: the override, else each configured one."""
+        if override is not None:
+            return [("--base-url", override)]
+        urls = [("api.base_url", self.api.base_url)]
+        urls += [
+            (f"tenants.{tid}.base_url", t.base_url) for tid, t in self.tenants.items() if t.base_url
+        ]
+        return urls
 
     def is_known_tenant(self, tenant_id: int) -> bool:
         """With no ``[tenants]`` table every tenant is allowed; otherwise only those listed."""

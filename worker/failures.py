@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from worker.errors import SourceError
+from worker.fileperms import open_private
 from worker.source import RowProblem, SourceRow
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -59,8 +60,8 @@ class FailureWriter:
         self.delimiter = delimiter or ","
         self.count = 0
         try:
-            self._fh: IO[str] = self.path.open(
-                "w", encoding=encoding if format == "csv" else "utf-8", newline=""
+            self._fh: IO[str] = open_private(
+                self.path, encoding=encoding if format == "csv" else "utf-8", newline=""
             )
         except (OSError, LookupError) as exc:
             raise SourceError(f"{self.path}: cannot write the failures file: {exc}") from None

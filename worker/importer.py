@@ -25,7 +25,7 @@ import aiohttp
 from worker import __version__
 from worker.compare import identity_key
 from worker.config import Config, TenantConfig, load_config
-from worker.delivery import Job, Lanes, RetryPolicy, RowDelivery, TenantLane
+from worker.delivery import Job, Lanes, RetryPolicy, RowDelivery, TenantLane, http_session
 from worker.delivery.lanes import policy_from_config
 from worker.delivery.row import EXISTS_DIFFERENT
 from worker.delivery.runner import LaneRunner
@@ -565,12 +565,11 @@ async def _send(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, on_signal, signum)
 
-    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
     run.progress = RunProgress.create(enabled=options.progress, source=source)
     status = "finished"
     watch = asyncio.create_task(_stop_when_broken(run, ledger))
     try:
-        async with aiohttp.ClientSession(connector=connector) as session:
+        async with http_session(run.config) as session:
             with run.progress:
                 try:
                     for tenant_id in sorted(run.config.tenants):

@@ -95,7 +95,7 @@ async def run_reconcile(options: ReconcileOptions) -> ReconcileResult:
         status = "finished"
         resolutions: list[Resolution] = []
         try:
-            async with http_session() as session:
+            async with http_session(config) as session:
                 lanes = Lanes(config, session, base_url=options.base_url, policy=policy)
                 runners: dict[int, LaneRunner] = {}
                 for entry in entries:

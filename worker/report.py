@@ -11,6 +11,7 @@ from typing import IO, Any
 from rich.console import Console
 from rich.table import Table
 
+from worker.compare import public_value
 from worker.config import load_config
 from worker.errors import AbortError, ConfigError
 from worker.failures import FailureWriter, neutralise
@@ -80,7 +81,17 @@ SHOWN_ROWS = 20
 """Changed and missing rows printed under the summary; `--json-logs` and `report` hold more."""
 
 
+def public_changes(changes: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """A row's changes fit for output: free-text values replaced by their length."""
+    return {name: [public_value(name, v) for v in pair] for name, pair in changes.items()}
+
+
+def _public_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [row | {"changes": public_changes(row.get("changes") or {})} for row in rows]
+
+
 def _diff_text(changes: dict[str, list[Any]]) -> str:
+    changes = public_changes(changes)
     return ", ".join(
         f"{name}: {json.dumps(old, ensure_ascii=False)} -> {json.dumps(new, ensure_ascii=False)}"
         for name, (old, new) in sorted(changes.items())
@@ -129,7 +140,7 @@ def summary_event(result: ImportResult) -> dict[str, Any]:
             | {"failed_by_reason": counts.failed_by_reason}
             for tenant, counts in sorted(result.tenants.items())
         },
-        "changed": result.changed_rows[:1000],
+        "changed": _public_rows(result.changed_rows[:1000]),
         "missing_from_source": result.missing_rows[:1000],
     }
 
@@ -195,7 +206,7 @@ class LedgerReport:
             "run": self.run,
             "runs": self.runs,
             "statuses": self.statuses,
-            "changed": self.changed,
+            "changed": _public_rows(self.changed),
             "missing_from_source": {"run": self.missing_run, "rows": self.missing_from_source},
             "failures": (
                 None

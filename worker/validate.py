@@ -25,6 +25,7 @@ from worker.config import Config, load_config
 from worker.errors import SourceError
 from worker.exitcodes import ExitCode
 from worker.failures import FailureWriter
+from worker.fileperms import open_private
 from worker.mapping import FieldError, InvalidRow, MappedRow, Mapper
 from worker.source import Source, SourceOptions, open_source
 
@@ -137,13 +138,17 @@ class ValidateSummary:
 
 
 def format_error(source: str, line: int, err: FieldError) -> str:
-    """``FILE:LINE: field (column 'X'): message [value: '...']``."""
+    """``FILE:LINE: field (column 'X'): message [value of N chars]``.
+
+    The value itself is not printed: it may be a patient's name or phone typed
+    into the wrong column. The --report and --failures files carry it.
+    """
     text = f"{source}:{line}: {err.field}"
     if err.column:
         text += f" (column {err.column!r})"
     text += f": {err.message}"
     if err.value is not None:
-        text += f" [value: {err.value!r}]"
+        text += f" [value of {len(err.value)} chars, in --report/--failures]"
     return text
 
 
@@ -226,7 +231,7 @@ class _ErrorSpool:
         body = json.dumps(head, ensure_ascii=False, indent=2)
         tmp = self.report.with_name(self.report.name + ".tmp")
         try:
-            with tmp.open("w", encoding="utf-8") as out:
+            with open_private(tmp, encoding="utf-8") as out:
                 out.write(body[:-2] + ',\n  "errors": [\n    ')
                 self.fh.seek(0)
                 shutil.copyfileobj(self.fh, out)

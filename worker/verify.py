@@ -22,11 +22,12 @@ from rich.console import Console
 from rich.table import Table
 
 from worker.client import Outcome, Result
-from worker.compare import Mismatch, compare
+from worker.compare import Mismatch, compare, public_value
 from worker.config import load_config
 from worker.delivery import AuthGuard, Lanes, LaneStopped, TenantLane, http_session
 from worker.errors import ConfigError, SourceError
 from worker.exitcodes import ExitCode
+from worker.fileperms import open_private
 from worker.ledger import Entry, Ledger, Status, api_identity, resolve_ledger_path
 from worker.logs import get_logger
 
@@ -265,7 +266,7 @@ async def run_verify(options: VerifyOptions) -> VerifyResult:
     try:
         api = api_identity(config.base_urls(options.base_url))
         await ledger.bind_identity(api, config.tenants, rebind=False)
-        async with http_session() as session:
+        async with http_session(config) as session:
             lanes = Lanes(config, session, base_url=options.base_url)
             verifier = _Verifier(lanes)
             try:
@@ -297,10 +298,10 @@ async def run_verify(options: VerifyOptions) -> VerifyResult:
 def write_report(result: VerifyResult, path: str | Path) -> None:
     """Write the JSON report (every mismatch, missing row and error)."""
     try:
-        Path(path).write_text(
-            json.dumps(result.to_json(), ensure_ascii=False, indent=2, default=str) + "\n",
-            encoding="utf-8",
-        )
+        with open_private(path, encoding="utf-8") as out:
+            out.write(
+                json.dumps(result.to_json(), ensure_ascii=False, indent=2, default=str) + "\n"
+            )
     except OSError as exc:
         raise SourceError(f"{path}: cannot write the report: {exc.strerror}") from None
 
@@ -328,7 +329,9 @@ def print_verify(result: VerifyResult, console: Console | None = None) -> None:
         where = f"tenant {p.tenant} {p.source_key} (appointment {_shown(p.appointment_id)})"
         if p.kind == "mismatch":
             diffs = "; ".join(
-                f"{m.field}: sent {_shown(m.sent)}, found {_shown(m.found)}" for m in p.mismatches
+                f"{m.field}: sent {_shown(public_value(m.field, m.sent))}, "
+                f"found {_shown(public_value(m.field, m.found))}"
+                for m in p.mismatches
             )
             console.print(f"mismatch  {where}: {diffs}", markup=False)
         else:

@@ -24,15 +24,15 @@ from worker.config import Config, TenantConfig
 from worker.delivery.lane import A, TenantLane
 from worker.delivery.retry import RetryPolicy
 from worker.logs import register_secret
+from worker.transport import client_session
 
 T = TypeVar("T")
 
 
 @contextlib.asynccontextmanager
-async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
-    """One unbounded-pool session: each lane's semaphore is the real bound."""
-    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
-    async with aiohttp.ClientSession(connector=connector) as session:
+async def http_session(config: Config) -> AsyncIterator[aiohttp.ClientSession]:
+    """The one session of a command: TLS verified (plus ``ca_bundle``), unbounded pool."""
+    async with client_session(config.ca_bundle) as session:
         yield session
 
 

@@ -28,7 +28,7 @@ class LedgerLock:
         """Take the lock without waiting, or raise LedgerLockedError naming the holder."""
         path = lock_path(ledger_path)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise AbortError(f"cannot open lock file {path}: {exc.strerror}") from None
         try:

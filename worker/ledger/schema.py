@@ -118,17 +118,19 @@ def _to_v2(conn: sqlite3.Connection) -> None:
 _MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v2]
 
 
-def connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
+def connect(path: Path, *, readonly: bool, new: bool = False) -> sqlite3.Connection:
     """A configured connection to a recognised, up-to-date ledger (created if new).
 
     A writer's open also runs PRAGMA quick_check: a damaged file stops the run
     before anything is sent. An empty (0-byte) file, or a main file that a
-    writer left open without its -wal file, is refused, never taken as new.
+    writer left open without its -wal file, is refused, never taken as new
+    (`new`: the caller has just created the empty file itself).
     """
     if readonly and not path.exists():
         raise AbortError(f"ledger {path} does not exist")
     wal_was_missing = meta.wal_missing(path)
-    _refuse_empty_file(path, wal_was_missing)
+    if not new:
+        _refuse_empty_file(path, wal_was_missing)
     try:
         if readonly:
             conn = sqlite3.connect(

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from worker.errors import AbortError, ConfigError
+from worker.fileperms import create_private, private_dir
 from worker.ledger import meta, ops
 from worker.ledger.fatal import ledger_failure
 from worker.ledger.lock import LedgerLock, is_locked
@@ -62,15 +63,21 @@ class Ledger:
         # One ledger, one lock: a symlink or another spelling of the path must find
         # the same <real path>.lock, or two runs would write one ledger at once.
         path = path.expanduser().resolve()
+        new = False
         if not readonly:
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                private_dir(path.parent)
+                # SQLite gives -wal and -shm the ledger's own mode. A file that exists
+                # already (even empty) is left to connect() to judge.
+                new = not path.exists()
+                if new:
+                    create_private(path)
             except OSError as exc:
                 message = f"cannot create the ledger directory {path.parent}: {exc.strerror}"
                 raise AbortError(message) from None
         held = LedgerLock.acquire(path) if lock else None
         try:
-            conn = connect(path, readonly=readonly)
+            conn = connect(path, readonly=readonly, new=new)
             try:
                 if held is not None:
                     # We hold the lock, so a run still marked running belongs to a dead process.

@@ -76,6 +76,10 @@ class SeedOAuthClient(_Strict):
     id: str = Field(min_length=1)
     secret: str = Field(min_length=1)
     refresh_tokens: list[SeedToken] = Field(default_factory=list)
+    # What /oauth/authorize grants: these tenants (default: all), to these redirect
+    # URIs (default: any loopback http:// URI, on any port, as RFC 8252 allows).
+    tenants: list[StrictInt] | None = None
+    redirect_uris: list[str] = Field(default_factory=list)
 
 
 class SeedFile(_Strict):
@@ -109,6 +113,10 @@ class SeedFile(_Strict):
             unknown = sorted(set(grant.tenants) - known)
             if unknown:
                 raise ValueError(f"{where}.{i}.tenants: unknown tenant {unknown[0]}")
+        for ci, client in enumerate(self.oauth_clients):
+            unknown = sorted(set(client.tenants or ()) - known)
+            if unknown:
+                raise ValueError(f"oauth_clients.{ci}.tenants: unknown tenant {unknown[0]}")
         return self
 
 
@@ -135,6 +143,8 @@ class TenantIndex:
 class OAuthClient:
     id: str
     secret: str
+    tenants: frozenset[int] = frozenset()
+    redirect_uris: tuple[str, ...] = ()
 
 
 @dataclass
@@ -200,7 +210,10 @@ def build_index(seed: SeedFile) -> SeedIndex:
     for tok in seed.tokens:
         for tid in tok.tenants:
             tenants[tid].tokens.append(tok.token)
-    clients = {c.id: OAuthClient(c.id, c.secret) for c in seed.oauth_clients}
+    clients = {
+        c.id: OAuthClient(c.id, c.secret, frozenset(c.tenants or tenants), tuple(c.redirect_uris))
+        for c in seed.oauth_clients
+    }
     refresh = {
         r.token: (c.id, frozenset(r.tenants)) for c in seed.oauth_clients for r in c.refresh_tokens
     }

@@ -15,7 +15,7 @@ from aiohttp import web
 from worker.errors import ConfigError
 from worker.sandbox.api import Api, make_middleware
 from worker.sandbox.inspection import Inspection
-from worker.sandbox.oauth import make_token_handler
+from worker.sandbox.oauth import OAuthServer
 from worker.sandbox.options import SandboxOptions, check_options
 from worker.sandbox.seed import load_seed
 from worker.sandbox.state import SandboxState
@@ -34,7 +34,7 @@ def build_app(opts: SandboxOptions) -> web.Application:
     app[STATE_KEY] = state
     app.add_routes(Api(state).routes())
     app.add_routes(Inspection(state).routes())
-    app.router.add_post("/oauth/token", make_token_handler(state))
+    app.add_routes(OAuthServer(state).routes())
 
     async def on_shutdown(_: web.Application) -> None:
         # Wake slow_after_commit handlers so shutdown never waits for them.

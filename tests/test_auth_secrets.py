@@ -1,0 +1,101 @@
+"""Secrets and patient data stay out of every stream and file a run writes.
+
+Only the failures file (which the user asks for to fix rows) may hold patient
+data; the ledger keeps the source rows for that file, private (0600). No token
+or client secret appears anywhere but the token file itself.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tests.auth_helpers import CLIENT_SECRET, login, run_worker, token_config, token_file
+from tests.test_sync import Sandbox, sample_rows, write_csv
+
+PATIENTS = [
+    ("Şükrü Öztürkoğlu", "+905321112233", "sukru.ozturkoglu@example.com", "10000000146"),
+    ("Ayşegül Çağlayan", "+905339998877", "aysegul.caglayan@example.com", "24681357902"),
+    ("İsmail Ilgaz", "+905441234567", "ismail.ilgaz@example.com", "31415926530"),
+]
+NOTES = [
+    '=HYPERLINK("http://x") Şükrüye kan tahlili',
+    "+90 aradı; ilaç: Ayşegül alerji",
+    "-dozaj 2x1 @İsmail kontrol",
+    "@SUM(A1:A9) Ilgaz ailesi",
+]
+
+
+def _export(tmp: Path, name: str, notes_shift: int = 0) -> Path:
+    columns, rows = sample_rows()
+    columns = [*columns, "patient_name", "patient_phone", "patient_email", "identity_number"]
+    out = []
+    for i, row in enumerate(rows[:12]):
+        name_, phone, email, ident = PATIENTS[i % len(PATIENTS)]
+        note = NOTES[(i + notes_shift) % len(NOTES)] if i != 0 or not notes_shift else NOTES[1]
+        row = row | {
+            "patient_name": name_,
+            "patient_phone": phone,
+            "patient_email": email,
+            "identity_number": ident,
+            "notes": note,
+        }
+        out.append(row)
+    out[2]["customer_id"] = PATIENTS[1][0]  # a name typed into the id column: invalid
+    out[5]["customer_id"] = "999999"  # unknown to Flextell: failed (422)
+    return write_csv(tmp / name, columns, out)
+
+
+def _patient_values() -> list[str]:
+    values = [v for p in PATIENTS for v in p]
+    values += [n.split(" ", 1)[1] for n in NOTES]  # the note text after the formula head
+    return values
+
+
+def test_no_secret_or_patient_data_outside_the_failures_file(tmp_path: Path, sbx: Sandbox) -> None:
+    config = token_config(tmp_path)
+    first = login(config, sbx)
+    secrets = {CLIENT_SECRET, first["refresh_token"], first["access_token"]}
+    streams: dict[str, str] = {}
+
+    def run(label: str, *args: str) -> Any:
+        result = run_worker(*args)
+        streams[label + ".stdout"] = result.stdout
+        streams[label + ".stderr"] = result.stderr
+        return result
+
+    base = ("-c", str(config), "--base-url", sbx.base_url)
+    night1 = _export(tmp_path, "night1.csv")
+    night2 = _export(tmp_path, "night2.csv", notes_shift=1)  # row 0's note changed
+    assert run("import1", "import", str(night1), *base, "--json-logs").returncode == 1
+    assert run("import2", "import", str(night2), *base).returncode == 1
+    run("import3", "import", str(night2), *base, "--json-logs", "--retry-failed")
+    run("validate", "validate", str(night2), "-c", str(config))
+    run("status", "auth", "status", *base)
+    run("report", "report", "-c", str(config))
+    run("report-json", "report", "-c", str(config), "--format", "json")
+    failures = tmp_path / "failures.csv"
+    run("failures", "report", "-c", str(config), "--failures", str(failures))
+    run("verify", "verify", *base, "--report", str(tmp_path / "verify.json"))
+    run("reconcile", "reconcile", *base)
+    last = json.loads(token_file(config).read_text())
+    secrets |= {last["refresh_token"], last["access_token"]}
+
+    patient = _patient_values()
+    for label, text in streams.items():
+        for value in [*secrets, *patient]:
+            assert value not in text, f"{value!r} in {label}: {text[:3000]}"
+    inputs = {night1, night2, config, token_file(config)}
+    for path in tmp_path.rglob("*"):
+        if not path.is_file() or path in inputs or path.name.startswith("port-"):
+            continue
+        data = path.read_bytes().decode("utf-8", "replace")
+        for value in secrets:
+            assert value not in data, f"a secret in {path}"
+        if path == failures or path.name.startswith("ledger.sqlite"):
+            continue
+        for value in patient:
+            assert value not in data, f"{value!r} in {path}"
+    # The failures file does carry the rows (that is its job), so the test can see them.
+    assert PATIENTS[1][0] in failures.read_text(encoding="utf-8")

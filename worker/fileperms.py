@@ -1,0 +1,98 @@
+"""Owner-only files: what the worker writes holds tokens or patient data.
+
+Two layers, so that neither a forgotten call site nor an odd umask leaks a file:
+the console entry point sets a private umask (`apply_private_umask`), and every
+place that creates a ledger, lock, token, report or failures file asks for
+mode 0600 explicitly (directories 0700).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from pathlib import Path
+from typing import IO, Any
+
+from worker.errors import ConfigError
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+PRIVATE_UMASK = 0o077
+
+
+def apply_private_umask() -> None:
+    """Make everything this process creates owner-only, whatever the caller's umask."""
+    os.umask(PRIVATE_UMASK)
+
+
+def private_dir(path: Path) -> None:
+    """Create `path` (and missing parents) as 0700; an existing directory is left as it is."""
+    missing: list[Path] = []
+    current = path
+    while not current.exists() and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir(mode=DIR_MODE)
+        os.chmod(directory, DIR_MODE)  # mkdir's mode passes through the umask
+
+
+def create_private(path: Path) -> None:
+    """Create an empty file 0600 unless it exists (so SQLite opens a file that is ours)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, FILE_MODE)
+    finally:
+        os.close(fd)
+
+
+def open_private(path: Path | str, **kwargs: Any) -> IO[str]:
+    """Open `path` for writing text, truncated, with mode 0600 (also when it existed)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)
+    except BaseException:
+        os.close(fd)
+        raise
+    handle: IO[str] = os.fdopen(fd, "w", **kwargs)
+    return handle
+
+
+def write_private_atomically(path: Path, data: bytes) -> None:
+    """Replace `path` with `data`: 0600 temp file in the same dir, fsync, rename, fsync dir."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, FILE_MODE)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def refuse_shared(path: Path, what: str) -> None:
+    """Raise ConfigError if group or others may read or write `path` (as ssh does for keys)."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return  # the reader reports a missing or unreadable file in its own words
+    if mode & 0o077:
+        raise ConfigError(
+            f"{what} {path}: permissions {mode:04o} are too open (group or others can "
+            f"access it); it holds a secret: run `chmod 600 {path}`"
+        )

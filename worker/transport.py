@@ -1,0 +1,86 @@
+"""How the worker reaches Flextell: HTTPS with verification, plain HTTP only on loopback.
+
+Tokens and patient data travel in every request, so a plain ``http://`` base URL
+is refused unless it points at this machine (the sandbox) or the user says
+``--allow-insecure-http``. TLS certificates are always verified; ``[api]
+ca_bundle`` adds a private CA (a corporate proxy, a staging server).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import ssl
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from worker.errors import ConfigError
+
+ALLOW_FLAG = "--allow-insecure-http"
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and ``localhost`` (and names under it, RFC 6761)."""
+    host = host.strip("[]").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url(url: str, *, allow_insecure_http: bool, where: str = "base_url") -> None:
+    """Raise ConfigError (exit 2) for a URL the worker must not send tokens to."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:
+        raise ConfigError(f"{where}: {url!r} is not a valid URL") from None
+    if parts.scheme not in ("https", "http") or not host:
+        raise ConfigError(f"{where}: {url!r} is not an https:// URL with a host")
+    if parts.username or parts.password:
+        # Never echo it: the user part may hold a credential.
+        raise ConfigError(f"{where}: the URL must not contain a user name or password")
+    if parts.scheme == "http" and not allow_insecure_http and not is_loopback(host):
+        raise ConfigError(
+            f"{where}: {url} is plain http:// to {host}, which would send tokens and patient "
+            f"data unencrypted; use https:// (plain http is allowed to loopback only, or "
+            f"with {ALLOW_FLAG})"
+        )
+
+
+def check_base_urls(urls: Iterable[tuple[str, str]], *, allow_insecure_http: bool) -> None:
+    """`check_base_url` for each (where, url) pair."""
+    for where, url in urls:
+        check_base_url(url, allow_insecure_http=allow_insecure_http, where=where)
+
+
+def ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
+    """A verifying context: the system CAs, plus `ca_bundle` (PEM file) when given."""
+    context = ssl.create_default_context()
+    if ca_bundle is not None:
+        try:
+            context.load_verify_locations(cafile=str(ca_bundle))
+        except FileNotFoundError:
+            raise ConfigError(f"api.ca_bundle: {ca_bundle} not found") from None
+        except (OSError, ssl.SSLError) as exc:
+            reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+            raise ConfigError(
+                f"api.ca_bundle: {ca_bundle}: not a PEM certificate bundle ({reason})"
+            ) from None
+    # Explicit, although these are the defaults: no code path may turn them off.
+    context.check_hostname = True
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+@contextlib.asynccontextmanager
+async def client_session(ca_bundle: Path | None) -> AsyncIterator[aiohttp.ClientSession]:
+    """One verifying, unbounded-pool session (each tenant lane's semaphore is the bound)."""
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, ssl=ssl_context(ca_bundle))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        yield session
