@@ -30,10 +30,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.drills import add_counts, run_verify, worker_env
 from bench.generate import (
     OUT,
     ROOT,
-    TOKEN_ALL,
     load_seed,
     tenant_ids,
     write_bench_seed,
@@ -92,23 +92,12 @@ class HostileResult:
     passed: bool
 
 
-def _env() -> dict[str, str]:
-    return dict(os.environ, FLEXTELL_TOKEN=TOKEN_ALL)
-
-
 def _ledger_rows(path: Path) -> list[tuple[int, str, str, int | None]]:
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     try:
         return list(conn.execute("SELECT tenant, source_key, status, appointment_id FROM entries"))
     finally:
         conn.close()
-
-
-def _verify_available() -> bool:
-    probe = subprocess.run(
-        worker_cmd("verify", "--help"), cwd=ROOT, capture_output=True, timeout=60, check=False
-    )
-    return probe.returncode == 0
 
 
 def run_drill(
@@ -168,12 +157,12 @@ def run_drill(
         )
         log = (workdir / "worker.log").open("ab")
         while len(exit_codes) < MAX_RUNS:
-            proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=log, stderr=log)
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=worker_env(), stdout=log, stderr=log)
             if done_kills < kills:
                 time.sleep(rng.uniform(*kill_window))
                 if restart_sandbox and done_kills == kills // 2 and restarts == 0:
                     # Crash the server under the running worker, then bring it back.
-                    faults = _add(faults, sb.stats().get("faults", {}))
+                    faults = add_counts(faults, sb.stats().get("faults", {}))
                     sb.stop(signal.SIGKILL)
                     time.sleep(rng.uniform(0.5, 1.5))
                     sb.start()
@@ -194,29 +183,11 @@ def run_drill(
         log.close()
         seconds = time.monotonic() - started
         stats = sb.stats()
-        faults = _add(faults, stats.get("faults", {}))
+        faults = add_counts(faults, stats.get("faults", {}))
         appts = sb.appointments()
-        verify = "not available"
-        if _verify_available():
-            v = subprocess.run(
-                worker_cmd(
-                    "verify",
-                    "--config",
-                    str(cfg),
-                    "--base-url",
-                    sb.api_url,
-                    "--ledger",
-                    str(ledger),
-                ),
-                cwd=ROOT,
-                env=_env(),
-                capture_output=True,
-                timeout=600,
-                check=False,
-            )
-            verify = "passed" if v.returncode == 0 else f"FAILED (exit {v.returncode})"
-            if v.returncode != 0:
-                problems.append(f"verify exited {v.returncode}: {v.stderr.decode()[-500:]}")
+        verify, problem = run_verify(cfg, sb.api_url, ledger)
+        if problem:
+            problems.append(problem)
     finally:
         sb.stop()
     entries = _ledger_rows(ledger)
@@ -258,10 +229,6 @@ def run_drill(
     )
 
 
-def _add(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
-    return {k: a.get(k, 0) + b.get(k, 0) for k in {*a, *b}}
-
-
 def _one_hostile(path: Path, cfg: Path, workdir: Path, timeout: float) -> list[tuple[str, Any]]:
     out: list[tuple[str, Any]] = []
     ledger = workdir / f"{path.stem}.sqlite"  # never created by a dry run
@@ -281,7 +248,7 @@ def _one_hostile(path: Path, cfg: Path, workdir: Path, timeout: float) -> list[t
     for label, cmd in commands.items():
         try:
             done = subprocess.run(
-                cmd, cwd=ROOT, env=_env(), capture_output=True, timeout=timeout, check=False
+                cmd, cwd=ROOT, env=worker_env(), capture_output=True, timeout=timeout, check=False
             )
         except subprocess.TimeoutExpired:
             out.append((label, "hang"))

@@ -28,19 +28,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-# Every field of the POST body (worker.contract.AppointmentCreate), in contract order.
-FIELDS = (
-    "customer_id",
-    "user_id",
-    "scheduled_at",
-    "status",
-    "treatments",
-    "assistant_id",
-    "parent_appointment_id",
-    "description",
-    "cancellation_reason",
-    "room_id",
-)
 EXAMPLES = 5
 Key = tuple[int, str]  # (tenant, source key)
 Identity = tuple[Any, ...]

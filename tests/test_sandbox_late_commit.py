@@ -81,6 +81,7 @@ async def test_commit_after_timeout_lands_after_the_client_gave_up(
     ) as sb:
         await give_up_posting(http, sb)
         assert await stored(http, sb) == []  # the client saw nothing and nothing is there yet
+        assert (await read_stats(sb))["pending_commits"] == 1
         appts = await wait_for_count(http, sb, 1)
         assert len(appts) == 1
         appt = appts[0]
@@ -90,6 +91,7 @@ async def test_commit_after_timeout_lands_after_the_client_gave_up(
         assert stats["faults"] == {"commit_after_timeout": 1}
         assert stats["unheard_commits"] == 1
         assert stats["appointments_total"] == 1
+        assert stats["pending_commits"] == 0
 
 
 async def test_commit_after_timeout_answers_201_to_a_patient_client(

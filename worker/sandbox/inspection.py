@@ -91,6 +91,7 @@ class Inspection:
                 "duplicate_groups": groups,
                 "idempotent_replays": s.idempotent_replays,
                 "unheard_commits": s.unheard_commits,
+                "pending_commits": len(state.background),
             }
         )
 
