@@ -27,19 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.drills import add_counts, run_verify, worker_env
+from bench.drills import add_counts, fresh_workdir, import_cmd, run_verify, wait_run, worker_env
 from bench.generate import (
     ROOT,
-    load_seed,
     payload_of,
     rows,
-    tenant_ids,
-    write_bench_seed,
     write_config,
     write_rows,
 )
 from bench.identity import SourceRow, audit, read_ledger
-from bench.measure import worker_cmd
 from bench.sandbox import SandboxProcess
 
 # Every fault kind the sandbox has, commit_after_timeout included.
@@ -156,12 +152,7 @@ def run_audited_drill(
 ) -> AuditedDrillResult:
     """One drill end to end, audited by identity; never raises on a broken invariant."""
     rng = random.Random(seed)
-    workdir.mkdir(parents=True, exist_ok=True)
-    for stale in workdir.glob("*"):
-        if stale.is_file():
-            stale.unlink()
-    seed_path = write_bench_seed(workdir / "seed.json", max(tenants, 2))
-    ids = tenant_ids(load_seed(seed_path))[:tenants]
+    seed_path, ids = fresh_workdir(workdir, tenants)
     data = list(rows(rows_count, ids, seed, share=share, identical=identical))
     csv = write_rows(workdir / "rows.csv", data)
     source = [SourceRow(int(r["clinic"]), r["appointment_id"], payload_of(r)) for r in data]
@@ -201,20 +192,7 @@ def run_audited_drill(
 
         def command() -> list[str]:
             extra = [SETTLE_OPTION, str(settle_wait)] if with_settle and settle_wait else []
-            return worker_cmd(
-                "import",
-                str(csv),
-                "--config",
-                str(cfg),
-                "--base-url",
-                sb.api_url,
-                "--ledger",
-                str(ledger),
-                "--no-progress",
-                "--grace",
-                "2",
-                *extra,
-            )
+            return import_cmd(csv, cfg, sb.api_url, ledger, *extra)
 
         while len(exit_codes) < max_runs:
             log_path = workdir / f"worker-{len(exit_codes) + 1}.log"
@@ -227,11 +205,8 @@ def run_audited_drill(
                     if proc.poll() is None:
                         proc.send_signal(signal.SIGKILL)
                         done_kills += 1
-                try:
-                    code = proc.wait(timeout=run_timeout)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    code = proc.wait()
+                code, hung = wait_run(proc, run_timeout)
+                if hung:
                     problems.append(f"a worker run did not finish within {run_timeout:.0f} s")
             exit_codes.append(code)
             if code == 2 and with_settle and not exit_codes[:-1]:
