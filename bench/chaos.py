@@ -9,8 +9,14 @@
    sandbox has, and `verify` passes (when the command exists).
 3. hostile: a few hundred seeded malformed files through `validate` and
    `import --dry-run`: no tracebacks, no hangs, every exit code 1 or 2.
+4. identity, late, late35: drills audited by identity (bench/identity_drills.py):
+   1,200 rows like real exports with every fault and SIGKILLs; a sandbox that
+   commits 4 s after a 2 s client timeout; every POST committed after 35 s
+   against the default 30 s timeout. Each reports lost rows, duplicates, ids
+   held by two rows and appointments no row holds: all must be 0, verify passing.
 
-    python -m bench.chaos [--rows 5000] [--kills 5] [--files 200] [--only kills,restart,hostile]
+    python -m bench.chaos [--rows 5000] [--kills 5] [--files 200]
+                          [--only kills,restart,hostile,identity,late,late35]
 """
 
 from __future__ import annotations
@@ -30,10 +36,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.drills import add_counts, fresh_workdir, import_cmd, run_verify, wait_run, worker_env
 from bench.generate import (
     OUT,
     ROOT,
-    TOKEN_ALL,
     load_seed,
     tenant_ids,
     write_bench_seed,
@@ -41,6 +47,7 @@ from bench.generate import (
     write_csv,
 )
 from bench.hostile import write_hostile_files
+from bench.identity_drills import AuditedDrillResult, run_identity_drill, run_late_commit_drill
 from bench.measure import worker_cmd
 from bench.sandbox import SandboxProcess
 
@@ -92,23 +99,12 @@ class HostileResult:
     passed: bool
 
 
-def _env() -> dict[str, str]:
-    return dict(os.environ, FLEXTELL_TOKEN=TOKEN_ALL)
-
-
 def _ledger_rows(path: Path) -> list[tuple[int, str, str, int | None]]:
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     try:
         return list(conn.execute("SELECT tenant, source_key, status, appointment_id FROM entries"))
     finally:
         conn.close()
-
-
-def _verify_available() -> bool:
-    probe = subprocess.run(
-        worker_cmd("verify", "--help"), cwd=ROOT, capture_output=True, timeout=60, check=False
-    )
-    return probe.returncode == 0
 
 
 def run_drill(
@@ -126,12 +122,7 @@ def run_drill(
 ) -> DrillResult:
     """One kill drill end to end; returns its findings (never raises on a broken invariant)."""
     rng = random.Random(seed)
-    workdir.mkdir(parents=True, exist_ok=True)
-    for stale in workdir.glob("*"):
-        if stale.is_file():
-            stale.unlink()
-    seed_path = write_bench_seed(workdir / "seed.json", max(tenants, 2))
-    ids = tenant_ids(load_seed(seed_path))[:tenants]
+    seed_path, ids = fresh_workdir(workdir, tenants)
     csv = write_csv(workdir / "rows.csv", rows, ids, seed=seed)
     cfg = write_config(
         workdir / "run.toml",
@@ -153,27 +144,15 @@ def run_drill(
     problems: list[str] = []
     faults: dict[str, int] = {}
     try:
-        cmd = worker_cmd(
-            "import",
-            str(csv),
-            "--config",
-            str(cfg),
-            "--base-url",
-            sb.api_url,
-            "--ledger",
-            str(ledger),
-            "--no-progress",
-            "--grace",
-            "2",
-        )
+        cmd = import_cmd(csv, cfg, sb.api_url, ledger)
         log = (workdir / "worker.log").open("ab")
         while len(exit_codes) < MAX_RUNS:
-            proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=log, stderr=log)
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=worker_env(), stdout=log, stderr=log)
             if done_kills < kills:
                 time.sleep(rng.uniform(*kill_window))
                 if restart_sandbox and done_kills == kills // 2 and restarts == 0:
                     # Crash the server under the running worker, then bring it back.
-                    faults = _add(faults, sb.stats().get("faults", {}))
+                    faults = add_counts(faults, sb.stats().get("faults", {}))
                     sb.stop(signal.SIGKILL)
                     time.sleep(rng.uniform(0.5, 1.5))
                     sb.start()
@@ -182,11 +161,8 @@ def run_drill(
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGKILL)
                     done_kills += 1
-            try:
-                code = proc.wait(timeout=300)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                code = proc.wait()
+            code, hung = wait_run(proc, 300)
+            if hung:
                 problems.append("a worker run did not finish within 300 s")
             exit_codes.append(code)
             if code == 0 and done_kills >= kills:
@@ -194,29 +170,11 @@ def run_drill(
         log.close()
         seconds = time.monotonic() - started
         stats = sb.stats()
-        faults = _add(faults, stats.get("faults", {}))
+        faults = add_counts(faults, stats.get("faults", {}))
         appts = sb.appointments()
-        verify = "not available"
-        if _verify_available():
-            v = subprocess.run(
-                worker_cmd(
-                    "verify",
-                    "--config",
-                    str(cfg),
-                    "--base-url",
-                    sb.api_url,
-                    "--ledger",
-                    str(ledger),
-                ),
-                cwd=ROOT,
-                env=_env(),
-                capture_output=True,
-                timeout=600,
-                check=False,
-            )
-            verify = "passed" if v.returncode == 0 else f"FAILED (exit {v.returncode})"
-            if v.returncode != 0:
-                problems.append(f"verify exited {v.returncode}: {v.stderr.decode()[-500:]}")
+        verify, problem = run_verify(cfg, sb.api_url, ledger)
+        if problem:
+            problems.append(problem)
     finally:
         sb.stop()
     entries = _ledger_rows(ledger)
@@ -258,10 +216,6 @@ def run_drill(
     )
 
 
-def _add(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
-    return {k: a.get(k, 0) + b.get(k, 0) for k in {*a, *b}}
-
-
 def _one_hostile(path: Path, cfg: Path, workdir: Path, timeout: float) -> list[tuple[str, Any]]:
     out: list[tuple[str, Any]] = []
     ledger = workdir / f"{path.stem}.sqlite"  # never created by a dry run
@@ -281,7 +235,7 @@ def _one_hostile(path: Path, cfg: Path, workdir: Path, timeout: float) -> list[t
     for label, cmd in commands.items():
         try:
             done = subprocess.run(
-                cmd, cwd=ROOT, env=_env(), capture_output=True, timeout=timeout, check=False
+                cmd, cwd=ROOT, env=worker_env(), capture_output=True, timeout=timeout, check=False
             )
         except subprocess.TimeoutExpired:
             out.append((label, "hang"))
@@ -333,6 +287,15 @@ def run_hostile(
     )
 
 
+def print_columns(lines: Sequence[Sequence[str]]) -> None:
+    """Lines as left-aligned columns, the first one a header underlined with dashes."""
+    widths = [max(len(r[i]) for r in lines) for i in range(len(lines[0]))]
+    for i, r in enumerate(lines):
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
 def print_table(drills: list[DrillResult], hostile: HostileResult | None) -> None:
     head = (
         "drill",
@@ -367,11 +330,7 @@ def print_table(drills: list[DrillResult], hostile: HostileResult | None) -> Non
                 "yes" if d.passed else "NO",
             )
         )
-    widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
-    for i, r in enumerate(lines):
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+    print_columns(lines)
     for d in drills:
         print(f"  {d.name}: exit codes {d.exit_codes}; faults injected {d.faults_injected}")
         for p in d.problems:
@@ -388,13 +347,72 @@ def print_table(drills: list[DrillResult], hostile: HostileResult | None) -> Non
             print(f"  PROBLEM {what}")
 
 
+def run_audited(only: set[str], base: Path) -> list[AuditedDrillResult]:
+    """The drills audited by identity that `only` names."""
+    out = []
+    if "identity" in only:
+        print(
+            "-- drill identity: 1200 rows, 1 in 4 sharing identity, all faults, 5 SIGKILLs",
+            flush=True,
+        )
+        out.append(run_identity_drill("identity", base / "identity"))
+    if "late" in only:
+        print("-- drill late: commit_after_timeout=0.3, commit after 4 s, timeout 2 s", flush=True)
+        out.append(run_late_commit_drill("late", base / "late", rows_count=100))
+    if "late35" in only:
+        print("-- drill late35: every POST commits after 35 s, 30 s timeout", flush=True)
+        out.append(
+            run_late_commit_drill(
+                "late35",
+                base / "late35",
+                rows_count=8,
+                probability=0,
+                commit_delay_seconds=35.0,
+                timeout=None,
+                settle_seconds=45.0,
+                settle_wait=60.0,
+                concurrency=8,
+                run_timeout=400.0,
+            )
+        )
+    return out
+
+
+def print_audited(drills: list[AuditedDrillResult]) -> None:
+    head: tuple[str, ...] = ("drill", "rows", "shared", "kills", "runs (exit codes)", "lost")
+    head += ("dups", "shared ids", "orphans", "verify", "s", "ok")
+    lines: list[tuple[str, ...]] = [head]
+    for d in drills:
+        lines.append(
+            (
+                d.name,
+                str(d.rows),
+                str(d.shared_rows),
+                str(d.kills),
+                f"{d.worker_runs} {d.exit_codes}",
+                str(d.lost),
+                str(d.duplicates),
+                str(d.shared_ids),
+                str(d.orphans),
+                d.verify,
+                f"{d.seconds:.0f}",
+                "yes" if d.passed else "NO",
+            )
+        )
+    print_columns(lines)
+    for d in drills:
+        print(f"  {d.name}: ledger {d.ledger_statuses}; faults injected {d.faults_injected}")
+        for p in d.problems:
+            print(f"  {d.name}: PROBLEM {p}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="flextell-worker fault drills")
     parser.add_argument("--rows", type=int, default=5000)
     parser.add_argument("--tenants", type=int, default=3)
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--files", type=int, default=200)
-    parser.add_argument("--only", default="kills,restart,hostile")
+    parser.add_argument("--only", default="kills,restart,hostile,identity,late,late35")
     args = parser.parse_args(argv)
     only = set(args.only.split(","))
     base = OUT / "chaos"
@@ -416,16 +434,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                     restart_sandbox=restart,
                 )
             )
+    audited = run_audited(only, base)
     hostile = None
     if "hostile" in only:
         print(f"-- hostile input: {args.files} files", flush=True)
         hostile = run_hostile(base / "hostile", args.files)
     print()
-    print_table(drills, hostile)
+    if drills or hostile:
+        print_table(drills, hostile)
+    if audited:
+        print()
+        print_audited(audited)
     CHAOS_JSON.write_text(
         json.dumps(
             {
                 "drills": [asdict(d) for d in drills],
+                "audited": [asdict(d) for d in audited],
                 "hostile": asdict(hostile) if hostile else None,
                 "faults": list(FAULTS),
                 "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -435,7 +459,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         + "\n"
     )
     print(f"\nwrote {CHAOS_JSON.relative_to(ROOT)}")
-    ok = all(d.passed for d in drills) and (hostile is None or hostile.passed)
+    ok = all(d.passed for d in drills) and all(d.passed for d in audited)
+    ok = ok and (hostile is None or hostile.passed)
     return 0 if ok else 1
 
 

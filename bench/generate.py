@@ -2,10 +2,14 @@
 
 Everything is derived at run time (nothing large is committed) and is the same
 for the same arguments. Rows follow the columns of `config/demo.toml`, so one
-mapping reads them. Every row of a tenant gets its own start time, so no two
-valid rows are the same appointment in the sandbox's duplicate check.
+mapping reads them. By default every row of a tenant gets its own start time,
+so no two valid rows are the same appointment in the sandbox's duplicate check;
+`share` makes a fraction of rows share customer, doctor, instant and
+treatments with another row of the tenant, as real exports do (a cancelled
+booking and its re-booking, two sessions in different rooms), and
+`identical` a fraction that repeat another row exactly.
 
-    python -m bench.generate OUT.csv --rows 5000 --tenants 3 [--seed-data S]
+    python -m bench.generate OUT.csv --rows 5000 --tenants 3 [--share 0.25] [--identical 0.01]
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ import argparse
 import csv
 import json
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
@@ -42,6 +47,8 @@ COLUMNS = [
 NOTES = ["", "", "", "İlk seans", "Kontrol randevusu", "Hasta telefonla onayladı"]
 FIRST_START = datetime(2027, 1, 4, 9, 0)
 STEP = timedelta(minutes=10)
+TIMEZONE = "Europe/Istanbul"  # write_config's; naive starts are wall times there
+CANCEL_REASON = "Hasta iptal etti"
 
 
 @dataclass(frozen=True)
@@ -116,20 +123,44 @@ def write_bench_seed(path: Path, tenants: int = 3) -> Path:
 
 
 def rows(
-    count: int, tenants: Sequence[TenantIds], seed: int = 20261122
+    count: int,
+    tenants: Sequence[TenantIds],
+    seed: int = 20261122,
+    *,
+    share: float = 0.0,
+    identical: float = 0.0,
 ) -> Iterator[dict[str, str]]:
-    """`count` valid rows, tenants taking turns; deterministic for a given seed."""
+    """`count` valid rows, tenants taking turns; deterministic for a given seed.
+
+    `share`: the fraction of rows that share customer, doctor, instant and
+    treatments with exactly one other row and differ from it in status (a
+    cancelled booking and its re-booking) or room (two sessions). `identical`:
+    the fraction of rows that repeat an earlier row in every field but the key.
+    Both 0 give the same rows as before they existed.
+    """
     rng = random.Random(seed)
+    twin_rng = random.Random(seed + 1)  # never shifts the base rows' draws
     per_tenant = [0] * len(tenants)
+    unpaired: list[list[dict[str, str]]] = [[] for _ in tenants]
     for i in range(count):
         k = i % len(tenants)
         t = tenants[k]
         n = per_tenant[k]
         per_tenant[k] += 1
+        key = f"B{t.id}-{n:07d}"
+        roll = twin_rng.random() if share or identical else 1.0
+        pool = unpaired[k]
+        if pool and roll < identical:
+            yield pool[-1] | {"appointment_id": key}
+            continue
+        if pool and roll < identical + share / 2:
+            # The twin takes the place of a row of its own: 2 x share/2 rows are in pairs.
+            yield _twin(pool.pop(twin_rng.randrange(len(pool))), key, t, twin_rng)
+            continue
         status = rng.choices(["pending", "approved", "cancelled"], weights=[50, 44, 6])[0]
         treatments = rng.sample(t.treatments, rng.choice([1, 1, 1, 2, 2, 3]))
-        yield {
-            "appointment_id": f"B{t.id}-{n:07d}",
+        row = {
+            "appointment_id": key,
             "clinic": str(t.id),
             "customer_id": str(rng.choice(t.customers)),
             "doctor_id": str(rng.choice(t.doctors)),
@@ -139,17 +170,70 @@ def rows(
             "room_id": str(rng.choice(t.rooms)) if rng.random() < 0.8 else "",
             "assistant_id": str(rng.choice(t.assistants)) if rng.random() < 0.4 else "",
             "notes": rng.choice(NOTES),
-            "cancellation_reason": "Hasta iptal etti" if status == "cancelled" else "",
+            "cancellation_reason": CANCEL_REASON if status == "cancelled" else "",
         }
+        if share or identical:
+            pool.append(row)
+            del pool[:-50]  # pair with a recent row, as a re-booking usually is
+        yield row
 
 
-def write_csv(path: Path, count: int, tenants: Sequence[TenantIds], seed: int = 20261122) -> Path:
-    """Write `count` rows to `path` (UTF-8, header first)."""
+def _twin(base: dict[str, str], key: str, t: TenantIds, rng: random.Random) -> dict[str, str]:
+    """A row with base's customer, doctor, instant and treatments, differing in status or room."""
+    twin = base | {"appointment_id": key}
+    if rng.random() < 0.5:
+        if base["status"] == "cancelled":
+            twin |= {"status": rng.choice(["approved", "pending"]), "cancellation_reason": ""}
+        else:
+            twin |= {"status": "cancelled", "cancellation_reason": CANCEL_REASON}
+    else:
+        rooms = [str(r) for r in t.rooms if str(r) != base["room_id"]]
+        twin["room_id"] = rng.choice(rooms)
+    return twin
+
+
+def payload_of(row: dict[str, str], timezone: str = TIMEZONE) -> dict[str, Any]:
+    """The POST body a generated row must become under demo.toml's mapping, nulls left out.
+
+    Written from the row's meaning, not with the worker's mapper, so a drill
+    that compares with it also checks the mapping.
+    """
+    start = datetime.fromisoformat(row["start"]).replace(tzinfo=ZoneInfo(timezone))
+    body: dict[str, Any] = {
+        "customer_id": int(row["customer_id"]),
+        "user_id": int(row["doctor_id"]),
+        "scheduled_at": start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "status": row["status"] or "pending",
+        "treatments": [int(x) for x in row["treatment_ids"].split("|")],
+        "assistant_id": int(row["assistant_id"]) if row["assistant_id"] else None,
+        "description": row["notes"] or None,
+        "cancellation_reason": row["cancellation_reason"] or None,
+        "room_id": int(row["room_id"]) if row["room_id"] else None,
+    }
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def write_csv(
+    path: Path,
+    count: int,
+    tenants: Sequence[TenantIds],
+    seed: int = 20261122,
+    *,
+    share: float = 0.0,
+    identical: float = 0.0,
+) -> Path:
+    """Write `count` rows to `path` (UTF-8, header first); `share`, `identical` as in `rows`."""
+    write_rows(path, rows(count, tenants, seed, share=share, identical=identical))
+    return path
+
+
+def write_rows(path: Path, data: Iterable[dict[str, str]]) -> Path:
+    """Write rows (of `rows`) to `path` as CSV (UTF-8, header first)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8", newline="") as fh:
         writer = csv.DictWriter(fh, COLUMNS, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows(count, tenants, seed))
+        writer.writerows(data)
     return path
 
 
@@ -159,10 +243,14 @@ def write_config(
     *,
     rate_limit: str = "100000/second",
     concurrency: int = 8,
-    timeout: float = 30.0,
+    timeout: float | None = 30.0,
     max_backoff: float = 60.0,
+    extra_api: dict[str, float] | None = None,
 ) -> Path:
-    """A run config: demo.toml's mapping with these API settings and tenants."""
+    """A run config: demo.toml's mapping with these API settings and tenants.
+
+    `timeout` None leaves the worker's default; `extra_api` adds ``[api]`` keys.
+    """
     mapping = DEMO_CONFIG.read_text(encoding="utf-8").split("[mapping]", 1)[1]
     lines = [
         "[api]",
@@ -170,9 +258,10 @@ def write_config(
         'token = "env:FLEXTELL_TOKEN"',
         f'rate_limit = "{rate_limit}"',
         f"concurrency = {concurrency}",
-        f"timeout = {timeout}",
+        *([] if timeout is None else [f"timeout = {timeout}"]),
         f"max_backoff = {max_backoff}",
-        'timezone = "Europe/Istanbul"',
+        f'timezone = "{TIMEZONE}"',
+        *(f"{key} = {value}" for key, value in (extra_api or {}).items()),
         "",
     ]
     for t in tenants:
@@ -188,10 +277,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=1000)
     parser.add_argument("--tenants", type=int, default=2)
     parser.add_argument("--seed", type=int, default=20261122)
+    parser.add_argument(
+        "--share", type=float, default=0.0, help="fraction of rows sharing identity in pairs"
+    )
+    parser.add_argument(
+        "--identical", type=float, default=0.0, help="fraction of rows repeating another exactly"
+    )
     args = parser.parse_args(argv)
     seed_path = write_bench_seed(OUT / "bench-seed.json", max(args.tenants, 2))
     ids = tenant_ids(load_seed(seed_path))[: args.tenants]
-    write_csv(args.out, args.rows, ids, args.seed)
+    write_csv(args.out, args.rows, ids, args.seed, share=args.share, identical=args.identical)
     print(f"{args.out}: {args.rows} rows over tenants {[t.id for t in ids]}; seed {seed_path}")
     return 0
 

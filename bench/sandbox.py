@@ -85,6 +85,17 @@ class SandboxProcess:
         with urllib.request.urlopen(self.url + path, timeout=60) as resp:
             return json.loads(resp.read())
 
+    def post(self, path: str, body: Any) -> Any:
+        """POST JSON to ``/_sandbox/...``; the answer as JSON (raises on a non-2xx status)."""
+        request = urllib.request.Request(
+            self.url + path,
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            return json.loads(resp.read())
+
     def stats(self) -> dict[str, Any]:
         data: dict[str, Any] = self.get("/_sandbox/stats")
         return data

@@ -91,6 +91,34 @@ async def test_cli_state_survives_sigint_restart(tmp_path: Path) -> None:
     assert created == [1, 2]
 
 
+async def test_cli_late_commit_and_calendar_options_reach_the_server() -> None:
+    proc, line = await asyncio.to_thread(
+        start,
+        "--fault",
+        "commit_after_timeout=0.5",
+        "--late-commit-seconds",
+        "6",
+        "--commit-delay-seconds",
+        "1.5",
+        "--calendar-shape",
+        "paginated",
+        "--calendar-broken",
+    )
+    try:
+        root = line.split(" on ", 1)[1].strip().removesuffix("/api")
+        async with aiohttp.ClientSession() as http, http.get(f"{root}/_sandbox/faults") as resp:
+            behaviour = await resp.json()
+    finally:
+        assert await asyncio.to_thread(stop, proc) == 0
+    assert behaviour == {
+        "faults": {"commit_after_timeout": 0.5},
+        "late_commit_seconds": 6.0,
+        "commit_delay_seconds": 1.5,
+        "calendar_shape": "paginated",
+        "calendar_broken": True,
+    }
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
@@ -101,6 +129,8 @@ async def test_cli_state_survives_sigint_restart(tmp_path: Path) -> None:
         (["--seed-data", "{missing}"], "seed file"),
         (["--seed-data", "{bad}"], "tenants.0.id"),
         (["--latency-ms", "-5"], "latency-ms"),
+        (["--late-commit-seconds", "-1"], "late-commit-seconds"),
+        (["--commit-delay-seconds", "-2"], "commit-delay-seconds"),
     ],
 )
 def test_bad_options_exit_2_with_one_line(tmp_path: Path, args: list[str], fragment: str) -> None:

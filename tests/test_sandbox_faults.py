@@ -253,7 +253,7 @@ async def test_fault_table_changes_at_run_time(
         async with create(http, sb) as resp:
             assert resp.status == 503
         async with http.post(f"{sb.url}/_sandbox/faults", json={"faults": {}}) as resp:
-            assert resp.status == 200 and await resp.json() == {"faults": {}}
+            assert resp.status == 200 and (await resp.json())["faults"] == {}
         async with create(http, sb) as resp:
             assert resp.status == 201
         bad = {"faults": {"nosuch": 0.5}}

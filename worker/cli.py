@@ -172,6 +172,32 @@ def validate_cmd(
     help="Delay of slow_after_commit.",
 )
 @click.option(
+    "--late-commit-seconds",
+    type=float,
+    default=4.0,
+    show_default=True,
+    help="Delay of commit_after_timeout: the POST commits after it, whether the client waited.",
+)
+@click.option(
+    "--commit-delay-seconds",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Every valid POST commits after this delay, whether the client waited.",
+)
+@click.option(
+    "--calendar-shape",
+    type=click.Choice(["bare", "envelope", "paginated"]),
+    default="bare",
+    show_default=True,
+    help='Calendar answer: {"items"}, inside {"success", "data"}, or a Laravel paginator.',
+)
+@click.option(
+    "--calendar-broken",
+    is_flag=True,
+    help="The calendar always answers 500 with an HTML page.",
+)
+@click.option(
     "--token-ttl",
     type=float,
     default=3600.0,
@@ -196,6 +222,10 @@ def sandbox_cmd(
     fault_specs: tuple[str, ...],
     fault_seed: int | None,
     slow_seconds: float,
+    late_commit_seconds: float,
+    commit_delay_seconds: float,
+    calendar_shape: str,
+    calendar_broken: bool,
     token_ttl: float,
     honor_idempotency_key: bool,
 ) -> None:
@@ -203,7 +233,8 @@ def sandbox_cmd(
 
     Prints 'sandbox listening on http://HOST:PORT/api' once it accepts
     connections. Inspection endpoints live under /_sandbox (stats, appointments,
-    seed, requests, faults).
+    seed, requests, faults); POST /_sandbox/faults changes faults, delays and the
+    calendar's shape at run time, POST /_sandbox/appointments makes one by hand.
     """
     import asyncio
     import pathlib
@@ -228,6 +259,10 @@ def sandbox_cmd(
         honor_idempotency_key=honor_idempotency_key,
         fault_seed=fault_seed,
         slow_seconds=slow_seconds,
+        late_commit_seconds=late_commit_seconds,
+        commit_delay_seconds=commit_delay_seconds,
+        calendar_shape=calendar_shape,
+        calendar_broken=calendar_broken,
         token_ttl=token_ttl,
     )
     asyncio.run(serve(opts, pathlib.Path(port_file) if port_file else None))

@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import date
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -23,6 +24,7 @@ from worker.sandbox.state import (
     json_response,
 )
 from worker.sandbox.stats import NO_RESPONSE
+from worker.sandbox.store import Appointment
 from worker.sandbox.validation import as_int, validate_appointment
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -166,9 +168,9 @@ class Api:
     async def create_appointment(self, request: web.Request) -> web.StreamResponse:
         state = self.state
         caller = await authorize(state, request)
-        before, after = faults.draw(state)
-        if before is not None:
-            return faults.before_commit(state, request, before)
+        drawn = faults.draw(state)
+        if drawn.before is not None:
+            return faults.before_commit(state, request, drawn.before)
         store = state.store
         key = request.headers.get("Idempotency-Key") if state.opts.honor_idempotency_key else None
         if key is not None:
@@ -176,7 +178,7 @@ class Api:
             if known is not None and known in store.appointments:
                 state.stats.idempotent_replays += 1
                 body = self._envelope(known, caller, "Appointment created successfully.")
-                return await faults.after_commit(state, request, after, body)
+                return await faults.after_commit(state, request, drawn.after, body)
         try:
             payload = json.loads(await request.read() or b"null")
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -186,16 +188,25 @@ class Api:
         body_fields = payload if isinstance(payload, dict) else {}
         tenant_id = caller.tenant_id
 
-        def parent_exists(appt_id: int) -> bool:
-            appt = store.appointments.get(appt_id)
-            return appt is not None and appt.tenant_id == tenant_id and appt.deleted_at is None
-
+        parent_exists = partial(store.is_live, tenant_id)
         fields, errors = validate_appointment(body_fields, caller.tenant, parent_exists)
         if fields is None:
             raise ApiError(422, errors.body())
-        appt = store.create(fields, tenant_id, state.now())
-        if key is not None:
-            store.remember_key(tenant_id, key, appt.id)
+
+        def commit() -> Appointment:
+            appt = store.create(fields, tenant_id, state.now())
+            if key is not None:
+                store.remember_key(tenant_id, key, appt.id)
+            return appt
+
+        after = drawn.after
+        delay = state.commit_delay_seconds
+        if drawn.late is not None:
+            state.stats.faults[drawn.late] += 1
+            delay, after = state.late_commit_seconds, None
+        appt, heard = await faults.commit_when_due(state, request, delay, commit)
+        if appt is None or not heard:  # nothing committed (stopping), or nobody to tell
+            return faults.drop(request)
         body = self._envelope(appt.id, caller, "Appointment created successfully.")
         return await faults.after_commit(state, request, after, body)
 
@@ -217,7 +228,11 @@ class Api:
         return _page(request, appts, lambda a: appointment_resource(a, caller.tenant))
 
     async def calendar(self, request: web.Request) -> web.Response:
-        caller = await authorize(self.state, request)
+        state = self.state
+        caller = await authorize(state, request)
+        if state.calendar_broken:  # the app crashes on this route, whatever is asked
+            state.stats.faults["calendar_broken"] += 1
+            return web.Response(text=faults.HTML_500, status=500, content_type="text/html")
         errors: dict[str, list[str]] = {}
         days: dict[str, date] = {}
         for key in ("from", "to"):
@@ -242,23 +257,26 @@ class Api:
             raise ApiError(422, {"message": message, "errors": errors})
         first, last = days["from"], days["to"]
         chosen = sorted(
-            (a for a in self.state.store.live(caller.tenant_id) if in_days(a, first, last)),
+            (a for a in state.store.live(caller.tenant_id) if in_days(a, first, last)),
             key=lambda a: (a.scheduled_at, a.id),
         )
+        if state.calendar_shape == "paginated":
+            return _page(request, chosen, lambda a: calendar_item(a, caller.tenant))
         by_status: dict[str, int] = {}
         for a in chosen:
             by_status[a.status] = by_status.get(a.status, 0) + 1
-        return json_response(
-            {
-                "items": [calendar_item(a, caller.tenant) for a in chosen],
-                "meta": {
-                    "total": len(chosen),
-                    "from": first.isoformat(),
-                    "to": last.isoformat(),
-                    "statuses": by_status,
-                },
-            }
-        )
+        answer = {
+            "items": [calendar_item(a, caller.tenant) for a in chosen],
+            "meta": {
+                "total": len(chosen),
+                "from": first.isoformat(),
+                "to": last.isoformat(),
+                "statuses": by_status,
+            },
+        }
+        if state.calendar_shape == "envelope":
+            return json_response({"success": "Calendar retrieved successfully.", "data": answer})
+        return json_response(answer)
 
     # --- reference data ----------------------------------------------------
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+from collections.abc import Callable
+from typing import NamedTuple
 
 from aiohttp import web
 
-from worker.sandbox.options import FAULTS_AFTER, FAULTS_BEFORE
+from worker.sandbox.options import FAULTS_AFTER, FAULTS_BEFORE, FAULTS_LATE
 from worker.sandbox.state import DROPPED_KEY, RATE_HEADERS_KEY, SandboxState, dumps, json_response
+from worker.sandbox.store import Appointment
 
 HTML_502 = (
     "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
@@ -18,16 +21,73 @@ HTML_502 = (
 )
 
 
-def draw(state: SandboxState) -> tuple[str | None, str | None]:
-    """Draw every configured kind independently; the first hit before and after commit win."""
+HTML_500 = (
+    '<!DOCTYPE html>\n<html lang="en">\n<head><title>Server Error</title></head>\n'
+    '<body><div class="code">500</div><div class="message">Server Error</div></body>\n'
+    "</html>\n"
+)
+
+
+class Drawn(NamedTuple):
+    """The faults one POST gets: before commit, after it, and a late commit."""
+
+    before: str | None
+    after: str | None
+    late: str | None
+
+
+def draw(state: SandboxState) -> Drawn:
+    """Draw every configured kind independently; the first hit of each group wins.
+
+    A fault before commit beats a late commit, which beats a fault after commit
+    (a late commit answers 201 to whoever is still listening).
+    """
     table = state.faults
     if not table:
-        return None, None
+        return Drawn(None, None, None)
     rng = state.fault_rng
     hits = {kind for kind, p in table.items() if p > 0 and rng.random() < p}
     before = next((k for k in FAULTS_BEFORE if k in hits), None)
     after = next((k for k in FAULTS_AFTER if k in hits), None)
-    return before, after
+    late = next((k for k in FAULTS_LATE if k in hits), None)
+    return Drawn(before, after, late)
+
+
+def listening(request: web.Request) -> bool:
+    """Whether the client of `request` still holds its connection open."""
+    transport = request.transport
+    return transport is not None and not transport.is_closing()
+
+
+async def commit_when_due(
+    state: SandboxState, request: web.Request, delay: float, commit: Callable[[], Appointment]
+) -> tuple[Appointment | None, bool]:
+    """Run `commit` after `delay` seconds, whatever the client does meanwhile.
+
+    The wait and the commit run in their own task behind ``asyncio.shield``: a
+    client that disconnects (and a server that cancels handlers when it does)
+    cannot stop them, as a PHP worker behind a proxy finishes after the client
+    left. Returns the appointment (None if the sandbox began stopping first:
+    nothing committed) and whether the client was still there to hear of it.
+    """
+    if delay <= 0:
+        return commit(), True
+
+    async def later() -> tuple[Appointment | None, bool]:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(state.stopping.wait(), delay)
+        if state.stopping.is_set():
+            return None, False
+        appt = commit()
+        heard = listening(request)
+        if not heard:
+            state.stats.unheard_commits += 1
+        return appt, heard
+
+    task = asyncio.ensure_future(later())
+    state.background.add(task)
+    task.add_done_callback(state.background.discard)
+    return await asyncio.shield(task)
 
 
 def drop(request: web.Request) -> web.Response:

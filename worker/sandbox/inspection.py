@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from aiohttp import web
 
 from worker.errors import ConfigError
-from worker.sandbox.options import check_faults
+from worker.sandbox.options import check_calendar_shape, check_faults, check_seconds
 from worker.sandbox.resources import inspection_resource
 from worker.sandbox.state import SandboxState, dumps, json_response
 from worker.sandbox.stats import duplicate_groups
 from worker.sandbox.store import Appointment, parse_instant
-from worker.sandbox.validation import as_int
+from worker.sandbox.validation import as_int, validate_appointment
 
 _INT_FIELDS = ("customer_id", "user_id", "assistant_id", "parent_appointment_id", "room_id")
 _TEXT_FIELDS = ("status", "description", "cancellation_reason")
-_FAULTS_USAGE = 'body must be JSON like {"faults": {"error503": 0.5}}'
+_FAULTS_USAGE = (
+    'body must be a JSON object with any of "faults" (like {"error503": 0.5}), '
+    '"late_commit_seconds", "commit_delay_seconds", "calendar_shape", "calendar_broken"'
+)
+_CREATE_USAGE = 'body must be a JSON object: {"tenant": N, ...the POST /v1/appointments body}'
 
 
 def _bad(message: str) -> web.HTTPBadRequest:
@@ -58,6 +63,7 @@ class Inspection:
         return [
             web.get("/_sandbox/stats", self.stats),
             web.get("/_sandbox/appointments", self.appointments),
+            web.post("/_sandbox/appointments", self.create),
             web.patch("/_sandbox/appointments/{id:\\d+}", self.patch),
             web.delete("/_sandbox/appointments/{id:\\d+}", self.delete),
             web.get("/_sandbox/seed", self.seed),
@@ -84,6 +90,8 @@ class Inspection:
                 "duplicates": sum(len(g["ids"]) - 1 for g in groups),
                 "duplicate_groups": groups,
                 "idempotent_replays": s.idempotent_replays,
+                "unheard_commits": s.unheard_commits,
+                "pending_commits": len(state.background),
             }
         )
 
@@ -108,6 +116,27 @@ class Inspection:
                 ]
             }
         )
+
+    async def create(self, request: web.Request) -> web.Response:
+        """Make an appointment by hand, as clinic staff would: no auth, faults, limits or delay."""
+        try:
+            body = await request.json()
+        except ValueError:
+            raise _bad(_CREATE_USAGE) from None
+        if not isinstance(body, dict):
+            raise _bad(_CREATE_USAGE)
+        fields = dict(body)
+        tenant_id = as_int(fields.pop("tenant", None))
+        tenant = self.state.seed.tenants.get(tenant_id) if tenant_id is not None else None
+        if tenant_id is None or tenant is None:
+            raise _bad(f"tenant {body.get('tenant')!r} is not a tenant of the seed")
+        store = self.state.store
+
+        valid, errors = validate_appointment(fields, tenant, partial(store.is_live, tenant_id))
+        if valid is None:
+            return json_response(errors.body(), 422)
+        appt = store.create(valid | {"creation_type": "manual"}, tenant_id, self.state.now())
+        return json_response({"data": inspection_resource(appt, tenant)}, 201)
 
     def _find(self, request: web.Request) -> Appointment:
         appt_id = int(request.match_info["id"])
@@ -153,19 +182,48 @@ class Inspection:
             raise _bad("since must be a unix time in seconds") from None
         return json_response({"requests": self.state.stats.requests_since(since)})
 
+    def _behaviour(self) -> dict[str, Any]:
+        state = self.state
+        return {
+            "faults": state.faults,
+            "late_commit_seconds": state.late_commit_seconds,
+            "commit_delay_seconds": state.commit_delay_seconds,
+            "calendar_shape": state.calendar_shape,
+            "calendar_broken": state.calendar_broken,
+        }
+
     async def get_faults(self, request: web.Request) -> web.Response:
-        return json_response({"faults": self.state.faults})
+        return json_response(self._behaviour())
 
     async def set_faults(self, request: web.Request) -> web.Response:
+        """Change faults and behaviour at run time; every key is checked before any applies."""
         try:
             body = await request.json()
         except ValueError:
             raise _bad(_FAULTS_USAGE) from None
-        table = body.get("faults") if isinstance(body, dict) else None
-        if not isinstance(table, dict):
+        if not isinstance(body, dict) or not body:
             raise _bad(_FAULTS_USAGE)
+        unknown = sorted(set(body) - set(self._behaviour()))
+        if unknown:
+            raise _bad(f"unknown key {unknown[0]!r}: {_FAULTS_USAGE}")
+        state = self.state
         try:
-            self.state.faults = check_faults(table)
+            table = body.get("faults", state.faults)
+            if not isinstance(table, dict):
+                raise ConfigError(_FAULTS_USAGE)
+            table = check_faults(table)
+            late = check_seconds(
+                "late_commit_seconds", body.get("late_commit_seconds", state.late_commit_seconds)
+            )
+            delay = check_seconds(
+                "commit_delay_seconds", body.get("commit_delay_seconds", state.commit_delay_seconds)
+            )
+            shape = check_calendar_shape(body.get("calendar_shape", state.calendar_shape))
+            broken = body.get("calendar_broken", state.calendar_broken)
+            if not isinstance(broken, bool):
+                raise ConfigError(f"calendar_broken: {broken!r} is not true or false")
         except ConfigError as exc:
             raise _bad(str(exc)) from None
-        return json_response({"faults": self.state.faults})
+        state.faults, state.late_commit_seconds, state.commit_delay_seconds = table, late, delay
+        state.calendar_shape, state.calendar_broken = shape, broken
+        return json_response(self._behaviour())

@@ -14,7 +14,13 @@ from worker.rates import Rate
 FAULTS_BEFORE = ("reset_before", "error500", "error503", "html502", "throttle429")
 # Faults that strike after the appointment is committed: the POST's outcome is unknown.
 FAULTS_AFTER = ("drop_after_commit", "slow_after_commit", "malformed_after_commit")
-FAULT_KINDS: tuple[str, ...] = FAULTS_BEFORE + FAULTS_AFTER
+# A fault that commits late: validated, then committed after --late-commit-seconds
+# whether or not the client is still waiting (PHP-FPM keeps running behind a proxy).
+FAULTS_LATE = ("commit_after_timeout",)
+FAULT_KINDS: tuple[str, ...] = FAULTS_BEFORE + FAULTS_AFTER + FAULTS_LATE
+# How GET /v1/appointments/calendar wraps its items: bare `{"items"}` (what the page
+# shows), inside the API's `{"success", "data"}` envelope, or in a Laravel paginator.
+CALENDAR_SHAPES = ("bare", "envelope", "paginated")
 
 
 @dataclass
@@ -34,6 +40,13 @@ class SandboxOptions:
     slow_seconds: float = 120.0
     clock: Callable[[], float] = time.time
     token_ttl: float = 3600.0
+    late_commit_seconds: float = 4.0
+    commit_delay_seconds: float = 0.0
+    calendar_shape: str = "bare"
+    calendar_broken: bool = False
+    # Cancel a handler when its client disconnects (aiohttp's behaviour before 3.9,
+    # and some deployments'); a late commit must survive it.
+    handler_cancellation: bool = False
 
 
 def check_faults(faults: dict[str, float]) -> dict[str, float]:
@@ -64,10 +77,32 @@ def parse_faults(specs: Iterable[str]) -> dict[str, float]:
     return check_faults(table)
 
 
+def check_calendar_shape(shape: object) -> str:
+    """A valid calendar shape, or ConfigError naming the choices."""
+    if not isinstance(shape, str) or shape not in CALENDAR_SHAPES:
+        raise ConfigError(f"calendar shape {shape!r}: expected one of {', '.join(CALENDAR_SHAPES)}")
+    return shape
+
+
+def check_seconds(name: str, value: object) -> float:
+    """A non-negative number of seconds, or ConfigError naming the option."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise ConfigError(f"{name}: {value!r} is not a number of seconds >= 0")
+    return float(value)
+
+
 def check_options(opts: SandboxOptions) -> None:
     """Reject option values that make no sense, with one line each."""
     check_faults(opts.faults)
-    for name in ("latency_ms", "jitter_ms", "slow_seconds"):
+    check_calendar_shape(opts.calendar_shape)
+    names = (
+        "latency_ms",
+        "jitter_ms",
+        "slow_seconds",
+        "late_commit_seconds",
+        "commit_delay_seconds",
+    )
+    for name in names:
         if getattr(opts, name) < 0:
             raise ConfigError(f"{name.replace('_', '-')} must not be negative")
     if opts.token_ttl <= 0:

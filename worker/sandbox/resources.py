@@ -39,7 +39,7 @@ def appointment_resource(appt: Appointment, tenant: TenantIndex | None) -> dict[
         "scheduled_at": format_instant(appt.scheduled_at),
         "status": appt.status,
         "cancellation_reason": appt.cancellation_reason,
-        "creation_type": "api",
+        "creation_type": appt.creation_type,
         "assistants": (
             []
             if appt.assistant_id is None
@@ -60,13 +60,19 @@ def appointment_resource(appt: Appointment, tenant: TenantIndex | None) -> dict[
 
 
 def inspection_resource(appt: Appointment, tenant: TenantIndex | None) -> dict[str, Any]:
-    """The resource plus the raw ids, for ``GET /_sandbox/appointments``."""
+    """The resource plus the raw ids, for ``GET /_sandbox/appointments``.
+
+    Every field a POST body carries is here as sent (ids, not objects), so a
+    test can compare an appointment with a payload field by field.
+    """
     return {
         **appointment_resource(appt, tenant),
-        "user_id": appt.user_id,
+        "tenant": appt.tenant_id,
         "tenant_id": appt.tenant_id,
+        "user_id": appt.user_id,
         "treatment_ids": list(appt.treatment_ids),
         "assistant_id": appt.assistant_id,
+        "deleted": appt.deleted_at is not None,
     }
 
 

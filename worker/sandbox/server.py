@@ -71,7 +71,12 @@ async def running_sandbox(opts: SandboxOptions | None = None) -> AsyncIterator[R
     """Start a sandbox on the running loop; stop it (state flushed) on exit."""
     opts = opts or SandboxOptions()
     app = build_app(opts)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        shutdown_timeout=2.0,
+        handler_cancellation=opts.handler_cancellation,
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, opts.host, opts.port)

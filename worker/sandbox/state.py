@@ -68,6 +68,13 @@ class SandboxState:
         self.clock = opts.clock
         self.limiter = FixedWindowLimiter(opts.rate_limit, opts.clock) if opts.rate_limit else None
         self.faults: dict[str, float] = dict(opts.faults)
+        # What POST /_sandbox/faults may change at run time besides the fault table.
+        self.late_commit_seconds = opts.late_commit_seconds
+        self.commit_delay_seconds = opts.commit_delay_seconds
+        self.calendar_shape = opts.calendar_shape
+        self.calendar_broken = opts.calendar_broken
+        # Commits that outlive their request; held so they are not garbage-collected.
+        self.background: set[asyncio.Task[Any]] = set()
         # Separate generators so latency jitter never shifts the fault sequence.
         self.fault_rng = random.Random(opts.fault_seed)
         self.jitter_rng = random.Random(opts.fault_seed)

@@ -21,6 +21,7 @@ class Stats:
         self.faults: Counter[str] = Counter()
         self.rate_limited = 0
         self.idempotent_replays = 0
+        self.unheard_commits = 0  # delayed commits whose client had gone when they landed
         self.log: deque[tuple[float, int | None, str, str, int]] = deque(maxlen=REQUEST_LOG_SIZE)
 
     def record(self, t: float, tenant: int | None, method: str, path: str, status: int) -> None:

@@ -58,6 +58,7 @@ class Appointment:
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     updated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     deleted_at: datetime | None = None
+    creation_type: str = "api"  # "manual": made by hand through /_sandbox, as staff would
 
     @property
     def code(self) -> str:
@@ -172,6 +173,11 @@ class Store:
         if self._db is not None:
             with self._db:
                 self._write_appointment(self._db, appt)
+
+    def is_live(self, tenant_id: int, appt_id: int) -> bool:
+        """Whether `appt_id` is a not-deleted appointment of this tenant (a valid parent)."""
+        appt = self.appointments.get(appt_id)
+        return appt is not None and appt.tenant_id == tenant_id and appt.deleted_at is None
 
     def live(self, tenant_id: int) -> list[Appointment]:
         """A tenant's appointments that are not deleted, by id."""
