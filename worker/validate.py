@@ -26,6 +26,7 @@ from worker.errors import SourceError
 from worker.exitcodes import ExitCode
 from worker.failures import FailureWriter
 from worker.mapping import FieldError, InvalidRow, MappedRow, Mapper
+from worker.payloads import PayloadWriter
 from worker.source import Source, SourceOptions, open_source
 
 _MASK64 = (1 << 64) - 1
@@ -111,6 +112,7 @@ class ValidateOptions:
     tenant: int | None = None
     report: str | None = None
     failures: str | None = None
+    payloads: str | None = None
     max_errors: int = 20
     progress: bool = True
 
@@ -301,12 +303,15 @@ def validate_file(opts: ValidateOptions) -> ValidateSummary:
                     extra_columns=("error_field", "error_message"),
                 )
             )
+        preview = stack.enter_context(PayloadWriter(opts.payloads)) if opts.payloads else None
         tick = stack.enter_context(_progress(src, opts.progress))
         for item in src:
             summary.rows += 1
             result = checker.check(mapper.map(item), summary)
             if isinstance(result, MappedRow):
                 summary.valid += 1
+                if preview is not None:
+                    preview.write(result)
             else:
                 _record_invalid(result, summary, opts.max_errors, spool, failures)
             if summary.rows % PROGRESS_EVERY == 0:

@@ -53,7 +53,7 @@ ALL_FIELDS = (*PAYLOAD_FIELDS, "tenant", "source_key")
 _SCALAR = frozenset({"column", "columns", "join", "value", "default", "map"})
 OPTIONS: dict[str, frozenset[str]] = {
     **{f: _SCALAR | {"lookup"} for f in INT_FIELDS},
-    **{f: _SCALAR for f in TEXT_FIELDS},
+    **{f: _SCALAR | {"trim"} for f in TEXT_FIELDS},
     "status": _SCALAR,
     "scheduled_at": frozenset(
         {"column", "date_column", "time_column", "value", "default"}
@@ -316,6 +316,17 @@ class Compiler:
         column = spec["column"]
         get = self.getter(f"{key}.column", column)
         plain = "." not in column
+        trim = spec.get("trim", True)
+        if not isinstance(trim, bool):
+            raise self.fail(f"{key}.trim", "must be true or false")
+        if not trim:
+            return Field(
+                name,
+                column,
+                name in REQUIRED,
+                _untrimmed(get, chain, default),
+                f"required, but column {column!r} is empty",
+            )
 
         def convert(fields: Mapping[str, Any], _tenant: int | None) -> Any:
             value = fields.get(column) if plain else get(fields)
@@ -597,6 +608,20 @@ def _shortcut(name: str, column: str, convert: Convert, empty: Any) -> Convert:
         return convert(fields, tenant)
 
     return text_cell
+
+
+def _untrimmed(get: Getter, chain: Callable[[Any], Any], default: Any) -> Convert:
+    """``trim = false``: the text exactly as in the cell (a blank cell is still empty)."""
+
+    def convert(fields: Mapping[str, Any], _tenant: int | None) -> Any:
+        value = get(fields)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None if default is _MISSING else chain(default)
+        if isinstance(value, _LIST_TYPES):
+            raise ValueFail("expected a single value, got a list or object", value)
+        return chain(value)
+
+    return convert
 
 
 def _one_cell(value: Any) -> str:

@@ -15,6 +15,7 @@ from worker.source.options import (
     choose_format,
     python_encoding,
 )
+from worker.source.quoted import QUOTED_COLUMN, unquote_header, unquote_rows
 from worker.source.rows import RowProblem, SourceRow
 from worker.source.stream import READ_ERRORS, STDIN_NAME, TextInput, check_path
 
@@ -62,6 +63,11 @@ class Source:
                 delimiter = detect_delimiter(feed.sample, feed.sample_is_all)
             self.delimiter = delimiter
             rows = CsvRows(self.name, feed, delimiter, options.max_field_size, translate)
+            if QUOTED_COLUMN in rows.columns:
+                # A failures file read back: undo its spreadsheet-safety quotes.
+                rows.columns[:] = unquote_header(rows.columns)
+                self.columns = [c for c in rows.columns if c != QUOTED_COLUMN]
+                return unquote_rows(rows)
             self.columns = rows.columns
             return iter(rows)
         if not feed.sample:
