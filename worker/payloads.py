@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
-from types import TracebackType
 from typing import BinaryIO, Protocol
 
 from worker.errors import SourceError
@@ -19,7 +18,7 @@ from worker.mapping import MappedRow
 
 
 class PayloadWriter:
-    """Append one preview line per payload; use as a context manager."""
+    """Append one preview line per payload."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -47,19 +46,8 @@ class PayloadWriter:
         self.count += 1
 
     def close(self) -> None:
-        """Flush and close the file."""
+        """Flush and close the file (callers wrap the writer in `contextlib.closing`)."""
         self._fh.close()
-
-    def __enter__(self) -> PayloadWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class _Previewing(Protocol):
@@ -72,7 +60,7 @@ def preview_to(run: _Previewing, path: Path | None) -> Iterator[None]:
     if path is None:
         yield
         return
-    with PayloadWriter(path) as writer:
+    with closing(PayloadWriter(path)) as writer:
         run.preview = writer.write
         try:
             yield

@@ -16,7 +16,7 @@ import tempfile
 from array import array
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TextIO
@@ -303,7 +303,9 @@ def validate_file(opts: ValidateOptions) -> ValidateSummary:
                     extra_columns=("error_field", "error_message"),
                 )
             )
-        preview = stack.enter_context(PayloadWriter(opts.payloads)) if opts.payloads else None
+        preview = (
+            stack.enter_context(closing(PayloadWriter(opts.payloads))) if opts.payloads else None
+        )
         tick = stack.enter_context(_progress(src, opts.progress))
         for item in src:
             summary.rows += 1
