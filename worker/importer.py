@@ -451,6 +451,8 @@ async def run_import(options: ImportOptions) -> ImportResult:
     mode = "dry-run" if options.dry_run else "import"
 
     with open_source(options.file, source_opts) as source:
+        for note in source.notes:
+            log.warning(note)
         if source.columns is not None:
             mapper.check_columns(source.columns, source.name)
         if options.dry_run:

@@ -132,6 +132,8 @@ class ValidateSummary:
     probable_listed: list[dict[str, Any]] = field(default_factory=list)
     error_lines: list[str] = field(default_factory=list)
     errors_total: int = 0
+    warnings: list[str] = field(default_factory=list)
+    """About the whole file (a better-fitting encoding, what "auto" chose)."""
 
     @property
     def exit_code(self) -> ExitCode:
@@ -285,6 +287,9 @@ def validate_file(opts: ValidateOptions) -> ValidateSummary:
     with ExitStack() as stack:
         src = stack.enter_context(open_source(opts.path, source_options(cfg, opts.format)))
         summary.source, summary.format = src.name, src.format
+        for note in src.notes:
+            summary.warnings.append(note)
+            sys.stderr.write(f"warning: {note}\n")
         if src.columns is not None:
             mapper.check_columns(src.columns, src.name)
         spool = None
@@ -365,6 +370,7 @@ def _report_head(summary: ValidateSummary, opts: ValidateOptions) -> dict[str, A
             "rows": summary.probable_listed,
         },
         "errors_total": summary.errors_total,
+        "warnings": summary.warnings,
     }
 
 

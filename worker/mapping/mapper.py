@@ -85,13 +85,17 @@ class Mapper:
                 found = mapper_zones[tenant] = (ZoneInfo(name), name)
             return found
 
-        comp = Compiler(cfg_path, lookups, zone_for)
+        # A table only tenants declare: the shared mapping compiles against a stand-in,
+        # and every tenant then gets its own compile, which fails if it lacks the table.
+        tenant_only = {n for t in config.tenants.values() for n in t.lookups if n not in lookups}
+        stand_ins = {n: Lookup(n, "declared per tenant", {}) for n in tenant_only}
+        comp = Compiler(cfg_path, {**lookups, **stand_ins}, zone_for)
         fields = compile_fields(comp, config.mapping)
         tenant_fields: dict[int, dict[str, Field]] = {}
         for tid, section in config.tenants.items():
             if tenant_override is not None and tid != tenant_override:
                 continue
-            if section.mapping or section.lookups:
+            if section.mapping or section.lookups or tenant_only:
                 own = dict(lookups)
                 for name, spec in section.lookups.items():
                     own[name] = load_lookup(

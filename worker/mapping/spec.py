@@ -273,14 +273,20 @@ class Compiler:
 
             def by_key(fields: Mapping[str, Any], _tenant: int | None) -> Any:
                 parts = [_one_cell(get(fields)) for get in getters]
-                if not any(parts):
+                if not all(parts):  # a key needs every part: no room named, no room
                     return empty
                 hit = table.get(composite_key(parts))
                 if hit is None:
                     raise ValueFail(missing_msg, " + ".join(parts))
                 return hit
 
-            return Field(name, display, name in REQUIRED, by_key, _empty_all(cols))
+            return Field(
+                name,
+                display,
+                name in REQUIRED,
+                by_key,
+                f"required, but one of columns {', '.join(cols)} is empty",
+            )
         if found is not None:
             raise self.fail(
                 f"{key}.lookup",
@@ -465,6 +471,8 @@ class Compiler:
                         found = parsed.astimezone(UTC)
                 except ValueFail as exc:
                     found = exc
+                except OverflowError:  # 9999-12-31T23:59-05:00 has no UTC date-time
+                    found = ValueFail("date-time out of range once converted to UTC", text)
                 if len(cache) >= CACHE_MAX:
                     cache.clear()
                 cache[key] = found
@@ -562,7 +570,9 @@ def _id_list_shortcut(column: str, sep: str, convert: Convert) -> Convert:
             if all(map(str.isdigit, parts)) and (
                 len(value) < 19 or max(map(len, parts)) < 19  # to_int's limit per item
             ):
-                return list(map(int, parts))
+                ids = list(map(int, parts))
+                if all(ids):
+                    return ids
         return convert(fields, tenant)
 
     return id_list
@@ -580,8 +590,14 @@ def _shortcut(name: str, column: str, convert: Convert, empty: Any) -> Convert:
         def int_cell(fields: Mapping[str, Any], tenant: int | None) -> Any:
             value = fields.get(column)
             # to_int's own fast case; a clean cell needs no strip.
-            if type(value) is str and value.isdigit() and value.isascii() and len(value) < 19:
-                return int(value)
+            if (
+                type(value) is str
+                and value.isdigit()
+                and value.isascii()
+                and len(value) < 19
+                and (number := int(value))
+            ):
+                return number
             if value == "" or value is None:
                 return empty
             return convert(fields, tenant)
