@@ -8,21 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-CONFIG = """
-[api]
-timezone = "UTC"
-[tenants.1]
-[mapping]
-tenant = { value = 1 }
-source_key = "id"
-customer_id = "customer"
-user_id = "doctor"
-scheduled_at = "start"
-status = { column = "status", default = "pending" }
-treatments = { column = "treatments", split = "|" }
-description = "notes"
-room_id = "extra.room"
-"""
+from tests.test_validate import CFG
+
+# test_validate's config (Europe/Istanbul), plus a room read from a dotted JSON path.
+CONFIG = CFG + 'room_id = "extra.room"\n'
 
 ROOT = Path(__file__).resolve().parent.parent
 OK = '"doctor":101,"start":"2026-01-01T10:00:00","treatments":[201]'
