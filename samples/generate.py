@@ -3,7 +3,7 @@
     python samples/generate.py
 
 Writes samples/appointments.csv, samples/appointments.jsonl, samples/messy-export.csv
-and config/lookups/*.csv. Ids follow the sandbox's default seed data:
+and config/lookups/*.csv, and the multi-branch sample (samples/multi_branch.py). Ids follow the sandbox's default seed data:
 tenant 1: customers 1001-1030, doctors 101-105, assistants 151-153, treatments
 201-210, rooms 301-304; tenant 2: 2001-2030, 111-115, 161-163, 211-220, 311-314.
 """
@@ -15,6 +15,8 @@ import json
 import random
 from datetime import date, datetime, timedelta
 from pathlib import Path
+
+from multi_branch import write_multi_branch  # samples/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
@@ -211,6 +213,7 @@ def main() -> None:
     write_clean(clean_rows(rng))
     write_lookups(names)
     write_messy(messy_rows(rng, names))
+    write_multi_branch(SAMPLES, LOOKUPS)
 
 
 if __name__ == "__main__":

@@ -54,10 +54,10 @@ def test_csv_keeps_columns_delimiter_encoding_and_replaces_old_error_columns(
     with path.open(encoding="utf-8-sig", newline="") as fh:
         rows = list(csv.reader(fh, delimiter=";"))
     assert rows == [
-        ["Hasta", "Not", "error_field", "error_message"],
-        ["Şule", "'=1+1", "customer_id", "customer_id: bad"],
-        ["Ayşe", "", "source", ""],
-        ["a;b;c;d;e", "", "", ""],  # cannot fit the header: nothing lost
+        ["Hasta", "Not", "error_field", "error_message", "worker_quoted"],
+        ["Şule", "'=1+1", "customer_id", "customer_id: bad", '["Not"]'],
+        ["Ayşe", "", "source", "", ""],
+        ["a;b;c;d;e", "", "", "", ""],  # cannot fit the header: nothing lost
     ]
 
 

@@ -46,13 +46,14 @@ def test_the_failures_file_fixed_re_imports_and_the_rows_become_created(
     with failures.open(encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh)
         # The input has its own `status` column: the row's ledger status is worker_status.
-        assert reader.fieldnames == columns + EXTRAS
+        assert reader.fieldnames == [*columns, *EXTRAS, "worker_quoted"]
         got = {r["appointment_id"]: r for r in reader}
     assert set(got) == {chosen[i]["appointment_id"] for i in (1, 2, 5, 6)}
     bad_status = got[chosen[1]["appointment_id"]]
     assert bad_status["worker_status"] == "invalid" and bad_status["error_field"] == "status"
     assert bad_status["status"] == "maybe"  # the original cell is kept
     assert bad_status["notes"].startswith("'=")  # formula-safe
+    assert bad_status["worker_quoted"] == '["notes"]'
     refused = got[chosen[5]["appointment_id"]]
     assert (refused["worker_status"], refused["http_status"]) == ("failed", "422")
     assert refused["error_field"] == "customer_id" and refused["error_message"]
@@ -63,7 +64,7 @@ def test_the_failures_file_fixed_re_imports_and_the_rows_become_created(
         for column in ("status", "customer_id", "doctor_id", "notes"):
             row[column] = original[key][column]
     with failures.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns + EXTRAS)
+        writer = csv.DictWriter(fh, fieldnames=[*columns, *EXTRAS, "worker_quoted"])
         writer.writeheader()
         writer.writerows(got.values())
     # --partial: the failures file is not a full export, so the 4 rows absent from it

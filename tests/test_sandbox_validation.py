@@ -49,7 +49,7 @@ def with_field(field: str, value: Any) -> dict[str, Any]:
         ("customer_id", 9999, "customer_id", "The selected customer id is invalid."),
         ("customer_id", 2001, "customer_id", "The selected customer id is invalid."),
         ("user_id", None, "user_id", "The user id field is required."),
-        ("user_id", 151, "user_id", "The selected user id is invalid."),  # an assistant
+        ("user_id", 161, "user_id", "The selected user id is invalid."),  # tenant 2's assistant
         ("user_id", 111, "user_id", "The selected user id is invalid."),  # tenant 2's doctor
         ("scheduled_at", "next tuesday", "scheduled_at", BAD_DATE),
         ("scheduled_at", 1700000000, "scheduled_at", BAD_DATE),
@@ -61,7 +61,7 @@ def with_field(field: str, value: Any) -> dict[str, Any]:
         ("treatments", MISSING, "treatments", "The treatments field is required."),
         ("treatments", ["x"], "treatments.0", "The treatments.0 field must be an integer."),
         ("treatments", [201, 211], "treatments.1", "The selected treatments.1 is invalid."),
-        ("assistant_id", 101, "assistant_id", "The selected assistant id is invalid."),
+        ("assistant_id", 111, "assistant_id", "The selected assistant id is invalid."),
         ("assistant_id", 161, "assistant_id", "The selected assistant id is invalid."),
         ("assistant_id", "a", "assistant_id", "The assistant id field must be an integer."),
         ("room_id", 311, "room_id", "The selected room id is invalid."),
@@ -129,6 +129,18 @@ async def test_valid_edge_values_pass(sandbox: RunningSandbox, http: aiohttp.Cli
     }
     status, err = await post(http, sandbox, other, tenant=2)
     assert status == 422 and list(err["errors"]) == ["parent_appointment_id"]
+
+
+async def test_any_user_of_the_tenant_may_be_doctor_or_assistant(
+    sandbox: RunningSandbox, http: aiohttp.ClientSession
+) -> None:
+    # The contract names no role rule: the seed's roles are for display only.
+    swapped = VALID | {"user_id": 151, "assistant_id": 101}
+    status, data = await post(http, sandbox, swapped)
+    assert status == 201, data
+    appt = data["data"]
+    assert appt["doctor"] == {"id": 151, "name": "Tugba Polat"}
+    assert appt["assistants"] == [{"id": 101, "name": "Dr. Esra Aslan"}]
 
 
 @pytest.mark.parametrize(

@@ -94,6 +94,11 @@ def _refuse_insecure(config_path: Path, base_url: str | None, allow: bool) -> No
     "--failures", type=click.Path(dir_okay=False), help="Write the invalid rows here, to fix."
 )
 @click.option(
+    "--payloads",
+    type=click.Path(dir_okay=False),
+    help="Write each valid row's exact request body here (JSONL: source, line, key, tenant, body).",
+)
+@click.option(
     "--max-errors",
     type=click.IntRange(min=0),
     default=20,
@@ -109,6 +114,7 @@ def validate_cmd(
     tenant: int | None,
     report: str | None,
     failures: str | None,
+    payloads: str | None,
     max_errors: int,
     no_progress: bool,
 ) -> None:
@@ -126,6 +132,7 @@ def validate_cmd(
         tenant=tenant,
         report=report,
         failures=failures,
+        payloads=payloads,
         max_errors=max_errors,
         progress=not no_progress,
     )
@@ -308,6 +315,12 @@ _rebind_option = click.option(
 @click.option("--tenant", type=int, help="Import into this one tenant (overrides the mapping).")
 @click.option("--dry-run", is_flag=True, help="Validate and show what would be sent; send nothing.")
 @click.option(
+    "--payloads",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --dry-run: write the exact request body of every row it would send here "
+    "(JSONL: source, line, key, tenant, body).",
+)
+@click.option(
     "--retry-failed", is_flag=True, help="Send rows that failed before even if unchanged."
 )
 @click.option(
@@ -350,6 +363,7 @@ def import_cmd(
     ledger_path: Path | None,
     tenant: int | None,
     dry_run: bool,
+    payloads: Path | None,
     retry_failed: bool,
     partial: bool,
     json_logs: bool,
@@ -380,6 +394,8 @@ def import_cmd(
     from worker.logs import configure_logging, get_logger
     from worker.report import print_summary, summary_event
 
+    if payloads is not None and not dry_run:
+        raise click.UsageError("--payloads goes with --dry-run (a real run sends the bodies)")
     _refuse_insecure(config_path, base_url, allow_insecure_http)
     configure_logging(json_logs=json_logs)
     options = ImportOptions(
@@ -390,6 +406,7 @@ def import_cmd(
         ledger_path=ledger_path,
         tenant=tenant,
         dry_run=dry_run,
+        payloads=payloads,
         retry_failed=retry_failed,
         partial=partial,
         progress=not no_progress and not json_logs,

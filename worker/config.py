@@ -119,6 +119,10 @@ class TenantSection(_Strict):
     rate_limit: Rate | None = None
     concurrency: int | None = Field(default=None, ge=1, le=256)
     timezone: str | None = None
+    mapping: dict[str, Any] = Field(default_factory=dict)
+    """Keys of ``[mapping]`` this tenant sets differently (merged over the shared table)."""
+    lookups: dict[str, Any] = Field(default_factory=dict)
+    """Lookup tables of this tenant only; one named like a shared table replaces it."""
 
     @field_validator("timezone")
     @classmethod

@@ -10,6 +10,9 @@ run as a formula by Excel or LibreOffice, so it gets a leading single quote.
 Cells that are plain numbers or phone-like (``-5``, ``+90 532 111 22 33``,
 ``-12.5``) are left alone: they contain no letters or function syntax, so a
 spreadsheet can only read them as numbers, and changing them would corrupt data.
+The columns of the quoted cells are listed in the added ``worker_quoted`` column,
+so reading the file back (`worker.source.quoted`) removes exactly those quotes:
+the round trip is lossless, and a cell the user typed with a quote stays as typed.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from typing import IO, Any
 from worker.errors import SourceError
 from worker.fileperms import open_private
 from worker.source import RowProblem, SourceRow
+from worker.source.quoted import FORMULA_START as _FORMULA_START
+from worker.source.quoted import QUOTED_COLUMN
 
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _SAFE_NUMBER = re.compile(r"[+-]?[0-9][0-9 ().,/-]*")
 
 
@@ -56,7 +60,8 @@ class FailureWriter:
         self.format = format
         self.extra_columns = tuple(extra_columns)
         # A failures file fed back already has the extra columns: replace, not repeat.
-        self.columns = tuple(c for c in (columns or ()) if c not in self.extra_columns)
+        ours = {*self.extra_columns, QUOTED_COLUMN}
+        self.columns = tuple(c for c in (columns or ()) if c not in ours)
         self.delimiter = delimiter or ","
         self.count = 0
         try:
@@ -68,14 +73,18 @@ class FailureWriter:
         self._csv: Any = None
         if format == "csv":
             self._csv = csv.writer(self._fh, delimiter=self.delimiter)
-            self._csv.writerow([neutralise(c) for c in (*self.columns, *self.extra_columns)])
+            header = (*self.columns, *self.extra_columns, QUOTED_COLUMN)
+            self._csv.writerow([neutralise(c) for c in header])
 
     def write(self, row: SourceRow | RowProblem, extra: Mapping[str, str]) -> None:
         """Append one failed row with its extra cells (missing extras are left empty)."""
         extras = [extra.get(c, "") for c in self.extra_columns]
         if self.format == "csv":
-            cells = self._csv_cells(row)
-            self._csv.writerow([neutralise(c) for c in (*cells, *extras)])
+            cells = [*self._csv_cells(row), *extras]
+            safe = [neutralise(c) for c in cells]
+            names = (*self.columns, *self.extra_columns)
+            quoted = [n for n, a, b in zip(names, cells, safe, strict=True) if a is not b]
+            self._csv.writerow([*safe, json.dumps(quoted, ensure_ascii=False) if quoted else ""])
         else:
             self._fh.write(json.dumps(self._json_object(row, extra), ensure_ascii=False) + "\n")
         self.count += 1

@@ -15,7 +15,7 @@ import hashlib
 import json
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ from worker.ledger import (
 )
 from worker.logs import get_logger
 from worker.mapping import InvalidRow, MappedRow, Mapper
+from worker.payloads import preview_to
 from worker.progress import RunProgress
 from worker.source import RowProblem, SourceOptions, SourceRow, open_source
 
@@ -65,6 +66,8 @@ class ImportOptions:
     ledger_path: Path | None = None
     tenant: int | None = None
     dry_run: bool = False
+    payloads: Path | None = None
+    """With a dry run: write the body of every row it would send here (`PayloadWriter`)."""
     retry_failed: bool = False
     partial: bool = False
     """The file is not a full export (e.g. a fixed failures file): report no missing keys."""
@@ -177,6 +180,7 @@ class ImportRun:
         self.changed_rows: list[dict[str, Any]] = []
         self.missing_rows: list[dict[str, Any]] = []
         self.progress: RunProgress | None = None
+        self.preview: Callable[[MappedRow], None] | None = None
 
     def tenant_counts(self, tenant: int) -> TenantCounts:
         counts = self.counts.get(tenant)
@@ -354,6 +358,8 @@ class ImportRun:
             if send:
                 counts.to_send += 1
                 touched.add(tenant)
+                if self.preview is not None:
+                    self.preview(m)
             seen.append(
                 SeenRow(
                     tenant=tenant,
@@ -489,6 +495,8 @@ async def run_import(options: ImportOptions) -> ImportResult:
     mode = "dry-run" if options.dry_run else "import"
 
     with open_source(options.file, source_opts) as source:
+        for note in source.notes:
+            log.warning(note)
         if source.columns is not None:
             mapper.check_columns(source.columns, source.name)
         if options.dry_run:
@@ -500,7 +508,8 @@ async def run_import(options: ImportOptions) -> ImportResult:
             try:
                 if ledger is not None:
                     await ledger.bind_identity(api, config.tenants, rebind=False)
-                await run.read_all(source, ledger, None)
+                with preview_to(run, options.payloads):
+                    await run.read_all(source, ledger, None)
             finally:
                 if ledger is not None:
                     await ledger.close()
@@ -673,7 +682,10 @@ async def _wait_lanes(run: ImportRun, grace: float) -> None:
 
 
 async def _missing_from_source(run: ImportRun, ledger: Ledger) -> None:
-    tenants = list(run.counts)
+    # Only tenants this file has rows of (and only --tenant's): one branch's export
+    # says nothing about the keys of another.
+    only = run.options.tenant
+    tenants = [t for t, c in run.counts.items() if c.read and only in (None, t)]
     if not tenants:
         return
     for entry in await ledger.missing_from_source(run.run_id, tenants):

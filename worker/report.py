@@ -304,7 +304,7 @@ async def _missing_rows(
     tenants = [
         int(k.split(".")[1])
         for k in latest.counts
-        if k.startswith("tenant.") and k.endswith(".read")
+        if k.startswith("tenant.") and k.endswith(".read") and latest.counts[k]
     ]
     if options.tenant is not None:
         tenants = [t for t in tenants if t == options.tenant]

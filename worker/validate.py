@@ -16,7 +16,7 @@ import tempfile
 from array import array
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TextIO
@@ -27,6 +27,7 @@ from worker.exitcodes import ExitCode
 from worker.failures import FailureWriter
 from worker.fileperms import open_private
 from worker.mapping import FieldError, InvalidRow, MappedRow, Mapper
+from worker.payloads import PayloadWriter
 from worker.source import Source, SourceOptions, open_source
 
 _MASK64 = (1 << 64) - 1
@@ -112,6 +113,7 @@ class ValidateOptions:
     tenant: int | None = None
     report: str | None = None
     failures: str | None = None
+    payloads: str | None = None
     max_errors: int = 20
     progress: bool = True
 
@@ -131,6 +133,8 @@ class ValidateSummary:
     probable_listed: list[dict[str, Any]] = field(default_factory=list)
     error_lines: list[str] = field(default_factory=list)
     errors_total: int = 0
+    warnings: list[str] = field(default_factory=list)
+    """About the whole file (a better-fitting encoding, what "auto" chose)."""
 
     @property
     def exit_code(self) -> ExitCode:
@@ -288,6 +292,9 @@ def validate_file(opts: ValidateOptions) -> ValidateSummary:
     with ExitStack() as stack:
         src = stack.enter_context(open_source(opts.path, source_options(cfg, opts.format)))
         summary.source, summary.format = src.name, src.format
+        for note in src.notes:
+            summary.warnings.append(note)
+            sys.stderr.write(f"warning: {note}\n")
         if src.columns is not None:
             mapper.check_columns(src.columns, src.name)
         spool = None
@@ -306,12 +313,17 @@ def validate_file(opts: ValidateOptions) -> ValidateSummary:
                     extra_columns=("error_field", "error_message"),
                 )
             )
+        preview = (
+            stack.enter_context(closing(PayloadWriter(opts.payloads))) if opts.payloads else None
+        )
         tick = stack.enter_context(_progress(src, opts.progress))
         for item in src:
             summary.rows += 1
             result = checker.check(mapper.map(item), summary)
             if isinstance(result, MappedRow):
                 summary.valid += 1
+                if preview is not None:
+                    preview.write(result)
             else:
                 _record_invalid(result, summary, opts.max_errors, spool, failures)
             if summary.rows % PROGRESS_EVERY == 0:
@@ -363,6 +375,7 @@ def _report_head(summary: ValidateSummary, opts: ValidateOptions) -> dict[str, A
             "rows": summary.probable_listed,
         },
         "errors_total": summary.errors_total,
+        "warnings": summary.warnings,
     }
 
 

@@ -2,12 +2,15 @@
 
 ``[lookups.NAME]`` takes ``file`` (relative to the config file), ``key`` (one
 column or a list: any of them may match), ``value``, and optionally
-``delimiter`` and ``encoding``. Keys are compared normalised (trim, casefold).
+``delimiter``, ``encoding`` and ``match``. With ``match = "all"`` the key columns
+together form one key (branch + room name), and a mapping field gives as many
+``columns``. Keys are compared normalised (trim, casefold).
 """
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,9 @@ from typing import Any
 from worker.errors import ConfigError
 from worker.mapping.text import norm_key
 
-_OPTIONS = frozenset({"file", "key", "value", "delimiter", "encoding"})
+_OPTIONS = frozenset({"file", "key", "value", "delimiter", "encoding", "match"})
+KEY_SEP = "\x1f"
+"""Joins the normalised parts of a composite key (a control character no cell keeps)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,15 +30,29 @@ class Lookup:
     name: str
     file: str
     table: dict[str, str]
+    key_columns: tuple[str, ...] = ()
+    """With ``match = "all"``: the columns that together form the key; else empty."""
+
+    @property
+    def composite(self) -> bool:
+        """True when a key is several columns together (``match = "all"``)."""
+        return bool(self.key_columns)
+
+
+def composite_key(parts: list[str]) -> str:
+    """The table key of several cells (each normalised like a single key)."""
+    return KEY_SEP.join(norm_key(p) for p in parts)
 
 
 def _fail(cfg_path: Path, key: str, message: str) -> ConfigError:
     return ConfigError(f"{cfg_path}: {key}: {message}")
 
 
-def load_lookup(name: str, spec: Any, cfg_path: Path, base_dir: Path) -> Lookup:
-    """Read one ``[lookups.NAME]`` table; every problem names its config key."""
-    where = f"lookups.{name}"
+def load_lookup(name: str, spec: Any, cfg_path: Path, base_dir: Path, *, where: str = "") -> Lookup:
+    """Read one ``[lookups.NAME]`` table; every problem names its config key.
+
+    ``where`` prefixes that key for a tenant's own table ("tenants.2.")."""
+    where = f"{where}lookups.{name}"
     if not isinstance(spec, dict):
         raise _fail(cfg_path, where, "must be a table with file, key and value")
     unknown = sorted(set(spec) - _OPTIONS)
@@ -57,6 +76,14 @@ def load_lookup(name: str, spec: Any, cfg_path: Path, base_dir: Path) -> Lookup:
     delimiter = spec.get("delimiter", ",")
     if not isinstance(delimiter, str) or len(delimiter) != 1:
         raise _fail(cfg_path, f"{where}.delimiter", "must be one character")
+    match = spec.get("match", "any")
+    if match not in ("any", "all"):
+        raise _fail(
+            cfg_path,
+            f"{where}.match",
+            'must be "any" (any key column may match) or "all" (the key columns together)',
+        )
+    composite = match == "all" and len(keys) > 1
     encoding = spec.get("encoding", "utf-8-sig")
     if not isinstance(encoding, str):
         raise _fail(cfg_path, f"{where}.encoding", "must be an encoding name")
@@ -75,24 +102,41 @@ def load_lookup(name: str, spec: Any, cfg_path: Path, base_dir: Path) -> Lookup:
                         f"{where}.{opt}",
                         f"column {col!r} is not in {file} (columns: {', '.join(header)})",
                     )
+
+            def put(k: str, shown: str, value: str) -> None:
+                seen = table.get(k)
+                if seen is not None and seen != value:
+                    raise _fail(
+                        cfg_path,
+                        where,
+                        f"{file} line {reader.line_num}: key {shown!r} maps to both "
+                        f"{seen!r} and {value!r}"
+                        + ("" if composite else _composite_hint(keys, header)),
+                    )
+                table[k] = value
+
             for record in reader:
                 value = (record.get(value_col) or "").strip()
+                if composite:
+                    parts = [(record.get(col) or "").strip() for col in keys]
+                    if any(parts):
+                        put(composite_key(parts), " + ".join(parts), value)
+                    continue
                 for col in keys:
                     raw = (record.get(col) or "").strip()
-                    if not raw:
-                        continue
-                    k = norm_key(raw)
-                    seen = table.get(k)
-                    if seen is not None and seen != value:
-                        raise _fail(
-                            cfg_path,
-                            where,
-                            f"{file} line {reader.line_num}: key {raw!r} maps to both "
-                            f"{seen!r} and {value!r}",
-                        )
-                    table[k] = value
+                    if raw:
+                        put(norm_key(raw), raw, value)
     except FileNotFoundError:
         raise _fail(cfg_path, f"{where}.file", f"lookup file {str(path)!r} not found") from None
     except (OSError, UnicodeDecodeError, LookupError, csv.Error) as exc:
         raise _fail(cfg_path, f"{where}.file", f"cannot read {str(path)!r}: {exc}") from None
-    return Lookup(name=name, file=file, table=table)
+    return Lookup(name, file, table, tuple(keys) if composite else ())
+
+
+def _composite_hint(keys: list[str], header: Sequence[str]) -> str:
+    others = [c for c in header if c not in keys]
+    example = ", ".join(repr(c) for c in [*others[:1], *keys])
+    return (
+        f" (to key it by several columns together, e.g. branch + name: key = [{example}], "
+        'match = "all")'
+    )

@@ -15,6 +15,7 @@ from worker.config import Config
 from worker.contract import STATUSES, AppointmentCreate
 from worker.errors import ConfigError
 from worker.mapping.lookups import Lookup, load_lookup
+from worker.mapping.overrides import merge_mapping
 from worker.mapping.results import FieldError, InvalidRow, MappedRow, new_mapped_row
 from worker.mapping.spec import PAYLOAD_FIELDS, Compiler, Field, compile_fields
 from worker.mapping.text import shown
@@ -29,6 +30,17 @@ _to_json = AppointmentCreate.__pydantic_serializer__.to_json
 sha256 = hashlib.sha256
 
 
+class _Plan:
+    """The compiled payload fields of one mapping (the shared one, or a tenant's)."""
+
+    __slots__ = ("clean", "fields", "reporting")
+
+    def __init__(self, fields: Mapping[str, Field]) -> None:
+        self.fields = tuple(fields[n] for n in PAYLOAD_FIELDS if n in fields)
+        self.reporting = tuple((f.name, f.convert, f) for f in self.fields)
+        self.clean = tuple((f.name, f.convert, f.required) for f in self.fields)
+
+
 class Mapper:
     """Maps rows to payloads; build it with `Mapper.from_config`."""
 
@@ -38,14 +50,17 @@ class Mapper:
         fields: Mapping[str, Field],
         tenant: Field | int,
         columns: Sequence[tuple[str, str]],
+        tenant_fields: Mapping[int, Mapping[str, Field]] | None = None,
     ) -> None:
         self._config = config
-        self._payload_fields = tuple(fields[n] for n in PAYLOAD_FIELDS if n in fields)
-        self._plan = tuple((f.name, f.convert, f) for f in self._payload_fields)
+        base = _Plan(fields)
+        self._base_plan = base
+        self._plans = {t: _Plan(f) for t, f in (tenant_fields or {}).items()}
+        """Tenants with mapping keys of their own; every other tenant uses the shared plan."""
         self._tenant = tenant
         self._key = fields.get("source_key")
-        self._columns = tuple(columns)
-        self._clean_plan = tuple((f.name, f.convert, f.required) for f in self._payload_fields)
+        self._columns = tuple(dict.fromkeys(columns))
+        self._clean_plan = base.clean
         self._key_convert = None if self._key is None else self._key.convert
         # A plain tenant column's result depends on its cell alone: cache cell -> tenant.
         column = tenant.column if isinstance(tenant, Field) else None
@@ -70,8 +85,26 @@ class Mapper:
                 found = mapper_zones[tenant] = (ZoneInfo(name), name)
             return found
 
-        comp = Compiler(cfg_path, lookups, zone_for)
+        # A table only tenants declare: the shared mapping compiles against a stand-in,
+        # and every tenant then gets its own compile, which fails if it lacks the table.
+        tenant_only = {n for t in config.tenants.values() for n in t.lookups if n not in lookups}
+        stand_ins = {n: Lookup(n, "declared per tenant", {}) for n in tenant_only}
+        comp = Compiler(cfg_path, {**lookups, **stand_ins}, zone_for)
         fields = compile_fields(comp, config.mapping)
+        tenant_fields: dict[int, dict[str, Field]] = {}
+        for tid, section in config.tenants.items():
+            if tenant_override is not None and tid != tenant_override:
+                continue
+            if section.mapping or section.lookups or tenant_only:
+                own = dict(lookups)
+                for name, spec in section.lookups.items():
+                    own[name] = load_lookup(
+                        name, spec, cfg_path, config.base_dir, where=f"tenants.{tid}."
+                    )
+                tcomp = Compiler(cfg_path, own, zone_for, where=f"tenants.{tid}.")
+                merged = merge_mapping(cfg_path, tid, config.mapping, section.mapping)
+                tenant_fields[tid] = compile_fields(tcomp, merged)
+                comp.columns.extend(tcomp.columns)
         tenant: Field | int
         if tenant_override is not None:
             if not config.is_known_tenant(tenant_override):
@@ -95,7 +128,7 @@ class Mapper:
             raise ConfigError(
                 f"{cfg_path}: mapping.tenant.value: tenant {tenant} is not in [tenants]"
             )
-        return cls(config, fields, tenant, comp.columns)
+        return cls(config, fields, tenant, comp.columns, tenant_fields)
 
     @property
     def has_source_key(self) -> bool:
@@ -147,7 +180,8 @@ class Mapper:
                 if source_key is None:
                     return None
             data: dict[str, Any] = {}
-            for name, convert, required in self._clean_plan:
+            plan = self._plans[tenant].clean if tenant in self._plans else self._clean_plan
+            for name, convert, required in plan:
                 value = convert(fields, tenant)
                 if value is not None:
                     data[name] = value
@@ -206,7 +240,9 @@ class Mapper:
                     )
         data: dict[str, Any] = {}
         failed: set[str] = set()
-        for name, convert, field in self._plan:
+        own = self._plans.get(tenant) if tenant is not None else None
+        plan = own or self._base_plan
+        for name, convert, field in plan.reporting:
             try:
                 value = convert(fields, tenant)
             except ValueFail as exc:
@@ -225,7 +261,7 @@ class Mapper:
         try:
             payload = AppointmentCreate.model_validate(data)
         except ValidationError as exc:
-            errors.extend(self._pydantic_errors(exc, data, failed))
+            errors.extend(self._pydantic_errors(exc, data, failed, plan.fields))
             return InvalidRow(item, tenant, source_key, tuple(errors))
         if errors or tenant is None:
             return InvalidRow(item, tenant, source_key, tuple(errors))
@@ -263,9 +299,13 @@ class Mapper:
         return tenant
 
     def _pydantic_errors(
-        self, exc: ValidationError, data: Mapping[str, Any], failed: set[str]
+        self,
+        exc: ValidationError,
+        data: Mapping[str, Any],
+        failed: set[str],
+        payload_fields: Sequence[Field],
     ) -> list[FieldError]:
-        columns = {f.name: f.column for f in self._payload_fields}
+        columns = {f.name: f.column for f in payload_fields}
         out: list[FieldError] = []
         for err in exc.errors(include_url=False):
             loc = err["loc"]

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from worker.contract import STATUSES
 from worker.errors import ConfigError
-from worker.mapping.lookups import Lookup
+from worker.mapping.lookups import Lookup, composite_key
 from worker.mapping.text import as_text, norm_key
 from worker.mapping.values import (
     ISO,
@@ -50,10 +50,10 @@ PAYLOAD_FIELDS = (
 REQUIRED = frozenset({"customer_id", "user_id", "scheduled_at", "status", "treatments"})
 ALL_FIELDS = (*PAYLOAD_FIELDS, "tenant", "source_key")
 
-_SCALAR = frozenset({"column", "value", "default", "map"})
+_SCALAR = frozenset({"column", "columns", "join", "value", "default", "map"})
 OPTIONS: dict[str, frozenset[str]] = {
     **{f: _SCALAR | {"lookup"} for f in INT_FIELDS},
-    **{f: _SCALAR for f in TEXT_FIELDS},
+    **{f: _SCALAR | {"trim"} for f in TEXT_FIELDS},
     "status": _SCALAR,
     "scheduled_at": frozenset(
         {"column", "date_column", "time_column", "value", "default"}
@@ -92,15 +92,23 @@ class Field:
 class Compiler:
     """Compiles one mapping table; `fail` builds errors that name the config key."""
 
-    def __init__(self, cfg_path: Path, lookups: Mapping[str, Lookup], zone_for: ZoneFor) -> None:
+    def __init__(
+        self,
+        cfg_path: Path,
+        lookups: Mapping[str, Lookup],
+        zone_for: ZoneFor,
+        where: str = "",
+    ) -> None:
         self.cfg_path = cfg_path
         self.lookups = lookups
         self.zone_for = zone_for
+        self.where = where
+        """Prefix of the keys named in errors: "tenants.2." for a tenant's own mapping."""
         self.columns: list[tuple[str, str]] = []
         """(config key, column) of every column the mapping reads."""
 
     def fail(self, key: str, message: str) -> ConfigError:
-        return ConfigError(f"{self.cfg_path}: {key}: {message}")
+        return ConfigError(f"{self.cfg_path}: {self.where}{key}: {message}")
 
     # --- option parsing -------------------------------------------------------
 
@@ -124,6 +132,8 @@ class Compiler:
             raise self.fail(key, f"give only one of {', '.join(sources)}")
         if not sources:
             raise self.fail(key, 'needs a source: column = "..." or value = ...')
+        if "join" in spec and not isinstance(spec["join"], str):
+            raise self.fail(f"{key}.join", 'must be a string such as " " or " / "')
         for opt in ("column", "date_column", "time_column", "split", "prefix", "timezone"):
             if opt in spec and (not isinstance(spec[opt], str) or not spec[opt]):
                 raise self.fail(f"{key}.{opt}", "must be a non-empty string")
@@ -228,8 +238,80 @@ class Compiler:
 
     # --- fields ------------------------------------------------------------------
 
+    def column_list(self, key: str, spec: dict[str, Any]) -> list[str]:
+        cols = spec["columns"]
+        if not isinstance(cols, list) or not cols or not all(isinstance(c, str) for c in cols):
+            raise self.fail(f"{key}.columns", "must be a non-empty list of column names")
+        return cols
+
+    def several(self, name: str, spec: dict[str, Any]) -> Field:
+        """A value from several columns: a lookup keyed by them all (``match = "all"``),
+        or their non-empty cells joined with ``join`` (default one space)."""
+        key = f"mapping.{name}"
+        cols = self.column_list(key, spec)
+        getters = [self.getter(f"{key}.columns", c) for c in cols]
+        display = " + ".join(cols)
+        default = spec.get("default", _MISSING)
+        found = self.lookups.get(spec["lookup"]) if isinstance(spec.get("lookup"), str) else None
+        if found is not None and found.composite:
+            if len(found.key_columns) != len(cols):
+                raise self.fail(
+                    f"{key}.columns",
+                    f"lookup table '{found.name}' is keyed by {len(found.key_columns)} columns "
+                    f"({', '.join(found.key_columns)}), but {len(cols)} are given",
+                )
+            if "map" in spec:
+                raise self.fail(f"{key}.map", "cannot be combined with a lookup keyed by columns")
+            looked = self.lookup(key, spec)
+            assert looked is not None
+            table = looked[1]
+            final = _final_for(name)
+            if default is not _MISSING:
+                self.check_constant(f"{key}.default", final, default)
+            empty = None if default is _MISSING else final(default)
+            missing_msg = f"not found in lookup table '{found.name}' ({found.file})"
+
+            def by_key(fields: Mapping[str, Any], _tenant: int | None) -> Any:
+                parts = [_one_cell(get(fields)) for get in getters]
+                if not all(parts):  # a key needs every part: no room named, no room
+                    return empty
+                hit = table.get(composite_key(parts))
+                if hit is None:
+                    raise ValueFail(missing_msg, " + ".join(parts))
+                return hit
+
+            return Field(
+                name,
+                display,
+                name in REQUIRED,
+                by_key,
+                f"required, but one of columns {', '.join(cols)} is empty",
+            )
+        if found is not None:
+            raise self.fail(
+                f"{key}.lookup",
+                f"lookup table '{found.name}' takes one value; to key it by several columns "
+                f'set key = [...] and match = "all" in [lookups.{found.name}]',
+            )
+        chain = self.chain(name, key, spec)
+        if default is not _MISSING:
+            self.check_constant(f"{key}.default", chain, default)
+        sep = spec.get("join", " ")
+
+        def joined(fields: Mapping[str, Any], _tenant: int | None) -> Any:
+            parts = [p for p in (_one_cell(get(fields)) for get in getters) if p]
+            if not parts:
+                return None if default is _MISSING else chain(default)
+            return chain(sep.join(parts))
+
+        return Field(name, display, name in REQUIRED, joined, _empty_all(cols))
+
     def scalar(self, name: str, spec: dict[str, Any]) -> Field:
         key = f"mapping.{name}"
+        if "columns" in spec:
+            return self.several(name, spec)
+        if "join" in spec:
+            raise self.fail(f"{key}.join", "goes with columns = [...]")
         chain = self.chain(name, key, spec)
         default = spec.get("default", _MISSING)
         if default is not _MISSING:
@@ -240,6 +322,17 @@ class Compiler:
         column = spec["column"]
         get = self.getter(f"{key}.column", column)
         plain = "." not in column
+        trim = spec.get("trim", True)
+        if not isinstance(trim, bool):
+            raise self.fail(f"{key}.trim", "must be true or false")
+        if not trim:
+            return Field(
+                name,
+                column,
+                name in REQUIRED,
+                _untrimmed(get, chain, default),
+                f"required, but column {column!r} is empty",
+            )
 
         def convert(fields: Mapping[str, Any], _tenant: int | None) -> Any:
             value = fields.get(column) if plain else get(fields)
@@ -272,10 +365,10 @@ class Compiler:
             consts = [_checked_const(self, f"{key}.value", chain, v) for v in items]
             ids = [chain(v) for v in consts]
             return Field(name, None, True, lambda _f, _t: list(ids), "is empty")
+        if "join" in spec:
+            raise self.fail(f"{key}.join", "treatments take split, not join")
         if "columns" in spec:
-            cols = spec["columns"]
-            if not isinstance(cols, list) or not cols or not all(isinstance(c, str) for c in cols):
-                raise self.fail(f"{key}.columns", "must be a non-empty list of column names")
+            cols = self.column_list(key, spec)
             getters = [(c, self.getter(f"{key}.columns", c)) for c in cols]
             shown_cols = ", ".join(cols)
             empty = f"required, but columns {shown_cols} are all empty"
@@ -378,6 +471,8 @@ class Compiler:
                         found = parsed.astimezone(UTC)
                 except ValueFail as exc:
                     found = exc
+                except OverflowError:  # 9999-12-31T23:59-05:00 has no UTC date-time
+                    found = ValueFail("date-time out of range once converted to UTC", text)
                 if len(cache) >= CACHE_MAX:
                     cache.clear()
                 cache[key] = found
@@ -475,7 +570,9 @@ def _id_list_shortcut(column: str, sep: str, convert: Convert) -> Convert:
             if all(map(str.isdigit, parts)) and (
                 len(value) < 19 or max(map(len, parts)) < 19  # to_int's limit per item
             ):
-                return list(map(int, parts))
+                ids = list(map(int, parts))
+                if all(ids):
+                    return ids
         return convert(fields, tenant)
 
     return id_list
@@ -493,8 +590,14 @@ def _shortcut(name: str, column: str, convert: Convert, empty: Any) -> Convert:
         def int_cell(fields: Mapping[str, Any], tenant: int | None) -> Any:
             value = fields.get(column)
             # to_int's own fast case; a clean cell needs no strip.
-            if type(value) is str and value.isdigit() and value.isascii() and len(value) < 19:
-                return int(value)
+            if (
+                type(value) is str
+                and value.isdigit()
+                and value.isascii()
+                and len(value) < 19
+                and (number := int(value))
+            ):
+                return number
             if value == "" or value is None:
                 return empty
             return convert(fields, tenant)
@@ -521,6 +624,31 @@ def _shortcut(name: str, column: str, convert: Convert, empty: Any) -> Convert:
         return convert(fields, tenant)
 
     return text_cell
+
+
+def _untrimmed(get: Getter, chain: Callable[[Any], Any], default: Any) -> Convert:
+    """``trim = false``: the text exactly as in the cell (a blank cell is still empty)."""
+
+    def convert(fields: Mapping[str, Any], _tenant: int | None) -> Any:
+        value = get(fields)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None if default is _MISSING else chain(default)
+        if isinstance(value, _LIST_TYPES):
+            raise ValueFail("expected a single value, got a list or object", value)
+        return chain(value)
+
+    return convert
+
+
+def _one_cell(value: Any) -> str:
+    """One of several cells as trimmed text ("" when empty); a list or object is refused."""
+    if isinstance(value, _LIST_TYPES):
+        raise ValueFail("expected a single value, got a list or object", value)
+    return _text(value).strip()
+
+
+def _empty_all(cols: list[str]) -> str:
+    return f"required, but columns {', '.join(cols)} are all empty"
 
 
 def _checked_const(comp: Compiler, key: str, chain: Callable[[Any], Any], value: Any) -> Any:
@@ -594,8 +722,6 @@ def compile_fields(comp: Compiler, mapping: Mapping[str, Any]) -> dict[str, Fiel
         elif name == "source_key":
             fields[name] = comp.source_key(spec)
         else:
-            if "columns" in spec:
-                raise comp.fail(f"mapping.{name}.columns", "only treatments take several columns")
             fields[name] = comp.scalar(name, spec)
     for name in PAYLOAD_FIELDS:
         if name in REQUIRED and name not in fields:

@@ -16,6 +16,8 @@ Ambiguous = Literal["earlier", "later", "error"]
 _INT_RE = re.compile(r"[+-]?[0-9]+")
 _DECIMAL_RE = re.compile(r"[+-]?[0-9]*[.,][0-9]+")
 INT_MAX = 2**63 - 1
+_RANGE = "number out of range (expected an id below 2^63)"
+_NOT_POSITIVE = "expected an id: a whole number of 1 or more"
 
 
 class ValueFail(Exception):
@@ -42,17 +44,27 @@ class MultiFail(ValueFail):
 
 
 def to_int(value: Any) -> int:
-    """A whole number from an int or its text; "12.0", floats and booleans are refused."""
+    """An id: a whole number 1 .. 2^63-1 from an int or its text; "12.0", floats,
+    booleans, zero and negative numbers ("-0", "-1") are refused."""
     if type(value) is int:
-        return value
+        if 0 < value <= INT_MAX:
+            return value
+        raise ValueFail(_RANGE if value > 0 else _NOT_POSITIVE, value)
     if type(value) is str and value.isdigit() and value.isascii() and len(value) < 19:
-        return int(value)  # the common case, without the regex
+        number = int(value)  # the common case, without the regex
+        if number:
+            return number
+        raise ValueFail(_NOT_POSITIVE, value)
     if isinstance(value, str):
         text = value.strip()
         if _INT_RE.fullmatch(text):
+            if len(text) > 25:  # int() of thousands of digits is slow, and refused past 4300
+                raise ValueFail(_RANGE, value)
             number = int(text)
-            if abs(number) > INT_MAX:
-                raise ValueFail("number out of range (expected an id below 2^63)", value)
+            if number < 1 or text.startswith("-"):
+                raise ValueFail(_NOT_POSITIVE, value)
+            if number > INT_MAX:
+                raise ValueFail(_RANGE, value)
             return number
         if _DECIMAL_RE.fullmatch(text):
             raise ValueFail("expected a whole number, got a decimal", value)

@@ -138,7 +138,9 @@ def validate_appointment(
     customer_id = _required_int(body, "customer_id", errors)
     _exists("customer_id", customer_id, tenant.customers, errors)
     user_id = _required_int(body, "user_id", errors)
-    _exists("user_id", user_id, tenant.doctors, errors)
+    # The contract types user_id and assistant_id as a user of the tenant, with no role
+    # rule: a person the seed lists as an assistant may lead an appointment and vice versa.
+    _exists("user_id", user_id, tenant.users, errors)
     scheduled_at = _scheduled_at(body, errors)
     status = body.get("status")
     if status is None or status == "":
@@ -147,7 +149,7 @@ def validate_appointment(
         errors.add("status", "The selected status is invalid.")
     treatment_ids = _treatments(body, tenant, errors)
     optional = {key: _optional_int(body, key, errors) for key in _OPTIONAL_INTS}
-    _exists("assistant_id", optional["assistant_id"], tenant.assistants, errors)
+    _exists("assistant_id", optional["assistant_id"], tenant.users, errors)
     parent = optional["parent_appointment_id"]
     if (
         parent is not None

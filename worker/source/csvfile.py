@@ -13,6 +13,7 @@ import itertools
 from collections.abc import Callable, Iterator
 
 from worker.errors import SourceError
+from worker.source.invisible import invisible_in
 from worker.source.lines import Event, LineFeed
 from worker.source.options import DELIMITERS
 from worker.source.rows import RowProblem, SourceRow
@@ -132,6 +133,11 @@ class CsvRows:
         for i, column in enumerate(columns, 1):
             if column:
                 seen.setdefault(column, []).append(i)
+        for i, column in enumerate(columns, 1):
+            if odd := invisible_in(column):
+                problems.append(
+                    f"column {i} name {column!r} contains the invisible character {odd}"
+                )
         for column, where in seen.items():
             if len(where) > 1:
                 numbers = ", ".join(map(str, where))
@@ -139,7 +145,7 @@ class CsvRows:
         if problems:
             raise SourceError(
                 f"{self.name}: line {line}: header row: {'; '.join(problems)} "
-                "(every column needs a unique, non-empty name)"
+                "(every column needs a unique, non-empty, visible name)"
             )
 
     def __iter__(self) -> Iterator[SourceRow | RowProblem]:

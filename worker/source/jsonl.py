@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from worker.errors import SourceError
 from worker.source.csvfile import RAW_LIMIT
+from worker.source.invisible import invisible_in
 from worker.source.lines import LineFeed
 from worker.source.rows import RowProblem, SourceRow
 from worker.source.stream import READ_ERRORS
@@ -30,7 +33,46 @@ def _reject_constant(name: str) -> Any:
     raise _NotJson(f"{name} is not valid JSON")
 
 
-_decode = json.JSONDecoder(parse_constant=_reject_constant).decode
+INT_DIGITS_MAX = 4000
+"""Longer integers are refused here: Python's int() refuses those past 4300 digits."""
+
+
+def _parse_int(text: str) -> int:
+    if len(text) > INT_DIGITS_MAX:
+        raise _NotJson(f"a number with {len(text)} digits is out of range")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if value in (math.inf, -math.inf):
+        raise _NotJson(f"number {text[:30]!r} is out of range")
+    return value
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _lone_surrogate(value: Any) -> str | None:
+    """The first string (key or value) holding half a surrogate pair, if any."""
+    if isinstance(value, str):
+        return value if _SURROGATE.search(value) else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _lone_surrogate(key) or _lone_surrogate(item)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for item in value:
+            found = _lone_surrogate(item)
+            if found is not None:
+                return found
+    return None
+
+
+_decode = json.JSONDecoder(
+    parse_constant=_reject_constant, parse_int=_parse_int, parse_float=_parse_float
+).decode
 
 
 def _raw(line: str) -> str:
@@ -79,9 +121,30 @@ def _rows(name: str, feed: LineFeed, max_field_size: int) -> Iterator[SourceRow 
         except RecursionError:
             yield RowProblem(name, number, "invalid JSON: nested too deeply", raw=_raw(text))
             continue
+        if ("\\ud" in text or "\\uD" in text) and _lone_surrogate(value) is not None:
+            # Only a \u escape can carry one (the file itself decoded strictly).
+            yield RowProblem(
+                name,
+                number,
+                "invalid JSON text: a \\ud800-\\udfff escape without its pair "
+                "(not a Unicode character)",
+                raw=_raw(text).encode("utf-8", "backslashreplace").decode("utf-8"),
+            )
+            continue
         if type(value) is not dict:
             kind = _KINDS.get(type(value), "not an object")
             yield RowProblem(name, number, f"line is {kind}, expected an object", raw=_raw(text))
+            continue
+        odd = next(((k, c) for k in value if (c := invisible_in(k))), None)
+        if odd is not None:
+            yield RowProblem(
+                name,
+                number,
+                f"key {odd[0]!r} contains the invisible character {odd[1]}; remove it so "
+                "the key reads as the name the mapping uses",
+                column=odd[0],
+                raw=_raw(text),
+            )
             continue
         for key, item in value.items():
             if type(item) is str and len(item) > max_field_size:

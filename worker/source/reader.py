@@ -7,6 +7,7 @@ from types import TracebackType
 
 from worker.errors import SourceError
 from worker.source.csvfile import CsvRows, detect_delimiter
+from worker.source.encoding_check import check_declared, is_single_byte, pick_auto, read_sample
 from worker.source.jsonl import jsonl_rows
 from worker.source.lines import LineFeed
 from worker.source.options import (
@@ -15,6 +16,7 @@ from worker.source.options import (
     choose_format,
     python_encoding,
 )
+from worker.source.quoted import QUOTED_COLUMN, unquote_header, unquote_rows
 from worker.source.rows import RowProblem, SourceRow
 from worker.source.stream import READ_ERRORS, STDIN_NAME, TextInput, check_path
 
@@ -31,10 +33,13 @@ class Source:
         check_path(path)
         self.format = choose_format(path, options.format)
         delimiter = check_delimiter(options.delimiter) if self.format == "csv" else None
-        codec = python_encoding(options.encoding)
-        self.encoding = options.encoding
+        self.notes: list[str] = []
+        """Warnings about the input to show once (a better-fitting encoding, "auto"'s pick)."""
+        encoding = self._encoding(path, options.encoding)
+        codec = python_encoding(encoding)
+        self.encoding = encoding
         self._input = TextInput(
-            self.name, path, options.encoding, codec, newline="" if self.format == "csv" else "\n"
+            self.name, path, encoding, codec, newline="" if self.format == "csv" else "\n"
         )
         self.total_bytes: int | None = self._input.total_bytes
         self.columns: list[str] | None = None
@@ -47,6 +52,32 @@ class Source:
         except BaseException:
             self.close()
             raise
+
+    def _encoding(self, path: str, declared: str) -> str:
+        """The encoding to read with; notes "auto"'s choice or a better fit than declared."""
+        auto = declared.strip().lower() == "auto"
+        if path == "-":
+            if auto:
+                raise SourceError(
+                    'encoding "auto" needs a file (standard input cannot be read twice): '
+                    "set [source] encoding"
+                )
+            return declared
+        codec = None if auto else python_encoding(declared)
+        if codec is not None and not is_single_byte(codec):
+            return declared
+        try:
+            sample = read_sample(path)
+        except OSError:
+            return declared if codec is not None else "utf-8"  # TextInput says what is wrong
+        if codec is None:
+            note = pick_auto(sample, self.name)
+            self.notes.append(note.message)
+            return note.encoding
+        found = check_declared(sample, codec, declared, self.name)
+        if found is not None:
+            self.notes.append(found.message)
+        return declared
 
     def _start(
         self, options: SourceOptions, delimiter: str | None
@@ -62,6 +93,11 @@ class Source:
                 delimiter = detect_delimiter(feed.sample, feed.sample_is_all)
             self.delimiter = delimiter
             rows = CsvRows(self.name, feed, delimiter, options.max_field_size, translate)
+            if QUOTED_COLUMN in rows.columns:
+                # A failures file read back: undo its spreadsheet-safety quotes.
+                rows.columns[:] = unquote_header(rows.columns)
+                self.columns = [c for c in rows.columns if c != QUOTED_COLUMN]
+                return unquote_rows(rows)
             self.columns = rows.columns
             return iter(rows)
         if not feed.sample:

@@ -1,0 +1,68 @@
+"""``--payloads FILE``: the exact request bodies a run would POST, one JSON line each.
+
+Each line is ``{"source": ..., "line": ..., "key": ..., "tenant": ..., "body": {...}}``
+where the bytes after ``"body":`` up to the closing ``}`` of the line are the very
+bytes the import sends (the payload's canonical JSON, embedded unchanged).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from worker.errors import SourceError
+from worker.mapping import MappedRow
+
+
+class PayloadWriter:
+    """Append one preview line per payload."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.count = 0
+        try:
+            self._fh: BinaryIO = self.path.open("wb")
+        except OSError as exc:
+            raise SourceError(
+                f"{self.path}: cannot write the payloads file: {exc.strerror or exc}"
+            ) from None
+
+    def write(self, row: MappedRow) -> None:
+        """One line for a row that maps to a valid payload."""
+        head = json.dumps(
+            {
+                "source": row.row.source,
+                "line": row.row.line,
+                "key": row.source_key,
+                "tenant": row.tenant,
+            },
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+        self._fh.write(head[:-1].encode() + b',"body":' + row.payload_json + b"}\n")
+        self.count += 1
+
+    def close(self) -> None:
+        """Flush and close the file (callers wrap the writer in `contextlib.closing`)."""
+        self._fh.close()
+
+
+class _Previewing(Protocol):
+    preview: Callable[[MappedRow], None] | None
+
+
+@contextmanager
+def preview_to(run: _Previewing, path: Path | None) -> Iterator[None]:
+    """While open, every row ``run`` would send is also written to ``path`` (if given)."""
+    if path is None:
+        yield
+        return
+    with closing(PayloadWriter(path)) as writer:
+        run.preview = writer.write
+        try:
+            yield
+        finally:
+            run.preview = None
