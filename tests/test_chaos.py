@@ -73,7 +73,6 @@ def test_identity_drill_data_is_shaped_like_real_exports() -> None:
     assert len({r["appointment_id"] for r in data}) == 240
 
 
-@pytest.mark.xfail(strict=True, reason="needs the issue 9 delivery rewrite")
 def test_identity_drill_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     result = run_identity_drill(
         "ci-identity",
@@ -94,7 +93,6 @@ def test_identity_drill_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     assert result.problems == []
 
 
-@pytest.mark.xfail(strict=True, reason="needs the issue 9 delivery rewrite")
 def test_late_commit_drill_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     result = run_late_commit_drill("ci-late", tmp_path, rows_count=40)
 

@@ -27,7 +27,6 @@ from worker.compare import identity_key
 from worker.config import Config, TenantConfig, load_config
 from worker.delivery import Job, Lanes, RetryPolicy, RowDelivery, TenantLane, http_session
 from worker.delivery.lanes import policy_from_config
-from worker.delivery.row import EXISTS_DIFFERENT
 from worker.delivery.runner import LaneRunner
 from worker.errors import AbortError, ConfigError, WorkerError
 from worker.exitcodes import ExitCode
@@ -176,7 +175,6 @@ class ImportRun:
         self._lanes: Lanes | None = None
         self._ledger: Ledger | None = None
         self._seen_digests: set[int] = set()
-        self._send_anyway: set[tuple[int, str]] = set()
         self.changed_rows: list[dict[str, Any]] = []
         self.missing_rows: list[dict[str, Any]] = []
         self.progress: RunProgress | None = None
@@ -346,8 +344,6 @@ class ImportRun:
             elif entry.status == Status.FAILED.value and entry.payload_hash == m.payload_hash:
                 if self.options.retry_failed:
                     retry.append((tenant, key))
-                    if entry.error_code == EXISTS_DIFFERENT:
-                        self._send_anyway.add((tenant, key))
                     send = True
                 else:
                     counts.previously_failed += 1
@@ -405,9 +401,7 @@ class ImportRun:
             entries = await ledger.pending_batch(lane.id, self.run_id, after_line, FETCH_BATCH)
             for entry in entries:
                 after_line = max(after_line, entry.source_line or 0)
-                job = Job.from_entry(
-                    entry, adopt=(entry.tenant, entry.source_key) not in self._send_anyway
-                )
+                job = Job.from_entry(entry)
                 if job is not None:
                     await runner.put(job)
                 if self.stopping or lane.stop_reason is not None:

@@ -4,20 +4,23 @@ Inputs: the row (its payload and send times), every ledger row of its identity
 group, the appointments found at the slot, and which of them the ledger already
 gives to some row. The rules, in order:
 1. An appointment another row owns is that row's; it is never a candidate.
-2. A free appointment at the slot that no open row of the group would have
-   created (it differs from all of them: a staff edit, or made by hand) means
-   the slot holds something unaccounted for: UNKNOWN, with the difference.
-3. More free appointments equal to the row than open rows with the row's exact
+2. A row never sent adopts a free equal appointment (it existed before the
+   run), or is ABSENT: appointments that differ from it are not its own.
+3. For a sent row, a free appointment at the slot that no open row of the group
+   would have created, made since the row's first attempt (a staff edit of ours?),
+   means the slot holds something unaccounted for: UNKNOWN, with the difference.
+   One made before the row was first sent cannot be ours and is passed over.
+4. More free appointments equal to the row than open rows with the row's exact
    payload: more than the group can explain, UNKNOWN.
-4. None equal: ABSENT, but only once every attempt of the row has settled (a
+5. None equal: ABSENT, but only once every attempt of the row has settled (a
    server may commit after the client gave up) and before the absent horizon
    (after it, staff may have moved or deleted the appointment): else WAIT or
    UNKNOWN.
-5. Equal ones: CLAIM one. Right away when it was created after the row's first
+6. Equal ones: CLAIM one. Right away when it was created after the row's first
    attempt (it is the answer that got lost); one that existed before the row was
    ever sent is adopted only once the row's attempts have settled (else our own
-   late commit could still add a second one). A row never sent adopts at once.
-   Several open rows with one payload claim only when all have settled.
+   late commit could still add a second one). Several open rows with one payload
+   claim only when all have settled.
 """
 
 from __future__ import annotations
@@ -96,16 +99,25 @@ def decide(
     open_rows = [row] + [
         g for g in others if g.status in _OPEN and g.appointment_id is None and g.payload_json
     ]
-    payloads = {g.source_key: (payload if g is row else g.payload or {}) for g in open_rows}
+    equals = sorted((c for c in free if equal(payload, c)), key=lambda c: c.id)
+    sent = row.attempts > 0 and row.sent_at is not None
+    if not sent:
+        if equals:
+            return Decision(Verdict.CLAIM, equals[0], Origin.ADOPTED)
+        return Decision(Verdict.ABSENT)
+    first = row.first_sent_at or row.sent_at or now
+    payloads = [payload if g is row else g.payload or {} for g in open_rows]
     for c in free:
-        if not any(equal(p, c) for p in payloads.values()):
+        made = _created(c)
+        if made is not None and made < first - CLOCK_SKEW:
+            continue  # existed before this row was first sent: not ours, edited or not
+        if not any(equal(p, c) for p in payloads):
             return Decision(
                 Verdict.UNKNOWN,
                 reason=f"appointment {c.id} at this slot is no row's and differs from this row "
                 f"({_differences(payload, c)}): changed by staff or made by hand; not claimed, "
                 "not sent again",
             )
-    equals = sorted((c for c in free if equal(payload, c)), key=lambda c: c.id)
     same = [g for g in open_rows if g is row or g.payload_hash == row.payload_hash]
     if len(equals) > len(same):
         return Decision(
@@ -114,11 +126,8 @@ def decide(
             + ", ".join(str(c.id) for c in equals)
             + f") for {len(same)} row(s) that may own them: one was made by hand or twice",
         )
-    sent = row.attempts > 0 and row.sent_at is not None
-    settled_at = _settled_at(row, settle) if sent else now
+    settled_at = _settled_at(row, settle)
     if not equals:
-        if not sent:
-            return Decision(Verdict.ABSENT)
         if now < settled_at:
             return Decision(
                 Verdict.WAIT, wait_until=settled_at, reason="waiting for a late commit to show"
@@ -131,15 +140,12 @@ def decide(
                 "have landed and been moved or deleted since; check it in Flextell",
             )
         return Decision(Verdict.ABSENT)
-    if not sent:
-        return Decision(Verdict.CLAIM, equals[0], Origin.ADOPTED)
     peers = [g for g in same if g is not row and g.attempts > 0 and g.sent_at is not None]
     latest = max([settled_at, *(_settled_at(g, settle) for g in peers)])
     if peers and now < latest:
         return Decision(
             Verdict.WAIT, wait_until=latest, reason="rows with the same payload still settling"
         )
-    first = row.first_sent_at or row.sent_at or now
     ours = [c for c in equals if (_created(c) or now) >= first - CLOCK_SKEW]
     if ours:
         return Decision(Verdict.CLAIM, ours[0], Origin.FOUND)

@@ -29,8 +29,6 @@ from worker.ledger import Entry, Ledger, Origin, Status
 from worker.logs import get_logger
 
 log = get_logger("delivery")
-EXISTS_DIFFERENT = "exists_different"
-"""error_code of a never-sent row whose slot holds an appointment that differs from it."""
 
 
 def idempotency_key(tenant: int, source_key: str, payload_hash: str) -> str:
@@ -53,19 +51,17 @@ class Job:
     """Start by looking up: an attempt may have landed (earlier run, or settling)."""
     earlier_run: bool = False
     """An earlier run left it unknown: the reader counts it, so stats do not."""
-    adopt: bool = True
-    """May be adopted when the lane adopts (False after a person asked to send it anyway)."""
 
     @classmethod
-    def from_entry(cls, entry: Entry, *, resume: bool = False, adopt: bool = True) -> Job | None:
+    def from_entry(cls, entry: Entry, *, resume: bool = False) -> Job | None:
         """The job of a ledger row (None for a row without a payload); `resume`: an
         earlier run left it unknown, so it starts with a lookup."""
         if entry.payload_json is None or entry.payload_hash is None:
             return None
         identity = entry.identity or identity_of_json(entry.payload_json) or entry.source_key
         return cls(entry.tenant, entry.source_key, entry.payload_json, entry.payload_hash,
-                   entry.source_line, identity, resume=resume, earlier_run=resume,
-                   adopt=adopt)  # fmt: skip
+                   entry.source_line, identity, resume=resume,
+                   earlier_run=resume)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +115,7 @@ class RowDelivery:
         if job.resume:
             step = "lookup"
             self._maybe_sent.add(job.source_key)
-        elif self.adopting is not None and job.adopt:
+        elif self.adopting is not None:
             step = "adopt"
         else:
             step = "send"
@@ -163,15 +159,8 @@ class RowDelivery:
             if verdict is Verdict.WAIT:
                 assert decision.wait_until is not None
                 return Settling(decision.wait_until, decision.reason or "settling")
-            if step == "adopt":
-                if verdict is Verdict.UNDECIDED:
-                    return await self._not_sent(job, f"not sent: {decision.reason}")
-                await self._record(job, Status.FAILED, error_code=EXISTS_DIFFERENT,
-                                   error_message=f"not sent: {decision.reason}; "
-                                   "--retry-failed sends it anyway")  # fmt: skip
-                self.stats.failed += 1
-                self.stats.failed_by_reason["an appointment at its slot differs from it"] += 1
-                return Status.FAILED
+            if step == "adopt":  # the lookup failed: sending might duplicate what exists
+                return await self._not_sent(job, f"not sent: {decision.reason}")
             return await self._unknown(job, f"{cause}; lookup: {decision.reason}")
 
     async def give_up(self, job: Job, reason: str) -> None:

@@ -133,5 +133,4 @@ def _resumed(job: Job) -> Job:
     if job.resume:
         return job
     return Job(job.tenant, job.source_key, job.payload_json, job.payload_hash, job.line,
-               job.identity, resume=True, earlier_run=job.earlier_run,
-               adopt=job.adopt)  # fmt: skip
+               job.identity, resume=True, earlier_run=job.earlier_run)  # fmt: skip
