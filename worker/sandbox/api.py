@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from worker.sandbox import faults
+from worker.sandbox.customers import create_customer
 from worker.sandbox.resources import appointment_resource, calendar_item, in_days, paginate
 from worker.sandbox.state import (
     DROPPED_KEY,
@@ -65,7 +66,12 @@ def make_middleware(state: SandboxState) -> Middleware:
             resp.headers.update(headers)
         status = NO_RESPONSE if request.get(DROPPED_KEY) else resp.status
         state.stats.record(
-            state.clock(), request.get(TENANT_KEY), request.method, request.path, status
+            state.clock(),
+            request.get(TENANT_KEY),
+            request.method,
+            request.path,
+            status,
+            request.query_string,
         )
         return resp
 
@@ -156,6 +162,7 @@ class Api:
             web.get(f"{v1}/appointments/{{id:\\d+}}", self.get_appointment),
             web.get(f"{v1}/account/tenants", self.account_tenants),
             web.get(f"{v1}/customers", self.customers),
+            web.post(f"{v1}/customers", self.create_customer),
             web.get(f"{v1}/customers/{{id:\\d+}}", self.customer),
             web.get(f"{v1}/users", self.users),
             web.get(f"{v1}/treatments", self.treatments),
@@ -308,6 +315,10 @@ class Api:
                 or needle in f"{c['first_name']} {c['last_name']}".lower()
             ]
         return _page(request, items)
+
+    async def create_customer(self, request: web.Request) -> web.StreamResponse:
+        caller = await authorize(self.state, request)
+        return await create_customer(self.state, request, caller)
 
     async def customer(self, request: web.Request) -> web.Response:
         caller = await authorize(self.state, request)

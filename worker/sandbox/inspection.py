@@ -91,6 +91,7 @@ class Inspection:
                 "duplicate_groups": groups,
                 "idempotent_replays": s.idempotent_replays,
                 "unheard_commits": s.unheard_commits,
+                "customers_created": s.customers_created,
                 "pending_commits": len(state.background),
             }
         )

@@ -79,6 +79,9 @@ class SandboxState:
         self.fault_rng = random.Random(opts.fault_seed)
         self.jitter_rng = random.Random(opts.fault_seed)
         self.stopping = asyncio.Event()
+        for cid, (tenant_id, customer) in store.customers.items():
+            if tenant_id in seed.tenants:  # created through the API before a restart
+                seed.tenants[tenant_id].customers[cid] = customer
         for token, (client_id, tenants) in seed.refresh_tokens.items():
             store.refresh_tokens.setdefault(token, RefreshGrant(client_id, tenants))
 

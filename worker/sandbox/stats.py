@@ -22,17 +22,23 @@ class Stats:
         self.rate_limited = 0
         self.idempotent_replays = 0
         self.unheard_commits = 0  # delayed commits whose client had gone when they landed
-        self.log: deque[tuple[float, int | None, str, str, int]] = deque(maxlen=REQUEST_LOG_SIZE)
+        self.customers_created = 0
+        self.log: deque[tuple[float, int | None, str, str, int, str]] = deque(
+            maxlen=REQUEST_LOG_SIZE
+        )
 
-    def record(self, t: float, tenant: int | None, method: str, path: str, status: int) -> None:
+    def record(
+        self, t: float, tenant: int | None, method: str, path: str, status: int, query: str = ""
+    ) -> None:
         self.requests_total += 1
         self.by_status[status] += 1
-        self.log.append((t, tenant, method, path, status))
+        self.log.append((t, tenant, method, path, status, query))
 
     def requests_since(self, since: float) -> list[dict[str, Any]]:
+        """The log from `since`; ``query`` is the query string as sent (search terms)."""
         return [
-            {"t": t, "tenant": tenant, "method": m, "path": p, "status": s}
-            for (t, tenant, m, p, s) in self.log
+            {"t": t, "tenant": tenant, "method": m, "path": p, "status": s, "query": q}
+            for (t, tenant, m, p, s, q) in self.log
             if t >= since
         ]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +29,8 @@ CREATE TABLE IF NOT EXISTS refresh_tokens (token TEXT PRIMARY KEY, client_id TEX
     tenants TEXT NOT NULL, revoked INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS access_tokens (token TEXT PRIMARY KEY, tenants TEXT NOT NULL,
     expires_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS customers (id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL,
+    data TEXT NOT NULL);
 """
 
 
@@ -102,6 +105,8 @@ class Store:
         self.idempotency: dict[tuple[int, str], int] = {}
         self.refresh_tokens: dict[str, RefreshGrant] = {}
         self.access_tokens: dict[str, AccessGrant] = {}
+        self.customers: dict[int, tuple[int, dict[str, Any]]] = {}
+        """Customers created through the API: id -> (tenant, served JSON)."""
         self.last_id = 0
         self._db: sqlite3.Connection | None = None
         self._path = state_path
@@ -136,6 +141,8 @@ class Store:
             )
         for token, tenants, expires_at in db.execute("SELECT * FROM access_tokens"):
             self.access_tokens[token] = AccessGrant(frozenset(json.loads(tenants)), expires_at)
+        for cid, tenant_id, data in db.execute("SELECT * FROM customers ORDER BY id"):
+            self.customers[cid] = (tenant_id, json.loads(data))
 
     def _write_appointment(self, db: sqlite3.Connection, appt: Appointment) -> None:
         db.execute(
@@ -191,6 +198,32 @@ class Store:
                 self._db.execute(
                     "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?)", (tenant_id, key, appt_id)
                 )
+
+    # --- customers ----------------------------------------------------------
+
+    def create_customer(
+        self, tenant_id: int, fields: dict[str, Any], now: datetime, tenants: Mapping[int, Any]
+    ) -> dict[str, Any]:
+        """A new customer of `tenant_id` under the next id of the one customer id space;
+        it joins the tenant's customers (`tenants`: the seed index) and the state file."""
+        top = max((c for t in tenants.values() for c in t.customers), default=0)
+        stamp = format_instant(now)
+        customer = {
+            "id": top + 1,
+            **fields,
+            "created_at": stamp,
+            "updated_at": stamp,
+            "deleted_at": None,
+        }
+        tenants[tenant_id].customers[customer["id"]] = customer
+        self.customers[customer["id"]] = (tenant_id, customer)
+        if self._db is not None:
+            with self._db:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO customers VALUES (?, ?, ?)",
+                    (customer["id"], tenant_id, json.dumps(customer)),
+                )
+        return customer
 
     # --- OAuth -------------------------------------------------------------
 
