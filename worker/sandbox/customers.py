@@ -107,5 +107,5 @@ async def create_customer(
         raise ApiError(422, errors.body())
     customer = state.store.create_customer(tenant.id, fields, state.now(), state.seed.tenants)
     state.stats.customers_created += 1
-    answer = {"success": "Customer created successfully.", "data": customer}
+    answer: dict[str, object] = {"success": "Customer created successfully.", "data": customer}
     return await faults.after_commit(state, request, drawn.after, answer)
