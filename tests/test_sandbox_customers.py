@@ -93,6 +93,15 @@ async def test_create_customer_with_a_lost_answer_still_creates_it_once(
     sandbox_factory: SandboxFactory, http: aiohttp.ClientSession
 ) -> None:
     async with sandbox_factory(faults={"drop_after_commit": 1.0}) as sb:
+        # The appointments' fault table does not touch customers: theirs is set apart.
+        status, _ = await call(
+            http, sb, "POST", "/v1/customers", {"first_name": "Z", "last_name": "Q"}
+        )
+        assert status == 201
+        async with http.post(
+            f"{sb.url}/_sandbox/faults", json={"customer_faults": {"drop_after_commit": 1.0}}
+        ) as resp:
+            assert resp.status == 200
         try:
             await call(http, sb, "POST", "/v1/customers", {"first_name": "A", "last_name": "B"})
         except aiohttp.ClientError:
@@ -101,7 +110,7 @@ async def test_create_customer_with_a_lost_answer_still_creates_it_once(
             raise AssertionError("the answer was not lost")
         _, found = await call(http, sb, "GET", "/v1/customers?search=A B")
         assert len(found["data"]) == 1
-        assert (await read_stats(sb))["customers_created"] == 1
+        assert (await read_stats(sb))["customers_created"] == 2
 
 
 async def test_users_roles_treatments_rooms_and_the_request_log(

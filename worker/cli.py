@@ -106,6 +106,12 @@ def _refuse_insecure(config_path: Path, base_url: str | None, allow: bool) -> No
     help="How many errors to print.",
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option(
+    "--online",
+    is_flag=True,
+    help='Resolve lookup = "api" fields through the API (reads only; creates nothing).',
+)
+@click.option("--base-url", help="With --online: override every tenant's base URL.")
 @user_errors
 def validate_cmd(
     file: str,
@@ -117,8 +123,15 @@ def validate_cmd(
     payloads: str | None,
     max_errors: int,
     no_progress: bool,
+    online: bool,
+    base_url: str | None,
 ) -> None:
     """Read, map and validate every row of FILE; send nothing.
+
+    Without --online, fields with lookup = "api" are not checked (a warning says
+    so). With --online every patient, doctor, treatment and room is looked up
+    through the API: unknown and ambiguous ones are row errors, and customers an
+    import would create (create_missing) are reported, not created.
 
     Exit 0 when every row is valid, 1 when some are invalid, 2 for a bad config,
     option or unreadable file.
@@ -135,6 +148,8 @@ def validate_cmd(
         payloads=payloads,
         max_errors=max_errors,
         progress=not no_progress,
+        online=online,
+        base_url=base_url,
     )
     sys.exit(run_validate(opts))
 

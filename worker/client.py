@@ -35,6 +35,7 @@ from worker.retry_after import NO_RATE_INFO, RateInfo, rate_info_from_headers
 __all__ = [
     "CalendarResult",
     "FlextellClient",
+    "JsonResult",
     "Outcome",
     "PageResult",
     "RateInfo",
@@ -98,6 +99,19 @@ class PageResult:
     current_page: int | None = None
     last_page: int | None = None
     total: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JsonResult:
+    """Any other call (reference data): the JSON body of a 2xx, or why not."""
+
+    outcome: Outcome
+    status: int | None
+    data: Any
+    error_code: str | None
+    error_message: str | None
+    field_errors: dict[str, list[str]]
+    rate: RateInfo
 
 
 def classify_status(status: int, *, missing: Outcome = Outcome.REJECTED) -> Outcome:
@@ -431,6 +445,44 @@ class FlextellClient:
             if last is None or page >= last or page >= max_pages:
                 return CalendarResult(outcome, items, status, message, rate, code)
             page += 1
+
+    async def call_json(
+        self,
+        method: str,
+        path: str,
+        tenant: int,
+        *,
+        params: dict[str, str] | None = None,
+        body: bytes | None = None,
+    ) -> JsonResult:
+        """One GET or POST of ``path`` (below the base URL): FOUND or CREATED with the parsed
+        JSON body, or the classified failure. A 2xx whose body is not JSON is UNKNOWN."""
+        sent = await self._send(method, URL(self._base + path), tenant, body=body, params=params)
+        if isinstance(sent, _Failure):
+            return JsonResult(sent.outcome, None, None, sent.code, sent.message, {}, NO_RATE_INFO)
+        if not 200 <= sent.status < 300:
+            details = _error_details(sent.status, sent.body)
+            outcome = classify_status(sent.status)
+            if method == "GET" and _misrouted(sent):
+                outcome = Outcome.MISROUTED
+            return JsonResult(
+                outcome,
+                sent.status,
+                None,
+                details.code,
+                self._token.redact(details.message),
+                details.fields,
+                sent.rate,
+            )
+        try:
+            data = json.loads(sent.body)
+        except ValueError:
+            message = f"HTTP {sent.status} with a body that is not JSON"
+            return JsonResult(
+                Outcome.UNKNOWN, sent.status, None, "invalid_body", message, {}, sent.rate
+            )
+        ok = Outcome.CREATED if method == "POST" else Outcome.FOUND
+        return JsonResult(ok, sent.status, data, None, None, {}, sent.rate)
 
     async def list_appointments(
         self, tenant: int, *, page: int = 1, per_page: int = 100

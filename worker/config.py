@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from worker.errors import ConfigError
@@ -28,6 +29,16 @@ def _check_timezone(value: str) -> str:
             f"unknown time zone {value!r} (expected an IANA name such as Europe/Istanbul)"
         ) from exc
     return value
+
+
+def _check_region(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if value.upper() not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(
+            f"unknown phone region {value!r} (expected a country code such as TR or DE)"
+        )
+    return value.upper()
 
 
 def _check_source(value: str, what: str = "token") -> str:
@@ -80,8 +91,18 @@ class ApiSection(_Strict):
     oauth_client_id: str | None = None
     oauth_client_secret: str | None = Field(default=None, repr=False)
     oauth_redirect_uri: str | None = None
+    phone_region: str | None = Field(
+        default=None, description="country of national phone numbers (lookup by phone)"
+    )
+    reference_max_age: float = Field(
+        default=86400.0,
+        ge=0,
+        description="seconds an id resolved through the API is trusted before it is looked up "
+        "again (0: every run)",
+    )
 
     _tz = field_validator("timezone")(_check_timezone)
+    _region = field_validator("phone_region")(_check_region)
 
     @property
     def settle(self) -> float:
@@ -123,6 +144,10 @@ class TenantSection(_Strict):
     """Keys of ``[mapping]`` this tenant sets differently (merged over the shared table)."""
     lookups: dict[str, Any] = Field(default_factory=dict)
     """Lookup tables of this tenant only; one named like a shared table replaces it."""
+    phone_region: str | None = None
+    """Country of this clinic's national phone numbers (over ``[api] phone_region``)."""
+
+    _region = field_validator("phone_region")(_check_region)
 
     @field_validator("timezone")
     @classmethod
@@ -225,6 +250,10 @@ class Config(BaseModel):
     def is_known_tenant(self, tenant_id: int) -> bool:
         """With no ``[tenants]`` table every tenant is allowed; otherwise only those listed."""
         return not self.tenants or tenant_id in self.tenants
+
+    def phone_region_for(self, tenant_id: int | None) -> str | None:
+        section = self.tenants.get(tenant_id) if tenant_id is not None else None
+        return (section.phone_region if section else None) or self.api.phone_region
 
     def timezone_for(self, tenant_id: int) -> str:
         section = self.tenants.get(tenant_id)

@@ -44,6 +44,8 @@ from worker.logs import get_logger
 from worker.mapping import InvalidRow, MappedRow, Mapper
 from worker.payloads import preview_to
 from worker.progress import RunProgress
+from worker.references.prepass import config_uses_api, forget_refused, run_ledger
+from worker.references.prepass import prepare as prepare_references
 from worker.source import RowProblem, SourceOptions, SourceRow, open_source
 
 log = get_logger("import")
@@ -485,6 +487,25 @@ async def run_import(options: ImportOptions) -> ImportResult:
     )
     ledger_path = resolve_ledger_path(config, options.ledger_path)
     api = api_identity(config.base_urls(options.base_url))
+    if config_uses_api(config):  # names -> ids through the API first (worker.references)
+        async with run_ledger(
+            config,
+            ledger_path,
+            dry_run=options.dry_run,
+            base_url=options.base_url,
+            rebind=options.rebind_ledger,
+        ) as ref_ledger:
+            prepared = await prepare_references(
+                config,
+                options.file,
+                source_opts,
+                tenant=options.tenant,
+                base_url=options.base_url,
+                ledger=ref_ledger,
+                create=not options.dry_run,
+                policy=options.policy,
+            )
+        mapper = prepared.mapper
     run = ImportRun(options, config, mapper)
     mode = "dry-run" if options.dry_run else "import"
 
@@ -513,7 +534,10 @@ async def run_import(options: ImportOptions) -> ImportResult:
         ledger = await Ledger.open(ledger_path)
         try:
             await ledger.bind_identity(api, config.tenants, rebind=options.rebind_ledger)
-            return await _send(run, source, ledger, ledger_path, sha, started)
+            result = await _send(run, source, ledger, ledger_path, sha, started)
+            if config_uses_api(config):
+                await forget_refused(ledger, result.run_id)
+            return result
         finally:
             await ledger.close()
 

@@ -28,6 +28,7 @@ from worker.failures import FailureWriter
 from worker.fileperms import open_private
 from worker.mapping import FieldError, InvalidRow, MappedRow, Mapper
 from worker.payloads import PayloadWriter
+from worker.references.validate import online_references
 from worker.source import Source, SourceOptions, open_source
 
 _MASK64 = (1 << 64) - 1
@@ -116,6 +117,9 @@ class ValidateOptions:
     payloads: str | None = None
     max_errors: int = 20
     progress: bool = True
+    online: bool = False
+    """Resolve ``lookup = "api"`` references through the API (creating nothing)."""
+    base_url: str | None = None
 
 
 @dataclass(slots=True)
@@ -288,6 +292,11 @@ def validate_file(opts: ValidateOptions) -> ValidateSummary:
     cfg = load_config(opts.config_path)
     mapper = Mapper.from_config(cfg, tenant_override=opts.tenant)
     summary = ValidateSummary()
+    for ref_note in online_references(cfg, opts):
+        summary.warnings.append(ref_note.text)
+        sys.stderr.write(f"{ref_note.kind}: {ref_note.text}\n")
+        if ref_note.mapper is not None:
+            mapper = ref_note.mapper
     checker = _Checker(mapper.source_key_column)
     with ExitStack() as stack:
         src = stack.enter_context(open_source(opts.path, source_options(cfg, opts.format)))

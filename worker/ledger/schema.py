@@ -10,7 +10,7 @@ from worker.errors import AbortError
 from worker.ledger import meta
 from worker.ledger.fatal import damaged_message, ledger_failure
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # PRAGMA application_id marks the file as ours ("FLXL"), so another app's DB is refused.
 APPLICATION_ID = 0x464C584C
 
@@ -74,7 +74,34 @@ CREATE UNIQUE INDEX entries_appointment ON entries (tenant, appointment_id)
     WHERE appointment_id IS NOT NULL;
 -- The rows that share a lookup identity (customer, doctor, instant, treatments).
 CREATE INDEX entries_identity ON entries (tenant, identity) WHERE identity IS NOT NULL;
+-- The per-tenant reference cache (worker.references): a key such as a customer's
+-- phone -> the ids the API answered for it (one id, or several: ambiguous).
+CREATE TABLE refs (
+    tenant     INTEGER NOT NULL,
+    kind       TEXT NOT NULL,
+    by         TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    ref_ids    TEXT NOT NULL,
+    label      TEXT,
+    fetched_at REAL NOT NULL,
+    PRIMARY KEY (tenant, kind, by, key)
+);
+-- Customers the worker creates: the intent is written before the POST is sent.
+CREATE TABLE ref_creations (
+    tenant      INTEGER NOT NULL,
+    by          TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('sending', 'created', 'unknown', 'failed')),
+    customer_id INTEGER,
+    body_json   TEXT NOT NULL,
+    error       TEXT,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    sent_at     REAL,
+    updated_at  TEXT NOT NULL,
+    PRIMARY KEY (tenant, by, key)
+);
 """
+_REFERENCE_TABLES = _SCHEMA[_SCHEMA.index("-- The per-tenant reference cache") :]
 
 
 def _to_v2(conn: sqlite3.Connection) -> None:
@@ -114,8 +141,15 @@ def _to_v2(conn: sqlite3.Connection) -> None:
     )
 
 
+def _to_v3(conn: sqlite3.Connection) -> None:
+    """The reference cache and the customers the worker creates (issue 12)."""
+    for statement in _REFERENCE_TABLES.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
 # Index i upgrades a version-(i+1) ledger to version i+2.
-_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v2]
+_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v2, _to_v3]
 
 
 def connect(path: Path, *, readonly: bool, new: bool = False) -> sqlite3.Connection:

@@ -438,6 +438,20 @@ class Ledger:
         """At a run's start: rows left in_flight by a crashed run become unknown."""
         return cast(int, await self._write(ops.stale_in_flight_to_unknown))
 
+    # --- for modules that own tables of their own (worker.references) ---
+
+    async def write_op(self, fn: OpFn) -> Any:
+        """Run `fn(conn, now)` in the writer thread and wait until it is committed."""
+        return await self._write(fn)
+
+    async def read_op(self, fn: OpFn) -> Any:
+        """Run `fn(conn, now)` in the writer thread without writing (works read-only)."""
+        return await self._read(fn)
+
+    @property
+    def readonly(self) -> bool:
+        return self._readonly
+
     # --- plumbing ---
 
     async def _write(self, fn: OpFn, *, atomic: bool = False) -> Any:

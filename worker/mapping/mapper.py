@@ -20,6 +20,7 @@ from worker.mapping.results import FieldError, InvalidRow, MappedRow, new_mapped
 from worker.mapping.spec import PAYLOAD_FIELDS, Compiler, Field, compile_fields
 from worker.mapping.text import shown
 from worker.mapping.values import MultiFail, ValueFail
+from worker.references.fields import ApiBinding, Collector
 from worker.source import RowProblem, SourceRow
 
 TENANT_CACHE_MAX = 1024
@@ -68,8 +69,15 @@ class Mapper:
         self._tenant_cache: dict[str, int] = {}
 
     @classmethod
-    def from_config(cls, config: Config, *, tenant_override: int | None = None) -> Mapper:
-        """Compile ``[mapping]`` and ``[lookups]``; any problem is a ConfigError naming the key."""
+    def from_config(
+        cls, config: Config, *, tenant_override: int | None = None, api: ApiBinding | None = None
+    ) -> Mapper:
+        """Compile ``[mapping]`` and ``[lookups]``; any problem is a ConfigError naming the key.
+
+        ``api`` answers ``lookup = "api"`` fields; without it they answer a placeholder id
+        (a `Collector`: the rest of each row is still checked)."""
+        if api is None:
+            api = ApiBinding(Collector(), config.phone_region_for)
         cfg_path = config.path
         if not config.mapping:
             raise ConfigError(f"{cfg_path}: [mapping]: missing (the config must map the columns)")
@@ -89,7 +97,7 @@ class Mapper:
         # and every tenant then gets its own compile, which fails if it lacks the table.
         tenant_only = {n for t in config.tenants.values() for n in t.lookups if n not in lookups}
         stand_ins = {n: Lookup(n, "declared per tenant", {}) for n in tenant_only}
-        comp = Compiler(cfg_path, {**lookups, **stand_ins}, zone_for)
+        comp = Compiler(cfg_path, {**lookups, **stand_ins}, zone_for, api=api)
         fields = compile_fields(comp, config.mapping)
         tenant_fields: dict[int, dict[str, Field]] = {}
         for tid, section in config.tenants.items():
@@ -101,7 +109,7 @@ class Mapper:
                     own[name] = load_lookup(
                         name, spec, cfg_path, config.base_dir, where=f"tenants.{tid}."
                     )
-                tcomp = Compiler(cfg_path, own, zone_for, where=f"tenants.{tid}.")
+                tcomp = Compiler(cfg_path, own, zone_for, where=f"tenants.{tid}.", api=api)
                 merged = merge_mapping(cfg_path, tid, config.mapping, section.mapping)
                 tenant_fields[tid] = compile_fields(tcomp, merged)
                 comp.columns.extend(tcomp.columns)

@@ -28,6 +28,7 @@ from worker.mapping.values import (
     to_int,
     to_utc,
 )
+from worker.references.fields import ApiBinding, api_field
 
 Getter = Callable[[Mapping[str, Any]], Any]
 Convert = Callable[[Mapping[str, Any], int | None], Any]
@@ -51,15 +52,16 @@ REQUIRED = frozenset({"customer_id", "user_id", "scheduled_at", "status", "treat
 ALL_FIELDS = (*PAYLOAD_FIELDS, "tenant", "source_key")
 
 _SCALAR = frozenset({"column", "columns", "join", "value", "default", "map"})
+_API = frozenset({"by", "create_missing", "create"})  # with lookup = "api" (worker.references)
 OPTIONS: dict[str, frozenset[str]] = {
-    **{f: _SCALAR | {"lookup"} for f in INT_FIELDS},
+    **{f: _SCALAR | {"lookup"} | _API for f in INT_FIELDS},
     **{f: _SCALAR | {"trim"} for f in TEXT_FIELDS},
     "status": _SCALAR,
     "scheduled_at": frozenset(
         {"column", "date_column", "time_column", "value", "default"}
         | {"formats", "timezone", "ambiguous"}
     ),
-    "treatments": _SCALAR | {"columns", "split", "lookup"},
+    "treatments": _SCALAR | {"columns", "split", "lookup"} | _API,
     "tenant": _SCALAR,
     "source_key": frozenset({"column", "prefix"}),
 }
@@ -98,7 +100,10 @@ class Compiler:
         lookups: Mapping[str, Lookup],
         zone_for: ZoneFor,
         where: str = "",
+        api: ApiBinding | None = None,
     ) -> None:
+        self.api = api
+        """How ``lookup = "api"`` fields resolve (see `worker.references.fields`)."""
         self.cfg_path = cfg_path
         self.lookups = lookups
         self.zone_for = zone_for
@@ -715,6 +720,12 @@ def compile_fields(comp: Compiler, mapping: Mapping[str, Any]) -> dict[str, Fiel
                 f"mapping.{name}", f"unknown field (expected one of {', '.join(ALL_FIELDS)})"
             )
         spec = comp.table(name, raw)
+        if spec.get("lookup") == "api" and comp.api is not None:
+            fields[name] = api_field(comp, name, spec, comp.api)
+            continue
+        extra = sorted(_API & set(spec))
+        if extra:
+            raise comp.fail(f"mapping.{name}.{extra[0]}", 'goes with lookup = "api"')
         if name == "scheduled_at":
             fields[name] = comp.scheduled_at(spec)
         elif name == "treatments":

@@ -89,9 +89,10 @@ def _is_date(text: str) -> bool:
 async def create_customer(
     state: SandboxState, request: web.Request, caller: Caller
 ) -> web.StreamResponse:
-    """The handler once the caller passed auth, tenant and rate limit: the POST's faults
-    (the appointments' table: ``drop_after_commit`` loses the answer of a made customer)."""
-    drawn = faults.draw(state)
+    """The handler once the caller passed auth, tenant and rate limit. Faults come from
+    their own table, ``customer_faults`` (``drop_after_commit`` loses the answer of a made
+    customer), so a drill can lose customer answers without touching appointments."""
+    drawn = faults.draw(state, state.customer_faults)
     if drawn.before is not None:
         return faults.before_commit(state, request, drawn.before)
     try:

@@ -36,13 +36,13 @@ class Drawn(NamedTuple):
     late: str | None
 
 
-def draw(state: SandboxState) -> Drawn:
+def draw(state: SandboxState, table: dict[str, float] | None = None) -> Drawn:
     """Draw every configured kind independently; the first hit of each group wins.
 
     A fault before commit beats a late commit, which beats a fault after commit
     (a late commit answers 201 to whoever is still listening).
     """
-    table = state.faults
+    table = state.faults if table is None else table
     if not table:
         return Drawn(None, None, None)
     rng = state.fault_rng

@@ -19,6 +19,7 @@ _INT_FIELDS = ("customer_id", "user_id", "assistant_id", "parent_appointment_id"
 _TEXT_FIELDS = ("status", "description", "cancellation_reason")
 _FAULTS_USAGE = (
     'body must be a JSON object with any of "faults" (like {"error503": 0.5}), '
+    '"customer_faults" (the same, for POST /v1/customers), '
     '"late_commit_seconds", "commit_delay_seconds", "calendar_shape", "calendar_broken"'
 )
 _CREATE_USAGE = 'body must be a JSON object: {"tenant": N, ...the POST /v1/appointments body}'
@@ -187,6 +188,7 @@ class Inspection:
         state = self.state
         return {
             "faults": state.faults,
+            "customer_faults": state.customer_faults,
             "late_commit_seconds": state.late_commit_seconds,
             "commit_delay_seconds": state.commit_delay_seconds,
             "calendar_shape": state.calendar_shape,
@@ -213,6 +215,10 @@ class Inspection:
             if not isinstance(table, dict):
                 raise ConfigError(_FAULTS_USAGE)
             table = check_faults(table)
+            customer_table = body.get("customer_faults", state.customer_faults)
+            if not isinstance(customer_table, dict):
+                raise ConfigError(_FAULTS_USAGE)
+            customer_table = check_faults(customer_table)
             late = check_seconds(
                 "late_commit_seconds", body.get("late_commit_seconds", state.late_commit_seconds)
             )
@@ -226,5 +232,6 @@ class Inspection:
         except ConfigError as exc:
             raise _bad(str(exc)) from None
         state.faults, state.late_commit_seconds, state.commit_delay_seconds = table, late, delay
+        state.customer_faults = customer_table
         state.calendar_shape, state.calendar_broken = shape, broken
         return json_response(self._behaviour())

@@ -68,6 +68,7 @@ class SandboxState:
         self.clock = opts.clock
         self.limiter = FixedWindowLimiter(opts.rate_limit, opts.clock) if opts.rate_limit else None
         self.faults: dict[str, float] = dict(opts.faults)
+        self.customer_faults: dict[str, float] = {}  # POST /v1/customers only
         # What POST /_sandbox/faults may change at run time besides the fault table.
         self.late_commit_seconds = opts.late_commit_seconds
         self.commit_delay_seconds = opts.commit_delay_seconds

@@ -1,0 +1,185 @@
+"""The per-tenant reference cache and the customer creations, in the ledger's own tables.
+
+``refs``: (tenant, kind, by, key) -> the ids the API answered, with when. An entry
+older than ``[api] reference_max_age`` is looked up again; so is one whose id the
+API has since refused ("The selected customer id is invalid.").
+``ref_creations``: one row per customer the worker creates, written *before* the
+POST goes out (state ``sending``), then ``created`` with the id, ``failed`` with
+the API's refusal, or ``unknown`` when the answer was lost and a lookup has not
+found it yet: a later run looks it up again before it would ever send again.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from worker.ledger import Ledger
+from worker.references.keys import RefKey
+
+
+@dataclass(frozen=True, slots=True)
+class Cached:
+    ids: tuple[int, ...]
+    fetched_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Creation:
+    tenant: int
+    by: str
+    key: str
+    state: str
+    customer_id: int | None
+    body: dict[str, Any]
+    error: str | None
+    attempts: int
+    sent_at: float | None
+
+
+class RefCache:
+    """Reads and writes of the two tables; a read-only ledger (a dry run) only reads."""
+
+    def __init__(self, ledger: Ledger | None) -> None:
+        self.ledger = ledger
+
+    @property
+    def writable(self) -> bool:
+        return self.ledger is not None and not self.ledger.readonly
+
+    async def load(self, tenant: int) -> dict[RefKey, Cached]:
+        if self.ledger is None:
+            return {}
+
+        def read(conn: sqlite3.Connection, _now: str) -> list[tuple[Any, ...]]:
+            return conn.execute(
+                "SELECT kind, by, key, ref_ids, fetched_at FROM refs WHERE tenant = ?", (tenant,)
+            ).fetchall()
+
+        rows = await self.ledger.read_op(read)
+        return {
+            RefKey(kind, by, key): Cached(tuple(int(i) for i in ids.split(",") if i), at)
+            for kind, by, key, ids, at in rows
+        }
+
+    async def store(
+        self,
+        tenant: int,
+        entries: Iterable[tuple[RefKey, tuple[int, ...], str | None]],
+        fetched_at: float,
+        *,
+        replace_kind: str | None = None,
+    ) -> None:
+        """Remember answers; `replace_kind`: a whole list was fetched, forget its old keys."""
+        if not self.writable:
+            return
+        assert self.ledger is not None
+        rows = [
+            (tenant, r.kind, r.by, r.key, ",".join(map(str, ids)), label, fetched_at)
+            for r, ids, label in entries
+        ]
+
+        def write(conn: sqlite3.Connection, _now: str) -> None:
+            if replace_kind is not None:
+                conn.execute(
+                    "DELETE FROM refs WHERE tenant = ? AND kind = ?", (tenant, replace_kind)
+                )
+            conn.executemany("INSERT OR REPLACE INTO refs VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+
+        await self.ledger.write_op(write)
+
+    async def forget_ids(self, tenant: int, kind: str, ids: Iterable[int]) -> int:
+        """Drop every entry that answers one of `ids` (the API refused them)."""
+        if not self.writable:
+            return 0
+        assert self.ledger is not None
+        wanted = {str(i) for i in ids}
+
+        def write(conn: sqlite3.Connection, _now: str) -> int:
+            rows = conn.execute(
+                "SELECT by, key, ref_ids FROM refs WHERE tenant = ? AND kind = ?", (tenant, kind)
+            ).fetchall()
+            gone = [(by, key) for by, key, ids in rows if wanted & set(ids.split(","))]
+            conn.executemany(
+                "DELETE FROM refs WHERE tenant = ? AND kind = ? AND by = ? AND key = ?",
+                [(tenant, kind, by, key) for by, key in gone],
+            )
+            return len(gone)
+
+        return int(await self.ledger.write_op(write))
+
+    # --- creations --------------------------------------------------------------
+
+    async def creation(self, tenant: int, by: str, key: str) -> Creation | None:
+        if self.ledger is None:
+            return None
+
+        def read(conn: sqlite3.Connection, _now: str) -> tuple[Any, ...] | None:
+            row: tuple[Any, ...] | None = conn.execute(
+                "SELECT state, customer_id, body_json, error, attempts, sent_at "
+                "FROM ref_creations WHERE tenant = ? AND by = ? AND key = ?",
+                (tenant, by, key),
+            ).fetchone()
+            return row
+
+        row = await self.ledger.read_op(read)
+        if row is None:
+            return None
+        state, cid, body, error, attempts, sent_at = row
+        return Creation(tenant, by, key, state, cid, json.loads(body), error, attempts, sent_at)
+
+    async def intent(self, tenant: int, by: str, key: str, body: dict[str, Any], at: float) -> None:
+        """Durably note that a POST for this customer is about to be sent."""
+        assert self.ledger is not None
+
+        def write(conn: sqlite3.Connection, now: str) -> None:
+            conn.execute(
+                "INSERT INTO ref_creations (tenant, by, key, state, body_json, attempts, "
+                "sent_at, updated_at) VALUES (?, ?, ?, 'sending', ?, 1, ?, ?) "
+                "ON CONFLICT (tenant, by, key) DO UPDATE SET state = 'sending', "
+                "body_json = excluded.body_json, attempts = attempts + 1, "
+                "sent_at = excluded.sent_at, error = NULL, updated_at = excluded.updated_at",
+                (tenant, by, key, json.dumps(body, ensure_ascii=False), at, now),
+            )
+
+        await self.ledger.write_op(write)
+
+    async def outcome(
+        self,
+        tenant: int,
+        by: str,
+        key: str,
+        state: str,
+        *,
+        customer_id: int | None = None,
+        error: str | None = None,
+    ) -> None:
+        assert self.ledger is not None
+
+        def write(conn: sqlite3.Connection, now: str) -> None:
+            conn.execute(
+                "UPDATE ref_creations SET state = ?, customer_id = ?, error = ?, updated_at = ? "
+                "WHERE tenant = ? AND by = ? AND key = ?",
+                (state, customer_id, error, now, tenant, by, key),
+            )
+
+        await self.ledger.write_op(write)
+
+    async def creations(self) -> list[Creation]:
+        """Every creation, for reports and tests."""
+        if self.ledger is None:
+            return []
+
+        def read(conn: sqlite3.Connection, _now: str) -> list[tuple[Any, ...]]:
+            return conn.execute(
+                "SELECT tenant, by, key, state, customer_id, body_json, error, attempts, sent_at "
+                "FROM ref_creations ORDER BY tenant, by, key"
+            ).fetchall()
+
+        return [
+            Creation(t, by, key, st, cid, json.loads(body), err, att, at)
+            for t, by, key, st, cid, body, err, att, at in await self.ledger.read_op(read)
+        ]

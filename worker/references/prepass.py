@@ -1,0 +1,143 @@
+"""Before a run maps rows for good: read the file once to collect every ``lookup = "api"``
+reference, resolve them all (cache, lists, searches, creations), and compile the mapper
+that answers from those results. After the run: forget cached ids the API refused."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from worker.config import Config
+from worker.delivery import Lanes, RetryPolicy, http_session
+from worker.errors import ConfigError
+from worker.ledger import Ledger, Status, api_identity
+from worker.logs import get_logger
+from worker.mapping import Mapper
+from worker.references.cache import RefCache
+from worker.references.engine import Engine, Outcomes
+from worker.references.fields import ApiBinding, Collector, uses_api
+from worker.references.keys import FIELD_KIND
+from worker.source import SourceOptions, open_source
+
+log = get_logger("references")
+
+
+def config_uses_api(config: Config) -> bool:
+    """Whether any mapping field of the config says ``lookup = "api"``."""
+    return uses_api(config.mapping, [t.mapping for t in config.tenants.values()])
+
+
+@dataclass(slots=True)
+class Prepared:
+    mapper: Mapper
+    outcomes: Outcomes
+    references: int
+
+
+def collect(config: Config, file: str, source_opts: SourceOptions, tenant: int | None) -> Collector:
+    """The first pass: every (tenant, reference) the rows name."""
+    if file == "-":
+        raise ConfigError(
+            f'{config.path}: lookup = "api" reads the file twice (first to collect the names '
+            "to look up): give a file, not standard input"
+        )
+    collector = Collector()
+    first = Mapper.from_config(
+        config, tenant_override=tenant, api=ApiBinding(collector, config.phone_region_for)
+    )
+    with open_source(file, source_opts) as src:
+        if src.columns is not None:
+            first.check_columns(src.columns, src.name)
+        for item in src:
+            first.map(item)
+    return collector
+
+
+async def prepare(
+    config: Config,
+    file: str,
+    source_opts: SourceOptions,
+    *,
+    tenant: int | None,
+    base_url: str | None,
+    ledger: Ledger | None,
+    create: bool,
+    policy: RetryPolicy | None = None,
+) -> Prepared:
+    """Resolve every reference of `file` and compile the mapper that uses the answers."""
+    collector = collect(config, file, source_opts, tenant)
+    async with http_session(config) as session:
+        lanes = Lanes(config, session, base_url=base_url, policy=policy)
+        engine = Engine(config, lanes, RefCache(ledger), create=create)
+        outcomes = await engine.resolve(collector.wanted)
+    for tid, report in sorted(outcomes.tenants.items()):
+        log.info(
+            "references resolved",
+            tenant=tid,
+            distinct=report.wanted,
+            from_cache=report.from_cache,
+            resolved=report.resolved,
+            not_found=report.not_found,
+            ambiguous=report.ambiguous,
+            customers_created=report.created,
+            customers_would_create=len(report.would_create),
+            calls=dict(report.calls),
+        )
+    mapper = Mapper.from_config(
+        config, tenant_override=tenant, api=ApiBinding(outcomes.resolved, config.phone_region_for)
+    )
+    return Prepared(mapper, outcomes, collector.count)
+
+
+@contextlib.asynccontextmanager
+async def run_ledger(
+    config: Config, ledger_path: Path, *, dry_run: bool, base_url: str | None, rebind: bool
+) -> AsyncIterator[Ledger | None]:
+    """The ledger the references use: written by an import, only read by a dry run."""
+    if dry_run:
+        if not await asyncio.to_thread(ledger_path.exists):
+            yield None
+            return
+        ledger = await Ledger.open(ledger_path, lock=False, readonly=True)
+    else:
+        ledger = await Ledger.open(ledger_path)
+    try:
+        await ledger.bind_identity(
+            api_identity(config.base_urls(base_url)), config.tenants, rebind=rebind and not dry_run
+        )
+        yield ledger
+    finally:
+        await ledger.close()
+
+
+_REFUSED = "The selected"
+
+
+async def forget_refused(ledger: Ledger, run_id: int | None) -> int:
+    """Rows of this run the API refused with "The selected ... is invalid.": forget the
+    cached ids they carried, so the next run looks those references up again."""
+    if run_id is None:
+        return 0
+    cache = RefCache(ledger)
+    forgotten = 0
+    for entry in await ledger.select(statuses=[Status.FAILED.value], run_id=run_id):
+        message = entry.error_message or ""
+        if _REFUSED not in message or not entry.payload_json:
+            continue
+        payload = json.loads(entry.payload_json)
+        for name, kind in FIELD_KIND.items():
+            value = payload.get(name)
+            if name == "treatments" and isinstance(value, list):
+                ids = [v for i, v in enumerate(value) if f"treatments.{i}: {_REFUSED}" in message]
+            elif isinstance(value, int) and f"{name}: {_REFUSED}" in message:
+                ids = [value]
+            else:
+                continue
+            forgotten += await cache.forget_ids(entry.tenant, kind, ids)
+    if forgotten:
+        log.warning("cached references refused by the API are forgotten", entries=forgotten)
+    return forgotten

@@ -1,0 +1,64 @@
+"""``validate``'s view of ``lookup = "api"``: resolved online (``--online``), creating
+nothing, or left unchecked with a warning saying so."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from worker.config import Config
+from worker.mapping import Mapper
+from worker.references.prepass import config_uses_api, prepare
+
+if TYPE_CHECKING:
+    from worker.validate import ValidateOptions
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    kind: str
+    """"warning" or "note"."""
+    text: str
+    mapper: Mapper | None = None
+    """The mapper that answers from the API's results (``--online``)."""
+
+
+def online_references(cfg: Config, opts: ValidateOptions) -> list[Note]:
+    """What validate says about API references, and the mapper to use with --online."""
+    if not config_uses_api(cfg):
+        return []
+    if not opts.online:
+        return [
+            Note(
+                "warning",
+                'fields with lookup = "api" are not checked without --online (each row '
+                "gets a placeholder id there, --payloads too)",
+            )
+        ]
+    from worker.validate import source_options
+
+    prepared = asyncio.run(
+        prepare(
+            cfg,
+            opts.path,
+            source_options(cfg, opts.format),
+            tenant=opts.tenant,
+            base_url=opts.base_url,
+            ledger=None,
+            create=False,
+        )
+    )
+    reports = prepared.outcomes.tenants.values()
+    would = sum(len(r.would_create) for r in reports)
+    calls = sum(prepared.outcomes.calls().values())
+    notes = [
+        Note(
+            "note",
+            f"references looked up through the API: {prepared.references} distinct, "
+            f"{calls} calls; customers the import would create: {would}",
+            prepared.mapper,
+        )
+    ]
+    notes += [Note("warning", e) for r in reports for e in r.errors]
+    return notes
