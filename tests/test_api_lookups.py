@@ -5,6 +5,7 @@ customer leaves exactly one customer."""
 
 from __future__ import annotations
 
+import csv
 import json
 import sqlite3
 import time
@@ -178,3 +179,129 @@ def test_a_lost_answer_while_creating_a_customer_leaves_exactly_one(
     import_file(cfg, sb, SAMPLE)
     assert customers_with_phone(sb, NEW_PHONE) == created
     assert sb.stats()["customers_created"] == 1
+
+
+def test_lookups_pull_writes_each_tenants_lists_as_lookup_tables(
+    tmp_path: Path, sb: Sandbox
+) -> None:
+    cfg = setup(tmp_path)
+    out = tmp_path / "pulled"
+    result = run_cli(
+        "lookups", "pull", "-c", str(cfg), "--out", str(out), "--base-url", sb.base_url
+    )
+    assert result.exit_code == 0, result.output
+    assert "tenant 1: 32 customers, 8 users, 10 treatments, 4 rooms" in result.output
+    folder = out / "tenant-1"
+    assert (folder / "customers.csv").stat().st_mode & 0o077 == 0  # patient data: owner only
+    with (folder / "customers.csv").open(encoding="utf-8") as fh:
+        customers = list(csv.DictReader(fh))
+    assert customers[0] == {
+        "id": "1001",
+        "first_name": "Emine",
+        "last_name": "Celik",
+        "phone": "+905537801526",
+        "email": "emine.celik7@example.com",
+        "identity_number": "97682249676",
+    }
+    with (folder / "users.csv").open(encoding="utf-8") as fh:
+        users = {r["name"]: r for r in csv.DictReader(fh)}
+    assert users["Selin Kara"]["role"] == "assistant" and users["Dr. Esra Aslan"]["id"] == "101"
+    # A pulled table works as a [lookups.X] table: key = "name", value = "id".
+    lookup_cfg = cfg.read_text(encoding="utf-8").replace(
+        '[mapping.room_id]\ncolumn = "Oda"\nlookup = "api"',
+        '[mapping.room_id]\ncolumn = "Oda"\nlookup = "rooms"\n\n[lookups.rooms]\n'
+        f'file = "{folder / "rooms.csv"}"\nkey = "name"\nvalue = "id"',
+    )
+    cfg.write_text(lookup_cfg, encoding="utf-8")
+    checked = run_cli(
+        "validate", str(SAMPLE), "-c", str(cfg), "--online", "--base-url", sb.base_url
+    )
+    assert "room_id" not in checked.output.split("errors:")[-1], checked.output
+    refused = run_cli("lookups", "pull", "-c", str(cfg), "--out", str(out), "--tenant", "7")
+    assert refused.exit_code == 2 and "--tenant 7: not a tenant" in refused.output
+
+
+def test_a_cached_id_the_api_refuses_is_forgotten_and_looked_up_again(
+    tmp_path: Path, sb: Sandbox
+) -> None:
+    cfg = setup(tmp_path)
+    sample = tmp_path / "one.csv"
+    lines = SAMPLE.read_text(encoding="utf-8").splitlines()
+    sample.write_text("\n".join(lines[:2]) + "\n", encoding="utf-8")
+    _, first = import_file(cfg, sb, sample)
+    assert first["totals"]["created"] == 1
+    # Staff merged the patient into another record: the cached id no longer exists.
+    sb.change("DELETE", f"/_sandbox/appointments/{sb.appointments()[0]['id']}")
+    with sqlite3.connect(tmp_path / "ledger.sqlite") as db:
+        db.execute("UPDATE refs SET ref_ids = '999999' WHERE kind = 'customers'")
+        db.execute("DELETE FROM entries")
+    result, second = import_file(cfg, sb, sample)
+    assert second["totals"]["failed"] == 1, result.output
+    with sqlite3.connect(tmp_path / "ledger.sqlite") as db:
+        assert db.execute("SELECT count(*) FROM refs WHERE kind = 'customers'").fetchone() == (0,)
+    third_start = time.time()
+    _, third = import_file(cfg, sb, sample)
+    assert third["totals"]["created"] == 1
+    searches = [
+        q for _, p, q in reference_calls(requests_since(sb, third_start)) if p == "customers"
+    ]
+    assert searches == ["search=5537801526&per_page=100&page=1"]
+    assert sb.appointments()[-1]["customer_id"] == 1001
+
+
+def test_reference_max_age_zero_looks_everything_up_every_run(tmp_path: Path, sb: Sandbox) -> None:
+    cfg = setup(tmp_path)
+    text = cfg.read_text(encoding="utf-8").replace(
+        "reference_max_age = 86400", "reference_max_age = 0"
+    )
+    cfg.write_text(text, encoding="utf-8")
+    import_file(cfg, sb, SAMPLE)
+    again = time.time()
+    import_file(cfg, sb, SAMPLE)
+    calls = reference_calls(requests_since(sb, again))
+    assert sorted(p for _, p, _ in calls if p != "customers") == ["rooms", "treatments", "users"]
+    assert len([p for _, p, _ in calls if p == "customers"]) == 7
+
+
+@pytest.mark.parametrize(
+    ("field", "spec", "message"),
+    [
+        ("customer_id", '{ column = "Telefon", lookup = "api", by = "name" }',
+         "mapping.customer_id.by: customer_id is found by 'phone' or 'email' or 'identity_number'"),
+        ("user_id", '{ column = "Doktor", lookup = "api", create_missing = true }',
+         "mapping.user_id.create_missing: only customers can be created"),
+        ("customer_id", '{ column = "Telefon", lookup = "api", create_missing = true }',
+         "mapping.customer_id.create: create_missing needs create = {"),
+        ("customer_id", '{ column = "Telefon", lookup = "api", create_missing = true, '
+         'create = { first_name = "Ad" } }', "mapping.customer_id.create.last_name: missing"),
+        ("user_id", '{ column = "Doktor", by = "name" }',
+         'mapping.user_id.by: goes with lookup = "api"'),
+        ("description", '{ column = "Doktor", lookup = "api" }',
+         "mapping.description.lookup: unknown option"),
+    ],
+)  # fmt: skip
+def test_config_errors_of_api_lookups_name_their_key(
+    tmp_path: Path, field: str, spec: str, message: str
+) -> None:
+    cfg = setup(tmp_path)
+    text = cfg.read_text(encoding="utf-8")
+    start = text.index(f"[mapping.{field}]") if f"[mapping.{field}]" in text else None
+    if start is not None:
+        end = text.index("\n\n", start)
+        text = text[:start] + text[end:]
+    text = text.replace("[mapping]\n", f"[mapping]\n{field} = {spec}\n", 1)
+    cfg.write_text(text, encoding="utf-8")
+    out = run_cli("validate", str(SAMPLE), "-c", str(cfg))
+    assert out.exit_code == 2, out.output
+    assert message in out.output, out.output
+
+
+def test_a_bad_phone_region_and_standard_input_are_clear_errors(tmp_path: Path) -> None:
+    cfg = setup(tmp_path)
+    text = cfg.read_text(encoding="utf-8")
+    cfg.write_text(text.replace('phone_region = "TR"', 'phone_region = "XX"'), encoding="utf-8")
+    out = run_cli("validate", str(SAMPLE), "-c", str(cfg))
+    assert out.exit_code == 2 and "api.phone_region: unknown phone region 'XX'" in out.output
+    cfg.write_text(text, encoding="utf-8")
+    out = run_cli("import", "-", "-c", str(cfg), "--dry-run")
+    assert out.exit_code == 2 and "give a file, not standard input" in out.output, out.output

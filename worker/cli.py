@@ -644,6 +644,49 @@ def report_cmd(
         click.echo(f"{report.failures_written} row(s) written to {failures}", err=True)
 
 
+# --- lookups: reference lists from the API ---------------------------------------------
+
+
+@cli.group("lookups")
+def lookups_group() -> None:
+    """Reference data of the API as lookup tables (customers, users, treatments, rooms)."""
+
+
+@lookups_group.command("pull")
+@click.option("--config", "-c", "config_path", required=True, help="The run config (TOML).")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for tenant-N/{customers,users,treatments,rooms}.csv.",
+)
+@click.option("--tenant", type=int, help="Only this tenant.")
+@click.option("--base-url", help="Override every tenant's base URL (a sandbox or staging server).")
+@user_errors
+def lookups_pull_cmd(
+    config_path: str, out_dir: Path, tenant: int | None, base_url: str | None
+) -> None:
+    """Write each tenant's customers, users, treatments and rooms as CSV tables.
+
+    The files (owner-only: customers are patient data) have an id column and
+    the columns a [lookups.X] table keys by (customers: phone as E.164 in the
+    tenant's phone_region, email, identity_number; users: name, email, role;
+    treatments and rooms: name), for a person to check or edit. Exit 0, or 2
+    for a bad config, 3 when the API cannot be read.
+    """
+    import asyncio
+
+    from worker.config import load_config
+    from worker.references.pull import pull
+
+    config = load_config(config_path)
+    written = asyncio.run(pull(config, out_dir, tenant=tenant, base_url=base_url))
+    for tid, counts in written.items():
+        shown = ", ".join(f"{n} {kind}" for kind, n in counts.items())
+        click.echo(f"tenant {tid}: {shown} -> {out_dir / f'tenant-{tid}'}")
+
+
 # --- ledger: backup, check ------------------------------------------------------------
 
 
