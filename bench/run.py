@@ -1,6 +1,6 @@
 """`make bench`: measure the worker as a user runs it against baselines on the same data.
 
-    python -m bench.run --scenario all|validate|throughput|rate|latency|sequential|memory
+    python -m bench.run --scenario all|validate|throughput|rate|latency|sequential|memory|references
     python -m bench.run --scenario rate --quick        (smaller data: a smoke test)
 
 Every figure comes from real processes: the worker (`python -m worker ...`), the
@@ -395,6 +395,33 @@ def scenario_memory(b: Bench) -> Entry:
     )
 
 
+def scenario_references(b: Bench) -> Entry:
+    """Names resolved through the API: reference calls per 1,000 rows, 300 patients."""
+    from bench.references import NEW_PATIENTS, PATIENTS, measure
+
+    workdir = b.workdir("references")
+    got = measure(workdir, b.env, b.quick)
+    worker = got["run1_per_1000_rows"]
+    # One search per distinct patient, one create per new one, three lists: nothing more.
+    bound = (PATIENTS + NEW_PATIENTS + 3) * 1000 / got["rows"]
+    passed = (
+        worker <= bound
+        and got["run2_per_1000_rows"] == 0
+        and got["customers_created"] == NEW_PATIENTS
+        and got["appointments"] == got["rows"]
+    )
+    return Entry(
+        scenario="references",
+        metric="reference calls per 1,000 rows (run 1)",
+        worker=worker,
+        baseline=got["baseline_per_1000_rows"],
+        ratio=_round(worker / got["baseline_per_1000_rows"]),
+        target=f"<= {bound:.0f} and 0 on run 2",
+        passed=passed,
+        details=got,
+    )
+
+
 SCENARIOS: dict[str, Callable[[Bench], Entry]] = {
     "validate": scenario_validate,
     "throughput": scenario_throughput,
@@ -402,6 +429,7 @@ SCENARIOS: dict[str, Callable[[Bench], Entry]] = {
     "latency": scenario_latency,
     "sequential": scenario_sequential,
     "memory": scenario_memory,
+    "references": scenario_references,
 }
 
 
