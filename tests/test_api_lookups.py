@@ -78,10 +78,10 @@ def test_the_sample_resolves_every_row_as_expected_and_a_second_run_asks_nothing
     want = expected()
     start = time.time() - 1
     result, event = import_file(cfg, sb, SAMPLE)
-    assert result.exit_code == 1, result.output  # four rows are row errors, on purpose
+    assert result.exit_code == 1, result.output  # five rows are row errors, on purpose
     totals = event["totals"]
     ok = [w for w in want if "error" not in w]
-    assert (totals["created"], totals["invalid"], totals["failed"]) == (len(ok), 4, 0)
+    assert (totals["created"], totals["invalid"], totals["failed"]) == (len(ok), 5, 0)
 
     created = customers_with_phone(sb, NEW_PHONE)
     assert len(created) == 1, created  # two rows name the new patient: one customer
@@ -112,19 +112,22 @@ def test_the_sample_resolves_every_row_as_expected_and_a_second_run_asks_nothing
     lists = sorted(p for m, p, q in calls if m == "GET" and p != "customers")
     assert lists == ["rooms", "treatments", "users"]
     searches = [q for m, p, q in calls if m == "GET" and p == "customers"]
-    assert len(searches) == len(set(searches)) == 7  # 8 distinct phones, one not a number
+    assert len(searches) == len(set(searches)) == 8  # 9 distinct phones, one not a number
     assert [m for m, p, _ in calls if m == "POST"] == ["POST"]
 
     # Run 2, same file: nothing cached is asked again. Only what was not resolved is:
-    # the ambiguous phone, and the lists holding an unknown name (users, treatments).
+    # the ambiguous phone, the patient not created (its row has an unknown doctor), and
+    # the lists holding an unknown name (users, treatments).
     second = time.time()
     _, event2 = import_file(cfg, sb, SAMPLE)
-    assert event2["totals"]["unchanged"] == len(ok) and event2["totals"]["invalid"] == 4
+    assert event2["totals"]["unchanged"] == len(ok) and event2["totals"]["invalid"] == 5
     calls2 = reference_calls(requests_since(sb, second))
     assert sorted(p for m, p, _ in calls2 if p != "customers") == ["treatments", "users"]
-    assert [q for _, p, q in calls2 if p == "customers"] == [
-        "search=5554445566&per_page=100&page=1"
+    assert sorted(q for _, p, q in calls2 if p == "customers") == [
+        "search=5554445566&per_page=100&page=1",
+        "search=5559998877&per_page=100&page=1",
     ]
+    assert customers_with_phone(sb, "+905559998877") == []
     assert customers_with_phone(sb, NEW_PHONE) == created
 
 
@@ -139,17 +142,19 @@ def test_validate_online_and_dry_run_resolve_every_row_and_create_nothing(
     )  # fmt: skip
     assert out.exit_code == 1, out.output
     text = out.output
-    errors = {e["line"]: e for e in json.loads(report.read_text(encoding="utf-8"))["errors"]}
+    errors = {
+        (e["line"], e["field"]): e for e in json.loads(report.read_text(encoding="utf-8"))["errors"]
+    }
     for w in expected():
         if "error" in w:
             assert f":{w['line']}: {w['error_field']}" in text and w["error"] in text, w
-            got = errors[w["line"]]  # the value is named in the report, not on screen
+            got = errors[(w["line"], w["error_field"])]  # the value: in the report, not on screen
             assert (got["field"], got["value"]) == (w["error_field"], w["value"]), got
     assert "5554445566" not in text and "Nobody" not in text
     assert "the import would create it (create_missing)" in text
     assert "customers the import would create: 1" in text
     _, event = import_file(cfg, sb, SAMPLE, "--dry-run")
-    assert event["totals"]["invalid"] == 6  # the 4 errors and the 2 rows of the new patient
+    assert event["totals"]["invalid"] == 7  # the 5 errors and the 2 rows of the new patient
     assert customers_with_phone(sb, NEW_PHONE) == []
     assert sb.stats()["customers_created"] == 0 and sb.stats()["appointments_total"] == 0
 
@@ -260,7 +265,7 @@ def test_reference_max_age_zero_looks_everything_up_every_run(tmp_path: Path, sb
     import_file(cfg, sb, SAMPLE)
     calls = reference_calls(requests_since(sb, again))
     assert sorted(p for _, p, _ in calls if p != "customers") == ["rooms", "treatments", "users"]
-    assert len([p for _, p, _ in calls if p == "customers"]) == 7
+    assert len([p for _, p, _ in calls if p == "customers"]) == 8
 
 
 @pytest.mark.parametrize(

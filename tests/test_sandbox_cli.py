@@ -112,6 +112,7 @@ async def test_cli_late_commit_and_calendar_options_reach_the_server() -> None:
         assert await asyncio.to_thread(stop, proc) == 0
     assert behaviour == {
         "faults": {"commit_after_timeout": 0.5},
+        "customer_faults": {},
         "late_commit_seconds": 6.0,
         "commit_delay_seconds": 1.5,
         "calendar_shape": "paginated",

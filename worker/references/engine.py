@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -96,6 +96,8 @@ class TenantReport:
 class Outcomes:
     resolved: Resolved = field(default_factory=Resolved)
     tenants: dict[int, TenantReport] = field(default_factory=dict)
+    pending: dict[tuple[int, RefKey], Want] = field(default_factory=dict)
+    """Customers nobody has, with create_missing: see `Engine.create_pending`."""
 
     def calls(self) -> Counter[str]:
         total: Counter[str] = Counter()
@@ -123,6 +125,7 @@ class Engine:
         self.clock = clock
         self.max_age = config.api.reference_max_age
         self.settle = config.api.settle
+        self._apis: dict[int, tuple[RefApi, str | None]] = {}
 
     def fresh(self, cached: Cached | None) -> bool:
         return (
@@ -187,36 +190,71 @@ class Engine:
                 [(r, ids, None) for r, ids in zip(todo, found, strict=True) if len(ids) == 1],
                 now,
             )
-            missing: list[RefKey] = []
             for ref, ids in zip(todo, found, strict=True):
                 if not ids and refs[ref].create is not None:
-                    missing.append(ref)
+                    out.pending[(tenant, ref)] = refs[ref]  # created later, if a row needs it
                 else:
                     answer(ref, ids)
-            if missing and not self.create:
-                for ref in missing:
-                    answers[(tenant, ref)] = (
-                        f"no {_about(ref)} in tenant {tenant}: the import would create it "
-                        "(create_missing); this run creates nothing"
-                    )
-                    report.would_create.append(
-                        {"tenant": tenant, "by": ref.by, "key": ref.key, **(refs[ref].create or {})}
-                    )
-            elif missing:
-                await asyncio.gather(
-                    *(
-                        self._create(api, tenant, r, refs[r], region, report, answers)
-                        for r in missing
-                    )
-                )
         except RefCallError as exc:
-            message = f"tenant {tenant}: reference lookup failed: {exc}"
-            report.errors.append(message)
-            log.error("reference lookup failed", tenant=tenant, error=str(exc))
-            for ref in refs:
-                answers.setdefault((tenant, ref), f"could not be looked up: {exc}")
+            self._failed(tenant, refs, exc, report, answers)
         finally:
-            report.calls.update(api.calls)
+            report.calls = api.calls
+            self._apis[tenant] = (api, region)
+
+    def _failed(
+        self,
+        tenant: int,
+        refs: Iterable[RefKey],
+        exc: RefCallError,
+        report: TenantReport,
+        answers: dict[tuple[int, RefKey], int | str],
+    ) -> None:
+        message = f"tenant {tenant}: reference lookup failed: {exc}"
+        report.errors.append(message)
+        log.error("reference lookup failed", tenant=tenant, error=str(exc))
+        for ref in refs:
+            answers.setdefault((tenant, ref), f"could not be looked up: {exc}")
+
+    async def create_pending(self, out: Outcomes, needed: set[tuple[int, RefKey]]) -> None:
+        """Create (or, without `create`, report) the missing customers some valid row needs;
+        the others get a message: their rows fail for other reasons already."""
+        answers = out.resolved.answers
+        jobs = []
+        for (tenant, ref), want in sorted(out.pending.items(), key=lambda kv: kv[0][0]):
+            report = out.tenants[tenant]
+            if (tenant, ref) not in needed:
+                answers[(tenant, ref)] = (
+                    f"no {_about(ref)} in tenant {tenant}; not created, because every row "
+                    "naming it has other errors"
+                )
+            elif not self.create:
+                answers[(tenant, ref)] = (
+                    f"no {_about(ref)} in tenant {tenant}: the import would create it "
+                    "(create_missing); this run creates nothing"
+                )
+                report.would_create.append(
+                    {"tenant": tenant, "by": ref.by, "key": ref.key, **(want.create or {})}
+                )
+            else:
+                api, region = self._apis[tenant]
+                jobs.append(self._create_guarded(api, tenant, ref, want, region, report, answers))
+        await asyncio.gather(*jobs)
+        out.pending.clear()
+
+    async def _create_guarded(
+        self,
+        api: RefApi,
+        tenant: int,
+        ref: RefKey,
+        want: Want,
+        region: str | None,
+        report: TenantReport,
+        answers: dict[tuple[int, RefKey], int | str],
+    ) -> None:
+        try:
+            await self._create(api, tenant, ref, want, region, report, answers)
+        except RefCallError as exc:
+            self._failed(tenant, [ref], exc, report, answers)
 
     async def _list(
         self, api: RefApi, tenant: int, kind: str, region: str | None

@@ -86,6 +86,22 @@ class Resolved:
 
 
 @dataclass(slots=True)
+class Gate:
+    """Between lookups and creations: answers what is known, and for a customer still to
+    be created a placeholder, noting it in `used` (the current row's) for the caller."""
+
+    known: Resolved
+    pending: set[tuple[int, RefKey]]
+    used: set[tuple[int, RefKey]] = field(default_factory=set)
+
+    def resolve(self, tenant: int, ref: RefKey, shown: str, create: dict[str, str] | None) -> int:
+        if (tenant, ref) in self.pending:
+            self.used.add((tenant, ref))
+            return PLACEHOLDER_ID
+        return self.known.resolve(tenant, ref, shown, create)
+
+
+@dataclass(slots=True)
 class ApiBinding:
     """What compiled API fields use: the resolver of this pass and each tenant's phone region."""
 

@@ -16,11 +16,11 @@ from worker.delivery import Lanes, RetryPolicy, http_session
 from worker.errors import ConfigError
 from worker.ledger import Ledger, Status, api_identity
 from worker.logs import get_logger
-from worker.mapping import Mapper
+from worker.mapping import MappedRow, Mapper
 from worker.references.cache import RefCache
 from worker.references.engine import Engine, Outcomes
-from worker.references.fields import ApiBinding, Collector, uses_api
-from worker.references.keys import FIELD_KIND
+from worker.references.fields import ApiBinding, Collector, Gate, uses_api
+from worker.references.keys import FIELD_KIND, RefKey
 from worker.source import SourceOptions, open_source
 
 log = get_logger("references")
@@ -57,6 +57,24 @@ def collect(config: Config, file: str, source_opts: SourceOptions, tenant: int |
     return collector
 
 
+def rows_needing(
+    config: Config, file: str, source_opts: SourceOptions, tenant: int | None, outcomes: Outcomes
+) -> set[tuple[int, RefKey]]:
+    """The customers to create that some row needs which is otherwise valid (a third read
+    of the file, made only when there is a customer to create)."""
+    gate = Gate(outcomes.resolved, set(outcomes.pending))
+    mapper = Mapper.from_config(
+        config, tenant_override=tenant, api=ApiBinding(gate, config.phone_region_for)
+    )
+    needed: set[tuple[int, RefKey]] = set()
+    with open_source(file, source_opts) as src:
+        for item in src:
+            gate.used.clear()
+            if isinstance(mapper.map(item), MappedRow):
+                needed |= gate.used
+    return needed
+
+
 async def prepare(
     config: Config,
     file: str,
@@ -74,6 +92,9 @@ async def prepare(
         lanes = Lanes(config, session, base_url=base_url, policy=policy)
         engine = Engine(config, lanes, RefCache(ledger), create=create)
         outcomes = await engine.resolve(collector.wanted)
+        if outcomes.pending:
+            needed = rows_needing(config, file, source_opts, tenant, outcomes)
+            await engine.create_pending(outcomes, needed)
     for tid, report in sorted(outcomes.tenants.items()):
         log.info(
             "references resolved",
