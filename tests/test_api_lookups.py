@@ -310,3 +310,110 @@ def test_a_bad_phone_region_and_standard_input_are_clear_errors(tmp_path: Path) 
     cfg.write_text(text, encoding="utf-8")
     out = run_cli("import", "-", "-c", str(cfg), "--dry-run")
     assert out.exit_code == 2 and "give a file, not standard input" in out.output, out.output
+
+
+def set_customer_faults(sb: Sandbox, table: dict[str, float]) -> None:
+    body = json.dumps({"customer_faults": table}).encode()
+    req = urllib.request.Request(
+        sb.root + "/_sandbox/faults", body, {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req) as resp:
+        assert resp.status == 200
+
+
+def creations(cfg: Path) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(cfg.parent / "ledger.sqlite") as db:
+        return db.execute(
+            "SELECT state, customer_id, attempts, error FROM ref_creations"
+        ).fetchall()
+
+
+def test_a_lost_answer_not_found_by_the_lookup_is_never_resent_before_settle_seconds(
+    tmp_path: Path, sb: Sandbox
+) -> None:
+    # reset_before: the connection drops before anything is made, which the worker cannot
+    # tell from a lost answer. The lookup finds nothing: the customer stays unknown.
+    cfg = setup(tmp_path)
+    text = cfg.read_text(encoding="utf-8").replace(
+        "reference_max_age = 86400", "reference_max_age = 86400\nsettle_seconds = 1"
+    )
+    cfg.write_text(text.replace("[tenants.1]", "absent_horizon = 60\n\n[tenants.1]"), "utf-8")
+    sample = tmp_path / "new.csv"
+    lines = SAMPLE.read_text(encoding="utf-8").splitlines()
+    sample.write_text("\n".join([lines[0], lines[5], lines[6]]) + "\n", encoding="utf-8")
+    set_customer_faults(sb, {"reset_before": 1.0})
+    result, event = import_file(cfg, sb, sample)
+    assert event["totals"]["invalid"] == 2, result.output
+    [(state, customer_id, attempts, _)] = creations(cfg)
+    assert (state, customer_id, attempts) == ("unknown", None, 1)
+    rows = ledger_rows(cfg)
+    assert "it is not sent again: the next run looks again" in rows["R-1005"]["error_message"]
+    # Right away, a second run looks again and does not send: settle_seconds have not passed.
+    set_customer_faults(sb, {})
+    posts = len([r for r in requests_since(sb, 0) if r["method"] == "POST"])
+    _, event2 = import_file(cfg, sb, sample)
+    if creations(cfg)[0][0] == "unknown":  # (a slow machine may pass 1 s: then it is sent)
+        assert len([r for r in requests_since(sb, 0) if r["method"] == "POST"]) == posts
+        time.sleep(1.1)
+        _, event2 = import_file(cfg, sb, sample)
+    assert event2["totals"]["created"] == 2
+    [(state, customer_id, attempts, _)] = creations(cfg)
+    assert state == "created" and attempts == 2
+    assert [c["id"] for c in customers_with_phone(sb, NEW_PHONE)] == [customer_id]
+
+
+def test_a_refused_creation_is_a_row_error_with_the_apis_words(tmp_path: Path, sb: Sandbox) -> None:
+    cfg = setup(tmp_path)
+    sample = tmp_path / "bad.csv"
+    lines = SAMPLE.read_text(encoding="utf-8").splitlines()
+    sample.write_text(
+        lines[0] + "\n" + lines[5].replace("ayse.yilmaz@example.com", "not-an-email") + "\n",
+        encoding="utf-8",
+    )
+    _, event = import_file(cfg, sb, sample)
+    assert event["totals"]["invalid"] == 1
+    message = ledger_rows(cfg)["R-1005"]["error_message"]
+    assert "was refused: HTTP 422: email: The email field must be a valid email address." in message
+    assert creations(cfg)[0][0] == "failed" and sb.stats()["customers_created"] == 0
+
+
+def test_customers_by_email_and_identity_number_and_users_by_email(
+    tmp_path: Path, sb: Sandbox
+) -> None:
+    cfg = setup(tmp_path)
+    text = cfg.read_text(encoding="utf-8")
+    text = text.replace(
+        'column = "Telefon"\nlookup = "api"\nby = "phone"',
+        'column = "E-posta"\nlookup = "api"\nby = "email"',
+    )
+    text = text.replace(
+        'column = "Doktor"\nlookup = "api"\nby = "name"',
+        'column = "Doktor"\nlookup = "api"\nby = "email"',
+    )
+    cfg.write_text(text, encoding="utf-8")
+    sample = tmp_path / "by-email.csv"
+    sample.write_text(
+        "Randevu;Tarih;Saat;Ad;Soyad;Telefon;E-posta;Doktor;Asistan;Islemler;Oda;Durum\n"
+        "E-1;10.03.2026;09:30;X;Y;;Emine.Celik7@EXAMPLE.com;ESRA.ASLAN@kadikoy.clinic.example;"
+        ";Botox;;Bekliyor\n",
+        encoding="utf-8",
+    )
+    _, event = import_file(cfg, sb, sample)
+    assert event["totals"]["created"] == 1
+    appt = sb.appointments()[0]
+    assert (appt["customer_id"], appt["user_id"]) == (1001, 101)
+    text = cfg.read_text(encoding="utf-8").replace(
+        'column = "E-posta"\nlookup = "api"\nby = "email"',
+        'column = "Telefon"\nlookup = "api"\nby = "identity_number"',
+    )
+    cfg.write_text(text, encoding="utf-8")
+    sample.write_text(
+        "Randevu;Tarih;Saat;Ad;Soyad;Telefon;E-posta;Doktor;Asistan;Islemler;Oda;Durum\n"
+        "E-2;10.03.2026;10:30;X;Y;625 164 030 47;;merve.arslan@kadikoy.clinic.example;"
+        ";Botox;;Bekliyor\n",
+        encoding="utf-8",
+    )
+    _, event = import_file(cfg, sb, sample)
+    assert event["totals"]["created"] == 1
+    appt = sb.appointments()[-1]
+    assert (appt["customer_id"], appt["user_id"]) == (1002, 102)
