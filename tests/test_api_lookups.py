@@ -135,6 +135,10 @@ def test_validate_online_and_dry_run_resolve_every_row_and_create_nothing(
     tmp_path: Path, sb: Sandbox
 ) -> None:
     cfg = setup(tmp_path)
+    offline = run_cli("validate", str(SAMPLE), "-c", str(cfg))
+    assert 'lookup = "api" are not checked without --online' in offline.output
+    # Offline, only what needs no API is checked: the phone that is no number.
+    assert offline.exit_code == 1 and "11 rows, 10 valid, 1 invalid" in offline.output
     report = tmp_path / "report.json"
     out = run_cli(
         "validate", str(SAMPLE), "-c", str(cfg), "--online", "--base-url", sb.base_url,

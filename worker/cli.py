@@ -397,6 +397,12 @@ def import_cmd(
     skipped unless their source row changed or --retry-failed is given. Tokens
     come from the config's env:/file: sources, never from the command line.
 
+    Fields with lookup = "api" (patients by phone, e-mail or identity number;
+    staff, treatments, rooms by name) are resolved through the API before the
+    rows are sent, from the ledger's reference cache where fresh; with
+    create_missing a patient Flextell lacks is created once (--dry-run reports
+    it and creates nothing). Such a config needs a file, not stdin.
+
     The ledger remembers the API and the configured tenants it serves; another
     base URL or tenant set is refused (exit 2) unless --rebind-ledger is given.
     A full disk, a damaged, empty or vanished ledger, or a copy without its
