@@ -312,8 +312,10 @@ def test_a_bad_phone_region_and_standard_input_are_clear_errors(tmp_path: Path) 
     out = run_cli("validate", str(SAMPLE), "-c", str(cfg))
     assert out.exit_code == 2 and "api.phone_region: unknown phone region 'XX'" in out.output
     cfg.write_text(text, encoding="utf-8")
-    out = run_cli("import", "-", "-c", str(cfg), "--dry-run")
-    assert out.exit_code == 2 and "give a file, not standard input" in out.output, out.output
+    for extra in (["--dry-run"], []):
+        out = run_cli("import", "-", "-c", str(cfg), *extra)
+        assert out.exit_code == 2 and "give a file, not standard input" in out.output, out.output
+    assert not (tmp_path / "ledger.sqlite").exists()
 
 
 def set_customer_faults(sb: Sandbox, table: dict[str, float]) -> None:

@@ -44,7 +44,12 @@ from worker.logs import get_logger
 from worker.mapping import InvalidRow, MappedRow, Mapper
 from worker.payloads import preview_to
 from worker.progress import RunProgress
-from worker.references.prepass import config_uses_api, forget_refused, run_ledger
+from worker.references.prepass import (
+    check_readable_twice,
+    config_uses_api,
+    forget_refused,
+    run_ledger,
+)
 from worker.references.prepass import prepare as prepare_references
 from worker.source import RowProblem, SourceOptions, SourceRow, open_source
 
@@ -473,21 +478,27 @@ class ImportRun:
             self.reader_done.set()
 
 
-async def run_import(options: ImportOptions) -> ImportResult:
-    """Run an import (or a dry run) and return its result; raises WorkerError on setup errors."""
-    started = time.monotonic()
-    config = load_config(options.config_path)
-    mapper = Mapper.from_config(config, tenant_override=options.tenant)
-    source_opts = SourceOptions(
+def run_source_options(config: Config, options: ImportOptions) -> SourceOptions:
+    return SourceOptions(
         format=options.format or config.source.format,
         encoding=config.source.encoding,
         delimiter=config.source.delimiter,
         max_field_size=config.source.max_field_size,
         max_line_length=config.source.max_line_length,
     )
+
+
+async def run_import(options: ImportOptions) -> ImportResult:
+    """Run an import (or a dry run) and return its result; raises WorkerError on setup errors."""
+    started = time.monotonic()
+    config = load_config(options.config_path)
+    mapper = Mapper.from_config(config, tenant_override=options.tenant)
+    source_opts = run_source_options(config, options)
     ledger_path = resolve_ledger_path(config, options.ledger_path)
     api = api_identity(config.base_urls(options.base_url))
-    if config_uses_api(config):  # names -> ids through the API first (worker.references)
+    if config_uses_api(config) and options.file == "-":
+        check_readable_twice(config, options.file)
+    if config_uses_api(config) and options.dry_run:  # an import resolves in _send
         async with run_ledger(
             config,
             ledger_path,
@@ -599,6 +610,18 @@ async def _send(
         async with http_session(run.config) as session:
             with run.progress:
                 try:
+                    if config_uses_api(run.config):  # names -> ids first (worker.references)
+                        prepared = await prepare_references(
+                            run.config,
+                            options.file,
+                            run_source_options(run.config, options),
+                            tenant=options.tenant,
+                            base_url=options.base_url,
+                            ledger=ledger,
+                            create=True,
+                            lanes=run.builder(session),
+                        )
+                        run.mapper = prepared.mapper
                     for tenant_id in sorted(run.config.tenants):
                         if options.tenant is None or tenant_id == options.tenant:
                             await run.lane_for(tenant_id, session, ledger)

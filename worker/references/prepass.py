@@ -38,13 +38,17 @@ class Prepared:
     references: int
 
 
-def collect(config: Config, file: str, source_opts: SourceOptions, tenant: int | None) -> Collector:
-    """The first pass: every (tenant, reference) the rows name."""
+def check_readable_twice(config: Config, file: str) -> None:
     if file == "-":
         raise ConfigError(
             f'{config.path}: lookup = "api" reads the file twice (first to collect the names '
             "to look up): give a file, not standard input"
         )
+
+
+def collect(config: Config, file: str, source_opts: SourceOptions, tenant: int | None) -> Collector:
+    """The first pass: every (tenant, reference) the rows name."""
+    check_readable_twice(config, file)
     collector = Collector()
     first = Mapper.from_config(
         config, tenant_override=tenant, api=ApiBinding(collector, config.phone_region_for)
@@ -85,11 +89,17 @@ async def prepare(
     ledger: Ledger | None,
     create: bool,
     policy: RetryPolicy | None = None,
+    lanes: Lanes | None = None,
 ) -> Prepared:
-    """Resolve every reference of `file` and compile the mapper that uses the answers."""
+    """Resolve every reference of `file` and compile the mapper that uses the answers.
+
+    `lanes`: the run's own (an import shares each tenant's limiter and pause gate
+    with its appointments); without them a session and lanes of their own."""
     collector = collect(config, file, source_opts, tenant)
-    async with http_session(config) as session:
-        lanes = Lanes(config, session, base_url=base_url, policy=policy)
+    async with contextlib.AsyncExitStack() as stack:
+        if lanes is None:
+            session = await stack.enter_async_context(http_session(config))
+            lanes = Lanes(config, session, base_url=base_url, policy=policy)
         engine = Engine(config, lanes, RefCache(ledger), create=create)
         outcomes = await engine.resolve(collector.wanted)
         if outcomes.pending:
