@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from worker.auth import (
+from worker.api.auth import (
     RefreshingToken,
     StaticToken,
     TokenProvider,
@@ -25,7 +25,7 @@ from worker.auth import (
     token_provider_from_spec,
     token_url_for,
 )
-from worker.client import FlextellClient, Outcome
+from worker.api.client import FlextellClient, Outcome
 from worker.errors import AbortError, ConfigError
 
 

@@ -22,8 +22,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from worker.auth import StaticToken
-from worker.client import FlextellClient, Outcome, Result
+from worker.api.auth import StaticToken
+from worker.api.client import FlextellClient, Outcome, Result
 from worker.errors import ConfigError
 
 TOKEN = "s3cr3t-access-token-0001"

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from worker.client import FlextellClient, Outcome, RateInfo
+from worker.api.client import FlextellClient, Outcome, RateInfo
 from worker.config import TenantConfig
 from worker.delivery.pacing import PauseGate, make_limiter
 from worker.delivery.retry import RetryPolicy

@@ -13,18 +13,18 @@ from typing import TypeVar
 
 import aiohttp
 
-from worker.auth import (
+from worker.api.auth import (
     TokenProvider,
     TokenUnavailableError,
     token_provider_from_spec,
     token_url_for,
 )
-from worker.client import FlextellClient, Outcome
+from worker.api.client import FlextellClient, Outcome
+from worker.api.transport import client_session
 from worker.config import Config, TenantConfig
 from worker.delivery.lane import A, TenantLane
 from worker.delivery.retry import RetryPolicy
 from worker.logs import register_secret
-from worker.transport import client_session
 
 T = TypeVar("T")
 

@@ -18,7 +18,7 @@ from datetime import date, datetime, timedelta
 from functools import partial
 from typing import Any, Protocol
 
-from worker.client import CalendarResult, FlextellClient, Outcome, PageResult, Result
+from worker.api.client import CalendarResult, FlextellClient, Outcome, PageResult, Result
 from worker.compare import same_identity, sent_values
 from worker.contract import AppointmentResource, CalendarItem
 from worker.delivery.lane import A

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result
 
-from worker.client import Outcome, Result
+from worker.api.client import Outcome, Result
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 
 from worker import __version__
+from worker.commands.progress import RunProgress
 from worker.compare import identity_key
 from worker.config import Config, TenantConfig, load_config
 from worker.delivery import Job, Lanes, RetryPolicy, RowDelivery, TenantLane, http_session
@@ -42,8 +43,7 @@ from worker.ledger import (
 )
 from worker.logs import get_logger
 from worker.mapping import InvalidRow, MappedRow, Mapper
-from worker.payloads import preview_to
-from worker.progress import RunProgress
+from worker.mapping.payloads import preview_to
 from worker.source import RowProblem, SourceOptions, SourceRow, open_source
 
 log = get_logger("import")

@@ -21,7 +21,8 @@ from pydantic import BaseModel, ValidationError
 from yarl import URL
 
 from worker import __version__
-from worker.auth import TokenProvider, TokenUnavailableError
+from worker.api.auth import TokenProvider, TokenUnavailableError
+from worker.api.rate_headers import NO_RATE_INFO, RateInfo, rate_info_from_headers
 from worker.contract import (
     AppointmentEnvelope,
     AppointmentPage,
@@ -30,7 +31,6 @@ from worker.contract import (
     CalendarResponse,
 )
 from worker.errors import ConfigError
-from worker.retry_after import NO_RATE_INFO, RateInfo, rate_info_from_headers
 
 __all__ = [
     "CalendarResult",

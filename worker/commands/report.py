@@ -11,14 +11,14 @@ from typing import IO, Any
 from rich.console import Console
 from rich.table import Table
 
+from worker.commands.import_ import ImportResult
+from worker.commands.reconcile import ReconcileResult
 from worker.compare import public_value
 from worker.config import load_config
 from worker.errors import AbortError, ConfigError
-from worker.failures import FailureWriter, neutralise
-from worker.importer import ImportResult
 from worker.ledger import Entry, Ledger, Run, Status, default_ledger_path, resolve_ledger_path
-from worker.reconcile import ReconcileResult
 from worker.source import RowProblem, SourceRow
+from worker.source.failures import FailureWriter, neutralise
 
 _COLUMNS: tuple[tuple[str, str], ...] = (
     ("read", "read"),

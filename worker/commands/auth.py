@@ -12,18 +12,18 @@ from datetime import UTC, date, datetime
 
 import aiohttp
 
-from worker.auth import (
+from worker.api.auth import (
     RefreshingToken,
     StaticToken,
     TokenProvider,
     token_provider_from_spec,
     token_url_for,
 )
-from worker.client import FlextellClient, Outcome
+from worker.api.client import FlextellClient, Outcome
+from worker.api.transport import client_session
 from worker.config import Config
 from worker.errors import ConfigError, WorkerError
 from worker.exitcodes import ExitCode
-from worker.transport import client_session
 
 
 @dataclass
