@@ -391,7 +391,7 @@ def import_cmd(
     import json
 
     from worker.commands.import_ import ImportOptions, run_import
-    from worker.commands.report import print_summary, summary_event
+    from worker.commands.import_summary import print_summary, summary_event
     from worker.logs import configure_logging, get_logger
 
     if payloads is not None and not dry_run:
@@ -543,8 +543,12 @@ def reconcile_cmd(
     """
     import asyncio
 
-    from worker.commands.reconcile import ReconcileOptions, run_reconcile
-    from worker.commands.report import print_reconcile, reconcile_event
+    from worker.commands.reconcile import (
+        ReconcileOptions,
+        print_reconcile,
+        reconcile_event,
+        run_reconcile,
+    )
     from worker.logs import configure_logging
 
     _refuse_insecure(config_path, base_url, allow_insecure_http)
