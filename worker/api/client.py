@@ -31,6 +31,7 @@ from worker.contract import (
     CalendarResponse,
 )
 from worker.errors import ConfigError
+from worker.redaction import redact
 
 __all__ = [
     "CalendarResult",
@@ -277,7 +278,7 @@ class FlextellClient:
             )
         else:
             detail = str(exc) or name
-        return _Failure(outcome, name, _one_line(self._token.redact(f"{name}: {detail}")))
+        return _Failure(outcome, name, _one_line(redact(f"{name}: {detail}")))
 
     async def _send(
         self,
@@ -294,9 +295,7 @@ class FlextellClient:
             try:
                 token = await self._token.token()
             except TokenUnavailableError as exc:
-                return _Failure(
-                    Outcome.RETRY, "token_unavailable", _one_line(self._token.redact(str(exc)))
-                )
+                return _Failure(Outcome.RETRY, "token_unavailable", _one_line(redact(str(exc))))
             headers = self._headers_for(tenant, token)
             if idempotency_key is not None:
                 headers = {**headers, "Idempotency-Key": idempotency_key}
@@ -323,7 +322,7 @@ class FlextellClient:
                     return _Failure(
                         Outcome.RETRY,
                         "token_unavailable",
-                        _one_line(self._token.redact(str(exc))),
+                        _one_line(redact(str(exc))),
                     )
                 if renewed:
                     continue
@@ -337,7 +336,7 @@ class FlextellClient:
             status=resp.status,
             appointment=None,
             error_code=details.code,
-            error_message=self._token.redact(details.message),
+            error_message=redact(details.message),
             field_errors=details.fields,
             rate=resp.rate,
             elapsed=elapsed,
@@ -394,7 +393,7 @@ class FlextellClient:
             return None, sent.outcome, None, sent.code, sent.message, NO_RATE_INFO
         if not 200 <= sent.status < 300:
             details = _error_details(sent.status, sent.body)
-            message = self._token.redact(details.message)
+            message = redact(details.message)
             outcome = classify_status(sent.status)
             if _misrouted(sent):  # the calendar and the list take no id: a wrong base URL
                 outcome = Outcome.MISROUTED

@@ -30,7 +30,7 @@ from worker.api.transport import client_session, is_loopback
 from worker.config import Config, resolve_token
 from worker.errors import AbortError, ConfigError
 from worker.fileperms import private_dir, refuse_shared, write_private_atomically
-from worker.logs import register_secret
+from worker.redaction import register_secret
 
 DEFAULT_REDIRECT = "http://127.0.0.1/callback"  # no port: a free one is picked at login
 _DONE_PAGE = (

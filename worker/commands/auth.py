@@ -24,6 +24,7 @@ from worker.api.transport import client_session
 from worker.config import Config
 from worker.errors import ConfigError, WorkerError
 from worker.exitcodes import ExitCode
+from worker.redaction import redact
 
 
 @dataclass
@@ -84,7 +85,7 @@ async def _check(
         return TenantStatus(tenant, tc.name, with_token, True, "", expires)
     why = f"HTTP {result.status}" if result.status else (result.error_code or "no answer")
     if result.error_message:
-        why += f": {provider.redact(result.error_message)}"
+        why += f": {redact(result.error_message)}"
     if result.outcome is Outcome.AUTH:
         why += " (run `flextell-worker auth login` for this tenant)"
     return TenantStatus(tenant, tc.name, with_token, False, why, expires)

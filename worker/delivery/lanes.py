@@ -24,7 +24,7 @@ from worker.api.transport import client_session
 from worker.config import Config, TenantConfig
 from worker.delivery.lane import A, TenantLane
 from worker.delivery.retry import RetryPolicy
-from worker.logs import register_secret
+from worker.redaction import register_secret
 
 T = TypeVar("T")
 
