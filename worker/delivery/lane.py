@@ -18,9 +18,9 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
-from worker.api.client import FlextellClient, Outcome, RateInfo
+from worker.api.client import Answer, FlextellClient, Outcome, RateInfo
 from worker.config import TenantConfig
 from worker.delivery.pacing import PauseGate, make_limiter
 from worker.delivery.retry import RetryPolicy
@@ -29,19 +29,6 @@ from worker.logs import get_logger
 T = TypeVar("T")
 UNREACHABLE_SECONDS = 10.0
 log = get_logger("delivery")
-
-
-class Answer(Protocol):
-    """What every client result carries that pacing reads."""
-
-    @property
-    def outcome(self) -> Outcome: ...
-    @property
-    def status(self) -> int | None: ...
-    @property
-    def rate(self) -> RateInfo: ...
-    @property
-    def error_message(self) -> str | None: ...
 
 
 A = TypeVar("A", bound=Answer)
