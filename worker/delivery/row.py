@@ -24,7 +24,7 @@ from worker.compare import identity_of_json
 from worker.delivery.decide import Decision, Verdict, decide
 from worker.delivery.lane import LaneStopped, TenantLane
 from worker.delivery.lookup import Lookup, payload_of
-from worker.delivery.retry import backoff, retrying
+from worker.delivery.retry import retrying
 from worker.ledger import Entry, Ledger, Origin, Status
 from worker.logs import get_logger
 
@@ -187,14 +187,8 @@ class RowDelivery:
             lane.observe(result.status, result.rate, sent_at)
             return result
 
-        # Most rows succeed at once: only a RETRY outcome pays for a tenacity loop.
-        first = await attempt()
-        if first.outcome is not Outcome.RETRY or self.policy.max_attempts <= 1:
-            return first
-        self.stats.retries += 1
-        await self.sleep(backoff(self.policy, first, 1))
         result: Result = await retrying(
-            self.policy, lane, on_retry=self._count_retry, done=1, sleep=self.sleep
+            self.policy, lane, on_retry=self._count_retry, sleep=self.sleep
         )(attempt)
         return result
 
