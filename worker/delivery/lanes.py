@@ -91,18 +91,18 @@ class Lanes:
         return lane
 
 
-def policy_from_config(config: Config, **overrides: float | None) -> RetryPolicy:
-    """The retry and settle rules of `[api]`, with command-line overrides."""
+def policy_from_config(config: Config, *, settle_wait: float | None = None) -> RetryPolicy:
+    """The retry and settle rules of `[api]`, with the `--settle-wait` override."""
     api = config.api
-    values: dict[str, float | None] = {
-        "max_attempts": api.max_attempts,
-        "max_backoff": api.max_backoff,
-        "settle_seconds": api.settle,
-        "absent_horizon": api.absent_horizon,
-        "outage_budget": api.outage_budget,
-    }
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return RetryPolicy(**values)  # type: ignore[arg-type]
+    return RetryPolicy(
+        max_attempts=api.max_attempts,
+        max_backoff=api.max_backoff,
+        settle_seconds=api.settle,
+        absent_horizon=api.absent_horizon,
+        outage_budget=api.outage_budget,
+        unreachable_seconds=api.unreachable_seconds,
+        settle_wait=settle_wait,
+    )
 
 
 class AuthGuard:

@@ -35,6 +35,8 @@ class RetryPolicy:
     """...and only until this long after it: later, staff may have moved or deleted it."""
     outage_budget: float = 300.0
     """How long a server that answered before may stay unreachable before rows give up."""
+    unreachable_seconds: float = 10.0
+    """A server that never answered stops its tenant after max_attempts failures this long."""
     settle_wait: float | None = None
     """How long the end of a run waits for settling rows (default_settle_wait if None)."""
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from worker.api.client import Outcome, Result
@@ -83,8 +81,6 @@ class RowDelivery:
         *,
         adopt: bool = False,
         send: bool = True,
-        wall: Callable[[], float] = time.time,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.lane = lane
         self.ledger = ledger
@@ -92,10 +88,10 @@ class RowDelivery:
         self.policy = lane.policy
         self.stats = lane.stats
         self.send = send
-        self.wall = wall
-        self.sleep = sleep
+        self.wall = lane.clock.time
+        self.sleep = lane.clock.sleep
         self.adopting: Lookup | None = (
-            Lookup(lane.client, lane, lane.id, cache_days=True, sleep=sleep) if adopt else None
+            Lookup(lane.client, lane, lane.id, cache_days=True, sleep=self.sleep) if adopt else None
         )
         self._maybe_sent: set[str] = set()
 
