@@ -27,7 +27,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
-	$(BIN)/mypy worker
+	$(BIN)/mypy worker tests bench
 
 test: lint typecheck
 	$(BIN)/pytest

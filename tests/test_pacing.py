@@ -170,7 +170,7 @@ async def test_retries_wait_as_the_server_says_then_back_off_and_stop(
     async def attempt() -> Result:
         return next(answers)
 
-    result = await retrying(
+    result: Result = await retrying(
         lane.policy, lane, on_retry=lambda: retries.append(1), sleep=clock.sleep
     )(attempt)
     assert result.status == 408
@@ -197,6 +197,8 @@ async def test_retries_go_on_past_max_attempts_while_the_server_restarts(
         lane.heard(result)
         return result
 
-    result = await retrying(lane.policy, lane, on_retry=lambda: None, sleep=clock.sleep)(attempt)
+    result: Result = await retrying(lane.policy, lane, on_retry=lambda: None, sleep=clock.sleep)(
+        attempt
+    )
     assert result.outcome is Outcome.CREATED
     assert calls > 2

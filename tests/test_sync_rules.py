@@ -8,7 +8,7 @@ from worker.ledger import Entry, Status
 from worker.sync import Action, sync_action
 
 
-def entry(status: Status, payload_hash: str = "h1") -> Entry:
+def entry(status: Status, payload_hash: str | None = "h1") -> Entry:
     return Entry(tenant=1, source_key="A-1", status=status.value, payload_hash=payload_hash)
 
 
