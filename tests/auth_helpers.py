@@ -72,7 +72,9 @@ def start_login(config: Path, sb: Sandbox, *args: str, stdin: int | None = None)
         if "/oauth/authorize?" in line:
             return proc, line.strip(), "".join(seen)
     proc.kill()
-    raise AssertionError(f"no authorize URL printed: {''.join(seen)} {proc.stderr.read()}")
+    raise AssertionError(
+        f"no authorize URL printed: {''.join(seen)} {proc.stderr.read() if proc.stderr else ''}"
+    )
 
 
 async def _follow(url: str, follow: bool) -> tuple[int, str]:

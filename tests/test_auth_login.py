@@ -21,7 +21,7 @@ from tests.auth_helpers import (
     write_token_file,
 )
 from tests.conftest import SandboxFactory
-from worker.auth import pkce_challenge
+from worker.api.auth import pkce_challenge
 
 VERIFIER = "v" * 43 + "-._~0123456789"
 

@@ -189,8 +189,8 @@ def test_plain_http_in_the_config_is_refused_and_the_flag_allows_it(tmp_path: Pa
     ],
 )
 def test_which_base_urls_pass(url: str, ok: bool) -> None:
+    from worker.api.transport import check_base_url
     from worker.errors import ConfigError
-    from worker.transport import check_base_url
 
     if ok:
         check_base_url(url, allow_insecure_http=False)

@@ -11,6 +11,7 @@ import json
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -266,7 +267,8 @@ async def test_lookups_read_an_enveloped_calendar_and_fall_back_to_the_list(
     sandbox_factory: SandboxFactory, tmp_path: Path
 ) -> None:
     rows = slot_sharing_rows()
-    for n, options in enumerate(({"calendar_shape": "envelope"}, {"calendar_broken": True})):
+    shapes: tuple[dict[str, Any], ...] = ({"calendar_shape": "envelope"}, {"calendar_broken": True})
+    for n, options in enumerate(shapes):
         work = tmp_path / str(n)
         work.mkdir()
         async with sandbox_factory(faults={"drop_after_commit": 1.0}, **options) as sb:

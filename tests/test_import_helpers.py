@@ -144,6 +144,7 @@ def write_config(
     max_attempts: int = 6,
     max_backoff: float = 0.5,
     settle_seconds: float = 2.0,
+    unreachable_seconds: float = 10.0,
     tenants: dict[int, dict[str, Any]] | None = None,
 ) -> Path:
     """A demo-like config with test-sized timeouts; `tenants` adds keys per ``[tenants.N]``."""
@@ -160,6 +161,7 @@ def write_config(
         f"max_backoff = {max_backoff}",
         # The sandbox's slow faults commit before they stall: a short settle suffices.
         f"settle_seconds = {settle_seconds}",
+        f"unreachable_seconds = {unreachable_seconds}",
         "",
     ]
     for tenant, extra in tenants.items():

@@ -232,7 +232,10 @@ def test_day_first_formats_and_offsets(tmp_path: Path) -> None:
         'scheduled_at = { column = "start", formats = ["%d.%m.%Y %H:%M", "iso"] }',
     )
     mapper = make(tmp_path, mapping)
-    as_json = lambda r: ok(mapper.map(r)).payload.to_json_dict()["scheduled_at"]  # noqa: E731
+
+    def as_json(r: SourceRow) -> object:
+        return ok(mapper.map(r)).payload.to_json_dict()["scheduled_at"]
+
     assert as_json(row(start="21.12.2026 14:30")) == "2026-12-21T11:30:00Z"
     assert as_json(row(start="2026-12-21T14:30:00+01:00")) == "2026-12-21T13:30:00Z"
     assert as_json(row(start="21.12.2026 14:30", clinic="2")) == "2026-12-21T13:30:00Z"  # Berlin

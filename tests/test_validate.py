@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from worker.cli import cli
-from worker.validate import DigestTable
+from worker.commands.validate import DigestTable
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = str(ROOT / "config" / "demo.toml")

@@ -14,13 +14,13 @@ from pydantic_core import ErrorDetails
 from worker.config import Config
 from worker.contract import STATUSES, AppointmentCreate
 from worker.errors import ConfigError
+from worker.mapping.api_fields import ApiBinding, Collector
 from worker.mapping.lookups import Lookup, load_lookup
 from worker.mapping.overrides import merge_mapping
 from worker.mapping.results import FieldError, InvalidRow, MappedRow, new_mapped_row
 from worker.mapping.spec import PAYLOAD_FIELDS, Compiler, Field, compile_fields
 from worker.mapping.text import shown
 from worker.mapping.values import MultiFail, ValueFail
-from worker.references.fields import ApiBinding, Collector
 from worker.source import RowProblem, SourceRow
 
 TENANT_CACHE_MAX = 1024
@@ -70,12 +70,20 @@ class Mapper:
 
     @classmethod
     def from_config(
-        cls, config: Config, *, tenant_override: int | None = None, api: ApiBinding | None = None
+        cls,
+        config: Config,
+        *,
+        tenant_override: int | None = None,
+        shortcuts: bool = True,
+        api: ApiBinding | None = None,
     ) -> Mapper:
         """Compile ``[mapping]`` and ``[lookups]``; any problem is a ConfigError naming the key.
 
+        `shortcuts=False` compiles the generic conversions only: the clean-cell shortcuts
+        must give exactly the same payloads and errors (a property test checks it).
         ``api`` answers ``lookup = "api"`` fields; without it they answer a placeholder id
-        (a `Collector`: the rest of each row is still checked)."""
+        (a `Collector`: the rest of each row is still checked).
+        """
         if api is None:
             api = ApiBinding(Collector(), config.phone_region_for)
         cfg_path = config.path
@@ -97,7 +105,7 @@ class Mapper:
         # and every tenant then gets its own compile, which fails if it lacks the table.
         tenant_only = {n for t in config.tenants.values() for n in t.lookups if n not in lookups}
         stand_ins = {n: Lookup(n, "declared per tenant", {}) for n in tenant_only}
-        comp = Compiler(cfg_path, {**lookups, **stand_ins}, zone_for, api=api)
+        comp = Compiler(cfg_path, {**lookups, **stand_ins}, zone_for, shortcuts=shortcuts, api=api)
         fields = compile_fields(comp, config.mapping)
         tenant_fields: dict[int, dict[str, Field]] = {}
         for tid, section in config.tenants.items():
@@ -109,7 +117,9 @@ class Mapper:
                     own[name] = load_lookup(
                         name, spec, cfg_path, config.base_dir, where=f"tenants.{tid}."
                     )
-                tcomp = Compiler(cfg_path, own, zone_for, where=f"tenants.{tid}.", api=api)
+                tcomp = Compiler(
+                    cfg_path, own, zone_for, where=f"tenants.{tid}.", shortcuts=shortcuts, api=api
+                )
                 merged = merge_mapping(cfg_path, tid, config.mapping, section.mapping)
                 tenant_fields[tid] = compile_fields(tcomp, merged)
                 comp.columns.extend(tcomp.columns)

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from worker.contract import STATUSES
 from worker.errors import ConfigError
+from worker.mapping.api_fields import ApiBinding, api_field
 from worker.mapping.lookups import Lookup, composite_key
 from worker.mapping.text import as_text, norm_key
 from worker.mapping.values import (
@@ -28,7 +29,6 @@ from worker.mapping.values import (
     to_int,
     to_utc,
 )
-from worker.references.fields import ApiBinding, api_field
 
 Getter = Callable[[Mapping[str, Any]], Any]
 Convert = Callable[[Mapping[str, Any], int | None], Any]
@@ -100,11 +100,15 @@ class Compiler:
         lookups: Mapping[str, Lookup],
         zone_for: ZoneFor,
         where: str = "",
+        *,
+        shortcuts: bool = True,
         api: ApiBinding | None = None,
     ) -> None:
         self.api = api
-        """How ``lookup = "api"`` fields resolve (see `worker.references.fields`)."""
+        """How ``lookup = "api"`` fields resolve (see `worker.mapping.api_fields`)."""
         self.cfg_path = cfg_path
+        self.shortcuts = shortcuts
+        """Inline the clean-cell cases (False: the generic conversions only, to compare)."""
         self.lookups = lookups
         self.zone_for = zone_for
         self.where = where
@@ -350,7 +354,7 @@ class Compiler:
             return chain(value)
 
         run: Convert = convert
-        if plain and chain is _final_for(name):
+        if self.shortcuts and plain and chain is _final_for(name):
             empty = None if default is _MISSING else chain(default)
             run = _shortcut(name, column, convert, empty)
         return Field(
@@ -424,7 +428,13 @@ class Compiler:
             return out or None
 
         run: Convert = convert
-        if "column" in spec and split and "." not in spec["column"] and chain is to_int:
+        if (
+            self.shortcuts
+            and "column" in spec
+            and split
+            and "." not in spec["column"]
+            and chain is to_int
+        ):
             run = _id_list_shortcut(spec["column"], split, convert)
         return Field(name, display, True, run, empty)
 
@@ -721,7 +731,10 @@ def compile_fields(comp: Compiler, mapping: Mapping[str, Any]) -> dict[str, Fiel
             )
         spec = comp.table(name, raw)
         if spec.get("lookup") == "api" and comp.api is not None:
-            fields[name] = api_field(comp, name, spec, comp.api)
+            made = api_field(comp, name, spec, comp.api)
+            fields[name] = Field(
+                name, made.column, name in REQUIRED, made.convert, made.empty_message
+            )
             continue
         extra = sorted(_API & set(spec))
         if extra:

@@ -13,7 +13,7 @@ import random
 from collections import Counter
 from typing import Any
 
-from worker.client import JsonResult, Outcome
+from worker.api.client import JsonResult, Outcome
 from worker.delivery.lane import LaneStopped, TenantLane
 
 PER_PAGE = 100

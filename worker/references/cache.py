@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker.ledger import Ledger
-from worker.references.keys import RefKey
+from worker.mapping.refkeys import RefKey
 
 
 @dataclass(frozen=True, slots=True)

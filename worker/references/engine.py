@@ -22,15 +22,15 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from worker.client import Outcome
+from worker.api.client import Outcome
 from worker.config import Config
 from worker.delivery import Lanes
 from worker.logs import get_logger
+from worker.mapping.api_fields import Resolved, Want
+from worker.mapping.refkeys import BY, RefKey, object_keys, object_label, search_term
 from worker.mapping.text import norm_key
 from worker.references.api import RefApi, RefCallError
 from worker.references.cache import Cached, RefCache
-from worker.references.fields import Resolved, Want
-from worker.references.keys import BY, RefKey, object_keys, object_label, search_term
 
 log = get_logger("references")
 

@@ -17,10 +17,10 @@ from worker.errors import ConfigError
 from worker.ledger import Ledger, Status, api_identity
 from worker.logs import get_logger
 from worker.mapping import MappedRow, Mapper
+from worker.mapping.api_fields import ApiBinding, Collector, Gate, uses_api
+from worker.mapping.refkeys import FIELD_KIND, RefKey
 from worker.references.cache import RefCache
 from worker.references.engine import Engine, Outcomes
-from worker.references.fields import ApiBinding, Collector, Gate, uses_api
-from worker.references.keys import FIELD_KIND, RefKey
 from worker.source import SourceOptions, open_source
 
 log = get_logger("references")

@@ -15,8 +15,8 @@ from worker.config import Config
 from worker.delivery import Lanes, http_session
 from worker.errors import AbortError, ConfigError
 from worker.fileperms import open_private, private_dir
+from worker.mapping.refkeys import KeyError_, phone_key
 from worker.references.api import RefApi, RefCallError
-from worker.references.keys import KeyError_, phone_key
 
 COLUMNS = {
     "customers": ("id", "first_name", "last_name", "phone", "email", "identity_number"),

@@ -21,15 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TextIO
 
+from worker.commands.validate_online import online_references
 from worker.config import Config, load_config
 from worker.errors import SourceError
 from worker.exitcodes import ExitCode
-from worker.failures import FailureWriter
 from worker.fileperms import open_private
 from worker.mapping import FieldError, InvalidRow, MappedRow, Mapper
-from worker.payloads import PayloadWriter
-from worker.references.validate import online_references
+from worker.mapping.payloads import PayloadWriter
 from worker.source import Source, SourceOptions, open_source
+from worker.source.failures import FailureWriter
 
 _MASK64 = (1 << 64) - 1
 _LINE_MAX = (1 << 32) - 1
@@ -292,7 +292,7 @@ def validate_file(opts: ValidateOptions) -> ValidateSummary:
     cfg = load_config(opts.config_path)
     mapper = Mapper.from_config(cfg, tenant_override=opts.tenant)
     summary = ValidateSummary()
-    for ref_note in online_references(cfg, opts):
+    for ref_note in online_references(cfg, opts, source_options(cfg, opts.format)):
         summary.warnings.append(ref_note.text)
         sys.stderr.write(f"{ref_note.kind}: {ref_note.text}\n")
         if ref_note.mapper is not None:

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from worker.config import Config
 from worker.mapping import Mapper
 from worker.references.prepass import config_uses_api, prepare
-
-if TYPE_CHECKING:
-    from worker.validate import ValidateOptions
+from worker.source import SourceOptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +22,20 @@ class Note:
     """The mapper that answers from the API's results (``--online``)."""
 
 
-def online_references(cfg: Config, opts: ValidateOptions) -> list[Note]:
+class Asked(Protocol):
+    """What of `ValidateOptions` this needs (validate imports this module, not the reverse)."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def tenant(self) -> int | None: ...
+    @property
+    def online(self) -> bool: ...
+    @property
+    def base_url(self) -> str | None: ...
+
+
+def online_references(cfg: Config, opts: Asked, source_opts: SourceOptions) -> list[Note]:
     """What validate says about API references, and the mapper to use with --online."""
     if not config_uses_api(cfg):
         return []
@@ -36,13 +47,11 @@ def online_references(cfg: Config, opts: ValidateOptions) -> list[Note]:
                 "gets a placeholder id there, --payloads too)",
             )
         ]
-    from worker.validate import source_options
-
     prepared = asyncio.run(
         prepare(
             cfg,
             opts.path,
-            source_options(cfg, opts.format),
+            source_opts,
             tenant=opts.tenant,
             base_url=opts.base_url,
             ledger=None,

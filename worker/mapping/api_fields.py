@@ -10,14 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+from worker.mapping.refkeys import API_FIELD, BY, FIELD_KIND, KeyError_, RefKey, cell_key
 from worker.mapping.text import as_text
 from worker.mapping.values import MultiFail, ValueFail
-from worker.references.keys import API_FIELD, BY, FIELD_KIND, KeyError_, RefKey, cell_key
-
-if TYPE_CHECKING:
-    from worker.mapping.spec import Compiler, Field
 
 CREATE_COLUMNS = (
     "first_name",
@@ -122,10 +119,30 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else as_text(value) or ""
 
 
-def api_field(comp: Compiler, name: str, spec: dict[str, Any], binding: ApiBinding) -> Field:
-    """Compile one ``lookup = "api"`` field; config problems name their key."""
-    from worker.mapping.spec import REQUIRED, Field
+class CompilerLike(Protocol):
+    """What compiling an API field needs of `worker.mapping.spec.Compiler`."""
 
+    def fail(self, key: str, message: str) -> Exception: ...
+
+    def getter(self, key: str, column: str) -> Callable[[Mapping[str, Any]], Any]: ...
+
+    def value_map(self, key: str, spec: dict[str, Any]) -> dict[str, Any] | None: ...
+
+
+Convert = Callable[[Mapping[str, Any], int | None], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ApiField:
+    """A compiled API field; `worker.mapping.spec` makes its `Field` of it."""
+
+    column: str | None
+    convert: Convert
+    empty_message: str
+
+
+def api_field(comp: CompilerLike, name: str, spec: dict[str, Any], binding: ApiBinding) -> ApiField:
+    """Compile one ``lookup = "api"`` field; config problems name their key."""
     key = f"mapping.{name}"
     kind = FIELD_KIND.get(name)
     if kind is None:
@@ -208,7 +225,7 @@ def api_field(comp: Compiler, name: str, spec: dict[str, Any], binding: ApiBindi
         if not isinstance(const, str | int) or isinstance(const, bool):
             raise comp.fail(f"{key}.value", "must be the text to look up")
         text = str(const)
-        return Field(name, None, name in REQUIRED, lambda f, t: one(text, f, t), "is empty")
+        return ApiField(None, lambda f, t: one(text, f, t), "is empty")
     column = spec["column"]
     get = comp.getter(f"{key}.column", column)
 
@@ -223,9 +240,7 @@ def api_field(comp: Compiler, name: str, spec: dict[str, Any], binding: ApiBindi
             text = default
         return one(text, fields, tenant)
 
-    return Field(
-        name, column, name in REQUIRED, convert, f"required, but column {column!r} is empty"
-    )
+    return ApiField(column, convert, f"required, but column {column!r} is empty")
 
 
 def _norm(text: str) -> str:
@@ -235,21 +250,17 @@ def _norm(text: str) -> str:
 
 
 def _treatments_field(
-    comp: Compiler,
+    comp: CompilerLike,
     spec: dict[str, Any],
     one: Callable[[str, Mapping[str, Any], int | None], int],
     default: Any,
-) -> Field:
-    from worker.mapping.spec import Field
-
+) -> ApiField:
     key = "mapping.treatments"
     split = spec.get("split")
     if "value" in spec:
         items = spec["value"] if isinstance(spec["value"], list) else [spec["value"]]
         texts = [str(v) for v in items]
-        return Field(
-            "treatments", None, True, lambda f, t: [one(x, f, t) for x in texts], "is empty"
-        )
+        return ApiField(None, lambda f, t: [one(x, f, t) for x in texts], "is empty")
     column = spec["column"]
     get = comp.getter(f"{key}.column", column)
     defaults = [] if default is None else default if isinstance(default, list) else [default]
@@ -274,10 +285,6 @@ def _treatments_field(
             raise MultiFail(fails)
         return out or None
 
-    return Field(
-        "treatments",
-        column,
-        True,
-        convert,
-        f"required: at least one treatment, but column {column!r} is empty",
+    return ApiField(
+        column, convert, f"required: at least one treatment, but column {column!r} is empty"
     )
