@@ -12,6 +12,7 @@ import os
 import resource
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -145,12 +146,23 @@ async def test_read_only_ledger_is_exit_3_with_a_clear_line(tmp_path: Path) -> N
 
 
 def garble_middle_page(path: Path) -> None:
-    """Overwrite one whole page in the middle of a ledger file with junk."""
+    """Overwrite one whole page of the entries table (its middle leaf) with junk.
+
+    A page of the table itself, not of whatever the file's middle holds: every
+    command reads the table, not every index (the reference cache's tables moved
+    the middle of the file onto an index only an import reads)."""
     page = 4096
-    pages = path.stat().st_size // page
-    assert pages >= 8, pages
+    with sqlite3.connect(path) as db:
+        leaves = [
+            n
+            for (n,) in db.execute(
+                "SELECT pageno FROM dbstat WHERE name = 'entries' AND pagetype = 'leaf' "
+                "ORDER BY pageno"
+            )
+        ]
+    assert len(leaves) >= 4, leaves
     with path.open("r+b") as fh:
-        fh.seek((pages // 2) * page)
+        fh.seek((leaves[len(leaves) // 2] - 1) * page)
         fh.write(bytes((i * 37 + 11) % 256 for i in range(page)))
 
 

@@ -227,7 +227,8 @@ def _refuse_empty_file(path: Path, wal_was_missing: bool) -> None:
 
 def _quick_check(conn: sqlite3.Connection, path: Path) -> None:
     rows = conn.execute("PRAGMA quick_check(3)").fetchall()
-    problems = [str(row[0]) for row in rows if str(row[0]) != "ok"]
+    # A problem may span lines ("*** in database main ***\nPage 5: ..."): one line each.
+    problems = [" ".join(str(row[0]).split()) for row in rows if str(row[0]) != "ok"]
     if problems:
         raise AbortError(damaged_message(path, "quick_check: " + "; ".join(problems)))
 
