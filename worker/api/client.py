@@ -435,24 +435,17 @@ class FlextellClient:
             parsed, outcome, status, code, message, rate = await self._get_model(
                 self._calendar_url, tenant, params, CalendarResponse
             )
-            if parsed is None:
+            if parsed is not None:
+                items.extend(parsed.all_items())
+                last = parsed.last_page()
+            if parsed is None or last is None or page >= last or page >= max_pages:
                 return CalendarResult(
                     outcome=outcome,
                     status=status,
                     error_code=code,
                     error_message=message,
                     rate=rate,
-                )
-            items.extend(parsed.all_items())
-            last = parsed.last_page()
-            if last is None or page >= last or page >= max_pages:
-                return CalendarResult(
-                    outcome=outcome,
-                    status=status,
-                    error_code=code,
-                    error_message=message,
-                    rate=rate,
-                    items=items,
+                    items=items if parsed is not None else [],
                 )
             page += 1
 
