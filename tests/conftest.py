@@ -102,11 +102,8 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture
 def sbx(tmp_path: Path) -> Iterator[Any]:
-    """A sandbox as a real process (tests.test_sync.Sandbox), stopped after the test."""
-    from tests.test_sync import start_sandbox, stop
+    """A sandbox as a real process (default seed, in memory, no faults), stopped after the test."""
+    from tests.support.sandbox_process import sandbox_process
 
-    proc, sb = start_sandbox(tmp_path)
-    try:
+    with sandbox_process(tmp_path) as sb:
         yield sb
-    finally:
-        stop(proc)

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from samples.api_lookups import write_seed
-from tests.test_sync import Sandbox, import_file, run_cli, start_sandbox, stop
+from tests.support.sandbox_process import Sandbox, start_sandbox, stop
+from tests.support.sync import import_file, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "api-lookups.csv"

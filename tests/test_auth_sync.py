@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.auth_helpers import (
+from tests.support.auth import (
     CLIENT_SECRET,
     login,
     run_worker,
@@ -24,7 +24,8 @@ from tests.auth_helpers import (
     worker_env,
     write_token_file,
 )
-from tests.test_sync import ROOT, Sandbox, sample_rows, start_sandbox, stop, write_csv
+from tests.support.sandbox_process import Sandbox, start_sandbox, stop
+from tests.support.sync import ROOT, sample_rows, write_csv
 
 
 @pytest.fixture

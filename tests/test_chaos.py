@@ -33,7 +33,7 @@ def test_kill_drill_creates_each_row_exactly_once(tmp_path: Path) -> None:
         restart_sandbox=False,
         seed=11,
         slow_seconds=2.0,
-        rate_limit="10/second",  # ~5 s of sending per run, so both kills land mid-run
+        rate_limit="15/second",  # ~3-10 s of sending per run, so both kills land mid-run
         kill_window=(1.0, 2.0),
     )
 
@@ -81,7 +81,7 @@ def test_identity_drill_loses_and_duplicates_nothing(tmp_path: Path) -> None:
         kills=2,
         by_hand=4,
         decoys=3,
-        rate_limit="20/second",  # a few seconds of sending per run, so both kills land
+        rate_limit="30/second",  # a few seconds of sending per run, so both kills land
         kill_window=(1.0, 2.0),
     )
 

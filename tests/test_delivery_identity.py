@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 
 from tests.conftest import SandboxFactory
-from tests.test_import_helpers import (
+from tests.support.importing import (
     TOKEN_ALL,
     Row,
     appointments,
@@ -25,12 +25,12 @@ from tests.test_import_helpers import (
     posts,
     requests_log,
     run_cli,
-    sandbox_process,
     setup,
     start_worker,
     stats,
     write_csv,
 )
+from tests.support.sandbox_process import sandbox_process
 
 
 def slot_sharing_rows() -> list[Row]:
@@ -353,12 +353,14 @@ async def test_a_server_down_for_8_seconds_mid_run_is_waited_for(tmp_path: Path)
     options = ("--port", str(port), "--state", str(state))
     rows = slot_sharing_rows()
     rows += [replace(r, key=r.key + "b", local=r.local.replace(hour=14)) for r in rows]
-    with sandbox_process(tmp_path, *options) as url:
+    with sandbox_process(tmp_path, *options) as sandbox:
+        url = sandbox.root
         s = setup(tmp_path, url, rows=rows, rate="8/second", max_attempts=3)
         proc = await start_worker(s.args())
         await asyncio.sleep(2.0)
     await asyncio.sleep(8.0)  # down: every connection refused
-    with sandbox_process(tmp_path, *options) as url:
+    with sandbox_process(tmp_path, *options) as sandbox:
+        url = sandbox.root
         _, err = await asyncio.wait_for(proc.communicate(), 120)
         assert proc.returncode == 0, err.decode()[-3000:]
         assert posts(await requests_log(url)), "the outage did not fall mid-run"

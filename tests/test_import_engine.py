@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from tests.conftest import SandboxFactory
-from tests.test_import_helpers import (
+from tests.support.importing import (
     CUSTOMERS,
     TOKEN_ALL,
     appointments,

@@ -14,7 +14,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.test_mapping import BASE, MAPPING, ROW
+from tests.support.configs import BASE, MAPPING, ROW
 from worker.config import load_config
 from worker.mapping import InvalidRow, MappedRow, Mapper
 from worker.source import SourceRow

@@ -6,14 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.test_sync import (
-    Sandbox,
-    import_file,
-    run_cli,
-    sample_rows,
-    write_config,
-    write_csv,
-)
+from tests.support.sandbox_process import Sandbox
+from tests.support.sync import import_file, run_cli, sample_rows, write_config, write_csv
 
 
 def _imported(tmp_path: Path, sb: Sandbox, n: int = 12) -> Path:

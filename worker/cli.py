@@ -2,6 +2,8 @@
 
 Each command parses options, calls one core function and turns `WorkerError`
 into a one-line message and its exit code. No pipeline logic lives here.
+The module is long (~830 lines) only because it declares every command's
+options and help texts, which `--help` shows; the work is in `worker.commands`.
 """
 
 from __future__ import annotations
@@ -719,12 +721,6 @@ _ledger_config_option = click.option(
 )
 
 
-def _ledger_path(ledger_path: Path | None, config_path: Path | None) -> Path:
-    from worker.commands.report import report_ledger_path
-
-    return report_ledger_path(ledger_path, config_path)
-
-
 @ledger_group.command("backup")
 @click.argument("dest", type=click.Path(dir_okay=False, path_type=Path))
 @_ledger_config_option
@@ -738,9 +734,10 @@ def ledger_backup_cmd(dest: Path, config_path: Path | None, ledger_path: Path | 
     (an existing DEST is replaced). Exit 0, 2 for bad options, 3 when the
     ledger is unusable.
     """
+    from worker.ledger import find_ledger_path
     from worker.ledger.backup import backup_ledger
 
-    facts = backup_ledger(_ledger_path(ledger_path, config_path), dest)
+    facts = backup_ledger(find_ledger_path(ledger_path, config_path), dest)
     click.echo(f"backup {facts.path}: {facts.entries} rows, {facts.runs} runs, {facts.size} bytes")
 
 
@@ -754,9 +751,10 @@ def ledger_check_cmd(config_path: Path | None, ledger_path: Path | None) -> None
     Exit 0 when it is complete and sound, 3 when it is damaged, empty or a
     copy without its -wal file, 2 when it does not exist.
     """
+    from worker.ledger import find_ledger_path
     from worker.ledger.backup import check_ledger
 
-    facts = check_ledger(_ledger_path(ledger_path, config_path))
+    facts = check_ledger(find_ledger_path(ledger_path, config_path))
     click.echo(f"ok: ledger {facts.path}: {facts.entries} rows, {facts.runs} runs")
 
 
@@ -774,10 +772,11 @@ def ledger_accept_missing_wal_cmd(
     flight; the next import sends or looks them up again, so some may be
     created twice. Only for when the -wal file cannot be restored.
     """
+    from worker.ledger import find_ledger_path
     from worker.ledger.backup import accept_missing_wal
 
     del yes
-    path = _ledger_path(ledger_path, config_path)
+    path = find_ledger_path(ledger_path, config_path)
     accept_missing_wal(path)
     click.echo(f"ledger {path}: accepted without its -wal file")
 

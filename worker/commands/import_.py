@@ -1,10 +1,15 @@
-"""The import run: source -> mapping -> ledger -> dispatch lanes -> summary.
+"""The import run: source -> mapping -> ledger -> delivery lanes -> result.
 
-The ledger is the queue between reading and sending. The reader maps rows and
-records them as seen (pending, unchanged, changed, invalid) in batches; each
-tenant's lane pulls its pending rows of this run back out in line order. So
-reading never waits for a slow or paused tenant, memory stays flat whatever the
-file size, and a crash leaves nothing that only lived in memory.
+The ledger is the queue between reading and sending. The reader
+(`import_reading`) maps rows and records them as seen in batches; each tenant's
+lane pulls its pending rows of this run back out in line order. So reading never
+waits for a slow or paused tenant, memory stays flat whatever the file size, and
+a crash leaves nothing that only lived in memory.
+
+This module is the run's orchestration and is longer than most (~480 lines) for
+that reason: the lanes' life, rows earlier runs left unknown, the run's start and
+end in the ledger. Reading, the sync rules (`worker.sync`), the result and exit
+code (`import_result`), the summary and signals are modules of their own.
 """
 
 from __future__ import annotations
@@ -12,10 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
-import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,26 +26,24 @@ from typing import Any
 import aiohttp
 
 from worker import __version__
+from worker.commands.import_reading import LISTED_ROWS, RowReader
 from worker.commands.import_result import ImportResult, TenantCounts, exit_code_for, run_counts
 from worker.commands.progress import RunProgress
-from worker.compare import identity_key
+from worker.commands.signals import StopSignals
 from worker.config import Config, TenantConfig, load_config
 from worker.delivery import Job, Lanes, RetryPolicy, RowDelivery, TenantLane, http_session
 from worker.delivery.lanes import policy_from_config
 from worker.delivery.runner import LaneRunner
 from worker.errors import AbortError, ConfigError, WorkerError
 from worker.ledger import (
-    Entry,
     Ledger,
     RunStatus,
-    SeenRow,
     Status,
     api_identity,
-    payload_diff,
     resolve_ledger_path,
 )
 from worker.logs import get_logger
-from worker.mapping import InvalidRow, MappedRow, Mapper
+from worker.mapping import Mapper
 from worker.mapping.payloads import preview_to
 from worker.references.prepass import (
     check_readable_twice,
@@ -52,14 +53,10 @@ from worker.references.prepass import (
 )
 from worker.references.prepass import prepare as prepare_references
 from worker.source import RowProblem, SourceOptions, SourceRow, open_source
-from worker.sync import Action, sync_action
 
 log = get_logger("import")
 
-READ_BATCH = 500
 FETCH_BATCH = 200
-LISTED_ROWS = 1000
-"""Changed and missing rows listed in the result (all are counted; `report` lists the rest)."""
 
 
 @dataclass(slots=True)
@@ -91,20 +88,6 @@ class ImportOptions:
     rebind_ledger: bool = False
 
 
-def _source_row_json(item: SourceRow | RowProblem) -> str:
-    if isinstance(item, SourceRow):
-        return json.dumps(
-            {"fields": dict(item.fields), "raw": item.raw}, ensure_ascii=False, default=str
-        )
-    return json.dumps({"fields": None, "raw": item.raw}, ensure_ascii=False)
-
-
-def _fallback_key(item: SourceRow | RowProblem) -> str:
-    """A key for a row whose own key cannot be derived: stable for the same broken row."""
-    text = _source_row_json(item) if isinstance(item, SourceRow) else (item.raw or "")
-    return "raw:" + hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
 def _file_sha256(path: str) -> str | None:
     if path == "-":
         return None
@@ -133,36 +116,21 @@ class ImportRun:
         self.run_id = 0
         self._lanes: Lanes | None = None
         self._ledger: Ledger | None = None
-        self._seen_digests: set[int] = set()
-        self.changed_rows: list[dict[str, Any]] = []
+        self.reader = RowReader(
+            mapper,
+            self.tenant_counts,
+            dry_run=options.dry_run,
+            retry_failed=options.retry_failed,
+            stopping=lambda: self.stopping is not None,
+        )
         self.missing_rows: list[dict[str, Any]] = []
         self.progress: RunProgress | None = None
-        self.preview: Callable[[MappedRow], None] | None = None
 
     def tenant_counts(self, tenant: int) -> TenantCounts:
         counts = self.counts.get(tenant)
         if counts is None:
             counts = self.counts[tenant] = TenantCounts()
         return counts
-
-    def _repeated(
-        self, tenant: int, key: str, entry: Entry | None, in_batch: set[tuple[int, str]]
-    ) -> bool:
-        """Has this run already read (tenant, key)? The ledger remembers earlier batches
-        (their rows carry this run's id), so memory does not grow with the file."""
-        if (tenant, key) in in_batch:
-            return True
-        in_batch.add((tenant, key))
-        if not self.options.dry_run:
-            return entry is not None and entry.seen_run_id == self.run_id
-        # A dry run writes nothing: keep a 64-bit digest per key instead.
-        digest = int.from_bytes(
-            hashlib.blake2b(f"{tenant}\x1f{key}".encode(), digest_size=8).digest(), "big"
-        )
-        if digest in self._seen_digests:
-            return True
-        self._seen_digests.add(digest)
-        return False
 
     # --- setup --------------------------------------------------------------
 
@@ -214,123 +182,16 @@ class ImportRun:
         ledger: Ledger | None,
         session: aiohttp.ClientSession | None,
     ) -> None:
-        batch: list[MappedRow | InvalidRow] = []
-        for item in source:
-            batch.append(self.mapper.map(item))
-            if len(batch) >= READ_BATCH:
-                await self._take_batch(batch, ledger, session)
-                batch = []
-                if self.stopping:
-                    return
-        if batch:
-            await self._take_batch(batch, ledger, session)
+        """Read the whole export into the ledger; wake the lanes of tenants with rows to send."""
 
-    async def _take_batch(
-        self,
-        batch: list[MappedRow | InvalidRow],
-        ledger: Ledger | None,
-        session: aiohttp.ClientSession | None,
-    ) -> None:
-        keyed = [
-            (m, m.tenant, m.source_key)
-            if isinstance(m, MappedRow)
-            else (m, m.tenant or 0, m.source_key or _fallback_key(m.row))
-            for m in batch
-        ]
-        existing = (
-            await ledger.get_many([(t, k) for _, t, k in keyed]) if ledger is not None else {}
-        )
-        seen: list[SeenRow] = []
-        retry: list[tuple[int, str]] = []
-        touched: set[int] = set()
-        run_id = self.run_id
-        in_batch: set[tuple[int, str]] = set()
-        for m, tenant, key in keyed:
-            item = m.row
-            entry = existing.get((tenant, key))
-            repeated = self._repeated(tenant, key, entry, in_batch)
-            counts = self.tenant_counts(tenant)
-            counts.read += 1
-            if isinstance(m, InvalidRow):
-                counts.invalid += 1
-                if repeated:
-                    continue
-                first = m.errors[0] if m.errors else None
-                seen.append(
-                    SeenRow(
-                        tenant=tenant,
-                        source_key=key,
-                        payload_hash=None,
-                        payload_json=None,
-                        source_file=item.source,
-                        source_line=item.line,
-                        source_row=_source_row_json(item),
-                        run_id=run_id,
-                        status=Status.INVALID.value,
-                        error_code="invalid",
-                        error_message="; ".join(f"{e.field}: {e.message}" for e in m.errors),
-                        error_field=first.field if first else None,
-                    )
-                )
-                continue
-            if repeated:
-                counts.duplicate_keys += 1
-                log.warning(
-                    "duplicate source key skipped", tenant=tenant, line=item.line, source_key=key
-                )
-                continue
-            action = sync_action(entry, m.payload_hash, retry_failed=self.options.retry_failed)
-            if action is Action.NEW:
-                counts.new += 1
-            elif action is Action.UNCHANGED:
-                counts.unchanged += 1
-            elif action is Action.CHANGED:
-                counts.changed += 1
-                if entry is not None and len(self.changed_rows) < LISTED_ROWS:
-                    self.changed_rows.append(
-                        {
-                            "tenant": tenant,
-                            "source_key": key,
-                            "line": item.line,
-                            "appointment_id": entry.appointment_id,
-                            "changes": payload_diff(entry.payload_json, m.payload_json.decode()),
-                        }
-                    )
-            elif action is Action.PREVIOUSLY_FAILED:
-                counts.previously_failed += 1
-            elif action is Action.RETRY_FAILED:
-                retry.append((tenant, key))
-            elif action is Action.UNKNOWN_SKIPPED:
-                counts.unknown_skipped += 1
-            send = action.sends
-            if send:
-                counts.to_send += 1
-                touched.add(tenant)
-                if self.preview is not None:
-                    self.preview(m)
-            seen.append(
-                SeenRow(
-                    tenant=tenant,
-                    source_key=key,
-                    payload_hash=m.payload_hash,
-                    payload_json=m.payload_json.decode(),
-                    source_file=item.source,
-                    source_line=item.line,
-                    source_row=_source_row_json(item),
-                    run_id=run_id,
-                    status=Status.PENDING.value,
-                    identity=_identity(m),
-                )
-            )
-        if ledger is None or self.options.dry_run:
-            return  # a dry run only reads the ledger (opened read-only)
-        await ledger.upsert_seen(seen)
-        for tenant, key in retry:
-            await ledger.requeue(tenant, key, run_id=run_id)
-        assert session is not None
-        for tenant in touched:
-            await self.lane_for(tenant, session, ledger)
-            self.new_rows[tenant].set()
+        async def wake(tenants: set[int]) -> None:
+            assert ledger is not None and session is not None
+            for tenant in tenants:
+                await self.lane_for(tenant, session, ledger)
+                self.new_rows[tenant].set()
+
+        self.reader.run_id = self.run_id
+        await self.reader.read_all(source, ledger, wake if session is not None else None)
 
     # --- sending ------------------------------------------------------------
 
@@ -479,7 +340,7 @@ async def run_import(options: ImportOptions) -> ImportResult:
             try:
                 if ledger is not None:
                     await ledger.bind_identity(api, config.tenants, rebind=False)
-                with preview_to(run, options.payloads):
+                with preview_to(run.reader, options.payloads):
                     await run.read_all(source, ledger, None)
             finally:
                 if ledger is not None:
@@ -530,24 +391,8 @@ async def _send(
         ledger=str(ledger_path),
         version=__version__,
     )
-    loop = asyncio.get_running_loop()
-    signals = {signal.SIGINT: "interrupted (SIGINT)", signal.SIGTERM: "terminated (SIGTERM)"}
-    received: list[int] = []
-
-    def on_signal(signum: int) -> None:
-        if received:
-            # A second signal: leave now. SQLite keeps the ledger consistent;
-            # rows left in flight are reconciled by the next run.
-            import os
-
-            os._exit(128 + signum)
-        received.append(signum)
-        run.request_stop(signals[signal.Signals(signum)])
-
-    for signum in signals:
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signum, on_signal, signum)
-
+    stops = StopSignals(run.request_stop)
+    stops.install()
     run.progress = RunProgress.create(enabled=options.progress, source=source)
     status = "finished"
     watch = asyncio.create_task(_stop_when_broken(run, ledger))
@@ -566,7 +411,7 @@ async def _send(
                             create=True,
                             lanes=run.builder(session),
                         )
-                        run.mapper = prepared.mapper
+                        run.mapper = run.reader.mapper = prepared.mapper
                     for tenant_id in sorted(run.config.tenants):
                         if options.tenant is None or tenant_id == options.tenant:
                             await run.lane_for(tenant_id, session, ledger)
@@ -588,12 +433,8 @@ async def _send(
             await _missing_from_source(run, ledger)
     finally:
         watch.cancel()
-        for signum in signals:
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(signum)
-        result = _result(
-            run, ledger_path, "import", started, signum=received[0] if received else None
-        )
+        stops.remove()
+        result = _result(run, ledger_path, "import", started, signum=stops.received)
         with contextlib.suppress(Exception):
             await ledger.finish_run(run.run_id, status=status, counts=run_counts(result))
     return result
@@ -606,18 +447,6 @@ async def _covered(ledger: Ledger, tenant: int) -> bool:
         and run.status == RunStatus.FINISHED
         and run.counts.get(f"tenant.{tenant}.read", 0) > 0
         for run in await ledger.runs()
-    )
-
-
-def _identity(m: MappedRow) -> str:
-    p = m.payload
-    return identity_key(
-        {
-            "customer_id": p.customer_id,
-            "user_id": p.user_id,
-            "scheduled_at": p.scheduled_at,
-            "treatments": p.treatments,
-        }
     )
 
 
@@ -703,6 +532,6 @@ def _result(
         interrupted=run.stopping,
         elapsed=time.monotonic() - started,
         exit_code=code,
-        changed_rows=run.changed_rows,
+        changed_rows=run.reader.changed_rows,
         missing_rows=run.missing_rows,
     )

@@ -11,9 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from worker.commands.import_summary import SHOWN_ROWS, diff_text, public_rows
-from worker.config import load_config
 from worker.errors import AbortError, ConfigError
-from worker.ledger import Entry, Ledger, Run, Status, default_ledger_path, resolve_ledger_path
+from worker.ledger import Entry, Ledger, Run, Status, find_ledger_path
 from worker.source import RowProblem, SourceRow
 from worker.source.failures import FailureWriter, neutralise
 
@@ -86,15 +85,6 @@ class LedgerReport:
         }
 
 
-def report_ledger_path(ledger_path: Path | None, config_path: Path | None) -> Path:
-    """``--ledger``, else the one the config's imports use, else the default state file."""
-    if ledger_path is not None:
-        return ledger_path
-    if config_path is not None:
-        return resolve_ledger_path(load_config(config_path), None)
-    return default_ledger_path(None)
-
-
 async def open_for_report(path: Path) -> Ledger:
     """Open a ledger read-only (no lock: reports run beside an import); exit 2 when unusable."""
     try:
@@ -113,7 +103,7 @@ def _run_counts(run: Run, tenant: int | None) -> dict[str, int] | None:
 
 async def build_report(options: ReportOptions) -> LedgerReport:
     """Read the ledger and (with `failures`) write the failures file."""
-    path = report_ledger_path(options.ledger_path, options.config_path)
+    path = find_ledger_path(options.ledger_path, options.config_path)
     ledger = await open_for_report(path)
     try:
         runs = await ledger.runs(options.run)

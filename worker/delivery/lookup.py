@@ -22,7 +22,7 @@ from tenacity import AsyncRetrying, retry_if_result, stop_after_attempt, wait_ex
 
 from worker.api.client import CalendarResult, FlextellClient, Outcome, PageResult, Result
 from worker.compare import same_identity, sent_values
-from worker.contract import AppointmentResource, CalendarItem
+from worker.contract import AppointmentResource
 from worker.delivery.lane import A
 
 MAX_LIST_PAGES = 1000
@@ -69,7 +69,7 @@ class Lookup:
         self.tenant = tenant
         self.cache_days = cache_days
         self._sleep = sleep
-        self._days: dict[date, list[CalendarItem]] = {}
+        self._days: dict[date, dict[datetime, set[int]]] = {}
         self._resources: dict[int, AppointmentResource | None] = {}
 
     async def candidates(self, payload: dict[str, Any]) -> Candidates:
@@ -94,13 +94,13 @@ class Lookup:
     async def _once(
         self, payload: dict[str, Any], instant: datetime, day: date, window: tuple[date, date]
     ) -> Candidates:
-        items = await self._calendar(day, window)
-        if isinstance(items, str):
+        slots = await self._calendar(day, window)
+        if isinstance(slots, str):
             listed = await self._from_list(payload)
             if listed.error is not None:
-                return Candidates(error=f"calendar lookup failed ({items}); {listed.error}")
+                return Candidates(error=f"calendar lookup failed ({slots}); {listed.error}")
             return listed
-        ids = sorted({i.appointment_id for i in items if _second(i.start_at) == _second(instant)})
+        ids = sorted(slots.get(_second(instant), ()))
         out = Candidates()
         for appointment_id in ids:
             got = await self._get(appointment_id)
@@ -110,7 +110,10 @@ class Lookup:
                 out.items.append(got)
         return out
 
-    async def _calendar(self, day: date, window: tuple[date, date]) -> list[CalendarItem] | str:
+    async def _calendar(
+        self, day: date, window: tuple[date, date]
+    ) -> dict[datetime, set[int]] | str:
+        """The appointment ids around `day` by the second they start at, or why not."""
         if self.cache_days and day in self._days:
             return self._days[day]
         start, end = window
@@ -123,9 +126,12 @@ class Lookup:
                 if result.status
                 else str(result.error_message)
             )
+        slots: dict[datetime, set[int]] = {}
+        for item in result.items:
+            slots.setdefault(_second(item.start_at), set()).add(item.appointment_id)
         if self.cache_days:
-            self._days[day] = result.items
-        return result.items
+            self._days[day] = slots
+        return slots
 
     async def _get(self, appointment_id: int) -> AppointmentResource | str | None:
         if self.cache_days and appointment_id in self._resources:

@@ -49,6 +49,8 @@ class Job:
     """Start by looking up: an attempt may have landed (earlier run, or settling)."""
     earlier_run: bool = False
     """An earlier run left it unknown: the reader counts it, so stats do not."""
+    sent_before: bool = True
+    """Whether any attempt of the row was ever sent (True when not known)."""
 
     @classmethod
     def from_entry(cls, entry: Entry, *, resume: bool = False) -> Job | None:
@@ -58,8 +60,8 @@ class Job:
             return None
         identity = entry.identity or identity_of_json(entry.payload_json) or entry.source_key
         return cls(entry.tenant, entry.source_key, entry.payload_json, entry.payload_hash,
-                   entry.source_line, identity, resume=resume,
-                   earlier_run=resume)  # fmt: skip
+                   entry.source_line, identity, resume=resume, earlier_run=resume,
+                   sent_before=entry.attempts > 0 or entry.sent_at is not None)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +236,10 @@ class RowDelivery:
             found = await lookup.candidates(payload)
             if found.error is not None:
                 return Decision(Verdict.UNDECIDED, reason=found.error)
+            if step == "adopt" and not found.items and not job.sent_before:
+                # Rule 2 with an empty slot: nothing to adopt, nothing of ours can be there.
+                # Most rows of a first import end here, without reading the ledger twice.
+                return Decision(Verdict.ABSENT)
             group = await self.ledger.group(job.tenant, job.identity)
             owners = await self.ledger.owners(job.tenant, [c.id for c in found.items])
         except LaneStopped as exc:

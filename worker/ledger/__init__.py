@@ -8,7 +8,7 @@ from worker.ledger.lock import lock_path
 from worker.ledger.meta import api_identity
 from worker.ledger.model import Entry, Origin, Run, RunStatus, SeenRow, Status
 from worker.ledger.ops import UnknownKeyError, payload_diff
-from worker.ledger.paths import default_ledger_path, resolve_ledger_path
+from worker.ledger.paths import default_ledger_path, find_ledger_path, resolve_ledger_path
 from worker.ledger.schema import SCHEMA_VERSION
 from worker.ledger.store import Ledger
 
@@ -24,6 +24,7 @@ __all__ = [
     "UnknownKeyError",
     "api_identity",
     "default_ledger_path",
+    "find_ledger_path",
     "lock_path",
     "payload_diff",
     "resolve_ledger_path",

@@ -36,3 +36,15 @@ def resolve_ledger_path(config: Config, override: Path | None = None) -> Path:
         path = Path(config.ledger.path).expanduser()
         return path if path.is_absolute() else config.base_dir / path
     return default_ledger_path(config.path)
+
+
+def find_ledger_path(override: Path | None, config_path: Path | None) -> Path:
+    """For commands that read a ledger: ``--ledger``, else the one `import` uses with the
+    config, else the default state file."""
+    if override is not None:
+        return override
+    if config_path is not None:
+        from worker.config import load_config
+
+        return resolve_ledger_path(load_config(config_path))
+    return default_ledger_path(None)

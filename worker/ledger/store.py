@@ -1,4 +1,9 @@
-"""The async Ledger: a durable per-row record of intents and outcomes, and of runs."""
+"""The async Ledger: a durable per-row record of intents and outcomes, and of runs.
+
+The one face of the ledger the rest of the worker uses (~460 lines: one short
+method per operation, each documenting its durability); SQL lives in `ops`,
+the schema in `schema`, the writer thread in `writer`.
+"""
 
 from __future__ import annotations
 

@@ -12,7 +12,8 @@ from typing import Any
 
 import aiohttp
 
-from tests.test_sync import ROOT, Sandbox, write_config
+from tests.support.sandbox_process import Sandbox
+from tests.support.sync import ROOT, write_config
 
 CLIENT_SECRET = "demo-secret"  # the shipped seed's OAuth client
 LOGIN_ARGS = ("--no-browser", "--timeout", "60")

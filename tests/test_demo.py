@@ -1,0 +1,25 @@
+"""`make demo` is the README's first command: it must run from a checkout and exit 0."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.support.sandbox_process import ROOT
+
+
+def test_the_demo_runs_every_step_and_exits_0() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "worker.commands.demo"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert "config file not found" not in out + proc.stderr
+    for step in ("== 1.", "== 2.", "== 3.", "== 4.", "== 5.", "== 6.", "== Done"):
+        assert step in out
+    assert "ledger rows now: created 300" in out
+    assert "Traceback" not in out + proc.stderr

@@ -1,0 +1,219 @@
+"""Reading the export into the ledger: map each row, apply the sync rules, record it as seen.
+
+Rows go in batches of READ_BATCH: one ledger read for the batch's keys, one write
+of what was seen. Each tenant with rows to send is woken; its lane then reads
+its pending rows back out of the ledger, so memory stays flat whatever the size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from worker.commands.import_result import TenantCounts
+from worker.compare import identity_key
+from worker.ledger import Entry, Ledger, SeenRow, Status, payload_diff
+from worker.logs import get_logger
+from worker.mapping import InvalidRow, MappedRow, Mapper
+from worker.source import RowProblem, SourceRow
+from worker.sync import Action, sync_action
+
+log = get_logger("import")
+
+READ_BATCH = 500
+LISTED_ROWS = 1000
+"""Changed and missing rows listed in the result (all are counted; `report` lists the rest)."""
+
+
+class RowReader:
+    """Turns source rows into ledger rows of one run, counting each tenant's."""
+
+    def __init__(
+        self,
+        mapper: Mapper,
+        counts: Callable[[int], TenantCounts],
+        *,
+        dry_run: bool,
+        retry_failed: bool,
+        stopping: Callable[[], bool],
+    ) -> None:
+        self.mapper = mapper
+        self.counts = counts
+        self.dry_run = dry_run
+        self.retry_failed = retry_failed
+        self.stopping = stopping
+        self.run_id = 0
+        self.changed_rows: list[dict[str, Any]] = []
+        self.preview: Callable[[MappedRow], None] | None = None
+        """With --payloads: called with every row this run would send."""
+        self._seen_digests: set[int] = set()
+
+    def _repeated(
+        self, tenant: int, key: str, entry: Entry | None, in_batch: set[tuple[int, str]]
+    ) -> bool:
+        """Has this run already read (tenant, key)? The ledger remembers earlier batches
+        (their rows carry this run's id), so memory does not grow with the file."""
+        if (tenant, key) in in_batch:
+            return True
+        in_batch.add((tenant, key))
+        if not self.dry_run:
+            return entry is not None and entry.seen_run_id == self.run_id
+        # A dry run writes nothing: keep a 64-bit digest per key instead.
+        digest = int.from_bytes(
+            hashlib.blake2b(f"{tenant}\x1f{key}".encode(), digest_size=8).digest(), "big"
+        )
+        if digest in self._seen_digests:
+            return True
+        self._seen_digests.add(digest)
+        return False
+
+    async def read_all(
+        self,
+        source: Iterable[SourceRow | RowProblem],
+        ledger: Ledger | None,
+        wake: Callable[[set[int]], Awaitable[None]] | None,
+    ) -> None:
+        """Map and record every row, in batches; `wake` gets the tenants with rows to send."""
+        batch: list[MappedRow | InvalidRow] = []
+        for item in source:
+            batch.append(self.mapper.map(item))
+            if len(batch) >= READ_BATCH:
+                await self._take_batch(batch, ledger, wake)
+                batch = []
+                if self.stopping():
+                    return
+        if batch:
+            await self._take_batch(batch, ledger, wake)
+
+    async def _take_batch(
+        self,
+        batch: list[MappedRow | InvalidRow],
+        ledger: Ledger | None,
+        wake: Callable[[set[int]], Awaitable[None]] | None,
+    ) -> None:
+        keyed = [
+            (m, m.tenant, m.source_key)
+            if isinstance(m, MappedRow)
+            else (m, m.tenant or 0, m.source_key or _fallback_key(m.row))
+            for m in batch
+        ]
+        existing = (
+            await ledger.get_many([(t, k) for _, t, k in keyed]) if ledger is not None else {}
+        )
+        seen: list[SeenRow] = []
+        retry: list[tuple[int, str]] = []
+        touched: set[int] = set()
+        run_id = self.run_id
+        in_batch: set[tuple[int, str]] = set()
+        for m, tenant, key in keyed:
+            item = m.row
+            entry = existing.get((tenant, key))
+            repeated = self._repeated(tenant, key, entry, in_batch)
+            counts = self.counts(tenant)
+            counts.read += 1
+            if isinstance(m, InvalidRow):
+                counts.invalid += 1
+                if repeated:
+                    continue
+                first = m.errors[0] if m.errors else None
+                seen.append(
+                    SeenRow(
+                        tenant=tenant,
+                        source_key=key,
+                        payload_hash=None,
+                        payload_json=None,
+                        source_file=item.source,
+                        source_line=item.line,
+                        source_row=_source_row_json(item),
+                        run_id=run_id,
+                        status=Status.INVALID.value,
+                        error_code="invalid",
+                        error_message="; ".join(f"{e.field}: {e.message}" for e in m.errors),
+                        error_field=first.field if first else None,
+                    )
+                )
+                continue
+            if repeated:
+                counts.duplicate_keys += 1
+                log.warning(
+                    "duplicate source key skipped", tenant=tenant, line=item.line, source_key=key
+                )
+                continue
+            action = sync_action(entry, m.payload_hash, retry_failed=self.retry_failed)
+            if action is Action.NEW:
+                counts.new += 1
+            elif action is Action.UNCHANGED:
+                counts.unchanged += 1
+            elif action is Action.CHANGED:
+                counts.changed += 1
+                if entry is not None and len(self.changed_rows) < LISTED_ROWS:
+                    self.changed_rows.append(
+                        {
+                            "tenant": tenant,
+                            "source_key": key,
+                            "line": item.line,
+                            "appointment_id": entry.appointment_id,
+                            "changes": payload_diff(entry.payload_json, m.payload_json.decode()),
+                        }
+                    )
+            elif action is Action.PREVIOUSLY_FAILED:
+                counts.previously_failed += 1
+            elif action is Action.RETRY_FAILED:
+                retry.append((tenant, key))
+            elif action is Action.UNKNOWN_SKIPPED:
+                counts.unknown_skipped += 1
+            send = action.sends
+            if send:
+                counts.to_send += 1
+                touched.add(tenant)
+                if self.preview is not None:
+                    self.preview(m)
+            seen.append(
+                SeenRow(
+                    tenant=tenant,
+                    source_key=key,
+                    payload_hash=m.payload_hash,
+                    payload_json=m.payload_json.decode(),
+                    source_file=item.source,
+                    source_line=item.line,
+                    source_row=_source_row_json(item),
+                    run_id=run_id,
+                    status=Status.PENDING.value,
+                    identity=_identity(m),
+                )
+            )
+        if ledger is None or self.dry_run:
+            return  # a dry run only reads the ledger (opened read-only)
+        await ledger.upsert_seen(seen)
+        for tenant, key in retry:
+            await ledger.requeue(tenant, key, run_id=run_id)
+        if wake is not None and touched:
+            await wake(touched)
+
+
+def _source_row_json(item: SourceRow | RowProblem) -> str:
+    if isinstance(item, SourceRow):
+        return json.dumps(
+            {"fields": dict(item.fields), "raw": item.raw}, ensure_ascii=False, default=str
+        )
+    return json.dumps({"fields": None, "raw": item.raw}, ensure_ascii=False)
+
+
+def _fallback_key(item: SourceRow | RowProblem) -> str:
+    """A key for a row whose own key cannot be derived: stable for the same broken row."""
+    text = _source_row_json(item) if isinstance(item, SourceRow) else (item.raw or "")
+    return "raw:" + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _identity(m: MappedRow) -> str:
+    p = m.payload
+    return identity_key(
+        {
+            "customer_id": p.customer_id,
+            "user_id": p.user_id,
+            "scheduled_at": p.scheduled_at,
+            "treatments": p.treatments,
+        }
+    )
