@@ -38,8 +38,8 @@ from worker.ledger import (
     Status,
     api_identity,
     payload_diff,
-    resolve_ledger_path,
 )
+from worker.ledger.target import describe, ledger_target, open_ledger
 from worker.logs import get_logger
 from worker.mapping import InvalidRow, MappedRow, Mapper
 from worker.payloads import preview_to
@@ -62,7 +62,8 @@ class ImportOptions:
     config_path: Path
     format: str | None = None
     base_url: str | None = None
-    ledger_path: Path | None = None
+    ledger_path: Path | str | None = None
+    """A SQLite file, or a postgresql:// URL (a str): see worker.ledger.target."""
     tenant: int | None = None
     dry_run: bool = False
     payloads: Path | None = None
@@ -81,6 +82,12 @@ class ImportOptions:
     """Seconds the end of the run waits for rows still settling (default settle_seconds)."""
     policy: RetryPolicy | None = None
     rebind_ledger: bool = False
+    only_tenants: frozenset[int] | None = None
+    """Read, record and send only these tenants' rows (one pass of a shared ledger)."""
+    ledger: Ledger | None = None
+    """An open ledger to use instead of opening one (left open at the end)."""
+    request_headers: dict[str, str] | None = None
+    """Added to every API request (a shared ledger's lease, for the server's logs)."""
 
 
 @dataclass(slots=True)
@@ -111,7 +118,7 @@ class ImportResult:
     """What the run did: counts per tenant, ledger path, exit code."""
 
     run_id: int | None
-    ledger_path: Path
+    ledger_path: Path | str
     mode: str
     tenants: dict[int, TenantCounts]
     stopped_tenants: dict[int, str]
@@ -278,6 +285,9 @@ class ImportRun:
             else (m, m.tenant or 0, m.source_key or _fallback_key(m.row))
             for m in batch
         ]
+        only = self.options.only_tenants
+        if only is not None:
+            keyed = [k for k in keyed if k[1] in only]
         existing = (
             await ledger.get_many([(t, k) for _, t, k in keyed]) if ledger is not None else {}
         )
@@ -425,11 +435,13 @@ class ImportRun:
         the rest stay unknown. Identity groups and settling apply as for any row.
         """
         entries = await ledger.select(statuses=[Status.UNKNOWN.value])
+        only = self.options.only_tenants
         allowed = [
             e
             for e in entries
             if self.config.is_known_tenant(e.tenant)
             and (self.options.tenant is None or e.tenant == self.options.tenant)
+            and (only is None or e.tenant in only)
         ]
         if not allowed:
             return
@@ -483,7 +495,7 @@ async def run_import(options: ImportOptions) -> ImportResult:
         max_field_size=config.source.max_field_size,
         max_line_length=config.source.max_line_length,
     )
-    ledger_path = resolve_ledger_path(config, options.ledger_path)
+    ledger_path = ledger_target(config, options.ledger_path)
     api = api_identity(config.base_urls(options.base_url))
     run = ImportRun(options, config, mapper)
     mode = "dry-run" if options.dry_run else "import"
@@ -495,8 +507,8 @@ async def run_import(options: ImportOptions) -> ImportResult:
             mapper.check_columns(source.columns, source.name)
         if options.dry_run:
             ledger = (
-                await Ledger.open(ledger_path, lock=False, readonly=True)
-                if ledger_path.exists()
+                await open_ledger(ledger_path, lock=False, readonly=True)
+                if isinstance(ledger_path, str) or ledger_path.exists()
                 else None
             )
             try:
@@ -510,25 +522,32 @@ async def run_import(options: ImportOptions) -> ImportResult:
             return _result(run, ledger_path, mode, started)
 
         sha = await asyncio.to_thread(_file_sha256, options.file)
-        ledger = await Ledger.open(ledger_path)
+        ledger = options.ledger or await open_ledger(ledger_path)
         try:
             await ledger.bind_identity(api, config.tenants, rebind=options.rebind_ledger)
             return await _send(run, source, ledger, ledger_path, sha, started)
         finally:
-            await ledger.close()
+            if options.ledger is None:
+                await ledger.close()
 
 
 async def _send(
-    run: ImportRun, source: Any, ledger: Ledger, ledger_path: Path, sha: str | None, started: float
+    run: ImportRun,
+    source: Any,
+    ledger: Ledger,
+    ledger_path: Path | str,
+    sha: str | None,
+    started: float,
 ) -> ImportResult:
     options = run.options
     run._ledger = ledger
     if not run.mapper.has_source_key and not options.allow_hash_keys and await ledger.count_all():
         raise ConfigError(
-            f"{options.config_path}: the mapping has no source_key, and ledger {ledger_path} "
-            "already holds rows: without a key a row whose values changed since the last run "
-            "looks new and would be created a second time. Add source_key (the export's "
-            "appointment id), or pass --allow-hash-keys if every row is new"
+            f"{options.config_path}: the mapping has no source_key, and ledger "
+            f"{describe(ledger_path)} already holds rows: without a key a row whose values "
+            "changed since the last run looks new and would be created a second time. Add "
+            "source_key (the export's appointment id), or pass --allow-hash-keys if every "
+            "row is new"
         )
     run.run_id = await ledger.start_run(
         mode="import",
@@ -547,7 +566,7 @@ async def _send(
         "run started",
         run_id=run.run_id,
         file=source.name,
-        ledger=str(ledger_path),
+        ledger=describe(ledger_path),
         version=__version__,
     )
     loop = asyncio.get_running_loop()
@@ -572,11 +591,13 @@ async def _send(
     status = "finished"
     watch = asyncio.create_task(_stop_when_broken(run, ledger))
     try:
-        async with http_session(run.config) as session:
+        async with http_session(run.config, headers=options.request_headers) as session:
             with run.progress:
                 try:
                     for tenant_id in sorted(run.config.tenants):
-                        if options.tenant is None or tenant_id == options.tenant:
+                        if options.tenant in (None, tenant_id) and (
+                            options.only_tenants is None or tenant_id in options.only_tenants
+                        ):
                             await run.lane_for(tenant_id, session, ledger)
                     await run.resolve_unknown(ledger, session)
                     try:
@@ -695,7 +716,7 @@ async def _missing_from_source(run: ImportRun, ledger: Ledger) -> None:
 
 
 def _result(
-    run: ImportRun, ledger_path: Path, mode: str, started: float, signum: int | None = None
+    run: ImportRun, ledger_path: Path | str, mode: str, started: float, signum: int | None = None
 ) -> ImportResult:
     for tenant, lane in run.lanes.items():
         counts = run.tenant_counts(tenant)
@@ -733,7 +754,7 @@ def _result(
         code = ExitCode.OK
     return ImportResult(
         run_id=run.run_id or None,
-        ledger_path=ledger_path,
+        ledger_path=describe(ledger_path) if isinstance(ledger_path, str) else ledger_path,
         mode=mode,
         tenants=run.counts,
         stopped_tenants=stopped,

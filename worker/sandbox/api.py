@@ -54,6 +54,7 @@ def make_middleware(state: SandboxState) -> Middleware:
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith("/_sandbox"):
             return await handler(request)
+        arrived = state.clock()
         try:
             resp = await handler(request)
         except ApiError as exc:
@@ -65,7 +66,13 @@ def make_middleware(state: SandboxState) -> Middleware:
             resp.headers.update(headers)
         status = NO_RESPONSE if request.get(DROPPED_KEY) else resp.status
         state.stats.record(
-            state.clock(), request.get(TENANT_KEY), request.method, request.path, status
+            state.clock(),
+            request.get(TENANT_KEY),
+            request.method,
+            request.path,
+            status,
+            lease=request.headers.get("X-Flextell-Lease"),
+            arrived=arrived,
         )
         return resp
 
@@ -108,6 +115,7 @@ async def throttle(state: SandboxState, request: web.Request, key: tuple[str, in
         }
         if not decision.allowed:
             state.stats.rate_limited += 1
+            state.stats.rate_limited_by_tenant[key[1]] += 1
             raise ApiError(
                 429,
                 {"message": "Too Many Attempts."},
