@@ -209,11 +209,14 @@ async def lease_status(url: str) -> tuple[list[LeaseRow], list[tuple[str, str, b
     try:
         try:
             cur = await conn.execute(
-                "SELECT tenant, holder, epoch, extract(epoch FROM expires_at - now()),"
+                "SELECT tenant, holder, epoch, CASE WHEN isfinite(expires_at)"
+                " THEN extract(epoch FROM expires_at - now()) END,"
                 " round, run_id FROM leases ORDER BY tenant"
             )
         except psycopg.errors.UndefinedTable:
             raise AbortError(f"ledger {redact(url)} is empty (no run has used it yet)") from None
+        except psycopg.Error as exc:
+            raise AbortError(f"ledger {redact(url)}: {exc}") from None
         rows = []
         for tenant, holder, epoch, left, round_key, run_id in await cur.fetchall():
             remaining = None if left is None else float(left)
