@@ -36,7 +36,11 @@ def _setup(workdir: Path, tenants: int, count: int, *, lease: float = 30.0) -> t
     )
     text = cfg.read_text(encoding="utf-8")
     cfg.write_text(
-        text.replace("[mapping]", f"[ledger]\nlease_seconds = {lease}\n\n[mapping]", 1),
+        text.replace(
+            "[mapping]",
+            f"[ledger]\nlease_seconds = {lease}\ntenants_per_worker = 2\n\n[mapping]",
+            1,
+        ),
         encoding="utf-8",
     )
     source = [SourceRow(int(r["clinic"]), r["appointment_id"], payload_of(r)) for r in data]

@@ -172,6 +172,8 @@ class LedgerSection(_Strict):
     """postgresql://... or env:VARIABLE holding it (a password never goes in the config)."""
     lease_seconds: float = Field(default=30.0, ge=1.0, le=3600.0)
     """A shared ledger's tenant lease: renewed every third of it, taken over after it."""
+    tenants_per_worker: int = Field(default=4, ge=1, le=1000)
+    """A shared ledger's worker sends up to this many tenants at once (one lease each)."""
 
     @model_validator(mode="after")
     def _one_kind(self) -> LedgerSection:

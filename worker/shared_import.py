@@ -84,15 +84,21 @@ async def run_shared_import(
         )
         try:
             log.info("shared ledger", ledger=redact(url), worker=ledger.worker_id)
+            per_worker = config.ledger.tenants_per_worker
             while True:
-                lease = await keeper.acquire(tenants, round_key)
-                if lease is None:
+                leases: list[Lease] = []
+                while len(leases) < per_worker:
+                    lease = await keeper.acquire(tenants, round_key)
+                    if lease is None:
+                        break
+                    leases.append(lease)
+                if not leases:
                     if await keeper.remaining(tenants, round_key) == 0:
                         break
                     # The rest is held by others: wait for them to finish or to expire.
                     await asyncio.sleep(min(1.0, config.ledger.lease_seconds / 4))
                     continue
-                result = await _pass(options, ledger, keeper, lease, round_key)
+                result = await _pass(options, ledger, keeper, leases, round_key)
                 if result is None:
                     continue
                 results.append(result)
@@ -106,36 +112,46 @@ async def run_shared_import(
 
 
 async def _pass(
-    options: ImportOptions, ledger: PgLedger, keeper: LeaseKeeper, lease: Lease, round_key: str
+    options: ImportOptions,
+    ledger: PgLedger,
+    keeper: LeaseKeeper,
+    leases: list[Lease],
+    round_key: str,
 ) -> ImportResult | None:
-    """One tenant's import; its pass recorded unless it was interrupted or its lease lost."""
-    log.info("tenant leased", tenant=lease.tenant, epoch=lease.epoch, takeover=lease.previous)
-    headers = {LEASE_HEADER: f"{lease.tenant}:{lease.epoch}:{keeper.worker_id}"}
+    """One import of the leased tenants; their passes recorded unless it was interrupted
+    or a lease was lost (then the tenant goes to whoever takes it next)."""
+    for lease in leases:
+        log.info("tenant leased", tenant=lease.tenant, epoch=lease.epoch, takeover=lease.previous)
+    headers = {LEASE_HEADER: ",".join(f"{x.tenant}:{x.epoch}:{keeper.worker_id}" for x in leases)}
     one = replace(
         options,
-        only_tenants=frozenset({lease.tenant}),
+        only_tenants=frozenset(x.tenant for x in leases),
         ledger=ledger,
         request_headers=headers,
     )
     try:
         result = await run_import(one)
     except LeaseLostError as exc:
-        log.error("tenant pass stopped", tenant=lease.tenant, reason=str(exc))
-        await keeper.release(lease)
+        log.error("tenant pass stopped", reason=str(exc))
+        for lease in leases:
+            await keeper.release(lease)
         return None
     except BaseException:
-        await asyncio.shield(keeper.release(lease))
+        for lease in leases:
+            await asyncio.shield(keeper.release(lease))
         raise
-    if result.run_id is not None:
-        await keeper.note_run(lease.tenant, result.run_id)
-    if lease.tenant in keeper.lost:
-        log.error(
-            "lease lost during the pass; the tenant goes to another worker", tenant=lease.tenant
-        )
-        return result
-    if result.exit_code not in (ExitCode.INTERRUPTED, ExitCode.TERMINATED):
-        await keeper.finish(lease, round_key, result.run_id, result.exit_code.name.lower())
-    await keeper.release(lease)
+    interrupted = result.exit_code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED)
+    for lease in leases:
+        if result.run_id is not None:
+            await keeper.note_run(lease.tenant, result.run_id)
+        if lease.tenant in keeper.lost:
+            log.error("lease lost during the pass; the tenant goes to another worker",
+                      tenant=lease.tenant)  # fmt: skip
+            continue
+        if not interrupted:
+            status = result.exit_code.name.lower()
+            await keeper.finish(lease, round_key, result.run_id, status)
+        await keeper.release(lease)
     return result
 
 

@@ -116,6 +116,7 @@ async def throttle(state: SandboxState, request: web.Request, key: tuple[str, in
         if not decision.allowed:
             state.stats.rate_limited += 1
             state.stats.rate_limited_by_tenant[key[1]] += 1
+            state.stats.rate_limited_at.append((state.clock(), key[1]))
             raise ApiError(
                 429,
                 {"message": "Too Many Attempts."},

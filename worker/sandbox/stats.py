@@ -21,6 +21,7 @@ class Stats:
         self.faults: Counter[str] = Counter()
         self.rate_limited = 0
         self.rate_limited_by_tenant: Counter[int | None] = Counter()
+        self.rate_limited_at: deque[tuple[float, int | None]] = deque(maxlen=100)
         self.idempotent_replays = 0
         self.unheard_commits = 0  # delayed commits whose client had gone when they landed
         self.log: deque[tuple[float, int | None, str, str, int, str | None, float]] = deque(
