@@ -231,20 +231,32 @@ def _live_runs(conn: Any, now: str) -> set[int]:
     return {int(row[0]) for row in rows}
 
 
+_FENCED_IN_FLIGHT = """
+UPDATE entries SET status = 'in_flight', attempts = attempts + 1, last_run_id = ?,
+    sent_at = ?, first_sent_at = coalesce(first_sent_at, ?), updated_at = ?
+WHERE tenant = ? AND source_key = ? AND EXISTS (
+    SELECT 1 FROM leases WHERE tenant = ? AND holder = ?
+    AND expires_at > clock_timestamp() FOR SHARE)
+"""
+
+
 def _fenced_in_flight(
     conn: Any, now: str, tenant: int, source_key: str, run_id: int, sent_at: float, holder: str
 ) -> None:
-    held = conn.execute(
-        "SELECT epoch FROM leases WHERE tenant = ? AND holder = ?"
-        " AND expires_at > clock_timestamp() FOR SHARE",
-        (tenant, holder),
+    """ops.mark_in_flight under the lease, in one statement (the lease row locked FOR SHARE
+    until the batch commits, so a takeover's UPDATE of it waits for this intent)."""
+    params = (run_id, sent_at, sent_at, now, tenant, source_key, tenant, holder)
+    if conn.execute(_FENCED_IN_FLIGHT, params).rowcount:
+        return
+    exists = conn.execute(
+        "SELECT 1 FROM entries WHERE tenant = ? AND source_key = ?", (tenant, source_key)
     ).fetchone()
-    if held is None:
-        raise LeaseLostError(
-            f"the lease of tenant {tenant} expired or was taken over: this worker sends "
-            "nothing more for it"
-        )
-    ops.mark_in_flight(conn, now, tenant, source_key, run_id, sent_at)
+    if exists is None:
+        raise ops.UnknownKeyError(f"no ledger entry for tenant {tenant}, source key {source_key!r}")
+    raise LeaseLostError(
+        f"the lease of tenant {tenant} expired or was taken over: this worker sends "
+        "nothing more for it"
+    )
 
 
 def _stale_held(conn: Any, now: str, holder: str) -> int:
