@@ -163,3 +163,19 @@ async def test_running_run_of_a_closed_or_silent_worker_shows_as_crashed(pg_url:
         await later.close()
     finally:
         await reader.close()
+
+
+async def test_an_expired_lease_writes_no_intent(pg_url: str) -> None:
+    led = await PgLedger.open_url(pg_url)
+    try:
+        _hold(pg_url, led.worker_id, (7,))
+        run = await new_run(led)
+        await led.upsert_seen([seen("x", run)])
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f"UPDATE {SCHEMA}.leases SET expires_at = now() - interval '1 ms'")
+        with pytest.raises(LeaseLostError, match="tenant 7"):
+            await led.mark_in_flight(7, "x", run_id=run)
+        (entry,) = (await led.get_many([(7, "x")])).values()
+        assert (entry.status, entry.attempts) == ("pending", 0)
+    finally:
+        await led.close()

@@ -157,3 +157,49 @@ def test_an_unusable_url_is_a_clear_error_not_a_traceback(tmp_path: Path, value:
     assert done.returncode in (2, 3), done.stderr
     assert "Traceback" not in done.stderr
     assert ("cannot open ledger" in done.stderr) or ("NO_SUCH_LEDGER_VAR" in done.stderr)
+
+
+def test_a_postgresql_restart_ends_the_run_with_exit_3_and_the_next_run_completes(
+    pg_server: object, pg_url: str, tmp_path: Path
+) -> None:
+    csv, cfg, source, sb = _setup(tmp_path, 2, 120, lease=2.0)
+    sb.start()
+    try:
+        first = _worker(csv, cfg, sb.api_url, pg_url, tmp_path / "w1.log")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if sum(r["method"] == "POST" for r in sb.requests()) >= 10:
+                break
+            time.sleep(0.05)
+        pg_server.restart()  # type: ignore[attr-defined]
+        code = first.wait(timeout=60)
+        log = (tmp_path / "w1.log").read_text()
+        assert code == 3, log
+        assert "PostgreSQL connection lost" in log and "Traceback" not in log
+        second = _worker(csv, cfg, sb.api_url, pg_url, tmp_path / "w2.log")
+        assert second.wait(timeout=120) == 0, (tmp_path / "w2.log").read_text()
+        appts = sb.appointments()
+    finally:
+        sb.stop()
+    result = audit(source, read_pg_ledger(pg_url), appts)
+    assert result.clean, result.line()
+
+
+def test_a_dry_run_reads_a_postgresql_ledger_and_config_errors_name_the_field(
+    pg_url: str, tmp_path: Path
+) -> None:
+    csv, cfg, _, _ = _setup(tmp_path, 1, 5)
+    done = subprocess.run(
+        worker_cmd("import", str(csv), "-c", str(cfg), "--ledger", pg_url, "--dry-run",
+                   "--no-progress"),
+        cwd=ROOT, env=worker_env(), capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    # A ledger no run has used yet: a clear exit 3, never a new schema from a dry run.
+    assert done.returncode == 3 and "is empty" in done.stderr, done.stderr
+    text = cfg.read_text(encoding="utf-8").replace("[ledger]", '[ledger]\npath = "x.sqlite"')
+    cfg.write_text(text.replace("lease_seconds", 'url = "postgresql://h/db"\nlease_seconds'))
+    done = subprocess.run(
+        worker_cmd("import", str(csv), "-c", str(cfg), "--no-progress"),
+        cwd=ROOT, env=worker_env(), capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2 and "not both" in done.stderr and "ledger" in done.stderr
