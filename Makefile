@@ -24,15 +24,16 @@ $(STAMP): pyproject.toml requirements.lock
 lint: $(STAMP)
 	$(BIN)/ruff check worker tests bench
 	$(BIN)/ruff format --check worker tests bench
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
-	$(BIN)/mypy worker
+	$(BIN)/mypy worker tests bench
 
 test: lint typecheck
 	$(BIN)/pytest
 
 demo: $(STAMP)
-	$(BIN)/python -m worker.demo
+	$(BIN)/python -m worker.commands.demo
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run --scenario $(SCENARIO)

@@ -429,7 +429,8 @@ def run_shared(only: set[str], base: Path) -> SharedDrillResult | None:
 
 
 def print_shared(d: SharedDrillResult) -> None:
-    head = ("drill", "rows", "workers", "tenants", "kills", "pg restarts", "runs", "takeovers")
+    head: tuple[str, ...] = ("drill", "rows", "workers", "tenants", "kills", "pg restarts")
+    head += ("runs", "takeovers")
     head += ("lost", "dups", "shared ids", "orphans", "overlaps", "429", "s", "ok")
     print_columns(
         [

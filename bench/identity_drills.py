@@ -24,6 +24,7 @@ import subprocess
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -104,10 +105,16 @@ def _make_by_hand(
     chosen = rng.sample(singles, min(len(singles), by_hand + decoys))
     adoptable: dict[tuple[int, str], int] = {}
     pre: list[int] = []
+    day_before = (datetime.now(UTC) - timedelta(days=1)).isoformat()
     for n, row in enumerate(chosen):
         payload = payload_of(row)
         body = payload if n < by_hand else _decoy(payload)
-        made = sb.post("/_sandbox/appointments", body | {"tenant": int(row["clinic"])})
+        # Booked by staff the day before: a look-alike made seconds before a run is
+        # within the worker's clock-skew allowance and rightly stays `unknown`.
+        made = sb.post(
+            "/_sandbox/appointments",
+            body | {"tenant": int(row["clinic"]), "created_at": day_before},
+        )
         appt_id = int(made["data"]["id"])
         pre.append(appt_id)
         if n < by_hand:

@@ -139,12 +139,6 @@ class SharedDrillResult:
     problems: list[str] = field(default_factory=list)
 
 
-# No hand-made look-alikes by default: made seconds before the run, they fall
-# within decide.CLOCK_SKEW of the rows' first attempts, so a row whose answer is
-# lost stays `unknown` beside one (the safe verdict, but not "created"); the
-# identity drill covers them.
-
-
 def run_shared_drill(
     name: str,
     workdir: Path,
@@ -157,7 +151,7 @@ def run_shared_drill(
     share: float = 0.25,
     identical: float = 0.01,
     by_hand: int = 6,
-    decoys: int = 0,
+    decoys: int = 3,
     faults: tuple[str, ...] = ALL_FAULTS,
     seed: int = 14,
     timeout: float = 2.0,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -20,16 +21,33 @@ TOKEN_ALL = "sandbox-token-all"
 
 
 class FakeClock:
-    """A clock for SandboxOptions(clock=...): time only moves when a test says so."""
+    """Time that only moves when a test says so, or when code sleeps on it.
+
+    Callable, for SandboxOptions(clock=...); and a `worker.clock.Clock` for lanes,
+    pause gates and retries: `sleep` moves time on at once (and records how long),
+    so a 30-second pause takes no real time.
+    """
 
     def __init__(self, start: float = 1_700_000_000.0) -> None:
         self.now = start
+        self.slept: list[float] = []
 
     def __call__(self) -> float:
         return self.now
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        await asyncio.sleep(0)  # a suspension point first, as a real sleep is
+        self.now += max(0.0, seconds)
 
 
 def api_headers(token: str = TOKEN_ALL, tenant: int | None = 1) -> dict[str, str]:
@@ -84,14 +102,11 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture
 def sbx(tmp_path: Path) -> Iterator[Any]:
-    """A sandbox as a real process (tests.test_sync.Sandbox), stopped after the test."""
-    from tests.test_sync import start_sandbox, stop
+    """A sandbox as a real process (default seed, in memory, no faults), stopped after the test."""
+    from tests.support.sandbox_process import sandbox_process
 
-    proc, sb = start_sandbox(tmp_path)
-    try:
+    with sandbox_process(tmp_path) as sb:
         yield sb
-    finally:
-        stop(proc)
 
 
 # --- PostgreSQL (the shared ledger) ----------------------------------------------------

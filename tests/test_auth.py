@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from worker.auth import (
+from worker.api.auth import (
     RefreshingToken,
     StaticToken,
     TokenProvider,
@@ -25,8 +25,9 @@ from worker.auth import (
     token_provider_from_spec,
     token_url_for,
 )
-from worker.client import FlextellClient, Outcome
+from worker.api.client import FlextellClient, Outcome
 from worker.errors import AbortError, ConfigError
+from worker.redaction import redact
 
 
 @pytest.fixture(autouse=True)
@@ -167,7 +168,7 @@ async def test_env_spec(
     assert isinstance(tokens, StaticToken)
     assert await tokens.token() == "env-token-123"
     assert await tokens.refresh("env-token-123") is False
-    assert tokens.redact("bad env-token-123!") == "bad [redacted]!"
+    assert redact("bad env-token-123!") == "bad [redacted]!"
 
 
 async def test_env_spec_unset(
@@ -426,7 +427,7 @@ async def test_redact_covers_every_secret_seen(
     tokens = provider(f"file:{path}", tmp_path, session, oauth)
     await tokens.token()
     text = f"{SEED_REFRESH} {CLIENT_SECRET} access-0001 refresh-0001 {CLIENT_ID}"
-    assert tokens.redact(text) == f"[redacted] [redacted] [redacted] [redacted] {CLIENT_ID}"
+    assert redact(text) == f"[redacted] [redacted] [redacted] [redacted] {CLIENT_ID}"
 
 
 # --- with the client -----------------------------------------------------------------------

@@ -11,7 +11,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 
-from tests.auth_helpers import (
+from tests.conftest import SandboxFactory
+from tests.support.auth import (
     CLIENT_SECRET,
     open_in_browser,
     run_worker,
@@ -20,8 +21,7 @@ from tests.auth_helpers import (
     token_file,
     write_token_file,
 )
-from tests.conftest import SandboxFactory
-from worker.auth import pkce_challenge
+from worker.api.auth import pkce_challenge
 
 VERIFIER = "v" * 43 + "-._~0123456789"
 

@@ -11,8 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.auth_helpers import CLIENT_SECRET, login, run_worker, token_config, token_file
-from tests.test_sync import Sandbox, sample_rows, write_csv
+from tests.support.auth import CLIENT_SECRET, login, run_worker, token_config, token_file
+from tests.support.sandbox_process import Sandbox
+from tests.support.sync import sample_rows, write_csv
 
 PATIENTS = [
     ("Şükrü Öztürkoğlu", "+905321112233", "sukru.ozturkoglu@example.com", "10000000146"),

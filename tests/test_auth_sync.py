@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.auth_helpers import (
+from tests.support.auth import (
     CLIENT_SECRET,
     login,
     run_worker,
@@ -24,7 +24,8 @@ from tests.auth_helpers import (
     worker_env,
     write_token_file,
 )
-from tests.test_sync import ROOT, Sandbox, sample_rows, start_sandbox, stop, write_csv
+from tests.support.sandbox_process import Sandbox, start_sandbox, stop
+from tests.support.sync import ROOT, sample_rows, write_csv
 
 
 @pytest.fixture
@@ -189,8 +190,8 @@ def test_plain_http_in_the_config_is_refused_and_the_flag_allows_it(tmp_path: Pa
     ],
 )
 def test_which_base_urls_pass(url: str, ok: bool) -> None:
+    from worker.api.transport import check_base_url
     from worker.errors import ConfigError
-    from worker.transport import check_base_url
 
     if ok:
         check_base_url(url, allow_insecure_http=False)

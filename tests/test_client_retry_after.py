@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from worker.client import RateInfo as ClientRateInfo
-from worker.retry_after import RateInfo, parse_retry_after, rate_info_from_headers
+from worker.api.client import RateInfo as ClientRateInfo
+from worker.api.rate_headers import RateInfo, parse_retry_after, rate_info_from_headers
 
 NOW = 1_750_000_000.0
 

@@ -11,8 +11,8 @@ import aiohttp
 import pytest
 
 from tests.conftest import TOKEN_ALL, SandboxFactory
-from worker.auth import StaticToken, token_provider_from_spec
-from worker.client import FlextellClient, Outcome
+from worker.api.auth import StaticToken, token_provider_from_spec
+from worker.api.client import FlextellClient, Outcome
 from worker.contract import AppointmentCreate
 from worker.rates import parse_rate
 

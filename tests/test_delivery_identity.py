@@ -11,11 +11,12 @@ import json
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
 from tests.conftest import SandboxFactory
-from tests.test_import_helpers import (
+from tests.support.importing import (
     TOKEN_ALL,
     Row,
     appointments,
@@ -24,12 +25,12 @@ from tests.test_import_helpers import (
     posts,
     requests_log,
     run_cli,
-    sandbox_process,
     setup,
     start_worker,
     stats,
     write_csv,
 )
+from tests.support.sandbox_process import sandbox_process
 
 
 def slot_sharing_rows() -> list[Row]:
@@ -266,7 +267,8 @@ async def test_lookups_read_an_enveloped_calendar_and_fall_back_to_the_list(
     sandbox_factory: SandboxFactory, tmp_path: Path
 ) -> None:
     rows = slot_sharing_rows()
-    for n, options in enumerate(({"calendar_shape": "envelope"}, {"calendar_broken": True})):
+    shapes: tuple[dict[str, Any], ...] = ({"calendar_shape": "envelope"}, {"calendar_broken": True})
+    for n, options in enumerate(shapes):
         work = tmp_path / str(n)
         work.mkdir()
         async with sandbox_factory(faults={"drop_after_commit": 1.0}, **options) as sb:
@@ -351,12 +353,14 @@ async def test_a_server_down_for_8_seconds_mid_run_is_waited_for(tmp_path: Path)
     options = ("--port", str(port), "--state", str(state))
     rows = slot_sharing_rows()
     rows += [replace(r, key=r.key + "b", local=r.local.replace(hour=14)) for r in rows]
-    with sandbox_process(tmp_path, *options) as url:
+    with sandbox_process(tmp_path, *options) as sandbox:
+        url = sandbox.root
         s = setup(tmp_path, url, rows=rows, rate="8/second", max_attempts=3)
         proc = await start_worker(s.args())
         await asyncio.sleep(2.0)
     await asyncio.sleep(8.0)  # down: every connection refused
-    with sandbox_process(tmp_path, *options) as url:
+    with sandbox_process(tmp_path, *options) as sandbox:
+        url = sandbox.root
         _, err = await asyncio.wait_for(proc.communicate(), 120)
         assert proc.returncode == 0, err.decode()[-3000:]
         assert posts(await requests_log(url)), "the outage did not fall mid-run"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.failures import FailureWriter, neutralise
 from worker.source import RowProblem, SourceRow
+from worker.source.failures import FailureWriter, neutralise
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.test_validate import CFG
+from tests.support.configs import CFG
 
 # test_validate's config (Europe/Istanbul), plus a room read from a dotted JSON path.
 CONFIG = CFG + 'room_id = "extra.room"\n'

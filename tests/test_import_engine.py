@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from tests.conftest import SandboxFactory
-from tests.test_import_helpers import (
+from tests.support.importing import (
     CUSTOMERS,
     TOKEN_ALL,
     appointments,
@@ -195,9 +195,9 @@ async def test_a_repeated_source_key_is_sent_once_and_reported(
 
 async def test_a_server_that_never_answers_ends_the_run_with_a_clear_line(tmp_path: Path) -> None:
     # Nothing listens on port 9 (discard): every connection is refused. The lane gives
-    # up after max_attempts failures spread over UNREACHABLE_SECONDS (10 s), long before
-    # 200 rows could each exhaust their own retries.
-    s = setup(tmp_path, "http://127.0.0.1:9", n=200, max_backoff=1.0)
+    # up after max_attempts failures spread over unreachable_seconds, long before 200
+    # rows could each exhaust their own retries.
+    s = setup(tmp_path, "http://127.0.0.1:9", n=200, max_backoff=0.2, unreachable_seconds=0.5)
     result = await run_cli(s.args())
     assert result.exit_code == 3, result.output
     assert "stopped: cannot reach http://127.0.0.1:9/api" in result.output

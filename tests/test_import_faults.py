@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import SandboxFactory
-from tests.test_import_helpers import (
+from tests.support.importing import (
     Setup,
     assert_all_created_once,
     ledger_rows,

@@ -12,27 +12,22 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.test_import_helpers import (
+from tests.support.importing import (
     assert_all_created_once,
     ledger_rows,
-    sandbox_process,
     setup,
     start_worker,
     stats,
+    wait_for_appointments,
 )
-
-
-async def wait_for_appointments(url: str, at_least: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while (await stats(url))["appointments_total"] < at_least:
-        assert time.monotonic() < deadline, "the worker did not get going"
-        await asyncio.sleep(0.05)
+from tests.support.sandbox_process import sandbox_process
 
 
 async def test_sigkill_mid_run_then_rerun_creates_every_row_exactly_once(tmp_path: Path) -> None:
     with sandbox_process(
         tmp_path, "--fault", "drop_after_commit=0.15", "--fault-seed", "3", "--latency-ms", "40"
-    ) as url:
+    ) as sandbox:
+        url = sandbox.root
         s = setup(tmp_path, url, n=200, concurrency=8, timeout=2.0)
         proc = await start_worker(s.args())
         try:
@@ -58,7 +53,8 @@ async def test_sigkill_mid_run_then_rerun_creates_every_row_exactly_once(tmp_pat
 async def test_signal_lets_in_flight_requests_finish_then_resume(
     tmp_path: Path, signum: signal.Signals, code: int
 ) -> None:
-    with sandbox_process(tmp_path, "--latency-ms", "300") as url:
+    with sandbox_process(tmp_path, "--latency-ms", "300") as sandbox:
+        url = sandbox.root
         s = setup(tmp_path, url, n=40, concurrency=4, timeout=5.0)
         proc = await start_worker(s.args("--grace", "5"))
         try:
@@ -95,7 +91,8 @@ async def test_sigterm_while_answers_are_looked_up_leaves_them_unknown_not_in_fl
     tmp_path: Path,
 ) -> None:
     faults = ("--fault", "drop_after_commit=0.4", "--fault-seed", "5", "--latency-ms", "100")
-    with sandbox_process(tmp_path, *faults) as url:
+    with sandbox_process(tmp_path, *faults) as sandbox:
+        url = sandbox.root
         s = setup(tmp_path, url, n=40, concurrency=6, timeout=2.0)
         proc = await start_worker(s.args("--grace", "0.3", "--json-logs"))
         try:

@@ -12,49 +12,22 @@ import os
 import resource
 import shutil
 import signal
-import subprocess
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.test_import_helpers import (
-    REPO,
+from tests.support.importing import (
     Setup,
     assert_all_created_once,
-    sandbox_process,
+    assert_one_error_line,
+    run_worker,
     setup,
     start_worker,
     stats,
-    worker_env,
+    wait_for_appointments,
 )
-from tests.test_import_signals import wait_for_appointments
-
-
-def run_worker(
-    args: Sequence[str], *, preexec: Callable[[], None] | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    """The worker as a process; a hang fails the test at `timeout` instead of blocking it."""
-    return subprocess.run(
-        [sys.executable, "-m", "worker", *args],
-        cwd=REPO,
-        env=worker_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        preexec_fn=preexec,
-    )
-
-
-def assert_one_error_line(err: str, *needles: str) -> str:
-    """Exactly one `error:` line, no traceback; returns that line."""
-    assert "Traceback" not in err, err[-3000:]
-    lines = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, err[-3000:]
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
+from tests.support.sandbox_process import sandbox_process
 
 
 def file_size_limit(limit: int) -> Callable[[], None]:
@@ -74,7 +47,8 @@ def in_own_dir(s: Setup) -> Setup:
 async def test_full_disk_mid_run_stops_with_exit_3_then_resume_loses_nothing(
     tmp_path: Path,
 ) -> None:
-    with sandbox_process(tmp_path, "--latency-ms", "5") as url:
+    with sandbox_process(tmp_path, "--latency-ms", "5") as sandbox:
+        url = sandbox.root
         s = setup(tmp_path, url, n=600, concurrency=4)
         # ~0.3 MB of seen rows fit; the commits of the deliveries then hit the limit.
         full = await asyncio.to_thread(run_worker, s.args(), preexec=file_size_limit(1_000_000))
@@ -89,7 +63,8 @@ async def test_full_disk_mid_run_stops_with_exit_3_then_resume_loses_nothing(
 
 
 async def move_ledger_dir_mid_run(tmp_path: Path, replace_with_file: bool) -> None:
-    with sandbox_process(tmp_path, "--latency-ms", "30") as url:
+    with sandbox_process(tmp_path, "--latency-ms", "30") as sandbox:
+        url = sandbox.root
         s = in_own_dir(setup(tmp_path, url, n=300, concurrency=2))
         proc = await start_worker(s.args())
         moved = tmp_path / "moved"
@@ -129,7 +104,8 @@ async def test_ledger_directory_replaced_by_a_file_mid_run_stops_with_exit_3(
     os.geteuid() == 0, reason="root writes read-only files; the moved-directory tests cover root"
 )
 async def test_read_only_ledger_is_exit_3_with_a_clear_line(tmp_path: Path) -> None:
-    with sandbox_process(tmp_path) as url:
+    with sandbox_process(tmp_path) as sandbox:
+        url = sandbox.root
         s = in_own_dir(setup(tmp_path, url, n=10))
         first = await asyncio.to_thread(run_worker, s.args())
         assert first.returncode == 0, first.stderr
@@ -157,7 +133,8 @@ def garble_middle_page(path: Path) -> None:
 async def test_a_ledger_with_one_garbled_page_is_exit_3_for_every_command(
     tmp_path: Path,
 ) -> None:
-    with sandbox_process(tmp_path) as url:
+    with sandbox_process(tmp_path) as sandbox:
+        url = sandbox.root
         s = setup(tmp_path, url, n=300, concurrency=8)
         first = await asyncio.to_thread(run_worker, s.args())
         assert first.returncode == 0, first.stderr[-2000:]

@@ -12,20 +12,21 @@ import shutil
 import signal
 from pathlib import Path
 
-from tests.test_import_helpers import (
+from tests.support.importing import (
     assert_all_created_once,
+    assert_one_error_line,
     ledger_rows,
     make_rows,
-    sandbox_process,
+    run_worker,
     setup,
     start_worker,
     stats,
+    wait_for_appointments,
     write_config,
     write_csv,
 )
-from tests.test_import_signals import wait_for_appointments
-from tests.test_ledger_fatal import assert_one_error_line, run_worker
-from tests.test_ledger_process import kill, start_holder
+from tests.support.ledger_holder import kill, start_holder
+from tests.support.sandbox_process import sandbox_process
 
 
 def test_a_symlink_to_a_held_ledger_shares_its_lock(tmp_path: Path) -> None:
@@ -49,7 +50,8 @@ def test_a_symlink_to_a_held_ledger_shares_its_lock(tmp_path: Path) -> None:
 
 
 async def test_a_zero_byte_ledger_file_is_exit_3_not_a_new_ledger(tmp_path: Path) -> None:
-    with sandbox_process(tmp_path) as url:
+    with sandbox_process(tmp_path) as sandbox:
+        url = sandbox.root
         s = setup(tmp_path, url, n=10)
         s.ledger.write_bytes(b"")
         result = await asyncio.to_thread(run_worker, s.args())
@@ -64,7 +66,8 @@ async def test_resume_from_a_copy_without_its_wal_is_refused_and_a_full_copy_res
 ) -> None:
     with sandbox_process(
         tmp_path, "--latency-ms", "30", "--fault", "drop_after_commit=0.1", "--fault-seed", "5"
-    ) as url:
+    ) as sandbox:
+        url = sandbox.root
         s = setup(tmp_path, url, n=200, concurrency=4, timeout=2.0)
         proc = await start_worker(s.args())
         try:

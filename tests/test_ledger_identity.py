@@ -10,17 +10,18 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-from tests.test_import_helpers import (
+from tests.support.importing import (
     assert_all_created_once,
+    assert_one_error_line,
     ledger_rows,
-    sandbox_process,
+    run_worker,
     setup,
     start_worker,
     stats,
+    wait_for_appointments,
     write_config,
 )
-from tests.test_import_signals import wait_for_appointments
-from tests.test_ledger_fatal import assert_one_error_line, run_worker
+from tests.support.sandbox_process import sandbox_process
 
 
 def with_base_url(config: Path, url: str, dest: Path) -> Path:
@@ -30,7 +31,8 @@ def with_base_url(config: Path, url: str, dest: Path) -> Path:
 
 
 async def test_config_copied_with_another_api_is_refused_unless_rebound(tmp_path: Path) -> None:
-    with sandbox_process(tmp_path) as url:
+    with sandbox_process(tmp_path) as sandbox:
+        url = sandbox.root
         s = setup(tmp_path, url, n=30)
         first = await asyncio.to_thread(run_worker, s.args())
         assert first.returncode == 0, first.stderr[-2000:]
@@ -75,7 +77,8 @@ async def test_config_copied_with_another_api_is_refused_unless_rebound(tmp_path
 async def test_another_configured_tenant_set_is_refused_but_a_tenant_subset_runs(
     tmp_path: Path,
 ) -> None:
-    with sandbox_process(tmp_path) as url:
+    with sandbox_process(tmp_path) as sandbox:
+        url = sandbox.root
         s = setup(tmp_path, url, n=20)
         first = await asyncio.to_thread(run_worker, s.args())
         assert first.returncode == 0, first.stderr[-2000:]
@@ -91,7 +94,8 @@ async def test_another_configured_tenant_set_is_refused_but_a_tenant_subset_runs
 
 
 async def test_backup_of_a_ledger_while_an_import_writes_it(tmp_path: Path) -> None:
-    with sandbox_process(tmp_path, "--latency-ms", "30") as url:
+    with sandbox_process(tmp_path, "--latency-ms", "30") as sandbox:
+        url = sandbox.root
         s = setup(tmp_path, url, n=200, concurrency=2)
         proc = await start_worker(s.args())
         backups = tmp_path / "backups"
@@ -138,7 +142,8 @@ async def test_backup_of_a_ledger_while_an_import_writes_it(tmp_path: Path) -> N
 
 
 async def test_a_first_run_that_delivered_nothing_binds_nothing_for_good(tmp_path: Path) -> None:
-    with sandbox_process(tmp_path) as url:
+    with sandbox_process(tmp_path) as sandbox:
+        url = sandbox.root
         s = setup(tmp_path, url, n=6)
         wrong = [*s.args()[:5], url + "/apii", *s.args()[6:]]
         first = await asyncio.to_thread(run_worker, wrong)

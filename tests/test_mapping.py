@@ -8,44 +8,11 @@ from typing import Any
 
 import pytest
 
+from tests.support.configs import BASE, MAPPING, ROW
 from worker.config import load_config
 from worker.errors import ConfigError
 from worker.mapping import InvalidRow, MappedRow, Mapper
 from worker.source import RowProblem, SourceOptions, SourceRow, open_source
-
-BASE = """
-[api]
-timezone = "Europe/Istanbul"
-
-[tenants.1]
-[tenants.2]
-timezone = "Europe/Berlin"
-"""
-
-MAPPING = """
-[mapping]
-tenant = { column = "clinic" }
-source_key = { column = "id" }
-customer_id = "customer"
-user_id = "doctor"
-scheduled_at = { column = "start" }
-status = { column = "status", default = "pending" }
-treatments = { column = "treatments", split = "|" }
-room_id = "room"
-description = "notes"
-"""
-
-ROW = {
-    "id": "A1",
-    "clinic": "1",
-    "customer": "1001",
-    "doctor": "101",
-    "start": "2026-12-01T10:30:00",
-    "status": "approved",
-    "treatments": "201|203",
-    "room": "",
-    "notes": "  first visit ",
-}
 
 
 def make(tmp_path: Path, mapping: str = MAPPING, extra: str = "", **kw: Any) -> Mapper:
@@ -232,7 +199,10 @@ def test_day_first_formats_and_offsets(tmp_path: Path) -> None:
         'scheduled_at = { column = "start", formats = ["%d.%m.%Y %H:%M", "iso"] }',
     )
     mapper = make(tmp_path, mapping)
-    as_json = lambda r: ok(mapper.map(r)).payload.to_json_dict()["scheduled_at"]  # noqa: E731
+
+    def as_json(r: SourceRow) -> object:
+        return ok(mapper.map(r)).payload.to_json_dict()["scheduled_at"]
+
     assert as_json(row(start="21.12.2026 14:30")) == "2026-12-21T11:30:00Z"
     assert as_json(row(start="2026-12-21T14:30:00+01:00")) == "2026-12-21T13:30:00Z"
     assert as_json(row(start="21.12.2026 14:30", clinic="2")) == "2026-12-21T13:30:00Z"  # Berlin

@@ -9,8 +9,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from tests.recording_proxy import recording_proxy
-from tests.test_sync import import_file, run_cli
+from tests.support.recording_proxy import recording_proxy
+from tests.support.sync import import_file, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "multi-branch.csv"

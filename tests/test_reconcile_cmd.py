@@ -6,8 +6,8 @@ import asyncio
 import json
 from pathlib import Path
 
-from tests.test_sync import (
-    Sandbox,
+from tests.support.sandbox_process import Sandbox
+from tests.support.sync import (
     import_file,
     ledger_json,
     run_cli,

@@ -7,8 +7,8 @@ import io
 import json
 from pathlib import Path
 
-from tests.test_sync import (
-    Sandbox,
+from tests.support.sandbox_process import Sandbox
+from tests.support.sync import (
     import_file,
     ledger_json,
     run_cli,

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.recording_proxy import recording_proxy
-from tests.test_sync import import_file, run_cli
+from tests.support.recording_proxy import recording_proxy
+from tests.support.sync import import_file, run_cli
 
 NOTES = [
     '=HYPERLINK("http://x.example/?a=1","click")',

@@ -116,7 +116,7 @@ async def test_calendar_shape_and_breakage_change_at_run_time(
     async with http.post(url, json={"calendar_broken": False, "calendar_shape": "bare"}) as resp:
         assert resp.status == 200
     status, answer = await get(http, sandbox, CALENDAR)
-    assert status == 200 and len(CalendarResponse.model_validate(answer).items) == 1
+    assert status == 200 and len(CalendarResponse.model_validate(answer).all_items()) == 1
 
 
 async def test_list_is_complete_and_stable_while_appointments_are_added(

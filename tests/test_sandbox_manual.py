@@ -155,3 +155,22 @@ async def test_body_that_is_not_json_is_400(
     async with http.post(f"{sandbox.url}/_sandbox/appointments", data=b"{nope") as resp:
         assert resp.status == 400
         assert "JSON object" in (await resp.json())["message"]
+
+
+async def test_made_by_hand_can_be_dated_back_but_not_forward(
+    sandbox_factory: SandboxFactory, http: aiohttp.ClientSession
+) -> None:
+    async with sandbox_factory() as sb:
+        status, data = await by_hand(
+            http, sb, BODY | {"tenant": 1, "created_at": "2025-05-30T08:00:00+03:00"}
+        )
+        assert status == 201
+        assert data["data"]["created_at"].startswith("2025-05-30T05:00:00")
+
+        for bad in ("2999-01-01T00:00:00Z", "2025-05-30T08:00:00", "yesterday"):
+            status, data = await by_hand(
+                http, sb, BODY | {"tenant": 1, "created_at": bad, "status": "cancelled"}
+            )
+            assert status == 400, bad
+            assert "created_at" in data["message"]
+        assert len(await stored(http, sb, "?tenant=1")) == 1

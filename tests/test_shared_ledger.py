@@ -21,7 +21,9 @@ from bench.sandbox import SandboxProcess
 from bench.shared_drill import holders_by_tenant, lease_overlaps, read_pg_ledger
 
 
-def _setup(workdir: Path, tenants: int, count: int, *, lease: float = 30.0) -> tuple:
+def _setup(
+    workdir: Path, tenants: int, count: int, *, lease: float = 30.0
+) -> tuple[Path, Path, list[SourceRow], SandboxProcess]:
     seed_path, ids = fresh_workdir(workdir, tenants)
     data = list(rows(count, ids, 3, share=0.25))
     csv = write_rows(workdir / "rows.csv", data)

@@ -1,170 +1,30 @@
 """Nightly sync: three consecutive exports against a real sandbox process, and the lock.
 
-The helpers here (a sandbox process, a test config, exports cut from the
-sample file, CLI runs) are shared by the verify, reconcile and report tests.
+The helpers live in tests/support/sync.py; the sandbox process is conftest's `sbx`.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import pytest
-from click.testing import CliRunner, Result
-
-from worker.cli import cli
-
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "samples" / "appointments.csv"
-TOKEN_ENV = {"FLEXTELL_TOKEN": "sandbox-token-all"}
-
-
-@dataclass
-class Sandbox:
-    """A sandbox process: its API base URL and root URL."""
-
-    base_url: str
-    root: str
-
-    def get(self, path: str) -> Any:
-        with urllib.request.urlopen(self.root + path, timeout=10) as resp:
-            return json.loads(resp.read())
-
-    def change(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            self.root + path, data=data, method=method, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return json.loads(resp.read())
-
-    def stats(self) -> dict[str, Any]:
-        data: dict[str, Any] = self.get("/_sandbox/stats")
-        return data
-
-    def appointments(self) -> list[dict[str, Any]]:
-        data: list[dict[str, Any]] = self.get("/_sandbox/appointments")["data"]
-        return data
-
-
-def start_sandbox(tmp: Path, *args: str) -> tuple[subprocess.Popen[bytes], Sandbox]:
-    port_file = tmp / f"port-{time.monotonic_ns()}"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "worker",
-            "sandbox",
-            "--port",
-            "0",
-            "--port-file",
-            str(port_file),
-            *args,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while not (port_file.exists() and port_file.read_text().strip()):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("sandbox did not start")
-        time.sleep(0.05)
-    root = f"http://127.0.0.1:{port_file.read_text().strip()}"
-    return proc, Sandbox(base_url=root + "/api", root=root)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-
-
-@pytest.fixture
-def sandbox_proc(tmp_path: Path) -> Iterator[Sandbox]:
-    """A fresh sandbox process (default seed, in memory, no faults)."""
-    proc, sb = start_sandbox(tmp_path)
-    try:
-        yield sb
-    finally:
-        stop(proc)
-
-
-def write_config(tmp: Path, **api: Any) -> Path:
-    """config/demo.toml with fast test settings and the ledger beside it."""
-    text = (ROOT / "config" / "demo.toml").read_text(encoding="utf-8")
-    settings = {
-        "rate_limit": '"1000/second"',
-        "concurrency": "8",
-        "timeout": "5",
-        "max_backoff": "0.5",
-        "max_attempts": "3",
-    } | {k: str(v) for k, v in api.items()}
-    lines = []
-    for line in text.splitlines():
-        key = line.split("=")[0].strip()
-        if key in ("rate_limit", "concurrency") and not line.startswith("#"):
-            continue
-        lines.append(line)
-        if line.strip() == "[api]":
-            lines.extend(f"{k} = {v}" for k, v in settings.items())
-    lines.append('\n[ledger]\npath = "ledger.sqlite"')
-    path = tmp / "run.toml"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
-def sample_rows() -> tuple[list[str], list[dict[str, str]]]:
-    with SAMPLE.open(encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        return list(reader.fieldnames or []), list(reader)
-
-
-def write_csv(path: Path, columns: list[str], rows: list[dict[str, str]]) -> Path:
-    with path.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> Result:
-    return CliRunner().invoke(cli, list(args), env=env or TOKEN_ENV, catch_exceptions=False)
-
-
-def import_file(config: Path, sb: Sandbox, file: Path, *extra: str) -> tuple[Result, Any]:
-    """Run `import --json-logs`; the result and its final summary event."""
-    result = run_cli(
-        "import", str(file), "-c", str(config), "--base-url", sb.base_url, "--json-logs", *extra
-    )
-    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-    assert lines, result.output
-    return result, json.loads(lines[-1])
-
-
-def ledger_json(config: Path, *extra: str) -> Any:
-    result = run_cli("report", "-c", str(config), "--format", "json", *extra)
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
-
-
-# --- the three nights ------------------------------------------------------------
+from tests.support.sandbox_process import Sandbox, start_sandbox, stop
+from tests.support.sync import (
+    TOKEN_ENV,
+    import_file,
+    ledger_json,
+    run_cli,
+    sample_rows,
+    write_config,
+    write_csv,
+)
 
 
 def test_three_nightly_exports_give_exact_counts_and_one_appointment_each(
-    tmp_path: Path, sandbox_proc: Sandbox
+    tmp_path: Path, sbx: Sandbox
 ) -> None:
     config = write_config(tmp_path)
     columns, rows = sample_rows()
@@ -173,7 +33,7 @@ def test_three_nightly_exports_give_exact_counts_and_one_appointment_each(
     assert {r["clinic"] for r in night1} == {"1", "2"}
 
     # Night 1: 40 new rows.
-    r1, e1 = import_file(config, sandbox_proc, write_csv(tmp_path / "n1.csv", columns, night1))
+    r1, e1 = import_file(config, sbx, write_csv(tmp_path / "n1.csv", columns, night1))
     assert r1.exit_code == 0, r1.output
     assert (e1["totals"]["created"], e1["totals"]["new"]) == (40, 40)
     assert e1["totals"]["unchanged"] == e1["totals"]["missing_from_source"] == 0
@@ -184,7 +44,7 @@ def test_three_nightly_exports_give_exact_counts_and_one_appointment_each(
     night2[0]["notes"] = "moved to the afternoon"
     night2[5]["room_id"] = "303" if night2[5]["room_id"] != "303" else "301"
     night2[30]["status"] = "cancelled" if night2[30]["status"] != "cancelled" else "pending"
-    r2, e2 = import_file(config, sandbox_proc, write_csv(tmp_path / "n2.csv", columns, night2))
+    r2, e2 = import_file(config, sbx, write_csv(tmp_path / "n2.csv", columns, night2))
     t2 = e2["totals"]
     assert (t2["created"], t2["unchanged"], t2["changed"], t2["missing_from_source"]) == (
         10,
@@ -203,7 +63,7 @@ def test_three_nightly_exports_give_exact_counts_and_one_appointment_each(
     # Night 3: five rows (three of tenant 1, two of tenant 2) cancelled upstream.
     removed = [night2[i]["appointment_id"] for i in (1, 2, 3, 26, 27)]
     night3 = [r for r in night2 if r["appointment_id"] not in removed]
-    r3, e3 = import_file(config, sandbox_proc, write_csv(tmp_path / "n3.csv", columns, night3))
+    r3, e3 = import_file(config, sbx, write_csv(tmp_path / "n3.csv", columns, night3))
     assert r3.exit_code == 1  # the changed rows still differ
     t3 = e3["totals"]
     assert (t3["created"], t3["unchanged"], t3["changed"], t3["missing_from_source"]) == (
@@ -216,12 +76,12 @@ def test_three_nightly_exports_give_exact_counts_and_one_appointment_each(
     assert e3["tenants"]["1"]["missing_from_source"] == 3
     assert e3["tenants"]["2"]["missing_from_source"] == 2
 
-    stats = sandbox_proc.stats()
+    stats = sbx.stats()
     assert stats["appointments_total"] == 50
     assert stats["duplicates"] == 0
     posts = [
         r
-        for r in sandbox_proc.get("/_sandbox/requests")["requests"]
+        for r in sbx.get("/_sandbox/requests")["requests"]
         if r.get("method") == "POST" and "appointments" in r.get("path", "")
     ]
     assert len(posts) == 50
@@ -236,17 +96,12 @@ def test_three_nightly_exports_give_exact_counts_and_one_appointment_each(
 
 
 def test_the_summary_lists_changed_rows_with_their_differences(
-    tmp_path: Path, sandbox_proc: Sandbox
+    tmp_path: Path, sbx: Sandbox
 ) -> None:
     config = write_config(tmp_path)
     columns, rows = sample_rows()
     first = rows[:5]
-    assert (
-        import_file(config, sandbox_proc, write_csv(tmp_path / "a.csv", columns, first))[
-            0
-        ].exit_code
-        == 0
-    )
+    assert import_file(config, sbx, write_csv(tmp_path / "a.csv", columns, first))[0].exit_code == 0
     second = [dict(r) for r in first[1:]]
     second[0]["notes"] = "new note"
     result = run_cli(
@@ -255,7 +110,7 @@ def test_the_summary_lists_changed_rows_with_their_differences(
         "-c",
         str(config),
         "--base-url",
-        sandbox_proc.base_url,
+        sbx.base_url,
         "--no-progress",
     )
     assert result.exit_code == 1

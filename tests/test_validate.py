@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from tests.support.configs import CFG
 from worker.cli import cli
-from worker.validate import DigestTable
+from worker.commands.validate import DigestTable
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = str(ROOT / "config" / "demo.toml")
@@ -75,22 +76,6 @@ def test_max_errors_limits_printing() -> None:
     assert code == 1
     assert len(re.findall(r"messy-export\.csv:\d+: ", out)) == 2
     assert "and 7 more errors" in out
-
-
-CFG = """
-[api]
-timezone = "Europe/Istanbul"
-[tenants.1]
-[mapping]
-tenant = { value = 1 }
-source_key = { column = "id" }
-customer_id = "customer"
-user_id = "doctor"
-scheduled_at = "start"
-status = { column = "status", default = "pending" }
-treatments = { column = "treatments", split = "|" }
-description = "notes"
-"""
 
 
 def write_cfg(tmp_path: Path, extra: str = "") -> str:

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
-from tests.test_sync import (
-    Sandbox,
-    import_file,
-    run_cli,
-    sample_rows,
-    write_config,
-    write_csv,
-)
+from tests.support.sandbox_process import Sandbox
+from tests.support.sync import import_file, run_cli, sample_rows, write_config, write_csv
 
 
 def _imported(tmp_path: Path, sb: Sandbox, n: int = 12) -> Path:
@@ -24,7 +19,7 @@ def _imported(tmp_path: Path, sb: Sandbox, n: int = 12) -> Path:
     return config
 
 
-def _verify(config: Path, sb: Sandbox, *extra: str) -> tuple[int, dict[str, object], str]:
+def _verify(config: Path, sb: Sandbox, *extra: str) -> tuple[int, dict[str, Any], str]:
     report = config.parent / "verify.json"
     result = run_cli(
         "verify", "-c", str(config), "--base-url", sb.base_url, "--report", str(report), *extra
@@ -55,12 +50,12 @@ def test_verify_finds_altered_and_deleted_appointments(tmp_path: Path, sbx: Sand
     assert code == 1
     totals = report["totals"]
     assert (totals["matched"], totals["mismatched"], totals["missing"]) == (10, 1, 1)
-    [mismatch] = report["mismatches"]  # type: ignore[misc]
+    [mismatch] = report["mismatches"]
     assert mismatch["appointment_id"] == altered["id"]
     assert [f["field"] for f in mismatch["fields"]] == ["description"]
     assert mismatch["fields"][0]["found"] == "edited by hand"
     assert mismatch["fields"][0]["sent"] != "edited by hand"
-    assert [m["appointment_id"] for m in report["missing"]] == [deleted["id"]]  # type: ignore[attr-defined]
+    assert [m["appointment_id"] for m in report["missing"]] == [deleted["id"]]
     # The report file keeps the note; the terminal shows its length only (patient data).
     assert 'description: sent "<text, 24 chars>", found "<text, 14 chars>"' in output
     assert "edited by hand" not in output and "missing" in output
@@ -70,11 +65,11 @@ def test_verify_a_seeded_sample_and_one_tenant(tmp_path: Path, sbx: Sandbox) -> 
     config = _imported(tmp_path, sbx)
     code, report, _ = _verify(config, sbx, "--sample", "5", "--seed", "7")
     assert code == 0
-    assert report["totals"]["checked"] == 5  # type: ignore[index]
+    assert report["totals"]["checked"] == 5
     code, report, _ = _verify(config, sbx, "--tenant", "2")
     assert code == 0
-    assert list(report["tenants"]) == ["2"]  # type: ignore[call-overload]
-    assert report["totals"]["checked"] == 6  # type: ignore[index]
+    assert list(report["tenants"]) == ["2"]
+    assert report["totals"]["checked"] == 6
 
 
 def test_verify_json_logs_ends_with_one_summary_event(tmp_path: Path, sbx: Sandbox) -> None:

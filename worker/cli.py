@@ -75,8 +75,8 @@ def _seconds_option(
 
 def _refuse_insecure(config_path: Path, base_url: str | None, allow: bool) -> None:
     """Exit 2 before anything connects when a base URL is plain http:// to another host."""
+    from worker.api.transport import check_base_urls
     from worker.config import load_config
-    from worker.transport import check_base_urls
 
     check_base_urls(load_config(config_path).checked_urls(base_url), allow_insecure_http=allow)
 
@@ -123,7 +123,7 @@ def validate_cmd(
     Exit 0 when every row is valid, 1 when some are invalid, 2 for a bad config,
     option or unreadable file.
     """
-    from worker.validate import ValidateOptions, run_validate
+    from worker.commands.validate import ValidateOptions, run_validate
 
     opts = ValidateOptions(
         path=file,
@@ -404,11 +404,11 @@ def import_cmd(
     import asyncio
     import json
 
+    from worker.commands.import_ import ImportOptions, run_import
+    from worker.commands.import_summary import print_summary, summary_event
     from worker.config import load_config
-    from worker.importer import ImportOptions, run_import
     from worker.ledger.target import is_url, ledger_target, parse_target
     from worker.logs import configure_logging, get_logger
-    from worker.report import print_summary, summary_event
 
     if payloads is not None and not dry_run:
         raise click.UsageError("--payloads goes with --dry-run (a real run sends the bodies)")
@@ -434,7 +434,7 @@ def import_cmd(
     )
     target = ledger_target(load_config(config_path), options.ledger_path)
     if is_url(target) and not dry_run:
-        from worker.shared_import import run_shared_import
+        from worker.commands.shared_import import run_shared_import
 
         result = asyncio.run(run_shared_import(options, str(target), round_name=round_name))
     else:
@@ -512,8 +512,8 @@ def verify_cmd(
     """
     import asyncio
 
+    from worker.commands.verify import VerifyOptions, print_verify, run_verify, write_report
     from worker.logs import configure_logging
-    from worker.verify import VerifyOptions, print_verify, run_verify, write_report
 
     _refuse_insecure(config_path, base_url, allow_insecure_http)
     configure_logging(json_logs=json_logs)
@@ -565,9 +565,13 @@ def reconcile_cmd(
     """
     import asyncio
 
+    from worker.commands.reconcile import (
+        ReconcileOptions,
+        print_reconcile,
+        reconcile_event,
+        run_reconcile,
+    )
     from worker.logs import configure_logging
-    from worker.reconcile import ReconcileOptions, run_reconcile
-    from worker.report import print_reconcile, reconcile_event
 
     _refuse_insecure(config_path, base_url, allow_insecure_http)
     configure_logging(json_logs=json_logs)
@@ -630,7 +634,7 @@ def report_cmd(
     import asyncio
     import json
 
-    from worker.report import ReportOptions, build_report, report_csv, report_table
+    from worker.commands.report import ReportOptions, build_report, report_csv, report_table
 
     options = ReportOptions(
         ledger_path=ledger_path,
@@ -674,7 +678,7 @@ _ledger_config_option = click.option(
 
 
 def _ledger_path(ledger_path: Path | None, config_path: Path | None) -> Path:
-    from worker.report import report_ledger_path
+    from worker.commands.report import report_ledger_path
 
     return report_ledger_path(ledger_path, config_path)
 
@@ -840,8 +844,8 @@ def auth_login_cmd(
     import webbrowser
     from datetime import UTC, datetime
 
+    from worker.api.login import run_login
     from worker.config import load_config
-    from worker.login import run_login
 
     _refuse_insecure(config_path, base_url, allow_insecure_http)
     config = load_config(config_path)
@@ -883,7 +887,7 @@ def auth_status_cmd(
     import asyncio
     import time
 
-    from worker.auth_status import run_status, status_exit_code
+    from worker.commands.auth import run_status, status_exit_code
     from worker.config import load_config
 
     _refuse_insecure(config_path, base_url, allow_insecure_http)

@@ -76,6 +76,12 @@ class ApiSection(_Strict):
         ge=0,
         description="seconds to keep retrying a server that answered before and went away",
     )
+    unreachable_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="a server that never answered stops its tenant after max_attempts "
+        "connection failures spread over at least this many seconds",
+    )
     ca_bundle: str | None = None  # PEM file of extra CAs, relative to the config
     oauth_client_id: str | None = None
     oauth_client_secret: str | None = Field(default=None, repr=False)

@@ -1,7 +1,7 @@
 """Structured logging: structlog to stderr, human lines or one JSON object per event.
 
 Every event passes a redaction step: keys that name a secret are masked, and any
-token value registered with `register_secret` is replaced wherever it appears.
+secret registered with `worker.redaction.register_secret` is replaced wherever it appears.
 Patient data never reaches the log because events carry ids, lines and codes only.
 """
 
@@ -13,32 +13,18 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
+from structlog.typing import FilteringBoundLogger
 
-_SECRET_KEYS = frozenset({"token", "access_token", "refresh_token", "authorization", "secret"})
-_secrets: set[str] = set()
-
-
-def register_secret(value: str) -> None:
-    """Remember a secret so that it is masked in every log event."""
-    if len(value) >= 6:
-        _secrets.add(value)
-
-
-def redact(text: str) -> str:
-    """Replace every registered secret in `text` with ``***``."""
-    for secret in _secrets:
-        if secret in text:
-            text = text.replace(secret, "***")
-    return text
+from worker.redaction import REDACTED, SECRET_KEYS, redact
 
 
 def _redact_event(
     _logger: Any, _name: str, event: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     for key, value in event.items():
-        if key.lower() in _SECRET_KEYS:
-            event[key] = "***"
-        elif isinstance(value, str) and _secrets:
+        if key.lower() in SECRET_KEYS:
+            event[key] = REDACTED
+        elif isinstance(value, str):
             event[key] = redact(value)
     return event
 
@@ -64,6 +50,7 @@ def configure_logging(*, json_logs: bool = False, level: int = logging.INFO) -> 
     )
 
 
-def get_logger(name: str) -> Any:
+def get_logger(name: str) -> FilteringBoundLogger:
     """A structlog logger bound to a component name."""
-    return structlog.get_logger(component=name)
+    logger: FilteringBoundLogger = structlog.get_logger(component=name)
+    return logger

@@ -5,7 +5,7 @@ tenant never holds another one back. What a lane learns from each answer:
 - a refusal of the credentials (401/403) or of the route (a POST answered 404/405
   by something that is not the API) stops it at once: every row would fail alike;
 - a server that never answered stops it after `max_attempts` connection failures
-  over UNREACHABLE_SECONDS (a wrong host should end the run in seconds);
+  over the policy's `unreachable_seconds` (a wrong host should end the run in seconds);
 - a server that answered before and then went away is waited for over the
   policy's outage budget (a restart), see `in_outage`.
 """
@@ -14,34 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
-from worker.client import FlextellClient, Outcome, RateInfo
+from worker.api.client import Answer, FlextellClient, Outcome, RateInfo
+from worker.clock import SYSTEM_CLOCK, Clock
 from worker.config import TenantConfig
 from worker.delivery.pacing import PauseGate, make_limiter
 from worker.delivery.retry import RetryPolicy
 from worker.logs import get_logger
 
 T = TypeVar("T")
-UNREACHABLE_SECONDS = 10.0
 log = get_logger("delivery")
-
-
-class Answer(Protocol):
-    """What every client result carries that pacing reads."""
-
-    @property
-    def outcome(self) -> Outcome: ...
-    @property
-    def status(self) -> int | None: ...
-    @property
-    def rate(self) -> RateInfo: ...
-    @property
-    def error_message(self) -> str | None: ...
 
 
 A = TypeVar("A", bound=Answer)
@@ -79,14 +65,14 @@ class TenantLane:
         client: FlextellClient,
         policy: RetryPolicy,
         *,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.tenant = tenant
         self.client = client
         self.policy = policy
         self.clock = clock
         self.limiter = make_limiter(tenant.rate_limit)
-        self.gate = PauseGate()
+        self.gate = PauseGate(clock)
         self.slots = asyncio.Semaphore(tenant.concurrency)
         self.stats = LaneStats()
         self.stop_reason: str | None = None
@@ -121,7 +107,7 @@ class TenantLane:
     async def call(self, fn: Callable[[], Awaitable[A]]) -> A:
         """Run one API call inside the tenant's concurrency, pause gate and rate limit."""
         async with self.sending():
-            sent_at = time.time()
+            sent_at = self.clock.time()
             result = await fn()
             self.heard(result)
         self.observe(result.status, result.rate, sent_at)
@@ -163,7 +149,7 @@ class TenantLane:
                 abort=True,
             )
             return
-        now = self.clock()
+        now = self.clock.monotonic()
         if status is not None:
             self._answered = True
             self._unreachable = 0
@@ -182,7 +168,7 @@ class TenantLane:
         self._unreachable += 1
         if (
             self._unreachable >= self.policy.max_attempts
-            and now - self._unreachable_since >= UNREACHABLE_SECONDS
+            and now - self._unreachable_since >= self.policy.unreachable_seconds
         ):
             self.stop(f"cannot reach {self.tenant.base_url}: {result.error_message}", abort=True)
 
@@ -190,7 +176,7 @@ class TenantLane:
         """The server answered before and is unreachable now, within the outage budget."""
         if self.down_since is None:
             return False
-        return self.clock() - self.down_since < self.policy.outage_budget
+        return self.clock.monotonic() - self.down_since < self.policy.outage_budget
 
     def observe(self, status: int | None, rate: RateInfo | None, sent_at: float) -> None:
         """Server hints win: a 429 or an exhausted budget pauses the whole tenant."""
@@ -208,20 +194,20 @@ class TenantLane:
         if status == 429:
             self.stats.throttled += 1
             if rate.retry_after is not None:
-                until = time.time() + rate.retry_after
+                until = self.clock.time() + rate.retry_after
             elif rate.reset_at is not None:
                 until = rate.reset_at
             else:
-                until = time.time() + period
+                until = self.clock.time() + period
             self.gate.close_until(until)
         elif status == 503 and rate.retry_after is not None:
             # "Unavailable for N seconds" is about the service, not this one request.
-            self.gate.close_until(time.time() + rate.retry_after)
+            self.gate.close_until(self.clock.time() + rate.retry_after)
         elif rate.remaining == 0:
             if rate.reset_at is not None:
                 until = rate.reset_at
             elif self._window_start is not None:
                 until = self._window_start + period
             else:
-                until = time.time() + period / max(self.tenant.rate_limit.count, 1)
+                until = self.clock.time() + period / max(self.tenant.rate_limit.count, 1)
             self.gate.close_until(until)

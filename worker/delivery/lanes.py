@@ -13,18 +13,18 @@ from typing import TypeVar
 
 import aiohttp
 
-from worker.auth import (
+from worker.api.auth import (
     TokenProvider,
     TokenUnavailableError,
     token_provider_from_spec,
     token_url_for,
 )
-from worker.client import FlextellClient, Outcome
+from worker.api.client import FlextellClient, Outcome
+from worker.api.transport import client_session
 from worker.config import Config, TenantConfig
 from worker.delivery.lane import A, TenantLane
 from worker.delivery.retry import RetryPolicy
-from worker.logs import register_secret
-from worker.transport import client_session
+from worker.redaction import register_secret
 
 T = TypeVar("T")
 
@@ -93,18 +93,18 @@ class Lanes:
         return lane
 
 
-def policy_from_config(config: Config, **overrides: float | None) -> RetryPolicy:
-    """The retry and settle rules of `[api]`, with command-line overrides."""
+def policy_from_config(config: Config, *, settle_wait: float | None = None) -> RetryPolicy:
+    """The retry and settle rules of `[api]`, with the `--settle-wait` override."""
     api = config.api
-    values: dict[str, float | None] = {
-        "max_attempts": api.max_attempts,
-        "max_backoff": api.max_backoff,
-        "settle_seconds": api.settle,
-        "absent_horizon": api.absent_horizon,
-        "outage_budget": api.outage_budget,
-    }
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return RetryPolicy(**values)  # type: ignore[arg-type]
+    return RetryPolicy(
+        max_attempts=api.max_attempts,
+        max_backoff=api.max_backoff,
+        settle_seconds=api.settle,
+        absent_horizon=api.absent_horizon,
+        outage_budget=api.outage_budget,
+        unreachable_seconds=api.unreachable_seconds,
+        settle_wait=settle_wait,
+    )
 
 
 class AuthGuard:

@@ -18,7 +18,9 @@ from datetime import date, datetime, timedelta
 from functools import partial
 from typing import Any, Protocol
 
-from worker.client import CalendarResult, FlextellClient, Outcome, PageResult, Result
+from tenacity import AsyncRetrying, retry_if_result, stop_after_attempt, wait_exponential
+
+from worker.api.client import CalendarResult, FlextellClient, Outcome, PageResult, Result
 from worker.compare import same_identity, sent_values
 from worker.contract import AppointmentResource, CalendarItem
 from worker.delivery.lane import A
@@ -79,12 +81,14 @@ class Lookup:
             window = (day - timedelta(days=1), day + timedelta(days=1))
         except (ValueError, OverflowError):
             return Candidates(error=f"instant {instant_text!r} cannot be looked up")
-        found = Candidates()
-        for attempt in range(LOOKUP_TRIES):
-            found = await self._once(payload, instant, day, window)
-            if found.error is None:
-                return found
-            await self._sleep(0.5 * 2**attempt)
+        tries = AsyncRetrying(
+            stop=stop_after_attempt(LOOKUP_TRIES),
+            wait=wait_exponential(multiplier=0.5),
+            retry=retry_if_result(lambda c: c.error is not None),
+            retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+            sleep=self._sleep,
+        )
+        found: Candidates = await tries(self._once, payload, instant, day, window)
         return found
 
     async def _once(

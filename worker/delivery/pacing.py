@@ -12,13 +12,11 @@ rate stays within a few percent of N/W.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import time
 from dataclasses import dataclass
 
 from aiolimiter import AsyncLimiter
 
+from worker.clock import SYSTEM_CLOCK, Clock
 from worker.rates import Rate
 
 JITTER_SLACK = 0.02
@@ -52,13 +50,14 @@ class PauseGate:
     """Closes a tenant's traffic until a moment in time: every request waits at the gate.
 
     A 429 or ``X-RateLimit-Remaining: 0`` tells about the tenant's budget, not one
-    request, so the whole tenant pauses. Times are wall-clock (``time.time``) because
-    servers send reset times as unix seconds; sleeping uses the loop.
+    request, so the whole tenant pauses. Times are wall-clock (`Clock.time`) because
+    servers send reset times as unix seconds. A pause only ever grows, so a waiter
+    sleeps until the end it saw and then looks again.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.clock = clock
         self._closed_until = 0.0
-        self._changed = asyncio.Event()
         self.pauses = 0
         self.paused_seconds = 0.0
 
@@ -68,7 +67,7 @@ class PauseGate:
 
     def close_until(self, until: float) -> None:
         """Pause the tenant until unix time `until` (only ever extends a pause)."""
-        now = time.time()
+        now = self.clock.time()
         if until <= now or until <= self._closed_until:
             return
         start = max(now, self._closed_until)
@@ -76,16 +75,12 @@ class PauseGate:
         if self._closed_until <= now:
             self.pauses += 1
         self._closed_until = until
-        self._changed.set()
-        self._changed = asyncio.Event()
 
     def remaining(self) -> float:
         """Seconds until the gate opens (0 when open)."""
-        return max(0.0, self._closed_until - time.time())
+        return max(0.0, self._closed_until - self.clock.time())
 
     async def wait(self) -> None:
         """Return when the gate is open; re-checks if the pause is extended meanwhile."""
         while (delay := self.remaining()) > 0:
-            changed = self._changed
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), timeout=delay)
+            await self.clock.sleep(delay)

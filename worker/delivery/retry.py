@@ -9,14 +9,14 @@ retry strategies; the server's Retry-After is a custom wait.
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result
+from tenacity.wait import wait_base, wait_random_exponential
 
-from worker.client import Outcome, Result
+from worker.api.client import Outcome, Result
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +35,8 @@ class RetryPolicy:
     """...and only until this long after it: later, staff may have moved or deleted it."""
     outage_budget: float = 300.0
     """How long a server that answered before may stay unreachable before rows give up."""
+    unreachable_seconds: float = 10.0
+    """A server that never answered stops its tenant after max_attempts failures this long."""
     settle_wait: float | None = None
     """How long the end of a run waits for settling rows (default_settle_wait if None)."""
 
@@ -48,15 +50,24 @@ class _Lane(Protocol):
     def in_outage(self) -> bool: ...
 
 
-def backoff(policy: RetryPolicy, result: Result, attempt: int) -> float:
-    """Seconds before attempt `attempt + 1` after `attempt` attempts ended in `result`."""
-    if result.status == 429 or (result.status == 503 and result.rate.retry_after is not None):
-        return 0.0  # the pause gate already holds the whole tenant back
-    if result.rate.retry_after is not None:
-        return result.rate.retry_after  # the server's word, never shortened by our cap
-    # Full jitter, as tenacity's wait_random_exponential.
-    ceiling = min(policy.max_backoff, policy.backoff_multiplier * 2**attempt)
-    return random.uniform(0, ceiling)
+class wait_server(wait_base):
+    """The server's word first, then `fallback` (full-jitter exponential backoff).
+
+    After a 429, or a 503 with Retry-After, the lane's pause gate already holds the
+    whole tenant back, so the row itself waits no longer; another answer with
+    Retry-After waits exactly that long, never shortened by the backoff cap.
+    """
+
+    def __init__(self, fallback: wait_base) -> None:
+        self.fallback = fallback
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        result = _result(retry_state)
+        if result.status == 429 or (result.status == 503 and result.rate.retry_after is not None):
+            return 0.0
+        if result.rate.retry_after is not None:
+            return result.rate.retry_after
+        return float(self.fallback(retry_state))
 
 
 def retrying(
@@ -64,24 +75,22 @@ def retrying(
     lane: _Lane,
     *,
     on_retry: Callable[[], None],
-    done: int = 0,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> AsyncRetrying:
-    """An AsyncRetrying that retries RETRY outcomes, `done` attempts having been made.
+    """An AsyncRetrying for one POST: retries RETRY outcomes only, every attempt inside it.
 
     It stops after `max_attempts`, except while the lane's server is in an outage
     it answered before (a restart): then it keeps going for the outage budget.
     """
 
     def stop(state: RetryCallState) -> bool:
-        return state.attempt_number + done >= policy.max_attempts and not lane.in_outage()
-
-    def wait(state: RetryCallState) -> float:
-        return backoff(policy, _result(state), state.attempt_number + done)
+        return state.attempt_number >= policy.max_attempts and not lane.in_outage()
 
     return AsyncRetrying(
         stop=stop,
-        wait=wait,
+        wait=wait_server(
+            wait_random_exponential(multiplier=policy.backoff_multiplier, max=policy.max_backoff)
+        ),
         retry=retry_if_result(lambda r: r.outcome is Outcome.RETRY),
         retry_error_callback=_result,
         before_sleep=lambda _state: on_retry(),

@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from worker.client import Outcome, Result
+from worker.api.client import Outcome, Result
 from worker.compare import identity_of_json
 from worker.delivery.decide import Decision, Verdict, decide
 from worker.delivery.lane import LaneStopped, TenantLane
 from worker.delivery.lookup import Lookup, payload_of
-from worker.delivery.retry import backoff, retrying
+from worker.delivery.retry import retrying
 from worker.ledger import Entry, Ledger, Origin, Status
 from worker.logs import get_logger
 
@@ -83,8 +81,6 @@ class RowDelivery:
         *,
         adopt: bool = False,
         send: bool = True,
-        wall: Callable[[], float] = time.time,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.lane = lane
         self.ledger = ledger
@@ -92,10 +88,10 @@ class RowDelivery:
         self.policy = lane.policy
         self.stats = lane.stats
         self.send = send
-        self.wall = wall
-        self.sleep = sleep
+        self.wall = lane.clock.time
+        self.sleep = lane.clock.sleep
         self.adopting: Lookup | None = (
-            Lookup(lane.client, lane, lane.id, cache_days=True, sleep=sleep) if adopt else None
+            Lookup(lane.client, lane, lane.id, cache_days=True, sleep=self.sleep) if adopt else None
         )
         self._maybe_sent: set[str] = set()
 
@@ -187,14 +183,8 @@ class RowDelivery:
             lane.observe(result.status, result.rate, sent_at)
             return result
 
-        # Most rows succeed at once: only a RETRY outcome pays for a tenacity loop.
-        first = await attempt()
-        if first.outcome is not Outcome.RETRY or self.policy.max_attempts <= 1:
-            return first
-        self.stats.retries += 1
-        await self.sleep(backoff(self.policy, first, 1))
         result: Result = await retrying(
-            self.policy, lane, on_retry=self._count_retry, done=1, sleep=self.sleep
+            self.policy, lane, on_retry=self._count_retry, sleep=self.sleep
         )(attempt)
         return result
 

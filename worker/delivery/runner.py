@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from worker.delivery.identity import IdentityGroups
 from worker.delivery.lane import TenantLane
@@ -34,16 +34,13 @@ class LaneRunner:
         *,
         workers: int,
         should_stop: Callable[[], bool] = lambda: False,
-        wall: Callable[[], float] = time.time,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.lane = lane
         self.delivery = delivery
         self.groups: IdentityGroups[Job] = IdentityGroups()
         self.queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=workers * 2)
         self._should_stop = should_stop
-        self._wall = wall
-        self._sleep = sleep
+        self._clock = lane.clock
         self._workers = [asyncio.create_task(self._work()) for _ in range(workers)]
         self._settling: dict[asyncio.Task[None], Job] = {}
 
@@ -85,7 +82,7 @@ class LaneRunner:
         try:
             while True:
                 try:
-                    await self._sleep(max(0.0, settling.at - self._wall()) + 0.05)
+                    await self._clock.sleep(max(0.0, settling.at - self._clock.time()) + 0.05)
                 except asyncio.CancelledError:
                     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(settling.at))
                     await self.delivery.give_up(
@@ -107,9 +104,9 @@ class LaneRunner:
         for _ in self._workers:
             await self.queue.put(None)
         await asyncio.gather(*self._workers, return_exceptions=True)
-        deadline = time.monotonic() + settle_wait
+        deadline = self._clock.monotonic() + settle_wait
         while self._settling and not self._should_stop():
-            left = deadline - time.monotonic()
+            left = deadline - self._clock.monotonic()
             if left <= 0:
                 break
             await asyncio.wait(list(self._settling), timeout=min(left, 0.5))

@@ -68,8 +68,14 @@ class Mapper:
         self._tenant_cache: dict[str, int] = {}
 
     @classmethod
-    def from_config(cls, config: Config, *, tenant_override: int | None = None) -> Mapper:
-        """Compile ``[mapping]`` and ``[lookups]``; any problem is a ConfigError naming the key."""
+    def from_config(
+        cls, config: Config, *, tenant_override: int | None = None, shortcuts: bool = True
+    ) -> Mapper:
+        """Compile ``[mapping]`` and ``[lookups]``; any problem is a ConfigError naming the key.
+
+        `shortcuts=False` compiles the generic conversions only: the clean-cell shortcuts
+        must give exactly the same payloads and errors (a property test checks it).
+        """
         cfg_path = config.path
         if not config.mapping:
             raise ConfigError(f"{cfg_path}: [mapping]: missing (the config must map the columns)")
@@ -89,7 +95,7 @@ class Mapper:
         # and every tenant then gets its own compile, which fails if it lacks the table.
         tenant_only = {n for t in config.tenants.values() for n in t.lookups if n not in lookups}
         stand_ins = {n: Lookup(n, "declared per tenant", {}) for n in tenant_only}
-        comp = Compiler(cfg_path, {**lookups, **stand_ins}, zone_for)
+        comp = Compiler(cfg_path, {**lookups, **stand_ins}, zone_for, shortcuts=shortcuts)
         fields = compile_fields(comp, config.mapping)
         tenant_fields: dict[int, dict[str, Field]] = {}
         for tid, section in config.tenants.items():
@@ -101,7 +107,9 @@ class Mapper:
                     own[name] = load_lookup(
                         name, spec, cfg_path, config.base_dir, where=f"tenants.{tid}."
                     )
-                tcomp = Compiler(cfg_path, own, zone_for, where=f"tenants.{tid}.")
+                tcomp = Compiler(
+                    cfg_path, own, zone_for, where=f"tenants.{tid}.", shortcuts=shortcuts
+                )
                 merged = merge_mapping(cfg_path, tid, config.mapping, section.mapping)
                 tenant_fields[tid] = compile_fields(tcomp, merged)
                 comp.columns.extend(tcomp.columns)

@@ -98,8 +98,12 @@ class Compiler:
         lookups: Mapping[str, Lookup],
         zone_for: ZoneFor,
         where: str = "",
+        *,
+        shortcuts: bool = True,
     ) -> None:
         self.cfg_path = cfg_path
+        self.shortcuts = shortcuts
+        """Inline the clean-cell cases (False: the generic conversions only, to compare)."""
         self.lookups = lookups
         self.zone_for = zone_for
         self.where = where
@@ -345,7 +349,7 @@ class Compiler:
             return chain(value)
 
         run: Convert = convert
-        if plain and chain is _final_for(name):
+        if self.shortcuts and plain and chain is _final_for(name):
             empty = None if default is _MISSING else chain(default)
             run = _shortcut(name, column, convert, empty)
         return Field(
@@ -419,7 +423,13 @@ class Compiler:
             return out or None
 
         run: Convert = convert
-        if "column" in spec and split and "." not in spec["column"] and chain is to_int:
+        if (
+            self.shortcuts
+            and "column" in spec
+            and split
+            and "." not in spec["column"]
+            and chain is to_int
+        ):
             run = _id_list_shortcut(spec["column"], split, convert)
         return Field(name, display, True, run, empty)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -21,7 +22,10 @@ _FAULTS_USAGE = (
     'body must be a JSON object with any of "faults" (like {"error503": 0.5}), '
     '"late_commit_seconds", "commit_delay_seconds", "calendar_shape", "calendar_broken"'
 )
-_CREATE_USAGE = 'body must be a JSON object: {"tenant": N, ...the POST /v1/appointments body}'
+_CREATE_USAGE = (
+    'body must be a JSON object: {"tenant": N, ["created_at": past ISO instant,] '
+    "...the POST /v1/appointments body}"
+)
 
 
 def _bad(message: str) -> web.HTTPBadRequest:
@@ -135,12 +139,26 @@ class Inspection:
         if tenant_id is None or tenant is None:
             raise _bad(f"tenant {body.get('tenant')!r} is not a tenant of the seed")
         store = self.state.store
+        made = self._made_at(fields.pop("created_at", None))
 
         valid, errors = validate_appointment(fields, tenant, partial(store.is_live, tenant_id))
         if valid is None:
             return json_response(errors.body(), 422)
-        appt = store.create(valid | {"creation_type": "manual"}, tenant_id, self.state.now())
+        appt = store.create(valid | {"creation_type": "manual"}, tenant_id, made)
         return json_response({"data": inspection_resource(appt, tenant)}, 201)
+
+    def _made_at(self, value: object) -> datetime:
+        """When the by-hand appointment was made: now, or a past instant staff gave."""
+        now = self.state.now()
+        if value is None:
+            return now
+        try:
+            made = datetime.fromisoformat(str(value))
+        except ValueError:
+            raise _bad(f"created_at {value!r} is not an ISO 8601 instant") from None
+        if made.tzinfo is None or made > now:
+            raise _bad(f"created_at {value!r} must be a past instant with an offset")
+        return made.astimezone(UTC)
 
     def _find(self, request: web.Request) -> Appointment:
         appt_id = int(request.match_info["id"])

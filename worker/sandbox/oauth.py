@@ -19,7 +19,7 @@ from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 
-from worker.auth import pkce_challenge
+from worker.api.auth import pkce_challenge
 from worker.sandbox.seed import OAuthClient
 from worker.sandbox.state import ApiError, SandboxState, json_response
 from worker.sandbox.store import AccessGrant, RefreshGrant

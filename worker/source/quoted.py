@@ -1,6 +1,6 @@
 """Undo the spreadsheet-safety quotes of a failures file read back.
 
-A failures file (`worker.failures`) prefixes ``'`` to CSV cells a spreadsheet would
+A failures file (`worker.source.failures`) prefixes ``'`` to CSV cells a spreadsheet would
 run as a formula and lists those cells' columns, as a JSON array, in its
 ``worker_quoted`` column. Read back, exactly those cells lose that one quote: a
 cell the user typed with a leading ``'`` is not listed and stays as typed, and a

@@ -24,11 +24,11 @@ from typing import IO, Any, TextIO
 from worker.config import Config, load_config
 from worker.errors import SourceError
 from worker.exitcodes import ExitCode
-from worker.failures import FailureWriter
 from worker.fileperms import open_private
 from worker.mapping import FieldError, InvalidRow, MappedRow, Mapper
-from worker.payloads import PayloadWriter
+from worker.mapping.payloads import PayloadWriter
 from worker.source import Source, SourceOptions, open_source
+from worker.source.failures import FailureWriter
 
 _MASK64 = (1 << 64) - 1
 _LINE_MAX = (1 << 32) - 1

@@ -44,7 +44,9 @@ def recording_proxy(target_root: str) -> Iterator[tuple[str, Recorded]]:
             with recorded.lock:
                 recorded.requests.append((self.command, self.path, body))
             headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
-            conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+            conn = http.client.HTTPConnection(
+                target.hostname or "127.0.0.1", target.port, timeout=30
+            )
             try:
                 conn.request(self.command, self.path, body=body or None, headers=headers)
                 resp = conn.getresponse()

@@ -8,13 +8,11 @@ from __future__ import annotations
 import asyncio
 import csv
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -25,7 +23,7 @@ from click.testing import CliRunner, Result
 
 from worker.cli import cli
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TOKEN_ENV = "FLEXTELL_TOKEN"
 TOKEN_ALL = "sandbox-token-all"
 
@@ -144,6 +142,7 @@ def write_config(
     max_attempts: int = 6,
     max_backoff: float = 0.5,
     settle_seconds: float = 2.0,
+    unreachable_seconds: float = 10.0,
     tenants: dict[int, dict[str, Any]] | None = None,
 ) -> Path:
     """A demo-like config with test-sized timeouts; `tenants` adds keys per ``[tenants.N]``."""
@@ -160,6 +159,7 @@ def write_config(
         f"max_backoff = {max_backoff}",
         # The sandbox's slow faults commit before they stall: a short settle suffices.
         f"settle_seconds = {settle_seconds}",
+        f"unreachable_seconds = {unreachable_seconds}",
         "",
     ]
     for tenant, extra in tenants.items():
@@ -250,37 +250,6 @@ async def start_worker(args: Sequence[str], **env: str) -> asyncio.subprocess.Pr
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-
-
-@contextmanager
-def sandbox_process(tmp: Path, *options: str) -> Iterator[str]:
-    """A sandbox as a real process (`flextell-worker sandbox`); yields its root URL."""
-    port_file = tmp / f"sandbox-{time.monotonic_ns()}.port"
-    command = [sys.executable, "-m", "worker", "sandbox", "--port", "0"]
-    proc = subprocess.Popen(
-        [*command, "--port-file", str(port_file), *options],
-        cwd=REPO,
-        env=worker_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while not port_file.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                err = proc.stderr.read().decode() if proc.stderr else ""
-                raise AssertionError(f"sandbox did not start: {err}")
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{int(port_file.read_text())}"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
 
 
 # --- what the sandbox and the ledger hold ---------------------------------------------
@@ -374,3 +343,35 @@ async def assert_all_created_once(s: Setup, rows: Sequence[Row] | None = None) -
     assert not problems, problems[:10]
     ids = [ledger[r.key]["appointment_id"] for r in rows]
     assert len(set(ids)) == len(ids), "two rows claim one appointment"
+
+
+async def wait_for_appointments(url: str, at_least: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (await stats(url))["appointments_total"] < at_least:
+        assert time.monotonic() < deadline, "the worker did not get going"
+        await asyncio.sleep(0.05)
+
+
+def run_worker(
+    args: Sequence[str], *, preexec: Callable[[], None] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """The worker as a process; a hang fails the test at `timeout` instead of blocking it."""
+    return subprocess.run(
+        [sys.executable, "-m", "worker", *args],
+        cwd=REPO,
+        env=worker_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=preexec,
+    )
+
+
+def assert_one_error_line(err: str, *needles: str) -> str:
+    """Exactly one `error:` line, no traceback; returns that line."""
+    assert "Traceback" not in err, err[-3000:]
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, err[-3000:]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]

@@ -21,7 +21,8 @@ from pydantic import BaseModel, ValidationError
 from yarl import URL
 
 from worker import __version__
-from worker.auth import TokenProvider, TokenUnavailableError
+from worker.api.auth import TokenProvider, TokenUnavailableError
+from worker.api.rate_headers import NO_RATE_INFO, RateInfo, rate_info_from_headers
 from worker.contract import (
     AppointmentEnvelope,
     AppointmentPage,
@@ -30,9 +31,10 @@ from worker.contract import (
     CalendarResponse,
 )
 from worker.errors import ConfigError
-from worker.retry_after import NO_RATE_INFO, RateInfo, rate_info_from_headers
+from worker.redaction import redact
 
 __all__ = [
+    "Answer",
     "CalendarResult",
     "FlextellClient",
     "Outcome",
@@ -59,42 +61,38 @@ class Outcome(StrEnum):
     MISROUTED = "misrouted"  # POST answered 404/405 by no API route: a wrong base URL
 
 
-@dataclass(frozen=True, slots=True)
-class Result:
-    """The outcome of one create or get call."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Answer:
+    """What every call returns: its outcome, the HTTP status and error, the rate headers."""
 
     outcome: Outcome
     status: int | None  # HTTP status, None if no response
-    appointment: AppointmentResource | None  # for CREATED / FOUND
-    error_code: str | None  # "validation_error", "http_500", "ServerDisconnectedError", ...
-    error_message: str | None  # API message or a one-line transport description
-    field_errors: dict[str, list[str]]  # Laravel `errors` (dotted keys), {} otherwise
-    rate: RateInfo  # from the response headers; all None without a response
-    elapsed: float  # seconds
+    error_code: str | None = None  # "validation_error", "http_500", "ServerDisconnectedError", ...
+    error_message: str | None = None  # API message or a one-line transport description
+    rate: RateInfo = NO_RATE_INFO  # from the response headers; all None without a response
 
 
-@dataclass(frozen=True, slots=True)
-class CalendarResult:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Result(Answer):
+    """The outcome of one create or get call."""
+
+    appointment: AppointmentResource | None = None  # for CREATED / FOUND
+    field_errors: dict[str, list[str]] = field(default_factory=dict)  # Laravel `errors`
+    elapsed: float = 0.0  # seconds
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CalendarResult(Answer):
     """``GET /v1/appointments/calendar``: FOUND with items, or why not."""
 
-    outcome: Outcome
-    items: list[CalendarItem]
-    status: int | None
-    error_message: str | None
-    rate: RateInfo
-    error_code: str | None = None
+    items: list[CalendarItem] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
-class PageResult:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PageResult(Answer):
     """One page of ``GET /v1/appointments``: FOUND with items, or why not."""
 
-    outcome: Outcome
-    items: list[AppointmentResource]
-    status: int | None
-    error_message: str | None
-    rate: RateInfo
-    error_code: str | None = None
+    items: list[AppointmentResource] = field(default_factory=list)
     current_page: int | None = None
     last_page: int | None = None
     total: int | None = None
@@ -277,7 +275,7 @@ class FlextellClient:
             )
         else:
             detail = str(exc) or name
-        return _Failure(outcome, name, _one_line(self._token.redact(f"{name}: {detail}")))
+        return _Failure(outcome, name, _one_line(redact(f"{name}: {detail}")))
 
     async def _send(
         self,
@@ -294,9 +292,7 @@ class FlextellClient:
             try:
                 token = await self._token.token()
             except TokenUnavailableError as exc:
-                return _Failure(
-                    Outcome.RETRY, "token_unavailable", _one_line(self._token.redact(str(exc)))
-                )
+                return _Failure(Outcome.RETRY, "token_unavailable", _one_line(redact(str(exc))))
             headers = self._headers_for(tenant, token)
             if idempotency_key is not None:
                 headers = {**headers, "Idempotency-Key": idempotency_key}
@@ -323,7 +319,7 @@ class FlextellClient:
                     return _Failure(
                         Outcome.RETRY,
                         "token_unavailable",
-                        _one_line(self._token.redact(str(exc))),
+                        _one_line(redact(str(exc))),
                     )
                 if renewed:
                     continue
@@ -337,7 +333,7 @@ class FlextellClient:
             status=resp.status,
             appointment=None,
             error_code=details.code,
-            error_message=self._token.redact(details.message),
+            error_message=redact(details.message),
             field_errors=details.fields,
             rate=resp.rate,
             elapsed=elapsed,
@@ -349,7 +345,11 @@ class FlextellClient:
         elapsed = time.perf_counter() - started
         if isinstance(sent, _Failure):
             return Result(
-                sent.outcome, None, None, sent.code, sent.message, {}, NO_RATE_INFO, elapsed
+                outcome=sent.outcome,
+                status=None,
+                error_code=sent.code,
+                error_message=sent.message,
+                elapsed=elapsed,
             )
         if not 200 <= sent.status < 300:
             return self._error_result(sent, classify_status(sent.status, missing=missing), elapsed)
@@ -359,9 +359,20 @@ class FlextellClient:
             # A 2xx whose body we cannot read: it may well have been created.
             message = _invalid_body(sent.status, exc)
             return Result(
-                Outcome.UNKNOWN, sent.status, None, "invalid_body", message, {}, sent.rate, elapsed
+                outcome=Outcome.UNKNOWN,
+                status=sent.status,
+                error_code="invalid_body",
+                error_message=message,
+                rate=sent.rate,
+                elapsed=elapsed,
             )
-        return Result(ok, sent.status, envelope.data, None, None, {}, sent.rate, elapsed)
+        return Result(
+            outcome=ok,
+            status=sent.status,
+            appointment=envelope.data,
+            rate=sent.rate,
+            elapsed=elapsed,
+        )
 
     async def create_appointment(self, tenant: int, body: bytes, *, idempotency_key: str) -> Result:
         """``POST /v1/appointments`` once; `body` is the canonical JSON of AppointmentCreate.
@@ -394,7 +405,7 @@ class FlextellClient:
             return None, sent.outcome, None, sent.code, sent.message, NO_RATE_INFO
         if not 200 <= sent.status < 300:
             details = _error_details(sent.status, sent.body)
-            message = self._token.redact(details.message)
+            message = redact(details.message)
             outcome = classify_status(sent.status)
             if _misrouted(sent):  # the calendar and the list take no id: a wrong base URL
                 outcome = Outcome.MISROUTED
@@ -425,11 +436,24 @@ class FlextellClient:
                 self._calendar_url, tenant, params, CalendarResponse
             )
             if parsed is None:
-                return CalendarResult(outcome, [], status, message, rate, code)
+                return CalendarResult(
+                    outcome=outcome,
+                    status=status,
+                    error_code=code,
+                    error_message=message,
+                    rate=rate,
+                )
             items.extend(parsed.all_items())
             last = parsed.last_page()
             if last is None or page >= last or page >= max_pages:
-                return CalendarResult(outcome, items, status, message, rate, code)
+                return CalendarResult(
+                    outcome=outcome,
+                    status=status,
+                    error_code=code,
+                    error_message=message,
+                    rate=rate,
+                    items=items,
+                )
             page += 1
 
     async def list_appointments(
@@ -441,15 +465,17 @@ class FlextellClient:
             self._appointments_url, tenant, params, AppointmentPage
         )
         if parsed is None:
-            return PageResult(outcome, [], status, message, rate, code)
+            return PageResult(
+                outcome=outcome, status=status, error_code=code, error_message=message, rate=rate
+            )
         meta = parsed.meta
         return PageResult(
-            outcome,
-            parsed.data,
-            status,
-            message,
-            rate,
-            code,
+            outcome=outcome,
+            status=status,
+            error_code=code,
+            error_message=message,
+            rate=rate,
+            items=parsed.data,
             current_page=meta.current_page,
             last_page=meta.last_page,
             total=meta.total,

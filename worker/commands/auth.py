@@ -12,18 +12,19 @@ from datetime import UTC, date, datetime
 
 import aiohttp
 
-from worker.auth import (
+from worker.api.auth import (
     RefreshingToken,
     StaticToken,
     TokenProvider,
     token_provider_from_spec,
     token_url_for,
 )
-from worker.client import FlextellClient, Outcome
+from worker.api.client import FlextellClient, Outcome
+from worker.api.transport import client_session
 from worker.config import Config
 from worker.errors import ConfigError, WorkerError
 from worker.exitcodes import ExitCode
-from worker.transport import client_session
+from worker.redaction import redact
 
 
 @dataclass
@@ -84,7 +85,7 @@ async def _check(
         return TenantStatus(tenant, tc.name, with_token, True, "", expires)
     why = f"HTTP {result.status}" if result.status else (result.error_code or "no answer")
     if result.error_message:
-        why += f": {provider.redact(result.error_message)}"
+        why += f": {redact(result.error_message)}"
     if result.outcome is Outcome.AUTH:
         why += " (run `flextell-worker auth login` for this tenant)"
     return TenantStatus(tenant, tc.name, with_token, False, why, expires)

@@ -11,6 +11,10 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
 
 from worker.config import load_config
 from worker.delivery import Job, Lanes, RowDelivery, http_session
@@ -148,3 +152,53 @@ async def run_reconcile(options: ReconcileOptions) -> ReconcileResult:
     else:
         code = ExitCode.OK
     return ReconcileResult(run_id, ledger_path, resolutions, stopped, code)
+
+
+_SHOWN_ROWS = 100
+
+
+def reconcile_event(result: ReconcileResult) -> dict[str, Any]:
+    """The reconcile command's result as one JSON-ready object."""
+    return {
+        "command": "reconcile",
+        "run_id": result.run_id,
+        "ledger": str(result.ledger_path),
+        "exit_code": int(result.exit_code),
+        "totals": result.counts(),
+        "stopped_tenants": {str(k): v for k, v in sorted(result.stopped_tenants.items())},
+        "rows": [
+            {
+                "tenant": r.tenant,
+                "source_key": r.source_key,
+                "verdict": r.verdict,
+                "appointment_id": r.appointment_id,
+                "reason": r.reason,
+            }
+            for r in result.resolutions
+        ],
+    }
+
+
+def print_reconcile(result: ReconcileResult, console: Console | None = None) -> None:
+    """What each unknown row turned out to be."""
+    console = console or Console(soft_wrap=True)
+    if not result.resolutions:
+        console.print("no rows with an unknown outcome")
+    else:
+        table = Table(title=f"flextell-worker reconcile: run {result.run_id}")
+        for name in ("tenant", "source key", "verdict", "appointment", "note"):
+            table.add_column(name)
+        for r in result.resolutions[:_SHOWN_ROWS]:
+            note = {
+                "found": "now created",
+                "absent": "pending: the next import sends it",
+            }.get(r.verdict, r.reason or "still unknown")
+            appointment = "" if r.appointment_id is None else str(r.appointment_id)
+            table.add_row(str(r.tenant), r.source_key, r.verdict, appointment, note)
+        console.print(table)
+        counts = result.counts()
+        console.print(", ".join(f"{k} {v}" for k, v in counts.items()))
+    for tenant, reason in sorted(result.stopped_tenants.items()):
+        console.print(f"tenant {tenant} stopped: {reason}")
+    console.print(f"ledger: {result.ledger_path}")
+    console.print(f"exit code {int(result.exit_code)} ({result.exit_code.name.lower()})")

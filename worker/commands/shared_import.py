@@ -23,10 +23,11 @@ import hashlib
 import time
 from dataclasses import replace
 
+from worker.commands.import_ import ImportOptions, run_import
+from worker.commands.import_result import ImportResult, TenantCounts
 from worker.config import load_config
 from worker.errors import ConfigError
 from worker.exitcodes import ExitCode
-from worker.importer import ImportOptions, ImportResult, TenantCounts, run_import
 from worker.ledger.leases import Lease, LeaseKeeper
 from worker.ledger.postgres import LeaseLostError, PgLedger, redact
 from worker.logs import get_logger

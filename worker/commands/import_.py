@@ -16,20 +16,21 @@ import json
 import signal
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from worker import __version__
+from worker.commands.import_result import ImportResult, TenantCounts, exit_code_for, run_counts
+from worker.commands.progress import RunProgress
 from worker.compare import identity_key
 from worker.config import Config, TenantConfig, load_config
 from worker.delivery import Job, Lanes, RetryPolicy, RowDelivery, TenantLane, http_session
 from worker.delivery.lanes import policy_from_config
 from worker.delivery.runner import LaneRunner
 from worker.errors import AbortError, ConfigError, WorkerError
-from worker.exitcodes import ExitCode
 from worker.ledger import (
     Entry,
     Ledger,
@@ -42,9 +43,9 @@ from worker.ledger import (
 from worker.ledger.target import describe, ledger_target, open_ledger
 from worker.logs import get_logger
 from worker.mapping import InvalidRow, MappedRow, Mapper
-from worker.payloads import preview_to
-from worker.progress import RunProgress
+from worker.mapping.payloads import preview_to
 from worker.source import RowProblem, SourceOptions, SourceRow, open_source
+from worker.sync import Action, sync_action
 
 log = get_logger("import")
 
@@ -88,55 +89,6 @@ class ImportOptions:
     """An open ledger to use instead of opening one (left open at the end)."""
     request_headers: dict[str, str] | None = None
     """Added to every API request (a shared ledger's lease, for the server's logs)."""
-
-
-@dataclass(slots=True)
-class TenantCounts:
-    """Per-tenant figures of one run, in the order the summary shows them."""
-
-    read: int = 0
-    invalid: int = 0
-    new: int = 0
-    unchanged: int = 0
-    changed: int = 0
-    previously_failed: int = 0
-    unknown_skipped: int = 0
-    duplicate_keys: int = 0
-    to_send: int = 0
-    created: int = 0
-    adopted: int = 0
-    failed: int = 0
-    unknown: int = 0
-    not_sent: int = 0
-    reconciled: int = 0
-    missing_from_source: int = 0
-    failed_by_reason: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class ImportResult:
-    """What the run did: counts per tenant, ledger path, exit code."""
-
-    run_id: int | None
-    ledger_path: Path | str
-    mode: str
-    tenants: dict[int, TenantCounts]
-    stopped_tenants: dict[int, str]
-    interrupted: str | None
-    elapsed: float
-    exit_code: ExitCode
-    changed_rows: list[dict[str, Any]] = field(default_factory=list)
-    missing_rows: list[dict[str, Any]] = field(default_factory=list)
-
-    def totals(self) -> dict[str, int]:
-        """Counts summed over tenants (reasons left out)."""
-        out: dict[str, int] = {}
-        for counts in self.tenants.values():
-            for f in fields(counts):
-                value = getattr(counts, f.name)
-                if isinstance(value, int):
-                    out[f.name] = out.get(f.name, 0) + value
-        return out
 
 
 def _source_row_json(item: SourceRow | RowProblem) -> str:
@@ -330,37 +282,30 @@ class ImportRun:
                     "duplicate source key skipped", tenant=tenant, line=item.line, source_key=key
                 )
                 continue
-            send = False
-            if entry is None:
+            action = sync_action(entry, m.payload_hash, retry_failed=self.options.retry_failed)
+            if action is Action.NEW:
                 counts.new += 1
-                send = True
-            elif entry.status == Status.CREATED.value:
-                if entry.payload_hash == m.payload_hash:
-                    counts.unchanged += 1
-                else:
-                    counts.changed += 1
-                    if len(self.changed_rows) < LISTED_ROWS:
-                        self.changed_rows.append(
-                            {
-                                "tenant": tenant,
-                                "source_key": key,
-                                "line": item.line,
-                                "appointment_id": entry.appointment_id,
-                                "changes": payload_diff(
-                                    entry.payload_json, m.payload_json.decode()
-                                ),
-                            }
-                        )
-            elif entry.status == Status.FAILED.value and entry.payload_hash == m.payload_hash:
-                if self.options.retry_failed:
-                    retry.append((tenant, key))
-                    send = True
-                else:
-                    counts.previously_failed += 1
-            elif entry.status in (Status.UNKNOWN.value, Status.IN_FLIGHT.value):
+            elif action is Action.UNCHANGED:
+                counts.unchanged += 1
+            elif action is Action.CHANGED:
+                counts.changed += 1
+                if entry is not None and len(self.changed_rows) < LISTED_ROWS:
+                    self.changed_rows.append(
+                        {
+                            "tenant": tenant,
+                            "source_key": key,
+                            "line": item.line,
+                            "appointment_id": entry.appointment_id,
+                            "changes": payload_diff(entry.payload_json, m.payload_json.decode()),
+                        }
+                    )
+            elif action is Action.PREVIOUSLY_FAILED:
+                counts.previously_failed += 1
+            elif action is Action.RETRY_FAILED:
+                retry.append((tenant, key))
+            elif action is Action.UNKNOWN_SKIPPED:
                 counts.unknown_skipped += 1
-            else:  # pending, invalid or failed with a new payload: (re)send
-                send = True
+            send = action.sends
             if send:
                 counts.to_send += 1
                 touched.add(tenant)
@@ -658,17 +603,6 @@ async def _stop_when_broken(run: ImportRun, ledger: Ledger) -> None:
         task.cancel()
 
 
-def run_counts(result: ImportResult) -> dict[str, int]:
-    """What the runs table keeps: the totals, and each tenant's as ``tenant.N.name``."""
-    counts = result.totals()
-    for tenant, tc in result.tenants.items():
-        for f in fields(tc):
-            value = getattr(tc, f.name)
-            if isinstance(value, int):
-                counts[f"tenant.{tenant}.{f.name}"] = value
-    return counts
-
-
 async def _wait_lanes(run: ImportRun, grace: float) -> None:
     """Let the lanes finish; once a stop was asked for, give in-flight requests `grace` seconds."""
     tasks = run.lane_tasks
@@ -733,25 +667,7 @@ def _result(
     stopped = {
         t: lane.stop_reason for t, lane in run.lanes.items() if lane.aborted and lane.stop_reason
     }
-    totals_bad = any(
-        c.invalid
-        or c.failed
-        or c.unknown
-        or c.not_sent
-        or c.changed
-        or c.previously_failed
-        or c.unknown_skipped
-        or c.duplicate_keys
-        for c in run.counts.values()
-    )
-    if signum is not None:
-        code = ExitCode.INTERRUPTED if signum == signal.SIGINT else ExitCode.TERMINATED
-    elif stopped:
-        code = ExitCode.ABORTED
-    elif totals_bad:
-        code = ExitCode.ROWS_FAILED
-    else:
-        code = ExitCode.OK
+    code = exit_code_for(run.counts.values(), stopped, signum)
     return ImportResult(
         run_id=run.run_id or None,
         ledger_path=describe(ledger_path) if isinstance(ledger_path, str) else ledger_path,

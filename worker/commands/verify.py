@@ -21,7 +21,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from worker.client import Outcome, Result
+from worker.api.client import Outcome, Result
 from worker.compare import Mismatch, compare, public_value
 from worker.config import load_config
 from worker.delivery import AuthGuard, Lanes, LaneStopped, TenantLane, http_session

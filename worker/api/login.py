@@ -4,7 +4,7 @@ The user opens the printed authorize URL; the server redirects to a loopback
 redirect URI where a one-shot listener takes the code, or the user pastes the
 address they were sent to (``--paste``, or when no listener can run). The code
 is exchanged at ``/oauth/token`` and the tokens written atomically, mode 0600,
-to the tenant's ``token = "file:..."`` path, where `worker.auth` refreshes them.
+to the tenant's ``token = "file:..."`` path, where `worker.api.auth` refreshes them.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import aiohttp
 from aiohttp import web
 
-from worker.auth import pkce_challenge, token_file_path, token_url_for
+from worker.api.auth import pkce_challenge, token_file_path, token_url_for
+from worker.api.transport import client_session, is_loopback
 from worker.config import Config, resolve_token
 from worker.errors import AbortError, ConfigError
 from worker.fileperms import private_dir, refuse_shared, write_private_atomically
-from worker.logs import register_secret
-from worker.transport import client_session, is_loopback
+from worker.redaction import register_secret
 
 DEFAULT_REDIRECT = "http://127.0.0.1/callback"  # no port: a free one is picked at login
 _DONE_PAGE = (
@@ -339,7 +339,7 @@ async def exchange_code(
 
 
 def store_tokens(path: Path, client: OAuthClientConfig, body: dict[str, Any]) -> float:
-    """Write the token file (0600, atomically) in the shape `worker.auth` refreshes from."""
+    """Write the token file (0600, atomically) in the shape `worker.api.auth` refreshes from."""
     expires_at = time.time() + float(body.get("expires_in", 3600))
     state = {
         "client_id": client.client_id,

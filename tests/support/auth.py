@@ -12,7 +12,8 @@ from typing import Any
 
 import aiohttp
 
-from tests.test_sync import ROOT, Sandbox, write_config
+from tests.support.sandbox_process import Sandbox
+from tests.support.sync import ROOT, write_config
 
 CLIENT_SECRET = "demo-secret"  # the shipped seed's OAuth client
 LOGIN_ARGS = ("--no-browser", "--timeout", "60")
@@ -72,7 +73,9 @@ def start_login(config: Path, sb: Sandbox, *args: str, stdin: int | None = None)
         if "/oauth/authorize?" in line:
             return proc, line.strip(), "".join(seen)
     proc.kill()
-    raise AssertionError(f"no authorize URL printed: {''.join(seen)} {proc.stderr.read()}")
+    raise AssertionError(
+        f"no authorize URL printed: {''.join(seen)} {proc.stderr.read() if proc.stderr else ''}"
+    )
 
 
 async def _follow(url: str, follow: bool) -> tuple[int, str]:

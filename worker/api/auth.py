@@ -22,11 +22,10 @@ import aiohttp
 
 from worker.errors import AbortError, ConfigError
 from worker.fileperms import refuse_shared, write_private_atomically
+from worker.redaction import redact, register_secret
 
 REFRESH_MARGIN = 60.0  # refresh when the access token expires within this many seconds
 DEFAULT_EXPIRES_IN = 3600.0
-_REDACTED = "[redacted]"
-_MIN_SECRET = 4  # shorter strings are not redacted: they would shred every message
 _REFRESH_KEYS = ("refresh_token", "client_id", "client_secret")
 RELOGIN = "run `flextell-worker auth login -c CONFIG` (add --tenant N for one tenant)"
 
@@ -40,10 +39,6 @@ class TokenProvider(Protocol):
 
     async def refresh(self, rejected: str) -> bool:
         """After a 401 with `rejected`: True if a different token is now available."""
-        ...
-
-    def redact(self, text: str) -> str:
-        """`text` with every known secret replaced."""
         ...
 
 
@@ -66,20 +61,13 @@ def _check_token(token: str, where: str) -> str:
     return token
 
 
-def _redact(text: str, secrets: set[str]) -> str:
-    for secret in secrets:
-        if secret in text:
-            text = text.replace(secret, _REDACTED)
-    return text
-
-
 class StaticToken:
     """A fixed access token from an environment variable or a plain-text file."""
 
     def __init__(self, value: str, *, source: str = "token") -> None:
         self._value = _check_token(value, source)
         self.source = source
-        self._secrets = {self._value} if len(self._value) >= _MIN_SECRET else set()
+        register_secret(self._value)
 
     def __repr__(self) -> str:
         return f"StaticToken(source={self.source!r})"  # never the token itself
@@ -95,9 +83,6 @@ class StaticToken:
     async def refresh(self, rejected: str) -> bool:
         """A static token cannot be renewed."""
         return False
-
-    def redact(self, text: str) -> str:
-        return _redact(text, self._secrets)
 
 
 class RefreshingToken:
@@ -127,7 +112,6 @@ class RefreshingToken:
         self._clock = clock
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(10.0, timeout))
         self._inflight: asyncio.Task[None] | None = None
-        self._secrets: set[str] = set()
         for key in (*_REFRESH_KEYS, "access_token"):
             value = self._state.get(key)
             if key != "client_id" and isinstance(value, str):
@@ -152,8 +136,7 @@ class RefreshingToken:
         return self._expires_at if self._access is not None else None
 
     def _remember(self, secret: str) -> None:
-        if len(secret) >= _MIN_SECRET:
-            self._secrets.add(secret)
+        register_secret(secret)
 
     def _fresh(self) -> bool:
         return self._access is not None and self._expires_at - self._clock() > self._margin
@@ -175,9 +158,6 @@ class RefreshingToken:
             return True  # someone else already renewed it
         await self._join_refresh()
         return self._access is not None and self._access != rejected
-
-    def redact(self, text: str) -> str:
-        return _redact(text, self._secrets)
 
     async def _join_refresh(self) -> None:
         task = self._inflight
@@ -207,7 +187,7 @@ class RefreshingToken:
                 status = resp.status
                 raw = await resp.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            detail = self.redact(str(exc) or type(exc).__name__)
+            detail = redact(str(exc) or type(exc).__name__)
             raise TokenUnavailableError(
                 f"token refresh at {self._token_url} failed: {type(exc).__name__}: {detail}"
             ) from None

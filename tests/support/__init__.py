@@ -1,0 +1,1 @@
+"""Helpers the tests share: sandbox processes, configs, CLI runs. No tests here."""

@@ -1,0 +1,79 @@
+"""Helpers of the sync, verify, reconcile and report tests: a test config, exports cut
+from the sample file, CLI runs and the ledger as JSON."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner, Result
+
+from tests.support.sandbox_process import Sandbox
+from worker.cli import cli
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "samples" / "appointments.csv"
+TOKEN_ENV = {"FLEXTELL_TOKEN": "sandbox-token-all"}
+
+
+def write_config(tmp: Path, **api: Any) -> Path:
+    """config/demo.toml with fast test settings and the ledger beside it."""
+    text = (ROOT / "config" / "demo.toml").read_text(encoding="utf-8")
+    settings = {
+        "rate_limit": '"1000/second"',
+        "concurrency": "8",
+        "timeout": "5",
+        "max_backoff": "0.5",
+        "max_attempts": "3",
+    } | {k: str(v) for k, v in api.items()}
+    lines = []
+    for line in text.splitlines():
+        key = line.split("=")[0].strip()
+        if key in ("rate_limit", "concurrency") and not line.startswith("#"):
+            continue
+        lines.append(line)
+        if line.strip() == "[api]":
+            lines.extend(f"{k} = {v}" for k, v in settings.items())
+    lines.append('\n[ledger]\npath = "ledger.sqlite"')
+    path = tmp / "run.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def sample_rows() -> tuple[list[str], list[dict[str, str]]]:
+    with SAMPLE.open(encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def write_csv(path: Path, columns: list[str], rows: list[dict[str, str]]) -> Path:
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(cli, list(args), env=env or TOKEN_ENV, catch_exceptions=False)
+
+
+def import_file(config: Path, sb: Sandbox, file: Path, *extra: str) -> tuple[Result, Any]:
+    """Run `import --json-logs`; the result and its final summary event."""
+    result = run_cli(
+        "import", str(file), "-c", str(config), "--base-url", sb.base_url, "--json-logs", *extra
+    )
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    assert lines, result.output
+    return result, json.loads(lines[-1])
+
+
+def ledger_json(config: Path, *extra: str) -> Any:
+    result = run_cli("report", "-c", str(config), "--format", "json", *extra)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+# --- the three nights ------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""One module per CLI command: each turns options into a run and a result."""

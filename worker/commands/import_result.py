@@ -1,0 +1,94 @@
+"""What an import run did: counts per tenant, the exit code they give, the runs-table form."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from worker.exitcodes import ExitCode
+
+
+@dataclass(slots=True)
+class TenantCounts:
+    """Per-tenant figures of one run, in the order the summary shows them."""
+
+    read: int = 0
+    invalid: int = 0
+    new: int = 0
+    unchanged: int = 0
+    changed: int = 0
+    previously_failed: int = 0
+    unknown_skipped: int = 0
+    duplicate_keys: int = 0
+    to_send: int = 0
+    created: int = 0
+    adopted: int = 0
+    failed: int = 0
+    unknown: int = 0
+    not_sent: int = 0
+    reconciled: int = 0
+    missing_from_source: int = 0
+    failed_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ImportResult:
+    """What the run did: counts per tenant, ledger path, exit code."""
+
+    run_id: int | None
+    ledger_path: Path | str
+    """The SQLite file, or the PostgreSQL URL without its password."""
+    mode: str
+    tenants: dict[int, TenantCounts]
+    stopped_tenants: dict[int, str]
+    interrupted: str | None
+    elapsed: float
+    exit_code: ExitCode
+    changed_rows: list[dict[str, Any]] = field(default_factory=list)
+    missing_rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def totals(self) -> dict[str, int]:
+        """Counts summed over tenants (reasons left out)."""
+        out: dict[str, int] = {}
+        for counts in self.tenants.values():
+            for f in fields(counts):
+                value = getattr(counts, f.name)
+                if isinstance(value, int):
+                    out[f.name] = out.get(f.name, 0) + value
+        return out
+
+
+def run_counts(result: ImportResult) -> dict[str, int]:
+    """What the runs table keeps: the totals, and each tenant's as ``tenant.N.name``."""
+    counts = result.totals()
+    for tenant, tc in result.tenants.items():
+        for f in fields(tc):
+            value = getattr(tc, f.name)
+            if isinstance(value, int):
+                counts[f"tenant.{tenant}.{f.name}"] = value
+    return counts
+
+
+def exit_code_for(
+    counts: Iterable[TenantCounts], stopped: dict[int, str], signum: int | None
+) -> ExitCode:
+    """0 when every row is created or unchanged; 1 when any row needs a person; 3, 130, 143."""
+    if signum is not None:
+        return ExitCode.INTERRUPTED if signum == signal.SIGINT else ExitCode.TERMINATED
+    if stopped:
+        return ExitCode.ABORTED
+    needs_a_person = any(
+        c.invalid
+        or c.failed
+        or c.unknown
+        or c.not_sent
+        or c.changed
+        or c.previously_failed
+        or c.unknown_skipped
+        or c.duplicate_keys
+        for c in counts
+    )
+    return ExitCode.ROWS_FAILED if needs_a_person else ExitCode.OK

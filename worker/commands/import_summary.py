@@ -1,0 +1,136 @@
+"""The end-of-run summary of an import: the table people read and the JSON event machines do."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from worker.commands.import_result import ImportResult
+from worker.compare import public_value
+
+_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("read", "read"),
+    ("created", "created"),
+    ("adopted", "adopted"),
+    ("unchanged", "already created"),
+    ("changed", "changed"),
+    ("failed", "failed"),
+    ("previously_failed", "failed before"),
+    ("invalid", "invalid"),
+    ("unknown", "unknown"),
+    ("not_sent", "not sent"),
+    ("duplicate_keys", "dup. keys"),
+    ("missing_from_source", "missing from source"),
+)
+
+
+def summary_table(result: ImportResult) -> Table:
+    """One column per tenant (and a total), one row per count: narrow enough for any terminal."""
+    title = "dry run (nothing sent)" if result.mode == "dry-run" else f"run {result.run_id}"
+    table = Table(title=f"flextell-worker import: {title}")
+    table.add_column("")
+    tenants = sorted(result.tenants.items())
+    for tenant, _ in tenants:
+        table.add_column(f"tenant {tenant}" if tenant else "no tenant", justify="right")
+    if len(tenants) > 1:
+        table.add_column("all", justify="right", style="bold")
+    rows = _COLUMNS
+    if result.mode == "dry-run":
+        # A dry run creates nothing: what it would send is the figure that matters.
+        rows = (_COLUMNS[0], ("to_send", "to send"), *_COLUMNS[1:])
+    for name, label in rows:
+        values = [getattr(counts, name) for _, counts in tenants]
+        if len(tenants) > 1:
+            values.append(sum(values))
+        table.add_row(label, *(f"{v:,}" for v in values))
+    return table
+
+
+def print_summary(result: ImportResult, console: Console | None = None) -> None:
+    """Print the summary table, the stopped tenants and where the ledger is."""
+    console = console or Console(soft_wrap=True)
+    console.print(summary_table(result))
+    for tenant, reason in sorted(result.stopped_tenants.items()):
+        console.print(f"tenant {tenant} stopped: {reason}")
+    for tenant, counts in sorted(result.tenants.items()):
+        for reason, n in sorted(counts.failed_by_reason.items()):
+            console.print(f"tenant {tenant}: {n} {reason}")
+    _print_changed_and_missing(result, console)
+    if result.interrupted:
+        console.print(f"run {result.interrupted}; run the same command again to resume")
+    console.print(f"ledger: {result.ledger_path}")
+    console.print(
+        f"exit code {int(result.exit_code)} ({result.exit_code.name.lower()}), "
+        f"{result.elapsed:.1f}s"
+    )
+
+
+SHOWN_ROWS = 20
+"""Changed and missing rows printed under the summary; `--json-logs` and `report` hold more."""
+
+
+def public_changes(changes: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """A row's changes fit for output: free-text values replaced by their length."""
+    return {name: [public_value(name, v) for v in pair] for name, pair in changes.items()}
+
+
+def public_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [row | {"changes": public_changes(row.get("changes") or {})} for row in rows]
+
+
+def diff_text(changes: dict[str, list[Any]]) -> str:
+    changes = public_changes(changes)
+    return ", ".join(
+        f"{name}: {json.dumps(old, ensure_ascii=False)} -> {json.dumps(new, ensure_ascii=False)}"
+        for name, (old, new) in sorted(changes.items())
+    )
+
+
+def _print_changed_and_missing(result: ImportResult, console: Console) -> None:
+    changed = sum(c.changed for c in result.tenants.values())
+    if changed:
+        console.print(
+            f"{changed} row(s) changed in the source after they were created; the API has no "
+            "update, so they were not re-sent and need a person (`flextell-worker report`):"
+        )
+        for row in result.changed_rows[:SHOWN_ROWS]:
+            console.print(
+                f"  tenant {row['tenant']} {row['source_key']} (line {row['line']}, "
+                f"appointment {row['appointment_id']}): {diff_text(row.get('changes') or {})}",
+                markup=False,
+            )
+        if changed > SHOWN_ROWS:
+            console.print(f"  ... and {changed - SHOWN_ROWS} more")
+    missing = {t: c.missing_from_source for t, c in result.tenants.items() if c.missing_from_source}
+    for tenant, n in sorted(missing.items()):
+        keys = [r["source_key"] for r in result.missing_rows if r["tenant"] == tenant]
+        more = f" ... and {n - SHOWN_ROWS} more" if n > SHOWN_ROWS else ""
+        console.print(
+            f"tenant {tenant}: {n} created row(s) missing from this export "
+            f"(cancelled or deleted upstream?): {', '.join(keys[:SHOWN_ROWS])}{more}",
+            markup=False,
+        )
+
+
+def summary_event(result: ImportResult) -> dict[str, Any]:
+    """All counts as one JSON-ready object, for a scheduler's log pipeline."""
+    return {
+        "run_id": result.run_id,
+        "mode": result.mode,
+        "exit_code": int(result.exit_code),
+        "ledger": str(result.ledger_path),
+        "elapsed_s": round(result.elapsed, 3),
+        "interrupted": result.interrupted,
+        "stopped_tenants": {str(k): v for k, v in result.stopped_tenants.items()},
+        "totals": result.totals(),
+        "tenants": {
+            str(tenant): {name: getattr(counts, name) for name, _ in _COLUMNS}
+            | {"failed_by_reason": counts.failed_by_reason}
+            for tenant, counts in sorted(result.tenants.items())
+        },
+        "changed": public_rows(result.changed_rows[:1000]),
+        "missing_from_source": result.missing_rows[:1000],
+    }

@@ -1,0 +1,45 @@
+"""The nightly-sync rules: what a row read again does, given what the ledger holds.
+
+Pure: no I/O. A re-run on a fresh export creates only what is new; a row the
+ledger already has created is never sent again (the API has no update
+endpoint), whether or not its values changed since; a row whose outcome is
+unknown waits for its lookup; a failed one is sent again only when asked
+(`--retry-failed`, same values) or when its values changed.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from worker.ledger import Entry, Status
+
+
+class Action(StrEnum):
+    """What happens to one row of this run; the value names its summary count."""
+
+    NEW = "new"
+    UNCHANGED = "unchanged"
+    CHANGED = "changed"
+    PREVIOUSLY_FAILED = "previously_failed"
+    RETRY_FAILED = "retry_failed"
+    UNKNOWN_SKIPPED = "unknown_skipped"
+    RESEND = "resend"
+
+    @property
+    def sends(self) -> bool:
+        """Whether the row is queued for sending in this run."""
+        return self in (Action.NEW, Action.RETRY_FAILED, Action.RESEND)
+
+
+def sync_action(entry: Entry | None, payload_hash: str, *, retry_failed: bool) -> Action:
+    """The action for a valid row with `payload_hash`, given its ledger entry (or none)."""
+    if entry is None:
+        return Action.NEW
+    if entry.status == Status.CREATED.value:
+        return Action.UNCHANGED if entry.payload_hash == payload_hash else Action.CHANGED
+    if entry.status == Status.FAILED.value and entry.payload_hash == payload_hash:
+        return Action.RETRY_FAILED if retry_failed else Action.PREVIOUSLY_FAILED
+    if entry.status in (Status.UNKNOWN.value, Status.IN_FLIGHT.value):
+        return Action.UNKNOWN_SKIPPED
+    # pending (never sent), invalid before, or failed with values changed since: send
+    return Action.RESEND
