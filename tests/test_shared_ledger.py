@@ -205,3 +205,22 @@ def test_a_dry_run_reads_a_postgresql_ledger_and_config_errors_name_the_field(
         cwd=ROOT, env=worker_env(), capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 2 and "not both" in done.stderr and "ledger" in done.stderr
+
+
+def test_rows_of_no_configured_tenant_are_counted_invalid_once(pg_url: str, tmp_path: Path) -> None:
+    csv, cfg, _, sb = _setup(tmp_path, 2, 8)
+    lines = csv.read_text(encoding="utf-8").splitlines()
+    header = lines[0].split(",")
+    bad = lines[1].split(",")
+    bad[header.index("clinic")] = "999"
+    bad[header.index("appointment_id")] = "X-1"
+    csv.write_text("\n".join([*lines, ",".join(bad)]) + "\n", encoding="utf-8")
+    sb.start()
+    try:
+        procs = [_worker(csv, cfg, sb.api_url, pg_url, tmp_path / f"w{i}.log") for i in (1, 2)]
+        codes = [p.wait(timeout=120) for p in procs]
+    finally:
+        sb.stop()
+    statuses = sorted(e.status for e in read_pg_ledger(pg_url))
+    assert statuses == ["created"] * 8 + ["invalid"], statuses
+    assert 1 in codes, codes  # the worker whose pass recorded it says so

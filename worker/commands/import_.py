@@ -239,7 +239,13 @@ class ImportRun:
         ]
         only = self.options.only_tenants
         if only is not None:
-            keyed = [k for k in keyed if k[1] in only]
+            # A shared ledger's pass: its tenants' rows, and rows of no configured tenant
+            # (invalid: the tenant is missing or unknown) go with the first tenant's pass.
+            configured = self.config.tenants
+            lowest = min(configured) if configured else None
+            keyed = [
+                k for k in keyed if k[1] in only or (k[1] not in configured and lowest in only)
+            ]
         existing = (
             await ledger.get_many([(t, k) for _, t, k in keyed]) if ledger is not None else {}
         )
