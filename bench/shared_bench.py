@@ -5,7 +5,9 @@ each time, a fresh sandbox and ledger for each measurement. The PostgreSQL
 workers are started together and timed until the last exits; each holds
 ``tenants_per_worker = 6 / workers`` tenants at once, so 1 worker sends all 6
 like the SQLite worker does. Also measured: how long one worker takes to read
-and record the file (a dry run), the cost every tenant pass pays once.
+and validate the file, the cost every tenant pass pays once; and 1 vs 3
+workers with every tenant rate-limited (the API's real situation), where the
+tenants' budgets, not the workers, set the pace.
 """
 
 from __future__ import annotations
@@ -28,10 +30,13 @@ from bench.pgserver import PgServer, find_bin_dir
 from bench.sandbox import SandboxProcess
 
 TENANTS = 6
+LIMITED = "20/second"
 
 
-def _config(path: Path, tenants: list[int], per_worker: int, concurrency: int) -> Path:
-    cfg = write_config(path, tenants, concurrency=concurrency)
+def _config(
+    path: Path, tenants: list[int], per_worker: int, concurrency: int, rate: str = "100000/second"
+) -> Path:
+    cfg = write_config(path, tenants, concurrency=concurrency, rate_limit=rate)
     text = cfg.read_text(encoding="utf-8")
     section = f"[ledger]\ntenants_per_worker = {per_worker}\n\n"
     cfg.write_text(text.replace("[mapping]", section + "[mapping]", 1), encoding="utf-8")
@@ -104,4 +109,22 @@ def measure(out: Path, rows: int, concurrency: int = 8) -> dict[str, Any]:
                 )
             figures[f"pg_{n}_workers_rows_per_s"] = round(rows / seconds, 1)
             figures[f"pg_{n}_workers_seconds"] = round(seconds, 2)
+        # Rate-limited: every tenant at LIMITED in the config and the sandbox's limiter.
+        limited_rows = rows * 3 // 10
+        small = write_csv(out / f"rows-6x-{limited_rows}.csv", limited_rows, ids)
+        for n in (1, 3):
+            url = pg.create_database(f"limited{n}")
+            cfg_n = _config(
+                out / f"run-lim{n}.toml", tenants, -(-TENANTS // n), concurrency, LIMITED
+            )
+            wd = out / f"lim{n}"
+            sb = SandboxProcess(wd, ["--seed-data", str(seed_path), "--rate-limit", LIMITED])
+            with sb:
+                seconds, codes = _run_workers(n, small, cfg_n, sb.api_url, url, wd, env)
+                stats = sb.stats()
+            if set(codes) != {0}:
+                raise SystemExit(f"bench shared: {n} rate-limited workers exited {codes}")
+            figures[f"limited_pg_{n}_workers_rows_per_s"] = round(limited_rows / seconds, 1)
+            figures[f"limited_pg_{n}_workers_429"] = int(stats.get("rate_limited", 0))
+        figures["limited"] = f"{limited_rows} rows, {TENANTS} tenants x {LIMITED}"
     return figures
