@@ -179,3 +179,28 @@ async def test_an_expired_lease_writes_no_intent(pg_url: str) -> None:
         assert (entry.status, entry.attempts) == ("pending", 0)
     finally:
         await led.close()
+
+
+async def test_a_pass_with_rows_left_is_retried_by_a_worker_started_later(pg_url: str) -> None:
+    led = await PgLedger.open_url(pg_url)
+    try:
+        first = await LeaseKeeper.open(pg_url, "w1", lease_seconds=60, grace_seconds=0)
+        a = await first.acquire([1, 2], "r")
+        b = await first.acquire([1, 2], "r")
+        assert a is not None and b is not None
+        await first.finish(a, "r", None, "ok")
+        await first.finish(b, "r", None, "rows_failed")
+        await first.release(a)
+        await first.release(b)
+        assert await first.acquire([1, 2], "r") is None  # done, for the worker that ran them
+        later = await LeaseKeeper.open(pg_url, "w2", lease_seconds=60, grace_seconds=0)
+        again = await later.acquire([1, 2], "r")
+        assert again is not None and again.tenant == b.tenant  # not the one that ended ok
+        assert await later.remaining([1, 2], "r") == 1
+        await later.finish(again, "r", None, "rows_failed")
+        await later.release(again)
+        assert await later.remaining([1, 2], "r") == 0
+        await first.close()
+        await later.close()
+    finally:
+        await led.close()

@@ -355,9 +355,10 @@ _rebind_option = click.option(
 @click.option(
     "--round",
     "round_name",
-    help="With a shared ledger: workers given the same round share its tenants, and a "
-    "tenant finished in it is not taken again (default: the file's SHA-256, so workers "
-    "started on one export share it; a new name runs the export again).",
+    help="With a shared ledger: workers given the same round share its tenants; a tenant "
+    "whose pass ended 0 is not taken again, one that left rows to retry is taken by a "
+    "worker started later (default: the file's SHA-256, so workers started on one "
+    "export share it; a new name runs the export again).",
 )
 @_settle_wait_option
 @_rebind_option

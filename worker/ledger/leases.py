@@ -13,7 +13,10 @@ A lease that expired is never renewed: its holder writes no more intents for
 that tenant (PgLedger.mark_in_flight checks the lease FOR SHARE in the intent's
 own transaction), so a worker that stalled past its expiry cannot send beside
 the new holder. ``passes`` records which tenant of which export is done, so N
-workers started with one file share its tenants and then all exit.
+workers started with one file share its tenants and then all exit. A pass that
+ended with rows still needing work (exit 1, or aborted) counts as done only for
+workers that were already running: one started later (tomorrow's run of an
+unchanged export, a retry) takes that tenant again, as a SQLite run would.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ class LeaseKeeper:
         self.lost: set[int] = set()
         self._beat: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._since: Any = None
 
     @classmethod
     async def open(
@@ -85,6 +89,9 @@ class LeaseKeeper:
             " SET expires_at = excluded.expires_at, stopped_at = NULL",
             (worker_id, socket.gethostname(), os.getpid(), lease_seconds),
         )
+        # Passes that ended with rows still needing work count as done only for workers
+        # already running then; a worker started later retries those tenants.
+        keeper._since = (await keeper._exec("SELECT now()"))[0][0]
         keeper._beat = asyncio.create_task(keeper._heartbeat(), name="lease-heartbeat")
         return keeper
 
@@ -109,14 +116,23 @@ class LeaseKeeper:
                  WHERE l.tenant = ANY(%s)
                    AND (l.holder IS NULL OR l.expires_at < now() - make_interval(secs => %s))
                    AND NOT EXISTS (SELECT 1 FROM passes p
-                                   WHERE p.round = %s AND p.tenant = l.tenant)
+                                   WHERE p.round = %s AND p.tenant = l.tenant
+                                   AND (p.status = 'ok' OR p.finished_at >= %s))
                  ORDER BY l.tenant LIMIT 1 FOR UPDATE SKIP LOCKED)
                UPDATE leases SET holder = %s, epoch = leases.epoch + 1, acquired_at = now(),
                    expires_at = now() + make_interval(secs => %s), released_at = NULL,
                    round = %s, run_id = NULL
                FROM pick WHERE leases.tenant = pick.tenant
                RETURNING leases.tenant, leases.epoch, pick.previous""",
-            (wanted, self.grace_seconds, round_key, self.worker_id, self.lease_seconds, round_key),
+            (
+                wanted,
+                self.grace_seconds,
+                round_key,
+                self._since,
+                self.worker_id,
+                self.lease_seconds,
+                round_key,
+            ),
         )
         if not rows:
             return None
@@ -131,8 +147,9 @@ class LeaseKeeper:
         """How many of the tenants no pass of this round has finished yet."""
         rows = await self._exec(
             "SELECT count(*) FROM unnest(%s::int[]) AS t(tenant) WHERE NOT EXISTS"
-            " (SELECT 1 FROM passes p WHERE p.round = %s AND p.tenant = t.tenant)",
-            (sorted(set(tenants)), round_key),
+            " (SELECT 1 FROM passes p WHERE p.round = %s AND p.tenant = t.tenant"
+            " AND (p.status = 'ok' OR p.finished_at >= %s))",
+            (sorted(set(tenants)), round_key, self._since),
         )
         return int(rows[0][0])
 
