@@ -237,3 +237,35 @@ def test_commands_that_read_sqlite_only_refuse_a_url_config(tmp_path: Path) -> N
         )  # fmt: skip
         assert done.returncode == 2, (args, done.stderr)
         assert "PostgreSQL ledger" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_worker_whose_lease_expired_under_it_stops_sending_and_takes_it_again(
+    pg_url: str, tmp_path: Path
+) -> None:
+    import psycopg
+
+    csv, cfg, source, sb = _setup(tmp_path, 1, 80)
+    sb.start()
+    try:
+        proc = _worker(csv, cfg, sb.api_url, pg_url, tmp_path / "w1.log")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if sum(r["method"] == "POST" for r in sb.requests()) >= 10:
+                break
+            time.sleep(0.05)
+        with psycopg.connect(pg_url, autocommit=True) as conn:  # as if it had stalled
+            conn.execute("UPDATE flextell_worker.leases SET expires_at = now() - interval '1 ms'")
+        code = proc.wait(timeout=120)
+        requests = sb.requests()
+        appts = sb.appointments()
+    finally:
+        sb.stop()
+    log = (tmp_path / "w1.log").read_text()
+    assert code == 0, log
+    assert "expired or was taken over" in log
+    result = audit(source, read_pg_ledger(pg_url), appts)
+    assert result.clean, result.line()
+    overlaps, _ = lease_overlaps(requests)
+    assert overlaps == []
+    (holders,) = holders_by_tenant(requests).values()
+    assert sorted(h.split(":", 1)[0] for h in holders) == ["1", "2"]

@@ -131,17 +131,23 @@ async def _pass(
         ledger=ledger,
         request_headers=headers,
     )
+    ledger.begin_pass()
     try:
         result = await run_import(one)
     except LeaseLostError as exc:
+        result = None
         log.error("tenant pass stopped", reason=str(exc))
-        for lease in leases:
-            await keeper.release(lease)
-        return None
     except BaseException:
         for lease in leases:
             await asyncio.shield(keeper.release(lease))
         raise
+    if result is None or ledger.lease_lost is not None:
+        # Nothing is recorded as done: whoever takes these tenants next goes on.
+        if result is not None:
+            log.error("tenant pass stopped", reason=str(ledger.lease_lost))
+        for lease in leases:
+            await keeper.release(lease)
+        return None
     interrupted = result.exit_code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED)
     for lease in leases:
         if result.run_id is not None:

@@ -94,6 +94,8 @@ class PgLedger(Ledger):
 
     worker_id: str
     url: str
+    lease_lost: LeaseLostError | None
+    """Set when an intent found its tenant's lease gone: the pass must stop (begin_pass)."""
 
     @classmethod
     async def open_url(
@@ -131,6 +133,7 @@ class PgLedger(Ledger):
 
         writer = PgWriter(conn, where, on_broken=on_broken)
         ledger = cls(where, writer, None, readonly=readonly)
+        ledger.lease_lost = None
         ledger.url = url
         ledger.worker_id = worker_id or new_worker_id()
         if not readonly:
@@ -180,7 +183,28 @@ class PgLedger(Ledger):
             sent_at=when,
             holder=self.worker_id,
         )
-        await self._write(fn)
+        try:
+            await self._write(fn)
+        except LeaseLostError as exc:
+            # The run stops now (its watcher sees wait_broken), as for a broken ledger.
+            if self.lease_lost is None:
+                log.error("lease lost: the pass stops sending", error=str(exc))
+                self.lease_lost = exc
+                self._broken.set()
+            raise
+
+    def begin_pass(self) -> None:
+        """Before a new pass of a shared import: forget the last pass's lost lease."""
+        self.lease_lost = None
+        if self._writer.failure is None:
+            self._broken.clear()
+
+    async def wait_broken(self) -> AbortError:
+        """As Ledger.wait_broken, and also when a tenant's lease was lost (see lease_lost)."""
+        await self._broken.wait()
+        failure = self._writer.failure or self.lease_lost
+        assert failure is not None
+        return failure
 
     async def mark_stale_in_flight_unknown(self) -> int:
         """Rows left in_flight in the tenants this worker holds now become unknown."""
