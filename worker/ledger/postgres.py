@@ -40,6 +40,14 @@ from worker.logs import get_logger
 log = get_logger("ledger")
 
 URL_SCHEMES = ("postgresql://", "postgres://")
+# A database host that vanishes without closing the connection is noticed within
+# about 25 s (TCP keepalives) instead of the kernel's two hours.
+_KEEPALIVE: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
 
 
 class LeaseLostError(AbortError):
@@ -68,7 +76,7 @@ def new_worker_id() -> str:
 def connect(url: str) -> psycopg.Connection[Any]:
     """A writer connection (autocommit; the writer sends BEGIN/COMMIT itself)."""
     try:
-        conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+        conn = psycopg.connect(url, autocommit=True, connect_timeout=10, **_KEEPALIVE)
     except psycopg.Error as exc:
         raise AbortError(f"cannot open ledger {redact(url)}: {_first_line(exc)}") from None
     conn.execute(f"SET search_path TO {SCHEMA}")
@@ -78,7 +86,9 @@ def connect(url: str) -> psycopg.Connection[Any]:
 async def connect_async(url: str) -> psycopg.AsyncConnection[Any]:
     """A connection for leases and heartbeats, off the writer's queue."""
     try:
-        conn = await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=10)
+        conn = await psycopg.AsyncConnection.connect(
+            url, autocommit=True, connect_timeout=10, **_KEEPALIVE
+        )
     except psycopg.Error as exc:
         raise AbortError(f"cannot open ledger {redact(url)}: {_first_line(exc)}") from None
     await conn.execute(f"SET search_path TO {SCHEMA}")
