@@ -14,9 +14,14 @@
    commits 4 s after a 2 s client timeout; every POST committed after 35 s
    against the default 30 s timeout. Each reports lost rows, duplicates, ids
    held by two rows and appointments no row holds: all must be 0, verify passing.
+5. shared: 3 worker processes, 6 tenants, one PostgreSQL ledger
+   (bench/shared_drill.py): every fault, 1 in 4 rows sharing identity, 6 random
+   SIGKILLs of workers and one PostgreSQL restart. The same four counts, plus:
+   no tenant's POSTs from two lease holders at once (sandbox request log), and
+   no 429 per tenant at its configured limit. Skipped without PostgreSQL binaries.
 
     python -m bench.chaos [--rows 5000] [--kills 5] [--files 200]
-                          [--only kills,restart,hostile,identity,late,late35]
+                          [--only kills,restart,hostile,identity,late,late35,shared]
 """
 
 from __future__ import annotations
@@ -49,7 +54,9 @@ from bench.generate import (
 from bench.hostile import write_hostile_files
 from bench.identity_drills import AuditedDrillResult, run_identity_drill, run_late_commit_drill
 from bench.measure import worker_cmd
+from bench.pgserver import find_bin_dir
 from bench.sandbox import SandboxProcess
+from bench.shared_drill import SharedDrillResult, run_shared_drill
 
 CHAOS_JSON = ROOT / "bench" / "chaos.json"
 FAULTS = (
@@ -406,13 +413,49 @@ def print_audited(drills: list[AuditedDrillResult]) -> None:
             print(f"  {d.name}: PROBLEM {p}")
 
 
+def run_shared(only: set[str], base: Path) -> SharedDrillResult | None:
+    """The shared-ledger drill, when named and PostgreSQL is installed."""
+    if "shared" not in only:
+        return None
+    if find_bin_dir() is None:
+        print("-- drill shared: skipped (no PostgreSQL initdb/pg_ctl on this machine)")
+        return None
+    print(
+        "-- drill shared: 3 workers, 6 tenants, one PostgreSQL, 1200 rows, all faults,"
+        " 6 SIGKILLs, 1 PostgreSQL restart",
+        flush=True,
+    )
+    return run_shared_drill("shared", base / "shared")
+
+
+def print_shared(d: SharedDrillResult) -> None:
+    head: tuple[str, ...] = ("drill", "rows", "workers", "tenants", "kills", "pg restarts")
+    head += ("runs", "takeovers")
+    head += ("lost", "dups", "shared ids", "orphans", "overlaps", "429", "s", "ok")
+    print_columns(
+        [
+            head,
+            (
+                d.name, str(d.rows), str(d.workers), str(d.tenants), str(d.kills),
+                str(d.pg_restarts), f"{d.worker_runs} {d.exit_codes}", str(d.takeovers),
+                str(d.lost), str(d.duplicates), str(d.shared_ids), str(d.orphans),
+                str(d.overlaps), str(sum(d.rate_limited_by_tenant.values())),
+                f"{d.seconds:.0f}", "yes" if d.passed else "NO",
+            ),
+        ]
+    )  # fmt: skip
+    print(f"  {d.name}: ledger {d.ledger_statuses}; faults injected {d.faults_injected}")
+    for p in d.problems:
+        print(f"  {d.name}: PROBLEM {p}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="flextell-worker fault drills")
     parser.add_argument("--rows", type=int, default=5000)
     parser.add_argument("--tenants", type=int, default=3)
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--files", type=int, default=200)
-    parser.add_argument("--only", default="kills,restart,hostile,identity,late,late35")
+    parser.add_argument("--only", default="kills,restart,hostile,identity,late,late35,shared")
     args = parser.parse_args(argv)
     only = set(args.only.split(","))
     base = OUT / "chaos"
@@ -435,6 +478,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             )
     audited = run_audited(only, base)
+    shared = run_shared(only, base)
     hostile = None
     if "hostile" in only:
         print(f"-- hostile input: {args.files} files", flush=True)
@@ -445,11 +489,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if audited:
         print()
         print_audited(audited)
+    if shared is not None:
+        print()
+        print_shared(shared)
     CHAOS_JSON.write_text(
         json.dumps(
             {
                 "drills": [asdict(d) for d in drills],
                 "audited": [asdict(d) for d in audited],
+                "shared": asdict(shared) if shared is not None else None,
                 "hostile": asdict(hostile) if hostile else None,
                 "faults": list(FAULTS),
                 "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -460,6 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(f"\nwrote {CHAOS_JSON.relative_to(ROOT)}")
     ok = all(d.passed for d in drills) and all(d.passed for d in audited)
+    ok = ok and (shared is None or shared.passed)
     ok = ok and (hostile is None or hostile.passed)
     return 0 if ok else 1
 

@@ -103,8 +103,11 @@ def write_bench_seed(path: Path, tenants: int = 3) -> Path:
         for c in t["customers"]:
             c["id"] += 1000 * shift
         for kind in ("users", "treatments", "rooms"):
+            # Users 1x1 and 1x6 of tenant 2 would meet tenant 1's 15x at tenant 6:
+            # from there on users move by thousands (tenants 3 to 5 keep their ids).
+            step = 1000 if kind == "users" and shift > 3 else 10
             for obj in t[kind]:
-                obj["id"] += 10 * shift
+                obj["id"] += step * shift
         for tr in t["treatments"]:
             # Nested copies would point at the original tenant's objects: drop them.
             tr["users"], tr["sessions"], tr["products"] = [], [], []

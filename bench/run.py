@@ -1,6 +1,7 @@
 """`make bench`: measure the worker as a user runs it against baselines on the same data.
 
-    python -m bench.run --scenario all|validate|throughput|rate|latency|sequential|memory|references
+    python -m bench.run --scenario all   (or one of: validate throughput rate latency
+                                          sequential memory references shared)
     python -m bench.run --scenario rate --quick        (smaller data: a smoke test)
 
 Every figure comes from real processes: the worker (`python -m worker ...`), the
@@ -422,6 +423,31 @@ def scenario_references(b: Bench) -> Entry:
     )
 
 
+def scenario_shared(b: Bench) -> Entry:
+    """1, 2, 3 workers on one PostgreSQL ledger against one SQLite worker (bench.shared_bench)."""
+    from bench.shared_bench import measure
+
+    f = measure(OUT / "shared", b.n(6_000, 1_200))
+    if "skipped" in f:
+        return Entry("shared", "rows/s", 0.0, 0.0, 0.0, "reported", True, f)
+    pg1, pg3, lite = (
+        f["pg_1_workers_rows_per_s"],
+        f["pg_3_workers_rows_per_s"],
+        f["sqlite_1_worker_rows_per_s"],
+    )
+    ratio = pg1 / lite
+    return Entry(
+        "shared",
+        "rows/s (1 PostgreSQL worker vs 1 SQLite)",
+        pg1,
+        lite,
+        _round(ratio),
+        ">= 0.5x; 3 workers >= 1 worker",
+        ratio >= 0.5 and pg3 >= 0.9 * pg1,
+        f,
+    )
+
+
 SCENARIOS: dict[str, Callable[[Bench], Entry]] = {
     "validate": scenario_validate,
     "throughput": scenario_throughput,
@@ -430,6 +456,7 @@ SCENARIOS: dict[str, Callable[[Bench], Entry]] = {
     "sequential": scenario_sequential,
     "memory": scenario_memory,
     "references": scenario_references,
+    "shared": scenario_shared,
 }
 
 

@@ -107,3 +107,39 @@ def sbx(tmp_path: Path) -> Iterator[Any]:
 
     with sandbox_process(tmp_path) as sb:
         yield sb
+
+
+# --- PostgreSQL (the shared ledger) ----------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    """One real PostgreSQL for the session, from the machine's own initdb/pg_ctl.
+
+    Skips with the reason when none is installed (see bench/pgserver.py).
+    """
+    from bench.pgserver import PgServer, find_bin_dir
+
+    if find_bin_dir() is None:
+        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl) on this machine")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.skip("psycopg is not installed")
+    server = PgServer()
+    server.init()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def pg_url(pg_server: Any, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty database on the session's PostgreSQL for one test."""
+    import re
+
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:50]
+    url: str = pg_server.create_database(name)
+    return url

@@ -326,8 +326,9 @@ _rebind_option = click.option(
 @click.option(
     "--ledger",
     "ledger_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Ledger file (default: [ledger] path, else the state directory; see README).",
+    type=str,
+    help="Ledger file, or postgresql://user@host/db for a ledger shared by many workers "
+    "(default: [ledger] url or path, else the state directory; see README).",
 )
 @click.option("--tenant", type=int, help="Import into this one tenant (overrides the mapping).")
 @click.option("--dry-run", is_flag=True, help="Validate and show what would be sent; send nothing.")
@@ -368,6 +369,14 @@ _rebind_option = click.option(
     help="Allow a mapping without source_key on a ledger that holds rows (a changed row "
     "then looks new and is created again).",
 )
+@click.option(
+    "--round",
+    "round_name",
+    help="With a shared ledger: workers given the same round share its tenants; a tenant "
+    "whose pass ended 0 is not taken again, one that left rows to retry is taken by a "
+    "worker started later (default: the file's SHA-256, so workers started on one "
+    "export share it; a new name runs the export again).",
+)
 @_settle_wait_option
 @_rebind_option
 @_insecure_option
@@ -377,7 +386,7 @@ def import_cmd(
     config_path: Path,
     fmt: str | None,
     base_url: str | None,
-    ledger_path: Path | None,
+    ledger_path: str | None,
     tenant: int | None,
     dry_run: bool,
     payloads: Path | None,
@@ -388,6 +397,7 @@ def import_cmd(
     grace_seconds: float,
     adopt_existing: bool,
     allow_hash_keys: bool,
+    round_name: str | None,
     settle_wait: float | None,
     rebind_ledger: bool,
     allow_insecure_http: bool,
@@ -409,12 +419,19 @@ def import_cmd(
     base URL or tenant set is refused (exit 2) unless --rebind-ledger is given.
     A full disk, a damaged, empty or vanished ledger, or a copy without its
     -wal file ends the run with exit 3.
+
+    With a PostgreSQL ledger (--ledger postgresql://... or [ledger] url), start
+    the same command on as many hosts as wanted: they share the file's tenants,
+    one worker per tenant at a time by lease; a dead worker's tenants are taken
+    over after [ledger] lease_seconds. `ledger status` shows who holds what.
     """
     import asyncio
     import json
 
     from worker.commands.import_ import ImportOptions, run_import
     from worker.commands.import_summary import print_summary, summary_event
+    from worker.config import load_config
+    from worker.ledger.target import is_url, ledger_target, parse_target
     from worker.logs import configure_logging, get_logger
 
     if payloads is not None and not dry_run:
@@ -426,7 +443,7 @@ def import_cmd(
         config_path=config_path,
         format=fmt,
         base_url=base_url,
-        ledger_path=ledger_path,
+        ledger_path=None if ledger_path is None else parse_target(ledger_path),
         tenant=tenant,
         dry_run=dry_run,
         payloads=payloads,
@@ -439,7 +456,13 @@ def import_cmd(
         settle_wait=settle_wait,
         rebind_ledger=rebind_ledger,
     )
-    result = asyncio.run(run_import(options))
+    target = ledger_target(load_config(config_path), options.ledger_path)
+    if is_url(target) and not dry_run:
+        from worker.commands.shared_import import run_shared_import
+
+        result = asyncio.run(run_shared_import(options, str(target), round_name=round_name))
+    else:
+        result = asyncio.run(run_import(options))
     if json_logs:
         get_logger("import").info("run summary", **summary_event(result))
         click.echo(json.dumps(summary_event(result)))
@@ -779,6 +802,61 @@ def ledger_accept_missing_wal_cmd(
     path = find_ledger_path(ledger_path, config_path)
     accept_missing_wal(path)
     click.echo(f"ledger {path}: accepted without its -wal file")
+
+
+@ledger_group.command("status")
+@_ledger_config_option
+@click.option(
+    "--ledger",
+    "ledger_path",
+    type=str,
+    help="Ledger file or postgresql:// URL (default: the one `import` uses with this config).",
+)
+@user_errors
+def ledger_status_cmd(config_path: Path | None, ledger_path: str | None) -> None:
+    """Who holds what: each tenant's lease on a shared (PostgreSQL) ledger.
+
+    One line per tenant: held by a worker (host:pid:id) with its lease epoch and
+    seconds left, expired (its worker stopped renewing; another worker takes it
+    over), or free; then the workers seen, alive or not. For a SQLite ledger:
+    whether a run holds its lock. Read-only; exit 0, 2 bad options, 3 unusable.
+    """
+    import asyncio
+
+    from worker.config import load_config
+    from worker.ledger.target import describe, is_url, ledger_target, parse_target
+
+    target = parse_target(ledger_path) if ledger_path is not None else None
+    if target is None and config_path is not None:
+        target = ledger_target(load_config(config_path), None)
+    if target is None:
+        from worker.ledger import find_ledger_path
+
+        target = find_ledger_path(None, None)
+    if not is_url(target):
+        from worker.ledger.lock import is_locked
+
+        path = Path(target)
+        state = "locked by a running import" if is_locked(path) else "not in use"
+        click.echo(f"ledger {path} (SQLite, one run at a time): {state}")
+        return
+    from worker.ledger.leases import lease_status
+
+    leases, workers = asyncio.run(lease_status(str(target)))
+    click.echo(f"ledger {describe(target)} (PostgreSQL, shared)")
+    if not leases:
+        click.echo("no tenant leased yet")
+    for lease in leases:
+        left = (
+            ""
+            if lease.expires_in is None or lease.state != "held"
+            else (f", {lease.expires_in:.0f} s left")
+        )
+        who = f" by {lease.holder}" if lease.holder else ""
+        run = f", run {lease.run_id}" if lease.run_id else ""
+        click.echo(f"tenant {lease.tenant}: {lease.state}{who} (epoch {lease.epoch}{left}{run})")
+    for worker_id, beat, alive in workers:
+        click.echo(f"worker {worker_id}: {'alive' if alive else 'gone'}, last heartbeat {beat}")
 
 
 # --- auth: first login and token status --------------------------------------------

@@ -196,7 +196,25 @@ class SourceSection(_Strict):
 
 
 class LedgerSection(_Strict):
+    """``[ledger]``: a SQLite file (path, the default) or a shared PostgreSQL ledger (url)."""
+
     path: str | None = None
+    url: str | None = Field(default=None, repr=False)
+    """postgresql://... or env:VARIABLE holding it (a password never goes in the config)."""
+    lease_seconds: float = Field(default=30.0, ge=1.0, le=3600.0)
+    """A shared ledger's tenant lease: renewed every third of it, taken over after it."""
+    tenants_per_worker: int = Field(default=4, ge=1, le=1000)
+    """A shared ledger's worker sends up to this many tenants at once (one lease each)."""
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> LedgerSection:
+        if self.path is not None and self.url is not None:
+            raise ValueError("give [ledger] path (SQLite) or url (PostgreSQL), not both")
+        if self.url is not None and not self.url.startswith(
+            ("postgresql://", "postgres://", "env:")
+        ):
+            raise ValueError("url must start with postgresql:// (or be env:VARIABLE)")
+        return self
 
 
 class Config(BaseModel):

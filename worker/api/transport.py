@@ -79,8 +79,10 @@ def ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
 
 
 @contextlib.asynccontextmanager
-async def client_session(ca_bundle: Path | None) -> AsyncIterator[aiohttp.ClientSession]:
+async def client_session(
+    ca_bundle: Path | None, headers: dict[str, str] | None = None
+) -> AsyncIterator[aiohttp.ClientSession]:
     """One verifying, unbounded-pool session (each tenant lane's semaphore is the bound)."""
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, ssl=ssl_context(ca_bundle))
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
         yield session

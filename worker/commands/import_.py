@@ -40,8 +40,8 @@ from worker.ledger import (
     RunStatus,
     Status,
     api_identity,
-    resolve_ledger_path,
 )
+from worker.ledger.target import describe, is_url, ledger_target, open_ledger
 from worker.logs import get_logger
 from worker.mapping import Mapper
 from worker.mapping.payloads import preview_to
@@ -67,7 +67,8 @@ class ImportOptions:
     config_path: Path
     format: str | None = None
     base_url: str | None = None
-    ledger_path: Path | None = None
+    ledger_path: Path | str | None = None
+    """A SQLite file, or a postgresql:// URL (a str): see worker.ledger.target."""
     tenant: int | None = None
     dry_run: bool = False
     payloads: Path | None = None
@@ -86,6 +87,12 @@ class ImportOptions:
     """Seconds the end of the run waits for rows still settling (default settle_seconds)."""
     policy: RetryPolicy | None = None
     rebind_ledger: bool = False
+    only_tenants: frozenset[int] | None = None
+    """Read, record and send only these tenants' rows (one pass of a shared ledger)."""
+    ledger: Ledger | None = None
+    """An open ledger to use instead of opening one (left open at the end)."""
+    request_headers: dict[str, str] | None = None
+    """Added to every API request (a shared ledger's lease, for the server's logs)."""
 
 
 def _file_sha256(path: str) -> str | None:
@@ -122,6 +129,8 @@ class ImportRun:
             dry_run=options.dry_run,
             retry_failed=options.retry_failed,
             stopping=lambda: self.stopping is not None,
+            only_tenants=options.only_tenants,
+            configured=config.tenants,
         )
         self.missing_rows: list[dict[str, Any]] = []
         self.progress: RunProgress | None = None
@@ -238,11 +247,13 @@ class ImportRun:
         the rest stay unknown. Identity groups and settling apply as for any row.
         """
         entries = await ledger.select(statuses=[Status.UNKNOWN.value])
+        only = self.options.only_tenants
         allowed = [
             e
             for e in entries
             if self.config.is_known_tenant(e.tenant)
             and (self.options.tenant is None or e.tenant == self.options.tenant)
+            and (only is None or e.tenant in only)
         ]
         if not allowed:
             return
@@ -300,11 +311,18 @@ async def run_import(options: ImportOptions) -> ImportResult:
     config = load_config(options.config_path)
     mapper = Mapper.from_config(config, tenant_override=options.tenant)
     source_opts = run_source_options(config, options)
-    ledger_path = resolve_ledger_path(config, options.ledger_path)
+    ledger_path = ledger_target(config, options.ledger_path)
     api = api_identity(config.base_urls(options.base_url))
+    if config_uses_api(config) and is_url(ledger_path):
+        raise ConfigError(
+            f'{options.config_path}: lookup = "api" keeps its reference cache in a SQLite '
+            "ledger; a PostgreSQL ledger ([ledger] url) does not have it yet. Use a SQLite "
+            "ledger, or `lookups pull` the reference lists into CSV lookup tables"
+        )
     if config_uses_api(config) and options.file == "-":
         check_readable_twice(config, options.file)
     if config_uses_api(config) and options.dry_run:  # an import resolves in _send
+        assert isinstance(ledger_path, Path)  # a PostgreSQL ledger was refused above
         async with run_ledger(
             config,
             ledger_path,
@@ -333,8 +351,8 @@ async def run_import(options: ImportOptions) -> ImportResult:
             mapper.check_columns(source.columns, source.name)
         if options.dry_run:
             ledger = (
-                await Ledger.open(ledger_path, lock=False, readonly=True)
-                if ledger_path.exists()
+                await open_ledger(ledger_path, lock=False, readonly=True)
+                if isinstance(ledger_path, str) or ledger_path.exists()
                 else None
             )
             try:
@@ -348,7 +366,7 @@ async def run_import(options: ImportOptions) -> ImportResult:
             return _result(run, ledger_path, mode, started)
 
         sha = await asyncio.to_thread(_file_sha256, options.file)
-        ledger = await Ledger.open(ledger_path)
+        ledger = options.ledger or await open_ledger(ledger_path)
         try:
             await ledger.bind_identity(api, config.tenants, rebind=options.rebind_ledger)
             result = await _send(run, source, ledger, ledger_path, sha, started)
@@ -356,20 +374,27 @@ async def run_import(options: ImportOptions) -> ImportResult:
                 await forget_refused(ledger, result.run_id)
             return result
         finally:
-            await ledger.close()
+            if options.ledger is None:
+                await ledger.close()
 
 
 async def _send(
-    run: ImportRun, source: Any, ledger: Ledger, ledger_path: Path, sha: str | None, started: float
+    run: ImportRun,
+    source: Any,
+    ledger: Ledger,
+    ledger_path: Path | str,
+    sha: str | None,
+    started: float,
 ) -> ImportResult:
     options = run.options
     run._ledger = ledger
     if not run.mapper.has_source_key and not options.allow_hash_keys and await ledger.count_all():
         raise ConfigError(
-            f"{options.config_path}: the mapping has no source_key, and ledger {ledger_path} "
-            "already holds rows: without a key a row whose values changed since the last run "
-            "looks new and would be created a second time. Add source_key (the export's "
-            "appointment id), or pass --allow-hash-keys if every row is new"
+            f"{options.config_path}: the mapping has no source_key, and ledger "
+            f"{describe(ledger_path)} already holds rows: without a key a row whose values "
+            "changed since the last run looks new and would be created a second time. Add "
+            "source_key (the export's appointment id), or pass --allow-hash-keys if every "
+            "row is new"
         )
     run.run_id = await ledger.start_run(
         mode="import",
@@ -388,7 +413,7 @@ async def _send(
         "run started",
         run_id=run.run_id,
         file=source.name,
-        ledger=str(ledger_path),
+        ledger=describe(ledger_path),
         version=__version__,
     )
     stops = StopSignals(run.request_stop)
@@ -397,7 +422,7 @@ async def _send(
     status = "finished"
     watch = asyncio.create_task(_stop_when_broken(run, ledger))
     try:
-        async with http_session(run.config) as session:
+        async with http_session(run.config, headers=options.request_headers) as session:
             with run.progress:
                 try:
                     if config_uses_api(run.config):  # names -> ids first (worker.references)
@@ -413,7 +438,9 @@ async def _send(
                         )
                         run.mapper = run.reader.mapper = prepared.mapper
                     for tenant_id in sorted(run.config.tenants):
-                        if options.tenant is None or tenant_id == options.tenant:
+                        if options.tenant in (None, tenant_id) and (
+                            options.only_tenants is None or tenant_id in options.only_tenants
+                        ):
                             await run.lane_for(tenant_id, session, ledger)
                     await run.resolve_unknown(ledger, session)
                     try:
@@ -505,7 +532,7 @@ async def _missing_from_source(run: ImportRun, ledger: Ledger) -> None:
 
 
 def _result(
-    run: ImportRun, ledger_path: Path, mode: str, started: float, signum: int | None = None
+    run: ImportRun, ledger_path: Path | str, mode: str, started: float, signum: int | None = None
 ) -> ImportResult:
     for tenant, lane in run.lanes.items():
         counts = run.tenant_counts(tenant)
@@ -525,7 +552,7 @@ def _result(
     code = exit_code_for(run.counts.values(), stopped, signum)
     return ImportResult(
         run_id=run.run_id or None,
-        ledger_path=ledger_path,
+        ledger_path=describe(ledger_path) if isinstance(ledger_path, str) else ledger_path,
         mode=mode,
         tenants=run.counts,
         stopped_tenants=stopped,

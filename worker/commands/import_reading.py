@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Any
 
 from worker.commands.import_result import TenantCounts
@@ -38,12 +38,17 @@ class RowReader:
         dry_run: bool,
         retry_failed: bool,
         stopping: Callable[[], bool],
+        only_tenants: frozenset[int] | None = None,
+        configured: Collection[int] = (),
     ) -> None:
         self.mapper = mapper
         self.counts = counts
         self.dry_run = dry_run
         self.retry_failed = retry_failed
         self.stopping = stopping
+        self.only_tenants = only_tenants
+        """One pass of a shared ledger: only these tenants' rows are read and recorded."""
+        self.configured = frozenset(configured)
         self.run_id = 0
         self.changed_rows: list[dict[str, Any]] = []
         self.preview: Callable[[MappedRow], None] | None = None
@@ -99,6 +104,14 @@ class RowReader:
             else (m, m.tenant or 0, m.source_key or _fallback_key(m.row))
             for m in batch
         ]
+        only = self.only_tenants
+        if only is not None:
+            # A shared ledger's pass: its tenants' rows, and rows of no configured tenant
+            # (invalid: the tenant is missing or unknown) go with the first tenant's pass.
+            lowest = min(self.configured) if self.configured else None
+            keyed = [
+                k for k in keyed if k[1] in only or (k[1] not in self.configured and lowest in only)
+            ]
         existing = (
             await ledger.get_many([(t, k) for _, t, k in keyed]) if ledger is not None else {}
         )

@@ -39,7 +39,8 @@ class ImportResult:
     """What the run did: counts per tenant, ledger path, exit code."""
 
     run_id: int | None
-    ledger_path: Path
+    ledger_path: Path | str
+    """The SQLite file, or the PostgreSQL URL without its password."""
     mode: str
     tenants: dict[int, TenantCounts]
     stopped_tenants: dict[int, str]

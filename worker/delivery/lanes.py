@@ -30,9 +30,11 @@ T = TypeVar("T")
 
 
 @contextlib.asynccontextmanager
-async def http_session(config: Config) -> AsyncIterator[aiohttp.ClientSession]:
+async def http_session(
+    config: Config, headers: dict[str, str] | None = None
+) -> AsyncIterator[aiohttp.ClientSession]:
     """The one session of a command: TLS verified (plus ``ca_bundle``), unbounded pool."""
-    async with client_session(config.ca_bundle) as session:
+    async with client_session(config.ca_bundle, headers) as session:
         yield session
 
 

@@ -171,7 +171,7 @@ def _filters(
     clauses: list[str] = []
     params: list[Any] = []
     if statuses is not None:
-        clauses.append(f"status IN ({', '.join('?' * len(statuses))})" if statuses else "0")
+        clauses.append(f"status IN ({', '.join('?' * len(statuses))})" if statuses else "1 = 0")
         params.extend(statuses)
     if tenant is not None:
         clauses.append("tenant = ?")

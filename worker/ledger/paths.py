@@ -32,6 +32,13 @@ def resolve_ledger_path(config: Config, override: Path | None = None) -> Path:
     """``--ledger``, else ``[ledger] path`` (relative to the config), else the state dir."""
     if override is not None:
         return override
+    if config.ledger.url is not None:
+        from worker.errors import ConfigError
+
+        raise ConfigError(
+            f"{config.path}: [ledger] url names a PostgreSQL ledger; this command reads "
+            "SQLite ledgers only (import and `ledger status` use the PostgreSQL one)"
+        )
     if config.ledger.path:
         path = Path(config.ledger.path).expanduser()
         return path if path.is_absolute() else config.base_dir / path

@@ -24,7 +24,7 @@ from worker.ledger.fatal import ledger_failure
 from worker.ledger.lock import LedgerLock, is_locked
 from worker.ledger.model import Entry, Run, RunStatus, SeenRow, Status
 from worker.ledger.schema import connect
-from worker.ledger.writer import OpFn, Writer
+from worker.ledger.writer import OpFn, Writer, WriterLike
 from worker.logs import get_logger
 
 log = get_logger("ledger")
@@ -38,7 +38,12 @@ class Ledger:
     """One SQLite ledger file, opened by one run at a time (see open())."""
 
     def __init__(
-        self, path: Path, writer: Writer, lock: LedgerLock | None, *, readonly: bool
+        self,
+        path: Path | str,
+        writer: Writer | WriterLike,
+        lock: LedgerLock | None,
+        *,
+        readonly: bool,
     ) -> None:
         self.path = path
         self._writer = writer
@@ -245,7 +250,11 @@ class Ledger:
         """
         found = cast(list[Run], await self._read(partial(ops.runs, run_id=run_id)))
         running = [run for run in found if run.status == RunStatus.RUNNING]
-        if running and self._lock is None and not await asyncio.to_thread(is_locked, self.path):
+        if (
+            running
+            and self._lock is None
+            and not await asyncio.to_thread(is_locked, Path(self.path))
+        ):
             for run in running:
                 run.status = RunStatus.CRASHED
         return found

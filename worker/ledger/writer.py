@@ -26,13 +26,32 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from worker.errors import AbortError
 from worker.ledger.fatal import ledger_failure, vanished
 
 OpFn = Callable[[sqlite3.Connection, str], Any]
 """An operation: runs in the writer thread with the connection and the batch's timestamp."""
+
+
+class WriterLike(Protocol):
+    """What a Ledger needs of its writer; Writer (SQLite) and pgwriter.PgWriter have it."""
+
+    failure: AbortError | None
+    commits: int
+    operations: int
+
+    @property
+    def backlog(self) -> int: ...
+
+    def submit(
+        self, fn: OpFn, *, wait: bool, write: bool = True, atomic: bool = False
+    ) -> asyncio.Future[Any] | None: ...
+
+    def raise_background_error(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 @dataclass(slots=True)

@@ -55,6 +55,7 @@ def make_middleware(state: SandboxState) -> Middleware:
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith("/_sandbox"):
             return await handler(request)
+        arrived = state.clock()
         try:
             resp = await handler(request)
         except ApiError as exc:
@@ -72,6 +73,8 @@ def make_middleware(state: SandboxState) -> Middleware:
             request.path,
             status,
             request.query_string,
+            lease=request.headers.get("X-Flextell-Lease"),
+            arrived=arrived,
         )
         return resp
 
@@ -114,6 +117,8 @@ async def throttle(state: SandboxState, request: web.Request, key: tuple[str, in
         }
         if not decision.allowed:
             state.stats.rate_limited += 1
+            state.stats.rate_limited_by_tenant[key[1]] += 1
+            state.stats.rate_limited_at.append((state.clock(), key[1]))
             raise ApiError(
                 429,
                 {"message": "Too Many Attempts."},

@@ -90,6 +90,10 @@ class Inspection:
                 "requests_by_status": {str(k): v for k, v in sorted(s.by_status.items())},
                 "faults": dict(s.faults),
                 "rate_limited": s.rate_limited,
+                "rate_limited_by_tenant": {
+                    str(t): n for t, n in sorted(s.rate_limited_by_tenant.items(), key=str)
+                },
+                "rate_limited_at": [[t, tenant] for t, tenant in s.rate_limited_at],
                 "appointments_total": sum(by_tenant.values()),
                 "appointments_by_tenant": by_tenant,
                 "duplicates": sum(len(g["ids"]) - 1 for g in groups),

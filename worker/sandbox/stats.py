@@ -20,27 +20,52 @@ class Stats:
         self.by_status: Counter[int] = Counter()
         self.faults: Counter[str] = Counter()
         self.rate_limited = 0
+        self.rate_limited_by_tenant: Counter[int | None] = Counter()
+        self.rate_limited_at: deque[tuple[float, int | None]] = deque(maxlen=100)
         self.idempotent_replays = 0
         self.unheard_commits = 0  # delayed commits whose client had gone when they landed
         self.customers_created = 0
-        self.log: deque[tuple[float, int | None, str, str, int, str]] = deque(
+        self.log: deque[tuple[float, int | None, str, str, int, str, str | None, float]] = deque(
             maxlen=REQUEST_LOG_SIZE
         )
 
     def record(
-        self, t: float, tenant: int | None, method: str, path: str, status: int, query: str = ""
+        self,
+        t: float,
+        tenant: int | None,
+        method: str,
+        path: str,
+        status: int,
+        query: str = "",
+        *,
+        lease: str | None = None,
+        arrived: float | None = None,
     ) -> None:
+        """One API request: answered at t; ``query`` the query string as sent; ``lease`` the
+        worker's X-Flextell-Lease header (tenant:epoch:worker of a shared ledger), ``arrived``
+        when the request came in."""
         self.requests_total += 1
         self.by_status[status] += 1
-        self.log.append((t, tenant, method, path, status, query))
+        self.log.append(
+            (t, tenant, method, path, status, query, lease, t if arrived is None else arrived)
+        )
 
     def requests_since(self, since: float) -> list[dict[str, Any]]:
         """The log from `since`; ``query`` is the query string as sent (search terms)."""
         return [
-            {"t": t, "tenant": tenant, "method": m, "path": p, "status": s, "query": q}
-            for (t, tenant, m, p, s, q) in self.log
+            {
+                "t": t,
+                "tenant": tenant,
+                "method": m,
+                "path": p,
+                "status": s,
+                "query": q,
+                "lease": lease,
+                "arrived": arrived,
+            }
+            for (t, tenant, m, p, s, q, lease, arrived) in self.log
             if t >= since
-        ]
+        ]  # fmt: skip
 
 
 def duplicate_groups(appointments: Iterable[Appointment]) -> list[dict[str, Any]]:

@@ -1,0 +1,206 @@
+"""The PostgreSQL ledger against a real server: the SQLite ledger's own tests, run again.
+
+Every test of tests/test_ledger.py that uses only the public API through the
+``ledger`` fixture is collected here a second time with a PostgreSQL ``ledger``:
+one set of rules, two backends. Then what only the shared ledger has: the
+schema's version, the lease fence on intents, crash detection by heartbeat.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import psycopg
+import pytest
+
+from tests import test_ledger as sqlite_suite
+from tests.test_ledger import new_run, seen
+from worker.errors import AbortError
+from worker.ledger import Ledger
+from worker.ledger.leases import LeaseKeeper
+from worker.ledger.pgschema import PG_SCHEMA_VERSION, SCHEMA
+from worker.ledger.postgres import LeaseLostError, PgLedger
+
+# The conformance set: the SQLite suite's tests that take only the `ledger` fixture.
+test_life_of_a_row_pending_in_flight_created = (
+    sqlite_suite.test_life_of_a_row_pending_in_flight_created
+)
+test_failed_invalid_and_unknown_rows_keep_their_reasons = (
+    sqlite_suite.test_failed_invalid_and_unknown_rows_keep_their_reasons
+)
+test_upsert_seen_never_downgrades_a_created_row = (
+    sqlite_suite.test_upsert_seen_never_downgrades_a_created_row
+)
+test_changed_payload_of_created_row_is_noted_not_applied = (
+    sqlite_suite.test_changed_payload_of_created_row_is_noted_not_applied
+)
+test_fixed_failed_row_goes_back_to_pending = sqlite_suite.test_fixed_failed_row_goes_back_to_pending
+test_invalid_row_is_rechecked_when_the_source_changes = (
+    sqlite_suite.test_invalid_row_is_rechecked_when_the_source_changes
+)
+test_unknown_and_in_flight_rows_keep_what_may_have_been_sent = (
+    sqlite_suite.test_unknown_and_in_flight_rows_keep_what_may_have_been_sent
+)
+test_outcome_for_unknown_key_is_an_error = sqlite_suite.test_outcome_for_unknown_key_is_an_error
+test_missing_from_source = sqlite_suite.test_missing_from_source
+test_select_filters_and_streaming = sqlite_suite.test_select_filters_and_streaming
+test_owners_and_one_row_per_appointment = sqlite_suite.test_owners_and_one_row_per_appointment
+test_runs_record_and_finish = sqlite_suite.test_runs_record_and_finish
+test_many_concurrent_awaiters_share_few_commits = (
+    sqlite_suite.test_many_concurrent_awaiters_share_few_commits
+)
+
+TENANTS = (7, 8)
+
+
+def _hold(url: str, worker_id: str, tenants: tuple[int, ...] = TENANTS) -> None:
+    """Give a worker the leases of these tenants for an hour (the tests' own intents)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        for tenant in tenants:
+            conn.execute(
+                f"INSERT INTO {SCHEMA}.leases (tenant, holder, epoch, expires_at)"
+                " VALUES (%s, %s, 1, now() + interval '1 hour') ON CONFLICT (tenant)"
+                " DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at",
+                (tenant, worker_id),
+            )
+
+
+@pytest.fixture
+async def ledger(pg_url: str) -> AsyncIterator[Ledger]:
+    led = await PgLedger.open_url(pg_url)
+    _hold(pg_url, led.worker_id)
+    yield led
+    await led.close()
+
+
+async def test_schema_is_created_once_versioned_and_reopened(pg_url: str) -> None:
+    first = await PgLedger.open_url(pg_url)
+    _hold(pg_url, first.worker_id)
+    run = await new_run(first)
+    await first.upsert_seen([seen("a", run)])
+    await first.close()
+    again = await PgLedger.open_url(pg_url, readonly=True)
+    try:
+        assert [e.source_key for e in await again.select()] == ["a"]
+    finally:
+        await again.close()
+    with psycopg.connect(pg_url) as conn:
+        row = conn.execute(f"SELECT value FROM {SCHEMA}.meta WHERE key = 'schema_version'")
+        assert row.fetchone() == (str(PG_SCHEMA_VERSION),)
+        conn.execute(f"UPDATE {SCHEMA}.meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(AbortError, match="newer than this worker"):
+        await PgLedger.open_url(pg_url)
+
+
+async def test_an_unreachable_server_is_a_clear_error() -> None:
+    with pytest.raises(AbortError, match=r"cannot open ledger postgresql://u:\*\*\*@127.0.0.1:1/"):
+        await PgLedger.open_url("postgresql://u:secret@127.0.0.1:1/x")
+
+
+async def test_intent_needs_the_lease_and_stale_rows_settle_per_held_tenant(pg_url: str) -> None:
+    a = await PgLedger.open_url(pg_url)
+    b = await PgLedger.open_url(pg_url)
+    try:
+        _hold(pg_url, a.worker_id, (7,))
+        _hold(pg_url, b.worker_id, (8,))
+        run = await new_run(a)
+        await a.upsert_seen([seen("x", run), seen("y", run, tenant=8)])
+        await a.mark_in_flight(7, "x", run_id=run)
+        with pytest.raises(LeaseLostError, match="tenant 8"):
+            await a.mark_in_flight(8, "y", run_id=run)
+        await b.mark_in_flight(8, "y", run_id=run)
+        # a's stale-row sweep touches only the tenant a holds
+        assert await a.mark_stale_in_flight_unknown() == 1
+        got = await a.get_many([(7, "x"), (8, "y")])
+        assert (got[(7, "x")].status, got[(8, "y")].status) == ("unknown", "in_flight")
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_lease_expiry_takeover_and_heartbeat(pg_url: str) -> None:
+    led = await PgLedger.open_url(pg_url)
+    try:
+        one = await LeaseKeeper.open(pg_url, "w1", lease_seconds=60, grace_seconds=0)
+        two = await LeaseKeeper.open(pg_url, "w2", lease_seconds=60, grace_seconds=0)
+        got1 = await one.acquire([1, 2], "r")
+        got2 = await two.acquire([1, 2], "r")
+        assert got1 is not None and got2 is not None
+        assert {got1.tenant, got2.tenant} == {1, 2}
+        assert await one.acquire([1, 2], "r") is None  # both held
+        # w1 dies: its lease runs out (moved into the past here, not waited for)
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(
+                f"UPDATE {SCHEMA}.leases SET expires_at = now() - interval '1 second'"
+                " WHERE holder = 'w1'"
+            )
+        await one.beat()
+        assert got1.tenant in one.lost  # an expired lease is never renewed
+        taken = await two.acquire([1, 2], "r")
+        assert taken is not None and taken.tenant == got1.tenant
+        assert taken.previous == "w1" and taken.epoch == got1.epoch + 1
+        await two.finish(taken, "r", None, "ok")
+        await two.release(taken)
+        assert await one.acquire([1, 2], "r") is None  # done in round r
+        assert await one.remaining([1, 2], "r") == 1
+        await one.close()
+        await two.close()
+    finally:
+        await led.close()
+
+
+async def test_running_run_of_a_closed_or_silent_worker_shows_as_crashed(pg_url: str) -> None:
+    led = await PgLedger.open_url(pg_url)
+    run = await new_run(led)
+    reader = await PgLedger.open_url(pg_url, readonly=True)
+    try:
+        assert [r.status for r in await reader.runs()] == ["running"]
+        await led.close()  # never finished: as if the process had died
+        assert [r.status for r in await reader.runs()] == ["crashed"]
+        later = await PgLedger.open_url(pg_url)
+        (r,) = await later.runs(run)
+        assert r.status == "crashed"
+        await later.close()
+    finally:
+        await reader.close()
+
+
+async def test_an_expired_lease_writes_no_intent(pg_url: str) -> None:
+    led = await PgLedger.open_url(pg_url)
+    try:
+        _hold(pg_url, led.worker_id, (7,))
+        run = await new_run(led)
+        await led.upsert_seen([seen("x", run)])
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f"UPDATE {SCHEMA}.leases SET expires_at = now() - interval '1 ms'")
+        with pytest.raises(LeaseLostError, match="tenant 7"):
+            await led.mark_in_flight(7, "x", run_id=run)
+        (entry,) = (await led.get_many([(7, "x")])).values()
+        assert (entry.status, entry.attempts) == ("pending", 0)
+    finally:
+        await led.close()
+
+
+async def test_a_pass_with_rows_left_is_retried_by_a_worker_started_later(pg_url: str) -> None:
+    led = await PgLedger.open_url(pg_url)
+    try:
+        first = await LeaseKeeper.open(pg_url, "w1", lease_seconds=60, grace_seconds=0)
+        a = await first.acquire([1, 2], "r")
+        b = await first.acquire([1, 2], "r")
+        assert a is not None and b is not None
+        await first.finish(a, "r", None, "ok")
+        await first.finish(b, "r", None, "rows_failed")
+        await first.release(a)
+        await first.release(b)
+        assert await first.acquire([1, 2], "r") is None  # done, for the worker that ran them
+        later = await LeaseKeeper.open(pg_url, "w2", lease_seconds=60, grace_seconds=0)
+        again = await later.acquire([1, 2], "r")
+        assert again is not None and again.tenant == b.tenant  # not the one that ended ok
+        assert await later.remaining([1, 2], "r") == 1
+        await later.finish(again, "r", None, "rows_failed")
+        await later.release(again)
+        assert await later.remaining([1, 2], "r") == 0
+        await first.close()
+        await later.close()
+    finally:
+        await led.close()

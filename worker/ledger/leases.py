@@ -1,0 +1,255 @@
+"""Tenant leases in the PostgreSQL ledger: one worker sends a tenant at a time.
+
+A lease is the tenant's row in ``leases``: holder, epoch (+1 at each grant),
+expiry on the database's clock. A worker takes a free tenant with
+``SELECT ... FOR UPDATE SKIP LOCKED`` (workers asking at once get different
+tenants, none waits), renews it by heartbeat every third of ``lease_seconds``,
+and releases it when the tenant's pass ends. A worker that dies stops renewing:
+its leases expire, and another worker takes the tenant once ``expires_at`` is
+``grace_seconds`` in the past. The new holder then settles the rows the dead
+one left in flight (unknown, looked up by the delivery rules) before sending.
+
+A lease that expired is never renewed: its holder writes no more intents for
+that tenant (PgLedger.mark_in_flight checks the lease FOR SHARE in the intent's
+own transaction), so a worker that stalled past its expiry cannot send beside
+the new holder. ``passes`` records which tenant of which export is done, so N
+workers started with one file share its tenants and then all exit. A pass that
+ended with rows still needing work (exit 1, or aborted) counts as done only for
+workers that were already running: one started later (tomorrow's run of an
+unchanged export, a retry) takes that tenant again, as a SQLite run would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from worker.errors import AbortError
+from worker.ledger.postgres import connect_async, redact
+from worker.logs import get_logger
+
+log = get_logger("leases")
+
+
+@dataclass(slots=True)
+class Lease:
+    tenant: int
+    epoch: int
+    previous: str | None
+    """The holder whose lease expired (a takeover), or None (the tenant was free)."""
+
+
+@dataclass(slots=True)
+class LeaseRow:
+    """One line of `ledger status`."""
+
+    tenant: int
+    holder: str | None
+    epoch: int
+    state: str
+    """held, expired or free."""
+    expires_in: float | None
+    round: str | None
+    run_id: int | None
+
+
+class LeaseKeeper:
+    """This worker's leases and heartbeat, on its own connection."""
+
+    def __init__(
+        self, conn: psycopg.AsyncConnection[Any], worker_id: str, lease_seconds: float,
+        grace_seconds: float,
+    ) -> None:  # fmt: skip
+        self._conn = conn
+        self.worker_id = worker_id
+        self.lease_seconds = lease_seconds
+        self.grace_seconds = grace_seconds
+        self.held: dict[int, int] = {}
+        self.lost: set[int] = set()
+        self._beat: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._since: Any = None
+
+    @classmethod
+    async def open(
+        cls, url: str, worker_id: str, *, lease_seconds: float, grace_seconds: float = 2.0
+    ) -> LeaseKeeper:
+        conn = await connect_async(url)
+        keeper = cls(conn, worker_id, lease_seconds, grace_seconds)
+        await keeper._exec(
+            "INSERT INTO workers (id, host, pid, expires_at) VALUES"
+            " (%s, %s, %s, now() + make_interval(secs => %s)) ON CONFLICT (id) DO UPDATE"
+            " SET expires_at = excluded.expires_at, stopped_at = NULL",
+            (worker_id, socket.gethostname(), os.getpid(), lease_seconds),
+        )
+        # Passes that ended with rows still needing work count as done only for workers
+        # already running then; a worker started later retries those tenants.
+        keeper._since = (await keeper._exec("SELECT now()"))[0][0]
+        keeper._beat = asyncio.create_task(keeper._heartbeat(), name="lease-heartbeat")
+        return keeper
+
+    async def _exec(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        async with self._lock:
+            try:
+                cur = await self._conn.execute(sql, params)
+                return await cur.fetchall() if cur.description is not None else []
+            except psycopg.OperationalError as exc:
+                raise AbortError(f"ledger leases: PostgreSQL connection lost ({exc})") from None
+
+    async def acquire(self, tenants: Collection[int], round_key: str) -> Lease | None:
+        """A free tenant (or one whose holder's lease expired) not done in this round."""
+        wanted = sorted(set(tenants))
+        await self._exec(
+            "INSERT INTO leases (tenant) SELECT unnest(%s::int[]) ON CONFLICT DO NOTHING",
+            (wanted,),
+        )
+        rows = await self._exec(
+            """WITH pick AS (
+                 SELECT l.tenant, l.holder AS previous FROM leases l
+                 WHERE l.tenant = ANY(%s)
+                   AND (l.holder IS NULL OR l.expires_at < now() - make_interval(secs => %s))
+                   AND NOT EXISTS (SELECT 1 FROM passes p
+                                   WHERE p.round = %s AND p.tenant = l.tenant
+                                   AND (p.status = 'ok' OR p.finished_at >= %s))
+                 ORDER BY l.tenant LIMIT 1 FOR UPDATE SKIP LOCKED)
+               UPDATE leases SET holder = %s, epoch = leases.epoch + 1, acquired_at = now(),
+                   expires_at = now() + make_interval(secs => %s), released_at = NULL,
+                   round = %s, run_id = NULL
+               FROM pick WHERE leases.tenant = pick.tenant
+               RETURNING leases.tenant, leases.epoch, pick.previous""",
+            (
+                wanted,
+                self.grace_seconds,
+                round_key,
+                self._since,
+                self.worker_id,
+                self.lease_seconds,
+                round_key,
+            ),
+        )
+        if not rows:
+            return None
+        tenant, epoch, previous = rows[0]
+        self.held[int(tenant)] = int(epoch)
+        self.lost.discard(int(tenant))
+        if previous is not None:
+            log.warning("lease taken over", tenant=tenant, previous=previous, epoch=epoch)
+        return Lease(int(tenant), int(epoch), previous)
+
+    async def remaining(self, tenants: Collection[int], round_key: str) -> int:
+        """How many of the tenants no pass of this round has finished yet."""
+        rows = await self._exec(
+            "SELECT count(*) FROM unnest(%s::int[]) AS t(tenant) WHERE NOT EXISTS"
+            " (SELECT 1 FROM passes p WHERE p.round = %s AND p.tenant = t.tenant"
+            " AND (p.status = 'ok' OR p.finished_at >= %s))",
+            (sorted(set(tenants)), round_key, self._since),
+        )
+        return int(rows[0][0])
+
+    async def note_run(self, tenant: int, run_id: int) -> None:
+        await self._exec(
+            "UPDATE leases SET run_id = %s WHERE tenant = %s AND holder = %s",
+            (run_id, tenant, self.worker_id),
+        )
+
+    async def finish(self, lease: Lease, round_key: str, run_id: int | None, status: str) -> None:
+        """Record the tenant's pass as done in this round (it is not taken again)."""
+        await self._exec(
+            "INSERT INTO passes (round, tenant, worker, run_id, status) VALUES"
+            " (%s, %s, %s, %s, %s) ON CONFLICT (round, tenant) DO UPDATE SET"
+            " worker = excluded.worker, run_id = excluded.run_id, status = excluded.status,"
+            " finished_at = now()",
+            (round_key, lease.tenant, self.worker_id, run_id, status),
+        )
+
+    async def release(self, lease: Lease) -> None:
+        self.held.pop(lease.tenant, None)
+        await self._exec(
+            "UPDATE leases SET holder = NULL, released_at = now(), expires_at = '-infinity'"
+            " WHERE tenant = %s AND holder = %s AND epoch = %s",
+            (lease.tenant, self.worker_id, lease.epoch),
+        )
+
+    async def beat(self) -> None:
+        """Renew every lease still valid; a lease found expired or taken is lost."""
+        await self._exec(
+            "UPDATE workers SET heartbeat_at = now(),"
+            " expires_at = now() + make_interval(secs => %s) WHERE id = %s",
+            (self.lease_seconds, self.worker_id),
+        )
+        for tenant, epoch in list(self.held.items()):
+            rows = await self._exec(
+                "UPDATE leases SET expires_at = now() + make_interval(secs => %s)"
+                " WHERE tenant = %s AND holder = %s AND epoch = %s AND expires_at > now()"
+                " RETURNING tenant",
+                (self.lease_seconds, tenant, self.worker_id, epoch),
+            )
+            if not rows and tenant in self.held:
+                self.held.pop(tenant, None)
+                self.lost.add(tenant)
+                log.error("lease lost", tenant=tenant, epoch=epoch)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            try:
+                await self.beat()
+            except AbortError as exc:
+                log.error("lease heartbeat failed", error=str(exc))
+
+    async def close(self) -> None:
+        if self._beat is not None:
+            self._beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._beat
+        with contextlib.suppress(AbortError, psycopg.Error):
+            for tenant, epoch in list(self.held.items()):
+                await self.release(Lease(tenant, epoch, None))
+            await self._exec(
+                "UPDATE workers SET stopped_at = now(), expires_at = now() WHERE id = %s",
+                (self.worker_id,),
+            )
+        with contextlib.suppress(psycopg.Error):
+            await self._conn.close()
+
+
+async def lease_status(url: str) -> tuple[list[LeaseRow], list[tuple[str, str, bool]]]:
+    """Every tenant's lease, and the workers seen (id, last heartbeat, alive)."""
+    conn = await connect_async(url)
+    try:
+        try:
+            cur = await conn.execute(
+                "SELECT tenant, holder, epoch, CASE WHEN isfinite(expires_at)"
+                " THEN extract(epoch FROM expires_at - now()) END,"
+                " round, run_id FROM leases ORDER BY tenant"
+            )
+        except psycopg.errors.UndefinedTable:
+            raise AbortError(f"ledger {redact(url)} is empty (no run has used it yet)") from None
+        except psycopg.Error as exc:
+            raise AbortError(f"ledger {redact(url)}: {exc}") from None
+        rows = []
+        for tenant, holder, epoch, left, round_key, run_id in await cur.fetchall():
+            remaining = None if left is None else float(left)
+            if holder is None:
+                state = "free"
+            elif remaining is not None and remaining > 0:
+                state = "held"
+            else:
+                state = "expired"
+            rows.append(LeaseRow(tenant, holder, epoch, state, remaining, round_key, run_id))
+        cur = await conn.execute(
+            "SELECT id, to_char(heartbeat_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
+            " expires_at > now() AND stopped_at IS NULL FROM workers"
+            " ORDER BY heartbeat_at DESC LIMIT 50"
+        )
+        workers = [(str(a), str(b), bool(c)) for a, b, c in await cur.fetchall()]
+        return rows, workers
+    finally:
+        await conn.close()
