@@ -7,7 +7,9 @@ capacity N drip-rate N/W can pass nearly 2N in one window. Here the bucket's
 capacity is a small burst `b` and its drip rate `(N - b) / (W * (1 + slack))`:
 any interval of length W (plus `slack * W` of network jitter) then admits at
 most `b + (N - b) = N` requests, whatever the window's phase, while the long-run
-rate stays within a few percent of N/W.
+rate stays within a few percent of N/W. The jitter kept is never under
+JITTER_FLOOR seconds: on a busy machine the time from taking a slot to the request
+reaching the server varies by tens of milliseconds, more than 2% of a 1 s window.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from worker.rates import Rate
 
 JITTER_SLACK = 0.02
 """Fraction of the window reserved for arrival-time jitter between worker and server."""
+JITTER_FLOOR = 0.1
+"""...and at least this many seconds of it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +40,8 @@ def bucket_for(rate: Rate, slack: float = JITTER_SLACK) -> BucketSize:
     burst = max(1, rate.count // 50)
     if rate.count <= burst:
         burst = max(1, rate.count - 1) if rate.count > 1 else 1
-    per_second = max(rate.count - burst, 1) / (rate.period * (1 + slack))
+    jitter = max(rate.period * slack, JITTER_FLOOR)
+    per_second = max(rate.count - burst, 1) / (rate.period + jitter)
     return BucketSize(burst=burst, per_second=per_second)
 
 
