@@ -295,6 +295,16 @@ class ImportRun:
             self.reader_done.set()
 
 
+def refuse_unsupported(config: Config, target: Path | str, config_path: Path) -> None:
+    """A config a PostgreSQL ledger cannot serve yet: one line, exit 2, nothing opened."""
+    if config_uses_api(config) and is_url(target):
+        raise ConfigError(
+            f'{config_path}: lookup = "api" keeps its reference cache in a SQLite '
+            "ledger; a PostgreSQL ledger ([ledger] url) does not have it yet. Use a SQLite "
+            "ledger, or `lookups pull` the reference lists into CSV lookup tables"
+        )
+
+
 def run_source_options(config: Config, options: ImportOptions) -> SourceOptions:
     return SourceOptions(
         format=options.format or config.source.format,
@@ -313,12 +323,7 @@ async def run_import(options: ImportOptions) -> ImportResult:
     source_opts = run_source_options(config, options)
     ledger_path = ledger_target(config, options.ledger_path)
     api = api_identity(config.base_urls(options.base_url))
-    if config_uses_api(config) and is_url(ledger_path):
-        raise ConfigError(
-            f'{options.config_path}: lookup = "api" keeps its reference cache in a SQLite '
-            "ledger; a PostgreSQL ledger ([ledger] url) does not have it yet. Use a SQLite "
-            "ledger, or `lookups pull` the reference lists into CSV lookup tables"
-        )
+    refuse_unsupported(config, ledger_path, options.config_path)
     if config_uses_api(config) and options.file == "-":
         check_readable_twice(config, options.file)
     if config_uses_api(config) and options.dry_run:  # an import resolves in _send
