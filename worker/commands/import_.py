@@ -31,7 +31,7 @@ from worker.commands.import_result import ImportResult, TenantCounts, exit_code_
 from worker.commands.progress import RunProgress
 from worker.commands.signals import StopSignals
 from worker.config import Config, TenantConfig, load_config
-from worker.delivery import Job, Lanes, RetryPolicy, RowDelivery, TenantLane, http_session
+from worker.delivery import Job, LaneBuilder, RetryPolicy, RowDelivery, TenantLane, http_session
 from worker.delivery.lanes import policy_from_config
 from worker.delivery.runner import LaneRunner
 from worker.errors import AbortError, ConfigError, WorkerError
@@ -121,7 +121,7 @@ class ImportRun:
         self.reader_done = asyncio.Event()
         self.stopping: str | None = None
         self.run_id = 0
-        self._lanes: Lanes | None = None
+        self._lanes: LaneBuilder | None = None
         self._ledger: Ledger | None = None
         self.reader = RowReader(
             mapper,
@@ -151,9 +151,9 @@ class ImportRun:
         wait = self.policy.settle_wait
         return self.policy.default_settle_wait if wait is None else wait
 
-    def builder(self, session: aiohttp.ClientSession) -> Lanes:
+    def builder(self, session: aiohttp.ClientSession) -> LaneBuilder:
         if self._lanes is None:
-            self._lanes = Lanes(
+            self._lanes = LaneBuilder(
                 self.config, session, base_url=self.options.base_url, policy=self.policy
             )
         return self._lanes

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from worker.config import load_config
-from worker.delivery import Job, Lanes, RowDelivery, http_session
+from worker.delivery import Job, LaneBuilder, RowDelivery, http_session
 from worker.delivery.lanes import policy_from_config
 from worker.delivery.runner import LaneRunner
 from worker.errors import ConfigError
@@ -100,7 +100,7 @@ async def run_reconcile(options: ReconcileOptions) -> ReconcileResult:
         resolutions: list[Resolution] = []
         try:
             async with http_session(config) as session:
-                lanes = Lanes(config, session, base_url=options.base_url, policy=policy)
+                lanes = LaneBuilder(config, session, base_url=options.base_url, policy=policy)
                 runners: dict[int, LaneRunner] = {}
                 for entry in entries:
                     runner = runners.get(entry.tenant)

@@ -24,7 +24,7 @@ from rich.table import Table
 from worker.api.client import Outcome, Result
 from worker.compare import Mismatch, compare, public_value
 from worker.config import load_config
-from worker.delivery import AuthGuard, Lanes, LaneStopped, TenantLane, http_session
+from worker.delivery import AuthGuard, LaneBuilder, LaneStopped, TenantLane, http_session
 from worker.errors import ConfigError, SourceError
 from worker.exitcodes import ExitCode
 from worker.fileperms import open_private
@@ -160,7 +160,7 @@ async def _entries(ledger: Ledger, options: VerifyOptions) -> AsyncIterator[Entr
 
 
 class _Verifier:
-    def __init__(self, lanes: Lanes) -> None:
+    def __init__(self, lanes: LaneBuilder) -> None:
         self.lanes = lanes
         self.tallies: dict[int, TenantTally] = {}
         self.problems: list[Problem] = []
@@ -267,7 +267,7 @@ async def run_verify(options: VerifyOptions) -> VerifyResult:
         api = api_identity(config.base_urls(options.base_url))
         await ledger.bind_identity(api, config.tenants, rebind=False)
         async with http_session(config) as session:
-            lanes = Lanes(config, session, base_url=options.base_url)
+            lanes = LaneBuilder(config, session, base_url=options.base_url)
             verifier = _Verifier(lanes)
             try:
                 async for entry in _entries(ledger, options):

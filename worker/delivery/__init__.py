@@ -14,16 +14,16 @@ and nothing here imports the commands that use it.
 """
 
 from worker.delivery.lane import LaneStats, LaneStopped, TenantLane
-from worker.delivery.lanes import AuthGuard, Lanes, http_session
+from worker.delivery.lanes import AuthGuard, LaneBuilder, http_session
 from worker.delivery.retry import RetryPolicy
 from worker.delivery.row import Job, RowDelivery, Settling
 
 __all__ = [
     "AuthGuard",
     "Job",
+    "LaneBuilder",
     "LaneStats",
     "LaneStopped",
-    "Lanes",
     "RetryPolicy",
     "RowDelivery",
     "Settling",

@@ -1,6 +1,6 @@
 """One tenant's lane: pacing (bucket, pause gate, concurrency) and when it stops sending.
 
-Lanes share nothing but the HTTP session and the ledger, so a paused or stopped
+LaneBuilder share nothing but the HTTP session and the ledger, so a paused or stopped
 tenant never holds another one back. What a lane learns from each answer:
 - a refusal of the credentials (401/403) or of the route (a POST answered 404/405
   by something that is not the API) stops it at once: every row would fail alike;

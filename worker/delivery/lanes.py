@@ -38,7 +38,7 @@ async def http_session(
         yield session
 
 
-class Lanes:
+class LaneBuilder:
     """Builds (once) the token provider, client and lane of each tenant."""
 
     def __init__(

@@ -24,7 +24,7 @@ from typing import Any
 
 from worker.api.client import Outcome
 from worker.config import Config
-from worker.delivery import Lanes
+from worker.delivery import LaneBuilder
 from worker.logs import get_logger
 from worker.mapping.api_fields import Resolved, Want
 from worker.mapping.refkeys import BY, RefKey, object_keys, object_label, search_term
@@ -112,7 +112,7 @@ class Engine:
     def __init__(
         self,
         config: Config,
-        lanes: Lanes,
+        lanes: LaneBuilder,
         cache: RefCache,
         *,
         create: bool,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from worker.config import Config
-from worker.delivery import Lanes, RetryPolicy, http_session
+from worker.delivery import LaneBuilder, RetryPolicy, http_session
 from worker.errors import ConfigError
 from worker.ledger import Ledger, Status, api_identity
 from worker.logs import get_logger
@@ -89,7 +89,7 @@ async def prepare(
     ledger: Ledger | None,
     create: bool,
     policy: RetryPolicy | None = None,
-    lanes: Lanes | None = None,
+    lanes: LaneBuilder | None = None,
 ) -> Prepared:
     """Resolve every reference of `file` and compile the mapper that uses the answers.
 
@@ -99,7 +99,7 @@ async def prepare(
     async with contextlib.AsyncExitStack() as stack:
         if lanes is None:
             session = await stack.enter_async_context(http_session(config))
-            lanes = Lanes(config, session, base_url=base_url, policy=policy)
+            lanes = LaneBuilder(config, session, base_url=base_url, policy=policy)
         engine = Engine(config, lanes, RefCache(ledger), create=create)
         outcomes = await engine.resolve(collector.wanted)
         if outcomes.pending:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.config import Config
-from worker.delivery import Lanes, http_session
+from worker.delivery import LaneBuilder, http_session
 from worker.errors import AbortError, ConfigError
 from worker.fileperms import open_private, private_dir
 from worker.mapping.refkeys import KeyError_, phone_key
@@ -49,7 +49,7 @@ async def pull(
         raise ConfigError(f"--tenant {tenant}: not a tenant of {config.path}")
     written: dict[int, dict[str, int]] = {}
     async with http_session(config) as session:
-        lanes = Lanes(config, session, base_url=base_url)
+        lanes = LaneBuilder(config, session, base_url=base_url)
         for tid in tenants:
             api = RefApi(await lanes.lane(tid))
             region = config.phone_region_for(tid)
