@@ -158,7 +158,7 @@ def run_shared_drill(
     late_commit_seconds: float = 4.0,
     settle_seconds: float = 8.0,
     settle_wait: float = 30.0,
-    rate_limit: str = "200/5second",
+    rate_limit: str = "40/second",
     concurrency: int = 4,
     lease_seconds: float = 4.0,
     tenants_per_worker: int = 2,
