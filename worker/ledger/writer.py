@@ -77,33 +77,26 @@ class _Fatal(Exception):
         self.error = error
 
 
-class Writer:
-    """Runs operations on ``conn`` in a dedicated thread, batching commits."""
+class BatchWriter:
+    """One thread that runs queued operations in batches: one transaction, one commit each.
+
+    Shared by the SQLite and the PostgreSQL ledgers; a backend says how a batch runs
+    on its connection (`_run_batch`) and how the connection closes (`_close`).
+    """
 
     def __init__(
         self,
-        conn: sqlite3.Connection,
-        path: Path,
+        where: str,
         *,
         max_batch: int = 500,
         on_broken: Callable[[AbortError], None] | None = None,
-        on_close: Callable[[sqlite3.Connection], None] | None = None,
-        keeper: sqlite3.Connection | None = None,
+        thread_name: str = "ledger-writer",
     ) -> None:
-        self._conn = conn
-        self._path = path
+        self._where = where
         self._max_batch = max_batch
         self._on_broken = on_broken
-        self._on_close = on_close
-        # A read-only connection on the same file, closed last after a failure: SQLite
-        # checkpoints and deletes the -wal when the last writable connection closes, which
-        # would leave a main file still marked open (see meta) with no -wal beside it.
-        self._keeper = keeper
         self.failure: AbortError | None = None
         """Set once the ledger broke; every operation from then on fails with it."""
-        # The files this connection writes; another inode at the path means the
-        # ledger was deleted, moved or replaced and commits would go nowhere.
-        self._file_ids = {path: _file_id(path), _wal(path): _file_id(_wal(path))}
         self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self.commits = 0
         """Transactions committed so far (a batch of operations is one transaction)."""
@@ -111,7 +104,7 @@ class Writer:
         """Operations run so far."""
         self._error: BaseException | None = None
         self._stopped = False
-        self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
         self._thread.start()
 
     @property
@@ -127,7 +120,7 @@ class Writer:
         if self.failure is not None:
             raise AbortError(str(self.failure))
         if self._stopped:
-            raise AbortError(f"ledger {self._path} is closed")
+            raise AbortError(f"ledger {self._where} is closed")
         future = asyncio.get_running_loop().create_future() if wait else None
         self._queue.put(_Op(fn, future, write, atomic))
         return future
@@ -172,16 +165,71 @@ class Writer:
                 if stop:
                     return
         finally:
-            if self.failure is None and self._on_close is not None:
-                try:
-                    self._on_close(self._conn)
-                except sqlite3.Error as exc:
-                    self._break(ledger_failure(self._path, exc))
-            if self.failure is None and self._keeper is not None:
-                self._keeper.close()
-            self._conn.close()
-            if self._keeper is not None:
-                self._keeper.close()
+            self._close()
+
+    def _run_batch(self, batch: list[_Op]) -> None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    def _break(self, error: AbortError) -> None:
+        if self.failure is not None:
+            return
+        self.failure = error
+        if self._on_broken is not None:
+            self._on_broken(error)
+
+    def _deliver(self, outcomes: list[tuple[_Op, Any, BaseException | None]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+        for op, result, error in outcomes:
+            if op.future is None:
+                if error is not None and self._error is None:
+                    self._error = error
+                continue
+            by_loop.setdefault(op.future.get_loop(), []).append((op.future, result, error))
+        for loop, items in by_loop.items():
+            # A closed loop raises RuntimeError: nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_resolve, items)
+
+
+class Writer(BatchWriter):
+    """The SQLite ledger's writer: ``conn`` on the file at ``path``."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        path: Path,
+        *,
+        max_batch: int = 500,
+        on_broken: Callable[[AbortError], None] | None = None,
+        on_close: Callable[[sqlite3.Connection], None] | None = None,
+        keeper: sqlite3.Connection | None = None,
+    ) -> None:
+        self._conn = conn
+        self._path = path
+        self._on_close = on_close
+        # A read-only connection on the same file, closed last after a failure: SQLite
+        # checkpoints and deletes the -wal when the last writable connection closes, which
+        # would leave a main file still marked open (see meta) with no -wal beside it.
+        self._keeper = keeper
+        # The files this connection writes; another inode at the path means the
+        # ledger was deleted, moved or replaced and commits would go nowhere.
+        self._file_ids = {path: _file_id(path), _wal(path): _file_id(_wal(path))}
+        super().__init__(str(path), max_batch=max_batch, on_broken=on_broken)
+
+    def _close(self) -> None:
+        if self.failure is None and self._on_close is not None:
+            try:
+                self._on_close(self._conn)
+            except sqlite3.Error as exc:
+                self._break(ledger_failure(self._path, exc))
+        if self.failure is None and self._keeper is not None:
+            self._keeper.close()
+        self._conn.close()
+        if self._keeper is not None:
+            self._keeper.close()
 
     def _run_batch(self, batch: list[_Op]) -> None:
         conn = self._conn
@@ -239,26 +287,6 @@ class Writer:
             elif now != known:
                 what = "the ledger file" if path == self._path else f"its {path.name} file"
                 raise _Fatal(vanished(self._path, f"{what} was deleted, moved or replaced"))
-
-    def _break(self, error: AbortError) -> None:
-        if self.failure is not None:
-            return
-        self.failure = error
-        if self._on_broken is not None:
-            self._on_broken(error)
-
-    def _deliver(self, outcomes: list[tuple[_Op, Any, BaseException | None]]) -> None:
-        by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
-        for op, result, error in outcomes:
-            if op.future is None:
-                if error is not None and self._error is None:
-                    self._error = error
-                continue
-            by_loop.setdefault(op.future.get_loop(), []).append((op.future, result, error))
-        for loop, items in by_loop.items():
-            # A closed loop raises RuntimeError: nobody is waiting any more.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_resolve, items)
 
 
 def _wal(path: Path) -> Path:
