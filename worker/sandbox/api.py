@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import date
 from functools import partial
@@ -22,6 +21,7 @@ from worker.sandbox.state import (
     ApiError,
     Caller,
     SandboxState,
+    json_object,
     json_response,
 )
 from worker.sandbox.stats import NO_RESPONSE
@@ -191,13 +191,7 @@ class Api:
                 state.stats.idempotent_replays += 1
                 body = self._envelope(known, caller, "Appointment created successfully.")
                 return await faults.after_commit(state, request, drawn.after, body)
-        try:
-            payload = json.loads(await request.read() or b"null")
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ApiError(
-                400, {"error": "invalid_json", "message": f"The request body is not JSON: {exc}"}
-            ) from None
-        body_fields = payload if isinstance(payload, dict) else {}
+        body_fields = await json_object(request)
         tenant_id = caller.tenant_id
 
         parent_exists = partial(store.is_live, tenant_id)

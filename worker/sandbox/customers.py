@@ -7,7 +7,6 @@ goes out, so a customer whose answer was lost (``drop_after_commit``) exists.
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import date
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from worker.sandbox import faults
-from worker.sandbox.state import ApiError, Caller, SandboxState
+from worker.sandbox.state import ApiError, Caller, SandboxState, json_object
 from worker.sandbox.validation import Errors
 
 GENDERS = ("male", "female", "other")
@@ -95,13 +94,7 @@ async def create_customer(
     drawn = faults.draw(state, state.customer_faults)
     if drawn.before is not None:
         return faults.before_commit(state, request, drawn.before)
-    try:
-        payload = json.loads(await request.read() or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(
-            400, {"error": "invalid_json", "message": f"The request body is not JSON: {exc}"}
-        ) from None
-    body = payload if isinstance(payload, dict) else {}
+    body = await json_object(request)
     tenant = caller.tenant
     fields, errors = validate_customer(body, list(tenant.customers.values()))
     if fields is None:

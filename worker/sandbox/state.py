@@ -48,6 +48,17 @@ class ApiError(Exception):
         return json_response(self.body, self.status, self.headers)
 
 
+async def json_object(request: web.Request) -> dict[str, Any]:
+    """The request's JSON body as an object ({} for another JSON value); 400 if not JSON."""
+    try:
+        payload = json.loads(await request.read() or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(
+            400, {"error": "invalid_json", "message": f"The request body is not JSON: {exc}"}
+        ) from None
+    return payload if isinstance(payload, dict) else {}
+
+
 @dataclass(frozen=True, slots=True)
 class Caller:
     """Who is calling: the bearer token and the tenant it acts for."""
