@@ -14,18 +14,20 @@ SECRET_KEYS = frozenset(
 """Keys of a log event whose value is masked whatever it is."""
 
 _MIN_SECRET = 4  # shorter strings are not masked: they would shred every message
-_secrets: set[str] = set()
+_secrets: tuple[str, ...] = ()
+"""Longest first, so that no part of a longer secret is left behind."""
 
 
 def register_secret(value: str) -> None:
     """Remember a secret so that `redact` masks it wherever it appears."""
-    if len(value) >= _MIN_SECRET:
-        _secrets.add(value)
+    global _secrets
+    if len(value) >= _MIN_SECRET and value not in _secrets:
+        _secrets = tuple(sorted((*_secrets, value), key=len, reverse=True))
 
 
 def redact(text: str) -> str:
     """`text` with every registered secret replaced by ``[redacted]``."""
-    for secret in sorted(_secrets, key=len, reverse=True):  # longest first: no partial leftovers
+    for secret in _secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
     return text
