@@ -727,7 +727,7 @@ def lookups_pull_cmd(
 
 @cli.group("ledger")
 def ledger_group() -> None:
-    """Look after a ledger file: back it up, check it.
+    """Look after a ledger: back it up, check it, see who holds a shared one's tenants.
 
     The ledger is the worker's memory of what was sent: keep it like a
     database. After a crash keep the .sqlite file together with its -wal and
