@@ -5,9 +5,9 @@ afford: 150 rows over 3 tenants with faults on, the worker killed twice and
 restarted until it exits 0, then exactly-once in the sandbox and ledger ids ==
 sandbox ids; ~30 generated malformed files through `validate` and
 `import --dry-run`; and small versions of the identity and late-commit drills,
-audited by identity (bench.identity). Those two are red on today's worker,
-which loses and duplicates rows on such data (see README, "Benchmarks and
-fault drills"); they turn green with the issue 9 delivery rewrite.
+audited by identity (bench.identity): every source row exactly one
+appointment, owned by that row alone. The worker before issue 9 lost and
+doubled rows on them (README, "Drills audited by identity").
 """
 
 from __future__ import annotations
