@@ -4,7 +4,7 @@ The engine retries; this module only says what happened, and the difference that
 matters is between RETRY (the API certainly did not process the request) and
 UNKNOWN (it may have: resending could create a duplicate, so reconcile first).
 See "Retry classes" in the design notes and "What aiohttp tells about a failed
-POST" in the API notes. (~470 lines: the classification of every status and
+POST" in the API notes. (~530 lines: the classification of every status and
 transport error for each endpoint is read best in one place.)
 """
 
