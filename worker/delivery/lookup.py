@@ -81,6 +81,9 @@ class Lookup:
             window = (day - timedelta(days=1), day + timedelta(days=1))
         except (ValueError, OverflowError):
             return Candidates(error=f"instant {instant_text!r} cannot be looked up")
+        cached = self._days.get(day) if self.cache_days else None
+        if cached is not None and _second(instant) not in cached:
+            return Candidates()  # the kept calendar has nothing at this second: no request
         tries = AsyncRetrying(
             stop=stop_after_attempt(LOOKUP_TRIES),
             wait=wait_exponential(multiplier=0.5),
