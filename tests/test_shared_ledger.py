@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,6 +72,18 @@ def _status(url: str) -> str:
     return done.stdout
 
 
+def assert_clean_with_one_holder_at_a_time(
+    source: Any, pg_url: str, appts: Any, requests: Any
+) -> list[str]:
+    """Every row its own appointment, no two holders' requests interleaved; the holders."""
+    result = audit(source, read_pg_ledger(pg_url), appts)
+    assert result.clean, result.line()
+    overlaps, _ = lease_overlaps(requests)
+    assert overlaps == []
+    (holders,) = holders_by_tenant(requests).values()
+    return list(holders)
+
+
 def test_two_workers_share_the_tenants_one_holder_per_tenant(pg_url: str, tmp_path: Path) -> None:
     csv, cfg, source, sb = _setup(tmp_path, 4, 160)
     sb.start()
@@ -120,11 +133,7 @@ def test_a_killed_workers_tenant_is_taken_over_after_its_lease_expires(
     log = (tmp_path / "w2.log").read_text()
     assert code == 0, log
     assert "lease taken over" in log
-    result = audit(source, read_pg_ledger(pg_url), appts)
-    assert result.clean, result.line()
-    overlaps, _ = lease_overlaps(requests)
-    assert overlaps == []
-    (holders,) = holders_by_tenant(requests).values()
+    holders = assert_clean_with_one_holder_at_a_time(source, pg_url, appts, requests)
     assert sorted(h.split(":", 1)[0] for h in holders) == ["1", "2"]  # epoch 1, then 2
 
 
@@ -263,9 +272,5 @@ def test_a_worker_whose_lease_expired_under_it_stops_sending_and_takes_it_again(
     log = (tmp_path / "w1.log").read_text()
     assert code == 0, log
     assert "expired or was taken over" in log
-    result = audit(source, read_pg_ledger(pg_url), appts)
-    assert result.clean, result.line()
-    overlaps, _ = lease_overlaps(requests)
-    assert overlaps == []
-    (holders,) = holders_by_tenant(requests).values()
+    holders = assert_clean_with_one_holder_at_a_time(source, pg_url, appts, requests)
     assert sorted(h.split(":", 1)[0] for h in holders) == ["1", "2"]

@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 from click.testing import CliRunner, Result
 
+from bench.generate import COLUMNS  # the export's columns, one list for tests and bench
 from worker.cli import cli
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,19 +37,6 @@ ROOMS = {1: [301, 302, 303, 304], 2: [311, 312, 313, 314]}
 STATUSES = ("pending", "approved", "completed", "cancelled")
 ISTANBUL_OFFSET = timedelta(hours=3)  # no DST in Turkey since 2016
 
-COLUMNS = (
-    "appointment_id",
-    "clinic",
-    "customer_id",
-    "doctor_id",
-    "start",
-    "status",
-    "treatment_ids",
-    "room_id",
-    "assistant_id",
-    "notes",
-    "cancellation_reason",
-)
 
 MAPPING = """
 [mapping]
