@@ -100,6 +100,15 @@ def test_a_password_never_shows_and_an_unreachable_server_is_one_line(tmp_path: 
         assert "s3cret-pw" not in result.output and "Traceback" not in result.output
 
 
+def test_a_ledger_no_run_has_used_is_said_so_and_left_empty(tmp_path: Path, pg_url: str) -> None:
+    config = write_config(tmp_path, ledger_url=pg_url)
+    for args, code in ((("report", "-c", str(config)), 2), (("verify", "-c", str(config)), 3)):
+        result = run_cli(*args)
+        assert result.exit_code == code and "is empty" in result.output, (args, result.output)
+    # Read-only: neither created the schema (a later run still finds it empty).
+    assert "is empty" in run_cli("report", "--ledger", pg_url).output
+
+
 def test_sqlite_only_ledger_commands_point_a_postgresql_ledger_to_pg_dump(tmp_path: Path) -> None:
     url = "postgresql://worker@127.0.0.1:1/flextell"
     config = write_config(tmp_path, ledger_url=url)
