@@ -10,25 +10,13 @@ from tests.support.sandbox_process import Sandbox
 from tests.support.sync import (
     import_file,
     ledger_json,
+    mark_unknown,
     run_cli,
     sample_rows,
     write_config,
     write_csv,
 )
 from worker.ledger import Ledger
-
-
-def _mark_unknown(ledger_path: Path, keys: list[tuple[int, str]]) -> list[int]:
-    """What a run leaves behind when a POST's response was lost; the rows' appointment ids."""
-
-    async def mark() -> list[int]:
-        async with await Ledger.open(ledger_path) as ledger:
-            found = await ledger.get_many(keys)
-            for tenant, key in keys:
-                await ledger.record(tenant, key, status="unknown", run_id=1, durable=True)
-        return [found[k].appointment_id or 0 for k in keys]
-
-    return asyncio.run(mark())
 
 
 def _posts(sb: Sandbox) -> int:
@@ -46,7 +34,7 @@ def test_reconcile_finds_created_rows_and_frees_absent_ones(tmp_path: Path, sbx:
     source = write_csv(tmp_path / "in.csv", columns, chosen)
     assert import_file(config, sbx, source)[0].exit_code == 0
     landed, lost = (1, chosen[0]["appointment_id"]), (2, chosen[4]["appointment_id"])
-    ids = _mark_unknown(tmp_path / "ledger.sqlite", [landed, lost])
+    ids = mark_unknown(tmp_path / "ledger.sqlite", [landed, lost])
     report = json.loads(run_cli("report", "-c", str(config), "--format", "json").stdout)
     assert report["statuses"] == {"created": 4, "unknown": 2}
     # The second one never landed after all: take it out of the sandbox.
@@ -74,7 +62,7 @@ def test_rows_that_stay_unknown_exit_1(tmp_path: Path, sbx: Sandbox) -> None:
     columns, rows = sample_rows()
     source = write_csv(tmp_path / "in.csv", columns, rows[:2])
     assert import_file(config, sbx, source)[0].exit_code == 0
-    _mark_unknown(tmp_path / "ledger.sqlite", [(1, rows[0]["appointment_id"])])
+    mark_unknown(tmp_path / "ledger.sqlite", [(1, rows[0]["appointment_id"])])
     # Nothing listens on port 9: every lookup fails, so nothing can be decided.
     result = run_cli("reconcile", "-c", str(config), "--base-url", "http://127.0.0.1:9/api")
     assert result.exit_code == 1, result.output

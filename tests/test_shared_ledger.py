@@ -235,19 +235,6 @@ def test_rows_of_no_configured_tenant_are_counted_invalid_once(pg_url: str, tmp_
     assert 1 in codes, codes  # the worker whose pass recorded it says so
 
 
-def test_commands_that_read_sqlite_only_refuse_a_url_config(tmp_path: Path) -> None:
-    _, cfg, _, _ = _setup(tmp_path, 1, 1)
-    text = cfg.read_text(encoding="utf-8")
-    cfg.write_text(text.replace("lease_seconds", 'url = "postgresql://h/db"\nlease_seconds'))
-    for args in (("verify", "-c", str(cfg)), ("report", "-c", str(cfg))):
-        done = subprocess.run(
-            worker_cmd(*args), cwd=ROOT, env=worker_env(), capture_output=True, text=True,
-            timeout=60, check=False,
-        )  # fmt: skip
-        assert done.returncode == 2, (args, done.stderr)
-        assert "PostgreSQL ledger" in done.stderr and "Traceback" not in done.stderr
-
-
 def test_a_worker_whose_lease_expired_under_it_stops_sending_and_takes_it_again(
     pg_url: str, tmp_path: Path
 ) -> None:

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from tests.support.sandbox_process import Sandbox
-from tests.support.sync import import_file, run_cli, sample_rows, write_config, write_csv
+from tests.support.sync import (
+    import_file,
+    run_cli,
+    sample_rows,
+    verify_report,
+    write_config,
+    write_csv,
+)
 
 
 def _imported(tmp_path: Path, sb: Sandbox, n: int = 12) -> Path:
@@ -19,17 +25,9 @@ def _imported(tmp_path: Path, sb: Sandbox, n: int = 12) -> Path:
     return config
 
 
-def _verify(config: Path, sb: Sandbox, *extra: str) -> tuple[int, dict[str, Any], str]:
-    report = config.parent / "verify.json"
-    result = run_cli(
-        "verify", "-c", str(config), "--base-url", sb.base_url, "--report", str(report), *extra
-    )
-    return result.exit_code, json.loads(report.read_text(encoding="utf-8")), result.output
-
-
 def test_verify_finds_altered_and_deleted_appointments(tmp_path: Path, sbx: Sandbox) -> None:
     config = _imported(tmp_path, sbx)
-    code, report, output = _verify(config, sbx)
+    code, report, output = verify_report(config, sbx)
     assert code == 0, output
     assert report["totals"] == {
         "checked": 12,
@@ -46,7 +44,7 @@ def test_verify_finds_altered_and_deleted_appointments(tmp_path: Path, sbx: Sand
     )
     sbx.change("DELETE", f"/_sandbox/appointments/{deleted['id']}")
 
-    code, report, output = _verify(config, sbx)
+    code, report, output = verify_report(config, sbx)
     assert code == 1
     totals = report["totals"]
     assert (totals["matched"], totals["mismatched"], totals["missing"]) == (10, 1, 1)
@@ -64,10 +62,10 @@ def test_verify_finds_altered_and_deleted_appointments(tmp_path: Path, sbx: Sand
 
 def test_verify_a_seeded_sample_and_one_tenant(tmp_path: Path, sbx: Sandbox) -> None:
     config = _imported(tmp_path, sbx)
-    code, report, _ = _verify(config, sbx, "--sample", "5", "--seed", "7")
+    code, report, _ = verify_report(config, sbx, "--sample", "5", "--seed", "7")
     assert code == 0
     assert report["totals"]["checked"] == 5
-    code, report, _ = _verify(config, sbx, "--tenant", "2")
+    code, report, _ = verify_report(config, sbx, "--tenant", "2")
     assert code == 0
     assert list(report["tenants"]) == ["2"]
     assert report["totals"]["checked"] == 6

@@ -481,15 +481,39 @@ _config_option = click.option(
     type=click.Path(dir_okay=False, path_type=Path),
     help="TOML config (API, tenants).",
 )
-_ledger_option = click.option(
-    "--ledger",
-    "ledger_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Ledger file (default: the one `import` uses with this config).",
-)
 _base_url_option = click.option(
     "--base-url", help="Override every tenant's base URL (a sandbox or staging server)."
 )
+_target_option = click.option(
+    "--ledger",
+    "ledger_path",
+    type=str,
+    help="Ledger file or postgresql:// URL (default: the one `import` uses with this config).",
+)
+
+_file_option = click.option(
+    "--ledger",
+    "ledger_path",
+    type=str,
+    help="Ledger file (default: the one `import` uses with this config); SQLite only.",
+)
+
+
+def _target(value: str | None) -> Path | str | None:
+    from worker.ledger.target import parse_target
+
+    return None if value is None else parse_target(value)
+
+
+def _sqlite_file(
+    ledger_path: str | None, config_path: Path | None, command: str, instead: str
+) -> Path:
+    from worker.ledger.target import find_ledger_target, sqlite_only
+
+    return sqlite_only(find_ledger_target(_target(ledger_path), config_path), command, instead)
+
+
+_PG_BACKUP = "back a PostgreSQL ledger up with pg_dump -n flextell_worker"
 
 
 def _summary_out(name: str, event: dict[str, Any], json_logs: bool) -> None:
@@ -505,7 +529,7 @@ def _summary_out(name: str, event: dict[str, Any], json_logs: bool) -> None:
 
 @cli.command("verify")
 @_config_option
-@_ledger_option
+@_target_option
 @_base_url_option
 @click.option("--tenant", type=int, help="Only this tenant's rows.")
 @click.option("--run", "run_id", type=int, help="Only rows last handled by this run.")
@@ -517,7 +541,7 @@ def _summary_out(name: str, event: dict[str, Any], json_logs: bool) -> None:
 @user_errors
 def verify_cmd(
     config_path: Path,
-    ledger_path: Path | None,
+    ledger_path: str | None,
     base_url: str | None,
     tenant: int | None,
     run_id: int | None,
@@ -530,9 +554,11 @@ def verify_cmd(
     """Fetch every created appointment and compare it with what was sent.
 
     Compares customer, doctor, instant, status, treatments, room and
-    description. Opens the ledger read-only. Exit 0 when everything matches,
+    description. Opens the ledger read-only (a SQLite file, or a shared
+    PostgreSQL ledger beside its workers). Exit 0 when everything matches,
     1 for mismatches, missing (404) or rows that could not be checked, 2 for bad
-    options or config, 3 when a tenant's token was refused.
+    options, config or a ledger of another API, 3 when a tenant's token was
+    refused or the ledger cannot be read.
     """
     import asyncio
 
@@ -543,7 +569,7 @@ def verify_cmd(
     configure_logging(json_logs=json_logs)
     options = VerifyOptions(
         config_path=config_path,
-        ledger_path=ledger_path,
+        ledger_path=_target(ledger_path),
         base_url=base_url,
         tenant=tenant,
         run=run_id,
@@ -562,7 +588,7 @@ def verify_cmd(
 
 @cli.command("reconcile")
 @_config_option
-@_ledger_option
+@_target_option
 @_base_url_option
 @click.option("--tenant", type=int, help="Only this tenant's rows.")
 @click.option("--json-logs", is_flag=True, help="JSON log events; final summary as JSON.")
@@ -572,7 +598,7 @@ def verify_cmd(
 @user_errors
 def reconcile_cmd(
     config_path: Path,
-    ledger_path: Path | None,
+    ledger_path: str | None,
     base_url: str | None,
     tenant: int | None,
     json_logs: bool,
@@ -583,9 +609,12 @@ def reconcile_cmd(
     """Resolve rows whose outcome is unknown with lookups only; send nothing.
 
     Found rows become created, rows surely absent become pending (the next
-    import sends them), the rest stay unknown. Takes the ledger lock. Exit 0
-    when no row stays unknown, 1 otherwise, 3 when a tenant's token was refused,
-    4 when another run holds the ledger.
+    import sends them), the rest stay unknown. Takes the ledger lock; on a
+    shared PostgreSQL ledger, the lease of each tenant with unknown rows
+    instead, skipping (and naming) tenants a live worker holds. Exit 0 when no
+    row stays unknown, 1 otherwise or when a tenant was skipped, 3 when a
+    tenant's token was refused, 4 when another run holds the ledger (every
+    tenant, on a shared one).
     """
     import asyncio
 
@@ -601,7 +630,7 @@ def reconcile_cmd(
     configure_logging(json_logs=json_logs)
     options = ReconcileOptions(
         config_path=config_path,
-        ledger_path=ledger_path,
+        ledger_path=_target(ledger_path),
         base_url=base_url,
         tenant=tenant,
         settle_wait=settle_wait,
@@ -623,7 +652,7 @@ def reconcile_cmd(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Find the ledger the way `import` does with this config.",
 )
-@_ledger_option
+@_target_option
 @click.option("--run", "run_id", type=int, help="Only this run.")
 @click.option("--tenant", type=int, help="Only this tenant's counts and rows.")
 @click.option(
@@ -642,7 +671,7 @@ def reconcile_cmd(
 @user_errors
 def report_cmd(
     config_path: Path | None,
-    ledger_path: Path | None,
+    ledger_path: str | None,
     run_id: int | None,
     tenant: int | None,
     fmt: str,
@@ -650,7 +679,8 @@ def report_cmd(
 ) -> None:
     """Show the runs in a ledger and their counts; optionally write the failures file.
 
-    Opens the ledger read-only, so it can run beside an import. The failures
+    Opens the ledger (a SQLite file or a postgresql:// URL) read-only, so it
+    can run beside an import, or beside a shared ledger's workers. The failures
     file keeps every original column and adds status, error_field,
     error_message and http_status; fix the rows and `import` it. Exit 0, or 2
     for a missing or unusable ledger.
@@ -661,7 +691,7 @@ def report_cmd(
     from worker.commands.report import ReportOptions, build_report, report_csv, report_table
 
     options = ReportOptions(
-        ledger_path=ledger_path,
+        ledger_path=_target(ledger_path),
         config_path=config_path,
         run=run_id,
         tenant=tenant,
@@ -747,71 +777,69 @@ _ledger_config_option = click.option(
 @ledger_group.command("backup")
 @click.argument("dest", type=click.Path(dir_okay=False, path_type=Path))
 @_ledger_config_option
-@_ledger_option
+@_file_option
 @user_errors
-def ledger_backup_cmd(dest: Path, config_path: Path | None, ledger_path: Path | None) -> None:
+def ledger_backup_cmd(dest: Path, config_path: Path | None, ledger_path: str | None) -> None:
     """Copy the ledger to DEST safely, also while a run is using it.
 
     Uses SQLite's online backup API: DEST is one consistent, complete
     single-file ledger, written under a temporary name and renamed into place
-    (an existing DEST is replaced). Exit 0, 2 for bad options, 3 when the
-    ledger is unusable.
+    (an existing DEST is replaced). Exit 0, 2 for bad options or a PostgreSQL
+    ledger (back that up with pg_dump -n flextell_worker), 3 when the ledger is
+    unusable.
     """
-    from worker.ledger import find_ledger_path
     from worker.ledger.backup import backup_ledger
 
-    facts = backup_ledger(find_ledger_path(ledger_path, config_path), dest)
+    path = _sqlite_file(ledger_path, config_path, "ledger backup", _PG_BACKUP)
+    facts = backup_ledger(path, dest)
     click.echo(f"backup {facts.path}: {facts.entries} rows, {facts.runs} runs, {facts.size} bytes")
 
 
 @ledger_group.command("check")
 @_ledger_config_option
-@_ledger_option
+@_file_option
 @user_errors
-def ledger_check_cmd(config_path: Path | None, ledger_path: Path | None) -> None:
-    """Check the ledger's integrity (read-only; works beside a run).
+def ledger_check_cmd(config_path: Path | None, ledger_path: str | None) -> None:
+    """Check a SQLite ledger's integrity (read-only; works beside a run).
 
     Exit 0 when it is complete and sound, 3 when it is damaged, empty or a
-    copy without its -wal file, 2 when it does not exist.
+    copy without its -wal file, 2 when it does not exist or is a PostgreSQL
+    ledger (the database checks its own pages; `ledger status` shows its leases).
     """
-    from worker.ledger import find_ledger_path
     from worker.ledger.backup import check_ledger
 
-    facts = check_ledger(find_ledger_path(ledger_path, config_path))
+    instead = "PostgreSQL checks its own data (`ledger status` shows the leases); " + _PG_BACKUP
+    facts = check_ledger(_sqlite_file(ledger_path, config_path, "ledger check", instead))
     click.echo(f"ok: ledger {facts.path}: {facts.entries} rows, {facts.runs} runs")
 
 
 @ledger_group.command("accept-missing-wal")
 @_ledger_config_option
-@_ledger_option
+@_file_option
 @click.option("--yes", is_flag=True, required=True, help="Confirm: the -wal file is lost.")
 @user_errors
 def ledger_accept_missing_wal_cmd(
-    config_path: Path | None, ledger_path: Path | None, yes: bool
+    config_path: Path | None, ledger_path: str | None, yes: bool
 ) -> None:
     """Use a ledger whose -wal file is lost for good, in its older state.
 
     Rows recorded only in the lost -wal file look never sent or still in
     flight; the next import sends or looks them up again, so some may be
-    created twice. Only for when the -wal file cannot be restored.
+    created twice. Only for when the -wal file cannot be restored. SQLite
+    only: a PostgreSQL ledger has no -wal file (exit 2).
     """
-    from worker.ledger import find_ledger_path
     from worker.ledger.backup import accept_missing_wal
 
     del yes
-    path = find_ledger_path(ledger_path, config_path)
+    instead = "a PostgreSQL ledger has no -wal file (restore it with the database's own tools)"
+    path = _sqlite_file(ledger_path, config_path, "ledger accept-missing-wal", instead)
     accept_missing_wal(path)
     click.echo(f"ledger {path}: accepted without its -wal file")
 
 
 @ledger_group.command("status")
 @_ledger_config_option
-@click.option(
-    "--ledger",
-    "ledger_path",
-    type=str,
-    help="Ledger file or postgresql:// URL (default: the one `import` uses with this config).",
-)
+@_target_option
 @user_errors
 def ledger_status_cmd(config_path: Path | None, ledger_path: str | None) -> None:
     """Who holds what: each tenant's lease on a shared (PostgreSQL) ledger.
@@ -823,16 +851,9 @@ def ledger_status_cmd(config_path: Path | None, ledger_path: str | None) -> None
     """
     import asyncio
 
-    from worker.config import load_config
-    from worker.ledger.target import describe, is_url, ledger_target, parse_target
+    from worker.ledger.target import describe, find_ledger_target, is_url
 
-    target = parse_target(ledger_path) if ledger_path is not None else None
-    if target is None and config_path is not None:
-        target = ledger_target(load_config(config_path), None)
-    if target is None:
-        from worker.ledger import find_ledger_path
-
-        target = find_ledger_path(None, None)
+    target = find_ledger_target(_target(ledger_path), config_path)
     if not is_url(target):
         from worker.ledger.lock import is_locked
 

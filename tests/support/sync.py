@@ -3,6 +3,7 @@ from the sample file, CLI runs and the ledger as JSON."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 from pathlib import Path
@@ -12,14 +13,16 @@ from click.testing import CliRunner, Result
 
 from tests.support.sandbox_process import Sandbox
 from worker.cli import cli
+from worker.ledger.target import open_ledger
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "samples" / "appointments.csv"
 TOKEN_ENV = {"FLEXTELL_TOKEN": "sandbox-token-all"}
 
 
-def write_config(tmp: Path, **api: Any) -> Path:
-    """config/demo.toml with fast test settings and the ledger beside it."""
+def write_config(tmp: Path, *, ledger_url: str | None = None, **api: Any) -> Path:
+    """config/demo.toml with fast test settings and the ledger beside it (or, with
+    ledger_url, a PostgreSQL ledger as ``[ledger] url``)."""
     text = (ROOT / "config" / "demo.toml").read_text(encoding="utf-8")
     settings = {
         "rate_limit": '"1000/second"',
@@ -38,7 +41,8 @@ def write_config(tmp: Path, **api: Any) -> Path:
         lines.append(line)
         if line.strip() == "[api]":
             lines.extend(f"{k} = {v}" for k, v in settings.items())
-    lines.append('\n[ledger]\npath = "ledger.sqlite"')
+    where = f'url = "{ledger_url}"' if ledger_url else 'path = "ledger.sqlite"'
+    lines.append(f"\n[ledger]\n{where}")
     path = tmp / "run.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -70,6 +74,31 @@ def import_file(config: Path, sb: Sandbox, file: Path, *extra: str) -> tuple[Res
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     assert lines, result.output
     return result, json.loads(lines[-1])
+
+
+def verify_report(config: Path, sb: Sandbox, *extra: str) -> tuple[int, dict[str, Any], str]:
+    """Run `verify --report`; exit code, the report (empty when none was written), output."""
+    report = config.parent / "verify.json"
+    result = run_cli(
+        "verify", "-c", str(config), "--base-url", sb.base_url, "--report", str(report), *extra
+    )
+    data = json.loads(report.read_text(encoding="utf-8")) if report.exists() else {}
+    return result.exit_code, data, result.output
+
+
+def mark_unknown(ledger: Path | str, keys: list[tuple[int, str]]) -> list[int]:
+    """What a run leaves behind when a POST's response was lost; the rows' appointment ids.
+
+    ``ledger``: a SQLite file or a postgresql:// URL."""
+
+    async def mark() -> list[int]:
+        async with await open_ledger(ledger) as opened:
+            found = await opened.get_many(keys)
+            for tenant, key in keys:
+                await opened.record(tenant, key, status="unknown", run_id=1, durable=True)
+        return [found[k].appointment_id or 0 for k in keys]
+
+    return asyncio.run(mark())
 
 
 def ledger_json(config: Path, *extra: str) -> Any:

@@ -9,9 +9,9 @@ them), the rest stay `unknown` with the reason.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from rich.console import Console
 from rich.table import Table
@@ -22,7 +22,12 @@ from worker.delivery.lanes import policy_from_config
 from worker.delivery.runner import LaneRunner
 from worker.errors import ConfigError
 from worker.exitcodes import ExitCode
-from worker.ledger import Ledger, Status, api_identity, resolve_ledger_path
+from worker.ledger import Ledger, Status, api_identity
+from worker.ledger.target import LedgerTarget, describe, is_url, ledger_target, open_ledger
+
+if TYPE_CHECKING:
+    from worker.config import Config
+    from worker.ledger.postgres import PgLedger
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +46,8 @@ class ReconcileOptions:
     """What the `reconcile` command was asked to do."""
 
     config_path: Path
-    ledger_path: Path | None = None
+    ledger_path: LedgerTarget | None = None
+    """A ledger file or a postgresql:// URL (None: the one `import` uses)."""
     base_url: str | None = None
     tenant: int | None = None
     settle_wait: float | None = None
@@ -53,10 +59,13 @@ class ReconcileResult:
     """Every unknown row's verdict, the run that recorded them, and the exit code."""
 
     run_id: int | None
-    ledger_path: Path
+    ledger_path: Path | str
+    """The file, or the PostgreSQL URL without its password."""
     resolutions: list[Resolution]
     stopped_tenants: dict[int, str]
     exit_code: ExitCode
+    skipped_tenants: dict[int, str] = field(default_factory=dict)
+    """Shared ledger: tenants left alone because a live worker holds their lease."""
 
     def counts(self) -> dict[str, int]:
         """found / absent / undecided over all tenants."""
@@ -67,83 +76,118 @@ class ReconcileResult:
 
 
 async def run_reconcile(options: ReconcileOptions) -> ReconcileResult:
-    """Resolve the ledger's unknown rows with lookups only (takes the ledger lock).
+    """Resolve the ledger's unknown rows with lookups only (takes the ledger lock; on a
+    shared PostgreSQL ledger, each tenant's lease instead: worker.commands.tenant_leases).
 
-    Exit 0 when no row stays unknown, 1 when some do, 3 when a tenant's token was refused.
+    Exit 0 when no row stays unknown, 1 when some do or a tenant was skipped, 3 when a
+    tenant's token was refused, 4 when every tenant with work was held by another worker.
     """
     config = load_config(options.config_path)
-    ledger_path = resolve_ledger_path(config, options.ledger_path)
-    if not ledger_path.exists():
+    target = ledger_target(config, options.ledger_path)
+    ledger_path = describe(target) if is_url(target) else Path(target)
+    if isinstance(ledger_path, Path) and not ledger_path.exists():
         raise ConfigError(f"ledger {ledger_path} does not exist (run an import first)")
-    ledger = await Ledger.open(ledger_path)
-    stopped: dict[int, str] = {}
+    ledger = await open_ledger(target)
     try:
         api = api_identity(config.base_urls(options.base_url))
         await ledger.bind_identity(api, config.tenants, rebind=options.rebind_ledger)
-        await ledger.mark_stale_in_flight_unknown()
-        entries = [
-            e
-            for e in await ledger.select(statuses=[Status.UNKNOWN.value], tenant=options.tenant)
-            if config.is_known_tenant(e.tenant) and e.payload_json and e.payload_hash
-        ]
-        if not entries:  # nothing to look up: no run to record either
-            return ReconcileResult(None, ledger_path, [], {}, ExitCode.OK)
-        run_id = await ledger.start_run(
-            mode="reconcile",
-            source_file=None,
-            source_sha256=None,
-            config_path=str(options.config_path),
-        )
-        policy = policy_from_config(config, settle_wait=options.settle_wait)
-        wait = policy.default_settle_wait if policy.settle_wait is None else policy.settle_wait
-        status = "finished"
-        resolutions: list[Resolution] = []
-        try:
-            async with http_session(config) as session:
-                lanes = LaneBuilder(config, session, base_url=options.base_url, policy=policy)
-                runners: dict[int, LaneRunner] = {}
-                for entry in entries:
-                    runner = runners.get(entry.tenant)
-                    if runner is None:
-                        lane = await lanes.lane(entry.tenant)
-                        delivery = RowDelivery(lane, ledger, run_id, send=False)
-                        runner = runners[entry.tenant] = LaneRunner(
-                            lane, delivery, workers=lane.tenant.concurrency
-                        )
-                    job = Job.from_entry(entry, resume=True)
-                    if job is not None:
-                        await runner.put(job)
-                try:
-                    await asyncio.gather(*(r.close(wait) for r in runners.values()))
-                finally:
-                    await asyncio.gather(*(r.cancel() for r in runners.values()))
-                stopped = {
-                    t: lane.stop_reason for t, lane in lanes.lanes.items() if lane.stop_reason
-                }
-            await ledger.flush()
-            after = await ledger.get_many([e.key for e in entries])
-            for entry in entries:
-                now = after.get(entry.key, entry)
-                verdict = {"created": "found", "pending": "absent"}.get(now.status, "undecided")
-                resolutions.append(
-                    Resolution(
-                        entry.tenant,
-                        entry.source_key,
-                        verdict,
-                        now.appointment_id,
-                        None if verdict != "undecided" else now.error_message,
-                    )
-                )
-        except BaseException:
-            status = "aborted"
-            raise
-        finally:
-            counts = {v: 0 for v in ("found", "absent", "undecided")}
-            for r in resolutions:
-                counts[r.verdict] += 1
-            await ledger.finish_run(run_id, status=status, counts=counts)
+        if not is_url(target):
+            return await _reconcile(ledger, config, options, ledger_path, None)
+        from worker.commands.tenant_leases import hold_tenants
+
+        # Only the tenants with rows to settle are leased (and so kept from importers).
+        busy = {
+            e.tenant
+            for e in await ledger.select(
+                statuses=[Status.UNKNOWN.value, Status.IN_FLIGHT.value], tenant=options.tenant
+            )
+            if config.is_known_tenant(e.tenant)
+        }
+        shared = cast("PgLedger", ledger)
+        async with hold_tenants(shared, busy, lease_seconds=config.ledger.lease_seconds) as held:
+            result = await _reconcile(ledger, config, options, ledger_path, held.held)
+        result.skipped_tenants = held.skipped
+        if held.skipped and not held.held:
+            result.exit_code = ExitCode.LOCKED  # nothing was touched
+        elif held.skipped and result.exit_code is ExitCode.OK:
+            result.exit_code = ExitCode.ROWS_FAILED  # the skipped tenants' rows stay unknown
+        return result
     finally:
         await ledger.close()
+
+
+async def _reconcile(
+    ledger: Ledger,
+    config: Config,
+    options: ReconcileOptions,
+    ledger_path: Path | str,
+    only: set[int] | None,
+) -> ReconcileResult:
+    """Settle the unknown rows (of the tenants in ``only``, when given)."""
+    stopped: dict[int, str] = {}
+    await ledger.mark_stale_in_flight_unknown()
+    entries = [
+        e
+        for e in await ledger.select(statuses=[Status.UNKNOWN.value], tenant=options.tenant)
+        if config.is_known_tenant(e.tenant)
+        and e.payload_json
+        and e.payload_hash
+        and (only is None or e.tenant in only)
+    ]
+    if not entries:  # nothing to look up: no run to record either
+        return ReconcileResult(None, ledger_path, [], {}, ExitCode.OK)
+    run_id = await ledger.start_run(
+        mode="reconcile",
+        source_file=None,
+        source_sha256=None,
+        config_path=str(options.config_path),
+    )
+    policy = policy_from_config(config, settle_wait=options.settle_wait)
+    wait = policy.default_settle_wait if policy.settle_wait is None else policy.settle_wait
+    status = "finished"
+    resolutions: list[Resolution] = []
+    try:
+        async with http_session(config) as session:
+            lanes = LaneBuilder(config, session, base_url=options.base_url, policy=policy)
+            runners: dict[int, LaneRunner] = {}
+            for entry in entries:
+                runner = runners.get(entry.tenant)
+                if runner is None:
+                    lane = await lanes.lane(entry.tenant)
+                    delivery = RowDelivery(lane, ledger, run_id, send=False)
+                    runner = runners[entry.tenant] = LaneRunner(
+                        lane, delivery, workers=lane.tenant.concurrency
+                    )
+                job = Job.from_entry(entry, resume=True)
+                if job is not None:
+                    await runner.put(job)
+            try:
+                await asyncio.gather(*(r.close(wait) for r in runners.values()))
+            finally:
+                await asyncio.gather(*(r.cancel() for r in runners.values()))
+            stopped = {t: lane.stop_reason for t, lane in lanes.lanes.items() if lane.stop_reason}
+        await ledger.flush()
+        after = await ledger.get_many([e.key for e in entries])
+        for entry in entries:
+            now = after.get(entry.key, entry)
+            verdict = {"created": "found", "pending": "absent"}.get(now.status, "undecided")
+            resolutions.append(
+                Resolution(
+                    entry.tenant,
+                    entry.source_key,
+                    verdict,
+                    now.appointment_id,
+                    None if verdict != "undecided" else now.error_message,
+                )
+            )
+    except BaseException:
+        status = "aborted"
+        raise
+    finally:
+        counts = {v: 0 for v in ("found", "absent", "undecided")}
+        for r in resolutions:
+            counts[r.verdict] += 1
+        await ledger.finish_run(run_id, status=status, counts=counts)
     undecided = any(r.verdict == "undecided" for r in resolutions)
     if stopped:
         code = ExitCode.ABORTED
@@ -166,6 +210,7 @@ def reconcile_event(result: ReconcileResult) -> dict[str, Any]:
         "exit_code": int(result.exit_code),
         "totals": result.counts(),
         "stopped_tenants": {str(k): v for k, v in sorted(result.stopped_tenants.items())},
+        "skipped_tenants": {str(k): v for k, v in sorted(result.skipped_tenants.items())},
         "rows": [
             {
                 "tenant": r.tenant,
@@ -200,5 +245,7 @@ def print_reconcile(result: ReconcileResult, console: Console | None = None) -> 
         console.print(", ".join(f"{k} {v}" for k, v in counts.items()))
     for tenant, reason in sorted(result.stopped_tenants.items()):
         console.print(f"tenant {tenant} stopped: {reason}")
+    for tenant, reason in sorted(result.skipped_tenants.items()):
+        console.print(f"tenant {tenant} skipped: {reason}", markup=False)
     console.print(f"ledger: {result.ledger_path}")
     console.print(f"exit code {int(result.exit_code)} ({result.exit_code.name.lower()})")

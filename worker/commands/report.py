@@ -12,7 +12,8 @@ from rich.table import Table
 
 from worker.commands.import_summary import SHOWN_ROWS, diff_text, public_rows
 from worker.errors import AbortError, ConfigError
-from worker.ledger import Entry, Ledger, Run, Status, find_ledger_path
+from worker.ledger import Entry, Ledger, Run, Status
+from worker.ledger.target import LedgerTarget, describe, find_ledger_target, is_url, open_ledger
 from worker.source import RowProblem, SourceRow
 from worker.source.failures import FailureWriter, neutralise
 
@@ -44,7 +45,8 @@ _SHOWN_COUNTS = frozenset(_COUNT_ORDER)
 class ReportOptions:
     """What the `report` command was asked to show."""
 
-    ledger_path: Path | None = None
+    ledger_path: LedgerTarget | None = None
+    """A ledger file or a postgresql:// URL (None: found the way `import` does)."""
     config_path: Path | None = None
     run: int | None = None
     tenant: int | None = None
@@ -56,7 +58,8 @@ class ReportOptions:
 class LedgerReport:
     """The runs (with counts for the asked tenant), the ledger's state and the listed rows."""
 
-    ledger_path: Path
+    ledger_path: Path | str
+    """The file, or the PostgreSQL URL without its password."""
     tenant: int | None
     run: int | None
     runs: list[dict[str, Any]]
@@ -85,10 +88,11 @@ class LedgerReport:
         }
 
 
-async def open_for_report(path: Path) -> Ledger:
-    """Open a ledger read-only (no lock: reports run beside an import); exit 2 when unusable."""
+async def open_for_report(target: LedgerTarget) -> Ledger:
+    """Open a ledger (file or PostgreSQL) read-only, without a lock: reports run beside
+    an import, on a shared ledger beside its workers. Exit 2 when unusable."""
     try:
-        return await Ledger.open(path, lock=False, readonly=True)
+        return await open_ledger(target, lock=False, readonly=True)
     except AbortError as exc:
         raise ConfigError(f"{exc} (give --ledger, or --config to find it)") from None
 
@@ -103,8 +107,9 @@ def _run_counts(run: Run, tenant: int | None) -> dict[str, int] | None:
 
 async def build_report(options: ReportOptions) -> LedgerReport:
     """Read the ledger and (with `failures`) write the failures file."""
-    path = find_ledger_path(options.ledger_path, options.config_path)
-    ledger = await open_for_report(path)
+    target = find_ledger_target(options.ledger_path, options.config_path)
+    path = describe(target) if is_url(target) else Path(target)
+    ledger = await open_for_report(target)
     try:
         runs = await ledger.runs(options.run)
         if options.run is not None and not runs:

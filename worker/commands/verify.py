@@ -28,7 +28,8 @@ from worker.delivery import AuthGuard, LaneBuilder, LaneStopped, TenantLane, htt
 from worker.errors import ConfigError, SourceError
 from worker.exitcodes import ExitCode
 from worker.fileperms import open_private
-from worker.ledger import Entry, Ledger, Status, api_identity, resolve_ledger_path
+from worker.ledger import Entry, Ledger, Status, api_identity
+from worker.ledger.target import LedgerTarget, describe, is_url, ledger_target, open_ledger
 from worker.logs import get_logger
 
 log = get_logger("verify")
@@ -42,7 +43,8 @@ class VerifyOptions:
     """What the `verify` command was asked to do."""
 
     config_path: Path
-    ledger_path: Path | None = None
+    ledger_path: LedgerTarget | None = None
+    """A ledger file or a postgresql:// URL (None: the one `import` uses)."""
     base_url: str | None = None
     tenant: int | None = None
     run: int | None = None
@@ -77,7 +79,8 @@ class TenantTally:
 class VerifyResult:
     """Counts per tenant, every problem, and the exit code."""
 
-    ledger_path: Path
+    ledger_path: Path | str
+    """The file, or the PostgreSQL URL without its password."""
     tenants: dict[int, TenantTally]
     problems: list[Problem]
     stopped_tenants: dict[int, str]
@@ -259,10 +262,12 @@ async def run_verify(options: VerifyOptions) -> VerifyResult:
     if options.sample is not None and options.sample < 1:
         raise ConfigError("--sample: expected a whole number of at least 1")
     config = load_config(options.config_path)
-    ledger_path = resolve_ledger_path(config, options.ledger_path)
-    if not ledger_path.exists():
+    target = ledger_target(config, options.ledger_path)
+    ledger_path = describe(target) if is_url(target) else Path(target)
+    if isinstance(ledger_path, Path) and not ledger_path.exists():
         raise ConfigError(f"ledger {ledger_path} does not exist (run an import first)")
-    ledger = await Ledger.open(ledger_path, lock=False, readonly=True)
+    # Read-only and without a lock: beside an import, or a shared ledger's workers.
+    ledger = await open_ledger(target, lock=False, readonly=True)
     try:
         api = api_identity(config.base_urls(options.base_url))
         await ledger.bind_identity(api, config.tenants, rebind=False)

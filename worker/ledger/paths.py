@@ -37,7 +37,8 @@ def resolve_ledger_path(config: Config, override: Path | None = None) -> Path:
 
         raise ConfigError(
             f"{config.path}: [ledger] url names a PostgreSQL ledger; this command reads "
-            "SQLite ledgers only (import and `ledger status` use the PostgreSQL one)"
+            "SQLite ledger files only (import, report, verify, reconcile and `ledger status` "
+            "take the PostgreSQL one)"
         )
     if config.ledger.path:
         path = Path(config.ledger.path).expanduser()

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from worker.errors import ConfigError
-from worker.ledger.paths import resolve_ledger_path
+from worker.ledger.paths import default_ledger_path, resolve_ledger_path
 
 if TYPE_CHECKING:
     from worker.config import Config
@@ -46,6 +46,29 @@ def ledger_target(config: Config, override: LedgerTarget | None = None) -> Ledge
             )
         return value
     return url
+
+
+def find_ledger_target(override: LedgerTarget | None, config_path: Path | None) -> LedgerTarget:
+    """For commands that read a ledger: --ledger, else the one `import` uses with the
+    config ([ledger] url or path), else the default state file."""
+    if override is not None:
+        return override
+    if config_path is not None:
+        from worker.config import load_config
+
+        return ledger_target(load_config(config_path))
+    return default_ledger_path(None)
+
+
+def sqlite_only(target: LedgerTarget, command: str, instead: str) -> Path:
+    """The ledger file of a command that works on SQLite files alone; a URL is refused
+    (ConfigError, exit 2) with what to use on PostgreSQL instead."""
+    if is_url(target):
+        raise ConfigError(
+            f"ledger {describe(target)} is a PostgreSQL ledger: `{command}` works on a "
+            f"SQLite ledger file only; {instead}"
+        )
+    return Path(target)
 
 
 def describe(target: LedgerTarget) -> str:

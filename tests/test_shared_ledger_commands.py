@@ -1,0 +1,161 @@
+"""`report`, `verify` and `reconcile` on a shared PostgreSQL ledger, against the sandbox.
+
+The ledger is filled by a real `import` into PostgreSQL (`[ledger] url`);
+reconcile takes each tenant's lease and leaves alone a tenant a live worker holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from tests.support.sandbox_process import Sandbox
+from tests.support.sync import (
+    import_file,
+    ledger_json,
+    mark_unknown,
+    run_cli,
+    sample_rows,
+    verify_report,
+    write_config,
+    write_csv,
+)
+
+
+def _imported(
+    tmp_path: Path, sb: Sandbox, pg_url: str, *, invalid: int = 0
+) -> tuple[Path, list[dict[str, str]], dict[str, Any]]:
+    """Six rows per tenant (the last `invalid` with a bad start) imported into pg_url."""
+    config = write_config(tmp_path, ledger_url=pg_url)
+    columns, rows = sample_rows()
+    chosen = [dict(r) for r in rows[:6] + rows[150:156]]
+    for row in chosen[len(chosen) - invalid :]:
+        row["start"] = "not a date"
+    result, summary = import_file(config, sb, write_csv(tmp_path / "in.csv", columns, chosen))
+    assert result.exit_code == (1 if invalid else 0), result.output
+    return config, chosen, summary
+
+
+def _event(*args: str) -> tuple[int, Any, str]:
+    """Exit code, final --json-logs event and output of a command."""
+    result = run_cli(*args)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    return result.exit_code, json.loads(lines[-1]) if lines else None, result.output
+
+
+def test_report_and_verify_read_a_postgresql_ledger(
+    tmp_path: Path, sbx: Sandbox, pg_url: str
+) -> None:
+    config, chosen, summary = _imported(tmp_path, sbx, pg_url, invalid=1)
+    failures = tmp_path / "failures.csv"
+    report = ledger_json(config, "--failures", str(failures))
+    [run] = report["runs"]  # one pass: both tenants in one lease batch
+    assert run["id"] == summary["run_id"] and run["mode"] == "import"
+    for name in ("read", "created", "invalid", "unchanged", "failed", "unknown"):
+        assert run["counts"].get(name, 0) == summary["totals"][name], name
+    assert report["statuses"] == {"created": 11, "invalid": 1}
+    assert report["ledger"] == pg_url  # no password in this URL; see test below for one
+    with failures.open(encoding="utf-8", newline="") as fh:
+        [failed] = list(csv.DictReader(fh))
+    assert failed["appointment_id"] == chosen[-1]["appointment_id"]
+    assert (failed["worker_status"], failed["error_field"]) == ("invalid", "scheduled_at")
+    # One tenant's counts; --ledger URL finds the same ledger without a config.
+    assert ledger_json(config, "--tenant", "1")["statuses"] == {"created": 6}
+    table = run_cli("report", "--ledger", pg_url, "--tenant", "2")
+    assert table.exit_code == 0 and "created 5, invalid 1" in table.stdout, table.output
+
+    code, checked, output = verify_report(config, sbx)
+    assert code == 0, output
+    assert checked["totals"] == dict(checked=11, matched=11, mismatched=0, missing=0, errors=0)
+    deleted = sorted((a for a in sbx.appointments() if a["tenant_id"] == 1), key=lambda a: a["id"])[
+        3
+    ]
+    sbx.change("DELETE", f"/_sandbox/appointments/{deleted['id']}")
+    code, checked, output = verify_report(config, sbx, "--tenant", "1")
+    assert code == 1, output
+    assert [m["appointment_id"] for m in checked["missing"]] == [deleted["id"]]
+    assert checked["totals"]["checked"] == 6 and checked["totals"]["matched"] == 5
+
+    # A ledger of another API is refused before any request, as on SQLite.
+    staging = "https://staging.flextell.example/api"
+    other = run_cli("verify", "-c", str(config), "--base-url", staging)
+    assert other.exit_code == 2 and "belongs to API" in other.output, other.output
+
+
+def test_a_password_never_shows_and_an_unreachable_server_is_one_line(tmp_path: Path) -> None:
+    url = "postgresql://worker:s3cret-pw@127.0.0.1:1/flextell"
+    config = write_config(tmp_path, ledger_url=url)
+    # report: 2, as for any unusable ledger; verify and reconcile: 3, ledger unusable.
+    for args, code in (
+        (("report", "--ledger", url), 2),
+        (("verify", "-c", str(config)), 3),
+        (("reconcile", "-c", str(config)), 3),
+    ):
+        result = run_cli(*args)
+        assert result.exit_code == code, (args, result.output)
+        assert "cannot open ledger postgresql://worker:***@127.0.0.1:1/flextell" in result.output
+        assert "s3cret-pw" not in result.output and "Traceback" not in result.output
+
+
+def test_a_ledger_no_run_has_used_is_said_so_and_left_empty(tmp_path: Path, pg_url: str) -> None:
+    config = write_config(tmp_path, ledger_url=pg_url)
+    for args, code in ((("report", "-c", str(config)), 2), (("verify", "-c", str(config)), 3)):
+        result = run_cli(*args)
+        assert result.exit_code == code and "is empty" in result.output, (args, result.output)
+    # Read-only: neither created the schema (a later run still finds it empty).
+    assert "is empty" in run_cli("report", "--ledger", pg_url).output
+
+
+def test_sqlite_only_ledger_commands_point_a_postgresql_ledger_to_pg_dump(tmp_path: Path) -> None:
+    url = "postgresql://worker@127.0.0.1:1/flextell"
+    config = write_config(tmp_path, ledger_url=url)
+    for args, hint in (
+        (("ledger", "backup", str(tmp_path / "b.sqlite"), "-c", str(config)), "pg_dump"),
+        (("ledger", "check", "--ledger", url), "pg_dump"),
+        (("ledger", "accept-missing-wal", "--yes", "-c", str(config)), "no -wal file"),
+    ):
+        result = run_cli(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "is a PostgreSQL ledger" in result.output and hint in result.output, result.output
+        assert "SQLite ledger file only" in result.output and "Traceback" not in result.output
+
+
+def test_reconcile_takes_each_tenants_lease_and_skips_one_a_live_worker_holds(
+    tmp_path: Path, sbx: Sandbox, pg_url: str
+) -> None:
+    from worker.ledger.leases import LeaseKeeper
+
+    config, chosen, _ = _imported(tmp_path, sbx, pg_url)
+    first, second = (1, chosen[0]["appointment_id"]), (2, chosen[6]["appointment_id"])
+    mark_unknown(pg_url, [first, second])
+    args = ("reconcile", "-c", str(config), "--base-url", sbx.base_url, "--json-logs")
+
+    async def with_tenant_2_held() -> list[tuple[int, Any, str]]:
+        keeper = await LeaseKeeper.open(pg_url, "other-host:42:abc", lease_seconds=30)
+        try:
+            assert await keeper.acquire([2], "an import round") is not None
+            both = await asyncio.to_thread(_event, *args)
+            only_2 = await asyncio.to_thread(_event, *args, "--tenant", "2")
+            return [both, only_2]
+        finally:
+            await keeper.close()
+
+    (code, event, output), (code_2, event_2, output_2) = asyncio.run(with_tenant_2_held())
+    assert code == 1, output
+    assert [(r["tenant"], r["verdict"]) for r in event["rows"]] == [(1, "found")]
+    reason = event["skipped_tenants"]["2"]
+    assert "held by worker other-host:42:abc" in reason and "run reconcile again" in reason
+    assert code_2 == 4 and event_2["rows"] == [], output_2  # nothing touched
+    assert ledger_json(config)["statuses"] == {"created": 11, "unknown": 1}
+
+    # The worker gone (its lease released): the tenant is reconciled, its lease freed again.
+    code, event, output = _event(*args)
+    assert code == 0, output
+    assert [(r["tenant"], r["verdict"]) for r in event["rows"]] == [(2, "found")]
+    assert event["skipped_tenants"] == {}
+    status = run_cli("ledger", "status", "--ledger", pg_url)
+    assert "tenant 2: free" in status.stdout, status.output
+    assert sbx.stats()["duplicates"] == 0
