@@ -38,7 +38,9 @@ def test_verify_finds_altered_and_deleted_appointments(tmp_path: Path, sbx: Sand
     }
 
     appts = sorted(sbx.appointments(), key=lambda a: a["id"])
-    altered, deleted = appts[0], appts[7]
+    # Which row got which id depends on delivery order: alter one that carries a note.
+    altered = next(a for a in appts if a.get("description"))
+    deleted = next(a for a in reversed(appts) if a["id"] != altered["id"])
     sbx.change(
         "PATCH", f"/_sandbox/appointments/{altered['id']}", {"description": "edited by hand"}
     )
@@ -55,7 +57,7 @@ def test_verify_finds_altered_and_deleted_appointments(tmp_path: Path, sbx: Sand
     assert mismatch["fields"][0]["sent"] != "edited by hand"
     assert [m["appointment_id"] for m in report["missing"]] == [deleted["id"]]
     # The report file keeps the note; the terminal shows its length only (patient data).
-    sent = len(mismatch["fields"][0]["sent"])  # which row's note depends on delivery order
+    sent = len(mismatch["fields"][0]["sent"])
     assert f'description: sent "<text, {sent} chars>", found "<text, 14 chars>"' in output
     assert "edited by hand" not in output and "missing" in output
 
