@@ -424,14 +424,3 @@ def test_customers_by_email_and_identity_number_and_users_by_email(
     assert event["totals"]["created"] == 1
     appt = sb.appointments()[-1]
     assert (appt["customer_id"], appt["user_id"]) == (1002, 102)
-
-
-def test_api_lookups_with_a_postgresql_ledger_are_refused_in_one_line(tmp_path: Path) -> None:
-    cfg = setup(tmp_path)
-    result = run_cli(
-        "import", str(SAMPLE), "-c", str(cfg), "--ledger", "postgresql://w@127.0.0.1:9/db",
-        "--base-url", "http://127.0.0.1:9/api",
-    )  # fmt: skip
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "reference cache" in lines[0] and "lookups pull" in lines[0]

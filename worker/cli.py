@@ -133,7 +133,8 @@ def validate_cmd(
     Without --online, fields with lookup = "api" are not checked (a warning says
     so). With --online every patient, doctor, treatment and room is looked up
     through the API: unknown and ambiguous ones are row errors, and customers an
-    import would create (create_missing) are reported, not created.
+    import would create (create_missing) are reported, not created. It reads
+    and writes no ledger (SQLite or PostgreSQL): every name is asked afresh.
 
     Exit 0 when every row is valid, 1 when some are invalid, 2 for a bad config,
     option or unreadable file.
@@ -424,6 +425,9 @@ def import_cmd(
     the same command on as many hosts as wanted: they share the file's tenants,
     one worker per tenant at a time by lease; a dead worker's tenants are taken
     over after [ledger] lease_seconds. `ledger status` shows who holds what.
+    lookup = "api" works there too: the reference cache is in PostgreSQL, and a
+    tenant's names are resolved (its new customers created) only by the worker
+    holding its lease.
     """
     import asyncio
     import json
@@ -737,8 +741,9 @@ def lookups_pull_cmd(
     The files (owner-only: customers are patient data) have an id column and
     the columns a [lookups.X] table keys by (customers: phone as E.164 in the
     tenant's phone_region, email, identity_number; users: name, email, role;
-    treatments and rooms: name), for a person to check or edit. Exit 0, or 2
-    for a bad config, 3 when the API cannot be read.
+    treatments and rooms: name), for a person to check or edit. It reads the
+    API only, never the ledger (SQLite or PostgreSQL alike). Exit 0, or 2 for a
+    bad config, 3 when the API cannot be read.
     """
     import asyncio
 

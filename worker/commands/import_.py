@@ -42,7 +42,7 @@ from worker.ledger import (
     Status,
     api_identity,
 )
-from worker.ledger.target import describe, is_url, ledger_target, open_ledger
+from worker.ledger.target import describe, ledger_target, open_ledger
 from worker.logs import get_logger
 from worker.mapping import Mapper
 from worker.mapping.payloads import preview_to
@@ -296,16 +296,6 @@ class ImportRun:
             self.reader_done.set()
 
 
-def refuse_unsupported(config: Config, target: Path | str, config_path: Path) -> None:
-    """A config a PostgreSQL ledger cannot serve yet: one line, exit 2, nothing opened."""
-    if config_uses_api(config) and is_url(target):
-        raise ConfigError(
-            f'{config_path}: lookup = "api" keeps its reference cache in a SQLite '
-            "ledger; a PostgreSQL ledger ([ledger] url) does not have it yet. Use a SQLite "
-            "ledger, or `lookups pull` the reference lists into CSV lookup tables"
-        )
-
-
 def run_source_options(config: Config, options: ImportOptions) -> SourceOptions:
     return SourceOptions(
         format=options.format or config.source.format,
@@ -324,11 +314,9 @@ async def run_import(options: ImportOptions) -> ImportResult:
     source_opts = run_source_options(config, options)
     ledger_path = ledger_target(config, options.ledger_path)
     api = api_identity(config.base_urls(options.base_url))
-    refuse_unsupported(config, ledger_path, options.config_path)
     if config_uses_api(config) and options.file == "-":
         check_readable_twice(config, options.file)
     if config_uses_api(config) and options.dry_run:  # an import resolves in _send
-        assert isinstance(ledger_path, Path)  # a PostgreSQL ledger was refused above
         async with run_ledger(
             config,
             ledger_path,
@@ -441,6 +429,7 @@ async def _send(
                             ledger=ledger,
                             create=True,
                             lanes=run.builder(session),
+                            only_tenants=options.only_tenants,
                         )
                         run.mapper = run.reader.mapper = prepared.mapper
                     for tenant_id in sorted(run.config.tenants):

@@ -23,7 +23,7 @@ import hashlib
 import time
 from dataclasses import replace
 
-from worker.commands.import_ import ImportOptions, refuse_unsupported, run_import
+from worker.commands.import_ import ImportOptions, run_import
 from worker.commands.import_result import ImportResult, TenantCounts
 from worker.config import load_config
 from worker.errors import ConfigError
@@ -60,7 +60,6 @@ async def run_shared_import(
 ) -> ImportResult:
     """Import FILE's tenants, one lease at a time, beside other workers on one ledger."""
     config = load_config(options.config_path)
-    refuse_unsupported(config, url, options.config_path)
     tenants = [t for t in sorted(config.tenants) if options.tenant in (None, t)]
     if not tenants:
         raise ConfigError(

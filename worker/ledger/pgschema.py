@@ -6,6 +6,8 @@ and runs tables have the SQLite ledger's columns (the same operations run on
 both), plus what sharing needs: ``leases`` (one row per tenant: holder, epoch,
 expiry), ``workers`` (who is alive, by heartbeat) and ``passes`` (which tenant of
 which export a worker has finished, so N workers started on one file share it).
+Version 2 adds the SQLite ledger's ``refs`` and ``ref_creations`` (``lookup = "api"``:
+worker.references.cache), with the same columns, so one RefCache serves both.
 
 Creation and migration take a transaction-scoped advisory lock, so workers
 started at the same moment create the schema once.
@@ -19,10 +21,39 @@ from worker.errors import AbortError
 from worker.ledger.pgconn import PgConnection
 
 SCHEMA = "flextell_worker"
-PG_SCHEMA_VERSION = 1
+PG_SCHEMA_VERSION = 2
 _ADVISORY_KEY = 0x464C584C  # "FLXL", as the SQLite ledger's application_id
 
-_DDL = f"""
+# The reference cache and the customers the worker creates (schema version 2): the
+# SQLite ledger's tables (worker.ledger.schema), "by" quoted (a reserved word here).
+_REFERENCE_DDL = f"""
+CREATE TABLE {SCHEMA}.refs (
+    tenant     INTEGER NOT NULL,
+    kind       TEXT NOT NULL,
+    "by"       TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    ref_ids    TEXT NOT NULL,
+    label      TEXT,
+    fetched_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (tenant, kind, "by", key)
+);
+CREATE TABLE {SCHEMA}.ref_creations (
+    tenant      INTEGER NOT NULL,
+    "by"        TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('sending', 'created', 'unknown', 'failed')),
+    customer_id BIGINT,
+    body_json   TEXT NOT NULL,
+    error       TEXT,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    sent_at     DOUBLE PRECISION,
+    updated_at  TEXT NOT NULL,
+    PRIMARY KEY (tenant, "by", key)
+)
+"""
+
+_DDL = (
+    f"""
 CREATE SCHEMA IF NOT EXISTS {SCHEMA};
 CREATE TABLE {SCHEMA}.meta (
     key   TEXT PRIMARY KEY,
@@ -108,11 +139,25 @@ CREATE TABLE {SCHEMA}.passes (
     status      TEXT NOT NULL,
     finished_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (round, tenant)
-)
+);
 """
+    + _REFERENCE_DDL
+)
 
-# Index i upgrades a version-(i+1) schema to version i+2 (none yet).
-_MIGRATIONS: list[Callable[[PgConnection], None]] = []
+
+def _run_script(conn: PgConnection, script: str) -> None:
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def _to_v2(conn: PgConnection) -> None:
+    """The reference cache and customer creations (``lookup = "api"``)."""
+    _run_script(conn, _REFERENCE_DDL)
+
+
+# Index i upgrades a version-(i+1) schema to version i+2.
+_MIGRATIONS: list[Callable[[PgConnection], None]] = [_to_v2]
 
 
 def prepare(conn: PgConnection, where: str, *, readonly: bool) -> None:
@@ -129,9 +174,7 @@ def prepare(conn: PgConnection, where: str, *, readonly: bool) -> None:
         if row is None:
             if readonly:
                 raise AbortError(f"ledger {where} is empty (no run has used it yet)")
-            for statement in _DDL.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            _run_script(conn, _DDL)
             conn.execute(
                 f"INSERT INTO {SCHEMA}.meta (key, value) VALUES ('schema_version', ?),"
                 " ('application', 'flextell-worker')",

@@ -9,7 +9,9 @@ intent at sending, identity groups). What differs is what sharing needs:
 - the intent (in_flight mark) is written only while this worker holds the
   tenant's lease: the lease row is read FOR SHARE in the same transaction and
   must not have expired, so a worker that lost its lease sends nothing more,
-  and a takeover waits for that transaction (worker.ledger.leases);
+  and a takeover waits for that transaction (worker.ledger.leases); the intent
+  to create a customer (``lookup = "api"``, worker.references.cache) is fenced
+  the same way (write_fenced);
 - rows left in_flight become unknown only for the tenants this worker holds,
   never under another live worker's feet.
 """
@@ -35,6 +37,7 @@ from worker.ledger.pgconn import PgConnection
 from worker.ledger.pgschema import SCHEMA, prepare
 from worker.ledger.pgwriter import PgWriter
 from worker.ledger.store import Ledger
+from worker.ledger.writer import OpFn
 from worker.logs import get_logger
 
 log = get_logger("ledger")
@@ -196,12 +199,25 @@ class PgLedger(Ledger):
         try:
             await self._write(fn)
         except LeaseLostError as exc:
-            # The run stops now (its watcher sees wait_broken), as for a broken ledger.
-            if self.lease_lost is None:
-                log.error("lease lost: the pass stops sending", error=str(exc))
-                self.lease_lost = exc
-                self._broken.set()
+            self._lost(exc)
             raise
+
+    async def write_fenced(self, tenant: int, fn: OpFn) -> Any:
+        """Ledger.write_fenced: `fn` runs only while this worker holds the tenant's lease,
+        checked FOR SHARE in the same transaction (as mark_in_flight), else LeaseLostError."""
+        fenced = partial(_under_lease, fn=fn, tenant=tenant, holder=self.worker_id)
+        try:
+            return await self._write(fenced, atomic=True)
+        except LeaseLostError as exc:
+            self._lost(exc)
+            raise
+
+    def _lost(self, exc: LeaseLostError) -> None:
+        # The run stops now (its watcher sees wait_broken), as for a broken ledger.
+        if self.lease_lost is None:
+            log.error("lease lost: the pass stops sending", error=str(exc))
+            self.lease_lost = exc
+            self._broken.set()
 
     def begin_pass(self) -> None:
         """Before a new pass of a shared import: forget the last pass's lost lease."""
@@ -291,6 +307,22 @@ def _fenced_in_flight(
         f"the lease of tenant {tenant} expired or was taken over: this worker sends "
         "nothing more for it"
     )
+
+
+def _under_lease(conn: Any, now: str, fn: OpFn, tenant: int, holder: str) -> Any:
+    """`fn` after locking this worker's live lease row of `tenant` FOR SHARE (until the
+    batch commits: a takeover cannot pick the row before the write is durable)."""
+    held = conn.execute(
+        "SELECT 1 FROM leases WHERE tenant = ? AND holder = ? AND expires_at > clock_timestamp()"
+        " FOR SHARE",
+        (tenant, holder),
+    ).fetchone()
+    if held is None:
+        raise LeaseLostError(
+            f"the lease of tenant {tenant} expired or was taken over: this worker sends "
+            "nothing more for it"
+        )
+    return fn(conn, now)
 
 
 def _stale_held(conn: Any, now: str, holder: str) -> int:

@@ -458,6 +458,12 @@ class Ledger:
         """Run `fn(conn, now)` in the writer thread and wait until it is committed."""
         return await self._write(fn)
 
+    async def write_fenced(self, tenant: int, fn: OpFn) -> Any:
+        """write_op for an intent to send for `tenant` (a customer's creation): here the
+        file lock makes this the only writer; a shared ledger also checks the lease."""
+        del tenant
+        return await self._write(fn, atomic=True)
+
     async def read_op(self, fn: OpFn) -> Any:
         """Run `fn(conn, now)` in the writer thread without writing (works read-only)."""
         return await self._read(fn)

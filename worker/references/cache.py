@@ -7,6 +7,12 @@ API has since refused ("The selected customer id is invalid.").
 POST goes out (state ``sending``), then ``created`` with the id, ``failed`` with
 the API's refusal, or ``unknown`` when the answer was lost and a lookup has not
 found it yet: a later run looks it up again before it would ever send again.
+
+The SQL is what SQLite and PostgreSQL share (``"by"`` quoted: a reserved word in
+PostgreSQL; upserts as ``ON CONFLICT``), so both ledgers run these very functions
+(the PostgreSQL one through worker.ledger.pgconn). The intent goes through
+``Ledger.write_fenced``: on a shared ledger it is written only while this worker
+holds the tenant's lease, so a worker that lost it creates no customer.
 """
 
 from __future__ import annotations
@@ -19,6 +25,20 @@ from typing import Any
 
 from worker.ledger import Ledger
 from worker.mapping.refkeys import RefKey
+
+_UPSERT_REF = (
+    'INSERT INTO refs (tenant, kind, "by", key, ref_ids, label, fetched_at) '
+    "VALUES (?, ?, ?, ?, ?, ?, ?) "
+    'ON CONFLICT (tenant, kind, "by", key) DO UPDATE SET ref_ids = excluded.ref_ids, '
+    "label = excluded.label, fetched_at = excluded.fetched_at"
+)
+_INTENT = (
+    'INSERT INTO ref_creations (tenant, "by", key, state, body_json, attempts, sent_at, '
+    "updated_at) VALUES (?, ?, ?, 'sending', ?, 1, ?, ?) "
+    "ON CONFLICT (tenant, \"by\", key) DO UPDATE SET state = 'sending', "
+    "body_json = excluded.body_json, attempts = ref_creations.attempts + 1, "
+    "sent_at = excluded.sent_at, error = NULL, updated_at = excluded.updated_at"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +76,7 @@ class RefCache:
 
         def read(conn: sqlite3.Connection, _now: str) -> list[tuple[Any, ...]]:
             return conn.execute(
-                "SELECT kind, by, key, ref_ids, fetched_at FROM refs WHERE tenant = ?", (tenant,)
+                'SELECT kind, "by", key, ref_ids, fetched_at FROM refs WHERE tenant = ?', (tenant,)
             ).fetchall()
 
         rows = await self.ledger.read_op(read)
@@ -87,7 +107,7 @@ class RefCache:
                 conn.execute(
                     "DELETE FROM refs WHERE tenant = ? AND kind = ?", (tenant, replace_kind)
                 )
-            conn.executemany("INSERT OR REPLACE INTO refs VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            conn.executemany(_UPSERT_REF, rows)
 
         await self.ledger.write_op(write)
 
@@ -100,11 +120,11 @@ class RefCache:
 
         def write(conn: sqlite3.Connection, _now: str) -> int:
             rows = conn.execute(
-                "SELECT by, key, ref_ids FROM refs WHERE tenant = ? AND kind = ?", (tenant, kind)
+                'SELECT "by", key, ref_ids FROM refs WHERE tenant = ? AND kind = ?', (tenant, kind)
             ).fetchall()
             gone = [(by, key) for by, key, ids in rows if wanted & set(ids.split(","))]
             conn.executemany(
-                "DELETE FROM refs WHERE tenant = ? AND kind = ? AND by = ? AND key = ?",
+                'DELETE FROM refs WHERE tenant = ? AND kind = ? AND "by" = ? AND key = ?',
                 [(tenant, kind, by, key) for by, key in gone],
             )
             return len(gone)
@@ -120,7 +140,7 @@ class RefCache:
         def read(conn: sqlite3.Connection, _now: str) -> tuple[Any, ...] | None:
             row: tuple[Any, ...] | None = conn.execute(
                 "SELECT state, customer_id, body_json, error, attempts, sent_at "
-                "FROM ref_creations WHERE tenant = ? AND by = ? AND key = ?",
+                'FROM ref_creations WHERE tenant = ? AND "by" = ? AND key = ?',
                 (tenant, by, key),
             ).fetchone()
             return row
@@ -136,16 +156,9 @@ class RefCache:
         assert self.ledger is not None
 
         def write(conn: sqlite3.Connection, now: str) -> None:
-            conn.execute(
-                "INSERT INTO ref_creations (tenant, by, key, state, body_json, attempts, "
-                "sent_at, updated_at) VALUES (?, ?, ?, 'sending', ?, 1, ?, ?) "
-                "ON CONFLICT (tenant, by, key) DO UPDATE SET state = 'sending', "
-                "body_json = excluded.body_json, attempts = attempts + 1, "
-                "sent_at = excluded.sent_at, error = NULL, updated_at = excluded.updated_at",
-                (tenant, by, key, json.dumps(body, ensure_ascii=False), at, now),
-            )
+            conn.execute(_INTENT, (tenant, by, key, json.dumps(body, ensure_ascii=False), at, now))
 
-        await self.ledger.write_op(write)
+        await self.ledger.write_fenced(tenant, write)
 
     async def outcome(
         self,
@@ -162,7 +175,7 @@ class RefCache:
         def write(conn: sqlite3.Connection, now: str) -> None:
             conn.execute(
                 "UPDATE ref_creations SET state = ?, customer_id = ?, error = ?, updated_at = ? "
-                "WHERE tenant = ? AND by = ? AND key = ?",
+                'WHERE tenant = ? AND "by" = ? AND key = ?',
                 (state, customer_id, error, now, tenant, by, key),
             )
 
@@ -175,8 +188,8 @@ class RefCache:
 
         def read(conn: sqlite3.Connection, _now: str) -> list[tuple[Any, ...]]:
             return conn.execute(
-                "SELECT tenant, by, key, state, customer_id, body_json, error, attempts, sent_at "
-                "FROM ref_creations ORDER BY tenant, by, key"
+                'SELECT tenant, "by", key, state, customer_id, body_json, error, attempts, '
+                'sent_at FROM ref_creations ORDER BY tenant, "by", key'
             ).fetchall()
 
         return [

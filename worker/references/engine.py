@@ -239,8 +239,11 @@ class Engine:
             else:
                 api, region = self._apis[tenant]
                 jobs.append(self._create_guarded(api, tenant, ref, want, region, report, answers))
-        await asyncio.gather(*jobs)
+        # Every creation ends before one's failure (a lost lease, a broken ledger) is raised.
+        failures = [r for r in await asyncio.gather(*jobs, return_exceptions=True) if r]
         out.pending.clear()
+        if failures:
+            raise failures[0]
 
     async def _create_guarded(
         self,

@@ -15,6 +15,7 @@ from worker.config import Config
 from worker.delivery import LaneBuilder, RetryPolicy, http_session
 from worker.errors import ConfigError
 from worker.ledger import Ledger, Status, api_identity
+from worker.ledger.target import LedgerTarget, open_ledger
 from worker.logs import get_logger
 from worker.mapping import MappedRow, Mapper
 from worker.mapping.api_fields import ApiBinding, Collector, Gate, uses_api
@@ -90,12 +91,17 @@ async def prepare(
     create: bool,
     policy: RetryPolicy | None = None,
     lanes: LaneBuilder | None = None,
+    only_tenants: frozenset[int] | None = None,
 ) -> Prepared:
     """Resolve every reference of `file` and compile the mapper that uses the answers.
 
     `lanes`: the run's own (an import shares each tenant's limiter and pause gate
-    with its appointments); without them a session and lanes of their own."""
+    with its appointments); without them a session and lanes of their own.
+    `only_tenants`: a shared ledger's pass resolves (and creates) only the tenants
+    it holds the lease of; the other tenants' rows are not this pass's to map."""
     collector = collect(config, file, source_opts, tenant)
+    if only_tenants is not None:
+        collector.wanted = {t: r for t, r in collector.wanted.items() if t in only_tenants}
     async with contextlib.AsyncExitStack() as stack:
         if lanes is None:
             session = await stack.enter_async_context(http_session(config))
@@ -126,16 +132,17 @@ async def prepare(
 
 @contextlib.asynccontextmanager
 async def run_ledger(
-    config: Config, ledger_path: Path, *, dry_run: bool, base_url: str | None, rebind: bool
+    config: Config, target: LedgerTarget, *, dry_run: bool, base_url: str | None, rebind: bool
 ) -> AsyncIterator[Ledger | None]:
-    """The ledger the references use: written by an import, only read by a dry run."""
+    """The ledger the references use: written by an import, only read by a dry run
+    (either backend: a SQLite file or a PostgreSQL URL)."""
     if dry_run:
-        if not await asyncio.to_thread(ledger_path.exists):
+        if isinstance(target, Path) and not await asyncio.to_thread(target.exists):
             yield None
             return
-        ledger = await Ledger.open(ledger_path, lock=False, readonly=True)
+        ledger = await open_ledger(target, lock=False, readonly=True)
     else:
-        ledger = await Ledger.open(ledger_path)
+        ledger = await open_ledger(target)
     try:
         await ledger.bind_identity(
             api_identity(config.base_urls(base_url)), config.tenants, rebind=rebind and not dry_run
