@@ -22,6 +22,7 @@ from tests.support.importing import (
     appointments,
     assert_all_created_once,
     ledger_rows,
+    matches,
     posts,
     requests_log,
     run_cli,
@@ -249,18 +250,25 @@ async def test_calendar_in_the_envelope_shape_is_read(tmp_path: Path) -> None:
     assert paginated.last_page() == 2 and bare.last_page() is None
 
 
-async def test_appointments_in_the_sandbox_match_rows_after_faults(
+async def test_every_appointment_in_the_sandbox_is_owned_by_the_row_it_equals(
     sandbox_factory: SandboxFactory, tmp_path: Path
 ) -> None:
-    """The sandbox's own view agrees: one appointment per row, by tenant."""
+    """The sandbox's side of identity: no appointment without an owner, none owned twice,
+    each equal to its owner (counting appointments per tenant cannot see a wrong claim)."""
     rows = slot_sharing_rows()
-    async with sandbox_factory(faults={"drop_after_commit": 0.5}, fault_seed=5) as sb:
+    async with sandbox_factory(faults={"drop_after_commit": 0.5}, fault_seed=3) as sb:
         s = setup(tmp_path, sb.url, rows=rows)
         assert (await run_cli(s.args("--settle-wait", "20"))).exit_code == 0
+        await assert_all_created_once(s)
+        by_key = {r.key: r for r in rows}
+        owners: dict[int, list[str]] = {}
+        for key, entry in ledger_rows(s.ledger).items():
+            owners.setdefault(entry["appointment_id"], []).append(key)
         for tenant in (1, 2):
-            assert len(await appointments(sb.url, tenant)) == len(
-                [r for r in rows if r.tenant == tenant]
-            )
+            for appt in await appointments(sb.url, tenant):
+                mine = owners.get(appt["id"], [])
+                assert len(mine) == 1, f"appointment {appt['id']} owned by {mine or 'no row'}"
+                assert matches(by_key[mine[0]], appt) == [], (mine, appt)
 
 
 async def test_lookups_read_an_enveloped_calendar_and_fall_back_to_the_list(
