@@ -274,15 +274,7 @@ async def test_a_crash_while_rows_wait_for_a_slot_sends_each_of_them_on_resume(
     rows = slot_sharing_rows()
     async with sandbox_factory(commit_delay_seconds=1.5) as sb:
         s = setup(tmp_path, sb.url, rows=rows, rate="2/second", settle_seconds=1.0)
-        proc = await start_worker(s.args())
-        for _ in range(400):  # until POSTs are on the server, none answered yet
-            if (await stats(sb.url)).get("pending_commits", 0) >= 2 or proc.returncode is not None:
-                break
-            await asyncio.sleep(0.05)
-        assert proc.returncode is None, await proc.communicate()
-        proc.kill()
-        await proc.wait()
-        await wait_for_commits(sb.url)  # the server commits what it had
+        await kill_with_posts_held(await start_worker(s.args()), sb.url, held=2)
         made = (await stats(sb.url))["appointments_total"]
         assert 0 < made < len(rows), f"{made} of {len(rows)} sent before the kill"
         await _set_runtime(sb.url, commit_delay_seconds=0.0)
@@ -330,15 +322,7 @@ async def test_staff_edits_after_a_crash_with_answers_pending_are_never_recreate
         s.config.write_text(
             text.replace("[api]\n", "[api]\nabsent_horizon = 4\n", 1), encoding="utf-8"
         )
-        proc = await start_worker(s.args())
-        for _ in range(200):  # until POSTs are on the server, none answered yet
-            if (await stats(sb.url)).get("pending_commits", 0) >= 3 or proc.returncode is not None:
-                break
-            await asyncio.sleep(0.05)
-        assert proc.returncode is None, await proc.communicate()
-        proc.kill()
-        await proc.wait()
-        await wait_for_commits(sb.url)  # the server commits what it had (2 s after arrival)
+        await kill_with_posts_held(await start_worker(s.args()), sb.url, held=3)
         made = {a["id"]: a for a in await appointments(sb.url, 1)}
         assert len(made) == 3  # S-00 (its group waits behind it), S-04, S-05
         ids = sorted(a["id"] for a in made.values())
@@ -370,6 +354,19 @@ async def _set_runtime(url: str, **settings: object) -> None:
         session.post(f"{url}/_sandbox/faults", json=settings) as resp,
     ):
         assert resp.status == 200, await resp.text()
+
+
+async def kill_with_posts_held(proc: asyncio.subprocess.Process, url: str, held: int) -> None:
+    """SIGKILL the worker once `held` POSTs are on the server, none answered yet (the
+    sandbox's commit delay holds them); return once the server has committed them."""
+    for _ in range(400):
+        if (await stats(url)).get("pending_commits", 0) >= held or proc.returncode is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert proc.returncode is None, await proc.communicate()
+    proc.kill()
+    await proc.wait()
+    await wait_for_commits(url)
 
 
 async def wait_for_commits(url: str, within: float = 10.0) -> None:
