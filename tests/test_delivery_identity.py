@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from tests.support.importing import (
     appointments,
     assert_all_created_once,
     ledger_rows,
+    matches,
     posts,
     requests_log,
     run_cli,
@@ -151,8 +152,11 @@ async def test_far_off_year_is_invalid_and_later_runs_keep_working(
         assert validate.exit_code == 1 and "year 9999 is outside 1900-2199" in validate.output
 
 
-async def _create_by_hand(url: str, row: Row, **changes: object) -> int:
-    """An appointment made by clinic staff through the API, before the worker runs."""
+async def _create_by_hand(
+    url: str, row: Row, *, made_at: str | None = None, **changes: object
+) -> int:
+    """An appointment made by clinic staff through the API, before the worker runs
+    (`made_at`: staff made it then, through the sandbox's own door)."""
     body = {
         "customer_id": row.customer,
         "user_id": row.doctor,
@@ -166,9 +170,19 @@ async def _create_by_hand(url: str, row: Row, **changes: object) -> int:
         **changes,
     }
     headers = {"Authorization": f"Bearer {TOKEN_ALL}", "X-Tenant": str(row.tenant)}
+    target = f"{url}/api/v1/appointments"
+    if made_at is not None:
+        target, body = (
+            f"{url}/_sandbox/appointments",
+            body
+            | {
+                "tenant": row.tenant,
+                "created_at": made_at,
+            },
+        )
     async with (
         aiohttp.ClientSession() as session,
-        session.post(f"{url}/api/v1/appointments", json=body, headers=headers) as resp,
+        session.post(target, json=body, headers=headers) as resp,
     ):
         assert resp.status == 201, await resp.text()
         data = await resp.json()
@@ -194,6 +208,35 @@ async def test_a_new_ledger_adopts_equal_appointments_made_by_hand(
         assert ledger["R-0001"]["origin"] == "posted"
         assert len(posts(await requests_log(sb.url))) == 2 + 5  # by hand + all but R-0000
         assert "adopted" in result.output
+
+
+async def test_after_a_500_a_cancelled_look_alike_made_by_hand_is_never_taken(
+    sandbox_factory: SandboxFactory, tmp_path: Path
+) -> None:
+    """Staff cancelled a booking at the row's slot yesterday; the row's POST answers 500
+    (it may have landed). The lookup sees only the cancelled one: never the row's own."""
+    async with sandbox_factory(faults={"error500": 1.0}) as sb:
+        s = setup(tmp_path, sb.url, n=1, settle_seconds=1.0)
+        [row] = s.rows
+        row = replace(row, status="approved")
+        s.rows = [row]
+        write_csv(s.data, s.rows)
+        yesterday = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+        cancelled = await _create_by_hand(sb.url, row, made_at=yesterday, status="cancelled",
+                                          cancellation_reason="changed plans")  # fmt: skip
+        first = await run_cli(s.args("--settle-wait", "0"))
+        assert first.exit_code == 1, first.output  # the answer is open: unknown, reported
+        assert ledger_rows(s.ledger)[row.key]["status"] == "unknown"
+        await _set_runtime(sb.url, faults={})
+        await asyncio.sleep(1.0)  # past settle_seconds of the 500'd attempt
+        second = await run_cli(s.args("--settle-wait", "20"))
+        assert second.exit_code == 0, second.output
+        entry = ledger_rows(s.ledger)[row.key]
+        assert entry["status"] == "created" and entry["appointment_id"] != cancelled
+        found = {a["id"]: a for a in await appointments(sb.url, row.tenant)}
+        assert matches(row, found[entry["appointment_id"]]) == []
+        assert found[cancelled]["status"] == "cancelled"  # untouched, owned by no row
+        assert len(found) == 2
 
 
 async def test_renamed_config_with_a_new_ledger_creates_nothing_twice(
