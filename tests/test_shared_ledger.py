@@ -109,6 +109,15 @@ def test_two_workers_share_the_tenants_one_holder_per_tenant(pg_url: str, tmp_pa
     assert "postgres@127.0.0.1" in status
 
 
+def _wait_for_posts(sb: SandboxProcess, count: int, within: float = 60.0) -> None:
+    """Until the sandbox has answered `count` POSTs (the worker is sending)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if sum(r["method"] == "POST" for r in sb.requests()) >= count:
+            return
+        time.sleep(0.05)
+
+
 def test_a_killed_workers_tenant_is_taken_over_after_its_lease_expires(
     pg_url: str, tmp_path: Path
 ) -> None:
@@ -116,11 +125,7 @@ def test_a_killed_workers_tenant_is_taken_over_after_its_lease_expires(
     sb.start()
     try:
         first = _worker(csv, cfg, sb.api_url, pg_url, tmp_path / "w1.log")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if sum(r["method"] == "POST" for r in sb.requests()) >= 10:
-                break
-            time.sleep(0.05)
+        _wait_for_posts(sb, 10)
         first.kill()
         first.wait()
         assert "held by" in _status(pg_url) or "expired by" in _status(pg_url)
@@ -177,11 +182,7 @@ def test_a_postgresql_restart_ends_the_run_with_exit_3_and_the_next_run_complete
     sb.start()
     try:
         first = _worker(csv, cfg, sb.api_url, pg_url, tmp_path / "w1.log")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if sum(r["method"] == "POST" for r in sb.requests()) >= 10:
-                break
-            time.sleep(0.05)
+        _wait_for_posts(sb, 10)
         pg_server.restart()  # type: ignore[attr-defined]
         code = first.wait(timeout=60)
         log = (tmp_path / "w1.log").read_text()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -238,25 +238,25 @@ class Engine:
                 )
             else:
                 api, region = self._apis[tenant]
-                jobs.append(self._create_guarded(api, tenant, ref, want, region, report, answers))
+                creation = self._create(api, tenant, ref, want, region, report, answers)
+                jobs.append(self._guarded(creation, tenant, ref, report, answers))
         # Every creation ends before one's failure (a lost lease, a broken ledger) is raised.
         failures = [r for r in await asyncio.gather(*jobs, return_exceptions=True) if r]
         out.pending.clear()
         if failures:
             raise failures[0]
 
-    async def _create_guarded(
+    async def _guarded(
         self,
-        api: RefApi,
+        creation: Coroutine[Any, Any, None],
         tenant: int,
         ref: RefKey,
-        want: Want,
-        region: str | None,
         report: TenantReport,
         answers: dict[tuple[int, RefKey], int | str],
     ) -> None:
+        """A creation whose API error is the row's failure, not the run's."""
         try:
-            await self._create(api, tenant, ref, want, region, report, answers)
+            await creation
         except RefCallError as exc:
             self._failed(tenant, [ref], exc, report, answers)
 
