@@ -8,15 +8,12 @@ ignored so a write past it fails with EFBIG like one on a full disk).
 from __future__ import annotations
 
 import asyncio
-import os
 import resource
 import shutil
 import signal
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-
-import pytest
 
 from tests.support.importing import (
     Setup,
@@ -101,9 +98,6 @@ async def test_ledger_directory_replaced_by_a_file_mid_run_stops_with_exit_3(
     await move_ledger_dir_mid_run(tmp_path, replace_with_file=True)
 
 
-@pytest.mark.skipif(
-    os.geteuid() == 0, reason="root writes read-only files; the moved-directory tests cover root"
-)
 async def test_read_only_ledger_is_exit_3_with_a_clear_line(tmp_path: Path) -> None:
     with sandbox_process(tmp_path) as sandbox:
         url = sandbox.root
@@ -113,7 +107,7 @@ async def test_read_only_ledger_is_exit_3_with_a_clear_line(tmp_path: Path) -> N
         s.ledger.chmod(0o444)
         s.ledger.parent.chmod(0o555)
         try:
-            ro = await asyncio.to_thread(run_worker, s.args())
+            ro = await asyncio.to_thread(run_worker, s.args(), obey_file_modes=True)
         finally:
             s.ledger.parent.chmod(0o755)
             s.ledger.chmod(0o644)

@@ -22,6 +22,7 @@ import aiohttp
 from click.testing import CliRunner, Result
 
 from bench.generate import COLUMNS  # the export's columns, one list for tests and bench
+from tests.support.unprivileged import without_file_override
 from worker.cli import cli
 
 REPO = Path(__file__).resolve().parents[2]
@@ -341,11 +342,18 @@ async def wait_for_appointments(url: str, at_least: int, timeout: float = 30.0) 
 
 
 def run_worker(
-    args: Sequence[str], *, preexec: Callable[[], None] | None = None, timeout: float = 120
+    args: Sequence[str],
+    *,
+    preexec: Callable[[], None] | None = None,
+    timeout: float = 120,
+    obey_file_modes: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    """The worker as a process; a hang fails the test at `timeout` instead of blocking it."""
+    """The worker as a process; a hang fails the test at `timeout` instead of blocking it.
+
+    `obey_file_modes`: run it without root's override of file permissions."""
+    command = [sys.executable, "-m", "worker", *args]
     return subprocess.run(
-        [sys.executable, "-m", "worker", *args],
+        without_file_override(command) if obey_file_modes else command,
         cwd=REPO,
         env=worker_env(),
         capture_output=True,
