@@ -5,11 +5,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SCENARIO ?= all
 
-.PHONY: help install lint typecheck test demo bench chaos lock clean
+.PHONY: help install lint format typecheck test test-fast docs demo bench chaos lock clean
 
 help:
 	@echo "make demo      start the sandbox, import samples/, print the summary"
-	@echo "make test      ruff, import-linter, mypy --strict, pytest"
+	@echo "make test      ruff, import-linter, mypy --strict, pytest (every test)"
+	@echo "make test-fast the same checks and the tests not marked slow"
+	@echo "make docs      build the docs site (mkdocs --strict) into site/"
+	@echo "make format    ruff format and the fixable ruff rules"
 	@echo "make bench     benchmarks (SCENARIO=validate|throughput|rate|latency|sequential|memory|references|shared)"
 	@echo "make chaos     fault drill: SIGKILLs, sandbox restarts, hostile files"
 
@@ -18,7 +21,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24,<27"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev,bench,docs]'
 	@touch $(STAMP)
 
 lint: $(STAMP)
@@ -26,11 +29,21 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check worker tests bench
 	$(BIN)/lint-imports
 
+format: $(STAMP)
+	$(BIN)/ruff check --fix worker tests bench
+	$(BIN)/ruff format worker tests bench
+
 typecheck: $(STAMP)
 	$(BIN)/mypy worker tests bench
 
 test: lint typecheck
 	$(BIN)/pytest
+
+test-fast: lint typecheck
+	$(BIN)/pytest -m "not slow"
+
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 demo: $(STAMP)
 	$(BIN)/python -m worker.commands.demo
@@ -44,9 +57,9 @@ chaos: $(STAMP)
 # Re-pin requirements.lock from the bounds in pyproject.toml (needs the package registry).
 lock:
 	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv
-	.lockvenv/bin/pip install --quiet -e '.[dev,bench]'
+	.lockvenv/bin/pip install --quiet -e '.[dev,bench,docs]'
 	.lockvenv/bin/pip freeze --exclude-editable | grep -v '^flextell-worker' > requirements.lock
 	rm -rf .lockvenv
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info
+	rm -rf $(VENV) site .mypy_cache .ruff_cache .pytest_cache build *.egg-info

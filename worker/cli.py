@@ -2,8 +2,8 @@
 
 Each command parses options, calls one core function and turns `WorkerError`
 into a one-line message and its exit code. No pipeline logic lives here.
-The module is long (~970 lines) only because it declares every command's
-options and help texts, which `--help` shows; the work is in `worker.commands`.
+It declares every command's options and help texts, which `--help` shows;
+the work is in `worker.commands`.
 """
 
 from __future__ import annotations

@@ -3,9 +3,8 @@
 The engine retries; this module only says what happened, and the difference that
 matters is between RETRY (the API certainly did not process the request) and
 UNKNOWN (it may have: resending could create a duplicate, so reconcile first).
-See "Retry classes" in the design notes and "What aiohttp tells about a failed
-POST" in the API notes. (~530 lines: the classification of every status and
-transport error for each endpoint is read best in one place.)
+The classification of every status and transport error for each endpoint
+stands in one place, so it can be read against the API's own rules.
 """
 
 from __future__ import annotations

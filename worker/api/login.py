@@ -5,7 +5,6 @@ redirect URI where a one-shot listener takes the code, or the user pastes the
 address they were sent to (``--paste``, or when no listener can run). The code
 is exchanged at ``/oauth/token`` and the tokens written atomically, mode 0600,
 to the tenant's ``token = "file:..."`` path, where `worker.api.auth` refreshes them.
-(~410 lines: the listener, the paste-back and the exchange are one flow.)
 """
 
 from __future__ import annotations

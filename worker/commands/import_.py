@@ -6,11 +6,11 @@ lane pulls its pending rows of this run back out in line order. So reading never
 waits for a slow or paused tenant, memory stays flat whatever the file size, and
 a crash leaves nothing that only lived in memory.
 
-This module is the run's orchestration and is longer than most (~570 lines) for
-that reason: the lanes' life, rows earlier runs left unknown, the run's start and
-end in the ledger, and the hooks of names resolved through the API and of a
-shared ledger's passes. Reading, the sync rules (`worker.sync`), the result and exit
-code (`import_result`), the summary and signals are modules of their own.
+This module is the run's orchestration: the lanes' life, rows earlier runs
+left unknown, the run's start and end in the ledger, and the hooks of names
+resolved through the API and of a shared ledger's passes. Reading, the sync
+rules (`worker.sync`), the result and exit code (`import_result`), the summary
+and signals are modules of their own.
 """
 
 from __future__ import annotations

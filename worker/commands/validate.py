@@ -3,8 +3,7 @@
 Reports rows, valid and invalid counts (by field), repeated source keys (the
 later rows are invalid) and distinct keys with identical payloads (probable
 duplicates, still valid). Memory stays flat: seen keys and payloads are kept
-as 64-bit digests in open-addressing arrays, never as strings. (~450 lines: the
-digest table, the error spool and the report belong to this command alone.)
+as 64-bit digests in open-addressing arrays, never as strings.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The durable per-row ledger: intent before each POST, outcome after, and the runs.
 
-One SQLite file (WAL, synchronous=FULL) owned by a writer thread with group
-commit; see store.Ledger for the async API.
+A SQLite file (WAL, synchronous=FULL) for one worker, or a PostgreSQL database
+shared by many workers with tenant leases (`postgres`, `leases`); either is
+written by one writer thread with group commit. `store.Ledger` is the async API.
 """
 
 from worker.ledger.lock import lock_path

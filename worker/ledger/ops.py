@@ -2,7 +2,7 @@
 
 Each takes the connection and the batch timestamp first, so the Ledger can queue
 ``functools.partial(fn, ...)`` as one operation. Every statement the ledger runs
-is here (~470 lines) on purpose: the claim, intent and outcome rules read together.
+is here on purpose: the claim, intent and outcome rules read together.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The async Ledger: a durable per-row record of intents and outcomes, and of runs.
 
-The one face of the ledger the rest of the worker uses (~490 lines: one short
-method per operation, each documenting its durability); SQL lives in `ops`,
-the schema in `schema`, the writer thread in `writer`.
+The one face of the ledger the rest of the worker uses: one short method per
+operation, each documenting its durability. SQL lives in `ops`, the schema in
+`schema`, the writer thread in `writer`.
 """
 
 from __future__ import annotations

@@ -3,10 +3,9 @@
 Everything that can be decided once (option checks, format strings, value maps,
 lookup tables, constants) is decided here, so mapping a row only runs small
 precompiled functions. Every config problem is a `ConfigError` naming its key.
-It is long (~740 lines) because it is one compiler for every kind of field (ids,
-instants with formats and zones, id lists, value maps, lookups, constants) and
-the clean-cell shortcuts beside the conversions they must equal; split, each
-part would need the others' option parsing.
+It is one compiler for every kind of field (ids, instants with formats and
+zones, id lists, value maps, lookups, constants), with the clean-cell shortcuts
+beside the conversions they must equal.
 """
 
 from __future__ import annotations

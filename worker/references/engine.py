@@ -10,7 +10,7 @@ With ``create_missing``, a customer nobody has is created once: the intent goes
 to the ledger before the POST, and an answer that is lost is followed by the
 same search (a lookup) instead of a second POST; what the lookup cannot find
 stays ``unknown`` until a later run finds it or the settle time has passed.
-(~410 lines: lists, searches and creations share one tenant report and cache.)
+Lists, searches and creations share one tenant report and cache.
 """
 
 from __future__ import annotations
