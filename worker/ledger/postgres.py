@@ -42,7 +42,6 @@ from worker.logs import get_logger
 
 log = get_logger("ledger")
 
-URL_SCHEMES = ("postgresql://", "postgres://")
 # A database host that vanishes without closing the connection is noticed within
 # about 25 s (TCP keepalives) instead of the kernel's two hours.
 _KEEPALIVE: dict[str, Any] = {
@@ -55,11 +54,6 @@ _KEEPALIVE: dict[str, Any] = {
 
 class LeaseLostError(AbortError):
     """This worker no longer holds the tenant's lease: it must send nothing more."""
-
-
-def is_url(target: object) -> bool:
-    """Whether a --ledger value or [ledger] url names a PostgreSQL ledger."""
-    return isinstance(target, str) and target.startswith(URL_SCHEMES)
 
 
 def redact(url: str) -> str:

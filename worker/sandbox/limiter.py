@@ -10,7 +10,7 @@ from worker.rates import Rate
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
+class Admission:
     """Outcome of one hit: allowed or not, and the numbers for the headers."""
 
     allowed: bool
@@ -31,7 +31,7 @@ class FixedWindowLimiter:
         self._clock = clock
         self._windows: dict[Hashable, list[float]] = {}  # key -> [window start, hits]
 
-    def hit(self, key: Hashable) -> Decision:
+    def hit(self, key: Hashable) -> Admission:
         """Count one request for `key` unless its window is full."""
         now = self._clock()
         window = self._windows.get(key)
@@ -41,6 +41,6 @@ class FixedWindowLimiter:
         ends = window[0] + self.rate.period
         limit = self.rate.count
         if window[1] >= limit:
-            return Decision(False, limit, 0, max(1, math.ceil(ends - now)), math.ceil(ends))
+            return Admission(False, limit, 0, max(1, math.ceil(ends - now)), math.ceil(ends))
         window[1] += 1
-        return Decision(True, limit, limit - int(window[1]), 0, math.ceil(ends))
+        return Admission(True, limit, limit - int(window[1]), 0, math.ceil(ends))
