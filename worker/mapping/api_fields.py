@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from worker.mapping.refkeys import API_FIELD, BY, FIELD_KIND, KeyError_, RefKey, cell_key
 from worker.mapping.text import as_text
 from worker.mapping.values import MultiFail, ValueFail
+from worker.suggest import did_you_mean
 
 CREATE_COLUMNS = (
     "first_name",
@@ -181,7 +182,8 @@ def api_field(comp: CompilerLike, name: str, spec: dict[str, Any], binding: ApiB
             if opt not in CREATE_COLUMNS:
                 raise comp.fail(
                     f"{key}.create.{opt}",
-                    f"unknown option (expected one of {', '.join(CREATE_COLUMNS)})",
+                    f"unknown option (expected one of {', '.join(CREATE_COLUMNS)})"
+                    + did_you_mean(opt, CREATE_COLUMNS),
                 )
             if not isinstance(column, str) or not column:
                 raise comp.fail(f"{key}.create.{opt}", "must be a column name")

@@ -17,6 +17,7 @@ from typing import Any
 
 from worker.errors import ConfigError
 from worker.mapping.text import norm_key
+from worker.suggest import did_you_mean
 
 _OPTIONS = frozenset({"file", "key", "value", "delimiter", "encoding", "match"})
 KEY_SEP = "\x1f"
@@ -60,7 +61,8 @@ def load_lookup(name: str, spec: Any, cfg_path: Path, base_dir: Path, *, where: 
         raise _fail(
             cfg_path,
             f"{where}.{unknown[0]}",
-            f"unknown option (expected one of {', '.join(sorted(_OPTIONS))})",
+            f"unknown option (expected one of {', '.join(sorted(_OPTIONS))})"
+            + did_you_mean(unknown[0], _OPTIONS),
         )
     for required in ("file", "key", "value"):
         if required not in spec:

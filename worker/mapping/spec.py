@@ -33,6 +33,7 @@ from worker.mapping.values import (
     to_int,
     to_utc,
 )
+from worker.suggest import did_you_mean
 
 Getter = Callable[[Mapping[str, Any]], Any]
 Convert = Callable[[Mapping[str, Any], int | None], Any]
@@ -138,7 +139,9 @@ class Compiler:
         for opt in spec:
             if opt not in allowed:
                 raise self.fail(
-                    f"{key}.{opt}", f"unknown option (expected one of {', '.join(sorted(allowed))})"
+                    f"{key}.{opt}",
+                    f"unknown option (expected one of {', '.join(sorted(allowed))})"
+                    + did_you_mean(opt, allowed),
                 )
         sources = [o for o in ("column", "columns", "value", "date_column") if o in spec]
         if len(sources) > 1:
@@ -731,7 +734,9 @@ def compile_fields(comp: Compiler, mapping: Mapping[str, Any]) -> dict[str, Fiel
     for name, raw in mapping.items():
         if name not in OPTIONS:
             raise comp.fail(
-                f"mapping.{name}", f"unknown field (expected one of {', '.join(ALL_FIELDS)})"
+                f"mapping.{name}",
+                f"unknown field (expected one of {', '.join(ALL_FIELDS)})"
+                + did_you_mean(name, ALL_FIELDS),
             )
         spec = comp.table(name, raw)
         if spec.get("lookup") == "api" and comp.api is not None:
