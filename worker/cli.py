@@ -693,7 +693,8 @@ def reconcile_cmd(
     "--config",
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Find the ledger the way `import` does with this config.",
+    help="Find the ledger the way `import` does with this config (and show changed rows' "
+    "times in each clinic's time zone).",
 )
 @_target_option
 @click.option("--run", "run_id", type=int, help="Only this run.")
