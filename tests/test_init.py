@@ -201,3 +201,15 @@ def test_online_proposes_value_maps_from_the_api_lists_with_scores(tmp_path: Pat
     assert '# "Oda 9" = 0  # not proposed' in text
     assert "Hasta" in text and "Emine" not in text  # patients are never listed
     assert validate(export, out, tmp_path / "r.json") == 1  # "Oda 9" is left for a person
+
+
+def test_a_required_field_not_found_is_a_todo_and_exit_1(tmp_path: Path) -> None:
+    export = tmp_path / "odd.csv"
+    export.write_text("Foo,Bar,Status\n1,2,pending\n", encoding="utf-8")
+    out = tmp_path / "draft.toml"
+    result = CliRunner().invoke(cli, ["init", str(export), "-o", str(out)])
+    assert result.exit_code == 1
+    assert "no column found for customer_id, user_id, scheduled_at, treatments" in result.stderr
+    text = out.read_text(encoding="utf-8")
+    assert '# customer_id = { column = "..." }  # TODO: no patient column found' in text
+    tomllib.loads(text)  # still TOML, only incomplete

@@ -190,6 +190,9 @@ def init_cmd(
     Turkish, German, English, French and Spanish, plus fuzzy matching), lists the
     status and branch values with a status map to fill in, and checks that the
     draft loads. Every guess is marked "guess". Prints the TOML unless --out.
+
+    Exit 0 when the draft loads, 1 when a required field has no column (the draft
+    has a TODO line for it), 2 for an unreadable file or a bad option.
     """
     from worker.commands.init import run_init
 

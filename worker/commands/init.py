@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -34,6 +35,7 @@ from worker.commands.init_guess import (
 from worker.config import DEFAULT_BASE_URL, load_config
 from worker.contract import STATUSES
 from worker.errors import ConfigError
+from worker.exitcodes import ExitCode
 from worker.mapping import Mapper
 from worker.mapping.text import as_text
 from worker.source import SourceOptions, open_source
@@ -42,6 +44,8 @@ from worker.source.rows import SourceRow
 SAMPLE_ROWS = 5000
 """Rows read to guess from: enough for every status word and branch of a real export."""
 MAX_DISTINCT = 40
+MAX_TENANTS = 20
+"""A "branch" column with more distinct values than this is no branch column."""
 REGIONS = {"tr": "TR", "de": "DE", "fr": "FR", "es": "ES"}
 
 
@@ -116,6 +120,13 @@ class Draft:
         self.later: list[str] = []
         """Sub-tables written after the [mapping] keys (a TOML table cannot come earlier)."""
         self.proposals = proposals or {}
+        self.missing: list[str] = []
+        """Required fields no column was found for."""
+
+    def required_missing(self, name: str, what: str) -> None:
+        """A required field no column was found for: a TODO line, and the draft cannot load."""
+        self.missing.append(name)
+        self.add(f'# {name} = {{ column = "..." }}', f"TODO: no {what} column found; required")
 
     def add(self, line: str = "", comment: str | None = None) -> None:
         if comment:
@@ -134,9 +145,10 @@ def _counts(values: Counter[str]) -> str:
 
 def draft_config(
     sample: Sample, base: str | None = None, proposals: Proposals | None = None
-) -> str:
+) -> tuple[str, list[str]]:
     """The commented TOML drafted from `sample` (``base``: the [api] text of a base config;
-    ``proposals``: value maps proposed from the API's lists, by field)."""
+    ``proposals``: value maps proposed from the API's lists, by field), and the required
+    fields no column was found for (while there are any, the draft cannot load)."""
     guesses = match_columns(sample.columns)
     lang = language(guesses.values())
     d = Draft(proposals)
@@ -179,12 +191,15 @@ def draft_config(
         d.add()
         d.add(comment=f"columns not mapped: {', '.join(unused)}")
     _status(d, sample, guesses.get("status"))
-    return d.text()
+    return d.text(), d.missing
 
 
 def _tenant(d: Draft, sample: Sample, guess: ColumnGuess | None) -> list[tuple[str, str | None]]:
     """Write the [tenants.N] sections; return the [mapping] tenant line."""
     values = sample.distinct(guess.column) if guess else Counter[str]()
+    if guess is not None and len(values) > MAX_TENANTS:
+        d.add(comment=f"column {guess.column!r} has {len(values)} values: not taken as branches")
+        guess = None
     if guess is None or not values:
         d.add("[tenants.1]", "guess: one clinic (no branch column found); set its Flextell id")
         return [("tenant = { value = 1 }", "guess: every row goes to tenant 1")]
@@ -227,7 +242,7 @@ def _fields(d: Draft, sample: Sample, guesses: dict[str, ColumnGuess], lang: str
             f"guess: {phone.why}; patients found by phone through the API",
         )
     else:
-        d.add('# customer_id = { column = "..." }', "no patient column found: required")
+        d.required_missing("customer_id", "patient")
     for name in ("user_id", "assistant_id", "room_id"):
         _id_field(d, sample, name, guesses.get(name))
     _scheduled(d, sample, guesses, lang)
@@ -241,7 +256,7 @@ def _fields(d: Draft, sample: Sample, guesses: dict[str, ColumnGuess], lang: str
 def _id_field(d: Draft, sample: Sample, name: str, g: ColumnGuess | None) -> None:
     if g is None:
         if name == "user_id":
-            d.add('# user_id = { column = "..." }', "no doctor column found: required")
+            d.required_missing("user_id", "doctor")
         return
     values = sample.values.get(g.column, [])
     if mostly_ids(values):
@@ -283,7 +298,7 @@ def _scheduled(d: Draft, sample: Sample, guesses: dict[str, ColumnGuess], lang: 
             return
         single = single or date
     if single is None:
-        d.add('# scheduled_at = { column = "..." }', "no date-time column found: required")
+        d.required_missing("scheduled_at", "date-time")
         return
     found = datetime_formats(sample.values.get(single.column, []), lang)
     _formats_line(d, f"column = {q(single.column)}", found, single.why)
@@ -308,7 +323,7 @@ def _formats_line(d: Draft, cols: str, found: Formats, why: str) -> None:
 
 def _treatments(d: Draft, sample: Sample, g: ColumnGuess | None) -> None:
     if g is None:
-        d.add('# treatments = { column = "..." }', "no treatment column found: required")
+        d.required_missing("treatments", "treatment")
         return
     values = sample.values.get(g.column, [])
     split = "|" if g.column in sample.lists else splitter(values, sample.delimiter)
@@ -401,7 +416,15 @@ def run_init(
 
         guesses = match_columns(sample.columns)
         proposals = propose(sample.values, sample.delimiter, guesses, base, tenant)
-    text = draft_config(sample, base_api_text(base) if base else None, proposals)
+    text, missing = draft_config(sample, base_api_text(base) if base else None, proposals)
+    if missing:
+        write_draft(text, out, force)
+        print(
+            f"init: no column found for {', '.join(missing)} (required): fill in the TODO "
+            "lines before the draft loads",
+            file=sys.stderr,
+        )
+        return int(ExitCode.ROWS_FAILED)
     where = Path(out).resolve().parent if out else Path(tempfile.gettempdir())
     check_draft(text, where)
     write_draft(text, out, force)
