@@ -37,7 +37,7 @@ from worker.contract import STATUSES
 from worker.errors import ConfigError
 from worker.exitcodes import ExitCode
 from worker.mapping import Mapper
-from worker.mapping.text import as_text
+from worker.mapping.text import as_text, norm_key
 from worker.source import SourceOptions, open_source
 from worker.source.rows import SourceRow
 
@@ -70,7 +70,13 @@ class Sample:
     """Columns holding JSON lists (treatments given as a list need no split)."""
 
     def distinct(self, column: str) -> Counter[str]:
-        return Counter(self.values.get(column, []))
+        """Each distinct value with its count; spellings a value map treats as one
+        ("Berlin", "BERLIN") count as the first one seen."""
+        first: dict[str, str] = {}
+        counts: Counter[str] = Counter()
+        for value in self.values.get(column, []):
+            counts[first.setdefault(norm_key(value), value)] += 1
+        return counts
 
 
 def read_sample(path: str, fmt: str | None) -> Sample:
