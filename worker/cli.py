@@ -157,6 +157,48 @@ def validate_cmd(
     sys.exit(run_validate(opts))
 
 
+# --- init: draft a config from an export ------------------------------------------
+
+
+@cli.command("init")
+@click.argument("export")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), help="Write the draft here.")
+@click.option("--force", is_flag=True, help="With --out: overwrite an existing file.")
+@click.option("--format", "fmt", help="Read EXPORT as this format (default: by extension).")
+@click.option(
+    "--online",
+    is_flag=True,
+    help="Also propose value maps for doctors, treatments and rooms from the API's lists "
+    "(needs -c BASE.toml).",
+)
+@click.option("--config", "-c", "base", help="Base config: its [api] section is used.")
+@click.option("--tenant", type=int, help="With --online: the tenant whose lists are read.")
+@user_errors
+def init_cmd(
+    export: str,
+    out: str | None,
+    force: bool,
+    fmt: str | None,
+    online: bool,
+    base: str | None,
+    tenant: int | None,
+) -> None:
+    """Draft a commented config from EXPORT (any format validate reads).
+
+    It detects the format, encoding, delimiter and date-time formats (day-first or
+    month-first decided from the data), matches headers to API fields (synonyms in
+    Turkish, German, English, French and Spanish, plus fuzzy matching), lists the
+    status and branch values with a status map to fill in, and checks that the
+    draft loads. Every guess is marked "guess". Prints the TOML unless --out.
+
+    Exit 0 when the draft loads, 1 when a required field has no column (the draft
+    has a TODO line for it), 2 for an unreadable file or a bad option.
+    """
+    from worker.commands.init import run_init
+
+    sys.exit(run_init(export, out, force, fmt, online, base, tenant))
+
+
 # --- sandbox: a local Flextell look-alike --------------------------------------
 
 
@@ -654,7 +696,8 @@ def reconcile_cmd(
     "--config",
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Find the ledger the way `import` does with this config.",
+    help="Find the ledger the way `import` does with this config (and show changed rows' "
+    "times in each clinic's time zone).",
 )
 @_target_option
 @click.option("--run", "run_id", type=int, help="Only this run.")

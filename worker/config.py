@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from worker.errors import ConfigError
 from worker.rates import Rate, parse_rate
+from worker.suggest import did_you_mean
 
 DEFAULT_BASE_URL = "https://dev.flextell.ai/api"
 
@@ -308,11 +309,36 @@ def load_config(path: str | Path) -> Config:
     try:
         return Config.model_validate({**data, "path": path})
     except ValidationError as exc:
-        first = exc.errors()[0]
+        errors = exc.errors()
+        # An unknown key is the commonest mistake (a typo): report it first, with the fix.
+        first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+        more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+        if first["type"] == "extra_forbidden":
+            raise ConfigError(f"{path}: {unknown_key(first['loc'])}{more}") from None
         key = _loc(first["loc"]) or "(top level)"
         msg = first["msg"].removeprefix("Value error, ")
-        more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
         raise ConfigError(f"{path}: {key}: {msg}{more}") from None
+
+
+_SECTIONS: dict[str, type[BaseModel]] = {
+    "api": ApiSection,
+    "tenants": TenantSection,
+    "source": SourceSection,
+    "ledger": LedgerSection,
+}
+
+
+def unknown_key(loc: tuple[int | str, ...]) -> str:
+    """One line for an unknown key at `loc`: its section, the valid keys, the nearest one."""
+    *where, bad = (str(p) for p in loc)
+    if where and where[0] in _SECTIONS:
+        model = _SECTIONS[where[0]]
+        section = f"[{'.'.join(where)}]"
+    else:
+        model, section = Config, "the top level"
+    valid = [name for name in model.model_fields if model is not Config or name != "path"]
+    hint = did_you_mean(bad, valid)
+    return f"{section}: unknown key {bad!r} (valid keys: {', '.join(valid)}){hint}"
 
 
 def resolve_token(spec: str, base_dir: Path) -> str:

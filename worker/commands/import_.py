@@ -29,6 +29,7 @@ import aiohttp
 from worker import __version__
 from worker.commands.import_reading import LISTED_ROWS, RowReader
 from worker.commands.import_result import ImportResult, TenantCounts, exit_code_for, run_counts
+from worker.commands.import_summary import local_rows
 from worker.commands.progress import RunProgress
 from worker.commands.signals import StopSignals
 from worker.config import Config, TenantConfig, load_config
@@ -554,6 +555,6 @@ def _result(
         interrupted=run.stopping,
         elapsed=time.monotonic() - started,
         exit_code=code,
-        changed_rows=run.reader.changed_rows,
+        changed_rows=local_rows(run.reader.changed_rows, run.config.timezone_for),
         missing_rows=run.missing_rows,
     )

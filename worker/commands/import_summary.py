@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from rich.console import Console
 from rich.table import Table
@@ -79,6 +82,35 @@ def public_changes(changes: dict[str, list[Any]]) -> dict[str, list[Any]]:
 
 def public_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [row | {"changes": public_changes(row.get("changes") or {})} for row in rows]
+
+
+def local_rows(rows: list[dict[str, Any]], zone_for: Callable[[int], str]) -> list[dict[str, Any]]:
+    """Changed rows with scheduled_at in their clinic's local time (the ledger keeps UTC):
+    a person compares them with the clinic's calendar, not with UTC."""
+    return [
+        row | {"changes": local_changes(row.get("changes") or {}, zone_for(row["tenant"]))}
+        for row in rows
+    ]
+
+
+def local_changes(changes: dict[str, list[Any]], zone: str) -> dict[str, list[Any]]:
+    """`changes` with scheduled_at's old and new instants as local ISO times with offset."""
+    when = changes.get("scheduled_at")
+    if not when:
+        return changes
+    return changes | {"scheduled_at": [_local(v, zone) for v in when]}
+
+
+def _local(value: Any, zone: str) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        instant = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    if instant.tzinfo is None:
+        return value
+    return instant.astimezone(ZoneInfo(zone)).isoformat()
 
 
 def diff_text(changes: dict[str, list[Any]]) -> str:

@@ -10,7 +10,8 @@ from typing import IO, Any
 from rich.console import Console
 from rich.table import Table
 
-from worker.commands.import_summary import SHOWN_ROWS, diff_text, public_rows
+from worker.commands.import_summary import SHOWN_ROWS, diff_text, local_rows, public_rows
+from worker.config import load_config
 from worker.errors import AbortError, ConfigError
 from worker.ledger import Entry, Ledger, Run, Status
 from worker.ledger.target import LedgerTarget, describe, find_ledger_target, is_url, open_ledger
@@ -69,6 +70,8 @@ class LedgerReport:
     missing_run: int | None
     failures_path: Path | None = None
     failures_written: int = 0
+    local_times: bool = False
+    """Whether changed rows show scheduled_at in each clinic's time zone (needs --config)."""
 
     def to_json(self) -> dict[str, Any]:
         """The report as one JSON-ready object."""
@@ -120,6 +123,7 @@ async def build_report(options: ReportOptions) -> LedgerReport:
             if counts is None:
                 continue  # the tenant took no part in this run
             rows.append({name: getattr(run, name) for name in _RUN_FIELDS} | {"counts": counts})
+        zone_for = load_config(options.config_path).timezone_for if options.config_path else None
         changed = [
             {
                 "tenant": e.tenant,
@@ -133,6 +137,8 @@ async def build_report(options: ReportOptions) -> LedgerReport:
             )
             if e.changed_diff is not None
         ]
+        if zone_for is not None:
+            changed = local_rows(changed, zone_for)
         missing, missing_run = await _missing_rows(ledger, runs, options)
         report = LedgerReport(
             ledger_path=path,
@@ -141,6 +147,7 @@ async def build_report(options: ReportOptions) -> LedgerReport:
             runs=rows,
             statuses=await ledger.count_by_status(options.tenant),
             changed=changed,
+            local_times=zone_for is not None,
             missing_from_source=missing,
             missing_run=missing_run,
         )
@@ -313,7 +320,8 @@ def report_table(report: LedgerReport, console: Console | None = None) -> None:
     statuses = ", ".join(f"{k} {v:,}" for k, v in sorted(report.statuses.items())) or "no rows"
     console.print(f"ledger rows now: {statuses}")
     if report.changed:
-        console.print(f"{len(report.changed)} created row(s) changed in the source since:")
+        zone = "" if report.local_times else " (times in UTC: give --config for local times)"
+        console.print(f"{len(report.changed)} created row(s) changed in the source since{zone}:")
         for row in report.changed[:SHOWN_ROWS]:
             console.print(
                 f"  tenant {row['tenant']} {row['source_key']} "

@@ -12,9 +12,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from worker.mapping.names import DEFAULT_RULE, name_rule
 from worker.mapping.refkeys import API_FIELD, BY, FIELD_KIND, KeyError_, RefKey, cell_key
 from worker.mapping.text import as_text
 from worker.mapping.values import MultiFail, ValueFail
+from worker.suggest import did_you_mean
 
 CREATE_COLUMNS = (
     "first_name",
@@ -26,7 +28,7 @@ CREATE_COLUMNS = (
     "gender",
 )
 """What ``create`` may name a column for (``phone`` is the API's ``phone_number``)."""
-API_OPTIONS = frozenset({"lookup", "by", "create_missing", "create"})
+API_OPTIONS = frozenset({"lookup", "by", "create_missing", "create", "normalize"})
 PLACEHOLDER_ID = 1
 """What a `Collector` answers: any valid id, so the rest of the row is checked too."""
 
@@ -181,7 +183,8 @@ def api_field(comp: CompilerLike, name: str, spec: dict[str, Any], binding: ApiB
             if opt not in CREATE_COLUMNS:
                 raise comp.fail(
                     f"{key}.create.{opt}",
-                    f"unknown option (expected one of {', '.join(CREATE_COLUMNS)})",
+                    f"unknown option (expected one of {', '.join(CREATE_COLUMNS)})"
+                    + did_you_mean(opt, CREATE_COLUMNS),
                 )
             if not isinstance(column, str) or not column:
                 raise comp.fail(f"{key}.create.{opt}", "must be a column name")
@@ -189,6 +192,12 @@ def api_field(comp: CompilerLike, name: str, spec: dict[str, Any], binding: ApiB
         for required in ("first_name", "last_name"):
             if required not in raw_create:
                 raise comp.fail(f"{key}.create.{required}", "missing (a new customer needs it)")
+    if "normalize" in spec and by != "name":
+        raise comp.fail(f"{key}.normalize", 'goes with by = "name"')
+    rule = name_rule(
+        spec.get("normalize"), lambda sub, msg: comp.fail(f"{key}.normalize{sub}", msg)
+    )
+    own_rule = None if rule == DEFAULT_RULE else rule
     vmap = comp.value_map(key, spec)
     resolver, region_for = binding.resolver, binding.region_for
     by_field = API_FIELD.get(by) if kind == "customers" else None
@@ -207,7 +216,7 @@ def api_field(comp: CompilerLike, name: str, spec: dict[str, Any], binding: ApiB
         if vmap is not None:
             text = _text(vmap.get(_norm(text), text))
         try:
-            ref = RefKey(kind, by, cell_key(by, text, region_for(tenant)))
+            ref = RefKey(kind, by, cell_key(by, text, region_for(tenant), rule), own_rule)
         except KeyError_ as exc:
             raise ValueFail(str(exc), text) from None
         if tenant is None:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from worker.errors import ConfigError
 from worker.mapping.text import norm_key
+from worker.suggest import did_you_mean
 
 _OPTIONS = frozenset({"file", "key", "value", "delimiter", "encoding", "match"})
 KEY_SEP = "\x1f"
@@ -32,6 +33,8 @@ class Lookup:
     table: dict[str, str]
     key_columns: tuple[str, ...] = ()
     """With ``match = "all"``: the columns that together form the key; else empty."""
+    labels: dict[str, str] = field(default_factory=dict)
+    """Normalised key -> the key as the file writes it (what a not-found error suggests)."""
 
     @property
     def composite(self) -> bool:
@@ -60,7 +63,8 @@ def load_lookup(name: str, spec: Any, cfg_path: Path, base_dir: Path, *, where: 
         raise _fail(
             cfg_path,
             f"{where}.{unknown[0]}",
-            f"unknown option (expected one of {', '.join(sorted(_OPTIONS))})",
+            f"unknown option (expected one of {', '.join(sorted(_OPTIONS))})"
+            + did_you_mean(unknown[0], _OPTIONS),
         )
     for required in ("file", "key", "value"):
         if required not in spec:
@@ -91,6 +95,7 @@ def load_lookup(name: str, spec: Any, cfg_path: Path, base_dir: Path, *, where: 
     if not path.is_absolute():
         path = base_dir / path
     table: dict[str, str] = {}
+    labels: dict[str, str] = {}
     try:
         with path.open(encoding=encoding, newline="") as fh:
             reader = csv.DictReader(fh, delimiter=delimiter)
@@ -114,6 +119,7 @@ def load_lookup(name: str, spec: Any, cfg_path: Path, base_dir: Path, *, where: 
                         + ("" if composite else _composite_hint(keys, header)),
                     )
                 table[k] = value
+                labels.setdefault(k, shown)
 
             for record in reader:
                 value = (record.get(value_col) or "").strip()
@@ -130,7 +136,7 @@ def load_lookup(name: str, spec: Any, cfg_path: Path, base_dir: Path, *, where: 
         raise _fail(cfg_path, f"{where}.file", f"lookup file {str(path)!r} not found") from None
     except (OSError, UnicodeDecodeError, LookupError, csv.Error) as exc:
         raise _fail(cfg_path, f"{where}.file", f"cannot read {str(path)!r}: {exc}") from None
-    return Lookup(name, file, table, tuple(keys) if composite else ())
+    return Lookup(name, file, table, tuple(keys) if composite else (), labels)
 
 
 def _composite_hint(keys: list[str], header: Sequence[str]) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 import phonenumbers
 
-from worker.mapping.text import norm_key
+from worker.mapping.names import DEFAULT_RULE, NameRule
 
 KINDS = ("customers", "users", "treatments", "rooms")
 FIELD_KIND = {
@@ -49,6 +49,8 @@ class RefKey:
     kind: str
     by: str
     key: str
+    rule: NameRule | None = None
+    """A field's own name normalisation (None: the default one, which the cache keys by)."""
 
 
 def phone_key(text: str, region: str | None) -> str:
@@ -72,18 +74,21 @@ def search_term(ref: RefKey) -> str:
     return ref.key
 
 
-def cell_key(by: str, text: str, region: str | None) -> str:
-    """The key of a cell's (trimmed, non-empty) text; raises KeyError_ for a bad phone."""
+def cell_key(by: str, text: str, region: str | None, rule: NameRule | None = None) -> str:
+    """The key of a cell's (trimmed, non-empty) text; raises KeyError_ for a bad phone.
+    A name is normalised by `rule` (default: titles stripped, case and accents folded)."""
     if by == "phone":
         return phone_key(text, region)
     if by == "email":
         return text.strip().casefold()
     if by == "identity_number":
         return _IDENTITY_RE.sub("", text).upper()
-    return norm_key(text)
+    return (rule or DEFAULT_RULE)(text)
 
 
-def object_keys(kind: str, by: str, obj: dict[str, Any], region: str | None) -> list[str]:
+def object_keys(
+    kind: str, by: str, obj: dict[str, Any], region: str | None, rule: NameRule | None = None
+) -> list[str]:
     """The keys an API object answers to (none when the field is empty or unreadable)."""
     if kind == "customers":
         raw = obj.get(API_FIELD[by])
@@ -94,7 +99,7 @@ def object_keys(kind: str, by: str, obj: dict[str, Any], region: str | None) -> 
     if not isinstance(raw, str) or not raw.strip():
         return []
     try:
-        return [cell_key(by, raw, region)]
+        return [cell_key(by, raw, region, rule)]
     except KeyError_:
         return []
 

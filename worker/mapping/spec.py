@@ -21,6 +21,7 @@ from worker.contract import STATUSES
 from worker.errors import ConfigError
 from worker.mapping.api_fields import ApiBinding, api_field
 from worker.mapping.lookups import Lookup, composite_key
+from worker.mapping.names import NameRule, name_rule
 from worker.mapping.text import as_text, norm_key
 from worker.mapping.values import (
     ISO,
@@ -32,6 +33,7 @@ from worker.mapping.values import (
     to_int,
     to_utc,
 )
+from worker.suggest import did_you_mean, names_hint
 
 Getter = Callable[[Mapping[str, Any]], Any]
 Convert = Callable[[Mapping[str, Any], int | None], Any]
@@ -57,14 +59,14 @@ ALL_FIELDS = (*PAYLOAD_FIELDS, "tenant", "source_key")
 _SCALAR = frozenset({"column", "columns", "join", "value", "default", "map"})
 _API = frozenset({"by", "create_missing", "create"})  # with lookup = "api" (worker.references)
 OPTIONS: dict[str, frozenset[str]] = {
-    **{f: _SCALAR | {"lookup"} | _API for f in INT_FIELDS},
+    **{f: _SCALAR | {"lookup", "normalize"} | _API for f in INT_FIELDS},
     **{f: _SCALAR | {"trim"} for f in TEXT_FIELDS},
     "status": _SCALAR,
     "scheduled_at": frozenset(
         {"column", "date_column", "time_column", "value", "default"}
         | {"formats", "timezone", "ambiguous"}
     ),
-    "treatments": _SCALAR | {"columns", "split", "lookup"} | _API,
+    "treatments": _SCALAR | {"columns", "split", "lookup", "normalize"} | _API,
     "tenant": _SCALAR,
     "source_key": frozenset({"column", "prefix"}),
 }
@@ -137,7 +139,9 @@ class Compiler:
         for opt in spec:
             if opt not in allowed:
                 raise self.fail(
-                    f"{key}.{opt}", f"unknown option (expected one of {', '.join(sorted(allowed))})"
+                    f"{key}.{opt}",
+                    f"unknown option (expected one of {', '.join(sorted(allowed))})"
+                    + did_you_mean(opt, allowed),
                 )
         sources = [o for o in ("column", "columns", "value", "date_column") if o in spec]
         if len(sources) > 1:
@@ -221,15 +225,29 @@ class Compiler:
 
         if looked is not None:
             lookup, table = looked
+            rule = name_rule(
+                spec.get("normalize"), lambda sub, msg: self.fail(f"{key}.normalize{sub}", msg)
+            )
+            keyed, several = _normalised(table, rule)
             missing_msg = f"not found in lookup table '{lookup.name}' ({lookup.file})"
+            # A patient's name is never offered to whoever reads the errors.
+            names = [] if name == "customer_id" else list(lookup.labels.values())
 
             def via_lookup(value: Any) -> Any:
                 if vmap is not None:
                     value = vmap.get(norm_key(_text(value)), value)
                 text = _text(value)
-                hit = table.get(norm_key(text))
+                normal = rule(text)
+                hit = keyed.get(normal)
                 if hit is None:
-                    raise ValueFail(missing_msg, text)
+                    if normal in several:
+                        raise ValueFail(
+                            f"matches several entries of lookup table '{lookup.name}' once "
+                            f"normalised ({', '.join(several[normal])}); nothing is guessed: "
+                            "set normalize in the mapping or make the names distinct",
+                            text,
+                        )
+                    raise ValueFail(missing_msg + names_hint(text, names), text)
                 return hit
 
             return via_lookup
@@ -576,6 +594,24 @@ class Compiler:
         return Field("source_key", column, True, convert, f"column {column!r} is empty")
 
 
+def _normalised(
+    table: dict[str, int], rule: NameRule
+) -> tuple[dict[str, int], dict[str, list[str]]]:
+    """The table keyed by `rule`; keys that meet with different ids go to the second dict
+    (an ambiguous name is an error naming the entries, never a pick)."""
+    keyed: dict[str, int] = {}
+    sources: dict[str, list[str]] = {}
+    for key, value in table.items():
+        normal = rule(key)
+        sources.setdefault(normal, []).append(key)
+        if keyed.get(normal, value) != value:
+            keyed[normal] = -1
+        else:
+            keyed[normal] = value
+    several = {n: sources[n] for n, v in keyed.items() if v == -1}
+    return {n: v for n, v in keyed.items() if v != -1}, several
+
+
 def _id_list_shortcut(column: str, sep: str, convert: Convert) -> Convert:
     """Treatments from one column of ids such as "204|207", without the generic item loop.
     Only a cell of plain ASCII digits between separators is taken here (no spaces, no empty
@@ -730,7 +766,9 @@ def compile_fields(comp: Compiler, mapping: Mapping[str, Any]) -> dict[str, Fiel
     for name, raw in mapping.items():
         if name not in OPTIONS:
             raise comp.fail(
-                f"mapping.{name}", f"unknown field (expected one of {', '.join(ALL_FIELDS)})"
+                f"mapping.{name}",
+                f"unknown field (expected one of {', '.join(ALL_FIELDS)})"
+                + did_you_mean(name, ALL_FIELDS),
             )
         spec = comp.table(name, raw)
         if spec.get("lookup") == "api" and comp.api is not None:
@@ -739,6 +777,8 @@ def compile_fields(comp: Compiler, mapping: Mapping[str, Any]) -> dict[str, Fiel
                 name, made.column, name in REQUIRED, made.convert, made.empty_message
             )
             continue
+        if "normalize" in spec and "lookup" not in spec:
+            raise comp.fail(f"mapping.{name}.normalize", "goes with a lookup")
         extra = sorted(_API & set(spec))
         if extra:
             raise comp.fail(f"mapping.{name}.{extra[0]}", 'goes with lookup = "api"')

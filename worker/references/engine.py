@@ -28,10 +28,12 @@ from worker.config import Config
 from worker.delivery import LaneBuilder
 from worker.logs import get_logger
 from worker.mapping.api_fields import Resolved, Want
+from worker.mapping.names import NameRule
 from worker.mapping.refkeys import BY, RefKey, object_keys, object_label, search_term
 from worker.mapping.text import norm_key
 from worker.references.api import RefApi, RefCallError
 from worker.references.cache import Cached, RefCache
+from worker.suggest import names_hint
 
 log = get_logger("references")
 
@@ -172,9 +174,13 @@ class Engine:
                     for ref in needed:
                         answer(ref, cached[ref].ids)
                     continue
-                index = await self._list(api, tenant, kind, region)
+                index, names = await self._list(api, tenant, kind, region, {r.rule for r in needed})
                 for ref in needed:
                     answer(ref, index.get(ref, ()))
+                    if not index.get(ref) and kind != "customers":
+                        answers[(tenant, ref)] = str(answers[(tenant, ref)]) + names_hint(
+                            refs[ref].shown, names
+                        )
             customers = by_kind.get("customers", [])
             todo: list[RefKey] = []
             for ref in customers:
@@ -261,29 +267,37 @@ class Engine:
             self._failed(tenant, [ref], exc, report, answers)
 
     async def _list(
-        self, api: RefApi, tenant: int, kind: str, region: str | None
-    ) -> dict[RefKey, tuple[int, ...]]:
+        self, api: RefApi, tenant: int, kind: str, region: str | None, rules: set[NameRule | None]
+    ) -> tuple[dict[RefKey, tuple[int, ...]], list[str]]:
+        """Every object of `kind` by each key it answers to (under each name rule a field
+        uses), and every object's label (the names a not-found error suggests from)."""
         items = await api.list_all(kind)
         index: dict[RefKey, list[int]] = {}
         labels: dict[RefKey, str] = {}
+        names: list[str] = []
         for obj in items:
             oid = obj.get("id")
             if not isinstance(oid, int) or isinstance(oid, bool):
                 continue
+            names.append(object_label(kind, obj))
             for by in BY[kind]:
-                for key in object_keys(kind, by, obj, region):
-                    ref = RefKey(kind, by, key)
-                    if oid not in index.setdefault(ref, []):
-                        index[ref].append(oid)
-                    labels.setdefault(ref, object_label(kind, obj))
+                for rule in rules | {None}:
+                    if rule is not None and by != "name":
+                        continue
+                    for key in object_keys(kind, by, obj, region, rule):
+                        ref = RefKey(kind, by, key, rule)
+                        if oid not in index.setdefault(ref, []):
+                            index[ref].append(oid)
+                        labels.setdefault(ref, object_label(kind, obj))
         result = {r: tuple(ids) for r, ids in index.items()}
         await self.cache.store(
             tenant,
-            [(r, ids, labels.get(r)) for r, ids in result.items()],
+            # A field's own rule is not part of the cache's key: only default keys are kept.
+            [(r, ids, labels.get(r)) for r, ids in result.items() if r.rule is None],
             self.clock(),
             replace_kind=kind,
         )
-        return result
+        return result, [n for n in names if n]
 
     async def _search(self, api: RefApi, ref: RefKey, region: str | None) -> tuple[int, ...]:
         candidates = await api.search_customers(search_term(ref))

@@ -1,0 +1,85 @@
+"""A misspelt key in any config section: one line naming the file, the section, the
+bad key, the valid keys and the nearest one (issue 21)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tests.support.configs import CFG
+from worker.cli import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = str(ROOT / "samples" / "appointments.csv")
+
+# (TOML that misspells one key, the section as reported, the bad key, the suggestion,
+#  a valid key the message must list)
+CASES = [
+    ('[api]\ntokn = "env:X"\n', "[api]", "tokn", "token", "base_url"),
+    ("[api]\nconcurency = 2\n", "[api]", "concurency", "concurrency", "rate_limit"),
+    ('[tenants.1]\ntimezon = "Europe/Istanbul"\n', "[tenants.1]", "timezon", "timezone", "name"),
+    ('[tenants.1]\nphone_regoin = "TR"\n', "[tenants.1]", "phone_regoin", "phone_region", "token"),
+    ('[source]\ndelimeter = ";"\n', "[source]", "delimeter", "delimiter", "encoding"),
+    ('[source]\nencodng = "cp1254"\n', "[source]", "encodng", "encoding", "format"),
+    ('[ledger]\npth = "x.sqlite"\n', "[ledger]", "pth", "path", "lease_seconds"),
+    ("[ledger]\nlease_second = 30\n", "[ledger]", "lease_second", "lease_seconds", "url"),
+    ('[sorce]\nformat = "csv"\n', "the top level", "sorce", "source", "mapping"),
+]
+
+
+def _config(tmp_path: Path, extra: str) -> Path:
+    # Sections are merged textually: the misspelt key lands in its own section.
+    text = CFG.replace("[api]\n", "[api]\n" + extra.removeprefix("[api]\n"), 1)
+    if not extra.startswith("[api]"):
+        text = CFG.replace("[tenants.1]\n", "") if extra.startswith("[tenants.1]") else CFG
+        text += "\n" + extra
+    path = tmp_path / "clinic.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(("extra", "section", "bad", "nearest", "listed"), CASES)
+def test_every_section_names_the_valid_keys_and_the_nearest(
+    tmp_path: Path, extra: str, section: str, bad: str, nearest: str, listed: str
+) -> None:
+    cfg = _config(tmp_path, extra)
+    result = CliRunner().invoke(cli, ["validate", SAMPLE, "-c", str(cfg)])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    line = lines[0]
+    assert str(cfg) in line
+    assert f"{section}: unknown key {bad!r} (valid keys: " in line
+    assert listed in line
+    assert f"did you mean {nearest!r}?" in line
+    assert "Extra inputs" not in line and "Traceback" not in line
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "nearest"),
+    [
+        ('[mapping.user_id]\ncolumn = "doctor"\nlookp = "x"\n', "mapping.user_id.lookp", "lookup"),
+        ('[lookups.doc]\nfile = "d.csv"\nkye = "name"\nvalue = "id"\n', "lookups.doc.kye", "key"),
+    ],
+)
+def test_mapping_and_lookup_options_suggest_too(
+    tmp_path: Path, extra: str, key: str, nearest: str
+) -> None:
+    text = CFG.replace('user_id = "doctor"\n', "") if "mapping.user_id" in extra else CFG
+    cfg = tmp_path / "clinic.toml"
+    cfg.write_text(text + "\n" + extra, encoding="utf-8")
+    result = CliRunner().invoke(cli, ["validate", SAMPLE, "-c", str(cfg)])
+    assert result.exit_code == 2, result.output
+    assert f"{key}: unknown option" in result.stderr
+    assert f"did you mean {nearest!r}?" in result.stderr
+
+
+def test_a_misspelt_mapping_field_suggests_the_field(tmp_path: Path) -> None:
+    cfg = tmp_path / "clinic.toml"
+    cfg.write_text(CFG.replace('user_id = "doctor"', 'usr_id = "doctor"'), encoding="utf-8")
+    result = CliRunner().invoke(cli, ["validate", SAMPLE, "-c", str(cfg)])
+    assert result.exit_code == 2
+    assert "mapping.usr_id: unknown field" in result.stderr
+    assert "did you mean 'user_id'?" in result.stderr

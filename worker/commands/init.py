@@ -1,0 +1,437 @@
+"""`flextell-worker init`: draft a commented config from an export.
+
+It reads the file through the same reader as validate and import (so every
+format they read, init reads), guesses which column is which API field and how
+dates are written, and writes TOML that loads. Every guess says it is one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from worker.commands.init_guess import (
+    ZONES,
+    ColumnGuess,
+    Formats,
+    Proposals,
+    date_time_formats,
+    datetime_formats,
+    language,
+    looks_like_dates,
+    looks_like_times,
+    match_columns,
+    mostly_ids,
+    splitter,
+    status_guess,
+)
+from worker.config import DEFAULT_BASE_URL, load_config
+from worker.contract import STATUSES
+from worker.errors import ConfigError
+from worker.exitcodes import ExitCode
+from worker.mapping import Mapper
+from worker.mapping.text import as_text, norm_key
+from worker.source import SourceOptions, open_source
+from worker.source.rows import SourceRow
+
+SAMPLE_ROWS = 5000
+"""Rows read to guess from: enough for every status word and branch of a real export."""
+MAX_DISTINCT = 40
+MAX_TENANTS = 20
+"""A "branch" column with more distinct values than this is no branch column."""
+REGIONS = {"tr": "TR", "de": "DE", "fr": "FR", "es": "ES"}
+
+
+def q(text: str) -> str:
+    """A TOML basic string (JSON's escapes are TOML's)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+@dataclass(slots=True)
+class Sample:
+    """What was read: the file's reading options and each column's non-empty cells."""
+
+    name: str
+    format: str
+    encoding: str | None
+    delimiter: str | None
+    notes: list[str]
+    columns: list[str]
+    rows: int = 0
+    values: dict[str, list[str]] = field(default_factory=dict)
+    lists: set[str] = field(default_factory=set)
+    """Columns holding JSON lists (treatments given as a list need no split)."""
+
+    def distinct(self, column: str) -> Counter[str]:
+        """Each distinct value with its count; spellings a value map treats as one
+        ("Berlin", "BERLIN") count as the first one seen."""
+        first: dict[str, str] = {}
+        counts: Counter[str] = Counter()
+        for value in self.values.get(column, []):
+            counts[first.setdefault(norm_key(value), value)] += 1
+        return counts
+
+
+def read_sample(path: str, fmt: str | None) -> Sample:
+    """Up to `SAMPLE_ROWS` rows of `path`, read as validate would with encoding "auto"."""
+    options = SourceOptions(format=fmt, encoding="auto")
+    with open_source(path, options) as src:
+        sample = Sample(
+            name=src.name,
+            format=src.format,
+            encoding=getattr(src, "encoding", None),
+            delimiter=src.delimiter,
+            notes=list(src.notes),
+            columns=list(src.columns or []),
+        )
+        for item in src:
+            if not isinstance(item, SourceRow):
+                continue
+            sample.rows += 1
+            for key, value in _flat(item.fields):
+                if key not in sample.columns:
+                    sample.columns.append(key)
+                if isinstance(value, list):
+                    sample.lists.add(key)
+                    value = "|".join(as_text(v) or "" for v in value)
+                text = as_text(value)
+                if text is not None:
+                    sample.values.setdefault(key, []).append(text)
+            if sample.rows >= SAMPLE_ROWS:
+                break
+    return sample
+
+
+def _flat(fields: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """A JSON object's values by dotted path ("body.customer_id"), as the mapping names them."""
+    for key, value in fields.items():
+        if isinstance(value, Mapping):
+            yield from _flat(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+class Draft:
+    """The TOML text being written, line by line."""
+
+    def __init__(self, proposals: Proposals | None = None) -> None:
+        self.lines: list[str] = []
+        self.later: list[str] = []
+        """Sub-tables written after the [mapping] keys (a TOML table cannot come earlier)."""
+        self.proposals = proposals or {}
+        self.missing: list[str] = []
+        """Required fields no column was found for."""
+
+    def required_missing(self, name: str, what: str) -> None:
+        """A required field no column was found for: a TODO line, and the draft cannot load."""
+        self.missing.append(name)
+        self.add(f'# {name} = {{ column = "..." }}', f"TODO: no {what} column found; required")
+
+    def add(self, line: str = "", comment: str | None = None) -> None:
+        if comment:
+            line = f"{line}  # {comment}" if line else f"# {comment}"
+        self.lines.append(line)
+
+    def text(self) -> str:
+        return "\n".join(self.lines).rstrip() + "\n"
+
+
+def _counts(values: Counter[str]) -> str:
+    shown = ", ".join(f"{v!r} x{n}" for v, n in values.most_common(MAX_DISTINCT))
+    more = len(values) - MAX_DISTINCT
+    return shown + (f", and {more} more" if more > 0 else "")
+
+
+def draft_config(
+    sample: Sample, base: str | None = None, proposals: Proposals | None = None
+) -> tuple[str, list[str]]:
+    """The commented TOML drafted from `sample` (``base``: the [api] text of a base config;
+    ``proposals``: value maps proposed from the API's lists, by field), and the required
+    fields no column was found for (while there are any, the draft cannot load)."""
+    guesses = match_columns(sample.columns)
+    lang = language(guesses.values())
+    d = Draft(proposals)
+    d.add(f"# Drafted by `flextell-worker init` from {sample.name} ({sample.rows} rows read).")
+    d.add("# Lines marked 'guess' were guessed from the data: check each before an import,")
+    d.add("# then run: flextell-worker validate FILE -c THIS.toml")
+    d.add()
+    zone = ZONES.get(lang or "", "UTC")
+    if base is not None:
+        d.add(base.rstrip())
+    else:
+        d.add("[api]")
+        d.add(f"base_url = {q(DEFAULT_BASE_URL)}")
+        d.add('token = "env:FLEXTELL_TOKEN"', "a source of the token, never the token itself")
+        d.add(
+            f"timezone = {q(zone)}",
+            f"guess: from the header language ({lang or 'unknown'}); the clinic's local time",
+        )
+        if "phone" in guesses and lang in REGIONS:
+            d.add(f"phone_region = {q(REGIONS[lang])}", "guess: country of national phone numbers")
+    d.add()
+    tenant_lines = _tenant(d, sample, guesses.get("tenant"))
+    d.add()
+    d.add("[source]")
+    d.add(f"format = {q(sample.format)}", "detected")
+    if sample.encoding is not None and sample.format in ("csv", "jsonl"):
+        why = "; ".join(n.replace("\n", " ") for n in sample.notes) or "detected"
+        d.add(f"encoding = {q(sample.encoding)}", f"detected: {why}"[:300])
+    if sample.delimiter is not None:
+        d.add(f"delimiter = {q(sample.delimiter)}", "detected")
+    d.add()
+    d.add("[mapping]")
+    for line in tenant_lines:
+        d.add(*line)
+    _fields(d, sample, guesses, lang)
+    for later in d.later:
+        d.add(later)
+    unused = [c for c in sample.columns if c not in {g.column for g in guesses.values()}]
+    if unused:
+        d.add()
+        d.add(comment=f"columns not mapped: {', '.join(unused)}")
+    _status(d, sample, guesses.get("status"))
+    return d.text(), d.missing
+
+
+def _tenant(d: Draft, sample: Sample, guess: ColumnGuess | None) -> list[tuple[str, str | None]]:
+    """Write the [tenants.N] sections; return the [mapping] tenant line."""
+    values = sample.distinct(guess.column) if guess else Counter[str]()
+    if guess is not None and len(values) > MAX_TENANTS:
+        d.add(comment=f"column {guess.column!r} has {len(values)} values: not taken as branches")
+        guess = None
+    if guess is None or not values:
+        d.add("[tenants.1]", "guess: one clinic (no branch column found); set its Flextell id")
+        return [("tenant = { value = 1 }", "guess: every row goes to tenant 1")]
+    d.add(comment=f"branch column {guess.column!r}: {_counts(values)}")
+    if all(v.isdigit() for v in values):
+        for v in sorted(values, key=int):
+            d.add(f"[tenants.{int(v)}]", "guess: a tenant id from the branch column")
+        return [(f"tenant = {{ column = {q(guess.column)} }}", f"guess: {guess.why}")]
+    names = [v for v, _n in values.most_common()]
+    for i, v in enumerate(names, start=1):
+        d.add(f"[tenants.{i}]", f"guess: set the Flextell tenant id of {v!r}")
+        d.add(f"name = {q(v)}")
+    pairs = ", ".join(f"{q(v)} = {i}" for i, v in enumerate(names, start=1))
+    return [
+        (f"tenant = {{ column = {q(guess.column)}, map = {{ {pairs} }} }}", f"guess: {guess.why}")
+    ]
+
+
+def _fields(d: Draft, sample: Sample, guesses: dict[str, ColumnGuess], lang: str | None) -> None:
+    key = guesses.get("source_key")
+    if key is not None:
+        d.add(f"source_key = {{ column = {q(key.column)} }}", f"guess: {key.why}")
+    else:
+        d.add(comment="no appointment id column found: a re-run cannot tell rows apart; add one")
+    customer = guesses.get("customer_id")
+    phone = guesses.get("phone")
+    if customer is not None:
+        values = sample.values.get(customer.column, [])
+        if mostly_ids(values):
+            d.add(f"customer_id = {{ column = {q(customer.column)} }}", f"guess: {customer.why}")
+        else:
+            d.add(
+                f"customer_id = {{ column = {q(customer.column)} }}",
+                f"guess: {customer.why}; the cells are not Flextell ids: add a [lookups] table "
+                '(or map a phone column with lookup = "api")',
+            )
+    elif phone is not None:
+        d.add(
+            f'customer_id = {{ column = {q(phone.column)}, lookup = "api", by = "phone" }}',
+            f"guess: {phone.why}; patients found by phone through the API",
+        )
+    else:
+        d.required_missing("customer_id", "patient")
+    for name in ("user_id", "assistant_id", "room_id"):
+        _id_field(d, sample, name, guesses.get(name))
+    _scheduled(d, sample, guesses, lang)
+    _treatments(d, sample, guesses.get("treatments"))
+    for name in ("description", "cancellation_reason"):
+        g = guesses.get(name)
+        if g is not None:
+            d.add(f"{name} = {{ column = {q(g.column)} }}", f"guess: {g.why}")
+
+
+def _id_field(d: Draft, sample: Sample, name: str, g: ColumnGuess | None) -> None:
+    if g is None:
+        if name == "user_id":
+            d.required_missing("user_id", "doctor")
+        return
+    values = sample.values.get(g.column, [])
+    if mostly_ids(values):
+        d.add(f"{name} = {{ column = {q(g.column)} }}", f"guess: {g.why}")
+        return
+    if name in d.proposals:
+        _proposed(d, name, [f"column = {q(g.column)}"], g)
+        return
+    d.add(
+        f'{name} = {{ column = {q(g.column)}, lookup = "api", by = "name" }}',
+        f"guess: {g.why}; names, found through the API (validate --online checks them)",
+    )
+
+
+def _proposed(d: Draft, name: str, opts: list[str], g: ColumnGuess) -> None:
+    """A field as a table with a value map proposed from the API's list."""
+    asked, proposals = d.proposals[name]
+    d.later += ["", f"[mapping.{name}]  # guess: {g.why}", *opts]
+    d.later.append(f"[mapping.{name}.map]  # proposed from the API's {asked}: check each")
+    for value, oid, nearest, score in proposals:
+        if oid is not None:
+            d.later.append(f"{q(value)} = {oid}  # guess: API {nearest!r} (score {score})")
+        else:
+            near = f"nearest: API {nearest!r} (score {score})" if nearest else "no API name near"
+            d.later.append(f"# {q(value)} = 0  # not proposed, {near}: fill in and uncomment")
+
+
+def _scheduled(d: Draft, sample: Sample, guesses: dict[str, ColumnGuess], lang: str | None) -> None:
+    single, date, time = guesses.get("scheduled_at"), guesses.get("date"), guesses.get("time")
+    if single is None and date is not None and time is None:
+        single, date = date, None
+    found: Formats
+    if date is not None and time is not None:
+        dates, times = _paired(sample, date.column, time.column)
+        if looks_like_dates(dates) and looks_like_times(times):
+            found = date_time_formats(dates, times, lang)
+            cols = f"date_column = {q(date.column)}, time_column = {q(time.column)}"
+            _formats_line(d, cols, found, f"{date.why}; {time.why}")
+            return
+        single = single or date
+    if single is None:
+        d.required_missing("scheduled_at", "date-time")
+        return
+    found = datetime_formats(sample.values.get(single.column, []), lang)
+    _formats_line(d, f"column = {q(single.column)}", found, single.why)
+
+
+def _paired(sample: Sample, dcol: str, tcol: str) -> tuple[list[str], list[str]]:
+    dates = sample.values.get(dcol, [])
+    times = sample.values.get(tcol, [])
+    n = min(len(dates), len(times))
+    return dates[:n], times[:n]
+
+
+def _formats_line(d: Draft, cols: str, found: Formats, why: str) -> None:
+    formats = found.formats or ["iso"]
+    d.add(comment=f"dates: {found.order_note}")
+    d.add(comment=f"{found.parsed} of {found.total} values parse with these formats")
+    if found.examples_failing:
+        d.add(comment=f"values no format reads: {', '.join(map(repr, found.examples_failing))}")
+    shown = ", ".join(q(f) for f in formats)
+    d.add(f"scheduled_at = {{ {cols}, formats = [{shown}] }}", f"guess: {why}")
+
+
+def _treatments(d: Draft, sample: Sample, g: ColumnGuess | None) -> None:
+    if g is None:
+        d.required_missing("treatments", "treatment")
+        return
+    values = sample.values.get(g.column, [])
+    split = "|" if g.column in sample.lists else splitter(values, sample.delimiter)
+    items = [p.strip() for v in values for p in (v.split(split) if split else [v])]
+    opts = [f"column = {q(g.column)}"]
+    if split:
+        opts.append(f"split = {q(split)}")
+    if not mostly_ids([i for i in items if i]):
+        if "treatments" in d.proposals:
+            _proposed(d, "treatments", opts, g)
+            return
+        opts.append('lookup = "api", by = "name"')
+    d.add(f"treatments = {{ {', '.join(opts)} }}", f"guess: {g.why}")
+
+
+def _status(d: Draft, sample: Sample, g: ColumnGuess | None) -> None:
+    d.add()
+    if g is None:
+        d.add("[mapping.status]", "no status column found: every row is pending")
+        d.add('value = "pending"', "guess")
+        return
+    values = sample.distinct(g.column)
+    d.add("[mapping.status]", f"guess: {g.why}")
+    d.add(f"column = {q(g.column)}")
+    d.add('default = "pending"', "guess: what an empty cell means")
+    d.add(comment=f"values: {_counts(values)}")
+    words = [v for v, _n in values.most_common() if v not in STATUSES]
+    if not words:
+        return
+    d.add()
+    d.add("[mapping.status.map]", f"fill in: each value -> one of {', '.join(STATUSES)}")
+    for word in words:
+        status, score = status_guess(word)
+        if status is None:
+            d.add(f'# {q(word)} = ""', "unknown word: fill in and uncomment")
+        else:
+            d.add(f"{q(word)} = {q(status)}", f"guess (score {score})")
+
+
+def check_draft(text: str, directory: Path) -> None:
+    """Load and compile the draft as validate would; a failure is init's own bug."""
+    fd, name = tempfile.mkstemp(suffix=".toml", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        Mapper.from_config(load_config(name))
+    except ConfigError as exc:
+        raise ConfigError(f"the drafted config does not load (a bug in init): {exc}") from None
+    finally:
+        os.unlink(name)
+
+
+def base_api_text(path: str) -> str:
+    """The [api] and [tenants] text to draft over: the base config's own lines."""
+    cfg = load_config(path)
+    lines = ["[api]", f"base_url = {q(cfg.api.base_url)}", f"token = {q(cfg.api.token)}"]
+    lines.append(f"timezone = {q(cfg.api.timezone)}")
+    if cfg.api.phone_region:
+        lines.append(f"phone_region = {q(cfg.api.phone_region)}")
+    return "\n".join(lines)
+
+
+def write_draft(text: str, out: str | None, force: bool) -> None:
+    """Write to `out` (refusing to overwrite without `force`), or print."""
+    if out is None:
+        print(text, end="")
+        return
+    path = Path(out)
+    if path.exists() and not force:
+        raise ConfigError(f"{out}: already exists (pass --force to overwrite)")
+    path.write_text(text, encoding="utf-8")
+
+
+def run_init(
+    export: str,
+    out: str | None,
+    force: bool,
+    fmt: str | None,
+    online: bool,
+    base: str | None,
+    tenant: int | None,
+) -> int:
+    """The `init` command; returns its exit code."""
+    if online and base is None:
+        raise ConfigError("--online needs -c BASE.toml (the API's address and token)")
+    sample = read_sample(export, fmt)
+    proposals: Proposals | None = None
+    if online and base is not None:
+        from worker.commands.init_online import propose
+
+        guesses = match_columns(sample.columns)
+        proposals = propose(sample.values, sample.delimiter, guesses, base, tenant)
+    text, missing = draft_config(sample, base_api_text(base) if base else None, proposals)
+    if missing:
+        write_draft(text, out, force)
+        print(
+            f"init: no column found for {', '.join(missing)} (required): fill in the TODO "
+            "lines before the draft loads",
+            file=sys.stderr,
+        )
+        return int(ExitCode.ROWS_FAILED)
+    where = Path(out).resolve().parent if out else Path(tempfile.gettempdir())
+    check_draft(text, where)
+    write_draft(text, out, force)
+    return 0

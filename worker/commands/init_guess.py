@@ -1,0 +1,397 @@
+"""What `init` guesses from an export: which column is which API field, the date-time
+formats (day-first or month-first decided from the data), treatment separators,
+and what the clinic's status words mean. Pure: columns and sample values in, guesses
+out, each with the reason a person can check."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from rapidfuzz import fuzz, process
+
+from worker.contract import STATUSES
+from worker.mapping.text import norm_key
+
+LANGS = ("tr", "de", "en", "fr", "es")
+# field -> language -> header words (compared folded: case, diacritics, _ - . as spaces).
+SYNONYMS: dict[str, dict[str, tuple[str, ...]]] = {
+    "source_key": {
+        "en": (
+            "appointment id",
+            "appointment no",
+            "appointment number",
+            "booking id",
+            "id",
+            "ref",
+            "key",
+        ),
+        "tr": ("randevu no", "randevu id", "randevu", "randevu numarasi", "kayit no"),
+        "de": ("termin id", "termin nr", "terminnummer", "buchungsnummer", "termin"),
+        "fr": ("rendez vous id", "id rdv", "numero rdv", "no rdv", "rdv"),
+        "es": ("id cita", "numero cita", "cita id", "cita", "numero de cita"),
+    },
+    "customer_id": {
+        "en": ("customer", "customer id", "patient", "patient id", "client", "client id"),
+        "tr": ("hasta", "hasta no", "hasta id", "musteri", "musteri no", "danisan"),
+        "de": ("kunde", "kunden id", "patientin", "patienten id", "patientennummer"),
+        "fr": ("client", "patient", "id patient", "patiente"),
+        "es": ("paciente", "cliente", "id paciente", "id cliente"),
+    },
+    "user_id": {
+        "en": ("doctor", "doctor id", "user", "user id", "staff", "practitioner", "dentist"),
+        "tr": ("doktor", "hekim", "uzman", "doktor id", "dr"),
+        "de": ("arzt", "arztin", "arzt id", "behandler", "zahnarzt"),
+        "fr": ("medecin", "praticien", "docteur"),
+        "es": ("medico", "doctor", "profesional", "odontologo"),
+    },
+    "assistant_id": {
+        "en": ("assistant", "assistant id", "nurse"),
+        "tr": ("asistan", "hemsire", "asistan id"),
+        "de": ("assistent", "assistentin", "pflegekraft"),
+        "fr": ("assistante", "assistant", "infirmiere"),
+        "es": ("asistente", "enfermera", "auxiliar"),
+    },
+    "scheduled_at": {
+        "en": ("start", "start time", "datetime", "date time", "scheduled at", "appointment time"),
+        "tr": ("tarih saat", "randevu tarihi", "randevu zamani", "zaman"),
+        "de": ("termin datum", "beginn", "zeitpunkt", "datum uhrzeit"),
+        "fr": ("date heure", "date rdv", "debut", "date et heure"),
+        "es": ("fecha hora", "inicio", "fecha y hora", "fecha cita"),
+    },
+    "date": {
+        "en": ("date", "day", "appointment date"),
+        "tr": ("tarih", "gun"),
+        "de": ("datum", "tag"),
+        "fr": ("date", "jour"),
+        "es": ("fecha", "dia"),
+    },
+    "time": {
+        "en": ("time", "hour", "start time"),
+        "tr": ("saat",),
+        "de": ("uhrzeit", "zeit"),
+        "fr": ("heure",),
+        "es": ("hora",),
+    },
+    "status": {
+        "en": ("status", "state", "appointment status"),
+        "tr": ("durum", "randevu durumu"),
+        "de": ("zustand", "terminstatus"),
+        "fr": ("statut", "etat"),
+        "es": ("estado",),
+    },
+    "treatments": {
+        "en": ("treatment", "treatments", "treatment ids", "service", "services", "procedure"),
+        "tr": ("islem", "islemler", "tedavi", "hizmet", "hizmetler", "uygulama"),
+        "de": ("behandlung", "behandlungen", "leistung", "leistungen"),
+        "fr": ("soin", "soins", "traitement", "prestation", "prestations"),
+        "es": ("tratamiento", "tratamientos", "servicio", "servicios"),
+    },
+    "room_id": {
+        "en": ("room", "room id", "chair"),
+        "tr": ("oda", "salon", "kabin"),
+        "de": ("raum", "zimmer", "behandlungsraum"),
+        "fr": ("salle", "cabinet", "cabine"),
+        "es": ("sala", "consultorio", "cabina"),
+    },
+    "description": {
+        "en": ("notes", "note", "description", "comment", "comments", "remarks"),
+        "tr": ("aciklama", "not", "notlar", "yorum"),
+        "de": ("bemerkung", "notiz", "kommentar", "beschreibung", "anmerkung"),
+        "fr": ("remarque", "commentaire", "note", "description"),
+        "es": ("nota", "notas", "comentario", "descripcion", "observaciones"),
+    },
+    "cancellation_reason": {
+        "en": ("cancellation reason", "cancel reason", "reason for cancellation"),
+        "tr": ("iptal nedeni", "iptal sebebi", "iptal aciklamasi"),
+        "de": ("stornogrund", "absagegrund", "grund der absage"),
+        "fr": ("motif d annulation", "motif annulation", "raison annulation"),
+        "es": ("motivo de cancelacion", "motivo cancelacion", "motivo anulacion"),
+    },
+    "tenant": {
+        "en": ("clinic", "branch", "tenant", "location", "clinic id"),
+        "tr": ("sube", "klinik", "sube adi"),
+        "de": ("filiale", "standort", "praxis", "klinik"),
+        "fr": ("clinique", "succursale", "site", "cabinet"),
+        "es": ("sucursal", "clinica", "sede"),
+    },
+    "phone": {
+        "en": ("phone", "telephone", "mobile", "phone number"),
+        "tr": ("telefon", "hasta tel", "tel", "cep", "gsm"),
+        "de": ("telefon", "handy", "telefonnummer"),
+        "fr": ("telephone", "portable", "tel"),
+        "es": ("telefono", "movil", "celular"),
+    },
+}
+ZONES = {
+    "tr": "Europe/Istanbul",
+    "de": "Europe/Berlin",
+    "fr": "Europe/Paris",
+    "es": "Europe/Madrid",
+}
+STATUS_WORDS: dict[str, tuple[str, ...]] = {
+    "approved": (
+        "onaylandi",
+        "onayli",
+        "onay",
+        "confirmed",
+        "booked",
+        "bestatigt",
+        "confirme",
+        "confirmado",
+        "aprobado",
+        "approved",
+    ),
+    "pending": (
+        "bekliyor",
+        "beklemede",
+        "pending",
+        "ausstehend",
+        "offen",
+        "en attente",
+        "pendiente",
+        "planned",
+        "geplant",
+        "scheduled",
+    ),
+    "cancelled": (
+        "iptal",
+        "iptal edildi",
+        "cancelled",
+        "canceled",
+        "storniert",
+        "abgesagt",
+        "annule",
+        "cancelado",
+        "anulado",
+    ),
+    "no_show": (
+        "gelmedi",
+        "no show",
+        "nicht erschienen",
+        "absent",
+        "no asistio",
+        "no se presento",
+        "gelmeyen",
+    ),
+    "completed": (
+        "tamamlandi",
+        "tamam",
+        "geldi",
+        "completed",
+        "done",
+        "erledigt",
+        "abgeschlossen",
+        "termine",
+        "effectue",
+        "completado",
+        "realizado",
+    ),
+    "rejected": ("reddedildi", "red", "rejected", "abgelehnt", "refuse", "rechazado"),
+}
+Proposal = tuple[str, int | None, str, int]
+"""(value in the file, proposed id or None, nearest API name, score 0-100)."""
+Proposals = dict[str, tuple[str, list[Proposal]]]
+"""Field -> (what was asked, e.g. "users of tenant 1", its proposals)."""
+FUZZY_CUTOFF = 85.0
+SPLITTERS = ("|", ",", ";", "+", "/")
+_SEPARATORS = re.compile(r"[\s_\-./()#:]+")
+
+
+def fold(text: str) -> str:
+    """Header or word folded for comparison: case, diacritics, Turkish I, punctuation."""
+    text = unicodedata.normalize("NFKD", norm_key(text))
+    text = "".join(c for c in text if not unicodedata.combining(c)).replace("ı", "i")
+    return " ".join(_SEPARATORS.sub(" ", text).split())
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnGuess:
+    """One column taken as one field, and why."""
+
+    field: str
+    column: str
+    score: int
+    lang: str
+    word: str
+
+    @property
+    def why(self) -> str:
+        how = "synonym" if self.score == 100 else f"fuzzy match, score {self.score}"
+        return f"header {self.column!r} ~ {self.lang} {self.word!r} ({how})"
+
+
+def match_columns(columns: Sequence[str]) -> dict[str, ColumnGuess]:
+    """Each field's best column: exact synonyms first, then fuzzy ones; one field a column."""
+    words = [(f, lang, w) for f, by in SYNONYMS.items() for lang, ws in by.items() for w in ws]
+    choices = [w for _f, _lang, w in words]
+    candidates: list[ColumnGuess] = []
+    for column in columns:
+        # A JSON path is matched by its last part: "body.customer_id" is a customer id.
+        folded = fold(column.rsplit(".", 1)[-1])
+        if not folded:
+            continue
+        for found, score, index in process.extract(
+            folded, choices, scorer=fuzz.ratio, limit=12, score_cutoff=FUZZY_CUTOFF
+        ):
+            f, lang, _word = words[index]
+            candidates.append(ColumnGuess(f, column, round(score), lang, found))
+    # Best first; on a tie the field listed first wins ("date" before "description").
+    order = list(SYNONYMS)
+    candidates.sort(key=lambda c: (-c.score, columns.index(c.column), order.index(c.field)))
+    taken: dict[str, ColumnGuess] = {}
+    used: set[str] = set()
+    for cand in candidates:
+        if cand.field in taken or cand.column in used:
+            continue
+        taken[cand.field] = cand
+        used.add(cand.column)
+    return taken
+
+
+def language(guesses: Iterable[ColumnGuess]) -> str | None:
+    """The language most headers were matched in ("en" only when nothing else was)."""
+    counts = Counter(g.lang for g in guesses if g.score == 100)
+    for lang, _n in counts.most_common():
+        if lang != "en":
+            return lang
+    return "en" if counts else None
+
+
+# --- date-time formats ----------------------------------------------------------------
+
+_DATE_RE = re.compile(r"^(\d{1,4})([./-])(\d{1,2})\2(\d{1,4})")
+_TIMES = ("%H:%M", "%H:%M:%S", "%H.%M")
+
+
+@dataclass(slots=True)
+class Formats:
+    """The formats that read a column, and how day-first or month-first was decided."""
+
+    formats: list[str]
+    parsed: int
+    total: int
+    order_note: str
+    examples_failing: list[str] = field(default_factory=list)
+
+
+def _day_order(values: Sequence[str], lang: str | None) -> tuple[str, str]:
+    """ "dm" or "md" for dates like 03.04.2026, with the reason."""
+    day_first = month_first = 0
+    example = ""
+    for value in values:
+        m = _DATE_RE.match(value)
+        if not m or len(m.group(1)) == 4:
+            continue
+        a, b = int(m.group(1)), int(m.group(3))
+        if a > 12 >= b:
+            day_first += 1
+            example = example or value
+        elif b > 12 >= a:
+            month_first += 1
+            example = example or value
+    if day_first and not month_first:
+        return (
+            "dm",
+            f"day-first: {day_first} values have a first number above 12 (e.g. {example!r})",
+        )
+    if month_first and not day_first:
+        return (
+            "md",
+            f"month-first: {month_first} values have a second number above 12 (e.g. {example!r})",
+        )
+    if day_first and month_first:
+        return "dm", "guess: the values disagree (both orders occur); day-first assumed, check them"
+    order = "md" if lang == "en" else "dm"
+    return order, (
+        f"guess: no value decides the order; {'month' if order == 'md' else 'day'}-first "
+        "assumed from the header language"
+    )
+
+
+def _date_formats(order: str) -> list[str]:
+    out = ["%Y-%m-%d"]
+    for sep in ".", "/", "-":
+        first, second = ("%d", "%m") if order == "dm" else ("%m", "%d")
+        out.append(f"{first}{sep}{second}{sep}%Y")
+    return out
+
+
+def _parses(text: str, fmt: str) -> bool:
+    try:
+        if fmt == "iso":
+            datetime.fromisoformat(text)
+        else:
+            datetime.strptime(text, fmt)
+    except ValueError:
+        return False
+    return True
+
+
+def _best(values: Sequence[str], candidates: Sequence[str]) -> tuple[list[str], int]:
+    counts: Counter[str] = Counter()
+    parsed = 0
+    for value in values:
+        hit = next((f for f in candidates if _parses(value, f)), None)
+        if hit is not None:
+            counts[hit] += 1
+            parsed += 1
+    return [f for f, _n in counts.most_common()], parsed
+
+
+def datetime_formats(values: Sequence[str], lang: str | None) -> Formats:
+    """Formats of one date-and-time column (date-only values are not enough for a slot)."""
+    if values and all(_parses(v, "iso") and ("T" in v or " " in v) for v in values):
+        return Formats(["iso"], len(values), len(values), "ISO 8601 (year first)")
+    order, note = _day_order(values, lang)
+    cands = [f"{d}{sep}{t}" for d in _date_formats(order) for sep in (" ", "T") for t in _TIMES]
+    formats, parsed = _best(values, cands)
+    failing = [v for v in values if not any(_parses(v, f) for f in formats)][:3]
+    return Formats(formats, parsed, len(values), note, failing)
+
+
+def date_time_formats(dates: Sequence[str], times: Sequence[str], lang: str | None) -> Formats:
+    """Formats of a date column and a time column read together ("date time")."""
+    order, note = _day_order(dates, lang)
+    joined = [f"{d} {t}" for d, t in zip(dates, times, strict=False) if d and t]
+    cands = [f"{d} {t}" for d in _date_formats(order) for t in _TIMES]
+    formats, parsed = _best(joined, cands)
+    failing = [v for v in joined if not any(_parses(v, f) for f in formats)][:3]
+    return Formats(formats, parsed, len(joined), note, failing)
+
+
+def looks_like_dates(values: Sequence[str]) -> bool:
+    return bool(values) and sum(bool(_DATE_RE.match(v)) for v in values) >= 0.8 * len(values)
+
+
+def looks_like_times(values: Sequence[str]) -> bool:
+    pattern = re.compile(r"^\d{1,2}[:.]\d{2}(:\d{2})?$")
+    return bool(values) and sum(bool(pattern.match(v)) for v in values) >= 0.8 * len(values)
+
+
+def mostly_ids(values: Sequence[str]) -> bool:
+    """Whether most cells are whole numbers (ids), not names."""
+    return bool(values) and sum(v.isdigit() for v in values) >= 0.9 * len(values)
+
+
+def splitter(values: Sequence[str], delimiter: str | None) -> str | None:
+    """The separator of several treatments in one cell, if any cell has one."""
+    counts = Counter(s for v in values for s in SPLITTERS if s != delimiter and s in v)
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def status_guess(word: str) -> tuple[str | None, int]:
+    """The API status a clinic's status word most likely means, with a 0-100 score."""
+    folded = fold(word)
+    if folded.replace(" ", "_") in STATUSES:
+        return folded.replace(" ", "_"), 100
+    best: tuple[str | None, int] = (None, 0)
+    for status, words in STATUS_WORDS.items():
+        found = process.extractOne(folded, words, scorer=fuzz.ratio)
+        if found is not None and found[1] > best[1]:
+            best = (status, round(found[1]))
+    return best if best[1] >= FUZZY_CUTOFF else (None, best[1])
