@@ -37,6 +37,9 @@ from worker.config import load_config
 from worker.ledger.postgres import LeaseLostError, PgLedger
 from worker.references.prepass import prepare
 
+# Process-level drills: real worker and sandbox processes (`make test-fast` leaves them out).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 TENANT2_PHONE = "+905553334455"
 TENANT2_ROWS = [

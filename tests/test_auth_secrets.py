@@ -11,9 +11,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.support.auth import CLIENT_SECRET, login, run_worker, token_config, token_file
 from tests.support.sandbox_process import Sandbox
 from tests.support.sync import sample_rows, write_csv
+
+# Process-level drills: real worker and sandbox processes (`make test-fast` leaves them out).
+pytestmark = pytest.mark.slow
 
 PATIENTS = [
     ("Şükrü Öztürkoğlu", "+905321112233", "sukru.ozturkoglu@example.com", "10000000146"),

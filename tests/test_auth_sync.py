@@ -27,6 +27,9 @@ from tests.support.auth import (
 from tests.support.sandbox_process import Sandbox, start_sandbox, stop
 from tests.support.sync import ROOT, sample_rows, write_csv
 
+# Process-level drills: real worker and sandbox processes (`make test-fast` leaves them out).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def short_tokens(tmp_path: Path) -> Iterator[Sandbox]:

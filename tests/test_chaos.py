@@ -20,7 +20,8 @@ from bench.chaos import run_drill, run_hostile
 from bench.generate import load_seed, rows, tenant_ids
 from bench.identity_drills import run_identity_drill, run_late_commit_drill
 
-pytestmark = pytest.mark.timeout(180)
+# Process-level drills: real worker and sandbox processes (`make test-fast` leaves them out).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 
 def test_kill_drill_creates_each_row_exactly_once(tmp_path: Path) -> None:

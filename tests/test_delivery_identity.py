@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from tests.conftest import SandboxFactory
 from tests.support.importing import (
@@ -33,6 +34,9 @@ from tests.support.importing import (
     write_csv,
 )
 from tests.support.sandbox_process import sandbox_process
+
+# Process-level drills: real worker and sandbox processes (`make test-fast` leaves them out).
+pytestmark = pytest.mark.slow
 
 
 def slot_sharing_rows() -> list[Row]:

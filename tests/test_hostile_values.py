@@ -8,7 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support.configs import CFG
+
+# Process-level drills: real worker and sandbox processes (`make test-fast` leaves them out).
+pytestmark = pytest.mark.slow
 
 # test_validate's config (Europe/Istanbul), plus a room read from a dotted JSON path.
 CONFIG = CFG + 'room_id = "extra.room"\n'

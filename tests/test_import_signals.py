@@ -22,6 +22,9 @@ from tests.support.importing import (
 )
 from tests.support.sandbox_process import sandbox_process
 
+# Process-level drills: real worker and sandbox processes (`make test-fast` leaves them out).
+pytestmark = pytest.mark.slow
+
 
 async def test_sigkill_mid_run_then_rerun_creates_every_row_exactly_once(tmp_path: Path) -> None:
     with sandbox_process(

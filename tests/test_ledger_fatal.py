@@ -15,6 +15,8 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.support.importing import (
     Setup,
     assert_all_created_once,
@@ -26,6 +28,9 @@ from tests.support.importing import (
     wait_for_appointments,
 )
 from tests.support.sandbox_process import sandbox_process
+
+# Process-level drills: real worker and sandbox processes (`make test-fast` leaves them out).
+pytestmark = pytest.mark.slow
 
 
 def file_size_limit(limit: int) -> Callable[[], None]:

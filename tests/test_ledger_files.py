@@ -12,6 +12,8 @@ import shutil
 import signal
 from pathlib import Path
 
+import pytest
+
 from tests.support.importing import (
     assert_all_created_once,
     assert_one_error_line,
@@ -27,6 +29,9 @@ from tests.support.importing import (
 )
 from tests.support.ledger_holder import kill, start_holder
 from tests.support.sandbox_process import sandbox_process
+
+# Process-level drills: real worker and sandbox processes (`make test-fast` leaves them out).
+pytestmark = pytest.mark.slow
 
 
 def test_a_symlink_to_a_held_ledger_shares_its_lock(tmp_path: Path) -> None:

@@ -10,6 +10,8 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from tests.support.importing import (
     assert_all_created_once,
     assert_one_error_line,
@@ -22,6 +24,9 @@ from tests.support.importing import (
     write_config,
 )
 from tests.support.sandbox_process import sandbox_process
+
+# Process-level drills: real worker and sandbox processes (`make test-fast` leaves them out).
+pytestmark = pytest.mark.slow
 
 
 def with_base_url(config: Path, url: str, dest: Path) -> Path:

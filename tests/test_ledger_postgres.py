@@ -50,6 +50,9 @@ test_many_concurrent_awaiters_share_few_commits = (
     sqlite_suite.test_many_concurrent_awaiters_share_few_commits
 )
 
+# Process-level drills: real worker and sandbox processes (`make test-fast` leaves them out).
+pytestmark = pytest.mark.slow
+
 TENANTS = (7, 8)
 
 

@@ -16,6 +16,9 @@ from worker.errors import LedgerLockedError
 from worker.exitcodes import ExitCode
 from worker.ledger import Ledger, SeenRow
 
+# Process-level drills: real worker and sandbox processes (`make test-fast` leaves them out).
+pytestmark = pytest.mark.slow
+
 # Opens the ledger, starts a run, marks rows in_flight (many at once), says so on
 # stdout and then waits to be killed, never closing or flushing anything. With
 # "selfkill" it SIGKILLs itself the instant mark_in_flight returns instead.

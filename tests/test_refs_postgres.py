@@ -22,6 +22,9 @@ from worker.ledger.postgres import LeaseLostError, PgLedger
 from worker.mapping.refkeys import RefKey
 from worker.references.cache import RefCache
 
+# Process-level drills: real worker and sandbox processes (`make test-fast` leaves them out).
+pytestmark = pytest.mark.slow
+
 PHONE = RefKey("customers", "phone", "+905551112233")
 OTHER = RefKey("customers", "phone", "+905551110000")
 ROOM = RefKey("rooms", "name", "room 1")

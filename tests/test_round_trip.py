@@ -13,6 +13,9 @@ import pytest
 from tests.support.recording_proxy import recording_proxy
 from tests.support.sync import import_file, run_cli
 
+# Process-level drills: real worker and sandbox processes (`make test-fast` leaves them out).
+pytestmark = pytest.mark.slow
+
 NOTES = [
     '=HYPERLINK("http://x.example/?a=1","click")',
     "+cmd|' /C calc'!A0",

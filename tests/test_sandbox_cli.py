@@ -16,6 +16,9 @@ from click.testing import CliRunner
 from tests.conftest import api_headers, read_stats
 from worker.cli import cli
 
+# Process-level drills: real worker and sandbox processes (`make test-fast` leaves them out).
+pytestmark = pytest.mark.slow
+
 BODY = {
     "customer_id": 1001,
     "user_id": 101,

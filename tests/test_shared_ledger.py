@@ -21,6 +21,9 @@ from bench.measure import worker_cmd
 from bench.sandbox import SandboxProcess
 from bench.shared_drill import holders_by_tenant, lease_overlaps, read_pg_ledger
 
+# Process-level drills: real worker and sandbox processes (`make test-fast` leaves them out).
+pytestmark = pytest.mark.slow
+
 
 def _setup(
     workdir: Path, tenants: int, count: int, *, lease: float = 30.0

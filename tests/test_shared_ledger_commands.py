@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.support.sandbox_process import Sandbox
 from tests.support.sync import (
     import_file,
@@ -23,6 +25,9 @@ from tests.support.sync import (
     write_config,
     write_csv,
 )
+
+# Process-level drills: real worker and sandbox processes (`make test-fast` leaves them out).
+pytestmark = pytest.mark.slow
 
 
 def _imported(
