@@ -1,0 +1,554 @@
+"""What the HTML report shows, as plain data, and the one function that reads it from a ledger.
+
+`collect_page` is the only place that reads the ledger for the page; the
+template only formats a `ReportPage`. The worklist is derived here from the
+entries (invalid, failed and unknown rows; created rows changed in the source
+or missing from it) in `_worklist`, the one place to switch to a durable
+worklist table once the ledger has one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from worker.commands.import_result import TenantCounts, exit_code_for
+from worker.commands.report import FAILURE_STATUSES, open_for_report, write_failures
+from worker.commands.report_masking import (
+    HIDDEN,
+    NOTE_FIELDS,
+    PatientColumns,
+    mask_person,
+    patient_columns,
+    scrub,
+)
+from worker.config import Config, load_config
+from worker.errors import ConfigError
+from worker.ledger import Entry, Ledger, Run, RunStatus, Status
+from worker.ledger.target import LedgerTarget, describe, find_ledger_target, is_url
+
+EMBED_LIMIT = 5_000
+"""At most this many worklist items are embedded in the page (the rest: `report --failures`)."""
+HISTORY_RUNS = 14
+"""The nightly chart shows at most this many of the latest import runs."""
+_TIMELINE_BUCKETS = 120
+# No request for this long while rows were still to be sent: a pause (a 429's Retry-After,
+# an outage's back-off). Ten request intervals at the configured rate, never under 1 s.
+_MIN_PAUSE_S = 1.0
+_PAUSE_REQUEST_GAPS = 10
+_NEEDS_KINDS = ("invalid", "failed", "unknown", "changed", "missing", "not sent")
+
+
+@dataclass(slots=True)
+class HtmlOptions:
+    """What `report --html` was asked for."""
+
+    out: Path
+    ledger_path: LedgerTarget | None = None
+    config_path: Path | None = None
+    run: int | None = None
+    show_patient_data: bool = False
+    embed_limit: int = EMBED_LIMIT
+    history: int = HISTORY_RUNS
+
+
+@dataclass(slots=True)
+class TenantGlance:
+    """One tenant's figures for the run."""
+
+    tenant: int
+    name: str
+    timezone: str
+    read: int
+    created: int
+    adopted: int
+    already_there: int
+    needs: dict[str, int]
+    """Kind of problem -> rows that need a person."""
+
+    @property
+    def needs_total(self) -> int:
+        return sum(self.needs.values())
+
+
+@dataclass(slots=True)
+class RunGlance:
+    """The run the page is about."""
+
+    id: int
+    mode: str
+    status: str
+    started_at: str
+    finished_at: str | None
+    duration_s: float | None
+    exit_code: int | None
+    exit_note: str
+
+
+@dataclass(slots=True)
+class WorkItem:
+    """One row that needs a person."""
+
+    tenant: int
+    kind: str
+    source_key: str
+    reason: str
+    field: str
+    file: str
+    line: int | None
+    local_time: str
+    patient: str
+    note: str
+    fixable: bool
+
+
+@dataclass(slots=True)
+class Timeline:
+    """POST attempts of the run over time, from the entries' send times."""
+
+    start: float
+    """Unix time of the run's start."""
+    bucket_s: float
+    first: list[int]
+    """First attempts per bucket (first_sent_at)."""
+    later: list[int]
+    """Latest attempts per bucket of rows sent more than once (sent_at)."""
+    rate_per_s: float | None
+    """The configured rate summed over the run's tenants (None without a config)."""
+    pauses: list[tuple[float, float]]
+    """(from, to) seconds after start with no request while rows were still to send."""
+    retried_rows: int
+    http_statuses: dict[int, int]
+    """The last HTTP status of rows that did not end created (e.g. 429, 503)."""
+
+
+@dataclass(slots=True)
+class RunBar:
+    """One import run of a nightly ledger."""
+
+    run_id: int
+    started_at: str
+    created: int
+    open_items: int
+    missing: int
+
+
+@dataclass(slots=True)
+class ReportPage:
+    """Everything the HTML report shows."""
+
+    ledger: str
+    generated_at: str
+    run: RunGlance | None
+    tenants: list[TenantGlance]
+    verdict: str
+    reasons: list[tuple[str, int]]
+    timeline: Timeline | None
+    history: list[RunBar]
+    worklist: list[WorkItem]
+    worklist_total: int
+    embed_limit: int
+    show_patient_data: bool
+    failures_file: bytes | None = None
+    failures_name: str = "failures.csv"
+    failures_rows: int = 0
+    failures_note: str = ""
+    kinds: list[str] = field(default_factory=list)
+
+
+async def collect_page(options: HtmlOptions) -> ReportPage:
+    """Read everything the page shows from the ledger (read-only, no lock)."""
+    target = find_ledger_target(options.ledger_path, options.config_path)
+    ledger = await open_for_report(target)
+    try:
+        all_runs = await ledger.runs()
+        if options.run is not None:
+            chosen = [r for r in all_runs if r.id == options.run]
+            if not chosen:
+                raise ConfigError(f"ledger {describe(target)} has no run {options.run}")
+            run: Run | None = chosen[0]
+        else:
+            run = all_runs[-1] if all_runs else None
+        config = _config(options.config_path, run)
+        glance = _run_glance(run) if run is not None else None
+        tenants = _tenants(run, config)
+        worklist, total = await _worklist(ledger, all_runs, config, options)
+        needs = Counter(item.kind for item in worklist)
+        page = ReportPage(
+            ledger=describe(target) if is_url(target) else str(target),
+            generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            run=glance,
+            tenants=tenants,
+            verdict=_verdict(glance, tenants, total, needs),
+            reasons=await _reasons(ledger),
+            timeline=await _timeline(ledger, run, config),
+            history=_history(all_runs, options.history),
+            worklist=worklist[: options.embed_limit],
+            worklist_total=total,
+            embed_limit=options.embed_limit,
+            show_patient_data=options.show_patient_data,
+            kinds=[k for k in _NEEDS_KINDS if needs.get(k)],
+        )
+        await _failures_file(ledger, all_runs, page, options)
+    finally:
+        await ledger.close()
+    return page
+
+
+def _config(path: Path | None, run: Run | None) -> Config | None:
+    """The config given, else the one the run recorded when it is still readable."""
+    if path is not None:
+        return load_config(path)
+    if run is None or not run.config_path or not Path(run.config_path).is_file():
+        return None
+    try:
+        return load_config(run.config_path)
+    except ConfigError:
+        return None  # changed since: the page does without names, zones and rates
+
+
+def _when(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _tenant_counts(run: Run) -> dict[int, dict[str, int]]:
+    out: dict[int, dict[str, int]] = {}
+    for key, value in run.counts.items():
+        parts = key.split(".", 2)
+        if len(parts) == 3 and parts[0] == "tenant" and parts[1].isdigit():
+            out.setdefault(int(parts[1]), {})[parts[2]] = value
+    return out
+
+
+def _exit_code(run: Run) -> tuple[int | None, str]:
+    """Runs do not record their exit code: it is derived from the status and counts,
+    by the rule `import` exits with."""
+    if run.status == RunStatus.RUNNING:
+        return None, "still running"
+    if run.status == RunStatus.CRASHED:
+        return None, "the process died; no exit code"
+    if run.status == RunStatus.ABORTED:
+        return 3, "aborted"
+    if run.status == RunStatus.INTERRUPTED:
+        return None, "interrupted by a signal (130 or 143)"
+    names = set(TenantCounts.__dataclass_fields__) - {"failed_by_reason"}
+    counts = []
+    for c in _tenant_counts(run).values():
+        tc = TenantCounts()
+        for k, v in c.items():
+            if k in names:
+                setattr(tc, k, v)
+        counts.append(tc)
+    code = int(exit_code_for(counts, {}, None))
+    return code, "derived from the run's status and counts"
+
+
+def _run_glance(run: Run) -> RunGlance:
+    start, end = _when(run.started_at), _when(run.finished_at)
+    code, note = _exit_code(run)
+    return RunGlance(
+        id=run.id,
+        mode=run.mode,
+        status=run.status,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        duration_s=(end - start).total_seconds() if start and end else None,
+        exit_code=code,
+        exit_note=note,
+    )
+
+
+def _tenants(run: Run | None, config: Config | None) -> list[TenantGlance]:
+    if run is None:
+        return []
+    out = []
+    for tenant, c in sorted(_tenant_counts(run).items()):
+        section = config.tenants.get(tenant) if config else None
+        needs = {
+            "invalid": c.get("invalid", 0),
+            "failed": c.get("failed", 0) + c.get("previously_failed", 0),
+            "unknown": c.get("unknown", 0) + c.get("unknown_skipped", 0),
+            "changed": c.get("changed", 0),
+            "missing": c.get("missing_from_source", 0),
+            "not sent": c.get("not_sent", 0),
+            "duplicate key": c.get("duplicate_keys", 0),
+        }
+        out.append(
+            TenantGlance(
+                tenant=tenant,
+                name=(section.name if section and section.name else f"tenant {tenant}"),
+                timezone=config.timezone_for(tenant) if config else "UTC",
+                read=c.get("read", 0),
+                created=c.get("created", 0),
+                adopted=c.get("adopted", 0),
+                already_there=c.get("unchanged", 0),
+                needs={k: v for k, v in needs.items() if v},
+            )
+        )
+    return out
+
+
+def duration_text(seconds: float) -> str:
+    """``75.2`` -> ``1 min 15 s``."""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
+
+
+def _verdict(
+    run: RunGlance | None, tenants: list[TenantGlance], open_total: int, needs: Counter[str]
+) -> str:
+    if run is None:
+        return "This ledger holds no run yet: nothing was imported."
+    took = f" in {duration_text(run.duration_s)}" if run.duration_s is not None else ""
+    head = f"Run {run.id} ({run.mode}) {run.status}{took}"
+    if run.exit_code is not None:
+        head += f", exit code {run.exit_code}"
+    read = sum(t.read for t in tenants)
+    done = sum(t.created + t.adopted + t.already_there for t in tenants)
+    body = f"{done:,} of {read:,} rows read are in Flextell" if read else "no rows were read"
+    if run.status in (RunStatus.ABORTED, RunStatus.CRASHED, RunStatus.INTERRUPTED):
+        body += "; the run stopped early: run the same import again to finish it"
+    if open_total:
+        kinds = ", ".join(f"{n:,} {k}" for k, n in needs.most_common())
+        return f"{head}. {body}. Now {open_total:,} row(s) need a person ({kinds})."
+    return f"{head}. {body}. Nothing needs a person now."
+
+
+def _local_time(payload: dict[str, Any] | None, zone: str | None) -> str:
+    when = _when(str(payload.get("scheduled_at"))) if payload else None
+    if when is None:
+        return ""
+    if zone is None:
+        return when.strftime("%Y-%m-%d %H:%M UTC")
+    return when.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M")
+
+
+async def _worklist(
+    ledger: Ledger, runs: list[Run], config: Config | None, options: HtmlOptions
+) -> tuple[list[WorkItem], int]:
+    """Every row that needs a person now, and how many there are (only the first
+    `embed_limit` are kept). Derived from the entries: the one place to read a
+    durable worklist instead when the ledger has one."""
+    columns: dict[str, PatientColumns] = {}
+    header = [c for r in runs for c in (r.source_columns or [])]
+    mapping = config.mapping if config else None
+    show = options.show_patient_data
+    items: list[WorkItem] = []
+    total = 0
+
+    def zone_of(tenant: int) -> str | None:
+        return config.timezone_for(tenant) if config else None
+
+    def item(entry: Entry, kind: str, reason: str, fixable: bool) -> None:
+        nonlocal total
+        total += 1
+        if len(items) >= options.embed_limit:
+            return
+        data = entry.source_row_data or {}
+        fields = data.get("fields") if isinstance(data.get("fields"), dict) else {}
+        cols = columns.setdefault(entry.source_file or "", patient_columns(mapping, header))
+        people, notes = cols.split(fields or {})
+        payload = entry.payload or {}
+        notes += [str(payload[f]) for f in NOTE_FIELDS if payload.get(f)]
+        items.append(
+            WorkItem(
+                tenant=entry.tenant,
+                kind=kind,
+                source_key=entry.source_key,
+                reason=reason if show else scrub(reason, people, notes),
+                field=entry.error_field or "",
+                file=entry.source_file or "",
+                line=entry.source_line,
+                local_time=_local_time(
+                    payload, config.timezone_for(entry.tenant) if config else None
+                ),
+                patient=", ".join(people if show else [mask_person(p) for p in people]),
+                note=" / ".join(notes) if show else (HIDDEN if notes else ""),
+                fixable=fixable,
+            )
+        )
+
+    async for entry in ledger.entries_iter(statuses=FAILURE_STATUSES):
+        reason = entry.error_message or entry.error_code or entry.status
+        if entry.http_status is not None:
+            reason = f"HTTP {entry.http_status}: {reason}"
+        item(entry, entry.status, reason, entry.source_row is not None)
+    async for entry in ledger.entries_iter(statuses=[Status.CREATED.value]):
+        if entry.changed_diff is not None:
+            changes = _diff_text(entry.changes or {}, show, zone_of(entry.tenant))
+            item(entry, "changed", changes, False)
+    imports = [r for r in runs if r.mode == "import" and r.status == RunStatus.FINISHED]
+    if imports:
+        latest = imports[-1]
+        tenants = [t for t, c in _tenant_counts(latest).items() if c.get("read")]
+        for entry in await ledger.missing_from_source(latest.id, tenants):
+            reason = (
+                f"created as appointment {entry.appointment_id}, not in run {latest.id}'s export"
+            )
+            item(entry, "missing", reason, False)
+    return items, total
+
+
+def _diff_text(changes: dict[str, list[Any]], show: bool, zone: str | None) -> str:
+    parts = []
+    for name, (old, new) in sorted(changes.items()):
+        if name in NOTE_FIELDS and not show:
+            parts.append(f"{name} changed {HIDDEN}")
+        elif name == "scheduled_at":
+            was = _local_time({"scheduled_at": old}, zone)
+            now = _local_time({"scheduled_at": new}, zone)
+            parts.append(f"time {was or old} -> {now or new}")
+        else:
+            parts.append(f"{name}: {old!r} -> {new!r}")
+    return "changed in the source since it was created: " + "; ".join(parts)
+
+
+async def _reasons(ledger: Ledger) -> list[tuple[str, int]]:
+    """Every row the ledger holds, by outcome and reason."""
+    counts: Counter[str] = Counter()
+    async for e in ledger.entries_iter():
+        if e.status == Status.CREATED.value:
+            counts[f"created ({e.origin or 'posted'})"] += 1
+        elif e.status in FAILURE_STATUSES:
+            why = e.error_code or (f"HTTP {e.http_status}" if e.http_status else "")
+            if e.error_field:
+                why = f"{why} {e.error_field}".strip()
+            counts[f"{e.status}: {why}" if why else e.status] += 1
+        else:
+            counts[e.status] += 1
+    return counts.most_common()
+
+
+async def _timeline(ledger: Ledger, run: Run | None, config: Config | None) -> Timeline | None:
+    start, end = (_when(run.started_at), _when(run.finished_at)) if run else (None, None)
+    if run is None or start is None or run.mode != "import":
+        return None
+    t0 = start.timestamp()
+    t1 = end.timestamp() if end else None
+    first: list[float] = []
+    later: list[float] = []
+    statuses: Counter[int] = Counter()
+    retried = 0
+    async for e in ledger.entries_iter(
+        statuses=[Status.CREATED.value, *FAILURE_STATUSES, Status.IN_FLIGHT.value]
+    ):
+        for moment, into in ((e.first_sent_at, first), (e.sent_at, later)):
+            if moment is not None and moment >= t0 and (t1 is None or moment <= t1):
+                if into is later and moment == e.first_sent_at:
+                    continue  # sent once: its only attempt is counted as a first one
+                into.append(moment)
+        if e.sent_at is not None and e.attempts > 1 and e.sent_at >= t0:
+            retried += 1
+        if e.http_status is not None and e.status != Status.CREATED.value:
+            statuses[e.http_status] += 1
+    if not first and not later:
+        return None
+    span = max((t1 or max(first + later)) - t0, 1.0)
+    bucket = max(span / _TIMELINE_BUCKETS, 0.25)
+    n = int(span // bucket) + 1
+    firsts, laters = [0] * n, [0] * n
+    for moment in first:
+        firsts[min(int((moment - t0) // bucket), n - 1)] += 1
+    for moment in later:
+        laters[min(int((moment - t0) // bucket), n - 1)] += 1
+    rate = None
+    if config is not None:
+        rate = sum(config.tenant(t).rate_limit.per_second for t in _tenant_counts(run)) or None
+    gap = pause_gap(rate)
+    times = sorted(first + later)
+    pauses = [(a - t0, b - t0) for a, b in itertools.pairwise(times) if b - a >= gap]
+    return Timeline(
+        start=t0,
+        bucket_s=bucket,
+        first=firsts,
+        later=laters,
+        rate_per_s=rate,
+        pauses=pauses,
+        retried_rows=retried,
+        http_statuses=dict(statuses),
+    )
+
+
+def pause_gap(rate_per_s: float | None) -> float:
+    """Seconds without a request that count as a pause at this configured rate."""
+    return max(_MIN_PAUSE_S, _PAUSE_REQUEST_GAPS / rate_per_s if rate_per_s else _MIN_PAUSE_S)
+
+
+def _history(runs: list[Run], limit: int) -> list[RunBar]:
+    """The latest import runs, for a nightly ledger (two or more imports)."""
+    imports = [r for r in runs if r.mode == "import"][-limit:]
+    if len(imports) < 2:
+        return []
+    bars = []
+    for r in imports:
+        c = r.counts
+        open_items = sum(
+            c.get(k, 0)
+            for k in (
+                "invalid",
+                "failed",
+                "unknown",
+                "not_sent",
+                "changed",
+                "previously_failed",
+                "unknown_skipped",
+                "duplicate_keys",
+            )
+        )
+        bars.append(
+            RunBar(
+                run_id=r.id,
+                started_at=r.started_at[:16].replace("T", " "),
+                created=c.get("created", 0),
+                open_items=open_items,
+                missing=c.get("missing_from_source", 0),
+            )
+        )
+    return bars
+
+
+async def _failures_file(
+    ledger: Ledger, runs: list[Run], page: ReportPage, options: HtmlOptions
+) -> None:
+    """Embed the failures file (as `report --failures` writes it) for the page's save link.
+
+    Its rows carry every original cell, patient data included: only with
+    --show-patient-data, and only while they fit the page's bound."""
+    fixable = sum(1 for i in page.worklist if i.fixable)
+    if not fixable:
+        page.failures_note = "No row can be fixed in a file: nothing to save."
+        return
+    if not options.show_patient_data:
+        page.failures_note = (
+            "The failures file holds every original cell, patient data included, so this "
+            "masked page does not carry it: run `flextell-worker report --failures FILE`, "
+            "or write the page with --show-patient-data."
+        )
+        return
+    if page.worklist_total > options.embed_limit:
+        page.failures_note = (
+            f"More than {options.embed_limit:,} items: the page does not carry the failures "
+            "file; run `flextell-worker report --failures FILE`."
+        )
+        return
+    fmt = next((r.source_format for r in reversed(runs) if r.source_format), "csv") or "csv"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"failures.{fmt}"
+        page.failures_rows = await write_failures(ledger, runs, path)
+        page.failures_file = path.read_bytes()
+    page.failures_name = f"failures.{fmt}"
