@@ -3,7 +3,7 @@
 `collect_page` is the only place that reads the ledger for the page; the
 template only formats a `ReportPage`. The worklist is derived here from the
 entries (invalid, failed and unknown rows; created rows changed in the source
-or missing from it) in `_worklist`, the one place to switch to a durable
+or missing from it) in `EntryWorklist`, the one place to switch to a durable
 worklist table once the ledger has one.
 """
 
@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from worker.commands.import_result import TenantCounts, exit_code_for
@@ -23,7 +23,6 @@ from worker.commands.report import FAILURE_STATUSES, open_for_report, write_fail
 from worker.commands.report_masking import (
     HIDDEN,
     NOTE_FIELDS,
-    PatientColumns,
     mask_person,
     patient_columns,
     scrub,
@@ -38,10 +37,14 @@ EMBED_LIMIT = 5_000
 HISTORY_RUNS = 14
 """The nightly chart shows at most this many of the latest import runs."""
 _TIMELINE_BUCKETS = 120
+_PAGE = 5_000
 # No request for this long while rows were still to be sent: a pause (a 429's Retry-After,
 # an outage's back-off). Ten request intervals at the configured rate, never under 1 s.
 _MIN_PAUSE_S = 1.0
 _PAUSE_REQUEST_GAPS = 10
+# Plain strings: the one pass compares every entry's status with them.
+_CREATED = Status.CREATED.value
+_FAILURES = frozenset(FAILURE_STATUSES)
 _NEEDS_KINDS = ("invalid", "failed", "unknown", "changed", "missing", "not sent")
 
 
@@ -178,22 +181,28 @@ async def collect_page(options: HtmlOptions) -> ReportPage:
         config = _config(options.config_path, run)
         glance = _run_glance(run) if run is not None else None
         tenants = _tenants(run, config)
-        worklist, total = await _worklist(ledger, all_runs, config, options)
-        needs = Counter(item.kind for item in worklist)
+        work = EntryWorklist(all_runs, config, options)
+        reasons, sends = Reasons(), Sends(run)
+        # One pass over the ledger in insertion order (its cheapest read) feeds all three.
+        async for entry in ledger.entries_iter(page_size=_PAGE):
+            work.add(entry)
+            reasons.add(entry)
+            sends.add(entry)
+        await work.finish(ledger)
         page = ReportPage(
             ledger=describe(target) if is_url(target) else str(target),
             generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
             run=glance,
             tenants=tenants,
-            verdict=_verdict(glance, tenants, total, needs),
-            reasons=await _reasons(ledger),
-            timeline=await _timeline(ledger, run, config),
+            verdict=_verdict(glance, tenants, work.total, work.by_kind),
+            reasons=reasons.counts.most_common(),
+            timeline=sends.timeline(config),
             history=_history(all_runs, options.history),
-            worklist=worklist[: options.embed_limit],
-            worklist_total=total,
+            worklist=work.items,
+            worklist_total=work.total,
             embed_limit=options.embed_limit,
             show_patient_data=options.show_patient_data,
-            kinds=[k for k in _NEEDS_KINDS if needs.get(k)],
+            kinds=[k for k in _NEEDS_KINDS if work.by_kind.get(k)],
         )
         await _failures_file(ledger, all_runs, page, options)
     finally:
@@ -338,34 +347,68 @@ def _local_time(payload: dict[str, Any] | None, zone: str | None) -> str:
     return when.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M")
 
 
-async def _worklist(
-    ledger: Ledger, runs: list[Run], config: Config | None, options: HtmlOptions
-) -> tuple[list[WorkItem], int]:
-    """Every row that needs a person now, and how many there are (only the first
-    `embed_limit` are kept). Derived from the entries: the one place to read a
-    durable worklist instead when the ledger has one."""
-    columns: dict[str, PatientColumns] = {}
-    header = [c for r in runs for c in (r.source_columns or [])]
-    mapping = config.mapping if config else None
-    show = options.show_patient_data
-    items: list[WorkItem] = []
-    total = 0
+class EntryWorklist:
+    """The rows that need a person, derived from the ledger's entries.
 
-    def zone_of(tenant: int) -> str | None:
-        return config.timezone_for(tenant) if config else None
+    The ONE place the page's worklist comes from: `add` sees every entry once
+    (invalid, failed, unknown; created and changed in the source), `finish` adds
+    the created rows missing from the latest full import. When the ledger keeps
+    a durable worklist, replace this class's reads with it; the page only sees
+    `WorkItem`s and the counts by kind.
+    """
 
-    def item(entry: Entry, kind: str, reason: str, fixable: bool) -> None:
-        nonlocal total
-        total += 1
-        if len(items) >= options.embed_limit:
+    def __init__(self, runs: list[Run], config: Config | None, options: HtmlOptions) -> None:
+        self._runs = runs
+        self._config = config
+        self._limit = options.embed_limit
+        self._show = options.show_patient_data
+        header = [c for r in runs for c in (r.source_columns or [])]
+        self._columns = patient_columns(config.mapping if config else None, header)
+        self.items: list[WorkItem] = []
+        self.by_kind: Counter[str] = Counter()
+
+    def _zone(self, tenant: int) -> str | None:
+        return self._config.timezone_for(tenant) if self._config else None
+
+    def add(self, entry: Entry) -> None:
+        """Take the entry if it needs a person."""
+        if entry.status in _FAILURES:
+            reason = entry.error_message or entry.error_code or entry.status
+            if entry.http_status is not None:
+                reason = f"HTTP {entry.http_status}: {reason}"
+            self._item(entry, entry.status, reason, entry.source_row is not None)
+        elif entry.status == _CREATED and entry.changed_diff is not None:
+            changes = _diff_text(entry.changes or {}, self._show, self._zone(entry.tenant))
+            self._item(entry, "changed", changes, False)
+
+    async def finish(self, ledger: Ledger) -> None:
+        """Add the created rows the latest finished import's export no longer has."""
+        imports = [r for r in self._runs if r.mode == "import" and r.status == RunStatus.FINISHED]
+        if not imports:
             return
+        latest = imports[-1]
+        tenants = [t for t, c in _tenant_counts(latest).items() if c.get("read")]
+        for entry in await ledger.missing_from_source(latest.id, tenants):
+            reason = (
+                f"created as appointment {entry.appointment_id}, not in run {latest.id}'s export"
+            )
+            self._item(entry, "missing", reason, False)
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_kind.values())
+
+    def _item(self, entry: Entry, kind: str, reason: str, fixable: bool) -> None:
+        self.by_kind[kind] += 1
+        if len(self.items) >= self._limit:
+            return  # counted, not embedded: the page states the bound
         data = entry.source_row_data or {}
-        fields = data.get("fields") if isinstance(data.get("fields"), dict) else {}
-        cols = columns.setdefault(entry.source_file or "", patient_columns(mapping, header))
-        people, notes = cols.split(fields or {})
+        fields = data.get("fields")
+        people, notes = self._columns.split(fields if isinstance(fields, dict) else {})
         payload = entry.payload or {}
         notes += [str(payload[f]) for f in NOTE_FIELDS if payload.get(f)]
-        items.append(
+        show = self._show
+        self.items.append(
             WorkItem(
                 tenant=entry.tenant,
                 kind=kind,
@@ -374,34 +417,12 @@ async def _worklist(
                 field=entry.error_field or "",
                 file=entry.source_file or "",
                 line=entry.source_line,
-                local_time=_local_time(
-                    payload, config.timezone_for(entry.tenant) if config else None
-                ),
+                local_time=_local_time(payload, self._zone(entry.tenant)),
                 patient=", ".join(people if show else [mask_person(p) for p in people]),
                 note=" / ".join(notes) if show else (HIDDEN if notes else ""),
                 fixable=fixable,
             )
         )
-
-    async for entry in ledger.entries_iter(statuses=FAILURE_STATUSES):
-        reason = entry.error_message or entry.error_code or entry.status
-        if entry.http_status is not None:
-            reason = f"HTTP {entry.http_status}: {reason}"
-        item(entry, entry.status, reason, entry.source_row is not None)
-    async for entry in ledger.entries_iter(statuses=[Status.CREATED.value]):
-        if entry.changed_diff is not None:
-            changes = _diff_text(entry.changes or {}, show, zone_of(entry.tenant))
-            item(entry, "changed", changes, False)
-    imports = [r for r in runs if r.mode == "import" and r.status == RunStatus.FINISHED]
-    if imports:
-        latest = imports[-1]
-        tenants = [t for t, c in _tenant_counts(latest).items() if c.get("read")]
-        for entry in await ledger.missing_from_source(latest.id, tenants):
-            reason = (
-                f"created as appointment {entry.appointment_id}, not in run {latest.id}'s export"
-            )
-            item(entry, "missing", reason, False)
-    return items, total
 
 
 def _diff_text(changes: dict[str, list[Any]], show: bool, zone: str | None) -> str:
@@ -418,70 +439,83 @@ def _diff_text(changes: dict[str, list[Any]], show: bool, zone: str | None) -> s
     return "changed in the source since it was created: " + "; ".join(parts)
 
 
-async def _reasons(ledger: Ledger) -> list[tuple[str, int]]:
+class Reasons:
     """Every row the ledger holds, by outcome and reason."""
-    counts: Counter[str] = Counter()
-    async for e in ledger.entries_iter():
-        if e.status == Status.CREATED.value:
-            counts[f"created ({e.origin or 'posted'})"] += 1
-        elif e.status in FAILURE_STATUSES:
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def add(self, e: Entry) -> None:
+        if e.status == _CREATED:
+            self.counts[f"created ({e.origin or 'posted'})"] += 1
+        elif e.status in _FAILURES:
             why = e.error_code or (f"HTTP {e.http_status}" if e.http_status else "")
             if e.error_field:
                 why = f"{why} {e.error_field}".strip()
-            counts[f"{e.status}: {why}" if why else e.status] += 1
+            self.counts[f"{e.status}: {why}" if why else e.status] += 1
         else:
-            counts[e.status] += 1
-    return counts.most_common()
+            self.counts[e.status] += 1
 
 
-async def _timeline(ledger: Ledger, run: Run | None, config: Config | None) -> Timeline | None:
-    start, end = (_when(run.started_at), _when(run.finished_at)) if run else (None, None)
-    if run is None or start is None or run.mode != "import":
-        return None
-    t0 = start.timestamp()
-    t1 = end.timestamp() if end else None
-    first: list[float] = []
-    later: list[float] = []
-    statuses: Counter[int] = Counter()
-    retried = 0
-    async for e in ledger.entries_iter(
-        statuses=[Status.CREATED.value, *FAILURE_STATUSES, Status.IN_FLIGHT.value]
-    ):
-        for moment, into in ((e.first_sent_at, first), (e.sent_at, later)):
-            if moment is not None and moment >= t0 and (t1 is None or moment <= t1):
-                if into is later and moment == e.first_sent_at:
-                    continue  # sent once: its only attempt is counted as a first one
-                into.append(moment)
-        if e.sent_at is not None and e.attempts > 1 and e.sent_at >= t0:
-            retried += 1
-        if e.http_status is not None and e.status != Status.CREATED.value:
-            statuses[e.http_status] += 1
-    if not first and not later:
-        return None
-    span = max((t1 or max(first + later)) - t0, 1.0)
-    bucket = max(span / _TIMELINE_BUCKETS, 0.25)
-    n = int(span // bucket) + 1
-    firsts, laters = [0] * n, [0] * n
-    for moment in first:
-        firsts[min(int((moment - t0) // bucket), n - 1)] += 1
-    for moment in later:
-        laters[min(int((moment - t0) // bucket), n - 1)] += 1
-    rate = None
-    if config is not None:
-        rate = sum(config.tenant(t).rate_limit.per_second for t in _tenant_counts(run)) or None
-    gap = pause_gap(rate)
-    times = sorted(first + later)
-    pauses = [(a - t0, b - t0) for a, b in itertools.pairwise(times) if b - a >= gap]
-    return Timeline(
-        start=t0,
-        bucket_s=bucket,
-        first=firsts,
-        later=laters,
-        rate_per_s=rate,
-        pauses=pauses,
-        retried_rows=retried,
-        http_statuses=dict(statuses),
-    )
+class Sends:
+    """The run's POST attempts as the entries recorded them (first and latest send time)."""
+
+    def __init__(self, run: Run | None) -> None:
+        start, end = (_when(run.started_at), _when(run.finished_at)) if run else (None, None)
+        self.run = run if run is not None and run.mode == "import" and start else None
+        self.t0 = start.timestamp() if start else 0.0
+        self.t1 = end.timestamp() if end else None
+        self.first: list[float] = []
+        self.later: list[float] = []
+        self.statuses: Counter[int] = Counter()
+        self.retried = 0
+
+    def _in_run(self, moment: float | None) -> bool:
+        return moment is not None and moment >= self.t0 and (self.t1 is None or moment <= self.t1)
+
+    def add(self, e: Entry) -> None:
+        if self.run is None or e.sent_at is None:
+            return
+        if self._in_run(e.first_sent_at):
+            self.first.append(cast(float, e.first_sent_at))
+        if not self._in_run(e.sent_at):
+            return
+        if e.sent_at != e.first_sent_at:  # sent once: counted above as a first attempt
+            self.later.append(e.sent_at)
+        if e.attempts > 1:
+            self.retried += 1
+        if e.http_status and e.status != _CREATED:
+            self.statuses[e.http_status] += 1
+
+    def timeline(self, config: Config | None) -> Timeline | None:
+        if self.run is None or not (self.first or self.later):
+            return None
+        t0 = self.t0
+        span = max((self.t1 or max(self.first + self.later)) - t0, 1.0)
+        bucket = max(span / _TIMELINE_BUCKETS, 0.25)
+        n = int(span // bucket) + 1
+        firsts, laters = [0] * n, [0] * n
+        for moment in self.first:
+            firsts[min(int((moment - t0) // bucket), n - 1)] += 1
+        for moment in self.later:
+            laters[min(int((moment - t0) // bucket), n - 1)] += 1
+        rate = None
+        if config is not None:
+            tenants = _tenant_counts(self.run)
+            rate = sum(config.tenant(t).rate_limit.per_second for t in tenants) or None
+        gap = pause_gap(rate)
+        times = sorted(self.first + self.later)
+        pauses = [(a - t0, b - t0) for a, b in itertools.pairwise(times) if b - a >= gap]
+        return Timeline(
+            start=t0,
+            bucket_s=bucket,
+            first=firsts,
+            later=laters,
+            rate_per_s=rate,
+            pauses=pauses,
+            retried_rows=self.retried,
+            http_statuses=dict(self.statuses),
+        )
 
 
 def pause_gap(rate_per_s: float | None) -> float:
