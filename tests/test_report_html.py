@@ -185,13 +185,14 @@ def test_the_save_link_holds_the_failures_file_report_writes(
 
 
 def test_bad_asks_get_one_line_errors(nights: Nights, tmp_path: Path) -> None:
-    out = run_cli(
-        "report", "-c", str(nights.config), "--html", str(tmp_path / "r.html"), "--run", "9"
-    )
+    page = str(tmp_path / "r.html")
+    out = run_cli("report", "-c", str(nights.config), "--html", page, "--run", "9")
     assert out.exit_code == 2
     assert out.stderr.strip().splitlines() == [f"error: ledger {nights.ledger} has no run 9"]
     out = run_cli("report", "-c", str(nights.config), "--show-patient-data")
     assert out.exit_code == 2 and "--show-patient-data goes with --html" in out.output
+    out = run_cli("report", "-c", str(nights.config), "--html", page, "--tenant", "1")
+    assert out.exit_code == 2 and "give --tenant and --failures without --html" in out.output
     out = run_cli("report", "-c", str(nights.config), "--html", str(tmp_path / "no" / "r.html"))
     assert out.exit_code == 2
     assert "cannot write the report" in out.stderr and "Traceback" not in out.output

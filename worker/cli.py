@@ -710,6 +710,11 @@ def report_cmd(
     import json
 
     if html_path is not None:
+        if tenant is not None or failures is not None:
+            raise click.UsageError(
+                "--html writes the whole page (it has a tenant filter and a save link for "
+                "the failures file): give --tenant and --failures without --html"
+            )
         from worker.commands.report_html import write_page
         from worker.commands.report_page import HtmlOptions, collect_page
 

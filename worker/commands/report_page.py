@@ -570,14 +570,14 @@ async def _failures_file(
     if not options.show_patient_data:
         page.failures_note = (
             "The failures file holds every original cell, patient data included, so this "
-            "masked page does not carry it: run `flextell-worker report --failures FILE`, "
+            "masked page does not carry it: run flextell-worker report --failures FILE, "
             "or write the page with --show-patient-data."
         )
         return
     if page.worklist_total > options.embed_limit:
         page.failures_note = (
             f"More than {options.embed_limit:,} items: the page does not carry the failures "
-            "file; run `flextell-worker report --failures FILE`."
+            "file; run flextell-worker report --failures FILE."
         )
         return
     fmt = next((r.source_format for r in reversed(runs) if r.source_format), "csv") or "csv"
