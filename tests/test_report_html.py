@@ -8,12 +8,13 @@ import asyncio
 import base64
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.support.chromium import chromium_binary, chromium_page
 from tests.support.report_nights import NAME_COLUMN, Nights, build_nights
-from tests.support.sync import run_cli
+from tests.support.sync import import_file, run_cli, sample_rows, write_config, write_csv
 
 CHROMIUM = chromium_binary()
 needs_chromium = pytest.mark.skipif(
@@ -196,3 +197,18 @@ def test_bad_asks_get_one_line_errors(nights: Nights, tmp_path: Path) -> None:
     out = run_cli("report", "-c", str(nights.config), "--html", str(tmp_path / "no" / "r.html"))
     assert out.exit_code == 2
     assert "cannot write the report" in out.stderr and "Traceback" not in out.output
+
+
+def test_the_page_reads_a_shared_postgresql_ledger(tmp_path: Path, sbx: Any, pg_url: str) -> None:
+    config = write_config(tmp_path, ledger_url=pg_url)
+    columns, rows = sample_rows()
+    chosen = [dict(r) for r in rows[:6] + rows[150:156]]
+    chosen[-1]["start"] = "not a date"
+    result, _ = import_file(config, sbx, write_csv(tmp_path / "in.csv", columns, chosen))
+    assert result.exit_code == 1, result.output
+    out = tmp_path / "report.html"
+    made = run_cli("report", "--ledger", pg_url, "--html", str(out))
+    assert made.exit_code == 0, made.output
+    html = out.read_text(encoding="utf-8")
+    assert "11 of 12 rows read are in Flextell" in html
+    assert chosen[-1]["appointment_id"] in html and "scheduled_at" in html

@@ -252,6 +252,8 @@ def _exit_code(run: Run) -> tuple[int | None, str]:
         return 3, "aborted"
     if run.status == RunStatus.INTERRUPTED:
         return None, "interrupted by a signal (130 or 143)"
+    if run.mode != "import":
+        return None, f"a {run.mode} run: its exit code is not recorded"
     names = set(TenantCounts.__dataclass_fields__) - {"failed_by_reason"}
     counts = []
     for c in _tenant_counts(run).values():
