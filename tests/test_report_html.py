@@ -179,10 +179,30 @@ def test_the_save_link_holds_the_failures_file_report_writes(
     failures = tmp_path / "failures.csv"
     assert run_cli("report", "-c", str(nights.config), "--failures", str(failures)).exit_code == 0
     assert base64.b64decode(found.group(2)) == failures.read_bytes()
+    if CHROMIUM is not None:  # and a click in the browser saves that file, with no request
+        saved = asyncio.run(click_save(tmp_path / "shown.html", tmp_path / "downloads"))
+        assert saved == failures.read_bytes()
     # The masked page does not carry it, and says how to get it.
     masked = write_page(nights, tmp_path / "masked.html")
     assert "data:text/csv" not in masked
     assert "report --failures FILE" in masked
+
+
+async def click_save(page_path: Path, folder: Path) -> bytes:
+    assert CHROMIUM is not None
+    folder.mkdir()
+    async with chromium_page(CHROMIUM) as page:
+        await page.save_downloads_in(folder)
+        await page.open(page_path.resolve().as_uri())
+        await page.evaluate("document.getElementById('save-failures').click()")
+        deadline = asyncio.get_running_loop().time() + 20
+        while not (folder / "failures.csv").exists():
+            assert asyncio.get_running_loop().time() < deadline, list(folder.iterdir())
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.3)  # written whole: the file appears under its name when done
+        assert page.errors() == []
+        assert page.requests() == [page_path.resolve().as_uri()]
+    return (folder / "failures.csv").read_bytes()
 
 
 def test_bad_asks_get_one_line_errors(nights: Nights, tmp_path: Path) -> None:

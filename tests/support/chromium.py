@@ -72,6 +72,10 @@ class Page:
                 raise TimeoutError(f"{url} did not load")
             await asyncio.sleep(0.05)
 
+    async def save_downloads_in(self, folder: Path) -> None:
+        """Downloads the page starts are saved in `folder`, without asking."""
+        await self.send("Browser.setDownloadBehavior", behavior="allow", downloadPath=str(folder))
+
     async def screenshot(self, path: Path) -> Path:
         shot = await self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)
         path.write_bytes(base64.b64decode(shot["data"]))
