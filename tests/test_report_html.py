@@ -15,6 +15,8 @@ import pytest
 from tests.support.chromium import chromium_binary, chromium_page
 from tests.support.report_nights import NAME_COLUMN, Nights, build_nights
 from tests.support.sync import import_file, run_cli, sample_rows, write_config, write_csv
+from worker.commands.report_html import render_page
+from worker.commands.report_page import HtmlOptions, collect_page
 
 CHROMIUM = chromium_binary()
 needs_chromium = pytest.mark.skipif(
@@ -232,3 +234,26 @@ def test_the_page_reads_a_shared_postgresql_ledger(tmp_path: Path, sbx: Any, pg_
     html = out.read_text(encoding="utf-8")
     assert "11 of 12 rows read are in Flextell" in html
     assert chosen[-1]["appointment_id"] in html and "scheduled_at" in html
+
+
+def test_times_are_the_clinics_local_times(nights: Nights, tmp_path: Path) -> None:
+    html = write_page(nights, tmp_path / "r.html")
+    rows = {r["Randevu No"]: r for r in nights.night1}
+    with_payload = [k for k, kind in nights.bad_keys.items() if kind == "failed"]
+    for key in [*with_payload, *nights.changed_keys, *nights.removed_keys]:
+        day, month, year = rows[key]["Tarih"].split(".")
+        local = f"{year}-{month}-{day} {rows[key]['Saat']}"
+        # The ledger holds UTC (Berlin and Athens are 1-3 hours ahead): the page shows the
+        # time the export had, in the row's own cell.
+        assert re.search(rf"<th scope=\"row\">{key}</th><td>{local}</td>", html), key
+
+
+def test_the_page_holds_at_most_the_bound_and_says_so(nights: Nights, tmp_path: Path) -> None:
+    page = asyncio.run(
+        collect_page(HtmlOptions(out=tmp_path / "r.html", ledger_path=nights.ledger, embed_limit=3))
+    )
+    assert (len(page.worklist), page.worklist_total) == (3, 8)
+    html = render_page(page)
+    assert html.count('<tr data-kind="') == 3
+    assert "This page carries the first 3 of 8 items (it holds at most 3" in html
+    assert "Now 8 row(s) need a person" in html  # the verdict counts them all
