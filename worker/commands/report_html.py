@@ -15,7 +15,8 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from worker.commands.report_charts import history_svg, reasons_svg, timeline_svg
 from worker.commands.report_masking import PHONE_DIGITS_SHOWN
-from worker.commands.report_page import ReportPage, duration_text, pause_gap
+from worker.commands.report_model import ReportPage
+from worker.commands.report_page import duration_text, pause_gap
 from worker.errors import ConfigError
 from worker.fileperms import open_private
 

@@ -1,10 +1,10 @@
-"""What the HTML report shows, as plain data, and the one function that reads it from a ledger.
+"""The one function that reads what the HTML report shows from a ledger.
 
-`collect_page` is the only place that reads the ledger for the page; the
-template only formats a `ReportPage`. The worklist is derived here from the
-entries (invalid, failed and unknown rows; created rows changed in the source
-or missing from it) in `EntryWorklist`, the one place to switch to a durable
-worklist table once the ledger has one.
+`collect_page` fills a `ReportPage` (see report_model) and is the only place
+that reads the ledger for the page; the template only formats it. The
+worklist is derived here from the entries (invalid, failed and unknown rows;
+created rows changed in the source or missing from it) in `EntryWorklist`,
+the one place to switch to a durable worklist table once the ledger has one.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import tempfile
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -26,6 +26,14 @@ from worker.commands.report_masking import (
     mask_person,
     patient_columns,
     scrub,
+)
+from worker.commands.report_model import (
+    ReportPage,
+    RunBar,
+    RunGlance,
+    TenantGlance,
+    Timeline,
+    WorkItem,
 )
 from worker.config import Config, load_config
 from worker.errors import ConfigError
@@ -59,110 +67,6 @@ class HtmlOptions:
     show_patient_data: bool = False
     embed_limit: int = EMBED_LIMIT
     history: int = HISTORY_RUNS
-
-
-@dataclass(slots=True)
-class TenantGlance:
-    """One tenant's figures for the run."""
-
-    tenant: int
-    name: str
-    timezone: str
-    read: int
-    created: int
-    adopted: int
-    already_there: int
-    needs: dict[str, int]
-    """Kind of problem -> rows that need a person."""
-
-    @property
-    def needs_total(self) -> int:
-        return sum(self.needs.values())
-
-
-@dataclass(slots=True)
-class RunGlance:
-    """The run the page is about."""
-
-    id: int
-    mode: str
-    status: str
-    started_at: str
-    finished_at: str | None
-    duration_s: float | None
-    exit_code: int | None
-    exit_note: str
-
-
-@dataclass(slots=True)
-class WorkItem:
-    """One row that needs a person."""
-
-    tenant: int
-    kind: str
-    source_key: str
-    reason: str
-    field: str
-    file: str
-    line: int | None
-    local_time: str
-    patient: str
-    note: str
-    fixable: bool
-
-
-@dataclass(slots=True)
-class Timeline:
-    """POST attempts of the run over time, from the entries' send times."""
-
-    start: float
-    """Unix time of the run's start."""
-    bucket_s: float
-    first: list[int]
-    """First attempts per bucket (first_sent_at)."""
-    later: list[int]
-    """Latest attempts per bucket of rows sent more than once (sent_at)."""
-    rate_per_s: float | None
-    """The configured rate summed over the run's tenants (None without a config)."""
-    pauses: list[tuple[float, float]]
-    """(from, to) seconds after start with no request while rows were still to send."""
-    retried_rows: int
-    http_statuses: dict[int, int]
-    """The last HTTP status of rows that did not end created (e.g. 429, 503)."""
-
-
-@dataclass(slots=True)
-class RunBar:
-    """One import run of a nightly ledger."""
-
-    run_id: int
-    started_at: str
-    created: int
-    open_items: int
-    missing: int
-
-
-@dataclass(slots=True)
-class ReportPage:
-    """Everything the HTML report shows."""
-
-    ledger: str
-    generated_at: str
-    run: RunGlance | None
-    tenants: list[TenantGlance]
-    verdict: str
-    reasons: list[tuple[str, int]]
-    timeline: Timeline | None
-    history: list[RunBar]
-    worklist: list[WorkItem]
-    worklist_total: int
-    embed_limit: int
-    show_patient_data: bool
-    failures_file: bytes | None = None
-    failures_name: str = "failures.csv"
-    failures_rows: int = 0
-    failures_note: str = ""
-    kinds: list[str] = field(default_factory=list)
 
 
 async def collect_page(options: HtmlOptions) -> ReportPage:
