@@ -130,12 +130,15 @@ def _axes(top: float, span: float, x_label: str, y_label: str) -> str:
         out.append(
             f'<text x="{_LEFT - 6}" y="{yy + 4:.1f}" font-size="11" text-anchor="end">{v:g}</text>'
         )
-    for i in range(6):
-        s = span * i / 5
-        xx = _LEFT + plot_w * i / 5
+    step = _nice_max(span / 5)  # round seconds: 0, 5, 10 ... or 0, 200, 400 ...
+    i = 0
+    while i * step <= span:
+        xx = _LEFT + plot_w * i * step / span
         out.append(
-            f'<text x="{xx:.1f}" y="{base + 16}" font-size="11" text-anchor="middle">{s:.0f}</text>'
+            f'<text x="{xx:.1f}" y="{base + 16}" font-size="11" text-anchor="middle">'
+            f"{i * step:g}</text>"
         )
+        i += 1
     out.append(
         f'<text x="{_LEFT + plot_w / 2:.1f}" y="{_H - 8}" font-size="12" '
         f'text-anchor="middle">{_t(x_label)}</text>'
