@@ -1,7 +1,7 @@
 """`make bench`: measure the worker as a user runs it against baselines on the same data.
 
     python -m bench.run --scenario all   (or one of: validate throughput rate latency
-                                          sequential memory references shared)
+                                          sequential memory references shared report-html)
     python -m bench.run --scenario rate --quick        (smaller data: a smoke test)
 
 Every figure comes from real processes: the worker (`python -m worker ...`), the
@@ -448,6 +448,26 @@ def scenario_shared(b: Bench) -> Entry:
     )
 
 
+def scenario_report_html(b: Bench) -> Entry:
+    """`report --html` on a 100,000-row ledger: seconds to write the page, and its size."""
+    from bench.report_html import measure
+
+    f = measure(b.workdir("report-html"), b.n(100_000, 10_000))
+    limit_s, limit_mb = 60.0, 5.0
+    return Entry(
+        "report-html",
+        "seconds to write the page",
+        f["seconds"],
+        limit_s,
+        _round(f["seconds"] / limit_s),
+        f"< {limit_s:g} s, page < {limit_mb:g} MB, at most {f['embed_limit']:,} items",
+        f["seconds"] < limit_s
+        and f["page_bytes"] < limit_mb * 1e6
+        and f["worklist_rows_embedded"] <= f["embed_limit"],
+        f,
+    )
+
+
 SCENARIOS: dict[str, Callable[[Bench], Entry]] = {
     "validate": scenario_validate,
     "throughput": scenario_throughput,
@@ -457,6 +477,7 @@ SCENARIOS: dict[str, Callable[[Bench], Entry]] = {
     "memory": scenario_memory,
     "references": scenario_references,
     "shared": scenario_shared,
+    "report-html": scenario_report_html,
 }
 
 

@@ -715,6 +715,17 @@ def reconcile_cmd(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write every failed, invalid and unknown row here, in the input's format, to fix.",
 )
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write one self-contained HTML page (the run, charts, the worklist) here.",
+)
+@click.option(
+    "--show-patient-data",
+    is_flag=True,
+    help="With --html: show patient names, phones and notes (masked by default).",
+)
 @user_errors
 def report_cmd(
     config_path: Path | None,
@@ -723,6 +734,8 @@ def report_cmd(
     tenant: int | None,
     fmt: str,
     failures: Path | None,
+    html_path: Path | None,
+    show_patient_data: bool,
 ) -> None:
     """Show the runs in a ledger and their counts; optionally write the failures file.
 
@@ -731,9 +744,35 @@ def report_cmd(
     file keeps every original column and adds status, error_field,
     error_message and http_status; fix the rows and `import` it. Exit 0, or 2
     for a missing or unusable ledger.
+
+    --html FILE writes one page for a person: the run (--run, else the latest)
+    at a glance, charts, and the rows that need a person, with patient data
+    masked unless --show-patient-data (see docs/report.md).
     """
     import asyncio
     import json
+
+    if html_path is not None:
+        if tenant is not None or failures is not None:
+            raise click.UsageError(
+                "--html writes the whole page (it has a tenant filter and a save link for "
+                "the failures file): give --tenant and --failures without --html"
+            )
+        from worker.commands.report_html import write_page
+        from worker.commands.report_page import HtmlOptions, collect_page
+
+        html = HtmlOptions(
+            out=html_path,
+            ledger_path=_target(ledger_path),
+            config_path=config_path,
+            run=run_id,
+            show_patient_data=show_patient_data,
+        )
+        size = write_page(asyncio.run(collect_page(html)), html_path)
+        click.echo(f"report written to {html_path} ({size:,} bytes)")
+        return
+    if show_patient_data:
+        raise click.UsageError("--show-patient-data goes with --html")
 
     from worker.commands.report import ReportOptions, build_report, report_csv, report_table
 

@@ -2,7 +2,8 @@
 
 Starts the sandbox on a free port, imports samples/appointments.csv for two
 tenants into a fresh SQLite ledger, prints the summary, runs the same command
-again to show that a re-run creates nothing twice, then stops the sandbox. Each
+again to show that a re-run creates nothing twice, writes the HTML report of
+the first import (.state/demo-report.html), then stops the sandbox. Each
 step runs the real CLI in a subprocess and prints the command first.
 """
 
@@ -51,7 +52,7 @@ def _start_sandbox(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def main() -> int:
-    """Run the demo; 0 when the import, its re-run, verify and report all exit 0.
+    """Run the demo; 0 when the import, its re-run, verify and both reports exit 0.
 
     (The validate step's exit 1 is the point: the messy export has bad rows.)
     """
@@ -59,6 +60,7 @@ def main() -> int:
     env = dict(os.environ, FLEXTELL_TOKEN="sandbox-token-all")  # noqa: S106
     STATE.mkdir(exist_ok=True)
     ledger = STATE / "demo-ledger.sqlite"
+    page = STATE / "demo-report.html"
     for stale in STATE.glob("demo-ledger.sqlite*"):
         stale.unlink()
     _say("1. Start the Flextell sandbox (tenants 1 and 2, in memory)")
@@ -102,12 +104,23 @@ def main() -> int:
         )
         _say("6. The ledger's runs and counts")
         codes.append(_run(["report", "--ledger", str(ledger)], env))
+        _say("7. The first import as a page to send (open it in a browser; works offline)")
+        codes.append(
+            _run(
+                [
+                    *("report", "--ledger", str(ledger), "-c", "config/demo.toml"),
+                    *("--run", "1", "--html", str(page)),
+                ],
+                env,
+            )
+        )
     finally:
         sandbox.terminate()
         sandbox.wait(timeout=10)
     failed = [c for c in codes if c != 0]
     _say("Done" if not failed else f"A step failed (exit codes {codes})")
     print(f"ledger: {ledger}")
+    print(f"report: {page}")
     return failed[0] if failed else 0
 
 

@@ -1,0 +1,259 @@
+"""`report --html`: one self-contained page, checked in headless Chromium over the DevTools
+Protocol (charts and worklist in the DOM, a filter, no console error, no network request,
+a screenshot that is not blank) and for patient data kept out of the default page."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.chromium import chromium_binary, chromium_page
+from tests.support.report_nights import NAME_COLUMN, Nights, build_nights
+from tests.support.sync import import_file, run_cli, sample_rows, write_config, write_csv
+from worker.commands.report_html import render_page
+from worker.commands.report_page import HtmlOptions, collect_page
+
+CHROMIUM = chromium_binary()
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="no chromium or chromium-browser on PATH (Debian: apt-get install chromium)",
+)
+
+
+@pytest.fixture(scope="module")
+def nights(tmp_path_factory: pytest.TempPathFactory) -> Nights:
+    return build_nights(tmp_path_factory.mktemp("nights"))
+
+
+def write_page(nights: Nights, out: Path, *extra: str) -> str:
+    result = run_cli("report", "-c", str(nights.config), "--html", str(out), *extra)
+    assert result.exit_code == 0, result.output
+    assert f"report written to {out}" in result.stdout
+    return out.read_text(encoding="utf-8")
+
+
+@needs_chromium
+def test_the_page_renders_offline_with_charts_worklist_and_a_working_filter(
+    nights: Nights, tmp_path: Path
+) -> None:
+    page_path = tmp_path / "report.html"
+    write_page(nights, page_path, "--run", "1")
+    asyncio.run(check_in_chromium(nights, page_path, tmp_path / "report.png"))
+
+
+async def check_in_chromium(nights: Nights, page_path: Path, png: Path) -> None:
+    assert CHROMIUM is not None
+    async with chromium_page(CHROMIUM) as page:
+        await page.open(page_path.resolve().as_uri())
+        charts = await page.evaluate(
+            "['chart-timeline', 'chart-reasons', 'chart-history'].map("
+            "id => document.querySelectorAll('#' + id + ' svg rect').length)"
+        )
+        assert all(n > 0 for n in charts), charts
+        pauses = await page.evaluate("document.querySelectorAll('#chart-timeline .pause').length")
+        assert pauses >= 1  # the sandbox's 10/2s limit made the worker wait
+        want = len(nights.bad_keys) + len(nights.changed_keys) + len(nights.removed_keys)
+        keys = await page.evaluate(
+            "[...document.querySelectorAll('#worklist tbody tr')].map(r => r.cells[2].textContent)"
+        )
+        assert sorted(keys) == sorted(
+            [*nights.bad_keys, *nights.changed_keys, *nights.removed_keys]
+        )
+        assert len(keys) == want
+        heads = await page.evaluate(
+            "[...document.querySelectorAll('#worklist thead th[scope=col]')].length"
+        )
+        assert heads == 10
+
+        visible = (
+            "[...document.querySelectorAll('#worklist tbody tr')]"
+            ".filter(r => !r.hidden).map(r => r.cells[2].textContent)"
+        )
+        await page.evaluate(
+            "(() => { const s = document.getElementById('f-kind'); s.value = 'changed';"
+            " s.dispatchEvent(new Event('change')); })()"
+        )
+        assert sorted(await page.evaluate(visible)) == sorted(nights.changed_keys)
+        assert await page.evaluate("document.getElementById('shown').textContent") == "2 shown"
+        await page.evaluate(
+            "(() => { const s = document.getElementById('f-kind'); s.value = '';"
+            " s.dispatchEvent(new Event('change'));"
+            " const q = document.getElementById('f-search'); q.value = 'missing';"
+            " q.dispatchEvent(new Event('input')); })()"
+        )
+        assert sorted(await page.evaluate(visible)) == sorted(nights.removed_keys)
+        await page.evaluate(
+            "(() => { const q = document.getElementById('f-search'); q.value = '';"
+            " q.dispatchEvent(new Event('input'));"
+            " document.querySelector('#worklist thead button[data-col=\"7\"]').click(); })()"
+        )
+        lines = await page.evaluate(
+            "[...document.querySelectorAll('#worklist tbody tr')].map(r => +r.cells[7].textContent)"
+        )
+        assert lines == sorted(lines)
+
+        shot = await page.screenshot(png)
+        assert page.errors() == []
+        requests = page.requests()
+    # The page itself is the only thing fetched: no script, style, font or image from anywhere.
+    assert requests == [page_path.resolve().as_uri()]
+    assert not_blank(shot)
+
+
+@needs_chromium
+def test_the_browser_check_sees_a_request_and_a_console_error(tmp_path: Path) -> None:
+    """The harness itself: a page that fetches and logs an error is caught."""
+    bad = tmp_path / "bad.html"
+    bad.write_text(
+        '<p>x</p><img src="http://127.0.0.1:9/x.png"><script>console.error("boom")</script>',
+        encoding="utf-8",
+    )
+
+    async def open_bad() -> tuple[list[str], list[str]]:
+        assert CHROMIUM is not None
+        async with chromium_page(CHROMIUM) as page:
+            await page.open(bad.resolve().as_uri())
+            await asyncio.sleep(0.3)
+            return page.requests(), page.errors()
+
+    requests, errors = asyncio.run(open_bad())
+    assert "http://127.0.0.1:9/x.png" in requests
+    assert any("boom" in e for e in errors)
+    from PIL import Image
+
+    Image.new("RGB", (1200, 900), "white").save(tmp_path / "white.png")
+    assert not not_blank(tmp_path / "white.png")
+
+
+def not_blank(png: Path) -> bool:
+    """More than a handful of colours, and dark pixels on the white page."""
+    from PIL import Image
+
+    with Image.open(png) as img:
+        rgb = img.convert("RGB")
+        colours = rgb.getcolors(maxcolors=1 << 20) or []
+        dark = sum(n for n, c in colours if isinstance(c, tuple) and sum(c) < 200)
+        return rgb.size[0] > 500 and len(colours) > 20 and dark > 1000
+
+
+def patient_values(nights: Nights) -> list[str]:
+    """The names, phones and notes of the rows the worklist lists."""
+    values = []
+    for row in nights.rows_needing_a_person():
+        phone = row["Hasta Tel"]
+        values += [row[NAME_COLUMN], phone, re.sub(r"\D", "", phone)]
+        values += [row[c] for c in ("Not", "Ek Not") if len(row[c]) > 3]
+        values += row[NAME_COLUMN].split()  # first and last name alone
+    return values
+
+
+def test_patient_data_appears_nowhere_in_the_default_page(nights: Nights, tmp_path: Path) -> None:
+    masked = write_page(nights, tmp_path / "masked.html")
+    shown = write_page(nights, tmp_path / "shown.html", "--show-patient-data")
+    values = patient_values(nights)
+    assert values
+    leaked = [v for v in values if v in masked]
+    assert leaked == []
+    assert "Patient data masked" in masked
+    # The same page written with --show-patient-data holds them: the check above can fail.
+    for row in nights.rows_needing_a_person():
+        if row["Randevu No"] not in nights.removed_keys:
+            assert row[NAME_COLUMN] in shown
+    assert "Patient data SHOWN" in shown
+    # Masked forms: initials, the phone's last two digits.
+    row = nights.rows_needing_a_person()[0]
+    first, last = row[NAME_COLUMN].split()
+    digits = re.sub(r"\D", "", row["Hasta Tel"])
+    assert f"…{digits[-2:]}, {first[0]}. {last[0]}." in masked
+
+
+def test_the_save_link_holds_the_failures_file_report_writes(
+    nights: Nights, tmp_path: Path
+) -> None:
+    shown = write_page(nights, tmp_path / "shown.html", "--show-patient-data")
+    found = re.search(r'download="(failures\.csv)" href="data:text/csv;base64,([^"]+)"', shown)
+    assert found is not None
+    failures = tmp_path / "failures.csv"
+    assert run_cli("report", "-c", str(nights.config), "--failures", str(failures)).exit_code == 0
+    assert base64.b64decode(found.group(2)) == failures.read_bytes()
+    if CHROMIUM is not None:  # and a click in the browser saves that file, with no request
+        saved = asyncio.run(click_save(tmp_path / "shown.html", tmp_path / "downloads"))
+        assert saved == failures.read_bytes()
+    # The masked page does not carry it, and says how to get it.
+    masked = write_page(nights, tmp_path / "masked.html")
+    assert "data:text/csv" not in masked
+    assert "report --failures FILE" in masked
+
+
+async def click_save(page_path: Path, folder: Path) -> bytes:
+    assert CHROMIUM is not None
+    folder.mkdir()
+    async with chromium_page(CHROMIUM) as page:
+        await page.save_downloads_in(folder)
+        await page.open(page_path.resolve().as_uri())
+        await page.evaluate("document.getElementById('save-failures').click()")
+        deadline = asyncio.get_running_loop().time() + 20
+        while not (folder / "failures.csv").exists():
+            assert asyncio.get_running_loop().time() < deadline, list(folder.iterdir())
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.3)  # written whole: the file appears under its name when done
+        assert page.errors() == []
+        assert page.requests() == [page_path.resolve().as_uri()]
+    return (folder / "failures.csv").read_bytes()
+
+
+def test_bad_asks_get_one_line_errors(nights: Nights, tmp_path: Path) -> None:
+    page = str(tmp_path / "r.html")
+    out = run_cli("report", "-c", str(nights.config), "--html", page, "--run", "9")
+    assert out.exit_code == 2
+    assert out.stderr.strip().splitlines() == [f"error: ledger {nights.ledger} has no run 9"]
+    out = run_cli("report", "-c", str(nights.config), "--show-patient-data")
+    assert out.exit_code == 2 and "--show-patient-data goes with --html" in out.output
+    out = run_cli("report", "-c", str(nights.config), "--html", page, "--tenant", "1")
+    assert out.exit_code == 2 and "give --tenant and --failures without --html" in out.output
+    out = run_cli("report", "-c", str(nights.config), "--html", str(tmp_path / "no" / "r.html"))
+    assert out.exit_code == 2
+    assert "cannot write the report" in out.stderr and "Traceback" not in out.output
+
+
+def test_the_page_reads_a_shared_postgresql_ledger(tmp_path: Path, sbx: Any, pg_url: str) -> None:
+    config = write_config(tmp_path, ledger_url=pg_url)
+    columns, rows = sample_rows()
+    chosen = [dict(r) for r in rows[:6] + rows[150:156]]
+    chosen[-1]["start"] = "not a date"
+    result, _ = import_file(config, sbx, write_csv(tmp_path / "in.csv", columns, chosen))
+    assert result.exit_code == 1, result.output
+    out = tmp_path / "report.html"
+    made = run_cli("report", "--ledger", pg_url, "--html", str(out))
+    assert made.exit_code == 0, made.output
+    html = out.read_text(encoding="utf-8")
+    assert "11 of 12 rows read are in Flextell" in html
+    assert chosen[-1]["appointment_id"] in html and "scheduled_at" in html
+
+
+def test_times_are_the_clinics_local_times(nights: Nights, tmp_path: Path) -> None:
+    html = write_page(nights, tmp_path / "r.html")
+    rows = {r["Randevu No"]: r for r in nights.night1}
+    with_payload = [k for k, kind in nights.bad_keys.items() if kind == "failed"]
+    for key in [*with_payload, *nights.changed_keys, *nights.removed_keys]:
+        day, month, year = rows[key]["Tarih"].split(".")
+        local = f"{year}-{month}-{day} {rows[key]['Saat']}"
+        # The ledger holds UTC (Berlin and Athens are 1-3 hours ahead): the page shows the
+        # time the export had, in the row's own cell.
+        assert re.search(rf"<th scope=\"row\">{key}</th><td>{local}</td>", html), key
+
+
+def test_the_page_holds_at_most_the_bound_and_says_so(nights: Nights, tmp_path: Path) -> None:
+    page = asyncio.run(
+        collect_page(HtmlOptions(out=tmp_path / "r.html", ledger_path=nights.ledger, embed_limit=3))
+    )
+    assert (len(page.worklist), page.worklist_total) == (3, 8)
+    html = render_page(page)
+    assert html.count('<tr data-kind="') == 3
+    assert "This page carries the first 3 of 8 items (it holds at most 3" in html
+    assert "Now 8 row(s) need a person" in html  # the verdict counts them all

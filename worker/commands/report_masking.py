@@ -1,0 +1,131 @@
+"""Patient data on the HTML report: which cells hold it, and their masked forms.
+
+By default the page shows a patient as initials or the last digits of a phone,
+and hides notes; `--show-patient-data` shows the cells as they are.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+HIDDEN = "(hidden)"
+PHONE_DIGITS_SHOWN = 2
+# Seven or more digits, possibly broken by spaces, dots, dashes or brackets: a phone.
+_PHONE_RE = re.compile(r"\+?\d[\d\s().\-/]{5,}\d")
+_MIN_DIGITS = 7
+# Dates and times written with digits only are not phones: 2026-08-26, 26.08.2026.
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}|\d{1,2}[./]\d{1,2}[./]\d{2,4}")
+# Payload fields that carry free text about the patient (shown only with --show-patient-data).
+NOTE_FIELDS = frozenset({"description", "cancellation_reason"})
+# Column names that suggest patient data when no mapping says which columns do.
+_PATIENT_WORDS = re.compile(
+    r"(hasta|patient|customer|müşteri|musteri|client|name|isim|soyad|\bad\b|phone|tel"
+    r"|e-?posta|e-?mail|kimlik|identity)",
+    re.IGNORECASE,
+)
+_NOTE_WORDS = re.compile(r"(note|\bnot\b|açıklama|aciklama|comment|description|iptal|cancel)", re.I)
+
+
+def mask_phone(text: str) -> str:
+    """``+90 547 149 21 07`` -> ``…07``."""
+    digits = re.sub(r"\D", "", text)
+    return "…" + digits[-PHONE_DIGITS_SHOWN:]
+
+
+def mask_person(text: str) -> str:
+    """A patient cell, masked: a phone to its last digits, a name to initials; a bare id
+    (no word of two letters or more, under seven digits) stays, it is how the desk finds them."""
+    value = text.strip()
+    if not value:
+        return ""
+    if sum(c.isdigit() for c in value) >= _MIN_DIGITS:
+        return mask_phone(value)
+    words = [w for w in re.split(r"[\s,]+", value) if w]
+    if any(sum(c.isalpha() for c in w) >= 2 for w in words):
+        if "@" in value:
+            return value[0] + "…@…"
+        return " ".join(f"{w[0].upper()}." for w in words if w[0].isalpha()) or "…"
+    return value
+
+
+def scrub_phones(text: str) -> str:
+    """Every phone-like number in a text replaced by its last digits."""
+
+    def repl(match: re.Match[str]) -> str:
+        found = match.group(0)
+        if _DATE_RE.search(found) or sum(c.isdigit() for c in found) < _MIN_DIGITS:
+            return found
+        return mask_phone(found)
+
+    return _PHONE_RE.sub(repl, text)
+
+
+@dataclass(frozen=True, slots=True)
+class PatientColumns:
+    """The source columns that hold who the patient is, and their notes."""
+
+    person: frozenset[str]
+    notes: frozenset[str]
+
+    def split(self, fields: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+        """The row's non-empty person cells and note cells."""
+        people: list[str] = []
+        notes: list[str] = []
+        for column, value in fields.items():
+            text = "" if value is None else str(value).strip()
+            if not text:
+                continue
+            if column in self.person:
+                people.append(text)
+            elif column in self.notes:
+                notes.append(text)
+        return people, notes
+
+
+def _columns_of(spec: Any) -> list[str]:
+    if isinstance(spec, str):
+        return [spec]
+    if not isinstance(spec, Mapping):
+        return []
+    found: list[str] = []
+    for key in ("column", "date_column", "time_column"):
+        if isinstance(spec.get(key), str):
+            found.append(spec[key])
+    if isinstance(spec.get("columns"), list):
+        found.extend(str(c) for c in spec["columns"])
+    create = spec.get("create")
+    if isinstance(create, Mapping):
+        found.extend(str(c) for c in create.values())
+    return found
+
+
+def patient_columns(mapping: Mapping[str, Any] | None, header: Iterable[str]) -> PatientColumns:
+    """From the config's [mapping] when known (customer_id's columns, and description's
+    and cancellation_reason's); otherwise guessed from the column names."""
+    header = list(header)
+    if mapping:
+        person = set(_columns_of(mapping.get("customer_id")))
+        notes = {c for f in NOTE_FIELDS for c in _columns_of(mapping.get(f))}
+        # A column that is neither mapped nor known is still masked when its name says so.
+        unmapped = [c for c in header if not any(c in _columns_of(v) for v in mapping.values())]
+        person |= {c for c in unmapped if _PATIENT_WORDS.search(c)}
+        notes |= {c for c in unmapped if _NOTE_WORDS.search(c)}
+        return PatientColumns(frozenset(person), frozenset(notes - person))
+    person = {c for c in header if _PATIENT_WORDS.search(c)}
+    notes = {c for c in header if _NOTE_WORDS.search(c)} - person
+    return PatientColumns(frozenset(person), frozenset(notes))
+
+
+def scrub(text: str, people: Iterable[str], notes: Iterable[str]) -> str:
+    """`text` with this row's patient cells masked, its notes hidden and any phone masked."""
+    for value in sorted(notes, key=len, reverse=True):
+        if len(value) >= 2:
+            text = text.replace(value, HIDDEN)
+    for value in sorted(people, key=len, reverse=True):
+        masked = mask_person(value)
+        if masked != value and len(value) >= 2:
+            text = text.replace(value, masked)
+    return scrub_phones(text)

@@ -1,0 +1,494 @@
+"""The one function that reads what the HTML report shows from a ledger.
+
+`collect_page` fills a `ReportPage` (see report_model) and is the only place
+that reads the ledger for the page; the template only formats it. The
+worklist is derived here from the entries (invalid, failed and unknown rows;
+created rows changed in the source or missing from it) in `EntryWorklist`,
+the one place to switch to a durable worklist table once the ledger has one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+from zoneinfo import ZoneInfo
+
+from worker.commands.import_result import TenantCounts, exit_code_for
+from worker.commands.report import FAILURE_STATUSES, open_for_report, write_failures
+from worker.commands.report_masking import (
+    HIDDEN,
+    NOTE_FIELDS,
+    mask_person,
+    patient_columns,
+    scrub,
+)
+from worker.commands.report_model import (
+    ReportPage,
+    RunBar,
+    RunGlance,
+    TenantGlance,
+    Timeline,
+    WorkItem,
+)
+from worker.config import Config, load_config
+from worker.errors import ConfigError
+from worker.ledger import Entry, Ledger, Run, RunStatus, Status
+from worker.ledger.target import LedgerTarget, describe, find_ledger_target, is_url
+
+EMBED_LIMIT = 5_000
+"""At most this many worklist items are embedded in the page (the rest: `report --failures`)."""
+HISTORY_RUNS = 14
+"""The nightly chart shows at most this many of the latest import runs."""
+_TIMELINE_BUCKETS = 120
+_PAGE = 5_000
+# No request for this long while rows were still to be sent: a pause (a 429's Retry-After,
+# an outage's back-off). Ten request intervals at the configured rate, never under 1 s.
+_MIN_PAUSE_S = 1.0
+_PAUSE_REQUEST_GAPS = 10
+# Plain strings: the one pass compares every entry's status with them.
+_CREATED = Status.CREATED.value
+_FAILURES = frozenset(FAILURE_STATUSES)
+_NEEDS_KINDS = ("invalid", "failed", "unknown", "changed", "missing", "not sent")
+
+
+@dataclass(slots=True)
+class HtmlOptions:
+    """What `report --html` was asked for."""
+
+    out: Path
+    ledger_path: LedgerTarget | None = None
+    config_path: Path | None = None
+    run: int | None = None
+    show_patient_data: bool = False
+    embed_limit: int = EMBED_LIMIT
+    history: int = HISTORY_RUNS
+
+
+async def collect_page(options: HtmlOptions) -> ReportPage:
+    """Read everything the page shows from the ledger (read-only, no lock)."""
+    target = find_ledger_target(options.ledger_path, options.config_path)
+    ledger = await open_for_report(target)
+    try:
+        all_runs = await ledger.runs()
+        if options.run is not None:
+            chosen = [r for r in all_runs if r.id == options.run]
+            if not chosen:
+                raise ConfigError(f"ledger {describe(target)} has no run {options.run}")
+            run: Run | None = chosen[0]
+        else:
+            run = all_runs[-1] if all_runs else None
+        config = _config(options.config_path, run)
+        glance = _run_glance(run) if run is not None else None
+        tenants = _tenants(run, config)
+        work = EntryWorklist(all_runs, config, options)
+        reasons, sends = Reasons(), Sends(run)
+        # One pass over the ledger in insertion order (its cheapest read) feeds all three.
+        async for entry in ledger.entries_iter(page_size=_PAGE):
+            work.add(entry)
+            reasons.add(entry)
+            sends.add(entry)
+        await work.finish(ledger)
+        page = ReportPage(
+            ledger=describe(target) if is_url(target) else str(target),
+            generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            run=glance,
+            tenants=tenants,
+            verdict=_verdict(glance, tenants, work.total, work.by_kind),
+            reasons=reasons.counts.most_common(),
+            timeline=sends.timeline(config),
+            history=_history(all_runs, options.history),
+            worklist=work.items,
+            worklist_total=work.total,
+            embed_limit=options.embed_limit,
+            show_patient_data=options.show_patient_data,
+            kinds=[k for k in _NEEDS_KINDS if work.by_kind.get(k)],
+        )
+        await _failures_file(ledger, all_runs, page, options)
+    finally:
+        await ledger.close()
+    return page
+
+
+def _config(path: Path | None, run: Run | None) -> Config | None:
+    """The config given, else the one the run recorded when it is still readable."""
+    if path is not None:
+        return load_config(path)
+    if run is None or not run.config_path or not Path(run.config_path).is_file():
+        return None
+    try:
+        return load_config(run.config_path)
+    except ConfigError:
+        return None  # changed since: the page does without names, zones and rates
+
+
+def _when(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _tenant_counts(run: Run) -> dict[int, dict[str, int]]:
+    out: dict[int, dict[str, int]] = {}
+    for key, value in run.counts.items():
+        parts = key.split(".", 2)
+        if len(parts) == 3 and parts[0] == "tenant" and parts[1].isdigit():
+            out.setdefault(int(parts[1]), {})[parts[2]] = value
+    return out
+
+
+def _exit_code(run: Run) -> tuple[int | None, str]:
+    """Runs do not record their exit code: it is derived from the status and counts,
+    by the rule `import` exits with."""
+    if run.status == RunStatus.RUNNING:
+        return None, "still running"
+    if run.status == RunStatus.CRASHED:
+        return None, "the process died; no exit code"
+    if run.status == RunStatus.ABORTED:
+        return 3, "aborted"
+    if run.status == RunStatus.INTERRUPTED:
+        return None, "interrupted by a signal (130 or 143)"
+    if run.mode != "import":
+        return None, f"a {run.mode} run: its exit code is not recorded"
+    names = set(TenantCounts.__dataclass_fields__) - {"failed_by_reason"}
+    counts = []
+    for c in _tenant_counts(run).values():
+        tc = TenantCounts()
+        for k, v in c.items():
+            if k in names:
+                setattr(tc, k, v)
+        counts.append(tc)
+    code = int(exit_code_for(counts, {}, None))
+    return code, "derived from the run's status and counts"
+
+
+def _run_glance(run: Run) -> RunGlance:
+    start, end = _when(run.started_at), _when(run.finished_at)
+    code, note = _exit_code(run)
+    return RunGlance(
+        id=run.id,
+        mode=run.mode,
+        status=run.status,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        duration_s=(end - start).total_seconds() if start and end else None,
+        exit_code=code,
+        exit_note=note,
+    )
+
+
+def _tenants(run: Run | None, config: Config | None) -> list[TenantGlance]:
+    if run is None:
+        return []
+    out = []
+    for tenant, c in sorted(_tenant_counts(run).items()):
+        section = config.tenants.get(tenant) if config else None
+        needs = {
+            "invalid": c.get("invalid", 0),
+            "failed": c.get("failed", 0) + c.get("previously_failed", 0),
+            "unknown": c.get("unknown", 0) + c.get("unknown_skipped", 0),
+            "changed": c.get("changed", 0),
+            "missing": c.get("missing_from_source", 0),
+            "not sent": c.get("not_sent", 0),
+            "duplicate key": c.get("duplicate_keys", 0),
+        }
+        out.append(
+            TenantGlance(
+                tenant=tenant,
+                name=(section.name if section and section.name else f"tenant {tenant}"),
+                timezone=config.timezone_for(tenant) if config else "UTC",
+                read=c.get("read", 0),
+                created=c.get("created", 0),
+                adopted=c.get("adopted", 0),
+                already_there=c.get("unchanged", 0),
+                needs={k: v for k, v in needs.items() if v},
+            )
+        )
+    return out
+
+
+def duration_text(seconds: float) -> str:
+    """``75.2`` -> ``1 min 15 s``."""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
+
+
+def _verdict(
+    run: RunGlance | None, tenants: list[TenantGlance], open_total: int, needs: Counter[str]
+) -> str:
+    if run is None:
+        return "This ledger holds no run yet: nothing was imported."
+    took = f" in {duration_text(run.duration_s)}" if run.duration_s is not None else ""
+    head = f"Run {run.id} ({run.mode}) {run.status}{took}"
+    if run.exit_code is not None:
+        head += f", exit code {run.exit_code}"
+    read = sum(t.read for t in tenants)
+    done = sum(t.created + t.adopted + t.already_there for t in tenants)
+    body = f"{done:,} of {read:,} rows read are in Flextell" if read else "no rows were read"
+    if run.status in (RunStatus.ABORTED, RunStatus.CRASHED, RunStatus.INTERRUPTED):
+        body += "; the run stopped early: run the same import again to finish it"
+    if open_total:
+        kinds = ", ".join(f"{n:,} {k}" for k, n in needs.most_common())
+        return f"{head}. {body}. Now {open_total:,} row(s) need a person ({kinds})."
+    return f"{head}. {body}. Nothing needs a person now."
+
+
+def _local_time(payload: dict[str, Any] | None, zone: str | None) -> str:
+    when = _when(str(payload.get("scheduled_at"))) if payload else None
+    if when is None:
+        return ""
+    if zone is None:
+        return when.strftime("%Y-%m-%d %H:%M UTC")
+    return when.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M")
+
+
+class EntryWorklist:
+    """The rows that need a person, derived from the ledger's entries.
+
+    The ONE place the page's worklist comes from: `add` sees every entry once
+    (invalid, failed, unknown; created and changed in the source), `finish` adds
+    the created rows missing from the latest full import. When the ledger keeps
+    a durable worklist, replace this class's reads with it; the page only sees
+    `WorkItem`s and the counts by kind.
+    """
+
+    def __init__(self, runs: list[Run], config: Config | None, options: HtmlOptions) -> None:
+        self._runs = runs
+        self._config = config
+        self._limit = options.embed_limit
+        self._show = options.show_patient_data
+        header = [c for r in runs for c in (r.source_columns or [])]
+        self._columns = patient_columns(config.mapping if config else None, header)
+        self.items: list[WorkItem] = []
+        self.by_kind: Counter[str] = Counter()
+
+    def _zone(self, tenant: int) -> str | None:
+        return self._config.timezone_for(tenant) if self._config else None
+
+    def add(self, entry: Entry) -> None:
+        """Take the entry if it needs a person."""
+        if entry.status in _FAILURES:
+            reason = entry.error_message or entry.error_code or entry.status
+            if entry.http_status is not None:
+                reason = f"HTTP {entry.http_status}: {reason}"
+            self._item(entry, entry.status, reason, entry.source_row is not None)
+        elif entry.status == _CREATED and entry.changed_diff is not None:
+            changes = _diff_text(entry.changes or {}, self._show, self._zone(entry.tenant))
+            self._item(entry, "changed", changes, False)
+
+    async def finish(self, ledger: Ledger) -> None:
+        """Add the created rows the latest finished import's export no longer has."""
+        imports = [r for r in self._runs if r.mode == "import" and r.status == RunStatus.FINISHED]
+        if not imports:
+            return
+        latest = imports[-1]
+        tenants = [t for t, c in _tenant_counts(latest).items() if c.get("read")]
+        for entry in await ledger.missing_from_source(latest.id, tenants):
+            reason = (
+                f"created as appointment {entry.appointment_id}, not in run {latest.id}'s export"
+            )
+            self._item(entry, "missing", reason, False)
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_kind.values())
+
+    def _item(self, entry: Entry, kind: str, reason: str, fixable: bool) -> None:
+        self.by_kind[kind] += 1
+        if len(self.items) >= self._limit:
+            return  # counted, not embedded: the page states the bound
+        data = entry.source_row_data or {}
+        fields = data.get("fields")
+        people, notes = self._columns.split(fields if isinstance(fields, dict) else {})
+        payload = entry.payload or {}
+        notes += [str(payload[f]) for f in NOTE_FIELDS if payload.get(f)]
+        show = self._show
+        self.items.append(
+            WorkItem(
+                tenant=entry.tenant,
+                kind=kind,
+                source_key=entry.source_key,
+                reason=reason if show else scrub(reason, people, notes),
+                field=entry.error_field or "",
+                file=entry.source_file or "",
+                line=entry.source_line,
+                local_time=_local_time(payload, self._zone(entry.tenant)),
+                patient=", ".join(people if show else [mask_person(p) for p in people]),
+                note=" / ".join(notes) if show else (HIDDEN if notes else ""),
+                fixable=fixable,
+            )
+        )
+
+
+def _diff_text(changes: dict[str, list[Any]], show: bool, zone: str | None) -> str:
+    parts = []
+    for name, (old, new) in sorted(changes.items()):
+        if name in NOTE_FIELDS and not show:
+            parts.append(f"{name} changed {HIDDEN}")
+        elif name == "scheduled_at":
+            was = _local_time({"scheduled_at": old}, zone)
+            now = _local_time({"scheduled_at": new}, zone)
+            parts.append(f"time {was or old} -> {now or new}")
+        else:
+            parts.append(f"{name}: {old!r} -> {new!r}")
+    return "changed in the source since it was created: " + "; ".join(parts)
+
+
+class Reasons:
+    """Every row the ledger holds, by outcome and reason."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def add(self, e: Entry) -> None:
+        if e.status == _CREATED:
+            self.counts[f"created ({e.origin or 'posted'})"] += 1
+        elif e.status in _FAILURES:
+            why = e.error_code or (f"HTTP {e.http_status}" if e.http_status else "")
+            if e.error_field:
+                why = f"{why} {e.error_field}".strip()
+            self.counts[f"{e.status}: {why}" if why else e.status] += 1
+        else:
+            self.counts[e.status] += 1
+
+
+class Sends:
+    """The run's POST attempts as the entries recorded them (first and latest send time)."""
+
+    def __init__(self, run: Run | None) -> None:
+        start, end = (_when(run.started_at), _when(run.finished_at)) if run else (None, None)
+        self.run = run if run is not None and run.mode == "import" and start else None
+        self.t0 = start.timestamp() if start else 0.0
+        self.t1 = end.timestamp() if end else None
+        self.first: list[float] = []
+        self.later: list[float] = []
+        self.statuses: Counter[int] = Counter()
+        self.retried = 0
+
+    def _in_run(self, moment: float | None) -> bool:
+        return moment is not None and moment >= self.t0 and (self.t1 is None or moment <= self.t1)
+
+    def add(self, e: Entry) -> None:
+        if self.run is None or e.sent_at is None:
+            return
+        if self._in_run(e.first_sent_at):
+            self.first.append(cast(float, e.first_sent_at))
+        if not self._in_run(e.sent_at):
+            return
+        if e.sent_at != e.first_sent_at:  # sent once: counted above as a first attempt
+            self.later.append(e.sent_at)
+        if e.attempts > 1:
+            self.retried += 1
+        if e.http_status and e.status != _CREATED:
+            self.statuses[e.http_status] += 1
+
+    def timeline(self, config: Config | None) -> Timeline | None:
+        if self.run is None or not (self.first or self.later):
+            return None
+        t0 = self.t0
+        span = max((self.t1 or max(self.first + self.later)) - t0, 1.0)
+        bucket = max(span / _TIMELINE_BUCKETS, 0.25)
+        n = int(span // bucket) + 1
+        firsts, laters = [0] * n, [0] * n
+        for moment in self.first:
+            firsts[min(int((moment - t0) // bucket), n - 1)] += 1
+        for moment in self.later:
+            laters[min(int((moment - t0) // bucket), n - 1)] += 1
+        rate = None
+        if config is not None:
+            tenants = _tenant_counts(self.run)
+            rate = sum(config.tenant(t).rate_limit.per_second for t in tenants) or None
+        gap = pause_gap(rate)
+        times = sorted(self.first + self.later)
+        pauses = [(a - t0, b - t0) for a, b in itertools.pairwise(times) if b - a >= gap]
+        return Timeline(
+            start=t0,
+            bucket_s=bucket,
+            first=firsts,
+            later=laters,
+            rate_per_s=rate,
+            pauses=pauses,
+            retried_rows=self.retried,
+            http_statuses=dict(self.statuses),
+        )
+
+
+def pause_gap(rate_per_s: float | None) -> float:
+    """Seconds without a request that count as a pause at this configured rate."""
+    return max(_MIN_PAUSE_S, _PAUSE_REQUEST_GAPS / rate_per_s if rate_per_s else _MIN_PAUSE_S)
+
+
+def _history(runs: list[Run], limit: int) -> list[RunBar]:
+    """The latest import runs, for a nightly ledger (two or more imports)."""
+    imports = [r for r in runs if r.mode == "import"][-limit:]
+    if len(imports) < 2:
+        return []
+    bars = []
+    for r in imports:
+        c = r.counts
+        open_items = sum(
+            c.get(k, 0)
+            for k in (
+                "invalid",
+                "failed",
+                "unknown",
+                "not_sent",
+                "changed",
+                "previously_failed",
+                "unknown_skipped",
+                "duplicate_keys",
+            )
+        )
+        bars.append(
+            RunBar(
+                run_id=r.id,
+                started_at=r.started_at[:16].replace("T", " "),
+                created=c.get("created", 0),
+                open_items=open_items,
+                missing=c.get("missing_from_source", 0),
+            )
+        )
+    return bars
+
+
+async def _failures_file(
+    ledger: Ledger, runs: list[Run], page: ReportPage, options: HtmlOptions
+) -> None:
+    """Embed the failures file (as `report --failures` writes it) for the page's save link.
+
+    Its rows carry every original cell, patient data included: only with
+    --show-patient-data, and only while they fit the page's bound."""
+    fixable = sum(1 for i in page.worklist if i.fixable)
+    if not fixable:
+        page.failures_note = "No row can be fixed in a file: nothing to save."
+        return
+    if not options.show_patient_data:
+        page.failures_note = (
+            "The failures file holds every original cell, patient data included, so this "
+            "masked page does not carry it: run flextell-worker report --failures FILE, "
+            "or write the page with --show-patient-data."
+        )
+        return
+    if page.worklist_total > options.embed_limit:
+        page.failures_note = (
+            f"More than {options.embed_limit:,} items: the page does not carry the failures "
+            "file; run flextell-worker report --failures FILE."
+        )
+        return
+    fmt = next((r.source_format for r in reversed(runs) if r.source_format), "csv") or "csv"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"failures.{fmt}"
+        page.failures_rows = await write_failures(ledger, runs, path)
+        page.failures_file = path.read_bytes()
+    page.failures_name = f"failures.{fmt}"
