@@ -539,6 +539,12 @@ def _summary_out(name: str, event: dict[str, Any], json_logs: bool) -> None:
 @click.option("--run", "run_id", type=int, help="Only rows last handled by this run.")
 @click.option("--sample", type=click.IntRange(min=1), help="Check a random sample of N rows.")
 @click.option("--seed", type=int, help="Seed of --sample, for a repeatable sample.")
+@click.option(
+    "--orphans",
+    is_flag=True,
+    help='Also list appointments the API made (creation_type "api") on the ledger\'s days '
+    "that no ledger row owns: duplicates. By-hand bookings are not listed. See docs/verify.md.",
+)
 @click.option("--report", type=click.Path(dir_okay=False), help="Write a JSON report here.")
 @click.option("--json-logs", is_flag=True, help="JSON log events; final summary as JSON.")
 @_insecure_option
@@ -551,6 +557,7 @@ def verify_cmd(
     run_id: int | None,
     sample: int | None,
     seed: int | None,
+    orphans: bool,
     report: str | None,
     json_logs: bool,
     allow_insecure_http: bool,
@@ -559,10 +566,12 @@ def verify_cmd(
 
     Compares customer, doctor, instant, status, treatments, room and
     description. Opens the ledger read-only (a SQLite file, or a shared
-    PostgreSQL ledger beside its workers). Exit 0 when everything matches,
-    1 for mismatches, missing (404) or rows that could not be checked, 2 for bad
-    options, config or a ledger of another API, 3 when a tenant's token was
-    refused or the ledger cannot be read.
+    PostgreSQL ledger beside its workers). With --orphans, also reads each
+    tenant's calendar over the days of the ledger's rows and lists the
+    API-made appointments no row owns. Exit 0 when everything matches,
+    1 for mismatches, missing (404), orphans, or rows or days that could not be
+    checked, 2 for bad options, config or a ledger of another API, 3 when a
+    tenant's token was refused or the ledger cannot be read.
     """
     import asyncio
 
@@ -579,6 +588,7 @@ def verify_cmd(
         run=run_id,
         sample=sample,
         seed=seed,
+        orphans=orphans,
     )
     result = asyncio.run(run_verify(options))
     if report:
