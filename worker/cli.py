@@ -230,6 +230,13 @@ def validate_cmd(
     help="Lifetime in seconds of access tokens issued by /oauth/token.",
 )
 @click.option(
+    "--retry-after",
+    default="1",
+    show_default=True,
+    help="Retry-After of the throttle429 and error503 faults: seconds or an HTTP date "
+    "(86400, 'Thu, 01 Jan 2099 00:00:00 GMT'), to play a server asking for a long pause.",
+)
+@click.option(
     "--honor-idempotency-key",
     is_flag=True,
     help="Replay a POST whose Idempotency-Key the tenant used before (Flextell documents none).",
@@ -252,6 +259,7 @@ def sandbox_cmd(
     calendar_shape: str,
     calendar_broken: bool,
     token_ttl: float,
+    retry_after: str,
     honor_idempotency_key: bool,
 ) -> None:
     """Serve a local Flextell look-alike under /api until SIGINT or SIGTERM.
@@ -289,6 +297,7 @@ def sandbox_cmd(
         calendar_shape=calendar_shape,
         calendar_broken=calendar_broken,
         token_ttl=token_ttl,
+        retry_after=retry_after,
     )
     asyncio.run(serve(opts, pathlib.Path(port_file) if port_file else None))
 

@@ -370,7 +370,7 @@ def print_verify(result: VerifyResult, console: Console | None = None) -> None:
     if result.orphans is not None:
         _print_orphans(result.orphans, console)
     for tenant, reason in sorted(result.stopped_tenants.items()):
-        console.print(f"tenant {tenant} stopped: {reason}")
+        console.print(f"tenant {tenant} stopped: {reason}", markup=False)
     console.print(f"ledger: {result.ledger_path}")
     console.print(
         f"exit code {int(result.exit_code)} ({result.exit_code.name.lower()}), "
