@@ -4,6 +4,7 @@ by-hand bookings are not, and the exit code says which."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from tests.support.sandbox_process import Sandbox
 from tests.support.sync import (
     TOKEN_ENV,
     import_file,
+    run_cli,
     sample_rows,
     verify_report,
     write_config,
@@ -160,3 +162,33 @@ def test_without_orphans_verify_does_not_read_calendars(tmp_path: Path, sbx: San
     code, report, _ = verify_report(config, sbx)
     assert code == 0 and "orphans" not in report
     assert sbx.stats()["requests_total"] - before == 4  # one GET per row, no calendar
+
+
+def test_an_appointment_whose_row_lost_its_answer_is_an_orphan_until_reconciled(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    columns, rows = _rows()
+    config = write_config(tmp_path)
+    result, _ = import_file(config, sbx, write_csv(tmp_path / "in.csv", columns, rows[:4]))
+    assert result.exit_code == 0, result.output
+    # What a lost answer leaves: the row is unknown and holds no id; the appointment exists.
+    with sqlite3.connect(tmp_path / "ledger.sqlite") as db:
+        (lost,) = db.execute(
+            "SELECT appointment_id FROM entries WHERE source_key = ?", (rows[1]["appointment_id"],)
+        ).fetchone()
+        db.execute(
+            "UPDATE entries SET status = 'unknown', appointment_id = NULL,"
+            " appointment_code = NULL WHERE source_key = ?",
+            (rows[1]["appointment_id"],),
+        )
+    code, report, output = verify_report(config, sbx, "--orphans")
+    assert code == 1, output
+    [orphan] = report["orphans"]
+    assert orphan["appointment_id"] == lost
+    assert orphan["rows"] == [rows[1]["appointment_id"]]
+    assert "unknown, owns none" in orphan["reason"] and "`reconcile`" in orphan["reason"]
+
+    done = run_cli("reconcile", "-c", str(config), "--base-url", sbx.base_url)
+    assert done.exit_code == 0, done.output
+    code, report, output = verify_report(config, sbx, "--orphans")
+    assert code == 0 and report["orphans"] == [], output

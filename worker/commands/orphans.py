@@ -83,7 +83,6 @@ class _TenantRows:
     first: datetime | None = None
     last: datetime | None = None
     owned: set[int] = field(default_factory=set)
-    by_identity: dict[str, list[_RowRef]] = field(default_factory=lambda: defaultdict(list))
 
 
 def _aware(moment: datetime) -> datetime:
@@ -101,22 +100,33 @@ def _instant(payload: dict[str, Any] | None) -> datetime | None:
     return _aware(moment)
 
 
-async def _read_rows(ledger: Ledger, tenant: int | None) -> dict[int, _TenantRows]:
+async def _read_rows(ledger: Ledger, tenant: int | None, *, owned: bool) -> dict[int, _TenantRows]:
+    """Each tenant's earliest and latest row instant, and (`owned`) the ids rows hold."""
     rows: dict[int, _TenantRows] = defaultdict(_TenantRows)
     entries: AsyncIterator[Entry] = ledger.entries_iter(tenant=tenant)
     async for entry in entries:
         seen = rows[entry.tenant]
-        if entry.appointment_id is not None:
+        if owned and entry.appointment_id is not None:
             seen.owned.add(entry.appointment_id)
-        payload = entry.payload
-        moment = _instant(payload)
-        if payload is None or moment is None:
-            continue
-        seen.first = moment if seen.first is None else min(seen.first, moment)
-        seen.last = moment if seen.last is None else max(seen.last, moment)
-        ref = _RowRef(entry.source_key, entry.source_line, entry.status, entry.appointment_id)
-        seen.by_identity[identity_key(payload)].append(ref)
+        moment = _instant(entry.payload)
+        if moment is not None:
+            seen.first = moment if seen.first is None else min(seen.first, moment)
+            seen.last = moment if seen.last is None else max(seen.last, moment)
     return rows
+
+
+async def _rows_at(ledger: Ledger, tenant: int, keys: set[str]) -> dict[str, list[_RowRef]]:
+    """The rows at these identities (customer, doctor, instant, treatments), by identity."""
+    found: dict[str, list[_RowRef]] = defaultdict(list)
+    if not keys:
+        return found
+    async for entry in ledger.entries_iter(tenant=tenant):
+        payload = entry.payload
+        key = identity_key(payload) if payload is not None else None
+        if key in keys:
+            ref = _RowRef(entry.source_key, entry.source_line, entry.status, entry.appointment_id)
+            found[key].append(ref)
+    return found
 
 
 def _why(resource: AppointmentResource, refs: list[_RowRef]) -> str:
@@ -174,7 +184,8 @@ class _TenantScan:
             start = stop + timedelta(days=1)
         return found
 
-    async def judge(self, appointment_id: int, rows: _TenantRows) -> None:
+    async def judge(self, appointment_id: int, made: list[AppointmentResource]) -> None:
+        """GET one unowned appointment: count a by-hand one, keep an API-made one in `made`."""
         result: Result = await read_with_retries(
             self.lane,
             self.guard,
@@ -194,14 +205,16 @@ class _TenantScan:
         if kind != API_MADE:
             self.tally.by_hand += 1
             return
-        refs = rows.by_identity.get(identity_key(resource_values(resource)), [])
+        made.append(resource)
+
+    def orphan(self, resource: AppointmentResource, refs: list[_RowRef]) -> None:
         moment = _aware(resource.scheduled_at)
         local = moment.astimezone(self.zone)
         self.tally.orphans += 1
         self.scan.orphans.append(
             Orphan(
                 tenant=self.lane.id,
-                appointment_id=appointment_id,
+                appointment_id=resource.id,
                 scheduled_at=moment.astimezone(UTC),
                 local_time=f"{local:%Y-%m-%d %H:%M} {self.zone.key}",
                 created_at=resource.created_at,
@@ -218,15 +231,17 @@ class _TenantScan:
         if listed is None:
             return
         # Read the ledger after the calendar: what a run recorded meanwhile is owned.
-        rows = (await _read_rows(ledger, self.lane.id)).get(self.lane.id, _TenantRows())
+        rows = await _read_rows(ledger, self.lane.id, owned=True)
+        owned = rows[self.lane.id].owned if self.lane.id in rows else set()
         self.tally.listed = len(listed)
-        unowned = sorted(i for i in listed if i not in rows.owned)
+        unowned = sorted(i for i in listed if i not in owned)
         self.tally.owned = len(listed) - len(unowned)
         todo = iter(unowned)
+        made: list[AppointmentResource] = []
 
         async def work() -> None:
             for appointment_id in todo:  # one iterator shared: each id judged once
-                await self.judge(appointment_id, rows)
+                await self.judge(appointment_id, made)
 
         done = await asyncio.gather(
             *(work() for _ in range(self.lane.tenant.concurrency)), return_exceptions=True
@@ -234,6 +249,12 @@ class _TenantScan:
         for outcome in done:
             if isinstance(outcome, BaseException):
                 raise outcome
+        # The rows at the orphans' identities say why each is one (a third, narrow read:
+        # no per-row index of the whole ledger is kept in memory).
+        keys = {identity_key(resource_values(r)) for r in made}
+        refs = await _rows_at(ledger, self.lane.id, keys)
+        for resource in made:
+            self.orphan(resource, refs.get(identity_key(resource_values(resource)), []))
 
 
 async def find_orphans(
@@ -241,7 +262,7 @@ async def find_orphans(
 ) -> OrphanScan:
     """Scan every tenant of the ledger (or just `tenant`) for orphans."""
     scan = OrphanScan()
-    for tenant_id, rows in sorted((await _read_rows(ledger, tenant)).items()):
+    for tenant_id, rows in sorted((await _read_rows(ledger, tenant, owned=False)).items()):
         if rows.first is None or rows.last is None:
             continue  # no row with an instant: no days to read
         lane = await lanes.lane(tenant_id)
