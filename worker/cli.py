@@ -44,9 +44,11 @@ def cli() -> None:
     \b
     Exit codes:
       0  every row valid / created / matching
-      1  some rows invalid, failed, unknown or mismatched
-      2  bad options, config or input file, a ledger of another API (nothing done)
-      3  run aborted (authentication refused, ledger unusable: disk full, damaged)
+      1  some rows invalid, failed, unknown or mismatched; orphans (verify --orphans)
+      2  bad options, config or input file (or one changed while read), a ledger of
+         another API (nothing done)
+      3  run aborted (authentication refused, a pause beyond [api] max_pause, ledger
+         unusable: disk full, damaged)
       4  another run holds the ledger lock (nothing touched)
       130/143  stopped by SIGINT/SIGTERM (ledger consistent)
     """
