@@ -232,9 +232,22 @@ def test_a_pause_beyond_max_pause_stops_the_tenant_instead_of_waiting(
     assert lane.gate.remaining() == 0.0  # nothing waits for it
     assert lane.aborted and lane.stop_reason is not None
     assert header in lane.stop_reason
-    assert "[api] max_pause (unset: outage_budget, 300 s)" in lane.stop_reason
+    assert "[api] max_pause (unset: outage_budget or one rate-limit window, 300 s)" in (
+        lane.stop_reason
+    )
     with pytest.raises(LaneStopped):
         lane.check()
+
+
+def test_without_max_pause_one_rate_limit_window_is_always_waited(
+    make_lane: Callable[..., TenantLane],
+) -> None:
+    clock = FakeClock()
+    lane = make_lane(clock, outage_budget=0.0)  # never wait for a restart; the window is 60 s
+    lane.observe(429, RateInfo(retry_after=60.0), clock.now)
+    assert lane.gate.remaining() == 60.0 and lane.stop_reason is None
+    lane.observe(429, RateInfo(retry_after=61.0), clock.now)
+    assert lane.stop_reason is not None and "61 s" in lane.stop_reason
 
 
 def test_a_pause_within_max_pause_is_waited_for(make_lane: Callable[..., TenantLane]) -> None:

@@ -175,6 +175,14 @@ class TenantLane:
         ):
             self.stop(f"cannot reach {self.tenant.base_url}: {result.error_message}", abort=True)
 
+    @property
+    def pause_ceiling(self) -> float:
+        """`[api] max_pause`, or else the outage budget but never less than one window of
+        the tenant's rate limit (a throttled window's own Retry-After is always waited)."""
+        if self.policy.max_pause is not None:
+            return self.policy.max_pause
+        return max(self.policy.outage_budget, self.tenant.rate_limit.period)
+
     def in_outage(self) -> bool:
         """The server answered before and is unreachable now, within the outage budget."""
         if self.down_since is None:
@@ -214,7 +222,7 @@ class TenantLane:
                 self.gate.close_until(
                     self.clock.time() + period / max(self.tenant.rate_limit.count, 1)
                 )
-        elif rate.retry_after is not None and rate.retry_after > self.policy.pause_ceiling:
+        elif rate.retry_after is not None and rate.retry_after > self.pause_ceiling:
             # Another status with Retry-After delays only its row (retry.wait_server),
             # but a wait this long is a server that is down for us: stop the tenant.
             self._pause(self.clock.time() + rate.retry_after, "Retry-After")
@@ -223,14 +231,14 @@ class TenantLane:
         """Close the gate until the server's time, or stop the tenant (exit code 3) when
         the pause is beyond `[api] max_pause`: waiting silently for hours helps no one."""
         pause = until - self.clock.time()
-        ceiling = self.policy.pause_ceiling
+        ceiling = self.pause_ceiling
         if pause <= ceiling:
             self.gate.close_until(until)
             return
         when = datetime.fromtimestamp(min(until, MAX_SHOWN), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         limit = f"{ceiling:g} s"
         if self.policy.max_pause is None:
-            limit = f"unset: outage_budget, {limit}"
+            limit = f"unset: outage_budget or one rate-limit window, {limit}"
         self.stop(
             f"the server asked for a pause of {pause:,.0f} s ({header}, until {when}), "
             f"longer than [api] max_pause ({limit}): raise [api] max_pause to wait that long",

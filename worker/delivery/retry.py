@@ -39,14 +39,10 @@ class RetryPolicy:
     unreachable_seconds: float = 10.0
     """A server that never answered stops its tenant after max_attempts failures this long."""
     max_pause: float | None = None
-    """The longest pause a server may ask for before its tenant stops (None: outage_budget)."""
+    """The longest pause a server may ask for before its tenant stops (None: see
+    TenantLane.pause_ceiling)."""
     settle_wait: float | None = None
     """How long the end of a run waits for settling rows (default_settle_wait if None)."""
-
-    @property
-    def pause_ceiling(self) -> float:
-        """`max_pause`, or the outage budget: a server asking for longer is treated as down."""
-        return self.outage_budget if self.max_pause is None else self.max_pause
 
     @property
     def default_settle_wait(self) -> float:
@@ -56,6 +52,9 @@ class RetryPolicy:
 
 class _Lane(Protocol):
     def in_outage(self) -> bool: ...
+
+    @property
+    def pause_ceiling(self) -> float: ...
 
 
 class wait_server(wait_base):
@@ -101,7 +100,7 @@ def retrying(
         stop=stop,
         wait=wait_server(
             wait_random_exponential(multiplier=policy.backoff_multiplier, max=policy.max_backoff),
-            policy.pause_ceiling,
+            lane.pause_ceiling,
         ),
         retry=retry_if_result(lambda r: r.outcome is Outcome.RETRY),
         retry_error_callback=_result,
