@@ -436,14 +436,17 @@ async def _send(
                     run.request_stop("aborted")
                     await _wait_lanes(run, 0)
                     raise
-                except SourceError:
+                except SourceError as exc:
                     # The file stopped making sense mid-read (changed under the reader,
                     # undecodable): not a complete read, so nothing is missing from it.
                     # What was sent gets the grace period to be answered and recorded.
                     status = "aborted"
                     run.request_stop("the input could not be read to its end")
                     await _wait_lanes(run, options.grace_seconds)
-                    raise
+                    raise SourceError(
+                        f"{exc}; run {run.run_id} is recorded aborted, nothing is counted "
+                        "missing from the file"
+                    ) from None
         await ledger.flush()
         if run.stopping is not None:
             status = "interrupted"

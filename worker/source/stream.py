@@ -99,8 +99,8 @@ class SnapshotReader(CountingReader):
         return self._took(super().read1(size))
 
     def _took(self, data: bytes) -> bytes:
-        # Checked after the read, so these bytes were read before any change seen here:
-        # a write changes the modification time before its bytes can be read.
+        # Checked after the read: a write updates the modification time before its bytes
+        # can be read, so bytes handed out with no change seen are the opened file's.
         self._check()
         if data:
             self._digest.update(data)
@@ -115,9 +115,9 @@ class SnapshotReader(CountingReader):
         now = _identity(os.fstat(self._inner.fileno()))
         if now[2:] != opened[2:]:
             self._changed(
-                f"size {opened[2]:,} -> {now[2]:,} bytes, modified again"
+                f"size {opened[2]:,} -> {now[2]:,} bytes"
                 if now[2] != opened[2]
-                else "modified again (same size)"
+                else "rewritten at the same size"
             )
         try:
             at_path = _identity(os.stat(path))
@@ -128,9 +128,8 @@ class SnapshotReader(CountingReader):
 
     def _changed(self, what: str) -> NoReturn:
         raise SourceChangedError(
-            f"{self._name}: changed while it was read ({what}; {self.count:,} bytes read): "
-            "nothing is recorded as missing from it and the run is not a complete read; "
-            "import it again once the export is written"
+            f"{self._name}: changed while it was read ({what}; {self.count:,} bytes read); "
+            "read it again once the export is complete"
         )
 
     def sha256(self) -> str | None:
