@@ -14,7 +14,7 @@ from tests.conftest import FakeClock
 from worker.api.auth import StaticToken
 from worker.api.client import FlextellClient, Outcome, RateInfo, Result
 from worker.config import TenantConfig
-from worker.delivery.lane import TenantLane
+from worker.delivery.lane import LaneStopped, TenantLane
 from worker.delivery.pacing import JITTER_SLACK, PauseGate, bucket_for, make_limiter
 from worker.delivery.retry import RetryPolicy, retrying
 from worker.rates import Rate, parse_rate
@@ -211,3 +211,50 @@ async def test_retries_go_on_past_max_attempts_while_the_server_restarts(
     )
     assert result.outcome is Outcome.CREATED
     assert calls > 2
+
+
+@pytest.mark.parametrize(
+    ("status", "rate", "header"),
+    [
+        (429, RateInfo(retry_after=86_400.0), "Retry-After"),
+        (429, RateInfo(reset_at=4_070_908_800.0), "X-RateLimit-Reset"),  # 2099-01-01
+        (503, RateInfo(retry_after=3_600.0), "Retry-After"),
+        (200, RateInfo(limit=60, remaining=0, reset_at=4_070_908_800.0), "X-RateLimit-Reset"),
+        (408, RateInfo(retry_after=86_400.0), "Retry-After"),
+    ],
+)
+def test_a_pause_beyond_max_pause_stops_the_tenant_instead_of_waiting(
+    make_lane: Callable[..., TenantLane], status: int, rate: RateInfo, header: str
+) -> None:
+    clock = FakeClock()
+    lane = make_lane(clock, outage_budget=300.0)  # max_pause unset: the outage budget
+    lane.observe(status, rate, clock.now)
+    assert lane.gate.remaining() == 0.0  # nothing waits for it
+    assert lane.aborted and lane.stop_reason is not None
+    assert header in lane.stop_reason
+    assert "[api] max_pause (unset: outage_budget or one rate-limit window, 300 s)" in (
+        lane.stop_reason
+    )
+    with pytest.raises(LaneStopped):
+        lane.check()
+
+
+def test_without_max_pause_one_rate_limit_window_is_always_waited(
+    make_lane: Callable[..., TenantLane],
+) -> None:
+    clock = FakeClock()
+    lane = make_lane(clock, outage_budget=0.0)  # never wait for a restart; the window is 60 s
+    lane.observe(429, RateInfo(retry_after=60.0), clock.now)
+    assert lane.gate.remaining() == 60.0 and lane.stop_reason is None
+    lane.observe(429, RateInfo(retry_after=61.0), clock.now)
+    assert lane.stop_reason is not None and "61 s" in lane.stop_reason
+
+
+def test_a_pause_within_max_pause_is_waited_for(make_lane: Callable[..., TenantLane]) -> None:
+    clock = FakeClock()
+    lane = make_lane(clock, outage_budget=60.0, max_pause=7_200.0)
+    lane.observe(429, RateInfo(retry_after=3_600.0), clock.now)
+    assert lane.gate.remaining() == 3_600.0 and lane.stop_reason is None
+    lane.observe(429, RateInfo(retry_after=7_201.0), clock.now)
+    assert lane.stop_reason is not None and "pause of 7,201 s" in lane.stop_reason
+    assert "until 2023-11-15T00:13:21Z), longer than [api] max_pause (7200 s)" in lane.stop_reason

@@ -44,9 +44,11 @@ def cli() -> None:
     \b
     Exit codes:
       0  every row valid / created / matching
-      1  some rows invalid, failed, unknown or mismatched
-      2  bad options, config or input file, a ledger of another API (nothing done)
-      3  run aborted (authentication refused, ledger unusable: disk full, damaged)
+      1  some rows invalid, failed, unknown or mismatched; orphans (verify --orphans)
+      2  bad options, config or input file (or one changed while read), a ledger of
+         another API (nothing done)
+      3  run aborted (authentication refused, a pause beyond [api] max_pause, ledger
+         unusable: disk full, damaged)
       4  another run holds the ledger lock (nothing touched)
       130/143  stopped by SIGINT/SIGTERM (ledger consistent)
     """
@@ -272,6 +274,13 @@ def init_cmd(
     help="Lifetime in seconds of access tokens issued by /oauth/token.",
 )
 @click.option(
+    "--retry-after",
+    default="1",
+    show_default=True,
+    help="Retry-After of the throttle429 and error503 faults: seconds or an HTTP date "
+    "(86400, 'Thu, 01 Jan 2099 00:00:00 GMT'), to play a server asking for a long pause.",
+)
+@click.option(
     "--honor-idempotency-key",
     is_flag=True,
     help="Replay a POST whose Idempotency-Key the tenant used before (Flextell documents none).",
@@ -294,6 +303,7 @@ def sandbox_cmd(
     calendar_shape: str,
     calendar_broken: bool,
     token_ttl: float,
+    retry_after: str,
     honor_idempotency_key: bool,
 ) -> None:
     """Serve a local Flextell look-alike under /api until SIGINT or SIGTERM.
@@ -331,6 +341,7 @@ def sandbox_cmd(
         calendar_shape=calendar_shape,
         calendar_broken=calendar_broken,
         token_ttl=token_ttl,
+        retry_after=retry_after,
     )
     asyncio.run(serve(opts, pathlib.Path(port_file) if port_file else None))
 
@@ -581,6 +592,12 @@ def _summary_out(name: str, event: dict[str, Any], json_logs: bool) -> None:
 @click.option("--run", "run_id", type=int, help="Only rows last handled by this run.")
 @click.option("--sample", type=click.IntRange(min=1), help="Check a random sample of N rows.")
 @click.option("--seed", type=int, help="Seed of --sample, for a repeatable sample.")
+@click.option(
+    "--orphans",
+    is_flag=True,
+    help='Also list appointments the API made (creation_type "api") on the ledger\'s days '
+    "that no ledger row owns: duplicates. By-hand bookings are not listed. See docs/verify.md.",
+)
 @click.option("--report", type=click.Path(dir_okay=False), help="Write a JSON report here.")
 @click.option("--json-logs", is_flag=True, help="JSON log events; final summary as JSON.")
 @_insecure_option
@@ -593,6 +610,7 @@ def verify_cmd(
     run_id: int | None,
     sample: int | None,
     seed: int | None,
+    orphans: bool,
     report: str | None,
     json_logs: bool,
     allow_insecure_http: bool,
@@ -601,10 +619,12 @@ def verify_cmd(
 
     Compares customer, doctor, instant, status, treatments, room and
     description. Opens the ledger read-only (a SQLite file, or a shared
-    PostgreSQL ledger beside its workers). Exit 0 when everything matches,
-    1 for mismatches, missing (404) or rows that could not be checked, 2 for bad
-    options, config or a ledger of another API, 3 when a tenant's token was
-    refused or the ledger cannot be read.
+    PostgreSQL ledger beside its workers). With --orphans, also reads each
+    tenant's calendar over the days of the ledger's rows and lists the
+    API-made appointments no row owns. Exit 0 when everything matches,
+    1 for mismatches, missing (404), orphans, or rows or days that could not be
+    checked, 2 for bad options, config or a ledger of another API, 3 when a
+    tenant's token was refused or the ledger cannot be read.
     """
     import asyncio
 
@@ -621,6 +641,7 @@ def verify_cmd(
         run=run_id,
         sample=sample,
         seed=seed,
+        orphans=orphans,
     )
     result = asyncio.run(run_verify(options))
     if report:

@@ -88,6 +88,13 @@ class ApiSection(_Strict):
         ge=0,
         description="seconds to keep retrying a server that answered before and went away",
     )
+    max_pause: float | None = Field(
+        default=None,
+        gt=0,
+        description="longest pause a server may ask for (Retry-After, X-RateLimit-Reset); a "
+        "longer one stops the tenant with exit code 3 (default: outage_budget, and at least "
+        "one window of the tenant's rate_limit)",
+    )
     unreachable_seconds: float = Field(
         default=10.0,
         ge=0,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from worker.config import Config, TenantConfig, load_config
 from worker.delivery import Job, LaneBuilder, RetryPolicy, RowDelivery, TenantLane, http_session
 from worker.delivery.lanes import policy_from_config
 from worker.delivery.runner import LaneRunner
-from worker.errors import AbortError, ConfigError, WorkerError
+from worker.errors import AbortError, ConfigError, SourceError, WorkerError
 from worker.ledger import (
     Ledger,
     RunStatus,
@@ -54,7 +53,7 @@ from worker.references.prepass import (
     run_ledger,
 )
 from worker.references.prepass import prepare as prepare_references
-from worker.source import RowProblem, SourceOptions, SourceRow, open_source
+from worker.source import RowProblem, Source, SourceOptions, SourceRow, open_source
 
 log = get_logger("import")
 
@@ -95,16 +94,6 @@ class ImportOptions:
     """An open ledger to use instead of opening one (left open at the end)."""
     request_headers: dict[str, str] | None = None
     """Added to every API request (a shared ledger's lease, for the server's logs)."""
-
-
-def _file_sha256(path: str) -> str | None:
-    if path == "-":
-        return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class ImportRun:
@@ -360,11 +349,10 @@ async def run_import(options: ImportOptions) -> ImportResult:
                     await ledger.close()
             return _result(run, ledger_path, mode, started)
 
-        sha = await asyncio.to_thread(_file_sha256, options.file)
         ledger = options.ledger or await open_ledger(ledger_path)
         try:
             await ledger.bind_identity(api, config.tenants, rebind=options.rebind_ledger)
-            result = await _send(run, source, ledger, ledger_path, sha, started)
+            result = await _send(run, source, ledger, ledger_path, started)
             if config_uses_api(config):
                 await forget_refused(ledger, result.run_id)
             return result
@@ -375,10 +363,9 @@ async def run_import(options: ImportOptions) -> ImportResult:
 
 async def _send(
     run: ImportRun,
-    source: Any,
+    source: Source,
     ledger: Ledger,
     ledger_path: Path | str,
-    sha: str | None,
     started: float,
 ) -> ImportResult:
     options = run.options
@@ -394,7 +381,8 @@ async def _send(
     run.run_id = await ledger.start_run(
         mode="import",
         source_file=source.name,
-        source_sha256=sha,
+        # The digest of the bytes this run reads, recorded when it has read them all.
+        source_sha256=None,
         source_format=source.format,
         source_columns=source.columns,
         source_delimiter=source.delimiter,
@@ -449,6 +437,17 @@ async def _send(
                     run.request_stop("aborted")
                     await _wait_lanes(run, 0)
                     raise
+                except SourceError as exc:
+                    # The file stopped making sense mid-read (changed under the reader,
+                    # undecodable): not a complete read, so nothing is missing from it.
+                    # What was sent gets the grace period to be answered and recorded.
+                    status = "aborted"
+                    run.request_stop("the input could not be read to its end")
+                    await _wait_lanes(run, options.grace_seconds)
+                    raise SourceError(
+                        f"{exc}; run {run.run_id} is recorded aborted, nothing is counted "
+                        "missing from the file"
+                    ) from None
         await ledger.flush()
         if run.stopping is not None:
             status = "interrupted"
@@ -459,7 +458,12 @@ async def _send(
         stops.remove()
         result = _result(run, ledger_path, "import", started, signum=stops.received)
         with contextlib.suppress(Exception):
-            await ledger.finish_run(run.run_id, status=status, counts=run_counts(result))
+            await ledger.finish_run(
+                run.run_id,
+                status=status,
+                counts=run_counts(result),
+                source_sha256=source.sha256() if status == "finished" else None,
+            )
     return result
 
 

@@ -57,7 +57,7 @@ def print_summary(result: ImportResult, console: Console | None = None) -> None:
     console = console or Console(soft_wrap=True)
     console.print(summary_table(result))
     for tenant, reason in sorted(result.stopped_tenants.items()):
-        console.print(f"tenant {tenant} stopped: {reason}")
+        console.print(f"tenant {tenant} stopped: {reason}", markup=False)
     for tenant, counts in sorted(result.tenants.items()):
         for reason, n in sorted(counts.failed_by_reason.items()):
             console.print(f"tenant {tenant}: {n} {reason}")

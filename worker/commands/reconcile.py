@@ -244,7 +244,7 @@ def print_reconcile(result: ReconcileResult, console: Console | None = None) -> 
         counts = result.counts()
         console.print(", ".join(f"{k} {v}" for k, v in counts.items()))
     for tenant, reason in sorted(result.stopped_tenants.items()):
-        console.print(f"tenant {tenant} stopped: {reason}")
+        console.print(f"tenant {tenant} stopped: {reason}", markup=False)
     for tenant, reason in sorted(result.skipped_tenants.items()):
         console.print(f"tenant {tenant} skipped: {reason}", markup=False)
     console.print(f"ledger: {result.ledger_path}")

@@ -4,7 +4,8 @@ Reads `created` rows (all, one tenant, one run, or a seeded random sample),
 fetches each with ``GET /v1/appointments/{id}`` through the tenant's lane (the
 same limiter, pause gate and concurrency as an import) and compares the fields
 of `worker.compare.VERIFY_FIELDS`. The ledger is opened read-only, without the
-lock, so verify can run beside an import.
+lock, so verify can run beside an import. With `--orphans` it also lists the
+API-made appointments no row owns (`worker.commands.orphans`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from rich.console import Console
 from rich.table import Table
 
 from worker.api.client import Outcome, Result
+from worker.commands.api_reads import read_with_retries
+from worker.commands.orphans import OrphanScan, find_orphans
 from worker.compare import Mismatch, compare, public_value
 from worker.config import load_config
 from worker.delivery import AuthGuard, LaneBuilder, LaneStopped, TenantLane, http_session
@@ -50,6 +53,8 @@ class VerifyOptions:
     run: int | None = None
     sample: int | None = None
     seed: int | None = None
+    orphans: bool = False
+    """Also list API-made appointments no ledger row owns (`worker.commands.orphans`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +93,7 @@ class VerifyResult:
     exit_code: ExitCode = ExitCode.OK
     sample: int | None = None
     run: int | None = None
+    orphans: OrphanScan | None = None
 
     def totals(self) -> dict[str, int]:
         """Counts summed over tenants."""
@@ -134,7 +140,30 @@ class VerifyResult:
                 for p in self.problems
                 if p.kind == "error"
             ],
-        }
+        } | _orphans_json(self.orphans)
+
+
+def _orphans_json(scan: OrphanScan | None) -> dict[str, Any]:
+    if scan is None:
+        return {}
+    return {
+        "orphan_scan": {str(t): asdict(c) for t, c in sorted(scan.tallies.items())},
+        "orphans": [
+            {
+                "tenant": o.tenant,
+                "appointment_id": o.appointment_id,
+                "scheduled_at": o.scheduled_at.isoformat(),
+                "local_time": o.local_time,
+                "created_at": o.created_at.isoformat() if o.created_at else None,
+                "reason": o.reason,
+                "rows": list(o.rows),
+            }
+            for o in scan.orphans
+        ],
+        "orphan_errors": [
+            {"tenant": t, "appointment_id": a, "message": m} for t, a, m in scan.errors
+        ],
+    }
 
 
 async def _entries(ledger: Ledger, options: VerifyOptions) -> AsyncIterator[Entry]:
@@ -232,21 +261,12 @@ class _Verifier:
         if entry.appointment_id is None or payload is None:
             return problem("error", "the ledger holds no appointment id or payload for this row")
         appointment_id = entry.appointment_id
-        policy = lane.policy
-        result: Result | None = None
-        for attempt in range(policy.max_attempts):
-            try:
-                result = await guard.call(
-                    lambda: lane.client.get_appointment(entry.tenant, appointment_id)
-                )
-            except LaneStopped as exc:
-                return problem("error", f"not checked: tenant stopped ({exc})")
-            # A GET changes nothing: any failure that is not a verdict is simply tried again.
-            if result.outcome not in (Outcome.RETRY, Outcome.UNKNOWN):
-                break
-            if result.status != 429 and attempt + 1 < policy.max_attempts:
-                await asyncio.sleep(min(policy.max_backoff, policy.backoff_multiplier * 2**attempt))
-        assert result is not None
+        try:
+            result: Result = await read_with_retries(
+                lane, guard, lambda: lane.client.get_appointment(entry.tenant, appointment_id)
+            )
+        except LaneStopped as exc:
+            return problem("error", f"not checked: tenant stopped ({exc})")
         if result.outcome is Outcome.FOUND and result.appointment is not None:
             found = compare(payload, result.appointment)
             return problem("mismatch", found=found) if found else None
@@ -268,6 +288,7 @@ async def run_verify(options: VerifyOptions) -> VerifyResult:
         raise ConfigError(f"ledger {ledger_path} does not exist (run an import first)")
     # Read-only and without a lock: beside an import, or a shared ledger's workers.
     ledger = await open_ledger(target, lock=False, readonly=True)
+    orphans: OrphanScan | None = None
     try:
         api = api_identity(config.base_urls(options.base_url))
         await ledger.bind_identity(api, config.tenants, rebind=False)
@@ -281,6 +302,8 @@ async def run_verify(options: VerifyOptions) -> VerifyResult:
             except BaseException:
                 await verifier.cancel()
                 raise
+            if options.orphans:
+                orphans = await find_orphans(ledger, lanes, config, options.tenant)
     finally:
         await ledger.close()
     stopped = {t: lane.stop_reason for t, lane in lanes.lanes.items() if lane.stop_reason}
@@ -292,10 +315,11 @@ async def run_verify(options: VerifyOptions) -> VerifyResult:
         elapsed=time.monotonic() - started,
         sample=options.sample,
         run=options.run,
+        orphans=orphans,
     )
     if stopped:
         result.exit_code = ExitCode.ABORTED
-    elif result.problems:
+    elif result.problems or (orphans is not None and (orphans.orphans or orphans.errors)):
         result.exit_code = ExitCode.ROWS_FAILED
     return result
 
@@ -343,13 +367,35 @@ def print_verify(result: VerifyResult, console: Console | None = None) -> None:
             console.print(f"{p.kind:<9} {where}: {p.message or ''}", markup=False)
     if len(result.problems) > LISTED:
         console.print(f"... and {len(result.problems) - LISTED} more (see --report)")
+    if result.orphans is not None:
+        _print_orphans(result.orphans, console)
     for tenant, reason in sorted(result.stopped_tenants.items()):
-        console.print(f"tenant {tenant} stopped: {reason}")
+        console.print(f"tenant {tenant} stopped: {reason}", markup=False)
     console.print(f"ledger: {result.ledger_path}")
     console.print(
         f"exit code {int(result.exit_code)} ({result.exit_code.name.lower()}), "
         f"{result.elapsed:.1f}s"
     )
+
+
+def _print_orphans(scan: OrphanScan, console: Console) -> None:
+    table = Table(title="appointments no ledger row owns (--orphans)")
+    for name in ("tenant", "from", "to", "listed", "owned", "by hand", "orphans", "errors"):
+        left = name in ("tenant", "from", "to")
+        table.add_column(name, justify="left" if left else "right", no_wrap=True)
+    for tenant, t in sorted(scan.tallies.items()):
+        counts = (t.listed, t.owned, t.by_hand, t.orphans, t.errors)
+        days = (t.first_day or "-", t.last_day or "-")
+        table.add_row(str(tenant), *days, *(f"{v:,}" for v in counts))
+    console.print(table)
+    for o in scan.orphans[:LISTED]:
+        line = f"orphan    tenant {o.tenant} appointment {o.appointment_id} at {o.local_time}: "
+        console.print(line + o.reason, markup=False)
+    if len(scan.orphans) > LISTED:
+        console.print(f"... and {len(scan.orphans) - LISTED} more orphans (see --report)")
+    for tenant, appointment_id, message in scan.errors[:LISTED]:
+        which = f" appointment {appointment_id}" if appointment_id is not None else ""
+        console.print(f"error     tenant {tenant}{which} (orphan scan): {message}", markup=False)
 
 
 __all__ = [

@@ -17,6 +17,7 @@ import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from worker.api.client import Answer, FlextellClient, Outcome, RateInfo
@@ -31,6 +32,8 @@ log = get_logger("delivery")
 
 
 A = TypeVar("A", bound=Answer)
+MAX_SHOWN = 253_402_300_799.0
+"""9999-12-31T23:59:59Z: the latest moment a pause message can print."""
 
 
 @dataclass(slots=True)
@@ -172,6 +175,14 @@ class TenantLane:
         ):
             self.stop(f"cannot reach {self.tenant.base_url}: {result.error_message}", abort=True)
 
+    @property
+    def pause_ceiling(self) -> float:
+        """`[api] max_pause`, or else the outage budget but never less than one window of
+        the tenant's rate limit (a throttled window's own Retry-After is always waited)."""
+        if self.policy.max_pause is not None:
+            return self.policy.max_pause
+        return max(self.policy.outage_budget, self.tenant.rate_limit.period)
+
     def in_outage(self) -> bool:
         """The server answered before and is unreachable now, within the outage budget."""
         if self.down_since is None:
@@ -194,20 +205,42 @@ class TenantLane:
         if status == 429:
             self.stats.throttled += 1
             if rate.retry_after is not None:
-                until = self.clock.time() + rate.retry_after
+                self._pause(self.clock.time() + rate.retry_after, "Retry-After")
             elif rate.reset_at is not None:
-                until = rate.reset_at
+                self._pause(rate.reset_at, "X-RateLimit-Reset")
             else:
-                until = self.clock.time() + period
-            self.gate.close_until(until)
+                self.gate.close_until(self.clock.time() + period)
         elif status == 503 and rate.retry_after is not None:
             # "Unavailable for N seconds" is about the service, not this one request.
-            self.gate.close_until(self.clock.time() + rate.retry_after)
+            self._pause(self.clock.time() + rate.retry_after, "Retry-After")
         elif rate.remaining == 0:
             if rate.reset_at is not None:
-                until = rate.reset_at
+                self._pause(rate.reset_at, "X-RateLimit-Reset")
             elif self._window_start is not None:
-                until = self._window_start + period
+                self.gate.close_until(self._window_start + period)
             else:
-                until = self.clock.time() + period / max(self.tenant.rate_limit.count, 1)
+                self.gate.close_until(
+                    self.clock.time() + period / max(self.tenant.rate_limit.count, 1)
+                )
+        elif rate.retry_after is not None and rate.retry_after > self.pause_ceiling:
+            # Another status with Retry-After delays only its row (retry.wait_server),
+            # but a wait this long is a server that is down for us: stop the tenant.
+            self._pause(self.clock.time() + rate.retry_after, "Retry-After")
+
+    def _pause(self, until: float, header: str) -> None:
+        """Close the gate until the server's time, or stop the tenant (exit code 3) when
+        the pause is beyond `[api] max_pause`: waiting silently for hours helps no one."""
+        pause = until - self.clock.time()
+        ceiling = self.pause_ceiling
+        if pause <= ceiling:
             self.gate.close_until(until)
+            return
+        when = datetime.fromtimestamp(min(until, MAX_SHOWN), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        limit = f"{ceiling:g} s"
+        if self.policy.max_pause is None:
+            limit = f"unset: outage_budget or one rate-limit window, {limit}"
+        self.stop(
+            f"the server asked for a pause of {pause:,.0f} s ({header}, until {when}), "
+            f"longer than [api] max_pause ({limit}): raise [api] max_pause to wait that long",
+            abort=True,
+        )

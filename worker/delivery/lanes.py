@@ -103,6 +103,7 @@ def policy_from_config(config: Config, *, settle_wait: float | None = None) -> R
         absent_horizon=api.absent_horizon,
         outage_budget=api.outage_budget,
         unreachable_seconds=api.unreachable_seconds,
+        max_pause=api.max_pause,
         settle_wait=settle_wait,
     )
 

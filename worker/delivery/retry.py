@@ -9,6 +9,7 @@ retry strategies; the server's Retry-After is a custom wait.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -37,6 +38,9 @@ class RetryPolicy:
     """How long a server that answered before may stay unreachable before rows give up."""
     unreachable_seconds: float = 10.0
     """A server that never answered stops its tenant after max_attempts failures this long."""
+    max_pause: float | None = None
+    """The longest pause a server may ask for before its tenant stops (None: see
+    TenantLane.pause_ceiling)."""
     settle_wait: float | None = None
     """How long the end of a run waits for settling rows (default_settle_wait if None)."""
 
@@ -49,6 +53,9 @@ class RetryPolicy:
 class _Lane(Protocol):
     def in_outage(self) -> bool: ...
 
+    @property
+    def pause_ceiling(self) -> float: ...
+
 
 class wait_server(wait_base):
     """The server's word first, then `fallback` (full-jitter exponential backoff).
@@ -58,15 +65,18 @@ class wait_server(wait_base):
     Retry-After waits exactly that long, never shortened by the backoff cap.
     """
 
-    def __init__(self, fallback: wait_base) -> None:
+    def __init__(self, fallback: wait_base, ceiling: float = math.inf) -> None:
         self.fallback = fallback
+        self.ceiling = ceiling
 
     def __call__(self, retry_state: RetryCallState) -> float:
         result = _result(retry_state)
         if result.status == 429 or (result.status == 503 and result.rate.retry_after is not None):
             return 0.0
         if result.rate.retry_after is not None:
-            return result.rate.retry_after
+            # Beyond the ceiling the lane stops (TenantLane.observe): the next attempt
+            # finds it stopped at once instead of sleeping first.
+            return 0.0 if result.rate.retry_after > self.ceiling else result.rate.retry_after
         return float(self.fallback(retry_state))
 
 
@@ -89,7 +99,8 @@ def retrying(
     return AsyncRetrying(
         stop=stop,
         wait=wait_server(
-            wait_random_exponential(multiplier=policy.backoff_multiplier, max=policy.max_backoff)
+            wait_random_exponential(multiplier=policy.backoff_multiplier, max=policy.max_backoff),
+            lane.pause_ceiling,
         ),
         retry=retry_if_result(lambda r: r.outcome is Outcome.RETRY),
         retry_error_callback=_result,

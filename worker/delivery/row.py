@@ -96,6 +96,8 @@ class RowDelivery:
             Lookup(lane.client, lane, lane.id, cache_days=True, sleep=self.sleep) if adopt else None
         )
         self._maybe_sent: set[str] = set()
+        self._refused: set[str] = set()
+        """Rows whose POSTs were all refused before any work (429, 503, not connected)."""
 
     async def run(self, job: Job) -> Status | Settling:
         """Take the row as far as it can go now; the ledger holds the result."""
@@ -105,9 +107,12 @@ class RowDelivery:
             if job.source_key in self._maybe_sent:
                 # Cancelled once a POST may have left: its outcome is open.
                 await self._unknown(job, "cancelled while the request was in flight or looked up")
+            elif job.source_key in self._refused:  # every answer proved nothing was done
+                await self._not_sent(job, "not sent: stopped while waiting to try again")
             raise
         finally:
             self._maybe_sent.discard(job.source_key)
+            self._refused.discard(job.source_key)
 
     async def _run(self, job: Job) -> Status | Settling:
         if job.resume:
@@ -182,6 +187,9 @@ class RowDelivery:
                 self.stats.sent += 1
                 result = await lane.client.create_appointment(job.tenant, body, idempotency_key=key)
                 lane.heard(result)
+                if result.outcome is Outcome.RETRY:  # refused before any work: nothing landed
+                    self._maybe_sent.discard(job.source_key)
+                    self._refused.add(job.source_key)
             lane.observe(result.status, result.rate, sent_at)
             return result
 

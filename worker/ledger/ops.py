@@ -39,12 +39,18 @@ def start_run(conn: sqlite3.Connection, now: str, fields: Mapping[str, Any]) -> 
 
 
 def finish_run(
-    conn: sqlite3.Connection, now: str, run_id: int, status: str, counts: Mapping[str, int]
+    conn: sqlite3.Connection,
+    now: str,
+    run_id: int,
+    status: str,
+    counts: Mapping[str, int],
+    sha256: str | None = None,
 ) -> None:
-    """Close a run with its status and counts."""
+    """Close a run with its status and counts (and the digest of what it read, if given)."""
     cur = conn.execute(
-        "UPDATE runs SET status = ?, finished_at = ?, counts = ? WHERE id = ?",
-        (status, now, json.dumps(dict(counts), sort_keys=True), run_id),
+        "UPDATE runs SET status = ?, finished_at = ?, counts = ?,"
+        " source_sha256 = COALESCE(?, source_sha256) WHERE id = ?",
+        (status, now, json.dumps(dict(counts), sort_keys=True), sha256, run_id),
     )
     if cur.rowcount == 0:
         raise KeyError(f"no run {run_id} in the ledger")

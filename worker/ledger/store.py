@@ -237,10 +237,21 @@ class Ledger:
         }
         return cast(int, await self._write(partial(ops.start_run, fields=fields)))
 
-    async def finish_run(self, run_id: int, *, status: str, counts: Mapping[str, int]) -> None:
-        """Close a run with its final status and counts (durable on return)."""
+    async def finish_run(
+        self,
+        run_id: int,
+        *,
+        status: str,
+        counts: Mapping[str, int],
+        source_sha256: str | None = None,
+    ) -> None:
+        """Close a run with its final status and counts (durable on return); `source_sha256`,
+        when given, is the digest of the file as the run read it to its end."""
         status = RunStatus(status)
-        await self._write(partial(ops.finish_run, run_id=run_id, status=status, counts=counts))
+        fn = partial(
+            ops.finish_run, run_id=run_id, status=status, counts=counts, sha256=source_sha256
+        )
+        await self._write(fn)
 
     async def runs(self, run_id: int | None = None) -> list[Run]:
         """All runs oldest first, or the one asked for.

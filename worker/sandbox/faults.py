@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 from aiohttp import web
 
-from worker.sandbox.options import FAULTS_AFTER, FAULTS_BEFORE, FAULTS_LATE
+from worker.sandbox.options import FAULTS_AFTER, FAULTS_BEFORE, FAULTS_LATE, retry_after_until
 from worker.sandbox.state import DROPPED_KEY, RATE_HEADERS_KEY, SandboxState, dumps, json_response
 from worker.sandbox.store import Appointment
 
@@ -106,18 +106,19 @@ def before_commit(state: SandboxState, request: web.Request, kind: str) -> web.R
         return drop(request)
     if kind == "error500":
         return json_response({"message": "Server Error"}, 500)
+    retry_after = state.opts.retry_after
     if kind == "error503":
-        return json_response({"message": "Service Unavailable"}, 503, {"Retry-After": "1"})
+        return json_response({"message": "Service Unavailable"}, 503, {"Retry-After": retry_after})
     if kind == "html502":
         return web.Response(text=HTML_502, status=502, content_type="text/html")
     # throttle429: a 429 the limiter did not decide, shaped exactly like a real one.
     limit = state.limiter.rate.count if state.limiter else 60
-    reset = math.ceil(state.clock() + 1)
+    reset = math.ceil(retry_after_until(retry_after, state.clock()))
     request[RATE_HEADERS_KEY] = {"X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": "0"}
     return json_response(
         {"message": "Too Many Attempts."},
         429,
-        {"Retry-After": "1", "X-RateLimit-Reset": str(reset)},
+        {"Retry-After": retry_after, "X-RateLimit-Reset": str(reset)},
     )
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 from worker.errors import ConfigError
@@ -44,6 +46,8 @@ class SandboxOptions:
     commit_delay_seconds: float = 0.0
     calendar_shape: str = "bare"
     calendar_broken: bool = False
+    retry_after: str = "1"
+    """Retry-After of the throttle429 and error503 faults: seconds, or an HTTP date."""
     # Cancel a handler when its client disconnects (aiohttp's behaviour before 3.9,
     # and some deployments'); a late commit must survive it.
     handler_cancellation: bool = False
@@ -91,9 +95,30 @@ def check_seconds(name: str, value: object) -> float:
     return float(value)
 
 
+def retry_after_until(value: str, now: float) -> float:
+    """Unix time a Retry-After value (seconds or an HTTP date) points at; ConfigError if
+    it is neither."""
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            raise ConfigError(
+                f"retry-after {value!r}: expected seconds (86400) or an HTTP date "
+                "(Thu, 01 Jan 2099 00:00:00 GMT)"
+            ) from None
+        return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ConfigError(f"retry-after {value!r}: expected a number of seconds >= 0")
+    return now + seconds
+
+
 def check_options(opts: SandboxOptions) -> None:
     """Reject option values that make no sense, with one line each."""
     check_faults(opts.faults)
+    retry_after_until(opts.retry_after, 0.0)
     check_calendar_shape(opts.calendar_shape)
     names = (
         "latency_ms",

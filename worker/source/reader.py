@@ -109,6 +109,11 @@ class Source:
     def __iter__(self) -> Iterator[SourceRow | RowProblem]:
         return self._rows
 
+    def sha256(self) -> str | None:
+        """SHA-256 of the file's bytes (compressed, for .gz) as this read took them,
+        once it reached the end; None for a read that stopped early."""
+        return self._input.compressed.sha256()
+
     def bytes_read(self) -> int:
         """Bytes consumed from the file so far (compressed bytes for .gz); for progress."""
         return self._input.compressed.count

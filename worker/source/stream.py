@@ -1,18 +1,21 @@
 """Open the input as decoded text: file or stdin, gzip detected by its magic bytes.
 
 Byte counters sit under the gzip layer (for progress) and above it (so a decode
-error can name the byte offset in the uncompressed data).
+error can name the byte offset in the uncompressed data). The one under gzip is
+a `SnapshotReader`: it hashes the bytes as they are read, and stops the read
+when the file is rewritten or replaced under it (see `SourceChangedError`).
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import os
 import stat
 import sys
 import zlib
-from typing import BinaryIO, cast
+from typing import BinaryIO, NoReturn, cast
 
 from worker.errors import SourceError
 
@@ -62,6 +65,78 @@ class CountingReader(io.BufferedIOBase):
         super().close()
 
 
+class SourceChangedError(SourceError):
+    """The file was rewritten or replaced while it was being read: what was read is
+    neither the old file nor the new one, so the run must not treat it as complete."""
+
+
+def _identity(info: os.stat_result) -> tuple[int, int, int, int]:
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+class SnapshotReader(CountingReader):
+    """CountingReader that hashes every byte handed out and checks, before handing out
+    each read, that the file is still the one opened: same size and modification time
+    through the open descriptor (an in-place rewrite) and the same inode at the path
+    (a file replaced by rename). A change raises `SourceChangedError`."""
+
+    def __init__(self, inner: BinaryIO, name: str, path: str | None) -> None:
+        super().__init__(inner, close_inner=path is not None)
+        self._name = name
+        self._path = path
+        self._digest = hashlib.sha256()
+        self._opened: tuple[int, int, int, int] | None = None
+        self.at_end = False
+        if path is not None:
+            info = os.fstat(inner.fileno())
+            if stat.S_ISREG(info.st_mode):  # a pipe or device has no identity to keep
+                self._opened = _identity(info)
+
+    def read(self, size: int | None = -1) -> bytes:
+        return self._took(super().read(size))
+
+    def read1(self, size: int = -1) -> bytes:
+        return self._took(super().read1(size))
+
+    def _took(self, data: bytes) -> bytes:
+        # Checked after the read: a write updates the modification time before its bytes
+        # can be read, so bytes handed out with no change seen are the opened file's.
+        self._check()
+        if data:
+            self._digest.update(data)
+        else:
+            self.at_end = True
+        return data
+
+    def _check(self) -> None:
+        opened, path = self._opened, self._path
+        if opened is None or path is None:
+            return
+        now = _identity(os.fstat(self._inner.fileno()))
+        if now[2:] != opened[2:]:
+            self._changed(
+                f"size {opened[2]:,} -> {now[2]:,} bytes"
+                if now[2] != opened[2]
+                else "rewritten at the same size"
+            )
+        try:
+            at_path = _identity(os.stat(path))
+        except OSError:
+            self._changed("the path no longer names a file")
+        if at_path[:2] != opened[:2]:
+            self._changed("another file was moved to its path")
+
+    def _changed(self, what: str) -> NoReturn:
+        raise SourceChangedError(
+            f"{self._name}: changed while it was read ({what}; {self.count:,} bytes read); "
+            "read it again once the export is complete"
+        )
+
+    def sha256(self) -> str | None:
+        """Hex SHA-256 of the bytes read, once all of them were (else None)."""
+        return self._digest.hexdigest() if self.at_end else None
+
+
 class TextInput:
     """The decoded text of one input plus what is known about its bytes."""
 
@@ -71,8 +146,8 @@ class TextInput:
         """The encoding as configured (named in errors)."""
         self.total_bytes: int | None = None
         binary = self._open_binary(path)
-        self.compressed = CountingReader(binary, close_inner=path != "-")
-        self.decoded_counter = self.compressed
+        self.compressed = SnapshotReader(binary, name, None if path == "-" else path)
+        self.decoded_counter: CountingReader = self.compressed
         try:
             head = binary.peek(2)[:2] if isinstance(binary, io.BufferedReader) else b""
         except OSError as exc:

@@ -1,0 +1,194 @@
+"""`verify --orphans` against a sandbox process: duplicates a second ledger made are found,
+by-hand bookings are not, and the exit code says which."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tests.support.importing import run_worker
+from tests.support.sandbox_process import Sandbox
+from tests.support.sync import (
+    TOKEN_ENV,
+    import_file,
+    run_cli,
+    sample_rows,
+    verify_report,
+    write_config,
+    write_csv,
+)
+
+
+def _rows() -> tuple[list[str], list[dict[str, str]]]:
+    columns, rows = sample_rows()
+    # Both tenants, several days; two rows share customer, doctor and time in real exports.
+    return columns, rows[:6] + rows[150:156]
+
+
+def _api_post(sb: Sandbox, tenant: int, body: dict[str, Any]) -> dict[str, Any]:
+    """Another API client's POST (the sandbox marks it creation_type "api" like ours)."""
+    req = urllib.request.Request(
+        sb.base_url + "/v1/appointments",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {TOKEN_ENV['FLEXTELL_TOKEN']}",
+            "X-Tenant": str(tenant),
+        },
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        data: dict[str, Any] = json.loads(resp.read())["data"]
+    return data
+
+
+def test_orphans_finds_a_second_ledgers_duplicates_not_by_hand_bookings(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    columns, rows = _rows()
+    config = write_config(tmp_path)
+    data = write_csv(tmp_path / "in.csv", columns, rows)
+    result, _ = import_file(config, sbx, data)
+    assert result.exit_code == 0, result.output
+
+    code, report, output = verify_report(config, sbx, "--orphans")
+    assert code == 0, output
+    assert report["orphans"] == [] and report["orphan_errors"] == []
+    assert sum(t["owned"] for t in report["orphan_scan"].values()) == 12
+
+    # Staff book by hand: one equal to a row, one elsewhere on the ledger's days.
+    mine = {a["id"]: a for a in sbx.appointments()}
+    first = next(iter(mine.values()))
+    copy = {k: first[k] for k in ("customer_id", "user_id", "scheduled_at", "status")}
+    by_hand = [
+        sbx.change(
+            "POST",
+            "/_sandbox/appointments",
+            {"tenant": first["tenant"], **copy, "treatments": first["treatment_ids"]},
+        )["data"],
+        sbx.change(
+            "POST",
+            "/_sandbox/appointments",
+            {
+                "tenant": first["tenant"],
+                **copy,
+                "scheduled_at": "2026-12-02T07:15:00Z",
+                "treatments": first["treatment_ids"],
+            },
+        )["data"],
+    ]
+    assert all(a["creation_type"] == "manual" for a in by_hand)
+    code, report, output = verify_report(config, sbx, "--orphans")
+    assert code == 0, output
+    assert report["orphans"] == []
+    assert sum(t["by_hand"] for t in report["orphan_scan"].values()) == 2
+
+    # A second process with its own ledger: its first night covers both tenants with rows
+    # of later days (outside this ledger's days), so its second night sends without
+    # looking: three of this ledger's rows become duplicates.
+    _, every = sample_rows()
+    other = tmp_path / "other"
+    other.mkdir()
+    other_config = write_config(other)
+    for name, chosen in (
+        ("night1", [every[20], every[170]]),
+        ("night2", [rows[0], rows[3], rows[7]]),
+    ):
+        export = write_csv(other / f"{name}.csv", columns, chosen)
+        ran = run_worker(
+            ["import", str(export), "-c", str(other_config), "--base-url", sbx.base_url]
+        )
+        assert ran.returncode == 0, ran.stderr[-2000:]
+    made = [a for a in sbx.appointments() if a["id"] not in mine and a["creation_type"] == "api"]
+    later = [a for a in made if a["scheduled_at"] >= "2026-12-19"]
+    dupes = {a["id"]: a for a in made if a["scheduled_at"] < "2026-12-19"}
+    assert len(later) == 2
+    assert len(dupes) == 3
+    # And another API client books at a slot no row has.
+    stranger = _api_post(
+        sbx,
+        2,
+        {
+            "customer_id": rows[7]["customer_id"],
+            "user_id": rows[7]["doctor_id"],
+            "scheduled_at": rows[7]["start"][:11] + "06:45:00+03:00",
+            "status": "pending",
+            "treatments": [int(rows[7]["treatment_ids"].split("|")[0])],
+        },
+    )
+
+    code, report, output = verify_report(config, sbx, "--orphans")
+    assert code == 1, output
+    found = {o["appointment_id"]: o for o in report["orphans"]}
+    assert set(found) == {*dupes, stranger["id"]}  # the later days' appointments are not read
+    keys = {rows[i]["appointment_id"] for i in (0, 3, 7)}
+    for appointment_id in dupes:
+        orphan = found[appointment_id]
+        assert "a second appointment for the same row" in orphan["reason"]
+        assert len(orphan["rows"]) == 1 and orphan["rows"][0] in keys
+        assert orphan["local_time"].endswith("Europe/Istanbul")
+    assert found[stranger["id"]]["rows"] == []
+    assert (
+        "no row has its customer, doctor, instant and treatments" in found[stranger["id"]]["reason"]
+    )
+    # The row checks still pass: the orphans are what no row sees.
+    assert report["totals"]["matched"] == 12
+    # One line per orphan: tenant, id, local time, why.
+    for appointment_id, orphan in found.items():
+        line = (
+            f"orphan    tenant {orphan['tenant']} appointment {appointment_id} "
+            f"at {orphan['local_time']}: made by the API"
+        )
+        assert line in output, output
+    assert not any(str(a["id"]) in output for a in by_hand)
+
+    # One tenant only: the other tenant's orphans are not read.
+    code, report, _ = verify_report(config, sbx, "--orphans", "--tenant", "1")
+    tenant1 = {i for i, o in found.items() if o["tenant"] == 1}
+    assert {o["appointment_id"] for o in report["orphans"]} == tenant1
+    assert list(report["orphan_scan"]) == ["1"]
+    assert code == (1 if tenant1 else 0)
+
+
+def test_without_orphans_verify_does_not_read_calendars(tmp_path: Path, sbx: Sandbox) -> None:
+    columns, rows = _rows()
+    config = write_config(tmp_path)
+    result, _ = import_file(config, sbx, write_csv(tmp_path / "in.csv", columns, rows[:4]))
+    assert result.exit_code == 0, result.output
+    before = sbx.stats()["requests_total"]
+    code, report, _ = verify_report(config, sbx)
+    assert code == 0 and "orphans" not in report
+    assert sbx.stats()["requests_total"] - before == 4  # one GET per row, no calendar
+
+
+def test_an_appointment_whose_row_lost_its_answer_is_an_orphan_until_reconciled(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    columns, rows = _rows()
+    config = write_config(tmp_path)
+    result, _ = import_file(config, sbx, write_csv(tmp_path / "in.csv", columns, rows[:4]))
+    assert result.exit_code == 0, result.output
+    # What a lost answer leaves: the row is unknown and holds no id; the appointment exists.
+    with sqlite3.connect(tmp_path / "ledger.sqlite") as db:
+        (lost,) = db.execute(
+            "SELECT appointment_id FROM entries WHERE source_key = ?", (rows[1]["appointment_id"],)
+        ).fetchone()
+        db.execute(
+            "UPDATE entries SET status = 'unknown', appointment_id = NULL,"
+            " appointment_code = NULL WHERE source_key = ?",
+            (rows[1]["appointment_id"],),
+        )
+    code, report, output = verify_report(config, sbx, "--orphans")
+    assert code == 1, output
+    [orphan] = report["orphans"]
+    assert orphan["appointment_id"] == lost
+    assert orphan["rows"] == [rows[1]["appointment_id"]]
+    assert "unknown, owns none" in orphan["reason"] and "`reconcile`" in orphan["reason"]
+
+    done = run_cli("reconcile", "-c", str(config), "--base-url", sbx.base_url)
+    assert done.exit_code == 0, done.output
+    code, report, output = verify_report(config, sbx, "--orphans")
+    assert code == 0 and report["orphans"] == [], output
