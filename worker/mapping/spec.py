@@ -29,9 +29,12 @@ from worker.mapping.values import (
     MultiFail,
     ValueFail,
     check_format,
+    is_typed_date,
     parse_datetime,
     to_int,
     to_utc,
+    typed_datetime,
+    typed_pair,
 )
 
 Getter = Callable[[Mapping[str, Any]], Any]
@@ -475,15 +478,16 @@ class Compiler:
         # Exports repeat the same slots over and over: remember recent results. The
         # result depends on the tenant only through its time zone, so tenants sharing
         # a zone share entries (the same slot in three clinics is parsed once).
-        cache: dict[tuple[str, str], datetime | ValueFail] = {}
+        cache: dict[tuple[str | datetime, str], datetime | ValueFail] = {}
 
-        def to_instant(text: str, tenant: int | None) -> datetime:
+        def to_instant(text: str | datetime, tenant: int | None) -> datetime:
+            """`text`, or a spreadsheet's date-time cell, as a UTC instant."""
             zone, zone_name = fixed or zone_for(tenant)
             key = (text, zone_name)
             found = cache.get(key)
             if found is None:
                 try:
-                    parsed = parse_datetime(text, fmts)
+                    parsed = text if isinstance(text, datetime) else parse_datetime(text, fmts)
                     if parsed.tzinfo is None:
                         found = to_utc(parsed, zone, ambiguous, zone_name)
                     else:
@@ -519,8 +523,11 @@ class Compiler:
             get_d = self.getter(f"{key}.date_column", dcol)
             get_t = self.getter(f"{key}.time_column", tcol)
 
-            def get_text(fields: Mapping[str, Any]) -> str | None:
-                d, t = as_text(get_d(fields)), as_text(get_t(fields))
+            def get_text(fields: Mapping[str, Any]) -> str | datetime | None:
+                d_cell, t_cell = get_d(fields), get_t(fields)
+                if is_typed_date(d_cell) or is_typed_date(t_cell):
+                    return typed_pair(d_cell, t_cell, dcol, tcol)
+                d, t = as_text(d_cell), as_text(t_cell)
                 if d is None and t is None:
                     return None
                 if d is None or t is None:
@@ -535,10 +542,12 @@ class Compiler:
             column = spec["column"]
             get = self.getter(f"{key}.column", column)
 
-            def get_text(fields: Mapping[str, Any]) -> str | None:
+            def get_text(fields: Mapping[str, Any]) -> str | datetime | None:
                 value = get(fields)
                 if isinstance(value, str):
                     return value.strip() or None
+                if is_typed_date(value):
+                    return typed_datetime(value, column)
                 return as_text(value)
 
             display = column

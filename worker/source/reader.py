@@ -1,4 +1,4 @@
-"""`open_source`: the one entry point of the source stage."""
+"""`open_source`: the one entry point of the source stage (text files and spreadsheets)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from worker.source.encoding_check import check_declared, is_single_byte, pick_au
 from worker.source.jsonl import jsonl_rows
 from worker.source.lines import LineFeed
 from worker.source.options import (
+    SPREADSHEETS,
     SourceOptions,
     check_delimiter,
     choose_format,
@@ -18,6 +19,7 @@ from worker.source.options import (
 )
 from worker.source.quoted import QUOTED_COLUMN, unquote_header, unquote_rows
 from worker.source.rows import RowProblem, SourceRow
+from worker.source.sheet import SheetRows
 from worker.source.stream import READ_ERRORS, STDIN_NAME, TextInput, check_path
 
 
@@ -32,26 +34,44 @@ class Source:
         self.name = STDIN_NAME if path == "-" else path
         check_path(path)
         self.format = choose_format(path, options.format)
-        delimiter = check_delimiter(options.delimiter) if self.format == "csv" else None
         self.notes: list[str] = []
         """Warnings about the input to show once (a better-fitting encoding, "auto"'s pick)."""
+        self.columns: list[str] | None = None
+        self.delimiter: str | None = None
+        self.sheet: str | None = None
+        """Spreadsheets: the name of the sheet being read."""
+        self.total_bytes: int | None = None
+        self._input: TextInput | None = None
+        if self.format in SPREADSHEETS:
+            self.encoding = "utf-8"  # a spreadsheet's failures file is UTF-8 CSV
+            self._rows = self._open_sheet(path, options)
+            return
+        delimiter = check_delimiter(options.delimiter) if self.format == "csv" else None
         encoding = self._encoding(path, options.encoding)
         codec = python_encoding(encoding)
         self.encoding = encoding
         self._input = TextInput(
             self.name, path, encoding, codec, newline="" if self.format == "csv" else "\n"
         )
-        self.total_bytes: int | None = self._input.total_bytes
-        self.columns: list[str] | None = None
-        self.delimiter: str | None = None
+        self.total_bytes = self._input.total_bytes
         try:
-            self._rows = self._start(options, delimiter)
+            self._rows = self._start(self._input, options, delimiter)
         except READ_ERRORS as exc:
             self.close()
             raise self._input.translate(exc) from None
         except BaseException:
             self.close()
             raise
+
+    def _open_sheet(self, path: str, options: SourceOptions) -> Iterator[SourceRow | RowProblem]:
+        if path == "-":
+            raise SourceError(
+                f"a {self.format} workbook cannot be read from standard input: pass its path"
+            )
+        sheet = SheetRows(self.name, path, self.format, options.sheet)
+        self.sheet = sheet.sheet
+        self.columns = sheet.columns
+        return iter(sheet)
 
     def _encoding(self, path: str, declared: str) -> str:
         """The encoding to read with; notes "auto"'s choice or a better fit than declared."""
@@ -80,14 +100,14 @@ class Source:
         return declared
 
     def _start(
-        self, options: SourceOptions, delimiter: str | None
+        self, text: TextInput, options: SourceOptions, delimiter: str | None
     ) -> Iterator[SourceRow | RowProblem]:
         feed = LineFeed(
-            self._input.text,
+            text.text,
             csv_newlines=self.format == "csv",
             max_line_length=options.max_line_length,
         )
-        translate = self._input.translate
+        translate = text.translate
         if self.format == "csv":
             if delimiter is None:
                 delimiter = detect_delimiter(feed.sample, feed.sample_is_all)
@@ -106,16 +126,22 @@ class Source:
             raise SourceError(f"{self.name}: file has only blank lines")
         return jsonl_rows(self.name, feed, options.max_field_size, translate)
 
+    @property
+    def where(self) -> str:
+        """The input for messages: its name, and the sheet's in a spreadsheet."""
+        return self.name if self.sheet is None else f"{self.name}, sheet {self.sheet!r}"
+
     def __iter__(self) -> Iterator[SourceRow | RowProblem]:
         return self._rows
 
     def bytes_read(self) -> int:
         """Bytes consumed from the file so far (compressed bytes for .gz); for progress."""
-        return self._input.compressed.count
+        return 0 if self._input is None else self._input.compressed.count
 
     def close(self) -> None:
         """Close the file (standard input stays open)."""
-        self._input.close()
+        if self._input is not None:
+            self._input.close()
 
     def __enter__(self) -> Source:
         return self
@@ -130,7 +156,7 @@ class Source:
 
 
 def open_source(path: str, options: SourceOptions | None = None) -> Source:
-    """Open `path` (``-`` for standard input) for streaming; reads the CSV header.
+    """Open `path` (``-`` for standard input) for streaming; reads the CSV or sheet header.
 
     Raises `SourceError` with one line when the file cannot be read as asked.
     """
