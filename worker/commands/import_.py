@@ -343,7 +343,7 @@ async def run_import(options: ImportOptions) -> ImportResult:
         for note in source.notes:
             log.warning(note)
         if source.columns is not None:
-            mapper.check_columns(source.columns, source.where)
+            mapper.check_columns(source.columns, source.where, source.header_hint())
         if options.dry_run:
             ledger = (
                 await open_ledger(ledger_path, lock=False, readonly=True)

@@ -311,7 +311,7 @@ def validate_file(opts: ValidateOptions) -> ValidateSummary:
             summary.warnings.append(note)
             sys.stderr.write(f"warning: {note}\n")
         if src.columns is not None:
-            mapper.check_columns(src.columns, src.where)
+            mapper.check_columns(src.columns, src.where, src.header_hint())
         spool = None
         if opts.report:
             spool = _ErrorSpool(Path(opts.report))

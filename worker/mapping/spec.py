@@ -239,9 +239,24 @@ class Compiler:
             return via_lookup
         if vmap is not None:
             mapping = vmap
+            raw_keys = spec.get("map") or {}
+            listed = ", ".join(repr(k) for k in list(raw_keys)[:10])
+            listed += ", ..." if len(raw_keys) > 10 else ""
 
             def via_map(value: Any) -> Any:
-                return final(mapping.get(norm_key(_text(value)), value))
+                found = mapping.get(norm_key(_text(value)), _MISSING)
+                if found is not _MISSING:
+                    return final(found)
+                try:
+                    return final(value)
+                except ValueFail as exc:
+                    # Not in the map and not a valid value itself: the map is what is missing.
+                    shown = _text(value)[:60]
+                    raise ValueFail(
+                        f"{shown!r} is not in {key}.map ({listed}): add it there "
+                        f"(as a value of its own: {exc.message})",
+                        value,
+                    ) from None
 
             return via_map
         return final

@@ -7,10 +7,17 @@ from types import TracebackType
 
 from worker.errors import SourceError
 from worker.source.csvfile import CsvRows, detect_delimiter
-from worker.source.encoding_check import check_declared, is_single_byte, pick_auto, read_sample
+from worker.source.encoding_check import (
+    check_declared,
+    decode_hint,
+    is_single_byte,
+    pick_auto,
+    read_sample,
+)
 from worker.source.jsonl import jsonl_rows
 from worker.source.lines import LineFeed
 from worker.source.options import (
+    DELIMITERS,
     SPREADSHEETS,
     SourceOptions,
     check_delimiter,
@@ -42,6 +49,7 @@ class Source:
         """Spreadsheets: the name of the sheet being read."""
         self.total_bytes: int | None = None
         self._input: TextInput | None = None
+        self._hint: str | None = None
         if self.format in SPREADSHEETS:
             self.encoding = "utf-8"  # a spreadsheet's failures file is UTF-8 CSV
             self._rows = self._open_sheet(path, options)
@@ -53,12 +61,19 @@ class Source:
         self._input = TextInput(
             self.name, path, encoding, codec, newline="" if self.format == "csv" else "\n"
         )
+        self._input.hint = self._hint
         self.total_bytes = self._input.total_bytes
         try:
             self._rows = self._start(self._input, options, delimiter)
         except READ_ERRORS as exc:
             self.close()
             raise self._input.translate(exc) from None
+        except SourceError as exc:
+            self.close()
+            better = [n for n in self.notes if "fits better" in n]
+            if better and "header row" in str(exc):
+                raise SourceError(f"{exc}; {better[0].split(': ', 1)[1]}") from None
+            raise
         except BaseException:
             self.close()
             raise
@@ -84,12 +99,14 @@ class Source:
                 )
             return declared
         codec = None if auto else python_encoding(declared)
-        if codec is not None and not is_single_byte(codec):
-            return declared
         try:
             sample = read_sample(path)
         except OSError:
             return declared if codec is not None else "utf-8"  # TextInput says what is wrong
+        if codec is not None:
+            self._hint = decode_hint(sample, codec)
+            if not is_single_byte(codec):
+                return declared
         if codec is None:
             note = pick_auto(sample, self.name)
             self.notes.append(note.message)
@@ -125,6 +142,29 @@ class Source:
         if feed.sample_is_all and not feed.sample.strip():
             raise SourceError(f"{self.name}: file has only blank lines")
         return jsonl_rows(self.name, feed, options.max_field_size, translate)
+
+    def header_hint(self) -> str | None:
+        """Why the header may not be what the config expects: it splits better on another
+        delimiter, or another encoding reads it right. None when nothing stands out."""
+        if self.columns is None:
+            return None
+        if self.delimiter is not None:
+            line = self.delimiter.join(self.columns)
+            best, parts = self.delimiter, len(self.columns)
+            for other in DELIMITERS:
+                n = len(line.split(other)) if other != self.delimiter else 0
+                if n > parts:
+                    best, parts = other, n
+            if best != self.delimiter:
+                shown = "tab" if best == "\t" else best
+                return (
+                    f"the header looks {shown!r}-separated ({parts} columns): set [source] "
+                    f"delimiter = {shown!r}"
+                )
+        for note in self.notes:
+            if "fits better" in note:
+                return note.split(": ", 1)[1] if ": " in note else note
+        return None
 
     @property
     def where(self) -> str:
