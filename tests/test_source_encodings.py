@@ -130,3 +130,24 @@ def test_utf8_declared_on_a_cp1254_export_names_cp1254(tmp_path: Path) -> None:
     assert code == 2
     assert 'reads right as cp1254: set [source] encoding = "cp1254" (or "auto")' in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("declared", ["auto", "latin-1", "cp1252"])
+def test_the_issue_export_kadikoy_67_times_near_the_top(tmp_path: Path, declared: str) -> None:
+    """The reported file: few distinct Turkish letters, one word repeated; auto read it
+    as a Big5/Baltic page and latin-1 or cp1252 let it through garbled."""
+    text = "id;branch;patient;doctor;date;status;treatments;notes\r\n" + "".join(
+        f"{i};Kadıköy;Hasta {i};Dr;0{1 + i % 9}.12.2026 10:00;x;y;Görüşme\r\n" for i in range(67)
+    )
+    export = Export("tr", "cp1254", True, text)
+    code, err, _ = validate(tmp_path, export, declared)
+    assert code == 1, err
+    if declared == "auto":
+        assert "encoding auto: read as cp1254" in err
+        assert "Turkish letters" in err and "Kadýköy" in err  # why: what cp1252 would make
+    else:
+        warning = next(x for x in err.splitlines() if x.startswith("warning:"))
+        assert f"looks wrong as {declared}; cp1254 fits better" in warning
+        assert (
+            "Kadýköy" in warning and "Kadıköy" in warning
+        )  # the sample line, as read and as meant
