@@ -14,7 +14,9 @@ from click.testing import CliRunner
 
 from bench.generate import COLUMNS
 from bench.generate import write_xlsx as write_typed_xlsx
+from tests.support import sync
 from tests.support.importing import assert_all_created_once, run_cli, setup
+from tests.support.sandbox_process import Sandbox
 from tests.support.sheets import write_ods, write_xlsx
 from worker.cli import cli
 from worker.sandbox import RunningSandbox
@@ -193,3 +195,37 @@ async def test_import_of_an_xlsx_creates_each_row_once(
     result = await run_cli(s.args())
     assert result.exit_code == 0, result.output
     await assert_all_created_once(s)
+
+
+def test_report_failures_of_an_xlsx_import_is_a_csv_that_re_imports(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    config = sync.write_config(tmp_path)
+    columns, rows = sync.sample_rows()
+    chosen = [dict(r) for r in rows[:3] + rows[150:153]]
+    chosen[1]["status"] = "maybe"  # invalid: not a status word
+    chosen[4]["customer_id"] = "99999"  # refused by the API (422)
+    xlsx = write_typed_xlsx(
+        tmp_path / "in.xlsx", columns, ([r[c] for c in columns] for r in chosen)
+    )
+    result, event = sync.import_file(config, sbx, xlsx)
+    assert result.exit_code == 1, result.output
+    assert (event["totals"]["created"], event["totals"]["invalid"]) == (4, 1)
+    failures = tmp_path / "failures.csv"
+    out = sync.run_cli("report", "-c", str(config), "--failures", str(failures))
+    assert out.exit_code == 0, out.output
+    raw = failures.read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")
+    got = {r["appointment_id"]: r for r in csv.DictReader(raw.decode("utf-8-sig").splitlines())}
+    assert set(got) == {chosen[1]["appointment_id"], chosen[4]["appointment_id"]}
+    bad = got[chosen[1]["appointment_id"]]
+    assert bad["status"] == "maybe" and bad["worker_status"] == "invalid"
+    assert bad["start"] == chosen[1]["start"]  # the date cell in ISO 8601, as in the CSV
+    assert bad["customer_id"] == chosen[1]["customer_id"]  # an id, not "1016.0"
+    # Fixed and fed back (a CSV now), the rows import.
+    fixed = tmp_path / "fixed.csv"
+    text = raw.decode("utf-8-sig").replace(",maybe,", ",pending,")
+    fixed.write_text(text.replace(",99999,", f",{chosen[3]['customer_id']},"), encoding="utf-8")
+    again, event = sync.import_file(config, sbx, fixed)
+    assert again.exit_code == 0, again.output
+    assert event["totals"]["created"] == 2
