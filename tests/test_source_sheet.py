@@ -10,6 +10,7 @@ from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from bench.generate import COLUMNS
@@ -89,9 +90,10 @@ def write_text_csv(path: Path, rows: list[list[str]]) -> Path:
     return path
 
 
-def test_sample_xlsx_and_csv_give_identical_payloads(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sample", ["appointments.xlsx", "appointments.xls"])
+def test_sample_workbook_and_csv_give_identical_payloads(tmp_path: Path, sample: str) -> None:
     xlsx = payloads_of(
-        ROOT / "samples" / "appointments.xlsx", ROOT / "config" / "appointments-xlsx.toml", tmp_path
+        ROOT / "samples" / sample, ROOT / "config" / "appointments-xlsx.toml", tmp_path
     )
     text = payloads_of(
         ROOT / "samples" / "appointments.csv", ROOT / "config" / "demo.toml", tmp_path
