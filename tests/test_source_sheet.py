@@ -118,6 +118,8 @@ def test_typed_cells_map_as_their_text_forms_do(tmp_path: Path) -> None:
     from_csv = payloads_of(text, config, tmp_path)
     assert payloads_of(xlsx, config, tmp_path) == from_csv
     assert payloads_of(ods, config, tmp_path) == from_csv
+    sheet_lines = (tmp_path / "export.xlsx.payloads.jsonl").read_text(encoding="utf-8")
+    assert sheet_lines.startswith('{"source":"' + str(xlsx) + '","line":2,"sheet":"Randevular"')
     first = from_csv[0][3]
     assert first["customer_id"] == 1016 and first["treatments"] == [203]  # not 1016.0
     assert first["scheduled_at"] == "2026-12-01T08:30:00Z"

@@ -230,6 +230,7 @@ class _ErrorSpool:
     def add(self, line: int, result: InvalidRow, err: FieldError) -> None:
         record = {
             "line": line,
+            **({"sheet": result.row.sheet} if result.row.sheet is not None else {}),
             "source_key": result.source_key,
             "tenant": result.tenant,
             "field": err.field,
