@@ -21,6 +21,7 @@ from tests.support.sandbox_process import Sandbox
 from tests.support.sheets import write_ods, write_xlsx
 from worker.cli import cli
 from worker.sandbox import RunningSandbox
+from worker.source import sheet_names
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -176,6 +177,7 @@ def test_sheet_chosen_by_name_or_number_and_a_wrong_one_is_named(tmp_path: Path)
         "no sheet named 'Randevu' (sheets: 'Bilgi', 'Randevular'); did you mean 'Randevular'?"
         in err
     )
+    assert sheet_names(str(xlsx)) == ["Bilgi", "Randevular"]  # the API a config draft reads
     code, _, err = validate(str(xlsx), "-c", str(write_config(tmp_path, "[source]\nsheet = 3\n")))
     assert "[source] sheet = 3: the workbook has 2 sheets (1 is the first)" in err
 
@@ -186,7 +188,13 @@ def test_a_file_that_is_no_workbook_is_one_line(tmp_path: Path) -> None:
     code, _, err = validate(str(bad), "-c", str(write_config(tmp_path)))
     assert code != 0
     assert "export.xlsx: cannot read it as an xlsx workbook" in err
+    assert "the file looks like text: a CSV? set --format csv" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    # An .xlsx saved under an .xls name is read by its content.
+    renamed = tmp_path / "export.xls"
+    renamed.write_bytes((ROOT / "samples" / "appointments.xlsx").read_bytes())
+    code, out, _ = validate(str(renamed), "-c", str(ROOT / "config" / "appointments-xlsx.toml"))
+    assert code == 0 and "300 rows, 300 valid" in out
 
 
 async def test_import_of_an_xlsx_creates_each_row_once(

@@ -84,18 +84,48 @@ def _pick_sheet(workbook: CalamineWorkbook, name: str, wanted: str | int | None)
     raise SourceError(f"{name}: no sheet named {wanted!r} (sheets: {listed}){hint}")
 
 
+_SIGNATURES = {b"PK\x03\x04": "a zip archive (.xlsx or .ods)", b"\xd0\xcf\x11\xe0": "an .xls file"}
+
+
+def _open_workbook(name: str, path: str, fmt: str) -> CalamineWorkbook:
+    """The workbook; by its content when its name says another spreadsheet format (an
+    .xlsx saved as .xls), with an error that says what the file is when it is none."""
+    try:
+        return CalamineWorkbook.from_path(path)
+    except (CalamineError, OSError, ValueError) as exc:
+        first = exc
+    head = b""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+            fh.seek(0)
+            return CalamineWorkbook.from_filelike(fh)
+    except (CalamineError, OSError, ValueError):
+        pass
+    kind = next((k for sig, k in _SIGNATURES.items() if head.startswith(sig)), None)
+    if kind is None:
+        try:
+            head.decode("utf-8")
+            kind = "text: a CSV? set --format csv (or [source] format)"
+        except UnicodeDecodeError:
+            kind = "no spreadsheet format the worker knows"
+    raise SourceError(
+        f"{name}: cannot read it as an {fmt} workbook ({_first_line(first)}); the file "
+        f"looks like {kind}"
+    ) from None
+
+
+def sheet_names(path: str, fmt: str = "xlsx") -> list[str]:
+    """The workbook's sheet names, in order (for a config draft or a message)."""
+    return list(_open_workbook(path, path, fmt).sheet_names)
+
+
 class SheetRows:
     """Rows of one sheet; reads the header on construction."""
 
     def __init__(self, name: str, path: str, fmt: str, sheet: str | int | None) -> None:
         self.name = name
-        try:
-            workbook = CalamineWorkbook.from_path(path)
-        except (CalamineError, OSError, ValueError) as exc:
-            raise SourceError(
-                f"{name}: cannot read it as an {fmt} workbook ({_first_line(exc)}); "
-                "is it really a spreadsheet? (--format/[source] format choose the reader)"
-            ) from None
+        workbook = _open_workbook(name, path, fmt)
         try:
             chosen = _pick_sheet(workbook, name, sheet)
         except CalamineError as exc:
