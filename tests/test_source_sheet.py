@@ -135,6 +135,7 @@ def test_errors_name_sheet_and_row_and_failures_file_is_csv(tmp_path: Path) -> N
         ["KAD-5", "Zeynep", 105.0, date(2026, 12, 4), time(10, 0), "", 203.0, ""],
         [None] * len(HEADER),  # a blank row: skipped, like a blank line
         ["KAD-6", 1016.0, 105.0, time(10, 0), None, "", 203.0, ""],
+        ["KAD-8", 1016.0, 105.0, 46357.0, time(10, 0), "", 203.0, ""],  # a date as a bare number
         ["KAD-7", 1016.0, 105.0, date(2026, 12, 5), time(10, 0), "", 203.0, "", "", "stray"],
     ]
     xlsx = write_xlsx(tmp_path / "export.xlsx", {"Özet": [["x"]], "Randevular": rows})
@@ -147,12 +148,17 @@ def test_errors_name_sheet_and_row_and_failures_file_is_csv(tmp_path: Path) -> N
         str(xlsx), "-c", str(config), "--failures", str(failures), "--max-errors", "10"
     )
     assert code == 1, out
-    assert "4 rows, 1 valid, 3 invalid" in out
+    assert "5 rows, 1 valid, 4 invalid" in out
     assert (
         "export.xlsx:Randevular!3: customer_id (column 'Hasta No'): expected a whole number" in out
     )
     assert "export.xlsx:Randevular!5: scheduled_at" in out
-    assert "export.xlsx:Randevular!6: source: row has a value in column J" in out
+    assert (
+        "export.xlsx:Randevular!6: scheduled_at (column 'Tarih + Saat'): column 'Tarih' holds the "
+        "number 46357, not a date: if it is an Excel date serial (2026-12-01 00:00), format "
+        "the column as a date in the spreadsheet"
+    ) in out
+    assert "export.xlsx:Randevular!7: source: row has a value in column J" in out
     raw = failures.read_bytes()
     assert raw.startswith(b"\xef\xbb\xbf")  # UTF-8 with a BOM: Excel shows "İşlem" right
     read = list(csv.DictReader(raw.decode("utf-8-sig").splitlines()))

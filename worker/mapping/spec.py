@@ -31,6 +31,7 @@ from worker.mapping.values import (
     check_format,
     is_typed_date,
     parse_datetime,
+    serial_hint,
     to_int,
     to_utc,
     typed_datetime,
@@ -540,6 +541,8 @@ class Compiler:
 
             def get_text(fields: Mapping[str, Any]) -> str | datetime | None:
                 d_cell, t_cell = get_d(fields), get_t(fields)
+                if isinstance(d_cell, int | float) and not isinstance(d_cell, bool):
+                    serial_hint(d_cell, dcol)
                 if is_typed_date(d_cell) or is_typed_date(t_cell):
                     return typed_pair(d_cell, t_cell, dcol, tcol)
                 d, t = as_text(d_cell), as_text(t_cell)
@@ -563,6 +566,8 @@ class Compiler:
                     return value.strip() or None
                 if is_typed_date(value):
                     return typed_datetime(value, column)
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    serial_hint(value, column)
                 return as_text(value)
 
             display = column

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, time, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any, Literal
 
 Ambiguous = Literal["earlier", "later", "error"]
@@ -168,6 +168,24 @@ def typed_datetime(value: Any, column: str) -> datetime:
         "(map a date column and a time column: date_column and time_column)",
         str(value),
     )
+
+
+_EXCEL_EPOCH = datetime(1899, 12, 30)
+"""Day 0 of Excel's serial dates (1900 system, with its phantom 29 February 1900)."""
+
+
+def serial_hint(value: float, column: str) -> None:
+    """A plain number where a date-time belongs: when it is in the range of Excel's date
+    serials (1955..2119), say which date it would be rather than that it is no date. It is
+    not taken as that date: a number cell may be anything, and a guess would be silent."""
+    if 20000 <= value < 80000:
+        as_date = _EXCEL_EPOCH + timedelta(days=float(value))
+        raise ValueFail(
+            f"column {column!r} holds the number {value:g}, not a date: if it is an Excel "
+            f"date serial ({as_date:%Y-%m-%d %H:%M}), format the column as a date in the "
+            "spreadsheet",
+            str(value),
+        )
 
 
 def typed_pair(day: Any, clock: Any, dcol: str, tcol: str) -> datetime | str:
