@@ -240,6 +240,48 @@ def write_rows(path: Path, data: Iterable[dict[str, str]]) -> Path:
     return path
 
 
+_NUMBER_COLUMNS = frozenset({"clinic", "customer_id", "doctor_id", "room_id", "assistant_id"})
+
+
+def excel_cell(column: str, text: str) -> Any:
+    """A CSV cell as an Excel export types it: numbers as floats (1016.0), the start as a
+    date-time, empty as no cell, text as text."""
+    if text == "":
+        return None
+    if column in _NUMBER_COLUMNS or (column == "treatment_ids" and text.isdigit()):
+        return float(text)
+    if column == "start":
+        return datetime.fromisoformat(text)
+    return text
+
+
+def write_xlsx(
+    path: Path, columns: Sequence[str], data: Iterable[Sequence[str]], sheet: str = "Sheet1"
+) -> Path:
+    """Write CSV-like rows (text cells) to `path` as one typed sheet (`excel_cell`), streaming."""
+    from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wb = Workbook(write_only=True)
+    ws = wb.create_sheet(sheet)
+    ws.append(list(columns))
+    for row in data:
+        cells: list[Any] = []
+        for column, text in zip(columns, row, strict=True):
+            value = excel_cell(column, text)
+            if isinstance(value, str):
+                value = WriteOnlyCell(ws, value)
+                value.data_type = "s"  # "=HYPERLINK(...)" notes stay text, not formulas
+            elif isinstance(value, datetime):
+                value = WriteOnlyCell(ws, value)
+                value.number_format = "dd.mm.yyyy hh:mm"
+            cells.append(value)
+        ws.append(cells)
+    wb.save(path)
+    return path
+
+
 def write_config(
     path: Path,
     tenants: Sequence[int],

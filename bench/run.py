@@ -1,7 +1,8 @@
 """`make bench`: measure the worker as a user runs it against baselines on the same data.
 
     python -m bench.run --scenario all   (or one of: validate throughput rate latency
-                                          sequential memory references shared report-html)
+                                          sequential memory references shared report-html
+                                          spreadsheet)
     python -m bench.run --scenario rate --quick        (smaller data: a smoke test)
 
 Every figure comes from real processes: the worker (`python -m worker ...`), the
@@ -21,6 +22,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
+from csv import reader as csv_reader
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ from bench.generate import (
     write_bench_seed,
     write_config,
     write_csv,
+    write_xlsx,
 )
 from bench.measure import ChildRun, run_child, worker_cmd
 from bench.sandbox import SandboxProcess
@@ -468,6 +471,49 @@ def scenario_report_html(b: Bench) -> Entry:
     )
 
 
+def scenario_spreadsheet(b: Bench) -> Entry:
+    """`validate` of the same rows as .xlsx (typed cells) and as CSV: speed and peak memory."""
+    rows = b.n(100_000, 10_000)
+    csv_path = b.data(rows)
+    xlsx = OUT / f"rows-{rows}.xlsx"
+    if not xlsx.exists():
+        with csv_path.open(encoding="utf-8", newline="") as fh:
+            reader = csv_reader(fh)
+            header = next(reader)
+            write_xlsx(xlsx.with_suffix(".tmp.xlsx"), header, reader)
+        xlsx.with_suffix(".tmp.xlsx").replace(xlsx)
+    wd = b.workdir("spreadsheet")
+    cfg = b.config(wd)
+    runs = {}
+    for name, path in (("xlsx", xlsx), ("csv", csv_path)):
+        runs[name] = run_child(
+            worker_cmd("validate", str(path), "--config", str(cfg), "--no-progress"),
+            env=b.env,
+            log_dir=wd,
+            name=f"worker-{name}",
+        )
+        _check(runs[name], f"worker validate ({name})", {0})
+    x, c = runs["xlsx"], runs["csv"]
+    limit_mb = 250.0
+    return Entry(
+        "spreadsheet",
+        "rows/s (xlsx vs the same rows as CSV)",
+        _round(rows / x.seconds, 0),
+        _round(rows / c.seconds, 0),
+        _round(c.seconds / x.seconds),
+        f"xlsx peak < {limit_mb:.0f} MB",
+        x.peak_rss_mb < limit_mb,
+        {
+            "rows": rows,
+            "xlsx_bytes": xlsx.stat().st_size,
+            "xlsx_seconds": _round(x.seconds),
+            "csv_seconds": _round(c.seconds),
+            "xlsx_peak_rss_mb": _round(x.peak_rss_mb, 1),
+            "csv_peak_rss_mb": _round(c.peak_rss_mb, 1),
+        },
+    )
+
+
 SCENARIOS: dict[str, Callable[[Bench], Entry]] = {
     "validate": scenario_validate,
     "throughput": scenario_throughput,
@@ -478,6 +524,7 @@ SCENARIOS: dict[str, Callable[[Bench], Entry]] = {
     "references": scenario_references,
     "shared": scenario_shared,
     "report-html": scenario_report_html,
+    "spreadsheet": scenario_spreadsheet,
 }
 
 

@@ -126,8 +126,10 @@ def test_file_errors_are_one_line(tmp_path: Path) -> None:
     cases = {
         str(tmp_path / "missing.csv"): "file not found",
         str(tmp_path): "is a directory",
-        str(tmp_path / "data.xlsx"): "unknown format (extension '.xlsx')",
+        str(tmp_path / "data.xml"): "unknown format (extension '.xml')",
+        str(tmp_path / "data.xlsx"): "cannot read it as an xlsx workbook",
     }
+    (tmp_path / "data.xml").write_bytes(b"<x/>")
     (tmp_path / "data.xlsx").write_bytes(b"PK")
     for path, expected in cases.items():
         with pytest.raises(SourceError) as info:
@@ -135,7 +137,7 @@ def test_file_errors_are_one_line(tmp_path: Path) -> None:
         assert expected in str(info.value)
         assert "\n" not in str(info.value)
     with pytest.raises(SourceError, match="unknown format 'xml'"):
-        read(tmp_path / "data.xlsx", format="xml")
+        read(tmp_path / "data.xml", format="xml")
 
 
 def test_unreadable_file(tmp_path: Path) -> None:

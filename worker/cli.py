@@ -91,7 +91,12 @@ def _refuse_insecure(config_path: Path, base_url: str | None, allow: bool) -> No
 @cli.command("validate")
 @click.argument("file")
 @click.option("--config", "-c", "config_path", required=True, help="The run config (TOML).")
-@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), help="Override detection.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "jsonl", "xlsx", "xls", "ods"]),
+    help="Override detection (default: by extension).",
+)
 @click.option("--tenant", type=int, help="Import every row into this tenant.")
 @click.option("--report", type=click.Path(dir_okay=False), help="Write a JSON report here.")
 @click.option(
@@ -373,7 +378,7 @@ _rebind_option = click.option(
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["csv", "jsonl"]),
+    type=click.Choice(["csv", "jsonl", "xlsx", "xls", "ods"]),
     help="Input format (default: by extension).",
 )
 @click.option("--base-url", help="Override every tenant's base URL (a sandbox or staging server).")

@@ -196,11 +196,13 @@ class TenantConfig(BaseModel):
 class SourceSection(_Strict):
     """``[source]``: how to read the input file."""
 
-    format: str | None = Field(default=None, pattern="^(csv|jsonl)$")
+    format: str | None = Field(default=None, pattern="^(csv|jsonl|xlsx|xls|ods)$")
     encoding: str = "utf-8"
     delimiter: str | None = None
     max_field_size: int = Field(default=1_000_000, ge=1)
     max_line_length: int = Field(default=4_000_000, ge=1)
+    sheet: str | int | None = None
+    """Spreadsheets: the sheet's name or number (1 is the first); default the first."""
 
 
 class LedgerSection(_Strict):

@@ -293,6 +293,7 @@ def run_source_options(config: Config, options: ImportOptions) -> SourceOptions:
         delimiter=config.source.delimiter,
         max_field_size=config.source.max_field_size,
         max_line_length=config.source.max_line_length,
+        sheet=config.source.sheet,
     )
 
 
@@ -332,7 +333,7 @@ async def run_import(options: ImportOptions) -> ImportResult:
         for note in source.notes:
             log.warning(note)
         if source.columns is not None:
-            mapper.check_columns(source.columns, source.name)
+            mapper.check_columns(source.columns, source.where, source.header_hint())
         if options.dry_run:
             ledger = (
                 await open_ledger(ledger_path, lock=False, readonly=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Awaitable, Callable, Collection, Iterable
+from datetime import date, time
 from typing import Any
 
 from worker.commands.import_result import TenantCounts
@@ -209,9 +210,15 @@ class RowReader:
 def _source_row_json(item: SourceRow | RowProblem) -> str:
     if isinstance(item, SourceRow):
         return json.dumps(
-            {"fields": dict(item.fields), "raw": item.raw}, ensure_ascii=False, default=str
+            {"fields": dict(item.fields), "raw": item.raw}, ensure_ascii=False, default=_json_cell
         )
     return json.dumps({"fields": None, "raw": item.raw}, ensure_ascii=False)
+
+
+def _json_cell(value: Any) -> str:
+    """A spreadsheet's date cell in the ledger's copy of the row: ISO 8601, as in its
+    failures file (``2026-12-01T11:30:00``)."""
+    return value.isoformat() if isinstance(value, date | time) else str(value)
 
 
 def _fallback_key(item: SourceRow | RowProblem) -> str:

@@ -261,7 +261,7 @@ async def write_failures(
     with FailureWriter(
         path,
         format=fmt or "csv",
-        columns=columns if fmt == "csv" else None,
+        columns=columns if fmt != "jsonl" else None,
         delimiter=latest.source_delimiter if latest is not None else ",",
         encoding=(latest.source_encoding if latest is not None else None) or "utf-8",
         extra_columns=extras,

@@ -30,6 +30,7 @@ from worker.mapping import FieldError, InvalidRow, MappedRow, Mapper
 from worker.mapping.payloads import PayloadWriter
 from worker.source import Source, SourceOptions, open_source
 from worker.source.failures import FailureWriter
+from worker.source.rows import place
 
 _MASK64 = (1 << 64) - 1
 _LINE_MAX = (1 << 32) - 1
@@ -145,8 +146,9 @@ class ValidateSummary:
         return ExitCode.ROWS_FAILED if self.invalid else ExitCode.OK
 
 
-def format_error(source: str, line: int, err: FieldError) -> str:
-    """``FILE:LINE: field (column 'X'): message [value of N chars]``.
+def format_error(source: str, line: int | str, err: FieldError) -> str:
+    """``FILE:LINE: field (column 'X'): message [value of N chars]``; LINE is
+    ``Sheet1!12`` in a spreadsheet.
 
     The value itself is not printed: it may be a patient's name or phone typed
     into the wrong column. The --report and --failures files carry it.
@@ -183,11 +185,13 @@ class _Checker:
         first = self.keys.add(key_digest(result.tenant, result.source_key), line)
         if first is not None:
             summary.duplicate_keys += 1
+            # One sheet is read per run, so the first row is on this row's sheet.
+            at = place(first, result.row.sheet)
             if self.keyed:
-                msg = f"duplicate source key {result.source_key}, first seen at line {first}"
+                msg = f"duplicate source key {result.source_key}, first seen at line {at}"
             else:
                 msg = (
-                    f"duplicate source key {result.source_key}, first seen at line {first} "
+                    f"duplicate source key {result.source_key}, first seen at line {at} "
                     "(no source-key column: rows are keyed by payload, so this row repeats it)"
                 )
             dup = FieldError("source_key", msg, result.source_key, self.key_column)
@@ -225,6 +229,7 @@ class _ErrorSpool:
     def add(self, line: int, result: InvalidRow, err: FieldError) -> None:
         record = {
             "line": line,
+            **({"sheet": result.row.sheet} if result.row.sheet is not None else {}),
             "source_key": result.source_key,
             "tenant": result.tenant,
             "field": err.field,
@@ -284,6 +289,7 @@ def source_options(cfg: Config, fmt: str | None) -> SourceOptions:
         delimiter=s.delimiter,
         max_field_size=s.max_field_size,
         max_line_length=s.max_line_length,
+        sheet=s.sheet,
     )
 
 
@@ -305,7 +311,7 @@ def validate_file(opts: ValidateOptions) -> ValidateSummary:
             summary.warnings.append(note)
             sys.stderr.write(f"warning: {note}\n")
         if src.columns is not None:
-            mapper.check_columns(src.columns, src.name)
+            mapper.check_columns(src.columns, src.where, src.header_hint())
         spool = None
         if opts.report:
             spool = _ErrorSpool(Path(opts.report))
@@ -356,7 +362,7 @@ def _record_invalid(
     for err in result.errors:
         summary.errors_total += 1
         if len(summary.error_lines) < max_errors:
-            summary.error_lines.append(format_error(result.row.source, line, err))
+            summary.error_lines.append(format_error(result.row.source, result.row.label, err))
         if spool is not None:
             spool.add(line, result, err)
     if failures is not None:

@@ -163,14 +163,17 @@ class Mapper:
         """(config key, column) of every column or JSON path the mapping reads."""
         return self._columns
 
-    def check_columns(self, header: Sequence[str], source_name: str) -> None:
-        """Fail before any row when a CSV header lacks a mapped column."""
+    def check_columns(
+        self, header: Sequence[str], source_name: str, hint: str | None = None
+    ) -> None:
+        """Fail before any row when a CSV header lacks a mapped column; `hint` says why
+        the header may be misread (another delimiter or encoding)."""
         present = set(header)
         for key, column in self._columns:
             if column not in present:
                 raise ConfigError(
                     f"{self._config.path}: {key}: column {column!r} is not in the header of "
-                    f"{source_name} (columns: {', '.join(header)})"
+                    f"{source_name} (columns: {', '.join(header)})" + (f"; {hint}" if hint else "")
                 )
 
     def map(self, item: SourceRow | RowProblem) -> MappedRow | InvalidRow:

@@ -1,6 +1,7 @@
 """``--payloads FILE``: the exact request bodies a run would POST, one JSON line each.
 
 Each line is ``{"source": ..., "line": ..., "key": ..., "tenant": ..., "body": {...}}``
+(``"sheet"`` after ``"line"`` for a spreadsheet's row)
 where the bytes after ``"body":`` up to the closing ``}`` of the line are the very
 bytes the import sends (the payload's canonical JSON, embedded unchanged).
 """
@@ -32,13 +33,11 @@ class PayloadWriter:
 
     def write(self, row: MappedRow) -> None:
         """One line for a row that maps to a valid payload."""
+        where: dict[str, object] = {"source": row.row.source, "line": row.row.line}
+        if row.row.sheet is not None:
+            where["sheet"] = row.row.sheet  # a spreadsheet: "line" is the sheet's row
         head = json.dumps(
-            {
-                "source": row.row.source,
-                "line": row.row.line,
-                "key": row.source_key,
-                "tenant": row.tenant,
-            },
+            {**where, "key": row.source_key, "tenant": row.tenant},
             ensure_ascii=False,
             separators=(",", ":"),
         )

@@ -29,9 +29,13 @@ from worker.mapping.values import (
     MultiFail,
     ValueFail,
     check_format,
+    is_typed_date,
     parse_datetime,
+    serial_hint,
     to_int,
     to_utc,
+    typed_datetime,
+    typed_pair,
 )
 from worker.suggest import did_you_mean, names_hint
 
@@ -253,9 +257,24 @@ class Compiler:
             return via_lookup
         if vmap is not None:
             mapping = vmap
+            raw_keys = spec.get("map") or {}
+            listed = ", ".join(repr(k) for k in list(raw_keys)[:10])
+            listed += ", ..." if len(raw_keys) > 10 else ""
 
             def via_map(value: Any) -> Any:
-                return final(mapping.get(norm_key(_text(value)), value))
+                found = mapping.get(norm_key(_text(value)), _MISSING)
+                if found is not _MISSING:
+                    return final(found)
+                try:
+                    return final(value)
+                except ValueFail as exc:
+                    # Not in the map and not a valid value itself: the map is what is missing.
+                    shown = _text(value)[:60]
+                    raise ValueFail(
+                        f"{shown!r} is not in {key}.map ({listed}): add it there "
+                        f"(as a value of its own: {exc.message})",
+                        value,
+                    ) from None
 
             return via_map
         return final
@@ -492,15 +511,16 @@ class Compiler:
         # Exports repeat the same slots over and over: remember recent results. The
         # result depends on the tenant only through its time zone, so tenants sharing
         # a zone share entries (the same slot in three clinics is parsed once).
-        cache: dict[tuple[str, str], datetime | ValueFail] = {}
+        cache: dict[tuple[str | datetime, str], datetime | ValueFail] = {}
 
-        def to_instant(text: str, tenant: int | None) -> datetime:
+        def to_instant(text: str | datetime, tenant: int | None) -> datetime:
+            """`text`, or a spreadsheet's date-time cell, as a UTC instant."""
             zone, zone_name = fixed or zone_for(tenant)
             key = (text, zone_name)
             found = cache.get(key)
             if found is None:
                 try:
-                    parsed = parse_datetime(text, fmts)
+                    parsed = text if isinstance(text, datetime) else parse_datetime(text, fmts)
                     if parsed.tzinfo is None:
                         found = to_utc(parsed, zone, ambiguous, zone_name)
                     else:
@@ -536,8 +556,13 @@ class Compiler:
             get_d = self.getter(f"{key}.date_column", dcol)
             get_t = self.getter(f"{key}.time_column", tcol)
 
-            def get_text(fields: Mapping[str, Any]) -> str | None:
-                d, t = as_text(get_d(fields)), as_text(get_t(fields))
+            def get_text(fields: Mapping[str, Any]) -> str | datetime | None:
+                d_cell, t_cell = get_d(fields), get_t(fields)
+                if isinstance(d_cell, int | float) and not isinstance(d_cell, bool):
+                    serial_hint(d_cell, dcol)
+                if is_typed_date(d_cell) or is_typed_date(t_cell):
+                    return typed_pair(d_cell, t_cell, dcol, tcol)
+                d, t = as_text(d_cell), as_text(t_cell)
                 if d is None and t is None:
                     return None
                 if d is None or t is None:
@@ -552,10 +577,14 @@ class Compiler:
             column = spec["column"]
             get = self.getter(f"{key}.column", column)
 
-            def get_text(fields: Mapping[str, Any]) -> str | None:
+            def get_text(fields: Mapping[str, Any]) -> str | datetime | None:
                 value = get(fields)
                 if isinstance(value, str):
                     return value.strip() or None
+                if is_typed_date(value):
+                    return typed_datetime(value, column)
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    serial_hint(value, column)
                 return as_text(value)
 
             display = column

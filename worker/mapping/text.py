@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import unicodedata
+from datetime import date, time
 from typing import Any
 
 VALUE_MAX = 200
@@ -31,6 +32,8 @@ def as_text(value: Any) -> str | None:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return str(value)
+    if isinstance(value, date | time):  # a spreadsheet's date cell in a text field
+        return value.isoformat()
     return json.dumps(value, ensure_ascii=False, default=str)
 
 

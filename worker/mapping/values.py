@@ -6,9 +6,10 @@ was expected; the mapper turns it into a `FieldError` with the column.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Sequence
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any, Literal
 
 Ambiguous = Literal["earlier", "later", "error"]
@@ -149,3 +150,63 @@ def to_utc(naive: datetime, zone: tzinfo, ambiguous: Ambiguous, zone_name: str) 
             u = naive - offset
             return datetime(u.year, u.month, u.day, u.hour, u.minute, u.second, u.microsecond, UTC)
     return localise(naive, zone, ambiguous, zone_name).astimezone(UTC)
+
+
+def is_typed_date(value: Any) -> bool:
+    """True for a spreadsheet's date, time or date-time cell (not text)."""
+    return isinstance(value, date | time)
+
+
+def typed_datetime(value: Any, column: str) -> datetime:
+    """A date-time cell (or a date cell: midnight) as the naive date-time it shows."""
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, date):
+        return datetime.combine(value, time())
+    raise ValueFail(
+        f"column {column!r} holds only a time of day ({value}), not a date "
+        "(map a date column and a time column: date_column and time_column)",
+        str(value),
+    )
+
+
+_EXCEL_EPOCH = datetime(1899, 12, 30)
+"""Day 0 of Excel's serial dates (1900 system, with its phantom 29 February 1900)."""
+
+
+def serial_hint(value: float, column: str) -> None:
+    """A plain number where a date-time belongs: when it is in the range of Excel's date
+    serials (1955..2119), say which date it would be rather than that it is no date. It is
+    not taken as that date: a number cell may be anything, and a guess would be silent."""
+    if 20000 <= value < 80000:
+        as_date = _EXCEL_EPOCH + timedelta(days=float(value))
+        raise ValueFail(
+            f"column {column!r} holds the number {value:g}, not a date: if it is an Excel "
+            f"date serial ({as_date:%Y-%m-%d %H:%M}), format the column as a date in the "
+            "spreadsheet",
+            str(value),
+        )
+
+
+def typed_pair(day: Any, clock: Any, dcol: str, tcol: str) -> datetime | str:
+    """A date cell and a time cell as one naive date-time. When only one of the two is
+    typed, the other is text: it is read as ISO (``2026-12-01``, ``11:30``) if it can be,
+    else the typed one is written out and the configured formats read both as text."""
+    for cell, name in ((day, dcol), (clock, tcol)):
+        if cell is None or (isinstance(cell, str) and not cell.strip()):
+            raise ValueFail(f"column {name!r} is empty (date and time go together)", None)
+    d = day.date() if isinstance(day, datetime) else day
+    t = clock.time() if isinstance(clock, datetime) else clock
+    if isinstance(d, str):
+        with contextlib.suppress(ValueError):
+            d = date.fromisoformat(d.strip())
+    if isinstance(t, str):
+        with contextlib.suppress(ValueError):
+            t = time.fromisoformat(t.strip())
+    if isinstance(d, date) and isinstance(t, time):
+        return datetime.combine(d, t)
+    if isinstance(t, time):  # text date, typed time: "01.12.2026" + "11:30"
+        return f"{str(d).strip()} {t.strftime('%H:%M:%S' if t.second else '%H:%M')}"
+    if isinstance(d, date):
+        return f"{d.isoformat()} {str(t).strip()}"
+    raise ValueFail(f"columns {dcol!r} and {tcol!r} do not hold a date and a time", f"{d} {t}")

@@ -1,7 +1,8 @@
-"""Streaming readers: CSV and JSONL files become `SourceRow`s, one at a time.
+"""Streaming readers: CSV, JSONL and spreadsheet files become `SourceRow`s, one at a time.
 
-Every row carries its source name and the physical line it starts on, so every
-later error can point back into the user's file.
+Every row carries its source name and the physical line it starts on (in a
+spreadsheet: its sheet and row, `SourceRow.label` ``Sheet1!12``), so every later
+error can point back into the user's file.
 """
 
 from __future__ import annotations
@@ -9,5 +10,6 @@ from __future__ import annotations
 from worker.source.options import SourceOptions
 from worker.source.reader import Source, open_source
 from worker.source.rows import RowProblem, SourceRow
+from worker.source.sheet import sheet_names
 
-__all__ = ["RowProblem", "Source", "SourceOptions", "SourceRow", "open_source"]
+__all__ = ["RowProblem", "Source", "SourceOptions", "SourceRow", "open_source", "sheet_names"]

@@ -54,6 +54,27 @@ def detect_delimiter(sample: str, complete: bool) -> str:
     return best
 
 
+def header_problems(columns: list[str]) -> list[str]:
+    """What is wrong with a header row: empty, invisible-character or duplicate names."""
+    problems: list[str] = []
+    empty = [str(i) for i, column in enumerate(columns, 1) if not column]
+    if empty:
+        noun = "column" if len(empty) == 1 else "columns"
+        problems.append(f"empty column name in {noun} {', '.join(empty)}")
+    seen: dict[str, list[int]] = {}
+    for i, column in enumerate(columns, 1):
+        if column:
+            seen.setdefault(column, []).append(i)
+    for i, column in enumerate(columns, 1):
+        if odd := invisible_in(column):
+            problems.append(f"column {i} name {column!r} contains the invisible character {odd}")
+    for column, where in seen.items():
+        if len(where) > 1:
+            numbers = ", ".join(map(str, where))
+            problems.append(f"duplicate column name {column!r} in columns {numbers}")
+    return problems
+
+
 def _truncate(text: str) -> str:
     return text if len(text) <= RAW_LIMIT else text[:RAW_LIMIT] + "…"
 
@@ -124,25 +145,7 @@ class CsvRows:
         return columns, end
 
     def _check_header(self, columns: list[str], line: int) -> None:
-        problems: list[str] = []
-        empty = [str(i) for i, column in enumerate(columns, 1) if not column]
-        if empty:
-            noun = "column" if len(empty) == 1 else "columns"
-            problems.append(f"empty column name in {noun} {', '.join(empty)}")
-        seen: dict[str, list[int]] = {}
-        for i, column in enumerate(columns, 1):
-            if column:
-                seen.setdefault(column, []).append(i)
-        for i, column in enumerate(columns, 1):
-            if odd := invisible_in(column):
-                problems.append(
-                    f"column {i} name {column!r} contains the invisible character {odd}"
-                )
-        for column, where in seen.items():
-            if len(where) > 1:
-                numbers = ", ".join(map(str, where))
-                problems.append(f"duplicate column name {column!r} in columns {numbers}")
-        if problems:
+        if problems := header_problems(columns):
             raise SourceError(
                 f"{self.name}: line {line}: header row: {'; '.join(problems)} "
                 "(every column needs a unique, non-empty, visible name)"
@@ -160,6 +163,7 @@ class CsvRows:
         set_line = slots["line"].__set__
         set_fields = slots["fields"].__set__
         set_raw = slots["raw"].__set__
+        set_sheet = slots["sheet"].__set__
         clear = self._buf.clear
         reader = self._reader
         next_record = reader.__next__
@@ -187,6 +191,7 @@ class CsvRows:
                 set_line(row, prev_end + 1)
                 set_fields(row, dict(zip(columns, cells)))  # noqa: B905 - lengths checked
                 set_raw(row, None)
+                set_sheet(row, None)
                 yield row
             elif "".join(cells).strip():
                 yield self._wrong_count(prev_end + 1, cells, ncols)

@@ -1,30 +1,67 @@
-"""Encoding sense: does the declared single-byte encoding suit the file's bytes?
+"""Encoding sense: which code page a file's bytes were written in, and whether the
+declared one reads them right.
 
 A single-byte code page decodes almost any bytes, so a cp1254 file read as
-latin-1 raises no error: every Turkish letter just becomes another letter. The
-detector (charset-normalizer) proposes the encodings that decode the bytes into
-plausible text and measures how messy each is; its language tables tell how
-many of the accented letters belong to one language. When another encoding
-explains clearly more letters than the declared one, no messier, the run warns
-once, naming it and the lines that differ.
-``encoding = "auto"`` takes the detector's best match.
+latin-1 raises no error: every Turkish letter just becomes another letter
+(``ş`` -> ``þ``). What tells the code pages apart is whether the accented
+letters they produce belong together in one language. Each candidate decoding
+of the sample is scored by the share of its non-ASCII characters that are
+letters of one language (Turkish, German, French, Spanish, Polish, Czech and
+their neighbours); C1 control characters and stray symbols (``³``, ``ˇ``) count
+against it. Clinic exports come from Windows systems in one of a handful of code
+pages, so only those are candidates: a wide detector weighs Baltic or DOS pages
+as likely and reads a Turkish file as cp775. Valid UTF-8 with non-ASCII text is
+UTF-8 (single-byte text almost never is). charset-normalizer is the fallback
+when no candidate reads as one language (Cyrillic, Greek, CJK).
 """
 
 from __future__ import annotations
 
 import codecs
 import gzip
+import re
 from collections import Counter
 from dataclasses import dataclass
 
-from charset_normalizer import CharsetMatch, from_bytes
-from charset_normalizer.constant import FREQUENCIES
+from charset_normalizer import from_bytes
 from charset_normalizer.utils import iana_name, is_multi_byte_encoding
 
 from worker.errors import SourceError
 
 SAMPLE_BYTES = 64 * 1024
 LINES_SHOWN = 3
+
+CANDIDATES = ("cp1252", "cp1254", "cp1250", "latin-1", "iso-8859-9", "iso-8859-2")
+"""The code pages exports come in, in order of preference when two read the same."""
+
+_LETTERS = {
+    "Turkish": "çğıöşüâîû",
+    "German": "äöüß",
+    "French": "àâæçéèêëîïôœùûüÿ",
+    "Spanish": "áéíóúüñ",
+    "Catalan": "àçèéíïòóúü",
+    "Portuguese": "áâãàçéêíóôõú",
+    "Italian": "àèéìíîòóù",
+    "Dutch": "éèëïóöü",
+    "Scandinavian": "åäöæøé",
+    "Polish": "ąćęłńóśźż",
+    "Czech": "áčďéěíňóřšťúůýž",
+    "Slovak": "áäčďéíĺľňóôŕšťúýž",
+    "Hungarian": "áéíóöőúüű",
+    "Romanian": "ăâîșțşţ",
+    "Croatian": "čćđšž",
+}
+_ALPHABETS = {
+    lang: frozenset(letters + letters.upper() + ("İ" if lang == "Turkish" else ""))
+    for lang, letters in _LETTERS.items()
+}
+_NEUTRAL = frozenset("€–—‘’‚“”„«»°ºª¿¡·×±§©®™…•\xa0²")
+"""Punctuation and signs that real text uses in any language: neither for nor against."""
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+FIT_MARGIN = 0.15
+"""How much more of the text a candidate must explain than the declared encoding to be named."""
+GOOD_FIT = 0.9
+"""Below this, no candidate reads as one language: ask charset-normalizer instead."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +70,20 @@ class EncodingNote:
 
     encoding: str
     message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One candidate decoding of the sample and how well it reads."""
+
+    encoding: str
+    text: str
+    fit: float
+    language: str | None
+    fitting: int
+    """Non-ASCII letters that belong to `language`."""
+    total: int
+    """Non-ASCII characters that count (letters, controls and stray symbols)."""
 
 
 def read_sample(path: str) -> bytes:
@@ -48,31 +99,43 @@ def read_sample(path: str) -> bytes:
     return head
 
 
-FIT_MARGIN = 0.2
-"""How much more of the text's accented letters a candidate must explain to be named."""
-
-
-def _alphabets() -> list[frozenset[str]]:
-    return [frozenset(letters) for letters in FREQUENCIES.values()]
-
-
-_ALPHABETS = _alphabets()
-
-
-def letter_fit(text: str) -> float:
-    """The share of non-ASCII letters that belong to one language's alphabet (the best
-    fitting of the detector's languages): a Turkish text read as latin-1 is full of
-    Icelandic thorns (þ) and y-acutes (ý) that no one language uses together."""
-    counts = Counter(c.lower()[:1] for c in text if ord(c) > 127 and c.isalpha())
-    total = sum(counts.values())
+def score(text: str, encoding: str = "") -> Reading:
+    """How well `text` reads as one language (see the module docstring)."""
+    counts = Counter(_NON_ASCII.findall(text))
+    letters = {c: n for c, n in counts.items() if c.isalpha()}
+    odd = sum(
+        n * (3 if "\x80" <= c <= "\x9f" else 1)
+        for c, n in counts.items()
+        if not c.isalpha() and c not in _NEUTRAL
+    )
+    total = sum(letters.values()) + odd
     if not total:
-        return 1.0
-    return max(sum(n for c, n in counts.items() if c in abc) for abc in _ALPHABETS) / total
+        return Reading(encoding, text, 1.0, None, 0, 0)
+    best_lang, best = None, 0
+    for lang, abc in _ALPHABETS.items():
+        fitting = sum(n for c, n in letters.items() if c in abc)
+        if fitting > best:
+            best_lang, best = lang, fitting
+    return Reading(encoding, text, best / total, best_lang, best, total)
 
 
-def _ranked(matches: list[CharsetMatch]) -> list[tuple[float, CharsetMatch]]:
-    scored = [(letter_fit(str(m)), m) for m in matches]
-    return sorted(scored, key=lambda fm: (-fm[0], fm[1].chaos, -fm[1].coherence))
+def _utf8(sample: bytes) -> str | None:
+    """The sample as UTF-8 (a sequence cut by the sample's end is allowed), or None."""
+    try:
+        return codecs.getincrementaldecoder("utf-8-sig")().decode(sample, final=False)
+    except UnicodeDecodeError:
+        return None
+
+
+def _readings(sample: bytes) -> list[Reading]:
+    """Every candidate code page's reading, best first (ties keep the preference order)."""
+    out = []
+    for enc in CANDIDATES:
+        try:
+            out.append(score(sample.decode(enc), enc))
+        except UnicodeDecodeError:
+            continue  # a byte this code page leaves undefined: not written in it
+    return sorted(out, key=lambda r: -r.fit)
 
 
 def _detector_name(codec: str) -> str:
@@ -86,58 +149,111 @@ def is_single_byte(codec: str) -> bool:
     return not name.startswith("utf") and not is_multi_byte_encoding(name)
 
 
+def _example(chosen: str, other: str) -> str:
+    """One word that reads differently: ``, e.g. line 3: 'Kadıköy' would be 'Kadýköy'``."""
+    lines = _differing_lines(chosen, other, limit=1)
+    return f", e.g. {lines[0]}" if lines else ""
+
+
 def pick_auto(sample: bytes, name: str) -> EncodingNote:
-    """``encoding = "auto"``: the detector's best match for the sample."""
+    """``encoding = "auto"``: the encoding the sample reads best in, and why."""
+    prefix = f"{name}: encoding auto:"
+    if sample.startswith(codecs.BOM_UTF8):
+        return EncodingNote("utf-8", f"{prefix} read as utf-8 (the file starts with its BOM)")
+    if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return EncodingNote("utf-16", f"{prefix} read as utf-16 (the file starts with its BOM)")
     if sample.isascii():
-        return EncodingNote("utf-8", f"{name}: encoding auto: the text is ASCII, read as utf-8")
-    found = _ranked(list(from_bytes(sample)))
-    if not found:
+        return EncodingNote("utf-8", f"{prefix} the text is ASCII, read as utf-8")
+    text = _utf8(sample)
+    if text is not None:
+        n = len(_NON_ASCII.findall(text))
+        return EncodingNote(
+            "utf-8",
+            f"{prefix} read as utf-8 (all {n} non-ASCII characters in the first "
+            f"{len(sample)} bytes are valid UTF-8)",
+        )
+    readings = _readings(sample)
+    best = readings[0]
+    if best.fit >= GOOD_FIT and best.language is not None:
+        runner = next((r for r in readings[1:] if r.text != best.text), None)
+        why = (
+            f"{best.fitting} of {best.total} accented characters in the first {len(sample)} "
+            f"bytes are {best.language} letters"
+        )
+        if runner is not None:
+            why += (
+                f"; as {runner.encoding} only {runner.fitting} would be"
+                f"{_example(best.text, runner.text)}"
+            )
+        return EncodingNote(best.encoding, f"{prefix} read as {best.encoding} ({why})")
+    return _detector_pick(sample, prefix)
+
+
+def _detector_pick(sample: bytes, prefix: str) -> EncodingNote:
+    found = from_bytes(sample).best()
+    if found is None:
         raise SourceError(
-            f"{name}: encoding auto: no encoding decodes the start of the file as text; "
+            f"{prefix} no encoding decodes the start of the file as text; "
             "set [source] encoding to the file's encoding"
         )
-    best = found[0][1].encoding.replace("_", "-")
+    best = found.encoding.replace("_", "-")
     return EncodingNote(
         best,
-        f"{name}: encoding auto: read as {best} (charset-normalizer's best match for the "
-        f"first {len(sample)} bytes)",
+        f"{prefix} read as {best} (no Western or Central European code page reads it as one "
+        f"language; charset-normalizer's best match for the first {len(sample)} bytes)",
     )
 
 
+def decode_hint(sample: bytes, codec: str) -> str | None:
+    """When the sample does not decode as `codec`: the encoding it reads best in (named in
+    the reader's decode error), if that is clear."""
+    try:
+        codecs.getincrementaldecoder(codec)().decode(sample, final=False)
+        return None
+    except UnicodeDecodeError:
+        pass
+    except LookupError:
+        return None
+    if _utf8(sample) is not None:
+        return "utf-8"
+    readings = _readings(sample)
+    if readings and readings[0].fit >= GOOD_FIT and readings[0].language:
+        return readings[0].encoding
+    return None
+
+
 def check_declared(sample: bytes, codec: str, shown: str, name: str) -> EncodingNote | None:
-    """A warning when another encoding fits the sample clearly better than ``codec``."""
+    """A warning when another encoding reads the sample clearly better than ``codec``."""
     if sample.isascii() or not is_single_byte(codec):
         return None
     try:
         declared_text = sample.decode(codec)
     except UnicodeDecodeError:
         return None  # the reader reports undecodable bytes itself
-    mine = from_bytes(sample, cp_isolation=[_detector_name(codec)]).best()
-    others = _ranked([m for m in from_bytes(sample) if str(m) != declared_text])
-    if mine is not None:
-        # Text whose letters clearly fit a language better, and no messier.
-        fit = letter_fit(declared_text)
-        others = [
-            (f, m) for f, m in others if f >= fit + FIT_MARGIN and m.chaos <= mine.chaos + 0.01
-        ]
-    if not others:
-        return None
-    better = others[0][1]
-    better_name = better.encoding.replace("_", "-")
-    lines = _differing_lines(declared_text, str(better))
+    utf8 = _utf8(sample)
+    if utf8 is not None:
+        better = Reading("utf-8", utf8, 1.0, None, 0, 0)
+    else:
+        mine = score(declared_text)
+        others = [r for r in _readings(sample) if r.text != declared_text]
+        if not others or others[0].fit < mine.fit + FIT_MARGIN:
+            return None
+        better = others[0]
+    lines = _differing_lines(declared_text, better.text)
     if not lines:
         return None
+    why = f" ({better.language} letters)" if better.language else ""
     return EncodingNote(
-        better_name,
-        f"{name}: the text looks wrong as {shown}; {better_name} fits better "
-        f'(set [source] encoding = "{better_name}", or "auto"): ' + "; ".join(lines),
+        better.encoding,
+        f"{name}: the text looks wrong as {shown}; {better.encoding} fits better{why} "
+        f'(set [source] encoding = "{better.encoding}", or "auto"): ' + "; ".join(lines),
     )
 
 
-def _differing_lines(mine: str, theirs: str) -> list[str]:
+def _differing_lines(mine: str, theirs: str, limit: int = LINES_SHOWN) -> list[str]:
     out: list[str] = []
     for number, (a, b) in enumerate(
-        zip(mine.splitlines(), theirs.splitlines(), strict=False), start=1
+        zip(mine.lstrip("\ufeff").splitlines(), theirs.splitlines(), strict=False), start=1
     ):
         if a == b:
             continue
@@ -145,6 +261,6 @@ def _differing_lines(mine: str, theirs: str) -> list[str]:
         if words:
             x, y = words[0]
             out.append(f"line {number}: {x!r} would be {y!r}")
-        if len(out) >= LINES_SHOWN:
+        if len(out) >= limit:
             break
     return out

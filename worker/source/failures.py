@@ -1,5 +1,8 @@
 """Failure files: the rows that did not make it, in the input's own format, ready to fix.
 
+A spreadsheet's failures file is CSV (comma-separated, UTF-8 with a BOM so Excel
+shows every letter), typed date cells in ISO 8601 form (``2026-12-01T11:30:00``).
+
 CSV keeps every original column (same delimiter and encoding) and adds the
 extra columns (``error_field``, ``error_message``); JSONL writes each original
 object with the extra keys added. Fed back in, the extra columns are simply
@@ -18,6 +21,7 @@ the round trip is lossless, and a cell the user typed with a quote stays as type
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -28,8 +32,10 @@ from typing import IO, Any
 from worker.errors import SourceError
 from worker.fileperms import open_private
 from worker.source import RowProblem, SourceRow
+from worker.source.options import SPREADSHEETS
 from worker.source.quoted import FORMULA_START as _FORMULA_START
 from worker.source.quoted import QUOTED_COLUMN
+from worker.source.sheet import cell_text
 
 _SAFE_NUMBER = re.compile(r"[+-]?[0-9][0-9 ().,/-]*")
 
@@ -54,6 +60,10 @@ class FailureWriter:
         encoding: str = "utf-8",
         extra_columns: Sequence[str] = ("error_field", "error_message"),
     ) -> None:
+        if format in SPREADSHEETS:
+            # Writing a workbook back would need a second library and lose nothing a CSV
+            # keeps; Excel opens a comma-separated UTF-8 file with a BOM as it is.
+            format, delimiter, encoding = "csv", ",", "utf-8-sig"
         if format not in ("csv", "jsonl"):
             raise ValueError(f"unknown failure file format {format!r}")
         self.path = Path(path)
@@ -134,4 +144,6 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, str):
         return value
+    if isinstance(value, int | float | dt.date | dt.time) and not isinstance(value, bool):
+        return cell_text(value)  # a spreadsheet's typed cell: 1016, 2026-12-01T11:30:00
     return json.dumps(value, ensure_ascii=False)

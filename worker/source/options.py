@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 from worker.errors import SourceError
 
-FORMATS = ("csv", "jsonl")
+SPREADSHEETS = ("xlsx", "xls", "ods")
+"""Spreadsheet formats: read cell by cell from a workbook, not as text."""
+FORMATS = ("csv", "jsonl", *SPREADSHEETS)
 DELIMITERS = (",", ";", "\t", "|")
 
 _EXTENSIONS = {
@@ -16,6 +18,10 @@ _EXTENSIONS = {
     ".txt": "csv",
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
+    ".xlsx": "xlsx",
+    ".xlsm": "xlsx",
+    ".xls": "xls",
+    ".ods": "ods",
 }
 
 
@@ -24,7 +30,8 @@ class SourceOptions:
     """The ``[source]`` settings (and ``--format``) that `open_source` honours."""
 
     format: str | None = None
-    """``"csv"``, ``"jsonl"`` or None to choose by extension (after stripping ``.gz``)."""
+    """``csv``, ``jsonl``, ``xlsx``, ``xls``, ``ods`` or None to choose by extension
+    (after stripping ``.gz`` from a text file's name)."""
     encoding: str = "utf-8"
     """Text encoding; ``utf-8`` also accepts a byte-order mark."""
     delimiter: str | None = None
@@ -33,6 +40,8 @@ class SourceOptions:
     """Characters per CSV field or top-level JSON string value."""
     max_line_length: int = 4_000_000
     """Characters per physical line (and per multi-line CSV record)."""
+    sheet: str | int | None = None
+    """Spreadsheets: the sheet's name, or its number (1 is the first); None is the first."""
 
 
 def choose_format(name: str, configured: str | None) -> str:
@@ -40,11 +49,13 @@ def choose_format(name: str, configured: str | None) -> str:
     if configured is not None:
         fmt = configured.lower()
         if fmt not in FORMATS:
-            raise SourceError(f"unknown format {configured!r}: expected 'csv' or 'jsonl'")
+            raise SourceError(
+                f"unknown format {configured!r}: expected one of {', '.join(FORMATS)}"
+            )
         return fmt
     if name == "-":
         raise SourceError(
-            "cannot tell the format of standard input: pass --format csv|jsonl "
+            "cannot tell the format of standard input: pass --format csv|jsonl|xlsx|xls|ods "
             "(or set [source] format)"
         )
     lower = name.lower()
@@ -57,7 +68,8 @@ def choose_format(name: str, configured: str | None) -> str:
         shown = f"extension {ext!r}" if ext else "no extension"
         raise SourceError(
             f"{name}: unknown format ({shown}); expected .csv, .tsv, .txt, .jsonl or "
-            ".ndjson (optionally .gz), or pass --format csv|jsonl"
+            ".ndjson (optionally .gz), .xlsx, .xlsm, .xls or .ods, or pass "
+            "--format csv|jsonl|xlsx|xls|ods"
         )
     return by_extension
 

@@ -1,4 +1,4 @@
-"""`open_source`: the one entry point of the source stage."""
+"""`open_source`: the one entry point of the source stage (text files and spreadsheets)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,18 @@ from types import TracebackType
 
 from worker.errors import SourceError
 from worker.source.csvfile import CsvRows, detect_delimiter
-from worker.source.encoding_check import check_declared, is_single_byte, pick_auto, read_sample
+from worker.source.encoding_check import (
+    check_declared,
+    decode_hint,
+    is_single_byte,
+    pick_auto,
+    read_sample,
+)
 from worker.source.jsonl import jsonl_rows
 from worker.source.lines import LineFeed
 from worker.source.options import (
+    DELIMITERS,
+    SPREADSHEETS,
     SourceOptions,
     check_delimiter,
     choose_format,
@@ -18,6 +26,7 @@ from worker.source.options import (
 )
 from worker.source.quoted import QUOTED_COLUMN, unquote_header, unquote_rows
 from worker.source.rows import RowProblem, SourceRow
+from worker.source.sheet import SheetRows
 from worker.source.stream import READ_ERRORS, STDIN_NAME, TextInput, check_path
 
 
@@ -32,26 +41,52 @@ class Source:
         self.name = STDIN_NAME if path == "-" else path
         check_path(path)
         self.format = choose_format(path, options.format)
-        delimiter = check_delimiter(options.delimiter) if self.format == "csv" else None
         self.notes: list[str] = []
         """Warnings about the input to show once (a better-fitting encoding, "auto"'s pick)."""
+        self.columns: list[str] | None = None
+        self.delimiter: str | None = None
+        self.sheet: str | None = None
+        """Spreadsheets: the name of the sheet being read."""
+        self.total_bytes: int | None = None
+        self._input: TextInput | None = None
+        self._hint: str | None = None
+        if self.format in SPREADSHEETS:
+            self.encoding = "utf-8"  # a spreadsheet's failures file is UTF-8 CSV
+            self._rows = self._open_sheet(path, options)
+            return
+        delimiter = check_delimiter(options.delimiter) if self.format == "csv" else None
         encoding = self._encoding(path, options.encoding)
         codec = python_encoding(encoding)
         self.encoding = encoding
         self._input = TextInput(
             self.name, path, encoding, codec, newline="" if self.format == "csv" else "\n"
         )
-        self.total_bytes: int | None = self._input.total_bytes
-        self.columns: list[str] | None = None
-        self.delimiter: str | None = None
+        self._input.hint = self._hint
+        self.total_bytes = self._input.total_bytes
         try:
-            self._rows = self._start(options, delimiter)
+            self._rows = self._start(self._input, options, delimiter)
         except READ_ERRORS as exc:
             self.close()
             raise self._input.translate(exc) from None
+        except SourceError as exc:
+            self.close()
+            better = [n for n in self.notes if "fits better" in n]
+            if better and "header row" in str(exc):
+                raise SourceError(f"{exc}; {better[0].split(': ', 1)[1]}") from None
+            raise
         except BaseException:
             self.close()
             raise
+
+    def _open_sheet(self, path: str, options: SourceOptions) -> Iterator[SourceRow | RowProblem]:
+        if path == "-":
+            raise SourceError(
+                f"a {self.format} workbook cannot be read from standard input: pass its path"
+            )
+        sheet = SheetRows(self.name, path, self.format, options.sheet)
+        self.sheet = sheet.sheet
+        self.columns = sheet.columns
+        return iter(sheet)
 
     def _encoding(self, path: str, declared: str) -> str:
         """The encoding to read with; notes "auto"'s choice or a better fit than declared."""
@@ -64,12 +99,14 @@ class Source:
                 )
             return declared
         codec = None if auto else python_encoding(declared)
-        if codec is not None and not is_single_byte(codec):
-            return declared
         try:
             sample = read_sample(path)
         except OSError:
             return declared if codec is not None else "utf-8"  # TextInput says what is wrong
+        if codec is not None:
+            self._hint = decode_hint(sample, codec)
+            if not is_single_byte(codec):
+                return declared
         if codec is None:
             note = pick_auto(sample, self.name)
             self.notes.append(note.message)
@@ -80,14 +117,14 @@ class Source:
         return declared
 
     def _start(
-        self, options: SourceOptions, delimiter: str | None
+        self, text: TextInput, options: SourceOptions, delimiter: str | None
     ) -> Iterator[SourceRow | RowProblem]:
         feed = LineFeed(
-            self._input.text,
+            text.text,
             csv_newlines=self.format == "csv",
             max_line_length=options.max_line_length,
         )
-        translate = self._input.translate
+        translate = text.translate
         if self.format == "csv":
             if delimiter is None:
                 delimiter = detect_delimiter(feed.sample, feed.sample_is_all)
@@ -106,6 +143,34 @@ class Source:
             raise SourceError(f"{self.name}: file has only blank lines")
         return jsonl_rows(self.name, feed, options.max_field_size, translate)
 
+    def header_hint(self) -> str | None:
+        """Why the header may not be what the config expects: it splits better on another
+        delimiter, or another encoding reads it right. None when nothing stands out."""
+        if self.columns is None:
+            return None
+        if self.delimiter is not None:
+            line = self.delimiter.join(self.columns)
+            best, parts = self.delimiter, len(self.columns)
+            for other in DELIMITERS:
+                n = len(line.split(other)) if other != self.delimiter else 0
+                if n > parts:
+                    best, parts = other, n
+            if best != self.delimiter:
+                shown = "tab" if best == "\t" else best
+                return (
+                    f"the header looks {shown!r}-separated ({parts} columns): set [source] "
+                    f"delimiter = {shown!r}"
+                )
+        for note in self.notes:
+            if "fits better" in note:
+                return note.split(": ", 1)[1] if ": " in note else note
+        return None
+
+    @property
+    def where(self) -> str:
+        """The input for messages: its name, and the sheet's in a spreadsheet."""
+        return self.name if self.sheet is None else f"{self.name}, sheet {self.sheet!r}"
+
     def __iter__(self) -> Iterator[SourceRow | RowProblem]:
         return self._rows
 
@@ -116,11 +181,12 @@ class Source:
 
     def bytes_read(self) -> int:
         """Bytes consumed from the file so far (compressed bytes for .gz); for progress."""
-        return self._input.compressed.count
+        return 0 if self._input is None else self._input.compressed.count
 
     def close(self) -> None:
         """Close the file (standard input stays open)."""
-        self._input.close()
+        if self._input is not None:
+            self._input.close()
 
     def __enter__(self) -> Source:
         return self
@@ -135,7 +201,7 @@ class Source:
 
 
 def open_source(path: str, options: SourceOptions | None = None) -> Source:
-    """Open `path` (``-`` for standard input) for streaming; reads the CSV header.
+    """Open `path` (``-`` for standard input) for streaming; reads the CSV or sheet header.
 
     Raises `SourceError` with one line when the file cannot be read as asked.
     """

@@ -7,6 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 
+def place(line: int, sheet: str | None) -> str:
+    """A line number as shown to the user: ``12``, or ``Sheet1!12`` in a spreadsheet."""
+    return str(line) if sheet is None else f"{sheet}!{line}"
+
+
 @dataclass(frozen=True, slots=True)
 class SourceRow:
     """One record of the input, as read."""
@@ -16,9 +21,17 @@ class SourceRow:
     line: int
     """1-based physical line where the record starts."""
     fields: Mapping[str, Any]
-    """CSV: header -> cell text, in header order. JSONL: the decoded object."""
+    """CSV: header -> cell text, in header order. JSONL: the decoded object.
+    Spreadsheets: header -> cell value (text, int, float, bool, date, time, datetime)."""
     raw: str | None = None
     """JSONL: the original line text (for failure files). CSV: None."""
+    sheet: str | None = None
+    """Spreadsheets: the sheet's name (`line` is then its row number)."""
+
+    @property
+    def label(self) -> str:
+        """Where the row is, for messages: ``12``, or ``Sheet1!12`` in a spreadsheet."""
+        return place(self.line, self.sheet)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,3 +44,10 @@ class RowProblem:
     column: str | None = None
     raw: str | None = None
     """The record's original text when it is known (possibly truncated)."""
+    sheet: str | None = None
+    """Spreadsheets: the sheet's name (`line` is then its row number)."""
+
+    @property
+    def label(self) -> str:
+        """Where the record is, for messages: ``12``, or ``Sheet1!12`` in a spreadsheet."""
+        return place(self.line, self.sheet)

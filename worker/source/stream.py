@@ -145,6 +145,8 @@ class TextInput:
         self.encoding = encoding
         """The encoding as configured (named in errors)."""
         self.total_bytes: int | None = None
+        self.hint: str | None = None
+        """The encoding the file seems to be in, when it does not decode as declared."""
         binary = self._open_binary(path)
         self.compressed = SnapshotReader(binary, name, None if path == "-" else path)
         self.decoded_counter: CountingReader = self.compressed
@@ -193,10 +195,16 @@ class TextInput:
         gzipped = self.decoded_counter is not self.compressed
         where = "uncompressed byte offset" if gzipped else "byte offset"
         bad = exc.object[exc.start : min(exc.end, exc.start + 4)].hex(" ")
+        if self.hint is not None:
+            fix = (
+                f"the start of the file reads right as {self.hint}: set [source] "
+                f'encoding = "{self.hint}" (or "auto")'
+            )
+        else:
+            fix = "set [source] encoding to the file's encoding (e.g. cp1254, latin-1, utf-16)"
         return SourceError(
             f"{self.name}: bytes do not decode as {self.encoding} at {where} {offset} "
-            f"(0x{bad}): set [source] encoding to the file's encoding (e.g. cp1254, "
-            "latin-1, utf-16)"
+            f"(0x{bad}): {fix}"
         )
 
     def translate(self, exc: Exception) -> SourceError:

@@ -1,0 +1,153 @@
+"""Encodings on real-looking exports: `auto` reads each right, a wrong declaration is named.
+
+The corpus (tests/support/encodings.py) holds Turkish, German, French, Spanish,
+Polish and Czech exports in the encodings their clinic systems write, with
+native and with ASCII headers. Every run goes through `validate`: the patient
+column is mapped to customer_id, so each row is invalid and the JSON report
+carries the patient's name exactly as it was decoded.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tests.support.encodings import ASCII_HEADER, HEADERS, SINGLE_BYTE, Export, corpus
+from worker.cli import cli
+
+EXPORTS = corpus()
+
+
+def config(tmp: Path, export: Export, encoding: str) -> Path:
+    head = ASCII_HEADER if export.ascii_header else HEADERS[export.language]
+    path = tmp / f"{export.name}.{encoding}.toml"
+    path.write_text(
+        f"""
+[api]
+timezone = "Europe/Istanbul"
+[tenants.1]
+[source]
+encoding = "{encoding}"
+delimiter = ";"
+[mapping]
+tenant = {{ value = 1 }}
+source_key = {{ column = "{head[0]}" }}
+customer_id = "{head[2]}"
+user_id = {{ value = 7 }}
+scheduled_at = {{ column = "{head[4]}", formats = ["%d.%m.%Y %H:%M"] }}
+status = {{ value = "pending" }}
+treatments = {{ value = [201] }}
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def validate(tmp: Path, export: Export, encoding: str) -> tuple[int, str, Path]:
+    data = tmp / export.name
+    data.write_bytes(export.data)
+    report = tmp / f"{export.name}.{encoding}.json"
+    result = CliRunner().invoke(
+        cli,
+        ["validate", str(data), "-c", str(config(tmp, export, encoding)), "--report", str(report)],
+    )
+    return result.exit_code, result.stderr, report
+
+
+def patients(export: Export) -> set[str]:
+    return {line.split(";")[2] for line in export.text.splitlines()[1:]}
+
+
+def decodes_right(data: bytes, encoding: str, text: str) -> bool:
+    try:
+        return data.decode(encoding).lstrip("\ufeff") == text
+    except (UnicodeDecodeError, LookupError):
+        return False
+
+
+@pytest.mark.parametrize("export", EXPORTS, ids=[e.name for e in EXPORTS])
+def test_auto_reads_every_export_right_and_says_why(tmp_path: Path, export: Export) -> None:
+    code, err, report = validate(tmp_path, export, "auto")
+    assert code == 1, err  # every row invalid: the patient's name is no customer id
+    notes = [x for x in err.splitlines() if "encoding auto: read as" in x]
+    assert len(notes) == 1, err
+    picked = notes[0].split("read as ", 1)[1].split(" ", 1)[0]
+    assert decodes_right(export.data, picked, export.text), notes[0]
+    if export.encoding.startswith("utf-8"):
+        assert picked == "utf-8"
+    else:
+        # Why: how many accented letters fit which language, against the runner-up.
+        assert "letters" in notes[0] or "BOM" in notes[0], notes[0]
+    values = {e["value"] for e in json.loads(report.read_text(encoding="utf-8"))["errors"]}
+    assert values == patients(export)
+
+
+WRONG = [
+    (e, declared)
+    for e in EXPORTS
+    for declared in SINGLE_BYTE
+    if not decodes_right(e.data, declared, e.text)
+]
+
+
+@pytest.mark.parametrize(("export", "declared"), WRONG, ids=[f"{e.name}-as-{d}" for e, d in WRONG])
+def test_every_wrong_single_byte_declaration_names_the_right_one(
+    tmp_path: Path, export: Export, declared: str
+) -> None:
+    code, err, _ = validate(tmp_path, export, declared)
+    try:
+        export.data.decode(declared)
+    except UnicodeDecodeError:
+        # Bytes the code page leaves undefined: the read stops, naming the right encoding.
+        assert code == 2
+        right = err.split('encoding = "', 1)[1].split('"', 1)[0]
+        assert "reads right as" in err and decodes_right(export.data, right, export.text), err
+        return
+    warnings = [x for x in err.splitlines() if x.startswith("warning:")]
+    assert len(warnings) <= 1, err
+    # One warning, or (when the garbled header stops the run) the error itself, names it.
+    named = [x for x in err.splitlines() if f"looks wrong as {declared};" in x]
+    assert named, err
+    for line in named:
+        better = line.split(f"looks wrong as {declared}; ", 1)[1].split(" fits better", 1)[0]
+        assert decodes_right(export.data, better, export.text), line
+        assert "would be" in line  # sample lines: what the text reads as, and should
+
+
+@pytest.mark.parametrize("export", EXPORTS, ids=[e.name for e in EXPORTS])
+def test_a_right_declaration_gives_no_warning(tmp_path: Path, export: Export) -> None:
+    code, err, _ = validate(tmp_path, export, export.encoding)
+    assert code == 1, err
+    assert "warning:" not in err
+
+
+def test_utf8_declared_on_a_cp1254_export_names_cp1254(tmp_path: Path) -> None:
+    export = next(e for e in EXPORTS if e.encoding == "cp1254" and e.ascii_header)
+    code, err, _ = validate(tmp_path, export, "utf-8")
+    assert code == 2
+    assert 'reads right as cp1254: set [source] encoding = "cp1254" (or "auto")' in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("declared", ["auto", "latin-1", "cp1252"])
+def test_the_issue_export_kadikoy_67_times_near_the_top(tmp_path: Path, declared: str) -> None:
+    """The reported file: few distinct Turkish letters, one word repeated; auto read it
+    as a Big5/Baltic page and latin-1 or cp1252 let it through garbled."""
+    text = "id;branch;patient;doctor;date;status;treatments;notes\r\n" + "".join(
+        f"{i};Kadıköy;Hasta {i};Dr;0{1 + i % 9}.12.2026 10:00;x;y;Görüşme\r\n" for i in range(67)
+    )
+    export = Export("tr", "cp1254", True, text)
+    code, err, _ = validate(tmp_path, export, declared)
+    assert code == 1, err
+    if declared == "auto":
+        assert "encoding auto: read as cp1254" in err
+        assert "Turkish letters" in err and "Kadýköy" in err  # why: what cp1252 would make
+    else:
+        warning = next(x for x in err.splitlines() if x.startswith("warning:"))
+        assert f"looks wrong as {declared}; cp1254 fits better" in warning
+        assert (
+            "Kadýköy" in warning and "Kadıköy" in warning
+        )  # the sample line, as read and as meant

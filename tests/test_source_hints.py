@@ -1,0 +1,66 @@
+"""Errors that point at the fix: a misread header names the delimiter or encoding to set;
+a value missing from a value map names the value and the map."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from worker.cli import cli
+
+CONFIG = """
+[api]
+timezone = "Europe/Istanbul"
+[tenants.1]
+[tenants.2]
+[source]
+{source}
+[mapping]
+tenant = {{ column = "Şube", map = {{ "Berlin" = 1, "Atina" = 2 }} }}
+source_key = {{ column = "No" }}
+customer_id = "Hasta"
+user_id = {{ value = 7 }}
+scheduled_at = {{ column = "Tarih", formats = ["%d.%m.%Y %H:%M"] }}
+status = {{ value = "pending" }}
+treatments = {{ value = [201] }}
+"""
+EXPORT = (
+    "No;Şube;Hasta;Tarih\r\n1;Berlin;1016;01.12.2026 10:00\r\n2;İzmir;1017;01.12.2026 11:00\r\n"
+)
+
+
+def validate(tmp: Path, source: str, data: bytes) -> tuple[int, str, str]:
+    (tmp / "run.toml").write_text(CONFIG.format(source=source), encoding="utf-8")
+    (tmp / "export.csv").write_bytes(data)
+    result = CliRunner().invoke(
+        cli, ["validate", str(tmp / "export.csv"), "-c", str(tmp / "run.toml")]
+    )
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_a_header_split_on_the_wrong_delimiter_names_the_right_one(tmp_path: Path) -> None:
+    code, _, err = validate(tmp_path, 'delimiter = ","', EXPORT.encode())
+    assert code == 2
+    assert "column 'Şube' is not in the header" in err
+    assert "the header looks ';'-separated (4 columns): set [source] delimiter = ';'" in err
+    tabbed = EXPORT.replace(";", "\t").encode()
+    code, _, err = validate(tmp_path, 'delimiter = ";"', tabbed)
+    assert "the header looks 'tab'-separated (4 columns): set [source] delimiter = 'tab'" in err
+
+
+def test_a_header_read_in_the_wrong_encoding_names_the_right_one(tmp_path: Path) -> None:
+    code, _, err = validate(tmp_path, 'encoding = "latin-1"', EXPORT.encode("cp1254"))
+    assert code == 2
+    error = next(x for x in err.splitlines() if x.startswith("error:"))
+    assert "column 'Şube' is not in the header" in error
+    assert 'cp1254 fits better (Turkish letters) (set [source] encoding = "cp1254"' in error
+
+
+def test_a_branch_missing_from_the_tenant_map_names_the_value_and_the_map(tmp_path: Path) -> None:
+    code, out, _ = validate(tmp_path, 'encoding = "utf-8"', EXPORT.encode())
+    assert code == 1
+    assert (
+        "export.csv:3: tenant (column 'Şube'): 'İzmir' is not in mapping.tenant.map "
+        "('Berlin', 'Atina'): add it there (as a value of its own: expected a whole number)"
+    ) in out

@@ -1,0 +1,249 @@
+"""Spreadsheet input (.xlsx, .ods) through the CLI: typed cells, sheet!row labels, sheets."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from bench.generate import COLUMNS
+from bench.generate import write_xlsx as write_typed_xlsx
+from tests.support import sync
+from tests.support.importing import assert_all_created_once, run_cli, setup
+from tests.support.sandbox_process import Sandbox
+from tests.support.sheets import write_ods, write_xlsx
+from worker.cli import cli
+from worker.sandbox import RunningSandbox
+from worker.source import sheet_names
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CONFIG = """
+[api]
+timezone = "Europe/Istanbul"
+[tenants.1]
+[mapping]
+tenant = { value = 1 }
+source_key = { column = "Randevu No" }
+customer_id = "Hasta No"
+user_id = "Doktor No"
+scheduled_at = { date_column = "Tarih", time_column = "Saat", formats = ["%d.%m.%Y %H:%M"] }
+treatments = { column = "İşlem", split = "," }
+description = "Not"
+[mapping.status]
+column = "Durum"
+default = "pending"
+[mapping.status.map]
+"Onaylandı" = "approved"
+"Bekliyor" = "pending"
+"İptal" = "cancelled"
+"""
+HEADER = ["Randevu No", "Hasta No", "Doktor No", "Tarih", "Saat", "Durum", "İşlem", "Not"]
+NOTE = '=HYPERLINK("https://klinik.example/r/1","rapor")'
+# The same appointments as an Excel export types them and as their CSV text.
+TYPED: list[list[Any]] = [
+    ["KAD-1", 1016.0, 105.0, date(2026, 12, 1), time(11, 30), "Onaylandı", 203.0, NOTE],
+    ["KAD-2", 1016.0, 105.0, datetime(2026, 12, 1), time(11, 30), "İptal", "203,205", ""],
+    ["KAD-3", 1008.0, 104.0, "02.12.2026", time(9, 0), "Bekliyor", 205.0, "Kadıköy şubesi"],
+    ["KAD-4", 1009.0, 101.0, date(2026, 12, 3), "14:45", "Bekliyor", 201.0, ""],
+]
+TEXT = [
+    ["KAD-1", "1016", "105", "01.12.2026", "11:30", "Onaylandı", "203", NOTE],
+    ["KAD-2", "1016", "105", "01.12.2026", "11:30", "İptal", "203,205", ""],
+    ["KAD-3", "1008", "104", "02.12.2026", "09:00", "Bekliyor", "205", "Kadıköy şubesi"],
+    ["KAD-4", "1009", "101", "03.12.2026", "14:45", "Bekliyor", "201", ""],
+]
+
+
+def validate(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, ["validate", *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def bodies(path: Path) -> list[tuple[Any, ...]]:
+    lines = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+    return [(x["line"], x["key"], x["tenant"], x["body"]) for x in lines]
+
+
+def payloads_of(data: Path, config: Path, tmp: Path) -> list[tuple[Any, ...]]:
+    out = tmp / f"{data.name}.payloads.jsonl"
+    code, stdout, _ = validate(str(data), "-c", str(config), "--payloads", str(out))
+    assert code == 0, stdout
+    return bodies(out)
+
+
+def write_config(tmp: Path, extra: str = "") -> Path:
+    path = tmp / "run.toml"
+    path.write_text(CONFIG + extra, encoding="utf-8")
+    return path
+
+
+def write_text_csv(path: Path, rows: list[list[str]]) -> Path:
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        csv.writer(fh, delimiter=";").writerows([HEADER, *rows])
+    return path
+
+
+@pytest.mark.parametrize("sample", ["appointments.xlsx", "appointments.xls"])
+def test_sample_workbook_and_csv_give_identical_payloads(tmp_path: Path, sample: str) -> None:
+    xlsx = payloads_of(
+        ROOT / "samples" / sample, ROOT / "config" / "appointments-xlsx.toml", tmp_path
+    )
+    text = payloads_of(
+        ROOT / "samples" / "appointments.csv", ROOT / "config" / "demo.toml", tmp_path
+    )
+    assert len(xlsx) == 300
+    assert xlsx == text
+
+
+def test_committed_sample_is_what_its_script_writes(tmp_path: Path) -> None:
+    script = ROOT / "samples" / "appointments_xlsx.py"
+    subprocess.run([sys.executable, str(script), str(tmp_path / "again.xlsx")], check=True)
+    assert (tmp_path / "again.xlsx").read_bytes() == (
+        ROOT / "samples" / "appointments.xlsx"
+    ).read_bytes()
+
+
+def test_typed_cells_map_as_their_text_forms_do(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    xlsx = write_xlsx(tmp_path / "export.xlsx", {"Randevular": [HEADER, *TYPED]})
+    ods = write_ods(tmp_path / "export.ods", {"Randevular": [HEADER, *TYPED]})
+    text = write_text_csv(tmp_path / "export.csv", TEXT)
+    from_csv = payloads_of(text, config, tmp_path)
+    assert payloads_of(xlsx, config, tmp_path) == from_csv
+    assert payloads_of(ods, config, tmp_path) == from_csv
+    sheet_lines = (tmp_path / "export.xlsx.payloads.jsonl").read_text(encoding="utf-8")
+    assert sheet_lines.startswith('{"source":"' + str(xlsx) + '","line":2,"sheet":"Randevular"')
+    first = from_csv[0][3]
+    assert first["customer_id"] == 1016 and first["treatments"] == [203]  # not 1016.0
+    assert first["scheduled_at"] == "2026-12-01T08:30:00Z"
+    assert first["description"] == NOTE  # a formula-like note is text, kept as typed
+
+
+def test_errors_name_sheet_and_row_and_failures_file_is_csv(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    rows: list[list[Any]] = [
+        HEADER,
+        TYPED[0],
+        ["KAD-5", "Zeynep", 105.0, date(2026, 12, 4), time(10, 0), "", 203.0, ""],
+        [None] * len(HEADER),  # a blank row: skipped, like a blank line
+        ["KAD-6", 1016.0, 105.0, time(10, 0), None, "", 203.0, ""],
+        ["KAD-8", 1016.0, 105.0, 46357.0, time(10, 0), "", 203.0, ""],  # a date as a bare number
+        ["KAD-7", 1016.0, 105.0, date(2026, 12, 5), time(10, 0), "", 203.0, "", "", "stray"],
+    ]
+    xlsx = write_xlsx(tmp_path / "export.xlsx", {"Özet": [["x"]], "Randevular": rows})
+    failures = tmp_path / "failures.csv"
+    code, _, err = validate(str(xlsx), "-c", str(config))
+    assert code == 2  # the first sheet, "Özet", is read by default: not the appointments
+    assert "is not in the header of " in err and "export.xlsx, sheet 'Özet' (columns: x)" in err
+    config = write_config(tmp_path, '[source]\nsheet = "randevular"\n')
+    code, out, _ = validate(
+        str(xlsx), "-c", str(config), "--failures", str(failures), "--max-errors", "10"
+    )
+    assert code == 1, out
+    assert "5 rows, 1 valid, 4 invalid" in out
+    assert (
+        "export.xlsx:Randevular!3: customer_id (column 'Hasta No'): expected a whole number" in out
+    )
+    assert "export.xlsx:Randevular!5: scheduled_at" in out
+    assert (
+        "export.xlsx:Randevular!6: scheduled_at (column 'Tarih + Saat'): column 'Tarih' holds the "
+        "number 46357, not a date: if it is an Excel date serial (2026-12-01 00:00), format "
+        "the column as a date in the spreadsheet"
+    ) in out
+    assert "export.xlsx:Randevular!7: source: row has a value in column J" in out
+    raw = failures.read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")  # UTF-8 with a BOM: Excel shows "İşlem" right
+    read = list(csv.DictReader(raw.decode("utf-8-sig").splitlines()))
+    assert [r["Randevu No"] for r in read[:2]] == ["KAD-5", "KAD-6"]
+    assert read[0]["Tarih"] == "2026-12-04" and read[0]["Saat"] == "10:00:00"
+    assert read[0]["Hasta No"] == "Zeynep" and read[0]["Doktor No"] == "105"
+
+
+def test_sheet_chosen_by_name_or_number_and_a_wrong_one_is_named(tmp_path: Path) -> None:
+    sheets = {"Bilgi": [["Klinik"], ["Kadıköy"]], "Randevular": [HEADER, *TYPED]}
+    xlsx = write_xlsx(tmp_path / "export.xlsx", sheets, hidden=["Bilgi"])
+    # The first visible sheet is the default: the hidden "Bilgi" is skipped.
+    code, out, _ = validate(str(xlsx), "-c", str(write_config(tmp_path)))
+    assert code == 0, out
+    code, out, _ = validate(str(xlsx), "-c", str(write_config(tmp_path, "[source]\nsheet = 2\n")))
+    assert code == 0, out
+    code, _, err = validate(
+        str(xlsx), "-c", str(write_config(tmp_path, '[source]\nsheet = "Randevu"\n'))
+    )
+    assert code != 0
+    assert (
+        "no sheet named 'Randevu' (sheets: 'Bilgi', 'Randevular'); did you mean 'Randevular'?"
+        in err
+    )
+    assert sheet_names(str(xlsx)) == ["Bilgi", "Randevular"]  # the API a config draft reads
+    code, _, err = validate(str(xlsx), "-c", str(write_config(tmp_path, "[source]\nsheet = 3\n")))
+    assert "[source] sheet = 3: the workbook has 2 sheets (1 is the first)" in err
+
+
+def test_a_file_that_is_no_workbook_is_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "export.xlsx"
+    bad.write_bytes(b"Randevu No;Hasta\n1;2\n")  # a CSV saved under a spreadsheet's name
+    code, _, err = validate(str(bad), "-c", str(write_config(tmp_path)))
+    assert code != 0
+    assert "export.xlsx: cannot read it as an xlsx workbook" in err
+    assert "the file looks like text: a CSV? set --format csv" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    # An .xlsx saved under an .xls name is read by its content.
+    renamed = tmp_path / "export.xls"
+    renamed.write_bytes((ROOT / "samples" / "appointments.xlsx").read_bytes())
+    code, out, _ = validate(str(renamed), "-c", str(ROOT / "config" / "appointments-xlsx.toml"))
+    assert code == 0 and "300 rows, 300 valid" in out
+
+
+async def test_import_of_an_xlsx_creates_each_row_once(
+    sandbox: RunningSandbox, tmp_path: Path
+) -> None:
+    s = setup(tmp_path, sandbox.url, n=24)
+    s.data = write_typed_xlsx(
+        tmp_path / "rows.xlsx", COLUMNS, ([r.csv_fields()[c] for c in COLUMNS] for r in s.rows)
+    )
+    result = await run_cli(s.args())
+    assert result.exit_code == 0, result.output
+    await assert_all_created_once(s)
+
+
+def test_report_failures_of_an_xlsx_import_is_a_csv_that_re_imports(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    config = sync.write_config(tmp_path)
+    columns, rows = sync.sample_rows()
+    chosen = [dict(r) for r in rows[:3] + rows[150:153]]
+    chosen[1]["status"] = "maybe"  # invalid: not a status word
+    chosen[4]["customer_id"] = "99999"  # refused by the API (422)
+    xlsx = write_typed_xlsx(
+        tmp_path / "in.xlsx", columns, ([r[c] for c in columns] for r in chosen)
+    )
+    result, event = sync.import_file(config, sbx, xlsx)
+    assert result.exit_code == 1, result.output
+    assert (event["totals"]["created"], event["totals"]["invalid"]) == (4, 1)
+    failures = tmp_path / "failures.csv"
+    out = sync.run_cli("report", "-c", str(config), "--failures", str(failures))
+    assert out.exit_code == 0, out.output
+    raw = failures.read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")
+    got = {r["appointment_id"]: r for r in csv.DictReader(raw.decode("utf-8-sig").splitlines())}
+    assert set(got) == {chosen[1]["appointment_id"], chosen[4]["appointment_id"]}
+    bad = got[chosen[1]["appointment_id"]]
+    assert bad["status"] == "maybe" and bad["worker_status"] == "invalid"
+    assert bad["start"] == chosen[1]["start"]  # the date cell in ISO 8601, as in the CSV
+    assert bad["customer_id"] == chosen[1]["customer_id"]  # an id, not "1016.0"
+    # Fixed and fed back (a CSV now), the rows import.
+    fixed = tmp_path / "fixed.csv"
+    text = raw.decode("utf-8-sig").replace(",maybe,", ",pending,")
+    fixed.write_text(text.replace(",99999,", f",{chosen[3]['customer_id']},"), encoding="utf-8")
+    again, event = sync.import_file(config, sbx, fixed)
+    assert again.exit_code == 0, again.output
+    assert event["totals"]["created"] == 2

@@ -1,0 +1,203 @@
+"""Spreadsheet rows: one sheet of an .xlsx/.xlsm, .xls or .ods workbook, via python-calamine.
+
+Cells keep their types where the type means something to the mapping: a whole
+number (an id typed into Excel is stored as the float ``1016.0``) becomes the int
+``1016``; dates, times and date-times stay `datetime` values, so the mapping reads
+them as the instants they are rather than guessing a text format. Text cells are
+kept as typed. Each row's `SourceRow.line` is its row number in the sheet, and
+`SourceRow.sheet` the sheet's name, so messages point at ``Sheet1!12``.
+
+python-calamine decodes the whole sheet into compact native cells when the sheet
+is opened (~0.8 KB per row of ten columns; measured in docs/input-files.md); the
+Python objects are made one row at a time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+from collections.abc import Iterator
+from typing import Any
+
+from python_calamine import CalamineError, CalamineSheet, CalamineWorkbook, SheetVisibleEnum
+
+from worker.errors import SourceError
+from worker.source.csvfile import header_problems
+from worker.source.rows import RowProblem, SourceRow
+
+_WHOLE_MAX = float(2**53)
+"""Floats beyond this are not exact integers any more: keep them as floats."""
+
+
+def cell_value(value: Any) -> Any:
+    """One cell as the mapping should see it (see the module docstring)."""
+    kind = type(value)
+    if kind is str:
+        return value
+    if kind is float:
+        return int(value) if value.is_integer() and abs(value) <= _WHOLE_MAX else value
+    if kind is dt.timedelta:
+        # A duration-formatted cell ("[h]:mm"): under a day it is a time of day.
+        seconds = value.total_seconds()
+        if 0 <= seconds < 86400:
+            return (dt.datetime.min + value).time()
+        return str(value)
+    return value
+
+
+def cell_text(value: Any) -> str:
+    """A cell as text (header names; failure files): ISO 8601 for dates and times."""
+    value = cell_value(value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    return str(value)
+
+
+def _pick_sheet(workbook: CalamineWorkbook, name: str, wanted: str | int | None) -> CalamineSheet:
+    names = workbook.sheet_names
+    if not names:
+        raise SourceError(f"{name}: the workbook has no sheets")
+    listed = ", ".join(repr(n) for n in names)
+    if wanted is None:
+        visible = [
+            m.name for m in workbook.sheets_metadata if m.visible == SheetVisibleEnum.Visible
+        ]
+        return workbook.get_sheet_by_name(visible[0] if visible else names[0])
+    if isinstance(wanted, int) and not isinstance(wanted, bool):
+        if 1 <= wanted <= len(names):
+            return workbook.get_sheet_by_index(wanted - 1)
+        raise SourceError(
+            f"{name}: [source] sheet = {wanted}: the workbook has {len(names)} "
+            f"sheet{'s' if len(names) != 1 else ''} (1 is the first): {listed}"
+        )
+    if wanted in names:
+        return workbook.get_sheet_by_name(wanted)
+    folded = {n.casefold().strip(): n for n in names}
+    if (same := folded.get(str(wanted).casefold().strip())) is not None:
+        return workbook.get_sheet_by_name(same)
+    near = difflib.get_close_matches(str(wanted), names, n=1, cutoff=0.6)
+    hint = f"; did you mean {near[0]!r}?" if near else ""
+    raise SourceError(f"{name}: no sheet named {wanted!r} (sheets: {listed}){hint}")
+
+
+_SIGNATURES = {b"PK\x03\x04": "a zip archive (.xlsx or .ods)", b"\xd0\xcf\x11\xe0": "an .xls file"}
+
+
+def _open_workbook(name: str, path: str, fmt: str) -> CalamineWorkbook:
+    """The workbook; by its content when its name says another spreadsheet format (an
+    .xlsx saved as .xls), with an error that says what the file is when it is none."""
+    try:
+        return CalamineWorkbook.from_path(path)
+    except (CalamineError, OSError, ValueError) as exc:
+        first = exc
+    head = b""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+            fh.seek(0)
+            return CalamineWorkbook.from_filelike(fh)
+    except (CalamineError, OSError, ValueError):
+        pass
+    kind = next((k for sig, k in _SIGNATURES.items() if head.startswith(sig)), None)
+    if kind is None:
+        try:
+            head.decode("utf-8")
+            kind = "text: a CSV? set --format csv (or [source] format)"
+        except UnicodeDecodeError:
+            kind = "no spreadsheet format the worker knows"
+    raise SourceError(
+        f"{name}: cannot read it as an {fmt} workbook ({_first_line(first)}); the file "
+        f"looks like {kind}"
+    ) from None
+
+
+def sheet_names(path: str, fmt: str = "xlsx") -> list[str]:
+    """The workbook's sheet names, in order (for a config draft or a message)."""
+    return list(_open_workbook(path, path, fmt).sheet_names)
+
+
+class SheetRows:
+    """Rows of one sheet; reads the header on construction."""
+
+    def __init__(self, name: str, path: str, fmt: str, sheet: str | int | None) -> None:
+        self.name = name
+        workbook = _open_workbook(name, path, fmt)
+        try:
+            chosen = _pick_sheet(workbook, name, sheet)
+        except CalamineError as exc:
+            raise SourceError(f"{name}: cannot read the sheet: {_first_line(exc)}") from None
+        self.sheet = chosen.name
+        self.rows_total = chosen.height
+        self._rows = enumerate(chosen.iter_rows(), start=1)
+        self.columns, self.width = self._read_header()
+
+    def _read_header(self) -> tuple[list[str], int]:
+        for number, cells in self._rows:
+            texts = [cell_text(c).strip() for c in cells]
+            if any(texts):
+                while texts and not texts[-1]:
+                    texts.pop()  # formatting to the right of the table makes empty columns
+                where = f"{self.name}: {self.sheet}!{number}"
+                if problems := header_problems(texts):
+                    raise SourceError(
+                        f"{where}: header row: {'; '.join(problems)} "
+                        "(every column needs a unique, non-empty, visible name)"
+                    )
+                return texts, len(texts)
+        raise SourceError(f"{self.name}: sheet {self.sheet!r} is empty (no header row)")
+
+    def __iter__(self) -> Iterator[SourceRow | RowProblem]:
+        name, sheet, columns, width = self.name, self.sheet, self.columns, self.width
+        convert = cell_value
+        # As in CsvRows: filling a frozen dataclass's slots directly is 3x its __init__.
+        new = object.__new__
+        slots = vars(SourceRow)
+        set_source, set_line = slots["source"].__set__, slots["line"].__set__
+        set_fields, set_raw = slots["fields"].__set__, slots["raw"].__set__
+        set_sheet = slots["sheet"].__set__
+        for number, cells in self._rows:
+            values = [c if type(c) is str else convert(c) for c in cells]
+            if len(values) != width:
+                if any(v != "" for v in values[width:]):
+                    yield self._beyond_header(number, values)
+                    continue
+                del values[width:]
+                values.extend([""] * (width - len(values)))
+            if all(v == "" or (type(v) is str and not v.strip()) for v in values):
+                continue  # a blank row, as a blank line in a CSV
+            row = new(SourceRow)
+            set_source(row, name)
+            set_line(row, number)
+            set_fields(row, dict(zip(columns, values)))  # noqa: B905 - lengths made equal
+            set_raw(row, None)
+            set_sheet(row, sheet)
+            yield row
+
+    def _beyond_header(self, number: int, values: list[Any]) -> RowProblem:
+        last = max(i for i, v in enumerate(values) if v != "") + 1
+        return RowProblem(
+            self.name,
+            number,
+            f"row has a value in column {_column_letter(last)}, right of the header's last "
+            f"column {_column_letter(self.width)} (expected one cell per header column)",
+            raw=",".join(cell_text(v) for v in values[:last])[:2000],
+            sheet=self.sheet,
+        )
+
+
+def _column_letter(number: int) -> str:
+    """1 -> A, 27 -> AA (the spreadsheet's own column names)."""
+    letters = ""
+    while number:
+        number, rest = divmod(number - 1, 26)
+        letters = chr(65 + rest) + letters
+    return letters
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:200]
