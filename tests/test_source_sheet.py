@@ -247,3 +247,21 @@ def test_report_failures_of_an_xlsx_import_is_a_csv_that_re_imports(
     again, event = sync.import_file(config, sbx, fixed)
     assert again.exit_code == 0, again.output
     assert event["totals"]["created"] == 2
+
+
+def test_a_workbook_is_read_from_one_snapshot_and_its_digest_is_that_snapshots(
+    tmp_path: Path,
+) -> None:
+    import hashlib
+
+    from worker.source import SourceOptions, open_source
+
+    path = tmp_path / "sheet.xlsx"
+    write_xlsx(path, {"Randevular": [HEADER, *TEXT]})
+    first = hashlib.sha256(path.read_bytes()).hexdigest()
+    with open_source(str(path), SourceOptions(format="xlsx")) as source:
+        # Rewriting the export after it was opened changes nothing of this read.
+        write_xlsx(path, {"Randevular": [HEADER, *TEXT[:1]]})
+        rows = list(source)
+        assert source.sha256() == first
+    assert len(rows) == len(TEXT)

@@ -49,6 +49,7 @@ class Source:
         """Spreadsheets: the name of the sheet being read."""
         self.total_bytes: int | None = None
         self._input: TextInput | None = None
+        self._sheet_sha256: str | None = None
         self._hint: str | None = None
         if self.format in SPREADSHEETS:
             self.encoding = "utf-8"  # a spreadsheet's failures file is UTF-8 CSV
@@ -84,6 +85,7 @@ class Source:
                 f"a {self.format} workbook cannot be read from standard input: pass its path"
             )
         sheet = SheetRows(self.name, path, self.format, options.sheet)
+        self._sheet_sha256 = sheet.sha256
         self.sheet = sheet.sheet
         self.columns = sheet.columns
         return iter(sheet)
@@ -176,7 +178,10 @@ class Source:
 
     def sha256(self) -> str | None:
         """SHA-256 of the file's bytes (compressed, for .gz) as this read took them,
-        once it reached the end; None for a read that stopped early."""
+        once it reached the end; None for a read that stopped early. A workbook is
+        parsed from one in-memory copy, so its digest is that copy's."""
+        if self._input is None:
+            return self._sheet_sha256
         return self._input.compressed.sha256()
 
     def bytes_read(self) -> int:

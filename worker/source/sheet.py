@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import hashlib
+import io
 from collections.abc import Iterator
 from typing import Any
 
@@ -87,21 +89,25 @@ def _pick_sheet(workbook: CalamineWorkbook, name: str, wanted: str | int | None)
 _SIGNATURES = {b"PK\x03\x04": "a zip archive (.xlsx or .ods)", b"\xd0\xcf\x11\xe0": "an .xls file"}
 
 
-def _open_workbook(name: str, path: str, fmt: str) -> CalamineWorkbook:
-    """The workbook; by its content when its name says another spreadsheet format (an
+def _open_workbook(name: str, path: str, fmt: str) -> tuple[CalamineWorkbook, str]:
+    """The workbook and the SHA-256 of the bytes it was parsed from.
+
+    The file is read once into memory and parsed from that copy (python-calamine
+    decodes the whole sheet anyway, and the packed file is small beside it), so
+    the rows and the digest come from one snapshot even if the export is rewritten
+    meanwhile. By its content when its name says another spreadsheet format (an
     .xlsx saved as .xls), with an error that says what the file is when it is none."""
     try:
-        return CalamineWorkbook.from_path(path)
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise SourceError(f"{name}: cannot read it: {exc.strerror or exc}") from None
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        return CalamineWorkbook.from_filelike(io.BytesIO(data)), digest
     except (CalamineError, OSError, ValueError) as exc:
         first = exc
-    head = b""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(512)
-            fh.seek(0)
-            return CalamineWorkbook.from_filelike(fh)
-    except (CalamineError, OSError, ValueError):
-        pass
+    head = data[:512]
     kind = next((k for sig, k in _SIGNATURES.items() if head.startswith(sig)), None)
     if kind is None:
         try:
@@ -117,7 +123,7 @@ def _open_workbook(name: str, path: str, fmt: str) -> CalamineWorkbook:
 
 def sheet_names(path: str, fmt: str = "xlsx") -> list[str]:
     """The workbook's sheet names, in order (for a config draft or a message)."""
-    return list(_open_workbook(path, path, fmt).sheet_names)
+    return list(_open_workbook(path, path, fmt)[0].sheet_names)
 
 
 class SheetRows:
@@ -125,7 +131,7 @@ class SheetRows:
 
     def __init__(self, name: str, path: str, fmt: str, sheet: str | int | None) -> None:
         self.name = name
-        workbook = _open_workbook(name, path, fmt)
+        workbook, self.sha256 = _open_workbook(name, path, fmt)
         try:
             chosen = _pick_sheet(workbook, name, sheet)
         except CalamineError as exc:
