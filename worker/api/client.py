@@ -88,6 +88,7 @@ class CalendarResult(Answer):
     """``GET /v1/appointments/calendar``: FOUND with items, or why not."""
 
     items: list[CalendarItem] = field(default_factory=list)
+    last_page: int | None = None  # the paginator's, when the answer is paginated
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -427,35 +428,51 @@ class FlextellClient:
             return None, Outcome.UNKNOWN, sent.status, "invalid_body", message, sent.rate
         return parsed, Outcome.FOUND, sent.status, None, None, sent.rate
 
+    async def calendar_page(
+        self, tenant: int, start: date, end: date, *, page: int = 1, per_page: int | None = None
+    ) -> CalendarResult:
+        """One request of ``GET /v1/appointments/calendar?from=&to=`` (both dates inclusive).
+
+        Read in each shape the API family uses: bare ``{"items": [...]}``, inside
+        the ``{"success", "data": {...}}`` envelope, or one page of a Laravel
+        paginator (`last_page` says how many there are).
+        """
+        params = {"from": start.isoformat(), "to": end.isoformat()}
+        if page > 1:
+            params["page"] = str(page)
+        if per_page is not None:
+            params["per_page"] = str(per_page)
+        parsed, outcome, status, code, message, rate = await self._get_model(
+            self._calendar_url, tenant, params, CalendarResponse
+        )
+        return CalendarResult(
+            outcome=outcome,
+            status=status,
+            error_code=code,
+            error_message=message,
+            rate=rate,
+            items=parsed.all_items() if parsed is not None else [],
+            last_page=parsed.last_page() if parsed is not None else None,
+        )
+
     async def calendar(
         self, tenant: int, start: date, end: date, *, max_pages: int = 50
     ) -> CalendarResult:
-        """``GET /v1/appointments/calendar?from=&to=`` (both dates inclusive).
-
-        Read in each shape the API family uses: bare ``{"items": [...]}``, inside
-        the ``{"success", "data": {...}}`` envelope, or paginated (Laravel
-        paginator, every page fetched).
-        """
+        """The whole calendar from `start` to `end`: every page of `calendar_page`."""
         items: list[CalendarItem] = []
         page = 1
         while True:
-            params = {"from": start.isoformat(), "to": end.isoformat()}
-            if page > 1:
-                params["page"] = str(page)
-            parsed, outcome, status, code, message, rate = await self._get_model(
-                self._calendar_url, tenant, params, CalendarResponse
-            )
-            if parsed is not None:
-                items.extend(parsed.all_items())
-                last = parsed.last_page()
-            if parsed is None or last is None or page >= last or page >= max_pages:
+            got = await self.calendar_page(tenant, start, end, page=page)
+            items.extend(got.items)
+            last = got.last_page
+            if got.outcome is not Outcome.FOUND or last is None or page >= min(last, max_pages):
                 return CalendarResult(
-                    outcome=outcome,
-                    status=status,
-                    error_code=code,
-                    error_message=message,
-                    rate=rate,
-                    items=items if parsed is not None else [],
+                    outcome=got.outcome,
+                    status=got.status,
+                    error_code=got.error_code,
+                    error_message=got.error_message,
+                    rate=got.rate,
+                    items=items if got.outcome is Outcome.FOUND else [],
                 )
             page += 1
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from worker.api.client import Outcome, Result
 from worker.compare import identity_of_json
+from worker.delivery.calendar import CalendarWindows, day_of
 from worker.delivery.decide import Decision, Verdict, decide
 from worker.delivery.lane import LaneStopped, TenantLane
 from worker.delivery.lookup import Lookup, payload_of
@@ -92,10 +93,28 @@ class RowDelivery:
         self.send = send
         self.wall = lane.clock.time
         self.sleep = lane.clock.sleep
-        self.adopting: Lookup | None = (
-            Lookup(lane.client, lane, lane.id, cache_days=True, sleep=self.sleep) if adopt else None
+        # The adoption check of never-sent rows reads the calendar a month at a time.
+        self.calendar: CalendarWindows | None = (
+            CalendarWindows(lane.client, lane, lane.id, wall=self.wall) if adopt else None
         )
+        self.adopting: Lookup | None = (
+            Lookup(lane.client, lane, lane.id, cache_days=True, windows=self.calendar,
+                   sleep=self.sleep) if adopt else None
+        )  # fmt: skip
         self._maybe_sent: set[str] = set()
+
+    def ahead(self, job: Job) -> None:
+        """Start reading the calendar window a queued row's adoption check will need."""
+        if self.calendar is None or job.resume or job.sent_before:
+            return
+        day = day_of(job.payload_json)
+        if day is not None:
+            self.calendar.ahead(day)
+
+    def close(self) -> None:
+        """Cancel calendar reads still under way."""
+        if self.calendar is not None:
+            self.calendar.close()
 
     async def run(self, job: Job) -> Status | Settling:
         """Take the row as far as it can go now; the ledger holds the result."""
@@ -228,7 +247,9 @@ class RowDelivery:
     # --- looking up ---------------------------------------------------------
 
     async def _decide(self, job: Job, step: str) -> Decision:
-        lookup = self.adopting if step == "adopt" and self.adopting is not None else None
+        # Windows read before the run answer only rows never sent: a row that may have
+        # landed needs what Flextell holds now.
+        lookup = self.adopting if step == "adopt" and not job.sent_before else None
         if lookup is None:
             lookup = Lookup(self.lane.client, self.lane, self.lane.id, sleep=self.sleep)
         try:

@@ -1,0 +1,84 @@
+"""A first import spends about one request per appointment: the adoption check reads the
+calendar a month at a time, each month once, through the sandbox over HTTP."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import SandboxFactory
+from tests.support.importing import (
+    ASSISTANTS,
+    CUSTOMERS,
+    DOCTORS,
+    REPO,
+    ROOMS,
+    TREATMENTS,
+    Row,
+    assert_all_created_once,
+    posts,
+    requests_log,
+    run_cli,
+    setup,
+    stats,
+)
+
+
+def _calendar_reads(log: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in log if r["method"] == "GET" and r["path"].endswith("/calendar")]
+
+
+async def test_the_demo_sample_reads_the_calendar_for_at_most_5_percent_of_its_posts(
+    sandbox_factory: SandboxFactory, tmp_path: Path
+) -> None:
+    config = (REPO / "config" / "demo.toml").read_text(encoding="utf-8")
+    cfg = tmp_path / "demo.toml"
+    cfg.write_text(config.replace('rate_limit = "20/second"', 'rate_limit = "1000/second"'))
+    async with sandbox_factory() as sb:
+        args = ["import", str(REPO / "samples" / "appointments.csv"), "-c", str(cfg),
+                "--base-url", sb.url + "/api", "--ledger", str(tmp_path / "l.db"),
+                "--no-progress"]  # fmt: skip
+        result = await run_cli(args)
+        assert result.exit_code == 0, result.output
+        log = await requests_log(sb.url)
+        created = len(posts(log))
+        reads = _calendar_reads(log)
+        assert created == 300 and (await stats(sb.url))["appointments_total"] == 300
+        assert len(reads) <= 0.05 * created, Counter(r["query"] for r in reads)
+        # Concurrent rows waited for one read of their window: no window read twice.
+        assert len({(r["tenant"], r["query"]) for r in reads}) == len(reads)
+        others = [r for r in log if r["method"] == "GET" and r not in reads]
+        assert others == []  # an empty calendar needs no GET of any appointment
+
+
+def _dense_rows(per_day: int, days: int) -> list[Row]:
+    """`per_day` rows per tenant and day, over `days` days from 20 December."""
+    start = datetime(2026, 12, 20, 9, 0)
+    rows: list[Row] = []
+    for tenant in (1, 2):
+        for d in range(days):
+            for i in range(per_day):
+                n = len(rows)
+                row = Row(f"D{tenant}-{d:03d}-{i:02d}", tenant, CUSTOMERS[tenant][n % 30],
+                          DOCTORS[tenant][i % 5], start + timedelta(days=d, minutes=30 * i),
+                          "approved", (TREATMENTS[tenant][n % 10],), ROOMS[tenant][i % 4],
+                          ASSISTANTS[tenant][i % 3], None)  # fmt: skip
+                rows.append(row)
+    return rows
+
+
+async def test_ten_rows_per_tenant_and_day_read_the_calendar_for_at_most_1_percent(
+    sandbox_factory: SandboxFactory, tmp_path: Path
+) -> None:
+    rows = _dense_rows(per_day=10, days=40)  # 800 rows over three months of two tenants
+    async with sandbox_factory() as sb:
+        s = setup(tmp_path, sb.url, rows=rows, concurrency=8)
+        result = await run_cli(s.args())
+        assert result.exit_code == 0, result.output
+        log = await requests_log(sb.url)
+        reads = _calendar_reads(log)
+        assert len(posts(log)) == len(rows)
+        assert len(reads) <= 0.01 * len(rows), Counter(r["query"] for r in reads)
+        await assert_all_created_once(s)
