@@ -10,7 +10,7 @@ SCENARIO ?= all
 help:
 	@echo "make demo      start the sandbox, import samples/, print the summary"
 	@echo "make test      ruff, import-linter, mypy --strict, pytest"
-	@echo "make bench     benchmarks (SCENARIO=validate|throughput|rate|latency|sequential|memory|references|shared)"
+	@echo "make bench     benchmarks (SCENARIO=validate|throughput|rate|latency|sequential|memory|references|shared|first-import; rate60 only by name)"
 	@echo "make chaos     fault drill: SIGKILLs, sandbox restarts, hostile files"
 
 install: $(STAMP)
