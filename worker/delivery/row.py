@@ -192,7 +192,7 @@ class RowDelivery:
         lane, ledger = self.lane, self.ledger
 
         async def attempt() -> Result:
-            async with lane.sending():
+            async with lane.sending() as slot:
                 sent_at = self.wall()
                 await ledger.mark_in_flight(
                     job.tenant, job.source_key, run_id=self.run_id, sent_at=sent_at
@@ -200,6 +200,7 @@ class RowDelivery:
                 self._maybe_sent.add(job.source_key)
                 self.stats.sent += 1
                 result = await lane.client.create_appointment(job.tenant, body, idempotency_key=key)
+                slot.answer = result
                 lane.heard(result)
             lane.observe(result.status, result.rate, sent_at)
             return result

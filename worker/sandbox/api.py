@@ -111,10 +111,11 @@ async def throttle(state: SandboxState, request: web.Request, key: tuple[str, in
     """Count the request in its fixed window, then add the configured latency."""
     if state.limiter is not None:
         decision = state.limiter.hit(key)
-        request[RATE_HEADERS_KEY] = {
-            "X-RateLimit-Limit": str(decision.limit),
-            "X-RateLimit-Remaining": str(decision.remaining),
-        }
+        if state.opts.rate_headers or not decision.allowed:
+            request[RATE_HEADERS_KEY] = {
+                "X-RateLimit-Limit": str(decision.limit),
+                "X-RateLimit-Remaining": str(decision.remaining),
+            }
         if not decision.allowed:
             state.stats.rate_limited += 1
             state.stats.rate_limited_by_tenant[key[1]] += 1

@@ -44,6 +44,8 @@ class SandboxOptions:
     commit_delay_seconds: float = 0.0
     calendar_shape: str = "bare"
     calendar_broken: bool = False
+    rate_headers: bool = True
+    """Send X-RateLimit-Limit/-Remaining on allowed requests (a proxy may strip them)."""
     # Cancel a handler when its client disconnects (aiohttp's behaviour before 3.9,
     # and some deployments'); a late commit must survive it.
     handler_cancellation: bool = False
