@@ -30,6 +30,7 @@ from worker.contract import (
     AppointmentResource,
     CalendarItem,
     CalendarResponse,
+    CreatedEnvelope,
 )
 from worker.errors import ConfigError
 from worker.redaction import redact
@@ -79,6 +80,8 @@ class Result(Answer):
     """The outcome of one create or get call."""
 
     appointment: AppointmentResource | None = None  # for CREATED / FOUND
+    created_id: int | None = None  # for CREATED: the new appointment's id and code
+    created_code: str | None = None
     field_errors: dict[str, list[str]] = field(default_factory=dict)  # Laravel `errors`
     elapsed: float = 0.0  # seconds
 
@@ -351,7 +354,13 @@ class FlextellClient:
         )
 
     def _appointment_result(
-        self, sent: _Response | _Failure, ok: Outcome, missing: Outcome, started: float
+        self,
+        sent: _Response | _Failure,
+        ok: Outcome,
+        missing: Outcome,
+        started: float,
+        *,
+        full: bool = True,
     ) -> Result:
         elapsed = time.perf_counter() - started
         if isinstance(sent, _Failure):
@@ -365,7 +374,14 @@ class FlextellClient:
         if not 200 <= sent.status < 300:
             return self._error_result(sent, classify_status(sent.status, missing=missing), elapsed)
         try:
-            envelope = AppointmentEnvelope.model_validate_json(sent.body)
+            if full:
+                envelope = AppointmentEnvelope.model_validate_json(sent.body)
+                appointment: AppointmentResource | None = envelope.data
+                ref = (envelope.data.id, envelope.data.code)
+            else:
+                created = CreatedEnvelope.model_validate_json(sent.body)
+                appointment = None
+                ref = (created.data.id, created.data.code)
         except ValidationError as exc:
             # A 2xx whose body we cannot read: it may well have been created.
             message = _invalid_body(sent.status, exc)
@@ -380,13 +396,20 @@ class FlextellClient:
         return Result(
             outcome=ok,
             status=sent.status,
-            appointment=envelope.data,
+            appointment=appointment,
+            created_id=ref[0],
+            created_code=ref[1],
             rate=sent.rate,
             elapsed=elapsed,
         )
 
-    async def create_appointment(self, tenant: int, body: bytes, *, idempotency_key: str) -> Result:
+    async def create_appointment(
+        self, tenant: int, body: bytes, *, idempotency_key: str, full: bool = True
+    ) -> Result:
         """``POST /v1/appointments`` once; `body` is the canonical JSON of AppointmentCreate.
+
+        With `full` False the 201's resource is read for its id and code only
+        (`created_id`, `created_code`; `appointment` stays None): all an import keeps.
 
         The create route takes no id, so a 404 that is not about a referenced model
         (Laravel's "No query results for model") or a 405 means the URL is wrong:
@@ -399,7 +422,7 @@ class FlextellClient:
         if isinstance(sent, _Response) and _misrouted(sent):
             result = self._error_result(sent, Outcome.MISROUTED, time.perf_counter() - started)
             return result
-        return self._appointment_result(sent, Outcome.CREATED, Outcome.REJECTED, started)
+        return self._appointment_result(sent, Outcome.CREATED, Outcome.REJECTED, started, full=full)
 
     async def get_appointment(self, tenant: int, appointment_id: int) -> Result:
         """``GET /v1/appointments/{id}``: FOUND, NOT_FOUND (404), or why it could not tell."""

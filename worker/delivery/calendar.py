@@ -50,11 +50,12 @@ class CalendarWindow:
     slots: dict[datetime, set[int]]
 
 
-def day_of(payload_json: str) -> date | None:
-    """The UTC day a row's payload is scheduled on, as its lookup reads it (None: unreadable)."""
+def instant_of(payload_json: str) -> datetime | None:
+    """The UTC second a row's payload is scheduled at, as its lookup reads it (None:
+    unreadable)."""
     try:
         text = sent_values(payload_of(payload_json))["scheduled_at"]
-        return datetime.fromisoformat(str(text).replace("Z", "+00:00")).date()
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00")).replace(microsecond=0)
     except (ValueError, OverflowError):
         return None
 
@@ -113,6 +114,11 @@ class CalendarWindows:
             if span == self.span(day):
                 return got
         return got
+
+    async def holds(self, instant: datetime) -> bool | str:
+        """Whether any appointment starts at `instant` (to the second), or why unknown."""
+        got = await self.window(instant.date())
+        return got if isinstance(got, str) else instant in got.slots
 
     async def slots(self, day: date) -> dict[datetime, set[int]] | str:
         """The appointment ids around `day` by start second, or why they cannot be read."""
