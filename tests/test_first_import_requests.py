@@ -18,12 +18,14 @@ from tests.support.importing import (
     TREATMENTS,
     Row,
     assert_all_created_once,
+    ledger_rows,
     posts,
     requests_log,
     run_cli,
     setup,
     stats,
 )
+from tests.test_delivery_identity import _create_by_hand
 
 
 def _calendar_reads(log: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -81,4 +83,46 @@ async def test_ten_rows_per_tenant_and_day_read_the_calendar_for_at_most_1_perce
         reads = _calendar_reads(log)
         assert len(posts(log)) == len(rows)
         assert len(reads) <= 0.01 * len(rows), Counter(r["query"] for r in reads)
+        await assert_all_created_once(s)
+
+
+async def test_a_month_of_many_pages_is_read_page_by_page_and_its_rows_adopted(
+    sandbox_factory: SandboxFactory, tmp_path: Path
+) -> None:
+    """130 appointments made by hand in one month, a paginated calendar (100 a page):
+    every page is read once, and each row equal to one of them adopts it."""
+    rows = [r for r in _dense_rows(per_day=10, days=16) if r.tenant == 1]
+    by_hand = rows[:130]
+    async with sandbox_factory(calendar_shape="paginated") as sb:
+        made = {r.key: await _create_by_hand(sb.url, r) for r in by_hand}
+        s = setup(tmp_path, sb.url, rows=rows, concurrency=8, tenants={1: {}})
+        result = await run_cli(s.args())
+        assert result.exit_code == 0, result.output
+        log = await requests_log(sb.url)
+        reads = _calendar_reads(log)
+        ledger = ledger_rows(s.ledger)
+        assert {k: ledger[k]["appointment_id"] for k in made} == made
+        assert {ledger[k]["origin"] for k in made} == {"adopted"}
+        assert len(posts(log)) == len(rows)  # 130 by hand, the other 30 by the worker
+        assert len({r["query"] for r in reads}) == len(reads)  # each page once
+        assert any("page=2" in r["query"] for r in reads)
+        assert len(reads) <= 4  # December in 2 pages, January in 1
+        await assert_all_created_once(s)
+
+
+async def test_a_server_that_refuses_a_month_is_read_three_days_at_a_time(
+    sandbox_factory: SandboxFactory, tmp_path: Path
+) -> None:
+    rows = _dense_rows(per_day=2, days=6)
+    async with sandbox_factory(calendar_max_days=3) as sb:
+        adopted = await _create_by_hand(sb.url, rows[3])
+        s = setup(tmp_path, sb.url, rows=rows, concurrency=4)
+        result = await run_cli(s.args())
+        assert result.exit_code == 0, result.output
+        log = await requests_log(sb.url)
+        reads = _calendar_reads(log)
+        assert [r["status"] for r in reads].count(422) == 2  # one month asked per tenant
+        assert all(r["status"] == 200 for r in reads if r["status"] != 422)
+        assert ledger_rows(s.ledger)[rows[3].key]["appointment_id"] == adopted
+        assert len(reads) <= 2 + 2 * 6  # at most one 3-day read per tenant and day
         await assert_all_created_once(s)

@@ -256,6 +256,9 @@ class Api:
                     errors[key] = [f"The {key} field must match the format Y-m-d."]
         if not errors and days["to"] < days["from"]:
             errors["to"] = ["The to field must be a date after or equal to from."]
+        most = state.opts.calendar_max_days
+        if not errors and most is not None and (days["to"] - days["from"]).days >= most:
+            errors["to"] = [f"The range from..to may span at most {most} days."]
         if errors:
             messages = [m for ms in errors.values() for m in ms]
             message = messages[0] + (

@@ -46,6 +46,10 @@ class SandboxOptions:
     calendar_broken: bool = False
     rate_headers: bool = True
     """Send X-RateLimit-Limit/-Remaining on allowed requests (a proxy may strip them)."""
+    calendar_max_days: int | None = None
+    """Refuse (422) a calendar range longer than this many days; None: any range, as the
+    Flextell docs state no maximum."""
+    """Send X-RateLimit-Limit/-Remaining on allowed requests (a proxy may strip them)."""
     # Cancel a handler when its client disconnects (aiohttp's behaviour before 3.9,
     # and some deployments'); a late commit must survive it.
     handler_cancellation: bool = False
