@@ -140,11 +140,15 @@ class TenantLane:
         self.check()
         await self.gate.wait()
         ticket = await self.pacer.acquire()
+        while self.gate.remaining() > 0:
+            # The gate closed while this request waited for its turn (a 429): its window
+            # is over by the time the gate opens, so it takes a turn in the next one.
+            self.pacer.done(ticket, self.clock.monotonic(), None, None)  # never sent
+            await self.gate.wait()
+            ticket = await self.pacer.acquire()
         slot = Slot()
         sent_at = self.clock.monotonic()
         try:
-            # The gate may have closed while this request waited for its turn.
-            await self.gate.wait()
             self.check()
             self.stats.requests += 1
             sent_at = self.clock.monotonic()
