@@ -3,12 +3,16 @@ calendar a month at a time, each month once, through the sandbox over HTTP."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
-from datetime import datetime, timedelta
+from collections.abc import Awaitable, Callable
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import SandboxFactory
+import aiohttp
+
+from tests.conftest import TOKEN_ALL, SandboxFactory
 from tests.support.importing import (
     ASSISTANTS,
     CUSTOMERS,
@@ -26,6 +30,10 @@ from tests.support.importing import (
     stats,
 )
 from tests.test_delivery_identity import _create_by_hand
+from worker.api.auth import StaticToken
+from worker.api.client import FlextellClient
+from worker.delivery.calendar import CalendarWindow, CalendarWindows
+from worker.delivery.lane import A
 
 
 def _calendar_reads(log: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -126,3 +134,35 @@ async def test_a_server_that_refuses_a_month_is_read_three_days_at_a_time(
         assert ledger_rows(s.ledger)[rows[3].key]["appointment_id"] == adopted
         assert len(reads) <= 2 + 2 * 6  # at most one 3-day read per tenant and day
         await assert_all_created_once(s)
+
+
+class _Admit:
+    """A pacer that admits every call at once and counts them."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def call(self, fn: Callable[[], Awaitable[A]]) -> A:
+        self.calls += 1
+        return await fn()
+
+
+async def test_rows_of_one_month_share_one_read_that_keeps_its_send_time(
+    sandbox_factory: SandboxFactory,
+) -> None:
+    [row] = _dense_rows(per_day=1, days=1)[:1]
+    async with sandbox_factory() as sb, aiohttp.ClientSession() as session:
+        made = await _create_by_hand(sb.url, row)
+        client = FlextellClient(session, sb.url + "/api", StaticToken(TOKEN_ALL))
+        pacer = _Admit()
+        clock = iter([1000.0, 2000.0, 3000.0])
+        windows = CalendarWindows(client, pacer, row.tenant, wall=lambda: next(clock))
+        day = datetime.fromisoformat(row.utc.replace("Z", "+00:00")).date()
+        windows.ahead(day)
+        got = await asyncio.gather(*(windows.window(day + timedelta(days=d)) for d in range(5)))
+        assert pacer.calls == 1  # five rows of December, one read
+        first = got[0]
+        assert isinstance(first, CalendarWindow) and all(g is first for g in got)
+        assert first.sent_at == 1000.0  # the wall time its request left, for later judges
+        assert (first.first, first.last) == (date(2026, 11, 30), date(2027, 1, 1))
+        assert [made] == [i for ids in first.slots.values() for i in ids]

@@ -91,7 +91,6 @@ class CalendarWindows:
         self.keep = keep
         self.narrow = False
         """Set once the server refused a month's range: read 3 days at a time."""
-        self.requests = 0
         self._reads: OrderedDict[Span, asyncio.Task[CalendarWindow | str]] = OrderedDict()
 
     def span(self, day: date) -> Span:
@@ -148,18 +147,21 @@ class CalendarWindows:
 
     async def _fetch(self, span: Span) -> CalendarWindow | str:
         first, last = span
-        sent_at = self.wall()
+        sent: list[float] = []  # when each page's request left (after pacing)
         slots: dict[datetime, set[int]] = {}
         page = 1
+
+        async def read(page: int) -> CalendarResult:
+            sent.append(self.wall())
+            return await self.client.calendar_page(
+                self.tenant, first, last, page=page, per_page=PER_PAGE
+            )
+
         while True:
             try:
-                read = partial(self.client.calendar_page, self.tenant, first, last)
-                result: CalendarResult = await self.pacer.call(
-                    partial(read, page=page, per_page=PER_PAGE)
-                )
+                result: CalendarResult = await self.pacer.call(partial(read, page))
             except LaneStopped as exc:
                 return f"tenant stopped: {exc}"
-            self.requests += 1
             if result.outcome is not Outcome.FOUND:
                 if result.status == 422 and not self.narrow and span == month_span(first + _DAY):
                     self.narrow = True  # the server caps the range: fall back to 3 days
@@ -172,7 +174,7 @@ class CalendarWindows:
                 )
             last_page = result.last_page
             if last_page is None or page >= last_page:
-                return CalendarWindow(first, last, sent_at, slots)
+                return CalendarWindow(first, last, sent[0], slots)
             if page >= MAX_PAGES:
                 return f"calendar {first}..{last} has more than {MAX_PAGES} pages"
             page += 1
