@@ -51,8 +51,10 @@ async def test_429_pauses_the_whole_tenant_while_another_keeps_going(
     # The server allows 10 a second per tenant. Tenant 1 is configured far above
     # it (so it runs into 429s); tenant 2 below it (so it never does). The latency
     # keeps several of tenant 1's requests in flight when its budget runs out.
+    # The server does not say what is left (a proxy strips X-RateLimit-*), so tenant 1's
+    # pacer cannot learn the real limit before the first 429.
     rows = make_rows(30, tenants=(1,), prefix="A") + make_rows(16, tenants=(2,), prefix="B")
-    async with sandbox_factory(rate_limit=Rate(10, 1.0), latency_ms=60) as sb:
+    async with sandbox_factory(rate_limit=Rate(10, 1.0), latency_ms=60, rate_headers=False) as sb:
         s = setup(
             tmp_path,
             sb.url,
@@ -74,6 +76,20 @@ async def test_429_pauses_the_whole_tenant_while_another_keeps_going(
     # ...while tenant 2 kept sending during tenant 1's first pause.
     first = refused[0]
     assert any(first + 0.15 < r["t"] < first + 0.9 for r in t2), (first, [r["t"] for r in t2])
+
+
+async def test_a_limit_configured_too_high_is_learned_from_the_remaining_header(
+    sandbox_factory: SandboxFactory, tmp_path: Path
+) -> None:
+    """Configured at 100/second against a server allowing 10: X-RateLimit-Remaining says
+    what is left of the server's window, and the pacer sends no more than that."""
+    async with sandbox_factory(rate_limit=Rate(10, 1.0), latency_ms=5) as sb:
+        s = setup(tmp_path, sb.url, n=40, rate="100/second", concurrency=4)
+        result = await run_cli(s.args())
+        assert result.exit_code == 0, result.output
+        st = await stats(sb.url)
+        await assert_all_created_once(s)
+    assert st["rate_limited"] == 0, st
 
 
 async def test_503_retry_after_is_honoured_for_the_tenant(

@@ -14,7 +14,9 @@ from click.testing import CliRunner
 from worker.cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = sorted(p for p in (ROOT / "samples").iterdir() if p.suffix in (".csv", ".jsonl", ".xlsx", ".xls"))
+SAMPLES = sorted(
+    p for p in (ROOT / "samples").iterdir() if p.suffix in (".csv", ".jsonl", ".xlsx", ".xls")
+)
 MESSY = ROOT / "samples" / "messy-export.csv"
 MESSY_CFG = ROOT / "config" / "messy-export.toml"
 

@@ -1,9 +1,13 @@
-"""Pacing: the limiter never lets more than N requests into any window of the API's size;
-the pause gate, a lane's stop rules and the retry waits, on a fake clock."""
+"""Pacing: the window pacer against the sandbox's fixed-window limiter on a virtual clock
+(milliseconds of real time for minutes of traffic); the pause gate, a lane's stop rules
+and the retry waits, on a fake clock."""
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import heapq
+import random
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -15,48 +19,162 @@ from worker.api.auth import StaticToken
 from worker.api.client import FlextellClient, Outcome, RateInfo, Result
 from worker.config import TenantConfig
 from worker.delivery.lane import LaneStopped, TenantLane
-from worker.delivery.pacing import JITTER_SLACK, PauseGate, bucket_for, make_limiter
+from worker.delivery.pacing import PauseGate, WindowPacer
 from worker.delivery.retry import RetryPolicy, retrying
 from worker.rates import Rate, parse_rate
+from worker.sandbox.limiter import FixedWindowLimiter
 
 
-@pytest.mark.parametrize("text", ["60/minute", "20/second", "100/5s", "1000/hour", "2/second"])
-def test_bucket_never_exceeds_budget_in_any_window(text: str) -> None:
+class VirtualClock:
+    """Time that moves only to the next sleeper's wake-up, once every task is blocked.
+
+    Many tasks sleep at once here (requests in flight, the pacer, the server), so
+    unlike FakeClock every sleeper shares one timeline: `run` drives it.
+    """
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = 0
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._seq += 1
+        heapq.heappush(self._sleepers, (self.now + max(0.0, seconds), self._seq, future))
+        await future
+
+    async def run(self, until: Callable[[], bool]) -> None:
+        while not until():
+            for _ in range(20):  # let every ready task run until it blocks
+                await asyncio.sleep(0)
+            if not self._sleepers:
+                continue
+            wake, _, future = heapq.heappop(self._sleepers)
+            self.now = max(self.now, wake)
+            if not future.done():
+                future.set_result(None)
+
+
+async def _drive(
+    rate: Rate, requests: int, *, concurrency: int, trip: Callable[[random.Random], float],
+    seed: int = 7,
+) -> tuple[list[float], int, WindowPacer]:  # fmt: skip
+    """`requests` requests through a WindowPacer against the sandbox's fixed-window limiter,
+    each taking `trip(rng)` seconds each way; returns send times and the number of 429s."""
+    clock = VirtualClock()
+    pacer = WindowPacer(rate, clock)
+    server = FixedWindowLimiter(rate, clock.time)
+    rng = random.Random(seed)
+    sent: list[float] = []
+    refused = 0
+    left = requests
+
+    async def one() -> None:
+        nonlocal refused
+        ticket = await pacer.acquire()
+        sent_at = clock.monotonic()
+        sent.append(sent_at)
+        await clock.sleep(trip(rng))  # on its way: the server counts it when it arrives
+        hit = server.hit("token")
+        await clock.sleep(trip(rng))
+        refused += not hit.allowed
+        info = RateInfo(limit=hit.limit, remaining=hit.remaining,
+                        retry_after=None if hit.allowed else float(hit.retry_after))  # fmt: skip
+        pacer.done(ticket, sent_at, 200 if hit.allowed else 429, info)
+
+    async def worker() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            await one()
+
+    tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
+    await clock.run(lambda: all(t.done() for t in tasks))
+    return sent, refused, pacer
+
+
+def _most_in_any_window(times: list[float], period: float) -> int:
+    times = sorted(times)
+    return max(bisect.bisect_left(times, t + period) - i for i, t in enumerate(times))
+
+
+@pytest.mark.parametrize(("text", "windows"), [("20/second", 30), ("100/5s", 12), ("60/minute", 4)])
+async def test_the_pacer_sits_at_097_of_the_limit_without_a_429(text: str, windows: int) -> None:
+    """1 s, 5 s and 60 s windows, 1-30 ms each way: >= 0.97 of the rate, never refused."""
     rate = parse_rate(text)
-    size = bucket_for(rate)
-    # Worst case over any window of the API's length plus jitter slack: a full burst
-    # followed by the drip for the whole window.
-    worst = size.burst + size.per_second * (rate.period + max(rate.period * JITTER_SLACK, 0.1))
-    assert worst <= rate.count + 1e-9
+    sent, refused, pacer = await _drive(
+        rate, rate.count * windows, concurrency=8, trip=lambda r: r.uniform(0.001, 0.03)
+    )
+    assert refused == 0
+    achieved = (len(sent) - 1) / (sent[-1] - sent[0])
+    # whole windows only: the last one ends when its last request leaves
+    assert achieved / rate.per_second >= 0.97, achieved
+    # never more than the budget in one window as the worker sent them, either
+    assert _most_in_any_window(sent, rate.period * 0.9) <= rate.count
+    assert pacer.windows >= windows
 
 
-@pytest.mark.parametrize("text", ["60/minute", "100/5s", "1000/hour", "300/minute"])
-def test_bucket_keeps_at_least_95_percent_of_the_budget(text: str) -> None:
-    rate = parse_rate(text)
-    assert bucket_for(rate).per_second / rate.per_second >= 0.95
+async def test_the_guard_is_the_longest_round_trip_measured() -> None:
+    rate = parse_rate("20/second")
+    _, refused, pacer = await _drive(
+        rate, 200, concurrency=4, trip=lambda r: 0.04 if r.random() < 0.05 else 0.005
+    )
+    assert refused == 0
+    # a round trip of 40 + 5 ms at most (each way drawn apart), up to 80 ms
+    assert 0.045 + 0.002 <= pacer.guard <= 0.082
 
 
-@pytest.mark.parametrize("text", ["40/second", "20/second", "100/2s"])
-def test_short_windows_keep_a_tenth_of_a_second_for_jitter(text: str) -> None:
-    # 2% of a 1 s window is 20 ms: less than a loaded machine's slot-to-arrival jitter.
-    rate = parse_rate(text)
-    size = bucket_for(rate)
-    assert size.burst + size.per_second * (rate.period + 0.1) <= rate.count + 1e-9
-    assert size.per_second / rate.per_second >= 0.85
+async def test_slow_stragglers_never_cost_a_429() -> None:
+    """One request in ten takes 150 ms each way on a 1 s window (a loaded machine)."""
+    rate = parse_rate("20/second")
+    sent, refused, _ = await _drive(
+        rate, 400, concurrency=8, trip=lambda r: 0.15 if r.random() < 0.1 else 0.003
+    )
+    assert refused == 0
+    achieved = (len(sent) - 1) / (sent[-1] - sent[0])
+    assert achieved / rate.per_second >= 0.8
 
 
-async def test_limiter_acquisitions_fit_every_window() -> None:
-    rate = Rate(count=10, period=0.2)
-    limiter = make_limiter(rate)
-    loop = asyncio.get_running_loop()
-    stamps: list[float] = []
-    for _ in range(30):
-        await limiter.acquire()
-        stamps.append(loop.time())
-    # Slide a window of the API's length over the acquisition times (the limiter's own clock).
-    for i, start in enumerate(stamps):
-        inside = [t for t in stamps[i:] if t < start + rate.period]
-        assert len(inside) <= rate.count, f"{len(inside)} acquisitions in one window"
+async def test_the_server_count_wins_when_another_client_shares_the_budget() -> None:
+    clock = VirtualClock()
+    rate = Rate(10, 1.0)
+    pacer = WindowPacer(rate, clock)
+    ticket = await pacer.acquire()
+    sent_at = clock.monotonic()
+    clock.now += 0.01
+    # Someone else took 7 of the 10: the server says 2 left after ours.
+    pacer.done(ticket, sent_at, 200, RateInfo(limit=10, remaining=2))
+    admitted = 0
+
+    async def take() -> None:
+        nonlocal admitted
+        while True:
+            await pacer.acquire()
+            admitted += 1
+
+    task = asyncio.create_task(take())
+    await clock.run(lambda: clock.now >= sent_at + 0.9)
+    assert admitted == 2  # not 9
+    task.cancel()
+
+
+async def test_a_429_closes_the_window_until_retry_after() -> None:
+    clock = VirtualClock()
+    pacer = WindowPacer(Rate(10, 1.0), clock)
+    ticket = await pacer.acquire()
+    sent_at = clock.monotonic()
+    clock.now += 0.005
+    pacer.done(ticket, sent_at, 429, RateInfo(limit=10, remaining=0, retry_after=3.0))
+    task = asyncio.create_task(pacer.acquire())
+    await clock.run(task.done)
+    assert clock.now - sent_at == pytest.approx(3.005)
+    assert pacer.throttled == 1
 
 
 async def test_pause_gate_holds_until_reopened_and_extends() -> None:

@@ -200,6 +200,20 @@ class AppointmentEnvelope(_Open):
     data: AppointmentResource
 
 
+class CreatedRef(BaseModel):
+    """What a create needs of the 201's ``data``: its id and code (the rest is skipped)."""
+
+    id: int
+    code: str | None = None
+
+
+class CreatedEnvelope(BaseModel):
+    """``{"success": "...", "data": {"id", "code", ...}}`` read for the id and code only."""
+
+    success: str
+    data: CreatedRef
+
+
 class CalendarItem(_Open):
     appointment_id: int
     doctor_name: str | None = None

@@ -29,6 +29,7 @@ from worker.contract import (
     AppointmentResource,
     CalendarItem,
     CalendarResponse,
+    CreatedEnvelope,
 )
 from worker.errors import ConfigError
 from worker.redaction import redact
@@ -78,6 +79,8 @@ class Result(Answer):
     """The outcome of one create or get call."""
 
     appointment: AppointmentResource | None = None  # for CREATED / FOUND
+    created_id: int | None = None  # for CREATED: the new appointment's id and code
+    created_code: str | None = None
     field_errors: dict[str, list[str]] = field(default_factory=dict)  # Laravel `errors`
     elapsed: float = 0.0  # seconds
 
@@ -87,6 +90,7 @@ class CalendarResult(Answer):
     """``GET /v1/appointments/calendar``: FOUND with items, or why not."""
 
     items: list[CalendarItem] = field(default_factory=list)
+    last_page: int | None = None  # the paginator's, when the answer is paginated
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -349,7 +353,13 @@ class FlextellClient:
         )
 
     def _appointment_result(
-        self, sent: _Response | _Failure, ok: Outcome, missing: Outcome, started: float
+        self,
+        sent: _Response | _Failure,
+        ok: Outcome,
+        missing: Outcome,
+        started: float,
+        *,
+        full: bool = True,
     ) -> Result:
         elapsed = time.perf_counter() - started
         if isinstance(sent, _Failure):
@@ -363,7 +373,14 @@ class FlextellClient:
         if not 200 <= sent.status < 300:
             return self._error_result(sent, classify_status(sent.status, missing=missing), elapsed)
         try:
-            envelope = AppointmentEnvelope.model_validate_json(sent.body)
+            if full:
+                envelope = AppointmentEnvelope.model_validate_json(sent.body)
+                appointment: AppointmentResource | None = envelope.data
+                ref = (envelope.data.id, envelope.data.code)
+            else:
+                created = CreatedEnvelope.model_validate_json(sent.body)
+                appointment = None
+                ref = (created.data.id, created.data.code)
         except ValidationError as exc:
             # A 2xx whose body we cannot read: it may well have been created.
             message = _invalid_body(sent.status, exc)
@@ -378,13 +395,20 @@ class FlextellClient:
         return Result(
             outcome=ok,
             status=sent.status,
-            appointment=envelope.data,
+            appointment=appointment,
+            created_id=ref[0],
+            created_code=ref[1],
             rate=sent.rate,
             elapsed=elapsed,
         )
 
-    async def create_appointment(self, tenant: int, body: bytes, *, idempotency_key: str) -> Result:
+    async def create_appointment(
+        self, tenant: int, body: bytes, *, idempotency_key: str, full: bool = True
+    ) -> Result:
         """``POST /v1/appointments`` once; `body` is the canonical JSON of AppointmentCreate.
+
+        With `full` False the 201's resource is read for its id and code only
+        (`created_id`, `created_code`; `appointment` stays None): all an import keeps.
 
         The create route takes no id, so a 404 that is not about a referenced model
         (Laravel's "No query results for model") or a 405 means the URL is wrong:
@@ -397,7 +421,7 @@ class FlextellClient:
         if isinstance(sent, _Response) and _misrouted(sent):
             result = self._error_result(sent, Outcome.MISROUTED, time.perf_counter() - started)
             return result
-        return self._appointment_result(sent, Outcome.CREATED, Outcome.REJECTED, started)
+        return self._appointment_result(sent, Outcome.CREATED, Outcome.REJECTED, started, full=full)
 
     async def get_appointment(self, tenant: int, appointment_id: int) -> Result:
         """``GET /v1/appointments/{id}``: FOUND, NOT_FOUND (404), or why it could not tell."""
@@ -426,35 +450,51 @@ class FlextellClient:
             return None, Outcome.UNKNOWN, sent.status, "invalid_body", message, sent.rate
         return parsed, Outcome.FOUND, sent.status, None, None, sent.rate
 
+    async def calendar_page(
+        self, tenant: int, start: date, end: date, *, page: int = 1, per_page: int | None = None
+    ) -> CalendarResult:
+        """One request of ``GET /v1/appointments/calendar?from=&to=`` (both dates inclusive).
+
+        Read in each shape the API family uses: bare ``{"items": [...]}``, inside
+        the ``{"success", "data": {...}}`` envelope, or one page of a Laravel
+        paginator (`last_page` says how many there are).
+        """
+        params = {"from": start.isoformat(), "to": end.isoformat()}
+        if page > 1:
+            params["page"] = str(page)
+        if per_page is not None:
+            params["per_page"] = str(per_page)
+        parsed, outcome, status, code, message, rate = await self._get_model(
+            self._calendar_url, tenant, params, CalendarResponse
+        )
+        return CalendarResult(
+            outcome=outcome,
+            status=status,
+            error_code=code,
+            error_message=message,
+            rate=rate,
+            items=parsed.all_items() if parsed is not None else [],
+            last_page=parsed.last_page() if parsed is not None else None,
+        )
+
     async def calendar(
         self, tenant: int, start: date, end: date, *, max_pages: int = 50
     ) -> CalendarResult:
-        """``GET /v1/appointments/calendar?from=&to=`` (both dates inclusive).
-
-        Read in each shape the API family uses: bare ``{"items": [...]}``, inside
-        the ``{"success", "data": {...}}`` envelope, or paginated (Laravel
-        paginator, every page fetched).
-        """
+        """The whole calendar from `start` to `end`: every page of `calendar_page`."""
         items: list[CalendarItem] = []
         page = 1
         while True:
-            params = {"from": start.isoformat(), "to": end.isoformat()}
-            if page > 1:
-                params["page"] = str(page)
-            parsed, outcome, status, code, message, rate = await self._get_model(
-                self._calendar_url, tenant, params, CalendarResponse
-            )
-            if parsed is not None:
-                items.extend(parsed.all_items())
-                last = parsed.last_page()
-            if parsed is None or last is None or page >= last or page >= max_pages:
+            got = await self.calendar_page(tenant, start, end, page=page)
+            items.extend(got.items)
+            last = got.last_page
+            if got.outcome is not Outcome.FOUND or last is None or page >= min(last, max_pages):
                 return CalendarResult(
-                    outcome=outcome,
-                    status=status,
-                    error_code=code,
-                    error_message=message,
-                    rate=rate,
-                    items=items if parsed is not None else [],
+                    outcome=got.outcome,
+                    status=got.status,
+                    error_code=got.error_code,
+                    error_message=got.error_message,
+                    rate=got.rate,
+                    items=items if got.outcome is Outcome.FOUND else [],
                 )
             page += 1
 

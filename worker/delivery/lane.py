@@ -1,4 +1,4 @@
-"""One tenant's lane: pacing (bucket, pause gate, concurrency) and when it stops sending.
+"""One tenant's lane: pacing (window pacer, pause gate, concurrency) and when it stops sending.
 
 LaneBuilder share nothing but the HTTP session and the ledger, so a paused or stopped
 tenant never holds another one back. What a lane learns from each answer:
@@ -23,7 +23,7 @@ from typing import TypeVar
 from worker.api.client import Answer, FlextellClient, Outcome, RateInfo
 from worker.clock import SYSTEM_CLOCK, Clock
 from worker.config import TenantConfig
-from worker.delivery.pacing import PauseGate, make_limiter
+from worker.delivery.pacing import PauseGate, WindowPacer
 from worker.delivery.retry import RetryPolicy
 from worker.logs import get_logger
 
@@ -55,6 +55,13 @@ class LaneStats:
     failed_by_reason: Counter[str] = field(default_factory=Counter)
 
 
+@dataclass(slots=True)
+class Slot:
+    """One admitted request; `answer` is what came back (None: nothing, or not sent)."""
+
+    answer: Answer | None = None
+
+
 class LaneStopped(Exception):
     """The lane no longer sends: shutdown requested, credentials or route refused."""
 
@@ -74,7 +81,7 @@ class TenantLane:
         self.client = client
         self.policy = policy
         self.clock = clock
-        self.limiter = make_limiter(tenant.rate_limit)
+        self.pacer = WindowPacer(tenant.rate_limit, clock)
         self.gate = PauseGate(clock)
         self.slots = asyncio.Semaphore(tenant.concurrency)
         self.stats = LaneStats()
@@ -109,34 +116,52 @@ class TenantLane:
 
     async def call(self, fn: Callable[[], Awaitable[A]]) -> A:
         """Run one API call inside the tenant's concurrency, pause gate and rate limit."""
-        async with self.sending():
+        async with self.sending() as slot:
             sent_at = self.clock.time()
-            result = await fn()
+            result = slot.answer = await fn()
             self.heard(result)
         self.observe(result.status, result.rate, sent_at)
         return result
 
     @contextlib.asynccontextmanager
-    async def sending(self) -> AsyncIterator[None]:
-        """A slot and admission for one request (one at a time until the credentials pass)."""
+    async def sending(self) -> AsyncIterator[Slot]:
+        """A slot and admission for one request (one at a time until the credentials pass).
+
+        Set the slot's `answer`: the pacer learns the server's window from it."""
         async with self.slots:
             if not self._credentials_ok:
                 async with self._probe:
                     if not self._credentials_ok:
-                        await self._admit()
-                        yield
+                        async with self._admitted() as slot:
+                            yield slot
                         return
-            await self._admit()
-            yield
+            async with self._admitted() as slot:
+                yield slot
 
-    async def _admit(self) -> None:
+    @contextlib.asynccontextmanager
+    async def _admitted(self) -> AsyncIterator[Slot]:
         self.check()
         await self.gate.wait()
-        await self.limiter.acquire()
-        # The gate may have closed while this request waited for the bucket.
-        await self.gate.wait()
-        self.check()
-        self.stats.requests += 1
+        ticket = await self.pacer.acquire()
+        while self.gate.remaining() > 0:
+            # The gate closed while this request waited for its turn (a 429): its window
+            # is over by the time the gate opens, so it takes a turn in the next one.
+            self.pacer.done(ticket, self.clock.monotonic(), None, None)  # never sent
+            await self.gate.wait()
+            ticket = await self.pacer.acquire()
+        slot = Slot()
+        sent_at = self.clock.monotonic()
+        try:
+            self.check()
+            self.stats.requests += 1
+            sent_at = self.clock.monotonic()
+            yield slot
+        finally:
+            answer = slot.answer
+            if answer is None:
+                self.pacer.done(ticket, sent_at, None, None)
+            else:
+                self.pacer.done(ticket, sent_at, answer.status, answer.rate)
 
     def heard(self, result: Answer) -> None:
         """Note what an answer says about the credentials, the route and reachability."""

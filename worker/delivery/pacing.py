@@ -1,54 +1,110 @@
-"""Per-tenant pacing: a leaky-bucket limiter sized to a fixed-window budget, and a pause gate.
+"""Per-tenant pacing: a pacer that sits in the server's fixed windows, and a pause gate.
 
 The API counts "N requests per window of W seconds" in fixed windows that start
-at the first hit (Laravel's throttle). aiolimiter's bucket lets `max_rate`
-through at once and then drips at `max_rate / time_period`, so a bucket of
-capacity N drip-rate N/W can pass nearly 2N in one window. Here the bucket's
-capacity is a small burst `b` and its drip rate `(N - b) / (W * (1 + slack))`:
-any interval of length W (plus `slack * W` of network jitter) then admits at
-most `b + (N - b) = N` requests, whatever the window's phase, while the long-run
-rate stays within a few percent of N/W. The jitter kept is never under
-JITTER_FLOOR seconds: on a busy machine the time from taking a slot to the request
-reaching the server varies by tens of milliseconds, more than 2% of a 1 s window.
+at the first hit after the previous window ended (Laravel's throttle). The pacer
+keeps the same windows on the worker's side, from what it can measure:
+- a window of its own starts with the first request sent after the last one ended;
+  its N requests leave evenly over W minus a guard, so they arrive inside the
+  server's window even when the last is slow;
+- the server's window began when the first of them arrived, so at the latest when
+  the first answer came back: the next window starts W after that answer (the cost
+  is one round trip per window, not a guessed share of W);
+- the guard is measured: the longest recent round trip (a request slower than that
+  could arrive after the server's window ended);
+- ``X-RateLimit-Limit``/``-Remaining`` are the server's count: a window never
+  sends more than the server has left (another client on the same token, or a
+  late request the server counted in a new window), and a 429 ends the window
+  until its ``Retry-After``, the reset time the lane's gate also holds.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from collections import deque
 
-from aiolimiter import AsyncLimiter
-
+from worker.api.rate_headers import RateInfo
 from worker.clock import SYSTEM_CLOCK, Clock
 from worker.rates import Rate
 
-JITTER_SLACK = 0.02
-"""Fraction of the window reserved for arrival-time jitter between worker and server."""
-JITTER_FLOOR = 0.1
-"""...and at least this many seconds of it."""
+ROUND_TRIPS_KEPT = 64
+"""Recent round trips the guard is measured over."""
+GUARD_FLOOR = 0.002
+"""Seconds the guard never goes under (timer resolution of a loaded machine)."""
 
 
-@dataclass(frozen=True, slots=True)
-class BucketSize:
-    """Capacity and drip rate of a leaky bucket that respects a fixed-window budget."""
+class WindowPacer:
+    """Admits at most `rate.count` requests into each of the server's fixed windows."""
 
-    burst: int
-    per_second: float
+    def __init__(self, rate: Rate, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.rate = rate
+        self.clock = clock
+        self.window = 0
+        """Number of the current window; a ticket is the window its request went in."""
+        self._start: float | None = None
+        self._end: float | None = None  # known once a request of the window came back
+        self._used = 0
+        self._ended = asyncio.Event()
+        self._turn = asyncio.Lock()  # first come, first served
+        self._trips: deque[float] = deque(maxlen=ROUND_TRIPS_KEPT)
+        self.windows = 0
+        self.throttled = 0
 
+    @property
+    def guard(self) -> float:
+        """Seconds before the window's end the last request leaves: the longest recent
+        round trip (never under GUARD_FLOOR, never over half the window)."""
+        longest = max(self._trips, default=GUARD_FLOOR)
+        return min(max(longest + GUARD_FLOOR, GUARD_FLOOR), self.rate.period / 2)
 
-def bucket_for(rate: Rate, slack: float = JITTER_SLACK) -> BucketSize:
-    """Size a bucket so no window of `rate.period` seconds ever sees more than `rate.count`."""
-    burst = max(1, rate.count // 50)
-    if rate.count <= burst:
-        burst = max(1, rate.count - 1) if rate.count > 1 else 1
-    jitter = max(rate.period * slack, JITTER_FLOOR)
-    per_second = max(rate.count - burst, 1) / (rate.period + jitter)
-    return BucketSize(burst=burst, per_second=per_second)
+    async def acquire(self) -> int:
+        """Wait for a request's turn in the current (or next) window; returns its ticket."""
+        async with self._turn:
+            while True:
+                now = self.clock.monotonic()
+                if self._start is None or (self._end is not None and now >= self._end):
+                    self._open(now)
+                assert self._start is not None
+                count = self.rate.count
+                if self._used < count:
+                    spacing = (self.rate.period - self.guard) / count
+                    release = self._start + self._used * spacing
+                    if now >= release:
+                        self._used += 1
+                        return self.window
+                    await self.clock.sleep(release - now)
+                elif self._end is None:
+                    await self._ended.wait()  # the window's first answer says when it ends
+                else:
+                    await self.clock.sleep(self._end - now)
 
+    def _open(self, now: float) -> None:
+        self.window += 1
+        self.windows += 1
+        self._start = now
+        self._end = None
+        self._used = 0
+        self._ended = asyncio.Event()
 
-def make_limiter(rate: Rate, slack: float = JITTER_SLACK) -> AsyncLimiter:
-    """An aiolimiter bucket honouring `rate` in every window (see module docstring)."""
-    size = bucket_for(rate, slack)
-    return AsyncLimiter(max_rate=size.burst, time_period=size.burst / size.per_second)
+    def done(self, ticket: int, sent_at: float, status: int | None, rate: RateInfo | None) -> None:
+        """A request of window `ticket` sent at monotonic `sent_at` ended (answered or not)."""
+        now = self.clock.monotonic()
+        self._trips.append(now - sent_at)
+        if ticket != self.window:
+            return
+        if self._end is None:
+            # The server's window began when the first request arrived: by now at the latest.
+            self._end = now + self.rate.period
+            self._ended.set()
+        if rate is None:
+            return
+        if status == 429:
+            self.throttled += 1
+            self._used = self.rate.count
+            wait = rate.retry_after if rate.retry_after is not None else self.rate.period
+            self._end = max(self._end, now + wait)
+        elif rate.limit is not None and rate.remaining is not None:
+            # The server's count is the truth; never lower ours from an earlier answer.
+            self._used = max(self._used, self.rate.count - min(rate.remaining, self.rate.count))
 
 
 class PauseGate:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from worker.api.client import Outcome, Result
 from worker.compare import identity_of_json
+from worker.delivery.calendar import CalendarWindows, instant_of
 from worker.delivery.decide import Decision, Verdict, decide
 from worker.delivery.lane import LaneStopped, TenantLane
 from worker.delivery.lookup import Lookup, payload_of
@@ -92,12 +93,30 @@ class RowDelivery:
         self.send = send
         self.wall = lane.clock.time
         self.sleep = lane.clock.sleep
-        self.adopting: Lookup | None = (
-            Lookup(lane.client, lane, lane.id, cache_days=True, sleep=self.sleep) if adopt else None
+        # The adoption check of never-sent rows reads the calendar a month at a time.
+        self.calendar: CalendarWindows | None = (
+            CalendarWindows(lane.client, lane, lane.id, wall=self.wall) if adopt else None
         )
+        self.adopting: Lookup | None = (
+            Lookup(lane.client, lane, lane.id, cache_days=True, windows=self.calendar,
+                   sleep=self.sleep) if adopt else None
+        )  # fmt: skip
         self._maybe_sent: set[str] = set()
         self._refused: set[str] = set()
         """Rows whose POSTs were all refused before any work (429, 503, not connected)."""
+
+    def ahead(self, job: Job) -> None:
+        """Start reading the calendar window a queued row's adoption check will need."""
+        if self.calendar is None or job.resume or job.sent_before:
+            return
+        instant = instant_of(job.payload_json)
+        if instant is not None:
+            self.calendar.ahead(instant.date())
+
+    def close(self) -> None:
+        """Cancel calendar reads still under way."""
+        if self.calendar is not None:
+            self.calendar.close()
 
     async def run(self, job: Job) -> Status | Settling:
         """Take the row as far as it can go now; the ledger holds the result."""
@@ -178,14 +197,17 @@ class RowDelivery:
         lane, ledger = self.lane, self.ledger
 
         async def attempt() -> Result:
-            async with lane.sending():
+            async with lane.sending() as slot:
                 sent_at = self.wall()
                 await ledger.mark_in_flight(
                     job.tenant, job.source_key, run_id=self.run_id, sent_at=sent_at
                 )
                 self._maybe_sent.add(job.source_key)
                 self.stats.sent += 1
-                result = await lane.client.create_appointment(job.tenant, body, idempotency_key=key)
+                result = await lane.client.create_appointment(
+                    job.tenant, body, idempotency_key=key, full=False
+                )
+                slot.answer = result
                 lane.heard(result)
                 if result.outcome is Outcome.RETRY:  # refused before any work: nothing landed
                     self._maybe_sent.discard(job.source_key)
@@ -193,9 +215,17 @@ class RowDelivery:
             lane.observe(result.status, result.rate, sent_at)
             return result
 
+        first = await attempt()
+        if first.outcome is not Outcome.RETRY:
+            return first  # most rows: no retry machinery at all
+        answers = [first]
+
+        async def again() -> Result:  # the first attempt counts as the policy's first
+            return answers.pop() if answers else await attempt()
+
         result: Result = await retrying(
             self.policy, lane, on_retry=self._count_retry, sleep=self.sleep
-        )(attempt)
+        )(again)
         return result
 
     def _count_retry(self) -> None:
@@ -204,10 +234,10 @@ class RowDelivery:
     async def _sent(self, job: Job, result: Result) -> Status | None:
         """Record a POST's outcome; None when it may have landed (look it up)."""
         outcome = result.outcome
-        if outcome is Outcome.CREATED and result.appointment is not None:
+        if outcome is Outcome.CREATED and result.created_id is not None:
             await self._record(job, Status.CREATED, http_status=result.status,
-                               appointment_id=result.appointment.id,
-                               appointment_code=result.appointment.code,
+                               appointment_id=result.created_id,
+                               appointment_code=result.created_code,
                                origin=Origin.POSTED)  # fmt: skip
             self.stats.created += 1
             return Status.CREATED
@@ -236,7 +266,15 @@ class RowDelivery:
     # --- looking up ---------------------------------------------------------
 
     async def _decide(self, job: Job, step: str) -> Decision:
-        lookup = self.adopting if step == "adopt" and self.adopting is not None else None
+        # Windows read before the run answer only rows never sent: a row that may have
+        # landed needs what Flextell holds now.
+        lookup = self.adopting if step == "adopt" and not job.sent_before else None
+        if lookup is not None and self.calendar is not None:
+            instant = instant_of(job.payload_json)
+            if instant is not None and await self.calendar.holds(instant) is False:
+                # Rule 2 with an empty slot, straight from the month read: most rows of a
+                # first import end here, with no lookup and no ledger read.
+                return Decision(Verdict.ABSENT)
         if lookup is None:
             lookup = Lookup(self.lane.client, self.lane, self.lane.id, sleep=self.sleep)
         try:

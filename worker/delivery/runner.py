@@ -50,6 +50,7 @@ class LaneRunner:
 
     async def put(self, job: Job) -> None:
         """Queue a job (waits while the workers are busy: the ledger holds the backlog)."""
+        self.delivery.ahead(job)
         await self.queue.put(job)
 
     async def _work(self) -> None:
@@ -114,6 +115,7 @@ class LaneRunner:
 
     async def cancel(self) -> None:
         """Stop every worker and settling row now (cancelled rows are recorded unknown)."""
+        self.delivery.close()
         tasks = [*self._workers, *self._settling]
         for task in tasks:
             task.cancel()

@@ -111,10 +111,11 @@ async def throttle(state: SandboxState, request: web.Request, key: tuple[str, in
     """Count the request in its fixed window, then add the configured latency."""
     if state.limiter is not None:
         decision = state.limiter.hit(key)
-        request[RATE_HEADERS_KEY] = {
-            "X-RateLimit-Limit": str(decision.limit),
-            "X-RateLimit-Remaining": str(decision.remaining),
-        }
+        if state.opts.rate_headers or not decision.allowed:
+            request[RATE_HEADERS_KEY] = {
+                "X-RateLimit-Limit": str(decision.limit),
+                "X-RateLimit-Remaining": str(decision.remaining),
+            }
         if not decision.allowed:
             state.stats.rate_limited += 1
             state.stats.rate_limited_by_tenant[key[1]] += 1
@@ -255,6 +256,9 @@ class Api:
                     errors[key] = [f"The {key} field must match the format Y-m-d."]
         if not errors and days["to"] < days["from"]:
             errors["to"] = ["The to field must be a date after or equal to from."]
+        most = state.opts.calendar_max_days
+        if not errors and most is not None and (days["to"] - days["from"]).days >= most:
+            errors["to"] = [f"The range from..to may span at most {most} days."]
         if errors:
             messages = [m for ms in errors.values() for m in ms]
             message = messages[0] + (

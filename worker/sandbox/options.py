@@ -48,6 +48,11 @@ class SandboxOptions:
     calendar_broken: bool = False
     retry_after: str = "1"
     """Retry-After of the throttle429 and error503 faults: seconds, or an HTTP date."""
+    rate_headers: bool = True
+    """Send X-RateLimit-Limit/-Remaining on allowed requests (a proxy may strip them)."""
+    calendar_max_days: int | None = None
+    """Refuse (422) a calendar range longer than this many days; None: any range, as the
+    Flextell docs state no maximum."""
     # Cancel a handler when its client disconnects (aiohttp's behaviour before 3.9,
     # and some deployments'); a late commit must survive it.
     handler_cancellation: bool = False

@@ -1,0 +1,187 @@
+"""Calendar windows read once per tenant for the adoption check of a first import.
+
+Before a row that was never sent is sent, the worker looks for an equal
+appointment that existed before the run. Instead of a 3-day calendar read per
+row, the calendar is read a month at a time (with a day either side: a clinic's
+day may straddle UTC midnight), once per tenant and month:
+- concurrent rows that need the same month wait for one read (single flight);
+- the lane's feeder asks for a row's month as it queues the row (`ahead`), so
+  the read is under way before a worker reaches the row;
+- a paginated answer is read page by page, each page a paced request;
+- a server that refuses a month's range (HTTP 422) is read 3 days at a time.
+
+A window keeps the wall time its first request was sent (`sent_at`): it shows
+what existed then, so it answers only rows never sent (their own appointment
+cannot be in Flextell yet). A lookup after a lost answer reads afresh, never
+from here. Only the last `keep` windows stay in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from functools import partial
+
+from worker.api.client import CalendarResult, FlextellClient, Outcome
+from worker.compare import sent_values
+from worker.delivery.lane import LaneStopped
+from worker.delivery.lookup import Pacer, payload_of
+
+PER_PAGE = 100
+MAX_PAGES = 200
+KEEP_WINDOWS = 24
+_DAY = timedelta(days=1)
+
+Span = tuple[date, date]
+
+
+@dataclass(frozen=True, slots=True)
+class CalendarWindow:
+    """The appointment ids from `first` to `last` by the second they start at."""
+
+    first: date
+    last: date
+    sent_at: float
+    """Wall time the window's first request was sent: it shows what existed then."""
+    slots: dict[datetime, set[int]]
+
+
+def instant_of(payload_json: str) -> datetime | None:
+    """The UTC second a row's payload is scheduled at, as its lookup reads it (None:
+    unreadable)."""
+    try:
+        text = sent_values(payload_of(payload_json))["scheduled_at"]
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00")).replace(microsecond=0)
+    except (ValueError, OverflowError):
+        return None
+
+
+def month_span(day: date) -> Span:
+    """The calendar month of `day`, with a day either side."""
+    first = day.replace(day=1)
+    following = (first + timedelta(days=32)).replace(day=1)
+    return first - _DAY, following
+
+
+def narrow_span(day: date) -> Span:
+    """`day` with a day either side (what a per-row lookup reads)."""
+    return day - _DAY, day + _DAY
+
+
+class CalendarWindows:
+    """One tenant's calendar, read a window at a time, each window once."""
+
+    def __init__(
+        self,
+        client: FlextellClient,
+        pacer: Pacer,
+        tenant: int,
+        *,
+        wall: Callable[[], float],
+        keep: int = KEEP_WINDOWS,
+    ) -> None:
+        self.client = client
+        self.pacer = pacer
+        self.tenant = tenant
+        self.wall = wall
+        self.keep = keep
+        self.narrow = False
+        """Set once the server refused a month's range: read 3 days at a time."""
+        self._reads: OrderedDict[Span, asyncio.Task[CalendarWindow | str]] = OrderedDict()
+
+    def span(self, day: date) -> Span:
+        return narrow_span(day) if self.narrow else month_span(day)
+
+    def ahead(self, day: date) -> None:
+        """Start reading the window of `day` unless it is read or being read."""
+        self._read(self.span(day))
+
+    async def window(self, day: date) -> CalendarWindow | str:
+        """The window holding `day` (read now, or joined, or kept), or why it cannot be read."""
+        for _ in range(2):  # a second time when a month was refused and the span narrowed
+            span = self.span(day)
+            task = self._read(span)
+            got = await asyncio.shield(task)
+            if isinstance(got, CalendarWindow):
+                return got
+            if self._reads.get(span) is task:
+                del self._reads[span]  # an error is not kept: the next row reads again
+            if span == self.span(day):
+                return got
+        return got
+
+    async def holds(self, instant: datetime) -> bool | str:
+        """Whether any appointment starts at `instant` (to the second), or why unknown."""
+        got = await self.window(instant.date())
+        return got if isinstance(got, str) else instant in got.slots
+
+    async def slots(self, day: date) -> dict[datetime, set[int]] | str:
+        """The appointment ids around `day` by start second, or why they cannot be read."""
+        got = await self.window(day)
+        return got if isinstance(got, str) else got.slots
+
+    def close(self) -> None:
+        """Cancel reads still under way (the run ends)."""
+        for task in self._reads.values():
+            task.cancel()
+        self._reads.clear()
+
+    def _read(self, span: Span) -> asyncio.Task[CalendarWindow | str]:
+        task = self._reads.get(span)
+        if task is not None:
+            self._reads.move_to_end(span)
+            return task
+        task = asyncio.create_task(self._fetch(span), name=f"calendar-{self.tenant}-{span[0]}")
+        task.add_done_callback(_retrieve)
+        self._reads[span] = task
+        while len(self._reads) > self.keep:
+            oldest, kept = next(iter(self._reads.items()))
+            if not kept.done():
+                break  # never drop a read someone may be waiting for
+            del self._reads[oldest]
+        return task
+
+    async def _fetch(self, span: Span) -> CalendarWindow | str:
+        first, last = span
+        sent: list[float] = []  # when each page's request left (after pacing)
+        slots: dict[datetime, set[int]] = {}
+        page = 1
+
+        async def read(page: int) -> CalendarResult:
+            sent.append(self.wall())
+            return await self.client.calendar_page(
+                self.tenant, first, last, page=page, per_page=PER_PAGE
+            )
+
+        while True:
+            try:
+                result: CalendarResult = await self.pacer.call(partial(read, page))
+            except LaneStopped as exc:
+                return f"tenant stopped: {exc}"
+            if result.outcome is not Outcome.FOUND:
+                if result.status == 422 and not self.narrow and span == month_span(first + _DAY):
+                    self.narrow = True  # the server caps the range: fall back to 3 days
+                if result.status:
+                    return f"HTTP {result.status}: {result.error_message}"
+                return str(result.error_message)
+            for item in result.items:
+                slots.setdefault(item.start_at.replace(microsecond=0), set()).add(
+                    item.appointment_id
+                )
+            last_page = result.last_page
+            if last_page is None or page >= last_page:
+                return CalendarWindow(first, last, sent[0], slots)
+            if page >= MAX_PAGES:
+                return f"calendar {first}..{last} has more than {MAX_PAGES} pages"
+            page += 1
+
+
+def _retrieve(task: asyncio.Task[CalendarWindow | str]) -> None:
+    # A read started ahead may end after every row that wanted it has gone.
+    if not task.cancelled():
+        with contextlib.suppress(Exception):
+            task.exception()
