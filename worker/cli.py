@@ -713,6 +713,167 @@ def report_cmd(
         click.echo(f"{report.failures_written} row(s) written to {failures}", err=True)
 
 
+# --- worklist, ack, unack: the rows that need a person ---------------------------------
+
+_KINDS = ["invalid", "failed", "unknown", "changed", "missing", "duplicate_key"]
+_worklist_config_option = click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Find the ledger the way `import` does with this config.",
+)
+
+
+@cli.command("worklist")
+@_worklist_config_option
+@_target_option
+@click.option("--tenant", type=int, help="Only this tenant's items.")
+@click.option("--kind", type=click.Choice(_KINDS), help="Only items of this kind.")
+@click.option(
+    "--state",
+    type=click.Choice(["open", "acknowledged", "all"]),
+    default="open",
+    show_default=True,
+    help="all: open, acknowledged and fixed by hand (resolved items are left out).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv", "xlsx"]),
+    default="table",
+    show_default=True,
+    help="csv: a failures file (fix the rows, `import FILE --partial`); xlsx: for Excel.",
+)
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), help="Write here (csv, xlsx)."
+)
+@user_errors
+def worklist_cmd(
+    config_path: Path | None,
+    ledger_path: str | None,
+    tenant: int | None,
+    kind: str | None,
+    state: str,
+    fmt: str,
+    out: Path | None,
+) -> None:
+    """The rows that need a person: invalid, failed, unknown, changed in the source,
+    missing from it, or skipped for a duplicate source key.
+
+    Each `import` keeps this list in the ledger: what it finds opens an item, a
+    cause that goes away resolves it (a fixed row created, a source changed
+    back, an unknown row settled). `ack` marks items as seen; `import` exits 0
+    once no item is open. A row created from a hand-fixed file while the export
+    still carries the old version shows as fixed_by_hand (with --state all).
+    Read-only; exit 0, or 2 for a missing or unusable ledger.
+    """
+    import asyncio
+
+    from worker.commands import worklist_out as wo
+    from worker.commands.report import open_for_report
+    from worker.ledger.target import find_ledger_target
+    from worker.worklist import items
+
+    async def read() -> tuple[list[Any], list[Any]]:
+        ledger = await open_for_report(find_ledger_target(_target(ledger_path), config_path))
+        try:
+            return await items(ledger, tenant=tenant, kind=kind, state=state), await ledger.runs()
+        finally:
+            await ledger.close()
+
+    found, runs = asyncio.run(read())
+    if fmt == "table":
+        wo.print_table(found)
+    elif fmt == "json":
+        if out is None:
+            wo.write_json(found, sys.stdout)
+        else:
+            with out.open("w", encoding="utf-8") as fh:
+                wo.write_json(found, fh)
+    elif fmt == "csv":
+        written = wo.write_csv(found, runs, wo.need_out(fmt, out))
+        click.echo(f"{written.rows} row(s) written to {out}", err=True)
+        if written.left_out:
+            click.echo(
+                f"{written.left_out} item(s) without source cells (missing from the export) "
+                "are not in the CSV: see --format table or xlsx",
+                err=True,
+            )
+    else:
+        written = wo.write_xlsx(found, wo.need_out(fmt, out))
+        click.echo(f"{written.rows} item(s) written to {out}", err=True)
+
+
+@cli.command("ack")
+@click.argument("keys", nargs=-1)
+@_worklist_config_option
+@_target_option
+@click.option("--all-open", is_flag=True, help="Every open item (with --kind, --tenant: of those).")
+@click.option("--kind", type=click.Choice(_KINDS), help="Only items of this kind.")
+@click.option("--tenant", type=int, help="Only this tenant's items.")
+@click.option("--note", help="Why the items need nothing more (required).")
+@click.option("--by", help="Who acknowledges (default: the OS user).")
+@user_errors
+def ack_cmd(
+    keys: tuple[str, ...],
+    config_path: Path | None,
+    ledger_path: str | None,
+    all_open: bool,
+    kind: str | None,
+    tenant: int | None,
+    note: str | None,
+    by: str | None,
+) -> None:
+    """Acknowledge the open worklist items of source KEYs (or --all-open).
+
+    Records who, when, the note and the row's content: `import` no longer counts
+    the item (exit 0 when none is open), until the row's content changes, which
+    reopens it. Takes the ledger lock (exit 4 while an import runs). Exit 0, or
+    2 when nothing matched.
+    """
+    import asyncio
+
+    from worker.commands.ack import run_ack
+    from worker.ledger.target import find_ledger_target
+
+    target = find_ledger_target(_target(ledger_path), config_path)
+    result = asyncio.run(run_ack(target, keys, all_open=all_open, note=note, by=by,
+                                 tenant=tenant, kind=kind))  # fmt: skip
+    click.echo(f"acknowledged {len(result.changed)} item(s)")
+    for key in result.unmatched:
+        click.echo(f"no open item for {key}", err=True)
+
+
+@cli.command("unack")
+@click.argument("keys", nargs=-1, required=True)
+@_worklist_config_option
+@_target_option
+@click.option("--kind", type=click.Choice(_KINDS), help="Only items of this kind.")
+@click.option("--tenant", type=int, help="Only this tenant's items.")
+@user_errors
+def unack_cmd(
+    keys: tuple[str, ...],
+    config_path: Path | None,
+    ledger_path: str | None,
+    kind: str | None,
+    tenant: int | None,
+) -> None:
+    """Take back the acknowledgement of source KEYs: their items are open again.
+
+    Exit 0, or 2 when none of them was acknowledged.
+    """
+    import asyncio
+
+    from worker.commands.ack import run_ack
+    from worker.ledger.target import find_ledger_target
+
+    target = find_ledger_target(_target(ledger_path), config_path)
+    result = asyncio.run(run_ack(target, keys, all_open=False, note=None, by=None,
+                                 tenant=tenant, kind=kind, undo=True))  # fmt: skip
+    click.echo(f"reopened {len(result.changed)} item(s)")
+
+
 # --- lookups: reference lists from the API ---------------------------------------------
 
 

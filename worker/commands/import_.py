@@ -26,7 +26,7 @@ from typing import Any
 
 import aiohttp
 
-from worker import __version__
+from worker import __version__, worklist
 from worker.commands.import_reading import LISTED_ROWS, RowReader
 from worker.commands.import_result import ImportResult, TenantCounts, exit_code_for, run_counts
 from worker.commands.progress import RunProgress
@@ -54,6 +54,7 @@ from worker.references.prepass import (
 )
 from worker.references.prepass import prepare as prepare_references
 from worker.source import RowProblem, SourceOptions, SourceRow, open_source
+from worker.worklist import Scope, Tally
 
 log = get_logger("import")
 
@@ -94,6 +95,8 @@ class ImportOptions:
     """An open ledger to use instead of opening one (left open at the end)."""
     request_headers: dict[str, str] | None = None
     """Added to every API request (a shared ledger's lease, for the server's logs)."""
+    round: str | None = None
+    """A shared ledger's round, recorded with the run."""
 
 
 def _file_sha256(path: str) -> str | None:
@@ -135,6 +138,9 @@ class ImportRun:
         )
         self.missing_rows: list[dict[str, Any]] = []
         self.progress: RunProgress | None = None
+        self.worklist: Tally | None = None
+        self.incomplete: dict[int, str] = {}
+        """Tenants whose export looks incomplete (worker.commands.export_guard): why."""
 
     def tenant_counts(self, tenant: int) -> TenantCounts:
         counts = self.counts.get(tenant)
@@ -399,6 +405,8 @@ async def _send(
         source_delimiter=source.delimiter,
         source_encoding=source.encoding,
         config_path=str(options.config_path),
+        partial=options.partial,
+        round=options.round,
     )
     stale = await ledger.mark_stale_in_flight_unknown()
     if stale:
@@ -453,13 +461,42 @@ async def _send(
             status = "interrupted"
         elif not options.partial:
             await _missing_from_source(run, ledger)
+        if any(lane.aborted for lane in run.lanes.values()):
+            status = "aborted"
+        run.worklist = await refresh_worklist(run, ledger, complete=status == "finished")
     finally:
         watch.cancel()
         stops.remove()
         result = _result(run, ledger_path, "import", started, signum=stops.received)
         with contextlib.suppress(Exception):
-            await ledger.finish_run(run.run_id, status=status, counts=run_counts(result))
+            await ledger.finish_run(
+                run.run_id,
+                status=status,
+                counts=run_counts(result),
+                exit_code=int(result.exit_code),
+            )
     return result
+
+
+def _read_tenants(run: ImportRun) -> list[int]:
+    only = run.options.tenant
+    return [t for t, c in run.counts.items() if c.read and only in (None, t)]
+
+
+async def refresh_worklist(run: ImportRun, ledger: Ledger, *, complete: bool) -> Tally:
+    """The worklist after this run: what it found opened, what went away resolved."""
+    tenants = _read_tenants(run)
+    full = complete and not run.options.partial
+    scope = Scope(
+        run_id=run.run_id,
+        tenants=tenants,
+        complete=full,
+        missing_tenants=[t for t in tenants if t not in run.incomplete] if full else [],
+        by_hand=run.options.partial,
+        extra=run.reader.findings,
+        zones={t: run.config.timezone_for(t) for t in tenants},
+    )
+    return await worklist.refresh(ledger, scope)
 
 
 async def _covered(ledger: Ledger, tenant: int) -> bool:
@@ -510,8 +547,7 @@ async def _wait_lanes(run: ImportRun, grace: float) -> None:
 async def _missing_from_source(run: ImportRun, ledger: Ledger) -> None:
     # Only tenants this file has rows of (and only --tenant's): one branch's export
     # says nothing about the keys of another.
-    only = run.options.tenant
-    tenants = [t for t, c in run.counts.items() if c.read and only in (None, t)]
+    tenants = _read_tenants(run)
     if not tenants:
         return
     for entry in await ledger.missing_from_source(run.run_id, tenants):
@@ -544,7 +580,9 @@ def _result(
     stopped = {
         t: lane.stop_reason for t, lane in run.lanes.items() if lane.aborted and lane.stop_reason
     }
-    code = exit_code_for(run.counts.values(), stopped, signum)
+    code = exit_code_for(
+        run.counts.values(), stopped, signum, worklist=run.worklist, incomplete=bool(run.incomplete)
+    )
     return ImportResult(
         run_id=run.run_id or None,
         ledger_path=describe(ledger_path) if isinstance(ledger_path, str) else ledger_path,
@@ -556,4 +594,6 @@ def _result(
         exit_code=code,
         changed_rows=run.reader.changed_rows,
         missing_rows=run.missing_rows,
+        worklist=run.worklist,
+        incomplete=dict(run.incomplete),
     )

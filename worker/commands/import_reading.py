@@ -19,6 +19,8 @@ from worker.logs import get_logger
 from worker.mapping import InvalidRow, MappedRow, Mapper
 from worker.source import RowProblem, SourceRow
 from worker.sync import Action, sync_action
+from worker.worklist import Finding
+from worker.worklist import findings as found
 
 log = get_logger("import")
 
@@ -51,6 +53,9 @@ class RowReader:
         self.configured = frozenset(configured)
         self.run_id = 0
         self.changed_rows: list[dict[str, Any]] = []
+        self.findings: list[Finding] = []
+        """What only the reader sees: rows skipped for a duplicate key, and invalid
+        versions of rows created before (the worklist records them)."""
         self.preview: Callable[[MappedRow], None] | None = None
         """With --payloads: called with every row this run would send."""
         self._seen_digests: set[int] = set()
@@ -131,6 +136,15 @@ class RowReader:
                 if repeated:
                     continue
                 first = m.errors[0] if m.errors else None
+                message = "; ".join(f"{e.field}: {e.message}" for e in m.errors)
+                if entry is not None and entry.status == Status.CREATED.value:
+                    self.findings.append(
+                        found.invalid_over_created(
+                            tenant, key, source_file=item.source, line=item.line,
+                            source_row=_source_row_json(item),
+                            field=first.field if first else None, reason=message,
+                        )
+                    )  # fmt: skip
                 seen.append(
                     SeenRow(
                         tenant=tenant,
@@ -143,7 +157,7 @@ class RowReader:
                         run_id=run_id,
                         status=Status.INVALID.value,
                         error_code="invalid",
-                        error_message="; ".join(f"{e.field}: {e.message}" for e in m.errors),
+                        error_message=message,
                         error_field=first.field if first else None,
                     )
                 )
@@ -153,6 +167,10 @@ class RowReader:
                 log.warning(
                     "duplicate source key skipped", tenant=tenant, line=item.line, source_key=key
                 )
+                self.findings.append(
+                    found.duplicate_key(tenant, key, source_file=item.source, line=item.line,
+                                        source_row=_source_row_json(item))
+                )  # fmt: skip
                 continue
             action = sync_action(entry, m.payload_hash, retry_failed=self.retry_failed)
             if action is Action.NEW:

@@ -106,6 +106,12 @@ class Run:
     finished_at: str | None
     status: str
     counts: dict[str, int]
+    partial: bool = False
+    """The file was not a full export (`--partial`): nothing is missing from it."""
+    dry_run: bool = False
+    round: str | None = None
+    """A shared ledger's round (`--round`, default the file's SHA-256)."""
+    exit_code: int | None = None
 
 
 RUN_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Run))

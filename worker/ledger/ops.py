@@ -39,12 +39,17 @@ def start_run(conn: sqlite3.Connection, now: str, fields: Mapping[str, Any]) -> 
 
 
 def finish_run(
-    conn: sqlite3.Connection, now: str, run_id: int, status: str, counts: Mapping[str, int]
+    conn: sqlite3.Connection,
+    now: str,
+    run_id: int,
+    status: str,
+    counts: Mapping[str, int],
+    exit_code: int | None = None,
 ) -> None:
-    """Close a run with its status and counts."""
+    """Close a run with its status, counts and exit code."""
     cur = conn.execute(
-        "UPDATE runs SET status = ?, finished_at = ?, counts = ? WHERE id = ?",
-        (status, now, json.dumps(dict(counts), sort_keys=True), run_id),
+        "UPDATE runs SET status = ?, finished_at = ?, counts = ?, exit_code = ? WHERE id = ?",
+        (status, now, json.dumps(dict(counts), sort_keys=True), exit_code, run_id),
     )
     if cur.rowcount == 0:
         raise KeyError(f"no run {run_id} in the ledger")
@@ -69,6 +74,7 @@ def runs(conn: sqlite3.Connection, now: str, run_id: int | None) -> list[Run]:
         values = list(row)
         values[5] = json.loads(values[5]) if values[5] is not None else None
         values[12] = json.loads(values[12] or "{}")
+        values[13], values[14] = bool(values[13]), bool(values[14])
         result.append(Run(*values))
     return result
 
