@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from typing import Any
 import aiohttp
 
 from worker import __version__, worklist
+from worker.clock import SYSTEM_CLOCK
 from worker.commands.import_reading import LISTED_ROWS, RowReader
 from worker.commands.import_result import ImportResult, TenantCounts, exit_code_for, run_counts
 from worker.commands.progress import RunProgress
@@ -37,6 +39,7 @@ from worker.delivery.lanes import policy_from_config
 from worker.delivery.runner import LaneRunner
 from worker.errors import AbortError, ConfigError, WorkerError
 from worker.ledger import (
+    Entry,
     Ledger,
     RunStatus,
     Status,
@@ -54,6 +57,7 @@ from worker.references.prepass import (
 )
 from worker.references.prepass import prepare as prepare_references
 from worker.source import RowProblem, SourceOptions, SourceRow, open_source
+from worker.sync import incomplete_export, stale_export
 from worker.worklist import Scope, Tally
 
 log = get_logger("import")
@@ -358,8 +362,11 @@ async def run_import(options: ImportOptions) -> ImportResult:
             try:
                 if ledger is not None:
                     await ledger.bind_identity(api, config.tenants, rebind=False)
+                    run.reader.hand_fixed = await worklist.hand_fixed(ledger)
                 with preview_to(run.reader, options.payloads):
                     await run.read_all(source, ledger, None)
+                if ledger is not None and not options.partial:
+                    await _missing_from_source(run, ledger)
             finally:
                 if ledger is not None:
                     await ledger.close()
@@ -408,6 +415,7 @@ async def _send(
         partial=options.partial,
         round=options.round,
     )
+    run.reader.hand_fixed = await worklist.hand_fixed(ledger)
     stale = await ledger.mark_stale_in_flight_unknown()
     if stale:
         log.warning("rows left in flight by an earlier run are now unknown", rows=stale)
@@ -490,8 +498,7 @@ async def refresh_worklist(run: ImportRun, ledger: Ledger, *, complete: bool) ->
     scope = Scope(
         run_id=run.run_id,
         tenants=tenants,
-        complete=full,
-        missing_tenants=[t for t in tenants if t not in run.incomplete] if full else [],
+        complete=[t for t in tenants if t not in run.incomplete] if full else [],
         by_hand=run.options.partial,
         extra=run.reader.findings,
         zones={t: run.config.timezone_for(t) for t in tenants},
@@ -545,21 +552,48 @@ async def _wait_lanes(run: ImportRun, grace: float) -> None:
 
 
 async def _missing_from_source(run: ImportRun, ledger: Ledger) -> None:
-    # Only tenants this file has rows of (and only --tenant's): one branch's export
-    # says nothing about the keys of another.
+    """Created rows of the tenants read that this export lacks, unless it looks incomplete.
+
+    Only tenants this file has rows of (and only --tenant's): one branch's export
+    says nothing about the keys of another. A dry run keeps a digest of every key
+    it read, and finds what the real run would.
+    """
     tenants = _read_tenants(run)
-    if not tenants:
-        return
-    for entry in await ledger.missing_from_source(run.run_id, tenants):
-        run.tenant_counts(entry.tenant).missing_from_source += 1
-        if len(run.missing_rows) < LISTED_ROWS:
-            run.missing_rows.append(
-                {
-                    "tenant": entry.tenant,
-                    "source_key": entry.source_key,
-                    "appointment_id": entry.appointment_id,
-                }
-            )
+    found: dict[int, list[Entry]] = {t: [] for t in tenants}
+    if run.options.dry_run:
+        for tenant in tenants:
+            found[tenant] = [
+                e
+                async for e in ledger.entries_iter(statuses=[Status.CREATED.value], tenant=tenant)
+                if not run.reader.was_read(tenant, e.source_key)
+            ]
+    elif tenants:
+        for entry in await ledger.missing_from_source(run.run_id, tenants):
+            found[entry.tenant].append(entry)
+    stale = _stale(run)
+    for tenant, entries in found.items():
+        known = (await ledger.count_by_status(tenant)).get(Status.CREATED.value, 0)
+        why = stale or incomplete_export(len(entries), known, run.config.sync.missing_limit(known))
+        if why is not None:
+            run.incomplete[tenant] = why
+            run.tenant_counts(tenant).export_incomplete = 1
+            log.warning("export not trusted", tenant=tenant, reason=why)
+            continue
+        run.tenant_counts(tenant).missing_from_source += len(entries)
+        run.missing_rows.extend(
+            {"tenant": e.tenant, "source_key": e.source_key, "appointment_id": e.appointment_id}
+            for e in entries[: max(0, LISTED_ROWS - len(run.missing_rows))]
+        )
+
+
+def _stale(run: ImportRun) -> str | None:
+    if run.options.file == "-" or run.config.sync.max_age is None:
+        return None
+    try:
+        mtime = os.stat(run.options.file).st_mtime
+    except OSError:
+        return None
+    return stale_export(SYSTEM_CLOCK.time() - mtime, run.config.sync.max_age)
 
 
 def _result(

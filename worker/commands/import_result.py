@@ -24,6 +24,10 @@ class TenantCounts:
     previously_failed: int = 0
     unknown_skipped: int = 0
     duplicate_keys: int = 0
+    export_incomplete: int = 0
+    """1 when this export of the tenant looked incomplete or stale (see [sync])."""
+    fixed_by_hand: int = 0
+    """Rows created from a hand-fixed file whose old version this export still carries."""
     to_send: int = 0
     created: int = 0
     adopted: int = 0

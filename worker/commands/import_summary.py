@@ -25,6 +25,7 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
     ("unknown", "unknown"),
     ("not_sent", "not sent"),
     ("duplicate_keys", "dup. keys"),
+    ("fixed_by_hand", "fixed by hand"),
     ("missing_from_source", "missing from source"),
 )
 

@@ -5,7 +5,15 @@ refreshes it (`refresh`); `ack`/`unack` change it. Rules: worker.worklist.rules.
 """
 
 from worker.worklist.rules import Finding, Kind, State, Tally, WorkItem
-from worker.worklist.store import STATES, Scope, current_tally, items, refresh, save
+from worker.worklist.store import (
+    STATES,
+    Scope,
+    current_tally,
+    hand_fixed,
+    items,
+    refresh,
+    save,
+)
 
 __all__ = [
     "STATES",
@@ -16,6 +24,7 @@ __all__ = [
     "Tally",
     "WorkItem",
     "current_tally",
+    "hand_fixed",
     "items",
     "refresh",
     "save",

@@ -36,11 +36,11 @@ class Scope:
     run_id: int
     tenants: Collection[int]
     """The tenants the run read rows of (the worklist of others is left alone)."""
-    complete: bool
-    """The whole export was read: an item whose cause it no longer shows is resolved.
-    Otherwise (a `--partial` file, an interrupted run) only the keys it read are judged."""
-    missing_tenants: Collection[int] = ()
-    """Tenants whose created rows absent from this export are missing (the guard passed)."""
+    complete: Collection[int]
+    """Tenants whose whole export was read and trusted: an item whose cause it no longer
+    shows is resolved, a created row it lacks is missing. Of the others (a `--partial`
+    file, an interrupted run, an export that looks incomplete) only the keys read are
+    judged."""
     by_hand: bool = False
     """A `--partial` run: a person fixed these rows."""
     extra: list[Finding] = field(default_factory=list)
@@ -82,7 +82,7 @@ def _entry_findings(conn: sqlite3.Connection, scope: Scope) -> list[Finding]:
         entry = Entry(*row)
         kind = Kind.CHANGED if entry.status == "created" else Kind(entry.status)
         out.append(found.from_entry(entry, kind, scope.zone(entry.tenant)))
-    missing = list(scope.missing_tenants)
+    missing = list(scope.complete)
     if missing:
         sql = (
             f"SELECT {ENTRY_COLUMNS_SQL} FROM entries WHERE status = 'created'"
@@ -97,9 +97,7 @@ def _entry_findings(conn: sqlite3.Connection, scope: Scope) -> list[Finding]:
 def _in_scope(item: WorkItem, seen: bool, scope: Scope) -> bool:
     if item.state == State.RESOLVED or item.kind == Kind.UNKNOWN:
         return True  # a resolved item only reopens; an unknown row is settled by lookups
-    if item.kind == Kind.MISSING:
-        return seen or item.tenant in scope.missing_tenants
-    return seen or scope.complete
+    return seen or item.tenant in scope.complete
 
 
 def _refresh(conn: sqlite3.Connection, now: str, scope: Scope) -> Tally:
@@ -212,3 +210,17 @@ async def save(ledger: Ledger, changed: Sequence[WorkItem]) -> None:
             conn.executemany(_UPSERT, [_row(i, now) for i in changed])
 
     await ledger.write_op(op)
+
+
+async def hand_fixed(ledger: Ledger) -> frozenset[tuple[int, str, str]]:
+    """(tenant, key, content) of the bad versions of rows fixed by hand (see rules)."""
+
+    def op(conn: sqlite3.Connection, now: str) -> frozenset[tuple[int, str, str]]:
+        del now
+        rows = conn.execute(
+            "SELECT tenant, source_key, content_hash FROM worklist WHERE resolved_by_hand = 1"
+            " AND kind IN ('invalid', 'failed') AND state IN ('resolved', 'fixed_by_hand')"
+        )
+        return frozenset((int(t), str(k), str(h)) for t, k, h in rows)
+
+    return cast(frozenset[tuple[int, str, str]], await ledger.read_op(op))
