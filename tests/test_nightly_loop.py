@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.support.sandbox_process import ROOT, Sandbox
 from tests.support.sync import TOKEN_ENV, sample_rows, write_config, write_csv
 
@@ -101,6 +103,31 @@ def fix_failures_file(path: Path, names: dict[str, str], out: Path) -> int:
     return len(fixed)
 
 
+def assert_metrics_equal_the_summary(path: Path, summary: dict[str, Any]) -> None:
+    """The metrics file, read with prometheus_client's own parser, says what the summary says."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(path.read_text(encoding="utf-8"))
+        for s in family.samples
+    }
+    for tenant, counts in summary["tenants"].items():
+        for outcome, value in counts.items():
+            if isinstance(value, int):
+                key = ("flextell_import_rows", (("outcome", outcome), ("tenant", tenant)))
+                assert samples[key] == value, key
+    open_items = sum(
+        v for (name, _), v in samples.items() if name == "flextell_import_worklist_open_items"
+    )
+    assert open_items == summary["worklist"]["open"]
+    assert samples[("flextell_import_exit_code", ())] == summary["exit_code"]
+    assert samples[("flextell_import_last_success_timestamp_seconds", ())] > 0
+    assert samples[("flextell_import_duration_seconds", ())] > 0
+    assert path.stat().st_mode & 0o777 == 0o644  # node_exporter runs as another user
+
+
+@pytest.mark.timeout(300)  # some twenty worker processes, on a shared machine
 def test_the_nightly_loop_clears_its_exit_code_and_trusts_no_truncated_export(
     tmp_path: Path, sbx: Sandbox
 ) -> None:
@@ -216,8 +243,10 @@ def test_the_nightly_loop_clears_its_exit_code_and_trusts_no_truncated_export(
     )  # fmt: skip
     assert {m["source_key"] for m in dry["missing_from_source"]} == removed
     before = sbx.stats()["appointments_total"]
-    code, s4 = night(config, sbx, export4)
+    metrics = tmp_path / "flextell.prom"
+    code, s4 = night(config, sbx, export4, "--metrics-file", str(metrics))
     assert code == 1
+    assert_metrics_equal_the_summary(metrics, s4)
     assert s4["worklist"] == {"new": 10, "open": 10, "acknowledged": 2}
     t4 = s4["totals"]
     assert (t4["created"], t4["changed"], t4["missing_from_source"]) == (5, 5, 5)

@@ -43,8 +43,9 @@ def cli() -> None:
 
     \b
     Exit codes:
-      0  every row valid / created / matching
-      1  some rows invalid, failed, unknown or mismatched
+      0  every row valid / created / matching (import: no open worklist item)
+      1  rows need a person (import: open worklist items, see `worklist`;
+         acknowledged ones do not count; or the export looks incomplete)
       2  bad options, config or input file, a ledger of another API (nothing done)
       3  run aborted (authentication refused, ledger unusable: disk full, damaged)
       4  another run holds the ledger lock (nothing touched)
@@ -378,6 +379,13 @@ _rebind_option = click.option(
     "worker started later (default: the file's SHA-256, so workers started on one "
     "export share it; a new name runs the export again).",
 )
+@click.option(
+    "--metrics-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the run's metrics here in Prometheus' text format (node_exporter's "
+    "textfile collector): rows by outcome, open worklist items, duration, last success.",
+)
+@click.option("--verbose", "-v", is_flag=True, help="Log events on a terminal too (see below).")
 @_settle_wait_option
 @_rebind_option
 @_insecure_option
@@ -399,6 +407,8 @@ def import_cmd(
     adopt_existing: bool,
     allow_hash_keys: bool,
     round_name: str | None,
+    metrics_file: Path | None,
+    verbose: bool,
     settle_wait: float | None,
     rebind_ledger: bool,
     allow_insecure_http: bool,
@@ -428,6 +438,15 @@ def import_cmd(
     lookup = "api" works there too: the reference cache is in PostgreSQL, and a
     tenant's names are resolved (its new customers created) only by the worker
     holding its lease.
+
+    Every row that needs a person (invalid, refused, unknown, changed in or
+    missing from the source, a duplicate key) is an item of the ledger's
+    worklist (`flextell-worker worklist`). Exit 0 when no item is open, 1 when
+    some are (`ack` them once handled) or when the export looks incomplete
+    ([sync] max_missing, max_age: nothing is then recorded as missing), 2, 3, 4
+    as below. On a terminal, log events go to a log file (its path is printed)
+    so they never cut through the summary; --verbose shows them, --json-logs
+    writes them to stderr as JSON.
     """
     import asyncio
     import json
@@ -436,12 +455,20 @@ def import_cmd(
     from worker.commands.import_summary import print_summary, summary_event
     from worker.config import load_config
     from worker.ledger.target import is_url, ledger_target, parse_target
-    from worker.logs import configure_logging, get_logger
+    from worker.logs import configure_for_people, get_logger
 
     if payloads is not None and not dry_run:
         raise click.UsageError("--payloads goes with --dry-run (a real run sends the bodies)")
     _refuse_insecure(config_path, base_url, allow_insecure_http)
-    configure_logging(json_logs=json_logs)
+    from worker.ledger.paths import default_ledger_path
+
+    log_file = configure_for_people(
+        json_logs=json_logs,
+        verbose=verbose,
+        log_file=default_ledger_path(None).parent / "flextell-worker.log",
+    )
+    if log_file is not None:
+        click.echo(f"log events: {log_file} (--verbose shows them here)", err=True)
     options = ImportOptions(
         file=file,
         config_path=config_path,
@@ -461,12 +488,23 @@ def import_cmd(
         rebind_ledger=rebind_ledger,
     )
     target = ledger_target(load_config(config_path), options.ledger_path)
-    if is_url(target) and not dry_run:
-        from worker.commands.shared_import import run_shared_import
+    try:
+        if is_url(target) and not dry_run:
+            from worker.commands.shared_import import run_shared_import
 
-        result = asyncio.run(run_shared_import(options, str(target), round_name=round_name))
-    else:
-        result = asyncio.run(run_import(options))
+            result = asyncio.run(run_shared_import(options, str(target), round_name=round_name))
+        else:
+            result = asyncio.run(run_import(options))
+    except WorkerError as exc:
+        if metrics_file is not None and not dry_run:
+            from worker.commands.metrics import write_failed_run
+
+            write_failed_run(metrics_file, exc.exit_code)
+        raise
+    if metrics_file is not None and not dry_run:
+        from worker.commands.metrics import write_metrics
+
+        write_metrics(result, metrics_file)
     if json_logs:
         get_logger("import").info("run summary", **summary_event(result))
         click.echo(json.dumps(summary_event(result)))

@@ -143,6 +143,7 @@ class ImportRun:
         self.missing_rows: list[dict[str, Any]] = []
         self.progress: RunProgress | None = None
         self.worklist: Tally | None = None
+        self.worklist_by_tenant: dict[int, Tally] = {}
         self.incomplete: dict[int, str] = {}
         """Tenants whose export looks incomplete (worker.commands.export_guard): why."""
 
@@ -471,7 +472,8 @@ async def _send(
             await _missing_from_source(run, ledger)
         if any(lane.aborted for lane in run.lanes.values()):
             status = "aborted"
-        run.worklist = await refresh_worklist(run, ledger, complete=status == "finished")
+        run.worklist_by_tenant = await refresh_worklist(run, ledger, complete=status == "finished")
+        run.worklist = sum(run.worklist_by_tenant.values(), Tally())
     finally:
         watch.cancel()
         stops.remove()
@@ -491,7 +493,7 @@ def _read_tenants(run: ImportRun) -> list[int]:
     return [t for t, c in run.counts.items() if c.read and only in (None, t)]
 
 
-async def refresh_worklist(run: ImportRun, ledger: Ledger, *, complete: bool) -> Tally:
+async def refresh_worklist(run: ImportRun, ledger: Ledger, *, complete: bool) -> dict[int, Tally]:
     """The worklist after this run: what it found opened, what went away resolved."""
     tenants = _read_tenants(run)
     full = complete and not run.options.partial
@@ -629,5 +631,6 @@ def _result(
         changed_rows=run.reader.changed_rows,
         missing_rows=run.missing_rows,
         worklist=run.worklist,
+        worklist_by_tenant=dict(run.worklist_by_tenant),
         incomplete=dict(run.incomplete),
     )

@@ -56,6 +56,7 @@ class ImportResult:
     missing_rows: list[dict[str, Any]] = field(default_factory=list)
     worklist: Tally | None = None
     """The worklist after the run (None: a dry run, or the run ended before it)."""
+    worklist_by_tenant: dict[int, Tally] = field(default_factory=dict)
     incomplete: dict[int, str] = field(default_factory=dict)
     """Tenants whose export looks incomplete or stale: why (no missing rows recorded)."""
 

@@ -29,6 +29,9 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
     ("missing_from_source", "missing from source"),
 )
 
+COUNT_NAMES = tuple(name for name, _ in _COLUMNS)
+"""The per-tenant counts the summary shows (and the metrics file exports)."""
+
 
 def summary_table(result: ImportResult) -> Table:
     """One column per tenant (and a total), one row per count: narrow enough for any terminal."""

@@ -173,10 +173,12 @@ def _merge(results: list[ImportResult], where: str, elapsed: float) -> ImportRes
     missing = []
     tally: Tally | None = None
     incomplete: dict[int, str] = {}
+    by_tenant: dict[int, Tally] = {}
     for result in results:
         if result.worklist is not None:
             tally = result.worklist if tally is None else tally + result.worklist
         incomplete.update(result.incomplete)
+        by_tenant.update(result.worklist_by_tenant)
         tenants.update({t: c for t, c in result.tenants.items() if c.read or t not in tenants})
         stopped.update(result.stopped_tenants)
         changed += result.changed_rows
@@ -195,5 +197,6 @@ def _merge(results: list[ImportResult], where: str, elapsed: float) -> ImportRes
         changed_rows=changed,
         missing_rows=missing,
         worklist=tally,
+        worklist_by_tenant=by_tenant,
         incomplete=incomplete,
     )

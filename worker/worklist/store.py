@@ -100,10 +100,10 @@ def _in_scope(item: WorkItem, seen: bool, scope: Scope) -> bool:
     return seen or item.tenant in scope.complete
 
 
-def _refresh(conn: sqlite3.Connection, now: str, scope: Scope) -> Tally:
+def _refresh(conn: sqlite3.Connection, now: str, scope: Scope) -> dict[int, Tally]:
     tenants = list(scope.tenants)
     if not tenants:
-        return Tally()
+        return {}
     findings: dict[tuple[int, str], list[Finding]] = defaultdict(list)
     for finding in [*_entry_findings(conn, scope), *scope.extra]:
         if finding.tenant in scope.tenants:
@@ -126,24 +126,30 @@ def _refresh(conn: sqlite3.Connection, now: str, scope: Scope) -> Tally:
                              by_hand=scope.by_hand))  # fmt: skip
     for start in range(0, len(changed), 500):
         conn.executemany(_UPSERT, [_row(i, now) for i in changed[start : start + 500]])
-    return _tally(conn, tenants, scope.run_id)
+    return _tallies(conn, tenants, scope.run_id)
 
 
-def _tally(conn: sqlite3.Connection, tenants: Sequence[int], run_id: int | None) -> Tally:
+def _tallies(
+    conn: sqlite3.Connection, tenants: Sequence[int], run_id: int | None
+) -> dict[int, Tally]:
     sql = (
         f"SELECT {_COLS} FROM worklist WHERE state IN ('open', 'acknowledged')"
         f" AND tenant IN ({_marks(tenants)})"
     )
-    return tally((_item(r) for r in conn.execute(sql, list(tenants))), run_id)
+    by_tenant: dict[int, list[WorkItem]] = {t: [] for t in tenants}
+    for row in conn.execute(sql, list(tenants)):
+        item = _item(row)
+        by_tenant[item.tenant].append(item)
+    return {t: tally(found, run_id) for t, found in by_tenant.items()}
 
 
-async def refresh(ledger: Ledger, scope: Scope) -> Tally:
-    """Bring the worklist up to date after a run; the tally of the run's tenants."""
+async def refresh(ledger: Ledger, scope: Scope) -> dict[int, Tally]:
+    """Bring the worklist up to date after a run; the tally of each of the run's tenants."""
 
-    def op(conn: sqlite3.Connection, now: str) -> Tally:
+    def op(conn: sqlite3.Connection, now: str) -> dict[int, Tally]:
         return _refresh(conn, now, scope)
 
-    return cast(Tally, await ledger.write_op(op))
+    return cast(dict[int, Tally], await ledger.write_op(op))
 
 
 async def current_tally(ledger: Ledger, tenants: Iterable[int], run_id: int | None) -> Tally:
@@ -152,7 +158,7 @@ async def current_tally(ledger: Ledger, tenants: Iterable[int], run_id: int | No
 
     def op(conn: sqlite3.Connection, now: str) -> Tally:
         del now
-        return _tally(conn, wanted, run_id) if wanted else Tally()
+        return sum(_tallies(conn, wanted, run_id).values(), Tally())
 
     return cast(Tally, await ledger.read_op(op))
 
