@@ -431,6 +431,7 @@ async def _send(
     stops.install()
     run.progress = RunProgress.create(enabled=options.progress, source=source)
     status = "finished"
+    raised: int | None = None
     watch = asyncio.create_task(_stop_when_broken(run, ledger))
     try:
         async with http_session(run.config, headers=options.request_headers) as session:
@@ -460,8 +461,9 @@ async def _send(
                     finally:
                         run.reader_done.set()
                     await _wait_lanes(run, options.grace_seconds)
-                except (ConfigError, AbortError):
+                except (ConfigError, AbortError) as exc:
                     status = "aborted"
+                    raised = exc.exit_code
                     run.request_stop("aborted")
                     await _wait_lanes(run, 0)
                     raise
@@ -483,7 +485,7 @@ async def _send(
                 run.run_id,
                 status=status,
                 counts=run_counts(result),
-                exit_code=int(result.exit_code),
+                exit_code=int(result.exit_code if raised is None else raised),
             )
     return result
 
