@@ -40,7 +40,7 @@ def test_an_acknowledged_row_stays_quiet_until_it_changes_and_unack_reopens_it(
     rows = [dict(r) for r in sample[:6]]
     rows[2]["customer_id"] = "unknown patient"
     bad = rows[2]["appointment_id"]
-    result, s1 = import_file(config, sbx, export(tmp_path, "n1.csv", rows))
+    result, _ = import_file(config, sbx, export(tmp_path, "n1.csv", rows))
     assert result.exit_code == 1
     assert [(i["source_key"], i["kind"], i["field"]) for i in items(config)] == [
         (bad, "invalid", "customer_id")
