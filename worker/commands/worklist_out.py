@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -63,7 +64,8 @@ def item_json(item: WorkItem) -> dict[str, Any]:
 
 def print_table(items: list[WorkItem], console: Console | None = None) -> None:
     """One line per item, oldest source line first."""
-    console = console or Console(soft_wrap=True)
+    # In a scheduler's mail the width is unknown: do not squeeze the table.
+    console = console or Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
     table = Table(title=f"flextell-worker worklist: {len(items)} item(s)")
     for name in ("tenant", "key", "kind", "state", "where", "local time", "what", "runs"):
         table.add_column(name, overflow="fold")
