@@ -242,6 +242,7 @@ def test_the_nightly_loop_clears_its_exit_code_and_trusts_no_truncated_export(
         5, 5, 5,
     )  # fmt: skip
     assert {m["source_key"] for m in dry["missing_from_source"]} == removed
+    assert dry["would_adopt"] == []  # both branches were covered: new rows are created
     before = sbx.stats()["appointments_total"]
     metrics = tmp_path / "flextell.prom"
     code, s4 = night(config, sbx, export4, "--metrics-file", str(metrics))

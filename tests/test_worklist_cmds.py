@@ -40,6 +40,8 @@ def test_an_acknowledged_row_stays_quiet_until_it_changes_and_unack_reopens_it(
     rows = [dict(r) for r in sample[:6]]
     rows[2]["customer_id"] = "unknown patient"
     bad = rows[2]["appointment_id"]
+    _, dry = import_file(config, sbx, export(tmp_path, "n1.csv", rows), "--dry-run")
+    assert (dry["would_adopt"], dry["totals"]["to_send"]) == ([1], 5)  # a first import adopts
     result, _ = import_file(config, sbx, export(tmp_path, "n1.csv", rows))
     assert result.exit_code == 1
     assert [(i["source_key"], i["kind"], i["field"]) for i in items(config)] == [

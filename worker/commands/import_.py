@@ -144,6 +144,8 @@ class ImportRun:
         self.progress: RunProgress | None = None
         self.worklist: Tally | None = None
         self.worklist_by_tenant: dict[int, Tally] = {}
+        self.would_adopt: list[int] = []
+        """A dry run: tenants whose new rows the real run looks up first, to adopt."""
         self.incomplete: dict[int, str] = {}
         """Tenants whose export looks incomplete (worker.commands.export_guard): why."""
 
@@ -368,6 +370,12 @@ async def run_import(options: ImportOptions) -> ImportResult:
                     await run.read_all(source, ledger, None)
                 if ledger is not None and not options.partial:
                     await _missing_from_source(run, ledger)
+                run.would_adopt = [
+                    t
+                    for t in _read_tenants(run)
+                    if run.counts[t].to_send
+                    and (options.adopt_existing or ledger is None or not await _covered(ledger, t))
+                ]
             finally:
                 if ledger is not None:
                     await ledger.close()
@@ -634,5 +642,6 @@ def _result(
         missing_rows=run.missing_rows,
         worklist=run.worklist,
         worklist_by_tenant=dict(run.worklist_by_tenant),
+        would_adopt=list(run.would_adopt),
         incomplete=dict(run.incomplete),
     )

@@ -57,6 +57,8 @@ class ImportResult:
     worklist: Tally | None = None
     """The worklist after the run (None: a dry run, or the run ended before it)."""
     worklist_by_tenant: dict[int, Tally] = field(default_factory=dict)
+    would_adopt: list[int] = field(default_factory=list)
+    """A dry run: tenants whose new rows would be looked up first and adopted if found."""
     incomplete: dict[int, str] = field(default_factory=dict)
     """Tenants whose export looks incomplete or stale: why (no missing rows recorded)."""
 

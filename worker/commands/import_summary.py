@@ -63,6 +63,12 @@ def print_summary(result: ImportResult, console: Console | None = None) -> None:
     console.print(summary_table(result))
     for tenant, why in sorted(result.incomplete.items()):
         console.print(f"tenant {tenant}: {why}", markup=False)
+    for tenant in result.would_adopt:
+        n = result.tenants[tenant].to_send
+        console.print(
+            f"tenant {tenant}: the {n} row(s) to send would be looked up first and adopted "
+            "where an equal appointment exists (no finished import has covered this tenant)"
+        )
     for tenant, reason in sorted(result.stopped_tenants.items()):
         console.print(f"tenant {tenant} stopped: {reason}")
     for tenant, counts in sorted(result.tenants.items()):
@@ -154,6 +160,7 @@ def summary_event(result: ImportResult) -> dict[str, Any]:
         },
         "worklist": None if result.worklist is None else asdict(result.worklist),
         "incomplete": {str(k): v for k, v in result.incomplete.items()},
+        "would_adopt": result.would_adopt,
         "changed": public_rows(result.changed_rows[:1000]),
         "missing_from_source": result.missing_rows[:1000],
     }
