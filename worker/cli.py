@@ -1171,9 +1171,11 @@ def auth_status_cmd(
     """Per tenant: the credential source, whether Flextell accepts it, access-token expiry.
 
     Makes one cheap call per tenant (a one-day calendar); an expiring access
-    token is refreshed on the way. Prints no token or secret. Exit 0 when every
-    tenant is accepted, 2 for a bad config, 3 when some tenant's credentials are
-    refused (the line says to run `flextell-worker auth login`).
+    token is refreshed on the way. Prints no token or secret. A server that gives
+    no answer (unreachable, timed out, 5xx) is "not checked", not a refusal.
+    Exit 0 when every tenant is accepted, 2 for a bad config, 3 when some
+    tenant's credentials are refused (the line says to run `flextell-worker auth
+    login`) or could not be checked.
     """
     import asyncio
     import time
