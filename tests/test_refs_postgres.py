@@ -104,7 +104,7 @@ async def test_a_version_1_schema_gains_the_reference_tables(pg_url: str) -> Non
     await first.close()
     with psycopg.connect(pg_url, autocommit=True) as conn:  # as a version-1 worker left it
         conn.execute(f"DROP TABLE {SCHEMA}.refs, {SCHEMA}.ref_creations, {SCHEMA}.worklist")
-        for column in ("partial", "dry_run", "round", "exit_code"):  # version 3's (issue 19)
+        for column in ("partial", "round", "exit_code"):  # version 3's (issue 19)
             conn.execute(f"ALTER TABLE {SCHEMA}.runs DROP COLUMN {column}")
         conn.execute(f"UPDATE {SCHEMA}.meta SET value = '1' WHERE key = 'schema_version'")
     with pytest.raises(AbortError, match="schema version 1; open it once for writing"):

@@ -108,7 +108,6 @@ class Run:
     counts: dict[str, int]
     partial: bool = False
     """The file was not a full export (`--partial`): nothing is missing from it."""
-    dry_run: bool = False
     round: str | None = None
     """A shared ledger's round (`--round`, default the file's SHA-256)."""
     exit_code: int | None = None

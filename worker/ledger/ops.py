@@ -74,7 +74,7 @@ def runs(conn: sqlite3.Connection, now: str, run_id: int | None) -> list[Run]:
         values = list(row)
         values[5] = json.loads(values[5]) if values[5] is not None else None
         values[12] = json.loads(values[12] or "{}")
-        values[13], values[14] = bool(values[13]), bool(values[14])
+        values[13] = bool(values[13])  # partial
         result.append(Run(*values))
     return result
 

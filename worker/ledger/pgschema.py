@@ -76,7 +76,6 @@ CREATE TABLE {SCHEMA}.runs (
     counts           TEXT NOT NULL DEFAULT '{{}}',
     worker           TEXT,
     partial          INTEGER NOT NULL DEFAULT 0,
-    dry_run          INTEGER NOT NULL DEFAULT 0,
     round            TEXT,
     exit_code        INTEGER
 );

@@ -35,7 +35,6 @@ CREATE TABLE runs (
     status           TEXT NOT NULL,
     counts           TEXT NOT NULL DEFAULT '{}',
     partial          INTEGER NOT NULL DEFAULT 0,
-    dry_run          INTEGER NOT NULL DEFAULT 0,
     round            TEXT,
     exit_code        INTEGER
 );
@@ -108,7 +107,6 @@ CREATE TABLE ref_creations (
 _REFERENCE_TABLES = _SCHEMA[_SCHEMA.index("-- The per-tenant reference cache") :]
 RUN_COLUMNS_V4 = (
     "partial INTEGER NOT NULL DEFAULT 0",
-    "dry_run INTEGER NOT NULL DEFAULT 0",
     "round TEXT",
     "exit_code INTEGER",
 )
