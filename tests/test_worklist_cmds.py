@@ -139,3 +139,22 @@ def test_the_worklist_lives_in_a_shared_postgresql_ledger_too(
     runs = ledger_json(config)["runs"]
     assert runs[-1]["round"] == "two"
     assert len(runs[0]["round"]) == 64  # the default round: the file's SHA-256
+
+
+def test_a_changed_row_that_changes_back_resolves_itself(tmp_path: Path, sbx: Sandbox) -> None:
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    rows = [dict(r) for r in sample[:5]]
+    assert import_file(config, sbx, export(tmp_path, "n1.csv", rows))[0].exit_code == 0
+    edited = [dict(r) for r in rows]
+    edited[1]["start"] = edited[1]["start"][:11] + "16:45:00"
+    result, _ = import_file(config, sbx, export(tmp_path, "n2.csv", edited))
+    assert result.exit_code == 1
+    [item] = items(config)
+    assert (item["kind"], item["source_key"]) == ("changed", rows[1]["appointment_id"])
+    assert '16:45"' in item["local_diff"]  # the clinic's wall clock, not UTC
+    assert item["local_time"] == rows[1]["start"][:16].replace("T", " ")  # what was created
+    result, s3 = import_file(config, sbx, export(tmp_path, "n3.csv", rows))
+    assert result.exit_code == 0, result.output
+    assert s3["worklist"] == {"new": 0, "open": 0, "acknowledged": 0}
+    assert items(config, "--state", "all") == []
