@@ -2,7 +2,7 @@
 
 Each command parses options, calls one core function and turns `WorkerError`
 into a one-line message and its exit code. No pipeline logic lives here.
-The module is long (~970 lines) only because it declares every command's
+The module is long only because it declares every command's
 options and help texts, which `--help` shows; the work is in `worker.commands`.
 """
 

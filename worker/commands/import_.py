@@ -6,11 +6,12 @@ lane pulls its pending rows of this run back out in line order. So reading never
 waits for a slow or paused tenant, memory stays flat whatever the file size, and
 a crash leaves nothing that only lived in memory.
 
-This module is the run's orchestration and is longer than most (~570 lines) for
-that reason: the lanes' life, rows earlier runs left unknown, the run's start and
-end in the ledger, and the hooks of names resolved through the API and of a
-shared ledger's passes. Reading, the sync rules (`worker.sync`), the result and exit
-code (`import_result`), the summary and signals are modules of their own.
+This module is the run's orchestration and is longer than most for that
+reason: the lanes' life, rows earlier runs left unknown, the run's start and end
+in the ledger (with the worklist's refresh, `worker.worklist`), and the hooks of
+names resolved through the API and of a shared ledger's passes. Reading, the sync
+rules (`worker.sync`), the result and exit code (`import_result`), the summary and
+signals are modules of their own.
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ class ImportRun:
         self.would_adopt: list[int] = []
         """A dry run: tenants whose new rows the real run looks up first, to adopt."""
         self.incomplete: dict[int, str] = {}
-        """Tenants whose export looks incomplete (worker.commands.export_guard): why."""
+        """Tenants whose export looks incomplete or stale ([sync], worker.sync): why."""
 
     def tenant_counts(self, tenant: int) -> TenantCounts:
         counts = self.counts.get(tenant)
