@@ -95,6 +95,8 @@ def write_csv(items: list[WorkItem], runs: list[Run], out: Path) -> Written:
     columns: list[str] = []
     for run in reversed(sources):
         columns.extend(c for c in run.source_columns or [] if c not in columns)
+    for item in items:  # a JSONL export has no header: its rows' own keys, in order
+        columns.extend(c for c in _cells(item) or {} if c not in columns)
     written = left_out = 0
     with FailureWriter(
         out,
