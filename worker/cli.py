@@ -459,6 +459,8 @@ def import_cmd(
 
     if payloads is not None and not dry_run:
         raise click.UsageError("--payloads goes with --dry-run (a real run sends the bodies)")
+    if metrics_file is not None and dry_run:
+        raise click.UsageError("--metrics-file goes with a real run (a dry run sends nothing)")
     _refuse_insecure(config_path, base_url, allow_insecure_http)
     from worker.ledger.paths import default_ledger_path
 
@@ -496,12 +498,12 @@ def import_cmd(
         else:
             result = asyncio.run(run_import(options))
     except WorkerError as exc:
-        if metrics_file is not None and not dry_run:
+        if metrics_file is not None:
             from worker.commands.metrics import write_failed_run
 
             write_failed_run(metrics_file, exc.exit_code)
         raise
-    if metrics_file is not None and not dry_run:
+    if metrics_file is not None:
         from worker.commands.metrics import write_metrics
 
         write_metrics(result, metrics_file)
@@ -827,7 +829,9 @@ def worklist_cmd(
         if out is None:
             wo.write_json(found, sys.stdout)
         else:
-            with out.open("w", encoding="utf-8") as fh:
+            from worker.fileperms import open_private
+
+            with open_private(out, encoding="utf-8") as fh:  # reasons may quote a cell
                 wo.write_json(found, fh)
     elif fmt == "csv":
         written = wo.write_csv(found, runs, wo.need_out(fmt, out))
