@@ -43,8 +43,10 @@ def cli() -> None:
 
     \b
     Exit codes:
-      0  every row valid / created / matching
-      1  some rows invalid, failed, unknown or mismatched; orphans (verify --orphans)
+      0  every row valid / created / matching (import: no open worklist item)
+      1  rows need a person (import: open worklist items, see `worklist`;
+         acknowledged ones do not count; or the export looks incomplete);
+         orphans (verify --orphans)
       2  bad options, config or input file (or one changed while read), a ledger of
          another API (nothing done)
       3  run aborted (authentication refused, a pause beyond [api] max_pause, ledger
@@ -436,6 +438,13 @@ _rebind_option = click.option(
     "worker started later (default: the file's SHA-256, so workers started on one "
     "export share it; a new name runs the export again).",
 )
+@click.option(
+    "--metrics-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the run's metrics here in Prometheus' text format (node_exporter's "
+    "textfile collector): rows by outcome, open worklist items, duration, last success.",
+)
+@click.option("--verbose", "-v", is_flag=True, help="Log events on a terminal too (see below).")
 @_settle_wait_option
 @_rebind_option
 @_insecure_option
@@ -457,6 +466,8 @@ def import_cmd(
     adopt_existing: bool,
     allow_hash_keys: bool,
     round_name: str | None,
+    metrics_file: Path | None,
+    verbose: bool,
     settle_wait: float | None,
     rebind_ledger: bool,
     allow_insecure_http: bool,
@@ -486,6 +497,15 @@ def import_cmd(
     lookup = "api" works there too: the reference cache is in PostgreSQL, and a
     tenant's names are resolved (its new customers created) only by the worker
     holding its lease.
+
+    Every row that needs a person (invalid, refused, unknown, changed in or
+    missing from the source, a duplicate key) is an item of the ledger's
+    worklist (`flextell-worker worklist`). Exit 0 when no item is open, 1 when
+    some are (`ack` them once handled) or when the export looks incomplete
+    ([sync] max_missing, max_age: nothing is then recorded as missing), 2, 3, 4
+    as below. On a terminal, log events go to a log file (its path is printed)
+    so they never cut through the summary; --verbose shows them, --json-logs
+    writes them to stderr as JSON.
     """
     import asyncio
     import json
@@ -494,12 +514,22 @@ def import_cmd(
     from worker.commands.import_summary import print_summary, summary_event
     from worker.config import load_config
     from worker.ledger.target import is_url, ledger_target, parse_target
-    from worker.logs import configure_logging, get_logger
+    from worker.logs import configure_for_people, get_logger
 
     if payloads is not None and not dry_run:
         raise click.UsageError("--payloads goes with --dry-run (a real run sends the bodies)")
+    if metrics_file is not None and dry_run:
+        raise click.UsageError("--metrics-file goes with a real run (a dry run sends nothing)")
     _refuse_insecure(config_path, base_url, allow_insecure_http)
-    configure_logging(json_logs=json_logs)
+    from worker.ledger.paths import default_ledger_path
+
+    log_file = configure_for_people(
+        json_logs=json_logs,
+        verbose=verbose,
+        log_file=default_ledger_path(None).parent / "flextell-worker.log",
+    )
+    if log_file is not None:
+        click.echo(f"log events: {log_file} (--verbose shows them here)", err=True)
     options = ImportOptions(
         file=file,
         config_path=config_path,
@@ -519,12 +549,23 @@ def import_cmd(
         rebind_ledger=rebind_ledger,
     )
     target = ledger_target(load_config(config_path), options.ledger_path)
-    if is_url(target) and not dry_run:
-        from worker.commands.shared_import import run_shared_import
+    try:
+        if is_url(target) and not dry_run:
+            from worker.commands.shared_import import run_shared_import
 
-        result = asyncio.run(run_shared_import(options, str(target), round_name=round_name))
-    else:
-        result = asyncio.run(run_import(options))
+            result = asyncio.run(run_shared_import(options, str(target), round_name=round_name))
+        else:
+            result = asyncio.run(run_import(options))
+    except WorkerError as exc:
+        if metrics_file is not None:
+            from worker.commands.metrics import write_failed_run
+
+            write_failed_run(metrics_file, exc.exit_code)
+        raise
+    if metrics_file is not None:
+        from worker.commands.metrics import write_metrics
+
+        write_metrics(result, metrics_file)
     if json_logs:
         get_logger("import").info("run summary", **summary_event(result))
         click.echo(json.dumps(summary_event(result)))
@@ -821,6 +862,169 @@ def report_cmd(
         click.echo(f"{report.failures_written} row(s) written to {failures}", err=True)
 
 
+# --- worklist, ack, unack: the rows that need a person ---------------------------------
+
+_KINDS = ["invalid", "failed", "unknown", "changed", "missing", "duplicate_key"]
+_worklist_config_option = click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Find the ledger the way `import` does with this config.",
+)
+
+
+@cli.command("worklist")
+@_worklist_config_option
+@_target_option
+@click.option("--tenant", type=int, help="Only this tenant's items.")
+@click.option("--kind", type=click.Choice(_KINDS), help="Only items of this kind.")
+@click.option(
+    "--state",
+    type=click.Choice(["open", "acknowledged", "all"]),
+    default="open",
+    show_default=True,
+    help="all: open, acknowledged and fixed by hand (resolved items are left out).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv", "xlsx"]),
+    default="table",
+    show_default=True,
+    help="csv: a failures file (fix the rows, `import FILE --partial`); xlsx: for Excel.",
+)
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), help="Write here (csv, xlsx)."
+)
+@user_errors
+def worklist_cmd(
+    config_path: Path | None,
+    ledger_path: str | None,
+    tenant: int | None,
+    kind: str | None,
+    state: str,
+    fmt: str,
+    out: Path | None,
+) -> None:
+    """The rows that need a person: invalid, failed, unknown, changed in the source,
+    missing from it, or skipped for a duplicate source key.
+
+    Each `import` keeps this list in the ledger: what it finds opens an item, a
+    cause that goes away resolves it (a fixed row created, a source changed
+    back, an unknown row settled). `ack` marks items as seen; `import` exits 0
+    once no item is open. A row created from a hand-fixed file while the export
+    still carries the old version shows as fixed_by_hand (with --state all).
+    Read-only; exit 0, or 2 for a missing or unusable ledger.
+    """
+    import asyncio
+
+    from worker.commands import worklist_out as wo
+    from worker.commands.report import open_for_report
+    from worker.ledger.target import find_ledger_target
+    from worker.worklist import items
+
+    async def read() -> tuple[list[Any], list[Any]]:
+        ledger = await open_for_report(find_ledger_target(_target(ledger_path), config_path))
+        try:
+            return await items(ledger, tenant=tenant, kind=kind, state=state), await ledger.runs()
+        finally:
+            await ledger.close()
+
+    found, runs = asyncio.run(read())
+    if fmt == "table":
+        wo.print_table(found)
+    elif fmt == "json":
+        if out is None:
+            wo.write_json(found, sys.stdout)
+        else:
+            from worker.fileperms import open_private
+
+            with open_private(out, encoding="utf-8") as fh:  # reasons may quote a cell
+                wo.write_json(found, fh)
+    elif fmt == "csv":
+        written = wo.write_csv(found, runs, wo.need_out(fmt, out))
+        click.echo(f"{written.rows} row(s) written to {out}", err=True)
+        if written.left_out:
+            click.echo(
+                f"{written.left_out} item(s) without source cells (missing from the export) "
+                "are not in the CSV: see --format table or xlsx",
+                err=True,
+            )
+    else:
+        written = wo.write_xlsx(found, wo.need_out(fmt, out))
+        click.echo(f"{written.rows} item(s) written to {out}", err=True)
+
+
+@cli.command("ack")
+@click.argument("keys", nargs=-1)
+@_worklist_config_option
+@_target_option
+@click.option("--all-open", is_flag=True, help="Every open item (with --kind, --tenant: of those).")
+@click.option("--kind", type=click.Choice(_KINDS), help="Only items of this kind.")
+@click.option("--tenant", type=int, help="Only this tenant's items.")
+@click.option("--note", help="Why the items need nothing more (required).")
+@click.option("--by", help="Who acknowledges (default: the OS user).")
+@user_errors
+def ack_cmd(
+    keys: tuple[str, ...],
+    config_path: Path | None,
+    ledger_path: str | None,
+    all_open: bool,
+    kind: str | None,
+    tenant: int | None,
+    note: str | None,
+    by: str | None,
+) -> None:
+    """Acknowledge the open worklist items of source KEYs (or --all-open).
+
+    Records who, when, the note and the row's content: `import` no longer counts
+    the item (exit 0 when none is open), until the row's content changes, which
+    reopens it. Takes the ledger lock (exit 4 while an import runs). Exit 0, or
+    2 when nothing matched.
+    """
+    import asyncio
+
+    from worker.commands.ack import run_ack
+    from worker.ledger.target import find_ledger_target
+
+    target = find_ledger_target(_target(ledger_path), config_path)
+    result = asyncio.run(run_ack(target, keys, all_open=all_open, note=note, by=by,
+                                 tenant=tenant, kind=kind))  # fmt: skip
+    click.echo(f"acknowledged {len(result.changed)} item(s)")
+    for key in result.unmatched:
+        click.echo(f"no open item for {key}", err=True)
+
+
+@cli.command("unack")
+@click.argument("keys", nargs=-1, required=True)
+@_worklist_config_option
+@_target_option
+@click.option("--kind", type=click.Choice(_KINDS), help="Only items of this kind.")
+@click.option("--tenant", type=int, help="Only this tenant's items.")
+@user_errors
+def unack_cmd(
+    keys: tuple[str, ...],
+    config_path: Path | None,
+    ledger_path: str | None,
+    kind: str | None,
+    tenant: int | None,
+) -> None:
+    """Take back the acknowledgement of source KEYs: their items are open again.
+
+    Exit 0, or 2 when none of them was acknowledged.
+    """
+    import asyncio
+
+    from worker.commands.ack import run_ack
+    from worker.ledger.target import find_ledger_target
+
+    target = find_ledger_target(_target(ledger_path), config_path)
+    result = asyncio.run(run_ack(target, keys, all_open=False, note=None, by=None,
+                                 tenant=tenant, kind=kind, undo=True))  # fmt: skip
+    click.echo(f"reopened {len(result.changed)} item(s)")
+
+
 # --- lookups: reference lists from the API ---------------------------------------------
 
 
@@ -1080,9 +1284,11 @@ def auth_status_cmd(
     """Per tenant: the credential source, whether Flextell accepts it, access-token expiry.
 
     Makes one cheap call per tenant (a one-day calendar); an expiring access
-    token is refreshed on the way. Prints no token or secret. Exit 0 when every
-    tenant is accepted, 2 for a bad config, 3 when some tenant's credentials are
-    refused (the line says to run `flextell-worker auth login`).
+    token is refreshed on the way. Prints no token or secret. A server that gives
+    no answer (unreachable, timed out, 5xx) is "not checked", not a refusal.
+    Exit 0 when every tenant is accepted, 2 for a bad config, 3 when some
+    tenant's credentials are refused (the line says to run `flextell-worker auth
+    login`) or could not be checked.
     """
     import asyncio
     import time

@@ -227,6 +227,38 @@ class LedgerSection(_Strict):
         return self
 
 
+class SyncSection(_Strict):
+    """``[sync]``: how far a nightly export is trusted before it is acted on."""
+
+    max_missing: str = "25%"
+    """A share ("25%") of a tenant's created rows, or a count ("50"): an export lacking more
+    of them than this looks incomplete, and nothing is recorded as missing from it."""
+    max_age: float | None = Field(default=None, gt=0)
+    """Seconds: an export file older than this (by its modification time) looks stale."""
+
+    @field_validator("max_missing", mode="before")
+    @classmethod
+    def _limit(cls, value: Any) -> Any:
+        text = str(value).strip()
+        number = text.removesuffix("%").strip()
+        try:
+            amount = float(number)
+        except ValueError:
+            raise ValueError(
+                f'max_missing must be a share such as "25%" or a count such as 50, not {text!r}'
+            ) from None
+        if amount < 0 or (text.endswith("%") and amount > 100):
+            raise ValueError(f"max_missing {text!r} is out of range (0-100% or a count >= 0)")
+        return text
+
+    def missing_limit(self, known: int) -> int:
+        """How many of `known` created rows an export may lack before it looks incomplete."""
+        text = self.max_missing
+        if text.endswith("%"):
+            return int(known * float(text[:-1]) / 100)
+        return int(float(text))
+
+
 class Config(BaseModel):
     """A loaded config file."""
 
@@ -237,6 +269,7 @@ class Config(BaseModel):
     tenants: dict[int, TenantSection] = Field(default_factory=dict)
     source: SourceSection = Field(default_factory=SourceSection)
     ledger: LedgerSection = Field(default_factory=LedgerSection)
+    sync: SyncSection = Field(default_factory=SyncSection)
     mapping: dict[str, Any] = Field(default_factory=dict)
     lookups: dict[str, Any] = Field(default_factory=dict)
 

@@ -7,9 +7,10 @@ class ExitCode(IntEnum):
     """Exit codes of every `flextell-worker` command."""
 
     OK = 0
-    """Every row valid / created / matching."""
-    ROWS_FAILED = 1
-    """The run finished, but some rows are invalid, failed, unknown or mismatched."""
+    """Every row valid / created / matching; for `import`: no open worklist item."""
+    NEEDS_A_PERSON = 1
+    """The run finished, but some rows need a person (for `import`: open worklist items)."""
+    ROWS_FAILED = 1  # the older name of NEEDS_A_PERSON (an alias: the same member)
     USAGE = 2
     """Bad options, bad config, unreadable input file: nothing was done."""
     ABORTED = 3

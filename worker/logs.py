@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 import structlog
 from structlog.typing import FilteringBoundLogger
@@ -29,13 +30,16 @@ def _redact_event(
     return event
 
 
-def configure_logging(*, json_logs: bool = False, level: int = logging.INFO) -> None:
-    """Send structlog events to stderr, as JSON lines or as readable key=value lines."""
+def configure_logging(
+    *, json_logs: bool = False, level: int = logging.INFO, file: TextIO | None = None
+) -> None:
+    """Send structlog events to stderr (or `file`), as JSON or readable key=value lines."""
+    out = file or sys.stderr
     renderer: Any
     if json_logs:
         renderer = structlog.processors.JSONRenderer()
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -45,7 +49,7 @@ def configure_logging(*, json_logs: bool = False, level: int = logging.INFO) -> 
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
 
@@ -54,3 +58,21 @@ def get_logger(name: str) -> FilteringBoundLogger:
     """A structlog logger bound to a component name."""
     logger: FilteringBoundLogger = structlog.get_logger(component=name)
     return logger
+
+
+def configure_for_people(*, json_logs: bool, verbose: bool, log_file: Path) -> Path | None:
+    """On a terminal, log events would cut through the progress and the summary tables:
+    there they go to a log file (its path returned) unless --verbose. Elsewhere (cron,
+    systemd, a pipe) and with --json-logs they go to stderr as before."""
+    if json_logs or verbose or not sys.stderr.isatty():
+        configure_logging(json_logs=json_logs)
+        return None
+    path = log_file
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        handle = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 (process-long)
+    except OSError:
+        configure_logging(json_logs=False)
+        return None
+    configure_logging(json_logs=False, file=handle)
+    return path

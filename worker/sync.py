@@ -43,3 +43,25 @@ def sync_action(entry: Entry | None, payload_hash: str, *, retry_failed: bool) -
         return Action.UNKNOWN_SKIPPED
     # pending (never sent), invalid before, or failed with values changed since: send
     return Action.RESEND
+
+
+def incomplete_export(missing: int, known: int, limit: int) -> str | None:
+    """Why an export lacking `missing` of a tenant's `known` created rows is not trusted
+    (more than `limit`, from ``[sync] max_missing``), or None when it is."""
+    if missing <= limit:
+        return None
+    return (
+        f"the export looks incomplete: it lacks {missing} of the {known} rows created before "
+        f"(more than [sync] max_missing allows, {limit}); nothing is recorded as missing. "
+        "Check the export; if the rows really were removed, raise max_missing for one run"
+    )
+
+
+def stale_export(age_seconds: float, max_age: float | None) -> str | None:
+    """Why an export file `age_seconds` old is not trusted (``[sync] max_age``), or None."""
+    if max_age is None or age_seconds <= max_age:
+        return None
+    return (
+        f"the export looks stale: the file was last written {age_seconds / 3600:.1f} h ago "
+        f"([sync] max_age is {max_age / 3600:.1f} h); nothing is recorded as missing"
+    )

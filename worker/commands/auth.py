@@ -37,11 +37,18 @@ class TenantStatus:
     accepted: bool
     detail: str
     expires_at: float | None = None
+    unchecked: bool = False
+    """The server gave no verdict (unreachable, timed out, 5xx): neither accepted nor refused."""
 
     def line(self, now: float) -> str:
         name = f" ({self.name})" if self.name else ""
         text = f"tenant {self.tenant}{name}: {self.source}: "
-        text += "accepted" if self.accepted else f"NOT accepted: {self.detail}"
+        if self.accepted:
+            text += "accepted"
+        elif self.unchecked:
+            text += f"not checked, the server gave no answer: {self.detail}"
+        else:
+            text += f"NOT accepted: {self.detail}"
         if self.expires_at is not None:
             when = datetime.fromtimestamp(self.expires_at, UTC).isoformat(timespec="seconds")
             left = self.expires_at - now
@@ -88,7 +95,9 @@ async def _check(
         why += f": {redact(result.error_message)}"
     if result.outcome is Outcome.AUTH:
         why += " (run `flextell-worker auth login` for this tenant)"
-    return TenantStatus(tenant, tc.name, with_token, False, why, expires)
+    # Only a 401/403 (or a refusal) says anything about the credentials.
+    unchecked = result.outcome in (Outcome.RETRY, Outcome.UNKNOWN) or (result.status or 0) >= 500
+    return TenantStatus(tenant, tc.name, with_token, False, why, expires, unchecked=unchecked)
 
 
 async def run_status(

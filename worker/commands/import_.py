@@ -7,16 +7,17 @@ waits for a slow or paused tenant, memory stays flat whatever the file size, and
 a crash leaves nothing that only lived in memory.
 
 This module is the run's orchestration: the lanes' life, rows earlier runs
-left unknown, the run's start and end in the ledger, and the hooks of names
-resolved through the API and of a shared ledger's passes. Reading, the sync
-rules (`worker.sync`), the result and exit code (`import_result`), the summary
-and signals are modules of their own.
+left unknown, the run's start and end in the ledger (with the worklist's refresh,
+`worker.worklist`), and the hooks of names resolved through the API and of a
+shared ledger's passes. Reading, the sync rules (`worker.sync`), the result and
+exit code (`import_result`), the summary and signals are modules of their own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,7 +26,8 @@ from typing import Any
 
 import aiohttp
 
-from worker import __version__
+from worker import __version__, worklist
+from worker.clock import SYSTEM_CLOCK
 from worker.commands.import_reading import LISTED_ROWS, RowReader
 from worker.commands.import_result import ImportResult, TenantCounts, exit_code_for, run_counts
 from worker.commands.import_summary import local_rows
@@ -37,6 +39,7 @@ from worker.delivery.lanes import policy_from_config
 from worker.delivery.runner import LaneRunner
 from worker.errors import AbortError, ConfigError, SourceError, WorkerError
 from worker.ledger import (
+    Entry,
     Ledger,
     RunStatus,
     Status,
@@ -54,6 +57,8 @@ from worker.references.prepass import (
 )
 from worker.references.prepass import prepare as prepare_references
 from worker.source import RowProblem, Source, SourceOptions, SourceRow, open_source
+from worker.sync import incomplete_export, stale_export
+from worker.worklist import Scope, Tally
 
 log = get_logger("import")
 
@@ -94,6 +99,8 @@ class ImportOptions:
     """An open ledger to use instead of opening one (left open at the end)."""
     request_headers: dict[str, str] | None = None
     """Added to every API request (a shared ledger's lease, for the server's logs)."""
+    round: str | None = None
+    """A shared ledger's round, recorded with the run."""
 
 
 class ImportRun:
@@ -125,6 +132,12 @@ class ImportRun:
         )
         self.missing_rows: list[dict[str, Any]] = []
         self.progress: RunProgress | None = None
+        self.worklist: Tally | None = None
+        self.worklist_by_tenant: dict[int, Tally] = {}
+        self.would_adopt: list[int] = []
+        """A dry run: tenants whose new rows the real run looks up first, to adopt."""
+        self.incomplete: dict[int, str] = {}
+        """Tenants whose export looks incomplete or stale ([sync], worker.sync): why."""
 
     def tenant_counts(self, tenant: int) -> TenantCounts:
         counts = self.counts.get(tenant)
@@ -343,8 +356,17 @@ async def run_import(options: ImportOptions) -> ImportResult:
             try:
                 if ledger is not None:
                     await ledger.bind_identity(api, config.tenants, rebind=False)
+                    run.reader.hand_fixed = await worklist.hand_fixed(ledger)
                 with preview_to(run.reader, options.payloads):
                     await run.read_all(source, ledger, None)
+                if ledger is not None and not options.partial:
+                    await _missing_from_source(run, ledger)
+                run.would_adopt = [
+                    t
+                    for t in _read_tenants(run)
+                    if run.counts[t].to_send
+                    and (options.adopt_existing or ledger is None or not await _covered(ledger, t))
+                ]
             finally:
                 if ledger is not None:
                     await ledger.close()
@@ -389,7 +411,10 @@ async def _send(
         source_delimiter=source.delimiter,
         source_encoding=source.encoding,
         config_path=str(options.config_path),
+        partial=options.partial,
+        round=options.round,
     )
+    run.reader.hand_fixed = await worklist.hand_fixed(ledger)
     stale = await ledger.mark_stale_in_flight_unknown()
     if stale:
         log.warning("rows left in flight by an earlier run are now unknown", rows=stale)
@@ -404,6 +429,7 @@ async def _send(
     stops.install()
     run.progress = RunProgress.create(enabled=options.progress, source=source)
     status = "finished"
+    raised: int | None = None
     watch = asyncio.create_task(_stop_when_broken(run, ledger))
     try:
         async with http_session(run.config, headers=options.request_headers) as session:
@@ -433,8 +459,9 @@ async def _send(
                     finally:
                         run.reader_done.set()
                     await _wait_lanes(run, options.grace_seconds)
-                except (ConfigError, AbortError):
+                except (ConfigError, AbortError) as exc:
                     status = "aborted"
+                    raised = exc.exit_code
                     run.request_stop("aborted")
                     await _wait_lanes(run, 0)
                     raise
@@ -454,6 +481,10 @@ async def _send(
             status = "interrupted"
         elif not options.partial:
             await _missing_from_source(run, ledger)
+        if any(lane.aborted for lane in run.lanes.values()):
+            status = "aborted"
+        run.worklist_by_tenant = await refresh_worklist(run, ledger, complete=status == "finished")
+        run.worklist = sum(run.worklist_by_tenant.values(), Tally())
     finally:
         watch.cancel()
         stops.remove()
@@ -464,8 +495,29 @@ async def _send(
                 status=status,
                 counts=run_counts(result),
                 source_sha256=source.sha256() if status == "finished" else None,
+                exit_code=int(result.exit_code if raised is None else raised),
             )
     return result
+
+
+def _read_tenants(run: ImportRun) -> list[int]:
+    only = run.options.tenant
+    return [t for t, c in run.counts.items() if c.read and only in (None, t)]
+
+
+async def refresh_worklist(run: ImportRun, ledger: Ledger, *, complete: bool) -> dict[int, Tally]:
+    """The worklist after this run: what it found opened, what went away resolved."""
+    tenants = _read_tenants(run)
+    full = complete and not run.options.partial
+    scope = Scope(
+        run_id=run.run_id,
+        tenants=tenants,
+        complete=[t for t in tenants if t not in run.incomplete] if full else [],
+        by_hand=run.options.partial,
+        extra=run.reader.findings,
+        zones={t: run.config.timezone_for(t) for t in tenants},
+    )
+    return await worklist.refresh(ledger, scope)
 
 
 async def _covered(ledger: Ledger, tenant: int) -> bool:
@@ -514,22 +566,48 @@ async def _wait_lanes(run: ImportRun, grace: float) -> None:
 
 
 async def _missing_from_source(run: ImportRun, ledger: Ledger) -> None:
-    # Only tenants this file has rows of (and only --tenant's): one branch's export
-    # says nothing about the keys of another.
-    only = run.options.tenant
-    tenants = [t for t, c in run.counts.items() if c.read and only in (None, t)]
-    if not tenants:
-        return
-    for entry in await ledger.missing_from_source(run.run_id, tenants):
-        run.tenant_counts(entry.tenant).missing_from_source += 1
-        if len(run.missing_rows) < LISTED_ROWS:
-            run.missing_rows.append(
-                {
-                    "tenant": entry.tenant,
-                    "source_key": entry.source_key,
-                    "appointment_id": entry.appointment_id,
-                }
-            )
+    """Created rows of the tenants read that this export lacks, unless it looks incomplete.
+
+    Only tenants this file has rows of (and only --tenant's): one branch's export
+    says nothing about the keys of another. A dry run keeps a digest of every key
+    it read, and finds what the real run would.
+    """
+    tenants = _read_tenants(run)
+    found: dict[int, list[Entry]] = {t: [] for t in tenants}
+    if run.options.dry_run:
+        for tenant in tenants:
+            found[tenant] = [
+                e
+                async for e in ledger.entries_iter(statuses=[Status.CREATED.value], tenant=tenant)
+                if not run.reader.was_read(tenant, e.source_key)
+            ]
+    elif tenants:
+        for entry in await ledger.missing_from_source(run.run_id, tenants):
+            found[entry.tenant].append(entry)
+    stale = _stale(run)
+    for tenant, entries in found.items():
+        known = (await ledger.count_by_status(tenant)).get(Status.CREATED.value, 0)
+        why = stale or incomplete_export(len(entries), known, run.config.sync.missing_limit(known))
+        if why is not None:
+            run.incomplete[tenant] = why
+            run.tenant_counts(tenant).export_incomplete = 1
+            log.warning("export not trusted", tenant=tenant, reason=why)
+            continue
+        run.tenant_counts(tenant).missing_from_source += len(entries)
+        run.missing_rows.extend(
+            {"tenant": e.tenant, "source_key": e.source_key, "appointment_id": e.appointment_id}
+            for e in entries[: max(0, LISTED_ROWS - len(run.missing_rows))]
+        )
+
+
+def _stale(run: ImportRun) -> str | None:
+    if run.options.file == "-" or run.config.sync.max_age is None:
+        return None
+    try:
+        mtime = os.stat(run.options.file).st_mtime
+    except OSError:
+        return None
+    return stale_export(SYSTEM_CLOCK.time() - mtime, run.config.sync.max_age)
 
 
 def _result(
@@ -550,7 +628,9 @@ def _result(
     stopped = {
         t: lane.stop_reason for t, lane in run.lanes.items() if lane.aborted and lane.stop_reason
     }
-    code = exit_code_for(run.counts.values(), stopped, signum)
+    code = exit_code_for(
+        run.counts.values(), stopped, signum, worklist=run.worklist, incomplete=bool(run.incomplete)
+    )
     return ImportResult(
         run_id=run.run_id or None,
         ledger_path=describe(ledger_path) if isinstance(ledger_path, str) else ledger_path,
@@ -562,4 +642,8 @@ def _result(
         exit_code=code,
         changed_rows=local_rows(run.reader.changed_rows, run.config.timezone_for),
         missing_rows=run.missing_rows,
+        worklist=run.worklist,
+        worklist_by_tenant=dict(run.worklist_by_tenant),
+        would_adopt=list(run.would_adopt),
+        incomplete=dict(run.incomplete),
     )

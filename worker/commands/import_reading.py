@@ -20,6 +20,8 @@ from worker.logs import get_logger
 from worker.mapping import InvalidRow, MappedRow, Mapper
 from worker.source import RowProblem, SourceRow
 from worker.sync import Action, sync_action
+from worker.worklist import Finding
+from worker.worklist import findings as found
 
 log = get_logger("import")
 
@@ -52,9 +54,24 @@ class RowReader:
         self.configured = frozenset(configured)
         self.run_id = 0
         self.changed_rows: list[dict[str, Any]] = []
+        self.findings: list[Finding] = []
+        """What only the reader sees: rows skipped for a duplicate key, and invalid
+        versions of rows created before (the worklist records them)."""
         self.preview: Callable[[MappedRow], None] | None = None
         """With --payloads: called with every row this run would send."""
         self._seen_digests: set[int] = set()
+        self.hand_fixed: frozenset[tuple[int, str, str]] = frozenset()
+        """(tenant, key, content) of rows fixed by hand whose old version the export may
+        still carry: counted as fixed_by_hand, not as invalid or changed."""
+
+    def _old_version(self, tenant: int, key: str, item: SourceRow | RowProblem) -> bool:
+        if not self.hand_fixed:
+            return False
+        return (tenant, key, found.content_hash(_source_row_json(item))) in self.hand_fixed
+
+    def was_read(self, tenant: int, key: str) -> bool:
+        """A dry run: whether this run read (tenant, key)."""
+        return _digest(tenant, key) in self._seen_digests
 
     def _repeated(
         self, tenant: int, key: str, entry: Entry | None, in_batch: set[tuple[int, str]]
@@ -67,12 +84,9 @@ class RowReader:
         if not self.dry_run:
             return entry is not None and entry.seen_run_id == self.run_id
         # A dry run writes nothing: keep a 64-bit digest per key instead.
-        digest = int.from_bytes(
-            hashlib.blake2b(f"{tenant}\x1f{key}".encode(), digest_size=8).digest(), "big"
-        )
-        if digest in self._seen_digests:
+        if self.was_read(tenant, key):
             return True
-        self._seen_digests.add(digest)
+        self._seen_digests.add(_digest(tenant, key))
         return False
 
     async def read_all(
@@ -128,10 +142,23 @@ class RowReader:
             counts = self.counts(tenant)
             counts.read += 1
             if isinstance(m, InvalidRow):
-                counts.invalid += 1
+                created = entry is not None and entry.status == Status.CREATED.value
+                if created and self._old_version(tenant, key, item):
+                    counts.fixed_by_hand += 1
+                else:
+                    counts.invalid += 1
                 if repeated:
                     continue
                 first = m.errors[0] if m.errors else None
+                message = "; ".join(f"{e.field}: {e.message}" for e in m.errors)
+                if created:
+                    self.findings.append(
+                        found.invalid_over_created(
+                            tenant, key, source_file=item.source, line=item.line,
+                            source_row=_source_row_json(item),
+                            field=first.field if first else None, reason=message,
+                        )
+                    )  # fmt: skip
                 seen.append(
                     SeenRow(
                         tenant=tenant,
@@ -144,7 +171,7 @@ class RowReader:
                         run_id=run_id,
                         status=Status.INVALID.value,
                         error_code="invalid",
-                        error_message="; ".join(f"{e.field}: {e.message}" for e in m.errors),
+                        error_message=message,
                         error_field=first.field if first else None,
                     )
                 )
@@ -154,12 +181,18 @@ class RowReader:
                 log.warning(
                     "duplicate source key skipped", tenant=tenant, line=item.line, source_key=key
                 )
+                self.findings.append(
+                    found.duplicate_key(tenant, key, source_file=item.source, line=item.line,
+                                        source_row=_source_row_json(item))
+                )  # fmt: skip
                 continue
             action = sync_action(entry, m.payload_hash, retry_failed=self.retry_failed)
             if action is Action.NEW:
                 counts.new += 1
             elif action is Action.UNCHANGED:
                 counts.unchanged += 1
+            elif action is Action.CHANGED and self._old_version(tenant, key, item):
+                counts.fixed_by_hand += 1
             elif action is Action.CHANGED:
                 counts.changed += 1
                 if entry is not None and len(self.changed_rows) < LISTED_ROWS:
@@ -205,6 +238,12 @@ class RowReader:
             await ledger.requeue(tenant, key, run_id=run_id)
         if wake is not None and touched:
             await wake(touched)
+
+
+def _digest(tenant: int, key: str) -> int:
+    return int.from_bytes(
+        hashlib.blake2b(f"{tenant}\x1f{key}".encode(), digest_size=8).digest(), "big"
+    )
 
 
 def _source_row_json(item: SourceRow | RowProblem) -> str:

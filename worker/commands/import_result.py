@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.exitcodes import ExitCode
+from worker.worklist import Tally
 
 
 @dataclass(slots=True)
@@ -23,6 +24,10 @@ class TenantCounts:
     previously_failed: int = 0
     unknown_skipped: int = 0
     duplicate_keys: int = 0
+    export_incomplete: int = 0
+    """1 when this export of the tenant looked incomplete or stale (see [sync])."""
+    fixed_by_hand: int = 0
+    """Rows created from a hand-fixed file whose old version this export still carries."""
     to_send: int = 0
     created: int = 0
     adopted: int = 0
@@ -49,6 +54,13 @@ class ImportResult:
     exit_code: ExitCode
     changed_rows: list[dict[str, Any]] = field(default_factory=list)
     missing_rows: list[dict[str, Any]] = field(default_factory=list)
+    worklist: Tally | None = None
+    """The worklist after the run (None: a dry run, or the run ended before it)."""
+    worklist_by_tenant: dict[int, Tally] = field(default_factory=dict)
+    would_adopt: list[int] = field(default_factory=list)
+    """A dry run: tenants whose new rows would be looked up first and adopted if found."""
+    incomplete: dict[int, str] = field(default_factory=dict)
+    """Tenants whose export looks incomplete or stale: why (no missing rows recorded)."""
 
     def totals(self) -> dict[str, int]:
         """Counts summed over tenants (reasons left out)."""
@@ -73,14 +85,26 @@ def run_counts(result: ImportResult) -> dict[str, int]:
 
 
 def exit_code_for(
-    counts: Iterable[TenantCounts], stopped: dict[int, str], signum: int | None
+    counts: Iterable[TenantCounts],
+    stopped: dict[int, str],
+    signum: int | None,
+    *,
+    worklist: Tally | None = None,
+    incomplete: bool = False,
 ) -> ExitCode:
-    """0 when every row is created or unchanged; 1 when any row needs a person; 3, 130, 143."""
+    """0 when no worklist item is open; 1 when one is, or the export looks incomplete;
+    3 (a tenant stopped), 130, 143. Without a worklist (a dry run): 1 when any row
+    would need a person."""
     if signum is not None:
         return ExitCode.INTERRUPTED if signum == signal.SIGINT else ExitCode.TERMINATED
     if stopped:
         return ExitCode.ABORTED
-    needs_a_person = any(
+    counts = list(counts)
+    if worklist is not None:
+        unsent = any(c.not_sent for c in counts)
+        busy = worklist.open or unsent or incomplete
+        return ExitCode.NEEDS_A_PERSON if busy else ExitCode.OK
+    needs_a_person = incomplete or any(
         c.invalid
         or c.failed
         or c.unknown
@@ -91,4 +115,4 @@ def exit_code_for(
         or c.duplicate_keys
         for c in counts
     )
-    return ExitCode.ROWS_FAILED if needs_a_person else ExitCode.OK
+    return ExitCode.NEEDS_A_PERSON if needs_a_person else ExitCode.OK

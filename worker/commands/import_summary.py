@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -13,6 +14,7 @@ from rich.table import Table
 
 from worker.commands.import_result import ImportResult
 from worker.compare import public_value
+from worker.exitcodes import ExitCode
 
 _COLUMNS: tuple[tuple[str, str], ...] = (
     ("read", "read"),
@@ -26,8 +28,12 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
     ("unknown", "unknown"),
     ("not_sent", "not sent"),
     ("duplicate_keys", "dup. keys"),
+    ("fixed_by_hand", "fixed by hand"),
     ("missing_from_source", "missing from source"),
 )
+
+COUNT_NAMES = tuple(name for name, _ in _COLUMNS)
+"""The per-tenant counts the summary shows (and the metrics file exports)."""
 
 
 def summary_table(result: ImportResult) -> Table:
@@ -55,7 +61,17 @@ def summary_table(result: ImportResult) -> Table:
 def print_summary(result: ImportResult, console: Console | None = None) -> None:
     """Print the summary table, the stopped tenants and where the ledger is."""
     console = console or Console(soft_wrap=True)
+    if result.worklist is not None:
+        console.print(result.worklist.line(), markup=False)
     console.print(summary_table(result))
+    for tenant, why in sorted(result.incomplete.items()):
+        console.print(f"tenant {tenant}: {why}", markup=False)
+    for tenant in result.would_adopt:
+        n = result.tenants[tenant].to_send
+        console.print(
+            f"tenant {tenant}: the {n} row(s) to send would be looked up first and adopted "
+            "where an equal appointment exists (no finished import has covered this tenant)"
+        )
     for tenant, reason in sorted(result.stopped_tenants.items()):
         console.print(f"tenant {tenant} stopped: {reason}", markup=False)
     for tenant, counts in sorted(result.tenants.items()):
@@ -66,9 +82,20 @@ def print_summary(result: ImportResult, console: Console | None = None) -> None:
         console.print(f"run {result.interrupted}; run the same command again to resume")
     console.print(f"ledger: {result.ledger_path}")
     console.print(
-        f"exit code {int(result.exit_code)} ({result.exit_code.name.lower()}), "
-        f"{result.elapsed:.1f}s"
+        f"exit code {int(result.exit_code)} ({exit_label(result)}), {result.elapsed:.1f}s"
     )
+    if result.worklist is not None and result.worklist.open:
+        console.print("the rows that need a person: `flextell-worker worklist`")
+
+
+def exit_label(result: ImportResult) -> str:
+    """What the exit code means for this run, in words."""
+    code = result.exit_code
+    if code == ExitCode.NEEDS_A_PERSON:
+        return "needs a person"
+    if code == ExitCode.OK:
+        return "nothing needs a person" if result.mode != "dry-run" else "ok"
+    return code.name.lower().replace("_", " ")
 
 
 SHOWN_ROWS = 20
@@ -163,6 +190,9 @@ def summary_event(result: ImportResult) -> dict[str, Any]:
             | {"failed_by_reason": counts.failed_by_reason}
             for tenant, counts in sorted(result.tenants.items())
         },
+        "worklist": None if result.worklist is None else asdict(result.worklist),
+        "incomplete": {str(k): v for k, v in result.incomplete.items()},
+        "would_adopt": result.would_adopt,
         "changed": public_rows(result.changed_rows[:1000]),
         "missing_from_source": result.missing_rows[:1000],
     }

@@ -10,6 +10,7 @@ from typing import IO, Any
 from rich.console import Console
 from rich.table import Table
 
+from worker import worklist
 from worker.commands.import_summary import SHOWN_ROWS, diff_text, local_rows, public_rows
 from worker.config import load_config
 from worker.errors import AbortError, ConfigError
@@ -17,11 +18,22 @@ from worker.ledger import Entry, Ledger, Run, Status
 from worker.ledger.target import LedgerTarget, describe, find_ledger_target, is_url, open_ledger
 from worker.source import RowProblem, SourceRow
 from worker.source.failures import FailureWriter, neutralise
+from worker.worklist import Kind
 
 FAILURE_STATUSES = (Status.FAILED.value, Status.INVALID.value, Status.UNKNOWN.value)
 _FAILURE_EXTRAS = ("status", "error_field", "error_message", "http_status")
 _RENAMED_STATUS = "worker_status"
-_RUN_FIELDS = ("id", "mode", "status", "started_at", "finished_at", "source_file")
+_RUN_FIELDS = (
+    "id",
+    "mode",
+    "status",
+    "started_at",
+    "finished_at",
+    "source_file",
+    "partial",
+    "round",
+    "exit_code",
+)
 # Count columns of the runs table, in this order; others a run holds come after.
 _COUNT_ORDER = (
     "read",
@@ -165,25 +177,34 @@ async def build_report(options: ReportOptions) -> LedgerReport:
 async def _missing_rows(
     ledger: Ledger, runs: list[Run], options: ReportOptions
 ) -> tuple[list[dict[str, Any]], int | None]:
-    # "Missing" is relative to the latest import: an older run's export is not the
-    # source of truth any more, and its seen marks have since moved on.
-    imports = [r for r in await ledger.runs() if r.mode == "import" and r.status == "finished"]
+    # "Missing" is relative to the latest full import: an older run's export is not the
+    # source of truth any more, and its seen marks have since moved on. A --partial
+    # file (a fixed failures file) says nothing about what is missing.
+    imports = [
+        r
+        for r in await ledger.runs()
+        if r.mode == "import" and r.status == "finished" and not r.partial
+    ]
     if not imports:
         return [], None
     latest = imports[-1]
     if options.run is not None and options.run != latest.id:
         return [], None
-    tenants = [
-        int(k.split(".")[1])
-        for k in latest.counts
-        if k.startswith("tenant.") and k.endswith(".read") and latest.counts[k]
-    ]
-    if options.tenant is not None:
-        tenants = [t for t in tenants if t == options.tenant]
-    entries = await ledger.missing_from_source(latest.id, tenants)
+    # The worklist holds what full imports found missing: a partial file or an export
+    # that looked incomplete ([sync] max_missing) adds nothing, a row that came back
+    # leaves it. (Seen marks cannot say it: a partial run moves them too.)
+    found = await worklist.items(ledger, tenant=options.tenant, kind=Kind.MISSING, state="all")
+    entries = await ledger.get_many([(i.tenant, i.source_key) for i in found])
     rows = [
-        {"tenant": e.tenant, "source_key": e.source_key, "appointment_id": e.appointment_id}
-        for e in entries
+        {
+            "tenant": i.tenant,
+            "source_key": i.source_key,
+            "appointment_id": (
+                e.appointment_id if (e := entries.get((i.tenant, i.source_key))) else None
+            ),
+            "state": i.state,
+        }
+        for i in found
     ]
     return rows, latest.id
 
@@ -224,7 +245,8 @@ async def write_failures(
     tenant: int | None = None,
     run: int | None = None,
 ) -> int:
-    """Write every failed, invalid and unknown row in its input's format; how many.
+    """Write every failed, invalid and unknown row, and every row skipped for a duplicate
+    source key, in its input's format; how many.
 
     Format, delimiter and encoding follow the latest run the rows were read in;
     CSV columns are the union of those runs' headers. Each row keeps all its
@@ -253,6 +275,7 @@ async def write_failures(
     for r in reversed(sources):
         columns.extend(c for c in r.source_columns or [] if c not in columns)
     items = [(e, _source_item(e)) for e in entries]
+    items += await _duplicate_rows(ledger, tenant=tenant, run=run)
     if fmt == "jsonl":
         for _, item in items:
             if isinstance(item, SourceRow):
@@ -279,6 +302,29 @@ async def write_failures(
         return writer.count
 
 
+async def _duplicate_rows(
+    ledger: Ledger, *, tenant: int | None, run: int | None
+) -> list[tuple[Entry, SourceRow | RowProblem | None]]:
+    """Rows skipped for a duplicate source key (worklist items), as failure rows."""
+    found = await worklist.items(ledger, tenant=tenant, kind=Kind.DUPLICATE_KEY, state="all")
+    rows: list[tuple[Entry, SourceRow | RowProblem | None]] = []
+    for item in found:
+        if run is not None and item.last_run_id != run:
+            continue
+        entry = Entry(
+            tenant=item.tenant,
+            source_key=item.source_key,
+            status=Kind.DUPLICATE_KEY.value,
+            error_message=item.reason,
+            source_file=item.source_file,
+            source_line=item.source_line,
+            source_row=item.source_row,
+            seen_run_id=item.last_run_id,
+        )
+        rows.append((entry, _source_item(entry)))
+    return rows
+
+
 _COUNT_LABELS = {
     "unchanged": "unchanged",
     "not_sent": "not sent",
@@ -303,16 +349,18 @@ def report_table(report: LedgerReport, console: Console | None = None) -> None:
     # Counts that are zero in every run only take room: they are left out here.
     names = _count_names(report, nonzero=True)
     table.add_column("run", justify="right")
-    for name in ("mode", "status", "started (UTC)"):
+    for name in ("mode", "status", "exit", "started (UTC)"):
         table.add_column(name, no_wrap=True)
     for name in names:
         table.add_column(_COUNT_LABELS.get(name, name), justify="right")
     for row in report.runs:
         counts = row["counts"]
+        mode = row["mode"] + (" (partial)" if row.get("partial") else "")
         table.add_row(
             str(row["id"]),
-            row["mode"],
+            mode,
             row["status"],
+            "" if row.get("exit_code") is None else str(row["exit_code"]),
             (row["started_at"] or "")[:16].replace("T", " "),
             *(f"{counts.get(n, 0):,}" for n in names),
         )

@@ -31,6 +31,7 @@ from worker.exitcodes import ExitCode
 from worker.ledger.leases import Lease, LeaseKeeper
 from worker.ledger.postgres import LeaseLostError, PgLedger, redact
 from worker.logs import get_logger
+from worker.worklist import Tally
 
 log = get_logger("shared")
 
@@ -130,6 +131,7 @@ async def _pass(
         only_tenants=frozenset(x.tenant for x in leases),
         ledger=ledger,
         request_headers=headers,
+        round=round_key,
     )
     ledger.begin_pass()
     try:
@@ -169,7 +171,14 @@ def _merge(results: list[ImportResult], where: str, elapsed: float) -> ImportRes
     stopped: dict[int, str] = {}
     changed = []
     missing = []
+    tally: Tally | None = None
+    incomplete: dict[int, str] = {}
+    by_tenant: dict[int, Tally] = {}
     for result in results:
+        if result.worklist is not None:
+            tally = result.worklist if tally is None else tally + result.worklist
+        incomplete.update(result.incomplete)
+        by_tenant.update(result.worklist_by_tenant)
         tenants.update({t: c for t, c in result.tenants.items() if c.read or t not in tenants})
         stopped.update(result.stopped_tenants)
         changed += result.changed_rows
@@ -187,4 +196,7 @@ def _merge(results: list[ImportResult], where: str, elapsed: float) -> ImportRes
         exit_code=code,
         changed_rows=changed,
         missing_rows=missing,
+        worklist=tally,
+        worklist_by_tenant=by_tenant,
+        incomplete=incomplete,
     )

@@ -106,6 +106,11 @@ class Run:
     finished_at: str | None
     status: str
     counts: dict[str, int]
+    partial: bool = False
+    """The file was not a full export (`--partial`): nothing is missing from it."""
+    round: str | None = None
+    """A shared ledger's round (`--round`, default the file's SHA-256)."""
+    exit_code: int | None = None
 
 
 RUN_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Run))

@@ -45,12 +45,14 @@ def finish_run(
     status: str,
     counts: Mapping[str, int],
     sha256: str | None = None,
+    exit_code: int | None = None,
 ) -> None:
-    """Close a run with its status and counts (and the digest of what it read, if given)."""
+    """Close a run with its status, counts and exit code (and the digest of what it read,
+    if given)."""
     cur = conn.execute(
         "UPDATE runs SET status = ?, finished_at = ?, counts = ?,"
-        " source_sha256 = COALESCE(?, source_sha256) WHERE id = ?",
-        (status, now, json.dumps(dict(counts), sort_keys=True), sha256, run_id),
+        " source_sha256 = COALESCE(?, source_sha256), exit_code = ? WHERE id = ?",
+        (status, now, json.dumps(dict(counts), sort_keys=True), sha256, exit_code, run_id),
     )
     if cur.rowcount == 0:
         raise KeyError(f"no run {run_id} in the ledger")
@@ -75,6 +77,7 @@ def runs(conn: sqlite3.Connection, now: str, run_id: int | None) -> list[Run]:
         values = list(row)
         values[5] = json.loads(values[5]) if values[5] is not None else None
         values[12] = json.loads(values[12] or "{}")
+        values[13] = bool(values[13])  # partial
         result.append(Run(*values))
     return result
 

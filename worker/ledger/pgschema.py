@@ -19,9 +19,10 @@ from collections.abc import Callable
 
 from worker.errors import AbortError
 from worker.ledger.pgconn import PgConnection
+from worker.ledger.schema import RUN_COLUMNS_V4, WORKLIST_DDL
 
 SCHEMA = "flextell_worker"
-PG_SCHEMA_VERSION = 2
+PG_SCHEMA_VERSION = 3
 _ADVISORY_KEY = 0x464C584C  # "FLXL", as the SQLite ledger's application_id
 
 # The reference cache and the customers the worker creates (schema version 2): the
@@ -73,7 +74,10 @@ CREATE TABLE {SCHEMA}.runs (
     finished_at      TEXT,
     status           TEXT NOT NULL,
     counts           TEXT NOT NULL DEFAULT '{{}}',
-    worker           TEXT
+    worker           TEXT,
+    partial          INTEGER NOT NULL DEFAULT 0,
+    round            TEXT,
+    exit_code        INTEGER
 );
 CREATE TABLE {SCHEMA}.entries (
     rowid            BIGINT GENERATED ALWAYS AS IDENTITY,
@@ -142,6 +146,10 @@ CREATE TABLE {SCHEMA}.passes (
 );
 """
     + _REFERENCE_DDL
+    + ";"
+    + WORKLIST_DDL.replace("CREATE TABLE worklist", f"CREATE TABLE {SCHEMA}.worklist").replace(
+        "ON worklist", f"ON {SCHEMA}.worklist"
+    )
 )
 
 
@@ -156,8 +164,15 @@ def _to_v2(conn: PgConnection) -> None:
     _run_script(conn, _REFERENCE_DDL)
 
 
+def _to_v3_worklist(conn: PgConnection) -> None:
+    """The worklist, and how each run was made (issue 19): as SQLite's version 4."""
+    for column in RUN_COLUMNS_V4:
+        conn.execute(f"ALTER TABLE {SCHEMA}.runs ADD COLUMN {column}")
+    _run_script(conn, WORKLIST_DDL)
+
+
 # Index i upgrades a version-(i+1) schema to version i+2.
-_MIGRATIONS: list[Callable[[PgConnection], None]] = [_to_v2]
+_MIGRATIONS: list[Callable[[PgConnection], None]] = [_to_v2, _to_v3_worklist]
 
 
 def prepare(conn: PgConnection, where: str, *, readonly: bool) -> None:

@@ -10,7 +10,7 @@ from worker.errors import AbortError
 from worker.ledger import meta
 from worker.ledger.fatal import damaged_message, ledger_failure
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # PRAGMA application_id marks the file as ours ("FLXL"), so another app's DB is refused.
 APPLICATION_ID = 0x464C584C
 
@@ -33,7 +33,10 @@ CREATE TABLE runs (
     started_at       TEXT NOT NULL,
     finished_at      TEXT,
     status           TEXT NOT NULL,
-    counts           TEXT NOT NULL DEFAULT '{}'
+    counts           TEXT NOT NULL DEFAULT '{}',
+    partial          INTEGER NOT NULL DEFAULT 0,
+    round            TEXT,
+    exit_code        INTEGER
 );
 CREATE TABLE entries (
     tenant           INTEGER NOT NULL,
@@ -102,6 +105,42 @@ CREATE TABLE ref_creations (
 );
 """
 _REFERENCE_TABLES = _SCHEMA[_SCHEMA.index("-- The per-tenant reference cache") :]
+RUN_COLUMNS_V4 = (
+    "partial INTEGER NOT NULL DEFAULT 0",
+    "round TEXT",
+    "exit_code INTEGER",
+)
+# The rows that need a person (worker.worklist): one item per key and kind.
+WORKLIST_DDL = """
+CREATE TABLE worklist (
+    tenant           INTEGER NOT NULL,
+    source_key       TEXT NOT NULL,
+    kind             TEXT NOT NULL CHECK (kind IN
+                     ('invalid', 'failed', 'unknown', 'changed', 'missing', 'duplicate_key')),
+    state            TEXT NOT NULL CHECK (state IN
+                     ('open', 'acknowledged', 'resolved', 'fixed_by_hand')),
+    source_file      TEXT,
+    source_line      INTEGER,
+    field            TEXT,
+    reason           TEXT NOT NULL,
+    local_time       TEXT,
+    local_diff       TEXT,
+    content_hash     TEXT NOT NULL,
+    source_row       TEXT,
+    first_run_id     INTEGER NOT NULL,
+    last_run_id      INTEGER NOT NULL,
+    opened_run_id    INTEGER NOT NULL,
+    resolved_run_id  INTEGER,
+    resolved_by_hand INTEGER NOT NULL DEFAULT 0,
+    ack_by           TEXT,
+    ack_at           TEXT,
+    ack_note         TEXT,
+    ack_hash         TEXT,
+    updated_at       TEXT NOT NULL,
+    PRIMARY KEY (tenant, source_key, kind)
+);
+CREATE INDEX worklist_state ON worklist (state, tenant)
+"""
 
 
 def _to_v2(conn: sqlite3.Connection) -> None:
@@ -148,8 +187,17 @@ def _to_v3(conn: sqlite3.Connection) -> None:
             conn.execute(statement)
 
 
+def _to_v4_worklist(conn: sqlite3.Connection) -> None:
+    """The worklist, and how each run was made (issue 19)."""
+    for column in RUN_COLUMNS_V4:
+        conn.execute(f"ALTER TABLE runs ADD COLUMN {column}")
+    for statement in WORKLIST_DDL.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
 # Index i upgrades a version-(i+1) ledger to version i+2.
-_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v2, _to_v3]
+_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v2, _to_v3, _to_v4_worklist]
 
 
 def connect(path: Path, *, readonly: bool, new: bool = False) -> sqlite3.Connection:
@@ -277,7 +325,7 @@ def _check_and_migrate(conn: sqlite3.Connection, path: Path, *, readonly: bool) 
 def _create(conn: sqlite3.Connection) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for statement in _SCHEMA.split(";"):
+        for statement in (_SCHEMA + ";" + WORKLIST_DDL).split(";"):
             if statement.strip():
                 conn.execute(statement)
         conn.execute(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import sqlite3
 import time
@@ -223,9 +224,13 @@ class Ledger:
         source_delimiter: str | None = None,
         source_encoding: str | None = None,
         config_path: str | None = None,
+        partial: bool = False,
+        round: str | None = None,
     ) -> int:
-        """Record a new `running` run; its id (durable on return)."""
+        """Record a new `running` run and how it was made; its id (durable on return)."""
         fields = {
+            "partial": int(partial),
+            "round": round,
             "mode": mode,
             "source_file": source_file,
             "source_sha256": source_sha256,
@@ -235,7 +240,7 @@ class Ledger:
             "source_encoding": source_encoding,
             "config_path": config_path,
         }
-        return cast(int, await self._write(partial(ops.start_run, fields=fields)))
+        return cast(int, await self._write(functools.partial(ops.start_run, fields=fields)))
 
     async def finish_run(
         self,
@@ -244,12 +249,18 @@ class Ledger:
         status: str,
         counts: Mapping[str, int],
         source_sha256: str | None = None,
+        exit_code: int | None = None,
     ) -> None:
-        """Close a run with its final status and counts (durable on return); `source_sha256`,
-        when given, is the digest of the file as the run read it to its end."""
+        """Close a run with its final status, counts and exit code (durable on return);
+        `source_sha256`, when given, is the digest of the file as the run read it to its end."""
         status = RunStatus(status)
         fn = partial(
-            ops.finish_run, run_id=run_id, status=status, counts=counts, sha256=source_sha256
+            ops.finish_run,
+            run_id=run_id,
+            status=status,
+            counts=counts,
+            sha256=source_sha256,
+            exit_code=exit_code,
         )
         await self._write(fn)
 

@@ -1,0 +1,70 @@
+"""Trusting the export (issue 19, item 5): `[sync] max_missing` and `max_age`, the pure
+rules in worker.sync, their config, and a stale file through the CLI."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.sandbox_process import Sandbox
+from tests.support.sync import import_file, run_cli, sample_rows, write_config, write_csv
+from worker.config import SyncSection, load_config
+from worker.errors import ConfigError
+from worker.sync import incomplete_export, stale_export
+
+
+@pytest.mark.parametrize(
+    ("setting", "known", "limit"),
+    [("25%", 200, 50), ("25%", 3, 0), ("0%", 100, 0), ("100%", 7, 7), ("50", 10, 50), (12, 9, 12)],
+)
+def test_max_missing_is_a_share_of_the_created_rows_or_a_count(
+    setting: str | int, known: int, limit: int
+) -> None:
+    assert SyncSection.model_validate({"max_missing": setting}).missing_limit(known) == limit
+
+
+def test_an_export_lacking_more_than_the_limit_looks_incomplete() -> None:
+    assert incomplete_export(50, 200, 50) is None
+    why = incomplete_export(51, 200, 50)
+    assert why is not None and why.startswith(
+        "the export looks incomplete: it lacks 51 of the 200 rows"
+    )
+
+
+def test_a_file_older_than_max_age_looks_stale() -> None:
+    assert stale_export(3600, None) is None
+    assert stale_export(3600, 7200) is None
+    why = stale_export(90_000, 86_400)
+    assert why is not None and "25.0 h ago" in why and "max_age is 24.0 h" in why
+
+
+@pytest.mark.parametrize("bad", ['"lots"', '"150%"', "-3"])
+def test_a_bad_max_missing_is_refused_with_what_was_expected(tmp_path: Path, bad: str) -> None:
+    config = write_config(tmp_path)
+    with config.open("a", encoding="utf-8") as fh:
+        fh.write(f"\n[sync]\nmax_missing = {bad}\n")
+    with pytest.raises(ConfigError, match=r"sync\.max_missing: max_missing"):
+        load_config(config)
+
+
+def test_a_stale_export_records_nothing_missing_and_exits_1(tmp_path: Path, sbx: Sandbox) -> None:
+    config = write_config(tmp_path)
+    with config.open("a", encoding="utf-8") as fh:
+        fh.write("\n[sync]\nmax_age = 3600\n")
+    columns, rows = sample_rows()
+    assert (
+        import_file(config, sbx, write_csv(tmp_path / "n1.csv", columns, rows[:6]))[0].exit_code
+        == 0
+    )
+    old = write_csv(tmp_path / "n2.csv", columns, rows[:4])  # yesterday's file, two fewer
+    day_ago = time.time() - 86_400
+    os.utime(old, (day_ago, day_ago))
+    result, summary = import_file(config, sbx, old)
+    assert result.exit_code == 1
+    assert summary["incomplete"]["1"].startswith("the export looks stale")
+    assert summary["totals"]["missing_from_source"] == 0
+    listed = run_cli("worklist", "-c", str(config), "--format", "json")
+    assert listed.stdout.strip() == "[]"

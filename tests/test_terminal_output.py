@@ -1,0 +1,53 @@
+"""On a terminal, import's log events never cut through its summary (issue 19, item 9):
+they go to a log file unless --verbose. Run through a real pseudo-terminal."""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.sandbox_process import ROOT, Sandbox
+from tests.support.sync import TOKEN_ENV, sample_rows, write_config, write_csv
+
+
+def on_a_terminal(args: list[str], state: Path) -> tuple[int, str]:
+    """Run the worker with stdout and stderr on a pseudo-terminal; exit code and output."""
+    leader, follower = pty.openpty()
+    env = dict(os.environ, **TOKEN_ENV, FLEXTELL_WORKER_STATE_DIR=str(state), COLUMNS="200")
+    proc = subprocess.Popen([sys.executable, "-m", "worker", *args], cwd=ROOT, env=env,
+                            stdout=follower, stderr=follower, stdin=subprocess.DEVNULL)  # fmt: skip
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    text = b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
+    return proc.wait(60), re.sub(r"\x1b\[[0-9;]*m", "", text)  # colours off
+
+
+def test_log_events_go_to_a_file_on_a_terminal_and_show_with_verbose(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    config = write_config(tmp_path)
+    columns, rows = sample_rows()
+    file = write_csv(tmp_path / "n1.csv", columns, rows[:4])
+    args = ["import", str(file), "-c", str(config), "--base-url", sbx.base_url, "--no-progress"]
+    code, out = on_a_terminal(args, tmp_path / "state")
+    assert code == 0, out
+    log = tmp_path / "state" / "flextell-worker.log"
+    assert f"log events: {log}" in out
+    assert "run started" not in out  # the summary stands alone
+    assert "needs a person: 0 new tonight, 0 open, 0 acknowledged" in out
+    assert "run started" in log.read_text(encoding="utf-8")
+    code, out = on_a_terminal([*args, "--verbose"], tmp_path / "state")
+    assert code == 0 and "run started" in out and "log events:" not in out

@@ -1,0 +1,160 @@
+"""The worklist's commands (issue 19) through the CLI against a sandbox process:
+`ack` by key and `unack`, an acknowledgement that reopens when the row changes,
+aborted runs recorded as such, an older ledger migrated, and a shared PostgreSQL ledger."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from tests.support.sandbox_process import Sandbox
+from tests.support.sync import (
+    import_file,
+    ledger_json,
+    run_cli,
+    sample_rows,
+    write_config,
+    write_csv,
+)
+
+
+def items(config: Path, *extra: str) -> list[dict[str, Any]]:
+    result = run_cli("worklist", "-c", str(config), "--format", "json", *extra)
+    assert result.exit_code == 0, result.output
+    found: list[dict[str, Any]] = json.loads(result.stdout)
+    return found
+
+
+def export(tmp: Path, name: str, rows: list[dict[str, str]]) -> Path:
+    columns, _ = sample_rows()
+    return write_csv(tmp / name, columns, rows)
+
+
+def test_an_acknowledged_row_stays_quiet_until_it_changes_and_unack_reopens_it(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    rows = [dict(r) for r in sample[:6]]
+    rows[2]["customer_id"] = "unknown patient"
+    bad = rows[2]["appointment_id"]
+    _, dry = import_file(config, sbx, export(tmp_path, "n1.csv", rows), "--dry-run")
+    assert (dry["would_adopt"], dry["totals"]["to_send"]) == ([1], 5)  # a first import adopts
+    result, _ = import_file(config, sbx, export(tmp_path, "n1.csv", rows))
+    assert result.exit_code == 1
+    assert [(i["source_key"], i["kind"], i["field"]) for i in items(config)] == [
+        (bad, "invalid", "customer_id")
+    ]
+    ack = run_cli("ack", bad, "-c", str(config), "--note", "branch fixes it", "--by", "ayse")
+    assert ack.exit_code == 0, ack.output
+    again = run_cli("ack", bad, "-c", str(config), "--note", "x")
+    assert again.exit_code == 2 and "no open worklist item for " + bad in again.output
+    assert import_file(config, sbx, export(tmp_path, "n2.csv", rows))[0].exit_code == 0
+    [acked] = items(config, "--state", "acknowledged")
+    assert (acked["ack_by"], acked["ack_note"]) == ("ayse", "branch fixes it")
+
+    rows[2]["customer_id"] = "still unknown"  # the row changed, still invalid: reopened
+    result, s3 = import_file(config, sbx, export(tmp_path, "n3.csv", rows))
+    assert result.exit_code == 1
+    assert s3["worklist"] == {"new": 1, "open": 1, "acknowledged": 0}
+    assert run_cli("ack", bad, "-c", str(config), "--note", "ok").exit_code == 0
+    assert run_cli("unack", bad, "-c", str(config)).exit_code == 0
+    assert [i["state"] for i in items(config)] == ["open"]
+
+    rows[2]["customer_id"] = sample[2]["customer_id"]  # fixed upstream: resolved, created
+    result, s4 = import_file(config, sbx, export(tmp_path, "n4.csv", rows))
+    assert result.exit_code == 0, result.output
+    assert (s4["totals"]["created"], s4["worklist"]["open"]) == (1, 0)
+    assert items(config, "--state", "all") == []
+
+
+def test_ack_needs_a_note_and_either_keys_or_all_open(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    no_note = run_cli("ack", "K-1", "-c", str(config))
+    assert no_note.exit_code == 2 and "--note is required" in no_note.output
+    both = run_cli("ack", "K-1", "--all-open", "-c", str(config), "--note", "n")
+    assert both.exit_code == 2 and "not both" in both.output
+
+
+def test_a_run_whose_tenants_were_refused_is_recorded_aborted_with_its_exit_code(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    file = export(tmp_path, "n1.csv", sample[:4])
+    result = run_cli("import", str(file), "-c", str(config), "--base-url", sbx.base_url,
+                     "--no-progress", env={"FLEXTELL_TOKEN": "not-a-token"})  # fmt: skip
+    assert result.exit_code == 3, result.output
+    [run] = ledger_json(config)["runs"]
+    assert (run["status"], run["exit_code"], run["partial"]) == ("aborted", 3, False)
+    table = run_cli("report", "-c", str(config)).output
+    assert "aborted" in table and "finished" not in table
+
+
+def test_a_version_3_ledger_gains_the_worklist(tmp_path: Path, sbx: Sandbox) -> None:
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    rows = [dict(r) for r in sample[:4]]
+    file = export(tmp_path, "n1.csv", rows)
+    assert import_file(config, sbx, file)[0].exit_code == 0
+    db = sqlite3.connect(tmp_path / "ledger.sqlite")  # as a version-3 worker left it
+    db.execute("DROP TABLE worklist")
+    for column in ("partial", "round", "exit_code"):
+        db.execute(f"ALTER TABLE runs DROP COLUMN {column}")
+    db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    old = run_cli("worklist", "-c", str(config))
+    assert old.exit_code == 2 and "schema version 3; open it once for writing" in old.output
+    rows[1]["customer_id"] = "x"
+    result, summary = import_file(config, sbx, export(tmp_path, "n2.csv", rows))
+    assert result.exit_code == 1
+    assert summary["worklist"] == {"new": 1, "open": 1, "acknowledged": 0}
+    assert [i["kind"] for i in items(config)] == ["invalid"]
+
+
+def test_the_worklist_lives_in_a_shared_postgresql_ledger_too(
+    tmp_path: Path, sbx: Sandbox, pg_url: str
+) -> None:
+    config = write_config(tmp_path, ledger_url=pg_url)
+    _, sample = sample_rows()
+    rows = [dict(r) for r in sample[:5] + sample[150:155]]
+    rows[1]["doctor_id"] = "199"  # refused by the API
+    rows[7]["start"] = "tomorrow"
+    result, s1 = import_file(config, sbx, export(tmp_path, "n1.csv", rows))
+    assert result.exit_code == 1, result.output
+    assert s1["worklist"] == {"new": 2, "open": 2, "acknowledged": 0}
+    found = {(i["tenant"], i["source_key"], i["kind"]) for i in items(config)}
+    assert found == {
+        (1, rows[1]["appointment_id"], "failed"),
+        (2, rows[7]["appointment_id"], "invalid"),
+    }
+    done = run_cli("ack", "--all-open", "--tenant", "2", "-c", str(config), "--note", "n")
+    assert done.exit_code == 0 and "acknowledged 1 item(s)" in done.output
+    result, s2 = import_file(config, sbx, export(tmp_path, "n1.csv", rows), "--round", "two")
+    assert result.exit_code == 1
+    assert s2["worklist"] == {"new": 0, "open": 1, "acknowledged": 1}
+    runs = ledger_json(config)["runs"]
+    assert runs[-1]["round"] == "two"
+    assert len(runs[0]["round"]) == 64  # the default round: the file's SHA-256
+
+
+def test_a_changed_row_that_changes_back_resolves_itself(tmp_path: Path, sbx: Sandbox) -> None:
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    rows = [dict(r) for r in sample[:5]]
+    assert import_file(config, sbx, export(tmp_path, "n1.csv", rows))[0].exit_code == 0
+    edited = [dict(r) for r in rows]
+    edited[1]["start"] = edited[1]["start"][:11] + "16:45:00"
+    result, _ = import_file(config, sbx, export(tmp_path, "n2.csv", edited))
+    assert result.exit_code == 1
+    [item] = items(config)
+    assert (item["kind"], item["source_key"]) == ("changed", rows[1]["appointment_id"])
+    assert '16:45"' in item["local_diff"]  # the clinic's wall clock, not UTC
+    assert item["local_time"] == rows[1]["start"][:16].replace("T", " ")  # what was created
+    result, s3 = import_file(config, sbx, export(tmp_path, "n3.csv", rows))
+    assert result.exit_code == 0, result.output
+    assert s3["worklist"] == {"new": 0, "open": 0, "acknowledged": 0}
+    assert items(config, "--state", "all") == []

@@ -1,0 +1,71 @@
+"""`ack` and `unack`: a person takes note of worklist items, or takes that back.
+
+An acknowledgement records who (the OS user, or --by), when (UTC), the note and
+the item's content; `import` no longer counts the item until its row changes.
+"""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from worker.errors import ConfigError
+from worker.ledger.target import LedgerTarget, describe, open_ledger
+from worker.worklist import State, WorkItem, items, save
+from worker.worklist.rules import acknowledge, unacknowledge
+
+
+@dataclass(slots=True)
+class AckResult:
+    changed: list[WorkItem]
+    unmatched: list[str]
+    """Keys asked for that had no item in the state wanted."""
+
+
+def who(by: str | None) -> str:
+    """--by, else the OS user running the command."""
+    if by:
+        return by
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "unknown user"
+
+
+async def run_ack(
+    target: LedgerTarget,
+    keys: Sequence[str],
+    *,
+    all_open: bool,
+    note: str | None,
+    by: str | None,
+    tenant: int | None,
+    kind: str | None,
+    undo: bool = False,
+) -> AckResult:
+    """Acknowledge (or, with `undo`, reopen) the matching items; exit 2 when none match."""
+    if bool(keys) == all_open:
+        raise ConfigError("give the KEYs to acknowledge, or --all-open (not both)")
+    if not undo and not (note or "").strip():
+        raise ConfigError("--note is required: say why the items need nothing more")
+    ledger = await open_ledger(target)
+    try:
+        wanted = "acknowledged" if undo else "open"
+        found = await items(ledger, tenant=tenant, kind=kind, state=wanted,
+                            keys=None if all_open else keys)  # fmt: skip
+        if undo:
+            changed = [unacknowledge(i) for i in found]
+        else:
+            at = datetime.now(UTC).isoformat(timespec="seconds")
+            changed = [acknowledge(i, by=who(by), at=at, note=(note or "").strip()) for i in found]
+        await save(ledger, changed)
+    finally:
+        await ledger.close()
+    unmatched = sorted(set(keys) - {i.source_key for i in changed})
+    if not changed:
+        state = State.ACKNOWLEDGED if undo else State.OPEN
+        what = ", ".join(unmatched) if unmatched else "the filter given"
+        raise ConfigError(f"ledger {describe(target)}: no {state.value} worklist item for {what}")
+    return AckResult(changed, unmatched)

@@ -1,0 +1,99 @@
+"""`import --metrics-file`: the run in Prometheus' text format, for node_exporter's
+textfile collector (written with prometheus_client, the official client library).
+
+Per tenant: rows by outcome and open worklist items; for the run: its duration,
+exit code and the time of the last successful run (one that ended 0 or 1: it read
+the whole export and sent what it could). A run that fails keeps the earlier
+success time, read back from the file it replaces. The file is written under a
+temporary name and renamed into place, so the collector never reads half of it;
+it is world-readable (the collector runs as another user) and holds no patient data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from worker.commands.import_result import ImportResult
+from worker.commands.import_summary import COUNT_NAMES
+from worker.errors import ConfigError
+from worker.exitcodes import ExitCode
+
+PREFIX = "flextell_import"
+LAST_SUCCESS = f"{PREFIX}_last_success_timestamp_seconds"
+
+
+def _previous_success(path: Path) -> float | None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    with contextlib.suppress(ValueError):
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == LAST_SUCCESS:
+                    return float(sample.value)
+    return None
+
+
+def render(result: ImportResult, *, now: float, previous_success: float | None) -> bytes:
+    """The metrics of one run, in the text exposition format."""
+    registry = CollectorRegistry()
+    rows = Gauge(f"{PREFIX}_rows", "Rows of the last run by outcome (as its summary counts them)",
+                 ["tenant", "outcome"], registry=registry)  # fmt: skip
+    for tenant, counts in sorted(result.tenants.items()):
+        for name in COUNT_NAMES:
+            rows.labels(str(tenant), name).set(getattr(counts, name))
+    open_items = Gauge(f"{PREFIX}_worklist_open_items",
+                       "Open worklist items after the last run (rows that need a person)",
+                       ["tenant"], registry=registry)  # fmt: skip
+    acked = Gauge(f"{PREFIX}_worklist_acknowledged_items", "Acknowledged worklist items",
+                  ["tenant"], registry=registry)  # fmt: skip
+    for tenant, tally in sorted(result.worklist_by_tenant.items()):
+        open_items.labels(str(tenant)).set(tally.open)
+        acked.labels(str(tenant)).set(tally.acknowledged)
+    Gauge(f"{PREFIX}_duration_seconds", "How long the last run took",
+          registry=registry).set(round(result.elapsed, 3))  # fmt: skip
+    Gauge(f"{PREFIX}_exit_code", "The last run's exit code (see --help)",
+          registry=registry).set(int(result.exit_code))  # fmt: skip
+    succeeded = result.exit_code in (ExitCode.OK, ExitCode.NEEDS_A_PERSON)
+    success = now if succeeded else previous_success
+    if success is not None:
+        Gauge(LAST_SUCCESS, "When the last run that ended 0 or 1 finished (unix time)",
+              registry=registry).set(success)  # fmt: skip
+    return generate_latest(registry)
+
+
+def write_failed_run(path: Path, code: int) -> None:
+    """The metrics of a run that ended before it had counts (exit 2, 3 or 4)."""
+    empty = ImportResult(run_id=None, ledger_path="", mode="import", tenants={},
+                         stopped_tenants={}, interrupted=None, elapsed=0.0,
+                         exit_code=ExitCode(code))  # fmt: skip
+    write_metrics(empty, path)
+
+
+def write_metrics(result: ImportResult, path: Path, *, now: float | None = None) -> None:
+    """Write the run's metrics to `path` atomically (exit 2 when the place is unusable)."""
+    data = render(result, now=time.time() if now is None else now,
+                  previous_success=_previous_success(path))  # fmt: skip
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise ConfigError(f"--metrics-file {path}: cannot write there: {exc.strerror}") from None
+    try:
+        os.fchmod(fd, 0o644)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

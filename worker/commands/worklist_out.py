@@ -1,0 +1,169 @@
+"""The `worklist` command's outputs: a table, JSON, CSV (a failures file) and xlsx.
+
+The CSV is the failures file `report --failures` writes, for the worklist's rows
+that carry their source cells: the input's columns and format, plus the item's
+columns. Fixed and imported with `--partial`, it resolves what it fixes. Rows
+without cells (missing from the export) are left out of it and counted.
+The xlsx (openpyxl, write-only: a flat memory profile for long lists) holds every
+item; each cell is written as text, so a note such as ``=HYPERLINK(...)`` stays
+text in Excel and is never run as a formula.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from rich.console import Console
+from rich.table import Table
+
+from worker.errors import ConfigError, SourceError
+from worker.fileperms import write_private_atomically
+from worker.ledger import Ledger, Run
+from worker.source import SourceRow
+from worker.source.failures import FailureWriter
+from worker.worklist import WorkItem
+
+EXTRA_COLUMNS = (
+    "worklist_kind",
+    "worklist_state",
+    "error_field",
+    "error_message",
+    "local_time",
+    "difference",
+    "first_run",
+    "last_run",
+    "acknowledged_by",
+    "ack_note",
+)
+
+
+def _extras(item: WorkItem) -> dict[str, str]:
+    values = (item.kind, item.state, item.field, item.reason, item.local_time, item.local_diff,
+              item.first_run_id, item.last_run_id, item.ack_by, item.ack_note)  # fmt: skip
+    return {k: "" if v is None else str(v) for k, v in zip(EXTRA_COLUMNS, values, strict=True)}
+
+
+def _cells(item: WorkItem) -> dict[str, Any] | None:
+    if item.source_row is None:
+        return None
+    fields = json.loads(item.source_row).get("fields")
+    return fields if isinstance(fields, dict) else None
+
+
+def item_json(item: WorkItem) -> dict[str, Any]:
+    """An item for --format json: everything but the row's cells (patient data)."""
+    data = asdict(item)
+    data.pop("source_row")
+    return data
+
+
+def print_table(items: list[WorkItem], console: Console | None = None) -> None:
+    """One line per item, oldest source line first."""
+    # In a scheduler's mail the width is unknown: do not squeeze the table.
+    console = console or Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+    table = Table(title=f"flextell-worker worklist: {len(items)} item(s)")
+    for name in ("tenant", "key", "kind", "state", "where", "local time", "what", "runs"):
+        table.add_column(name, overflow="fold")
+    for item in items:
+        where = f"{item.source_file or '-'}:{item.source_line or '-'}"
+        what = item.reason + (f" [{item.local_diff}]" if item.local_diff else "")
+        if item.field:
+            what = f"{item.field}: {what}" if not item.reason.startswith(item.field) else what
+        if item.ack_by and item.state == "acknowledged":
+            what += f" (acknowledged by {item.ack_by}: {item.ack_note})"
+        runs = f"{item.first_run_id}-{item.last_run_id}"
+        table.add_row(str(item.tenant), item.source_key, item.kind, item.state, where,
+                      item.local_time or "", what, runs)  # fmt: skip
+    console.print(table)
+
+
+@dataclass(slots=True)
+class Written:
+    rows: int
+    left_out: int
+
+
+def write_csv(items: list[WorkItem], runs: list[Run], out: Path) -> Written:
+    """The failures-file CSV of the items with source cells (see the module's doc)."""
+    sources = [r for r in runs if r.source_format == "csv" and r.source_columns]
+    latest = sources[-1] if sources else None
+    columns: list[str] = []
+    for run in reversed(sources):
+        columns.extend(c for c in run.source_columns or [] if c not in columns)
+    for item in items:  # a JSONL export has no header: its rows' own keys, in order
+        columns.extend(c for c in _cells(item) or {} if c not in columns)
+    written = left_out = 0
+    with FailureWriter(
+        out,
+        format="csv",
+        columns=columns,
+        delimiter=latest.source_delimiter if latest is not None else ",",
+        encoding=(latest.source_encoding if latest is not None else None) or "utf-8",
+        extra_columns=EXTRA_COLUMNS,
+    ) as writer:
+        for item in items:
+            cells = _cells(item)
+            if cells is None:
+                left_out += 1
+                continue
+            row = SourceRow(item.source_file or "-", item.source_line or 0, cells, None)
+            writer.write(row, _extras(item))
+            written += 1
+    return Written(written, left_out)
+
+
+def write_xlsx(items: list[WorkItem], out: Path) -> Written:
+    """Every item on one sheet: the item's columns, then the row's own cells."""
+    from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
+
+    columns: list[str] = []
+    for item in items:
+        columns.extend(c for c in _cells(item) or {} if c not in columns)
+    head = ["tenant", "source_key", "source_file", "source_line", *EXTRA_COLUMNS]
+    book = Workbook(write_only=True)
+    sheet: Any = book.create_sheet("worklist")
+
+    def text(value: Any) -> Any:
+        if value is None or isinstance(value, int):
+            return value
+        cell = WriteOnlyCell(sheet, value=str(value))
+        cell.data_type = "s"  # never a formula, whatever the text starts with
+        return cell
+
+    sheet.append([text(c) for c in [*head, *columns]])
+    for item in items:
+        extras = _extras(item)
+        cells = _cells(item) or {}
+        values: list[Any] = [item.tenant, item.source_key, item.source_file, item.source_line]
+        values += [extras[c] for c in EXTRA_COLUMNS]
+        values += [cells.get(c) for c in columns]
+        sheet.append([text(v) for v in values])
+    buffer = io.BytesIO()
+    book.save(buffer)
+    try:
+        write_private_atomically(out, buffer.getvalue())
+    except OSError as exc:
+        raise SourceError(f"{out}: cannot write the worklist: {exc.strerror}") from None
+    return Written(len(items), 0)
+
+
+def write_json(items: list[WorkItem], out: IO[str]) -> None:
+    json.dump([item_json(i) for i in items], out, ensure_ascii=False, indent=2)
+    out.write("\n")
+
+
+async def source_runs(ledger: Ledger) -> list[Run]:
+    """The runs whose source columns the CSV takes (all of them, oldest first)."""
+    return await ledger.runs()
+
+
+def need_out(fmt: str, out: Path | None) -> Path:
+    if out is None:
+        raise ConfigError(f"--format {fmt} writes a file: give --out FILE")
+    return out

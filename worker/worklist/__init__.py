@@ -1,0 +1,31 @@
+"""The worklist: one durable list, in the ledger, of every row that needs a person.
+
+`items(ledger, tenant=None, kind=None, state="open")` reads it; an import
+refreshes it (`refresh`); `ack`/`unack` change it. Rules: worker.worklist.rules.
+"""
+
+from worker.worklist.rules import Finding, Kind, State, Tally, WorkItem
+from worker.worklist.store import (
+    STATES,
+    Scope,
+    current_tally,
+    hand_fixed,
+    items,
+    refresh,
+    save,
+)
+
+__all__ = [
+    "STATES",
+    "Finding",
+    "Kind",
+    "Scope",
+    "State",
+    "Tally",
+    "WorkItem",
+    "current_tally",
+    "hand_fixed",
+    "items",
+    "refresh",
+    "save",
+]

@@ -1,0 +1,136 @@
+"""What a run found wrong with a row, as worklist findings: reason, content, local time.
+
+Pure: ledger entries (and rows the reader saw) in, `Finding`s out. Times are
+shown in the clinic's zone, free text only by its length (patient data stays in
+the ledger and the worklist's own file, never in a reason line).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from worker.compare import public_value
+from worker.ledger import Entry
+from worker.worklist.rules import Finding, Kind
+
+
+def content_hash(source_row: str | None, fallback: str = "") -> str:
+    """A row's content: its cells (the JSON `source_row` the ledger keeps), else `fallback`."""
+    text = fallback
+    if source_row is not None:
+        data = json.loads(source_row)
+        fields = data.get("fields") if isinstance(data, dict) else None
+        text = json.dumps(fields, sort_keys=True, ensure_ascii=False) if fields else source_row
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def local_time(value: Any, zone: str) -> str | None:
+    """An API instant (ISO 8601, UTC) as the clinic's wall clock, ``YYYY-MM-DD HH:MM``."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        instant = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    if instant.tzinfo is None:
+        return value
+    return instant.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M")
+
+
+def local_diff(changes: dict[str, list[Any]], zone: str) -> str:
+    """``field: old -> new``, the instant in the clinic's zone, free text by its length."""
+    parts = []
+    for name, (old, new) in sorted(changes.items()):
+        if name == "scheduled_at":
+            old, new = local_time(old, zone), local_time(new, zone)
+        else:
+            old, new = public_value(name, old), public_value(name, new)
+        shown = [json.dumps(v, ensure_ascii=False) for v in (old, new)]
+        parts.append(f"{name}: {shown[0]} -> {shown[1]}")
+    return ", ".join(parts)
+
+
+def _when(entry: Entry, zone: str) -> str | None:
+    payload = entry.payload
+    return local_time(payload.get("scheduled_at"), zone) if payload else None
+
+
+def from_entry(entry: Entry, kind: Kind, zone: str) -> Finding:
+    """The finding of a ledger row that is invalid, failed, unknown, changed or missing."""
+    base = Finding(
+        tenant=entry.tenant,
+        source_key=entry.source_key,
+        kind=kind,
+        reason="",
+        content_hash=content_hash(entry.source_row, entry.payload_hash or ""),
+        source_file=entry.source_file,
+        source_line=entry.source_line,
+        local_time=_when(entry, zone),
+        source_row=entry.source_row,
+    )
+    if kind is Kind.INVALID:
+        return replace(base, field=entry.error_field, reason=entry.error_message or "invalid")
+    if kind is Kind.FAILED:
+        status = f" ({entry.http_status})" if entry.http_status else ""
+        reason = f"refused by the API{status}: {entry.error_message or entry.error_code}"
+        return replace(base, field=entry.error_field, reason=reason)
+    if kind is Kind.UNKNOWN:
+        why = f" ({entry.error_message})" if entry.error_message else ""
+        reason = f"whether it was created is not known yet{why}; the next run looks it up"
+        return replace(base, reason=reason)
+    if kind is Kind.CHANGED:
+        reason = (
+            f"changed in the source after it was created as appointment {entry.appointment_id}; "
+            "the API has no update: change it in Flextell by hand"
+        )
+        return replace(
+            base,
+            reason=reason,
+            local_diff=local_diff(entry.changes or {}, zone),
+            content_hash=content_hash(entry.source_row, entry.changed_hash or ""),
+        )
+    reason = (
+        f"created as appointment {entry.appointment_id}, no longer in the export "
+        "(cancelled or deleted upstream?)"
+    )
+    missing = f"missing:{entry.appointment_id}:{entry.payload_hash}"
+    return replace(base, reason=reason, source_row=None, content_hash=content_hash(None, missing))
+
+
+def invalid_over_created(
+    tenant: int,
+    key: str,
+    *,
+    source_file: str,
+    line: int,
+    source_row: str,
+    field: str | None,
+    reason: str,
+) -> Finding:
+    """A row created before whose version in this export is invalid (the ledger keeps
+    the created appointment, so only the reader sees the problem)."""
+    return Finding(tenant=tenant, source_key=key, kind=Kind.INVALID, reason=reason,
+                   content_hash=content_hash(source_row), source_file=source_file,
+                   source_line=line, field=field, source_row=source_row)  # fmt: skip
+
+
+def duplicate_key(
+    tenant: int, key: str, *, source_file: str, line: int, source_row: str
+) -> Finding:
+    """A row skipped because an earlier row of the export has the same source key."""
+    return Finding(
+        tenant=tenant,
+        source_key=key,
+        kind=Kind.DUPLICATE_KEY,
+        reason="skipped: an earlier row of this export has the same source key "
+        "(give it its own key, or remove it from the export)",
+        content_hash=content_hash(source_row),
+        source_file=source_file,
+        source_line=line,
+        source_row=source_row,
+    )

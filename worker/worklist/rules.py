@@ -1,0 +1,243 @@
+"""The worklist's rules: what one key's items become, given what a run found for it.
+
+Pure: no I/O (worker.worklist.store reads and writes the table). An item is open
+until its cause goes away (resolved) or a person acknowledges it. An
+acknowledgement holds while the row's content is the one acknowledged; content
+that changes reopens the item. A cause that comes back reopens a resolved item,
+except one case: a row fixed by hand (a `--partial` run created it from a fixed
+file) while the full export still carries the old, bad version. That version is
+"fixed by hand; the source still differs", a quiet state, not a new problem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+
+class Kind(StrEnum):
+    """Why a row needs a person."""
+
+    INVALID = "invalid"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    CHANGED = "changed"
+    MISSING = "missing"
+    DUPLICATE_KEY = "duplicate_key"
+
+
+class State(StrEnum):
+    """Where an item stands; only `open` makes `import` exit 1."""
+
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+    FIXED_BY_HAND = "fixed_by_hand"
+
+
+# A hand fix answers these: the API refused the row, or it could not be mapped.
+_FIXABLE = (Kind.INVALID, Kind.FAILED)
+# What the old, bad version of a hand-fixed row looks like in tonight's export.
+_OLD_VERSION = (Kind.INVALID, Kind.FAILED, Kind.CHANGED)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One problem a run saw with one row (the cause of an item)."""
+
+    tenant: int
+    source_key: str
+    kind: Kind
+    reason: str
+    content_hash: str
+    """What the row held: an acknowledgement holds while this stays the same."""
+    source_file: str | None = None
+    source_line: int | None = None
+    field: str | None = None
+    local_time: str | None = None
+    """The appointment's time in the clinic's zone, when the row has one."""
+    local_diff: str | None = None
+    """A changed row's differences, times in the clinic's zone."""
+    source_row: str | None = None
+    """The row's cells as read (JSON), for the worklist's CSV round trip."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkItem:
+    """One row that needs (or needed) a person, as the worklist table holds it."""
+
+    tenant: int
+    source_key: str
+    kind: str
+    state: str
+    source_file: str | None
+    source_line: int | None
+    field: str | None
+    reason: str
+    local_time: str | None
+    local_diff: str | None
+    content_hash: str
+    source_row: str | None
+    first_run_id: int
+    last_run_id: int
+    opened_run_id: int
+    """The run that opened (or reopened) it: "new tonight" when it is this run."""
+    resolved_run_id: int | None = None
+    resolved_by_hand: bool = False
+    ack_by: str | None = None
+    ack_at: str | None = None
+    ack_note: str | None = None
+    ack_hash: str | None = None
+    updated_at: str | None = None
+
+    @property
+    def needs_a_person(self) -> bool:
+        return self.state == State.OPEN
+
+
+def _opened(finding: Finding, run_id: int, old: WorkItem | None) -> WorkItem:
+    return WorkItem(
+        tenant=finding.tenant,
+        source_key=finding.source_key,
+        kind=finding.kind.value,
+        state=State.OPEN.value,
+        source_file=finding.source_file,
+        source_line=finding.source_line,
+        field=finding.field,
+        reason=finding.reason,
+        local_time=finding.local_time,
+        local_diff=finding.local_diff,
+        content_hash=finding.content_hash,
+        source_row=finding.source_row,
+        first_run_id=old.first_run_id if old is not None else run_id,
+        last_run_id=run_id,
+        opened_run_id=run_id,
+        # An old acknowledgement stays readable; it no longer covers the new content.
+        ack_by=old.ack_by if old is not None else None,
+        ack_at=old.ack_at if old is not None else None,
+        ack_note=old.ack_note if old is not None else None,
+        ack_hash=old.ack_hash if old is not None else None,
+    )
+
+
+def _seen_again(item: WorkItem, finding: Finding, run_id: int, state: State) -> WorkItem:
+    return replace(
+        item,
+        state=state.value,
+        source_file=finding.source_file,
+        source_line=finding.source_line,
+        field=finding.field,
+        reason=finding.reason,
+        local_time=finding.local_time,
+        local_diff=finding.local_diff,
+        content_hash=finding.content_hash,
+        source_row=finding.source_row,
+        last_run_id=run_id,
+    )
+
+
+def _fixed_by_hand(items: Iterable[WorkItem], finding: Finding) -> WorkItem | None:
+    """The hand-fixed item whose old version this finding is, if any."""
+    if finding.kind not in _OLD_VERSION:
+        return None
+    for item in items:
+        if (
+            item.kind in _FIXABLE
+            and item.resolved_by_hand
+            and item.state in (State.RESOLVED, State.FIXED_BY_HAND)
+            and item.content_hash == finding.content_hash
+        ):
+            return item
+    return None
+
+
+def judge(
+    items: list[WorkItem], findings: list[Finding], *, run_id: int, by_hand: bool
+) -> list[WorkItem]:
+    """One key's items after a run that could see it: those changed or new.
+
+    ``items``: the key's stored items (any state); ``findings``: what the run found
+    for the key (none: every cause has gone away); ``by_hand``: the run read a file
+    a person fixed (`--partial`), so what it resolves was fixed by hand.
+    """
+    by_kind = {item.kind: item for item in items}
+    out: dict[str, WorkItem] = {}
+    for finding in findings:
+        hand = _fixed_by_hand(items, finding)
+        if hand is not None:
+            out[hand.kind] = _seen_again_quiet(hand, run_id)
+            continue
+        old = by_kind.get(finding.kind.value)
+        if old is None or old.state in (State.RESOLVED, State.FIXED_BY_HAND):
+            out[finding.kind.value] = _opened(finding, run_id, old)
+        elif old.state == State.ACKNOWLEDGED and old.ack_hash == finding.content_hash:
+            out[finding.kind.value] = _seen_again(old, finding, run_id, State.ACKNOWLEDGED)
+        elif old.state == State.ACKNOWLEDGED:
+            out[finding.kind.value] = _opened(finding, run_id, old)  # the row changed again
+        else:
+            out[finding.kind.value] = _seen_again(old, finding, run_id, State.OPEN)
+    for item in items:
+        if item.kind in out or item.state == State.RESOLVED:
+            continue
+        out[item.kind] = replace(
+            item,
+            state=State.RESOLVED.value,
+            resolved_run_id=run_id,
+            resolved_by_hand=item.resolved_by_hand or by_hand,
+        )
+    return list(out.values())
+
+
+def _seen_again_quiet(item: WorkItem, run_id: int) -> WorkItem:
+    return replace(item, state=State.FIXED_BY_HAND.value, last_run_id=run_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """The summary's first line: new tonight, open, acknowledged."""
+
+    new: int = 0
+    open: int = 0
+    acknowledged: int = 0
+
+    def __add__(self, other: Tally) -> Tally:
+        return Tally(
+            self.new + other.new, self.open + other.open, self.acknowledged + other.acknowledged
+        )
+
+    def line(self) -> str:
+        return (
+            f"needs a person: {self.new} new tonight, {self.open} open, "
+            f"{self.acknowledged} acknowledged"
+        )
+
+
+def tally(items: Iterable[WorkItem], run_id: int | None) -> Tally:
+    """Open items, how many of them this run opened, and acknowledged items."""
+    new = opened = acked = 0
+    for item in items:
+        if item.state == State.OPEN:
+            opened += 1
+            new += item.opened_run_id == run_id
+        elif item.state == State.ACKNOWLEDGED:
+            acked += 1
+    return Tally(new=new, open=opened, acknowledged=acked)
+
+
+def acknowledge(item: WorkItem, *, by: str, at: str, note: str) -> WorkItem:
+    """A person has seen the item: it no longer counts, until its content changes."""
+    return replace(
+        item,
+        state=State.ACKNOWLEDGED.value,
+        ack_by=by,
+        ack_at=at,
+        ack_note=note,
+        ack_hash=item.content_hash,
+    )
+
+
+def unacknowledge(item: WorkItem) -> WorkItem:
+    """Take an acknowledgement back: the item is open again."""
+    return replace(item, state=State.OPEN.value, ack_by=None, ack_at=None, ack_note=None,
+                   ack_hash=None)  # fmt: skip

@@ -1,0 +1,232 @@
+"""The worklist table: refreshed at the end of each import, read by `worklist`, acked by `ack`.
+
+The SQL is what SQLite and PostgreSQL share (upserts as ``ON CONFLICT``), so both
+ledgers run these functions (PostgreSQL through worker.ledger.pgconn), as
+worker.references.cache does for its tables. The rules live in
+worker.worklist.rules; the findings in worker.worklist.findings.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import astuple, dataclass, field, fields
+from typing import Any, cast
+
+from worker.ledger import Entry, Ledger
+from worker.ledger.model import ENTRY_COLUMNS
+from worker.worklist import findings as found
+from worker.worklist.rules import Finding, Kind, State, Tally, WorkItem, judge, tally
+
+ENTRY_COLUMNS_SQL = ", ".join(ENTRY_COLUMNS)
+_ITEM_COLUMNS = tuple(f.name for f in fields(WorkItem))
+_COLS = ", ".join(_ITEM_COLUMNS)
+_UPSERT = (
+    f"INSERT INTO worklist ({_COLS}) VALUES ({', '.join('?' * len(_ITEM_COLUMNS))}) "
+    "ON CONFLICT (tenant, source_key, kind) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _ITEM_COLUMNS[3:])
+)
+
+
+@dataclass(slots=True)
+class Scope:
+    """What one run could see, so which items it may open or resolve."""
+
+    run_id: int
+    tenants: Collection[int]
+    """The tenants the run read rows of (the worklist of others is left alone)."""
+    complete: Collection[int]
+    """Tenants whose whole export was read and trusted: an item whose cause it no longer
+    shows is resolved, a created row it lacks is missing. Of the others (a `--partial`
+    file, an interrupted run, an export that looks incomplete) only the keys read are
+    judged."""
+    by_hand: bool = False
+    """A `--partial` run: a person fixed these rows."""
+    extra: list[Finding] = field(default_factory=list)
+    """What only the reader saw: duplicate keys, invalid versions of created rows."""
+    zones: Mapping[int, str] = field(default_factory=dict)
+
+    def zone(self, tenant: int) -> str:
+        return self.zones.get(tenant, "UTC")
+
+
+def _item(row: Sequence[Any]) -> WorkItem:
+    values = list(row[: len(_ITEM_COLUMNS)])
+    values[_ITEM_COLUMNS.index("resolved_by_hand")] = bool(
+        values[_ITEM_COLUMNS.index("resolved_by_hand")]
+    )
+    return WorkItem(*values)
+
+
+def _row(item: WorkItem, now: str) -> tuple[Any, ...]:
+    values = list(astuple(item))
+    values[_ITEM_COLUMNS.index("resolved_by_hand")] = int(item.resolved_by_hand)
+    values[_ITEM_COLUMNS.index("updated_at")] = now
+    return tuple(values)
+
+
+def _marks(values: Collection[Any]) -> str:
+    return ", ".join("?" * len(values))
+
+
+def _entry_findings(conn: sqlite3.Connection, scope: Scope) -> list[Finding]:
+    tenants = list(scope.tenants)
+    out: list[Finding] = []
+    sql = (
+        f"SELECT {ENTRY_COLUMNS_SQL} FROM entries WHERE tenant IN ({_marks(tenants)}) AND ("
+        "(status IN ('invalid', 'failed') AND seen_run_id = ?) OR status = 'unknown'"
+        " OR (status = 'created' AND changed_diff IS NOT NULL AND seen_run_id = ?))"
+    )
+    for row in conn.execute(sql, [*tenants, scope.run_id, scope.run_id]):
+        entry = Entry(*row)
+        kind = Kind.CHANGED if entry.status == "created" else Kind(entry.status)
+        out.append(found.from_entry(entry, kind, scope.zone(entry.tenant)))
+    missing = list(scope.complete)
+    if missing:
+        sql = (
+            f"SELECT {ENTRY_COLUMNS_SQL} FROM entries WHERE status = 'created'"
+            f" AND tenant IN ({_marks(missing)}) AND (seen_run_id IS NULL OR seen_run_id != ?)"
+        )
+        for row in conn.execute(sql, [*missing, scope.run_id]):
+            entry = Entry(*row)
+            out.append(found.from_entry(entry, Kind.MISSING, scope.zone(entry.tenant)))
+    return out
+
+
+def _in_scope(item: WorkItem, seen: bool, scope: Scope) -> bool:
+    if item.state == State.RESOLVED or item.kind == Kind.UNKNOWN:
+        return True  # a resolved item only reopens; an unknown row is settled by lookups
+    return seen or item.tenant in scope.complete
+
+
+def _refresh(conn: sqlite3.Connection, now: str, scope: Scope) -> dict[int, Tally]:
+    tenants = list(scope.tenants)
+    if not tenants:
+        return {}
+    findings: dict[tuple[int, str], list[Finding]] = defaultdict(list)
+    for finding in [*_entry_findings(conn, scope), *scope.extra]:
+        if finding.tenant in scope.tenants:
+            findings[(finding.tenant, finding.source_key)].append(finding)
+    stored: dict[tuple[int, str], list[WorkItem]] = defaultdict(list)
+    sql = (
+        f"SELECT {', '.join('w.' + c for c in _ITEM_COLUMNS)}, e.seen_run_id FROM worklist w"
+        " LEFT JOIN entries e ON e.tenant = w.tenant AND e.source_key = w.source_key"
+        f" WHERE w.tenant IN ({_marks(tenants)})"
+    )
+    for row in conn.execute(sql, tenants):
+        item = _item(row)
+        if _in_scope(item, row[-1] == scope.run_id, scope):
+            stored[(item.tenant, item.source_key)].append(item)
+    changed: list[WorkItem] = []
+    for key in stored.keys() | findings.keys():
+        # One finding per kind: the first (a key duplicated thrice is one item).
+        unique = list({f.kind: f for f in reversed(findings.get(key, []))}.values())
+        changed.extend(judge(stored.get(key, []), unique, run_id=scope.run_id,
+                             by_hand=scope.by_hand))  # fmt: skip
+    for start in range(0, len(changed), 500):
+        conn.executemany(_UPSERT, [_row(i, now) for i in changed[start : start + 500]])
+    return _tallies(conn, tenants, scope.run_id)
+
+
+def _tallies(
+    conn: sqlite3.Connection, tenants: Sequence[int], run_id: int | None
+) -> dict[int, Tally]:
+    sql = (
+        f"SELECT {_COLS} FROM worklist WHERE state IN ('open', 'acknowledged')"
+        f" AND tenant IN ({_marks(tenants)})"
+    )
+    by_tenant: dict[int, list[WorkItem]] = {t: [] for t in tenants}
+    for row in conn.execute(sql, list(tenants)):
+        item = _item(row)
+        by_tenant[item.tenant].append(item)
+    return {t: tally(found, run_id) for t, found in by_tenant.items()}
+
+
+async def refresh(ledger: Ledger, scope: Scope) -> dict[int, Tally]:
+    """Bring the worklist up to date after a run; the tally of each of the run's tenants."""
+
+    def op(conn: sqlite3.Connection, now: str) -> dict[int, Tally]:
+        return _refresh(conn, now, scope)
+
+    return cast(dict[int, Tally], await ledger.write_op(op))
+
+
+async def current_tally(ledger: Ledger, tenants: Iterable[int], run_id: int | None) -> Tally:
+    """Open (and new in `run_id`) and acknowledged items of these tenants."""
+    wanted = list(tenants)
+
+    def op(conn: sqlite3.Connection, now: str) -> Tally:
+        del now
+        return sum(_tallies(conn, wanted, run_id).values(), Tally())
+
+    return cast(Tally, await ledger.read_op(op))
+
+
+STATES = {
+    "open": (State.OPEN,),
+    "acknowledged": (State.ACKNOWLEDGED,),
+    "all": (State.OPEN, State.ACKNOWLEDGED, State.FIXED_BY_HAND),
+    "resolved": (State.RESOLVED,),
+}
+"""--state choices: `all` is everything not resolved."""
+
+
+async def items(
+    ledger: Ledger,
+    tenant: int | None = None,
+    kind: str | None = None,
+    state: str = "open",
+    keys: Collection[str] | None = None,
+) -> list[WorkItem]:
+    """The worklist: items by tenant, kind and state (see STATES), in source order.
+
+    The one read API of the worklist (the `worklist` command and the HTML report use it).
+    """
+    states = [s.value for s in STATES[state]]
+    where = [f"state IN ({_marks(states)})"]
+    params: list[Any] = [*states]
+    if tenant is not None:
+        where.append("tenant = ?")
+        params.append(tenant)
+    if kind is not None:
+        where.append("kind = ?")
+        params.append(Kind(kind).value)
+    if keys is not None:
+        wanted = list(keys)
+        where.append(f"source_key IN ({_marks(wanted)})" if wanted else "1 = 0")
+        params.extend(wanted)
+    sql = (
+        f"SELECT {_COLS} FROM worklist WHERE {' AND '.join(where)}"
+        " ORDER BY tenant, source_file, source_line, source_key, kind"
+    )
+
+    def op(conn: sqlite3.Connection, now: str) -> list[WorkItem]:
+        del now
+        return [_item(r) for r in conn.execute(sql, params)]
+
+    return cast(list[WorkItem], await ledger.read_op(op))
+
+
+async def save(ledger: Ledger, changed: Sequence[WorkItem]) -> None:
+    """Write items back (an acknowledgement, or taking one back)."""
+
+    def op(conn: sqlite3.Connection, now: str) -> None:
+        if changed:
+            conn.executemany(_UPSERT, [_row(i, now) for i in changed])
+
+    await ledger.write_op(op)
+
+
+async def hand_fixed(ledger: Ledger) -> frozenset[tuple[int, str, str]]:
+    """(tenant, key, content) of the bad versions of rows fixed by hand (see rules)."""
+
+    def op(conn: sqlite3.Connection, now: str) -> frozenset[tuple[int, str, str]]:
+        del now
+        rows = conn.execute(
+            "SELECT tenant, source_key, content_hash FROM worklist WHERE resolved_by_hand = 1"
+            " AND kind IN ('invalid', 'failed') AND state IN ('resolved', 'fixed_by_hand')"
+        )
+        return frozenset((int(t), str(k), str(h)) for t, k, h in rows)
+
+    return cast(frozenset[tuple[int, str, str]], await ledger.read_op(op))
