@@ -1,10 +1,10 @@
 """The one function that reads what the HTML report shows from a ledger.
 
 `collect_page` fills a `ReportPage` (see report_model) and is the only place
-that reads the ledger for the page; the template only formats it. The
-worklist is derived here from the entries (invalid, failed and unknown rows;
-created rows changed in the source or missing from it) in `EntryWorklist`,
-the one place to switch to a durable worklist table once the ledger has one.
+that reads the ledger for the page; the template only formats it. The page's
+worklist is the ledger's own worklist (`worker.worklist`, its open items) in
+`PageWorklist`; a ledger no import has refreshed a worklist in falls back to
+deriving the items from the entries.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
+from worker import worklist
 from worker.commands.import_result import TenantCounts, exit_code_for
 from worker.commands.report import FAILURE_STATUSES, open_for_report, write_failures
 from worker.commands.report_masking import (
@@ -53,7 +54,9 @@ _PAUSE_REQUEST_GAPS = 10
 # Plain strings: the one pass compares every entry's status with them.
 _CREATED = Status.CREATED.value
 _FAILURES = frozenset(FAILURE_STATUSES)
-_NEEDS_KINDS = ("invalid", "failed", "unknown", "changed", "missing", "not sent")
+_NEEDS_KINDS = ("invalid", "failed", "unknown", "changed", "missing", "duplicate_key", "not sent")
+# Kinds whose row can be fixed in the failures file and imported again.
+_FIXABLE = frozenset({"invalid", "failed", "duplicate_key"})
 
 
 @dataclass(slots=True)
@@ -85,7 +88,8 @@ async def collect_page(options: HtmlOptions) -> ReportPage:
         config = _config(options.config_path, run)
         glance = _run_glance(run) if run is not None else None
         tenants = _tenants(run, config)
-        work = EntryWorklist(all_runs, config, options)
+        work = PageWorklist(all_runs, config, options)
+        await work.start(ledger)
         reasons, sends = Reasons(), Sends(run)
         # One pass over the ledger in insertion order (its cheapest read) feeds all three.
         async for entry in ledger.entries_iter(page_size=_PAGE):
@@ -253,14 +257,14 @@ def _local_time(payload: dict[str, Any] | None, zone: str | None) -> str:
     return when.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M")
 
 
-class EntryWorklist:
-    """The rows that need a person, derived from the ledger's entries.
+class PageWorklist:
+    """The rows that need a person, as the page embeds them (masked unless asked).
 
-    The ONE place the page's worklist comes from: `add` sees every entry once
-    (invalid, failed, unknown; created and changed in the source), `finish` adds
-    the created rows missing from the latest full import. When the ledger keeps
-    a durable worklist, replace this class's reads with it; the page only sees
-    `WorkItem`s and the counts by kind.
+    The items are the ledger's open worklist items (`worker.worklist.items`), each
+    with the row as the export had it. A ledger whose runs never refreshed a
+    worklist (written before it existed) has its items derived from the entries:
+    `add` sees every entry once, `finish` adds the created rows missing from the
+    latest full import.
     """
 
     def __init__(self, runs: list[Run], config: Config | None, options: HtmlOptions) -> None:
@@ -272,12 +276,22 @@ class EntryWorklist:
         self._columns = patient_columns(config.mapping if config else None, header)
         self.items: list[WorkItem] = []
         self.by_kind: Counter[str] = Counter()
+        self._durable: list[worklist.WorkItem] | None = None
+
+    async def start(self, ledger: Ledger) -> None:
+        """Read the durable worklist (any state, to tell "none open" from "never kept")."""
+        kept = await worklist.items(ledger, state="all")
+        resolved = await worklist.items(ledger, state="resolved")
+        if kept or resolved:
+            self._durable = [item for item in kept if item.needs_a_person]
 
     def _zone(self, tenant: int) -> str | None:
         return self._config.timezone_for(tenant) if self._config else None
 
     def add(self, entry: Entry) -> None:
-        """Take the entry if it needs a person."""
+        """Take the entry if it needs a person (only without a durable worklist)."""
+        if self._durable is not None:
+            return
         if entry.status in _FAILURES:
             reason = entry.error_message or entry.error_code or entry.status
             if entry.http_status is not None:
@@ -288,7 +302,26 @@ class EntryWorklist:
             self._item(entry, "changed", changes, False)
 
     async def finish(self, ledger: Ledger) -> None:
-        """Add the created rows the latest finished import's export no longer has."""
+        """Add the durable worklist's open items, or else the created rows the latest
+        finished import's export no longer has."""
+        if self._durable is not None:
+            for item in self._durable:
+                row = Entry(
+                    tenant=item.tenant,
+                    source_key=item.source_key,
+                    status=item.kind,
+                    error_message=item.reason,
+                    error_field=item.field,
+                    source_file=item.source_file,
+                    source_line=item.source_line,
+                    source_row=item.source_row,
+                )
+                reason = item.reason
+                if item.local_diff:
+                    reason = f"{reason}: {item.local_diff}" if reason else item.local_diff
+                fixable = item.kind in _FIXABLE and item.source_row is not None
+                self._item(row, item.kind, reason, fixable, local_time=item.local_time)
+            return
         imports = [r for r in self._runs if r.mode == "import" and r.status == RunStatus.FINISHED]
         if not imports:
             return
@@ -304,7 +337,9 @@ class EntryWorklist:
     def total(self) -> int:
         return sum(self.by_kind.values())
 
-    def _item(self, entry: Entry, kind: str, reason: str, fixable: bool) -> None:
+    def _item(
+        self, entry: Entry, kind: str, reason: str, fixable: bool, local_time: str | None = None
+    ) -> None:
         self.by_kind[kind] += 1
         if len(self.items) >= self._limit:
             return  # counted, not embedded: the page states the bound
@@ -323,7 +358,7 @@ class EntryWorklist:
                 field=entry.error_field or "",
                 file=entry.source_file or "",
                 line=entry.source_line,
-                local_time=_local_time(payload, self._zone(entry.tenant)),
+                local_time=local_time or _local_time(payload, self._zone(entry.tenant)),
                 patient=", ".join(people if show else [mask_person(p) for p in people]),
                 note=" / ".join(notes) if show else (HIDDEN if notes else ""),
                 fixable=fixable,
