@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import secrets
 import shutil
 import sys
 import time
@@ -57,17 +58,25 @@ class Entry:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+# The ledger key of an --encrypt run: random per bench run, never written to a file.
+_KEY_ENV = "FW_BENCH_LEDGER_KEY"
+
+
 @dataclass
 class Bench:
     """Shared setup of one bench run."""
 
     quick: bool
+    encrypt: bool = False
+    """--encrypt: every import's ledger is encrypted ([ledger] encryption_key)."""
     seed_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
         self.seed_path = write_bench_seed(OUT / "bench-seed.json", len(TENANTS))
         self.ids = tenant_ids(load_seed(self.seed_path))[: len(TENANTS)]
         self.env = dict(os.environ, FLEXTELL_TOKEN=TOKEN_ALL, PYTHONHASHSEED="0")
+        if self.encrypt:
+            self.env[_KEY_ENV] = secrets.token_urlsafe(32)
 
     def n(self, full: int, quick: int) -> int:
         return quick if self.quick else full
@@ -91,7 +100,11 @@ class Bench:
         return SandboxProcess(workdir, ["--seed-data", str(self.seed_path), *args])
 
     def config(self, workdir: Path, **kwargs: Any) -> Path:
-        return write_config(workdir / "run.toml", TENANTS, **kwargs)
+        path = write_config(workdir / "run.toml", TENANTS, **kwargs)
+        if self.encrypt:
+            with path.open("a", encoding="utf-8") as fh:
+                fh.write(f'\n[ledger]\nencryption_key = "env:{_KEY_ENV}"\n')
+        return path
 
     def import_(self, csv: Path, cfg: Path, sb: SandboxProcess, workdir: Path) -> ChildRun:
         run = run_child(
@@ -526,9 +539,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="flextell-worker benchmarks")
     parser.add_argument("--scenario", default="all", choices=["all", *SCENARIOS])
     parser.add_argument("--quick", action="store_true", help="Smaller data (a smoke test).")
+    parser.add_argument(
+        "--encrypt", action="store_true", help="Encrypt the worker's ledger (what it costs)."
+    )
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
-    bench = Bench(quick=args.quick)
+    bench = Bench(quick=args.quick, encrypt=args.encrypt)
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     m = machine()
     print(f"machine: {m['nproc']} cores, {m['cpu']}, Python {m['python']}", flush=True)

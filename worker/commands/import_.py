@@ -30,6 +30,7 @@ from worker import __version__
 from worker.commands.import_reading import LISTED_ROWS, RowReader
 from worker.commands.import_result import ImportResult, TenantCounts, exit_code_for, run_counts
 from worker.commands.import_summary import local_rows
+from worker.commands.ledger_care import purge_after_import
 from worker.commands.progress import RunProgress
 from worker.commands.signals import StopSignals
 from worker.config import Config, TenantConfig, load_config
@@ -43,6 +44,7 @@ from worker.ledger import (
     Status,
     api_identity,
 )
+from worker.ledger.crypto import configured_key
 from worker.ledger.target import describe, ledger_target, open_ledger
 from worker.logs import get_logger
 from worker.mapping import Mapper
@@ -346,7 +348,9 @@ async def run_import(options: ImportOptions) -> ImportResult:
             mapper.check_columns(source.columns, source.name)
         if options.dry_run:
             ledger = (
-                await open_ledger(ledger_path, lock=False, readonly=True)
+                await open_ledger(
+                    ledger_path, lock=False, readonly=True, key=configured_key(config)
+                )
                 if isinstance(ledger_path, str) or ledger_path.exists()
                 else None
             )
@@ -361,12 +365,13 @@ async def run_import(options: ImportOptions) -> ImportResult:
             return _result(run, ledger_path, mode, started)
 
         sha = await asyncio.to_thread(_file_sha256, options.file)
-        ledger = options.ledger or await open_ledger(ledger_path)
+        ledger = options.ledger or await open_ledger(ledger_path, key=configured_key(config))
         try:
             await ledger.bind_identity(api, config.tenants, rebind=options.rebind_ledger)
             result = await _send(run, source, ledger, ledger_path, sha, started)
             if config_uses_api(config):
                 await forget_refused(ledger, result.run_id)
+            await purge_after_import(ledger, config)
             return result
         finally:
             if options.ledger is None:

@@ -154,7 +154,8 @@ class RowReader:
                     "duplicate source key skipped", tenant=tenant, line=item.line, source_key=key
                 )
                 continue
-            action = sync_action(entry, m.payload_hash, retry_failed=self.retry_failed)
+            stored_hash = m.payload_hash if ledger is None else ledger.keyed(m.payload_hash)
+            action = sync_action(entry, stored_hash, retry_failed=self.retry_failed)
             if action is Action.NEW:
                 counts.new += 1
             elif action is Action.UNCHANGED:

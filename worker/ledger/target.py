@@ -11,6 +11,7 @@ from worker.ledger.paths import default_ledger_path, resolve_ledger_path
 
 if TYPE_CHECKING:
     from worker.config import Config
+    from worker.ledger.crypto import LedgerKey
     from worker.ledger.store import Ledger
 
 URL_SCHEMES = ("postgresql://", "postgres://")
@@ -80,12 +81,27 @@ def describe(target: LedgerTarget) -> str:
     return str(target)
 
 
-async def open_ledger(target: LedgerTarget, *, lock: bool = True, readonly: bool = False) -> Ledger:
-    """Open either backend; a PostgreSQL ledger is shared, so it takes no file lock."""
+async def open_ledger(
+    target: LedgerTarget,
+    *,
+    lock: bool = True,
+    readonly: bool = False,
+    key: LedgerKey | None = None,
+) -> Ledger:
+    """Open either backend; a PostgreSQL ledger is shared, so it takes no file lock.
+
+    ``key``: ``[ledger] encryption_key`` (SQLite ledgers only, so far).
+    """
     if isinstance(target, str):
         from worker.ledger.postgres import PgLedger
+
+        if key is not None:
+            raise ConfigError(
+                f"ledger {describe(target)}: [ledger] encryption_key works on SQLite ledger "
+                "files only so far; remove it, or use a SQLite ledger (path)"
+            )
 
         return await PgLedger.open_url(target, readonly=readonly)
     from worker.ledger.store import Ledger
 
-    return await Ledger.open(target, lock=lock, readonly=readonly)
+    return await Ledger.open(target, lock=lock, readonly=readonly, key=key)
