@@ -60,14 +60,20 @@ def sb(tmp_path: Path) -> Iterator[Sandbox]:
         stop(proc)
 
 
-def config(tmp: Path, name: str = "run.toml", key: str | None = "env:FW_LEDGER_KEY") -> Path:
+def config(
+    tmp: Path,
+    name: str = "run.toml",
+    key: str | None = "env:FW_LEDGER_KEY",
+    ledger_url: str | None = None,
+) -> Path:
     text = (ROOT / "config" / "api-lookups.toml").read_text(encoding="utf-8")
     text = text.replace('rate_limit = "20/second"', 'rate_limit = "1000/second"\ntimeout = 5')
     text = text.replace(
         'source_key = { column = "Randevu" }',
         'source_key = { column = "Randevu" }\ndescription = "Not"',
     )
-    ledger = '\n[ledger]\npath = "ledger.sqlite"\n'
+    where = f'url = "{ledger_url}"' if ledger_url else 'path = "ledger.sqlite"'
+    ledger = f"\n[ledger]\n{where}\n"
     if key is not None:
         ledger += f'encryption_key = "{key}"\n'
     path = tmp / name
@@ -164,6 +170,7 @@ def test_an_encrypted_ledger_holds_no_patient_value_and_syncs_as_before(
         run_cli("report", "--ledger", str(ledger), "--failures", str(failures), env=env(None)),
         run_cli("verify", "-c", str(plain), "--base-url", sb.base_url, env=env(None)),
         run_cli("import", str(data), "-c", str(plain), "--base-url", sb.base_url, env=env(None)),
+        run_cli("import", str(data), "-c", str(plain), "--dry-run", env=env(None)),
     ]
     for result in refused:
         assert result.exit_code == 2, result.output
@@ -299,3 +306,35 @@ async def test_resume_after_sigkill_on_an_encrypted_ledger_creates_every_row_onc
         out, err = await asyncio.wait_for(rerun.communicate(), 60)
         assert rerun.returncode == 0, (out.decode(), err.decode())
         await assert_all_created_once(s)
+
+
+def test_a_postgresql_ledger_holds_no_patient_value_and_syncs_as_before(
+    tmp_path: Path, sb: Sandbox, pg_url: str
+) -> None:
+    import psycopg
+
+    cfg = config(tmp_path, ledger_url=pg_url)
+    data = export(tmp_path)
+    code, event, out = run(cfg, sb, data)
+    assert code == 1, out
+    assert totals(event)["created"] == 6, totals(event)
+    # The raw contents of every table of the worker's schema, as COPY writes them.
+    dump = b""
+    with psycopg.connect(pg_url) as db:
+        tables = db.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+            ("flextell_worker",),
+        ).fetchall()
+        assert {"entries", "refs", "ref_creations", "meta"} <= {t[0] for t in tables}
+        for (table,) in tables:
+            with db.cursor().copy(f"COPY flextell_worker.{table} TO STDOUT") as copy:
+                dump += b"".join(bytes(chunk) for chunk in copy)
+    assert b"enc1:" in dump and b"ZQXJ" not in dump
+    assert [n for n in NEEDLES if n.encode() in dump] == []
+
+    again = totals(run(cfg, sb, data)[1])
+    assert (again["created"], again["changed"], again["unchanged"]) == (0, 0, 6), again
+    plain = config(tmp_path, "nokey.toml", key=None, ledger_url=pg_url)
+    code, _, out = run(plain, sb, data, key=None)
+    assert code == 2
+    assert_one_error_line(out, "is encrypted (key id")

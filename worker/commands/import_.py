@@ -356,6 +356,8 @@ async def run_import(options: ImportOptions) -> ImportResult:
             )
             try:
                 if ledger is not None:
+                    # Without the key every keyed hash would differ: all rows "changed".
+                    ledger.require_patient_data("import --dry-run")
                     await ledger.bind_identity(api, config.tenants, rebind=False)
                 with preview_to(run.reader, options.payloads):
                     await run.read_all(source, ledger, None)

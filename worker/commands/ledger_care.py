@@ -14,7 +14,7 @@ from worker.ledger import Ledger, atrest, audit, retention
 from worker.ledger.crypto import configured_key, load_key
 from worker.ledger.target import LedgerTarget, ledger_target, sqlite_only
 
-_PG = "a PostgreSQL ledger is not encrypted by the worker yet"
+_PG = "PostgreSQL ledgers are not re-keyed or purged by the worker yet"
 
 
 def _file(config: Config, override: LedgerTarget | None, command: str) -> Path:

@@ -9,7 +9,7 @@ values), an encrypted one is refused without its key except for counting.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from worker.errors import ConfigError
@@ -39,11 +39,19 @@ def key_id(conn: sqlite3.Connection) -> str | None:
 
 
 def bind(
-    conn: sqlite3.Connection, path: Path | str, key: LedgerKey | None, *, readonly: bool
+    conn: sqlite3.Connection,
+    path: Path | str,
+    key: LedgerKey | None,
+    *,
+    readonly: bool,
+    begin: Sequence[str] = ("BEGIN IMMEDIATE",),
 ) -> Sealer | None:
     """The sealer for this open, or None (no key; or read-only counting).
 
     Raises ConfigError (exit 2) when key and ledger do not belong together.
+    ``begin``: the statements that start a transaction no other writer can join
+    (a PostgreSQL ledger adds its advisory lock), so two workers that encrypt a
+    new shared ledger at once agree on one hash key.
     """
     stored = key_id(conn)
     if stored is None:
@@ -57,16 +65,21 @@ def bind(
             )
         if readonly:
             return None  # nothing to read yet; the first writer encrypts it
-        sealer = Sealer(key, new_hash_key())
-        conn.execute("BEGIN IMMEDIATE")
+        for statement in begin:
+            conn.execute(statement)
         try:
-            write_key(conn, sealer)
-            meta.put(conn, ALGORITHM_KEY, ALGORITHM)
+            raced = key_id(conn)  # another worker may have encrypted it meanwhile
+            if raced is not None:
+                found = open_with(conn, path, key, raced)
+            else:
+                found = Sealer(key, new_hash_key())
+                write_key(conn, found)
+                meta.put(conn, ALGORITHM_KEY, ALGORITHM)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        return sealer
+        return found
     if key is None:
         if readonly:
             return None

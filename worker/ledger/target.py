@@ -90,18 +90,12 @@ async def open_ledger(
 ) -> Ledger:
     """Open either backend; a PostgreSQL ledger is shared, so it takes no file lock.
 
-    ``key``: ``[ledger] encryption_key`` (SQLite ledgers only, so far).
+    ``key``: ``[ledger] encryption_key`` (worker.ledger.atrest).
     """
     if isinstance(target, str):
         from worker.ledger.postgres import PgLedger
 
-        if key is not None:
-            raise ConfigError(
-                f"ledger {describe(target)}: [ledger] encryption_key works on SQLite ledger "
-                "files only so far; remove it, or use a SQLite ledger (path)"
-            )
-
-        return await PgLedger.open_url(target, readonly=readonly)
+        return await PgLedger.open_url(target, readonly=readonly, key=key)
     from worker.ledger.store import Ledger
 
     return await Ledger.open(target, lock=lock, readonly=readonly, key=key)
