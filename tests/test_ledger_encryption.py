@@ -13,6 +13,7 @@ import csv
 import json
 import signal
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 
 from samples.api_lookups import write_seed
+from tests.conftest import FakeClock
 from tests.support.importing import (
     assert_all_created_once,
     assert_one_error_line,
@@ -29,6 +31,7 @@ from tests.support.importing import (
 )
 from tests.support.sandbox_process import Sandbox, sandbox_process, start_sandbox, stop
 from tests.support.sync import TOKEN_ENV, run_cli
+from worker.commands.ledger_care import purge
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "api-lookups.csv"
@@ -65,6 +68,7 @@ def config(
     name: str = "run.toml",
     key: str | None = "env:FW_LEDGER_KEY",
     ledger_url: str | None = None,
+    ledger_extra: str = "",
 ) -> Path:
     text = (ROOT / "config" / "api-lookups.toml").read_text(encoding="utf-8")
     text = text.replace('rate_limit = "20/second"', 'rate_limit = "1000/second"\ntimeout = 5')
@@ -73,7 +77,7 @@ def config(
         'source_key = { column = "Randevu" }\ndescription = "Not"',
     )
     where = f'url = "{ledger_url}"' if ledger_url else 'path = "ledger.sqlite"'
-    ledger = f"\n[ledger]\n{where}\n"
+    ledger = f"\n[ledger]\n{where}\n{ledger_extra}"
     if key is not None:
         ledger += f'encryption_key = "{key}"\n'
     path = tmp / name
@@ -212,6 +216,12 @@ def test_rekey_leaves_everything_readable_under_the_new_key_only(
     with sqlite3.connect(ledger) as db:
         before = db.execute("SELECT value FROM meta WHERE key = 'encryption_key_id'").fetchone()
 
+    shared = tmp_path / "new.key"
+    shared.write_text(NEW_KEY, encoding="utf-8")
+    shared.chmod(0o644)
+    loose = run_cli("ledger", "rekey", "-c", str(cfg), "--new-key", f"file:{shared}", env=env())
+    assert loose.exit_code == 2
+    assert_one_error_line(loose.output, "permissions 0644 are too open")
     done = run_cli(
         "ledger",
         "rekey",
@@ -338,3 +348,33 @@ def test_a_postgresql_ledger_holds_no_patient_value_and_syncs_as_before(
     code, _, out = run(plain, sb, data, key=None)
     assert code == 2
     assert_one_error_line(out, "is encrypted (key id")
+
+
+def test_purge_age_is_judged_on_the_clock_and_keep_patient_data_purges_after_an_import(
+    tmp_path: Path, sb: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = config(tmp_path)
+    assert run(cfg, sb, export(tmp_path))[0] == 1
+    monkeypatch.setenv("FW_LEDGER_KEY", KEY)
+    day = 86_400.0
+    early = FakeClock(time.time() + 89 * day)
+    assert asyncio.run(purge(cfg, None, "90d", None, clock=early)) == 0
+    late = FakeClock(time.time() + 91 * day)
+    assert asyncio.run(purge(cfg, None, "90d", 2, clock=late)) == 0  # no row of tenant 2
+    assert asyncio.run(purge(cfg, None, "90d", 1, clock=late)) == 6
+
+    # keep_patient_data: the import itself purges what is old enough (0d: all created rows).
+    other = tmp_path / "keep"
+    other.mkdir()
+    keep = config(other, ledger_extra='keep_patient_data = "0d"\n')
+    data = export(other)
+    assert run(keep, sb, data)[0] == 1
+    with sqlite3.connect(other / "ledger.sqlite") as db:
+        kept = db.execute(
+            "SELECT count(*) FROM entries WHERE status = 'created' AND payload_json IS NOT NULL"
+        ).fetchone()[0]
+    assert kept == 0
+    trail = json.loads(run_cli("report", "-c", str(keep), "--format", "json", env=env()).stdout)
+    assert [a["detail"]["why"] for a in trail["audit"]] == ["keep_patient_data = 0d"]
+    again = totals(run(keep, sb, data)[1])
+    assert (again["created"], again["changed"], again["unchanged"]) == (0, 0, 6), again
