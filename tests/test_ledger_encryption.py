@@ -32,6 +32,8 @@ from tests.support.importing import (
 from tests.support.sandbox_process import Sandbox, sandbox_process, start_sandbox, stop
 from tests.support.sync import TOKEN_ENV, run_cli
 from worker.commands.ledger_care import purge
+from worker.ledger import Ledger, SeenRow
+from worker.ledger.crypto import LedgerKey
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "api-lookups.csv"
@@ -378,3 +380,25 @@ def test_purge_age_is_judged_on_the_clock_and_keep_patient_data_purges_after_an_
     assert [a["detail"]["why"] for a in trail["audit"]] == ["keep_patient_data = 0d"]
     again = totals(run(keep, sb, data)[1])
     assert (again["created"], again["changed"], again["unchanged"]) == (0, 0, 6), again
+
+
+async def test_outcome_messages_are_sealed_and_read_back_in_clear(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    key = LedgerKey(KEY.encode(), "env:FW_LEDGER_KEY")
+    payload = '{"description":"ZQXJ-note-7781"}'
+    async with await Ledger.open(path, key=key) as ledger:
+        run_id = await ledger.start_run(mode="import", source_file=None, source_sha256=None)
+        seen = SeenRow(1, "K-1", "sha", payload, "in.csv", 2, {"fields": {}, "raw": ""}, run_id)
+        await ledger.upsert_seen([seen])
+        reason = "description: row 'ZQXJ-note-7781', Flextell 'other'"
+        await ledger.record(1, "K-1", status="unknown", run_id=run_id, error_message=reason)
+        await ledger.flush()
+        entry = (await ledger.get_many([(1, "K-1")]))[(1, "K-1")]
+        assert (entry.error_message, entry.payload_json) == (reason, payload)
+        assert entry.payload_hash == ledger.keyed("sha") != "sha"
+    assert clear_hits(path) == []
+    async with await Ledger.open(path, readonly=True) as keyless:
+        assert keyless.key_id == key.key_id and keyless.sealer is None
+        entry = (await keyless.get_many([(1, "K-1")]))[(1, "K-1")]
+        assert (entry.error_message, entry.payload_json, entry.status) == (None, None, "unknown")
+        assert await keyless.count_by_status() == {"unknown": 1}

@@ -497,7 +497,10 @@ class Ledger:
             appointment_code=appointment_code,
             http_status=http_status,
             error_code=error_code,
-            error_message=error_message,
+            # A lookup's reason may quote the row's values (a differing note): sealed too.
+            error_message=error_message
+            if self._sealer is None
+            else self._sealer.seal(error_message),
             error_field=error_field,
             origin=origin,
         )
@@ -559,7 +562,7 @@ class Ledger:
 
 
 def _open_message(sealer: Sealer, text: str | None) -> str | None:
-    # Outcome messages (the API's words, no patient values) are stored in clear.
+    # Messages the ledger itself writes (mark_not_sent, a claim) hold no patient values.
     if text is None or not text.startswith(SEALED_PREFIX):
         return text
     return sealer.open(text)
