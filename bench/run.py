@@ -518,7 +518,7 @@ def print_table(entries: Sequence[Entry]) -> None:
         print(f"  {e.scenario}: " + ", ".join(f"{k}={v}" for k, v in e.details.items()))
 
 
-def save(entries: Sequence[Entry], quick: bool) -> None:
+def save(entries: Sequence[Entry], quick: bool, suffix: str = "") -> None:
     data: dict[str, Any] = {}
     if RESULTS.exists():
         try:
@@ -527,7 +527,7 @@ def save(entries: Sequence[Entry], quick: bool) -> None:
             data = {}
     scenarios = data.get("scenarios", {}) if isinstance(data.get("scenarios"), dict) else {}
     for e in entries:
-        scenarios[e.scenario] = asdict(e) | {
+        scenarios[e.scenario + suffix] = asdict(e) | {
             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "quick": quick,
         }
@@ -559,7 +559,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"ratio {entry.ratio:.3f}, {time.monotonic() - started:.0f}s",
             flush=True,
         )
-        save([entry], args.quick)
+        # An encrypted run is its own figure: it never replaces the plain one.
+        save([entry], args.quick, "+encrypted" if args.encrypt else "")
     print()
     print_table(entries)
     print(

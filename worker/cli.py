@@ -805,7 +805,8 @@ def lookups_pull_cmd(
 
 @cli.group("ledger")
 def ledger_group() -> None:
-    """Look after a ledger: back it up, check it, see who holds a shared one's tenants.
+    """Look after a ledger: back it up, check it, see who holds a shared one's tenants,
+    re-key it or drop old patient data (docs/security-at-rest.md).
 
     The ledger is the worker's memory of what was sent: keep it like a
     database. After a crash keep the .sqlite file together with its -wal and

@@ -13,6 +13,9 @@ from worker.errors import ConfigError
 from worker.ledger import Ledger, atrest, audit, retention
 from worker.ledger.crypto import configured_key, load_key
 from worker.ledger.target import LedgerTarget, ledger_target, sqlite_only
+from worker.logs import get_logger
+
+log = get_logger("ledger")
 
 _PG = "PostgreSQL ledgers are not re-keyed or purged by the worker yet"
 
@@ -95,6 +98,9 @@ async def purge_after_import(ledger: Ledger, config: Config, clock: Clock = SYST
     """``[ledger] keep_patient_data``: purge at the end of an import (0 when unset)."""
     keep = config.ledger.keep_patient_data
     if keep is None or ledger.readonly:
+        return 0
+    if not isinstance(ledger.path, Path):
+        log.warning("keep_patient_data: " + _PG, ledger=str(ledger.path))
         return 0
     fn = partial(
         retention.purge,
