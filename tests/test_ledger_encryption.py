@@ -402,3 +402,26 @@ async def test_outcome_messages_are_sealed_and_read_back_in_clear(tmp_path: Path
         entry = (await keyless.get_many([(1, "K-1")]))[(1, "K-1")]
         assert (entry.error_message, entry.payload_json, entry.status) == (None, None, "unknown")
         assert await keyless.count_by_status() == {"unknown": 1}
+
+
+@pytest.mark.parametrize(
+    ("ledger_extra", "key", "needle"),
+    [
+        ('keep_patient_data = "90 days"\n', None, "keep_patient_data: expected a number of days"),
+        ("", "supersecret", "key must be 'env:VARIABLE' or 'file:PATH'"),
+        ("", "env:FW_SHORT_KEY", "the key has 5 characters, expected at least 32"),
+    ],
+)
+def test_a_bad_key_or_retention_setting_is_one_line(
+    tmp_path: Path, ledger_extra: str, key: str | None, needle: str
+) -> None:
+    cfg = config(tmp_path, key=key, ledger_extra=ledger_extra)
+    out = run_cli(
+        "import", str(export(tmp_path)), "-c", str(cfg), env=env(None, FW_SHORT_KEY="short")
+    )
+    assert out.exit_code == 2
+    line = assert_one_error_line(out.output, needle)
+    assert "supersecret" not in line and "short" not in line.split("5 characters")[0]
+    bad_age = run_cli("ledger", "purge", "-c", str(config(tmp_path)), "--older-than", "3w")
+    assert bad_age.exit_code == 2
+    assert_one_error_line(bad_age.output, "--older-than: expected a number of days such as '90d'")

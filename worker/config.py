@@ -54,10 +54,11 @@ def _check_source(value: str, what: str = "token") -> str:
 
 
 def days_of(text: str, what: str) -> int:
-    """A retention age such as "90d" in days; ValueError naming `what` otherwise."""
+    """A retention age such as "90d" in days; ValueError (prefixed by `what`) otherwise."""
     match = re.fullmatch(r"\s*([0-9]+)\s*d\s*", text)
     if match is None:
-        raise ValueError(f"{what}: expected a number of days such as '90d', got {text!r}")
+        problem = f"expected a number of days such as '90d', got {text!r}"
+        raise ValueError(f"{what}: {problem}" if what else problem)
     return int(match.group(1))
 
 
@@ -223,13 +224,13 @@ class LedgerSection(_Strict):
     @field_validator("encryption_key")
     @classmethod
     def _key_source(cls, value: str | None) -> str | None:
-        return None if value is None else _check_source(value, "encryption_key")
+        return None if value is None else _check_source(value, "key")
 
     @field_validator("keep_patient_data")
     @classmethod
     def _keep(cls, value: str | None) -> str | None:
         if value is not None:
-            days_of(value, "keep_patient_data")
+            days_of(value, "")  # pydantic names the key
         return value
 
     @model_validator(mode="after")

@@ -1,4 +1,4 @@
-"""Who did what to a ledger's patient data, and when: purges, rekeys, first encryption.
+"""Who did what to a ledger's patient data, and when: purges and rekeys.
 
 One row per action in the ``audit`` table; ``report`` lists them.
 """

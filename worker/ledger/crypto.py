@@ -141,4 +141,5 @@ def configured_key(config: Config | None) -> LedgerKey | None:
     """The key of ``[ledger] encryption_key``, or None (no config, or no key set)."""
     if config is None or config.ledger.encryption_key is None:
         return None
-    return load_key(config.ledger.encryption_key, config.base_dir)
+    what = f"{config.path}: [ledger] encryption_key"
+    return load_key(config.ledger.encryption_key, config.base_dir, what)
