@@ -49,7 +49,7 @@ demo: $(STAMP)
 	$(BIN)/python -m worker.commands.demo
 
 bench: $(STAMP)
-	$(BIN)/python -m bench.run --scenario $(SCENARIO)
+	$(BIN)/python -m bench.run --scenario $(SCENARIO) $(BENCH_FLAGS)
 
 chaos: $(STAMP)
 	$(BIN)/python -m bench.chaos

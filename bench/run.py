@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import secrets
 import shutil
 import sys
 import time
@@ -61,17 +62,25 @@ class Entry:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+# The ledger key of an --encrypt run: random per bench run, never written to a file.
+_KEY_ENV = "FW_BENCH_LEDGER_KEY"
+
+
 @dataclass
 class Bench:
     """Shared setup of one bench run."""
 
     quick: bool
+    encrypt: bool = False
+    """--encrypt: every import's ledger is encrypted ([ledger] encryption_key)."""
     seed_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
         self.seed_path = write_bench_seed(OUT / "bench-seed.json", len(TENANTS))
         self.ids = tenant_ids(load_seed(self.seed_path))[: len(TENANTS)]
         self.env = dict(os.environ, FLEXTELL_TOKEN=TOKEN_ALL, PYTHONHASHSEED="0")
+        if self.encrypt:
+            self.env[_KEY_ENV] = secrets.token_urlsafe(32)
 
     def n(self, full: int, quick: int) -> int:
         return quick if self.quick else full
@@ -95,7 +104,11 @@ class Bench:
         return SandboxProcess(workdir, ["--seed-data", str(self.seed_path), *args])
 
     def config(self, workdir: Path, **kwargs: Any) -> Path:
-        return write_config(workdir / "run.toml", TENANTS, **kwargs)
+        path = write_config(workdir / "run.toml", TENANTS, **kwargs)
+        if self.encrypt:
+            with path.open("a", encoding="utf-8") as fh:
+                fh.write(f'\n[ledger]\nencryption_key = "env:{_KEY_ENV}"\n')
+        return path
 
     def import_(self, csv: Path, cfg: Path, sb: SandboxProcess, workdir: Path) -> ChildRun:
         run = run_child(
@@ -650,7 +663,7 @@ def print_table(entries: Sequence[Entry]) -> None:
         print(f"  {e.scenario}: " + ", ".join(f"{k}={v}" for k, v in e.details.items()))
 
 
-def save(entries: Sequence[Entry], quick: bool) -> None:
+def save(entries: Sequence[Entry], quick: bool, suffix: str = "") -> None:
     data: dict[str, Any] = {}
     if RESULTS.exists():
         try:
@@ -659,7 +672,7 @@ def save(entries: Sequence[Entry], quick: bool) -> None:
             data = {}
     scenarios = data.get("scenarios", {}) if isinstance(data.get("scenarios"), dict) else {}
     for e in entries:
-        scenarios[e.scenario] = asdict(e) | {
+        scenarios[e.scenario + suffix] = asdict(e) | {
             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "quick": quick,
         }
@@ -671,9 +684,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="flextell-worker benchmarks")
     parser.add_argument("--scenario", default="all", choices=["all", *SCENARIOS])
     parser.add_argument("--quick", action="store_true", help="Smaller data (a smoke test).")
+    parser.add_argument(
+        "--encrypt", action="store_true", help="Encrypt the worker's ledger (what it costs)."
+    )
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
-    bench = Bench(quick=args.quick)
+    bench = Bench(quick=args.quick, encrypt=args.encrypt)
     names = (
         [n for n in SCENARIOS if n not in ON_REQUEST] if args.scenario == "all" else [args.scenario]
     )
@@ -690,7 +706,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"ratio {entry.ratio:.3f}, {time.monotonic() - started:.0f}s",
             flush=True,
         )
-        save([entry], args.quick)
+        # An encrypted run is its own figure: it never replaces the plain one.
+        save([entry], args.quick, "+encrypted" if args.encrypt else "")
     print()
     print_table(entries)
     print(

@@ -11,6 +11,9 @@ import pytest
 from worker.source import RowProblem, SourceRow
 from worker.source.failures import FailureWriter, neutralise
 
+# Every row says the file holds patient data (issue 24).
+PATIENT = "yes: keep private, delete once fixed"
+
 
 @pytest.mark.parametrize(
     ("cell", "expected"),
@@ -54,10 +57,10 @@ def test_csv_keeps_columns_delimiter_encoding_and_replaces_old_error_columns(
     with path.open(encoding="utf-8-sig", newline="") as fh:
         rows = list(csv.reader(fh, delimiter=";"))
     assert rows == [
-        ["Hasta", "Not", "error_field", "error_message", "worker_quoted"],
-        ["Şule", "'=1+1", "customer_id", "customer_id: bad", '["Not"]'],
-        ["Ayşe", "", "source", "", ""],
-        ["a;b;c;d;e", "", "", "", ""],  # cannot fit the header: nothing lost
+        ["Hasta", "Not", "error_field", "error_message", "worker_patient_data", "worker_quoted"],
+        ["Şule", "'=1+1", "customer_id", "customer_id: bad", PATIENT, '["Not"]'],
+        ["Ayşe", "", "source", "", PATIENT, ""],
+        ["a;b;c;d;e", "", "", "", PATIENT, ""],  # cannot fit the header: nothing lost
     ]
 
 
@@ -68,6 +71,17 @@ def test_jsonl_adds_keys_to_the_original_object(tmp_path: Path) -> None:
         writer.write(RowProblem("in.jsonl", 2, "not JSON", raw="{oops"), {"error_field": "source"})
     lines = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
     assert lines == [
-        {"a": {"b": [1]}, "t": "=x", "error_field": "a", "error_message": ""},
-        {"error_raw": "{oops", "error_field": "source", "error_message": ""},
+        {
+            "a": {"b": [1]},
+            "t": "=x",
+            "error_field": "a",
+            "error_message": "",
+            "worker_patient_data": PATIENT,
+        },
+        {
+            "error_raw": "{oops",
+            "error_field": "source",
+            "error_message": "",
+            "worker_patient_data": PATIENT,
+        },
     ]

@@ -17,7 +17,8 @@ from tests.support.sync import (
     write_csv,
 )
 
-EXTRAS = ["worker_status", "error_field", "error_message", "http_status"]
+# The last says the file holds patient data (issue 24).
+EXTRAS = ["worker_status", "error_field", "error_message", "http_status", "worker_patient_data"]
 
 
 def test_the_failures_file_fixed_re_imports_and_the_rows_become_created(

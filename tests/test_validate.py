@@ -103,7 +103,7 @@ def test_failures_file_round_trip_csv(tmp_path: Path) -> None:
     header, *bad = rows
     assert header == [
         "id", "customer", "doctor", "start", "status", "treatments", "notes",
-        "error_field", "error_message", "worker_quoted",
+        "error_field", "error_message", "worker_patient_data", "worker_quoted",
     ]  # fmt: skip
     assert [r[0] for r in bad] == ["A2", "A3", "A4"]
     assert bad[0][6] == "-5" and bad[2][6] == "+90 532 111 22 33"  # numbers left alone

@@ -1074,7 +1074,8 @@ def lookups_pull_cmd(
 
 @cli.group("ledger")
 def ledger_group() -> None:
-    """Look after a ledger: back it up, check it, see who holds a shared one's tenants.
+    """Look after a ledger: back it up, check it, see who holds a shared one's tenants,
+    re-key it or drop old patient data (docs/security-at-rest.md).
 
     The ledger is the worker's memory of what was sent: keep it like a
     database. After a crash keep the .sqlite file together with its -wal and
@@ -1195,6 +1196,77 @@ def ledger_status_cmd(config_path: Path | None, ledger_path: str | None) -> None
         click.echo(f"tenant {lease.tenant}: {lease.state}{who} (epoch {lease.epoch}{left}{run})")
     for worker_id, beat, alive in workers:
         click.echo(f"worker {worker_id}: {'alive' if alive else 'gone'}, last heartbeat {beat}")
+
+
+# rekey and purge read the ledger's key from the config: it is required there.
+_keyed_config_option = click.option(
+    "-c",
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The run config: its ledger and [ledger] encryption_key (the current key).",
+)
+
+
+@ledger_group.command("rekey")
+@_keyed_config_option
+@_file_option
+@click.option(
+    "--new-key",
+    required=True,
+    metavar="env:NAME|file:PATH",
+    help="Where the new key is (a file must be 0600).",
+)
+@user_errors
+def ledger_rekey_cmd(config_path: Path, ledger_path: str | None, new_key: str) -> None:
+    """Re-encrypt an encrypted SQLite ledger under a new key.
+
+    Every sealed value is opened with the current key and sealed with the new
+    one in one transaction, then the file is compacted, so nothing stays
+    readable under the old key. Recorded in the audit trail (`report`). Then
+    set [ledger] encryption_key to the new key. Exit 0, 2 bad keys or options,
+    3 unusable ledger.
+    """
+    import asyncio
+
+    from worker.commands.ledger_care import rekey
+
+    key_id, count = asyncio.run(rekey(config_path, _target(ledger_path), new_key))
+    click.echo(
+        f"ledger re-encrypted: {count} row(s) now under key id {key_id}; "
+        "set [ledger] encryption_key to the new key"
+    )
+
+
+@ledger_group.command("purge")
+@_keyed_config_option
+@_file_option
+@click.option(
+    "--older-than",
+    required=True,
+    metavar="DAYS",
+    help="Rows created more than this long ago, e.g. 90d (0d: every created row).",
+)
+@click.option("--tenant", type=int, default=None, help="Only this tenant's rows.")
+@user_errors
+def ledger_purge_cmd(
+    config_path: Path, ledger_path: str | None, older_than: str, tenant: int | None
+) -> None:
+    """Drop the patient data of created rows (SQLite ledgers).
+
+    Keeps ids, states, keyed hashes and times: a re-run of the same export
+    creates nothing and reports no change, and `verify` still checks that each
+    appointment exists (not its values). Failed, invalid and unknown rows keep
+    their data (a person still needs it). Recorded in the audit trail. Exit 0,
+    2 bad options or key, 3 unusable ledger.
+    """
+    import asyncio
+
+    from worker.commands.ledger_care import purge
+
+    purged = asyncio.run(purge(config_path, _target(ledger_path), older_than, tenant))
+    click.echo(f"patient data dropped from {purged} created row(s)")
 
 
 # --- auth: first login and token status --------------------------------------------

@@ -7,6 +7,7 @@ The mapping and lookup sections are kept as raw tables here and compiled by
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,15 @@ def _check_source(value: str, what: str = "token") -> str:
             f"{what} must be 'env:VARIABLE' or 'file:PATH' ({what}s never go in the config itself)"
         )
     return value
+
+
+def days_of(text: str, what: str) -> int:
+    """A retention age such as "90d" in days; ValueError (prefixed by `what`) otherwise."""
+    match = re.fullmatch(r"\s*([0-9]+)\s*d\s*", text)
+    if match is None:
+        problem = f"expected a number of days such as '90d', got {text!r}"
+        raise ValueError(f"{what}: {problem}" if what else problem)
+    return int(match.group(1))
 
 
 def _check_token_source(value: str) -> str:
@@ -215,6 +225,22 @@ class LedgerSection(_Strict):
     """A shared ledger's tenant lease: renewed every third of it, taken over after it."""
     tenants_per_worker: int = Field(default=4, ge=1, le=1000)
     """A shared ledger's worker sends up to this many tenants at once (one lease each)."""
+    encryption_key: str | None = Field(default=None, repr=False)
+    """env:VARIABLE or file:PATH (0600) naming the key that seals patient data (issue 24)."""
+    keep_patient_data: str | None = None
+    """How long created rows keep their patient data, e.g. "90d"; then an import purges it."""
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _key_source(cls, value: str | None) -> str | None:
+        return None if value is None else _check_source(value, "key")
+
+    @field_validator("keep_patient_data")
+    @classmethod
+    def _keep(cls, value: str | None) -> str | None:
+        if value is not None:
+            days_of(value, "")  # pydantic names the key
+        return value
 
     @model_validator(mode="after")
     def _one_kind(self) -> LedgerSection:

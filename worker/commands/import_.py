@@ -31,6 +31,7 @@ from worker.clock import SYSTEM_CLOCK
 from worker.commands.import_reading import LISTED_ROWS, RowReader
 from worker.commands.import_result import ImportResult, TenantCounts, exit_code_for, run_counts
 from worker.commands.import_summary import local_rows
+from worker.commands.ledger_care import purge_after_import
 from worker.commands.progress import RunProgress
 from worker.commands.signals import StopSignals
 from worker.config import Config, TenantConfig, load_config
@@ -45,6 +46,7 @@ from worker.ledger import (
     Status,
     api_identity,
 )
+from worker.ledger.crypto import configured_key
 from worker.ledger.target import describe, ledger_target, open_ledger
 from worker.logs import get_logger
 from worker.mapping import Mapper
@@ -349,12 +351,16 @@ async def run_import(options: ImportOptions) -> ImportResult:
             mapper.check_columns(source.columns, source.where, source.header_hint())
         if options.dry_run:
             ledger = (
-                await open_ledger(ledger_path, lock=False, readonly=True)
+                await open_ledger(
+                    ledger_path, lock=False, readonly=True, key=configured_key(config)
+                )
                 if isinstance(ledger_path, str) or ledger_path.exists()
                 else None
             )
             try:
                 if ledger is not None:
+                    # Without the key every keyed hash would differ: all rows "changed".
+                    ledger.require_patient_data("import --dry-run")
                     await ledger.bind_identity(api, config.tenants, rebind=False)
                     run.reader.hand_fixed = await worklist.hand_fixed(ledger)
                 with preview_to(run.reader, options.payloads):
@@ -372,12 +378,13 @@ async def run_import(options: ImportOptions) -> ImportResult:
                     await ledger.close()
             return _result(run, ledger_path, mode, started)
 
-        ledger = options.ledger or await open_ledger(ledger_path)
+        ledger = options.ledger or await open_ledger(ledger_path, key=configured_key(config))
         try:
             await ledger.bind_identity(api, config.tenants, rebind=options.rebind_ledger)
             result = await _send(run, source, ledger, ledger_path, started)
             if config_uses_api(config):
                 await forget_refused(ledger, result.run_id)
+            await purge_after_import(ledger, config)
             return result
         finally:
             if options.ledger is None:

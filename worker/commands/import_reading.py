@@ -186,7 +186,8 @@ class RowReader:
                                         source_row=_source_row_json(item))
                 )  # fmt: skip
                 continue
-            action = sync_action(entry, m.payload_hash, retry_failed=self.retry_failed)
+            stored_hash = m.payload_hash if ledger is None else ledger.keyed(m.payload_hash)
+            action = sync_action(entry, stored_hash, retry_failed=self.retry_failed)
             if action is Action.NEW:
                 counts.new += 1
             elif action is Action.UNCHANGED:

@@ -23,6 +23,7 @@ from worker.delivery.runner import LaneRunner
 from worker.errors import ConfigError
 from worker.exitcodes import ExitCode
 from worker.ledger import Ledger, Status, api_identity
+from worker.ledger.crypto import configured_key
 from worker.ledger.target import LedgerTarget, describe, is_url, ledger_target, open_ledger
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ async def run_reconcile(options: ReconcileOptions) -> ReconcileResult:
     ledger_path = describe(target) if is_url(target) else Path(target)
     if isinstance(ledger_path, Path) and not ledger_path.exists():
         raise ConfigError(f"ledger {ledger_path} does not exist (run an import first)")
-    ledger = await open_ledger(target)
+    ledger = await open_ledger(target, key=configured_key(config))
     try:
         api = api_identity(config.base_urls(options.base_url))
         await ledger.bind_identity(api, config.tenants, rebind=options.rebind_ledger)

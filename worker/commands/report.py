@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -12,9 +12,11 @@ from rich.table import Table
 
 from worker import worklist
 from worker.commands.import_summary import SHOWN_ROWS, diff_text, local_rows, public_rows
+from worker.commands.ledger_care import audit_rows
 from worker.config import load_config
 from worker.errors import AbortError, ConfigError
 from worker.ledger import Entry, Ledger, Run, Status
+from worker.ledger.crypto import LedgerKey, configured_key
 from worker.ledger.target import LedgerTarget, describe, find_ledger_target, is_url, open_ledger
 from worker.source import RowProblem, SourceRow
 from worker.source.failures import FailureWriter, neutralise
@@ -84,10 +86,19 @@ class LedgerReport:
     failures_written: int = 0
     local_times: bool = False
     """Whether changed rows show scheduled_at in each clinic's time zone (needs --config)."""
+    encrypted: str | None = None
+    """The key id of an encrypted ledger."""
+    patient_data: bool = True
+    """Whether the listed rows come with patient values (False: encrypted, no key given)."""
+    audit: list[dict[str, Any]] = field(default_factory=list)
+    """Purges and rekeys: who, when, what."""
 
     def to_json(self) -> dict[str, Any]:
         """The report as one JSON-ready object."""
         return {
+            "patient_data": self.patient_data,
+            "encrypted": self.encrypted,
+            "audit": self.audit,
             "ledger": str(self.ledger_path),
             "tenant": self.tenant,
             "run": self.run,
@@ -103,11 +114,11 @@ class LedgerReport:
         }
 
 
-async def open_for_report(target: LedgerTarget) -> Ledger:
+async def open_for_report(target: LedgerTarget, key: LedgerKey | None = None) -> Ledger:
     """Open a ledger (file or PostgreSQL) read-only, without a lock: reports run beside
     an import, on a shared ledger beside its workers. Exit 2 when unusable."""
     try:
-        return await open_ledger(target, lock=False, readonly=True)
+        return await open_ledger(target, lock=False, readonly=True, key=key)
     except AbortError as exc:
         raise ConfigError(f"{exc} (give --ledger, or --config to find it)") from None
 
@@ -124,8 +135,11 @@ async def build_report(options: ReportOptions) -> LedgerReport:
     """Read the ledger and (with `failures`) write the failures file."""
     target = find_ledger_target(options.ledger_path, options.config_path)
     path = describe(target) if is_url(target) else Path(target)
-    ledger = await open_for_report(target)
+    config = load_config(options.config_path) if options.config_path else None
+    ledger = await open_for_report(target, configured_key(config))
     try:
+        if options.failures is not None:
+            ledger.require_patient_data("report --failures")
         runs = await ledger.runs(options.run)
         if options.run is not None and not runs:
             raise ConfigError(f"ledger {path} has no run {options.run}")
@@ -135,7 +149,7 @@ async def build_report(options: ReportOptions) -> LedgerReport:
             if counts is None:
                 continue  # the tenant took no part in this run
             rows.append({name: getattr(run, name) for name in _RUN_FIELDS} | {"counts": counts})
-        zone_for = load_config(options.config_path).timezone_for if options.config_path else None
+        zone_for = config.timezone_for if config is not None else None
         changed = [
             {
                 "tenant": e.tenant,
@@ -162,6 +176,9 @@ async def build_report(options: ReportOptions) -> LedgerReport:
             local_times=zone_for is not None,
             missing_from_source=missing,
             missing_run=missing_run,
+            encrypted=ledger.key_id,
+            patient_data=ledger.key_id is None or ledger.sealer is not None,
+            audit=await audit_rows(ledger),
         )
         if options.failures is not None:
             all_runs = runs if options.run is None else await ledger.runs()
@@ -389,6 +406,12 @@ def report_table(report: LedgerReport, console: Console | None = None) -> None:
         )
     if report.failures_path is not None:
         console.print(f"{report.failures_written} row(s) written to {report.failures_path}")
+    if report.encrypted is not None:
+        how = "" if report.patient_data else " (no key given: changed rows not listed)"
+        console.print(f"patient data encrypted, key id {report.encrypted}{how}")
+    for a in report.audit:
+        detail = ", ".join(f"{k} {v}" for k, v in sorted(a["detail"].items()) if v is not None)
+        console.print(f"audit: {a['at'][:19]} {a['action']} by {a['who']}: {detail}", markup=False)
 
 
 def _is_tty() -> bool:

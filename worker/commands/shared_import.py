@@ -28,6 +28,7 @@ from worker.commands.import_result import ImportResult, TenantCounts
 from worker.config import load_config
 from worker.errors import ConfigError
 from worker.exitcodes import ExitCode
+from worker.ledger.crypto import configured_key
 from worker.ledger.leases import Lease, LeaseKeeper
 from worker.ledger.postgres import LeaseLostError, PgLedger, redact
 from worker.logs import get_logger
@@ -79,7 +80,7 @@ async def run_shared_import(
     if options.tenant is not None:
         round_key += f":{options.tenant}"
     started = time.monotonic()
-    ledger = await PgLedger.open_url(url)
+    ledger = await PgLedger.open_url(url, key=configured_key(config))
     results: list[ImportResult] = []
     try:
         keeper = await LeaseKeeper.open(

@@ -241,7 +241,8 @@ class _ErrorSpool:
         self.first = False
 
     def write_report(self, head: dict[str, Any]) -> None:
-        body = json.dumps(head, ensure_ascii=False, indent=2)
+        # The first field says what the file holds: the rejected values are patient data.
+        body = json.dumps({"patient_data": True, **head}, ensure_ascii=False, indent=2)
         tmp = self.report.with_name(self.report.name + ".tmp")
         try:
             with open_private(tmp, encoding="utf-8") as out:

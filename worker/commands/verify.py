@@ -32,6 +32,7 @@ from worker.errors import ConfigError, SourceError
 from worker.exitcodes import ExitCode
 from worker.fileperms import open_private
 from worker.ledger import Entry, Ledger, Status, api_identity
+from worker.ledger.crypto import configured_key
 from worker.ledger.target import LedgerTarget, describe, is_url, ledger_target, open_ledger
 from worker.logs import get_logger
 
@@ -258,8 +259,8 @@ class _Verifier:
             )
 
         payload = entry.payload
-        if entry.appointment_id is None or payload is None:
-            return problem("error", "the ledger holds no appointment id or payload for this row")
+        if entry.appointment_id is None:
+            return problem("error", "the ledger holds no appointment id for this row")
         appointment_id = entry.appointment_id
         try:
             result: Result = await read_with_retries(
@@ -268,6 +269,8 @@ class _Verifier:
         except LaneStopped as exc:
             return problem("error", f"not checked: tenant stopped ({exc})")
         if result.outcome is Outcome.FOUND and result.appointment is not None:
+            if payload is None:
+                return None  # purged (`ledger purge`): only that it exists can be checked
             found = compare(payload, result.appointment)
             return problem("mismatch", found=found) if found else None
         if result.outcome is Outcome.NOT_FOUND:
@@ -287,7 +290,8 @@ async def run_verify(options: VerifyOptions) -> VerifyResult:
     if isinstance(ledger_path, Path) and not ledger_path.exists():
         raise ConfigError(f"ledger {ledger_path} does not exist (run an import first)")
     # Read-only and without a lock: beside an import, or a shared ledger's workers.
-    ledger = await open_ledger(target, lock=False, readonly=True)
+    ledger = await open_ledger(target, lock=False, readonly=True, key=configured_key(config))
+    ledger.require_patient_data("verify")
     orphans: OrphanScan | None = None
     try:
         api = api_identity(config.base_urls(options.base_url))
@@ -328,9 +332,9 @@ def write_report(result: VerifyResult, path: str | Path) -> None:
     """Write the JSON report (every mismatch, missing row and error)."""
     try:
         with open_private(path, encoding="utf-8") as out:
-            out.write(
-                json.dumps(result.to_json(), ensure_ascii=False, indent=2, default=str) + "\n"
-            )
+            # The first field says what the file holds: mismatches show patient values.
+            data = {"patient_data": True, **result.to_json()}
+            out.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
     except OSError as exc:
         raise SourceError(f"{path}: cannot write the report: {exc.strerror}") from None
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from worker.ledger.crypto import Sealer
 from worker.ledger.model import ENTRY_COLUMNS, RUN_COLUMNS, Entry, Run, SeenRow, Status
 
 _COLS = ", ".join(ENTRY_COLUMNS)
@@ -224,8 +225,14 @@ _RESET_KEEP_ATTEMPTS = _RESET.format(attempts="attempts", sent="")
 _RESET_ATTEMPTS = _RESET.format(attempts="0", sent=", sent_at = NULL, first_sent_at = NULL")
 
 
-def upsert_seen(conn: sqlite3.Connection, now: str, items: Sequence[SeenRow]) -> None:
-    """Record that this run's source holds these rows (rules in Ledger.upsert_seen)."""
+def upsert_seen(
+    conn: sqlite3.Connection, now: str, items: Sequence[SeenRow], sealer: Sealer | None = None
+) -> None:
+    """Record that this run's source holds these rows (rules in Ledger.upsert_seen).
+
+    With a sealer, patient values are stored sealed and hashes keyed (worker.ledger.crypto).
+    """
+    seal, reveal, keyed = _codec(sealer)
     known: dict[tuple[int, str], tuple[str, str | None, str | None, str | None]] = {}
     keys = list({(item.tenant, item.source_key) for item in items})
     for start in range(0, len(keys), _KEY_CHUNK):
@@ -239,54 +246,65 @@ def upsert_seen(conn: sqlite3.Connection, now: str, items: Sequence[SeenRow]) ->
             known[(tenant, key)] = (state[0], state[1], state[2], state[3])
     for item in items:
         key = (item.tenant, item.source_key)
-        payload = _text(item.payload_json)
-        row = _row_text(item.source_row)
+        clear = _text(item.payload_json)
+        payload = seal(clear)
+        row = seal(_row_text(item.source_row))
+        item_hash = keyed(item.payload_hash)
+        identity = keyed(item.identity)
         invalid = item.status == Status.INVALID
-        errors = (item.error_code, item.error_message, item.error_field) if invalid else (None,) * 3
+        message = seal(item.error_message)
+        errors = (item.error_code, message, item.error_field) if invalid else (None,) * 3
         where = (item.tenant, item.source_key)
         seen = (item.run_id, item.run_id, item.source_file, item.source_line)
         old = known.get(key)
         if old is None:
             conn.execute(
                 _INSERT,
-                (*where, item.status, item.payload_hash, payload, *errors, item.source_file,
+                (*where, item.status, item_hash, payload, *errors, item.source_file,
                  item.source_line, row, item.run_id, item.run_id, item.run_id, now, now,
-                 item.identity),
+                 identity),
             )  # fmt: skip
-            known[key] = (item.status, item.payload_hash, payload, row)
+            known[key] = (item.status, item_hash, payload, row)
             continue
         status, old_hash, old_payload, old_row = old
         if status == Status.CREATED:
-            if item.payload_hash is None:  # invalid now: the created appointment stands
+            if item_hash is None:  # invalid now: the created appointment stands
                 conn.execute(_SEEN, (*seen, old_row, now, *where))
-            elif item.payload_hash == old_hash:
+            elif item_hash == old_hash:
                 conn.execute(_SEEN_CREATED, (*seen, None, None, None, now, *where))
             else:
-                diff = json.dumps(payload_diff(old_payload, payload), sort_keys=True)
-                conn.execute(_SEEN_CREATED, (*seen, row, item.payload_hash, diff, now, *where))
+                diff = seal(json.dumps(payload_diff(reveal(old_payload), clear), sort_keys=True))
+                conn.execute(_SEEN_CREATED, (*seen, row, item_hash, diff, now, *where))
             continue
         resend = status == Status.PENDING or (
             status in (Status.FAILED, Status.INVALID)
-            and (invalid or status == Status.INVALID or item.payload_hash != old_hash)
+            and (invalid or status == Status.INVALID or item_hash != old_hash)
         )
         if resend:
             conn.execute(
                 _RESET_KEEP_ATTEMPTS if status == Status.PENDING else _RESET_ATTEMPTS,
-                (
-                    item.status,
-                    item.payload_hash,
-                    payload,
-                    *errors,
-                    *seen,
-                    row,
-                    now,
-                    item.identity,
-                    *where,
-                ),
+                (item.status, item_hash, payload, *errors, *seen, row, now, identity, *where),
             )
-            known[key] = (item.status, item.payload_hash, payload, row)
+            known[key] = (item.status, item_hash, payload, row)
         else:
             conn.execute(_SEEN, (*seen, row, now, *where))
+
+
+def _same(value: str | None) -> str | None:
+    return value
+
+
+def _codec(
+    sealer: Sealer | None,
+) -> tuple[
+    Callable[[str | None], str | None],
+    Callable[[str | None], str | None],
+    Callable[[str | None], str | None],
+]:
+    """seal, reveal and keyed for a sealer; without one, values pass as they are."""
+    if sealer is None:
+        return _same, _same, _same
+    return sealer.seal, sealer.open, sealer.keyed
 
 
 def mark_in_flight(

@@ -23,6 +23,7 @@ import contextlib
 import os
 import secrets
 import socket
+import sqlite3
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -31,7 +32,8 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 
 from worker.errors import AbortError
-from worker.ledger import ops
+from worker.ledger import atrest, ops
+from worker.ledger.crypto import LedgerKey, Sealer
 from worker.ledger.model import Run, RunStatus
 from worker.ledger.pgconn import PgConnection
 from worker.ledger.pgschema import SCHEMA, prepare
@@ -44,6 +46,8 @@ log = get_logger("ledger")
 
 # A database host that vanishes without closing the connection is noticed within
 # about 25 s (TCP keepalives) instead of the kernel's two hours.
+# Taken while a new shared ledger gets its encryption meta: one hash key for all workers.
+_ENCRYPTION_LOCK = 0x464C584B
 _KEEPALIVE: dict[str, Any] = {
     "keepalives": 1,
     "keepalives_idle": 10,
@@ -112,16 +116,24 @@ class PgLedger(Ledger):
         readonly: bool = False,
         worker_id: str | None = None,
         lease_seconds: float = 30.0,
+        key: LedgerKey | None = None,
     ) -> PgLedger:
         """Open (creating or migrating the schema); a writer registers its worker row,
-        which worker.ledger.leases.LeaseKeeper keeps alive by heartbeat."""
+        which worker.ledger.leases.LeaseKeeper keeps alive by heartbeat. ``key``: the
+        ledger's encryption key (worker.ledger.atrest)."""
         where = redact(url)
         loop = asyncio.get_running_loop()
+        sealing: list[Sealer | str | None] = []
 
         def opening() -> PgConnection:
             conn = PgConnection(connect(url))
             try:
                 prepare(conn, where, readonly=readonly)
+                # The same meta keys and rules as a SQLite ledger (one encryption, one key).
+                lite = cast(sqlite3.Connection, conn)
+                begin = ("BEGIN", f"SELECT pg_advisory_xact_lock({_ENCRYPTION_LOCK})")
+                sealing.append(atrest.bind(lite, where, key, readonly=readonly, begin=begin))
+                sealing.append(atrest.key_id(lite))
             except psycopg.Error as exc:
                 conn.close()
                 raise AbortError(f"ledger {where}: {_first_line(exc)}") from None
@@ -140,6 +152,8 @@ class PgLedger(Ledger):
 
         writer = PgWriter(conn, where, on_broken=on_broken)
         ledger = cls(where, writer, None, readonly=readonly)
+        ledger._sealer = cast(Sealer | None, sealing[0])
+        ledger._key_id = cast(str | None, sealing[1])
         ledger.lease_lost = None
         ledger.url = url
         ledger.worker_id = worker_id or new_worker_id()

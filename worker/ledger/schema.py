@@ -10,7 +10,7 @@ from worker.errors import AbortError
 from worker.ledger import meta
 from worker.ledger.fatal import damaged_message, ledger_failure
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # PRAGMA application_id marks the file as ours ("FLXL"), so another app's DB is refused.
 APPLICATION_ID = 0x464C584C
 
@@ -104,6 +104,15 @@ CREATE TABLE ref_creations (
     PRIMARY KEY (tenant, by, key)
 );
 """
+_AUDIT_TABLE = """
+CREATE TABLE audit (
+    id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    at     TEXT NOT NULL,
+    action TEXT NOT NULL,
+    who    TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '{}'
+)
+"""
 _REFERENCE_TABLES = _SCHEMA[_SCHEMA.index("-- The per-tenant reference cache") :]
 RUN_COLUMNS_V4 = (
     "partial INTEGER NOT NULL DEFAULT 0",
@@ -141,6 +150,8 @@ CREATE TABLE worklist (
 );
 CREATE INDEX worklist_state ON worklist (state, tenant)
 """
+# Who purged or re-keyed patient data, and when (worker.ledger.audit).
+_SCHEMA += ";" + _AUDIT_TABLE
 
 
 def _to_v2(conn: sqlite3.Connection) -> None:
@@ -196,8 +207,18 @@ def _to_v4_worklist(conn: sqlite3.Connection) -> None:
             conn.execute(statement)
 
 
+def _to_v5_audit(conn: sqlite3.Connection) -> None:
+    """The audit table of purges and rekeys (issue 24)."""
+    conn.execute(_AUDIT_TABLE)
+
+
 # Index i upgrades a version-(i+1) ledger to version i+2.
-_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v2, _to_v3, _to_v4_worklist]
+_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    _to_v2,
+    _to_v3,
+    _to_v4_worklist,
+    _to_v5_audit,
+]
 
 
 def connect(path: Path, *, readonly: bool, new: bool = False) -> sqlite3.Connection:

@@ -20,7 +20,8 @@ from typing import Any, cast
 
 from worker.errors import AbortError, ConfigError
 from worker.fileperms import create_private, private_dir
-from worker.ledger import meta, ops
+from worker.ledger import atrest, meta, ops
+from worker.ledger.crypto import SEALED_PREFIX, LedgerKey, Sealer
 from worker.ledger.fatal import ledger_failure
 from worker.ledger.lock import LedgerLock, is_locked
 from worker.ledger.model import Entry, Run, RunStatus, SeenRow, Status
@@ -52,24 +53,39 @@ class Ledger:
         self._readonly = readonly
         self._closed = False
         self._broken = asyncio.Event()
+        self._sealer: Sealer | None = None
+        self._key_id: str | None = None
 
     @classmethod
-    async def open(cls, path: str | Path, *, lock: bool = True, readonly: bool = False) -> Ledger:
+    async def open(
+        cls,
+        path: str | Path,
+        *,
+        lock: bool = True,
+        readonly: bool = False,
+        key: LedgerKey | None = None,
+    ) -> Ledger:
         """Open (creating or migrating) a ledger.
 
         lock takes ``<path>.lock`` without waiting (LedgerLockedError when another
         run holds it); a read-only open never locks, so reports can run beside a
-        run. A file that is not a usable ledger raises AbortError.
+        run. A file that is not a usable ledger raises AbortError. ``key``: the
+        ledger's encryption key (see worker.ledger.atrest for what is refused).
         """
         loop = asyncio.get_running_loop()
         ledger = await asyncio.to_thread(
-            cls._open_sync, Path(path), lock and not readonly, readonly, loop
+            cls._open_sync, Path(path), lock and not readonly, readonly, loop, key
         )
         return ledger
 
     @classmethod
     def _open_sync(
-        cls, path: Path, lock: bool, readonly: bool, loop: asyncio.AbstractEventLoop
+        cls,
+        path: Path,
+        lock: bool,
+        readonly: bool,
+        loop: asyncio.AbstractEventLoop,
+        key: LedgerKey | None = None,
     ) -> Ledger:
         # One ledger, one lock: a symlink or another spelling of the path must find
         # the same <real path>.lock, or two runs would write one ledger at once.
@@ -93,6 +109,8 @@ class Ledger:
                 if held is not None:
                     # We hold the lock, so a run still marked running belongs to a dead process.
                     ops.crash_running_runs(conn, "")
+                sealer = atrest.bind(conn, path, key, readonly=readonly)
+                key_id = atrest.key_id(conn)
                 keeper = None
                 if not readonly:
                     meta.write_open_mark(conn)
@@ -100,6 +118,9 @@ class Ledger:
             except sqlite3.Error as exc:
                 conn.close()
                 raise ledger_failure(path, exc) from None
+            except BaseException:
+                conn.close()
+                raise
         except BaseException:
             if held is not None:
                 held.release()
@@ -120,6 +141,7 @@ class Ledger:
             keeper=keeper,
         )
         ledger = cls(path, writer, held, readonly=readonly)
+        ledger._sealer, ledger._key_id = sealer, key_id
         return ledger
 
     async def close(self) -> None:
@@ -200,6 +222,46 @@ class Ledger:
             "(--ledger), or, if this is the same Flextell account under a new address or "
             "with a changed tenant list, run import or reconcile once with --rebind-ledger"
         )
+
+    # --- encryption at rest (worker.ledger.atrest) ---
+
+    @property
+    def key_id(self) -> str | None:
+        """The id of the key the ledger is encrypted with, or None (not encrypted)."""
+        return self._key_id
+
+    @property
+    def sealer(self) -> Sealer | None:
+        """Seals and opens patient values; None for a ledger opened without a key."""
+        return self._sealer
+
+    def require_patient_data(self, what: str) -> None:
+        """ConfigError (exit 2) when `what` would need patient values this open cannot read."""
+        if self._key_id is not None and self._sealer is None:
+            raise ConfigError(atrest.missing_key(self.path, self._key_id, what))
+
+    def keyed(self, payload_hash: str) -> str:
+        """A payload hash as this ledger stores it: keyed when encrypted, else as it is."""
+        return payload_hash if self._sealer is None else self._sealer.keyed(payload_hash) or ""
+
+    def _reveal(self, entries: Iterable[Entry]) -> list[Entry]:
+        """Entries with their patient values in clear (None when opened without the key)."""
+        found = list(entries)
+        if self._key_id is None:
+            return found
+        sealer = self._sealer
+        for e in found:
+            if sealer is None:
+                e.payload_json = e.source_row = e.changed_diff = e.error_message = None
+                continue
+            try:
+                e.payload_json = sealer.open(e.payload_json)
+                e.source_row = sealer.open(e.source_row)
+                e.changed_diff = sealer.open(e.changed_diff)
+                e.error_message = _open_message(sealer, e.error_message)
+            except ValueError as exc:
+                raise AbortError(f"ledger {self.path}: row {e.source_key!r}: {exc}") from None
+        return found
 
     @property
     def commits(self) -> int:
@@ -285,9 +347,11 @@ class Ledger:
 
     async def get_many(self, keys: Sequence[tuple[int, str]]) -> dict[tuple[int, str], Entry]:
         """The entries of those keys that exist (missing keys are absent)."""
-        return cast(
+        found = cast(
             dict[tuple[int, str], Entry], await self._read(partial(ops.get_many, keys=list(keys)))
         )
+        self._reveal(found.values())
+        return found
 
     async def select(
         self,
@@ -305,7 +369,7 @@ class Ledger:
             run_id=run_id,
             limit=limit,
         )
-        return cast(list[Entry], await self._read(fn))
+        return self._reveal(cast(list[Entry], await self._read(fn)))
 
     async def entries_iter(
         self,
@@ -328,7 +392,7 @@ class Ledger:
                 run_id=run_id,
             )
             after, entries = cast(tuple[int, list[Entry]], await self._read(fn))
-            for entry in entries:
+            for entry in self._reveal(entries):
                 yield entry
             if len(entries) < page_size:
                 return
@@ -344,13 +408,12 @@ class Ledger:
         fn = partial(
             ops.pending_batch, tenant=tenant, run_id=run_id, after_line=after_line, limit=limit
         )
-        return cast(list[Entry], await self._read(fn))
+        return self._reveal(cast(list[Entry], await self._read(fn)))
 
     async def group(self, tenant: int, identity: str) -> list[Entry]:
         """Every row of the tenant whose payload has this identity (see worker.compare)."""
-        return cast(
-            list[Entry], await self._read(partial(ops.group, tenant=tenant, identity=identity))
-        )
+        fn = partial(ops.group, tenant=tenant, identity=identity)
+        return self._reveal(cast(list[Entry], await self._read(fn)))
 
     async def owners(self, tenant: int, ids: Collection[int]) -> dict[int, str]:
         """appointment id -> source key of the row owning it, for the ids that are owned."""
@@ -372,7 +435,7 @@ class Ledger:
     async def missing_from_source(self, run_id: int, tenants: Iterable[int]) -> list[Entry]:
         """Created entries of these tenants that the run's source no longer contains."""
         fn = partial(ops.missing_from_source, run_id=run_id, tenants=list(tenants))
-        return cast(list[Entry], await self._read(fn))
+        return self._reveal(cast(list[Entry], await self._read(fn)))
 
     # --- writes ---
 
@@ -391,7 +454,8 @@ class Ledger:
         for item in items:
             if item.status not in (Status.PENDING, Status.INVALID):
                 raise ValueError(f"a seen row is pending or invalid, not {item.status!r}")
-        await self._write(partial(ops.upsert_seen, items=list(items)), atomic=True)
+        fn = partial(ops.upsert_seen, items=list(items), sealer=self._sealer)
+        await self._write(fn, atomic=True)
 
     async def mark_in_flight(
         self, tenant: int, source_key: str, *, run_id: int, sent_at: float | None = None
@@ -455,7 +519,10 @@ class Ledger:
             appointment_code=appointment_code,
             http_status=http_status,
             error_code=error_code,
-            error_message=error_message,
+            # A lookup's reason may quote the row's values (a differing note): sealed too.
+            error_message=error_message
+            if self._sealer is None
+            else self._sealer.seal(error_message),
             error_field=error_field,
             origin=origin,
         )
@@ -514,6 +581,13 @@ class Ledger:
             raise AbortError(f"ledger {self.path} is closed")
         if self._readonly:
             raise AbortError(f"ledger {self.path} was opened read-only")
+
+
+def _open_message(sealer: Sealer, text: str | None) -> str | None:
+    # Messages the ledger itself writes (mark_not_sent, a claim) hold no patient values.
+    if text is None or not text.startswith(SEALED_PREFIX):
+        return text
+    return sealer.open(text)
 
 
 def _noop(conn: object, now: str) -> None:

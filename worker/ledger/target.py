@@ -11,6 +11,7 @@ from worker.ledger.paths import default_ledger_path, resolve_ledger_path
 
 if TYPE_CHECKING:
     from worker.config import Config
+    from worker.ledger.crypto import LedgerKey
     from worker.ledger.store import Ledger
 
 URL_SCHEMES = ("postgresql://", "postgres://")
@@ -80,12 +81,21 @@ def describe(target: LedgerTarget) -> str:
     return str(target)
 
 
-async def open_ledger(target: LedgerTarget, *, lock: bool = True, readonly: bool = False) -> Ledger:
-    """Open either backend; a PostgreSQL ledger is shared, so it takes no file lock."""
+async def open_ledger(
+    target: LedgerTarget,
+    *,
+    lock: bool = True,
+    readonly: bool = False,
+    key: LedgerKey | None = None,
+) -> Ledger:
+    """Open either backend; a PostgreSQL ledger is shared, so it takes no file lock.
+
+    ``key``: ``[ledger] encryption_key`` (worker.ledger.atrest).
+    """
     if isinstance(target, str):
         from worker.ledger.postgres import PgLedger
 
-        return await PgLedger.open_url(target, readonly=readonly)
+        return await PgLedger.open_url(target, readonly=readonly, key=key)
     from worker.ledger.store import Ledger
 
-    return await Ledger.open(target, lock=lock, readonly=readonly)
+    return await Ledger.open(target, lock=lock, readonly=readonly, key=key)

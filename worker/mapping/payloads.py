@@ -1,20 +1,23 @@
 """``--payloads FILE``: the exact request bodies a run would POST, one JSON line each.
 
-Each line is ``{"source": ..., "line": ..., "key": ..., "tenant": ..., "body": {...}}``
-(``"sheet"`` after ``"line"`` for a spreadsheet's row)
-where the bytes after ``"body":`` up to the closing ``}`` of the line are the very
-bytes the import sends (the payload's canonical JSON, embedded unchanged).
+Each line is ``{"patient_data": true, "source": ..., "line": ..., "key": ..., "tenant": ...,
+"body": {...}}`` (``"sheet"`` after ``"line"`` for a spreadsheet's row): the first field
+says what the file holds (it is written 0600), and the bytes after ``"body":`` up to the
+closing ``}`` of the line are the very bytes the import sends (the payload's canonical
+JSON, embedded unchanged).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from worker.errors import SourceError
+from worker.fileperms import FILE_MODE
 from worker.mapping import MappedRow
 
 
@@ -25,7 +28,9 @@ class PayloadWriter:
         self.path = Path(path)
         self.count = 0
         try:
-            self._fh: BinaryIO = self.path.open("wb")
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+            os.fchmod(fd, FILE_MODE)  # an existing file keeps its mode otherwise
+            self._fh: BinaryIO = os.fdopen(fd, "wb")
         except OSError as exc:
             raise SourceError(
                 f"{self.path}: cannot write the payloads file: {exc.strerror or exc}"
@@ -37,7 +42,7 @@ class PayloadWriter:
         if row.row.sheet is not None:
             where["sheet"] = row.row.sheet  # a spreadsheet: "line" is the sheet's row
         head = json.dumps(
-            {**where, "key": row.source_key, "tenant": row.tenant},
+            {"patient_data": True, **where, "key": row.source_key, "tenant": row.tenant},
             ensure_ascii=False,
             separators=(",", ":"),
         )

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from worker.ledger import Ledger
+from worker.ledger.crypto import SEALED_PREFIX
 from worker.mapping.refkeys import RefKey
 
 _UPSERT_REF = (
@@ -60,17 +61,51 @@ class Creation:
     sent_at: float | None
 
 
+class _KeyedRefs(Mapping[RefKey, Cached]):
+    """The cache of an encrypted ledger: looked up by clear key, stored by keyed hash."""
+
+    def __init__(self, found: dict[RefKey, Cached], keyed: Callable[[str], str]) -> None:
+        self._found = found
+        self._keyed = keyed
+
+    def __getitem__(self, ref: RefKey) -> Cached:
+        return self._found[RefKey(ref.kind, ref.by, self._keyed(ref.key))]
+
+    def __iter__(self) -> Iterator[RefKey]:
+        return iter(self._found)
+
+    def __len__(self) -> int:
+        return len(self._found)
+
+
 class RefCache:
-    """Reads and writes of the two tables; a read-only ledger (a dry run) only reads."""
+    """Reads and writes of the two tables; a read-only ledger (a dry run) only reads.
+
+    On an encrypted ledger the keys (phones, e-mail addresses) are stored as keyed
+    hashes and labels, bodies and errors sealed (worker.ledger.crypto).
+    """
 
     def __init__(self, ledger: Ledger | None) -> None:
         self.ledger = ledger
+        sealer = None if ledger is None else ledger.sealer
+        self._sealer = sealer
+
+    def _key(self, key: str) -> str:
+        return key if self._sealer is None else self._sealer.keyed(key) or key
+
+    def _seal(self, text: str | None) -> str | None:
+        return text if self._sealer is None else self._sealer.seal(text)
+
+    def _open(self, text: str | None) -> str | None:
+        if self._sealer is None or text is None or not text.startswith(SEALED_PREFIX):
+            return text
+        return self._sealer.open(text)
 
     @property
     def writable(self) -> bool:
         return self.ledger is not None and not self.ledger.readonly
 
-    async def load(self, tenant: int) -> dict[RefKey, Cached]:
+    async def load(self, tenant: int) -> Mapping[RefKey, Cached]:
         if self.ledger is None:
             return {}
 
@@ -80,10 +115,11 @@ class RefCache:
             ).fetchall()
 
         rows = await self.ledger.read_op(read)
-        return {
+        found = {
             RefKey(kind, by, key): Cached(tuple(int(i) for i in ids.split(",") if i), at)
             for kind, by, key, ids, at in rows
         }
+        return found if self._sealer is None else _KeyedRefs(found, self._key)
 
     async def store(
         self,
@@ -98,7 +134,15 @@ class RefCache:
             return
         assert self.ledger is not None
         rows = [
-            (tenant, r.kind, r.by, r.key, ",".join(map(str, ids)), label, fetched_at)
+            (
+                tenant,
+                r.kind,
+                r.by,
+                self._key(r.key),
+                ",".join(map(str, ids)),
+                self._seal(label),
+                fetched_at,
+            )
             for r, ids, label in entries
         ]
 
@@ -141,7 +185,7 @@ class RefCache:
             row: tuple[Any, ...] | None = conn.execute(
                 "SELECT state, customer_id, body_json, error, attempts, sent_at "
                 'FROM ref_creations WHERE tenant = ? AND "by" = ? AND key = ?',
-                (tenant, by, key),
+                (tenant, by, self._key(key)),
             ).fetchone()
             return row
 
@@ -149,14 +193,17 @@ class RefCache:
         if row is None:
             return None
         state, cid, body, error, attempts, sent_at = row
-        return Creation(tenant, by, key, state, cid, json.loads(body), error, attempts, sent_at)
+        body, error = self._open(body), self._open(error)
+        return Creation(tenant, by, key, state, cid, json.loads(body or "{}"), error, attempts,
+                        sent_at)  # fmt: skip
 
     async def intent(self, tenant: int, by: str, key: str, body: dict[str, Any], at: float) -> None:
         """Durably note that a POST for this customer is about to be sent."""
         assert self.ledger is not None
 
         def write(conn: sqlite3.Connection, now: str) -> None:
-            conn.execute(_INTENT, (tenant, by, key, json.dumps(body, ensure_ascii=False), at, now))
+            text = self._seal(json.dumps(body, ensure_ascii=False))
+            conn.execute(_INTENT, (tenant, by, self._key(key), text, at, now))
 
         await self.ledger.write_fenced(tenant, write)
 
@@ -176,7 +223,7 @@ class RefCache:
             conn.execute(
                 "UPDATE ref_creations SET state = ?, customer_id = ?, error = ?, updated_at = ? "
                 'WHERE tenant = ? AND "by" = ? AND key = ?',
-                (state, customer_id, error, now, tenant, by, key),
+                (state, customer_id, self._seal(error), now, tenant, by, self._key(key)),
             )
 
         await self.ledger.write_op(write)
@@ -193,6 +240,8 @@ class RefCache:
             ).fetchall()
 
         return [
-            Creation(t, by, key, st, cid, json.loads(body), err, att, at)
+            Creation(
+                t, by, key, st, cid, json.loads(self._open(body) or "{}"), self._open(err), att, at
+            )
             for t, by, key, st, cid, body, err, att, at in await self.ledger.read_op(read)
         ]

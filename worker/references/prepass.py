@@ -15,6 +15,7 @@ from worker.config import Config
 from worker.delivery import LaneBuilder, RetryPolicy, http_session
 from worker.errors import ConfigError
 from worker.ledger import Ledger, Status, api_identity
+from worker.ledger.crypto import configured_key
 from worker.ledger.target import LedgerTarget, open_ledger
 from worker.logs import get_logger
 from worker.mapping import MappedRow, Mapper
@@ -140,9 +141,9 @@ async def run_ledger(
         if isinstance(target, Path) and not await asyncio.to_thread(target.exists):
             yield None
             return
-        ledger = await open_ledger(target, lock=False, readonly=True)
+        ledger = await open_ledger(target, lock=False, readonly=True, key=configured_key(config))
     else:
-        ledger = await open_ledger(target)
+        ledger = await open_ledger(target, key=configured_key(config))
     try:
         await ledger.bind_identity(
             api_identity(config.base_urls(base_url)), config.tenants, rebind=rebind and not dry_run

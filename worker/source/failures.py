@@ -13,6 +13,8 @@ run as a formula by Excel or LibreOffice, so it gets a leading single quote.
 Cells that are plain numbers or phone-like (``-5``, ``+90 532 111 22 33``,
 ``-12.5``) are left alone: they contain no letters or function syntax, so a
 spreadsheet can only read them as numbers, and changing them would corrupt data.
+Every row also says, in the added ``worker_patient_data`` column (a key in JSONL),
+that the file holds patient data: keep it private and delete it once fixed.
 The columns of the quoted cells are listed in the added ``worker_quoted`` column,
 so reading the file back (`worker.source.quoted`) removes exactly those quotes:
 the round trip is lossless, and a cell the user typed with a quote stays as typed.
@@ -37,6 +39,8 @@ from worker.source.quoted import FORMULA_START as _FORMULA_START
 from worker.source.quoted import QUOTED_COLUMN
 from worker.source.sheet import cell_text
 
+PATIENT_DATA_COLUMN = "worker_patient_data"
+PATIENT_DATA_NOTE = "yes: keep private, delete once fixed"
 _SAFE_NUMBER = re.compile(r"[+-]?[0-9][0-9 ().,/-]*")
 
 
@@ -68,7 +72,8 @@ class FailureWriter:
             raise ValueError(f"unknown failure file format {format!r}")
         self.path = Path(path)
         self.format = format
-        self.extra_columns = tuple(extra_columns)
+        self.extra_columns = (*(c for c in extra_columns if c != PATIENT_DATA_COLUMN),
+                              PATIENT_DATA_COLUMN)  # fmt: skip
         # A failures file fed back already has the extra columns: replace, not repeat.
         ours = {*self.extra_columns, QUOTED_COLUMN}
         self.columns = tuple(c for c in (columns or ()) if c not in ours)
@@ -88,6 +93,7 @@ class FailureWriter:
 
     def write(self, row: SourceRow | RowProblem, extra: Mapping[str, str]) -> None:
         """Append one failed row with its extra cells (missing extras are left empty)."""
+        extra = {PATIENT_DATA_COLUMN: PATIENT_DATA_NOTE, **extra}
         extras = [extra.get(c, "") for c in self.extra_columns]
         if self.format == "csv":
             cells = [*self._csv_cells(row), *extras]

@@ -1,0 +1,68 @@
+"""Dropping the patient data of settled rows: `ledger purge` and ``keep_patient_data``.
+
+A created row keeps its ids, status, keyed payload hash, identity and times, so
+nightly sync still tells unchanged from changed and `verify` still finds the
+appointment; only the values (payload, source row, change, messages) go.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from worker.errors import ConfigError
+from worker.ledger import audit
+from worker.ledger.fatal import ledger_failure
+from worker.ledger.lock import LedgerLock
+from worker.ledger.schema import connect
+
+DAY = 86_400.0
+
+# Settled: created, first sent (or, when found or adopted, first recorded) before the cutoff.
+_SETTLED = """status = 'created'
+    AND coalesce(first_sent_at, CAST(strftime('%s', created_at) AS REAL)) < ?"""
+
+
+def purge(
+    conn: sqlite3.Connection, now: str, *, cutoff: float, tenant: int | None, why: str
+) -> int:
+    """Drop patient values of rows settled before unix time `cutoff`; rows purged now."""
+    # Freed bytes are zeroed, so an unencrypted ledger keeps no copy in free space.
+    conn.execute("PRAGMA secure_delete = ON")
+    only = "" if tenant is None else " AND tenant = ?"
+    params: tuple[float | int, ...] = (cutoff,) if tenant is None else (cutoff, tenant)
+    purged = conn.execute(
+        "UPDATE entries SET payload_json = NULL, source_row = NULL, changed_diff = NULL,"
+        f" error_message = NULL WHERE {_SETTLED}{only} AND (payload_json IS NOT NULL"
+        " OR source_row IS NOT NULL OR changed_diff IS NOT NULL OR error_message IS NOT NULL)",
+        params,
+    ).rowcount
+    # Customers created long ago: their names and phones are in Flextell now.
+    conn.execute(
+        "UPDATE ref_creations SET body_json = '{}', error = NULL"
+        f" WHERE state = 'created' AND sent_at < ?{only}",
+        params,
+    )
+    conn.execute(f"UPDATE refs SET label = NULL WHERE fetched_at < ?{only}", params)
+    if purged:
+        audit.record(conn, now, "purge", {"rows": purged, "tenant": tenant, "why": why})
+    return purged
+
+
+def compact(path: Path) -> None:
+    """VACUUM a SQLite ledger, so no free page keeps purged or re-encrypted values."""
+    path = path.expanduser().resolve()
+    if not path.exists():
+        raise ConfigError(f"ledger {path} does not exist")
+    lock = LedgerLock.acquire(path)
+    try:
+        conn = connect(path, readonly=False)
+        try:
+            conn.execute("VACUUM")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise ledger_failure(path, exc) from None
+    finally:
+        lock.release()
