@@ -363,6 +363,7 @@ async def run_import(options: ImportOptions) -> ImportResult:
                     ledger.require_patient_data("import --dry-run")
                     await ledger.bind_identity(api, config.tenants, rebind=False)
                     run.reader.hand_fixed = await worklist.hand_fixed(ledger)
+                    run.reader.keyed = ledger.sealer.keyed if ledger.sealer else None
                 with preview_to(run.reader, options.payloads):
                     await run.read_all(source, ledger, None)
                 if ledger is not None and not options.partial:
@@ -422,6 +423,7 @@ async def _send(
         round=options.round,
     )
     run.reader.hand_fixed = await worklist.hand_fixed(ledger)
+    run.reader.keyed = ledger.sealer.keyed if ledger.sealer else None
     stale = await ledger.mark_stale_in_flight_unknown()
     if stale:
         log.warning("rows left in flight by an earlier run are now unknown", rows=stale)

@@ -63,11 +63,16 @@ class RowReader:
         self.hand_fixed: frozenset[tuple[int, str, str]] = frozenset()
         """(tenant, key, content) of rows fixed by hand whose old version the export may
         still carry: counted as fixed_by_hand, not as invalid or changed."""
+        self.keyed: Callable[[str], str | None] | None = None
+        """An encrypted ledger's keyed hash: the worklist's content hashes are keyed."""
 
     def _old_version(self, tenant: int, key: str, item: SourceRow | RowProblem) -> bool:
         if not self.hand_fixed:
             return False
-        return (tenant, key, found.content_hash(_source_row_json(item))) in self.hand_fixed
+        content = found.content_hash(_source_row_json(item))
+        if self.keyed is not None:
+            content = self.keyed(content) or ""
+        return (tenant, key, content) in self.hand_fixed
 
     def was_read(self, tenant: int, key: str) -> bool:
         """A dry run: whether this run read (tenant, key)."""

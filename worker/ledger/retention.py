@@ -44,6 +44,13 @@ def purge(
         params,
     )
     conn.execute(f"UPDATE refs SET label = NULL WHERE fetched_at < ?{only}", params)
+    # Resolved worklist items of those rows no longer need the row's cells.
+    conn.execute(
+        "UPDATE worklist SET source_row = NULL, local_diff = NULL WHERE state = 'resolved'"
+        " AND source_row IS NOT NULL AND (tenant, source_key) IN"
+        f" (SELECT tenant, source_key FROM entries WHERE {_SETTLED}{only})",
+        params,
+    )
     if purged:
         audit.record(conn, now, "purge", {"rows": purged, "tenant": tenant, "why": why})
     return purged

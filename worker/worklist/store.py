@@ -11,10 +11,11 @@ from __future__ import annotations
 import sqlite3
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import astuple, dataclass, field, fields
+from dataclasses import astuple, dataclass, field, fields, replace
 from typing import Any, cast
 
 from worker.ledger import Entry, Ledger
+from worker.ledger.crypto import SEALED_PREFIX, Sealer
 from worker.ledger.model import ENTRY_COLUMNS
 from worker.worklist import findings as found
 from worker.worklist.rules import Finding, Kind, State, Tally, WorkItem, judge, tally
@@ -51,26 +52,61 @@ class Scope:
         return self.zones.get(tenant, "UTC")
 
 
-def _item(row: Sequence[Any]) -> WorkItem:
+# On an encrypted ledger these hold patient values (a row's cells, a reason that may
+# quote them, a difference): sealed like the entries' (worker.ledger.atrest).
+SEALED = ("source_row", "reason", "local_diff")
+_SEALED_AT = tuple(_ITEM_COLUMNS.index(c) for c in SEALED)
+LOCKED = "(encrypted: run with the ledger's key to read it)"
+
+
+def _open(sealer: Sealer | None, value: Any) -> Any:
+    if not isinstance(value, str) or not value.startswith(SEALED_PREFIX):
+        return value
+    return LOCKED if sealer is None else sealer.open(value)
+
+
+def _item(row: Sequence[Any], sealer: Sealer | None = None) -> WorkItem:
     values = list(row[: len(_ITEM_COLUMNS)])
     values[_ITEM_COLUMNS.index("resolved_by_hand")] = bool(
         values[_ITEM_COLUMNS.index("resolved_by_hand")]
     )
+    for at in _SEALED_AT:
+        values[at] = _open(sealer, values[at])
     return WorkItem(*values)
 
 
-def _row(item: WorkItem, now: str) -> tuple[Any, ...]:
+def _row(item: WorkItem, now: str, sealer: Sealer | None = None) -> tuple[Any, ...]:
     values = list(astuple(item))
     values[_ITEM_COLUMNS.index("resolved_by_hand")] = int(item.resolved_by_hand)
     values[_ITEM_COLUMNS.index("updated_at")] = now
+    if sealer is not None:
+        for at in _SEALED_AT:
+            values[at] = sealer.seal(values[at])
     return tuple(values)
+
+
+def _reveal(entry: Entry, sealer: Sealer | None) -> Entry:
+    """The entry's patient values in clear, as the findings read them."""
+    if sealer is not None:
+        entry.payload_json = _open(sealer, entry.payload_json)
+        entry.source_row = _open(sealer, entry.source_row)
+        entry.changed_diff = _open(sealer, entry.changed_diff)
+        entry.error_message = _open(sealer, entry.error_message)
+    return entry
+
+
+def _keyed(finding: Finding, sealer: Sealer | None) -> Finding:
+    """On an encrypted ledger a row's content hash is keyed, like its payload hash."""
+    if sealer is None:
+        return finding
+    return replace(finding, content_hash=sealer.keyed(finding.content_hash) or "")
 
 
 def _marks(values: Collection[Any]) -> str:
     return ", ".join("?" * len(values))
 
 
-def _entry_findings(conn: sqlite3.Connection, scope: Scope) -> list[Finding]:
+def _entry_findings(conn: sqlite3.Connection, scope: Scope, sealer: Sealer | None) -> list[Finding]:
     tenants = list(scope.tenants)
     out: list[Finding] = []
     sql = (
@@ -79,7 +115,7 @@ def _entry_findings(conn: sqlite3.Connection, scope: Scope) -> list[Finding]:
         " OR (status = 'created' AND changed_diff IS NOT NULL AND seen_run_id = ?))"
     )
     for row in conn.execute(sql, [*tenants, scope.run_id, scope.run_id]):
-        entry = Entry(*row)
+        entry = _reveal(Entry(*row), sealer)
         kind = Kind.CHANGED if entry.status == "created" else Kind(entry.status)
         out.append(found.from_entry(entry, kind, scope.zone(entry.tenant)))
     missing = list(scope.complete)
@@ -89,7 +125,7 @@ def _entry_findings(conn: sqlite3.Connection, scope: Scope) -> list[Finding]:
             f" AND tenant IN ({_marks(missing)}) AND (seen_run_id IS NULL OR seen_run_id != ?)"
         )
         for row in conn.execute(sql, [*missing, scope.run_id]):
-            entry = Entry(*row)
+            entry = _reveal(Entry(*row), sealer)
             out.append(found.from_entry(entry, Kind.MISSING, scope.zone(entry.tenant)))
     return out
 
@@ -100,12 +136,15 @@ def _in_scope(item: WorkItem, seen: bool, scope: Scope) -> bool:
     return seen or item.tenant in scope.complete
 
 
-def _refresh(conn: sqlite3.Connection, now: str, scope: Scope) -> dict[int, Tally]:
+def _refresh(
+    conn: sqlite3.Connection, now: str, scope: Scope, sealer: Sealer | None
+) -> dict[int, Tally]:
     tenants = list(scope.tenants)
     if not tenants:
         return {}
     findings: dict[tuple[int, str], list[Finding]] = defaultdict(list)
-    for finding in [*_entry_findings(conn, scope), *scope.extra]:
+    for finding in [*_entry_findings(conn, scope, sealer), *scope.extra]:
+        finding = _keyed(finding, sealer)
         if finding.tenant in scope.tenants:
             findings[(finding.tenant, finding.source_key)].append(finding)
     stored: dict[tuple[int, str], list[WorkItem]] = defaultdict(list)
@@ -115,7 +154,7 @@ def _refresh(conn: sqlite3.Connection, now: str, scope: Scope) -> dict[int, Tall
         f" WHERE w.tenant IN ({_marks(tenants)})"
     )
     for row in conn.execute(sql, tenants):
-        item = _item(row)
+        item = _item(row, sealer)
         if _in_scope(item, row[-1] == scope.run_id, scope):
             stored[(item.tenant, item.source_key)].append(item)
     changed: list[WorkItem] = []
@@ -125,7 +164,7 @@ def _refresh(conn: sqlite3.Connection, now: str, scope: Scope) -> dict[int, Tall
         changed.extend(judge(stored.get(key, []), unique, run_id=scope.run_id,
                              by_hand=scope.by_hand))  # fmt: skip
     for start in range(0, len(changed), 500):
-        conn.executemany(_UPSERT, [_row(i, now) for i in changed[start : start + 500]])
+        conn.executemany(_UPSERT, [_row(i, now, sealer) for i in changed[start : start + 500]])
     return _tallies(conn, tenants, scope.run_id)
 
 
@@ -146,8 +185,10 @@ def _tallies(
 async def refresh(ledger: Ledger, scope: Scope) -> dict[int, Tally]:
     """Bring the worklist up to date after a run; the tally of each of the run's tenants."""
 
+    sealer = ledger.sealer
+
     def op(conn: sqlite3.Connection, now: str) -> dict[int, Tally]:
-        return _refresh(conn, now, scope)
+        return _refresh(conn, now, scope, sealer)
 
     return cast(dict[int, Tally], await ledger.write_op(op))
 
@@ -201,9 +242,11 @@ async def items(
         " ORDER BY tenant, source_file, source_line, source_key, kind"
     )
 
+    sealer = ledger.sealer
+
     def op(conn: sqlite3.Connection, now: str) -> list[WorkItem]:
         del now
-        return [_item(r) for r in conn.execute(sql, params)]
+        return [_item(r, sealer) for r in conn.execute(sql, params)]
 
     return cast(list[WorkItem], await ledger.read_op(op))
 
@@ -211,9 +254,11 @@ async def items(
 async def save(ledger: Ledger, changed: Sequence[WorkItem]) -> None:
     """Write items back (an acknowledgement, or taking one back)."""
 
+    sealer = ledger.sealer
+
     def op(conn: sqlite3.Connection, now: str) -> None:
         if changed:
-            conn.executemany(_UPSERT, [_row(i, now) for i in changed])
+            conn.executemany(_UPSERT, [_row(i, now, sealer) for i in changed])
 
     await ledger.write_op(op)
 
