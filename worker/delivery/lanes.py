@@ -104,6 +104,7 @@ def policy_from_config(config: Config, *, settle_wait: float | None = None) -> R
         outage_budget=api.outage_budget,
         unreachable_seconds=api.unreachable_seconds,
         settle_wait=settle_wait,
+        max_clock_offset=api.max_clock_offset,
     )
 
 

@@ -10,7 +10,7 @@ from worker.errors import AbortError
 from worker.ledger import meta
 from worker.ledger.fatal import damaged_message, ledger_failure
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # PRAGMA application_id marks the file as ours ("FLXL"), so another app's DB is refused.
 APPLICATION_ID = 0x464C584C
 
@@ -63,6 +63,7 @@ CREATE TABLE entries (
     sent_at          REAL,
     first_sent_at    REAL,
     origin           TEXT,
+    sent_clock       TEXT,
     PRIMARY KEY (tenant, source_key)
 );
 -- status first serves every status filter, then tenant and line give a lane
@@ -148,8 +149,14 @@ def _to_v3(conn: sqlite3.Connection) -> None:
             conn.execute(statement)
 
 
+def _to_v4_send_clock(conn: sqlite3.Connection) -> None:
+    """The clock mark of each send time (issue 18): boot id and wall minus monotonic
+    time, so a resume after a reboot or a clock step does not trust `sent_at`."""
+    conn.execute("ALTER TABLE entries ADD COLUMN sent_clock TEXT")
+
+
 # Index i upgrades a version-(i+1) ledger to version i+2.
-_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v2, _to_v3]
+_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_v2, _to_v3, _to_v4_send_clock]
 
 
 def connect(path: Path, *, readonly: bool, new: bool = False) -> sqlite3.Connection:
