@@ -172,14 +172,15 @@ async def test_a_resume_after_a_clock_step_settles_from_the_resume(
         await _set_runtime(sb.url, commit_delay_seconds=4.0)
         proc = await start_worker(s.args(), **_shifted(-300))
         for _ in range(400):
-            if (await stats(sb.url)).get("pending_commits", 0) >= len(rows) - 1:
+            if (await stats(sb.url)).get("pending_commits", 0) >= 3:
                 break
             await asyncio.sleep(0.05)
         proc.kill()
         await proc.wait()
-        assert (await stats(sb.url))["appointments_total"] == 1  # the rest still committing
+        assert (await stats(sb.url))["appointments_total"] <= 2  # 3 or more still committing
         await _set_runtime(sb.url, commit_delay_seconds=0.0)
         result = await run_cli(s.args("--settle-wait", "20"))
+        await wait_for_commits(sb.url)  # what the killed run left on the server has landed
         assert result.exit_code == 0, result.output
         await assert_all_created_once(s)  # no duplicate, every one owned
 
