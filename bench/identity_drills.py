@@ -154,6 +154,13 @@ def _make_crowd(
     return made
 
 
+def _wait_for_pending(sb: SandboxProcess, count: int, within: float) -> None:
+    """Until the sandbox holds `count` POSTs it has not committed yet (commit delay)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline and sb.stats().get("pending_commits", 0) < count:
+        time.sleep(0.05)
+
+
 def _wait_for_late_commits(sb: SandboxProcess, within: float) -> None:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline and sb.stats().get("pending_commits", 0):
@@ -189,6 +196,7 @@ def run_audited_drill(
     max_runs: int = 12,
     run_timeout: float = 300.0,
     crowd: int = 0,
+    kill_when_pending: int = 0,
     first_run_env: dict[str, str] | None = None,
     extra_api: dict[str, float] | None = None,
 ) -> AuditedDrillResult:
@@ -244,7 +252,10 @@ def run_audited_drill(
                 env = worker_env() | (first_run_env or {} if not exit_codes else {})
                 proc = subprocess.Popen(command(), cwd=ROOT, env=env, stdout=log, stderr=log)
                 if done_kills < kills:
-                    time.sleep(rng.uniform(*kill_window))
+                    if kill_when_pending:
+                        _wait_for_pending(sb, kill_when_pending, within=60.0)
+                    else:
+                        time.sleep(rng.uniform(*kill_window))
                     if proc.poll() is None:
                         proc.send_signal(signal.SIGKILL)
                         done_kills += 1
@@ -304,6 +315,7 @@ def run_audited_drill(
         "concurrency": concurrency,
         "rate_limit": rate_limit,
         "crowd": crowd,
+        "kill_when_pending": kill_when_pending,
         "first_run_env": first_run_env,
         "extra_api": extra_api,
     }
@@ -397,16 +409,17 @@ def run_crowded_drill(name: str, workdir: Path, **options: Any) -> AuditedDrillR
 
 def run_skewed_drill(name: str, workdir: Path, **options: Any) -> AuditedDrillResult | None:
     """The first run's wall clock is 5 minutes behind (monotonic time true, as after a
-    clock step) and it is killed while its POSTs commit (4 s); later runs are on the
-    true clock. None without libfaketime."""
+    clock step) and it is killed once the server holds 4 of its POSTs (they commit 8 s
+    after arriving); later runs are on the true clock (settle 10 s). None without
+    libfaketime."""
     if not FAKETIME.exists():
         return None
     shifted = {"LD_PRELOAD": str(FAKETIME), "FAKETIME": "-300",
                "FAKETIME_DONT_FAKE_MONOTONIC": "1", "FAKETIME_NO_CACHE": "1"}  # fmt: skip
     options.setdefault("rows_count", 24)
     return run_audited_drill(
-        name, workdir, faults=(), share=0.25, kills=1, kill_window=(1.5, 2.5),
+        name, workdir, faults=(), share=0.25, kills=1, kill_when_pending=4,
         first_run_env=shifted, extra_api={"max_clock_offset": 600.0}, timeout=30.0,
-        commit_delay_seconds=4.0, settle_seconds=5.0, settle_wait=30.0, max_runs=4,
+        commit_delay_seconds=8.0, settle_seconds=10.0, settle_wait=40.0, max_runs=4,
         rate_limit="20/second", seed=17, **options,
     )  # fmt: skip
