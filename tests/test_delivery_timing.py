@@ -143,7 +143,8 @@ async def test_a_doctor_changed_by_staff_after_a_lost_answer_makes_the_row_unkno
         await kill_with_posts_held(await start_worker(s.args()), sb.url, held=1)
         [made] = await appointments(sb.url, 1)
         await _staff_change(sb.url, "PATCH", made["id"], {"user_id": 104})
-        await asyncio.sleep(1.2)  # past settle: only the calendar can say it landed
+        # The commit delay (1.5 s) already took the attempt past settle (1 s): only the
+        # calendar can say it landed.
         result = await run_cli(s.args("--settle-wait", "10"))
         assert result.exit_code == 1, result.output
         entry = ledger_rows(s.ledger)[row.key]
