@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from contextlib import closing
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -204,8 +205,9 @@ async def test_rows_of_the_first_ledger_version_are_re_judged_on_upgrade(
     sandbox_factory: SandboxFactory, tmp_path: Path
 ) -> None:
     """Row 7: the first version matched lost answers on identity alone, so a row could
-    hold a sibling's appointment of another status. Rows without `origin` were written
-    by it; the next run compares them, releases what differs, and judges again."""
+    hold a sibling's appointment of another status. A schema-1 ledger file with such a
+    row is upgraded by the next run, which compares it, releases what differs, and
+    judges again."""
     approved = Row("U-1", 1, 1001, 101, AT, "approved", (201,), None, None, None)
     rows = [approved, replace(approved, key="U-2", status="cancelled")]
     async with sandbox_factory() as sb:
@@ -213,12 +215,12 @@ async def test_rows_of_the_first_ledger_version_are_re_judged_on_upgrade(
         assert (await run_cli(s.args())).exit_code == 0
         before = ledger_rows(s.ledger)
         theirs = before["U-2"]["appointment_id"]
-        with sqlite3.connect(s.ledger) as db:  # as schema 1 left it (_to_v2: no origin)
-            db.execute("UPDATE entries SET origin = NULL")
+        with closing(sqlite3.connect(s.ledger)) as db, db:  # what the first version left
             db.execute("UPDATE entries SET status = 'unknown', appointment_id = NULL,"
                        " appointment_code = NULL WHERE source_key = 'U-2'")  # fmt: skip
             db.execute("UPDATE entries SET appointment_id = ? WHERE source_key = 'U-1'",
                        (theirs,))  # fmt: skip
+        _as_schema_1(s.ledger)
         result = await run_cli(s.args())
         assert result.exit_code == 0, result.output
         await assert_all_created_once(s)
@@ -226,5 +228,36 @@ async def test_rows_of_the_first_ledger_version_are_re_judged_on_upgrade(
                                 "--ledger", str(s.ledger)])  # fmt: skip
         assert verify.exit_code == 0, verify.output
         assert (await stats(sb.url))["appointments_total"] == 2
-        again = await run_cli(s.args())  # checked once: no more GETs for it
-        assert again.exit_code == 0, again.output
+        with closing(sqlite3.connect(s.ledger)) as db:
+            done = db.execute("SELECT value FROM meta WHERE key = 'v1_rejudged'").fetchone()
+        assert done is not None  # checked once: later runs do not GET these rows again
+
+
+_V2_COLUMNS = ("identity", "sent_at", "first_sent_at", "origin", "sent_clock")
+
+
+def _as_schema_1(ledger: Path) -> None:
+    """Rewrite a closed ledger as the first version wrote it: entries without the columns
+    later versions added, no reference tables, schema_version 1."""
+    with closing(sqlite3.connect(ledger)) as db:
+        db.execute("PRAGMA journal_mode = DELETE")  # folds the -wal file into the file
+    old = ledger.with_suffix(".new.db")
+    ledger.rename(old)
+    with sqlite3.connect(old) as src:
+        ddl = dict(src.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'"))
+        app_id = src.execute("PRAGMA application_id").fetchone()[0]
+        cols = [r[1] for r in src.execute("PRAGMA table_info(entries)")]
+    v1 = [c for c in cols if c not in _V2_COLUMNS]
+    entries = "\n".join(
+        line for line in ddl["entries"].splitlines()
+        if not any(line.strip().startswith(c + " ") for c in _V2_COLUMNS)
+    )  # fmt: skip
+    with sqlite3.connect(ledger) as db:
+        db.execute(f"ATTACH DATABASE '{old}' AS old")
+        for name in ("meta", "runs"):
+            db.execute(ddl[name])
+            db.execute(f"INSERT INTO {name} SELECT * FROM old.{name}")
+        db.execute(entries)
+        db.execute(f"INSERT INTO entries ({', '.join(v1)}) SELECT {', '.join(v1)} FROM old.entries")
+        db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+        db.execute(f"PRAGMA application_id = {app_id}")
