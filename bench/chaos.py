@@ -20,8 +20,13 @@
    no tenant's POSTs from two lease holders at once (sandbox request log), and
    no 429 per tenant at its configured limit. Skipped without PostgreSQL binaries.
 
+6. crowded, skewed (issue 18, bench/identity_drills.py): crowded slots with a
+   rate-limited lookup and late commits; a first run whose wall clock is 5
+   minutes behind, killed while its POSTs commit (skipped without libfaketime).
+   The same four counts, all 0.
+
     python -m bench.chaos [--rows 5000] [--kills 5] [--files 200]
-                          [--only kills,restart,hostile,identity,late,late35,shared]
+        [--only kills,restart,hostile,identity,late,late35,crowded,skewed,shared]
 """
 
 from __future__ import annotations
@@ -52,7 +57,13 @@ from bench.generate import (
     write_csv,
 )
 from bench.hostile import write_hostile_files
-from bench.identity_drills import AuditedDrillResult, run_identity_drill, run_late_commit_drill
+from bench.identity_drills import (
+    AuditedDrillResult,
+    run_crowded_drill,
+    run_identity_drill,
+    run_late_commit_drill,
+    run_skewed_drill,
+)
 from bench.measure import worker_cmd
 from bench.pgserver import find_bin_dir
 from bench.sandbox import SandboxProcess
@@ -382,6 +393,18 @@ def run_audited(only: set[str], base: Path) -> list[AuditedDrillResult]:
                 run_timeout=400.0,
             )
         )
+    if "crowded" in only:
+        print("-- drill crowded: 10 others at each instant, 3 requests/s, commits after 3 s,"
+              " timeout 1 s, settle 4 s", flush=True)  # fmt: skip
+        out.append(run_crowded_drill("crowded", base / "crowded"))
+    if "skewed" in only:
+        print("-- drill skewed: first run's clock 5 min behind, killed while POSTs commit",
+              flush=True)  # fmt: skip
+        skewed = run_skewed_drill("skewed", base / "skewed")
+        if skewed is None:
+            print("-- drill skewed: skipped (no libfaketime: apt-get install faketime)")
+        else:
+            out.append(skewed)
     return out
 
 
@@ -455,7 +478,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tenants", type=int, default=3)
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--files", type=int, default=200)
-    parser.add_argument("--only", default="kills,restart,hostile,identity,late,late35,shared")
+    parser.add_argument(
+        "--only",
+        default="kills,restart,hostile,identity,late,late35,crowded,skewed,shared",
+    )
     args = parser.parse_args(argv)
     only = set(args.only.split(","))
     base = OUT / "chaos"

@@ -9,6 +9,12 @@ identity: rows of 2 tenants of which 1 in 4 share customer, doctor, instant
 late:     the sandbox commits after the client gave up (commit_after_timeout,
           or a delay on every POST); the worker is told to let lookups settle
           (``[api] settle_seconds``, ``import --settle-wait``).
+crowded:  every row's instant also holds other patients booked by hand, the
+          tenant's budget is a few requests a second and every POST commits after
+          the client gave up: a lookup takes longer than the settle time.
+skewed:   the first worker run has a wall clock 5 minutes behind (libfaketime)
+          and is killed while its POSTs still commit; the next runs have the
+          true clock (issue 18).
 
 Both report the audit's four counts (lost, duplicates, shared ids, orphans)
 and whether `verify` passed. A worker that refuses the settle options (before
@@ -31,6 +37,7 @@ from typing import Any
 from bench.drills import add_counts, fresh_workdir, import_cmd, run_verify, wait_run, worker_env
 from bench.generate import (
     ROOT,
+    TenantIds,
     payload_of,
     rows,
     write_config,
@@ -122,6 +129,38 @@ def _make_by_hand(
     return adoptable, pre
 
 
+def _make_crowd(
+    sb: SandboxProcess, data: list[dict[str, str]], ids: list[TenantIds], crowd: int
+) -> list[int]:
+    """`crowd` other patients booked by staff yesterday at each instant the rows use."""
+    customers = {t.id: t.customers for t in ids}
+    day_before = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    made: list[int] = []
+    seen: set[tuple[str, str]] = set()
+    for row in data:
+        slot = (row["clinic"], row["start"])
+        if slot in seen:
+            continue
+        seen.add(slot)
+        used = {r["customer_id"] for r in data if (r["clinic"], r["start"]) == slot}
+        others = [c for c in customers[int(row["clinic"])] if str(c) not in used][:crowd]
+        for customer in others:
+            body = payload_of(row) | {"customer_id": customer}
+            answer = sb.post(
+                "/_sandbox/appointments",
+                body | {"tenant": int(row["clinic"]), "created_at": day_before},
+            )
+            made.append(int(answer["data"]["id"]))
+    return made
+
+
+def _wait_for_pending(sb: SandboxProcess, count: int, within: float) -> None:
+    """Until the sandbox holds `count` POSTs it has not committed yet (commit delay)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline and sb.stats().get("pending_commits", 0) < count:
+        time.sleep(0.05)
+
+
 def _wait_for_late_commits(sb: SandboxProcess, within: float) -> None:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline and sb.stats().get("pending_commits", 0):
@@ -156,6 +195,10 @@ def run_audited_drill(
     kill_window: tuple[float, float] = (0.8, 3.0),
     max_runs: int = 12,
     run_timeout: float = 300.0,
+    crowd: int = 0,
+    kill_when_pending: int = 0,
+    first_run_env: dict[str, str] | None = None,
+    extra_api: dict[str, float] | None = None,
 ) -> AuditedDrillResult:
     """One drill end to end, audited by identity; never raises on a broken invariant."""
     rng = random.Random(seed)
@@ -168,6 +211,7 @@ def run_audited_drill(
 
     def config(with_settle: bool) -> Path:
         extra = {"settle_seconds": settle_seconds} if with_settle and settle_seconds else {}
+        extra |= extra_api or {}
         return write_config(
             workdir / ("run.toml" if with_settle else "run-without-settle.toml"),
             [t.id for t in ids],
@@ -196,6 +240,7 @@ def run_audited_drill(
     refused: str | None = None
     try:
         adoptable, pre = _make_by_hand(sb, data, by_hand, decoys, rng)
+        pre += _make_crowd(sb, data, ids, crowd) if crowd else []
 
         def command() -> list[str]:
             extra = [SETTLE_OPTION, str(settle_wait)] if with_settle and settle_wait else []
@@ -204,11 +249,13 @@ def run_audited_drill(
         while len(exit_codes) < max_runs:
             log_path = workdir / f"worker-{len(exit_codes) + 1}.log"
             with log_path.open("wb") as log:
-                proc = subprocess.Popen(
-                    command(), cwd=ROOT, env=worker_env(), stdout=log, stderr=log
-                )
+                env = worker_env() | (first_run_env or {} if not exit_codes else {})
+                proc = subprocess.Popen(command(), cwd=ROOT, env=env, stdout=log, stderr=log)
                 if done_kills < kills:
-                    time.sleep(rng.uniform(*kill_window))
+                    if kill_when_pending:
+                        _wait_for_pending(sb, kill_when_pending, within=60.0)
+                    else:
+                        time.sleep(rng.uniform(*kill_window))
                     if proc.poll() is None:
                         proc.send_signal(signal.SIGKILL)
                         done_kills += 1
@@ -267,6 +314,10 @@ def run_audited_drill(
         "settle_wait": settle_wait,
         "concurrency": concurrency,
         "rate_limit": rate_limit,
+        "crowd": crowd,
+        "kill_when_pending": kill_when_pending,
+        "first_run_env": first_run_env,
+        "extra_api": extra_api,
     }
     return AuditedDrillResult(
         name=name,
@@ -340,3 +391,35 @@ def run_late_commit_drill(
     return run_audited_drill(
         name, workdir, rows_count=rows_count, faults=faults, seed=seed, max_runs=3, **options
     )
+
+
+FAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+
+
+def run_crowded_drill(name: str, workdir: Path, **options: Any) -> AuditedDrillResult:
+    """Crowded slots (10 other patients at each instant), 3 requests/s, every POST
+    committed 3 s after it arrived against a 1 s timeout, settle 4 s."""
+    options.setdefault("rows_count", 8)
+    return run_audited_drill(
+        name, workdir, faults=(), share=0.25, crowd=10, rate_limit="3/second", timeout=1.0,
+        commit_delay_seconds=3.0, settle_seconds=4.0, settle_wait=60.0, max_runs=3,
+        seed=13, **options,
+    )  # fmt: skip
+
+
+def run_skewed_drill(name: str, workdir: Path, **options: Any) -> AuditedDrillResult | None:
+    """The first run's wall clock is 5 minutes behind (monotonic time true, as after a
+    clock step) and it is killed once the server holds 4 of its POSTs (they commit 8 s
+    after arriving); later runs are on the true clock (settle 10 s). None without
+    libfaketime."""
+    if not FAKETIME.exists():
+        return None
+    shifted = {"LD_PRELOAD": str(FAKETIME), "FAKETIME": "-300",
+               "FAKETIME_DONT_FAKE_MONOTONIC": "1", "FAKETIME_NO_CACHE": "1"}  # fmt: skip
+    options.setdefault("rows_count", 24)
+    return run_audited_drill(
+        name, workdir, faults=(), share=0.25, kills=1, kill_when_pending=4,
+        first_run_env=shifted, extra_api={"max_clock_offset": 600.0}, timeout=30.0,
+        commit_delay_seconds=8.0, settle_seconds=10.0, settle_wait=40.0, max_runs=4,
+        rate_limit="20/second", seed=17, **options,
+    )  # fmt: skip

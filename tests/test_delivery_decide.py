@@ -119,3 +119,39 @@ def test_identical_rows_claim_only_when_all_have_settled() -> None:
     assert verdict_of(r, group, [appt(7, T0 + 1)], now=T0 + SETTLE + 1).verdict is Verdict.WAIT
     d = verdict_of(r, group, [appt(7, T0 + 1)], now=T0 + 30 + SETTLE + 1)
     assert d.verdict is Verdict.CLAIM
+
+
+def test_an_equal_one_made_within_the_skew_window_waits_for_settling_then_is_counted() -> None:
+    """Issue 18, rule 6: made 60 s before the first send, so not provably ours."""
+    r = row("a")
+    by_hand = appt(7, T0 - 60)
+    early = verdict_of(r, [r], [by_hand])
+    assert early.verdict is Verdict.WAIT and early.wait_until == T0 + SETTLE
+    alone = verdict_of(r, [r], [by_hand], now=T0 + SETTLE + 1)
+    assert alone.verdict is Verdict.CLAIM and alone.appointment is not None
+    with_ours = verdict_of(r, [r], [by_hand, appt(8, T0 + 2)], now=T0 + SETTLE + 1)
+    assert with_ours.verdict is Verdict.UNKNOWN and "2 appointments equal" in (
+        with_ours.reason or ""
+    )
+
+
+def test_claim_after_moves_what_is_provably_the_rows_own() -> None:
+    """A send time this clock cannot trust (reboot, step): nothing is claimed early."""
+    r = row("a")
+    payload = json.loads(r.payload_json or "{}")
+    d = decide(r, payload, [r], [appt(7, T0 + 1)], {}, now=T0 + 5, settle=SETTLE,
+               horizon=HORIZON, claim_after=T0 + 3)  # fmt: skip
+    assert d.verdict is Verdict.WAIT
+
+
+def test_a_staff_edited_doctor_is_unknown_unless_a_row_sent_for_the_slot_explains_it() -> None:
+    """Rule 3 with a wide lookup: same customer and instant, another doctor."""
+    r = row("a")
+    edited = appt(7, T0 + 1, user_id=104)
+    d = verdict_of(r, [r], [edited], now=T0 + SETTLE + 1)
+    assert d.verdict is Verdict.UNKNOWN and "user_id: row 101, Flextell 104" in (d.reason or "")
+    payload = json.loads(r.payload_json or "{}")
+    neighbour = {**PAYLOAD, "user_id": 104}
+    explained = decide(r, payload, [r], [edited], {}, now=T0 + SETTLE + 1, settle=SETTLE,
+                       horizon=HORIZON, neighbours=[neighbour])  # fmt: skip
+    assert explained.verdict is Verdict.ABSENT

@@ -42,3 +42,20 @@ class SystemClock:
 
 
 SYSTEM_CLOCK = SystemClock()
+
+
+_BOOT_ID = "/proc/sys/kernel/random/boot_id"
+_boot: str | None = None
+
+
+def boot_id() -> str:
+    """This boot of the machine ('' where the kernel does not say): monotonic time is
+    comparable only between processes of one boot."""
+    global _boot
+    if _boot is None:
+        try:
+            with open(_BOOT_ID, encoding="ascii") as f:
+                _boot = f.read().strip()
+        except OSError:
+            _boot = ""
+    return _boot

@@ -111,6 +111,12 @@ class ApiSection(_Strict):
         description="a server that never answered stops its tenant after max_attempts "
         "connection failures spread over at least this many seconds",
     )
+    max_clock_offset: float = Field(
+        default=60.0,
+        gt=0,
+        description="seconds this machine's clock may differ from the API's (its Date header) "
+        "before the worker refuses to send; above 5 s it warns",
+    )
     ca_bundle: str | None = None  # PEM file of extra CAs, relative to the config
     oauth_client_id: str | None = None
     oauth_client_secret: str | None = Field(default=None, repr=False)

@@ -25,6 +25,7 @@ class RateInfo:
     remaining: int | None = None
     reset_at: float | None = None  # unix seconds
     retry_after: float | None = None  # seconds from now
+    date: str | None = None  # the Date header as sent: the server's clock (see clockcheck)
 
     @property
     def exhausted(self) -> bool:
@@ -83,13 +84,15 @@ def rate_info_from_headers(headers: Mapping[str, str], *, now: float) -> RateInf
     limit_header = headers.get("X-RateLimit-Limit")
     remaining_header = headers.get("X-RateLimit-Remaining")
     reset_header = headers.get("X-RateLimit-Reset")
+    date_header = headers.get("Date")
     if (
         retry_header is None
         and limit_header is None
         and remaining_header is None
         and reset_header is None
     ):
-        return NO_RATE_INFO  # the hot path: most responses carry none of these
+        # the hot path: most responses carry none of these
+        return NO_RATE_INFO if date_header is None else RateInfo(date=date_header)
 
     remaining = _int_header(remaining_header)
     reset_at: float | None = None
@@ -105,4 +108,5 @@ def rate_info_from_headers(headers: Mapping[str, str], *, now: float) -> RateInf
         remaining=remaining,
         reset_at=reset_at,
         retry_after=retry_after,
+        date=date_header,
     )

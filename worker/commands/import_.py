@@ -37,6 +37,7 @@ from worker.commands.signals import StopSignals
 from worker.config import Config, TenantConfig, load_config
 from worker.delivery import Job, LaneBuilder, RetryPolicy, RowDelivery, TenantLane, http_session
 from worker.delivery.lanes import policy_from_config
+from worker.delivery.rejudge import rejudge_v1_rows
 from worker.delivery.runner import LaneRunner
 from worker.errors import AbortError, ConfigError, SourceError, WorkerError
 from worker.ledger import (
@@ -251,7 +252,10 @@ class ImportRun:
 
         Found rows become created, surely absent ones pending (this run sends them),
         the rest stay unknown. Identity groups and settling apply as for any row.
+        First, rows written under ledger schema 1 are compared with what they hold.
         """
+        known = self.config.is_known_tenant
+        await rejudge_v1_rows(ledger, self.builder(session).lane, known=known)
         entries = await ledger.select(statuses=[Status.UNKNOWN.value])
         only = self.options.only_tenants
         allowed = [

@@ -6,21 +6,27 @@ gives to some row. The rules, in order:
 1. An appointment another row owns is that row's; it is never a candidate.
 2. A row never sent adopts a free equal appointment (it existed before the
    run), or is ABSENT: appointments that differ from it are not its own.
-3. For a sent row, a free appointment at the slot that no open row of the group
-   would have created, made since the row's first attempt (a staff edit of ours?),
-   means the slot holds something unaccounted for: UNKNOWN, with the difference.
-   One made before the row was first sent cannot be ours and is passed over.
+3. For a sent row, a free appointment for its customer at its instant that no open
+   row would have created (of the group, or a `neighbour`: a row sent for that
+   customer and instant), made since the row's first attempt (a staff edit of ours: its doctor
+   or treatments changed?), means the slot holds something unaccounted for:
+   UNKNOWN, with the difference. One made before the row was first sent cannot
+   be ours and is passed over.
 4. More free appointments equal to the row than open rows with the row's exact
    payload: more than the group can explain, UNKNOWN.
 5. None equal: ABSENT, but only once every attempt of the row has settled (a
    server may commit after the client gave up) and before the absent horizon
    (after it, staff may have moved or deleted the appointment): else WAIT or
    UNKNOWN.
-6. Equal ones: CLAIM one. Right away when it was created after the row's first
-   attempt (it is the answer that got lost); one that existed before the row was
-   ever sent is adopted only once the row's attempts have settled (else our own
-   late commit could still add a second one). Several open rows with one payload
-   claim only when all have settled.
+6. Equal ones: CLAIM one. Right away only when it was provably created after the
+   row's first attempt (`claim_after`, by default the first send time): it is the
+   answer that got lost. One created before that, even within the clock-skew
+   window, is claimed only once the row's attempts have settled (else our own late
+   commit could still add a second one), and then rule 4 counts again. Several
+   open rows with one payload claim only when all have settled.
+
+`now` is the moment the lookup's snapshot was taken (the calendar request), not
+when the rules run: GETs after it do not make it any younger.
 """
 
 from __future__ import annotations
@@ -89,6 +95,8 @@ def decide(
     now: float,
     settle: float,
     horizon: float,
+    neighbours: Sequence[dict[str, Any]] = (),
+    claim_after: float | None = None,
 ) -> Decision:
     """The verdict for `row` (see the module docstring for the rules)."""
     mine = [c for c in candidates if owners.get(c.id) == row.source_key]
@@ -107,6 +115,7 @@ def decide(
         return Decision(Verdict.ABSENT)
     first = row.first_sent_at or row.sent_at or now
     payloads = [payload if g is row else g.payload or {} for g in open_rows]
+    payloads += neighbours
     for c in free:
         made = _created(c)
         if made is not None and made < first - CLOCK_SKEW:
@@ -146,13 +155,17 @@ def decide(
         return Decision(
             Verdict.WAIT, wait_until=latest, reason="rows with the same payload still settling"
         )
-    ours = [c for c in equals if (_created(c) or now) >= first - CLOCK_SKEW]
+    provable = first if claim_after is None else claim_after
+    ours = [c for c in equals if (_created(c) or now) >= provable]
     if ours:
         return Decision(Verdict.CLAIM, ours[0], Origin.FOUND)
     if now < settled_at:
         return Decision(
             Verdict.WAIT,
             wait_until=settled_at,
-            reason="an equal appointment existed before this row was sent",
+            reason="an equal appointment was made before this row was sent (or within the "
+            "clock-skew window): claimed only once the row's own attempt has settled",
         )
-    return Decision(Verdict.CLAIM, equals[0], Origin.ADOPTED)
+    made = _created(equals[0])
+    late = made is None or made >= first - CLOCK_SKEW
+    return Decision(Verdict.CLAIM, equals[0], Origin.FOUND if late else Origin.ADOPTED)

@@ -23,6 +23,7 @@ from typing import TypeVar
 from worker.api.client import Answer, FlextellClient, Outcome, RateInfo
 from worker.clock import SYSTEM_CLOCK, Clock
 from worker.config import TenantConfig
+from worker.delivery.clockcheck import ClockWatch
 from worker.delivery.pacing import PauseGate, WindowPacer
 from worker.delivery.retry import RetryPolicy
 from worker.logs import get_logger
@@ -97,6 +98,9 @@ class TenantLane:
         self._unreachable_since = 0.0
         self.down_since: float | None = None
         """Clock time of the first connection failure since the server last answered."""
+        self.clock_watch = ClockWatch(policy.max_clock_offset)
+        self._clock_probe = asyncio.Lock()
+        self._clock_probed = False
 
     @property
     def id(self) -> int:
@@ -214,10 +218,34 @@ class TenantLane:
             return False
         return self.clock.monotonic() - self.down_since < self.policy.outage_budget
 
+    async def check_clock(self) -> None:
+        """Before the lane's first POST: learn the offset to the API's clock (one calendar
+        GET when no answer has told it yet), so a wrong clock stops the lane unsent."""
+        if self.clock_watch.measured or self._clock_probed:
+            return
+        async with self._clock_probe:
+            if self.clock_watch.measured or self._clock_probed:
+                return
+            self._clock_probed = True
+            today = datetime.fromtimestamp(self.clock.time(), UTC).date()
+            await self.call(lambda: self.client.calendar(self.id, today, today))
+        self.check()
+
+    def _watch_clock(self, date_header: str, sent_at: float) -> None:
+        watch = self.clock_watch
+        refusal = watch.see(date_header, sent_at, self.clock.time())
+        if refusal is not None:
+            self.stop(refusal, abort=True)
+        elif watch.should_warn():
+            log.warning("this machine's clock differs from the API's", tenant=self.id,
+                        offset_seconds=round(watch.offset or 0.0, 1))  # fmt: skip
+
     def observe(self, status: int | None, rate: RateInfo | None, sent_at: float) -> None:
         """Server hints win: a 429 or an exhausted budget pauses the whole tenant."""
         if rate is None:
             return
+        if rate.date is not None:
+            self._watch_clock(rate.date, sent_at)
         period = self.tenant.rate_limit.period
         fresh_window = (
             rate.limit is not None

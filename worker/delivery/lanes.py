@@ -105,6 +105,7 @@ def policy_from_config(config: Config, *, settle_wait: float | None = None) -> R
         unreachable_seconds=api.unreachable_seconds,
         max_pause=api.max_pause,
         settle_wait=settle_wait,
+        max_clock_offset=api.max_clock_offset,
     )
 
 

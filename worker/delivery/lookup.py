@@ -6,12 +6,18 @@ instant, keeps the items that start at it, and GETs each to learn customer,
 doctor and treatments. When the calendar cannot be read the paginated
 appointment list of the tenant is the fallback. Every failure is a reason
 string on the result, never an exception: a lookup error is a row's outcome.
+
+The result is a snapshot taken when the calendar (or the list's first page) was
+requested: `read_at` is that moment, and absence is judged at it, however long
+the GETs after it took. Only entries the calendar cannot rule out are fetched:
+ids another row owns (the caller's `skip`) are not.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -21,7 +27,7 @@ from typing import Any, Protocol
 from tenacity import AsyncRetrying, retry_if_result, stop_after_attempt, wait_exponential
 
 from worker.api.client import CalendarResult, FlextellClient, Outcome, PageResult, Result
-from worker.compare import same_identity, sent_values
+from worker.compare import compare, same_identity, sent_values
 from worker.contract import AppointmentResource
 from worker.delivery.lane import A
 
@@ -35,10 +41,19 @@ class Pacer(Protocol):
     async def call(self, fn: Callable[[], Awaitable[A]]) -> A: ...
 
 
+class ReadWindow(Protocol):
+    """A calendar range as read once (`calendar.CalendarWindow`)."""
+
+    @property
+    def slots(self) -> dict[datetime, set[int]]: ...
+    @property
+    def sent_at(self) -> float: ...
+
+
 class Windows(Protocol):
     """Calendar windows read once for many rows (`calendar.CalendarWindows`)."""
 
-    async def slots(self, day: date) -> dict[datetime, set[int]] | str: ...
+    async def window(self, day: date) -> ReadWindow | str: ...
 
 
 @dataclass(slots=True)
@@ -47,6 +62,19 @@ class Candidates:
 
     items: list[AppointmentResource] = field(default_factory=list)
     error: str | None = None
+    read_at: float | None = None
+    """Wall time the calendar (or list) request was sent: what the snapshot shows."""
+
+
+Skip = Callable[[list[int]], Awaitable[set[int]]]
+"""Of these appointment ids, the ones not worth a GET (owned by another row)."""
+
+_SLOT = ("customer_id", "scheduled_at")
+
+
+def _at_slot(payload: dict[str, Any], resource: AppointmentResource) -> bool:
+    """Same customer and instant: a staff edit of the row's own appointment still is."""
+    return not compare(payload, resource, _SLOT)
 
 
 def _second(value: datetime) -> datetime:
@@ -70,6 +98,7 @@ class Lookup:
         cache_days: bool = False,
         windows: Windows | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        now: Callable[[], float] = time.time,
     ) -> None:
         self.client = client
         self.pacer = pacer
@@ -77,11 +106,16 @@ class Lookup:
         self.cache_days = cache_days
         self.windows = windows
         self._sleep = sleep
-        self._days: dict[date, dict[datetime, set[int]]] = {}
+        self._now = now
+        self._days: dict[date, tuple[dict[datetime, set[int]], float]] = {}
         self._resources: dict[int, AppointmentResource | None] = {}
 
-    async def candidates(self, payload: dict[str, Any]) -> Candidates:
-        """Appointments with the payload's customer, doctor, instant and treatments."""
+    async def candidates(
+        self, payload: dict[str, Any], *, wide: bool = False, skip: Skip | None = None
+    ) -> Candidates:
+        """Appointments with the payload's customer, doctor, instant and treatments;
+        `wide`: every one with its customer and instant (doctor or treatments may
+        have been changed by staff since it was sent)."""
         instant_text = sent_values(payload)["scheduled_at"]
         try:
             instant = datetime.fromisoformat(str(instant_text).replace("Z", "+00:00"))
@@ -90,8 +124,9 @@ class Lookup:
         except (ValueError, OverflowError):
             return Candidates(error=f"instant {instant_text!r} cannot be looked up")
         cached = self._days.get(day) if self.cache_days else None
-        if cached is not None and _second(instant) not in cached:
-            return Candidates()  # the kept calendar has nothing at this second: no request
+        if cached is not None and _second(instant) not in cached[0]:
+            # the kept calendar has nothing at this second: no request
+            return Candidates(read_at=cached[1])
         tries = AsyncRetrying(
             stop=stop_after_attempt(LOOKUP_TRIES),
             wait=wait_exponential(multiplier=0.5),
@@ -99,39 +134,64 @@ class Lookup:
             retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
             sleep=self._sleep,
         )
-        found: Candidates = await tries(self._once, payload, instant, day, window)
+        keep = _at_slot if wide else same_identity
+        found: Candidates = await tries(self._once, payload, instant, day, window, keep, skip)
         return found
 
     async def _once(
-        self, payload: dict[str, Any], instant: datetime, day: date, window: tuple[date, date]
+        self,
+        payload: dict[str, Any],
+        instant: datetime,
+        day: date,
+        window: tuple[date, date],
+        keep: Callable[[dict[str, Any], AppointmentResource], bool],
+        skip: Skip | None,
     ) -> Candidates:
-        slots = await self._calendar(day, window)
-        if isinstance(slots, str):
-            listed = await self._from_list(payload)
+        read = await self._calendar(day, window)
+        if isinstance(read, str):
+            listed = await self._from_list(payload, keep)
             if listed.error is not None:
-                return Candidates(error=f"calendar lookup failed ({slots}); {listed.error}")
+                return Candidates(error=f"calendar lookup failed ({read}); {listed.error}")
             return listed
+        slots, read_at = read
         ids = sorted(slots.get(_second(instant), ()))
-        out = Candidates()
+        if ids and skip is not None:
+            skipped = await skip(ids)
+            ids = [i for i in ids if i not in skipped]
+        out = Candidates(read_at=read_at)
         for appointment_id in ids:
             got = await self._get(appointment_id)
             if isinstance(got, str):
                 return Candidates(error=got)
-            if got is not None and same_identity(payload, got):
+            if got is not None and keep(payload, got):
                 out.items.append(got)
         return out
 
+    def _stamped(
+        self, call: Callable[[], Awaitable[A]], stamp: list[float]
+    ) -> Callable[[], Awaitable[A]]:
+        """`call`, noting the wall time it is sent (after the pacer let it through)."""
+
+        async def sent() -> A:
+            stamp.append(self._now())
+            return await call()
+
+        return sent
+
     async def _calendar(
         self, day: date, window: tuple[date, date]
-    ) -> dict[datetime, set[int]] | str:
-        """The appointment ids around `day` by the second they start at, or why not."""
+    ) -> tuple[dict[datetime, set[int]], float] | str:
+        """The appointment ids around `day` by the second they start at, and when the
+        calendar was requested; or why it could not be read."""
         if self.windows is not None:  # read before this row was ever sent: adoption only
-            return await self.windows.slots(day)
+            got = await self.windows.window(day)
+            return got if isinstance(got, str) else (got.slots, got.sent_at)
         if self.cache_days and day in self._days:
             return self._days[day]
         start, end = window
+        stamp: list[float] = []
         result: CalendarResult = await self.pacer.call(
-            lambda: self.client.calendar(self.tenant, start, end)
+            self._stamped(lambda: self.client.calendar(self.tenant, start, end), stamp)
         )
         if result.outcome is not Outcome.FOUND:
             return (
@@ -142,9 +202,10 @@ class Lookup:
         slots: dict[datetime, set[int]] = {}
         for item in result.items:
             slots.setdefault(_second(item.start_at), set()).add(item.appointment_id)
+        read = (slots, stamp[0] if stamp else self._now())
         if self.cache_days:
-            self._days[day] = slots
-        return slots
+            self._days[day] = read
+        return read
 
     async def _get(self, appointment_id: int) -> AppointmentResource | str | None:
         if self.cache_days and appointment_id in self._resources:
@@ -162,17 +223,22 @@ class Lookup:
             self._resources[appointment_id] = resource
         return resource
 
-    async def _from_list(self, payload: dict[str, Any]) -> Candidates:
+    async def _from_list(
+        self, payload: dict[str, Any], keep: Callable[[dict[str, Any], AppointmentResource], bool]
+    ) -> Candidates:
+        """Every page of the list; the snapshot is as old as its first page's request."""
+        stamp: list[float] = []
         out = Candidates()
         page = 1
         while page <= MAX_LIST_PAGES:
             result: PageResult = await self.pacer.call(
-                partial(self.client.list_appointments, self.tenant, page=page)
+                self._stamped(partial(self.client.list_appointments, self.tenant, page=page), stamp)
             )
+            out.read_at = stamp[0] if stamp else None
             if result.outcome is not Outcome.FOUND:
                 out.error = f"appointment list page {page} failed: {result.error_message}"
                 return out
-            out.items.extend(r for r in result.items if same_identity(payload, r))
+            out.items.extend(r for r in result.items if keep(payload, r))
             if result.last_page is None or page >= result.last_page:
                 return out
             page += 1

@@ -18,6 +18,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_result
 from tenacity.wait import wait_base, wait_random_exponential
 
 from worker.api.client import Outcome, Result
+from worker.delivery.clockcheck import DEFAULT_MAX_OFFSET
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,8 @@ class RetryPolicy:
     TenantLane.pause_ceiling)."""
     settle_wait: float | None = None
     """How long the end of a run waits for settling rows (default_settle_wait if None)."""
+    max_clock_offset: float = DEFAULT_MAX_OFFSET
+    """Seconds our clock may differ from the API's (its Date header) before nothing is sent."""
 
     @property
     def default_settle_wait(self) -> float:

@@ -15,16 +15,22 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any
 
 from worker.api.client import Outcome, Result
-from worker.compare import identity_of_json
+from worker.clock import boot_id
+from worker.compare import identity_of_json, same_identity, sent_values
+from worker.contract import AppointmentResource
 from worker.delivery.calendar import CalendarWindows, instant_of
+from worker.delivery.clockcheck import clock_mark, effective_sent_at
 from worker.delivery.decide import Decision, Verdict, decide
 from worker.delivery.lane import LaneStopped, TenantLane
 from worker.delivery.lookup import Lookup, payload_of
 from worker.delivery.retry import retrying
 from worker.ledger import Entry, Ledger, Origin, Status
+from worker.ledger.judging import sent_payloads_at
 from worker.logs import get_logger
 
 log = get_logger("delivery")
@@ -92,14 +98,18 @@ class RowDelivery:
         self.stats = lane.stats
         self.send = send
         self.wall = lane.clock.time
+        self.monotonic = lane.clock.monotonic
         self.sleep = lane.clock.sleep
+        self.boot = boot_id()
+        self.resumed_at = self.wall()
+        """Settling after a reboot or a clock step counts from here (see clockcheck)."""
         # The adoption check of never-sent rows reads the calendar a month at a time.
         self.calendar: CalendarWindows | None = (
             CalendarWindows(lane.client, lane, lane.id, wall=self.wall) if adopt else None
         )
         self.adopting: Lookup | None = (
             Lookup(lane.client, lane, lane.id, cache_days=True, windows=self.calendar,
-                   sleep=self.sleep) if adopt else None
+                   sleep=self.sleep, now=self.wall) if adopt else None
         )  # fmt: skip
         self._maybe_sent: set[str] = set()
         self._refused: set[str] = set()
@@ -197,11 +207,16 @@ class RowDelivery:
         lane, ledger = self.lane, self.ledger
 
         async def attempt() -> Result:
+            await lane.check_clock()
             async with lane.sending() as slot:
                 sent_at = self.wall()
-                await ledger.mark_in_flight(
-                    job.tenant, job.source_key, run_id=self.run_id, sent_at=sent_at
+                mark = (
+                    clock_mark(self.boot, sent_at, self.monotonic())
+                    if ledger.keeps_send_clock
+                    else None
                 )
+                await ledger.mark_in_flight(job.tenant, job.source_key, run_id=self.run_id,
+                                            sent_at=sent_at, sent_clock=mark)  # fmt: skip
                 self._maybe_sent.add(job.source_key)
                 self.stats.sent += 1
                 result = await lane.client.create_appointment(
@@ -276,10 +291,16 @@ class RowDelivery:
                 # first import end here, with no lookup and no ledger read.
                 return Decision(Verdict.ABSENT)
         if lookup is None:
-            lookup = Lookup(self.lane.client, self.lane, self.lane.id, sleep=self.sleep)
+            lookup = Lookup(self.lane.client, self.lane, self.lane.id, sleep=self.sleep,
+                            now=self.wall)  # fmt: skip
+        # A sent row's own appointment may have been edited by staff: look at every
+        # appointment of its customer at its instant, not only those still alike.
+        wide = step != "adopt" or job.sent_before
         try:
             payload = payload_of(job.payload_json)
-            found = await lookup.candidates(payload)
+            found = await lookup.candidates(
+                payload, wide=wide, skip=partial(self._owned_by_others, job)
+            )
             if found.error is not None:
                 return Decision(Verdict.UNDECIDED, reason=found.error)
             if step == "adopt" and not found.items and not job.sent_before:
@@ -288,23 +309,70 @@ class RowDelivery:
                 return Decision(Verdict.ABSENT)
             group = await self.ledger.group(job.tenant, job.identity)
             owners = await self.ledger.owners(job.tenant, [c.id for c in found.items])
+            row = next((g for g in group if g.source_key == job.source_key), None)
+            if row is None:
+                return Decision(Verdict.UNDECIDED, reason="row missing from its identity group")
+            row, claim_after = await self._trusted_times(row)
+            neighbours = await self._neighbours(job, payload, found.items, owners)
         except LaneStopped as exc:
             return Decision(Verdict.UNDECIDED, reason=f"tenant stopped: {exc}")
         except (ValueError, OverflowError) as exc:
             return Decision(Verdict.UNDECIDED, reason=f"lookup impossible: {exc}")
-        row = next((g for g in group if g.source_key == job.source_key), None)
-        if row is None:
-            return Decision(Verdict.UNDECIDED, reason="row missing from its identity group")
         return decide(
             row,
             payload,
             group,
             found.items,
             owners,
-            now=self.wall(),
+            now=self.wall() if found.read_at is None else found.read_at,
             settle=self.policy.settle_seconds,
             horizon=self.policy.absent_horizon,
+            neighbours=neighbours,
+            claim_after=claim_after,
         )
+
+    async def _owned_by_others(self, job: Job, ids: list[int]) -> set[int]:
+        """Ids another row owns: never this row's, so the lookup does not GET them."""
+        owners = await self.ledger.owners(job.tenant, ids)
+        return {i for i, key in owners.items() if key != job.source_key}
+
+    async def _trusted_times(self, row: Entry) -> tuple[Entry, float | None]:
+        """The row with a send time this process can settle from, and the time after which
+        an equal appointment is provably its own (None: its first send time)."""
+        if row.sent_at is None or not self.ledger.keeps_send_clock:
+            return row, None
+        mark = await self.ledger.sent_clock(row.tenant, row.source_key)
+        sent_at, trusted = effective_sent_at(row.sent_at, mark, boot=self.boot, wall=self.wall(),
+                                             monotonic=self.monotonic(),
+                                             resumed_at=self.resumed_at)  # fmt: skip
+        if trusted:
+            return row, None
+        log.info("send time not comparable with this clock (reboot or clock step): settling "
+                 "from the resume", tenant=row.tenant, source_key=row.source_key)  # fmt: skip
+        return replace(row, sent_at=sent_at), sent_at
+
+    async def _neighbours(
+        self,
+        job: Job,
+        payload: dict[str, Any],
+        found: list[AppointmentResource],
+        owners: dict[int, str],
+    ) -> list[dict[str, Any]]:
+        """Payloads of rows sent for the row's customer and instant: read only when the
+        slot holds a free appointment that is not alike (rule 3 of decide)."""
+        if all(c.id in owners or same_identity(payload, c) for c in found):
+            return []
+        here = sent_values(payload)
+        at = str(payload.get("scheduled_at"))
+        rows = await self.ledger.read_op(partial(sent_payloads_at, tenant=job.tenant,
+                                                 scheduled_at=at))  # fmt: skip
+        out: list[dict[str, Any]] = []
+        for text in rows:
+            other = payload_of(text)
+            there = sent_values(other)
+            if all(here[f] == there[f] for f in ("customer_id", "scheduled_at")):
+                out.append(other)
+        return out
 
     async def _claim(self, job: Job, decision: Decision, step: str) -> Status:
         appointment = decision.appointment

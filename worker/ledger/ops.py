@@ -308,14 +308,21 @@ def _codec(
 
 
 def mark_in_flight(
-    conn: sqlite3.Connection, now: str, tenant: int, source_key: str, run_id: int, sent_at: float
+    conn: sqlite3.Connection,
+    now: str,
+    tenant: int,
+    source_key: str,
+    run_id: int,
+    sent_at: float,
+    sent_clock: str | None = None,
 ) -> None:
-    """The intent: this row's POST is about to leave, at unix time sent_at."""
+    """The intent: this row's POST is about to leave, at unix time sent_at (on the clock
+    that `sent_clock` marks, see worker.delivery.clockcheck)."""
     cur = conn.execute(
         "UPDATE entries SET status = 'in_flight', attempts = attempts + 1, last_run_id = ?,"
-        " sent_at = ?, first_sent_at = coalesce(first_sent_at, ?), updated_at = ?"
-        " WHERE tenant = ? AND source_key = ?",
-        (run_id, sent_at, sent_at, now, tenant, source_key),
+        " sent_at = ?, first_sent_at = coalesce(first_sent_at, ?), sent_clock = ?,"
+        " updated_at = ? WHERE tenant = ? AND source_key = ?",
+        (run_id, sent_at, sent_at, sent_clock, now, tenant, source_key),
     )
     if cur.rowcount == 0:
         raise UnknownKeyError(f"no ledger entry for tenant {tenant}, source key {source_key!r}")
@@ -416,6 +423,14 @@ def requeue(conn: sqlite3.Connection, now: str, tenant: int, source_key: str, ru
         " WHERE tenant = ? AND source_key = ? AND status = 'failed'",
         (run_id, now, tenant, source_key),
     )
+
+
+def sent_clock(conn: sqlite3.Connection, now: str, tenant: int, source_key: str) -> str | None:
+    """The clock mark recorded with the row's latest send time (SQLite ledgers)."""
+    row = conn.execute(
+        "SELECT sent_clock FROM entries WHERE tenant = ? AND source_key = ?", (tenant, source_key)
+    ).fetchone()
+    return None if row is None or row[0] is None else str(row[0])
 
 
 def group(conn: sqlite3.Connection, now: str, tenant: int, identity: str) -> list[Entry]:

@@ -103,6 +103,7 @@ def _first_line(exc: BaseException) -> str:
 class PgLedger(Ledger):
     """A ledger in PostgreSQL; ``worker_id`` names this process in leases and runs."""
 
+    keeps_send_clock = False  # many hosts: settling compares the database's clock instead
     worker_id: str
     url: str
     lease_lost: LeaseLostError | None
@@ -190,9 +191,16 @@ class PgLedger(Ledger):
     # --- the intent, fenced by the lease ---
 
     async def mark_in_flight(
-        self, tenant: int, source_key: str, *, run_id: int, sent_at: float | None = None
+        self,
+        tenant: int,
+        source_key: str,
+        *,
+        run_id: int,
+        sent_at: float | None = None,
+        sent_clock: str | None = None,
     ) -> None:
-        """Ledger.mark_in_flight, written only while this worker holds the tenant's lease."""
+        """Ledger.mark_in_flight, written only while this worker holds the tenant's lease
+        (`sent_clock` is not kept: many hosts share these rows)."""
         import time
 
         when = time.time() if sent_at is None else sent_at

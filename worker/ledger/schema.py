@@ -10,7 +10,7 @@ from worker.errors import AbortError
 from worker.ledger import meta
 from worker.ledger.fatal import damaged_message, ledger_failure
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # PRAGMA application_id marks the file as ours ("FLXL"), so another app's DB is refused.
 APPLICATION_ID = 0x464C584C
 
@@ -66,6 +66,7 @@ CREATE TABLE entries (
     sent_at          REAL,
     first_sent_at    REAL,
     origin           TEXT,
+    sent_clock       TEXT,
     PRIMARY KEY (tenant, source_key)
 );
 -- status first serves every status filter, then tenant and line give a lane
@@ -212,12 +213,19 @@ def _to_v5_audit(conn: sqlite3.Connection) -> None:
     conn.execute(_AUDIT_TABLE)
 
 
+def _to_v6_send_clock(conn: sqlite3.Connection) -> None:
+    """The clock mark of each send time (issue 18): boot id and wall minus monotonic
+    time, so a resume after a reboot or a clock step does not trust `sent_at`."""
+    conn.execute("ALTER TABLE entries ADD COLUMN sent_clock TEXT")
+
+
 # Index i upgrades a version-(i+1) ledger to version i+2.
 _MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _to_v2,
     _to_v3,
     _to_v4_worklist,
     _to_v5_audit,
+    _to_v6_send_clock,
 ]
 
 

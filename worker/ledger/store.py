@@ -39,6 +39,9 @@ _MAX_BACKLOG = 20_000
 class Ledger:
     """One SQLite ledger file, opened by one run at a time (see open())."""
 
+    keeps_send_clock = True
+    """Rows keep the clock mark of their send time (one host: see sent_clock)."""
+
     def __init__(
         self,
         path: Path | str,
@@ -458,18 +461,29 @@ class Ledger:
         await self._write(fn, atomic=True)
 
     async def mark_in_flight(
-        self, tenant: int, source_key: str, *, run_id: int, sent_at: float | None = None
+        self,
+        tenant: int,
+        source_key: str,
+        *,
+        run_id: int,
+        sent_at: float | None = None,
+        sent_clock: str | None = None,
     ) -> None:
         """The intent: status in_flight, attempts + 1, sent_at; committed before returning.
 
         Called once the request holds its slot and is about to leave, so a crash never
-        leaves a row that was not sent looking as if it might have landed.
+        leaves a row that was not sent looking as if it might have landed. `sent_clock`
+        marks the clock sent_at was read from (worker.delivery.clockcheck).
         """
         when = time.time() if sent_at is None else sent_at
-        fn = partial(
-            ops.mark_in_flight, tenant=tenant, source_key=source_key, run_id=run_id, sent_at=when
-        )
+        fn = partial(ops.mark_in_flight, tenant=tenant, source_key=source_key, run_id=run_id,
+                     sent_at=when, sent_clock=sent_clock)  # fmt: skip
         await self._write(fn)
+
+    async def sent_clock(self, tenant: int, source_key: str) -> str | None:
+        """The clock mark of the row's latest send time (None: not recorded)."""
+        fn = partial(ops.sent_clock, tenant=tenant, source_key=source_key)
+        return cast(str | None, await self._read(fn))
 
     async def mark_not_sent(
         self, tenant: int, source_key: str, *, run_id: int, reason: str

@@ -1,0 +1,101 @@
+"""Clock decisions of issue 18 on a fake clock: trusting a send time, the API's Date offset."""
+
+from __future__ import annotations
+
+from email.utils import formatdate
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import FakeClock
+from worker.api.auth import StaticToken
+from worker.api.client import FlextellClient
+from worker.api.rate_headers import RateInfo
+from worker.config import TenantConfig
+from worker.delivery.clockcheck import (
+    ClockWatch,
+    clock_mark,
+    date_offset,
+    effective_sent_at,
+)
+from worker.delivery.lane import TenantLane
+from worker.delivery.retry import RetryPolicy
+from worker.rates import Rate
+
+BOOT = "boot-a"
+
+
+def _resume(clock: FakeClock, mono: float, sent: float, mark: str | None, **kw: Any) -> Any:
+    kw.setdefault("boot", BOOT)
+    return effective_sent_at(sent, mark, wall=clock.time(), monotonic=mono,
+                             resumed_at=clock.time(), **kw)  # fmt: skip
+
+
+def test_a_send_time_of_this_boot_without_a_step_is_trusted() -> None:
+    clock = FakeClock()
+    sent = clock.time()
+    mark = clock_mark(BOOT, sent, 1000.0)
+    clock.advance(30)
+    assert _resume(clock, 1030.0, sent, mark) == (sent, True)
+    assert _resume(clock, 1031.5, sent, mark) == (sent, True)  # NTP slew: within 2 s
+
+
+def test_a_wall_clock_step_settles_from_the_resume_at_least() -> None:
+    clock = FakeClock()
+    sent = clock.time() - 300  # the clock was 5 minutes behind when it sent
+    mark = clock_mark(BOOT, sent, 1000.0)
+    clock.advance(2)  # corrected since; 2 s of monotonic time passed
+    when, trusted = _resume(clock, 1002.0, sent, mark)
+    assert not trusted
+    assert when == pytest.approx(clock.time() - 0.0)  # true send: 2 s ago; resume is later
+    ahead = clock.time() + 300  # sent with a clock 5 minutes ahead: never waits 5 minutes
+    when, trusted = _resume(clock, 1002.0, ahead, clock_mark(BOOT, ahead, 1000.0))
+    assert not trusted and when == pytest.approx(clock.time())
+
+
+def test_another_boot_or_no_boot_id_counts_from_the_resume() -> None:
+    clock = FakeClock()
+    mark = clock_mark("boot-old", clock.time(), 1000.0)
+    clock.advance(5)
+    assert _resume(clock, 7.0, clock.time() - 5, mark) == (clock.time(), False)
+    assert _resume(clock, 1005.0, clock.time() - 5, clock_mark("", clock.time(), 1000.0),
+                   boot="")[1] is False  # fmt: skip
+    assert _resume(clock, 0.0, 123.0, None) == (123.0, True)  # before marks existed
+    assert _resume(clock, 0.0, 123.0, "garbage")[1] is False
+
+
+def test_date_offset_ignores_latency_and_the_whole_second() -> None:
+    t = 1_800_000_000.0
+    assert date_offset(formatdate(t, usegmt=True), t + 0.4, t + 3.0) == 0.0
+    assert date_offset(formatdate(t - 1, usegmt=True), t + 0.5, t + 0.6) == pytest.approx(-0.5)
+    assert date_offset(formatdate(t, usegmt=True), t + 0.9, t + 0.95) == 0.0  # same second
+    assert date_offset(formatdate(t + 90, usegmt=True), t, t + 1) == pytest.approx(89.0)
+    assert date_offset(formatdate(t - 90, usegmt=True), t, t + 1) == pytest.approx(-89.0)
+    assert date_offset("not a date", t, t) is None
+    assert date_offset(None, t, t) is None
+
+
+def test_the_watch_warns_once_above_5_seconds_and_refuses_above_the_bound() -> None:
+    t = 1_800_000_000.0
+    watch = ClockWatch(max_offset=60.0)
+    assert watch.see(formatdate(t + 10, usegmt=True), t, t + 0.1) is None
+    assert watch.should_warn() and not watch.should_warn()
+    refusal = watch.see(formatdate(t - 400, usegmt=True), t, t + 0.1)
+    assert refusal is not None and "ahead of the API's" in refusal
+    assert "max_clock_offset = 60s" in refusal
+
+
+async def test_a_lane_on_a_fake_clock_stops_on_a_date_beyond_the_bound() -> None:
+    clock = FakeClock(1_800_000_000.0)
+    tenant = TenantConfig(id=1, name=None, base_url="http://127.0.0.1:9/api", token="env:T",
+                          rate_limit=Rate(60, 60.0), concurrency=2, timezone="UTC")  # fmt: skip
+    async with aiohttp.ClientSession() as session:
+        client = FlextellClient(session, tenant.base_url, StaticToken("t-123456"))
+        lane = TenantLane(tenant, client, RetryPolicy(max_clock_offset=30.0), clock=clock)
+        lane.observe(200, RateInfo(date=formatdate(clock.time() + 5, usegmt=True)), clock.time())
+        assert lane.stop_reason is None and lane.clock_watch.offset == pytest.approx(5.0)
+        clock.advance(10)
+        lane.observe(200, RateInfo(date=formatdate(clock.time() + 45, usegmt=True)), clock.time())
+        assert lane.stop_reason is not None and "max_clock_offset" in lane.stop_reason
+        assert lane.aborted
