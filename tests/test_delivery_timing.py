@@ -254,9 +254,20 @@ def _as_schema_1(ledger: Path) -> None:
     )  # fmt: skip
     with sqlite3.connect(ledger) as db:
         db.execute(f"ATTACH DATABASE '{old}' AS old")
-        for name in ("meta", "runs"):
-            db.execute(ddl[name])
-            db.execute(f"INSERT INTO {name} SELECT * FROM old.{name}")
+        db.execute(ddl["meta"])
+        db.execute("INSERT INTO meta SELECT * FROM old.meta")
+        # runs without what version 4 added (how a run was made)
+        late = ("partial", "round", "exit_code")
+        run_cols = [r[1] for r in db.execute("PRAGMA old.table_info(runs)") if r[1] not in late]
+        db.execute(
+            "\n".join(
+                line.rstrip(",") if "counts" in line else line
+                for line in ddl["runs"].splitlines()
+                if not any(line.strip().startswith(c + " ") for c in late)
+            )
+        )
+        kept = ", ".join(run_cols)
+        db.execute(f"INSERT INTO runs ({kept}) SELECT {kept} FROM old.runs")
         db.execute(entries)
         db.execute(f"INSERT INTO entries ({', '.join(v1)}) SELECT {', '.join(v1)} FROM old.entries")
         db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")

@@ -101,7 +101,8 @@ def test_a_version_3_ledger_gains_the_worklist(tmp_path: Path, sbx: Sandbox) -> 
     assert import_file(config, sbx, file)[0].exit_code == 0
     db = sqlite3.connect(tmp_path / "ledger.sqlite")  # as a version-3 worker left it
     db.execute("DROP TABLE worklist")
-    db.execute("DROP TABLE audit")  # version 5: a version-3 file has neither
+    db.execute("DROP TABLE audit")  # versions 5 and 6: a version-3 file has neither
+    db.execute("ALTER TABLE entries DROP COLUMN sent_clock")
     for column in ("partial", "round", "exit_code"):
         db.execute(f"ALTER TABLE runs DROP COLUMN {column}")
     db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
