@@ -99,11 +99,13 @@ async def test_a_customer_intent_needs_the_tenants_lease(pg_url: str) -> None:
 
 
 async def test_a_version_1_schema_gains_the_reference_tables(pg_url: str) -> None:
-    assert PG_SCHEMA_VERSION == 2
+    assert PG_SCHEMA_VERSION == 3
     first = await PgLedger.open_url(pg_url)
     await first.close()
     with psycopg.connect(pg_url, autocommit=True) as conn:  # as a version-1 worker left it
         conn.execute(f"DROP TABLE {SCHEMA}.refs, {SCHEMA}.ref_creations")
+        conn.execute(f"ALTER TABLE {SCHEMA}.entries DROP COLUMN fence_epoch")
+        conn.execute(f"ALTER TABLE {SCHEMA}.leases DROP COLUMN prior_expires_at")
         conn.execute(f"UPDATE {SCHEMA}.meta SET value = '1' WHERE key = 'schema_version'")
     with pytest.raises(AbortError, match="schema version 1; open it once for writing"):
         await PgLedger.open_url(pg_url, readonly=True)
@@ -118,7 +120,7 @@ async def test_a_version_1_schema_gains_the_reference_tables(pg_url: str) -> Non
         await migrated.close()
     with psycopg.connect(pg_url, autocommit=True) as conn:
         row = conn.execute(f"SELECT value FROM {SCHEMA}.meta WHERE key = 'schema_version'")
-        assert row.fetchone() == ("2",)
-        conn.execute(f"UPDATE {SCHEMA}.meta SET value = '3' WHERE key = 'schema_version'")
-    with pytest.raises(AbortError, match="schema version 3, newer than this worker supports"):
+        assert row.fetchone() == ("3",)
+        conn.execute(f"UPDATE {SCHEMA}.meta SET value = '4' WHERE key = 'schema_version'")
+    with pytest.raises(AbortError, match="schema version 4, newer than this worker supports"):
         await PgLedger.open_url(pg_url)

@@ -59,8 +59,11 @@ class Job:
         if entry.payload_json is None or entry.payload_hash is None:
             return None
         identity = entry.identity or identity_of_json(entry.payload_json) or entry.source_key
+        # A pending row with attempts or an id may have landed (a lost lease's late write,
+        # an intent whose POST was held back): look it up before any send.
+        look_first = resume or entry.attempts > 0 or entry.appointment_id is not None
         return cls(entry.tenant, entry.source_key, entry.payload_json, entry.payload_hash,
-                   entry.source_line, identity, resume=resume, earlier_run=resume,
+                   entry.source_line, identity, resume=look_first, earlier_run=resume,
                    sent_before=entry.attempts > 0 or entry.sent_at is not None)  # fmt: skip
 
 
@@ -156,7 +159,8 @@ class RowDelivery:
                 return await self._unknown(job, f"{cause}; absent after {resends} resends")
             if verdict is Verdict.WAIT:
                 assert decision.wait_until is not None
-                return Settling(decision.wait_until, decision.reason or "settling")
+                at = self.ledger.from_shared(decision.wait_until)
+                return Settling(at, decision.reason or "settling")
             if step == "adopt":  # the lookup failed: sending might duplicate what exists
                 return await self._not_sent(job, f"not sent: {decision.reason}")
             return await self._unknown(job, f"{cause}; lookup: {decision.reason}")
@@ -178,6 +182,7 @@ class RowDelivery:
                 await ledger.mark_in_flight(
                     job.tenant, job.source_key, run_id=self.run_id, sent_at=sent_at
                 )
+                await ledger.before_send(job.tenant, job.source_key, run_id=self.run_id)
                 self._maybe_sent.add(job.source_key)
                 self.stats.sent += 1
                 result = await lane.client.create_appointment(job.tenant, body, idempotency_key=key)
@@ -255,7 +260,7 @@ class RowDelivery:
             group,
             found.items,
             owners,
-            now=self.wall(),
+            now=self.ledger.to_shared(self.wall()),  # the ledger's times are on its clock
             settle=self.policy.settle_seconds,
             horizon=self.policy.absent_horizon,
         )

@@ -329,7 +329,17 @@ def record(
     A `created` outcome is a claim: the UNIQUE index on (tenant, appointment_id)
     lets one row own an appointment. When another row owns it already the row
     becomes `unknown` instead, naming the owner, and that owner's key is returned.
+    A row already `created` with another appointment keeps it: the outcome is not
+    written and the row's own key is returned (the new one is a second appointment).
     """
+    if status == Status.CREATED and appointment_id is not None:
+        held = conn.execute(
+            "SELECT appointment_id FROM entries WHERE tenant = ? AND source_key = ?"
+            " AND status = 'created'",
+            (tenant, source_key),
+        ).fetchone()
+        if held is not None and held[0] is not None and int(held[0]) != appointment_id:
+            return source_key
     sql = _RECORD_CREATED if status == Status.CREATED else _RECORD_OTHER
     params = (status, run_id, http_status, error_code, error_message, error_field, now,
               appointment_id, appointment_code, origin, tenant, source_key)  # fmt: skip
@@ -368,7 +378,8 @@ def mark_not_sent(
     conn: sqlite3.Connection, now: str, tenant: int, source_key: str, run_id: int, reason: str
 ) -> None:
     """Nothing was sent this time: a row refused before (4xx) stays failed with its reason;
-    any other row goes back to pending, its last real error kept when it has one."""
+    any other row goes back to pending, its last real error kept when it has one. A
+    created row stays created (a late "not sent" never undoes a result)."""
     conn.execute(
         """UPDATE entries SET
              status = CASE WHEN http_status BETWEEN 400 AND 499 AND http_status NOT IN (401, 403)
@@ -376,7 +387,7 @@ def mark_not_sent(
              error_code = coalesce(error_code, 'not_sent'),
              error_message = coalesce(error_message, ?),
              last_run_id = ?, updated_at = ?
-           WHERE tenant = ? AND source_key = ?""",
+           WHERE tenant = ? AND source_key = ? AND status != 'created'""",
         (reason, run_id, now, tenant, source_key),
     )
 
