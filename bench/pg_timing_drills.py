@@ -275,3 +275,28 @@ def run_skewed_drill(
         return _judge("skewed", source, url, sb, codes, started, {}, {"a": -9, "b": 0}, problems)
     finally:
         sb.stop()
+
+
+def run_paused_chaos(base: Path) -> TimingDrillResult | None:
+    """`make chaos`'s drill `paused`: its own PostgreSQL; None without PostgreSQL binaries."""
+    from bench.pgserver import PgServer, find_bin_dir
+
+    if find_bin_dir() is None:
+        print("-- drill paused: skipped (no PostgreSQL initdb/pg_ctl on this machine)")
+        return None
+    print("-- drill paused: a worker SIGSTOPped between intent and POST, taken over, resumed",
+          flush=True)  # fmt: skip
+    with PgServer() as pg:
+        return run_paused_drill(base / "paused", pg.create_database("paused"))
+
+
+def print_timing(d: TimingDrillResult) -> None:
+    """One line of figures, then the problems."""
+    print(
+        f"  {d.name}: rows {d.rows}, exit codes {d.exit_codes}, lost {d.lost}, dups "
+        f"{d.duplicates}, shared ids {d.shared_ids}, orphans {d.orphans}, wrong appointment "
+        f"{d.wrong_appointment}, overwritten {d.overwritten}, late POSTs {d.late_posts}, "
+        f"{d.seconds:.0f} s, ok {'yes' if d.passed else 'NO'}; ledger {d.ledger_statuses}"
+    )
+    for p in d.problems:
+        print(f"  {d.name}: PROBLEM {p}")

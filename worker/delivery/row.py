@@ -59,9 +59,12 @@ class Job:
         if entry.payload_json is None or entry.payload_hash is None:
             return None
         identity = entry.identity or identity_of_json(entry.payload_json) or entry.source_key
-        # A pending row with attempts or an id may have landed (a lost lease's late write,
-        # an intent whose POST was held back): look it up before any send.
-        look_first = resume or entry.attempts > 0 or entry.appointment_id is not None
+        # A pending row with an id, or with attempts its last answer does not prove refused
+        # (4xx), may have landed (a lease's late write, a POST held back): look it up first.
+        refused = entry.http_status is not None and 400 <= entry.http_status < 500
+        look_first = (
+            resume or entry.appointment_id is not None or (entry.attempts > 0 and not refused)
+        )
         return cls(entry.tenant, entry.source_key, entry.payload_json, entry.payload_hash,
                    entry.source_line, identity, resume=look_first, earlier_run=resume,
                    sent_before=entry.attempts > 0 or entry.sent_at is not None)  # fmt: skip

@@ -13,7 +13,7 @@ A lease that expired is never renewed: its holder writes no more intents for
 that tenant (PgLedger.mark_in_flight checks the lease FOR SHARE in the intent's
 own transaction), so a worker that stalled past its expiry cannot send beside
 the new holder. Nor does one send after its lease's local deadline: every
-acquisition and renewal notes ``time.monotonic()`` when it was asked, and a POST
+acquisition and renewal notes the monotonic time when it was asked, and a POST
 leaves only before that moment + ``lease_seconds`` - ``send_margin`` (a pause,
 SIGSTOP or swap storm between the intent and the POST cannot outlive the lease
 unnoticed). A takeover records when the lease it replaced expired: the old
@@ -32,13 +32,13 @@ import asyncio
 import contextlib
 import os
 import socket
-import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
+from worker.clock import SYSTEM_CLOCK, Clock
 from worker.errors import AbortError
 from worker.ledger.postgres import connect_async, redact
 from worker.logs import get_logger
@@ -79,9 +79,10 @@ class LeaseKeeper:
 
     def __init__(
         self, conn: psycopg.AsyncConnection[Any], worker_id: str, lease_seconds: float,
-        grace_seconds: float,
+        grace_seconds: float, clock: Clock = SYSTEM_CLOCK,
     ) -> None:  # fmt: skip
         self._conn = conn
+        self.clock = clock
         self.worker_id = worker_id
         self.lease_seconds = lease_seconds
         self.grace_seconds = grace_seconds
@@ -99,10 +100,17 @@ class LeaseKeeper:
 
     @classmethod
     async def open(
-        cls, url: str, worker_id: str, *, lease_seconds: float, grace_seconds: float = 2.0
+        cls,
+        url: str,
+        worker_id: str,
+        *,
+        lease_seconds: float,
+        grace_seconds: float = 2.0,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> LeaseKeeper:
+        """Register the worker and start its heartbeat; `clock` times the send deadlines."""
         conn = await connect_async(url)
-        keeper = cls(conn, worker_id, lease_seconds, grace_seconds)
+        keeper = cls(conn, worker_id, lease_seconds, grace_seconds, clock)
         await keeper._exec(
             "INSERT INTO workers (id, host, pid, expires_at) VALUES"
             " (%s, %s, %s, now() + make_interval(secs => %s)) ON CONFLICT (id) DO UPDATE"
@@ -130,7 +138,7 @@ class LeaseKeeper:
             "INSERT INTO leases (tenant) SELECT unnest(%s::int[]) ON CONFLICT DO NOTHING",
             (wanted,),
         )
-        asked = time.monotonic()
+        asked = self.clock.monotonic()
         rows = await self._exec(
             """WITH pick AS (
                  SELECT l.tenant, l.holder AS previous, l.expires_at AS prior FROM leases l
@@ -207,7 +215,7 @@ class LeaseKeeper:
         if tenant not in self.held or tenant in self.lost:
             return False
         deadline = self._confirmed.get(tenant, float("-inf")) + self.lease_seconds
-        return time.monotonic() < deadline - self.margin
+        return self.clock.monotonic() < deadline - self.margin
 
     async def confirm(self, tenant: int) -> bool:
         """Before an intent: whether the lease holds with room for the POST (`may_send`
@@ -215,13 +223,13 @@ class LeaseKeeper:
         if tenant not in self.held or tenant in self.lost:
             return False
         deadline = self._confirmed.get(tenant, float("-inf")) + self.lease_seconds
-        if time.monotonic() < deadline - 2 * self.margin:
+        if self.clock.monotonic() < deadline - 2 * self.margin:
             return True
         await self._renew(tenant, self.held[tenant])
         return self.may_send(tenant)
 
     async def _renew(self, tenant: int, epoch: int) -> None:
-        asked = time.monotonic()
+        asked = self.clock.monotonic()
         rows = await self._exec(
             "UPDATE leases SET expires_at = now() + make_interval(secs => %s)"
             " WHERE tenant = %s AND holder = %s AND epoch = %s AND expires_at > now()"
@@ -237,14 +245,14 @@ class LeaseKeeper:
 
     async def beat(self) -> None:
         """Renew every lease still valid; a lease found expired or taken is lost."""
-        before = time.time()
+        before = self.clock.time()
         rows = await self._exec(
             "UPDATE workers SET heartbeat_at = now(),"
             " expires_at = now() + make_interval(secs => %s) WHERE id = %s"
             " RETURNING extract(epoch FROM clock_timestamp())",
             (self.lease_seconds, self.worker_id),
         )
-        after = time.time()
+        after = self.clock.time()
         if rows and self.on_offset is not None:
             self.on_offset(float(rows[0][0]) - (before + after) / 2)
         for tenant, epoch in list(self.held.items()):
