@@ -303,8 +303,10 @@ UPDATE entries SET status = ?, last_run_id = ?, http_status = ?, error_code = ?,
 WHERE tenant = ? AND source_key = ?
 """
 # Once created, the source row is no longer needed for failure files; nor is a stale change.
-_RECORD_CREATED = _RECORD.format(
-    extra=", source_row = NULL, changed_hash = NULL, changed_diff = NULL"
+_RECORD_CREATED = (
+    _RECORD.format(extra=", source_row = NULL, changed_hash = NULL, changed_diff = NULL")
+    # a created row keeps its appointment: another id is a second appointment, not this row's
+    + " AND (status != 'created' OR appointment_id = coalesce(?, appointment_id))"
 )
 _RECORD_OTHER = _RECORD.format(extra="")
 
@@ -332,17 +334,12 @@ def record(
     A row already `created` with another appointment keeps it: the outcome is not
     written and the row's own key is returned (the new one is a second appointment).
     """
-    if status == Status.CREATED and appointment_id is not None:
-        held = conn.execute(
-            "SELECT appointment_id FROM entries WHERE tenant = ? AND source_key = ?"
-            " AND status = 'created'",
-            (tenant, source_key),
-        ).fetchone()
-        if held is not None and held[0] is not None and int(held[0]) != appointment_id:
-            return source_key
     sql = _RECORD_CREATED if status == Status.CREATED else _RECORD_OTHER
-    params = (status, run_id, http_status, error_code, error_message, error_field, now,
-              appointment_id, appointment_code, origin, tenant, source_key)  # fmt: skip
+    params: tuple[Any, ...] = (status, run_id, http_status, error_code, error_message,
+                               error_field, now, appointment_id, appointment_code, origin,
+                               tenant, source_key)  # fmt: skip
+    if status == Status.CREATED:
+        params += (appointment_id,)
     if status == Status.CREATED and appointment_id is not None:
         conn.execute("SAVEPOINT claim")
         try:
@@ -362,8 +359,17 @@ def record(
     else:
         cur = conn.execute(sql, params)
     if cur.rowcount == 0:
+        if status == Status.CREATED and _exists(conn, tenant, source_key):
+            return source_key  # created with another appointment: it keeps that one
         raise UnknownKeyError(f"no ledger entry for tenant {tenant}, source key {source_key!r}")
     return None
+
+
+def _exists(conn: sqlite3.Connection, tenant: int, source_key: str) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM entries WHERE tenant = ? AND source_key = ?", (tenant, source_key)
+    ).fetchone()
+    return row is not None
 
 
 def _owner(conn: sqlite3.Connection, tenant: int, appointment_id: int) -> str | None:
