@@ -215,7 +215,11 @@ def run_paused_drill(
 ) -> TimingDrillResult:
     """Worker A paused between an intent and its POST; B takes over; A resumes."""
     started = time.monotonic()
-    csv, cfg, source, sb = _setup(workdir, count, lease=lease, settle=3.0, timeout=2.0, sandbox=[])
+    # 200 ms per request: with 4 slots, other POSTs are in flight when A stops, and
+    # their answers reach A only after B took over (their outcome writes are late too).
+    slow = ["--latency-ms", "200"]
+    csv, cfg, source, sb = _setup(workdir, count, lease=lease, settle=3.0, timeout=2.0,
+                                  sandbox=slow)  # fmt: skip
     problems: list[str] = []
     codes: dict[str, int | None] = {}
     sb.start()
@@ -243,15 +247,15 @@ def run_paused_drill(
 
 
 def run_skewed_drill(
-    workdir: Path, url: str, *, count: int = 12, in_flight: int = 4, lease: float = 2.0
+    workdir: Path, url: str, *, count: int = 12, in_flight: int = 4, lease: float = 5.0
 ) -> TimingDrillResult:
     """Worker A, 5 minutes behind, SIGKILLed while its POSTs commit late; B (true clock) resumes."""
     lib = libfaketime()
     if lib is None:
         raise RuntimeError("libfaketime is not installed (apt-get install faketime)")
     started = time.monotonic()
-    late = ["--fault", "commit_after_timeout=1.0", "--late-commit-seconds", "10"]
-    csv, cfg, source, sb = _setup(workdir, count, lease=lease, settle=15.0, timeout=1.0,
+    late = ["--fault", "commit_after_timeout=1.0", "--late-commit-seconds", "15"]
+    csv, cfg, source, sb = _setup(workdir, count, lease=lease, settle=20.0, timeout=1.0,
                                   sandbox=late)  # fmt: skip
     problems: list[str] = []
     codes: dict[str, int | None] = {}
@@ -261,12 +265,12 @@ def run_skewed_drill(
                       DONT_FAKE_MONOTONIC="1")  # fmt: skip
         a = _launch(csv, cfg, sb.api_url, url, workdir / "a.log", skewed)
 
-        def posts() -> int:
-            return sum(r["method"] == "POST" for r in sb.requests())
+        def committing() -> int:  # POSTs the sandbox holds, to commit late
+            return int(sb.stats().get("pending_commits", 0))
 
         # Its first POSTs are committing (late) now: the crash comes inside their settle time.
-        if not _wait(lambda: posts() >= in_flight or a.poll() is not None, 60.0):
-            problems.append(f"worker A sent {posts()} of {in_flight} POSTs in 60 s")
+        if not _wait(lambda: committing() >= in_flight or a.poll() is not None, 60.0):
+            problems.append(f"worker A had {committing()} of {in_flight} POSTs committing")
         a.kill()
         codes["a"] = a.wait()
         sb.post("/_sandbox/faults", {"faults": {}})  # A's late commits stay pending
