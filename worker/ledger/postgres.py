@@ -132,9 +132,9 @@ class PgLedger(Ledger):
     keeper: LeaseFence | None
     """This worker's leases (attach): epochs of the fence, deadlines of sending."""
     db_offset: float
-    _intents: int
     """Seconds the database's clock is ahead of this machine's, measured at open and at
     every heartbeat: `to_shared` turns local time into the database's."""
+    _intents: int  # intents committed so far (the test hook counts them)
 
     @classmethod
     async def open_url(
