@@ -19,6 +19,10 @@
    SIGKILLs of workers and one PostgreSQL restart. The same four counts, plus:
    no tenant's POSTs from two lease holders at once (sandbox request log), and
    no 429 per tenant at its configured limit. Skipped without PostgreSQL binaries.
+6. paused: a worker on a PostgreSQL ledger stops (SIGSTOP) between an intent and
+   its POST, another takes the tenant over and finishes, then it resumes
+   (bench/pg_timing_drills.py): duplicates, orphans, rows owning another
+   appointment, overwritten results and late POSTs all 0.
 
 6. crowded, skewed (issue 18, bench/identity_drills.py): crowded slots with a
    rate-limited lookup and late commits; a first run whose wall clock is 5
@@ -26,7 +30,7 @@
    The same four counts, all 0.
 
     python -m bench.chaos [--rows 5000] [--kills 5] [--files 200]
-        [--only kills,restart,hostile,identity,late,late35,crowded,skewed,shared]
+        [--only kills,restart,hostile,identity,late,late35,crowded,skewed,shared,paused]
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ from bench.identity_drills import (
     run_skewed_drill,
 )
 from bench.measure import worker_cmd
+from bench.pg_timing_drills import print_timing, run_paused_chaos
 from bench.pgserver import find_bin_dir
 from bench.sandbox import SandboxProcess
 from bench.shared_drill import SharedDrillResult, run_shared_drill
@@ -480,7 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--files", type=int, default=200)
     parser.add_argument(
         "--only",
-        default="kills,restart,hostile,identity,late,late35,crowded,skewed,shared",
+        default="kills,restart,hostile,identity,late,late35,crowded,skewed,shared,paused",
     )
     args = parser.parse_args(argv)
     only = set(args.only.split(","))
@@ -505,6 +510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     audited = run_audited(only, base)
     shared = run_shared(only, base)
+    paused = run_paused_chaos(base) if "paused" in only else None
     hostile = None
     if "hostile" in only:
         print(f"-- hostile input: {args.files} files", flush=True)
@@ -518,12 +524,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if shared is not None:
         print()
         print_shared(shared)
+    if paused is not None:
+        print()
+        print_timing(paused)
     CHAOS_JSON.write_text(
         json.dumps(
             {
                 "drills": [asdict(d) for d in drills],
                 "audited": [asdict(d) for d in audited],
                 "shared": asdict(shared) if shared is not None else None,
+                "paused": asdict(paused) if paused is not None else None,
                 "hostile": asdict(hostile) if hostile else None,
                 "faults": list(FAULTS),
                 "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -535,6 +545,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\nwrote {CHAOS_JSON.relative_to(ROOT)}")
     ok = all(d.passed for d in drills) and all(d.passed for d in audited)
     ok = ok and (shared is None or shared.passed)
+    ok = ok and (paused is None or paused.passed)
     ok = ok and (hostile is None or hostile.passed)
     return 0 if ok else 1
 

@@ -215,18 +215,45 @@ async def test_a_worker_without_the_tenants_lease_creates_no_customer(
     tmp_path: Path, sb: Sandbox, pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FLEXTELL_TOKEN", "sandbox-token-all")
+    ledger = await PgLedger.open_url(pg_url)  # registered, but holding no lease
+    try:
+        await _creates_no_customer(tmp_path, sb, pg_url, ledger)
+    finally:
+        await ledger.close()
+    assert pg_query(pg_url, "SELECT count(*) FROM flextell_worker.ref_creations") == [(0,)]
+
+
+async def test_a_customer_post_past_the_leases_local_deadline_is_not_sent(
+    tmp_path: Path, sb: Sandbox, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database still grants the lease, but this worker's monotonic deadline has
+    passed (as after a pause): the intent may be written, the POST never leaves."""
+    from tests.conftest import FakeClock
+    from worker.ledger.leases import LeaseKeeper
+
+    monkeypatch.setenv("FLEXTELL_TOKEN", "sandbox-token-all")
+    ledger = await PgLedger.open_url(pg_url)
+    clock = FakeClock()
+    keeper = await LeaseKeeper.open(pg_url, ledger.worker_id, lease_seconds=600, clock=clock)
+    ledger.attach(keeper)
+    assert await keeper.acquire([1], "r") is not None
+    clock.advance(600 - keeper.margin)  # the heartbeat never ran: as if paused that long
+    try:
+        await _creates_no_customer(tmp_path, sb, pg_url, ledger)
+    finally:
+        await keeper.close()
+        await ledger.close()
+
+
+async def _creates_no_customer(tmp_path: Path, sb: Sandbox, pg_url: str, ledger: PgLedger) -> None:
+    """Resolving the sample with `ledger` stops on its lease, and no customer POST leaves."""
     cfg = pg_config(tmp_path, pg_url)
     config = load_config(cfg)
     opts = run_source_options(config, ImportOptions(file=str(SAMPLE), config_path=cfg))
-    ledger = await PgLedger.open_url(pg_url)  # registered, but holding no lease
     start = time.time() - 1
-    try:
-        with pytest.raises(LeaseLostError, match="lease of tenant 1"):
-            await prepare(config, str(SAMPLE), opts, tenant=None, base_url=sb.base_url,
-                          ledger=ledger, create=True)  # fmt: skip
-    finally:
-        await ledger.close()
+    with pytest.raises(LeaseLostError, match="lease of tenant 1"):
+        await prepare(config, str(SAMPLE), opts, tenant=None, base_url=sb.base_url,
+                      ledger=ledger, create=True)  # fmt: skip
     posts = [r for r in requests_since(sb, start) if r["method"] == "POST"]
     assert posts == [] and sb.stats()["customers_created"] == 0
     assert customers_with_phone(sb, NEW_PHONE) == []
-    assert pg_query(pg_url, "SELECT count(*) FROM flextell_worker.ref_creations") == [(0,)]

@@ -444,3 +444,19 @@ def test_default_ledger_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     assert default_ledger_path(Path("a.toml")) == (
         tmp_path / "home" / ".local" / "state" / "flextell-worker" / "a.sqlite"
     )
+
+
+async def test_a_created_row_keeps_its_appointment_against_late_writes(ledger: Ledger) -> None:
+    run = await new_run(ledger)
+    await ledger.upsert_seen([seen("a", run)])
+    await ledger.record(7, "a", status="created", run_id=run, appointment_id=10, durable=True)
+    # a second appointment recorded late for the row is not its own: the row keeps 10
+    owner = await ledger.record(
+        7, "a", status="created", run_id=run, appointment_id=11, durable=True
+    )
+    assert owner == "a"
+    await ledger.record(7, "a", status="created", run_id=run, appointment_id=10, durable=True)
+    await ledger.mark_not_sent(7, "a", run_id=run, reason="not sent: stopped")  # late, too
+    await ledger.flush()
+    entry = (await ledger.get_many([(7, "a")]))[(7, "a")]
+    assert (entry.status, entry.appointment_id) == ("created", 10)

@@ -46,6 +46,9 @@ test_missing_from_source = sqlite_suite.test_missing_from_source
 test_select_filters_and_streaming = sqlite_suite.test_select_filters_and_streaming
 test_owners_and_one_row_per_appointment = sqlite_suite.test_owners_and_one_row_per_appointment
 test_runs_record_and_finish = sqlite_suite.test_runs_record_and_finish
+test_a_created_row_keeps_its_appointment_against_late_writes = (
+    sqlite_suite.test_a_created_row_keeps_its_appointment_against_late_writes
+)
 test_many_concurrent_awaiters_share_few_commits = (
     sqlite_suite.test_many_concurrent_awaiters_share_few_commits
 )
@@ -207,3 +210,49 @@ async def test_a_pass_with_rows_left_is_retried_by_a_worker_started_later(pg_url
         await later.close()
     finally:
         await led.close()
+
+
+async def test_a_takeover_fences_the_old_holders_late_writes_and_settles_from_expiry(
+    pg_url: str,
+) -> None:
+    old = await PgLedger.open_url(pg_url)
+    new = await PgLedger.open_url(pg_url)
+    keepers = []
+    try:
+        for led in (old, new):
+            keeper = await LeaseKeeper.open(pg_url, led.worker_id, lease_seconds=60,
+                                            grace_seconds=0)  # fmt: skip
+            led.attach(keeper)
+            keepers.append(keeper)
+        assert await keepers[0].acquire([7], "r") is not None
+        run = await new_run(old)
+        await old.upsert_seen([seen("x", run), seen("y", run)])
+        await old.mark_in_flight(7, "x", run_id=run)
+        (sent,) = (await old.get_many([(7, "x")])).values()
+        with psycopg.connect(pg_url, autocommit=True) as conn:  # the old holder stalled
+            conn.execute(f"UPDATE {SCHEMA}.leases SET expires_at = now() - interval '1 ms'")
+            row = conn.execute(f"SELECT extract(epoch FROM expires_at) FROM {SCHEMA}.leases")
+            (expired,) = row.fetchone() or (None,)
+        taken = await keepers[1].acquire([7], "r")
+        assert taken is not None and taken.epoch == 2
+        assert await new.mark_stale_in_flight_unknown() == 1
+        (settling,) = (await new.get_many([(7, "x")])).values()
+        assert settling.status == "unknown"
+        assert sent.sent_at is not None and settling.sent_at is not None
+        assert settling.sent_at == pytest.approx(float(expired))
+        assert settling.sent_at >= sent.sent_at  # counted from the lease's expiry
+        await new.record(7, "y", status="created", run_id=run, appointment_id=5, durable=True)
+        # the old holder's late answers: refused, and its pass is told to stop
+        assert await old.record(7, "x", status="created", run_id=run, appointment_id=9,
+                                durable=True) is None  # fmt: skip
+        assert old.lease_lost is not None
+        await old.mark_not_sent(7, "y", run_id=run, reason="late")
+        await old.flush()
+        got = await new.get_many([(7, "x"), (7, "y")])
+        assert (got[(7, "x")].status, got[(7, "x")].appointment_id) == ("unknown", None)
+        assert (got[(7, "y")].status, got[(7, "y")].appointment_id) == ("created", 5)
+    finally:
+        for keeper in keepers:
+            await keeper.close()
+        await old.close()
+        await new.close()

@@ -109,6 +109,8 @@ async def test_a_version_1_schema_gains_the_reference_tables(pg_url: str) -> Non
         conn.execute(f"DROP TABLE {SCHEMA}.refs, {SCHEMA}.ref_creations, {SCHEMA}.worklist")
         for column in ("partial", "round", "exit_code"):  # version 3's (issue 19)
             conn.execute(f"ALTER TABLE {SCHEMA}.runs DROP COLUMN {column}")
+        conn.execute(f"ALTER TABLE {SCHEMA}.entries DROP COLUMN fence_epoch")  # version 4's
+        conn.execute(f"ALTER TABLE {SCHEMA}.leases DROP COLUMN prior_expires_at")
         conn.execute(f"UPDATE {SCHEMA}.meta SET value = '1' WHERE key = 'schema_version'")
     with pytest.raises(AbortError, match="schema version 1; open it once for writing"):
         await PgLedger.open_url(pg_url, readonly=True)

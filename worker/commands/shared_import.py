@@ -86,6 +86,7 @@ async def run_shared_import(
         keeper = await LeaseKeeper.open(
             url, ledger.worker_id, lease_seconds=config.ledger.lease_seconds
         )
+        ledger.attach(keeper)  # writes carry the lease epochs; POSTs check the deadline
         try:
             log.info("shared ledger", ledger=redact(url), worker=ledger.worker_id)
             per_worker = config.ledger.tenants_per_worker

@@ -43,6 +43,7 @@ async def hold_tenants(
     from worker.ledger.leases import LeaseKeeper, lease_status
 
     keeper = await LeaseKeeper.open(ledger.url, ledger.worker_id, lease_seconds=lease_seconds)
+    ledger.attach(keeper)  # its verdicts carry the lease epochs (worker.ledger.pgfence)
     try:
         # A round of its own: no import pass recorded as done can keep a tenant from it.
         round_key = f"reconcile:{ledger.worker_id}"

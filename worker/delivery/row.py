@@ -66,8 +66,14 @@ class Job:
         if entry.payload_json is None or entry.payload_hash is None:
             return None
         identity = entry.identity or identity_of_json(entry.payload_json) or entry.source_key
+        # A pending row with an id, or with attempts its last answer does not prove refused
+        # (4xx), may have landed (a lease's late write, a POST held back): look it up first.
+        refused = entry.http_status is not None and 400 <= entry.http_status < 500
+        look_first = (
+            resume or entry.appointment_id is not None or (entry.attempts > 0 and not refused)
+        )
         return cls(entry.tenant, entry.source_key, entry.payload_json, entry.payload_hash,
-                   entry.source_line, identity, resume=resume, earlier_run=resume,
+                   entry.source_line, identity, resume=look_first, earlier_run=resume,
                    sent_before=entry.attempts > 0 or entry.sent_at is not None)  # fmt: skip
 
 
@@ -190,7 +196,8 @@ class RowDelivery:
                 return await self._unknown(job, f"{cause}; absent after {resends} resends")
             if verdict is Verdict.WAIT:
                 assert decision.wait_until is not None
-                return Settling(decision.wait_until, decision.reason or "settling")
+                at = self.ledger.from_shared(decision.wait_until)
+                return Settling(at, decision.reason or "settling")
             if step == "adopt":  # the lookup failed: sending might duplicate what exists
                 return await self._not_sent(job, f"not sent: {decision.reason}")
             return await self._unknown(job, f"{cause}; lookup: {decision.reason}")
@@ -217,6 +224,7 @@ class RowDelivery:
                 )
                 await ledger.mark_in_flight(job.tenant, job.source_key, run_id=self.run_id,
                                             sent_at=sent_at, sent_clock=mark)  # fmt: skip
+                await ledger.before_send(job.tenant, job.source_key, run_id=self.run_id)
                 self._maybe_sent.add(job.source_key)
                 self.stats.sent += 1
                 result = await lane.client.create_appointment(
@@ -324,7 +332,8 @@ class RowDelivery:
             group,
             found.items,
             owners,
-            now=self.wall() if found.read_at is None else found.read_at,
+            # Absence is judged at the calendar's read time, on the ledger's clock.
+            now=self.ledger.to_shared(self.wall() if found.read_at is None else found.read_at),
             settle=self.policy.settle_seconds,
             horizon=self.policy.absent_horizon,
             neighbours=neighbours,

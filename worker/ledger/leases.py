@@ -12,8 +12,15 @@ one left in flight (unknown, looked up by the delivery rules) before sending.
 A lease that expired is never renewed: its holder writes no more intents for
 that tenant (PgLedger.mark_in_flight checks the lease FOR SHARE in the intent's
 own transaction), so a worker that stalled past its expiry cannot send beside
-the new holder. ``passes`` records which tenant of which export is done, so N
-workers started with one file share its tenants and then all exit. A pass that
+the new holder. Nor does one send after its lease's local deadline: every
+acquisition and renewal notes the monotonic time when it was asked, and a POST
+leaves only before that moment + ``lease_seconds`` - ``send_margin`` (a pause,
+SIGSTOP or swap storm between the intent and the POST cannot outlive the lease
+unnoticed). A takeover records when the lease it replaced expired: the old
+holder's rows in flight count as sent then (worker.ledger.pgfence).
+
+``passes`` records which tenant of which export is done, so N workers started
+with one file share its tenants and then all exit. A pass that
 ended with rows still needing work (exit 1, or aborted) counts as done only for
 workers that were already running: one started later (tomorrow's run of an
 unchanged export, a retry) takes that tenant again, as a SQLite run would.
@@ -25,17 +32,24 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
+from worker.clock import SYSTEM_CLOCK, Clock
 from worker.errors import AbortError
 from worker.ledger.postgres import connect_async, redact
 from worker.logs import get_logger
 
 log = get_logger("leases")
+
+
+def send_margin(lease_seconds: float) -> float:
+    """Seconds before its local deadline a lease stops sending: a quarter of the lease,
+    at most 5 s (time for the POST to leave once it passed the check)."""
+    return min(5.0, lease_seconds / 4)
 
 
 @dataclass(slots=True)
@@ -65,24 +79,38 @@ class LeaseKeeper:
 
     def __init__(
         self, conn: psycopg.AsyncConnection[Any], worker_id: str, lease_seconds: float,
-        grace_seconds: float,
+        grace_seconds: float, clock: Clock = SYSTEM_CLOCK,
     ) -> None:  # fmt: skip
         self._conn = conn
+        self.clock = clock
         self.worker_id = worker_id
         self.lease_seconds = lease_seconds
         self.grace_seconds = grace_seconds
         self.held: dict[int, int] = {}
         self.lost: set[int] = set()
+        self.epochs: dict[int, int] = {}
+        """The last epoch this worker held of each tenant (kept after a loss: the fence)."""
+        self.margin = send_margin(lease_seconds)
+        self._confirmed: dict[int, float] = {}
+        self.on_offset: Callable[[float], None] | None = None
+        """Told the database's clock offset (worker.ledger.pgfence.clock_offset) at each beat."""
         self._beat: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._since: Any = None
 
     @classmethod
     async def open(
-        cls, url: str, worker_id: str, *, lease_seconds: float, grace_seconds: float = 2.0
+        cls,
+        url: str,
+        worker_id: str,
+        *,
+        lease_seconds: float,
+        grace_seconds: float = 2.0,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> LeaseKeeper:
+        """Register the worker and start its heartbeat; `clock` times the send deadlines."""
         conn = await connect_async(url)
-        keeper = cls(conn, worker_id, lease_seconds, grace_seconds)
+        keeper = cls(conn, worker_id, lease_seconds, grace_seconds, clock)
         await keeper._exec(
             "INSERT INTO workers (id, host, pid, expires_at) VALUES"
             " (%s, %s, %s, now() + make_interval(secs => %s)) ON CONFLICT (id) DO UPDATE"
@@ -110,9 +138,10 @@ class LeaseKeeper:
             "INSERT INTO leases (tenant) SELECT unnest(%s::int[]) ON CONFLICT DO NOTHING",
             (wanted,),
         )
+        asked = self.clock.monotonic()
         rows = await self._exec(
             """WITH pick AS (
-                 SELECT l.tenant, l.holder AS previous FROM leases l
+                 SELECT l.tenant, l.holder AS previous, l.expires_at AS prior FROM leases l
                  WHERE l.tenant = ANY(%s)
                    AND (l.holder IS NULL OR l.expires_at < now() - make_interval(secs => %s))
                    AND NOT EXISTS (SELECT 1 FROM passes p
@@ -121,7 +150,8 @@ class LeaseKeeper:
                  ORDER BY l.tenant LIMIT 1 FOR UPDATE SKIP LOCKED)
                UPDATE leases SET holder = %s, epoch = leases.epoch + 1, acquired_at = now(),
                    expires_at = now() + make_interval(secs => %s), released_at = NULL,
-                   round = %s, run_id = NULL
+                   round = %s, run_id = NULL,
+                   prior_expires_at = CASE WHEN pick.previous IS NULL THEN NULL ELSE pick.prior END
                FROM pick WHERE leases.tenant = pick.tenant
                RETURNING leases.tenant, leases.epoch, pick.previous""",
             (
@@ -137,7 +167,8 @@ class LeaseKeeper:
         if not rows:
             return None
         tenant, epoch, previous = rows[0]
-        self.held[int(tenant)] = int(epoch)
+        self.held[int(tenant)] = self.epochs[int(tenant)] = int(epoch)
+        self._confirmed[int(tenant)] = asked
         self.lost.discard(int(tenant))
         if previous is not None:
             log.warning("lease taken over", tenant=tenant, previous=previous, epoch=epoch)
@@ -177,24 +208,55 @@ class LeaseKeeper:
             (lease.tenant, self.worker_id, lease.epoch),
         )
 
+    def may_send(self, tenant: int) -> bool:
+        """Whether a POST of `tenant` may leave now: its lease is held and was confirmed
+        recently enough that it still holds, on this machine's monotonic clock, for at
+        least `margin` seconds more."""
+        if tenant not in self.held or tenant in self.lost:
+            return False
+        deadline = self._confirmed.get(tenant, float("-inf")) + self.lease_seconds
+        return self.clock.monotonic() < deadline - self.margin
+
+    async def confirm(self, tenant: int) -> bool:
+        """Before an intent: whether the lease holds with room for the POST (`may_send`
+        with twice the margin), renewing it first when the heartbeat is late."""
+        if tenant not in self.held or tenant in self.lost:
+            return False
+        deadline = self._confirmed.get(tenant, float("-inf")) + self.lease_seconds
+        if self.clock.monotonic() < deadline - 2 * self.margin:
+            return True
+        await self._renew(tenant, self.held[tenant])
+        return self.may_send(tenant)
+
+    async def _renew(self, tenant: int, epoch: int) -> None:
+        asked = self.clock.monotonic()
+        rows = await self._exec(
+            "UPDATE leases SET expires_at = now() + make_interval(secs => %s)"
+            " WHERE tenant = %s AND holder = %s AND epoch = %s AND expires_at > now()"
+            " RETURNING tenant",
+            (self.lease_seconds, tenant, self.worker_id, epoch),
+        )
+        if rows:
+            self._confirmed[tenant] = max(self._confirmed.get(tenant, asked), asked)
+        elif tenant in self.held:
+            self.held.pop(tenant, None)
+            self.lost.add(tenant)
+            log.error("lease lost", tenant=tenant, epoch=epoch)
+
     async def beat(self) -> None:
         """Renew every lease still valid; a lease found expired or taken is lost."""
-        await self._exec(
+        before = self.clock.time()
+        rows = await self._exec(
             "UPDATE workers SET heartbeat_at = now(),"
-            " expires_at = now() + make_interval(secs => %s) WHERE id = %s",
+            " expires_at = now() + make_interval(secs => %s) WHERE id = %s"
+            " RETURNING extract(epoch FROM clock_timestamp())",
             (self.lease_seconds, self.worker_id),
         )
+        after = self.clock.time()
+        if rows and self.on_offset is not None:
+            self.on_offset(float(rows[0][0]) - (before + after) / 2)
         for tenant, epoch in list(self.held.items()):
-            rows = await self._exec(
-                "UPDATE leases SET expires_at = now() + make_interval(secs => %s)"
-                " WHERE tenant = %s AND holder = %s AND epoch = %s AND expires_at > now()"
-                " RETURNING tenant",
-                (self.lease_seconds, tenant, self.worker_id, epoch),
-            )
-            if not rows and tenant in self.held:
-                self.held.pop(tenant, None)
-                self.lost.add(tenant)
-                log.error("lease lost", tenant=tenant, epoch=epoch)
+            await self._renew(tenant, epoch)
 
     async def _heartbeat(self) -> None:
         while True:

@@ -337,8 +337,10 @@ UPDATE entries SET status = ?, last_run_id = ?, http_status = ?, error_code = ?,
 WHERE tenant = ? AND source_key = ?
 """
 # Once created, the source row is no longer needed for failure files; nor is a stale change.
-_RECORD_CREATED = _RECORD.format(
-    extra=", source_row = NULL, changed_hash = NULL, changed_diff = NULL"
+_RECORD_CREATED = (
+    _RECORD.format(extra=", source_row = NULL, changed_hash = NULL, changed_diff = NULL")
+    # a created row keeps its appointment: another id is a second appointment, not this row's
+    + " AND (status != 'created' OR appointment_id = coalesce(?, appointment_id))"
 )
 _RECORD_OTHER = _RECORD.format(extra="")
 
@@ -363,10 +365,15 @@ def record(
     A `created` outcome is a claim: the UNIQUE index on (tenant, appointment_id)
     lets one row own an appointment. When another row owns it already the row
     becomes `unknown` instead, naming the owner, and that owner's key is returned.
+    A row already `created` with another appointment keeps it: the outcome is not
+    written and the row's own key is returned (the new one is a second appointment).
     """
     sql = _RECORD_CREATED if status == Status.CREATED else _RECORD_OTHER
-    params = (status, run_id, http_status, error_code, error_message, error_field, now,
-              appointment_id, appointment_code, origin, tenant, source_key)  # fmt: skip
+    params: tuple[Any, ...] = (status, run_id, http_status, error_code, error_message,
+                               error_field, now, appointment_id, appointment_code, origin,
+                               tenant, source_key)  # fmt: skip
+    if status == Status.CREATED:
+        params += (appointment_id,)
     if status == Status.CREATED and appointment_id is not None:
         conn.execute("SAVEPOINT claim")
         try:
@@ -386,8 +393,17 @@ def record(
     else:
         cur = conn.execute(sql, params)
     if cur.rowcount == 0:
+        if status == Status.CREATED and _exists(conn, tenant, source_key):
+            return source_key  # created with another appointment: it keeps that one
         raise UnknownKeyError(f"no ledger entry for tenant {tenant}, source key {source_key!r}")
     return None
+
+
+def _exists(conn: sqlite3.Connection, tenant: int, source_key: str) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM entries WHERE tenant = ? AND source_key = ?", (tenant, source_key)
+    ).fetchone()
+    return row is not None
 
 
 def _owner(conn: sqlite3.Connection, tenant: int, appointment_id: int) -> str | None:
@@ -402,7 +418,8 @@ def mark_not_sent(
     conn: sqlite3.Connection, now: str, tenant: int, source_key: str, run_id: int, reason: str
 ) -> None:
     """Nothing was sent this time: a row refused before (4xx) stays failed with its reason;
-    any other row goes back to pending, its last real error kept when it has one."""
+    any other row goes back to pending, its last real error kept when it has one. A
+    created row stays created (a late "not sent" never undoes a result)."""
     conn.execute(
         """UPDATE entries SET
              status = CASE WHEN http_status BETWEEN 400 AND 499 AND http_status NOT IN (401, 403)
@@ -410,7 +427,7 @@ def mark_not_sent(
              error_code = coalesce(error_code, 'not_sent'),
              error_message = coalesce(error_message, ?),
              last_run_id = ?, updated_at = ?
-           WHERE tenant = ? AND source_key = ?""",
+           WHERE tenant = ? AND source_key = ? AND status != 'created'""",
         (reason, run_id, now, tenant, source_key),
     )
 

@@ -8,6 +8,9 @@ expiry), ``workers`` (who is alive, by heartbeat) and ``passes`` (which tenant o
 which export a worker has finished, so N workers started on one file share it).
 Version 2 adds the SQLite ledger's ``refs`` and ``ref_creations`` (``lookup = "api"``:
 worker.references.cache), with the same columns, so one RefCache serves both.
+Version 3 adds the fencing columns (worker.ledger.pgfence): ``entries.fence_epoch``,
+the lease epoch of the last write to a row, and ``leases.prior_expires_at``, when the
+lease a takeover replaced expired.
 
 Creation and migration take a transaction-scoped advisory lock, so workers
 started at the same moment create the schema once.
@@ -22,7 +25,7 @@ from worker.ledger.pgconn import PgConnection
 from worker.ledger.schema import RUN_COLUMNS_V4, WORKLIST_DDL
 
 SCHEMA = "flextell_worker"
-PG_SCHEMA_VERSION = 3
+PG_SCHEMA_VERSION = 4
 _ADVISORY_KEY = 0x464C584C  # "FLXL", as the SQLite ledger's application_id
 
 # The reference cache and the customers the worker creates (schema version 2): the
@@ -152,6 +155,14 @@ CREATE TABLE {SCHEMA}.passes (
     )
 )
 
+# Schema version 3: which lease epoch wrote a row last (an older holder's late write
+# never overwrites it), and when the lease a takeover replaced had expired (the old
+# holder's rows in flight count as sent then).
+_FENCING_DDL = f"""
+ALTER TABLE {SCHEMA}.entries ADD COLUMN fence_epoch BIGINT;
+ALTER TABLE {SCHEMA}.leases ADD COLUMN prior_expires_at TIMESTAMPTZ
+"""
+
 
 def _run_script(conn: PgConnection, script: str) -> None:
     for statement in script.split(";"):
@@ -171,8 +182,13 @@ def _to_v3_worklist(conn: PgConnection) -> None:
     _run_script(conn, WORKLIST_DDL)
 
 
+def _to_v4_fencing(conn: PgConnection) -> None:
+    """Lease epochs on rows and the replaced lease's expiry (fenced writes, takeovers)."""
+    _run_script(conn, _FENCING_DDL)
+
+
 # Index i upgrades a version-(i+1) schema to version i+2.
-_MIGRATIONS: list[Callable[[PgConnection], None]] = [_to_v2, _to_v3_worklist]
+_MIGRATIONS: list[Callable[[PgConnection], None]] = [_to_v2, _to_v3_worklist, _to_v4_fencing]
 
 
 def prepare(conn: PgConnection, where: str, *, readonly: bool) -> None:
@@ -189,7 +205,7 @@ def prepare(conn: PgConnection, where: str, *, readonly: bool) -> None:
         if row is None:
             if readonly:
                 raise AbortError(f"ledger {where} is empty (no run has used it yet)")
-            _run_script(conn, _DDL)
+            _run_script(conn, _DDL + _FENCING_DDL)
             conn.execute(
                 f"INSERT INTO {SCHEMA}.meta (key, value) VALUES ('schema_version', ?),"
                 " ('application', 'flextell-worker')",

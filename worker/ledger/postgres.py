@@ -13,7 +13,10 @@ intent at sending, identity groups). What differs is what sharing needs:
   to create a customer (``lookup = "api"``, worker.references.cache) is fenced
   the same way (write_fenced);
 - rows left in_flight become unknown only for the tenants this worker holds,
-  never under another live worker's feet.
+  never under another live worker's feet;
+- every write carries the lease epoch and times are the database's clock
+  (worker.ledger.pgfence); right before a POST leaves, `before_send` checks the
+  lease against a local monotonic deadline (worker.ledger.leases).
 """
 
 from __future__ import annotations
@@ -22,20 +25,23 @@ import asyncio
 import contextlib
 import os
 import secrets
+import signal
 import socket
 import sqlite3
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
 from worker.errors import AbortError
-from worker.ledger import atrest, ops
+from worker.ledger import atrest, ops, pgfence
 from worker.ledger.crypto import LedgerKey, Sealer
 from worker.ledger.model import Run, RunStatus
 from worker.ledger.pgconn import PgConnection
+from worker.ledger.pgfence import LeaseLostError
 from worker.ledger.pgschema import SCHEMA, prepare
 from worker.ledger.pgwriter import PgWriter
 from worker.ledger.store import Ledger
@@ -43,6 +49,13 @@ from worker.ledger.writer import OpFn
 from worker.logs import get_logger
 
 log = get_logger("ledger")
+__all__ = ["LeaseLostError", "PgLedger", "connect", "connect_async", "redact"]
+
+CLOCK_WARN_SECONDS = 2.0
+"""An offset to the database's clock above this is logged as a warning at open."""
+TEST_STOP_AFTER_INTENT = "FLEXTELL_TEST_STOP_AFTER_INTENT"
+"""Test-only: after this many intents are committed the process stops itself (SIGSTOP)
+right there, between an intent and its POST, for tests and `make chaos` to resume it."""
 
 # A database host that vanishes without closing the connection is noticed within
 # about 25 s (TCP keepalives) instead of the kernel's two hours.
@@ -56,8 +69,6 @@ _KEEPALIVE: dict[str, Any] = {
 }
 
 
-class LeaseLostError(AbortError):
-    """This worker no longer holds the tenant's lease: it must send nothing more."""
 
 
 def redact(url: str) -> str:
@@ -100,6 +111,17 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
+class LeaseFence(Protocol):
+    """What the ledger needs of this worker's leases (worker.ledger.leases.LeaseKeeper)."""
+
+    epochs: dict[int, int]
+    on_offset: Callable[[float], None] | None
+
+    def may_send(self, tenant: int) -> bool: ...
+
+    async def confirm(self, tenant: int) -> bool: ...
+
+
 class PgLedger(Ledger):
     """A ledger in PostgreSQL; ``worker_id`` names this process in leases and runs."""
 
@@ -108,6 +130,12 @@ class PgLedger(Ledger):
     url: str
     lease_lost: LeaseLostError | None
     """Set when an intent found its tenant's lease gone: the pass must stop (begin_pass)."""
+    keeper: LeaseFence | None
+    """This worker's leases (attach): epochs of the fence, deadlines of sending."""
+    db_offset: float
+    """Seconds the database's clock is ahead of this machine's, measured at open and at
+    every heartbeat: `to_shared` turns local time into the database's."""
+    _intents: int  # intents committed so far (the test hook counts them)
 
     @classmethod
     async def open_url(
@@ -158,6 +186,15 @@ class PgLedger(Ledger):
         ledger.lease_lost = None
         ledger.url = url
         ledger.worker_id = worker_id or new_worker_id()
+        ledger.keeper = None
+        ledger._intents = 0
+        ledger.db_offset = cast(float, await ledger._read(pgfence.clock_offset))
+        if abs(ledger.db_offset) > CLOCK_WARN_SECONDS:
+            log.warning(
+                "this machine's clock differs from the database's; the ledger's times are the "
+                "database's",
+                offset_seconds=round(ledger.db_offset, 1),
+            )
         if not readonly:
             fn = partial(_register, worker=ledger.worker_id, lease_seconds=lease_seconds)
             await ledger._write(fn)
@@ -190,6 +227,25 @@ class PgLedger(Ledger):
 
     # --- the intent, fenced by the lease ---
 
+    def attach(self, keeper: LeaseFence) -> None:
+        """Fence writes with `keeper`'s lease epochs and sending with its deadlines."""
+        self.keeper = keeper
+        keeper.on_offset = self._set_offset
+
+    def _set_offset(self, offset: float) -> None:
+        self.db_offset = offset
+
+    def _epoch(self, tenant: int) -> int | None:
+        return None if self.keeper is None else self.keeper.epochs.get(tenant)
+
+    def to_shared(self, wall: float) -> float:
+        """This machine's unix time as the database's clock reads it."""
+        return wall + self.db_offset
+
+    def from_shared(self, shared: float) -> float:
+        """A time on the database's clock as this machine's unix time."""
+        return shared - self.db_offset
+
     async def mark_in_flight(
         self,
         tenant: int,
@@ -199,29 +255,74 @@ class PgLedger(Ledger):
         sent_at: float | None = None,
         sent_clock: str | None = None,
     ) -> None:
-        """Ledger.mark_in_flight, written only while this worker holds the tenant's lease
-        (`sent_clock` is not kept: many hosts share these rows)."""
-        import time
-
-        when = time.time() if sent_at is None else sent_at
-        fn = partial(
-            _fenced_in_flight,
-            tenant=tenant,
-            source_key=source_key,
-            run_id=run_id,
-            sent_at=when,
-            holder=self.worker_id,
-        )
+        """Ledger.mark_in_flight, written only while this worker holds the tenant's lease,
+        with the database's clock as sent_at (the argument is ignored; `sent_clock` is not
+        kept either: the database's clock is the one every holder reads)."""
+        del sent_at, sent_clock
         try:
+            if self.keeper is not None and not await self.keeper.confirm(tenant):
+                raise pgfence.lost(tenant)
+            fn = partial(
+                pgfence.in_flight,
+                tenant=tenant,
+                source_key=source_key,
+                run_id=run_id,
+                holder=self.worker_id,
+                epoch=self._epoch(tenant),
+            )
             await self._write(fn)
         except LeaseLostError as exc:
             self._lost(exc)
             raise
+        self._intents += 1
+        if os.environ.get(TEST_STOP_AFTER_INTENT) == str(self._intents):
+            log.warning("test hook: stopping between an intent and its POST", tenant=tenant)
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+    async def before_send(self, tenant: int, source_key: str | None, *, run_id: int) -> None:
+        """Right before a POST leaves: the lease must hold past a local monotonic deadline
+        with a margin (worker.ledger.leases.LeaseKeeper.may_send). In doubt nothing is sent,
+        the row goes back to pending (its intent counted: the next holder looks it up
+        first), and LeaseLostError stops the pass."""
+        if self.keeper is None or self.keeper.may_send(tenant):
+            return
+        if source_key is not None:
+            await self.mark_not_sent(
+                tenant, source_key, run_id=run_id,
+                reason="not sent: the lease could not be confirmed right before sending",
+            )  # fmt: skip
+        exc = pgfence.lost(tenant)
+        self._lost(exc)
+        raise exc
+
+    def _record_fn(self, tenant: int, source_key: str, *, status: str, **fields: Any) -> OpFn:
+        """Ledger's outcome, fenced: never over a row a later lease epoch wrote."""
+        inner = super()._record_fn(tenant, source_key, status=status, **fields)
+        return partial(pgfence.outcome, fn=inner, tenant=tenant, source_key=source_key,
+                       epoch=self._epoch(tenant))  # fmt: skip
+
+    def _recorded(self, result: Any) -> str | None:
+        if isinstance(result, pgfence.Fenced):  # the row is the new holder's: stop the pass
+            self._lost(LeaseLostError(result.message))
+            return None
+        return cast(str | None, result)
+
+    async def mark_not_sent(
+        self, tenant: int, source_key: str, *, run_id: int, reason: str
+    ) -> None:
+        """Ledger.mark_not_sent, fenced like record (queued)."""
+        inner = partial(ops.mark_not_sent, tenant=tenant, source_key=source_key,
+                        run_id=run_id, reason=reason)  # fmt: skip
+        fn = partial(pgfence.outcome, fn=inner, tenant=tenant, source_key=source_key,
+                     epoch=self._epoch(tenant))  # fmt: skip
+        self._check_writable()
+        self._writer.submit(fn, wait=False)
 
     async def write_fenced(self, tenant: int, fn: OpFn) -> Any:
         """Ledger.write_fenced: `fn` runs only while this worker holds the tenant's lease,
         checked FOR SHARE in the same transaction (as mark_in_flight), else LeaseLostError."""
-        fenced = partial(_under_lease, fn=fn, tenant=tenant, holder=self.worker_id)
+        fenced = partial(pgfence.under_lease, fn=fn, tenant=tenant, holder=self.worker_id,
+                         epoch=self._epoch(tenant))  # fmt: skip
         try:
             return await self._write(fenced, atomic=True)
         except LeaseLostError as exc:
@@ -250,7 +351,7 @@ class PgLedger(Ledger):
 
     async def mark_stale_in_flight_unknown(self) -> int:
         """Rows left in_flight in the tenants this worker holds now become unknown."""
-        return cast(int, await self._write(partial(_stale_held, holder=self.worker_id)))
+        return cast(int, await self._write(partial(pgfence.stale_held, holder=self.worker_id)))
 
 
 def _crash_dead_runs(conn: Any, now: str) -> int:
@@ -295,61 +396,6 @@ def _live_runs(conn: Any, now: str) -> set[int]:
         " AND w.expires_at > clock_timestamp() AND w.stopped_at IS NULL"
     ).fetchall()
     return {int(row[0]) for row in rows}
-
-
-_FENCED_IN_FLIGHT = """
-UPDATE entries SET status = 'in_flight', attempts = attempts + 1, last_run_id = ?,
-    sent_at = ?, first_sent_at = coalesce(first_sent_at, ?), updated_at = ?
-WHERE tenant = ? AND source_key = ? AND EXISTS (
-    SELECT 1 FROM leases WHERE tenant = ? AND holder = ?
-    AND expires_at > clock_timestamp() FOR SHARE)
-"""
-
-
-def _fenced_in_flight(
-    conn: Any, now: str, tenant: int, source_key: str, run_id: int, sent_at: float, holder: str
-) -> None:
-    """ops.mark_in_flight under the lease, in one statement (the lease row locked FOR SHARE
-    until the batch commits, so a takeover's UPDATE of it waits for this intent)."""
-    params = (run_id, sent_at, sent_at, now, tenant, source_key, tenant, holder)
-    if conn.execute(_FENCED_IN_FLIGHT, params).rowcount:
-        return
-    exists = conn.execute(
-        "SELECT 1 FROM entries WHERE tenant = ? AND source_key = ?", (tenant, source_key)
-    ).fetchone()
-    if exists is None:
-        raise ops.UnknownKeyError(f"no ledger entry for tenant {tenant}, source key {source_key!r}")
-    raise LeaseLostError(
-        f"the lease of tenant {tenant} expired or was taken over: this worker sends "
-        "nothing more for it"
-    )
-
-
-def _under_lease(conn: Any, now: str, fn: OpFn, tenant: int, holder: str) -> Any:
-    """`fn` after locking this worker's live lease row of `tenant` FOR SHARE (until the
-    batch commits: a takeover cannot pick the row before the write is durable)."""
-    held = conn.execute(
-        "SELECT 1 FROM leases WHERE tenant = ? AND holder = ? AND expires_at > clock_timestamp()"
-        " FOR SHARE",
-        (tenant, holder),
-    ).fetchone()
-    if held is None:
-        raise LeaseLostError(
-            f"the lease of tenant {tenant} expired or was taken over: this worker sends "
-            "nothing more for it"
-        )
-    return fn(conn, now)
-
-
-def _stale_held(conn: Any, now: str, holder: str) -> int:
-    return int(
-        conn.execute(
-            "UPDATE entries SET status = 'unknown', updated_at = ? WHERE status = 'in_flight'"
-            " AND tenant IN (SELECT tenant FROM leases WHERE holder = ?"
-            " AND expires_at > clock_timestamp())",
-            (now, holder),
-        ).rowcount
-    )
 
 
 def ledger_where(target: Path | str) -> str:

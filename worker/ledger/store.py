@@ -484,6 +484,19 @@ class Ledger:
         """The clock mark of the row's latest send time (None: not recorded)."""
         fn = partial(ops.sent_clock, tenant=tenant, source_key=source_key)
         return cast(str | None, await self._read(fn))
+    async def before_send(self, tenant: int, source_key: str | None, *, run_id: int) -> None:
+        """Right before a POST leaves (its intent written): a shared ledger checks that the
+        tenant's lease still holds (worker.ledger.postgres); a file lock cannot expire."""
+        del tenant, source_key, run_id
+
+    def to_shared(self, wall: float) -> float:
+        """This machine's unix time on the clock the ledger's times use (sent_at): the
+        same here; a shared ledger's is the database's."""
+        return wall
+
+    def from_shared(self, shared: float) -> float:
+        """A time on the ledger's clock as this machine's unix time."""
+        return shared
 
     async def mark_not_sent(
         self, tenant: int, source_key: str, *, run_id: int, reason: str
@@ -522,11 +535,9 @@ class Ledger:
         An unawaited outcome that fails (say an unknown key) is raised by the
         next flush(), close() or other call.
         """
-        status = Status(status)
-        fn = partial(
-            ops.record,
-            tenant=tenant,
-            source_key=source_key,
+        fn = self._record_fn(
+            tenant,
+            source_key,
             status=status,
             run_id=run_id,
             appointment_id=appointment_id,
@@ -541,10 +552,19 @@ class Ledger:
             origin=origin,
         )
         if durable or self._writer.backlog > _MAX_BACKLOG:
-            return cast(str | None, await self._write(fn))
+            return self._recorded(await self._write(fn))
         self._check_writable()
         self._writer.submit(fn, wait=False)
         return None
+
+    def _record_fn(self, tenant: int, source_key: str, *, status: str, **fields: Any) -> OpFn:
+        """The operation that writes an outcome (see record)."""
+        return partial(ops.record, tenant=tenant, source_key=source_key,
+                       status=Status(status), **fields)  # fmt: skip
+
+    def _recorded(self, result: Any) -> str | None:
+        """What a committed record() returns (the owner's key of a claimed id, or None)."""
+        return cast(str | None, result)
 
     async def flush(self) -> None:
         """Wait until everything queued so far is committed."""

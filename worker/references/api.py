@@ -11,6 +11,7 @@ import asyncio
 import json
 import random
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from worker.api.client import JsonResult, Outcome
@@ -45,16 +46,21 @@ class RefApi:
         params: dict[str, str] | None = None,
         body: bytes | None = None,
         what: str,
+        before: Callable[[], Awaitable[None]] | None = None,
     ) -> JsonResult:
         policy = self.lane.policy
         client = self.lane.client
         tenant = self.lane.id
+
+        async def send() -> JsonResult:
+            if before is not None:  # inside the lane's slot, right before the request
+                await before()
+            return await client.call_json(method, path, tenant, params=params, body=body)
+
         for attempt in range(1, policy.max_attempts + 1):
             self.calls[what] += 1
             try:
-                result = await self.lane.call(
-                    lambda: client.call_json(method, path, tenant, params=params, body=body)
-                )
+                result = await self.lane.call(send)
             except LaneStopped as exc:
                 raise RefCallError(f"tenant {tenant} stopped: {exc}") from None
             if result.outcome is not Outcome.RETRY or attempt == policy.max_attempts:
@@ -101,6 +107,12 @@ class RefApi:
     async def search_customers(self, term: str) -> list[dict[str, Any]]:
         return await self.pages("customers", {"search": term}, what="search customers")
 
-    async def create_customer(self, body: dict[str, Any]) -> JsonResult:
+    async def create_customer(
+        self, body: dict[str, Any], *, before: Callable[[], Awaitable[None]] | None = None
+    ) -> JsonResult:
+        """POST a customer; `before` runs inside the lane's slot right before each attempt
+        leaves (the intent and the lease check)."""
         payload = json.dumps(body, ensure_ascii=False).encode()
-        return await self._call("POST", "/v1/customers", body=payload, what="create customers")
+        return await self._call(
+            "POST", "/v1/customers", body=payload, what="create customers", before=before
+        )

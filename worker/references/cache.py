@@ -12,7 +12,9 @@ The SQL is what SQLite and PostgreSQL share (``"by"`` quoted: a reserved word in
 PostgreSQL; upserts as ``ON CONFLICT``), so both ledgers run these very functions
 (the PostgreSQL one through worker.ledger.pgconn). The intent goes through
 ``Ledger.write_fenced``: on a shared ledger it is written only while this worker
-holds the tenant's lease, so a worker that lost it creates no customer.
+holds the tenant's lease, so a worker that lost it creates no customer; it is
+written inside the lane's slot right before the POST, which then passes the
+lease's deadline check (``before_send``). Send times are on the ledger's clock.
 """
 
 from __future__ import annotations
@@ -206,6 +208,16 @@ class RefCache:
             conn.execute(_INTENT, (tenant, by, self._key(key), text, at, now))
 
         await self.ledger.write_fenced(tenant, write)
+
+    async def before_send(self, tenant: int) -> None:
+        """Right before the POST: a shared ledger checks the tenant's lease deadline
+        (LeaseLostError when in doubt: nothing is sent)."""
+        assert self.ledger is not None
+        await self.ledger.before_send(tenant, None, run_id=0)
+
+    def shared_time(self, wall: float) -> float:
+        """`wall` on the ledger's clock (a shared ledger's is the database's)."""
+        return wall if self.ledger is None else self.ledger.to_shared(wall)
 
     async def outcome(
         self,

@@ -129,6 +129,9 @@ class Engine:
         self.max_age = config.api.reference_max_age
         self.settle = config.api.settle
         self._apis: dict[int, tuple[RefApi, str | None]] = {}
+        # When each customer search was sent (the ledger's clock): an earlier creation is
+        # judged absent by what that search read, never by when the judging happens.
+        self._searched: dict[tuple[int, RefKey], float] = {}
 
     def fresh(self, cached: Cached | None) -> bool:
         return (
@@ -300,6 +303,7 @@ class Engine:
         return result, [n for n in names if n]
 
     async def _search(self, api: RefApi, ref: RefKey, region: str | None) -> tuple[int, ...]:
+        self._searched[(api.lane.id, ref)] = self.cache.shared_time(self.clock())
         candidates = await api.search_customers(search_term(ref))
         ids: list[int] = []
         for obj in candidates:
@@ -330,20 +334,26 @@ class Engine:
             return
         if prior is not None and prior.state in ("sending", "unknown"):
             sent_at = prior.sent_at or 0.0
-            if self.clock() - sent_at < self.settle:
+            read_at = self._searched.get(key, sent_at)  # the search that found nothing
+            if read_at - sent_at < self.settle:
                 await self.cache.outcome(tenant, ref.by, ref.key, "unknown")
                 answers[key] = (
-                    f"creating {_about(ref)} was sent {self.clock() - sent_at:.0f}s ago and its "
-                    "answer was lost; it is not found yet, and is not sent again before "
-                    f"{self.settle:g}s have passed: the next run looks again"
+                    f"creating {_about(ref)} was sent {read_at - sent_at:.0f}s before the search "
+                    "that does not find it, and its answer was lost; it is not sent again "
+                    f"before a search {self.settle:g}s after it: the next run looks again"
                 )
                 return
         body, problem = customer_body(want.create or {})
         if problem is not None:
             answers[key] = f"cannot create {_about(ref)}: {problem}"
             return
-        await self.cache.intent(tenant, ref.by, ref.key, body, self.clock())
-        result = await api.create_customer(body)
+
+        async def intent() -> None:  # in the lane's slot, right before the POST leaves
+            sent_at = self.cache.shared_time(self.clock())
+            await self.cache.intent(tenant, ref.by, ref.key, body, sent_at)
+            await self.cache.before_send(tenant)
+
+        result = await api.create_customer(body, before=intent)
         data = result.data.get("data") if isinstance(result.data, dict) else None
         new_id = data.get("id") if isinstance(data, dict) else None
         if result.outcome is Outcome.CREATED and isinstance(new_id, int):

@@ -1,0 +1,38 @@
+"""A paused worker and a skewed clock on a shared PostgreSQL ledger, with real processes.
+
+Issue 18's table, rows 3 and 4 (PostgreSQL): the drills of bench.pg_timing_drills,
+judged by identity: 0 duplicates, 0 appointments no row owns, 0 rows owning a
+different appointment, 0 results overwritten, exit codes as documented (the
+paused worker, once resumed, sends nothing and exits 0: another worker finished
+its tenant; a SIGKILLed worker's code is -9).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.pg_timing_drills import libfaketime, run_paused_drill, run_skewed_drill
+
+
+def test_a_worker_paused_between_intent_and_post_sends_nothing_and_overwrites_nothing(
+    pg_url: str, tmp_path: Path
+) -> None:
+    result = run_paused_drill(tmp_path, pg_url)
+    logs = {n: (tmp_path / f"{n}.log").read_text(errors="replace") for n in "ab"}
+    assert result.passed, (result, {n: text[-3000:] for n, text in logs.items()})
+    assert (result.duplicates, result.orphans, result.wrong_appointment) == (0, 0, 0)
+    assert (result.overwritten, result.late_posts, result.lost) == (0, 0, 0)
+    assert "lease taken over" in logs["b"]
+
+
+@pytest.mark.skipif(libfaketime() is None, reason="libfaketime not installed (apt: faketime)")
+def test_a_worker_5_minutes_behind_crashing_inside_settle_makes_no_duplicate(
+    pg_url: str, tmp_path: Path
+) -> None:
+    result = run_skewed_drill(tmp_path, pg_url)
+    logs = {n: (tmp_path / f"{n}.log").read_text(errors="replace") for n in "ab"}
+    assert result.passed, (result, {n: text[-3000:] for n, text in logs.items()})
+    assert (result.duplicates, result.orphans, result.lost, result.clock_errors) == (0, 0, 0, 0)
+    assert "clock differs from the database" in logs["a"]
