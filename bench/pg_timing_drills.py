@@ -65,7 +65,14 @@ class TimingDrillResult:
 
 
 def _setup(
-    workdir: Path, count: int, *, lease: float, settle: float, timeout: float, sandbox: list[str]
+    workdir: Path,
+    count: int,
+    *,
+    lease: float,
+    settle: float,
+    timeout: float,
+    sandbox: list[str],
+    max_clock_offset: float | None = None,
 ) -> tuple[Path, Path, list[SourceRow], SandboxProcess]:
     seed_path, ids = fresh_workdir(workdir, 1)
     data = list(rows(count, ids, 7, share=0.25))
@@ -77,7 +84,9 @@ def _setup(
         concurrency=4,
         timeout=timeout,
         max_backoff=1.0,
-        extra_api={"settle_seconds": settle},
+        extra_api={"settle_seconds": settle}
+        if max_clock_offset is None
+        else {"settle_seconds": settle, "max_clock_offset": max_clock_offset},
     )
     text = cfg.read_text(encoding="utf-8").replace(
         "[mapping]", f"[ledger]\nlease_seconds = {lease}\n\n[mapping]", 1
@@ -255,8 +264,11 @@ def run_skewed_drill(
         raise RuntimeError("libfaketime is not installed (apt-get install faketime)")
     started = time.monotonic()
     late = ["--fault", "commit_after_timeout=1.0", "--late-commit-seconds", "15"]
+    # The skewed worker's guard against the API's Date header (`[api] max_clock_offset`,
+    # default 60 s) would stop it before it sends: raised here, so the drill shows the
+    # database's clock alone keeps its late POSTs from being sent again.
     csv, cfg, source, sb = _setup(workdir, count, lease=lease, settle=20.0, timeout=1.0,
-                                  sandbox=late)  # fmt: skip
+                                  sandbox=late, max_clock_offset=3600.0)  # fmt: skip
     problems: list[str] = []
     codes: dict[str, int | None] = {}
     sb.start()

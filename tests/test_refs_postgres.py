@@ -102,7 +102,7 @@ async def test_a_customer_intent_needs_the_tenants_lease(pg_url: str) -> None:
 
 
 async def test_a_version_1_schema_gains_the_reference_tables(pg_url: str) -> None:
-    assert PG_SCHEMA_VERSION == 3
+    assert PG_SCHEMA_VERSION == 4
     first = await PgLedger.open_url(pg_url)
     await first.close()
     with psycopg.connect(pg_url, autocommit=True) as conn:  # as a version-1 worker left it

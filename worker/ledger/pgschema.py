@@ -155,7 +155,7 @@ CREATE TABLE {SCHEMA}.passes (
     )
 )
 
-# Schema version 3: which lease epoch wrote a row last (an older holder's late write
+# Schema version 4: which lease epoch wrote a row last (an older holder's late write
 # never overwrites it), and when the lease a takeover replaced had expired (the old
 # holder's rows in flight count as sent then).
 _FENCING_DDL = f"""
@@ -205,7 +205,7 @@ def prepare(conn: PgConnection, where: str, *, readonly: bool) -> None:
         if row is None:
             if readonly:
                 raise AbortError(f"ledger {where} is empty (no run has used it yet)")
-            _run_script(conn, _DDL + _FENCING_DDL)
+            _run_script(conn, _DDL + ";" + _FENCING_DDL)
             conn.execute(
                 f"INSERT INTO {SCHEMA}.meta (key, value) VALUES ('schema_version', ?),"
                 " ('application', 'flextell-worker')",

@@ -69,8 +69,6 @@ _KEEPALIVE: dict[str, Any] = {
 }
 
 
-
-
 def redact(url: str) -> str:
     """The URL without its password, for messages and logs."""
     parts = urlsplit(url)

@@ -484,6 +484,7 @@ class Ledger:
         """The clock mark of the row's latest send time (None: not recorded)."""
         fn = partial(ops.sent_clock, tenant=tenant, source_key=source_key)
         return cast(str | None, await self._read(fn))
+
     async def before_send(self, tenant: int, source_key: str | None, *, run_id: int) -> None:
         """Right before a POST leaves (its intent written): a shared ledger checks that the
         tenant's lease still holds (worker.ledger.postgres); a file lock cannot expire."""
