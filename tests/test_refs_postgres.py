@@ -125,7 +125,7 @@ async def test_a_version_1_schema_gains_the_reference_tables(pg_url: str) -> Non
         await migrated.close()
     with psycopg.connect(pg_url, autocommit=True) as conn:
         row = conn.execute(f"SELECT value FROM {SCHEMA}.meta WHERE key = 'schema_version'")
-        assert row.fetchone() == ("3",)
-        conn.execute(f"UPDATE {SCHEMA}.meta SET value = '4' WHERE key = 'schema_version'")
-    with pytest.raises(AbortError, match="schema version 4, newer than this worker supports"):
+        assert row.fetchone() == (str(PG_SCHEMA_VERSION),)
+        conn.execute(f"UPDATE {SCHEMA}.meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(AbortError, match="schema version 99, newer than this worker supports"):
         await PgLedger.open_url(pg_url)
