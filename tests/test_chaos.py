@@ -7,7 +7,7 @@ sandbox ids; ~30 generated malformed files through `validate` and
 `import --dry-run`; and small versions of the identity and late-commit drills,
 audited by identity (bench.identity): every source row exactly one
 appointment, owned by that row alone. The worker before issue 9 lost and
-doubled rows on them (README, "Drills audited by identity").
+doubled rows on them (docs/bench-and-drills.md, "Drills audited by identity").
 """
 
 from __future__ import annotations

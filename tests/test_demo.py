@@ -1,4 +1,4 @@
-"""`make demo` is the README's first command: it must run from a checkout and exit 0."""
+"""`make demo`, first in the README and docs/getting-started.md: it must run and exit 0."""
 
 from __future__ import annotations
 

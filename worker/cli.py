@@ -389,7 +389,7 @@ _rebind_option = click.option(
     "ledger_path",
     type=str,
     help="Ledger file, or postgresql://user@host/db for a ledger shared by many workers "
-    "(default: [ledger] url or path, else the state directory; see README).",
+    "(default: [ledger] url or path, else the state directory; see docs/import.md).",
 )
 @click.option("--tenant", type=int, help="Import into this one tenant (overrides the mapping).")
 @click.option("--dry-run", is_flag=True, help="Validate and show what would be sent; send nothing.")

@@ -1,4 +1,4 @@
-"""Process exit codes: the contract with cron, systemd and scripts (see README)."""
+"""Process exit codes: the contract with cron, systemd and scripts (docs/commands.md)."""
 
 from enum import IntEnum
 

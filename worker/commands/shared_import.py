@@ -13,7 +13,7 @@ one reader recording all of them for the others: reading and validating is
 local CPU (6,000 rows in 0.8 s with the process start, `make bench
 SCENARIO=shared`), far faster than sending at a tenant's rate limit, so reading
 it once per pass needs no coordination, and a worker that dies mid-read leaves
-nothing half-recorded for others to wait on. README has the figures.
+nothing half-recorded for others to wait on. docs/bench-and-drills.md has the figures.
 """
 
 from __future__ import annotations
