@@ -120,7 +120,9 @@ def test_typed_cells_map_as_their_text_forms_do(tmp_path: Path) -> None:
     assert payloads_of(xlsx, config, tmp_path) == from_csv
     assert payloads_of(ods, config, tmp_path) == from_csv
     sheet_lines = (tmp_path / "export.xlsx.payloads.jsonl").read_text(encoding="utf-8")
-    assert sheet_lines.startswith('{"source":"' + str(xlsx) + '","line":2,"sheet":"Randevular"')
+    assert sheet_lines.startswith(
+        '{"patient_data":true,"source":"' + str(xlsx) + '","line":2,"sheet":"Randevular"'
+    )
     first = from_csv[0][3]
     assert first["customer_id"] == 1016 and first["treatments"] == [203]  # not 1016.0
     assert first["scheduled_at"] == "2026-12-01T08:30:00Z"
@@ -240,11 +242,11 @@ def test_report_failures_of_an_xlsx_import_is_a_csv_that_re_imports(
     assert bad["status"] == "maybe" and bad["worker_status"] == "invalid"
     assert bad["start"] == chosen[1]["start"]  # the date cell in ISO 8601, as in the CSV
     assert bad["customer_id"] == chosen[1]["customer_id"]  # an id, not "1016.0"
-    # Fixed and fed back (a CSV now), the rows import.
+    # Fixed and fed back (a CSV now, --partial: it holds only the fixed rows), the rows import.
     fixed = tmp_path / "fixed.csv"
     text = raw.decode("utf-8-sig").replace(",maybe,", ",pending,")
     fixed.write_text(text.replace(",99999,", f",{chosen[3]['customer_id']},"), encoding="utf-8")
-    again, event = sync.import_file(config, sbx, fixed)
+    again, event = sync.import_file(config, sbx, fixed, "--partial")
     assert again.exit_code == 0, again.output
     assert event["totals"]["created"] == 2
 
