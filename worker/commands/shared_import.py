@@ -50,11 +50,9 @@ _SEVERITY = [
 
 
 def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
+    """The export's digest, the round's key (each pass then reads it as one snapshot)."""
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 async def run_shared_import(
