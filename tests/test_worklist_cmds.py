@@ -62,6 +62,10 @@ def test_an_acknowledged_row_stays_quiet_until_it_changes_and_unack_reopens_it(
     assert run_cli("ack", bad, "-c", str(config), "--note", "ok").exit_code == 0
     assert run_cli("unack", bad, "-c", str(config)).exit_code == 0
     assert [i["state"] for i in items(config)] == ["open"]
+    # Every acknowledgement and its withdrawal is in the audit trail `report` lists.
+    trail = json.loads(run_cli("report", "-c", str(config), "--format", "json").stdout)["audit"]
+    assert [(a["action"], a["detail"]["by"]) for a in trail][:1] == [("ack", "ayse")]
+    assert [a["action"] for a in trail] == ["ack", "ack", "unack"]
 
     rows[2]["customer_id"] = sample[2]["customer_id"]  # fixed upstream: resolved, created
     result, s4 = import_file(config, sbx, export(tmp_path, "n4.csv", rows))

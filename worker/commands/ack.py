@@ -10,9 +10,11 @@ import getpass
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 
 from worker.errors import ConfigError
-from worker.ledger.target import LedgerTarget, describe, open_ledger
+from worker.ledger import audit
+from worker.ledger.target import LedgerTarget, describe, is_url, open_ledger
 from worker.worklist import State, WorkItem, items, save
 from worker.worklist.rules import acknowledge, unacknowledge
 
@@ -61,6 +63,15 @@ async def run_ack(
             at = datetime.now(UTC).isoformat(timespec="seconds")
             changed = [acknowledge(i, by=who(by), at=at, note=(note or "").strip()) for i in found]
         await save(ledger, changed)
+        if changed and not is_url(target):  # the shared ledger keeps no audit table yet
+            detail = {
+                "by": who(by),
+                "items": len(changed),
+                "kinds": sorted({i.kind for i in changed}),
+                "keys": [f"{i.tenant}/{i.source_key}" for i in changed[:50]],
+            }
+            action = "unack" if undo else "ack"
+            await ledger.write_op(partial(audit.record, action=action, detail=detail))
     finally:
         await ledger.close()
     unmatched = sorted(set(keys) - {i.source_key for i in changed})

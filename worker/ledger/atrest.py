@@ -30,7 +30,11 @@ SEALED_COLUMNS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ),
     ("refs", ("tenant", "kind", '"by"', "key"), ("label",)),
     ("ref_creations", ("tenant", '"by"', "key"), ("body_json", "error")),
-    ("worklist", ("tenant", "source_key", "kind"), ("source_row", "reason", "local_diff")),
+    (
+        "worklist",
+        ("tenant", "source_key", "kind"),
+        ("source_row", "reason", "local_diff", "ack_note"),
+    ),
 )
 
 

@@ -54,7 +54,7 @@ class Scope:
 
 # On an encrypted ledger these hold patient values (a row's cells, a reason that may
 # quote them, a difference): sealed like the entries' (worker.ledger.atrest).
-SEALED = ("source_row", "reason", "local_diff")
+SEALED = ("source_row", "reason", "local_diff", "ack_note")
 _SEALED_AT = tuple(_ITEM_COLUMNS.index(c) for c in SEALED)
 LOCKED = "(encrypted: run with the ledger's key to read it)"
 
