@@ -11,6 +11,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import SandboxFactory
 from tests.support.importing import (
     assert_all_created_once,
@@ -20,6 +22,9 @@ from tests.support.importing import (
     run_cli,
     setup,
 )
+
+# Process-level drills: real worker and sandbox processes (`make test-fast` leaves them out).
+pytestmark = pytest.mark.slow
 
 
 async def test_pending_rows_with_attempts_claim_what_their_posts_made(

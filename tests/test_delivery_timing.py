@@ -40,6 +40,9 @@ from tests.test_delivery_identity import (
     wait_for_commits,
 )
 
+# Process-level drills: real worker and sandbox processes (`make test-fast` leaves them out).
+pytestmark = pytest.mark.slow
+
 AT = datetime(2026, 12, 9, 10, 0)
 FAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
 needs_faketime = pytest.mark.skipif(

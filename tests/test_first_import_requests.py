@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from tests.conftest import TOKEN_ALL, SandboxFactory
 from tests.support.importing import (
@@ -34,6 +35,9 @@ from worker.api.auth import StaticToken
 from worker.api.client import FlextellClient
 from worker.delivery.calendar import CalendarWindow, CalendarWindows
 from worker.delivery.lane import A
+
+# Process-level drills: real worker and sandbox processes (`make test-fast` leaves them out).
+pytestmark = pytest.mark.slow
 
 
 def _calendar_reads(log: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -22,6 +22,9 @@ from tests.support.importing import (
 )
 from tests.support.sandbox_process import sandbox_process
 
+# Process-level drills: real worker and sandbox processes (`make test-fast` leaves them out).
+pytestmark = pytest.mark.slow
+
 HUGE = [
     ("86400", "pause of 86,400 s (Retry-After, until "),
     ("Thu, 01 Jan 2099 00:00:00 GMT", "(Retry-After, until 2099-01-01T00:00:00Z)"),

@@ -32,6 +32,9 @@ from tests.support.importing import (
 )
 from tests.support.sandbox_process import Sandbox
 
+# Process-level drills: real worker and sandbox processes (`make test-fast` leaves them out).
+pytestmark = pytest.mark.slow
+
 ROWS = 2000
 
 

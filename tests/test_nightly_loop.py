@@ -22,6 +22,9 @@ import pytest
 from tests.support.sandbox_process import ROOT, Sandbox
 from tests.support.sync import TOKEN_ENV, sample_rows, write_config, write_csv
 
+# Process-level drills: real worker and sandbox processes (`make test-fast` leaves them out).
+pytestmark = pytest.mark.slow
+
 FORMULA = '=HYPERLINK("https://klinik.example/hasta/17")'
 
 

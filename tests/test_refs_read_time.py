@@ -23,6 +23,9 @@ from worker.mapping.refkeys import RefKey
 from worker.references.cache import RefCache
 from worker.references.engine import Engine
 
+# Process-level drills: real worker and sandbox processes (`make test-fast` leaves them out).
+pytestmark = pytest.mark.slow
+
 SENT = 1_800_000_000.0
 
 

@@ -18,6 +18,9 @@ from tests.support.sync import import_file, run_cli, sample_rows, write_config, 
 from worker.commands.report_html import render_page
 from worker.commands.report_page import HtmlOptions, collect_page
 
+# Process-level drills: real worker and sandbox processes (`make test-fast` leaves them out).
+pytestmark = pytest.mark.slow
+
 CHROMIUM = chromium_binary()
 needs_chromium = pytest.mark.skipif(
     CHROMIUM is None,

@@ -15,6 +15,9 @@ import pytest
 
 from bench.pg_timing_drills import libfaketime, run_paused_drill, run_skewed_drill
 
+# Process-level drills: real worker and sandbox processes (`make test-fast` leaves them out).
+pytestmark = pytest.mark.slow
+
 
 def test_a_worker_paused_between_intent_and_post_sends_nothing_and_overwrites_nothing(
     pg_url: str, tmp_path: Path

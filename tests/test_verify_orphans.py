@@ -9,6 +9,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.support.importing import run_worker
 from tests.support.sandbox_process import Sandbox
 from tests.support.sync import (
@@ -20,6 +22,9 @@ from tests.support.sync import (
     write_config,
     write_csv,
 )
+
+# Process-level drills: real worker and sandbox processes (`make test-fast` leaves them out).
+pytestmark = pytest.mark.slow
 
 
 def _rows() -> tuple[list[str], list[dict[str, str]]]:
