@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from functools import partial
 from typing import Any
 
@@ -40,6 +41,15 @@ def idempotency_key(tenant: int, source_key: str, payload_hash: str) -> str:
     """Stable across runs and machines; changes only when the payload itself changes."""
     digest = hashlib.sha256(f"{tenant}\x1f{source_key}\x1f{payload_hash}".encode()).hexdigest()
     return f"fw-{digest[:40]}"
+
+
+class Step(StrEnum):
+    """What a row does next: send its POST, look up a POST that may have landed, or look
+    for an appointment to adopt before it is ever sent."""
+
+    SEND = "send"
+    LOOKUP = "lookup"
+    ADOPT = "adopt"
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,16 +161,16 @@ class RowDelivery:
 
     async def _run(self, job: Job) -> Status | Settling:
         if job.resume:
-            step = "lookup"
+            step = Step.LOOKUP
             self._maybe_sent.add(job.source_key)
         elif self.adopting is not None:
-            step = "adopt"
+            step = Step.ADOPT
         else:
-            step = "send"
+            step = Step.SEND
         resends = 0
         cause = "outcome of an earlier run unknown"
         while True:
-            if step == "send":
+            if step is Step.SEND:
                 try:
                     result = await self._post(job)
                 except LaneStopped:
@@ -170,15 +180,15 @@ class RowDelivery:
                     return done
                 cause = f"{result.error_message}"
                 await self.sleep(self.policy.lookup_delay)
-                step = "lookup"
+                step = Step.LOOKUP
                 continue
             decision = await self._decide(job, step)
             verdict = decision.verdict
             if verdict is Verdict.CLAIM:
                 return await self._claim(job, decision, step)
             if verdict is Verdict.ABSENT:
-                if step == "adopt":
-                    step = "send"
+                if step is Step.ADOPT:
+                    step = Step.SEND
                     continue
                 self.stats.reconciled_absent += 1
                 if not self.send:
@@ -191,14 +201,14 @@ class RowDelivery:
                     resends += 1
                     log.info("resending after a settled lookup found nothing", tenant=job.tenant,
                              line=job.line, source_key=job.source_key)  # fmt: skip
-                    step = "send"
+                    step = Step.SEND
                     continue
                 return await self._unknown(job, f"{cause}; absent after {resends} resends")
             if verdict is Verdict.WAIT:
                 assert decision.wait_until is not None
                 at = self.ledger.from_shared(decision.wait_until)
                 return Settling(at, decision.reason or "settling")
-            if step == "adopt":  # the lookup failed: sending might duplicate what exists
+            if step is Step.ADOPT:  # the lookup failed: sending might duplicate what exists
                 return await self._not_sent(job, f"not sent: {decision.reason}")
             return await self._unknown(job, f"{cause}; lookup: {decision.reason}")
 
@@ -288,10 +298,10 @@ class RowDelivery:
 
     # --- looking up ---------------------------------------------------------
 
-    async def _decide(self, job: Job, step: str) -> Decision:
+    async def _decide(self, job: Job, step: Step) -> Decision:
         # Windows read before the run answer only rows never sent: a row that may have
         # landed needs what Flextell holds now.
-        lookup = self.adopting if step == "adopt" and not job.sent_before else None
+        lookup = self.adopting if step is Step.ADOPT and not job.sent_before else None
         if lookup is not None and self.calendar is not None:
             instant = instant_of(job.payload_json)
             if instant is not None and await self.calendar.holds(instant) is False:
@@ -303,7 +313,7 @@ class RowDelivery:
                             now=self.wall)  # fmt: skip
         # A sent row's own appointment may have been edited by staff: look at every
         # appointment of its customer at its instant, not only those still alike.
-        wide = step != "adopt" or job.sent_before
+        wide = step is not Step.ADOPT or job.sent_before
         try:
             payload = payload_of(job.payload_json)
             found = await lookup.candidates(
@@ -311,7 +321,7 @@ class RowDelivery:
             )
             if found.error is not None:
                 return Decision(Verdict.UNDECIDED, reason=found.error)
-            if step == "adopt" and not found.items and not job.sent_before:
+            if step is Step.ADOPT and not found.items and not job.sent_before:
                 # Rule 2 with an empty slot: nothing to adopt, nothing of ours can be there.
                 # Most rows of a first import end here, without reading the ledger twice.
                 return Decision(Verdict.ABSENT)
@@ -383,7 +393,7 @@ class RowDelivery:
                 out.append(other)
         return out
 
-    async def _claim(self, job: Job, decision: Decision, step: str) -> Status:
+    async def _claim(self, job: Job, decision: Decision, step: Step) -> Status:
         appointment = decision.appointment
         assert appointment is not None
         origin = decision.origin or Origin.FOUND
