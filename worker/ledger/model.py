@@ -10,7 +10,7 @@ from typing import Any, cast
 
 
 class Status(StrEnum):
-    """Where a source row stands (see design.md, "A ledger row's life")."""
+    """Where a source row stands (docs/import.md, "The ledger and resuming")."""
 
     PENDING = "pending"
     IN_FLIGHT = "in_flight"
