@@ -21,6 +21,9 @@ from tests.support.importing import (
 )
 from worker.rates import Rate
 
+# Fault drills against a sandbox that injects faults (`make test-fast` leaves them out).
+pytestmark = pytest.mark.slow
+
 API = "/api/v1/"
 
 

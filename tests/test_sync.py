@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.support.sandbox_process import Sandbox, start_sandbox, stop
 from tests.support.sync import (
     TOKEN_ENV,
@@ -124,6 +126,7 @@ def test_the_summary_lists_changed_rows_with_their_differences(
 # --- the lock --------------------------------------------------------------------
 
 
+@pytest.mark.slow  # two worker processes racing for one ledger
 def test_a_second_run_on_the_same_ledger_exits_with_the_lock_code(tmp_path: Path) -> None:
     proc, sb = start_sandbox(tmp_path, "--latency-ms", "40")
     try:
