@@ -23,11 +23,10 @@ import contextlib
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import partial
 
 from worker.api.client import CalendarResult, FlextellClient, Outcome
-from worker.compare import sent_values
 from worker.delivery.lane import LaneStopped
 from worker.delivery.lookup import Pacer, payload_of
 
@@ -52,10 +51,15 @@ class CalendarWindow:
 
 def instant_of(payload_json: str) -> datetime | None:
     """The UTC second a row's payload is scheduled at, as its lookup reads it (None:
-    unreadable)."""
+    unreadable). Read straight from the one field: this runs twice for every row."""
     try:
-        text = sent_values(payload_of(payload_json))["scheduled_at"]
-        return datetime.fromisoformat(str(text).replace("Z", "+00:00")).replace(microsecond=0)
+        value = payload_of(payload_json).get("scheduled_at")
+        if not isinstance(value, str):
+            return None
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if moment.tzinfo is None:  # as sent_values reads a naive instant: UTC
+            moment = moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC).replace(microsecond=0)
     except (ValueError, OverflowError):
         return None
 
