@@ -36,6 +36,18 @@ def user_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def config_option(help_text: str, *, required: bool = True) -> Callable[[F], F]:
+    """The one `-c/--config` declaration; each command says what it reads from the file."""
+    return click.option(
+        "-c",
+        "--config",
+        "config_path",
+        required=required,
+        type=click.Path(dir_okay=False, path_type=Path),
+        help=help_text,
+    )
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="flextell-worker")
 def cli() -> None:
@@ -92,7 +104,7 @@ def _refuse_insecure(config_path: Path, base_url: str | None, allow: bool) -> No
 
 @cli.command("validate")
 @click.argument("file")
-@click.option("--config", "-c", "config_path", required=True, help="The run config (TOML).")
+@config_option("The run config (TOML).")
 @click.option(
     "--format",
     "fmt",
@@ -126,7 +138,7 @@ def _refuse_insecure(config_path: Path, base_url: str | None, allow: bool) -> No
 @user_errors
 def validate_cmd(
     file: str,
-    config_path: str,
+    config_path: Path,
     fmt: str | None,
     tenant: int | None,
     report: str | None,
@@ -152,7 +164,7 @@ def validate_cmd(
 
     opts = ValidateOptions(
         path=file,
-        config_path=config_path,
+        config_path=str(config_path),
         format=fmt,
         tenant=tenant,
         report=report,
@@ -180,7 +192,7 @@ def validate_cmd(
     help="Also propose value maps for doctors, treatments and rooms from the API's lists "
     "(needs -c BASE.toml).",
 )
-@click.option("--config", "-c", "base", help="Base config: its [api] section is used.")
+@config_option("Base config: its [api] section is used.", required=False)
 @click.option("--tenant", type=int, help="With --online: the tenant whose lists are read.")
 @user_errors
 def init_cmd(
@@ -189,7 +201,7 @@ def init_cmd(
     force: bool,
     fmt: str | None,
     online: bool,
-    base: str | None,
+    config_path: Path | None,
     tenant: int | None,
 ) -> None:
     """Draft a commented config from EXPORT (any format validate reads).
@@ -205,6 +217,7 @@ def init_cmd(
     """
     from worker.commands.init import run_init
 
+    base = None if config_path is None else str(config_path)
     sys.exit(run_init(export, out, force, fmt, online, base, tenant))
 
 
@@ -369,14 +382,7 @@ _rebind_option = click.option(
 
 @cli.command("import")
 @click.argument("file", type=str)
-@click.option(
-    "-c",
-    "--config",
-    "config_path",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="TOML config (API, tenants, mapping).",
-)
+@config_option("TOML config (API, tenants, mapping).")
 @click.option(
     "--format",
     "fmt",
@@ -576,14 +582,7 @@ def import_cmd(
 
 # --- verify, reconcile, report ---------------------------------------------------
 
-_config_option = click.option(
-    "-c",
-    "--config",
-    "config_path",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="TOML config (API, tenants).",
-)
+_config_option = config_option("TOML config (API, tenants).")
 _base_url_option = click.option(
     "--base-url", help="Override every tenant's base URL (a sandbox or staging server)."
 )
@@ -758,13 +757,10 @@ def reconcile_cmd(
 
 
 @cli.command("report")
-@click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Find the ledger the way `import` does with this config (and show changed rows' "
+@config_option(
+    "Find the ledger the way `import` does with this config (and show changed rows' "
     "times in each clinic's time zone).",
+    required=False,
 )
 @_target_option
 @click.option("--run", "run_id", type=int, help="Only this run.")
@@ -865,12 +861,8 @@ def report_cmd(
 # --- worklist, ack, unack: the rows that need a person ---------------------------------
 
 _KINDS = ["invalid", "failed", "unknown", "changed", "missing", "duplicate_key"]
-_worklist_config_option = click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Find the ledger the way `import` does with this config.",
+_worklist_config_option = config_option(
+    "Find the ledger the way `import` does with this config.", required=False
 )
 
 
@@ -1034,7 +1026,7 @@ def lookups_group() -> None:
 
 
 @lookups_group.command("pull")
-@click.option("--config", "-c", "config_path", required=True, help="The run config (TOML).")
+@config_option("The run config (TOML).")
 @click.option(
     "--out",
     "out_dir",
@@ -1046,7 +1038,7 @@ def lookups_group() -> None:
 @click.option("--base-url", help="Override every tenant's base URL (a sandbox or staging server).")
 @user_errors
 def lookups_pull_cmd(
-    config_path: str, out_dir: Path, tenant: int | None, base_url: str | None
+    config_path: Path, out_dir: Path, tenant: int | None, base_url: str | None
 ) -> None:
     """Write each tenant's customers, users, treatments and rooms as CSV tables.
 
@@ -1083,12 +1075,8 @@ def ledger_group() -> None:
     """
 
 
-_ledger_config_option = click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Find the ledger the way `import` does with this config.",
+_ledger_config_option = config_option(
+    "Find the ledger the way `import` does with this config.", required=False
 )
 
 
@@ -1199,13 +1187,8 @@ def ledger_status_cmd(config_path: Path | None, ledger_path: str | None) -> None
 
 
 # rekey and purge read the ledger's key from the config: it is required there.
-_keyed_config_option = click.option(
-    "-c",
-    "--config",
-    "config_path",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The run config: its ledger and [ledger] encryption_key (the current key).",
+_keyed_config_option = config_option(
+    "The run config: its ledger and [ledger] encryption_key (the current key)."
 )
 
 
