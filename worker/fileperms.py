@@ -66,9 +66,15 @@ def open_private(path: Path | str, **kwargs: Any) -> IO[str]:
 
 def write_private_atomically(path: Path, data: bytes) -> None:
     """Replace `path` with `data`: 0600 temp file in the same dir, fsync, rename, fsync dir."""
+    write_atomically(path, data, mode=FILE_MODE)
+
+
+def write_atomically(path: Path, data: bytes, *, mode: int) -> None:
+    """Replace `path` with `data` (file mode `mode`): temp file in the same dir, fsync,
+    rename, fsync dir, so a reader sees the old file or the new one, never a part."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, FILE_MODE)
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

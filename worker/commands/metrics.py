@@ -12,8 +12,6 @@ it is world-readable (the collector runs as another user) and holds no patient d
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from worker.commands.import_result import ImportResult
 from worker.commands.import_summary import COUNT_NAMES
 from worker.errors import ConfigError
 from worker.exitcodes import ExitCode
+from worker.fileperms import write_atomically
 
 PREFIX = "flextell_import"
 LAST_SUCCESS = f"{PREFIX}_last_success_timestamp_seconds"
@@ -83,17 +82,7 @@ def write_metrics(result: ImportResult, path: Path, *, now: float | None = None)
     data = render(result, now=time.time() if now is None else now,
                   previous_success=_previous_success(path))  # fmt: skip
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        # 0644: node_exporter's textfile collector reads it as another user.
+        write_atomically(path, data, mode=0o644)
     except OSError as exc:
         raise ConfigError(f"--metrics-file {path}: cannot write there: {exc.strerror}") from None
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
