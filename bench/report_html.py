@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.measure import run_child, worker_cmd
-from worker.commands.report_page import EMBED_LIMIT
+from worker.commands.reporting.report_page import EMBED_LIMIT
 from worker.ledger import Ledger
 
 _TENANTS = (1, 2, 3)

@@ -15,8 +15,8 @@ import pytest
 from tests.support.chromium import chromium_binary, chromium_page
 from tests.support.report_nights import NAME_COLUMN, Nights, build_nights
 from tests.support.sync import import_file, run_cli, sample_rows, write_config, write_csv
-from worker.commands.report_html import render_page
-from worker.commands.report_page import HtmlOptions, collect_page
+from worker.commands.reporting.report_html import render_page
+from worker.commands.reporting.report_page import HtmlOptions, collect_page
 
 # Process-level drills: real worker and sandbox processes (`make test-fast` leaves them out).
 pytestmark = pytest.mark.slow

@@ -517,7 +517,7 @@ def import_cmd(
     import json
 
     from worker.commands.import_ import ImportOptions, run_import
-    from worker.commands.import_summary import print_summary, summary_event
+    from worker.commands.importing.import_summary import print_summary, summary_event
     from worker.config import load_config
     from worker.ledger.target import is_url, ledger_target, parse_target
     from worker.logs import configure_for_people, get_logger
@@ -564,12 +564,12 @@ def import_cmd(
             result = asyncio.run(run_import(options))
     except WorkerError as exc:
         if metrics_file is not None:
-            from worker.commands.metrics import write_failed_run
+            from worker.commands.importing.metrics import write_failed_run
 
             write_failed_run(metrics_file, exc.exit_code)
         raise
     if metrics_file is not None:
-        from worker.commands.metrics import write_metrics
+        from worker.commands.importing.metrics import write_metrics
 
         write_metrics(result, metrics_file)
     if json_logs:
@@ -821,8 +821,8 @@ def report_cmd(
                 "--html writes the whole page (it has a tenant filter and a save link for "
                 "the failures file): give --tenant and --failures without --html"
             )
-        from worker.commands.report_html import write_page
-        from worker.commands.report_page import HtmlOptions, collect_page
+        from worker.commands.reporting.report_html import write_page
+        from worker.commands.reporting.report_page import HtmlOptions, collect_page
 
         html = HtmlOptions(
             out=html_path,
@@ -911,8 +911,8 @@ def worklist_cmd(
     """
     import asyncio
 
-    from worker.commands import worklist_out as wo
     from worker.commands.report import open_for_report
+    from worker.commands.reporting import worklist_out as wo
     from worker.ledger.target import find_ledger_target
     from worker.worklist import items
 

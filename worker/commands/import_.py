@@ -28,12 +28,17 @@ import aiohttp
 
 from worker import __version__, worklist
 from worker.clock import SYSTEM_CLOCK
-from worker.commands.import_reading import LISTED_ROWS, RowReader
-from worker.commands.import_result import ImportResult, TenantCounts, exit_code_for, run_counts
-from worker.commands.import_summary import local_rows
+from worker.commands.importing.import_reading import LISTED_ROWS, RowReader
+from worker.commands.importing.import_result import (
+    ImportResult,
+    TenantCounts,
+    exit_code_for,
+    run_counts,
+)
+from worker.commands.importing.import_summary import local_rows
+from worker.commands.importing.progress import RunProgress
+from worker.commands.importing.signals import StopSignals
 from worker.commands.ledger_care import purge_after_import
-from worker.commands.progress import RunProgress
-from worker.commands.signals import StopSignals
 from worker.config import Config, TenantConfig, load_config
 from worker.delivery import Job, LaneBuilder, RetryPolicy, RowDelivery, TenantLane, http_session
 from worker.delivery.lanes import policy_from_config

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from worker.commands.init_guess import (
+from worker.commands.drafting.init_guess import (
     ZONES,
     ColumnGuess,
     Formats,
@@ -418,7 +418,7 @@ def run_init(
     sample = read_sample(export, fmt)
     proposals: Proposals | None = None
     if online and base is not None:
-        from worker.commands.init_online import propose
+        from worker.commands.drafting.init_online import propose
 
         guesses = match_columns(sample.columns)
         proposals = propose(sample.values, sample.delimiter, guesses, base, tenant)

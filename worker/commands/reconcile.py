@@ -78,7 +78,7 @@ class ReconcileResult:
 
 async def run_reconcile(options: ReconcileOptions) -> ReconcileResult:
     """Resolve the ledger's unknown rows with lookups only (takes the ledger lock; on a
-    shared PostgreSQL ledger, each tenant's lease instead: worker.commands.tenant_leases).
+    shared PostgreSQL ledger, each tenant's lease instead: worker.commands.importing.tenant_leases).
 
     Exit 0 when no row stays unknown, 1 when some do or a tenant was skipped, 3 when a
     tenant's token was refused, 4 when every tenant with work was held by another worker.
@@ -94,7 +94,7 @@ async def run_reconcile(options: ReconcileOptions) -> ReconcileResult:
         await ledger.bind_identity(api, config.tenants, rebind=options.rebind_ledger)
         if not is_url(target):
             return await _reconcile(ledger, config, options, ledger_path, None)
-        from worker.commands.tenant_leases import hold_tenants
+        from worker.commands.importing.tenant_leases import hold_tenants
 
         # Only the tenants with rows to settle are leased (and so kept from importers).
         busy = {

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from worker import worklist
-from worker.commands.import_summary import SHOWN_ROWS, diff_text, local_rows, public_rows
+from worker.commands.importing.import_summary import SHOWN_ROWS, diff_text, local_rows, public_rows
 from worker.commands.ledger_care import audit_rows
 from worker.config import load_config
 from worker.errors import AbortError, ConfigError

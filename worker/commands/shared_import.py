@@ -24,7 +24,7 @@ import time
 from dataclasses import replace
 
 from worker.commands.import_ import ImportOptions, run_import
-from worker.commands.import_result import ImportResult, TenantCounts
+from worker.commands.importing.import_result import ImportResult, TenantCounts
 from worker.config import load_config
 from worker.errors import ConfigError
 from worker.exitcodes import ExitCode

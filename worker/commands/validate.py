@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TextIO
 
-from worker.commands.validate_online import online_references
+from worker.commands.checking.validate_online import online_references
 from worker.config import Config, load_config
 from worker.errors import SourceError
 from worker.exitcodes import ExitCode

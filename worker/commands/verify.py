@@ -5,7 +5,7 @@ fetches each with ``GET /v1/appointments/{id}`` through the tenant's lane (the
 same limiter, pause gate and concurrency as an import) and compares the fields
 of `worker.compare.VERIFY_FIELDS`. The ledger is opened read-only, without the
 lock, so verify can run beside an import. With `--orphans` it also lists the
-API-made appointments no row owns (`worker.commands.orphans`).
+API-made appointments no row owns (`worker.commands.checking.orphans`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from rich.console import Console
 from rich.table import Table
 
 from worker.api.client import Outcome, Result
-from worker.commands.api_reads import read_with_retries
-from worker.commands.orphans import OrphanScan, find_orphans
+from worker.commands.checking.api_reads import read_with_retries
+from worker.commands.checking.orphans import OrphanScan, find_orphans
 from worker.compare import Mismatch, compare, public_value
 from worker.config import load_config
 from worker.delivery import AuthGuard, LaneBuilder, LaneStopped, TenantLane, http_session
@@ -55,7 +55,7 @@ class VerifyOptions:
     sample: int | None = None
     seed: int | None = None
     orphans: bool = False
-    """Also list API-made appointments no ledger row owns (`worker.commands.orphans`)."""
+    """Also list API-made appointments no ledger row owns (`worker.commands.checking.orphans`)."""
 
 
 @dataclass(frozen=True, slots=True)

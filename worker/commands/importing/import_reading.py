@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterable
 from datetime import date, time
 from typing import Any
 
-from worker.commands.import_result import TenantCounts
+from worker.commands.importing.import_result import TenantCounts
 from worker.compare import identity_key
 from worker.ledger import Entry, Ledger, SeenRow, Status, payload_diff
 from worker.logs import get_logger

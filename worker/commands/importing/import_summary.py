@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 from rich.console import Console
 from rich.table import Table
 
-from worker.commands.import_result import ImportResult
+from worker.commands.importing.import_result import ImportResult
 from worker.compare import public_value
 from worker.exitcodes import ExitCode
 

@@ -19,16 +19,16 @@ from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from worker import worklist
-from worker.commands.import_result import TenantCounts, exit_code_for
+from worker.commands.importing.import_result import TenantCounts, exit_code_for
 from worker.commands.report import FAILURE_STATUSES, open_for_report, write_failures
-from worker.commands.report_masking import (
+from worker.commands.reporting.report_masking import (
     HIDDEN,
     NOTE_FIELDS,
     mask_person,
     patient_columns,
     scrub,
 )
-from worker.commands.report_model import (
+from worker.commands.reporting.report_model import (
     ReportPage,
     RunBar,
     RunGlance,

@@ -12,7 +12,7 @@ import asyncio
 
 from rapidfuzz import fuzz, process
 
-from worker.commands.init_guess import ColumnGuess, Proposal, Proposals, splitter
+from worker.commands.drafting.init_guess import ColumnGuess, Proposal, Proposals, splitter
 from worker.config import Config, load_config
 from worker.delivery import LaneBuilder, http_session
 from worker.errors import AbortError, ConfigError

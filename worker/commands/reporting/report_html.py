@@ -13,10 +13,10 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from worker.commands.report_charts import history_svg, reasons_svg, timeline_svg
-from worker.commands.report_masking import PHONE_DIGITS_SHOWN
-from worker.commands.report_model import ReportPage
-from worker.commands.report_page import duration_text, pause_gap
+from worker.commands.reporting.report_charts import history_svg, reasons_svg, timeline_svg
+from worker.commands.reporting.report_masking import PHONE_DIGITS_SHOWN
+from worker.commands.reporting.report_model import ReportPage
+from worker.commands.reporting.report_page import duration_text, pause_gap
 from worker.errors import ConfigError
 from worker.fileperms import open_private
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from worker.commands.import_result import ImportResult
-from worker.commands.import_summary import COUNT_NAMES
+from worker.commands.importing.import_result import ImportResult
+from worker.commands.importing.import_summary import COUNT_NAMES
 from worker.errors import ConfigError
 from worker.exitcodes import ExitCode
 from worker.fileperms import write_atomically

@@ -20,7 +20,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from worker.api.client import CalendarResult, Outcome, Result
-from worker.commands.api_reads import read_with_retries
+from worker.commands.checking.api_reads import read_with_retries
 from worker.compare import identity_key, resource_values
 from worker.config import Config
 from worker.contract import AppointmentResource

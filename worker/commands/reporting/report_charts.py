@@ -12,7 +12,7 @@ from html import escape
 
 from markupsafe import Markup
 
-from worker.commands.report_model import RunBar, Timeline
+from worker.commands.reporting.report_model import RunBar, Timeline
 
 _W, _H = 720, 240
 _LEFT, _RIGHT, _TOP, _BOTTOM = 56, 16, 16, 44
