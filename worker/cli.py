@@ -1155,35 +1155,10 @@ def ledger_status_cmd(config_path: Path | None, ledger_path: str | None) -> None
     over), or free; then the workers seen, alive or not. For a SQLite ledger:
     whether a run holds its lock. Read-only; exit 0, 2 bad options, 3 unusable.
     """
-    import asyncio
+    from worker.commands.ledger_status import print_status
+    from worker.ledger.target import find_ledger_target
 
-    from worker.ledger.target import describe, find_ledger_target, is_url
-
-    target = find_ledger_target(_target(ledger_path), config_path)
-    if not is_url(target):
-        from worker.ledger.lock import is_locked
-
-        path = Path(target)
-        state = "locked by a running import" if is_locked(path) else "not in use"
-        click.echo(f"ledger {path} (SQLite, one run at a time): {state}")
-        return
-    from worker.ledger.leases import lease_status
-
-    leases, workers = asyncio.run(lease_status(str(target)))
-    click.echo(f"ledger {describe(target)} (PostgreSQL, shared)")
-    if not leases:
-        click.echo("no tenant leased yet")
-    for lease in leases:
-        left = (
-            ""
-            if lease.expires_in is None or lease.state != "held"
-            else (f", {lease.expires_in:.0f} s left")
-        )
-        who = f" by {lease.holder}" if lease.holder else ""
-        run = f", run {lease.run_id}" if lease.run_id else ""
-        click.echo(f"tenant {lease.tenant}: {lease.state}{who} (epoch {lease.epoch}{left}{run})")
-    for worker_id, beat, alive in workers:
-        click.echo(f"worker {worker_id}: {'alive' if alive else 'gone'}, last heartbeat {beat}")
+    print_status(find_ledger_target(_target(ledger_path), config_path), click.echo)
 
 
 # rekey and purge read the ledger's key from the config: it is required there.

@@ -1,0 +1,44 @@
+"""``flextell-worker ledger status``: who holds what in a ledger.
+
+A shared (PostgreSQL) ledger: one line per tenant (held by a worker with its lease
+epoch and seconds left, expired, or free), then the workers seen, alive or not. A
+SQLite ledger: whether a run holds its lock. Read-only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+from worker.ledger.target import LedgerTarget, describe, is_url
+
+
+def status_lines(target: LedgerTarget) -> list[str]:
+    """What `ledger status` prints for `target`."""
+    if not is_url(target):
+        from worker.ledger.lock import is_locked
+
+        path = Path(target)
+        state = "locked by a running import" if is_locked(path) else "not in use"
+        return [f"ledger {path} (SQLite, one run at a time): {state}"]
+    from worker.ledger.leases import lease_status
+
+    leases, workers = asyncio.run(lease_status(str(target)))
+    lines = [f"ledger {describe(target)} (PostgreSQL, shared)"]
+    if not leases:
+        lines.append("no tenant leased yet")
+    for lease in leases:
+        held = lease.expires_in is not None and lease.state == "held"
+        left = f", {lease.expires_in:.0f} s left" if held else ""
+        who = f" by {lease.holder}" if lease.holder else ""
+        run = f", run {lease.run_id}" if lease.run_id else ""
+        lines.append(f"tenant {lease.tenant}: {lease.state}{who} (epoch {lease.epoch}{left}{run})")
+    for worker_id, beat, alive in workers:
+        lines.append(f"worker {worker_id}: {'alive' if alive else 'gone'}, last heartbeat {beat}")
+    return lines
+
+
+def print_status(target: LedgerTarget, echo: Callable[[str], None]) -> None:
+    for line in status_lines(target):
+        echo(line)
