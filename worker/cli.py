@@ -12,12 +12,15 @@ import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from worker import __version__
 from worker.errors import WorkerError
+
+if TYPE_CHECKING:
+    from worker.config import Config
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -91,12 +94,13 @@ def _seconds_option(
     )
 
 
-def _refuse_insecure(config_path: Path, base_url: str | None, allow: bool) -> None:
+def _refuse_insecure(config: Path | Config, base_url: str | None, allow: bool) -> None:
     """Exit 2 before anything connects when a base URL is plain http:// to another host."""
     from worker.api.transport import check_base_urls
     from worker.config import load_config
 
-    check_base_urls(load_config(config_path).checked_urls(base_url), allow_insecure_http=allow)
+    loaded = load_config(config) if isinstance(config, Path) else config
+    check_base_urls(loaded.checked_urls(base_url), allow_insecure_http=allow)
 
 
 # --- validate --------------------------------------------------------------------
@@ -526,7 +530,8 @@ def import_cmd(
         raise click.UsageError("--payloads goes with --dry-run (a real run sends the bodies)")
     if metrics_file is not None and dry_run:
         raise click.UsageError("--metrics-file goes with a real run (a dry run sends nothing)")
-    _refuse_insecure(config_path, base_url, allow_insecure_http)
+    config = load_config(config_path)  # once: the run below is handed this one
+    _refuse_insecure(config, base_url, allow_insecure_http)
     from worker.ledger.paths import default_ledger_path
 
     log_file = configure_for_people(
@@ -554,14 +559,16 @@ def import_cmd(
         settle_wait=settle_wait,
         rebind_ledger=rebind_ledger,
     )
-    target = ledger_target(load_config(config_path), options.ledger_path)
+    target = ledger_target(config, options.ledger_path)
     try:
         if is_url(target) and not dry_run:
             from worker.commands.shared_import import run_shared_import
 
-            result = asyncio.run(run_shared_import(options, str(target), round_name=round_name))
+            result = asyncio.run(
+                run_shared_import(options, str(target), round_name=round_name, config=config)
+            )
         else:
-            result = asyncio.run(run_import(options))
+            result = asyncio.run(run_import(options, config=config))
     except WorkerError as exc:
         if metrics_file is not None:
             from worker.commands.importing.metrics import write_failed_run

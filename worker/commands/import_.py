@@ -321,10 +321,12 @@ def run_source_options(config: Config, options: ImportOptions) -> SourceOptions:
     )
 
 
-async def run_import(options: ImportOptions) -> ImportResult:
-    """Run an import (or a dry run) and return its result; raises WorkerError on setup errors."""
+async def run_import(options: ImportOptions, *, config: Config | None = None) -> ImportResult:
+    """Run an import (or a dry run) and return its result; raises WorkerError on setup errors.
+
+    `config`: the config file as the caller already parsed it (else it is read here)."""
     started = time.monotonic()
-    config = load_config(options.config_path)
+    config = load_config(options.config_path) if config is None else config
     mapper = Mapper.from_config(config, tenant_override=options.tenant)
     source_opts = run_source_options(config, options)
     ledger_path = ledger_target(config, options.ledger_path)

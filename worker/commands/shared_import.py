@@ -25,7 +25,7 @@ from dataclasses import replace
 
 from worker.commands.import_ import ImportOptions, run_import
 from worker.commands.importing.import_result import ImportResult, TenantCounts
-from worker.config import load_config
+from worker.config import Config, load_config
 from worker.errors import ConfigError
 from worker.exitcodes import ExitCode
 from worker.ledger.crypto import configured_key
@@ -56,10 +56,11 @@ def _sha256(path: str) -> str:
 
 
 async def run_shared_import(
-    options: ImportOptions, url: str, *, round_name: str | None = None
+    options: ImportOptions, url: str, *, round_name: str | None = None, config: Config | None = None
 ) -> ImportResult:
-    """Import FILE's tenants, one lease at a time, beside other workers on one ledger."""
-    config = load_config(options.config_path)
+    """Import FILE's tenants, one lease at a time, beside other workers on one ledger
+    (`config`: the config file as the caller already parsed it, else it is read here)."""
+    config = load_config(options.config_path) if config is None else config
     tenants = [t for t in sorted(config.tenants) if options.tenant in (None, t)]
     if not tenants:
         raise ConfigError(
@@ -101,7 +102,7 @@ async def run_shared_import(
                     # The rest is held by others: wait for them to finish or to expire.
                     await asyncio.sleep(min(1.0, config.ledger.lease_seconds / 4))
                     continue
-                result = await _pass(options, ledger, keeper, leases, round_key)
+                result = await _pass(options, config, ledger, keeper, leases, round_key)
                 if result is None:
                     continue
                 results.append(result)
@@ -116,6 +117,7 @@ async def run_shared_import(
 
 async def _pass(
     options: ImportOptions,
+    config: Config,
     ledger: PgLedger,
     keeper: LeaseKeeper,
     leases: list[Lease],
@@ -135,7 +137,7 @@ async def _pass(
     )
     ledger.begin_pass()
     try:
-        result = await run_import(one)
+        result = await run_import(one, config=config)
     except LeaseLostError as exc:
         result = None
         log.error("tenant pass stopped", reason=str(exc))
