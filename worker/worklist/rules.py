@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import Any
 
 
 class Kind(StrEnum):
@@ -96,20 +97,27 @@ class WorkItem:
         return self.state == State.OPEN
 
 
+def _what_was_found(finding: Finding) -> dict[str, Any]:
+    """The item's fields a finding sets, whether it opens the item or sees it again."""
+    return {
+        "source_file": finding.source_file,
+        "source_line": finding.source_line,
+        "field": finding.field,
+        "reason": finding.reason,
+        "local_time": finding.local_time,
+        "local_diff": finding.local_diff,
+        "content_hash": finding.content_hash,
+        "source_row": finding.source_row,
+    }
+
+
 def _opened(finding: Finding, run_id: int, old: WorkItem | None) -> WorkItem:
     return WorkItem(
         tenant=finding.tenant,
         source_key=finding.source_key,
         kind=finding.kind.value,
         state=State.OPEN.value,
-        source_file=finding.source_file,
-        source_line=finding.source_line,
-        field=finding.field,
-        reason=finding.reason,
-        local_time=finding.local_time,
-        local_diff=finding.local_diff,
-        content_hash=finding.content_hash,
-        source_row=finding.source_row,
+        **_what_was_found(finding),
         first_run_id=old.first_run_id if old is not None else run_id,
         last_run_id=run_id,
         opened_run_id=run_id,
@@ -122,19 +130,7 @@ def _opened(finding: Finding, run_id: int, old: WorkItem | None) -> WorkItem:
 
 
 def _seen_again(item: WorkItem, finding: Finding, run_id: int, state: State) -> WorkItem:
-    return replace(
-        item,
-        state=state.value,
-        source_file=finding.source_file,
-        source_line=finding.source_line,
-        field=finding.field,
-        reason=finding.reason,
-        local_time=finding.local_time,
-        local_diff=finding.local_diff,
-        content_hash=finding.content_hash,
-        source_row=finding.source_row,
-        last_run_id=run_id,
-    )
+    return replace(item, state=state.value, last_run_id=run_id, **_what_was_found(finding))
 
 
 def _fixed_by_hand(items: Iterable[WorkItem], finding: Finding) -> WorkItem | None:
