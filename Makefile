@@ -22,6 +22,8 @@ $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24,<27"
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev,bench,docs]'
+	@# An editable install leaves worker/ uncompiled: every run would compile it again.
+	$(BIN)/python -m compileall -q worker
 	@touch $(STAMP)
 
 lint: $(STAMP)

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from worker.errors import ConfigError
@@ -36,6 +35,8 @@ def _check_timezone(value: str) -> str:
 def _check_region(value: str | None) -> str | None:
     if value is None:
         return None
+    import phonenumbers  # here: loading it costs every run's start some 20 ms
+
     if value.upper() not in phonenumbers.SUPPORTED_REGIONS:
         raise ValueError(
             f"unknown phone region {value!r} (expected a country code such as TR or DE)"

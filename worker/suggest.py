@@ -10,8 +10,6 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-from rapidfuzz import fuzz, process, utils
-
 KEY_CUTOFF = 0.6
 NAME_CUTOFF = 60.0
 """Below this rapidfuzz score (0-100) a name is not offered: it would only mislead."""
@@ -30,6 +28,9 @@ def nearest_names(text: str, names: Iterable[str], limit: int = 3) -> list[tuple
 
     token_sort_ratio ignores word order ("Aslan Esra") but, unlike a partial ratio,
     does not call a short name inside a long one a perfect match."""
+    # Imported here: only an unknown name needs it, and it costs every run's start.
+    from rapidfuzz import fuzz, process, utils
+
     found = process.extract(
         text,
         list(dict.fromkeys(names)),

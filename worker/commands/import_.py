@@ -452,7 +452,9 @@ async def _send(
     raised: int | None = None
     watch = asyncio.create_task(_stop_when_broken(run, ledger))
     try:
-        async with http_session(run.config, headers=options.request_headers) as session:
+        async with http_session(
+            run.config, headers=options.request_headers, base_url=options.base_url
+        ) as session:
             with run.progress:
                 try:
                     if config_uses_api(run.config):  # names -> ids first (worker.references)

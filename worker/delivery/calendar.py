@@ -51,7 +51,7 @@ class CalendarWindow:
 
 def instant_of(payload_json: str) -> datetime | None:
     """The UTC second a row's payload is scheduled at, as its lookup reads it (None:
-    unreadable). Read straight from the one field: this runs twice for every row."""
+    unreadable). Read straight from the one field: this runs for every row."""
     try:
         value = payload_of(payload_json).get("scheduled_at")
         if not isinstance(value, str):

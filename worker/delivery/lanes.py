@@ -31,10 +31,14 @@ T = TypeVar("T")
 
 @contextlib.asynccontextmanager
 async def http_session(
-    config: Config, headers: dict[str, str] | None = None
+    config: Config, headers: dict[str, str] | None = None, *, base_url: str | None = None
 ) -> AsyncIterator[aiohttp.ClientSession]:
-    """The one session of a command: TLS verified (plus ``ca_bundle``), unbounded pool."""
-    async with client_session(config.ca_bundle, headers) as session:
+    """The one session of a command: TLS verified (plus ``ca_bundle``), unbounded pool.
+
+    `base_url`: the --base-url override, when the command has one."""
+    https = any(url.lower().startswith("https:") for url in config.base_urls(base_url))
+    tls = https or config.ca_bundle is not None
+    async with client_session(config.ca_bundle, headers, tls=tls) as session:
         yield session
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from dataclasses import dataclass, replace
+from datetime import datetime
 from enum import StrEnum
 from functools import partial
 from typing import Any
@@ -68,6 +69,8 @@ class Job:
     """An earlier run left it unknown: the reader counts it, so stats do not."""
     sent_before: bool = True
     """Whether any attempt of the row was ever sent (True when not known)."""
+    instant: datetime | None = None
+    """The UTC second the payload is scheduled at (None: unreadable), read once."""
 
     @classmethod
     def from_entry(cls, entry: Entry, *, resume: bool = False) -> Job | None:
@@ -84,7 +87,8 @@ class Job:
         )
         return cls(entry.tenant, entry.source_key, entry.payload_json, entry.payload_hash,
                    entry.source_line, identity, resume=look_first, earlier_run=resume,
-                   sent_before=entry.attempts > 0 or entry.sent_at is not None)  # fmt: skip
+                   sent_before=entry.attempts > 0 or entry.sent_at is not None,
+                   instant=instant_of(entry.payload_json))  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,9 +139,8 @@ class RowDelivery:
         """Start reading the calendar window a queued row's adoption check will need."""
         if self.calendar is None or job.resume or job.sent_before:
             return
-        instant = instant_of(job.payload_json)
-        if instant is not None:
-            self.calendar.ahead(instant.date())
+        if job.instant is not None:
+            self.calendar.ahead(job.instant.date())
 
     def close(self) -> None:
         """Cancel calendar reads still under way."""
@@ -303,7 +306,7 @@ class RowDelivery:
         # landed needs what Flextell holds now.
         lookup = self.adopting if step is Step.ADOPT and not job.sent_before else None
         if lookup is not None and self.calendar is not None:
-            instant = instant_of(job.payload_json)
+            instant = job.instant
             if instant is not None and await self.calendar.holds(instant) is False:
                 # Rule 2 with an empty slot, straight from the month read: most rows of a
                 # first import end here, with no lookup and no ledger read.

@@ -132,4 +132,5 @@ def _resumed(job: Job) -> Job:
     if job.resume:
         return job
     return Job(job.tenant, job.source_key, job.payload_json, job.payload_hash, job.line,
-               job.identity, resume=True, earlier_run=job.earlier_run)  # fmt: skip
+               job.identity, resume=True, earlier_run=job.earlier_run,
+               instant=job.instant)  # fmt: skip

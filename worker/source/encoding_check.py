@@ -23,9 +23,6 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from charset_normalizer import from_bytes
-from charset_normalizer.utils import iana_name, is_multi_byte_encoding
-
 from worker.errors import SourceError
 
 SAMPLE_BYTES = 64 * 1024
@@ -138,13 +135,21 @@ def _readings(sample: bytes) -> list[Reading]:
     return sorted(out, key=lambda r: -r.fit)
 
 
+# charset_normalizer is imported where it is used: loading it costs every run's start
+# some 40 ms, and most files are UTF-8 and never need it.
+
+
 def _detector_name(codec: str) -> str:
     """The detector's spelling of a codec ("latin-1" -> "latin_1")."""
+    from charset_normalizer.utils import iana_name
+
     return iana_name(codecs.lookup(codec).name, strict=False)
 
 
 def is_single_byte(codec: str) -> bool:
     """True for code pages such as latin-1 or cp1254 (utf-* and CJK are not)."""
+    from charset_normalizer.utils import is_multi_byte_encoding
+
     name = _detector_name(codec)
     return not name.startswith("utf") and not is_multi_byte_encoding(name)
 
@@ -190,6 +195,8 @@ def pick_auto(sample: bytes, name: str) -> EncodingNote:
 
 
 def _detector_pick(sample: bytes, prefix: str) -> EncodingNote:
+    from charset_normalizer import from_bytes
+
     found = from_bytes(sample).best()
     if found is None:
         raise SourceError(
