@@ -138,10 +138,20 @@ def same_identity(payload: dict[str, Any], resource: AppointmentResource) -> boo
     return not compare(payload, resource, IDENTITY_FIELDS)
 
 
+_IDENTITY_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
 def identity_key(payload: dict[str, Any]) -> str:
     """A short stable key of the payload's identity fields (tenant not included)."""
-    sent = sent_values(payload)
-    text = json.dumps([sent[f] for f in IDENTITY_FIELDS], separators=(",", ":"))
+    # The IDENTITY_FIELDS as sent_values reads them (ledgers hold these keys: they must
+    # not change), without reading the other fields: this runs for every row read.
+    values = [
+        payload.get("customer_id"),
+        payload.get("user_id"),
+        _instant(payload.get("scheduled_at")),
+        sorted(payload.get("treatments") or []),
+    ]
+    text = _IDENTITY_JSON.encode(values)
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 

@@ -7,6 +7,7 @@ its pending rows back out of the ledger, so memory stays flat whatever the size.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Awaitable, Callable, Collection, Iterable
@@ -26,6 +27,9 @@ from worker.worklist import findings as found
 log = get_logger("import")
 
 READ_BATCH = 500
+YIELD_EVERY = 50
+"""Rows read or taken between two turns of the event loop: reading 500 rows at once
+holds every request's answer for some 40 ms, and the API then waits on the worker."""
 LISTED_ROWS = 1000
 """Changed and missing rows listed in the result (all are counted; `report` lists the rest)."""
 
@@ -104,6 +108,8 @@ class RowReader:
         batch: list[MappedRow | InvalidRow] = []
         for item in source:
             batch.append(self.mapper.map(item))
+            if len(batch) % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
             if len(batch) >= READ_BATCH:
                 await self._take_batch(batch, ledger, wake)
                 batch = []
@@ -140,7 +146,9 @@ class RowReader:
         touched: set[int] = set()
         run_id = self.run_id
         in_batch: set[tuple[int, str]] = set()
-        for m, tenant, key in keyed:
+        for done, (m, tenant, key) in enumerate(keyed, 1):
+            if done % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
             item = m.row
             entry = existing.get((tenant, key))
             repeated = self._repeated(tenant, key, entry, in_batch)
@@ -252,18 +260,20 @@ def _digest(tenant: int, key: str) -> int:
     )
 
 
-def _source_row_json(item: SourceRow | RowProblem) -> str:
-    if isinstance(item, SourceRow):
-        return json.dumps(
-            {"fields": dict(item.fields), "raw": item.raw}, ensure_ascii=False, default=_json_cell
-        )
-    return json.dumps({"fields": None, "raw": item.raw}, ensure_ascii=False)
-
-
 def _json_cell(value: Any) -> str:
     """A spreadsheet's date cell in the ledger's copy of the row: ISO 8601, as in its
     failures file (``2026-12-01T11:30:00``)."""
     return value.isoformat() if isinstance(value, date | time) else str(value)
+
+
+# One encoder for every row (json.dumps with options builds one per call).
+_ROW_JSON = json.JSONEncoder(ensure_ascii=False, default=_json_cell)
+
+
+def _source_row_json(item: SourceRow | RowProblem) -> str:
+    if isinstance(item, SourceRow):
+        return _ROW_JSON.encode({"fields": dict(item.fields), "raw": item.raw})
+    return _ROW_JSON.encode({"fields": None, "raw": item.raw})
 
 
 def _fallback_key(item: SourceRow | RowProblem) -> str:
