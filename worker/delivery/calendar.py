@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,8 +65,9 @@ def instant_of(payload_json: str) -> datetime | None:
         return None
 
 
+@functools.lru_cache(maxsize=64)
 def month_span(day: date) -> Span:
-    """The calendar month of `day`, with a day either side."""
+    """The calendar month of `day`, with a day either side (asked for every row)."""
     first = day.replace(day=1)
     following = (first + timedelta(days=32)).replace(day=1)
     return first - _DAY, following
@@ -109,7 +111,8 @@ class CalendarWindows:
         for _ in range(2):  # a second time when a month was refused and the span narrowed
             span = self.span(day)
             task = self._read(span)
-            got = await asyncio.shield(task)
+            # Most rows find their month read already: no waiting, no shield to build.
+            got = task.result() if task.done() else await asyncio.shield(task)
             if isinstance(got, CalendarWindow):
                 return got
             if self._reads.get(span) is task:
