@@ -215,15 +215,27 @@ def scenario_throughput(b: Bench) -> Entry:
     csv = b.data(rows)
     wd = b.workdir("throughput")
     cfg = b.config(wd, concurrency=concurrency)
-    with b.sandbox(wd) as sb:
-        run = b.import_(csv, cfg, sb, wd)
-        w_posts = _posts(sb)
-    with b.sandbox(wd) as sb:
-        base = b.baseline(
-            "post", csv, wd, "--url", sb.api_url, "--concurrency", str(3 * concurrency)
-        )
-        b_posts = _posts(sb)
-    w, bl = rows / run.seconds, rows / base["wall_seconds"]
+    # Best of three pairs, worker and bare loop alternating (as timeit takes the minimum):
+    # on a shared machine, load only ever adds time, and to one side more than the other.
+    worker_runs: list[float] = []
+    baseline_runs: list[float] = []
+    for _ in range(b.n(3, 1)):
+        (wd / "ledger.sqlite").unlink(missing_ok=True)
+        with b.sandbox(wd) as sb:
+            run = b.import_(csv, cfg, sb, wd)
+            posts = _posts(sb)
+        if not worker_runs or run.seconds < min(worker_runs):
+            w_posts = posts
+        worker_runs.append(run.seconds)
+        with b.sandbox(wd) as sb:
+            base = b.baseline(
+                "post", csv, wd, "--url", sb.api_url, "--concurrency", str(3 * concurrency)
+            )
+            posts = _posts(sb)
+        if not baseline_runs or base["wall_seconds"] < min(baseline_runs):
+            b_posts, base_created = posts, base["ok"]
+        baseline_runs.append(base["wall_seconds"])
+    w, bl = rows / min(worker_runs), rows / min(baseline_runs)
 
     def span_rate(posts: list[dict[str, Any]]) -> float:
         ts = [p["t"] for p in posts]
@@ -241,11 +253,13 @@ def scenario_throughput(b: Bench) -> Entry:
         {
             "rows": rows,
             "concurrency": f"3 tenants x {concurrency} (baseline: {3 * concurrency} tasks)",
-            "worker_seconds": _round(run.seconds),
-            "baseline_seconds": _round(base["wall_seconds"]),
+            "worker_seconds": _round(min(worker_runs)),
+            "baseline_seconds": _round(min(baseline_runs)),
+            "worker_runs_s": [_round(s, 2) for s in worker_runs],
+            "baseline_runs_s": [_round(s, 2) for s in baseline_runs],
             "worker_posts_per_s_first_to_last": _round(span_rate(w_posts), 1),
             "baseline_posts_per_s_first_to_last": _round(span_rate(b_posts), 1),
-            "baseline_created": base["ok"],
+            "baseline_created": base_created,
         },
     )
 

@@ -1345,6 +1345,8 @@ def auth_status_cmd(
 def main() -> None:
     """Console-script entry point: owner-only files from here on (see worker.fileperms)."""
     from worker.fileperms import apply_private_umask
+    from worker.gctune import tune
 
     apply_private_umask()
+    tune()
     cli(prog_name="flextell-worker")
