@@ -15,7 +15,7 @@ from functools import partial
 from worker.api.client import Outcome, Result
 from worker.compare import MATCH_FIELDS, compare, public_value
 from worker.delivery.lane import LaneStopped, TenantLane
-from worker.delivery.lookup import payload_of
+from worker.delivery.slot_search import payload_of
 from worker.ledger import Ledger
 from worker.ledger.judging import mark_v1_mismatch, mark_v1_rejudged, v1_rows_to_rejudge
 from worker.logs import get_logger

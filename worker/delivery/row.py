@@ -28,8 +28,8 @@ from worker.delivery.calendar import CalendarWindows, instant_of
 from worker.delivery.clockcheck import clock_mark, effective_sent_at
 from worker.delivery.decide import Decision, Verdict, decide
 from worker.delivery.lane import LaneStopped, TenantLane
-from worker.delivery.lookup import Lookup, payload_of
 from worker.delivery.retry import retrying
+from worker.delivery.slot_search import SlotSearch, payload_of
 from worker.ledger import Entry, Ledger, Origin, Status
 from worker.ledger.judging import sent_payloads_at
 from worker.logs import get_logger
@@ -123,9 +123,9 @@ class RowDelivery:
         self.calendar: CalendarWindows | None = (
             CalendarWindows(lane.client, lane, lane.id, wall=self.wall) if adopt else None
         )
-        self.adopting: Lookup | None = (
-            Lookup(lane.client, lane, lane.id, cache_days=True, windows=self.calendar,
-                   sleep=self.sleep, now=self.wall) if adopt else None
+        self.adopting: SlotSearch | None = (
+            SlotSearch(lane.client, lane, lane.id, cache_days=True, windows=self.calendar,
+                       sleep=self.sleep, now=self.wall) if adopt else None
         )  # fmt: skip
         self._maybe_sent: set[str] = set()
         self._refused: set[str] = set()
@@ -309,8 +309,8 @@ class RowDelivery:
                 # first import end here, with no lookup and no ledger read.
                 return Decision(Verdict.ABSENT)
         if lookup is None:
-            lookup = Lookup(self.lane.client, self.lane, self.lane.id, sleep=self.sleep,
-                            now=self.wall)  # fmt: skip
+            lookup = SlotSearch(self.lane.client, self.lane, self.lane.id, sleep=self.sleep,
+                                now=self.wall)  # fmt: skip
         # A sent row's own appointment may have been edited by staff: look at every
         # appointment of its customer at its instant, not only those still alike.
         wide = step is not Step.ADOPT or job.sent_before

@@ -32,7 +32,7 @@ from worker.contract import AppointmentResource
 from worker.delivery.lane import A
 
 MAX_LIST_PAGES = 1000
-LOOKUP_TRIES = 3
+SEARCH_TRIES = 3
 
 
 class Pacer(Protocol):
@@ -81,12 +81,12 @@ def _second(value: datetime) -> datetime:
     return value.replace(microsecond=0)
 
 
-class Lookup:
+class SlotSearch:
     """Lists the appointments at a payload's slot for one tenant.
 
     With `cache_days` the calendar of each day (and each GET) is fetched once and
     kept: right for adopting what existed before the run, wrong after a lost
-    answer (that needs today's truth), where a fresh Lookup is used.
+    answer (that needs today's truth), where a fresh SlotSearch is used.
     """
 
     def __init__(
@@ -128,7 +128,7 @@ class Lookup:
             # the kept calendar has nothing at this second: no request
             return Candidates(read_at=cached[1])
         tries = AsyncRetrying(
-            stop=stop_after_attempt(LOOKUP_TRIES),
+            stop=stop_after_attempt(SEARCH_TRIES),
             wait=wait_exponential(multiplier=0.5),
             retry=retry_if_result(lambda c: c.error is not None),
             retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
