@@ -1,4 +1,4 @@
-"""The pure verdict rules of a lookup (worker.delivery.decide), one rule per test."""
+"""The pure verdict rules of a slot search (worker.delivery.decide), one rule per test."""
 
 from __future__ import annotations
 
@@ -145,7 +145,7 @@ def test_claim_after_moves_what_is_provably_the_rows_own() -> None:
 
 
 def test_a_staff_edited_doctor_is_unknown_unless_a_row_sent_for_the_slot_explains_it() -> None:
-    """Rule 3 with a wide lookup: same customer and instant, another doctor."""
+    """Rule 3 with a wide slot search: same customer and instant, another doctor."""
     r = row("a")
     edited = appt(7, T0 + 1, user_id=104)
     d = verdict_of(r, [r], [edited], now=T0 + SETTLE + 1)

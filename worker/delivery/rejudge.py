@@ -4,7 +4,7 @@ Schema 1 claimed a lost answer's appointment by identity alone, so a row may hol
 a sibling's appointment of another status. On the first run after the upgrade,
 each created schema-1 row whose identity group has more than one row is compared
 with the appointment it holds; when they differ the row becomes `unknown` with the
-difference and lets the appointment go (the lookups of that run judge it again).
+difference and lets the appointment go (the slot searches of that run judge it again).
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""Finding the appointments at a row's slot: the calendar, or the paginated list.
+"""The slot search: the appointments at a row's slot, from the calendar or the paginated list.
 
 The API has no search by content and no idempotency key, so after a lost answer
 (and before adopting what exists) the worker reads the calendar around the
 instant, keeps the items that start at it, and GETs each to learn customer,
 doctor and treatments. When the calendar cannot be read the paginated
 appointment list of the tenant is the fallback. Every failure is a reason
-string on the result, never an exception: a lookup error is a row's outcome.
+string on the result, never an exception: a failed search is a row's outcome.
 
 The result is a snapshot taken when the calendar (or the list's first page) was
 requested: `read_at` is that moment, and absence is judged at it, however long
@@ -122,7 +122,7 @@ class SlotSearch:
             day = instant.date()
             window = (day - timedelta(days=1), day + timedelta(days=1))
         except (ValueError, OverflowError):
-            return Candidates(error=f"instant {instant_text!r} cannot be looked up")
+            return Candidates(error=f"instant {instant_text!r} cannot be searched for")
         cached = self._days.get(day) if self.cache_days else None
         if cached is not None and _second(instant) not in cached[0]:
             # the kept calendar has nothing at this second: no request
@@ -151,7 +151,7 @@ class SlotSearch:
         if isinstance(read, str):
             listed = await self._from_list(payload, keep)
             if listed.error is not None:
-                return Candidates(error=f"calendar lookup failed ({read}); {listed.error}")
+                return Candidates(error=f"calendar read failed ({read}); {listed.error}")
             return listed
         slots, read_at = read
         ids = sorted(slots.get(_second(instant), ()))

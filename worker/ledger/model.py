@@ -63,7 +63,7 @@ class Entry:
     first_sent_at: float | None = None
     """Unix time of the first POST attempt: appointments created before it are not ours."""
     origin: str | None = None
-    """How the appointment id was learnt: posted (201), found (lookup), adopted (existed)."""
+    """How the appointment id was learnt: posted (201), found (slot search), adopted (existed)."""
 
     @property
     def key(self) -> tuple[int, str]:

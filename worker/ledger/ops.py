@@ -360,7 +360,7 @@ def record(
     error_field: str | None,
     origin: str | None = None,
 ) -> str | None:
-    """The outcome of a row's POST (or of its lookup).
+    """The outcome of a row's POST (or of its slot search).
 
     A `created` outcome is a claim: the UNIQUE index on (tenant, appointment_id)
     lets one row own an appointment. When another row owns it already the row

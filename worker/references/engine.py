@@ -369,7 +369,7 @@ class Engine:
             answers[key] = f"creating {_about(ref)} was refused: {error}"
             return
         # The answer was lost (or unreadable): the customer may exist. Look, never resend.
-        await asyncio.sleep(api.lane.policy.lookup_delay)
+        await asyncio.sleep(api.lane.policy.search_delay)
         try:
             ids = await self._search(api, ref, region)
         except RefCallError:

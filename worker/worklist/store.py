@@ -132,7 +132,7 @@ def _entry_findings(conn: sqlite3.Connection, scope: Scope, sealer: Sealer | Non
 
 def _in_scope(item: WorkItem, seen: bool, scope: Scope) -> bool:
     if item.state == State.RESOLVED or item.kind == Kind.UNKNOWN:
-        return True  # a resolved item only reopens; an unknown row is settled by lookups
+        return True  # a resolved item only reopens; an unknown row is settled by slot searches
     return seen or item.tenant in scope.complete
 
 
