@@ -1,12 +1,12 @@
 """The per-tenant reference cache and the customer creations, in the ledger's own tables.
 
 ``refs``: (tenant, kind, by, key) -> the ids the API answered, with when. An entry
-older than ``[api] reference_max_age`` is looked up again; so is one whose id the
+older than ``[api] reference_max_age`` is resolved again; so is one whose id the
 API has since refused ("The selected customer id is invalid.").
 ``ref_creations``: one row per customer the worker creates, written *before* the
 POST goes out (state ``sending``), then ``created`` with the id, ``failed`` with
-the API's refusal, or ``unknown`` when the answer was lost and a lookup has not
-found it yet: a later run looks it up again before it would ever send again.
+the API's refusal, or ``unknown`` when the answer was lost and a search has not
+found it yet: a later run searches again before it would ever send again.
 
 The SQL is what SQLite and PostgreSQL share (``"by"`` quoted: a reserved word in
 PostgreSQL; upserts as ``ON CONFLICT``), so both ledgers run these very functions
