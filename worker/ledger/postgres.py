@@ -27,7 +27,6 @@ import os
 import secrets
 import signal
 import socket
-import sqlite3
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -157,10 +156,9 @@ class PgLedger(Ledger):
             try:
                 prepare(conn, where, readonly=readonly)
                 # The same meta keys and rules as a SQLite ledger (one encryption, one key).
-                lite = cast(sqlite3.Connection, conn)
                 begin = ("BEGIN", f"SELECT pg_advisory_xact_lock({_ENCRYPTION_LOCK})")
-                sealing.append(atrest.bind(lite, where, key, readonly=readonly, begin=begin))
-                sealing.append(atrest.key_id(lite))
+                sealing.append(atrest.bind(conn, where, key, readonly=readonly, begin=begin))
+                sealing.append(atrest.key_id(conn))
             except psycopg.Error as exc:
                 conn.close()
                 raise AbortError(f"ledger {where}: {_first_line(exc)}") from None
