@@ -261,7 +261,7 @@ class ImportRun:
         """
         known = self.config.is_known_tenant
         await rejudge_v1_rows(ledger, self.builder(session).lane, known=known)
-        entries = await ledger.select(statuses=[Status.UNKNOWN.value])
+        entries = await ledger.select(statuses=[Status.UNKNOWN])
         only = self.options.only_tenants
         allowed = [
             e
@@ -598,7 +598,7 @@ async def _missing_from_source(run: ImportRun, ledger: Ledger) -> None:
         for tenant in tenants:
             found[tenant] = [
                 e
-                async for e in ledger.entries_iter(statuses=[Status.CREATED.value], tenant=tenant)
+                async for e in ledger.entries_iter(statuses=[Status.CREATED], tenant=tenant)
                 if not run.reader.was_read(tenant, e.source_key)
             ]
     elif tenants:

@@ -100,7 +100,7 @@ async def run_reconcile(options: ReconcileOptions) -> ReconcileResult:
         busy = {
             e.tenant
             for e in await ledger.select(
-                statuses=[Status.UNKNOWN.value, Status.IN_FLIGHT.value], tenant=options.tenant
+                statuses=[Status.UNKNOWN, Status.IN_FLIGHT], tenant=options.tenant
             )
             if config.is_known_tenant(e.tenant)
         }
@@ -129,7 +129,7 @@ async def _reconcile(
     await ledger.mark_stale_in_flight_unknown()
     entries = [
         e
-        for e in await ledger.select(statuses=[Status.UNKNOWN.value], tenant=options.tenant)
+        for e in await ledger.select(statuses=[Status.UNKNOWN], tenant=options.tenant)
         if config.is_known_tenant(e.tenant)
         and e.payload_json
         and e.payload_hash

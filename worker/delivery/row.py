@@ -445,7 +445,7 @@ class RowDelivery:
         return await self.ledger.record(
             job.tenant,
             job.source_key,
-            status=status.value,
+            status=status,
             run_id=self.run_id,
             appointment_id=appointment_id,
             appointment_code=appointment_code,

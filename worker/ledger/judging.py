@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 
 from worker.ledger import meta
-from worker.ledger.model import ENTRY_COLUMNS, Entry
+from worker.ledger.model import ENTRY_COLUMNS, Entry, entry_of
 from worker.ledger.sqlconn import SqlConnection
 
 V1_REJUDGED = "v1_rejudged"
@@ -46,7 +46,7 @@ def v1_rows_to_rejudge(conn: SqlConnection, now: str) -> list[Entry]:
         " AND g.identity = e.identity) > 1"
         " ORDER BY e.tenant, e.source_line"
     ).fetchall()
-    return [Entry(**dict(zip(ENTRY_COLUMNS, row, strict=True))) for row in rows]
+    return [entry_of(row) for row in rows]
 
 
 def mark_v1_mismatch(

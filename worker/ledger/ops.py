@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from worker.ledger.crypto import Sealer
-from worker.ledger.model import ENTRY_COLUMNS, RUN_COLUMNS, Entry, Run, SeenRow, Status
+from worker.ledger.model import ENTRY_COLUMNS, RUN_COLUMNS, Entry, Run, SeenRow, Status, entry_of
 from worker.ledger.sqlconn import SqlConnection
 
 _COLS = ", ".join(ENTRY_COLUMNS)
@@ -99,7 +99,7 @@ def get_many(
         params = [part for key in chunk for part in key]
         sql = f"{_SELECT} WHERE (tenant, source_key) IN (VALUES {values})"
         for row in conn.execute(sql, params):
-            entry = Entry(*row)
+            entry = entry_of(row)
             found[entry.key] = entry
     return found
 
@@ -107,7 +107,7 @@ def get_many(
 def select(
     conn: SqlConnection,
     now: str,
-    statuses: Sequence[str] | None,
+    statuses: Sequence[Status] | None,
     tenant: int | None,
     run_id: int | None,
     limit: int | None,
@@ -119,7 +119,7 @@ def select(
     if limit is not None:
         sql += " LIMIT ?"
         params.append(limit)
-    return [Entry(*row) for row in conn.execute(sql, params)]
+    return [entry_of(row) for row in conn.execute(sql, params)]
 
 
 def page(
@@ -127,7 +127,7 @@ def page(
     now: str,
     after_rowid: int,
     size: int,
-    statuses: Sequence[str] | None,
+    statuses: Sequence[Status] | None,
     tenant: int | None,
     run_id: int | None,
 ) -> tuple[int, list[Entry]]:
@@ -138,7 +138,7 @@ def page(
     sql = f"SELECT rowid, {_COLS} FROM entries{where} ORDER BY rowid LIMIT ?"
     rows = conn.execute(sql, [*params, after_rowid, size]).fetchall()
     last = int(rows[-1][0]) if rows else after_rowid
-    return last, [Entry(*row[1:]) for row in rows]
+    return last, [entry_of(row[1:]) for row in rows]
 
 
 def pending_batch(
@@ -150,7 +150,7 @@ def pending_batch(
         f"{_SELECT} WHERE status = 'pending' AND tenant = ? AND source_line > ?"
         " AND seen_run_id = ? ORDER BY source_line LIMIT ?"
     )
-    return [Entry(*row) for row in conn.execute(sql, (tenant, after_line, run_id, limit))]
+    return [entry_of(row) for row in conn.execute(sql, (tenant, after_line, run_id, limit))]
 
 
 def count_by_status(conn: SqlConnection, now: str, tenant: int | None) -> dict[str, int]:
@@ -173,11 +173,11 @@ def missing_from_source(
         f"{_SELECT} WHERE status = 'created' AND tenant IN ({marks})"
         " AND (seen_run_id IS NULL OR seen_run_id != ?) ORDER BY tenant, source_key"
     )
-    return [Entry(*row) for row in conn.execute(sql, [*tenants, run_id])]
+    return [entry_of(row) for row in conn.execute(sql, [*tenants, run_id])]
 
 
 def _filters(
-    statuses: Sequence[str] | None, tenant: int | None, run_id: int | None
+    statuses: Sequence[Status] | None, tenant: int | None, run_id: int | None
 ) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
@@ -351,7 +351,7 @@ def record(
     now: str,
     tenant: int,
     source_key: str,
-    status: str,
+    status: Status,
     run_id: int,
     appointment_id: int | None,
     appointment_code: str | None,
@@ -455,7 +455,7 @@ def group(conn: SqlConnection, now: str, tenant: int, identity: str) -> list[Ent
     """Every row of the tenant whose payload has this identity."""
     del now
     sql = f"{_SELECT} WHERE tenant = ? AND identity = ? ORDER BY source_line, source_key"
-    return [Entry(*row) for row in conn.execute(sql, (tenant, identity))]
+    return [entry_of(row) for row in conn.execute(sql, (tenant, identity))]
 
 
 def owners(conn: SqlConnection, now: str, tenant: int, ids: Sequence[int]) -> dict[int, str]:

@@ -38,7 +38,7 @@ import psycopg
 from worker.errors import AbortError
 from worker.ledger import atrest, ops, pgfence
 from worker.ledger.crypto import LedgerKey, Sealer
-from worker.ledger.model import Run, RunStatus
+from worker.ledger.model import Run, RunStatus, Status
 from worker.ledger.pgconn import PgConnection
 from worker.ledger.pgfence import LeaseLostError
 from worker.ledger.pgschema import SCHEMA, prepare
@@ -291,7 +291,7 @@ class PgLedger(Ledger):
         self._lost(exc)
         raise exc
 
-    def _record_fn(self, tenant: int, source_key: str, *, status: str, **fields: Any) -> OpFn:
+    def _record_fn(self, tenant: int, source_key: str, *, status: Status, **fields: Any) -> OpFn:
         """Ledger's outcome, fenced: never over a row a later lease epoch wrote."""
         inner = super()._record_fn(tenant, source_key, status=status, **fields)
         return partial(pgfence.outcome, fn=inner, tenant=tenant, source_key=source_key,

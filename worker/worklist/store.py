@@ -15,7 +15,7 @@ from typing import Any, cast
 
 from worker.ledger import Entry, Ledger
 from worker.ledger.crypto import SEALED_PREFIX, Sealer
-from worker.ledger.model import ENTRY_COLUMNS
+from worker.ledger.model import ENTRY_COLUMNS, entry_of
 from worker.ledger.sqlconn import SqlConnection
 from worker.worklist import findings as found
 from worker.worklist.rules import Finding, Kind, State, Tally, WorkItem, judge, tally
@@ -115,7 +115,7 @@ def _entry_findings(conn: SqlConnection, scope: Scope, sealer: Sealer | None) ->
         " OR (status = 'created' AND changed_diff IS NOT NULL AND seen_run_id = ?))"
     )
     for row in conn.execute(sql, [*tenants, scope.run_id, scope.run_id]):
-        entry = _reveal(Entry(*row), sealer)
+        entry = _reveal(entry_of(row), sealer)
         kind = Kind.CHANGED if entry.status == "created" else Kind(entry.status)
         out.append(found.from_entry(entry, kind, scope.zone(entry.tenant)))
     missing = list(scope.complete)
@@ -125,7 +125,7 @@ def _entry_findings(conn: SqlConnection, scope: Scope, sealer: Sealer | None) ->
             f" AND tenant IN ({_marks(missing)}) AND (seen_run_id IS NULL OR seen_run_id != ?)"
         )
         for row in conn.execute(sql, [*missing, scope.run_id]):
-            entry = _reveal(Entry(*row), sealer)
+            entry = _reveal(entry_of(row), sealer)
             out.append(found.from_entry(entry, Kind.MISSING, scope.zone(entry.tenant)))
     return out
 
