@@ -16,6 +16,7 @@ from worker.exitcodes import ExitCode
 from worker.ledger import (
     SCHEMA_VERSION,
     Ledger,
+    RunStatus,
     SeenRow,
     Status,
     UnknownKeyError,
@@ -350,14 +351,14 @@ async def test_runs_record_and_finish(ledger: Ledger) -> None:
     assert (r.status, r.finished_at, r.counts, r.source_columns) == (
         "running", None, {}, ["id", "date"],
     )  # fmt: skip
-    await ledger.finish_run(run, status="finished", counts={"created": 3, "failed": 1})
+    await ledger.finish_run(run, status=RunStatus.FINISHED, counts={"created": 3, "failed": 1})
     (r,) = await ledger.runs(run)
     assert (r.status, r.counts, r.source_delimiter) == (
         "finished", {"created": 3, "failed": 1}, ";",
     )  # fmt: skip
     assert r.finished_at is not None and r.finished_at >= r.started_at
     with pytest.raises(ValueError):
-        await ledger.finish_run(run, status="great", counts={})
+        await ledger.finish_run(run, status="great", counts={})  # type: ignore[arg-type]
     assert await ledger.runs(12345) == []
 
 
@@ -384,7 +385,7 @@ async def test_running_run_of_a_closed_ledger_shows_as_crashed(tmp_path: Path) -
                 await reader.mark_stale_in_flight_unknown()
         finally:
             await reader.close()
-        await led.finish_run(run2, status="finished", counts={})
+        await led.finish_run(run2, status=RunStatus.FINISHED, counts={})
     finally:
         await led.close()
 
@@ -483,3 +484,17 @@ async def test_a_status_this_worker_does_not_know_is_one_clear_error(tmp_path: P
         result.stderr, "tenant 7, source key 'b'", "'retry_wait'", "pending, in_flight, created"
     )
     assert not page.exists()
+
+
+async def test_a_run_status_this_worker_does_not_know_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    led = await Ledger.open(path)
+    await led.finish_run(await new_run(led), status=RunStatus.FINISHED, counts={})
+    await led.close()
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE runs SET status = 'paused'")
+    conn.commit()
+    conn.close()
+    result = run_worker(["report", "--ledger", str(path)])
+    assert result.returncode == ExitCode.ABORTED, result.stderr
+    assert_one_error_line(result.stderr, "ledger run 1", "'paused'", "running, finished")

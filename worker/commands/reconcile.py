@@ -22,7 +22,7 @@ from worker.delivery.lanes import policy_from_config
 from worker.delivery.runner import LaneRunner
 from worker.errors import ConfigError
 from worker.exitcodes import ExitCode
-from worker.ledger import Ledger, Status, api_identity
+from worker.ledger import Ledger, RunStatus, Status, api_identity
 from worker.ledger.crypto import configured_key
 from worker.ledger.target import LedgerTarget, describe, is_url, ledger_target, open_ledger
 
@@ -145,7 +145,7 @@ async def _reconcile(
     )
     policy = policy_from_config(config, settle_wait=options.settle_wait)
     wait = policy.default_settle_wait if policy.settle_wait is None else policy.settle_wait
-    status = "finished"
+    status = RunStatus.FINISHED
     resolutions: list[Resolution] = []
     try:
         async with http_session(config) as session:
@@ -182,7 +182,7 @@ async def _reconcile(
                 )
             )
     except BaseException:
-        status = "aborted"
+        status = RunStatus.ABORTED
         raise
     finally:
         counts = {v: 0 for v in ("found", "absent", "undecided")}

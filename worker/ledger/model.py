@@ -90,6 +90,7 @@ class Entry:
 
 ENTRY_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Entry))
 _STATUSES = {s.value: s for s in Status}
+_RUN_STATUSES = {s.value: s for s in RunStatus}
 
 
 class UnknownStatusError(AbortError):
@@ -112,6 +113,18 @@ def entry_of(row: Sequence[Any]) -> Entry:
     return entry
 
 
+def run_status(run_id: int, value: str) -> RunStatus:
+    """A run's status as read from the ledger (UnknownStatusError for one not known)."""
+    status = _RUN_STATUSES.get(value)
+    if status is None:
+        known = ", ".join(_RUN_STATUSES)
+        raise UnknownStatusError(
+            f"ledger run {run_id}: status {value!r} is not one this worker knows ({known}); "
+            "was the ledger edited by hand, or written by a newer worker?"
+        )
+    return status
+
+
 @dataclass(slots=True)
 class Run:
     """A snapshot of one row of the runs table; counts is parsed."""
@@ -127,7 +140,7 @@ class Run:
     config_path: str | None
     started_at: str
     finished_at: str | None
-    status: str
+    status: RunStatus
     counts: dict[str, int]
     partial: bool = False
     """The file was not a full export (`--partial`): nothing is missing from it."""

@@ -13,7 +13,17 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from worker.ledger.crypto import Sealer
-from worker.ledger.model import ENTRY_COLUMNS, RUN_COLUMNS, Entry, Run, SeenRow, Status, entry_of
+from worker.ledger.model import (
+    ENTRY_COLUMNS,
+    RUN_COLUMNS,
+    Entry,
+    Run,
+    RunStatus,
+    SeenRow,
+    Status,
+    entry_of,
+    run_status,
+)
 from worker.ledger.sqlconn import SqlConnection
 
 _COLS = ", ".join(ENTRY_COLUMNS)
@@ -44,7 +54,7 @@ def finish_run(
     conn: SqlConnection,
     now: str,
     run_id: int,
-    status: str,
+    status: RunStatus,
     counts: Mapping[str, int],
     sha256: str | None = None,
     exit_code: int | None = None,
@@ -78,6 +88,7 @@ def runs(conn: SqlConnection, now: str, run_id: int | None) -> list[Run]:
     for row in conn.execute(sql + " ORDER BY id", params):
         values = list(row)
         values[5] = json.loads(values[5]) if values[5] is not None else None
+        values[11] = run_status(values[0], values[11])
         values[12] = json.loads(values[12] or "{}")
         values[13] = bool(values[13])  # partial
         result.append(Run(*values))

@@ -311,7 +311,7 @@ class Ledger:
         self,
         run_id: int,
         *,
-        status: str,
+        status: RunStatus,
         counts: Mapping[str, int],
         source_sha256: str | None = None,
         exit_code: int | None = None,
