@@ -7,11 +7,11 @@ identity: rows of 2 tenants of which 1 in 4 share customer, doctor, instant
           claimed); every fault kind including commit_after_timeout; random
           SIGKILLs; re-run until exit 0 or a bounded number of runs.
 late:     the sandbox commits after the client gave up (commit_after_timeout,
-          or a delay on every POST); the worker is told to let lookups settle
+          or a delay on every POST); the worker is told to let slot searches settle
           (``[api] settle_seconds``, ``import --settle-wait``).
 crowded:  every row's instant also holds other patients booked by hand, the
           tenant's budget is a few requests a second and every POST commits after
-          the client gave up: a lookup takes longer than the settle time.
+          the client gave up: a slot search takes longer than the settle time.
 skewed:   the first worker run has a wall clock 5 minutes behind (libfaketime)
           and is killed while its POSTs still commit; the next runs have the
           true clock (issue 18).

@@ -1,4 +1,4 @@
-"""The pure verdict rules of a lookup (worker.delivery.decide), one rule per test."""
+"""The pure verdict rules of a slot search (worker.delivery.decide), one rule per test."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from worker.contract import AppointmentResource
 from worker.delivery.decide import Verdict, decide
-from worker.ledger import Entry
+from worker.ledger import Entry, Status
 
 T0 = 1_800_000_000.0
 SETTLE, HORIZON = 90.0, 900.0
@@ -23,7 +23,7 @@ PAYLOAD: dict[str, Any] = {
 
 
 def row(key: str, payload: dict[str, Any] = PAYLOAD, *, sent: float | None = T0,
-        status: str = "in_flight", hash_: str | None = None) -> Entry:  # fmt: skip
+        status: Status = Status.IN_FLIGHT, hash_: str | None = None) -> Entry:  # fmt: skip
     return Entry(
         tenant=1,
         source_key=key,
@@ -73,7 +73,7 @@ def test_nothing_found_waits_until_settled_then_is_absent_until_the_horizon() ->
 
 
 def test_an_appointment_owned_by_another_row_is_never_a_candidate() -> None:
-    r, other = row("a"), row("b", status="created")
+    r, other = row("a"), row("b", status=Status.CREATED)
     d = verdict_of(r, [r, other], [appt(7, T0 + 1)], owners={7: "b"}, now=T0 + SETTLE + 1)
     assert d.verdict is Verdict.ABSENT
 
@@ -86,7 +86,7 @@ def test_the_cancelled_booking_is_not_the_rebookings() -> None:
 
 def test_a_differing_appointment_explained_by_another_open_row_is_passed_over() -> None:
     r = row("a")
-    cancelled = row("c", {**PAYLOAD, "status": "cancelled"}, status="unknown")
+    cancelled = row("c", {**PAYLOAD, "status": "cancelled"}, status=Status.UNKNOWN)
     d = verdict_of(r, [r, cancelled], [appt(7, T0 + 1, status="cancelled")], now=T0 + 100)
     assert d.verdict is Verdict.ABSENT
 
@@ -106,7 +106,7 @@ def test_one_made_before_the_row_was_sent_is_adopted_only_once_settled() -> None
 
 
 def test_a_row_never_sent_adopts_an_equal_one_and_ignores_look_alikes() -> None:
-    r = row("a", sent=None, status="pending")
+    r = row("a", sent=None, status=Status.PENDING)
     equal_one = verdict_of(r, [r], [appt(7, T0 - 3600)])
     assert equal_one.verdict is Verdict.CLAIM and equal_one.origin == "adopted"
     look_alike = verdict_of(r, [r], [appt(8, T0 - 3600, room_id=302)])
@@ -114,7 +114,7 @@ def test_a_row_never_sent_adopts_an_equal_one_and_ignores_look_alikes() -> None:
 
 
 def test_identical_rows_claim_only_when_all_have_settled() -> None:
-    r, twin = row("a", hash_="h"), row("b", sent=T0 + 30, status="unknown", hash_="h")
+    r, twin = row("a", hash_="h"), row("b", sent=T0 + 30, status=Status.UNKNOWN, hash_="h")
     group = [r, twin]
     assert verdict_of(r, group, [appt(7, T0 + 1)], now=T0 + SETTLE + 1).verdict is Verdict.WAIT
     d = verdict_of(r, group, [appt(7, T0 + 1)], now=T0 + 30 + SETTLE + 1)
@@ -145,7 +145,7 @@ def test_claim_after_moves_what_is_provably_the_rows_own() -> None:
 
 
 def test_a_staff_edited_doctor_is_unknown_unless_a_row_sent_for_the_slot_explains_it() -> None:
-    """Rule 3 with a wide lookup: same customer and instant, another doctor."""
+    """Rule 3 with a wide slot search: same customer and instant, another doctor."""
     r = row("a")
     edited = appt(7, T0 + 1, user_id=104)
     d = verdict_of(r, [r], [edited], now=T0 + SETTLE + 1)

@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.importing import assert_one_error_line, run_worker
 from worker.errors import AbortError
 from worker.exitcodes import ExitCode
 from worker.ledger import (
     SCHEMA_VERSION,
     Ledger,
+    RunStatus,
     SeenRow,
     Status,
     UnknownKeyError,
@@ -32,7 +34,7 @@ def seen(
     tenant: int = 7,
     payload: str | None = PAYLOAD_A,
     line: int = 2,
-    status: str = Status.PENDING,
+    status: Status = Status.PENDING,
     error: str | None = None,
 ) -> SeenRow:
     return SeenRow(
@@ -104,7 +106,7 @@ async def test_life_of_a_row_pending_in_flight_created(ledger: Ledger) -> None:
     assert (entry.status, entry.attempts) == (Status.IN_FLIGHT, 1)
 
     await ledger.record(
-        7, "a", status="created", run_id=run, appointment_id=99, appointment_code="AP-99",
+        7, "a", status=Status.CREATED, run_id=run, appointment_id=99, appointment_code="AP-99",
         http_status=201,
     )  # fmt: skip
     await ledger.flush()
@@ -124,13 +126,13 @@ async def test_life_of_a_row_pending_in_flight_created(ledger: Ledger) -> None:
 async def test_failed_invalid_and_unknown_rows_keep_their_reasons(ledger: Ledger) -> None:
     run = await new_run(ledger)
     await ledger.upsert_seen(
-        [seen("f", run), seen("u", run), seen("i", run, payload=None, status="invalid",
+        [seen("f", run), seen("u", run), seen("i", run, payload=None, status=Status.INVALID,
                                             error="date: not a date")]
     )  # fmt: skip
     for key in ("f", "u"):
         await ledger.mark_in_flight(7, key, run_id=run)
     await ledger.record(
-        7, "f", status="failed", run_id=run, http_status=422, error_code="validation",
+        7, "f", status=Status.FAILED, run_id=run, http_status=422, error_code="validation",
         error_message="user_id: unknown", error_field="user_id", durable=True,
     )  # fmt: skip
     await ledger.record(7, "u", status=Status.UNKNOWN, run_id=run, http_status=502, durable=True)
@@ -153,11 +155,11 @@ async def test_upsert_seen_never_downgrades_a_created_row(ledger: Ledger) -> Non
     run1 = await new_run(ledger)
     await ledger.upsert_seen([seen("a", run1)])
     await ledger.mark_in_flight(7, "a", run_id=run1)
-    await ledger.record(7, "a", status="created", run_id=run1, appointment_id=5, durable=True)
+    await ledger.record(7, "a", status=Status.CREATED, run_id=run1, appointment_id=5, durable=True)
 
     run2 = await new_run(ledger)
     await ledger.upsert_seen([seen("a", run2, line=40)])
-    await ledger.upsert_seen([seen("a", run2, payload=None, status="invalid", error="bad")])
+    await ledger.upsert_seen([seen("a", run2, payload=None, status=Status.INVALID, error="bad")])
     entry = (await ledger.get_many([(7, "a")]))[(7, "a")]
     assert (entry.status, entry.appointment_id, entry.attempts) == ("created", 5, 1)
     assert (entry.seen_run_id, entry.last_run_id, entry.first_run_id) == (run2, run2, run1)
@@ -168,7 +170,7 @@ async def test_changed_payload_of_created_row_is_noted_not_applied(ledger: Ledge
     run1 = await new_run(ledger)
     await ledger.upsert_seen([seen("a", run1)])
     await ledger.mark_in_flight(7, "a", run_id=run1)
-    await ledger.record(7, "a", status="created", run_id=run1, appointment_id=5, durable=True)
+    await ledger.record(7, "a", status=Status.CREATED, run_id=run1, appointment_id=5, durable=True)
 
     run2 = await new_run(ledger)
     await ledger.upsert_seen([seen("a", run2, payload=PAYLOAD_B)])
@@ -190,7 +192,7 @@ async def test_fixed_failed_row_goes_back_to_pending(ledger: Ledger) -> None:
     await ledger.upsert_seen([seen("a", run1)])
     await ledger.mark_in_flight(7, "a", run_id=run1)
     await ledger.record(
-        7, "a", status="failed", run_id=run1, http_status=422, error_code="validation",
+        7, "a", status=Status.FAILED, run_id=run1, http_status=422, error_code="validation",
         error_message="no", durable=True,
     )  # fmt: skip
 
@@ -207,9 +209,9 @@ async def test_fixed_failed_row_goes_back_to_pending(ledger: Ledger) -> None:
 
 async def test_invalid_row_is_rechecked_when_the_source_changes(ledger: Ledger) -> None:
     run1 = await new_run(ledger)
-    await ledger.upsert_seen([seen("a", run1, payload=None, status="invalid", error="e1")])
+    await ledger.upsert_seen([seen("a", run1, payload=None, status=Status.INVALID, error="e1")])
     run2 = await new_run(ledger)
-    await ledger.upsert_seen([seen("a", run2, payload=None, status="invalid", error="e2")])
+    await ledger.upsert_seen([seen("a", run2, payload=None, status=Status.INVALID, error="e2")])
     entry = (await ledger.get_many([(7, "a")]))[(7, "a")]
     assert (entry.status, entry.error_message) == ("invalid", "e2")
     await ledger.upsert_seen([seen("a", run2)])
@@ -222,7 +224,7 @@ async def test_unknown_and_in_flight_rows_keep_what_may_have_been_sent(ledger: L
     await ledger.upsert_seen([seen("u", run1), seen("f", run1)])
     await ledger.mark_in_flight(7, "u", run_id=run1)
     await ledger.mark_in_flight(7, "f", run_id=run1)
-    await ledger.record(7, "u", status="unknown", run_id=run1, durable=True)
+    await ledger.record(7, "u", status=Status.UNKNOWN, run_id=run1, durable=True)
     run2 = await new_run(ledger)
     await ledger.upsert_seen([seen("u", run2, payload=PAYLOAD_B), seen("f", run2, line=9)])
     got = await ledger.get_many([(7, "u"), (7, "f")])
@@ -254,7 +256,7 @@ async def test_unawaited_outcomes_are_committed_by_close(tmp_path: Path) -> None
     run = await new_run(led)
     await led.upsert_seen([seen(f"k{i}", run, line=i) for i in range(50)])
     for i in range(50):
-        await led.record(7, f"k{i}", status="created", run_id=run, appointment_id=i)
+        await led.record(7, f"k{i}", status=Status.CREATED, run_id=run, appointment_id=i)
     await led.close()
     led = await Ledger.open(path, readonly=True)
     try:
@@ -268,13 +270,13 @@ async def test_outcome_for_unknown_key_is_an_error(ledger: Ledger) -> None:
     with pytest.raises(UnknownKeyError):
         await ledger.mark_in_flight(7, "nope", run_id=run)
     with pytest.raises(UnknownKeyError):
-        await ledger.record(7, "nope", status="created", run_id=run, durable=True)
-    await ledger.record(7, "nope", status="created", run_id=run)  # queued, fails later
+        await ledger.record(7, "nope", status=Status.CREATED, run_id=run, durable=True)
+    await ledger.record(7, "nope", status=Status.CREATED, run_id=run)  # queued, fails later
     with pytest.raises(UnknownKeyError):
         await ledger.flush()
     await ledger.flush()  # reported once
     with pytest.raises(ValueError):
-        await ledger.record(7, "nope", status="retry_wait", run_id=run)
+        await ledger.record(7, "nope", status="retry_wait", run_id=run)  # type: ignore[arg-type]
 
 
 async def test_missing_from_source(ledger: Ledger) -> None:
@@ -283,7 +285,7 @@ async def test_missing_from_source(ledger: Ledger) -> None:
     await ledger.upsert_seen(rows)
     for aid, (tenant, key) in enumerate(((7, "a"), (7, "b"), (8, "c")), start=1):
         await ledger.mark_in_flight(tenant, key, run_id=run1)
-        await ledger.record(tenant, key, status="created", run_id=run1, appointment_id=aid)
+        await ledger.record(tenant, key, status=Status.CREATED, run_id=run1, appointment_id=aid)
     run2 = await new_run(ledger)
     await ledger.upsert_seen([seen("a", run2)])  # b and c and p are gone from the source
     missing = await ledger.missing_from_source(run2, [7])
@@ -298,11 +300,11 @@ async def test_select_filters_and_streaming(ledger: Ledger) -> None:
     await ledger.upsert_seen([seen(f"k{i:03}", run1, line=100 - i) for i in range(25)])
     await ledger.upsert_seen([seen("t8", run1, tenant=8, line=1)])
     await ledger.mark_in_flight(7, "k000", run_id=run1)
-    await ledger.record(7, "k000", status="failed", run_id=run1, error_code="x")
+    await ledger.record(7, "k000", status=Status.FAILED, run_id=run1, error_code="x")
     run2 = await new_run(ledger)
     await ledger.upsert_seen([seen("k001", run2)])
 
-    pending = await ledger.select(statuses=["pending"], tenant=7)
+    pending = await ledger.select(statuses=[Status.PENDING], tenant=7)
     assert len(pending) == 24
     assert [e.source_line for e in pending] == sorted(e.source_line or 0 for e in pending)
     assert [e.source_key for e in await ledger.select(statuses=[Status.FAILED])] == ["k000"]
@@ -326,12 +328,12 @@ async def test_owners_and_one_row_per_appointment(ledger: Ledger) -> None:
         [seen("a", run), seen("b", run), seen("c", run, tenant=8), seen("d", run)]
     )
     for (tenant, key), aid in (((7, "a"), 10), ((7, "b"), 11), ((8, "c"), 12)):
-        await ledger.record(tenant, key, status="created", run_id=run, appointment_id=aid)
+        await ledger.record(tenant, key, status=Status.CREATED, run_id=run, appointment_id=aid)
     assert await ledger.owners(7, [10, 11, 12, 13]) == {10: "a", 11: "b"}
     assert await ledger.owners(8, [12]) == {12: "c"}
     # A second claim of appointment 11 in tenant 7 loses: the row becomes unknown.
     owner = await ledger.record(
-        7, "d", status="created", run_id=run, appointment_id=11, durable=True
+        7, "d", status=Status.CREATED, run_id=run, appointment_id=11, durable=True
     )
     assert owner == "b"
     entry = (await ledger.get_many([(7, "d")]))[(7, "d")]
@@ -349,14 +351,14 @@ async def test_runs_record_and_finish(ledger: Ledger) -> None:
     assert (r.status, r.finished_at, r.counts, r.source_columns) == (
         "running", None, {}, ["id", "date"],
     )  # fmt: skip
-    await ledger.finish_run(run, status="finished", counts={"created": 3, "failed": 1})
+    await ledger.finish_run(run, status=RunStatus.FINISHED, counts={"created": 3, "failed": 1})
     (r,) = await ledger.runs(run)
     assert (r.status, r.counts, r.source_delimiter) == (
         "finished", {"created": 3, "failed": 1}, ";",
     )  # fmt: skip
     assert r.finished_at is not None and r.finished_at >= r.started_at
     with pytest.raises(ValueError):
-        await ledger.finish_run(run, status="great", counts={})
+        await ledger.finish_run(run, status="great", counts={})  # type: ignore[arg-type]
     assert await ledger.runs(12345) == []
 
 
@@ -383,7 +385,7 @@ async def test_running_run_of_a_closed_ledger_shows_as_crashed(tmp_path: Path) -
                 await reader.mark_stale_in_flight_unknown()
         finally:
             await reader.close()
-        await led.finish_run(run2, status="finished", counts={})
+        await led.finish_run(run2, status=RunStatus.FINISHED, counts={})
     finally:
         await led.close()
 
@@ -397,7 +399,7 @@ async def test_many_concurrent_awaiters_share_few_commits(ledger: Ledger) -> Non
     commits = ledger.commits - before
     assert 1 <= commits <= 100, commits
     assert await ledger.count_by_status() == {"in_flight": 1000}
-    entries = await ledger.select(statuses=["in_flight"])
+    entries = await ledger.select(statuses=[Status.IN_FLIGHT])
     assert {e.attempts for e in entries} == {1}
 
 
@@ -449,14 +451,50 @@ def test_default_ledger_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
 async def test_a_created_row_keeps_its_appointment_against_late_writes(ledger: Ledger) -> None:
     run = await new_run(ledger)
     await ledger.upsert_seen([seen("a", run)])
-    await ledger.record(7, "a", status="created", run_id=run, appointment_id=10, durable=True)
+    await ledger.record(7, "a", status=Status.CREATED, run_id=run, appointment_id=10, durable=True)
     # a second appointment recorded late for the row is not its own: the row keeps 10
     owner = await ledger.record(
-        7, "a", status="created", run_id=run, appointment_id=11, durable=True
+        7, "a", status=Status.CREATED, run_id=run, appointment_id=11, durable=True
     )
     assert owner == "a"
-    await ledger.record(7, "a", status="created", run_id=run, appointment_id=10, durable=True)
+    await ledger.record(7, "a", status=Status.CREATED, run_id=run, appointment_id=10, durable=True)
     await ledger.mark_not_sent(7, "a", run_id=run, reason="not sent: stopped")  # late, too
     await ledger.flush()
     entry = (await ledger.get_many([(7, "a")]))[(7, "a")]
     assert (entry.status, entry.appointment_id) == ("created", 10)
+
+
+async def test_a_status_this_worker_does_not_know_is_one_clear_error(tmp_path: Path) -> None:
+    """A row whose status is none of `Status` (a ledger edited by hand, or a newer worker's)
+    is refused with its key and the statuses known, never carried on as a bare string."""
+    path = tmp_path / "ledger.sqlite"
+    led = await Ledger.open(path)
+    run = await new_run(led)
+    await led.upsert_seen([seen("a", run), seen("b", run)])
+    await led.close()
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA ignore_check_constraints = ON")  # as an old or foreign writer could
+    conn.execute("UPDATE entries SET status = 'retry_wait' WHERE source_key = 'b'")
+    conn.commit()
+    conn.close()
+    page = tmp_path / "report.html"
+    result = run_worker(["report", "--ledger", str(path), "--html", str(page)])
+    assert result.returncode == ExitCode.ABORTED, result.stderr
+    assert_one_error_line(
+        result.stderr, "tenant 7, source key 'b'", "'retry_wait'", "pending, in_flight, created"
+    )
+    assert not page.exists()
+
+
+async def test_a_run_status_this_worker_does_not_know_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    led = await Ledger.open(path)
+    await led.finish_run(await new_run(led), status=RunStatus.FINISHED, counts={})
+    await led.close()
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE runs SET status = 'paused'")
+    conn.commit()
+    conn.close()
+    result = run_worker(["report", "--ledger", str(path)])
+    assert result.returncode == ExitCode.ABORTED, result.stderr
+    assert_one_error_line(result.stderr, "ledger run 1", "'paused'", "running, finished")

@@ -32,7 +32,7 @@ from tests.support.importing import (
 from tests.support.sandbox_process import Sandbox, sandbox_process, start_sandbox, stop
 from tests.support.sync import TOKEN_ENV, run_cli
 from worker.commands.ledger_care import purge
-from worker.ledger import Ledger, SeenRow
+from worker.ledger import Ledger, SeenRow, Status
 from worker.ledger.crypto import LedgerKey
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -391,7 +391,7 @@ async def test_outcome_messages_are_sealed_and_read_back_in_clear(tmp_path: Path
         seen = SeenRow(1, "K-1", "sha", payload, "in.csv", 2, {"fields": {}, "raw": ""}, run_id)
         await ledger.upsert_seen([seen])
         reason = "description: row 'ZQXJ-note-7781', Flextell 'other'"
-        await ledger.record(1, "K-1", status="unknown", run_id=run_id, error_message=reason)
+        await ledger.record(1, "K-1", status=Status.UNKNOWN, run_id=run_id, error_message=reason)
         await ledger.flush()
         entry = (await ledger.get_many([(1, "K-1")]))[(1, "K-1")]
         assert (entry.error_message, entry.payload_json) == (reason, payload)

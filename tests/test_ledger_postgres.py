@@ -16,7 +16,7 @@ import pytest
 from tests import test_ledger as sqlite_suite
 from tests.test_ledger import new_run, seen
 from worker.errors import AbortError
-from worker.ledger import Ledger
+from worker.ledger import Ledger, Status
 from worker.ledger.leases import LeaseKeeper
 from worker.ledger.pgschema import PG_SCHEMA_VERSION, SCHEMA
 from worker.ledger.postgres import LeaseLostError, PgLedger
@@ -241,9 +241,9 @@ async def test_a_takeover_fences_the_old_holders_late_writes_and_settles_from_ex
         assert sent.sent_at is not None and settling.sent_at is not None
         assert settling.sent_at == pytest.approx(float(expired))
         assert settling.sent_at >= sent.sent_at  # counted from the lease's expiry
-        await new.record(7, "y", status="created", run_id=run, appointment_id=5, durable=True)
+        await new.record(7, "y", status=Status.CREATED, run_id=run, appointment_id=5, durable=True)
         # the old holder's late answers: refused, and its pass is told to stop
-        assert await old.record(7, "x", status="created", run_id=run, appointment_id=9,
+        assert await old.record(7, "x", status=Status.CREATED, run_id=run, appointment_id=9,
                                 durable=True) is None  # fmt: skip
         assert old.lease_lost is not None
         await old.mark_not_sent(7, "y", run_id=run, reason="late")

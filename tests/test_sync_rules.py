@@ -9,7 +9,7 @@ from worker.sync import Action, sync_action
 
 
 def entry(status: Status, payload_hash: str | None = "h1") -> Entry:
-    return Entry(tenant=1, source_key="A-1", status=status.value, payload_hash=payload_hash)
+    return Entry(tenant=1, source_key="A-1", status=status, payload_hash=payload_hash)
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@
 Pure: no I/O. A re-run on a fresh export creates only what is new; a row the
 ledger already has created is never sent again (the API has no update
 endpoint), whether or not its values changed since; a row whose outcome is
-unknown waits for its lookup; a failed one is sent again only when asked
+unknown waits for its slot search; a failed one is sent again only when asked
 (`--retry-failed`, same values) or when its values changed.
 """
 

@@ -13,6 +13,7 @@ from click.testing import CliRunner, Result
 
 from tests.support.sandbox_process import Sandbox
 from worker.cli import cli
+from worker.ledger import Status
 from worker.ledger.target import open_ledger
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,7 +96,7 @@ def mark_unknown(ledger: Path | str, keys: list[tuple[int, str]]) -> list[int]:
         async with await open_ledger(ledger) as opened:
             found = await opened.get_many(keys)
             for tenant, key in keys:
-                await opened.record(tenant, key, status="unknown", run_id=1, durable=True)
+                await opened.record(tenant, key, status=Status.UNKNOWN, run_id=1, durable=True)
         return [found[k].appointment_id or 0 for k in keys]
 
     return asyncio.run(mark())

@@ -261,7 +261,7 @@ class ImportRun:
         """
         known = self.config.is_known_tenant
         await rejudge_v1_rows(ledger, self.builder(session).lane, known=known)
-        entries = await ledger.select(statuses=[Status.UNKNOWN.value])
+        entries = await ledger.select(statuses=[Status.UNKNOWN])
         only = self.options.only_tenants
         allowed = [
             e
@@ -448,7 +448,7 @@ async def _send(
     stops = StopSignals(run.request_stop)
     stops.install()
     run.progress = RunProgress.create(enabled=options.progress, source=source)
-    status = "finished"
+    status = RunStatus.FINISHED
     raised: int | None = None
     watch = asyncio.create_task(_stop_when_broken(run, ledger))
     try:
@@ -482,7 +482,7 @@ async def _send(
                         run.reader_done.set()
                     await _wait_lanes(run, options.grace_seconds)
                 except (ConfigError, AbortError) as exc:
-                    status = "aborted"
+                    status = RunStatus.ABORTED
                     raised = exc.exit_code
                     run.request_stop("aborted")
                     await _wait_lanes(run, 0)
@@ -491,7 +491,7 @@ async def _send(
                     # The file stopped making sense mid-read (changed under the reader,
                     # undecodable): not a complete read, so nothing is missing from it.
                     # What was sent gets the grace period to be answered and recorded.
-                    status = "aborted"
+                    status = RunStatus.ABORTED
                     run.request_stop("the input could not be read to its end")
                     await _wait_lanes(run, options.grace_seconds)
                     raise SourceError(
@@ -500,12 +500,14 @@ async def _send(
                     ) from None
         await ledger.flush()
         if run.stopping is not None:
-            status = "interrupted"
+            status = RunStatus.INTERRUPTED
         elif not options.partial:
             await _missing_from_source(run, ledger)
         if any(lane.aborted for lane in run.lanes.values()):
-            status = "aborted"
-        run.worklist_by_tenant = await refresh_worklist(run, ledger, complete=status == "finished")
+            status = RunStatus.ABORTED
+        run.worklist_by_tenant = await refresh_worklist(
+            run, ledger, complete=status == RunStatus.FINISHED
+        )
         run.worklist = sum(run.worklist_by_tenant.values(), Tally())
     finally:
         watch.cancel()
@@ -516,7 +518,7 @@ async def _send(
                 run.run_id,
                 status=status,
                 counts=run_counts(result),
-                source_sha256=source.sha256() if status == "finished" else None,
+                source_sha256=source.sha256() if status == RunStatus.FINISHED else None,
                 exit_code=int(result.exit_code if raised is None else raised),
             )
     return result
@@ -600,7 +602,7 @@ async def _missing_from_source(run: ImportRun, ledger: Ledger) -> None:
         for tenant in tenants:
             found[tenant] = [
                 e
-                async for e in ledger.entries_iter(statuses=[Status.CREATED.value], tenant=tenant)
+                async for e in ledger.entries_iter(statuses=[Status.CREATED], tenant=tenant)
                 if not run.reader.was_read(tenant, e.source_key)
             ]
     elif tenants:

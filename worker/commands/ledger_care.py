@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from functools import partial
 from pathlib import Path
 from typing import cast
@@ -12,6 +11,7 @@ from worker.config import Config, days_of, load_config
 from worker.errors import ConfigError
 from worker.ledger import Ledger, atrest, audit, retention
 from worker.ledger.crypto import configured_key, load_key
+from worker.ledger.sqlconn import SqlConnection
 from worker.ledger.target import LedgerTarget, ledger_target, sqlite_only
 from worker.logs import get_logger
 
@@ -50,7 +50,7 @@ async def rekey(config_path: Path, override: LedgerTarget | None, new_spec: str)
             raise ConfigError(f"ledger {path} is not encrypted: there is no key to rotate")
         fresh = sealer.with_key(new)
 
-        def change(conn: sqlite3.Connection, now: str) -> int:
+        def change(conn: SqlConnection, now: str) -> int:
             done = atrest.reseal(conn, sealer, fresh)
             detail = {"old_key_id": old.key_id, "new_key_id": new.key_id, "values": done}
             audit.record(conn, now, "rekey", detail)

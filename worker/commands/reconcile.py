@@ -22,7 +22,7 @@ from worker.delivery.lanes import policy_from_config
 from worker.delivery.runner import LaneRunner
 from worker.errors import ConfigError
 from worker.exitcodes import ExitCode
-from worker.ledger import Ledger, Status, api_identity
+from worker.ledger import Ledger, RunStatus, Status, api_identity
 from worker.ledger.crypto import configured_key
 from worker.ledger.target import LedgerTarget, describe, is_url, ledger_target, open_ledger
 
@@ -100,7 +100,7 @@ async def run_reconcile(options: ReconcileOptions) -> ReconcileResult:
         busy = {
             e.tenant
             for e in await ledger.select(
-                statuses=[Status.UNKNOWN.value, Status.IN_FLIGHT.value], tenant=options.tenant
+                statuses=[Status.UNKNOWN, Status.IN_FLIGHT], tenant=options.tenant
             )
             if config.is_known_tenant(e.tenant)
         }
@@ -129,7 +129,7 @@ async def _reconcile(
     await ledger.mark_stale_in_flight_unknown()
     entries = [
         e
-        for e in await ledger.select(statuses=[Status.UNKNOWN.value], tenant=options.tenant)
+        for e in await ledger.select(statuses=[Status.UNKNOWN], tenant=options.tenant)
         if config.is_known_tenant(e.tenant)
         and e.payload_json
         and e.payload_hash
@@ -145,7 +145,7 @@ async def _reconcile(
     )
     policy = policy_from_config(config, settle_wait=options.settle_wait)
     wait = policy.default_settle_wait if policy.settle_wait is None else policy.settle_wait
-    status = "finished"
+    status = RunStatus.FINISHED
     resolutions: list[Resolution] = []
     try:
         async with http_session(config) as session:
@@ -182,7 +182,7 @@ async def _reconcile(
                 )
             )
     except BaseException:
-        status = "aborted"
+        status = RunStatus.ABORTED
         raise
     finally:
         counts = {v: 0 for v in ("found", "absent", "undecided")}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -22,7 +23,7 @@ from worker.source import RowProblem, SourceRow
 from worker.source.failures import FailureWriter, neutralise
 from worker.worklist import Kind
 
-FAILURE_STATUSES = (Status.FAILED.value, Status.INVALID.value, Status.UNKNOWN.value)
+FAILURE_STATUSES = (Status.FAILED, Status.INVALID, Status.UNKNOWN)
 _FAILURE_EXTRAS = ("status", "error_field", "error_message", "http_status")
 _RENAMED_STATUS = "worker_status"
 _RUN_FIELDS = (
@@ -159,7 +160,7 @@ async def build_report(options: ReportOptions) -> LedgerReport:
                 "changes": e.changes or {},
             }
             async for e in ledger.entries_iter(
-                statuses=[Status.CREATED.value], tenant=options.tenant, run_id=options.run
+                statuses=[Status.CREATED], tenant=options.tenant, run_id=options.run
             )
             if e.changed_diff is not None
         ]
@@ -241,17 +242,44 @@ def _extras_for(columns: list[str]) -> tuple[str, ...]:
     return (status, *_FAILURE_EXTRAS[1:])
 
 
-def _source_item(entry: Entry) -> SourceRow | RowProblem | None:
-    data = entry.source_row_data
-    if data is None:
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    """One row of the failures file: a ledger row that failed (its `Status`), or a row the
+    worklist saw skipped (its finding's `Kind`, `duplicate_key`), which no ledger row holds."""
+
+    what: Status | Kind
+    error_field: str | None
+    error_message: str | None
+    http_status: int | None
+    item: SourceRow | RowProblem | None
+    """The row as its input had it (None: the ledger kept none)."""
+
+    @classmethod
+    def of_entry(cls, entry: Entry) -> _Failure:
+        item = _source_item(
+            entry.source_row, entry.source_file, entry.source_line, entry.error_message
+        )
+        return cls(entry.status, entry.error_field, entry.error_message, entry.http_status, item)
+
+    def added(self) -> tuple[str, str, str, str]:
+        """The values of the added columns (`_FAILURE_EXTRAS`)."""
+        http = "" if self.http_status is None else str(self.http_status)
+        return (self.what.value, self.error_field or "", self.error_message or "", http)
+
+
+def _source_item(
+    source_row: str | None, source_file: str | None, source_line: int | None, message: str | None
+) -> SourceRow | RowProblem | None:
+    data = None if source_row is None else json.loads(source_row)
+    if not isinstance(data, dict):
         return None
-    source = entry.source_file or "-"
-    line = entry.source_line or 0
+    source = source_file or "-"
+    line = source_line or 0
     fields = data.get("fields")
     raw = data.get("raw")
     if isinstance(fields, dict):
         return SourceRow(source, line, fields, raw)
-    return RowProblem(source, line, entry.error_message or "", raw=raw)
+    return RowProblem(source, line, message or "", raw=raw)
 
 
 async def write_failures(
@@ -291,12 +319,12 @@ async def write_failures(
     columns: list[str] = []
     for r in reversed(sources):
         columns.extend(c for c in r.source_columns or [] if c not in columns)
-    items = [(e, _source_item(e)) for e in entries]
-    items += await _duplicate_rows(ledger, tenant=tenant, run=run)
+    failures = [_Failure.of_entry(e) for e in entries]
+    failures += await _duplicate_rows(ledger, tenant=tenant, run=run)
     if fmt == "jsonl":
-        for _, item in items:
-            if isinstance(item, SourceRow):
-                columns.extend(k for k in item.fields if k not in columns)
+        for failure in failures:
+            if isinstance(failure.item, SourceRow):
+                columns.extend(k for k in failure.item.fields if k not in columns)
     extras = _extras_for(columns)
     with FailureWriter(
         path,
@@ -306,40 +334,26 @@ async def write_failures(
         encoding=(latest.source_encoding if latest is not None else None) or "utf-8",
         extra_columns=extras,
     ) as writer:
-        for entry, item in items:
-            if item is None:
-                continue
-            values = (
-                entry.status,
-                entry.error_field or "",
-                entry.error_message or "",
-                "" if entry.http_status is None else str(entry.http_status),
-            )
-            writer.write(item, dict(zip(extras, values, strict=True)))
+        for failure in failures:
+            if failure.item is not None:
+                writer.write(failure.item, dict(zip(extras, failure.added(), strict=True)))
         return writer.count
 
 
-async def _duplicate_rows(
-    ledger: Ledger, *, tenant: int | None, run: int | None
-) -> list[tuple[Entry, SourceRow | RowProblem | None]]:
+async def _duplicate_rows(ledger: Ledger, *, tenant: int | None, run: int | None) -> list[_Failure]:
     """Rows skipped for a duplicate source key (worklist items), as failure rows."""
     found = await worklist.items(ledger, tenant=tenant, kind=Kind.DUPLICATE_KEY, state="all")
-    rows: list[tuple[Entry, SourceRow | RowProblem | None]] = []
-    for item in found:
-        if run is not None and item.last_run_id != run:
-            continue
-        entry = Entry(
-            tenant=item.tenant,
-            source_key=item.source_key,
-            status=Kind.DUPLICATE_KEY.value,
-            error_message=item.reason,
-            source_file=item.source_file,
-            source_line=item.source_line,
-            source_row=item.source_row,
-            seen_run_id=item.last_run_id,
+    return [
+        _Failure(
+            Kind.DUPLICATE_KEY,
+            None,
+            item.reason,
+            None,
+            _source_item(item.source_row, item.source_file, item.source_line, item.reason),
         )
-        rows.append((entry, _source_item(entry)))
-    return rows
+        for item in found
+        if run is None or item.last_run_id == run
+    ]
 
 
 _COUNT_LABELS = {

@@ -168,9 +168,7 @@ def _orphans_json(scan: OrphanScan | None) -> dict[str, Any]:
 
 
 async def _entries(ledger: Ledger, options: VerifyOptions) -> AsyncIterator[Entry]:
-    rows = ledger.entries_iter(
-        statuses=[Status.CREATED.value], tenant=options.tenant, run_id=options.run
-    )
+    rows = ledger.entries_iter(statuses=[Status.CREATED], tenant=options.tenant, run_id=options.run)
     if options.sample is None:
         async for entry in rows:
             yield entry

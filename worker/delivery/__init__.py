@@ -5,7 +5,7 @@ The modules, in the order a row meets them:
 - `lane`: one tenant's pacing, concurrency and stop state (`TenantLane`);
 - `identity`: rows sharing customer, doctor, instant and treatments go one at a time;
 - `retry`: the tenacity policy for outcomes that prove nothing was processed;
-- `lookup`: finding the appointments at a row's slot (calendar, or the paginated list);
+- `slot_search`: finding the appointments at a row's slot (calendar, or the paginated list);
 - `decide`: the pure rules that say claim, absent, wait or unknown;
 - `row`: one row's state machine (adopt, send, look up, settle, record);
 - `lanes`: building a tenant's client and lane over one HTTP session.

@@ -29,7 +29,7 @@ from functools import partial
 
 from worker.api.client import CalendarResult, FlextellClient, Outcome
 from worker.delivery.lane import LaneStopped
-from worker.delivery.lookup import Pacer, payload_of
+from worker.delivery.slot_search import Pacer, payload_of
 
 PER_PAGE = 100
 MAX_PAGES = 200

@@ -1,4 +1,4 @@
-"""The rules that turn a lookup into a verdict for one row: pure, no I/O.
+"""The rules that turn a slot search into a verdict for one row: pure, no I/O.
 
 Inputs: the row (its payload and send times), every ledger row of its identity
 group, the appointments found at the slot, and which of them the ledger already
@@ -25,7 +25,7 @@ gives to some row. The rules, in order:
    commit could still add a second one), and then rule 4 counts again. Several
    open rows with one payload claim only when all have settled.
 
-`now` is the moment the lookup's snapshot was taken (the calendar request), not
+`now` is the moment the slot search's snapshot was taken (the calendar request), not
 when the rules run: GETs after it do not make it any younger.
 """
 
@@ -52,7 +52,7 @@ class Verdict(StrEnum):
     ABSENT = "absent"
     WAIT = "wait"
     UNKNOWN = "unknown"
-    UNDECIDED = "undecided"  # the lookup itself failed
+    UNDECIDED = "undecided"  # the slot search itself failed
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ After a lost answer the only way to learn whether a POST landed is to look at th
 appointments at that slot. Two rows of one slot in flight together (a cancelled
 booking and its re-booking, two sessions in two rooms) could each see the other's
 appointment. So a lane lets one row of a group be open at a time: from its durable
-intent until its outcome is recorded (lookups and settling included). Rows of a
+intent until its outcome is recorded (slot searches and settling included). Rows of a
 busy group wait here, and the row that closes the group hands the next one on, so
 no worker ever blocks on a group and other rows keep flowing.
 """

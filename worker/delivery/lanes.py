@@ -116,8 +116,8 @@ def policy_from_config(config: Config, *, settle_wait: float | None = None) -> R
 class AuthGuard:
     """A pacer over a lane that stops the lane on the first 401/403.
 
-    A lane stops itself on an auth failure only while delivering; lookups and
-    verification GETs go through here so that a refused token ends the
+    A lane stops itself on an auth failure only while delivering; slot searches
+    and verification GETs go through here so that a refused token ends the
     tenant's work at once instead of failing every remaining row the same way.
     """
 

@@ -4,7 +4,7 @@ Schema 1 claimed a lost answer's appointment by identity alone, so a row may hol
 a sibling's appointment of another status. On the first run after the upgrade,
 each created schema-1 row whose identity group has more than one row is compared
 with the appointment it holds; when they differ the row becomes `unknown` with the
-difference and lets the appointment go (the lookups of that run judge it again).
+difference and lets the appointment go (the slot searches of that run judge it again).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from functools import partial
 from worker.api.client import Outcome, Result
 from worker.compare import MATCH_FIELDS, compare, public_value
 from worker.delivery.lane import LaneStopped, TenantLane
-from worker.delivery.lookup import payload_of
+from worker.delivery.slot_search import payload_of
 from worker.ledger import Ledger
 from worker.ledger.judging import mark_v1_mismatch, mark_v1_rejudged, v1_rows_to_rejudge
 from worker.logs import get_logger

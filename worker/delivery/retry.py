@@ -2,7 +2,7 @@
 
 Only a RETRY outcome (connection refused or timed out before sending, 408, 429,
 503) is retried here; an outcome that may have landed is never resent without a
-lookup (see `row`). Built on tenacity's AsyncRetrying with its own stop, wait and
+slot search (see `row`). Built on tenacity's AsyncRetrying with its own stop, wait and
 retry strategies; the server's Retry-After is a custom wait.
 """
 
@@ -28,11 +28,12 @@ class RetryPolicy:
     max_attempts: int = 6
     max_backoff: float = 60.0
     backoff_multiplier: float = 0.25
-    lookup_delay: float = 1.0
-    """Seconds before the first lookup after a lost answer (a request may still run)."""
+    search_delay: float = 1.0
+    """Seconds before the first search after a lost answer (a request may still run): the
+    slot search of a row, or the search for a customer whose creation's answer was lost."""
     max_resends: int = 4
     settle_seconds: float = 90.0
-    """An empty lookup proves absence only this long after the attempt was sent."""
+    """An empty slot search proves absence only this long after the attempt was sent."""
     absent_horizon: float = 900.0
     """...and only until this long after it: later, staff may have moved or deleted it."""
     outage_budget: float = 300.0

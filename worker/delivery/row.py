@@ -5,7 +5,7 @@ The rules a row follows:
   and is about to leave, never earlier: a crash cannot make an unsent row look as
   if it might have landed;
 - only outcomes that prove nothing was processed are retried directly (`retry`);
-- an outcome that may have landed is looked up (`lookup`) and judged (`decide`):
+- an outcome that may have landed is looked up (`slot_search`) and judged (`decide`):
   claimed one to one, resent only when surely absent, left `unknown` otherwise;
 - a verdict that needs time (a late commit may still show) returns `Settling`,
   and the caller looks again later while other rows flow.
@@ -29,8 +29,8 @@ from worker.delivery.calendar import CalendarWindows, instant_of
 from worker.delivery.clockcheck import clock_mark, effective_sent_at
 from worker.delivery.decide import Decision, Verdict, decide
 from worker.delivery.lane import LaneStopped, TenantLane
-from worker.delivery.lookup import Lookup, payload_of
 from worker.delivery.retry import retrying
+from worker.delivery.slot_search import SlotSearch, payload_of
 from worker.ledger import Entry, Ledger, Origin, Status
 from worker.ledger.judging import sent_payloads_at
 from worker.logs import get_logger
@@ -49,7 +49,7 @@ class Step(StrEnum):
     for an appointment to adopt before it is ever sent."""
 
     SEND = "send"
-    LOOKUP = "lookup"
+    SEARCH = "search"
     ADOPT = "adopt"
 
 
@@ -127,9 +127,9 @@ class RowDelivery:
         self.calendar: CalendarWindows | None = (
             CalendarWindows(lane.client, lane, lane.id, wall=self.wall) if adopt else None
         )
-        self.adopting: Lookup | None = (
-            Lookup(lane.client, lane, lane.id, cache_days=True, windows=self.calendar,
-                   sleep=self.sleep, now=self.wall) if adopt else None
+        self.adopting: SlotSearch | None = (
+            SlotSearch(lane.client, lane, lane.id, cache_days=True, windows=self.calendar,
+                       sleep=self.sleep, now=self.wall) if adopt else None
         )  # fmt: skip
         self._maybe_sent: set[str] = set()
         self._refused: set[str] = set()
@@ -164,7 +164,7 @@ class RowDelivery:
 
     async def _run(self, job: Job) -> Status | Settling:
         if job.resume:
-            step = Step.LOOKUP
+            step = Step.SEARCH
             self._maybe_sent.add(job.source_key)
         elif self.adopting is not None:
             step = Step.ADOPT
@@ -182,8 +182,8 @@ class RowDelivery:
                 if done is not None:
                     return done
                 cause = f"{result.error_message}"
-                await self.sleep(self.policy.lookup_delay)
-                step = Step.LOOKUP
+                await self.sleep(self.policy.search_delay)
+                step = Step.SEARCH
                 continue
             decision = await self._decide(job, step)
             verdict = decision.verdict
@@ -196,14 +196,15 @@ class RowDelivery:
                 self.stats.reconciled_absent += 1
                 if not self.send:
                     await self._record(job, Status.PENDING, error_code="absent",
-                                       error_message="looked up: not in Flextell; the next "
+                                       error_message="slot search: not in Flextell; the next "
                                        "import sends it", durable=True)  # fmt: skip
                     self._maybe_sent.discard(job.source_key)
                     return Status.PENDING
                 if resends < self.policy.max_resends:
                     resends += 1
-                    log.info("resending after a settled lookup found nothing", tenant=job.tenant,
-                             line=job.line, source_key=job.source_key)  # fmt: skip
+                    log.info("resending after a settled slot search found nothing",
+                             tenant=job.tenant, line=job.line,
+                             source_key=job.source_key)  # fmt: skip
                     step = Step.SEND
                     continue
                 return await self._unknown(job, f"{cause}; absent after {resends} resends")
@@ -213,7 +214,7 @@ class RowDelivery:
                 return Settling(at, decision.reason or "settling")
             if step is Step.ADOPT:  # the lookup failed: sending might duplicate what exists
                 return await self._not_sent(job, f"not sent: {decision.reason}")
-            return await self._unknown(job, f"{cause}; lookup: {decision.reason}")
+            return await self._unknown(job, f"{cause}; slot search: {decision.reason}")
 
     async def give_up(self, job: Job, reason: str) -> None:
         """Record a settling row as unknown: the run ends before it settled."""
@@ -304,22 +305,22 @@ class RowDelivery:
     async def _decide(self, job: Job, step: Step) -> Decision:
         # Windows read before the run answer only rows never sent: a row that may have
         # landed needs what Flextell holds now.
-        lookup = self.adopting if step is Step.ADOPT and not job.sent_before else None
-        if lookup is not None and self.calendar is not None:
+        search = self.adopting if step is Step.ADOPT and not job.sent_before else None
+        if search is not None and self.calendar is not None:
             instant = job.instant
             if instant is not None and await self.calendar.holds(instant) is False:
                 # Rule 2 with an empty slot, straight from the month read: most rows of a
                 # first import end here, with no lookup and no ledger read.
                 return Decision(Verdict.ABSENT)
-        if lookup is None:
-            lookup = Lookup(self.lane.client, self.lane, self.lane.id, sleep=self.sleep,
-                            now=self.wall)  # fmt: skip
+        if search is None:
+            search = SlotSearch(self.lane.client, self.lane, self.lane.id, sleep=self.sleep,
+                                now=self.wall)  # fmt: skip
         # A sent row's own appointment may have been edited by staff: look at every
         # appointment of its customer at its instant, not only those still alike.
         wide = step is not Step.ADOPT or job.sent_before
         try:
             payload = payload_of(job.payload_json)
-            found = await lookup.candidates(
+            found = await search.candidates(
                 payload, wide=wide, skip=partial(self._owned_by_others, job)
             )
             if found.error is not None:
@@ -338,7 +339,7 @@ class RowDelivery:
         except LaneStopped as exc:
             return Decision(Verdict.UNDECIDED, reason=f"tenant stopped: {exc}")
         except (ValueError, OverflowError) as exc:
-            return Decision(Verdict.UNDECIDED, reason=f"lookup impossible: {exc}")
+            return Decision(Verdict.UNDECIDED, reason=f"slot search impossible: {exc}")
         return decide(
             row,
             payload,
@@ -447,7 +448,7 @@ class RowDelivery:
         return await self.ledger.record(
             job.tenant,
             job.source_key,
-            status=status.value,
+            status=status,
             run_id=self.run_id,
             appointment_id=appointment_id,
             appointment_code=appointment_code,

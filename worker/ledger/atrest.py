@@ -8,13 +8,13 @@ values), an encrypted one is refused without its key except for counting.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from worker.errors import ConfigError
 from worker.ledger import meta
 from worker.ledger.crypto import SEALED_PREFIX, LedgerKey, Sealer, new_hash_key
+from worker.ledger.sqlconn import SqlConnection
 
 ALGORITHM_KEY = "encryption"
 KEY_ID_KEY = "encryption_key_id"
@@ -38,13 +38,13 @@ SEALED_COLUMNS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
 )
 
 
-def key_id(conn: sqlite3.Connection) -> str | None:
+def key_id(conn: SqlConnection) -> str | None:
     """The id of the key the ledger is encrypted with, or None (not encrypted)."""
     return meta.get(conn, KEY_ID_KEY)
 
 
 def bind(
-    conn: sqlite3.Connection,
+    conn: SqlConnection,
     path: Path | str,
     key: LedgerKey | None,
     *,
@@ -92,7 +92,7 @@ def bind(
     return open_with(conn, path, key, stored)
 
 
-def open_with(conn: sqlite3.Connection, path: Path | str, key: LedgerKey, stored: str) -> Sealer:
+def open_with(conn: SqlConnection, path: Path | str, key: LedgerKey, stored: str) -> Sealer:
     """The sealer of an encrypted ledger under `key`; ConfigError if it is another key."""
     if key.key_id != stored:
         raise ConfigError(
@@ -114,13 +114,13 @@ def missing_key(path: Path | str, stored: str, what: str) -> str:
     )
 
 
-def write_key(conn: sqlite3.Connection, sealer: Sealer) -> None:
+def write_key(conn: SqlConnection, sealer: Sealer) -> None:
     """Record the sealer's key id and its sealed hash key."""
     meta.put(conn, KEY_ID_KEY, sealer.key.key_id)
     meta.put(conn, HASH_KEY_KEY, sealer.sealed_hash_key())
 
 
-def reseal(conn: sqlite3.Connection, old: Sealer, new: Sealer) -> int:
+def reseal(conn: SqlConnection, old: Sealer, new: Sealer) -> int:
     """Re-seal every patient value from `old` to `new` and record the new key; values changed."""
 
     def change(value: str | None) -> str | None:
@@ -134,7 +134,7 @@ def reseal(conn: sqlite3.Connection, old: Sealer, new: Sealer) -> int:
     return changed
 
 
-def _each_sealed(conn: sqlite3.Connection, change: Callable[[str | None], str | None]) -> int:
+def _each_sealed(conn: SqlConnection, change: Callable[[str | None], str | None]) -> int:
     changed = 0
     for table, pk, columns in SEALED_COLUMNS:
         cols = ", ".join(columns)
@@ -151,7 +151,7 @@ def _each_sealed(conn: sqlite3.Connection, change: Callable[[str | None], str | 
     return changed
 
 
-def _holds_rows(conn: sqlite3.Connection) -> bool:
+def _holds_rows(conn: SqlConnection) -> bool:
     for table in ("entries", "refs", "ref_creations"):
         if conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None:
             return True

@@ -9,8 +9,9 @@ import getpass
 import json
 import os
 import socket
-import sqlite3
 from typing import Any
+
+from worker.ledger.sqlconn import SqlConnection
 
 
 def who() -> str:
@@ -22,7 +23,7 @@ def who() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def record(conn: sqlite3.Connection, now: str, action: str, detail: dict[str, Any]) -> None:
+def record(conn: SqlConnection, now: str, action: str, detail: dict[str, Any]) -> None:
     """Note an action (in the caller's transaction)."""
     conn.execute(
         "INSERT INTO audit (at, action, who, detail) VALUES (?, ?, ?, ?)",
@@ -30,7 +31,7 @@ def record(conn: sqlite3.Connection, now: str, action: str, detail: dict[str, An
     )
 
 
-def rows(conn: sqlite3.Connection, now: str) -> list[dict[str, Any]]:
+def rows(conn: SqlConnection, now: str) -> list[dict[str, Any]]:
     """Every recorded action, oldest first (none on a ledger without the table)."""
     del now
     exists = conn.execute(

@@ -11,18 +11,16 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 
 from worker.ledger import meta
-from worker.ledger.model import ENTRY_COLUMNS, Entry
+from worker.ledger.model import ENTRY_COLUMNS, Entry, entry_of
+from worker.ledger.sqlconn import SqlConnection
 
 V1_REJUDGED = "v1_rejudged"
 """meta key: every schema-1 row sharing an identity group was compared (issue 18)."""
 
 
-def sent_payloads_at(
-    conn: sqlite3.Connection, now: str, tenant: int, scheduled_at: str
-) -> list[str]:
+def sent_payloads_at(conn: SqlConnection, now: str, tenant: int, scheduled_at: str) -> list[str]:
     """payload_json of the tenant's rows sent at least once for this instant (as the
     payload's JSON writes it), whatever their status: one that claimed its appointment
     a moment ago still explains that appointment."""
@@ -35,7 +33,7 @@ def sent_payloads_at(
     return [str(r[0]) for r in rows]
 
 
-def v1_rows_to_rejudge(conn: sqlite3.Connection, now: str) -> list[Entry]:
+def v1_rows_to_rejudge(conn: SqlConnection, now: str) -> list[Entry]:
     """Created rows written under schema 1 whose identity group has more than one row
     (none once the re-judging finished)."""
     if meta.get(conn, V1_REJUDGED) is not None:
@@ -48,11 +46,11 @@ def v1_rows_to_rejudge(conn: sqlite3.Connection, now: str) -> list[Entry]:
         " AND g.identity = e.identity) > 1"
         " ORDER BY e.tenant, e.source_line"
     ).fetchall()
-    return [Entry(**dict(zip(ENTRY_COLUMNS, row, strict=True))) for row in rows]
+    return [entry_of(row) for row in rows]
 
 
 def mark_v1_mismatch(
-    conn: sqlite3.Connection, now: str, tenant: int, source_key: str, appointment_id: int,
+    conn: SqlConnection, now: str, tenant: int, source_key: str, appointment_id: int,
     reason: str,
 ) -> None:  # fmt: skip
     """The row does not equal the appointment it holds: `unknown`, the appointment
@@ -67,6 +65,6 @@ def mark_v1_mismatch(
     )
 
 
-def mark_v1_rejudged(conn: sqlite3.Connection, now: str) -> None:
+def mark_v1_rejudged(conn: SqlConnection, now: str) -> None:
     """Every schema-1 row was compared: later runs skip the check."""
     meta.put(conn, V1_REJUDGED, now)

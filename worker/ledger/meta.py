@@ -20,19 +20,20 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from worker.errors import AbortError
+from worker.ledger.sqlconn import SqlConnection
 
 OPEN_MARK = "open_by"
 API_KEY = "api"
 TENANTS_KEY = "tenants"
 
 
-def get(conn: sqlite3.Connection, key: str) -> str | None:
+def get(conn: SqlConnection, key: str) -> str | None:
     """The value of a meta key, or None."""
     row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
     return None if row is None else str(row[0])
 
 
-def put(conn: sqlite3.Connection, key: str, value: str | None) -> None:
+def put(conn: SqlConnection, key: str, value: str | None) -> None:
     """Set (or, with None, delete) a meta key."""
     if value is None:
         conn.execute("DELETE FROM meta WHERE key = ?", (key,))
@@ -154,13 +155,13 @@ def describe_tenants(value: str) -> str:
     return "tenants " + ", ".join(map(str, tenants)) if tenants else "any tenant"
 
 
-def read_identity(conn: sqlite3.Connection, now: str) -> tuple[str | None, str | None]:
+def read_identity(conn: SqlConnection, now: str) -> tuple[str | None, str | None]:
     """The API and tenant set the ledger was bound to (None before its first import)."""
     del now
     return get(conn, API_KEY), get(conn, TENANTS_KEY)
 
 
-def has_deliveries(conn: sqlite3.Connection, now: str) -> bool:
+def has_deliveries(conn: SqlConnection, now: str) -> bool:
     """Whether any row was (or may have been) delivered: what a wrong identity would risk."""
     del now
     row = conn.execute(
@@ -169,7 +170,7 @@ def has_deliveries(conn: sqlite3.Connection, now: str) -> bool:
     return row is not None
 
 
-def write_identity(conn: sqlite3.Connection, now: str, api: str, tenants: str) -> None:
+def write_identity(conn: SqlConnection, now: str, api: str, tenants: str) -> None:
     """Bind the ledger to an API and a tenant set."""
     put(conn, API_KEY, api)
     put(conn, TENANTS_KEY, tenants)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any, cast
+
+from worker.errors import AbortError
 
 
 class Status(StrEnum):
@@ -36,7 +38,7 @@ class Entry:
 
     tenant: int
     source_key: str
-    status: str
+    status: Status
     payload_hash: str | None = None
     payload_json: str | None = None
     appointment_id: int | None = None
@@ -63,7 +65,7 @@ class Entry:
     first_sent_at: float | None = None
     """Unix time of the first POST attempt: appointments created before it are not ours."""
     origin: str | None = None
-    """How the appointment id was learnt: posted (201), found (lookup), adopted (existed)."""
+    """How the appointment id was learnt: posted (201), found (slot search), adopted (existed)."""
 
     @property
     def key(self) -> tuple[int, str]:
@@ -87,6 +89,40 @@ class Entry:
 
 
 ENTRY_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Entry))
+_STATUSES = {s.value: s for s in Status}
+_RUN_STATUSES = {s.value: s for s in RunStatus}
+
+
+class UnknownStatusError(AbortError):
+    """A ledger row holds a status this worker does not know (edited by hand, or a newer
+    worker's): refused with its key rather than guessed."""
+
+
+def entry_of(row: Sequence[Any]) -> Entry:
+    """The Entry of a row read in `ENTRY_COLUMNS` order, its status a `Status`."""
+    entry = Entry(*row)
+    status = _STATUSES.get(entry.status)
+    if status is None:
+        known = ", ".join(_STATUSES)
+        raise UnknownStatusError(
+            f"ledger row of tenant {entry.tenant}, source key {entry.source_key!r}: status "
+            f"{entry.status!r} is not one this worker knows ({known}); was the ledger edited "
+            "by hand, or written by a newer worker?"
+        )
+    entry.status = status
+    return entry
+
+
+def run_status(run_id: int, value: str) -> RunStatus:
+    """A run's status as read from the ledger (UnknownStatusError for one not known)."""
+    status = _RUN_STATUSES.get(value)
+    if status is None:
+        known = ", ".join(_RUN_STATUSES)
+        raise UnknownStatusError(
+            f"ledger run {run_id}: status {value!r} is not one this worker knows ({known}); "
+            "was the ledger edited by hand, or written by a newer worker?"
+        )
+    return status
 
 
 @dataclass(slots=True)
@@ -104,7 +140,7 @@ class Run:
     config_path: str | None
     started_at: str
     finished_at: str | None
-    status: str
+    status: RunStatus
     counts: dict[str, int]
     partial: bool = False
     """The file was not a full export (`--partial`): nothing is missing from it."""
@@ -128,7 +164,7 @@ class SeenRow:
     source_line: int | None
     source_row: str | Mapping[str, Any] | None
     run_id: int
-    status: str = Status.PENDING
+    status: Status = Status.PENDING
     error_code: str | None = None
     error_message: str | None = None
     error_field: str | None = None

@@ -13,7 +13,18 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from worker.ledger.crypto import Sealer
-from worker.ledger.model import ENTRY_COLUMNS, RUN_COLUMNS, Entry, Run, SeenRow, Status
+from worker.ledger.model import (
+    ENTRY_COLUMNS,
+    RUN_COLUMNS,
+    Entry,
+    Run,
+    RunStatus,
+    SeenRow,
+    Status,
+    entry_of,
+    run_status,
+)
+from worker.ledger.sqlconn import SqlConnection
 
 _COLS = ", ".join(ENTRY_COLUMNS)
 _SELECT = f"SELECT {_COLS} FROM entries"
@@ -28,7 +39,7 @@ class UnknownKeyError(KeyError):
 # --- runs ---
 
 
-def start_run(conn: sqlite3.Connection, now: str, fields: Mapping[str, Any]) -> int:
+def start_run(conn: SqlConnection, now: str, fields: Mapping[str, Any]) -> int:
     """Insert a `running` run; its id."""
     columns = [*fields, "started_at", "status", "counts"]
     values = [*fields.values(), now, "running", "{}"]
@@ -40,10 +51,10 @@ def start_run(conn: sqlite3.Connection, now: str, fields: Mapping[str, Any]) -> 
 
 
 def finish_run(
-    conn: sqlite3.Connection,
+    conn: SqlConnection,
     now: str,
     run_id: int,
-    status: str,
+    status: RunStatus,
     counts: Mapping[str, int],
     sha256: str | None = None,
     exit_code: int | None = None,
@@ -59,13 +70,13 @@ def finish_run(
         raise KeyError(f"no run {run_id} in the ledger")
 
 
-def crash_running_runs(conn: sqlite3.Connection, now: str) -> int:
+def crash_running_runs(conn: SqlConnection, now: str) -> int:
     """Runs left `running` by a dead process become `crashed`; how many."""
     del now  # a crashed run's end time is unknown
     return conn.execute("UPDATE runs SET status = 'crashed' WHERE status = 'running'").rowcount
 
 
-def runs(conn: sqlite3.Connection, now: str, run_id: int | None) -> list[Run]:
+def runs(conn: SqlConnection, now: str, run_id: int | None) -> list[Run]:
     """Runs, oldest first (or the one asked for)."""
     del now
     sql = f"SELECT {', '.join(RUN_COLUMNS)} FROM runs"
@@ -77,6 +88,7 @@ def runs(conn: sqlite3.Connection, now: str, run_id: int | None) -> list[Run]:
     for row in conn.execute(sql + " ORDER BY id", params):
         values = list(row)
         values[5] = json.loads(values[5]) if values[5] is not None else None
+        values[11] = run_status(values[0], values[11])
         values[12] = json.loads(values[12] or "{}")
         values[13] = bool(values[13])  # partial
         result.append(Run(*values))
@@ -87,7 +99,7 @@ def runs(conn: sqlite3.Connection, now: str, run_id: int | None) -> list[Run]:
 
 
 def get_many(
-    conn: sqlite3.Connection, now: str, keys: Sequence[tuple[int, str]]
+    conn: SqlConnection, now: str, keys: Sequence[tuple[int, str]]
 ) -> dict[tuple[int, str], Entry]:
     """The entries of those keys that exist."""
     del now
@@ -98,15 +110,15 @@ def get_many(
         params = [part for key in chunk for part in key]
         sql = f"{_SELECT} WHERE (tenant, source_key) IN (VALUES {values})"
         for row in conn.execute(sql, params):
-            entry = Entry(*row)
+            entry = entry_of(row)
             found[entry.key] = entry
     return found
 
 
 def select(
-    conn: sqlite3.Connection,
+    conn: SqlConnection,
     now: str,
-    statuses: Sequence[str] | None,
+    statuses: Sequence[Status] | None,
     tenant: int | None,
     run_id: int | None,
     limit: int | None,
@@ -118,15 +130,15 @@ def select(
     if limit is not None:
         sql += " LIMIT ?"
         params.append(limit)
-    return [Entry(*row) for row in conn.execute(sql, params)]
+    return [entry_of(row) for row in conn.execute(sql, params)]
 
 
 def page(
-    conn: sqlite3.Connection,
+    conn: SqlConnection,
     now: str,
     after_rowid: int,
     size: int,
-    statuses: Sequence[str] | None,
+    statuses: Sequence[Status] | None,
     tenant: int | None,
     run_id: int | None,
 ) -> tuple[int, list[Entry]]:
@@ -137,11 +149,11 @@ def page(
     sql = f"SELECT rowid, {_COLS} FROM entries{where} ORDER BY rowid LIMIT ?"
     rows = conn.execute(sql, [*params, after_rowid, size]).fetchall()
     last = int(rows[-1][0]) if rows else after_rowid
-    return last, [Entry(*row[1:]) for row in rows]
+    return last, [entry_of(row[1:]) for row in rows]
 
 
 def pending_batch(
-    conn: sqlite3.Connection, now: str, tenant: int, run_id: int, after_line: int, limit: int
+    conn: SqlConnection, now: str, tenant: int, run_id: int, after_line: int, limit: int
 ) -> list[Entry]:
     """A tenant's pending rows seen in this run, after a source line, in line order."""
     del now
@@ -149,10 +161,10 @@ def pending_batch(
         f"{_SELECT} WHERE status = 'pending' AND tenant = ? AND source_line > ?"
         " AND seen_run_id = ? ORDER BY source_line LIMIT ?"
     )
-    return [Entry(*row) for row in conn.execute(sql, (tenant, after_line, run_id, limit))]
+    return [entry_of(row) for row in conn.execute(sql, (tenant, after_line, run_id, limit))]
 
 
-def count_by_status(conn: sqlite3.Connection, now: str, tenant: int | None) -> dict[str, int]:
+def count_by_status(conn: SqlConnection, now: str, tenant: int | None) -> dict[str, int]:
     """How many entries have each status (statuses with none are left out)."""
     del now
     where, params = _filters(None, tenant, None)
@@ -161,7 +173,7 @@ def count_by_status(conn: sqlite3.Connection, now: str, tenant: int | None) -> d
 
 
 def missing_from_source(
-    conn: sqlite3.Connection, now: str, run_id: int, tenants: Sequence[int]
+    conn: SqlConnection, now: str, run_id: int, tenants: Sequence[int]
 ) -> list[Entry]:
     """Created entries of these tenants that the run's source did not contain."""
     del now
@@ -172,11 +184,11 @@ def missing_from_source(
         f"{_SELECT} WHERE status = 'created' AND tenant IN ({marks})"
         " AND (seen_run_id IS NULL OR seen_run_id != ?) ORDER BY tenant, source_key"
     )
-    return [Entry(*row) for row in conn.execute(sql, [*tenants, run_id])]
+    return [entry_of(row) for row in conn.execute(sql, [*tenants, run_id])]
 
 
 def _filters(
-    statuses: Sequence[str] | None, tenant: int | None, run_id: int | None
+    statuses: Sequence[Status] | None, tenant: int | None, run_id: int | None
 ) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
@@ -226,7 +238,7 @@ _RESET_ATTEMPTS = _RESET.format(attempts="0", sent=", sent_at = NULL, first_sent
 
 
 def upsert_seen(
-    conn: sqlite3.Connection, now: str, items: Sequence[SeenRow], sealer: Sealer | None = None
+    conn: SqlConnection, now: str, items: Sequence[SeenRow], sealer: Sealer | None = None
 ) -> None:
     """Record that this run's source holds these rows (rules in Ledger.upsert_seen).
 
@@ -308,7 +320,7 @@ def _codec(
 
 
 def mark_in_flight(
-    conn: sqlite3.Connection,
+    conn: SqlConnection,
     now: str,
     tenant: int,
     source_key: str,
@@ -346,11 +358,11 @@ _RECORD_OTHER = _RECORD.format(extra="")
 
 
 def record(
-    conn: sqlite3.Connection,
+    conn: SqlConnection,
     now: str,
     tenant: int,
     source_key: str,
-    status: str,
+    status: Status,
     run_id: int,
     appointment_id: int | None,
     appointment_code: str | None,
@@ -360,7 +372,7 @@ def record(
     error_field: str | None,
     origin: str | None = None,
 ) -> str | None:
-    """The outcome of a row's POST (or of its lookup).
+    """The outcome of a row's POST (or of its slot search).
 
     A `created` outcome is a claim: the UNIQUE index on (tenant, appointment_id)
     lets one row own an appointment. When another row owns it already the row
@@ -399,14 +411,14 @@ def record(
     return None
 
 
-def _exists(conn: sqlite3.Connection, tenant: int, source_key: str) -> bool:
+def _exists(conn: SqlConnection, tenant: int, source_key: str) -> bool:
     row = conn.execute(
         "SELECT 1 FROM entries WHERE tenant = ? AND source_key = ?", (tenant, source_key)
     ).fetchone()
     return row is not None
 
 
-def _owner(conn: sqlite3.Connection, tenant: int, appointment_id: int) -> str | None:
+def _owner(conn: SqlConnection, tenant: int, appointment_id: int) -> str | None:
     row = conn.execute(
         "SELECT source_key FROM entries WHERE tenant = ? AND appointment_id = ?",
         (tenant, appointment_id),
@@ -415,7 +427,7 @@ def _owner(conn: sqlite3.Connection, tenant: int, appointment_id: int) -> str | 
 
 
 def mark_not_sent(
-    conn: sqlite3.Connection, now: str, tenant: int, source_key: str, run_id: int, reason: str
+    conn: SqlConnection, now: str, tenant: int, source_key: str, run_id: int, reason: str
 ) -> None:
     """Nothing was sent this time: a row refused before (4xx) stays failed with its reason;
     any other row goes back to pending, its last real error kept when it has one. A
@@ -432,7 +444,7 @@ def mark_not_sent(
     )
 
 
-def requeue(conn: sqlite3.Connection, now: str, tenant: int, source_key: str, run_id: int) -> None:
+def requeue(conn: SqlConnection, now: str, tenant: int, source_key: str, run_id: int) -> None:
     """A failed row to send again (--retry-failed): pending, its last error kept until
     a new outcome replaces it."""
     conn.execute(
@@ -442,7 +454,7 @@ def requeue(conn: sqlite3.Connection, now: str, tenant: int, source_key: str, ru
     )
 
 
-def sent_clock(conn: sqlite3.Connection, now: str, tenant: int, source_key: str) -> str | None:
+def sent_clock(conn: SqlConnection, now: str, tenant: int, source_key: str) -> str | None:
     """The clock mark recorded with the row's latest send time (SQLite ledgers)."""
     row = conn.execute(
         "SELECT sent_clock FROM entries WHERE tenant = ? AND source_key = ?", (tenant, source_key)
@@ -450,14 +462,14 @@ def sent_clock(conn: sqlite3.Connection, now: str, tenant: int, source_key: str)
     return None if row is None or row[0] is None else str(row[0])
 
 
-def group(conn: sqlite3.Connection, now: str, tenant: int, identity: str) -> list[Entry]:
+def group(conn: SqlConnection, now: str, tenant: int, identity: str) -> list[Entry]:
     """Every row of the tenant whose payload has this identity."""
     del now
     sql = f"{_SELECT} WHERE tenant = ? AND identity = ? ORDER BY source_line, source_key"
-    return [Entry(*row) for row in conn.execute(sql, (tenant, identity))]
+    return [entry_of(row) for row in conn.execute(sql, (tenant, identity))]
 
 
-def owners(conn: sqlite3.Connection, now: str, tenant: int, ids: Sequence[int]) -> dict[int, str]:
+def owners(conn: SqlConnection, now: str, tenant: int, ids: Sequence[int]) -> dict[int, str]:
     """appointment id -> the source key of the row that owns it, for those owned."""
     del now
     found: dict[int, str] = {}
@@ -471,20 +483,20 @@ def owners(conn: sqlite3.Connection, now: str, tenant: int, ids: Sequence[int]) 
     return found
 
 
-def has_created(conn: sqlite3.Connection, now: str, tenant: int) -> bool:
+def has_created(conn: SqlConnection, now: str, tenant: int) -> bool:
     """Whether any row of the tenant holds an appointment."""
     del now
     sql = "SELECT 1 FROM entries WHERE tenant = ? AND appointment_id IS NOT NULL LIMIT 1"
     return conn.execute(sql, (tenant,)).fetchone() is not None
 
 
-def count_all(conn: sqlite3.Connection, now: str) -> int:
+def count_all(conn: SqlConnection, now: str) -> int:
     """How many rows the ledger holds."""
     del now
     return int(conn.execute("SELECT count(*) FROM entries").fetchone()[0])
 
 
-def stale_in_flight_to_unknown(conn: sqlite3.Connection, now: str) -> int:
+def stale_in_flight_to_unknown(conn: SqlConnection, now: str) -> int:
     """Rows left in_flight by a dead run may have landed: they become unknown."""
     return conn.execute(
         "UPDATE entries SET status = 'unknown', updated_at = ? WHERE status = 'in_flight'", (now,)

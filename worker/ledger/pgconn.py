@@ -1,4 +1,4 @@
-"""A psycopg connection seen through the sqlite3 calls the ledger's SQL uses.
+"""A psycopg connection with the calls the ledger's SQL uses (`sqlconn.SqlConnection`).
 
 worker.ledger.ops and worker.ledger.meta are written in the SQL that SQLite and
 PostgreSQL share (``?`` placeholders aside), so the PostgreSQL backend runs the

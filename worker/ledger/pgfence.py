@@ -24,6 +24,7 @@ from typing import Any
 
 from worker.errors import AbortError
 from worker.ledger import ops
+from worker.ledger.sqlconn import SqlConnection
 from worker.ledger.writer import OpFn
 from worker.logs import get_logger
 
@@ -65,7 +66,13 @@ WHERE tenant = ? AND source_key = ? AND coalesce(fence_epoch, 0) <= held.epoch
 
 
 def in_flight(
-    conn: Any, now: str, tenant: int, source_key: str, run_id: int, holder: str, epoch: int | None
+    conn: SqlConnection,
+    now: str,
+    tenant: int,
+    source_key: str,
+    run_id: int,
+    holder: str,
+    epoch: int | None,
 ) -> None:
     """ops.mark_in_flight under the lease, in one statement: the lease row stays locked
     FOR SHARE until the batch commits, so a takeover's UPDATE of it waits for this intent;
@@ -81,7 +88,9 @@ def in_flight(
     raise lost(tenant)
 
 
-def under_lease(conn: Any, now: str, fn: OpFn, tenant: int, holder: str, epoch: int | None) -> Any:
+def under_lease(
+    conn: SqlConnection, now: str, fn: OpFn, tenant: int, holder: str, epoch: int | None
+) -> Any:
     """`fn` after locking this worker's live lease row of `tenant` (of `epoch`, when known)
     FOR SHARE until the batch commits: a takeover cannot pick the row before the write."""
     held = conn.execute(
@@ -94,7 +103,9 @@ def under_lease(conn: Any, now: str, fn: OpFn, tenant: int, holder: str, epoch: 
     return fn(conn, now)
 
 
-def outcome(conn: Any, now: str, fn: OpFn, tenant: int, source_key: str, epoch: int | None) -> Any:
+def outcome(
+    conn: SqlConnection, now: str, fn: OpFn, tenant: int, source_key: str, epoch: int | None
+) -> Any:
     """`fn` (an outcome of ops) unless a later lease epoch wrote the row; then Fenced.
 
     The row is locked FOR UPDATE first, so a newer holder's write cannot slip in
@@ -118,7 +129,7 @@ def outcome(conn: Any, now: str, fn: OpFn, tenant: int, source_key: str, epoch: 
     return result
 
 
-def stale_held(conn: Any, now: str, holder: str) -> int:
+def stale_held(conn: SqlConnection, now: str, holder: str) -> int:
     """Rows left in_flight in the tenants this worker holds become unknown, stamped with
     its epoch; after a takeover as sent when the replaced lease expired, not earlier."""
     return int(
@@ -133,7 +144,7 @@ def stale_held(conn: Any, now: str, holder: str) -> int:
     )
 
 
-def clock_offset(conn: Any, now: str) -> float:
+def clock_offset(conn: SqlConnection, now: str) -> float:
     """Seconds the database's clock is ahead of this machine's (negative: behind)."""
     del now
     before = time.time()

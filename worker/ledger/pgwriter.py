@@ -19,7 +19,7 @@ import contextlib
 import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import psycopg
 
@@ -60,14 +60,13 @@ class PgWriter(BatchWriter):
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
         outcomes: list[tuple[_Op, Any, BaseException | None]] = []
         lost: BaseException | None = None
-        as_sqlite = cast(sqlite3.Connection, conn)  # ops are typed for sqlite3; see pgconn
         try:
             conn.execute("BEGIN")
             for op in batch:
                 try:
                     if op.atomic:
                         conn.execute("SAVEPOINT op")
-                    result = op.fn(as_sqlite, now)
+                    result = op.fn(conn, now)
                     if op.atomic:
                         conn.execute("RELEASE op")
                     outcomes.append((op, result, None))

@@ -27,7 +27,6 @@ import os
 import secrets
 import signal
 import socket
-import sqlite3
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -39,7 +38,7 @@ import psycopg
 from worker.errors import AbortError
 from worker.ledger import atrest, ops, pgfence
 from worker.ledger.crypto import LedgerKey, Sealer
-from worker.ledger.model import Run, RunStatus
+from worker.ledger.model import Run, RunStatus, Status
 from worker.ledger.pgconn import PgConnection
 from worker.ledger.pgfence import LeaseLostError
 from worker.ledger.pgschema import SCHEMA, prepare
@@ -157,10 +156,9 @@ class PgLedger(Ledger):
             try:
                 prepare(conn, where, readonly=readonly)
                 # The same meta keys and rules as a SQLite ledger (one encryption, one key).
-                lite = cast(sqlite3.Connection, conn)
                 begin = ("BEGIN", f"SELECT pg_advisory_xact_lock({_ENCRYPTION_LOCK})")
-                sealing.append(atrest.bind(lite, where, key, readonly=readonly, begin=begin))
-                sealing.append(atrest.key_id(lite))
+                sealing.append(atrest.bind(conn, where, key, readonly=readonly, begin=begin))
+                sealing.append(atrest.key_id(conn))
             except psycopg.Error as exc:
                 conn.close()
                 raise AbortError(f"ledger {where}: {_first_line(exc)}") from None
@@ -293,7 +291,7 @@ class PgLedger(Ledger):
         self._lost(exc)
         raise exc
 
-    def _record_fn(self, tenant: int, source_key: str, *, status: str, **fields: Any) -> OpFn:
+    def _record_fn(self, tenant: int, source_key: str, *, status: Status, **fields: Any) -> OpFn:
         """Ledger's outcome, fenced: never over a row a later lease epoch wrote."""
         inner = super()._record_fn(tenant, source_key, status=status, **fields)
         return partial(pgfence.outcome, fn=inner, tenant=tenant, source_key=source_key,

@@ -15,6 +15,7 @@ from worker.ledger import audit
 from worker.ledger.fatal import ledger_failure
 from worker.ledger.lock import LedgerLock
 from worker.ledger.schema import connect
+from worker.ledger.sqlconn import SqlConnection
 
 DAY = 86_400.0
 
@@ -23,9 +24,7 @@ _SETTLED = """status = 'created'
     AND coalesce(first_sent_at, CAST(strftime('%s', created_at) AS REAL)) < ?"""
 
 
-def purge(
-    conn: sqlite3.Connection, now: str, *, cutoff: float, tenant: int | None, why: str
-) -> int:
+def purge(conn: SqlConnection, now: str, *, cutoff: float, tenant: int | None, why: str) -> int:
     """Drop patient values of rows settled before unix time `cutoff`; rows purged now."""
     # Freed bytes are zeroed, so an unencrypted ledger keeps no copy in free space.
     conn.execute("PRAGMA secure_delete = ON")

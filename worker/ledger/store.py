@@ -311,7 +311,7 @@ class Ledger:
         self,
         run_id: int,
         *,
-        status: str,
+        status: RunStatus,
         counts: Mapping[str, int],
         source_sha256: str | None = None,
         exit_code: int | None = None,
@@ -359,7 +359,7 @@ class Ledger:
     async def select(
         self,
         *,
-        statuses: Iterable[str] | None = None,
+        statuses: Iterable[Status] | None = None,
         tenant: int | None = None,
         run_id: int | None = None,
         limit: int | None = None,
@@ -377,7 +377,7 @@ class Ledger:
     async def entries_iter(
         self,
         *,
-        statuses: Iterable[str] | None = None,
+        statuses: Iterable[Status] | None = None,
         tenant: int | None = None,
         run_id: int | None = None,
         page_size: int = 1000,
@@ -518,7 +518,7 @@ class Ledger:
         tenant: int,
         source_key: str,
         *,
-        status: str,
+        status: Status,
         run_id: int,
         appointment_id: int | None = None,
         appointment_code: str | None = None,
@@ -545,7 +545,7 @@ class Ledger:
             appointment_code=appointment_code,
             http_status=http_status,
             error_code=error_code,
-            # A lookup's reason may quote the row's values (a differing note): sealed too.
+            # A slot search's reason may quote the row's values (a differing note): sealed too.
             error_message=error_message
             if self._sealer is None
             else self._sealer.seal(error_message),
@@ -558,7 +558,7 @@ class Ledger:
         self._writer.submit(fn, wait=False)
         return None
 
-    def _record_fn(self, tenant: int, source_key: str, *, status: str, **fields: Any) -> OpFn:
+    def _record_fn(self, tenant: int, source_key: str, *, status: Status, **fields: Any) -> OpFn:
         """The operation that writes an outcome (see record)."""
         return partial(ops.record, tenant=tenant, source_key=source_key,
                        status=Status(status), **fields)  # fmt: skip

@@ -30,8 +30,9 @@ from typing import Any, Protocol
 
 from worker.errors import AbortError
 from worker.ledger.fatal import ledger_failure, vanished
+from worker.ledger.sqlconn import SqlConnection
 
-OpFn = Callable[[sqlite3.Connection, str], Any]
+OpFn = Callable[[SqlConnection, str], Any]
 """An operation: runs in the writer thread with the connection and the batch's timestamp."""
 
 

@@ -78,7 +78,7 @@ class Resolved:
     def resolve(self, tenant: int, ref: RefKey, shown: str, create: dict[str, str] | None) -> int:
         answer = self.answers.get((tenant, ref))
         if answer is None:
-            raise ValueFail(f"{ref.kind} by {ref.by}: not looked up", shown)
+            raise ValueFail(f"{ref.kind} by {ref.by}: not resolved", shown)
         if isinstance(answer, str):
             raise ValueFail(answer, shown)
         return answer
@@ -86,7 +86,7 @@ class Resolved:
 
 @dataclass(slots=True)
 class Gate:
-    """Between lookups and creations: answers what is known, and for a customer still to
+    """Between resolution and creations: answers what is known, and for a customer still to
     be created a placeholder, noting it in `used` (the current row's) for the caller."""
 
     known: Resolved
@@ -220,7 +220,7 @@ def api_field(comp: CompilerLike, name: str, spec: dict[str, Any], binding: ApiB
         except KeyError_ as exc:
             raise ValueFail(str(exc), text) from None
         if tenant is None:
-            raise ValueFail("cannot be looked up without a valid tenant", text)
+            raise ValueFail("cannot be resolved without a valid tenant", text)
         create = create_data(fields, ref) if create_missing else None
         return resolver.resolve(tenant, ref, text, create)
 

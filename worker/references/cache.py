@@ -1,12 +1,12 @@
 """The per-tenant reference cache and the customer creations, in the ledger's own tables.
 
 ``refs``: (tenant, kind, by, key) -> the ids the API answered, with when. An entry
-older than ``[api] reference_max_age`` is looked up again; so is one whose id the
+older than ``[api] reference_max_age`` is resolved again; so is one whose id the
 API has since refused ("The selected customer id is invalid.").
 ``ref_creations``: one row per customer the worker creates, written *before* the
 POST goes out (state ``sending``), then ``created`` with the id, ``failed`` with
-the API's refusal, or ``unknown`` when the answer was lost and a lookup has not
-found it yet: a later run looks it up again before it would ever send again.
+the API's refusal, or ``unknown`` when the answer was lost and a search has not
+found it yet: a later run searches again before it would ever send again.
 
 The SQL is what SQLite and PostgreSQL share (``"by"`` quoted: a reserved word in
 PostgreSQL; upserts as ``ON CONFLICT``), so both ledgers run these very functions
@@ -20,13 +20,13 @@ lease's deadline check (``before_send``). Send times are on the ledger's clock.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from worker.ledger import Ledger
 from worker.ledger.crypto import SEALED_PREFIX
+from worker.ledger.sqlconn import SqlConnection
 from worker.mapping.refkeys import RefKey
 
 _UPSERT_REF = (
@@ -111,7 +111,7 @@ class RefCache:
         if self.ledger is None:
             return {}
 
-        def read(conn: sqlite3.Connection, _now: str) -> list[tuple[Any, ...]]:
+        def read(conn: SqlConnection, _now: str) -> list[tuple[Any, ...]]:
             return conn.execute(
                 'SELECT kind, "by", key, ref_ids, fetched_at FROM refs WHERE tenant = ?', (tenant,)
             ).fetchall()
@@ -148,7 +148,7 @@ class RefCache:
             for r, ids, label in entries
         ]
 
-        def write(conn: sqlite3.Connection, _now: str) -> None:
+        def write(conn: SqlConnection, _now: str) -> None:
             if replace_kind is not None:
                 conn.execute(
                     "DELETE FROM refs WHERE tenant = ? AND kind = ?", (tenant, replace_kind)
@@ -164,7 +164,7 @@ class RefCache:
         assert self.ledger is not None
         wanted = {str(i) for i in ids}
 
-        def write(conn: sqlite3.Connection, _now: str) -> int:
+        def write(conn: SqlConnection, _now: str) -> int:
             rows = conn.execute(
                 'SELECT "by", key, ref_ids FROM refs WHERE tenant = ? AND kind = ?', (tenant, kind)
             ).fetchall()
@@ -183,7 +183,7 @@ class RefCache:
         if self.ledger is None:
             return None
 
-        def read(conn: sqlite3.Connection, _now: str) -> tuple[Any, ...] | None:
+        def read(conn: SqlConnection, _now: str) -> tuple[Any, ...] | None:
             row: tuple[Any, ...] | None = conn.execute(
                 "SELECT state, customer_id, body_json, error, attempts, sent_at "
                 'FROM ref_creations WHERE tenant = ? AND "by" = ? AND key = ?',
@@ -203,7 +203,7 @@ class RefCache:
         """Durably note that a POST for this customer is about to be sent."""
         assert self.ledger is not None
 
-        def write(conn: sqlite3.Connection, now: str) -> None:
+        def write(conn: SqlConnection, now: str) -> None:
             text = self._seal(json.dumps(body, ensure_ascii=False))
             conn.execute(_INTENT, (tenant, by, self._key(key), text, at, now))
 
@@ -231,7 +231,7 @@ class RefCache:
     ) -> None:
         assert self.ledger is not None
 
-        def write(conn: sqlite3.Connection, now: str) -> None:
+        def write(conn: SqlConnection, now: str) -> None:
             conn.execute(
                 "UPDATE ref_creations SET state = ?, customer_id = ?, error = ?, updated_at = ? "
                 'WHERE tenant = ? AND "by" = ? AND key = ?',
@@ -245,7 +245,7 @@ class RefCache:
         if self.ledger is None:
             return []
 
-        def read(conn: sqlite3.Connection, _now: str) -> list[tuple[Any, ...]]:
+        def read(conn: SqlConnection, _now: str) -> list[tuple[Any, ...]]:
             return conn.execute(
                 'SELECT tenant, "by", key, state, customer_id, body_json, error, attempts, '
                 'sent_at FROM ref_creations ORDER BY tenant, "by", key'

@@ -8,7 +8,7 @@ same key). One match is an id; none or several are messages the rows carry.
 
 With ``create_missing``, a customer nobody has is created once: the intent goes
 to the ledger before the POST, and an answer that is lost is followed by the
-same search (a lookup) instead of a second POST; what the lookup cannot find
+same search instead of a second POST; what the search cannot find
 stays ``unknown`` until a later run finds it or the settle time has passed.
 Lists, searches and creations share one tenant report and cache.
 """
@@ -67,7 +67,7 @@ def _about(ref: RefKey) -> str:
 
 
 def not_found(ref: RefKey, tenant: int) -> str:
-    return f"no {_about(ref)} in tenant {tenant} (looked up through the API)"
+    return f"no {_about(ref)} in tenant {tenant} (resolved through the API)"
 
 
 def ambiguous(ref: RefKey, tenant: int, ids: tuple[int, ...]) -> str:
@@ -219,11 +219,11 @@ class Engine:
         report: TenantReport,
         answers: dict[tuple[int, RefKey], int | str],
     ) -> None:
-        message = f"tenant {tenant}: reference lookup failed: {exc}"
+        message = f"tenant {tenant}: resolving references failed: {exc}"
         report.errors.append(message)
-        log.error("reference lookup failed", tenant=tenant, error=str(exc))
+        log.error("resolving references failed", tenant=tenant, error=str(exc))
         for ref in refs:
-            answers.setdefault((tenant, ref), f"could not be looked up: {exc}")
+            answers.setdefault((tenant, ref), f"could not be resolved: {exc}")
 
     async def create_pending(self, out: Outcomes, needed: set[tuple[int, RefKey]]) -> None:
         """Create (or, without `create`, report) the missing customers some valid row needs;
@@ -369,7 +369,7 @@ class Engine:
             answers[key] = f"creating {_about(ref)} was refused: {error}"
             return
         # The answer was lost (or unreadable): the customer may exist. Look, never resend.
-        await asyncio.sleep(api.lane.policy.lookup_delay)
+        await asyncio.sleep(api.lane.policy.search_delay)
         try:
             ids = await self._search(api, ref, region)
         except RefCallError:
@@ -378,7 +378,7 @@ class Engine:
             await self._created(tenant, ref, ids[0], report, answers)
             report.adopted_after_lost_answer += 1
             log.warning(
-                "customer creation answer lost; found it by lookup",
+                "customer creation answer lost; found it by search",
                 tenant=tenant,
                 customer_id=ids[0],
             )
@@ -388,7 +388,7 @@ class Engine:
             answers[key] = ambiguous(ref, tenant, ids)
             return
         answers[key] = (
-            f"creating {_about(ref)}: the answer was lost ({result.error_message}) and a lookup "
+            f"creating {_about(ref)}: the answer was lost ({result.error_message}) and a search "
             "does not find it yet; it is not sent again: the next run looks again"
         )
 

@@ -163,7 +163,7 @@ async def forget_refused(ledger: Ledger, run_id: int | None) -> int:
         return 0
     cache = RefCache(ledger)
     forgotten = 0
-    for entry in await ledger.select(statuses=[Status.FAILED.value], run_id=run_id):
+    for entry in await ledger.select(statuses=[Status.FAILED], run_id=run_id):
         message = entry.error_message or ""
         if _REFUSED not in message or not entry.payload_json:
             continue

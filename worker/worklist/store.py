@@ -8,7 +8,6 @@ worker.worklist.rules; the findings in worker.worklist.findings.
 
 from __future__ import annotations
 
-import sqlite3
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import astuple, dataclass, field, fields, replace
@@ -16,7 +15,8 @@ from typing import Any, cast
 
 from worker.ledger import Entry, Ledger
 from worker.ledger.crypto import SEALED_PREFIX, Sealer
-from worker.ledger.model import ENTRY_COLUMNS
+from worker.ledger.model import ENTRY_COLUMNS, entry_of
+from worker.ledger.sqlconn import SqlConnection
 from worker.worklist import findings as found
 from worker.worklist.rules import Finding, Kind, State, Tally, WorkItem, judge, tally
 
@@ -106,7 +106,7 @@ def _marks(values: Collection[Any]) -> str:
     return ", ".join("?" * len(values))
 
 
-def _entry_findings(conn: sqlite3.Connection, scope: Scope, sealer: Sealer | None) -> list[Finding]:
+def _entry_findings(conn: SqlConnection, scope: Scope, sealer: Sealer | None) -> list[Finding]:
     tenants = list(scope.tenants)
     out: list[Finding] = []
     sql = (
@@ -115,7 +115,7 @@ def _entry_findings(conn: sqlite3.Connection, scope: Scope, sealer: Sealer | Non
         " OR (status = 'created' AND changed_diff IS NOT NULL AND seen_run_id = ?))"
     )
     for row in conn.execute(sql, [*tenants, scope.run_id, scope.run_id]):
-        entry = _reveal(Entry(*row), sealer)
+        entry = _reveal(entry_of(row), sealer)
         kind = Kind.CHANGED if entry.status == "created" else Kind(entry.status)
         out.append(found.from_entry(entry, kind, scope.zone(entry.tenant)))
     missing = list(scope.complete)
@@ -125,19 +125,19 @@ def _entry_findings(conn: sqlite3.Connection, scope: Scope, sealer: Sealer | Non
             f" AND tenant IN ({_marks(missing)}) AND (seen_run_id IS NULL OR seen_run_id != ?)"
         )
         for row in conn.execute(sql, [*missing, scope.run_id]):
-            entry = _reveal(Entry(*row), sealer)
+            entry = _reveal(entry_of(row), sealer)
             out.append(found.from_entry(entry, Kind.MISSING, scope.zone(entry.tenant)))
     return out
 
 
 def _in_scope(item: WorkItem, seen: bool, scope: Scope) -> bool:
     if item.state == State.RESOLVED or item.kind == Kind.UNKNOWN:
-        return True  # a resolved item only reopens; an unknown row is settled by lookups
+        return True  # a resolved item only reopens; an unknown row is settled by slot searches
     return seen or item.tenant in scope.complete
 
 
 def _refresh(
-    conn: sqlite3.Connection, now: str, scope: Scope, sealer: Sealer | None
+    conn: SqlConnection, now: str, scope: Scope, sealer: Sealer | None
 ) -> dict[int, Tally]:
     tenants = list(scope.tenants)
     if not tenants:
@@ -168,9 +168,7 @@ def _refresh(
     return _tallies(conn, tenants, scope.run_id)
 
 
-def _tallies(
-    conn: sqlite3.Connection, tenants: Sequence[int], run_id: int | None
-) -> dict[int, Tally]:
+def _tallies(conn: SqlConnection, tenants: Sequence[int], run_id: int | None) -> dict[int, Tally]:
     sql = (
         f"SELECT {_COLS} FROM worklist WHERE state IN ('open', 'acknowledged')"
         f" AND tenant IN ({_marks(tenants)})"
@@ -187,7 +185,7 @@ async def refresh(ledger: Ledger, scope: Scope) -> dict[int, Tally]:
 
     sealer = ledger.sealer
 
-    def op(conn: sqlite3.Connection, now: str) -> dict[int, Tally]:
+    def op(conn: SqlConnection, now: str) -> dict[int, Tally]:
         return _refresh(conn, now, scope, sealer)
 
     return cast(dict[int, Tally], await ledger.write_op(op))
@@ -197,7 +195,7 @@ async def current_tally(ledger: Ledger, tenants: Iterable[int], run_id: int | No
     """Open (and new in `run_id`) and acknowledged items of these tenants."""
     wanted = list(tenants)
 
-    def op(conn: sqlite3.Connection, now: str) -> Tally:
+    def op(conn: SqlConnection, now: str) -> Tally:
         del now
         return sum(_tallies(conn, wanted, run_id).values(), Tally())
 
@@ -244,7 +242,7 @@ async def items(
 
     sealer = ledger.sealer
 
-    def op(conn: sqlite3.Connection, now: str) -> list[WorkItem]:
+    def op(conn: SqlConnection, now: str) -> list[WorkItem]:
         del now
         return [_item(r, sealer) for r in conn.execute(sql, params)]
 
@@ -256,7 +254,7 @@ async def save(ledger: Ledger, changed: Sequence[WorkItem]) -> None:
 
     sealer = ledger.sealer
 
-    def op(conn: sqlite3.Connection, now: str) -> None:
+    def op(conn: SqlConnection, now: str) -> None:
         if changed:
             conn.executemany(_UPSERT, [_row(i, now, sealer) for i in changed])
 
@@ -266,7 +264,7 @@ async def save(ledger: Ledger, changed: Sequence[WorkItem]) -> None:
 async def hand_fixed(ledger: Ledger) -> frozenset[tuple[int, str, str]]:
     """(tenant, key, content) of the bad versions of rows fixed by hand (see rules)."""
 
-    def op(conn: sqlite3.Connection, now: str) -> frozenset[tuple[int, str, str]]:
+    def op(conn: SqlConnection, now: str) -> frozenset[tuple[int, str, str]]:
         del now
         rows = conn.execute(
             "SELECT tenant, source_key, content_hash FROM worklist WHERE resolved_by_hand = 1"

@@ -64,7 +64,7 @@ def online_references(cfg: Config, opts: Asked, source_opts: SourceOptions) -> l
     notes = [
         Note(
             "note",
-            f"references looked up through the API: {prepared.references} distinct, "
+            f"references resolved through the API: {prepared.references} distinct, "
             f"{calls} calls; customers the import would create: {would}",
             prepared.mapper,
         )

@@ -182,7 +182,7 @@ class RowReader:
                         source_line=item.line,
                         source_row=_source_row_json(item),
                         run_id=run_id,
-                        status=Status.INVALID.value,
+                        status=Status.INVALID,
                         error_code="invalid",
                         error_message=message,
                         error_field=first.field if first else None,
@@ -241,7 +241,7 @@ class RowReader:
                     source_line=item.line,
                     source_row=_source_row_json(item),
                     run_id=run_id,
-                    status=Status.PENDING.value,
+                    status=Status.PENDING,
                     identity=_identity(m),
                 )
             )

@@ -10,6 +10,7 @@ deriving the items from the entries.
 from __future__ import annotations
 
 import itertools
+import json
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
@@ -257,6 +258,35 @@ def _local_time(payload: dict[str, Any] | None, zone: str | None) -> str:
     return when.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M")
 
 
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """What the page shows of a row that needs a person: from a ledger entry (its status,
+    a change, a missing row) or from a durable worklist item (which no entry may hold)."""
+
+    tenant: int
+    source_key: str
+    field: str | None
+    file: str | None
+    line: int | None
+    source_row: str | None
+    payload_json: str | None = None
+
+    @classmethod
+    def of_entry(cls, e: Entry) -> _Source:
+        fields = (e.error_field, e.source_file, e.source_line, e.source_row, e.payload_json)
+        return cls(e.tenant, e.source_key, *fields)
+
+    @classmethod
+    def of_item(cls, i: worklist.WorkItem) -> _Source:
+        return cls(i.tenant, i.source_key, i.field, i.source_file, i.source_line, i.source_row)
+
+
+def _object(text: str | None) -> dict[str, Any]:
+    """A JSON object column parsed ({} when empty or not an object)."""
+    value = None if text is None else json.loads(text)
+    return value if isinstance(value, dict) else {}
+
+
 class PageWorklist:
     """The rows that need a person, as the page embeds them (masked unless asked).
 
@@ -296,31 +326,21 @@ class PageWorklist:
             reason = entry.error_message or entry.error_code or entry.status
             if entry.http_status is not None:
                 reason = f"HTTP {entry.http_status}: {reason}"
-            self._item(entry, entry.status, reason, entry.source_row is not None)
+            self._item(_Source.of_entry(entry), entry.status, reason, entry.source_row is not None)
         elif entry.status == _CREATED and entry.changed_diff is not None:
             changes = _diff_text(entry.changes or {}, self._show, self._zone(entry.tenant))
-            self._item(entry, "changed", changes, False)
+            self._item(_Source.of_entry(entry), "changed", changes, False)
 
     async def finish(self, ledger: Ledger) -> None:
         """Add the durable worklist's open items, or else the created rows the latest
         finished import's export no longer has."""
         if self._durable is not None:
             for item in self._durable:
-                row = Entry(
-                    tenant=item.tenant,
-                    source_key=item.source_key,
-                    status=item.kind,
-                    error_message=item.reason,
-                    error_field=item.field,
-                    source_file=item.source_file,
-                    source_line=item.source_line,
-                    source_row=item.source_row,
-                )
                 reason = item.reason
                 if item.local_diff:
                     reason = f"{reason}: {item.local_diff}" if reason else item.local_diff
                 fixable = item.kind in _FIXABLE and item.source_row is not None
-                self._item(row, item.kind, reason, fixable, local_time=item.local_time)
+                self._item(_Source.of_item(item), item.kind, reason, fixable, item.local_time)
             return
         imports = [r for r in self._runs if r.mode == "import" and r.status == RunStatus.FINISHED]
         if not imports:
@@ -331,34 +351,34 @@ class PageWorklist:
             reason = (
                 f"created as appointment {entry.appointment_id}, not in run {latest.id}'s export"
             )
-            self._item(entry, "missing", reason, False)
+            self._item(_Source.of_entry(entry), "missing", reason, False)
 
     @property
     def total(self) -> int:
         return sum(self.by_kind.values())
 
     def _item(
-        self, entry: Entry, kind: str, reason: str, fixable: bool, local_time: str | None = None
+        self, row: _Source, kind: str, reason: str, fixable: bool, local_time: str | None = None
     ) -> None:
         self.by_kind[kind] += 1
         if len(self.items) >= self._limit:
             return  # counted, not embedded: the page states the bound
-        data = entry.source_row_data or {}
+        data = _object(row.source_row)
         fields = data.get("fields")
         people, notes = self._columns.split(fields if isinstance(fields, dict) else {})
-        payload = entry.payload or {}
+        payload = _object(row.payload_json)
         notes += [str(payload[f]) for f in NOTE_FIELDS if payload.get(f)]
         show = self._show
         self.items.append(
             WorkItem(
-                tenant=entry.tenant,
+                tenant=row.tenant,
                 kind=kind,
-                source_key=entry.source_key,
+                source_key=row.source_key,
                 reason=reason if show else scrub(reason, people, notes),
-                field=entry.error_field or "",
-                file=entry.source_file or "",
-                line=entry.source_line,
-                local_time=local_time or _local_time(payload, self._zone(entry.tenant)),
+                field=row.field or "",
+                file=row.file or "",
+                line=row.line,
+                local_time=local_time or _local_time(payload, self._zone(row.tenant)),
                 patient=", ".join(people if show else [mask_person(p) for p in people]),
                 note=" / ".join(notes) if show else (HIDDEN if notes else ""),
                 fixable=fixable,

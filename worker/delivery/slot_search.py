@@ -1,11 +1,11 @@
-"""Finding the appointments at a row's slot: the calendar, or the paginated list.
+"""The slot search: the appointments at a row's slot, from the calendar or the paginated list.
 
 The API has no search by content and no idempotency key, so after a lost answer
 (and before adopting what exists) the worker reads the calendar around the
 instant, keeps the items that start at it, and GETs each to learn customer,
 doctor and treatments. When the calendar cannot be read the paginated
 appointment list of the tenant is the fallback. Every failure is a reason
-string on the result, never an exception: a lookup error is a row's outcome.
+string on the result, never an exception: a failed search is a row's outcome.
 
 The result is a snapshot taken when the calendar (or the list's first page) was
 requested: `read_at` is that moment, and absence is judged at it, however long
@@ -32,7 +32,7 @@ from worker.contract import AppointmentResource
 from worker.delivery.lane import A
 
 MAX_LIST_PAGES = 1000
-LOOKUP_TRIES = 3
+SEARCH_TRIES = 3
 
 
 class Pacer(Protocol):
@@ -81,12 +81,12 @@ def _second(value: datetime) -> datetime:
     return value.replace(microsecond=0)
 
 
-class Lookup:
+class SlotSearch:
     """Lists the appointments at a payload's slot for one tenant.
 
     With `cache_days` the calendar of each day (and each GET) is fetched once and
     kept: right for adopting what existed before the run, wrong after a lost
-    answer (that needs today's truth), where a fresh Lookup is used.
+    answer (that needs today's truth), where a fresh SlotSearch is used.
     """
 
     def __init__(
@@ -122,13 +122,13 @@ class Lookup:
             day = instant.date()
             window = (day - timedelta(days=1), day + timedelta(days=1))
         except (ValueError, OverflowError):
-            return Candidates(error=f"instant {instant_text!r} cannot be looked up")
+            return Candidates(error=f"instant {instant_text!r} cannot be searched for")
         cached = self._days.get(day) if self.cache_days else None
         if cached is not None and _second(instant) not in cached[0]:
             # the kept calendar has nothing at this second: no request
             return Candidates(read_at=cached[1])
         tries = AsyncRetrying(
-            stop=stop_after_attempt(LOOKUP_TRIES),
+            stop=stop_after_attempt(SEARCH_TRIES),
             wait=wait_exponential(multiplier=0.5),
             retry=retry_if_result(lambda c: c.error is not None),
             retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
@@ -151,7 +151,7 @@ class Lookup:
         if isinstance(read, str):
             listed = await self._from_list(payload, keep)
             if listed.error is not None:
-                return Candidates(error=f"calendar lookup failed ({read}); {listed.error}")
+                return Candidates(error=f"calendar read failed ({read}); {listed.error}")
             return listed
         slots, read_at = read
         ids = sorted(slots.get(_second(instant), ()))
