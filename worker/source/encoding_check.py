@@ -148,6 +148,8 @@ def _detector_name(codec: str) -> str:
 
 def is_single_byte(codec: str) -> bool:
     """True for code pages such as latin-1 or cp1254 (utf-* and CJK are not)."""
+    if codecs.lookup(codec).name.startswith("utf"):
+        return False  # most exports: answered without loading the detector
     from charset_normalizer.utils import is_multi_byte_encoding
 
     name = _detector_name(codec)
