@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import re
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,11 +51,18 @@ class CalendarWindow:
     slots: dict[datetime, set[int]]
 
 
+# The field in a payload's JSON. Outside a string a key's quotes are bare; inside one
+# they are escaped (\"), so this cannot match text in a note. The payload is flat.
+_SCHEDULED_AT = re.compile(r'"scheduled_at"\s*:\s*"([^"\\]*)"')
+
+
 def instant_of(payload_json: str) -> datetime | None:
-    """The UTC second a row's payload is scheduled at, as its lookup reads it (None:
-    unreadable). Read straight from the one field: this runs for every row."""
+    """The UTC second a row's payload is scheduled at, as its slot search reads it (None:
+    unreadable). Read straight from the one field, without parsing the rest: this runs
+    for every row."""
     try:
-        value = payload_of(payload_json).get("scheduled_at")
+        found = _SCHEDULED_AT.search(payload_json)
+        value = found.group(1) if found else payload_of(payload_json).get("scheduled_at")
         if not isinstance(value, str):
             return None
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
