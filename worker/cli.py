@@ -518,13 +518,12 @@ def import_cmd(
     writes them to stderr as JSON.
     """
     import asyncio
-    import json
 
     from worker.commands.import_ import ImportOptions, run_import
-    from worker.commands.importing.import_summary import print_summary, summary_event
+    from worker.commands.importing.import_summary import show_summary
     from worker.config import load_config
     from worker.ledger.target import is_url, ledger_target, parse_target
-    from worker.logs import configure_for_people, get_logger
+    from worker.logs import configure_for_people
 
     if payloads is not None and not dry_run:
         raise click.UsageError("--payloads goes with --dry-run (a real run sends the bodies)")
@@ -579,11 +578,7 @@ def import_cmd(
         from worker.commands.importing.metrics import write_metrics
 
         write_metrics(result, metrics_file)
-    if json_logs:
-        get_logger("import").info("run summary", **summary_event(result))
-        click.echo(json.dumps(summary_event(result)))
-    else:
-        print_summary(result)
+    show_summary(result, json_logs=json_logs)
     sys.exit(int(result.exit_code))
 
 
@@ -623,17 +618,6 @@ def _sqlite_file(
 
 
 _PG_BACKUP = "back a PostgreSQL ledger up with pg_dump -n flextell_worker"
-
-
-def _summary_out(name: str, event: dict[str, Any], json_logs: bool) -> None:
-    """Under --json-logs: the final event, logged on stderr and printed on stdout."""
-    import json
-
-    from worker.logs import get_logger
-
-    if json_logs:
-        get_logger(name).info(f"{name} summary", **event)
-        click.echo(json.dumps(event, ensure_ascii=False, default=str))
 
 
 @cli.command("verify")
@@ -680,7 +664,7 @@ def verify_cmd(
     """
     import asyncio
 
-    from worker.commands.verify import VerifyOptions, print_verify, run_verify, write_report
+    from worker.commands.verify import VerifyOptions, run_verify, show_verify, write_report
     from worker.logs import configure_logging
 
     _refuse_insecure(config_path, base_url, allow_insecure_http)
@@ -698,10 +682,7 @@ def verify_cmd(
     result = asyncio.run(run_verify(options))
     if report:
         write_report(result, report)
-    if json_logs:
-        _summary_out("verify", result.to_json(), json_logs)
-    else:
-        print_verify(result)
+    show_verify(result, json_logs=json_logs)
     sys.exit(int(result.exit_code))
 
 
@@ -737,12 +718,7 @@ def reconcile_cmd(
     """
     import asyncio
 
-    from worker.commands.reconcile import (
-        ReconcileOptions,
-        print_reconcile,
-        reconcile_event,
-        run_reconcile,
-    )
+    from worker.commands.reconcile import ReconcileOptions, run_reconcile, show_reconcile
     from worker.logs import configure_logging
 
     _refuse_insecure(config_path, base_url, allow_insecure_http)
@@ -756,10 +732,7 @@ def reconcile_cmd(
         rebind_ledger=rebind_ledger,
     )
     result = asyncio.run(run_reconcile(options))
-    if json_logs:
-        _summary_out("reconcile", reconcile_event(result), json_logs)
-    else:
-        print_reconcile(result)
+    show_reconcile(result, json_logs=json_logs)
     sys.exit(int(result.exit_code))
 
 

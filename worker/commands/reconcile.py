@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 from rich.console import Console
 from rich.table import Table
 
+from worker.commands.output import emit_result
 from worker.config import load_config
 from worker.delivery import Job, LaneBuilder, RowDelivery, http_session
 from worker.delivery.lanes import policy_from_config
@@ -250,3 +251,13 @@ def print_reconcile(result: ReconcileResult, console: Console | None = None) -> 
         console.print(f"tenant {tenant} skipped: {reason}", markup=False)
     console.print(f"ledger: {result.ledger_path}")
     console.print(f"exit code {int(result.exit_code)} ({result.exit_code.name.lower()})")
+
+
+def show_reconcile(result: ReconcileResult, *, json_logs: bool) -> None:
+    """The command's end: its event as JSON under --json-logs, else the text for a person."""
+    emit_result(
+        "reconcile",
+        reconcile_event(result),
+        json_logs=json_logs,
+        render=lambda: print_reconcile(result),
+    )
