@@ -4,9 +4,15 @@ result leaves through one path (`worker.commands.output`)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
+import click
+from click.testing import CliRunner
+
+import worker.cli
 from tests.support.importing import run_cli, setup
+from worker.cli import cli
 from worker.sandbox import RunningSandbox
 
 # The keys of `import --json-logs`' summary (stdout's last line, stderr's last event)
@@ -43,3 +49,69 @@ async def test_import_json_summary_parses_with_the_same_keys(
         event = json.loads(result.stderr.strip().splitlines()[-1])
         assert event["event"] == "run summary"
         assert {k: event[k] for k in SUMMARY_KEYS} == summary
+
+
+# --- one declaration per shared option ------------------------------------------------
+
+CLI_SOURCE = Path(worker.cli.__file__).read_text(encoding="utf-8")
+
+# Options several commands take: each is declared once in worker/cli.py.
+SHARED_FLAGS = (
+    "--config",
+    "--ledger",
+    "--base-url",
+    "--tenant",
+    "--format",
+    "--run",
+    "--kind",
+    "--report",
+    "--no-progress",
+    "--json-logs",
+    "--allow-insecure-http",
+    "--settle-wait",
+    "--rebind-ledger",
+)
+# Of those, the ones every command means the same by: one help text everywhere.
+SAME_HELP = ("--kind", "--report", "--no-progress", "--json-logs", "--allow-insecure-http")
+
+
+def _commands(group: click.Group, path: str = "") -> Iterator[tuple[str, click.Command]]:
+    for name, command in sorted(group.commands.items()):
+        if isinstance(command, click.Group):
+            yield from _commands(command, f"{path}{name} ")
+        else:
+            yield f"{path}{name}", command
+
+
+def _options(flag: str) -> dict[str, click.Option]:
+    return {
+        name: param
+        for name, command in _commands(cli)
+        for param in command.params
+        if isinstance(param, click.Option) and flag in param.opts
+    }
+
+
+def test_each_shared_option_is_declared_once() -> None:
+    for flag in SHARED_FLAGS:
+        assert len(_options(flag)) >= 2, f"{flag} is not shared"
+        assert CLI_SOURCE.count(f'"{flag}"') == 1, f"{flag} is declared more than once"
+
+
+def test_a_shared_option_has_one_name_and_short_flag_everywhere() -> None:
+    for flag in SHARED_FLAGS:
+        shapes = {(tuple(o.opts), o.name, o.is_flag) for o in _options(flag).values()}
+        assert len(shapes) == 1, f"{flag}: {shapes}"
+
+
+def test_options_that_mean_the_same_show_the_same_help_line() -> None:
+    runner = CliRunner()
+    for flag in SAME_HELP:
+        lines = set()
+        for name in _options(flag):
+            shown = runner.invoke(cli, [*name.split(), "--help"], terminal_width=200).output
+            # The help column's indent differs by command: compare the words.
+            lines |= {
+                " ".join(ln.split()) for ln in shown.splitlines() if ln.strip().startswith(flag)
+            }
+        assert len(lines) == 1, f"{flag}: {lines}"

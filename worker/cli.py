@@ -51,6 +51,72 @@ def config_option(help_text: str, *, required: bool = True) -> Callable[[F], F]:
     )
 
 
+# --- options several commands share: each declared once here ---------------------
+# A factory where the help says what the option narrows in that command; an object
+# where every command means the same by it.
+
+
+def tenant_option(help_text: str) -> Callable[[F], F]:
+    """The one `--tenant` declaration."""
+    return click.option("--tenant", type=int, help=help_text)
+
+
+def ledger_option(help_text: str) -> Callable[[F], F]:
+    """The one `--ledger` declaration (a file, or a postgresql:// URL where allowed)."""
+    return click.option("--ledger", "ledger_path", type=str, help=help_text)
+
+
+def base_url_option(
+    help_text: str = "Override every tenant's base URL (a sandbox or staging server).",
+) -> Callable[[F], F]:
+    """The one `--base-url` declaration."""
+    return click.option("--base-url", help=help_text)
+
+
+def format_option(
+    help_text: str, choices: list[str] | None = None, default: str | None = None
+) -> Callable[[F], F]:
+    """The one `--format` declaration: the input's format, or the output's."""
+    return click.option(
+        "--format",
+        "fmt",
+        type=None if choices is None else click.Choice(choices),
+        default=default,
+        show_default=default is not None,
+        help=help_text,
+    )
+
+
+def run_option(help_text: str) -> Callable[[F], F]:
+    """The one `--run` declaration."""
+    return click.option("--run", "run_id", type=int, help=help_text)
+
+
+INPUT_FORMATS = ["csv", "jsonl", "xlsx", "xls", "ods"]
+_KINDS = ["invalid", "failed", "unknown", "changed", "missing", "duplicate_key"]
+
+_config_option = config_option("TOML config (API, tenants).")
+_base_url_option = base_url_option()
+_target_option = ledger_option(
+    "Ledger file or postgresql:// URL (default: the one `import` uses with this config)."
+)
+_file_option = ledger_option(
+    "Ledger file (default: the one `import` uses with this config); SQLite only."
+)
+_tenant_rows_option = tenant_option("Only this tenant's rows.")
+_tenant_items_option = tenant_option("Only this tenant's items.")
+_kind_option = click.option("--kind", type=click.Choice(_KINDS), help="Only items of this kind.")
+_report_option = click.option(
+    "--report", type=click.Path(dir_okay=False), help="Write a JSON report here."
+)
+_no_progress_option = click.option("--no-progress", is_flag=True, help="No live progress display.")
+_json_logs_option = click.option(
+    "--json-logs",
+    is_flag=True,
+    help="JSON log events on stderr; the final summary as JSON on stdout.",
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="flextell-worker")
 def cli() -> None:
@@ -109,14 +175,9 @@ def _refuse_insecure(config: Path | Config, base_url: str | None, allow: bool) -
 @cli.command("validate")
 @click.argument("file")
 @config_option("The run config (TOML).")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["csv", "jsonl", "xlsx", "xls", "ods"]),
-    help="Override detection (default: by extension).",
-)
-@click.option("--tenant", type=int, help="Import every row into this tenant.")
-@click.option("--report", type=click.Path(dir_okay=False), help="Write a JSON report here.")
+@format_option("Override detection (default: by extension).", INPUT_FORMATS)
+@tenant_option("Import every row into this tenant.")
+@_report_option
 @click.option(
     "--failures", type=click.Path(dir_okay=False), help="Write the invalid rows here, to fix."
 )
@@ -132,13 +193,13 @@ def _refuse_insecure(config: Path | Config, base_url: str | None, allow: bool) -
     show_default=True,
     help="How many errors to print.",
 )
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@_no_progress_option
 @click.option(
     "--online",
     is_flag=True,
     help='Resolve lookup = "api" fields through the API (reads only; creates nothing).',
 )
-@click.option("--base-url", help="With --online: override every tenant's base URL.")
+@base_url_option("With --online: override every tenant's base URL.")
 @user_errors
 def validate_cmd(
     file: str,
@@ -189,7 +250,7 @@ def validate_cmd(
 @click.argument("export")
 @click.option("--out", "-o", type=click.Path(dir_okay=False), help="Write the draft here.")
 @click.option("--force", is_flag=True, help="With --out: overwrite an existing file.")
-@click.option("--format", "fmt", help="Read EXPORT as this format (default: by extension).")
+@format_option("Read EXPORT as this format (default: by extension).")
 @click.option(
     "--online",
     is_flag=True,
@@ -197,7 +258,7 @@ def validate_cmd(
     "(needs -c BASE.toml).",
 )
 @config_option("Base config: its [api] section is used.", required=False)
-@click.option("--tenant", type=int, help="With --online: the tenant whose lists are read.")
+@tenant_option("With --online: the tenant whose lists are read.")
 @user_errors
 def init_cmd(
     export: str,
@@ -387,21 +448,13 @@ _rebind_option = click.option(
 @cli.command("import")
 @click.argument("file", type=str)
 @config_option("TOML config (API, tenants, mapping).")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["csv", "jsonl", "xlsx", "xls", "ods"]),
-    help="Input format (default: by extension).",
+@format_option("Input format (default: by extension).", INPUT_FORMATS)
+@_base_url_option
+@ledger_option(
+    "Ledger file, or postgresql://user@host/db for a ledger shared by many workers "
+    "(default: [ledger] url or path, else the state directory; see docs/import.md)."
 )
-@click.option("--base-url", help="Override every tenant's base URL (a sandbox or staging server).")
-@click.option(
-    "--ledger",
-    "ledger_path",
-    type=str,
-    help="Ledger file, or postgresql://user@host/db for a ledger shared by many workers "
-    "(default: [ledger] url or path, else the state directory; see docs/import.md).",
-)
-@click.option("--tenant", type=int, help="Import into this one tenant (overrides the mapping).")
+@tenant_option("Import into this one tenant (overrides the mapping).")
 @click.option("--dry-run", is_flag=True, help="Validate and show what would be sent; send nothing.")
 @click.option(
     "--payloads",
@@ -418,8 +471,8 @@ _rebind_option = click.option(
     help="FILE is not a full export (a fixed failures file, one day's rows): "
     "do not count ledger keys absent from it as missing from source.",
 )
-@click.option("--json-logs", is_flag=True, help="One JSON object per log event on stderr.")
-@click.option("--no-progress", is_flag=True, help="No live progress display.")
+@_json_logs_option
+@_no_progress_option
 @_seconds_option(
     "--grace",
     "grace_seconds",
@@ -584,24 +637,6 @@ def import_cmd(
 
 # --- verify, reconcile, report ---------------------------------------------------
 
-_config_option = config_option("TOML config (API, tenants).")
-_base_url_option = click.option(
-    "--base-url", help="Override every tenant's base URL (a sandbox or staging server)."
-)
-_target_option = click.option(
-    "--ledger",
-    "ledger_path",
-    type=str,
-    help="Ledger file or postgresql:// URL (default: the one `import` uses with this config).",
-)
-
-_file_option = click.option(
-    "--ledger",
-    "ledger_path",
-    type=str,
-    help="Ledger file (default: the one `import` uses with this config); SQLite only.",
-)
-
 
 def _target(value: str | None) -> Path | str | None:
     from worker.ledger.target import parse_target
@@ -624,8 +659,8 @@ _PG_BACKUP = "back a PostgreSQL ledger up with pg_dump -n flextell_worker"
 @_config_option
 @_target_option
 @_base_url_option
-@click.option("--tenant", type=int, help="Only this tenant's rows.")
-@click.option("--run", "run_id", type=int, help="Only rows last handled by this run.")
+@_tenant_rows_option
+@run_option("Only rows last handled by this run.")
 @click.option("--sample", type=click.IntRange(min=1), help="Check a random sample of N rows.")
 @click.option("--seed", type=int, help="Seed of --sample, for a repeatable sample.")
 @click.option(
@@ -634,8 +669,8 @@ _PG_BACKUP = "back a PostgreSQL ledger up with pg_dump -n flextell_worker"
     help='Also list appointments the API made (creation_type "api") on the ledger\'s days '
     "that no ledger row owns: duplicates. By-hand bookings are not listed. See docs/verify.md.",
 )
-@click.option("--report", type=click.Path(dir_okay=False), help="Write a JSON report here.")
-@click.option("--json-logs", is_flag=True, help="JSON log events; final summary as JSON.")
+@_report_option
+@_json_logs_option
 @_insecure_option
 @user_errors
 def verify_cmd(
@@ -690,8 +725,8 @@ def verify_cmd(
 @_config_option
 @_target_option
 @_base_url_option
-@click.option("--tenant", type=int, help="Only this tenant's rows.")
-@click.option("--json-logs", is_flag=True, help="JSON log events; final summary as JSON.")
+@_tenant_rows_option
+@_json_logs_option
 @_settle_wait_option
 @_rebind_option
 @_insecure_option
@@ -743,16 +778,9 @@ def reconcile_cmd(
     required=False,
 )
 @_target_option
-@click.option("--run", "run_id", type=int, help="Only this run.")
-@click.option("--tenant", type=int, help="Only this tenant's counts and rows.")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json", "csv"]),
-    default="table",
-    show_default=True,
-    help="Output format (csv: one line per run).",
-)
+@run_option("Only this run.")
+@tenant_option("Only this tenant's counts and rows.")
+@format_option("Output format (csv: one line per run).", ["table", "json", "csv"], "table")
 @click.option(
     "--failures",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -840,7 +868,6 @@ def report_cmd(
 
 # --- worklist, ack, unack: the rows that need a person ---------------------------------
 
-_KINDS = ["invalid", "failed", "unknown", "changed", "missing", "duplicate_key"]
 _worklist_config_option = config_option(
     "Find the ledger the way `import` does with this config.", required=False
 )
@@ -849,8 +876,8 @@ _worklist_config_option = config_option(
 @cli.command("worklist")
 @_worklist_config_option
 @_target_option
-@click.option("--tenant", type=int, help="Only this tenant's items.")
-@click.option("--kind", type=click.Choice(_KINDS), help="Only items of this kind.")
+@_tenant_items_option
+@_kind_option
 @click.option(
     "--state",
     type=click.Choice(["open", "acknowledged", "all"]),
@@ -858,13 +885,10 @@ _worklist_config_option = config_option(
     show_default=True,
     help="all: open, acknowledged and fixed by hand (resolved items are left out).",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json", "csv", "xlsx"]),
-    default="table",
-    show_default=True,
-    help="csv: a failures file (fix the rows, `import FILE --partial`); xlsx: for Excel.",
+@format_option(
+    "csv: a failures file (fix the rows, `import FILE --partial`); xlsx: for Excel.",
+    ["table", "json", "csv", "xlsx"],
+    "table",
 )
 @click.option(
     "--out", type=click.Path(dir_okay=False, path_type=Path), help="Write here (csv, xlsx)."
@@ -933,8 +957,8 @@ def worklist_cmd(
 @_worklist_config_option
 @_target_option
 @click.option("--all-open", is_flag=True, help="Every open item (with --kind, --tenant: of those).")
-@click.option("--kind", type=click.Choice(_KINDS), help="Only items of this kind.")
-@click.option("--tenant", type=int, help="Only this tenant's items.")
+@_kind_option
+@_tenant_items_option
 @click.option("--note", help="Why the items need nothing more (required).")
 @click.option("--by", help="Who acknowledges (default: the OS user).")
 @user_errors
@@ -972,8 +996,8 @@ def ack_cmd(
 @click.argument("keys", nargs=-1, required=True)
 @_worklist_config_option
 @_target_option
-@click.option("--kind", type=click.Choice(_KINDS), help="Only items of this kind.")
-@click.option("--tenant", type=int, help="Only this tenant's items.")
+@_kind_option
+@_tenant_items_option
 @user_errors
 def unack_cmd(
     keys: tuple[str, ...],
@@ -1014,8 +1038,8 @@ def lookups_group() -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Directory for tenant-N/{customers,users,treatments,rooms}.csv.",
 )
-@click.option("--tenant", type=int, help="Only this tenant.")
-@click.option("--base-url", help="Override every tenant's base URL (a sandbox or staging server).")
+@tenant_option("Only this tenant.")
+@_base_url_option
 @user_errors
 def lookups_pull_cmd(
     config_path: Path, out_dir: Path, tenant: int | None, base_url: str | None
@@ -1186,7 +1210,7 @@ def ledger_rekey_cmd(config_path: Path, ledger_path: str | None, new_key: str) -
     metavar="DAYS",
     help="Rows created more than this long ago, e.g. 90d (0d: every created row).",
 )
-@click.option("--tenant", type=int, default=None, help="Only this tenant's rows.")
+@_tenant_rows_option
 @user_errors
 def ledger_purge_cmd(
     config_path: Path, ledger_path: str | None, older_than: str, tenant: int | None
@@ -1225,7 +1249,7 @@ def _can_open_browser() -> bool:
 
 @auth_group.command("login")
 @_config_option
-@click.option("--tenant", type=int, help="Log in for this tenant's token file only.")
+@tenant_option("Log in for this tenant's token file only.")
 @_base_url_option
 @click.option(
     "--paste",
@@ -1284,7 +1308,7 @@ def auth_login_cmd(
 
 @auth_group.command("status")
 @_config_option
-@click.option("--tenant", type=int, help="Check only this tenant.")
+@tenant_option("Check only this tenant.")
 @_base_url_option
 @_insecure_option
 @user_errors
