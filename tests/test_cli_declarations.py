@@ -8,11 +8,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import click
+import pytest
 from click.testing import CliRunner
 
 import worker.cli
 from tests.support.importing import run_cli, setup
-from worker.cli import cli
+from worker.cli import cli, options_from
+from worker.commands.reconcile import ReconcileOptions
 from worker.sandbox import RunningSandbox
 
 # The keys of `import --json-logs`' summary (stdout's last line, stderr's last event)
@@ -115,3 +117,12 @@ def test_options_that_mean_the_same_show_the_same_help_line() -> None:
                 " ".join(ln.split()) for ln in shown.splitlines() if ln.strip().startswith(flag)
             }
         assert len(lines) == 1, f"{flag}: {lines}"
+
+
+def test_an_options_object_gets_every_field_from_an_option_or_says_which_not() -> None:
+    params: dict[str, object] = {"config_path": Path("run.toml"), "ledger_path": "l.db"}
+    params |= {"base_url": None, "settle_wait": None, "rebind_ledger": False}
+    with pytest.raises(TypeError, match="ReconcileOptions: no option gives tenant"):
+        options_from(ReconcileOptions, params)
+    built = options_from(ReconcileOptions, params | {"tenant": 2}, ledger_path=Path("l.db"))
+    assert built == ReconcileOptions(Path("run.toml"), Path("l.db"), tenant=2)

@@ -8,6 +8,7 @@ the work is in `worker.commands`.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -20,9 +21,12 @@ from worker import __version__
 from worker.errors import WorkerError
 
 if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
     from worker.config import Config
 
 F = TypeVar("F", bound=Callable[..., Any])
+D = TypeVar("D", bound="DataclassInstance")
 
 
 def user_errors(func: F) -> F:
@@ -89,7 +93,19 @@ def format_option(
 
 def run_option(help_text: str) -> Callable[[F], F]:
     """The one `--run` declaration."""
-    return click.option("--run", "run_id", type=int, help=help_text)
+    return click.option("--run", "run", type=int, help=help_text)
+
+
+def options_from(cls: type[D], params: dict[str, Any], **derived: Any) -> D:
+    """A command's options dataclass from click's parsed params: each field takes the
+    param of its name, `derived` the ones computed from others. A field named by
+    neither is an error, so a renamed option cannot fall back to a default unseen."""
+    values = params | derived
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    missing = [name for name in names if name not in values]
+    if missing:
+        raise TypeError(f"{cls.__name__}: no option gives {', '.join(missing)}")
+    return cls(**{name: values[name] for name in names})
 
 
 INPUT_FORMATS = ["csv", "jsonl", "xlsx", "xls", "ods"]
@@ -201,19 +217,7 @@ def _refuse_insecure(config: Path | Config, base_url: str | None, allow: bool) -
 )
 @base_url_option("With --online: override every tenant's base URL.")
 @user_errors
-def validate_cmd(
-    file: str,
-    config_path: Path,
-    fmt: str | None,
-    tenant: int | None,
-    report: str | None,
-    failures: str | None,
-    payloads: str | None,
-    max_errors: int,
-    no_progress: bool,
-    online: bool,
-    base_url: str | None,
-) -> None:
+def validate_cmd(**params: Any) -> None:
     """Read, map and validate every row of FILE; send nothing.
 
     Without --online, fields with lookup = "api" are not checked (a warning says
@@ -227,18 +231,13 @@ def validate_cmd(
     """
     from worker.commands.validate import ValidateOptions, run_validate
 
-    opts = ValidateOptions(
-        path=file,
-        config_path=str(config_path),
-        format=fmt,
-        tenant=tenant,
-        report=report,
-        failures=failures,
-        payloads=payloads,
-        max_errors=max_errors,
-        progress=not no_progress,
-        online=online,
-        base_url=base_url,
+    opts = options_from(
+        ValidateOptions,
+        params,
+        path=params["file"],
+        config_path=str(params["config_path"]),
+        format=params["fmt"],
+        progress=not params["no_progress"],
     )
     sys.exit(run_validate(opts))
 
@@ -513,27 +512,13 @@ _rebind_option = click.option(
 @_insecure_option
 @user_errors
 def import_cmd(
-    file: str,
-    config_path: Path,
-    fmt: str | None,
-    base_url: str | None,
-    ledger_path: str | None,
-    tenant: int | None,
-    dry_run: bool,
-    payloads: Path | None,
-    retry_failed: bool,
-    partial: bool,
     json_logs: bool,
     no_progress: bool,
-    grace_seconds: float,
-    adopt_existing: bool,
-    allow_hash_keys: bool,
     round_name: str | None,
     metrics_file: Path | None,
     verbose: bool,
-    settle_wait: float | None,
-    rebind_ledger: bool,
     allow_insecure_http: bool,
+    **params: Any,
 ) -> None:
     """Import FILE (CSV or JSONL, '-' for stdin) into Flextell, resuming from the ledger.
 
@@ -575,15 +560,24 @@ def import_cmd(
     from worker.commands.import_ import ImportOptions, run_import
     from worker.commands.importing.import_summary import show_summary
     from worker.config import load_config
-    from worker.ledger.target import is_url, ledger_target, parse_target
+    from worker.ledger.target import is_url, ledger_target
     from worker.logs import configure_for_people
 
-    if payloads is not None and not dry_run:
+    dry_run: bool = params["dry_run"]
+    if params["payloads"] is not None and not dry_run:
         raise click.UsageError("--payloads goes with --dry-run (a real run sends the bodies)")
     if metrics_file is not None and dry_run:
         raise click.UsageError("--metrics-file goes with a real run (a dry run sends nothing)")
-    config = load_config(config_path)  # once: the run below is handed this one
-    _refuse_insecure(config, base_url, allow_insecure_http)
+    # The options object takes the rest; what it has no field for is named above.
+    options = options_from(
+        ImportOptions,
+        params,
+        format=params["fmt"],
+        ledger_path=_target(params["ledger_path"]),
+        progress=not no_progress and not json_logs,
+    )
+    config = load_config(options.config_path)  # once: the run below is handed this one
+    _refuse_insecure(config, options.base_url, allow_insecure_http)
     from worker.ledger.paths import default_ledger_path
 
     log_file = configure_for_people(
@@ -593,24 +587,6 @@ def import_cmd(
     )
     if log_file is not None:
         click.echo(f"log events: {log_file} (--verbose shows them here)", err=True)
-    options = ImportOptions(
-        file=file,
-        config_path=config_path,
-        format=fmt,
-        base_url=base_url,
-        ledger_path=None if ledger_path is None else parse_target(ledger_path),
-        tenant=tenant,
-        dry_run=dry_run,
-        payloads=payloads,
-        retry_failed=retry_failed,
-        partial=partial,
-        progress=not no_progress and not json_logs,
-        grace_seconds=grace_seconds,
-        adopt_existing=adopt_existing,
-        allow_hash_keys=allow_hash_keys,
-        settle_wait=settle_wait,
-        rebind_ledger=rebind_ledger,
-    )
     target = ledger_target(config, options.ledger_path)
     try:
         if is_url(target) and not dry_run:
@@ -674,17 +650,7 @@ _PG_BACKUP = "back a PostgreSQL ledger up with pg_dump -n flextell_worker"
 @_insecure_option
 @user_errors
 def verify_cmd(
-    config_path: Path,
-    ledger_path: str | None,
-    base_url: str | None,
-    tenant: int | None,
-    run_id: int | None,
-    sample: int | None,
-    seed: int | None,
-    orphans: bool,
-    report: str | None,
-    json_logs: bool,
-    allow_insecure_http: bool,
+    report: str | None, json_logs: bool, allow_insecure_http: bool, **params: Any
 ) -> None:
     """Fetch every created appointment and compare it with what was sent.
 
@@ -702,18 +668,9 @@ def verify_cmd(
     from worker.commands.verify import VerifyOptions, run_verify, show_verify, write_report
     from worker.logs import configure_logging
 
-    _refuse_insecure(config_path, base_url, allow_insecure_http)
+    options = options_from(VerifyOptions, params, ledger_path=_target(params["ledger_path"]))
+    _refuse_insecure(options.config_path, options.base_url, allow_insecure_http)
     configure_logging(json_logs=json_logs)
-    options = VerifyOptions(
-        config_path=config_path,
-        ledger_path=_target(ledger_path),
-        base_url=base_url,
-        tenant=tenant,
-        run=run_id,
-        sample=sample,
-        seed=seed,
-        orphans=orphans,
-    )
     result = asyncio.run(run_verify(options))
     if report:
         write_report(result, report)
@@ -731,16 +688,7 @@ def verify_cmd(
 @_rebind_option
 @_insecure_option
 @user_errors
-def reconcile_cmd(
-    config_path: Path,
-    ledger_path: str | None,
-    base_url: str | None,
-    tenant: int | None,
-    json_logs: bool,
-    settle_wait: float | None,
-    rebind_ledger: bool,
-    allow_insecure_http: bool,
-) -> None:
+def reconcile_cmd(json_logs: bool, allow_insecure_http: bool, **params: Any) -> None:
     """Resolve rows whose outcome is unknown with lookups only; send nothing.
 
     Found rows become created, rows surely absent become pending (the next
@@ -756,16 +704,9 @@ def reconcile_cmd(
     from worker.commands.reconcile import ReconcileOptions, run_reconcile, show_reconcile
     from worker.logs import configure_logging
 
-    _refuse_insecure(config_path, base_url, allow_insecure_http)
+    options = options_from(ReconcileOptions, params, ledger_path=_target(params["ledger_path"]))
+    _refuse_insecure(options.config_path, options.base_url, allow_insecure_http)
     configure_logging(json_logs=json_logs)
-    options = ReconcileOptions(
-        config_path=config_path,
-        ledger_path=_target(ledger_path),
-        base_url=base_url,
-        tenant=tenant,
-        settle_wait=settle_wait,
-        rebind_ledger=rebind_ledger,
-    )
     result = asyncio.run(run_reconcile(options))
     show_reconcile(result, json_logs=json_logs)
     sys.exit(int(result.exit_code))
@@ -798,16 +739,7 @@ def reconcile_cmd(
     help="With --html: show patient names, phones and notes (masked by default).",
 )
 @user_errors
-def report_cmd(
-    config_path: Path | None,
-    ledger_path: str | None,
-    run_id: int | None,
-    tenant: int | None,
-    fmt: str,
-    failures: Path | None,
-    html_path: Path | None,
-    show_patient_data: bool,
-) -> None:
+def report_cmd(html_path: Path | None, show_patient_data: bool, **params: Any) -> None:
     """Show the runs in a ledger and their counts; optionally write the failures file.
 
     Opens the ledger (a SQLite file or a postgresql:// URL) read-only, so it
@@ -821,10 +753,14 @@ def report_cmd(
     masked unless --show-patient-data (see docs/report.md).
     """
     import asyncio
-    import json
 
+    from worker.commands.report import ReportOptions, build_report, show_report
+
+    options = options_from(
+        ReportOptions, params, ledger_path=_target(params["ledger_path"]), format=params["fmt"]
+    )
     if html_path is not None:
-        if tenant is not None or failures is not None:
+        if options.tenant is not None or options.failures is not None:
             raise click.UsageError(
                 "--html writes the whole page (it has a tenant filter and a save link for "
                 "the failures file): give --tenant and --failures without --html"
@@ -834,9 +770,9 @@ def report_cmd(
 
         html = HtmlOptions(
             out=html_path,
-            ledger_path=_target(ledger_path),
-            config_path=config_path,
-            run=run_id,
+            ledger_path=options.ledger_path,
+            config_path=options.config_path,
+            run=options.run,
             show_patient_data=show_patient_data,
         )
         size = write_page(asyncio.run(collect_page(html)), html_path)
@@ -844,26 +780,7 @@ def report_cmd(
         return
     if show_patient_data:
         raise click.UsageError("--show-patient-data goes with --html")
-
-    from worker.commands.report import ReportOptions, build_report, report_csv, report_table
-
-    options = ReportOptions(
-        ledger_path=_target(ledger_path),
-        config_path=config_path,
-        run=run_id,
-        tenant=tenant,
-        format=fmt,
-        failures=failures,
-    )
-    report = asyncio.run(build_report(options))
-    if fmt == "json":
-        click.echo(json.dumps(report.to_json(), ensure_ascii=False, indent=2, default=str))
-    elif fmt == "csv":
-        report_csv(report, sys.stdout)
-    else:
-        report_table(report)
-    if failures is not None and fmt != "table":
-        click.echo(f"{report.failures_written} row(s) written to {failures}", err=True)
+    show_report(asyncio.run(build_report(options)), options)
 
 
 # --- worklist, ack, unack: the rows that need a person ---------------------------------
@@ -928,28 +845,7 @@ def worklist_cmd(
             await ledger.close()
 
     found, runs = asyncio.run(read())
-    if fmt == "table":
-        wo.print_table(found)
-    elif fmt == "json":
-        if out is None:
-            wo.write_json(found, sys.stdout)
-        else:
-            from worker.fileperms import open_private
-
-            with open_private(out, encoding="utf-8") as fh:  # reasons may quote a cell
-                wo.write_json(found, fh)
-    elif fmt == "csv":
-        written = wo.write_csv(found, runs, wo.need_out(fmt, out))
-        click.echo(f"{written.rows} row(s) written to {out}", err=True)
-        if written.left_out:
-            click.echo(
-                f"{written.left_out} item(s) without source cells (missing from the export) "
-                "are not in the CSV: see --format table or xlsx",
-                err=True,
-            )
-    else:
-        written = wo.write_xlsx(found, wo.need_out(fmt, out))
-        click.echo(f"{written.rows} item(s) written to {out}", err=True)
+    wo.show(found, runs, fmt, out)
 
 
 @cli.command("ack")
@@ -1325,17 +1221,14 @@ def auth_status_cmd(
     login`) or could not be checked.
     """
     import asyncio
-    import time
 
-    from worker.commands.auth import run_status, status_exit_code
+    from worker.commands.auth import print_statuses, run_status, status_exit_code
     from worker.config import load_config
 
     _refuse_insecure(config_path, base_url, allow_insecure_http)
     config = load_config(config_path)
     statuses = asyncio.run(run_status(config, tenant=tenant, base_url=base_url))
-    now = time.time()
-    for status in statuses:
-        click.echo(status.line(now))
+    print_statuses(statuses)
     sys.exit(int(status_exit_code(statuses)))
 
 
