@@ -3,6 +3,7 @@ result leaves through one path (`worker.commands.output`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from click.testing import CliRunner
 import worker.cli
 from tests.support.importing import run_cli, setup
 from worker.cli import cli, options_from
+from worker.commands.import_ import ImportOptions
 from worker.commands.reconcile import ReconcileOptions
 from worker.sandbox import RunningSandbox
 
@@ -126,3 +128,11 @@ def test_an_options_object_gets_every_field_from_an_option_or_says_which_not() -
         options_from(ReconcileOptions, params)
     built = options_from(ReconcileOptions, params | {"tenant": 2}, ledger_path=Path("l.db"))
     assert built == ReconcileOptions(Path("run.toml"), Path("l.db"), tenant=2)
+
+
+def test_import_options_hold_only_what_the_command_line_asks() -> None:
+    """Collaborators (an open ledger, the policy, a tenant filter, headers, a round) are
+    handed to run_import in a RunContext; each ImportOptions field is an import option
+    (format and progress are computed from --format and --no-progress/--json-logs)."""
+    given = {param.name for param in cli.commands["import"].params} | {"format", "progress"}
+    assert {f.name for f in dataclasses.fields(ImportOptions)} <= given

@@ -3,7 +3,12 @@
 Each command parses options, calls one core function and turns `WorkerError`
 into a one-line message and its exit code. No pipeline logic lives here.
 It declares every command's options and help texts, which `--help` shows;
-the work is in `worker.commands`.
+the work is in `worker.commands`, and so is the printing of results (under
+--json-logs through `worker.commands.output`).
+
+An option several commands take is declared once (the block after
+`config_option`). A command with an options dataclass builds it with
+`options_from`, so a new option is one declaration plus one field.
 """
 
 from __future__ import annotations
