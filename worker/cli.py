@@ -568,11 +568,6 @@ def import_cmd(
     from worker.ledger.target import is_url, ledger_target
     from worker.logs import configure_for_people
 
-    dry_run: bool = params["dry_run"]
-    if params["payloads"] is not None and not dry_run:
-        raise click.UsageError("--payloads goes with --dry-run (a real run sends the bodies)")
-    if metrics_file is not None and dry_run:
-        raise click.UsageError("--metrics-file goes with a real run (a dry run sends nothing)")
     # The options object takes the rest; what it has no field for is named above.
     options = options_from(
         ImportOptions,
@@ -581,6 +576,11 @@ def import_cmd(
         ledger_path=_target(params["ledger_path"]),
         progress=not no_progress and not json_logs,
     )
+    dry_run = options.dry_run
+    if options.payloads is not None and not dry_run:
+        raise click.UsageError("--payloads goes with --dry-run (a real run sends the bodies)")
+    if metrics_file is not None and dry_run:
+        raise click.UsageError("--metrics-file goes with a real run (a dry run sends nothing)")
     config = load_config(options.config_path)  # once: the run below is handed this one
     _refuse_insecure(config, options.base_url, allow_insecure_http)
     from worker.ledger.paths import default_ledger_path
