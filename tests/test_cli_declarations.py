@@ -128,6 +128,9 @@ def test_an_options_object_gets_every_field_from_an_option_or_says_which_not() -
         options_from(ReconcileOptions, params)
     built = options_from(ReconcileOptions, params | {"tenant": 2}, ledger_path=Path("l.db"))
     assert built == ReconcileOptions(Path("run.toml"), Path("l.db"), tenant=2)
+    # A field no option sets is named as such, and keeps its default.
+    kept = options_from(ReconcileOptions, params, defaults=("tenant",))
+    assert kept.tenant is None and kept.ledger_path == "l.db"
 
 
 def test_import_options_hold_only_what_the_command_line_asks() -> None:

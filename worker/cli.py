@@ -101,12 +101,15 @@ def run_option(help_text: str) -> Callable[[F], F]:
     return click.option("--run", "run", type=int, help=help_text)
 
 
-def options_from(cls: type[D], params: dict[str, Any], **derived: Any) -> D:
+def options_from(
+    cls: type[D], params: dict[str, Any], *, defaults: tuple[str, ...] = (), **derived: Any
+) -> D:
     """A command's options dataclass from click's parsed params: each field takes the
-    param of its name, `derived` the ones computed from others. A field named by
-    neither is an error, so a renamed option cannot fall back to a default unseen."""
+    param of its name, `derived` the ones computed from others; `defaults` names the
+    fields no option sets (they keep their default). Any other field named by neither
+    is an error, so a renamed option cannot fall back to a default unseen."""
     values = params | derived
-    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    names = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in defaults]
     missing = [name for name in names if name not in values]
     if missing:
         raise TypeError(f"{cls.__name__}: no option gives {', '.join(missing)}")
@@ -376,24 +379,12 @@ def init_cmd(
 )
 @user_errors
 def sandbox_cmd(
-    host: str,
-    port: int,
     port_file: str | None,
     seed_data: str | None,
     state: str | None,
-    latency_ms: float,
-    jitter_ms: float,
     rate_limit: str | None,
     fault_specs: tuple[str, ...],
-    fault_seed: int | None,
-    slow_seconds: float,
-    late_commit_seconds: float,
-    commit_delay_seconds: float,
-    calendar_shape: str,
-    calendar_broken: bool,
-    token_ttl: float,
-    retry_after: str,
-    honor_idempotency_key: bool,
+    **params: Any,
 ) -> None:
     """Serve a local Flextell look-alike under /api until SIGINT or SIGTERM.
 
@@ -413,24 +404,14 @@ def sandbox_cmd(
         rate = parse_rate(rate_limit) if rate_limit is not None else None
     except ValueError as exc:
         raise ConfigError(f"--rate-limit: {exc}") from None
-    opts = SandboxOptions(
-        host=host,
-        port=port,
+    opts = options_from(
+        SandboxOptions,
+        params,
+        defaults=("clock", "rate_headers", "calendar_max_days", "handler_cancellation"),
         seed_path=pathlib.Path(seed_data) if seed_data else None,
         state_path=pathlib.Path(state) if state else None,
-        latency_ms=latency_ms,
-        jitter_ms=jitter_ms,
         rate_limit=rate,
         faults=parse_faults(fault_specs),
-        honor_idempotency_key=honor_idempotency_key,
-        fault_seed=fault_seed,
-        slow_seconds=slow_seconds,
-        late_commit_seconds=late_commit_seconds,
-        commit_delay_seconds=commit_delay_seconds,
-        calendar_shape=calendar_shape,
-        calendar_broken=calendar_broken,
-        token_ttl=token_ttl,
-        retry_after=retry_after,
     )
     asyncio.run(serve(opts, pathlib.Path(port_file) if port_file else None))
 
