@@ -1,5 +1,7 @@
-"""The CLI declared once: shared options read the same everywhere, and each command's
-result leaves through one path (`worker.commands.output`)."""
+"""The CLI declared once: a shared option is one declaration that reads the same
+everywhere, an options object gets each field from an option (collaborators are not
+options), and import's JSON summary, now printed by `worker.commands.output`, keeps
+its keys."""
 
 from __future__ import annotations
 
