@@ -240,12 +240,7 @@ def validate_cmd(**params: Any) -> None:
     from worker.commands.validate import ValidateOptions, run_validate
 
     opts = options_from(
-        ValidateOptions,
-        params,
-        path=params["file"],
-        config_path=str(params["config_path"]),
-        format=params["fmt"],
-        progress=not params["no_progress"],
+        ValidateOptions, params, format=params["fmt"], progress=not params["no_progress"]
     )
     sys.exit(run_validate(opts))
 
