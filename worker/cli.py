@@ -88,7 +88,7 @@ def format_option(
     """The one `--format` declaration: the input's format, or the output's."""
     return click.option(
         "--format",
-        "fmt",
+        "format",
         type=None if choices is None else click.Choice(choices),
         default=default,
         show_default=default is not None,
@@ -239,9 +239,7 @@ def validate_cmd(**params: Any) -> None:
     """
     from worker.commands.validate import ValidateOptions, run_validate
 
-    opts = options_from(
-        ValidateOptions, params, format=params["fmt"], progress=not params["no_progress"]
-    )
+    opts = options_from(ValidateOptions, params, progress=not params["no_progress"])
     sys.exit(run_validate(opts))
 
 
@@ -266,7 +264,7 @@ def init_cmd(
     export: str,
     out: str | None,
     force: bool,
-    fmt: str | None,
+    format: str | None,
     online: bool,
     config_path: Path | None,
     tenant: int | None,
@@ -285,7 +283,7 @@ def init_cmd(
     from worker.commands.init import run_init
 
     base = None if config_path is None else str(config_path)
-    sys.exit(run_init(export, out, force, fmt, online, base, tenant))
+    sys.exit(run_init(export, out, force, format, online, base, tenant))
 
 
 # --- sandbox: a local Flextell look-alike --------------------------------------
@@ -548,7 +546,6 @@ def import_cmd(
     options = options_from(
         ImportOptions,
         params,
-        format=params["fmt"],
         ledger_path=_target(params["ledger_path"]),
         progress=not no_progress and not json_logs,
     )
@@ -737,9 +734,7 @@ def report_cmd(html_path: Path | None, show_patient_data: bool, **params: Any) -
 
     from worker.commands.report import ReportOptions, build_report, show_report
 
-    options = options_from(
-        ReportOptions, params, ledger_path=_target(params["ledger_path"]), format=params["fmt"]
-    )
+    options = options_from(ReportOptions, params, ledger_path=_target(params["ledger_path"]))
     if html_path is not None:
         if options.tenant is not None or options.failures is not None:
             raise click.UsageError(
@@ -798,7 +793,7 @@ def worklist_cmd(
     tenant: int | None,
     kind: str | None,
     state: str,
-    fmt: str,
+    format: str,
     out: Path | None,
 ) -> None:
     """The rows that need a person: invalid, failed, unknown, changed in the source,
@@ -826,7 +821,7 @@ def worklist_cmd(
             await ledger.close()
 
     found, runs = asyncio.run(read())
-    wo.show(found, runs, fmt, out)
+    wo.show(found, runs, format, out)
 
 
 @cli.command("ack")
