@@ -3,11 +3,17 @@
 Each command parses options, calls one core function and turns `WorkerError`
 into a one-line message and its exit code. No pipeline logic lives here.
 It declares every command's options and help texts, which `--help` shows;
-the work is in `worker.commands`.
+the work is in `worker.commands`, and so is the printing of results (under
+--json-logs through `worker.commands.output`).
+
+An option several commands take is declared once (the block after
+`config_option`). A command with an options dataclass builds it with
+`options_from`, so a new option is one declaration plus one field.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -20,9 +26,12 @@ from worker import __version__
 from worker.errors import WorkerError
 
 if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
     from worker.config import Config
 
 F = TypeVar("F", bound=Callable[..., Any])
+D = TypeVar("D", bound="DataclassInstance")
 
 
 def user_errors(func: F) -> F:
@@ -49,6 +58,87 @@ def config_option(help_text: str, *, required: bool = True) -> Callable[[F], F]:
         type=click.Path(dir_okay=False, path_type=Path),
         help=help_text,
     )
+
+
+# --- options several commands share: each declared once here ---------------------
+# A factory where the help says what the option narrows in that command; an object
+# where every command means the same by it.
+
+
+def tenant_option(help_text: str) -> Callable[[F], F]:
+    """The one `--tenant` declaration."""
+    return click.option("--tenant", type=int, help=help_text)
+
+
+def ledger_option(help_text: str) -> Callable[[F], F]:
+    """The one `--ledger` declaration (a file, or a postgresql:// URL where allowed)."""
+    return click.option("--ledger", "ledger_path", type=str, help=help_text)
+
+
+def base_url_option(
+    help_text: str = "Override every tenant's base URL (a sandbox or staging server).",
+) -> Callable[[F], F]:
+    """The one `--base-url` declaration."""
+    return click.option("--base-url", help=help_text)
+
+
+def format_option(
+    help_text: str, choices: list[str] | None = None, default: str | None = None
+) -> Callable[[F], F]:
+    """The one `--format` declaration: the input's format, or the output's."""
+    return click.option(
+        "--format",
+        "format",
+        type=None if choices is None else click.Choice(choices),
+        default=default,
+        show_default=default is not None,
+        help=help_text,
+    )
+
+
+def run_option(help_text: str) -> Callable[[F], F]:
+    """The one `--run` declaration."""
+    return click.option("--run", "run", type=int, help=help_text)
+
+
+def options_from(
+    cls: type[D], params: dict[str, Any], *, defaults: tuple[str, ...] = (), **derived: Any
+) -> D:
+    """A command's options dataclass from click's parsed params: each field takes the
+    param of its name, `derived` the ones computed from others; `defaults` names the
+    fields no option sets (they keep their default). Any other field named by neither
+    is an error, so a renamed option cannot fall back to a default unseen."""
+    values = params | derived
+    names = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in defaults]
+    missing = [name for name in names if name not in values]
+    if missing:
+        raise TypeError(f"{cls.__name__}: no option gives {', '.join(missing)}")
+    return cls(**{name: values[name] for name in names})
+
+
+INPUT_FORMATS = ["csv", "jsonl", "xlsx", "xls", "ods"]
+_KINDS = ["invalid", "failed", "unknown", "changed", "missing", "duplicate_key"]
+
+_config_option = config_option("TOML config (API, tenants).")
+_base_url_option = base_url_option()
+_target_option = ledger_option(
+    "Ledger file or postgresql:// URL (default: the one `import` uses with this config)."
+)
+_file_option = ledger_option(
+    "Ledger file (default: the one `import` uses with this config); SQLite only."
+)
+_tenant_rows_option = tenant_option("Only this tenant's rows.")
+_tenant_items_option = tenant_option("Only this tenant's items.")
+_kind_option = click.option("--kind", type=click.Choice(_KINDS), help="Only items of this kind.")
+_report_option = click.option(
+    "--report", type=click.Path(dir_okay=False), help="Write a JSON report here."
+)
+_no_progress_option = click.option("--no-progress", is_flag=True, help="No live progress display.")
+_json_logs_option = click.option(
+    "--json-logs",
+    is_flag=True,
+    help="JSON log events on stderr; the final summary as JSON on stdout.",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -109,14 +199,9 @@ def _refuse_insecure(config: Path | Config, base_url: str | None, allow: bool) -
 @cli.command("validate")
 @click.argument("file")
 @config_option("The run config (TOML).")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["csv", "jsonl", "xlsx", "xls", "ods"]),
-    help="Override detection (default: by extension).",
-)
-@click.option("--tenant", type=int, help="Import every row into this tenant.")
-@click.option("--report", type=click.Path(dir_okay=False), help="Write a JSON report here.")
+@format_option("Override detection (default: by extension).", INPUT_FORMATS)
+@tenant_option("Import every row into this tenant.")
+@_report_option
 @click.option(
     "--failures", type=click.Path(dir_okay=False), help="Write the invalid rows here, to fix."
 )
@@ -132,27 +217,15 @@ def _refuse_insecure(config: Path | Config, base_url: str | None, allow: bool) -
     show_default=True,
     help="How many errors to print.",
 )
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@_no_progress_option
 @click.option(
     "--online",
     is_flag=True,
     help='Resolve lookup = "api" fields through the API (reads only; creates nothing).',
 )
-@click.option("--base-url", help="With --online: override every tenant's base URL.")
+@base_url_option("With --online: override every tenant's base URL.")
 @user_errors
-def validate_cmd(
-    file: str,
-    config_path: Path,
-    fmt: str | None,
-    tenant: int | None,
-    report: str | None,
-    failures: str | None,
-    payloads: str | None,
-    max_errors: int,
-    no_progress: bool,
-    online: bool,
-    base_url: str | None,
-) -> None:
+def validate_cmd(**params: Any) -> None:
     """Read, map and validate every row of FILE; send nothing.
 
     Without --online, fields with lookup = "api" are not checked (a warning says
@@ -166,19 +239,7 @@ def validate_cmd(
     """
     from worker.commands.validate import ValidateOptions, run_validate
 
-    opts = ValidateOptions(
-        path=file,
-        config_path=str(config_path),
-        format=fmt,
-        tenant=tenant,
-        report=report,
-        failures=failures,
-        payloads=payloads,
-        max_errors=max_errors,
-        progress=not no_progress,
-        online=online,
-        base_url=base_url,
-    )
+    opts = options_from(ValidateOptions, params, progress=not params["no_progress"])
     sys.exit(run_validate(opts))
 
 
@@ -189,7 +250,7 @@ def validate_cmd(
 @click.argument("export")
 @click.option("--out", "-o", type=click.Path(dir_okay=False), help="Write the draft here.")
 @click.option("--force", is_flag=True, help="With --out: overwrite an existing file.")
-@click.option("--format", "fmt", help="Read EXPORT as this format (default: by extension).")
+@format_option("Read EXPORT as this format (default: by extension).")
 @click.option(
     "--online",
     is_flag=True,
@@ -197,13 +258,13 @@ def validate_cmd(
     "(needs -c BASE.toml).",
 )
 @config_option("Base config: its [api] section is used.", required=False)
-@click.option("--tenant", type=int, help="With --online: the tenant whose lists are read.")
+@tenant_option("With --online: the tenant whose lists are read.")
 @user_errors
 def init_cmd(
     export: str,
     out: str | None,
     force: bool,
-    fmt: str | None,
+    format: str | None,
     online: bool,
     config_path: Path | None,
     tenant: int | None,
@@ -222,7 +283,7 @@ def init_cmd(
     from worker.commands.init import run_init
 
     base = None if config_path is None else str(config_path)
-    sys.exit(run_init(export, out, force, fmt, online, base, tenant))
+    sys.exit(run_init(export, out, force, format, online, base, tenant))
 
 
 # --- sandbox: a local Flextell look-alike --------------------------------------
@@ -311,24 +372,12 @@ def init_cmd(
 )
 @user_errors
 def sandbox_cmd(
-    host: str,
-    port: int,
     port_file: str | None,
     seed_data: str | None,
     state: str | None,
-    latency_ms: float,
-    jitter_ms: float,
     rate_limit: str | None,
     fault_specs: tuple[str, ...],
-    fault_seed: int | None,
-    slow_seconds: float,
-    late_commit_seconds: float,
-    commit_delay_seconds: float,
-    calendar_shape: str,
-    calendar_broken: bool,
-    token_ttl: float,
-    retry_after: str,
-    honor_idempotency_key: bool,
+    **params: Any,
 ) -> None:
     """Serve a local Flextell look-alike under /api until SIGINT or SIGTERM.
 
@@ -348,24 +397,14 @@ def sandbox_cmd(
         rate = parse_rate(rate_limit) if rate_limit is not None else None
     except ValueError as exc:
         raise ConfigError(f"--rate-limit: {exc}") from None
-    opts = SandboxOptions(
-        host=host,
-        port=port,
+    opts = options_from(
+        SandboxOptions,
+        params,
+        defaults=("clock", "rate_headers", "calendar_max_days", "handler_cancellation"),
         seed_path=pathlib.Path(seed_data) if seed_data else None,
         state_path=pathlib.Path(state) if state else None,
-        latency_ms=latency_ms,
-        jitter_ms=jitter_ms,
         rate_limit=rate,
         faults=parse_faults(fault_specs),
-        honor_idempotency_key=honor_idempotency_key,
-        fault_seed=fault_seed,
-        slow_seconds=slow_seconds,
-        late_commit_seconds=late_commit_seconds,
-        commit_delay_seconds=commit_delay_seconds,
-        calendar_shape=calendar_shape,
-        calendar_broken=calendar_broken,
-        token_ttl=token_ttl,
-        retry_after=retry_after,
     )
     asyncio.run(serve(opts, pathlib.Path(port_file) if port_file else None))
 
@@ -387,21 +426,13 @@ _rebind_option = click.option(
 @cli.command("import")
 @click.argument("file", type=str)
 @config_option("TOML config (API, tenants, mapping).")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["csv", "jsonl", "xlsx", "xls", "ods"]),
-    help="Input format (default: by extension).",
+@format_option("Input format (default: by extension).", INPUT_FORMATS)
+@_base_url_option
+@ledger_option(
+    "Ledger file, or postgresql://user@host/db for a ledger shared by many workers "
+    "(default: [ledger] url or path, else the state directory; see docs/import.md)."
 )
-@click.option("--base-url", help="Override every tenant's base URL (a sandbox or staging server).")
-@click.option(
-    "--ledger",
-    "ledger_path",
-    type=str,
-    help="Ledger file, or postgresql://user@host/db for a ledger shared by many workers "
-    "(default: [ledger] url or path, else the state directory; see docs/import.md).",
-)
-@click.option("--tenant", type=int, help="Import into this one tenant (overrides the mapping).")
+@tenant_option("Import into this one tenant (overrides the mapping).")
 @click.option("--dry-run", is_flag=True, help="Validate and show what would be sent; send nothing.")
 @click.option(
     "--payloads",
@@ -418,8 +449,8 @@ _rebind_option = click.option(
     help="FILE is not a full export (a fixed failures file, one day's rows): "
     "do not count ledger keys absent from it as missing from source.",
 )
-@click.option("--json-logs", is_flag=True, help="One JSON object per log event on stderr.")
-@click.option("--no-progress", is_flag=True, help="No live progress display.")
+@_json_logs_option
+@_no_progress_option
 @_seconds_option(
     "--grace",
     "grace_seconds",
@@ -460,27 +491,13 @@ _rebind_option = click.option(
 @_insecure_option
 @user_errors
 def import_cmd(
-    file: str,
-    config_path: Path,
-    fmt: str | None,
-    base_url: str | None,
-    ledger_path: str | None,
-    tenant: int | None,
-    dry_run: bool,
-    payloads: Path | None,
-    retry_failed: bool,
-    partial: bool,
     json_logs: bool,
     no_progress: bool,
-    grace_seconds: float,
-    adopt_existing: bool,
-    allow_hash_keys: bool,
     round_name: str | None,
     metrics_file: Path | None,
     verbose: bool,
-    settle_wait: float | None,
-    rebind_ledger: bool,
     allow_insecure_http: bool,
+    **params: Any,
 ) -> None:
     """Import FILE (CSV or JSONL, '-' for stdin) into Flextell, resuming from the ledger.
 
@@ -518,20 +535,27 @@ def import_cmd(
     writes them to stderr as JSON.
     """
     import asyncio
-    import json
 
     from worker.commands.import_ import ImportOptions, run_import
-    from worker.commands.importing.import_summary import print_summary, summary_event
+    from worker.commands.importing.import_summary import show_summary
     from worker.config import load_config
-    from worker.ledger.target import is_url, ledger_target, parse_target
-    from worker.logs import configure_for_people, get_logger
+    from worker.ledger.target import is_url, ledger_target
+    from worker.logs import configure_for_people
 
-    if payloads is not None and not dry_run:
+    # The options object takes the rest; what it has no field for is named above.
+    options = options_from(
+        ImportOptions,
+        params,
+        ledger_path=_target(params["ledger_path"]),
+        progress=not no_progress and not json_logs,
+    )
+    dry_run = options.dry_run
+    if options.payloads is not None and not dry_run:
         raise click.UsageError("--payloads goes with --dry-run (a real run sends the bodies)")
     if metrics_file is not None and dry_run:
         raise click.UsageError("--metrics-file goes with a real run (a dry run sends nothing)")
-    config = load_config(config_path)  # once: the run below is handed this one
-    _refuse_insecure(config, base_url, allow_insecure_http)
+    config = load_config(options.config_path)  # once: the run below is handed this one
+    _refuse_insecure(config, options.base_url, allow_insecure_http)
     from worker.ledger.paths import default_ledger_path
 
     log_file = configure_for_people(
@@ -541,24 +565,6 @@ def import_cmd(
     )
     if log_file is not None:
         click.echo(f"log events: {log_file} (--verbose shows them here)", err=True)
-    options = ImportOptions(
-        file=file,
-        config_path=config_path,
-        format=fmt,
-        base_url=base_url,
-        ledger_path=None if ledger_path is None else parse_target(ledger_path),
-        tenant=tenant,
-        dry_run=dry_run,
-        payloads=payloads,
-        retry_failed=retry_failed,
-        partial=partial,
-        progress=not no_progress and not json_logs,
-        grace_seconds=grace_seconds,
-        adopt_existing=adopt_existing,
-        allow_hash_keys=allow_hash_keys,
-        settle_wait=settle_wait,
-        rebind_ledger=rebind_ledger,
-    )
     target = ledger_target(config, options.ledger_path)
     try:
         if is_url(target) and not dry_run:
@@ -579,33 +585,11 @@ def import_cmd(
         from worker.commands.importing.metrics import write_metrics
 
         write_metrics(result, metrics_file)
-    if json_logs:
-        get_logger("import").info("run summary", **summary_event(result))
-        click.echo(json.dumps(summary_event(result)))
-    else:
-        print_summary(result)
+    show_summary(result, json_logs=json_logs)
     sys.exit(int(result.exit_code))
 
 
 # --- verify, reconcile, report ---------------------------------------------------
-
-_config_option = config_option("TOML config (API, tenants).")
-_base_url_option = click.option(
-    "--base-url", help="Override every tenant's base URL (a sandbox or staging server)."
-)
-_target_option = click.option(
-    "--ledger",
-    "ledger_path",
-    type=str,
-    help="Ledger file or postgresql:// URL (default: the one `import` uses with this config).",
-)
-
-_file_option = click.option(
-    "--ledger",
-    "ledger_path",
-    type=str,
-    help="Ledger file (default: the one `import` uses with this config); SQLite only.",
-)
 
 
 def _target(value: str | None) -> Path | str | None:
@@ -625,23 +609,12 @@ def _sqlite_file(
 _PG_BACKUP = "back a PostgreSQL ledger up with pg_dump -n flextell_worker"
 
 
-def _summary_out(name: str, event: dict[str, Any], json_logs: bool) -> None:
-    """Under --json-logs: the final event, logged on stderr and printed on stdout."""
-    import json
-
-    from worker.logs import get_logger
-
-    if json_logs:
-        get_logger(name).info(f"{name} summary", **event)
-        click.echo(json.dumps(event, ensure_ascii=False, default=str))
-
-
 @cli.command("verify")
 @_config_option
 @_target_option
 @_base_url_option
-@click.option("--tenant", type=int, help="Only this tenant's rows.")
-@click.option("--run", "run_id", type=int, help="Only rows last handled by this run.")
+@_tenant_rows_option
+@run_option("Only rows last handled by this run.")
 @click.option("--sample", type=click.IntRange(min=1), help="Check a random sample of N rows.")
 @click.option("--seed", type=int, help="Seed of --sample, for a repeatable sample.")
 @click.option(
@@ -650,22 +623,12 @@ def _summary_out(name: str, event: dict[str, Any], json_logs: bool) -> None:
     help='Also list appointments the API made (creation_type "api") on the ledger\'s days '
     "that no ledger row owns: duplicates. By-hand bookings are not listed. See docs/verify.md.",
 )
-@click.option("--report", type=click.Path(dir_okay=False), help="Write a JSON report here.")
-@click.option("--json-logs", is_flag=True, help="JSON log events; final summary as JSON.")
+@_report_option
+@_json_logs_option
 @_insecure_option
 @user_errors
 def verify_cmd(
-    config_path: Path,
-    ledger_path: str | None,
-    base_url: str | None,
-    tenant: int | None,
-    run_id: int | None,
-    sample: int | None,
-    seed: int | None,
-    orphans: bool,
-    report: str | None,
-    json_logs: bool,
-    allow_insecure_http: bool,
+    report: str | None, json_logs: bool, allow_insecure_http: bool, **params: Any
 ) -> None:
     """Fetch every created appointment and compare it with what was sent.
 
@@ -680,28 +643,16 @@ def verify_cmd(
     """
     import asyncio
 
-    from worker.commands.verify import VerifyOptions, print_verify, run_verify, write_report
+    from worker.commands.verify import VerifyOptions, run_verify, show_verify, write_report
     from worker.logs import configure_logging
 
-    _refuse_insecure(config_path, base_url, allow_insecure_http)
+    options = options_from(VerifyOptions, params, ledger_path=_target(params["ledger_path"]))
+    _refuse_insecure(options.config_path, options.base_url, allow_insecure_http)
     configure_logging(json_logs=json_logs)
-    options = VerifyOptions(
-        config_path=config_path,
-        ledger_path=_target(ledger_path),
-        base_url=base_url,
-        tenant=tenant,
-        run=run_id,
-        sample=sample,
-        seed=seed,
-        orphans=orphans,
-    )
     result = asyncio.run(run_verify(options))
     if report:
         write_report(result, report)
-    if json_logs:
-        _summary_out("verify", result.to_json(), json_logs)
-    else:
-        print_verify(result)
+    show_verify(result, json_logs=json_logs)
     sys.exit(int(result.exit_code))
 
 
@@ -709,22 +660,13 @@ def verify_cmd(
 @_config_option
 @_target_option
 @_base_url_option
-@click.option("--tenant", type=int, help="Only this tenant's rows.")
-@click.option("--json-logs", is_flag=True, help="JSON log events; final summary as JSON.")
+@_tenant_rows_option
+@_json_logs_option
 @_settle_wait_option
 @_rebind_option
 @_insecure_option
 @user_errors
-def reconcile_cmd(
-    config_path: Path,
-    ledger_path: str | None,
-    base_url: str | None,
-    tenant: int | None,
-    json_logs: bool,
-    settle_wait: float | None,
-    rebind_ledger: bool,
-    allow_insecure_http: bool,
-) -> None:
+def reconcile_cmd(json_logs: bool, allow_insecure_http: bool, **params: Any) -> None:
     """Resolve rows whose outcome is unknown with lookups only; send nothing.
 
     Found rows become created, rows surely absent become pending (the next
@@ -737,29 +679,14 @@ def reconcile_cmd(
     """
     import asyncio
 
-    from worker.commands.reconcile import (
-        ReconcileOptions,
-        print_reconcile,
-        reconcile_event,
-        run_reconcile,
-    )
+    from worker.commands.reconcile import ReconcileOptions, run_reconcile, show_reconcile
     from worker.logs import configure_logging
 
-    _refuse_insecure(config_path, base_url, allow_insecure_http)
+    options = options_from(ReconcileOptions, params, ledger_path=_target(params["ledger_path"]))
+    _refuse_insecure(options.config_path, options.base_url, allow_insecure_http)
     configure_logging(json_logs=json_logs)
-    options = ReconcileOptions(
-        config_path=config_path,
-        ledger_path=_target(ledger_path),
-        base_url=base_url,
-        tenant=tenant,
-        settle_wait=settle_wait,
-        rebind_ledger=rebind_ledger,
-    )
     result = asyncio.run(run_reconcile(options))
-    if json_logs:
-        _summary_out("reconcile", reconcile_event(result), json_logs)
-    else:
-        print_reconcile(result)
+    show_reconcile(result, json_logs=json_logs)
     sys.exit(int(result.exit_code))
 
 
@@ -770,16 +697,9 @@ def reconcile_cmd(
     required=False,
 )
 @_target_option
-@click.option("--run", "run_id", type=int, help="Only this run.")
-@click.option("--tenant", type=int, help="Only this tenant's counts and rows.")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json", "csv"]),
-    default="table",
-    show_default=True,
-    help="Output format (csv: one line per run).",
-)
+@run_option("Only this run.")
+@tenant_option("Only this tenant's counts and rows.")
+@format_option("Output format (csv: one line per run).", ["table", "json", "csv"], "table")
 @click.option(
     "--failures",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -797,16 +717,7 @@ def reconcile_cmd(
     help="With --html: show patient names, phones and notes (masked by default).",
 )
 @user_errors
-def report_cmd(
-    config_path: Path | None,
-    ledger_path: str | None,
-    run_id: int | None,
-    tenant: int | None,
-    fmt: str,
-    failures: Path | None,
-    html_path: Path | None,
-    show_patient_data: bool,
-) -> None:
+def report_cmd(html_path: Path | None, show_patient_data: bool, **params: Any) -> None:
     """Show the runs in a ledger and their counts; optionally write the failures file.
 
     Opens the ledger (a SQLite file or a postgresql:// URL) read-only, so it
@@ -820,10 +731,12 @@ def report_cmd(
     masked unless --show-patient-data (see docs/report.md).
     """
     import asyncio
-    import json
 
+    from worker.commands.report import ReportOptions, build_report, show_report
+
+    options = options_from(ReportOptions, params, ledger_path=_target(params["ledger_path"]))
     if html_path is not None:
-        if tenant is not None or failures is not None:
+        if options.tenant is not None or options.failures is not None:
             raise click.UsageError(
                 "--html writes the whole page (it has a tenant filter and a save link for "
                 "the failures file): give --tenant and --failures without --html"
@@ -833,9 +746,9 @@ def report_cmd(
 
         html = HtmlOptions(
             out=html_path,
-            ledger_path=_target(ledger_path),
-            config_path=config_path,
-            run=run_id,
+            ledger_path=options.ledger_path,
+            config_path=options.config_path,
+            run=options.run,
             show_patient_data=show_patient_data,
         )
         size = write_page(asyncio.run(collect_page(html)), html_path)
@@ -843,31 +756,11 @@ def report_cmd(
         return
     if show_patient_data:
         raise click.UsageError("--show-patient-data goes with --html")
-
-    from worker.commands.report import ReportOptions, build_report, report_csv, report_table
-
-    options = ReportOptions(
-        ledger_path=_target(ledger_path),
-        config_path=config_path,
-        run=run_id,
-        tenant=tenant,
-        format=fmt,
-        failures=failures,
-    )
-    report = asyncio.run(build_report(options))
-    if fmt == "json":
-        click.echo(json.dumps(report.to_json(), ensure_ascii=False, indent=2, default=str))
-    elif fmt == "csv":
-        report_csv(report, sys.stdout)
-    else:
-        report_table(report)
-    if failures is not None and fmt != "table":
-        click.echo(f"{report.failures_written} row(s) written to {failures}", err=True)
+    show_report(asyncio.run(build_report(options)), options)
 
 
 # --- worklist, ack, unack: the rows that need a person ---------------------------------
 
-_KINDS = ["invalid", "failed", "unknown", "changed", "missing", "duplicate_key"]
 _worklist_config_option = config_option(
     "Find the ledger the way `import` does with this config.", required=False
 )
@@ -876,8 +769,8 @@ _worklist_config_option = config_option(
 @cli.command("worklist")
 @_worklist_config_option
 @_target_option
-@click.option("--tenant", type=int, help="Only this tenant's items.")
-@click.option("--kind", type=click.Choice(_KINDS), help="Only items of this kind.")
+@_tenant_items_option
+@_kind_option
 @click.option(
     "--state",
     type=click.Choice(["open", "acknowledged", "all"]),
@@ -885,13 +778,10 @@ _worklist_config_option = config_option(
     show_default=True,
     help="all: open, acknowledged and fixed by hand (resolved items are left out).",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json", "csv", "xlsx"]),
-    default="table",
-    show_default=True,
-    help="csv: a failures file (fix the rows, `import FILE --partial`); xlsx: for Excel.",
+@format_option(
+    "csv: a failures file (fix the rows, `import FILE --partial`); xlsx: for Excel.",
+    ["table", "json", "csv", "xlsx"],
+    "table",
 )
 @click.option(
     "--out", type=click.Path(dir_okay=False, path_type=Path), help="Write here (csv, xlsx)."
@@ -903,7 +793,7 @@ def worklist_cmd(
     tenant: int | None,
     kind: str | None,
     state: str,
-    fmt: str,
+    format: str,
     out: Path | None,
 ) -> None:
     """The rows that need a person: invalid, failed, unknown, changed in the source,
@@ -931,28 +821,7 @@ def worklist_cmd(
             await ledger.close()
 
     found, runs = asyncio.run(read())
-    if fmt == "table":
-        wo.print_table(found)
-    elif fmt == "json":
-        if out is None:
-            wo.write_json(found, sys.stdout)
-        else:
-            from worker.fileperms import open_private
-
-            with open_private(out, encoding="utf-8") as fh:  # reasons may quote a cell
-                wo.write_json(found, fh)
-    elif fmt == "csv":
-        written = wo.write_csv(found, runs, wo.need_out(fmt, out))
-        click.echo(f"{written.rows} row(s) written to {out}", err=True)
-        if written.left_out:
-            click.echo(
-                f"{written.left_out} item(s) without source cells (missing from the export) "
-                "are not in the CSV: see --format table or xlsx",
-                err=True,
-            )
-    else:
-        written = wo.write_xlsx(found, wo.need_out(fmt, out))
-        click.echo(f"{written.rows} item(s) written to {out}", err=True)
+    wo.show(found, runs, format, out)
 
 
 @cli.command("ack")
@@ -960,8 +829,8 @@ def worklist_cmd(
 @_worklist_config_option
 @_target_option
 @click.option("--all-open", is_flag=True, help="Every open item (with --kind, --tenant: of those).")
-@click.option("--kind", type=click.Choice(_KINDS), help="Only items of this kind.")
-@click.option("--tenant", type=int, help="Only this tenant's items.")
+@_kind_option
+@_tenant_items_option
 @click.option("--note", help="Why the items need nothing more (required).")
 @click.option("--by", help="Who acknowledges (default: the OS user).")
 @user_errors
@@ -999,8 +868,8 @@ def ack_cmd(
 @click.argument("keys", nargs=-1, required=True)
 @_worklist_config_option
 @_target_option
-@click.option("--kind", type=click.Choice(_KINDS), help="Only items of this kind.")
-@click.option("--tenant", type=int, help="Only this tenant's items.")
+@_kind_option
+@_tenant_items_option
 @user_errors
 def unack_cmd(
     keys: tuple[str, ...],
@@ -1041,8 +910,8 @@ def lookups_group() -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Directory for tenant-N/{customers,users,treatments,rooms}.csv.",
 )
-@click.option("--tenant", type=int, help="Only this tenant.")
-@click.option("--base-url", help="Override every tenant's base URL (a sandbox or staging server).")
+@tenant_option("Only this tenant.")
+@_base_url_option
 @user_errors
 def lookups_pull_cmd(
     config_path: Path, out_dir: Path, tenant: int | None, base_url: str | None
@@ -1213,7 +1082,7 @@ def ledger_rekey_cmd(config_path: Path, ledger_path: str | None, new_key: str) -
     metavar="DAYS",
     help="Rows created more than this long ago, e.g. 90d (0d: every created row).",
 )
-@click.option("--tenant", type=int, default=None, help="Only this tenant's rows.")
+@_tenant_rows_option
 @user_errors
 def ledger_purge_cmd(
     config_path: Path, ledger_path: str | None, older_than: str, tenant: int | None
@@ -1252,7 +1121,7 @@ def _can_open_browser() -> bool:
 
 @auth_group.command("login")
 @_config_option
-@click.option("--tenant", type=int, help="Log in for this tenant's token file only.")
+@tenant_option("Log in for this tenant's token file only.")
 @_base_url_option
 @click.option(
     "--paste",
@@ -1311,7 +1180,7 @@ def auth_login_cmd(
 
 @auth_group.command("status")
 @_config_option
-@click.option("--tenant", type=int, help="Check only this tenant.")
+@tenant_option("Check only this tenant.")
 @_base_url_option
 @_insecure_option
 @user_errors
@@ -1328,17 +1197,14 @@ def auth_status_cmd(
     login`) or could not be checked.
     """
     import asyncio
-    import time
 
-    from worker.commands.auth import run_status, status_exit_code
+    from worker.commands.auth import print_statuses, run_status, status_exit_code
     from worker.config import load_config
 
     _refuse_insecure(config_path, base_url, allow_insecure_http)
     config = load_config(config_path)
     statuses = asyncio.run(run_status(config, tenant=tenant, base_url=base_url))
-    now = time.time()
-    for status in statuses:
-        click.echo(status.line(now))
+    print_statuses(statuses)
     sys.exit(int(status_exit_code(statuses)))
 
 

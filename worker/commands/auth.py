@@ -7,6 +7,7 @@ as the re-login message. Nothing printed here contains a token or secret.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -120,3 +121,10 @@ async def run_status(
 def status_exit_code(statuses: list[TenantStatus]) -> ExitCode:
     """0 when every tenant's credentials are accepted, 3 (aborted) otherwise."""
     return ExitCode.OK if all(s.accepted for s in statuses) else ExitCode.ABORTED
+
+
+def print_statuses(statuses: list[TenantStatus]) -> None:
+    """One line per tenant, expiry counted from now."""
+    now = time.time()
+    for status in statuses:
+        print(status.line(now))

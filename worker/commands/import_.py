@@ -99,26 +99,41 @@ class ImportOptions:
     """Allow a mapping without source_key on a ledger that already holds rows."""
     settle_wait: float | None = None
     """Seconds the end of the run waits for rows still settling (default settle_seconds)."""
-    policy: RetryPolicy | None = None
     rebind_ledger: bool = False
-    only_tenants: frozenset[int] | None = None
-    """Read, record and send only these tenants' rows (one pass of a shared ledger)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    """What the caller hands a run beside the user's options: the collaborators of
+    one pass of a shared ledger (`shared_import`); a plain import leaves them unset."""
+
     ledger: Ledger | None = None
     """An open ledger to use instead of opening one (left open at the end)."""
+    policy: RetryPolicy | None = None
+    """Retry and settle timing (default: from the config and --settle-wait)."""
+    only_tenants: frozenset[int] | None = None
+    """Read, record and send only these tenants' rows (one pass of a shared ledger)."""
     request_headers: dict[str, str] | None = None
     """Added to every API request (a shared ledger's lease, for the server's logs)."""
     round: str | None = None
     """A shared ledger's round, recorded with the run."""
 
+    def serves(self, tenant: int) -> bool:
+        """Whether this run handles `tenant`'s rows (every tenant, without a filter)."""
+        return self.only_tenants is None or tenant in self.only_tenants
+
 
 class ImportRun:
     """One execution of `flextell-worker import` (or its dry run)."""
 
-    def __init__(self, options: ImportOptions, config: Config, mapper: Mapper) -> None:
+    def __init__(
+        self, options: ImportOptions, config: Config, mapper: Mapper, context: RunContext
+    ) -> None:
         self.options = options
+        self.context = context
         self.config = config
         self.mapper = mapper
-        self.policy = options.policy or policy_from_config(config, settle_wait=options.settle_wait)
+        self.policy = context.policy or policy_from_config(config, settle_wait=options.settle_wait)
         self.counts: dict[int, TenantCounts] = {}
         self.lanes: dict[int, TenantLane] = {}
         self.runners: dict[int, LaneRunner] = {}
@@ -135,7 +150,7 @@ class ImportRun:
             dry_run=options.dry_run,
             retry_failed=options.retry_failed,
             stopping=lambda: self.stopping is not None,
-            only_tenants=options.only_tenants,
+            only_tenants=context.only_tenants,
             configured=config.tenants,
         )
         self.missing_rows: list[dict[str, Any]] = []
@@ -262,13 +277,12 @@ class ImportRun:
         known = self.config.is_known_tenant
         await rejudge_v1_rows(ledger, self.builder(session).lane, known=known)
         entries = await ledger.select(statuses=[Status.UNKNOWN])
-        only = self.options.only_tenants
         allowed = [
             e
             for e in entries
             if self.config.is_known_tenant(e.tenant)
             and (self.options.tenant is None or e.tenant == self.options.tenant)
-            and (only is None or e.tenant in only)
+            and self.context.serves(e.tenant)
         ]
         if not allowed:
             return
@@ -321,10 +335,14 @@ def run_source_options(config: Config, options: ImportOptions) -> SourceOptions:
     )
 
 
-async def run_import(options: ImportOptions, *, config: Config | None = None) -> ImportResult:
+async def run_import(
+    options: ImportOptions, *, config: Config | None = None, context: RunContext | None = None
+) -> ImportResult:
     """Run an import (or a dry run) and return its result; raises WorkerError on setup errors.
 
-    `config`: the config file as the caller already parsed it (else it is read here)."""
+    `config`: the config file as the caller already parsed it (else it is read here);
+    `context`: a shared ledger's pass (its open ledger, tenants, headers, round)."""
+    context = RunContext() if context is None else context
     started = time.monotonic()
     config = load_config(options.config_path) if config is None else config
     mapper = Mapper.from_config(config, tenant_override=options.tenant)
@@ -349,10 +367,10 @@ async def run_import(options: ImportOptions, *, config: Config | None = None) ->
                 base_url=options.base_url,
                 ledger=ref_ledger,
                 create=not options.dry_run,
-                policy=options.policy,
+                policy=context.policy,
             )
         mapper = prepared.mapper
-    run = ImportRun(options, config, mapper)
+    run = ImportRun(options, config, mapper, context)
     mode = "dry-run" if options.dry_run else "import"
 
     with open_source(options.file, source_opts) as source:
@@ -390,7 +408,7 @@ async def run_import(options: ImportOptions, *, config: Config | None = None) ->
                     await ledger.close()
             return _result(run, ledger_path, mode, started)
 
-        ledger = options.ledger or await open_ledger(ledger_path, key=configured_key(config))
+        ledger = context.ledger or await open_ledger(ledger_path, key=configured_key(config))
         try:
             await ledger.bind_identity(api, config.tenants, rebind=options.rebind_ledger)
             result = await _send(run, source, ledger, ledger_path, started)
@@ -399,7 +417,7 @@ async def run_import(options: ImportOptions, *, config: Config | None = None) ->
             await purge_after_import(ledger, config)
             return result
         finally:
-            if options.ledger is None:
+            if context.ledger is None:
                 await ledger.close()
 
 
@@ -431,7 +449,7 @@ async def _send(
         source_encoding=source.encoding,
         config_path=str(options.config_path),
         partial=options.partial,
-        round=options.round,
+        round=run.context.round,
     )
     run.reader.hand_fixed = await worklist.hand_fixed(ledger)
     run.reader.keyed = ledger.sealer.keyed if ledger.sealer else None
@@ -453,7 +471,7 @@ async def _send(
     watch = asyncio.create_task(_stop_when_broken(run, ledger))
     try:
         async with http_session(
-            run.config, headers=options.request_headers, base_url=options.base_url
+            run.config, headers=run.context.request_headers, base_url=options.base_url
         ) as session:
             with run.progress:
                 try:
@@ -467,13 +485,11 @@ async def _send(
                             ledger=ledger,
                             create=True,
                             lanes=run.builder(session),
-                            only_tenants=options.only_tenants,
+                            only_tenants=run.context.only_tenants,
                         )
                         run.mapper = run.reader.mapper = prepared.mapper
                     for tenant_id in sorted(run.config.tenants):
-                        if options.tenant in (None, tenant_id) and (
-                            options.only_tenants is None or tenant_id in options.only_tenants
-                        ):
+                        if options.tenant in (None, tenant_id) and run.context.serves(tenant_id):
                             await run.lane_for(tenant_id, session, ledger)
                     await run.resolve_unknown(ledger, session)
                     try:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 from rich.console import Console
 from rich.table import Table
 
+from worker.commands.output import emit_result
 from worker.config import load_config
 from worker.delivery import Job, LaneBuilder, RowDelivery, http_session
 from worker.delivery.lanes import policy_from_config
@@ -74,6 +75,28 @@ class ReconcileResult:
         for r in self.resolutions:
             out[r.verdict] += 1
         return out
+
+    def to_json(self) -> dict[str, Any]:
+        """The reconcile command's result as one JSON-ready object."""
+        return {
+            "command": "reconcile",
+            "run_id": self.run_id,
+            "ledger": str(self.ledger_path),
+            "exit_code": int(self.exit_code),
+            "totals": self.counts(),
+            "stopped_tenants": {str(k): v for k, v in sorted(self.stopped_tenants.items())},
+            "skipped_tenants": {str(k): v for k, v in sorted(self.skipped_tenants.items())},
+            "rows": [
+                {
+                    "tenant": r.tenant,
+                    "source_key": r.source_key,
+                    "verdict": r.verdict,
+                    "appointment_id": r.appointment_id,
+                    "reason": r.reason,
+                }
+                for r in self.resolutions
+            ],
+        }
 
 
 async def run_reconcile(options: ReconcileOptions) -> ReconcileResult:
@@ -202,29 +225,6 @@ async def _reconcile(
 _SHOWN_ROWS = 100
 
 
-def reconcile_event(result: ReconcileResult) -> dict[str, Any]:
-    """The reconcile command's result as one JSON-ready object."""
-    return {
-        "command": "reconcile",
-        "run_id": result.run_id,
-        "ledger": str(result.ledger_path),
-        "exit_code": int(result.exit_code),
-        "totals": result.counts(),
-        "stopped_tenants": {str(k): v for k, v in sorted(result.stopped_tenants.items())},
-        "skipped_tenants": {str(k): v for k, v in sorted(result.skipped_tenants.items())},
-        "rows": [
-            {
-                "tenant": r.tenant,
-                "source_key": r.source_key,
-                "verdict": r.verdict,
-                "appointment_id": r.appointment_id,
-                "reason": r.reason,
-            }
-            for r in result.resolutions
-        ],
-    }
-
-
 def print_reconcile(result: ReconcileResult, console: Console | None = None) -> None:
     """What each unknown row turned out to be."""
     console = console or Console(soft_wrap=True)
@@ -250,3 +250,13 @@ def print_reconcile(result: ReconcileResult, console: Console | None = None) -> 
         console.print(f"tenant {tenant} skipped: {reason}", markup=False)
     console.print(f"ledger: {result.ledger_path}")
     console.print(f"exit code {int(result.exit_code)} ({result.exit_code.name.lower()})")
+
+
+def show_reconcile(result: ReconcileResult, *, json_logs: bool) -> None:
+    """The command's end: its event as JSON under --json-logs, else the text for a person."""
+    emit_result(
+        "reconcile",
+        result.to_json(),
+        json_logs=json_logs,
+        render=lambda: print_reconcile(result),
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -429,8 +430,6 @@ def report_table(report: LedgerReport, console: Console | None = None) -> None:
 
 
 def _is_tty() -> bool:
-    import sys
-
     return sys.stdout.isatty()
 
 
@@ -442,3 +441,15 @@ def report_csv(report: LedgerReport, out: IO[str]) -> None:
     for row in report.runs:
         cells = [row[f] for f in _RUN_FIELDS] + [row["counts"].get(n, 0) for n in names]
         writer.writerow([neutralise("" if c is None else str(c)) for c in cells])
+
+
+def show_report(report: LedgerReport, options: ReportOptions) -> None:
+    """Print the report in the asked format (json, csv: one line per run, table)."""
+    if options.format == "json":
+        print(json.dumps(report.to_json(), ensure_ascii=False, indent=2, default=str))
+    elif options.format == "csv":
+        report_csv(report, sys.stdout)
+    else:
+        report_table(report)
+    if options.failures is not None and options.format != "table":
+        print(f"{report.failures_written} row(s) written to {options.failures}", file=sys.stderr)

@@ -21,9 +21,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from dataclasses import replace
 
-from worker.commands.import_ import ImportOptions, run_import
+from worker.commands.import_ import ImportOptions, RunContext, run_import
 from worker.commands.importing.import_result import ImportResult, TenantCounts
 from worker.config import Config, load_config
 from worker.errors import ConfigError
@@ -128,16 +127,15 @@ async def _pass(
     for lease in leases:
         log.info("tenant leased", tenant=lease.tenant, epoch=lease.epoch, takeover=lease.previous)
     headers = {LEASE_HEADER: ",".join(f"{x.tenant}:{x.epoch}:{keeper.worker_id}" for x in leases)}
-    one = replace(
-        options,
-        only_tenants=frozenset(x.tenant for x in leases),
+    one = RunContext(
         ledger=ledger,
+        only_tenants=frozenset(x.tenant for x in leases),
         request_headers=headers,
         round=round_key,
     )
     ledger.begin_pass()
     try:
-        result = await run_import(one, config=config)
+        result = await run_import(options, config=config, context=one)
     except LeaseLostError as exc:
         result = None
         log.error("tenant pass stopped", reason=str(exc))

@@ -109,8 +109,8 @@ def payload_digest(tenant: int, payload_hash: str) -> int:
 class ValidateOptions:
     """The ``validate`` command's inputs."""
 
-    path: str
-    config_path: str
+    file: str
+    config_path: Path
     format: str | None = None
     tenant: int | None = None
     report: str | None = None
@@ -295,7 +295,7 @@ def source_options(cfg: Config, fmt: str | None) -> SourceOptions:
 
 
 def validate_file(opts: ValidateOptions) -> ValidateSummary:
-    """Map and validate every row of ``opts.path``; write the report and failures if asked."""
+    """Map and validate every row of ``opts.file``; write the report and failures if asked."""
     cfg = load_config(opts.config_path)
     mapper = Mapper.from_config(cfg, tenant_override=opts.tenant)
     summary = ValidateSummary()
@@ -306,7 +306,7 @@ def validate_file(opts: ValidateOptions) -> ValidateSummary:
             mapper = ref_note.mapper
     checker = _Checker(mapper.source_key_column)
     with ExitStack() as stack:
-        src = stack.enter_context(open_source(opts.path, source_options(cfg, opts.format)))
+        src = stack.enter_context(open_source(opts.file, source_options(cfg, opts.format)))
         summary.source, summary.format = src.name, src.format
         for note in src.notes:
             summary.warnings.append(note)
@@ -379,7 +379,7 @@ def _record_invalid(
 def _report_head(summary: ValidateSummary, opts: ValidateOptions) -> dict[str, Any]:
     return {
         "file": summary.source,
-        "config": opts.config_path,
+        "config": str(opts.config_path),
         "format": summary.format,
         "rows": summary.rows,
         "valid": summary.valid,

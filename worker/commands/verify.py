@@ -25,6 +25,7 @@ from rich.table import Table
 from worker.api.client import Outcome, Result
 from worker.commands.checking.api_reads import read_with_retries
 from worker.commands.checking.orphans import OrphanScan, find_orphans
+from worker.commands.output import emit_result
 from worker.compare import Mismatch, compare, public_value
 from worker.config import load_config
 from worker.delivery import AuthGuard, LaneBuilder, LaneStopped, TenantLane, http_session
@@ -409,3 +410,10 @@ __all__ = [
     "run_verify",
     "write_report",
 ]
+
+
+def show_verify(result: VerifyResult, *, json_logs: bool) -> None:
+    """The command's end: its event as JSON under --json-logs, else the text for a person."""
+    emit_result(
+        "verify", result.to_json(), json_logs=json_logs, render=lambda: print_verify(result)
+    )

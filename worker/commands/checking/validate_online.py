@@ -26,7 +26,7 @@ class Asked(Protocol):
     """What of `ValidateOptions` this needs (validate imports this module, not the reverse)."""
 
     @property
-    def path(self) -> str: ...
+    def file(self) -> str: ...
     @property
     def tenant(self) -> int | None: ...
     @property
@@ -50,7 +50,7 @@ def online_references(cfg: Config, opts: Asked, source_opts: SourceOptions) -> l
     prepared = asyncio.run(
         prepare(
             cfg,
-            opts.path,
+            opts.file,
             source_opts,
             tenant=opts.tenant,
             base_url=opts.base_url,

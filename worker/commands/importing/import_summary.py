@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from worker.commands.importing.import_result import ImportResult
+from worker.commands.output import emit_result
 from worker.compare import public_value
 from worker.exitcodes import ExitCode
 
@@ -196,3 +197,14 @@ def summary_event(result: ImportResult) -> dict[str, Any]:
         "changed": public_rows(result.changed_rows[:1000]),
         "missing_from_source": result.missing_rows[:1000],
     }
+
+
+def show_summary(result: ImportResult, *, json_logs: bool) -> None:
+    """The run's end: its `summary_event` as JSON under --json-logs, else the table."""
+    emit_result(
+        "import",
+        summary_event(result),
+        json_logs=json_logs,
+        render=lambda: print_summary(result),
+        log_event="run summary",
+    )

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from worker.errors import ConfigError, SourceError
-from worker.fileperms import write_private_atomically
+from worker.fileperms import open_private, write_private_atomically
 from worker.ledger import Ledger, Run
 from worker.source import SourceRow
 from worker.source.failures import FailureWriter
@@ -167,3 +167,28 @@ def need_out(fmt: str, out: Path | None) -> Path:
     if out is None:
         raise ConfigError(f"--format {fmt} writes a file: give --out FILE")
     return out
+
+
+def show(items: list[WorkItem], runs: list[Run], fmt: str, out: Path | None) -> None:
+    """The `worklist` command's output: the table, JSON (stdout or --out), CSV or xlsx
+    (--out), with a line on stderr saying what a file got."""
+    if fmt == "table":
+        print_table(items)
+    elif fmt == "json":
+        if out is None:
+            write_json(items, sys.stdout)
+        else:
+            with open_private(out, encoding="utf-8") as fh:  # reasons may quote a cell
+                write_json(items, fh)
+    elif fmt == "csv":
+        written = write_csv(items, runs, need_out(fmt, out))
+        print(f"{written.rows} row(s) written to {out}", file=sys.stderr)
+        if written.left_out:
+            print(
+                f"{written.left_out} item(s) without source cells (missing from the export) "
+                "are not in the CSV: see --format table or xlsx",
+                file=sys.stderr,
+            )
+    else:
+        written = write_xlsx(items, need_out(fmt, out))
+        print(f"{written.rows} item(s) written to {out}", file=sys.stderr)

@@ -1,0 +1,32 @@
+"""A command's final result, printed one way: a JSON event for machines or text for people.
+
+Under --json-logs the result's JSON-ready event (the command's `to_json`) is
+logged as the last event on stderr and printed as one line on stdout, so a
+scheduler reads one object whichever command it ran; otherwise the command's
+own renderer prints it for a person.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from worker.logs import get_logger
+
+
+def emit_result(
+    command: str,
+    event: dict[str, Any],
+    *,
+    json_logs: bool,
+    render: Callable[[], None],
+    log_event: str | None = None,
+) -> None:
+    """Print `event` as JSON (and log it as `log_event`, default "<command> summary")
+    under --json-logs, else call `render`."""
+    if not json_logs:
+        render()
+        return
+    get_logger(command).info(log_event or f"{command} summary", **event)
+    print(json.dumps(event, ensure_ascii=False, default=str), flush=True)
