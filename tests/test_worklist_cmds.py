@@ -164,3 +164,25 @@ def test_a_changed_row_that_changes_back_resolves_itself(tmp_path: Path, sbx: Sa
     assert result.exit_code == 0, result.output
     assert s3["worklist"] == {"new": 0, "open": 0, "acknowledged": 0}
     assert items(config, "--state", "all") == []
+
+
+def test_a_worklist_kind_this_worker_does_not_know_is_one_clear_error(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    rows = [dict(r) for r in sample[:3]]
+    rows[1]["customer_id"] = "unknown patient"
+    assert import_file(config, sbx, export(tmp_path, "n1.csv", rows))[0].exit_code == 1
+    ledger = next(tmp_path.glob("**/*.sqlite"))
+    conn = sqlite3.connect(ledger)
+    with conn:
+        conn.execute("PRAGMA ignore_check_constraints = ON")
+        conn.execute("UPDATE worklist SET kind = 'overbooked'")
+    conn.close()
+    result = run_cli("worklist", "-c", str(config))
+    assert result.exit_code == 3, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    assert "'overbooked' is not one this worker knows" in lines[0]
+    assert "invalid, failed, unknown" in lines[0]

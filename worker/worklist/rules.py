@@ -70,8 +70,8 @@ class WorkItem:
 
     tenant: int
     source_key: str
-    kind: str
-    state: str
+    kind: Kind
+    state: State
     source_file: str | None
     source_line: int | None
     field: str | None
@@ -115,8 +115,8 @@ def _opened(finding: Finding, run_id: int, old: WorkItem | None) -> WorkItem:
     return WorkItem(
         tenant=finding.tenant,
         source_key=finding.source_key,
-        kind=finding.kind.value,
-        state=State.OPEN.value,
+        kind=finding.kind,
+        state=State.OPEN,
         **_what_was_found(finding),
         first_run_id=old.first_run_id if old is not None else run_id,
         last_run_id=run_id,
@@ -130,7 +130,7 @@ def _opened(finding: Finding, run_id: int, old: WorkItem | None) -> WorkItem:
 
 
 def _seen_again(item: WorkItem, finding: Finding, run_id: int, state: State) -> WorkItem:
-    return replace(item, state=state.value, last_run_id=run_id, **_what_was_found(finding))
+    return replace(item, state=state, last_run_id=run_id, **_what_was_found(finding))
 
 
 def _fixed_by_hand(items: Iterable[WorkItem], finding: Finding) -> WorkItem | None:
@@ -164,7 +164,7 @@ def judge(
         if hand is not None:
             out[hand.kind] = _seen_again_quiet(hand, run_id)
             continue
-        old = by_kind.get(finding.kind.value)
+        old = by_kind.get(finding.kind)
         if old is None or old.state in (State.RESOLVED, State.FIXED_BY_HAND):
             out[finding.kind.value] = _opened(finding, run_id, old)
         elif old.state == State.ACKNOWLEDGED and old.ack_hash == finding.content_hash:
@@ -178,7 +178,7 @@ def judge(
             continue
         out[item.kind] = replace(
             item,
-            state=State.RESOLVED.value,
+            state=State.RESOLVED,
             resolved_run_id=run_id,
             resolved_by_hand=item.resolved_by_hand or by_hand,
         )
@@ -186,7 +186,7 @@ def judge(
 
 
 def _seen_again_quiet(item: WorkItem, run_id: int) -> WorkItem:
-    return replace(item, state=State.FIXED_BY_HAND.value, last_run_id=run_id)
+    return replace(item, state=State.FIXED_BY_HAND, last_run_id=run_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +225,7 @@ def acknowledge(item: WorkItem, *, by: str, at: str, note: str) -> WorkItem:
     """A person has seen the item: it no longer counts, until its content changes."""
     return replace(
         item,
-        state=State.ACKNOWLEDGED.value,
+        state=State.ACKNOWLEDGED,
         ack_by=by,
         ack_at=at,
         ack_note=note,
@@ -235,5 +235,5 @@ def acknowledge(item: WorkItem, *, by: str, at: str, note: str) -> WorkItem:
 
 def unacknowledge(item: WorkItem) -> WorkItem:
     """Take an acknowledgement back: the item is open again."""
-    return replace(item, state=State.OPEN.value, ack_by=None, ack_at=None, ack_note=None,
+    return replace(item, state=State.OPEN, ack_by=None, ack_at=None, ack_note=None,
                    ack_hash=None)  # fmt: skip

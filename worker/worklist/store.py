@@ -15,13 +15,15 @@ from typing import Any, cast
 
 from worker.ledger import Entry, Ledger
 from worker.ledger.crypto import SEALED_PREFIX, Sealer
-from worker.ledger.model import ENTRY_COLUMNS, entry_of
+from worker.ledger.model import ENTRY_COLUMNS, UnknownStatusError, entry_of
 from worker.ledger.sqlconn import SqlConnection
 from worker.worklist import findings as found
 from worker.worklist.rules import Finding, Kind, State, Tally, WorkItem, judge, tally
 
 ENTRY_COLUMNS_SQL = ", ".join(ENTRY_COLUMNS)
 _ITEM_COLUMNS = tuple(f.name for f in fields(WorkItem))
+_KINDS = {k.value: k for k in Kind}
+_STATES = {s.value: s for s in State}
 _COLS = ", ".join(_ITEM_COLUMNS)
 _UPSERT = (
     f"INSERT INTO worklist ({_COLS}) VALUES ({', '.join('?' * len(_ITEM_COLUMNS))}) "
@@ -72,6 +74,17 @@ def _item(row: Sequence[Any], sealer: Sealer | None = None) -> WorkItem:
     )
     for at in _SEALED_AT:
         values[at] = _open(sealer, values[at])
+    at_kind, at_state = _ITEM_COLUMNS.index("kind"), _ITEM_COLUMNS.index("state")
+    for at, known in ((at_kind, _KINDS), (at_state, _STATES)):
+        value = known.get(values[at])
+        if value is None:
+            raise UnknownStatusError(
+                f"worklist item of tenant {values[0]}, source key {values[1]!r}: "
+                f"{_ITEM_COLUMNS[at]} {values[at]!r} is not one this worker knows "
+                f"({', '.join(known)}); was the ledger edited by hand, or written by a "
+                "newer worker?"
+            )
+        values[at] = value
     return WorkItem(*values)
 
 
