@@ -115,7 +115,7 @@ def test_a_hand_fixed_row_that_changes_upstream_again_is_a_new_changed_item() ->
     fixed = one(judge([failed], [], run_id=2, by_hand=True))
     out = {i.kind: i for i in judge([fixed], [finding(Kind.CHANGED, "c9")], run_id=3,
                                     by_hand=False)}  # fmt: skip
-    assert out["changed"].state == "open"
+    assert out[Kind.CHANGED].state == "open"
     assert "failed" not in out  # still resolved: nothing to write
 
 
@@ -140,6 +140,6 @@ def test_the_tally_counts_open_items_new_in_this_run_and_acknowledged_ones() -> 
     b = one(judge([], [finding(key="B")], run_id=2, by_hand=False))
     c = acknowledge(one(judge([], [finding(key="C")], run_id=2, by_hand=False)), by="x", at="t",
                     note="n")  # fmt: skip
-    d = replace(a, source_key="D", state="resolved")
+    d = replace(a, source_key="D", state=State.RESOLVED)
     assert tally([a, b, c, d], 2) == Tally(new=1, open=2, acknowledged=1)
     assert Tally(1, 2, 3).line() == "needs a person: 1 new tonight, 2 open, 3 acknowledged"
