@@ -1,11 +1,14 @@
-"""The settle and horizon rules of one row's delivery (`RowDelivery`) on a fake clock.
+"""The settle, horizon and read-time rules of one row's delivery (`RowDelivery`) on a
+fake clock.
 
 A row whose POST got a 500 (it may have landed) is looked up: before `settle_seconds`
 an empty slot only means "look again" (no second POST); after it, the row is sent
-again; past `absent_horizon` an empty slot proves nothing and the row is `unknown`.
-The lane, its lookups and the in-process sandbox all read one `FakeClock`, so the
-minutes these rules span take no real time (the process-level drills of the same
-rules are in tests/test_delivery_identity.py, in the slow tier).
+again; past `absent_horizon` an empty slot proves nothing and the row is `unknown`;
+and absence is judged at the moment the calendar was read, however long the lookup's
+GETs took. The lane (its pacer too), its lookups and the in-process sandbox all read
+one `FakeClock`, so the time these rules span takes none (the process-level drills
+of the same rules: tests/test_delivery_identity.py and test_delivery_timing.py, in
+the slow tier).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -31,7 +35,7 @@ from worker.delivery.row import Job, RowDelivery, Settling
 from worker.ledger import Ledger, SeenRow, Status
 from worker.rates import Rate
 
-SETTLE, HORIZON = 90.0, 900.0
+SETTLE, HORIZON = 3.0, 900.0
 PAYLOAD = {
     "customer_id": 1001,
     "user_id": 101,
@@ -70,7 +74,12 @@ class Rig:
 
 
 @pytest.fixture
-async def rig(sandbox_factory: SandboxFactory, tmp_path: Path) -> AsyncIterator[Rig]:
+async def rig(
+    sandbox_factory: SandboxFactory, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Rig]:
+    """A row whose every POST gets a 500; `rate` (indirect parameter, requests per
+    second) paces the lane on the fake clock."""
+    rate = float(getattr(request, "param", 1000))
     # The sandbox's Date header is real time: start the fake clock there, and let the
     # clock check allow what the test advances it by.
     clock = FakeClock(time.time())
@@ -79,7 +88,7 @@ async def rig(sandbox_factory: SandboxFactory, tmp_path: Path) -> AsyncIterator[
         aiohttp.ClientSession() as http,
     ):
         tenant = TenantConfig(id=1, name=None, base_url=f"{sb.url}/api", token="env:T",
-                              rate_limit=Rate(1000, 1.0), concurrency=2,
+                              rate_limit=Rate(int(rate), 1.0), concurrency=2,
                               timezone="UTC")  # fmt: skip
         client = FlextellClient(http, tenant.base_url, StaticToken(TOKEN_ALL))
         policy = RetryPolicy(max_attempts=1, settle_seconds=SETTLE, absent_horizon=HORIZON,
@@ -104,7 +113,7 @@ async def test_an_empty_slot_before_settle_seconds_waits_and_after_them_the_row_
     sent_at = rig.clock.time()
     first = await rig.delivery.run(rig.job)  # 500: it may have landed; the slot is empty
     assert isinstance(first, Settling), first
-    assert first.at == pytest.approx(sent_at + SETTLE, abs=5)
+    assert first.at == pytest.approx(sent_at + SETTLE, abs=0.5)
     assert (await rig.status())[0] == "in_flight"
     await rig.faults({})
     rig.clock.now = first.at - 1  # a late commit could still show: look, never send
@@ -126,3 +135,23 @@ async def test_an_empty_slot_past_the_absent_horizon_is_unknown_and_never_resent
     status, why = await rig.status()
     assert status == "unknown" and why is not None and "absent horizon" in why
     assert await rig.posts() == 1 and await rig.appointments() == []
+
+
+@pytest.mark.parametrize("rig", [3], indirect=True)
+async def test_absence_is_judged_at_the_calendar_read_not_when_slow_lookups_end(
+    rig: Rig,
+) -> None:
+    """Ten patients booked by staff yesterday at the row's instant: the lookup GETs each
+    at 3 a second, so it ends past settle_seconds. The calendar was read inside them:
+    the slot proves nothing yet (a late commit may not have shown), no second POST."""
+    yesterday = datetime.fromtimestamp(rig.clock.time() - 86_400, UTC).isoformat()
+    for n in range(10):
+        body = {**PAYLOAD, "customer_id": 1010 + n, "tenant": 1, "created_at": yesterday}
+        async with rig.http.post(f"{rig.url}/_sandbox/appointments", json=body) as r:
+            assert r.status == 201, await r.text()
+    sent_at = rig.clock.time()
+    first = await rig.delivery.run(rig.job)
+    assert rig.clock.time() > sent_at + SETTLE  # judged after settle ...
+    assert isinstance(first, Settling), first  # ... on what was read before it
+    assert first.at == pytest.approx(sent_at + SETTLE, abs=0.5)
+    assert await rig.posts() == 1
