@@ -161,14 +161,17 @@ async def test_a_resume_after_a_clock_step_settles_from_the_resume(
     rows = [Row(f"K-{n}", 1, 1001 + n, 101, AT, "approved", (201,), None, None, None)
             for n in range(5)]  # fmt: skip
     async with sandbox_factory() as sb:
-        s = setup(tmp_path, sb.url, rows=rows[:1], timeout=30.0, settle_seconds=5.0,
+        # Settle 3 s from the resume covers the late commits (2.5 s after the POSTs); the
+        # resumed run's first lookup comes before them. The rule on a fake clock:
+        # tests/test_clockcheck.py.
+        s = setup(tmp_path, sb.url, rows=rows[:1], timeout=30.0, settle_seconds=3.0,
                   tenants={1: {}})  # fmt: skip
         _with_api(s.config, max_clock_offset=600)
         # A ledger that delivered before: no adoption pass hides what the resume decides.
         assert (await run_cli(s.args())).exit_code == 0
         s.rows = rows
         write_csv(s.data, rows)
-        await _set_runtime(sb.url, commit_delay_seconds=4.0)
+        await _set_runtime(sb.url, commit_delay_seconds=2.5)
         proc = await start_worker(s.args(), **_shifted(-300))
         for _ in range(400):
             if (await stats(sb.url)).get("pending_commits", 0) >= 3:
