@@ -5,10 +5,11 @@ A row whose POST got a 500 (it may have landed) is looked up: before `settle_sec
 an empty slot only means "look again" (no second POST); after it, the row is sent
 again; past `absent_horizon` an empty slot proves nothing and the row is `unknown`;
 and absence is judged at the moment the calendar was read, however long the lookup's
-GETs took. The lane (its pacer too), its lookups and the in-process sandbox all read
-one `FakeClock`, so the time these rules span takes none (the process-level drills
-of the same rules: tests/test_delivery_identity.py and test_delivery_timing.py, in
-the slow tier).
+GETs took. At lane level, the runner looks a settling row up again once it has
+settled, not before. The lane (its pacer too), its lookups and the in-process sandbox
+all read one `FakeClock`, so the time these rules span takes none (the process-level
+drills of the same rules: tests/test_delivery_identity.py and test_delivery_timing.py,
+in the slow tier).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from worker.config import TenantConfig
 from worker.delivery.lane import TenantLane
 from worker.delivery.retry import RetryPolicy
 from worker.delivery.row import Job, RowDelivery, Settling
+from worker.delivery.runner import LaneRunner
 from worker.ledger import Ledger, SeenRow, Status
 from worker.rates import Rate
 
@@ -77,14 +79,15 @@ class Rig:
 async def rig(
     sandbox_factory: SandboxFactory, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[Rig]:
-    """A row whose every POST gets a 500; `rate` (indirect parameter, requests per
-    second) paces the lane on the fake clock."""
-    rate = float(getattr(request, "param", 1000))
+    """A row whose every POST gets a 500. Indirect parameters: `rate` (requests per
+    second, paced on the fake clock), `faults` and `fault_seed` of the sandbox."""
+    options = {"rate": 1000, "faults": {"error500": 1.0}, **getattr(request, "param", {})}
+    rate = float(options.pop("rate"))
     # The sandbox's Date header is real time: start the fake clock there, and let the
     # clock check allow what the test advances it by.
     clock = FakeClock(time.time())
     async with (
-        sandbox_factory(clock=clock, faults={"error500": 1.0}) as sb,
+        sandbox_factory(clock=clock, **options) as sb,
         aiohttp.ClientSession() as http,
     ):
         tenant = TenantConfig(id=1, name=None, base_url=f"{sb.url}/api", token="env:T",
@@ -137,7 +140,7 @@ async def test_an_empty_slot_past_the_absent_horizon_is_unknown_and_never_resent
     assert await rig.posts() == 1 and await rig.appointments() == []
 
 
-@pytest.mark.parametrize("rig", [3], indirect=True)
+@pytest.mark.parametrize("rig", [{"rate": 3}], indirect=True)
 async def test_absence_is_judged_at_the_calendar_read_not_when_slow_lookups_end(
     rig: Rig,
 ) -> None:
@@ -155,3 +158,22 @@ async def test_absence_is_judged_at_the_calendar_read_not_when_slow_lookups_end(
     assert isinstance(first, Settling), first  # ... on what was read before it
     assert first.at == pytest.approx(sent_at + SETTLE, abs=0.5)
     assert await rig.posts() == 1
+
+
+# The first POST draws a 500 (0.134 < 0.5), the second does not (0.847): fault seed 1.
+@pytest.mark.parametrize("rig", [{"faults": {"error500": 0.5}, "fault_seed": 1}], indirect=True)
+async def test_the_lane_looks_a_settling_row_up_again_once_it_has_settled(rig: Rig) -> None:
+    """Lane level: the runner parks the settling row, sleeps until its settle time, looks
+    once more and sends it again; two calendar reads in all, no polling before."""
+    runner = LaneRunner(rig.delivery.lane, rig.delivery, workers=1)
+    await runner.put(rig.job)
+    await runner.close(settle_wait=3 * SETTLE)
+    [entry] = (await rig.ledger.get_many([(1, "R-1")])).values()
+    assert entry.status == "created" and entry.appointment_id is not None
+    assert entry.sent_at is not None and entry.first_sent_at is not None
+    assert entry.sent_at - entry.first_sent_at >= SETTLE  # resent only once settled
+    log = await requests_log(rig.url)
+    assert len(posts(log)) == 2 and len(await rig.appointments()) == 1
+    first_post = log.index(posts(log)[0])  # calendar reads before it: the clock probe
+    lookups = [r for r in log[first_post:] if r["path"].endswith("/calendar")]
+    assert len(lookups) == 2, lookups
