@@ -94,7 +94,10 @@ async def test_mixed_faults_on_slot_sharing_rows_stay_exactly_once(
     rows = slot_sharing_rows()
     faults = {"drop_after_commit": 0.3, "error500": 0.2, "html502": 0.1, "reset_before": 0.1}
     async with sandbox_factory(faults=faults, fault_seed=11) as sb:
-        s = setup(tmp_path, sb.url, rows=rows, concurrency=4, max_attempts=10)
+        # Settle 1 s (not the helpers' 2): a row's first lookup comes 1 s after its POST,
+        # and none of these faults commits late, so a longer settle only adds waiting.
+        s = setup(tmp_path, sb.url, rows=rows, concurrency=4, max_attempts=10,
+                  settle_seconds=1.0)  # fmt: skip
         result = await run_cli(s.args("--settle-wait", "30"))
         assert result.exit_code == 0, result.output
         await assert_all_created_once(s)
