@@ -256,18 +256,28 @@ def run_paused_drill(
 
 
 def run_skewed_drill(
-    workdir: Path, url: str, *, count: int = 12, in_flight: int = 4, lease: float = 5.0
+    workdir: Path,
+    url: str,
+    *,
+    count: int = 12,
+    in_flight: int = 4,
+    lease: float = 5.0,
+    late_commit: float = 15.0,
+    settle: float = 20.0,
 ) -> TimingDrillResult:
-    """Worker A, 5 minutes behind, SIGKILLed while its POSTs commit late; B (true clock) resumes."""
+    """Worker A, 5 minutes behind, SIGKILLed while its POSTs commit late; B (true clock) resumes.
+
+    B takes the tenant once A's lease expired (+ 2 s grace) and must look A's rows up
+    before `late_commit` has passed, so a wrong settle shows as a duplicate."""
     lib = libfaketime()
     if lib is None:
         raise RuntimeError("libfaketime is not installed (apt-get install faketime)")
     started = time.monotonic()
-    late = ["--fault", "commit_after_timeout=1.0", "--late-commit-seconds", "15"]
+    late = ["--fault", "commit_after_timeout=1.0", "--late-commit-seconds", f"{late_commit:g}"]
     # The skewed worker's guard against the API's Date header (`[api] max_clock_offset`,
     # default 60 s) would stop it before it sends: raised here, so the drill shows the
     # database's clock alone keeps its late POSTs from being sent again.
-    csv, cfg, source, sb = _setup(workdir, count, lease=lease, settle=20.0, timeout=1.0,
+    csv, cfg, source, sb = _setup(workdir, count, lease=lease, settle=settle, timeout=1.0,
                                   sandbox=late, max_clock_offset=3600.0)  # fmt: skip
     problems: list[str] = []
     codes: dict[str, int | None] = {}

@@ -10,7 +10,9 @@ Every figure comes from real processes: the worker (`python -m worker ...`), the
 baselines (`python -m bench.baselines ...`) and the sandbox server. Data is
 generated under bench/out/; the table is printed and `bench/results.json` gets
 one entry per scenario (worker figure, baseline figure, ratio, target, pass),
-merged with the entries of earlier runs of other scenarios.
+merged with the entries of earlier runs of other scenarios. A full-size run then
+rewrites those scenarios' rows of the table in docs/bench-and-drills.md
+(bench/docs_table.py); `--quick` and `--no-docs` leave the page alone.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.docs_table import DOC, RESULTS, write_docs
 from bench.generate import (
     OUT,
     ROOT,
@@ -44,7 +47,6 @@ from bench.generate import (
 from bench.measure import ChildRun, run_child, worker_cmd
 from bench.sandbox import SandboxProcess
 
-RESULTS = ROOT / "bench" / "results.json"
 RATE_PNG = ROOT / "bench" / "rate.png"
 TENANTS = (1, 2, 3)
 
@@ -706,6 +708,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--encrypt", action="store_true", help="Encrypt the worker's ledger (what it costs)."
     )
+    parser.add_argument(
+        "--no-docs",
+        action="store_true",
+        help="Leave docs/bench-and-drills.md alone (--quick runs never write it).",
+    )
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
     bench = Bench(quick=args.quick, encrypt=args.encrypt)
@@ -715,6 +722,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     m = machine()
     print(f"machine: {m['nproc']} cores, {m['cpu']}, Python {m['python']}", flush=True)
     entries: list[Entry] = []
+    suffix = "+encrypted" if args.encrypt else ""
     for name in names:
         started = time.monotonic()
         print(f"-- {name} ...", flush=True)
@@ -726,13 +734,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
         # An encrypted run is its own figure: it never replaces the plain one.
-        save([entry], args.quick, "+encrypted" if args.encrypt else "")
+        save([entry], args.quick, suffix)
     print()
     print_table(entries)
     print(
         f"\nwrote {RESULTS.relative_to(ROOT)}"
         + (f" and {RATE_PNG.relative_to(ROOT)}" if "rate" in names else "")
     )
+    if args.quick or args.no_docs:
+        why = "--quick figures are not real ones" if args.quick else "--no-docs"
+        print(f"left {DOC.relative_to(ROOT)} alone ({why})")
+    else:
+        try:
+            write_docs([e.scenario + suffix for e in entries], list(SCENARIOS))
+        except (OSError, ValueError) as exc:  # TableError and bad JSON are ValueErrors
+            print(f"bench: figures not written to {DOC.relative_to(ROOT)}: {exc}")
+            return 1
+        print(f"wrote the table of {DOC.relative_to(ROOT)}")
     missed = [e.scenario for e in entries if not e.passed]
     if missed:
         print("targets missed: " + ", ".join(missed))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -93,7 +94,10 @@ async def test_mixed_faults_on_slot_sharing_rows_stay_exactly_once(
     rows = slot_sharing_rows()
     faults = {"drop_after_commit": 0.3, "error500": 0.2, "html502": 0.1, "reset_before": 0.1}
     async with sandbox_factory(faults=faults, fault_seed=11) as sb:
-        s = setup(tmp_path, sb.url, rows=rows, concurrency=4, max_attempts=10)
+        # Settle 1 s (not the helpers' 2): a row's first lookup comes 1 s after its POST,
+        # and none of these faults commits late, so a longer settle only adds waiting.
+        s = setup(tmp_path, sb.url, rows=rows, concurrency=4, max_attempts=10,
+                  settle_seconds=1.0)  # fmt: skip
         result = await run_cli(s.args("--settle-wait", "30"))
         assert result.exit_code == 0, result.output
         await assert_all_created_once(s)
@@ -220,7 +224,10 @@ async def test_after_a_500_a_cancelled_look_alike_made_by_hand_is_never_taken(
     """Staff cancelled a booking at the row's slot yesterday; the row's POST answers 500
     (it may have landed). The lookup sees only the cancelled one: never the row's own."""
     async with sandbox_factory(faults={"error500": 1.0}) as sb:
-        s = setup(tmp_path, sb.url, n=1, settle_seconds=1.0)
+        # Settle 1.5 s, longer than the 1 s before a row's first lookup: the first run
+        # leaves the row settling after one POST; the second waits out what is left of
+        # it (well under 1 s) and sends. The rule itself: tests/test_delivery_row_clock.py.
+        s = setup(tmp_path, sb.url, n=1, settle_seconds=1.5)
         [row] = s.rows
         row = replace(row, status="approved")
         s.rows = [row]
@@ -232,8 +239,7 @@ async def test_after_a_500_a_cancelled_look_alike_made_by_hand_is_never_taken(
         assert first.exit_code == 1, first.output  # the answer is open: unknown, reported
         assert ledger_rows(s.ledger)[row.key]["status"] == "unknown"
         await _set_runtime(sb.url, faults={})
-        await asyncio.sleep(1.0)  # past settle_seconds of the 500'd attempt
-        second = await run_cli(s.args("--settle-wait", "20"))
+        second = await run_cli(s.args("--settle-wait", "20"))  # looks, waits to settle, sends
         assert second.exit_code == 0, second.output
         entry = ledger_rows(s.ledger)[row.key]
         assert entry["status"] == "created" and entry["appointment_id"] != cancelled
@@ -366,11 +372,12 @@ async def test_staff_edits_after_a_crash_with_answers_pending_are_never_recreate
     """SIGKILL while answers are pending; staff then delete, move or re-assign those
     appointments in Flextell; the resumed run must not create them again."""
     rows = slot_sharing_rows()[:6]
+    horizon = 0.8
     async with sandbox_factory(commit_delay_seconds=2.0) as sb:
-        s = setup(tmp_path, sb.url, rows=rows, timeout=10.0, settle_seconds=1.0)
+        s = setup(tmp_path, sb.url, rows=rows, timeout=10.0, settle_seconds=0.4)
         text = s.config.read_text(encoding="utf-8")
         s.config.write_text(
-            text.replace("[api]\n", "[api]\nabsent_horizon = 4\n", 1), encoding="utf-8"
+            text.replace("[api]\n", f"[api]\nabsent_horizon = {horizon}\n", 1), encoding="utf-8"
         )
         await kill_with_posts_held(await start_worker(s.args()), sb.url, held=3)
         made = {a["id"]: a for a in await appointments(sb.url, 1)}
@@ -379,7 +386,10 @@ async def test_staff_edits_after_a_crash_with_answers_pending_are_never_recreate
         await _staff_change(sb.url, "DELETE", ids[0], {})
         await _staff_change(sb.url, "PATCH", ids[1], {"scheduled_at": "2026-12-07T12:30:00Z"})
         await _staff_change(sb.url, "PATCH", ids[2], {"user_id": 104})
-        await asyncio.sleep(4.5)  # past the absent horizon of the lost attempts
+        # Past the absent horizon of the lost attempts: the commit delay (2 s) has mostly
+        # taken them there already (the rule itself: tests/test_delivery_row_clock.py).
+        sent = [e["sent_at"] for e in ledger_rows(s.ledger).values() if e["sent_at"]]
+        await asyncio.sleep(max(0.0, max(sent) + horizon + 0.05 - time.time()))
         await _set_runtime(sb.url, commit_delay_seconds=0.0)
         before = (await stats(sb.url))["appointments_total"]
         result = await run_cli(s.args())
@@ -438,7 +448,10 @@ async def wait_for_posts(url: str, *, tenants: tuple[int, ...], within: float) -
         await asyncio.sleep(0.05)
 
 
-async def test_a_server_down_for_8_seconds_mid_run_is_waited_for(tmp_path: Path) -> None:
+async def test_a_server_down_mid_run_is_waited_for_past_max_attempts(tmp_path: Path) -> None:
+    """The outage budget: a row's 3 attempts are spent within the outage (a second down,
+    plus the sandbox's stop and start), yet every row lands. The rule on a fake clock:
+    tests/test_pacing.py (the lane's outage budget, retries past max_attempts)."""
     import socket
 
     with socket.socket() as sock:
@@ -450,14 +463,17 @@ async def test_a_server_down_for_8_seconds_mid_run_is_waited_for(tmp_path: Path)
     rows += [replace(r, key=r.key + "b", local=r.local.replace(hour=14)) for r in rows]
     with sandbox_process(tmp_path, *options) as sandbox:
         url = sandbox.root
-        s = setup(tmp_path, url, rows=rows, rate="4/second", max_attempts=3)
+        # One request in flight and backoff of at most 0.1 s: a row's 3 attempts are
+        # spent well within the outage, which only the outage budget outlasts.
+        s = setup(tmp_path, url, rows=rows, rate="4/second", max_attempts=3, max_backoff=0.1,
+                  concurrency=1)  # fmt: skip
         proc = await start_worker(s.args())
         # Down once both tenants were answered: a server that never answered a tenant
         # is a wrong host, given up after unreachable_seconds (a slow start on a busy
         # machine made a fixed 2 s land there once). 16 rows a tenant at 4/second
         # leave seconds of sending after that.
         await wait_for_posts(url, tenants=(1, 2), within=30.0)
-    await asyncio.sleep(8.0)  # down: every connection refused
+    await asyncio.sleep(1.0)  # down: every connection refused
     with sandbox_process(tmp_path, *options) as sandbox:
         url = sandbox.root
         _, err = await asyncio.wait_for(proc.communicate(), 120)

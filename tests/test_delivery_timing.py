@@ -72,25 +72,19 @@ async def _crowd(url: str, row: Row, others: int) -> list[int]:
     ]
 
 
-@pytest.mark.parametrize(
-    "slow",
-    [
-        pytest.param({"rate": "3/second"}, id="rate-limited-lookup"),
-        pytest.param({"latency_ms": 400.0}, id="slow-gets"),
-    ],
-)
 async def test_a_crowded_slot_is_judged_when_the_calendar_was_read(
-    sandbox_factory: SandboxFactory, tmp_path: Path, slow: dict[str, object]
+    sandbox_factory: SandboxFactory, tmp_path: Path
 ) -> None:
     """Rows 1 and 2: a dozen patients at the instant make the lookup take longer than
-    the settle time; absence is judged at the calendar read, before the late commit."""
+    the settle time; absence is judged at the calendar read, before the late commit.
+
+    The real-time drill of the rule, with slow GETs (400 ms each). The rule with a
+    rate-limited lookup runs on a fake clock: tests/test_delivery_row_clock.py."""
     rows = [Row(f"C-{n}", 1, 1001 + n, 101, AT, "approved", (201,), None, None, None)
             for n in range(2)]  # fmt: skip
-    latency = float(str(slow.get("latency_ms", 0.0)))
-    async with sandbox_factory(commit_delay_seconds=3.0, latency_ms=latency) as sb:
-        rate = str(slow.get("rate", "1000/second"))
-        s = setup(tmp_path, sb.url, rows=rows, rate=rate, timeout=1.0, settle_seconds=4.0,
-                  concurrency=2, tenants={1: {}})  # fmt: skip
+    async with sandbox_factory(commit_delay_seconds=3.0, latency_ms=400.0) as sb:
+        s = setup(tmp_path, sb.url, rows=rows, rate="1000/second", timeout=1.0,
+                  settle_seconds=4.0, concurrency=2, tenants={1: {}})  # fmt: skip
         crowd = await _crowd(sb.url, rows[0], 10)
         result = await run_cli(s.args("--settle-wait", "40"))
         await wait_for_commits(sb.url)
@@ -167,14 +161,17 @@ async def test_a_resume_after_a_clock_step_settles_from_the_resume(
     rows = [Row(f"K-{n}", 1, 1001 + n, 101, AT, "approved", (201,), None, None, None)
             for n in range(5)]  # fmt: skip
     async with sandbox_factory() as sb:
-        s = setup(tmp_path, sb.url, rows=rows[:1], timeout=30.0, settle_seconds=5.0,
+        # Settle 3 s from the resume covers the late commits (2.5 s after the POSTs); the
+        # resumed run's first lookup comes before them. The rule on a fake clock:
+        # tests/test_clockcheck.py.
+        s = setup(tmp_path, sb.url, rows=rows[:1], timeout=30.0, settle_seconds=3.0,
                   tenants={1: {}})  # fmt: skip
         _with_api(s.config, max_clock_offset=600)
         # A ledger that delivered before: no adoption pass hides what the resume decides.
         assert (await run_cli(s.args())).exit_code == 0
         s.rows = rows
         write_csv(s.data, rows)
-        await _set_runtime(sb.url, commit_delay_seconds=4.0)
+        await _set_runtime(sb.url, commit_delay_seconds=2.5)
         proc = await start_worker(s.args(), **_shifted(-300))
         for _ in range(400):
             if (await stats(sb.url)).get("pending_commits", 0) >= 3:

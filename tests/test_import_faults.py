@@ -193,7 +193,10 @@ async def test_every_fault_kind_at_once_ends_with_each_row_created_once(
     # resends (5 such answers in a row) is then ~1 run in 3,000, not ~1 in 50.
     faults = dict.fromkeys(kinds, 0.07) | dict.fromkeys(OPEN_AND_ABSENT, 0.03)
     async with sandbox_factory(faults=faults, fault_seed=1, slow_seconds=1.5) as sb:
-        s = setup(tmp_path, sb.url, n=50, concurrency=6, timeout=1.0, max_attempts=10)
+        # Settle 1 s (not the helpers' 2): the slow faults commit before they stall, and a
+        # row's first lookup comes 1 s after its POST, so each open fate costs no extra wait.
+        s = setup(tmp_path, sb.url, n=50, concurrency=6, timeout=1.0, max_attempts=10,
+                  settle_seconds=1.0)  # fmt: skip
         result = await run_cli(s.args("--settle-wait", "60"))
         assert result.exit_code == 0, result.output
         st = await stats(sb.url)

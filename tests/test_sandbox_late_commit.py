@@ -26,7 +26,7 @@ BODY: dict[str, Any] = {
 # Bounds are generous on purpose: the point is the order (gave up, then committed),
 # not how long anything took.
 GIVE_UP = 0.2
-LATE = 2.0
+LATE = 1.0
 
 
 async def stored(http: aiohttp.ClientSession, sb: RunningSandbox) -> list[dict[str, Any]]:

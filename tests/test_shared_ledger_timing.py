@@ -34,7 +34,10 @@ def test_a_worker_paused_between_intent_and_post_sends_nothing_and_overwrites_no
 def test_a_worker_5_minutes_behind_crashing_inside_settle_makes_no_duplicate(
     pg_url: str, tmp_path: Path
 ) -> None:
-    result = run_skewed_drill(tmp_path, pg_url)
+    # Shorter than `make chaos`'s drill (lease 5, late commits 15 s, settle 20): B takes
+    # over 3.3-4 s after the kill, before the late commits land (8 s after A's POSTs),
+    # and settles from the lease's expiry past them.
+    result = run_skewed_drill(tmp_path, pg_url, lease=2.0, late_commit=8.0, settle=8.0)
     logs = {n: (tmp_path / f"{n}.log").read_text(errors="replace") for n in "ab"}
     assert result.passed, (result, {n: text[-3000:] for n, text in logs.items()})
     assert (result.duplicates, result.orphans, result.lost, result.clock_errors) == (0, 0, 0, 0)
