@@ -217,11 +217,11 @@ def scenario_throughput(b: Bench) -> Entry:
     csv = b.data(rows)
     wd = b.workdir("throughput")
     cfg = b.config(wd, concurrency=concurrency)
-    # Best of three pairs, worker and bare loop alternating (as timeit takes the minimum):
+    # Best of five pairs, worker and bare loop alternating (as timeit takes the minimum):
     # on a shared machine, load only ever adds time, and to one side more than the other.
     worker_runs: list[float] = []
     baseline_runs: list[float] = []
-    for _ in range(b.n(3, 1)):
+    for _ in range(b.n(5, 1)):
         (wd / "ledger.sqlite").unlink(missing_ok=True)
         with b.sandbox(wd) as sb:
             run = b.import_(csv, cfg, sb, wd)
