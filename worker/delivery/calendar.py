@@ -12,7 +12,7 @@ day may straddle UTC midnight), once per tenant and month:
 
 A window keeps the wall time its first request was sent (`sent_at`): it shows
 what existed then, so it answers only rows never sent (their own appointment
-cannot be in Flextell yet). A lookup after a lost answer reads afresh, never
+cannot be in Flextell yet). A slot search after a lost answer reads afresh, never
 from here. Only the last `keep` windows stay in memory.
 """
 
@@ -82,7 +82,7 @@ def month_span(day: date) -> Span:
 
 
 def narrow_span(day: date) -> Span:
-    """`day` with a day either side (what a per-row lookup reads)."""
+    """`day` with a day either side (what a per-row slot search reads)."""
     return day - _DAY, day + _DAY
 
 

@@ -75,7 +75,7 @@ class Job:
     @classmethod
     def from_entry(cls, entry: Entry, *, resume: bool = False) -> Job | None:
         """The job of a ledger row (None for a row without a payload); `resume`: an
-        earlier run left it unknown, so it starts with a lookup."""
+        earlier run left it unknown, so it starts with a slot search."""
         if entry.payload_json is None or entry.payload_hash is None:
             return None
         identity = entry.identity or identity_of_json(entry.payload_json) or entry.source_key
@@ -212,7 +212,7 @@ class RowDelivery:
                 assert decision.wait_until is not None
                 at = self.ledger.from_shared(decision.wait_until)
                 return Settling(at, decision.reason or "settling")
-            if step is Step.ADOPT:  # the lookup failed: sending might duplicate what exists
+            if step is Step.ADOPT:  # the slot search failed: sending might duplicate what exists
                 return await self._not_sent(job, f"not sent: {decision.reason}")
             return await self._unknown(job, f"{cause}; slot search: {decision.reason}")
 
@@ -300,7 +300,7 @@ class RowDelivery:
                                         f"attempts: {result.error_message}")  # fmt: skip
         return None
 
-    # --- looking up ---------------------------------------------------------
+    # --- searching the slot -------------------------------------------------
 
     async def _decide(self, job: Job, step: Step) -> Decision:
         # Windows read before the run answer only rows never sent: a row that may have
@@ -310,7 +310,7 @@ class RowDelivery:
             instant = job.instant
             if instant is not None and await self.calendar.holds(instant) is False:
                 # Rule 2 with an empty slot, straight from the month read: most rows of a
-                # first import end here, with no lookup and no ledger read.
+                # first import end here, with no slot search and no ledger read.
                 return Decision(Verdict.ABSENT)
         if search is None:
             search = SlotSearch(self.lane.client, self.lane, self.lane.id, sleep=self.sleep,
@@ -355,7 +355,7 @@ class RowDelivery:
         )
 
     async def _owned_by_others(self, job: Job, ids: list[int]) -> set[int]:
-        """Ids another row owns: never this row's, so the lookup does not GET them."""
+        """Ids another row owns: never this row's, so the slot search does not GET them."""
         owners = await self.ledger.owners(job.tenant, ids)
         return {i for i, key in owners.items() if key != job.source_key}
 
@@ -404,7 +404,7 @@ class RowDelivery:
         owner = await self._record(job, Status.CREATED, appointment_id=appointment.id,
                                    appointment_code=appointment.code, origin=origin,
                                    durable=True)  # fmt: skip
-        if owner is not None:  # another row claimed it between lookup and claim
+        if owner is not None:  # another row claimed it between slot search and claim
             if not job.earlier_run:
                 self.stats.unknown += 1
             return Status.UNKNOWN
