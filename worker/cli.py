@@ -741,7 +741,7 @@ def report_cmd(html_path: Path | None, show_patient_data: bool, **params: Any) -
                 "--html writes the whole page (it has a tenant filter and a save link for "
                 "the failures file): give --tenant and --failures without --html"
             )
-        from worker.commands.reporting.report_html import write_page
+        from worker.commands.reporting.report_html import show_written, write_page
         from worker.commands.reporting.report_page import HtmlOptions, collect_page
 
         html = HtmlOptions(
@@ -752,7 +752,7 @@ def report_cmd(html_path: Path | None, show_patient_data: bool, **params: Any) -
             show_patient_data=show_patient_data,
         )
         size = write_page(asyncio.run(collect_page(html)), html_path)
-        click.echo(f"report written to {html_path} ({size:,} bytes)")
+        show_written(html_path, size)
         return
     if show_patient_data:
         raise click.UsageError("--show-patient-data goes with --html")
@@ -853,15 +853,13 @@ def ack_cmd(
     """
     import asyncio
 
-    from worker.commands.ack import run_ack
+    from worker.commands.ack import run_ack, show_ack
     from worker.ledger.target import find_ledger_target
 
     target = find_ledger_target(_target(ledger_path), config_path)
     result = asyncio.run(run_ack(target, keys, all_open=all_open, note=note, by=by,
                                  tenant=tenant, kind=kind))  # fmt: skip
-    click.echo(f"acknowledged {len(result.changed)} item(s)")
-    for key in result.unmatched:
-        click.echo(f"no open item for {key}", err=True)
+    show_ack(result)
 
 
 @cli.command("unack")
@@ -884,13 +882,13 @@ def unack_cmd(
     """
     import asyncio
 
-    from worker.commands.ack import run_ack
+    from worker.commands.ack import run_ack, show_ack
     from worker.ledger.target import find_ledger_target
 
     target = find_ledger_target(_target(ledger_path), config_path)
     result = asyncio.run(run_ack(target, keys, all_open=False, note=None, by=None,
                                  tenant=tenant, kind=kind, undo=True))  # fmt: skip
-    click.echo(f"reopened {len(result.changed)} item(s)")
+    show_ack(result, undo=True)
 
 
 # --- lookups: reference lists from the API ---------------------------------------------
@@ -928,13 +926,11 @@ def lookups_pull_cmd(
     import asyncio
 
     from worker.config import load_config
-    from worker.references.pull import pull
+    from worker.references.pull import pull, show_pulled
 
     config = load_config(config_path)
     written = asyncio.run(pull(config, out_dir, tenant=tenant, base_url=base_url))
-    for tid, counts in written.items():
-        shown = ", ".join(f"{n} {kind}" for kind, n in counts.items())
-        click.echo(f"tenant {tid}: {shown} -> {out_dir / f'tenant-{tid}'}")
+    show_pulled(written, out_dir)
 
 
 # --- ledger: backup, check ------------------------------------------------------------
@@ -970,11 +966,12 @@ def ledger_backup_cmd(dest: Path, config_path: Path | None, ledger_path: str | N
     ledger (back that up with pg_dump -n flextell_worker), 3 when the ledger is
     unusable.
     """
+    from worker.commands.ledger_care import show_backup
     from worker.ledger.backup import backup_ledger
 
     path = _sqlite_file(ledger_path, config_path, "ledger backup", _PG_BACKUP)
     facts = backup_ledger(path, dest)
-    click.echo(f"backup {facts.path}: {facts.entries} rows, {facts.runs} runs, {facts.size} bytes")
+    show_backup(facts)
 
 
 @ledger_group.command("check")
@@ -988,11 +985,12 @@ def ledger_check_cmd(config_path: Path | None, ledger_path: str | None) -> None:
     copy without its -wal file, 2 when it does not exist or is a PostgreSQL
     ledger (the database checks its own pages; `ledger status` shows its leases).
     """
+    from worker.commands.ledger_care import show_check
     from worker.ledger.backup import check_ledger
 
     instead = "PostgreSQL checks its own data (`ledger status` shows the leases); " + _PG_BACKUP
     facts = check_ledger(_sqlite_file(ledger_path, config_path, "ledger check", instead))
-    click.echo(f"ok: ledger {facts.path}: {facts.entries} rows, {facts.runs} runs")
+    show_check(facts)
 
 
 @ledger_group.command("accept-missing-wal")
@@ -1010,13 +1008,14 @@ def ledger_accept_missing_wal_cmd(
     created twice. Only for when the -wal file cannot be restored. SQLite
     only: a PostgreSQL ledger has no -wal file (exit 2).
     """
+    from worker.commands.ledger_care import show_accepted
     from worker.ledger.backup import accept_missing_wal
 
     del yes
     instead = "a PostgreSQL ledger has no -wal file (restore it with the database's own tools)"
     path = _sqlite_file(ledger_path, config_path, "ledger accept-missing-wal", instead)
     accept_missing_wal(path)
-    click.echo(f"ledger {path}: accepted without its -wal file")
+    show_accepted(path)
 
 
 @ledger_group.command("status")
@@ -1064,13 +1063,10 @@ def ledger_rekey_cmd(config_path: Path, ledger_path: str | None, new_key: str) -
     """
     import asyncio
 
-    from worker.commands.ledger_care import rekey
+    from worker.commands.ledger_care import rekey, show_rekeyed
 
     key_id, count = asyncio.run(rekey(config_path, _target(ledger_path), new_key))
-    click.echo(
-        f"ledger re-encrypted: {count} row(s) now under key id {key_id}; "
-        "set [ledger] encryption_key to the new key"
-    )
+    show_rekeyed(key_id, count)
 
 
 @ledger_group.command("purge")
@@ -1097,10 +1093,10 @@ def ledger_purge_cmd(
     """
     import asyncio
 
-    from worker.commands.ledger_care import purge
+    from worker.commands.ledger_care import purge, show_purged
 
     purged = asyncio.run(purge(config_path, _target(ledger_path), older_than, tenant))
-    click.echo(f"patient data dropped from {purged} created row(s)")
+    show_purged(purged)
 
 
 # --- auth: first login and token status --------------------------------------------
@@ -1152,9 +1148,9 @@ def auth_login_cmd(
     """
     import asyncio
     import webbrowser
-    from datetime import UTC, datetime
 
     from worker.api.login import run_login
+    from worker.commands.auth import show_login
     from worker.config import load_config
 
     _refuse_insecure(config_path, base_url, allow_insecure_http)
@@ -1171,11 +1167,7 @@ def auth_login_cmd(
             open_browser=None if no_browser or not _can_open_browser() else webbrowser.open,
         )
     )
-    until = datetime.fromtimestamp(result.expires_at, UTC).isoformat(timespec="seconds")
-    click.echo(
-        f"\nLogged in: tokens stored in {result.target.path} (mode 0600); "
-        f"access token valid until {until}, then refreshed automatically."
-    )
+    show_login(result)
 
 
 @auth_group.command("status")

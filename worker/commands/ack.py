@@ -7,6 +7,7 @@ the item's content; `import` no longer counts the item until its row changes.
 from __future__ import annotations
 
 import getpass
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -80,3 +81,11 @@ async def run_ack(
         what = ", ".join(unmatched) if unmatched else "the filter given"
         raise ConfigError(f"ledger {describe(target)}: no {state.value} worklist item for {what}")
     return AckResult(changed, unmatched)
+
+
+def show_ack(result: AckResult, *, undo: bool = False) -> None:
+    """How many items changed; each key that matched none, on stderr."""
+    print(f"{'reopened' if undo else 'acknowledged'} {len(result.changed)} item(s)")
+    if not undo:
+        for key in result.unmatched:
+            print(f"no open item for {key}", file=sys.stderr)

@@ -21,6 +21,7 @@ from worker.api.auth import (
     token_url_for,
 )
 from worker.api.client import FlextellClient, Outcome
+from worker.api.login import LoginResult
 from worker.api.transport import client_session
 from worker.config import Config
 from worker.errors import ConfigError, WorkerError
@@ -128,3 +129,12 @@ def print_statuses(statuses: list[TenantStatus]) -> None:
     now = time.time()
     for status in statuses:
         print(status.line(now))
+
+
+def show_login(result: LoginResult) -> None:
+    """`auth login`'s closing line: where the tokens are and until when they hold."""
+    until = datetime.fromtimestamp(result.expires_at, UTC).isoformat(timespec="seconds")
+    print(
+        f"\nLogged in: tokens stored in {result.target.path} (mode 0600); "
+        f"access token valid until {until}, then refreshed automatically."
+    )

@@ -10,6 +10,7 @@ from worker.clock import SYSTEM_CLOCK, Clock
 from worker.config import Config, days_of, load_config
 from worker.errors import ConfigError
 from worker.ledger import Ledger, atrest, audit, retention
+from worker.ledger.backup import LedgerFacts
 from worker.ledger.crypto import configured_key, load_key
 from worker.ledger.sqlconn import SqlConnection
 from worker.ledger.target import LedgerTarget, ledger_target, sqlite_only
@@ -116,3 +117,31 @@ async def audit_rows(ledger: Ledger) -> list[dict[str, object]]:
     if not isinstance(ledger.path, Path):
         return []
     return cast(list[dict[str, object]], await ledger.read_op(audit.rows))
+
+
+def show_backup(facts: LedgerFacts) -> None:
+    """`ledger backup`'s line."""
+    print(f"backup {facts.path}: {facts.entries} rows, {facts.runs} runs, {facts.size} bytes")
+
+
+def show_check(facts: LedgerFacts) -> None:
+    """`ledger check`'s line for a sound ledger."""
+    print(f"ok: ledger {facts.path}: {facts.entries} rows, {facts.runs} runs")
+
+
+def show_accepted(path: Path) -> None:
+    """`ledger accept-missing-wal`'s line."""
+    print(f"ledger {path}: accepted without its -wal file")
+
+
+def show_rekeyed(key_id: str, count: int) -> None:
+    """`ledger rekey`'s line, with what to do next."""
+    print(
+        f"ledger re-encrypted: {count} row(s) now under key id {key_id}; "
+        "set [ledger] encryption_key to the new key"
+    )
+
+
+def show_purged(purged: int) -> None:
+    """`ledger purge`'s line."""
+    print(f"patient data dropped from {purged} created row(s)")

@@ -72,3 +72,10 @@ async def pull(
                         writer.writerow(_row(kind, obj, region))
                 counts[kind] = len(items)
     return written
+
+
+def show_pulled(written: dict[int, dict[str, int]], out_dir: Path) -> None:
+    """`lookups pull`'s lines: per tenant, what was written where."""
+    for tid, counts in written.items():
+        shown = ", ".join(f"{n} {kind}" for kind, n in counts.items())
+        print(f"tenant {tid}: {shown} -> {out_dir / f'tenant-{tid}'}")

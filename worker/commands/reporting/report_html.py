@@ -89,3 +89,8 @@ def write_page(page: ReportPage, path: Path) -> int:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot write the report: {exc.strerror}") from None
     return len(data)
+
+
+def show_written(path: Path, size: int) -> None:
+    """`report --html`'s line: where the page went and its size."""
+    print(f"report written to {path} ({size:,} bytes)")
