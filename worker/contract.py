@@ -90,7 +90,9 @@ class AppointmentCreate(BaseModel):
 
 
 class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    # Built at first use, not at import: a run reads a few of these answers (an import
+    # often only the calendar), and building them all cost every start some 30 ms.
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
 
 class NamedRef(_Open):
