@@ -16,16 +16,16 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
 from worker.errors import ConfigError
 from worker.fileperms import refuse_shared
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     from worker.config import Config
+
+# cryptography is imported where a key is made or used: a ledger without a key (most)
+# never needs it, and loading it costs every run's start some 20 ms.
 
 SEALED_PREFIX = "enc1:"
 KEYED_PREFIX = "h1:"
@@ -35,6 +35,9 @@ _NONCE_BYTES = 12
 
 
 def _derive(secret: bytes, info: bytes, length: int) -> bytes:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(secret)
 
 
@@ -44,7 +47,9 @@ class LedgerKey:
     __slots__ = ("_aead", "key_id", "source")
 
     def __init__(self, secret: bytes, source: str) -> None:
-        self._aead = AESGCM(_derive(secret, b"flextell-ledger aes-256-gcm v1", 32))
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        self._aead: AESGCM = AESGCM(_derive(secret, b"flextell-ledger aes-256-gcm v1", 32))
         self.key_id = _derive(secret, b"flextell-ledger key id v1", 8).hex()
         self.source = source
         """Where the secret came from (env:NAME or file:PATH), for messages; never the secret."""
@@ -65,6 +70,8 @@ class LedgerKey:
         key_id, _, body = text[len(SEALED_PREFIX) :].partition(":")
         if key_id != self.key_id:
             raise ValueError(f"a ledger value is encrypted with key id {key_id}")
+        from cryptography.exceptions import InvalidTag
+
         raw = base64.b64decode(body)
         try:
             return self._aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], key_id.encode())
