@@ -171,7 +171,7 @@ async def _reconcile(
     status = RunStatus.FINISHED
     resolutions: list[Resolution] = []
     try:
-        async with http_session(config) as session:
+        async with http_session(config, base_url=options.base_url) as session:
             lanes = LaneBuilder(config, session, base_url=options.base_url, policy=policy)
             runners: dict[int, LaneRunner] = {}
             for entry in entries:

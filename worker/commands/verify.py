@@ -295,7 +295,7 @@ async def run_verify(options: VerifyOptions) -> VerifyResult:
     try:
         api = api_identity(config.base_urls(options.base_url))
         await ledger.bind_identity(api, config.tenants, rebind=False)
-        async with http_session(config) as session:
+        async with http_session(config, base_url=options.base_url) as session:
             lanes = LaneBuilder(config, session, base_url=options.base_url)
             verifier = _Verifier(lanes)
             try:

@@ -105,7 +105,7 @@ async def prepare(
         collector.wanted = {t: r for t, r in collector.wanted.items() if t in only_tenants}
     async with contextlib.AsyncExitStack() as stack:
         if lanes is None:
-            session = await stack.enter_async_context(http_session(config))
+            session = await stack.enter_async_context(http_session(config, base_url=base_url))
             lanes = LaneBuilder(config, session, base_url=base_url, policy=policy)
         engine = Engine(config, lanes, RefCache(ledger), create=create)
         outcomes = await engine.resolve(collector.wanted)

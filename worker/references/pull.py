@@ -48,7 +48,7 @@ async def pull(
     if tenant is not None and not config.is_known_tenant(tenant):
         raise ConfigError(f"--tenant {tenant}: not a tenant of {config.path}")
     written: dict[int, dict[str, int]] = {}
-    async with http_session(config) as session:
+    async with http_session(config, base_url=base_url) as session:
         lanes = LaneBuilder(config, session, base_url=base_url)
         for tid in tenants:
             api = RefApi(await lanes.lane(tid))
