@@ -89,5 +89,11 @@ async def client_session(
     costs a run's start some 50 ms."""
     verify: ssl.SSLContext | bool = ssl_context(ca_bundle) if tls else True
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, ssl=verify)
-    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+    # No cookie jar: the API authenticates by token, and a cookie one tenant's answer set
+    # must not ride along on another tenant's requests. It also spares every request
+    # the jar's filtering and every answer its parsing.
+    jar = aiohttp.DummyCookieJar()
+    async with aiohttp.ClientSession(
+        connector=connector, headers=headers, cookie_jar=jar
+    ) as session:
         yield session
