@@ -29,15 +29,21 @@ def content_hash(source_row: str | None, fallback: str = "") -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+def aware_instant(value: str) -> datetime | None:
+    """An ISO 8601 instant with its offset (``Z`` too); None when unreadable or naive."""
+    try:
+        instant = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return instant if instant.tzinfo is not None else None
+
+
 def local_time(value: Any, zone: str) -> str | None:
     """An API instant (ISO 8601, UTC) as the clinic's wall clock, ``YYYY-MM-DD HH:MM``."""
     if not isinstance(value, str) or not value:
         return None
-    try:
-        instant = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return value
-    if instant.tzinfo is None:
+    instant = aware_instant(value)
+    if instant is None:
         return value
     return instant.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M")
 

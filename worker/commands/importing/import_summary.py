@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import asdict
-from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -16,6 +15,7 @@ from worker.commands.importing.import_result import ImportResult
 from worker.commands.output import emit_result
 from worker.compare import public_value
 from worker.exitcodes import ExitCode
+from worker.worklist.findings import aware_instant
 
 _COLUMNS: tuple[tuple[str, str], ...] = (
     ("read", "read"),
@@ -130,13 +130,8 @@ def local_changes(changes: dict[str, list[Any]], zone: str) -> dict[str, list[An
 
 
 def _local(value: Any, zone: str) -> Any:
-    if not isinstance(value, str):
-        return value
-    try:
-        instant = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return value
-    if instant.tzinfo is None:
+    instant = aware_instant(value) if isinstance(value, str) else None
+    if instant is None:
         return value
     return instant.astimezone(ZoneInfo(zone)).isoformat()
 
