@@ -21,7 +21,9 @@ from worker.ledger import (
     Status,
     UnknownKeyError,
     default_ledger_path,
+    ops,
 )
+from worker.ledger.sqlconn import SqlConnection
 
 PAYLOAD_A = json.dumps({"customer_id": 1, "user_id": 2, "treatments": [3]}, sort_keys=True)
 PAYLOAD_B = json.dumps({"customer_id": 1, "user_id": 5, "treatments": [3, 4]}, sort_keys=True)
@@ -339,6 +341,25 @@ async def test_owners_and_one_row_per_appointment(ledger: Ledger) -> None:
     entry = (await ledger.get_many([(7, "d")]))[(7, "d")]
     assert entry.status == "unknown" and entry.appointment_id is None
     assert "already recorded for row 'b'" in (entry.error_message or "")
+
+
+async def test_a_lost_claim_leaves_its_transaction_whole(ledger: Ledger) -> None:
+    run = await new_run(ledger)
+    await ledger.upsert_seen([seen(k, run) for k in "abcd"])
+
+    def claims(conn: SqlConnection, now: str) -> list[str | None]:
+        # One transaction, in which the middle claim breaks the UNIQUE index.
+        return [
+            ops.record(conn, now, 7, key, Status.CREATED, run, aid, None, 201, None, None, None)
+            for key, aid in (("a", 10), ("b", 11), ("c", 10), ("d", 12))
+        ]
+
+    assert await ledger.write_op(claims) == [None, None, "a", None]
+    got = await ledger.get_many([(7, k) for k in "abcd"])
+    assert [(got[(7, k)].status, got[(7, k)].appointment_id) for k in "abcd"] == [
+        ("created", 10), ("created", 11), ("unknown", None), ("created", 12),
+    ]  # fmt: skip
+    assert await ledger.owners(7, [10, 11, 12]) == {10: "a", 11: "b", 12: "d"}
 
 
 async def test_runs_record_and_finish(ledger: Ledger) -> None:

@@ -387,12 +387,18 @@ def record(
     if status == Status.CREATED:
         params += (appointment_id,)
     if status == Status.CREATED and appointment_id is not None:
-        conn.execute("SAVEPOINT claim")
+        # SQLite undoes a statement that breaks a constraint and the transaction goes on;
+        # PostgreSQL aborts the transaction, so only there does the claim take a savepoint
+        # (two statements a created row, each a hand-off of the GIL between threads).
+        savepoint = not isinstance(conn, sqlite3.Connection)
+        if savepoint:
+            conn.execute("SAVEPOINT claim")
         try:
             cur = conn.execute(sql, params)
         except sqlite3.IntegrityError:
-            conn.execute("ROLLBACK TO claim")
-            conn.execute("RELEASE claim")
+            if savepoint:
+                conn.execute("ROLLBACK TO claim")
+                conn.execute("RELEASE claim")
             owner = _owner(conn, tenant, appointment_id)
             conn.execute(
                 _RECORD_OTHER,
@@ -401,7 +407,8 @@ def record(
                  None, now, None, None, None, tenant, source_key),
             )  # fmt: skip
             return owner
-        conn.execute("RELEASE claim")
+        if savepoint:
+            conn.execute("RELEASE claim")
     else:
         cur = conn.execute(sql, params)
     if cur.rowcount == 0:
