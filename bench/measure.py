@@ -1,7 +1,7 @@
-"""Running a child process as a user would, timing it and reading its peak memory.
+"""Running a child process as a user would, timing it and reading its peak memory and CPU.
 
-Peak RSS comes from `os.wait4`, the kernel's high-water mark of that one child
-(ru_maxrss), so it is exact and costs nothing while the child runs.
+Peak RSS and CPU time come from `os.wait4`: the kernel's high-water mark of that one
+child (ru_maxrss) and its user + system time, exact and free while the child runs.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ class ChildRun:
     returncode: int
     seconds: float
     peak_rss_mb: float
+    cpu_seconds: float
+    """User + system time of the child, all its threads."""
     stdout: str
     stderr: str
 
@@ -56,6 +58,7 @@ def run_child(
         returncode=proc.returncode,
         seconds=seconds,
         peak_rss_mb=usage.ru_maxrss / 1024.0,  # KiB on Linux
+        cpu_seconds=usage.ru_utime + usage.ru_stime,
         stdout=out_path.read_text(encoding="utf-8", errors="replace"),
         stderr=err_path.read_text(encoding="utf-8", errors="replace"),
     )

@@ -143,6 +143,7 @@ class Bench:
         _check(run, f"baseline {kind}", {0})
         out: dict[str, Any] = json.loads(run.stdout.strip().splitlines()[-1])
         out["wall_seconds"] = run.seconds
+        out["cpu_seconds"] = run.cpu_seconds
         out["peak_rss_mb"] = run.peak_rss_mb
         return out
 
@@ -221,6 +222,8 @@ def scenario_throughput(b: Bench) -> Entry:
     # on a shared machine, load only ever adds time, and to one side more than the other.
     worker_runs: list[float] = []
     baseline_runs: list[float] = []
+    worker_cpu: list[float] = []
+    baseline_cpu: list[float] = []
     for _ in range(b.n(5, 1)):
         (wd / "ledger.sqlite").unlink(missing_ok=True)
         with b.sandbox(wd) as sb:
@@ -229,6 +232,7 @@ def scenario_throughput(b: Bench) -> Entry:
         if not worker_runs or run.seconds < min(worker_runs):
             w_posts = posts
         worker_runs.append(run.seconds)
+        worker_cpu.append(run.cpu_seconds)
         with b.sandbox(wd) as sb:
             base = b.baseline(
                 "post", csv, wd, "--url", sb.api_url, "--concurrency", str(3 * concurrency)
@@ -237,6 +241,7 @@ def scenario_throughput(b: Bench) -> Entry:
         if not baseline_runs or base["wall_seconds"] < min(baseline_runs):
             b_posts, base_created = posts, base["ok"]
         baseline_runs.append(base["wall_seconds"])
+        baseline_cpu.append(base["cpu_seconds"])
     w, bl = rows / min(worker_runs), rows / min(baseline_runs)
 
     def span_rate(posts: list[dict[str, Any]]) -> float:
@@ -250,8 +255,8 @@ def scenario_throughput(b: Bench) -> Entry:
         _round(w, 1),
         _round(bl, 1),
         _round(ratio),
-        ">= 0.6x",
-        ratio >= 0.6,
+        ">= 0.5x",  # issue 20
+        ratio >= 0.5,
         {
             "rows": rows,
             "concurrency": f"3 tenants x {concurrency} (baseline: {3 * concurrency} tasks)",
@@ -259,6 +264,11 @@ def scenario_throughput(b: Bench) -> Entry:
             "baseline_seconds": _round(min(baseline_runs)),
             "worker_runs_s": [_round(s, 2) for s in worker_runs],
             "baseline_runs_s": [_round(s, 2) for s in baseline_runs],
+            # CPU of the whole process (every thread): the worker is bound by it, not by
+            # latency (docs/bench-and-drills.md), and it drifts less than wall time here.
+            "worker_cpu_s": [_round(s, 2) for s in worker_cpu],
+            "baseline_cpu_s": [_round(s, 2) for s in baseline_cpu],
+            "cpu_ratio_best": _round(min(baseline_cpu) / min(worker_cpu)),
             "worker_posts_per_s_first_to_last": _round(span_rate(w_posts), 1),
             "baseline_posts_per_s_first_to_last": _round(span_rate(b_posts), 1),
             "baseline_created": base_created,
