@@ -1201,10 +1201,9 @@ def auth_status_cmd(
 
 
 def main() -> None:
-    """Console-script entry point: owner-only files from here on (see worker.fileperms)."""
+    """Run the CLI with owner-only files from here on (see worker.fileperms); the
+    entry point, worker.__main__, has tuned the garbage collector first."""
     from worker.fileperms import apply_private_umask
-    from worker.gctune import tune
 
     apply_private_umask()
-    tune()
     cli(prog_name="flextell-worker")
