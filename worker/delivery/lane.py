@@ -98,6 +98,8 @@ class TenantLane:
         self.down_since: float | None = None
         """Clock time of the first connection failure since the server last answered."""
         self.clock_watch = ClockWatch(policy.max_clock_offset)
+        self.intents_ahead = 0
+        """Rows whose intent was written while they wait for a slot (see `turn_is_near`)."""
         self._clock_probe = asyncio.Lock()
         self._clock_probed = False
 
@@ -111,6 +113,20 @@ class TenantLane:
             self.stop_reason = reason
             self.aborted = abort
             log.warning("tenant stopped", tenant=self.id, reason=reason)
+
+    def turn_is_near(self) -> bool:
+        """Whether a row that waits for a slot now waits only for one of the lane's requests
+        to end: every slot is taken, nobody waits for the rate limit's turn, the gate is
+        open, the credentials passed and the lane sends. Then (and for at most
+        `concurrency` rows at a time) its intent may be written while it waits."""
+        return (
+            self.slots.locked()
+            and self.intents_ahead < self.tenant.concurrency
+            and self._credentials_ok
+            and self.stop_reason is None
+            and not self.pacer.pacing
+            and self.gate.remaining() == 0
+        )
 
     def check(self) -> None:
         """Raise LaneStopped once the lane was stopped."""

@@ -1,9 +1,14 @@
 """One row's delivery: adopt what exists, send, look up a lost answer, settle, record.
 
 The rules a row follows:
-- its intent is durable (`in_flight`, with the send time) once it holds its slot
-  and is about to leave, never earlier: a crash cannot make an unsent row look as
-  if it might have landed;
+- its intent is durable (`in_flight`, with the send time) before its POST leaves,
+  and never long before: it is written once the row holds its slot or, when every
+  slot of the lane is taken by a request in flight and nothing else holds the row
+  back (`TenantLane.turn_is_near`), while it waits for the next one. Then the POST
+  leaves within INTENT_AHEAD_FRESH of the recorded time, or the time is written again
+  first. At most `concurrency` rows a lane wait so: a crash can leave that many
+  unsent rows looking as if they might have landed (the next run looks them up
+  before it sends them), the price of not waiting for a commit inside every slot;
 - only outcomes that prove nothing was processed are retried directly (`retry`);
 - an outcome that may have landed is looked up (`slot_search`) and judged (`decide`):
   claimed one to one, resent only when surely absent, left `unknown` otherwise;
@@ -91,6 +96,40 @@ class Job:
                    instant=instant_of(entry.payload_json))  # fmt: skip
 
 
+INTENT_AHEAD_FRESH = 1.0
+"""Seconds an intent written ahead of its slot may be old when its POST leaves; an older
+one gets the send time of now first. Settling waits `settle_seconds` (90 s by default)
+after the recorded send time, so this bound is far inside it."""
+
+
+@dataclass(slots=True)
+class _Ahead:
+    """An intent written while its row waits for a slot."""
+
+    lane: TenantLane
+    future: asyncio.Future[Any]
+    sent_at: float
+    """The send time it records (wall clock)."""
+    stamped: float
+    """When it was written (monotonic clock): its age decides whether it is still fresh."""
+    waiting: bool = True
+
+    def leave(self) -> None:
+        """The row holds its slot, or gave up waiting: another row may write ahead."""
+        if not self.waiting:
+            return
+        self.waiting = False
+        self.lane.intents_ahead -= 1
+        # Whoever awaits it sees its error; when nobody will, take it here so asyncio
+        # does not log it as never retrieved (a broken ledger stops the run by itself).
+        self.future.add_done_callback(_retrieve)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 @dataclass(frozen=True, slots=True)
 class Settling:
     """The row's answer may still show: look again at unix time `at`."""
@@ -134,6 +173,8 @@ class RowDelivery:
         self._maybe_sent: set[str] = set()
         self._refused: set[str] = set()
         """Rows whose POSTs were all refused before any work (429, 503, not connected)."""
+        self._ahead_only: set[str] = set()
+        """Rows whose intent was written ahead of their slot and whose POST has not left."""
 
     def ahead(self, job: Job) -> None:
         """Start reading the calendar window a queued row's adoption check will need."""
@@ -157,10 +198,13 @@ class RowDelivery:
                 await self._unknown(job, "cancelled while the request was in flight or looked up")
             elif job.source_key in self._refused:  # every answer proved nothing was done
                 await self._not_sent(job, "not sent: stopped while waiting to try again")
+            elif job.source_key in self._ahead_only:  # its intent is written, its POST never left
+                await self._not_sent(job, "not sent: stopped while waiting for a slot")
             raise
         finally:
             self._maybe_sent.discard(job.source_key)
             self._refused.discard(job.source_key)
+            self._ahead_only.discard(job.source_key)
 
     async def _run(self, job: Job) -> Status | Settling:
         if job.resume:
@@ -229,26 +273,32 @@ class RowDelivery:
 
         async def attempt() -> Result:
             await lane.check_clock()
-            async with lane.sending() as slot:
-                sent_at = self.wall()
-                mark = (
-                    clock_mark(self.boot, sent_at, self.monotonic())
-                    if ledger.keeps_send_clock
-                    else None
-                )
-                await ledger.mark_in_flight(job.tenant, job.source_key, run_id=self.run_id,
-                                            sent_at=sent_at, sent_clock=mark)  # fmt: skip
-                await ledger.before_send(job.tenant, job.source_key, run_id=self.run_id)
-                self._maybe_sent.add(job.source_key)
-                self.stats.sent += 1
-                result = await lane.client.create_appointment(
-                    job.tenant, body, idempotency_key=key, full=False
-                )
-                slot.answer = result
-                lane.heard(result)
-                if result.outcome is Outcome.RETRY:  # refused before any work: nothing landed
-                    self._maybe_sent.discard(job.source_key)
-                    self._refused.add(job.source_key)
+            ahead = (
+                self._write_ahead(job)
+                if ledger.takes_intents_ahead and lane.turn_is_near()
+                else None
+            )
+            try:
+                async with lane.sending() as slot:
+                    if ahead is None:
+                        sent_at = await self._write_intent(job)
+                    else:
+                        sent_at = await self._ahead_ready(job, ahead)
+                    await ledger.before_send(job.tenant, job.source_key, run_id=self.run_id)
+                    self._ahead_only.discard(job.source_key)
+                    self._maybe_sent.add(job.source_key)
+                    self.stats.sent += 1
+                    result = await lane.client.create_appointment(
+                        job.tenant, body, idempotency_key=key, full=False
+                    )
+                    slot.answer = result
+                    lane.heard(result)
+                    if result.outcome is Outcome.RETRY:  # refused before any work: nothing landed
+                        self._maybe_sent.discard(job.source_key)
+                        self._refused.add(job.source_key)
+            finally:
+                if ahead is not None:
+                    ahead.leave()
             lane.observe(result.status, result.rate, sent_at)
             return result
 
@@ -264,6 +314,42 @@ class RowDelivery:
             self.policy, lane, on_retry=self._count_retry, sleep=self.sleep
         )(again)
         return result
+
+    async def _write_intent(self, job: Job) -> float:
+        """The intent, written once the row holds its slot; returns its send time."""
+        sent_at = self.wall()
+        mark = self._mark(sent_at)
+        await self.ledger.mark_in_flight(job.tenant, job.source_key, run_id=self.run_id,
+                                         sent_at=sent_at, sent_clock=mark)  # fmt: skip
+        return sent_at
+
+    def _write_ahead(self, job: Job) -> _Ahead:
+        """The intent, queued while the row still waits for its slot (lane.turn_is_near)."""
+        sent_at = self.wall()
+        mark = self._mark(sent_at)
+        future = self.ledger.intent_ahead(job.tenant, job.source_key, run_id=self.run_id,
+                                          sent_at=sent_at, sent_clock=mark)  # fmt: skip
+        self.lane.intents_ahead += 1
+        self._ahead_only.add(job.source_key)
+        return _Ahead(self.lane, future, sent_at, self.monotonic())
+
+    async def _ahead_ready(self, job: Job, ahead: _Ahead) -> float:
+        """In the slot: the ahead-written intent committed, and its send time no more than
+        INTENT_AHEAD_FRESH old (else moved to now); returns the send time."""
+        ahead.leave()
+        await ahead.future
+        if self.monotonic() - ahead.stamped <= INTENT_AHEAD_FRESH:
+            return ahead.sent_at
+        sent_at = self.wall()
+        await self.ledger.restamp_in_flight(job.tenant, job.source_key, sent_at=sent_at,
+                                            sent_clock=self._mark(sent_at),
+                                            stamped_at=ahead.sent_at)  # fmt: skip
+        return sent_at
+
+    def _mark(self, sent_at: float) -> str | None:
+        if not self.ledger.keeps_send_clock:
+            return None
+        return clock_mark(self.boot, sent_at, self.monotonic())
 
     def _count_retry(self) -> None:
         self.stats.retries += 1

@@ -340,6 +340,26 @@ def mark_in_flight(
         raise UnknownKeyError(f"no ledger entry for tenant {tenant}, source key {source_key!r}")
 
 
+def restamp_in_flight(
+    conn: SqlConnection,
+    now: str,
+    tenant: int,
+    source_key: str,
+    sent_at: float,
+    sent_clock: str | None,
+    stamped_at: float,
+) -> None:
+    """An intent written ahead of its slot (stamped `stamped_at`) whose POST leaves later
+    than that allows: the send time moves to `sent_at`, and so does the first send time
+    when it was that intent's."""
+    conn.execute(
+        "UPDATE entries SET sent_at = ?, sent_clock = ?,"
+        " first_sent_at = CASE WHEN first_sent_at = ? THEN ? ELSE first_sent_at END,"
+        " updated_at = ? WHERE tenant = ? AND source_key = ? AND status = 'in_flight'",
+        (sent_at, sent_clock, stamped_at, sent_at, now, tenant, source_key),
+    )
+
+
 _RECORD = """
 UPDATE entries SET status = ?, last_run_id = ?, http_status = ?, error_code = ?,
     error_message = ?, error_field = ?, updated_at = ?,

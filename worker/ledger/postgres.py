@@ -123,6 +123,7 @@ class PgLedger(Ledger):
     """A ledger in PostgreSQL; ``worker_id`` names this process in leases and runs."""
 
     keeps_send_clock = False  # many hosts: settling compares the database's clock instead
+    takes_intents_ahead = False  # an intent is written under the lease, inside the slot
     worker_id: str
     url: str
     lease_lost: LeaseLostError | None

@@ -471,13 +471,45 @@ class Ledger:
     ) -> None:
         """The intent: status in_flight, attempts + 1, sent_at; committed before returning.
 
-        Called once the request holds its slot and is about to leave, so a crash never
-        leaves a row that was not sent looking as if it might have landed. `sent_clock`
-        marks the clock sent_at was read from (worker.delivery.clockcheck).
+        Called once the request holds its slot and is about to leave (or see
+        `intent_ahead`), so a crash leaves few rows that were not sent looking as if
+        they might have landed. `sent_clock` marks the clock sent_at was read from
+        (worker.delivery.clockcheck).
         """
         when = time.time() if sent_at is None else sent_at
         fn = partial(ops.mark_in_flight, tenant=tenant, source_key=source_key, run_id=run_id,
                      sent_at=when, sent_clock=sent_clock)  # fmt: skip
+        await self._write(fn)
+
+    takes_intents_ahead = True
+    """Whether `intent_ahead` may be used: an intent queued while its row still waits for a
+    slot (the shared PostgreSQL ledger keeps every intent inside the slot, under its lease)."""
+
+    def intent_ahead(
+        self, tenant: int, source_key: str, *, run_id: int, sent_at: float, sent_clock: str | None
+    ) -> asyncio.Future[Any]:
+        """mark_in_flight, queued now (before this returns, so any later write of the row is
+        ordered after it); the future resolves once it is committed. See
+        worker.delivery.row for when an intent may be written ahead of its slot."""
+        self._check_writable()
+        fn = partial(ops.mark_in_flight, tenant=tenant, source_key=source_key, run_id=run_id,
+                     sent_at=sent_at, sent_clock=sent_clock)  # fmt: skip
+        future = self._writer.submit(fn, wait=True, write=True)
+        assert future is not None
+        return future
+
+    async def restamp_in_flight(
+        self,
+        tenant: int,
+        source_key: str,
+        *,
+        sent_at: float,
+        sent_clock: str | None,
+        stamped_at: float,
+    ) -> None:
+        """Move an ahead-written intent's send time to `sent_at` (committed on return)."""
+        fn = partial(ops.restamp_in_flight, tenant=tenant, source_key=source_key,
+                     sent_at=sent_at, sent_clock=sent_clock, stamped_at=stamped_at)  # fmt: skip
         await self._write(fn)
 
     async def sent_clock(self, tenant: int, source_key: str) -> str | None:
