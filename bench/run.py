@@ -24,6 +24,7 @@ import os
 import platform
 import secrets
 import shutil
+import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -269,6 +270,12 @@ def scenario_throughput(b: Bench) -> Entry:
             "worker_cpu_s": [_round(s, 2) for s in worker_cpu],
             "baseline_cpu_s": [_round(s, 2) for s in baseline_cpu],
             "cpu_ratio_best": _round(min(baseline_cpu) / min(worker_cpu)),
+            # Each pair's own ratio: its two runs are seconds apart, so the machine's
+            # drift (the bare loop's runs alone spread 1.4-2.5 s here) mostly cancels.
+            "pair_ratios": [_round(b / w) for w, b in zip(worker_runs, baseline_runs, strict=True)],
+            "pair_ratio_median": _round(
+                statistics.median(b / w for w, b in zip(worker_runs, baseline_runs, strict=True))
+            ),
             "worker_posts_per_s_first_to_last": _round(span_rate(w_posts), 1),
             "baseline_posts_per_s_first_to_last": _round(span_rate(b_posts), 1),
             "baseline_created": base_created,
