@@ -25,9 +25,9 @@ import pytest
 
 from tests.conftest import TOKEN_ALL, FakeClock, SandboxFactory
 from tests.support.importing import posts, requests_log
+from tests.support.one_row import one_row_ledger
 from worker.api.auth import StaticToken
 from worker.api.client import FlextellClient
-from worker.compare import identity_of_json
 from worker.config import TenantConfig
 from worker.delivery.lane import TenantLane
 from worker.delivery.retry import RetryPolicy
@@ -86,17 +86,9 @@ async def rig(
         policy = RetryPolicy(max_attempts=1, max_clock_offset=1e6)
         lane = TenantLane(tenant, client, policy, clock=clock)
         await lane.check_clock()  # one GET: the credentials pass, the clock is known
-        ledger = await Ledger.open(tmp_path / "ledger.sqlite")
-        try:
-            run_id = await ledger.start_run(mode="import", source_file=None, source_sha256=None)
-            text = json.dumps(PAYLOAD)
-            identity = identity_of_json(text) or "R-1"
-            await ledger.upsert_seen([SeenRow(1, "R-1", "h1", text, None, 2, None, run_id,
-                                              identity=identity)])  # fmt: skip
-            job = Job(1, "R-1", text, "h1", 2, identity)
-            yield Rig(clock, sb.url, lane, ledger, RowDelivery(lane, ledger, run_id), job)
-        finally:
-            await ledger.close()
+        async with one_row_ledger(tmp_path / "ledger.sqlite", PAYLOAD) as one:
+            delivery = RowDelivery(lane, one.ledger, one.run_id)
+            yield Rig(clock, sb.url, lane, one.ledger, delivery, one.job)
 
 
 async def test_the_intent_is_written_while_the_row_waits_and_the_post_waits_for_the_slot(
@@ -168,25 +160,18 @@ async def test_no_row_writes_ahead_while_the_rate_limit_sets_the_pace(
         client = FlextellClient(http, tenant.base_url, StaticToken(TOKEN_ALL))
         lane = TenantLane(tenant, client, RetryPolicy(max_attempts=1))
         await lane.check_clock()
-        ledger = await Ledger.open(tmp_path / "ledger.sqlite")
-        try:
-            run_id = await ledger.start_run(mode="import", source_file=None, source_sha256=None)
-            text = json.dumps(PAYLOAD)
-            await ledger.upsert_seen([SeenRow(1, "R-1", "h1", text, None, 2, None, run_id)])
-            job = Job(1, "R-1", text, "h1", 2, identity_of_json(text) or "R-1")
+        async with one_row_ledger(tmp_path / "ledger.sqlite", PAYLOAD) as one:
             holder = asyncio.create_task(_hold(lane))
             while not lane.pacer.pacing:
                 await asyncio.sleep(0.01)
             assert lane.slots.locked() and not lane.turn_is_near()
-            row = asyncio.create_task(RowDelivery(lane, ledger, run_id).run(job))
+            row = asyncio.create_task(RowDelivery(lane, one.ledger, one.run_id).run(one.job))
             await asyncio.sleep(0.2)  # the holder still waits for its turn
             assert not holder.done()
-            [entry] = (await ledger.get_many([(1, "R-1")])).values()
+            [entry] = (await one.ledger.get_many([(1, "R-1")])).values()
             assert entry.status == "pending" and lane.intents_ahead == 0
             await holder
             assert await row is Status.CREATED
-        finally:
-            await ledger.close()
 
 
 async def _hold(lane: TenantLane) -> None:

@@ -14,7 +14,6 @@ in the slow tier).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -26,15 +25,15 @@ import pytest
 
 from tests.conftest import TOKEN_ALL, FakeClock, SandboxFactory
 from tests.support.importing import appointments, posts, requests_log
+from tests.support.one_row import one_row_ledger
 from worker.api.auth import StaticToken
 from worker.api.client import FlextellClient
-from worker.compare import identity_of_json
 from worker.config import TenantConfig
 from worker.delivery.lane import TenantLane
 from worker.delivery.retry import RetryPolicy
 from worker.delivery.row import Job, RowDelivery, Settling
 from worker.delivery.runner import LaneRunner
-from worker.ledger import Ledger, SeenRow, Status
+from worker.ledger import Ledger, Status
 from worker.rates import Rate
 
 SETTLE, HORIZON = 3.0, 900.0
@@ -97,17 +96,9 @@ async def rig(
         policy = RetryPolicy(max_attempts=1, settle_seconds=SETTLE, absent_horizon=HORIZON,
                              max_clock_offset=10 * HORIZON)  # fmt: skip
         lane = TenantLane(tenant, client, policy, clock=clock)
-        ledger = await Ledger.open(tmp_path / "ledger.sqlite")
-        try:
-            run_id = await ledger.start_run(mode="import", source_file=None, source_sha256=None)
-            text = json.dumps(PAYLOAD)
-            identity = identity_of_json(text) or "R-1"
-            await ledger.upsert_seen([SeenRow(1, "R-1", "h1", text, None, 2, None, run_id,
-                                              identity=identity)])  # fmt: skip
-            job = Job(1, "R-1", text, "h1", 2, identity)
-            yield Rig(clock, sb.url, http, ledger, RowDelivery(lane, ledger, run_id), job)
-        finally:
-            await ledger.close()
+        async with one_row_ledger(tmp_path / "ledger.sqlite", PAYLOAD) as one:
+            delivery = RowDelivery(lane, one.ledger, one.run_id)
+            yield Rig(clock, sb.url, http, one.ledger, delivery, one.job)
 
 
 async def test_an_empty_slot_before_settle_seconds_waits_and_after_them_the_row_is_resent(
