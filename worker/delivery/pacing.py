@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable
 
 from worker.api.rate_headers import RateInfo
 from worker.clock import SYSTEM_CLOCK, Clock
@@ -49,13 +48,12 @@ class WindowPacer:
         self._trips: deque[float] = deque(maxlen=ROUND_TRIPS_KEPT)
         self.windows = 0
         self.throttled = 0
-        self._waiting = 0
 
     @property
     def pacing(self) -> bool:
         """Whether a request is waiting for its turn now (the rate limit, not the server,
-        sets the pace)."""
-        return self._waiting > 0 or self._turn.locked()
+        sets the pace): `acquire` holds the turn only while it sleeps for one."""
+        return self._turn.locked()
 
     @property
     def guard(self) -> float:
@@ -79,19 +77,11 @@ class WindowPacer:
                     if now >= release:
                         self._used += 1
                         return self.window
-                    await self._wait(self.clock.sleep(release - now))
+                    await self.clock.sleep(release - now)
                 elif self._end is None:
-                    # the window's first answer says when it ends
-                    await self._wait(self._ended.wait())
+                    await self._ended.wait()  # the window's first answer says when it ends
                 else:
-                    await self._wait(self.clock.sleep(self._end - now))
-
-    async def _wait(self, pause: Awaitable[object]) -> None:
-        self._waiting += 1
-        try:
-            await pause
-        finally:
-            self._waiting -= 1
+                    await self.clock.sleep(self._end - now)
 
     def _open(self, now: float) -> None:
         self.window += 1
