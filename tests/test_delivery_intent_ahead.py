@@ -4,10 +4,10 @@ When every slot of a lane is taken by a request in flight, the next row's intent
 committed while it waits, so the slot no longer holds a commit as well as a request.
 The rules checked here, on a fake clock against the in-process sandbox, with the test
 holding the lane's only slot: the intent is durable before the POST leaves and no
-POST leaves before the slot is free; a POST that leaves more than
-INTENT_AHEAD_FRESH after its recorded send time gets the time of its leaving first
-(and the first send time with it); a row stopped or cancelled while it waits is
-"not sent", never left `in_flight`; no row writes ahead while the rate limit sets
+POST leaves before the slot is free; a POST that leaves more than INTENT_AHEAD_FRESH
+(or 1% of a short `settle_seconds`) after its recorded send time gets the time of its
+leaving first, the first send time with it; a row stopped or cancelled while it waits
+is "not sent", never left `in_flight`; no row writes ahead while the rate limit sets
 the pace.
 """
 
@@ -73,7 +73,9 @@ async def rig(
     sandbox_factory: SandboxFactory, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[Rig]:
     """One row, a lane of one slot whose credentials passed (a calendar read)."""
-    rate = float(getattr(request, "param", {}).get("rate", 1000))
+    options = getattr(request, "param", {})
+    rate = float(options.get("rate", 1000))
+    settle = float(options.get("settle", RetryPolicy().settle_seconds))
     clock = FakeClock(time.time())
     async with (
         sandbox_factory(clock=clock) as sb,
@@ -83,7 +85,7 @@ async def rig(
                               rate_limit=Rate(int(rate), 1.0), concurrency=1,
                               timezone="UTC")  # fmt: skip
         client = FlextellClient(http, tenant.base_url, StaticToken(TOKEN_ALL))
-        policy = RetryPolicy(max_attempts=1, max_clock_offset=1e6)
+        policy = RetryPolicy(max_attempts=1, max_clock_offset=1e6, settle_seconds=settle)
         lane = TenantLane(tenant, client, policy, clock=clock)
         await lane.check_clock()  # one GET: the credentials pass, the clock is known
         async with one_row_ledger(tmp_path / "ledger.sqlite", PAYLOAD) as one:
@@ -119,6 +121,21 @@ async def test_a_post_leaving_later_than_the_bound_gets_the_time_it_leaves(rig: 
     assert stamped is not None and entry.sent_at == leaves > stamped
     assert entry.first_sent_at == leaves  # the ahead stamp was the row's first
     assert entry.attempts == 1  # one POST, one attempt
+
+
+@pytest.mark.parametrize("rig", [{"settle": 10.0}], indirect=True)
+async def test_with_a_short_settle_the_bound_is_a_share_of_it(rig: Rig) -> None:
+    # Settling counts from the recorded send time: a POST leaving 0.5 s after it would
+    # take 5% of a 10 s settle. The bound is 1% of it (0.1 s), so the time is written again.
+    async with rig.lane.sending():
+        row = asyncio.create_task(rig.delivery.run(rig.job))
+        await rig.until_in_flight()
+        stamped = (await rig.entry()).sent_at
+        rig.clock.advance(0.5)
+        leaves = rig.clock.time()
+    assert await row is Status.CREATED
+    entry = await rig.entry()
+    assert stamped is not None and entry.sent_at == entry.first_sent_at == leaves > stamped
 
 
 async def test_a_row_cancelled_while_it_waits_is_not_sent_not_in_flight(rig: Rig) -> None:
