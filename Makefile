@@ -13,7 +13,7 @@ help:
 	@echo "make test-fast the same checks and the tests not marked slow"
 	@echo "make docs      build the docs site (mkdocs --strict) into site/"
 	@echo "make format    ruff format and the fixable ruff rules"
-	@echo "make bench     benchmarks (SCENARIO=validate|throughput|rate|latency|sequential|memory|references|shared|report-html|spreadsheet|first-import; rate60 only by name)"
+	@echo "make bench     benchmarks (SCENARIO=validate|throughput|rate|latency|sequential|memory|references|shared|report-html|spreadsheet|first-import; rate60 and own-cost only by name)"
 	@echo "make chaos     fault drill: SIGKILLs, sandbox restarts, hostile files"
 
 install: $(STAMP)

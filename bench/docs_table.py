@@ -54,7 +54,7 @@ def row_of(key: str, entry: Mapping[str, Any], machine: Mapping[str, Any]) -> st
             _figure(entry["baseline"]),
             f"{float(entry['ratio']):.3f}",
             _cell(entry["target"]),
-            "met" if entry["passed"] else "**missed**",
+            "-" if entry["passed"] is None else "met" if entry["passed"] else "**missed**",
             _cell(f"{date}, {where}, Python {machine.get('python', '?')}"),
         ]
     except (KeyError, TypeError, ValueError) as exc:

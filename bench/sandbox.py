@@ -16,12 +16,22 @@ from bench.measure import ROOT
 
 
 class SandboxProcess:
-    """``python -m worker sandbox --port 0 --port-file F ARGS``; restarts keep the port."""
+    """``python -m worker sandbox --port 0 --port-file F ARGS``; restarts keep the port.
 
-    def __init__(self, workdir: Path, args: list[str], name: str = "sandbox") -> None:
+    `program` runs another server the same way (``bench.null_api``); the inspection
+    methods below are the sandbox's own."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        args: list[str],
+        name: str = "sandbox",
+        program: tuple[str, ...] = ("worker", "sandbox"),
+    ) -> None:
         self.workdir = workdir
         self.args = args
         self.name = name
+        self.program = program
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -40,7 +50,7 @@ class SandboxProcess:
         port_file = self.workdir / f"{self.name}.port"
         port_file.unlink(missing_ok=True)
         log = (self.workdir / f"{self.name}.log").open("ab")
-        cmd = [sys.executable, "-m", "worker", "sandbox", "--port", str(self.port)]
+        cmd = [sys.executable, "-m", *self.program, "--port", str(self.port)]
         cmd += ["--port-file", str(port_file), *self.args]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=log)
         log.close()
@@ -55,7 +65,7 @@ class SandboxProcess:
                 break
             time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"sandbox did not start; see {self.workdir / (self.name + '.log')}")
+        raise RuntimeError(f"{self.name} did not start; see {self.workdir / (self.name + '.log')}")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Stop the server (SIGTERM: state flushed; SIGKILL: a crash)."""

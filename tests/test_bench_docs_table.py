@@ -107,3 +107,11 @@ def test_the_command_rewrites_the_page_from_results_json(
     assert "| `rate` | rows/s | 59.9 |" in doc.read_text(encoding="utf-8")
     assert docs_table_main(["--scenario", "latency", *paths]) == 1
     assert "bench: results have no entry 'latency'" in capsys.readouterr().out
+
+
+def test_a_diagnosis_without_a_target_is_neither_met_nor_missed() -> None:
+    diagnosis = entry("own-cost", 1089.0) | {"target": "none (a diagnosis)", "passed": None}
+    new = rewrite(DOC_TEXT, rows_from_results(results(**{"own-cost": diagnosis}), ["own-cost"]),
+                  list(SCENARIOS))  # fmt: skip
+    (row,) = [r for r in table_rows(new) if "`own-cost`" in r]
+    assert "| none (a diagnosis) | - |" in row
