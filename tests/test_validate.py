@@ -226,3 +226,36 @@ def test_digest_table_grows_and_reports_first_line() -> None:
     assert len(table) == 4999
     assert table.add(7 * 0x9E3779B97F4A7C15 % (1 << 64), 99999) == 7
     assert table.add(0, 5) is None and table.add(0, 6) == 5  # zero is remapped, not lost
+
+
+def test_text_after_a_date_is_counted_not_quoted(tmp_path: Path) -> None:
+    """strptime quotes what follows the date ("unconverted data remains: ..."), and an
+    export's date cell may go on with a name and a phone number: the message says how
+    much text follows, never the text (it reaches the terminal, the worklist and the
+    masked HTML report)."""
+    src = tmp_path / "in.csv"
+    src.write_text(
+        "id;customer;doctor;start;status;treatments;notes\n"
+        "D1;1001;101;02.12.2026 14:00 Ayşe Yılmaz 0532 111 22 33;pending;201;\n"
+        "D2;1001;101;31.11.2026 14:00;pending;201;\n",
+        encoding="utf-8",
+    )
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(
+        CFG.replace(
+            'scheduled_at = "start"',
+            'scheduled_at = { column = "start", formats = ["%d.%m.%Y %H:%M"] }',
+        ),
+        encoding="utf-8",
+    )
+    report = tmp_path / "report.json"
+    code, out, err = run(str(src), "-c", str(cfg), "--report", str(report))
+    assert code == 1, out
+    assert "in.csv:2: scheduled_at" in out
+    assert "27 characters after the date-time that the format does not read" in out
+    assert "in.csv:3: scheduled_at" in out and "day is out of range for month" in out
+    errors = json.loads(report.read_text(encoding="utf-8"))["errors"]
+    assert "Yılmaz" in errors[0]["value"]  # the file asked for holds the cell
+    messages = " ".join(e["message"] for e in errors)
+    for shown in (out, err, messages):
+        assert "Yılmaz" not in shown and "0532" not in shown

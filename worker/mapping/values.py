@@ -104,11 +104,26 @@ def parse_datetime(text: str, formats: Sequence[str]) -> datetime:
             msg = str(exc)
             # "day is out of range for month" says more than "does not match format".
             if problem is None and "does not match" not in msg and "Invalid isoformat" not in msg:
-                problem = msg
+                problem = _date_problem(msg)
     shown_formats = ", ".join("ISO 8601" if f == ISO else f for f in formats)
     if problem:
         raise ValueFail(f"not a valid date-time ({problem}; expected {shown_formats})", text)
     raise ValueFail(f"not a date-time in the expected format ({shown_formats})", text)
+
+
+_REMAINS = "unconverted data remains: "
+
+
+def _date_problem(message: str) -> str | None:
+    """strptime's or fromisoformat's complaint, without the text it quotes: a date cell
+    may go on with a name or a phone number, and the message reaches the terminal, the
+    worklist and the masked HTML report (the cell itself only the files asked for)."""
+    if message.startswith(_REMAINS):
+        return (
+            f"{len(message) - len(_REMAINS)} characters after the date-time that the "
+            "format does not read"
+        )
+    return None if "'" in message or '"' in message else message
 
 
 def localise(naive: datetime, zone: tzinfo, ambiguous: Ambiguous, zone_name: str) -> datetime:
