@@ -68,3 +68,25 @@ def test_a_stale_export_records_nothing_missing_and_exits_1(tmp_path: Path, sbx:
     assert summary["totals"]["missing_from_source"] == 0
     listed = run_cli("worklist", "-c", str(config), "--format", "json")
     assert listed.stdout.strip() == "[]"
+
+
+def test_an_export_with_no_rows_is_not_trusted_and_the_open_items_are_counted(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """A nightly export that failed after its header row lacks every row created
+    before: exit 1 with why, nothing recorded missing, and the summary counts the
+    items still open instead of saying 0 (a new-user walkthrough got exit 0 and
+    "0 open" from a ledger with 9 open items)."""
+    config = write_config(tmp_path)
+    columns, rows = sample_rows()
+    bad = dict(rows[0], doctor_id="999")  # refused by the API: an open worklist item
+    first, _ = import_file(config, sbx, write_csv(tmp_path / "n1.csv", columns, [bad, *rows[1:6]]))
+    assert first.exit_code == 1
+    result, summary = import_file(config, sbx, write_csv(tmp_path / "n2.csv", columns, []))
+    assert result.exit_code == 1, result.output
+    why = summary["incomplete"]["1"]
+    assert why.startswith("the export has no rows") and "5 rows created before" in why
+    assert summary["totals"]["missing_from_source"] == 0
+    assert summary["worklist"]["open"] == 1
+    listed = run_cli("worklist", "-c", str(config), "--format", "json")
+    assert '"missing_from_source"' not in listed.stdout

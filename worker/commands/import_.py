@@ -66,7 +66,7 @@ from worker.references.prepass import (
 from worker.references.prepass import prepare as prepare_references
 from worker.source import RowProblem, Source, SourceOptions, SourceRow, open_source
 from worker.sync import incomplete_export, stale_export
-from worker.worklist import Scope, Tally
+from worker.worklist import Scope, Tally, current_tally
 
 log = get_logger("import")
 
@@ -524,6 +524,9 @@ async def _send(
         run.worklist_by_tenant = await refresh_worklist(
             run, ledger, complete=status == RunStatus.FINISHED
         )
+        for tenant in run.incomplete.keys() - run.worklist_by_tenant.keys():
+            # Not read (an export with no rows), yet its open items are what needs a person.
+            run.worklist_by_tenant[tenant] = await current_tally(ledger, [tenant], run.run_id)
         run.worklist = sum(run.worklist_by_tenant.values(), Tally())
     finally:
         watch.cancel()
@@ -613,6 +616,9 @@ async def _missing_from_source(run: ImportRun, ledger: Ledger) -> None:
     it read, and finds what the real run would.
     """
     tenants = _read_tenants(run)
+    if not tenants:
+        await _no_rows(run, ledger)
+        return
     found: dict[int, list[Entry]] = {t: [] for t in tenants}
     if run.options.dry_run:
         for tenant in tenants:
@@ -638,6 +644,26 @@ async def _missing_from_source(run: ImportRun, ledger: Ledger) -> None:
             {"tenant": e.tenant, "source_key": e.source_key, "appointment_id": e.appointment_id}
             for e in entries[: max(0, LISTED_ROWS - len(run.missing_rows))]
         )
+
+
+async def _no_rows(run: ImportRun, ledger: Ledger) -> None:
+    """An export with no rows (of --tenant's, when given) lacks every row created before:
+    the nightly export that failed after its header. It is not trusted for any tenant in
+    scope that has created rows; nothing is recorded missing (which branch's rows a
+    multi-branch export should have held, no row says)."""
+    only = run.options.tenant
+    for tenant in [only] if only is not None else list(run.config.tenants):
+        known = (await ledger.count_by_status(tenant)).get(Status.CREATED.value, 0)
+        if not known:
+            continue
+        why = (
+            f"the export has no rows{'' if only is None else f' of tenant {tenant}'}, but "
+            f"tenant {tenant} has {known} rows created before: nothing is recorded as "
+            "missing. Check the export"
+        )
+        run.incomplete[tenant] = why
+        run.tenant_counts(tenant).export_incomplete = 1
+        log.warning("export not trusted", tenant=tenant, reason=why)
 
 
 def _stale(run: ImportRun) -> str | None:
