@@ -207,3 +207,17 @@ async def test_a_server_that_never_answers_ends_the_run_with_a_clear_line(tmp_pa
     assert "Traceback" not in result.output
     # Nothing was processed: every row stays pending for the next run.
     assert {row["status"] for row in ledger_rows(s.ledger).values()} == {"pending"}
+
+
+async def test_a_few_rows_that_give_up_on_a_server_that_never_answered_end_the_run_too(
+    tmp_path: Path,
+) -> None:
+    # Five rows exhaust their attempts (0.2 s backoff) long before unreachable_seconds:
+    # the run used to end with exit 1, "needs a person", 0 open items and no reason. A
+    # row that gave up on a server that never answered this run stops its tenant.
+    s = setup(tmp_path, "http://127.0.0.1:9", n=5, max_backoff=0.2, unreachable_seconds=60)
+    result = await run_cli(s.args())
+    assert result.exit_code == 3, result.output
+    assert "stopped: cannot reach http://127.0.0.1:9/api" in result.output
+    assert "Connect" in result.output  # the transport's own words: connection refused
+    assert {row["status"] for row in ledger_rows(s.ledger).values()} == {"pending"}

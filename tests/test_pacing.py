@@ -249,6 +249,26 @@ def test_a_server_that_never_answered_stops_the_lane_after_attempts_and_seconds(
     assert lane.aborted
 
 
+def test_at_the_end_a_lane_whose_server_refused_everything_and_never_answered_stops(
+    make_lane: Callable[..., TenantLane],
+) -> None:
+    clock = FakeClock()
+    refused = make_lane(clock, max_attempts=6, unreachable_seconds=10.0)
+    refused.heard(answer(Outcome.RETRY))  # one calendar read refused: far from the rule
+    assert refused.stop_reason is None
+    refused.never_answered()
+    assert refused.aborted and refused.stop_reason is not None
+    assert refused.stop_reason.startswith("cannot reach")
+    answered = make_lane(clock)
+    answered.heard(answer(Outcome.RETRY, status=503))
+    answered.heard(REFUSED)
+    answered.never_answered()  # it answered once: a restart is not a wrong host
+    assert answered.stop_reason is None
+    idle = make_lane(clock)
+    idle.never_answered()  # nothing was asked
+    assert idle.stop_reason is None
+
+
 def test_a_server_that_answered_before_is_waited_for_over_the_outage_budget(
     make_lane: Callable[..., TenantLane],
 ) -> None:

@@ -154,8 +154,8 @@ def cli() -> None:
          orphans (verify --orphans)
       2  bad options, config or input file (or one changed while read), a ledger of
          another API (nothing done)
-      3  run aborted (authentication refused, a pause beyond [api] max_pause, ledger
-         unusable: disk full, damaged)
+      3  run aborted (authentication refused, the API unreachable, a pause beyond
+         [api] max_pause, ledger unusable: disk full, damaged)
       4  another run holds the ledger lock (nothing touched)
       130/143  stopped by SIGINT/SIGTERM (ledger consistent)
     """

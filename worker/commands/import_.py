@@ -238,6 +238,7 @@ class ImportRun:
         except BaseException:
             await runner.cancel()
             raise
+        lane.never_answered()
 
     async def _feed_lane(self, lane: TenantLane, runner: LaneRunner) -> None:
         ledger = self._ledger

@@ -95,6 +95,8 @@ class TenantLane:
         self._answered = False
         self._unreachable = 0
         self._unreachable_since = 0.0
+        self._refused: str | None = None
+        """The last failure of a server that has not answered yet."""
         self.down_since: float | None = None
         """Clock time of the first connection failure since the server last answered."""
         self.clock_watch = ClockWatch(policy.max_clock_offset)
@@ -180,11 +182,22 @@ class TenantLane:
         if self._unreachable == 0:
             self._unreachable_since = now
         self._unreachable += 1
+        self._refused = result.error_message
         if (
             self._unreachable >= self.policy.max_attempts
             and now - self._unreachable_since >= self.policy.unreachable_seconds
         ):
             self.stop(f"cannot reach {self.tenant.base_url}: {result.error_message}", abort=True)
+
+    def never_answered(self) -> None:
+        """At the end of the lane's run: a server that refused every request of it and
+        never answered stops the tenant as unreachable, however short the run was. A few
+        rows end long before `unreachable_seconds` (a first import's calendar read is not
+        retried; a POST gives up after `max_attempts`), and used to end the run 'needs a
+        person' with no reason and nothing on the worklist."""
+        if self.stop_reason is None and not self._answered and self._unreachable > 0:
+            why = self._refused or "no request got an answer"
+            self.stop(f"cannot reach {self.tenant.base_url}: {why}", abort=True)
 
     @property
     def pause_ceiling(self) -> float:
