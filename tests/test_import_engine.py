@@ -11,6 +11,7 @@ from tests.conftest import SandboxFactory
 from tests.support.importing import (
     CUSTOMERS,
     TOKEN_ALL,
+    TOKEN_ENV,
     appointments,
     assert_all_created_once,
     ledger_rows,
@@ -221,3 +222,15 @@ async def test_a_few_rows_that_give_up_on_a_server_that_never_answered_end_the_r
     assert "stopped: cannot reach http://127.0.0.1:9/api" in result.output
     assert "Connect" in result.output  # the transport's own words: connection refused
     assert {row["status"] for row in ledger_rows(s.ledger).values()} == {"pending"}
+
+
+async def test_a_token_that_is_not_there_stops_the_import_before_its_ledger_exists(
+    tmp_path: Path,
+) -> None:
+    # Exit 2 means nothing was done: the ledger used to be created first and an aborted
+    # run recorded in it, every time the variable was missing (a new-user walkthrough).
+    s = setup(tmp_path, "http://127.0.0.1:9", n=3)
+    result = await run_cli(s.args(), env={TOKEN_ENV: None})
+    assert result.exit_code == 2, result.output
+    assert f"environment variable {TOKEN_ENV} is not set or empty" in result.output
+    assert not s.ledger.exists()

@@ -208,9 +208,10 @@ def setup(tmp: Path, url: str, rows: list[Row] | None = None, n: int = 20, **con
 # --- running the CLI -----------------------------------------------------------------
 
 
-async def run_cli(args: Sequence[str], env: dict[str, str] | None = None) -> Result:
-    """Invoke the CLI in a thread, so an in-process sandbox on this loop keeps serving."""
-    full_env = {TOKEN_ENV: TOKEN_ALL, **(env or {})}
+async def run_cli(args: Sequence[str], env: dict[str, str | None] | None = None) -> Result:
+    """Invoke the CLI in a thread, so an in-process sandbox on this loop keeps serving
+    (`env`: variables to set, None to unset)."""
+    full_env: dict[str, str | None] = {TOKEN_ENV: TOKEN_ALL, **(env or {})}
 
     def invoke() -> Result:
         return CliRunner().invoke(cli, list(args), env=full_env, catch_exceptions=True)

@@ -296,6 +296,26 @@ def token_file_path(rest: str, base_dir: Path) -> Path:
     return path if path.is_absolute() else base_dir / path
 
 
+def check_token_spec(spec: str, base_dir: Path) -> None:
+    """Raise the ConfigError a provider of `spec` would for a source that is not there
+    (an unset variable, a missing file), before a run opens its ledger: exit 2 means
+    nothing was done."""
+    kind, _, rest = spec.partition(":")
+    if kind == "env" and rest:
+        _env_token(rest)
+    elif kind == "file" and rest:
+        path = token_file_path(rest, base_dir)
+        if not path.exists():
+            raise ConfigError(f"token file {path}: not found")
+
+
+def _env_token(name: str) -> str:
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        raise ConfigError(f"token: environment variable {name} is not set or empty")
+    return value
+
+
 def token_provider_from_spec(
     spec: str,
     base_dir: Path,
@@ -306,10 +326,7 @@ def token_provider_from_spec(
     """Build a provider from ``env:NAME`` or ``file:PATH`` (relative to `base_dir`)."""
     kind, _, rest = spec.partition(":")
     if kind == "env" and rest:
-        value = os.environ.get(rest)
-        if value is None or not value.strip():
-            raise ConfigError(f"token: environment variable {rest} is not set or empty")
-        return StaticToken(value, source=f"token: environment variable {rest}")
+        return StaticToken(_env_token(rest), source=f"token: environment variable {rest}")
     if kind == "file" and rest:
         path = token_file_path(rest, base_dir)
         refuse_shared(path, "token file")

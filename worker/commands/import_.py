@@ -27,6 +27,7 @@ from typing import Any
 import aiohttp
 
 from worker import __version__, worklist
+from worker.api.auth import check_token_spec
 from worker.clock import SYSTEM_CLOCK
 from worker.commands.importing.import_reading import LISTED_ROWS, RowReader
 from worker.commands.importing.import_result import (
@@ -409,6 +410,9 @@ async def run_import(
                     await ledger.close()
             return _result(run, ledger_path, mode, started)
 
+        for tenant in [options.tenant] if options.tenant is not None else config.tenants:
+            # A token that is not there is a config error: found before the ledger is touched.
+            check_token_spec(config.tenant(tenant, options.base_url).token, config.base_dir)
         ledger = context.ledger or await open_ledger(ledger_path, key=configured_key(config))
         try:
             await ledger.bind_identity(api, config.tenants, rebind=options.rebind_ledger)
