@@ -215,3 +215,17 @@ def test_a_required_field_not_found_is_a_todo_and_exit_1(tmp_path: Path) -> None
     text = out.read_text(encoding="utf-8")
     assert '# customer_id = { column = "..." }  # TODO: no patient column found' in text
     tomllib.loads(text)  # still TOML, only incomplete
+
+
+def test_numbered_columns_of_people_are_found_in_turkish_too(tmp_path: Path) -> None:
+    # "Hasta No" was a customer column but "Doktor No" no doctor column (a walkthrough).
+    export = tmp_path / "tr.csv"
+    export.write_text(
+        "Randevu No;Hasta No;Hasta Adı;Telefon;Doktor No;Asistan No;Tarih;İşlemler\n"
+        "R1;1001;Ayşe Yılmaz;05321112233;101;151;24.12.2026 10:30;201\n",
+        encoding="utf-8",
+    )
+    _, text = init(tmp_path, export)
+    mapping = tomllib.loads(text)["mapping"]
+    assert mapping["user_id"] in ("Doktor No", {"column": "Doktor No"}), mapping["user_id"]
+    assert mapping["assistant_id"] in ("Asistan No", {"column": "Asistan No"})

@@ -44,14 +44,14 @@ SYNONYMS: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "user_id": {
         "en": ("doctor", "doctor id", "user", "user id", "staff", "practitioner", "dentist"),
-        "tr": ("doktor", "hekim", "uzman", "doktor id", "dr"),
+        "tr": ("doktor", "hekim", "uzman", "doktor id", "doktor no", "hekim no", "dr"),
         "de": ("arzt", "arztin", "arzt id", "behandler", "zahnarzt"),
         "fr": ("medecin", "praticien", "docteur"),
         "es": ("medico", "doctor", "profesional", "odontologo"),
     },
     "assistant_id": {
         "en": ("assistant", "assistant id", "nurse"),
-        "tr": ("asistan", "hemsire", "asistan id"),
+        "tr": ("asistan", "hemsire", "asistan id", "asistan no"),
         "de": ("assistent", "assistentin", "pflegekraft"),
         "fr": ("assistante", "assistant", "infirmiere"),
         "es": ("asistente", "enfermera", "auxiliar"),
