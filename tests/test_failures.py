@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from tests.support.configs import CFG
+from worker.cli import cli
 from worker.source import RowProblem, SourceRow
 from worker.source.failures import FailureWriter, neutralise
 
@@ -85,3 +89,27 @@ def test_jsonl_adds_keys_to_the_original_object(tmp_path: Path) -> None:
             "worker_patient_data": PATIENT,
         },
     ]
+
+
+@pytest.mark.parametrize("bom", [True, False])
+def test_a_csv_that_starts_with_a_bom_gets_its_failures_file_with_one(
+    tmp_path: Path, bom: bool
+) -> None:
+    # Excel shows a UTF-8 CSV's letters ("İşlemler", "Onaylandı") only with the BOM the
+    # export had; the failures file dropped it (a new-user walkthrough).
+    src = tmp_path / "in.csv"
+    body = (
+        "id;customer;doctor;start;status;treatments;notes\n"
+        "A1;10x1;101;2026-12-01T10:00:00;onaylandı;201;İşlem\n"
+    )
+    src.write_bytes((codecs.BOM_UTF8 if bom else b"") + body.encode("utf-8"))
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(CFG, encoding="utf-8")
+    failures = tmp_path / "failures.csv"
+    result = CliRunner().invoke(
+        cli, ["validate", str(src), "-c", str(cfg), "--failures", str(failures)]
+    )
+    assert result.exit_code == 1, result.output
+    data = failures.read_bytes()
+    assert data.startswith(codecs.BOM_UTF8) is bom
+    assert "İşlem" in data.decode("utf-8-sig")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Iterator
 from types import TracebackType
 
@@ -56,9 +57,12 @@ class Source:
             self._rows = self._open_sheet(path, options)
             return
         delimiter = check_delimiter(options.delimiter) if self.format == "csv" else None
+        self._bom = False
         encoding = self._encoding(path, options.encoding)
         codec = python_encoding(encoding)
-        self.encoding = encoding
+        # What the rows are written back in (failures files, run records): a UTF-8 file
+        # that starts with a BOM gets one back, so Excel shows its letters as before.
+        self.encoding = "utf-8-sig" if self._bom and codec == "utf-8-sig" else encoding
         self._input = TextInput(
             self.name, path, encoding, codec, newline="" if self.format == "csv" else "\n"
         )
@@ -105,6 +109,7 @@ class Source:
             sample = read_sample(path)
         except OSError:
             return declared if codec is not None else "utf-8"  # TextInput says what is wrong
+        self._bom = sample.startswith(codecs.BOM_UTF8)
         if codec is not None:
             self._hint = decode_hint(sample, codec)
             if not is_single_byte(codec):
