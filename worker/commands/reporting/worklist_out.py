@@ -24,7 +24,7 @@ from rich.table import Table
 from worker.errors import ConfigError, SourceError
 from worker.fileperms import open_private, write_private_atomically
 from worker.ledger import Ledger, Run
-from worker.source import SourceRow
+from worker.source import RowProblem, SourceRow
 from worker.source.failures import FailureWriter
 from worker.worklist import WorkItem
 
@@ -107,14 +107,24 @@ def write_csv(items: list[WorkItem], runs: list[Run], out: Path) -> Written:
         extra_columns=EXTRA_COLUMNS,
     ) as writer:
         for item in items:
-            cells = _cells(item)
-            if cells is None:
+            row = _row(item)
+            if row is None:
                 left_out += 1
                 continue
-            row = SourceRow(item.source_file or "-", item.source_line or 0, cells, None)
             writer.write(row, _extras(item))
             written += 1
     return Written(written, left_out)
+
+
+def _row(item: WorkItem) -> SourceRow | RowProblem | None:
+    """The item's source row: its cells, or the text of a record the reader could not
+    split (written back as the failures files do); None for a row the export lacks."""
+    where = (item.source_file or "-", item.source_line or 0)
+    cells = _cells(item)
+    if cells is not None:
+        return SourceRow(*where, cells, None)
+    raw = None if item.source_row is None else json.loads(item.source_row).get("raw")
+    return RowProblem(*where, item.reason, raw=raw) if isinstance(raw, str) else None
 
 
 def write_xlsx(items: list[WorkItem], out: Path) -> Written:
@@ -185,7 +195,7 @@ def show(items: list[WorkItem], runs: list[Run], fmt: str, out: Path | None) -> 
         print(f"{written.rows} row(s) written to {out}", file=sys.stderr)
         if written.left_out:
             print(
-                f"{written.left_out} item(s) without source cells (missing from the export) "
+                f"{written.left_out} item(s) of rows the export lacks (no source cells) "
                 "are not in the CSV: see --format table or xlsx",
                 file=sys.stderr,
             )
