@@ -451,7 +451,7 @@ async def _send(
         source_format=source.format,
         source_columns=source.columns,
         source_delimiter=source.delimiter,
-        source_encoding=source.encoding,
+        source_encoding=source.write_encoding,
         config_path=str(options.config_path),
         partial=options.partial,
         round=run.context.round,

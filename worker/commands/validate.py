@@ -325,7 +325,7 @@ def validate_file(opts: ValidateOptions) -> ValidateSummary:
                     format=src.format,
                     columns=src.columns,
                     delimiter=src.delimiter,
-                    encoding=src.encoding,
+                    encoding=src.write_encoding,
                     extra_columns=("error_field", "error_message"),
                 )
             )

@@ -53,16 +53,18 @@ class Source:
         self._sheet_sha256: str | None = None
         self._hint: str | None = None
         if self.format in SPREADSHEETS:
-            self.encoding = "utf-8"  # a spreadsheet's failures file is UTF-8 CSV
+            self.encoding = self.write_encoding = "utf-8"  # its failures file is UTF-8 CSV
             self._rows = self._open_sheet(path, options)
             return
         delimiter = check_delimiter(options.delimiter) if self.format == "csv" else None
         self._bom = False
         encoding = self._encoding(path, options.encoding)
         codec = python_encoding(encoding)
-        # What the rows are written back in (failures files, run records): a UTF-8 file
-        # that starts with a BOM gets one back, so Excel shows its letters as before.
-        self.encoding = "utf-8-sig" if self._bom and codec == "utf-8-sig" else encoding
+        self.encoding = encoding
+        # What its rows are written back in (failures files, and the run's record that
+        # report and worklist write them from): a UTF-8 file that starts with a BOM gets
+        # one back, so Excel shows its letters as before.
+        self.write_encoding = "utf-8-sig" if self._bom and codec == "utf-8-sig" else encoding
         self._input = TextInput(
             self.name, path, encoding, codec, newline="" if self.format == "csv" else "\n"
         )
