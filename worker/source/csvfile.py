@@ -141,6 +141,10 @@ class CsvRows:
                 break
         end: int = reader.line_num  # type: ignore[attr-defined]
         columns = [cell.strip() for cell in cells]
+        # A delimiter at the end of every line ("a;b;c;") names no column: many exports
+        # write one. Such columns are dropped; a row with text in them is a row error.
+        while columns and not columns[-1]:
+            columns.pop()
         self._check_header(columns, end)
         return columns, end
 
@@ -148,7 +152,8 @@ class CsvRows:
         if problems := header_problems(columns):
             raise SourceError(
                 f"{self.name}: line {line}: header row: {'; '.join(problems)} "
-                "(every column needs a unique, non-empty, visible name)"
+                "(every column needs a unique, non-empty, visible name: name or rename "
+                "them in the export's header row, e.g. 'Not 2')"
             )
 
     def __iter__(self) -> Iterator[SourceRow | RowProblem]:
@@ -184,6 +189,8 @@ class CsvRows:
                 base = self._base
                 prev_end = self._prev_end
                 continue
+            if len(cells) > ncols and not "".join(cells[ncols:]).strip():
+                del cells[ncols:]  # empty cells past the last named column
             # Rows of only empty cells (",,," from spreadsheets) count as blank lines.
             if len(cells) == ncols and (cells[0].strip() or "".join(cells).strip()):
                 row = new(SourceRow)
