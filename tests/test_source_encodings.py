@@ -151,3 +151,25 @@ def test_the_issue_export_kadikoy_67_times_near_the_top(tmp_path: Path, declared
         assert (
             "Kadýköy" in warning and "Kadıköy" in warning
         )  # the sample line, as read and as meant
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "cp1252"])
+def test_auto_reads_german_and_french_names_together_as_a_western_code_page(
+    tmp_path: Path, encoding: str
+) -> None:
+    # Patients of several origins in one export read as no single language; charset-
+    # normalizer then picked cp1250 and 'Lefèvre' became 'Lefčvre', every row still
+    # valid (a new-user walkthrough). The code page whose languages explain every
+    # accented letter is picked instead, and the note says what the runner-up misread.
+    text = (
+        ";".join(HEADERS["de"]) + "\n"
+        "T1;Köln;Jürgen Müller;Dr. Groß;02.12.2026 14:00;offen;Füllung;Größe\n"
+        "T2;Genève;François Lefèvre;Dr. Weiß;03.12.2026 09:30;offen;Kontrolle;\n"
+        "T3;Lüneburg;Ärger Öl;Dr. Jäger;13.12.2026 09:30;offen;Röntgen;\n"
+    )
+    export = Export("de", encoding, False, text)
+    code, err, report = validate(tmp_path, export, "auto")
+    assert code == 1, err
+    assert "read as cp1252" in err and "as cp1250 only" in err and "Genčve" in err, err
+    values = {e["value"] for e in json.loads(report.read_text(encoding="utf-8"))["errors"]}
+    assert values == {"Jürgen Müller", "François Lefèvre", "Ärger Öl"}

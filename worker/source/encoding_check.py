@@ -52,6 +52,25 @@ _ALPHABETS = {
     lang: frozenset(letters + letters.upper() + ("İ" if lang == "Turkish" else ""))
     for lang, letters in _LETTERS.items()
 }
+_WESTERN = ("German", "French", "Spanish", "Catalan", "Portuguese", "Italian", "Dutch",
+            "Scandinavian")  # fmt: skip
+_CENTRAL = ("Polish", "Czech", "Slovak", "Hungarian", "Romanian", "Croatian", "German")
+_FAMILIES = {
+    "Western European": _WESTERN,
+    "Turkish and Western European": ("Turkish", *_WESTERN),
+    "Central European": _CENTRAL,
+}
+"""The languages each code page writes: a clinic's patients come from many, so a file may
+mix German and French names and read as no single language."""
+_FAMILY_OF = {
+    "cp1252": "Western European", "latin-1": "Western European",
+    "cp1254": "Turkish and Western European", "iso-8859-9": "Turkish and Western European",
+    "cp1250": "Central European", "iso-8859-2": "Central European",
+}  # fmt: skip
+_FAMILY_ALPHABETS = {
+    family: frozenset().union(*(_ALPHABETS[lang] for lang in langs))
+    for family, langs in _FAMILIES.items()
+}
 _NEUTRAL = frozenset("€–—‘’‚“”„«»°ºª¿¡·×±§©®™…•\xa0²")
 """Punctuation and signs that real text uses in any language: neither for nor against."""
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
@@ -193,7 +212,37 @@ def pick_auto(sample: bytes, name: str) -> EncodingNote:
                 f"{_example(best.text, runner.text)}"
             )
         return EncodingNote(best.encoding, f"{prefix} read as {best.encoding} ({why})")
-    return _detector_pick(sample, prefix)
+    return _family_pick(readings, sample, prefix) or _detector_pick(sample, prefix)
+
+
+def _family_fit(reading: Reading) -> int:
+    """The reading's accented letters that its code page's languages use (see _FAMILIES)."""
+    family = _FAMILY_ALPHABETS[_FAMILY_OF[reading.encoding]]
+    return sum(1 for c in _NON_ASCII.findall(reading.text) if c in family)
+
+
+def _family_pick(readings: list[Reading], sample: bytes, prefix: str) -> EncodingNote | None:
+    """No candidate reads as one language: the one whose code page's languages explain its
+    letters (German and French names together), when no reading of other letters does as
+    well; else None."""
+    fits = sorted(((_family_fit(r), r) for r in readings if r.total), key=lambda x: -x[0])
+    if not fits:
+        return None
+    fitting, best = fits[0]
+    if fitting < GOOD_FIT * best.total:
+        return None
+    runner = next(((n, r) for n, r in fits[1:] if r.text != best.text), None)
+    if runner is not None and runner[0] * best.total >= fitting * runner[1].total:
+        return None  # another reading's letters fit its languages as well: do not guess
+    why = (
+        f"{fitting} of {best.total} accented characters in the first {len(sample)} bytes "
+        f"are letters of {_FAMILY_OF[best.encoding]} languages"
+    )
+    if runner is not None:
+        why += f"; as {runner[1].encoding} only {runner[0]} would be" + _example(
+            best.text, runner[1].text
+        )
+    return EncodingNote(best.encoding, f"{prefix} read as {best.encoding} ({why})")
 
 
 def _detector_pick(sample: bytes, prefix: str) -> EncodingNote:
