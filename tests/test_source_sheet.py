@@ -203,6 +203,18 @@ def test_a_file_that_is_no_workbook_is_one_line(tmp_path: Path) -> None:
     renamed.write_bytes((ROOT / "samples" / "appointments.xlsx").read_bytes())
     code, out, _ = validate(str(renamed), "-c", str(ROOT / "config" / "appointments-xlsx.toml"))
     assert code == 0 and "300 rows, 300 valid" in out
+    # The other way round: a workbook read as text is named, not blamed on the encoding
+    # ("bytes do not decode as utf-8 ... set [source] encoding", a new-user walkthrough).
+    code, _, err = validate(
+        str(ROOT / "samples" / "appointments.xlsx"),
+        "--format",
+        "csv",
+        "-c",
+        str(write_config(tmp_path)),
+    )
+    assert code == 2, err
+    assert "looks like a zip archive (.xlsx or .ods), not csv text" in err, err
+    assert "--format xlsx" in err and "encoding" not in err
 
 
 async def test_import_of_an_xlsx_creates_each_row_once(

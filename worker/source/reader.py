@@ -27,7 +27,7 @@ from worker.source.options import (
 )
 from worker.source.quoted import QUOTED_COLUMN, unquote_header, unquote_rows
 from worker.source.rows import RowProblem, SourceRow
-from worker.source.sheet import SheetRows
+from worker.source.sheet import SIGNATURES, SheetRows
 from worker.source.stream import READ_ERRORS, STDIN_NAME, TextInput, check_path
 
 
@@ -112,6 +112,12 @@ class Source:
         except OSError:
             return declared if codec is not None else "utf-8"  # TextInput says what is wrong
         self._bom = sample.startswith(codecs.BOM_UTF8)
+        kind = next((k for sig, k in SIGNATURES.items() if sample.startswith(sig)), None)
+        if kind is not None:  # else the decode error would blame the encoding
+            raise SourceError(
+                f"{self.name}: the file looks like {kind}, not {self.format} text: read it "
+                "with --format xlsx, ods or xls (or [source] format)"
+            )
         if codec is not None:
             self._hint = decode_hint(sample, codec)
             if not is_single_byte(codec):

@@ -86,7 +86,8 @@ def _pick_sheet(workbook: CalamineWorkbook, name: str, wanted: str | int | None)
     raise SourceError(f"{name}: no sheet named {wanted!r} (sheets: {listed}){hint}")
 
 
-_SIGNATURES = {b"PK\x03\x04": "a zip archive (.xlsx or .ods)", b"\xd0\xcf\x11\xe0": "an .xls file"}
+SIGNATURES = {b"PK\x03\x04": "a zip archive (.xlsx or .ods)", b"\xd0\xcf\x11\xe0": "an .xls file"}
+"""How a workbook's bytes start: what a file is, whatever its name says."""
 
 
 def _open_workbook(name: str, path: str, fmt: str) -> tuple[CalamineWorkbook, str]:
@@ -108,7 +109,7 @@ def _open_workbook(name: str, path: str, fmt: str) -> tuple[CalamineWorkbook, st
     except (CalamineError, OSError, ValueError) as exc:
         first = exc
     head = data[:512]
-    kind = next((k for sig, k in _SIGNATURES.items() if head.startswith(sig)), None)
+    kind = next((k for sig, k in SIGNATURES.items() if head.startswith(sig)), None)
     if kind is None:
         try:
             head.decode("utf-8")
