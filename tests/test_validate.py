@@ -180,6 +180,11 @@ def test_missing_column_and_missing_file_exit_2(tmp_path: Path) -> None:
     src.write_text("id,customer\nA,1\n", encoding="utf-8")
     code, _, err = run(str(src), "-c", write_cfg(tmp_path))
     assert code == 2 and "column 'doctor' is not in the header" in err
+    # A near miss names the column it probably is (a new-user walkthrough: 'Doktor no.').
+    src.write_text("id,customer,Doctors,start,status,treatments,notes\nA,1,2,3,4,5,6\n")
+    code, _, err = run(str(src), "-c", write_cfg(tmp_path))
+    assert code == 2 and "column 'doctor' is not in the header" in err
+    assert "did you mean 'Doctors'?" in err
     code, _, err = run(str(tmp_path / "nope.csv"), "-c", write_cfg(tmp_path))
     assert code == 2 and err.startswith("error:")
 

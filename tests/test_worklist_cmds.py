@@ -47,6 +47,8 @@ def test_an_acknowledged_row_stays_quiet_until_it_changes_and_unack_reopens_it(
     assert [(i["source_key"], i["kind"], i["field"]) for i in items(config)] == [
         (bad, "invalid", "customer_id")
     ]
+    typed = run_cli("ack", bad.lower(), "-c", str(config), "--note", "x")  # the key's case
+    assert typed.exit_code == 2 and f"did you mean {bad!r}?" in typed.output, typed.output
     ack = run_cli("ack", bad, "-c", str(config), "--note", "branch fixes it", "--by", "ayse")
     assert ack.exit_code == 0, ack.output
     again = run_cli("ack", bad, "-c", str(config), "--note", "x")

@@ -16,6 +16,7 @@ from functools import partial
 from worker.errors import ConfigError
 from worker.ledger import audit
 from worker.ledger.target import LedgerTarget, describe, is_url, open_ledger
+from worker.suggest import did_you_mean
 from worker.worklist import State, WorkItem, items, save
 from worker.worklist.rules import acknowledge, unacknowledge
 
@@ -25,6 +26,8 @@ class AckResult:
     changed: list[WorkItem]
     unmatched: list[str]
     """Keys asked for that had no item in the state wanted."""
+    hints: dict[str, str]
+    """For an unmatched key: "; did you mean 'R009'?" (a key of such an item), or none."""
 
 
 def who(by: str | None) -> str:
@@ -73,14 +76,19 @@ async def run_ack(
             }
             action = "unack" if undo else "ack"
             await ledger.write_op(partial(audit.record, action=action, detail=detail))
+        unmatched = sorted(set(keys) - {i.source_key for i in changed})
+        hints: dict[str, str] = {}
+        if unmatched:  # a key typed in the wrong case or with a typo: name the near one
+            near = [i.source_key for i in await items(ledger, tenant=tenant, kind=kind,
+                                                      state=wanted)]  # fmt: skip
+            hints = {k: hint for k in unmatched if (hint := did_you_mean(k, near))}
     finally:
         await ledger.close()
-    unmatched = sorted(set(keys) - {i.source_key for i in changed})
     if not changed:
         state = State.ACKNOWLEDGED if undo else State.OPEN
-        what = ", ".join(unmatched) if unmatched else "the filter given"
+        what = ", ".join(k + hints.get(k, "") for k in unmatched) or "the filter given"
         raise ConfigError(f"ledger {describe(target)}: no {state.value} worklist item for {what}")
-    return AckResult(changed, unmatched)
+    return AckResult(changed, unmatched, hints)
 
 
 def show_ack(result: AckResult, *, undo: bool = False) -> None:
@@ -88,4 +96,4 @@ def show_ack(result: AckResult, *, undo: bool = False) -> None:
     print(f"{'reopened' if undo else 'acknowledged'} {len(result.changed)} item(s)")
     if not undo:
         for key in result.unmatched:
-            print(f"no open item for {key}", file=sys.stderr)
+            print(f"no open item for {key}{result.hints.get(key, '')}", file=sys.stderr)

@@ -22,6 +22,7 @@ from worker.mapping.spec import PAYLOAD_FIELDS, Compiler, Field, compile_fields
 from worker.mapping.text import shown
 from worker.mapping.values import MultiFail, ValueFail
 from worker.source import RowProblem, SourceRow
+from worker.suggest import did_you_mean
 
 TENANT_CACHE_MAX = 1024
 _validate = AppointmentCreate.__pydantic_validator__.validate_python
@@ -173,7 +174,9 @@ class Mapper:
             if column not in present:
                 raise ConfigError(
                     f"{self._config.path}: {key}: column {column!r} is not in the header of "
-                    f"{source_name} (columns: {', '.join(header)})" + (f"; {hint}" if hint else "")
+                    f"{source_name} (columns: {', '.join(header)})"
+                    + did_you_mean(column, header)
+                    + (f"; {hint}" if hint else "")
                 )
 
     def map(self, item: SourceRow | RowProblem) -> MappedRow | InvalidRow:
