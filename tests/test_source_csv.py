@@ -279,3 +279,12 @@ def test_over_long_lines_at_and_after_the_sample_boundary(tmp_path: Path) -> Non
     assert problems == [(16000, 16002), (36001, 36003)]
     assert isinstance(items[-1], SourceRow)
     assert (items[-1].line, items[-1].fields["a"]) == (36004, "6")
+
+
+def test_the_header_repeated_further_down_is_not_a_row(tmp_path: Path) -> None:
+    # Exports joined end to end repeat their header: it became an invalid row keyed
+    # "Randevu No" with a field error in every column, and fed init's guesses (a walkthrough).
+    path = write(tmp_path, "id;name\nA1;Ada\nid;name\nA2;Bo\n")
+    _, items = read(path, delimiter=";")
+    rows = rows_only(items)
+    assert [(r.line, r.fields["id"]) for r in rows] == [(2, "A1"), (4, "A2")]

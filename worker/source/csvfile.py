@@ -160,6 +160,7 @@ class CsvRows:
         name = self.name
         columns = self.columns
         ncols = len(columns)
+        first = columns[0] if columns else None
         # SourceRow is a frozen dataclass; its generated __init__ costs more than
         # the csv parse. Filling the slots through their descriptors is 3x faster.
         new = object.__new__
@@ -191,6 +192,11 @@ class CsvRows:
                 continue
             if len(cells) > ncols and not "".join(cells[ncols:]).strip():
                 del cells[ncols:]  # empty cells past the last named column
+            if cells and cells[0] == first and [c.strip() for c in cells] == columns:
+                # The header again (exports joined end to end): not a row.
+                prev_end = base + reader.line_num  # type: ignore[attr-defined]
+                clear()
+                continue
             # Rows of only empty cells (",,," from spreadsheets) count as blank lines.
             if len(cells) == ncols and (cells[0].strip() or "".join(cells).strip()):
                 row = new(SourceRow)
