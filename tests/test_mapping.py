@@ -87,6 +87,10 @@ def test_value_map_normalises_turkish_case_and_spaces(tmp_path: Path) -> None:
     assert ok(mapper.map(row(status="Completed"))).payload.status == "completed"
     err = bad(mapper.map(row(status="Belki"))).errors[0]
     assert err.field == "status" and err.value == "Belki" and "pending" in err.message
+    # Said once, not nested (a walkthrough: '... add it there (as a value of its own:
+    # unknown status (expected ...; translate other words with mapping.status.map))').
+    assert err.message.startswith("'Belki' is not in mapping.status.map ('Onaylandı'")
+    assert err.message.count("status.map") == 1 and "))" not in err.message
 
 
 def test_treatments_from_several_columns_skip_empty(tmp_path: Path) -> None:

@@ -270,10 +270,12 @@ class Compiler:
                 except ValueFail as exc:
                     # Not in the map and not a valid value itself: the map is what is missing.
                     shown = _text(value)[:60]
+                    if exc.message.startswith(_UNKNOWN_STATUS):  # it would name this map again
+                        own = f", or write one of the statuses ({', '.join(STATUSES)})"
+                    else:
+                        own = f" (as a value of its own: {exc.message})"
                     raise ValueFail(
-                        f"{shown!r} is not in {key}.map ({listed}): add it there "
-                        f"(as a value of its own: {exc.message})",
-                        value,
+                        f"{shown!r} is not in {key}.map ({listed}): add it there{own}", value
                     ) from None
 
             return via_map
@@ -765,6 +767,9 @@ def _to_text(value: Any) -> str:
     return as_text(value) or ""
 
 
+_UNKNOWN_STATUS = "unknown status"
+
+
 def _to_status(value: Any) -> str:
     if isinstance(value, str):
         if value in _STATUS_SET:
@@ -774,7 +779,7 @@ def _to_status(value: Any) -> str:
         if folded in _STATUS_SET:
             return folded
         raise ValueFail(
-            f"unknown status (expected one of {', '.join(STATUSES)}; "
+            f"{_UNKNOWN_STATUS} (expected one of {', '.join(STATUSES)}; "
             "translate other words with mapping.status.map)",
             value,
         )
