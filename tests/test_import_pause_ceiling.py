@@ -52,6 +52,26 @@ def test_a_huge_retry_after_stops_the_tenant_with_exit_3(
     assert {r["status"] for r in rows.values()} == {"pending"}  # never unknown
 
 
+def test_a_first_import_at_a_real_rate_stops_at_once_when_a_429_asks_for_a_day(
+    tmp_path: Path,
+) -> None:
+    # At 20/second requests wait for the pacer's turn; the 429 that stopped the tenant
+    # also pushed the pacer's window a day on, and the calendar reads of a first import
+    # waiting for it slept on: the run never ended (a hostile-operator drill: killed
+    # after 10 minutes). A stopped tenant's gate and pacer now let their waiters go.
+    with sandbox_process(tmp_path, "--fault", "throttle429=1", "--retry-after", "86400") as sb:
+        s = setup(tmp_path, sb.root, rows=make_rows(2, tenants=(1,)), rate="20/second",
+                  tenants={1: {}})  # fmt: skip
+        config = s.config.read_text(encoding="utf-8").replace("[api]\n", "[api]\nmax_pause = 20\n")
+        s.config.write_text(config, encoding="utf-8")
+        started = time.monotonic()
+        done = run_worker(s.args("--tenant", "1"), timeout=60)
+        took = time.monotonic() - started
+    assert done.returncode == 3, (done.stdout[-2000:], done.stderr[-2000:])
+    assert took < 30
+    assert "longer than [api] max_pause (20 s)" in done.stdout
+
+
 def test_a_row_refused_with_429_stays_pending_when_the_run_is_stopped_during_the_pause(
     tmp_path: Path,
 ) -> None:

@@ -81,8 +81,11 @@ class TenantLane:
         self.client = client
         self.policy = policy
         self.clock = clock
-        self.pacer = WindowPacer(tenant.rate_limit, clock)
-        self.gate = PauseGate(clock)
+        self.stopped = asyncio.Event()
+        """Set with `stop_reason`: requests waiting at the gate or for the pacer's turn
+        give up at once instead of sleeping out a pause the tenant will never use."""
+        self.pacer = WindowPacer(tenant.rate_limit, clock, self.stopped)
+        self.gate = PauseGate(clock, self.stopped)
         self.slots = asyncio.Semaphore(tenant.concurrency)
         self.stats = LaneStats()
         self.stop_reason: str | None = None
@@ -114,6 +117,7 @@ class TenantLane:
         if self.stop_reason is None:
             self.stop_reason = reason
             self.aborted = abort
+            self.stopped.set()
             log.warning("tenant stopped", tenant=self.id, reason=reason)
 
     def turn_is_near(self) -> bool:
@@ -337,6 +341,7 @@ class _Sending:
             # The gate closed while this request waited for its turn (a 429): its window
             # is over by the time the gate opens, so it takes a turn in the next one.
             pacer.done(ticket, clock.monotonic(), None, None)  # never sent
+            lane.check()  # a stopped tenant's gate and pacer no longer wait
             await gate.wait()
             ticket = await pacer.acquire()
         self._ticket = ticket

@@ -32,12 +32,35 @@ GUARD_FLOOR = 0.002
 """Seconds the guard never goes under (timer resolution of a loaded machine)."""
 
 
-class WindowPacer:
-    """Admits at most `rate.count` requests into each of the server's fixed windows."""
+async def sleep_unless(clock: Clock, delay: float, stop: asyncio.Event | None) -> None:
+    """`clock.sleep(delay)`, cut short once `stop` is set (the tenant stopped: a pause
+    of a day asked by a 429 must not keep the run alive)."""
+    if stop is None:
+        await clock.sleep(delay)
+        return
+    if stop.is_set():
+        return
+    sleeper = asyncio.ensure_future(clock.sleep(delay))
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((sleeper, stopped), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        sleeper.cancel()
+        stopped.cancel()
 
-    def __init__(self, rate: Rate, clock: Clock = SYSTEM_CLOCK) -> None:
+
+class WindowPacer:
+    """Admits at most `rate.count` requests into each of the server's fixed windows.
+
+    `stop`: set when the tenant stops; a request waiting for its turn then returns at
+    once (its caller checks the lane and sends nothing)."""
+
+    def __init__(
+        self, rate: Rate, clock: Clock = SYSTEM_CLOCK, stop: asyncio.Event | None = None
+    ) -> None:
         self.rate = rate
         self.clock = clock
+        self._stop = stop
         self.window = 0
         """Number of the current window; a ticket is the window its request went in."""
         self._start: float | None = None
@@ -66,6 +89,8 @@ class WindowPacer:
         """Wait for a request's turn in the current (or next) window; returns its ticket."""
         async with self._turn:
             while True:
+                if self._stop is not None and self._stop.is_set():
+                    return self.window  # the tenant stopped: the caller sends nothing
                 now = self.clock.monotonic()
                 if self._start is None or (self._end is not None and now >= self._end):
                     self._open(now)
@@ -77,11 +102,12 @@ class WindowPacer:
                     if now >= release:
                         self._used += 1
                         return self.window
-                    await self.clock.sleep(release - now)
+                    await sleep_unless(self.clock, release - now, self._stop)
                 elif self._end is None:
-                    await self._ended.wait()  # the window's first answer says when it ends
+                    # The window's first answer says when it ends.
+                    await _either(self._ended, self._stop)
                 else:
-                    await self.clock.sleep(self._end - now)
+                    await sleep_unless(self.clock, self._end - now, self._stop)
 
     def _open(self, now: float) -> None:
         self.window += 1
@@ -113,6 +139,19 @@ class WindowPacer:
             self._used = max(self._used, self.rate.count - min(rate.remaining, self.rate.count))
 
 
+async def _either(event: asyncio.Event, stop: asyncio.Event | None) -> None:
+    """Wait for `event`, or for `stop` when there is one."""
+    if stop is None:
+        await event.wait()
+        return
+    waits = (asyncio.ensure_future(event.wait()), asyncio.ensure_future(stop.wait()))
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+
+
 class PauseGate:
     """Closes a tenant's traffic until a moment in time: every request waits at the gate.
 
@@ -122,8 +161,10 @@ class PauseGate:
     sleeps until the end it saw and then looks again.
     """
 
-    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(self, clock: Clock = SYSTEM_CLOCK, stop: asyncio.Event | None = None) -> None:
         self.clock = clock
+        self._stop = stop
+        """Set when the tenant stops: a waiter returns at once (and sends nothing)."""
         self._closed_until = 0.0
         self.pauses = 0
         self.paused_seconds = 0.0
@@ -150,4 +191,6 @@ class PauseGate:
     async def wait(self) -> None:
         """Return when the gate is open; re-checks if the pause is extended meanwhile."""
         while (delay := self.remaining()) > 0:
-            await self.clock.sleep(delay)
+            if self._stop is not None and self._stop.is_set():
+                return
+            await sleep_unless(self.clock, delay, self._stop)
