@@ -208,3 +208,27 @@ def test_a_row_the_reader_could_not_split_is_in_the_worklist_csv_with_its_text(
     assert "1 row(s) written" in listed.stderr and "missing from the export" not in listed.stderr
     text = out.read_text(encoding="utf-8")
     assert "KAD-BROKEN" in text, text
+
+
+def test_a_partial_fix_of_one_tenant_still_counts_the_other_tenants_open_items(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    # A --partial file with a fix for tenant 2 read no row of tenant 1, whose invalid
+    # row stayed open: the run said 'exit 0, 0 open' and the metrics file lost tenant
+    # 1's gauge (a hostile-operator drill). The tally covers every configured tenant.
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    one = [r for r in sample if r["clinic"] == "1"][:2]
+    two = [r for r in sample if r["clinic"] == "2"][:2]
+    broken = [dict(one[0]), one[1], dict(two[0]), two[1]]
+    broken[0]["start"] = broken[2]["start"] = "bad"
+    result, night = import_file(config, sbx, export(tmp_path, "n1.csv", broken))
+    assert result.exit_code == 1 and night["worklist"]["open"] == 2
+    metrics = tmp_path / "night.prom"
+    result, fix = import_file(config, sbx, export(tmp_path, "fix.csv", [two[0]]), "--partial",
+                              "--metrics-file", str(metrics))  # fmt: skip
+    assert result.exit_code == 1, result.output  # tenant 1's item is still open
+    assert fix["worklist"]["open"] == 1
+    gauges = metrics.read_text(encoding="utf-8")
+    assert 'flextell_import_worklist_open_items{tenant="1"} 1' in gauges
+    assert 'flextell_import_worklist_open_items{tenant="2"} 0' in gauges

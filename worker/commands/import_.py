@@ -529,9 +529,11 @@ async def _send(
         run.worklist_by_tenant = await refresh_worklist(
             run, ledger, complete=status == RunStatus.FINISHED
         )
-        for tenant in run.incomplete.keys() - run.worklist_by_tenant.keys():
-            # Not read (an export with no rows), yet its open items are what needs a person.
-            run.worklist_by_tenant[tenant] = await current_tally(ledger, [tenant], run.run_id)
+        for tenant in _in_scope(run):
+            # A tenant this file had no rows of (a --partial fix of another, an export
+            # with no rows) still has its open items: they need a person all the same.
+            if tenant not in run.worklist_by_tenant:
+                run.worklist_by_tenant[tenant] = await current_tally(ledger, [tenant], run.run_id)
         run.worklist = sum(run.worklist_by_tenant.values(), Tally())
     finally:
         watch.cancel()
@@ -546,6 +548,15 @@ async def _send(
                 exit_code=int(result.exit_code if raised is None else raised),
             )
     return result
+
+
+def _in_scope(run: ImportRun) -> list[int]:
+    """The tenants the run answers for: --tenant's, else the configured ones (of this
+    pass, on a shared ledger), whether or not the file had rows of them."""
+    only = run.options.tenant
+    return [
+        t for t in ([only] if only is not None else run.config.tenants) if run.context.serves(t)
+    ]
 
 
 def _read_tenants(run: ImportRun) -> list[int]:
@@ -657,7 +668,7 @@ async def _no_rows(run: ImportRun, ledger: Ledger) -> None:
     scope that has created rows; nothing is recorded missing (which branch's rows a
     multi-branch export should have held, no row says)."""
     only = run.options.tenant
-    for tenant in [only] if only is not None else list(run.config.tenants):
+    for tenant in _in_scope(run):
         known = (await ledger.count_by_status(tenant)).get(Status.CREATED.value, 0)
         if not known:
             continue
