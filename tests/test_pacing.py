@@ -287,6 +287,24 @@ def test_a_server_that_answered_before_is_waited_for_over_the_outage_budget(
     assert lane.in_outage()
 
 
+def test_a_server_down_for_longer_than_the_outage_budget_stops_the_tenant(
+    make_lane: Callable[..., TenantLane],
+) -> None:
+    # Rows used to give up one by one and the run end 'needs a person' with an empty
+    # worklist: no page for an API that was down (a hostile-operator drill).
+    clock = FakeClock()
+    lane = make_lane(clock, outage_budget=300.0)
+    lane.heard(answer(Outcome.CREATED, 201))
+    lane.heard(REFUSED)
+    clock.advance(299)
+    lane.heard(REFUSED)
+    assert lane.stop_reason is None  # within the budget: waited for
+    clock.advance(2)
+    lane.heard(REFUSED)
+    assert lane.aborted and lane.stop_reason is not None
+    assert "for 301 s (over [api] outage_budget, 300 s)" in lane.stop_reason
+
+
 def test_a_429_pauses_the_whole_tenant_for_retry_after(
     make_lane: Callable[..., TenantLane],
 ) -> None:

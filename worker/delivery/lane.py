@@ -182,6 +182,15 @@ class TenantLane:
         if self._answered:
             if self.down_since is None:
                 self.down_since = now
+            elif now - self.down_since >= self.policy.outage_budget:
+                # Down for longer than the budget: rows would give up one by one and the
+                # run end 'needs a person' with nothing on the worklist; an outage pages.
+                self.stop(
+                    f"cannot reach {self.tenant.base_url} for {now - self.down_since:,.0f} s "
+                    f"(over [api] outage_budget, {self.policy.outage_budget:g} s): "
+                    f"{result.error_message}",
+                    abort=True,
+                )
             return
         if self._unreachable == 0:
             self._unreachable_since = now
