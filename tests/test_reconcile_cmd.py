@@ -16,7 +16,9 @@ from tests.support.sync import (
     write_config,
     write_csv,
 )
+from worker import worklist
 from worker.ledger import Ledger
+from worker.worklist import Scope
 
 
 def _posts(sb: Sandbox) -> int:
@@ -94,3 +96,32 @@ def test_reconcile_waits_for_no_one_when_the_ledger_is_locked(tmp_path: Path) ->
             )
 
     assert asyncio.run(hold_and_run()) == 4
+
+
+def test_reconcile_resolves_the_worklist_items_of_the_rows_it_settles(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    # The rows were settled (created) but their 'unknown' items stayed open until the
+    # next import: the morning's worklist said otherwise (a hostile-operator drill).
+    config = write_config(tmp_path)
+    columns, rows = sample_rows()
+    chosen = [r for r in rows if r["clinic"] == "1"][:2]
+    assert (
+        import_file(config, sbx, write_csv(tmp_path / "in.csv", columns, chosen))[0].exit_code == 0
+    )
+    keys = [(1, r["appointment_id"]) for r in chosen]
+    mark_unknown(tmp_path / "ledger.sqlite", keys)  # what a run whose answers were lost leaves
+
+    async def open_items() -> None:  # ...and the worklist items that run opened
+        async with await Ledger.open(tmp_path / "ledger.sqlite") as ledger:
+            await worklist.refresh(ledger, Scope(run_id=1, tenants=[1], complete=[]))
+
+    asyncio.run(open_items())
+    listed = json.loads(run_cli("worklist", "-c", str(config), "--format", "json").stdout)
+    assert sorted((i["source_key"], i["kind"]) for i in listed) == sorted(
+        (k, "unknown") for _, k in keys
+    )
+    result = run_cli("reconcile", "-c", str(config), "--base-url", sbx.base_url)
+    assert result.exit_code == 0, result.output
+    assert ledger_json(config)["statuses"] == {"created": 2}
+    assert json.loads(run_cli("worklist", "-c", str(config), "--format", "json").stdout) == []

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 from rich.console import Console
 from rich.table import Table
 
+from worker import worklist
 from worker.commands.output import emit_result
 from worker.config import load_config
 from worker.delivery import Job, LaneBuilder, RowDelivery, http_session
@@ -26,6 +27,7 @@ from worker.exitcodes import ExitCode
 from worker.ledger import Ledger, RunStatus, Status, api_identity
 from worker.ledger.crypto import configured_key
 from worker.ledger.target import LedgerTarget, describe, is_url, ledger_target, open_ledger
+from worker.worklist import Scope
 
 if TYPE_CHECKING:
     from worker.config import Config
@@ -191,6 +193,13 @@ async def _reconcile(
                 await asyncio.gather(*(r.cancel() for r in runners.values()))
             stopped = {t: lane.stop_reason for t, lane in lanes.lanes.items() if lane.stop_reason}
         await ledger.flush()
+        # The worklist's unknown items of the rows settled here resolve now, not at the
+        # next import: the morning's list says what is so. Only unknown items are judged
+        # (no export was read), each in its tenant's zone.
+        tenants = sorted({e.tenant for e in entries})
+        zones = {t: config.timezone_for(t) for t in tenants}
+        await worklist.refresh(ledger, Scope(run_id=run_id, tenants=tenants, complete=[],
+                                             zones=zones))  # fmt: skip
         after = await ledger.get_many([e.key for e in entries])
         for entry in entries:
             now = after.get(entry.key, entry)
