@@ -60,6 +60,7 @@ def test_verify_finds_altered_and_deleted_appointments(tmp_path: Path, sbx: Sand
     sent = len(mismatch["fields"][0]["sent"])
     assert f'description: sent "<text, {sent} chars>", found "<text, 14 chars>"' in output
     assert "edited by hand" not in output and "missing" in output
+    assert "exit code 1 (needs a person)" in output  # words, as import says them
 
 
 def test_verify_a_seeded_sample_and_one_tenant(tmp_path: Path, sbx: Sandbox) -> None:

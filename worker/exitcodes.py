@@ -21,3 +21,8 @@ class ExitCode(IntEnum):
     """Stopped by SIGINT (Ctrl-C); the ledger is consistent."""
     TERMINATED = 143
     """Stopped by SIGTERM; the ledger is consistent."""
+
+    @property
+    def words(self) -> str:
+        """The code's name as a person reads it: ``needs a person``."""
+        return self.name.lower().replace("_", " ")

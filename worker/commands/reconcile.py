@@ -258,7 +258,7 @@ def print_reconcile(result: ReconcileResult, console: Console | None = None) -> 
     for tenant, reason in sorted(result.skipped_tenants.items()):
         console.print(f"tenant {tenant} skipped: {reason}", markup=False)
     console.print(f"ledger: {result.ledger_path}")
-    console.print(f"exit code {int(result.exit_code)} ({result.exit_code.name.lower()})")
+    console.print(f"exit code {int(result.exit_code)} ({result.exit_code.words})")
 
 
 def show_reconcile(result: ReconcileResult, *, json_logs: bool) -> None:

@@ -96,7 +96,7 @@ def exit_label(result: ImportResult) -> str:
         return "needs a person"
     if code == ExitCode.OK:
         return "nothing needs a person" if result.mode != "dry-run" else "ok"
-    return code.name.lower().replace("_", " ")
+    return code.words
 
 
 SHOWN_ROWS = 20
