@@ -113,11 +113,22 @@ async def test_read_only_ledger_is_exit_3_with_a_clear_line(tmp_path: Path) -> N
         s.ledger.parent.chmod(0o555)
         try:
             ro = await asyncio.to_thread(run_worker, s.args(), obey_file_modes=True)
+            # Reading it needs no write: report and worklist open the cleanly closed
+            # ledger without its -shm (they said 'cannot be opened ... not writable').
+            report = await asyncio.to_thread(
+                run_worker, ["report", "--ledger", str(s.ledger)], obey_file_modes=True
+            )
+            listed = await asyncio.to_thread(
+                run_worker, ["worklist", "--ledger", str(s.ledger)], obey_file_modes=True
+            )
         finally:
             s.ledger.parent.chmod(0o755)
             s.ledger.chmod(0o644)
         assert ro.returncode == 3, ro.stderr
         assert_one_error_line(ro.stderr, f"ledger {s.ledger}", "writable")
+        assert report.returncode == 0, report.stderr
+        assert "import" in report.stdout
+        assert listed.returncode == 0, listed.stderr
 
 
 def garble_middle_page(path: Path) -> None:

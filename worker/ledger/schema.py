@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -229,6 +230,26 @@ _MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
 ]
 
 
+def _connect_readonly(path: Path, wal_was_missing: bool) -> sqlite3.Connection:
+    """A read-only connection. A WAL ledger needs its -shm file beside it, which a
+    read-only file system (or a directory this user cannot write) cannot get: when no
+    -wal waits there either (the ledger was closed cleanly, and no writer can open it
+    here), it is read as immutable, without the -shm. Otherwise the first read says
+    what is wrong, as it would have."""
+    uri = path.resolve().as_uri()
+    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None,
+                           check_same_thread=False)  # fmt: skip
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError:
+        if not wal_was_missing or os.access(path.parent, os.W_OK):
+            return conn  # not the missing -shm: _configure reports it
+    conn.close()
+    return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None,
+                           check_same_thread=False)  # fmt: skip
+
+
 def connect(path: Path, *, readonly: bool, new: bool = False) -> sqlite3.Connection:
     """A configured connection to a recognised, up-to-date ledger (created if new).
 
@@ -244,12 +265,7 @@ def connect(path: Path, *, readonly: bool, new: bool = False) -> sqlite3.Connect
         _refuse_empty_file(path, wal_was_missing)
     try:
         if readonly:
-            conn = sqlite3.connect(
-                f"{path.resolve().as_uri()}?mode=ro",
-                uri=True,
-                isolation_level=None,
-                check_same_thread=False,
-            )
+            conn = _connect_readonly(path, wal_was_missing)
         else:
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
