@@ -69,10 +69,12 @@ def check_not_a_torn_copy(conn: sqlite3.Connection, path: Path, *, wal_was_missi
     wal = wal_path(path).name
     raise AbortError(
         f"ledger {path} was in use by a run ({mark}) that did not close it, and the "
-        f"{wal} file beside it is missing: the newest rows are only in that file. Restore "
+        f"{wal} file beside it is missing: the newest rows may be only in that file. Restore "
         f"{wal} (and -shm) next to the ledger from where it was copied; if it is lost for "
-        "good, `flextell-worker ledger accept-missing-wal` accepts the older state (then run "
-        "the import so it looks rows up before sending)"
+        "good, or if another SQLite program (sqlite3, DB Browser) opened the ledger since "
+        f"the crash (it moves the {wal} file's rows into the ledger and removes it: then "
+        "nothing is lost), `flextell-worker ledger accept-missing-wal` accepts the file as "
+        "it is (then run the import so it looks rows up before sending)"
     )
 
 
