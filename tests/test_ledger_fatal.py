@@ -121,6 +121,10 @@ async def test_read_only_ledger_is_exit_3_with_a_clear_line(tmp_path: Path) -> N
             listed = await asyncio.to_thread(
                 run_worker, ["worklist", "--ledger", str(s.ledger)], obey_file_modes=True
             )
+            fresh = s.ledger.parent / "new.sqlite"  # a new ledger in that directory
+            args = [*s.args()]
+            args[args.index("--ledger") + 1] = str(fresh)
+            new = await asyncio.to_thread(run_worker, args, obey_file_modes=True)
         finally:
             s.ledger.parent.chmod(0o755)
             s.ledger.chmod(0o644)
@@ -129,6 +133,8 @@ async def test_read_only_ledger_is_exit_3_with_a_clear_line(tmp_path: Path) -> N
         assert report.returncode == 0, report.stderr
         assert "import" in report.stdout
         assert listed.returncode == 0, listed.stderr
+        # The directory exists: the file is what cannot be made (it said "directory").
+        assert_one_error_line(new.stderr, f"cannot create the ledger file {fresh}")
 
 
 def garble_middle_page(path: Path) -> None:

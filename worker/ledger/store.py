@@ -103,8 +103,13 @@ class Ledger:
                 if new:
                     create_private(path)
             except OSError as exc:
-                message = f"cannot create the ledger directory {path.parent}: {exc.strerror}"
-                raise AbortError(message) from None
+                # Say which step failed: the directory may well exist, read-only.
+                what = (
+                    f"the ledger file {path}"
+                    if path.parent.is_dir()
+                    else f"the ledger directory {path.parent}"
+                )
+                raise AbortError(f"cannot create {what}: {exc.strerror}") from None
         held = LedgerLock.acquire(path) if lock else None
         try:
             conn = connect(path, readonly=readonly, new=new)
