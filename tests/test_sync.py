@@ -163,3 +163,23 @@ def test_a_second_run_on_the_same_ledger_exits_with_the_lock_code(tmp_path: Path
         assert sb.stats()["appointments_total"] == 300
     finally:
         stop(proc)
+
+
+def test_an_import_says_which_rows_repeat_another_under_another_key(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    # validate warns of two keys with one payload (entered twice?); import created both
+    # without a word (a new-user walkthrough). Both are still created, as documented.
+    config = write_config(tmp_path)
+    columns, rows = sample_rows()
+    twin = dict(rows[0], appointment_id="KAD-9999")
+    result, summary = import_file(config, sbx, write_csv(tmp_path / "n.csv", columns,
+                                                          [rows[0], rows[1], twin]))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert summary["totals"]["created"] == 3
+    assert summary["probable_duplicates"] == [
+        {"tenant": 1, "source_key": "KAD-9999", "line": 4, "same_as_line": 2}
+    ]
+    text = run_cli("import", str(tmp_path / "n.csv"), "-c", str(config), "--base-url",
+                   sbx.base_url, "--dry-run")  # fmt: skip
+    assert "probable" not in text.output  # nothing to send: nothing repeated

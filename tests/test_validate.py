@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from tests.support.configs import CFG
 from worker.cli import cli
-from worker.commands.validate import DigestTable
+from worker.digest_table import DigestTable
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = str(ROOT / "config" / "demo.toml")

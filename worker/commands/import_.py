@@ -724,6 +724,8 @@ def _result(
         exit_code=code,
         changed_rows=local_rows(run.reader.changed_rows, run.config.timezone_for),
         missing_rows=run.missing_rows,
+        probable_duplicates=run.reader.probable_duplicates,
+        probable_duplicate_count=run.reader.probable_duplicate_count,
         worklist=run.worklist,
         worklist_by_tenant=dict(run.worklist_by_tenant),
         would_adopt=list(run.would_adopt),

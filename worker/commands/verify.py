@@ -376,8 +376,7 @@ def print_verify(result: VerifyResult, console: Console | None = None) -> None:
         console.print(f"tenant {tenant} stopped: {reason}", markup=False)
     console.print(f"ledger: {result.ledger_path}")
     console.print(
-        f"exit code {int(result.exit_code)} ({result.exit_code.words}), "
-        f"{result.elapsed:.1f}s"
+        f"exit code {int(result.exit_code)} ({result.exit_code.words}), {result.elapsed:.1f}s"
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from worker.commands.importing.import_result import TenantCounts
 from worker.compare import identity_key
+from worker.digest_table import DigestTable
 from worker.ledger import Entry, Ledger, SeenRow, Status, payload_diff
 from worker.logs import get_logger
 from worker.mapping import InvalidRow, MappedRow, Mapper
@@ -58,6 +59,11 @@ class RowReader:
         self.configured = frozenset(configured)
         self.run_id = 0
         self.changed_rows: list[dict[str, Any]] = []
+        self.probable_duplicates: list[dict[str, Any]] = []
+        """Rows to send whose payload an earlier row of the file, under another key, has
+        too (as validate warns): sent as they are, listed (the first LISTED_ROWS)."""
+        self.probable_duplicate_count = 0
+        self._payloads = DigestTable()
         self.findings: list[Finding] = []
         """What only the reader sees: rows skipped for a duplicate key, and invalid
         versions of rows created before (the worklist records them)."""
@@ -228,6 +234,14 @@ class RowReader:
             send = action.sends
             if send:
                 counts.to_send += 1
+                same_as = self._payloads.add(_digest(tenant, m.payload_hash), item.line)
+                if same_as is not None:  # two keys, one appointment: probably entered twice
+                    self.probable_duplicate_count += 1
+                    if len(self.probable_duplicates) < LISTED_ROWS:
+                        self.probable_duplicates.append(
+                            {"tenant": tenant, "source_key": key, "line": item.line,
+                             "same_as_line": same_as}
+                        )  # fmt: skip
                 touched.add(tenant)
                 if self.preview is not None:
                     self.preview(m)

@@ -54,6 +54,9 @@ class ImportResult:
     exit_code: ExitCode
     changed_rows: list[dict[str, Any]] = field(default_factory=list)
     missing_rows: list[dict[str, Any]] = field(default_factory=list)
+    probable_duplicates: list[dict[str, Any]] = field(default_factory=list)
+    """Rows sent whose payload an earlier row has under another key (the first few)."""
+    probable_duplicate_count: int = 0
     worklist: Tally | None = None
     """The worklist after the run (None: a dry run, or the run ended before it)."""
     worklist_by_tenant: dict[int, Tally] = field(default_factory=dict)

@@ -78,6 +78,7 @@ def print_summary(result: ImportResult, console: Console | None = None) -> None:
     for tenant, counts in sorted(result.tenants.items()):
         for reason, n in sorted(counts.failed_by_reason.items()):
             console.print(f"tenant {tenant}: {n} {reason}")
+    _print_probable_duplicates(result, console)
     _print_changed_and_missing(result, console)
     if result.interrupted:
         console.print(f"run {result.interrupted}; run the same command again to resume")
@@ -144,6 +145,21 @@ def diff_text(changes: dict[str, list[Any]]) -> str:
     )
 
 
+def _print_probable_duplicates(result: ImportResult, console: Console) -> None:
+    n = result.probable_duplicate_count
+    if not n:
+        return
+    pairs = ", ".join(
+        f"line {r['line']} = line {r['same_as_line']}" for r in result.probable_duplicates[:5]
+    )
+    more = f", ... and {n - 5} more" if n > 5 else ""
+    console.print(
+        f"{n} row(s) to send repeat an earlier row of the file under another key (probable "
+        f"duplicates, sent as they are; `validate` lists them): {pairs}{more}",
+        markup=False,
+    )
+
+
 def _print_changed_and_missing(result: ImportResult, console: Console) -> None:
     changed = sum(c.changed for c in result.tenants.values())
     if changed:
@@ -191,6 +207,7 @@ def summary_event(result: ImportResult) -> dict[str, Any]:
         "would_adopt": result.would_adopt,
         "changed": public_rows(result.changed_rows[:1000]),
         "missing_from_source": result.missing_rows[:1000],
+        "probable_duplicates": result.probable_duplicates[:1000],
     }
 
 
