@@ -38,6 +38,7 @@ SUMMARY_KEYS = {
     "would_adopt",
     "changed",
     "missing_from_source",
+    "probable_duplicates",
 }
 
 
