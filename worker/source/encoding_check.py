@@ -22,6 +22,7 @@ import gzip
 import re
 from collections import Counter
 from dataclasses import dataclass
+from difflib import SequenceMatcher
 
 from worker.errors import SourceError
 
@@ -309,16 +310,27 @@ def check_declared(sample: bytes, codec: str, shown: str, name: str) -> Encoding
 
 
 def _differing_lines(mine: str, theirs: str, limit: int = LINES_SHOWN) -> list[str]:
+    """Where two readings differ: the header's first differing word (column names), and
+    of a data line, which may hold a patient's name, only its differing letters."""
     out: list[str] = []
     for number, (a, b) in enumerate(
         zip(mine.lstrip("\ufeff").splitlines(), theirs.splitlines(), strict=False), start=1
     ):
         if a == b:
             continue
-        words = [(x, y) for x, y in zip(a.split(), b.split(), strict=False) if x != y]
-        if words:
-            x, y = words[0]
-            out.append(f"line {number}: {x!r} would be {y!r}")
+        if number == 1:
+            words = [(x, y) for x, y in zip(a.split(), b.split(), strict=False) if x != y]
+            if words:
+                x, y = words[0]
+                out.append(f"line {number}: {x!r} would be {y!r}")
+        else:
+            # The spans that differ ("ý" for "ı"; "Ã¼" for "ü" when one reading is UTF-8).
+            ops = SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
+            pairs = dict.fromkeys(
+                (a[i1:i2], b[j1:j2]) for op, i1, i2, j1, j2 in ops if op != "equal"
+            )
+            shown = ", ".join(f"{x!r} would be {y!r}" for x, y in list(pairs)[:3])
+            out.append(f"line {number}: {shown}")
         if len(out) >= limit:
             break
     return out
