@@ -207,6 +207,12 @@ def test_the_nightly_loop_clears_its_exit_code_and_trusts_no_truncated_export(
         (names["refused"], "failed", "fixed_by_hand"),
         (names["bad_date"], "invalid", "fixed_by_hand"),
     }
+    # `report` agrees: a row fixed by hand whose export still has the old version is not
+    # "changed in the source since" (a hostile-operator drill saw report and worklist
+    # disagree).
+    report = json.loads(worker("report", "-c", str(config), "--format", "json", check=0).stdout)
+    hand = {names["refused"], names["bad_date"]}
+    assert not hand & {r["source_key"] for r in report["changed"]}, report["changed"]
 
     # 4. A person acknowledges the rest.
     done = worker("ack", "--all-open", "-c", str(config), "--note", "asked the branch", check=0)

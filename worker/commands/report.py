@@ -22,7 +22,7 @@ from worker.ledger.crypto import LedgerKey, configured_key
 from worker.ledger.target import LedgerTarget, describe, find_ledger_target, is_url, open_ledger
 from worker.source import RowProblem, SourceRow
 from worker.source.failures import FailureWriter, neutralise
-from worker.worklist import Kind
+from worker.worklist import Kind, State
 
 FAILURE_STATUSES = (Status.FAILED, Status.INVALID, Status.UNKNOWN)
 _FAILURE_EXTRAS = ("status", "error_field", "error_message", "http_status")
@@ -152,6 +152,13 @@ async def build_report(options: ReportOptions) -> LedgerReport:
                 continue  # the tenant took no part in this run
             rows.append({name: getattr(run, name) for name in _RUN_FIELDS} | {"counts": counts})
         zone_for = config.timezone_for if config is not None else None
+        # A row fixed by hand whose export still carries the old version is the
+        # worklist's `fixed_by_hand`, not a change in the source: say it as it does.
+        by_hand = {
+            (i.tenant, i.source_key)
+            for i in await worklist.items(ledger, tenant=options.tenant, state="all")
+            if i.state == State.FIXED_BY_HAND
+        }
         changed = [
             {
                 "tenant": e.tenant,
@@ -163,7 +170,7 @@ async def build_report(options: ReportOptions) -> LedgerReport:
             async for e in ledger.entries_iter(
                 statuses=[Status.CREATED], tenant=options.tenant, run_id=options.run
             )
-            if e.changed_diff is not None
+            if e.changed_diff is not None and (e.tenant, e.source_key) not in by_hand
         ]
         if zone_for is not None:
             changed = local_rows(changed, zone_for)
