@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Coroutine
+from typing import Any
 
 from worker.api.rate_headers import RateInfo
 from worker.clock import SYSTEM_CLOCK, Clock
@@ -32,21 +34,21 @@ GUARD_FLOOR = 0.002
 """Seconds the guard never goes under (timer resolution of a loaded machine)."""
 
 
-async def sleep_unless(clock: Clock, delay: float, stop: asyncio.Event | None) -> None:
-    """`clock.sleep(delay)`, cut short once `stop` is set (the tenant stopped: a pause
-    of a day asked by a 429 must not keep the run alive)."""
+async def _unless_stopped(waiting: Coroutine[Any, Any, Any], stop: asyncio.Event | None) -> None:
+    """Await `waiting` (a sleep, an event), cut short once `stop` is set: the tenant
+    stopped, and a pause of a day asked by a 429 must not keep the run alive."""
     if stop is None:
-        await clock.sleep(delay)
+        await waiting
         return
     if stop.is_set():
+        waiting.close()
         return
-    sleeper = asyncio.ensure_future(clock.sleep(delay))
-    stopped = asyncio.ensure_future(stop.wait())
+    waits = (asyncio.ensure_future(waiting), asyncio.ensure_future(stop.wait()))
     try:
-        await asyncio.wait((sleeper, stopped), return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        sleeper.cancel()
-        stopped.cancel()
+        for wait in waits:
+            wait.cancel()
 
 
 class WindowPacer:
@@ -102,12 +104,12 @@ class WindowPacer:
                     if now >= release:
                         self._used += 1
                         return self.window
-                    await sleep_unless(self.clock, release - now, self._stop)
+                    await _unless_stopped(self.clock.sleep(release - now), self._stop)
                 elif self._end is None:
                     # The window's first answer says when it ends.
-                    await _either(self._ended, self._stop)
+                    await _unless_stopped(self._ended.wait(), self._stop)
                 else:
-                    await sleep_unless(self.clock, self._end - now, self._stop)
+                    await _unless_stopped(self.clock.sleep(self._end - now), self._stop)
 
     def _open(self, now: float) -> None:
         self.window += 1
@@ -137,19 +139,6 @@ class WindowPacer:
         elif rate.limit is not None and rate.remaining is not None:
             # The server's count is the truth; never lower ours from an earlier answer.
             self._used = max(self._used, self.rate.count - min(rate.remaining, self.rate.count))
-
-
-async def _either(event: asyncio.Event, stop: asyncio.Event | None) -> None:
-    """Wait for `event`, or for `stop` when there is one."""
-    if stop is None:
-        await event.wait()
-        return
-    waits = (asyncio.ensure_future(event.wait()), asyncio.ensure_future(stop.wait()))
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for wait in waits:
-            wait.cancel()
 
 
 class PauseGate:
@@ -193,4 +182,4 @@ class PauseGate:
         while (delay := self.remaining()) > 0:
             if self._stop is not None and self._stop.is_set():
                 return
-            await sleep_unless(self.clock, delay, self._stop)
+            await _unless_stopped(self.clock.sleep(delay), self._stop)
