@@ -25,7 +25,7 @@ import pytest
 
 from tests.conftest import TOKEN_ALL, FakeClock, SandboxFactory
 from tests.support.importing import posts, requests_log
-from tests.support.one_row import one_row_ledger
+from tests.support.one_row import PAYLOAD, one_row_ledger
 from worker.api.auth import StaticToken
 from worker.api.client import FlextellClient
 from worker.config import TenantConfig
@@ -34,14 +34,6 @@ from worker.delivery.retry import RetryPolicy
 from worker.delivery.row import INTENT_AHEAD_FRESH, Job, RowDelivery
 from worker.ledger import Entry, Ledger, SeenRow, Status
 from worker.rates import Rate
-
-PAYLOAD = {
-    "customer_id": 1001,
-    "user_id": 101,
-    "scheduled_at": "2026-12-07T07:00:00Z",
-    "status": "approved",
-    "treatments": [201],
-}
 
 
 @dataclass

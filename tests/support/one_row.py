@@ -14,6 +14,15 @@ from worker.compare import identity_of_json
 from worker.delivery.row import Job
 from worker.ledger import Ledger, SeenRow
 
+PAYLOAD: dict[str, Any] = {
+    "customer_id": 1001,
+    "user_id": 101,
+    "scheduled_at": "2026-12-07T07:00:00Z",
+    "status": "approved",
+    "treatments": [201],
+}
+"""The one row's payload: a customer, a doctor, an instant and a treatment."""
+
 
 @dataclass(frozen=True)
 class OneRow:
