@@ -29,9 +29,11 @@ from worker.mapping.values import (
     MultiFail,
     ValueFail,
     check_format,
+    has_clock,
     is_typed_date,
     parse_datetime,
     serial_hint,
+    time_number,
     to_int,
     to_utc,
     typed_datetime,
@@ -494,6 +496,14 @@ class Compiler:
                 check_format(fmt)
             except ValueError as exc:
                 raise self.fail(f"{key}.formats[{i}]", str(exc)) from None
+            if not has_clock(fmt):
+                raise self.fail(
+                    f"{key}.formats[{i}]",
+                    f"{fmt!r} reads no time of day (%H or %I), so every appointment would "
+                    "start at midnight; with the time in a column of its own, map "
+                    "date_column and time_column and give formats for both, such as "
+                    f"{fmt + ' %H:%M'!r}",
+                )
         fixed: tuple[tzinfo, str] | None = None
         if "timezone" in spec:
             try:
@@ -562,6 +572,8 @@ class Compiler:
                 d_cell, t_cell = get_d(fields), get_t(fields)
                 if isinstance(d_cell, int | float) and not isinstance(d_cell, bool):
                     serial_hint(d_cell, dcol)
+                if isinstance(t_cell, int | float) and not isinstance(t_cell, bool):
+                    time_number(t_cell, tcol)
                 if is_typed_date(d_cell) or is_typed_date(t_cell):
                     return typed_pair(d_cell, t_cell, dcol, tcol)
                 d, t = as_text(d_cell), as_text(t_cell)

@@ -10,7 +10,7 @@ import contextlib
 import re
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 Ambiguous = Literal["earlier", "later", "error"]
 
@@ -92,14 +92,56 @@ def check_format(fmt: str) -> None:
         raise ValueError(f"bad format string {fmt!r}: {exc}") from None
 
 
+_ISO_TIME = re.compile(r"[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]{1,6})?)?")
+"""A time of day as ISO 8601 text (``11:30``, ``11:30:15``). Python 3.11's
+`time.fromisoformat` also takes ``14.30`` (14 h and a fraction of a second), the way
+many exports write 14:30: such text goes to the configured formats instead."""
+
+_NO_TIME = "a date without a time of day"
+
+
+def has_clock(fmt: str) -> bool:
+    """True when a strptime format reads the hour (ISO text says so itself)."""
+    return fmt == ISO or re.search(r"%[HIcXTR]", fmt.replace("%%", "")) is not None
+
+
+_ISO_DATETIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]+)?)?"
+    r"(?:Z|[+-][0-9]{2}(?::?[0-9]{2})?)?",
+    re.IGNORECASE,
+)
+"""The ISO 8601 shapes taken as a date-time. Python 3.11's `datetime.fromisoformat`
+takes more, and some of it silently wrong for an export: ``2026-01-14 14.30`` as
+14:00:00.3, ``2026-01-14 14`` as 14:00, a bare date as midnight."""
+
+
+def _iso_datetime(text: str) -> datetime | None:
+    """`text` as an ISO 8601 date-time; None when it has not that shape."""
+    if _ISO_DATETIME.fullmatch(text):
+        return datetime.fromisoformat(text)
+    stripped = text.strip()
+    if len(stripped) <= 10 and ":" not in stripped:
+        with contextlib.suppress(ValueError):
+            date.fromisoformat(stripped)
+            # A bare date is an appointment's start with its time left out, not 00:00.
+            raise ValueFail(_NO_TIME)
+    return None
+
+
 def parse_datetime(text: str, formats: Sequence[str]) -> datetime:
     """Parse with the first matching format; naive or aware as the text says."""
     problem: str | None = None
     for fmt in formats:
         try:
             if fmt == ISO:
-                return datetime.fromisoformat(text)
+                parsed = _iso_datetime(text)
+                if parsed is not None:
+                    return parsed
+                continue
             return datetime.strptime(text, fmt)
+        except ValueFail as exc:
+            if problem is None:
+                problem = exc.message
         except ValueError as exc:
             msg = str(exc)
             # "day is out of range for month" says more than "does not match format".
@@ -173,11 +215,16 @@ def is_typed_date(value: Any) -> bool:
 
 
 def typed_datetime(value: Any, column: str) -> datetime:
-    """A date-time cell (or a date cell: midnight) as the naive date-time it shows."""
+    """A date-time cell as the naive date-time it shows; a date cell alone has no time
+    of day, and midnight would be a silent guess."""
     if isinstance(value, datetime):
         return value
     if isinstance(value, date):
-        return datetime.combine(value, time())
+        raise ValueFail(
+            f"column {column!r} holds {_NO_TIME} ({value.isoformat()}): map the time "
+            "column too (date_column and time_column), or format the cells as date and time",
+            value.isoformat(),
+        )
     raise ValueFail(
         f"column {column!r} holds only a time of day ({value}), not a date "
         "(map a date column and a time column: date_column and time_column)",
@@ -215,7 +262,7 @@ def typed_pair(day: Any, clock: Any, dcol: str, tcol: str) -> datetime | str:
     if isinstance(d, str):
         with contextlib.suppress(ValueError):
             d = date.fromisoformat(d.strip())
-    if isinstance(t, str):
+    if isinstance(t, str) and _ISO_TIME.fullmatch(t.strip()):
         with contextlib.suppress(ValueError):
             t = time.fromisoformat(t.strip())
     if isinstance(d, date) and isinstance(t, time):
@@ -225,3 +272,22 @@ def typed_pair(day: Any, clock: Any, dcol: str, tcol: str) -> datetime | str:
     if isinstance(d, date):
         return f"{d.isoformat()} {str(t).strip()}"
     raise ValueFail(f"columns {dcol!r} and {tcol!r} do not hold a date and a time", f"{d} {t}")
+
+
+def time_number(value: float, column: str) -> NoReturn:
+    """A plain number where a time of day belongs: never read as one. A fraction of a day
+    is what a spreadsheet keeps for a time formatted as a number ("General"); say which
+    time it would be. Written out as text, "0.5" would read as 00:05 with "%H.%M"."""
+    if 0 <= value < 1:
+        minutes = round(value * 1440)
+        raise ValueFail(
+            f"column {column!r} holds the number {value:g}, not a time of day: if it is an "
+            f"Excel time ({minutes // 60 % 24:02d}:{minutes % 60:02d}), format the column as "
+            "a time in the spreadsheet",
+            str(value),
+        )
+    raise ValueFail(
+        f"column {column!r} holds the number {value:g}, not a time of day (expected a time "
+        "cell, or text such as 14:30)",
+        str(value),
+    )

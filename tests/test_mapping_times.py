@@ -1,0 +1,124 @@
+"""A time of day is read as the export shows it, or the row is refused: never guessed.
+
+Python 3.11's `fromisoformat` takes "14.30" as 14:00:00.3 and a bare date as midnight,
+and a number cell written out as "0.5" reads as 00:05 with "%H.%M": each of these once
+created an appointment at the wrong time with every row valid (a spreadsheet export).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner
+
+from tests.support.sheets import write_xlsx
+from worker.cli import cli
+
+PAIR = """
+[api]
+timezone = "Europe/Istanbul"
+[tenants.1]
+[mapping]
+tenant = { value = 1 }
+source_key = { column = "No" }
+customer_id = "Hasta"
+user_id = "Doktor"
+treatments = "Islem"
+status = { value = "pending" }
+scheduled_at = { date_column = "Tarih", time_column = "Saat", formats = [
+    "%d.%m.%Y %H:%M", "%d.%m.%Y %H.%M", "%Y-%m-%d %H:%M", "%Y-%m-%d %H.%M"] }
+"""
+SINGLE = PAIR.replace(
+    'scheduled_at = { date_column = "Tarih", time_column = "Saat", formats = [\n'
+    '    "%d.%m.%Y %H:%M", "%d.%m.%Y %H.%M", "%Y-%m-%d %H:%M", "%Y-%m-%d %H.%M"] }',
+    'scheduled_at = { column = "Tarih", formats = ["iso"] }',
+)
+HEADER = ["No", "Hasta", "Doktor", "Islem", "Tarih", "Saat"]
+
+
+def validate(tmp: Path, config: str, rows: list[list[Any]]) -> tuple[int, str, dict[str, str]]:
+    """Exit code, output, and the UTC start of each valid row by its key."""
+    (tmp / "run.toml").write_text(config, encoding="utf-8")
+    xlsx = write_xlsx(tmp / "export.xlsx", {"Randevular": [HEADER, *rows]})
+    payloads = tmp / "payloads.jsonl"
+    result = CliRunner().invoke(
+        cli,
+        ["validate", str(xlsx), "-c", str(tmp / "run.toml"), "--payloads", str(payloads)],
+    )
+    starts = {}
+    if payloads.exists():
+        for line in payloads.read_text(encoding="utf-8").splitlines():
+            item = json.loads(line)
+            starts[item["key"]] = item["body"]["scheduled_at"]
+    return result.exit_code, result.stdout + result.stderr, starts
+
+
+def test_a_dotted_time_beside_a_date_cell_is_read_by_the_formats(tmp_path: Path) -> None:
+    code, out, starts = validate(
+        tmp_path,
+        PAIR,
+        [
+            ["R1", 1016, 105, 203, date(2026, 1, 14), "14.30"],
+            ["R2", 1016, 105, 203, date(2026, 1, 14), "09.45"],
+            ["R3", 1016, 105, 203, date(2026, 1, 14), "9.45"],
+            ["R4", 1016, 105, 203, date(2026, 1, 14), "14:30"],
+        ],
+    )
+    assert code == 0, out
+    assert starts == {
+        "R1": "2026-01-14T11:30:00Z",
+        "R2": "2026-01-14T06:45:00Z",
+        "R3": "2026-01-14T06:45:00Z",
+        "R4": "2026-01-14T11:30:00Z",
+    }
+
+
+def test_a_number_in_the_time_column_is_refused_with_the_time_it_may_be(tmp_path: Path) -> None:
+    code, out, starts = validate(
+        tmp_path,
+        PAIR,
+        [
+            ["R1", 1016, 105, 203, date(2026, 1, 14), 0.4375],  # 10:30 as "General"
+            ["R2", 1016, 105, 203, "03.02.2026", 0.5],  # text date, number time
+            ["R3", 1016, 105, 203, date(2026, 1, 14), 1430],
+            ["R4", 1016, 105, 203, date(2026, 1, 14), time(10, 30)],
+        ],
+    )
+    assert code == 1, out
+    assert starts == {"R4": "2026-01-14T07:30:00Z"}
+    assert (
+        "column 'Saat' holds the number 0.4375, not a time of day: if it is an Excel time "
+        "(10:30), format the column as a time in the spreadsheet"
+    ) in out
+    assert "holds the number 0.5, not a time of day: if it is an Excel time (12:00)" in out
+    assert "column 'Saat' holds the number 1430, not a time of day (expected a time cell" in out
+
+
+def test_a_date_without_a_time_of_day_is_refused_not_taken_as_midnight(tmp_path: Path) -> None:
+    code, out, starts = validate(
+        tmp_path,
+        SINGLE,
+        [
+            ["R1", 1016, 105, 203, date(2026, 1, 14), ""],  # a date cell
+            ["R2", 1016, 105, 203, "2026-01-14", ""],  # ISO text, date only
+            ["R3", 1016, 105, 203, "2026-01-14 14.30", ""],  # 14:00:00.3 to fromisoformat
+            ["R4", 1016, 105, 203, datetime(2026, 1, 14, 10, 30), ""],
+            ["R5", 1016, 105, 203, "2026-01-14T10:30", ""],
+        ],
+    )
+    assert code == 1, out
+    assert starts == {"R4": "2026-01-14T07:30:00Z", "R5": "2026-01-14T07:30:00Z"}
+    assert "column 'Tarih' holds a date without a time of day (2026-01-14)" in out
+    assert "not a valid date-time (a date without a time of day; expected ISO 8601)" in out
+    assert "not a date-time in the expected format (ISO 8601)" in out
+
+
+def test_formats_that_read_no_time_of_day_are_a_config_error(tmp_path: Path) -> None:
+    config = SINGLE.replace('formats = ["iso"]', 'formats = ["%d.%m.%Y"]')
+    code, out, _ = validate(tmp_path, config, [["R1", 1016, 105, 203, "14.01.2026", ""]])
+    assert code == 2, out
+    assert "mapping.scheduled_at.formats[0]" in out
+    assert "'%d.%m.%Y' reads no time of day (%H or %I)" in out
