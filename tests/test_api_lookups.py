@@ -435,3 +435,39 @@ def test_customers_by_email_and_identity_number_and_users_by_email(
     assert event["totals"]["created"] == 1
     appt = sb.appointments()[-1]
     assert (appt["customer_id"], appt["user_id"]) == (1002, 102)
+
+
+def test_a_bad_birth_date_or_gender_is_a_row_error_that_does_not_quote_it(
+    tmp_path: Path, sb: Sandbox
+) -> None:
+    cfg = setup(tmp_path)
+    cfg.write_text(
+        cfg.read_text(encoding="utf-8").replace(
+            'create = { first_name = "Ad", last_name = "Soyad", email = "E-posta" }',
+            'create = { first_name = "Ad", last_name = "Soyad", email = "E-posta", '
+            'birth_date = "Dogum", gender = "Cinsiyet" }',
+        ),
+        encoding="utf-8",
+    )
+    header, *lines = SAMPLE.read_text(encoding="utf-8").splitlines()
+    phone = lines[0].split(";")[5]
+    new = lines[0].replace(phone, "0555 111 22 33")
+    sample = tmp_path / "born.csv"
+    sample.write_text(
+        f"{header};Dogum;Cinsiyet\n"
+        f"{new.replace('R-1001', 'R-1')};31.02.1980;K\n"
+        f"{new.replace('R-1001', 'R-2').replace('0555 111 22 33', '0555 111 22 44')};"
+        "1980-02-01;Zorro\n",
+        encoding="utf-8",
+    )
+    _, event = import_file(cfg, sb, sample)
+    assert event["totals"]["invalid"] == 2
+    rows = ledger_rows(cfg)
+    assert (
+        "the birth date is not a date (expected YYYY-MM-DD or DD.MM.YYYY)"
+        in (rows["R-1"]["error_message"])
+    )
+    assert "the gender is not one of female, male, other" in rows["R-2"]["error_message"]
+    assert "31.02" not in rows["R-1"]["error_message"]
+    assert "Zorro" not in rows["R-2"]["error_message"]
+    assert sb.stats()["customers_created"] == 0

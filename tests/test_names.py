@@ -175,3 +175,29 @@ def test_a_bad_normalize_option_names_its_key(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "mapping.user_id.normalize.titels: unknown option" in result.stderr
     assert "did you mean 'titles'?" in result.stderr
+
+
+def test_patients_that_meet_once_normalised_are_counted_not_named(tmp_path: Path) -> None:
+    export, cfg = write(
+        tmp_path,
+        "user_id = { value = 101 }\ntreatments = { value = 201 }\n"
+        'customer_id = { column = "customer", lookup = "customers" }\n',
+    )
+    cfg.write_text(
+        cfg.read_text(encoding="utf-8").replace('customer_id = "customer"\n', ""),
+        encoding="utf-8",
+    )
+    export.write_text(HEADER + "A1;Ayşe Yilmaz;x;01.12.2026 10:00;x\n", encoding="utf-8")
+    (tmp_path / "customers.csv").write_text(
+        "name,flextell_id\nAyşe Yılmaz,1001\nAYSE YILMAZ,1017\n", encoding="utf-8"
+    )
+    with cfg.open("a", encoding="utf-8") as fh:
+        fh.write(
+            '\n[lookups.customers]\nfile = "customers.csv"\nkey = "name"\nvalue = "flextell_id"\n'
+        )
+    result = run_cli("validate", str(export), "-c", str(cfg), "--no-progress")
+    assert result.exit_code == 1, result.output
+    assert "matches several entries of lookup table 'customers' once normalised (2 entries)" in (
+        result.output
+    )
+    assert "Yılmaz" not in result.output and "YILMAZ" not in result.output

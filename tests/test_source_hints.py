@@ -57,10 +57,12 @@ def test_a_header_read_in_the_wrong_encoding_names_the_right_one(tmp_path: Path)
     assert 'cp1254 fits better (Turkish letters) (set [source] encoding = "cp1254"' in error
 
 
-def test_a_branch_missing_from_the_tenant_map_names_the_value_and_the_map(tmp_path: Path) -> None:
+def test_a_branch_missing_from_the_tenant_map_names_the_map_not_the_cell(tmp_path: Path) -> None:
     code, out, _ = validate(tmp_path, 'encoding = "utf-8"', EXPORT.encode())
     assert code == 1
     assert (
-        "export.csv:3: tenant (column 'Şube'): 'İzmir' is not in mapping.tenant.map "
-        "('Berlin', 'Atina'): add it there (as a value of its own: expected a whole number)"
+        "export.csv:3: tenant (column 'Şube'): the value is not in mapping.tenant.map "
+        "('Berlin', 'Atina'): add it there (as a value of its own: expected a whole number) "
+        "[value of 5 chars, in --report/--failures]"
     ) in out
+    assert "İzmir" not in out  # a cell is never quoted on the terminal

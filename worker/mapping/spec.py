@@ -247,9 +247,11 @@ class Compiler:
                 hit = keyed.get(normal)
                 if hit is None:
                     if normal in several:
+                        alike = several[normal]
+                        which = f"{len(alike)} entries" if not names else ", ".join(alike)
                         raise ValueFail(
                             f"matches several entries of lookup table '{lookup.name}' once "
-                            f"normalised ({', '.join(several[normal])}); nothing is guessed: "
+                            f"normalised ({which}); nothing is guessed: "
                             "set normalize in the mapping or make the names distinct",
                             text,
                         )
@@ -271,13 +273,14 @@ class Compiler:
                     return final(value)
                 except ValueFail as exc:
                     # Not in the map and not a valid value itself: the map is what is missing.
-                    shown = _text(value)[:60]
+                    # The cell is not quoted: a free-text cell in a status column may hold
+                    # a name. The row error's value goes where values may go (--failures).
                     if exc.message.startswith(_UNKNOWN_STATUS):  # it would name this map again
                         own = f", or write one of the statuses ({', '.join(STATUSES)})"
                     else:
                         own = f" (as a value of its own: {exc.message})"
                     raise ValueFail(
-                        f"{shown!r} is not in {key}.map ({listed}): add it there{own}", value
+                        f"the value is not in {key}.map ({listed}): add it there{own}", value
                     ) from None
 
             return via_map

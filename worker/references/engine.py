@@ -426,12 +426,12 @@ def customer_body(data: dict[str, str]) -> tuple[dict[str, Any], str | None]:
             except ValueError:
                 continue
         if parsed is None:
-            return {}, f"birth date {raw_date!r} is not a date (expected YYYY-MM-DD or DD.MM.YYYY)"
+            return {}, "the birth date is not a date (expected YYYY-MM-DD or DD.MM.YYYY)"
         body["date_of_birth"] = parsed.isoformat()
     raw_gender = data.get("gender")
     if raw_gender:
         gender = _GENDERS.get(norm_key(raw_gender).translate(_FOLD))
         if gender is None:
-            return {}, f"gender {raw_gender!r} is not one of female, male, other (or K/E, F/M)"
+            return {}, "the gender is not one of female, male, other (or K/E, F/M)"
         body["gender"] = gender
     return body, None
