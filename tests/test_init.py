@@ -229,3 +229,68 @@ def test_numbered_columns_of_people_are_found_in_turkish_too(tmp_path: Path) -> 
     mapping = tomllib.loads(text)["mapping"]
     assert mapping["user_id"] in ("Doktor No", {"column": "Doktor No"}), mapping["user_id"]
     assert mapping["assistant_id"] in ("Asistan No", {"column": "Asistan No"})
+
+
+def _workbook(tmp_path: Path, rows: list[list[Any]], header: list[str]) -> Path:
+    from tests.support.sheets import write_xlsx
+
+    summary = [["Toplam randevu", 12]]
+    return write_xlsx(tmp_path / "export.xlsx", {"Özet": summary, "Randevular": [header, *rows]})
+
+
+def _starts(tmp_path: Path, export: Path, cfg: Path) -> tuple[int, dict[str, str]]:
+    payloads = tmp_path / "payloads.jsonl"
+    result = CliRunner().invoke(
+        cli, ["validate", str(export), "-c", str(cfg), "--payloads", str(payloads)]
+    )
+    found = {}
+    for line in payloads.read_text(encoding="utf-8").splitlines():
+        item = json.loads(line)
+        found[item["key"]] = item["body"]["scheduled_at"]
+    return result.exit_code, found
+
+
+def test_a_workbooks_sheet_is_chosen_named_and_its_time_cells_read_as_validate_does(
+    tmp_path: Path,
+) -> None:
+    from datetime import date, time
+
+    header = ["Randevu No", "Hasta No", "Doktor No", "İşlemler", "Tarih", "Başlangıç", "Durum"]
+    rows: list[list[Any]] = [
+        [f"R{i}", 1001, 101, 201, day, time(10 + i, 20), "Onaylandı"]
+        for i, day in enumerate([date(2026, 1, 13), "14.01.2026", "15.01.2026"])
+    ]
+    export = _workbook(tmp_path, rows, header)
+    cfg, text = init(tmp_path, export, "--sheet", "Randevular")
+    draft = tomllib.loads(text)
+    assert draft["source"]["sheet"] == "Randevular"
+    assert 'the workbook\'s other sheets: "Özet"' in text
+    # Found by its values, though no header synonym names it.
+    assert draft["mapping"]["scheduled_at"]["date_column"] == "Tarih"
+    assert draft["mapping"]["scheduled_at"]["time_column"] == "Başlangıç"
+    assert "3 of 3 values parse" in text
+    assert "Başlangıç" not in text.split("columns not mapped")[-1].splitlines()[0]
+    code, starts = _starts(tmp_path, export, cfg)
+    assert code == 0
+    assert starts == {
+        "R0": "2026-01-13T07:20:00Z",
+        "R1": "2026-01-14T08:20:00Z",
+        "R2": "2026-01-15T09:20:00Z",
+    }
+
+
+def test_dates_without_a_time_column_are_a_todo_not_midnight(tmp_path: Path) -> None:
+    from datetime import date
+
+    header = ["Randevu No", "Hasta No", "Doktor No", "İşlemler", "Tarih", "Durum"]
+    rows: list[list[Any]] = [
+        [f"R{i}", 1001, 101, 201, date(2026, 1, 13 + i), "x"] for i in range(3)
+    ]
+    export = _workbook(tmp_path, rows, header)
+    out = tmp_path / "draft.toml"
+    result = CliRunner().invoke(cli, ["init", str(export), "--sheet", "2", "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    assert "no column found for scheduled_at" in result.output
+    text = out.read_text(encoding="utf-8")
+    assert "TODO: column 'Tarih' holds dates without a time of day" in text
+    assert "\nscheduled_at" not in text

@@ -252,6 +252,12 @@ def validate_cmd(**params: Any) -> None:
 @click.option("--force", is_flag=True, help="With --out: overwrite an existing file.")
 @format_option("Read EXPORT as this format (default: by extension).")
 @click.option(
+    "--sheet",
+    metavar="NAME|N",
+    help="Spreadsheets: the sheet to read, by name or number (1 is the first; default: the "
+    "first visible sheet). The draft names it in [source] sheet.",
+)
+@click.option(
     "--online",
     is_flag=True,
     help="Also propose value maps for doctors, treatments and rooms from the API's lists "
@@ -265,6 +271,7 @@ def init_cmd(
     out: str | None,
     force: bool,
     format: str | None,
+    sheet: str | None,
     online: bool,
     config_path: Path | None,
     tenant: int | None,
@@ -283,7 +290,8 @@ def init_cmd(
     from worker.commands.init import run_init
 
     base = None if config_path is None else str(config_path)
-    sys.exit(run_init(export, out, force, format, online, base, tenant))
+    chosen: str | int | None = int(sheet) if sheet is not None and sheet.isdigit() else sheet
+    sys.exit(run_init(export, out, force, format, online, base, tenant, chosen))
 
 
 # --- sandbox: a local Flextell look-alike --------------------------------------

@@ -14,8 +14,9 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from worker.commands.drafting.init_guess import (
     ZONES,
@@ -38,7 +39,8 @@ from worker.errors import ConfigError
 from worker.exitcodes import ExitCode
 from worker.mapping import Mapper
 from worker.mapping.text import as_text, norm_key
-from worker.source import SourceOptions, open_source
+from worker.mapping.values import clock_text
+from worker.source import SourceOptions, open_source, sheet_names
 from worker.source.rows import SourceRow
 
 SAMPLE_ROWS = 5000
@@ -64,6 +66,10 @@ class Sample:
     delimiter: str | None
     notes: list[str]
     columns: list[str]
+    sheet: str | None = None
+    """Spreadsheets: the sheet read."""
+    sheets: list[str] = field(default_factory=list)
+    """Spreadsheets: every sheet of the workbook, for the draft to name the others."""
     rows: int = 0
     values: dict[str, list[str]] = field(default_factory=dict)
     lists: set[str] = field(default_factory=set)
@@ -79,9 +85,9 @@ class Sample:
         return counts
 
 
-def read_sample(path: str, fmt: str | None) -> Sample:
+def read_sample(path: str, fmt: str | None, sheet: str | int | None = None) -> Sample:
     """Up to `SAMPLE_ROWS` rows of `path`, read as validate would with encoding "auto"."""
-    options = SourceOptions(format=fmt, encoding="auto")
+    options = SourceOptions(format=fmt, encoding="auto", sheet=sheet)
     with open_source(path, options) as src:
         sample = Sample(
             name=src.name,
@@ -90,7 +96,10 @@ def read_sample(path: str, fmt: str | None) -> Sample:
             delimiter=src.delimiter,
             notes=list(src.notes),
             columns=list(src.columns or []),
+            sheet=src.sheet,
         )
+        if src.sheet is not None:
+            sample.sheets = sheet_names(path, src.format)
         for item in src:
             if not isinstance(item, SourceRow):
                 continue
@@ -101,7 +110,9 @@ def read_sample(path: str, fmt: str | None) -> Sample:
                 if isinstance(value, list):
                     sample.lists.add(key)
                     value = "|".join(as_text(v) or "" for v in value)
-                text = as_text(value)
+                # A time cell as the mapping writes it beside a text date (11:30, not
+                # 11:30:00), so the formats guessed here read what validate will join.
+                text = clock_text(value) if isinstance(value, time) else as_text(value)
                 if text is not None:
                     sample.values.setdefault(key, []).append(text)
             if sample.rows >= SAMPLE_ROWS:
@@ -180,6 +191,10 @@ def draft_config(
     d.add()
     d.add("[source]")
     d.add(f"format = {q(sample.format)}", "detected")
+    if sample.sheet is not None:
+        others = [n for n in sample.sheets if n != sample.sheet]
+        also = f"; the workbook's other sheets: {', '.join(map(q, others))}" if others else ""
+        d.add(f"sheet = {q(sample.sheet)}", f"the sheet read (init --sheet chooses){also}")
     if sample.encoding is not None and sample.format in ("csv", "jsonl"):
         why = "; ".join(n.replace("\n", " ") for n in sample.notes) or "detected"
         d.add(f"encoding = {q(sample.encoding)}", f"detected: {why}"[:300])
@@ -192,7 +207,10 @@ def draft_config(
     _fields(d, sample, guesses, lang)
     for later in d.later:
         d.add(later)
-    unused = [c for c in sample.columns if c not in {g.column for g in guesses.values()}]
+    # What the mapping lines name, not what was guessed: a guess may go unused (a phone
+    # column beside a customer id), and a column may be found by its values.
+    mapped = "\n".join(line for line in d.lines if not line.lstrip().startswith("#"))
+    unused = [c for c in sample.columns if f"= {q(c)}" not in mapped]
     if unused:
         d.add()
         d.add(comment=f"columns not mapped: {', '.join(unused)}")
@@ -291,23 +309,55 @@ def _proposed(d: Draft, name: str, opts: list[str], g: ColumnGuess) -> None:
 
 
 def _scheduled(d: Draft, sample: Sample, guesses: dict[str, ColumnGuess], lang: str | None) -> None:
-    single, date, time = guesses.get("scheduled_at"), guesses.get("date"), guesses.get("time")
-    if single is None and date is not None and time is None:
-        single, date = date, None
+    single, date, clock = (_picked(guesses.get(name)) for name in ("scheduled_at", "date", "time"))
+    if single is None and date is not None and clock is None:
+        clock = _time_column(sample, guesses)
+        if clock is None:
+            single, date = date, None
     found: Formats
-    if date is not None and time is not None:
-        dates, times = _paired(sample, date.column, time.column)
+    if date is not None and clock is not None:
+        dates, times = _paired(sample, date.column, clock.column)
         if looks_like_dates(dates) and looks_like_times(times):
             found = date_time_formats(dates, times, lang)
-            cols = f"date_column = {q(date.column)}, time_column = {q(time.column)}"
-            _formats_line(d, cols, found, f"{date.why}; {time.why}")
+            cols = f"date_column = {q(date.column)}, time_column = {q(clock.column)}"
+            _formats_line(d, cols, found, f"{date.why}; {clock.why}")
             return
         single = single or date
     if single is None:
         d.required_missing("scheduled_at", "date-time")
         return
-    found = datetime_formats(sample.values.get(single.column, []), lang)
+    values = sample.values.get(single.column, [])
+    if looks_like_dates(values) and not any(":" in v or "." in v[10:] for v in values):
+        # Dates alone: every appointment would start at midnight (validate refuses them).
+        d.missing.append("scheduled_at")
+        d.add(
+            f'# scheduled_at = {{ date_column = {q(single.column)}, time_column = "...", '
+            'formats = ["..."] }',
+            f"TODO: column {single.column!r} holds dates without a time of day and no time "
+            "column was found; required",
+        )
+        return
+    found = datetime_formats(values, lang)
     _formats_line(d, f"column = {q(single.column)}", found, single.why)
+
+
+class _Picked(NamedTuple):
+    column: str
+    why: str
+
+
+def _picked(guess: ColumnGuess | None) -> _Picked | None:
+    return None if guess is None else _Picked(guess.column, guess.why)
+
+
+def _time_column(sample: Sample, guesses: dict[str, ColumnGuess]) -> _Picked | None:
+    """A column no header guess took whose values are times of day (a date column's
+    partner under a name the synonyms miss, such as "Başlangıç")."""
+    taken = {g.column for g in guesses.values()}
+    for column in sample.columns:
+        if column not in taken and looks_like_times(sample.values.get(column, [])):
+            return _Picked(column, f"the values of {column!r} are times of day")
+    return None
 
 
 def _paired(sample: Sample, dcol: str, tcol: str) -> tuple[list[str], list[str]]:
@@ -411,11 +461,12 @@ def run_init(
     online: bool,
     base: str | None,
     tenant: int | None,
+    sheet: str | int | None = None,
 ) -> int:
     """The `init` command; returns its exit code."""
     if online and base is None:
         raise ConfigError("--online needs -c BASE.toml (the API's address and token)")
-    sample = read_sample(export, fmt)
+    sample = read_sample(export, fmt, sheet)
     proposals: Proposals | None = None
     if online and base is not None:
         from worker.commands.drafting.init_online import propose

@@ -250,6 +250,12 @@ def serial_hint(value: float, column: str) -> None:
         )
 
 
+def clock_text(t: time) -> str:
+    """A time cell written out for `formats` to read beside a text date: 11:30, or
+    11:30:15 when it has seconds (init samples it the same way)."""
+    return t.strftime("%H:%M:%S" if t.second else "%H:%M")
+
+
 def typed_pair(day: Any, clock: Any, dcol: str, tcol: str) -> datetime | str:
     """A date cell and a time cell as one naive date-time. When only one of the two is
     typed, the other is text: it is read as ISO (``2026-12-01``, ``11:30``) if it can be,
@@ -268,7 +274,7 @@ def typed_pair(day: Any, clock: Any, dcol: str, tcol: str) -> datetime | str:
     if isinstance(d, date) and isinstance(t, time):
         return datetime.combine(d, t)
     if isinstance(t, time):  # text date, typed time: "01.12.2026" + "11:30"
-        return f"{str(d).strip()} {t.strftime('%H:%M:%S' if t.second else '%H:%M')}"
+        return f"{str(d).strip()} {clock_text(t)}"
     if isinstance(d, date):
         return f"{d.isoformat()} {str(t).strip()}"
     raise ValueFail(f"columns {dcol!r} and {tcol!r} do not hold a date and a time", f"{d} {t}")
