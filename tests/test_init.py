@@ -261,9 +261,9 @@ def test_a_workbooks_sheet_is_chosen_named_and_its_time_cells_read_as_validate_d
         for i, day in enumerate([date(2026, 1, 13), "14.01.2026", "15.01.2026"])
     ]
     export = _workbook(tmp_path, rows, header)
-    cfg, text = init(tmp_path, export, "--sheet", "Randevular")
+    cfg, text = init(tmp_path, export, "--sheet", "Randevular", "--header-row", "1")
     draft = tomllib.loads(text)
-    assert draft["source"]["sheet"] == "Randevular"
+    assert draft["source"]["sheet"] == "Randevular" and draft["source"]["header_row"] == 1
     assert 'the workbook\'s other sheets: "Özet"' in text
     # Found by its values, though no header synonym names it.
     assert draft["mapping"]["scheduled_at"]["date_column"] == "Tarih"

@@ -279,3 +279,37 @@ def test_a_workbook_is_read_from_one_snapshot_and_its_digest_is_that_snapshots(
         rows = list(source)
         assert source.sha256() == first
     assert len(rows) == len(TEXT)
+
+
+def test_title_lines_above_the_table_are_skipped_and_said(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    titles: list[list[Any]] = [["KADIKÖY KLİNİĞİ - RANDEVU LİSTESİ"], [], ["Ocak 2026"]]
+    xlsx = write_xlsx(tmp_path / "export.xlsx", {"Randevular": [*titles, HEADER, *TYPED]})
+    out = tmp_path / "payloads.jsonl"
+    code, stdout, err = validate(str(xlsx), "-c", str(config), "--payloads", str(out))
+    assert code == 0, stdout
+    assert "row 1, 3 skipped as a title above the table; the header is row 4" in err
+    assert [b[0] for b in bodies(out)] == [5, 6, 7, 8]  # the sheet's own row numbers
+
+
+def test_a_header_under_a_merged_title_row_is_named_by_header_row(tmp_path: Path) -> None:
+    groups: list[Any] = ["Randevu", None, None, "Zaman", None, "Detay", None, None]
+    xlsx = write_xlsx(tmp_path / "export.xlsx", {"Randevular": [groups, HEADER, *TYPED]})
+    code, _, err = validate(str(xlsx), "-c", str(write_config(tmp_path)))
+    assert code == 2
+    assert "Randevular!1: header row: empty column name in columns 2, 3, 5" in err
+    assert "set [source] header_row to its number" in err
+    two_cells: list[Any] = ["KADIKÖY KLİNİĞİ", "Ocak 2026"]
+    xlsx = write_xlsx(tmp_path / "titled.xlsx", {"Randevular": [two_cells, HEADER, *TYPED]})
+    code, _, err = validate(str(xlsx), "-c", str(write_config(tmp_path)))
+    assert code == 2
+    assert "row 2 holds those column names: set [source] header_row = 2" in err
+    config = write_config(tmp_path, "[source]\nheader_row = 2\n")
+    for path in (tmp_path / "export.xlsx", xlsx):
+        out = tmp_path / f"{path.stem}.jsonl"
+        code, stdout, _ = validate(str(path), "-c", str(config), "--payloads", str(out))
+        assert code == 0, stdout
+        assert [b[0] for b in bodies(out)] == [3, 4, 5, 6]
+    config = write_config(tmp_path, "[source]\nheader_row = 40\n")
+    code, _, err = validate(str(xlsx), "-c", str(config))
+    assert code == 2 and "has no row 40 ([source] header_row; the sheet has 6 rows)" in err

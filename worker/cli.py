@@ -258,6 +258,13 @@ def validate_cmd(**params: Any) -> None:
     "first visible sheet). The draft names it in [source] sheet.",
 )
 @click.option(
+    "--header-row",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Spreadsheets: the header's row number (default: the first row of several cells). "
+    "The draft keeps it in [source] header_row.",
+)
+@click.option(
     "--online",
     is_flag=True,
     help="Also propose value maps for doctors, treatments and rooms from the API's lists "
@@ -272,6 +279,7 @@ def init_cmd(
     force: bool,
     format: str | None,
     sheet: str | None,
+    header_row: int | None,
     online: bool,
     config_path: Path | None,
     tenant: int | None,
@@ -291,7 +299,7 @@ def init_cmd(
 
     base = None if config_path is None else str(config_path)
     chosen: str | int | None = int(sheet) if sheet is not None and sheet.isdigit() else sheet
-    sys.exit(run_init(export, out, force, format, online, base, tenant, chosen))
+    sys.exit(run_init(export, out, force, format, online, base, tenant, chosen, header_row))
 
 
 # --- sandbox: a local Flextell look-alike --------------------------------------

@@ -220,6 +220,8 @@ class SourceSection(_Strict):
     max_line_length: int = Field(default=4_000_000, ge=1)
     sheet: str | int | None = None
     """Spreadsheets: the sheet's name or number (1 is the first); default the first."""
+    header_row: int | None = Field(default=None, ge=1)
+    """Spreadsheets: the header's row number; default the first row of several cells."""
 
 
 class LedgerSection(_Strict):

@@ -334,6 +334,7 @@ def run_source_options(config: Config, options: ImportOptions) -> SourceOptions:
         max_field_size=config.source.max_field_size,
         max_line_length=config.source.max_line_length,
         sheet=config.source.sheet,
+        header_row=config.source.header_row,
     )
 
 
@@ -379,7 +380,9 @@ async def run_import(
         for note in source.notes:
             log.warning(note)
         if source.columns is not None:
-            mapper.check_columns(source.columns, source.where, source.header_hint())
+            mapper.check_columns(
+                source.columns, source.where, source.header_hint(mapper.column_names)
+            )
         if options.dry_run:
             ledger = (
                 await open_ledger(

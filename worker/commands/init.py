@@ -70,6 +70,8 @@ class Sample:
     """Spreadsheets: the sheet read."""
     sheets: list[str] = field(default_factory=list)
     """Spreadsheets: every sheet of the workbook, for the draft to name the others."""
+    header_row: int | None = None
+    """Spreadsheets: the header's row, when given (init --header-row)."""
     rows: int = 0
     values: dict[str, list[str]] = field(default_factory=dict)
     lists: set[str] = field(default_factory=set)
@@ -85,9 +87,11 @@ class Sample:
         return counts
 
 
-def read_sample(path: str, fmt: str | None, sheet: str | int | None = None) -> Sample:
+def read_sample(
+    path: str, fmt: str | None, sheet: str | int | None = None, header_row: int | None = None
+) -> Sample:
     """Up to `SAMPLE_ROWS` rows of `path`, read as validate would with encoding "auto"."""
-    options = SourceOptions(format=fmt, encoding="auto", sheet=sheet)
+    options = SourceOptions(format=fmt, encoding="auto", sheet=sheet, header_row=header_row)
     with open_source(path, options) as src:
         sample = Sample(
             name=src.name,
@@ -97,6 +101,7 @@ def read_sample(path: str, fmt: str | None, sheet: str | int | None = None) -> S
             notes=list(src.notes),
             columns=list(src.columns or []),
             sheet=src.sheet,
+            header_row=header_row,
         )
         if src.sheet is not None:
             sample.sheets = sheet_names(path, src.format)
@@ -195,6 +200,8 @@ def draft_config(
         others = [n for n in sample.sheets if n != sample.sheet]
         also = f"; the workbook's other sheets: {', '.join(map(q, others))}" if others else ""
         d.add(f"sheet = {q(sample.sheet)}", f"the sheet read (init --sheet chooses){also}")
+    if sample.header_row is not None:
+        d.add(f"header_row = {sample.header_row}", "given (init --header-row)")
     if sample.encoding is not None and sample.format in ("csv", "jsonl"):
         why = "; ".join(n.replace("\n", " ") for n in sample.notes) or "detected"
         d.add(f"encoding = {q(sample.encoding)}", f"detected: {why}"[:300])
@@ -462,11 +469,12 @@ def run_init(
     base: str | None,
     tenant: int | None,
     sheet: str | int | None = None,
+    header_row: int | None = None,
 ) -> int:
     """The `init` command; returns its exit code."""
     if online and base is None:
         raise ConfigError("--online needs -c BASE.toml (the API's address and token)")
-    sample = read_sample(export, fmt, sheet)
+    sample = read_sample(export, fmt, sheet, header_row)
     proposals: Proposals | None = None
     if online and base is not None:
         from worker.commands.drafting.init_online import propose

@@ -240,6 +240,7 @@ def source_options(cfg: Config, fmt: str | None) -> SourceOptions:
         max_field_size=s.max_field_size,
         max_line_length=s.max_line_length,
         sheet=s.sheet,
+        header_row=s.header_row,
     )
 
 
@@ -261,7 +262,7 @@ def validate_file(opts: ValidateOptions) -> ValidateSummary:
             summary.warnings.append(note)
             sys.stderr.write(f"warning: {note}\n")
         if src.columns is not None:
-            mapper.check_columns(src.columns, src.where, src.header_hint())
+            mapper.check_columns(src.columns, src.where, src.header_hint(mapper.column_names))
         spool = None
         if opts.report:
             spool = _ErrorSpool(Path(opts.report))

@@ -164,6 +164,11 @@ class Mapper:
         """(config key, column) of every column or JSON path the mapping reads."""
         return self._columns
 
+    @property
+    def column_names(self) -> list[str]:
+        """The columns the mapping reads, each once."""
+        return list(dict.fromkeys(column for _, column in self._columns))
+
     def check_columns(
         self, header: Sequence[str], source_name: str, hint: str | None = None
     ) -> None:

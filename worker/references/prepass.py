@@ -57,7 +57,7 @@ def collect(config: Config, file: str, source_opts: SourceOptions, tenant: int |
     )
     with open_source(file, source_opts) as src:
         if src.columns is not None:
-            first.check_columns(src.columns, src.where, src.header_hint())
+            first.check_columns(src.columns, src.where, src.header_hint(first.column_names))
         for item in src:
             first.map(item)
     return collector

@@ -42,6 +42,8 @@ class SourceOptions:
     """Characters per physical line (and per multi-line CSV record)."""
     sheet: str | int | None = None
     """Spreadsheets: the sheet's name, or its number (1 is the first); None is the first."""
+    header_row: int | None = None
+    """Spreadsheets: the header's row number; None is the first row of several cells."""
 
 
 def choose_format(name: str, configured: str | None) -> str:

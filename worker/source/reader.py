@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import codecs
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from types import TracebackType
 
 from worker.errors import SourceError
@@ -48,6 +48,7 @@ class Source:
         self.delimiter: str | None = None
         self.sheet: str | None = None
         """Spreadsheets: the name of the sheet being read."""
+        self._sheet_rows: SheetRows | None = None
         self.total_bytes: int | None = None
         self._input: TextInput | None = None
         self._sheet_sha256: str | None = None
@@ -90,10 +91,17 @@ class Source:
             raise SourceError(
                 f"a {self.format} workbook cannot be read from standard input: pass its path"
             )
-        sheet = SheetRows(self.name, path, self.format, options.sheet)
+        sheet = SheetRows(self.name, path, self.format, options.sheet, options.header_row)
         self._sheet_sha256 = sheet.sha256
+        self._sheet_rows = sheet
         self.sheet = sheet.sheet
         self.columns = sheet.columns
+        if sheet.titles:
+            rows = ", ".join(map(str, sheet.titles))
+            self.notes.append(
+                f"{self.where}: row {rows} skipped as a title above the table; the header is "
+                f"row {sheet.header_row}"
+            )
         return iter(sheet)
 
     def _encoding(self, path: str, declared: str) -> str:
@@ -158,11 +166,17 @@ class Source:
             raise SourceError(f"{self.name}: file has only blank lines")
         return jsonl_rows(self.name, feed, options.max_field_size, translate)
 
-    def header_hint(self) -> str | None:
+    def header_hint(self, wanted: Sequence[str] = ()) -> str | None:
         """Why the header may not be what the config expects: it splits better on another
-        delimiter, or another encoding reads it right. None when nothing stands out."""
+        delimiter, another encoding reads it right, or (in a sheet) the `wanted` columns
+        are a row further down. None when nothing stands out."""
         if self.columns is None:
             return None
+        missing = [c for c in wanted if c not in self.columns]
+        if self._sheet_rows is not None and missing:
+            below = self._sheet_rows.row_with(missing)
+            if below is not None:
+                return f"row {below} holds those column names: set [source] header_row = {below}"
         if self.delimiter is not None:
             line = self.delimiter.join(self.columns)
             best, parts = self.delimiter, len(self.columns)

@@ -18,6 +18,7 @@ import datetime as dt
 import difflib
 import hashlib
 import io
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -127,10 +128,28 @@ def sheet_names(path: str, fmt: str = "xlsx") -> list[str]:
     return list(_open_workbook(path, path, fmt)[0].sheet_names)
 
 
-class SheetRows:
-    """Rows of one sheet; reads the header on construction."""
+LOOK_AHEAD = 20
+"""Rows read past the header before the first row is given out: a title line above the
+table is told from the header by them, and a missing column is looked for in them."""
 
-    def __init__(self, name: str, path: str, fmt: str, sheet: str | int | None) -> None:
+
+class SheetRows:
+    """Rows of one sheet; reads the header on construction.
+
+    The header is row `header_row` when given. Otherwise it is the first non-empty row,
+    except that rows of one cell above it are titles ("KADIKÖY KLİNİĞİ - RANDEVU
+    LİSTESİ") when a row of several cells follows within `LOOK_AHEAD` rows: an
+    appointments table has many columns, so a one-cell row is no header of one.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        path: str,
+        fmt: str,
+        sheet: str | int | None,
+        header_row: int | None = None,
+    ) -> None:
         self.name = name
         workbook, self.sha256 = _open_workbook(name, path, fmt)
         try:
@@ -140,33 +159,85 @@ class SheetRows:
         self.sheet = chosen.name
         self.rows_total = chosen.height
         self._rows = enumerate(chosen.iter_rows(), start=1)
-        self.columns, self.width = self._read_header()
+        self._ahead: list[tuple[int, list[Any]]] = []
+        self.titles: list[int] = []
+        """Row numbers of the title lines skipped above the header."""
+        self.header_row = 0
+        self.columns, self.width = self._read_header(header_row)
 
-    def _read_header(self) -> tuple[list[str], int]:
-        for number, cells in self._rows:
+    def _take(self) -> tuple[int, list[Any]] | None:
+        if self._ahead:
+            return self._ahead.pop(0)
+        return next(self._rows, None)
+
+    def _peek(self, count: int) -> list[tuple[int, list[Any]]]:
+        while len(self._ahead) < count and (item := next(self._rows, None)) is not None:
+            self._ahead.append(item)
+        return self._ahead[:count]
+
+    def _read_header(self, header_row: int | None) -> tuple[list[str], int]:
+        while (item := self._take()) is not None:
+            number, cells = item
             texts = [cell_text(c).strip() for c in cells]
-            if any(texts):
-                while texts and not texts[-1]:
-                    texts.pop()  # formatting to the right of the table makes empty columns
-                where = f"{self.name}: {self.sheet}!{number}"
-                if problems := header_problems(texts):
-                    raise SourceError(
-                        f"{where}: header row: {'; '.join(problems)} "
-                        "(every column needs a unique, non-empty, visible name)"
-                    )
-                return texts, len(texts)
+            if header_row is not None and number < header_row:
+                continue
+            if header_row is not None and number == header_row and not any(texts):
+                raise SourceError(
+                    f"{self.name}: {self.sheet}!{number}: [source] header_row = {header_row}, "
+                    "but that row is empty"
+                )
+            if not any(texts):
+                continue
+            if header_row is None and sum(map(bool, texts)) == 1 and self._table_follows():
+                self.titles.append(number)
+                continue
+            while texts and not texts[-1]:
+                texts.pop()  # formatting to the right of the table makes empty columns
+            where = f"{self.name}: {self.sheet}!{number}"
+            if problems := header_problems(texts):
+                raise SourceError(
+                    f"{where}: header row: {'; '.join(problems)} "
+                    "(every column needs a unique, non-empty, visible name; when the names "
+                    "are on a later row, under a merged title, set [source] header_row to "
+                    "its number)"
+                )
+            self.header_row = number
+            self._peek(LOOK_AHEAD)
+            return texts, len(texts)
+        if header_row is not None:
+            raise SourceError(
+                f"{self.name}: sheet {self.sheet!r} has no row {header_row} "
+                f"([source] header_row; the sheet has {self.rows_total} rows)"
+            )
         raise SourceError(f"{self.name}: sheet {self.sheet!r} is empty (no header row)")
+
+    def _table_follows(self) -> bool:
+        return any(
+            sum(bool(cell_text(c).strip()) for c in cells) > 1
+            for _, cells in self._peek(LOOK_AHEAD)
+        )
+
+    def row_with(self, names: list[str]) -> int | None:
+        """The number of a row just below the header that holds all of `names` as cells:
+        the header a title or a merged group row hid."""
+        wanted = set(names)
+        for number, cells in self._ahead:
+            if wanted <= {cell_text(c).strip() for c in cells}:
+                return number
+        return None
 
     def __iter__(self) -> Iterator[SourceRow | RowProblem]:
         name, sheet, columns, width = self.name, self.sheet, self.columns, self.width
         convert = cell_value
+        ahead, self._ahead = self._ahead, []
+        rows: Iterator[tuple[int, list[Any]]] = itertools.chain(ahead, self._rows)
         # As in CsvRows: filling a frozen dataclass's slots directly is 3x its __init__.
         new = object.__new__
         slots = vars(SourceRow)
         set_source, set_line = slots["source"].__set__, slots["line"].__set__
         set_fields, set_raw = slots["fields"].__set__, slots["raw"].__set__
         set_sheet = slots["sheet"].__set__
-        for number, cells in self._rows:
+        for number, cells in rows:
             values = [c if type(c) is str else convert(c) for c in cells]
             if len(values) != width:
                 if any(v != "" for v in values[width:]):
