@@ -251,7 +251,7 @@ def test_the_nightly_loop_clears_its_exit_code_and_trusts_no_truncated_export(
         5, 5, 5,
     )  # fmt: skip
     assert {m["source_key"] for m in dry["missing_from_source"]} == removed
-    assert dry["would_adopt"] == []  # both branches were covered: new rows are created
+    assert dry["would_adopt"] == [1, 2]  # new rows are looked up first, every night
     before = sbx.stats()["appointments_total"]
     metrics = tmp_path / "flextell.prom"
     code, s4 = night(config, sbx, export4, "--metrics-file", str(metrics))
@@ -286,3 +286,29 @@ def test_the_nightly_loop_clears_its_exit_code_and_trusts_no_truncated_export(
     db.close()
     assert len(owned) == len(set(owned))
     assert set(owned) == {a["id"] for a in sbx.appointments()}
+
+
+def test_a_new_row_booked_by_hand_before_its_night_is_adopted_not_booked_twice(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    columns, rows = sample_rows()
+    config = write_config(tmp_path)
+    code, _ = night(config, sbx, write_csv(tmp_path / "night1.csv", columns, rows[:20]))
+    assert code == 0
+    # Staff book tonight's new row in Flextell by hand, before the export carries it.
+    payloads = tmp_path / "new.jsonl"
+    new = write_csv(tmp_path / "new.csv", columns, rows[20:21])
+    worker("validate", str(new), "-c", str(config), "--payloads", str(payloads), check=0)
+    item = json.loads(payloads.read_text(encoding="utf-8"))
+    booked = sbx.change(
+        "POST", "/_sandbox/appointments", {"tenant": item["tenant"], **item["body"]}
+    )
+    code, s2 = night(config, sbx, write_csv(tmp_path / "night2.csv", columns, rows[:21]))
+    assert code == 0, s2
+    assert (s2["totals"]["adopted"], s2["totals"]["created"]) == (1, 0)
+    assert sbx.stats()["duplicates"] == 0
+    with sqlite3.connect(config.parent / "ledger.sqlite") as db:
+        owner = db.execute(
+            "SELECT appointment_id, origin FROM entries WHERE source_key = ?", (item["key"],)
+        ).fetchone()
+    assert owner == (booked["data"]["id"], "adopted")

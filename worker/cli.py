@@ -477,9 +477,9 @@ _rebind_option = click.option(
 @click.option(
     "--adopt-existing",
     is_flag=True,
-    help="Look every new row up first and record an equal appointment already in "
-    "Flextell as its own instead of creating it (automatic for a tenant no finished "
-    "import has covered: a new or renamed ledger).",
+    help="Kept for scripts that pass it: every import now looks each new row up first and "
+    "records an equal appointment already in Flextell (booked by hand, say) as its own "
+    "instead of creating it again.",
 )
 @click.option(
     "--allow-hash-keys",

@@ -192,10 +192,10 @@ class ImportRun:
         lane = self.lanes.get(tenant)
         if lane is None:
             lane = self.lanes[tenant] = await self.builder(session).lane(tenant)
-            adopt = self.options.adopt_existing or not await _covered(ledger, tenant)
-            if adopt:
-                log.info("adopting existing appointments first", tenant=tenant)
-            delivery = RowDelivery(lane, ledger, self.run_id, adopt=adopt)
+            # Every run, not only a tenant's first: staff may have booked a new row's
+            # appointment in Flextell by hand before tonight's export brought the row.
+            # One calendar read per tenant and month of new rows pays for it.
+            delivery = RowDelivery(lane, ledger, self.run_id, adopt=True)
             runner = LaneRunner(
                 lane,
                 delivery,
@@ -402,12 +402,7 @@ async def run_import(
                     await run.read_all(source, ledger, None)
                 if ledger is not None and not options.partial:
                     await _missing_from_source(run, ledger)
-                run.would_adopt = [
-                    t
-                    for t in _read_tenants(run)
-                    if run.counts[t].to_send
-                    and (options.adopt_existing or ledger is None or not await _covered(ledger, t))
-                ]
+                run.would_adopt = [t for t in _read_tenants(run) if run.counts[t].to_send]
             finally:
                 if ledger is not None:
                     await ledger.close()
@@ -580,16 +575,6 @@ async def refresh_worklist(run: ImportRun, ledger: Ledger, *, complete: bool) ->
         zones={t: run.config.timezone_for(t) for t in tenants},
     )
     return await worklist.refresh(ledger, scope)
-
-
-async def _covered(ledger: Ledger, tenant: int) -> bool:
-    """Whether a finished import of this ledger has read rows of the tenant."""
-    return any(
-        run.mode == "import"
-        and run.status == RunStatus.FINISHED
-        and run.counts.get(f"tenant.{tenant}.read", 0) > 0
-        for run in await ledger.runs()
-    )
 
 
 async def _stop_when_broken(run: ImportRun, ledger: Ledger) -> None:

@@ -67,11 +67,10 @@ def print_summary(result: ImportResult, console: Console | None = None) -> None:
     console.print(summary_table(result))
     for tenant, why in sorted(result.incomplete.items()):
         console.print(f"tenant {tenant}: {why}", markup=False)
-    for tenant in result.would_adopt:
-        n = result.tenants[tenant].to_send
+    if result.would_adopt:
         console.print(
-            f"tenant {tenant}: the {n} row(s) to send would be looked up first and adopted "
-            "where an equal appointment exists (no finished import has covered this tenant)"
+            "rows to send are looked up first: an equal appointment nobody's row owns (one "
+            "booked by hand) would be adopted, not created again"
         )
     for tenant, reason in sorted(result.stopped_tenants.items()):
         console.print(f"tenant {tenant} stopped: {reason}", markup=False)
