@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 from tests.support.sandbox_process import Sandbox
@@ -102,3 +103,32 @@ def test_verify_without_a_ledger_is_a_usage_error(tmp_path: Path) -> None:
     result = run_cli("verify", "-c", str(config))
     assert result.exit_code == 2
     assert "does not exist" in result.stderr
+
+
+def test_a_source_change_applied_in_flextell_by_hand_is_no_mismatch(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    config = write_config(tmp_path)
+    columns, rows = sample_rows()
+    chosen = [dict(r) for r in rows[:6]]
+    result, _ = import_file(config, sbx, write_csv(tmp_path / "in.csv", columns, chosen))
+    assert result.exit_code == 0, result.output
+    # Tonight the source cancels two rows; the API has no update, so they are 'changed'.
+    applied, ignored = (r["appointment_id"] for r in chosen[:2])
+    for row in chosen[:2]:
+        row["status"] = "cancelled"
+    result, _ = import_file(config, sbx, write_csv(tmp_path / "in2.csv", columns, chosen))
+    assert result.exit_code == 1, result.output
+    ids = {a["id"]: a for a in sbx.appointments()}
+    with sqlite3.connect(config.parent / "ledger.sqlite") as db:
+        by_key = dict(db.execute("SELECT source_key, appointment_id FROM entries"))
+    # Staff apply one change in Flextell, as the worklist asks.
+    sbx.change("PATCH", f"/_sandbox/appointments/{by_key[applied]}", {"status": "cancelled"})
+    code, report, output = verify_report(config, sbx)
+    assert code == 0, output
+    assert report["totals"]["matched"] == 6  # one still as sent, one as the source now is
+    assert ids[by_key[ignored]]["status"] != "cancelled"
+    # Neither the version sent nor the source's: a mismatch.
+    sbx.change("PATCH", f"/_sandbox/appointments/{by_key[applied]}", {"status": "completed"})
+    code, report, _ = verify_report(config, sbx)
+    assert code == 1 and report["totals"]["mismatched"] == 1
