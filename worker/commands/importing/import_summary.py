@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from worker.commands.importing.import_result import ImportResult
-from worker.commands.output import emit_result
+from worker.commands.output import data_console, emit_result
 from worker.compare import public_value
 from worker.exitcodes import ExitCode
 from worker.worklist.findings import aware_instant
@@ -61,7 +61,7 @@ def summary_table(result: ImportResult) -> Table:
 
 def print_summary(result: ImportResult, console: Console | None = None) -> None:
     """Print the summary table, the stopped tenants and where the ledger is."""
-    console = console or Console(soft_wrap=True)
+    console = console or data_console(soft_wrap=True)
     if result.worklist is not None:
         console.print(result.worklist.line(), markup=False)
     console.print(summary_table(result))

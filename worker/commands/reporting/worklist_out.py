@@ -21,6 +21,7 @@ from typing import IO, Any
 from rich.console import Console
 from rich.table import Table
 
+from worker.commands.output import data_console
 from worker.errors import ConfigError, SourceError
 from worker.fileperms import open_private, write_private_atomically
 from worker.ledger import Ledger, Run
@@ -65,13 +66,13 @@ def item_json(item: WorkItem) -> dict[str, Any]:
 def print_table(items: list[WorkItem], console: Console | None = None) -> None:
     """One line per item, oldest source line first."""
     # In a scheduler's mail the width is unknown: do not squeeze the table.
-    console = console or Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+    console = console or data_console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
     table = Table(title=f"flextell-worker worklist: {len(items)} item(s)")
     for name in ("tenant", "key", "kind", "state", "where", "local time", "what", "runs"):
         table.add_column(name, overflow="fold")
     for item in items:
         where = f"{item.source_file or '-'}:{item.source_line or '-'}"
-        what = item.reason + (f" [{item.local_diff}]" if item.local_diff else "")
+        what = item.reason + (f" ({item.local_diff})" if item.local_diff else "")
         if item.field:
             what = f"{item.field}: {what}" if not item.reason.startswith(item.field) else what
         if item.ack_by and item.state == "acknowledged":

@@ -1,0 +1,58 @@
+"""What cron mails a person: `import`'s summary and the `worklist` table, read as text
+through the CLI against a sandbox process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.support.sandbox_process import Sandbox
+from tests.support.sync import import_file, run_cli, sample_rows, write_config, write_csv
+
+
+def table_rows(output: str) -> list[dict[str, str]]:
+    """A rich table's rows as {column: text}, a cell's wrapped lines joined by spaces."""
+    lines = output.splitlines()
+    head = next(line for line in lines if line.startswith("┃"))
+    names = [c.strip() for c in head.strip("┃").split("┃")]
+    rows: list[list[list[str]]] = []
+    for line in lines:
+        if not line.startswith("│"):
+            continue
+        cells = [c.strip() for c in line.strip("│").split("│")]
+        if cells[0] or not rows:
+            rows.append([[] for _ in names])
+        for parts, cell in zip(rows[-1], cells, strict=True):
+            if cell:
+                parts.append(cell)
+    return [{n: " ".join(p) for n, p in zip(names, row, strict=True)} for row in rows]
+
+
+def test_notes_and_changes_print_as_they_are_not_as_markup(tmp_path: Path, sbx: Sandbox) -> None:
+    # An ack note "[/b] ... [red]" made `worklist` end in a MarkupError traceback, and
+    # the table dropped a changed row's difference, read as a "[...]" markup tag.
+    folder = tmp_path / "clinic [red]"
+    folder.mkdir()
+    config = write_config(folder)
+    columns, sample = sample_rows()
+    rows = [dict(r) for r in sample[:5]]
+    rows[2]["customer_id"] = "unknown patient"
+    assert import_file(config, sbx, write_csv(folder / "n1.csv", columns, rows))[0].exit_code == 1
+    rows[1]["start"] = rows[1]["start"][:11] + "16:45:00"
+    night = run_cli("import", str(write_csv(folder / "n2.csv", columns, rows)), "-c", str(config),
+                    "--base-url", sbx.base_url, "--no-progress")  # fmt: skip
+    assert night.exit_code == 1, night.output
+    assert f"ledger: {folder / 'ledger.sqlite'}" in night.stdout
+    note = "[/b] cancelled by phone [red] :x:"
+    bad, changed = rows[2]["appointment_id"], rows[1]["appointment_id"]
+    assert run_cli("ack", bad, "-c", str(config), "--note", note).exit_code == 0
+
+    table = run_cli("worklist", "-c", str(config), "--state", "all")
+    assert table.exit_code == 0, table.output
+    what = {r["key"]: r["what"] for r in table_rows(table.stdout)}
+    assert note in what[bad], what
+    was, now = sample[1]["start"][:16].replace("T", " "), rows[1]["start"][:10] + " 16:45"
+    assert f'scheduled_at: "{was}" -> "{now}"' in what[changed], what
+
+    report = run_cli("report", "-c", str(config))
+    assert report.exit_code == 0, report.output
+    assert "".join(str(folder).split()) in "".join(report.stdout.split())  # the title wraps
