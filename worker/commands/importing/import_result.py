@@ -77,13 +77,17 @@ class ImportResult:
 
 
 def run_counts(result: ImportResult) -> dict[str, int]:
-    """What the runs table keeps: the totals, and each tenant's as ``tenant.N.name``."""
+    """What the runs table keeps: the totals, each tenant's as ``tenant.N.name``, and
+    ``worklist_open``, the items open when the run ended (acknowledgements come later:
+    the counts alone cannot tell them)."""
     counts = result.totals()
     for tenant, tc in result.tenants.items():
         for f in fields(tc):
             value = getattr(tc, f.name)
             if isinstance(value, int):
                 counts[f"tenant.{tenant}.{f.name}"] = value
+    if result.worklist is not None:
+        counts["worklist_open"] = result.worklist.open
     return counts
 
 
