@@ -56,3 +56,54 @@ def test_notes_and_changes_print_as_they_are_not_as_markup(tmp_path: Path, sbx: 
     report = run_cli("report", "-c", str(config))
     assert report.exit_code == 0, report.output
     assert "".join(str(folder).split()) in "".join(report.stdout.split())  # the title wraps
+
+
+def test_a_night_whose_export_was_not_trusted_says_so_first(tmp_path: Path, sbx: Sandbox) -> None:
+    # An empty export exits 1 with nothing new in the worklist: the headline read
+    # "needs a person: 0 new tonight, 0 open, 1 acknowledged" and the mailed worklist
+    # "0 item(s)"; why was only in the summary's later lines and the log.
+    config = write_config(tmp_path)
+    columns, sample = sample_rows()
+    rows = [dict(r) for r in sample[:3] + sample[150:153]]
+    rows[1]["customer_id"] = "unknown patient"
+    assert import_file(config, sbx, write_csv(tmp_path / "n1.csv", columns, rows))[0].exit_code == 1
+    ack = run_cli("ack", rows[1]["appointment_id"], "-c", str(config), "--note", "by phone")
+    assert ack.exit_code == 0, ack.output
+
+    def night(chosen: list[dict[str, str]]) -> tuple[int, str]:
+        export = write_csv(tmp_path / "night.csv", columns, chosen)
+        done = run_cli("import", str(export), "-c", str(config), "--base-url", sbx.base_url,
+                       "--no-progress")  # fmt: skip
+        return done.exit_code, done.stdout
+
+    code, out = night([])
+    assert code == 1
+    assert out.splitlines()[0] == (
+        "needs a person: the export was not trusted for tenant 1 (no rows), tenant 2 (no rows); "
+        "0 new tonight, 0 open, 1 acknowledged"
+    )
+    table = run_cli("worklist", "-c", str(config))
+    assert table.exit_code == 0, table.output
+    said = (
+        "run 2 did not trust the export for tenant 1 (no rows), tenant 2 (no rows): nothing "
+        "was recorded as missing from it, so this list can lack rows; check the export"
+    )
+    assert table.stdout.splitlines()[0] == said
+    as_json = run_cli("worklist", "-c", str(config), "--format", "json")
+    assert as_json.stdout.strip() == "[]" and as_json.stderr.strip() == said
+    one = run_cli("worklist", "-c", str(config), "--tenant", "2")
+    assert one.stdout.splitlines()[0] == said.replace("tenant 1 (no rows), ", "")
+
+    code, out = night(rows[:2] + rows[3:])  # half of tenant 1's created rows are gone
+    assert code == 1
+    assert "not trusted for tenant 1 (incomplete or stale); 0 new" in out.splitlines()[0]
+    table = run_cli("worklist", "-c", str(config))
+    assert table.stdout.splitlines()[0].startswith(
+        "run 3 did not trust the export for tenant 1 (incomplete or stale): "
+    )
+
+    code, out = night(rows)  # the whole export again: trusted, and the worklist says nothing
+    assert code == 0, out
+    assert out.splitlines()[0] == "needs a person: 0 new tonight, 0 open, 1 acknowledged"
+    table = run_cli("worklist", "-c", str(config))
+    assert table.stdout.splitlines()[0] == "flextell-worker worklist: 0 item(s)"

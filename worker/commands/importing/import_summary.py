@@ -11,10 +11,11 @@ from zoneinfo import ZoneInfo
 from rich.console import Console
 from rich.table import Table
 
-from worker.commands.importing.import_result import ImportResult
+from worker.commands.importing.import_result import ImportResult, untrusted_export
 from worker.commands.output import data_console, emit_result
 from worker.compare import public_value
 from worker.exitcodes import ExitCode
+from worker.worklist import Tally
 from worker.worklist.findings import aware_instant
 
 _COLUMNS: tuple[tuple[str, str], ...] = (
@@ -63,7 +64,7 @@ def print_summary(result: ImportResult, console: Console | None = None) -> None:
     """Print the summary table, the stopped tenants and where the ledger is."""
     console = console or data_console(soft_wrap=True)
     if result.worklist is not None:
-        console.print(result.worklist.line(), markup=False)
+        console.print(headline(result, result.worklist))
     console.print(summary_table(result))
     for tenant, why in sorted(result.incomplete.items()):
         console.print(f"tenant {tenant}: {why}", markup=False)
@@ -88,6 +89,13 @@ def print_summary(result: ImportResult, console: Console | None = None) -> None:
     )
     if result.worklist is not None and result.worklist.open:
         console.print("the rows that need a person: `flextell-worker worklist`")
+
+
+def headline(result: ImportResult, worklist: Tally) -> str:
+    """The summary's first line: the worklist's counts, after the tenants whose export the
+    run did not trust (it exits 1 for them with nothing new in the worklist)."""
+    read = {t: result.tenants[t].read if t in result.tenants else 0 for t in result.incomplete}
+    return worklist.line(f"the export was not trusted for {untrusted_export(read)}" if read else "")
 
 
 def exit_label(result: ImportResult) -> str:

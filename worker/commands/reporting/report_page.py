@@ -20,7 +20,12 @@ from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from worker import worklist
-from worker.commands.importing.import_result import TenantCounts, exit_code_for
+from worker.commands.importing.import_result import (
+    TenantCounts,
+    exit_code_for,
+    untrusted_export,
+)
+from worker.commands.importing.import_result import tenant_counts as _tenant_counts
 from worker.commands.report import FAILURE_STATUSES, open_for_report, write_failures
 from worker.commands.reporting.report_masking import (
     HIDDEN,
@@ -142,15 +147,6 @@ def _when(text: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _tenant_counts(run: Run) -> dict[int, dict[str, int]]:
-    out: dict[int, dict[str, int]] = {}
-    for key, value in run.counts.items():
-        parts = key.split(".", 2)
-        if len(parts) == 3 and parts[0] == "tenant" and parts[1].isdigit():
-            out.setdefault(int(parts[1]), {})[parts[2]] = value
-    return out
-
-
 def _exit_code(run: Run) -> tuple[int | None, str]:
     """The exit code the run recorded. A run recorded before runs kept it gets one derived
     from its status and counts, and the note says so (counts cannot see acknowledgements)."""
@@ -257,9 +253,11 @@ def _verdict(
     if run.partial:
         said.append("Its file was a --partial one (fixed rows, not a full export): "
                     "no row was counted missing from it.")  # fmt: skip
-    untrusted = _untrusted(run, {t.tenant: t.name for t in tenants})
+    untrusted = {t: c.get("read", 0) for t, c in _tenant_counts(run).items()
+                 if c.get("export_incomplete")}  # fmt: skip
     if untrusted:
-        said.append(f"The export was not trusted for {untrusted}: nothing was recorded as "
+        names = untrusted_export(untrusted, {t.tenant: t.name for t in tenants})
+        said.append(f"The export was not trusted for {names}: nothing was recorded as "
                     "missing from it ([sync] max_missing, max_age); check the export.")  # fmt: skip
     if work.total:
         kinds = ", ".join(f"{n:,} {k}" for k, n in work.by_kind.most_common())
@@ -269,16 +267,6 @@ def _verdict(
     else:
         said.append("No worklist item is open now.")
     return " ".join(said)
-
-
-def _untrusted(run: Run, names: dict[int, str]) -> str:
-    """The tenants whose export the run did not trust, and why, in words ("" for none)."""
-    out = []
-    for tenant, c in sorted(_tenant_counts(run).items()):
-        if c.get("export_incomplete"):
-            why = "it had no rows" if not c.get("read") else "it looked incomplete or stale"
-            out.append(f"{names.get(tenant, f'tenant {tenant}')} ({why})")
-    return ", ".join(out)
 
 
 def _local_time(payload: dict[str, Any] | None, zone: str | None) -> str:
