@@ -5,8 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from click.testing import Result
+
 from tests.support.sandbox_process import Sandbox
 from tests.support.sync import import_file, run_cli, sample_rows, write_config, write_csv
+
+
+def import_for_people(config: Path, sb: Sandbox, export: Path) -> Result:
+    """`import` as cron runs it: the summary for people, no progress display."""
+    return run_cli("import", str(export), "-c", str(config), "--base-url", sb.base_url,
+                   "--no-progress")  # fmt: skip
 
 
 def table_rows(output: str) -> list[dict[str, str]]:
@@ -38,8 +46,7 @@ def test_notes_and_changes_print_as_they_are_not_as_markup(tmp_path: Path, sbx: 
     rows[2]["customer_id"] = "unknown patient"
     assert import_file(config, sbx, write_csv(folder / "n1.csv", columns, rows))[0].exit_code == 1
     rows[1]["start"] = rows[1]["start"][:11] + "16:45:00"
-    night = run_cli("import", str(write_csv(folder / "n2.csv", columns, rows)), "-c", str(config),
-                    "--base-url", sbx.base_url, "--no-progress")  # fmt: skip
+    night = import_for_people(config, sbx, write_csv(folder / "n2.csv", columns, rows))
     assert night.exit_code == 1, night.output
     assert f"ledger: {folder / 'ledger.sqlite'}" in night.stdout
     note = "[/b] cancelled by phone [red] :x:"
@@ -71,9 +78,7 @@ def test_a_night_whose_export_was_not_trusted_says_so_first(tmp_path: Path, sbx:
     assert ack.exit_code == 0, ack.output
 
     def night(chosen: list[dict[str, str]]) -> tuple[int, str]:
-        export = write_csv(tmp_path / "night.csv", columns, chosen)
-        done = run_cli("import", str(export), "-c", str(config), "--base-url", sbx.base_url,
-                       "--no-progress")  # fmt: skip
+        done = import_for_people(config, sbx, write_csv(tmp_path / "night.csv", columns, chosen))
         return done.exit_code, done.stdout
 
     code, out = night([])
@@ -107,3 +112,42 @@ def test_a_night_whose_export_was_not_trusted_says_so_first(tmp_path: Path, sbx:
     assert out.splitlines()[0] == "needs a person: 0 new tonight, 0 open, 1 acknowledged"
     table = run_cli("worklist", "-c", str(config))
     assert table.stdout.splitlines()[0] == "flextell-worker worklist: 0 item(s)"
+
+
+def test_acknowledged_changed_and_missing_rows_are_not_said_to_need_a_person(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    # A night that exits 0, everything acknowledged, still printed "2 row(s) changed in
+    # the source ... need a person" and the missing keys under its summary, every night.
+    config = write_config(tmp_path)
+    columns, sample = sample_rows()
+    rows = [dict(r) for r in sample[:5] + sample[150:155]]
+    assert import_file(config, sbx, write_csv(tmp_path / "n1.csv", columns, rows))[0].exit_code == 0
+    for i in (1, 6):
+        rows[i]["start"] = rows[i]["start"][:11] + "07:15:00"
+    gone = rows.pop(3)["appointment_id"]  # 1 of tenant 1's 5: under [sync] max_missing
+
+    def night(name: str) -> tuple[int, str]:
+        done = import_for_people(config, sbx, write_csv(tmp_path / name, columns, rows))
+        return done.exit_code, done.stdout
+
+    code, out = night("n2.csv")
+    assert code == 1, out
+    assert "2 row(s) changed in the source after they were created" in out
+    assert f"tenant 1: 1 created row(s) missing from this export (cancelled or deleted " \
+           f"upstream?): {gone}" in out  # fmt: skip
+    assert run_cli("ack", "--all-open", "-c", str(config), "--note", "done").exit_code == 0
+
+    code, out = night("n2.csv")
+    assert code == 0, out
+    assert "need a person" not in out and gone not in out, out
+    assert "2 row(s) changed in the source are acknowledged" in out
+    assert "tenant 1: 1 created row(s) missing from this export are acknowledged" in out
+
+    rows[0]["start"] = rows[0]["start"][:11] + "07:45:00"
+    code, out = night("n3.csv")
+    assert code == 1, out
+    assert "1 row(s) changed in the source after they were created" in out
+    listed = [line for line in out.splitlines() if line.startswith("  tenant ")]
+    assert len(listed) == 1 and rows[0]["appointment_id"] in listed[0], listed
+    assert "2 row(s) changed in the source are acknowledged" in out

@@ -65,6 +65,8 @@ class ImportResult:
     """A dry run: tenants whose new rows would be looked up first and adopted if found."""
     incomplete: dict[int, str] = field(default_factory=dict)
     """Tenants whose export looks incomplete or stale: why (no missing rows recorded)."""
+    acknowledged: set[tuple[str, int, str]] = field(default_factory=set)
+    """(kind, tenant, key) of the changed and missing rows seen whose items are acknowledged."""
 
     def totals(self) -> dict[str, int]:
         """Counts summed over tenants (reasons left out)."""
