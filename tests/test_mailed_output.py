@@ -3,18 +3,22 @@ through the CLI against a sandbox process."""
 
 from __future__ import annotations
 
+import json
+import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from click.testing import Result
 
-from tests.support.sandbox_process import Sandbox
+from tests.support.sandbox_process import Sandbox, sandbox_process
 from tests.support.sync import import_file, run_cli, sample_rows, write_config, write_csv
 
 
-def import_for_people(config: Path, sb: Sandbox, export: Path) -> Result:
+def import_for_people(config: Path, sb: Sandbox, export: Path, *extra: str) -> Result:
     """`import` as cron runs it: the summary for people, no progress display."""
     return run_cli("import", str(export), "-c", str(config), "--base-url", sb.base_url,
-                   "--no-progress")  # fmt: skip
+                   "--no-progress", *extra)  # fmt: skip
 
 
 def table_rows(output: str) -> list[dict[str, str]]:
@@ -151,3 +155,30 @@ def test_acknowledged_changed_and_missing_rows_are_not_said_to_need_a_person(
     listed = [line for line in out.splitlines() if line.startswith("  tenant ")]
     assert len(listed) == 1 and rows[0]["appointment_id"] in listed[0], listed
     assert "2 row(s) changed in the source are acknowledged" in out
+
+
+def test_an_unknown_rows_reason_is_one_sentence_in_the_clinics_time(tmp_path: Path) -> None:
+    # It read: whether it was created is not known yet (answer lost; the run ended before
+    # it settled (waiting for a late commit to show, until 2026-12-06T17:20:45Z): the next
+    # import or `reconcile` looks it up); the next run looks it up.
+    config = write_config(tmp_path, settle_seconds=30, timeout=2, max_attempts=1)
+    columns, sample = sample_rows()
+    late = ("--fault", "commit_after_timeout=1.0", "--late-commit-seconds", "20")
+    with sandbox_process(tmp_path, *late) as sb:  # the POST times out, its commit comes late
+        sent = datetime.now(UTC)
+        export = write_csv(tmp_path / "n1.csv", columns, sample[:1])
+        done = import_for_people(config, sb, export, "--settle-wait", "0")
+    assert done.exit_code == 1, done.output
+    listed = run_cli("worklist", "-c", str(config), "--format", "json")
+    [item] = json.loads(listed.stdout)
+    found = re.fullmatch(
+        r"whether it was created is not known yet: the API's answer was lost, and the run "
+        r"ended before (\d{4}-\d\d-\d\d \d\d:\d\d), from when a lookup can tell; the next "
+        r"import or `reconcile` looks it up",
+        item["reason"],
+    )
+    assert found is not None, item["reason"]
+    istanbul = ZoneInfo("Europe/Istanbul")  # the config's zone, 3 hours ahead of UTC
+    when = datetime.strptime(found[1], "%Y-%m-%d %H:%M").replace(tzinfo=istanbul)
+    settled = sent + timedelta(seconds=30)  # [api] settle_seconds after the POST
+    assert settled - timedelta(minutes=1) <= when <= settled + timedelta(minutes=1), when
