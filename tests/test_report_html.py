@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,14 @@ import pytest
 
 from tests.support.chromium import chromium_binary, chromium_page
 from tests.support.report_nights import NAME_COLUMN, Nights, build_nights
-from tests.support.sync import import_file, run_cli, sample_rows, write_config, write_csv
+from tests.support.sync import (
+    import_file,
+    ledger_json,
+    run_cli,
+    sample_rows,
+    write_config,
+    write_csv,
+)
 from worker.commands.reporting.report_html import render_page
 from worker.commands.reporting.report_page import HtmlOptions, collect_page
 
@@ -260,3 +268,86 @@ def test_the_page_holds_at_most_the_bound_and_says_so(nights: Nights, tmp_path: 
     assert html.count('<tr data-kind="') == 3
     assert "This page carries the first 3 of 8 items (it holds at most 3" in html
     assert "Now 8 row(s) need a person" in html  # the verdict counts them all
+
+
+@needs_chromium
+def test_the_page_tells_each_run_as_it_exited(tmp_path: Path, sbx: Any) -> None:
+    # The page derived its own exit code from the run's counts: an empty export's run
+    # (exit 1) read "OK ... exit code 0", an all-acknowledged night (exit 0) "Needs
+    # attention ... exit code 1", a --partial run (exit 1) "exit code 0" (a nightly drill).
+    config = write_config(tmp_path)
+    columns, sample = sample_rows()
+    rows = [dict(r) for r in sample[:5] + sample[150:155]]
+    fixed = dict(rows[1])
+    rows[1]["customer_id"], rows[6]["customer_id"] = "x", "y"  # tenant 1, tenant 2
+
+    def night(name: str, chosen: list[dict[str, str]], *extra: str) -> int:
+        result, _ = import_file(config, sbx, write_csv(tmp_path / name, columns, chosen), *extra)
+        return result.exit_code
+
+    assert night("n1.csv", rows) == 1
+    assert night("fix.csv", [fixed], "--partial") == 1  # tenant 2's row is still open
+    key = rows[6]["appointment_id"]
+    assert run_cli("ack", key, "-c", str(config), "--note", "branch knows").exit_code == 0
+    rows[1] = fixed
+    assert night("n3.csv", rows) == 0  # all that is left is acknowledged
+    assert night("empty.csv", []) == 1  # not trusted: it has no rows
+    assert night("half.csv", rows[:2] + rows[5:6] + rows[7:8]) == 1  # lacks half of each
+    recorded = [r["exit_code"] for r in ledger_json(config)["runs"]]
+    assert recorded == [1, 1, 0, 1, 1]
+    db = sqlite3.connect(tmp_path / "ledger.sqlite")  # run 1 as an older worker recorded it
+    with db:
+        db.execute("UPDATE runs SET exit_code = NULL, counts = json_remove(counts, "
+                   "'$.worklist_open') WHERE id = 1")  # fmt: skip
+    db.close()
+    pages = {}
+    for run in range(1, 6):
+        pages[run] = tmp_path / f"run{run}.html"
+        made = run_cli("report", "-c", str(config), "--run", str(run), "--html", str(pages[run]))
+        assert made.exit_code == 0, made.output
+    seen = asyncio.run(read_glances(list(pages.values())))
+    old, partial, acked, empty, half = (seen[pages[r]] for r in range(1, 6))
+
+    assert partial["verdict"].startswith("Needs attention: Run 2 (import, partial) finished")
+    assert "exit code 1" in partial["verdict"] and "--partial" in partial["verdict"]
+    assert partial["exit"].endswith("Exit code: 1 (as the run exited: needs a person).")
+    assert acked["verdict"].startswith("OK: Run 3 (import) finished")
+    assert "exit code 0" in acked["verdict"] and "Nothing needs a person now" in acked["verdict"]
+    # Per tenant, "needs a person" is the worklist's: the acknowledged row is not in it.
+    assert [t[-1] for t in acked["tenants"]] == ["none", "none"]
+    for page, why in ((empty, "no rows"), (half, "incomplete or stale")):
+        assert page["verdict"].startswith("Needs attention:") and "exit code 1" in page["verdict"]
+        assert f"not trusted for Kadikoy Clinic ({why}), Besiktas Clinic ({why})" in page["verdict"]
+        assert "No worklist item is open now" in page["verdict"]
+    # The history's open items are the worklist's when each run ended, as `import` said.
+    assert [r[3] for r in half["history"]] == ["not recorded", "1", "0", "0", "0"]
+    assert half["history_head"][3] == "open when the run ended"
+    # A run recorded before runs kept their exit code: derived, and said so.
+    assert old["exit"].endswith(
+        "Exit code: 1 (the run was recorded before runs kept their exit code: derived from "
+        "its counts, which do not show acknowledged items)."
+    )
+
+
+async def read_glances(paths: list[Path]) -> dict[Path, dict[str, Any]]:
+    """Each page's verdict as shown (with its "OK: " or "Needs attention: "), its exit code
+    line, and the per-tenant and history tables' cells."""
+    assert CHROMIUM is not None
+    cells = "t => t ? [...t.tBodies[0].rows].map(r => [...r.cells].map(c => c.textContent)) : []"
+    script = (
+        "(() => { const v = document.getElementById('verdict');"
+        f" const cells = {cells};"
+        " const history = document.querySelector('#chart-history table');"
+        " return {verdict: getComputedStyle(v, '::before').content.slice(1, -1) + v.textContent,"
+        " exit: v.nextElementSibling.textContent.trim(),"
+        " tenants: cells(document.getElementById('tenants')), history: cells(history),"
+        " history_head: history ? [...history.tHead.rows[0].cells].map(c => c.textContent) : []};"
+        " })()"
+    )
+    seen = {}
+    async with chromium_page(CHROMIUM) as page:
+        for path in paths:
+            await page.open(path.resolve().as_uri())
+            seen[path] = await page.evaluate(script)
+        assert page.errors() == []
+    return seen

@@ -545,7 +545,8 @@ def import_cmd(
     missing from the source, a duplicate key) is an item of the ledger's
     worklist (`flextell-worker worklist`). Exit 0 when no item is open, 1 when
     some are (`ack` them once handled) or when the export looks incomplete
-    ([sync] max_missing, max_age: nothing is then recorded as missing), 2, 3, 4
+    ([sync] max_missing, max_age: nothing is then recorded as missing, and the
+    summary's first line names that export), 2, 3, 4
     as below. On a terminal, log events go to a log file (its path is printed)
     so they never cut through the summary; --verbose shows them, --json-logs
     writes them to stderr as JSON.
@@ -820,7 +821,9 @@ def worklist_cmd(
     back, an unknown row settled). `ack` marks items as seen; `import` exits 0
     once no item is open. A row created from a hand-fixed file while the export
     still carries the old version shows as fixed_by_hand (with --state all).
-    Read-only; exit 0, or 2 for a missing or unusable ledger.
+    While a tenant's latest full import did not trust its export ([sync]), a
+    first line says so (on stderr for json, csv, xlsx): nothing was recorded
+    missing from it. Read-only; exit 0, or 2 for a missing or unusable ledger.
     """
     import asyncio
 
@@ -837,7 +840,7 @@ def worklist_cmd(
             await ledger.close()
 
     found, runs = asyncio.run(read())
-    wo.show(found, runs, format, out)
+    wo.show(found, runs, format, out, tenant)
 
 
 @cli.command("ack")

@@ -64,13 +64,17 @@ class Page:
         return result["result"].get("value")
 
     async def open(self, url: str) -> None:
-        """Navigate and wait for the load event."""
+        """Navigate and wait for this page's load event (a tab opens one page after another)."""
+        loaded = self._loads()
         await self.send("Page.navigate", url=url)
         deadline = time.monotonic() + 30
-        while not any(e["method"] == "Page.loadEventFired" for e in self.events):
+        while self._loads() == loaded:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{url} did not load")
             await asyncio.sleep(0.05)
+
+    def _loads(self) -> int:
+        return sum(e["method"] == "Page.loadEventFired" for e in self.events)
 
     async def save_downloads_in(self, folder: Path) -> None:
         """Downloads the page starts are saved in `folder`, without asking."""

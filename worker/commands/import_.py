@@ -67,7 +67,7 @@ from worker.references.prepass import (
 from worker.references.prepass import prepare as prepare_references
 from worker.source import RowProblem, Source, SourceOptions, SourceRow, open_source
 from worker.sync import incomplete_export, stale_export
-from worker.worklist import Scope, Tally, current_tally
+from worker.worklist import Kind, Scope, Tally, current_tally
 
 log = get_logger("import")
 
@@ -162,6 +162,8 @@ class ImportRun:
         """A dry run: tenants whose new rows the real run looks up first, to adopt."""
         self.incomplete: dict[int, str] = {}
         """Tenants whose export looks incomplete or stale ([sync], worker.sync): why."""
+        self.acknowledged: set[tuple[str, int, str]] = set()
+        """(kind, tenant, key) of the changed and missing rows seen that a person acked."""
 
     def tenant_counts(self, tenant: int) -> TenantCounts:
         counts = self.counts.get(tenant)
@@ -533,6 +535,7 @@ async def _send(
             if tenant not in run.worklist_by_tenant:
                 run.worklist_by_tenant[tenant] = await current_tally(ledger, [tenant], run.run_id)
         run.worklist = sum(run.worklist_by_tenant.values(), Tally())
+        run.acknowledged = await _acknowledged(ledger, run.run_id)
     finally:
         watch.cancel()
         stops.remove()
@@ -546,6 +549,17 @@ async def _send(
                 exit_code=int(result.exit_code if raised is None else raised),
             )
     return result
+
+
+async def _acknowledged(ledger: Ledger, run_id: int) -> set[tuple[str, int, str]]:
+    """The changed and missing rows this run saw whose items a person has acknowledged:
+    the summary tells them apart from the rows that need a person."""
+    return {
+        (item.kind.value, item.tenant, item.source_key)
+        for kind in (Kind.CHANGED, Kind.MISSING)
+        for item in await worklist.items(ledger, kind=kind, state="acknowledged")
+        if item.last_run_id == run_id
+    }
 
 
 def _in_scope(run: ImportRun) -> list[int]:
@@ -718,4 +732,5 @@ def _result(
         worklist_by_tenant=dict(run.worklist_by_tenant),
         would_adopt=list(run.would_adopt),
         incomplete=dict(run.incomplete),
+        acknowledged=set(run.acknowledged),
     )

@@ -12,7 +12,16 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from rich.console import Console
+
 from worker.logs import get_logger
+
+
+def data_console(**options: Any) -> Console:
+    """A console for text that comes from exports, notes and the ledger: printed as it
+    is. Rich would read "[/b]" in an ack note as markup (and fail on it, or drop a
+    "[...]" span) and ":x:" as an emoji code."""
+    return Console(markup=False, emoji=False, **options)
 
 
 def emit_result(

@@ -15,6 +15,7 @@ from rich.table import Table
 from worker import worklist
 from worker.commands.importing.import_summary import SHOWN_ROWS, diff_text, local_rows, public_rows
 from worker.commands.ledger_care import audit_rows
+from worker.commands.output import data_console
 from worker.config import load_config
 from worker.errors import AbortError, ConfigError
 from worker.ledger import Entry, Ledger, Run, Status
@@ -382,7 +383,7 @@ def _count_names(report: LedgerReport, *, nonzero: bool = False) -> list[str]:
 def report_table(report: LedgerReport, console: Console | None = None) -> None:
     """Print the runs table, the ledger's statuses and the listed rows."""
     # Piped into a scheduler's mail the width is unknown: do not squeeze the table.
-    console = console or Console(soft_wrap=True, width=None if _is_tty() else 160)
+    console = console or data_console(soft_wrap=True, width=None if _is_tty() else 160)
     scope = f"tenant {report.tenant}" if report.tenant is not None else "all tenants"
     table = Table(title=f"flextell-worker report: {report.ledger_path} ({scope})")
     # Counts that are zero in every run only take room: they are left out here.

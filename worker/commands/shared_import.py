@@ -199,4 +199,5 @@ def _merge(results: list[ImportResult], where: str, elapsed: float) -> ImportRes
         worklist=tally,
         worklist_by_tenant=by_tenant,
         incomplete=incomplete,
+        acknowledged=set().union(*(r.acknowledged for r in results)),
     )

@@ -85,11 +85,16 @@ class LaneRunner:
                 try:
                     await self._clock.sleep(max(0.0, settling.at - self._clock.time()) + 0.05)
                 except asyncio.CancelledError:
+                    # The ledger's message reaches the front desk through the worklist,
+                    # which adds the advice and shows the time in the clinic's zone;
+                    # what the row was waiting for goes to the log.
                     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(settling.at))
+                    log.info("run ended before the row settled", tenant=self.lane.id,
+                             source_key=job.source_key, waiting=settling.reason)  # fmt: skip
                     await self.delivery.give_up(
                         job,
-                        f"answer lost; the run ended before it settled ({settling.reason}, "
-                        f"until {when}): the next import or `reconcile` looks it up",
+                        f"the API's answer was lost, and the run ended before {when}, "
+                        "from when a lookup can tell",
                     )
                     raise
                 result = await self.delivery.run(_resumed(job))

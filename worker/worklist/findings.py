@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -46,6 +47,16 @@ def local_time(value: Any, zone: str) -> str | None:
     if instant is None:
         return value
     return instant.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M")
+
+
+_UTC_INSTANT = re.compile(r"\b\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z\b")
+
+
+def local_times_in(text: str, zone: str) -> str:
+    """`text` with each UTC instant in it (``2026-12-06T17:20:45Z``) as the clinic's
+    wall clock (``2026-12-06 20:20``; said to be UTC when the clinic's zone is UTC)."""
+    suffix = " UTC" if zone == "UTC" else ""
+    return _UTC_INSTANT.sub(lambda m: f"{local_time(m.group(), zone)}{suffix}", text)
 
 
 def local_diff(changes: dict[str, list[Any]], zone: str) -> str:
@@ -86,8 +97,11 @@ def from_entry(entry: Entry, kind: Kind, zone: str) -> Finding:
         reason = f"refused by the API{status}: {entry.error_message or entry.error_code}"
         return replace(base, field=entry.error_field, reason=reason)
     if kind is Kind.UNKNOWN:
-        why = f" ({entry.error_message})" if entry.error_message else ""
-        reason = f"whether it was created is not known yet{why}; the next run looks it up"
+        why = f": {local_times_in(entry.error_message, zone)}" if entry.error_message else ""
+        reason = (
+            f"whether it was created is not known yet{why}; the next import or `reconcile` "
+            "looks it up"
+        )
         return replace(base, reason=reason)
     if kind is Kind.CHANGED:
         reason = (

@@ -202,10 +202,11 @@ class Tally:
             self.new + other.new, self.open + other.open, self.acknowledged + other.acknowledged
         )
 
-    def line(self) -> str:
+    def line(self, first: str = "") -> str:
+        """The line; `first` goes before the counts (an export the run did not trust)."""
         return (
-            f"needs a person: {self.new} new tonight, {self.open} open, "
-            f"{self.acknowledged} acknowledged"
+            f"needs a person: {first + '; ' if first else ''}{self.new} new tonight, "
+            f"{self.open} open, {self.acknowledged} acknowledged"
         )
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from worker.exitcodes import ExitCode
+from worker.ledger import Run
 from worker.worklist import Tally
 
 
@@ -64,6 +65,8 @@ class ImportResult:
     """A dry run: tenants whose new rows would be looked up first and adopted if found."""
     incomplete: dict[int, str] = field(default_factory=dict)
     """Tenants whose export looks incomplete or stale: why (no missing rows recorded)."""
+    acknowledged: set[tuple[str, int, str]] = field(default_factory=set)
+    """(kind, tenant, key) of the changed and missing rows seen whose items are acknowledged."""
 
     def totals(self) -> dict[str, int]:
         """Counts summed over tenants (reasons left out)."""
@@ -77,14 +80,37 @@ class ImportResult:
 
 
 def run_counts(result: ImportResult) -> dict[str, int]:
-    """What the runs table keeps: the totals, and each tenant's as ``tenant.N.name``."""
+    """What the runs table keeps: the totals, each tenant's as ``tenant.N.name``, and
+    ``worklist_open``, the items open when the run ended (acknowledgements come later:
+    the counts alone cannot tell them)."""
     counts = result.totals()
     for tenant, tc in result.tenants.items():
         for f in fields(tc):
             value = getattr(tc, f.name)
             if isinstance(value, int):
                 counts[f"tenant.{tenant}.{f.name}"] = value
+    if result.worklist is not None:
+        counts["worklist_open"] = result.worklist.open
     return counts
+
+
+def tenant_counts(run: Run) -> dict[int, dict[str, int]]:
+    """A recorded run's counts per tenant (the ``tenant.N.name`` keys `run_counts` wrote)."""
+    out: dict[int, dict[str, int]] = {}
+    for key, value in run.counts.items():
+        parts = key.split(".", 2)
+        if len(parts) == 3 and parts[0] == "tenant" and parts[1].isdigit():
+            out.setdefault(int(parts[1]), {})[parts[2]] = value
+    return out
+
+
+def untrusted_export(read: Mapping[int, int], names: Mapping[int, str] | None = None) -> str:
+    """The tenants whose export a run did not trust ([sync] max_missing, max_age, or no
+    rows), given the rows read of each: "tenant 1 (no rows), tenant 2 (incomplete or stale)"."""
+    return ", ".join(
+        f"{(names or {}).get(t, f'tenant {t}')} ({'incomplete or stale' if n else 'no rows'})"
+        for t, n in sorted(read.items())
+    )
 
 
 def exit_code_for(

@@ -11,10 +11,11 @@ from zoneinfo import ZoneInfo
 from rich.console import Console
 from rich.table import Table
 
-from worker.commands.importing.import_result import ImportResult
-from worker.commands.output import emit_result
+from worker.commands.importing.import_result import ImportResult, untrusted_export
+from worker.commands.output import data_console, emit_result
 from worker.compare import public_value
 from worker.exitcodes import ExitCode
+from worker.worklist import Kind, Tally
 from worker.worklist.findings import aware_instant
 
 _COLUMNS: tuple[tuple[str, str], ...] = (
@@ -61,9 +62,9 @@ def summary_table(result: ImportResult) -> Table:
 
 def print_summary(result: ImportResult, console: Console | None = None) -> None:
     """Print the summary table, the stopped tenants and where the ledger is."""
-    console = console or Console(soft_wrap=True)
+    console = console or data_console(soft_wrap=True)
     if result.worklist is not None:
-        console.print(result.worklist.line(), markup=False)
+        console.print(headline(result, result.worklist))
     console.print(summary_table(result))
     for tenant, why in sorted(result.incomplete.items()):
         console.print(f"tenant {tenant}: {why}", markup=False)
@@ -87,6 +88,13 @@ def print_summary(result: ImportResult, console: Console | None = None) -> None:
     )
     if result.worklist is not None and result.worklist.open:
         console.print("the rows that need a person: `flextell-worker worklist`")
+
+
+def headline(result: ImportResult, worklist: Tally) -> str:
+    """The summary's first line: the worklist's counts, after the tenants whose export the
+    run did not trust (it exits 1 for them with nothing new in the worklist)."""
+    read = {t: result.tenants[t].read if t in result.tenants else 0 for t in result.incomplete}
+    return worklist.line(f"the export was not trusted for {untrusted_export(read)}" if read else "")
 
 
 def exit_label(result: ImportResult) -> str:
@@ -160,29 +168,48 @@ def _print_probable_duplicates(result: ImportResult, console: Console) -> None:
 
 
 def _print_changed_and_missing(result: ImportResult, console: Console) -> None:
+    """The changed and missing rows that need a person, listed; those a person has
+    acknowledged only counted (`worklist --state acknowledged` lists them)."""
+    acked = result.acknowledged
     changed = sum(c.changed for c in result.tenants.values())
-    if changed:
+    acked_changed = sum(kind == Kind.CHANGED for kind, _, _ in acked)
+    need = max(0, changed - acked_changed)
+    if need:
         console.print(
-            f"{changed} row(s) changed in the source after they were created; the API has no "
-            "update, so they were not re-sent and need a person (`flextell-worker report`):"
+            f"{need} row(s) changed in the source after they were created; the API has no "
+            "update, so they were not re-sent and need a person (`flextell-worker worklist`):"
         )
-        for row in result.changed_rows[:SHOWN_ROWS]:
+        rows = [r for r in result.changed_rows
+                if (Kind.CHANGED, r["tenant"], r["source_key"]) not in acked]  # fmt: skip
+        for row in rows[:SHOWN_ROWS]:
             console.print(
                 f"  tenant {row['tenant']} {row['source_key']} (line {row['line']}, "
-                f"appointment {row['appointment_id']}): {diff_text(row.get('changes') or {})}",
-                markup=False,
+                f"appointment {row['appointment_id']}): {diff_text(row.get('changes') or {})}"
             )
-        if changed > SHOWN_ROWS:
-            console.print(f"  ... and {changed - SHOWN_ROWS} more")
+        if need > SHOWN_ROWS:
+            console.print(f"  ... and {need - SHOWN_ROWS} more")
+    if acked_changed:
+        console.print(f"{acked_changed} row(s) changed in the source are acknowledged: {_SEEN}")
     missing = {t: c.missing_from_source for t, c in result.tenants.items() if c.missing_from_source}
     for tenant, n in sorted(missing.items()):
-        keys = [r["source_key"] for r in result.missing_rows if r["tenant"] == tenant]
-        more = f" ... and {n - SHOWN_ROWS} more" if n > SHOWN_ROWS else ""
-        console.print(
-            f"tenant {tenant}: {n} created row(s) missing from this export "
-            f"(cancelled or deleted upstream?): {', '.join(keys[:SHOWN_ROWS])}{more}",
-            markup=False,
-        )
+        seen = {key for kind, t, key in acked if kind == Kind.MISSING and t == tenant}
+        need = max(0, n - len(seen))
+        if need:
+            keys = [r["source_key"] for r in result.missing_rows
+                    if r["tenant"] == tenant and r["source_key"] not in seen]  # fmt: skip
+            more = f" ... and {need - SHOWN_ROWS} more" if need > SHOWN_ROWS else ""
+            console.print(
+                f"tenant {tenant}: {need} created row(s) missing from this export "
+                f"(cancelled or deleted upstream?): {', '.join(keys[:SHOWN_ROWS])}{more}"
+            )
+        if seen:
+            console.print(
+                f"tenant {tenant}: {len(seen)} created row(s) missing from this export are "
+                f"acknowledged: {_SEEN}"
+            )
+
+
+_SEEN = "a person has seen them (`flextell-worker worklist --state acknowledged`)"
 
 
 def summary_event(result: ImportResult) -> dict[str, Any]:

@@ -176,10 +176,11 @@ def _short(text: str, n: int) -> str:
 
 def history_svg(bars: Sequence[RunBar]) -> Markup:
     """The latest import runs side by side: created, open items, missing; one panel
-    each with its own scale, so a night's 5 open items are not flattened by 300 created."""
-    panels: tuple[tuple[str, str, Callable[[RunBar], int]], ...] = (
+    each with its own scale, so a night's 5 open items are not flattened by 300 created.
+    A value the run did not record has no bar, and "?" in its place."""
+    panels: tuple[tuple[str, str, Callable[[RunBar], int | None]], ...] = (
         ("created", "#15803d", lambda b: b.created),
-        ("open items", "url(#hatch)", lambda b: b.open_items),
+        ("open when the run ended", "url(#hatch)", lambda b: b.open_items),
         ("missing from the export", "url(#dots)", lambda b: b.missing),
     )
     pw = (_W - 20) / 3
@@ -189,7 +190,7 @@ def history_svg(bars: Sequence[RunBar]) -> Markup:
     for p, (title, fill, value) in enumerate(panels):
         x0 = 10 + p * pw
         values = [value(b) for b in bars]
-        top = _nice_max(max([*values, 1]))
+        top = _nice_max(max([*(v for v in values if v is not None), 1]))
         bw = min((pw - 30) / max(len(bars), 1), 40.0)
         parts.append(
             f'<text x="{x0 + pw / 2:.1f}" y="14" font-size="12" font-weight="bold" '
@@ -198,20 +199,28 @@ def history_svg(bars: Sequence[RunBar]) -> Markup:
             'stroke="#333"/>'
         )
         for i, (b, v) in enumerate(zip(bars, values, strict=True)):
-            h = (ph - 20) * v / top
             bx = x0 + 15 + i * bw
+            parts.append(
+                f'<text x="{bx + bw / 2:.1f}" y="{ph + 38}" font-size="10" '
+                f'text-anchor="middle">{b.run_id}</text>'
+            )
+            if v is None:
+                parts.append(
+                    f'<text x="{bx + bw / 2:.1f}" y="{ph + 20}" font-size="10" '
+                    f'text-anchor="middle"><title>run {b.run_id}: not recorded</title>?</text>'
+                )
+                continue
+            h = (ph - 20) * v / top
             parts.append(
                 f'<rect x="{bx:.1f}" y="{ph + 24 - h:.1f}" width="{max(bw - 3, 1):.1f}" '
                 f'height="{h:.1f}" fill="{fill}" stroke="#333" stroke-width="0.5">'
                 f"<title>run {b.run_id}: {v:,} {_t(title)}</title></rect>"
                 f'<text x="{bx + bw / 2:.1f}" y="{ph + 20 - h:.1f}" font-size="10" '
                 f'text-anchor="middle">{v:,}</text>'
-                f'<text x="{bx + bw / 2:.1f}" y="{ph + 38}" font-size="10" '
-                f'text-anchor="middle">{b.run_id}</text>'
             )
         parts.append(
             f'<text x="{x0 + pw / 2:.1f}" y="{ph + 54}" font-size="11" '
             'text-anchor="middle">run</text>'
         )
-    label = "The latest import runs: created, open items and missing per run"
+    label = "The latest import runs: created, open when the run ended, and missing per run"
     return _svg(label, "".join(parts), height)

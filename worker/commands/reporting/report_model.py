@@ -83,7 +83,8 @@ class RunBar:
     run_id: int
     started_at: str
     created: int
-    open_items: int
+    open_items: int | None
+    """Worklist items open when the run ended (None: the run did not record it)."""
     missing: int
 
 

@@ -20,7 +20,12 @@ from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from worker import worklist
-from worker.commands.importing.import_result import TenantCounts, exit_code_for
+from worker.commands.importing.import_result import (
+    TenantCounts,
+    exit_code_for,
+    untrusted_export,
+)
+from worker.commands.importing.import_result import tenant_counts as _tenant_counts
 from worker.commands.report import FAILURE_STATUSES, open_for_report, write_failures
 from worker.commands.reporting.report_masking import (
     HIDDEN,
@@ -39,6 +44,7 @@ from worker.commands.reporting.report_model import (
 )
 from worker.config import Config, load_config
 from worker.errors import ConfigError
+from worker.exitcodes import ExitCode
 from worker.ledger import Entry, Ledger, Run, RunStatus, Status
 from worker.ledger.target import LedgerTarget, describe, find_ledger_target, is_url
 
@@ -88,7 +94,6 @@ async def collect_page(options: HtmlOptions) -> ReportPage:
             run = all_runs[-1] if all_runs else None
         config = _config(options.config_path, run)
         glance = _run_glance(run) if run is not None else None
-        tenants = _tenants(run, config)
         work = PageWorklist(all_runs, config, options)
         await work.start(ledger)
         reasons, sends = Reasons(), Sends(run)
@@ -98,12 +103,13 @@ async def collect_page(options: HtmlOptions) -> ReportPage:
             reasons.add(entry)
             sends.add(entry)
         await work.finish(ledger)
+        tenants = _tenants(run, config, work.by_tenant)
         page = ReportPage(
             ledger=describe(target) if is_url(target) else str(target),
             generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
             run=glance,
             tenants=tenants,
-            verdict=_verdict(glance, tenants, work.total, work.by_kind),
+            verdict=_verdict(run, glance, tenants, work),
             reasons=reasons.counts.most_common(),
             timeline=sends.timeline(config),
             history=_history(all_runs, options.history),
@@ -141,26 +147,24 @@ def _when(text: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _tenant_counts(run: Run) -> dict[int, dict[str, int]]:
-    out: dict[int, dict[str, int]] = {}
-    for key, value in run.counts.items():
-        parts = key.split(".", 2)
-        if len(parts) == 3 and parts[0] == "tenant" and parts[1].isdigit():
-            out.setdefault(int(parts[1]), {})[parts[2]] = value
-    return out
-
-
 def _exit_code(run: Run) -> tuple[int | None, str]:
-    """Runs do not record their exit code: it is derived from the status and counts,
-    by the rule `import` exits with."""
+    """The exit code the run recorded. A run recorded before runs kept it gets one derived
+    from its status and counts, and the note says so (counts cannot see acknowledgements)."""
     if run.status == RunStatus.RUNNING:
         return None, "still running"
+    if run.exit_code is not None:
+        try:
+            words = ExitCode(run.exit_code).words
+        except ValueError:
+            words = "not one of this worker's codes"
+        return run.exit_code, f"as the run exited: {words}"
+    old = "the run was recorded before runs kept their exit code"
     if run.status == RunStatus.CRASHED:
         return None, "the process died; no exit code"
     if run.status == RunStatus.ABORTED:
-        return 3, "aborted"
+        return 3, f"aborted; {old}: derived from its status"
     if run.status == RunStatus.INTERRUPTED:
-        return None, "interrupted by a signal (130 or 143)"
+        return None, f"interrupted by a signal (130 or 143); {old}"
     if run.mode != "import":
         return None, f"a {run.mode} run: its exit code is not recorded"
     names = set(TenantCounts.__dataclass_fields__) - {"failed_by_reason"}
@@ -171,8 +175,9 @@ def _exit_code(run: Run) -> tuple[int | None, str]:
             if k in names:
                 setattr(tc, k, v)
         counts.append(tc)
-    code = int(exit_code_for(counts, {}, None))
-    return code, "derived from the run's status and counts"
+    incomplete = any(c.export_incomplete for c in counts)
+    code = int(exit_code_for(counts, {}, None, incomplete=incomplete))
+    return code, f"{old}: derived from its counts, which do not show acknowledged items"
 
 
 def _run_glance(run: Run) -> RunGlance:
@@ -190,21 +195,19 @@ def _run_glance(run: Run) -> RunGlance:
     )
 
 
-def _tenants(run: Run | None, config: Config | None) -> list[TenantGlance]:
+def _tenants(
+    run: Run | None, config: Config | None, needs_now: dict[int, Counter[str]]
+) -> list[TenantGlance]:
+    """The run's figures per tenant; "needs a person" is the worklist's now, as the page's
+    worklist lists it (a tenant with open items that the run did not read is added)."""
     if run is None:
         return []
     out = []
-    for tenant, c in sorted(_tenant_counts(run).items()):
+    counts = _tenant_counts(run)
+    for tenant in sorted(set(counts) | set(needs_now)):
+        c = counts.get(tenant, {})
         section = config.tenants.get(tenant) if config else None
-        needs = {
-            "invalid": c.get("invalid", 0),
-            "failed": c.get("failed", 0) + c.get("previously_failed", 0),
-            "unknown": c.get("unknown", 0) + c.get("unknown_skipped", 0),
-            "changed": c.get("changed", 0),
-            "missing": c.get("missing_from_source", 0),
-            "not sent": c.get("not_sent", 0),
-            "duplicate key": c.get("duplicate_keys", 0),
-        }
+        needs = needs_now.get(tenant, Counter())
         out.append(
             TenantGlance(
                 tenant=tenant,
@@ -214,7 +217,7 @@ def _tenants(run: Run | None, config: Config | None) -> list[TenantGlance]:
                 created=c.get("created", 0),
                 adopted=c.get("adopted", 0),
                 already_there=c.get("unchanged", 0),
-                needs={k: v for k, v in needs.items() if v},
+                needs={k.replace("_", " "): n for k, n in needs.most_common()},
             )
         )
     return out
@@ -230,23 +233,40 @@ def duration_text(seconds: float) -> str:
 
 
 def _verdict(
-    run: RunGlance | None, tenants: list[TenantGlance], open_total: int, needs: Counter[str]
+    run: Run | None, glance: RunGlance | None, tenants: list[TenantGlance], work: PageWorklist
 ) -> str:
-    if run is None:
+    """The run in words: its exit code, what it read, whether its file was a full
+    export that was trusted, and what needs a person now."""
+    if run is None or glance is None:
         return "This ledger holds no run yet: nothing was imported."
-    took = f" in {duration_text(run.duration_s)}" if run.duration_s is not None else ""
-    head = f"Run {run.id} ({run.mode}) {run.status}{took}"
-    if run.exit_code is not None:
-        head += f", exit code {run.exit_code}"
+    took = f" in {duration_text(glance.duration_s)}" if glance.duration_s is not None else ""
+    mode = f"{run.mode}, partial" if run.partial else run.mode
+    head = f"Run {run.id} ({mode}) {run.status}{took}"
+    if glance.exit_code is not None:
+        head += f", exit code {glance.exit_code}"
     read = sum(t.read for t in tenants)
     done = sum(t.created + t.adopted + t.already_there for t in tenants)
-    body = f"{done:,} of {read:,} rows read are in Flextell" if read else "no rows were read"
+    body = f"{done:,} of {read:,} rows read are in Flextell" if read else "No rows were read"
     if run.status in (RunStatus.ABORTED, RunStatus.CRASHED, RunStatus.INTERRUPTED):
         body += "; the run stopped early: run the same import again to finish it"
-    if open_total:
-        kinds = ", ".join(f"{n:,} {k}" for k, n in needs.most_common())
-        return f"{head}. {body}. Now {open_total:,} row(s) need a person ({kinds})."
-    return f"{head}. {body}. Nothing needs a person now."
+    said = [f"{head}. {body}."]
+    if run.partial:
+        said.append("Its file was a --partial one (fixed rows, not a full export): "
+                    "no row was counted missing from it.")  # fmt: skip
+    untrusted = {t: c.get("read", 0) for t, c in _tenant_counts(run).items()
+                 if c.get("export_incomplete")}  # fmt: skip
+    if untrusted:
+        names = untrusted_export(untrusted, {t.tenant: t.name for t in tenants})
+        said.append(f"The export was not trusted for {names}: nothing was recorded as "
+                    "missing from it ([sync] max_missing, max_age); check the export.")  # fmt: skip
+    if work.total:
+        kinds = ", ".join(f"{n:,} {k}" for k, n in work.by_kind.most_common())
+        said.append(f"Now {work.total:,} row(s) need a person ({kinds}).")
+    elif glance.exit_code == 0:
+        said.append("Nothing needs a person now.")
+    else:
+        said.append("No worklist item is open now.")
+    return " ".join(said)
 
 
 def _local_time(payload: dict[str, Any] | None, zone: str | None) -> str:
@@ -306,6 +326,7 @@ class PageWorklist:
         self._columns = patient_columns(config.mapping if config else None, header)
         self.items: list[WorkItem] = []
         self.by_kind: Counter[str] = Counter()
+        self.by_tenant: dict[int, Counter[str]] = {}
         self._durable: list[worklist.WorkItem] | None = None
 
     async def start(self, ledger: Ledger) -> None:
@@ -361,6 +382,7 @@ class PageWorklist:
         self, row: _Source, kind: str, reason: str, fixable: bool, local_time: str | None = None
     ) -> None:
         self.by_kind[kind] += 1
+        self.by_tenant.setdefault(row.tenant, Counter())[kind] += 1
         if len(self.items) >= self._limit:
             return  # counted, not embedded: the page states the bound
         data = _object(row.source_row)
@@ -485,36 +507,21 @@ def pause_gap(rate_per_s: float | None) -> float:
 
 
 def _history(runs: list[Run], limit: int) -> list[RunBar]:
-    """The latest import runs, for a nightly ledger (two or more imports)."""
+    """The latest import runs, for a nightly ledger (two or more imports). Open items
+    are the worklist's when the run ended, as the run recorded them (None: not recorded)."""
     imports = [r for r in runs if r.mode == "import"][-limit:]
     if len(imports) < 2:
         return []
-    bars = []
-    for r in imports:
-        c = r.counts
-        open_items = sum(
-            c.get(k, 0)
-            for k in (
-                "invalid",
-                "failed",
-                "unknown",
-                "not_sent",
-                "changed",
-                "previously_failed",
-                "unknown_skipped",
-                "duplicate_keys",
-            )
+    return [
+        RunBar(
+            run_id=r.id,
+            started_at=r.started_at[:16].replace("T", " "),
+            created=r.counts.get("created", 0),
+            open_items=r.counts.get("worklist_open"),
+            missing=r.counts.get("missing_from_source", 0),
         )
-        bars.append(
-            RunBar(
-                run_id=r.id,
-                started_at=r.started_at[:16].replace("T", " "),
-                created=c.get("created", 0),
-                open_items=open_items,
-                missing=c.get("missing_from_source", 0),
-            )
-        )
-    return bars
+        for r in imports
+    ]
 
 
 async def _failures_file(

@@ -21,9 +21,11 @@ from typing import IO, Any
 from rich.console import Console
 from rich.table import Table
 
+from worker.commands.importing.import_result import tenant_counts, untrusted_export
+from worker.commands.output import data_console
 from worker.errors import ConfigError, SourceError
 from worker.fileperms import open_private, write_private_atomically
-from worker.ledger import Ledger, Run
+from worker.ledger import Ledger, Run, RunStatus
 from worker.source import RowProblem, SourceRow
 from worker.source.failures import FailureWriter
 from worker.worklist import WorkItem
@@ -65,13 +67,13 @@ def item_json(item: WorkItem) -> dict[str, Any]:
 def print_table(items: list[WorkItem], console: Console | None = None) -> None:
     """One line per item, oldest source line first."""
     # In a scheduler's mail the width is unknown: do not squeeze the table.
-    console = console or Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+    console = console or data_console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
     table = Table(title=f"flextell-worker worklist: {len(items)} item(s)")
     for name in ("tenant", "key", "kind", "state", "where", "local time", "what", "runs"):
         table.add_column(name, overflow="fold")
     for item in items:
         where = f"{item.source_file or '-'}:{item.source_line or '-'}"
-        what = item.reason + (f" [{item.local_diff}]" if item.local_diff else "")
+        what = item.reason + (f" ({item.local_diff})" if item.local_diff else "")
         if item.field:
             what = f"{item.field}: {what}" if not item.reason.startswith(item.field) else what
         if item.ack_by and item.state == "acknowledged":
@@ -179,9 +181,37 @@ def need_out(fmt: str, out: Path | None) -> Path:
     return out
 
 
-def show(items: list[WorkItem], runs: list[Run], fmt: str, out: Path | None) -> None:
+def untrusted_note(runs: list[Run], tenant: int | None = None) -> str | None:
+    """A line when a tenant's latest full import did not trust its export: nothing was
+    recorded missing from it, so the worklist may lack rows (None: every export trusted)."""
+    latest: dict[int, tuple[int, dict[str, int]]] = {}
+    for run in runs:  # oldest first: the last full import that judged a tenant's export
+        if run.mode != "import" or run.partial or run.status != RunStatus.FINISHED:
+            continue  # a --partial file or a run cut short says nothing of the export
+        for t, c in tenant_counts(run).items():
+            if c.get("read") or c.get("export_incomplete"):  # rows of it, or none at all
+                latest[t] = (run.id, c)
+    untrusted = {t: (run_id, c.get("read", 0)) for t, (run_id, c) in latest.items()
+                 if c.get("export_incomplete") and tenant in (None, t)}  # fmt: skip
+    if not untrusted:
+        return None
+    ids = ", ".join(str(i) for i in sorted({run_id for run_id, _ in untrusted.values()}))
+    which = untrusted_export({t: read for t, (_, read) in untrusted.items()})
+    return (
+        f"{'runs' if ',' in ids else 'run'} {ids} did not trust the export for {which}: "
+        "nothing was recorded as missing from it, so this list can lack rows; check the export"
+    )
+
+
+def show(
+    items: list[WorkItem], runs: list[Run], fmt: str, out: Path | None, tenant: int | None = None
+) -> None:
     """The `worklist` command's output: the table, JSON (stdout or --out), CSV or xlsx
-    (--out), with a line on stderr saying what a file got."""
+    (--out), with a line on stderr saying what a file got. An export the latest run did
+    not trust is said first: in the table's output, else on stderr."""
+    note = untrusted_note(runs, tenant)
+    if note is not None:
+        print(note, file=sys.stdout if fmt == "table" else sys.stderr)
     if fmt == "table":
         print_table(items)
     elif fmt == "json":

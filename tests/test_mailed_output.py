@@ -1,0 +1,184 @@
+"""What cron mails a person: `import`'s summary and the `worklist` table, read as text
+through the CLI against a sandbox process."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from click.testing import Result
+
+from tests.support.sandbox_process import Sandbox, sandbox_process
+from tests.support.sync import import_file, run_cli, sample_rows, write_config, write_csv
+
+
+def import_for_people(config: Path, sb: Sandbox, export: Path, *extra: str) -> Result:
+    """`import` as cron runs it: the summary for people, no progress display."""
+    return run_cli("import", str(export), "-c", str(config), "--base-url", sb.base_url,
+                   "--no-progress", *extra)  # fmt: skip
+
+
+def table_rows(output: str) -> list[dict[str, str]]:
+    """A rich table's rows as {column: text}, a cell's wrapped lines joined by spaces."""
+    lines = output.splitlines()
+    head = next(line for line in lines if line.startswith("┃"))
+    names = [c.strip() for c in head.strip("┃").split("┃")]
+    rows: list[list[list[str]]] = []
+    for line in lines:
+        if not line.startswith("│"):
+            continue
+        cells = [c.strip() for c in line.strip("│").split("│")]
+        if cells[0] or not rows:
+            rows.append([[] for _ in names])
+        for parts, cell in zip(rows[-1], cells, strict=True):
+            if cell:
+                parts.append(cell)
+    return [{n: " ".join(p) for n, p in zip(names, row, strict=True)} for row in rows]
+
+
+def test_notes_and_changes_print_as_they_are_not_as_markup(tmp_path: Path, sbx: Sandbox) -> None:
+    # An ack note "[/b] ... [red]" made `worklist` end in a MarkupError traceback, and
+    # the table dropped a changed row's difference, read as a "[...]" markup tag.
+    folder = tmp_path / "clinic [red]"
+    folder.mkdir()
+    config = write_config(folder)
+    columns, sample = sample_rows()
+    rows = [dict(r) for r in sample[:5]]
+    rows[2]["customer_id"] = "unknown patient"
+    assert import_file(config, sbx, write_csv(folder / "n1.csv", columns, rows))[0].exit_code == 1
+    rows[1]["start"] = rows[1]["start"][:11] + "16:45:00"
+    night = import_for_people(config, sbx, write_csv(folder / "n2.csv", columns, rows))
+    assert night.exit_code == 1, night.output
+    assert f"ledger: {folder / 'ledger.sqlite'}" in night.stdout
+    note = "[/b] cancelled by phone [red] :x:"
+    bad, changed = rows[2]["appointment_id"], rows[1]["appointment_id"]
+    assert run_cli("ack", bad, "-c", str(config), "--note", note).exit_code == 0
+
+    table = run_cli("worklist", "-c", str(config), "--state", "all")
+    assert table.exit_code == 0, table.output
+    what = {r["key"]: r["what"] for r in table_rows(table.stdout)}
+    assert note in what[bad], what
+    was, now = sample[1]["start"][:16].replace("T", " "), rows[1]["start"][:10] + " 16:45"
+    assert f'scheduled_at: "{was}" -> "{now}"' in what[changed], what
+
+    report = run_cli("report", "-c", str(config))
+    assert report.exit_code == 0, report.output
+    assert "".join(str(folder).split()) in "".join(report.stdout.split())  # the title wraps
+
+
+def test_a_night_whose_export_was_not_trusted_says_so_first(tmp_path: Path, sbx: Sandbox) -> None:
+    # An empty export exits 1 with nothing new in the worklist: the headline read
+    # "needs a person: 0 new tonight, 0 open, 1 acknowledged" and the mailed worklist
+    # "0 item(s)"; why was only in the summary's later lines and the log.
+    config = write_config(tmp_path)
+    columns, sample = sample_rows()
+    rows = [dict(r) for r in sample[:3] + sample[150:153]]
+    rows[1]["customer_id"] = "unknown patient"
+    assert import_file(config, sbx, write_csv(tmp_path / "n1.csv", columns, rows))[0].exit_code == 1
+    ack = run_cli("ack", rows[1]["appointment_id"], "-c", str(config), "--note", "by phone")
+    assert ack.exit_code == 0, ack.output
+
+    def night(chosen: list[dict[str, str]]) -> tuple[int, str]:
+        done = import_for_people(config, sbx, write_csv(tmp_path / "night.csv", columns, chosen))
+        return done.exit_code, done.stdout
+
+    code, out = night([])
+    assert code == 1
+    assert out.splitlines()[0] == (
+        "needs a person: the export was not trusted for tenant 1 (no rows), tenant 2 (no rows); "
+        "0 new tonight, 0 open, 1 acknowledged"
+    )
+    table = run_cli("worklist", "-c", str(config))
+    assert table.exit_code == 0, table.output
+    said = (
+        "run 2 did not trust the export for tenant 1 (no rows), tenant 2 (no rows): nothing "
+        "was recorded as missing from it, so this list can lack rows; check the export"
+    )
+    assert table.stdout.splitlines()[0] == said
+    as_json = run_cli("worklist", "-c", str(config), "--format", "json")
+    assert as_json.stdout.strip() == "[]" and as_json.stderr.strip() == said
+    one = run_cli("worklist", "-c", str(config), "--tenant", "2")
+    assert one.stdout.splitlines()[0] == said.replace("tenant 1 (no rows), ", "")
+
+    code, out = night(rows[:2] + rows[3:])  # half of tenant 1's created rows are gone
+    assert code == 1
+    assert "not trusted for tenant 1 (incomplete or stale); 0 new" in out.splitlines()[0]
+    table = run_cli("worklist", "-c", str(config))
+    assert table.stdout.splitlines()[0].startswith(
+        "run 3 did not trust the export for tenant 1 (incomplete or stale): "
+    )
+
+    code, out = night(rows)  # the whole export again: trusted, and the worklist says nothing
+    assert code == 0, out
+    assert out.splitlines()[0] == "needs a person: 0 new tonight, 0 open, 1 acknowledged"
+    table = run_cli("worklist", "-c", str(config))
+    assert table.stdout.splitlines()[0] == "flextell-worker worklist: 0 item(s)"
+
+
+def test_acknowledged_changed_and_missing_rows_are_not_said_to_need_a_person(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    # A night that exits 0, everything acknowledged, still printed "2 row(s) changed in
+    # the source ... need a person" and the missing keys under its summary, every night.
+    config = write_config(tmp_path)
+    columns, sample = sample_rows()
+    rows = [dict(r) for r in sample[:5] + sample[150:155]]
+    assert import_file(config, sbx, write_csv(tmp_path / "n1.csv", columns, rows))[0].exit_code == 0
+    for i in (1, 6):
+        rows[i]["start"] = rows[i]["start"][:11] + "07:15:00"
+    gone = rows.pop(3)["appointment_id"]  # 1 of tenant 1's 5: under [sync] max_missing
+
+    def night(name: str) -> tuple[int, str]:
+        done = import_for_people(config, sbx, write_csv(tmp_path / name, columns, rows))
+        return done.exit_code, done.stdout
+
+    code, out = night("n2.csv")
+    assert code == 1, out
+    assert "2 row(s) changed in the source after they were created" in out
+    assert f"tenant 1: 1 created row(s) missing from this export (cancelled or deleted " \
+           f"upstream?): {gone}" in out  # fmt: skip
+    assert run_cli("ack", "--all-open", "-c", str(config), "--note", "done").exit_code == 0
+
+    code, out = night("n2.csv")
+    assert code == 0, out
+    assert "need a person" not in out and gone not in out, out
+    assert "2 row(s) changed in the source are acknowledged" in out
+    assert "tenant 1: 1 created row(s) missing from this export are acknowledged" in out
+
+    rows[0]["start"] = rows[0]["start"][:11] + "07:45:00"
+    code, out = night("n3.csv")
+    assert code == 1, out
+    assert "1 row(s) changed in the source after they were created" in out
+    listed = [line for line in out.splitlines() if line.startswith("  tenant ")]
+    assert len(listed) == 1 and rows[0]["appointment_id"] in listed[0], listed
+    assert "2 row(s) changed in the source are acknowledged" in out
+
+
+def test_an_unknown_rows_reason_is_one_sentence_in_the_clinics_time(tmp_path: Path) -> None:
+    # It read: whether it was created is not known yet (answer lost; the run ended before
+    # it settled (waiting for a late commit to show, until 2026-12-06T17:20:45Z): the next
+    # import or `reconcile` looks it up); the next run looks it up.
+    config = write_config(tmp_path, settle_seconds=30, timeout=2, max_attempts=1)
+    columns, sample = sample_rows()
+    late = ("--fault", "commit_after_timeout=1.0", "--late-commit-seconds", "20")
+    with sandbox_process(tmp_path, *late) as sb:  # the POST times out, its commit comes late
+        sent = datetime.now(UTC)
+        export = write_csv(tmp_path / "n1.csv", columns, sample[:1])
+        done = import_for_people(config, sb, export, "--settle-wait", "0")
+    assert done.exit_code == 1, done.output
+    listed = run_cli("worklist", "-c", str(config), "--format", "json")
+    [item] = json.loads(listed.stdout)
+    found = re.fullmatch(
+        r"whether it was created is not known yet: the API's answer was lost, and the run "
+        r"ended before (\d{4}-\d\d-\d\d \d\d:\d\d), from when a lookup can tell; the next "
+        r"import or `reconcile` looks it up",
+        item["reason"],
+    )
+    assert found is not None, item["reason"]
+    istanbul = ZoneInfo("Europe/Istanbul")  # the config's zone, 3 hours ahead of UTC
+    when = datetime.strptime(found[1], "%Y-%m-%d %H:%M").replace(tzinfo=istanbul)
+    settled = sent + timedelta(seconds=30)  # [api] settle_seconds after the POST
+    assert settled - timedelta(minutes=1) <= when <= settled + timedelta(minutes=1), when
