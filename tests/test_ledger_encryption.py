@@ -53,6 +53,8 @@ NEEDLES = [
     "Şimşek",
     "Emine",
 ]
+# What the worklist shows of a sealed reason without the key (docs/security-at-rest.md).
+LOCKED = "(encrypted: run with the ledger's key to read it)"
 
 
 @pytest.fixture
@@ -194,6 +196,48 @@ def test_an_encrypted_ledger_holds_no_patient_value_and_syncs_as_before(
     assert "Yılmaz" in failures.read_text(encoding="utf-8") or "Çelik" in failures.read_text(
         encoding="utf-8"
     )
+
+
+def test_worklist_files_and_the_html_page_need_the_ledgers_key(tmp_path: Path, sb: Sandbox) -> None:
+    from openpyxl import load_workbook
+
+    cfg = config(tmp_path)
+    assert run(cfg, sb, export(tmp_path))[0] == 1
+    listed = run_cli("worklist", "-c", str(cfg), "--format", "json", env=env())
+    assert listed.exit_code == 0, listed.output
+    reasons = [i["reason"] for i in json.loads(listed.stdout)]
+    assert len(reasons) == 5 and LOCKED not in reasons, reasons
+    fixes, sheet, page = tmp_path / "fixes.csv", tmp_path / "wl.xlsx", tmp_path / "page.html"
+    writes = [
+        ("worklist", "--format", "csv", "--out", str(fixes)),
+        ("worklist", "--format", "xlsx", "--out", str(sheet)),
+        ("report", "--html", str(page)),
+    ]
+    for args in writes:
+        done = run_cli(*args, "-c", str(cfg), env=env())
+        assert done.exit_code == 0, done.output
+    assert "Şimşek" in fixes.read_text(encoding="utf-8")  # the row's own cells, to fix
+    rows = list(load_workbook(sheet, read_only=True).active.iter_rows(values_only=True))
+    assert "Şimşek" in {cell for row in rows for cell in row}
+    assert "5 row(s) need a person" in page.read_text(encoding="utf-8")
+
+    # Without the key the table and json list the items, their reasons locked; the files
+    # are refused. Another key is refused by every one of them.
+    plain = config(tmp_path, "nokey.toml", key=None)
+    keyless = run_cli("worklist", "-c", str(plain), "--format", "json", env=env(None))
+    assert keyless.exit_code == 0, keyless.output
+    assert {i["reason"] for i in json.loads(keyless.stdout)} == {LOCKED}
+    for path in (fixes, sheet, page):
+        path.unlink()
+    refusals: list[tuple[Path, str | None, tuple[str, ...], str]]
+    refusals = [(plain, None, args, "is encrypted (key id") for args in writes]
+    other_key = "but the key env:FW_LEDGER_KEY has key id"
+    refusals += [(cfg, NEW_KEY, args, other_key) for args in [*writes, ("worklist",)]]
+    for cfg_used, key, args, needle in refusals:
+        refused = run_cli(*args, "-c", str(cfg_used), env=env(key))
+        assert refused.exit_code == 2, (args, refused.output)
+        assert_one_error_line(refused.output, needle)
+    assert not [p for p in (fixes, sheet, page) if p.exists()]
 
 
 def test_a_keyless_ledger_is_not_mixed_with_a_key(tmp_path: Path, sb: Sandbox) -> None:

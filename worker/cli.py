@@ -728,7 +728,8 @@ def report_cmd(html_path: Path | None, show_patient_data: bool, **params: Any) -
 
     --html FILE writes one page for a person: the run (--run, else the latest)
     at a glance, charts, and the rows that need a person, with patient data
-    masked unless --show-patient-data (see docs/report.md).
+    masked unless --show-patient-data (see docs/report.md). On an encrypted
+    ledger --failures and --html need the key of --config.
     """
     import asyncio
 
@@ -804,18 +805,24 @@ def worklist_cmd(
     back, an unknown row settled). `ack` marks items as seen; `import` exits 0
     once no item is open. A row created from a hand-fixed file while the export
     still carries the old version shows as fixed_by_hand (with --state all).
-    Read-only; exit 0, or 2 for a missing or unusable ledger.
+    An encrypted ledger is read with the key of --config: csv and xlsx need it,
+    without it the table and json show "(encrypted: ...)" for reasons and notes.
+    Read-only; exit 0, or 2 for a missing or unusable ledger (or a wrong key).
     """
     import asyncio
 
     from worker.commands.report import open_for_report
     from worker.commands.reporting import worklist_out as wo
+    from worker.ledger.crypto import key_for
     from worker.ledger.target import find_ledger_target
     from worker.worklist import items
 
     async def read() -> tuple[list[Any], list[Any]]:
-        ledger = await open_for_report(find_ledger_target(_target(ledger_path), config_path))
+        target = find_ledger_target(_target(ledger_path), config_path)
+        ledger = await open_for_report(target, key_for(config_path))
         try:
+            if format in wo.WITH_CELLS:
+                ledger.require_patient_data(f"worklist --format {format}")
             return await items(ledger, tenant=tenant, kind=kind, state=state), await ledger.runs()
         finally:
             await ledger.close()

@@ -150,3 +150,12 @@ def configured_key(config: Config | None) -> LedgerKey | None:
         return None
     what = f"{config.path}: [ledger] encryption_key"
     return load_key(config.ledger.encryption_key, config.base_dir, what)
+
+
+def key_for(config_path: Path | None) -> LedgerKey | None:
+    """The key the config at `config_path` names, or None (no config given, or no key)."""
+    if config_path is None:
+        return None
+    from worker.config import load_config
+
+    return configured_key(load_config(config_path))

@@ -41,6 +41,9 @@ EXTRA_COLUMNS = (
     "ack_note",
 )
 
+WITH_CELLS = ("csv", "xlsx")
+"""Formats that carry the rows' cells: an encrypted ledger's need its key."""
+
 
 def _extras(item: WorkItem) -> dict[str, str]:
     values = (item.kind, item.state, item.field, item.reason, item.local_time, item.local_diff,
