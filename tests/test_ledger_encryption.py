@@ -240,6 +240,38 @@ def test_worklist_files_and_the_html_page_need_the_ledgers_key(tmp_path: Path, s
     assert not [p for p in (fixes, sheet, page) if p.exists()]
 
 
+def test_ack_on_an_encrypted_ledger_seals_its_note_and_quiets_the_next_import(
+    tmp_path: Path, sb: Sandbox
+) -> None:
+    cfg = config(tmp_path)
+    ledger = tmp_path / "ledger.sqlite"
+    data = export(tmp_path)
+    assert run(cfg, sb, data)[0] == 1
+    plain = config(tmp_path, "nokey.toml", key=None)
+    keyless = run_cli("ack", "--all-open", "-c", str(plain), "--note", "seen", env=env(None))
+    assert keyless.exit_code == 2
+    assert_one_error_line(keyless.output, "is encrypted (key id", "encryption_key")
+
+    note = "ZQXJ: Şimşek called back"  # a note may name a patient: sealed like the rows
+    acked = run_cli("ack", "--all-open", "-c", str(cfg), "--note", note, env=env())
+    assert acked.exit_code == 0, acked.output
+    assert "acknowledged 5 item(s)" in acked.stdout
+    assert clear_hits(ledger) == []
+    code, event, out = run(cfg, sb, data)
+    assert code == 0, out  # nothing open: the nightly run is quiet again
+    assert event["worklist"] == {"new": 0, "open": 0, "acknowledged": 5}
+    shown = run_cli(
+        "worklist", "-c", str(cfg), "--state", "acknowledged", "--format", "json", env=env()
+    )
+    listed = json.loads(shown.stdout)
+    assert [i["ack_note"] for i in listed] == [note] * 5
+
+    reopened = run_cli("unack", listed[0]["source_key"], "-c", str(cfg), env=env())
+    assert reopened.exit_code == 0, reopened.output
+    code, event, out = run(cfg, sb, data)
+    assert code == 1 and event["worklist"]["open"] == 1, out
+
+
 def test_a_keyless_ledger_is_not_mixed_with_a_key(tmp_path: Path, sb: Sandbox) -> None:
     plain = config(tmp_path, "nokey.toml", key=None)
     data = export(tmp_path)

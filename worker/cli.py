@@ -855,17 +855,19 @@ def ack_cmd(
 
     Records who, when, the note and the row's content: `import` no longer counts
     the item (exit 0 when none is open), until the row's content changes, which
-    reopens it. Takes the ledger lock (exit 4 while an import runs). Exit 0, or
-    2 when nothing matched.
+    reopens it. Takes the ledger lock (exit 4 while an import runs). An
+    encrypted ledger needs the key of --config (the note is sealed like the
+    rows). Exit 0, or 2 when nothing matched.
     """
     import asyncio
 
     from worker.commands.ack import run_ack, show_ack
+    from worker.ledger.crypto import key_for
     from worker.ledger.target import find_ledger_target
 
     target = find_ledger_target(_target(ledger_path), config_path)
     result = asyncio.run(run_ack(target, keys, all_open=all_open, note=note, by=by,
-                                 tenant=tenant, kind=kind))  # fmt: skip
+                                 tenant=tenant, kind=kind, key=key_for(config_path)))  # fmt: skip
     show_ack(result)
 
 
@@ -885,16 +887,18 @@ def unack_cmd(
 ) -> None:
     """Take back the acknowledgement of source KEYs: their items are open again.
 
-    Exit 0, or 2 when none of them was acknowledged.
+    An encrypted ledger needs the key of --config. Exit 0, or 2 when none of
+    them was acknowledged.
     """
     import asyncio
 
     from worker.commands.ack import run_ack, show_ack
+    from worker.ledger.crypto import key_for
     from worker.ledger.target import find_ledger_target
 
     target = find_ledger_target(_target(ledger_path), config_path)
-    result = asyncio.run(run_ack(target, keys, all_open=False, note=None, by=None,
-                                 tenant=tenant, kind=kind, undo=True))  # fmt: skip
+    result = asyncio.run(run_ack(target, keys, all_open=False, note=None, by=None, tenant=tenant,
+                                 kind=kind, undo=True, key=key_for(config_path)))  # fmt: skip
     show_ack(result, undo=True)
 
 
