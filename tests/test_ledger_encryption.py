@@ -501,3 +501,14 @@ def test_a_bad_key_or_retention_setting_is_one_line(
     bad_age = run_cli("ledger", "purge", "-c", str(config(tmp_path)), "--older-than", "3w")
     assert bad_age.exit_code == 2
     assert_one_error_line(bad_age.output, "--older-than: expected a number of days such as '90d'")
+
+
+def test_a_key_file_that_is_not_text_is_one_line_without_its_bytes(tmp_path: Path) -> None:
+    key_file = tmp_path / "key.bin"
+    key_file.write_bytes(b"\xff\xfe\x9c" + b"\x00\x81" * 20)
+    key_file.chmod(0o600)
+    cfg = config(tmp_path, key="file:key.bin")
+    out = run_cli("report", "-c", str(cfg), env=env(None))
+    assert out.exit_code == 2
+    line = assert_one_error_line(out.output, f"cannot read {key_file}: not UTF-8 text")
+    assert "0xff" not in line and "\\x" not in line and "\ufffd" not in line

@@ -433,6 +433,10 @@ def resolve_token(spec: str, base_dir: Path) -> str:
         raise ConfigError(
             f"token source {spec}: cannot read {token_path}: {exc.strerror}"
         ) from None
+    except UnicodeDecodeError:  # its own message would quote a byte of the secret
+        raise ConfigError(
+            f"token source {spec}: cannot read {token_path}: not UTF-8 text"
+        ) from None
     if not value:
         raise ConfigError(f"token source {spec}: {token_path} is empty")
     return value

@@ -134,6 +134,11 @@ def load_key(spec: str, base_dir: Path, what: str = "[ledger] encryption_key") -
             secret = path.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(f"{what} = {spec}: cannot read {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:  # its own message would quote a byte of the key
+            raise ConfigError(
+                f"{what} = {spec}: cannot read {path}: not UTF-8 text (a key is text, such "
+                "as `openssl rand -base64 32` writes)"
+            ) from None
     else:
         raise ConfigError(f"{what}: expected 'env:VARIABLE' or 'file:PATH' (never the key itself)")
     if len(secret) < MIN_SECRET_CHARS:
