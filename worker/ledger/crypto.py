@@ -120,12 +120,19 @@ def new_hash_key() -> bytes:
 def load_key(spec: str, base_dir: Path, what: str = "[ledger] encryption_key") -> LedgerKey:
     """The key named by ``env:NAME`` or ``file:PATH`` (a file must be 0600, like token
     files). ConfigError (exit 2) with a one-line reason; the secret is never shown."""
+    from worker.config import source_problem
+
     kind, _, rest = spec.partition(":")
-    if kind == "env" and rest:
+    if kind not in ("env", "file") or not rest:
+        raise ConfigError(f"{what}: expected 'env:VARIABLE' or 'file:PATH' (never the key itself)")
+    problem = source_problem(spec, "key")
+    if problem is not None:
+        raise ConfigError(f"{what}: {problem}")
+    if kind == "env":
         secret = os.environ.get(rest, "").strip()
         if not secret:
             raise ConfigError(f"{what} = {spec}: environment variable {rest} is not set")
-    elif kind == "file" and rest:
+    else:
         path = Path(rest).expanduser()
         if not path.is_absolute():
             path = base_dir / path
@@ -139,8 +146,6 @@ def load_key(spec: str, base_dir: Path, what: str = "[ledger] encryption_key") -
                 f"{what} = {spec}: cannot read {path}: not UTF-8 text (a key is text, such "
                 "as `openssl rand -base64 32` writes)"
             ) from None
-    else:
-        raise ConfigError(f"{what}: expected 'env:VARIABLE' or 'file:PATH' (never the key itself)")
     if len(secret) < MIN_SECRET_CHARS:
         raise ConfigError(
             f"{what} = {spec}: the key has {len(secret)} characters, expected at least "
