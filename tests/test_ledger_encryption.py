@@ -272,6 +272,21 @@ def test_ack_on_an_encrypted_ledger_seals_its_note_and_quiets_the_next_import(
     assert code == 1 and event["worklist"]["open"] == 1, out
 
 
+def test_a_dry_run_without_the_key_is_refused_before_any_api_call(
+    tmp_path: Path, sb: Sandbox
+) -> None:
+    data = export(tmp_path)
+    assert run(config(tmp_path), sb, data)[0] == 1
+    before = sb.stats()["requests_total"]
+    plain = config(tmp_path, "nokey.toml", key=None)
+    args = ("import", str(data), "-c", str(plain), "--base-url", sb.base_url, "--dry-run")
+    refused = run_cli(*args, env=env(None))
+    assert refused.exit_code == 2, refused.output
+    assert_one_error_line(refused.output, "import --dry-run needs its patient data")
+    # No patient's phone went out as a search query to find what the ledger caches.
+    assert sb.stats()["requests_total"] == before
+
+
 def test_a_keyless_ledger_is_not_mixed_with_a_key(tmp_path: Path, sb: Sandbox) -> None:
     plain = config(tmp_path, "nokey.toml", key=None)
     data = export(tmp_path)
