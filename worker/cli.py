@@ -806,9 +806,10 @@ def worklist_cmd(
     once no item is open. A row created from a hand-fixed file while the export
     still carries the old version shows as fixed_by_hand (with --state all).
     csv, xlsx and json say in a worker_patient_data column (a key in json) that
-    they hold patient data. An encrypted ledger is read with the key of --config: csv and xlsx need it,
-    without it the table and json show "(encrypted: ...)" for reasons and notes.
-    Read-only; exit 0, or 2 for a missing or unusable ledger (or a wrong key).
+    they hold patient data. An encrypted ledger is read with the key of
+    --config: csv and xlsx need it, without it the table and json show
+    "(encrypted: ...)" for reasons and notes. Read-only; exit 0, or 2 for a
+    missing or unusable ledger (or a wrong key).
     """
     import asyncio
 
