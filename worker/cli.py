@@ -275,7 +275,8 @@ def init_cmd(
     month-first decided from the data), matches headers to API fields (synonyms in
     Turkish, German, English, French and Spanish, plus fuzzy matching), lists the
     status and branch values with a status map to fill in, and checks that the
-    draft loads. Every guess is marked "guess". Prints the TOML unless --out.
+    draft loads. Every guess is marked "guess". Prints the TOML unless --out
+    (written owner-only, 0600, also over a file --force replaces).
 
     Exit 0 when the draft loads, 1 when a required field has no column (the draft
     has a TODO line for it), 2 for an unreadable file or a bad option.
