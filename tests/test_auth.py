@@ -213,7 +213,20 @@ async def test_missing_file(tmp_path: Path, session: aiohttp.ClientSession) -> N
         provider("file:nope.txt", tmp_path, session)
 
 
-@pytest.mark.parametrize("spec", ["token:abcdef-xyzzy", "abcdef-xyzzy", "env:", "file:"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "token:abcdef-xyzzy",
+        "abcdef-xyzzy",
+        "env:",
+        "file:",
+        # A token pasted after env: or file: (see worker.config.source_problem).
+        "env:abc.xyzzy",
+        "env:xyzzy0123456789abcdefghij",
+        "file:xyzzy0123456789abcdefghij",
+        "file:xyzzy+abc=",
+    ],
+)
 async def test_bad_spec_is_not_echoed(
     tmp_path: Path, session: aiohttp.ClientSession, spec: str
 ) -> None:

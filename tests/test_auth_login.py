@@ -111,6 +111,15 @@ def test_login_needs_a_file_token_source_and_the_client_settings(tmp_path: Path)
     run = run_worker("auth", "login", "-c", str(pasted), "--paste")
     assert run.returncode == 2 and "api.oauth_client_secret: secret must be" in run.stderr
     assert "hunter2" not in run.stderr
+    secret = tmp_path / "client.secret"
+    secret.write_bytes(b"\xffdemo-\xfesecret")
+    secret.chmod(0o600)
+    binary = tmp_path / "binary.toml"
+    binary.write_text(text.replace('"env:FLEXTELL_CLIENT_SECRET"', f'"file:{secret}"'))
+    run = run_worker("auth", "login", "-c", str(binary), "--paste")
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.startswith("error: ") and run.stderr.count("\n") == 1, run.stderr
+    assert f"cannot read {secret}: not UTF-8 text" in run.stderr
 
 
 def test_status_of_a_dead_refresh_token_says_to_log_in_again(tmp_path: Path, sbx: Any) -> None:

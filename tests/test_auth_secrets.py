@@ -13,9 +13,16 @@ from typing import Any
 
 import pytest
 
-from tests.support.auth import CLIENT_SECRET, login, run_worker, token_config, token_file
+from tests.support.auth import (
+    CLIENT_SECRET,
+    login,
+    run_worker,
+    token_config,
+    token_file,
+    worker_env,
+)
 from tests.support.sandbox_process import Sandbox
-from tests.support.sync import sample_rows, write_csv
+from tests.support.sync import sample_rows, write_config, write_csv
 
 # Process-level drills: real worker and sandbox processes (`make test-fast` leaves them out).
 pytestmark = pytest.mark.slow
@@ -105,3 +112,48 @@ def test_no_secret_or_patient_data_outside_the_failures_file(tmp_path: Path, sbx
             assert value not in data, f"{value!r} in {path}"
     # The failures file does carry the rows (that is its job), so the test can see them.
     assert PATIENTS[1][0] in failures.read_text(encoding="utf-8")
+
+
+# Shapes of secrets pasted after env: or file: by mistake: an opaque token (a valid
+# variable name), a dotted one (not a name), a base64 key (padded).
+GHP = "ghp_" + "4fZq9Lw2Xe7Rt1Yu8Io3Pa6Sd5Fg0Hj2Kl9Zx"
+DOTTED = "flx.9f8e7d6c5b4a39281706f5e4d3c2b1a0.sig"
+BASE64 = "dGhpcyBpcyBhIHRlc3Qga2V5IG9mIDMyIGJ5dGVzISE="
+PASTED = [
+    ('token = "env:FLEXTELL_TOKEN"', f'token = "env:{GHP}"', "looks like a token itself"),
+    ('token = "env:FLEXTELL_TOKEN"', f'token = "env:{DOTTED}"', "an environment variable name"),
+    ('token = "env:FLEXTELL_TOKEN"', f'token = "file:{GHP}"', "not a file path"),
+    ('token = "env:FLEXTELL_TOKEN"', f'token = "file:{DOTTED}"', "not a file path"),
+    ('path = "ledger.sqlite"', f'path = "l.sqlite"\nencryption_key = "file:{BASE64}"', "a key"),
+    (
+        'path = "ledger.sqlite"',
+        f'path = "l.sqlite"\nencryption_key = "env:{BASE64}"',
+        "variable name",
+    ),
+    ('path = "ledger.sqlite"', f'url = "env:postgresql://u:{GHP}@db/x"', "url: 'env:' must"),
+    ("[api]", f'[api]\noauth_client_secret = "file:{GHP}"', "looks like a secret itself"),
+]
+
+
+@pytest.mark.parametrize(("was", "now", "needle"), PASTED)
+def test_a_secret_pasted_after_env_or_file_is_refused_without_echo(
+    tmp_path: Path, was: str, now: str, needle: str
+) -> None:
+    config = write_config(tmp_path)
+    config.write_text(config.read_text().replace(was, now, 1))
+    result = run_worker("import", str(_export(tmp_path, "in.csv")), "-c", str(config))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert needle in result.stderr
+    for secret in (GHP, DOTTED, BASE64, "4fZq9Lw2", "9f8e7d6c"):
+        assert secret not in result.stdout + result.stderr
+
+
+def test_a_new_key_pasted_after_file_is_refused_without_echo(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    config.write_text(config.read_text() + 'encryption_key = "env:FW_LEDGER_KEY"\n')
+    env = worker_env(FW_LEDGER_KEY=BASE64)
+    rekey = run_worker("ledger", "rekey", "-c", str(config), "--new-key", f"file:{GHP}", env=env)
+    assert rekey.returncode == 2, rekey.stderr
+    assert "--new-key: what follows 'file:' looks like a key itself" in rekey.stderr
+    assert GHP not in rekey.stderr

@@ -4,6 +4,7 @@ the messy sample, once its skeleton is filled in, gives the hand-written config'
 from __future__ import annotations
 
 import json
+import stat
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -167,6 +168,18 @@ def test_init_refuses_to_overwrite_and_online_needs_a_base(tmp_path: Path) -> No
     assert out.read_text(encoding="utf-8") == "keep"
     result = CliRunner().invoke(cli, ["init", str(MESSY), "--online"])
     assert result.exit_code == 2 and "--online needs -c BASE.toml" in result.stderr
+
+
+def test_force_replaces_a_file_others_can_read_with_a_private_one(tmp_path: Path) -> None:
+    out = tmp_path / "x.toml"
+    out.write_text("old", encoding="utf-8")
+    out.chmod(0o644)  # as a copy made under umask 022 is
+    result = CliRunner().invoke(cli, ["init", str(MESSY), "-o", str(out), "--force"])
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert "[mapping]" in out.read_text(encoding="utf-8")
+    gone = CliRunner().invoke(cli, ["init", str(MESSY), "-o", str(tmp_path / "no" / "x.toml")])
+    assert gone.exit_code == 2 and "cannot write the draft" in gone.stderr, gone.output
 
 
 def test_online_proposes_value_maps_from_the_api_lists_with_scores(tmp_path: Path) -> None:

@@ -53,6 +53,8 @@ NEEDLES = [
     "Şimşek",
     "Emine",
 ]
+# What the worklist shows of a sealed reason without the key (docs/security-at-rest.md).
+LOCKED = "(encrypted: run with the ledger's key to read it)"
 
 
 @pytest.fixture
@@ -194,6 +196,95 @@ def test_an_encrypted_ledger_holds_no_patient_value_and_syncs_as_before(
     assert "Yılmaz" in failures.read_text(encoding="utf-8") or "Çelik" in failures.read_text(
         encoding="utf-8"
     )
+
+
+def test_worklist_files_and_the_html_page_need_the_ledgers_key(tmp_path: Path, sb: Sandbox) -> None:
+    from openpyxl import load_workbook
+
+    cfg = config(tmp_path)
+    assert run(cfg, sb, export(tmp_path))[0] == 1
+    listed = run_cli("worklist", "-c", str(cfg), "--format", "json", env=env())
+    assert listed.exit_code == 0, listed.output
+    reasons = [i["reason"] for i in json.loads(listed.stdout)]
+    assert len(reasons) == 5 and LOCKED not in reasons, reasons
+    fixes, sheet, page = tmp_path / "fixes.csv", tmp_path / "wl.xlsx", tmp_path / "page.html"
+    writes = [
+        ("worklist", "--format", "csv", "--out", str(fixes)),
+        ("worklist", "--format", "xlsx", "--out", str(sheet)),
+        ("report", "--html", str(page)),
+    ]
+    for args in writes:
+        done = run_cli(*args, "-c", str(cfg), env=env())
+        assert done.exit_code == 0, done.output
+    assert "Şimşek" in fixes.read_text(encoding="utf-8")  # the row's own cells, to fix
+    rows = list(load_workbook(sheet, read_only=True).active.iter_rows(values_only=True))
+    assert "Şimşek" in {cell for row in rows for cell in row}
+    assert "5 row(s) need a person" in page.read_text(encoding="utf-8")
+
+    # Without the key the table and json list the items, their reasons locked; the files
+    # are refused. Another key is refused by every one of them.
+    plain = config(tmp_path, "nokey.toml", key=None)
+    keyless = run_cli("worklist", "-c", str(plain), "--format", "json", env=env(None))
+    assert keyless.exit_code == 0, keyless.output
+    assert {i["reason"] for i in json.loads(keyless.stdout)} == {LOCKED}
+    for path in (fixes, sheet, page):
+        path.unlink()
+    refusals: list[tuple[Path, str | None, tuple[str, ...], str]]
+    refusals = [(plain, None, args, "is encrypted (key id") for args in writes]
+    other_key = "but the key env:FW_LEDGER_KEY has key id"
+    refusals += [(cfg, NEW_KEY, args, other_key) for args in [*writes, ("worklist",)]]
+    for cfg_used, key, args, needle in refusals:
+        refused = run_cli(*args, "-c", str(cfg_used), env=env(key))
+        assert refused.exit_code == 2, (args, refused.output)
+        assert_one_error_line(refused.output, needle)
+    assert not [p for p in (fixes, sheet, page) if p.exists()]
+
+
+def test_ack_on_an_encrypted_ledger_seals_its_note_and_quiets_the_next_import(
+    tmp_path: Path, sb: Sandbox
+) -> None:
+    cfg = config(tmp_path)
+    ledger = tmp_path / "ledger.sqlite"
+    data = export(tmp_path)
+    assert run(cfg, sb, data)[0] == 1
+    plain = config(tmp_path, "nokey.toml", key=None)
+    keyless = run_cli("ack", "--all-open", "-c", str(plain), "--note", "seen", env=env(None))
+    assert keyless.exit_code == 2
+    assert_one_error_line(keyless.output, "is encrypted (key id", "encryption_key")
+
+    note = "ZQXJ: Şimşek called back"  # a note may name a patient: sealed like the rows
+    acked = run_cli("ack", "--all-open", "-c", str(cfg), "--note", note, env=env())
+    assert acked.exit_code == 0, acked.output
+    assert "acknowledged 5 item(s)" in acked.stdout
+    assert clear_hits(ledger) == []
+    code, event, out = run(cfg, sb, data)
+    assert code == 0, out  # nothing open: the nightly run is quiet again
+    assert event["worklist"] == {"new": 0, "open": 0, "acknowledged": 5}
+    shown = run_cli(
+        "worklist", "-c", str(cfg), "--state", "acknowledged", "--format", "json", env=env()
+    )
+    listed = json.loads(shown.stdout)
+    assert [i["ack_note"] for i in listed] == [note] * 5
+
+    reopened = run_cli("unack", listed[0]["source_key"], "-c", str(cfg), env=env())
+    assert reopened.exit_code == 0, reopened.output
+    code, event, out = run(cfg, sb, data)
+    assert code == 1 and event["worklist"]["open"] == 1, out
+
+
+def test_a_dry_run_without_the_key_is_refused_before_any_api_call(
+    tmp_path: Path, sb: Sandbox
+) -> None:
+    data = export(tmp_path)
+    assert run(config(tmp_path), sb, data)[0] == 1
+    before = sb.stats()["requests_total"]
+    plain = config(tmp_path, "nokey.toml", key=None)
+    args = ("import", str(data), "-c", str(plain), "--base-url", sb.base_url, "--dry-run")
+    refused = run_cli(*args, env=env(None))
+    assert refused.exit_code == 2, refused.output
+    assert_one_error_line(refused.output, "import --dry-run needs its patient data")
+    # No patient's phone went out as a search query to find what the ledger caches.
+    assert sb.stats()["requests_total"] == before
 
 
 def test_a_keyless_ledger_is_not_mixed_with_a_key(tmp_path: Path, sb: Sandbox) -> None:
@@ -425,3 +516,14 @@ def test_a_bad_key_or_retention_setting_is_one_line(
     bad_age = run_cli("ledger", "purge", "-c", str(config(tmp_path)), "--older-than", "3w")
     assert bad_age.exit_code == 2
     assert_one_error_line(bad_age.output, "--older-than: expected a number of days such as '90d'")
+
+
+def test_a_key_file_that_is_not_text_is_one_line_without_its_bytes(tmp_path: Path) -> None:
+    key_file = tmp_path / "key.bin"
+    key_file.write_bytes(b"\xff\xfe\x9c" + b"\x00\x81" * 20)
+    key_file.chmod(0o600)
+    cfg = config(tmp_path, key="file:key.bin")
+    out = run_cli("report", "-c", str(cfg), env=env(None))
+    assert out.exit_code == 2
+    line = assert_one_error_line(out.output, f"cannot read {key_file}: not UTF-8 text")
+    assert "0xff" not in line and "\\x" not in line and "\ufffd" not in line

@@ -2,7 +2,8 @@
 
 Real worker processes, real SQLite files: a symlink shares the lock, a 0-byte
 file is not a new ledger, a main file without the -wal it was left with is
-refused, a full copy resumes, a clean exit leaves the .sqlite file complete.
+refused, a full copy resumes, a clean exit leaves the .sqlite file complete, a copy
+others can read is made private by the next run that writes it.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import signal
+import stat
 from pathlib import Path
 
 import pytest
@@ -113,3 +115,35 @@ async def test_resume_from_a_copy_without_its_wal_is_refused_and_a_full_copy_res
         assert ledger_rows(alone) == ledger_rows(full)
         check = await asyncio.to_thread(run_worker, ["ledger", "check", "--ledger", str(alone)])
         assert check.returncode == 0, check.stderr
+
+
+async def test_a_ledger_copied_open_to_others_is_made_private_by_the_next_writer(
+    tmp_path: Path,
+) -> None:
+    with sandbox_process(tmp_path) as sandbox:
+        s = setup(tmp_path, sandbox.root, n=4)
+        first = await asyncio.to_thread(run_worker, s.args())
+        assert first.returncode == 0, first.stderr[-3000:]
+        copy = tmp_path / "copied.db"
+        shutil.copy(s.ledger, copy)  # as `cp` under umask 022 leaves it
+        copy.chmod(0o644)
+        s.ledger = copy
+
+        files = [copy, *(Path(f"{copy}{suffix}") for suffix in ("-wal", "-shm"))]
+
+        def modes() -> set[int]:
+            return {stat.S_IMODE(f.stat().st_mode) for f in files if f.exists()}
+
+        read = await asyncio.to_thread(run_worker, ["report", "--ledger", str(copy)])
+        assert read.returncode == 0, read.stderr
+        assert modes() == {0o644} and "made private" not in read.stderr  # read-only
+        present = [f for f in files if f.exists()]
+        again = await asyncio.to_thread(run_worker, s.args())
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert modes() == {0o600}
+        # One line per file (the report's read left a -wal and -shm beside it, 0644 too).
+        warned = [line for line in again.stderr.splitlines() if "made private" in line]
+        assert f"file={copy} " in warned[0] and "old_mode=0644" in warned[0], warned
+        assert len(warned) == len(present)
+        quiet = await asyncio.to_thread(run_worker, s.args())
+        assert "made private" not in quiet.stderr  # said once, when it was changed

@@ -4,6 +4,7 @@ aborted runs recorded as such, an older ledger migrated, and a shared PostgreSQL
 
 from __future__ import annotations
 
+import csv
 import json
 import sqlite3
 from pathlib import Path
@@ -74,6 +75,27 @@ def test_an_acknowledged_row_stays_quiet_until_it_changes_and_unack_reopens_it(
     assert result.exit_code == 0, result.output
     assert (s4["totals"]["created"], s4["worklist"]["open"]) == (1, 0)
     assert items(config, "--state", "all") == []
+
+
+def test_every_worklist_file_says_it_holds_patient_data(tmp_path: Path, sbx: Sandbox) -> None:
+    from openpyxl import load_workbook
+
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    rows = [dict(r) for r in sample[:3]]
+    rows[1]["customer_id"] = "unknown patient"
+    assert import_file(config, sbx, export(tmp_path, "n1.csv", rows))[0].exit_code == 1
+    note = "yes: keep private, delete once fixed"
+    [item] = items(config)
+    assert item["worker_patient_data"] == note
+    sheet, fixes = tmp_path / "wl.xlsx", tmp_path / "wl.csv"
+    for fmt, out in (("xlsx", sheet), ("csv", fixes)):
+        done = run_cli("worklist", "-c", str(config), "--format", fmt, "--out", str(out))
+        assert done.exit_code == 0, done.output
+    head, *body = load_workbook(sheet, read_only=True).active.iter_rows(values_only=True)
+    assert [r[head.index("worker_patient_data")] for r in body] == [note]
+    with fixes.open(encoding="utf-8", newline="") as fh:
+        assert [r["worker_patient_data"] for r in csv.DictReader(fh)] == [note]
 
 
 def test_ack_needs_a_note_and_either_keys_or_all_open(tmp_path: Path) -> None:

@@ -290,7 +290,8 @@ def init_cmd(
     month-first decided from the data), matches headers to API fields (synonyms in
     Turkish, German, English, French and Spanish, plus fuzzy matching), lists the
     status and branch values with a status map to fill in, and checks that the
-    draft loads. Every guess is marked "guess". Prints the TOML unless --out.
+    draft loads. Every guess is marked "guess". Prints the TOML unless --out
+    (written owner-only, 0600, also over a file --force replaces).
 
     Exit 0 when the draft loads, 1 when a required field has no column (the draft
     has a TODO line for it), 2 for an unreadable file or a bad option.
@@ -745,7 +746,8 @@ def report_cmd(html_path: Path | None, show_patient_data: bool, **params: Any) -
 
     --html FILE writes one page for a person: the run (--run, else the latest)
     at a glance, charts, and the rows that need a person, with patient data
-    masked unless --show-patient-data (see docs/report.md).
+    masked unless --show-patient-data (see docs/report.md). On an encrypted
+    ledger --failures and --html need the key of --config.
     """
     import asyncio
 
@@ -823,18 +825,26 @@ def worklist_cmd(
     still carries the old version shows as fixed_by_hand (with --state all).
     While a tenant's latest full import did not trust its export ([sync]), a
     first line says so (on stderr for json, csv, xlsx): nothing was recorded
-    missing from it. Read-only; exit 0, or 2 for a missing or unusable ledger.
+    missing from it. csv, xlsx and json say in a worker_patient_data column (a
+    key in json) that they hold patient data. An encrypted ledger is read with
+    the key of --config: csv and xlsx need it, without it the table and json
+    show "(encrypted: ...)" for reasons and notes. Read-only; exit 0, or 2 for
+    a missing or unusable ledger (or a wrong key).
     """
     import asyncio
 
     from worker.commands.report import open_for_report
     from worker.commands.reporting import worklist_out as wo
+    from worker.ledger.crypto import key_for
     from worker.ledger.target import find_ledger_target
     from worker.worklist import items
 
     async def read() -> tuple[list[Any], list[Any]]:
-        ledger = await open_for_report(find_ledger_target(_target(ledger_path), config_path))
+        target = find_ledger_target(_target(ledger_path), config_path)
+        ledger = await open_for_report(target, key_for(config_path))
         try:
+            if format in wo.WITH_CELLS:
+                ledger.require_patient_data(f"worklist --format {format}")
             return await items(ledger, tenant=tenant, kind=kind, state=state), await ledger.runs()
         finally:
             await ledger.close()
@@ -867,17 +877,19 @@ def ack_cmd(
 
     Records who, when, the note and the row's content: `import` no longer counts
     the item (exit 0 when none is open), until the row's content changes, which
-    reopens it. Takes the ledger lock (exit 4 while an import runs). Exit 0, or
-    2 when nothing matched.
+    reopens it. Takes the ledger lock (exit 4 while an import runs). An
+    encrypted ledger needs the key of --config (the note is sealed like the
+    rows). Exit 0, or 2 when nothing matched.
     """
     import asyncio
 
     from worker.commands.ack import run_ack, show_ack
+    from worker.ledger.crypto import key_for
     from worker.ledger.target import find_ledger_target
 
     target = find_ledger_target(_target(ledger_path), config_path)
     result = asyncio.run(run_ack(target, keys, all_open=all_open, note=note, by=by,
-                                 tenant=tenant, kind=kind))  # fmt: skip
+                                 tenant=tenant, kind=kind, key=key_for(config_path)))  # fmt: skip
     show_ack(result)
 
 
@@ -897,16 +909,18 @@ def unack_cmd(
 ) -> None:
     """Take back the acknowledgement of source KEYs: their items are open again.
 
-    Exit 0, or 2 when none of them was acknowledged.
+    An encrypted ledger needs the key of --config. Exit 0, or 2 when none of
+    them was acknowledged.
     """
     import asyncio
 
     from worker.commands.ack import run_ack, show_ack
+    from worker.ledger.crypto import key_for
     from worker.ledger.target import find_ledger_target
 
     target = find_ledger_target(_target(ledger_path), config_path)
-    result = asyncio.run(run_ack(target, keys, all_open=False, note=None, by=None,
-                                 tenant=tenant, kind=kind, undo=True))  # fmt: skip
+    result = asyncio.run(run_ack(target, keys, all_open=False, note=None, by=None, tenant=tenant,
+                                 kind=kind, undo=True, key=key_for(config_path)))  # fmt: skip
     show_ack(result, undo=True)
 
 

@@ -44,6 +44,42 @@ def _check_region(value: str | None) -> str | None:
     return value.upper()
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ALNUM_RUN = re.compile(r"[A-Za-z0-9]{24,}")
+
+
+def looks_like_a_secret(text: str) -> bool:
+    """Whether `text` looks like a token or key rather than a variable name or a path:
+    24 or more letters and digits in a row, digits among them, or a trailing ``=``
+    (base64 padding). Names and paths are words joined by ``_``, ``/``, ``.`` or ``-``."""
+    if text.rstrip().endswith("="):
+        return True
+    return any(any(c.isdigit() for c in run) for run in _ALNUM_RUN.findall(text))
+
+
+def source_problem(spec: str, what: str = "token") -> str | None:
+    """Why what follows ``env:`` or ``file:`` in `spec` is no variable name or path that a
+    message may show, or None (also for a spec of another kind: its callers refuse those).
+    The reason never quotes it: it may be the secret itself, pasted by mistake."""
+    kind, _, rest = spec.partition(":")
+    if kind not in ("env", "file") or not rest:
+        return None
+    if kind == "env" and not _ENV_NAME.fullmatch(rest):
+        return (
+            "'env:' must be followed by an environment variable name (letters, digits and "
+            "_, not starting with a digit); what follows it is not one, and is not shown "
+            f"in case it is the {what} itself"
+        )
+    if looks_like_a_secret(rest):
+        named = "a variable name" if kind == "env" else "a file path"
+        return (
+            f"what follows '{kind}:' looks like a {what} itself, not {named} (24 or more "
+            "letters and digits in a row, a digit among them, or a trailing '='), so it is "
+            f"not shown: keep the {what} in a file or an environment variable and name that"
+        )
+    return None
+
+
 def _check_source(value: str, what: str = "token") -> str:
     # The value is never echoed: it may be the secret itself, pasted here by mistake.
     kind, _, rest = value.partition(":")
@@ -51,6 +87,9 @@ def _check_source(value: str, what: str = "token") -> str:
         raise ValueError(
             f"{what} must be 'env:VARIABLE' or 'file:PATH' ({what}s never go in the config itself)"
         )
+    problem = source_problem(value, what)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 
@@ -259,6 +298,10 @@ class LedgerSection(_Strict):
             ("postgresql://", "postgres://", "env:")
         ):
             raise ValueError("url must start with postgresql:// (or be env:VARIABLE)")
+        if self.url is not None and self.url.startswith("env:"):
+            problem = source_problem(self.url, "url")  # a pasted URL holds its password
+            if problem is not None:
+                raise ValueError(f"url: {problem}")
         return self
 
 
@@ -434,6 +477,10 @@ def resolve_token(spec: str, base_dir: Path) -> str:
     except OSError as exc:
         raise ConfigError(
             f"token source {spec}: cannot read {token_path}: {exc.strerror}"
+        ) from None
+    except UnicodeDecodeError:  # its own message would quote a byte of the secret
+        raise ConfigError(
+            f"token source {spec}: cannot read {token_path}: not UTF-8 text"
         ) from None
     if not value:
         raise ConfigError(f"token source {spec}: {token_path} is empty")

@@ -52,6 +52,20 @@ def create_private(path: Path) -> None:
         os.close(fd)
 
 
+def make_private(path: Path) -> int | None:
+    """Tighten an existing file this user owns to 0600; its old mode when group or others
+    had access, else None (absent, private already, or another user's: left alone)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    mode = stat.S_IMODE(st.st_mode)
+    if not mode & 0o077 or st.st_uid != os.getuid() or not stat.S_ISREG(st.st_mode):
+        return None
+    os.chmod(path, FILE_MODE)
+    return mode
+
+
 def open_private(path: Path | str, **kwargs: Any) -> IO[str]:
     """Open `path` for writing text, truncated, with mode 0600 (also when it existed)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from worker.config import source_problem
 from worker.errors import AbortError, ConfigError
 from worker.fileperms import refuse_shared, write_private_atomically
 from worker.redaction import redact, register_secret
@@ -300,6 +301,7 @@ def check_token_spec(spec: str, base_dir: Path) -> None:
     """Raise the ConfigError a provider of `spec` would for a source that is not there
     (an unset variable, a missing file), before a run opens its ledger: exit 2 means
     nothing was done."""
+    _refuse_pasted(spec)
     kind, _, rest = spec.partition(":")
     if kind == "env" and rest:
         _env_token(rest)
@@ -307,6 +309,12 @@ def check_token_spec(spec: str, base_dir: Path) -> None:
         path = token_file_path(rest, base_dir)
         if not path.exists():
             raise ConfigError(f"token file {path}: not found")
+
+
+def _refuse_pasted(spec: str) -> None:
+    problem = source_problem(spec, "token")
+    if problem is not None:
+        raise ConfigError(f"token: {problem}")
 
 
 def _env_token(name: str) -> str:
@@ -324,6 +332,7 @@ def token_provider_from_spec(
     token_url: str,
 ) -> TokenProvider:
     """Build a provider from ``env:NAME`` or ``file:PATH`` (relative to `base_dir`)."""
+    _refuse_pasted(spec)
     kind, _, rest = spec.partition(":")
     if kind == "env" and rest:
         return StaticToken(_env_token(rest), source=f"token: environment variable {rest}")

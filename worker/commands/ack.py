@@ -15,6 +15,7 @@ from functools import partial
 
 from worker.errors import ConfigError
 from worker.ledger import audit
+from worker.ledger.crypto import LedgerKey
 from worker.ledger.target import LedgerTarget, describe, is_url, open_ledger
 from worker.suggest import did_you_mean
 from worker.worklist import State, WorkItem, items, save
@@ -50,13 +51,16 @@ async def run_ack(
     tenant: int | None,
     kind: str | None,
     undo: bool = False,
+    key: LedgerKey | None = None,
 ) -> AckResult:
-    """Acknowledge (or, with `undo`, reopen) the matching items; exit 2 when none match."""
+    """Acknowledge (or, with `undo`, reopen) the matching items; exit 2 when none match.
+
+    ``key``: an encrypted ledger's, to open its items and seal the note."""
     if bool(keys) == all_open:
         raise ConfigError("give the KEYs to acknowledge, or --all-open (not both)")
     if not undo and not (note or "").strip():
         raise ConfigError("--note is required: say why the items need nothing more")
-    ledger = await open_ledger(target)
+    ledger = await open_ledger(target, key=key)
     try:
         wanted = "acknowledged" if undo else "open"
         found = await items(ledger, tenant=tenant, kind=kind, state=wanted,

@@ -364,6 +364,10 @@ async def run_import(
             base_url=options.base_url,
             rebind=options.rebind_ledger,
         ) as ref_ledger:
+            if ref_ledger is not None:
+                # Refused before any call: without the key no cached reference matches, and
+                # every patient's phone would be searched for in the API.
+                ref_ledger.require_patient_data("import --dry-run")
             prepared = await prepare_references(
                 config,
                 options.file,

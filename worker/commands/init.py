@@ -37,6 +37,7 @@ from worker.config import DEFAULT_BASE_URL, load_config
 from worker.contract import STATUSES
 from worker.errors import ConfigError
 from worker.exitcodes import ExitCode
+from worker.fileperms import write_private_atomically
 from worker.mapping import Mapper
 from worker.mapping.text import as_text, norm_key
 from worker.mapping.values import clock_text
@@ -428,7 +429,10 @@ def _status(d: Draft, sample: Sample, g: ColumnGuess | None) -> None:
 
 def check_draft(text: str, directory: Path) -> None:
     """Load and compile the draft as validate would; a failure is init's own bug."""
-    fd, name = tempfile.mkstemp(suffix=".toml", dir=directory)
+    try:
+        fd, name = tempfile.mkstemp(suffix=".toml", dir=directory)
+    except OSError as exc:
+        raise ConfigError(f"{directory}: cannot write the draft there: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
@@ -450,14 +454,19 @@ def base_api_text(path: str) -> str:
 
 
 def write_draft(text: str, out: str | None, force: bool) -> None:
-    """Write to `out` (refusing to overwrite without `force`), or print."""
+    """Write to `out` owner-only (refusing to overwrite without `force`), or print."""
     if out is None:
         print(text, end="")
         return
     path = Path(out)
     if path.exists() and not force:
         raise ConfigError(f"{out}: already exists (pass --force to overwrite)")
-    path.write_text(text, encoding="utf-8")
+    try:
+        # A new file, not the old one truncated: a file copied in under umask 022 keeps
+        # its 0644 through a plain rewrite, and --online drafts name the clinic's staff.
+        write_private_atomically(path, text.encode("utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{out}: cannot write the draft: {exc.strerror}") from None
 
 
 def run_init(

@@ -125,7 +125,7 @@ def _counts(conn: sqlite3.Connection) -> tuple[int, int]:
 
 
 def _remove(path: Path) -> None:
-    for name in (path, meta.wal_path(path), path.with_name(path.name + "-shm")):
+    for name in meta.ledger_files(path):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name)
 

@@ -120,12 +120,19 @@ def new_hash_key() -> bytes:
 def load_key(spec: str, base_dir: Path, what: str = "[ledger] encryption_key") -> LedgerKey:
     """The key named by ``env:NAME`` or ``file:PATH`` (a file must be 0600, like token
     files). ConfigError (exit 2) with a one-line reason; the secret is never shown."""
+    from worker.config import source_problem
+
     kind, _, rest = spec.partition(":")
-    if kind == "env" and rest:
+    if kind not in ("env", "file") or not rest:
+        raise ConfigError(f"{what}: expected 'env:VARIABLE' or 'file:PATH' (never the key itself)")
+    problem = source_problem(spec, "key")
+    if problem is not None:
+        raise ConfigError(f"{what}: {problem}")
+    if kind == "env":
         secret = os.environ.get(rest, "").strip()
         if not secret:
             raise ConfigError(f"{what} = {spec}: environment variable {rest} is not set")
-    elif kind == "file" and rest:
+    else:
         path = Path(rest).expanduser()
         if not path.is_absolute():
             path = base_dir / path
@@ -134,8 +141,11 @@ def load_key(spec: str, base_dir: Path, what: str = "[ledger] encryption_key") -
             secret = path.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(f"{what} = {spec}: cannot read {path}: {exc.strerror}") from None
-    else:
-        raise ConfigError(f"{what}: expected 'env:VARIABLE' or 'file:PATH' (never the key itself)")
+        except UnicodeDecodeError:  # its own message would quote a byte of the key
+            raise ConfigError(
+                f"{what} = {spec}: cannot read {path}: not UTF-8 text (a key is text, such "
+                "as `openssl rand -base64 32` writes)"
+            ) from None
     if len(secret) < MIN_SECRET_CHARS:
         raise ConfigError(
             f"{what} = {spec}: the key has {len(secret)} characters, expected at least "
@@ -150,3 +160,12 @@ def configured_key(config: Config | None) -> LedgerKey | None:
         return None
     what = f"{config.path}: [ledger] encryption_key"
     return load_key(config.ledger.encryption_key, config.base_dir, what)
+
+
+def key_for(config_path: Path | None) -> LedgerKey | None:
+    """The key the config at `config_path` names, or None (no config given, or no key)."""
+    if config_path is None:
+        return None
+    from worker.config import load_config
+
+    return configured_key(load_config(config_path))

@@ -53,6 +53,11 @@ def wal_path(path: Path) -> Path:
     return path.with_name(path.name + "-wal")
 
 
+def ledger_files(path: Path) -> tuple[Path, Path, Path]:
+    """The ledger file and the -wal and -shm files SQLite keeps beside it."""
+    return path, wal_path(path), path.with_name(path.name + "-shm")
+
+
 def wal_missing(path: Path) -> bool:
     """No -wal file beside the ledger, or an empty one (nothing SQLite could replay)."""
     try:

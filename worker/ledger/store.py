@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from worker.errors import AbortError, ConfigError
-from worker.fileperms import create_private, private_dir
+from worker.fileperms import create_private, make_private, private_dir
 from worker.ledger import atrest, meta, ops
 from worker.ledger.crypto import SEALED_PREFIX, LedgerKey, Sealer
 from worker.ledger.fatal import ledger_failure
@@ -30,6 +30,22 @@ from worker.ledger.writer import OpFn, Writer, WriterLike
 from worker.logs import get_logger
 
 log = get_logger("ledger")
+
+
+def _make_private(path: Path) -> None:
+    """Tighten a ledger (and its -wal, -shm) that group or others can read, saying so.
+
+    Not refused, as token and key files are: a copy made under umask 022 is a harmless
+    slip, and a refusal would stop a nightly run over it."""
+    for name in meta.ledger_files(path):
+        old = make_private(name)
+        if old is not None:
+            log.warning(
+                "ledger file open to group or others: made private (0600)",
+                file=str(name),
+                old_mode=f"{old:04o}",
+            )
+
 
 # Unawaited outcomes queued beyond this make record() wait for a commit, so a
 # producer faster than the disk cannot grow the queue without bound.
@@ -102,6 +118,8 @@ class Ledger:
                 new = not path.exists()
                 if new:
                     create_private(path)
+                else:
+                    _make_private(path)
             except OSError as exc:
                 # Say which step failed: the directory may well exist, read-only.
                 what = (

@@ -46,6 +46,7 @@ from worker.config import Config, load_config
 from worker.errors import ConfigError
 from worker.exitcodes import ExitCode
 from worker.ledger import Entry, Ledger, Run, RunStatus, Status
+from worker.ledger.crypto import configured_key
 from worker.ledger.target import LedgerTarget, describe, find_ledger_target, is_url
 
 EMBED_LIMIT = 5_000
@@ -82,8 +83,11 @@ class HtmlOptions:
 async def collect_page(options: HtmlOptions) -> ReportPage:
     """Read everything the page shows from the ledger (read-only, no lock)."""
     target = find_ledger_target(options.ledger_path, options.config_path)
-    ledger = await open_for_report(target)
+    given = load_config(options.config_path) if options.config_path is not None else None
+    ledger = await open_for_report(target, configured_key(given))
     try:
+        # Even a masked page reads the rows' cells (to mask them) and the reasons.
+        ledger.require_patient_data("report --html")
         all_runs = await ledger.runs()
         if options.run is not None:
             chosen = [r for r in all_runs if r.id == options.run]
@@ -92,7 +96,7 @@ async def collect_page(options: HtmlOptions) -> ReportPage:
             run: Run | None = chosen[0]
         else:
             run = all_runs[-1] if all_runs else None
-        config = _config(options.config_path, run)
+        config = given if given is not None else _recorded_config(run)
         glance = _run_glance(run) if run is not None else None
         work = PageWorklist(all_runs, config, options)
         await work.start(ledger)
@@ -125,10 +129,8 @@ async def collect_page(options: HtmlOptions) -> ReportPage:
     return page
 
 
-def _config(path: Path | None, run: Run | None) -> Config | None:
-    """The config given, else the one the run recorded when it is still readable."""
-    if path is not None:
-        return load_config(path)
+def _recorded_config(run: Run | None) -> Config | None:
+    """The config the run recorded, when it is still readable."""
     if run is None or not run.config_path or not Path(run.config_path).is_file():
         return None
     try:

@@ -6,7 +6,9 @@ columns. Fixed and imported with `--partial`, it resolves what it fixes. Rows
 without cells (missing from the export) are left out of it and counted.
 The xlsx (openpyxl, write-only: a flat memory profile for long lists) holds every
 item; each cell is written as text, so a note such as ``=HYPERLINK(...)`` stays
-text in Excel and is never run as a formula.
+text in Excel and is never run as a formula. Like the failures files, every xlsx
+row and JSON item says it holds patient data (``worker_patient_data``): reasons
+and notes may quote the rows' cells.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from worker.errors import ConfigError, SourceError
 from worker.fileperms import open_private, write_private_atomically
 from worker.ledger import Ledger, Run, RunStatus
 from worker.source import RowProblem, SourceRow
-from worker.source.failures import FailureWriter
+from worker.source.failures import PATIENT_DATA_COLUMN, PATIENT_DATA_NOTE, FailureWriter
 from worker.worklist import WorkItem
 
 EXTRA_COLUMNS = (
@@ -42,6 +44,9 @@ EXTRA_COLUMNS = (
     "acknowledged_by",
     "ack_note",
 )
+
+WITH_CELLS = ("csv", "xlsx")
+"""Formats that carry the rows' cells: an encrypted ledger's need its key."""
 
 
 def _extras(item: WorkItem) -> dict[str, str]:
@@ -58,10 +63,11 @@ def _cells(item: WorkItem) -> dict[str, Any] | None:
 
 
 def item_json(item: WorkItem) -> dict[str, Any]:
-    """An item for --format json: everything but the row's cells (patient data)."""
+    """An item for --format json: everything but the row's cells, marked as patient data
+    (its reason and notes may quote them)."""
     data = asdict(item)
     data.pop("source_row")
-    return data
+    return data | {PATIENT_DATA_COLUMN: PATIENT_DATA_NOTE}
 
 
 def print_table(items: list[WorkItem], console: Console | None = None) -> None:
@@ -137,7 +143,14 @@ def write_xlsx(items: list[WorkItem], out: Path) -> Written:
     columns: list[str] = []
     for item in items:
         columns.extend(c for c in _cells(item) or {} if c not in columns)
-    head = ["tenant", "source_key", "source_file", "source_line", *EXTRA_COLUMNS]
+    head = [
+        "tenant",
+        "source_key",
+        "source_file",
+        "source_line",
+        *EXTRA_COLUMNS,
+        PATIENT_DATA_COLUMN,
+    ]
     book = Workbook(write_only=True)
     sheet: Any = book.create_sheet("worklist")
 
@@ -153,7 +166,7 @@ def write_xlsx(items: list[WorkItem], out: Path) -> Written:
         extras = _extras(item)
         cells = _cells(item) or {}
         values: list[Any] = [item.tenant, item.source_key, item.source_file, item.source_line]
-        values += [extras[c] for c in EXTRA_COLUMNS]
+        values += [extras[c] for c in EXTRA_COLUMNS] + [PATIENT_DATA_NOTE]
         values += [cells.get(c) for c in columns]
         sheet.append([text(v) for v in values])
     buffer = io.BytesIO()
