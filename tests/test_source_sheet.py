@@ -313,3 +313,29 @@ def test_a_header_under_a_merged_title_row_is_named_by_header_row(tmp_path: Path
     config = write_config(tmp_path, "[source]\nheader_row = 40\n")
     code, _, err = validate(str(xlsx), "-c", str(config))
     assert code == 2 and "has no row 40 ([source] header_row; the sheet has 6 rows)" in err
+
+
+def test_an_excel_error_cell_reads_as_excel_shows_it_not_as_empty(tmp_path: Path) -> None:
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.title = "Randevular"
+    sheet.append([None, *HEADER])  # the table starts at column B
+    for row in TYPED[:3]:
+        sheet.append([None, *row])
+    sheet["I2"].data_type = "s"  # the formula-like note is text, as typed
+    sheet["C3"].value, sheet["C3"].data_type = "#N/A", "e"  # Hasta No, from a VLOOKUP
+    sheet["I4"].value, sheet["I4"].data_type = "#VALUE!", "e"  # Not
+    book.save(tmp_path / "export.xlsx")
+    out = tmp_path / "payloads.jsonl"
+    code, stdout, _ = validate(
+        str(tmp_path / "export.xlsx"), "-c", str(write_config(tmp_path)), "--payloads", str(out)
+    )
+    assert code == 1, stdout
+    assert "export.xlsx:Randevular!3: customer_id (column 'Hasta No'): expected a whole number" in (
+        stdout
+    )
+    assert "is empty" not in stdout
+    assert {b[0]: b[3].get("description") for b in bodies(out)} == {2: NOTE, 4: "#VALUE!"}

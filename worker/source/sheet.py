@@ -17,8 +17,12 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import hashlib
+import html
 import io
 import itertools
+import posixpath
+import re
+import zipfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -91,8 +95,8 @@ SIGNATURES = {b"PK\x03\x04": "a zip archive (.xlsx or .ods)", b"\xd0\xcf\x11\xe0
 """How a workbook's bytes start: what a file is, whatever its name says."""
 
 
-def _open_workbook(name: str, path: str, fmt: str) -> tuple[CalamineWorkbook, str]:
-    """The workbook and the SHA-256 of the bytes it was parsed from.
+def _open_workbook(name: str, path: str, fmt: str) -> tuple[CalamineWorkbook, str, bytes]:
+    """The workbook, the SHA-256 of the bytes it was parsed from, and those bytes.
 
     The file is read once into memory and parsed from that copy (python-calamine
     decodes the whole sheet anyway, and the packed file is small beside it), so
@@ -106,7 +110,7 @@ def _open_workbook(name: str, path: str, fmt: str) -> tuple[CalamineWorkbook, st
         raise SourceError(f"{name}: cannot read it: {exc.strerror or exc}") from None
     digest = hashlib.sha256(data).hexdigest()
     try:
-        return CalamineWorkbook.from_filelike(io.BytesIO(data)), digest
+        return CalamineWorkbook.from_filelike(io.BytesIO(data)), digest, data
     except (CalamineError, OSError, ValueError) as exc:
         first = exc
     head = data[:512]
@@ -151,12 +155,16 @@ class SheetRows:
         header_row: int | None = None,
     ) -> None:
         self.name = name
-        workbook, self.sha256 = _open_workbook(name, path, fmt)
+        workbook, self.sha256, data = _open_workbook(name, path, fmt)
         try:
             chosen = _pick_sheet(workbook, name, sheet)
         except CalamineError as exc:
             raise SourceError(f"{name}: cannot read the sheet: {_first_line(exc)}") from None
         self.sheet = chosen.name
+        # python-calamine reads an error cell (#N/A) as an empty one; read as empty, an
+        # optional field would silently go without its value.
+        first_column = chosen.start[1] if chosen.start else 0
+        self._errors = error_cells(data, chosen.name, first_column) if fmt == "xlsx" else {}
         self.rows_total = chosen.height
         self._rows = enumerate(chosen.iter_rows(), start=1)
         self._ahead: list[tuple[int, list[Any]]] = []
@@ -237,8 +245,13 @@ class SheetRows:
         set_source, set_line = slots["source"].__set__, slots["line"].__set__
         set_fields, set_raw = slots["fields"].__set__, slots["raw"].__set__
         set_sheet = slots["sheet"].__set__
+        errors = self._errors
         for number, cells in rows:
             values = [c if type(c) is str else convert(c) for c in cells]
+            if errors and number in errors:
+                for index, shown in errors[number].items():
+                    if 0 <= index < len(values):
+                        values[index] = shown  # as Excel shows it, as a CSV export has it
             if len(values) != width:
                 if any(v != "" for v in values[width:]):
                     yield self._beyond_header(number, values)
@@ -279,3 +292,67 @@ def _column_letter(number: int) -> str:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:200]
+
+
+_ERROR_CELL = re.compile(rb'<c\b([^>]*?)\bt="e"([^>]*)>(.*?)</c>', re.DOTALL)
+_CELL_REF = re.compile(rb'\br="([A-Z]{1,3})([0-9]+)"')
+_CELL_VALUE = re.compile(rb"<v>([^<]*)</v>")
+
+
+def error_cells(data: bytes, sheet: str, first_column: int) -> dict[int, dict[int, str]]:
+    """An .xlsx sheet's error cells: row number -> {index in calamine's row -> the error
+    as Excel shows it, "#N/A"}. Empty when there are none or the file cannot be read so
+    (calamine read it; this only adds what calamine leaves out)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            part = _sheet_part(archive, sheet)
+            xml = archive.read(part) if part is not None else b""
+    except (zipfile.BadZipFile, KeyError, OSError, RuntimeError):
+        return {}
+    if b't="e"' not in xml:
+        return {}
+    found: dict[int, dict[int, str]] = {}
+    for match in _ERROR_CELL.finditer(xml):
+        ref = _CELL_REF.search(match.group(1) + match.group(2))
+        value = _CELL_VALUE.search(match.group(3))
+        if ref is None or match.group(2).endswith(b"/"):
+            continue
+        shown = html.unescape(value.group(1).decode("utf-8", "replace")) if value else "#ERROR"
+        index = _column_number(ref.group(1).decode()) - 1 - first_column
+        found.setdefault(int(ref.group(2)), {})[index] = shown
+    return found
+
+
+def _sheet_part(archive: zipfile.ZipFile, sheet: str) -> str | None:
+    """The path in the archive of the sheet named `sheet`. Read with patterns, not an XML
+    parser: the two parts are small, and a pattern expands no entity of a hostile file."""
+    rel_id = target = None
+    for attrs in _tags(archive.read("xl/workbook.xml"), b"sheet"):
+        if attrs.get("name") == sheet:
+            rel_id = next((v for k, v in attrs.items() if k.endswith(":id")), None)
+    for attrs in _tags(archive.read("xl/_rels/workbook.xml.rels"), b"Relationship"):
+        if rel_id is not None and attrs.get("Id") == rel_id:
+            target = attrs.get("Target")
+    if not target:
+        return None
+    return target.lstrip("/") if target.startswith("/") else posixpath.normpath("xl/" + target)
+
+
+_ATTRIBUTE = re.compile(rb'([\w:.-]+)\s*=\s*"([^"]*)"')
+
+
+def _tags(xml: bytes, name: bytes) -> Iterator[dict[str, str]]:
+    """The attributes of each `<name ...>` (any namespace prefix), unescaped."""
+    for match in re.finditer(rb"<(?:[\w.-]+:)?" + name + rb"\b([^>]*)>", xml):
+        yield {
+            k.decode("utf-8", "replace"): html.unescape(v.decode("utf-8", "replace"))
+            for k, v in _ATTRIBUTE.findall(match.group(1))
+        }
+
+
+def _column_number(letters: str) -> int:
+    """A -> 1, AA -> 27 (the inverse of _column_letter)."""
+    number = 0
+    for letter in letters:
+        number = number * 26 + ord(letter) - 64
+    return number
