@@ -516,7 +516,7 @@ def import_cmd(
     allow_insecure_http: bool,
     **params: Any,
 ) -> None:
-    """Import FILE (CSV or JSONL, '-' for stdin) into Flextell, resuming from the ledger.
+    """Import FILE (CSV, JSONL or a workbook; '-' for stdin) into Flextell; resumes from the ledger.
 
     Running the same command again resumes: created rows are skipped, rows whose
     outcome was lost are looked up before anything is re-sent, failed rows are
