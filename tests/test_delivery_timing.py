@@ -104,20 +104,26 @@ async def test_an_equal_one_made_by_hand_a_minute_before_is_not_claimed_early(
 ) -> None:
     """Row 5: staff booked the same appointment 60 s before the row's POST, whose answer is
     lost and which commits late. Within the clock-skew window, so not provably ours:
-    after settling there are two for one row, and the row is unknown, not claimed."""
+    after settling there are two for one row, and the row is unknown, not claimed.
+
+    The booking shows in Flextell only once the POST has left (the staff's screen
+    saved it late, dated a minute back): before, the row's adoption check would
+    find it and adopt it, which is right for a booking it can see."""
     earlier = Row("H-0", 1, 1002, 101, AT, "approved", (201,), None, None, None)
     row = replace(earlier, key="H-1", customer=1001)
     async with sandbox_factory() as sb:
         s = setup(tmp_path, sb.url, rows=[earlier], timeout=1.0, settle_seconds=3.0,
                   tenants={1: {}})  # fmt: skip
-        # A ledger that delivered before: no adoption pass, the new row is sent at once.
         assert (await run_cli(s.args())).exit_code == 0
         s.rows = [earlier, row]
         write_csv(s.data, s.rows)
         await _set_runtime(sb.url, commit_delay_seconds=2.5)
         made = (datetime.now(UTC) - timedelta(seconds=60)).isoformat()
+        run = asyncio.create_task(run_cli(s.args("--settle-wait", "20")))
+        while len(posts(await requests_log(sb.url), 1)) < 2 and not run.done():
+            await asyncio.sleep(0.02)  # until H-1's POST has left
         by_hand = await _create_by_hand(sb.url, row, made_at=made)
-        result = await run_cli(s.args("--settle-wait", "20"))
+        result = await run
         await wait_for_commits(sb.url)
         entry = ledger_rows(s.ledger)[row.key]
         assert entry["appointment_id"] != by_hand, "claimed the appointment staff made"
