@@ -307,3 +307,16 @@ def test_dates_without_a_time_column_are_a_todo_not_midnight(tmp_path: Path) -> 
     text = out.read_text(encoding="utf-8")
     assert "TODO: column 'Tarih' holds dates without a time of day" in text
     assert "\nscheduled_at" not in text
+
+
+def test_numbered_treatment_and_room_columns_are_found_in_turkish(tmp_path: Path) -> None:
+    export = tmp_path / "tr.csv"
+    export.write_text(
+        "Randevu No;Hasta No;Doktor No;İşlem No;Oda No;Tarih\n"
+        "R1;1001;101;201;301;24.12.2026 10:30\n",
+        encoding="utf-8",
+    )
+    _, text = init(tmp_path, export)
+    mapping = tomllib.loads(text)["mapping"]
+    assert mapping["treatments"]["column"] == "İşlem No"
+    assert mapping["room_id"] in ("Oda No", {"column": "Oda No"}), mapping["room_id"]
