@@ -182,3 +182,30 @@ def test_an_unknown_rows_reason_is_one_sentence_in_the_clinics_time(tmp_path: Pa
     when = datetime.strptime(found[1], "%Y-%m-%d %H:%M").replace(tzinfo=istanbul)
     settled = sent + timedelta(seconds=30)  # [api] settle_seconds after the POST
     assert settled - timedelta(minutes=1) <= when <= settled + timedelta(minutes=1), when
+
+
+def test_an_acknowledged_change_the_export_takes_back_asks_for_a_person_again(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    # A walkthrough: staff moved an appointment in Flextell as the worklist asked and
+    # acknowledged it; the export then went back to the old time, and the item resolved
+    # in silence, leaving Flextell at the time staff had set.
+    config = write_config(tmp_path)
+    columns, sample = sample_rows()
+    rows = [dict(r) for r in sample[:4]]
+    first = write_csv(tmp_path / "n1.csv", columns, rows)
+    assert import_file(config, sbx, first)[0].exit_code == 0
+    moved = [dict(r) for r in rows]
+    moved[1]["start"] = moved[1]["start"][:11] + "16:45:00"
+    key = moved[1]["appointment_id"]
+    night = import_for_people(config, sbx, write_csv(tmp_path / "n2.csv", columns, moved))
+    assert night.exit_code == 1, night.output
+    note = "moved in Flextell by hand"
+    assert run_cli("ack", key, "-c", str(config), "--note", note).exit_code == 0
+    night = import_for_people(config, sbx, first)  # the export takes the change back
+    assert night.exit_code == 1, night.output
+    [item] = json.loads(run_cli("worklist", "-c", str(config), "--format", "json").output)
+    assert (item["source_key"], item["kind"], item["state"]) == (key, "changed", "open")
+    assert "the export went back to the version first sent after" in item["reason"]
+    assert run_cli("ack", key, "-c", str(config), "--note", "moved back").exit_code == 0
+    assert import_for_people(config, sbx, first).exit_code == 0

@@ -143,3 +143,34 @@ def test_the_tally_counts_open_items_new_in_this_run_and_acknowledged_ones() -> 
     d = replace(a, source_key="D", state=State.RESOLVED)
     assert tally([a, b, c, d], 2) == Tally(new=1, open=2, acknowledged=1)
     assert Tally(1, 2, 3).line() == "needs a person: 1 new tonight, 2 open, 3 acknowledged"
+
+
+def test_an_acknowledged_change_undone_by_the_export_reopens_until_acknowledged() -> None:
+    changed = one(judge([], [finding(Kind.CHANGED)], run_id=3, by_hand=False))
+    acked = acknowledge(changed, by="ayse", at="t", note="moved in Flextell by hand")
+    back = one(judge([acked], [], run_id=4, by_hand=False))  # the export went back
+    assert (back.state, back.kind, back.opened_run_id) == ("open", "changed", 4)
+    assert back.reason.startswith("the export went back to the version first sent after ayse")
+    assert back.ack_note == "moved in Flextell by hand"  # still readable
+    assert tally([back], 4) == Tally(new=1, open=1, acknowledged=0)
+    still = one(judge([back], [], run_id=5, by_hand=False))
+    assert (still.state, still.last_run_id) == ("open", 5)  # not resolved by silence
+    done = acknowledge(still, by="ayse", at="t2", note="moved back")
+    assert one(judge([done], [], run_id=6, by_hand=False)).state == "resolved"
+
+
+def test_an_acknowledged_missing_row_that_comes_back_reopens() -> None:
+    missing = one(judge([], [finding(Kind.MISSING)], run_id=3, by_hand=False))
+    acked = acknowledge(missing, by="ali", at="t", note="cancelled by phone")
+    back = one(judge([acked], [], run_id=4, by_hand=False))
+    assert back.state == "open"
+    assert back.reason.startswith("back in the export after ali acknowledged it missing")
+    # Gone again: an ordinary missing finding, the item open as usual.
+    again = one(judge([back], [finding(Kind.MISSING)], run_id=5, by_hand=False))
+    assert (again.state, again.reason, again.content_hash) == ("open", "missing reason", "c1")
+
+
+def test_a_hand_fixed_run_resolves_an_acknowledged_change_as_before() -> None:
+    changed = one(judge([], [finding(Kind.CHANGED)], run_id=3, by_hand=False))
+    acked = acknowledge(changed, by="a", at="t", note="n")
+    assert one(judge([acked], [], run_id=4, by_hand=True)).state == "resolved"

@@ -3,10 +3,13 @@
 Pure: no I/O (worker.worklist.store reads and writes the table). An item is open
 until its cause goes away (resolved) or a person acknowledges it. An
 acknowledgement holds while the row's content is the one acknowledged; content
-that changes reopens the item. A cause that comes back reopens a resolved item,
-except one case: a row fixed by hand (a `--partial` run created it from a fixed
-file) while the full export still carries the old, bad version. That version is
-"fixed by hand; the source still differs", a quiet state, not a new problem.
+that changes reopens the item. A changed or missing item is answered in Flextell
+by hand, so when its cause goes away after the acknowledgement (the export went
+back, the row came back) it reopens, saying what to check, until acknowledged.
+A cause that comes back reopens a resolved item, except one case: a row fixed by
+hand (a `--partial` run created it from a fixed file) while the full export still
+carries the old, bad version. That version is "fixed by hand; the source still
+differs", a quiet state, not a new problem.
 """
 
 from __future__ import annotations
@@ -176,6 +179,14 @@ def judge(
     for item in items:
         if item.kind in out or item.state == State.RESOLVED:
             continue
+        reverted = item.content_hash.startswith(_REVERTED)
+        if not by_hand and item.kind in _ACTED_ON and item.state == State.ACKNOWLEDGED:
+            if not reverted:
+                out[item.kind] = _undone(item, run_id)
+                continue
+        elif not by_hand and reverted and item.state == State.OPEN:
+            out[item.kind] = replace(item, last_run_id=run_id)  # until a person acks it
+            continue
         out[item.kind] = replace(
             item,
             state=State.RESOLVED,
@@ -183,6 +194,39 @@ def judge(
             resolved_by_hand=item.resolved_by_hand or by_hand,
         )
     return list(out.values())
+
+
+# Items a person answers by changing Flextell (the API has no update): when their
+# cause goes away after the acknowledgement, Flextell may now differ from the source.
+_ACTED_ON = (Kind.CHANGED, Kind.MISSING)
+_REVERTED = "reverted:"
+"""The content hash's prefix of an item reopened so: it stays open until acknowledged."""
+
+
+def _undone(item: WorkItem, run_id: int) -> WorkItem:
+    """An acknowledged changed or missing item whose cause went away: the export went
+    back to the version first sent, or the row came back. If the person who acknowledged
+    it changed Flextell by hand, Flextell now differs from the export."""
+    who = item.ack_by or "a person"
+    if item.kind == Kind.CHANGED:
+        reason = (
+            f"the export went back to the version first sent after {who} acknowledged its "
+            "change: if Flextell was changed by hand, change it back; then `ack`"
+        )
+    else:
+        reason = (
+            f"back in the export after {who} acknowledged it missing: if its appointment "
+            "was cancelled or deleted in Flextell by hand, restore it; then `ack`"
+        )
+    return replace(
+        item,
+        state=State.OPEN,
+        reason=reason,
+        local_diff=None,
+        content_hash=_REVERTED + item.content_hash,
+        last_run_id=run_id,
+        opened_run_id=run_id,
+    )
 
 
 def _seen_again_quiet(item: WorkItem, run_id: int) -> WorkItem:
