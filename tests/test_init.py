@@ -320,3 +320,19 @@ def test_numbered_treatment_and_room_columns_are_found_in_turkish(tmp_path: Path
     mapping = tomllib.loads(text)["mapping"]
     assert mapping["treatments"]["column"] == "İşlem No"
     assert mapping["room_id"] in ("Oda No", {"column": "Oda No"}), mapping["room_id"]
+
+
+def test_a_start_column_in_turkish_and_the_status_column_is_not_called_unmapped(
+    tmp_path: Path,
+) -> None:
+    export = tmp_path / "bas.csv"
+    export.write_text(
+        "Randevu No;Hasta No;Doktor No;İşlemler;Başlangıç;Durum\n"
+        "R1;1001;101;201;2026-12-01 11:30;Onaylandı\n",
+        encoding="utf-8",
+    )
+    _, text = init(tmp_path, export)
+    mapping = tomllib.loads(text)["mapping"]
+    assert mapping["scheduled_at"]["column"] == "Başlangıç"
+    assert mapping["status"]["column"] == "Durum"
+    assert "columns not mapped" not in text

@@ -218,7 +218,12 @@ def draft_config(
     # What the mapping lines name, not what was guessed: a guess may go unused (a phone
     # column beside a customer id), and a column may be found by its values.
     mapped = "\n".join(line for line in d.lines if not line.lstrip().startswith("#"))
-    unused = [c for c in sample.columns if f"= {q(c)}" not in mapped]
+    status = guesses.get("status")  # its lines come below, in [mapping.status]
+    unused = [
+        c
+        for c in sample.columns
+        if f"= {q(c)}" not in mapped and (status is None or c != status.column)
+    ]
     if unused:
         d.add()
         d.add(comment=f"columns not mapped: {', '.join(unused)}")
@@ -318,6 +323,13 @@ def _proposed(d: Draft, name: str, opts: list[str], g: ColumnGuess) -> None:
 
 def _scheduled(d: Draft, sample: Sample, guesses: dict[str, ColumnGuess], lang: str | None) -> None:
     single, date, clock = (_picked(guesses.get(name)) for name in ("scheduled_at", "date", "time"))
+    if (
+        single is not None
+        and date is not None
+        and clock is None
+        and looks_like_times(sample.values.get(single.column, []))
+    ):
+        single, clock = None, single  # "Başlangıç" beside "Tarih": the start time
     if single is None and date is not None and clock is None:
         clock = _time_column(sample, guesses)
         if clock is None:

@@ -58,7 +58,15 @@ SYNONYMS: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "scheduled_at": {
         "en": ("start", "start time", "datetime", "date time", "scheduled at", "appointment time"),
-        "tr": ("tarih saat", "randevu tarihi", "randevu zamani", "zaman"),
+        "tr": (
+            "tarih saat",
+            "randevu tarihi",
+            "randevu zamani",
+            "zaman",
+            "baslangic",
+            "baslangic zamani",
+            "baslangic tarihi",
+        ),
         "de": ("termin datum", "beginn", "zeitpunkt", "datum uhrzeit"),
         "fr": ("date heure", "date rdv", "debut", "date et heure"),
         "es": ("fecha hora", "inicio", "fecha y hora", "fecha cita"),
