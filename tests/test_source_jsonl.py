@@ -97,3 +97,19 @@ def test_format_option_overrides_the_extension(tmp_path: Path) -> None:
     items = read(write(tmp_path, '{"a": 1}\n', "export.csv"), format="jsonl")
     assert isinstance(items[0], SourceRow)
     assert items[0].fields == {"a": 1}
+
+
+def test_a_key_named_twice_in_one_object_is_a_row_problem(tmp_path: Path) -> None:
+    # Python keeps the last value, other JSON readers the first: a guess either way
+    # (a walkthrough's row was created with the second of two patient ids).
+    path = write(
+        tmp_path,
+        '{"id": "B-1", "patient": {"id": 1016, "id": 1008}}\n'
+        '{"id": "B-2", "status": "approved", "status": "pending"}\n'
+        '{"id": "B-3", "patient": {"id": 1016}}\n',
+    )
+    items = read(path)
+    problems = [i for i in items if isinstance(i, RowProblem)]
+    assert [(p.line, p.column) for p in problems] == [(1, "id"), (2, "status")]
+    assert "key 'status' appears twice in one object" in problems[1].message
+    assert [i.line for i in items if isinstance(i, SourceRow)] == [3]

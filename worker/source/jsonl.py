@@ -70,8 +70,30 @@ def _lone_surrogate(value: Any) -> str | None:
     return None
 
 
+class _DuplicateKey(ValueError):
+    """One object names a key twice: JSON readers differ on which value counts."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        for key, _item in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return value
+
+
 _decode = json.JSONDecoder(
-    parse_constant=_reject_constant, parse_int=_parse_int, parse_float=_parse_float
+    parse_constant=_reject_constant,
+    parse_int=_parse_int,
+    parse_float=_parse_float,
+    object_pairs_hook=_object,
 ).decode
 
 
@@ -117,6 +139,17 @@ def _rows(name: str, feed: LineFeed, max_field_size: int) -> Iterator[SourceRow 
             continue
         except _NotJson as exc:
             yield RowProblem(name, number, f"invalid JSON: {exc}", raw=_raw(text))
+            continue
+        except _DuplicateKey as exc:
+            # Python keeps the last value, other readers the first: a guess either way.
+            yield RowProblem(
+                name,
+                number,
+                f"key {exc.key!r} appears twice in one object (expected each key once: "
+                "which value counts is not guessed)",
+                column=exc.key,
+                raw=_raw(text),
+            )
             continue
         except RecursionError:
             yield RowProblem(name, number, "invalid JSON: nested too deeply", raw=_raw(text))
