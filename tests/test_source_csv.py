@@ -288,3 +288,15 @@ def test_the_header_repeated_further_down_is_not_a_row(tmp_path: Path) -> None:
     _, items = read(path, delimiter=";")
     rows = rows_only(items)
     assert [(r.line, r.fields["id"]) for r in rows] == [(2, "A1"), (4, "A2")]
+
+
+@pytest.mark.parametrize("sep", [";", "\t", ","])
+def test_excels_sep_line_names_the_delimiter_and_is_no_header(tmp_path: Path, sep: str) -> None:
+    # Excel writes "sep=;" first for a CSV meant to open in another locale; it was taken
+    # for the header ("columns: sep=") and every mapped column was missing.
+    text = f"sep={sep}\r\nNo{sep}Hasta\r\n1{sep}Ayşe, Y.\r\n".replace(", Y.", " Y.")
+    columns, items = read(write(tmp_path, text))
+    assert columns == ["No", "Hasta"]
+    assert [(i.line, i.fields) for i in items if isinstance(i, SourceRow)] == [
+        (3, {"No": "1", "Hasta": "Ayşe Y."})
+    ]

@@ -54,6 +54,15 @@ def detect_delimiter(sample: str, complete: bool) -> str:
     return best
 
 
+def excel_sep(sample: str) -> str | None:
+    """The delimiter named by Excel's first line ``sep=;``, if the file starts with one
+    (Excel writes it for CSVs meant to open in another locale)."""
+    first = sample.split("\n", 1)[0].rstrip("\r").strip('"')  # not strip(): "sep=\t"
+    if len(first) == 5 and first[:4].lower() == "sep=" and first[4] in DELIMITERS:
+        return first[4]
+    return None
+
+
 def header_problems(columns: list[str]) -> list[str]:
     """What is wrong with a header row: empty, invisible-character or duplicate names."""
     problems: list[str] = []
@@ -137,6 +146,8 @@ class CsvRows:
                     f"{self.name}: line {start}: cannot read the header row: {why}"
                 ) from None
             self._buf.clear()
+            if start == 1 and excel_sep(self.delimiter.join(cells)) == self.delimiter:
+                continue  # Excel's "sep=;" line, not the header
             if cells and "".join(cells).strip():
                 break
         end: int = reader.line_num  # type: ignore[attr-defined]

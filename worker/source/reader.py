@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from types import TracebackType
 
 from worker.errors import SourceError
-from worker.source.csvfile import CsvRows, detect_delimiter
+from worker.source.csvfile import CsvRows, detect_delimiter, excel_sep
 from worker.source.encoding_check import (
     check_declared,
     decode_hint,
@@ -149,6 +149,13 @@ class Source:
         )
         translate = text.translate
         if self.format == "csv":
+            excel = excel_sep(feed.sample)
+            if delimiter is None and excel is not None:
+                delimiter = excel
+                self.notes.append(
+                    f"{self.name}: line 1 is Excel's 'sep={excel}' line: skipped, and "
+                    f"{excel!r} taken as the delimiter"
+                )
             if delimiter is None:
                 delimiter = detect_delimiter(feed.sample, feed.sample_is_all)
             self.delimiter = delimiter
