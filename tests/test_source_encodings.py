@@ -176,3 +176,21 @@ def test_auto_reads_german_and_french_names_together_as_a_western_code_page(
     assert "Lefèvre" not in err and "Lefčvre" not in err
     values = {e["value"] for e in json.loads(report.read_text(encoding="utf-8"))["errors"]}
     assert values == {"Jürgen Müller", "François Lefèvre", "Ärger Öl"}
+
+
+@pytest.mark.parametrize("declared", ["cp1254", "utf-8"])
+def test_a_utf16_export_read_with_another_encoding_names_utf16(
+    tmp_path: Path, declared: str
+) -> None:
+    # Read byte by byte, its header was ten columns of control characters (U+0000),
+    # with advice that did not name what the byte-order mark says.
+    base = next(e for e in EXPORTS if e.language == "tr" and not e.ascii_header)
+    export = Export(base.language, "utf-16", base.ascii_header, base.text)
+    code, err, _ = validate(tmp_path, export, declared)
+    assert code == 2
+    assert (
+        f"starts with a UTF-16 byte-order mark, but [source] encoding is '{declared}': "
+        'set encoding = "utf-16" (or "auto")'
+    ) in err
+    code, err, _ = validate(tmp_path, export, "utf-16")
+    assert code in (0, 1) and "byte-order mark" not in err  # read right: rows, not a file error

@@ -126,6 +126,18 @@ class Source:
                 f"{self.name}: the file looks like {kind}, not {self.format} text: read it "
                 "with --format xlsx, ods or xls (or [source] format)"
             )
+        utf16 = sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+        if (
+            utf16
+            and codec is not None
+            and codecs.lookup(codec).name[:6] not in ("utf-16", "utf-32")
+        ):
+            # Read byte by byte, UTF-16 is every other character a NUL: a header of
+            # control characters, with no word of what the file is.
+            raise SourceError(
+                f"{self.name}: the file starts with a UTF-16 byte-order mark, but [source] "
+                f'encoding is {declared!r}: set encoding = "utf-16" (or "auto")'
+            )
         if codec is not None:
             self._hint = decode_hint(sample, codec)
             if not is_single_byte(codec):
