@@ -336,3 +336,18 @@ def test_a_start_column_in_turkish_and_the_status_column_is_not_called_unmapped(
     assert mapping["scheduled_at"]["column"] == "Başlangıç"
     assert mapping["status"]["column"] == "Durum"
     assert "columns not mapped" not in text
+
+
+def test_two_digit_years_get_a_format_and_unreadable_dates_a_todo(tmp_path: Path) -> None:
+    head = "Randevu No;Hasta No;Doktor No;İşlemler;Tarih\n"
+    export = tmp_path / "yy.csv"
+    export.write_text(head + "R1;1001;101;201;01.12.26 10:30\nR2;1001;101;201;15.12.26 11:00\n")
+    cfg, text = init(tmp_path, export)
+    assert tomllib.loads(text)["mapping"]["scheduled_at"]["formats"][0] == "%d.%m.%y %H:%M"
+    assert validate(export, cfg, tmp_path / "report.json") == 0
+    odd = tmp_path / "odd.csv"
+    odd.write_text(head + "R1;1001;101;201;next tuesday\n", encoding="utf-8")
+    out = tmp_path / "odd.toml"
+    result = CliRunner().invoke(cli, ["init", str(odd), "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    assert "TODO: no format found that reads these values" in out.read_text(encoding="utf-8")

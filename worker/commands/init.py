@@ -394,7 +394,13 @@ def _formats_line(d: Draft, cols: str, found: Formats, why: str) -> None:
     if found.examples_failing:
         d.add(comment=f"values no format reads: {', '.join(map(repr, found.examples_failing))}")
     shown = ", ".join(q(f) for f in formats)
-    d.add(f"scheduled_at = {{ {cols}, formats = [{shown}] }}", f"guess: {why}")
+    line = f"scheduled_at = {{ {cols}, formats = [{shown}] }}"
+    if found.total and not found.parsed:
+        # A draft whose formats read none of the values would fail every row.
+        d.missing.append("scheduled_at")
+        d.add(f"# {line}", "TODO: no format found that reads these values; required")
+        return
+    d.add(line, f"guess: {why}")
 
 
 def _treatments(d: Draft, sample: Sample, g: ColumnGuess | None) -> None:

@@ -333,9 +333,10 @@ def _day_order(values: Sequence[str], lang: str | None) -> tuple[str, str]:
 
 def _date_formats(order: str) -> list[str]:
     out = ["%Y-%m-%d"]
-    for sep in ".", "/", "-":
-        first, second = ("%d", "%m") if order == "dm" else ("%m", "%d")
-        out.append(f"{first}{sep}{second}{sep}%Y")
+    first, second = ("%d", "%m") if order == "dm" else ("%m", "%d")
+    for year in "%Y", "%y":  # "01.12.26": two-digit years, after four-digit ones
+        for sep in ".", "/", "-":
+            out.append(f"{first}{sep}{second}{sep}{year}")
     return out
 
 
