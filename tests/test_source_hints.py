@@ -66,3 +66,18 @@ def test_a_branch_missing_from_the_tenant_map_names_the_map_not_the_cell(tmp_pat
         "[value of 5 chars, in --report/--failures]"
     ) in out
     assert "İzmir" not in out  # a cell is never quoted on the terminal
+
+
+def test_tenant_over_a_mapped_tenant_column_says_every_row_goes_there(tmp_path: Path) -> None:
+    # A walkthrough: `--tenant 2` sent clinic 1's 150 rows to tenant 2 without a word.
+    root = Path(__file__).resolve().parent.parent
+    result = CliRunner().invoke(
+        cli,
+        ["validate", str(root / "samples" / "appointments.csv"), "-c",
+         str(root / "config" / "demo.toml"), "--tenant", "2"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (
+        "warning: --tenant 2 overrides mapping.tenant (column 'clinic'): every row goes to "
+        "tenant 2, whatever that column says"
+    ) in result.stderr

@@ -449,7 +449,10 @@ _rebind_option = click.option(
     "Ledger file, or postgresql://user@host/db for a ledger shared by many workers "
     "(default: [ledger] url or path, else the state directory; see docs/import.md)."
 )
-@tenant_option("Import into this one tenant (overrides the mapping).")
+@tenant_option(
+    "Import every row into this one tenant: it overrides the mapping, also a tenant "
+    "column (a warning says so)."
+)
 @click.option("--dry-run", is_flag=True, help="Validate and show what would be sent; send nothing.")
 @click.option(
     "--payloads",

@@ -383,7 +383,7 @@ async def run_import(
     mode = "dry-run" if options.dry_run else "import"
 
     with open_source(options.file, source_opts) as source:
-        for note in source.notes:
+        for note in [*mapper.notes, *source.notes]:
             log.warning(note)
         if source.columns is not None:
             mapper.check_columns(

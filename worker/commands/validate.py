@@ -258,7 +258,7 @@ def validate_file(opts: ValidateOptions) -> ValidateSummary:
     with ExitStack() as stack:
         src = stack.enter_context(open_source(opts.file, source_options(cfg, opts.format)))
         summary.source, summary.format = src.name, src.format
-        for note in src.notes:
+        for note in [*mapper.notes, *src.notes]:
             summary.warnings.append(note)
             sys.stderr.write(f"warning: {note}\n")
         if src.columns is not None:

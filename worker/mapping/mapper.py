@@ -68,6 +68,8 @@ class Mapper:
         column = tenant.column if isinstance(tenant, Field) else None
         self._tenant_cell = column if column is not None and "." not in column else None
         self._tenant_cache: dict[str, int] = {}
+        self.notes: list[str] = []
+        """Warnings about the mapping as built, for the command to print before rows."""
 
     @classmethod
     def from_config(
@@ -147,7 +149,15 @@ class Mapper:
             raise ConfigError(
                 f"{cfg_path}: mapping.tenant.value: tenant {tenant} is not in [tenants]"
             )
-        return cls(config, fields, tenant, comp.columns, tenant_fields)
+        mapper = cls(config, fields, tenant, comp.columns, tenant_fields)
+        mapped = fields.get("tenant")
+        if tenant_override is not None and mapped is not None and mapped.column is not None:
+            mapper.notes.append(
+                f"--tenant {tenant_override} overrides mapping.tenant (column "
+                f"{mapped.column!r}): every row goes to tenant {tenant_override}, whatever "
+                "that column says; to import one tenant's rows only, export them alone"
+            )
+        return mapper
 
     @property
     def has_source_key(self) -> bool:
