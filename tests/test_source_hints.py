@@ -81,3 +81,25 @@ def test_tenant_over_a_mapped_tenant_column_says_every_row_goes_there(tmp_path: 
         "warning: --tenant 2 overrides mapping.tenant (column 'clinic'): every row goes to "
         "tenant 2, whatever that column says"
     ) in result.stderr
+
+
+def test_a_jsonl_key_in_no_object_is_told_before_any_row(tmp_path: Path) -> None:
+    # A walkthrough's JSONL mapping said "Room" for the key "room": every row went out
+    # without its room, valid, with no word (a CSV header check catches the same typo).
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "config" / "demo.toml").read_text(encoding="utf-8")
+    data = str(root / "samples" / "appointments.jsonl")
+    typo = tmp_path / "typo.toml"
+    typo.write_text(text.replace('room_id = "room_id"', 'room_id = "Room_Id"'), "utf-8")
+    result = CliRunner().invoke(cli, ["validate", data, "-c", str(typo)])
+    assert result.exit_code == 2, result.output
+    assert (
+        "mapping.room_id.column: none of the first 200 objects of "
+        f"{data} has key 'Room_Id'; did you mean 'room_id'?"
+    ) in result.stderr
+    absent = tmp_path / "absent.toml"
+    absent.write_text(text.replace('description = "notes"', 'description = "referral.code"'))
+    result = CliRunner().invoke(cli, ["validate", data, "-c", str(absent)])
+    assert result.exit_code == 0, result.output
+    assert "warning: mapping.description.column: none of the first 200 objects" in result.stderr
+    assert "has key 'referral.code': the field stays empty while it is missing" in result.stderr

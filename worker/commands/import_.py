@@ -389,6 +389,9 @@ async def run_import(
             mapper.check_columns(
                 source.columns, source.where, source.header_hint(mapper.column_names)
             )
+        elif source.keys_seen is not None:
+            for note in mapper.check_keys(*source.keys_seen, source.where):
+                log.warning(note)
         if options.dry_run:
             ledger = (
                 await open_ledger(

@@ -263,6 +263,10 @@ def validate_file(opts: ValidateOptions) -> ValidateSummary:
             sys.stderr.write(f"warning: {note}\n")
         if src.columns is not None:
             mapper.check_columns(src.columns, src.where, src.header_hint(mapper.column_names))
+        elif src.keys_seen is not None:
+            for note in mapper.check_keys(*src.keys_seen, src.where):
+                summary.warnings.append(note)
+                sys.stderr.write(f"warning: {note}\n")
         spool = None
         if opts.report:
             spool = _ErrorSpool(Path(opts.report))

@@ -194,6 +194,22 @@ class Mapper:
                     + (f"; {hint}" if hint else "")
                 )
 
+    def check_keys(self, seen: set[str], objects: int, source_name: str) -> list[str]:
+        """JSONL's stand-in for `check_columns`: fail when a mapped key is in none of the
+        first `objects` objects while a near one is (a typo: "Room" for "room"); a key
+        no object has and none resembles only gets a warning (an exporter may leave out
+        empty keys). Returns the warnings."""
+        notes: list[str] = []
+        for key, column in self._columns:
+            if column in seen:
+                continue
+            where = f"none of the first {objects} objects of {source_name} has key {column!r}"
+            near = did_you_mean(column, sorted(seen))
+            if near:
+                raise ConfigError(f"{self._config.path}: {key}: {where}{near}")
+            notes.append(f"{key}: {where}: the field stays empty while it is missing")
+        return notes
+
     def map(self, item: SourceRow | RowProblem) -> MappedRow | InvalidRow:
         """Map and validate one row; never raises for bad data."""
         if type(item) is SourceRow:

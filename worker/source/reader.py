@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import codecs
-from collections.abc import Iterator, Sequence
+import itertools
+from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
+from typing import Any
 
 from worker.errors import SourceError
 from worker.source.csvfile import CsvRows, detect_delimiter, excel_sep
@@ -49,6 +51,8 @@ class Source:
         self.sheet: str | None = None
         """Spreadsheets: the name of the sheet being read."""
         self._sheet_rows: SheetRows | None = None
+        self.keys_seen: tuple[set[str], int] | None = None
+        """JSONL: every key and dotted path of the first objects, and how many objects."""
         self.total_bytes: int | None = None
         self._input: TextInput | None = None
         self._sheet_sha256: str | None = None
@@ -183,7 +187,14 @@ class Source:
             raise SourceError(f"{self.name}: file is empty")
         if feed.sample_is_all and not feed.sample.strip():
             raise SourceError(f"{self.name}: file has only blank lines")
-        return jsonl_rows(self.name, feed, options.max_field_size, translate)
+        objs = jsonl_rows(self.name, feed, options.max_field_size, translate)
+        # JSONL has no header: the keys of the first rows stand in for one, so a mapped
+        # key no row has ("Room" for "room") is told before a row is sent.
+        ahead = list(itertools.islice(objs, JSONL_LOOK_AHEAD))
+        objects = [item.fields for item in ahead if isinstance(item, SourceRow)]
+        if objects:
+            self.keys_seen = (set().union(*(_paths(o) for o in objects)), len(objects))
+        return itertools.chain(ahead, objs)
 
     def header_hint(self, wanted: Sequence[str] = ()) -> str | None:
         """Why the header may not be what the config expects: it splits better on another
@@ -257,3 +268,17 @@ def open_source(path: str, options: SourceOptions | None = None) -> Source:
     Raises `SourceError` with one line when the file cannot be read as asked.
     """
     return Source(path, options or SourceOptions())
+
+
+JSONL_LOOK_AHEAD = 200
+"""JSONL objects read before the first is given out, for `Source.keys_seen`."""
+
+
+def _paths(value: Mapping[str, Any], prefix: str = "") -> set[str]:
+    """Every key of an object and of the objects inside it, as dotted paths."""
+    out: set[str] = set()
+    for key, item in value.items():
+        out.add(prefix + key)
+        if isinstance(item, dict):
+            out |= _paths(item, f"{prefix}{key}.")
+    return out
