@@ -103,3 +103,22 @@ def test_a_jsonl_key_in_no_object_is_told_before_any_row(tmp_path: Path) -> None
     assert result.exit_code == 0, result.output
     assert "warning: mapping.description.column: none of the first 200 objects" in result.stderr
     assert "has key 'referral.code': the field stays empty while it is missing" in result.stderr
+
+
+def test_a_null_in_a_jsonl_list_of_treatments_is_an_item_error_not_dropped(
+    tmp_path: Path,
+) -> None:
+    root = Path(__file__).resolve().parent.parent
+    lines = (root / "samples" / "appointments.jsonl").read_text(encoding="utf-8").splitlines()
+    data = tmp_path / "export.jsonl"
+    data.write_text(
+        "\n".join([lines[0].replace('"treatment_ids": [203]', '"treatment_ids": [203, null]'),
+                   *lines[1:3]]) + "\n",
+        encoding="utf-8",
+    )  # fmt: skip
+    result = CliRunner().invoke(
+        cli, ["validate", str(data), "-c", str(root / "config" / "demo.toml")]
+    )
+    assert result.exit_code == 1, result.output
+    assert "3 rows, 2 valid, 1 invalid" in result.stdout
+    assert "an empty item in the list (expected a treatment)" in result.stdout

@@ -466,6 +466,8 @@ class Compiler:
             fails: list[ValueFail] = []
             for index, (col, item) in enumerate(items_of(fields)):
                 try:
+                    if item is None or item == "":
+                        raise ValueFail("an empty item in the list (expected a treatment)")
                     out.append(chain(item))
                 except ValueFail as exc:
                     exc.item, exc.column = index, col
@@ -762,8 +764,10 @@ def _text(value: Any) -> str:
 
 def _split(value: Any, sep: str | None) -> list[Any]:
     if isinstance(value, list):
-        items = value
-    elif sep and isinstance(value, str):
+        # A JSON list's null or empty item is a treatment the export lost, not spacing
+        # between separators: it is kept, and its conversion fails as an item.
+        return [v.strip() if isinstance(v, str) else v for v in value]
+    if sep and isinstance(value, str):
         items = value.split(sep)
     else:
         return [value]
