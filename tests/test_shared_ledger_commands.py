@@ -107,6 +107,41 @@ def test_a_password_never_shows_and_an_unreachable_server_is_one_line(tmp_path: 
         assert "s3cret-pw" not in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        # In the query string, as libpq also reads it.
+        ("postgresql://worker@127.0.0.1:1/flextell?password=s3cret-pw&sslmode=disable",
+         "postgresql://worker@127.0.0.1:1/flextell?password=***&sslmode=disable"),
+        # A raw "@" in the password: libpq names the rest of it as the host.
+        ("postgresql://worker:ab@s3cret-pw@127.0.0.1:1/flextell",
+         "postgresql://worker:***@127.0.0.1:1/flextell"),
+    ],
+)  # fmt: skip
+def test_a_password_in_any_url_form_never_shows(tmp_path: Path, url: str, shown: str) -> None:
+    for args in (("report", "--ledger", url), ("ledger", "status", "--ledger", url)):
+        result = run_cli(*args)
+        assert result.exit_code in (2, 3), (args, result.output)
+        assert f"cannot open ledger {shown}" in result.output
+        assert "s3cret-pw" not in result.output and "Traceback" not in result.output
+
+
+def test_libpq_key_value_words_are_no_sqlite_file_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Taken as a path, they made a SQLite ledger whose file name held the password.
+    monkeypatch.chdir(tmp_path)
+    words = "host=127.0.0.1 port=1 dbname=flextell user=worker password=s3cret-pw"
+    config = write_config(tmp_path)
+    result = run_cli("report", "-c", str(config), "--ledger", words)
+    assert result.exit_code == 2, result.output
+    assert "a PostgreSQL ledger is given as a postgresql:// URL, not as key=value" in (
+        result.output
+    )
+    assert "s3cret-pw" not in result.output
+    assert not [p for p in tmp_path.iterdir() if "password" in p.name]
+
+
 def test_a_ledger_no_run_has_used_is_said_so_and_left_empty(tmp_path: Path, pg_url: str) -> None:
     config = write_config(tmp_path, ledger_url=pg_url)
     for args, code in ((("report", "-c", str(config)), 2), (("verify", "-c", str(config)), 3)):

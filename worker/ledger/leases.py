@@ -40,7 +40,7 @@ import psycopg
 
 from worker.clock import SYSTEM_CLOCK, Clock
 from worker.errors import AbortError
-from worker.ledger.postgres import connect_async, redact
+from worker.ledger.postgres import connect_async, redact, scrub
 from worker.logs import get_logger
 
 log = get_logger("leases")
@@ -295,7 +295,7 @@ async def lease_status(url: str) -> tuple[list[LeaseRow], list[tuple[str, str, b
         except psycopg.errors.UndefinedTable:
             raise AbortError(f"ledger {redact(url)} is empty (no run has used it yet)") from None
         except psycopg.Error as exc:
-            raise AbortError(f"ledger {redact(url)}: {exc}") from None
+            raise AbortError(f"ledger {redact(url)}: {scrub(str(exc), url)}") from None
         rows = []
         for tenant, holder, epoch, left, round_key, run_id in await cur.fetchall():
             remaining = None if left is None else float(left)

@@ -69,13 +69,34 @@ _KEEPALIVE: dict[str, Any] = {
 
 
 def redact(url: str) -> str:
-    """The URL without its password, for messages and logs."""
+    """The URL without its password, for messages and logs: the one after the user name
+    and a ``password=`` (or ``sslpassword=``) of the query string alike."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    query = "&".join(
+        f"{k}=***" if "password" in k.lower() else (f"{k}={v}" if v or "=" in item else k)
+        for item in parts.query.split("&")
+        if item
+        for k, _, v in [item.partition("=")]
+    )
+    netloc = parts.netloc
+    if parts.password is not None:
+        host = parts.hostname or ""
+        netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def scrub(text: str, url: str) -> str:
+    """`text` (a driver's error) without any piece of the URL's passwords: libpq splits
+    a password holding a raw ``@`` at the first one, and names the rest as the host."""
+    parts = urlsplit(url)
+    secrets_ = [parts.password or ""]
+    secrets_ += [v for k, _, v in (i.partition("=") for i in parts.query.split("&"))
+                 if "password" in k.lower()]  # fmt: skip
+    for secret in secrets_:
+        for piece in sorted({secret, *secret.split("@")}, key=len, reverse=True):
+            if len(piece) >= 3:
+                text = text.replace(piece, "***")
+    return text
 
 
 def new_worker_id() -> str:
@@ -87,7 +108,9 @@ def connect(url: str) -> psycopg.Connection[Any]:
     try:
         conn = psycopg.connect(url, autocommit=True, connect_timeout=10, **_KEEPALIVE)
     except psycopg.Error as exc:
-        raise AbortError(f"cannot open ledger {redact(url)}: {_first_line(exc)}") from None
+        raise AbortError(
+            f"cannot open ledger {redact(url)}: {scrub(_first_line(exc), url)}"
+        ) from None
     conn.execute(f"SET search_path TO {SCHEMA}")
     return conn
 
@@ -99,7 +122,9 @@ async def connect_async(url: str) -> psycopg.AsyncConnection[Any]:
             url, autocommit=True, connect_timeout=10, **_KEEPALIVE
         )
     except psycopg.Error as exc:
-        raise AbortError(f"cannot open ledger {redact(url)}: {_first_line(exc)}") from None
+        raise AbortError(
+            f"cannot open ledger {redact(url)}: {scrub(_first_line(exc), url)}"
+        ) from None
     await conn.execute(f"SET search_path TO {SCHEMA}")
     return conn
 
@@ -162,7 +187,7 @@ class PgLedger(Ledger):
                 sealing.append(atrest.key_id(conn))
             except psycopg.Error as exc:
                 conn.close()
-                raise AbortError(f"ledger {where}: {_first_line(exc)}") from None
+                raise AbortError(f"ledger {where}: {scrub(_first_line(exc), url)}") from None
             except BaseException:
                 conn.close()
                 raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,9 +26,22 @@ def is_url(target: object) -> bool:
     return isinstance(target, str) and target.startswith(URL_SCHEMES)
 
 
+_CONNINFO = re.compile(r"(?:^|\s)(?:host|hostaddr|dbname|user|port|password|service)\s*=")
+
+
 def parse_target(value: str) -> LedgerTarget:
-    """A --ledger value: a URL stays a string, anything else is a file path."""
-    return value if value.startswith(URL_SCHEMES) else Path(value)
+    """A --ledger value: a URL stays a string, anything else is a file path, except
+    libpq's key=value words, which would make a SQLite file named after the password."""
+    if value.startswith(URL_SCHEMES):
+        return value
+    if _CONNINFO.search(value):
+        # Not echoed: it may hold the password.
+        raise ConfigError(
+            "--ledger: a PostgreSQL ledger is given as a postgresql:// URL, not as "
+            "key=value words (host=... dbname=...); keep the password out of the "
+            'command line: [ledger] url = "env:VARIABLE" in the config'
+        )
+    return Path(value)
 
 
 def ledger_target(config: Config, override: LedgerTarget | None = None) -> LedgerTarget:

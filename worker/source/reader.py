@@ -274,11 +274,15 @@ JSONL_LOOK_AHEAD = 200
 """JSONL objects read before the first is given out, for `Source.keys_seen`."""
 
 
-def _paths(value: Mapping[str, Any], prefix: str = "") -> set[str]:
-    """Every key of an object and of the objects inside it, as dotted paths."""
+def _paths(value: Mapping[str, Any], prefix: str = "", depth: int = 0) -> set[str]:
+    """Every key of an object and of the objects inside it, as dotted paths (to a depth
+    no mapping path reaches: a hostile line nests as deep as the JSON reader allows)."""
     out: set[str] = set()
     for key, item in value.items():
         out.add(prefix + key)
-        if isinstance(item, dict):
-            out |= _paths(item, f"{prefix}{key}.")
+        if isinstance(item, dict) and depth < _PATH_DEPTH:
+            out |= _paths(item, f"{prefix}{key}.", depth + 1)
     return out
+
+
+_PATH_DEPTH = 16

@@ -294,7 +294,9 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:200]
 
 
-_ERROR_CELL = re.compile(rb'<c\b([^>]*?)\bt="e"([^>]*)>(.*?)</c>', re.DOTALL)
+# The cell's content is bounded: a damaged sheet without "</c>" is not scanned to its
+# end once per error cell.
+_ERROR_CELL = re.compile(rb'<c\b([^>]*?)\bt="e"([^>]*)>(.{0,4096}?)</c>', re.DOTALL)
 _CELL_REF = re.compile(rb'\br="([A-Z]{1,3})([0-9]+)"')
 _CELL_VALUE = re.compile(rb"<v>([^<]*)</v>")
 
