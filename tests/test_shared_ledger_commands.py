@@ -201,3 +201,11 @@ def test_reconcile_takes_each_tenants_lease_and_skips_one_a_live_worker_holds(
     status = run_cli("ledger", "status", "--ledger", pg_url)
     assert "tenant 2: free" in status.stdout, status.output
     assert sbx.stats()["duplicates"] == 0
+
+
+def test_ledger_status_of_a_sqlite_file_that_does_not_exist_says_so(tmp_path: Path) -> None:
+    # "not in use", exit 0, reassured whoever mistyped the path.
+    result = run_cli("ledger", "status", "--ledger", str(tmp_path / "nightly.sqlite"))
+    assert result.exit_code == 2, result.output
+    assert "nightly.sqlite does not exist (run an import first)" in result.output
+    assert not (tmp_path / "nightly.sqlite").exists()

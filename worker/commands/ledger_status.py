@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
+from worker.errors import ConfigError
 from worker.ledger.target import LedgerTarget, describe, is_url
 
 
@@ -20,6 +21,9 @@ def status_lines(target: LedgerTarget) -> list[str]:
         from worker.ledger.lock import is_locked
 
         path = Path(target)
+        if not path.exists():
+            # "not in use" would reassure whoever mistyped the path.
+            raise ConfigError(f"ledger {path} does not exist (run an import first)")
         state = "locked by a running import" if is_locked(path) else "not in use"
         return [f"ledger {path} (SQLite, one run at a time): {state}"]
     from worker.ledger.leases import lease_status
