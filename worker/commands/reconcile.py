@@ -113,6 +113,11 @@ async def run_reconcile(options: ReconcileOptions) -> ReconcileResult:
     ledger_path = describe(target) if is_url(target) else Path(target)
     if isinstance(ledger_path, Path) and not ledger_path.exists():
         raise ConfigError(f"ledger {ledger_path} does not exist (run an import first)")
+    if is_url(target):
+        # An empty database (a mistyped name) is refused as a missing file is: opened
+        # for writing it would get the schema and this config's identity, and "ok".
+        probe = await open_ledger(target, lock=False, readonly=True, key=configured_key(config))
+        await probe.close()
     ledger = await open_ledger(target, key=configured_key(config))
     try:
         api = api_identity(config.base_urls(options.base_url))
