@@ -39,6 +39,7 @@ SUMMARY_KEYS = {
     "changed",
     "missing_from_source",
     "probable_duplicates",
+    "nothing_to_do",
 }
 
 

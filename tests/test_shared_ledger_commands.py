@@ -215,3 +215,16 @@ def test_ledger_status_of_a_sqlite_file_that_does_not_exist_says_so(tmp_path: Pa
     assert result.exit_code == 2, result.output
     assert "nightly.sqlite does not exist (run an import first)" in result.output
     assert not (tmp_path / "nightly.sqlite").exists()
+
+
+def test_a_round_already_done_says_so_in_one_line(
+    tmp_path: Path, sbx: Sandbox, pg_url: str
+) -> None:
+    # It printed "run None", a table of labels without columns, and exit code 0.
+    config, _, _ = _imported(tmp_path, sbx, pg_url)
+    again = run_cli("import", str(tmp_path / "in.csv"), "-c", str(config), "--base-url",
+                    sbx.base_url, "--no-progress")  # fmt: skip
+    assert again.exit_code == 0, again.output
+    assert "nothing to do: every tenant of this export is done in round " in again.stdout
+    assert "--round NAME imports it again" in again.stdout
+    assert "run None" not in again.stdout

@@ -111,7 +111,13 @@ async def run_shared_import(
             await keeper.close()
     finally:
         await ledger.close()
-    return _merge(results, redact(url), time.monotonic() - started)
+    merged = _merge(results, redact(url), time.monotonic() - started)
+    if not results:
+        merged.nothing_to_do = (
+            f"nothing to do: every tenant of this export is done in round {round_key} "
+            "(by this worker or another); --round NAME imports it again"
+        )
+    return merged
 
 
 async def _pass(

@@ -63,6 +63,11 @@ def summary_table(result: ImportResult) -> Table:
 def print_summary(result: ImportResult, console: Console | None = None) -> None:
     """Print the summary table, the stopped tenants and where the ledger is."""
     console = console or data_console(soft_wrap=True)
+    if result.nothing_to_do is not None:
+        console.print(result.nothing_to_do)
+        console.print(f"ledger: {result.ledger_path}")
+        console.print(f"exit code {int(result.exit_code)} ({exit_label(result)})")
+        return
     if result.worklist is not None:
         console.print(headline(result, result.worklist))
     console.print(summary_table(result))
@@ -221,6 +226,7 @@ def summary_event(result: ImportResult) -> dict[str, Any]:
         "ledger": str(result.ledger_path),
         "elapsed_s": round(result.elapsed, 3),
         "interrupted": result.interrupted,
+        "nothing_to_do": result.nothing_to_do,
         "stopped_tenants": {str(k): v for k, v in result.stopped_tenants.items()},
         "totals": result.totals(),
         "tenants": {
