@@ -880,8 +880,9 @@ def ack_cmd(
 
     Records who, when, the note and the row's content: `import` no longer counts
     the item (exit 0 when none is open), until the row's content changes, which
-    reopens it. Takes the ledger lock (exit 4 while an import runs). An
-    encrypted ledger needs the key of --config (the note is sealed like the
+    reopens it. Takes the ledger lock (exit 4 while an import runs); a shared
+    PostgreSQL ledger has no such lock, and an ack there runs beside the
+    workers. An encrypted ledger needs the key of --config (the note is sealed like the
     rows). Exit 0, or 2 when nothing matched.
     """
     import asyncio
