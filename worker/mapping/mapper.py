@@ -196,18 +196,21 @@ class Mapper:
 
     def check_keys(self, seen: set[str], objects: int, source_name: str) -> list[str]:
         """JSONL's stand-in for `check_columns`: fail when a mapped key is in none of the
-        first `objects` objects while a near one is (a typo: "Room" for "room"); a key
-        no object has and none resembles only gets a warning (an exporter may leave out
-        empty keys). Returns the warnings."""
+        first `objects` objects while the same key but for case or separators is (a
+        typo: "Room" for "room"); any other missing key only gets a warning (an exporter
+        may leave out empty keys). Returns the warnings."""
         notes: list[str] = []
+        folded = {_fold_key(k): k for k in seen}
         for key, column in self._columns:
             if column in seen:
                 continue
             where = f"none of the first {objects} objects of {source_name} has key {column!r}"
+            twin = folded.get(_fold_key(column))
+            if twin is not None:  # the same key but for case or separators: a typo
+                raise ConfigError(f"{self._config.path}: {key}: {where}; did you mean {twin!r}?")
+            # Only like another key ("status" and "start"): an optional key may be absent.
             near = did_you_mean(column, sorted(seen))
-            if near:
-                raise ConfigError(f"{self._config.path}: {key}: {where}{near}")
-            notes.append(f"{key}: {where}: the field stays empty while it is missing")
+            notes.append(f"{key}: {where}{near}: the field stays empty while it is missing")
         return notes
 
     def map(self, item: SourceRow | RowProblem) -> MappedRow | InvalidRow:
@@ -400,3 +403,8 @@ def _message(err: ErrorDetails) -> str:
     if kind == "timezone_aware":
         return "needs a time zone"
     return str(err["msg"])
+
+
+def _fold_key(key: str) -> str:
+    """A JSON key without case, spaces, ``_`` or ``-``: "Room_Id" and "roomid" meet."""
+    return "".join(c for c in key.casefold() if c not in " _-")
