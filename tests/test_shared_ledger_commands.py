@@ -228,3 +228,24 @@ def test_a_round_already_done_says_so_in_one_line(
     assert "nothing to do: every tenant of this export is done in round " in again.stdout
     assert "--round NAME imports it again" in again.stdout
     assert "run None" not in again.stdout
+
+
+def test_workers_gone_for_a_day_leave_ledger_status(
+    tmp_path: Path, sbx: Sandbox, pg_url: str
+) -> None:
+    # `ledger status` listed every worker ever seen, a few more gone ones each night.
+    import psycopg
+
+    config, _, _ = _imported(tmp_path, sbx, pg_url)
+    with psycopg.connect(pg_url, autocommit=True) as db:
+        db.execute(
+            "INSERT INTO flextell_worker.workers (id, host, pid, expires_at) VALUES"
+            " ('old:1:aaaaaa', 'old', 1, now() - interval '2 days'),"
+            " ('recent:2:bbbbbb', 'recent', 2, now() - interval '1 hour')"
+        )
+    columns, rows = sample_rows()
+    night2 = write_csv(tmp_path / "in2.csv", columns, rows[:3])
+    assert import_file(config, sbx, night2)[0].exit_code in (0, 1)
+    status = run_cli("ledger", "status", "--ledger", pg_url)
+    assert "worker recent:2:bbbbbb: gone" in status.output, status.output
+    assert "old:1:aaaaaa" not in status.output

@@ -129,7 +129,11 @@ class LeaseKeeper:
                 cur = await self._conn.execute(sql, params)
                 return await cur.fetchall() if cur.description is not None else []
             except psycopg.OperationalError as exc:
-                raise AbortError(f"ledger leases: PostgreSQL connection lost ({exc})") from None
+                raise AbortError(
+                    f"ledger: PostgreSQL connection lost while holding tenants' leases ({exc}); "
+                    "committed rows are kept: start the workers again once the database is "
+                    "back, and they take the tenants up where they stopped"
+                ) from None
 
     async def acquire(self, tenants: Collection[int], round_key: str) -> Lease | None:
         """A free tenant (or one whose holder's lease expired) not done in this round."""

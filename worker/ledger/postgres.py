@@ -389,6 +389,9 @@ def _crash_dead_runs(conn: Any, now: str) -> int:
 
 def _register(conn: Any, now: str, worker: str, lease_seconds: float) -> None:
     del now
+    # Workers gone for a day say nothing a live one or `ledger status` needs (a dead
+    # run is told by its worker's absence as well); kept, they pile up night after night.
+    conn.execute("DELETE FROM workers WHERE expires_at < clock_timestamp() - interval '1 day'")
     conn.execute(
         "INSERT INTO workers (id, host, pid, expires_at) VALUES"
         " (?, ?, ?, clock_timestamp() + make_interval(secs => ?))"
