@@ -140,6 +140,7 @@ def test_a_killed_workers_tenant_is_taken_over_after_its_lease_expires(
         sb.stop()
     log = (tmp_path / "w2.log").read_text()
     assert code == 0, log
+    assert "waiting for tenants other workers hold in this round" in log  # while it waited
     assert "lease taken over" in log
     holders = assert_clean_with_one_holder_at_a_time(source, pg_url, appts, requests)
     assert sorted(h.split(":", 1)[0] for h in holders) == ["1", "2"]  # epoch 1, then 2

@@ -88,6 +88,7 @@ async def run_shared_import(
         try:
             log.info("shared ledger", ledger=redact(url), worker=ledger.worker_id)
             per_worker = config.ledger.tenants_per_worker
+            waiting = False
             while True:
                 leases: list[Lease] = []
                 while len(leases) < per_worker:
@@ -96,11 +97,20 @@ async def run_shared_import(
                         break
                     leases.append(lease)
                 if not leases:
-                    if await keeper.remaining(tenants, round_key) == 0:
+                    left = await keeper.remaining(tenants, round_key)
+                    if left == 0:
                         break
+                    if not waiting:  # once a wait: an operator sees why nothing moves
+                        log.info(
+                            "waiting for tenants other workers hold in this round",
+                            tenants_left=left,
+                            lease_seconds=config.ledger.lease_seconds,
+                        )
+                        waiting = True
                     # The rest is held by others: wait for them to finish or to expire.
                     await asyncio.sleep(min(1.0, config.ledger.lease_seconds / 4))
                     continue
+                waiting = False
                 result = await _pass(options, config, ledger, keeper, leases, round_key)
                 if result is None:
                     continue
