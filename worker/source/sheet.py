@@ -308,10 +308,10 @@ def error_cells(data: bytes, sheet: str, first_column: int) -> dict[int, dict[in
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             part = _sheet_part(archive, sheet)
-            xml = archive.read(part) if part is not None else b""
+            if part is None or not _has_error_cell(archive, part):
+                return {}
+            xml = archive.read(part)  # only a sheet that has error cells is held whole
     except (zipfile.BadZipFile, KeyError, OSError, RuntimeError):
-        return {}
-    if b't="e"' not in xml:
         return {}
     found: dict[int, dict[int, str]] = {}
     for match in _ERROR_CELL.finditer(xml):
@@ -323,6 +323,21 @@ def error_cells(data: bytes, sheet: str, first_column: int) -> dict[int, dict[in
         index = _column_number(ref.group(1).decode()) - 1 - first_column
         found.setdefault(int(ref.group(2)), {})[index] = shown
     return found
+
+
+_ERROR_MARK = b't="e"'
+
+
+def _has_error_cell(archive: zipfile.ZipFile, part: str) -> bool:
+    """Whether the sheet's XML marks any cell as an error, read in chunks: a sheet of
+    100,000 rows is some 40 MB of XML, beside the cells calamine holds already."""
+    tail = b""
+    with archive.open(part) as fh:
+        while chunk := fh.read(1 << 20):
+            if _ERROR_MARK in tail + chunk[: len(_ERROR_MARK)] or _ERROR_MARK in chunk:
+                return True
+            tail = chunk[-len(_ERROR_MARK) :]
+    return False
 
 
 def _sheet_part(archive: zipfile.ZipFile, sheet: str) -> str | None:
