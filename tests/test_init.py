@@ -29,6 +29,14 @@ def init(tmp_path: Path, export: Path, *extra: str) -> tuple[Path, str]:
     return out, out.read_text(encoding="utf-8")
 
 
+def draft_of(tmp_path: Path, text: str) -> tuple[dict[str, Any], str]:
+    """The [mapping] init drafts for a semicolon CSV of `text`, and the whole draft."""
+    export = tmp_path / "export.csv"
+    export.write_text(text, encoding="utf-8")
+    _, draft = init(tmp_path, export)
+    return tomllib.loads(draft)["mapping"], draft
+
+
 def validate(export: Path, cfg: Path, report: Path) -> int:
     result = CliRunner().invoke(
         cli, ["validate", str(export), "-c", str(cfg), "--report", str(report), "--no-progress"]
@@ -232,14 +240,11 @@ def test_a_required_field_not_found_is_a_todo_and_exit_1(tmp_path: Path) -> None
 
 def test_numbered_columns_of_people_are_found_in_turkish_too(tmp_path: Path) -> None:
     # "Hasta No" was a customer column but "Doktor No" no doctor column (a walkthrough).
-    export = tmp_path / "tr.csv"
-    export.write_text(
+    mapping, _ = draft_of(
+        tmp_path,
         "Randevu No;Hasta No;Hasta Adı;Telefon;Doktor No;Asistan No;Tarih;İşlemler\n"
         "R1;1001;Ayşe Yılmaz;05321112233;101;151;24.12.2026 10:30;201\n",
-        encoding="utf-8",
     )
-    _, text = init(tmp_path, export)
-    mapping = tomllib.loads(text)["mapping"]
     assert mapping["user_id"] in ("Doktor No", {"column": "Doktor No"}), mapping["user_id"]
     assert mapping["assistant_id"] in ("Asistan No", {"column": "Asistan No"})
 
@@ -310,14 +315,11 @@ def test_dates_without_a_time_column_are_a_todo_not_midnight(tmp_path: Path) -> 
 
 
 def test_numbered_treatment_and_room_columns_are_found_in_turkish(tmp_path: Path) -> None:
-    export = tmp_path / "tr.csv"
-    export.write_text(
+    mapping, _ = draft_of(
+        tmp_path,
         "Randevu No;Hasta No;Doktor No;İşlem No;Oda No;Tarih\n"
         "R1;1001;101;201;301;24.12.2026 10:30\n",
-        encoding="utf-8",
     )
-    _, text = init(tmp_path, export)
-    mapping = tomllib.loads(text)["mapping"]
     assert mapping["treatments"]["column"] == "İşlem No"
     assert mapping["room_id"] in ("Oda No", {"column": "Oda No"}), mapping["room_id"]
 
@@ -325,14 +327,11 @@ def test_numbered_treatment_and_room_columns_are_found_in_turkish(tmp_path: Path
 def test_a_start_column_in_turkish_and_the_status_column_is_not_called_unmapped(
     tmp_path: Path,
 ) -> None:
-    export = tmp_path / "bas.csv"
-    export.write_text(
+    mapping, text = draft_of(
+        tmp_path,
         "Randevu No;Hasta No;Doktor No;İşlemler;Başlangıç;Durum\n"
         "R1;1001;101;201;2026-12-01 11:30;Onaylandı\n",
-        encoding="utf-8",
     )
-    _, text = init(tmp_path, export)
-    mapping = tomllib.loads(text)["mapping"]
     assert mapping["scheduled_at"]["column"] == "Başlangıç"
     assert mapping["status"]["column"] == "Durum"
     assert "columns not mapped" not in text
