@@ -105,12 +105,51 @@ def test_one_made_before_the_row_was_sent_is_adopted_only_once_settled() -> None
     assert d.verdict is Verdict.CLAIM and d.origin == "adopted"
 
 
-def test_a_row_never_sent_adopts_an_equal_one_and_ignores_look_alikes() -> None:
+def test_a_row_never_sent_adopts_an_equal_one_and_ignores_cancelled_look_alikes() -> None:
     r = row("a", sent=None, status=Status.PENDING)
     equal_one = verdict_of(r, [r], [appt(7, T0 - 3600)])
     assert equal_one.verdict is Verdict.CLAIM and equal_one.origin == "adopted"
-    look_alike = verdict_of(r, [r], [appt(8, T0 - 3600, room_id=302)])
-    assert look_alike.verdict is Verdict.ABSENT
+    for status in ("cancelled", "rejected"):
+        freed = verdict_of(r, [r], [appt(8, T0 - 3600, room_id=302, status=status)])
+        assert freed.verdict is Verdict.ABSENT, status
+    elsewhere = verdict_of(r, [r], [appt(9, T0 - 3600, user_id=102)])  # another doctor
+    assert elsewhere.verdict is Verdict.ABSENT
+
+
+def test_a_row_never_sent_is_held_when_its_visit_was_booked_by_hand_in_another_room() -> None:
+    """Rule 2: the same customer, doctor, instant and treatments, holding the slot, with
+    another room: sending would book the patient twice."""
+    r = row("a", sent=None, status=Status.PENDING)
+    d = verdict_of(r, [r], [appt(8, T0 - 3600, room_id=302, status="pending")])
+    assert d.verdict is Verdict.HELD and d.appointment is not None and d.appointment.id == 8
+    assert "appointment 8" in (d.reason or "") and "room_id: row 301, Flextell 302" in (
+        d.reason or ""
+    )
+    assert "--retry-failed" in (d.reason or "")
+    # Owned by another row, it is that row's: not a booking by hand.
+    owned = verdict_of(r, [r], [appt(8, T0 - 3600, room_id=302)], owners={8: "b"})
+    assert owned.verdict is Verdict.ABSENT
+
+
+def test_a_cancelled_row_is_not_held_by_a_booking_that_holds_the_slot() -> None:
+    cancelled = {**PAYLOAD, "status": "cancelled", "cancellation_reason": "ill"}
+    r = row("a", cancelled, sent=None, status=Status.PENDING)
+    assert verdict_of(r, [r], [appt(8, T0 - 3600)]).verdict is Verdict.ABSENT
+
+
+def test_a_look_alike_an_open_twin_may_own_does_not_hold_a_row_never_sent() -> None:
+    """Two sessions of one visit in two rooms: the one in room 302 is the twin's (its
+    POST's lost answer, or a booking it will adopt). This row is sent; a booking that
+    is neither row's still holds it."""
+    r = row("a", sent=None, status=Status.PENDING)
+    in_302 = {**PAYLOAD, "room_id": 302}
+    twin = row("b", in_302, status=Status.UNKNOWN)
+    assert verdict_of(r, [r, twin], [appt(8, T0 + 1, room_id=302)]).verdict is Verdict.ABSENT
+    unsent_twin = row("b", in_302, sent=None, status=Status.PENDING)
+    adoptable = verdict_of(r, [r, unsent_twin], [appt(8, T0 - 3600, room_id=302)])
+    assert adoptable.verdict is Verdict.ABSENT
+    neither = verdict_of(r, [r, unsent_twin], [appt(9, T0 - 3600, room_id=303)])
+    assert neither.verdict is Verdict.HELD
 
 
 def test_identical_rows_claim_only_when_all_have_settled() -> None:

@@ -288,27 +288,75 @@ def test_the_nightly_loop_clears_its_exit_code_and_trusts_no_truncated_export(
     assert set(owned) == {a["id"] for a in sbx.appointments()}
 
 
-def test_a_new_row_booked_by_hand_before_its_night_is_adopted_not_booked_twice(
+def _night_one_and_a_new_row(
     tmp_path: Path, sbx: Sandbox
-) -> None:
+) -> tuple[Path, list[str], list[dict[str, str]], dict[str, Any]]:
+    """Night 1 imports 20 rows; returns the config, the export and the 21st row's
+    payload (`validate --payloads`), which staff then book by hand."""
     columns, rows = sample_rows()
     config = write_config(tmp_path)
     code, _ = night(config, sbx, write_csv(tmp_path / "night1.csv", columns, rows[:20]))
     assert code == 0
-    # Staff book tonight's new row in Flextell by hand, before the export carries it.
     payloads = tmp_path / "new.jsonl"
     new = write_csv(tmp_path / "new.csv", columns, rows[20:21])
     worker("validate", str(new), "-c", str(config), "--payloads", str(payloads), check=0)
-    item = json.loads(payloads.read_text(encoding="utf-8"))
+    item: dict[str, Any] = json.loads(payloads.read_text(encoding="utf-8"))
+    return config, columns, rows[:21], item
+
+
+def _owner(config: Path, key: str) -> tuple[int, str]:
+    with sqlite3.connect(config.parent / "ledger.sqlite") as db:
+        found = db.execute(
+            "SELECT appointment_id, origin FROM entries WHERE source_key = ?", (key,)
+        ).fetchone()
+    return (found[0], found[1])
+
+
+def test_a_new_row_booked_by_hand_before_its_night_is_adopted_not_booked_twice(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    config, columns, rows, item = _night_one_and_a_new_row(tmp_path, sbx)
+    # Staff book tonight's new row in Flextell by hand, before the export carries it.
     booked = sbx.change(
         "POST", "/_sandbox/appointments", {"tenant": item["tenant"], **item["body"]}
     )
-    code, s2 = night(config, sbx, write_csv(tmp_path / "night2.csv", columns, rows[:21]))
+    code, s2 = night(config, sbx, write_csv(tmp_path / "night2.csv", columns, rows))
     assert code == 0, s2
     assert (s2["totals"]["adopted"], s2["totals"]["created"]) == (1, 0)
     assert sbx.stats()["duplicates"] == 0
+    assert _owner(config, item["key"]) == (booked["data"]["id"], "adopted")
+
+
+def test_a_visit_booked_by_hand_in_another_room_is_held_not_booked_twice(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """Staff booked tonight's new row by hand with another room: same customer, doctor,
+    time and treatments. Sending would book the patient twice; the row waits for a
+    person (failed, on the worklist, exit 1), and once the export agrees it is adopted."""
+    config, columns, rows, item = _night_one_and_a_new_row(tmp_path, sbx)
+    room = 303 if item["body"].get("room_id") != 303 else 304
+    by_hand = {"tenant": item["tenant"], **item["body"], "room_id": room}
+    booked = sbx.change("POST", "/_sandbox/appointments", by_hand)["data"]["id"]
+    before = len(sbx.appointments())
+    code, s2 = night(config, sbx, write_csv(tmp_path / "night2.csv", columns, rows))
+    assert code == 1, s2
+    assert (s2["totals"]["created"], s2["totals"]["failed"]) == (0, 1)
+    assert len(sbx.appointments()) == before  # nothing booked twice
     with sqlite3.connect(config.parent / "ledger.sqlite") as db:
-        owner = db.execute(
-            "SELECT appointment_id, origin FROM entries WHERE source_key = ?", (item["key"],)
+        status, error, message = db.execute(
+            "SELECT status, error_code, error_message FROM entries WHERE source_key = ?",
+            (item["key"],),
         ).fetchone()
-    assert owner == (booked["data"]["id"], "adopted")
+    assert (status, error) == ("failed", "booked_by_hand")
+    assert f"appointment {booked}" in message and f"Flextell {room}" in message
+    [held] = [i for i in worklist(config) if i["source_key"] == item["key"]]
+    assert (held["kind"], held["state"]) == ("failed", "open")
+    assert "booked by hand?" in held["reason"]
+    # The front desk makes the export agree with Flextell: the row adopts the booking.
+    agreed = [dict(r) for r in rows]
+    agreed[20]["room_id"] = str(room)
+    code, s3 = night(config, sbx, write_csv(tmp_path / "night3.csv", columns, agreed))
+    assert code == 0, s3
+    assert (s3["totals"]["adopted"], s3["totals"]["created"]) == (1, 0)
+    assert len(sbx.appointments()) == before
+    assert _owner(config, item["key"]) == (booked, "adopted")

@@ -5,7 +5,12 @@ group, the appointments found at the slot, and which of them the ledger already
 gives to some row. The rules, in order:
 1. An appointment another row owns is that row's; it is never a candidate.
 2. A row never sent adopts a free equal appointment (it existed before the
-   run), or is ABSENT: appointments that differ from it are not its own.
+   run). Else, when both it and a free appointment of its identity (customer,
+   doctor, instant, treatments) hold the slot (neither cancelled nor rejected) and
+   that appointment equals no other open row of the group (whose lost answer or
+   adoption it may be), staff booked the visit by hand with other details (a room,
+   a note): HELD, not sent, since sending would book the patient twice. Else it is
+   ABSENT: a cancelled look-alike is not its own.
 3. For a sent row, a free appointment for its customer at its instant that no open
    row would have created (of the group, or a `neighbour`: a row sent for that
    customer and instant), made since the row's first attempt (a staff edit of ours: its doctor
@@ -37,7 +42,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from worker.compare import MATCH_FIELDS, compare, equal
+from worker.compare import MATCH_FIELDS, compare, equal, same_identity
 from worker.contract import AppointmentResource
 from worker.ledger import Entry, Origin, Status
 
@@ -45,11 +50,14 @@ CLOCK_SKEW = 120.0
 """Seconds by which the server's created_at may trail our clock."""
 
 _OPEN = (Status.PENDING.value, Status.IN_FLIGHT.value, Status.UNKNOWN.value)
+_FREES_THE_SLOT = ("cancelled", "rejected")
+"""Appointment statuses that no longer hold the slot."""
 
 
 class Verdict(StrEnum):
     CLAIM = "claim"
     ABSENT = "absent"
+    HELD = "held"  # never sent: the slot holds the visit, booked by hand (rule 2)
     WAIT = "wait"
     UNKNOWN = "unknown"
     UNDECIDED = "undecided"  # the slot search itself failed
@@ -85,6 +93,32 @@ def _differences(payload: dict[str, Any], resource: AppointmentResource) -> str:
     return "; ".join(parts)
 
 
+def _booked_by_hand(
+    payload: dict[str, Any],
+    free: Sequence[AppointmentResource],
+    twins: Sequence[dict[str, Any]],
+) -> Decision | None:
+    """Rule 2's HELD: a free appointment of the row's identity holding the slot that
+    differs from the row and from every other open row of its group (`twins`)."""
+    if payload.get("status") in _FREES_THE_SLOT:
+        return None
+    for c in free:
+        if c.status in _FREES_THE_SLOT or not same_identity(payload, c):
+            continue
+        if any(equal(p, c) for p in twins):
+            continue  # another row's own (its lost answer, or one it will adopt)
+        return Decision(
+            Verdict.HELD,
+            c,
+            reason=f"not sent: Flextell already has appointment {c.id} for this customer "
+            f"with this doctor at this time, with other details ({_differences(payload, c)}): "
+            "booked by hand? Make the two agree, in the export or in Flextell (then import "
+            "with --retry-failed); the next import then adopts it instead of booking the "
+            "patient twice",
+        )
+    return None
+
+
 def decide(
     row: Entry,
     payload: dict[str, Any],
@@ -112,7 +146,8 @@ def decide(
     if not sent:
         if equals:
             return Decision(Verdict.CLAIM, equals[0], Origin.ADOPTED)
-        return Decision(Verdict.ABSENT)
+        twins = [g.payload or {} for g in open_rows if g is not row]
+        return _booked_by_hand(payload, free, twins) or Decision(Verdict.ABSENT)
     first = row.first_sent_at or row.sent_at or now
     payloads = [payload if g is row else g.payload or {} for g in open_rows]
     payloads += neighbours

@@ -259,6 +259,8 @@ class RowDelivery:
                     step = Step.SEND
                     continue
                 return await self._unknown(job, f"{cause}; absent after {resends} resends")
+            if verdict is Verdict.HELD:
+                return await self._held(job, decision)
             if verdict is Verdict.WAIT:
                 assert decision.wait_until is not None
                 at = self.ledger.from_shared(decision.wait_until)
@@ -510,6 +512,16 @@ class RowDelivery:
         return Status.CREATED
 
     # --- recording ----------------------------------------------------------
+
+    async def _held(self, job: Job, decision: Decision) -> Status:
+        """Never sent, and not to be: the slot holds the visit, booked by hand (decide's
+        rule 2). Failed, so it reaches the worklist; --retry-failed looks again."""
+        await self._record(job, Status.FAILED, error_code="booked_by_hand",
+                           error_message=decision.reason, durable=True)  # fmt: skip
+        self._maybe_sent.discard(job.source_key)
+        self.stats.failed += 1
+        self.stats.failed_by_reason["not sent: booked by hand with other details"] += 1
+        return Status.FAILED
 
     async def _not_sent(self, job: Job, reason: str) -> Status:
         await self.ledger.mark_not_sent(job.tenant, job.source_key, run_id=self.run_id,

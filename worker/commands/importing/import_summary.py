@@ -76,7 +76,8 @@ def print_summary(result: ImportResult, console: Console | None = None) -> None:
     if result.would_adopt:
         console.print(
             "rows to send are looked up first: an equal appointment nobody's row owns (one "
-            "booked by hand) would be adopted, not created again"
+            "booked by hand) would be adopted, not created again; one booked by hand with "
+            "other details would hold its row for a person"
         )
     for tenant, reason in sorted(result.stopped_tenants.items()):
         console.print(f"tenant {tenant} stopped: {reason}", markup=False)
