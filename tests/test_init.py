@@ -350,3 +350,22 @@ def test_two_digit_years_get_a_format_and_unreadable_dates_a_todo(tmp_path: Path
     result = CliRunner().invoke(cli, ["init", str(odd), "--out", str(out)])
     assert result.exit_code == 1, result.output
     assert "TODO: no format found that reads these values" in out.read_text(encoding="utf-8")
+
+
+def test_a_file_of_which_no_row_reads_says_why_instead_of_drafting_nothing(
+    tmp_path: Path,
+) -> None:
+    arrays = tmp_path / "arrays.jsonl"
+    arrays.write_text('[1, "A1", "2027-01-04 09:00"]\n[2, "A2", "2027-01-04 10:00"]\n')
+    out = tmp_path / "x.toml"
+    result = CliRunner().invoke(cli, ["init", str(arrays), "-o", str(out)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (
+        f"error: {arrays}:1: line is a JSON array, expected an object (and 1 more like "
+        "it): no row could be read to draft from"
+    )
+    assert not out.exists()
+    # One good row among bad ones is enough to draft from.
+    arrays.write_text(arrays.read_text() + '{"clinic": 1, "appointment_id": "A3"}\n')
+    assert CliRunner().invoke(cli, ["init", str(arrays), "-o", str(out)]).exit_code in (0, 1)
+    assert out.exists()

@@ -35,14 +35,14 @@ from worker.commands.drafting.init_guess import (
 )
 from worker.config import DEFAULT_BASE_URL, load_config
 from worker.contract import STATUSES
-from worker.errors import ConfigError
+from worker.errors import ConfigError, SourceError
 from worker.exitcodes import ExitCode
 from worker.fileperms import write_private_atomically
 from worker.mapping import Mapper
 from worker.mapping.text import as_text, norm_key
 from worker.mapping.values import clock_text
 from worker.source import SourceOptions, open_source, sheet_names
-from worker.source.rows import SourceRow
+from worker.source.rows import RowProblem, SourceRow
 
 SAMPLE_ROWS = 5000
 """Rows read to guess from: enough for every status word and branch of a real export."""
@@ -106,8 +106,12 @@ def read_sample(
         )
         if src.sheet is not None:
             sample.sheets = sheet_names(path, src.format)
+        problems: list[RowProblem] = []
         for item in src:
             if not isinstance(item, SourceRow):
+                problems.append(item)
+                if len(problems) >= SAMPLE_ROWS:
+                    break
                 continue
             sample.rows += 1
             for key, value in _flat(item.fields):
@@ -123,6 +127,14 @@ def read_sample(
                     sample.values.setdefault(key, []).append(text)
             if sample.rows >= SAMPLE_ROWS:
                 break
+    if problems and not sample.rows:
+        # Drafting from no row would only say that no column was found.
+        first = problems[0]
+        more = f" (and {len(problems) - 1} more like it)" if len(problems) > 1 else ""
+        raise SourceError(
+            f"{sample.name}:{first.label}: {first.message}{more}: no row could be read "
+            "to draft from"
+        )
     return sample
 
 
