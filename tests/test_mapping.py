@@ -58,6 +58,22 @@ def test_required_empty_is_a_row_error_naming_the_column(tmp_path: Path) -> None
     assert "required" in errors[0].message
 
 
+def test_a_json_object_without_the_key_says_so_and_names_a_key_that_differs_in_case(
+    tmp_path: Path,
+) -> None:
+    """A JSONL line has no `doctor` key: "is empty" would send a person to the value."""
+    mapper = make(tmp_path)
+    [cased] = bad(mapper.map(row(doctor=..., Doctor="101"))).errors
+    assert (cased.field, cased.column) == ("user_id", "doctor")
+    assert cased.message == (
+        "required, but this object has no key 'doctor'; it has 'Doctor' (keys must match exactly)"
+    )
+    [absent] = bad(mapper.map(row(doctor=...))).errors
+    assert absent.message == "required, but this object has no key 'doctor'"
+    [empty] = bad(mapper.map(row(doctor=""))).errors  # a CSV cell: the key is there
+    assert empty.message == "required, but column 'doctor' is empty"
+
+
 @pytest.mark.parametrize(
     ("value", "needle"),
     [("123.0", "decimal"), ("12a", "whole number"), ("", "required")],

@@ -313,7 +313,8 @@ class Mapper:
             if value is None:
                 if field.required:
                     failed.add(name)
-                    errors.append(FieldError(name, field.empty_message, None, field.column))
+                    empty = _absent_key(field, fields) or field.empty_message
+                    errors.append(FieldError(name, empty, None, field.column))
                 continue
             data[name] = value
         try:
@@ -403,6 +404,22 @@ def _message(err: ErrorDetails) -> str:
     if kind == "timezone_aware":
         return "needs a time zone"
     return str(err["msg"])
+
+
+def _absent_key(field: Field, fields: Mapping[str, Any]) -> str | None:
+    """For a JSON object without the field's key: what it lacks, and the key it has that
+    differs only in case or separators ("is empty" would send a person to the value)."""
+    column = field.column
+    if column is None or column in fields or any(c in column for c in ".,+"):
+        return None
+    fold = _fold_key(column)
+    near = next((k for k in fields if isinstance(k, str) and _fold_key(k) == fold), None)
+    if near is None:
+        return f"required, but this object has no key {column!r}"
+    return (
+        f"required, but this object has no key {column!r}; it has {near!r} "
+        "(keys must match exactly)"
+    )
 
 
 def _fold_key(key: str) -> str:
