@@ -369,3 +369,16 @@ def test_a_file_of_which_no_row_reads_says_why_instead_of_drafting_nothing(
     arrays.write_text(arrays.read_text() + '{"clinic": 1, "appointment_id": "A3"}\n')
     assert CliRunner().invoke(cli, ["init", str(arrays), "-o", str(out)]).exit_code in (0, 1)
     assert out.exists()
+
+
+def test_a_sheet_or_header_row_that_is_not_there_is_named_as_the_option_typed(
+    tmp_path: Path,
+) -> None:
+    export = _workbook(tmp_path, [["R1", 1001]], ["Randevu No", "Hasta No"])
+    sheet = CliRunner().invoke(cli, ["init", str(export), "--sheet", "9"])
+    assert sheet.exit_code == 2
+    assert f"{export}: --sheet 9: the workbook has 2 sheets (1 is the first)" in sheet.stderr
+    row = CliRunner().invoke(cli, ["init", str(export), "--sheet", "2", "--header-row", "40"])
+    assert row.exit_code == 2
+    assert "has no row 40 (--header-row; the sheet has" in row.stderr
+    assert "[source]" not in sheet.stderr + row.stderr

@@ -92,7 +92,9 @@ def read_sample(
     path: str, fmt: str | None, sheet: str | int | None = None, header_row: int | None = None
 ) -> Sample:
     """Up to `SAMPLE_ROWS` rows of `path`, read as validate would with encoding "auto"."""
-    options = SourceOptions(format=fmt, encoding="auto", sheet=sheet, header_row=header_row)
+    options = SourceOptions(
+        format=fmt, encoding="auto", sheet=sheet, header_row=header_row, from_cli=True
+    )
     with open_source(path, options) as src:
         sample = Sample(
             name=src.name,

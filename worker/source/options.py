@@ -44,6 +44,16 @@ class SourceOptions:
     """Spreadsheets: the sheet's name, or its number (1 is the first); None is the first."""
     header_row: int | None = None
     """Spreadsheets: the header's row number; None is the first row of several cells."""
+    from_cli: bool = False
+    """`sheet` and `header_row` came as ``--sheet`` and ``--header-row`` (init): errors
+    name the options the person typed, not ``[source]`` keys."""
+
+
+def setting(name: str, value: object, *, from_cli: bool) -> str:
+    """How messages name a sheet setting: ``[source] sheet = 9``, or ``--sheet 9``."""
+    if from_cli:
+        return f"--{name.replace('_', '-')} {value}"
+    return f"[source] {name} = {value}"
 
 
 def choose_format(name: str, configured: str | None) -> str:

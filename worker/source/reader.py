@@ -95,7 +95,8 @@ class Source:
             raise SourceError(
                 f"a {self.format} workbook cannot be read from standard input: pass its path"
             )
-        sheet = SheetRows(self.name, path, self.format, options.sheet, options.header_row)
+        sheet = SheetRows(self.name, path, self.format, options.sheet, options.header_row,
+                           from_cli=options.from_cli)  # fmt: skip
         self._sheet_sha256 = sheet.sha256
         self._sheet_rows = sheet
         self.sheet = sheet.sheet

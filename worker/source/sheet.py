@@ -30,6 +30,7 @@ from python_calamine import CalamineError, CalamineSheet, CalamineWorkbook, Shee
 
 from worker.errors import SourceError
 from worker.source.csvfile import header_problems
+from worker.source.options import setting
 from worker.source.rows import RowProblem, SourceRow
 
 _WHOLE_MAX = float(2**53)
@@ -64,7 +65,9 @@ def cell_text(value: Any) -> str:
     return str(value)
 
 
-def _pick_sheet(workbook: CalamineWorkbook, name: str, wanted: str | int | None) -> CalamineSheet:
+def _pick_sheet(
+    workbook: CalamineWorkbook, name: str, wanted: str | int | None, *, from_cli: bool
+) -> CalamineSheet:
     names = workbook.sheet_names
     if not names:
         raise SourceError(f"{name}: the workbook has no sheets")
@@ -78,7 +81,8 @@ def _pick_sheet(workbook: CalamineWorkbook, name: str, wanted: str | int | None)
         if 1 <= wanted <= len(names):
             return workbook.get_sheet_by_index(wanted - 1)
         raise SourceError(
-            f"{name}: [source] sheet = {wanted}: the workbook has {len(names)} "
+            f"{name}: {setting('sheet', wanted, from_cli=from_cli)}: the workbook has "
+            f"{len(names)} "
             f"sheet{'s' if len(names) != 1 else ''} (1 is the first): {listed}"
         )
     if wanted in names:
@@ -153,11 +157,14 @@ class SheetRows:
         fmt: str,
         sheet: str | int | None,
         header_row: int | None = None,
+        *,
+        from_cli: bool = False,
     ) -> None:
         self.name = name
+        self._from_cli = from_cli
         workbook, self.sha256, data = _open_workbook(name, path, fmt)
         try:
-            chosen = _pick_sheet(workbook, name, sheet)
+            chosen = _pick_sheet(workbook, name, sheet, from_cli=from_cli)
         except CalamineError as exc:
             raise SourceError(f"{name}: cannot read the sheet: {_first_line(exc)}") from None
         self.sheet = chosen.name
@@ -190,9 +197,9 @@ class SheetRows:
             if header_row is not None and number < header_row:
                 continue
             if header_row is not None and number == header_row and not any(texts):
+                named = setting("header_row", header_row, from_cli=self._from_cli)
                 raise SourceError(
-                    f"{self.name}: {self.sheet}!{number}: [source] header_row = {header_row}, "
-                    "but that row is empty"
+                    f"{self.name}: {self.sheet}!{number}: {named}, but that row is empty"
                 )
             if not any(texts):
                 continue
@@ -203,11 +210,15 @@ class SheetRows:
                 texts.pop()  # formatting to the right of the table makes empty columns
             where = f"{self.name}: {self.sheet}!{number}"
             if problems := header_problems(texts):
+                later = (
+                    "pass its number as --header-row"
+                    if self._from_cli
+                    else "set [source] header_row to its number"
+                )
                 raise SourceError(
                     f"{where}: header row: {'; '.join(problems)} "
                     "(every column needs a unique, non-empty, visible name; when the names "
-                    "are on a later row, under a merged title, set [source] header_row to "
-                    "its number)"
+                    f"are on a later row, under a merged title, {later})"
                 )
             self.header_row = number
             self._peek(LOOK_AHEAD)
@@ -215,7 +226,8 @@ class SheetRows:
         if header_row is not None:
             raise SourceError(
                 f"{self.name}: sheet {self.sheet!r} has no row {header_row} "
-                f"([source] header_row; the sheet has {self.rows_total} rows)"
+                f"({'--header-row' if self._from_cli else '[source] header_row'}; "
+                f"the sheet has {self.rows_total} rows)"
             )
         raise SourceError(f"{self.name}: sheet {self.sheet!r} is empty (no header row)")
 
