@@ -483,7 +483,8 @@ _rebind_option = click.option(
     is_flag=True,
     help="Kept for scripts that pass it: every import now looks each new row up first and "
     "records an equal appointment already in Flextell (booked by hand, say) as its own "
-    "instead of creating it again.",
+    "instead of creating it again; one booked with other details (another room) holds the "
+    "row as failed for a person.",
 )
 @click.option(
     "--allow-hash-keys",
