@@ -202,3 +202,25 @@ async def test_every_fault_kind_at_once_ends_with_each_row_created_once(
         st = await stats(sb.url)
         assert sum(st["faults"].values()) >= 10, st
         await assert_all_created_once(s)
+
+
+async def test_rows_the_lookup_could_not_clear_are_not_sent_and_the_summary_says_why(
+    sandbox_factory: SandboxFactory, tmp_path: Path
+) -> None:
+    """Neither the calendar nor the appointment list answers: no new row can be looked up
+    before it is sent, so none is sent. Exit 1 with an empty worklist must say why."""
+    async with sandbox_factory(calendar_broken=True, list_broken=True) as sb:
+        s = setup(tmp_path, sb.url, n=6)
+        result = await run_cli(s.args())
+        assert result.exit_code == 1, result.output
+        assert (await stats(sb.url))["appointments_by_tenant"] == {}
+    [head] = [line for line in result.output.splitlines() if line.startswith("needs a person")]
+    assert head.startswith(
+        "needs a person: 6 row(s) not sent, for the next import to send (why: below); "
+        "0 new tonight, 0 open"
+    ), head
+    why = "calendar read failed (HTTP 500: HTTP 500 with an HTML body); appointment list "
+    for tenant in {r.tenant for r in s.rows}:
+        n = sum(r.tenant == tenant for r in s.rows)
+        assert f"tenant {tenant}: {n} not sent: {why}" in result.output, result.output
+    assert all(e["status"] == "pending" for e in ledger_rows(s.ledger).values())

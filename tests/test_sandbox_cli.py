@@ -106,6 +106,7 @@ async def test_cli_late_commit_and_calendar_options_reach_the_server() -> None:
         "--calendar-shape",
         "paginated",
         "--calendar-broken",
+        "--list-broken",
     )
     try:
         root = line.split(" on ", 1)[1].strip().removesuffix("/api")
@@ -120,6 +121,7 @@ async def test_cli_late_commit_and_calendar_options_reach_the_server() -> None:
         "commit_delay_seconds": 1.5,
         "calendar_shape": "paginated",
         "calendar_broken": True,
+        "list_broken": True,
     }
 
 

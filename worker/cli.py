@@ -369,6 +369,12 @@ def init_cmd(
     help="The calendar always answers 500 with an HTML page.",
 )
 @click.option(
+    "--list-broken",
+    is_flag=True,
+    help="GET /v1/appointments (the list) always answers 500 with an HTML page: with "
+    "--calendar-broken, no appointment can be looked up.",
+)
+@click.option(
     "--token-ttl",
     type=float,
     default=3600.0,

@@ -713,6 +713,7 @@ def _result(
             0, counts.to_send - s.created - s.adopted - s.failed - s.unknown - s.not_sent
         )
         counts.failed_by_reason = dict(s.failed_by_reason)
+        counts.not_sent_by_reason = dict(s.not_sent_by_reason)
     if mode == "dry-run":
         for counts in run.counts.values():
             counts.not_sent = 0

@@ -53,6 +53,8 @@ class LaneStats:
     retries: int = 0
     throttled: int = 0
     failed_by_reason: Counter[str] = field(default_factory=Counter)
+    not_sent_by_reason: Counter[str] = field(default_factory=Counter)
+    """Why rows were not sent (the reason the ledger records), for the summary."""
 
 
 @dataclass(slots=True)

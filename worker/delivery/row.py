@@ -387,10 +387,7 @@ class RowDelivery:
         if outcome in (Outcome.AUTH, Outcome.MISROUTED):
             return await self._not_sent(job, f"not processed: HTTP {result.status}: "
                                         f"{result.error_message}")  # fmt: skip
-        if outcome is Outcome.RETRY:
-            self.stats.failed_by_reason[
-                "not sent: gave up on attempts that the server did not process"
-            ] += 1
+        if outcome is Outcome.RETRY:  # the server processed none of them
             return await self._not_sent(job, f"gave up after {self.policy.max_attempts} "
                                         f"attempts: {result.error_message}")  # fmt: skip
         return None
@@ -527,6 +524,7 @@ class RowDelivery:
         await self.ledger.mark_not_sent(job.tenant, job.source_key, run_id=self.run_id,
                                         reason=reason)  # fmt: skip
         self.stats.not_sent += 1
+        self.stats.not_sent_by_reason[reason.removeprefix("not sent: ")] += 1
         return Status.PENDING
 
     async def _unknown(self, job: Job, reason: str) -> Status:

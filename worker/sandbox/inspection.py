@@ -21,7 +21,8 @@ _TEXT_FIELDS = ("status", "description", "cancellation_reason")
 _FAULTS_USAGE = (
     'body must be a JSON object with any of "faults" (like {"error503": 0.5}), '
     '"customer_faults" (the same, for POST /v1/customers), '
-    '"late_commit_seconds", "commit_delay_seconds", "calendar_shape", "calendar_broken"'
+    '"late_commit_seconds", "commit_delay_seconds", "calendar_shape", "calendar_broken", '
+    '"list_broken"'
 )
 _CREATE_USAGE = (
     'body must be a JSON object: {"tenant": N, ["created_at": past ISO instant,] '
@@ -215,6 +216,7 @@ class Inspection:
             "commit_delay_seconds": state.commit_delay_seconds,
             "calendar_shape": state.calendar_shape,
             "calendar_broken": state.calendar_broken,
+            "list_broken": state.list_broken,
         }
 
     async def get_faults(self, request: web.Request) -> web.Response:
@@ -251,9 +253,13 @@ class Inspection:
             broken = body.get("calendar_broken", state.calendar_broken)
             if not isinstance(broken, bool):
                 raise ConfigError(f"calendar_broken: {broken!r} is not true or false")
+            list_broken = body.get("list_broken", state.list_broken)
+            if not isinstance(list_broken, bool):
+                raise ConfigError(f"list_broken: {list_broken!r} is not true or false")
         except ConfigError as exc:
             raise _bad(str(exc)) from None
         state.faults, state.late_commit_seconds, state.commit_delay_seconds = table, late, delay
         state.customer_faults = customer_table
         state.calendar_shape, state.calendar_broken = shape, broken
+        state.list_broken = list_broken
         return json_response(self._behaviour())

@@ -46,6 +46,8 @@ class SandboxOptions:
     commit_delay_seconds: float = 0.0
     calendar_shape: str = "bare"
     calendar_broken: bool = False
+    list_broken: bool = False
+    """GET /v1/appointments (the list a client falls back to) answers 500 HTML always."""
     retry_after: str = "1"
     """Retry-After of the throttle429 and error503 faults: seconds, or an HTTP date."""
     rate_headers: bool = True

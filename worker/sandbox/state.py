@@ -85,6 +85,7 @@ class SandboxState:
         self.commit_delay_seconds = opts.commit_delay_seconds
         self.calendar_shape = opts.calendar_shape
         self.calendar_broken = opts.calendar_broken
+        self.list_broken = opts.list_broken
         # Commits that outlive their request; held so they are not garbage-collected.
         self.background: set[asyncio.Task[Any]] = set()
         # Separate generators so latency jitter never shifts the fault sequence.

@@ -38,6 +38,7 @@ class TenantCounts:
     reconciled: int = 0
     missing_from_source: int = 0
     failed_by_reason: dict[str, int] = field(default_factory=dict)
+    not_sent_by_reason: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

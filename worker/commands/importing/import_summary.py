@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -84,6 +84,8 @@ def print_summary(result: ImportResult, console: Console | None = None) -> None:
     for tenant, counts in sorted(result.tenants.items()):
         for reason, n in sorted(counts.failed_by_reason.items()):
             console.print(f"tenant {tenant}: {n} {reason}")
+        for line in not_sent_lines(tenant, counts.not_sent_by_reason):
+            console.print(line, markup=False)
     _print_probable_duplicates(result, console)
     _print_changed_and_missing(result, console)
     if result.interrupted:
@@ -97,10 +99,31 @@ def print_summary(result: ImportResult, console: Console | None = None) -> None:
 
 
 def headline(result: ImportResult, worklist: Tally) -> str:
-    """The summary's first line: the worklist's counts, after the tenants whose export the
-    run did not trust (it exits 1 for them with nothing new in the worklist)."""
+    """The summary's first line: the worklist's counts, after what else makes the run exit
+    1 with nothing new in the worklist: tenants whose export it did not trust, and rows
+    it did not send."""
     read = {t: result.tenants[t].read if t in result.tenants else 0 for t in result.incomplete}
-    return worklist.line(f"the export was not trusted for {untrusted_export(read)}" if read else "")
+    first = [f"the export was not trusted for {untrusted_export(read)}"] if read else []
+    unsent = sum(c.not_sent for c in result.tenants.values()) if result.mode != "dry-run" else 0
+    if unsent:
+        first.append(f"{unsent} row(s) not sent, for the next import to send (why: below)")
+    return worklist.line("; ".join(first))
+
+
+NOT_SENT_REASONS = 3
+"""Reasons for unsent rows printed per tenant; the rest are counted on one line."""
+
+
+def not_sent_lines(tenant: int, reasons: Mapping[str, int]) -> list[str]:
+    """Why a tenant's rows were not sent: the commonest reasons, then a count of the rest."""
+    ranked = sorted(reasons.items(), key=lambda item: (-item[1], item[0]))
+    lines = [f"tenant {tenant}: {n} not sent: {why}" for why, n in ranked[:NOT_SENT_REASONS]]
+    if rest := ranked[NOT_SENT_REASONS:]:
+        lines.append(
+            f"tenant {tenant}: {sum(n for _, n in rest)} not sent for {len(rest)} other "
+            "reason(s) (`report --html` lists each row)"
+        )
+    return lines
 
 
 def exit_label(result: ImportResult) -> str:
@@ -232,7 +255,10 @@ def summary_event(result: ImportResult) -> dict[str, Any]:
         "totals": result.totals(),
         "tenants": {
             str(tenant): {name: getattr(counts, name) for name, _ in _COLUMNS}
-            | {"failed_by_reason": counts.failed_by_reason}
+            | {
+                "failed_by_reason": counts.failed_by_reason,
+                "not_sent_by_reason": counts.not_sent_by_reason,
+            }
             for tenant, counts in sorted(result.tenants.items())
         },
         "worklist": None if result.worklist is None else asdict(result.worklist),
