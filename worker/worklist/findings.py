@@ -93,8 +93,9 @@ def from_entry(entry: Entry, kind: Kind, zone: str) -> Finding:
     if kind is Kind.INVALID:
         return replace(base, field=entry.error_field, reason=entry.error_message or "invalid")
     if kind is Kind.FAILED:
-        status = f" ({entry.http_status})" if entry.http_status else ""
-        reason = f"refused by the API{status}: {entry.error_message or entry.error_code}"
+        reason = entry.error_message or entry.error_code or "failed"
+        if entry.http_status is not None:  # else the worker held it (booked by hand)
+            reason = f"refused by the API ({entry.http_status}): {reason}"
         return replace(base, field=entry.error_field, reason=reason)
     if kind is Kind.UNKNOWN:
         why = f": {local_times_in(entry.error_message, zone)}" if entry.error_message else ""
