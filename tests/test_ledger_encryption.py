@@ -136,6 +136,14 @@ def totals(event: dict[str, Any]) -> dict[str, int]:
     return found
 
 
+def _first_import(tmp_path: Path, sb: Sandbox) -> tuple[Path, Path, Path]:
+    """An encrypted ledger after one import of the export (exit 1: it has bad rows):
+    the config, the ledger and the export."""
+    cfg, data = config(tmp_path), export(tmp_path)
+    assert run(cfg, sb, data)[0] == 1
+    return cfg, tmp_path / "ledger.sqlite", data
+
+
 def test_an_encrypted_ledger_holds_no_patient_value_and_syncs_as_before(
     tmp_path: Path, sb: Sandbox
 ) -> None:
@@ -243,10 +251,7 @@ def test_worklist_files_and_the_html_page_need_the_ledgers_key(tmp_path: Path, s
 def test_ack_on_an_encrypted_ledger_seals_its_note_and_quiets_the_next_import(
     tmp_path: Path, sb: Sandbox
 ) -> None:
-    cfg = config(tmp_path)
-    ledger = tmp_path / "ledger.sqlite"
-    data = export(tmp_path)
-    assert run(cfg, sb, data)[0] == 1
+    cfg, ledger, data = _first_import(tmp_path, sb)
     plain = config(tmp_path, "nokey.toml", key=None)
     keyless = run_cli("ack", "--all-open", "-c", str(plain), "--note", "seen", env=env(None))
     assert keyless.exit_code == 2
@@ -302,10 +307,7 @@ def test_a_keyless_ledger_is_not_mixed_with_a_key(tmp_path: Path, sb: Sandbox) -
 def test_rekey_leaves_everything_readable_under_the_new_key_only(
     tmp_path: Path, sb: Sandbox
 ) -> None:
-    cfg = config(tmp_path)
-    ledger = tmp_path / "ledger.sqlite"
-    data = export(tmp_path)
-    assert run(cfg, sb, data)[0] == 1
+    cfg, ledger, data = _first_import(tmp_path, sb)
     with sqlite3.connect(ledger) as db:
         before = db.execute("SELECT value FROM meta WHERE key = 'encryption_key_id'").fetchone()
 
@@ -356,10 +358,7 @@ def test_rekey_leaves_everything_readable_under_the_new_key_only(
 def test_after_purge_the_same_export_creates_nothing_and_reports_no_change(
     tmp_path: Path, sb: Sandbox
 ) -> None:
-    cfg = config(tmp_path)
-    ledger = tmp_path / "ledger.sqlite"
-    data = export(tmp_path)
-    assert run(cfg, sb, data)[0] == 1
+    cfg, ledger, data = _first_import(tmp_path, sb)
     kept = run_cli("ledger", "purge", "-c", str(cfg), "--older-than", "90d", env=env())
     assert kept.exit_code == 0 and "from 0 created row(s)" in kept.output, kept.output
     purged = run_cli("ledger", "purge", "-c", str(cfg), "--older-than", "0d", env=env())

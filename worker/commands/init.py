@@ -108,11 +108,13 @@ def read_sample(
         )
         if src.sheet is not None:
             sample.sheets = sheet_names(path, src.format)
-        problems: list[RowProblem] = []
+        first: RowProblem | None = None
+        problems = 0
         for item in src:
             if not isinstance(item, SourceRow):
-                problems.append(item)
-                if len(problems) >= SAMPLE_ROWS:
+                first = first or item
+                problems += 1
+                if problems >= SAMPLE_ROWS:
                     break
                 continue
             sample.rows += 1
@@ -129,10 +131,9 @@ def read_sample(
                     sample.values.setdefault(key, []).append(text)
             if sample.rows >= SAMPLE_ROWS:
                 break
-    if problems and not sample.rows:
+    if first is not None and not sample.rows:
         # Drafting from no row would only say that no column was found.
-        first = problems[0]
-        more = f" (and {len(problems) - 1} more like it)" if len(problems) > 1 else ""
+        more = f" (and {problems - 1} more like it)" if problems > 1 else ""
         raise SourceError(
             f"{sample.name}:{first.label}: {first.message}{more}: no row could be read "
             "to draft from"

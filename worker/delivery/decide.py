@@ -96,7 +96,7 @@ def _differences(payload: dict[str, Any], resource: AppointmentResource) -> str:
 def _booked_by_hand(
     payload: dict[str, Any],
     free: Sequence[AppointmentResource],
-    twins: Sequence[dict[str, Any]],
+    twins: Sequence[Entry],
 ) -> Decision | None:
     """Rule 2's HELD: a free appointment of the row's identity holding the slot that
     differs from the row and from every other open row of its group (`twins`)."""
@@ -105,7 +105,7 @@ def _booked_by_hand(
     for c in free:
         if c.status in _FREES_THE_SLOT or not same_identity(payload, c):
             continue
-        if any(equal(p, c) for p in twins):
+        if any(equal(g.payload or {}, c) for g in twins):
             continue  # another row's own (its lost answer, or one it will adopt)
         return Decision(
             Verdict.HELD,
@@ -146,7 +146,7 @@ def decide(
     if not sent:
         if equals:
             return Decision(Verdict.CLAIM, equals[0], Origin.ADOPTED)
-        twins = [g.payload or {} for g in open_rows if g is not row]
+        twins = [g for g in open_rows if g is not row]
         return _booked_by_hand(payload, free, twins) or Decision(Verdict.ABSENT)
     first = row.first_sent_at or row.sent_at or now
     payloads = [payload if g is row else g.payload or {} for g in open_rows]

@@ -515,7 +515,6 @@ class RowDelivery:
         rule 2). Failed, so it reaches the worklist; --retry-failed looks again."""
         await self._record(job, Status.FAILED, error_code="booked_by_hand",
                            error_message=decision.reason, durable=True)  # fmt: skip
-        self._maybe_sent.discard(job.source_key)
         self.stats.failed += 1
         self.stats.failed_by_reason["not sent: booked by hand with other details"] += 1
         return Status.FAILED

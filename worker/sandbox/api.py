@@ -81,6 +81,12 @@ def make_middleware(state: SandboxState) -> Middleware:
     return middleware
 
 
+def _crashed(state: SandboxState, fault: str) -> web.Response:
+    """A route the app crashes on, whatever is asked (`calendar_broken`, `list_broken`)."""
+    state.stats.faults[fault] += 1
+    return web.Response(text=faults.HTML_500, status=500, content_type="text/html")
+
+
 async def authorize(state: SandboxState, request: web.Request) -> Caller:
     """Auth, tenant, rate limit, latency: the checks every API call passes, in that order."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -231,18 +237,16 @@ class Api:
 
     async def list_appointments(self, request: web.Request) -> web.Response:
         caller = await authorize(self.state, request)
-        if self.state.list_broken:  # as calendar_broken: the app crashes on this route
-            self.state.stats.faults["list_broken"] += 1
-            return web.Response(text=faults.HTML_500, status=500, content_type="text/html")
+        if self.state.list_broken:
+            return _crashed(self.state, "list_broken")
         appts = self.state.store.live(caller.tenant_id)
         return _page(request, appts, lambda a: appointment_resource(a, caller.tenant))
 
     async def calendar(self, request: web.Request) -> web.Response:
         state = self.state
         caller = await authorize(state, request)
-        if state.calendar_broken:  # the app crashes on this route, whatever is asked
-            state.stats.faults["calendar_broken"] += 1
-            return web.Response(text=faults.HTML_500, status=500, content_type="text/html")
+        if state.calendar_broken:
+            return _crashed(state, "calendar_broken")
         errors: dict[str, list[str]] = {}
         days: dict[str, date] = {}
         for key in ("from", "to"):

@@ -24,6 +24,16 @@ _FAULTS_USAGE = (
     '"late_commit_seconds", "commit_delay_seconds", "calendar_shape", "calendar_broken", '
     '"list_broken"'
 )
+
+
+def _flag(body: dict[str, Any], name: str, current: bool) -> bool:
+    """A true/false setting of the body, else `current`."""
+    value = body.get(name, current)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name}: {value!r} is not true or false")
+    return value
+
+
 _CREATE_USAGE = (
     'body must be a JSON object: {"tenant": N, ["created_at": past ISO instant,] '
     "...the POST /v1/appointments body}"
@@ -250,12 +260,8 @@ class Inspection:
                 "commit_delay_seconds", body.get("commit_delay_seconds", state.commit_delay_seconds)
             )
             shape = check_calendar_shape(body.get("calendar_shape", state.calendar_shape))
-            broken = body.get("calendar_broken", state.calendar_broken)
-            if not isinstance(broken, bool):
-                raise ConfigError(f"calendar_broken: {broken!r} is not true or false")
-            list_broken = body.get("list_broken", state.list_broken)
-            if not isinstance(list_broken, bool):
-                raise ConfigError(f"list_broken: {list_broken!r} is not true or false")
+            broken = _flag(body, "calendar_broken", state.calendar_broken)
+            list_broken = _flag(body, "list_broken", state.list_broken)
         except ConfigError as exc:
             raise _bad(str(exc)) from None
         state.faults, state.late_commit_seconds, state.commit_delay_seconds = table, late, delay

@@ -49,11 +49,13 @@ class SourceOptions:
     name the options the person typed, not ``[source]`` keys."""
 
 
-def setting(name: str, value: object, *, from_cli: bool) -> str:
-    """How messages name a sheet setting: ``[source] sheet = 9``, or ``--sheet 9``."""
-    if from_cli:
-        return f"--{name.replace('_', '-')} {value}"
-    return f"[source] {name} = {value}"
+def setting(name: str, value: object = None, *, from_cli: bool) -> str:
+    """How messages name a sheet setting: ``[source] sheet = 9``, or ``--sheet 9``; without
+    a value, the setting alone."""
+    named = f"--{name.replace('_', '-')}" if from_cli else f"[source] {name}"
+    if value is None:
+        return named
+    return f"{named} {value}" if from_cli else f"{named} = {value}"
 
 
 def choose_format(name: str, configured: str | None) -> str:

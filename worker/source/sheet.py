@@ -210,10 +210,11 @@ class SheetRows:
                 texts.pop()  # formatting to the right of the table makes empty columns
             where = f"{self.name}: {self.sheet}!{number}"
             if problems := header_problems(texts):
+                named = setting("header_row", from_cli=self._from_cli)
                 later = (
-                    "pass its number as --header-row"
+                    f"pass its number as {named}"
                     if self._from_cli
-                    else "set [source] header_row to its number"
+                    else f"set {named} to its number"
                 )
                 raise SourceError(
                     f"{where}: header row: {'; '.join(problems)} "
@@ -226,7 +227,7 @@ class SheetRows:
         if header_row is not None:
             raise SourceError(
                 f"{self.name}: sheet {self.sheet!r} has no row {header_row} "
-                f"({'--header-row' if self._from_cli else '[source] header_row'}; "
+                f"({setting('header_row', from_cli=self._from_cli)}; "
                 f"the sheet has {self.rows_total} rows)"
             )
         raise SourceError(f"{self.name}: sheet {self.sheet!r} is empty (no header row)")
