@@ -300,3 +300,36 @@ def test_excels_sep_line_names_the_delimiter_and_is_no_header(tmp_path: Path, se
     assert [(i.line, i.fields) for i in items if isinstance(i, SourceRow)] == [
         (3, {"No": "1", "Hasta": "Ayşe Y."})
     ]
+
+
+def test_title_lines_above_the_header_are_skipped_and_said(tmp_path: Path) -> None:
+    # A clinic system's export with its report title on line 1 (with and without the
+    # delimiter run a spreadsheet leaves), a blank line, then the table.
+    for title in ("KADIKÖY KLİNİĞİ - RANDEVU LİSTESİ;;;", "Randevu Listesi 01.03.2027\n"):
+        path = write(tmp_path, f"{title}\nNo;Hasta;Doktor;Tarih\n7;1001;101;01.03.2027\n")
+        with open_source(str(path), SourceOptions()) as src:
+            items = list(src)
+            notes = src.notes
+        assert src.columns == ["No", "Hasta", "Doktor", "Tarih"]
+        header = 2 if title.endswith(";") else 3
+        row = rows_only(items)[0]
+        assert (row.line, row.fields["No"]) == (header + 1, "7")
+        assert any(f"the header is line {header}" in n for n in notes), notes
+
+
+def test_header_row_names_the_csv_header_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "Randevu listesi\nMart 2027\nNo,Hasta\n7,1001\n")
+    columns, items = read(path, header_row=3)
+    assert columns == ["No", "Hasta"]
+    assert [(r.line, r.fields["Hasta"]) for r in rows_only(items)] == [(4, "1001")]
+    with pytest.raises(SourceError, match=r"\[source\] header_row = 9, but the file ends"):
+        read(path, header_row=9)
+    spaced = write(tmp_path, "Randevu listesi\n\nNo,Hasta\n7,1001\n", "spaced.csv")
+    with pytest.raises(SourceError, match="header_row = 2, but line 2 is blank"):
+        read(spaced, header_row=2)
+
+
+def test_header_row_on_a_jsonl_file_is_an_error(tmp_path: Path) -> None:
+    path = write(tmp_path, '{"a": 1}\n', "in.jsonl")
+    with pytest.raises(SourceError, match="a JSONL file has no header row"):
+        read(path, header_row=2)

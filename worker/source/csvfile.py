@@ -23,20 +23,31 @@ RAW_LIMIT = 2000
 """Characters of a broken record's text kept in `RowProblem.raw`."""
 
 _SNIFF_ROWS = 200
+TITLE_LOOK_AHEAD = 20
+"""Records read past a one-cell line to tell a title above the table from a header."""
+
+
+def _filled(cells: list[str]) -> int:
+    return sum(1 for cell in cells if cell.strip())
 
 
 def detect_delimiter(sample: str, complete: bool) -> str:
     """The delimiter among ``, ; tab |`` that splits the sample most consistently.
 
     Scores each candidate by the share of records with the header's cell count,
-    then by that count; a file with one column reads as comma-separated.
+    then by that count; a file with one column reads as comma-separated. Leading
+    records of one filled cell (a title above the table) are not the header.
     """
     best, best_score = ",", (0.0, 1)
     for delimiter in DELIMITERS:
         counts: list[int] = []
         exhausted = True
+        leading = 0
         try:
             for cells in csv.reader(io.StringIO(sample, newline=""), delimiter=delimiter):
+                if not counts and leading < TITLE_LOOK_AHEAD and _filled(cells) <= 1:
+                    leading += 1
+                    continue
                 if cells:
                     counts.append(len(cells))
                 if len(counts) >= _SNIFF_ROWS:
@@ -52,6 +63,34 @@ def detect_delimiter(sample: str, complete: bool) -> str:
         if score > best_score:
             best, best_score = delimiter, score
     return best
+
+
+def title_lines(sample: str, delimiter: str, *, skip_first: bool) -> int | None:
+    """The line of the header when title lines stand above it (``KADIKÖY KLİNİĞİ -
+    RANDEVU LİSTESİ``): leading records of one filled cell followed, within
+    TITLE_LOOK_AHEAD records, by one of several. None when the first filled record
+    is the header. `skip_first`: line 1 is Excel's ``sep=`` line, not a title."""
+    reader = csv.reader(io.StringIO(sample, newline=""), delimiter=delimiter)
+    seen = 0
+    titles = False
+    try:
+        start = 1
+        for cells in reader:
+            if skip_first and start == 1:
+                start = reader.line_num + 1
+                continue
+            filled = _filled(cells)
+            if filled > 1:
+                return start if titles else None
+            if filled == 1:
+                titles = True
+                seen += 1
+                if seen > TITLE_LOOK_AHEAD:
+                    return None
+            start = reader.line_num + 1
+    except csv.Error:
+        return None
+    return None
 
 
 def excel_sep(sample: str) -> str | None:
@@ -105,8 +144,15 @@ class CsvRows:
         delimiter: str,
         max_field_size: int,
         translate: Callable[[Exception], SourceError],
+        *,
+        header_line: int | None = None,
+        given: str | None = None,
     ) -> None:
+        """`header_line`: the header's line, records above it are skipped (titles);
+        `given`: how messages name the setting it came from, when a person set it."""
         self.name = name
+        self._header_line = header_line or 0
+        self._given = given
         self._translate = translate
         self.delimiter = delimiter
         self.max_field_size = max_field_size
@@ -131,6 +177,10 @@ class CsvRows:
             try:
                 cells = next(reader)
             except StopIteration:
+                if self._given is not None:
+                    raise SourceError(
+                        f"{self.name}: {self._given}, but the file ends at line {reader.line_num}"  # type: ignore[attr-defined]
+                    ) from None
                 if self._feed.sample:
                     raise SourceError(
                         f"{self.name}: no header row (the file has only blank lines)"
@@ -146,10 +196,19 @@ class CsvRows:
                     f"{self.name}: line {start}: cannot read the header row: {why}"
                 ) from None
             self._buf.clear()
+            if start < self._header_line:
+                continue  # a title above the table
             if start == 1 and excel_sep(self.delimiter.join(cells)) == self.delimiter:
                 continue  # Excel's "sep=;" line, not the header
+            if self._given is not None and start != self._header_line:
+                raise SourceError(
+                    f"{self.name}: {self._given}, but line {self._header_line} is inside "
+                    f"a record that starts on an earlier line (a quoted cell spans it)"
+                )
             if cells and "".join(cells).strip():
                 break
+            if self._given is not None:
+                raise SourceError(f"{self.name}: {self._given}, but line {start} is blank")
         end: int = reader.line_num  # type: ignore[attr-defined]
         columns = [cell.strip() for cell in cells]
         # A delimiter at the end of every line ("a;b;c;") names no column: many exports

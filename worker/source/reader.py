@@ -9,7 +9,7 @@ from types import TracebackType
 from typing import Any
 
 from worker.errors import SourceError
-from worker.source.csvfile import CsvRows, detect_delimiter, excel_sep
+from worker.source.csvfile import CsvRows, detect_delimiter, excel_sep, title_lines
 from worker.source.encoding_check import (
     check_declared,
     decode_hint,
@@ -26,6 +26,7 @@ from worker.source.options import (
     check_delimiter,
     choose_format,
     python_encoding,
+    setting,
 )
 from worker.source.quoted import QUOTED_COLUMN, unquote_header, unquote_rows
 from worker.source.rows import RowProblem, SourceRow
@@ -50,6 +51,9 @@ class Source:
         self.delimiter: str | None = None
         self.sheet: str | None = None
         """Spreadsheets: the name of the sheet being read."""
+        self.titles_above: int | None = None
+        """The header's line (a sheet's row) when title lines above it were skipped
+        without [source] header_row saying so."""
         self._sheet_rows: SheetRows | None = None
         self.keys_seen: tuple[set[str], int] | None = None
         """JSONL: every key and dotted path of the first objects, and how many objects."""
@@ -102,6 +106,7 @@ class Source:
         self.sheet = sheet.sheet
         self.columns = sheet.columns
         if sheet.titles:
+            self.titles_above = sheet.header_row
             rows = ", ".join(map(str, sheet.titles))
             self.notes.append(
                 f"{self.where}: row {rows} skipped as a title above the table; the header is "
@@ -173,10 +178,32 @@ class Source:
                     f"{self.name}: line 1 is Excel's 'sep={excel}' line: skipped, and "
                     f"{excel!r} taken as the delimiter"
                 )
+            given = options.header_row if options.header_row and options.header_row > 1 else None
             if delimiter is None:
-                delimiter = detect_delimiter(feed.sample, feed.sample_is_all)
+                sample = feed.sample
+                if given is not None:  # the lines above the header are no guide
+                    sample = sample.split("\n", given - 1)[-1]
+                delimiter = detect_delimiter(sample, feed.sample_is_all)
             self.delimiter = delimiter
-            rows = CsvRows(self.name, feed, delimiter, options.max_field_size, translate)
+            header_line = given
+            if given is None:
+                header_line = title_lines(feed.sample, delimiter, skip_first=excel is not None)
+            rows = CsvRows(
+                self.name, feed, delimiter, options.max_field_size, translate,
+                header_line=header_line,
+                given=None if given is None else setting(
+                    "header_row", given, from_cli=options.from_cli
+                ),
+            )  # fmt: skip
+            if given is None and header_line is not None:
+                self.titles_above = header_line
+                first = 2 if excel is not None else 1
+                lines = str(first) if header_line - first == 1 else f"{first}-{header_line - 1}"
+                self.notes.append(
+                    f"{self.name}: line {lines} skipped as a title above the table; the "
+                    f"header is line {header_line} ([source] header_row = {header_line} "
+                    "says so)"
+                )
             if QUOTED_COLUMN in rows.columns:
                 # A failures file read back: undo its spreadsheet-safety quotes.
                 rows.columns[:] = unquote_header(rows.columns)
@@ -184,6 +211,12 @@ class Source:
                 return unquote_rows(rows)
             self.columns = rows.columns
             return iter(rows)
+        if options.header_row is not None:
+            named = setting("header_row", options.header_row, from_cli=options.from_cli)
+            raise SourceError(
+                f"{self.name}: {named}, but a JSONL file has no header row (every line is "
+                "an object with its own keys): remove it"
+            )
         if not feed.sample:
             raise SourceError(f"{self.name}: file is empty")
         if feed.sample_is_all and not feed.sample.strip():
