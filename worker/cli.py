@@ -261,8 +261,8 @@ def validate_cmd(**params: Any) -> None:
     "--header-row",
     type=click.IntRange(min=1),
     metavar="N",
-    help="Spreadsheets: the header's row number (default: the first row of several cells). "
-    "The draft keeps it in [source] header_row.",
+    help="The header's row number, a CSV's line number (default: the first row of several "
+    "cells; title lines above it are skipped). The draft keeps it in [source] header_row.",
 )
 @click.option(
     "--online",

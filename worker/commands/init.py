@@ -42,6 +42,7 @@ from worker.mapping import Mapper
 from worker.mapping.text import as_text, norm_key
 from worker.mapping.values import clock_text
 from worker.source import SourceOptions, open_source, sheet_names
+from worker.source.options import SPREADSHEETS
 from worker.source.rows import RowProblem, SourceRow
 
 SAMPLE_ROWS = 5000
@@ -72,9 +73,13 @@ class Sample:
     sheets: list[str] = field(default_factory=list)
     """Spreadsheets: every sheet of the workbook, for the draft to name the others."""
     header_row: int | None = None
-    """Spreadsheets: the header's row, when given (init --header-row)."""
+    """The header's row (a CSV's line), when given (init --header-row)."""
+    titles_above: int | None = None
+    """The header's row (line) when title lines above it were found and skipped."""
     rows: int = 0
     values: dict[str, list[str]] = field(default_factory=dict)
+    value_rows: dict[str, list[int]] = field(default_factory=dict)
+    """The row each of `values` came from: a date and a time are paired by their row."""
     lists: set[str] = field(default_factory=set)
     """Columns holding JSON lists (treatments given as a list need no split)."""
 
@@ -105,6 +110,7 @@ def read_sample(
             columns=list(src.columns or []),
             sheet=src.sheet,
             header_row=header_row,
+            titles_above=src.titles_above,
         )
         if src.sheet is not None:
             sample.sheets = sheet_names(path, src.format)
@@ -129,6 +135,7 @@ def read_sample(
                 text = clock_text(value) if isinstance(value, time) else as_text(value)
                 if text is not None:
                     sample.values.setdefault(key, []).append(text)
+                    sample.value_rows.setdefault(key, []).append(sample.rows)
             if sample.rows >= SAMPLE_ROWS:
                 break
     if first is not None and not sample.rows:
@@ -160,6 +167,8 @@ class Draft:
         self.proposals = proposals or {}
         self.missing: list[str] = []
         """Required fields no column was found for."""
+        self.zone_unknown = False
+        """The draft's timezone is UTC for want of a better guess."""
 
     def required_missing(self, name: str, what: str) -> None:
         """A required field no column was found for: a TODO line, and the draft cannot load."""
@@ -183,10 +192,11 @@ def _counts(values: Counter[str]) -> str:
 
 def draft_config(
     sample: Sample, base: str | None = None, proposals: Proposals | None = None
-) -> tuple[str, list[str]]:
+) -> tuple[str, list[str], bool]:
     """The commented TOML drafted from `sample` (``base``: the [api] text of a base config;
     ``proposals``: value maps proposed from the API's lists, by field), and the required
-    fields no column was found for (while there are any, the draft cannot load)."""
+    fields no column was found for (while there are any, the draft cannot load), and
+    whether its timezone is UTC for want of a guess."""
     guesses = match_columns(sample.columns)
     lang = language(guesses.values())
     d = Draft(proposals)
@@ -201,10 +211,18 @@ def draft_config(
         d.add("[api]")
         d.add(f"base_url = {q(DEFAULT_BASE_URL)}")
         d.add('token = "env:FLEXTELL_TOKEN"', "a source of the token, never the token itself")
-        d.add(
-            f"timezone = {q(zone)}",
-            f"guess: from the header language ({lang or 'unknown'}); the clinic's local time",
-        )
+        if lang in ZONES:
+            why = f"guess: from the header language ({lang}); the clinic's local time"
+        else:
+            # UTC is right only for an export written in UTC: every row's time would be
+            # off by the clinic's offset. Said where it is read, and on the terminal.
+            why = (
+                f"TODO: check: the header language ({lang or 'unknown'}) does not tell the "
+                "clinic's zone, and the export's times are read in it: set its IANA name, "
+                'e.g. "Europe/London"'
+            )
+            d.zone_unknown = True
+        d.add(f"timezone = {q(zone)}", why)
         if "phone" in guesses and lang in REGIONS:
             d.add(f"phone_region = {q(REGIONS[lang])}", "guess: country of national phone numbers")
     d.add()
@@ -218,8 +236,15 @@ def draft_config(
         d.add(f"sheet = {q(sample.sheet)}", f"the sheet read (init --sheet chooses){also}")
     if sample.header_row is not None:
         d.add(f"header_row = {sample.header_row}", "given (init --header-row)")
+    elif sample.titles_above is not None:
+        above = "rows" if sample.format in SPREADSHEETS else "lines"
+        d.add(
+            f"header_row = {sample.titles_above}",
+            f"detected: the {above} above it look like a title, not the header",
+        )
     if sample.encoding is not None and sample.format in ("csv", "jsonl"):
-        why = "; ".join(n.replace("\n", " ") for n in sample.notes) or "detected"
+        notes = [n for n in sample.notes if "as a title above the table" not in n]
+        why = "; ".join(n.replace("\n", " ") for n in notes) or "detected"
         d.add(f"encoding = {q(sample.encoding)}", f"detected: {why}"[:300])
     if sample.delimiter is not None:
         d.add(f"delimiter = {q(sample.delimiter)}", "detected")
@@ -243,7 +268,7 @@ def draft_config(
         d.add()
         d.add(comment=f"columns not mapped: {', '.join(unused)}")
     _status(d, sample, guesses.get("status"))
-    return d.text(), d.missing
+    return d.text(), d.missing, d.zone_unknown
 
 
 def _tenant(d: Draft, sample: Sample, guess: ColumnGuess | None) -> list[tuple[str, str | None]]:
@@ -396,10 +421,15 @@ def _time_column(sample: Sample, guesses: dict[str, ColumnGuess]) -> _Picked | N
 
 
 def _paired(sample: Sample, dcol: str, tcol: str) -> tuple[list[str], list[str]]:
-    dates = sample.values.get(dcol, [])
-    times = sample.values.get(tcol, [])
-    n = min(len(dates), len(times))
-    return dates[:n], times[:n]
+    """The dates and times of the rows that have both, row by row."""
+    at = dict(zip(sample.value_rows.get(tcol, []), sample.values.get(tcol, []), strict=True))
+    dates: list[str] = []
+    times: list[str] = []
+    for row, day in zip(sample.value_rows.get(dcol, []), sample.values.get(dcol, []), strict=True):
+        if row in at:
+            dates.append(day)
+            times.append(at[row])
+    return dates, times
 
 
 def _formats_line(d: Draft, cols: str, found: Formats, why: str) -> None:
@@ -523,7 +553,15 @@ def run_init(
 
         guesses = match_columns(sample.columns)
         proposals = propose(sample.values, sample.delimiter, guesses, base, tenant)
-    text, missing = draft_config(sample, base_api_text(base) if base else None, proposals)
+    text, missing, zone_unknown = draft_config(
+        sample, base_api_text(base) if base else None, proposals
+    )
+    if zone_unknown:
+        print(
+            'init: [api] timezone = "UTC" in the draft: the header language does not tell '
+            "the clinic's zone; set it before an import (every time is read in it)",
+            file=sys.stderr,
+        )
     if missing:
         write_draft(text, out, force)
         print(

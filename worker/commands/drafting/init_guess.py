@@ -10,12 +10,12 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from rapidfuzz import fuzz, process
 
 from worker.contract import STATUSES
 from worker.mapping.text import norm_key
+from worker.mapping.values import ValueFail, parse_datetime
 
 LANGS = ("tr", "de", "en", "fr", "es")
 # field -> language -> header words (compared folded: case, diacritics, _ - . as spaces).
@@ -36,9 +36,36 @@ SYNONYMS: dict[str, dict[str, tuple[str, ...]]] = {
         "es": ("id cita", "numero cita", "cita id", "cita", "numero de cita"),
     },
     "customer_id": {
-        "en": ("customer", "customer id", "patient", "patient id", "client", "client id"),
-        "tr": ("hasta", "hasta no", "hasta id", "musteri", "musteri no", "danisan"),
-        "de": ("kunde", "kunden id", "patientin", "patienten id", "patientennummer"),
+        "en": (
+            "customer",
+            "customer id",
+            "customer no",
+            "patient",
+            "patient id",
+            "patient no",
+            "patient number",
+            "client",
+            "client id",
+        ),
+        "tr": (
+            "hasta",
+            "hasta no",
+            "hasta id",
+            "hasta numarasi",
+            "musteri",
+            "musteri no",
+            "danisan",
+        ),
+        "de": (
+            "kunde",
+            "kunden id",
+            "kunden nr",
+            "patientin",
+            "patienten id",
+            "patienten nr",
+            "patientennummer",
+            "patientennr",
+        ),
         "fr": ("client", "patient", "id patient", "patiente"),
         "es": ("paciente", "cliente", "id paciente", "id cliente"),
     },
@@ -236,6 +263,8 @@ class ColumnGuess:
     score: int
     lang: str
     word: str
+    by_part: bool = False
+    """Matched by the last part of a JSON path ("id" of "patient.id"), not the whole."""
 
     @property
     def why(self) -> str:
@@ -249,18 +278,28 @@ def match_columns(columns: Sequence[str]) -> dict[str, ColumnGuess]:
     choices = [w for _f, _lang, w in words]
     candidates: list[ColumnGuess] = []
     for column in columns:
-        # A JSON path is matched by its last part: "body.customer_id" is a customer id.
-        folded = fold(column.rsplit(".", 1)[-1])
-        if not folded:
-            continue
-        for found, score, index in process.extract(
-            folded, choices, scorer=fuzz.ratio, limit=12, score_cutoff=FUZZY_CUTOFF
-        ):
-            f, lang, _word = words[index]
-            candidates.append(ColumnGuess(f, column, round(score), lang, found))
-    # Best first; on a tie the field listed first wins ("date" before "description").
+        # A JSON path is matched whole ("patient.id" is a patient id) and by its last part
+        # ("body.customer_id" is a customer id); a header that ends in a dot ("Hasta No.")
+        # is no path.
+        forms = [(fold(column), False)]
+        last = column.rsplit(".", 1)[-1]
+        if last != column and last.strip():
+            forms.append((fold(last), True))
+        for folded, by_part in forms:
+            if not folded:
+                continue
+            for found, score, index in process.extract(
+                folded, choices, scorer=fuzz.ratio, limit=12, score_cutoff=FUZZY_CUTOFF
+            ):
+                f, lang, _word = words[index]
+                candidates.append(ColumnGuess(f, column, round(score), lang, found, by_part))
+    # Best first, a whole header before a path's last part ("id" of "patient.id" is not
+    # the appointment's id); on a tie the field listed first wins ("date" before
+    # "description").
     order = list(SYNONYMS)
-    candidates.sort(key=lambda c: (-c.score, columns.index(c.column), order.index(c.field)))
+    candidates.sort(
+        key=lambda c: (-c.score, c.by_part, columns.index(c.column), order.index(c.field))
+    )
     taken: dict[str, ColumnGuess] = {}
     used: set[str] = set()
     for cand in candidates:
@@ -283,7 +322,8 @@ def language(guesses: Iterable[ColumnGuess]) -> str | None:
 # --- date-time formats ----------------------------------------------------------------
 
 _DATE_RE = re.compile(r"^(\d{1,4})([./-])(\d{1,2})\2(\d{1,4})")
-_TIMES = ("%H:%M", "%H:%M:%S", "%H.%M")
+_TIMES = ("%H:%M", "%H:%M:%S", "%H.%M", "%I:%M %p", "%I:%M:%S %p")
+"""Clock formats tried after a date; the 12-hour ones read "2:30 PM"."""
 
 
 @dataclass(slots=True)
@@ -341,12 +381,11 @@ def _date_formats(order: str) -> list[str]:
 
 
 def _parses(text: str, fmt: str) -> bool:
+    """Whether the mapping reads `text` with `fmt` (its own rules: "iso" takes no bare
+    date and no "14.30")."""
     try:
-        if fmt == "iso":
-            datetime.fromisoformat(text)
-        else:
-            datetime.strptime(text, fmt)
-    except ValueError:
+        parse_datetime(text, (fmt,))
+    except (ValueFail, ValueError):
         return False
     return True
 
@@ -368,7 +407,8 @@ def datetime_formats(values: Sequence[str], lang: str | None) -> Formats:
         return Formats(["iso"], len(values), len(values), "ISO 8601 (year first)")
     order, note = _day_order(values, lang)
     cands = [f"{d}{sep}{t}" for d in _date_formats(order) for sep in (" ", "T") for t in _TIMES]
-    formats, parsed = _best(values, cands)
+    # Last: ISO 8601 with an offset ("2026-12-01T11:30:00+03:00") among other values.
+    formats, parsed = _best(values, [*cands, "iso"])
     failing = [v for v in values if not any(_parses(v, f) for f in formats)][:3]
     return Formats(formats, parsed, len(values), note, failing)
 
@@ -388,7 +428,7 @@ def looks_like_dates(values: Sequence[str]) -> bool:
 
 
 def looks_like_times(values: Sequence[str]) -> bool:
-    pattern = re.compile(r"^\d{1,2}[:.]\d{2}(:\d{2})?$")
+    pattern = re.compile(r"^\d{1,2}[:.]\d{2}(:\d{2})?(\s?[AaPp][Mm])?$")
     return bool(values) and sum(bool(pattern.match(v)) for v in values) >= 0.8 * len(values)
 
 
