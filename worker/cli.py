@@ -24,6 +24,7 @@ import click
 
 from worker import __version__
 from worker.errors import WorkerError
+from worker.reading import LEDGER_FILES, forget_reading, reading, refuse_input
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -39,6 +40,7 @@ def user_errors(func: F) -> F:
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        forget_reading()  # a new command: only its own inputs are guarded from its outputs
         try:
             return func(*args, **kwargs)
         except WorkerError as exc:
@@ -594,6 +596,12 @@ def import_cmd(
     if log_file is not None:
         click.echo(f"log events: {log_file} (--verbose shows them here)", err=True)
     target = ledger_target(config, options.ledger_path)
+    if metrics_file is not None:
+        # Known before the run, so a wrong path costs no import (the run notes the
+        # ledger itself as it opens it).
+        if not is_url(target):
+            reading(target, "the ledger", siblings=LEDGER_FILES)
+        refuse_input(metrics_file)
     try:
         if is_url(target) and not dry_run:
             from worker.commands.shared_import import run_shared_import

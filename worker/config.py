@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from worker.errors import ConfigError
 from worker.rates import Rate, parse_rate
+from worker.reading import reading
 from worker.suggest import did_you_mean
 
 DEFAULT_BASE_URL = "https://dev.flextell.ai/api"
@@ -412,6 +413,7 @@ def _loc(parts: tuple[int | str, ...]) -> str:
 def load_config(path: str | Path) -> Config:
     """Read and check a TOML config; raise ConfigError naming the file and key."""
     path = Path(path)
+    reading(path, "the config")
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from worker.errors import ConfigError
+from worker.reading import refuse_input
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -67,7 +68,9 @@ def make_private(path: Path) -> int | None:
 
 
 def open_private(path: Path | str, **kwargs: Any) -> IO[str]:
-    """Open `path` for writing text, truncated, with mode 0600 (also when it existed)."""
+    """Open `path` for writing text, truncated, with mode 0600 (also when it existed);
+    never a file the command reads (`refuse_input`)."""
+    refuse_input(path)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     try:
         os.fchmod(fd, FILE_MODE)
@@ -79,7 +82,9 @@ def open_private(path: Path | str, **kwargs: Any) -> IO[str]:
 
 
 def write_private_atomically(path: Path, data: bytes) -> None:
-    """Replace `path` with `data`: 0600 temp file in the same dir, fsync, rename, fsync dir."""
+    """Replace `path` with `data`: 0600 temp file in the same dir, fsync, rename, fsync dir;
+    never a file the command reads (`refuse_input`)."""
+    refuse_input(path)
     write_atomically(path, data, mode=FILE_MODE)
 
 

@@ -28,6 +28,7 @@ from worker.exitcodes import ExitCode
 from worker.fileperms import open_private
 from worker.mapping import FieldError, InvalidRow, MappedRow, Mapper
 from worker.mapping.payloads import PayloadWriter
+from worker.reading import refuse_input
 from worker.source import Source, SourceOptions, open_source
 from worker.source.failures import FailureWriter
 from worker.source.rows import place
@@ -193,6 +194,7 @@ class _ErrorSpool:
         # The first field says what the file holds: the rejected values are patient data.
         body = json.dumps({"patient_data": True, **head}, ensure_ascii=False, indent=2)
         tmp = self.report.with_name(self.report.name + ".tmp")
+        refuse_input(self.report)
         try:
             with open_private(tmp, encoding="utf-8") as out:
                 out.write(body[:-2] + ',\n  "errors": [\n    ')

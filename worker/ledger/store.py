@@ -28,6 +28,7 @@ from worker.ledger.model import Entry, Run, RunStatus, SeenRow, Status
 from worker.ledger.schema import connect
 from worker.ledger.writer import OpFn, Writer, WriterLike
 from worker.logs import get_logger
+from worker.reading import LEDGER_FILES, reading
 
 log = get_logger("ledger")
 
@@ -109,6 +110,8 @@ class Ledger:
         # One ledger, one lock: a symlink or another spelling of the path must find
         # the same <real path>.lock, or two runs would write one ledger at once.
         path = path.expanduser().resolve()
+        _refuse_foreign_file(path)
+        reading(path, "the ledger", siblings=LEDGER_FILES)
         new = False
         if not readonly:
             try:
@@ -682,3 +685,24 @@ def _open_message(sealer: Sealer, text: str | None) -> str | None:
 
 def _noop(conn: object, now: str) -> None:
     del conn, now
+
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _refuse_foreign_file(path: Path) -> None:
+    """A file that is not SQLite (an export, a config, /etc/passwd behind a symlink) is
+    refused before anything touches it: tightening its mode and creating ``<path>.lock``
+    come before connect() could say what it is."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(len(SQLITE_MAGIC))
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        return  # a new ledger, or the open says in its own words what is wrong
+    except OSError:
+        return
+    if head and head != SQLITE_MAGIC[: len(head)]:
+        raise AbortError(
+            f"ledger {path} is not a flextell-worker ledger (not an SQLite file; left as "
+            "it was): check --ledger or [ledger] path"
+        )

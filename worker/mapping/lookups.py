@@ -17,6 +17,7 @@ from typing import Any
 
 from worker.errors import ConfigError
 from worker.mapping.text import norm_key
+from worker.reading import reading
 from worker.suggest import did_you_mean
 
 _OPTIONS = frozenset({"file", "key", "value", "delimiter", "encoding", "match"})
@@ -94,6 +95,7 @@ def load_lookup(name: str, spec: Any, cfg_path: Path, base_dir: Path, *, where: 
     path = Path(file).expanduser()
     if not path.is_absolute():
         path = base_dir / path
+    reading(path, "a lookup table")
     table: dict[str, str] = {}
     labels: dict[str, str] = {}
     try:

@@ -19,6 +19,7 @@ from typing import BinaryIO, Protocol
 from worker.errors import SourceError
 from worker.fileperms import FILE_MODE
 from worker.mapping import MappedRow
+from worker.reading import refuse_input
 
 
 class PayloadWriter:
@@ -27,6 +28,7 @@ class PayloadWriter:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.count = 0
+        refuse_input(self.path)
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
             os.fchmod(fd, FILE_MODE)  # an existing file keeps its mode otherwise

@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import Any
 
 from worker.errors import SourceError
+from worker.reading import reading
 from worker.source.csvfile import CsvRows, detect_delimiter, excel_sep, title_lines
 from worker.source.encoding_check import (
     check_declared,
@@ -301,6 +302,8 @@ def open_source(path: str, options: SourceOptions | None = None) -> Source:
 
     Raises `SourceError` with one line when the file cannot be read as asked.
     """
+    if path != "-":
+        reading(path, "the export")
     return Source(path, options or SourceOptions())
 
 

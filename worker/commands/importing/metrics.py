@@ -23,6 +23,7 @@ from worker.commands.importing.import_summary import COUNT_NAMES
 from worker.errors import ConfigError
 from worker.exitcodes import ExitCode
 from worker.fileperms import write_atomically
+from worker.reading import refuse_input
 
 PREFIX = "flextell_import"
 LAST_SUCCESS = f"{PREFIX}_last_success_timestamp_seconds"
@@ -31,8 +32,8 @@ LAST_SUCCESS = f"{PREFIX}_last_success_timestamp_seconds"
 def _previous_success(path: Path) -> float | None:
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError:
-        return None
+    except (OSError, UnicodeDecodeError):
+        return None  # none yet, or not a metrics file: no earlier success to carry on
     with contextlib.suppress(ValueError):
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
@@ -81,6 +82,7 @@ def write_metrics(result: ImportResult, path: Path, *, now: float | None = None)
     """Write the run's metrics to `path` atomically (exit 2 when the place is unusable)."""
     data = render(result, now=time.time() if now is None else now,
                   previous_success=_previous_success(path))  # fmt: skip
+    refuse_input(path)
     try:
         # 0644: node_exporter's textfile collector reads it as another user.
         write_atomically(path, data, mode=0o644)
