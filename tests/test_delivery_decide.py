@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from worker.contract import AppointmentResource
-from worker.delivery.decide import Verdict, decide
+from worker.delivery.decide import LEFT_EXPORT, Verdict, decide
 from worker.ledger import Entry, Status
 
 T0 = 1_800_000_000.0
@@ -150,6 +150,35 @@ def test_a_look_alike_an_open_twin_may_own_does_not_hold_a_row_never_sent() -> N
     assert adoptable.verdict is Verdict.ABSENT
     neither = verdict_of(r, [r, unsent_twin], [appt(9, T0 - 3600, room_id=303)])
     assert neither.verdict is Verdict.HELD
+
+
+def test_a_new_key_for_a_created_visit_whose_row_left_the_export_is_held() -> None:
+    """Rule 2: the source renamed KAD-0005 to KAD-0005X. The new key's exact payload was
+    created for KAD-0005 at this slot (appointment 9, owned, so not fetched), and
+    KAD-0005 is not in this run's export: sending would book the patient twice."""
+    r = row("KAD-0005X", sent=None, status=Status.PENDING)
+    r.seen_run_id = 2
+    old = row("KAD-0005", status=Status.CREATED)
+    old.appointment_id, old.seen_run_id = 9, 1
+    payload = json.loads(r.payload_json or "{}")
+
+    def verdict(owner: Entry, at_slot: tuple[int, ...] = (9,)) -> Any:
+        return decide(r, payload, [r, owner], [], {}, now=T0 + 5, settle=SETTLE,
+                      horizon=HORIZON, owned_at_slot=at_slot)  # fmt: skip
+
+    held = verdict(old)
+    assert held.verdict is Verdict.HELD and held.code == LEFT_EXPORT
+    assert "appointment 9" in (held.reason or "") and "'KAD-0005'" in (held.reason or "")
+    # The old row is in tonight's export too: a second visit, sent as such.
+    old.seen_run_id = 2
+    assert verdict(old).verdict is Verdict.ABSENT
+    old.seen_run_id = 1
+    # Its appointment is no longer at the slot (moved or deleted in Flextell): sent.
+    assert verdict(old, at_slot=()).verdict is Verdict.ABSENT
+    # Another payload (a room changed): not the same visit under a new key.
+    other = row("KAD-0005", {**PAYLOAD, "room_id": 302}, status=Status.CREATED)
+    other.appointment_id, other.seen_run_id = 9, 1
+    assert verdict(other).verdict is Verdict.ABSENT
 
 
 def test_identical_rows_claim_only_when_all_have_settled() -> None:

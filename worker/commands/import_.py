@@ -197,7 +197,9 @@ class ImportRun:
             # Every run, not only a tenant's first: staff may have booked a new row's
             # appointment in Flextell by hand before tonight's export brought the row.
             # One calendar read per tenant and month of new rows pays for it.
-            delivery = RowDelivery(lane, ledger, self.run_id, adopt=True)
+            delivery = RowDelivery(
+                lane, ledger, self.run_id, adopt=True, export_read=self.reader_done
+            )
             runner = LaneRunner(
                 lane,
                 delivery,

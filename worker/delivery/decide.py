@@ -1,16 +1,19 @@
 """The rules that turn a slot search into a verdict for one row: pure, no I/O.
 
 Inputs: the row (its payload and send times), every ledger row of its identity
-group, the appointments found at the slot, and which of them the ledger already
-gives to some row. The rules, in order:
+group, the appointments found at the slot, which of them the ledger already
+gives to some row, and the ids at the slot other rows own (not fetched). The rules, in order:
 1. An appointment another row owns is that row's; it is never a candidate.
 2. A row never sent adopts a free equal appointment (it existed before the
    run). Else, when both it and a free appointment of its identity (customer,
    doctor, instant, treatments) hold the slot (neither cancelled nor rejected) and
    that appointment equals no other open row of the group (whose lost answer or
    adoption it may be), staff booked the visit by hand with other details (a room,
-   a note): HELD, not sent, since sending would book the patient twice. Else it is
-   ABSENT: a cancelled look-alike is not its own.
+   a note): HELD, not sent, since sending would book the patient twice. So is a
+   row whose exact payload another row of the ledger created, at this slot, when
+   that row is not in this export: the same visit under a new key (LEFT_EXPORT;
+   the caller waits for the whole export to be read before it trusts that). Else
+   it is ABSENT: a cancelled look-alike is not its own.
 3. For a sent row, a free appointment for its customer at its instant that no open
    row would have created (of the group, or a `neighbour`: a row sent for that
    customer and instant), made since the row's first attempt (a staff edit of ours: its doctor
@@ -36,7 +39,7 @@ when the rules run: GETs after it do not make it any younger.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -50,6 +53,8 @@ CLOCK_SKEW = 120.0
 """Seconds by which the server's created_at may trail our clock."""
 
 _OPEN = (Status.PENDING.value, Status.IN_FLIGHT.value, Status.UNKNOWN.value)
+BOOKED_BY_HAND = "booked_by_hand"
+LEFT_EXPORT = "same_as_row_not_in_export"
 _FREES_THE_SLOT = ("cancelled", "rejected")
 """Appointment statuses that no longer hold the slot."""
 
@@ -72,6 +77,8 @@ class Decision:
     origin: Origin | None = None
     reason: str | None = None
     wait_until: float | None = None
+    code: str = "booked_by_hand"
+    """A HELD row's error code in the ledger (BOOKED_BY_HAND or LEFT_EXPORT)."""
 
 
 def _settled_at(entry: Entry, settle: float) -> float:
@@ -119,6 +126,31 @@ def _booked_by_hand(
     return None
 
 
+def _left_the_export(
+    row: Entry, others: Sequence[Entry], owned_at_slot: Collection[int]
+) -> Decision | None:
+    """Rule 2's HELD for a new key: another row created this very payload at this slot and
+    is not in this export (so far: `seen_run_id` is the last run that read it)."""
+    for g in others:
+        if (
+            g.status == Status.CREATED.value
+            and g.appointment_id in owned_at_slot
+            and g.payload_hash is not None
+            and g.payload_hash == row.payload_hash
+            and g.seen_run_id != row.seen_run_id
+        ):
+            return Decision(
+                Verdict.HELD,
+                code=LEFT_EXPORT,
+                reason=f"not sent: Flextell already has appointment {g.appointment_id}, equal "
+                f"to this row, made for row {g.source_key!r}, which is not in this export: "
+                f"the same visit under a new key? If so, acknowledge this item and the item "
+                f"of {g.source_key!r} (nothing to do in Flextell); if it is a second visit, "
+                "book it in Flextell and import with --retry-failed, which adopts it",
+            )
+    return None
+
+
 def decide(
     row: Entry,
     payload: dict[str, Any],
@@ -131,6 +163,7 @@ def decide(
     horizon: float,
     neighbours: Sequence[dict[str, Any]] = (),
     claim_after: float | None = None,
+    owned_at_slot: Collection[int] = (),
 ) -> Decision:
     """The verdict for `row` (see the module docstring for the rules)."""
     mine = [c for c in candidates if owners.get(c.id) == row.source_key]
@@ -147,7 +180,11 @@ def decide(
         if equals:
             return Decision(Verdict.CLAIM, equals[0], Origin.ADOPTED)
         twins = [g for g in open_rows if g is not row]
-        return _booked_by_hand(payload, free, twins) or Decision(Verdict.ABSENT)
+        return (
+            _left_the_export(row, others, owned_at_slot)
+            or _booked_by_hand(payload, free, twins)
+            or Decision(Verdict.ABSENT)
+        )
     first = row.first_sent_at or row.sent_at or now
     payloads = [payload if g is row else g.payload or {} for g in open_rows]
     payloads += neighbours

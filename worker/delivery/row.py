@@ -33,7 +33,7 @@ from worker.compare import identity_of_json, same_identity, sent_values
 from worker.contract import AppointmentResource
 from worker.delivery.calendar import CalendarWindows, instant_of
 from worker.delivery.clockcheck import clock_mark, effective_sent_at
-from worker.delivery.decide import Decision, Verdict, decide
+from worker.delivery.decide import BOOKED_BY_HAND, LEFT_EXPORT, Decision, Verdict, decide
 from worker.delivery.lane import LaneStopped, TenantLane
 from worker.delivery.retry import retrying
 from worker.delivery.slot_search import SlotSearch, payload_of
@@ -97,6 +97,11 @@ class Job:
                    instant=instant_of(entry.payload_json))  # fmt: skip
 
 
+_HELD_WHY = {
+    BOOKED_BY_HAND: "not sent: booked by hand with other details",
+    LEFT_EXPORT: "not sent: equal to an appointment of a row no longer in the export",
+}
+
 INTENT_AHEAD_FRESH = 1.0
 """Seconds, at most, an intent written ahead of its slot may be old when its POST leaves;
 an older one gets the send time of now first."""
@@ -153,6 +158,7 @@ class RowDelivery:
         *,
         adopt: bool = False,
         send: bool = True,
+        export_read: asyncio.Event | None = None,
     ) -> None:
         self.lane = lane
         self.ledger = ledger
@@ -160,6 +166,9 @@ class RowDelivery:
         self.policy = lane.policy
         self.stats = lane.stats
         self.send = send
+        self._export_read = export_read
+        """Set once the whole export is read (rule 2's row that left it: see _decide);
+        None: the rows come from the ledger alone (reconcile), there is no export."""
         self.wall = lane.clock.time
         self.monotonic = lane.clock.monotonic
         self.sleep = lane.clock.sleep
@@ -410,14 +419,15 @@ class RowDelivery:
         # A sent row's own appointment may have been edited by staff: look at every
         # appointment of its customer at its instant, not only those still alike.
         wide = step is not Step.ADOPT or job.sent_before
+        owned_at_slot: set[int] = set()
         try:
             payload = payload_of(job.payload_json)
             found = await search.candidates(
-                payload, wide=wide, skip=partial(self._owned_by_others, job)
+                payload, wide=wide, skip=partial(self._owned_by_others, job, owned_at_slot)
             )
             if found.error is not None:
                 return Decision(Verdict.UNDECIDED, reason=found.error)
-            if step is Step.ADOPT and not found.items and not job.sent_before:
+            if step is Step.ADOPT and not found.items and not job.sent_before and not owned_at_slot:
                 # Rule 2 with an empty slot: nothing to adopt, nothing of ours can be there.
                 # Most rows of a first import end here, without reading the ledger twice.
                 return Decision(Verdict.ABSENT)
@@ -432,7 +442,7 @@ class RowDelivery:
             return Decision(Verdict.UNDECIDED, reason=f"tenant stopped: {exc}")
         except (ValueError, OverflowError) as exc:
             return Decision(Verdict.UNDECIDED, reason=f"slot search impossible: {exc}")
-        return decide(
+        decision = decide(
             row,
             payload,
             group,
@@ -444,12 +454,27 @@ class RowDelivery:
             horizon=self.policy.absent_horizon,
             neighbours=neighbours,
             claim_after=claim_after,
+            owned_at_slot=owned_at_slot,
         )
+        waiting = self._export_read
+        if decision.code == LEFT_EXPORT and waiting is not None and not waiting.is_set():
+            # The row whose visit this is may still come further down the export (then
+            # this one is a second visit, sent as such): judge once the reader is done.
+            await waiting.wait()
+            if self.lane.stop_reason is not None:  # the reading stopped short: no verdict
+                return Decision(
+                    Verdict.UNDECIDED, reason=f"tenant stopped: {self.lane.stop_reason}"
+                )
+            return await self._decide(job, step)
+        return decision
 
-    async def _owned_by_others(self, job: Job, ids: list[int]) -> set[int]:
-        """Ids another row owns: never this row's, so the slot search does not GET them."""
+    async def _owned_by_others(self, job: Job, seen: set[int], ids: list[int]) -> set[int]:
+        """Ids another row owns: never this row's, so the slot search does not GET them;
+        they are added to `seen` (decide's rule 2 asks whether their rows left the export)."""
         owners = await self.ledger.owners(job.tenant, ids)
-        return {i for i, key in owners.items() if key != job.source_key}
+        others = {i for i, key in owners.items() if key != job.source_key}
+        seen |= others
+        return others
 
     async def _trusted_times(self, row: Entry) -> tuple[Entry, float | None]:
         """The row with a send time this process can settle from, and the time after which
@@ -511,12 +536,13 @@ class RowDelivery:
     # --- recording ----------------------------------------------------------
 
     async def _held(self, job: Job, decision: Decision) -> Status:
-        """Never sent, and not to be: the slot holds the visit, booked by hand (decide's
-        rule 2). Failed, so it reaches the worklist; --retry-failed looks again."""
-        await self._record(job, Status.FAILED, error_code="booked_by_hand",
+        """Never sent, and not to be: the slot holds the visit, booked by hand or made for a
+        row that left the export (decide's rule 2). Failed, so it reaches the worklist;
+        --retry-failed looks again."""
+        await self._record(job, Status.FAILED, error_code=decision.code,
                            error_message=decision.reason, durable=True)  # fmt: skip
         self.stats.failed += 1
-        self.stats.failed_by_reason["not sent: booked by hand with other details"] += 1
+        self.stats.failed_by_reason[_HELD_WHY.get(decision.code, decision.code)] += 1
         return Status.FAILED
 
     async def _not_sent(self, job: Job, reason: str) -> Status:
