@@ -339,3 +339,28 @@ def test_an_excel_error_cell_reads_as_excel_shows_it_not_as_empty(tmp_path: Path
     )
     assert "is empty" not in stdout
     assert {b[0]: b[3].get("description") for b in bodies(out)} == {2: NOTE, 4: "#VALUE!"}
+
+
+def test_a_formula_never_computed_is_a_row_error_not_an_empty_cell(tmp_path: Path) -> None:
+    """openpyxl (and other writers that do not calculate) store a formula with no value;
+    read as empty, an optional note would silently go without its text."""
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.title = "Randevular"
+    sheet.append(HEADER)
+    for row in TYPED[:3]:
+        sheet.append(list(row))
+    sheet["H2"].data_type = "s"  # the formula-like note is text, as typed
+    sheet["H3"] = '="Kontrol "&"randevusu"'  # Not: a formula, never computed
+    book.save(tmp_path / "export.xlsx")
+    out = tmp_path / "payloads.jsonl"
+    code, stdout, _ = validate(
+        str(tmp_path / "export.xlsx"), "-c", str(write_config(tmp_path)), "--payloads", str(out)
+    )
+    assert code == 1, stdout
+    assert "export.xlsx:Randevular!3: " in stdout
+    assert "column 'Not' holds a formula that was never computed" in stdout
+    assert [b[0] for b in bodies(out)] == [2, 4]  # the others flow

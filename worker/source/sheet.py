@@ -262,9 +262,19 @@ class SheetRows:
         for number, cells in rows:
             values = [c if type(c) is str else convert(c) for c in cells]
             if errors and number in errors:
+                uncomputed: list[str] = []
                 for index, shown in errors[number].items():
-                    if 0 <= index < len(values):
+                    if shown is UNCOMPUTED:
+                        if (
+                            index < width
+                            and str(values[index] if index < len(values) else "") == ""
+                        ):
+                            uncomputed.append(columns[index] if index >= 0 else "?")
+                    elif 0 <= index < len(values):
                         values[index] = shown  # as Excel shows it, as a CSV export has it
+                if uncomputed:
+                    yield self._uncomputed(number, uncomputed, values)
+                    continue
             if len(values) != width:
                 if any(v != "" for v in values[width:]):
                     yield self._beyond_header(number, values)
@@ -280,6 +290,24 @@ class SheetRows:
             set_raw(row, None)
             set_sheet(row, sheet)
             yield row
+
+    def _uncomputed(self, number: int, names: list[str], values: list[Any]) -> RowProblem:
+        shown = ", ".join(repr(n) for n in names)
+        what = (
+            f"column {shown} holds a formula that was"
+            if len(names) == 1
+            else f"columns {shown} hold formulas that were"
+        )
+        return RowProblem(
+            self.name,
+            number,
+            f"{what} never computed (the file was written "
+            "by a program that does not calculate, so it has no value to read, and empty "
+            "would be a guess): open the file in Excel or LibreOffice and save it, or write "
+            "values instead of formulas",
+            raw=",".join(cell_text(v) for v in values)[:2000],
+            sheet=self.sheet,
+        )
 
     def _beyond_header(self, number: int, values: list[Any]) -> RowProblem:
         last = max(i for i, v in enumerate(values) if v != "") + 1
@@ -311,22 +339,36 @@ def _first_line(exc: BaseException) -> str:
 # end once per error cell.
 _ERROR_CELL = re.compile(rb'<c\b([^>]*?)\bt="e"([^>]*)>(.{0,4096}?)</c>', re.DOTALL)
 _CELL_REF = re.compile(rb'\br="([A-Z]{1,3})([0-9]+)"')
+# A formula cell without a computed value (<f>..</f> then no <v>, or an empty one), as
+# openpyxl and other writers that do not calculate leave it.
+_UNCOMPUTED_CELL = re.compile(
+    rb"<c\b([^>]*)>(?:<f\b[^>]*/>|<f\b[^>]*>.{0,4096}?</f>)\s*(?:<v\s*/>|<v>\s*</v>)?\s*</c>",
+    re.DOTALL,
+)
+UNCOMPUTED = "\x00uncomputed formula"
+"""`error_cells`' mark for a formula cell with no value (never a cell's own text)."""
 _CELL_VALUE = re.compile(rb"<v>([^<]*)</v>")
 
 
 def error_cells(data: bytes, sheet: str, first_column: int) -> dict[int, dict[int, str]]:
     """An .xlsx sheet's error cells: row number -> {index in calamine's row -> the error
-    as Excel shows it, "#N/A"}. Empty when there are none or the file cannot be read so
-    (calamine read it; this only adds what calamine leaves out)."""
+    as Excel shows it, "#N/A", or UNCOMPUTED for a formula that has no value}. Empty
+    when there are none or the file cannot be read so (calamine read it; this only adds
+    what calamine leaves out: it reads both as empty)."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             part = _sheet_part(archive, sheet)
-            if part is None or not _has_error_cell(archive, part):
+            if part is None or not _has_mark(archive, part):
                 return {}
-            xml = archive.read(part)  # only a sheet that has error cells is held whole
+            xml = archive.read(part)  # only a sheet that has such cells is held whole
     except (zipfile.BadZipFile, KeyError, OSError, RuntimeError):
         return {}
     found: dict[int, dict[int, str]] = {}
+    for match in _UNCOMPUTED_CELL.finditer(xml):
+        ref = _CELL_REF.search(match.group(1))
+        if ref is not None and b't="e"' not in match.group(1):
+            index = _column_number(ref.group(1).decode()) - 1 - first_column
+            found.setdefault(int(ref.group(2)), {})[index] = UNCOMPUTED
     for match in _ERROR_CELL.finditer(xml):
         ref = _CELL_REF.search(match.group(1) + match.group(2))
         value = _CELL_VALUE.search(match.group(3))
@@ -338,18 +380,22 @@ def error_cells(data: bytes, sheet: str, first_column: int) -> dict[int, dict[in
     return found
 
 
-_ERROR_MARK = b't="e"'
+_MARKS = (b't="e"', b"</f></c>", b"</f><v/>", b"</f><v></v>", b"/></c>")
+"""What an error cell or a formula cell without a value has in the XML (the last one
+also matches a few other empty cells: `error_cells` then looks closer)."""
 
 
-def _has_error_cell(archive: zipfile.ZipFile, part: str) -> bool:
-    """Whether the sheet's XML marks any cell as an error, read in chunks: a sheet of
-    100,000 rows is some 40 MB of XML, beside the cells calamine holds already."""
+def _has_mark(archive: zipfile.ZipFile, part: str) -> bool:
+    """Whether the sheet's XML has any of _MARKS, read in chunks: a sheet of 100,000 rows
+    is some 40 MB of XML, beside the cells calamine holds already."""
+    width = max(map(len, _MARKS))
     tail = b""
     with archive.open(part) as fh:
         while chunk := fh.read(1 << 20):
-            if _ERROR_MARK in tail + chunk[: len(_ERROR_MARK)] or _ERROR_MARK in chunk:
+            window = tail + chunk
+            if any(mark in window for mark in _MARKS):
                 return True
-            tail = chunk[-len(_ERROR_MARK) :]
+            tail = chunk[-width:]
     return False
 
 
