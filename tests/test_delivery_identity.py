@@ -274,7 +274,12 @@ async def test_no_source_key_on_a_used_ledger_is_refused(
         s.config.write_text(
             text.replace('source_key = { column = "appointment_id" }\n', ""), encoding="utf-8"
         )
-        assert (await run_cli(s.args())).exit_code == 0
+        first = await run_cli(s.args())
+        assert first.exit_code == 0, first.output
+        # Said on the first night, not only when the second is refused.
+        assert "the mapping has no source_key: this import is this ledger's first" in " ".join(
+            first.output.split()
+        )
         changed = [replace(r, notes="changed") if i < 3 else r for i, r in enumerate(s.rows)]
         write_csv(s.data, changed)
         refused = await run_cli(s.args())

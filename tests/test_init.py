@@ -464,3 +464,13 @@ def test_an_unknown_header_language_leaves_the_time_zone_a_todo(tmp_path: Path) 
     assert result.exit_code == 0, result.output
     assert 'timezone = "UTC"  # TODO: check: the header language (en)' in out.read_text()
     assert "does not tell the clinic's zone" in result.output
+
+
+def test_an_id_column_under_an_unknown_name_is_proposed_as_a_todo(tmp_path: Path) -> None:
+    _, draft = draft_of(
+        tmp_path,
+        "No;Hasta No;Doktor;Tarih;Tedavi\n"
+        "1;1001;101;01.03.2027 10:00;201\n"
+        "2;1001;101;01.03.2027 11:00;201\n",
+    )
+    assert '# source_key = { column = "No" }  # TODO: check: no appointment id header' in draft

@@ -452,6 +452,15 @@ async def _send(
             "source_key (the export's appointment id), or pass --allow-hash-keys if every "
             "row is new"
         )
+    if not run.mapper.has_source_key and not options.allow_hash_keys and not options.dry_run:
+        # Said now, not first on the second night, when the same command is refused.
+        log.warning(
+            f"{options.config_path}: the mapping has no source_key: this import is this "
+            f"ledger's first and last without one; the next import into "
+            f"{describe(ledger_path)} is refused (a row whose values change would look new "
+            "and be created twice). For a nightly sync, add source_key (the export's "
+            "appointment id) now"
+        )
     run.run_id = await ledger.start_run(
         mode="import",
         source_file=source.name,

@@ -300,7 +300,19 @@ def _fields(d: Draft, sample: Sample, guesses: dict[str, ColumnGuess], lang: str
     if key is not None:
         d.add(f"source_key = {{ column = {q(key.column)} }}", f"guess: {key.why}")
     else:
-        d.add(comment="no appointment id column found: a re-run cannot tell rows apart; add one")
+        unique = _unique_column(sample, guesses)
+        if unique is not None:
+            d.add(
+                f"# source_key = {{ column = {q(unique)} }}",
+                f"TODO: check: no appointment id header found; every value of {unique!r} is "
+                "different: the export's appointment id? Without a key, a nightly sync cannot "
+                "tell a changed row from a new one (the second import is refused)",
+            )
+        else:
+            d.add(
+                comment="no appointment id column found: without one, a nightly sync cannot "
+                "tell a changed row from a new one (the second import is refused); add one"
+            )
     customer = guesses.get("customer_id")
     phone = guesses.get("phone")
     if customer is not None:
@@ -399,6 +411,22 @@ def _scheduled(d: Draft, sample: Sample, guesses: dict[str, ColumnGuess], lang: 
         return
     found = datetime_formats(values, lang)
     _formats_line(d, f"column = {q(single.column)}", found, single.why)
+
+
+def _unique_column(sample: Sample, guesses: dict[str, ColumnGuess]) -> str | None:
+    """The first column no guess took whose values are present and all different in a
+    sample of two rows or more: perhaps the appointment id under an unknown name."""
+    taken = {g.column for g in guesses.values()}
+    for column in sample.columns:
+        values = sample.values.get(column, [])
+        if (
+            column not in taken
+            and sample.rows >= 2
+            and len(values) == sample.rows
+            and len(set(values)) == len(values)
+        ):
+            return column
+    return None
 
 
 class _Picked(NamedTuple):
