@@ -3,15 +3,20 @@ they go to a log file unless --verbose. Run through a real pseudo-terminal."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import pty
 import re
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from tests.support.sandbox_process import ROOT, Sandbox
-from tests.support.sync import TOKEN_ENV, sample_rows, write_config, write_csv
+from tests.support.sync import TOKEN_ENV, run_cli, sample_rows, write_config, write_csv
 
 
 def on_a_terminal(args: list[str], state: Path) -> tuple[int, str]:
@@ -51,3 +56,50 @@ def test_log_events_go_to_a_file_on_a_terminal_and_show_with_verbose(
     assert "run started" in log.read_text(encoding="utf-8")
     code, out = on_a_terminal([*args, "--verbose"], tmp_path / "state")
     assert code == 0 and "run started" in out and "log events:" not in out
+
+
+HOSTILE = "\x1b[2J\x1b]0;PWNED\x07"
+"""Clears the screen and retitles the terminal, if printed raw."""
+
+
+@contextlib.contextmanager
+def hostile_api(status: int) -> Iterator[str]:
+    """A server that answers every request `status` with HOSTILE as its message; its base URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            body = json.dumps({"message": HOSTILE, "errors": {"from": [HOSTILE]}}).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/api"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_servers_control_characters_are_printed_escaped(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    columns, rows = sample_rows()
+    file = write_csv(tmp_path / "n1.csv", columns, rows[:2])
+    for status, stops in ((401, "tenant 1 stopped: "), (422, "calendar read failed (")):
+        with hostile_api(status) as url:
+            checked = run_cli("auth", "status", "-c", str(config), "--base-url", url)
+            imported = run_cli("import", str(file), "-c", str(config), "--base-url", url,
+                               "--no-progress")  # fmt: skip
+        for done, said in ((checked, "NOT accepted: "), (imported, stops)):
+            assert done.exit_code != 0 and said in done.output, done.output
+            assert "\x1b" not in done.output and "\x07" not in done.output, done.output
+            assert "\\x1b[2J\\x1b]0;PWNED\\x07" in done.output, done.output

@@ -254,3 +254,17 @@ def test_a_partial_fix_of_one_tenant_still_counts_the_other_tenants_open_items(
     gauges = metrics.read_text(encoding="utf-8")
     assert 'flextell_import_worklist_open_items{tenant="1"} 1' in gauges
     assert 'flextell_import_worklist_open_items{tenant="2"} 0' in gauges
+
+
+def test_a_keys_control_characters_are_printed_escaped(tmp_path: Path, sbx: Sandbox) -> None:
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    rows = [dict(r) for r in sample[:3]]
+    rows[1]["appointment_id"] = "KAD\x1b]0;PWN\x07-9"  # retitles a terminal, if printed raw
+    rows[1]["customer_id"] = "unknown patient"
+    assert import_file(config, sbx, export(tmp_path, "n1.csv", rows))[0].exit_code == 1
+    shown = run_cli("worklist", "-c", str(config))
+    assert shown.exit_code == 0, shown.output
+    assert "\x1b" not in shown.output and "\x07" not in shown.output, shown.output
+    assert "KAD\\x1b]0;PWN\\x07-9" in shown.output
+

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from worker.config import source_problem
+from worker.controls import escape_controls
 from worker.errors import AbortError, ConfigError
 from worker.fileperms import refuse_shared, write_private_atomically
 from worker.redaction import redact, register_secret
@@ -213,7 +214,7 @@ class RefreshingToken:
                 f"client_id/client_secret rejected by {self._token_url} (invalid_client); "
                 f"check them in {self._path}"
             )
-        code = f" ({error})" if isinstance(error, str) else ""
+        code = f" ({escape_controls(error)})" if isinstance(error, str) else ""
         raise AbortError(
             f"token refresh refused by {self._token_url}: HTTP {status}{code}; "
             f"check the credentials in {self._path}"

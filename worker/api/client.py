@@ -31,6 +31,7 @@ from worker.contract import (
     CalendarResponse,
     CreatedEnvelope,
 )
+from worker.controls import escape_controls
 from worker.errors import ConfigError
 from worker.redaction import redact
 
@@ -150,7 +151,9 @@ class _ErrorDetails:
 
 
 def _one_line(text: str) -> str:
-    text = " ".join(text.split())
+    """One line of at most _MESSAGE_MAX characters, control characters escaped: a server's
+    ESC sequences never reach a terminal, a log or the ledger raw."""
+    text = escape_controls(" ".join(text.split()))
     return text if len(text) <= _MESSAGE_MAX else text[: _MESSAGE_MAX - 3] + "..."
 
 
@@ -160,9 +163,9 @@ def _field_errors(value: Any) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for key, messages in value.items():
         if isinstance(messages, list):
-            out[str(key)] = [str(m) for m in messages]
+            out[escape_controls(str(key))] = [escape_controls(str(m)) for m in messages]
         else:
-            out[str(key)] = [str(messages)]
+            out[escape_controls(str(key))] = [escape_controls(str(messages))]
     return out
 
 
@@ -182,7 +185,7 @@ def _error_details(status: int, raw: bytes) -> _ErrorDetails:
             message = data.get("message")
             fields = _field_errors(data.get("errors"))
             if isinstance(error, str) and error:
-                code = error
+                code = escape_controls(error)
             elif status == 422:
                 code = "validation_error"
             else:

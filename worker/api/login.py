@@ -28,6 +28,7 @@ from aiohttp import web
 from worker.api.auth import pkce_challenge, token_file_path, token_url_for
 from worker.api.transport import client_session, is_loopback
 from worker.config import Config, resolve_token
+from worker.controls import escape_controls
 from worker.errors import AbortError, ConfigError
 from worker.fileperms import private_dir, refuse_shared, write_private_atomically
 from worker.redaction import register_secret
@@ -181,7 +182,8 @@ class LoginFlow:
         error = query.get("error")
         if error:
             hint = query.get("error_description") or query.get("hint") or ""
-            raise AbortError(f"the authorization was refused: {error} {hint}".strip())
+            refused = escape_controls(f"{error} {hint}".strip())
+            raise AbortError(f"the authorization was refused: {refused}")
         if query.get("state") != self.state:
             raise ConfigError(
                 "the address does not belong to this login (its state does not match); "
@@ -290,7 +292,7 @@ async def exchange_code(
     def clean(text: str) -> str:
         for secret in hidden:
             text = text.replace(secret, "[redacted]")
-        return text
+        return escape_controls(text)
 
     try:
         async with session.post(
@@ -326,7 +328,7 @@ async def exchange_code(
             f"{token_url} answered the code with an unexpected body "
             "(expected access_token, refresh_token, expires_in, token_type Bearer)"
         )
-    error = body.get("error") if isinstance(body.get("error"), str) else None
+    error = clean(body["error"]) if isinstance(body.get("error"), str) else None
     hint = body.get("hint") or body.get("error_description") or body.get("message") or ""
     hint = clean(str(hint))[:300]
     if error == "invalid_client":

@@ -13,15 +13,27 @@ from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
+from rich.text import Text
 
+from worker.controls import escape_controls
 from worker.logs import get_logger
 
 
+class DataConsole(Console):
+    """A console whose every string (printed, or a table's cell or title) has its
+    control characters escaped (`worker.controls`): an ESC in an export's key or a
+    server's message shows as ``\\x1b``, never reaches the terminal."""
+
+    def render_str(self, text: str, **options: Any) -> Text:
+        return super().render_str(escape_controls(text), **options)
+
+
 def data_console(**options: Any) -> Console:
-    """A console for text that comes from exports, notes and the ledger: printed as it
-    is. Rich would read "[/b]" in an ack note as markup (and fail on it, or drop a
-    "[...]" span) and ":x:" as an emoji code."""
-    return Console(markup=False, emoji=False, **options)
+    """A console for text that comes from exports, notes, servers and the ledger:
+    printed as it is, but for control characters (escaped, see `DataConsole`). Rich
+    would read "[/b]" in an ack note as markup (and fail on it, or drop a "[...]"
+    span) and ":x:" as an emoji code."""
+    return DataConsole(markup=False, emoji=False, **options)
 
 
 def emit_result(

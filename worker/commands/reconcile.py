@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from worker import worklist
-from worker.commands.output import emit_result
+from worker.commands.output import data_console, emit_result
 from worker.config import load_config
 from worker.delivery import Job, LaneBuilder, RowDelivery, http_session
 from worker.delivery.lanes import policy_from_config
@@ -241,7 +241,7 @@ _SHOWN_ROWS = 100
 
 def print_reconcile(result: ReconcileResult, console: Console | None = None) -> None:
     """What each unknown row turned out to be."""
-    console = console or Console(soft_wrap=True)
+    console = console or data_console(soft_wrap=True)
     if not result.resolutions:
         console.print("no rows with an unknown outcome")
     else:

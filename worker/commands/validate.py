@@ -22,6 +22,7 @@ from typing import IO, Any, TextIO
 
 from worker.commands.checking.validate_online import online_references
 from worker.config import Config, load_config
+from worker.controls import escape_controls
 from worker.digest_table import DigestTable
 from worker.errors import SourceError
 from worker.exitcodes import ExitCode
@@ -356,7 +357,10 @@ def print_summary(summary: ValidateSummary, out: TextIO) -> None:
     if out.isatty():
         _print_rich(summary, out)
         return
-    w = out.write
+
+    def w(text: str) -> None:  # a key may hold an export's control characters
+        out.write(escape_controls(text))
+
     w(f"{summary.source}: {summary.rows} rows, {summary.valid} valid, {summary.invalid} invalid\n")
     for reason, count in summary.by_field.most_common():
         w(f"  invalid {reason}: {count}\n")
@@ -413,7 +417,9 @@ def _print_rich(summary: ValidateSummary, out: TextIO) -> None:
     _print_probable(summary, lines.append)
     _print_errors(summary, lines.append)
     if lines:
-        console.print("".join(lines), end="", markup=False, highlight=False, soft_wrap=True)
+        console.print(
+            escape_controls("".join(lines)), end="", markup=False, highlight=False, soft_wrap=True
+        )
 
 
 def run_validate(opts: ValidateOptions, out: TextIO | None = None) -> int:

@@ -25,7 +25,7 @@ from rich.table import Table
 from worker.api.client import Outcome, Result
 from worker.commands.checking.api_reads import read_with_retries
 from worker.commands.checking.orphans import OrphanScan, find_orphans
-from worker.commands.output import emit_result
+from worker.commands.output import data_console, emit_result
 from worker.compare import Mismatch, compare, public_value
 from worker.config import load_config
 from worker.delivery import AuthGuard, LaneBuilder, LaneStopped, TenantLane, http_session
@@ -360,7 +360,7 @@ def _shown(value: Any) -> str:
 
 def print_verify(result: VerifyResult, console: Console | None = None) -> None:
     """Counts per tenant, then the first problems, one per line (field, sent, found)."""
-    console = console or Console(soft_wrap=True)
+    console = console or data_console(soft_wrap=True)
     what = f"sample of {result.sample}" if result.sample else "created rows"
     if result.run is not None:
         what += f" of run {result.run}"
