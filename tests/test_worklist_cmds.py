@@ -268,3 +268,22 @@ def test_a_keys_control_characters_are_printed_escaped(tmp_path: Path, sbx: Sand
     assert "\x1b" not in shown.output and "\x07" not in shown.output, shown.output
     assert "KAD\\x1b]0;PWN\\x07-9" in shown.output
 
+
+def test_a_cells_control_characters_are_written_escaped_in_the_xlsx(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    from openpyxl import load_workbook
+
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    rows = [dict(r) for r in sample[:3]]
+    rows[1]["customer_id"] = "\x1b[31mX\x1b[0m"  # no xlsx may hold an ESC
+    rows[1]["appointment_id"] = "KAD\x00\t-9"
+    assert import_file(config, sbx, export(tmp_path, "n1.csv", rows))[0].exit_code == 1
+    sheet = tmp_path / "wl.xlsx"
+    done = run_cli("worklist", "-c", str(config), "--format", "xlsx", "--out", str(sheet))
+    assert done.exit_code == 0, done.output
+    head, *body = load_workbook(sheet, read_only=True).active.iter_rows(values_only=True)
+    [row] = [dict(zip(head, r, strict=True)) for r in body]
+    assert row["customer_id"] == "\\x1b[31mX\\x1b[0m"
+    assert row["source_key"] == "KAD\\x00\t-9"  # a tab an xlsx holds is kept

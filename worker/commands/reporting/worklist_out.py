@@ -6,9 +6,12 @@ columns. Fixed and imported with `--partial`, it resolves what it fixes. Rows
 without cells (missing from the export) are left out of it and counted.
 The xlsx (openpyxl, write-only: a flat memory profile for long lists) holds every
 item; each cell is written as text, so a note such as ``=HYPERLINK(...)`` stays
-text in Excel and is never run as a formula. Like the failures files, every xlsx
-row and JSON item says it holds patient data (``worker_patient_data``): reasons
-and notes may quote the rows' cells.
+text in Excel and is never run as a formula. Control characters are written as
+visible escapes (`worker.controls`): ESC as the four characters ``\\x1b``, so a cell
+never holds one an xlsx cannot (C0 but tab, line feed, carriage return) and the file is
+always written, saying what was there; DEL, C1 and bidi overrides are escaped alike.
+Like the failures files, every xlsx row and JSON item says it holds patient data
+(``worker_patient_data``): reasons and notes may quote the rows' cells.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from rich.table import Table
 
 from worker.commands.importing.import_result import tenant_counts, untrusted_export
 from worker.commands.output import data_console
+from worker.controls import XLSX_KEEP, escape_controls
 from worker.errors import ConfigError, SourceError
 from worker.fileperms import open_private, write_private_atomically
 from worker.ledger import Ledger, Run, RunStatus
@@ -157,7 +161,7 @@ def write_xlsx(items: list[WorkItem], out: Path) -> Written:
     def text(value: Any) -> Any:
         if value is None or isinstance(value, int):
             return value
-        cell = WriteOnlyCell(sheet, value=str(value))
+        cell = WriteOnlyCell(sheet, value=escape_controls(str(value), keep=XLSX_KEEP))
         cell.data_type = "s"  # never a formula, whatever the text starts with
         return cell
 
