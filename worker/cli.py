@@ -971,9 +971,12 @@ def lookups_pull_cmd(
     The files (owner-only: customers are patient data) have an id column and
     the columns a [lookups.X] table keys by (customers: phone as E.164 in the
     tenant's phone_region, email, identity_number; users: name, email, role;
-    treatments and rooms: name), for a person to check or edit. It reads the
-    API only, never the ledger (SQLite or PostgreSQL alike). Exit 0, or 2 for a
-    bad config, 3 when the API cannot be read.
+    treatments and rooms: name), for a person to check or edit. As in a
+    failures file, a cell a spreadsheet would run as a formula gets a leading '
+    and is listed in a worker_quoted column ([lookups.X] reads it back without
+    it); customers.csv says in a worker_patient_data column that it holds
+    patient data. It reads the API only, never the ledger (SQLite or PostgreSQL
+    alike). Exit 0, or 2 for a bad config, 3 when the API cannot be read.
     """
     import asyncio
 

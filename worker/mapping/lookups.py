@@ -4,7 +4,9 @@
 column or a list: any of them may match), ``value``, and optionally
 ``delimiter``, ``encoding`` and ``match``. With ``match = "all"`` the key columns
 together form one key (branch + room name), and a mapping field gives as many
-``columns``. Keys are compared normalised (trim, casefold).
+``columns``. Keys are compared normalised (trim, casefold). A file with a
+``worker_quoted`` column (one `lookups pull` wrote, or a failures file) has the
+leading quote of the cells it lists removed, as an import of a failures file does.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 from worker.errors import ConfigError
 from worker.mapping.text import norm_key
 from worker.reading import reading
+from worker.source.quoted import QUOTED_COLUMN, unquote_cells
 from worker.suggest import did_you_mean
 
 _OPTIONS = frozenset({"file", "key", "value", "delimiter", "encoding", "match"})
@@ -123,7 +126,14 @@ def load_lookup(name: str, spec: Any, cfg_path: Path, base_dir: Path, *, where: 
                 table[k] = value
                 labels.setdefault(k, shown)
 
+            quoted = QUOTED_COLUMN in header
             for record in reader:
+                if quoted:  # a failures file or `lookups pull` quoted formula-like cells
+                    try:
+                        record = unquote_cells(record)
+                    except ValueError as exc:
+                        message = f"{file} line {reader.line_num}: {exc}"
+                        raise _fail(cfg_path, where, message) from None
                 value = (record.get(value_col) or "").strip()
                 if composite:
                     parts = [(record.get(col) or "").strip() for col in keys]

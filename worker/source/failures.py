@@ -51,6 +51,14 @@ def neutralise(cell: str) -> str:
     return cell
 
 
+def neutralised(names: Sequence[str], cells: Sequence[str]) -> tuple[list[str], str]:
+    """The cells of one CSV row made safe (`neutralise`) and the ``worker_quoted`` cell
+    that lists the columns whose cell got a quote (empty when none did)."""
+    safe = [neutralise(c) for c in cells]
+    quoted = [n for n, a, b in zip(names, cells, safe, strict=True) if a is not b]
+    return safe, json.dumps(quoted, ensure_ascii=False) if quoted else ""
+
+
 class FailureWriter:
     """Write failed rows to ``path`` in the input's format; use as a context manager."""
 
@@ -97,10 +105,8 @@ class FailureWriter:
         extras = [extra.get(c, "") for c in self.extra_columns]
         if self.format == "csv":
             cells = [*self._csv_cells(row), *extras]
-            safe = [neutralise(c) for c in cells]
-            names = (*self.columns, *self.extra_columns)
-            quoted = [n for n, a, b in zip(names, cells, safe, strict=True) if a is not b]
-            self._csv.writerow([*safe, json.dumps(quoted, ensure_ascii=False) if quoted else ""])
+            safe, quoted = neutralised((*self.columns, *self.extra_columns), cells)
+            self._csv.writerow([*safe, quoted])
         else:
             self._fh.write(json.dumps(self._json_object(row, extra), ensure_ascii=False) + "\n")
         self.count += 1
