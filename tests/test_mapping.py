@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.support.configs import BASE, MAPPING, ROW
+from tests.support.sync import run_cli
 from worker.config import load_config
 from worker.errors import ConfigError
 from worker.mapping import InvalidRow, MappedRow, Mapper
@@ -213,6 +214,38 @@ def test_lookup_key_column_missing(tmp_path: Path) -> None:
     extra = LOOKUPS.replace('key = ["legacy_id", "name"]', 'key = "code"')
     with pytest.raises(ConfigError, match=r"lookups.customers.key: column 'code' is not in"):
         make(tmp_path, MAPPING, extra)
+
+
+def test_a_lookup_files_first_line_is_never_echoed_in_its_error(tmp_path: Path) -> None:
+    secret = "ghp_" + "Q7x9" * 10  # a token file named by mistake: one long cell
+    (tmp_path / "lookups").mkdir()
+    files = {
+        "secret-token": secret + "\n",
+        # A customers file without its header: the first line is a patient's row.
+        "customers.csv": "H-1,Ayşe Yılmaz,1001\nH-2,İbrahim Işık,1002\n",
+        "typo.csv": "legacy_id,nmae,flextell_id,a column name longer than forty characters\n",
+    }
+    for name, text in files.items():
+        (tmp_path / "lookups" / name).write_text(text, encoding="utf-8")
+    mapping = MAPPING.replace(
+        'customer_id = "customer"', 'customer_id = { column = "customer", lookup = "customers" }'
+    )
+    export = tmp_path / "in.csv"
+    export.write_text(",".join(ROW) + "\n" + ",".join(ROW.values()) + "\n", encoding="utf-8")
+    said = {}
+    for name in files:
+        extra = LOOKUPS.replace("lookups/customers.csv", f"lookups/{name}")
+        (tmp_path / "cfg.toml").write_text(BASE + extra + mapping, encoding="utf-8")
+        done = run_cli("validate", str(export), "-c", str(tmp_path / "cfg.toml"))
+        assert done.exit_code == 2 and "Traceback" not in done.output, done.output
+        said[name] = done.output
+    assert "has 1 cell(s), none of them a configured column" in said["secret-token"]
+    assert secret not in said["secret-token"] and secret[:20] not in said["secret-token"]
+    assert "has 3 cell(s)" in said["customers.csv"] and "Yılmaz" not in said["customers.csv"]
+    typo = said["typo.csv"]
+    assert "column 'name' is not in lookups/typo.csv" in typo and "has 4 cell(s)" in typo
+    assert "it has 'legacy_id', 'flextell_id'); did you mean 'nmae'?" in typo
+    assert "forty" not in typo
 
 
 def test_day_first_formats_and_offsets(tmp_path: Path) -> None:

@@ -105,12 +105,14 @@ def load_lookup(name: str, spec: Any, cfg_path: Path, base_dir: Path, *, where: 
         with path.open(encoding=encoding, newline="") as fh:
             reader = csv.DictReader(fh, delimiter=delimiter)
             header = reader.fieldnames or []
-            for col, opt in [*((k, "key") for k in keys), (value_col, "value")]:
+            wanted = [*((k, "key") for k in keys), (value_col, "value")]
+            for col, opt in wanted:
                 if col not in header:
                     raise _fail(
                         cfg_path,
                         f"{where}.{opt}",
-                        f"column {col!r} is not in {file} (columns: {', '.join(header)})",
+                        f"column {col!r} is not in {file}"
+                        + _header_hint(col, header, [c for c, _ in wanted]),
                     )
 
             def put(k: str, shown: str, value: str) -> None:
@@ -149,6 +151,25 @@ def load_lookup(name: str, spec: Any, cfg_path: Path, base_dir: Path, *, where: 
     except (OSError, UnicodeDecodeError, LookupError, csv.Error) as exc:
         raise _fail(cfg_path, f"{where}.file", f"cannot read {str(path)!r}: {exc}") from None
     return Lookup(name, file, table, tuple(keys) if composite else (), labels)
+
+
+SHOWN_CELL_MAX = 40
+"""A first-line cell longer than this is never named in a message: a header cell is a
+short name, a longer one is more likely a secret or a patient's data."""
+
+
+def _header_hint(col: str, header: Sequence[str], configured: Sequence[str]) -> str:
+    """What the file's first line is like, without echoing it: it may be no header at all
+    (a secret file, a list of patients): its cell count and the nearest short cell,
+    only when one is close to `col`."""
+    found = [c for c in configured if c in header]
+    text = f" (its first line, read as the header, has {len(header)} cell(s)"
+    text += (
+        f"; of the configured columns it has {', '.join(repr(c) for c in found)})"
+        if found
+        else ", none of them a configured column: is the first line a header?)"
+    )
+    return text + did_you_mean(col, (c for c in header if len(c) <= SHOWN_CELL_MAX))
 
 
 def _composite_hint(keys: list[str], header: Sequence[str]) -> str:
