@@ -140,3 +140,21 @@ def test_a_missing_or_unusable_ledger_exits_2(tmp_path: Path) -> None:
     result = run_cli("report", "--ledger", str(junk))
     assert result.exit_code == 2 and result.stderr.startswith("error: ")
     assert "Traceback" not in result.output
+
+
+def test_failures_leave_out_rows_that_left_the_export(tmp_path: Path, sbx: Sandbox) -> None:
+    """Deleted upstream, an invalid row's item is resolved: fixed from the failures file
+    and imported again, it would book a visit the source removed."""
+    config = write_config(tmp_path)
+    columns, rows = sample_rows()
+    chosen = [dict(r) for r in rows[:6]]
+    chosen[2]["customer_id"] = "12a"  # invalid
+    chosen[3]["customer_id"] = "12b"  # invalid
+    assert import_file(config, sbx, write_csv(tmp_path / "n1.csv", columns, chosen))[0].exit_code
+    gone = chosen.pop(3)  # tonight the source no longer has it
+    import_file(config, sbx, write_csv(tmp_path / "n2.csv", columns, chosen))
+    failures = tmp_path / "failures.csv"
+    assert run_cli("report", "-c", str(config), "--failures", str(failures)).exit_code == 0
+    with failures.open(encoding="utf-8", newline="") as fh:
+        keys = {r["appointment_id"] for r in csv.DictReader(fh)}
+    assert keys == {chosen[2]["appointment_id"]}, (keys, gone["appointment_id"])

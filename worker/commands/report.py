@@ -305,12 +305,15 @@ async def write_failures(
     Format, delimiter and encoding follow the latest run the rows were read in;
     CSV columns are the union of those runs' headers. Each row keeps all its
     original cells, plus `status` (`worker_status` when the input has a status
-    column of its own), `error_field`, `error_message` and `http_status`.
+    column of its own), `error_field`, `error_message` and `http_status`. A row whose
+    worklist item is resolved (it left the export, or a later one fixed it) is left out:
+    fixed and imported again, it would bring back what the source removed.
     """
+    done = await _resolved_keys(ledger, tenant)
     entries = [
         e
         async for e in ledger.entries_iter(statuses=FAILURE_STATUSES, tenant=tenant, run_id=run)
-        if e.source_row is not None
+        if e.source_row is not None and (e.tenant, e.source_key) not in done
     ]
     by_id = {r.id: r for r in runs}
     involved = sorted(
@@ -347,6 +350,14 @@ async def write_failures(
             if failure.item is not None:
                 writer.write(failure.item, dict(zip(extras, failure.added(), strict=True)))
         return writer.count
+
+
+async def _resolved_keys(ledger: Ledger, tenant: int | None) -> set[tuple[int, str]]:
+    """(tenant, key) of rows whose only worklist items are resolved: a ledger written
+    before the worklist has none, and keeps every failed row in the file."""
+    resolved = await worklist.items(ledger, tenant=tenant, state="resolved")
+    still = await worklist.items(ledger, tenant=tenant, state="all")
+    return {(i.tenant, i.source_key) for i in resolved} - {(i.tenant, i.source_key) for i in still}
 
 
 async def _duplicate_rows(ledger: Ledger, *, tenant: int | None, run: int | None) -> list[_Failure]:
