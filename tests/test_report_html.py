@@ -270,6 +270,18 @@ def test_the_page_holds_at_most_the_bound_and_says_so(nights: Nights, tmp_path: 
     assert "Now 8 row(s) need a person" in html  # the verdict counts them all
 
 
+def test_rows_the_export_changed_count_as_in_flextell(nights: Nights, tmp_path: Path) -> None:
+    """Night 2 moved two created rows: their appointments are in Flextell, as created."""
+    html = render_page(
+        asyncio.run(collect_page(HtmlOptions(out=tmp_path / "r.html", ledger_path=nights.ledger)))
+    )
+    said = re.search(r"([\d,]+) of ([\d,]+) rows read are in Flextell \(([\d,]+) of them as "
+                     r"created before the export changed them\)", html)  # fmt: skip
+    assert said is not None
+    done, read, earlier = (int(g.replace(",", "")) for g in said.groups())
+    assert (read - done, earlier) == (len(nights.bad_keys), len(nights.changed_keys))
+
+
 @needs_chromium
 def test_the_page_tells_each_run_as_it_exited(tmp_path: Path, sbx: Any) -> None:
     # The page derived its own exit code from the run's counts: an empty export's run

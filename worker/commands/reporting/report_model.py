@@ -19,6 +19,8 @@ class TenantGlance:
     already_there: int
     needs: dict[str, int]
     """Kind of problem -> rows that need a person."""
+    earlier_version: int = 0
+    """Rows in Flextell as created before the export changed them (changed, fixed by hand)."""
 
     @property
     def needs_total(self) -> int:

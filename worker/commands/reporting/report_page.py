@@ -220,6 +220,7 @@ def _tenants(
                 adopted=c.get("adopted", 0),
                 already_there=c.get("unchanged", 0),
                 needs={k.replace("_", " "): n for k, n in needs.most_common()},
+                earlier_version=c.get("changed", 0) + c.get("fixed_by_hand", 0),
             )
         )
     return out
@@ -247,8 +248,11 @@ def _verdict(
     if glance.exit_code is not None:
         head += f", exit code {glance.exit_code}"
     read = sum(t.read for t in tenants)
-    done = sum(t.created + t.adopted + t.already_there for t in tenants)
+    earlier = sum(t.earlier_version for t in tenants)
+    done = sum(t.created + t.adopted + t.already_there for t in tenants) + earlier
     body = f"{done:,} of {read:,} rows read are in Flextell" if read else "No rows were read"
+    if earlier:
+        body += f" ({earlier:,} of them as created before the export changed them)"
     if run.status in (RunStatus.ABORTED, RunStatus.CRASHED, RunStatus.INTERRUPTED):
         body += "; the run stopped early: run the same import again to finish it"
     said = [f"{head}. {body}."]
