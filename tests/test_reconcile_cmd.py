@@ -70,6 +70,9 @@ def test_rows_that_stay_unknown_exit_1(tmp_path: Path, sbx: Sandbox) -> None:
     assert result.exit_code == 1, result.output
     assert "undecided" in result.stdout
     assert ledger_json(config)["statuses"] == {"created": 1, "unknown": 1}
+    # The run's record says how it exited, as `report` shows it.
+    runs = ledger_json(config)["runs"]
+    assert (runs[-1]["mode"], runs[-1]["exit_code"]) == ("reconcile", 1)
 
 
 def test_nothing_unknown_is_exit_0_and_records_no_run(tmp_path: Path, sbx: Sandbox) -> None:

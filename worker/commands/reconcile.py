@@ -136,7 +136,9 @@ async def run_reconcile(options: ReconcileOptions) -> ReconcileResult:
         }
         shared = cast("PgLedger", ledger)
         async with hold_tenants(shared, busy, lease_seconds=config.ledger.lease_seconds) as held:
-            result = await _reconcile(ledger, config, options, ledger_path, held.held)
+            result = await _reconcile(
+                ledger, config, options, ledger_path, held.held, skipped=bool(held.skipped)
+            )
         result.skipped_tenants = held.skipped
         if held.skipped and not held.held:
             result.exit_code = ExitCode.LOCKED  # nothing was touched
@@ -153,8 +155,11 @@ async def _reconcile(
     options: ReconcileOptions,
     ledger_path: Path | str,
     only: set[int] | None,
+    *,
+    skipped: bool = False,
 ) -> ReconcileResult:
-    """Settle the unknown rows (of the tenants in ``only``, when given)."""
+    """Settle the unknown rows (of the tenants in ``only``, when given; `skipped`: other
+    tenants' rows were left, their leases held elsewhere)."""
     stopped: dict[int, str] = {}
     await ledger.mark_stale_in_flight_unknown()
     entries = [
@@ -225,15 +230,21 @@ async def _reconcile(
         counts = {v: 0 for v in ("found", "absent", "undecided")}
         for r in resolutions:
             counts[r.verdict] += 1
-        await ledger.finish_run(run_id, status=status, counts=counts)
-    undecided = any(r.verdict == "undecided" for r in resolutions)
-    if stopped:
-        code = ExitCode.ABORTED
-    elif undecided:
-        code = ExitCode.ROWS_FAILED
-    else:
-        code = ExitCode.OK
+        code = _exit_code(resolutions, stopped, skipped=skipped)
+        # The run's record carries the code the command exits with (none when it raised).
+        recorded = int(code) if status is RunStatus.FINISHED else None
+        await ledger.finish_run(run_id, status=status, counts=counts, exit_code=recorded)
     return ReconcileResult(run_id, ledger_path, resolutions, stopped, code)
+
+
+def _exit_code(
+    resolutions: list[Resolution], stopped: dict[int, str], *, skipped: bool
+) -> ExitCode:
+    if stopped:
+        return ExitCode.ABORTED
+    if skipped or any(r.verdict == "undecided" for r in resolutions):
+        return ExitCode.ROWS_FAILED  # a skipped tenant's rows stay unknown
+    return ExitCode.OK
 
 
 _SHOWN_ROWS = 100
