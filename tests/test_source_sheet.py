@@ -364,3 +364,29 @@ def test_a_formula_never_computed_is_a_row_error_not_an_empty_cell(tmp_path: Pat
     assert "export.xlsx:Randevular!3: " in stdout
     assert "column 'Not' holds a formula that was never computed" in stdout
     assert [b[0] for b in bodies(out)] == [2, 4]  # the others flow
+
+
+def test_the_worklist_says_which_sheet_a_row_is_on(tmp_path: Path, sbx: Sandbox) -> None:
+    """A front desk opening the workbook at 'in.xlsx:12' lands on its first sheet; the
+    row is on the sheet the import read."""
+    config = sync.write_config(tmp_path)
+    columns, rows = sync.sample_rows()
+    chosen = [dict(r) for r in rows[:3]]
+    chosen[1]["status"] = "maybe"  # invalid
+    xlsx = write_typed_xlsx(
+        tmp_path / "in.xlsx", columns, ([r[c] for c in columns] for r in chosen), "Mart"
+    )
+    result, _ = sync.import_file(config, sbx, xlsx)
+    assert result.exit_code == 1, result.output
+    table = sync.run_cli("worklist", "-c", str(config))
+    assert "in.xlsx:Mart!3" in " ".join(table.stdout.split()), table.stdout
+    [item] = json.loads(sync.run_cli("worklist", "-c", str(config), "--format", "json").stdout)
+    assert (item["source_line"], item["sheet"]) == (3, "Mart")
+    import openpyxl
+
+    out = tmp_path / "wl.xlsx"
+    assert sync.run_cli("worklist", "-c", str(config), "--format", "xlsx", "--out", str(out))
+    sheet = openpyxl.load_workbook(out).active
+    assert sheet is not None
+    head, first = ([c.value for c in r] for r in sheet.iter_rows(max_row=2))
+    assert first[head.index("source_sheet")] == "Mart"

@@ -14,10 +14,13 @@ differs", a quiet state, not a new problem.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
+
+from worker.source.rows import place
 
 
 class Kind(StrEnum):
@@ -98,6 +101,24 @@ class WorkItem:
     @property
     def needs_a_person(self) -> bool:
         return self.state == State.OPEN
+
+    @property
+    def sheet(self) -> str | None:
+        """A spreadsheet row's sheet (kept with its cells), else None."""
+        if not self.source_row or not self.source_row.startswith("{"):
+            return None  # none, or sealed in an encrypted ledger read without its key
+        try:
+            data = json.loads(self.source_row)
+        except ValueError:
+            return None
+        sheet = data.get("sheet") if isinstance(data, dict) else None
+        return sheet if isinstance(sheet, str) else None
+
+    @property
+    def where(self) -> str:
+        """``export.csv:12``, or ``export.xlsx:Randevular!12`` for a sheet's row."""
+        line = "-" if self.source_line is None else place(self.source_line, self.sheet)
+        return f"{self.source_file or '-'}:{line}"
 
 
 def _what_was_found(finding: Finding) -> dict[str, Any]:

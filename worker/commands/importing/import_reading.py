@@ -285,9 +285,12 @@ _ROW_JSON = json.JSONEncoder(ensure_ascii=False, default=_json_cell)
 
 
 def _source_row_json(item: SourceRow | RowProblem) -> str:
-    if isinstance(item, SourceRow):
-        return _ROW_JSON.encode({"fields": dict(item.fields), "raw": item.raw})
-    return _ROW_JSON.encode({"fields": None, "raw": item.raw})
+    # A sheet's row keeps its sheet: the worklist says where it is as the workbook shows
+    # it (content hashes read only "fields", so they do not change with it).
+    fields = dict(item.fields) if isinstance(item, SourceRow) else None
+    if item.sheet is None:
+        return _ROW_JSON.encode({"fields": fields, "raw": item.raw})
+    return _ROW_JSON.encode({"fields": fields, "raw": item.raw, "sheet": item.sheet})
 
 
 def _fallback_key(item: SourceRow | RowProblem) -> str:

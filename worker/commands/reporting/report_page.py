@@ -397,6 +397,10 @@ class PageWorklist:
         payload = _object(row.payload_json)
         notes += [str(payload[f]) for f in NOTE_FIELDS if payload.get(f)]
         show = self._show
+        sheet = data.get("sheet")
+        file = row.file or ""
+        if isinstance(sheet, str) and file:
+            file += f", sheet {sheet}"  # the row's number is the workbook's, on this sheet
         self.items.append(
             WorkItem(
                 tenant=row.tenant,
@@ -404,7 +408,7 @@ class PageWorklist:
                 source_key=row.source_key,
                 reason=reason if show else scrub(reason, people, notes),
                 field=row.field or "",
-                file=row.file or "",
+                file=file,
                 line=row.line,
                 local_time=local_time or _local_time(payload, self._zone(row.tenant)),
                 patient=", ".join(people if show else [mask_person(p) for p in people]),

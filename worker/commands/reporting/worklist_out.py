@@ -71,7 +71,7 @@ def item_json(item: WorkItem) -> dict[str, Any]:
     (its reason and notes may quote them)."""
     data = asdict(item)
     data.pop("source_row")
-    return data | {PATIENT_DATA_COLUMN: PATIENT_DATA_NOTE}
+    return data | {"sheet": item.sheet, PATIENT_DATA_COLUMN: PATIENT_DATA_NOTE}
 
 
 def print_table(items: list[WorkItem], console: Console | None = None) -> None:
@@ -82,7 +82,7 @@ def print_table(items: list[WorkItem], console: Console | None = None) -> None:
     for name in ("tenant", "key", "kind", "state", "where", "local time", "what", "runs"):
         table.add_column(name, overflow="fold")
     for item in items:
-        where = f"{item.source_file or '-'}:{item.source_line or '-'}"
+        where = item.where
         what = item.reason + (f" ({item.local_diff})" if item.local_diff else "")
         if item.field:
             what = f"{item.field}: {what}" if not item.reason.startswith(item.field) else what
@@ -152,6 +152,7 @@ def write_xlsx(items: list[WorkItem], out: Path) -> Written:
         "source_key",
         "source_file",
         "source_line",
+        "source_sheet",
         *EXTRA_COLUMNS,
         PATIENT_DATA_COLUMN,
     ]
@@ -169,7 +170,9 @@ def write_xlsx(items: list[WorkItem], out: Path) -> Written:
     for item in items:
         extras = _extras(item)
         cells = _cells(item) or {}
-        values: list[Any] = [item.tenant, item.source_key, item.source_file, item.source_line]
+        values: list[Any] = [
+            item.tenant, item.source_key, item.source_file, item.source_line, item.sheet
+        ]  # fmt: skip
         values += [extras[c] for c in EXTRA_COLUMNS] + [PATIENT_DATA_NOTE]
         values += [cells.get(c) for c in columns]
         sheet.append([text(v) for v in values])
