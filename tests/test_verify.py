@@ -36,6 +36,7 @@ def test_verify_finds_altered_and_deleted_appointments(tmp_path: Path, sbx: Sand
         "mismatched": 0,
         "missing": 0,
         "errors": 0,
+        "acknowledged": 0,
     }
 
     appts = sorted(sbx.appointments(), key=lambda a: a["id"])
@@ -132,3 +133,52 @@ def test_a_source_change_applied_in_flextell_by_hand_is_no_mismatch(
     sbx.change("PATCH", f"/_sandbox/appointments/{by_key[applied]}", {"status": "completed"})
     code, report, _ = verify_report(config, sbx)
     assert code == 1 and report["totals"]["mismatched"] == 1
+
+
+def test_a_mismatch_a_person_acknowledged_is_listed_but_does_not_fail(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    config = write_config(tmp_path)
+    columns, rows = sample_rows()
+    chosen = rows[:6]
+    result, _ = import_file(config, sbx, write_csv(tmp_path / "in.csv", columns, chosen))
+    assert result.exit_code == 0, result.output
+    # Tonight one row is gone from the export: a `missing` item, "cancel it, then ack".
+    gone = chosen[5]["appointment_id"]
+    result, _ = import_file(config, sbx, write_csv(tmp_path / "in2.csv", columns, chosen[:5]))
+    assert result.exit_code == 1, result.output
+    with sqlite3.connect(config.parent / "ledger.sqlite") as db:
+        by_key = dict(db.execute("SELECT source_key, appointment_id FROM entries"))
+    appointment = f"/_sandbox/appointments/{by_key[gone]}"
+    sbx.change("PATCH", appointment, {"status": "cancelled"})
+    code, report, output = verify_report(config, sbx)
+    assert code == 1, output  # not acknowledged yet: a person still has to say so
+    assert report["mismatches"][0]["acknowledged"] is None
+
+    ack = run_cli("ack", gone, "-c", str(config), "--note", "cancelled by phone", "--by", "ayse")
+    assert ack.exit_code == 0, ack.output
+    code, report, output = verify_report(config, sbx)
+    assert code == 0, output
+    assert report["exit_code"] == 0
+    assert report["totals"]["mismatched"] == 1 and report["totals"]["acknowledged"] == 1
+    [mismatch] = report["mismatches"]
+    assert mismatch["source_key"] == gone
+    assert [f["field"] for f in mismatch["fields"]] == ["status"]
+    acked = mismatch["acknowledged"]
+    assert (acked["kind"], acked["by"], acked["note"]) == ("missing", "ayse", "cancelled by phone")
+    assert acked["at"]
+    line = next(x for x in output.splitlines() if x.startswith("mismatch"))
+    assert gone in line and f"acknowledged by ayse at {acked['at']}" in line
+    assert "exit code 0" in output
+
+    # A change the item did not ask for (another doctor) is not covered: it counts again.
+    sbx.change("PATCH", appointment, {"user_id": 101 if chosen[5]["doctor_id"] != "101" else 102})
+    code, report, output = verify_report(config, sbx)
+    assert code == 1, output
+    assert report["totals"]["acknowledged"] == 0
+    assert report["mismatches"][0]["acknowledged"] is None
+    # Deleted instead of cancelled: the `missing` item covers a 404 as well.
+    sbx.change("DELETE", appointment)
+    code, report, output = verify_report(config, sbx)
+    assert code == 0, output
+    assert report["missing"][0]["acknowledged"]["by"] == "ayse"

@@ -672,8 +672,11 @@ def verify_cmd(
     description. Opens the ledger read-only (a SQLite file, or a shared
     PostgreSQL ledger beside its workers). With --orphans, also reads each
     tenant's calendar over the days of the ledger's rows and lists the
-    API-made appointments no row owns. Exit 0 when everything matches,
-    1 for mismatches, missing (404), orphans, or rows or days that could not be
+    API-made appointments no row owns. A mismatch or 404 on a row whose
+    changed or missing worklist item a person acknowledged (`ack`) is listed,
+    marked acknowledged, and does not count when it is what the item asked for
+    (docs/verify.md). Exit 0 when everything matches, 1 for mismatches or
+    missing (404) not acknowledged, orphans, or rows or days that could not be
     checked, 2 for bad options, config or a ledger of another API, 3 when a
     tenant's token was refused or the ledger cannot be read.
     """

@@ -15,7 +15,7 @@ import json
 import random
 import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,8 @@ from worker.ledger import Entry, Ledger, Status, api_identity
 from worker.ledger.crypto import configured_key
 from worker.ledger.target import LedgerTarget, describe, is_url, ledger_target, open_ledger
 from worker.logs import get_logger
+from worker.worklist import Kind, WorkItem
+from worker.worklist import items as worklist_items
 
 log = get_logger("verify")
 
@@ -60,6 +62,20 @@ class VerifyOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class Acknowledged:
+    """The acknowledged worklist item that covers a row's mismatch (see `covered_by`)."""
+
+    kind: str
+    """The item's kind: `changed` or `missing`."""
+    by: str | None
+    at: str | None
+    note: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "by": self.by, "at": self.at, "note": self.note}
+
+
+@dataclass(frozen=True, slots=True)
 class Problem:
     """One row that does not match: a field mismatch, a 404, or a row that could not be checked."""
 
@@ -69,6 +85,11 @@ class Problem:
     appointment_id: int | None
     mismatches: tuple[Mismatch, ...] = ()
     message: str | None = None
+    changed_fields: frozenset[str] = frozenset()
+    """The fields the source changed since the row was sent (a `changed` item's)."""
+    acknowledged: Acknowledged | None = None
+    """A person acknowledged the row's worklist item and it covers this problem: listed,
+    but it does not make the exit code 1."""
 
 
 @dataclass(slots=True)
@@ -80,6 +101,8 @@ class TenantTally:
     mismatched: int = 0
     missing: int = 0
     errors: int = 0
+    acknowledged: int = 0
+    """Of the mismatched and missing rows, those an acknowledged worklist item covers."""
 
 
 @dataclass(slots=True)
@@ -96,6 +119,11 @@ class VerifyResult:
     sample: int | None = None
     run: int | None = None
     orphans: OrphanScan | None = None
+
+    @property
+    def open_problems(self) -> list[Problem]:
+        """The problems no acknowledged worklist item covers: these make the exit code 1."""
+        return [p for p in self.problems if p.acknowledged is None]
 
     def totals(self) -> dict[str, int]:
         """Counts summed over tenants."""
@@ -123,12 +151,18 @@ class VerifyResult:
                     "source_key": p.source_key,
                     "appointment_id": p.appointment_id,
                     "fields": [asdict(m) for m in p.mismatches],
+                    "acknowledged": _ack_json(p),
                 }
                 for p in self.problems
                 if p.kind == "mismatch"
             ],
             "missing": [
-                {"tenant": p.tenant, "source_key": p.source_key, "appointment_id": p.appointment_id}
+                {
+                    "tenant": p.tenant,
+                    "source_key": p.source_key,
+                    "appointment_id": p.appointment_id,
+                    "acknowledged": _ack_json(p),
+                }
                 for p in self.problems
                 if p.kind == "missing"
             ],
@@ -143,6 +177,10 @@ class VerifyResult:
                 if p.kind == "error"
             ],
         } | _orphans_json(self.orphans)
+
+
+def _ack_json(problem: Problem) -> dict[str, Any] | None:
+    return None if problem.acknowledged is None else problem.acknowledged.to_json()
 
 
 def _orphans_json(scan: OrphanScan | None) -> dict[str, Any]:
@@ -276,7 +314,10 @@ class _Verifier:
                 # The source changed after creation and a person applied the change in
                 # Flextell, as the worklist asks: done work, not a mismatch.
                 return None
-            return problem("mismatch", found=found) if found else None
+            if not found:
+                return None
+            mismatch = problem("mismatch", found=found)
+            return replace(mismatch, changed_fields=frozenset(changes or ()))
         if result.outcome is Outcome.NOT_FOUND:
             return problem("missing", "404: not in Flextell")
         detail = result.error_message or result.error_code or result.outcome.value
@@ -292,6 +333,52 @@ def _changed_version(payload: dict[str, Any], changes: dict[str, list[Any]]) -> 
         else:
             now[name] = pair[1]
     return now
+
+
+CANCELLING = frozenset({"status", "cancellation_reason"})
+"""What cancelling an appointment in Flextell changes: a `missing` item's answer."""
+
+
+def covered_by(problem: Problem, item: WorkItem) -> bool:
+    """Whether an acknowledged worklist item covers a row's problem.
+
+    A `missing` item asks a person to cancel (or delete) the appointment in Flextell:
+    it covers a 404 and a mismatch of status and cancellation reason only. A `changed`
+    item asks them to change the appointment by hand: it covers a mismatch of the fields
+    the source changed only. Any other field that differs is not what the person was
+    asked to handle, so it counts. Flextell's values at the time of the acknowledgement
+    are not recorded: a later edit of the same fields cannot be told apart (it stays
+    acknowledged until the row changes in the export, which reopens the item, or `unack`).
+    """
+    fields = {m.field for m in problem.mismatches}
+    if item.kind == Kind.MISSING:
+        if problem.kind == "missing":
+            return True
+        return problem.kind == "mismatch" and fields <= CANCELLING
+    if item.kind == Kind.CHANGED:
+        return problem.kind == "mismatch" and fields <= problem.changed_fields
+    return False
+
+
+async def _acknowledge(
+    ledger: Ledger, problems: list[Problem], tenant: int | None
+) -> list[Problem]:
+    """`problems`, each an acknowledged `changed` or `missing` item covers marked so."""
+    if not any(p.kind in ("mismatch", "missing") for p in problems):
+        return problems
+    acked: dict[tuple[int, str], list[WorkItem]] = {}
+    for kind in (Kind.CHANGED, Kind.MISSING):
+        for item in await worklist_items(ledger, tenant=tenant, kind=kind, state="acknowledged"):
+            acked.setdefault((item.tenant, item.source_key), []).append(item)
+    out = []
+    for problem in problems:
+        for item in acked.get((problem.tenant, problem.source_key), []):
+            if covered_by(problem, item):
+                ack = Acknowledged(item.kind.value, item.ack_by, item.ack_at, item.ack_note)
+                problem = replace(problem, acknowledged=ack)
+                break
+        out.append(problem)
+    return out
 
 
 async def run_verify(options: VerifyOptions) -> VerifyResult:
@@ -321,15 +408,23 @@ async def run_verify(options: VerifyOptions) -> VerifyResult:
             except BaseException:
                 await verifier.cancel()
                 raise
+            # After the checks: an acknowledgement made meanwhile counts.
+            problems = await _acknowledge(ledger, verifier.problems, options.tenant)
             if options.orphans:
                 orphans = await find_orphans(ledger, lanes, config, options.tenant)
     finally:
         await ledger.close()
     stopped = {t: lane.stop_reason for t, lane in lanes.lanes.items() if lane.stop_reason}
+    for problem in problems:
+        if problem.acknowledged is not None:
+            verifier.tallies[problem.tenant].acknowledged += 1
     result = VerifyResult(
         ledger_path=ledger_path,
         tenants=verifier.tallies,
-        problems=sorted(verifier.problems, key=lambda p: (p.tenant, p.source_key)),
+        # What needs a person first: the table lists only the first LISTED.
+        problems=sorted(
+            problems, key=lambda p: (p.acknowledged is not None, p.tenant, p.source_key)
+        ),
         stopped_tenants=stopped,
         elapsed=time.monotonic() - started,
         sample=options.sample,
@@ -338,7 +433,7 @@ async def run_verify(options: VerifyOptions) -> VerifyResult:
     )
     if stopped:
         result.exit_code = ExitCode.ABORTED
-    elif result.problems or (orphans is not None and (orphans.orphans or orphans.errors)):
+    elif result.open_problems or (orphans is not None and (orphans.orphans or orphans.errors)):
         result.exit_code = ExitCode.ROWS_FAILED
     return result
 
@@ -365,7 +460,7 @@ def print_verify(result: VerifyResult, console: Console | None = None) -> None:
     if result.run is not None:
         what += f" of run {result.run}"
     table = Table(title=f"flextell-worker verify: {what}")
-    for name in ("tenant", "checked", "matched", "mismatched", "missing", "errors"):
+    for name in ("tenant", "checked", "matched", "mismatched", "missing", "errors", "acknowledged"):
         table.add_column(name, justify="left" if name == "tenant" else "right")
     for tenant, tally in sorted(result.tenants.items()):
         table.add_row(str(tenant), *(f"{v:,}" for v in asdict(tally).values()))
@@ -381,9 +476,9 @@ def print_verify(result: VerifyResult, console: Console | None = None) -> None:
                 f"found {_shown(public_value(m.field, m.found))}"
                 for m in p.mismatches
             )
-            console.print(f"mismatch  {where}: {diffs}", markup=False)
+            console.print(f"mismatch  {where}: {diffs}{_acked(p)}", markup=False)
         else:
-            console.print(f"{p.kind:<9} {where}: {p.message or ''}", markup=False)
+            console.print(f"{p.kind:<9} {where}: {p.message or ''}{_acked(p)}", markup=False)
     if len(result.problems) > LISTED:
         console.print(f"... and {len(result.problems) - LISTED} more (see --report)")
     if result.orphans is not None:
@@ -394,6 +489,16 @@ def print_verify(result: VerifyResult, console: Console | None = None) -> None:
     console.print(
         f"exit code {int(result.exit_code)} ({result.exit_code.words}), {result.elapsed:.1f}s"
     )
+
+
+def _acked(problem: Problem) -> str:
+    """The line's end for a problem a person acknowledged (the note: --report only)."""
+    ack = problem.acknowledged
+    if ack is None:
+        return ""
+    who = f" by {ack.by}" if ack.by else ""
+    when = f" at {ack.at}" if ack.at else ""
+    return f" (acknowledged{who}{when}: its `{ack.kind}` worklist item; not counted)"
 
 
 def _print_orphans(scan: OrphanScan, console: Console) -> None:
