@@ -9,6 +9,7 @@ from pathlib import Path
 from tests.support.sandbox_process import Sandbox
 from tests.support.sync import (
     import_file,
+    mark_unknown,
     run_cli,
     sample_rows,
     verify_report,
@@ -182,3 +183,37 @@ def test_a_mismatch_a_person_acknowledged_is_listed_but_does_not_fail(
     code, report, output = verify_report(config, sbx)
     assert code == 0, output
     assert report["missing"][0]["acknowledged"]["by"] == "ayse"
+
+
+def test_rows_in_flight_or_unknown_are_said_and_never_ok(tmp_path: Path, sbx: Sandbox) -> None:
+    config = _imported(tmp_path, sbx, n=6)
+    ledger = config.parent / "ledger.sqlite"
+    with sqlite3.connect(ledger) as db:
+        keys = [k for (k,) in db.execute("SELECT source_key FROM entries ORDER BY source_line")]
+        # What a SIGKILL leaves: POSTs on the wire, their appointments owned by no row.
+        db.executemany(
+            "UPDATE entries SET status = 'in_flight', appointment_id = NULL WHERE source_key = ?",
+            [(k,) for k in keys[:2]],
+        )
+    tenant = 2 if keys[2].startswith("BES") else 1
+    mark_unknown(ledger, [(tenant, keys[2])])
+    code, report, output = verify_report(config, sbx)
+    assert code == 1, output
+    assert "exit code 1 (needs a person)" in output
+    assert "not settled: 2 row(s) in flight, 1 unknown" in output, output
+    assert f"flextell-worker reconcile -c {config}" in output
+    assert keys[0] in output and keys[2] in output
+    unsettled = report["unsettled"]
+    assert (unsettled["in_flight"], unsettled["unknown"]) == (2, 1)
+    assert {r["source_key"]: r["status"] for r in unsettled["rows"]} == {
+        keys[0]: "in_flight",
+        keys[1]: "in_flight",
+        keys[2]: "unknown",
+    }
+    assert report["totals"]["mismatched"] == report["totals"]["missing"] == 0
+    # `reconcile` settles them, as the line says; then verify is ok again.
+    settled = run_cli("reconcile", "-c", str(config), "--base-url", sbx.base_url)
+    assert settled.exit_code == 0, settled.output
+    code, report, output = verify_report(config, sbx)
+    assert code == 0, output
+    assert report["unsettled"]["rows"] == [] and "not settled" not in output

@@ -150,10 +150,11 @@ def cli() -> None:
 
     \b
     Exit codes:
-      0  every row valid / created / matching (import: no open worklist item)
+      0  every row valid / created / matching (import: no open worklist item;
+         verify: what differs is acknowledged on the worklist)
       1  rows need a person (import: open worklist items, see `worklist`;
          acknowledged ones do not count; or the export looks incomplete);
-         orphans (verify --orphans)
+         verify: mismatches not acknowledged, rows in flight or unknown, orphans
       2  bad options, config or input file (or one changed while read), a ledger of
          another API (nothing done)
       3  run aborted (authentication refused, the API unreachable, a pause beyond
@@ -675,9 +676,11 @@ def verify_cmd(
     API-made appointments no row owns. A mismatch or 404 on a row whose
     changed or missing worklist item a person acknowledged (`ack`) is listed,
     marked acknowledged, and does not count when it is what the item asked for
-    (docs/verify.md). Exit 0 when everything matches, 1 for mismatches or
-    missing (404) not acknowledged, orphans, or rows or days that could not be
-    checked, 2 for bad options, config or a ledger of another API, 3 when a
+    (docs/verify.md). Rows in flight or unknown (a killed or running import, a
+    lost answer) are counted and listed: `reconcile` or the next import settles
+    them. Exit 0 when everything matches, 1 for mismatches or missing (404) not
+    acknowledged, rows in flight or unknown, orphans, or rows or days that could
+    not be checked, 2 for bad options, config or a ledger of another API, 3 when a
     tenant's token was refused or the ledger cannot be read.
     """
     import asyncio

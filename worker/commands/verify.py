@@ -15,7 +15,7 @@ import json
 import random
 import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +105,17 @@ class TenantTally:
     """Of the mismatched and missing rows, those an acknowledged worklist item covers."""
 
 
+@dataclass(frozen=True, slots=True)
+class Unsettled:
+    """A row whose POST may or may not have created an appointment: `in_flight` (a run
+    was killed or is still running) or `unknown` (its answer was lost)."""
+
+    tenant: int
+    source_key: str
+    status: str
+    source_line: int | None
+
+
 @dataclass(slots=True)
 class VerifyResult:
     """Counts per tenant, every problem, and the exit code."""
@@ -119,6 +130,9 @@ class VerifyResult:
     sample: int | None = None
     run: int | None = None
     orphans: OrphanScan | None = None
+    unsettled: list[Unsettled] = field(default_factory=list)
+    """Rows whose outcome is open (`in_flight`, `unknown`): not checked, not settled."""
+    config_path: Path | None = None
 
     @property
     def open_problems(self) -> list[Problem]:
@@ -135,48 +149,65 @@ class VerifyResult:
 
     def to_json(self) -> dict[str, Any]:
         """The whole result as a JSON-ready object (the `--report` file and the summary event)."""
-        return {
-            "command": "verify",
-            "ledger": str(self.ledger_path),
-            "run": self.run,
-            "sample": self.sample,
-            "exit_code": int(self.exit_code),
-            "elapsed_s": round(self.elapsed, 3),
-            "stopped_tenants": {str(k): v for k, v in sorted(self.stopped_tenants.items())},
-            "totals": self.totals(),
-            "tenants": {str(t): asdict(c) for t, c in sorted(self.tenants.items())},
-            "mismatches": [
-                {
-                    "tenant": p.tenant,
-                    "source_key": p.source_key,
-                    "appointment_id": p.appointment_id,
-                    "fields": [asdict(m) for m in p.mismatches],
-                    "acknowledged": _ack_json(p),
-                }
-                for p in self.problems
-                if p.kind == "mismatch"
-            ],
-            "missing": [
-                {
-                    "tenant": p.tenant,
-                    "source_key": p.source_key,
-                    "appointment_id": p.appointment_id,
-                    "acknowledged": _ack_json(p),
-                }
-                for p in self.problems
-                if p.kind == "missing"
-            ],
-            "errors": [
-                {
-                    "tenant": p.tenant,
-                    "source_key": p.source_key,
-                    "appointment_id": p.appointment_id,
-                    "message": p.message,
-                }
-                for p in self.problems
-                if p.kind == "error"
-            ],
-        } | _orphans_json(self.orphans)
+        return (
+            {
+                "command": "verify",
+                "ledger": str(self.ledger_path),
+                "run": self.run,
+                "sample": self.sample,
+                "exit_code": int(self.exit_code),
+                "elapsed_s": round(self.elapsed, 3),
+                "stopped_tenants": {str(k): v for k, v in sorted(self.stopped_tenants.items())},
+                "totals": self.totals(),
+                "tenants": {str(t): asdict(c) for t, c in sorted(self.tenants.items())},
+                "mismatches": [
+                    {
+                        "tenant": p.tenant,
+                        "source_key": p.source_key,
+                        "appointment_id": p.appointment_id,
+                        "fields": [asdict(m) for m in p.mismatches],
+                        "acknowledged": _ack_json(p),
+                    }
+                    for p in self.problems
+                    if p.kind == "mismatch"
+                ],
+                "missing": [
+                    {
+                        "tenant": p.tenant,
+                        "source_key": p.source_key,
+                        "appointment_id": p.appointment_id,
+                        "acknowledged": _ack_json(p),
+                    }
+                    for p in self.problems
+                    if p.kind == "missing"
+                ],
+                "errors": [
+                    {
+                        "tenant": p.tenant,
+                        "source_key": p.source_key,
+                        "appointment_id": p.appointment_id,
+                        "message": p.message,
+                    }
+                    for p in self.problems
+                    if p.kind == "error"
+                ],
+            }
+            | _orphans_json(self.orphans)
+            | {"unsettled": _unsettled_json(self.unsettled)}
+        )
+
+
+def _unsettled_json(rows: list[Unsettled]) -> dict[str, Any]:
+    tenants: dict[str, dict[str, int]] = {}
+    for row in rows:
+        counts = tenants.setdefault(str(row.tenant), {"in_flight": 0, "unknown": 0})
+        counts[row.status] += 1
+    return {
+        "in_flight": sum(r.status == Status.IN_FLIGHT for r in rows),
+        "unknown": sum(r.status == Status.UNKNOWN for r in rows),
+        "tenants": tenants,
+        "rows": [asdict(r) for r in rows[:1000]],
+    }
 
 
 def _ack_json(problem: Problem) -> dict[str, Any] | None:
@@ -381,6 +412,16 @@ async def _acknowledge(
     return out
 
 
+async def _unsettled(ledger: Ledger, options: VerifyOptions) -> list[Unsettled]:
+    """The rows of the checks' scope (--tenant, --run; never sampled) whose outcome is
+    open: an appointment may exist for them that no row owns yet."""
+    rows = ledger.entries_iter(
+        statuses=[Status.IN_FLIGHT, Status.UNKNOWN], tenant=options.tenant, run_id=options.run
+    )
+    found = [Unsettled(e.tenant, e.source_key, e.status, e.source_line) async for e in rows]
+    return sorted(found, key=lambda u: (u.tenant, u.source_line or 0, u.source_key))
+
+
 async def run_verify(options: VerifyOptions) -> VerifyResult:
     """Verify the ledger's created rows against Flextell; raises WorkerError on setup errors."""
     started = time.monotonic()
@@ -408,8 +449,10 @@ async def run_verify(options: VerifyOptions) -> VerifyResult:
             except BaseException:
                 await verifier.cancel()
                 raise
-            # After the checks: an acknowledgement made meanwhile counts.
+            # After the checks: an acknowledgement made meanwhile counts, and so does a row
+            # an import running meanwhile has settled.
             problems = await _acknowledge(ledger, verifier.problems, options.tenant)
+            unsettled = await _unsettled(ledger, options)
             if options.orphans:
                 orphans = await find_orphans(ledger, lanes, config, options.tenant)
     finally:
@@ -430,10 +473,16 @@ async def run_verify(options: VerifyOptions) -> VerifyResult:
         sample=options.sample,
         run=options.run,
         orphans=orphans,
+        unsettled=unsettled,
+        config_path=options.config_path,
     )
     if stopped:
         result.exit_code = ExitCode.ABORTED
-    elif result.open_problems or (orphans is not None and (orphans.orphans or orphans.errors)):
+    elif (
+        result.open_problems
+        or unsettled
+        or (orphans is not None and (orphans.orphans or orphans.errors))
+    ):
         result.exit_code = ExitCode.ROWS_FAILED
     return result
 
@@ -483,11 +532,42 @@ def print_verify(result: VerifyResult, console: Console | None = None) -> None:
         console.print(f"... and {len(result.problems) - LISTED} more (see --report)")
     if result.orphans is not None:
         _print_orphans(result.orphans, console)
+    _print_unsettled(result, console)
     for tenant, reason in sorted(result.stopped_tenants.items()):
         console.print(f"tenant {tenant} stopped: {reason}", markup=False)
     console.print(f"ledger: {result.ledger_path}")
     console.print(
         f"exit code {int(result.exit_code)} ({result.exit_code.words}), {result.elapsed:.1f}s"
+    )
+
+
+UNSETTLED_KEYS = 10
+"""Keys of unsettled rows printed per tenant; the report has up to 1000."""
+
+
+def _print_unsettled(result: VerifyResult, console: Console) -> None:
+    """How many rows are in flight or unknown, per tenant, and what settles them."""
+    if not result.unsettled:
+        return
+    data = _unsettled_json(result.unsettled)
+    console.print(
+        f"not settled: {data['in_flight']} row(s) in flight, {data['unknown']} unknown: "
+        "whether their POST created an appointment is not known yet, so they were not "
+        "checked, and an appointment of theirs is owned by no row until they settle"
+    )
+    for tenant, counts in sorted(data["tenants"].items(), key=lambda t: int(t[0])):
+        keys = [r.source_key for r in result.unsettled if r.tenant == int(tenant)]
+        more = f" ... and {len(keys) - UNSETTLED_KEYS} more" if len(keys) > UNSETTLED_KEYS else ""
+        console.print(
+            f"  tenant {tenant}: {counts['in_flight']} in flight, {counts['unknown']} unknown: "
+            f"{', '.join(keys[:UNSETTLED_KEYS])}{more}",
+            markup=False,
+        )
+    config = f" -c {result.config_path}" if result.config_path else ""
+    console.print(
+        f"settle them with `flextell-worker reconcile{config}` (or the next import), once "
+        "no import is running, then verify again",
+        markup=False,
     )
 
 
