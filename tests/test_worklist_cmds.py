@@ -287,3 +287,54 @@ def test_a_cells_control_characters_are_written_escaped_in_the_xlsx(
     [row] = [dict(zip(head, r, strict=True)) for r in body]
     assert row["customer_id"] == "\\x1b[31mX\\x1b[0m"
     assert row["source_key"] == "KAD\\x00\t-9"  # a tab an xlsx holds is kept
+
+
+def test_a_dry_run_counts_acknowledged_items_as_the_real_run_does(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    rows = [dict(r) for r in sample[:12]]
+    result, _ = import_file(config, sbx, export(tmp_path, "n1.csv", rows))
+    assert result.exit_code == 0, result.output
+    # Tonight: 3 rows changed (another note), 3 gone from the export.
+    tonight = [dict(r) for r in rows[:9]]
+    for row in tonight[:3]:
+        row["notes"] = "moved by phone"
+    night = export(tmp_path, "n2.csv", tonight)
+    result, s2 = import_file(config, sbx, night)
+    assert result.exit_code == 1 and s2["worklist"] == {"new": 6, "open": 6, "acknowledged": 0}
+    done = run_cli("ack", "--all-open", "-c", str(config), "--note", "done in Flextell")
+    assert done.exit_code == 0, done.output
+
+    dry = run_cli("import", str(night), "-c", str(config), "--base-url", sbx.base_url, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    out = dry.output
+    assert (
+        out.splitlines()[0] == "needs a person (predicted): 0 new tonight, 0 open, 6 acknowledged"
+    )
+    assert "3 row(s) changed in the source are acknowledged" in out
+    assert "tenant 1: 3 created row(s) missing from this export are acknowledged" in out
+    assert "need a person (`flextell-worker worklist`)" not in out
+    _, event = import_file(config, sbx, night, "--dry-run")
+    assert event["exit_code"] == 0
+    assert event["worklist"] == {"new": 0, "open": 0, "acknowledged": 6}
+    real, s3 = import_file(config, sbx, night)
+    assert real.exit_code == dry.exit_code == 0, real.output
+    assert s3["worklist"] == event["worklist"]
+
+    # One more row changes: the dry run says so and exits 1, as the real run then does.
+    tonight[4]["notes"] = "another note"
+    night = export(tmp_path, "n3.csv", tonight)
+    dry = run_cli("import", str(night), "-c", str(config), "--base-url", sbx.base_url, "--dry-run")
+    assert dry.exit_code == 1, dry.output
+    assert dry.output.splitlines()[0].endswith("1 new tonight, 1 open, 6 acknowledged")
+    assert "1 row(s) changed in the source after they were created" in dry.output
+    real, s4 = import_file(config, sbx, night)
+    assert real.exit_code == 1 and s4["worklist"] == {"new": 1, "open": 1, "acknowledged": 6}
+    # New rows to send: the dry run says plainly what it cannot predict.
+    dry = run_cli(
+        "import", str(export(tmp_path, "n4.csv", [*tonight, dict(sample[20])])),
+        "-c", str(config), "--base-url", sbx.base_url, "--dry-run",
+    )  # fmt: skip
+    assert "not predicted: a dry run sends no lookups, so its 1 row(s) to send" in dry.output

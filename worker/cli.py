@@ -462,7 +462,13 @@ _rebind_option = click.option(
     "Import every row into this one tenant: it overrides the mapping, also a tenant "
     "column (a warning says so)."
 )
-@click.option("--dry-run", is_flag=True, help="Validate and show what would be sent; send nothing.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Validate and show what would be sent, and the worklist as the real run would "
+    "leave it (its exit code, acknowledged items not counted); send nothing, not even "
+    "lookups, so rows the real run would adopt, hold or see refused show as 'to send'.",
+)
 @click.option(
     "--payloads",
     type=click.Path(dir_okay=False, path_type=Path),

@@ -67,7 +67,8 @@ from worker.references.prepass import (
 from worker.references.prepass import prepare as prepare_references
 from worker.source import RowProblem, Source, SourceOptions, SourceRow, open_source
 from worker.sync import incomplete_export, stale_export
-from worker.worklist import Kind, Scope, Tally, current_tally
+from worker.worklist import Kind, Scope, State, Tally, current_tally, findings
+from worker.worklist.rules import tally
 
 log = get_logger("import")
 
@@ -164,6 +165,8 @@ class ImportRun:
         """Tenants whose export looks incomplete or stale ([sync], worker.sync): why."""
         self.acknowledged: set[tuple[str, int, str]] = set()
         """(kind, tenant, key) of the changed and missing rows seen that a person acked."""
+        self.missing_entries: list[Entry] = []
+        """A dry run: the created rows the export lacks (of tenants whose export it trusts)."""
 
     def tenant_counts(self, tenant: int) -> TenantCounts:
         counts = self.counts.get(tenant)
@@ -414,6 +417,8 @@ async def run_import(
                 if ledger is not None and not options.partial:
                     await _missing_from_source(run, ledger)
                 run.would_adopt = [t for t in _read_tenants(run) if run.counts[t].to_send]
+                if ledger is not None:
+                    await _preview_worklist(run, ledger)
             finally:
                 if ledger is not None:
                     await ledger.close()
@@ -569,6 +574,50 @@ async def _send(
     return result
 
 
+DRY_RUN_ID = 0
+"""The run id a dry run judges the worklist as (no recorded run has it)."""
+
+
+async def _preview_worklist(run: ImportRun, ledger: Ledger) -> None:
+    """A dry run: the worklist as the real run would leave it, by the same rules, so its
+    exit code and the acknowledged changed and missing rows are the real run's.
+
+    What the run would find is what the reader saw (invalid, changed, failed before,
+    duplicate keys), the created rows missing from the export, and every row whose
+    outcome is open (`unknown`, `in_flight`: the real run looks them up and may settle
+    them; a dry run sends no lookup, so they stay as they are). Rows to send find
+    nothing: the lookups and POSTs that would tell are not made (docs/nightly.md)."""
+    tenants = _read_tenants(run)
+    full = not run.options.partial
+    zones = {t: run.config.timezone_for(t) for t in tenants}
+    scope = Scope(
+        run_id=DRY_RUN_ID,
+        tenants=tenants,
+        complete=[t for t in tenants if t not in run.incomplete] if full else [],
+        by_hand=run.options.partial,
+        extra=run.reader.findings,
+        zones=zones,
+    )
+    found = list(run.reader.predicted)
+    found += [
+        findings.from_entry(e, Kind.MISSING, scope.zone(e.tenant)) for e in run.missing_entries
+    ]
+    for tenant in tenants:
+        async for entry in ledger.entries_iter(
+            statuses=[Status.UNKNOWN, Status.IN_FLIGHT], tenant=tenant
+        ):
+            found.append(findings.from_entry(entry, Kind.UNKNOWN, scope.zone(tenant)))
+    items = await worklist.preview(ledger, scope, found, run.reader.was_read, _in_scope(run))
+    run.worklist = tally(items, DRY_RUN_ID)
+    run.acknowledged = {
+        (i.kind.value, i.tenant, i.source_key)
+        for i in items
+        if i.state == State.ACKNOWLEDGED
+        and i.kind in (Kind.CHANGED, Kind.MISSING)
+        and i.last_run_id == DRY_RUN_ID
+    }
+
+
 async def _acknowledged(ledger: Ledger, run_id: int) -> set[tuple[str, int, str]]:
     """The changed and missing rows this run saw whose items a person has acknowledged:
     the summary tells them apart from the rows that need a person."""
@@ -676,6 +725,8 @@ async def _missing_from_source(run: ImportRun, ledger: Ledger) -> None:
             log.warning("export not trusted", tenant=tenant, reason=why)
             continue
         run.tenant_counts(tenant).missing_from_source += len(entries)
+        if run.options.dry_run:
+            run.missing_entries.extend(entries)
         run.missing_rows.extend(
             {"tenant": e.tenant, "source_key": e.source_key, "appointment_id": e.appointment_id}
             for e in entries[: max(0, LISTED_ROWS - len(run.missing_rows))]

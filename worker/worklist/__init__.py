@@ -11,6 +11,7 @@ from worker.worklist.store import (
     current_tally,
     hand_fixed,
     items,
+    preview,
     refresh,
     save,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "current_tally",
     "hand_fixed",
     "items",
+    "preview",
     "refresh",
     "save",
 ]

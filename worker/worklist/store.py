@@ -9,7 +9,7 @@ worker.worklist.rules; the findings in worker.worklist.findings.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import astuple, dataclass, field, fields, replace
 from typing import Any, cast
 
@@ -155,30 +155,80 @@ def _refresh(
     tenants = list(scope.tenants)
     if not tenants:
         return {}
-    findings: dict[tuple[int, str], list[Finding]] = defaultdict(list)
-    for finding in [*_entry_findings(conn, scope, sealer), *scope.extra]:
-        finding = _keyed(finding, sealer)
-        if finding.tenant in scope.tenants:
-            findings[(finding.tenant, finding.source_key)].append(finding)
-    stored: dict[tuple[int, str], list[WorkItem]] = defaultdict(list)
     sql = (
         f"SELECT {', '.join('w.' + c for c in _ITEM_COLUMNS)}, e.seen_run_id FROM worklist w"
         " LEFT JOIN entries e ON e.tenant = w.tenant AND e.source_key = w.source_key"
         f" WHERE w.tenant IN ({_marks(tenants)})"
     )
-    for row in conn.execute(sql, tenants):
-        item = _item(row, sealer)
-        if _in_scope(item, row[-1] == scope.run_id, scope):
-            stored[(item.tenant, item.source_key)].append(item)
-    changed: list[WorkItem] = []
-    for key in stored.keys() | findings.keys():
-        # One finding per kind: the first (a key duplicated thrice is one item).
-        unique = list({f.kind: f for f in reversed(findings.get(key, []))}.values())
-        changed.extend(judge(stored.get(key, []), unique, run_id=scope.run_id,
-                             by_hand=scope.by_hand))  # fmt: skip
+    stored = [(_item(row, sealer), row[-1] == scope.run_id) for row in conn.execute(sql, tenants)]
+    found = [*_entry_findings(conn, scope, sealer), *scope.extra]
+    changed = _judge_all(stored, found, scope, sealer)
     for start in range(0, len(changed), 500):
         conn.executemany(_UPSERT, [_row(i, now, sealer) for i in changed[start : start + 500]])
     return _tallies(conn, tenants, scope.run_id)
+
+
+def _judge_all(
+    stored: Iterable[tuple[WorkItem, bool]],
+    found: Iterable[Finding],
+    scope: Scope,
+    sealer: Sealer | None,
+) -> list[WorkItem]:
+    """The items a run changes or opens, given the stored items of its tenants (each with
+    whether the run read its key) and what it found: the rules of `judge`, key by key."""
+    findings: dict[tuple[int, str], list[Finding]] = defaultdict(list)
+    for finding in found:
+        finding = _keyed(finding, sealer)
+        if finding.tenant in scope.tenants:
+            findings[(finding.tenant, finding.source_key)].append(finding)
+    items_of: dict[tuple[int, str], list[WorkItem]] = defaultdict(list)
+    for item, seen in stored:
+        if _in_scope(item, seen, scope):
+            items_of[(item.tenant, item.source_key)].append(item)
+    changed: list[WorkItem] = []
+    for key in items_of.keys() | findings.keys():
+        # One finding per kind: the first (a key duplicated thrice is one item).
+        unique = list({f.kind: f for f in reversed(findings.get(key, []))}.values())
+        changed.extend(judge(items_of.get(key, []), unique, run_id=scope.run_id,
+                             by_hand=scope.by_hand))  # fmt: skip
+    return changed
+
+
+async def preview(
+    ledger: Ledger,
+    scope: Scope,
+    found: Iterable[Finding],
+    read: Callable[[int, str], bool],
+    answers_for: Iterable[int],
+) -> list[WorkItem]:
+    """What `refresh` would leave, without writing: a dry run's worklist.
+
+    ``found``: what the run would find (as `refresh` reads it from the rows the run
+    recorded, plus `scope.extra`); ``read``: whether the run read a (tenant, key);
+    ``answers_for``: the tenants whose open and acknowledged items to return (those
+    the run reads and those it only counts). Returns those items as they would stand.
+    """
+    tenants = sorted({*scope.tenants, *answers_for})
+    sealer = ledger.sealer
+    if not tenants:
+        return []
+    sql = f"SELECT {_COLS} FROM worklist WHERE tenant IN ({_marks(tenants)})"
+
+    def op(conn: SqlConnection, now: str) -> list[WorkItem]:
+        del now
+        return [_item(row, sealer) for row in conn.execute(sql, tenants)]
+
+    stored = cast(list[WorkItem], await ledger.read_op(op))
+    after = {(i.tenant, i.source_key, i.kind): i for i in stored}
+    judged = [(i, read(i.tenant, i.source_key)) for i in stored if i.tenant in scope.tenants]
+    for item in _judge_all(judged, [*found, *scope.extra], scope, sealer):
+        after[(item.tenant, item.source_key, item.kind)] = item
+    wanted = set(answers_for)
+    return [
+        i
+        for i in after.values()
+        if i.tenant in wanted and i.state in (State.OPEN, State.ACKNOWLEDGED)
+    ]
 
 
 def _tallies(conn: SqlConnection, tenants: Sequence[int], run_id: int | None) -> dict[int, Tally]:

@@ -22,7 +22,7 @@ from worker.logs import get_logger
 from worker.mapping import InvalidRow, MappedRow, Mapper
 from worker.source import RowProblem, SourceRow
 from worker.sync import Action, sync_action
-from worker.worklist import Finding
+from worker.worklist import Finding, Kind
 from worker.worklist import findings as found
 
 log = get_logger("import")
@@ -67,6 +67,10 @@ class RowReader:
         self.findings: list[Finding] = []
         """What only the reader sees: rows skipped for a duplicate key, and invalid
         versions of rows created before (the worklist records them)."""
+        self.predicted: list[Finding] = []
+        """A dry run: the findings the real run's worklist would read from the rows it
+        records (invalid, changed, failed before), as `worklist.findings.from_entry`
+        makes them."""
         self.preview: Callable[[MappedRow], None] | None = None
         """With --payloads: called with every row this run would send."""
         self._seen_digests: set[int] = set()
@@ -83,6 +87,19 @@ class RowReader:
         if self.keyed is not None:
             content = self.keyed(content) or ""
         return (tenant, key, content) in self.hand_fixed
+
+    def _predict(
+        self, tenant: int, key: str, kind: Kind, item: SourceRow | RowProblem, reason: str
+    ) -> None:
+        """A dry run: the item the real run's worklist would find for this row. Its
+        content is the row's cells, as the ledger would record them (what decides
+        whether an acknowledgement still holds)."""
+        source_row = _source_row_json(item)
+        self.predicted.append(
+            Finding(tenant=tenant, source_key=key, kind=kind, reason=reason,
+                    content_hash=found.content_hash(source_row), source_file=item.source,
+                    source_line=item.line, source_row=source_row)
+        )  # fmt: skip
 
     def was_read(self, tenant: int, key: str) -> bool:
         """A dry run: whether this run read (tenant, key)."""
@@ -170,6 +187,8 @@ class RowReader:
                     continue
                 first = m.errors[0] if m.errors else None
                 message = "; ".join(f"{e.field}: {e.message}" for e in m.errors)
+                if self.dry_run and not created:
+                    self._predict(tenant, key, Kind.INVALID, item, message or "invalid")
                 if created:
                     self.findings.append(
                         found.invalid_over_created(
@@ -215,6 +234,8 @@ class RowReader:
                 counts.fixed_by_hand += 1
             elif action is Action.CHANGED:
                 counts.changed += 1
+                if self.dry_run:
+                    self._predict(tenant, key, Kind.CHANGED, item, "changed in the source")
                 if entry is not None and len(self.changed_rows) < LISTED_ROWS:
                     self.changed_rows.append(
                         {
@@ -227,6 +248,8 @@ class RowReader:
                     )
             elif action is Action.PREVIOUSLY_FAILED:
                 counts.previously_failed += 1
+                if self.dry_run:
+                    self._predict(tenant, key, Kind.FAILED, item, "failed before")
             elif action is Action.RETRY_FAILED:
                 retry.append((tenant, key))
             elif action is Action.UNKNOWN_SKIPPED:

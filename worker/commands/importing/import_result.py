@@ -60,7 +60,8 @@ class ImportResult:
     """Rows sent whose payload an earlier row has under another key (the first few)."""
     probable_duplicate_count: int = 0
     worklist: Tally | None = None
-    """The worklist after the run (None: a dry run, or the run ended before it)."""
+    """The worklist after the run (None: the run ended before it, or a dry run without
+    a ledger); a dry run's: as the real run would leave it (rows to send aside)."""
     worklist_by_tenant: dict[int, Tally] = field(default_factory=dict)
     would_adopt: list[int] = field(default_factory=list)
     """A dry run: tenants whose new rows would be looked up first and adopted if found."""
@@ -125,8 +126,8 @@ def exit_code_for(
     incomplete: bool = False,
 ) -> ExitCode:
     """0 when no worklist item is open; 1 when one is, or the export looks incomplete;
-    3 (a tenant stopped), 130, 143. Without a worklist (a dry run): 1 when any row
-    would need a person."""
+    3 (a tenant stopped), 130, 143. Without a worklist (a dry run with no ledger yet,
+    where nothing can be acknowledged): 1 when any row would need a person."""
     if signum is not None:
         return ExitCode.INTERRUPTED if signum == signal.SIGINT else ExitCode.TERMINATED
     if stopped:

@@ -73,12 +73,9 @@ def print_summary(result: ImportResult, console: Console | None = None) -> None:
     console.print(summary_table(result))
     for tenant, why in sorted(result.incomplete.items()):
         console.print(f"tenant {tenant}: {why}", markup=False)
-    if result.would_adopt:
-        console.print(
-            "rows to send are looked up first: an equal appointment nobody's row owns (one "
-            "booked by hand) would be adopted, not created again; one booked by hand with "
-            "other details would hold its row for a person"
-        )
+    if result.mode == "dry-run":
+        for line in unpredictable(result):
+            console.print(line, markup=False)
     for tenant, reason in sorted(result.stopped_tenants.items()):
         console.print(f"tenant {tenant} stopped: {reason}", markup=False)
     for tenant, counts in sorted(result.tenants.items()):
@@ -94,8 +91,29 @@ def print_summary(result: ImportResult, console: Console | None = None) -> None:
     console.print(
         f"exit code {int(result.exit_code)} ({exit_label(result)}), {result.elapsed:.1f}s"
     )
-    if result.worklist is not None and result.worklist.open:
+    if result.worklist is not None and result.worklist.open and result.mode != "dry-run":
         console.print("the rows that need a person: `flextell-worker worklist`")
+
+
+def unpredictable(result: ImportResult) -> list[str]:
+    """A dry run: what it cannot tell, since it sends no lookups and no POSTs."""
+    to_send = sum(c.to_send for c in result.tenants.values())
+    open_rows = sum(c.unknown_skipped for c in result.tenants.values())
+    lines = []
+    if to_send:
+        lines.append(
+            f"not predicted: a dry run sends no lookups, so its {to_send:,} row(s) to send are "
+            "all shown as 'to send'; the real run looks each up first and adopts it when an "
+            "equal appointment nobody's row owns exists (booked by hand), holds it for a "
+            "person (failed: booked by hand with other details), and the API may refuse or "
+            "lose some: those need a person, which this exit code does not count"
+        )
+    if open_rows:
+        lines.append(
+            f"not predicted: {open_rows:,} row(s) whose outcome is open (unknown) keep their "
+            "worklist items here; the real run looks them up first and may settle them"
+        )
+    return lines
 
 
 def headline(result: ImportResult, worklist: Tally) -> str:
@@ -107,7 +125,10 @@ def headline(result: ImportResult, worklist: Tally) -> str:
     unsent = sum(c.not_sent for c in result.tenants.values()) if result.mode != "dry-run" else 0
     if unsent:
         first.append(f"{unsent} row(s) not sent, for the next import to send (why: below)")
-    return worklist.line("; ".join(first))
+    line = worklist.line("; ".join(first))
+    if result.mode == "dry-run":  # the worklist as the real run would leave it
+        return line.replace("needs a person:", "needs a person (predicted):", 1)
+    return line
 
 
 NOT_SENT_REASONS = 3
