@@ -16,6 +16,7 @@ import pytest
 
 from tests.support.sandbox_process import Sandbox
 from tests.support.sync import (
+    TOKEN_ENV,
     import_file,
     ledger_json,
     mark_unknown,
@@ -96,14 +97,21 @@ def test_report_and_verify_read_a_postgresql_ledger(
 
 def test_a_password_never_shows_and_an_unreachable_server_is_one_line(tmp_path: Path) -> None:
     url = "postgresql://worker:s3cret-pw@127.0.0.1:1/flextell"
-    config = write_config(tmp_path, ledger_url=url)
+    # In the config itself a password is refused, and not shown.
+    for literal in (url, "postgresql://worker@127.0.0.1:1/flextell?password=s3cret-pw"):
+        refused = run_cli("verify", "-c", str(write_config(tmp_path, ledger_url=literal)))
+        assert refused.exit_code == 2, refused.output
+        assert "url holds a password, which never goes in the config" in refused.output
+        assert "s3cret-pw" not in refused.output
+    config = write_config(tmp_path, ledger_url="env:FW_TEST_LEDGER_URL")
+    env = {**TOKEN_ENV, "FW_TEST_LEDGER_URL": url}
     # report: 2, as for any unusable ledger; verify and reconcile: 3, ledger unusable.
     for args, code in (
         (("report", "--ledger", url), 2),
         (("verify", "-c", str(config)), 3),
         (("reconcile", "-c", str(config)), 3),
     ):
-        result = run_cli(*args)
+        result = run_cli(*args, env=env)
         assert result.exit_code == code, (args, result.output)
         assert "cannot open ledger postgresql://worker:***@127.0.0.1:1/flextell" in result.output
         assert "s3cret-pw" not in result.output and "Traceback" not in result.output

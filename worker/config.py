@@ -11,6 +11,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -264,6 +265,16 @@ class SourceSection(_Strict):
     """Spreadsheets: the header's row number; default the first row of several cells."""
 
 
+def _holds_password(url: str) -> bool:
+    """Whether a postgresql:// URL carries a password (after the user name, or as a
+    ``password=`` of its query string, which libpq reads too)."""
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    if ":" in userinfo:
+        return True
+    return any("password" in key.lower() for key, _ in parse_qsl(parts.query))
+
+
 class LedgerSection(_Strict):
     """``[ledger]``: a SQLite file (path, the default) or a shared PostgreSQL ledger (url)."""
 
@@ -303,6 +314,13 @@ class LedgerSection(_Strict):
             problem = source_problem(self.url, "url")  # a pasted URL holds its password
             if problem is not None:
                 raise ValueError(f"url: {problem}")
+        elif self.url is not None and _holds_password(self.url):
+            # Refused as a literal token is, and not echoed: a config is copied, mailed,
+            # committed; the password's place is libpq's own.
+            raise ValueError(
+                "url holds a password, which never goes in the config: put it in "
+                '~/.pgpass or PGPASSWORD, or the whole URL in a variable (url = "env:NAME")'
+            )
         return self
 
 
