@@ -3,6 +3,7 @@ rules in worker.sync, their config, and a stale file through the CLI."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -90,3 +91,67 @@ def test_an_export_with_no_rows_is_not_trusted_and_the_open_items_are_counted(
     assert summary["worklist"]["open"] == 1
     listed = run_cli("worklist", "-c", str(config), "--format", "json")
     assert '"missing_from_source"' not in listed.stdout
+
+
+def _two_tenants(
+    tmp_path: Path, sbx: Sandbox, config: Path
+) -> tuple[list[str], list[dict[str, str]]]:
+    """Night 1: four rows of each tenant created; returns the columns and tenant 1's rows."""
+    columns, rows = sample_rows()
+    kad = [r for r in rows if r["clinic"] == "1"][:4]
+    bes = [r for r in rows if r["clinic"] == "2"][:4]
+    first, _ = import_file(config, sbx, write_csv(tmp_path / "n1.csv", columns, kad + bes))
+    assert first.exit_code == 0, first.output
+    return columns, kad
+
+
+def test_a_full_export_that_left_a_clinic_out_is_not_trusted_for_it(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """An operator's walkthrough: an export with only tenant 1's rows said "0 open" and
+    exit 0, though tenant 2 lacked every row created before. A configured tenant the
+    full export has no row of lacks all of them: not trusted, named, exit 1."""
+    config = write_config(tmp_path)
+    columns, kad = _two_tenants(tmp_path, sbx, config)
+    only_kad = write_csv(tmp_path / "n2.csv", columns, kad)
+    result, summary = import_file(config, sbx, only_kad)
+    assert result.exit_code == 1, result.output
+    assert set(summary["incomplete"]) == {"2"}
+    assert summary["incomplete"]["2"].startswith(
+        "the export looks incomplete: it lacks 4 of the 4 rows created before"
+    )
+    assert summary["totals"]["missing_from_source"] == 0
+    shown = run_cli("import", str(only_kad), "-c", str(config), "--base-url", sbx.base_url)
+    assert shown.exit_code == 1
+    assert shown.stdout.startswith(
+        "needs a person: the export was not trusted for tenant 2 (no rows); 0 new tonight"
+    )
+    listed = run_cli("worklist", "-c", str(config), "--format", "json")
+    assert listed.stdout.strip() == "[]"
+    assert "did not trust the export for tenant 2 (no rows)" in listed.stderr
+    # A run not meant to read tenant 2 says nothing of it.
+    for scoped in (["--tenant", "1"], ["--partial"]):
+        result, summary = import_file(config, sbx, only_kad, *scoped)
+        assert result.exit_code == 0, (scoped, result.output)
+        assert summary["incomplete"] == {}
+
+
+def test_a_clinic_left_out_counts_as_lacking_all_its_rows_for_max_missing(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """`max_missing = "100%"` trusts any export: the left-out clinic's rows are missing,
+    and the worklist no longer warns that an earlier run did not trust its export."""
+    config = write_config(tmp_path)
+    columns, kad = _two_tenants(tmp_path, sbx, config)
+    only_kad = write_csv(tmp_path / "n2.csv", columns, kad)
+    assert import_file(config, sbx, only_kad)[0].exit_code == 1
+    with config.open("a", encoding="utf-8") as fh:
+        fh.write('\n[sync]\nmax_missing = "100%"\n')
+    result, summary = import_file(config, sbx, only_kad)
+    assert result.exit_code == 1, result.output
+    assert summary["incomplete"] == {}
+    assert summary["tenants"]["2"]["missing_from_source"] == 4
+    assert summary["worklist"]["open"] == 4
+    listed = run_cli("worklist", "-c", str(config), "--format", "json")
+    assert "did not trust" not in listed.stderr
+    assert [item["kind"] for item in json.loads(listed.stdout)] == ["missing"] * 4

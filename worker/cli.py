@@ -566,7 +566,9 @@ def import_cmd(
     worklist (`flextell-worker worklist`). Exit 0 when no item is open, 1 when
     some are (`ack` them once handled) or when the export looks incomplete
     ([sync] max_missing, max_age: nothing is then recorded as missing, and the
-    summary's first line names that export), 2, 3, 4
+    summary's first line names that export; without --tenant or --partial, a
+    configured tenant with created rows that the export has no row of lacks
+    them all), 2, 3, 4
     as below. On a terminal, log events go to a log file (its path is printed)
     so they never cut through the summary; --verbose shows them, --json-logs
     writes them to stderr as JSON.

@@ -163,6 +163,8 @@ class ImportRun:
         """A dry run: tenants whose new rows the real run looks up first, to adopt."""
         self.incomplete: dict[int, str] = {}
         """Tenants whose export looks incomplete or stale ([sync], worker.sync): why."""
+        self.unread_judged: set[int] = set()
+        """Tenants in scope the export had no row of, judged for their created rows."""
         self.acknowledged: set[tuple[str, int, str]] = set()
         """(kind, tenant, key) of the changed and missing rows seen that a person acked."""
         self.missing_entries: list[Entry] = []
@@ -646,6 +648,9 @@ def _read_tenants(run: ImportRun) -> list[int]:
 async def refresh_worklist(run: ImportRun, ledger: Ledger, *, complete: bool) -> dict[int, Tally]:
     """The worklist after this run: what it found opened, what went away resolved."""
     tenants = _read_tenants(run)
+    # A tenant the export had no row of, trusted all the same ([sync] max_missing
+    # allows it to lack every created row): its created rows are missing.
+    tenants += sorted(t for t in run.unread_judged if t not in run.incomplete)
     full = complete and not run.options.partial
     scope = Scope(
         run_id=run.run_id,
@@ -694,16 +699,23 @@ async def _wait_lanes(run: ImportRun, grace: float) -> None:
 
 
 async def _missing_from_source(run: ImportRun, ledger: Ledger) -> None:
-    """Created rows of the tenants read that this export lacks, unless it looks incomplete.
+    """Created rows of the tenants in scope that this export lacks, unless it looks incomplete.
 
-    Only tenants this file has rows of (and only --tenant's): one branch's export
-    says nothing about the keys of another. A dry run keeps a digest of every key
-    it read, and finds what the real run would.
+    The tenants in scope are --tenant's, else the configured ones (of this pass, on a
+    shared ledger). One the file has no row of, though it has created rows, lacks all
+    of them: judged by ``[sync] max_missing`` like any other (a full export that left a
+    clinic out is not trusted for it; one branch's own export is imported with
+    --tenant). A dry run keeps a digest of every key it read, and finds what the real
+    run would.
     """
     tenants = _read_tenants(run)
     if not tenants:
         await _no_rows(run, ledger)
         return
+    for tenant in _in_scope(run):
+        if tenant not in tenants and await _created(ledger, tenant):
+            tenants.append(tenant)
+            run.unread_judged.add(tenant)
     found: dict[int, list[Entry]] = {t: [] for t in tenants}
     if run.options.dry_run:
         for tenant in tenants:
@@ -717,7 +729,7 @@ async def _missing_from_source(run: ImportRun, ledger: Ledger) -> None:
             found[entry.tenant].append(entry)
     stale = _stale(run)
     for tenant, entries in found.items():
-        known = (await ledger.count_by_status(tenant)).get(Status.CREATED.value, 0)
+        known = await _created(ledger, tenant)
         why = stale or incomplete_export(len(entries), known, run.config.sync.missing_limit(known))
         if why is not None:
             run.incomplete[tenant] = why
@@ -740,7 +752,7 @@ async def _no_rows(run: ImportRun, ledger: Ledger) -> None:
     multi-branch export should have held, no row says)."""
     only = run.options.tenant
     for tenant in _in_scope(run):
-        known = (await ledger.count_by_status(tenant)).get(Status.CREATED.value, 0)
+        known = await _created(ledger, tenant)
         if not known:
             continue
         why = (
@@ -751,6 +763,11 @@ async def _no_rows(run: ImportRun, ledger: Ledger) -> None:
         run.incomplete[tenant] = why
         run.tenant_counts(tenant).export_incomplete = 1
         log.warning("export not trusted", tenant=tenant, reason=why)
+
+
+async def _created(ledger: Ledger, tenant: int) -> int:
+    """How many rows of `tenant` the ledger holds created."""
+    return (await ledger.count_by_status(tenant)).get(Status.CREATED.value, 0)
 
 
 def _stale(run: ImportRun) -> str | None:

@@ -209,7 +209,8 @@ def untrusted_note(runs: list[Run], tenant: int | None = None) -> str | None:
         if run.mode != "import" or run.partial or run.status != RunStatus.FINISHED:
             continue  # a --partial file or a run cut short says nothing of the export
         for t, c in tenant_counts(run).items():
-            if c.get("read") or c.get("export_incomplete"):  # rows of it, or none at all
+            # Rows of it, or none at all (not trusted, or trusted to lack them all).
+            if c.get("read") or c.get("export_incomplete") or c.get("missing_from_source"):
                 latest[t] = (run.id, c)
     untrusted = {t: (run_id, c.get("read", 0)) for t, (run_id, c) in latest.items()
                  if c.get("export_incomplete") and tenant in (None, t)}  # fmt: skip
