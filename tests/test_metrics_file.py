@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.sandbox_process import Sandbox
@@ -48,3 +49,34 @@ def test_a_failed_night_keeps_the_last_success_time_and_records_its_exit_code(
     gone = samples(prom)
     assert gone["flextell_import_exit_code"] == 2
     assert gone["flextell_import_last_success_timestamp_seconds"] == success
+
+
+@pytest.mark.parametrize("fault", ["error503", "throttle429"])
+def test_a_night_the_api_refused_keeps_the_last_success_time(
+    tmp_path: Path, sbx: Sandbox, fault: str
+) -> None:
+    """An operator's walkthrough: with every POST answered 503 (or 429) the run exits 1
+    with its rows not sent, as a night of data problems does, and the metrics file moved
+    the last success time, so the "last success older than a day" alert never fired."""
+    config = write_config(tmp_path)
+    columns, rows = sample_rows()
+    file = write_csv(tmp_path / "n1.csv", columns, rows[:3])
+    prom = tmp_path / "flextell.prom"
+    args = ["import", str(file), "-c", str(config), "--base-url", sbx.base_url, "--no-progress",
+            "--metrics-file", str(prom)]  # fmt: skip
+    assert run_cli(*args).exit_code == 0
+    success = samples(prom)["flextell_import_last_success_timestamp_seconds"]
+
+    sbx.change("POST", "/_sandbox/faults", {"faults": {fault: 1.0}})
+    new_rows = str(write_csv(tmp_path / "n2.csv", columns, rows[:6]))
+    down = run_cli(*[new_rows if a == str(file) else a for a in args])
+    assert down.exit_code == 1, down.output
+    assert "3 row(s) not sent" in down.stdout
+    after = samples(prom)
+    assert after["flextell_import_exit_code"] == 1
+    assert after["flextell_import_last_success_timestamp_seconds"] == success
+
+    sbx.change("POST", "/_sandbox/faults", {"faults": {}})
+    back = run_cli(*[new_rows if a == str(file) else a for a in args])
+    assert back.exit_code == 0, back.output  # the next import sent them
+    assert samples(prom)["flextell_import_last_success_timestamp_seconds"] > success

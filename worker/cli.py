@@ -519,7 +519,8 @@ _rebind_option = click.option(
     "--metrics-file",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the run's metrics here in Prometheus' text format (node_exporter's "
-    "textfile collector): rows by outcome, open worklist items, duration, last success.",
+    "textfile collector): rows by outcome, open worklist items, duration, exit code, last "
+    "success (a run that ended 0 or 1 and left no row not sent; any other keeps the earlier).",
 )
 @click.option("--verbose", "-v", is_flag=True, help="Log events on a terminal too (see below).")
 @_settle_wait_option

@@ -2,11 +2,15 @@
 textfile collector (written with prometheus_client, the official client library).
 
 Per tenant: rows by outcome and open worklist items; for the run: its duration,
-exit code and the time of the last successful run (one that ended 0 or 1: it read
-the whole export and sent what it could). A run that fails keeps the earlier
-success time, read back from the file it replaces. The file is written under a
-temporary name and renamed into place, so the collector never reads half of it;
-it is world-readable (the collector runs as another user) and holds no patient data.
+exit code and the time of the last successful run (`succeeded`: one that ended 0 or 1
+with no row left not sent: it read the whole export and sent every row it had to). A
+run that fails, or leaves rows not sent (the API down, throttling or failing them, a
+look-up before sending that failed), keeps the earlier success time, read back from
+the file it replaces: the "last success older than a day" alert fires on nights the
+API refused the import, though each exits 1 like a night of data problems. The file
+is written under a temporary name and renamed into place, so the collector never reads
+half of it; it is world-readable (the collector runs as another user) and holds no
+patient data.
 """
 
 from __future__ import annotations
@@ -62,12 +66,21 @@ def render(result: ImportResult, *, now: float, previous_success: float | None) 
           registry=registry).set(round(result.elapsed, 3))  # fmt: skip
     Gauge(f"{PREFIX}_exit_code", "The last run's exit code (see --help)",
           registry=registry).set(int(result.exit_code))  # fmt: skip
-    succeeded = result.exit_code in (ExitCode.OK, ExitCode.NEEDS_A_PERSON)
-    success = now if succeeded else previous_success
+    success = now if succeeded(result) else previous_success
     if success is not None:
-        Gauge(LAST_SUCCESS, "When the last run that ended 0 or 1 finished (unix time)",
+        Gauge(LAST_SUCCESS,
+              "When the last run that ended 0 or 1 with no row left not sent finished (unix time)",
               registry=registry).set(success)  # fmt: skip
     return generate_latest(registry)
+
+
+def succeeded(result: ImportResult) -> bool:
+    """Whether the run is a success: it ended 0 or 1 (read the whole export) and left no
+    row not sent. Rows not sent exit 1 with no worklist item, as data problems do; only
+    this keeps a night the API refused or failed from looking like a good one."""
+    if result.exit_code not in (ExitCode.OK, ExitCode.NEEDS_A_PERSON):
+        return False
+    return not any(counts.not_sent for counts in result.tenants.values())
 
 
 def write_failed_run(path: Path, code: int) -> None:
