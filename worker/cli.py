@@ -522,6 +522,13 @@ _rebind_option = click.option(
     "textfile collector): rows by outcome, open worklist items, duration, exit code, last "
     "success (a run that ended 0 or 1 and left no row not sent; any other keeps the earlier).",
 )
+@click.option(
+    "--summary-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the summary for people here (what the run prints without --json-logs: "
+    "the needs-a-person line, the counts, why rows were not sent), or the error a run ended "
+    "with; replaced by each run, for a scheduler to mail beside --json-logs.",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Log events on a terminal too (see below).")
 @_settle_wait_option
 @_rebind_option
@@ -532,6 +539,7 @@ def import_cmd(
     no_progress: bool,
     round_name: str | None,
     metrics_file: Path | None,
+    summary_file: Path | None,
     verbose: bool,
     allow_insecure_http: bool,
     **params: Any,
@@ -594,43 +602,50 @@ def import_cmd(
         raise click.UsageError("--payloads goes with --dry-run (a real run sends the bodies)")
     if metrics_file is not None and dry_run:
         raise click.UsageError("--metrics-file goes with a real run (a dry run sends nothing)")
-    config = load_config(options.config_path)  # once: the run below is handed this one
-    _refuse_insecure(config, options.base_url, allow_insecure_http)
-    from worker.ledger.paths import default_ledger_path
+    from worker.commands.importing.import_summary import errors_to, write_summary_file
 
-    log_file = configure_for_people(
-        json_logs=json_logs,
-        verbose=verbose,
-        log_file=default_ledger_path(None).parent / "flextell-worker.log",
-    )
-    if log_file is not None:
-        click.echo(f"log events: {log_file} (--verbose shows them here)", err=True)
-    target = ledger_target(config, options.ledger_path)
-    if metrics_file is not None:
-        # Known before the run, so a wrong path costs no import (the run notes the
-        # ledger itself as it opens it).
-        if not is_url(target):
-            reading(target, "the ledger", siblings=LEDGER_FILES)
-        refuse_input(metrics_file)
-    try:
-        if is_url(target) and not dry_run:
-            from worker.commands.shared_import import run_shared_import
+    with errors_to(summary_file):  # a run that ends in an error says so there too
+        config = load_config(options.config_path)  # once: the run below is handed this one
+        _refuse_insecure(config, options.base_url, allow_insecure_http)
+        from worker.ledger.paths import default_ledger_path
 
-            result = asyncio.run(
-                run_shared_import(options, str(target), round_name=round_name, config=config)
-            )
-        else:
-            result = asyncio.run(run_import(options, config=config))
-    except WorkerError as exc:
+        log_file = configure_for_people(
+            json_logs=json_logs,
+            verbose=verbose,
+            log_file=default_ledger_path(None).parent / "flextell-worker.log",
+        )
+        if log_file is not None:
+            click.echo(f"log events: {log_file} (--verbose shows them here)", err=True)
+        target = ledger_target(config, options.ledger_path)
         if metrics_file is not None:
-            from worker.commands.importing.metrics import write_failed_run
+            # Known before the run, so a wrong path costs no import (the run notes the
+            # ledger itself as it opens it).
+            if not is_url(target):
+                reading(target, "the ledger", siblings=LEDGER_FILES)
+            refuse_input(metrics_file)
+        if summary_file is not None:
+            refuse_input(summary_file)
+        try:
+            if is_url(target) and not dry_run:
+                from worker.commands.shared_import import run_shared_import
 
-            write_failed_run(metrics_file, exc.exit_code)
-        raise
-    if metrics_file is not None:
-        from worker.commands.importing.metrics import write_metrics
+                result = asyncio.run(
+                    run_shared_import(options, str(target), round_name=round_name, config=config)
+                )
+            else:
+                result = asyncio.run(run_import(options, config=config))
+        except WorkerError as exc:
+            if metrics_file is not None:
+                from worker.commands.importing.metrics import write_failed_run
 
-        write_metrics(result, metrics_file)
+                write_failed_run(metrics_file, exc.exit_code)
+            raise
+        if summary_file is not None:
+            write_summary_file(summary_file, result)
+        if metrics_file is not None:
+            from worker.commands.importing.metrics import write_metrics
+
+            write_metrics(result, metrics_file)
     show_summary(result, json_logs=json_logs)
     sys.exit(int(result.exit_code))
 

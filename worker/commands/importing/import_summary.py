@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -14,7 +17,10 @@ from rich.table import Table
 from worker.commands.importing.import_result import ImportResult, untrusted_export
 from worker.commands.output import data_console, emit_result
 from worker.compare import public_value
+from worker.errors import ConfigError, WorkerError
 from worker.exitcodes import ExitCode
+from worker.fileperms import write_atomically
+from worker.reading import refuse_input
 from worker.worklist import Kind, Tally
 from worker.worklist.findings import aware_instant
 
@@ -300,3 +306,40 @@ def show_summary(result: ImportResult, *, json_logs: bool) -> None:
         render=lambda: print_summary(result),
         log_event="run summary",
     )
+
+
+SUMMARY_WIDTH = 120
+"""Columns of the summary written to --summary-file (a mail is no terminal)."""
+
+
+def summary_text(result: ImportResult) -> str:
+    """The summary for people, as `print_summary` prints it, as plain text."""
+    out = io.StringIO()
+    print_summary(result, data_console(file=out, width=SUMMARY_WIDTH, color_system=None,
+                                       soft_wrap=True))  # fmt: skip
+    return out.getvalue()
+
+
+def write_summary_file(path: Path, result: ImportResult | str) -> None:
+    """`import --summary-file`: the run's summary for people (or the error it ended
+    with), replacing the earlier run's, owner-only (it names rows of a clinic)."""
+    text = result if isinstance(result, str) else summary_text(result)
+    refuse_input(path)
+    try:
+        write_atomically(path, text.encode("utf-8"), mode=0o600)
+    except OSError as exc:
+        raise ConfigError(f"--summary-file {path}: cannot write there: {exc.strerror}") from None
+
+
+@contextlib.contextmanager
+def errors_to(path: Path | None) -> Iterator[None]:
+    """A run that ends in an error (exit 2, 3, 4) writes it to `path` (--summary-file),
+    so that the file never shows an earlier night's summary as tonight's."""
+    try:
+        yield
+    except WorkerError as exc:
+        if path is not None:
+            code = ExitCode(exc.exit_code)
+            with contextlib.suppress(WorkerError):  # the place itself is unusable: the error says
+                write_summary_file(path, f"error: {exc}\nexit code {int(code)} ({code.words})\n")
+        raise
