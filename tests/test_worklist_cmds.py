@@ -338,3 +338,26 @@ def test_a_dry_run_counts_acknowledged_items_as_the_real_run_does(
         "-c", str(config), "--base-url", sbx.base_url, "--dry-run",
     )  # fmt: skip
     assert "not predicted: a dry run sends no lookups, so its 1 row(s) to send" in dry.output
+
+
+def test_a_line_cut_short_counts_and_goes_when_the_full_export_no_longer_has_it(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """A copy cut mid-line leaves a record of no tenant ("KAD-00"): it needs a person
+    while an export has it, and a full export without it resolves it."""
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    rows = [dict(r) for r in sample[:6]]
+    cut = export(tmp_path, "cut.csv", rows)
+    cut.write_text(cut.read_text(encoding="utf-8") + "KAD-00\n", encoding="utf-8")
+    result, s1 = import_file(config, sbx, cut)
+    assert result.exit_code == 1 and s1["worklist"]["open"] == 1, s1
+    [item] = json.loads(run_cli("worklist", "-c", str(config), "--format", "json").stdout)
+    assert (item["tenant"], item["kind"]) == (0, "invalid")
+    # A --partial fix of something else: the item stays, and counts.
+    partial, s2 = import_file(config, sbx, export(tmp_path, "fix.csv", rows[:1]), "--partial")
+    assert partial.exit_code == 1 and s2["worklist"]["open"] == 1, s2
+    # The whole export again, complete: the cut line is gone, and so is its item.
+    result, s3 = import_file(config, sbx, export(tmp_path, "full.csv", rows))
+    assert result.exit_code == 0 and s3["worklist"]["open"] == 0, s3
+    assert json.loads(run_cli("worklist", "-c", str(config), "--format", "json").stdout) == []

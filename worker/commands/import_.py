@@ -631,13 +631,21 @@ async def _acknowledged(ledger: Ledger, run_id: int) -> set[tuple[str, int, str]
     }
 
 
+NO_TENANT = 0
+"""The worklist's tenant of a row whose tenant could not be read (a line cut short)."""
+
+
 def _in_scope(run: ImportRun) -> list[int]:
     """The tenants the run answers for: --tenant's, else the configured ones (of this
-    pass, on a shared ledger), whether or not the file had rows of them."""
+    pass, on a shared ledger), whether or not the file had rows of them; and the rows of
+    no tenant, with the whole file (on a shared ledger, with the first tenant's pass)."""
     only = run.options.tenant
-    return [
+    tenants = [
         t for t in ([only] if only is not None else run.config.tenants) if run.context.serves(t)
     ]
+    if only is None and run.config.tenants and min(run.config.tenants) in tenants:
+        tenants.append(NO_TENANT)
+    return tenants
 
 
 def _read_tenants(run: ImportRun) -> list[int]:
@@ -652,10 +660,17 @@ async def refresh_worklist(run: ImportRun, ledger: Ledger, *, complete: bool) ->
     # allows it to lack every created row): its created rows are missing.
     tenants += sorted(t for t in run.unread_judged if t not in run.incomplete)
     full = complete and not run.options.partial
+    judged = [t for t in tenants if t not in run.incomplete] if full else []
+    if NO_TENANT in _in_scope(run) and NO_TENANT not in tenants:
+        # Rows of no tenant (a line cut short) are judged with the whole file: gone from a
+        # full export every tenant of which was trusted, they no longer need a person.
+        tenants.append(NO_TENANT)
+        if full and not run.incomplete:
+            judged.append(NO_TENANT)
     scope = Scope(
         run_id=run.run_id,
         tenants=tenants,
-        complete=[t for t in tenants if t not in run.incomplete] if full else [],
+        complete=judged,
         by_hand=run.options.partial,
         extra=run.reader.findings,
         zones={t: run.config.timezone_for(t) for t in tenants},
