@@ -64,7 +64,7 @@ class Rig:
 
     async def again(self) -> Status | Settling:
         """What the runner does when a settling row's time comes: look it up again."""
-        return await self.delivery.run(replace(self.job, resume=True))
+        return await self.delivery.run(replace(self.job, resume=True, again=True))
 
 
 @pytest.fixture

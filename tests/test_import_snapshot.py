@@ -17,6 +17,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -66,14 +68,16 @@ def test_an_export_rewritten_while_read_stops_with_exit_2(
     tmp_path: Path, sbx: Sandbox, how: str
 ) -> None:
     # Last night's small export makes the ledger (and rows a complete read would miss).
-    s = setup(tmp_path, sbx.root, rows=make_rows(10, prefix="Y"))
+    # A day earlier than today's rows: not the same visits under other keys.
+    yesterday = [replace(r, local=r.local - timedelta(days=1)) for r in make_rows(10, prefix="Y")]
+    s = setup(tmp_path, sbx.root, rows=yesterday)
     first = run_worker(s.args())
     assert first.returncode == 0, first.stderr[-2000:]
 
     today = make_rows(ROWS, prefix="R")
     write_csv(s.data, today)
     assert s.data.stat().st_size > 2 * 64 * 1024  # far more than the sample read at open
-    tomorrow = make_rows(ROWS, prefix="T")
+    tomorrow = [replace(r, local=r.local + timedelta(days=1)) for r in make_rows(ROWS, prefix="T")]
 
     lock = sqlite3.connect(s.ledger, isolation_level=None, timeout=10)
     lock.execute("BEGIN IMMEDIATE")

@@ -381,9 +381,7 @@ def test_a_row_renamed_in_the_source_is_held_not_booked_twice(tmp_path: Path, sb
     assert len(sbx.appointments()) == before and sbx.stats()["duplicates"] == 0
     items = {i["source_key"]: i for i in worklist(config)}
     assert (items[old_key]["kind"], items[old_key + "X"]["kind"]) == ("missing", "failed")
-    assert (
-        f"made for row '{old_key}', which is not in this export" in items[old_key + "X"]["reason"]
-    )
+    assert f"made for row '{old_key}', which is not in this file" in items[old_key + "X"]["reason"]
     # Acknowledged both, the next night is quiet; and a true second visit under a new key
     # beside its twin, which stays in the export, is booked.
     worker("ack", "-c", str(config), old_key, old_key + "X", "--note", "renumbered", check=0)

@@ -361,3 +361,28 @@ def test_a_line_cut_short_counts_and_goes_when_the_full_export_no_longer_has_it(
     result, s3 = import_file(config, sbx, export(tmp_path, "full.csv", rows))
     assert result.exit_code == 0 and s3["worklist"]["open"] == 0, s3
     assert json.loads(run_cli("worklist", "-c", str(config), "--format", "json").stdout) == []
+
+
+def test_rows_an_outage_left_unsent_stay_unsent_when_the_next_run_is_refused(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """An outage night leaves rows pending with refused attempts; the next run looks them
+    up before it sends them again. A 401 stops that lookup: nothing was sent, so they
+    stay 'not sent' for the run after, never 'unknown' on the worklist."""
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    night = export(tmp_path, "n1.csv", [dict(r) for r in sample[:4]])
+    sbx.change("POST", "/_sandbox/faults", {"faults": {"error503": 1.0}})
+    result, s1 = import_file(config, sbx, night)
+    assert (result.exit_code, s1["totals"]["not_sent"]) == (1, 4), s1
+    sbx.change("POST", "/_sandbox/faults", {"faults": {}})
+    refused = run_cli(
+        "import", str(night), "-c", str(config), "--base-url", sbx.base_url, "--json-logs",
+        env={"FLEXTELL_TOKEN": "not-the-token"},
+    )  # fmt: skip
+    assert refused.exit_code == 3, refused.output
+    assert ledger_json(config)["statuses"] == {"pending": 4}
+    assert items(config) == []
+    result, s3 = import_file(config, sbx, night)
+    assert (result.exit_code, s3["totals"]["created"]) == (0, 4), s3
+    assert sbx.stats()["duplicates"] == 0

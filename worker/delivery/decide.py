@@ -143,7 +143,7 @@ def _left_the_export(
                 Verdict.HELD,
                 code=LEFT_EXPORT,
                 reason=f"not sent: Flextell already has appointment {g.appointment_id}, equal "
-                f"to this row, made for row {g.source_key!r}, which is not in this export: "
+                f"to this row, made for row {g.source_key!r}, which is not in this file: "
                 f"the same visit under a new key? If so, acknowledge this item and the item "
                 f"of {g.source_key!r} (nothing to do in Flextell); if it is a second visit, "
                 "book it in Flextell and import with --retry-failed, which adopts it",

@@ -77,6 +77,8 @@ class Job:
     """Whether any attempt of the row was ever sent (True when not known)."""
     instant: datetime | None = None
     """The UTC second the payload is scheduled at (None: unreadable), read once."""
+    again: bool = False
+    """Looked at again after settling: an attempt of this run may have landed."""
 
     @classmethod
     def from_entry(cls, entry: Entry, *, resume: bool = False) -> Job | None:
@@ -232,8 +234,10 @@ class RowDelivery:
             step = Step.SEND
         resends = 0
         cause = "outcome of an earlier run unknown"
+        sent_now = False
         while True:
             if step is Step.SEND:
+                sent_now = True
                 try:
                     result = await self._post(job)
                 except LaneStopped:
@@ -276,6 +280,14 @@ class RowDelivery:
                 return Settling(at, decision.reason or "settling")
             if step is Step.ADOPT:  # the slot search failed: sending might duplicate what exists
                 return await self._not_sent(job, f"not sent: {decision.reason}")
+            if verdict is Verdict.UNDECIDED and not (sent_now or job.earlier_run or job.again):
+                # A pending row with earlier attempts, looked up before it is sent again:
+                # the lookup failed, nothing was sent, and the next run looks again. It
+                # stays pending; calling it unknown would put on the worklist a row that
+                # no attempt of this run touched (an outage night's rows, then a 401).
+                return await self._not_sent(
+                    job, f"not sent: the lookup before sending it again failed: {decision.reason}"
+                )
             return await self._unknown(job, f"{cause}; slot search: {decision.reason}")
 
     async def give_up(self, job: Job, reason: str) -> None:

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from worker.delivery.identity import IdentityGroups
 from worker.delivery.lane import TenantLane
@@ -134,8 +135,6 @@ class LaneRunner:
 
 
 def _resumed(job: Job) -> Job:
-    if job.resume:
-        return job
-    return Job(job.tenant, job.source_key, job.payload_json, job.payload_hash, job.line,
-               job.identity, resume=True, earlier_run=job.earlier_run,
-               instant=job.instant)  # fmt: skip
+    """The job looked at again after settling: from a slot search, and never taken for
+    a row this run did not send (an attempt of this run may have landed)."""
+    return replace(job, resume=True, again=True)
