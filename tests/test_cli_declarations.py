@@ -5,6 +5,7 @@ its keys."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from collections.abc import Iterator
@@ -143,3 +144,43 @@ def test_import_options_hold_only_what_the_command_line_asks() -> None:
     (format and progress are computed from --format and --no-progress/--json-logs)."""
     given = {param.name for param in cli.commands["import"].params} | {"format", "progress"}
     assert {f.name for f in dataclasses.fields(ImportOptions)} <= given
+
+
+# --- ids the ledger can hold --------------------------------------------------------
+
+TOO_BIG = "99999999999999999999"  # above 2^63-1: SQLite's INTEGER cannot hold it
+
+
+def test_every_id_option_is_bounded_to_what_the_ledger_holds() -> None:
+    for flag in ("--tenant", "--run"):
+        for name, option in _options(flag).items():
+            assert isinstance(option.type, click.IntRange), (name, flag)
+            assert (option.type.min, option.type.max) == (1, 2**63 - 1), (name, flag)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["report", "--run", TOO_BIG + "999"],
+        ["report", "--tenant", TOO_BIG],
+        ["worklist", "--tenant", TOO_BIG],
+        ["ack", "--all-open", "--note", "seen", "--tenant", TOO_BIG],
+        ["report", "--tenant", "0"],
+    ],
+)
+def test_an_id_sqlite_cannot_hold_is_a_usage_error_not_a_traceback(
+    tmp_path: Path, args: list[str]
+) -> None:
+    ledger = tmp_path / "ledger.sqlite"
+    asyncio.run(_new_ledger(ledger))
+    result = CliRunner().invoke(cli, [*args, "--ledger", str(ledger)])
+    assert result.exit_code == 2, (result.exception, result.output)
+    flag = args[-2]
+    assert f"Invalid value for '{flag}': {args[-1]} is not in the range 1<=x<=" in result.output
+
+
+async def _new_ledger(path: Path) -> None:
+    from worker.ledger.store import Ledger
+
+    ledger = await Ledger.open(path)
+    await ledger.close()

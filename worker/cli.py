@@ -67,9 +67,14 @@ def config_option(help_text: str, *, required: bool = True) -> Callable[[F], F]:
 # where every command means the same by it.
 
 
+# An id the ledger (SQLite's INTEGER) and the API can hold: 1 to 2^63-1, as a row's ids
+# (worker.mapping.values.INT_MAX). A larger one failed inside SQLite with a traceback.
+ID_TYPE = click.IntRange(min=1, max=2**63 - 1)
+
+
 def tenant_option(help_text: str) -> Callable[[F], F]:
     """The one `--tenant` declaration."""
-    return click.option("--tenant", type=int, help=help_text)
+    return click.option("--tenant", type=ID_TYPE, help=help_text)
 
 
 def ledger_option(help_text: str) -> Callable[[F], F]:
@@ -100,7 +105,7 @@ def format_option(
 
 def run_option(help_text: str) -> Callable[[F], F]:
     """The one `--run` declaration."""
-    return click.option("--run", "run", type=int, help=help_text)
+    return click.option("--run", "run", type=ID_TYPE, help=help_text)
 
 
 def options_from(
