@@ -167,6 +167,20 @@ def test_plain_http_to_another_host_is_refused_before_connecting(
     assert "--allow-insecure-http" in run.stderr
 
 
+@pytest.mark.parametrize("command", ["import", "verify", "reconcile", "auth status"])
+def test_a_port_out_of_range_is_a_clear_error_naming_the_setting(
+    tmp_path: Path, command: str
+) -> None:
+    config = token_config(tmp_path)
+    args = [*command.split(), *([str(_export(tmp_path, 3))] if command == "import" else [])]
+    run = run_worker(*args, "-c", str(config), "--base-url", "http://127.0.0.1:99999/api")
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert run.stderr == (
+        "error: --base-url: http://127.0.0.1:99999/api has port '99999': expected a number "
+        "from 1 to 65535, or no port (443 for https://, 80 for http://)\n"
+    )
+
+
 def test_plain_http_in_the_config_is_refused_and_the_flag_allows_it(tmp_path: Path) -> None:
     config = token_config(tmp_path)
     text = config.read_text().replace("http://127.0.0.1:8787/api", "http://flextell.example/api")
@@ -190,6 +204,12 @@ def test_plain_http_in_the_config_is_refused_and_the_flag_allows_it(tmp_path: Pa
         ("http://localhost.evil.example/api", False),
         ("ftp://dev.flextell.ai/api", False),
         ("https://user:pw@dev.flextell.ai/api", False),
+        ("https://dev.flextell.ai:8443/api", True),
+        ("http://127.0.0.1:99999/api", False),
+        ("http://127.0.0.1:0/api", False),
+        ("http://[::1]:65536/api", False),
+        ("https://dev.flextell.ai:443x/api", False),
+        ("https://user:pw@[::1/api", False),
     ],
 )
 def test_which_base_urls_pass(url: str, ok: bool) -> None:

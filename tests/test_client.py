@@ -308,6 +308,12 @@ def test_a_base_url_that_is_not_http_is_a_config_error(session: aiohttp.ClientSe
         FlextellClient(session, "ftp://x/api", StaticToken(TOKEN))
 
 
+def test_a_base_url_port_out_of_range_is_a_config_error(session: aiohttp.ClientSession) -> None:
+    # `lookups pull` and `validate --online` reach the client with --base-url unchecked.
+    with pytest.raises(ConfigError, match=r"base URL: http://x:99999/api has port '99999'"):
+        FlextellClient(session, "http://x:99999/api", StaticToken(TOKEN))
+
+
 # --- permanent rejections -------------------------------------------------------------
 
 

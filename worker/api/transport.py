@@ -38,19 +38,39 @@ def check_base_url(url: str, *, allow_insecure_http: bool, where: str = "base_ur
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
-    except ValueError:
-        raise ConfigError(f"{where}: {url!r} is not a valid URL") from None
+    except ValueError as exc:  # an unclosed "[" of an IPv6 address, say
+        if "@" in url:  # not echoed: the user part may hold a credential
+            raise ConfigError(
+                f"{where}: not a valid URL ({exc}); a base URL takes no user name or password"
+            ) from None
+        raise ConfigError(f"{where}: {url!r} is not a valid URL ({exc})") from None
     if parts.scheme not in ("https", "http") or not host:
         raise ConfigError(f"{where}: {url!r} is not an https:// URL with a host")
     if parts.username or parts.password:
         # Never echo it: the user part may hold a credential.
         raise ConfigError(f"{where}: the URL must not contain a user name or password")
+    check_port(url, where)
     if parts.scheme == "http" and not allow_insecure_http and not is_loopback(host):
         raise ConfigError(
             f"{where}: {url} is plain http:// to {host}, which would send tokens and patient "
             f"data unencrypted; use https:// (plain http is allowed to loopback only, or "
             f"with {ALLOW_FLAG})"
         )
+
+
+def check_port(url: str, where: str) -> None:
+    """ConfigError for a port that is no number of 1 to 65535 (urllib and aiohttp raise
+    a bare ValueError for one, only once the URL is used). Call it on a URL without a
+    user part: the message shows the URL."""
+    netloc = url.partition("://")[2].split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    # The port follows the last ":" after the host ("[::1]:8443" or "host:8443").
+    port = netloc.rpartition("@")[2].rpartition("]")[2].partition(":")[2]
+    if port == "" or (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        return
+    raise ConfigError(
+        f"{where}: {url} has port {port!r}: expected a number from 1 to 65535, or no port "
+        "(443 for https://, 80 for http://)"
+    )
 
 
 def check_base_urls(urls: Iterable[tuple[str, str]], *, allow_insecure_http: bool) -> None:
