@@ -136,6 +136,34 @@ def test_a_password_in_any_url_form_never_shows(tmp_path: Path, url: str, shown:
         assert "s3cret-pw" not in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("postgresql://worker:s3cret-pw@[::1/flextell",
+         "postgresql://worker:***@[::1/flextell: host '[::1': an IPv6 address goes in one "
+         "pair of brackets, such as [::1] or [::1]:5432"),
+        ("postgresql://worker:s3cret-pw@127.0.0.1:99999/flextell",
+         "postgresql://worker:***@127.0.0.1:99999/flextell: port '99999': expected a number "
+         "from 1 to 65535, or none (5432)"),
+        ("postgresql://worker:s3cret-pw@db1:5432,db2:0/flextell",
+         "postgresql://worker:***@db1:5432,db2:0/flextell: port '0': expected a number "
+         "from 1 to 65535, or none (5432)"),
+    ],
+)  # fmt: skip
+def test_a_url_libpq_cannot_use_is_exit_2_and_never_shows_its_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, problem: str
+) -> None:
+    for args in (("report", "--ledger", url), ("ledger", "status", "--ledger", url)):
+        result = run_cli(*args)
+        assert (result.exit_code, result.stderr) == (2, f"error: --ledger: {problem}\n"), args
+    # The same URL from the config's [ledger] url = "env:..." is said to come from there.
+    monkeypatch.setenv("SHARED_LEDGER_URL", url)
+    config = write_config(tmp_path, ledger_url="env:SHARED_LEDGER_URL")
+    result = run_cli("report", "-c", str(config))
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"error: {config}: [ledger] url = env:SHARED_LEDGER_URL: {problem}\n"
+
+
 def test_libpq_key_value_words_are_no_sqlite_file_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

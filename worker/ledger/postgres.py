@@ -31,7 +31,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, cast
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlunsplit
 
 import psycopg
 
@@ -48,7 +48,7 @@ from worker.ledger.writer import OpFn
 from worker.logs import get_logger
 
 log = get_logger("ledger")
-__all__ = ["LeaseLostError", "PgLedger", "connect", "connect_async", "redact"]
+__all__ = ["LeaseLostError", "PgLedger", "connect", "connect_async", "redact", "url_problem"]
 
 CLOCK_WARN_SECONDS = 2.0
 """An offset to the database's clock above this is logged as a warning at open."""
@@ -68,35 +68,78 @@ _KEEPALIVE: dict[str, Any] = {
 }
 
 
+def _split(url: str) -> tuple[str, str, str, str, str]:
+    """scheme, netloc, path, query, fragment as urlsplit gives them, but never raising:
+    urlsplit refuses an unclosed "[" and its .port a port out of range, and these
+    helpers shape the messages that say so."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "", "", url, "", ""
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    netloc, tail = rest[:end], rest[end:]
+    tail, _, fragment = tail.partition("#")
+    path, _, query = tail.partition("?")
+    return scheme, netloc, path, query, fragment
+
+
+def _password(netloc: str) -> str | None:
+    """The password after the user name (up to the last "@", as urlsplit reads it)."""
+    userinfo, at, _ = netloc.rpartition("@")
+    return userinfo.partition(":")[2] if at and ":" in userinfo else None
+
+
 def redact(url: str) -> str:
     """The URL without its password, for messages and logs: the one after the user name
-    and a ``password=`` (or ``sslpassword=``) of the query string alike."""
-    parts = urlsplit(url)
+    and a ``password=`` (or ``sslpassword=``) of the query string alike. Never raises,
+    whatever the URL."""
+    scheme, netloc, path, query, fragment = _split(url)
     query = "&".join(
         f"{k}=***" if "password" in k.lower() else (f"{k}={v}" if v or "=" in item else k)
-        for item in parts.query.split("&")
+        for item in query.split("&")
         if item
         for k, _, v in [item.partition("=")]
     )
-    netloc = parts.netloc
-    if parts.password is not None:
-        host = parts.hostname or ""
-        netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    if _password(netloc) is not None:
+        userinfo, _, hosts = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:***@{hosts}"
+    return urlunsplit((scheme, netloc, path, query, fragment))
 
 
 def scrub(text: str, url: str) -> str:
     """`text` (a driver's error) without any piece of the URL's passwords: libpq splits
     a password holding a raw ``@`` at the first one, and names the rest as the host."""
-    parts = urlsplit(url)
-    secrets_ = [parts.password or ""]
-    secrets_ += [v for k, _, v in (i.partition("=") for i in parts.query.split("&"))
+    _, netloc, _, query, _ = _split(url)
+    secrets_ = [_password(netloc) or ""]
+    secrets_ += [v for k, _, v in (i.partition("=") for i in query.split("&"))
                  if "password" in k.lower()]  # fmt: skip
     for secret in secrets_:
         for piece in sorted({secret, *secret.split("@")}, key=len, reverse=True):
             if len(piece) >= 3:
                 text = text.replace(piece, "***")
     return text
+
+
+def url_problem(url: str) -> str | None:
+    """What makes a postgresql:// URL one libpq cannot use, said without its password
+    (None: none found here; the server judges the rest). Each host of a list
+    (``h1:5432,h2:5433``) may have a port of 1 to 65535; an IPv6 one is in brackets."""
+    _, netloc, _, _, _ = _split(url)
+    for host in netloc.rpartition("@")[2].split(","):
+        if "[" in host or "]" in host:
+            address, closed, after = host.partition("]")
+            if not address.startswith("[") or not closed or "[" in after or "]" in after:
+                return (
+                    f"host {host!r}: an IPv6 address goes in one pair of brackets, "
+                    "such as [::1] or [::1]:5432"
+                )
+            port = after.removeprefix(":") if after.startswith(":") or not after else None
+            if port is None:
+                return f"host {host!r}: expected :PORT after the brackets, such as [::1]:5432"
+        else:
+            port = host.partition(":")[2]
+        if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+            return f"port {port!r}: expected a number from 1 to 65535, or none (5432)"
+    return None
 
 
 def new_worker_id() -> str:

@@ -33,7 +33,7 @@ def parse_target(value: str) -> LedgerTarget:
     """A --ledger value: a URL stays a string, anything else is a file path, except
     libpq's key=value words, which would make a SQLite file named after the password."""
     if value.startswith(URL_SCHEMES):
-        return value
+        return checked_url(value, "--ledger")
     if _CONNINFO.search(value):
         # Not echoed: it may hold the password.
         raise ConfigError(
@@ -42,6 +42,17 @@ def parse_target(value: str) -> LedgerTarget:
             'command line: [ledger] url = "env:VARIABLE" in the config'
         )
     return Path(value)
+
+
+def checked_url(url: str, where: str) -> str:
+    """The postgresql:// URL, or ConfigError (exit 2) saying what libpq could not use in
+    it (an unclosed "[", a port out of range); the message never shows the password."""
+    from worker.ledger.postgres import redact, url_problem
+
+    problem = url_problem(url)
+    if problem is not None:
+        raise ConfigError(f"{where}: {redact(url)}: {problem}")
+    return url
 
 
 def ledger_target(config: Config, override: LedgerTarget | None = None) -> LedgerTarget:
@@ -59,8 +70,8 @@ def ledger_target(config: Config, override: LedgerTarget | None = None) -> Ledge
                 f"{config.path}: [ledger] url = env:{name}, but ${name} "
                 + ("is not set" if not value else "does not hold a postgresql:// URL")
             )
-        return value
-    return url
+        return checked_url(value, f"{config.path}: [ledger] url = env:{name}")
+    return checked_url(url, f"{config.path}: [ledger] url")
 
 
 def find_ledger_target(override: LedgerTarget | None, config_path: Path | None) -> LedgerTarget:
