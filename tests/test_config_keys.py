@@ -83,3 +83,21 @@ def test_a_misspelt_mapping_field_suggests_the_field(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "mapping.usr_id: unknown field" in result.stderr
     assert "did you mean 'user_id'?" in result.stderr
+
+
+def test_a_config_that_is_not_utf8_says_where_and_that_toml_is_utf8(tmp_path: Path) -> None:
+    # Saved by a Turkish Windows editor: cp1254, with a value and a comment in Turkish.
+    text = CFG.replace("[mapping]\n", "# Açıklama: notlar\n[mapping]\n").replace(
+        'description = "notes"', 'description = "notes"  # ş'
+    )
+    cfg = tmp_path / "clinic.toml"
+    cfg.write_bytes(text.encode("cp1254"))
+    line = text.splitlines().index("# Açıklama: notlar") + 1
+    result = CliRunner().invoke(cli, ["validate", SAMPLE, "-c", str(cfg)])
+    assert result.exit_code == 2, result.output
+    offset = text.encode("cp1254").index(b"\xe7")  # the first non-ASCII byte: ç
+    assert result.stderr == (
+        f"error: {cfg}: not UTF-8 text: byte 0xe7 at line {line}, column 4 (byte offset "
+        f"{offset}); a TOML file must be UTF-8: save it as UTF-8 (it may have been saved "
+        "as cp1254, latin-1 or UTF-16)\n"
+    )

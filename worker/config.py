@@ -428,17 +428,33 @@ def _loc(parts: tuple[int | str, ...]) -> str:
     return ".".join(str(p) for p in parts)
 
 
+def _not_utf8(raw: bytes, exc: UnicodeDecodeError) -> str:
+    """Where a config stops being UTF-8 (a file saved as cp1254 or latin-1, say); the
+    byte is named, not the text around it, which may be a secret pasted by mistake."""
+    line = raw.count(b"\n", 0, exc.start) + 1
+    # Everything before the bad byte is UTF-8: count its characters, not its bytes.
+    column = len(raw[raw.rfind(b"\n", 0, exc.start) + 1 : exc.start].decode("utf-8")) + 1
+    return (
+        f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at line {line}, column {column} "
+        f"(byte offset {exc.start}); a TOML file must be UTF-8: save it as UTF-8 "
+        "(it may have been saved as cp1254, latin-1 or UTF-16)"
+    )
+
+
 def load_config(path: str | Path) -> Config:
     """Read and check a TOML config; raise ConfigError naming the file and key."""
     path = Path(path)
     reading(path, "the config")
     try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: {_not_utf8(raw, exc)}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     tenants = data.get("tenants", {})
