@@ -147,3 +147,19 @@ async def test_a_ledger_copied_open_to_others_is_made_private_by_the_next_writer
         assert len(warned) == len(present)
         quiet = await asyncio.to_thread(run_worker, s.args())
         assert "made private" not in quiet.stderr  # said once, when it was changed
+
+
+def test_an_empty_ledger_path_is_exit_2_not_the_working_directory(tmp_path: Path) -> None:
+    # Path("") is "."; the run said "cannot open ledger <cwd>: disk I/O error" (exit 3).
+    config = write_config(tmp_path / "run.toml")
+    rows = write_csv(tmp_path / "rows.csv", make_rows(2))
+    for args in (
+        ["report", "--ledger", ""],
+        ["import", str(rows), "-c", str(config), "--ledger", "", "--no-progress"],
+        ["worklist", "--ledger", " "],
+    ):
+        result = run_worker(args, timeout=60)
+        assert result.returncode == 2, (args, result.stderr)
+        assert_one_error_line(
+            result.stderr, "error: --ledger: the value is empty: give a ledger file"
+        )

@@ -31,7 +31,14 @@ _CONNINFO = re.compile(r"(?:^|\s)(?:host|hostaddr|dbname|user|port|password|serv
 
 def parse_target(value: str) -> LedgerTarget:
     """A --ledger value: a URL stays a string, anything else is a file path, except
-    libpq's key=value words, which would make a SQLite file named after the password."""
+    libpq's key=value words, which would make a SQLite file named after the password,
+    and an empty value (ConfigError, exit 2)."""
+    if not value.strip():
+        # Path("") is ".": the working directory, then "cannot open ledger" (exit 3).
+        raise ConfigError(
+            "--ledger: the value is empty: give a ledger file (such as ledger.sqlite) or a "
+            "postgresql:// URL, or leave --ledger out for the one `import` uses with --config"
+        )
     if value.startswith(URL_SCHEMES):
         return checked_url(value, "--ledger")
     if _CONNINFO.search(value):
