@@ -163,3 +163,37 @@ def test_an_empty_ledger_path_is_exit_2_not_the_working_directory(tmp_path: Path
         assert_one_error_line(
             result.stderr, "error: --ledger: the value is empty: give a ledger file"
         )
+
+
+def test_a_ledger_path_that_is_a_directory_is_exit_2_and_said_so(tmp_path: Path) -> None:
+    # SQLite said "unable to open database file" or "disk I/O error" (exit 3 for import).
+    state = tmp_path / "state"
+    state.mkdir()
+    config = write_config(tmp_path / "run.toml")
+    rows = write_csv(tmp_path / "rows.csv", make_rows(2))
+    commands = (
+        ["report"],
+        ["worklist"],
+        ["import", str(rows), "-c", str(config), "--no-progress"],
+        ["ledger", "check"],
+        ["ledger", "backup", str(tmp_path / "copy.sqlite")],
+    )
+    for args in commands:
+        result = run_worker([*args, "--ledger", str(state)], timeout=60)
+        assert result.returncode == 2, (args, result.stderr)
+        assert_one_error_line(
+            result.stderr,
+            f"error: --ledger {state} is a directory, not a ledger file: give the ledger's "
+            f"file, such as {state / 'ledger.sqlite'}",
+        )
+    # A ledger in it is named; so is [ledger] path when the config says the directory.
+    (state / "run.sqlite").write_bytes(b"")
+    with config.open("a", encoding="utf-8") as fh:
+        fh.write('\n[ledger]\npath = "state"\n')
+    result = run_worker(["import", str(rows), "-c", str(config), "--no-progress"], timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert_one_error_line(
+        result.stderr,
+        f"error: {config}: [ledger] path {state} is a directory, not a ledger file (it "
+        f"holds run.sqlite): give the ledger's file, such as {state / 'run.sqlite'}",
+    )

@@ -62,13 +62,28 @@ def checked_url(url: str, where: str) -> str:
     return url
 
 
+def not_a_directory(target: LedgerTarget, where: str = "ledger") -> LedgerTarget:
+    """The target, or ConfigError (exit 2) when it names a directory: SQLite said only
+    "unable to open database file" or "disk I/O error" of one."""
+    if isinstance(target, Path) and target.is_dir():
+        held = sorted(p.name for p in target.glob("*.sqlite"))[:3]
+        example = target / (held[0] if len(held) == 1 else "ledger.sqlite")
+        inside = f" (it holds {', '.join(held)})" if held else ""
+        raise ConfigError(
+            f"{where} {target} is a directory, not a ledger file{inside}: give the "
+            f"ledger's file, such as {example}"
+        )
+    return target
+
+
 def ledger_target(config: Config, override: LedgerTarget | None = None) -> LedgerTarget:
     """--ledger, else ``[ledger] url`` (env:VARIABLE read now), else the SQLite file."""
     if override is not None:
-        return override
+        return not_a_directory(override, "--ledger")
     url = config.ledger.url
     if url is None:
-        return resolve_ledger_path(config, None)
+        where = f"{config.path}: [ledger] path" if config.ledger.path else "ledger"
+        return not_a_directory(resolve_ledger_path(config, None), where)
     if url.startswith("env:"):
         name = url[4:]
         value = os.environ.get(name, "")
@@ -85,12 +100,12 @@ def find_ledger_target(override: LedgerTarget | None, config_path: Path | None) 
     """For commands that read a ledger: --ledger, else the one `import` uses with the
     config ([ledger] url or path), else the default state file."""
     if override is not None:
-        return override
+        return not_a_directory(override, "--ledger")
     if config_path is not None:
         from worker.config import load_config
 
         return ledger_target(load_config(config_path))
-    return default_ledger_path(None)
+    return not_a_directory(default_ledger_path(None))
 
 
 def sqlite_only(target: LedgerTarget, command: str, instead: str) -> Path:
