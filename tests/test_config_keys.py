@@ -101,3 +101,30 @@ def test_a_config_that_is_not_utf8_says_where_and_that_toml_is_utf8(tmp_path: Pa
         f"{offset}); a TOML file must be UTF-8: save it as UTF-8 (it may have been saved "
         "as cp1254, latin-1 or UTF-16)\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "said"),
+    [
+        ("[api]\n", "20", '20 has no period: write the count and its period as a string, '
+         'such as rate_limit = "20/second" or "20/minute"'),
+        ("[tenants.1]\n", "5", '5 has no period: write the count and its period as a string, '
+         'such as rate_limit = "5/second" or "5/minute"'),
+        ("[api]\n", "true", 'expected a string N/PERIOD, such as rate_limit = "60/minute", '
+         '"20/second" or "100/10s" (got bool True)'),
+        ("[api]\n", "nan", 'expected a string N/PERIOD, such as rate_limit = "60/minute", '
+         '"20/second" or "100/10s" (got float nan)'),
+        ("[api]\n", '"20"', "invalid rate '20': expected N/PERIOD such as 60/minute, "
+         "20/second or 100/10s (20/second or 20/minute?)"),
+    ],
+)  # fmt: skip
+def test_a_rate_limit_that_is_no_rate_says_its_shape(
+    tmp_path: Path, where: str, value: str, said: str
+) -> None:
+    # pydantic said "Input should be a dictionary or an instance of Rate".
+    cfg = tmp_path / "clinic.toml"
+    cfg.write_text(CFG.replace(where, f"{where}rate_limit = {value}\n", 1), encoding="utf-8")
+    result = CliRunner().invoke(cli, ["validate", SAMPLE, "-c", str(cfg)])
+    assert result.exit_code == 2, result.output
+    key = "api" if where == "[api]\n" else "tenants.1"
+    assert result.stderr == f"error: {cfg}: {key}.rate_limit: {said}\n"

@@ -6,6 +6,7 @@ The mapping and lookup sections are kept as raw tables here and compiled by
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -112,6 +113,25 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _check_rate(value: Any) -> Any:
+    """``rate_limit``: a string N/PERIOD. A bare number (``rate_limit = 20``) says which
+    period it lacks; pydantic said only "Input should be ... an instance of Rate"."""
+    if isinstance(value, str):
+        return parse_rate(value)
+    if isinstance(value, Rate):
+        return value
+    whole = isinstance(value, int | float) and not isinstance(value, bool)
+    if whole and math.isfinite(value) and value == int(value) > 0:
+        raise ValueError(
+            f"{value!r} has no period: write the count and its period as a string, "
+            f'such as rate_limit = "{int(value)}/second" or "{int(value)}/minute"'
+        )
+    raise ValueError(
+        f'expected a string N/PERIOD, such as rate_limit = "60/minute", "20/second" or '
+        f'"100/10s" (got {type(value).__name__} {value!r})'
+    )
+
+
 class ApiSection(_Strict):
     """``[api]``: defaults for every tenant, plus request settings."""
 
@@ -197,10 +217,7 @@ class ApiSection(_Strict):
     def _secret(cls, value: str | None) -> str | None:
         return None if value is None else _check_source(value, "secret")
 
-    @field_validator("rate_limit", mode="before")
-    @classmethod
-    def _rate(cls, value: Any) -> Any:
-        return parse_rate(value) if isinstance(value, str) else value
+    _rate = field_validator("rate_limit", mode="before")(_check_rate)
 
 
 class TenantSection(_Strict):
@@ -231,10 +248,7 @@ class TenantSection(_Strict):
     def _tok(cls, value: str | None) -> str | None:
         return None if value is None else _check_token_source(value)
 
-    @field_validator("rate_limit", mode="before")
-    @classmethod
-    def _rate(cls, value: Any) -> Any:
-        return parse_rate(value) if isinstance(value, str) else value
+    _rate = field_validator("rate_limit", mode="before")(_check_rate)
 
 
 class TenantConfig(BaseModel):

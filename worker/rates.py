@@ -40,8 +40,12 @@ def parse_rate(text: str) -> Rate:
     """
     match = _RATE_RE.match(text.lower())
     if match is None or match.group(3) not in _PERIODS:
+        bare_text = text.strip()  # a bare count lacks its period: offer the likely ones
+        bare = bare_text.isascii() and bare_text.isdigit()
+        lacks = f" ({bare_text}/second or {bare_text}/minute?)" if bare else ""
         raise ValueError(
-            f"invalid rate {text!r}: expected N/PERIOD such as 60/minute, 20/second or 100/10s"
+            f"invalid rate {text!r}: expected N/PERIOD such as 60/minute, 20/second or "
+            f"100/10s{lacks}"
         )
     count = int(match.group(1))
     multiple = int(match.group(2)) if match.group(2) else 1
