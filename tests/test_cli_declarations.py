@@ -184,3 +184,38 @@ async def _new_ledger(path: Path) -> None:
 
     ledger = await Ledger.open(path)
     await ledger.close()
+
+
+# --- seconds are finite numbers ------------------------------------------------------
+
+
+def test_every_seconds_option_refuses_nan_and_inf() -> None:
+    # click's FloatRange lets nan past any bound; the sandbox checks its own (test_sandbox_cli).
+    floats = [
+        (name, param)
+        for name, command in _commands(cli)
+        if name != "sandbox"
+        for param in command.params
+        if isinstance(param.type, click.FloatRange)
+    ]
+    assert {p.opts[0] for _, p in floats} >= {"--grace", "--settle-wait", "--timeout"}
+    for name, param in floats:
+        assert isinstance(param.type, worker.cli.Seconds), (name, param.opts)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["import", "rows.csv", "-c", "run.toml", "--grace", "nan"],
+        ["import", "rows.csv", "-c", "run.toml", "--grace", "inf"],
+        ["reconcile", "-c", "run.toml", "--settle-wait", "NaN"],
+        ["auth", "login", "-c", "run.toml", "--timeout", "nan"],
+    ],
+)
+def test_nan_or_inf_seconds_are_a_usage_error(args: list[str]) -> None:
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, (result.exception, result.output)
+    flag, value = args[-2:]
+    assert f"Invalid value for '{flag}': {value} is not a number of seconds: expected a " in (
+        result.output
+    )

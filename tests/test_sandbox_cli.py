@@ -137,6 +137,10 @@ async def test_cli_late_commit_and_calendar_options_reach_the_server() -> None:
         (["--latency-ms", "-5"], "latency-ms"),
         (["--late-commit-seconds", "-1"], "late-commit-seconds"),
         (["--commit-delay-seconds", "-2"], "commit-delay-seconds"),
+        # nan compares false with every bound: it slipped past "must not be negative".
+        (["--latency-ms", "nan"], "latency-ms nan: expected a finite number"),
+        (["--slow-seconds", "inf"], "slow-seconds inf: expected a finite number"),
+        (["--token-ttl", "nan"], "token-ttl nan: expected a finite number of seconds > 0"),
     ],
 )
 def test_bad_options_exit_2_with_one_line(tmp_path: Path, args: list[str], fragment: str) -> None:

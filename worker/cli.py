@@ -14,6 +14,7 @@ An option several commands take is declared once (the block after
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -179,13 +180,29 @@ _insecure_option = click.option(
 )
 
 
+class Seconds(click.FloatRange):
+    """A number of seconds of `min` or more, never nan or inf: click's FloatRange lets
+    nan past any bound (every comparison with it is false), and inf past a minimum."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(
+                f"{value} is not a number of seconds: expected a finite number of "
+                f"{self.min:g} or more",
+                param,
+                ctx,
+            )
+        return number
+
+
 def _seconds_option(
     flag: str, dest: str, default: float, minimum: float, text: str
 ) -> Callable[[F], F]:
     return click.option(
         flag,
         dest,
-        type=click.FloatRange(min=minimum),
+        type=Seconds(min=minimum),
         default=default,
         show_default=True,
         help=text,
@@ -442,7 +459,7 @@ def sandbox_cmd(
 
 _settle_wait_option = click.option(
     "--settle-wait",
-    type=click.FloatRange(min=0),
+    type=Seconds(min=0),
     help="Seconds the end of the run waits for rows whose answer was lost and may still "
     "show (default: 3 x [api] settle_seconds); rows not settled by then stay unknown.",
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -135,9 +136,12 @@ def check_options(opts: SandboxOptions) -> None:
         "commit_delay_seconds",
     )
     for name in names:
-        if getattr(opts, name) < 0:
-            raise ConfigError(f"{name.replace('_', '-')} must not be negative")
-    if opts.token_ttl <= 0:
-        raise ConfigError("token-ttl must be positive")
+        value = getattr(opts, name)
+        if not 0 <= value < math.inf:  # nan compares false: it is refused too
+            raise ConfigError(
+                f"{name.replace('_', '-')} {value}: expected a finite number, not negative"
+            )
+    if not 0 < opts.token_ttl < math.inf:
+        raise ConfigError(f"token-ttl {opts.token_ttl}: expected a finite number of seconds > 0")
     if not 0 <= opts.port <= 65535:
         raise ConfigError(f"port {opts.port} is out of range 0..65535")
