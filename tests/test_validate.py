@@ -264,3 +264,26 @@ def test_text_after_a_date_is_counted_not_quoted(tmp_path: Path) -> None:
     messages = " ".join(e["message"] for e in errors)
     for shown in (out, err, messages):
         assert "Yılmaz" not in shown and "0532" not in shown
+
+
+def test_a_long_value_is_said_with_its_own_length_not_the_shown_one(tmp_path: Path) -> None:
+    # The value is cut to 200 characters for --report; the line said "value of 200 chars".
+    src = tmp_path / "in.csv"
+    huge, notes = "7" * 100_000, "ş" * 5000
+    src.write_text(
+        "id,customer,doctor,start,status,treatments,notes\n"
+        f"1,{huge},101,2026-01-01T10:00:00,pending,201,x\n"
+        f"2,1001,101,2026-01-01T10:00:00,maybe{notes},201,x\n"
+        "3,1001,101,2026-01-01T10:00:00,maybe,201,x\n",
+        encoding="utf-8",
+    )
+    report = tmp_path / "report.json"
+    code, out, _ = run(str(src), "-c", write_cfg(tmp_path), "--report", str(report))
+    assert code == 1
+    assert f"{src}:2: customer_id (column 'customer'): number out of range" in out
+    assert "[value of 100000 chars, in --report/--failures]" in out
+    assert f"{src}:3: status (column 'status')" in out and "[value of 5005 chars," in out
+    assert "[value of 5 chars," in out  # a short value: its length as it was
+    assert "[value of 200 chars" not in out
+    shown = [e["value"] for e in json.loads(report.read_text(encoding="utf-8"))["errors"]]
+    assert sorted(map(len, shown)) == [5, 200, 200]  # the report keeps the cut value

@@ -109,7 +109,9 @@ def format_error(source: str, line: int | str, err: FieldError) -> str:
         text += f" (column {err.column!r})"
     text += f": {err.message}"
     if err.value is not None:
-        text += f" [value of {len(err.value)} chars, in --report/--failures]"
+        # The real length: err.value is cut to 200 characters for the --report file.
+        length = err.length if err.length is not None else len(err.value)
+        text += f" [value of {length} chars, in --report/--failures]"
     return text
 
 

@@ -19,7 +19,6 @@ from worker.mapping.lookups import Lookup, load_lookup
 from worker.mapping.overrides import merge_mapping
 from worker.mapping.results import FieldError, InvalidRow, MappedRow, new_mapped_row
 from worker.mapping.spec import PAYLOAD_FIELDS, Compiler, Field, compile_fields
-from worker.mapping.text import shown
 from worker.mapping.values import MultiFail, ValueFail
 from worker.source import RowProblem, SourceRow
 from worker.suggest import did_you_mean
@@ -278,7 +277,7 @@ class Mapper:
         """Map a row reporting every problem found (each field is tried)."""
         if isinstance(item, RowProblem):
             const = self._tenant if isinstance(self._tenant, int) else None
-            err = FieldError("source", item.message, shown(item.raw), item.column)
+            err = FieldError.of("source", item.message, item.raw, item.column)
             return InvalidRow(item, const, None, (err,))
         fields = item.fields
         errors: list[FieldError] = []
@@ -288,9 +287,7 @@ class Mapper:
             try:
                 source_key = self._key.convert(fields, tenant)
             except ValueFail as exc:
-                errors.append(
-                    FieldError("source_key", exc.message, shown(exc.value), self._key.column)
-                )
+                errors.append(FieldError.of("source_key", exc.message, exc.value, self._key.column))
             else:
                 if source_key is None:
                     errors.append(
@@ -308,7 +305,7 @@ class Mapper:
                 if isinstance(exc, MultiFail):
                     errors.extend(_item_error(field, f) for f in exc.fails)
                 else:
-                    errors.append(FieldError(name, exc.message, shown(exc.value), field.column))
+                    errors.append(FieldError.of(name, exc.message, exc.value, field.column))
                 continue
             if value is None:
                 if field.required:
@@ -337,7 +334,7 @@ class Mapper:
         try:
             tenant: int | None = spec.convert(fields, None)
         except ValueFail as exc:
-            errors.append(FieldError("tenant", exc.message, shown(exc.value), spec.column))
+            errors.append(FieldError.of("tenant", exc.message, exc.value, spec.column))
             return None
         if tenant is None:
             errors.append(
@@ -375,10 +372,10 @@ class Mapper:
             if len(loc) > 1 and isinstance(value, list) and isinstance(loc[1], int):
                 value = value[loc[1]] if loc[1] < len(value) else None
             out.append(
-                FieldError(
+                FieldError.of(
                     ".".join(str(p) for p in loc) or "payload",
                     _message(err),
-                    shown(value if not isinstance(value, list) else ", ".join(map(str, value))),
+                    value if not isinstance(value, list) else ", ".join(map(str, value)),
                     columns.get(top),
                 )
             )
@@ -387,7 +384,7 @@ class Mapper:
 
 def _item_error(field: Field, fail: ValueFail) -> FieldError:
     name = field.name if fail.item is None else f"{field.name}.{fail.item}"
-    return FieldError(name, fail.message, shown(fail.value), fail.column or field.column)
+    return FieldError.of(name, fail.message, fail.value, fail.column or field.column)
 
 
 def _message(err: ErrorDetails) -> str:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from worker.contract import AppointmentCreate
+from worker.mapping.text import full_text, shown
 from worker.source import RowProblem, SourceRow
 
 
@@ -20,6 +22,18 @@ class FieldError:
     """The offending value as text (at most 200 characters)."""
     column: str | None
     """The source column or JSON path it came from."""
+    length: int | None = None
+    """The offending value's own length in characters, when `value` was cut to 200
+    (None: `value` is all of it)."""
+
+    @classmethod
+    def of(cls, field: str, message: str, raw: Any, column: str | None) -> FieldError:
+        """The error for `raw` (any cell or JSON value): shown cut to 200 characters, with
+        its real length kept for the messages that say how long it was."""
+        text = full_text(raw)
+        value = shown(text)
+        length = len(text) if text is not None and value != text else None
+        return cls(field, message, value, column, length)
 
 
 @dataclass(frozen=True, slots=True)

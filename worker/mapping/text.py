@@ -37,11 +37,16 @@ def as_text(value: Any) -> str | None:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
-def shown(value: Any) -> str | None:
-    """An offending value for messages and reports: text, at most 200 characters."""
+def full_text(value: Any) -> str | None:
+    """An offending value as text, uncut (a str as it is, anything else by as_text)."""
     if value is None:
         return None
-    text = value if isinstance(value, str) else as_text(value)
+    return value if isinstance(value, str) else as_text(value)
+
+
+def shown(value: Any) -> str | None:
+    """An offending value for messages and reports: text, at most 200 characters."""
+    text = full_text(value)
     if text is None:
         return None
     return text if len(text) <= VALUE_MAX else text[: VALUE_MAX - 1] + "…"
