@@ -12,7 +12,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -282,11 +282,14 @@ class SourceSection(_Strict):
 def _holds_password(url: str) -> bool:
     """Whether a postgresql:// URL carries a password (after the user name, or as a
     ``password=`` of its query string, which libpq reads too)."""
-    parts = urlsplit(url)
-    userinfo = parts.netloc.rpartition("@")[0]
-    if ":" in userinfo:
+    # By hand, not urlsplit: a URL it refuses (an unclosed "[") may hold one all the same,
+    # and its own check then says what else is wrong.
+    rest = url.partition("://")[2]
+    netloc = rest.split("/", 1)[0].split("?", 1)[0]
+    if ":" in netloc.rpartition("@")[0]:
         return True
-    return any("password" in key.lower() for key, _ in parse_qsl(parts.query))
+    query = rest.partition("?")[2]
+    return any("password" in key.lower() for key, _ in parse_qsl(query))
 
 
 class LedgerSection(_Strict):
