@@ -73,6 +73,15 @@ def test_a_json_object_without_the_key_says_so_and_names_a_key_that_differs_in_c
     assert absent.message == "required, but this object has no key 'doctor'"
     [empty] = bad(mapper.map(row(doctor=""))).errors  # a CSV cell: the key is there
     assert empty.message == "required, but column 'doctor' is empty"
+    # A dotted path is followed part by part: the part that differs is the one named.
+    nested = make(tmp_path, MAPPING.replace('user_id = "doctor"', 'user_id = "doctor.id"'))
+    [cased] = bad(nested.map(row(doctor={"ID": 101}))).errors
+    assert cased.message == (
+        "required, but this object has no key 'doctor.id'; it has 'doctor.ID' "
+        "(keys must match exactly)"
+    )
+    [outer] = bad(nested.map(row(doctor=..., Doctor={"id": 101}))).errors
+    assert outer.message.endswith("no key 'doctor'; it has 'Doctor' (keys must match exactly)")
 
 
 @pytest.mark.parametrize(

@@ -404,19 +404,31 @@ def _message(err: ErrorDetails) -> str:
 
 
 def _absent_key(field: Field, fields: Mapping[str, Any]) -> str | None:
-    """For a JSON object without the field's key: what it lacks, and the key it has that
-    differs only in case or separators ("is empty" would send a person to the value)."""
+    """For a JSON object without the field's key (or a part of its dotted path): what it
+    lacks, and the key it has there that differs only in case or separators ("is empty"
+    would send a person to the value)."""
     column = field.column
-    if column is None or column in fields or any(c in column for c in ".,+"):
+    if column is None or column in fields or any(c in column for c in ",+"):
         return None
-    fold = _fold_key(column)
-    near = next((k for k in fields if isinstance(k, str) and _fold_key(k) == fold), None)
-    if near is None:
-        return f"required, but this object has no key {column!r}"
-    return (
-        f"required, but this object has no key {column!r}; it has {near!r} "
-        "(keys must match exactly)"
-    )
+    level: Any = fields
+    walked: list[str] = []
+    for part in column.split("."):
+        if not isinstance(level, Mapping):
+            return None  # a value on the way: the usual message says what it is
+        if part in level:
+            level = level[part]
+            walked.append(part)
+            continue
+        path = ".".join([*walked, part])
+        fold = _fold_key(part)
+        near = next((k for k in level if isinstance(k, str) and _fold_key(k) == fold), None)
+        if near is None:
+            return f"required, but this object has no key {path!r}"
+        return (
+            f"required, but this object has no key {path!r}; it has "
+            f"{'.'.join([*walked, near])!r} (keys must match exactly)"
+        )
+    return None  # the path is there: its value is empty
 
 
 def _fold_key(key: str) -> str:
