@@ -65,6 +65,21 @@ async def test_full_disk_mid_run_stops_with_exit_3_then_resume_loses_nothing(
         await assert_all_created_once(s)
 
 
+@pytest.mark.parametrize("limit", [40_000, 60_000, 80_000])
+async def test_a_disk_full_while_the_ledger_is_made_says_the_disk_is_full(
+    tmp_path: Path, limit: int
+) -> None:
+    """The disk fills while the new ledger's schema, open mark or key is committed: SQLite
+    rolls back by itself, and a ROLLBACK after it used to fail "cannot rollback - no
+    transaction is active", which hid the reason."""
+    with sandbox_process(tmp_path) as sandbox:
+        s = setup(tmp_path, sandbox.root, n=20)
+        full = await asyncio.to_thread(run_worker, s.args(), preexec=file_size_limit(limit))
+        assert full.returncode == 3, full.stderr[-3000:]
+        assert "cannot rollback" not in full.stderr
+        assert_one_error_line(full.stderr, f"ledger {s.ledger}", "full")
+
+
 async def move_ledger_dir_mid_run(tmp_path: Path, replace_with_file: bool) -> None:
     with sandbox_process(tmp_path, "--latency-ms", "30") as sandbox:
         url = sandbox.root

@@ -14,7 +14,7 @@ from pathlib import Path
 from worker.errors import ConfigError
 from worker.ledger import meta
 from worker.ledger.crypto import SEALED_PREFIX, LedgerKey, Sealer, new_hash_key
-from worker.ledger.sqlconn import SqlConnection
+from worker.ledger.sqlconn import SqlConnection, roll_back
 
 ALGORITHM_KEY = "encryption"
 KEY_ID_KEY = "encryption_key_id"
@@ -82,7 +82,7 @@ def bind(
                 meta.put(conn, ALGORITHM_KEY, ALGORITHM)
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            roll_back(conn)
             raise
         return found
     if key is None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from worker.errors import AbortError
-from worker.ledger.sqlconn import SqlConnection
+from worker.ledger.sqlconn import SqlConnection, roll_back
 
 OPEN_MARK = "open_by"
 API_KEY = "api"
@@ -96,7 +96,7 @@ def write_open_mark(conn: sqlite3.Connection) -> None:
         put(conn, OPEN_MARK, mark)
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        roll_back(conn)
         raise
     conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
 
@@ -115,7 +115,7 @@ def clear_open_mark(conn: sqlite3.Connection) -> None:
         put(conn, OPEN_MARK, None)
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        roll_back(conn)
         raise
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
 

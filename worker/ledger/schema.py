@@ -10,6 +10,7 @@ from pathlib import Path
 from worker.errors import AbortError
 from worker.ledger import meta
 from worker.ledger.fatal import damaged_message, ledger_failure
+from worker.ledger.sqlconn import roll_back
 
 SCHEMA_VERSION = 6
 # PRAGMA application_id marks the file as ours ("FLXL"), so another app's DB is refused.
@@ -379,7 +380,7 @@ def _create(conn: sqlite3.Connection) -> None:
         conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        roll_back(conn)
         raise
 
 
@@ -393,5 +394,5 @@ def _migrate(conn: sqlite3.Connection, version: int) -> None:
         )
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        roll_back(conn)
         raise

@@ -9,6 +9,7 @@ those that need more of SQLite (backups, migrations, the open mark) take
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
@@ -32,3 +33,12 @@ class SqlConnection(Protocol):
     def in_transaction(self) -> bool: ...
     def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> SqlCursor: ...
     def executemany(self, sql: str, parameters: Sequence[Sequence[Any]], /) -> object: ...
+
+
+def roll_back(conn: SqlConnection) -> None:
+    """Undo what a failed block left open, and nothing more. SQLite rolls a transaction
+    back by itself when a COMMIT meets a full disk; a ROLLBACK then fails with "cannot
+    rollback - no transaction is active", which would hide the error that says why."""
+    if conn.in_transaction:
+        with contextlib.suppress(Exception):  # the error being raised says more
+            conn.execute("ROLLBACK")

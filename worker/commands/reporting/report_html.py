@@ -18,7 +18,7 @@ from worker.commands.reporting.report_masking import PHONE_DIGITS_SHOWN
 from worker.commands.reporting.report_model import ReportPage
 from worker.commands.reporting.report_page import duration_text, pause_gap
 from worker.errors import ConfigError
-from worker.fileperms import open_private
+from worker.fileperms import write_private_atomically
 
 _TEMPLATES = Path(__file__).with_name("templates")
 _COLUMNS = (
@@ -81,11 +81,11 @@ def render_page(page: ReportPage) -> str:
 
 
 def write_page(page: ReportPage, path: Path) -> int:
-    """Write the page, readable by its owner only (it names rows of a clinic); its size."""
+    """Write the page, readable by its owner only (it names rows of a clinic); its size.
+    Whole or not at all: a full disk leaves the earlier page, never an empty one."""
     data = render_page(page).encode("utf-8")
     try:
-        with open_private(path, encoding="utf-8", newline="") as fh:
-            fh.write(data.decode("utf-8"))
+        write_private_atomically(path, data)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot write the report: {exc.strerror}") from None
     return len(data)
