@@ -3,6 +3,7 @@ through the CLI against a sandbox process."""
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from datetime import UTC, datetime, timedelta
@@ -207,5 +208,13 @@ def test_an_acknowledged_change_the_export_takes_back_asks_for_a_person_again(
     [item] = json.loads(run_cli("worklist", "-c", str(config), "--format", "json").output)
     assert (item["source_key"], item["kind"], item["state"]) == (key, "changed", "open")
     assert "the export went back to the version first sent after" in item["reason"]
+    # It is about the row as tonight's export has it: its place, and never the moved
+    # version's cells (the worklist CSV, fixed and imported, would bring that back).
+    assert (item["source_file"], item["source_line"]) == (str(first), 3)
+    out = tmp_path / "wl.csv"
+    wrote = run_cli("worklist", "-c", str(config), "--format", "csv", "--out", str(out))
+    assert wrote.exit_code == 0, wrote.output
+    with out.open(encoding="utf-8", newline="") as fh:
+        assert [r for r in csv.DictReader(fh) if r["appointment_id"] == key] == []
     assert run_cli("ack", key, "-c", str(config), "--note", "moved back").exit_code == 0
     assert import_for_people(config, sbx, first).exit_code == 0

@@ -18,7 +18,16 @@ from worker.ledger.crypto import SEALED_PREFIX, Sealer
 from worker.ledger.model import ENTRY_COLUMNS, UnknownStatusError, entry_of
 from worker.ledger.sqlconn import SqlConnection
 from worker.worklist import findings as found
-from worker.worklist.rules import Finding, Kind, State, Tally, WorkItem, judge, tally
+from worker.worklist.rules import (
+    Finding,
+    Kind,
+    State,
+    Tally,
+    WorkItem,
+    judge,
+    reopened_in,
+    tally,
+)
 
 ENTRY_COLUMNS_SQL = ", ".join(ENTRY_COLUMNS)
 _ITEM_COLUMNS = tuple(f.name for f in fields(WorkItem))
@@ -156,16 +165,44 @@ def _refresh(
     if not tenants:
         return {}
     sql = (
-        f"SELECT {', '.join('w.' + c for c in _ITEM_COLUMNS)}, e.seen_run_id FROM worklist w"
+        f"SELECT {', '.join('w.' + c for c in _ITEM_COLUMNS)}, e.source_file, e.source_line,"
+        " e.source_row, e.seen_run_id FROM worklist w"
         " LEFT JOIN entries e ON e.tenant = w.tenant AND e.source_key = w.source_key"
         f" WHERE w.tenant IN ({_marks(tenants)})"
     )
-    stored = [(_item(row, sealer), row[-1] == scope.run_id) for row in conn.execute(sql, tenants)]
+    stored: list[tuple[WorkItem, bool]] = []
+    read_now: dict[tuple[int, str], tuple[Any, Any, Any]] = {}
+    for row in conn.execute(sql, tenants):
+        item, seen = _item(row, sealer), row[-1] == scope.run_id
+        stored.append((item, seen))
+        if seen:
+            read_now[(item.tenant, item.source_key)] = (row[-4], row[-3], row[-2])
     found = [*_entry_findings(conn, scope, sealer), *scope.extra]
-    changed = _judge_all(stored, found, scope, sealer)
+    changed = [
+        _as_read(item, read_now, sealer) if reopened_in(item, scope.run_id) else item
+        for item in _judge_all(stored, found, scope, sealer)
+    ]
     for start in range(0, len(changed), 500):
         conn.executemany(_UPSERT, [_row(i, now, sealer) for i in changed[start : start + 500]])
     return _tallies(conn, tenants, scope.run_id)
+
+
+def _as_read(
+    item: WorkItem, read_now: Mapping[tuple[int, str], tuple[Any, Any, Any]], sealer: Sealer | None
+) -> WorkItem:
+    """A reopened item with the row's place and cells as this run read them: its stored
+    ones are those of the version it was first opened for (the changed one), and a
+    failures file written from them would bring that version back. (A created row
+    unchanged keeps no cells in the ledger: the item then has none, and is left out of
+    the worklist CSV, which is for rows to fix.)"""
+    now = read_now.get((item.tenant, item.source_key))
+    if now is None:
+        return item
+    source_file, source_line, source_row = now
+    cells = _open(sealer, source_row)
+    if cells == LOCKED:
+        return item  # sealed, and no key to read it by: keep what the item holds
+    return replace(item, source_file=source_file, source_line=source_line, source_row=cells)
 
 
 def _judge_all(

@@ -246,8 +246,9 @@ def show(
         print(f"{written.rows} row(s) written to {out}", file=sys.stderr)
         if written.left_out:
             print(
-                f"{written.left_out} item(s) of rows the export lacks (no source cells) "
-                "are not in the CSV: see --format table or xlsx",
+                f"{written.left_out} item(s) without the row's cells (a row the export "
+                "lacks, or a created row, whose cells the ledger does not keep) are not in "
+                "the CSV: see --format table or xlsx",
                 file=sys.stderr,
             )
     else:
