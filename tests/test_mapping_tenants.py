@@ -127,7 +127,8 @@ def test_same_name_two_ids_without_branch_says_how_to_key_by_both(tmp_path: Path
     with pytest.raises(ConfigError) as info:
         make(tmp_path, config)
     text = str(info.value)
-    assert "lookups.rooms:" in text and "maps to both '301' and '311'" in text
+    assert "lookups.rooms:" in text and "map to both '301' and '311'" in text
+    assert "have the same key (" in text and "Laser" not in text  # the key is not shown
     assert 'match = "all"' in text
 
 

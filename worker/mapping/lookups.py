@@ -115,18 +115,23 @@ def load_lookup(name: str, spec: Any, cfg_path: Path, base_dir: Path, *, where: 
                         + _header_hint(col, header, [c for c, _ in wanted]),
                     )
 
+            first_line: dict[str, int] = {}
+
             def put(k: str, shown: str, value: str) -> None:
                 seen = table.get(k)
                 if seen is not None and seen != value:
+                    # The key itself is not shown: in a customers table it is a patient's
+                    # name or phone, and this line reaches the terminal and the log.
                     raise _fail(
                         cfg_path,
                         where,
-                        f"{file} line {reader.line_num}: key {shown!r} maps to both "
-                        f"{seen!r} and {value!r}"
-                        + ("" if composite else _composite_hint(keys, header)),
+                        f"{file} lines {first_line[k]} and {reader.line_num} have the same "
+                        f"key ({len(shown)} characters) but map to both {seen!r} and "
+                        f"{value!r}" + ("" if composite else _composite_hint(keys, header)),
                     )
                 table[k] = value
                 labels.setdefault(k, shown)
+                first_line.setdefault(k, reader.line_num)
 
             quoted = QUOTED_COLUMN in header
             for record in reader:
