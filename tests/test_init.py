@@ -474,3 +474,16 @@ def test_an_id_column_under_an_unknown_name_is_proposed_as_a_todo(tmp_path: Path
         "2;1001;101;01.03.2027 11:00;201\n",
     )
     assert '# source_key = { column = "No" }  # TODO: check: no appointment id header' in draft
+
+
+def test_an_excel_error_in_an_id_column_does_not_make_it_a_column_of_names(
+    tmp_path: Path,
+) -> None:
+    mapping, _ = draft_of(
+        tmp_path,
+        "Randevu No;Hasta No;Doktor;Tarih;Tedavi;Oda No\n"
+        "1;1001;101;01.03.2027 10:00;201;301\n"
+        "2;1002;101;01.03.2027 11:00;201;#N/A\n"
+        "3;1003;101;01.03.2027 12:00;201;302\n",
+    )
+    assert mapping["room_id"] == {"column": "Oda No"}

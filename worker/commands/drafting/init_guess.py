@@ -432,9 +432,17 @@ def looks_like_times(values: Sequence[str]) -> bool:
     return bool(values) and sum(bool(pattern.match(v)) for v in values) >= 0.8 * len(values)
 
 
+_EXCEL_ERRORS = frozenset(
+    {"#N/A", "#VALUE!", "#REF!", "#DIV/0!", "#NUM!", "#NAME?", "#NULL!", "#SPILL!", "#CALC!"}
+)
+"""Excel's error values: a failed VLOOKUP in an id column says nothing of the column."""
+
+
 def mostly_ids(values: Sequence[str]) -> bool:
-    """Whether most cells are whole numbers (ids), not names."""
-    return bool(values) and sum(v.isdigit() for v in values) >= 0.9 * len(values)
+    """Whether most cells are whole numbers (ids), not names; Excel's error values
+    (a VLOOKUP's #N/A) are left out of the count."""
+    cells = [v for v in values if v.strip().upper() not in _EXCEL_ERRORS]
+    return bool(cells) and sum(v.isdigit() for v in cells) >= 0.9 * len(cells)
 
 
 def splitter(values: Sequence[str], delimiter: str | None) -> str | None:
