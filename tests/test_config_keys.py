@@ -128,3 +128,19 @@ def test_a_rate_limit_that_is_no_rate_says_its_shape(
     assert result.exit_code == 2, result.output
     key = "api" if where == "[api]\n" else "tenants.1"
     assert result.stderr == f"error: {cfg}: {key}.rate_limit: {said}\n"
+
+
+@pytest.mark.parametrize(
+    ("where", "key", "value"),
+    [("[api]\n", "outage_budget", "inf"), ("[api]\n", "timeout", "nan"),
+     ("[api]\n", "max_pause", "inf"), ("[ledger]\n", "lease_seconds", "inf")],
+)  # fmt: skip
+def test_a_duration_of_inf_or_nan_is_refused(
+    tmp_path: Path, where: str, key: str, value: str
+) -> None:
+    text = CFG if where in CFG else CFG + f"\n{where}"
+    cfg = tmp_path / "clinic.toml"
+    cfg.write_text(text.replace(where, f"{where}{key} = {value}\n", 1), encoding="utf-8")
+    result = CliRunner().invoke(cli, ["validate", SAMPLE, "-c", str(cfg)])
+    assert result.exit_code == 2, result.output
+    assert f"{key}: Input should be a finite number" in result.stderr

@@ -110,7 +110,9 @@ def _check_token_source(value: str) -> str:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # inf and nan are no durations: `outage_budget = inf` would wait through any outage
+    # unseen, `timeout = nan` would never time out.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 def _check_rate(value: Any) -> Any:
