@@ -187,6 +187,11 @@ def test_missing_column_and_missing_file_exit_2(tmp_path: Path) -> None:
     assert "did you mean 'Doctors'?" in err
     code, _, err = run(str(tmp_path / "nope.csv"), "-c", write_cfg(tmp_path))
     assert code == 2 and err.startswith("error:")
+    # No header row at all: the first row is a patient's, and is not echoed.
+    src.write_text("KAD-7,1,1016,Ayşe Yılmaz,2026-12-01T11:30:00,pending,203\n", "utf-8")
+    code, _, err = run(str(src), "-c", write_cfg(tmp_path))
+    assert code == 2 and "looks like a row of data, not a header" in err
+    assert "Ayşe" not in err and "1016" not in err
 
 
 def hostile_files(tmp_path: Path) -> dict[str, Path]:

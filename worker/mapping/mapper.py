@@ -184,12 +184,21 @@ class Mapper:
         """Fail before any row when a CSV header lacks a mapped column; `hint` says why
         the header may be misread (another delimiter or encoding)."""
         present = set(header)
+        # A file without a header row makes its first row the header: its cells are a
+        # patient's, and this line reaches the terminal and the log. Not listed then.
+        data_like = sum(any(ch.isdigit() for ch in c) for c in header) >= max(2, len(header) / 2)
         for key, column in self._columns:
             if column not in present:
+                listed = (
+                    f"its first line has {len(header)} cells and looks like a row of data, "
+                    "not a header: does the file have a header row?"
+                    if data_like
+                    else f"columns: {', '.join(header)}"
+                )
                 raise ConfigError(
                     f"{self._config.path}: {key}: column {column!r} is not in the header of "
-                    f"{source_name} (columns: {', '.join(header)})"
-                    + did_you_mean(column, header)
+                    f"{source_name} ({listed})"
+                    + ("" if data_like else did_you_mean(column, header))
                     + (f"; {hint}" if hint else "")
                 )
 
