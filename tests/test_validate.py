@@ -292,3 +292,23 @@ def test_a_long_value_is_said_with_its_own_length_not_the_shown_one(tmp_path: Pa
     assert "[value of 200 chars" not in out
     shown = [e["value"] for e in json.loads(report.read_text(encoding="utf-8"))["errors"]]
     assert sorted(map(len, shown)) == [5, 200, 200]  # the report keeps the cut value
+
+
+def test_a_file_whose_last_line_has_no_line_break_is_said_to_maybe_be_cut(
+    tmp_path: Path,
+) -> None:
+    """A copy that stopped mid-file: the last row may be cut inside a cell and still read
+    as valid (a note missing its end). Said; a file that ends in a line break is not."""
+    whole = (ROOT / "samples" / "appointments.csv").read_text(encoding="utf-8")
+    cut = tmp_path / "cut.csv"
+    cut.write_text(whole.rstrip("\n")[:-3], encoding="utf-8")
+
+    def said(path: Path) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "worker", "validate", str(path), "-c", DEMO],
+            capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
+        )  # fmt: skip
+        return done.stdout + done.stderr
+
+    assert "cut.csv: the file does not end with a line break: its last line (301)" in said(cut)
+    assert "does not end with a line break" not in said(ROOT / "samples" / "appointments.csv")

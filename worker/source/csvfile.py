@@ -13,11 +13,14 @@ import itertools
 from collections.abc import Callable, Iterator
 
 from worker.errors import SourceError
+from worker.logs import get_logger
 from worker.source.invisible import invisible_in
 from worker.source.lines import Event, LineFeed
 from worker.source.options import DELIMITERS
 from worker.source.rows import RowProblem, SourceRow
 from worker.source.stream import READ_ERRORS
+
+log = get_logger("source")
 
 RAW_LIMIT = 2000
 """Characters of a broken record's text kept in `RowProblem.raw`."""
@@ -249,6 +252,14 @@ class CsvRows:
             try:
                 cells = next_record()
             except StopIteration:
+                if self._feed.unterminated:
+                    # Many a copy that stopped mid-file ends so: its last row may be cut
+                    # in a cell, and still read as a valid row. Said, not refused.
+                    log.warning(
+                        f"{name}: the file does not end with a line break: its last line "
+                        f"({prev_end}) may be cut short; if the export was copied, check "
+                        "that the copy finished"
+                    )
                 return
             except READ_ERRORS as exc:
                 raise self._translate(exc) from None

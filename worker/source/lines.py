@@ -39,6 +39,9 @@ class LineFeed:
         head = io.StringIO(sample, newline="" if csv_newlines else "\n").readlines()
         self._tail = head.pop() if head and head[-1][-1] not in self._terminators else ""
         self._head = head
+        self.unterminated = False
+        """Set at the end: the last line has no line break (a copy cut short, perhaps)."""
+        self._last_first = ""
 
     def _is_overlong(self, line: str) -> bool:
         # A piece of `cap` chars that does not end a line (a final CR may be half a CRLF).
@@ -78,6 +81,7 @@ class LineFeed:
                 self.event = "overlong"
                 yield None
             else:
+                self._last_first = line
                 yield line
         line = self._tail
         if line:
@@ -88,12 +92,14 @@ class LineFeed:
                 self.event = "overlong"
                 yield None
             else:
+                self._last_first = line
                 yield line
 
     def _plain_lines(self) -> Iterator[str | None]:
         yield from self._first_lines()
         readline = self._text.readline
         cap = self._cap
+        last = self._last_first
         while True:
             line = readline(cap)
             if len(line) == cap and line[-1] != "\n":
@@ -102,7 +108,9 @@ class LineFeed:
                 yield None
                 continue
             if not line:
+                self.unterminated = bool(last) and last[-1] not in self._terminators
                 return
+            last = line
             yield line
 
     def _recorded_lines(self, buf: list[str]) -> Iterator[str | None]:
