@@ -26,6 +26,7 @@ CASES = [
     ('[ledger]\npth = "x.sqlite"\n', "[ledger]", "pth", "path", "lease_seconds"),
     ("[ledger]\nlease_second = 30\n", "[ledger]", "lease_second", "lease_seconds", "url"),
     ('[sorce]\nformat = "csv"\n', "the top level", "sorce", "source", "mapping"),
+    ("[sync]\nmax_agee = 5\n", "[sync]", "max_agee", "max_age", "max_missing"),
 ]
 
 

@@ -500,6 +500,7 @@ _SECTIONS: dict[str, type[BaseModel]] = {
     "tenants": TenantSection,
     "source": SourceSection,
     "ledger": LedgerSection,
+    "sync": SyncSection,
 }
 
 
