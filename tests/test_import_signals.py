@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import time
 from collections import Counter
@@ -74,6 +75,10 @@ async def test_signal_lets_in_flight_requests_finish_then_resume(
         name = signum.name
         assert f"run interrupted ({name})" in stdout or f"run terminated ({name})" in stdout, stdout
         assert f"exit code {code}" in stdout
+        # Every row not sent has its why, the ones the lanes never took up too.
+        unsent = int(re.search(r"needs a person: (\d+) row\(s\) not sent", stdout)[1])  # type: ignore[index]
+        whys = [int(n) for n in re.findall(r"tenant \d+: (\d+) not sent", stdout)]
+        assert sum(whys) == unsent and f"stopped ({name}) before their turn" in stdout, stdout
 
         # Every request on the wire was answered and recorded: nothing in flight or unknown,
         # and the ledger knows every appointment the sandbox holds.

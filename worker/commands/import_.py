@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -795,6 +796,17 @@ def _stale(run: ImportRun) -> str | None:
     return stale_export(SYSTEM_CLOCK.time() - mtime, run.config.sync.max_age)
 
 
+def _untaken_reason(stopping: str | None, lane_stop: str | None, signum: int | None) -> str:
+    """Why rows to send were never taken up by their lane (the next import sends them)."""
+    if signum is not None:
+        return f"the run was stopped ({signal.Signals(signum).name}) before their turn"
+    if lane_stop is not None:
+        return f"the tenant stopped before their turn: {lane_stop}"
+    if stopping is not None:
+        return f"the run stopped before their turn: {stopping}"
+    return "the run ended before their turn"
+
+
 def _result(
     run: ImportRun, ledger_path: Path | str, mode: str, started: float, signum: int | None = None
 ) -> ImportResult:
@@ -803,11 +815,14 @@ def _result(
         s = lane.stats
         counts.created, counts.failed, counts.unknown = s.created, s.failed, s.unknown
         counts.adopted = s.adopted
-        counts.not_sent = s.not_sent + max(
-            0, counts.to_send - s.created - s.adopted - s.failed - s.unknown - s.not_sent
-        )
+        untaken = max(0, counts.to_send - s.created - s.adopted - s.failed - s.unknown - s.not_sent)
+        counts.not_sent = s.not_sent + untaken
         counts.failed_by_reason = dict(s.failed_by_reason)
         counts.not_sent_by_reason = dict(s.not_sent_by_reason)
+        if untaken:
+            # Rows the lane never took up: the summary's "why" accounts for them too.
+            why = _untaken_reason(run.stopping, lane.stop_reason, signum)
+            counts.not_sent_by_reason[why] = counts.not_sent_by_reason.get(why, 0) + untaken
     if mode == "dry-run":
         for counts in run.counts.values():
             counts.not_sent = 0
