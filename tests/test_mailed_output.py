@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shlex
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -54,6 +55,12 @@ def test_notes_and_changes_print_as_they_are_not_as_markup(tmp_path: Path, sbx: 
     night = import_for_people(config, sbx, write_csv(folder / "n2.csv", columns, rows))
     assert night.exit_code == 1, night.output
     assert f"ledger: {folder / 'ledger.sqlite'}" in night.stdout
+    # The command it names works as shown, whatever the ledger's path holds.
+    named = re.search(
+        r"the rows that need a person: `flextell-worker (worklist [^`]+)`", night.stdout
+    )
+    assert named is not None, night.stdout
+    assert run_cli(*shlex.split(named[1])).exit_code == 0
     note = "[/b] cancelled by phone [red] :x:"
     bad, changed = rows[2]["appointment_id"], rows[1]["appointment_id"]
     assert run_cli("ack", bad, "-c", str(config), "--note", note).exit_code == 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import sqlite3
 from pathlib import Path
 
@@ -211,9 +213,18 @@ def test_rows_in_flight_or_unknown_are_said_and_never_ok(tmp_path: Path, sbx: Sa
         keys[2]: "unknown",
     }
     assert report["totals"]["mismatched"] == report["totals"]["missing"] == 0
-    # `reconcile` settles them, as the line says; then verify is ok again.
-    settled = run_cli("reconcile", "-c", str(config), "--base-url", sbx.base_url)
+    # `reconcile` settles them, run as the line says (with the ledger and base URL verify
+    # was given: the config's own ledger path is not this one); then verify is ok again.
+    moved = tmp_path / "elsewhere.sqlite"
+    ledger.rename(moved)
+    said = run_cli("verify", "-c", str(config), "--ledger", str(moved), "--base-url",
+                   sbx.base_url).output  # fmt: skip
+    command = re.search(r"`flextell-worker (reconcile [^`]+)`", said)
+    assert command is not None, said
+    assert f"--ledger {moved}" in command[1] and f"--base-url {sbx.base_url}" in command[1]
+    settled = run_cli(*shlex.split(command[1]))
     assert settled.exit_code == 0, settled.output
+    moved.rename(ledger)
     code, report, output = verify_report(config, sbx)
     assert code == 0, output
     assert report["unsettled"]["rows"] == [] and "not settled" not in output

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import shlex
 import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field, replace
@@ -133,6 +134,9 @@ class VerifyResult:
     unsettled: list[Unsettled] = field(default_factory=list)
     """Rows whose outcome is open (`in_flight`, `unknown`): not checked, not settled."""
     config_path: Path | None = None
+    settle_with: str = ""
+    """The options the `reconcile` it suggests needs: the ledger and base URL verify was
+    given (a file path; a URL's password is never put in a command shown)."""
 
     @property
     def open_problems(self) -> list[Problem]:
@@ -475,6 +479,7 @@ async def run_verify(options: VerifyOptions) -> VerifyResult:
         orphans=orphans,
         unsettled=unsettled,
         config_path=options.config_path,
+        settle_with=_given(options),
     )
     if stopped:
         result.exit_code = ExitCode.ABORTED
@@ -563,12 +568,23 @@ def _print_unsettled(result: VerifyResult, console: Console) -> None:
             f"{', '.join(keys[:UNSETTLED_KEYS])}{more}",
             markup=False,
         )
-    config = f" -c {result.config_path}" if result.config_path else ""
+    config = f" -c {shlex.quote(str(result.config_path))}" if result.config_path else ""
     console.print(
-        f"settle them with `flextell-worker reconcile{config}` (or the next import), once "
+        f"settle them with `flextell-worker reconcile{config}{result.settle_with}` (or the "
+        "next import), once "
         "no import is running, then verify again",
         markup=False,
     )
+
+
+def _given(options: VerifyOptions) -> str:
+    """--ledger (a file) and --base-url as verify was given them, for a command to copy."""
+    out = ""
+    if options.ledger_path is not None and not is_url(str(options.ledger_path)):
+        out += f" --ledger {shlex.quote(str(options.ledger_path))}"
+    if options.base_url is not None:
+        out += f" --base-url {shlex.quote(options.base_url)}"
+    return out
 
 
 def _acked(problem: Problem) -> str:

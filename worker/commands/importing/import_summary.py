@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shlex
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -98,7 +99,11 @@ def print_summary(result: ImportResult, console: Console | None = None) -> None:
         f"exit code {int(result.exit_code)} ({exit_label(result)}), {result.elapsed:.1f}s"
     )
     if result.worklist is not None and result.worklist.open and result.mode != "dry-run":
-        console.print("the rows that need a person: `flextell-worker worklist`")
+        # With the ledger named, the command works as shown (a URL's password is masked
+        # in `ledger_path`: then the config's own ledger is meant, named by -c).
+        where = result.ledger_path
+        named = f" --ledger {shlex.quote(str(where))}" if isinstance(where, Path) else " -c CONFIG"
+        console.print(f"the rows that need a person: `flextell-worker worklist{named}`")
 
 
 def unpredictable(result: ImportResult) -> list[str]:
