@@ -233,7 +233,8 @@ def _refuse_insecure(config: Path | Config, base_url: str | None, allow: bool) -
 @click.option(
     "--payloads",
     type=click.Path(dir_okay=False),
-    help="Write each valid row's exact request body here (JSONL: source, line, key, tenant, body).",
+    help="Write each valid row's exact request body here (JSONL: patient_data, source, line, "
+    "key, tenant, body; patient data: keep it private).",
 )
 @click.option(
     "--max-errors",
@@ -495,7 +496,7 @@ _rebind_option = click.option(
     "--payloads",
     type=click.Path(dir_okay=False, path_type=Path),
     help="With --dry-run: write the exact request body of every row it would send here "
-    "(JSONL: source, line, key, tenant, body).",
+    "(JSONL: patient_data, source, line, key, tenant, body; patient data: keep it private).",
 )
 @click.option(
     "--retry-failed", is_flag=True, help="Send rows that failed before even if unchanged."

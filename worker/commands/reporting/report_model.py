@@ -20,7 +20,9 @@ class TenantGlance:
     needs: dict[str, int]
     """Kind of problem -> rows that need a person."""
     earlier_version: int = 0
-    """Rows in Flextell as created before the export changed them (changed, fixed by hand)."""
+    """Rows in Flextell as created before the export changed them."""
+    fixed_by_hand: int = 0
+    """Rows in Flextell as created from a hand-fixed file, the export still the old one."""
 
     @property
     def needs_total(self) -> int:

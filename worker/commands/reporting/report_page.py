@@ -220,7 +220,8 @@ def _tenants(
                 adopted=c.get("adopted", 0),
                 already_there=c.get("unchanged", 0),
                 needs={k.replace("_", " "): n for k, n in needs.most_common()},
-                earlier_version=c.get("changed", 0) + c.get("fixed_by_hand", 0),
+                earlier_version=c.get("changed", 0),
+                fixed_by_hand=c.get("fixed_by_hand", 0),
             )
         )
     return out
@@ -249,7 +250,8 @@ def _verdict(
         head += f", exit code {glance.exit_code}"
     read = sum(t.read for t in tenants)
     earlier = sum(t.earlier_version for t in tenants)
-    done = sum(t.created + t.adopted + t.already_there for t in tenants) + earlier
+    done = sum(t.created + t.adopted + t.already_there + t.fixed_by_hand for t in tenants)
+    done += earlier
     body = f"{done:,} of {read:,} rows read are in Flextell" if read else "No rows were read"
     if earlier:
         body += f" ({earlier:,} of them as created before the export changed them)"
