@@ -98,7 +98,11 @@ def test_report_and_verify_read_a_postgresql_ledger(
 def test_a_password_never_shows_and_an_unreachable_server_is_one_line(tmp_path: Path) -> None:
     url = "postgresql://worker:s3cret-pw@127.0.0.1:1/flextell"
     # In the config itself a password is refused, and not shown.
-    for literal in (url, "postgresql://worker@127.0.0.1:1/flextell?password=s3cret-pw"):
+    for literal in (
+        url,
+        "postgresql://worker@127.0.0.1:1/flextell?password=s3cret-pw",
+        "postgresql://worker@127.0.0.1:1/flextell?options=-c%20x%3D1&password%3Ds3cret-pw",
+    ):
         refused = run_cli("verify", "-c", str(write_config(tmp_path, ledger_url=literal)))
         assert refused.exit_code == 2, refused.output
         assert "url holds a password, which never goes in the config" in refused.output
@@ -225,6 +229,9 @@ def test_reconcile_takes_each_tenants_lease_and_skips_one_a_live_worker_holds(
             assert await keeper.acquire([2], "an import round") is not None
             both = await asyncio.to_thread(_event, *args)
             only_2 = await asyncio.to_thread(_event, *args, "--tenant", "2")
+            # Read by a person: it said "no rows with an unknown outcome" of a tenant with one.
+            said = await asyncio.to_thread(run_cli, *args[:-1], "--tenant", "2")
+            assert "no rows with an unknown outcome in the tenants it could settle" in said.output
             return [both, only_2]
         finally:
             await keeper.close()
@@ -266,6 +273,15 @@ def test_a_round_already_done_says_so_in_one_line(
     assert "nothing to do: every tenant of this export is done in round " in again.stdout
     assert "--round NAME imports it again" in again.stdout
     assert "run None" not in again.stdout
+    # Not "nothing needs a person": another worker's pass may have opened items.
+    assert "exit code 0 (nothing to do); `worklist` lists what needs a person" in again.stdout
+
+
+def test_ledger_status_of_a_new_shared_ledger_says_no_tenant_is_leased(pg_url: str) -> None:
+    # It was "error: ledger ... is empty (no run has used it yet)", exit 3.
+    status = run_cli("ledger", "status", "--ledger", pg_url)
+    assert status.exit_code == 0, status.output
+    assert "no tenant leased yet" in status.stdout
 
 
 def test_workers_gone_for_a_day_leave_ledger_status(

@@ -12,7 +12,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -291,7 +291,10 @@ def _holds_password(url: str) -> bool:
     if ":" in netloc.rpartition("@")[0]:
         return True
     query = rest.partition("?")[2]
-    return any("password" in key.lower() for key, _ in parse_qsl(query))
+    # Decoded too: "options=...&password%3DS3cret" reaches libpq, whose error shows it.
+    return "password" in unquote(query).lower() or any(
+        "password" in key.lower() for key, _ in parse_qsl(query)
+    )
 
 
 class LedgerSection(_Strict):

@@ -31,7 +31,7 @@ def status_lines(target: LedgerTarget) -> list[str]:
     leases, workers = asyncio.run(lease_status(str(target)))
     lines = [f"ledger {describe(target)} (PostgreSQL, shared)"]
     if not leases:
-        lines.append("no tenant leased yet")
+        lines.append("no tenant leased yet (no import has run on this ledger, or none yet)")
     for lease in leases:
         held = lease.expires_in is not None and lease.state == "held"
         left = f", {lease.expires_in:.0f} s left" if held else ""

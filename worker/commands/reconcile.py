@@ -253,7 +253,10 @@ _SHOWN_ROWS = 100
 def print_reconcile(result: ReconcileResult, console: Console | None = None) -> None:
     """What each unknown row turned out to be."""
     console = console or data_console(soft_wrap=True)
-    if not result.resolutions:
+    if not result.resolutions and result.skipped_tenants:
+        # Said of the tenants it could read: the skipped ones may well have some.
+        console.print("no rows with an unknown outcome in the tenants it could settle")
+    elif not result.resolutions:
         console.print("no rows with an unknown outcome")
     else:
         table = Table(title=f"flextell-worker reconcile: run {result.run_id}")

@@ -297,7 +297,7 @@ async def lease_status(url: str) -> tuple[list[LeaseRow], list[tuple[str, str, b
                 " round, run_id FROM leases ORDER BY tenant"
             )
         except psycopg.errors.UndefinedTable:
-            raise AbortError(f"ledger {redact(url)} is empty (no run has used it yet)") from None
+            return [], []  # a new database: no run has leased a tenant yet
         except psycopg.Error as exc:
             raise AbortError(f"ledger {redact(url)}: {scrub(str(exc), url)}") from None
         rows = []

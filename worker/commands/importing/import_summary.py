@@ -73,7 +73,11 @@ def print_summary(result: ImportResult, console: Console | None = None) -> None:
     if result.nothing_to_do is not None:
         console.print(result.nothing_to_do)
         console.print(f"ledger: {result.ledger_path}")
-        console.print(f"exit code {int(result.exit_code)} ({exit_label(result)})")
+        # Not "nothing needs a person": other workers' passes may have opened items.
+        words = "nothing to do" if result.exit_code == ExitCode.OK else exit_label(result)
+        console.print(
+            f"exit code {int(result.exit_code)} ({words}); `worklist` lists what needs a person"
+        )
         return
     if result.worklist is not None:
         console.print(headline(result, result.worklist))
