@@ -312,3 +312,17 @@ def test_a_file_whose_last_line_has_no_line_break_is_said_to_maybe_be_cut(
 
     assert "cut.csv: the file does not end with a line break: its last line (301)" in said(cut)
     assert "does not end with a line break" not in said(ROOT / "samples" / "appointments.csv")
+
+
+def test_a_base_url_with_a_bad_port_is_refused_as_import_refuses_it(tmp_path: Path) -> None:
+    text = (ROOT / "config" / "demo.toml").read_text(encoding="utf-8")
+    cfg = tmp_path / "bad-port.toml"
+    cfg.write_text(
+        re.sub(
+            r"(?m)^base_url = .*$", 'base_url = "https://api.example.com:99999/api"', text, count=1
+        ),
+        encoding="utf-8",
+    )
+    code, _, err = run(str(ROOT / "samples" / "appointments.csv"), "-c", str(cfg))
+    assert code == 2, err
+    assert "has port '99999': expected a number from 1 to 65535" in err

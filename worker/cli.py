@@ -266,6 +266,9 @@ def validate_cmd(**params: Any) -> None:
     from worker.commands.validate import ValidateOptions, run_validate
 
     opts = options_from(ValidateOptions, params, progress=not params["no_progress"])
+    # The base URLs' shape and port, as import checks them (it sends nothing: plain
+    # http:// is import's and --online's to judge).
+    _refuse_insecure(params["config_path"], params["base_url"], True)
     sys.exit(run_validate(opts))
 
 
