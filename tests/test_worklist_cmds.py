@@ -386,3 +386,15 @@ def test_rows_an_outage_left_unsent_stay_unsent_when_the_next_run_is_refused(
     result, s3 = import_file(config, sbx, night)
     assert (result.exit_code, s3["totals"]["created"]) == (0, 4), s3
     assert sbx.stats()["duplicates"] == 0
+
+
+def test_a_dry_run_before_any_ledger_predicts_the_first_nights_worklist(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    rows = [dict(r) for r in sample[:6]]
+    rows[1]["customer_id"] = "unknown patient"
+    rows[4]["status"] = "maybe"
+    dry = run_cli("import", str(export(tmp_path, "n1.csv", rows)), "-c", str(config), "--dry-run")
+    assert dry.exit_code == 1, dry.output
+    assert "needs a person (predicted): 2 new tonight, 2 open, 0 acknowledged" in dry.output
+    assert not (tmp_path / "ledger.sqlite").exists()

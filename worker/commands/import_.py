@@ -69,7 +69,7 @@ from worker.references.prepass import prepare as prepare_references
 from worker.source import RowProblem, Source, SourceOptions, SourceRow, open_source
 from worker.sync import incomplete_export, stale_export
 from worker.worklist import Kind, Scope, State, Tally, current_tally, findings
-from worker.worklist.rules import tally
+from worker.worklist.rules import Finding, judge, tally
 
 log = get_logger("import")
 
@@ -422,6 +422,8 @@ async def run_import(
                 run.would_adopt = [t for t in _read_tenants(run) if run.counts[t].to_send]
                 if ledger is not None:
                     await _preview_worklist(run, ledger)
+                else:
+                    _preview_first_worklist(run)
             finally:
                 if ledger is not None:
                     await ledger.close()
@@ -619,6 +621,22 @@ async def _preview_worklist(run: ImportRun, ledger: Ledger) -> None:
         and i.kind in (Kind.CHANGED, Kind.MISSING)
         and i.last_run_id == DRY_RUN_ID
     }
+
+
+def _preview_first_worklist(run: ImportRun) -> None:
+    """A dry run with no ledger yet: every item it finds would be new (nothing can be
+    acknowledged yet), so its headline and exit code are the first real run's."""
+    by_key: dict[tuple[int, str], dict[Kind, Finding]] = {}
+    for finding in [*run.reader.predicted, *run.reader.findings]:
+        by_key.setdefault((finding.tenant, finding.source_key), {}).setdefault(
+            finding.kind, finding
+        )
+    items = [
+        item
+        for found in by_key.values()
+        for item in judge([], list(found.values()), run_id=DRY_RUN_ID, by_hand=False)
+    ]
+    run.worklist = tally(items, DRY_RUN_ID)
 
 
 async def _acknowledged(ledger: Ledger, run_id: int) -> set[tuple[str, int, str]]:
