@@ -69,7 +69,7 @@ from worker.references.prepass import prepare as prepare_references
 from worker.source import RowProblem, Source, SourceOptions, SourceRow, open_source
 from worker.sync import incomplete_export, stale_export
 from worker.worklist import Kind, Scope, State, Tally, current_tally, findings
-from worker.worklist.rules import Finding, judge, tally
+from worker.worklist.rules import tally
 
 log = get_logger("import")
 
@@ -626,17 +626,8 @@ async def _preview_worklist(run: ImportRun, ledger: Ledger) -> None:
 def _preview_first_worklist(run: ImportRun) -> None:
     """A dry run with no ledger yet: every item it finds would be new (nothing can be
     acknowledged yet), so its headline and exit code are the first real run's."""
-    by_key: dict[tuple[int, str], dict[Kind, Finding]] = {}
-    for finding in [*run.reader.predicted, *run.reader.findings]:
-        by_key.setdefault((finding.tenant, finding.source_key), {}).setdefault(
-            finding.kind, finding
-        )
-    items = [
-        item
-        for found in by_key.values()
-        for item in judge([], list(found.values()), run_id=DRY_RUN_ID, by_hand=False)
-    ]
-    run.worklist = tally(items, DRY_RUN_ID)
+    found = [*run.reader.predicted, *run.reader.findings]
+    run.worklist = tally(worklist.first_items(found, DRY_RUN_ID), DRY_RUN_ID)
 
 
 async def _acknowledged(ledger: Ledger, run_id: int) -> set[tuple[str, int, str]]:

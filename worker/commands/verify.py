@@ -165,33 +165,18 @@ class VerifyResult:
                 "totals": self.totals(),
                 "tenants": {str(t): asdict(c) for t, c in sorted(self.tenants.items())},
                 "mismatches": [
-                    {
-                        "tenant": p.tenant,
-                        "source_key": p.source_key,
-                        "appointment_id": p.appointment_id,
-                        "fields": [asdict(m) for m in p.mismatches],
-                        "acknowledged": _ack_json(p),
-                    }
+                    _row_json(p)
+                    | {"fields": [asdict(m) for m in p.mismatches], "acknowledged": _ack_json(p)}
                     for p in self.problems
                     if p.kind == "mismatch"
                 ],
                 "missing": [
-                    {
-                        "tenant": p.tenant,
-                        "source_key": p.source_key,
-                        "appointment_id": p.appointment_id,
-                        "acknowledged": _ack_json(p),
-                    }
+                    _row_json(p) | {"acknowledged": _ack_json(p)}
                     for p in self.problems
                     if p.kind == "missing"
                 ],
                 "errors": [
-                    {
-                        "tenant": p.tenant,
-                        "source_key": p.source_key,
-                        "appointment_id": p.appointment_id,
-                        "message": p.message,
-                    }
+                    _row_json(p) | {"message": p.message}
                     for p in self.problems
                     if p.kind == "error"
                 ],
@@ -212,6 +197,11 @@ def _unsettled_json(rows: list[Unsettled]) -> dict[str, Any]:
         "tenants": tenants,
         "rows": [asdict(r) for r in rows[:1000]],
     }
+
+
+def _row_json(p: Problem) -> dict[str, Any]:
+    """Where a problem is, as every list of the JSON report names it."""
+    return {"tenant": p.tenant, "source_key": p.source_key, "appointment_id": p.appointment_id}
 
 
 def _ack_json(problem: Problem) -> dict[str, Any] | None:

@@ -231,6 +231,14 @@ def _judge_all(
     return changed
 
 
+def first_items(found: Iterable[Finding], run_id: int) -> list[WorkItem]:
+    """The items a first run opens for what it found (no ledger yet: nothing stored, so
+    nothing acknowledged): `judge`'s rules, as `refresh` applies them."""
+    found = list(found)
+    scope = Scope(run_id=run_id, tenants={f.tenant for f in found}, complete=[])
+    return _judge_all([], found, scope, None)
+
+
 async def preview(
     ledger: Ledger,
     scope: Scope,
