@@ -229,6 +229,8 @@ class _Pairs:
     """The sandbox's POSTs of the fastest worker run (none from another server)."""
     baseline_posts: list[dict[str, Any]] = field(default_factory=list)
     baseline_created: int = 0
+    floor_s: list[float] = field(default_factory=list)
+    """The durable floor's runs (bench.baselines durable), when asked for."""
 
     def details(self) -> dict[str, Any]:
         pairs = list(zip(self.worker_s, self.baseline_s, strict=True))
@@ -246,6 +248,19 @@ class _Pairs:
             # drift (the bare loop's runs alone spread 1.4-2.5 s here) mostly cancels.
             "pair_ratios": [_round(b / w) for w, b in pairs],
             "pair_ratio_median": _round(statistics.median(b / w for w, b in pairs)),
+            **(self._floor() if self.floor_s else {}),
+        }
+
+    def _floor(self) -> dict[str, Any]:
+        # What the design itself costs: the bare loop plus the worker's durability and
+        # nothing else. Its ratio bounds what the worker can reach; the rest of the gap
+        # is the worker's own work.
+        best = min(self.floor_s)
+        return {
+            "durable_floor_seconds": _round(best),
+            "durable_floor_runs_s": [_round(s, 2) for s in self.floor_s],
+            "durable_floor_ratio": _round(min(self.baseline_s) / best),
+            "worker_to_floor_ratio": _round(best / min(self.worker_s)),
         }
 
 
@@ -258,6 +273,7 @@ def _pairs(
     server: Callable[[], SandboxProcess],
     *,
     sandbox: bool,
+    floor: bool = False,
 ) -> _Pairs:
     """Best of five pairs, worker and bare loop alternating (as timeit takes the minimum):
     on a shared machine, load only ever adds time, and to one side more than the other.
@@ -265,7 +281,8 @@ def _pairs(
     the page cache written back: in three trials a bare loop right after an import
     (which writes a ledger) took 1.63-1.89 s, right after another bare loop 1.43-1.86 s,
     and the bare loop used to come second in every pair. `sandbox`: the server keeps a
-    request log to read the POSTs from."""
+    request log to read the POSTs from. `floor`: each round also runs the durable floor
+    (`bench.baselines durable`), third."""
     out = _Pairs()
 
     def worker_run() -> None:
@@ -291,9 +308,25 @@ def _pairs(
         out.baseline_s.append(base["wall_seconds"])
         out.baseline_cpu.append(base["cpu_seconds"])
 
+    def floor_run() -> None:
+        db = wd / "floor.sqlite"
+        for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+            path.unlink(missing_ok=True)
+        os.sync()
+        with server() as sb:
+            base = b.baseline(
+                "durable", csv, wd, "--url", sb.api_url,
+                "--concurrency", str(3 * concurrency), "--ledger", str(db),
+            )  # fmt: skip
+        if base["ok"] != base["rows"]:
+            raise SystemExit(f"bench: the durable floor created {base['ok']} of {base['rows']}")
+        out.floor_s.append(base["wall_seconds"])
+
     for pair in range(b.n(5, 1)):
         for run_one in (worker_run, baseline_run) if pair % 2 == 0 else (baseline_run, worker_run):
             run_one()
+        if floor:
+            floor_run()
     return out
 
 
@@ -303,7 +336,7 @@ def scenario_throughput(b: Bench) -> Entry:
     csv = b.data(rows)
     wd = b.workdir("throughput")
     cfg = b.config(wd, concurrency=concurrency)
-    runs = _pairs(b, wd, csv, cfg, concurrency, lambda: b.sandbox(wd), sandbox=True)
+    runs = _pairs(b, wd, csv, cfg, concurrency, lambda: b.sandbox(wd), sandbox=True, floor=True)
     w, bl = rows / min(runs.worker_s), rows / min(runs.baseline_s)
 
     def span_rate(posts: list[dict[str, Any]]) -> float:
