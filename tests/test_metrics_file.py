@@ -80,3 +80,29 @@ def test_a_night_the_api_refused_keeps_the_last_success_time(
     back = run_cli(*[new_rows if a == str(file) else a for a in args])
     assert back.exit_code == 0, back.output  # the next import sent them
     assert samples(prom)["flextell_import_last_success_timestamp_seconds"] > success
+
+
+@pytest.mark.parametrize("option", ["--metrics-file", "--summary-file"])
+@pytest.mark.parametrize("place", ["no such directory", "under a file", "not writable"])
+def test_an_output_the_run_could_not_write_is_refused_before_anything_is_sent(
+    tmp_path: Path, sbx: Sandbox, option: str, place: str
+) -> None:
+    """Found only after the night's import, the error would replace the run's exit code
+    (2 for a night whose rows went in); found first, nothing has been sent."""
+    config = write_config(tmp_path)
+    columns, rows = sample_rows()
+    file = write_csv(tmp_path / "n1.csv", columns, rows[:3])
+    (tmp_path / "a-file").write_text("x", encoding="utf-8")
+    target = {
+        "no such directory": tmp_path / "no-such-dir" / "out.txt",
+        "under a file": tmp_path / "a-file" / "out.txt",
+        # sysfs refuses new files even to root, who may write anywhere else here
+        "not writable": Path("/sys/flextell-out.txt"),
+    }[place]
+    result = run_cli("import", str(file), "-c", str(config), "--base-url", sbx.base_url,
+                     "--no-progress", option, str(target))  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert f"{option} {target}:" in result.output
+    assert "Traceback" not in result.output
+    assert sbx.stats()["appointments_total"] == 0
+    assert not (tmp_path / "ledger.sqlite").exists()

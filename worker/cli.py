@@ -546,14 +546,16 @@ _rebind_option = click.option(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the run's metrics here in Prometheus' text format (node_exporter's "
     "textfile collector): rows by outcome, open worklist items, duration, exit code, last "
-    "success (a run that ended 0 or 1 and left no row not sent; any other keeps the earlier).",
+    "success (a run that ended 0 or 1 and left no row not sent; any other keeps the earlier). "
+    "Its directory must exist and be writable: checked before the run.",
 )
 @click.option(
     "--summary-file",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the summary for people here (what the run prints without --json-logs: "
     "the needs-a-person line, the counts, why rows were not sent), or the error a run ended "
-    "with; replaced by each run, for a scheduler to mail beside --json-logs.",
+    "with; replaced by each run, for a scheduler to mail beside --json-logs. Its directory "
+    "must exist and be writable: checked before the run.",
 )
 @click.option("--verbose", "-v", is_flag=True, help="Log events on a terminal too (see below).")
 @_settle_wait_option
@@ -629,6 +631,7 @@ def import_cmd(
     if metrics_file is not None and dry_run:
         raise click.UsageError("--metrics-file goes with a real run (a dry run sends nothing)")
     from worker.commands.importing.import_summary import errors_to, write_summary_file
+    from worker.fileperms import check_output_place
 
     with errors_to(summary_file):  # a run that ends in an error says so there too
         config = load_config(options.config_path)  # once: the run below is handed this one
@@ -649,8 +652,10 @@ def import_cmd(
             if not is_url(target):
                 reading(target, "the ledger", siblings=LEDGER_FILES)
             refuse_input(metrics_file)
+            check_output_place(metrics_file, "--metrics-file")
         if summary_file is not None:
             refuse_input(summary_file)
+            check_output_place(summary_file, "--summary-file")
         try:
             if is_url(target) and not dry_run:
                 from worker.commands.shared_import import run_shared_import

@@ -110,6 +110,29 @@ def write_atomically(path: Path, data: bytes, *, mode: int) -> None:
         os.close(dir_fd)
 
 
+def check_output_place(path: Path, option: str) -> None:
+    """Before a long run: raise ConfigError for an output path its end could not write
+    (`write_atomically` there): in a directory that is not there, or that this user
+    cannot create a file in (click refuses a directory itself). Found after a night's
+    import, the error would replace the run's own exit code; found now, the import has
+    not started."""
+    where = path.parent
+    if not where.is_dir():
+        what = "is not a directory" if where.exists() else "does not exist"
+        raise ConfigError(
+            f"{option} {path}: {where} {what}; create the directory first, or give a "
+            "path in one that exists"
+        )
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=where)
+    except OSError as exc:
+        raise ConfigError(
+            f"{option} {path}: cannot create a file in {where}: {exc.strerror}"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
+
+
 def refuse_shared(path: Path, what: str) -> None:
     """Raise ConfigError if group or others may read or write `path` (as ssh does for keys)."""
     try:
