@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
+import os
+import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
-from tests.support.sandbox_process import Sandbox
+from tests.support.sandbox_process import ROOT, Sandbox
 from tests.support.sync import (
+    TOKEN_ENV,
     import_file,
     ledger_json,
     run_cli,
@@ -158,3 +165,47 @@ def test_failures_leave_out_rows_that_left_the_export(tmp_path: Path, sbx: Sandb
     with failures.open(encoding="utf-8", newline="") as fh:
         keys = {r["appointment_id"] for r in csv.DictReader(fh)}
     assert keys == {chosen[2]["appointment_id"]}, (keys, gone["appointment_id"])
+
+
+def test_a_run_killed_before_it_recorded_its_counts_is_not_reported_as_having_done_nothing(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """A run whose process died (SIGKILL mid-import) records no counts. `report` said it
+    read and created 0 rows once a later run had counts, and the HTML page said "No rows
+    were read"; the rows it created are in the ledger all the same."""
+    config = write_config(tmp_path, rate_limit='"40/second"')
+    columns, rows = sample_rows()
+    file = write_csv(tmp_path / "night.csv", columns, rows[:120])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker", "import", str(file), "-c", str(config),
+         "--base-url", sbx.base_url, "--no-progress"],
+        cwd=ROOT, env=os.environ | TOKEN_ENV,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while sbx.stats()["appointments_total"] < 10:
+            assert proc.poll() is None and time.monotonic() < deadline, "no 10 rows created"
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert run_cli("import", str(file), "-c", str(config), "--base-url", sbx.base_url,
+                   "--no-progress").exit_code == 0  # fmt: skip
+
+    table = run_cli("report", "-c", str(config))
+    assert table.exit_code == 0, table.output
+    first = next(line for line in table.output.splitlines() if line.startswith("│   1 "))
+    assert "crashed" in first and " 0 " not in first and "-" in first, first
+    assert "run 1 crashed: its counts are not recorded" in table.output
+    lines = list(csv.DictReader(io.StringIO(run_cli("report", "-c", str(config), "--format",
+                                                    "csv").output)))  # fmt: skip
+    assert lines[0]["status"] == "crashed"
+    assert (lines[0]["read"], lines[0]["created"]) == ("", "")
+    assert int(lines[1]["read"]) == 120
+
+    page = tmp_path / "run1.html"
+    assert run_cli("report", "-c", str(config), "--html", str(page), "--run", "1").exit_code == 0
+    text = html.unescape(re.sub(r"<[^>]+>", " ", page.read_text(encoding="utf-8")))
+    assert "No rows were read" not in text
+    assert "Its counts are not recorded (a run records them as it ends)" in text

@@ -127,6 +127,8 @@ async def open_for_report(target: LedgerTarget, key: LedgerKey | None = None) ->
 
 
 def _run_counts(run: Run, tenant: int | None) -> dict[str, int] | None:
+    if run.finished_at is None:
+        return {}  # not recorded yet, or never (see _counted): the tenant may have taken part
     if tenant is None:
         return {k: v for k, v in run.counts.items() if not k.startswith("tenant.")}
     prefix = f"tenant.{tenant}."
@@ -384,6 +386,17 @@ _COUNT_LABELS = {
 }
 
 
+def _counted(row: dict[str, Any]) -> bool:
+    """A run records its counts as it ends: one still running, or whose process died
+    (crashed; a shared ledger's pass whose database went away), has none. Shown as 0
+    they would say that a run which created rows created none."""
+    return row["finished_at"] is not None
+
+
+def _count_cell(row: dict[str, Any], name: str) -> str:
+    return f"{row['counts'].get(name, 0):,}" if _counted(row) else "-"
+
+
 def _count_names(report: LedgerReport, *, nonzero: bool = False) -> list[str]:
     present: set[str] = set()
     for row in report.runs:
@@ -405,7 +418,6 @@ def report_table(report: LedgerReport, console: Console | None = None) -> None:
     for name in names:
         table.add_column(_COUNT_LABELS.get(name, name), justify="right")
     for row in report.runs:
-        counts = row["counts"]
         mode = row["mode"] + (" (partial)" if row.get("partial") else "")
         table.add_row(
             str(row["id"]),
@@ -413,9 +425,16 @@ def report_table(report: LedgerReport, console: Console | None = None) -> None:
             row["status"],
             "" if row.get("exit_code") is None else str(row["exit_code"]),
             (row["started_at"] or "")[:16].replace("T", " "),
-            *(f"{counts.get(n, 0):,}" for n in names),
+            *(_count_cell(row, n) for n in names),
         )
     console.print(table)
+    for row in report.runs:
+        if not _counted(row) and names:
+            ended = "is still running" if row["status"] == "running" else f"{row['status']}"
+            console.print(
+                f"run {row['id']} {ended}: its counts are not recorded (a run records them "
+                "as it ends); what it did is in the rows' statuses now"
+            )
     statuses = ", ".join(f"{k} {v:,}" for k, v in sorted(report.statuses.items())) or "no rows"
     console.print(f"ledger rows now: {statuses}")
     if report.changed:
@@ -458,7 +477,10 @@ def report_csv(report: LedgerReport, out: IO[str]) -> None:
     writer = csv.writer(out)
     writer.writerow([*_RUN_FIELDS, *names])
     for row in report.runs:
-        cells = [row[f] for f in _RUN_FIELDS] + [row["counts"].get(n, 0) for n in names]
+        counted = _counted(row)
+        cells = [row[f] for f in _RUN_FIELDS] + [
+            row["counts"].get(n, 0) if counted else None for n in names
+        ]
         writer.writerow([neutralise("" if c is None else str(c)) for c in cells])
 
 

@@ -177,7 +177,8 @@ def _short(text: str, n: int) -> str:
 def history_svg(bars: Sequence[RunBar]) -> Markup:
     """The latest import runs side by side: created, open items, missing; one panel
     each with its own scale, so a night's 5 open items are not flattened by 300 created.
-    A value the run did not record has no bar, and "?" in its place."""
+    A value the run did not record (a crashed run records none) has no bar, and "?" in
+    its place."""
     panels: tuple[tuple[str, str, Callable[[RunBar], int | None]], ...] = (
         ("created", "#15803d", lambda b: b.created),
         ("open when the run ended", "url(#hatch)", lambda b: b.open_items),

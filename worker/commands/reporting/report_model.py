@@ -86,10 +86,11 @@ class RunBar:
 
     run_id: int
     started_at: str
-    created: int
+    created: int | None
+    """None (as the two below): the run recorded no counts (it crashed, or is running)."""
     open_items: int | None
     """Worklist items open when the run ended (None: the run did not record it)."""
-    missing: int
+    missing: int | None
 
 
 @dataclass(slots=True)

@@ -100,7 +100,8 @@ async def collect_page(options: HtmlOptions) -> ReportPage:
         glance = _run_glance(run) if run is not None else None
         work = PageWorklist(all_runs, config, options)
         await work.start(ledger)
-        reasons, sends = Reasons(), Sends(run)
+        later = [r.started_at for r in all_runs if run is not None and r.id > run.id]
+        reasons, sends = Reasons(), Sends(run, next_start=later[0] if later else None)
         # One pass over the ledger in insertion order (its cheapest read) feeds all three.
         async for entry in ledger.entries_iter(page_size=_PAGE):
             work.add(entry)
@@ -252,7 +253,17 @@ def _verdict(
     earlier = sum(t.earlier_version for t in tenants)
     done = sum(t.created + t.adopted + t.already_there + t.fixed_by_hand for t in tenants)
     done += earlier
-    body = f"{done:,} of {read:,} rows read are in Flextell" if read else "No rows were read"
+    if run.finished_at is None:
+        # Shown as 0, the counts of a run whose process died would say it did nothing.
+        yet = " yet" if run.status == RunStatus.RUNNING else ""
+        body = (
+            f"Its counts are not recorded{yet} (a run records them as it ends): what it did "
+            "shows in the rows' outcomes below"
+        )
+    elif read:
+        body = f"{done:,} of {read:,} rows read are in Flextell"
+    else:
+        body = "No rows were read"
     if earlier:
         body += f" ({earlier:,} of them as created before the export changed them)"
     if run.status in (RunStatus.ABORTED, RunStatus.CRASHED, RunStatus.INTERRUPTED):
@@ -455,11 +466,17 @@ class Reasons:
 class Sends:
     """The run's POST attempts as the entries recorded them (first and latest send time)."""
 
-    def __init__(self, run: Run | None) -> None:
-        start, end = (_when(run.started_at), _when(run.finished_at)) if run else (None, None)
+    def __init__(self, run: Run | None, *, next_start: str | None = None) -> None:
+        # A run that never recorded its end (crashed) ended before the next one began:
+        # without that bound the next run's sends would be drawn as its own.
+        start, end = (
+            (_when(run.started_at), _when(run.finished_at or next_start)) if run else (None, None)
+        )
         self.run = run if run is not None and run.mode == "import" and start else None
         self.t0 = start.timestamp() if start else 0.0
         self.t1 = end.timestamp() if end else None
+        self.drawn_to = _when(run.finished_at) if run else None
+        """The chart's end: the run's own, else (its end unknown) its last send."""
         self.first: list[float] = []
         self.later: list[float] = []
         self.statuses: Counter[int] = Counter()
@@ -486,7 +503,8 @@ class Sends:
         if self.run is None or not (self.first or self.later):
             return None
         t0 = self.t0
-        span = max((self.t1 or max(self.first + self.later)) - t0, 1.0)
+        end = self.drawn_to.timestamp() if self.drawn_to else max(self.first + self.later)
+        span = max(end - t0, 1.0)
         bucket = max(span / _TIMELINE_BUCKETS, 0.25)
         n = int(span // bucket) + 1
         firsts, laters = [0] * n, [0] * n
@@ -528,9 +546,9 @@ def _history(runs: list[Run], limit: int) -> list[RunBar]:
         RunBar(
             run_id=r.id,
             started_at=r.started_at[:16].replace("T", " "),
-            created=r.counts.get("created", 0),
+            created=r.counts.get("created", 0) if r.finished_at else None,
             open_items=r.counts.get("worklist_open"),
-            missing=r.counts.get("missing_from_source", 0),
+            missing=r.counts.get("missing_from_source", 0) if r.finished_at else None,
         )
         for r in imports
     ]
