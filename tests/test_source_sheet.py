@@ -18,7 +18,13 @@ from bench.generate import write_xlsx as write_typed_xlsx
 from tests.support import sync
 from tests.support.importing import assert_all_created_once, run_cli, setup
 from tests.support.sandbox_process import Sandbox
-from tests.support.sheets import write_ods, write_xlsx
+from tests.support.sheets import (
+    ods_blank_rows,
+    ods_error,
+    ods_uncomputed,
+    write_ods,
+    write_xlsx,
+)
 from worker.cli import cli
 from worker.sandbox import RunningSandbox
 from worker.source import sheet_names
@@ -364,6 +370,50 @@ def test_a_formula_never_computed_is_a_row_error_not_an_empty_cell(tmp_path: Pat
     assert "export.xlsx:Randevular!3: " in stdout
     assert "column 'Not' holds a formula that was never computed" in stdout
     assert [b[0] for b in bodies(out)] == [2, 4]  # the others flow
+
+
+def test_a_libreoffice_error_cell_reads_as_it_shows_not_as_empty(tmp_path: Path) -> None:
+    """python-calamine reads an .ods error cell as empty, so a failed VLOOKUP in an
+    optional column would let the row go without its value; the CSV export of the same
+    sheet has #N/A. Blank rows written once with a repeat count still count as rows, more
+    of them than an error cell is ever repeated for."""
+    rows: list[Any] = [
+        [None, *HEADER],  # the table starts at column B
+        [None, *TYPED[0]],
+        [None, TYPED[1][0], ods_error("#N/A"), *TYPED[1][2:]],  # Hasta No, from a VLOOKUP
+        ods_blank_rows(1500, len(HEADER) + 1),  # rows 4 to 1503
+        [None, *TYPED[2][:-1], ods_error("#VALUE!", 'of:=VALUE("x")')],  # Not
+        [None, *TYPED[3][:-1], ods_error("Err:502", "of:=SQRT(-1)")],  # Not, LibreOffice's own
+    ]
+    ods = write_ods(tmp_path / "export.ods", {"Randevular": rows})
+    out = tmp_path / "payloads.jsonl"
+    code, stdout, _ = validate(str(ods), "-c", str(write_config(tmp_path)), "--payloads", str(out))
+    assert code == 1, stdout
+    assert "export.ods:Randevular!3: customer_id (column 'Hasta No'): expected a whole number" in (
+        stdout
+    )
+    assert "is empty" not in stdout
+    assert {b[0]: b[3].get("description") for b in bodies(out)} == {
+        2: NOTE,
+        1504: "#VALUE!",
+        1505: "Err:502",
+    }
+
+
+def test_an_ods_formula_never_computed_is_a_row_error_not_an_empty_cell(tmp_path: Path) -> None:
+    rows: list[Any] = [
+        HEADER,
+        TYPED[0],
+        [*TYPED[1][:-1], ods_uncomputed('of:="Kontrol "&"randevusu"')],  # Not
+        TYPED[2],
+    ]
+    ods = write_ods(tmp_path / "export.ods", {"Randevular": rows})
+    out = tmp_path / "payloads.jsonl"
+    code, stdout, _ = validate(str(ods), "-c", str(write_config(tmp_path)), "--payloads", str(out))
+    assert code == 1, stdout
+    assert "export.ods:Randevular!3: " in stdout
+    assert "column 'Not' holds a formula that was never computed" in stdout
+    assert [b[0] for b in bodies(out)] == [2, 4]
 
 
 def test_the_worklist_says_which_sheet_a_row_is_on(tmp_path: Path, sbx: Sandbox) -> None:

@@ -39,7 +39,40 @@ def write_xlsx(path: Path, sheets: Sheets, hidden: Sequence[str] = ()) -> Path:
     return path
 
 
+def _attr(text: str) -> str:
+    return escape(text, {'"': "&quot;"})
+
+
+class OdsRaw(str):
+    """XML written as it is: a cell in a row, or a whole row in a sheet's rows."""
+
+
+def ods_error(shown: str, formula: str = "of:=NA()") -> OdsRaw:
+    """A formula cell whose result is an error, as LibreOffice Calc 7.4 saves it (the
+    value empty, the error as the text; python-calamine reads the cell as empty)."""
+    return OdsRaw(
+        f'<table:table-cell table:formula="{_attr(formula)}" office:value-type="string" '
+        f'office:string-value="" calcext:value-type="error"><text:p>{escape(shown)}</text:p>'
+        "</table:table-cell>"
+    )
+
+
+def ods_uncomputed(formula: str) -> OdsRaw:
+    """A formula cell with no value, as writers that do not calculate leave it."""
+    return OdsRaw(f'<table:table-cell table:formula="{_attr(formula)}"/>')
+
+
+def ods_blank_rows(count: int, width: int) -> OdsRaw:
+    """`count` empty rows written once, with LibreOffice's repeat attributes."""
+    return OdsRaw(
+        f'<table:table-row table:number-rows-repeated="{count}">'
+        f'<table:table-cell table:number-columns-repeated="{width}"/></table:table-row>'
+    )
+
+
 def _ods_cell(value: Any) -> str:
+    if isinstance(value, OdsRaw):
+        return str(value)
     if value is None or value == "":
         return "<table:table-cell/>"
     if isinstance(value, bool):
@@ -67,7 +100,9 @@ def write_ods(path: Path, sheets: Sheets) -> Path:
     tables = "".join(
         f'<table:table table:name="{escape(name)}">'
         + "".join(
-            "<table:table-row>" + "".join(_ods_cell(v) for v in row) + "</table:table-row>"
+            str(row)
+            if isinstance(row, OdsRaw)
+            else "<table:table-row>" + "".join(_ods_cell(v) for v in row) + "</table:table-row>"
             for row in rows
         )
         + "</table:table>"
@@ -77,7 +112,9 @@ def write_ods(path: Path, sheets: Sheets) -> Path:
         '<?xml version="1.0" encoding="UTF-8"?>'
         '<office:document-content xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
         'xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" '
-        'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" office:version="1.2">'
+        'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" '
+        'xmlns:calcext="urn:org:documentfoundation:names:experimental:calc:xmlns:calcext:1.0" '
+        'office:version="1.2">'
         f"<office:body><office:spreadsheet>{tables}</office:spreadsheet></office:body>"
         "</office:document-content>"
     )

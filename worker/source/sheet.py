@@ -30,8 +30,10 @@ from python_calamine import CalamineError, CalamineSheet, CalamineWorkbook, Shee
 
 from worker.errors import SourceError
 from worker.source.csvfile import header_problems
+from worker.source.ods_errors import UNCOMPUTED, ods_error_cells
 from worker.source.options import setting
 from worker.source.rows import RowProblem, SourceRow
+from worker.source.zipscan import member_has_any
 
 _WHOLE_MAX = float(2**53)
 """Floats beyond this are not exact integers any more: keep them as floats."""
@@ -169,9 +171,11 @@ class SheetRows:
             raise SourceError(f"{name}: cannot read the sheet: {_first_line(exc)}") from None
         self.sheet = chosen.name
         # python-calamine reads an error cell (#N/A) as an empty one; read as empty, an
-        # optional field would silently go without its value.
+        # optional field would silently go without its value. (An .xls file's are not
+        # found: see docs/input-files.md.)
         first_column = chosen.start[1] if chosen.start else 0
-        self._errors = error_cells(data, chosen.name, first_column) if fmt == "xlsx" else {}
+        find = {"xlsx": error_cells, "ods": ods_error_cells}.get(fmt)
+        self._errors = find(data, chosen.name, first_column) if find is not None else {}
         self.rows_total = chosen.height
         self._rows = enumerate(chosen.iter_rows(), start=1)
         self._ahead: list[tuple[int, list[Any]]] = []
@@ -345,8 +349,6 @@ _UNCOMPUTED_CELL = re.compile(
     rb"<c\b([^>]*)>(?:<f\b[^>]*/>|<f\b[^>]*>.{0,4096}?</f>)\s*(?:<v\s*/>|<v>\s*</v>)?\s*</c>",
     re.DOTALL,
 )
-UNCOMPUTED = "\x00uncomputed formula"
-"""`error_cells`' mark for a formula cell with no value (never a cell's own text)."""
 _CELL_VALUE = re.compile(rb"<v>([^<]*)</v>")
 
 
@@ -358,7 +360,7 @@ def error_cells(data: bytes, sheet: str, first_column: int) -> dict[int, dict[in
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             part = _sheet_part(archive, sheet)
-            if part is None or not _has_mark(archive, part):
+            if part is None or not member_has_any(archive, part, _MARKS):
                 return {}
             xml = archive.read(part)  # only a sheet that has such cells is held whole
     except (zipfile.BadZipFile, KeyError, OSError, RuntimeError):
@@ -383,20 +385,6 @@ def error_cells(data: bytes, sheet: str, first_column: int) -> dict[int, dict[in
 _MARKS = (b't="e"', b"</f></c>", b"</f><v/>", b"</f><v></v>", b"/></c>")
 """What an error cell or a formula cell without a value has in the XML (the last one
 also matches a few other empty cells: `error_cells` then looks closer)."""
-
-
-def _has_mark(archive: zipfile.ZipFile, part: str) -> bool:
-    """Whether the sheet's XML has any of _MARKS, read in chunks: a sheet of 100,000 rows
-    is some 40 MB of XML, beside the cells calamine holds already."""
-    width = max(map(len, _MARKS))
-    tail = b""
-    with archive.open(part) as fh:
-        while chunk := fh.read(1 << 20):
-            window = tail + chunk
-            if any(mark in window for mark in _MARKS):
-                return True
-            tail = chunk[-width:]
-    return False
 
 
 def _sheet_part(archive: zipfile.ZipFile, sheet: str) -> str | None:
