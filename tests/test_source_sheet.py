@@ -372,6 +372,19 @@ def test_a_formula_never_computed_is_a_row_error_not_an_empty_cell(tmp_path: Pat
     assert [b[0] for b in bodies(out)] == [2, 4]  # the others flow
 
 
+def assert_error_cell_read_as_shown(
+    path: Path, tmp_path: Path, label: str, notes: dict[int, str | None]
+) -> None:
+    """`path`'s row 3 has an error in Hasta No (a row error, as in its CSV export, not
+    "is empty"); `notes`: the valid rows' Not as their payloads carry it."""
+    out = tmp_path / "payloads.jsonl"
+    code, stdout, _ = validate(str(path), "-c", str(write_config(tmp_path)), "--payloads", str(out))
+    assert code == 1, stdout
+    assert f"{label}!3: customer_id (column 'Hasta No'): expected a whole number" in stdout
+    assert "is empty" not in stdout
+    assert {b[0]: b[3].get("description") for b in bodies(out)} == notes
+
+
 def test_a_libreoffice_error_cell_reads_as_it_shows_not_as_empty(tmp_path: Path) -> None:
     """python-calamine reads an .ods error cell as empty, so a failed VLOOKUP in an
     optional column would let the row go without its value; the CSV export of the same
@@ -386,18 +399,8 @@ def test_a_libreoffice_error_cell_reads_as_it_shows_not_as_empty(tmp_path: Path)
         [None, *TYPED[3][:-1], ods_error("Err:502", "of:=SQRT(-1)")],  # Not, LibreOffice's own
     ]
     ods = write_ods(tmp_path / "export.ods", {"Randevular": rows})
-    out = tmp_path / "payloads.jsonl"
-    code, stdout, _ = validate(str(ods), "-c", str(write_config(tmp_path)), "--payloads", str(out))
-    assert code == 1, stdout
-    assert "export.ods:Randevular!3: customer_id (column 'Hasta No'): expected a whole number" in (
-        stdout
-    )
-    assert "is empty" not in stdout
-    assert {b[0]: b[3].get("description") for b in bodies(out)} == {
-        2: NOTE,
-        1504: "#VALUE!",
-        1505: "Err:502",
-    }
+    notes: dict[int, str | None] = {2: NOTE, 1504: "#VALUE!", 1505: "Err:502"}
+    assert_error_cell_read_as_shown(ods, tmp_path, "export.ods:Randevular", notes)
 
 
 def test_an_ods_formula_never_computed_is_a_row_error_not_an_empty_cell(tmp_path: Path) -> None:
@@ -414,6 +417,15 @@ def test_an_ods_formula_never_computed_is_a_row_error_not_an_empty_cell(tmp_path
     assert "export.ods:Randevular!3: " in stdout
     assert "column 'Not' holds a formula that was never computed" in stdout
     assert [b[0] for b in bodies(out)] == [2, 4]
+
+
+def test_an_xls_error_cell_reads_as_excel_shows_it_not_as_empty(tmp_path: Path) -> None:
+    """tests/support/files/error-cells.xls: LibreOffice Calc 7.4's Excel 97-2003 file of a
+    CSV with =NA() in KAD-2's Hasta No and =1/0 in KAD-3's Not (`soffice --headless
+    --convert-to xls`). python-calamine reads both cells as empty."""
+    xls = ROOT / "tests" / "support" / "files" / "error-cells.xls"
+    notes: dict[int, str | None] = {2: "İlk seans", 4: "#DIV/0!", 5: None}
+    assert_error_cell_read_as_shown(xls, tmp_path, "error-cells.xls:errors", notes)
 
 
 def test_the_worklist_says_which_sheet_a_row_is_on(tmp_path: Path, sbx: Sandbox) -> None:

@@ -33,6 +33,7 @@ from worker.source.csvfile import header_problems
 from worker.source.ods_errors import UNCOMPUTED, ods_error_cells
 from worker.source.options import setting
 from worker.source.rows import RowProblem, SourceRow
+from worker.source.xls_errors import xls_error_cells
 from worker.source.zipscan import member_has_any
 
 _WHOLE_MAX = float(2**53)
@@ -171,10 +172,9 @@ class SheetRows:
             raise SourceError(f"{name}: cannot read the sheet: {_first_line(exc)}") from None
         self.sheet = chosen.name
         # python-calamine reads an error cell (#N/A) as an empty one; read as empty, an
-        # optional field would silently go without its value. (An .xls file's are not
-        # found: see docs/input-files.md.)
+        # optional field would silently go without its value.
         first_column = chosen.start[1] if chosen.start else 0
-        find = {"xlsx": error_cells, "ods": ods_error_cells}.get(fmt)
+        find = {"xlsx": error_cells, "ods": ods_error_cells, "xls": xls_error_cells}.get(fmt)
         self._errors = find(data, chosen.name, first_column) if find is not None else {}
         self.rows_total = chosen.height
         self._rows = enumerate(chosen.iter_rows(), start=1)
