@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -21,7 +24,8 @@ from tests.support.importing import (
     stats,
     wait_for_appointments,
 )
-from tests.support.sandbox_process import sandbox_process
+from tests.support.sandbox_process import ROOT, sandbox_process
+from tests.support.sync import TOKEN_ENV, write_config
 
 # Process-level drills: real worker and sandbox processes (`make test-fast` leaves them out).
 pytestmark = pytest.mark.slow
@@ -132,3 +136,39 @@ async def test_sigterm_while_answers_are_looked_up_leaves_them_unknown_not_in_fl
         out, err = await asyncio.wait_for(rerun.communicate(), 60)
         assert rerun.returncode == 0, (out.decode(), err.decode())
         await assert_all_created_once(s)
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_while_standard_input_has_not_sent_the_header_says_so(
+    tmp_path: Path, signum: int, code: int
+) -> None:
+    """`producer | flextell-worker import -` whose producer has not written yet: the
+    signal's default action ended the process with no word, and no --summary-file
+    (a scheduler mailed "wrote no summary")."""
+    config = write_config(tmp_path)
+    summary = tmp_path / "summary.txt"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker", "import", "-", "--format", "csv", "-c", str(config),
+         "--no-progress", "--summary-file", str(summary)],
+        cwd=ROOT, env=os.environ | TOKEN_ENV, stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        # Blocked in read(2) on its standard input (fd 0): past start-up, waiting.
+        deadline = time.monotonic() + 60
+        syscall = Path(f"/proc/{proc.pid}/syscall")
+        while not syscall.read_text().startswith("0 0x0 "):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    name = signal.Signals(signum).name
+    said = f"stopped ({name}) while waiting for the export on standard input: nothing was sent"
+    assert proc.returncode == code, err
+    assert said in err.decode()
+    assert said in summary.read_text(encoding="utf-8")
+    assert not (tmp_path / "ledger.sqlite").exists()

@@ -39,7 +39,7 @@ from worker.commands.importing.import_result import (
 )
 from worker.commands.importing.import_summary import local_rows
 from worker.commands.importing.progress import RunProgress
-from worker.commands.importing.signals import StopSignals
+from worker.commands.importing.signals import StopSignals, stop_while_waiting
 from worker.commands.ledger_care import purge_after_import
 from worker.config import Config, TenantConfig, load_config
 from worker.delivery import Job, LaneBuilder, RetryPolicy, RowDelivery, TenantLane, http_session
@@ -390,7 +390,14 @@ async def run_import(
     run = ImportRun(options, config, mapper, context)
     mode = "dry-run" if options.dry_run else "import"
 
-    with open_source(options.file, source_opts) as source:
+    waiting = (
+        stop_while_waiting("the export on standard input")
+        if options.file == "-"
+        else contextlib.nullcontext()
+    )
+    with waiting:  # the source reads its header (and a few rows) as it opens
+        opened = open_source(options.file, source_opts)
+    with opened as source:
         for note in [*mapper.notes, *source.notes]:
             log.warning(note)
         if source.columns is not None:

@@ -1,4 +1,5 @@
-"""SIGINT and SIGTERM during a run: the first asks it to stop, a second leaves at once."""
+"""SIGINT and SIGTERM during a run: the first asks it to stop, a second leaves at once;
+before the run, while the export's first lines are awaited, either ends the command."""
 
 from __future__ import annotations
 
@@ -6,7 +7,11 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from types import FrameType
+
+from worker.errors import WorkerError
+from worker.exitcodes import ExitCode
 
 _REASONS = {signal.SIGINT: "interrupted (SIGINT)", signal.SIGTERM: "terminated (SIGTERM)"}
 
@@ -40,3 +45,23 @@ class StopSignals:
             os._exit(128 + signum)
         self.received = signum
         self._request_stop(_REASONS[signal.Signals(signum)])
+
+
+@contextlib.contextmanager
+def stop_while_waiting(what: str) -> Iterator[None]:
+    """Around a read that may wait for long before the run's handlers are installed (the
+    export's first lines on standard input): SIGINT or SIGTERM ends the command there,
+    with its exit code and a message (and so a --summary-file), instead of the default
+    action, a death that says nothing."""
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        code = ExitCode.INTERRUPTED if signum == signal.SIGINT else ExitCode.TERMINATED
+        raise WorkerError(f"stopped ({name}) while waiting for {what}: nothing was sent", code)
+
+    previous = {signum: signal.signal(signum, stop) for signum in _REASONS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
