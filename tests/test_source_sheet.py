@@ -393,7 +393,8 @@ def test_a_libreoffice_error_cell_reads_as_it_shows_not_as_empty(tmp_path: Path)
     rows: list[Any] = [
         [None, *HEADER],  # the table starts at column B
         [None, *TYPED[0]],
-        [None, TYPED[1][0], ods_error("#N/A"), *TYPED[1][2:]],  # Hasta No, from a VLOOKUP
+        # Hasta No, from a VLOOKUP, with a comment (the comment is not the cell's text)
+        [None, TYPED[1][0], ods_error("#N/A", comment="sor: 0532 000 00 00"), *TYPED[1][2:]],
         ods_blank_rows(1500, len(HEADER) + 1),  # rows 4 to 1503
         [None, *TYPED[2][:-1], ods_error("#VALUE!", 'of:=VALUE("x")')],  # Not
         [None, *TYPED[3][:-1], ods_error("Err:502", "of:=SQRT(-1)")],  # Not, LibreOffice's own
@@ -426,6 +427,26 @@ def test_an_xls_error_cell_reads_as_excel_shows_it_not_as_empty(tmp_path: Path) 
     xls = ROOT / "tests" / "support" / "files" / "error-cells.xls"
     notes: dict[int, str | None] = {2: "İlk seans", 4: "#DIV/0!", 5: None}
     assert_error_cell_read_as_shown(xls, tmp_path, "error-cells.xls:errors", notes)
+
+
+@pytest.mark.parametrize("suffix", ["xlsx", "ods"])
+def test_a_formula_whose_result_is_empty_reads_as_empty_not_as_never_computed(
+    tmp_path: Path, suffix: str
+) -> None:
+    """tests/support/files/empty-results.*: LibreOffice Calc 7.4's files of a CSV with
+    =IFERROR(NA();"") in KAD-1's Not and =NA() in KAD-3's (`soffice --headless
+    --convert-to`). The usual way to hide a failed lookup is a computed "", as the CSV
+    export has it: an empty cell, not a formula that was never computed."""
+    path = ROOT / "tests" / "support" / "files" / f"empty-results.{suffix}"
+    out = tmp_path / "payloads.jsonl"
+    code, stdout, _ = validate(str(path), "-c", str(write_config(tmp_path)), "--payloads", str(out))
+    assert code == 0, stdout
+    assert "never computed" not in stdout
+    assert {b[0]: b[3].get("description") for b in bodies(out)} == {
+        2: None,
+        3: "İlk seans",
+        4: "#N/A",
+    }
 
 
 def test_the_worklist_says_which_sheet_a_row_is_on(tmp_path: Path, sbx: Sandbox) -> None:

@@ -47,13 +47,20 @@ class OdsRaw(str):
     """XML written as it is: a cell in a row, or a whole row in a sheet's rows."""
 
 
-def ods_error(shown: str, formula: str = "of:=NA()") -> OdsRaw:
+def ods_error(shown: str, formula: str = "of:=NA()", comment: str | None = None) -> OdsRaw:
     """A formula cell whose result is an error, as LibreOffice Calc 7.4 saves it (the
-    value empty, the error as the text; python-calamine reads the cell as empty)."""
+    value empty, the error as the text; python-calamine reads the cell as empty); with
+    `comment`, a comment on the cell as LibreOffice writes one, before the text."""
+    note = (
+        ""
+        if comment is None
+        else "<office:annotation><dc:date>2026-12-07T00:00:00</dc:date>"
+        f"<text:p>{escape(comment)}</text:p></office:annotation>"
+    )
     return OdsRaw(
         f'<table:table-cell table:formula="{_attr(formula)}" office:value-type="string" '
-        f'office:string-value="" calcext:value-type="error"><text:p>{escape(shown)}</text:p>'
-        "</table:table-cell>"
+        f'office:string-value="" calcext:value-type="error">{note}'
+        f"<text:p>{escape(shown)}</text:p></table:table-cell>"
     )
 
 
@@ -114,6 +121,7 @@ def write_ods(path: Path, sheets: Sheets) -> Path:
         'xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" '
         'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" '
         'xmlns:calcext="urn:org:documentfoundation:names:experimental:calc:xmlns:calcext:1.0" '
+        'xmlns:dc="http://purl.org/dc/elements/1.1/" '
         'office:version="1.2">'
         f"<office:body><office:spreadsheet>{tables}</office:spreadsheet></office:body>"
         "</office:document-content>"

@@ -344,11 +344,14 @@ def _first_line(exc: BaseException) -> str:
 _ERROR_CELL = re.compile(rb'<c\b([^>]*?)\bt="e"([^>]*)>(.{0,4096}?)</c>', re.DOTALL)
 _CELL_REF = re.compile(rb'\br="([A-Z]{1,3})([0-9]+)"')
 # A formula cell without a computed value (<f>..</f> then no <v>, or an empty one), as
-# openpyxl and other writers that do not calculate leave it.
+# openpyxl and other writers that do not calculate leave it. The formula's text holds
+# no "<" (XML escapes it), so a match never runs on into the next cell.
 _UNCOMPUTED_CELL = re.compile(
-    rb"<c\b([^>]*)>(?:<f\b[^>]*/>|<f\b[^>]*>.{0,4096}?</f>)\s*(?:<v\s*/>|<v>\s*</v>)?\s*</c>",
-    re.DOTALL,
+    rb"<c\b([^>]*)>(?:<f\b[^>]*/>|<f\b[^>]*>[^<]{0,4096}</f>)\s*(?:<v\s*/>|<v>\s*</v>)?\s*</c>"
 )
+# ...except a formula whose result is a string, "" included (=IFERROR(VLOOKUP(...),"")):
+# Excel and LibreOffice write it t="str" with an empty <v>.
+_STRING_RESULT = b't="str"'
 _CELL_VALUE = re.compile(rb"<v>([^<]*)</v>")
 
 
@@ -368,7 +371,8 @@ def error_cells(data: bytes, sheet: str, first_column: int) -> dict[int, dict[in
     found: dict[int, dict[int, str]] = {}
     for match in _UNCOMPUTED_CELL.finditer(xml):
         ref = _CELL_REF.search(match.group(1))
-        if ref is not None and b't="e"' not in match.group(1):
+        attrs = match.group(1)
+        if ref is not None and b't="e"' not in attrs and _STRING_RESULT not in attrs:
             index = _column_number(ref.group(1).decode()) - 1 - first_column
             found.setdefault(int(ref.group(2)), {})[index] = UNCOMPUTED
     for match in _ERROR_CELL.finditer(xml):
