@@ -4,13 +4,19 @@ The counts of a good night are checked against its summary in test_nightly_loop.
 
 from __future__ import annotations
 
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.sandbox_process import Sandbox
-from tests.support.sync import run_cli, sample_rows, write_config, write_csv
+from tests.support.sandbox_process import ROOT, Sandbox
+from tests.support.sync import TOKEN_ENV, run_cli, sample_rows, write_config, write_csv
 
 
 def samples(path: Path) -> dict[str, float]:
@@ -106,3 +112,73 @@ def test_an_output_the_run_could_not_write_is_refused_before_anything_is_sent(
     assert "Traceback" not in result.output
     assert sbx.stats()["appointments_total"] == 0
     assert not (tmp_path / "ledger.sqlite").exists()
+
+
+def test_a_fifo_or_device_summary_file_is_written_in_place_not_replaced(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """`--summary-file /dev/null` (or /dev/stdout) was replaced by a regular file: for
+    root, in place of /dev/null for the whole machine. A FIFO stands in for it here."""
+    config = write_config(tmp_path)
+    columns, rows = sample_rows()
+    file = write_csv(tmp_path / "n1.csv", columns, rows[:3])
+    fifo = tmp_path / "summary.fifo"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    result = run_cli("import", str(file), "-c", str(config), "--base-url", sbx.base_url,
+                     "--no-progress", "--summary-file", str(fifo))  # fmt: skip
+    reader.join(timeout=10)
+    assert result.exit_code == 0, result.output
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert got and b"needs a person" in got[0]
+
+
+def test_a_linked_summary_file_keeps_its_link_and_is_owner_only(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    config = write_config(tmp_path)
+    columns, rows = sample_rows()
+    file = write_csv(tmp_path / "n1.csv", columns, rows[:3])
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "summary.txt"
+    target.write_text("last night\n", encoding="utf-8")
+    link = tmp_path / "summary.txt"
+    link.symlink_to(target)
+    result = run_cli("import", str(file), "-c", str(config), "--base-url", sbx.base_url,
+                     "--no-progress", "--summary-file", str(link))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert link.is_symlink()
+    assert "needs a person" in target.read_text(encoding="utf-8")
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+
+
+def test_a_summary_file_another_user_owns_in_a_sticky_directory_is_refused_first(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """/tmp/summary.txt left by another account: a file there can be created but not
+    replaced, and the write at the end failed after the night's rows went in."""
+    if shutil.which("setpriv") is None or os.geteuid() != 0:
+        pytest.skip("needs root and util-linux's setpriv to own files as two users")
+    config = write_config(tmp_path)
+    columns, rows = sample_rows()
+    file = write_csv(tmp_path / "n1.csv", columns, rows[:3])
+    shared = tmp_path / "tmp"
+    shared.mkdir()
+    os.chown(shared, 65534, 65534)
+    shared.chmod(0o1777)
+    theirs = shared / "summary.txt"
+    theirs.write_text("someone else's\n", encoding="utf-8")
+    os.chown(theirs, 65533, 65533)
+    # root without CAP_FOWNER and CAP_DAC_OVERRIDE: the sticky bit binds it as any user
+    done = subprocess.run(
+        ["setpriv", "--bounding-set=-fowner,-dac_override,-dac_read_search",
+         sys.executable, "-m", "worker", "import", str(file), "-c", str(config),
+         "--base-url", sbx.base_url, "--no-progress", "--summary-file", str(theirs)],
+        cwd=ROOT, env=os.environ | TOKEN_ENV, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"--summary-file {theirs}: it belongs to another user" in done.stderr
+    assert sbx.stats()["appointments_total"] == 0
+    assert theirs.read_text(encoding="utf-8") == "someone else's\n"

@@ -90,7 +90,22 @@ def write_private_atomically(path: Path, data: bytes) -> None:
 
 def write_atomically(path: Path, data: bytes, *, mode: int) -> None:
     """Replace `path` with `data` (file mode `mode`): temp file in the same dir, fsync,
-    rename, fsync dir, so a reader sees the old file or the new one, never a part."""
+    rename, fsync dir, so a reader sees the old file or the new one, never a part.
+
+    A path that is a device, a FIFO or a socket (``/dev/null``, ``/dev/stdout``) is
+    written in place: a rename would put a regular file where it was, which for root
+    means in place of /dev/null for every process of the machine. A symbolic link to
+    a file keeps the link: the file it points at is replaced."""
+    try:
+        found = os.stat(path)  # through a link
+    except OSError:
+        found = None
+    if found is not None and not stat.S_ISREG(found.st_mode) and not stat.S_ISDIR(found.st_mode):
+        with open(path, "wb") as handle:
+            handle.write(data)
+        return
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, mode)
@@ -115,22 +130,68 @@ def check_output_place(path: Path, option: str) -> None:
     (`write_atomically` there): in a directory that is not there, or that this user
     cannot create a file in (click refuses a directory itself). Found after a night's
     import, the error would replace the run's own exit code; found now, the import has
-    not started."""
+    not started. A device or a FIFO (/dev/null) is written in place, so it must take
+    writes; a link's file is replaced where it is; a file in a sticky directory (/tmp)
+    that belongs to another user cannot be replaced."""
+    given = path
+    try:
+        found = os.stat(path)
+    except OSError:
+        found = None
+    if found is not None and not stat.S_ISREG(found.st_mode):
+        # written in place (write_atomically): a device or a FIFO must take writes
+        if not os.access(path, os.W_OK):
+            raise ConfigError(f"{option} {given}: cannot write to it (permission denied)")
+        return
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))  # its file is replaced, in the file's directory
     where = path.parent
     if not where.is_dir():
         what = "is not a directory" if where.exists() else "does not exist"
         raise ConfigError(
-            f"{option} {path}: {where} {what}; create the directory first, or give a "
+            f"{option} {given}: {where} {what}; create the directory first, or give a "
             "path in one that exists"
         )
     try:
         fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=where)
     except OSError as exc:
         raise ConfigError(
-            f"{option} {path}: cannot create a file in {where}: {exc.strerror}"
+            f"{option} {given}: cannot create a file in {where}: {exc.strerror}"
         ) from None
     os.close(fd)
     os.unlink(probe)
+    if found is not None and _sticky_and_not_ours(where, found):
+        raise ConfigError(
+            f"{option} {given}: it belongs to another user, in a directory where only a "
+            f"file's owner may replace it ({where}, like /tmp): remove it, or give "
+            "another path"
+        )
+
+
+def _sticky_and_not_ours(where: Path, found: os.stat_result) -> bool:
+    """Whether a rename over the file `found` in `where` would be refused: a sticky
+    directory (/tmp) lets only the file's or the directory's owner replace it (or a
+    process with CAP_FOWNER: root, unless it dropped that)."""
+    uid = os.geteuid()
+    if found.st_uid == uid or _owner_override():
+        return False
+    held = os.stat(where)
+    return bool(held.st_mode & stat.S_ISVTX) and held.st_uid != uid
+
+
+_CAP_FOWNER = 1 << 3
+
+
+def _owner_override() -> bool:
+    """Whether this process may act on files it does not own (CAP_FOWNER in effect)."""
+    try:
+        status = Path("/proc/self/status").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return os.geteuid() == 0
+    for line in status.splitlines():
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) & _CAP_FOWNER)
+    return os.geteuid() == 0
 
 
 def refuse_shared(path: Path, what: str) -> None:
