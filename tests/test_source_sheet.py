@@ -449,6 +449,35 @@ def test_a_formula_whose_result_is_empty_reads_as_empty_not_as_never_computed(
     }
 
 
+@pytest.mark.parametrize(
+    ("fixture", "notes"),
+    [
+        ("empty-results.ods", {2: None, 3: "İlk seans", 4: "#N/A"}),
+        ("error-cells.xls", {2: "İlk seans", 4: "#DIV/0!", 5: None}),
+    ],
+)
+def test_error_cells_are_found_by_the_files_content_not_its_name(
+    tmp_path: Path, fixture: str, notes: dict[int, str | None]
+) -> None:
+    """An .ods or .xls saved as .xlsx is opened by its content; its error cells were
+    looked for as the name said, none were found, and they read as empty."""
+    path = tmp_path / "export.xlsx"
+    path.write_bytes((ROOT / "tests" / "support" / "files" / fixture).read_bytes())
+    out = tmp_path / "payloads.jsonl"
+    validate(str(path), "-c", str(write_config(tmp_path)), "--payloads", str(out))
+    assert {b[0]: b[3].get("description") for b in bodies(out)} == notes
+
+
+def test_a_header_cell_holding_an_error_is_named_as_shown_not_empty(tmp_path: Path) -> None:
+    """A header name that is a failed formula read as an empty name, and the whole file
+    was refused for "an empty column name" that the sheet does not show."""
+    rows: list[Any] = [[*HEADER, ods_error("#REF!", "of:=[.Z99]")], [*TYPED[0], "x"]]
+    ods = write_ods(tmp_path / "export.ods", {"Randevular": rows})
+    code, stdout, stderr = validate(str(ods), "-c", str(write_config(tmp_path)))
+    assert "empty column name" not in stdout + stderr
+    assert code == 0, stdout + stderr
+
+
 def test_the_worklist_says_which_sheet_a_row_is_on(tmp_path: Path, sbx: Sandbox) -> None:
     """A front desk opening the workbook at 'in.xlsx:12' lands on its first sheet; the
     row is on the sheet the import read."""

@@ -102,6 +102,23 @@ SIGNATURES = {b"PK\x03\x04": "a zip archive (.xlsx or .ods)", b"\xd0\xcf\x11\xe0
 """How a workbook's bytes start: what a file is, whatever its name says."""
 
 
+def _format_of(data: bytes) -> str | None:
+    """The spreadsheet format of a workbook's bytes ("xlsx", "ods", "xls"), whatever its
+    name says (an .xlsx saved as .xls), or None when they do not say."""
+    if data.startswith(b"\xd0\xcf\x11\xe0"):
+        return "xls"
+    if not data.startswith(b"PK\x03\x04"):
+        return None
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError, RuntimeError):
+        return None
+    if "xl/workbook.xml" in names:
+        return "xlsx"
+    return "ods" if "content.xml" in names else None
+
+
 def _open_workbook(name: str, path: str, fmt: str) -> tuple[CalamineWorkbook, str, bytes]:
     """The workbook, the SHA-256 of the bytes it was parsed from, and those bytes.
 
@@ -174,7 +191,9 @@ class SheetRows:
         # python-calamine reads an error cell (#N/A) as an empty one; read as empty, an
         # optional field would silently go without its value.
         first_column = chosen.start[1] if chosen.start else 0
-        find = {"xlsx": error_cells, "ods": ods_error_cells, "xls": xls_error_cells}.get(fmt)
+        finders = {"xlsx": error_cells, "ods": ods_error_cells, "xls": xls_error_cells}
+        # The workbook was opened by its content: so are its error cells looked for.
+        find = finders.get(_format_of(data) or fmt)
         self._errors = find(data, chosen.name, first_column) if find is not None else {}
         self.rows_total = chosen.height
         self._rows = enumerate(chosen.iter_rows(), start=1)
@@ -198,6 +217,11 @@ class SheetRows:
         while (item := self._take()) is not None:
             number, cells = item
             texts = [cell_text(c).strip() for c in cells]
+            for index, shown in self._errors.get(number, {}).items():
+                if shown is not UNCOMPUTED and index >= 0:
+                    # A name from a formula that failed reads as its CSV export has it.
+                    texts.extend([""] * (index + 1 - len(texts)))
+                    texts[index] = texts[index] or shown
             if header_row is not None and number < header_row:
                 continue
             if header_row is not None and number == header_row and not any(texts):
