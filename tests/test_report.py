@@ -175,7 +175,9 @@ def test_a_run_killed_before_it_recorded_its_counts_is_not_reported_as_having_do
     were read"; the rows it created are in the ledger all the same."""
     config = write_config(tmp_path, rate_limit='"40/second"')
     columns, rows = sample_rows()
-    file = write_csv(tmp_path / "night.csv", columns, rows[:120])
+    chosen = [dict(r) for r in rows[:120]]
+    chosen[3]["customer_id"] = "12a"  # invalid: an open worklist item for its tenant
+    file = write_csv(tmp_path / "night.csv", columns, chosen)
     proc = subprocess.Popen(
         [sys.executable, "-m", "worker", "import", str(file), "-c", str(config),
          "--base-url", sbx.base_url, "--no-progress"],
@@ -190,8 +192,12 @@ def test_a_run_killed_before_it_recorded_its_counts_is_not_reported_as_having_do
     finally:
         proc.kill()
         proc.wait()
-    assert run_cli("import", str(file), "-c", str(config), "--base-url", sbx.base_url,
-                   "--no-progress").exit_code == 0  # fmt: skip
+    assert (
+        run_cli(
+            "import", str(file), "-c", str(config), "--base-url", sbx.base_url, "--no-progress"
+        ).exit_code
+        == 1
+    )  # fmt: skip  (the invalid row)
 
     table = run_cli("report", "-c", str(config))
     assert table.exit_code == 0, table.output
@@ -209,3 +215,10 @@ def test_a_run_killed_before_it_recorded_its_counts_is_not_reported_as_having_do
     text = html.unescape(re.sub(r"<[^>]+>", " ", page.read_text(encoding="utf-8")))
     assert "No rows were read" not in text
     assert "Its counts are not recorded (a run records them as it ends)" in text
+    # The tenant with an open item is listed for run 1, its figures not as 0 but "-".
+    tenants = re.search(r'<table id="tenants">.*?</table>', page.read_text(encoding="utf-8"), re.S)
+    assert tenants is not None
+    assert 'title="not recorded">-<' in tenants.group(0)
+    assert '<td class="n">0</td>' not in tenants.group(0)
+    only = run_cli("report", "-c", str(config), "--run", "1")
+    assert "run 1 crashed: its counts are not recorded" in only.output

@@ -429,7 +429,7 @@ def report_table(report: LedgerReport, console: Console | None = None) -> None:
         )
     console.print(table)
     for row in report.runs:
-        if not _counted(row) and names:
+        if not _counted(row):
             ended = "is still running" if row["status"] == "running" else f"{row['status']}"
             console.print(
                 f"run {row['id']} {ended}: its counts are not recorded (a run records them "

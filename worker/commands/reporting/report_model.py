@@ -23,6 +23,9 @@ class TenantGlance:
     """Rows in Flextell as created before the export changed them."""
     fixed_by_hand: int = 0
     """Rows in Flextell as created from a hand-fixed file, the export still the old one."""
+    counted: bool = True
+    """False: the run recorded no counts (it crashed, or is running); the figures above
+    are then not its own, and are shown as "-"."""
 
     @property
     def needs_total(self) -> int:

@@ -223,6 +223,7 @@ def _tenants(
                 needs={k.replace("_", " "): n for k, n in needs.most_common()},
                 earlier_version=c.get("changed", 0),
                 fixed_by_hand=c.get("fixed_by_hand", 0),
+                counted=run.finished_at is not None,
             )
         )
     return out
@@ -258,7 +259,7 @@ def _verdict(
         yet = " yet" if run.status == RunStatus.RUNNING else ""
         body = (
             f"Its counts are not recorded{yet} (a run records them as it ends): what it did "
-            "shows in the rows' outcomes below"
+            "is among the rows' outcomes below, which are the ledger's now, after any later run"
         )
     elif read:
         body = f"{done:,} of {read:,} rows read are in Flextell"
