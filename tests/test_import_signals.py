@@ -25,7 +25,7 @@ from tests.support.importing import (
     wait_for_appointments,
 )
 from tests.support.sandbox_process import ROOT, sandbox_process
-from tests.support.sync import TOKEN_ENV, write_config
+from tests.support.sync import TOKEN_ENV, sample_rows, write_config, write_csv
 
 # Process-level drills: real worker and sandbox processes (`make test-fast` leaves them out).
 pytestmark = pytest.mark.slow
@@ -153,8 +153,47 @@ def test_a_signal_while_standard_input_has_not_sent_the_header_says_so(
         cwd=ROOT, env=os.environ | TOKEN_ENV, stdin=subprocess.PIPE,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
+    err = signal_when_waiting_for_stdin(proc, signum)
+    name = signal.Signals(signum).name
+    said = f"stopped ({name}) while waiting for the export on standard input: nothing was sent"
+    assert proc.returncode == code, err
+    assert said in err
+    assert said in summary.read_text(encoding="utf-8")
+    assert not (tmp_path / "ledger.sqlite").exists()
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_during_a_dry_run_says_so_with_its_exit_code(
+    tmp_path: Path, signum: int, code: int
+) -> None:
+    """A dry run had no handlers: SIGTERM ended it with no word, and SIGINT with click's
+    "Aborted!" and exit 1, which means "a person is needed". Its producer here has
+    written more than the reader takes at first, then waits."""
+    config = write_config(tmp_path)
+    columns, rows = sample_rows()
+    key = "appointment_id"
+    many = [r | {key: f"{r[key]}-{n}"} for n in range(4) for r in rows]
+    text = write_csv(tmp_path / "rows.csv", columns, many).read_bytes()
+    assert len(text) > 65536
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker", "import", "-", "--format", "csv", "--dry-run",
+         "-c", str(config), "--no-progress"],
+        cwd=ROOT, env=os.environ | TOKEN_ENV, stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdin is not None
+    proc.stdin.write(text)  # returns once the reader took what the pipe could not hold
+    proc.stdin.flush()
+    err = signal_when_waiting_for_stdin(proc, signum)
+    said = f"stopped ({signal.Signals(signum).name}) during the dry run: nothing was sent"
+    assert proc.returncode == code, err
+    assert said in err
+
+
+def signal_when_waiting_for_stdin(proc: subprocess.Popen[bytes], signum: int) -> str:
+    """Send `signum` once `proc` is blocked in read(2) on its standard input (fd 0),
+    that is past start-up and with nothing left to read; its stderr."""
     try:
-        # Blocked in read(2) on its standard input (fd 0): past start-up, waiting.
         deadline = time.monotonic() + 60
         syscall = Path(f"/proc/{proc.pid}/syscall")
         while not syscall.read_text().startswith("0 0x0 "):
@@ -166,9 +205,4 @@ def test_a_signal_while_standard_input_has_not_sent_the_header_says_so(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    name = signal.Signals(signum).name
-    said = f"stopped ({name}) while waiting for the export on standard input: nothing was sent"
-    assert proc.returncode == code, err
-    assert said in err.decode()
-    assert said in summary.read_text(encoding="utf-8")
-    assert not (tmp_path / "ledger.sqlite").exists()
+    return err.decode()

@@ -39,7 +39,7 @@ from worker.commands.importing.import_result import (
 )
 from worker.commands.importing.import_summary import local_rows
 from worker.commands.importing.progress import RunProgress
-from worker.commands.importing.signals import StopSignals, stop_while_waiting
+from worker.commands.importing.signals import StopSignals, stop_on_signal
 from worker.commands.ledger_care import purge_after_import
 from worker.config import Config, TenantConfig, load_config
 from worker.delivery import Job, LaneBuilder, RetryPolicy, RowDelivery, TenantLane, http_session
@@ -391,7 +391,7 @@ async def run_import(
     mode = "dry-run" if options.dry_run else "import"
 
     waiting = (
-        stop_while_waiting("the export on standard input")
+        stop_on_signal("while waiting for the export on standard input")
         if options.file == "-"
         else contextlib.nullcontext()
     )
@@ -408,33 +408,8 @@ async def run_import(
             for note in mapper.check_keys(*source.keys_seen, source.where):
                 log.warning(note)
         if options.dry_run:
-            ledger = (
-                await open_ledger(
-                    ledger_path, lock=False, readonly=True, key=configured_key(config)
-                )
-                if isinstance(ledger_path, str) or ledger_path.exists()
-                else None
-            )
-            try:
-                if ledger is not None:
-                    # Without the key every keyed hash would differ: all rows "changed".
-                    ledger.require_patient_data("import --dry-run")
-                    await ledger.bind_identity(api, config.tenants, rebind=False)
-                    run.reader.hand_fixed = await worklist.hand_fixed(ledger)
-                    run.reader.keyed = ledger.sealer.keyed if ledger.sealer else None
-                with preview_to(run.reader, options.payloads):
-                    await run.read_all(source, ledger, None)
-                if ledger is not None and not options.partial:
-                    await _missing_from_source(run, ledger)
-                run.would_adopt = [t for t in _read_tenants(run) if run.counts[t].to_send]
-                if ledger is not None:
-                    await _preview_worklist(run, ledger)
-                else:
-                    _preview_first_worklist(run)
-            finally:
-                if ledger is not None:
-                    await ledger.close()
-            return _result(run, ledger_path, mode, started)
+            with stop_on_signal("during the dry run"):
+                return await _dry_run(run, source, ledger_path, config, api, mode, started)
 
         for tenant in [options.tenant] if options.tenant is not None else config.tenants:
             # A token that is not there is a config error: found before the ledger is touched.
@@ -450,6 +425,46 @@ async def run_import(
         finally:
             if context.ledger is None:
                 await ledger.close()
+
+
+async def _dry_run(
+    run: ImportRun,
+    source: Source,
+    ledger_path: Path | str,
+    config: Config,
+    api: Any,
+    mode: str,
+    started: float,
+) -> ImportResult:
+    """`import --dry-run`: read and judge every row against the ledger (when there is
+    one), send and write nothing."""
+    options = run.options
+    there = isinstance(ledger_path, str) or await asyncio.to_thread(ledger_path.exists)
+    ledger = (
+        await open_ledger(ledger_path, lock=False, readonly=True, key=configured_key(config))
+        if there
+        else None
+    )
+    try:
+        if ledger is not None:
+            # Without the key every keyed hash would differ: all rows "changed".
+            ledger.require_patient_data("import --dry-run")
+            await ledger.bind_identity(api, config.tenants, rebind=False)
+            run.reader.hand_fixed = await worklist.hand_fixed(ledger)
+            run.reader.keyed = ledger.sealer.keyed if ledger.sealer else None
+        with preview_to(run.reader, options.payloads):
+            await run.read_all(source, ledger, None)
+        if ledger is not None and not options.partial:
+            await _missing_from_source(run, ledger)
+        run.would_adopt = [t for t in _read_tenants(run) if run.counts[t].to_send]
+        if ledger is not None:
+            await _preview_worklist(run, ledger)
+        else:
+            _preview_first_worklist(run)
+    finally:
+        if ledger is not None:
+            await ledger.close()
+    return _result(run, ledger_path, mode, started)
 
 
 async def _send(

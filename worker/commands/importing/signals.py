@@ -48,16 +48,17 @@ class StopSignals:
 
 
 @contextlib.contextmanager
-def stop_while_waiting(what: str) -> Iterator[None]:
-    """Around a read that may wait for long before the run's handlers are installed (the
-    export's first lines on standard input): SIGINT or SIGTERM ends the command there,
-    with its exit code and a message (and so a --summary-file), instead of the default
-    action, a death that says nothing."""
+def stop_on_signal(doing: str) -> Iterator[None]:
+    """Around work that has no handlers of the run's own and may wait for long (the
+    export's first lines on standard input; a dry run, which writes nothing): SIGINT or
+    SIGTERM ends the command there, with its exit code and a message (and so a
+    --summary-file), not with the default action: a death that says nothing, or for
+    SIGINT "Aborted!" and exit 1, which means "a person is needed"."""
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         code = ExitCode.INTERRUPTED if signum == signal.SIGINT else ExitCode.TERMINATED
-        raise WorkerError(f"stopped ({name}) while waiting for {what}: nothing was sent", code)
+        raise WorkerError(f"stopped ({name}) {doing}: nothing was sent", code)
 
     previous = {signum: signal.signal(signum, stop) for signum in _REASONS}
     try:
