@@ -256,3 +256,29 @@ async def test_a_takeover_fences_the_old_holders_late_writes_and_settles_from_ex
             await keeper.close()
         await old.close()
         await new.close()
+
+
+def _names(url: str) -> list[str]:
+    """application_name of every other connection to this test's database."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT application_name FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return sorted(name for (name,) in rows)
+
+
+async def test_connections_are_named_in_pg_stat_activity_unless_the_url_names_them(
+    pg_url: str,
+) -> None:
+    for url, names in [
+        (pg_url, ["flextell-worker lease", "flextell-worker ledger"]),
+        (f"{pg_url}?application_name=nightly-import", ["nightly-import", "nightly-import"]),
+    ]:
+        led = await PgLedger.open_url(url)
+        keeper = await LeaseKeeper.open(url, led.worker_id, lease_seconds=60)
+        try:
+            assert _names(url) == names
+        finally:
+            await keeper.close()
+            await led.close()

@@ -40,7 +40,7 @@ import psycopg
 
 from worker.clock import SYSTEM_CLOCK, Clock
 from worker.errors import AbortError
-from worker.ledger.postgres import connect_async, redact, scrub
+from worker.ledger.postgres import LEASE_NAME, connect_async, redact, scrub
 from worker.logs import get_logger
 
 log = get_logger("leases")
@@ -109,7 +109,7 @@ class LeaseKeeper:
         clock: Clock = SYSTEM_CLOCK,
     ) -> LeaseKeeper:
         """Register the worker and start its heartbeat; `clock` times the send deadlines."""
-        conn = await connect_async(url)
+        conn = await connect_async(url, name=LEASE_NAME)
         keeper = cls(conn, worker_id, lease_seconds, grace_seconds, clock)
         await keeper._exec(
             "INSERT INTO workers (id, host, pid, expires_at) VALUES"

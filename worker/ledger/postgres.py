@@ -48,7 +48,16 @@ from worker.ledger.writer import OpFn
 from worker.logs import get_logger
 
 log = get_logger("ledger")
-__all__ = ["LeaseLostError", "PgLedger", "connect", "connect_async", "redact", "url_problem"]
+__all__ = [
+    "LEASE_NAME",
+    "LEDGER_NAME",
+    "LeaseLostError",
+    "PgLedger",
+    "connect",
+    "connect_async",
+    "redact",
+    "url_problem",
+]
 
 CLOCK_WARN_SECONDS = 2.0
 """An offset to the database's clock above this is logged as a warning at open."""
@@ -146,10 +155,21 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-def connect(url: str) -> psycopg.Connection[Any]:
+LEDGER_NAME = "flextell-worker ledger"
+LEASE_NAME = "flextell-worker lease"
+"""The application_name of each connection a worker opens, as pg_stat_activity shows it
+(the ledger's writer; the lease and heartbeat one). Given as libpq's
+``fallback_application_name``: an ``application_name`` in the URL, or PGAPPNAME, is
+used instead."""
+
+
+def connect(url: str, *, name: str = LEDGER_NAME) -> psycopg.Connection[Any]:
     """A writer connection (autocommit; the writer sends BEGIN/COMMIT itself)."""
     try:
-        conn = psycopg.connect(url, autocommit=True, connect_timeout=10, **_KEEPALIVE)
+        conn = psycopg.connect(
+            url, autocommit=True, connect_timeout=10, fallback_application_name=name,
+            **_KEEPALIVE,
+        )  # fmt: skip
     except psycopg.Error as exc:
         raise AbortError(
             f"cannot open ledger {redact(url)}: {scrub(_first_line(exc), url)}"
@@ -158,12 +178,13 @@ def connect(url: str) -> psycopg.Connection[Any]:
     return conn
 
 
-async def connect_async(url: str) -> psycopg.AsyncConnection[Any]:
+async def connect_async(url: str, *, name: str = LEDGER_NAME) -> psycopg.AsyncConnection[Any]:
     """A connection for leases and heartbeats, off the writer's queue."""
     try:
         conn = await psycopg.AsyncConnection.connect(
-            url, autocommit=True, connect_timeout=10, **_KEEPALIVE
-        )
+            url, autocommit=True, connect_timeout=10, fallback_application_name=name,
+            **_KEEPALIVE,
+        )  # fmt: skip
     except psycopg.Error as exc:
         raise AbortError(
             f"cannot open ledger {redact(url)}: {scrub(_first_line(exc), url)}"
