@@ -282,3 +282,59 @@ async def test_connections_are_named_in_pg_stat_activity_unless_the_url_names_th
         finally:
             await keeper.close()
             await led.close()
+
+
+def _terminate_lease_connection(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"  # gone on return
+            " WHERE datname = current_database() AND application_name = 'flextell-worker lease'"
+        )
+
+
+async def test_a_lost_lease_connection_stops_the_run_and_says_the_database_is_up(
+    pg_url: str,
+) -> None:
+    led = await PgLedger.open_url(pg_url)
+    keeper = await LeaseKeeper.open(pg_url, led.worker_id, lease_seconds=60)
+    led.attach(keeper)
+    try:
+        assert await keeper.acquire([7], "r") is not None
+        _terminate_lease_connection(pg_url)
+        with pytest.raises(AbortError) as lost:
+            await keeper.acquire([8], "r")
+        text = str(lost.value)
+        assert "lease connection was closed (terminating connection due to administrator" in text
+        assert "the database is up" in text and "start the worker again now" in text
+        assert "committed rows are kept" in text and "once the database is back" not in text
+        # The run stops as for a broken ledger: no lease can be renewed any more.
+        assert str(await led.wait_broken()) == text
+        with pytest.raises(AbortError) as again:  # later calls keep the server's reason
+            await keeper.remaining([7, 8], "r")
+        assert "terminating connection due to administrator command" in str(again.value)
+        assert "the connection is closed" not in str(again.value)
+    finally:
+        await keeper.close()
+        await led.close()
+
+
+async def test_a_lost_lease_connection_of_an_unreachable_database_says_once_it_is_back(
+    pg_url: str,
+) -> None:
+    # The keeper's connection is to the test server; the URL it tries again is one that
+    # refuses (as a stopped server would), with a password that must not show.
+    down = "postgresql://u:s3cr3t-pw@127.0.0.1:1/x?sslpassword=other-s3cr3t"
+    conn = await psycopg.AsyncConnection.connect(
+        pg_url, autocommit=True, application_name="flextell-worker lease"
+    )
+    keeper = LeaseKeeper(conn, "w1", 60, 2.0, url=down)
+    _terminate_lease_connection(pg_url)
+    with pytest.raises(AbortError) as lost:
+        await keeper.remaining([7], "r")
+    text = str(lost.value)
+    assert "PostgreSQL connection lost while holding tenants' leases" in text
+    assert "a new connection fails too (" in text and "Connection refused" in text
+    assert "start the workers again once the database is back" in text
+    assert "the database is up" not in text
+    assert "s3cr3t" not in text
+    await keeper.close()

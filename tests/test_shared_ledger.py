@@ -201,6 +201,62 @@ def test_a_postgresql_restart_ends_the_run_with_exit_3_and_the_next_run_complete
     assert result.clean, result.line()
 
 
+def _sql(pg_url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def _terminate(pg_url: str, application_name: str) -> int:
+    """pg_terminate_backend on this database's connections named `application_name`
+    (as an administrator would, reading pg_stat_activity); how many it ended."""
+    rows = _sql(
+        pg_url,
+        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND application_name = %s",
+        (application_name,),
+    )
+    return sum(bool(ended) for (ended,) in rows)
+
+
+def test_a_killed_lease_connection_says_the_database_is_up_and_the_next_run_completes(
+    pg_url: str, tmp_path: Path
+) -> None:
+    csv, cfg, source, sb = _setup(tmp_path, 2, 120, lease=2.0)
+    procs: list[subprocess.Popen[bytes]] = []
+    sb.start()
+    try:
+        procs.append(_worker(csv, cfg, sb.api_url, pg_url, tmp_path / "w1.log"))
+        _wait_for_posts(sb, 10)
+        names = "SELECT application_name FROM pg_stat_activity WHERE datname = current_database()"
+        assert {"flextell-worker ledger", "flextell-worker lease"} <= {
+            name for (name,) in _sql(pg_url, names)
+        }
+        # Only the lease connection: the ledger's own stays, and so does the database.
+        assert _terminate(pg_url, "flextell-worker lease") == 1
+        code = procs[0].wait(timeout=60)
+        log = (tmp_path / "w1.log").read_text()
+        assert code == 3, log
+        assert "this worker's lease connection was closed (terminating connection" in log, log
+        assert "the database is up" in log and "start the worker again now" in log, log
+        assert "once the database is back" not in log and "Traceback" not in log, log
+        assert "committed rows are kept" in log, log
+        procs.append(_worker(csv, cfg, sb.api_url, pg_url, tmp_path / "w2.log"))
+        assert procs[1].wait(timeout=120) == 0, (tmp_path / "w2.log").read_text()
+        appts = sb.appointments()
+    finally:
+        for proc in procs:  # a worker that hangs is not left behind
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        sb.stop()
+    result = audit(source, read_pg_ledger(pg_url), appts)
+    assert result.clean, result.line()
+    runs = _sql(pg_url, "SELECT status, exit_code FROM flextell_worker.runs ORDER BY id")
+    assert runs[0] == ("aborted", 3) and runs[-1] == ("finished", 0), runs
+
+
 def test_a_dry_run_reads_a_postgresql_ledger_and_config_errors_name_the_field(
     pg_url: str, tmp_path: Path
 ) -> None:

@@ -25,7 +25,7 @@ import time
 from worker.commands.import_ import ImportOptions, RunContext, run_import
 from worker.commands.importing.import_result import ImportResult, TenantCounts
 from worker.config import Config, load_config
-from worker.errors import ConfigError
+from worker.errors import AbortError, ConfigError
 from worker.exitcodes import ExitCode
 from worker.ledger.crypto import configured_key
 from worker.ledger.leases import Lease, LeaseKeeper
@@ -159,6 +159,10 @@ async def _pass(
         for lease in leases:
             await asyncio.shield(keeper.release(lease))
         raise
+    if ledger.lease_connection_lost is not None:
+        # No lease can be released or recorded done: they expire, and the tenants go on
+        # with the next worker (the run is recorded aborted).
+        raise AbortError(str(ledger.lease_connection_lost))
     if result is None or ledger.lease_lost is not None:
         # Nothing is recorded as done: whoever takes these tenants next goes on.
         if result is not None:

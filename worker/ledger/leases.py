@@ -24,6 +24,11 @@ with one file share its tenants and then all exit. A pass that
 ended with rows still needing work (exit 1, or aborted) counts as done only for
 workers that were already running: one started later (tomorrow's run of an
 unchanged export, a retry) takes that tenant again, as a SQLite run would.
+
+The lease connection is named ``flextell-worker lease`` in pg_stat_activity (the
+ledger's own is ``flextell-worker ledger``). When it is lost, one new connection
+tells whether the database is down or only this connection was closed (an
+administrator's pg_terminate_backend, a pooler or firewall): the message says which.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +46,8 @@ import psycopg
 
 from worker.clock import SYSTEM_CLOCK, Clock
 from worker.errors import AbortError
-from worker.ledger.postgres import LEASE_NAME, connect_async, redact, scrub
+from worker.ledger.postgres import LEASE_NAME, PROBE_SECONDS, connect_async, redact, scrub
+from worker.ledger.postgres import unreachable as probe_unreachable
 from worker.logs import get_logger
 
 log = get_logger("leases")
@@ -79,9 +86,16 @@ class LeaseKeeper:
 
     def __init__(
         self, conn: psycopg.AsyncConnection[Any], worker_id: str, lease_seconds: float,
-        grace_seconds: float, clock: Clock = SYSTEM_CLOCK,
+        grace_seconds: float, clock: Clock = SYSTEM_CLOCK, url: str | None = None,
     ) -> None:  # fmt: skip
         self._conn = conn
+        self._url = url
+        """The ledger's URL, to try one new connection when this one is lost."""
+        self._lost_reason: str | None = None
+        """Why the connection was lost, as the first error said (later ones only say
+        that it is closed)."""
+        self._probed: tuple[float, str | None] | None = None
+        """When the database was last tried, and `unreachable`'s answer."""
         self.clock = clock
         self.worker_id = worker_id
         self.lease_seconds = lease_seconds
@@ -94,6 +108,8 @@ class LeaseKeeper:
         self._confirmed: dict[int, float] = {}
         self.on_offset: Callable[[float], None] | None = None
         """Told the database's clock offset (worker.ledger.pgfence.clock_offset) at each beat."""
+        self.on_lost: Callable[[AbortError], None] | None = None
+        """Told once that this connection is gone (PgLedger stops the run: exit 3)."""
         self._beat: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._since: Any = None
@@ -110,7 +126,7 @@ class LeaseKeeper:
     ) -> LeaseKeeper:
         """Register the worker and start its heartbeat; `clock` times the send deadlines."""
         conn = await connect_async(url, name=LEASE_NAME)
-        keeper = cls(conn, worker_id, lease_seconds, grace_seconds, clock)
+        keeper = cls(conn, worker_id, lease_seconds, grace_seconds, clock, url)
         await keeper._exec(
             "INSERT INTO workers (id, host, pid, expires_at) VALUES"
             " (%s, %s, %s, now() + make_interval(secs => %s)) ON CONFLICT (id) DO UPDATE"
@@ -129,11 +145,42 @@ class LeaseKeeper:
                 cur = await self._conn.execute(sql, params)
                 return await cur.fetchall() if cur.description is not None else []
             except psycopg.OperationalError as exc:
-                raise AbortError(
-                    f"ledger: PostgreSQL connection lost while holding tenants' leases ({exc}); "
-                    "committed rows are kept: start the workers again once the database is "
-                    "back, and they take the tenants up where they stopped"
-                ) from None
+                error = await self._connection_lost(exc)
+                if self._conn.closed and self.on_lost is not None:
+                    self.on_lost(error)
+                    self.on_lost = None
+                raise error from None
+
+    async def _connection_lost(self, exc: psycopg.OperationalError) -> AbortError:
+        """The error that ends the worker: whether the database is down, or up and only
+        this connection was closed (then the worker can start again at once)."""
+        lines = (line.strip() for line in str(exc).splitlines())
+        said = scrub(" ".join(x for x in lines if x) or type(exc).__name__, self._url or "")
+        reason = self._lost_reason or said
+        if self._lost_reason is None and self._conn.closed:
+            self._lost_reason = said
+        if self._url and (
+            self._probed is None or time.monotonic() - self._probed[0] >= PROBE_SECONDS
+        ):
+            # One try per few seconds: the failures that follow the first (releases on
+            # the way out) reuse its answer rather than wait for a dead host again.
+            self._probed = (time.monotonic(), await probe_unreachable(self._url))
+        down = "" if self._probed is None else self._probed[1]
+        kept = "committed rows are kept"
+        if down is None:
+            what = "was closed" if self._conn.closed else "failed"
+            return AbortError(
+                f"ledger: PostgreSQL connection lost while holding tenants' leases: this "
+                f"worker's lease connection {what} ({reason}), but the database is up "
+                f"(a new connection was accepted just now); {kept}: start the worker again "
+                "now, and it takes the tenants up where they stopped"
+            )
+        return AbortError(
+            f"ledger: PostgreSQL connection lost while holding tenants' leases ({reason}); "
+            + (f"a new connection fails too ({down}); " if down else "")
+            + f"{kept}: start the workers again once the database is back, and they take "
+            "the tenants up where they stopped"
+        )
 
     async def acquire(self, tenants: Collection[int], round_key: str) -> Lease | None:
         """A free tenant (or one whose holder's lease expired) not done in this round."""
@@ -269,19 +316,22 @@ class LeaseKeeper:
                 await self.beat()
             except AbortError as exc:
                 log.error("lease heartbeat failed", error=str(exc))
+                if self._conn.closed:
+                    return  # no beat can pass again; the next lease call ends the worker
 
     async def close(self) -> None:
         if self._beat is not None:
             self._beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._beat
-        with contextlib.suppress(AbortError, psycopg.Error):
-            for tenant, epoch in list(self.held.items()):
-                await self.release(Lease(tenant, epoch, None))
-            await self._exec(
-                "UPDATE workers SET stopped_at = now(), expires_at = now() WHERE id = %s",
-                (self.worker_id,),
-            )
+        if not self._conn.closed:  # once lost, nothing is released here (the leases expire)
+            with contextlib.suppress(AbortError, psycopg.Error):
+                for tenant, epoch in list(self.held.items()):
+                    await self.release(Lease(tenant, epoch, None))
+                await self._exec(
+                    "UPDATE workers SET stopped_at = now(), expires_at = now() WHERE id = %s",
+                    (self.worker_id,),
+                )
         with contextlib.suppress(psycopg.Error):
             await self._conn.close()
 

@@ -27,7 +27,7 @@ import os
 import secrets
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -36,6 +36,7 @@ from urllib.parse import urlunsplit
 import psycopg
 
 from worker.errors import AbortError
+from worker.exitcodes import ExitCode
 from worker.ledger import atrest, ops, pgfence
 from worker.ledger.crypto import LedgerKey, Sealer
 from worker.ledger.model import Run, RunStatus, Status
@@ -56,6 +57,7 @@ __all__ = [
     "connect",
     "connect_async",
     "redact",
+    "unreachable",
     "url_problem",
 ]
 
@@ -157,10 +159,11 @@ def new_worker_id() -> str:
 
 LEDGER_NAME = "flextell-worker ledger"
 LEASE_NAME = "flextell-worker lease"
+PROBE_NAME = "flextell-worker probe"
 """The application_name of each connection a worker opens, as pg_stat_activity shows it
-(the ledger's writer; the lease and heartbeat one). Given as libpq's
-``fallback_application_name``: an ``application_name`` in the URL, or PGAPPNAME, is
-used instead."""
+(the ledger's writer; the lease and heartbeat one; a probe after a lost connection).
+Given as libpq's ``fallback_application_name``: an ``application_name`` in the URL, or
+PGAPPNAME, is used instead."""
 
 
 def connect(url: str, *, name: str = LEDGER_NAME) -> psycopg.Connection[Any]:
@@ -197,11 +200,37 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
+PROBE_SECONDS = 3
+"""connect_timeout of `unreachable`'s one attempt (libpq's least is 2 s)."""
+
+
+async def unreachable(url: str) -> str | None:
+    """Whether the database takes a new connection now: None if it does (the connection
+    is closed at once), else why not, in one line without the URL's passwords. One
+    attempt of at most about `PROBE_SECONDS` per host, for a message to tell a database
+    that is down from a connection that alone was closed."""
+    try:
+        conn = await asyncio.wait_for(
+            psycopg.AsyncConnection.connect(
+                url, connect_timeout=PROBE_SECONDS, fallback_application_name=PROBE_NAME
+            ),
+            timeout=PROBE_SECONDS + 2,
+        )
+    except TimeoutError:
+        return f"no answer within {PROBE_SECONDS + 2} s"
+    except psycopg.Error as exc:
+        return scrub(_first_line(exc), url)
+    with contextlib.suppress(psycopg.Error):
+        await conn.close()
+    return None
+
+
 class LeaseFence(Protocol):
     """What the ledger needs of this worker's leases (worker.ledger.leases.LeaseKeeper)."""
 
     epochs: dict[int, int]
     on_offset: Callable[[float], None] | None
+    on_lost: Callable[[AbortError], None] | None
 
     def may_send(self, tenant: int) -> bool: ...
 
@@ -219,6 +248,9 @@ class PgLedger(Ledger):
     """Set when an intent found its tenant's lease gone: the pass must stop (begin_pass)."""
     keeper: LeaseFence | None
     """This worker's leases (attach): epochs of the fence, deadlines of sending."""
+    lease_connection_lost: AbortError | None
+    """Set when the keeper's own connection is gone: no lease can be renewed, taken or
+    released any more, so the run stops (wait_broken) and is recorded aborted, exit 3."""
     db_offset: float
     """Seconds the database's clock is ahead of this machine's, measured at open and at
     every heartbeat: `to_shared` turns local time into the database's."""
@@ -270,6 +302,7 @@ class PgLedger(Ledger):
         ledger._sealer = cast(Sealer | None, sealing[0])
         ledger._key_id = cast(str | None, sealing[1])
         ledger.lease_lost = None
+        ledger.lease_connection_lost = None
         ledger.url = url
         ledger.worker_id = worker_id or new_worker_id()
         ledger.keeper = None
@@ -301,6 +334,24 @@ class PgLedger(Ledger):
         await self._write(partial(_own_run, run_id=run_id, worker=self.worker_id))
         return run_id
 
+    async def finish_run(
+        self,
+        run_id: int,
+        *,
+        status: RunStatus,
+        counts: Mapping[str, int],
+        source_sha256: str | None = None,
+        exit_code: int | None = None,
+    ) -> None:
+        """As Ledger.finish_run; a run stopped by the loss of the lease connection is
+        aborted with exit code 3, whatever else stopped it."""
+        if self.lease_connection_lost is not None:
+            status, source_sha256, exit_code = RunStatus.ABORTED, None, int(ExitCode.ABORTED)
+        await super().finish_run(
+            run_id, status=status, counts=counts, source_sha256=source_sha256,
+            exit_code=exit_code,
+        )  # fmt: skip
+
     async def runs(self, run_id: int | None = None) -> list[Run]:
         """As Ledger.runs; a `running` run whose worker's heartbeat expired is `crashed`."""
         found = cast(list[Run], await self._read(partial(ops.runs, run_id=run_id)))
@@ -317,6 +368,13 @@ class PgLedger(Ledger):
         """Fence writes with `keeper`'s lease epochs and sending with its deadlines."""
         self.keeper = keeper
         keeper.on_offset = self._set_offset
+        keeper.on_lost = self._lease_connection_lost
+
+    def _lease_connection_lost(self, error: AbortError) -> None:
+        # The run stops now, as for a broken ledger: its sends could not stay fenced.
+        if self.lease_connection_lost is None:
+            self.lease_connection_lost = error
+            self._broken.set()
 
     def _set_offset(self, offset: float) -> None:
         self.db_offset = offset
@@ -425,13 +483,13 @@ class PgLedger(Ledger):
     def begin_pass(self) -> None:
         """Before a new pass of a shared import: forget the last pass's lost lease."""
         self.lease_lost = None
-        if self._writer.failure is None:
+        if self._writer.failure is None and self.lease_connection_lost is None:
             self._broken.clear()
 
     async def wait_broken(self) -> AbortError:
         """As Ledger.wait_broken, and also when a tenant's lease was lost (see lease_lost)."""
         await self._broken.wait()
-        failure = self._writer.failure or self.lease_lost
+        failure = self._writer.failure or self.lease_connection_lost or self.lease_lost
         assert failure is not None
         return failure
 
