@@ -37,7 +37,6 @@ import asyncio
 import contextlib
 import os
 import socket
-import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
@@ -160,11 +159,11 @@ class LeaseKeeper:
         if self._lost_reason is None and self._conn.closed:
             self._lost_reason = said
         if self._url and (
-            self._probed is None or time.monotonic() - self._probed[0] >= PROBE_SECONDS
+            self._probed is None or self.clock.monotonic() - self._probed[0] >= PROBE_SECONDS
         ):
             # One try per few seconds: the failures that follow the first (releases on
             # the way out) reuse its answer rather than wait for a dead host again.
-            self._probed = (time.monotonic(), await probe_unreachable(self._url))
+            self._probed = (self.clock.monotonic(), await probe_unreachable(self._url))
         down = "" if self._probed is None else self._probed[1]
         kept = "committed rows are kept"
         if down is None:
