@@ -740,7 +740,13 @@ async def _wait_lanes(run: ImportRun, grace: float) -> None:
             if isinstance(exc, WorkerError):
                 fatal = fatal or exc  # the ledger failed, say: the run cannot go on
             else:
+                # An error of the code's own: the lane's rows not sent stay pending, and
+                # the run says so (exit 3) rather than end as if all went out.
                 log.error("lane crashed", error=repr(exc))
+                fatal = fatal or AbortError(
+                    f"a tenant's delivery failed ({exc!r}): its rows not sent stay "
+                    "pending, for the next run"
+                )
     if fatal is not None:
         raise fatal
 

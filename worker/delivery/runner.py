@@ -20,6 +20,7 @@ from dataclasses import replace
 from worker.delivery.identity import IdentityGroups
 from worker.delivery.lane import TenantLane
 from worker.delivery.row import Job, RowDelivery, Settling
+from worker.errors import WorkerError
 from worker.logs import get_logger
 
 log = get_logger("delivery")
@@ -43,6 +44,8 @@ class LaneRunner:
         self._should_stop = should_stop
         self._clock = lane.clock
         self._workers = [asyncio.create_task(self._work()) for _ in range(workers)]
+        for task in self._workers:
+            task.add_done_callback(self._worker_done)
         self._settling: dict[asyncio.Task[None], Job] = {}
 
     def stopped(self) -> bool:
@@ -73,6 +76,21 @@ class LaneRunner:
                 task.add_done_callback(self._settling_done)
                 return
             job = self.groups.leave(job.identity)
+
+    def _worker_done(self, task: asyncio.Task[None]) -> None:
+        """A worker that ended on an exception stops the lane (the run exits 3) and lets
+        the feeder go: with its workers gone, nobody would take the next job, the feeder
+        would wait for room in the queue for ever and the run would hang."""
+        if task.cancelled() or (exc := task.exception()) is None:
+            return
+        if isinstance(exc, WorkerError):
+            reason = str(exc)
+        else:
+            reason = f"internal error in its delivery ({exc!r}): its rows not sent stay pending"
+            log.error("delivery worker failed", tenant=self.lane.id, error=repr(exc))
+        self.lane.stop(reason, abort=True)
+        while not self.queue.empty():  # left pending in the ledger: the next run sends them
+            self.queue.get_nowait()
 
     def _settling_done(self, task: asyncio.Task[None]) -> None:
         self._settling.pop(task, None)
