@@ -124,7 +124,10 @@ def _wait_for_posts(sb: SandboxProcess, count: int, within: float = 60.0) -> Non
 def test_a_killed_workers_tenant_is_taken_over_after_its_lease_expires(
     pg_url: str, tmp_path: Path
 ) -> None:
-    csv, cfg, source, sb = _setup(tmp_path, 1, 80, lease=2.0)
+    # The second worker must start while the dead one's lease still holds (to log that
+    # it waits): two `ledger status` and a process start take 2-4 s on a loaded 2-core
+    # machine, beyond a 2 s lease (seen failing so).
+    csv, cfg, source, sb = _setup(tmp_path, 1, 80, lease=8.0)
     sb.start()
     try:
         first = _worker(csv, cfg, sb.api_url, pg_url, tmp_path / "w1.log")
