@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
 
@@ -60,6 +61,9 @@ def stop_on_signal(doing: str) -> Iterator[None]:
         code = ExitCode.INTERRUPTED if signum == signal.SIGINT else ExitCode.TERMINATED
         raise WorkerError(f"stopped ({name}) {doing}: nothing was sent", code)
 
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers (the CLI called from a thread)
+        return
     previous = {signum: signal.signal(signum, stop) for signum in _REASONS}
     try:
         yield
