@@ -209,6 +209,9 @@ def test_a_run_killed_before_it_recorded_its_counts_is_not_reported_as_having_do
     assert lines[0]["status"] == "crashed"
     assert (lines[0]["read"], lines[0]["created"]) == ("", "")
     assert int(lines[1]["read"]) == 120
+    runs = json.loads(run_cli("report", "-c", str(config), "--format", "json").output)["runs"]
+    assert (runs[0]["counts_recorded"], runs[0]["counts"]) == (False, {})
+    assert runs[1]["counts_recorded"] is True and runs[1]["counts"]["read"] == 120
 
     page = tmp_path / "run1.html"
     assert run_cli("report", "-c", str(config), "--html", str(page), "--run", "1").exit_code == 0

@@ -153,7 +153,12 @@ async def build_report(options: ReportOptions) -> LedgerReport:
             counts = _run_counts(run, options.tenant)
             if counts is None:
                 continue  # the tenant took no part in this run
-            rows.append({name: getattr(run, name) for name in _RUN_FIELDS} | {"counts": counts})
+            # counts_recorded: a run records its counts as it ends (see _counted); for a
+            # script reading the JSON, {} then means "not known", not "none".
+            rows.append(
+                {name: getattr(run, name) for name in _RUN_FIELDS}
+                | {"counts": counts, "counts_recorded": run.finished_at is not None}
+            )
         zone_for = config.timezone_for if config is not None else None
         # A row fixed by hand whose export still carries the old version is the
         # worklist's `fixed_by_hand`, not a change in the source: say it as it does.
