@@ -19,6 +19,12 @@ from tests.support.sandbox_process import ROOT, Sandbox
 from tests.support.sync import TOKEN_ENV, run_cli, sample_rows, write_config, write_csv
 
 
+def a_night(tmp_path: Path) -> tuple[Path, Path]:
+    """The config and an export of three sample rows, in `tmp_path`."""
+    columns, rows = sample_rows()
+    return write_config(tmp_path), write_csv(tmp_path / "n1.csv", columns, rows[:3])
+
+
 def samples(path: Path) -> dict[str, float]:
     text = path.read_text(encoding="utf-8")
     return {
@@ -95,9 +101,7 @@ def test_an_output_the_run_could_not_write_is_refused_before_anything_is_sent(
 ) -> None:
     """Found only after the night's import, the error would replace the run's exit code
     (2 for a night whose rows went in); found first, nothing has been sent."""
-    config = write_config(tmp_path)
-    columns, rows = sample_rows()
-    file = write_csv(tmp_path / "n1.csv", columns, rows[:3])
+    config, file = a_night(tmp_path)
     (tmp_path / "a-file").write_text("x", encoding="utf-8")
     target = {
         "no such directory": tmp_path / "no-such-dir" / "out.txt",
@@ -119,9 +123,7 @@ def test_a_fifo_or_device_summary_file_is_written_in_place_not_replaced(
 ) -> None:
     """`--summary-file /dev/null` (or /dev/stdout) was replaced by a regular file: for
     root, in place of /dev/null for the whole machine. A FIFO stands in for it here."""
-    config = write_config(tmp_path)
-    columns, rows = sample_rows()
-    file = write_csv(tmp_path / "n1.csv", columns, rows[:3])
+    config, file = a_night(tmp_path)
     fifo = tmp_path / "summary.fifo"
     os.mkfifo(fifo)
     got: list[bytes] = []
@@ -138,9 +140,7 @@ def test_a_fifo_or_device_summary_file_is_written_in_place_not_replaced(
 def test_a_linked_summary_file_keeps_its_link_and_is_owner_only(
     tmp_path: Path, sbx: Sandbox
 ) -> None:
-    config = write_config(tmp_path)
-    columns, rows = sample_rows()
-    file = write_csv(tmp_path / "n1.csv", columns, rows[:3])
+    config, file = a_night(tmp_path)
     (tmp_path / "real").mkdir()
     target = tmp_path / "real" / "summary.txt"
     target.write_text("last night\n", encoding="utf-8")
@@ -161,9 +161,7 @@ def test_a_summary_file_another_user_owns_in_a_sticky_directory_is_refused_first
     replaced, and the write at the end failed after the night's rows went in."""
     if shutil.which("setpriv") is None or os.geteuid() != 0:
         pytest.skip("needs root and util-linux's setpriv to own files as two users")
-    config = write_config(tmp_path)
-    columns, rows = sample_rows()
-    file = write_csv(tmp_path / "n1.csv", columns, rows[:3])
+    config, file = a_night(tmp_path)
     shared = tmp_path / "tmp"
     shared.mkdir()
     os.chown(shared, 65534, 65534)

@@ -127,8 +127,8 @@ async def open_for_report(target: LedgerTarget, key: LedgerKey | None = None) ->
 
 
 def _run_counts(run: Run, tenant: int | None) -> dict[str, int] | None:
-    if run.finished_at is None:
-        return {}  # not recorded yet, or never (see _counted): the tenant may have taken part
+    if not run.counts_recorded:
+        return {}  # the tenant may have taken part
     if tenant is None:
         return {k: v for k, v in run.counts.items() if not k.startswith("tenant.")}
     prefix = f"tenant.{tenant}."
@@ -153,11 +153,10 @@ async def build_report(options: ReportOptions) -> LedgerReport:
             counts = _run_counts(run, options.tenant)
             if counts is None:
                 continue  # the tenant took no part in this run
-            # counts_recorded: a run records its counts as it ends (see _counted); for a
-            # script reading the JSON, {} then means "not known", not "none".
+            # For a script reading the JSON, {} then means "not known", not "none".
             rows.append(
                 {name: getattr(run, name) for name in _RUN_FIELDS}
-                | {"counts": counts, "counts_recorded": run.finished_at is not None}
+                | {"counts": counts, "counts_recorded": run.counts_recorded}
             )
         zone_for = config.timezone_for if config is not None else None
         # A row fixed by hand whose export still carries the old version is the
@@ -392,10 +391,9 @@ _COUNT_LABELS = {
 
 
 def _counted(row: dict[str, Any]) -> bool:
-    """A run records its counts as it ends: one still running, or whose process died
-    (crashed; a shared ledger's pass whose database went away), has none. Shown as 0
-    they would say that a run which created rows created none."""
-    return row["finished_at"] is not None
+    """Run.counts_recorded: shown as 0, a run's missing counts would say that a run
+    which created rows created none."""
+    return bool(row["counts_recorded"])
 
 
 def _count_cell(row: dict[str, Any], name: str) -> str:

@@ -148,6 +148,13 @@ class Run:
     """A shared ledger's round (`--round`, default the file's SHA-256)."""
     exit_code: int | None = None
 
+    @property
+    def counts_recorded(self) -> bool:
+        """A run records its counts as it ends: one still running, or whose process died
+        (crashed; a shared ledger's pass whose database went away), has none, and its
+        `counts` ({}) say nothing of what it did."""
+        return self.finished_at is not None
+
 
 RUN_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Run))
 

@@ -223,7 +223,7 @@ def _tenants(
                 needs={k.replace("_", " "): n for k, n in needs.most_common()},
                 earlier_version=c.get("changed", 0),
                 fixed_by_hand=c.get("fixed_by_hand", 0),
-                counted=run.finished_at is not None,
+                counted=run.counts_recorded,
             )
         )
     return out
@@ -254,7 +254,7 @@ def _verdict(
     earlier = sum(t.earlier_version for t in tenants)
     done = sum(t.created + t.adopted + t.already_there + t.fixed_by_hand for t in tenants)
     done += earlier
-    if run.finished_at is None:
+    if not run.counts_recorded:
         # Shown as 0, the counts of a run whose process died would say it did nothing.
         yet = " yet" if run.status == RunStatus.RUNNING else ""
         body = (
@@ -547,9 +547,9 @@ def _history(runs: list[Run], limit: int) -> list[RunBar]:
         RunBar(
             run_id=r.id,
             started_at=r.started_at[:16].replace("T", " "),
-            created=r.counts.get("created", 0) if r.finished_at else None,
+            created=r.counts.get("created", 0) if r.counts_recorded else None,
             open_items=r.counts.get("worklist_open"),
-            missing=r.counts.get("missing_from_source", 0) if r.finished_at else None,
+            missing=r.counts.get("missing_from_source", 0) if r.counts_recorded else None,
         )
         for r in imports
     ]
