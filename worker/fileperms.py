@@ -96,11 +96,8 @@ def write_atomically(path: Path, data: bytes, *, mode: int) -> None:
     written in place: a rename would put a regular file where it was, which for root
     means in place of /dev/null for every process of the machine. A symbolic link to
     a file keeps the link: the file it points at is replaced."""
-    try:
-        found = os.stat(path)  # through a link
-    except OSError:
-        found = None
-    if found is not None and not stat.S_ISREG(found.st_mode) and not stat.S_ISDIR(found.st_mode):
+    found = _stat(path)
+    if _written_in_place(found):
         with open(path, "wb") as handle:
             handle.write(data)
         return
@@ -134,12 +131,8 @@ def check_output_place(path: Path, option: str) -> None:
     writes; a link's file is replaced where it is; a file in a sticky directory (/tmp)
     that belongs to another user cannot be replaced."""
     given = path
-    try:
-        found = os.stat(path)
-    except OSError:
-        found = None
-    if found is not None and not stat.S_ISREG(found.st_mode):
-        # written in place (write_atomically): a device or a FIFO must take writes
+    found = _stat(path)
+    if _written_in_place(found):  # a device or a FIFO must take writes
         if not os.access(path, os.W_OK):
             raise ConfigError(f"{option} {given}: cannot write to it (permission denied)")
         return
@@ -166,6 +159,19 @@ def check_output_place(path: Path, option: str) -> None:
             f"file's owner may replace it ({where}, like /tmp): remove it, or give "
             "another path"
         )
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    """`path`'s status through a link, or None when there is nothing there."""
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
+
+
+def _written_in_place(found: os.stat_result | None) -> bool:
+    """A device, a FIFO or a socket: written as it is, never replaced by a rename."""
+    return found is not None and not stat.S_ISREG(found.st_mode) and not stat.S_ISDIR(found.st_mode)
 
 
 def _sticky_and_not_ours(where: Path, found: os.stat_result) -> bool:

@@ -98,16 +98,17 @@ def _pick_sheet(
     raise SourceError(f"{name}: no sheet named {wanted!r} (sheets: {listed}){hint}")
 
 
-SIGNATURES = {b"PK\x03\x04": "a zip archive (.xlsx or .ods)", b"\xd0\xcf\x11\xe0": "an .xls file"}
+_ZIP, _OLE = b"PK\x03\x04", b"\xd0\xcf\x11\xe0"
+SIGNATURES = {_ZIP: "a zip archive (.xlsx or .ods)", _OLE: "an .xls file"}
 """How a workbook's bytes start: what a file is, whatever its name says."""
 
 
 def _format_of(data: bytes) -> str | None:
     """The spreadsheet format of a workbook's bytes ("xlsx", "ods", "xls"), whatever its
     name says (an .xlsx saved as .xls), or None when they do not say."""
-    if data.startswith(b"\xd0\xcf\x11\xe0"):
+    if data.startswith(_OLE):
         return "xls"
-    if not data.startswith(b"PK\x03\x04"):
+    if not data.startswith(_ZIP):
         return None
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
