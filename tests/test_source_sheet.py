@@ -27,7 +27,7 @@ from tests.support.sheets import (
 )
 from worker.cli import cli
 from worker.sandbox import RunningSandbox
-from worker.source import sheet_names
+from worker.source.sheet import sheet_names
 
 ROOT = Path(__file__).resolve().parent.parent
 

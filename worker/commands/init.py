@@ -41,9 +41,10 @@ from worker.fileperms import write_private_atomically
 from worker.mapping import Mapper
 from worker.mapping.text import as_text, norm_key
 from worker.mapping.values import clock_text
-from worker.source import SourceOptions, open_source, sheet_names
+from worker.source import SourceOptions, open_source
 from worker.source.options import SPREADSHEETS
 from worker.source.rows import RowProblem, SourceRow
+from worker.source.sheet import sheet_names
 
 SAMPLE_ROWS = 5000
 """Rows read to guess from: enough for every status word and branch of a real export."""

@@ -10,6 +10,5 @@ from __future__ import annotations
 from worker.source.options import SourceOptions
 from worker.source.reader import Source, open_source
 from worker.source.rows import RowProblem, SourceRow
-from worker.source.sheet import sheet_names
 
-__all__ = ["RowProblem", "Source", "SourceOptions", "SourceRow", "open_source", "sheet_names"]
+__all__ = ["RowProblem", "Source", "SourceOptions", "SourceRow", "open_source"]

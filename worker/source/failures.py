@@ -34,10 +34,10 @@ from typing import IO, Any
 from worker.errors import SourceError
 from worker.fileperms import open_private
 from worker.source import RowProblem, SourceRow
+from worker.source.cells import cell_text
 from worker.source.options import SPREADSHEETS
 from worker.source.quoted import FORMULA_START as _FORMULA_START
 from worker.source.quoted import QUOTED_COLUMN
-from worker.source.sheet import cell_text
 
 PATIENT_DATA_COLUMN = "worker_patient_data"
 PATIENT_DATA_NOTE = "yes: keep private, delete once fixed"

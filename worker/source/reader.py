@@ -6,7 +6,7 @@ import codecs
 import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from worker.errors import SourceError
 from worker.reading import reading
@@ -31,8 +31,11 @@ from worker.source.options import (
 )
 from worker.source.quoted import QUOTED_COLUMN, unquote_header, unquote_rows
 from worker.source.rows import RowProblem, SourceRow
-from worker.source.sheet import SIGNATURES, SheetRows
+from worker.source.signatures import SIGNATURES
 from worker.source.stream import READ_ERRORS, STDIN_NAME, TextInput, check_path
+
+if TYPE_CHECKING:
+    from worker.source.sheet import SheetRows
 
 
 class Source:
@@ -100,6 +103,10 @@ class Source:
             raise SourceError(
                 f"a {self.format} workbook cannot be read from standard input: pass its path"
             )
+        # Loaded here, not at import: a CSV or JSONL run does without the workbook
+        # readers (python-calamine, xlrd, zipfile), which cost every start some 10 ms.
+        from worker.source.sheet import SheetRows
+
         sheet = SheetRows(self.name, path, self.format, options.sheet, options.header_row,
                            from_cli=options.from_cli)  # fmt: skip
         self._sheet_sha256 = sheet.sha256

@@ -14,7 +14,6 @@ Python objects are made one row at a time.
 
 from __future__ import annotations
 
-import datetime as dt
 import difflib
 import hashlib
 import html
@@ -29,43 +28,16 @@ from typing import Any
 from python_calamine import CalamineError, CalamineSheet, CalamineWorkbook, SheetVisibleEnum
 
 from worker.errors import SourceError
+from worker.source.cells import cell_text, cell_value
 from worker.source.csvfile import header_problems
 from worker.source.ods_errors import UNCOMPUTED, ods_error_cells
 from worker.source.options import setting
 from worker.source.rows import RowProblem, SourceRow
+from worker.source.signatures import OLE as _OLE
+from worker.source.signatures import SIGNATURES
+from worker.source.signatures import ZIP as _ZIP
 from worker.source.xls_errors import xls_error_cells
 from worker.source.zipscan import member_has_any
-
-_WHOLE_MAX = float(2**53)
-"""Floats beyond this are not exact integers any more: keep them as floats."""
-
-
-def cell_value(value: Any) -> Any:
-    """One cell as the mapping should see it (see the module docstring)."""
-    kind = type(value)
-    if kind is str:
-        return value
-    if kind is float:
-        return int(value) if value.is_integer() and abs(value) <= _WHOLE_MAX else value
-    if kind is dt.timedelta:
-        # A duration-formatted cell ("[h]:mm"): under a day it is a time of day.
-        seconds = value.total_seconds()
-        if 0 <= seconds < 86400:
-            return (dt.datetime.min + value).time()
-        return str(value)
-    return value
-
-
-def cell_text(value: Any) -> str:
-    """A cell as text (header names; failure files): ISO 8601 for dates and times."""
-    value = cell_value(value)
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
-    if isinstance(value, dt.date | dt.time):
-        return value.isoformat()
-    return str(value)
 
 
 def _pick_sheet(
@@ -96,11 +68,6 @@ def _pick_sheet(
     near = difflib.get_close_matches(str(wanted), names, n=1, cutoff=0.6)
     hint = f"; did you mean {near[0]!r}?" if near else ""
     raise SourceError(f"{name}: no sheet named {wanted!r} (sheets: {listed}){hint}")
-
-
-_ZIP, _OLE = b"PK\x03\x04", b"\xd0\xcf\x11\xe0"
-SIGNATURES = {_ZIP: "a zip archive (.xlsx or .ods)", _OLE: "an .xls file"}
-"""How a workbook's bytes start: what a file is, whatever its name says."""
 
 
 def _format_of(data: bytes) -> str | None:
