@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -34,6 +35,24 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 D = TypeVar("D", bound="DataclassInstance")
+
+
+class UserPath(click.Path):
+    """`click.Path` that expands a leading ``~`` (``~/x``, ``~user/x``) as a shell would.
+
+    A quoted path, a systemd unit's ExecStart= or a crontab variable reach the worker
+    with the ``~`` as typed; written as is, it made a directory named ``~`` in the
+    working directory (which a later ``rm -rf ~`` then deletes the home of)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and value.startswith("~"):
+            value = os.path.expanduser(value)
+        return super().convert(value, param, ctx)
+
+
+SOURCE_FILE = UserPath(allow_dash=True, readable=False)
+"""A source file's path, - for standard input. Only ~ is expanded: whether the file
+exists and can be read is the reader's to say (worker.source), in its own words."""
 
 
 def user_errors(func: F) -> F:
@@ -58,7 +77,7 @@ def config_option(help_text: str, *, required: bool = True) -> Callable[[F], F]:
         "--config",
         "config_path",
         required=required,
-        type=click.Path(dir_okay=False, path_type=Path),
+        type=UserPath(dir_okay=False, path_type=Path),
         help=help_text,
     )
 
@@ -139,7 +158,7 @@ _tenant_rows_option = tenant_option("Only this tenant's rows.")
 _tenant_items_option = tenant_option("Only this tenant's items.")
 _kind_option = click.option("--kind", type=click.Choice(_KINDS), help="Only items of this kind.")
 _report_option = click.option(
-    "--report", type=click.Path(dir_okay=False), help="Write a JSON report here."
+    "--report", type=UserPath(dir_okay=False), help="Write a JSON report here."
 )
 _no_progress_option = click.option("--no-progress", is_flag=True, help="No live progress display.")
 _json_logs_option = click.option(
@@ -167,6 +186,9 @@ def cli() -> None:
          [api] max_pause, ledger unusable: disk full, damaged)
       4  another run holds the ledger lock (nothing touched)
       130/143  stopped by SIGINT/SIGTERM (ledger consistent)
+
+    A path that starts with ~ means the home directory, also where no shell expanded
+    it (quoted, a systemd unit, a crontab variable); FILE - reads standard input.
     """
 
 
@@ -222,17 +244,17 @@ def _refuse_insecure(config: Path | Config, base_url: str | None, allow: bool) -
 
 
 @cli.command("validate")
-@click.argument("file")
+@click.argument("file", type=SOURCE_FILE)
 @config_option("The run config (TOML).")
 @format_option("Override detection (default: by extension).", INPUT_FORMATS)
 @tenant_option("Import every row into this tenant.")
 @_report_option
 @click.option(
-    "--failures", type=click.Path(dir_okay=False), help="Write the invalid rows here, to fix."
+    "--failures", type=UserPath(dir_okay=False), help="Write the invalid rows here, to fix."
 )
 @click.option(
     "--payloads",
-    type=click.Path(dir_okay=False),
+    type=UserPath(dir_okay=False),
     help="Write each valid row's exact request body here (JSONL: patient_data, source, line, "
     "key, tenant, body; patient data: keep it private).",
 )
@@ -276,8 +298,8 @@ def validate_cmd(**params: Any) -> None:
 
 
 @cli.command("init")
-@click.argument("export")
-@click.option("--out", "-o", type=click.Path(dir_okay=False), help="Write the draft here.")
+@click.argument("export", type=SOURCE_FILE)
+@click.option("--out", "-o", type=UserPath(dir_okay=False), help="Write the draft here.")
 @click.option("--force", is_flag=True, help="With --out: overwrite an existing file.")
 @format_option("Read EXPORT as this format (default: by extension).")
 @click.option(
@@ -340,17 +362,17 @@ def init_cmd(
 @click.option("--port", type=int, default=8099, show_default=True, help="Port; 0 picks a free one.")
 @click.option(
     "--port-file",
-    type=click.Path(dir_okay=False),
+    type=UserPath(dir_okay=False),
     help="Write the port number here once listening.",
 )
 @click.option(
     "--seed-data",
-    type=click.Path(dir_okay=False),
+    type=UserPath(dir_okay=False),
     help="Seed JSON: tenants, tokens, reference data (default: the shipped seed).",
 )
 @click.option(
     "--state",
-    type=click.Path(dir_okay=False),
+    type=UserPath(dir_okay=False),
     help="SQLite file so created appointments survive a restart (default: in memory).",
 )
 @click.option("--latency-ms", type=float, default=0.0, help="Added delay per API request.")
@@ -476,7 +498,7 @@ _rebind_option = click.option(
 
 
 @cli.command("import")
-@click.argument("file", type=str)
+@click.argument("file", type=SOURCE_FILE)
 @config_option("TOML config (API, tenants, mapping).")
 @format_option("Input format (default: by extension).", INPUT_FORMATS)
 @_base_url_option
@@ -497,7 +519,7 @@ _rebind_option = click.option(
 )
 @click.option(
     "--payloads",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=UserPath(dir_okay=False, path_type=Path),
     help="With --dry-run: write the exact request body of every row it would send here "
     "(JSONL: patient_data, source, line, key, tenant, body; patient data: keep it private).",
 )
@@ -543,7 +565,7 @@ _rebind_option = click.option(
 )
 @click.option(
     "--metrics-file",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=UserPath(dir_okay=False, path_type=Path),
     help="Write the run's metrics here in Prometheus' text format (node_exporter's "
     "textfile collector): rows by outcome, open worklist items, duration, exit code, last "
     "success (a run that ended 0 or 1 and left no row not sent; any other keeps the earlier). "
@@ -551,7 +573,7 @@ _rebind_option = click.option(
 )
 @click.option(
     "--summary-file",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=UserPath(dir_okay=False, path_type=Path),
     help="Also write the summary for people here (what the run prints without --json-logs: "
     "the needs-a-person line, the counts, why rows were not sent), or the error a run ended "
     "with; replaced by each run, for a scheduler to mail beside --json-logs. Its directory "
@@ -799,13 +821,13 @@ def reconcile_cmd(json_logs: bool, allow_insecure_http: bool, **params: Any) -> 
 @format_option("Output format (csv: one line per run).", ["table", "json", "csv"], "table")
 @click.option(
     "--failures",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=UserPath(dir_okay=False, path_type=Path),
     help="Write every failed, invalid and unknown row here, in the input's format, to fix.",
 )
 @click.option(
     "--html",
     "html_path",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=UserPath(dir_okay=False, path_type=Path),
     help="Write one self-contained HTML page (the run, charts, the worklist) here.",
 )
 @click.option(
@@ -882,7 +904,7 @@ _worklist_config_option = config_option(
     "table",
 )
 @click.option(
-    "--out", type=click.Path(dir_okay=False, path_type=Path), help="Write here (csv, xlsx)."
+    "--out", type=UserPath(dir_okay=False, path_type=Path), help="Write here (csv, xlsx)."
 )
 @user_errors
 def worklist_cmd(
@@ -1018,7 +1040,7 @@ def lookups_group() -> None:
     "--out",
     "out_dir",
     required=True,
-    type=click.Path(file_okay=False, path_type=Path),
+    type=UserPath(file_okay=False, path_type=Path),
     help="Directory for tenant-N/{customers,users,treatments,rooms}.csv.",
 )
 @tenant_option("Only this tenant.")
@@ -1069,7 +1091,7 @@ _ledger_config_option = config_option(
 
 
 @ledger_group.command("backup")
-@click.argument("dest", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("dest", type=UserPath(dir_okay=False, path_type=Path))
 @_ledger_config_option
 @_file_option
 @user_errors
