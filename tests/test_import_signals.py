@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,7 +26,7 @@ from tests.support.importing import (
     wait_for_appointments,
 )
 from tests.support.sandbox_process import ROOT, sandbox_process
-from tests.support.sync import TOKEN_ENV, sample_rows, write_config, write_csv
+from tests.support.sync import SAMPLE, TOKEN_ENV, sample_rows, write_config, write_csv
 
 # Process-level drills: real worker and sandbox processes (`make test-fast` leaves them out).
 pytestmark = pytest.mark.slow
@@ -188,6 +189,42 @@ def test_a_signal_during_a_dry_run_says_so_with_its_exit_code(
     said = f"stopped ({signal.Signals(signum).name}) during the dry run: nothing was sent"
     assert proc.returncode == code, err
     assert said in err
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_while_the_ledger_opens_says_so(tmp_path: Path, signum: int, code: int) -> None:
+    """Between the export's first lines and the run's start the ledger opens, and that
+    can wait: here a shared (PostgreSQL) ledger whose server accepts the connection and
+    never answers. A signal there killed the process with no word and no
+    --summary-file (and, past the run's record, left it crashed)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    config = write_config(tmp_path, ledger_url=f"postgresql://worker@127.0.0.1:{port}/ledger")
+    summary = tmp_path / "summary.txt"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker", "import", str(SAMPLE), "-c", str(config),
+         "--no-progress", "--summary-file", str(summary)],
+        cwd=ROOT, env=os.environ | TOKEN_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        listener.settimeout(60)
+        conn, _ = listener.accept()  # the worker is opening its ledger, and waits
+        try:
+            proc.send_signal(signum)
+            time.sleep(0.5)
+        finally:
+            conn.close()  # the server goes: the connection attempt ends at once
+            listener.close()
+        _, err_bytes = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    err = err_bytes.decode()
+    said = f"stopped ({signal.Signals(signum).name}) before the run started: nothing was sent"
+    assert proc.returncode == code, err
+    assert said in err
+    assert said in summary.read_text(encoding="utf-8")
 
 
 def signal_when_waiting_for_stdin(proc: subprocess.Popen[bytes], signum: int) -> str:

@@ -7,6 +7,7 @@ once its lease expired, its rows in flight settled, nothing lost or doubled.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -147,6 +148,35 @@ def test_a_killed_workers_tenant_is_taken_over_after_its_lease_expires(
     assert "lease taken over" in log
     holders = assert_clean_with_one_holder_at_a_time(source, pg_url, appts, requests)
     assert sorted(h.split(":", 1)[0] for h in holders) == ["1", "2"]  # epoch 1, then 2
+
+
+def test_a_signal_while_waiting_for_a_lease_says_so(pg_url: str, tmp_path: Path) -> None:
+    """A second worker waits while the first holds the only tenant: a SIGTERM then (a
+    timer's stop, an operator) killed it with no word; now it ends with 143 and says
+    where it was and that it sent nothing. The holder is not disturbed."""
+    csv, cfg, source, sb = _setup(tmp_path, 1, 80, lease=30.0)
+    sb.start()
+    try:
+        first = _worker(csv, cfg, sb.api_url, pg_url, tmp_path / "w1.log")
+        _wait_for_posts(sb, 5)
+        second = _worker(csv, cfg, sb.api_url, pg_url, tmp_path / "w2.log")
+        deadline = time.monotonic() + 60
+        while "waiting for tenants other workers hold" not in (tmp_path / "w2.log").read_text():
+            assert second.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        second.send_signal(signal.SIGTERM)
+        code = second.wait(timeout=30)
+        first_code = first.wait(timeout=120)
+        requests = sb.requests()
+        appts = sb.appointments()
+    finally:
+        sb.stop()
+    log = (tmp_path / "w2.log").read_text()
+    assert code == 143, log
+    said = "stopped (SIGTERM) while waiting for a tenant's lease: nothing was sent"
+    assert said in log
+    assert first_code == 0, (tmp_path / "w1.log").read_text()
+    assert_clean_with_one_holder_at_a_time(source, pg_url, appts, requests)
 
 
 def test_lease_checker_sees_an_old_holder_sending_after_the_new_one() -> None:

@@ -414,9 +414,12 @@ async def run_import(
         for tenant in [options.tenant] if options.tenant is not None else config.tenants:
             # A token that is not there is a config error: found before the ledger is touched.
             check_token_spec(config.tenant(tenant, options.base_url).token, config.base_dir)
-        ledger = context.ledger or await open_ledger(ledger_path, key=configured_key(config))
+        before = _before_the_run(context)
+        with stop_on_signal(*before):  # opening may wait (PostgreSQL, a big file)
+            ledger = context.ledger or await open_ledger(ledger_path, key=configured_key(config))
         try:
-            await ledger.bind_identity(api, config.tenants, rebind=options.rebind_ledger)
+            with stop_on_signal(*before):
+                await ledger.bind_identity(api, config.tenants, rebind=options.rebind_ledger)
             result = await _send(run, source, ledger, ledger_path, started)
             if config_uses_api(config):
                 await forget_refused(ledger, result.run_id)
@@ -476,50 +479,17 @@ async def _send(
 ) -> ImportResult:
     options = run.options
     run._ledger = ledger
-    if not run.mapper.has_source_key and not options.allow_hash_keys and await ledger.count_all():
-        raise ConfigError(
-            f"{options.config_path}: the mapping has no source_key, and ledger "
-            f"{describe(ledger_path)} already holds rows: without a key a row whose values "
-            "changed since the last run looks new and would be created a second time. Add "
-            "source_key (the export's appointment id), or pass --allow-hash-keys if every "
-            "row is new"
-        )
-    if not run.mapper.has_source_key and not options.allow_hash_keys and not options.dry_run:
-        # Said now, not first on the second night, when the same command is refused.
-        log.warning(
-            f"{options.config_path}: the mapping has no source_key: this import is this "
-            f"ledger's first and last without one; the next import into "
-            f"{describe(ledger_path)} is refused (a row whose values change would look new "
-            "and be created twice). For a nightly sync, add source_key (the export's "
-            "appointment id) now"
-        )
-    run.run_id = await ledger.start_run(
-        mode="import",
-        source_file=source.name,
-        # The digest of the bytes this run reads, recorded when it has read them all.
-        source_sha256=None,
-        source_format=source.format,
-        source_columns=source.columns,
-        source_delimiter=source.delimiter,
-        source_encoding=source.write_encoding,
-        config_path=str(options.config_path),
-        partial=options.partial,
-        round=run.context.round,
-    )
-    run.reader.hand_fixed = await worklist.hand_fixed(ledger)
-    run.reader.keyed = ledger.sealer.keyed if ledger.sealer else None
-    stale = await ledger.mark_stale_in_flight_unknown()
-    if stale:
-        log.warning("rows left in flight by an earlier run are now unknown", rows=stale)
-    log.info(
-        "run started",
-        run_id=run.run_id,
-        file=source.name,
-        ledger=describe(ledger_path),
-        version=__version__,
-    )
+    with stop_on_signal(*_before_the_run(run.context)):
+        await _check_keys(run, ledger, ledger_path)
+    # The run's own handlers from before it is recorded: a signal from here on stops the
+    # run and records it stopped; one that killed in between left a crashed run.
     stops = StopSignals(run.request_stop)
     stops.install()
+    try:
+        run.run_id = await _start(run, source, ledger, ledger_path)
+    except BaseException:
+        stops.remove()
+        raise
     run.progress = RunProgress.create(enabled=options.progress, source=source)
     status = RunStatus.FINISHED
     raised: int | None = None
@@ -599,6 +569,66 @@ async def _send(
                 exit_code=int(result.exit_code if raised is None else raised),
             )
     return result
+
+
+def _before_the_run(context: RunContext) -> tuple[str, str]:
+    """What a signal before the run is recorded says: where it came, and what was done."""
+    if context.ledger is None:
+        return "before the run started", "nothing was sent"
+    return "before this pass started", "the pass sent nothing"  # a shared ledger's
+
+
+async def _check_keys(run: ImportRun, ledger: Ledger, ledger_path: Path | str) -> None:
+    """Refuse (or warn of) a mapping without source_key where it would create twice."""
+    options = run.options
+    if not run.mapper.has_source_key and not options.allow_hash_keys and await ledger.count_all():
+        raise ConfigError(
+            f"{options.config_path}: the mapping has no source_key, and ledger "
+            f"{describe(ledger_path)} already holds rows: without a key a row whose values "
+            "changed since the last run looks new and would be created a second time. Add "
+            "source_key (the export's appointment id), or pass --allow-hash-keys if every "
+            "row is new"
+        )
+    if not run.mapper.has_source_key and not options.allow_hash_keys and not options.dry_run:
+        # Said now, not first on the second night, when the same command is refused.
+        log.warning(
+            f"{options.config_path}: the mapping has no source_key: this import is this "
+            f"ledger's first and last without one; the next import into "
+            f"{describe(ledger_path)} is refused (a row whose values change would look new "
+            "and be created twice). For a nightly sync, add source_key (the export's "
+            "appointment id) now"
+        )
+
+
+async def _start(run: ImportRun, source: Source, ledger: Ledger, ledger_path: Path | str) -> int:
+    """Record the run's start, and what it needs of earlier runs; returns its id."""
+    options = run.options
+    run_id = await ledger.start_run(
+        mode="import",
+        source_file=source.name,
+        # The digest of the bytes this run reads, recorded when it has read them all.
+        source_sha256=None,
+        source_format=source.format,
+        source_columns=source.columns,
+        source_delimiter=source.delimiter,
+        source_encoding=source.write_encoding,
+        config_path=str(options.config_path),
+        partial=options.partial,
+        round=run.context.round,
+    )
+    run.reader.hand_fixed = await worklist.hand_fixed(ledger)
+    run.reader.keyed = ledger.sealer.keyed if ledger.sealer else None
+    stale = await ledger.mark_stale_in_flight_unknown()
+    if stale:
+        log.warning("rows left in flight by an earlier run are now unknown", rows=stale)
+    log.info(
+        "run started",
+        run_id=run_id,
+        file=source.name,
+        ledger=describe(ledger_path),
+        version=__version__,
+    )
+    return run_id
 
 
 DRY_RUN_ID = 0

@@ -24,6 +24,7 @@ import time
 
 from worker.commands.import_ import ImportOptions, RunContext, run_import
 from worker.commands.importing.import_result import ImportResult, TenantCounts
+from worker.commands.importing.signals import stop_on_signal
 from worker.config import Config, load_config
 from worker.errors import AbortError, ConfigError
 from worker.exitcodes import ExitCode
@@ -78,38 +79,46 @@ async def run_shared_import(
     if options.tenant is not None:
         round_key += f":{options.tenant}"
     started = time.monotonic()
-    ledger = await PgLedger.open_url(url, key=configured_key(config))
+    # Until a pass installs the run's own handlers, SIGINT and SIGTERM end the command
+    # with its exit code and a message (opening the ledger, waiting for a lease may take
+    # long), not with the default action's silent death.
+    with stop_on_signal("before the run started"):
+        ledger = await PgLedger.open_url(url, key=configured_key(config))
     results: list[ImportResult] = []
     try:
-        keeper = await LeaseKeeper.open(
-            url, ledger.worker_id, lease_seconds=config.ledger.lease_seconds
-        )
+        with stop_on_signal("before the run started"):
+            keeper = await LeaseKeeper.open(
+                url, ledger.worker_id, lease_seconds=config.ledger.lease_seconds
+            )
         ledger.attach(keeper)  # writes carry the lease epochs; POSTs check the deadline
         try:
             log.info("shared ledger", ledger=redact(url), worker=ledger.worker_id)
             per_worker = config.ledger.tenants_per_worker
             waiting = False
             while True:
-                leases: list[Lease] = []
-                while len(leases) < per_worker:
-                    lease = await keeper.acquire(tenants, round_key)
-                    if lease is None:
-                        break
-                    leases.append(lease)
-                if not leases:
-                    left = await keeper.remaining(tenants, round_key)
-                    if left == 0:
-                        break
-                    if not waiting:  # once a wait: an operator sees why nothing moves
-                        log.info(
-                            "waiting for tenants other workers hold in this round",
-                            tenants_left=left,
-                            lease_seconds=config.ledger.lease_seconds,
-                        )
-                        waiting = True
-                    # The rest is held by others: wait for them to finish or to expire.
-                    await asyncio.sleep(min(1.0, config.ledger.lease_seconds / 4))
-                    continue
+                doing = "while waiting for a tenant's lease"
+                done = "earlier passes are in the ledger" if results else "nothing was sent"
+                with stop_on_signal(doing, done):
+                    leases: list[Lease] = []
+                    while len(leases) < per_worker:
+                        lease = await keeper.acquire(tenants, round_key)
+                        if lease is None:
+                            break
+                        leases.append(lease)
+                    if not leases:
+                        left = await keeper.remaining(tenants, round_key)
+                        if left == 0:
+                            break
+                        if not waiting:  # once a wait: an operator sees why nothing moves
+                            log.info(
+                                "waiting for tenants other workers hold in this round",
+                                tenants_left=left,
+                                lease_seconds=config.ledger.lease_seconds,
+                            )
+                            waiting = True
+                        # The rest is held by others: wait for them to finish or expire.
+                        await asyncio.sleep(min(1.0, config.ledger.lease_seconds / 4))
+                        continue
                 waiting = False
                 result = await _pass(options, config, ledger, keeper, leases, round_key)
                 if result is None:

@@ -49,17 +49,18 @@ class StopSignals:
 
 
 @contextlib.contextmanager
-def stop_on_signal(doing: str) -> Iterator[None]:
+def stop_on_signal(doing: str, outcome: str = "nothing was sent") -> Iterator[None]:
     """Around work that has no handlers of the run's own and may wait for long (the
     export's first lines on standard input; a dry run, which writes nothing): SIGINT or
     SIGTERM ends the command there, with its exit code and a message (and so a
     --summary-file), not with the default action: a death that says nothing, or for
-    SIGINT "Aborted!" and exit 1, which means "a person is needed"."""
+    SIGINT "Aborted!" and exit 1, which means "a person is needed". `outcome`: what the
+    message says was done."""
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         code = ExitCode.INTERRUPTED if signum == signal.SIGINT else ExitCode.TERMINATED
-        raise WorkerError(f"stopped ({name}) {doing}: nothing was sent", code)
+        raise WorkerError(f"stopped ({name}) {doing}: {outcome}", code)
 
     if threading.current_thread() is not threading.main_thread():
         yield  # only the main thread may set handlers (the CLI called from a thread)
