@@ -119,10 +119,14 @@ class LedgerReport:
 
 async def open_for_report(target: LedgerTarget, key: LedgerKey | None = None) -> Ledger:
     """Open a ledger (file or PostgreSQL) read-only, without a lock: reports run beside
-    an import, on a shared ledger beside its workers. Exit 2 when unusable."""
+    an import, on a shared ledger beside its workers. Exit 2 when the file is missing
+    or unusable (the option or the config is to fix); a PostgreSQL ledger that cannot
+    be opened stays exit 3, as in every command (its server may only be down)."""
     try:
         return await open_ledger(target, lock=False, readonly=True, key=key)
     except AbortError as exc:
+        if is_url(target):
+            raise
         raise ConfigError(f"{exc} (give --ledger, or --config to find it)") from None
 
 
