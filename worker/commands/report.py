@@ -20,6 +20,7 @@ from worker.config import load_config
 from worker.errors import AbortError, ConfigError
 from worker.ledger import Entry, Ledger, Run, Status
 from worker.ledger.crypto import LedgerKey, configured_key
+from worker.ledger.fatal import LedgerConnectError
 from worker.ledger.target import LedgerTarget, describe, find_ledger_target, is_url, open_ledger
 from worker.source import RowProblem, SourceRow
 from worker.source.failures import FailureWriter, neutralise
@@ -119,14 +120,14 @@ class LedgerReport:
 
 async def open_for_report(target: LedgerTarget, key: LedgerKey | None = None) -> Ledger:
     """Open a ledger (file or PostgreSQL) read-only, without a lock: reports run beside
-    an import, on a shared ledger beside its workers. Exit 2 when the file is missing
-    or unusable (the option or the config is to fix); a PostgreSQL ledger that cannot
-    be opened stays exit 3, as in every command (its server may only be down)."""
+    an import, on a shared ledger beside its workers. Exit 2 when the ledger is missing
+    or unusable (the option or the config is to fix); a PostgreSQL server that cannot
+    be connected to stays exit 3, as in every command (it may only be down)."""
     try:
         return await open_ledger(target, lock=False, readonly=True, key=key)
+    except LedgerConnectError:
+        raise
     except AbortError as exc:
-        if is_url(target):
-            raise
         raise ConfigError(f"{exc} (give --ledger, or --config to find it)") from None
 
 

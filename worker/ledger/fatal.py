@@ -13,6 +13,12 @@ from pathlib import Path
 
 from worker.errors import AbortError
 
+
+class LedgerConnectError(AbortError):
+    """A PostgreSQL ledger's server could not be connected to (down, refused, the login
+    refused): exit 3 in every command, also those that call other unusable ledgers 2."""
+
+
 NOTHING_LOST = (
     "nothing was lost: a row is marked in flight before it is sent, and the next run "
     "looks up every row whose outcome was not recorded"

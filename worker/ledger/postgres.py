@@ -39,6 +39,7 @@ from worker.errors import AbortError
 from worker.exitcodes import ExitCode
 from worker.ledger import atrest, ops, pgfence
 from worker.ledger.crypto import LedgerKey, Sealer
+from worker.ledger.fatal import LedgerConnectError
 from worker.ledger.model import Run, RunStatus, Status
 from worker.ledger.pgconn import PgConnection
 from worker.ledger.pgfence import LeaseLostError
@@ -174,7 +175,7 @@ def connect(url: str, *, name: str = LEDGER_NAME) -> psycopg.Connection[Any]:
             **_KEEPALIVE,
         )  # fmt: skip
     except psycopg.Error as exc:
-        raise AbortError(
+        raise LedgerConnectError(
             f"cannot open ledger {redact(url)}: {scrub(_first_line(exc), url)}"
         ) from None
     conn.execute(f"SET search_path TO {SCHEMA}")
@@ -189,7 +190,7 @@ async def connect_async(url: str, *, name: str = LEDGER_NAME) -> psycopg.AsyncCo
             **_KEEPALIVE,
         )  # fmt: skip
     except psycopg.Error as exc:
-        raise AbortError(
+        raise LedgerConnectError(
             f"cannot open ledger {redact(url)}: {scrub(_first_line(exc), url)}"
         ) from None
     await conn.execute(f"SET search_path TO {SCHEMA}")
