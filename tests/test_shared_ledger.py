@@ -7,6 +7,7 @@ once its lease expired, its rows in flight settled, nothing lost or doubled.
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import time
@@ -153,12 +154,14 @@ def test_a_killed_workers_tenant_is_taken_over_after_its_lease_expires(
 def test_a_signal_while_waiting_for_a_lease_says_so(pg_url: str, tmp_path: Path) -> None:
     """A second worker waits while the first holds the only tenant: a SIGTERM then (a
     timer's stop, an operator) killed it with no word; now it ends with 143 and says
-    where it was and that it sent nothing. The holder is not disturbed."""
+    where it was and that it sent nothing. The holder is not disturbed. Meanwhile
+    `ledger status` names the holder's run (it said none until the pass ended)."""
     csv, cfg, source, sb = _setup(tmp_path, 1, 80, lease=30.0)
     sb.start()
     try:
         first = _worker(csv, cfg, sb.api_url, pg_url, tmp_path / "w1.log")
         _wait_for_posts(sb, 5)
+        during = _status(pg_url)  # the pass in progress is named by its run
         second = _worker(csv, cfg, sb.api_url, pg_url, tmp_path / "w2.log")
         deadline = time.monotonic() + 60
         while "waiting for tenants other workers hold" not in (tmp_path / "w2.log").read_text():
@@ -177,6 +180,7 @@ def test_a_signal_while_waiting_for_a_lease_says_so(pg_url: str, tmp_path: Path)
     assert said in log
     assert first_code == 0, (tmp_path / "w1.log").read_text()
     assert_clean_with_one_holder_at_a_time(source, pg_url, appts, requests)
+    assert re.search(r"tenant 1: held by \S+ \(epoch 1, \d+ s left, run 1\)", during), during
 
 
 def test_lease_checker_sees_an_old_holder_sending_after_the_new_one() -> None:

@@ -20,7 +20,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,6 +120,8 @@ class RunContext:
     """Added to every API request (a shared ledger's lease, for the server's logs)."""
     round: str | None = None
     """A shared ledger's round, recorded with the run."""
+    on_start: Callable[[int], Awaitable[None]] | None = None
+    """Told the run's id once its start is recorded (a shared pass notes it on its leases)."""
 
     def serves(self, tenant: int) -> bool:
         """Whether this run handles `tenant`'s rows (every tenant, without a filter)."""
@@ -487,6 +489,8 @@ async def _send(
     stops.install()
     try:
         run.run_id = await _start(run, source, ledger, ledger_path)
+        if run.context.on_start is not None:
+            await run.context.on_start(run.run_id)
     except BaseException:
         stops.remove()
         raise

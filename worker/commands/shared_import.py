@@ -152,11 +152,23 @@ async def _pass(
     for lease in leases:
         log.info("tenant leased", tenant=lease.tenant, epoch=lease.epoch, takeover=lease.previous)
     headers = {LEASE_HEADER: ",".join(f"{x.tenant}:{x.epoch}:{keeper.worker_id}" for x in leases)}
+
+    async def note_run(run_id: int) -> None:
+        # Said on the leases as the pass starts, so `ledger status` names the run in
+        # progress; only a note (the pass's end notes it again): a failure is logged.
+        for lease in leases:
+            try:
+                await keeper.note_run(lease.tenant, run_id)
+            except Exception as exc:  # the lease's own checks judge the connection
+                log.warning("could not note the run on the lease", tenant=lease.tenant,
+                            reason=str(exc))  # fmt: skip
+
     one = RunContext(
         ledger=ledger,
         only_tenants=frozenset(x.tenant for x in leases),
         request_headers=headers,
         round=round_key,
+        on_start=note_run,
     )
     ledger.begin_pass()
     try:
