@@ -575,10 +575,14 @@ async def _send(
     return result
 
 
+BEFORE_THE_RUN = ("before the run started", "nothing was sent")
+"""What a signal before a run is recorded says (`stop_on_signal`): where, and what was done."""
+
+
 def _before_the_run(context: RunContext) -> tuple[str, str]:
-    """What a signal before the run is recorded says: where it came, and what was done."""
+    """BEFORE_THE_RUN, or for a shared ledger's pass its own words."""
     if context.ledger is None:
-        return "before the run started", "nothing was sent"
+        return BEFORE_THE_RUN
     return "before this pass started", "the pass sent nothing"  # a shared ledger's
 
 

@@ -22,7 +22,7 @@ import asyncio
 import hashlib
 import time
 
-from worker.commands.import_ import ImportOptions, RunContext, run_import
+from worker.commands.import_ import BEFORE_THE_RUN, ImportOptions, RunContext, run_import
 from worker.commands.importing.import_result import ImportResult, TenantCounts
 from worker.commands.importing.signals import stop_on_signal
 from worker.config import Config, load_config
@@ -82,11 +82,11 @@ async def run_shared_import(
     # Until a pass installs the run's own handlers, SIGINT and SIGTERM end the command
     # with its exit code and a message (opening the ledger, waiting for a lease may take
     # long), not with the default action's silent death.
-    with stop_on_signal("before the run started"):
+    with stop_on_signal(*BEFORE_THE_RUN):
         ledger = await PgLedger.open_url(url, key=configured_key(config))
     results: list[ImportResult] = []
     try:
-        with stop_on_signal("before the run started"):
+        with stop_on_signal(*BEFORE_THE_RUN):
             keeper = await LeaseKeeper.open(
                 url, ledger.worker_id, lease_seconds=config.ledger.lease_seconds
             )
