@@ -91,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, nargs=2, default=[1500, 3000])
     parser.add_argument("--clients", default=",".join(CLIENTS))
     args = parser.parse_args(argv)
+    if len(set(args.rows)) != 2 or min(args.rows) < 1:
+        raise SystemExit("bench.instructions: --rows takes two different sizes of 1 or more")
     if shutil.which("valgrind") is None:
         raise SystemExit("bench.instructions: valgrind is not installed (apt install valgrind)")
     clients = [c for c in args.clients.split(",") if c]
