@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner
+from openpyxl import Workbook
+from openpyxl.cell import WriteOnlyCell
 
 from tests.support.sheets import write_xlsx
 from worker.cli import cli
@@ -41,12 +43,17 @@ HEADER = ["No", "Hasta", "Doktor", "Islem", "Tarih", "Saat"]
 
 def validate(tmp: Path, config: str, rows: list[list[Any]]) -> tuple[int, str, dict[str, str]]:
     """Exit code, output, and the UTC start of each valid row by its key."""
-    (tmp / "run.toml").write_text(config, encoding="utf-8")
     xlsx = write_xlsx(tmp / "export.xlsx", {"Randevular": [HEADER, *rows]})
+    return validate_file(tmp, config, xlsx)
+
+
+def validate_file(tmp: Path, config: str, export: Path) -> tuple[int, str, dict[str, str]]:
+    """`validate` of a workbook: as `validate`."""
+    (tmp / "run.toml").write_text(config, encoding="utf-8")
     payloads = tmp / "payloads.jsonl"
     result = CliRunner().invoke(
         cli,
-        ["validate", str(xlsx), "-c", str(tmp / "run.toml"), "--payloads", str(payloads)],
+        ["validate", str(export), "-c", str(tmp / "run.toml"), "--payloads", str(payloads)],
     )
     starts = {}
     if payloads.exists():
@@ -122,3 +129,74 @@ def test_formats_that_read_no_time_of_day_are_a_config_error(tmp_path: Path) -> 
     assert code == 2, out
     assert "mapping.scheduled_at.formats[0]" in out
     assert "'%d.%m.%Y' reads no time of day (%H or %I)" in out
+
+
+def test_a_date_and_time_cell_at_midnight_is_a_start_at_midnight(tmp_path: Path) -> None:
+    # python-calamine gives a date-time cell whose serial is a whole number as a date
+    # alone; its number format (dd.mm.yyyy hh:mm) says it shows a time.
+    code, out, starts = validate(
+        tmp_path,
+        SINGLE,
+        [
+            ["R1", 1016, 105, 203, datetime(2026, 1, 14, 0, 0), ""],
+            ["R2", 1016, 105, 203, datetime(2026, 1, 14, 10, 30), ""],
+            ["R3", 1016, 105, 203, date(2026, 1, 14), ""],  # formatted dd.mm.yyyy: a date
+        ],
+    )
+    assert code == 1, out
+    assert starts == {"R1": "2026-01-13T21:00:00Z", "R2": "2026-01-14T07:30:00Z"}
+    assert (
+        "export.xlsx:Randevular!4: scheduled_at (column 'Tarih'): column 'Tarih' holds a "
+        "date without a time of day (2026-01-14)" in out
+    )
+
+
+def test_a_midnight_cell_is_read_by_the_number_format_excel_writes(tmp_path: Path) -> None:
+    """Excel's built-in date-time format, a Turkish Excel's custom one, and a date-only
+    format whose quoted text holds an "h", which shows no time."""
+    wb = Workbook()
+    ws = wb.active
+    assert ws is not None
+    ws.append(HEADER)
+    formats = {
+        "R1": "m/d/yy h:mm",  # built-in 22
+        "R2": "[$-41F]dd\\.mm\\.yyyy\\ hh:mm;@",
+        "R3": 'dd.mm.yyyy "hafta"',
+    }
+    for key, number_format in formats.items():
+        ws.append([key, 1016, 105, 203, datetime(2026, 1, 14), ""])
+        ws.cell(ws.max_row, 5).number_format = number_format
+    wb.save(tmp_path / "export.xlsx")
+    code, out, starts = validate_file(tmp_path, SINGLE, tmp_path / "export.xlsx")
+    assert code == 1, out
+    assert starts == {"R1": "2026-01-13T21:00:00Z", "R2": "2026-01-13T21:00:00Z"}
+    assert "!4: scheduled_at (column 'Tarih'): column 'Tarih' holds a date without" in out
+
+
+def test_midnight_cells_are_found_all_through_a_long_sheet(tmp_path: Path) -> None:
+    # The sheet's XML (some 2.9 MB here) is read in chunks of 1 MiB: every row is a
+    # midnight start, so a cell split between two chunks and missed is a row refused.
+    (tmp_path / "run.toml").write_text(SINGLE, encoding="utf-8")
+    wb = Workbook(write_only=True)
+    ws = wb.create_sheet("Randevular")
+    ws.append(HEADER)
+    for n in range(12_000):
+        start = WriteOnlyCell(ws, datetime(2026, 1, 1 + n % 28))
+        start.number_format = "dd.mm.yyyy hh:mm"
+        ws.append([f"R{n}", 1016, 105, 203, start, ""])
+    wb.save(tmp_path / "export.xlsx")
+    result = CliRunner().invoke(
+        cli, ["validate", str(tmp_path / "export.xlsx"), "-c", str(tmp_path / "run.toml")]
+    )
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "12000 rows, 12000 valid, 0 invalid" in result.stdout
+
+
+def test_an_xls_date_and_time_cell_at_midnight_is_a_start_at_midnight(tmp_path: Path) -> None:
+    """tests/support/files/midnight.xls (written by xlwt 1.3.0): R1 a date-time at 00:00
+    and R2 at 10:30, both formatted dd.mm.yyyy hh:mm; R3 a date formatted dd.mm.yyyy."""
+    xls = Path(__file__).parent / "support" / "files" / "midnight.xls"
+    code, out, starts = validate_file(tmp_path, SINGLE, xls)
+    assert code == 1, out
+    assert starts == {"R1": "2026-01-13T21:00:00Z", "R2": "2026-01-14T07:30:00Z"}
+    assert "midnight.xls:Randevular!4: scheduled_at (column 'Tarih'): column 'Tarih' holds" in out

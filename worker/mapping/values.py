@@ -222,9 +222,8 @@ def typed_datetime(value: Any, column: str) -> datetime:
     if isinstance(value, date):
         raise ValueFail(
             f"column {column!r} holds {_NO_TIME} ({value.isoformat()}): map the time "
-            "column too (date_column and time_column), or format the cells as date and time; "
-            "a date-and-time cell at exactly 00:00 reads as a date alone too (the sheet "
-            "reader cannot tell them apart): write a midnight start as text, '2027-05-03 00:00'",
+            "column too (date_column and time_column), or format the cells as date and time "
+            "(dd.mm.yyyy hh:mm)",
             value.isoformat(),
         )
     raise ValueFail(

@@ -14,6 +14,7 @@ Python objects are made one row at a time.
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import hashlib
 import html
@@ -30,13 +31,14 @@ from python_calamine import CalamineError, CalamineSheet, CalamineWorkbook, Shee
 from worker.errors import SourceError
 from worker.source.cells import cell_text, cell_value
 from worker.source.csvfile import header_problems
+from worker.source.number_formats import TIME_FORMAT_IDS, shows_time
 from worker.source.ods_errors import UNCOMPUTED, ods_error_cells
 from worker.source.options import setting
 from worker.source.rows import RowProblem, SourceRow
 from worker.source.signatures import OLE as _OLE
 from worker.source.signatures import SIGNATURES
 from worker.source.signatures import ZIP as _ZIP
-from worker.source.xls_errors import xls_error_cells
+from worker.source.xls_errors import xls_cells
 from worker.source.zipscan import member_has_any
 
 
@@ -159,10 +161,19 @@ class SheetRows:
         # python-calamine reads an error cell (#N/A) as an empty one; read as empty, an
         # optional field would silently go without its value.
         first_column = chosen.start[1] if chosen.start else 0
-        finders = {"xlsx": error_cells, "ods": ods_error_cells, "xls": xls_error_cells}
-        # The workbook was opened by its content: so are its error cells looked for.
-        find = finders.get(_format_of(data) or fmt)
-        self._errors = find(data, chosen.name, first_column) if find is not None else {}
+        # python-calamine also reads a date-and-time cell at exactly 00:00 as a date
+        # alone; its number format still says it shows a time (an .ods cell carries its
+        # time itself). The workbook was opened by its content: so are these looked for.
+        self._errors: dict[int, dict[int, str]] = {}
+        self._midnights: dict[int, list[int]] = {}
+        kind = _format_of(data) or fmt
+        if kind == "xlsx":
+            self._errors = error_cells(data, chosen.name, first_column)
+            self._midnights = midnight_cells(data, chosen.name, first_column)
+        elif kind == "xls":
+            self._errors, self._midnights = xls_cells(data, chosen.name, first_column)
+        elif kind == "ods":
+            self._errors = ods_error_cells(data, chosen.name, first_column)
         self.rows_total = chosen.height
         self._rows = enumerate(chosen.iter_rows(), start=1)
         self._ahead: list[tuple[int, list[Any]]] = []
@@ -254,9 +265,14 @@ class SheetRows:
         set_source, set_line = slots["source"].__set__, slots["line"].__set__
         set_fields, set_raw = slots["fields"].__set__, slots["raw"].__set__
         set_sheet = slots["sheet"].__set__
-        errors = self._errors
+        errors, midnights = self._errors, self._midnights
         for number, cells in rows:
             values = [c if type(c) is str else convert(c) for c in cells]
+            if midnights and number in midnights:
+                for index in midnights[number]:
+                    value = values[index] if 0 <= index < len(values) else None
+                    if type(value) is dt.date:
+                        values[index] = dt.datetime(value.year, value.month, value.day)
             if errors and number in errors:
                 uncomputed: list[str] = []
                 for index, shown in errors[number].items():
@@ -381,6 +397,75 @@ def error_cells(data: bytes, sheet: str, first_column: int) -> dict[int, dict[in
 _MARKS = (b't="e"', b"</f></c>", b"</f><v/>", b"</f><v></v>", b"/></c>")
 """What an error cell or a formula cell without a value has in the XML (the last one
 also matches a few other empty cells: `error_cells` then looks closer)."""
+
+
+# A number cell whose style is one of the given ones and whose value is a whole number
+# (a date-time serial at 00:00 is one), as Excel, LibreOffice and openpyxl write it.
+_WHOLE_CELL = rb'<c\b(?=[^>]*\bs="(?:%s)")([^>]*)>\s*<v>\s*-?[0-9]+(?:\.0*)?\s*</v>\s*</c>'
+_CELL_TYPE = re.compile(rb'\bt="([A-Za-z]*)"')
+
+
+def midnight_cells(data: bytes, sheet: str, first_column: int) -> dict[int, list[int]]:
+    """An .xlsx sheet's date-and-time cells at exactly 00:00: row number -> indexes in
+    calamine's row. python-calamine reads a date-time whose serial is a whole number as
+    a date alone, which the mapping must refuse as a start without a time of day; the
+    cell's number format ("dd.mm.yyyy hh:mm") says it shows a time. Empty when the
+    workbook has no such format, or cannot be read so. The sheet is read in chunks."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            styles = _time_styles(archive)
+            part = _sheet_part(archive, sheet) if styles else None
+            if part is None:
+                return {}
+            alternatives = b"|".join(str(s).encode() for s in sorted(styles))
+            cell = re.compile(_WHOLE_CELL % alternatives)
+            found: dict[int, list[int]] = {}
+            carry = b""
+            with archive.open(part) as fh:
+                while True:
+                    chunk = fh.read(1 << 20)
+                    window = carry + chunk
+                    # A cell that starts in this chunk may end in the next one: the last
+                    # "<c" (or a "<" at the very end) waits for it.
+                    cut = len(window)
+                    if chunk:
+                        last = window.rfind(b"<c")
+                        cut = last if last >= 0 else max(len(window) - 1, 0)
+                    for match in cell.finditer(window, 0, cut):
+                        attrs = match.group(1)
+                        kind = _CELL_TYPE.search(attrs)
+                        ref = _CELL_REF.search(attrs)
+                        if ref is None or (kind is not None and kind.group(1) != b"n"):
+                            continue
+                        index = _column_number(ref.group(1).decode()) - 1 - first_column
+                        found.setdefault(int(ref.group(2)), []).append(index)
+                    carry = window[cut:]
+                    if not chunk:
+                        return found
+    except (zipfile.BadZipFile, KeyError, OSError, RuntimeError, ValueError):
+        return {}
+
+
+def _time_styles(archive: zipfile.ZipFile) -> set[int]:
+    """The indexes of the workbook's cell styles (cellXfs) whose number format shows a
+    time of day."""
+    try:
+        xml = archive.read("xl/styles.xml")
+    except KeyError:
+        return set()
+    codes = {
+        attrs.get("numFmtId", ""): attrs.get("formatCode", "") for attrs in _tags(xml, b"numFmt")
+    }
+    section = re.search(rb"<(?:[\w.-]+:)?cellXfs\b[^>]*>(.*?)</(?:[\w.-]+:)?cellXfs>", xml, re.S)
+    if section is None:
+        return set()
+    styles: set[int] = set()
+    for index, attrs in enumerate(_tags(section.group(1), b"xf")):
+        number = attrs.get("numFmtId", "0")
+        built_in = number.isdigit() and int(number) in TIME_FORMAT_IDS
+        if built_in or (number in codes and shows_time(codes[number])):
+            styles.add(index)
+    return styles
 
 
 def _sheet_part(archive: zipfile.ZipFile, sheet: str) -> str | None:
