@@ -110,3 +110,27 @@ def test_invisible_character_in_a_csv_header_is_a_one_line_error(tmp_path: Path)
     code, _, err, _ = validate(tmp_path, "in.csv", "id,cus\u200btomer\n1,2\n")
     assert code == 2
     assert err.count("\n") == 1 and "U+200B (ZERO WIDTH SPACE)" in err
+
+
+def test_an_invisible_character_in_a_key_or_an_id_is_a_row_error(tmp_path: Path) -> None:
+    # "R9" and "R9" + a zero-width space look alike and were two keys: two appointments
+    # for one visit. A NUL in a key the same; an id names the character too.
+    head = "id,customer,doctor,start,status,treatments,notes,extra.room\n"
+    rows = [
+        "R9,1009,101,2026-01-01T10:00:00,,201,,",
+        "R9\u200b,1009,101,2026-01-01T10:00:00,,201,,",
+        "R4\x00,1004,101,2026-01-01T11:00:00,,201,,",
+        "R5,1005\u200b,101,2026-01-01T12:00:00,,201,,",
+    ]
+    code, out, _, report = validate(tmp_path, "in.csv", head + "\n".join(rows) + "\n")
+    assert code == 1, out
+    assert (report["rows"], report["valid"]) == (4, 1)
+    by_line = {e["line"]: e for e in report["errors"]}
+    assert set(by_line) == {3, 4, 5}
+    assert by_line[3]["field"] == "source_key"
+    assert (
+        "the key holds an invisible character, U+200B (ZERO WIDTH SPACE)" in by_line[3]["message"]
+    )
+    assert "U+0000" in by_line[4]["message"] and by_line[4]["field"] == "source_key"
+    assert by_line[5]["field"] == "customer_id"
+    assert "invisible U+200B (ZERO WIDTH SPACE)" in by_line[5]["message"]

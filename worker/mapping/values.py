@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any, Literal, NoReturn
 
+from worker.source.invisible import invisible_in
+
 Ambiguous = Literal["earlier", "later", "error"]
 
 _INT_RE = re.compile(r"[+-]?[0-9]+")
@@ -69,6 +71,8 @@ def to_int(value: Any) -> int:
             return number
         if _DECIMAL_RE.fullmatch(text):
             raise ValueFail("expected a whole number, got a decimal", value)
+        if (hidden := invisible_in(text)) is not None:
+            raise ValueFail(f"expected a whole number; it holds an invisible {hidden}", value)
         raise ValueFail("expected a whole number", value)
     if isinstance(value, float):
         raise ValueFail("expected a whole number, got a decimal", value)
