@@ -113,3 +113,33 @@ def test_a_csv_that_starts_with_a_bom_gets_its_failures_file_with_one(
     data = failures.read_bytes()
     assert data.startswith(codecs.BOM_UTF8) is bom
     assert "İşlem" in data.decode("utf-8-sig")
+
+
+def test_a_cp1252_export_gets_its_failures_file_when_a_message_names_what_cp1252_lacks(
+    tmp_path: Path,
+) -> None:
+    # The lookup table is UTF-8: its nearest name 'Dr. Ayşe Kaya' has a letter cp1252
+    # has not. The error message in the failures file says '?' there; the row's own
+    # cells (the export's, so cp1252's) are written as they were read.
+    (tmp_path / "doctors.csv").write_text("name,flextell_id\nDr. Ayşe Kaya,101\n", "utf-8")
+    (tmp_path / "run.toml").write_text(
+        CFG.replace('user_id = "doctor"', 'user_id = { column = "doctor", lookup = "doctors" }')
+        + '\n[source]\nencoding = "cp1252"\n'
+        + '\n[lookups.doctors]\nfile = "doctors.csv"\nkey = "name"\nvalue = "flextell_id"\n',
+        encoding="utf-8",
+    )
+    export = tmp_path / "de.csv"
+    export.write_bytes(
+        "id;customer;doctor;start;status;treatments;notes\n"
+        "2;1002;Dr. Ayse Kayaa;2026-12-01T10:00:00;;201;Müller\n".encode("cp1252")
+    )
+    failures = tmp_path / "fix.csv"
+    result = CliRunner().invoke(
+        cli,
+        ["validate", str(export), "-c", str(tmp_path / "run.toml"), "--failures", str(failures)],
+    )
+    assert result.exit_code == 1, result.output
+    assert "1 rows, 0 valid, 1 invalid" in result.stdout
+    [row] = list(csv.DictReader(failures.open(encoding="cp1252", newline=""), delimiter=";"))
+    assert row["doctor"] == "Dr. Ayse Kayaa" and row["notes"] == "Müller"
+    assert "nearest: 'Dr. Ay?e Kaya'" in row["error_message"]

@@ -87,10 +87,9 @@ class FailureWriter:
         self.columns = tuple(c for c in (columns or ()) if c not in ours)
         self.delimiter = delimiter or ","
         self.count = 0
+        self.encoding = encoding if format == "csv" else "utf-8"
         try:
-            self._fh: IO[str] = open_private(
-                self.path, encoding=encoding if format == "csv" else "utf-8", newline=""
-            )
+            self._fh: IO[str] = open_private(self.path, encoding=self.encoding, newline="")
         except (OSError, LookupError) as exc:
             raise SourceError(f"{self.path}: cannot write the failures file: {exc}") from None
         self._csv: Any = None
@@ -104,9 +103,22 @@ class FailureWriter:
         extra = {PATIENT_DATA_COLUMN: PATIENT_DATA_NOTE, **extra}
         extras = [extra.get(c, "") for c in self.extra_columns]
         if self.format == "csv":
+            # The added cells are the worker's words, which may quote a lookup's name
+            # the export's encoding cannot hold ("nearest: 'Dr. Ayşe Kaya'" in cp1252):
+            # such a letter becomes "?" there. The row's own cells are never changed.
+            extras = [_fit(e, self.encoding) for e in extras]
             cells = [*self._csv_cells(row), *extras]
             safe, quoted = neutralised((*self.columns, *self.extra_columns), cells)
-            self._csv.writerow([*safe, quoted])
+            try:
+                self._csv.writerow([*safe, quoted])
+            except UnicodeEncodeError as exc:
+                bad = exc.object[exc.start : exc.start + 1]
+                raise SourceError(
+                    f"{self.path}: cannot write the row at {row.source}:{row.label}: it holds "
+                    f"U+{ord(bad):04X}, which {self.encoding} cannot hold (the file is "
+                    "written in the export's encoding; the rows written before it are "
+                    "in the file)"
+                ) from None
         else:
             self._fh.write(json.dumps(self._json_object(row, extra), ensure_ascii=False) + "\n")
         self.count += 1
@@ -149,6 +161,15 @@ class FailureWriter:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _fit(text: str, encoding: str) -> str:
+    """`text` with each character `encoding` cannot hold as "?"."""
+    try:
+        text.encode(encoding)
+    except UnicodeEncodeError:
+        return text.encode(encoding, errors="replace").decode(encoding)
+    return text
 
 
 def _cell(value: Any) -> str:
