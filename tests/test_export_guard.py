@@ -155,3 +155,24 @@ def test_a_clinic_left_out_counts_as_lacking_all_its_rows_for_max_missing(
     listed = run_cli("worklist", "-c", str(config), "--format", "json")
     assert "did not trust" not in listed.stderr
     assert [item["kind"] for item in json.loads(listed.stdout)] == ["missing"] * 4
+
+
+def test_max_missing_is_a_share_of_the_rows_created_before_this_run(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """A new user's night 2: two of night 1's four rows gone and four new rows. 25% of
+    the four created before allows 1 missing: not trusted, as the dry run said. The real
+    run counted the four it had just created too (25% of 8 = 2) and trusted it."""
+    config = write_config(tmp_path)
+    columns, rows = sample_rows()
+    kad = [r for r in rows if r["clinic"] == "1"]
+    first, _ = import_file(config, sbx, write_csv(tmp_path / "n1.csv", columns, kad[:4]))
+    assert first.exit_code == 0, first.output
+    night2 = write_csv(tmp_path / "n2.csv", columns, kad[:2] + kad[4:8])
+    _, dry_summary = import_file(config, sbx, night2, "--dry-run")
+    result, summary = import_file(config, sbx, night2)
+    for why in (dry_summary["incomplete"]["1"], summary["incomplete"]["1"]):
+        assert why.startswith("the export looks incomplete: it lacks 2 of the 4 rows created")
+    assert result.exit_code == 1, result.output
+    assert summary["totals"]["created"] == 4
+    assert summary["totals"]["missing_from_source"] == 0

@@ -168,6 +168,9 @@ class ImportRun:
         """Tenants whose export looks incomplete or stale ([sync], worker.sync): why."""
         self.unread_judged: set[int] = set()
         """Tenants in scope the export had no row of, judged for their created rows."""
+        self.created_before: dict[int, int] = {}
+        """Each tenant's created rows before this run sent anything: what `[sync]
+        max_missing` is a share of (rows this run creates are no export's to lack)."""
         self.acknowledged: set[tuple[str, int, str]] = set()
         """(kind, tenant, key) of the changed and missing rows seen that a person acked."""
         self.missing_entries: list[Entry] = []
@@ -521,6 +524,8 @@ async def _send(
                         if options.tenant in (None, tenant_id) and run.context.serves(tenant_id):
                             await run.lane_for(tenant_id, session, ledger)
                     await run.resolve_unknown(ledger, session)
+                    for tenant_id in _in_scope(run):
+                        run.created_before[tenant_id] = await _created(ledger, tenant_id)
                     try:
                         await run.read_all(source, ledger, session)
                     finally:
@@ -820,7 +825,10 @@ async def _missing_from_source(run: ImportRun, ledger: Ledger) -> None:
             found[entry.tenant].append(entry)
     stale = _stale(run)
     for tenant, entries in found.items():
-        known = await _created(ledger, tenant)
+        # A dry run sent nothing: what the ledger holds now is what it held before.
+        known = run.created_before.get(tenant)
+        if known is None:
+            known = await _created(ledger, tenant)
         why = stale or incomplete_export(len(entries), known, run.config.sync.missing_limit(known))
         if why is not None:
             run.incomplete[tenant] = why
