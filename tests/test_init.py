@@ -391,9 +391,42 @@ def test_a_title_line_above_a_csv_header_becomes_header_row(tmp_path: Path) -> N
         "Randevu No;Hasta No;Doktor;Tarih;Tedavi\n"
         "1;1001;101;01.03.2027 10:00;201\n",
     )
-    assert tomllib.loads(draft)["source"]["header_row"] == 2
-    assert "header_row = 2  # detected: the lines above it look like a title" in draft
+    assert "header_row" not in tomllib.loads(draft)["source"]
+    assert "# header_row = 2  # detected: the lines above it look like a title" in draft
     assert mapping["customer_id"] == {"column": "Hasta No"}
+
+
+def test_a_draft_for_an_export_with_a_title_reads_its_failures_file_and_the_next_export(
+    tmp_path: Path,
+) -> None:
+    """The fix loop of the docs: validate --failures, fix, validate the fixed file with the
+    same config; then the next export, with one title line fewer. A header_row pinned by
+    init to 3 refused both ('header row: empty column name', 'looks like a row of data')."""
+    export = tmp_path / "export.csv"
+    header = "Randevu No;Hasta No;Doktor;Tarih;Tedavi\n"
+    export.write_text(
+        "KADIKÖY KLİNİĞİ;;;;\nRANDEVU LİSTESİ;;;;\n" + header
+        + "1;1001;101;01.03.2027 10:00;201\n2;abc;101;01.03.2027 11:00;201\n",
+        encoding="utf-8",
+    )  # fmt: skip
+    cfg, _ = init(tmp_path, export)
+    failures = tmp_path / "fix.csv"
+    first = CliRunner().invoke(
+        cli, ["validate", str(export), "-c", str(cfg), "--failures", str(failures)]
+    )
+    assert first.exit_code == 1, first.output
+    assert "4 rows" not in first.stdout and "2 rows, 1 valid, 1 invalid" in first.stdout
+    fixed = failures.read_text(encoding="utf-8").replace(";abc;", ";1002;")
+    failures.write_text(fixed, encoding="utf-8")
+    again = CliRunner().invoke(cli, ["validate", str(failures), "-c", str(cfg)])
+    assert again.exit_code == 0, again.output
+    assert "1 rows, 1 valid, 0 invalid" in again.stdout
+    tomorrow = tmp_path / "tomorrow.csv"
+    tomorrow.write_text(
+        "RANDEVU LİSTESİ;;;;\n" + header + "3;1003;101;02.03.2027 10:00;201\n", encoding="utf-8"
+    )
+    third = CliRunner().invoke(cli, ["validate", str(tomorrow), "-c", str(cfg)])
+    assert third.exit_code == 0, third.output
 
 
 def test_headers_ending_in_a_dot_and_nested_json_paths_are_matched(tmp_path: Path) -> None:

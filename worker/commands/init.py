@@ -238,10 +238,13 @@ def draft_config(
     if sample.header_row is not None:
         d.add(f"header_row = {sample.header_row}", "given (init --header-row)")
     elif sample.titles_above is not None:
+        # Left a comment: every read finds the title again, and a pinned row would not
+        # fit a failures file (no title) or tomorrow's export with one title line fewer.
         above = "rows" if sample.format in SPREADSHEETS else "lines"
         d.add(
-            f"header_row = {sample.titles_above}",
-            f"detected: the {above} above it look like a title, not the header",
+            f"# header_row = {sample.titles_above}",
+            f"detected: the {above} above it look like a title, not the header; found "
+            "again on every read, so set it only if that fails",
         )
     if sample.encoding is not None and sample.format in ("csv", "jsonl"):
         notes = [n for n in sample.notes if "as a title above the table" not in n]
