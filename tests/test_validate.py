@@ -326,3 +326,43 @@ def test_a_base_url_with_a_bad_port_is_refused_as_import_refuses_it(tmp_path: Pa
     code, _, err = run(str(ROOT / "samples" / "appointments.csv"), "-c", str(cfg))
     assert code == 2, err
     assert "has port '99999': expected a number from 1 to 65535" in err
+
+
+_OBJECTS = [
+    json.dumps(
+        {
+            "id": f"B{n}",
+            "customer": 1001,
+            "doctor": 101,
+            "start": f"2026-01-01T1{n}:00:00",
+            "treatments": [201],
+        }
+    )
+    for n in (1, 2, 3)
+]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[\n" + ",\n".join(_OBJECTS) + "\n]\n",  # pretty-printed as one array
+        "[" + ",\n".join(_OBJECTS) + "]\n",  # the first object on the bracket's line
+    ],
+    ids=["bracket-lines", "bracket-on-first-object"],
+)
+def test_a_json_array_over_many_lines_is_refused_whole_not_read_as_lines(
+    tmp_path: Path, text: str
+) -> None:
+    """A new user's JSON export passed as JSONL: its brackets and every object with a
+    trailing comma were bad rows, and the last object alone would have been sent."""
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(CFG, encoding="utf-8")
+    export = tmp_path / "export.jsonl"
+    export.write_text(text, encoding="utf-8")
+    for command in (["validate"], ["import", "--dry-run"]):
+        result = CliRunner().invoke(cli, [*command, str(export), "-c", str(cfg)])
+        assert result.exit_code == 2, result.output
+        assert "line 1: the file is one JSON array spread over lines, not JSON Lines" in (
+            result.output
+        )
+        assert "would send" not in result.output and "valid" not in result.output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import itertools
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -229,6 +230,7 @@ class Source:
             raise SourceError(f"{self.name}: file is empty")
         if feed.sample_is_all and not feed.sample.strip():
             raise SourceError(f"{self.name}: file has only blank lines")
+        _refuse_json_array(self.name, feed.sample)
         objs = jsonl_rows(self.name, feed, options.max_field_size, translate)
         # JSONL has no header: the keys of the first rows stand in for one, so a mapped
         # key no row has ("Room" for "room") is told before a row is sent.
@@ -330,3 +332,26 @@ def _paths(value: Mapping[str, Any], prefix: str = "", depth: int = 0) -> set[st
 
 
 _PATH_DEPTH = 16
+
+
+def _refuse_json_array(name: str, sample: str) -> None:
+    """A JSON document that is one array over many lines ("[", then objects, "]") is
+    not JSON Lines: read line by line, its brackets are bad rows and each object with
+    a trailing comma another, and only the last object would be sent. Refused whole."""
+    for number, line in enumerate(sample.splitlines(), 1):
+        if not line.strip():
+            continue
+        opening = line.strip()
+        if opening != "[" and not (opening.startswith("[") and opening[1:].lstrip()[:1] == "{"):
+            return
+        try:
+            json.loads(line)
+        except RecursionError:
+            return  # that line's own row error says it is nested too deeply
+        except ValueError:
+            raise SourceError(
+                f"{name}: line {number}: the file is one JSON array spread over lines, not "
+                "JSON Lines (one object per line, no brackets or commas between them): "
+                "write one object per line, for example jq -c '.[]' FILE > FILE.jsonl"
+            ) from None
+        return  # an array on one line: that line's own row error says so
