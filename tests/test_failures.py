@@ -143,3 +143,29 @@ def test_a_cp1252_export_gets_its_failures_file_when_a_message_names_what_cp1252
     [row] = list(csv.DictReader(failures.open(encoding="cp1252", newline=""), delimiter=";"))
     assert row["doctor"] == "Dr. Ayse Kayaa" and row["notes"] == "Müller"
     assert "nearest: 'Dr. Ay?e Kaya'" in row["error_message"]
+
+
+def test_an_unterminated_quote_keeps_only_its_own_line_in_the_failures_file(
+    tmp_path: Path,
+) -> None:
+    # Line 3 opens a quote it never closes; line 4 is read again as its own (valid)
+    # row. The row to fix held line 4 too, so a fixed file re-imported line 4's row.
+    (tmp_path / "run.toml").write_text(CFG, encoding="utf-8")
+    export = tmp_path / "in.csv"
+    export.write_text(
+        "id,customer,doctor,start,status,treatments,notes\n"
+        "R4,1004,101,2026-12-02T18:00:00,,201,ok\n"
+        'R5,1005,101,2026-12-02T18:30:00,,201,"unterminated\n'
+        "R6,1006,101,2026-12-02T19:00:00,,201,ok\n",
+        encoding="utf-8",
+    )
+    failures = tmp_path / "fix.csv"
+    result = CliRunner().invoke(
+        cli,
+        ["validate", str(export), "-c", str(tmp_path / "run.toml"), "--failures", str(failures)],
+    )
+    assert result.exit_code == 1, result.output
+    assert "3 rows, 2 valid, 1 invalid" in result.stdout
+    [row] = list(csv.DictReader(failures.open(encoding="utf-8", newline="")))
+    assert (row["id"], row["customer"], row["notes"]) == ("R5", "1005", "unterminated")
+    assert "R6" not in json.dumps(row)

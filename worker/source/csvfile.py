@@ -364,7 +364,10 @@ class CsvRows:
                 message += f"; reading again from line {first_again}"
             elif end > start:
                 message += f"; lines {start}-{end} skipped"
-            yield RowProblem(self.name, start, message, raw=_record_text(lines))
+            # The lines read again are rows of their own: this record's text (the
+            # failures file's row to fix) stops before them.
+            kept = lines[: first_again - start] if again else lines
+            yield RowProblem(self.name, start, message, raw=_record_text(kept))
         else:
             again = []
         if overlong is not None:
