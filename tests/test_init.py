@@ -520,3 +520,21 @@ def test_an_excel_error_in_an_id_column_does_not_make_it_a_column_of_names(
         "3;1003;101;01.03.2027 12:00;201;302\n",
     )
     assert mapping["room_id"] == {"column": "Oda No"}
+
+
+def test_a_title_line_with_the_delimiter_in_it_says_which_header_row_to_pass(
+    tmp_path: Path,
+) -> None:
+    export = tmp_path / "export.csv"
+    export.write_text(
+        "Appointments report, 01.12.2026\n"
+        "appointment_id,patient_id,doctor_id,start,treatments\n"
+        "1,1001,101,2026-12-02T10:00:00,201\n2,1002,101,2026-12-02T11:00:00,201\n",
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(cli, ["init", str(export), "--out", str(tmp_path / "d.toml")])
+    assert result.exit_code == 2
+    assert "if line 2 is the header (and what stands above it a title), pass --header-row 2" in (
+        result.output
+    )
+    init(tmp_path, export, "--header-row", "2")

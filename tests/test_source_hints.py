@@ -122,3 +122,32 @@ def test_a_null_in_a_jsonl_list_of_treatments_is_an_item_error_not_dropped(
     assert result.exit_code == 1, result.output
     assert "3 rows, 2 valid, 1 invalid" in result.stdout
     assert "an empty item in the list (expected a treatment)" in result.stdout
+
+
+def test_a_title_line_with_the_delimiter_in_it_names_the_header_line_to_set(
+    tmp_path: Path,
+) -> None:
+    """A title such as "Rapor; 01.12.2026" splits into two cells, so it is taken for a
+    header of two columns: the error said only "did you mean 'Rapor'?"."""
+    code, _, err = validate(tmp_path, "", b"Randevu raporu; 01.12.2026\r\n" + EXPORT.encode())
+    assert code == 2
+    assert "line 2 holds those column names: set [source] header_row = 2" in err
+
+
+def test_with_header_row_set_the_failures_file_reads_back_for_the_fix(tmp_path: Path) -> None:
+    """The fix loop with header_row = 2: the failures file's header is its line 1."""
+    data = b"Randevu raporu; 01.12.2026\r\n" + EXPORT.encode()
+    (tmp_path / "run.toml").write_text(CONFIG.format(source="header_row = 2"), "utf-8")
+    (tmp_path / "export.csv").write_bytes(data)
+    fix = tmp_path / "fix.csv"
+    first = CliRunner().invoke(
+        cli,
+        ["validate", str(tmp_path / "export.csv"), "-c", str(tmp_path / "run.toml"),
+         "--failures", str(fix)],
+    )  # fmt: skip
+    assert first.exit_code == 1, first.output
+    assert "2 rows, 1 valid, 1 invalid" in first.stdout
+    fix.write_text(fix.read_text("utf-8").replace(";İzmir;", ";Atina;"), "utf-8")
+    again = CliRunner().invoke(cli, ["validate", str(fix), "-c", str(tmp_path / "run.toml")])
+    assert again.exit_code == 0, again.output
+    assert "1 rows, 1 valid, 0 invalid" in again.stdout

@@ -142,9 +142,17 @@ def read_sample(
     if first is not None and not sample.rows:
         # Drafting from no row would only say that no column was found.
         more = f" (and {problems - 1} more like it)" if problems > 1 else ""
+        hint = ""
+        if sample.format == "csv" and header_row is None and "header has" in first.message:
+            # A title line with the delimiter in it ("Report, 01.12.2026") reads as a
+            # header of two columns, and every row then has too many cells.
+            hint = (
+                f"; if line {first.line} is the header (and what stands above it a title), "
+                f"pass --header-row {first.line}"
+            )
         raise SourceError(
             f"{sample.name}:{first.label}: {first.message}{more}: no row could be read "
-            "to draft from"
+            f"to draft from{hint}"
         )
     return sample
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from worker.errors import SourceError
 from worker.logs import get_logger
@@ -90,6 +90,25 @@ def title_lines(sample: str, delimiter: str, *, skip_first: bool) -> int | None:
                 seen += 1
                 if seen > TITLE_LOOK_AHEAD:
                     return None
+            start = reader.line_num + 1
+    except csv.Error:
+        return None
+    return None
+
+
+def line_with(sample: str, delimiter: str, names: Sequence[str]) -> int | None:
+    """The line of the first of `sample`'s first TITLE_LOOK_AHEAD records whose cells
+    hold all of `names` (a header below a title line that has the delimiter in it, so
+    it did not read as a title); None when none does."""
+    reader = csv.reader(io.StringIO(sample, newline=""), delimiter=delimiter)
+    wanted = set(names)
+    start = 1
+    try:
+        for count, cells in enumerate(reader):
+            if count > TITLE_LOOK_AHEAD:
+                return None
+            if wanted <= {cell.strip() for cell in cells}:
+                return start
             start = reader.line_num + 1
     except csv.Error:
         return None

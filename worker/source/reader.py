@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from worker.errors import SourceError
 from worker.reading import reading
-from worker.source.csvfile import CsvRows, detect_delimiter, excel_sep, title_lines
+from worker.source.csvfile import (
+    CsvRows,
+    detect_delimiter,
+    excel_sep,
+    line_with,
+    title_lines,
+)
 from worker.source.encoding_check import (
     check_declared,
     decode_hint,
@@ -60,6 +66,8 @@ class Source:
         """The header's line (a sheet's row) when title lines above it were skipped
         without [source] header_row saying so."""
         self._sheet_rows: SheetRows | None = None
+        self._csv_sample: str | None = None
+        """A CSV's first lines, where `header_hint` looks for the configured names."""
         self.keys_seen: tuple[set[str], int] | None = None
         """JSONL: every key and dotted path of the first objects, and how many objects."""
         self.total_bytes: int | None = None
@@ -188,12 +196,21 @@ class Source:
                     f"{excel!r} taken as the delimiter"
                 )
             given = options.header_row if options.header_row and options.header_row > 1 else None
+            if given is not None and QUOTED_COLUMN in feed.sample.split("\n", 1)[0]:
+                # The worker's own failures file (or worklist CSV) of such an export: its
+                # header is line 1, whatever stood above the export's.
+                self.notes.append(
+                    f"{self.name}: a failures file (its line 1 is the header): "
+                    f"{setting('header_row', given, from_cli=options.from_cli)} not applied"
+                )
+                given = None
             if delimiter is None:
                 sample = feed.sample
                 if given is not None:  # the lines above the header are no guide
                     sample = sample.split("\n", given - 1)[-1]
                 delimiter = detect_delimiter(sample, feed.sample_is_all)
             self.delimiter = delimiter
+            self._csv_sample = feed.sample
             header_line = given
             if given is None:
                 header_line = title_lines(feed.sample, delimiter, skip_first=excel is not None)
@@ -251,6 +268,10 @@ class Source:
             below = self._sheet_rows.row_with(missing)
             if below is not None:
                 return f"row {below} holds those column names: set [source] header_row = {below}"
+        if self._csv_sample is not None and self.delimiter is not None and missing:
+            below = line_with(self._csv_sample, self.delimiter, missing)
+            if below is not None:
+                return f"line {below} holds those column names: set [source] header_row = {below}"
         if self.delimiter is not None:
             line = self.delimiter.join(self.columns)
             best, parts = self.delimiter, len(self.columns)
