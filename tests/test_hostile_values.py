@@ -128,6 +128,8 @@ def test_an_invisible_character_in_a_key_or_an_id_is_a_row_error(tmp_path: Path)
     by_line = {e["line"]: e for e in report["errors"]}
     assert set(by_line) == {3, 4, 5}
     assert by_line[3]["field"] == "source_key"
+    assert by_line[3]["source_key"] == "R9\u200b"  # the row keeps its key: a created
+    # row under it is an invalid version of that row, not a missing one
     assert (
         "the key holds an invisible character, U+200B (ZERO WIDTH SPACE)" in by_line[3]["message"]
     )

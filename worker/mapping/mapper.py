@@ -21,6 +21,7 @@ from worker.mapping.results import FieldError, InvalidRow, MappedRow, new_mapped
 from worker.mapping.spec import PAYLOAD_FIELDS, Compiler, Field, compile_fields
 from worker.mapping.values import MultiFail, ValueFail
 from worker.source import RowProblem, SourceRow
+from worker.source.invisible import invisible_in
 from worker.suggest import did_you_mean
 
 TENANT_CACHE_MAX = 1024
@@ -243,8 +244,8 @@ class Mapper:
             source_key: str | None = None
             if self._key_convert is not None:
                 source_key = self._key_convert(fields, tenant)
-                if source_key is None:
-                    return None
+                if source_key is None or not source_key.isprintable():
+                    return None  # an invisible character is looked at by _map_reporting
             data: dict[str, Any] = {}
             plan = self._plans[tenant].clean if tenant in self._plans else self._clean_plan
             for name, convert, required in plan:
@@ -302,6 +303,14 @@ class Mapper:
                     errors.append(
                         FieldError("source_key", self._key.empty_message, None, self._key.column)
                     )
+                elif (hidden := invisible_in(source_key)) is not None:
+                    # "R9" and "R9" + U+200B look alike and are two keys: two appointments.
+                    # The row keeps its key (a created row under it stays that row's).
+                    message = (
+                        f"the key holds an invisible character, {hidden}: remove it (a key "
+                        "that looks like another but is not would be a second appointment)"
+                    )
+                    errors.append(FieldError("source_key", message, source_key, self._key.column))
         data: dict[str, Any] = {}
         failed: set[str] = set()
         own = self._plans.get(tenant) if tenant is not None else None

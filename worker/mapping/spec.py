@@ -39,7 +39,6 @@ from worker.mapping.values import (
     typed_datetime,
     typed_pair,
 )
-from worker.source.invisible import invisible_in
 from worker.suggest import did_you_mean, names_hint
 
 Getter = Callable[[Mapping[str, Any]], Any]
@@ -634,13 +633,6 @@ class Compiler:
         def convert(fields: Mapping[str, Any], _tenant: int | None) -> Any:
             value = get(fields)
             if type(value) is str and (cell := value.strip()):
-                if not cell.isprintable() and (hidden := invisible_in(cell)) is not None:
-                    # "R9" and "R9" + U+200B look alike and are two keys: two appointments.
-                    raise ValueFail(
-                        f"the key holds an invisible character, {hidden}: remove it (a key "
-                        "that looks like another but is not would be a second appointment)",
-                        value,
-                    )
                 return prefix + cell  # the usual id cell, as as_text would give it
             if isinstance(value, (_LIST_TYPES, bool)):
                 raise ValueFail("expected a single id, got a list, object or boolean", value)
