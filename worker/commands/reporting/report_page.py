@@ -107,7 +107,7 @@ async def collect_page(options: HtmlOptions) -> ReportPage:
             work.add(entry)
             reasons.add(entry)
             sends.add(entry)
-        await work.finish(ledger)
+        work.finish()
         tenants = _tenants(run, config, work.by_tenant)
         page = ReportPage(
             ledger=describe(target) if is_url(target) else str(target),
@@ -372,27 +372,17 @@ class PageWorklist:
             changes = _diff_text(entry.changes or {}, self._show, self._zone(entry.tenant))
             self._item(_Source.of_entry(entry), "changed", changes, False)
 
-    async def finish(self, ledger: Ledger) -> None:
-        """Add the durable worklist's open items, or else the created rows the latest
-        finished import's export no longer has."""
-        if self._durable is not None:
-            for item in self._durable:
-                reason = item.reason
-                if item.local_diff:
-                    reason = f"{reason}: {item.local_diff}" if reason else item.local_diff
-                fixable = item.kind in _FIXABLE and item.source_row is not None
-                self._item(_Source.of_item(item), item.kind, reason, fixable, item.local_time)
-            return
-        imports = [r for r in self._runs if r.mode == "import" and r.status == RunStatus.FINISHED]
-        if not imports:
-            return
-        latest = imports[-1]
-        tenants = [t for t, c in _tenant_counts(latest).items() if c.get("read")]
-        for entry in await ledger.missing_from_source(latest.id, tenants):
-            reason = (
-                f"created as appointment {entry.appointment_id}, not in run {latest.id}'s export"
-            )
-            self._item(_Source.of_entry(entry), "missing", reason, False)
+    def finish(self) -> None:
+        """Add the durable worklist's open items. Without one (no import of this ledger
+        kept an item) the rows are the entries' alone (`add`): which created rows an
+        export lacks only the worklist says, since seen marks move with --partial,
+        interrupted and untrusted runs too (as `report` reads it)."""
+        for item in self._durable or []:
+            reason = item.reason
+            if item.local_diff:
+                reason = f"{reason}: {item.local_diff}" if reason else item.local_diff
+            fixable = item.kind in _FIXABLE and item.source_row is not None
+            self._item(_Source.of_item(item), item.kind, reason, fixable, item.local_time)
 
     @property
     def total(self) -> int:
