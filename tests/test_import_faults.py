@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from tests.support.importing import (
     assert_all_created_once,
     ledger_rows,
     make_rows,
+    posts,
     requests_log,
     run_cli,
     setup,
@@ -224,3 +226,24 @@ async def test_rows_the_lookup_could_not_clear_are_not_sent_and_the_summary_says
         n = sum(r.tenant == tenant for r in s.rows)
         assert f"tenant {tenant}: {n} not sent: {why}" in result.output, result.output
     assert all(e["status"] == "pending" for e in ledger_rows(s.ledger).values())
+
+
+async def test_a_row_is_resent_at_most_max_resends_times_in_a_run_across_settling(
+    sandbox_factory: SandboxFactory, tmp_path: Path
+) -> None:
+    """Every POST answers 500 (nothing created, fate open): each one is settled, looked
+    up, found absent and resent. The count of resends restarted at each settled look,
+    so an operator's run posted one row 13 times where the docs say at most 4 resends."""
+    async with sandbox_factory(faults={"error500": 1.0}) as sb:
+        # Settle 1.2 s: the lookup 1 s after a POST is too early, so the row settles first.
+        s = setup(tmp_path, sb.url, n=2, concurrency=2, timeout=1.0, settle_seconds=1.2)
+        result = await run_cli(s.args("--settle-wait", "30"))
+        assert result.exit_code == 1, result.output
+        log = await requests_log(sb.url)
+    per_tenant = Counter(r["tenant"] for r in posts(log))
+    assert sum(per_tenant.values()) == 2 * 5, per_tenant  # a first POST and 4 resends each
+    for row in ledger_rows(s.ledger).values():
+        assert row["status"] == "unknown" and row["attempts"] == 5, row
+        assert "absent after 4 resends" in row["error_message"], row
+        # The open answer this run had, not "outcome of an earlier run unknown".
+        assert row["error_message"] == "Server Error; absent after 4 resends", row

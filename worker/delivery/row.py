@@ -79,6 +79,11 @@ class Job:
     """The UTC second the payload is scheduled at (None: unreadable), read once."""
     again: bool = False
     """Looked at again after settling: an attempt of this run may have landed."""
+    resends: int = 0
+    """Resends after a settled lookup found nothing, so far in this run: kept across
+    settling, so `max_resends` bounds the row's POSTs in a run, not in each look."""
+    cause: str | None = None
+    """Why this run looked the row up (the last open answer), kept across settling."""
 
     @classmethod
     def from_entry(cls, entry: Entry, *, resume: bool = False) -> Job | None:
@@ -147,6 +152,10 @@ class Settling:
 
     at: float
     reason: str
+    resends: int = 0
+    """The row's resends so far in this run (Job.resends of the next look)."""
+    cause: str | None = None
+    """Why it was looked up (Job.cause of the next look)."""
 
 
 class RowDelivery:
@@ -232,8 +241,8 @@ class RowDelivery:
             step = Step.ADOPT
         else:
             step = Step.SEND
-        resends = 0
-        cause = "outcome of an earlier run unknown"
+        resends = job.resends
+        cause = job.cause or "outcome of an earlier run unknown"
         sent_now = False
         while True:
             if step is Step.SEND:
@@ -277,7 +286,7 @@ class RowDelivery:
             if verdict is Verdict.WAIT:
                 assert decision.wait_until is not None
                 at = self.ledger.from_shared(decision.wait_until)
-                return Settling(at, decision.reason or "settling")
+                return Settling(at, decision.reason or "settling", resends, cause)
             if step is Step.ADOPT:  # the slot search failed: sending might duplicate what exists
                 return await self._not_sent(job, f"not sent: {decision.reason}")
             if verdict is Verdict.UNDECIDED and not (sent_now or job.earlier_run or job.again):

@@ -116,7 +116,7 @@ class LaneRunner:
                         "from when a lookup can tell",
                     )
                     raise
-                result = await self.delivery.run(_resumed(job))
+                result = await self.delivery.run(_resumed(job, settling))
                 if not isinstance(result, Settling):
                     break
                 settling = result
@@ -152,7 +152,8 @@ class LaneRunner:
         return len(self._settling)
 
 
-def _resumed(job: Job) -> Job:
+def _resumed(job: Job, settling: Settling) -> Job:
     """The job looked at again after settling: from a slot search, and never taken for
-    a row this run did not send (an attempt of this run may have landed)."""
-    return replace(job, resume=True, again=True)
+    a row this run did not send (an attempt of this run may have landed); its resends
+    so far and the answer that made it look go with it."""
+    return replace(job, resume=True, again=True, resends=settling.resends, cause=settling.cause)
