@@ -106,6 +106,17 @@ def test_ack_needs_a_note_and_either_keys_or_all_open(tmp_path: Path) -> None:
     assert both.exit_code == 2 and "not both" in both.output
 
 
+def test_ack_and_unack_of_a_mistyped_ledger_say_so_and_create_nothing(tmp_path: Path) -> None:
+    # Both used to create an empty ledger there ("no acknowledged worklist item for
+    # KAD-1"), which worklist and report then read as a clean one.
+    typo = tmp_path / "ne.sqlite"
+    for args in (["ack", "KAD-1", "--note", "seen"], ["unack", "KAD-1"]):
+        result = run_cli(*args, "--ledger", str(typo))
+        assert result.exit_code == 2, result.output
+        assert f"ledger {typo} does not exist (run an import first)" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_run_whose_tenants_were_refused_is_recorded_aborted_with_its_exit_code(
     tmp_path: Path, sbx: Sandbox
 ) -> None:

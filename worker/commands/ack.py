@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 
 from worker.errors import ConfigError
 from worker.ledger import audit
@@ -41,6 +42,13 @@ def who(by: str | None) -> str:
         return "unknown user"
 
 
+def _require_existing(target: LedgerTarget) -> None:
+    """Opening would create an empty ledger at a mistyped path, and the next worklist
+    or report would read that one and say nothing is open."""
+    if not is_url(target) and not Path(target).exists():
+        raise ConfigError(f"ledger {target} does not exist (run an import first)")
+
+
 async def run_ack(
     target: LedgerTarget,
     keys: Sequence[str],
@@ -60,6 +68,7 @@ async def run_ack(
         raise ConfigError("give the KEYs to acknowledge, or --all-open (not both)")
     if not undo and not (note or "").strip():
         raise ConfigError("--note is required: say why the items need nothing more")
+    _require_existing(target)
     ledger = await open_ledger(target, key=key)
     try:
         wanted = "acknowledged" if undo else "open"
