@@ -409,3 +409,23 @@ def test_a_dry_run_before_any_ledger_predicts_the_first_nights_worklist(tmp_path
     assert dry.exit_code == 1, dry.output
     assert "needs a person (predicted): 2 new tonight, 2 open, 0 acknowledged" in dry.output
     assert not (tmp_path / "ledger.sqlite").exists()
+
+
+def test_worklist_out_without_format_writes_what_its_name_says_or_refuses(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    # `worklist --out w.txt` printed the table, wrote no file and exited 0.
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    rows = [dict(r) for r in sample[:3]]
+    rows[1]["customer_id"] = "unknown patient"
+    assert import_file(config, sbx, export(tmp_path, "n1.csv", rows))[0].exit_code == 1
+    txt = tmp_path / "w.txt"
+    refused = run_cli("worklist", "-c", str(config), "--out", str(txt))
+    assert refused.exit_code == 2, refused.output
+    assert "the table is printed, not written; give --format csv, xlsx or json" in (refused.output)
+    assert not txt.exists()
+    for name, first in (("w.csv", "appointment_id"), ("w.json", "[")):
+        made = run_cli("worklist", "-c", str(config), "--out", str(tmp_path / name))
+        assert made.exit_code == 0, made.output
+        assert (tmp_path / name).read_text(encoding="utf-8-sig").lstrip().startswith(first)

@@ -904,7 +904,9 @@ _worklist_config_option = config_option(
     "table",
 )
 @click.option(
-    "--out", type=UserPath(dir_okay=False, path_type=Path), help="Write here (csv, xlsx)."
+    "--out",
+    type=UserPath(dir_okay=False, path_type=Path),
+    help="Write here (csv, xlsx, json); without --format, as its name ends.",
 )
 @user_errors
 def worklist_cmd(
@@ -939,6 +941,8 @@ def worklist_cmd(
     from worker.ledger.crypto import key_for
     from worker.ledger.target import find_ledger_target
     from worker.worklist import items
+
+    format = wo.format_for(format, out)
 
     async def read() -> tuple[list[Any], list[Any]]:
         target = find_ledger_target(_target(ledger_path), config_path)

@@ -195,6 +195,23 @@ async def source_runs(ledger: Ledger) -> list[Run]:
     return await ledger.runs()
 
 
+_BY_SUFFIX = {".csv": "csv", ".xlsx": "xlsx", ".json": "json"}
+
+
+def format_for(fmt: str, out: Path | None) -> str:
+    """The format to write: --format's, or with --out and the default table the format
+    --out's name says (the table is never a file)."""
+    if fmt != "table" or out is None:
+        return fmt
+    named = _BY_SUFFIX.get(out.suffix.lower())
+    if named is None:
+        raise ConfigError(
+            f"--out {out}: the table is printed, not written; give --format csv, xlsx or "
+            "json (or a file name ending .csv, .xlsx or .json)"
+        )
+    return named
+
+
 def need_out(fmt: str, out: Path | None) -> Path:
     if out is None:
         raise ConfigError(f"--format {fmt} writes a file: give --out FILE")
@@ -230,6 +247,7 @@ def show(
     """The `worklist` command's output: the table, JSON (stdout or --out), CSV or xlsx
     (--out), with a line on stderr saying what a file got. An export the latest run did
     not trust is said first: in the table's output, else on stderr."""
+    fmt = format_for(fmt, out)
     note = untrusted_note(runs, tenant)
     if note is not None:
         print(note, file=sys.stdout if fmt == "table" else sys.stderr)
