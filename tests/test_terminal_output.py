@@ -103,3 +103,30 @@ def test_a_servers_control_characters_are_printed_escaped(tmp_path: Path) -> Non
             assert done.exit_code != 0 and said in done.output, done.output
             assert "\x1b" not in done.output and "\x07" not in done.output, done.output
             assert "\\x1b[2J\\x1b]0;PWNED\\x07" in done.output, done.output
+
+
+def test_a_closed_standard_output_is_exit_141_not_needs_a_person(tmp_path: Path) -> None:
+    """`... | head -1`: click made the write to the closed pipe exit 1, which reads as
+    "needs a person" for a command that did all it had to (an import recorded 0)."""
+    config = tmp_path / "cfg.toml"
+    config.write_text(
+        '[api]\ntimezone = "Europe/Istanbul"\n[tenants.1]\n[mapping]\ntenant = { value = 1 }\n'
+        'source_key = { column = "id" }\ncustomer_id = "customer"\nuser_id = "doctor"\n'
+        'scheduled_at = "start"\ntreatments = { column = "treatments", split = "|" }\n'
+        'status = { value = "pending" }\n',
+        encoding="utf-8",
+    )
+    export = tmp_path / "in.csv"
+    export.write_text(
+        "id,customer,doctor,start,treatments\n1,1001,101,2026-12-02T10:00:00,201\n",
+        encoding="utf-8",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker", "validate", str(export), "-c", str(config)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before the command writes
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err

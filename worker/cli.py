@@ -13,6 +13,7 @@ An option several commands take is declared once (the block after
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -26,6 +27,7 @@ import click
 
 from worker import __version__
 from worker.errors import WorkerError
+from worker.exitcodes import ExitCode
 from worker.reading import LEDGER_FILES, forget_reading, reading, refuse_input
 
 if TYPE_CHECKING:
@@ -168,7 +170,22 @@ _json_logs_option = click.option(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Cli(click.Group):
+    """The command group: a closed standard output (``| head``) is exit 141, not 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            # click makes any EPIPE exit 1, which reads as "needs a person" for a run that
+            # may have ended 0 (and recorded so). What the command did stands; only its
+            # output was cut: the shell's code for a write to a closed pipe (128 + SIGPIPE).
+            with contextlib.suppress(OSError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(ExitCode.OUTPUT_CLOSED)
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="flextell-worker")
 def cli() -> None:
     """Bulk import and nightly sync of clinic appointments into Flextell.
@@ -186,6 +203,7 @@ def cli() -> None:
          [api] max_pause, ledger unusable: disk full, damaged)
       4  another run holds the ledger lock (nothing touched)
       130/143  stopped by SIGINT/SIGTERM (ledger consistent)
+      141  the output's reader went away (| head): what was done stands
 
     A path that starts with ~ means the home directory, also where no shell expanded
     it (quoted, a systemd unit, a crontab variable); FILE - reads standard input.

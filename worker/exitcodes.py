@@ -21,6 +21,8 @@ class ExitCode(IntEnum):
     """Stopped by SIGINT (Ctrl-C); the ledger is consistent."""
     TERMINATED = 143
     """Stopped by SIGTERM; the ledger is consistent."""
+    OUTPUT_CLOSED = 141
+    """Standard output was closed by its reader (``| head``); what the command did stands."""
 
     @property
     def words(self) -> str:
