@@ -130,3 +130,18 @@ def test_a_closed_standard_output_is_exit_141_not_needs_a_person(tmp_path: Path)
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141, err
     assert "Traceback" not in err and "Exception ignored" not in err, err
+
+
+def test_tenant_over_a_tenant_column_is_said_on_a_terminal_not_only_in_the_log(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """`import --tenant 1` of a multi-clinic export sends every row to tenant 1: an
+    operator took it for a filter, and the warning went to the log file alone."""
+    config = write_config(tmp_path)
+    columns, rows = sample_rows()
+    file = write_csv(tmp_path / "n1.csv", columns, [r for r in rows if r["clinic"] == "1"][:2])
+    args = ["import", str(file), "-c", str(config), "--base-url", sbx.base_url, "--no-progress",
+            "--tenant", "1"]  # fmt: skip
+    code, out = on_a_terminal(args, tmp_path / "state")
+    assert code == 0, out
+    assert "warning: --tenant 1 overrides mapping.tenant (column 'clinic'): every row goes" in (out)

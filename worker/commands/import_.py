@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -405,6 +406,8 @@ async def run_import(
     with opened as source:
         for note in [*mapper.notes, *source.notes]:
             log.warning(note)
+        if mapper.override_note is not None:  # on a terminal the log goes to a file
+            sys.stderr.write(f"warning: {mapper.override_note}\n")
         if source.columns is not None:
             mapper.check_columns(
                 source.columns, source.where, source.header_hint(mapper.column_names)

@@ -70,6 +70,10 @@ class Mapper:
         self._tenant_cache: dict[str, int] = {}
         self.notes: list[str] = []
         """Warnings about the mapping as built, for the command to print before rows."""
+        self.override_note: str | None = None
+        """--tenant over a tenant column (one of `notes`): every row goes to that tenant.
+        An import says it on stderr too, not only in its log: rows of other clinics
+        would be sent to this one."""
 
     @classmethod
     def from_config(
@@ -152,11 +156,12 @@ class Mapper:
         mapper = cls(config, fields, tenant, comp.columns, tenant_fields)
         mapped = fields.get("tenant")
         if tenant_override is not None and mapped is not None and mapped.column is not None:
-            mapper.notes.append(
+            mapper.override_note = (
                 f"--tenant {tenant_override} overrides mapping.tenant (column "
                 f"{mapped.column!r}): every row goes to tenant {tenant_override}, whatever "
                 "that column says; to import one tenant's rows only, export them alone"
             )
+            mapper.notes.append(mapper.override_note)
         return mapper
 
     @property
