@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.configs import CFG
 from tests.support.ledger_holder import HOLDER, ROOT, kill, start_holder
 from worker.errors import LedgerLockedError
 from worker.exitcodes import ExitCode
@@ -121,3 +122,30 @@ async def test_lock_is_released_by_close_in_the_same_process(tmp_path: Path) -> 
     await first.close()
     second = await Ledger.open(path)
     await second.close()
+
+
+def test_a_dry_run_beside_a_running_import_says_it_reads_the_ledger_mid_run(
+    tmp_path: Path,
+) -> None:
+    """Its prediction counted the live run's rows in flight as open items and exited 1
+    while the real run ended 0, without a word that an import was running."""
+    path = tmp_path / "ledger.sqlite"
+    proc, _ = start_holder(path, 2)
+    try:
+        config = tmp_path / "run.toml"
+        config.write_text(CFG + f'\n[ledger]\npath = "{path}"\n', encoding="utf-8")
+        export = tmp_path / "in.csv"
+        export.write_text(
+            "id,customer,doctor,start,status,treatments,notes\n"
+            "k0,1001,101,2026-12-02T10:00:00,,201,\n",
+            encoding="utf-8",
+        )
+        done = subprocess.run(
+            [sys.executable, "-m", "worker", "import", str(export), "-c", str(config),
+             "--dry-run"],
+            capture_output=True, text=True, cwd=ROOT, timeout=60,
+        )  # fmt: skip
+        assert f"warning: an import is running on ledger {path} (pid {proc.pid}" in done.stderr
+        assert "Traceback" not in done.stderr, done.stderr
+    finally:
+        kill(proc)

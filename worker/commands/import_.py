@@ -56,6 +56,7 @@ from worker.ledger import (
     api_identity,
 )
 from worker.ledger.crypto import configured_key
+from worker.ledger.lock import held_by
 from worker.ledger.target import describe, ledger_target, open_ledger
 from worker.logs import get_logger
 from worker.mapping import Mapper
@@ -451,6 +452,15 @@ async def _dry_run(
     one), send and write nothing."""
     options = run.options
     there = isinstance(ledger_path, str) or await asyncio.to_thread(ledger_path.exists)
+    if there and isinstance(ledger_path, Path):
+        holder = await asyncio.to_thread(held_by, ledger_path)
+        if holder is not None:
+            # Its rows in flight read as open (unknown), its new rows as still to send.
+            sys.stderr.write(
+                f"warning: an import is running on ledger {ledger_path} ({holder}): this "
+                "dry run reads it mid-run, so rows that run has not finished show as open "
+                "or still to send; run it again once that import has ended\n"
+            )
     ledger = (
         await open_ledger(ledger_path, lock=False, readonly=True, key=configured_key(config))
         if there

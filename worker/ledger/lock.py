@@ -79,6 +79,11 @@ def is_locked(ledger_path: Path) -> bool:
     return False
 
 
+def held_by(ledger_path: Path) -> str | None:
+    """Who holds the ledger's lock now ("pid 123, started at ..."); None when nobody."""
+    return _holder(lock_path(ledger_path)) if is_locked(ledger_path) else None
+
+
 def _holder(path: Path) -> str:
     try:
         text = path.read_text(encoding="utf-8", errors="replace").strip()
