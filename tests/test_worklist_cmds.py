@@ -5,6 +5,7 @@ aborted runs recorded as such, an older ledger migrated, and a shared PostgreSQL
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import sqlite3
 from pathlib import Path
@@ -429,3 +430,69 @@ def test_worklist_out_without_format_writes_what_its_name_says_or_refuses(
         made = run_cli("worklist", "-c", str(config), "--out", str(tmp_path / name))
         assert made.exit_code == 0, made.output
         assert (tmp_path / name).read_text(encoding="utf-8-sig").lstrip().startswith(first)
+
+
+def test_an_acknowledgement_holds_while_only_a_column_the_mapping_ignores_changes(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """An export with an 'exported_at' column (a new date every night) reopened every
+    acknowledged item each night: the content counted every cell, so the nightly exit
+    code never cleared. The mapped cells are the content; a mapped cell still reopens."""
+    config = write_config(tmp_path)
+    columns, sample = sample_rows()
+    columns = [*columns, "exported_at"]
+    rows = [dict(r, exported_at="2026-12-01 02:00") for r in sample[:4]]
+    rows[1]["customer_id"] = "unknown patient"  # invalid
+    rows[2]["doctor_id"] = "999"  # refused by the API: failed
+    bad = [rows[1]["appointment_id"], rows[2]["appointment_id"]]
+    dup = dict(rows[3], customer_id=rows[0]["customer_id"])
+    night = [*rows, dup]  # rows[3]'s key twice: a duplicate_key item
+
+    def run(name: str, at: str) -> int:
+        cells = [dict(r, exported_at=at) for r in night]
+        return import_file(config, sbx, write_csv(tmp_path / name, columns, cells))[0].exit_code
+
+    assert run("n1.csv", "2026-12-01 02:00") == 1
+    assert sorted(i["kind"] for i in items(config)) == ["duplicate_key", "failed", "invalid"]
+    acked = run_cli("ack", "--all-open", "-c", str(config), "--note", "branch knows")
+    assert acked.exit_code == 0, acked.output
+    assert run("n2.csv", "2026-12-02 02:00") == 0  # only exported_at differs
+    assert items(config) == []
+    assert len(items(config, "--state", "acknowledged")) == 3
+    night[1] = dict(night[1], customer_id="still unknown")  # a mapped cell: reopens
+    assert run("n3.csv", "2026-12-03 02:00") == 1
+    assert [i["source_key"] for i in items(config)] == [bad[0]]
+
+
+def test_an_acknowledgement_made_before_the_mapped_columns_counted_still_holds(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """A ledger whose acknowledgement was recorded over every cell (as workers before
+    did): the next night with the same row keeps it, and anchors it to the mapped
+    cells, so a later change of an ignored column does not reopen it either."""
+    config = write_config(tmp_path)
+    columns, sample = sample_rows()
+    columns = [*columns, "exported_at"]
+    rows = [dict(r, exported_at="2026-12-01 02:00") for r in sample[:3]]
+    rows[1]["customer_id"] = "unknown patient"
+    key = rows[1]["appointment_id"]
+    assert import_file(config, sbx, write_csv(tmp_path / "n1.csv", columns, rows))[0].exit_code == 1
+    assert run_cli("ack", key, "-c", str(config), "--note", "seen").exit_code == 0
+    db = sqlite3.connect(tmp_path / "ledger.sqlite")
+    with db:
+        (row,) = db.execute("SELECT source_row FROM worklist WHERE source_key = ?", (key,))
+        every_cell = hashlib.sha256(
+            json.dumps(json.loads(row[0])["fields"], sort_keys=True, ensure_ascii=False).encode()
+        ).hexdigest()[:32]
+        db.execute(
+            "UPDATE worklist SET ack_hash = ?, content_hash = ? WHERE source_key = ?",
+            (every_cell, every_cell, key),
+        )
+    db.close()
+    assert import_file(config, sbx, write_csv(tmp_path / "n2.csv", columns, rows))[0].exit_code == 0
+    later = [dict(r, exported_at="2026-12-03 02:00") for r in rows]
+    assert (
+        import_file(config, sbx, write_csv(tmp_path / "n3.csv", columns, later))[0].exit_code == 0
+    )
+    [item] = items(config, "--state", "acknowledged")
+    assert item["source_key"] == key

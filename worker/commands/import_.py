@@ -680,6 +680,7 @@ async def _preview_worklist(run: ImportRun, ledger: Ledger) -> None:
         by_hand=run.options.partial,
         extra=run.reader.findings,
         zones=zones,
+        columns=run.reader.columns,
     )
     found = list(run.reader.predicted)
     found += [
@@ -762,6 +763,7 @@ async def refresh_worklist(run: ImportRun, ledger: Ledger, *, complete: bool) ->
         by_hand=run.options.partial,
         extra=run.reader.findings,
         zones={t: run.config.timezone_for(t) for t in tenants},
+        columns=run.reader.columns,
     )
     return await worklist.refresh(ledger, scope)
 

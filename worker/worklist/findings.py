@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Collection, Iterable
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -19,15 +20,39 @@ from worker.compare import public_value
 from worker.ledger import Entry
 from worker.worklist.rules import Finding, Kind
 
+Columns = Collection[str] | None
+"""The columns a row's content is read from (`content_columns`); None: every cell."""
 
-def content_hash(source_row: str | None, fallback: str = "") -> str:
-    """A row's content: its cells (the JSON `source_row` the ledger keeps), else `fallback`."""
+
+def content_columns(names: Iterable[str]) -> frozenset[str]:
+    """The cells the mapping reads, as a row's content: its columns (a JSONL path
+    ``patient.id`` by its top-level key ``patient`` too). A column the mapping does not
+    read (an export date that changes every night) is no change to the row."""
+    names = list(names)
+    return frozenset(names) | frozenset(n.split(".", 1)[0] for n in names)
+
+
+def content_hash(source_row: str | None, fallback: str = "", columns: Columns = None) -> str:
+    """A row's content: its cells (the JSON `source_row` the ledger keeps) of `columns`
+    (all when it has none of them, or without `columns`), else `fallback`."""
     text = fallback
     if source_row is not None:
         data = json.loads(source_row)
         fields = data.get("fields") if isinstance(data, dict) else None
+        if fields and columns is not None and isinstance(fields, dict):
+            fields = {k: v for k, v in fields.items() if k in columns} or fields
         text = json.dumps(fields, sort_keys=True, ensure_ascii=False) if fields else source_row
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def content_hashes(
+    source_row: str | None, fallback: str = "", columns: Columns = None
+) -> dict[str, Any]:
+    """A finding's `content_hash`, and its `legacy_hash` when that differs: every cell's,
+    as workers before the mapped columns alone counted (their acknowledgements hold)."""
+    content = content_hash(source_row, fallback, columns)
+    legacy = content_hash(source_row, fallback) if columns is not None else content
+    return {"content_hash": content, "legacy_hash": legacy if legacy != content else None}
 
 
 def aware_instant(value: str) -> datetime | None:
@@ -77,14 +102,15 @@ def _when(entry: Entry, zone: str) -> str | None:
     return local_time(payload.get("scheduled_at"), zone) if payload else None
 
 
-def from_entry(entry: Entry, kind: Kind, zone: str) -> Finding:
-    """The finding of a ledger row that is invalid, failed, unknown, changed or missing."""
+def from_entry(entry: Entry, kind: Kind, zone: str, columns: Columns = None) -> Finding:
+    """The finding of a ledger row that is invalid, failed, unknown, changed or missing;
+    its content is the cells of `columns` (`content_columns`)."""
     base = Finding(
         tenant=entry.tenant,
         source_key=entry.source_key,
         kind=kind,
         reason="",
-        content_hash=content_hash(entry.source_row, entry.payload_hash or ""),
+        **content_hashes(entry.source_row, entry.payload_hash or "", columns),
         source_file=entry.source_file,
         source_line=entry.source_line,
         local_time=_when(entry, zone),
@@ -103,7 +129,12 @@ def from_entry(entry: Entry, kind: Kind, zone: str) -> Finding:
             f"whether it was created is not known yet{why}; the next import or `reconcile` "
             "looks it up"
         )
-        return replace(base, reason=reason)
+        # What was sent: the same for `reconcile`, which reads no mapping (no columns).
+        hashes = content_hashes(None, entry.payload_hash or "")
+        legacy = content_hash(entry.source_row, entry.payload_hash or "")
+        if legacy != hashes["content_hash"]:
+            hashes["legacy_hash"] = legacy
+        return replace(base, reason=reason, **hashes)
     if kind is Kind.CHANGED:
         reason = (
             f"changed in the source after it was created as appointment {entry.appointment_id}; "
@@ -113,14 +144,14 @@ def from_entry(entry: Entry, kind: Kind, zone: str) -> Finding:
             base,
             reason=reason,
             local_diff=local_diff(entry.changes or {}, zone),
-            content_hash=content_hash(entry.source_row, entry.changed_hash or ""),
+            **content_hashes(entry.source_row, entry.changed_hash or "", columns),
         )
     reason = (
         f"created as appointment {entry.appointment_id}, no longer in the export "
         "(cancelled or deleted upstream?)"
     )
     missing = f"missing:{entry.appointment_id}:{entry.payload_hash}"
-    return replace(base, reason=reason, source_row=None, content_hash=content_hash(None, missing))
+    return replace(base, reason=reason, source_row=None, **content_hashes(None, missing))
 
 
 def invalid_over_created(
@@ -132,16 +163,17 @@ def invalid_over_created(
     source_row: str,
     field: str | None,
     reason: str,
+    columns: Columns = None,
 ) -> Finding:
     """A row created before whose version in this export is invalid (the ledger keeps
     the created appointment, so only the reader sees the problem)."""
     return Finding(tenant=tenant, source_key=key, kind=Kind.INVALID, reason=reason,
-                   content_hash=content_hash(source_row), source_file=source_file,
+                   **content_hashes(source_row, columns=columns), source_file=source_file,
                    source_line=line, field=field, source_row=source_row)  # fmt: skip
 
 
 def duplicate_key(
-    tenant: int, key: str, *, source_file: str, line: int, source_row: str
+    tenant: int, key: str, *, source_file: str, line: int, source_row: str, columns: Columns = None
 ) -> Finding:
     """A row skipped because an earlier row of the export has the same source key."""
     return Finding(
@@ -150,7 +182,7 @@ def duplicate_key(
         kind=Kind.DUPLICATE_KEY,
         reason="skipped: an earlier row of this export has the same source key "
         "(give it its own key, or remove it from the export)",
-        content_hash=content_hash(source_row),
+        **content_hashes(source_row, columns=columns),
         source_file=source_file,
         source_line=line,
         source_row=source_row,

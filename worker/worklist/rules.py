@@ -68,6 +68,16 @@ class Finding:
     """A changed row's differences, times in the clinic's zone."""
     source_row: str | None = None
     """The row's cells as read (JSON), for the worklist's CSV round trip."""
+    legacy_hash: str | None = None
+    """The content as workers before counted it (every cell), when it differs: an
+    acknowledgement (or a hand fix) recorded with it still matches, once."""
+
+    @property
+    def hashes(self) -> tuple[str, ...]:
+        """The content hashes an earlier item may carry for this same content."""
+        if self.legacy_hash is None:
+            return (self.content_hash,)
+        return (self.content_hash, self.legacy_hash)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +176,7 @@ def _fixed_by_hand(items: Iterable[WorkItem], finding: Finding) -> WorkItem | No
             item.kind in _FIXABLE
             and item.resolved_by_hand
             and item.state in (State.RESOLVED, State.FIXED_BY_HAND)
-            and item.content_hash == finding.content_hash
+            and item.content_hash in finding.hashes
         ):
             return item
     return None
@@ -186,13 +196,18 @@ def judge(
     for finding in findings:
         hand = _fixed_by_hand(items, finding)
         if hand is not None:
-            out[hand.kind] = _seen_again_quiet(hand, run_id)
+            # Its hash as this worker counts content from here on.
+            out[hand.kind] = replace(
+                _seen_again_quiet(hand, run_id), content_hash=finding.content_hash
+            )
             continue
         old = by_kind.get(finding.kind)
         if old is None or old.state in (State.RESOLVED, State.FIXED_BY_HAND):
             out[finding.kind.value] = _opened(finding, run_id, old)
-        elif old.state == State.ACKNOWLEDGED and old.ack_hash == finding.content_hash:
-            out[finding.kind.value] = _seen_again(old, finding, run_id, State.ACKNOWLEDGED)
+        elif old.state == State.ACKNOWLEDGED and old.ack_hash in finding.hashes:
+            seen = _seen_again(old, finding, run_id, State.ACKNOWLEDGED)
+            # An acknowledgement of the legacy hash is anchored to the current one.
+            out[finding.kind.value] = replace(seen, ack_hash=finding.content_hash)
         elif old.state == State.ACKNOWLEDGED:
             out[finding.kind.value] = _opened(finding, run_id, old)  # the row changed again
         else:

@@ -58,6 +58,9 @@ class Scope:
     extra: list[Finding] = field(default_factory=list)
     """What only the reader saw: duplicate keys, invalid versions of created rows."""
     zones: Mapping[int, str] = field(default_factory=dict)
+    columns: frozenset[str] | None = None
+    """The columns a row's content is read from (findings.content_columns: the mapping's);
+    None for every cell (a run without a mapping judges only unknown rows)."""
 
     def zone(self, tenant: int) -> str:
         return self.zones.get(tenant, "UTC")
@@ -121,7 +124,12 @@ def _keyed(finding: Finding, sealer: Sealer | None) -> Finding:
     """On an encrypted ledger a row's content hash is keyed, like its payload hash."""
     if sealer is None:
         return finding
-    return replace(finding, content_hash=sealer.keyed(finding.content_hash) or "")
+    legacy = finding.legacy_hash
+    return replace(
+        finding,
+        content_hash=sealer.keyed(finding.content_hash) or "",
+        legacy_hash=None if legacy is None else sealer.keyed(legacy),
+    )
 
 
 def _marks(values: Collection[Any]) -> str:
@@ -139,7 +147,7 @@ def _entry_findings(conn: SqlConnection, scope: Scope, sealer: Sealer | None) ->
     for row in conn.execute(sql, [*tenants, scope.run_id, scope.run_id]):
         entry = _reveal(entry_of(row), sealer)
         kind = Kind.CHANGED if entry.status == "created" else Kind(entry.status)
-        out.append(found.from_entry(entry, kind, scope.zone(entry.tenant)))
+        out.append(found.from_entry(entry, kind, scope.zone(entry.tenant), scope.columns))
     missing = list(scope.complete)
     if missing:
         sql = (

@@ -79,14 +79,27 @@ class RowReader:
         still carry: counted as fixed_by_hand, not as invalid or changed."""
         self.keyed: Callable[[str], str | None] | None = None
         """An encrypted ledger's keyed hash: the worklist's content hashes are keyed."""
+        self._columns: tuple[Mapper, frozenset[str]] | None = None
+
+    @property
+    def columns(self) -> frozenset[str]:
+        """The cells that are a row's content (findings.content_columns): the mapping's."""
+        if self._columns is None or self._columns[0] is not self.mapper:
+            self._columns = (self.mapper, found.content_columns(self.mapper.column_names))
+        return self._columns[1]
 
     def _old_version(self, tenant: int, key: str, item: SourceRow | RowProblem) -> bool:
         if not self.hand_fixed:
             return False
-        content = found.content_hash(_source_row_json(item))
-        if self.keyed is not None:
-            content = self.keyed(content) or ""
-        return (tenant, key, content) in self.hand_fixed
+        hashes = found.content_hashes(_source_row_json(item), columns=self.columns)
+        for content in (hashes["content_hash"], hashes["legacy_hash"]):
+            if content is None:
+                continue
+            if self.keyed is not None:
+                content = self.keyed(content) or ""
+            if (tenant, key, content) in self.hand_fixed:
+                return True
+        return False
 
     def _predict(
         self, tenant: int, key: str, kind: Kind, item: SourceRow | RowProblem, reason: str
@@ -97,8 +110,8 @@ class RowReader:
         source_row = _source_row_json(item)
         self.predicted.append(
             Finding(tenant=tenant, source_key=key, kind=kind, reason=reason,
-                    content_hash=found.content_hash(source_row), source_file=item.source,
-                    source_line=item.line, source_row=source_row)
+                    **found.content_hashes(source_row, columns=self.columns),
+                    source_file=item.source, source_line=item.line, source_row=source_row)
         )  # fmt: skip
 
     def was_read(self, tenant: int, key: str) -> bool:
@@ -195,6 +208,7 @@ class RowReader:
                             tenant, key, source_file=item.source, line=item.line,
                             source_row=_source_row_json(item),
                             field=first.field if first else None, reason=message,
+                            columns=self.columns,
                         )
                     )  # fmt: skip
                 seen.append(
@@ -221,7 +235,8 @@ class RowReader:
                 )
                 self.findings.append(
                     found.duplicate_key(tenant, key, source_file=item.source, line=item.line,
-                                        source_row=_source_row_json(item))
+                                        source_row=_source_row_json(item),
+                                        columns=self.columns)
                 )  # fmt: skip
                 continue
             stored_hash = m.payload_hash if ledger is None else ledger.keyed(m.payload_hash)
