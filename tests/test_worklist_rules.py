@@ -174,3 +174,19 @@ def test_a_hand_fixed_run_resolves_an_acknowledged_change_as_before() -> None:
     changed = one(judge([], [finding(Kind.CHANGED)], run_id=3, by_hand=False))
     acked = acknowledge(changed, by="a", at="t", note="n")
     assert one(judge([acked], [], run_id=4, by_hand=True)).state == "resolved"
+
+
+def test_a_change_acknowledged_then_changed_again_then_undone_reopens_not_resolves() -> None:
+    """A -> B acknowledged (Flextell changed to B by hand), the export then says C (the
+    item reopens), then A again: the item resolved silently while Flextell held B
+    (verify: a mismatch). It reopens saying what to check, as a direct undo does."""
+    changed = one(judge([], [finding(Kind.CHANGED, "B")], run_id=3, by_hand=False))
+    acked = acknowledge(changed, by="ayse", at="t", note="moved in Flextell by hand")
+    again = one(judge([acked], [finding(Kind.CHANGED, "C")], run_id=4, by_hand=False))
+    assert again.state == "open"
+    back = one(judge([again], [], run_id=5, by_hand=False))  # the export went back to A
+    assert (back.state, back.opened_run_id) == ("open", 5)
+    assert back.reason.startswith("the export went back to the version first sent after ayse")
+    # Taken back by `unack`, no acknowledgement stands: the undo resolves it as usual.
+    plain = one(judge([unacknowledge(acked)], [], run_id=5, by_hand=False))
+    assert plain.state == "resolved"

@@ -216,11 +216,15 @@ def judge(
         if item.kind in out or item.state == State.RESOLVED:
             continue
         reverted = item.content_hash.startswith(_REVERTED)
-        if not by_hand and item.kind in _ACTED_ON and item.state == State.ACKNOWLEDGED:
-            if not reverted:
-                out[item.kind] = _undone(item, run_id)
-                continue
-        elif not by_hand and reverted and item.state == State.OPEN:
+        # Acknowledged once: now, or before a later version reopened it (it keeps who
+        # acknowledged what). Flextell may since have been changed by hand either way.
+        acked = item.state == State.ACKNOWLEDGED or (
+            item.state == State.OPEN and item.ack_at is not None
+        )
+        if not by_hand and item.kind in _ACTED_ON and acked and not reverted:
+            out[item.kind] = _undone(item, run_id)
+            continue
+        if not by_hand and reverted and item.state == State.OPEN:
             out[item.kind] = replace(item, last_run_id=run_id)  # until a person acks it
             continue
         out[item.kind] = replace(
