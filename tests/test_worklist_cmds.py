@@ -424,7 +424,9 @@ def test_worklist_out_without_format_writes_what_its_name_says_or_refuses(
     txt = tmp_path / "w.txt"
     refused = run_cli("worklist", "-c", str(config), "--out", str(txt))
     assert refused.exit_code == 2, refused.output
-    assert "the table is printed, not written; give --format csv, xlsx or json" in (refused.output)
+    assert "the table is printed, not written; give --format csv, jsonl, xlsx or json" in (
+        refused.output
+    )
     assert not txt.exists()
     for name, first in (("w.csv", "appointment_id"), ("w.json", "[")):
         made = run_cli("worklist", "-c", str(config), "--out", str(tmp_path / name))
@@ -496,3 +498,33 @@ def test_an_acknowledgement_made_before_the_mapped_columns_counted_still_holds(
     )
     [item] = items(config, "--state", "acknowledged")
     assert item["source_key"] == key
+
+
+def test_rows_of_a_jsonl_export_get_a_jsonl_file_to_fix_and_re_import(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """The worklist's CSV of a JSONL export's rows split a broken line as CSV and wrote
+    objects as JSON text in cells: the fixed file no longer mapped (5 rows, all invalid).
+    --format jsonl writes them as the export had them, the item's keys added."""
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    rows = [dict(r) for r in sample[:3]]
+    rows[1]["customer_id"] = "unknown patient"
+    export_file = tmp_path / "n1.jsonl"
+    export_file.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    assert import_file(config, sbx, export_file)[0].exit_code == 1
+    as_csv = run_cli("worklist", "-c", str(config), "--out", str(tmp_path / "w.csv"))
+    assert as_csv.exit_code == 0, as_csv.output
+    assert "1 of them come from a JSONL export" in as_csv.output
+    assert "write them with --format jsonl" in as_csv.output
+    fix = tmp_path / "fix.jsonl"
+    made = run_cli("worklist", "-c", str(config), "--format", "jsonl", "--out", str(fix))
+    assert made.exit_code == 0, made.output
+    [line] = fix.read_text(encoding="utf-8").splitlines()
+    item = json.loads(line)
+    assert item["appointment_id"] == rows[1]["appointment_id"]
+    assert item["worker_patient_data"].startswith("yes")
+    item["customer_id"] = rows[0]["customer_id"]
+    fix.write_text(json.dumps(item) + "\n", encoding="utf-8")
+    assert import_file(config, sbx, fix, "--partial")[0].exit_code == 0
+    assert items(config) == []

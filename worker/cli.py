@@ -917,14 +917,15 @@ _worklist_config_option = config_option(
     help="all: open, acknowledged and fixed by hand (resolved items are left out).",
 )
 @format_option(
-    "csv: a failures file (fix the rows, `import FILE --partial`); xlsx: for Excel.",
-    ["table", "json", "csv", "xlsx"],
+    "csv: a failures file (fix the rows, `import FILE --partial`); jsonl: the same for "
+    "rows of a JSONL export; xlsx: for Excel.",
+    ["table", "json", "csv", "jsonl", "xlsx"],
     "table",
 )
 @click.option(
     "--out",
     type=UserPath(dir_okay=False, path_type=Path),
-    help="Write here (csv, xlsx, json); without --format, as its name ends.",
+    help="Write here (csv, jsonl, xlsx, json); without --format, as its name ends.",
 )
 @user_errors
 def worklist_cmd(

@@ -1,9 +1,11 @@
-"""The `worklist` command's outputs: a table, JSON, CSV (a failures file) and xlsx.
+"""The `worklist` command's outputs: a table, JSON, CSV or JSONL (a failures file) and xlsx.
 
 The CSV is the failures file `report --failures` writes, for the worklist's rows
 that carry their source cells: the input's columns and format, plus the item's
 columns. Fixed and imported with `--partial`, it resolves what it fixes. Rows
-without cells (missing from the export) are left out of it and counted.
+without cells (missing from the export) are left out of it and counted. Rows of a
+JSONL export are JSON objects, which a CSV cannot give back as they were: their
+failures file is JSONL (each object with the item's keys added).
 The xlsx (openpyxl, write-only: a flat memory profile for long lists) holds every
 item; each cell is written as text, so a note such as ``=HYPERLINK(...)`` stays
 text in Excel and is never run as a formula. Control characters are written as
@@ -49,7 +51,7 @@ EXTRA_COLUMNS = (
     "ack_note",
 )
 
-WITH_CELLS = ("csv", "xlsx")
+WITH_CELLS = ("csv", "jsonl", "xlsx")
 """Formats that carry the rows' cells: an encrypted ledger's need its key."""
 
 
@@ -128,6 +130,27 @@ def write_csv(items: list[WorkItem], runs: list[Run], out: Path) -> Written:
     return Written(written, left_out)
 
 
+def from_jsonl(items: list[WorkItem], runs: list[Run]) -> int:
+    """How many of the items a JSONL export's run last saw (their rows are JSON objects)."""
+    jsonl = {r.id for r in runs if r.source_format == "jsonl"}
+    return sum(item.last_run_id in jsonl and item.source_row is not None for item in items)
+
+
+def write_jsonl(items: list[WorkItem], out: Path) -> Written:
+    """The failures-file JSONL of the items with source cells: each row's object with the
+    item's keys added (a line the reader could not read as one: its text, error_raw)."""
+    written = left_out = 0
+    with FailureWriter(out, format="jsonl", columns=None, extra_columns=EXTRA_COLUMNS) as writer:
+        for item in items:
+            row = _row(item)
+            if row is None:
+                left_out += 1
+                continue
+            writer.write(row, _extras(item))
+            written += 1
+    return Written(written, left_out)
+
+
 def _row(item: WorkItem) -> SourceRow | RowProblem | None:
     """The item's source row: its cells, or the text of a record the reader could not
     split (written back as the failures files do); None for a row the export lacks."""
@@ -195,7 +218,7 @@ async def source_runs(ledger: Ledger) -> list[Run]:
     return await ledger.runs()
 
 
-_BY_SUFFIX = {".csv": "csv", ".xlsx": "xlsx", ".json": "json"}
+_BY_SUFFIX = {".csv": "csv", ".xlsx": "xlsx", ".json": "json", ".jsonl": "jsonl"}
 
 
 def format_for(fmt: str, out: Path | None) -> str:
@@ -206,8 +229,8 @@ def format_for(fmt: str, out: Path | None) -> str:
     named = _BY_SUFFIX.get(out.suffix.lower())
     if named is None:
         raise ConfigError(
-            f"--out {out}: the table is printed, not written; give --format csv, xlsx or "
-            "json (or a file name ending .csv, .xlsx or .json)"
+            f"--out {out}: the table is printed, not written; give --format csv, jsonl, "
+            "xlsx or json (or a file name ending .csv, .jsonl, .xlsx or .json)"
         )
     return named
 
@@ -259,14 +282,21 @@ def show(
         else:
             with open_private(out, encoding="utf-8") as fh:  # reasons may quote a cell
                 write_json(items, fh)
-    elif fmt == "csv":
-        written = write_csv(items, runs, need_out(fmt, out))
+    elif fmt in ("csv", "jsonl"):
+        path = need_out(fmt, out)
+        written = write_csv(items, runs, path) if fmt == "csv" else write_jsonl(items, path)
         print(f"{written.rows} row(s) written to {out}", file=sys.stderr)
+        if fmt == "csv" and (objects := from_jsonl(items, runs)):
+            print(
+                f"{objects} of them come from a JSONL export: a CSV cannot give their JSON "
+                "objects back to re-import; write them with --format jsonl",
+                file=sys.stderr,
+            )
         if written.left_out:
             print(
                 f"{written.left_out} item(s) without the row's cells (a row the export "
                 "lacks, or a created row, whose cells the ledger does not keep) are not in "
-                "the CSV: see --format table or xlsx",
+                f"the {fmt.upper()}: see --format table or xlsx",
                 file=sys.stderr,
             )
     else:
