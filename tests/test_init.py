@@ -436,6 +436,15 @@ def test_headers_ending_in_a_dot_and_nested_json_paths_are_matched(tmp_path: Pat
     )
     assert mapping["source_key"] == {"column": "Termin-Nr."}
     assert mapping["customer_id"] == {"column": "Patienten-Nr."}
+    # A German export names the doctor's number so too (a TODO before).
+    german = tmp_path / "de"
+    german.mkdir()
+    mapping, _ = draft_of(
+        german,
+        "Termin-Nr.;Patienten-Nr.;Arzt-Nr.;Datum;Uhrzeit;Behandlung\n"
+        "1;1001;101;01.03.2027;10:00;201\n",
+    )
+    assert mapping["user_id"] == {"column": "Arzt-Nr."}
     export = tmp_path / "nested.jsonl"
     export.write_text(
         '{"id": "J1", "patient": {"id": 1001}, "doctor": {"id": "101"}, '
@@ -538,3 +547,21 @@ def test_a_title_line_with_the_delimiter_in_it_says_which_header_row_to_pass(
         result.output
     )
     init(tmp_path, export, "--header-row", "2")
+
+
+def test_ids_are_not_taken_for_names_from_no_rows_or_from_one_totals_line(
+    tmp_path: Path,
+) -> None:
+    """A header-only export drafted 'lookup = "api", by = "name"' for its ids from no
+    value at all; one totals line in nine rows made an id column 'not Flextell ids'."""
+    header = "Randevu No;Hasta No;Doktor No;Tarih;Tedavi\n"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    mapping, _ = draft_of(empty, header)
+    assert mapping["customer_id"] == {"column": "Hasta No"}
+    assert mapping["user_id"] == {"column": "Doktor No"}
+    rows = "".join(f"{n};10{n:02d};101;01.03.2027 1{n}:00;201\n" for n in range(8))
+    totals = tmp_path / "totals"
+    totals.mkdir()
+    mapping, _ = draft_of(totals, header + rows + "TOPLAM;8 randevu;;;\n")
+    assert mapping["customer_id"] == {"column": "Hasta No"}

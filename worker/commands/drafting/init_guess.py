@@ -72,14 +72,14 @@ SYNONYMS: dict[str, dict[str, tuple[str, ...]]] = {
     "user_id": {
         "en": ("doctor", "doctor id", "user", "user id", "staff", "practitioner", "dentist"),
         "tr": ("doktor", "hekim", "uzman", "doktor id", "doktor no", "hekim no", "dr"),
-        "de": ("arzt", "arztin", "arzt id", "behandler", "zahnarzt"),
+        "de": ("arzt", "arztin", "arzt id", "arzt nr", "arztnummer", "behandler", "zahnarzt"),
         "fr": ("medecin", "praticien", "docteur"),
         "es": ("medico", "doctor", "profesional", "odontologo"),
     },
     "assistant_id": {
         "en": ("assistant", "assistant id", "nurse"),
         "tr": ("asistan", "hemsire", "asistan id", "asistan no"),
-        "de": ("assistent", "assistentin", "pflegekraft"),
+        "de": ("assistent", "assistentin", "assistent nr", "pflegekraft"),
         "fr": ("assistante", "assistant", "infirmiere"),
         "es": ("asistente", "enfermera", "auxiliar"),
     },
@@ -440,9 +440,14 @@ _EXCEL_ERRORS = frozenset(
 
 def mostly_ids(values: Sequence[str]) -> bool:
     """Whether most cells are whole numbers (ids), not names; Excel's error values
-    (a VLOOKUP's #N/A) are left out of the count."""
+    (a VLOOKUP's #N/A) are left out of the count. No cells at all (a header-only
+    export) say nothing of names: ids, the plain mapping. Of five or more, one other
+    cell (a totals line, "TOPLAM") does not make the column names."""
     cells = [v for v in values if v.strip().upper() not in _EXCEL_ERRORS]
-    return bool(cells) and sum(v.isdigit() for v in cells) >= 0.9 * len(cells)
+    if not cells:
+        return True
+    ids = sum(v.isdigit() for v in cells)
+    return ids >= 0.9 * len(cells) or (len(cells) >= 5 and ids >= len(cells) - 1)
 
 
 def splitter(values: Sequence[str], delimiter: str | None) -> str | None:
