@@ -66,6 +66,16 @@ def test_verify_finds_altered_and_deleted_appointments(tmp_path: Path, sbx: Sand
     assert f'description: sent "<text, {sent} chars>", found "<text, 14 chars>"' in output
     assert "edited by hand" not in output and "missing" in output
     assert "exit code 1 (needs a person)" in output  # words, as import says them
+    # --json-logs (the nightly unit's ExecStopPost, so journald) printed the notes in
+    # full, on stdout and in its log event on stderr: their length, as the terminal says.
+    logged = run_cli("verify", "-c", str(config), "--base-url", sbx.base_url, "--json-logs")
+    assert logged.exit_code == 1
+    assert "edited by hand" not in logged.output and mismatch["fields"][0]["sent"] not in (
+        logged.output
+    )
+    event = json.loads(logged.stdout.strip().splitlines()[-1])
+    [field] = event["mismatches"][0]["fields"]
+    assert (field["sent"], field["found"]) == (f"<text, {sent} chars>", "<text, 14 chars>")
 
 
 def test_verify_a_seeded_sample_and_one_tenant(tmp_path: Path, sbx: Sandbox) -> None:

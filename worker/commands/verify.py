@@ -151,8 +151,12 @@ class VerifyResult:
                 out[name] += value
         return out
 
-    def to_json(self) -> dict[str, Any]:
-        """The whole result as a JSON-ready object (the `--report` file and the summary event)."""
+    def to_json(self, *, public: bool = False) -> dict[str, Any]:
+        """The whole result as a JSON-ready object: the `--report` file (an owner-only file
+        that says it holds patient data), or with `public` the summary event of
+        --json-logs, which goes to logs and journald: notes there are their length
+        (compare.public_value), as in the text a person reads, and so are the notes of
+        acknowledgements."""
         return (
             {
                 "command": "verify",
@@ -166,12 +170,15 @@ class VerifyResult:
                 "tenants": {str(t): asdict(c) for t, c in sorted(self.tenants.items())},
                 "mismatches": [
                     _row_json(p)
-                    | {"fields": [asdict(m) for m in p.mismatches], "acknowledged": _ack_json(p)}
+                    | {
+                        "fields": [_mismatch_json(m, public) for m in p.mismatches],
+                        "acknowledged": _ack_json(p, public),
+                    }
                     for p in self.problems
                     if p.kind == "mismatch"
                 ],
                 "missing": [
-                    _row_json(p) | {"acknowledged": _ack_json(p)}
+                    _row_json(p) | {"acknowledged": _ack_json(p, public)}
                     for p in self.problems
                     if p.kind == "missing"
                 ],
@@ -204,8 +211,21 @@ def _row_json(p: Problem) -> dict[str, Any]:
     return {"tenant": p.tenant, "source_key": p.source_key, "appointment_id": p.appointment_id}
 
 
-def _ack_json(problem: Problem) -> dict[str, Any] | None:
-    return None if problem.acknowledged is None else problem.acknowledged.to_json()
+def _ack_json(problem: Problem, public: bool = False) -> dict[str, Any] | None:
+    if problem.acknowledged is None:
+        return None
+    data = problem.acknowledged.to_json()
+    if public and data.get("note") is not None:
+        data["note"] = f"<text, {len(str(data['note']))} chars>"  # may name the patient
+    return data
+
+
+def _mismatch_json(mismatch: Mismatch, public: bool) -> dict[str, Any]:
+    data = asdict(mismatch)
+    if public:
+        data["sent"] = public_value(mismatch.field, mismatch.sent)
+        data["found"] = public_value(mismatch.field, mismatch.found)
+    return data
 
 
 def _orphans_json(scan: OrphanScan | None) -> dict[str, Any]:
@@ -621,5 +641,8 @@ __all__ = [
 def show_verify(result: VerifyResult, *, json_logs: bool) -> None:
     """The command's end: its event as JSON under --json-logs, else the text for a person."""
     emit_result(
-        "verify", result.to_json(), json_logs=json_logs, render=lambda: print_verify(result)
+        "verify",
+        result.to_json(public=True),
+        json_logs=json_logs,
+        render=lambda: print_verify(result),
     )
