@@ -47,6 +47,7 @@ def appt(aid: int, created: float, **changes: Any) -> AppointmentResource:
             "status": p["status"],
             "treatments": [{"id": t, "name": "t"} for t in p["treatments"]],
             "room_id": p.get("room_id"),
+            "description": p.get("description"),
             "created_at": datetime.fromtimestamp(created, UTC).isoformat(),
         }
     )
@@ -223,3 +224,15 @@ def test_a_staff_edited_doctor_is_unknown_unless_a_row_sent_for_the_slot_explain
     explained = decide(r, payload, [r], [edited], {}, now=T0 + SETTLE + 1, settle=SETTLE,
                        horizon=HORIZON, neighbours=[neighbour])  # fmt: skip
     assert explained.verdict is Verdict.ABSENT
+
+
+def test_a_held_rows_reason_gives_a_differing_note_by_its_length() -> None:
+    """The reason is the worklist's and the masked HTML page's: the notes of both sides
+    were quoted there in full (patient data on a page that says notes are hidden)."""
+    r = row("a", {**PAYLOAD, "description": "Alerji: lateks"}, sent=None, status=Status.PENDING)
+    held = appt(8, T0 - 3600, room_id=302, status="pending", description="HIV+ 0532 123")
+    d = verdict_of(r, [r], [held])
+    assert d.verdict is Verdict.HELD
+    reason = d.reason or ""
+    assert "description: row '<text, 14 chars>', Flextell '<text, 13 chars>'" in reason
+    assert "lateks" not in reason and "0532" not in reason
