@@ -528,3 +528,43 @@ def test_rows_of_a_jsonl_export_get_a_jsonl_file_to_fix_and_re_import(
     fix.write_text(json.dumps(item) + "\n", encoding="utf-8")
     assert import_file(config, sbx, fix, "--partial")[0].exit_code == 0
     assert items(config) == []
+
+
+def test_purge_keeps_what_an_open_item_needs_and_drops_what_a_handled_one_kept(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """`ledger purge` left an acknowledged changed item's cells and difference in the
+    worklist for good (it never resolves), and purged the entry of a changed row nobody
+    had handled yet: the next night rewrote its difference as 'null -> ...'."""
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    rows = [dict(r) for r in sample[:4]]
+    assert import_file(config, sbx, export(tmp_path, "n1.csv", rows))[0].exit_code == 0
+    rows[0]["notes"] = "Hasta ZQXJ arandı"  # changed, then acknowledged
+    rows[1]["customer_id"] = rows[2]["customer_id"]  # changed, left open
+    handled, open_key = rows[0]["appointment_id"], rows[1]["appointment_id"]
+    assert import_file(config, sbx, export(tmp_path, "n2.csv", rows))[0].exit_code == 1
+    assert run_cli("ack", handled, "-c", str(config), "--note", "done").exit_code == 0
+    purged = run_cli("ledger", "purge", "-c", str(config), "--older-than", "0d")
+    assert purged.exit_code == 0, purged.output
+    assert "from 3 created row(s)" in purged.output  # all but the open item's row
+    db = sqlite3.connect(tmp_path / "ledger.sqlite")
+    try:
+        item = dict(
+            zip(("source_row", "local_diff"), db.execute(
+                "SELECT source_row, local_diff FROM worklist WHERE source_key = ?", (handled,)
+            ).fetchone(), strict=True)
+        )  # fmt: skip
+        kept = db.execute(
+            "SELECT payload_json FROM entries WHERE source_key = ?", (open_key,)
+        ).fetchone()[0]
+    finally:
+        db.close()
+    assert item == {"source_row": None, "local_diff": None}
+    assert kept is not None
+    assert b"ZQXJ" not in (tmp_path / "ledger.sqlite").read_bytes()
+    assert import_file(config, sbx, export(tmp_path, "n3.csv", rows))[0].exit_code == 1
+    [still] = items(config)
+    assert still["source_key"] == open_key
+    assert still["local_diff"].startswith("customer_id: "), still
+    assert "null" not in still["local_diff"], still

@@ -19,9 +19,13 @@ from worker.ledger.sqlconn import SqlConnection
 
 DAY = 86_400.0
 
-# Settled: created, first sent (or, when found or adopted, first recorded) before the cutoff.
+# Settled: created, first sent (or, when found or adopted, first recorded) before the
+# cutoff, and no open worklist item (a changed or missing row a person has not handled
+# yet: its values are what they need, and a purged diff would come back as null -> all).
 _SETTLED = """status = 'created'
-    AND coalesce(first_sent_at, CAST(strftime('%s', created_at) AS REAL)) < ?"""
+    AND coalesce(first_sent_at, CAST(strftime('%s', created_at) AS REAL)) < ?
+    AND NOT EXISTS (SELECT 1 FROM worklist w WHERE w.tenant = entries.tenant
+                    AND w.source_key = entries.source_key AND w.state = 'open')"""
 
 
 def purge(conn: SqlConnection, now: str, *, cutoff: float, tenant: int | None, why: str) -> int:
@@ -43,10 +47,12 @@ def purge(conn: SqlConnection, now: str, *, cutoff: float, tenant: int | None, w
         params,
     )
     conn.execute(f"UPDATE refs SET label = NULL WHERE fetched_at < ?{only}", params)
-    # Resolved worklist items of those rows no longer need the row's cells.
+    # Their worklist items that need nobody (resolved, acknowledged, fixed by hand) no
+    # longer need the row's cells or its difference: an acknowledged changed item kept
+    # them for good, since it never resolves.
     conn.execute(
-        "UPDATE worklist SET source_row = NULL, local_diff = NULL WHERE state = 'resolved'"
-        " AND source_row IS NOT NULL AND (tenant, source_key) IN"
+        "UPDATE worklist SET source_row = NULL, local_diff = NULL WHERE state != 'open'"
+        " AND (source_row IS NOT NULL OR local_diff IS NOT NULL) AND (tenant, source_key) IN"
         f" (SELECT tenant, source_key FROM entries WHERE {_SETTLED}{only})",
         params,
     )
