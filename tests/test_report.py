@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.support.sandbox_process import ROOT, Sandbox
 from tests.support.sync import (
     TOKEN_ENV,
@@ -225,3 +227,33 @@ def test_a_run_killed_before_it_recorded_its_counts_is_not_reported_as_having_do
     assert '<td class="n">0</td>' not in tenants.group(0)
     only = run_cli("report", "-c", str(config), "--run", "1")
     assert "run 1 crashed: its counts are not recorded" in only.output
+
+
+def test_a_run_records_its_config_absolute_and_the_page_says_when_it_cannot_read_it(
+    tmp_path: Path, sbx: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An import given '-c run.toml' recorded that relative path; `report --html` from
+    another directory read that directory's run.toml (another clinic's zones) or, with
+    none there, showed UTC without a word."""
+    config = write_config(tmp_path)
+    columns, rows = sample_rows()
+    data = write_csv(tmp_path / "n1.csv", columns, rows[:3])
+    monkeypatch.chdir(tmp_path)
+    done = run_cli("import", "n1.csv", "-c", "run.toml", "--base-url", sbx.base_url)
+    assert done.exit_code == 0, done.output
+    assert data.exists()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    decoy = config.read_text(encoding="utf-8").replace("Europe/Istanbul", "Pacific/Auckland")
+    (elsewhere / "run.toml").write_text(decoy, encoding="utf-8")
+    monkeypatch.chdir(elsewhere)
+    ledger = str(tmp_path / "ledger.sqlite")
+    page = elsewhere / "page.html"
+    made = run_cli("report", "--ledger", ledger, "--html", str(page))
+    assert made.exit_code == 0, made.output
+    text = page.read_text(encoding="utf-8")
+    assert "Europe/Istanbul" in text and "Pacific/Auckland" not in text
+    config.rename(tmp_path / "moved.toml")
+    made = run_cli("report", "--ledger", ledger, "--html", str(page))
+    assert made.exit_code == 0, made.output
+    assert f"warning: the run's config {config} cannot be read from here" in made.output

@@ -42,6 +42,7 @@ from worker.commands.importing.import_summary import local_rows
 from worker.commands.importing.progress import RunProgress
 from worker.commands.importing.signals import StopSignals, stop_on_signal
 from worker.commands.ledger_care import purge_after_import
+from worker.commands.output import absolute
 from worker.config import Config, TenantConfig, load_config
 from worker.delivery import Job, LaneBuilder, RetryPolicy, RowDelivery, TenantLane, http_session
 from worker.delivery.lanes import policy_from_config
@@ -638,7 +639,7 @@ async def _start(run: ImportRun, source: Source, ledger: Ledger, ledger_path: Pa
         source_columns=source.columns,
         source_delimiter=source.delimiter,
         source_encoding=source.write_encoding,
-        config_path=str(options.config_path),
+        config_path=absolute(options.config_path),
         partial=options.partial,
         round=run.context.round,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -51,3 +52,9 @@ def emit_result(
         return
     get_logger(command).info(log_event or f"{command} summary", **event)
     print(json.dumps(event, ensure_ascii=False, default=str), flush=True)
+
+
+def absolute(path: Path | str) -> str:
+    """A path as a run records it: absolute, so `report` reads it from any directory
+    (a relative one named another directory's file, or none)."""
+    return str(Path(path).absolute())

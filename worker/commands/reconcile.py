@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from worker import worklist
-from worker.commands.output import data_console, emit_result
+from worker.commands.output import absolute, data_console, emit_result
 from worker.config import load_config
 from worker.delivery import Job, LaneBuilder, RowDelivery, http_session
 from worker.delivery.lanes import policy_from_config
@@ -176,7 +176,7 @@ async def _reconcile(
         mode="reconcile",
         source_file=None,
         source_sha256=None,
-        config_path=str(options.config_path),
+        config_path=absolute(options.config_path),
     )
     policy = policy_from_config(config, settle_wait=options.settle_wait)
     wait = policy.default_settle_wait if policy.settle_wait is None else policy.settle_wait

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import sys
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
@@ -97,6 +98,12 @@ async def collect_page(options: HtmlOptions) -> ReportPage:
         else:
             run = all_runs[-1] if all_runs else None
         config = given if given is not None else _recorded_config(run)
+        if config is None and run is not None and run.config_path:
+            # Names, zones and rates come from the config: said, not silently UTC.
+            sys.stderr.write(
+                f"warning: the run's config {run.config_path} cannot be read from here: "
+                "the page shows times in UTC and no clinic names; pass -c CONFIG\n"
+            )
         glance = _run_glance(run) if run is not None else None
         work = PageWorklist(all_runs, config, options)
         await work.start(ledger)
@@ -131,7 +138,9 @@ async def collect_page(options: HtmlOptions) -> ReportPage:
 
 
 def _recorded_config(run: Run | None) -> Config | None:
-    """The config the run recorded, when it is still readable."""
+    """The config the run recorded, when it is still readable. Runs record it absolute;
+    an older run's relative path is read from here as before (it may name another
+    directory's file: the page then says whose config it read)."""
     if run is None or not run.config_path or not Path(run.config_path).is_file():
         return None
     try:
