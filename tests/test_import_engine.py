@@ -234,3 +234,23 @@ async def test_a_token_that_is_not_there_stops_the_import_before_its_ledger_exis
     assert result.exit_code == 2, result.output
     assert f"environment variable {TOKEN_ENV} is not set or empty" in result.output
     assert not s.ledger.exists()
+
+
+async def test_a_token_file_others_can_read_stops_the_import_before_its_ledger_exists(
+    tmp_path: Path,
+) -> None:
+    # The same for a token file with loose permissions: refused (exit 2), and the ledger
+    # was created and an aborted run recorded first, whose page advised a re-run.
+    s = setup(tmp_path, "http://127.0.0.1:9", n=3)
+    token = tmp_path / "token.txt"
+    token.write_text("sandbox-token-all\n", encoding="utf-8")
+    token.chmod(0o644)
+    text = s.config.read_text(encoding="utf-8")
+    s.config.write_text(
+        re.sub(r'token = "[^"]*"', f'token = "file:{token}"', text), encoding="utf-8"
+    )
+    assert f'token = "file:{token}"' in s.config.read_text(encoding="utf-8")
+    result = await run_cli(s.args(), env={TOKEN_ENV: None})
+    assert result.exit_code == 2, result.output
+    assert "permissions 0644 are too open" in result.output
+    assert not s.ledger.exists()

@@ -300,8 +300,8 @@ def token_file_path(rest: str, base_dir: Path) -> Path:
 
 def check_token_spec(spec: str, base_dir: Path) -> None:
     """Raise the ConfigError a provider of `spec` would for a source that is not there
-    (an unset variable, a missing file), before a run opens its ledger: exit 2 means
-    nothing was done."""
+    (an unset variable, a missing file) or a token file others can read, before a run
+    opens its ledger: exit 2 means nothing was done."""
     _refuse_pasted(spec)
     kind, _, rest = spec.partition(":")
     if kind == "env" and rest:
@@ -310,6 +310,7 @@ def check_token_spec(spec: str, base_dir: Path) -> None:
         path = token_file_path(rest, base_dir)
         if not path.exists():
             raise ConfigError(f"token file {path}: not found")
+        refuse_shared(path, "token file")  # as the provider would, a moment later
 
 
 def _refuse_pasted(spec: str) -> None:
