@@ -8,10 +8,11 @@ JSONL export are JSON objects, which a CSV cannot give back as they were: their
 failures file is JSONL (each object with the item's keys added).
 The xlsx (openpyxl, write-only: a flat memory profile for long lists) holds every
 item; each cell but the tenant and the line (numbers) is written as text, so a note
-such as ``=HYPERLINK(...)`` stays text in Excel and is never run as a formula. Control characters are written as
-visible escapes (`worker.controls`): ESC as the four characters ``\\x1b``, so a cell
-never holds one an xlsx cannot (C0 but tab, line feed, carriage return) and the file is
-always written, saying what was there; DEL, C1 and bidi overrides are escaped alike.
+such as ``=HYPERLINK(...)`` stays text in Excel and is never run as a formula.
+Control characters are written as visible escapes (`worker.controls`): ESC as the
+four characters ``\\x1b``, so a cell never holds one an xlsx cannot (C0 but tab,
+line feed, carriage return) and the file is always written, saying what was there;
+DEL, C1 and bidi overrides are escaped alike.
 Like the failures files, every xlsx row and JSON item says it holds patient data
 (``worker_patient_data``): reasons and notes may quote the rows' cells.
 """
