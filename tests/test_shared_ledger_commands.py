@@ -130,6 +130,14 @@ def test_a_password_never_shows_and_an_unreachable_server_is_one_line(tmp_path: 
         # A raw "@" in the password: libpq names the rest of it as the host.
         ("postgresql://worker:ab@s3cret-pw@127.0.0.1:1/flextell",
          "postgresql://worker:***@127.0.0.1:1/flextell"),
+        # A raw "/", "#" or "?" in it ended the host part there: the URL was shown whole,
+        # and the piece before it named as a port ("port 'ab'").
+        ("postgresql://worker:ab/s3cret-pw@127.0.0.1:1/flextell",
+         "postgresql://worker:***@127.0.0.1:1/flextell"),
+        ("postgresql://worker:ab#s3cret-pw@127.0.0.1:1/flextell",
+         "postgresql://worker:***@127.0.0.1:1/flextell"),
+        ("postgresql://worker:ab?s3cret-pw@127.0.0.1:1/flextell",
+         "postgresql://worker:***@127.0.0.1:1/flextell"),
     ],
 )  # fmt: skip
 def test_a_password_in_any_url_form_never_shows(tmp_path: Path, url: str, shown: str) -> None:
@@ -138,6 +146,12 @@ def test_a_password_in_any_url_form_never_shows(tmp_path: Path, url: str, shown:
         assert result.exit_code in (2, 3), (args, result.output)
         assert f"cannot open ledger {shown}" in result.output
         assert "s3cret-pw" not in result.output and "Traceback" not in result.output
+        assert "'ab'" not in result.output  # no piece of it named as a port or host
+    # In the config itself it is refused (exit 2), however it is written.
+    refused = run_cli("verify", "-c", str(write_config(tmp_path, ledger_url=url)))
+    assert refused.exit_code == 2, refused.output
+    assert "url holds a password, which never goes in the config" in refused.output
+    assert "s3cret-pw" not in refused.output
 
 
 @pytest.mark.parametrize(

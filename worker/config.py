@@ -290,6 +290,9 @@ def _holds_password(url: str) -> bool:
     netloc = rest.split("/", 1)[0].split("?", 1)[0]
     if ":" in netloc.rpartition("@")[0]:
         return True
+    # A password with a raw "/", "?" or "#" in it ends the netloc above early.
+    if "@" in rest and ":" in rest.partition("@")[0]:
+        return True
     query = rest.partition("?")[2]
     # Decoded too: "options=...&password%3DS3cret" reaches libpq, whose error shows it.
     return "password" in unquote(query).lower() or any(

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import secrets
 import signal
 import socket
@@ -100,10 +101,27 @@ def _password(netloc: str) -> str | None:
     return userinfo.partition(":")[2] if at and ":" in userinfo else None
 
 
+def _credentials(url: str) -> tuple[str, str, str, str] | None:
+    """scheme, user, password and what follows the password's "@", read so that a
+    password with a raw "/", "?", "#" or "@" in it is all of it: from the first ":"
+    before the first "@" up to the last "@" (a URL whose query holds an "@" is then
+    masked beyond its password, never short of it). None without a password."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest or ":" not in rest.partition("@")[0]:
+        return None
+    user = rest.partition(":")[0]
+    last = rest.rfind("@")
+    return scheme, user, rest[len(user) + 1 : last], rest[last + 1 :]
+
+
 def redact(url: str) -> str:
     """The URL without its password, for messages and logs: the one after the user name
     and a ``password=`` (or ``sslpassword=``) of the query string alike. Never raises,
     whatever the URL."""
+    credentials = _credentials(url)
+    if credentials is not None:
+        scheme, user, _, after = credentials
+        url = f"{scheme}://{user}:***@{after}"
     scheme, netloc, path, query, fragment = _split(url)
     query = "&".join(
         f"{k}=***" if "password" in k.lower() else (f"{k}={v}" if v or "=" in item else k)
@@ -121,11 +139,14 @@ def scrub(text: str, url: str) -> str:
     """`text` (a driver's error) without any piece of the URL's passwords: libpq splits
     a password holding a raw ``@`` at the first one, and names the rest as the host."""
     _, netloc, _, query, _ = _split(url)
-    secrets_ = [_password(netloc) or ""]
+    credentials = _credentials(url)
+    secrets_ = [_password(netloc) or "", credentials[2] if credentials else ""]
     secrets_ += [v for k, _, v in (i.partition("=") for i in query.split("&"))
                  if "password" in k.lower()]  # fmt: skip
     for secret in secrets_:
-        for piece in sorted({secret, *secret.split("@")}, key=len, reverse=True):
+        # libpq ends a password's host part at a raw "@", "/", "?" or "#" in it.
+        pieces = {secret, *re.split(r"[@/?#]", secret)}
+        for piece in sorted(pieces, key=len, reverse=True):
             if len(piece) >= 3:
                 text = text.replace(piece, "***")
     return text
@@ -134,8 +155,10 @@ def scrub(text: str, url: str) -> str:
 def url_problem(url: str) -> str | None:
     """What makes a postgresql:// URL one libpq cannot use, said without its password
     (None: none found here; the server judges the rest). Each host of a list
-    (``h1:5432,h2:5433``) may have a port of 1 to 65535; an IPv6 one is in brackets."""
-    _, netloc, _, _, _ = _split(url)
+    (``h1:5432,h2:5433``) may have a port of 1 to 65535; an IPv6 one is in brackets.
+    The hosts are read after the password (`redact`), so no piece of a password with a
+    raw "/" in it is ever taken for a host or a port and named."""
+    _, netloc, _, _, _ = _split(redact(url))
     for host in netloc.rpartition("@")[2].split(","):
         if "[" in host or "]" in host:
             address, closed, after = host.partition("]")
