@@ -238,3 +238,15 @@ def test_rows_in_flight_or_unknown_are_said_and_never_ok(tmp_path: Path, sbx: Sa
     code, report, output = verify_report(config, sbx)
     assert code == 0, output
     assert report["unsettled"]["rows"] == [] and "not settled" not in output
+
+
+def test_a_run_or_tenant_that_is_not_there_is_an_error_not_ok(tmp_path: Path, sbx: Sandbox) -> None:
+    """`verify --run 999` printed an empty table and 'exit code 0 (ok)': nothing checked."""
+    config = _imported(tmp_path, sbx, n=2)
+    for extra, said in (
+        (("--run", "999"), "has no run 999"),
+        (("--tenant", "9"), "--tenant 9: not a tenant of"),
+    ):
+        result = run_cli("verify", "-c", str(config), "--base-url", sbx.base_url, *extra)
+        assert result.exit_code == 2, result.output
+        assert said in result.output and "(ok)" not in result.output
