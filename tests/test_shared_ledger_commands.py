@@ -317,3 +317,24 @@ def test_workers_gone_for_a_day_leave_ledger_status(
     status = run_cli("ledger", "status", "--ledger", pg_url)
     assert "worker recent:2:bbbbbb: gone" in status.output, status.output
     assert "old:1:aaaaaa" not in status.output
+
+
+def test_a_read_only_database_is_one_line_and_exit_3_not_a_traceback(
+    tmp_path: Path, sbx: Sandbox, pg_url: str
+) -> None:
+    """A PostgreSQL that refuses writes (read-only, or a role that may only read) gave a
+    traceback (ReadOnlySqlTransaction, InsufficientPrivilege) and exit 1, which a nightly
+    wrapper reads as rows for a person."""
+    config, chosen, _ = _imported(tmp_path, sbx, pg_url)
+    glue = "&" if "?" in pg_url else "?"
+    read_only = f"{pg_url}{glue}options=-c%20default_transaction_read_only%3Don"
+    columns, _ = sample_rows()
+    data = write_csv(tmp_path / "again.csv", columns, chosen)
+    for args in (
+        ("import", str(data), "-c", str(config), "--base-url", sbx.base_url),
+        ("reconcile", "-c", str(config), "--base-url", sbx.base_url),
+    ):
+        result = run_cli(*args, "--ledger", read_only)
+        assert result.exit_code == 3, (args, result.output)
+        assert "Traceback" not in result.output, result.output
+        assert "PostgreSQL refused the ledger's writes" in result.output, result.output

@@ -35,6 +35,11 @@ _PER_OPERATION = (
 )
 
 
+# Not about one operation although their classes say so (InsufficientPrivilege is a
+# ProgrammingError): the database or the role refuses every write alike.
+_REFUSED = (psycopg.errors.InsufficientPrivilege, psycopg.errors.ReadOnlySqlTransaction)
+
+
 class PgWriter(BatchWriter):
     """Runs operations on one PostgreSQL connection in a dedicated thread."""
 
@@ -71,7 +76,9 @@ class PgWriter(BatchWriter):
                         conn.execute("RELEASE op")
                     outcomes.append((op, result, None))
                 except Exception as exc:
-                    if not isinstance(exc, _PER_OPERATION) and isinstance(exc, psycopg.Error):
+                    if isinstance(exc, _REFUSED) or (
+                        not isinstance(exc, _PER_OPERATION) and isinstance(exc, psycopg.Error)
+                    ):
                         raise  # the connection or the server, not this operation
                     if op.atomic:
                         conn.execute("ROLLBACK TO op")
@@ -89,9 +96,22 @@ class PgWriter(BatchWriter):
                     "committed rows are kept, the next run of the tenant settles the rest"
                 )
                 self._break(lost)
-            elif conn.in_transaction:
-                with contextlib.suppress(psycopg.Error):
-                    conn.execute("ROLLBACK")
+            else:
+                if conn.in_transaction:
+                    with contextlib.suppress(psycopg.Error):
+                        conn.execute("ROLLBACK")
+                if isinstance(exc, _REFUSED) or (
+                    isinstance(exc, psycopg.Error) and not isinstance(exc, _PER_OPERATION)
+                ):
+                    # One line and exit 3, as for SQLite's read-only or damaged file: a
+                    # traceback and exit 1 read as "rows need a person".
+                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    lost = AbortError(
+                        f"ledger {self._where}: PostgreSQL refused the ledger's writes "
+                        f"({first}): a read-only database, or a role that may not write its "
+                        "tables? Committed rows are kept"
+                    )
+                    self._break(lost)
         self.operations += len(batch)
         if lost is not None:
             outcomes = [(op, None, lost) for op in batch]
