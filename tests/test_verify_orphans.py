@@ -183,6 +183,9 @@ def test_an_appointment_whose_row_lost_its_answer_is_an_orphan_until_reconciled(
     assert orphan["appointment_id"] == lost
     assert orphan["rows"] == [rows[1]["appointment_id"]]
     assert "unknown, owns none" in orphan["reason"] and "`reconcile`" in orphan["reason"]
+    # Only a candidate: reconcile claims it when every field matches (an operator saw
+    # "may claim it", then reconcile hold a room that differed, as it should).
+    assert "when every other field matches too" in orphan["reason"]
 
     done = run_cli("reconcile", "-c", str(config), "--base-url", sbx.base_url)
     assert done.exit_code == 0, done.output

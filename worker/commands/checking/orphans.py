@@ -143,7 +143,11 @@ def _why(resource: AppointmentResource, refs: list[_RowRef]) -> str:
         shown.append(f"{ref.source_key} ({line}{ref.status}, {owns})")
     more = f" and {len(refs) - 3} more" if len(refs) > 3 else ""
     if any(ref.appointment_id is None for ref in refs):
-        tail = "a row that owns none may claim it (`reconcile`)"
+        # The claim needs every field equal; these four only make it a candidate.
+        tail = (
+            "a row that owns none may claim it (`reconcile`) when every other field "
+            "matches too; one that differs (a room) leaves the row for a person"
+        )
     else:
         tail = "a second appointment for the same row"
     return (
