@@ -6,6 +6,7 @@ import codecs
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -133,11 +134,7 @@ def test_a_cp1252_export_gets_its_failures_file_when_a_message_names_what_cp1252
         "id;customer;doctor;start;status;treatments;notes\n"
         "2;1002;Dr. Ayse Kayaa;2026-12-01T10:00:00;;201;Müller\n".encode("cp1252")
     )
-    failures = tmp_path / "fix.csv"
-    result = CliRunner().invoke(
-        cli,
-        ["validate", str(export), "-c", str(tmp_path / "run.toml"), "--failures", str(failures)],
-    )
+    result, failures = _validate_to_fix(tmp_path, export)
     assert result.exit_code == 1, result.output
     assert "1 rows, 0 valid, 1 invalid" in result.stdout
     [row] = list(csv.DictReader(failures.open(encoding="cp1252", newline=""), delimiter=";"))
@@ -159,13 +156,19 @@ def test_an_unterminated_quote_keeps_only_its_own_line_in_the_failures_file(
         "R6,1006,101,2026-12-02T19:00:00,,201,ok\n",
         encoding="utf-8",
     )
-    failures = tmp_path / "fix.csv"
-    result = CliRunner().invoke(
-        cli,
-        ["validate", str(export), "-c", str(tmp_path / "run.toml"), "--failures", str(failures)],
-    )
+    result, failures = _validate_to_fix(tmp_path, export)
     assert result.exit_code == 1, result.output
     assert "3 rows, 2 valid, 1 invalid" in result.stdout
     [row] = list(csv.DictReader(failures.open(encoding="utf-8", newline="")))
     assert (row["id"], row["customer"], row["notes"]) == ("R5", "1005", "unterminated")
     assert "R6" not in json.dumps(row)
+
+
+def _validate_to_fix(tmp_path: Path, export: Path) -> tuple[Any, Path]:
+    """`validate EXPORT -c run.toml --failures fix.csv`: the result and the failures file."""
+    failures = tmp_path / "fix.csv"
+    result = CliRunner().invoke(
+        cli,
+        ["validate", str(export), "-c", str(tmp_path / "run.toml"), "--failures", str(failures)],
+    )
+    return result, failures

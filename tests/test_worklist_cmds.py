@@ -34,6 +34,16 @@ def export(tmp: Path, name: str, rows: list[dict[str, str]]) -> Path:
     return write_csv(tmp / name, columns, rows)
 
 
+def _one_invalid_night(tmp_path: Path, sbx: Sandbox) -> Path:
+    """The config after a night of three rows, the second one invalid (exit 1)."""
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    rows = [dict(r) for r in sample[:3]]
+    rows[1]["customer_id"] = "unknown patient"
+    assert import_file(config, sbx, export(tmp_path, "n1.csv", rows))[0].exit_code == 1
+    return config
+
+
 def test_an_acknowledged_row_stays_quiet_until_it_changes_and_unack_reopens_it(
     tmp_path: Path, sbx: Sandbox
 ) -> None:
@@ -81,11 +91,7 @@ def test_an_acknowledged_row_stays_quiet_until_it_changes_and_unack_reopens_it(
 def test_every_worklist_file_says_it_holds_patient_data(tmp_path: Path, sbx: Sandbox) -> None:
     from openpyxl import load_workbook
 
-    config = write_config(tmp_path)
-    _, sample = sample_rows()
-    rows = [dict(r) for r in sample[:3]]
-    rows[1]["customer_id"] = "unknown patient"
-    assert import_file(config, sbx, export(tmp_path, "n1.csv", rows))[0].exit_code == 1
+    config = _one_invalid_night(tmp_path, sbx)
     note = "yes: keep private, delete once fixed"
     [item] = items(config)
     assert item["worker_patient_data"] == note
@@ -205,11 +211,7 @@ def test_a_changed_row_that_changes_back_resolves_itself(tmp_path: Path, sbx: Sa
 def test_a_worklist_kind_this_worker_does_not_know_is_one_clear_error(
     tmp_path: Path, sbx: Sandbox
 ) -> None:
-    config = write_config(tmp_path)
-    _, sample = sample_rows()
-    rows = [dict(r) for r in sample[:3]]
-    rows[1]["customer_id"] = "unknown patient"
-    assert import_file(config, sbx, export(tmp_path, "n1.csv", rows))[0].exit_code == 1
+    config = _one_invalid_night(tmp_path, sbx)
     ledger = next(tmp_path.glob("**/*.sqlite"))
     conn = sqlite3.connect(ledger)
     with conn:
@@ -416,11 +418,7 @@ def test_worklist_out_without_format_writes_what_its_name_says_or_refuses(
     tmp_path: Path, sbx: Sandbox
 ) -> None:
     # `worklist --out w.txt` printed the table, wrote no file and exited 0.
-    config = write_config(tmp_path)
-    _, sample = sample_rows()
-    rows = [dict(r) for r in sample[:3]]
-    rows[1]["customer_id"] = "unknown patient"
-    assert import_file(config, sbx, export(tmp_path, "n1.csv", rows))[0].exit_code == 1
+    config = _one_invalid_night(tmp_path, sbx)
     txt = tmp_path / "w.txt"
     refused = run_cli("worklist", "-c", str(config), "--out", str(txt))
     assert refused.exit_code == 2, refused.output

@@ -440,6 +440,12 @@ class Config(BaseModel):
         """With no ``[tenants]`` table every tenant is allowed; otherwise only those listed."""
         return not self.tenants or tenant_id in self.tenants
 
+    def check_tenant_option(self, tenant_id: int | None) -> None:
+        """Raise ConfigError for a --tenant that is not one of this config's tenants."""
+        if tenant_id is not None and not self.is_known_tenant(tenant_id):
+            known = ", ".join(str(t) for t in sorted(self.tenants))
+            raise ConfigError(f"--tenant {tenant_id}: not a tenant of {self.path} (known: {known})")
+
     def phone_region_for(self, tenant_id: int | None) -> str | None:
         section = self.tenants.get(tenant_id) if tenant_id is not None else None
         return (section.phone_region if section else None) or self.api.phone_region

@@ -456,11 +456,7 @@ async def run_verify(options: VerifyOptions) -> VerifyResult:
         # A run or tenant that is not there checks nothing: no "ok" for nothing.
         if options.run is not None and options.run not in {r.id for r in await ledger.runs()}:
             raise ConfigError(f"ledger {ledger_path} has no run {options.run}")
-        if options.tenant is not None and not config.is_known_tenant(options.tenant):
-            known = ", ".join(str(t) for t in sorted(config.tenants))
-            raise ConfigError(
-                f"--tenant {options.tenant}: not a tenant of {options.config_path} (known: {known})"
-            )
+        config.check_tenant_option(options.tenant)
         async with http_session(config, base_url=options.base_url) as session:
             lanes = LaneBuilder(config, session, base_url=options.base_url)
             verifier = _Verifier(lanes)

@@ -132,11 +132,7 @@ class Mapper:
                 comp.columns.extend(tcomp.columns)
         tenant: Field | int
         if tenant_override is not None:
-            if not config.is_known_tenant(tenant_override):
-                known = ", ".join(str(t) for t in sorted(config.tenants))
-                raise ConfigError(
-                    f"--tenant {tenant_override}: not a tenant of {cfg_path} (known: {known})"
-                )
+            config.check_tenant_option(tenant_override)
             tenant = tenant_override
         elif "tenant" in fields:
             tenant = fields["tenant"]

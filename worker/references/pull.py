@@ -68,8 +68,7 @@ async def pull(
     tenants = sorted(config.tenants) if tenant is None else [tenant]
     if not tenants:
         raise ConfigError(f"{config.path}: [tenants]: no tenant to pull (add [tenants.N])")
-    if tenant is not None and not config.is_known_tenant(tenant):
-        raise ConfigError(f"--tenant {tenant}: not a tenant of {config.path}")
+    config.check_tenant_option(tenant)
     written: dict[int, dict[str, int]] = {}
     async with http_session(config, base_url=base_url) as session:
         lanes = LaneBuilder(config, session, base_url=base_url)

@@ -130,11 +130,14 @@ def from_entry(entry: Entry, kind: Kind, zone: str, columns: Columns = None) -> 
             "looks it up"
         )
         # What was sent: the same for `reconcile`, which reads no mapping (no columns).
-        hashes = content_hashes(None, entry.payload_hash or "")
+        content = content_hash(None, entry.payload_hash or "")
         legacy = content_hash(entry.source_row, entry.payload_hash or "")
-        if legacy != hashes["content_hash"]:
-            hashes["legacy_hash"] = legacy
-        return replace(base, reason=reason, **hashes)
+        return replace(
+            base,
+            reason=reason,
+            content_hash=content,
+            legacy_hash=legacy if legacy != content else None,
+        )
     if kind is Kind.CHANGED:
         reason = (
             f"changed in the source after it was created as appointment {entry.appointment_id}; "

@@ -112,7 +112,6 @@ def write_csv(items: list[WorkItem], runs: list[Run], out: Path) -> Written:
         columns.extend(c for c in run.source_columns or [] if c not in columns)
     for item in items:  # a JSONL export has no header: its rows' own keys, in order
         columns.extend(c for c in _cells(item) or {} if c not in columns)
-    written = left_out = 0
     with FailureWriter(
         out,
         format="csv",
@@ -121,13 +120,19 @@ def write_csv(items: list[WorkItem], runs: list[Run], out: Path) -> Written:
         encoding=(latest.source_encoding if latest is not None else None) or "utf-8",
         extra_columns=EXTRA_COLUMNS,
     ) as writer:
-        for item in items:
-            row = _row(item)
-            if row is None:
-                left_out += 1
-                continue
-            writer.write(row, _extras(item))
-            written += 1
+        return _write_rows(writer, items)
+
+
+def _write_rows(writer: FailureWriter, items: list[WorkItem]) -> Written:
+    """Each item's source row with the item's columns; items without one are counted."""
+    written = left_out = 0
+    for item in items:
+        row = _row(item)
+        if row is None:
+            left_out += 1
+            continue
+        writer.write(row, _extras(item))
+        written += 1
     return Written(written, left_out)
 
 
@@ -140,16 +145,8 @@ def from_jsonl(items: list[WorkItem], runs: list[Run]) -> int:
 def write_jsonl(items: list[WorkItem], out: Path) -> Written:
     """The failures-file JSONL of the items with source cells: each row's object with the
     item's keys added (a line the reader could not read as one: its text, error_raw)."""
-    written = left_out = 0
     with FailureWriter(out, format="jsonl", columns=None, extra_columns=EXTRA_COLUMNS) as writer:
-        for item in items:
-            row = _row(item)
-            if row is None:
-                left_out += 1
-                continue
-            writer.write(row, _extras(item))
-            written += 1
-    return Written(written, left_out)
+        return _write_rows(writer, items)
 
 
 def _row(item: WorkItem) -> SourceRow | RowProblem | None:
