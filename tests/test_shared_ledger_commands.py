@@ -166,6 +166,13 @@ def test_a_password_in_any_url_form_never_shows(tmp_path: Path, url: str, shown:
         ("postgresql://worker:s3cret-pw@db1:5432,db2:0/flextell",
          "postgresql://worker:***@db1:5432,db2:0/flextell: port '0': expected a number "
          "from 1 to 65535, or none (5432)"),
+        # libpq refused it only once connecting (exit 3, "cannot open ledger").
+        ("postgresql://worker:s3cret-pw@db/flextell?sslmod=require&connect_timeout=5",
+         "postgresql://worker:***@db/flextell?sslmod=require&connect_timeout=5: query "
+         "parameter 'sslmod' is not one libpq knows; did you mean 'sslmode'?"),
+        ("postgresql:///flextell?password=s3cret-pw&bogus=1",
+         "postgresql:///flextell?password=***&bogus=1: query parameter 'bogus' is not one "
+         "libpq knows (such as sslmode, connect_timeout, application_name)"),
     ],
 )  # fmt: skip
 def test_a_url_libpq_cannot_use_is_exit_2_and_never_shows_its_password(

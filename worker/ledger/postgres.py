@@ -32,9 +32,10 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, cast
-from urllib.parse import urlunsplit
+from urllib.parse import unquote, urlunsplit
 
 import psycopg
+from psycopg import pq
 
 from worker.errors import AbortError
 from worker.exitcodes import ExitCode
@@ -49,6 +50,7 @@ from worker.ledger.pgwriter import PgWriter
 from worker.ledger.store import Ledger
 from worker.ledger.writer import OpFn
 from worker.logs import get_logger
+from worker.suggest import did_you_mean
 
 log = get_logger("ledger")
 __all__ = [
@@ -132,7 +134,15 @@ def redact(url: str) -> str:
     if _password(netloc) is not None:
         userinfo, _, hosts = netloc.rpartition("@")
         netloc = f"{userinfo.partition(':')[0]}:***@{hosts}"
-    return urlunsplit((scheme, netloc, path, query, fragment))
+    if not scheme:
+        return urlunsplit((scheme, netloc, path, query, fragment))
+    # Joined by hand: urlunsplit drops an empty host's "//" (postgresql:///db, a
+    # socket's URL, would show as postgresql:/db, which libpq does not take).
+    return (
+        f"{scheme}://{netloc}{path}"
+        + (f"?{query}" if query else "")
+        + (f"#{fragment}" if fragment else "")
+    )
 
 
 def scrub(text: str, url: str) -> str:
@@ -174,6 +184,20 @@ def url_problem(url: str) -> str | None:
             port = host.partition(":")[2]
         if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
             return f"port {port!r}: expected a number from 1 to 65535, or none (5432)"
+    return _unknown_parameter(url)
+
+
+def _unknown_parameter(url: str) -> str | None:
+    """A query parameter libpq does not know (it refused it only when connecting, which
+    read as a ledger that could not be opened, exit 3), with the nearest it knows."""
+    known = {o.keyword.decode() for o in pq.Conninfo.get_defaults()}
+    for item in _split(redact(url))[3].split("&"):
+        key = unquote(item.partition("=")[0])
+        if key and key not in known:
+            near = did_you_mean(key, sorted(known)) or (
+                " (such as sslmode, connect_timeout, application_name)"
+            )
+            return f"query parameter {key!r} is not one libpq knows{near}"
     return None
 
 
