@@ -17,6 +17,7 @@ from tests.support.sync import (
     ledger_json,
     run_cli,
     sample_rows,
+    verify_report,
     write_config,
     write_csv,
 )
@@ -566,3 +567,40 @@ def test_purge_keeps_what_an_open_item_needs_and_drops_what_a_handled_one_kept(
     assert still["source_key"] == open_key
     assert still["local_diff"].startswith("customer_id: "), still
     assert "null" not in still["local_diff"], still
+
+
+def test_a_duplicate_keys_row_imported_back_from_the_worklist_stays_a_duplicate(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """The worklist CSV carries a row skipped for a duplicate key; imported back with
+    --partial (to fix another row of the file) it was taken as the key's new version:
+    a `changed` item asking a person to make the first row's appointment, another
+    patient's visit, into this one, and the duplicate's item resolved."""
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    rows = [dict(r) for r in sample[:3]]
+    first = rows[0]["appointment_id"]
+    rows[1] = dict(rows[1], appointment_id=first, notes="another patient, same key")
+    rows[2]["status"] = "nope"
+    assert import_file(config, sbx, export(tmp_path, "n1.csv", rows))[0].exit_code == 1
+    fix = tmp_path / "fixes.csv"
+    assert run_cli("worklist", "-c", str(config), "--out", str(fix)).exit_code == 0
+    text = fix.read_text(encoding="utf-8-sig")
+    assert text.count(first) == 1 and ",nope," in text
+    fix.write_text(text.replace(",nope,", ",pending,"), encoding="utf-8")
+    result, summary = import_file(config, sbx, fix, "--partial")
+    assert result.exit_code == 1, result.output
+    assert (summary["totals"]["changed"], summary["totals"]["duplicate_keys"]) == (0, 1)
+    [dup] = items(config)
+    assert (dup["source_key"], dup["kind"]) == (first, "duplicate_key")
+    assert dup["source_file"] == str(fix)
+    assert "an earlier run skipped this row for the same reason" in dup["reason"]
+    assert "appointment 1 holds" in dup["reason"]
+    # Flextell holds each row once, as the export has it (verify: every created row matches).
+    code, report, output = verify_report(config, sbx)
+    assert (code, report["totals"]["checked"], report["totals"]["matched"]) == (0, 2, 2), output
+    # The same export again: the first row's own key, the duplicate said as before.
+    assert import_file(config, sbx, export(tmp_path, "n1.csv", rows))[0].exit_code == 1
+    [dup] = items(config)
+    assert dup["kind"] == "duplicate_key"
+    assert dup["reason"].startswith("skipped: an earlier row of this export has the same")

@@ -473,6 +473,7 @@ async def _dry_run(
             ledger.require_patient_data("import --dry-run")
             await ledger.bind_identity(api, config.tenants, rebind=False)
             run.reader.hand_fixed = await worklist.hand_fixed(ledger)
+            run.reader.skipped_duplicates = await worklist.skipped_duplicates(ledger)
             run.reader.keyed = ledger.sealer.keyed if ledger.sealer else None
         with preview_to(run.reader, options.payloads):
             await run.read_all(source, ledger, None)
@@ -644,6 +645,7 @@ async def _start(run: ImportRun, source: Source, ledger: Ledger, ledger_path: Pa
         round=run.context.round,
     )
     run.reader.hand_fixed = await worklist.hand_fixed(ledger)
+    run.reader.skipped_duplicates = await worklist.skipped_duplicates(ledger)
     run.reader.keyed = ledger.sealer.keyed if ledger.sealer else None
     stale = await ledger.mark_stale_in_flight_unknown()
     if stale:

@@ -15,6 +15,7 @@ from worker.worklist.store import (
     preview,
     refresh,
     save,
+    skipped_duplicates,
 )
 
 __all__ = [
@@ -32,4 +33,5 @@ __all__ = [
     "preview",
     "refresh",
     "save",
+    "skipped_duplicates",
 ]

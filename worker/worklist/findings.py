@@ -176,15 +176,36 @@ def invalid_over_created(
 
 
 def duplicate_key(
-    tenant: int, key: str, *, source_file: str, line: int, source_row: str, columns: Columns = None
+    tenant: int,
+    key: str,
+    *,
+    source_file: str,
+    line: int,
+    source_row: str,
+    columns: Columns = None,
+    again: bool = False,
+    holder: int | None = None,
 ) -> Finding:
-    """A row skipped because an earlier row of the export has the same source key."""
+    """A row skipped because an earlier row of the export has the same source key, or
+    (`again`) because an earlier run skipped this row so; `holder`: the appointment of
+    the key's row."""
+    if not again:
+        reason = (
+            "skipped: an earlier row of this export has the same source key "
+            "(give it its own key, or remove it from the export)"
+        )
+    else:
+        first = f"appointment {holder}" if holder is not None else "the key's row"
+        reason = (
+            "skipped: an earlier run skipped this row for the same reason, as a second "
+            f"row of this source key, which {first} holds; it is not taken for a change "
+            "of that one (give it its own key, or remove it from the file)"
+        )
     return Finding(
         tenant=tenant,
         source_key=key,
         kind=Kind.DUPLICATE_KEY,
-        reason="skipped: an earlier row of this export has the same source key "
-        "(give it its own key, or remove it from the export)",
+        reason=reason,
         **content_hashes(source_row, columns=columns),
         source_file=source_file,
         source_line=line,

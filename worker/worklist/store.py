@@ -379,13 +379,24 @@ async def save(ledger: Ledger, changed: Sequence[WorkItem]) -> None:
 
 async def hand_fixed(ledger: Ledger) -> frozenset[tuple[int, str, str]]:
     """(tenant, key, content) of the bad versions of rows fixed by hand (see rules)."""
+    return await _contents(
+        ledger,
+        "resolved_by_hand = 1 AND kind IN ('invalid', 'failed')"
+        " AND state IN ('resolved', 'fixed_by_hand')",
+    )
 
+
+async def skipped_duplicates(ledger: Ledger) -> frozenset[tuple[int, str, str]]:
+    """(tenant, key, content) of rows skipped for a duplicate key: read again (a worklist
+    file imported with --partial carries them), such a row is still that duplicate, not
+    a new version of the row that holds the key."""
+    return await _contents(ledger, "kind = 'duplicate_key'")
+
+
+async def _contents(ledger: Ledger, where: str) -> frozenset[tuple[int, str, str]]:
     def op(conn: SqlConnection, now: str) -> frozenset[tuple[int, str, str]]:
         del now
-        rows = conn.execute(
-            "SELECT tenant, source_key, content_hash FROM worklist WHERE resolved_by_hand = 1"
-            " AND kind IN ('invalid', 'failed') AND state IN ('resolved', 'fixed_by_hand')"
-        )
+        rows = conn.execute(f"SELECT tenant, source_key, content_hash FROM worklist WHERE {where}")
         return frozenset((int(t), str(k), str(h)) for t, k, h in rows)
 
     return cast(frozenset[tuple[int, str, str]], await ledger.read_op(op))

@@ -77,6 +77,9 @@ class RowReader:
         self.hand_fixed: frozenset[tuple[int, str, str]] = frozenset()
         """(tenant, key, content) of rows fixed by hand whose old version the export may
         still carry: counted as fixed_by_hand, not as invalid or changed."""
+        self.skipped_duplicates: frozenset[tuple[int, str, str]] = frozenset()
+        """(tenant, key, content) of rows skipped before for a duplicate key: read again,
+        such a row stays a duplicate (see `_skipped_before`)."""
         self.keyed: Callable[[str], str | None] | None = None
         """An encrypted ledger's keyed hash: the worklist's content hashes are keyed."""
         self._columns: tuple[Mapper, frozenset[str]] | None = None
@@ -89,7 +92,28 @@ class RowReader:
         return self._columns[1]
 
     def _old_version(self, tenant: int, key: str, item: SourceRow | RowProblem) -> bool:
-        if not self.hand_fixed:
+        return self._content_in(self.hand_fixed, tenant, key, item)
+
+    def _skipped_before(self, tenant: int, key: str, entry: Entry | None, m: MappedRow) -> bool:
+        """A row whose key holds another payload and whose content was skipped before for
+        a duplicate key (the worklist file carries such rows back): it is that duplicate
+        again. Taken as the key's new version, it asked a person to make the first row's
+        appointment into this one's, another patient's visit."""
+        if entry is None or entry.payload_hash is None:
+            return False
+        stored = m.payload_hash if self.keyed is None else self.keyed(m.payload_hash)
+        return entry.payload_hash != stored and self._content_in(
+            self.skipped_duplicates, tenant, key, m.row
+        )
+
+    def _content_in(
+        self,
+        known: frozenset[tuple[int, str, str]],
+        tenant: int,
+        key: str,
+        item: SourceRow | RowProblem,
+    ) -> bool:
+        if not known:
             return False
         hashes = found.content_hashes(_source_row_json(item), columns=self.columns)
         for content in (hashes["content_hash"], hashes["legacy_hash"]):
@@ -97,7 +121,7 @@ class RowReader:
                 continue
             if self.keyed is not None:
                 content = self.keyed(content) or ""
-            if (tenant, key, content) in self.hand_fixed:
+            if (tenant, key, content) in known:
                 return True
         return False
 
@@ -123,16 +147,22 @@ class RowReader:
     ) -> bool:
         """Has this run already read (tenant, key)? The ledger remembers earlier batches
         (their rows carry this run's id), so memory does not grow with the file."""
-        if (tenant, key) in in_batch:
+        if self._read_already(tenant, key, entry, in_batch):
             return True
         in_batch.add((tenant, key))
+        if self.dry_run:
+            # A dry run writes nothing: keep a 64-bit digest per key instead.
+            self._seen_digests.add(_digest(tenant, key))
+        return False
+
+    def _read_already(
+        self, tenant: int, key: str, entry: Entry | None, in_batch: set[tuple[int, str]]
+    ) -> bool:
+        if (tenant, key) in in_batch:
+            return True
         if not self.dry_run:
             return entry is not None and entry.seen_run_id == self.run_id
-        # A dry run writes nothing: keep a 64-bit digest per key instead.
-        if self.was_read(tenant, key):
-            return True
-        self._seen_digests.add(_digest(tenant, key))
-        return False
+        return self.was_read(tenant, key)
 
     async def read_all(
         self,
@@ -187,8 +217,19 @@ class RowReader:
                 await asyncio.sleep(0)
             item = m.row
             entry = existing.get((tenant, key))
-            repeated = self._repeated(tenant, key, entry, in_batch)
             counts = self.counts(tenant)
+            if isinstance(m, MappedRow) and self._skipped_before(tenant, key, entry, m):
+                # Not read as the key's row: the key's own row may still follow.
+                counts.read += 1
+                counts.duplicate_keys += 1
+                self.findings.append(
+                    found.duplicate_key(tenant, key, source_file=item.source, line=item.line,
+                                        source_row=_source_row_json(item), columns=self.columns,
+                                        again=not self._read_already(tenant, key, entry, in_batch),
+                                        holder=entry.appointment_id if entry else None)
+                )  # fmt: skip
+                continue
+            repeated = self._repeated(tenant, key, entry, in_batch)
             counts.read += 1
             if isinstance(m, InvalidRow):
                 created = entry is not None and entry.status == Status.CREATED.value
