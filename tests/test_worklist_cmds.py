@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -604,3 +605,54 @@ def test_a_duplicate_keys_row_imported_back_from_the_worklist_stays_a_duplicate(
     [dup] = items(config)
     assert dup["kind"] == "duplicate_key"
     assert dup["reason"].startswith("skipped: an earlier row of this export has the same")
+
+
+def test_an_unknown_row_a_person_acknowledged_counts_no_more_on_verify_or_reconcile(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """A lost answer, and staff moved the appointment to another room before a lookup:
+    no lookup can tell it from a booking by hand, so the row stays unknown. After a
+    person acknowledged it, `import` exited 0 while `verify` and `reconcile` exited 1
+    every morning, and the import's table counted the row nowhere."""
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    rows = [dict(r) for r in sample[:3]]
+    export_file = export(tmp_path, "n1.csv", rows)
+    assert import_file(config, sbx, export_file)[0].exit_code == 0
+    key = rows[1]["appointment_id"]
+    with sqlite3.connect(tmp_path / "ledger.sqlite") as db:
+        (lost,) = db.execute(
+            "SELECT appointment_id FROM entries WHERE source_key = ?", (key,)
+        ).fetchone()
+        db.execute(
+            "UPDATE entries SET status = 'unknown', appointment_id = NULL,"
+            " appointment_code = NULL WHERE source_key = ?",
+            (key,),
+        )
+    sbx.change("PATCH", f"/_sandbox/appointments/{lost}", {"room_id": 304})
+
+    first = run_cli("reconcile", "-c", str(config), "--base-url", sbx.base_url)
+    assert first.exit_code == 1, first.output
+    [item] = items(config)
+    assert (item["source_key"], item["kind"]) == (key, "unknown")
+    assert "changed by staff or made by hand" in item["reason"]
+    assert "`ack` the row" in item["reason"]
+    ack = run_cli("ack", key, "-c", str(config), "--note", "ours, moved", "--by", "ayse")
+    assert ack.exit_code == 0, ack.output
+
+    again = run_cli("reconcile", "-c", str(config), "--base-url", sbx.base_url, "--json-logs")
+    assert again.exit_code == 0, again.output
+    [row] = json.loads(again.stdout.splitlines()[-1])["rows"]
+    assert (row["verdict"], row["acknowledged_by"]) == ("undecided", "ayse")
+    code, report, output = verify_report(config, sbx)
+    assert code == 0, output
+    assert "1 unknown (1 of them acknowledged on the worklist: not counted)" in output
+    assert report["unsettled"]["acknowledged"] == 1
+    assert report["unsettled"]["rows"][0]["acknowledged_by"] == "ayse"
+    args = ("import", str(export_file), "-c", str(config), "--base-url", sbx.base_url)
+    result = run_cli(*args, "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"│ unknown, earlier +│ +1 │", result.output), result.output
+    # Taken back, it counts again.
+    assert run_cli("unack", key, "-c", str(config)).exit_code == 0
+    assert verify_report(config, sbx)[0] == 1

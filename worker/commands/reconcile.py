@@ -27,7 +27,7 @@ from worker.exitcodes import ExitCode
 from worker.ledger import Ledger, RunStatus, Status, api_identity
 from worker.ledger.crypto import configured_key
 from worker.ledger.target import LedgerTarget, describe, is_url, ledger_target, open_ledger
-from worker.worklist import Scope
+from worker.worklist import Kind, Scope
 
 if TYPE_CHECKING:
     from worker.config import Config
@@ -43,6 +43,9 @@ class Resolution:
     verdict: str  # found, absent or undecided
     appointment_id: int | None = None
     reason: str | None = None
+    acknowledged_by: str | None = None
+    """Undecided, and its `unknown` worklist item acknowledged: it does not make the exit
+    code 1 (as on `import` and `verify`)."""
 
 
 @dataclass(slots=True)
@@ -95,6 +98,7 @@ class ReconcileResult:
                     "verdict": r.verdict,
                     "appointment_id": r.appointment_id,
                     "reason": r.reason,
+                    "acknowledged_by": r.acknowledged_by,
                 }
                 for r in self.resolutions
             ],
@@ -211,16 +215,24 @@ async def _reconcile(
         await worklist.refresh(ledger, Scope(run_id=run_id, tenants=tenants, complete=[],
                                              zones=zones))  # fmt: skip
         after = await ledger.get_many([e.key for e in entries])
+        acked = {
+            (i.tenant, i.source_key): i.ack_by or "someone"
+            for i in await worklist.items(
+                ledger, tenant=options.tenant, kind=Kind.UNKNOWN, state="acknowledged"
+            )
+        }
         for entry in entries:
             now = after.get(entry.key, entry)
             verdict = {"created": "found", "pending": "absent"}.get(now.status, "undecided")
+            undecided = verdict == "undecided"
             resolutions.append(
                 Resolution(
                     entry.tenant,
                     entry.source_key,
                     verdict,
                     now.appointment_id,
-                    None if verdict != "undecided" else now.error_message,
+                    now.error_message if undecided else None,
+                    acked.get(entry.key) if undecided else None,
                 )
             )
     except BaseException:
@@ -242,7 +254,7 @@ def _exit_code(
 ) -> ExitCode:
     if stopped:
         return ExitCode.ABORTED
-    if skipped or any(r.verdict == "undecided" for r in resolutions):
+    if skipped or any(r.verdict == "undecided" and not r.acknowledged_by for r in resolutions):
         return ExitCode.ROWS_FAILED  # a skipped tenant's rows stay unknown
     return ExitCode.OK
 
@@ -267,6 +279,8 @@ def print_reconcile(result: ReconcileResult, console: Console | None = None) -> 
                 "found": "now created",
                 "absent": "pending: the next import sends it",
             }.get(r.verdict, r.reason or "still unknown")
+            if r.acknowledged_by:
+                note += f" (acknowledged by {r.acknowledged_by} on the worklist: not counted)"
             appointment = "" if r.appointment_id is None else str(r.appointment_id)
             table.add_row(str(r.tenant), r.source_key, r.verdict, appointment, note)
         console.print(table)

@@ -115,6 +115,9 @@ class Unsettled:
     source_key: str
     status: str
     source_line: int | None
+    acknowledged_by: str | None = None
+    """Who acknowledged its `unknown` worklist item (a person who knows what Flextell
+    holds for it): it no longer makes the exit code 1, as on `import`."""
 
 
 @dataclass(slots=True)
@@ -142,6 +145,11 @@ class VerifyResult:
     def open_problems(self) -> list[Problem]:
         """The problems no acknowledged worklist item covers: these make the exit code 1."""
         return [p for p in self.problems if p.acknowledged is None]
+
+    @property
+    def open_unsettled(self) -> list[Unsettled]:
+        """The unsettled rows no acknowledged `unknown` item covers (exit code 1)."""
+        return [u for u in self.unsettled if u.acknowledged_by is None]
 
     def totals(self) -> dict[str, int]:
         """Counts summed over tenants."""
@@ -201,6 +209,7 @@ def _unsettled_json(rows: list[Unsettled]) -> dict[str, Any]:
     return {
         "in_flight": sum(r.status == Status.IN_FLIGHT for r in rows),
         "unknown": sum(r.status == Status.UNKNOWN for r in rows),
+        "acknowledged": sum(r.acknowledged_by is not None for r in rows),
         "tenants": tenants,
         "rows": [asdict(r) for r in rows[:1000]],
     }
@@ -433,6 +442,19 @@ async def _unsettled(ledger: Ledger, options: VerifyOptions) -> list[Unsettled]:
         statuses=[Status.IN_FLIGHT, Status.UNKNOWN], tenant=options.tenant, run_id=options.run
     )
     found = [Unsettled(e.tenant, e.source_key, e.status, e.source_line) async for e in rows]
+    if any(u.status == Status.UNKNOWN for u in found):
+        acked = {
+            (i.tenant, i.source_key): i.ack_by or "someone"
+            for i in await worklist_items(
+                ledger, tenant=options.tenant, kind=Kind.UNKNOWN, state="acknowledged"
+            )
+        }
+        found = [
+            replace(u, acknowledged_by=acked.get((u.tenant, u.source_key)))
+            if u.status == Status.UNKNOWN
+            else u
+            for u in found
+        ]
     return sorted(found, key=lambda u: (u.tenant, u.source_line or 0, u.source_key))
 
 
@@ -499,7 +521,7 @@ async def run_verify(options: VerifyOptions) -> VerifyResult:
         result.exit_code = ExitCode.ABORTED
     elif (
         result.open_problems
-        or unsettled
+        or result.open_unsettled
         or (orphans is not None and (orphans.orphans or orphans.errors))
     ):
         result.exit_code = ExitCode.ROWS_FAILED
@@ -569,8 +591,13 @@ def _print_unsettled(result: VerifyResult, console: Console) -> None:
     if not result.unsettled:
         return
     data = _unsettled_json(result.unsettled)
+    acked = (
+        f" ({data['acknowledged']} of them acknowledged on the worklist: not counted)"
+        if data["acknowledged"]
+        else ""
+    )
     console.print(
-        f"not settled: {data['in_flight']} row(s) in flight, {data['unknown']} unknown: "
+        f"not settled: {data['in_flight']} row(s) in flight, {data['unknown']} unknown{acked}: "
         "whether their POST created an appointment is not known yet, so they were not "
         "checked, and an appointment of theirs is owned by no row until they settle"
     )

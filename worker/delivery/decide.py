@@ -200,7 +200,8 @@ def decide(
                 Verdict.UNKNOWN,
                 reason=f"appointment {c.id} at this slot is no row's and differs from this row "
                 f"({_differences(payload, c)}): changed by staff or made by hand; not claimed, "
-                "not sent again",
+                "not sent again (if it is this row's, changed in Flextell, `ack` the row: "
+                "then it counts no more)",
             )
     same = [g for g in open_rows if g is row or g.payload_hash == row.payload_hash]
     if len(equals) > len(same):

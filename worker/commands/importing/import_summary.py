@@ -35,6 +35,8 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
     ("previously_failed", "failed before"),
     ("invalid", "invalid"),
     ("unknown", "unknown"),
+    ("unknown_skipped", "unknown, earlier"),
+    ("reconciled", "settled now"),
     ("not_sent", "not sent"),
     ("duplicate_keys", "dup. keys"),
     ("fixed_by_hand", "fixed by hand"),
