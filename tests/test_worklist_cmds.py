@@ -9,6 +9,7 @@ import hashlib
 import json
 import re
 import sqlite3
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -656,3 +657,38 @@ def test_an_unknown_row_a_person_acknowledged_counts_no_more_on_verify_or_reconc
     # Taken back, it counts again.
     assert run_cli("unack", key, "-c", str(config)).exit_code == 0
     assert verify_report(config, sbx)[0] == 1
+
+
+def test_ack_names_what_it_took_note_of_and_why_a_key_matched_nothing(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """Three ways `ack` misled: a key exported in decomposed Unicode (macOS, Excel) did
+    not match the same key typed; a key whose item was resolved got "did you mean" and
+    another patient's key; a key of two tenants acknowledged both, naming neither."""
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    rows = [dict(r) for r in sample[:4] + sample[150:152]]
+    decomposed = unicodedata.normalize("NFD", "Şükrü-01")
+    rows[0]["appointment_id"] = decomposed
+    fixed, near = "KAD 0004", "KAD-0006"
+    rows[1]["appointment_id"], rows[2]["appointment_id"] = fixed, near
+    rows[4]["appointment_id"] = rows[5]["appointment_id"] = "SHARED-2"
+    rows[4]["clinic"], rows[5]["clinic"] = "1", "2"
+    for row in rows[:3] + rows[4:6]:
+        row["customer_id"] = "unknown patient"
+    assert import_file(config, sbx, export(tmp_path, "n1.csv", rows))[0].exit_code == 1
+    rows[1]["customer_id"] = sample[1]["customer_id"]
+    assert import_file(config, sbx, export(tmp_path, "n2.csv", rows))[0].exit_code == 1
+
+    typed = run_cli("ack", "Şükrü-01", "-c", str(config), "--note", "seen")
+    assert typed.exit_code == 0, typed.output
+    assert "acknowledged 1 item(s):" in typed.stdout and "(invalid)" in typed.stdout
+    resolved = run_cli("ack", fixed, "-c", str(config), "--note", "seen")
+    assert resolved.exit_code == 2, resolved.output
+    assert f"no open worklist item for {fixed}; its item is resolved in run 2" in resolved.output
+    assert "did you mean" not in resolved.output
+    shared = run_cli("ack", "SHARED-2", "-c", str(config), "--note", "seen")
+    assert shared.exit_code == 0, shared.output
+    assert "tenant 1 SHARED-2 (invalid)" in shared.stdout
+    assert "tenant 2 SHARED-2 (invalid)" in shared.stdout
+    assert [i["source_key"] for i in items(config)] == [near]

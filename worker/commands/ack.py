@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import getpass
 import sys
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
+from worker.controls import escape_controls
 from worker.errors import ConfigError
-from worker.ledger import audit
+from worker.ledger import Ledger, audit
 from worker.ledger.crypto import LedgerKey
 from worker.ledger.target import LedgerTarget, describe, is_url, open_ledger
 from worker.suggest import did_you_mean
@@ -73,7 +75,10 @@ async def run_ack(
     try:
         wanted = "acknowledged" if undo else "open"
         found = await items(ledger, tenant=tenant, kind=kind, state=wanted,
-                            keys=None if all_open else keys)  # fmt: skip
+                            keys=None if all_open else _spellings(keys))  # fmt: skip
+        if not all_open:
+            typed = {_nfc(k) for k in keys}
+            found = [i for i in found if _nfc(i.source_key) in typed]
         if undo:
             changed = [unacknowledge(i) for i in found]
         else:
@@ -89,12 +94,11 @@ async def run_ack(
             }
             action = "unack" if undo else "ack"
             await ledger.write_op(partial(audit.record, action=action, detail=detail))
-        unmatched = sorted(set(keys) - {i.source_key for i in changed})
+        matched = {_nfc(i.source_key) for i in changed}
+        unmatched = sorted(k for k in set(keys) if _nfc(k) not in matched)
         hints: dict[str, str] = {}
-        if unmatched:  # a key typed in the wrong case or with a typo: name the near one
-            near = [i.source_key for i in await items(ledger, tenant=tenant, kind=kind,
-                                                      state=wanted)]  # fmt: skip
-            hints = {k: hint for k in unmatched if (hint := did_you_mean(k, near))}
+        if unmatched:
+            hints = await _hints(ledger, unmatched, tenant=tenant, kind=kind, wanted=wanted)
     finally:
         await ledger.close()
     if not changed:
@@ -104,9 +108,69 @@ async def run_ack(
     return AckResult(changed, unmatched, hints)
 
 
+def _nfc(key: str) -> str:
+    """A key as typed and as exported compare equal when only their Unicode form differs
+    (an export from macOS or Excel may write "Ş" as "S" and a combining cedilla)."""
+    return unicodedata.normalize("NFC", key)
+
+
+def _spellings(keys: Sequence[str]) -> list[str]:
+    """Each key in its composed and decomposed forms, for the ledger's exact match."""
+    return sorted({form for k in keys for form in (k, _nfc(k), unicodedata.normalize("NFD", k))})
+
+
+async def _hints(
+    ledger: Ledger, unmatched: Sequence[str], *, tenant: int | None, kind: str | None, wanted: str
+) -> dict[str, str]:
+    """Why each key matched no item: the state its items are in (resolved, acknowledged,
+    fixed by hand), or, when it has none, the nearest key that has one in the state
+    wanted (typed in the wrong case or with a typo). A near key is never offered for a
+    key that has items: following it would take note of another patient's row."""
+    others = [
+        item
+        for state in ("all", "resolved")
+        for item in await items(
+            ledger, tenant=tenant, kind=kind, state=state, keys=_spellings(unmatched)
+        )
+    ]
+    hints: dict[str, str] = {}
+    for key in unmatched:
+        own = [i for i in others if _nfc(i.source_key) == _nfc(key)]
+        if own:
+            hints[key] = "; its item is " + ", ".join(
+                f"{_state_words(i)} (tenant {i.tenant}, {i.kind.value})" for i in own
+            )
+    rest = [k for k in unmatched if k not in hints]
+    if rest:
+        near = [i.source_key for i in await items(ledger, tenant=tenant, kind=kind,
+                                                  state=wanted)]  # fmt: skip
+        hints |= {k: hint for k in rest if (hint := did_you_mean(k, near))}
+    return hints
+
+
+def _state_words(item: WorkItem) -> str:
+    if item.state == State.RESOLVED:
+        return f"resolved in run {item.resolved_run_id}" if item.resolved_run_id else "resolved"
+    if item.state == State.ACKNOWLEDGED:
+        return f"acknowledged by {item.ack_by or 'someone'}"
+    return item.state.value.replace("_", " ")
+
+
+SHOWN_ITEMS = 20
+"""Items `ack`/`unack` name, one line each; the rest are counted."""
+
+
 def show_ack(result: AckResult, *, undo: bool = False) -> None:
-    """How many items changed; each key that matched none, on stderr."""
-    print(f"{'reopened' if undo else 'acknowledged'} {len(result.changed)} item(s)")
-    if not undo:
-        for key in result.unmatched:
-            print(f"no open item for {key}{result.hints.get(key, '')}", file=sys.stderr)
+    """How many items changed and which (tenant, key, kind); each key that matched none,
+    on stderr."""
+    print(f"{'reopened' if undo else 'acknowledged'} {len(result.changed)} item(s):")
+    for item in result.changed[:SHOWN_ITEMS]:
+        print(f"  tenant {item.tenant} {escape_controls(item.source_key)} ({item.kind.value})")
+    if len(result.changed) > SHOWN_ITEMS:
+        print(f"  ... and {len(result.changed) - SHOWN_ITEMS} more")
+    state = "acknowledged" if undo else "open"
+    for key in result.unmatched:
+        print(
+            f"no {state} item for {escape_controls(key)}{result.hints.get(key, '')}",
+            file=sys.stderr,
+        )
