@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pytest
 from click.testing import Result
 
 from tests.support.sandbox_process import Sandbox, sandbox_process
@@ -225,3 +226,28 @@ def test_an_acknowledged_change_the_export_takes_back_asks_for_a_person_again(
         assert [r for r in csv.DictReader(fh) if r["appointment_id"] == key] == []
     assert run_cli("ack", key, "-c", str(config), "--note", "moved back").exit_code == 0
     assert import_for_people(config, sbx, first).exit_code == 0
+
+
+def test_the_summary_names_the_ledger_so_its_command_works_from_any_directory(
+    tmp_path: Path, sbx: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Run from /tmp with `-c hunt/run.toml`, the mailed summary said `ledger:
+    # hunt/ledger.sqlite` and `worklist --ledger hunt/ledger.sqlite`: exit 2 for whoever
+    # read the mail in any other directory.
+    folder = tmp_path / "night"
+    folder.mkdir()
+    written = write_config(folder)
+    columns, sample = sample_rows()
+    rows = [dict(r) for r in sample[:3]]
+    rows[1]["customer_id"] = "unknown patient"
+    export = write_csv(folder / "n1.csv", columns, rows)
+    monkeypatch.chdir(tmp_path)
+    night = import_for_people(written.relative_to(tmp_path), sbx, export)
+    assert night.exit_code == 1, night.output
+    assert f"ledger: {folder / 'ledger.sqlite'}" in night.stdout
+    named = re.search(
+        r"the rows that need a person: `flextell-worker (worklist [^`]+)`", night.stdout
+    )
+    assert named is not None, night.stdout
+    monkeypatch.chdir(folder)
+    assert run_cli(*shlex.split(named[1])).exit_code == 0

@@ -935,7 +935,11 @@ def _result(
     )
     return ImportResult(
         run_id=run.run_id or None,
-        ledger_path=describe(ledger_path) if isinstance(ledger_path, str) else ledger_path,
+        # Absolute: the summary is mailed, and its `worklist --ledger` must work from
+        # any directory, not only the one the run was started in.
+        ledger_path=describe(ledger_path)
+        if isinstance(ledger_path, str)
+        else Path(absolute(ledger_path)),
         mode=mode,
         tenants=run.counts,
         stopped_tenants=stopped,
