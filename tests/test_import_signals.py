@@ -93,6 +93,12 @@ async def test_signal_lets_in_flight_requests_finish_then_resume(
         st = await stats(url)
         assert by_status["created"] == st["appointments_total"], (by_status, st)
         assert 4 <= by_status["created"] < 40, by_status
+        # Rows whose intent was written while they waited for a slot never left: their
+        # intent is taken back. Left in place, the next run looked each up and waited
+        # out settle_seconds (90 s by default) for a late commit of a request never sent.
+        pending = [e for e in ledger.values() if e["status"] == "pending"]
+        assert pending and all(e["attempts"] == 0 for e in pending), pending
+        assert all(e["sent_at"] is None and e["first_sent_at"] is None for e in pending)
 
         rerun = await start_worker(s.args())
         out, err = await asyncio.wait_for(rerun.communicate(), 60)

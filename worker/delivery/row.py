@@ -226,7 +226,8 @@ class RowDelivery:
             elif job.source_key in self._refused:  # every answer proved nothing was done
                 await self._not_sent(job, "not sent: stopped while waiting to try again")
             elif job.source_key in self._ahead_only:  # its intent is written, its POST never left
-                await self._not_sent(job, "not sent: stopped while waiting for a slot")
+                await self._not_sent(job, "not sent: stopped while waiting for a slot",
+                                     unsend=not job.sent_before)  # fmt: skip
             raise
         finally:
             self._maybe_sent.discard(job.source_key)
@@ -250,7 +251,16 @@ class RowDelivery:
                 try:
                     result = await self._post(job)
                 except LaneStopped:
-                    return await self._not_sent(job, f"not sent: {self.lane.stop_reason}")
+                    # Stopped before its POST left; an intent written ahead for its first
+                    # attempt is taken back (the next run sends it without waiting).
+                    never = job.source_key in self._ahead_only and not (
+                        job.sent_before
+                        or job.source_key in self._maybe_sent
+                        or job.source_key in self._refused
+                    )
+                    return await self._not_sent(
+                        job, f"not sent: {self.lane.stop_reason}", unsend=never
+                    )
                 done = await self._sent(job, result)
                 if done is not None:
                     return done
@@ -566,9 +576,9 @@ class RowDelivery:
         self.stats.failed_by_reason[_HELD_WHY.get(decision.code, decision.code)] += 1
         return Status.FAILED
 
-    async def _not_sent(self, job: Job, reason: str) -> Status:
+    async def _not_sent(self, job: Job, reason: str, *, unsend: bool = False) -> Status:
         await self.ledger.mark_not_sent(job.tenant, job.source_key, run_id=self.run_id,
-                                        reason=reason)  # fmt: skip
+                                        reason=reason, unsend=unsend)  # fmt: skip
         self.stats.not_sent += 1
         self.stats.not_sent_by_reason[reason.removeprefix("not sent: ")] += 1
         return Status.PENDING

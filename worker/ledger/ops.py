@@ -454,11 +454,29 @@ def _owner(conn: SqlConnection, tenant: int, appointment_id: int) -> str | None:
 
 
 def mark_not_sent(
-    conn: SqlConnection, now: str, tenant: int, source_key: str, run_id: int, reason: str
+    conn: SqlConnection,
+    now: str,
+    tenant: int,
+    source_key: str,
+    run_id: int,
+    reason: str,
+    unsend: bool = False,
 ) -> None:
     """Nothing was sent this time: a row refused before (4xx) stays failed with its reason;
     any other row goes back to pending, its last real error kept when it has one. A
-    created row stays created (a late "not sent" never undoes a result)."""
+    created row stays created (a late "not sent" never undoes a result).
+
+    `unsend`: the row's first intent was written but its POST surely never left (the
+    run stopped while the row waited for its slot): the intent is taken back, so the
+    next run sends the row at once instead of looking it up and waiting out
+    `settle_seconds` for a late commit of a request that never was."""
+    if unsend:
+        conn.execute(
+            "UPDATE entries SET attempts = 0, sent_at = NULL, first_sent_at = NULL,"
+            " sent_clock = NULL WHERE tenant = ? AND source_key = ? AND status = 'in_flight'"
+            " AND attempts = 1",
+            (tenant, source_key),
+        )
     conn.execute(
         """UPDATE entries SET
              status = CASE WHEN http_status BETWEEN 400 AND 499 AND http_status NOT IN (401, 403)

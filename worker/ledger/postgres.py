@@ -500,11 +500,11 @@ class PgLedger(Ledger):
         return cast(str | None, result)
 
     async def mark_not_sent(
-        self, tenant: int, source_key: str, *, run_id: int, reason: str
+        self, tenant: int, source_key: str, *, run_id: int, reason: str, unsend: bool = False
     ) -> None:
         """Ledger.mark_not_sent, fenced like record (queued)."""
         inner = partial(ops.mark_not_sent, tenant=tenant, source_key=source_key,
-                        run_id=run_id, reason=reason)  # fmt: skip
+                        run_id=run_id, reason=reason, unsend=unsend)  # fmt: skip
         fn = partial(pgfence.outcome, fn=inner, tenant=tenant, source_key=source_key,
                      epoch=self._epoch(tenant))  # fmt: skip
         self._check_writable()

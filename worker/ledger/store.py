@@ -558,12 +558,12 @@ class Ledger:
         return shared
 
     async def mark_not_sent(
-        self, tenant: int, source_key: str, *, run_id: int, reason: str
+        self, tenant: int, source_key: str, *, run_id: int, reason: str, unsend: bool = False
     ) -> None:
-        """Nothing was sent this time; the row keeps its last real failure (queued)."""
-        fn = partial(
-            ops.mark_not_sent, tenant=tenant, source_key=source_key, run_id=run_id, reason=reason
-        )
+        """Nothing was sent this time; the row keeps its last real failure (queued).
+        `unsend`: take back its first intent, whose POST surely never left (ops)."""
+        fn = partial(ops.mark_not_sent, tenant=tenant, source_key=source_key, run_id=run_id,
+                     reason=reason, unsend=unsend)  # fmt: skip
         self._check_writable()
         self._writer.submit(fn, wait=False)
 
