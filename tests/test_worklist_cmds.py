@@ -692,3 +692,41 @@ def test_ack_names_what_it_took_note_of_and_why_a_key_matched_nothing(
     assert "tenant 1 SHARED-2 (invalid)" in shared.stdout
     assert "tenant 2 SHARED-2 (invalid)" in shared.stdout
     assert [i["source_key"] for i in items(config)] == [near]
+
+
+def test_an_acknowledged_restore_item_does_not_hide_the_cancellation_it_asked_to_undo(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """A row left the export, staff cancelled its appointment and acknowledged it; the
+    row came back ("restore it; then `ack`") and was acknowledged without restoring:
+    verify called the cancellation acknowledged (exit 0) until the next import resolved
+    the item, and then a mismatch with no item (exit 1)."""
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    rows = [dict(r) for r in sample[:6]]
+    full = export(tmp_path, "n1.csv", rows)
+    assert import_file(config, sbx, full)[0].exit_code == 0
+    key = rows[2]["appointment_id"]
+    assert (
+        import_file(config, sbx, export(tmp_path, "n2.csv", rows[:2] + rows[3:]))[0].exit_code == 1
+    )
+    [gone] = items(config)
+    assert (gone["source_key"], gone["kind"]) == (key, "missing")
+    with sqlite3.connect(tmp_path / "ledger.sqlite") as db:
+        (made,) = db.execute(
+            "SELECT appointment_id FROM entries WHERE source_key = ?", (key,)
+        ).fetchone()
+    sbx.change("PATCH", f"/_sandbox/appointments/{made}", {"status": "cancelled"})
+    assert run_cli("ack", key, "-c", str(config), "--note", "cancelled").exit_code == 0
+    assert verify_report(config, sbx)[0] == 0  # the cancellation it asked for
+
+    assert import_file(config, sbx, full)[0].exit_code == 1  # back: "restore it"
+    [back] = items(config)
+    assert "restore it" in back["reason"]
+    assert run_cli("ack", key, "-c", str(config), "--note", "seen").exit_code == 0
+    first, report, output = verify_report(config, sbx)
+    assert first == 1, output
+    [mismatch] = report["mismatches"]
+    assert (mismatch["source_key"], mismatch["acknowledged"]) == (key, None)
+    assert import_file(config, sbx, full)[0].exit_code == 0
+    assert verify_report(config, sbx)[0] == first  # the same answer before and after

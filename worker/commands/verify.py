@@ -39,6 +39,7 @@ from worker.ledger.target import LedgerTarget, describe, is_url, ledger_target, 
 from worker.logs import get_logger
 from worker.worklist import Kind, WorkItem
 from worker.worklist import items as worklist_items
+from worker.worklist.rules import asks_to_undo
 
 log = get_logger("verify")
 
@@ -403,7 +404,13 @@ def covered_by(problem: Problem, item: WorkItem) -> bool:
     asked to handle, so it counts. Flextell's values at the time of the acknowledgement
     are not recorded: a later edit of the same fields cannot be told apart (it stays
     acknowledged until the row changes in the export, which reopens the item, or `unack`).
+    An item reopened because its cause went away (the row came back, the export took
+    its change back) asked to undo the hand edit: it covers nothing.
     """
+    if asks_to_undo(item):
+        # "back in the export: restore it; then `ack`": acknowledged, it says Flextell
+        # was put back; a cancellation still there is not what it handled.
+        return False
     fields = {m.field for m in problem.mismatches}
     if item.kind == Kind.MISSING:
         if problem.kind == "missing":

@@ -269,14 +269,17 @@ def _undone(item: WorkItem, run_id: int) -> WorkItem:
     )
 
 
+def asks_to_undo(item: WorkItem) -> bool:
+    """Whether the item was reopened because its cause went away (`_undone`): it asks a
+    person to make Flextell equal to the export again, so what still differs is not what
+    its acknowledgement handled."""
+    return item.content_hash.startswith(_REVERTED)
+
+
 def reopened_in(item: WorkItem, run_id: int) -> bool:
     """Whether `run_id` reopened this acknowledged item because its cause went away (the
     export went back, the row came back): it is then about the row as that run read it."""
-    return (
-        item.state == State.OPEN
-        and item.opened_run_id == run_id
-        and item.content_hash.startswith(_REVERTED)
-    )
+    return item.state == State.OPEN and item.opened_run_id == run_id and asks_to_undo(item)
 
 
 def _seen_again_quiet(item: WorkItem, run_id: int) -> WorkItem:
