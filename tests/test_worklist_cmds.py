@@ -37,6 +37,16 @@ def export(tmp: Path, name: str, rows: list[dict[str, str]]) -> Path:
     return write_csv(tmp / name, columns, rows)
 
 
+def _created_night(tmp_path: Path, sbx: Sandbox, n: int) -> tuple[Path, list[dict[str, str]], Path]:
+    """The config, rows and export of a night that created the sample's first n rows."""
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    rows = [dict(r) for r in sample[:n]]
+    export_file = export(tmp_path, "n1.csv", rows)
+    assert import_file(config, sbx, export_file)[0].exit_code == 0
+    return config, rows, export_file
+
+
 def _one_invalid_night(tmp_path: Path, sbx: Sandbox) -> Path:
     """The config after a night of three rows, the second one invalid (exit 1)."""
     config = write_config(tmp_path)
@@ -615,11 +625,7 @@ def test_an_unknown_row_a_person_acknowledged_counts_no_more_on_verify_or_reconc
     no lookup can tell it from a booking by hand, so the row stays unknown. After a
     person acknowledged it, `import` exited 0 while `verify` and `reconcile` exited 1
     every morning, and the import's table counted the row nowhere."""
-    config = write_config(tmp_path)
-    _, sample = sample_rows()
-    rows = [dict(r) for r in sample[:3]]
-    export_file = export(tmp_path, "n1.csv", rows)
-    assert import_file(config, sbx, export_file)[0].exit_code == 0
+    config, rows, export_file = _created_night(tmp_path, sbx, 3)
     key = rows[1]["appointment_id"]
     with sqlite3.connect(tmp_path / "ledger.sqlite") as db:
         (lost,) = db.execute(
@@ -701,11 +707,7 @@ def test_an_acknowledged_restore_item_does_not_hide_the_cancellation_it_asked_to
     row came back ("restore it; then `ack`") and was acknowledged without restoring:
     verify called the cancellation acknowledged (exit 0) until the next import resolved
     the item, and then a mismatch with no item (exit 1)."""
-    config = write_config(tmp_path)
-    _, sample = sample_rows()
-    rows = [dict(r) for r in sample[:6]]
-    full = export(tmp_path, "n1.csv", rows)
-    assert import_file(config, sbx, full)[0].exit_code == 0
+    config, rows, full = _created_night(tmp_path, sbx, 6)
     key = rows[2]["appointment_id"]
     assert (
         import_file(config, sbx, export(tmp_path, "n2.csv", rows[:2] + rows[3:]))[0].exit_code == 1
