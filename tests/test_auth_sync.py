@@ -181,6 +181,35 @@ def test_a_port_out_of_range_is_a_clear_error_naming_the_setting(
     )
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://clinic:Tr0ub4dor/3@api.example.com/api",
+        "https://clinic:Sec?ret9@api.example.com/api",
+        "https://clinic:Sec#ret9@api.example.com/api",
+        "htps://clinic:Sec/ret9@api.example.com/api",
+    ],
+)
+def test_a_password_that_breaks_the_host_part_is_refused_unshown(tmp_path: Path, url: str) -> None:
+    # The port check came first: "https://clinic:Tr0ub4dor/3@..." has no user part for
+    # urlsplit, so the error showed the URL, the password read as its port, and the
+    # summary file a scheduler mails held it too.
+    config = token_config(tmp_path)
+    config.write_text(config.read_text().replace("http://127.0.0.1:8787/api", url))
+    export = str(_export(tmp_path, 3))
+    summary = tmp_path / "summary.txt"
+    runs = [
+        run_worker("import", export, "-c", str(config), "--summary-file", str(summary)),
+        run_worker("validate", export, "-c", str(config)),
+        run_worker("auth", "status", "-c", str(token_config(tmp_path)), "--base-url", url),
+    ]
+    for run in runs:
+        assert run.returncode == 2, run.stdout + run.stderr
+        assert "the URL must not contain a user name or password" in run.stderr
+        assert "ret9" not in run.stdout + run.stderr and "Tr0ub4dor" not in run.stderr
+    assert "Tr0ub4dor" not in summary.read_text() and "ret9" not in summary.read_text()
+
+
 def test_plain_http_in_the_config_is_refused_and_the_flag_allows_it(tmp_path: Path) -> None:
     config = token_config(tmp_path)
     text = config.read_text().replace("http://127.0.0.1:8787/api", "http://flextell.example/api")

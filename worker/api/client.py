@@ -23,7 +23,7 @@ from yarl import URL
 from worker import __version__
 from worker.api.auth import TokenProvider, TokenUnavailableError
 from worker.api.rate_headers import NO_RATE_INFO, RateInfo, rate_info_from_headers
-from worker.api.transport import check_port
+from worker.api.transport import check_port, refuse_credentials
 from worker.contract import (
     AppointmentEnvelope,
     AppointmentPage,
@@ -219,8 +219,8 @@ def _misrouted(resp: _Response) -> bool:
 
 def _check_base_url(base_url: str) -> str:
     base = base_url.rstrip("/")
-    if "@" not in base:  # its message shows the URL: none with a user part
-        check_port(base, "base URL")  # --base-url or the config's: either may reach here
+    refuse_credentials(base, "base URL")  # the messages below show the URL
+    check_port(base, "base URL")  # --base-url or the config's: either may reach here
     try:
         url = URL(base)
     except (TypeError, ValueError):

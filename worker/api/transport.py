@@ -35,14 +35,11 @@ def is_loopback(host: str) -> bool:
 
 def check_base_url(url: str, *, allow_insecure_http: bool, where: str = "base_url") -> None:
     """Raise ConfigError (exit 2) for a URL the worker must not send tokens to."""
+    refuse_credentials(url, where)
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
     except ValueError as exc:  # an unclosed "[" of an IPv6 address, say
-        if "@" in url:  # not echoed: the user part may hold a credential
-            raise ConfigError(
-                f"{where}: not a valid URL ({exc}); a base URL takes no user name or password"
-            ) from None
         raise ConfigError(f"{where}: {url!r} is not a valid URL ({exc})") from None
     if parts.scheme not in ("https", "http") or not host:
         raise ConfigError(f"{where}: {url!r} is not an https:// URL with a host")
@@ -55,6 +52,17 @@ def check_base_url(url: str, *, allow_insecure_http: bool, where: str = "base_ur
             f"{where}: {url} is plain http:// to {host}, which would send tokens and patient "
             f"data unencrypted; use https:// (plain http is allowed to loopback only, or "
             f"with {ALLOW_FLAG})"
+        )
+
+
+def refuse_credentials(url: str, where: str) -> None:
+    """ConfigError for a URL with an "@", before any message shows the URL: a password
+    holding "/", "?" or "#" ends the host part early (urlsplit then finds no user part,
+    and reads the password as the port or the path). A base URL has no other "@"."""
+    if "@" in url:
+        raise ConfigError(
+            f"{where}: the URL must not contain a user name or password (it holds an '@'; "
+            "not shown, as it may hold a password): the token goes in [api] token"
         )
 
 
