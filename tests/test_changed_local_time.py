@@ -4,9 +4,12 @@ ledger report; the ledger itself keeps UTC."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
-from tests.support.sandbox_process import Sandbox
+import pytest
+
+from tests.support.sandbox_process import Sandbox, sandbox_process
 from tests.support.sync import (
     import_file,
     ledger_json,
@@ -15,6 +18,13 @@ from tests.support.sync import (
     write_config,
     write_csv,
 )
+
+
+@pytest.fixture
+def sbx(tmp_path: Path) -> Iterator[Sandbox]:
+    """A sandbox whose tenant 2 is in Berlin, as the config below says."""
+    with sandbox_process(tmp_path, "--tenant-timezone", "2=Europe/Berlin") as sb:
+        yield sb
 
 
 def test_a_moved_appointment_is_shown_in_each_clinics_local_time(

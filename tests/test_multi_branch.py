@@ -6,10 +6,14 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.support.recording_proxy import recording_proxy
+from tests.support.sandbox_process import Sandbox, sandbox_process
 from tests.support.sync import import_file, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +30,15 @@ def setup(tmp_path: Path, encoding: str = "cp1254") -> Path:
     cfg = tmp_path / "multi-branch.toml"
     cfg.write_text(text + '\n[ledger]\npath = "ledger.sqlite"\n', encoding="utf-8")
     return cfg
+
+
+@pytest.fixture
+def sbx(tmp_path: Path) -> Iterator[Sandbox]:
+    """A sandbox whose tenants are in the branches' zones, as Flextell would name them
+    (the worker refuses to read a clinic's times in another zone)."""
+    zones = ("--tenant-timezone", "1=Europe/Berlin", "--tenant-timezone", "2=Europe/Athens")
+    with sandbox_process(tmp_path, *zones) as sb:
+        yield sb
 
 
 def expected() -> list[dict[str, Any]]:

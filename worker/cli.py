@@ -458,6 +458,14 @@ def init_cmd(
     "(86400, 'Thu, 01 Jan 2099 00:00:00 GMT'), to play a server asking for a long pause.",
 )
 @click.option(
+    "--tenant-timezone",
+    "zone_specs",
+    multiple=True,
+    metavar="TENANT=ZONE",
+    help="The zone GET /v1/account/tenants gives a tenant (repeatable), over the seed's: "
+    "1=Europe/Berlin.",
+)
+@click.option(
     "--honor-idempotency-key",
     is_flag=True,
     help="Replay a POST whose Idempotency-Key the tenant used before (Flextell documents none).",
@@ -469,6 +477,7 @@ def sandbox_cmd(
     state: str | None,
     rate_limit: str | None,
     fault_specs: tuple[str, ...],
+    zone_specs: tuple[str, ...],
     **params: Any,
 ) -> None:
     """Serve a local Flextell look-alike under /api until SIGINT or SIGTERM.
@@ -497,8 +506,30 @@ def sandbox_cmd(
         state_path=pathlib.Path(state) if state else None,
         rate_limit=rate,
         faults=parse_faults(fault_specs),
+        tenant_timezones=_tenant_zones(zone_specs),
     )
     asyncio.run(serve(opts, pathlib.Path(port_file) if port_file else None))
+
+
+def _tenant_zones(specs: tuple[str, ...]) -> dict[int, str]:
+    """--tenant-timezone TENANT=ZONE values; ConfigError (exit 2) for a bad one."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from worker.errors import ConfigError
+
+    zones: dict[int, str] = {}
+    for spec in specs:
+        tenant, _, zone = spec.partition("=")
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            zone = ""
+        if not tenant.strip().isdigit() or not zone:
+            raise ConfigError(
+                f"--tenant-timezone {spec!r}: expected TENANT=ZONE, such as 1=Europe/Berlin"
+            )
+        zones[int(tenant)] = zone
+    return zones
 
 
 _settle_wait_option = click.option(

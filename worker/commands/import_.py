@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,7 @@ from worker.ledger.target import describe, ledger_target, open_ledger
 from worker.logs import get_logger
 from worker.mapping import Mapper
 from worker.mapping.payloads import preview_to
+from worker.references.clinic_zones import check_clinic_zones
 from worker.references.prepass import (
     check_readable_twice,
     config_uses_api,
@@ -522,6 +524,15 @@ async def _send(
         ) as session:
             with run.progress:
                 try:
+                    lanes = run.builder(session)
+                    # Before anything is created: a wrong zone shifts every appointment.
+                    served = [t for t in _in_scope(run) if t != NO_TENANT]
+                    await check_clinic_zones(
+                        run.config,
+                        [await lanes.lane(t) for t in served],
+                        datetime.now(UTC),
+                        ledger,
+                    )
                     if config_uses_api(run.config):  # names -> ids first (worker.references)
                         prepared = await prepare_references(
                             run.config,

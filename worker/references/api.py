@@ -24,6 +24,7 @@ LIST_PATHS = {
     "users": "/v1/users",
     "treatments": "/v1/treatments",
     "rooms": "/v1/rooms",
+    "tenants": "/v1/account/tenants",
 }
 
 

@@ -53,6 +53,8 @@ class SandboxOptions:
     """Retry-After of the throttle429 and error503 faults: seconds, or an HTTP date."""
     rate_headers: bool = True
     """Send X-RateLimit-Limit/-Remaining on allowed requests (a proxy may strip them)."""
+    tenant_timezones: dict[int, str] = field(default_factory=dict)
+    """Each tenant's zone as GET /v1/account/tenants names it, over the seed's."""
     calendar_max_days: int | None = None
     """Refuse (422) a calendar range longer than this many days; None: any range, as the
     Flextell docs state no maximum."""

@@ -28,6 +28,13 @@ def build_app(opts: SandboxOptions) -> web.Application:
     """The sandbox as an aiohttp application. Raises ConfigError for bad options or seed."""
     check_options(opts)
     seed = load_seed(opts.seed_path)
+    for tenant, zone in opts.tenant_timezones.items():
+        if tenant not in seed.tenants:
+            known = ", ".join(str(t) for t in sorted(seed.tenants))
+            raise ConfigError(
+                f"--tenant-timezone: the seed has no tenant {tenant} (it has {known})"
+            )
+        seed.tenants[tenant].timezone = zone
     store = Store(opts.state_path)
     state = SandboxState(opts, seed, store)
     app = web.Application(middlewares=[make_middleware(state)])

@@ -1,0 +1,119 @@
+"""Whether each clinic's times are read in the zone Flextell says the clinic is in.
+
+A wrong `[api] timezone` (init's ``"UTC"  # TODO: check`` left as it was, German
+headers guessed as Berlin for an Istanbul clinic) shifts every appointment by hours,
+and nothing after the import can see it: `verify` compares Flextell with what was
+sent. ``GET /v1/account/tenants`` names each tenant's zone where the API gives one;
+a configured zone that differs ends the run before anything is sent (exit 2).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from worker.config import Config
+from worker.delivery import TenantLane
+from worker.errors import ConfigError
+from worker.ledger import Ledger, meta
+from worker.logs import get_logger
+from worker.references.api import RefApi, RefCallError
+
+log = get_logger("references")
+
+_SAMPLES = [datetime(2020, 1, 1, tzinfo=UTC) + timedelta(days=15 * i) for i in range(292)]
+"""Twice a month over 2020-2031: two zone names with the same offsets at each of these
+instants read every time alike (Europe/Istanbul and Turkey, say)."""
+
+
+def same_zone(a: str, b: str) -> bool:
+    """Whether zones `a` and `b` give every instant of 2020-2031 the same UTC offset."""
+    if a == b:
+        return True
+    try:
+        za, zb = ZoneInfo(a), ZoneInfo(b)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return all(t.astimezone(za).utcoffset() == t.astimezone(zb).utcoffset() for t in _SAMPLES)
+
+
+def _hours_apart(configured: str, clinic: str, now: datetime) -> str:
+    try:
+        theirs = now.astimezone(ZoneInfo(clinic)).utcoffset() or timedelta()
+        ours = now.astimezone(ZoneInfo(configured)).utcoffset() or timedelta()
+    except (ZoneInfoNotFoundError, ValueError):
+        return "some hours"
+    hours = abs((theirs - ours).total_seconds()) / 3600
+    return f"{hours:g} hour(s)" if hours else "hours, at some dates,"
+
+
+def mismatches(
+    config: Config, zones: dict[int, str], tenants: Iterable[int], now: datetime
+) -> list[str]:
+    """One line per tenant whose configured zone differs from the one Flextell gave."""
+    out = []
+    for tenant in tenants:
+        clinic = zones.get(tenant)
+        configured = config.timezone_for(tenant)
+        if clinic is None or same_zone(configured, clinic):
+            continue
+        section = config.tenants.get(tenant)
+        where = f"[tenants.{tenant}] timezone" if section and section.timezone else "[api] timezone"
+        apart = _hours_apart(configured, clinic, now)
+        explicit = f'scheduled_at = {{ ..., timezone = "{configured}" }}'
+        out.append(
+            f"tenant {tenant}: {where} is {configured!r}, but Flextell says the clinic is in "
+            f"{clinic!r}: every time of the export would land {apart} off. Set "
+            f'{where} = "{clinic}"; if the export\'s times really are in {configured}, say '
+            f"so in the mapping: {explicit}"
+        )
+    return out
+
+
+async def clinic_zones(lanes: Iterable[TenantLane]) -> dict[int, str]:
+    """Each tenant's zone as ``GET /v1/account/tenants`` names it (one listing per token
+    and base URL); a tenant the answers leave without one is not in it. A listing that
+    fails is logged and checks nothing: the run's own requests say what is wrong."""
+    zones: dict[int, str] = {}
+    asked: set[tuple[str, str]] = set()
+    for lane in lanes:
+        source = (lane.tenant.base_url, lane.tenant.token)
+        if source in asked or lane.id in zones:
+            continue
+        asked.add(source)
+        try:
+            listed = await RefApi(lane).pages("tenants", what="list tenants")
+        except RefCallError as exc:
+            log.warning("clinic time zones not checked", tenant=lane.id, error=str(exc))
+            continue
+        for item in listed:
+            tenant, zone = item.get("id"), item.get("timezone")
+            if isinstance(tenant, int) and isinstance(zone, str) and zone:
+                zones.setdefault(tenant, zone)
+    return zones
+
+
+CONFIRMED = "clinic_zones"
+"""The ledger's meta key: {tenant: the configured zone Flextell confirmed}. A later run
+with the same zone asks nothing (a nightly run that has nothing to send sends nothing)."""
+
+
+async def check_clinic_zones(
+    config: Config, lanes: list[TenantLane], now: datetime, ledger: Ledger
+) -> None:
+    """ConfigError (exit 2) naming every tenant whose zone differs from Flextell's; the
+    tenants' zones confirmed before (with the zone configured now) are not asked again."""
+    raw = await ledger.read_op(lambda conn, _now: meta.get(conn, CONFIRMED))
+    confirmed: dict[str, str] = json.loads(raw) if isinstance(raw, str) else {}
+    todo = [lane for lane in lanes if confirmed.get(str(lane.id)) != config.timezone_for(lane.id)]
+    if not todo:
+        return
+    zones = await clinic_zones(todo)
+    problems = mismatches(config, zones, [lane.id for lane in todo], now)
+    if problems:
+        raise ConfigError(f"{config.path}: " + "\n".join(problems))
+    confirmed |= {str(lane.id): config.timezone_for(lane.id) for lane in todo if lane.id in zones}
+    value = json.dumps(confirmed, sort_keys=True)
+    await ledger.write_op(lambda conn, _now: meta.put(conn, CONFIRMED, value))
