@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -18,7 +21,7 @@ import pytest
 
 from samples.api_lookups import write_seed
 from tests.support.sandbox_process import Sandbox, start_sandbox, stop
-from tests.support.sync import import_file, run_cli
+from tests.support.sync import TOKEN_ENV, import_file, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "api-lookups.csv"
@@ -158,6 +161,15 @@ def test_validate_online_and_dry_run_resolve_every_row_and_create_nothing(
     assert "5554445566" not in text and "Nobody" not in text
     assert "the import would create it (create_missing)" in text
     assert "customers the import would create: 1" in text
+    # As a process: standard output holds the counts first, no log event ("references
+    # resolved" went there, before the counts a script reads).
+    done = subprocess.run(
+        [sys.executable, "-m", "worker", "validate", str(SAMPLE), "-c", str(cfg), "--online",
+         "--base-url", sb.base_url],
+        capture_output=True, text=True, timeout=120, env={**os.environ, **TOKEN_ENV},
+    )  # fmt: skip
+    assert done.stdout.startswith(f"{SAMPLE}: 11 rows"), done.stdout
+    assert "references resolved" in done.stderr and "references resolved" not in done.stdout
     _, event = import_file(cfg, sb, SAMPLE, "--dry-run")
     assert event["totals"]["invalid"] == 7  # the 5 errors and the 2 rows of the new patient
     assert customers_with_phone(sb, NEW_PHONE) == []

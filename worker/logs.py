@@ -76,3 +76,9 @@ def configure_for_people(*, json_logs: bool, verbose: bool, log_file: Path) -> P
         return None
     configure_logging(json_logs=False, file=handle)
     return path
+
+
+# Until a command chooses (import, verify, ...), events go to stderr: structlog's own
+# default prints them to stdout, where `validate --online` mixed a log line into the
+# counts a script reads.
+configure_logging()
