@@ -178,6 +178,8 @@ class Draft:
         """Required fields no column was found for."""
         self.zone_unknown = False
         """The draft's timezone is UTC for want of a better guess."""
+        self.unread: list[str] = []
+        """Fields with sampled values no drafted format reads ("2 of 3 values of ...")."""
 
     def required_missing(self, name: str, what: str) -> None:
         """A required field no column was found for: a TODO line, and the draft cannot load."""
@@ -201,11 +203,11 @@ def _counts(values: Counter[str]) -> str:
 
 def draft_config(
     sample: Sample, base: str | None = None, proposals: Proposals | None = None
-) -> tuple[str, list[str], bool]:
+) -> Draft:
     """The commented TOML drafted from `sample` (``base``: the [api] text of a base config;
-    ``proposals``: value maps proposed from the API's lists, by field), and the required
-    fields no column was found for (while there are any, the draft cannot load), and
-    whether its timezone is UTC for want of a guess."""
+    ``proposals``: value maps proposed from the API's lists, by field): its text, the
+    required fields no column was found for (while there are any, the draft cannot
+    load), whether its timezone is UTC for want of a guess, and what it cannot read."""
     guesses = match_columns(sample.columns)
     lang = language(guesses.values())
     d = Draft(proposals)
@@ -280,7 +282,7 @@ def draft_config(
         d.add()
         d.add(comment=f"columns not mapped: {', '.join(unused)}")
     _status(d, sample, guesses.get("status"))
-    return d.text(), d.missing, d.zone_unknown
+    return d
 
 
 def _tenant(d: Draft, sample: Sample, guess: ColumnGuess | None) -> list[tuple[str, str | None]]:
@@ -485,6 +487,13 @@ def _formats_line(d: Draft, cols: str, found: Formats, why: str) -> None:
         d.missing.append("scheduled_at")
         d.add(f"# {line}", "TODO: no format found that reads these values; required")
         return
+    if found.examples_failing:
+        # Loadable, but its rows with such values would all be invalid: say so (exit 1).
+        d.unread.append(f"{found.total - found.parsed} of {found.total} sampled values of {cols}")
+        d.add(
+            comment="TODO: add a format for the values above that no format reads; "
+            "as drafted, their rows are invalid"
+        )
     d.add(line, f"guess: {why}")
 
 
@@ -593,10 +602,9 @@ def run_init(
 
         guesses = match_columns(sample.columns)
         proposals = propose(sample.values, sample.delimiter, guesses, base, tenant)
-    text, missing, zone_unknown = draft_config(
-        sample, base_api_text(base) if base else None, proposals
-    )
-    if zone_unknown:
+    draft = draft_config(sample, base_api_text(base) if base else None, proposals)
+    text, missing = draft.text(), draft.missing
+    if draft.zone_unknown:
         print(
             'init: [api] timezone = "UTC" in the draft: the header language does not tell '
             "the clinic's zone; set it before an import (every time is read in it)",
@@ -613,4 +621,11 @@ def run_init(
     where = Path(out).resolve().parent if out else Path(tempfile.gettempdir())
     check_draft(text, where)
     write_draft(text, out, force)
+    if draft.unread:
+        print(
+            f"init: no drafted format reads {'; '.join(draft.unread)}: add one at the TODO "
+            "line, or `validate` finds those rows invalid",
+            file=sys.stderr,
+        )
+        return int(ExitCode.ROWS_FAILED)
     return 0

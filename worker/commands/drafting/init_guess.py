@@ -322,8 +322,8 @@ def language(guesses: Iterable[ColumnGuess]) -> str | None:
 # --- date-time formats ----------------------------------------------------------------
 
 _DATE_RE = re.compile(r"^(\d{1,4})([./-])(\d{1,2})\2(\d{1,4})")
-_TIMES = ("%H:%M", "%H:%M:%S", "%H.%M", "%I:%M %p", "%I:%M:%S %p")
-"""Clock formats tried after a date; the 12-hour ones read "2:30 PM"."""
+_TIMES = ("%H:%M", "%H:%M:%S", "%H.%M", "%I:%M %p", "%I:%M:%S %p", "%I:%M%p", "%I:%M:%S%p")
+"""Clock formats tried after a date; the 12-hour ones read "2:30 PM" and "2:30pm"."""
 
 
 @dataclass(slots=True)
