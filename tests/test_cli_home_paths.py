@@ -65,3 +65,33 @@ def test_a_dash_still_reads_standard_input(tmp_path: Path) -> None:
     )
     assert proc.returncode in (0, 1), proc.stderr
     assert "<stdin>" in proc.stdout + proc.stderr
+
+
+def test_a_pipe_given_by_its_path_is_refused_with_what_to_give_instead(tmp_path: Path) -> None:
+    # `... | validate /dev/stdin` and `validate <(zcat export.csv.gz)` said "file is
+    # empty": the reader read the pipe once for its encoding, and found nothing after.
+    piped = subprocess.run(
+        [sys.executable, "-m", "worker", "validate", "/dev/stdin", "--config", str(MESSY_CFG)],
+        cwd=tmp_path,
+        input=MESSY_CSV.read_text(encoding="utf-8"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert piped.returncode == 2, piped.stderr
+    assert "/dev/stdin: a pipe or device, which can be read only once: give `-`" in piped.stderr
+    assert "file is empty" not in piped.stderr
+    fifo = tmp_path / "export.csv"
+    os.mkfifo(fifo)
+    named = subprocess.run(
+        [sys.executable, "-m", "worker", "init", str(fifo), "--format", "csv"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert named.returncode == 2 and "a pipe or device" in named.stderr, named.stderr
+    # Standard input redirected from a file is a file: read as one.
+    with MESSY_CSV.open("rb") as fh:
+        redirected = subprocess.run(
+            [sys.executable, "-m", "worker", "validate", "/dev/stdin", "--config", str(MESSY_CFG)],
+            cwd=tmp_path, stdin=fh, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert redirected.returncode == 1 and "52 rows" in redirected.stdout, redirected.stderr

@@ -333,6 +333,7 @@ def open_source(path: str, options: SourceOptions | None = None) -> Source:
     Raises `SourceError` with one line when the file cannot be read as asked.
     """
     if path != "-":
+        check_path(path)  # before `reading` looks at it: a pipe is read only once
         reading(path, "the export")
     return Source(path, options or SourceOptions())
 

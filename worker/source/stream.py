@@ -34,6 +34,18 @@ def check_path(path: str) -> None:
         raise SourceError(f"{path}: is a directory, not a file")
     if not os.path.lexists(path):
         raise SourceError(f"{path}: file not found")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # opening it says what is wrong
+    if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode):
+        # Read once for its encoding and header, the rest of a pipe was gone: "file is
+        # empty". /dev/stdin, <(zcat x.gz) and named pipes are such paths.
+        raise SourceError(
+            f"{path}: a pipe or device, which can be read only once: give `-` to read "
+            "standard input (zcat export.csv.gz | flextell-worker validate - -c run.toml; "
+            "a .gz file is also read as it is), or save it to a file"
+        )
 
 
 class CountingReader(io.BufferedIOBase):
