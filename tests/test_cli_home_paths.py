@@ -54,15 +54,20 @@ def test_a_source_and_a_draft_given_with_a_tilde(tmp_path: Path) -> None:
     assert not (work / "~").exists()
 
 
-def test_a_dash_still_reads_standard_input(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "worker", "validate", "-", "--config", str(MESSY_CFG)],
+def _validate_piped(tmp_path: Path, path: str) -> subprocess.CompletedProcess[str]:
+    """`validate PATH` with the messy sample piped to its standard input."""
+    return subprocess.run(
+        [sys.executable, "-m", "worker", "validate", path, "--config", str(MESSY_CFG)],
         cwd=tmp_path,
         input=MESSY_CSV.read_text(encoding="utf-8"),
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def test_a_dash_still_reads_standard_input(tmp_path: Path) -> None:
+    proc = _validate_piped(tmp_path, "-")
     assert proc.returncode in (0, 1), proc.stderr
     assert "<stdin>" in proc.stdout + proc.stderr
 
@@ -70,14 +75,7 @@ def test_a_dash_still_reads_standard_input(tmp_path: Path) -> None:
 def test_a_pipe_given_by_its_path_is_refused_with_what_to_give_instead(tmp_path: Path) -> None:
     # `... | validate /dev/stdin` and `validate <(zcat export.csv.gz)` said "file is
     # empty": the reader read the pipe once for its encoding, and found nothing after.
-    piped = subprocess.run(
-        [sys.executable, "-m", "worker", "validate", "/dev/stdin", "--config", str(MESSY_CFG)],
-        cwd=tmp_path,
-        input=MESSY_CSV.read_text(encoding="utf-8"),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    piped = _validate_piped(tmp_path, "/dev/stdin")
     assert piped.returncode == 2, piped.stderr
     assert "/dev/stdin: a pipe or device, which can be read only once: give `-`" in piped.stderr
     assert "file is empty" not in piped.stderr
