@@ -145,6 +145,8 @@ def test_a_password_in_any_url_form_never_shows(tmp_path: Path, url: str, shown:
         result = run_cli(*args)
         assert result.exit_code in (2, 3), (args, result.output)
         assert f"cannot open ledger {shown}" in result.output
+        # Given on the command line, every local user could read it in `ps`: said so.
+        assert "warning: --ledger: the URL holds a password" in result.stderr
         assert "s3cret-pw" not in result.output and "Traceback" not in result.output
         assert "'ab'" not in result.output  # no piece of it named as a port or host
     # In the config itself it is refused (exit 2), however it is written.

@@ -756,9 +756,21 @@ def import_cmd(
 
 
 def _target(value: str | None) -> Path | str | None:
-    from worker.ledger.target import parse_target
+    from worker.config import holds_password
+    from worker.ledger.target import is_url, parse_target
 
-    return None if value is None else parse_target(value)
+    target = None if value is None else parse_target(value)
+    if is_url(target) and holds_password(str(target)):
+        # Not refused (a one-off command by hand), but said: unlike the config, which
+        # refuses one, a command line is open to every local user and kept in histories.
+        click.echo(
+            "warning: --ledger: the URL holds a password, which every user of this machine "
+            "can read in the process list (ps) and your shell keeps in its history: put it "
+            "in ~/.pgpass or PGPASSWORD, or the whole URL in a variable ([ledger] url = "
+            '"env:NAME" in the config)',
+            err=True,
+        )
+    return target
 
 
 def _sqlite_file(

@@ -281,7 +281,7 @@ class SourceSection(_Strict):
     """Spreadsheets: the header's row number; default the first row of several cells."""
 
 
-def _holds_password(url: str) -> bool:
+def holds_password(url: str) -> bool:
     """Whether a postgresql:// URL carries a password (after the user name, or as a
     ``password=`` of its query string, which libpq reads too)."""
     # By hand, not urlsplit: a URL it refuses (an unclosed "[") may hold one all the same,
@@ -339,7 +339,7 @@ class LedgerSection(_Strict):
             problem = source_problem(self.url, "url")  # a pasted URL holds its password
             if problem is not None:
                 raise ValueError(f"url: {problem}")
-        elif self.url is not None and _holds_password(self.url):
+        elif self.url is not None and holds_password(self.url):
             # Refused as a literal token is, and not echoed: a config is copied, mailed,
             # committed; the password's place is libpq's own.
             raise ValueError(
