@@ -531,3 +531,25 @@ def test_pulled_customers_keep_formulas_quoted_say_they_are_patient_data_and_rea
     assert checked.exit_code == 0, checked.output
     [line] = payloads.read_text(encoding="utf-8").splitlines()
     assert json.loads(line)["body"]["room_id"] == made["id"]
+
+
+def test_purge_drops_the_patient_lookups_whose_key_is_a_phone_and_creates_no_one_twice(
+    tmp_path: Path, sb: Sandbox
+) -> None:
+    # "patient data dropped" left every looked-up phone number in the ledger, next to
+    # its customer id: refs and ref_creations are keyed by it (in clear, without a key).
+    cfg = setup(tmp_path)
+    assert import_file(cfg, sb, SAMPLE)[0].exit_code == 1
+    purged = run_cli("ledger", "purge", "-c", str(cfg), "--older-than", "0d")
+    assert purged.exit_code == 0, purged.output
+    with sqlite3.connect(cfg.parent / "ledger.sqlite") as db:
+        keys = db.execute("SELECT key FROM refs WHERE kind = 'customers'").fetchall()
+        keys += db.execute("SELECT key FROM ref_creations").fetchall()
+        assert keys == []
+        labels = db.execute("SELECT count(*) FROM refs WHERE label IS NOT NULL").fetchone()[0]
+        assert labels == 0
+    # Asked again, the patients are found, the one created before among them.
+    again, _ = import_file(cfg, sb, SAMPLE)
+    assert again.exit_code == 1, again.output
+    assert sb.stats()["customers_created"] == 1
+    assert len(customers_with_phone(sb, NEW_PHONE)) == 1

@@ -40,12 +40,13 @@ def purge(conn: SqlConnection, now: str, *, cutoff: float, tenant: int | None, w
         " OR source_row IS NOT NULL OR changed_diff IS NOT NULL OR error_message IS NOT NULL)",
         params,
     ).rowcount
-    # Customers created long ago: their names and phones are in Flextell now.
-    conn.execute(
-        "UPDATE ref_creations SET body_json = '{}', error = NULL"
-        f" WHERE state = 'created' AND sent_at < ?{only}",
-        params,
-    )
+    # Customers created long ago: their names and phones are in Flextell now, where a
+    # lookup finds them. The record goes whole: its key is the phone (or e-mail, or
+    # identity number) in clear on a ledger without a key.
+    conn.execute(f"DELETE FROM ref_creations WHERE state = 'created' AND sent_at < ?{only}", params)
+    # Lookups of patients (phone, e-mail, identity number -> customer id) are patient
+    # data by their key, not only by their label: dropped, and asked again when needed.
+    conn.execute(f"DELETE FROM refs WHERE kind = 'customers' AND fetched_at < ?{only}", params)
     conn.execute(f"UPDATE refs SET label = NULL WHERE fetched_at < ?{only}", params)
     # Their worklist items that need nobody (resolved, acknowledged, fixed by hand) no
     # longer need the row's cells or its difference: an acknowledged changed item kept
