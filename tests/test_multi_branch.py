@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.support.recording_proxy import recording_proxy
-from tests.support.sandbox_process import Sandbox, sandbox_process
+from tests.support.sandbox_process import BRANCH_ZONES, Sandbox, sandbox_process
 from tests.support.sync import import_file, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,8 +36,7 @@ def setup(tmp_path: Path, encoding: str = "cp1254") -> Path:
 def sbx(tmp_path: Path) -> Iterator[Sandbox]:
     """A sandbox whose tenants are in the branches' zones, as Flextell would name them
     (the worker refuses to read a clinic's times in another zone)."""
-    zones = ("--tenant-timezone", "1=Europe/Berlin", "--tenant-timezone", "2=Europe/Athens")
-    with sandbox_process(tmp_path, *zones) as sb:
+    with sandbox_process(tmp_path, *BRANCH_ZONES) as sb:
         yield sb
 
 

@@ -10,7 +10,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support.sandbox_process import sandbox_process
+from tests.support.sandbox_process import BRANCH_ZONES, sandbox_process
 from tests.support.sync import import_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,8 +75,11 @@ def build_nights(tmp: Path) -> Nights:
         rows[i][column] = value
         rows[i]["Not"] = f"{rows[i][NAME_COLUMN]} aradı, {value if 'Tel' in column else ''}"
         nights.bad_keys[rows[i]["Randevu No"]] = kind
-    # 10 POSTs per tenant every 2 s while the worker may send 40/s: it waits on 429s.
-    with sandbox_process(tmp, "--rate-limit", "10/2s") as sb:
+    # 10 POSTs per tenant every 2 s while the worker may send 40/s, and a 429 now and
+    # then on top (the pacer learns the window from the first answer, the tenants'
+    # listing, and may meet none of the limit's own): the report shows it waiting.
+    faults = ("--fault", "throttle429=0.1", "--fault-seed", "4", "--retry-after", "2")
+    with sandbox_process(tmp, "--rate-limit", "10/2s", *faults, *BRANCH_ZONES) as sb:
         first, _ = import_file(config, sb, _write(tmp / "night1.csv", header, rows))
         assert first.exit_code == 1, first.output
         night2 = [dict(r) for r in rows]

@@ -51,6 +51,11 @@ class Sandbox:
         return data
 
 
+BRANCH_ZONES = ("--tenant-timezone", "1=Europe/Berlin", "--tenant-timezone", "2=Europe/Athens")
+"""Sandbox options for the multi-branch sample: its clinics' zones, as Flextell names them
+(the worker refuses to read a clinic's times in another zone)."""
+
+
 def start_sandbox(tmp: Path, *args: str) -> tuple[subprocess.Popen[bytes], Sandbox]:
     """Start a sandbox process with `args`; returns it once it listens."""
     stamp = time.monotonic_ns()
