@@ -342,15 +342,16 @@ def test_the_page_tells_each_run_as_it_exited(tmp_path: Path, sbx: Any) -> None:
 
 
 async def read_glances(paths: list[Path]) -> dict[Path, dict[str, Any]]:
-    """Each page's verdict as shown (with its "OK: " or "Needs attention: "), its exit code
-    line, and the per-tenant and history tables' cells."""
+    """Each page's verdict as its text reads (with its "OK: " or "Needs attention: ": in
+    the text, not drawn by CSS, so a copy, a mail or a screen reader has it), its exit
+    code line, and the per-tenant and history tables' cells."""
     assert CHROMIUM is not None
     cells = "t => t ? [...t.tBodies[0].rows].map(r => [...r.cells].map(c => c.textContent)) : []"
     script = (
         "(() => { const v = document.getElementById('verdict');"
         f" const cells = {cells};"
         " const history = document.querySelector('#chart-history table');"
-        " return {verdict: getComputedStyle(v, '::before').content.slice(1, -1) + v.textContent,"
+        " return {verdict: v.textContent,"
         " exit: v.nextElementSibling.textContent.trim(),"
         " tenants: cells(document.getElementById('tenants')), history: cells(history),"
         " history_head: history ? [...history.tHead.rows[0].cells].map(c => c.textContent) : []};"
@@ -397,3 +398,28 @@ def test_a_clean_ledger_shows_nothing_missing_after_a_partial_or_untrusted_night
         assert "need a person (" not in glance["verdict"], (page.name, glance["verdict"])
     assert seen[pages[0]]["verdict"].endswith("Nothing needs a person now.")
     assert "No worklist item is open now" in seen[pages[1]]["verdict"]
+
+
+def test_rows_a_crash_left_in_flight_are_said_not_called_nothing_to_do(
+    tmp_path: Path, sbx: Any
+) -> None:
+    # A run killed mid-import: the page said "No row needs a person" while verify, on
+    # the same ledger, exited 1 for the rows in flight.
+    config = write_config(tmp_path)
+    columns, rows = sample_rows()
+    assert (
+        import_file(config, sbx, write_csv(tmp_path / "n1.csv", columns, rows[:6]))[0].exit_code
+        == 0
+    )
+    with sqlite3.connect(tmp_path / "ledger.sqlite") as db:
+        db.execute(
+            "UPDATE entries SET status = 'in_flight', appointment_id = NULL WHERE source_key IN"
+            " (SELECT source_key FROM entries ORDER BY source_line LIMIT 2)"
+        )
+    page = tmp_path / "page.html"
+    done = run_cli("report", "-c", str(config), "--html", str(page))
+    assert done.exit_code == 0, done.output
+    html = page.read_text(encoding="utf-8")
+    assert "No row needs a person" not in html
+    assert "2 row(s) were in flight when a run stopped" in html
+    assert '<span class="word">Needs attention:</span>' in html

@@ -903,8 +903,9 @@ def report_cmd(html_path: Path | None, show_patient_data: bool, **params: Any) -
     Opens the ledger (a SQLite file or a postgresql:// URL) read-only, so it
     can run beside an import, or beside a shared ledger's workers. The failures
     file keeps every original column and adds status, error_field,
-    error_message and http_status; fix the rows and `import` it. Exit 0, or 2
-    for a missing or unusable ledger.
+    error_message and http_status; fix the rows and `import` it. Exit 0, 2 for
+    a missing or unusable ledger file, 3 for a PostgreSQL ledger whose server
+    cannot be reached.
 
     --html FILE writes one page for a person: the run (--run, else the latest)
     at a glance, charts, and the rows that need a person, with patient data

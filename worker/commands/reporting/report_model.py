@@ -117,3 +117,6 @@ class ReportPage:
     failures_rows: int = 0
     failures_note: str = ""
     kinds: list[str] = field(default_factory=list)
+    in_flight: int = 0
+    """Rows left in flight (a run that crashed, or one still going): no worklist item
+    holds them until the next import or `reconcile` looks them up."""

@@ -62,6 +62,7 @@ _MIN_PAUSE_S = 1.0
 _PAUSE_REQUEST_GAPS = 10
 # Plain strings: the one pass compares every entry's status with them.
 _CREATED = Status.CREATED.value
+_IN_FLIGHT = Status.IN_FLIGHT.value
 _FAILURES = frozenset(FAILURE_STATUSES)
 _NEEDS_KINDS = ("invalid", "failed", "unknown", "changed", "missing", "duplicate_key", "not sent")
 # Kinds whose row can be fixed in the failures file and imported again.
@@ -110,10 +111,12 @@ async def collect_page(options: HtmlOptions) -> ReportPage:
         later = [r.started_at for r in all_runs if run is not None and r.id > run.id]
         reasons, sends = Reasons(), Sends(run, next_start=later[0] if later else None)
         # One pass over the ledger in insertion order (its cheapest read) feeds all three.
+        in_flight = 0
         async for entry in ledger.entries_iter(page_size=_PAGE):
             work.add(entry)
             reasons.add(entry)
             sends.add(entry)
+            in_flight += entry.status == _IN_FLIGHT
         work.finish()
         tenants = _tenants(run, config, work.by_tenant)
         page = ReportPage(
@@ -121,7 +124,7 @@ async def collect_page(options: HtmlOptions) -> ReportPage:
             generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
             run=glance,
             tenants=tenants,
-            verdict=_verdict(run, glance, tenants, work),
+            verdict=_verdict(run, glance, tenants, work, in_flight),
             reasons=reasons.counts.most_common(),
             timeline=sends.timeline(config),
             history=_history(all_runs, options.history),
@@ -130,6 +133,7 @@ async def collect_page(options: HtmlOptions) -> ReportPage:
             embed_limit=options.embed_limit,
             show_patient_data=options.show_patient_data,
             kinds=[k for k in _NEEDS_KINDS if work.by_kind.get(k)],
+            in_flight=in_flight,
         )
         await _failures_file(ledger, all_runs, page, options)
     finally:
@@ -248,7 +252,11 @@ def duration_text(seconds: float) -> str:
 
 
 def _verdict(
-    run: Run | None, glance: RunGlance | None, tenants: list[TenantGlance], work: PageWorklist
+    run: Run | None,
+    glance: RunGlance | None,
+    tenants: list[TenantGlance],
+    work: PageWorklist,
+    in_flight: int = 0,
 ) -> str:
     """The run in words: its exit code, what it read, whether its file was a full
     export that was trusted, and what needs a person now."""
@@ -291,11 +299,21 @@ def _verdict(
     if work.total:
         kinds = ", ".join(f"{n:,} {k}" for k, n in work.by_kind.most_common())
         said.append(f"Now {work.total:,} row(s) need a person ({kinds}).")
-    elif glance.exit_code == 0:
+    elif glance.exit_code == 0 and not in_flight:
         said.append("Nothing needs a person now.")
     else:
         said.append("No worklist item is open now.")
+    if in_flight:
+        said.append(_in_flight_text(in_flight))
     return " ".join(said)
+
+
+def _in_flight_text(rows: int) -> str:
+    return (
+        f"{rows:,} row(s) were in flight when a run stopped (a crash, or a run still "
+        "going): whether their POST created an appointment is not known until the next "
+        "import or `reconcile` looks them up."
+    )
 
 
 def _local_time(payload: dict[str, Any] | None, zone: str | None) -> str:
