@@ -145,3 +145,45 @@ def test_a_duration_of_inf_or_nan_is_refused(
     result = CliRunner().invoke(cli, ["validate", SAMPLE, "-c", str(cfg)])
     assert result.exit_code == 2, result.output
     assert f"{key}: Input should be a finite number" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "said"),
+    [
+        # pydantic's "String should match pattern '^(csv|jsonl|xlsx|xls|ods)$'"
+        ("[tenants.1]\n", '[source]\nformat = "xslx"\n[tenants.1]\n',
+         "source.format: unknown format 'xslx': expected one of csv, jsonl, xlsx, xls, ods; "
+         "did you mean 'xlsx'?"),
+        ('timezone = "Europe/Istanbul"', 'timezone = "Europe/Berln"',
+         "api.timezone: unknown time zone 'Europe/Berln' (expected an IANA name such as "
+         "Europe/Istanbul; did you mean 'Europe/Berlin'?)"),
+        ('scheduled_at = "start"', 'scheduled_at = { column = "start", timezone = "Europe/Berln" }',
+         "mapping.scheduled_at.timezone: unknown time zone 'Europe/Berln' (expected an IANA "
+         "name such as Europe/Istanbul; did you mean 'Europe/Berlin'?)"),
+        ('scheduled_at = "start"', 'scheduled_at = { column = "start", formats = ["isoo"] }',
+         "did you mean 'iso'?"),
+        ('user_id = "doctor"', 'user_id = { column = "doctor", lookup = "doctrs" }',
+         "unknown lookup table 'doctrs' (defined: doctors); did you mean 'doctors'?"),
+        ("[tenants.1]", "[tenants.0]",
+         "[tenants.0]: tenant keys must be Flextell tenant ids (whole numbers from 1)"),
+    ],
+)  # fmt: skip
+def test_a_wrong_value_names_what_is_expected_and_the_nearest(
+    tmp_path: Path, old: str, new: str, said: str
+) -> None:
+    (tmp_path / "d.csv").write_text("name,id\nDr. A,101\n", encoding="utf-8")
+    cfg = tmp_path / "clinic.toml"
+    tables = '\n[lookups.doctors]\nfile = "d.csv"\nkey = "name"\nvalue = "id"\n'
+    cfg.write_text(CFG.replace(old, new, 1) + tables, encoding="utf-8")
+    result = CliRunner().invoke(cli, ["validate", SAMPLE, "-c", str(cfg)])
+    assert result.exit_code == 2, result.output
+    assert said in result.stderr, result.stderr
+    assert "Traceback" not in result.output and "should match pattern" not in result.stderr
+
+
+def test_verify_seed_without_sample_is_refused(tmp_path: Path) -> None:
+    cfg = tmp_path / "clinic.toml"
+    cfg.write_text(CFG, encoding="utf-8")
+    result = CliRunner().invoke(cli, ["verify", "-c", str(cfg), "--seed", "3"])
+    assert result.exit_code == 2, result.output
+    assert "--seed picks the rows of --sample N: give --sample too" in result.stderr

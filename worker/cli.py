@@ -145,6 +145,7 @@ def options_from(
     return cls(**{name: values[name] for name in names})
 
 
+# worker.config.SOURCE_FORMATS, written out: --help does not load the config's models.
 INPUT_FORMATS = ["csv", "jsonl", "xlsx", "xls", "ods"]
 _KINDS = ["invalid", "failed", "unknown", "changed", "missing", "duplicate_key"]
 

@@ -25,13 +25,22 @@ from worker.suggest import did_you_mean
 DEFAULT_BASE_URL = "https://dev.flextell.ai/api"
 
 
-def _check_timezone(value: str) -> str:
+def zone_problem(value: str) -> str | None:
+    """Why `value` is no time zone, with the nearest IANA name (None: it is one)."""
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(
-            f"unknown time zone {value!r} (expected an IANA name such as Europe/Istanbul)"
-        ) from exc
+    except (ZoneInfoNotFoundError, ValueError):
+        from zoneinfo import available_timezones
+
+        near = did_you_mean(value, sorted(available_timezones()))
+        return f"unknown time zone {value!r} (expected an IANA name such as Europe/Istanbul{near})"
+    return None
+
+
+def _check_timezone(value: str) -> str:
+    problem = zone_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 
@@ -267,10 +276,13 @@ class TenantConfig(BaseModel):
     timezone: str
 
 
+SOURCE_FORMATS = ("csv", "jsonl", "xlsx", "xls", "ods")
+
+
 class SourceSection(_Strict):
     """``[source]``: how to read the input file."""
 
-    format: str | None = Field(default=None, pattern="^(csv|jsonl|xlsx|xls|ods)$")
+    format: str | None = None
     encoding: str = "utf-8"
     delimiter: str | None = None
     max_field_size: int = Field(default=1_000_000, ge=1)
@@ -279,6 +291,16 @@ class SourceSection(_Strict):
     """Spreadsheets: the sheet's name or number (1 is the first); default the first."""
     header_row: int | None = Field(default=None, ge=1)
     """Spreadsheets: the header's row number; default the first row of several cells."""
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str | None) -> str | None:
+        if value is not None and value not in SOURCE_FORMATS:
+            near = did_you_mean(value, SOURCE_FORMATS)
+            raise ValueError(
+                f"unknown format {value!r}: expected one of {', '.join(SOURCE_FORMATS)}{near}"
+            )
+        return value
 
 
 def holds_password(url: str) -> bool:
@@ -490,9 +512,13 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     tenants = data.get("tenants", {})
     if isinstance(tenants, dict):
-        bad = [k for k in tenants if not str(k).isdigit()]
+        bad = [k for k in tenants if not str(k).isdigit() or int(k) < 1]
         if bad:
-            raise ConfigError(f"{path}: [tenants.{bad[0]}]: tenant keys must be numeric ids")
+            # 0 too: --tenant refuses it, and the worker says "tenant 0" of rows of no tenant.
+            raise ConfigError(
+                f"{path}: [tenants.{bad[0]}]: tenant keys must be Flextell tenant ids "
+                "(whole numbers from 1)"
+            )
     try:
         return Config.model_validate({**data, "path": path})
     except ValidationError as exc:

@@ -470,6 +470,11 @@ async def run_verify(options: VerifyOptions) -> VerifyResult:
     started = time.monotonic()
     if options.sample is not None and options.sample < 1:
         raise ConfigError("--sample: expected a whole number of at least 1")
+    if options.seed is not None and options.sample is None:
+        # Said, not ignored: a person who meant a repeatable sample would check every row.
+        raise ConfigError(
+            "--seed picks the rows of --sample N: give --sample too, or leave --seed out"
+        )
     config = load_config(options.config_path)
     target = ledger_target(config, options.ledger_path)
     ledger_path = describe(target) if is_url(target) else Path(target)

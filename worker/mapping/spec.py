@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from worker.config import zone_problem
 from worker.contract import STATUSES
 from worker.errors import ConfigError
 from worker.mapping.api_fields import ApiBinding, api_field
@@ -201,7 +202,10 @@ class Compiler:
         found = self.lookups.get(name) if isinstance(name, str) else None
         if found is None:
             known = ", ".join(sorted(self.lookups)) or "none"
-            raise self.fail(f"{key}.lookup", f"unknown lookup table {name!r} (defined: {known})")
+            near = did_you_mean(str(name), self.lookups)
+            raise self.fail(
+                f"{key}.lookup", f"unknown lookup table {name!r} (defined: {known}){near}"
+            )
         table: dict[str, int] = {}
         for k, v in found.table.items():
             try:
@@ -515,9 +519,7 @@ class Compiler:
                 fixed = (ZoneInfo(spec["timezone"]), spec["timezone"])
             except (ZoneInfoNotFoundError, ValueError):
                 raise self.fail(
-                    f"{key}.timezone",
-                    f"unknown time zone {spec['timezone']!r} (expected an IANA name such as "
-                    "Europe/Istanbul)",
+                    f"{key}.timezone", zone_problem(str(spec["timezone"])) or ""
                 ) from None
         ambiguous: Ambiguous = spec.get("ambiguous", "error")
         if ambiguous not in ("earlier", "later", "error"):

@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any, Literal, NoReturn
 
 from worker.source.invisible import invisible_in
+from worker.suggest import did_you_mean
 
 Ambiguous = Literal["earlier", "later", "error"]
 
@@ -87,7 +88,8 @@ def check_format(fmt: str) -> None:
     if fmt == ISO:
         return
     if "%" not in fmt:
-        raise ValueError(f"format string {fmt!r} has no % directive")
+        near = did_you_mean(fmt, [ISO]) or " (such as %d.%m.%Y %H:%M, or iso)"
+        raise ValueError(f"format string {fmt!r} has no % directive{near}")
     sample = datetime(2027, 12, 28, 13, 45, 56, tzinfo=UTC)
     try:
         # A round trip finds bad directives ("%Q") that strptime only reports when used.
