@@ -57,7 +57,10 @@ def test_every_sample_gives_a_config_that_loads_and_validates(tmp_path: Path, ex
 def test_the_messy_draft_says_what_it_detected_and_guessed(tmp_path: Path) -> None:
     _cfg, text = init(tmp_path, MESSY, code=1)
     draft = tomllib.loads(text)
-    assert draft["source"] == {"format": "csv", "encoding": "utf-8", "delimiter": ";"}
+    # The format is the name's, as every read's: left a comment, so the same export
+    # saved as .jsonl is read as JSONL (pinned, it was read as CSV, its header blamed).
+    assert draft["source"] == {"encoding": "utf-8", "delimiter": ";"}
+    assert '# format = "csv"  # detected from the file\'s name' in text
     mapping = draft["mapping"]
     assert mapping["scheduled_at"]["column"] == "Tarih"
     assert mapping["scheduled_at"]["formats"][0] == "%d.%m.%Y %H:%M"

@@ -42,7 +42,7 @@ from worker.mapping import Mapper
 from worker.mapping.text import as_text, norm_key
 from worker.mapping.values import clock_text
 from worker.source import SourceOptions, open_source
-from worker.source.options import SPREADSHEETS
+from worker.source.options import SPREADSHEETS, choose_format
 from worker.source.rows import RowProblem, SourceRow
 from worker.source.sheet import sheet_names
 
@@ -195,6 +195,14 @@ class Draft:
         return "\n".join(self.lines).rstrip() + "\n"
 
 
+def _named_format(name: str) -> str | None:
+    """The format an export's name gives (None: none, or standard input)."""
+    try:
+        return choose_format(name, None)
+    except SourceError:
+        return None
+
+
 def _counts(values: Counter[str]) -> str:
     shown = ", ".join(f"{v!r} x{n}" for v, n in values.most_common(MAX_DISTINCT))
     more = len(values) - MAX_DISTINCT
@@ -240,7 +248,12 @@ def draft_config(
     tenant_lines = _tenant(d, sample, guesses.get("tenant"))
     d.add()
     d.add("[source]")
-    d.add(f"format = {q(sample.format)}", "detected")
+    if _named_format(sample.name) == sample.format:
+        # Left to the name, as every read does by default: a pinned format read the same
+        # export saved as .jsonl as CSV, and blamed its header.
+        d.add(f"# format = {q(sample.format)}", "detected from the file's name, as every read does")
+    else:
+        d.add(f"format = {q(sample.format)}", "detected")
     if sample.sheet is not None:
         others = [n for n in sample.sheets if n != sample.sheet]
         also = f"; the workbook's other sheets: {', '.join(map(q, others))}" if others else ""
