@@ -40,6 +40,7 @@ SUMMARY_KEYS = {
     "changed",
     "missing_from_source",
     "probable_duplicates",
+    "skipped_rows",
     "nothing_to_do",
 }
 

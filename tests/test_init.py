@@ -600,3 +600,43 @@ def test_ids_are_not_taken_for_names_from_no_rows_or_from_one_totals_line(
     totals.mkdir()
     mapping, _ = draft_of(totals, header + rows + "TOPLAM;8 randevu;;;\n")
     assert mapping["customer_id"] == {"column": "Hasta No"}
+
+
+def _totals_export(tmp_path: Path) -> Path:
+    export = tmp_path / "export.csv"
+    export.write_text(
+        "Randevu No;Hasta No;Doktor No;Tarih;Durum;Tedavi\n"
+        "R1;1016;105;10.12.2026 10:00;pending;201\n"
+        "R2;1017;105;11.12.2026 10:00;pending;201\n"
+        "TOPLAM;2 randevu;;;;\n",
+        encoding="utf-8",
+    )
+    return export
+
+
+def test_a_totals_line_gets_a_skip_rule_and_is_no_row(tmp_path: Path) -> None:
+    # "TOPLAM;2 randevu" at the end was read as a row: invalid every night, its count
+    # changing every night, so an acknowledgement never held and the run exited 1.
+    export = _totals_export(tmp_path)
+    cfg, text = init(tmp_path, export)
+    rules = tomllib.loads(text)["source"]["skip_rows"]
+    assert rules == [{"column": "Randevu No", "matches": r"(?i)^\s*toplam\b"}]
+    assert "the cells are not Flextell ids" not in text  # "2 randevu" is no patient id
+    result = CliRunner().invoke(cli, ["validate", str(export), "-c", str(cfg)])
+    assert result.exit_code == 0, result.output
+    assert "2 rows, 2 valid, 0 invalid" in result.stdout
+    assert "1 row(s) skipped by [source] skip_rows (line 4)" in result.stdout
+
+
+def test_a_skip_rule_naming_no_column_or_no_expression_says_so(tmp_path: Path) -> None:
+    export = _totals_export(tmp_path)
+    cfg, text = init(tmp_path, export)
+    cfg.write_text(text.replace('column = "Randevu No"\n', 'column = "Randevu"\n', 1))
+    result = CliRunner().invoke(cli, ["validate", str(export), "-c", str(cfg)])
+    assert result.exit_code == 2, result.output
+    assert "[source] skip_rows: column 'Randevu' is not in the header; did you mean" in (
+        result.stderr
+    )
+    cfg.write_text(text.replace("matches = '(?i)", "matches = '(unclosed", 1))
+    bad = CliRunner().invoke(cli, ["validate", str(export), "-c", str(cfg)])
+    assert bad.exit_code == 2 and "not a regular expression" in bad.stderr, bad.output

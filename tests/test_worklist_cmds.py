@@ -732,3 +732,21 @@ def test_an_acknowledged_restore_item_does_not_hide_the_cancellation_it_asked_to
     assert (mismatch["source_key"], mismatch["acknowledged"]) == (key, None)
     assert import_file(config, sbx, full)[0].exit_code == 0
     assert verify_report(config, sbx)[0] == first  # the same answer before and after
+
+
+def test_a_totals_line_a_skip_rule_names_is_no_row_night_after_night(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    config = write_config(tmp_path)
+    with config.open("a", encoding="utf-8") as fh:
+        fh.write('\n[[source.skip_rows]]\ncolumn = "appointment_id"\nmatches = "^TOPLAM"\n')
+    _, sample = sample_rows()
+    rows = [dict(r) for r in sample[:3]]
+    for night, count in ((1, "3 randevu"), (2, "4 randevu")):  # the count changes nightly
+        totals = {k: "" for k in rows[0]} | {"appointment_id": "TOPLAM", "notes": count}
+        result, summary = import_file(
+            config, sbx, export(tmp_path, f"n{night}.csv", [*rows, totals])
+        )
+        assert result.exit_code == 0, result.output
+        assert (summary["totals"]["read"], summary["skipped_rows"]) == (3, 1)
+    assert items(config, "--state", "all") == []

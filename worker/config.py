@@ -279,6 +279,24 @@ class TenantConfig(BaseModel):
 SOURCE_FORMATS = ("csv", "jsonl", "xlsx", "xls", "ods")
 
 
+class SkipRule(_Strict):
+    """``[[source.skip_rows]]``: rows whose `column` matches `matches` (a regular
+    expression, searched in the cell's text) are no appointments: a totals line, a
+    repeated title. Skipped before mapping, counted and named by line."""
+
+    column: str
+    matches: str
+
+    @field_validator("matches")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return value
+
+
 class SourceSection(_Strict):
     """``[source]``: how to read the input file."""
 
@@ -291,6 +309,7 @@ class SourceSection(_Strict):
     """Spreadsheets: the sheet's name or number (1 is the first); default the first."""
     header_row: int | None = Field(default=None, ge=1)
     """Spreadsheets: the header's row number; default the first row of several cells."""
+    skip_rows: list[SkipRule] = Field(default_factory=list)
 
     @field_validator("format")
     @classmethod

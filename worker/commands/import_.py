@@ -176,6 +176,8 @@ class ImportRun:
         self.created_before: dict[int, int] = {}
         """Each tenant's created rows before this run sent anything: what `[sync]
         max_missing` is a share of (rows this run creates are no export's to lack)."""
+        self.skipped: tuple[int, str] = (0, "")
+        """Rows [[source.skip_rows]] skipped, and the summary's line about them."""
         self.acknowledged: set[tuple[str, int, str]] = set()
         """(kind, tenant, key) of the changed and missing rows seen that a person acked."""
         self.missing_entries: list[Entry] = []
@@ -248,7 +250,11 @@ class ImportRun:
                 self.new_rows[tenant].set()
 
         self.reader.run_id = self.run_id
-        await self.reader.read_all(source, ledger, wake if session is not None else None)
+        try:
+            await self.reader.read_all(source, ledger, wake if session is not None else None)
+        finally:
+            if isinstance(source, Source) and source.skipped:
+                self.skipped = (source.skipped, source.skipped_text())
 
     # --- sending ------------------------------------------------------------
 
@@ -355,6 +361,7 @@ def run_source_options(config: Config, options: ImportOptions) -> SourceOptions:
         max_line_length=config.source.max_line_length,
         sheet=config.source.sheet,
         header_row=config.source.header_row,
+        skip_rows=tuple((r.column, r.matches) for r in config.source.skip_rows),
     )
 
 
@@ -960,6 +967,8 @@ def _result(
         changed_rows=local_rows(run.reader.changed_rows, run.config.timezone_for),
         missing_rows=run.missing_rows,
         probable_duplicates=run.reader.probable_duplicates,
+        skipped_rows=run.skipped[0],
+        skipped_text=run.skipped[1],
         probable_duplicate_count=run.reader.probable_duplicate_count,
         worklist=run.worklist,
         worklist_by_tenant=dict(run.worklist_by_tenant),

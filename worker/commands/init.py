@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import tempfile
 from collections import Counter
@@ -195,6 +196,40 @@ class Draft:
         return "\n".join(self.lines).rstrip() + "\n"
 
 
+_TOTALS = re.compile(
+    r"^\s*((?:genel |ara )?toplam|(?:grand |sub)?totals?|summe|gesamt(?:summe)?|somme|suma|sum)\b",
+    re.IGNORECASE,
+)
+"""The first words of a totals line ("TOPLAM", "Genel toplam", "Total", "Summe")."""
+
+
+def _totals_line(sample: Sample, guesses: dict[str, ColumnGuess]) -> tuple[str, str, int] | None:
+    """(column, word, row) of a sampled row whose key cell (else first cell) starts like
+    a totals line: no appointment, and, read as one, an invalid row whose cells change
+    every night (a count), so an acknowledgement never holds."""
+    key = guesses.get("source_key")
+    column = key.column if key is not None else (sample.columns[0] if sample.columns else None)
+    if column is None:
+        return None
+    for value, row in zip(
+        sample.values.get(column, []), sample.value_rows.get(column, []), strict=True
+    ):
+        found = _TOTALS.match(value)
+        if found is not None:
+            return column, found.group(1), row
+    return None
+
+
+def _drop_row(sample: Sample, nth: int) -> None:
+    """Forget the `nth` sampled row's cells (a skipped row), for the guesses that follow."""
+    for column, rows in sample.value_rows.items():
+        keep = [i for i, row in enumerate(rows) if row != nth]
+        if len(keep) != len(rows):
+            values = sample.values[column]
+            sample.values[column] = [values[i] for i in keep]
+            sample.value_rows[column] = [rows[i] for i in keep]
+
+
 def _named_format(name: str) -> str | None:
     """The format an export's name gives (None: none, or standard input)."""
     try:
@@ -275,6 +310,15 @@ def draft_config(
         d.add(f"encoding = {q(sample.encoding)}", f"detected: {why}"[:300])
     if sample.delimiter is not None:
         d.add(f"delimiter = {q(sample.delimiter)}", "detected")
+    totals = _totals_line(sample, guesses)
+    if totals is not None:
+        column, word, nth = totals
+        d.add()
+        d.add("[[source.skip_rows]]", f"guess: data row {nth} looks like a totals line ({word!r})")
+        d.add(f"column = {q(column)}")
+        # A TOML literal string: the expression's backslashes stay as written.
+        d.add(f"matches = '(?i)^\\s*{re.escape(word.lower())}\\b'")
+        _drop_row(sample, nth)  # its cells ("2 randevu") say nothing of the columns
     d.add()
     d.add("[mapping]")
     for line in tenant_lines:

@@ -90,6 +90,9 @@ class ValidateSummary:
     error_lines: list[str] = field(default_factory=list)
     errors_total: int = 0
     warnings: list[str] = field(default_factory=list)
+    skipped: int = 0
+    """Rows a [[source.skip_rows]] rule matched: not counted in `rows`."""
+    skipped_text: str = ""
     """About the whole file (a better-fitting encoding, what "auto" chose)."""
 
     @property
@@ -246,6 +249,7 @@ def source_options(cfg: Config, fmt: str | None) -> SourceOptions:
         max_line_length=s.max_line_length,
         sheet=s.sheet,
         header_row=s.header_row,
+        skip_rows=tuple((r.column, r.matches) for r in s.skip_rows),
     )
 
 
@@ -303,6 +307,9 @@ def validate_file(opts: ValidateOptions) -> ValidateSummary:
                 _record_invalid(result, summary, opts.max_errors, spool, failures)
             if summary.rows % PROGRESS_EVERY == 0:
                 tick()
+        if src.skipped:
+            summary.skipped = src.skipped
+            summary.skipped_text = src.skipped_text()
         if spool is not None:
             spool.write_report(_report_head(summary, opts))
     return summary
@@ -341,6 +348,7 @@ def _report_head(summary: ValidateSummary, opts: ValidateOptions) -> dict[str, A
         "config": str(opts.config_path),
         "format": summary.format,
         "rows": summary.rows,
+        "skipped_rows": summary.skipped,
         "valid": summary.valid,
         "invalid": summary.invalid,
         "invalid_by_field": dict(summary.by_field.most_common()),
@@ -368,6 +376,8 @@ def print_summary(summary: ValidateSummary, out: TextIO) -> None:
         w(f"  invalid {reason}: {count}\n")
     if summary.duplicate_keys:
         w(f"  repeated source keys: {summary.duplicate_keys} (later rows are invalid)\n")
+    if summary.skipped:
+        w(f"  {summary.skipped_text}\n")
     _print_probable(summary, w)
     _print_errors(summary, w)
 

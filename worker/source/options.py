@@ -44,6 +44,9 @@ class SourceOptions:
     """Spreadsheets: the sheet's name, or its number (1 is the first); None is the first."""
     header_row: int | None = None
     """Spreadsheets: the header's row number; None is the first row of several cells."""
+    skip_rows: tuple[tuple[str, str], ...] = ()
+    """(column, regular expression) pairs: a row whose cell in the column matches any is
+    skipped before mapping (``[[source.skip_rows]]``: a totals line, say)."""
     from_cli: bool = False
     """`sheet` and `header_row` came as ``--sheet`` and ``--header-row`` (init): errors
     name the options the person typed, not ``[source]`` keys."""

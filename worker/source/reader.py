@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import itertools
 import json
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,7 @@ from worker.source.quoted import QUOTED_COLUMN, unquote_header, unquote_rows
 from worker.source.rows import RowProblem, SourceRow
 from worker.source.signatures import SIGNATURES
 from worker.source.stream import READ_ERRORS, STDIN_NAME, TextInput, check_path
+from worker.suggest import did_you_mean
 
 if TYPE_CHECKING:
     from worker.source.sheet import SheetRows
@@ -54,6 +56,11 @@ class Source:
 
     def __init__(self, path: str, options: SourceOptions) -> None:
         self.name = STDIN_NAME if path == "-" else path
+        self._skip = [(column, re.compile(pattern)) for column, pattern in options.skip_rows]
+        self.skipped = 0
+        """Rows a `skip_rows` rule matched: never mapped, never counted as read."""
+        self.skipped_lines: list[int] = []
+        """Their first lines (at most SKIPPED_SHOWN), for the summary."""
         check_path(path)
         self.format = choose_format(path, options.format)
         self.notes: list[str] = []
@@ -296,7 +303,35 @@ class Source:
         return self.name if self.sheet is None else f"{self.name}, sheet {self.sheet!r}"
 
     def __iter__(self) -> Iterator[SourceRow | RowProblem]:
-        return self._rows
+        if not self._skip:
+            return self._rows
+        for column, _ in self._skip:
+            if self.columns is not None and column not in self.columns:
+                raise SourceError(
+                    f"{self.where}: [source] skip_rows: column {column!r} is not in the "
+                    f"header{did_you_mean(column, self.columns)}"
+                )
+        return self._skipping(self._rows)
+
+    def skipped_text(self) -> str:
+        """The rows `skip_rows` skipped, in words: "2 row(s) skipped by [source]
+        skip_rows (line 53, 54)"."""
+        more = self.skipped - len(self.skipped_lines)
+        lines = ", ".join(map(str, self.skipped_lines)) + (f" and {more} more" if more else "")
+        what = "row" if self.format in SPREADSHEETS else "line"
+        return f"{self.skipped} row(s) skipped by [source] skip_rows ({what} {lines})"
+
+    def _skipping(self, rows: Iterator[SourceRow | RowProblem]) -> Iterator[SourceRow | RowProblem]:
+        """The rows but those a `skip_rows` rule matches (counted, the first lines kept)."""
+        for row in rows:
+            if isinstance(row, SourceRow) and any(
+                pattern.search(_text(row.fields.get(column))) for column, pattern in self._skip
+            ):
+                self.skipped += 1
+                if len(self.skipped_lines) < SKIPPED_SHOWN:
+                    self.skipped_lines.append(row.line)
+                continue
+            yield row
 
     def sha256(self) -> str | None:
         """SHA-256 of the file's bytes (compressed, for .gz) as this read took them,
@@ -336,6 +371,15 @@ def open_source(path: str, options: SourceOptions | None = None) -> Source:
         check_path(path)  # before `reading` looks at it: a pipe is read only once
         reading(path, "the export")
     return Source(path, options or SourceOptions())
+
+
+SKIPPED_SHOWN = 10
+"""Lines of skipped rows a summary names; the rest are counted."""
+
+
+def _text(value: Any) -> str:
+    """A cell as a rule reads it: its text ("" for none)."""
+    return "" if value is None else str(value)
 
 
 JSONL_LOOK_AHEAD = 200

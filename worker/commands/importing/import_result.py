@@ -59,6 +59,9 @@ class ImportResult:
     probable_duplicates: list[dict[str, Any]] = field(default_factory=list)
     """Rows sent whose payload an earlier row has under another key (the first few)."""
     probable_duplicate_count: int = 0
+    skipped_rows: int = 0
+    """Rows a [[source.skip_rows]] rule matched: never read as appointments."""
+    skipped_text: str = ""
     worklist: Tally | None = None
     """The worklist after the run (None: the run ended before it, or a dry run without
     a ledger); a dry run's: as the real run would leave it (rows to send aside)."""

@@ -96,6 +96,8 @@ def print_summary(result: ImportResult, console: Console | None = None) -> None:
             console.print(f"tenant {tenant}: {n} {reason}")
         for line in not_sent_lines(tenant, counts.not_sent_by_reason):
             console.print(line, markup=False)
+    if result.skipped_text:
+        console.print(result.skipped_text, markup=False)
     _print_probable_duplicates(result, console)
     _print_changed_and_missing(result, console)
     if result.interrupted:
@@ -305,6 +307,7 @@ def summary_event(result: ImportResult) -> dict[str, Any]:
         "changed": public_rows(result.changed_rows[:1000]),
         "missing_from_source": result.missing_rows[:1000],
         "probable_duplicates": result.probable_duplicates[:1000],
+        "skipped_rows": result.skipped_rows,
     }
 
 
