@@ -640,3 +640,16 @@ def test_a_skip_rule_naming_no_column_or_no_expression_says_so(tmp_path: Path) -
     cfg.write_text(text.replace("matches = '(?i)", "matches = '(unclosed", 1))
     bad = CliRunner().invoke(cli, ["validate", str(export), "-c", str(cfg)])
     assert bad.exit_code == 2 and "not a regular expression" in bad.stderr, bad.output
+
+
+def test_ids_split_by_the_csvs_own_delimiter_in_quoted_cells_are_ids(tmp_path: Path) -> None:
+    # "201; 203" in a ;-separated file: the split was never the delimiter, so the cells
+    # were taken for names (lookup = "api", by = "name") and --online refused them all.
+    mapping, _ = draft_of(
+        tmp_path,
+        "Randevu No;Hasta No;Doktor No;Tarih;Durum;Tedavi\n"
+        'R1;1016;105;10.12.2026 10:00;pending;"201; 203"\n'
+        'R2;1017;105;11.12.2026 10:00;pending;"201; 205"\n'
+        "R3;1017;105;12.12.2026 10:00;pending;201\n",
+    )
+    assert mapping["treatments"] == {"column": "Tedavi", "split": ";"}

@@ -560,6 +560,12 @@ def _treatments(d: Draft, sample: Sample, g: ColumnGuess | None) -> None:
         return
     values = sample.values.get(g.column, [])
     split = "|" if g.column in sample.lists else splitter(values, sample.delimiter)
+    if split is None and sample.delimiter and any(sample.delimiter in v for v in values):
+        # The CSV's own delimiter inside quoted cells ("201; 203" in a ;-file): a
+        # separator only when it leaves ids (else it is more likely part of a name).
+        parts = [p.strip() for v in values for p in v.split(sample.delimiter)]
+        if mostly_ids([p for p in parts if p]):
+            split = sample.delimiter
     items = [p.strip() for v in values for p in (v.split(split) if split else [v])]
     opts = [f"column = {q(g.column)}"]
     if split:
