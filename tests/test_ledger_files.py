@@ -61,11 +61,13 @@ async def test_a_zero_byte_ledger_file_is_exit_3_not_a_new_ledger(tmp_path: Path
         url = sandbox.root
         s = setup(tmp_path, url, n=10)
         s.ledger.write_bytes(b"")
+        s.ledger.chmod(0o644)
         result = await asyncio.to_thread(run_worker, s.args())
         assert result.returncode == 3, result.stderr
         assert_one_error_line(result.stderr, f"ledger {s.ledger}", "0-byte")
         assert (await stats(url))["requests_total"] == 0
         assert s.ledger.stat().st_size == 0, "the file was left as it was"
+        assert stat.S_IMODE(s.ledger.stat().st_mode) == 0o644, "its mode too"
 
 
 async def test_resume_from_a_copy_without_its_wal_is_refused_and_a_full_copy_resumes(
@@ -136,15 +138,18 @@ async def test_a_ledger_copied_open_to_others_is_made_private_by_the_next_writer
 
         read = await asyncio.to_thread(run_worker, ["report", "--ledger", str(copy)])
         assert read.returncode == 0, read.stderr
-        assert modes() == {0o644} and "made private" not in read.stderr  # read-only
-        present = [f for f in files if f.exists()]
+        assert "made private" not in read.stderr  # read-only: the ledger is left as it is
+        assert stat.S_IMODE(copy.stat().st_mode) == 0o644
+        # ...but the -wal and -shm its read needs are made 0600 first (SQLite gave them the
+        # ledger's 0644, patient data in a file others could read).
+        companions = [f for f in files[1:] if f.exists()]
+        assert companions and {stat.S_IMODE(f.stat().st_mode) for f in companions} == {0o600}
         again = await asyncio.to_thread(run_worker, s.args())
         assert again.returncode == 0, again.stderr[-3000:]
         assert modes() == {0o600}
-        # One line per file (the report's read left a -wal and -shm beside it, 0644 too).
         warned = [line for line in again.stderr.splitlines() if "made private" in line]
         assert f"file={copy} " in warned[0] and "old_mode=0644" in warned[0], warned
-        assert len(warned) == len(present)
+        assert len(warned) == 1
         quiet = await asyncio.to_thread(run_worker, s.args())
         assert "made private" not in quiet.stderr  # said once, when it was changed
 

@@ -48,6 +48,20 @@ def _make_private(path: Path) -> None:
             )
 
 
+def _private_companions(path: Path) -> None:
+    """A read-only command leaves the ledger's mode alone, but SQLite gives the -wal and
+    -shm files of its read that mode (and sets it again on files that exist): beside a
+    ledger others may read (a copy made under umask 022) they are tightened to 0600 once
+    the read has opened them. The next writer tightens the ledger itself, saying so."""
+    try:
+        if not path.stat().st_mode & 0o077:
+            return
+    except OSError:
+        return
+    for companion in meta.ledger_files(path)[1:]:
+        make_private(companion)
+
+
 # Unawaited outcomes queued beyond this make record() wait for a commit, so a
 # producer faster than the disk cannot grow the queue without bound.
 _MAX_BACKLOG = 20_000
@@ -121,7 +135,7 @@ class Ledger:
                 new = not path.exists()
                 if new:
                     create_private(path)
-                else:
+                elif path.stat().st_size > 0:  # an empty one is refused below, untouched
                     _make_private(path)
             except OSError as exc:
                 # Say which step failed: the directory may well exist, read-only.
@@ -139,6 +153,8 @@ class Ledger:
                     # We hold the lock, so a run still marked running belongs to a dead process.
                     ops.crash_running_runs(conn, "")
                 sealer = atrest.bind(conn, path, key, readonly=readonly)
+                if readonly:
+                    _private_companions(path)
                 key_id = atrest.key_id(conn)
                 keeper = None
                 if not readonly:
