@@ -502,3 +502,21 @@ def test_the_worklist_says_which_sheet_a_row_is_on(tmp_path: Path, sbx: Sandbox)
     assert sheet is not None
     head, first = ([c.value for c in r] for r in sheet.iter_rows(max_row=2))
     assert first[head.index("source_sheet")] == "Mart"
+
+
+def test_rows_the_workbook_hides_are_read_and_said(tmp_path: Path) -> None:
+    # A row hidden by the front desk ("test booking, do not import") was imported with
+    # no word: hiding is no deleting, but the person should know it is read.
+    from openpyxl import load_workbook
+
+    book = write_xlsx(tmp_path / "hidden.xlsx", {"Randevular": [HEADER, *TEXT]})
+    wb = load_workbook(book)
+    wb["Randevular"].row_dimensions[3].hidden = True
+    wb.save(book)
+    code, stdout, stderr = validate(str(book), "-c", str(write_config(tmp_path)))
+    assert code == 0, stdout + stderr
+    assert "4 rows, 4 valid" in stdout
+    assert (
+        "hidden.xlsx, sheet 'Randevular': row(s) 3 are hidden in the workbook and read like "
+        "the others (hiding is no deleting)"
+    ) in stderr

@@ -127,6 +127,18 @@ class Source:
                            from_cli=options.from_cli)  # fmt: skip
         self._sheet_sha256 = sheet.sha256
         self._sheet_rows = sheet
+        if sheet.hidden:
+            shown = ", ".join(map(str, sheet.hidden[:SKIPPED_SHOWN]))
+            more = (
+                f" and {len(sheet.hidden) - SKIPPED_SHOWN} more"
+                if len(sheet.hidden) > SKIPPED_SHOWN
+                else ""
+            )
+            self.notes.append(
+                f"{self.name}, sheet {sheet.sheet!r}: row(s) {shown}{more} are hidden in the "
+                "workbook and read like the others (hiding is no deleting): delete them from "
+                "the export, or skip them with [[source.skip_rows]]"
+            )
         self.sheet = sheet.sheet
         self.columns = sheet.columns
         if sheet.titles:

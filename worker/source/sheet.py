@@ -166,10 +166,13 @@ class SheetRows:
         # time itself). The workbook was opened by its content: so are these looked for.
         self._errors: dict[int, dict[int, str]] = {}
         self._midnights: dict[int, list[int]] = {}
+        self.hidden: list[int] = []
+        """Rows the workbook hides (.xlsx): read like the others, and said so."""
         kind = _format_of(data) or fmt
         if kind == "xlsx":
             self._errors = error_cells(data, chosen.name, first_column)
             self._midnights = midnight_cells(data, chosen.name, first_column)
+            self.hidden = hidden_rows(data, chosen.name)
         elif kind == "xls":
             self._errors, self._midnights = xls_cells(data, chosen.name, first_column)
         elif kind == "ods":
@@ -444,6 +447,31 @@ def midnight_cells(data: bytes, sheet: str, first_column: int) -> dict[int, list
                         return found
     except (zipfile.BadZipFile, KeyError, OSError, RuntimeError, ValueError):
         return {}
+
+
+_HIDDEN_ROW = re.compile(rb'<(?:[\w.-]+:)?row\b(?=[^>]*\bhidden="(?:1|true)")[^>]*\br="([0-9]+)"')
+
+
+def hidden_rows(data: bytes, sheet: str) -> list[int]:
+    """The row numbers an .xlsx sheet hides (``<row r="12" hidden="1">``), in order; the
+    sheet is read in chunks. Empty when none, or when it cannot be read so."""
+    found: list[int] = []
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            part = _sheet_part(archive, sheet)
+            if part is None:
+                return []
+            carry = b""
+            with archive.open(part) as fh:
+                while chunk := fh.read(1 << 20):
+                    window = carry + chunk
+                    cut = window.rfind(b"<")  # a tag cut by the chunk waits for the next
+                    found += [int(m.group(1)) for m in _HIDDEN_ROW.finditer(window, 0, cut)]
+                    carry = window[cut:]
+                found += [int(m.group(1)) for m in _HIDDEN_ROW.finditer(carry)]
+    except (zipfile.BadZipFile, KeyError, OSError, RuntimeError, ValueError):
+        return []
+    return found
 
 
 def _time_styles(archive: zipfile.ZipFile) -> set[int]:
