@@ -750,3 +750,33 @@ def test_a_totals_line_a_skip_rule_names_is_no_row_night_after_night(
         assert result.exit_code == 0, result.output
         assert (summary["totals"]["read"], summary["skipped_rows"]) == (3, 1)
     assert items(config, "--state", "all") == []
+
+
+def test_a_row_given_its_own_key_in_a_fix_file_is_not_called_cancelled_upstream(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """A duplicate key's row given a key of its own in the worklist file and imported
+    with --partial: the next export (which still has it under the old key) lacks the
+    new key, and the item said "cancelled or deleted upstream?", which asks a person to
+    cancel a real visit."""
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    rows = [dict(r) for r in sample[:6]]  # one missing of 6: a trusted export
+    first = rows[0]["appointment_id"]
+    rows[1] = dict(rows[1], appointment_id=first, notes="another patient, same key")
+    night = export(tmp_path, "n1.csv", rows)
+    assert import_file(config, sbx, night)[0].exit_code == 1
+    fix = tmp_path / "fixes.csv"
+    assert run_cli("worklist", "-c", str(config), "--out", str(fix)).exit_code == 0
+    text = fix.read_text(encoding="utf-8-sig")
+    fix.write_text(text.replace(f"{first},", f"{first}B,", 1), encoding="utf-8")
+    _, fixed = import_file(config, sbx, fix, "--partial")
+    assert fixed["totals"]["created"] == 1
+    assert import_file(config, sbx, night)[0].exit_code == 1  # the export is as it was
+    gone = [i for i in items(config) if i["kind"] == "missing"]
+    assert [i["source_key"] for i in gone] == [f"{first}B"]
+    assert (
+        "from " + str(fix) + ", a --partial (fix) file, and in no export since"
+        in (gone[0]["reason"])
+    )
+    assert "give the export's row the same key" in gone[0]["reason"]

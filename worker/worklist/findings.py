@@ -102,9 +102,12 @@ def _when(entry: Entry, zone: str) -> str | None:
     return local_time(payload.get("scheduled_at"), zone) if payload else None
 
 
-def from_entry(entry: Entry, kind: Kind, zone: str, columns: Columns = None) -> Finding:
+def from_entry(
+    entry: Entry, kind: Kind, zone: str, columns: Columns = None, *, from_fix: bool = False
+) -> Finding:
     """The finding of a ledger row that is invalid, failed, unknown, changed or missing;
-    its content is the cells of `columns` (`content_columns`)."""
+    its content is the cells of `columns` (`content_columns`). `from_fix`: a missing row
+    was last read from a `--partial` file, not from an export."""
     base = Finding(
         tenant=entry.tenant,
         source_key=entry.source_key,
@@ -153,6 +156,15 @@ def from_entry(entry: Entry, kind: Kind, zone: str, columns: Columns = None) -> 
         f"created as appointment {entry.appointment_id}, no longer in the export "
         "(cancelled or deleted upstream?)"
     )
+    if from_fix:
+        # Such as a duplicate key's row given its own key in the worklist file: the
+        # export still has it, under the old key, and never had this one.
+        reason = (
+            f"created as appointment {entry.appointment_id} from {entry.source_file or 'a file'}, "
+            "a --partial (fix) file, and in no export since: if that file gave the row a "
+            "key of its own, give the export's row the same key (else: cancelled or "
+            "deleted upstream?)"
+        )
     missing = f"missing:{entry.appointment_id}:{entry.payload_hash}"
     return replace(base, reason=reason, source_row=None, **content_hashes(None, missing))
 

@@ -150,13 +150,20 @@ def _entry_findings(conn: SqlConnection, scope: Scope, sealer: Sealer | None) ->
         out.append(found.from_entry(entry, kind, scope.zone(entry.tenant), scope.columns))
     missing = list(scope.complete)
     if missing:
+        # A row last read from a --partial file may have had a key no export has.
+        fixes = {int(r[0]) for r in conn.execute("SELECT id FROM runs WHERE partial = 1")}
         sql = (
             f"SELECT {ENTRY_COLUMNS_SQL} FROM entries WHERE status = 'created'"
             f" AND tenant IN ({_marks(missing)}) AND (seen_run_id IS NULL OR seen_run_id != ?)"
         )
         for row in conn.execute(sql, [*missing, scope.run_id]):
             entry = _reveal(entry_of(row), sealer)
-            out.append(found.from_entry(entry, Kind.MISSING, scope.zone(entry.tenant)))
+            out.append(
+                found.from_entry(
+                    entry, Kind.MISSING, scope.zone(entry.tenant),
+                    from_fix=entry.seen_run_id in fixes,
+                )
+            )  # fmt: skip
     return out
 
 
