@@ -82,6 +82,11 @@ def test_a_json_object_without_the_key_says_so_and_names_a_key_that_differs_in_c
     )
     [outer] = bad(nested.map(row(doctor=..., Doctor={"id": 101}))).errors
     assert outer.message.endswith("no key 'doctor'; it has 'Doctor' (keys must match exactly)")
+    # A value where an object was expected: it said "column 'doctor.id' is empty".
+    [scalar] = bad(nested.map(row(doctor=101))).errors
+    assert scalar.message == "required, but 'doctor' is a number, not an object with key 'id'"
+    [listed] = bad(nested.map(row(doctor=[{"id": 101}]))).errors
+    assert listed.message == "required, but 'doctor' is a list, not an object with key 'id'"
 
 
 @pytest.mark.parametrize(

@@ -422,6 +422,19 @@ def _message(err: ErrorDetails) -> str:
     return str(err["msg"])
 
 
+def _json_kind(value: Any) -> str:
+    """What a JSON value is, in words (never the value: it may be a patient's)."""
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a text"
+    if isinstance(value, list):
+        return "a list"
+    return "a value"
+
+
 def _absent_key(field: Field, fields: Mapping[str, Any]) -> str | None:
     """For a JSON object without the field's key (or a part of its dotted path): what it
     lacks, and the key it has there that differs only in case or separators ("is empty"
@@ -432,8 +445,18 @@ def _absent_key(field: Field, fields: Mapping[str, Any]) -> str | None:
     level: Any = fields
     walked: list[str] = []
     for part in column.split("."):
+        if isinstance(level, list) and part.isdigit() and int(part) < len(level):
+            level = level[int(part)]
+            walked.append(part)
+            continue
         if not isinstance(level, Mapping):
-            return None  # a value on the way: the usual message says what it is
+            if not walked or level is None:
+                return None  # an empty value on the way: "is empty" is true
+            # {"patient": 1002} mapped as patient.id: the value is there, as no object.
+            return (
+                f"required, but {'.'.join(walked)!r} is {_json_kind(level)}, not an object "
+                f"with key {part!r}"
+            )
         if part in level:
             level = level[part]
             walked.append(part)
