@@ -91,7 +91,15 @@ def test_a_json_object_without_the_key_says_so_and_names_a_key_that_differs_in_c
 
 @pytest.mark.parametrize(
     ("value", "needle"),
-    [("123.0", "decimal"), ("12a", "whole number"), ("", "required")],
+    [
+        ("123.0", "decimal"),
+        ("12a", "whole number"),
+        ("", "required"),
+        # An export's digit grouping: it said "got a decimal" of 1.016.
+        ("1.016", "1016 written with a thousands separator ('.')? Export ids without"),
+        ("1\u00a0008", "1008 written with a thousands separator ('\\xa0')?"),
+        ("12.345.678", "12345678 written with a thousands separator ('.')?"),
+    ],
 )
 def test_integers_are_strict(tmp_path: Path, value: str, needle: str) -> None:
     err = bad(make(tmp_path).map(row(customer=value))).errors[0]
@@ -402,3 +410,12 @@ def test_payload_bytes_equal_the_contracts_canonical_json(sample: str, config: s
                 assert result.payload_json == result.payload.canonical_json()
                 assert result.payload_hash == result.payload.payload_hash()
     assert mapped >= 40
+
+
+def test_an_excel_serial_exported_as_text_is_named_so(tmp_path: Path) -> None:
+    # "46371,60417" in a date column (a CSV of a sheet whose dates were numbers) said
+    # only that it was no date-time in the expected format.
+    err = bad(make(tmp_path).map(row(start="46371,60417"))).errors[0]
+    assert err.field == "scheduled_at"
+    assert "it looks like an Excel date serial (2026-12-15 14:30)" in err.message
+    assert "export it as dates" in err.message

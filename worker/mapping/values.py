@@ -19,6 +19,10 @@ Ambiguous = Literal["earlier", "later", "error"]
 
 _INT_RE = re.compile(r"[+-]?[0-9]+")
 _DECIMAL_RE = re.compile(r"[+-]?[0-9]*[.,][0-9]+")
+_GROUPED_RE = re.compile(r"[0-9]{1,3}(?:([.,\u00a0\u202f ])[0-9]{3})(?:\1[0-9]{3})*")
+"""A whole number written with a thousands separator: 1.016, 1,016, 1 016 (a no-break space)."""
+_SERIAL_TEXT_RE = re.compile(r"[0-9]{5}(?:[.,][0-9]+)?")
+"""An Excel date serial exported as text: 46371,60417."""
 INT_MAX = 2**63 - 1
 _RANGE = "number out of range (expected an id below 2^63)"
 _NOT_POSITIVE = "expected an id: a whole number of 1 or more"
@@ -70,6 +74,13 @@ def to_int(value: Any) -> int:
             if number > INT_MAX:
                 raise ValueFail(_RANGE, value)
             return number
+        if grouped := _GROUPED_RE.fullmatch(text):
+            digits = re.sub(r"[^0-9]", "", text)
+            raise ValueFail(
+                f"expected a whole number: {digits} written with a thousands separator "
+                f"({grouped.group(1)!r})? Export ids without digit grouping",
+                value,
+            )
         if _DECIMAL_RE.fullmatch(text):
             raise ValueFail("expected a whole number, got a decimal", value)
         if (hidden := invisible_in(text)) is not None:
@@ -156,7 +167,25 @@ def parse_datetime(text: str, formats: Sequence[str]) -> datetime:
     shown_formats = ", ".join("ISO 8601" if f == ISO else f for f in formats)
     if problem:
         raise ValueFail(f"not a valid date-time ({problem}; expected {shown_formats})", text)
+    serial = _serial_date(text)
+    if serial is not None:
+        raise ValueFail(
+            f"not a date-time in the expected format ({shown_formats}): it looks like an "
+            f"Excel date serial ({serial:%Y-%m-%d %H:%M}), the column exported as numbers: "
+            "export it as dates",
+            text,
+        )
     raise ValueFail(f"not a date-time in the expected format ({shown_formats})", text)
+
+
+def _serial_date(text: str) -> datetime | None:
+    """The date an Excel serial written as text (46371,60417) stands for, when it is one
+    in the range `serial_hint` names (1955..2119)."""
+    stripped = text.strip()
+    if not _SERIAL_TEXT_RE.fullmatch(stripped):
+        return None
+    value = float(stripped.replace(",", "."))
+    return _EXCEL_EPOCH + timedelta(days=value) if 20000 <= value < 80000 else None
 
 
 _REMAINS = "unconverted data remains: "
