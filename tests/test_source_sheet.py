@@ -305,6 +305,13 @@ def test_a_header_under_a_merged_title_row_is_named_by_header_row(tmp_path: Path
     assert code == 2
     assert "Randevular!1: header row: empty column name in columns 2, 3, 5" in err
     assert "set [source] header_row to its number" in err
+    # ...and which number: the row below with a name in each column (not a data row).
+    assert (
+        "row 2 has a name in each column ('Randevu No', 'Hasta No', 'Doktor No', ...): "
+        "[source] header_row = 2?" in err
+    )
+    init = CliRunner().invoke(cli, ["init", str(xlsx), "--sheet", "Randevular"])
+    assert init.exit_code == 2 and "--header-row 2?" in init.stderr, init.output
     two_cells: list[Any] = ["KADIKÖY KLİNİĞİ", "Ocak 2026"]
     xlsx = write_xlsx(tmp_path / "titled.xlsx", {"Randevular": [two_cells, HEADER, *TYPED]})
     code, _, err = validate(str(xlsx), "-c", str(write_config(tmp_path)))

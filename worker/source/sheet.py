@@ -131,6 +131,10 @@ LOOK_AHEAD = 20
 table is told from the header by them, and a missing column is looked for in them."""
 
 
+_NUMBER = re.compile(r"[+-]?[0-9]+(?:[.,][0-9]+)?")
+"""A cell whose text is a number: data, not a column name."""
+
+
 class SheetRows:
     """Rows of one sheet; reads the header on construction.
 
@@ -226,6 +230,16 @@ class SheetRows:
                     if self._from_cli
                     else f"set {named} to its number"
                 )
+                found = self._full_names_below()
+                if found is not None:
+                    row, names = found
+                    shown = ", ".join(repr(n) for n in names[:3]) + (
+                        ", ..." if len(names) > 3 else ""
+                    )
+                    later += (
+                        f"; row {row} has a name in each column ({shown}): "
+                        f"{setting('header_row', row, from_cli=self._from_cli)}?"
+                    )
                 raise SourceError(
                     f"{where}: header row: {'; '.join(problems)} "
                     "(every column needs a unique, non-empty, visible name; when the names "
@@ -241,6 +255,23 @@ class SheetRows:
                 f"the sheet has {self.rows_total} rows)"
             )
         raise SourceError(f"{self.name}: sheet {self.sheet!r} is empty (no header row)")
+
+    def _full_names_below(self) -> tuple[int, list[str]] | None:
+        """The first row just below whose cells would make a header (a unique, non-empty
+        name in each column, two or more): the one a merged group row stands above."""
+        for number, cells in self._peek(LOOK_AHEAD):
+            texts = [cell_text(c).strip() for c in cells]
+            while texts and not texts[-1]:
+                texts.pop()
+            # Names are text: a row with a number or a date cell is data, not a header.
+            words = all(
+                isinstance(c, str) and not _NUMBER.fullmatch(c.strip())
+                for c in cells
+                if c not in ("", None)
+            )
+            if len(texts) > 1 and words and not header_problems(texts):
+                return number, texts
+        return None
 
     def _table_follows(self) -> bool:
         return any(
