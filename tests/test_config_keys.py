@@ -164,6 +164,10 @@ def test_a_duration_of_inf_or_nan_is_refused(
          "did you mean 'iso'?"),
         ('user_id = "doctor"', 'user_id = { column = "doctor", lookup = "doctrs" }',
          "unknown lookup table 'doctrs' (defined: doctors); did you mean 'doctors'?"),
+        ('description = "notes"', 'description = { column = "notes", normalize = {} }',
+         "mapping.description.normalize: description takes no normalize: it goes with a "
+         "lookup of ids, which only assistant_id, customer_id, parent_appointment_id, "
+         "room_id, treatments, user_id take"),
         ("[tenants.1]", "[tenants.0]",
          "[tenants.0]: tenant keys must be Flextell tenant ids (whole numbers from 1)"),
     ],

@@ -144,6 +144,14 @@ class Compiler:
             raise self.fail(key, 'must be a column name or a table such as { column = "x" }')
         allowed = OPTIONS[name]
         for opt in spec:
+            takers = sorted(f for f, opts in OPTIONS.items() if opt in opts)
+            if opt not in allowed and opt in ("lookup", "normalize", "by") and takers:
+                # A known option in the wrong field: say where it belongs, not "unknown".
+                raise self.fail(
+                    f"{key}.{opt}",
+                    f"{name} takes no {opt}: it goes with a lookup of ids, which only "
+                    f"{', '.join(takers)} take",
+                )
             if opt not in allowed:
                 raise self.fail(
                     f"{key}.{opt}",
