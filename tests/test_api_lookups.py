@@ -301,7 +301,7 @@ def test_reference_max_age_zero_looks_everything_up_every_run(tmp_path: Path, sb
         ("user_id", '{ column = "Doktor", by = "name" }',
          'mapping.user_id.by: goes with lookup = "api"'),
         ("description", '{ column = "Doktor", lookup = "api" }',
-         "mapping.description.lookup: unknown option"),
+         "mapping.description.lookup: description takes no lookup: it goes with a lookup of ids"),
     ],
 )  # fmt: skip
 def test_config_errors_of_api_lookups_name_their_key(

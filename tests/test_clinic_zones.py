@@ -4,12 +4,14 @@ differs (exit 2); a zone it confirmed once is not asked again."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.support.sandbox_process import Sandbox
+from tests.support.sandbox_process import Sandbox, sandbox_process
 from tests.support.sync import import_file, run_cli, sample_rows, write_config, write_csv
 from worker.config import load_config
 from worker.references.clinic_zones import mismatches, same_zone
@@ -71,3 +73,85 @@ def test_no_zone_from_flextell_checks_nothing(tmp_path: Path, zone: str) -> None
     config = load_config(write_config(tmp_path))
     zones = {1: zone} if zone else {}
     assert mismatches(config, zones, [1, 2], datetime(2026, 12, 7, tzinfo=UTC)) == []
+
+
+def _utc_config(tmp_path: Path) -> tuple[Path, str]:
+    config = write_config(tmp_path)
+    text = config.read_text(encoding="utf-8").replace(
+        'timezone = "Europe/Istanbul"', 'timezone = "UTC"'
+    )
+    config.write_text(text, encoding="utf-8")
+    return config, text
+
+
+def _import(config: Path, sbx: Sandbox, export: Path, *extra: str) -> Any:
+    return run_cli("import", str(export), "-c", str(config), "--base-url", sbx.base_url, *extra)
+
+
+def test_a_config_without_tenant_sections_is_checked_before_a_tenants_first_request(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    # [tenants] is optional: with none, no tenant was checked, and 11:30 in Istanbul
+    # was booked as 11:30 UTC.
+    config, text = _utc_config(tmp_path)
+    config.write_text(re.sub(r"\[tenants\.\d\]\n(?:[a-z]+ = .*\n)*", "", text), encoding="utf-8")
+    assert "[tenants" not in config.read_text(encoding="utf-8")
+    columns, rows = sample_rows()
+    refused = _import(config, sbx, write_csv(tmp_path / "n1.csv", columns, rows[:3]))
+    assert refused.exit_code == 2, refused.output
+    assert "tenant 1: [api] timezone is 'UTC', but Flextell says the clinic is in" in (
+        refused.output
+    )
+    assert sbx.stats()["appointments_total"] == 0
+
+
+def test_a_zone_the_mapping_names_is_the_exports_and_is_not_judged(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    # The times' own zone in the mapping (right), [api] timezone left at UTC: refused,
+    # with advice to name UTC in the mapping, which would have shifted them.
+    config, text = _utc_config(tmp_path)
+    config.write_text(
+        text.replace('formats = ["iso"] }', 'formats = ["iso"], timezone = "Europe/Istanbul" }'),
+        encoding="utf-8",
+    )
+    columns, rows = sample_rows()
+    done = _import(config, sbx, write_csv(tmp_path / "n1.csv", columns, rows[:1]))
+    assert done.exit_code == 0, done.output
+    [made] = sbx.appointments()
+    assert made["scheduled_at"].startswith("2026-12-01T08:30:00")  # 11:30 in Istanbul
+
+
+def test_each_tenant_is_judged_by_its_own_server_and_a_new_server_is_asked_again(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    # Tenant 2 on another server that has it in Berlin: its zone was taken from the
+    # first server's listing (which has a tenant 2 too), and the run went ahead.
+    (tmp_path / "b").mkdir()
+    (tmp_path / "c").mkdir()
+    with sandbox_process(tmp_path / "b", "--tenant-timezone", "2=Europe/Berlin") as berlin:
+        config = write_config(tmp_path)
+        text = config.read_text(encoding="utf-8")
+        config.write_text(
+            text.replace(
+                "[tenants.2]\n", f'[tenants.2]\nbase_url = "{berlin.base_url}"\n', 1
+            ).replace("http://127.0.0.1:8787/api", sbx.base_url),
+            encoding="utf-8",
+        )
+        columns, rows = sample_rows()
+        export = write_csv(tmp_path / "n1.csv", columns, [rows[0], rows[150]])
+        refused = run_cli("import", str(export), "-c", str(config))
+        assert refused.exit_code == 2, refused.output
+        assert (
+            "tenant 2: [api] timezone is 'Europe/Istanbul', but Flextell says the "
+            "clinic is in 'Europe/Berlin'" in refused.output
+        )
+        assert "tenant 1:" not in refused.output
+        # A zone confirmed by one server is no answer of another: after --base-url (a
+        # ledger rebound to another API) it is asked again.
+        plain = write_config(tmp_path / "c")
+        one = write_csv(tmp_path / "one.csv", columns, [rows[150]])
+        assert _import(plain, sbx, one).exit_code == 0
+        moved = run_cli("import", str(one), "-c", str(plain), "--base-url", berlin.base_url,
+                        "--rebind-ledger")  # fmt: skip
+        assert moved.exit_code == 2 and "'Europe/Berlin'" in moved.output, moved.output

@@ -365,6 +365,10 @@ def test_a_dry_run_counts_acknowledged_items_as_the_real_run_does(
         "-c", str(config), "--base-url", sbx.base_url, "--dry-run",
     )  # fmt: skip
     assert "not predicted: a dry run sends no lookups, so its 1 row(s) to send" in dry.output
+    # Nor does it ask where each clinic is: the real run's zone check is named.
+    assert "not checked: a dry run asks Flextell nothing, so not whether each clinic" in (
+        dry.output
+    )
 
 
 def test_a_line_cut_short_counts_and_goes_when_the_full_export_no_longer_has_it(
@@ -693,6 +697,12 @@ def test_ack_names_what_it_took_note_of_and_why_a_key_matched_nothing(
     assert resolved.exit_code == 2, resolved.output
     assert f"no open worklist item for {fixed}; its item is resolved in run 2" in resolved.output
     assert "did you mean" not in resolved.output
+    # --tenant 2 for a key whose item is tenant 1's: "did you mean" named another row.
+    other = run_cli("ack", near, "-c", str(config), "--note", "seen", "--tenant", "2")
+    assert other.exit_code == 2, other.output
+    assert f"{near}; its item is open, but not of the --tenant or --kind given (tenant 1" in (
+        other.output
+    )
     shared = run_cli("ack", "SHARED-2", "-c", str(config), "--note", "seen")
     assert shared.exit_code == 0, shared.output
     assert "tenant 1 SHARED-2 (invalid)" in shared.stdout

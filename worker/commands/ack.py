@@ -126,19 +126,18 @@ async def _hints(
     fixed by hand), or, when it has none, the nearest key that has one in the state
     wanted (typed in the wrong case or with a typo). A near key is never offered for a
     key that has items: following it would take note of another patient's row."""
+    # Every tenant and kind: a key whose item --tenant or --kind left out has one.
     others = [
         item
         for state in ("all", "resolved")
-        for item in await items(
-            ledger, tenant=tenant, kind=kind, state=state, keys=_spellings(unmatched)
-        )
+        for item in await items(ledger, state=state, keys=_spellings(unmatched))
     ]
     hints: dict[str, str] = {}
     for key in unmatched:
         own = [i for i in others if _nfc(i.source_key) == _nfc(key)]
         if own:
             hints[key] = "; its item is " + ", ".join(
-                f"{_state_words(i)} (tenant {i.tenant}, {i.kind.value})" for i in own
+                f"{_state_words(i, wanted)} (tenant {i.tenant}, {i.kind.value})" for i in own
             )
     rest = [k for k in unmatched if k not in hints]
     if rest:
@@ -148,7 +147,11 @@ async def _hints(
     return hints
 
 
-def _state_words(item: WorkItem) -> str:
+def _state_words(item: WorkItem, wanted: str) -> str:
+    if item.state.value == wanted:
+        return f"{wanted}, but not of the --tenant or --kind given"
+    if item.state == State.OPEN:
+        return "open (not acknowledged)"
     if item.state == State.RESOLVED:
         return f"resolved in run {item.resolved_run_id}" if item.resolved_run_id else "resolved"
     if item.state == State.ACKNOWLEDGED:

@@ -211,7 +211,12 @@ class ImportRun:
     ) -> TenantLane:
         lane = self.lanes.get(tenant)
         if lane is None:
-            lane = self.lanes[tenant] = await self.builder(session).lane(tenant)
+            built = await self.builder(session).lane(tenant)
+            if tenant not in self.config.tenants:
+                # A tenant no [tenants] section names (the config has none, say): its
+                # zone is checked before its first request, as configured ones are first.
+                await check_clinic_zones(self.config, [built], datetime.now(UTC), ledger)
+            lane = self.lanes[tenant] = built
             # Every run, not only a tenant's first: staff may have booked a new row's
             # appointment in Flextell by hand before tonight's export brought the row.
             # One calendar read per tenant and month of new rows pays for it.
@@ -533,10 +538,13 @@ async def _send(
                 try:
                     lanes = run.builder(session)
                     # Before anything is created: a wrong zone shifts every appointment.
-                    served = [t for t in _in_scope(run) if t != NO_TENANT]
+                    # Every configured tenant of the run (--tenant's), also those another
+                    # pass of a shared ledger serves: none is sent before all are known.
+                    configured = [t for t in sorted(run.config.tenants)
+                                  if options.tenant in (None, t)]  # fmt: skip
                     await check_clinic_zones(
                         run.config,
-                        [await lanes.lane(t) for t in served],
+                        [await lanes.lane(t) for t in configured],
                         datetime.now(UTC),
                         ledger,
                     )

@@ -49,15 +49,28 @@ def _hours_apart(configured: str, clinic: str, now: datetime) -> str:
     return f"{hours:g} hour(s)" if hours else "hours, at some dates,"
 
 
+def explicit_zone(config: Config, tenant: int) -> str | None:
+    """The zone the mapping names for the tenant's naive times (``scheduled_at = { ...,
+    timezone = "UTC" }``, its own or the shared mapping's), or None."""
+    section = config.tenants.get(tenant)
+    spec = section.mapping.get("scheduled_at") if section is not None else None
+    if spec is None:
+        spec = config.mapping.get("scheduled_at")
+    zone = spec.get("timezone") if isinstance(spec, dict) else None
+    return zone if isinstance(zone, str) else None
+
+
 def mismatches(
     config: Config, zones: dict[int, str], tenants: Iterable[int], now: datetime
 ) -> list[str]:
-    """One line per tenant whose configured zone differs from the one Flextell gave."""
+    """One line per tenant whose configured zone differs from the one Flextell gave. A
+    tenant whose mapping names the zone of its export's times is not judged: that zone,
+    not the clinic's, reads them, and it may be another on purpose."""
     out = []
     for tenant in tenants:
         clinic = zones.get(tenant)
         configured = config.timezone_for(tenant)
-        if clinic is None or same_zone(configured, clinic):
+        if clinic is None or explicit_zone(config, tenant) or same_zone(configured, clinic):
             continue
         section = config.tenants.get(tenant)
         where = f"[tenants.{tenant}] timezone" if section and section.timezone else "[api] timezone"
@@ -72,48 +85,69 @@ def mismatches(
     return out
 
 
+def _source(lane: TenantLane) -> tuple[str, str]:
+    return lane.tenant.base_url, lane.tenant.token
+
+
 async def clinic_zones(lanes: Iterable[TenantLane]) -> dict[int, str]:
-    """Each tenant's zone as ``GET /v1/account/tenants`` names it (one listing per token
-    and base URL); a tenant the answers leave without one is not in it. A listing that
+    """Each lane's tenant's zone as its own server's ``GET /v1/account/tenants`` names it
+    (one listing per base URL and token: another server's tenant of the same number is
+    another clinic); a tenant its answer leaves without one is not in it. A listing that
     fails is logged and checks nothing: the run's own requests say what is wrong."""
+    listings: dict[tuple[str, str], dict[int, str] | None] = {}
     zones: dict[int, str] = {}
-    asked: set[tuple[str, str]] = set()
     for lane in lanes:
-        source = (lane.tenant.base_url, lane.tenant.token)
-        if source in asked or lane.id in zones:
-            continue
-        asked.add(source)
-        try:
-            listed = await RefApi(lane).pages("tenants", what="list tenants")
-        except RefCallError as exc:
-            log.warning("clinic time zones not checked", tenant=lane.id, error=str(exc))
-            continue
-        for item in listed:
-            tenant, zone = item.get("id"), item.get("timezone")
-            if isinstance(tenant, int) and isinstance(zone, str) and zone:
-                zones.setdefault(tenant, zone)
+        source = _source(lane)
+        if source not in listings:
+            listings[source] = await _listing(lane)
+        zone = (listings[source] or {}).get(lane.id)
+        if zone is not None:
+            zones[lane.id] = zone
     return zones
 
 
+async def _listing(lane: TenantLane) -> dict[int, str] | None:
+    try:
+        listed = await RefApi(lane).pages("tenants", what="list tenants")
+    except RefCallError as exc:
+        log.warning("clinic time zones not checked", tenant=lane.id, error=str(exc))
+        return None
+    return {
+        item["id"]: item["timezone"]
+        for item in listed
+        if isinstance(item.get("id"), int) and isinstance(item.get("timezone"), str)
+        and item["timezone"]
+    }  # fmt: skip
+
+
 CONFIRMED = "clinic_zones"
-"""The ledger's meta key: {tenant: the configured zone Flextell confirmed}. A later run
-with the same zone asks nothing (a nightly run that has nothing to send sends nothing)."""
+"""The ledger's meta key: {"tenant|base URL": the configured zone that server confirmed}.
+A later run with the same zone and server asks nothing (a nightly run that has nothing
+to send sends nothing); another server (--base-url, a ledger rebound) is asked again."""
+
+
+def _confirmation(lane: TenantLane) -> str:
+    return f"{lane.id}|{lane.tenant.base_url}"
 
 
 async def check_clinic_zones(
     config: Config, lanes: list[TenantLane], now: datetime, ledger: Ledger
 ) -> None:
     """ConfigError (exit 2) naming every tenant whose zone differs from Flextell's; the
-    tenants' zones confirmed before (with the zone configured now) are not asked again."""
+    tenants' zones confirmed before (same zone, same server) are not asked again."""
     raw = await ledger.read_op(lambda conn, _now: meta.get(conn, CONFIRMED))
     confirmed: dict[str, str] = json.loads(raw) if isinstance(raw, str) else {}
-    todo = [lane for lane in lanes if confirmed.get(str(lane.id)) != config.timezone_for(lane.id)]
+    todo = [
+        lane for lane in lanes if confirmed.get(_confirmation(lane)) != config.timezone_for(lane.id)
+    ]
     if not todo:
         return
     zones = await clinic_zones(todo)
     problems = mismatches(config, zones, [lane.id for lane in todo], now)
     if problems:
         raise ConfigError(f"{config.path}: " + "\n".join(problems))
-    confirmed |= {str(lane.id): config.timezone_for(lane.id) for lane in todo if lane.id in zones}
+    confirmed |= {
+        _confirmation(lane): config.timezone_for(lane.id) for lane in todo if lane.id in zones
+    }
     value = json.dumps(confirmed, sort_keys=True)
     await ledger.write_op(lambda conn, _now: meta.put(conn, CONFIRMED, value))

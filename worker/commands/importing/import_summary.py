@@ -120,6 +120,12 @@ def unpredictable(result: ImportResult) -> list[str]:
     open_rows = sum(c.unknown_skipped for c in result.tenants.values())
     lines = []
     if to_send:
+        # The clinics' zones too: the check that refuses a wrong one asks Flextell.
+        lines.append(
+            "not checked: a dry run asks Flextell nothing, so not whether each clinic is in "
+            "the time zone its rows are read in ([api] timezone, [tenants.N] timezone): the "
+            "real run checks that first, and refuses a zone Flextell contradicts (exit 2)"
+        )
         lines.append(
             f"not predicted: a dry run sends no lookups, so its {to_send:,} row(s) to send are "
             "all shown as 'to send'; the real run looks each up first and adopts it when an "
