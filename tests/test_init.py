@@ -653,3 +653,26 @@ def test_ids_split_by_the_csvs_own_delimiter_in_quoted_cells_are_ids(tmp_path: P
         "R3;1017;105;12.12.2026 10:00;pending;201\n",
     )
     assert mapping["treatments"] == {"column": "Tedavi", "split": ";"}
+
+
+def test_a_skip_rule_naming_no_key_of_a_jsonl_export_is_said(tmp_path: Path) -> None:
+    # A CSV's header refused it; a JSONL export skipped nothing, silently.
+    export = tmp_path / "export.jsonl"
+    export.write_text(
+        '{"appointment_id": "R1", "customer_id": 1016}\n{"appointment_id": "TOPLAM"}\n',
+        encoding="utf-8",
+    )
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[api]\ntimezone = "Europe/Istanbul"\n[mapping]\ntenant = { value = 1 }\n'
+        'source_key = { column = "appointment_id" }\ncustomer_id = "customer_id"\n'
+        'user_id = { value = 101 }\nscheduled_at = { value = "2026-12-01T10:00:00" }\n'
+        'status = { value = "pending" }\ntreatments = { value = [201] }\n'
+        '[[source.skip_rows]]\ncolumn = "apointment_id"\nmatches = "^TOPLAM"\n',
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(cli, ["validate", str(export), "-c", str(cfg)])
+    assert (
+        "none of the first 2 objects has key 'apointment_id' of [source] skip_rows: it skips "
+        "no row of them; did you mean 'appointment_id'?"
+    ) in result.stderr, result.output

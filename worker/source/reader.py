@@ -274,6 +274,14 @@ class Source:
         objects = [item.fields for item in ahead if isinstance(item, SourceRow)]
         if objects:
             self.keys_seen = (set().union(*(_paths(o) for o in objects)), len(objects))
+            seen = self.keys_seen[0]
+            for column, _ in self._skip:
+                if column not in seen:  # a CSV's header refuses it; keys may come later
+                    self.notes.append(
+                        f"{self.name}: none of the first {len(objects)} objects has key "
+                        f"{column!r} of [source] skip_rows: it skips no row of them"
+                        f"{did_you_mean(column, sorted(seen))}"
+                    )
         return itertools.chain(ahead, objs)
 
     def header_hint(self, wanted: Sequence[str] = ()) -> str | None:
