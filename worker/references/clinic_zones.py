@@ -121,13 +121,16 @@ async def _listing(lane: TenantLane) -> dict[int, str] | None:
 
 
 CONFIRMED = "clinic_zones"
-"""The ledger's meta key: {"tenant|base URL": the configured zone that server confirmed}.
+"""The ledger's meta key: {"tenant|API": the configured zone that server confirmed (the API
+named as the ledger names it, meta.api_identity)}.
 A later run with the same zone and server asks nothing (a nightly run that has nothing
 to send sends nothing); another server (--base-url, a ledger rebound) is asked again."""
 
 
 def _confirmation(lane: TenantLane) -> str:
-    return f"{lane.id}|{lane.tenant.base_url}"
+    # The server as the ledger names its API: a loopback port is no identity (a
+    # sandbox picks a new one each time).
+    return f"{lane.id}|{meta.api_identity([lane.tenant.base_url])}"
 
 
 async def check_clinic_zones(
