@@ -676,3 +676,21 @@ def test_a_skip_rule_naming_no_key_of_a_jsonl_export_is_said(tmp_path: Path) -> 
         "none of the first 2 objects has key 'apointment_id' of [source] skip_rows: it skips "
         "no row of them; did you mean 'appointment_id'?"
     ) in result.stderr, result.output
+
+
+@pytest.mark.parametrize(
+    ("end", "start"), [("Bitiş Saati", "Başlangıç Saati"), ("Bis", "Von"), ("Endzeit", "Startzeit")]
+)
+def test_of_two_time_columns_the_start_is_taken_not_the_first(
+    tmp_path: Path, end: str, start: str
+) -> None:
+    # The end came first in the header and was taken: every appointment shifted by its
+    # own length, and validate and import both exited 0.
+    mapping, draft = draft_of(
+        tmp_path,
+        f"Randevu No;Hasta No;Doktor No;Tarih;{end};{start};Tedavi\n"
+        "R1;1016;105;10.12.2026;09:45;09:00;201\n"
+        "R2;1017;105;11.12.2026;10:45;10:00;201\n",
+    )
+    assert mapping["scheduled_at"]["time_column"] == start
+    assert f"also {end!r}: taken for the end, check" in draft

@@ -26,6 +26,7 @@ from worker.commands.drafting.init_guess import (
     Proposals,
     date_time_formats,
     datetime_formats,
+    fold,
     language,
     looks_like_dates,
     looks_like_times,
@@ -509,14 +510,36 @@ def _picked(guess: ColumnGuess | None) -> _Picked | None:
     return None if guess is None else _Picked(guess.column, guess.why)
 
 
+_START_WORDS = frozenset({"baslangic", "baslama", "start", "begin", "beginn", "von", "from",
+                          "debut", "inicio", "ab"})  # fmt: skip
+_END_WORDS = frozenset({"bitis", "end", "ende", "bis", "until", "to", "fin", "finish"})
+"""Header words (folded) that say a time column is an appointment's start or its end."""
+
+
 def _time_column(sample: Sample, guesses: dict[str, ColumnGuess]) -> _Picked | None:
     """A column no header guess took whose values are times of day (a date column's
-    partner under a name the synonyms miss, such as "Başlangıç")."""
+    partner under a name the synonyms miss, such as "Başlangıç"). Of several, the one
+    whose header says start; never one whose header says end ("Bitiş Saati" first
+    would shift every appointment by its own length)."""
     taken = {g.column for g in guesses.values()}
-    for column in sample.columns:
-        if column not in taken and looks_like_times(sample.values.get(column, [])):
-            return _Picked(column, f"the values of {column!r} are times of day")
-    return None
+    found = [
+        c for c in sample.columns if c not in taken and looks_like_times(sample.values.get(c, []))
+    ]
+
+    def words(column: str) -> set[str]:
+        return set(fold(column).replace("zeit", " zeit").split())
+
+    starts = [c for c in found if words(c) & _START_WORDS]
+    others = [c for c in found if not words(c) & _END_WORDS]
+    ranked = starts or others
+    if not ranked:
+        return None
+    chosen = ranked[0]
+    also = [c for c in found if c != chosen]
+    why = f"the values of {chosen!r} are times of day"
+    if also:
+        why += f"; also {', '.join(map(repr, also))}: taken for the end, check"
+    return _Picked(chosen, why)
 
 
 def _paired(sample: Sample, dcol: str, tcol: str) -> tuple[list[str], list[str]]:
