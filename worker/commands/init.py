@@ -198,27 +198,28 @@ class Draft:
 
 
 _TOTALS = re.compile(
-    r"^\s*((?:genel |ara )?toplam|(?:grand |sub)?totals?|summe|gesamt(?:summe)?|somme|suma|sum)\b",
+    r"\s*((?:genel\s+|ara\s+)?toplam|(?:grand\s+|sub)?totals?|summe|gesamt(?:summe)?|somme"
+    r"|suma|sum)\s*:?\s*",
     re.IGNORECASE,
 )
 """The first words of a totals line ("TOPLAM", "Genel toplam", "Total", "Summe")."""
 
 
-def _totals_line(sample: Sample, guesses: dict[str, ColumnGuess]) -> tuple[str, str, int] | None:
-    """(column, word, row) of a sampled row whose key cell (else first cell) starts like
-    a totals line: no appointment, and, read as one, an invalid row whose cells change
-    every night (a count), so an acknowledgement never holds."""
-    key = guesses.get("source_key")
-    column = key.column if key is not None else (sample.columns[0] if sample.columns else None)
-    if column is None:
-        return None
-    for value, row in zip(
-        sample.values.get(column, []), sample.value_rows.get(column, []), strict=True
-    ):
-        found = _TOTALS.match(value)
-        if found is not None:
-            return column, found.group(1), row
-    return None
+def _totals_lines(sample: Sample) -> list[tuple[str, str, int]]:
+    """(column, label, data row) of each sampled totals line: a row of a few cells (a
+    label and a count), one of which is a totals label as a whole ("TOPLAM", "Genel
+    Toplam:", "Total"). A full row is an appointment whatever its id says ("Total-703",
+    a treatment "Total Body Peel"); one rule per column and label."""
+    filled: Counter[int] = Counter(r for rows in sample.value_rows.values() for r in rows)
+    few = max(2, len(sample.columns) // 3)
+    found: dict[tuple[str, str], int] = {}
+    for column in sample.columns:
+        values = sample.values.get(column, [])
+        for value, row in zip(values, sample.value_rows.get(column, []), strict=True):
+            label = _TOTALS.fullmatch(value)
+            if label is not None and filled[row] <= few:
+                found.setdefault((column, label.group(1)), row)
+    return [(column, word, row) for (column, word), row in found.items()]
 
 
 def _drop_row(sample: Sample, nth: int) -> None:
@@ -281,6 +282,11 @@ def draft_config(
         if "phone" in guesses and lang in REGIONS:
             d.add(f"phone_region = {q(REGIONS[lang])}", "guess: country of national phone numbers")
     d.add()
+    # Before any guess from the values: a totals line's cells ("TOPLAM" in the branch
+    # column, "2 randevu") are no clinic, no patient id.
+    totals = _totals_lines(sample)
+    for _column, _word, nth in totals:
+        _drop_row(sample, nth)
     tenant_lines = _tenant(d, sample, guesses.get("tenant"))
     d.add()
     d.add("[source]")
@@ -311,15 +317,14 @@ def draft_config(
         d.add(f"encoding = {q(sample.encoding)}", f"detected: {why}"[:300])
     if sample.delimiter is not None:
         d.add(f"delimiter = {q(sample.delimiter)}", "detected")
-    totals = _totals_line(sample, guesses)
-    if totals is not None:
-        column, word, nth = totals
+    for column, word, nth in totals:
         d.add()
         d.add("[[source.skip_rows]]", f"guess: data row {nth} looks like a totals line ({word!r})")
         d.add(f"column = {q(column)}")
+        # The label as a whole cell, never a prefix: "Total-703" is an appointment's id.
         # A TOML literal string: the expression's backslashes stay as written.
-        d.add(f"matches = '(?i)^\\s*{re.escape(word.lower())}\\b'")
-        _drop_row(sample, nth)  # its cells ("2 randevu") say nothing of the columns
+        label = r"\s+".join(re.escape(w) for w in word.lower().split())
+        d.add(f"matches = '(?i)^\\s*{label}\\s*:?\\s*$'")
     d.add()
     d.add("[mapping]")
     for line in tenant_lines:
