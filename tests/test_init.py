@@ -700,23 +700,21 @@ def test_only_a_totals_label_of_a_row_of_few_cells_gets_a_rule(tmp_path: Path) -
     # The drafted prefix rule '^total\\b' also skipped "Total-703", a full appointment,
     # and rows whose treatment was "Total Body Peel": gone with exit 0. A branch column's
     # "TOPLAM" became a clinic; a second label ("Gesamt") got no rule.
-    export = tmp_path / "export.csv"
-    export.write_text(
+    mapping, text = draft_of(
+        tmp_path,
         "Randevu No;Şube;Hasta No;Doktor No;Tarih;Durum;Tedavi\n"
         "A-700;Kadıköy;1001;105;10.12.2026 10:00;pending;201\n"
         "Total-703;Kadıköy;1004;104;10.12.2026 11:00;pending;201\n"
         "A-704;Beşiktaş;1005;105;10.12.2026 12:00;pending;201\n"
         ";TOPLAM;3 randevu;;;;\n"
         "Gesamt:;;;;;;\n",
-        encoding="utf-8",
     )
-    cfg, text = init(tmp_path, export)
-    draft = tomllib.loads(text)
-    assert draft["source"]["skip_rows"] == [
+    export, cfg = tmp_path / "export.csv", tmp_path / "draft.toml"
+    assert tomllib.loads(text)["source"]["skip_rows"] == [
         {"column": "Randevu No", "matches": r"(?i)^\s*gesamt\s*:?\s*$"},
         {"column": "Şube", "matches": r"(?i)^\s*toplam\s*:?\s*$"},
     ]
-    assert "TOPLAM" not in str(draft["mapping"]["tenant"])  # no clinic of that name
+    assert "TOPLAM" not in str(mapping["tenant"])  # no clinic of that name
     result = CliRunner().invoke(cli, ["validate", str(export), "-c", str(cfg)])
     assert "3 rows" in result.stdout and "2 row(s) skipped by [source] skip_rows (line 5, 6)" in (
         result.stdout
