@@ -363,8 +363,9 @@ def init_cmd(
     draft loads. Every guess is marked "guess". Prints the TOML unless --out
     (written owner-only, 0600, also over a file --force replaces).
 
-    Exit 0 when the draft loads, 1 when a required field has no column (the draft
-    has a TODO line for it), 2 for an unreadable file or a bad option.
+    Exit 0 when the draft loads, 1 when a required field has no column or some
+    sampled date-times no drafted format reads (the draft has a TODO line for
+    it), 2 for an unreadable file or a bad option.
     """
     from worker.commands.init import run_init
 
