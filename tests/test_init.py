@@ -719,3 +719,16 @@ def test_only_a_totals_label_of_a_row_of_few_cells_gets_a_rule(tmp_path: Path) -
     assert "3 rows" in result.stdout and "2 row(s) skipped by [source] skip_rows (line 5, 6)" in (
         result.stdout
     ), result.output
+
+
+def test_ids_split_two_ways_are_a_todo_not_names(tmp_path: Path) -> None:
+    # "201; 203" and "204,205" in one column: drafted as names looked up by name, and
+    # validate --online refused every row ("no treatment with this name").
+    mapping, draft = draft_of(
+        tmp_path,
+        "Randevu No;Hasta No;Doktor No;Tarih;Durum;Tedavi\n"
+        'R1;1016;105;10.12.2026 10:00;pending;"201; 203"\n'
+        "R2;1017;105;11.12.2026 10:00;pending;204,205\n",
+    )
+    assert "lookup" not in mapping["treatments"]
+    assert "TODO: check: the cells are ids separated in 2 ways (',', ';')" in draft

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from worker.commands.drafting.init_guess import (
+    SPLITTERS,
     ZONES,
     ColumnGuess,
     Formats,
@@ -599,6 +600,18 @@ def _treatments(d: Draft, sample: Sample, g: ColumnGuess | None) -> None:
     if split:
         opts.append(f"split = {q(split)}")
     if not mostly_ids([i for i in items if i]):
+        marks = {*SPLITTERS, sample.delimiter or "|"}
+        used = sorted(c for c in marks if any(c in v for v in values))
+        every = [p.strip() for v in values for p in re.split("|".join(map(re.escape, used)), v)]
+        if len(used) > 1 and mostly_ids([p for p in every if p]):
+            # Ids, split two ways ("201; 203" and "204,205"): no name lookup, a person.
+            d.add(
+                f"treatments = {{ {', '.join(opts)} }}",
+                f"TODO: check: the cells are ids separated in {len(used)} ways "
+                f"({', '.join(map(repr, used))}); one split reads one: make the export "
+                "use one separator",
+            )
+            return
         if "treatments" in d.proposals:
             _proposed(d, "treatments", opts, g)
             return
