@@ -237,7 +237,7 @@ def test_a_required_field_not_found_is_a_todo_and_exit_1(tmp_path: Path) -> None
     out = tmp_path / "draft.toml"
     result = CliRunner().invoke(cli, ["init", str(export), "-o", str(out)])
     assert result.exit_code == 1
-    assert "no column found for customer_id, user_id, scheduled_at, treatments" in result.stderr
+    assert "no usable column for customer_id, user_id, scheduled_at, treatments" in result.stderr
     text = out.read_text(encoding="utf-8")
     assert '# customer_id = { column = "..." }  # TODO: no patient column found' in text
     tomllib.loads(text)  # still TOML, only incomplete
@@ -313,7 +313,7 @@ def test_dates_without_a_time_column_are_a_todo_not_midnight(tmp_path: Path) -> 
     out = tmp_path / "draft.toml"
     result = CliRunner().invoke(cli, ["init", str(export), "--sheet", "2", "--out", str(out)])
     assert result.exit_code == 1, result.output
-    assert "no column found for scheduled_at" in result.output
+    assert "no usable column for scheduled_at" in result.output  # the dates have no time
     text = out.read_text(encoding="utf-8")
     assert "TODO: column 'Tarih' holds dates without a time of day" in text
     assert "\nscheduled_at" not in text

@@ -717,7 +717,7 @@ def run_init(
     if missing:
         write_draft(text, out, force)
         print(
-            f"init: no column found for {', '.join(missing)} (required): fill in the TODO "
+            f"init: no usable column for {', '.join(missing)} (required): fill in the TODO "
             "lines before the draft loads",
             file=sys.stderr,
         )
