@@ -3,8 +3,9 @@
 A wrong `[api] timezone` (init's ``"UTC"  # TODO: check`` left as it was, German
 headers guessed as Berlin for an Istanbul clinic) shifts every appointment by hours,
 and nothing after the import can see it: `verify` compares Flextell with what was
-sent. ``GET /v1/account/tenants`` names each tenant's zone where the API gives one;
-a configured zone that differs ends the run before anything is sent (exit 2).
+sent. ``GET /v1/account/tenants`` of each tenant's own server names its zone where
+the API gives one; a configured zone that differs ends the run (exit 2) before
+anything is sent, or, for a tenant no ``[tenants.N]`` names, before its first request.
 """
 
 from __future__ import annotations
