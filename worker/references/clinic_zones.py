@@ -120,6 +120,12 @@ async def _listing(lane: TenantLane) -> dict[int, str] | None:
     while True:
         query = {"per_page": str(PER_PAGE), "page": str(page)}
         result = await lane.client.call_json("GET", _PATH, lane.id, params=query)
+        # A refused token stops the tenant at once, as its first POST would (one 401,
+        # not two). Nothing else of this answer teaches the lane: not its rate headers
+        # (a window counted apart), not a 404 (a server without the listing is no wrong
+        # base URL: the check is skipped, and the POSTs say what is wrong).
+        if result.outcome is Outcome.AUTH:
+            lane.heard(result)
         data = result.data if result.outcome is Outcome.FOUND else None
         chunk = data.get("data") if isinstance(data, dict) else data
         if not isinstance(chunk, list):
