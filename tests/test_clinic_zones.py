@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.recording_proxy import recording_proxy
 from tests.support.sandbox_process import Sandbox, sandbox_process
 from tests.support.sync import import_file, run_cli, sample_rows, write_config, write_csv
 from worker.config import load_config
@@ -157,3 +158,19 @@ def test_each_tenant_is_judged_by_its_own_server_and_a_new_server_is_asked_again
         moved = run_cli("import", str(one), "-c", str(plain), "--base-url", elsewhere,
                         "--rebind-ledger")  # fmt: skip
         assert moved.exit_code == 2 and "'Europe/Berlin'" in moved.output, moved.output
+
+
+def test_a_server_without_the_tenants_listing_skips_the_check_and_sends(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    # A 404 of the listing is no wrong base URL: taken for one (as a POST's 404 is), it
+    # would stop every tenant of a server that lacks the listing.
+    config = write_config(tmp_path)
+    columns, rows = sample_rows()
+    export = write_csv(tmp_path / "n1.csv", columns, [rows[0], rows[150]])
+    with recording_proxy(sbx.root, missing="/v1/account/tenants") as (proxy, recorded):
+        done = run_cli("import", str(export), "-c", str(config), "--base-url", proxy + "/api")
+    assert done.exit_code == 0, done.output
+    assert sbx.stats()["appointments_total"] == 2
+    asked = [p for m, p, _ in recorded.requests if "/v1/account/tenants" in p]
+    assert len(asked) == 1, asked  # asked once, answered 404

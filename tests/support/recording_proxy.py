@@ -27,8 +27,9 @@ class Recorded:
 
 
 @contextmanager
-def recording_proxy(target_root: str) -> Iterator[tuple[str, Recorded]]:
-    """Yield (the proxy's root URL, what it recorded); forwards to ``target_root``."""
+def recording_proxy(target_root: str, missing: str | None = None) -> Iterator[tuple[str, Recorded]]:
+    """Yield (the proxy's root URL, what it recorded); forwards to ``target_root``.
+    `missing`: a path end the proxy answers 404 itself, as a server without the route."""
     target = urlsplit(target_root)
     recorded = Recorded()
 
@@ -43,6 +44,14 @@ def recording_proxy(target_root: str) -> Iterator[tuple[str, Recorded]]:
             body = self.rfile.read(length) if length else b""
             with recorded.lock:
                 recorded.requests.append((self.command, self.path, body))
+            if missing is not None and self.path.split("?")[0].endswith(missing):
+                page = b"<html><body>404 Not Found</body></html>"
+                self.send_response(404)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(page)))
+                self.end_headers()
+                self.wfile.write(page)
+                return
             headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
             conn = http.client.HTTPConnection(
                 target.hostname or "127.0.0.1", target.port, timeout=30
