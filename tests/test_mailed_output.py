@@ -42,26 +42,39 @@ def table_rows(output: str) -> list[dict[str, str]]:
     return [{n: " ".join(p) for n, p in zip(names, row, strict=True)} for row in rows]
 
 
+def _one_bad_patient(
+    folder: Path, n: int, bad: int
+) -> tuple[Path, list[str], list[dict[str, str]]]:
+    """A config in `folder` (made here) and the sample's first `n` rows, row `bad`'s
+    patient unknown: an invalid row, an open worklist item."""
+    folder.mkdir()
+    config = write_config(folder)
+    columns, sample = sample_rows()
+    rows = [dict(r) for r in sample[:n]]
+    rows[bad]["customer_id"] = "unknown patient"
+    return config, columns, rows
+
+
+def _worklist_command(stdout: str) -> list[str]:
+    """The `worklist` command the summary names for the rows that need a person."""
+    named = re.search(r"the rows that need a person: `flextell-worker (worklist [^`]+)`", stdout)
+    assert named is not None, stdout
+    return shlex.split(named[1])
+
+
 def test_notes_and_changes_print_as_they_are_not_as_markup(tmp_path: Path, sbx: Sandbox) -> None:
     # An ack note "[/b] ... [red]" made `worklist` end in a MarkupError traceback, and
     # the table dropped a changed row's difference, read as a "[...]" markup tag.
     folder = tmp_path / "clinic [red]"
-    folder.mkdir()
-    config = write_config(folder)
-    columns, sample = sample_rows()
-    rows = [dict(r) for r in sample[:5]]
-    rows[2]["customer_id"] = "unknown patient"
+    config, columns, rows = _one_bad_patient(folder, 5, bad=2)
     assert import_file(config, sbx, write_csv(folder / "n1.csv", columns, rows))[0].exit_code == 1
+    first_start = rows[1]["start"]
     rows[1]["start"] = rows[1]["start"][:11] + "16:45:00"
     night = import_for_people(config, sbx, write_csv(folder / "n2.csv", columns, rows))
     assert night.exit_code == 1, night.output
     assert f"ledger: {folder / 'ledger.sqlite'}" in night.stdout
     # The command it names works as shown, whatever the ledger's path holds.
-    named = re.search(
-        r"the rows that need a person: `flextell-worker (worklist [^`]+)`", night.stdout
-    )
-    assert named is not None, night.stdout
-    assert run_cli(*shlex.split(named[1])).exit_code == 0
+    assert run_cli(*_worklist_command(night.stdout)).exit_code == 0
     note = "[/b] cancelled by phone [red] :x:"
     bad, changed = rows[2]["appointment_id"], rows[1]["appointment_id"]
     assert run_cli("ack", bad, "-c", str(config), "--note", note).exit_code == 0
@@ -70,7 +83,7 @@ def test_notes_and_changes_print_as_they_are_not_as_markup(tmp_path: Path, sbx: 
     assert table.exit_code == 0, table.output
     what = {r["key"]: r["what"] for r in table_rows(table.stdout)}
     assert note in what[bad], what
-    was, now = sample[1]["start"][:16].replace("T", " "), rows[1]["start"][:10] + " 16:45"
+    was, now = first_start[:16].replace("T", " "), rows[1]["start"][:10] + " 16:45"
     assert f'scheduled_at: "{was}" -> "{now}"' in what[changed], what
 
     report = run_cli("report", "-c", str(config))
@@ -235,19 +248,12 @@ def test_the_summary_names_the_ledger_so_its_command_works_from_any_directory(
     # hunt/ledger.sqlite` and `worklist --ledger hunt/ledger.sqlite`: exit 2 for whoever
     # read the mail in any other directory.
     folder = tmp_path / "night"
-    folder.mkdir()
-    written = write_config(folder)
-    columns, sample = sample_rows()
-    rows = [dict(r) for r in sample[:3]]
-    rows[1]["customer_id"] = "unknown patient"
+    written, columns, rows = _one_bad_patient(folder, 3, bad=1)
     export = write_csv(folder / "n1.csv", columns, rows)
     monkeypatch.chdir(tmp_path)
     night = import_for_people(written.relative_to(tmp_path), sbx, export)
     assert night.exit_code == 1, night.output
     assert f"ledger: {folder / 'ledger.sqlite'}" in night.stdout
-    named = re.search(
-        r"the rows that need a person: `flextell-worker (worklist [^`]+)`", night.stdout
-    )
-    assert named is not None, night.stdout
+    command = _worklist_command(night.stdout)
     monkeypatch.chdir(folder)
-    assert run_cli(*shlex.split(named[1])).exit_code == 0
+    assert run_cli(*command).exit_code == 0

@@ -27,7 +27,7 @@ from worker.exitcodes import ExitCode
 from worker.ledger import Ledger, RunStatus, Status, api_identity
 from worker.ledger.crypto import configured_key
 from worker.ledger.target import LedgerTarget, describe, is_url, ledger_target, open_ledger
-from worker.worklist import Kind, Scope
+from worker.worklist import Scope
 
 if TYPE_CHECKING:
     from worker.config import Config
@@ -215,12 +215,7 @@ async def _reconcile(
         await worklist.refresh(ledger, Scope(run_id=run_id, tenants=tenants, complete=[],
                                              zones=zones))  # fmt: skip
         after = await ledger.get_many([e.key for e in entries])
-        acked = {
-            (i.tenant, i.source_key): i.ack_by or "someone"
-            for i in await worklist.items(
-                ledger, tenant=options.tenant, kind=Kind.UNKNOWN, state="acknowledged"
-            )
-        }
+        acked = await worklist.acknowledged_unknown(ledger, options.tenant)
         for entry in entries:
             now = after.get(entry.key, entry)
             verdict = {"created": "found", "pending": "absent"}.get(now.status, "undecided")

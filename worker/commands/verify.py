@@ -37,7 +37,7 @@ from worker.ledger import Entry, Ledger, Status, api_identity
 from worker.ledger.crypto import configured_key
 from worker.ledger.target import LedgerTarget, describe, is_url, ledger_target, open_ledger
 from worker.logs import get_logger
-from worker.worklist import Kind, WorkItem
+from worker.worklist import Kind, WorkItem, acknowledged_unknown
 from worker.worklist import items as worklist_items
 from worker.worklist.rules import asks_to_undo
 
@@ -450,12 +450,7 @@ async def _unsettled(ledger: Ledger, options: VerifyOptions) -> list[Unsettled]:
     )
     found = [Unsettled(e.tenant, e.source_key, e.status, e.source_line) async for e in rows]
     if any(u.status == Status.UNKNOWN for u in found):
-        acked = {
-            (i.tenant, i.source_key): i.ack_by or "someone"
-            for i in await worklist_items(
-                ledger, tenant=options.tenant, kind=Kind.UNKNOWN, state="acknowledged"
-            )
-        }
+        acked = await acknowledged_unknown(ledger, options.tenant)
         found = [
             replace(u, acknowledged_by=acked.get((u.tenant, u.source_key)))
             if u.status == Status.UNKNOWN

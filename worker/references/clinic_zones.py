@@ -15,13 +15,12 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from worker.api.client import Outcome
 from worker.config import Config
 from worker.delivery import TenantLane
 from worker.errors import ConfigError
 from worker.ledger import Ledger, meta
 from worker.logs import get_logger
-from worker.references.api import LIST_PATHS, PER_PAGE
+from worker.references.api import RefApi, RefCallError
 
 log = get_logger("references")
 
@@ -109,44 +108,22 @@ async def clinic_zones(lanes: Iterable[TenantLane]) -> dict[int, str]:
 
 
 async def _listing(lane: TenantLane) -> dict[int, str] | None:
-    """The zones one server's listing names, page by page; None when it fails.
-
-    Sent by the client itself, not through the lane: the server counts this call
-    apart from the tenant's own (the sandbox's fixed window has no tenant for it), and
-    the tenant's pacer, taught its window by the answer, paced the tenant's POSTs to
-    the wrong window (0.80 of the rate bench's limit for the tenant that asked)."""
-    zones: dict[int, str] = {}
-    page = 1
-    while True:
-        query = {"per_page": str(PER_PAGE), "page": str(page)}
-        result = await lane.client.call_json("GET", _PATH, lane.id, params=query)
-        # A refused token stops the tenant at once, as its first POST would (one 401,
-        # not two). Nothing else of this answer teaches the lane: not its rate headers
-        # (a window counted apart), not a 404 (a server without the listing is no wrong
-        # base URL: the check is skipped, and the POSTs say what is wrong).
-        if result.outcome is Outcome.AUTH:
-            lane.heard(result)
-        data = result.data if result.outcome is Outcome.FOUND else None
-        chunk = data.get("data") if isinstance(data, dict) else data
-        if not isinstance(chunk, list):
-            why = result.error_message or "the answer holds no list of tenants"
-            log.warning("clinic time zones not checked", tenant=lane.id, error=why)
-            return None
-        for item in chunk:
-            tenant = item.get("id") if isinstance(item, dict) else None
-            zone = item.get("timezone") if isinstance(item, dict) else None
-            if isinstance(tenant, int) and isinstance(zone, str) and zone:
-                zones[tenant] = zone
-        meta_ = data.get("meta") if isinstance(data, dict) else None
-        last = meta_.get("last_page") if isinstance(meta_, dict) else None
-        if not isinstance(last, int) or page >= min(last, _MAX_PAGES) or not chunk:
-            return zones
-        page += 1
-
-
-_PATH = LIST_PATHS["tenants"]
-_MAX_PAGES = 50
-"""A token reaches a few tenants: a listing longer than this is no listing of them."""
+    """The zones one server's listing names; None when it fails (a 404: a server
+    without the listing is no wrong base URL, the POSTs say what is wrong). Sent
+    outside the lane (`RefApi.pages(paced=False)`): through it, the answer's rate
+    headers (a window counted apart) paced the asking tenant's POSTs to the wrong
+    window, 0.80 of the rate bench's limit."""
+    try:
+        listed = await RefApi(lane).pages("tenants", what="list tenants", paced=False)
+    except RefCallError as exc:
+        log.warning("clinic time zones not checked", tenant=lane.id, error=str(exc))
+        return None
+    return {
+        item["id"]: item["timezone"]
+        for item in listed
+        if isinstance(item.get("id"), int) and isinstance(item.get("timezone"), str)
+        and item["timezone"]
+    }  # fmt: skip
 
 
 CONFIRMED = "clinic_zones"

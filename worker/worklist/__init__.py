@@ -8,6 +8,7 @@ from worker.worklist.rules import Finding, Kind, State, Tally, WorkItem
 from worker.worklist.store import (
     STATES,
     Scope,
+    acknowledged_unknown,
     current_tally,
     first_items,
     hand_fixed,
@@ -26,6 +27,7 @@ __all__ = [
     "State",
     "Tally",
     "WorkItem",
+    "acknowledged_unknown",
     "current_tally",
     "first_items",
     "hand_fixed",

@@ -372,6 +372,13 @@ async def items(
     return cast(list[WorkItem], await ledger.read_op(op))
 
 
+async def acknowledged_unknown(ledger: Ledger, tenant: int | None) -> dict[tuple[int, str], str]:
+    """(tenant, key) -> who acknowledged it, of the `unknown` items a person has
+    acknowledged: such a row counts no more on `verify` and `reconcile`, as on import."""
+    found = await items(ledger, tenant=tenant, kind=Kind.UNKNOWN, state="acknowledged")
+    return {(i.tenant, i.source_key): i.ack_by or "someone" for i in found}
+
+
 async def save(ledger: Ledger, changed: Sequence[WorkItem]) -> None:
     """Write items back (an acknowledgement, or taking one back)."""
 

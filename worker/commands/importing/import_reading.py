@@ -99,8 +99,8 @@ class RowReader:
         a duplicate key (the worklist file carries such rows back): it is that duplicate
         again. Taken as the key's new version, it asked a person to make the first row's
         appointment into this one's, another patient's visit."""
-        if entry is None or entry.payload_hash is None:
-            return False
+        if not self.skipped_duplicates or entry is None or entry.payload_hash is None:
+            return False  # every row of a re-run passes here: no keyed hash without cause
         stored = m.payload_hash if self.keyed is None else self.keyed(m.payload_hash)
         return entry.payload_hash != stored and self._content_in(
             self.skipped_duplicates, tenant, key, m.row
