@@ -622,6 +622,24 @@ def test_a_duplicate_keys_row_imported_back_from_the_worklist_stays_a_duplicate(
     assert dup["reason"].startswith("skipped: an earlier row of this export has the same")
 
 
+def test_a_key_repeated_three_times_names_both_skipped_rows(tmp_path: Path, sbx: Sandbox) -> None:
+    """Three rows with one key: the item named the second row only, so the third came out
+    only the night after the second was fixed."""
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    rows = [dict(r) for r in sample[:4]]
+    first = rows[0]["appointment_id"]
+    rows[1] = dict(rows[1], appointment_id=first)
+    rows[3] = dict(rows[3], appointment_id=first)
+    path = export(tmp_path, "n1.csv", rows)
+    result, summary = import_file(config, sbx, path)
+    assert result.exit_code == 1, result.output
+    assert summary["totals"]["duplicate_keys"] == 2
+    [dup] = items(config)
+    assert (dup["source_key"], dup["source_line"]) == (first, 3)
+    assert dup["reason"].endswith(f"; skipped as well: {path}:5")
+
+
 def test_an_unknown_row_a_person_acknowledged_counts_no_more_on_verify_or_reconcile(
     tmp_path: Path, sbx: Sandbox
 ) -> None:

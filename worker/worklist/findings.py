@@ -223,3 +223,20 @@ def duplicate_key(
         source_line=line,
         source_row=source_row,
     )
+
+
+def one_per_kind(found: Iterable[Finding]) -> list[Finding]:
+    """One finding a kind for one key: the first. A key skipped as a duplicate more than
+    once is one item that names every skipped row, so fixing the first of them does not
+    bring out the next only on the following night; its content stays the first's."""
+    by_kind: dict[Kind, list[Finding]] = {}
+    for finding in found:
+        by_kind.setdefault(finding.kind, []).append(finding)
+    merged = []
+    for kind, same in by_kind.items():
+        first = same[0]
+        later = [f"{f.source_file}:{f.source_line}" for f in same[1:] if f.source_line]
+        if kind is Kind.DUPLICATE_KEY and later:
+            first = replace(first, reason=f"{first.reason}; skipped as well: {', '.join(later)}")
+        merged.append(first)
+    return merged

@@ -18,6 +18,7 @@ from worker.ledger.crypto import SEALED_PREFIX, Sealer
 from worker.ledger.model import ENTRY_COLUMNS, UnknownStatusError, entry_of
 from worker.ledger.sqlconn import SqlConnection
 from worker.worklist import findings as found
+from worker.worklist.findings import one_per_kind
 from worker.worklist.rules import (
     Finding,
     Kind,
@@ -239,8 +240,7 @@ def _judge_all(
             items_of[(item.tenant, item.source_key)].append(item)
     changed: list[WorkItem] = []
     for key in items_of.keys() | findings.keys():
-        # One finding per kind: the first (a key duplicated thrice is one item).
-        unique = list({f.kind: f for f in reversed(findings.get(key, []))}.values())
+        unique = one_per_kind(findings.get(key, []))
         changed.extend(judge(items_of.get(key, []), unique, run_id=scope.run_id,
                              by_hand=scope.by_hand))  # fmt: skip
     return changed
