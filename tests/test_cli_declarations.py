@@ -41,6 +41,7 @@ SUMMARY_KEYS = {
     "missing_from_source",
     "probable_duplicates",
     "skipped_rows",
+    "skipped_created",
     "nothing_to_do",
 }
 

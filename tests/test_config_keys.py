@@ -27,6 +27,14 @@ CASES = [
     ("[ledger]\nlease_second = 30\n", "[ledger]", "lease_second", "lease_seconds", "url"),
     ('[sorce]\nformat = "csv"\n', "the top level", "sorce", "source", "mapping"),
     ("[sync]\nmax_agee = 5\n", "[sync]", "max_agee", "max_age", "max_missing"),
+    # An array of tables: its own keys, not its section's (which listed [source]'s).
+    (
+        '[[source.skip_rows]]\ncolumn = "notes"\nmatches = "x"\nmatchs = "y"\n',
+        "[[source.skip_rows]] entry 1",
+        "matchs",
+        "matches",
+        "column",
+    ),
 ]
 
 

@@ -780,6 +780,35 @@ def test_a_totals_line_a_skip_rule_names_is_no_row_night_after_night(
     assert items(config, "--state", "all") == []
 
 
+def test_a_created_row_a_new_skip_rule_matches_is_not_called_missing(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """A skip rule added later that also matches a real, created row: the export still
+    has the row, and the item said "no longer in the export (cancelled or deleted
+    upstream?)", asking a person to cancel a visit the export holds."""
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    rows = [dict(r) for r in sample[:6]]
+    night = export(tmp_path, "n1.csv", rows)
+    assert import_file(config, sbx, night)[0].exit_code == 0
+    kept = rows[2]["appointment_id"]
+    with config.open("a", encoding="utf-8") as fh:
+        fh.write(f'\n[[source.skip_rows]]\ncolumn = "appointment_id"\nmatches = "^{kept}$"\n')
+    for dry in ((), ("--dry-run",)):
+        result, summary = import_file(config, sbx, night, *dry)
+        assert result.exit_code == 1, result.output
+        assert (summary["skipped_rows"], summary["totals"]["missing_from_source"]) == (1, 0)
+        assert summary["missing_from_source"] == []
+        assert [r["source_key"] for r in summary["skipped_created"]] == [kept]
+    [item] = items(config)
+    assert (item["source_key"], item["kind"]) == (kept, "missing")
+    assert (
+        f"the export has it ({night}:4) but a [[source.skip_rows]] rule skips it"
+        in (item["reason"])
+    )
+    assert "cancelled or deleted upstream" not in item["reason"]
+
+
 def test_a_row_given_its_own_key_in_a_fix_file_is_not_called_cancelled_upstream(
     tmp_path: Path, sbx: Sandbox
 ) -> None:

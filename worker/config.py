@@ -10,6 +10,7 @@ import math
 import os
 import re
 import tomllib
+import typing
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote
@@ -565,13 +566,29 @@ def unknown_key(loc: tuple[int | str, ...]) -> str:
     """One line for an unknown key at `loc`: its section, the valid keys, the nearest one."""
     *where, bad = (str(p) for p in loc)
     if where and where[0] in _SECTIONS:
-        model = _SECTIONS[where[0]]
+        model = _nested(_SECTIONS[where[0]], where[1:])
         section = f"[{'.'.join(where)}]"
+        if where[-1].isdigit() and len(where) > 2:  # an array of tables: its n-th entry
+            section = f"[[{'.'.join(where[:-1])}]] entry {int(where[-1]) + 1}"
     else:
         model, section = Config, "the top level"
     valid = [name for name in model.model_fields if model is not Config or name != "path"]
     hint = did_you_mean(bad, valid)
     return f"{section}: unknown key {bad!r} (valid keys: {', '.join(valid)}){hint}"
+
+
+def _nested(model: type[BaseModel], path: list[str]) -> type[BaseModel]:
+    """The model of a table inside `model` at `path` (list indexes and dict keys skipped)."""
+    for part in path:
+        field = model.model_fields.get(part)
+        if field is None:
+            continue  # an index, or a tenant's id
+        inner = [a for a in typing.get_args(field.annotation) or (field.annotation,)
+                 if isinstance(a, type) and issubclass(a, BaseModel)]  # fmt: skip
+        if not inner:
+            break
+        model = inner[0]
+    return model
 
 
 def resolve_token(spec: str, base_dir: Path) -> str:

@@ -181,6 +181,8 @@ class ImportRun:
         self.acknowledged: set[tuple[str, int, str]] = set()
         """(kind, tenant, key) of the changed and missing rows seen that a person acked."""
         self.missing_entries: list[Entry] = []
+        self.skipped_created: list[Entry] = []
+        """Created rows of earlier runs that a `skip_rows` rule skipped in this export."""
         """A dry run: the created rows the export lacks (of tenants whose export it trusts)."""
 
     def tenant_counts(self, tenant: int) -> TenantCounts:
@@ -255,6 +257,8 @@ class ImportRun:
                 self.new_rows[tenant].set()
 
         self.reader.run_id = self.run_id
+        if isinstance(source, Source):
+            source.on_skip = self.reader.note_skipped
         try:
             await self.reader.read_all(source, ledger, wake if session is not None else None)
         finally:
@@ -710,11 +714,14 @@ async def _preview_worklist(run: ImportRun, ledger: Ledger) -> None:
         extra=run.reader.findings,
         zones=zones,
         columns=run.reader.columns,
+        skipped=run.reader.skipped_keys,
     )
     found = list(run.reader.predicted)
     found += [
-        findings.from_entry(e, Kind.MISSING, scope.zone(e.tenant)) for e in run.missing_entries
-    ]
+        findings.from_entry(e, Kind.MISSING, scope.zone(e.tenant),
+                            skipped_at=scope.skipped.get((e.tenant, e.source_key)))
+        for e in [*run.missing_entries, *run.skipped_created]
+    ]  # fmt: skip
     for tenant in tenants:
         async for entry in ledger.entries_iter(
             statuses=[Status.UNKNOWN, Status.IN_FLIGHT], tenant=tenant
@@ -793,6 +800,7 @@ async def refresh_worklist(run: ImportRun, ledger: Ledger, *, complete: bool) ->
         extra=run.reader.findings,
         zones={t: run.config.timezone_for(t) for t in tenants},
         columns=run.reader.columns,
+        skipped=run.reader.skipped_keys,
     )
     return await worklist.refresh(ledger, scope)
 
@@ -867,6 +875,12 @@ async def _missing_from_source(run: ImportRun, ledger: Ledger) -> None:
     elif tenants:
         for entry in await ledger.missing_from_source(run.run_id, tenants):
             found[entry.tenant].append(entry)
+    skipped = run.reader.skipped_keys
+    for tenant, entries in found.items():
+        # A created row a skip rule left out is in the export: said apart (the worklist
+        # asks whether the rule is too wide), never counted missing.
+        run.skipped_created.extend(e for e in entries if (tenant, e.source_key) in skipped)
+        entries[:] = [e for e in entries if (tenant, e.source_key) not in skipped]
     stale = _stale(run)
     for tenant, entries in found.items():
         # A dry run sent nothing: what the ledger holds now is what it held before.
@@ -886,6 +900,19 @@ async def _missing_from_source(run: ImportRun, ledger: Ledger) -> None:
             {"tenant": e.tenant, "source_key": e.source_key, "appointment_id": e.appointment_id}
             for e in entries[: max(0, LISTED_ROWS - len(run.missing_rows))]
         )
+
+
+def _skipped_text(run: ImportRun) -> str:
+    """The skip rules' line of the summary, naming created rows they skipped."""
+    text = run.skipped[1]
+    made = run.skipped_created
+    if made:
+        shown = ", ".join(
+            f"{e.source_key} (tenant {e.tenant}, appointment {e.appointment_id})" for e in made[:10]
+        )
+        more = f" and {len(made) - 10} more" if len(made) > 10 else ""
+        text += f"; {len(made)} of them created by earlier runs (see the worklist): {shown}{more}"
+    return text
 
 
 async def _no_rows(run: ImportRun, ledger: Ledger) -> None:
@@ -976,7 +1003,11 @@ def _result(
         missing_rows=run.missing_rows,
         probable_duplicates=run.reader.probable_duplicates,
         skipped_rows=run.skipped[0],
-        skipped_text=run.skipped[1],
+        skipped_text=_skipped_text(run),
+        skipped_created=[
+            {"tenant": e.tenant, "source_key": e.source_key, "appointment_id": e.appointment_id}
+            for e in run.skipped_created[:LISTED_ROWS]
+        ],
         probable_duplicate_count=run.reader.probable_duplicate_count,
         worklist=run.worklist,
         worklist_by_tenant=dict(run.worklist_by_tenant),

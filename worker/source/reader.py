@@ -6,7 +6,7 @@ import codecs
 import itertools
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +61,8 @@ class Source:
         """Rows a `skip_rows` rule matched: never mapped, never counted as read."""
         self.skipped_lines: list[int] = []
         """Their first lines (at most SKIPPED_SHOWN), for the summary."""
+        self.on_skip: Callable[[SourceRow], None] | None = None
+        """Called with every row a rule skips (an import asks whose key it had)."""
         check_path(path)
         self.format = choose_format(path, options.format)
         self.notes: list[str] = []
@@ -350,6 +352,8 @@ class Source:
                 self.skipped += 1
                 if len(self.skipped_lines) < SKIPPED_SHOWN:
                     self.skipped_lines.append(row.line)
+                if self.on_skip is not None:
+                    self.on_skip(row)
                 continue
             yield row
 

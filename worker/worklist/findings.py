@@ -103,11 +103,18 @@ def _when(entry: Entry, zone: str) -> str | None:
 
 
 def from_entry(
-    entry: Entry, kind: Kind, zone: str, columns: Columns = None, *, from_fix: bool = False
+    entry: Entry,
+    kind: Kind,
+    zone: str,
+    columns: Columns = None,
+    *,
+    from_fix: bool = False,
+    skipped_at: str | None = None,
 ) -> Finding:
     """The finding of a ledger row that is invalid, failed, unknown, changed or missing;
     its content is the cells of `columns` (`content_columns`). `from_fix`: a missing row
-    was last read from a `--partial` file, not from an export."""
+    was last read from a `--partial` file, not from an export; `skipped_at`: the export
+    has it there (file:line), and a `skip_rows` rule skipped it."""
     base = Finding(
         tenant=entry.tenant,
         source_key=entry.source_key,
@@ -164,6 +171,12 @@ def from_entry(
             "a --partial (fix) file, and in no export since: if that file gave the row a "
             "key of its own, give the export's row the same key (else: cancelled or "
             "deleted upstream?)"
+        )
+    if skipped_at is not None:
+        reason = (
+            f"created as appointment {entry.appointment_id}; the export has it ({skipped_at}) "
+            "but a [[source.skip_rows]] rule skips it: if it is an appointment, narrow the "
+            f"rule; if not, cancel appointment {entry.appointment_id} in Flextell"
         )
     missing = f"missing:{entry.appointment_id}:{entry.payload_hash}"
     return replace(base, reason=reason, source_row=None, **content_hashes(None, missing))

@@ -62,6 +62,8 @@ class Scope:
     columns: frozenset[str] | None = None
     """The columns a row's content is read from (findings.content_columns: the mapping's);
     None for every cell (a run without a mapping judges only unknown rows)."""
+    skipped: Mapping[tuple[int, str], str] = field(default_factory=dict)
+    """Keys of rows a `skip_rows` rule skipped, with where they are (file:line)."""
 
     def zone(self, tenant: int) -> str:
         return self.zones.get(tenant, "UTC")
@@ -163,6 +165,7 @@ def _entry_findings(conn: SqlConnection, scope: Scope, sealer: Sealer | None) ->
                 found.from_entry(
                     entry, Kind.MISSING, scope.zone(entry.tenant),
                     from_fix=entry.seen_run_id in fixes,
+                    skipped_at=scope.skipped.get((entry.tenant, entry.source_key)),
                 )
             )  # fmt: skip
     return out

@@ -33,6 +33,9 @@ YIELD_EVERY = 50
 holds every request's answer for some 40 ms, and the API then waits on the worker."""
 LISTED_ROWS = 1000
 """Changed and missing rows listed in the result (all are counted; `report` lists the rest)."""
+MAX_SKIPPED_KEYS = 100_000
+"""Keys of skipped rows kept for the missing check (a rule that skips more than this is
+a wrong rule, and its summary says how many it skipped)."""
 
 
 class RowReader:
@@ -82,6 +85,9 @@ class RowReader:
         such a row stays a duplicate (see `_skipped_before`)."""
         self.keyed: Callable[[str], str | None] | None = None
         """An encrypted ledger's keyed hash: the worklist's content hashes are keyed."""
+        self.skipped_keys: dict[tuple[int, str], str] = {}
+        """(tenant, key) of rows a `[[source.skip_rows]]` rule skipped, with where they
+        are (file:line): a created row among them is not missing from the export."""
         self._columns: tuple[Mapper, frozenset[str]] | None = None
 
     @property
@@ -163,6 +169,14 @@ class RowReader:
         if not self.dry_run:
             return entry is not None and entry.seen_run_id == self.run_id
         return self.was_read(tenant, key)
+
+    def note_skipped(self, row: SourceRow) -> None:
+        """A row a skip rule left out: remember its key, when the mapping finds one."""
+        if len(self.skipped_keys) >= MAX_SKIPPED_KEYS:
+            return
+        mapped = self.mapper.map(row)
+        if mapped.tenant is not None and mapped.source_key is not None:
+            self.skipped_keys[(mapped.tenant, mapped.source_key)] = f"{row.source}:{row.line}"
 
     async def read_all(
         self,

@@ -62,6 +62,8 @@ class ImportResult:
     skipped_rows: int = 0
     """Rows a [[source.skip_rows]] rule matched: never read as appointments."""
     skipped_text: str = ""
+    skipped_created: list[dict[str, Any]] = field(default_factory=list)
+    """Created rows of earlier runs among the skipped ones (the first few)."""
     worklist: Tally | None = None
     """The worklist after the run (None: the run ended before it, or a dry run without
     a ledger); a dry run's: as the real run would leave it (rows to send aside)."""

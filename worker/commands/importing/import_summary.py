@@ -314,6 +314,7 @@ def summary_event(result: ImportResult) -> dict[str, Any]:
         "missing_from_source": result.missing_rows[:1000],
         "probable_duplicates": result.probable_duplicates[:1000],
         "skipped_rows": result.skipped_rows,
+        "skipped_created": result.skipped_created[:1000],
     }
 
 
