@@ -123,6 +123,28 @@ def test_a_zone_the_mapping_names_is_the_exports_and_is_not_judged(
     assert made["scheduled_at"].startswith("2026-12-01T08:30:00")  # 11:30 in Istanbul
 
 
+def test_a_third_zone_in_the_mapping_is_warned_on_every_run(tmp_path: Path, sbx: Sandbox) -> None:
+    """[api] timezone right (Istanbul), the mapping's zone Berlin (copied by mistake):
+    every appointment landed an hour or two early, exit 0, not a word said."""
+    config = write_config(tmp_path)
+    text = config.read_text(encoding="utf-8")
+    config.write_text(
+        text.replace('formats = ["iso"] }', 'formats = ["iso"], timezone = "Europe/Berlin" }'),
+        encoding="utf-8",
+    )
+    columns, rows = sample_rows()
+    export = write_csv(tmp_path / "n1.csv", columns, rows[:1])
+    for night in (1, 2):
+        done = run_cli("import", str(export), "-c", str(config), "--base-url", sbx.base_url)
+        assert done.exit_code == 0, done.output
+        assert "times read in another zone than the clinic's" in done.stderr, night
+        assert (
+            "tenant 1: the mapping reads the export's times in 'Europe/Berlin' (scheduled_at "
+            "timezone), but Flextell says the clinic is in 'Europe/Istanbul': every "
+            "appointment lands 2 hour(s) off"
+        ) in " ".join(done.stderr.split()), night
+
+
 def test_each_tenant_is_judged_by_its_own_server_and_a_new_server_is_asked_again(
     tmp_path: Path, sbx: Sandbox
 ) -> None:

@@ -101,6 +101,49 @@ def test_month_first_is_decided_from_the_data(tmp_path: Path) -> None:
     assert "month-first: 1 values have a second number above 12 (e.g. '12/24/2026 10:30')" in text
 
 
+def test_dotted_dates_no_value_decides_are_day_first_and_said(tmp_path: Path) -> None:
+    """English headers over 07.12.2026-style dates, all days up to 12: the draft read them
+    month-first (7 December landed on 12 July) and said so only in a comment."""
+    export = tmp_path / "dots.csv"
+    export.write_text(
+        "Appointment ID;Date;Time;Patient ID;Doctor ID;Treatment IDs;Status\n"
+        "R1;07.12.2026;14:30;1001;101;201;approved\n"
+        "R2;08.12.2026;09:00;1002;101;201;approved\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "draft.toml"
+    result = CliRunner().invoke(cli, ["init", str(export), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    draft = tomllib.loads(out.read_text(encoding="utf-8"))
+    assert draft["mapping"]["scheduled_at"]["formats"] == ["%d.%m.%Y %H:%M"]
+    assert "init: scheduled_at's dates: guess: no value decides the order; day-first" in (
+        result.stderr
+    )
+
+
+@pytest.mark.parametrize(
+    ("header", "start"),
+    [
+        ("Randevu Tarihi;Saat", "Saat"),
+        ("Randevu Tarihi;Bitiş Saati;Başlangıç Saati", "Başlangıç Saati"),
+    ],
+)
+def test_a_date_column_named_as_the_appointment_finds_its_time_column(
+    tmp_path: Path, header: str, start: str
+) -> None:
+    """'Randevu Tarihi' (the appointment's date) matched scheduled_at's own synonyms, and
+    its time column was never looked for: a TODO said "no time column was found"."""
+    cells = "07.12.2026;14:30" if start == "Saat" else "07.12.2026;15:00;14:30"
+    mapping, _ = draft_of(
+        tmp_path, f"No;{header};Hasta No;Doktor No;Islem\n1;{cells};1001;101;201\n"
+    )
+    assert mapping["scheduled_at"] == {
+        "date_column": "Randevu Tarihi",
+        "time_column": start,
+        "formats": ["%d.%m.%Y %H:%M"],
+    }
+
+
 def test_headers_in_german_french_and_spanish(tmp_path: Path) -> None:
     cases = {
         "de": "Termin-Nr;Patient;Ärztin;Datum;Uhrzeit;Status;Behandlung;Raum;Bemerkung\n"

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from worker.commands.drafting.init_guess import (
+    ORDER_GUESSED,
     SPLITTERS,
     ZONES,
     ColumnGuess,
@@ -180,6 +181,8 @@ class Draft:
         self.missing: list[str] = []
         """Required fields no column was found for."""
         self.zone_unknown = False
+        self.order_guessed: str | None = None
+        """The day/month order of scheduled_at when no sampled value decided it."""
         """The draft's timezone is UTC for want of a better guess."""
         self.unread: list[str] = []
         """Fields with sampled values no drafted format reads ("2 of 3 values of ...")."""
@@ -477,7 +480,16 @@ def _scheduled(d: Draft, sample: Sample, guesses: dict[str, ColumnGuess], lang: 
         d.required_missing("scheduled_at", "date-time")
         return
     values = sample.values.get(single.column, [])
-    if looks_like_dates(values) and not any(":" in v or "." in v[10:] for v in values):
+    dates_only = looks_like_dates(values) and not any(":" in v or "." in v[10:] for v in values)
+    clock = clock or (_time_column(sample, guesses) if dates_only else None)
+    dates, times = _paired(sample, single.column, clock.column) if clock else ([], [])
+    if dates_only and clock is not None and looks_like_times(times):
+        # "Randevu Tarihi" (an appointment's date by its header) beside its start time.
+        found = date_time_formats(dates, times, lang)
+        cols = f"date_column = {q(single.column)}, time_column = {q(clock.column)}"
+        _formats_line(d, cols, found, f"{single.why}; {clock.why}")
+        return
+    if dates_only:
         # Dates alone: every appointment would start at midnight (validate refuses them).
         d.missing.append("scheduled_at")
         d.add(
@@ -563,6 +575,8 @@ def _paired(sample: Sample, dcol: str, tcol: str) -> tuple[list[str], list[str]]
 def _formats_line(d: Draft, cols: str, found: Formats, why: str) -> None:
     formats = found.formats or ["iso"]
     d.add(comment=f"dates: {found.order_note}")
+    if found.order_note.startswith(ORDER_GUESSED):
+        d.order_guessed = found.order_note
     d.add(comment=f"{found.parsed} of {found.total} values parse with these formats")
     if found.examples_failing:
         d.add(comment=f"values no format reads: {', '.join(map(repr, found.examples_failing))}")
@@ -712,6 +726,12 @@ def run_init(
         print(
             'init: [api] timezone = "UTC" in the draft: the header language does not tell '
             "the clinic's zone; set it before an import (every time is read in it)",
+            file=sys.stderr,
+        )
+    if draft.order_guessed:
+        print(
+            f"init: scheduled_at's dates: {draft.order_guessed}; check a date after the "
+            "12th against the export before an import",
             file=sys.stderr,
         )
     if missing:

@@ -86,6 +86,29 @@ def mismatches(
     return out
 
 
+def other_zones(
+    config: Config, zones: dict[int, str], tenants: Iterable[int], now: datetime
+) -> list[str]:
+    """One line per tenant whose mapping reads the export's times in a zone that is
+    neither the clinic's (as Flextell gives it) nor UTC: an export written in a third
+    zone is rare, a zone copied into the mapping by mistake shifts every appointment,
+    and the run cannot tell the two apart, so it says so on every run."""
+    out = []
+    for tenant in tenants:
+        clinic, explicit = zones.get(tenant), explicit_zone(config, tenant)
+        if clinic is None or explicit is None:
+            continue
+        if same_zone(explicit, clinic) or same_zone(explicit, "UTC"):
+            continue
+        out.append(
+            f"tenant {tenant}: the mapping reads the export's times in {explicit!r} "
+            f"(scheduled_at timezone), but Flextell says the clinic is in {clinic!r}: every "
+            f"appointment lands {_hours_apart(explicit, clinic, now)} off the clinic's clock "
+            "unless the export really writes its times in that zone"
+        )
+    return out
+
+
 def _source(lane: TenantLane) -> tuple[str, str]:
     return lane.tenant.base_url, lane.tenant.token
 
@@ -146,8 +169,12 @@ async def check_clinic_zones(
     tenants' zones confirmed before (same zone, same server) are not asked again."""
     raw = await ledger.read_op(lambda conn, _now: meta.get(conn, CONFIRMED))
     confirmed: dict[str, str] = json.loads(raw) if isinstance(raw, str) else {}
+    # A mapping that names a zone other than UTC is looked at every run (other_zones).
+    third = {lane.id for lane in lanes if explicit_zone(config, lane.id) not in (None, "UTC")}
     todo = [
-        lane for lane in lanes if confirmed.get(_confirmation(lane)) != config.timezone_for(lane.id)
+        lane
+        for lane in lanes
+        if lane.id in third or confirmed.get(_confirmation(lane)) != config.timezone_for(lane.id)
     ]
     if not todo:
         return
@@ -155,8 +182,12 @@ async def check_clinic_zones(
     problems = mismatches(config, zones, [lane.id for lane in todo], now)
     if problems:
         raise ConfigError(f"{config.path}: " + "\n".join(problems))
+    for line in other_zones(config, zones, [lane.id for lane in todo], now):
+        log.warning("times read in another zone than the clinic's", detail=line)
     confirmed |= {
-        _confirmation(lane): config.timezone_for(lane.id) for lane in todo if lane.id in zones
+        _confirmation(lane): config.timezone_for(lane.id)
+        for lane in todo
+        if lane.id in zones and lane.id not in third
     }
     value = json.dumps(confirmed, sort_keys=True)
     await ledger.write_op(lambda conn, _now: meta.put(conn, CONFIRMED, value))

@@ -326,6 +326,10 @@ _TIMES = ("%H:%M", "%H:%M:%S", "%H.%M", "%I:%M %p", "%I:%M:%S %p", "%I:%M%p", "%
 """Clock formats tried after a date; the 12-hour ones read "2:30 PM" and "2:30pm"."""
 
 
+ORDER_GUESSED = "guess: no value decides the order"
+"""How a day/month order that no sampled value decided starts its note."""
+
+
 @dataclass(slots=True)
 class Formats:
     """The formats that read a column, and how day-first or month-first was decided."""
@@ -339,12 +343,13 @@ class Formats:
 
 def _day_order(values: Sequence[str], lang: str | None) -> tuple[str, str]:
     """ "dm" or "md" for dates like 03.04.2026, with the reason."""
-    day_first = month_first = 0
+    day_first = month_first = dotted = 0
     example = ""
     for value in values:
         m = _DATE_RE.match(value)
         if not m or len(m.group(1)) == 4:
             continue
+        dotted += m.group(2) == "."
         a, b = int(m.group(1)), int(m.group(3))
         if a > 12 >= b:
             day_first += 1
@@ -364,9 +369,13 @@ def _day_order(values: Sequence[str], lang: str | None) -> tuple[str, str]:
         )
     if day_first and month_first:
         return "dm", "guess: the values disagree (both orders occur); day-first assumed, check them"
+    if dotted:
+        # 07.12.2026 is day-first wherever dots are written (de, tr, ru, ...), English
+        # headers or not: a month-first guess moved such dates by months.
+        return "dm", f"{ORDER_GUESSED}; day-first assumed: dates with dots are day-first"
     order = "md" if lang == "en" else "dm"
     return order, (
-        f"guess: no value decides the order; {'month' if order == 'md' else 'day'}-first "
+        f"{ORDER_GUESSED}; {'month' if order == 'md' else 'day'}-first "
         "assumed from the header language"
     )
 
