@@ -51,15 +51,21 @@ def test_a_bad_max_missing_is_refused_with_what_was_expected(tmp_path: Path, bad
         load_config(config)
 
 
-def test_a_stale_export_records_nothing_missing_and_exits_1(tmp_path: Path, sbx: Sandbox) -> None:
+def _six_created(
+    tmp_path: Path, sbx: Sandbox, sync: str
+) -> tuple[Path, list[str], list[dict[str, str]]]:
+    """A config with `sync` in its [sync], and night 1: six rows created."""
     config = write_config(tmp_path)
     with config.open("a", encoding="utf-8") as fh:
-        fh.write("\n[sync]\nmax_age = 3600\n")
+        fh.write(f"\n[sync]\n{sync}\n")
     columns, rows = sample_rows()
-    assert (
-        import_file(config, sbx, write_csv(tmp_path / "n1.csv", columns, rows[:6]))[0].exit_code
-        == 0
-    )
+    night = write_csv(tmp_path / "n1.csv", columns, rows[:6])
+    assert import_file(config, sbx, night)[0].exit_code == 0
+    return config, columns, rows
+
+
+def test_a_stale_export_records_nothing_missing_and_exits_1(tmp_path: Path, sbx: Sandbox) -> None:
+    config, columns, rows = _six_created(tmp_path, sbx, "max_age = 3600")
     old = write_csv(tmp_path / "n2.csv", columns, rows[:4])  # yesterday's file, two fewer
     day_ago = time.time() - 86_400
     os.utime(old, (day_ago, day_ago))
@@ -91,6 +97,22 @@ def test_an_export_with_no_rows_is_not_trusted_and_the_open_items_are_counted(
     assert summary["worklist"]["open"] == 1
     listed = run_cli("worklist", "-c", str(config), "--format", "json")
     assert '"missing_from_source"' not in listed.stdout
+
+
+def test_an_export_of_a_header_and_a_line_of_no_tenant_has_no_rows(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """A failed export's header and its totals line (no skip rule): the line, a row of no
+    tenant, made it an export with rows, and under max_missing = "100%" every created
+    row was recorded missing."""
+    config, columns, _ = _six_created(tmp_path, sbx, 'max_missing = "100%"')
+    night = write_csv(tmp_path / "n2.csv", columns, [])
+    night.write_text(night.read_text(encoding="utf-8") + "TOPLAM,0 randevu\n", encoding="utf-8")
+    for dry in (("--dry-run",), ()):
+        result, summary = import_file(config, sbx, night, *dry)
+        assert result.exit_code == 1, result.output
+        assert summary["incomplete"]["1"].startswith("the export has no rows"), summary
+        assert summary["totals"]["missing_from_source"] == 0
 
 
 def _two_tenants(

@@ -98,12 +98,17 @@ def test_wrong_cell_count_is_a_row_problem_with_rejoined_raw(tmp_path: Path) -> 
     path = write(tmp_path, 'a,b,c\n1,2\n"x,y",2,3,"q""uote"\n7,8,9\n')
     _, items = read(path)
     assert items[0] == RowProblem(
-        str(path), 2, "row has 2 cells, header has 3 (expected one cell per column)", raw="1,2"
+        str(path),
+        2,
+        "row has 2 cells, header has 3 (expected one cell per column)",
+        raw="1,2",
+        fields={"a": "1", "b": "2"},  # a short row's cells, for skip rules
     )
     assert isinstance(items[1], RowProblem)
     assert items[1].line == 3
     assert items[1].message.startswith("row has 4 cells, header has 3")
     assert items[1].raw == '"x,y",2,3,"q""uote"'
+    assert items[1].fields is None  # a long row's cells stand under no column for sure
     assert isinstance(items[2], SourceRow)
     assert items[2].line == 4
 

@@ -388,7 +388,15 @@ def test_a_line_cut_short_counts_and_goes_when_the_full_export_no_longer_has_it(
     # A --partial fix of something else: the item stays, and counts.
     partial, s2 = import_file(config, sbx, export(tmp_path, "fix.csv", rows[:1]), "--partial")
     assert partial.exit_code == 1 and s2["worklist"]["open"] == 1, s2
-    # The whole export again, complete: the cut line is gone, and so is its item.
+    # Half the export, itself cut mid-line: not trusted, so the first cut line's item
+    # stays (it was resolved, and an acknowledgement of it reopened the next night).
+    half = export(tmp_path, "half.csv", rows[:3])
+    half.write_text(half.read_text(encoding="utf-8") + "KAD-01\n", encoding="utf-8")
+    result, s3 = import_file(config, sbx, half)
+    assert result.exit_code == 1 and s3["incomplete"], s3
+    kept = json.loads(run_cli("worklist", "-c", str(config), "--format", "json").stdout)
+    assert len(kept) == 2 and item in kept, kept
+    # The whole export again, complete: the cut lines are gone, and so are their items.
     result, s3 = import_file(config, sbx, export(tmp_path, "full.csv", rows))
     assert result.exit_code == 0 and s3["worklist"]["open"] == 0, s3
     assert json.loads(run_cli("worklist", "-c", str(config), "--format", "json").stdout) == []

@@ -703,13 +703,12 @@ async def _preview_worklist(run: ImportRun, ledger: Ledger) -> None:
     outcome is open (`unknown`, `in_flight`: the real run looks them up and may settle
     them; a dry run sends no lookup, so they stay as they are). Rows to send find
     nothing: the lookups and POSTs that would tell are not made (docs/nightly.md)."""
-    tenants = _read_tenants(run)
-    full = not run.options.partial
+    tenants, judged = _worklist_tenants(run, complete=True)
     zones = {t: run.config.timezone_for(t) for t in tenants}
     scope = Scope(
         run_id=DRY_RUN_ID,
         tenants=tenants,
-        complete=[t for t in tenants if t not in run.incomplete] if full else [],
+        complete=judged,
         by_hand=run.options.partial,
         extra=run.reader.findings,
         zones=zones,
@@ -778,20 +777,30 @@ def _read_tenants(run: ImportRun) -> list[int]:
     return [t for t, c in run.counts.items() if c.read and only in (None, t)]
 
 
-async def refresh_worklist(run: ImportRun, ledger: Ledger, *, complete: bool) -> dict[int, Tally]:
-    """The worklist after this run: what it found opened, what went away resolved."""
-    tenants = _read_tenants(run)
+def _worklist_tenants(run: ImportRun, *, complete: bool) -> tuple[list[int], list[int]]:
+    """The tenants whose worklist the run changes, and those of them it judges whole
+    (an item whose cause the export no longer shows is resolved, a created row it lacks
+    is missing): the run read all of their export (`complete`), and trusted it."""
+    read = _read_tenants(run)
+    tenants = [t for t in read if t != NO_TENANT]
     # A tenant the export had no row of, trusted all the same ([sync] max_missing
     # allows it to lack every created row): its created rows are missing.
     tenants += sorted(t for t in run.unread_judged if t not in run.incomplete)
     full = complete and not run.options.partial
     judged = [t for t in tenants if t not in run.incomplete] if full else []
-    if NO_TENANT in _in_scope(run) and NO_TENANT not in tenants:
+    if NO_TENANT in read or NO_TENANT in _in_scope(run):
         # Rows of no tenant (a line cut short) are judged with the whole file: gone from a
-        # full export every tenant of which was trusted, they no longer need a person.
+        # full export every tenant of which was trusted, they no longer need a person; an
+        # export not trusted (cut short itself, often with such a line) resolves none.
         tenants.append(NO_TENANT)
         if full and not run.incomplete:
             judged.append(NO_TENANT)
+    return tenants, judged
+
+
+async def refresh_worklist(run: ImportRun, ledger: Ledger, *, complete: bool) -> dict[int, Tally]:
+    """The worklist after this run: what it found opened, what went away resolved."""
+    tenants, judged = _worklist_tenants(run, complete=complete)
     scope = Scope(
         run_id=run.run_id,
         tenants=tenants,
@@ -857,7 +866,8 @@ async def _missing_from_source(run: ImportRun, ledger: Ledger) -> None:
     run would.
     """
     tenants = _read_tenants(run)
-    if not tenants:
+    if not [t for t in tenants if t != NO_TENANT]:
+        # Rows of no tenant alone (a totals line, a line cut short) are no rows either.
         await _no_rows(run, ledger)
         return
     for tenant in _in_scope(run):

@@ -82,6 +82,8 @@ class Sample:
     titles_above: int | None = None
     """The header's row (line) when title lines above it were found and skipped."""
     rows: int = 0
+    unread: list[RowProblem] = field(default_factory=list)
+    """Records the reader could not take as rows (left out of the sample, and said)."""
     values: dict[str, list[str]] = field(default_factory=dict)
     value_rows: dict[str, list[int]] = field(default_factory=dict)
     """The row each of `values` came from: a date and a time are paired by their row."""
@@ -122,14 +124,16 @@ def read_sample(
         first: RowProblem | None = None
         problems = 0
         for item in src:
-            if not isinstance(item, SourceRow):
+            fields = item.fields if isinstance(item, SourceRow) else _short_totals(item)
+            if not isinstance(item, SourceRow) and fields is None:
                 first = first or item
                 problems += 1
+                sample.unread.append(item)
                 if problems >= SAMPLE_ROWS:
                     break
                 continue
             sample.rows += 1
-            for key, value in _flat(item.fields):
+            for key, value in _flat(fields or {}):
                 if key not in sample.columns:
                     sample.columns.append(key)
                 if isinstance(value, list):
@@ -161,6 +165,15 @@ def read_sample(
     return sample
 
 
+def _short_totals(problem: RowProblem) -> Mapping[str, Any] | None:
+    """The cells of a row shorter than the header when a totals label is one of them
+    ("TOPLAM;21 randevu"): sampled, so a skip rule is drafted for it (see _totals_lines)."""
+    cells = problem.fields
+    if cells is None or not any(_TOTALS.fullmatch(v) for v in cells.values()):
+        return None
+    return cells
+
+
 def _flat(fields: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
     """A JSON object's values by dotted path ("body.customer_id"), as the mapping names them."""
     for key, value in fields.items():
@@ -181,9 +194,9 @@ class Draft:
         self.missing: list[str] = []
         """Required fields no column was found for."""
         self.zone_unknown = False
+        """The draft's timezone is UTC for want of a better guess."""
         self.order_guessed: str | None = None
         """The day/month order of scheduled_at when no sampled value decided it."""
-        """The draft's timezone is UTC for want of a better guess."""
         self.unread: list[str] = []
         """Fields with sampled values no drafted format reads ("2 of 3 values of ...")."""
 
@@ -261,6 +274,12 @@ def draft_config(
     lang = language(guesses.values())
     d = Draft(proposals)
     d.add(f"# Drafted by `flextell-worker init` from {sample.name} ({sample.rows} rows read).")
+    if sample.unread:
+        first = sample.unread[0]
+        d.add(
+            comment=f"{len(sample.unread)} record(s) the reader could not take are left out of "
+            f"the sample (line {first.label}: {first.message}): validate names each"
+        )
     d.add("# Lines marked 'guess' were guessed from the data: check each before an import,")
     d.add("# then run: flextell-worker validate FILE -c THIS.toml")
     d.add()

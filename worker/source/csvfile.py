@@ -307,18 +307,22 @@ class CsvRows:
                 set_sheet(row, None)
                 yield row
             elif "".join(cells).strip():
-                yield self._wrong_count(prev_end + 1, cells, ncols)
+                yield self._wrong_count(prev_end + 1, cells, columns)
             prev_end = base + reader.line_num  # type: ignore[attr-defined]
             clear()
 
-    def _wrong_count(self, line: int, cells: list[str], ncols: int) -> RowProblem:
+    def _wrong_count(self, line: int, cells: list[str], columns: Sequence[str]) -> RowProblem:
         out = io.StringIO()
         csv.writer(out, delimiter=self.delimiter, lineterminator="").writerow(cells)
+        ncols = len(columns)
         return RowProblem(
             self.name,
             line,
             f"row has {len(cells)} cells, header has {ncols} (expected one cell per column)",
             raw=_truncate(out.getvalue()),
+            # A short row's cells stand under the first columns ("TOPLAM;21 randevu"):
+            # a skip rule can match it like any row.
+            fields=dict(zip(columns, cells, strict=False)) if len(cells) < ncols else None,
         )
 
     def _explain(self, exc: csv.Error, start: int, end: int, event: Event | None) -> str:

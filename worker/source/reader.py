@@ -346,13 +346,14 @@ class Source:
     def _skipping(self, rows: Iterator[SourceRow | RowProblem]) -> Iterator[SourceRow | RowProblem]:
         """The rows but those a `skip_rows` rule matches (counted, the first lines kept)."""
         for row in rows:
-            if isinstance(row, SourceRow) and any(
-                pattern.search(_text(row.fields.get(column))) for column, pattern in self._skip
+            fields = row.fields if isinstance(row, SourceRow) else row.fields or None
+            if fields is not None and any(
+                pattern.search(_text(fields.get(column))) for column, pattern in self._skip
             ):
                 self.skipped += 1
                 if len(self.skipped_lines) < SKIPPED_SHOWN:
                     self.skipped_lines.append(row.line)
-                if self.on_skip is not None:
+                if self.on_skip is not None and isinstance(row, SourceRow):
                     self.on_skip(row)
                 continue
             yield row

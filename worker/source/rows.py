@@ -46,6 +46,8 @@ class RowProblem:
     """The record's original text when it is known (possibly truncated)."""
     sheet: str | None = None
     """Spreadsheets: the sheet's name (`line` is then its row number)."""
+    fields: dict[str, str] | None = None
+    """A CSV row with fewer cells than the header: its cells under the first columns."""
 
     @property
     def label(self) -> str:
