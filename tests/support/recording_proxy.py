@@ -4,6 +4,7 @@ test can check the exact bytes the sandbox received."""
 from __future__ import annotations
 
 import http.client
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,9 +28,13 @@ class Recorded:
 
 
 @contextmanager
-def recording_proxy(target_root: str, missing: str | None = None) -> Iterator[tuple[str, Recorded]]:
+def recording_proxy(
+    target_root: str, missing: str | None = None, echo: str | None = None
+) -> Iterator[tuple[str, Recorded]]:
     """Yield (the proxy's root URL, what it recorded); forwards to ``target_root``.
-    `missing`: a path end the proxy answers 404 itself, as a server without the route."""
+    `missing`: a path end the proxy answers 404 itself, as a server without the route;
+    `echo`: a path end whose POSTs it answers 422 quoting the request's Authorization
+    header in the message and a field's error, as a server that echoes what it got."""
     target = urlsplit(target_root)
     recorded = Recorded()
 
@@ -45,12 +50,12 @@ def recording_proxy(target_root: str, missing: str | None = None) -> Iterator[tu
             with recorded.lock:
                 recorded.requests.append((self.command, self.path, body))
             if missing is not None and self.path.split("?")[0].endswith(missing):
-                page = b"<html><body>404 Not Found</body></html>"
-                self.send_response(404)
-                self.send_header("Content-Type", "text/html")
-                self.send_header("Content-Length", str(len(page)))
-                self.end_headers()
-                self.wfile.write(page)
+                self._answer(404, "text/html", b"<html><body>404 Not Found</body></html>")
+                return
+            if echo is not None and self.command == "POST" and self.path.endswith(echo):
+                said = f"rejected for {self.headers.get('Authorization')}"
+                error = {"message": said, "errors": {"description": [said]}}
+                self._answer(422, "application/json", json.dumps(error).encode())
                 return
             headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
             conn = http.client.HTTPConnection(
@@ -69,6 +74,13 @@ def recording_proxy(target_root: str, missing: str | None = None) -> Iterator[tu
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+
+        def _answer(self, status: int, kind: str, page: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
 

@@ -152,10 +152,17 @@ class _ErrorDetails:
 
 
 def _one_line(text: str) -> str:
-    """One line of at most _MESSAGE_MAX characters, control characters escaped: a server's
-    ESC sequences never reach a terminal, a log or the ledger raw."""
-    text = escape_controls(" ".join(text.split()))
+    """One line of at most _MESSAGE_MAX characters of a server's text (`_server_text`)."""
+    text = _server_text(" ".join(text.split()))
     return text if len(text) <= _MESSAGE_MAX else text[: _MESSAGE_MAX - 3] + "..."
+
+
+def _server_text(text: str) -> str:
+    """A server's text as the worker keeps it: control characters escaped (its ESC
+    sequences never reach a terminal, a log or the ledger raw) and every secret the
+    worker knows masked (a server that quotes the request's Authorization header back in
+    its error put the token into the ledger, the worklist and the reports)."""
+    return redact(escape_controls(text))
 
 
 def _field_errors(value: Any) -> dict[str, list[str]]:
@@ -164,9 +171,9 @@ def _field_errors(value: Any) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for key, messages in value.items():
         if isinstance(messages, list):
-            out[escape_controls(str(key))] = [escape_controls(str(m)) for m in messages]
+            out[_server_text(str(key))] = [_server_text(str(m)) for m in messages]
         else:
-            out[escape_controls(str(key))] = [escape_controls(str(messages))]
+            out[_server_text(str(key))] = [_server_text(str(messages))]
     return out
 
 
@@ -186,7 +193,7 @@ def _error_details(status: int, raw: bytes) -> _ErrorDetails:
             message = data.get("message")
             fields = _field_errors(data.get("errors"))
             if isinstance(error, str) and error:
-                code = escape_controls(error)
+                code = _server_text(error)
             elif status == 422:
                 code = "validation_error"
             else:

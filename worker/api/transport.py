@@ -56,13 +56,22 @@ def check_base_url(url: str, *, allow_insecure_http: bool, where: str = "base_ur
 
 
 def refuse_credentials(url: str, where: str) -> None:
-    """ConfigError for a URL with an "@", before any message shows the URL: a password
-    holding "/", "?" or "#" ends the host part early (urlsplit then finds no user part,
-    and reads the password as the port or the path). A base URL has no other "@"."""
+    """ConfigError for a URL with an "@", a query or a fragment, before any message shows
+    the URL: a password holding "/", "?" or "#" ends the host part early (urlsplit then
+    finds no user part, and reads the password as the port or the path). A base URL has
+    no other "@", and no query or fragment."""
     if "@" in url:
         raise ConfigError(
             f"{where}: the URL must not contain a user name or password (it holds an '@'; "
             "not shown, as it may hold a password): the token goes in [api] token"
+        )
+    if "?" in url or "#" in url:
+        # No API address has either; a "?token=..." or "#..." part can hold a secret, and
+        # the URL is shown in messages and kept in the ledger.
+        mark = "a '?' query" if "?" in url else "a '#' fragment"
+        raise ConfigError(
+            f"{where}: the URL must end at the API's path, such as https://host/api (it has "
+            f"{mark}; not shown, as it may hold a secret): the token goes in [api] token"
         )
 
 
