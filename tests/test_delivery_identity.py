@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import SandboxFactory
 from tests.support.importing import (
+    DOCTORS,
     TOKEN_ALL,
     Row,
     appointments,
@@ -247,6 +248,28 @@ async def test_after_a_500_a_cancelled_look_alike_made_by_hand_is_never_taken(
         assert matches(row, found[entry["appointment_id"]]) == []
         assert found[cancelled]["status"] == "cancelled"  # untouched, owned by no row
         assert len(found) == 2
+
+
+async def test_a_lost_answer_beside_a_booking_by_hand_with_another_doctor_is_claimed(
+    sandbox_factory: SandboxFactory, tmp_path: Path
+) -> None:
+    """Staff booked the patient with another doctor at the row's time a minute before the
+    run (within the clock-skew window); the row's answer is lost. The hand booking was
+    taken for a staff edit of the row's own appointment: the row stayed unknown for good
+    and its own, equal appointment an orphan. A hand booking is never a POST of ours."""
+    async with sandbox_factory(faults={"drop_after_commit": 1.0}) as sb:
+        s = setup(tmp_path, sb.url, n=1, settle_seconds=1)
+        [row] = s.rows
+        other = DOCTORS[row.tenant][(DOCTORS[row.tenant].index(row.doctor) + 1) % 5]
+        minute_ago = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+        by_hand = await _create_by_hand(sb.url, row, made_at=minute_ago, user_id=other)
+        result = await run_cli(s.args("--settle-wait", "10"))
+        assert result.exit_code == 0, result.output
+        entry = ledger_rows(s.ledger)[row.key]
+        assert entry["status"] == "created" and entry["appointment_id"] != by_hand
+        found = {a["id"]: a for a in await appointments(sb.url, row.tenant)}
+        assert matches(row, found[entry["appointment_id"]]) == []
+        assert len(found) == 2  # the row's own and the hand booking, untouched
 
 
 async def test_renamed_config_with_a_new_ledger_creates_nothing_twice(

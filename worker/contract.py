@@ -169,6 +169,11 @@ class Treatment(_Open):
     deleted_at: datetime | None = None
 
 
+API_MADE = "api"
+"""``creation_type`` of an appointment made by ``POST /v1/appointments``; any other value
+is a booking made in Flextell's own screens (an edit does not change it)."""
+
+
 class AppointmentResource(_Open):
     """``AppointmentResource`` as both reference pages show it."""
 

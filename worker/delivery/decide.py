@@ -19,7 +19,9 @@ gives to some row, and the ids at the slot other rows own (not fetched). The rul
    customer and instant), made since the row's first attempt (a staff edit of ours: its doctor
    or treatments changed?), means the slot holds something unaccounted for:
    UNKNOWN, with the difference. One made before the row was first sent cannot
-   be ours and is passed over.
+   be ours and is passed over, and so is one whose `creation_type` says it was booked
+   in Flextell's own screens (a hand booking minutes before the send, within the
+   clock-skew window, held the row unknown for good).
 4. More free appointments equal to the row than open rows with the row's exact
    payload: more than the group can explain, UNKNOWN.
 5. None equal: ABSENT, but only once every attempt of the row has settled (a
@@ -46,7 +48,7 @@ from enum import StrEnum
 from typing import Any
 
 from worker.compare import MATCH_FIELDS, compare, equal, public_value, same_identity
-from worker.contract import AppointmentResource
+from worker.contract import API_MADE, AppointmentResource
 from worker.ledger import Entry, Origin, Status
 
 CLOCK_SKEW = 120.0
@@ -195,6 +197,8 @@ def decide(
         made = _created(c)
         if made is not None and made < first - CLOCK_SKEW:
             continue  # existed before this row was first sent: not ours, edited or not
+        if c.creation_type not in (None, API_MADE):
+            continue  # booked in Flextell's own screens: never a POST of ours, edited or not
         if not any(equal(p, c) for p in payloads):
             return Decision(
                 Verdict.UNKNOWN,

@@ -23,12 +23,10 @@ from worker.api.client import CalendarResult, Outcome, Result
 from worker.commands.checking.api_reads import read_with_retries
 from worker.compare import identity_key, resource_values
 from worker.config import Config
-from worker.contract import AppointmentResource
+from worker.contract import API_MADE, AppointmentResource
 from worker.delivery import AuthGuard, LaneBuilder, LaneStopped, TenantLane
 from worker.ledger import Entry, Ledger
 
-API_MADE = "api"
-"""``creation_type`` of an appointment made by ``POST /v1/appointments``."""
 CALENDAR_DAYS = 31
 """Days per calendar request: a year of rows is a dozen reads, each of a bounded size."""
 
