@@ -648,6 +648,37 @@ def test_a_key_repeated_three_times_names_both_skipped_rows(tmp_path: Path, sbx:
     assert dup["reason"].endswith(f"; skipped as well: {path}:5")
 
 
+def test_a_change_after_an_acknowledged_change_names_the_acknowledged_version(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """Cancelled in the export, cancelled in Flextell by hand, acknowledged; then the
+    export un-cancelled the visit and moved it: the item listed only the move (its
+    differences are to the version first sent, whose status was pending), the front desk
+    moved it, and the visit stayed cancelled in Flextell."""
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    rows = [dict(r) for r in sample[:6]]
+    key = rows[1]["appointment_id"]
+    assert rows[1]["status"] == "pending"
+    assert import_file(config, sbx, export(tmp_path, "n1.csv", rows))[0].exit_code == 0
+    rows[1] = dict(rows[1], status="cancelled", cancellation_reason="patient ill")
+    assert import_file(config, sbx, export(tmp_path, "n2.csv", rows))[0].exit_code == 1
+    assert run_cli("ack", key, "-c", str(config), "--by", "ayse", "--note", "done").exit_code == 0
+    rows[1] = dict(sample[1], start=sample[1]["start"].replace("T13:00", "T14:00"))
+    for night in ("n3.csv", "n4.csv"):  # said on every night until acknowledged again
+        assert import_file(config, sbx, export(tmp_path, night, rows))[0].exit_code == 1
+        [item] = items(config)
+        assert (item["source_key"], item["kind"]) == (key, "changed")
+        assert "scheduled_at" in item["local_diff"] and "status" not in item["local_diff"]
+        assert (
+            "; this is a later version than the one ayse acknowledged (cancellation_reason: "
+        ) in item["reason"]
+        assert (
+            'status: "pending" -> "cancelled"): the differences listed are to the version'
+            in (item["reason"])
+        )
+
+
 def test_an_unknown_row_a_person_acknowledged_counts_no_more_on_verify_or_reconcile(
     tmp_path: Path, sbx: Sandbox
 ) -> None:

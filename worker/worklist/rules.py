@@ -167,6 +167,31 @@ def _seen_again(item: WorkItem, finding: Finding, run_id: int, state: State) -> 
     return replace(item, state=state, last_run_id=run_id, **_what_was_found(finding))
 
 
+_LATER = "; this is a later version than the one "
+
+
+def _after_ack(item: WorkItem, old: WorkItem) -> WorkItem:
+    """A changed item of a row whose earlier change a person acknowledged: its differences
+    are to the version first sent, while Flextell may hold the acknowledged one (a
+    cancellation acknowledged, then the export un-cancelled and moved the visit: only the
+    move was listed, and the visit stayed cancelled). Say which version that was, on every
+    run until the item is acknowledged again."""
+    if item.kind != Kind.CHANGED:
+        return item
+    if old.state == State.ACKNOWLEDGED and old.local_diff:
+        who = old.ack_by or "a person"
+        note = (
+            f"{_LATER}{who} acknowledged ({old.local_diff}): the differences listed are to "
+            "the version first sent, so if Flextell was changed to the acknowledged one, "
+            "check every field of both against the export"
+        )
+    elif _LATER in old.reason:
+        note = old.reason[old.reason.index(_LATER) :]
+    else:
+        return item
+    return replace(item, reason=item.reason + note)
+
+
 def _fixed_by_hand(items: Iterable[WorkItem], finding: Finding) -> WorkItem | None:
     """The hand-fixed item whose old version this finding is, if any."""
     if finding.kind not in _OLD_VERSION:
@@ -208,10 +233,10 @@ def judge(
             seen = _seen_again(old, finding, run_id, State.ACKNOWLEDGED)
             # An acknowledgement of the legacy hash is anchored to the current one.
             out[finding.kind.value] = replace(seen, ack_hash=finding.content_hash)
-        elif old.state == State.ACKNOWLEDGED:
-            out[finding.kind.value] = _opened(finding, run_id, old)  # the row changed again
+        elif old.state == State.ACKNOWLEDGED:  # the row changed again
+            out[finding.kind.value] = _after_ack(_opened(finding, run_id, old), old)
         else:
-            out[finding.kind.value] = _seen_again(old, finding, run_id, State.OPEN)
+            out[finding.kind.value] = _after_ack(_seen_again(old, finding, run_id, State.OPEN), old)
     for item in items:
         if item.kind in out or item.state == State.RESOLVED:
             continue
