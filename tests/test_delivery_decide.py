@@ -127,6 +127,9 @@ def test_a_row_never_sent_is_held_when_its_visit_was_booked_by_hand_in_another_r
         d.reason or ""
     )
     assert "--retry-failed" in (d.reason or "")
+    # An empty value is "-" for the person reading it, not Python's "None".
+    roomless = verdict_of(r, [r], [appt(8, T0 - 3600, room_id=None, status="pending")])
+    assert "room_id: row 301, Flextell -" in (roomless.reason or ""), roomless.reason
     # Owned by another row, it is that row's: not a booking by hand.
     owned = verdict_of(r, [r], [appt(8, T0 - 3600, room_id=302)], owners={8: "b"})
     assert owned.verdict is Verdict.ABSENT

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -47,6 +48,19 @@ def public_value(field: str, value: Any) -> Any:
     if field not in FREE_TEXT_FIELDS or value is None:
         return value
     return f"<text, {len(str(value))} chars>"
+
+
+def row_and_flextell(mismatches: Iterable[Mismatch]) -> str:
+    """``room_id: row 301, Flextell 302; ...`` for a person: free text by its length, an
+    empty value as ``-`` (as `verify` shows it), never Python's ``None``."""
+
+    def shown(field: str, value: Any) -> str:
+        return "-" if value is None else repr(public_value(field, value))
+
+    return "; ".join(
+        f"{m.field}: row {shown(m.field, m.sent)}, Flextell {shown(m.field, m.found)}"
+        for m in mismatches
+    )
 
 
 @dataclass(frozen=True, slots=True)

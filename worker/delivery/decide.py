@@ -47,7 +47,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from worker.compare import MATCH_FIELDS, compare, equal, public_value, same_identity
+from worker.compare import MATCH_FIELDS, compare, equal, row_and_flextell, same_identity
 from worker.contract import API_MADE, AppointmentResource
 from worker.ledger import Entry, Origin, Status
 
@@ -97,12 +97,7 @@ def _created(resource: AppointmentResource) -> float | None:
 def _differences(payload: dict[str, Any], resource: AppointmentResource) -> str:
     # The reason goes to the worklist's table and the masked HTML page: a note by its
     # length, as everywhere a person reads a difference (the ledger keeps the row).
-    parts = [
-        f"{m.field}: row {public_value(m.field, m.sent)!r}, "
-        f"Flextell {public_value(m.field, m.found)!r}"
-        for m in compare(payload, resource, MATCH_FIELDS)
-    ]
-    return "; ".join(parts)
+    return row_and_flextell(compare(payload, resource, MATCH_FIELDS))
 
 
 def _booked_by_hand(

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 
 from worker.api.client import Outcome, Result
-from worker.compare import MATCH_FIELDS, compare, public_value
+from worker.compare import MATCH_FIELDS, compare, row_and_flextell
 from worker.delivery.lane import LaneStopped, TenantLane
 from worker.delivery.slot_search import payload_of
 from worker.ledger import Ledger
@@ -64,11 +64,7 @@ async def rejudge_v1_rows(
         differences = compare(payload_of(entry.payload_json), got.appointment, MATCH_FIELDS)
         if not differences:
             continue
-        shown = "; ".join(
-            f"{m.field}: row {public_value(m.field, m.sent)!r}, "
-            f"Flextell {public_value(m.field, m.found)!r}"
-            for m in differences
-        )
+        shown = row_and_flextell(differences)
         reason = (
             f"recorded by the first ledger version for appointment {appointment_id}, which "
             f"differs from this row ({shown}): released and looked up again"
