@@ -194,6 +194,9 @@ def test_a_run_killed_before_it_recorded_its_counts_is_not_reported_as_having_do
     finally:
         proc.kill()
         proc.wait()
+    # The morning list said "0 item(s)" and nothing else while rows were in doubt.
+    listed = run_cli("worklist", "-c", str(config)).output
+    assert "run 1 ended without finishing (crashed or killed) and did not bring this" in listed
     assert (
         run_cli(
             "import", str(file), "-c", str(config), "--base-url", sbx.base_url, "--no-progress"
@@ -201,6 +204,7 @@ def test_a_run_killed_before_it_recorded_its_counts_is_not_reported_as_having_do
         == 1
     )  # fmt: skip  (the invalid row)
 
+    assert "ended without finishing" not in run_cli("worklist", "-c", str(config)).output
     table = run_cli("report", "-c", str(config))
     assert table.exit_code == 0, table.output
     first = next(line for line in table.output.splitlines() if line.startswith("│   1 "))

@@ -262,6 +262,22 @@ def untrusted_note(runs: list[Run], tenant: int | None = None) -> str | None:
     )
 
 
+def unfinished_note(runs: list[Run]) -> str | None:
+    """A line when the latest import did not end (crashed, killed, or still running): it
+    did not bring this list up to date, and rows it sent may be in doubt."""
+    imports = [run for run in runs if run.mode == "import"]
+    if not imports or imports[-1].status not in (RunStatus.RUNNING, RunStatus.CRASHED):
+        return None
+    last = imports[-1]
+    if last.status == RunStatus.RUNNING:
+        return f"run {last.id} is still running: this list is as the runs before it left it"
+    return (
+        f"run {last.id} ended without finishing (crashed or killed) and did not bring this "
+        "list up to date: rows it sent may be in doubt until the next import or `reconcile` "
+        "settles them (`verify` lists them)"
+    )
+
+
 def show(
     items: list[WorkItem], runs: list[Run], fmt: str, out: Path | None, tenant: int | None = None
 ) -> None:
@@ -269,9 +285,9 @@ def show(
     (--out), with a line on stderr saying what a file got. An export the latest run did
     not trust is said first: in the table's output, else on stderr."""
     fmt = format_for(fmt, out)
-    note = untrusted_note(runs, tenant)
-    if note is not None:
-        print(note, file=sys.stdout if fmt == "table" else sys.stderr)
+    for note in (unfinished_note(runs), untrusted_note(runs, tenant)):
+        if note is not None:
+            print(note, file=sys.stdout if fmt == "table" else sys.stderr)
     if fmt == "table":
         print_table(items)
     elif fmt == "json":
