@@ -993,8 +993,9 @@ def worklist_cmd(
     still carries the old version shows as fixed_by_hand (with --state all).
     While a tenant's latest full import did not trust its export ([sync]), a
     first line says so (on stderr for json, csv, xlsx): nothing was recorded
-    missing from it; so does one when the latest import crashed or still runs. csv, xlsx and json say in a worker_patient_data column (a
-    key in json) that they hold patient data. An encrypted ledger is read with
+    missing from it; so does one when the latest import crashed or still
+    runs. csv, xlsx and json say in a worker_patient_data column (a key in
+    json) that they hold patient data. An encrypted ledger is read with
     the key of --config: csv and xlsx need it, without it the table and json
     show "(encrypted: ...)" for reasons and notes. Read-only; exit 0, or 2 for
     a missing or unusable ledger (or a wrong key).
