@@ -26,6 +26,7 @@ _PATIENT_WORDS = re.compile(
     r"|e-?posta|e-?mail|kimlik|identity)",
     re.IGNORECASE,
 )
+_PHONE_WORDS = re.compile(r"(phone|tel|gsm|\bcep\b|mobil|handy)", re.IGNORECASE)
 _NOTE_WORDS = re.compile(r"(note|\bnot\b|açıklama|aciklama|comment|description|iptal|cancel)", re.I)
 
 
@@ -51,6 +52,12 @@ def mask_person(text: str) -> str:
     return value
 
 
+def mask_cell(text: str, phone: bool) -> str:
+    """A patient cell masked; one of a phone column to its last digits whatever it holds
+    (a short, invalid number such as 12345 read as an id and was shown whole)."""
+    return mask_phone(text) if phone and text.strip() else mask_person(text)
+
+
 def scrub_phones(text: str) -> str:
     """Every phone-like number in a text replaced by its last digits."""
 
@@ -69,6 +76,12 @@ class PatientColumns:
 
     person: frozenset[str]
     notes: frozenset[str]
+    phones: frozenset[str] = frozenset()
+    """Those of `person` that hold phone numbers (a lookup by phone, a phone's name)."""
+
+    def phone_values(self, fields: Mapping[str, Any]) -> set[str]:
+        """The row's non-empty cells of phone columns, as `split` gives them."""
+        return {str(fields[c]).strip() for c in self.phones if fields.get(c) is not None}
 
     def split(self, fields: Mapping[str, Any]) -> tuple[list[str], list[str]]:
         """The row's non-empty person cells and note cells."""
@@ -107,25 +120,39 @@ def patient_columns(mapping: Mapping[str, Any] | None, header: Iterable[str]) ->
     and cancellation_reason's); otherwise guessed from the column names."""
     header = list(header)
     if mapping:
-        person = set(_columns_of(mapping.get("customer_id")))
+        spec = mapping.get("customer_id")
+        person = set(_columns_of(spec))
+        phones = {c for c in person if _PHONE_WORDS.search(c)}
+        if isinstance(spec, Mapping):
+            if spec.get("by") == "phone":
+                phones |= {str(spec["column"])} if isinstance(spec.get("column"), str) else set()
+            create = spec.get("create")
+            if isinstance(create, Mapping) and isinstance(create.get("phone_number"), str):
+                phones.add(create["phone_number"])
         notes = {c for f in NOTE_FIELDS for c in _columns_of(mapping.get(f))}
         # A column that is neither mapped nor known is still masked when its name says so.
         unmapped = [c for c in header if not any(c in _columns_of(v) for v in mapping.values())]
         person |= {c for c in unmapped if _PATIENT_WORDS.search(c)}
+        phones |= {c for c in unmapped if _PHONE_WORDS.search(c)}
         notes |= {c for c in unmapped if _NOTE_WORDS.search(c)}
-        return PatientColumns(frozenset(person), frozenset(notes - person))
+        return PatientColumns(frozenset(person), frozenset(notes - person), frozenset(phones))
     person = {c for c in header if _PATIENT_WORDS.search(c)}
     notes = {c for c in header if _NOTE_WORDS.search(c)} - person
-    return PatientColumns(frozenset(person), frozenset(notes))
+    phones = {c for c in person if _PHONE_WORDS.search(c)}
+    return PatientColumns(frozenset(person), frozenset(notes), frozenset(phones))
 
 
-def scrub(text: str, people: Iterable[str], notes: Iterable[str]) -> str:
-    """`text` with this row's patient cells masked, its notes hidden and any phone masked."""
+def scrub(
+    text: str, people: Iterable[str], notes: Iterable[str], phones: Iterable[str] = ()
+) -> str:
+    """`text` with this row's patient cells masked (those of `phones` as phones), its
+    notes hidden and any phone masked."""
+    phones = set(phones)
     for value in sorted(notes, key=len, reverse=True):
         if len(value) >= 2:
             text = text.replace(value, HIDDEN)
     for value in sorted(people, key=len, reverse=True):
-        masked = mask_person(value)
+        masked = mask_cell(value, value in phones)
         if masked != value and len(value) >= 2:
             text = text.replace(value, masked)
     return scrub_phones(text)

@@ -31,7 +31,7 @@ from worker.commands.report import FAILURE_STATUSES, open_for_report, write_fail
 from worker.commands.reporting.report_masking import (
     HIDDEN,
     NOTE_FIELDS,
-    mask_person,
+    mask_cell,
     patient_columns,
     scrub,
 )
@@ -424,7 +424,9 @@ class PageWorklist:
             return  # counted, not embedded: the page states the bound
         data = _object(row.source_row)
         fields = data.get("fields")
-        people, notes = self._columns.split(fields if isinstance(fields, dict) else {})
+        cells = fields if isinstance(fields, dict) else {}
+        people, notes = self._columns.split(cells)
+        phones = self._columns.phone_values(cells)
         payload = _object(row.payload_json)
         notes += [str(payload[f]) for f in NOTE_FIELDS if payload.get(f)]
         show = self._show
@@ -437,12 +439,12 @@ class PageWorklist:
                 tenant=row.tenant,
                 kind=kind,
                 source_key=row.source_key,
-                reason=reason if show else scrub(reason, people, notes),
+                reason=reason if show else scrub(reason, people, notes, phones),
                 field=row.field or "",
                 file=file,
                 line=row.line,
                 local_time=local_time or _local_time(payload, self._zone(row.tenant)),
-                patient=", ".join(people if show else [mask_person(p) for p in people]),
+                patient=", ".join(people if show else [mask_cell(p, p in phones) for p in people]),
                 note=" / ".join(notes) if show else (HIDDEN if notes else ""),
                 fixable=fixable,
             )
