@@ -115,6 +115,26 @@ def test_an_export_of_a_header_and_a_line_of_no_tenant_has_no_rows(
         assert summary["totals"]["missing_from_source"] == 0
 
 
+def test_an_export_that_ends_mid_row_is_trusted_for_no_tenant(tmp_path: Path, sbx: Sandbox) -> None:
+    """A copy that stopped in the last row of a tenant: the row after the cut lacked from
+    an export trusted all the same (one of eight, under max_missing), and the front desk
+    was asked whether a real visit had been cancelled."""
+    config = write_config(tmp_path)
+    columns, rows = sample_rows()
+    ours = [r for r in rows if r["clinic"] == "1"][:8]
+    assert import_file(config, sbx, write_csv(tmp_path / "n1.csv", columns, ours))[0].exit_code == 0
+    full = write_csv(tmp_path / "full.csv", columns, ours).read_text(encoding="utf-8")
+    cut = tmp_path / "n2.csv"
+    cut.write_text(full[: full.rindex(ours[-1]["appointment_id"]) + 5], encoding="utf-8")
+    for dry in (("--dry-run",), ()):
+        result, summary = import_file(config, sbx, cut, *dry)
+        assert result.exit_code == 1, result.output
+        assert summary["incomplete"]["1"].startswith("the export looks cut short: its last line")
+        assert summary["totals"]["missing_from_source"] == 0
+    assert [i["kind"] for i in json.loads(run_cli("worklist", "-c", str(config), "--format",
+                                                  "json").stdout)] == ["invalid"]  # fmt: skip
+
+
 def _two_tenants(
     tmp_path: Path, sbx: Sandbox, config: Path
 ) -> tuple[list[str], list[dict[str, str]]]:

@@ -127,10 +127,10 @@ def test_a_night_whose_export_was_not_trusted_says_so_first(tmp_path: Path, sbx:
 
     code, out = night(rows[:2] + rows[3:])  # half of tenant 1's created rows are gone
     assert code == 1
-    assert "not trusted for tenant 1 (incomplete or stale); 0 new" in out.splitlines()[0]
+    assert "not trusted for tenant 1 (incomplete, stale or cut short); 0 new" in out.splitlines()[0]
     table = run_cli("worklist", "-c", str(config))
     assert table.stdout.splitlines()[0].startswith(
-        "run 3 did not trust the export for tenant 1 (incomplete or stale): "
+        "run 3 did not trust the export for tenant 1 (incomplete, stale or cut short): "
     )
 
     code, out = night(rows)  # the whole export again: trusted, and the worklist says nothing

@@ -327,7 +327,7 @@ def test_the_page_tells_each_run_as_it_exited(tmp_path: Path, sbx: Any) -> None:
     assert "exit code 0" in acked["verdict"] and "Nothing needs a person now" in acked["verdict"]
     # Per tenant, "needs a person" is the worklist's: the acknowledged row is not in it.
     assert [t[-1] for t in acked["tenants"]] == ["none", "none"]
-    for page, why in ((empty, "no rows"), (half, "incomplete or stale")):
+    for page, why in ((empty, "no rows"), (half, "incomplete, stale or cut short")):
         assert page["verdict"].startswith("Needs attention:") and "exit code 1" in page["verdict"]
         assert f"not trusted for Kadikoy Clinic ({why}), Besiktas Clinic ({why})" in page["verdict"]
         assert "No worklist item is open now" in page["verdict"]

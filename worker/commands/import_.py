@@ -181,6 +181,8 @@ class ImportRun:
         self.acknowledged: set[tuple[str, int, str]] = set()
         """(kind, tenant, key) of the changed and missing rows seen that a person acked."""
         self.missing_entries: list[Entry] = []
+        self.cut_short: int | None = None
+        """The export's last line, when it ends mid-row (see Source.cut_short)."""
         self.skipped_created: list[Entry] = []
         """Created rows of earlier runs that a `skip_rows` rule skipped in this export."""
         """A dry run: the created rows the export lacks (of tenants whose export it trusts)."""
@@ -264,6 +266,8 @@ class ImportRun:
         finally:
             if isinstance(source, Source) and source.skipped:
                 self.skipped = (source.skipped, source.skipped_text())
+            if isinstance(source, Source):
+                self.cut_short = source.cut_short
 
     # --- sending ------------------------------------------------------------
 
@@ -891,7 +895,7 @@ async def _missing_from_source(run: ImportRun, ledger: Ledger) -> None:
         # asks whether the rule is too wide), never counted missing.
         run.skipped_created.extend(e for e in entries if (tenant, e.source_key) in skipped)
         entries[:] = [e for e in entries if (tenant, e.source_key) not in skipped]
-    stale = _stale(run)
+    stale = _stale(run) or _cut_short(run)
     for tenant, entries in found.items():
         # A dry run sent nothing: what the ledger holds now is what it held before.
         known = run.created_before.get(tenant)
@@ -948,6 +952,19 @@ async def _no_rows(run: ImportRun, ledger: Ledger) -> None:
 async def _created(ledger: Ledger, tenant: int) -> int:
     """How many rows of `tenant` the ledger holds created."""
     return (await ledger.count_by_status(tenant)).get(Status.CREATED.value, 0)
+
+
+def _cut_short(run: ImportRun) -> str | None:
+    """Why an export that ends mid-row is trusted for no tenant: the rows after the cut
+    are missing from it whichever tenant they belong to, and `max_missing` counts only a
+    share of each tenant's (a tenant whose rows came last lost them all)."""
+    if run.cut_short is None:
+        return None
+    return (
+        f"the export looks cut short: its last line ({run.cut_short}) ends without a line "
+        "break and is no whole row (a copy or an export that stopped); nothing is recorded "
+        "as missing. Check that the export finished"
+    )
 
 
 def _stale(run: ImportRun) -> str | None:

@@ -187,6 +187,9 @@ class CsvRows:
         self._base = 0
         """Physical line number just before the reader's first line."""
         self._replayed_until = 0
+        self.cut_short: int | None = None
+        """The last line, when the file ends without a line break in a record that is no
+        whole row: a copy that stopped there (set once the rows are read)."""
         self.columns, self._prev_end = self._read_header()
 
     def _new_reader(self, lines: Iterator[str | None]) -> Iterator[list[str]]:
@@ -267,10 +270,13 @@ class CsvRows:
         next_record = reader.__next__
         base = self._base
         prev_end = self._prev_end
+        last_bad = False  # the last record read was no whole row
         while True:
             try:
                 cells = next_record()
             except StopIteration:
+                if self._feed.unterminated and last_bad:
+                    self.cut_short = prev_end
                 if self._feed.unterminated:
                     # Many a copy that stopped mid-file ends so: its last row may be cut
                     # in a cell, and still read as a valid row. Said, not refused.
@@ -284,6 +290,7 @@ class CsvRows:
                 raise self._translate(exc) from None
             except csv.Error as exc:
                 self._prev_end = prev_end
+                last_bad = True
                 yield from self._broken(exc)
                 reader = self._reader
                 next_record = reader.__next__
@@ -305,8 +312,10 @@ class CsvRows:
                 set_fields(row, dict(zip(columns, cells)))  # noqa: B905 - lengths checked
                 set_raw(row, None)
                 set_sheet(row, None)
+                last_bad = False
                 yield row
             elif "".join(cells).strip():
+                last_bad = True
                 yield self._wrong_count(prev_end + 1, cells, columns)
             prev_end = base + reader.line_num  # type: ignore[attr-defined]
             clear()

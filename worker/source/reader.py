@@ -72,6 +72,7 @@ class Source:
         self.sheet: str | None = None
         """Spreadsheets: the name of the sheet being read."""
         self.titles_above: int | None = None
+        self._csv: CsvRows | None = None
         """The header's line (a sheet's row) when title lines above it were skipped
         without [source] header_row saying so."""
         self._sheet_rows: SheetRows | None = None
@@ -251,6 +252,7 @@ class Source:
                     f"header is line {header_line} ([source] header_row = {header_line} "
                     "says so)"
                 )
+            self._csv = rows
             if QUOTED_COLUMN in rows.columns:
                 # A failures file read back: undo its spreadsheet-safety quotes.
                 rows.columns[:] = unquote_header(rows.columns)
@@ -334,6 +336,12 @@ class Source:
                     f"header{did_you_mean(column, self.columns)}"
                 )
         return self._skipping(self._rows)
+
+    @property
+    def cut_short(self) -> int | None:
+        """The last line of a CSV that ends without a line break in a record that is no
+        whole row (a copy that stopped mid-row), once read to its end; else None."""
+        return None if self._csv is None else self._csv.cut_short
 
     def skipped_text(self) -> str:
         """The rows `skip_rows` skipped, in words: "2 row(s) skipped by [source]

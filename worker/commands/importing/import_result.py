@@ -115,10 +115,11 @@ def tenant_counts(run: Run) -> dict[int, dict[str, int]]:
 
 def untrusted_export(read: Mapping[int, int], names: Mapping[int, str] | None = None) -> str:
     """The tenants whose export a run did not trust ([sync] max_missing, max_age, or no
-    rows), given the rows read of each: "tenant 1 (no rows), tenant 2 (incomplete or stale)"."""
+    rows), given the rows read of each: "tenant 1 (no rows), tenant 2 (incomplete, stale or
+    cut short)"."""
+    why = {True: "incomplete, stale or cut short", False: "no rows"}
     return ", ".join(
-        f"{(names or {}).get(t, f'tenant {t}')} ({'incomplete or stale' if n else 'no rows'})"
-        for t, n in sorted(read.items())
+        f"{(names or {}).get(t, f'tenant {t}')} ({why[bool(n)]})" for t, n in sorted(read.items())
     )
 
 
