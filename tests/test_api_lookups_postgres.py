@@ -32,7 +32,7 @@ from tests.test_api_lookups import (
     requests_since,
     setup,
 )
-from worker.commands.import_ import ImportOptions, run_source_options
+from worker.commands.validate import source_options
 from worker.config import load_config
 from worker.ledger.postgres import LeaseLostError, PgLedger
 from worker.references.prepass import prepare
@@ -249,7 +249,7 @@ async def _creates_no_customer(tmp_path: Path, sb: Sandbox, pg_url: str, ledger:
     """Resolving the sample with `ledger` stops on its lease, and no customer POST leaves."""
     cfg = pg_config(tmp_path, pg_url)
     config = load_config(cfg)
-    opts = run_source_options(config, ImportOptions(file=str(SAMPLE), config_path=cfg))
+    opts = source_options(config, None)
     start = time.time() - 1
     with pytest.raises(LeaseLostError, match="lease of tenant 1"):
         await prepare(config, str(SAMPLE), opts, tenant=None, base_url=sb.base_url,

@@ -379,6 +379,36 @@ def test_a_formula_never_computed_is_a_row_error_not_an_empty_cell(tmp_path: Pat
     assert [b[0] for b in bodies(out)] == [2, 4]  # the others flow
 
 
+def test_a_formula_never_computed_in_a_column_nobody_reads_refuses_no_row(
+    tmp_path: Path,
+) -> None:
+    """A label column of formulas (=C2&" "&D2) a program wrote without calculating: every
+    row was refused for a column no field reads, and `init` drafted from the few rows that
+    had values (and guessed the day/month order from them)."""
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.title = "Randevular"
+    sheet.append([*HEADER, "Etiket"])
+    for n, row in enumerate(TYPED[:3], start=2):
+        sheet.append([*row, f'=A{n}&" "&B{n}'])
+    sheet["H2"].data_type = "s"  # the formula-like note is text, as typed
+    book.save(tmp_path / "export.xlsx")
+    out = tmp_path / "payloads.jsonl"
+    code, stdout, _ = validate(
+        str(tmp_path / "export.xlsx"), "-c", str(write_config(tmp_path)), "--payloads", str(out)
+    )
+    assert code == 0, stdout
+    assert "never computed" not in stdout
+    assert [b[0] for b in bodies(out)] == [2, 3, 4]
+    drafted = CliRunner().invoke(
+        cli, ["init", str(tmp_path / "export.xlsx"), "--out", str(tmp_path / "d.toml")]
+    )
+    assert "(3 rows read)" in (tmp_path / "d.toml").read_text(encoding="utf-8"), drafted.output
+
+
 def assert_error_cell_read_as_shown(
     path: Path, tmp_path: Path, label: str, notes: dict[int, str | None]
 ) -> None:

@@ -44,6 +44,7 @@ from worker.commands.importing.progress import RunProgress
 from worker.commands.importing.signals import StopSignals, stop_on_signal
 from worker.commands.ledger_care import purge_after_import
 from worker.commands.output import absolute
+from worker.commands.validate import source_options
 from worker.config import Config, TenantConfig, load_config
 from worker.delivery import Job, LaneBuilder, RetryPolicy, RowDelivery, TenantLane, http_session
 from worker.delivery.lanes import policy_from_config
@@ -71,7 +72,7 @@ from worker.references.prepass import (
     run_ledger,
 )
 from worker.references.prepass import prepare as prepare_references
-from worker.source import RowProblem, Source, SourceOptions, SourceRow, open_source
+from worker.source import RowProblem, Source, SourceRow, open_source
 from worker.sync import incomplete_export, stale_export
 from worker.worklist import Kind, Scope, State, Tally, current_tally, findings
 from worker.worklist.rules import tally
@@ -365,19 +366,6 @@ class ImportRun:
             self.reader_done.set()
 
 
-def run_source_options(config: Config, options: ImportOptions) -> SourceOptions:
-    return SourceOptions(
-        format=options.format or config.source.format,
-        encoding=config.source.encoding,
-        delimiter=config.source.delimiter,
-        max_field_size=config.source.max_field_size,
-        max_line_length=config.source.max_line_length,
-        sheet=config.source.sheet,
-        header_row=config.source.header_row,
-        skip_rows=tuple((r.column, r.matches) for r in config.source.skip_rows),
-    )
-
-
 async def run_import(
     options: ImportOptions, *, config: Config | None = None, context: RunContext | None = None
 ) -> ImportResult:
@@ -389,7 +377,7 @@ async def run_import(
     started = time.monotonic()
     config = load_config(options.config_path) if config is None else config
     mapper = Mapper.from_config(config, tenant_override=options.tenant)
-    source_opts = run_source_options(config, options)
+    source_opts = source_options(config, options.format, mapper)
     ledger_path = ledger_target(config, options.ledger_path)
     api = api_identity(config.base_urls(options.base_url))
     if config_uses_api(config) and options.file == "-":
@@ -560,7 +548,7 @@ async def _send(
                         prepared = await prepare_references(
                             run.config,
                             options.file,
-                            run_source_options(run.config, options),
+                            source_options(run.config, options.format, run.mapper),
                             tenant=options.tenant,
                             base_url=options.base_url,
                             ledger=ledger,

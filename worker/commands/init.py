@@ -104,8 +104,15 @@ def read_sample(
     path: str, fmt: str | None, sheet: str | int | None = None, header_row: int | None = None
 ) -> Sample:
     """Up to `SAMPLE_ROWS` rows of `path`, read as validate would with encoding "auto"."""
+    # A formula never computed reads as empty here: a sample that dropped its rows
+    # (unmapped as that column may end up) drafted from a handful, and guessed wrong.
     options = SourceOptions(
-        format=fmt, encoding="auto", sheet=sheet, header_row=header_row, from_cli=True
+        format=fmt,
+        encoding="auto",
+        sheet=sheet,
+        header_row=header_row,
+        from_cli=True,
+        read_columns=frozenset(),
     )
     with open_source(path, options) as src:
         sample = Sample(

@@ -238,9 +238,13 @@ def _progress(src: Source, enabled: bool) -> Iterator[Any]:
         yield lambda: bar.update(task, completed=src.bytes_read())
 
 
-def source_options(cfg: Config, fmt: str | None) -> SourceOptions:
-    """The reader options from ``[source]``, with ``--format`` winning."""
+def source_options(cfg: Config, fmt: str | None, mapper: Mapper | None = None) -> SourceOptions:
+    """The reader options from ``[source]``, with ``--format`` winning; `mapper`: the
+    columns it reads (and the skip rules') are those whose cells can refuse a row."""
     s = cfg.source
+    read = None
+    if mapper is not None:
+        read = frozenset(mapper.column_names) | {r.column for r in s.skip_rows}
     return SourceOptions(
         format=fmt or s.format,
         encoding=s.encoding,
@@ -250,6 +254,7 @@ def source_options(cfg: Config, fmt: str | None) -> SourceOptions:
         sheet=s.sheet,
         header_row=s.header_row,
         skip_rows=tuple((r.column, r.matches) for r in s.skip_rows),
+        read_columns=read,
     )
 
 
@@ -265,7 +270,7 @@ def validate_file(opts: ValidateOptions) -> ValidateSummary:
             mapper = ref_note.mapper
     checker = _Checker(mapper.source_key_column)
     with ExitStack() as stack:
-        src = stack.enter_context(open_source(opts.file, source_options(cfg, opts.format)))
+        src = stack.enter_context(open_source(opts.file, source_options(cfg, opts.format, mapper)))
         summary.source, summary.format = src.name, src.format
         for note in [*mapper.notes, *src.notes]:
             summary.warnings.append(note)

@@ -50,6 +50,10 @@ class SourceOptions:
     from_cli: bool = False
     """`sheet` and `header_row` came as ``--sheet`` and ``--header-row`` (init): errors
     name the options the person typed, not ``[source]`` keys."""
+    read_columns: frozenset[str] | None = None
+    """Spreadsheets: the columns a mapping reads (None: every column). A formula never
+    computed in another column reads as empty: nothing is guessed for a column no field
+    reads, so it refuses no row."""
 
 
 def setting(name: str, value: object = None, *, from_cli: bool) -> str:

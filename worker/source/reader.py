@@ -127,7 +127,7 @@ class Source:
         from worker.source.sheet import SheetRows
 
         sheet = SheetRows(self.name, path, self.format, options.sheet, options.header_row,
-                           from_cli=options.from_cli)  # fmt: skip
+                           from_cli=options.from_cli, read=options.read_columns)  # fmt: skip
         self._sheet_sha256 = sheet.sha256
         self._sheet_rows = sheet
         if sheet.hidden:

@@ -153,9 +153,12 @@ class SheetRows:
         header_row: int | None = None,
         *,
         from_cli: bool = False,
+        read: frozenset[str] | None = None,
     ) -> None:
         self.name = name
         self._from_cli = from_cli
+        self._read = read
+        """The columns a mapping reads (None: all): an uncomputed formula elsewhere is ''."""
         workbook, self.sha256, data = _open_workbook(name, path, fmt)
         try:
             chosen = _pick_sheet(workbook, name, sheet, from_cli=from_cli)
@@ -314,6 +317,7 @@ class SheetRows:
                         if (
                             index < width
                             and str(values[index] if index < len(values) else "") == ""
+                            and (self._read is None or columns[index] in self._read)
                         ):
                             uncomputed.append(columns[index] if index >= 0 else "?")
                     elif 0 <= index < len(values):
