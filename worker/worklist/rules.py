@@ -15,6 +15,7 @@ differs", a quiet state, not a new problem.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -264,6 +265,7 @@ def judge(
 # Items a person answers by changing Flextell (the API has no update): when their
 # cause goes away after the acknowledgement, Flextell may now differ from the source.
 _ACTED_ON = (Kind.CHANGED, Kind.MISSING)
+_APPOINTMENT = re.compile(r"\bappointment (\d+)")
 _REVERTED = "reverted:"
 """The content hash's prefix of an item reopened so: it stays open until acknowledged."""
 
@@ -274,9 +276,15 @@ def _undone(item: WorkItem, run_id: int) -> WorkItem:
     it changed Flextell by hand, Flextell now differs from the export."""
     who = item.ack_by or "a person"
     if item.kind == Kind.CHANGED:
+        # What was acknowledged, and where: the item keeps neither the appointment nor the
+        # change otherwise, and its local time is the first version's, not Flextell's.
+        made = _APPOINTMENT.search(item.reason)
+        where = f" (appointment {made.group(1)})" if made else ""
+        change = f" ({item.local_diff})" if item.local_diff else ""
         reason = (
-            f"the export went back to the version first sent after {who} acknowledged its "
-            "change: if Flextell was changed by hand, change it back; then `ack`"
+            f"the export went back to the version first sent{where} after {who} "
+            f"acknowledged its change{change}: if Flextell was changed by hand, change it "
+            "back; then `ack`"
         )
     else:
         reason = (
