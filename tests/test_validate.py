@@ -264,6 +264,8 @@ def test_text_after_a_date_is_counted_not_quoted(tmp_path: Path) -> None:
     assert "in.csv:2: scheduled_at" in out
     assert "27 characters after the date-time that the format does not read" in out
     assert "in.csv:3: scheduled_at" in out and "day is out of range for month" in out
+    # The format as a person reads it, and as the config holds it.
+    assert "expected DD.MM.YYYY HH:mm (%d.%m.%Y %H:%M)" in out
     errors = json.loads(report.read_text(encoding="utf-8"))["errors"]
     assert "Yılmaz" in errors[0]["value"]  # the file asked for holds the cell
     messages = " ".join(e["message"] for e in errors)

@@ -672,6 +672,7 @@ def test_a_change_after_an_acknowledged_change_names_the_acknowledged_version(
         assert "scheduled_at" in item["local_diff"] and "status" not in item["local_diff"]
         assert (
             "; this is a later version than the one ayse acknowledged (cancellation_reason: "
+            '- -> "<text, 11 chars>", '  # an empty value as '-', not JSON's null
         ) in item["reason"]
         assert (
             'status: "pending" -> "cancelled"): the differences listed are to the version'

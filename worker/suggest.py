@@ -43,8 +43,8 @@ def nearest_names(text: str, names: Iterable[str], limit: int = 3) -> list[tuple
 
 
 def names_hint(text: str, names: Iterable[str]) -> str:
-    """``"; nearest: 'A' (91), 'B' (74)"`` or "" when nothing is near."""
+    """``"; nearest: 'A' (91% alike), 'B' (74% alike)"`` or "" when nothing is near."""
     found = nearest_names(text, names)
     if not found:
         return ""
-    return "; nearest: " + ", ".join(f"{name!r} ({score})" for name, score in found)
+    return "; nearest: " + ", ".join(f"{name!r} ({score}% alike)" for name, score in found)

@@ -164,7 +164,7 @@ def parse_datetime(text: str, formats: Sequence[str]) -> datetime:
             # "day is out of range for month" says more than "does not match format".
             if problem is None and "does not match" not in msg and "Invalid isoformat" not in msg:
                 problem = _date_problem(msg)
-    shown_formats = ", ".join("ISO 8601" if f == ISO else f for f in formats)
+    shown_formats = ", ".join("ISO 8601" if f == ISO else _shown_format(f) for f in formats)
     if problem:
         raise ValueFail(f"not a valid date-time ({problem}; expected {shown_formats})", text)
     serial = _serial_date(text)
@@ -189,6 +189,18 @@ def _serial_date(text: str) -> datetime | None:
 
 
 _REMAINS = "unconverted data remains: "
+
+
+_FORMAT_WORDS = {"%d": "DD", "%m": "MM", "%Y": "YYYY", "%y": "YY", "%H": "HH", "%I": "hh",
+                 "%M": "mm", "%S": "ss", "%p": "AM/PM", "%b": "Mon", "%B": "Month"}  # fmt: skip
+_FORMAT_CODE = re.compile("|".join(map(re.escape, _FORMAT_WORDS)))
+
+
+def _shown_format(fmt: str) -> str:
+    """A strftime format as a person reads it, with the code the config holds:
+    ``DD.MM.YYYY HH:mm (%d.%m.%Y %H:%M)``; the code alone when it has other directives."""
+    shown = _FORMAT_CODE.sub(lambda m: _FORMAT_WORDS[m.group()], fmt)
+    return fmt if "%" in shown else f"{shown} ({fmt})"
 
 
 def _date_problem(message: str) -> str | None:

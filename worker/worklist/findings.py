@@ -92,7 +92,8 @@ def local_diff(changes: dict[str, list[Any]], zone: str) -> str:
             old, new = local_time(old, zone), local_time(new, zone)
         else:
             old, new = public_value(name, old), public_value(name, new)
-        shown = [json.dumps(v, ensure_ascii=False) for v in (old, new)]
+        # An empty value as `verify` and the row/Flextell differences show it, not JSON's null.
+        shown = ["-" if v is None else json.dumps(v, ensure_ascii=False) for v in (old, new)]
         parts.append(f"{name}: {shown[0]} -> {shown[1]}")
     return ", ".join(parts)
 
