@@ -309,8 +309,21 @@ def check_token_spec(spec: str, base_dir: Path) -> None:
     elif kind == "file" and rest:
         path = token_file_path(rest, base_dir)
         if not path.exists():
-            raise ConfigError(f"token file {path}: not found")
+            raise _not_found(rest, path)
         refuse_shared(path, "token file")  # as the provider would, a moment later
+
+
+def _not_found(given: str, path: Path) -> ConfigError:
+    """A token file that is not there, named when what follows ``file:`` looks like a
+    path; a bare word may be a short password pasted there (too short to be refused as a
+    secret by its shape), so it is not shown."""
+    if any(mark in given for mark in "/\\.~"):
+        return ConfigError(f"token file {path}: not found")
+    return ConfigError(
+        f"token: no file named by what follows 'file:' ({len(given)} characters, not shown: "
+        "it has no '/' or '.', so it may be a password pasted there): give the token "
+        "file's path, such as file:secrets/flextell-token"
+    )
 
 
 def _refuse_pasted(spec: str) -> None:
@@ -344,7 +357,7 @@ def token_provider_from_spec(
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise ConfigError(f"token file {path}: not found") from None
+            raise _not_found(rest, path) from None
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
             raise ConfigError(f"token file {path}: cannot read: {reason}") from None
