@@ -199,3 +199,16 @@ def test_verify_seed_without_sample_is_refused(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["verify", "-c", str(cfg), "--seed", "3"])
     assert result.exit_code == 2, result.output
     assert "--seed picks the rows of --sample N: give --sample too" in result.stderr
+
+
+def test_every_problem_of_a_config_is_listed_at_once(tmp_path: Path) -> None:
+    """Three problems said as one and "(and 2 more problems)": a run per fix to find them."""
+    cfg = _config(tmp_path, '[source]\ndelimeter = ";"\nencodng = "cp1254"\n')
+    cfg.write_text(cfg.read_text().replace("[api]\n", "[api]\nconcurency = 2\n", 1))
+    result = CliRunner().invoke(cli, ["validate", SAMPLE, "-c", str(cfg)])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 3, result.stderr
+    for bad in ("concurency", "delimeter", "encodng"):
+        assert any(f"unknown key {bad!r}" in line and str(cfg) in line for line in lines), bad
+    assert "more problems" not in result.stderr

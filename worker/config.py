@@ -542,15 +542,25 @@ def load_config(path: str | Path) -> Config:
     try:
         return Config.model_validate({**data, "path": path})
     except ValidationError as exc:
-        errors = exc.errors()
-        # An unknown key is the commonest mistake (a typo): report it first, with the fix.
-        first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-        more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
-        if first["type"] == "extra_forbidden":
-            raise ConfigError(f"{path}: {unknown_key(first['loc'])}{more}") from None
-        key = _loc(first["loc"]) or "(top level)"
-        msg = first["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{path}: {key}: {msg}{more}") from None
+        # Every problem, one line each (one at a time cost a run per fix); an unknown key,
+        # the commonest mistake (a typo), first, with the fix.
+        errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+        lines = [f"{path}: {_problem(e)}" for e in errors[:MAX_PROBLEMS]]
+        if len(errors) > MAX_PROBLEMS:
+            lines.append(f"{path}: and {len(errors) - MAX_PROBLEMS} more problems")
+        raise ConfigError("\n".join(lines)) from None
+
+
+MAX_PROBLEMS = 10
+"""Config problems listed at once."""
+
+
+def _problem(error: Any) -> str:
+    """One config problem as a line: where, and what is wrong."""
+    if error["type"] == "extra_forbidden":
+        return unknown_key(error["loc"])
+    key = _loc(error["loc"]) or "(top level)"
+    return f"{key}: {error['msg'].removeprefix('Value error, ')}"
 
 
 _SECTIONS: dict[str, type[BaseModel]] = {
