@@ -172,6 +172,11 @@ def test_a_password_in_any_url_form_never_shows(tmp_path: Path, url: str, shown:
         ("postgresql://worker:s3cret-pw@db/flextell?sslmod=require&connect_timeout=5",
          "postgresql://worker:***@db/flextell?sslmod=require&connect_timeout=5: query "
          "parameter 'sslmod' is not one libpq knows; did you mean 'sslmode'?"),
+        # libpq ends the user part at the first "@": "ss" of the password was shown as the
+        # host it could not resolve (and looked up in the DNS).
+        ("postgresql://worker:p@ss:w0rd@127.0.0.1:8339/flextell",
+         "postgresql://worker:***@127.0.0.1:8339/flextell: the user part holds more than one "
+         "'@' (not shown: it may be the password's): write an '@' of the password as %40"),
         ("postgresql:///flextell?password=s3cret-pw&bogus=1",
          "postgresql:///flextell?password=***&bogus=1: query parameter 'bogus' is not one "
          "libpq knows (such as sslmode, connect_timeout, application_name)"),

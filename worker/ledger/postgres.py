@@ -168,6 +168,13 @@ def url_problem(url: str) -> str | None:
     (``h1:5432,h2:5433``) may have a port of 1 to 65535; an IPv6 one is in brackets.
     The hosts are read after the password (`redact`), so no piece of a password with a
     raw "/" in it is ever taken for a host or a port and named."""
+    if url.partition("://")[2].partition("?")[0].count("@") > 1:
+        # libpq ends the user part at the first "@", this redaction at the last: the
+        # rest of the password was taken for a host, shown, and looked up in the DNS.
+        return (
+            "the user part holds more than one '@' (not shown: it may be the password's): "
+            "write an '@' of the password as %40"
+        )
     _, netloc, _, _, _ = _split(redact(url))
     for host in netloc.rpartition("@")[2].split(","):
         if "[" in host or "]" in host:
