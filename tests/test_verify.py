@@ -250,3 +250,21 @@ def test_a_run_or_tenant_that_is_not_there_is_an_error_not_ok(tmp_path: Path, sb
         result = run_cli("verify", "-c", str(config), "--base-url", sbx.base_url, *extra)
         assert result.exit_code == 2, result.output
         assert said in result.output and "(ok)" not in result.output
+
+
+def test_a_moved_appointment_is_shown_in_the_clinics_time(tmp_path: Path, sbx: Sandbox) -> None:
+    """verify printed a moved visit in UTC ("13:00:00Z") while the worklist said 16:00 of
+    the clinic's clock: a front desk could "fix" the visit to 13:00."""
+    config = _imported(tmp_path, sbx, n=2)
+    [first, *_] = sorted(sbx.appointments(), key=lambda a: a["id"])
+    sent = first["scheduled_at"].replace("Z", "+00:00")
+    moved = sent[:11] + "14:30:00+00:00"
+    sbx.change("PATCH", f"/_sandbox/appointments/{first['id']}", {"scheduled_at": moved})
+    code, _, output = verify_report(config, sbx)
+    assert code == 1, output
+    line = next(x for x in output.splitlines() if x.startswith("mismatch"))
+    assert re.search(
+        r'scheduled_at: sent "\d{4}-\d\d-\d\dT\d\d:\d\d:00\+03:00", '
+        r'found "\d{4}-\d\d-\d\dT17:30:00\+03:00"',
+        line,
+    ), line

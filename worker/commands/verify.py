@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from rich.console import Console
 from rich.table import Table
@@ -39,6 +40,7 @@ from worker.ledger.target import LedgerTarget, describe, is_url, ledger_target, 
 from worker.logs import get_logger
 from worker.worklist import Kind, WorkItem, acknowledged_unknown
 from worker.worklist import items as worklist_items
+from worker.worklist.findings import aware_instant
 from worker.worklist.rules import asks_to_undo
 
 log = get_logger("verify")
@@ -141,6 +143,8 @@ class VerifyResult:
     settle_with: str = ""
     """The options the `reconcile` it suggests needs: the ledger and base URL verify was
     given (a file path; a URL's password is never put in a command shown)."""
+    zones: dict[int, str] = field(default_factory=dict)
+    """Each tenant's clinic zone: times a person reads are shown in it."""
 
     @property
     def open_problems(self) -> list[Problem]:
@@ -523,6 +527,7 @@ async def run_verify(options: VerifyOptions) -> VerifyResult:
         unsettled=unsettled,
         config_path=options.config_path,
         settle_with=_given(options),
+        zones={t: config.timezone_for(t) for t in verifier.tallies},
     )
     if stopped:
         result.exit_code = ExitCode.ABORTED
@@ -567,15 +572,16 @@ def print_verify(result: VerifyResult, console: Console | None = None) -> None:
     # One line per problem: readable in a terminal and in a scheduler's mail alike.
     for p in result.problems[:LISTED]:
         where = f"tenant {p.tenant} {p.source_key} (appointment {_shown(p.appointment_id)})"
+        zone = result.zones.get(p.tenant)
         if p.kind == "mismatch":
             diffs = "; ".join(
-                f"{m.field}: sent {_shown(public_value(m.field, m.sent))}, "
-                f"found {_shown(public_value(m.field, m.found))}"
+                f"{m.field}: sent {_shown(_local(m.field, m.sent, zone))}, "
+                f"found {_shown(_local(m.field, m.found, zone))}"
                 for m in p.mismatches
             )
-            console.print(f"mismatch  {where}: {diffs}{_acked(p)}", markup=False)
+            console.print(f"mismatch  {where}: {diffs}{_acked(p, zone)}", markup=False)
         else:
-            console.print(f"{p.kind:<9} {where}: {p.message or ''}{_acked(p)}", markup=False)
+            console.print(f"{p.kind:<9} {where}: {p.message or ''}{_acked(p, zone)}", markup=False)
     if len(result.problems) > LISTED:
         console.print(f"... and {len(result.problems) - LISTED} more (see --report)")
     if result.orphans is not None:
@@ -635,13 +641,30 @@ def _given(options: VerifyOptions) -> str:
     return out
 
 
-def _acked(problem: Problem) -> str:
+def _local(field: str, value: Any, zone: str | None) -> Any:
+    """A value as the person reading the line knows it: free text by its length, an
+    instant in the clinic's zone with its offset (the worklist shows the same wall
+    clock; a UTC time beside it was another hour, to a front desk)."""
+    if field == "scheduled_at" and zone is not None and isinstance(value, str):
+        instant = aware_instant(value)
+        if instant is not None:
+            return instant.astimezone(ZoneInfo(zone)).isoformat()
+    return public_value(field, value)
+
+
+def _acked(problem: Problem, zone: str | None = None) -> str:
     """The line's end for a problem a person acknowledged (the note: --report only)."""
     ack = problem.acknowledged
     if ack is None:
         return ""
     who = f" by {ack.by}" if ack.by else ""
-    when = f" at {ack.at}" if ack.at else ""
+    at = aware_instant(ack.at) if ack.at else None
+    shown = (
+        at.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M")
+        if at is not None and zone is not None
+        else ack.at
+    )
+    when = f" at {shown}" if shown else ""
     return f" (acknowledged{who}{when}: its `{ack.kind}` worklist item; not counted)"
 
 
