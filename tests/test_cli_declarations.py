@@ -42,6 +42,7 @@ SUMMARY_KEYS = {
     "probable_duplicates",
     "skipped_rows",
     "skipped_created",
+    "claim_conflicts",
     "nothing_to_do",
 }
 

@@ -127,9 +127,7 @@ def test_a_password_never_shows_and_an_unreachable_server_is_one_line(tmp_path: 
         # In the query string, as libpq also reads it.
         ("postgresql://worker@127.0.0.1:1/flextell?password=s3cret-pw&sslmode=disable",
          "postgresql://worker@127.0.0.1:1/flextell?password=***&sslmode=disable"),
-        # A raw "@" in the password: libpq names the rest of it as the host.
-        ("postgresql://worker:ab@s3cret-pw@127.0.0.1:1/flextell",
-         "postgresql://worker:***@127.0.0.1:1/flextell"),
+        # (A raw "@" in the password is refused before: see the test below.)
         # A raw "/", "#" or "?" in it ended the host part there: the URL was shown whole,
         # and the piece before it named as a port ("port 'ab'").
         ("postgresql://worker:ab/s3cret-pw@127.0.0.1:1/flextell",

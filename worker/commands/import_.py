@@ -182,6 +182,8 @@ class ImportRun:
         self.acknowledged: set[tuple[str, int, str]] = set()
         """(kind, tenant, key) of the changed and missing rows seen that a person acked."""
         self.missing_entries: list[Entry] = []
+        self.claim_conflicts: dict[int, int] = {}
+        """Rows per tenant answered with an appointment id another row owns."""
         self.cut_short: int | None = None
         """The export's last line, when it ends mid-row (see Source.cut_short)."""
         self.skipped_created: list[Entry] = []
@@ -586,6 +588,7 @@ async def _send(
                         "missing from the file"
                     ) from None
         await ledger.flush()
+        await _claim_conflicts(run, ledger)
         if run.stopping is not None:
             status = RunStatus.INTERRUPTED
         elif not options.partial:
@@ -942,6 +945,22 @@ async def _created(ledger: Ledger, tenant: int) -> int:
     return (await ledger.count_by_status(tenant)).get(Status.CREATED.value, 0)
 
 
+async def _claim_conflicts(run: ImportRun, ledger: Ledger) -> None:
+    """Rows Flextell answered 201 for with an appointment id the ledger records for
+    another row: recorded unknown (never a second owner), counted so, not as created
+    (the summary said 263 created where the ledger held 181), and named: Flextell lost
+    data, was restored from a backup, or hands out ids again."""
+    conflicts = await ledger.claim_conflicts(run.run_id)
+    for tenant, n in conflicts.items():
+        lane = run.lanes.get(tenant)
+        if lane is not None:
+            moved = min(n, lane.stats.created)
+            lane.stats.created -= moved
+            lane.stats.unknown += moved
+        run.claim_conflicts[tenant] = n
+        log.error("appointment ids answered twice", tenant=tenant, rows=n)
+
+
 def _cut_short(run: ImportRun) -> str | None:
     """Why an export that ends mid-row is trusted for no tenant: the rows after the cut
     are missing from it whichever tenant they belong to, and `max_missing` counts only a
@@ -1019,6 +1038,7 @@ def _result(
         probable_duplicates=run.reader.probable_duplicates,
         skipped_rows=run.skipped[0],
         skipped_text=_skipped_text(run),
+        claim_conflicts=dict(run.claim_conflicts),
         skipped_created=[
             {"tenant": e.tenant, "source_key": e.source_key, "appointment_id": e.appointment_id}
             for e in run.skipped_created[:LISTED_ROWS]

@@ -535,6 +535,17 @@ def has_created(conn: SqlConnection, now: str, tenant: int) -> bool:
     return conn.execute(sql, (tenant,)).fetchone() is not None
 
 
+def claim_conflicts(conn: SqlConnection, now: str, run_id: int) -> dict[int, int]:
+    """Rows per tenant that this run found already owning the appointment id Flextell
+    answered with (`record`'s claimed_by_other): unknown now."""
+    del now
+    sql = (
+        "SELECT tenant, count(*) FROM entries WHERE error_code = 'claimed_by_other'"
+        " AND last_run_id = ? GROUP BY tenant"
+    )
+    return {int(t): int(n) for t, n in conn.execute(sql, (run_id,))}
+
+
 def count_all(conn: SqlConnection, now: str) -> int:
     """How many rows the ledger holds."""
     del now

@@ -469,6 +469,11 @@ class Ledger:
         """Whether any row of the tenant holds an appointment id."""
         return cast(bool, await self._read(partial(ops.has_created, tenant=tenant)))
 
+    async def claim_conflicts(self, run_id: int) -> dict[int, int]:
+        """Rows per tenant whose created answer named an appointment another row owns."""
+        fn = partial(ops.claim_conflicts, run_id=run_id)
+        return cast(dict[int, int], await self._read(fn))
+
     async def count_all(self) -> int:
         """How many rows the ledger holds."""
         return cast(int, await self._read(ops.count_all))

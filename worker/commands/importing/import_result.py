@@ -62,6 +62,8 @@ class ImportResult:
     skipped_rows: int = 0
     """Rows a [[source.skip_rows]] rule matched: never read as appointments."""
     skipped_text: str = ""
+    claim_conflicts: dict[int, int] = field(default_factory=dict)
+    """Rows per tenant Flextell answered with an appointment id another row owns."""
     skipped_created: list[dict[str, Any]] = field(default_factory=list)
     """Created rows of earlier runs among the skipped ones (the first few)."""
     worklist: Tally | None = None

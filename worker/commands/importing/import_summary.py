@@ -96,6 +96,14 @@ def print_summary(result: ImportResult, console: Console | None = None) -> None:
             console.print(f"tenant {tenant}: {n} {reason}")
         for line in not_sent_lines(tenant, counts.not_sent_by_reason):
             console.print(line, markup=False)
+    for tenant, n in sorted(result.claim_conflicts.items()):
+        console.print(
+            f"tenant {tenant}: {n} row(s) answered with an appointment id the ledger already "
+            "records for another row: Flextell lost data, was restored from a backup, or "
+            "hands out ids again. They are unknown; run `verify` and check this tenant in "
+            "Flextell before the next import trusts what the ledger holds",
+            markup=False,
+        )
     if result.skipped_text:
         console.print(result.skipped_text, markup=False)
     _print_probable_duplicates(result, console)
@@ -315,6 +323,7 @@ def summary_event(result: ImportResult) -> dict[str, Any]:
         "probable_duplicates": result.probable_duplicates[:1000],
         "skipped_rows": result.skipped_rows,
         "skipped_created": result.skipped_created[:1000],
+        "claim_conflicts": {str(t): n for t, n in result.claim_conflicts.items()},
     }
 
 
