@@ -287,9 +287,9 @@ class Mapper:
     def _map_reporting(self, item: SourceRow | RowProblem) -> MappedRow | InvalidRow:
         """Map a row reporting every problem found (each field is tried)."""
         if isinstance(item, RowProblem):
-            const = self._tenant if isinstance(self._tenant, int) else None
             err = FieldError.of("source", item.message, item.raw, item.column)
-            return InvalidRow(item, const, None, (err,))
+            tenant, key = self._whose(item)
+            return InvalidRow(item, tenant, key, (err,))
         fields = item.fields
         errors: list[FieldError] = []
         tenant = self._map_tenant(fields, errors)
@@ -345,6 +345,20 @@ class Mapper:
         if source_key is None:
             source_key = "h:" + payload_hash[:32]
         return MappedRow(item, tenant, source_key, payload, payload_json, payload_hash)
+
+    def _whose(self, item: RowProblem) -> tuple[int | None, str | None]:
+        """The tenant and key of a record that is no row, as far as its cells say: a short
+        row's (a line cut short in the last cell still has its key) was listed under a
+        hash of its text, which no person can find in the export."""
+        const = self._tenant if isinstance(self._tenant, int) else None
+        if item.fields is None:
+            return const, None
+        tenant = self._map_tenant(item.fields, [])
+        try:
+            key = self._key.convert(item.fields, tenant) if self._key is not None else None
+        except ValueFail:
+            key = None
+        return tenant, key if key is not None and invisible_in(key) is None else None
 
     def _map_tenant(self, fields: Mapping[str, Any], errors: list[FieldError]) -> int | None:
         if isinstance(self._tenant, int):
