@@ -222,11 +222,13 @@ class Draft:
 
 
 _TOTALS = re.compile(
-    r"\s*((?:genel\s+|ara\s+)?toplam|(?:grand\s+|sub)?totals?|summe|gesamt(?:summe)?|somme"
-    r"|suma|sum)\s*:?\s*",
+    r"\s*((?:genel\s+|ara\s+)?toplam(?:\s+randevu(?:lar)?)?"
+    r"|(?:grand\s+|sub)?totals?(?:\s+(?:appointments?|visits?|bookings?))?"
+    r"|summe|gesamt(?:summe)?(?:\s+termine?)?|somme|suma|sum)\s*:?\s*",
     re.IGNORECASE,
 )
-"""The first words of a totals line ("TOPLAM", "Genel toplam", "Total", "Summe")."""
+"""A totals line's label ("TOPLAM", "Genel toplam", "Total", "Total appointments:",
+"Summe"), as a whole cell."""
 
 
 def _totals_lines(sample: Sample) -> list[tuple[str, str, int]]:
