@@ -144,6 +144,21 @@ def test_a_date_column_named_as_the_appointment_finds_its_time_column(
     }
 
 
+def test_a_column_of_date_times_or_amounts_is_no_key(tmp_path: Path) -> None:
+    """German 'Termin' (an appointment) over its date-times was drafted as the key (two
+    visits at one time would share it, a moved one get a new one), and an end time or an
+    amount, every value different, was offered as the key."""
+    mapping, text = draft_of(
+        tmp_path,
+        "Termin;Patienten-Nr.;Behandler-Nr.;Leistung;Betrag;Ende\n"
+        "07.12.2026 09.05;1002;101;201;120,50;09:35\n"
+        "08.12.2026 14.30;1003;101;201;80,00;15:00\n",
+    )
+    assert "source_key" not in mapping
+    assert "# source_key" not in text
+    assert mapping["scheduled_at"]["column"] == "Termin"
+
+
 def test_headers_in_german_french_and_spanish(tmp_path: Path) -> None:
     cases = {
         "de": "Termin-Nr;Patient;Ärztin;Datum;Uhrzeit;Status;Behandlung;Raum;Bemerkung\n"

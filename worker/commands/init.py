@@ -14,7 +14,7 @@ import sys
 import tempfile
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import time
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -404,7 +404,24 @@ def _tenant(d: Draft, sample: Sample, guess: ColumnGuess | None) -> list[tuple[s
     ]
 
 
+def _not_a_key(sample: Sample, guesses: dict[str, ColumnGuess]) -> None:
+    """A key guessed from a header whose values are dates or times ("Termin" is a German
+    appointment, and its cells may be its date-time) is none: two visits at one time
+    would share it, a moved one get a new one. Such a column is the start, when no
+    other column is."""
+    key = guesses.get("source_key")
+    if key is None:
+        return
+    values = sample.values.get(key.column, [])
+    if not (looks_like_dates(values) or looks_like_times(values)):
+        return
+    del guesses["source_key"]
+    if "scheduled_at" not in guesses and "date" not in guesses and looks_like_dates(values):
+        guesses["scheduled_at"] = replace(key, field="scheduled_at")
+
+
 def _fields(d: Draft, sample: Sample, guesses: dict[str, ColumnGuess], lang: str | None) -> None:
+    _not_a_key(sample, guesses)
     key = guesses.get("source_key")
     if key is not None:
         d.add(f"source_key = {{ column = {q(key.column)} }}", f"guess: {key.why}")
@@ -531,6 +548,10 @@ def _scheduled(d: Draft, sample: Sample, guesses: dict[str, ColumnGuess], lang: 
     _formats_line(d, f"column = {q(single.column)}", found, single.why)
 
 
+_AMOUNT = re.compile(r"^-?\d{1,3}(?:[.,\s']?\d{3})*[.,]\d{1,2}$")
+"""A sum of money (120,50; 1.250,00; 80.00), never an appointment's id."""
+
+
 def _unique_column(sample: Sample, guesses: dict[str, ColumnGuess]) -> str | None:
     """The first column no guess took whose values are present and all different in a
     sample of two rows or more: perhaps the appointment id under an unknown name."""
@@ -542,6 +563,9 @@ def _unique_column(sample: Sample, guesses: dict[str, ColumnGuess]) -> str | Non
             and sample.rows >= 2
             and len(values) == sample.rows
             and len(set(values)) == len(values)
+            and not looks_like_dates(values)  # "Ende": every time differs, and is no id
+            and not looks_like_times(values)
+            and not all(_AMOUNT.match(v) for v in values)  # "Betrag": 120,50 and 80,00
         ):
             return column
     return None
