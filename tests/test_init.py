@@ -274,6 +274,16 @@ def test_online_proposes_value_maps_from_the_api_lists_with_scores(tmp_path: Pat
         out = tmp_path / "draft.toml"
         result = run_cli("init", str(export), "-o", str(out), "--online", "-c", str(base))
         assert result.exit_code == 0, result.output
+        # A base that names no zone: the header language's guess, as without a base (its
+        # default "UTC" was drafted with no TODO and no word on the terminal).
+        bare = tmp_path / "bare.toml"
+        bare.write_text(f'[api]\nbase_url = "{sb.base_url}"\n[tenants.1]\n', encoding="utf-8")
+        guessed = tmp_path / "guessed.toml"
+        ran = run_cli("init", str(export), "-o", str(guessed), "--online", "-c", str(bare))
+        assert ran.exit_code == 0, ran.output
+        assert 'timezone = "Europe/Istanbul"  # guess: from the header language (tr)' in (
+            guessed.read_text(encoding="utf-8")
+        )
     finally:
         stop(proc)
     text = out.read_text(encoding="utf-8")

@@ -292,25 +292,15 @@ def draft_config(
     d.add("# Lines marked 'guess' were guessed from the data: check each before an import,")
     d.add("# then run: flextell-worker validate FILE -c THIS.toml")
     d.add()
-    zone = ZONES.get(lang or "", "UTC")
     if base is not None:
         d.add(base.rstrip())
+        if "\ntimezone = " not in base:  # a base that names no zone: guessed as without one
+            _zone_line(d, lang)
     else:
         d.add("[api]")
         d.add(f"base_url = {q(DEFAULT_BASE_URL)}")
         d.add('token = "env:FLEXTELL_TOKEN"', "a source of the token, never the token itself")
-        if lang in ZONES:
-            why = f"guess: from the header language ({lang}); the clinic's local time"
-        else:
-            # UTC is right only for an export written in UTC: every row's time would be
-            # off by the clinic's offset. Said where it is read, and on the terminal.
-            why = (
-                f"TODO: check: the header language ({lang or 'unknown'}) does not tell the "
-                "clinic's zone, and the export's times are read in it: set its IANA name, "
-                'e.g. "Europe/London"'
-            )
-            d.zone_unknown = True
-        d.add(f"timezone = {q(zone)}", why)
+        _zone_line(d, lang)
         if "phone" in guesses and lang in REGIONS:
             d.add(f"phone_region = {q(REGIONS[lang])}", "guess: country of national phone numbers")
     d.add()
@@ -402,6 +392,22 @@ def _tenant(d: Draft, sample: Sample, guess: ColumnGuess | None) -> list[tuple[s
     return [
         (f"tenant = {{ column = {q(guess.column)}, map = {{ {pairs} }} }}", f"guess: {guess.why}")
     ]
+
+
+def _zone_line(d: Draft, lang: str | None) -> None:
+    """[api] timezone: the header language's zone, else UTC with a TODO (and a line on
+    the terminal): UTC is right only for an export written in UTC, every row's time
+    would be off by the clinic's offset."""
+    if lang in ZONES:
+        why = f"guess: from the header language ({lang}); the clinic's local time"
+    else:
+        why = (
+            f"TODO: check: the header language ({lang or 'unknown'}) does not tell the "
+            "clinic's zone, and the export's times are read in it: set its IANA name, "
+            'e.g. "Europe/London"'
+        )
+        d.zone_unknown = True
+    d.add(f"timezone = {q(ZONES.get(lang or '', 'UTC'))}", why)
 
 
 def _not_a_key(sample: Sample, guesses: dict[str, ColumnGuess]) -> None:
@@ -729,7 +735,8 @@ def base_api_text(path: str) -> str:
     """The [api] and [tenants] text to draft over: the base config's own lines."""
     cfg = load_config(path)
     lines = ["[api]", f"base_url = {q(cfg.api.base_url)}", f"token = {q(cfg.api.token)}"]
-    lines.append(f"timezone = {q(cfg.api.timezone)}")
+    if "timezone" in cfg.api.model_fields_set:  # else guessed, as a draft without a base
+        lines.append(f"timezone = {q(cfg.api.timezone)}")
     if cfg.api.phone_region:
         lines.append(f"phone_region = {q(cfg.api.phone_region)}")
     return "\n".join(lines)
