@@ -196,3 +196,23 @@ def test_a_server_without_the_tenants_listing_skips_the_check_and_sends(
     assert sbx.stats()["appointments_total"] == 2
     asked = [p for m, p, _ in recorded.requests if "/v1/account/tenants" in p]
     assert len(asked) == 1, asked  # asked once, answered 404
+
+
+def test_validate_online_refuses_a_zone_other_than_the_clinics(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """`validate --online` talked to the API and said nothing of a UTC zone for an Istanbul
+    clinic: its bodies ("14:30:00Z" for the export's 14:30) looked right to the eye."""
+    config = write_config(tmp_path)
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text.replace('timezone = "Europe/Istanbul"', 'timezone = "UTC"'))
+    columns, rows = sample_rows()
+    export = write_csv(tmp_path / "n1.csv", columns, rows[:2])
+    args = ("validate", str(export), "-c", str(config), "--online", "--base-url", sbx.base_url)
+    refused = run_cli(*args)
+    assert refused.exit_code == 2, refused.output
+    assert "tenant 1: [api] timezone is 'UTC', but Flextell says the clinic is in" in (
+        refused.output
+    )
+    config.write_text(text)
+    assert run_cli(*args).exit_code == 0

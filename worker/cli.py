@@ -288,7 +288,8 @@ def _refuse_insecure(config: Path | Config, base_url: str | None, allow: bool) -
 @click.option(
     "--online",
     is_flag=True,
-    help='Resolve lookup = "api" fields through the API (reads only; creates nothing).',
+    help='Resolve lookup = "api" fields through the API (reads only; creates nothing), '
+    "and refuse a clinic zone that differs from the one Flextell gives the tenant.",
 )
 @base_url_option("With --online: override every tenant's base URL.")
 @user_errors

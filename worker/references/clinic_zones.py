@@ -109,6 +109,21 @@ def other_zones(
     return out
 
 
+async def zone_notes(
+    config: Config, tenants: list[int], base_url: str | None, now: datetime
+) -> tuple[list[str], list[str]]:
+    """`validate --online`'s zone check: (mismatches to refuse, lines to warn), with a
+    session and lanes of its own; asks nothing of a config that names no tenant."""
+    from worker.delivery import LaneBuilder, http_session
+
+    if not tenants:
+        return [], []
+    async with http_session(config, base_url=base_url) as session:
+        builder = LaneBuilder(config, session, base_url=base_url)
+        zones = await clinic_zones([await builder.lane(t) for t in tenants])
+    return mismatches(config, zones, tenants, now), other_zones(config, zones, tenants, now)
+
+
 def _source(lane: TenantLane) -> tuple[str, str]:
     return lane.tenant.base_url, lane.tenant.token
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Protocol
 
 from worker.config import Config
+from worker.errors import ConfigError
 from worker.mapping import Mapper
+from worker.references.clinic_zones import zone_notes
 from worker.references.prepass import config_uses_api, prepare
 from worker.source import SourceOptions
 
@@ -36,9 +39,18 @@ class Asked(Protocol):
 
 
 def online_references(cfg: Config, opts: Asked, source_opts: SourceOptions) -> list[Note]:
-    """What validate says about API references, and the mapper to use with --online."""
+    """What validate says about API references, and the mapper to use with --online; with
+    --online, a clinic zone that differs from Flextell's is refused as `import` does
+    (ConfigError): bodies with every time shifted looked right to the eye."""
+    zone_warnings: list[Note] = []
+    if opts.online:
+        tenants = [opts.tenant] if opts.tenant is not None else sorted(cfg.tenants)
+        refused, warned = asyncio.run(zone_notes(cfg, tenants, opts.base_url, datetime.now(UTC)))
+        if refused:
+            raise ConfigError(f"{cfg.path}: " + "\n".join(refused))
+        zone_warnings = [Note("warning", line) for line in warned]
     if not config_uses_api(cfg):
-        return []
+        return zone_warnings
     if not opts.online:
         return [
             Note(
@@ -70,4 +82,4 @@ def online_references(cfg: Config, opts: Asked, source_opts: SourceOptions) -> l
         )
     ]
     notes += [Note("warning", e) for r in reports for e in r.errors]
-    return notes
+    return zone_warnings + notes
