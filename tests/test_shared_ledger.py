@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from bench.drills import fresh_workdir, worker_env
@@ -229,13 +230,18 @@ def test_a_postgresql_restart_ends_the_run_with_exit_3_and_the_next_run_complete
         log = (tmp_path / "w1.log").read_text()
         assert code == 3, log
         assert "PostgreSQL connection lost" in log and "Traceback" not in log
-        second = _worker(csv, cfg, sb.api_url, pg_url, tmp_path / "w2.log")
-        assert second.wait(timeout=120) == 0, (tmp_path / "w2.log").read_text()
-        appts = sb.appointments()
+        appts = _next_worker_finishes(csv, cfg, sb, pg_url, tmp_path / "w2.log")
     finally:
         sb.stop()
     result = audit(source, read_pg_ledger(pg_url), appts)
     assert result.clean, result.line()
+
+
+def _next_worker_finishes(csv: Path, cfg: Path, sb: SandboxProcess, url: str, log: Path) -> Any:
+    """Another worker run to its end (exit 0); the sandbox's appointments then."""
+    second = _worker(csv, cfg, sb.api_url, url, log)
+    assert second.wait(timeout=120) == 0, log.read_text()
+    return sb.appointments()
 
 
 def _sql(pg_url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -359,3 +365,33 @@ def test_a_worker_whose_lease_expired_under_it_stops_sending_and_takes_it_again(
     assert "expired or was taken over" in log
     holders = assert_clean_with_one_holder_at_a_time(source, pg_url, appts, requests)
     assert sorted(h.split(":", 1)[0] for h in holders) == ["1", "2"]
+
+
+def test_a_database_that_stops_answering_ends_the_run_with_exit_3(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """A lock on the leases table (a migration, a DBA's transaction) or a frozen server
+    answers nothing while TCP keepalives pass: the worker waited, sending nothing and
+    saying nothing, until the lock went; the nightly run never ended. No answer within
+    lease_seconds ends it (exit 3, one line), and what it did stays exactly once."""
+    csv, cfg, source, sb = _setup(tmp_path, 1, 120, lease=2.0)
+    sb.start()
+    try:
+        first = _worker(csv, cfg, sb.api_url, pg_url, tmp_path / "w1.log")
+        _wait_for_posts(sb, 10)
+        with psycopg.connect(pg_url, autocommit=False) as locker:
+            locker.execute("LOCK TABLE flextell_worker.leases IN ACCESS EXCLUSIVE MODE")
+            started = time.monotonic()
+            code = first.wait(timeout=60)
+            waited = time.monotonic() - started
+            locker.rollback()
+        log = (tmp_path / "w1.log").read_text()
+        assert code == 3, log
+        assert waited < 30, waited
+        assert "did not answer this worker's lease connection within 2 s" in log
+        assert "Traceback" not in log
+        appts = _next_worker_finishes(csv, cfg, sb, pg_url, tmp_path / "w2.log")
+    finally:
+        sb.stop()
+    result = audit(source, read_pg_ledger(pg_url), appts)
+    assert result.clean, result.line()

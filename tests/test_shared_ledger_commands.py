@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from tests.support.sandbox_process import Sandbox
@@ -308,6 +309,25 @@ def test_ledger_status_of_a_new_shared_ledger_says_no_tenant_is_leased(pg_url: s
     status = run_cli("ledger", "status", "--ledger", pg_url)
     assert status.exit_code == 0, status.output
     assert "no tenant leased yet" in status.stdout
+
+
+def test_ledger_status_behind_a_lock_answers_within_moments(
+    tmp_path: Path, sbx: Sandbox, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lock on the leases table (a migration, a transaction left open): the command an
+    incident sends people to waited for good, with no word."""
+    config = write_config(tmp_path, ledger_url=pg_url)
+    columns, rows = sample_rows()
+    assert (
+        import_file(config, sbx, write_csv(tmp_path / "n1.csv", columns, rows[:2]))[0].exit_code
+        == 0
+    )
+    monkeypatch.setattr("worker.ledger.leases.STATUS_WAIT", 0.5)
+    with psycopg.connect(pg_url) as locker:
+        locker.execute("LOCK TABLE flextell_worker.leases IN ACCESS EXCLUSIVE MODE")
+        status = run_cli("ledger", "status", "--ledger", pg_url)
+    assert status.exit_code == 3, status.output
+    assert "no answer within 0.5 s: a lock on the worker's tables" in status.output
 
 
 def test_workers_gone_for_a_day_leave_ledger_status(

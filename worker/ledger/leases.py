@@ -93,6 +93,9 @@ class LeaseKeeper:
         self._lost_reason: str | None = None
         """Why the connection was lost, as the first error said (later ones only say
         that it is closed)."""
+        self.unanswered = False
+        """A statement of this connection got no answer within lease_seconds: it is given
+        up, and every later one fails at once."""
         self._probed: tuple[float, str | None] | None = None
         """When the database was last tried, and `unreachable`'s answer."""
         self.clock = clock
@@ -139,16 +142,42 @@ class LeaseKeeper:
         return keeper
 
     async def _exec(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        if self.unanswered:
+            raise self._unanswered_error()
         async with self._lock:
             try:
-                cur = await self._conn.execute(sql, params)
-                return await cur.fetchall() if cur.description is not None else []
+                # A frozen server or a lock on the leases table answers nothing while TCP
+                # keepalives still pass: without a deadline the worker waited for hours,
+                # sending nothing and saying nothing. psycopg cancels the query (or closes
+                # the connection) when the wait is cut.
+                return await asyncio.wait_for(self._run(sql, params), timeout=self.lease_seconds)
+            except TimeoutError:
+                self.unanswered = True
+                error = self._unanswered_error()
+                log.error("lease connection unanswered", seconds=self.lease_seconds)
+                if self.on_lost is not None:
+                    self.on_lost(error)
+                    self.on_lost = None
+                raise error from None
             except psycopg.OperationalError as exc:
                 error = await self._connection_lost(exc)
                 if self._conn.closed and self.on_lost is not None:
                     self.on_lost(error)
                     self.on_lost = None
                 raise error from None
+
+    async def _run(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        cur = await self._conn.execute(sql, params)
+        return await cur.fetchall() if cur.description is not None else []
+
+    def _unanswered_error(self) -> AbortError:
+        return AbortError(
+            f"ledger: PostgreSQL did not answer this worker's lease connection within "
+            f"{self.lease_seconds:g} s ([ledger] lease_seconds: a frozen or overloaded database, "
+            "or a lock on its tables): the worker stops, sending nothing more; committed rows "
+            "are kept: start the workers again once the database answers, and they take the "
+            "tenants up where they stopped"
+        )
 
     async def _connection_lost(self, exc: psycopg.OperationalError) -> AbortError:
         """The error that ends the worker: whether the database is down, or up and only
@@ -315,7 +344,7 @@ class LeaseKeeper:
                 await self.beat()
             except AbortError as exc:
                 log.error("lease heartbeat failed", error=str(exc))
-                if self._conn.closed:
+                if self._conn.closed or self.unanswered:
                     return  # no beat can pass again; the next lease call ends the worker
 
     async def close(self) -> None:
@@ -335,11 +364,25 @@ class LeaseKeeper:
             await self._conn.close()
 
 
+STATUS_WAIT = 10.0
+"""Seconds `ledger status` waits for the database's answer."""
+
+
+def _no_answer(url: str) -> AbortError:
+    return AbortError(
+        f"ledger {redact(url)}: no answer within {STATUS_WAIT:g} s: a lock on the worker's "
+        "tables (a migration, a transaction left open) or an overloaded database"
+    )
+
+
 async def lease_status(url: str) -> tuple[list[LeaseRow], list[tuple[str, str, bool]]]:
     """Every tenant's lease, and the workers seen (id, last heartbeat, alive)."""
     conn = await connect_async(url)
     try:
         try:
+            # The command an incident sends people to: a lock on the leases table (a
+            # migration) made it wait for good, with no word.
+            await conn.execute(f"SET statement_timeout = {int(STATUS_WAIT * 1000)}")
             cur = await conn.execute(
                 "SELECT tenant, holder, epoch, CASE WHEN isfinite(expires_at)"
                 " THEN extract(epoch FROM expires_at - now()) END,"
@@ -347,6 +390,8 @@ async def lease_status(url: str) -> tuple[list[LeaseRow], list[tuple[str, str, b
             )
         except psycopg.errors.UndefinedTable:
             return [], []  # a new database: no run has leased a tenant yet
+        except psycopg.errors.QueryCanceled:
+            raise _no_answer(url) from None
         except psycopg.Error as exc:
             raise AbortError(f"ledger {redact(url)}: {scrub(str(exc), url)}") from None
         rows = []
@@ -359,11 +404,15 @@ async def lease_status(url: str) -> tuple[list[LeaseRow], list[tuple[str, str, b
             else:
                 state = "expired"
             rows.append(LeaseRow(tenant, holder, epoch, state, remaining, round_key, run_id))
-        cur = await conn.execute(
-            "SELECT id, to_char(heartbeat_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
-            " expires_at > now() AND stopped_at IS NULL FROM workers"
-            " ORDER BY heartbeat_at DESC LIMIT 50"
-        )
+        try:
+            cur = await conn.execute(
+                "SELECT id, to_char(heartbeat_at AT TIME ZONE 'UTC',"
+                ' \'YYYY-MM-DD"T"HH24:MI:SS"Z"\'),'
+                " expires_at > now() AND stopped_at IS NULL FROM workers"
+                " ORDER BY heartbeat_at DESC LIMIT 50"
+            )
+        except psycopg.errors.QueryCanceled:
+            raise _no_answer(url) from None
         workers = [(str(a), str(b), bool(c)) for a, b, c in await cur.fetchall()]
         return rows, workers
     finally:

@@ -286,6 +286,7 @@ class LeaseFence(Protocol):
     epochs: dict[int, int]
     on_offset: Callable[[float], None] | None
     on_lost: Callable[[AbortError], None] | None
+    unanswered: bool
 
     def may_send(self, tenant: int) -> bool: ...
 
@@ -430,6 +431,10 @@ class PgLedger(Ledger):
         if self.lease_connection_lost is None:
             self.lease_connection_lost = error
             self._broken.set()
+        if self.keeper is not None and self.keeper.unanswered:
+            # A database that answers nothing (frozen, or its tables locked) holds the
+            # writer's statements too: nothing more may wait on it, or the run never ends.
+            self._writer.give_up(error)
 
     def _set_offset(self, offset: float) -> None:
         self.db_offset = offset

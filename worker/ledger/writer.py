@@ -36,6 +36,10 @@ OpFn = Callable[[SqlConnection, str], Any]
 """An operation: runs in the writer thread with the connection and the batch's timestamp."""
 
 
+GIVE_UP_WAIT = 3.0
+"""Seconds `stop` waits for the thread of a writer given up on."""
+
+
 class WriterLike(Protocol):
     """What a Ledger needs of its writer; Writer (SQLite) and pgwriter.PgWriter have it."""
 
@@ -53,6 +57,8 @@ class WriterLike(Protocol):
     def raise_background_error(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+    def give_up(self, error: AbortError) -> None: ...
 
 
 @dataclass(slots=True)
@@ -133,12 +139,25 @@ class BatchWriter:
             raise error
 
     async def stop(self) -> None:
-        """Run everything queued, then end the thread and close the connection."""
+        """Run everything queued, then end the thread and close the connection. A writer
+        given up on (`give_up`: a database that no longer answers) is waited for a few
+        seconds only: its thread may never come back from the statement it is in."""
         if not self._stopped:
             self._stopped = True
             self._queue.put(None)
-            await asyncio.to_thread(self._thread.join)
+            if self.failure is None:
+                await asyncio.to_thread(self._thread.join)
+            else:
+                waited = 0.0
+                while self._thread.is_alive() and waited < GIVE_UP_WAIT:
+                    await asyncio.sleep(0.05)
+                    waited += 0.05
         self.raise_background_error()
+
+    def give_up(self, error: AbortError) -> None:
+        """Fail every later operation with `error` at once: the database stopped answering
+        (its thread may hang in a statement for good; nothing may wait for it)."""
+        self._break(error)
 
     # --- the thread ---
 
