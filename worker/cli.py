@@ -203,7 +203,7 @@ def cli() -> None:
       3  run aborted (authentication refused, the API unreachable, a pause beyond
          [api] max_pause, ledger unusable: disk full, damaged)
       4  another run holds the ledger lock (nothing touched)
-      130/143  stopped by SIGINT/SIGTERM (ledger consistent)
+      130/143/129  stopped by SIGINT/SIGTERM/SIGHUP (ledger consistent)
       141  the output's reader went away (| head): what was done stands
 
     A path that starts with ~ means the home directory, also where no shell expanded

@@ -17,6 +17,8 @@ class ExitCode(IntEnum):
     """The run was aborted: authentication refused, ledger unusable."""
     LOCKED = 4
     """Another run holds the ledger lock; nothing was touched."""
+    HUNG_UP = 129
+    """Stopped by SIGHUP (its terminal or SSH session went away); the ledger is consistent."""
     INTERRUPTED = 130
     """Stopped by SIGINT (Ctrl-C); the ledger is consistent."""
     TERMINATED = 143

@@ -39,9 +39,12 @@ log = get_logger("shared")
 LEASE_HEADER = "X-Flextell-Lease"
 """Sent with every API request of a pass: ``tenant:epoch:worker`` (no secret in it)."""
 
+_STOPPED = (ExitCode.INTERRUPTED, ExitCode.TERMINATED, ExitCode.HUNG_UP)
+"""A signal stopped the pass: the worker takes no more."""
 # Worst first: the merged exit code of several passes.
 _SEVERITY = [
     ExitCode.TERMINATED,
+    ExitCode.HUNG_UP,
     ExitCode.INTERRUPTED,
     ExitCode.ABORTED,
     ExitCode.ROWS_FAILED,
@@ -124,7 +127,7 @@ async def run_shared_import(
                 if result is None:
                     continue
                 results.append(result)
-                if result.exit_code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED):
+                if result.exit_code in _STOPPED:
                     break
         finally:
             await keeper.close()
@@ -191,7 +194,7 @@ async def _pass(
         for lease in leases:
             await keeper.release(lease)
         return None
-    interrupted = result.exit_code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED)
+    interrupted = result.exit_code in _STOPPED
     for lease in leases:
         if result.run_id is not None:
             await keeper.note_run(lease.tenant, result.run_id)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from worker.commands.importing.signals import exit_code_of
 from worker.exitcodes import ExitCode
 from worker.ledger import Run
 from worker.worklist import Tally
@@ -134,10 +134,10 @@ def exit_code_for(
     incomplete: bool = False,
 ) -> ExitCode:
     """0 when no worklist item is open; 1 when one is, or the export looks incomplete;
-    3 (a tenant stopped), 130, 143. Without a worklist (a dry run with no ledger yet,
+    3 (a tenant stopped), 130, 143, 129. Without a worklist (a dry run with no ledger yet,
     where nothing can be acknowledged): 1 when any row would need a person."""
     if signum is not None:
-        return ExitCode.INTERRUPTED if signum == signal.SIGINT else ExitCode.TERMINATED
+        return exit_code_of(signum)
     if stopped:
         return ExitCode.ABORTED
     counts = list(counts)

@@ -1,5 +1,7 @@
-"""SIGINT and SIGTERM during a run: the first asks it to stop, a second leaves at once;
-before the run, while the export's first lines are awaited, either ends the command."""
+"""SIGINT, SIGTERM and SIGHUP during a run: the first asks it to stop, a second leaves at
+once; before the run, while the export's first lines are awaited, each ends the command.
+SIGHUP (an SSH session or a terminal that went away) ended a run silently, with no
+summary, by default."""
 
 from __future__ import annotations
 
@@ -14,7 +16,18 @@ from types import FrameType
 from worker.errors import WorkerError
 from worker.exitcodes import ExitCode
 
-_REASONS = {signal.SIGINT: "interrupted (SIGINT)", signal.SIGTERM: "terminated (SIGTERM)"}
+_REASONS = {
+    signal.SIGINT: "interrupted (SIGINT)",
+    signal.SIGTERM: "terminated (SIGTERM)",
+    signal.SIGHUP: "hung up (SIGHUP)",
+}
+
+
+def exit_code_of(signum: int) -> ExitCode:
+    """The exit code of a command a signal stopped (130, 143, 129)."""
+    return {signal.SIGINT: ExitCode.INTERRUPTED, signal.SIGHUP: ExitCode.HUNG_UP}.get(
+        signal.Signals(signum), ExitCode.TERMINATED
+    )
 
 
 class StopSignals:
@@ -59,8 +72,7 @@ def stop_on_signal(doing: str, outcome: str = "nothing was sent") -> Iterator[No
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
-        code = ExitCode.INTERRUPTED if signum == signal.SIGINT else ExitCode.TERMINATED
-        raise WorkerError(f"stopped ({name}) {doing}: {outcome}", code)
+        raise WorkerError(f"stopped ({name}) {doing}: {outcome}", exit_code_of(signum))
 
     if threading.current_thread() is not threading.main_thread():
         yield  # only the main thread may set handlers (the CLI called from a thread)
