@@ -271,3 +271,18 @@ def test_a_moved_appointment_is_shown_in_the_clinics_time(tmp_path: Path, sbx: S
         r'found "\d{4}-\d\d-\d\dT17:30:00\+03:00"',
         line,
     ), line
+
+
+def test_rows_never_sent_are_said_beside_an_ok(tmp_path: Path, sbx: Sandbox) -> None:
+    """A tenant whose rows were never sent (its import stopped on an outage): verify said
+    "exit code 0 (ok)" and listed nothing of it, as if all were well."""
+    config = write_config(tmp_path)
+    columns, rows = sample_rows()
+    sbx.change("POST", "/_sandbox/faults", {"faults": {"error503": 1.0}})
+    done, _ = import_file(config, sbx, write_csv(tmp_path / "n1.csv", columns, rows[:3]))
+    assert done.exit_code == 1, done.output
+    sbx.change("POST", "/_sandbox/faults", {"faults": {}})
+    code, report, output = verify_report(config, sbx)
+    assert code == 0, output  # nothing created, nothing that differs
+    assert "not sent yet: tenant 1: 3 row(s) pending, not checked" in output
+    assert report["pending"] == {"1": 3}

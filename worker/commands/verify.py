@@ -145,6 +145,8 @@ class VerifyResult:
     given (a file path; a URL's password is never put in a command shown)."""
     zones: dict[int, str] = field(default_factory=dict)
     """Each tenant's clinic zone: times a person reads are shown in it."""
+    pending: dict[int, int] = field(default_factory=dict)
+    """Rows per tenant no run has sent yet: not checked, and not what verify judges."""
 
     @property
     def open_problems(self) -> list[Problem]:
@@ -203,6 +205,7 @@ class VerifyResult:
             }
             | _orphans_json(self.orphans)
             | {"unsettled": _unsettled_json(self.unsettled)}
+            | {"pending": {str(t): n for t, n in sorted(self.pending.items())}}
         )
 
 
@@ -504,6 +507,7 @@ async def run_verify(options: VerifyOptions) -> VerifyResult:
             # an import running meanwhile has settled.
             problems = await _acknowledge(ledger, verifier.problems, options.tenant)
             unsettled = await _unsettled(ledger, options)
+            pending = await ledger.pending_by_tenant(options.tenant)
             if options.orphans:
                 orphans = await find_orphans(ledger, lanes, config, options.tenant)
     finally:
@@ -525,6 +529,7 @@ async def run_verify(options: VerifyOptions) -> VerifyResult:
         run=options.run,
         orphans=orphans,
         unsettled=unsettled,
+        pending=pending,
         config_path=options.config_path,
         settle_with=_given(options),
         zones={t: config.timezone_for(t) for t in verifier.tallies},
@@ -587,6 +592,14 @@ def print_verify(result: VerifyResult, console: Console | None = None) -> None:
     if result.orphans is not None:
         _print_orphans(result.orphans, console)
     _print_unsettled(result, console)
+    for tenant, n in sorted(result.pending.items()):
+        # An "ok" below speaks of created rows only: a tenant whose rows were never sent
+        # (its import stopped, another worker holds it) is not checked at all.
+        console.print(
+            f"not sent yet: tenant {tenant}: {n} row(s) pending, not checked (the next "
+            "import sends them)",
+            markup=False,
+        )
     for tenant, reason in sorted(result.stopped_tenants.items()):
         console.print(f"tenant {tenant} stopped: {reason}", markup=False)
     console.print(f"ledger: {result.ledger_path}")

@@ -535,6 +535,14 @@ def has_created(conn: SqlConnection, now: str, tenant: int) -> bool:
     return conn.execute(sql, (tenant,)).fetchone() is not None
 
 
+def pending_by_tenant(conn: SqlConnection, now: str, tenant: int | None) -> dict[int, int]:
+    """Rows per tenant no run has sent yet (pending)."""
+    del now
+    where, params = _filters([Status.PENDING], tenant, None)
+    sql = f"SELECT tenant, count(*) FROM entries{where} GROUP BY tenant"
+    return {int(t): int(n) for t, n in conn.execute(sql, params)}
+
+
 def claim_conflicts(conn: SqlConnection, now: str, run_id: int) -> dict[int, int]:
     """Rows per tenant that this run found already owning the appointment id Flextell
     answered with (`record`'s claimed_by_other): unknown now."""

@@ -469,6 +469,11 @@ class Ledger:
         """Whether any row of the tenant holds an appointment id."""
         return cast(bool, await self._read(partial(ops.has_created, tenant=tenant)))
 
+    async def pending_by_tenant(self, tenant: int | None = None) -> dict[int, int]:
+        """Rows per tenant no run has sent yet."""
+        fn = partial(ops.pending_by_tenant, tenant=tenant)
+        return cast(dict[int, int], await self._read(fn))
+
     async def claim_conflicts(self, run_id: int) -> dict[int, int]:
         """Rows per tenant whose created answer named an appointment another row owns."""
         fn = partial(ops.claim_conflicts, run_id=run_id)
