@@ -395,3 +395,30 @@ def test_a_database_that_stops_answering_ends_the_run_with_exit_3(
         sb.stop()
     result = audit(source, read_pg_ledger(pg_url), appts)
     assert result.clean, result.line()
+
+
+def test_a_paused_worker_whose_tenant_was_finished_by_another_says_its_pass_stopped(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """SIGSTOP past its lease, another worker finishes the tenant, SIGCONT: the paused
+    worker's summary was "nothing to do" alone, as if it had sent nothing."""
+    csv, cfg, source, sb = _setup(tmp_path, 1, 80)
+    sb.start()
+    try:
+        paused = _worker(csv, cfg, sb.api_url, pg_url, tmp_path / "w1.log")
+        _wait_for_posts(sb, 10)
+        paused.send_signal(signal.SIGSTOP)
+        with psycopg.connect(pg_url, autocommit=True) as conn:  # as if it had stalled long
+            conn.execute("UPDATE flextell_worker.leases SET expires_at = now() - interval '1 ms'")
+        appts = _next_worker_finishes(csv, cfg, sb, pg_url, tmp_path / "w2.log")
+        paused.send_signal(signal.SIGCONT)
+        code = paused.wait(timeout=60)
+    finally:
+        sb.stop()
+    log = (tmp_path / "w1.log").read_text()
+    assert code == 0, log
+    assert "nothing to do: this worker's pass of tenant(s) 1 stopped when its lease was lost" in (
+        log
+    )
+    result = audit(source, read_pg_ledger(pg_url), appts)
+    assert result.clean, result.line()

@@ -98,6 +98,7 @@ async def run_shared_import(
             log.info("shared ledger", ledger=redact(url), worker=ledger.worker_id)
             per_worker = config.ledger.tenants_per_worker
             waiting = False
+            stopped: list[int] = []  # tenants whose pass of this worker lost its lease
             while True:
                 doing = "while waiting for a tenant's lease"
                 done = "earlier passes are in the ledger" if results else "nothing was sent"
@@ -125,6 +126,7 @@ async def run_shared_import(
                 waiting = False
                 result = await _pass(options, config, ledger, keeper, leases, round_key)
                 if result is None:
+                    stopped += [lease.tenant for lease in leases]
                     continue
                 results.append(result)
                 if result.exit_code in _STOPPED:
@@ -135,8 +137,16 @@ async def run_shared_import(
         await ledger.close()
     merged = _merge(results, redact(url), time.monotonic() - started)
     if not results:
+        # A pass stopped by a lost lease sent rows all the same: "nothing to do" alone
+        # read as if this worker had done nothing at all.
+        lost = (
+            f"this worker's pass of tenant(s) {', '.join(map(str, sorted(set(stopped))))} "
+            "stopped when its lease was lost (another worker took it over: see `report`); "
+            if stopped
+            else ""
+        )
         merged.nothing_to_do = (
-            f"nothing to do: every tenant of this export is done in round {round_key} "
+            f"nothing to do: {lost}every tenant of this export is done in round {round_key} "
             "(by this worker or another); --round NAME imports it again"
         )
     return merged
