@@ -129,7 +129,9 @@ def test_value_map_normalises_turkish_case_and_spaces(tmp_path: Path) -> None:
     # Said once, not nested (a walkthrough: '... add it there (as a value of its own:
     # unknown status (expected ...; translate other words with mapping.status.map))').
     # The cell is not quoted (a free-text cell may hold a name); err.value carries it.
-    assert err.message.startswith("the value is not in mapping.status.map ('Onaylandı'")
+    # The keys the map has, said as such: "is not in ... ('Confirmed')" read as if the
+    # cell held 'Confirmed'.
+    assert err.message.startswith("the value is none of mapping.status.map's keys ('Onaylandı'")
     assert "Belki" not in err.message
     assert err.message.count("status.map") == 1 and "))" not in err.message
 

@@ -61,7 +61,7 @@ def test_a_branch_missing_from_the_tenant_map_names_the_map_not_the_cell(tmp_pat
     code, out, _ = validate(tmp_path, 'encoding = "utf-8"', EXPORT.encode())
     assert code == 1
     assert (
-        "export.csv:3: tenant (column 'Şube'): the value is not in mapping.tenant.map "
+        "export.csv:3: tenant (column 'Şube'): the value is none of mapping.tenant.map's keys "
         "('Berlin', 'Atina'): add it there (as a value of its own: expected a whole number) "
         "[value of 5 chars, in --report/--failures]"
     ) in out

@@ -292,7 +292,8 @@ class Compiler:
                     else:
                         own = f" (as a value of its own: {exc.message})"
                     raise ValueFail(
-                        f"the value is not in {key}.map ({listed}): add it there{own}", value
+                        f"the value is none of {key}.map's keys ({listed}): add it there{own}",
+                        value,
                     ) from None
 
             return via_map
