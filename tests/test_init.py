@@ -159,6 +159,31 @@ def test_a_column_of_date_times_or_amounts_is_no_key(tmp_path: Path) -> None:
     assert mapping["scheduled_at"]["column"] == "Termin"
 
 
+def test_a_header_below_a_title_block_is_pointed_to(tmp_path: Path) -> None:
+    """A sheet with a clinic, a date range and a group row above its header: init took
+    'Clinic:' for a tenant column and found no other field, without naming the row that
+    holds the column names."""
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    for row in (["Clinic:", "Riverside"], ["From", "01.12.2026", "To", "31.12.2026"], []):
+        sheet.append(row)
+    sheet.append(["Appt No", "Patient ID", "Doctor ID", "Date", "Time", "Treatment IDs"])
+    sheet.append(["A1", 1001, 101, "07.12.2026", "14:30", "201"])
+    sheet.append(["A2", 1002, 101, "08.12.2026", "15:30", "201"])
+    book.save(tmp_path / "start.xlsx")
+    out = tmp_path / "draft.toml"
+    result = CliRunner().invoke(cli, ["init", str(tmp_path / "start.xlsx"), "--out", str(out)])
+    assert result.exit_code == 2, result.output  # no row could be read under row 1
+    assert "no row could be read to draft from; row 4 holds column names of appointments" in (
+        result.stderr
+    )
+    assert "pass --header-row 4" in result.stderr
+    init(tmp_path, tmp_path / "start.xlsx", "--header-row", "4", "--force")
+
+
 def test_headers_in_german_french_and_spanish(tmp_path: Path) -> None:
     cases = {
         "de": "Termin-Nr;Patient;Ärztin;Datum;Uhrzeit;Status;Behandlung;Raum;Bemerkung\n"
@@ -646,9 +671,10 @@ def test_a_title_line_with_the_delimiter_in_it_says_which_header_row_to_pass(
     )
     result = CliRunner().invoke(cli, ["init", str(export), "--out", str(tmp_path / "d.toml")])
     assert result.exit_code == 2
-    assert "if line 2 is the header (and what stands above it a title), pass --header-row 2" in (
+    assert "line 2 holds column names of appointments (what stands above it looks like a " in (
         result.output
     )
+    assert "pass --header-row 2" in result.output
     init(tmp_path, export, "--header-row", "2")
 
 

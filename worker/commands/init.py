@@ -158,7 +158,10 @@ def read_sample(
         # Drafting from no row would only say that no column was found.
         more = f" (and {problems - 1} more like it)" if problems > 1 else ""
         hint = ""
-        if sample.format == "csv" and header_row is None and "header has" in first.message:
+        lower = header_below(path, fmt, sheet) if header_row is None else None
+        if lower is not None:
+            hint = f"; {_header_hint(sample, lower)}"
+        elif sample.format == "csv" and header_row is None and "header has" in first.message:
             # A title line with the delimiter in it ("Report, 01.12.2026") reads as a
             # header of two columns, and every row then has too many cells.
             hint = (
@@ -170,6 +173,40 @@ def read_sample(
             f"to draft from{hint}"
         )
     return sample
+
+
+HEADER_SEARCH = range(2, 9)
+"""Rows (lines) looked at for a header below the first, when the first names no field."""
+_KEY_FIELDS = ("source_key", "customer_id", "user_id", "scheduled_at", "date", "treatments")
+
+
+def header_below(path: str, fmt: str | None, sheet: str | int | None) -> int | None:
+    """The first row of HEADER_SEARCH whose cells name three fields or more, as a header
+    does ("Patient ID", "Doctor ID", "Date"), when a title block stands above it; None
+    when none does (or the file is read from standard input)."""
+    if path == "-":
+        return None
+    for row in HEADER_SEARCH:
+        options = SourceOptions(
+            format=fmt, encoding="auto", sheet=sheet, header_row=row, from_cli=True,
+            read_columns=frozenset(),
+        )  # fmt: skip
+        try:
+            with open_source(path, options) as src:
+                columns = list(src.columns or [])
+        except SourceError:
+            continue
+        if sum(f in match_columns(columns) for f in _KEY_FIELDS) >= 3:
+            return row
+    return None
+
+
+def _header_hint(sample: Sample, row: int) -> str:
+    where = "row" if sample.sheet is not None else "line"
+    return (
+        f"{where} {row} holds column names of appointments (what stands above it looks "
+        f"like a title): pass --header-row {row}"
+    )
 
 
 def _short_totals(problem: RowProblem) -> Mapping[str, Any] | None:
@@ -795,9 +832,12 @@ def run_init(
         )
     if missing:
         write_draft(text, out, force)
+        lower = header_below(export, fmt, sheet) if header_row is None else None
+        found = sample.titles_above or 1  # the header this draft was read with
+        hint = f"; {_header_hint(sample, lower)}" if lower not in (None, found) else ""
         print(
             f"init: no usable column for {', '.join(missing)} (required): fill in the TODO "
-            "lines before the draft loads",
+            f"lines before the draft loads{hint}",
             file=sys.stderr,
         )
         return int(ExitCode.ROWS_FAILED)
