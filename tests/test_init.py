@@ -184,6 +184,18 @@ def test_a_header_below_a_title_block_is_pointed_to(tmp_path: Path) -> None:
     init(tmp_path, tmp_path / "start.xlsx", "--header-row", "4", "--force")
 
 
+def test_us_practice_software_headers(tmp_path: Path) -> None:
+    """'Appt #', 'Provider' and 'Start Date/Time' were TODO lines."""
+    mapping, _ = draft_of(
+        tmp_path,
+        "Appt #;Patient ID;Provider;Start Date/Time;Treatment\n"
+        "A1;1001;101;12/24/2026 10:30 AM;201\nA2;1002;101;12/26/2026 2:30 PM;201\n",
+    )
+    assert mapping["source_key"] == {"column": "Appt #"}
+    assert mapping["user_id"] == {"column": "Provider"}
+    assert mapping["scheduled_at"]["column"] == "Start Date/Time"
+
+
 def test_headers_in_german_french_and_spanish(tmp_path: Path) -> None:
     cases = {
         "de": "Termin-Nr;Patient;Ärztin;Datum;Uhrzeit;Status;Behandlung;Raum;Bemerkung\n"
