@@ -196,6 +196,20 @@ def test_us_practice_software_headers(tmp_path: Path) -> None:
     assert mapping["scheduled_at"]["column"] == "Start Date/Time"
 
 
+def test_german_times_written_with_uhr_are_read(tmp_path: Path) -> None:
+    """'9:05 Uhr' was no time of day: a TODO said no time column was found."""
+    mapping, _ = draft_of(
+        tmp_path,
+        "Termin-Nr.;Patienten-Nr.;Arzt-Nr.;Datum;Uhrzeit;Leistung\n"
+        "T1;1002;101;7.12.26;9:05 Uhr;201\nT2;1003;101;8.12.26;14:30 Uhr;201\n",
+    )
+    assert mapping["scheduled_at"] == {
+        "date_column": "Datum",
+        "time_column": "Uhrzeit",
+        "formats": ["%d.%m.%y %H:%M Uhr"],
+    }
+
+
 def test_headers_in_german_french_and_spanish(tmp_path: Path) -> None:
     cases = {
         "de": "Termin-Nr;Patient;Ärztin;Datum;Uhrzeit;Status;Behandlung;Raum;Bemerkung\n"

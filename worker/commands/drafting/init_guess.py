@@ -347,8 +347,10 @@ def language(guesses: Iterable[ColumnGuess]) -> str | None:
 # --- date-time formats ----------------------------------------------------------------
 
 _DATE_RE = re.compile(r"^(\d{1,4})([./-])(\d{1,2})\2(\d{1,4})")
-_TIMES = ("%H:%M", "%H:%M:%S", "%H.%M", "%I:%M %p", "%I:%M:%S %p", "%I:%M%p", "%I:%M:%S%p")
-"""Clock formats tried after a date; the 12-hour ones read "2:30 PM" and "2:30pm"."""
+_TIMES = ("%H:%M", "%H:%M:%S", "%H.%M", "%I:%M %p", "%I:%M:%S %p", "%I:%M%p", "%I:%M:%S%p",
+          "%H:%M Uhr", "%H.%M Uhr")  # fmt: skip
+"""Clock formats tried after a date; the 12-hour ones read "2:30 PM" and "2:30pm", the
+last German "9:05 Uhr"."""
 
 
 ORDER_GUESSED = "guess: no value decides the order"
@@ -462,7 +464,7 @@ def looks_like_dates(values: Sequence[str]) -> bool:
 
 
 def looks_like_times(values: Sequence[str]) -> bool:
-    pattern = re.compile(r"^\d{1,2}[:.]\d{2}(:\d{2})?(\s?[AaPp][Mm])?$")
+    pattern = re.compile(r"^\d{1,2}[:.]\d{2}(:\d{2})?(\s?[AaPp][Mm]|\s?Uhr)?$")
     return bool(values) and sum(bool(pattern.match(v)) for v in values) >= 0.8 * len(values)
 
 
