@@ -480,6 +480,10 @@ def test_an_acknowledgement_holds_while_only_a_column_the_mapping_ignores_change
 
     assert run("n1.csv", "2026-12-01 02:00") == 1
     assert sorted(i["kind"] for i in items(config)) == ["duplicate_key", "failed", "invalid"]
+    # Which id the API refused: "user_id: The selected user id is invalid." alone left the
+    # front desk to find it (the masked page shows no id cell).
+    [failed] = [i for i in items(config) if i["kind"] == "failed"]
+    assert failed["reason"].startswith("refused by the API (422) for user_id = 999: "), failed
     acked = run_cli("ack", "--all-open", "-c", str(config), "--note", "branch knows")
     assert acked.exit_code == 0, acked.output
     assert run("n2.csv", "2026-12-02 02:00") == 0  # only exported_at differs
