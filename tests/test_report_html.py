@@ -423,3 +423,30 @@ def test_rows_a_crash_left_in_flight_are_said_not_called_nothing_to_do(
     assert "No row needs a person" not in html
     assert "2 row(s) were in flight when a run stopped" in html
     assert '<span class="word">Needs attention:</span>' in html
+
+
+@needs_chromium
+def test_the_worklist_fits_a_narrow_window_and_prints_without_its_controls(
+    nights: Nights, tmp_path: Path
+) -> None:
+    """At 720 px (about an A4 page) the worklist ran off the right edge, its reason,
+    patient and file columns cut; the filter controls printed, doing nothing on paper."""
+    page_path = tmp_path / "report.html"
+    write_page(nights, page_path, "--run", "1")
+
+    async def check() -> None:
+        assert CHROMIUM is not None
+        async with chromium_page(CHROMIUM, width=720) as page:
+            await page.open(page_path.resolve().as_uri())
+            width = await page.evaluate("document.documentElement.clientWidth")
+            table = await page.evaluate(
+                "document.getElementById('worklist').getBoundingClientRect().right"
+            )
+            assert table <= width, (table, width)
+            await page.send("Emulation.setEmulatedMedia", media="print")
+            shown = await page.evaluate(
+                "getComputedStyle(document.querySelector('.controls')).display"
+            )
+            assert shown == "none"
+
+    asyncio.run(check())
