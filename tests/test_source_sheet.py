@@ -21,6 +21,7 @@ from tests.support.sandbox_process import Sandbox
 from tests.support.sheets import (
     ods_blank_rows,
     ods_error,
+    ods_hidden_row,
     ods_uncomputed,
     write_ods,
     write_xlsx,
@@ -557,3 +558,14 @@ def test_rows_the_workbook_hides_are_read_and_said(tmp_path: Path) -> None:
         "hidden.xlsx, sheet 'Randevular': row(s) 3 are hidden in the workbook and read like "
         "the others (hiding is no deleting)"
     ) in stderr
+
+
+def test_rows_an_ods_sheet_hides_or_filters_out_are_read_and_said(tmp_path: Path) -> None:
+    # LibreOffice: a collapsed row and one an AutoFilter hides were imported with no word.
+    hidden = [ods_hidden_row(TEXT[1]), ods_hidden_row(TEXT[2], "filter")]
+    rows: list[Any] = [HEADER, TEXT[0], *hidden]
+    ods = write_ods(tmp_path / "hidden.ods", {"Randevular": [*rows, TEXT[3]]})
+    code, stdout, stderr = validate(str(ods), "-c", str(write_config(tmp_path)))
+    assert code == 0, stdout + stderr
+    assert "4 rows, 4 valid" in stdout
+    assert "hidden.ods, sheet 'Randevular': row(s) 3, 4 are hidden in the workbook" in stderr

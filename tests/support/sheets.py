@@ -77,6 +77,12 @@ def ods_blank_rows(count: int, width: int) -> OdsRaw:
     )
 
 
+def ods_hidden_row(cells: list[Any], visibility: str = "collapse") -> OdsRaw:
+    """A row LibreOffice hides: collapsed, or ("filter") left out by an AutoFilter."""
+    inner = "".join(_ods_cell(v) for v in cells)
+    return OdsRaw(f'<table:table-row table:visibility="{visibility}">{inner}</table:table-row>')
+
+
 def _ods_cell(value: Any) -> str:
     if isinstance(value, OdsRaw):
         return str(value)

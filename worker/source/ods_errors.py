@@ -77,6 +77,35 @@ def ods_error_cells(data: bytes, sheet: str, first_column: int) -> dict[int, dic
     return {} if span is None else _scan(xml, *span, first_column)
 
 
+_HIDDEN = b'table:visibility="'
+_HIDDEN_ROW = re.compile(rb'\btable:visibility="(?:collapse|filter)"')
+
+
+def ods_hidden_rows(data: bytes, sheet: str) -> list[int]:
+    """The row numbers an .ods sheet hides (collapsed, or filtered out by an AutoFilter),
+    in order, as `worker.source.sheet.hidden_rows` gives an .xlsx sheet's; empty when
+    none, or when the file cannot be read so."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            if not member_has_any(archive, "content.xml", (_HIDDEN,)):
+                return []
+            xml = archive.read("content.xml")
+    except (zipfile.BadZipFile, KeyError, OSError, RuntimeError):
+        return []
+    span = _table_span(xml, sheet)
+    if span is None:
+        return []
+    found: list[int] = []
+    number = 0
+    for row in _ROW_START.finditer(xml, *span):
+        repeat = _ROWS_REPEATED.search(row.group(1))
+        count = int(repeat.group(1)) if repeat else 1
+        if count <= _MAX_REPEAT and _HIDDEN_ROW.search(row.group(1)):  # not the padding
+            found += range(number + 1, number + 1 + count)
+        number += count
+    return found
+
+
 def _table_span(xml: bytes, sheet: str) -> tuple[int, int] | None:
     for match in _TABLE.finditer(xml):
         if html.unescape(match.group(1).decode("utf-8", "replace")) == sheet:

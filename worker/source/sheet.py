@@ -32,7 +32,7 @@ from worker.errors import SourceError
 from worker.source.cells import cell_text, cell_value
 from worker.source.csvfile import header_problems
 from worker.source.number_formats import TIME_FORMAT_IDS, shows_time
-from worker.source.ods_errors import UNCOMPUTED, ods_error_cells
+from worker.source.ods_errors import UNCOMPUTED, ods_error_cells, ods_hidden_rows
 from worker.source.options import setting
 from worker.source.rows import RowProblem, SourceRow
 from worker.source.signatures import OLE as _OLE
@@ -174,7 +174,7 @@ class SheetRows:
         self._errors: dict[int, dict[int, str]] = {}
         self._midnights: dict[int, list[int]] = {}
         self.hidden: list[int] = []
-        """Rows the workbook hides (.xlsx): read like the others, and said so."""
+        """Rows the workbook hides (.xlsx, .ods): read like the others, and said so."""
         kind = _format_of(data) or fmt
         if kind == "xlsx":
             self._errors = error_cells(data, chosen.name, first_column)
@@ -184,6 +184,7 @@ class SheetRows:
             self._errors, self._midnights = xls_cells(data, chosen.name, first_column)
         elif kind == "ods":
             self._errors = ods_error_cells(data, chosen.name, first_column)
+            self.hidden = ods_hidden_rows(data, chosen.name)
         self.rows_total = chosen.height
         self._rows = enumerate(chosen.iter_rows(), start=1)
         self._ahead: list[tuple[int, list[Any]]] = []
