@@ -560,6 +560,23 @@ def test_rows_the_workbook_hides_are_read_and_said(tmp_path: Path) -> None:
     ) in stderr
 
 
+def test_a_hidden_column_the_mapping_reads_is_said(tmp_path: Path) -> None:
+    # A stale id in a hidden column was sent for every row with no word: a value no one
+    # looking at the sheet sees.
+    from openpyxl import load_workbook
+
+    book = write_xlsx(tmp_path / "cols.xlsx", {"Randevular": [HEADER, *TEXT]})
+    wb = load_workbook(book)
+    wb["Randevular"].column_dimensions["C"].hidden = True  # Doktor No
+    wb.save(book)
+    code, stdout, stderr = validate(str(book), "-c", str(write_config(tmp_path)))
+    assert code == 0, stdout + stderr
+    assert (
+        "cols.xlsx, sheet 'Randevular': column(s) 'Doktor No', which the mapping reads, are "
+        "hidden in the workbook"
+    ) in stderr
+
+
 def test_rows_an_ods_sheet_hides_or_filters_out_are_read_and_said(tmp_path: Path) -> None:
     # LibreOffice: a collapsed row and one an AutoFilter hides were imported with no word.
     hidden = [ods_hidden_row(TEXT[1]), ods_hidden_row(TEXT[2], "filter")]

@@ -142,6 +142,15 @@ class Source:
                 "workbook and read like the others (hiding is no deleting): delete them from "
                 "the export, or skip them with [[source.skip_rows]]"
             )
+        hidden = [c for c in sheet.hidden_column_names if c in (options.read_columns or ())]
+        if hidden:
+            # A stale doctor id in a hidden column was sent for every row, a value no one
+            # looking at the sheet sees.
+            self.notes.append(
+                f"{self.name}, sheet {sheet.sheet!r}: column(s) "
+                f"{', '.join(map(repr, hidden))}, which the mapping reads, are hidden in the "
+                "workbook: their values are sent though no one sees them in the sheet"
+            )
         self.sheet = sheet.sheet
         self.columns = sheet.columns
         if sheet.titles:

@@ -175,11 +175,14 @@ class SheetRows:
         self._midnights: dict[int, list[int]] = {}
         self.hidden: list[int] = []
         """Rows the workbook hides (.xlsx, .ods): read like the others, and said so."""
+        self._hidden_columns: set[int] = set()
+        self._first_column = first_column
         kind = _format_of(data) or fmt
         if kind == "xlsx":
             self._errors = error_cells(data, chosen.name, first_column)
             self._midnights = midnight_cells(data, chosen.name, first_column)
             self.hidden = hidden_rows(data, chosen.name)
+            self._hidden_columns = hidden_columns(data, chosen.name)
         elif kind == "xls":
             self._errors, self._midnights = xls_cells(data, chosen.name, first_column)
         elif kind == "ods":
@@ -282,6 +285,12 @@ class SheetRows:
             sum(bool(cell_text(c).strip()) for c in cells) > 1
             for _, cells in self._peek(LOOK_AHEAD)
         )
+
+    @property
+    def hidden_column_names(self) -> list[str]:
+        """The header's columns the workbook hides (.xlsx), by name, in order."""
+        first = self._first_column
+        return [c for i, c in enumerate(self.columns) if first + i + 1 in self._hidden_columns]
 
     def row_with(self, names: list[str]) -> int | None:
         """The number of a row just below the header that holds all of `names` as cells:
@@ -486,6 +495,32 @@ def midnight_cells(data: bytes, sheet: str, first_column: int) -> dict[int, list
 
 
 _HIDDEN_ROW = re.compile(rb'<(?:[\w.-]+:)?row\b(?=[^>]*\bhidden="(?:1|true)")[^>]*\br="([0-9]+)"')
+
+
+_HIDDEN_COLS = re.compile(
+    rb'<(?:[\w.-]+:)?col\b(?=[^>]*\bhidden="(?:1|true)")(?=[^>]*\bmin="([0-9]+)")'
+    rb'(?=[^>]*\bmax="([0-9]+)")[^>]*>'
+)
+
+
+def hidden_columns(data: bytes, sheet: str) -> set[int]:
+    """The column numbers (1 is A) an .xlsx sheet hides (``<col min max hidden="1">``,
+    written before its rows); empty when none, or when it cannot be read so."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            part = _sheet_part(archive, sheet)
+            if part is None:
+                return set()
+            with archive.open(part) as fh:
+                head = fh.read(1 << 20)  # <cols> comes before <sheetData>
+    except (zipfile.BadZipFile, KeyError, OSError, RuntimeError, ValueError):
+        return set()
+    head = head.split(b"<sheetData", 1)[0]
+    found: set[int] = set()
+    for match in _HIDDEN_COLS.finditer(head):
+        low, high = int(match.group(1)), int(match.group(2))
+        found.update(range(low, min(high, low + 16_384) + 1))
+    return found
 
 
 def hidden_rows(data: bytes, sheet: str) -> list[int]:
