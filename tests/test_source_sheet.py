@@ -577,6 +577,31 @@ def test_a_hidden_column_the_mapping_reads_is_said(tmp_path: Path) -> None:
     ) in stderr
 
 
+def test_a_number_shown_with_leading_zeros_is_read_as_shown(tmp_path: Path) -> None:
+    """A patient number 1016 in a cell formatted "00000" shows as 01016 (and its CSV
+    export says so); read as 1016 it missed a lookup table keyed by what people see."""
+    from openpyxl import load_workbook
+
+    book = write_xlsx(tmp_path / "pad.xlsx", {"Randevular": [HEADER, *TYPED[:1]]})
+    wb = load_workbook(book)
+    wb["Randevular"]["B2"].number_format = "00000"
+    wb["Randevular"]["H2"].data_type = "s"  # the formula-like note is text, as typed
+    wb.save(book)
+    (tmp_path / "patients.csv").write_text("legacy,id\n01016,1016\n", encoding="utf-8")
+    config = (
+        write_config(tmp_path)
+        .read_text(encoding="utf-8")
+        .replace(
+            'customer_id = "Hasta No"',
+            'customer_id = { column = "Hasta No", lookup = "patients" }',
+        )
+    )
+    config += '[lookups.patients]\nfile = "patients.csv"\nkey = "legacy"\nvalue = "id"\n'
+    (tmp_path / "run.toml").write_text(config, encoding="utf-8")
+    code, stdout, stderr = validate(str(book), "-c", str(tmp_path / "run.toml"))
+    assert code == 0, stdout + stderr
+
+
 def test_rows_an_ods_sheet_hides_or_filters_out_are_read_and_said(tmp_path: Path) -> None:
     # LibreOffice: a collapsed row and one an AutoFilter hides were imported with no word.
     hidden = [ods_hidden_row(TEXT[1]), ods_hidden_row(TEXT[2], "filter")]

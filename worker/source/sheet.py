@@ -23,7 +23,7 @@ import itertools
 import posixpath
 import re
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from python_calamine import CalamineError, CalamineSheet, CalamineWorkbook, SheetVisibleEnum
@@ -173,6 +173,8 @@ class SheetRows:
         # time itself). The workbook was opened by its content: so are these looked for.
         self._errors: dict[int, dict[int, str]] = {}
         self._midnights: dict[int, list[int]] = {}
+        self._padded: dict[int, dict[int, int]] = {}
+        """Cells shown with leading zeros (01008): their digits, as the sheet shows them."""
         self.hidden: list[int] = []
         """Rows the workbook hides (.xlsx, .ods): read like the others, and said so."""
         self._hidden_columns: set[int] = set()
@@ -181,6 +183,7 @@ class SheetRows:
         if kind == "xlsx":
             self._errors = error_cells(data, chosen.name, first_column)
             self._midnights = midnight_cells(data, chosen.name, first_column)
+            self._padded = padded_cells(data, chosen.name, first_column)
             self.hidden = hidden_rows(data, chosen.name)
             self._hidden_columns = hidden_columns(data, chosen.name)
         elif kind == "xls":
@@ -312,9 +315,14 @@ class SheetRows:
         set_source, set_line = slots["source"].__set__, slots["line"].__set__
         set_fields, set_raw = slots["fields"].__set__, slots["raw"].__set__
         set_sheet = slots["sheet"].__set__
-        errors, midnights = self._errors, self._midnights
+        errors, midnights, padded = self._errors, self._midnights, self._padded
         for number, cells in rows:
             values = [c if type(c) is str else convert(c) for c in cells]
+            if padded and number in padded:
+                for index, digits in padded[number].items():
+                    value = values[index] if 0 <= index < len(values) else None
+                    if isinstance(value, int | float) and float(value).is_integer():
+                        values[index] = f"{int(value):0{digits}d}"  # as the sheet shows it
             if midnights and number in midnights:
                 for index in midnights[number]:
                     value = values[index] if 0 <= index < len(values) else None
@@ -451,6 +459,7 @@ also matches a few other empty cells: `error_cells` then looks closer)."""
 # (a date-time serial at 00:00 is one), as Excel, LibreOffice and openpyxl write it.
 _WHOLE_CELL = rb'<c\b(?=[^>]*\bs="(?:%s)")([^>]*)>\s*<v>\s*-?[0-9]+(?:\.0*)?\s*</v>\s*</c>'
 _CELL_TYPE = re.compile(rb'\bt="([A-Za-z]*)"')
+_CELL_STYLE = re.compile(rb'\bs="([0-9]+)"')
 
 
 def midnight_cells(data: bytes, sheet: str, first_column: int) -> dict[int, list[int]]:
@@ -458,16 +467,39 @@ def midnight_cells(data: bytes, sheet: str, first_column: int) -> dict[int, list
     calamine's row. python-calamine reads a date-time whose serial is a whole number as
     a date alone, which the mapping must refuse as a start without a time of day; the
     cell's number format ("dd.mm.yyyy hh:mm") says it shows a time. Empty when the
-    workbook has no such format, or cannot be read so. The sheet is read in chunks."""
+    workbook has no such format, or cannot be read so."""
+    found = _whole_number_cells(
+        data, sheet, first_column, lambda a: dict.fromkeys(_time_styles(a), 0)
+    )
+    return {row: [index for index, _ in cells] for row, cells in found.items()}
+
+
+def padded_cells(data: bytes, sheet: str, first_column: int) -> dict[int, dict[int, int]]:
+    """An .xlsx sheet's whole-number cells shown with leading zeros (number format
+    "00000": a patient number 1008 shown as 01008): row number -> {index in calamine's
+    row -> digits shown}. The sheet, and its CSV export, say 01008; the number alone
+    missed a lookup table keyed by what people see."""
+    found = _whole_number_cells(data, sheet, first_column, _zero_styles)
+    return {row: dict(cells) for row, cells in found.items()}
+
+
+def _whole_number_cells(
+    data: bytes,
+    sheet: str,
+    first_column: int,
+    styles_of: Callable[[zipfile.ZipFile], dict[int, int]],
+) -> dict[int, list[tuple[int, int]]]:
+    """Number cells holding a whole number whose style is one of `styles_of`'s: row ->
+    [(index in calamine's row, the style's value)]. The sheet is read in chunks."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            styles = _time_styles(archive)
+            styles = styles_of(archive)
             part = _sheet_part(archive, sheet) if styles else None
             if part is None:
                 return {}
             alternatives = b"|".join(str(s).encode() for s in sorted(styles))
             cell = re.compile(_WHOLE_CELL % alternatives)
-            found: dict[int, list[int]] = {}
+            found: dict[int, list[tuple[int, int]]] = {}
             carry = b""
             with archive.open(part) as fh:
                 while True:
@@ -483,10 +515,14 @@ def midnight_cells(data: bytes, sheet: str, first_column: int) -> dict[int, list
                         attrs = match.group(1)
                         kind = _CELL_TYPE.search(attrs)
                         ref = _CELL_REF.search(attrs)
-                        if ref is None or (kind is not None and kind.group(1) != b"n"):
+                        style = _CELL_STYLE.search(attrs)
+                        if ref is None or style is None:
+                            continue
+                        if kind is not None and kind.group(1) != b"n":
                             continue
                         index = _column_number(ref.group(1).decode()) - 1 - first_column
-                        found.setdefault(int(ref.group(2)), []).append(index)
+                        value = styles[int(style.group(1))]
+                        found.setdefault(int(ref.group(2)), []).append((index, value))
                     carry = window[cut:]
                     if not chunk:
                         return found
@@ -564,6 +600,30 @@ def _time_styles(archive: zipfile.ZipFile) -> set[int]:
         built_in = number.isdigit() and int(number) in TIME_FORMAT_IDS
         if built_in or (number in codes and shows_time(codes[number])):
             styles.add(index)
+    return styles
+
+
+_ZEROS = re.compile(r"0{2,}")
+
+
+def _zero_styles(archive: zipfile.ZipFile) -> dict[int, int]:
+    """The indexes of the workbook's cell styles whose number format is zeros alone
+    ("00000"), with how many digits it shows."""
+    try:
+        xml = archive.read("xl/styles.xml")
+    except KeyError:
+        return {}
+    codes = {
+        attrs.get("numFmtId", ""): attrs.get("formatCode", "") for attrs in _tags(xml, b"numFmt")
+    }
+    section = re.search(rb"<(?:[\w.-]+:)?cellXfs\b[^>]*>(.*?)</(?:[\w.-]+:)?cellXfs>", xml, re.S)
+    if section is None:
+        return {}
+    styles: dict[int, int] = {}
+    for index, attrs in enumerate(_tags(section.group(1), b"xf")):
+        code = html.unescape(codes.get(attrs.get("numFmtId", ""), "")).split(";", 1)[0]
+        if _ZEROS.fullmatch(code):
+            styles[index] = len(code)
     return styles
 
 
