@@ -133,6 +133,15 @@ def test_an_export_that_ends_mid_row_is_trusted_for_no_tenant(tmp_path: Path, sb
         assert summary["totals"]["missing_from_source"] == 0
     assert [i["kind"] for i in json.loads(run_cli("worklist", "-c", str(config), "--format",
                                                   "json").stdout)] == ["invalid"]  # fmt: skip
+    # A totals line a skip rule takes, with no line break after it (as a spreadsheet
+    # saves it): a whole, known row, no cut; the export was distrusted every night.
+    with config.open("a", encoding="utf-8") as fh:
+        fh.write('\n[[source.skip_rows]]\ncolumn = "appointment_id"\nmatches = "^TOPLAM$"\n')
+    totals = tmp_path / "n3.csv"
+    totals.write_text(full + "TOPLAM,8 randevu", encoding="utf-8")
+    result, summary = import_file(config, sbx, totals)
+    assert result.exit_code == 0, result.output
+    assert (summary["incomplete"], summary["skipped_rows"]) == ({}, 1)
 
 
 def _two_tenants(

@@ -61,6 +61,8 @@ class Source:
         """Rows a `skip_rows` rule matched: never mapped, never counted as read."""
         self.skipped_lines: list[int] = []
         """Their first lines (at most SKIPPED_SHOWN), for the summary."""
+        self._last_skipped = False
+        """The last record read was one a skip rule took."""
         self.on_skip: Callable[[SourceRow], None] | None = None
         """Called with every row a rule skips (an import asks whose key it had)."""
         check_path(path)
@@ -349,8 +351,12 @@ class Source:
     @property
     def cut_short(self) -> int | None:
         """The last line of a CSV that ends without a line break in a record that is no
-        whole row (a copy that stopped mid-row), once read to its end; else None."""
-        return None if self._csv is None else self._csv.cut_short
+        whole row (a copy that stopped mid-row), once read to its end; else None. A last
+        record a skip rule took (a totals line, "TOPLAM;30 randevu" with no line break
+        after it, as many a spreadsheet saves it) is a row known for what it is."""
+        if self._csv is None or self._last_skipped:
+            return None
+        return self._csv.cut_short
 
     def skipped_text(self) -> str:
         """The rows `skip_rows` skipped, in words: "2 row(s) skipped by [source]
@@ -368,11 +374,13 @@ class Source:
                 pattern.search(_text(fields.get(column))) for column, pattern in self._skip
             ):
                 self.skipped += 1
+                self._last_skipped = True
                 if len(self.skipped_lines) < SKIPPED_SHOWN:
                     self.skipped_lines.append(row.line)
                 if self.on_skip is not None and isinstance(row, SourceRow):
                     self.on_skip(row)
                 continue
+            self._last_skipped = False
             yield row
 
     def sha256(self) -> str | None:
