@@ -329,9 +329,10 @@ class CsvRows:
             line,
             f"row has {len(cells)} cells, header has {ncols} (expected one cell per column)",
             raw=_truncate(out.getvalue()),
-            # A short row's cells stand under the first columns ("TOPLAM;21 randevu"):
-            # a skip rule can match it like any row.
-            fields=dict(zip(columns, cells, strict=False)) if len(cells) < ncols else None,
+            # Its first cells stand under the first columns, whether it is short
+            # ("TOPLAM;21 randevu") or long (a stray delimiter in a later cell): a skip
+            # rule can match it like any row, and its key still names it.
+            fields=dict(zip(columns, cells, strict=False)),
         )
 
     def _explain(self, exc: csv.Error, start: int, end: int, event: Event | None) -> str:

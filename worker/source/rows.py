@@ -47,7 +47,8 @@ class RowProblem:
     sheet: str | None = None
     """Spreadsheets: the sheet's name (`line` is then its row number)."""
     fields: dict[str, str] | None = None
-    """A CSV row with fewer cells than the header: its cells under the first columns."""
+    """A CSV row with another cell count than the header: its cells under the first
+    columns (as many as both have)."""
 
     @property
     def label(self) -> str:
