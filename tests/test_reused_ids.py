@@ -23,7 +23,13 @@ def test_an_id_answered_again_is_counted_unknown_and_named(tmp_path: Path) -> No
     with sandbox_process(tmp_path / "b") as lost:
         night = write_csv(tmp_path / "n2.csv", columns, ours[:6])
         result, summary = import_file(config, lost, night)
-    assert result.exit_code == 1, result.output
-    assert (summary["totals"]["created"], summary["totals"]["unknown"]) == (0, 3), summary
-    assert summary["claim_conflicts"] == {"1": 3}
+        assert result.exit_code == 1, result.output
+        assert (summary["totals"]["created"], summary["totals"]["unknown"]) == (0, 3), summary
+        assert summary["claim_conflicts"] == {"1": 3}
+        assert ledger_json(config)["statuses"] == {"created": 3, "unknown": 3}
+        # The next night: a lookup passed over the ids the stale rows hold, found the rows
+        # absent, and sent them again (three duplicates, exit 0). They stay unknown.
+        again, _ = import_file(config, lost, night)
+        assert again.exit_code == 1, again.output
+        assert lost.stats()["duplicates"] == 0
     assert ledger_json(config)["statuses"] == {"created": 3, "unknown": 3}

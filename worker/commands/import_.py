@@ -325,6 +325,7 @@ class ImportRun:
             e
             for e in entries
             if self.config.is_known_tenant(e.tenant)
+            and not e.answered_with_an_owned_id
             and (self.options.tenant is None or e.tenant == self.options.tenant)
             and self.context.serves(e.tenant)
         ]

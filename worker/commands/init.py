@@ -274,7 +274,7 @@ def _totals_lines(sample: Sample) -> list[tuple[str, str, int]]:
     Toplam:", "Total"). A full row is an appointment whatever its id says ("Total-703",
     a treatment "Total Body Peel"); one rule per column and label."""
     filled: Counter[int] = Counter(r for rows in sample.value_rows.values() for r in rows)
-    few = max(2, len(sample.columns) // 3)
+    few = max(3, len(sample.columns) // 3)  # a label, a count, and perhaps a sum
     found: dict[tuple[str, str], int] = {}
     for column in sample.columns:
         values = sample.values.get(column, [])

@@ -170,6 +170,7 @@ async def _reconcile(
         e
         for e in await ledger.select(statuses=[Status.UNKNOWN], tenant=options.tenant)
         if config.is_known_tenant(e.tenant)
+        and not e.answered_with_an_owned_id
         and e.payload_json
         and e.payload_hash
         and (only is None or e.tenant in only)

@@ -73,6 +73,14 @@ class Entry:
         return (self.tenant, self.source_key)
 
     @property
+    def answered_with_an_owned_id(self) -> bool:
+        """Unknown because Flextell answered its POST with an appointment id another row
+        owns (it lost data, was restored, or hands out ids again): no lookup can settle
+        it, since its own appointment may be the one the stale row holds, and a lookup
+        that passes over owned ids calls it absent and sends it again: a duplicate."""
+        return self.error_code == "claimed_by_other" and self.http_status is not None
+
+    @property
     def payload(self) -> dict[str, Any] | None:
         """payload_json parsed, or None."""
         return cast(dict[str, Any] | None, _loads(self.payload_json))
