@@ -737,7 +737,8 @@ def _totals_export(tmp_path: Path, totals: str = "TOPLAM;2 randevu;;;;") -> Path
 # Padded to the header's width, or as most exports write it: two cells (a short row was
 # a cell-count error that no skip rule could match, and init drafted no rule for it).
 @pytest.mark.parametrize(
-    "totals", ["TOPLAM;2 randevu;;;;", "TOPLAM;2 randevu", "Toplam randevu:;2"]
+    "totals",
+    ["TOPLAM;2 randevu;;;;", "TOPLAM;2 randevu", "Toplam randevu:;2", "TOPLAM;2 randevu;;;;450"],
 )
 def test_a_totals_line_gets_a_skip_rule_and_is_no_row(tmp_path: Path, totals: str) -> None:
     # "TOPLAM;2 randevu" at the end was read as a row: invalid every night, its count
