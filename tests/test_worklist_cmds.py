@@ -470,6 +470,7 @@ def test_an_acknowledgement_holds_while_only_a_column_the_mapping_ignores_change
     rows = [dict(r, exported_at="2026-12-01 02:00") for r in sample[:4]]
     rows[1]["customer_id"] = "unknown patient"  # invalid
     rows[2]["doctor_id"] = "999"  # refused by the API: failed
+    rows[2]["treatment_ids"] = "299"  # and this too
     bad = [rows[1]["appointment_id"], rows[2]["appointment_id"]]
     dup = dict(rows[3], customer_id=rows[0]["customer_id"])
     night = [*rows, dup]  # rows[3]'s key twice: a duplicate_key item
@@ -483,7 +484,8 @@ def test_an_acknowledgement_holds_while_only_a_column_the_mapping_ignores_change
     # Which id the API refused: "user_id: The selected user id is invalid." alone left the
     # front desk to find it (the masked page shows no id cell).
     [failed] = [i for i in items(config) if i["kind"] == "failed"]
-    assert failed["reason"].startswith("refused by the API (422) for user_id = 999: "), failed
+    assert failed["reason"].startswith("refused by the API (422): user_id = 999: "), failed
+    assert "; treatments.0 = 299: " in failed["reason"], failed  # every refused field's
     acked = run_cli("ack", "--all-open", "-c", str(config), "--note", "branch knows")
     assert acked.exit_code == 0, acked.output
     assert run("n2.csv", "2026-12-02 02:00") == 0  # only exported_at differs

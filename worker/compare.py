@@ -50,6 +50,18 @@ def public_value(field: str, value: Any) -> Any:
     return f"<text, {len(str(value))} chars>"
 
 
+def sent_id(payload: dict[str, Any] | None, field: str | None) -> int | None:
+    """The id sent at a field the API refused ("treatments.0" of [299, 201]: 299), so the
+    person sees which one: an id only, never free text (a note is patient data)."""
+    if not payload or not field:
+        return None
+    name, _, index = field.partition(".")
+    value = payload.get(name)
+    if isinstance(value, list) and index.isdigit() and int(index) < len(value):
+        value = value[int(index)]
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def row_and_flextell(mismatches: Iterable[Mismatch]) -> str:
     """``room_id: row 301, Flextell 302; ...`` for a person: free text by its length, an
     empty value as ``-`` (as `verify` shows it), never Python's ``None``."""

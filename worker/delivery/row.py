@@ -29,7 +29,7 @@ from typing import Any
 
 from worker.api.client import Outcome, Result
 from worker.clock import boot_id
-from worker.compare import identity_of_json, same_identity, sent_values
+from worker.compare import identity_of_json, same_identity, sent_id, sent_values
 from worker.contract import AppointmentResource
 from worker.delivery.calendar import CalendarWindows, instant_of
 from worker.delivery.clockcheck import clock_mark, effective_sent_at
@@ -144,6 +144,18 @@ class _Ahead:
 def _retrieve(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
+
+
+def _refused(fields: dict[str, list[str]], sent: dict[str, Any]) -> str:
+    """The API's field errors, each with the id sent there ("treatments.0 = 299: The
+    selected treatments.0 is invalid."): its words alone left the front desk to find
+    which one (an id only, never a note's text)."""
+    parts = []
+    for name, messages in fields.items():
+        value = sent_id(sent, name)
+        shown = name if value is None else f"{name} = {value}"
+        parts.append(f"{shown}: {' '.join(messages)}")
+    return "; ".join(parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -417,7 +429,7 @@ class RowDelivery:
             field_name = next(iter(result.field_errors), None)
             message = result.error_message
             if field_name is not None:
-                message = "; ".join(f"{k}: {' '.join(v)}" for k, v in result.field_errors.items())
+                message = _refused(result.field_errors, payload_of(job.payload_json))
             await self._record(job, Status.FAILED, http_status=result.status,
                                error_code=result.error_code, error_message=message,
                                error_field=field_name)  # fmt: skip

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,6 +157,12 @@ async def run_ledger(
 _REFUSED = "The selected"
 
 
+def _refused_at(message: str, field: str) -> bool:
+    """Whether the API refused `field` ("customer_id = 99: The selected ...", or as
+    workers before wrote it, without the id)."""
+    return re.search(rf"(?:^|; ){re.escape(field)}(?: = -?\d+)?: {_REFUSED}", message) is not None
+
+
 async def forget_refused(ledger: Ledger, run_id: int | None) -> int:
     """Rows of this run the API refused with "The selected ... is invalid.": forget the
     cached ids they carried, so the next run looks those references up again."""
@@ -171,8 +178,8 @@ async def forget_refused(ledger: Ledger, run_id: int | None) -> int:
         for name, kind in FIELD_KIND.items():
             value = payload.get(name)
             if name == "treatments" and isinstance(value, list):
-                ids = [v for i, v in enumerate(value) if f"treatments.{i}: {_REFUSED}" in message]
-            elif isinstance(value, int) and f"{name}: {_REFUSED}" in message:
+                ids = [v for i, v in enumerate(value) if _refused_at(message, f"treatments.{i}")]
+            elif isinstance(value, int) and _refused_at(message, name):
                 ids = [value]
             else:
                 continue

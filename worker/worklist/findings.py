@@ -98,18 +98,6 @@ def local_diff(changes: dict[str, list[Any]], zone: str) -> str:
     return ", ".join(parts)
 
 
-def _sent_id(payload: dict[str, Any] | None, field: str | None) -> int | None:
-    """The id sent at a field the API refused ("treatments.0" of [299, 201]: 299), so the
-    person sees which one: an id only, never free text (a note is patient data)."""
-    if not payload or not field:
-        return None
-    name, _, index = field.partition(".")
-    value = payload.get(name)
-    if isinstance(value, list) and index.isdigit() and int(index) < len(value):
-        value = value[int(index)]
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
 def _when(entry: Entry, zone: str) -> str | None:
     payload = entry.payload
     return local_time(payload.get("scheduled_at"), zone) if payload else None
@@ -144,9 +132,7 @@ def from_entry(
     if kind is Kind.FAILED:
         reason = entry.error_message or entry.error_code or "failed"
         if entry.http_status is not None:  # else the worker held it (booked by hand)
-            sent = _sent_id(entry.payload, entry.error_field)
-            what = f" for {entry.error_field} = {sent}" if sent is not None else ""
-            reason = f"refused by the API ({entry.http_status}){what}: {reason}"
+            reason = f"refused by the API ({entry.http_status}): {reason}"
         return replace(base, field=entry.error_field, reason=reason)
     if kind is Kind.UNKNOWN:
         why = f": {local_times_in(entry.error_message, zone)}" if entry.error_message else ""
