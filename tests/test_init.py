@@ -157,6 +157,15 @@ def test_a_column_of_date_times_or_amounts_is_no_key(tmp_path: Path) -> None:
     assert "source_key" not in mapping
     assert "# source_key" not in text
     assert mapping["scheduled_at"]["column"] == "Termin"
+    # Beside a 'Termin-Nr' key (the usual German layout) 'Termin' was left unmapped.
+    (tmp_path / "nr").mkdir()
+    mapping, _ = draft_of(
+        tmp_path / "nr",
+        "Termin-Nr;Patient-Nr;Arzt;Termin;Behandlung\n"
+        "T-1;1001;101;07.12.2026 09:05;201\nT-2;1002;101;08.12.2026 10:30;201\n",
+    )
+    assert mapping["source_key"] == {"column": "Termin-Nr"}
+    assert mapping["scheduled_at"]["column"] == "Termin"
 
 
 def test_a_header_below_a_title_block_is_pointed_to(tmp_path: Path) -> None:

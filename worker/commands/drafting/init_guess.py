@@ -119,7 +119,7 @@ SYNONYMS: dict[str, dict[str, tuple[str, ...]]] = {
             "baslangic zamani",
             "baslangic tarihi",
         ),
-        "de": ("termin datum", "beginn", "zeitpunkt", "datum uhrzeit"),
+        "de": ("termin datum", "beginn", "zeitpunkt", "datum uhrzeit", "termin"),
         "fr": ("date heure", "date rdv", "debut", "date et heure"),
         "es": ("fecha hora", "inicio", "fecha y hora", "fecha cita"),
     },
