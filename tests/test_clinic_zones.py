@@ -138,6 +138,8 @@ def test_a_third_zone_in_the_mapping_is_warned_on_every_run(tmp_path: Path, sbx:
         done = run_cli("import", str(export), "-c", str(config), "--base-url", sbx.base_url)
         assert done.exit_code == 0, done.output
         assert "times read in another zone than the clinic's" in done.stderr, night
+        # Said as a line of its own too: on a terminal the log goes to a file.
+        assert "warning: tenant 1: the mapping reads the export's times in" in done.stderr
         assert (
             "tenant 1: the mapping reads the export's times in 'Europe/Berlin' (scheduled_at "
             "timezone), but Flextell says the clinic is in 'Europe/Istanbul': every "

@@ -222,7 +222,7 @@ class ImportRun:
             if tenant not in self.config.tenants:
                 # A tenant no [tenants] section names (the config has none, say): its
                 # zone is checked before its first request, as configured ones are first.
-                await check_clinic_zones(self.config, [built], datetime.now(UTC), ledger)
+                _warn(await check_clinic_zones(self.config, [built], datetime.now(UTC), ledger))
             lane = self.lanes[tenant] = built
             # Every run, not only a tenant's first: staff may have booked a new row's
             # appointment in Flextell by hand before tonight's export brought the row.
@@ -541,11 +541,13 @@ async def _send(
                     # pass of a shared ledger serves: none is sent before all are known.
                     configured = [t for t in sorted(run.config.tenants)
                                   if options.tenant in (None, t)]  # fmt: skip
-                    await check_clinic_zones(
-                        run.config,
-                        [await lanes.lane(t) for t in configured],
-                        datetime.now(UTC),
-                        ledger,
+                    _warn(
+                        await check_clinic_zones(
+                            run.config,
+                            [await lanes.lane(t) for t in configured],
+                            datetime.now(UTC),
+                            ledger,
+                        )
                     )
                     if config_uses_api(run.config):  # names -> ids first (worker.references)
                         prepared = await prepare_references(
@@ -960,6 +962,13 @@ async def _claim_conflicts(run: ImportRun, ledger: Ledger) -> None:
             lane.stats.unknown += moved
         run.claim_conflicts[tenant] = n
         log.error("appointment ids answered twice", tenant=tenant, rows=n)
+
+
+def _warn(lines: Iterable[str]) -> None:
+    """Warnings a person must see: on stderr, not only in the log (on a terminal the log
+    goes to a file, and a mapping zone that shifts every time was never seen)."""
+    for line in lines:
+        sys.stderr.write(f"warning: {line}\n")
 
 
 def _cut_short(run: ImportRun) -> str | None:

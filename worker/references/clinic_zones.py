@@ -179,9 +179,10 @@ def _confirmation(lane: TenantLane) -> str:
 
 async def check_clinic_zones(
     config: Config, lanes: list[TenantLane], now: datetime, ledger: Ledger
-) -> None:
+) -> list[str]:
     """ConfigError (exit 2) naming every tenant whose zone differs from Flextell's; the
-    tenants' zones confirmed before (same zone, same server) are not asked again."""
+    tenants' zones confirmed before (same zone, same server) are not asked again. Returns
+    the lines to warn of (other_zones), for the caller to say where a person reads."""
     raw = await ledger.read_op(lambda conn, _now: meta.get(conn, CONFIRMED))
     confirmed: dict[str, str] = json.loads(raw) if isinstance(raw, str) else {}
     # A mapping that names a zone other than UTC is looked at every run (other_zones).
@@ -192,12 +193,13 @@ async def check_clinic_zones(
         if lane.id in third or confirmed.get(_confirmation(lane)) != config.timezone_for(lane.id)
     ]
     if not todo:
-        return
+        return []
     zones = await clinic_zones(todo)
     problems = mismatches(config, zones, [lane.id for lane in todo], now)
     if problems:
         raise ConfigError(f"{config.path}: " + "\n".join(problems))
-    for line in other_zones(config, zones, [lane.id for lane in todo], now):
+    warnings = other_zones(config, zones, [lane.id for lane in todo], now)
+    for line in warnings:
         log.warning("times read in another zone than the clinic's", detail=line)
     confirmed |= {
         _confirmation(lane): config.timezone_for(lane.id)
@@ -206,3 +208,4 @@ async def check_clinic_zones(
     }
     value = json.dumps(confirmed, sort_keys=True)
     await ledger.write_op(lambda conn, _now: meta.put(conn, CONFIRMED, value))
+    return warnings
