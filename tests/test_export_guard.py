@@ -130,6 +130,7 @@ def test_an_export_that_ends_mid_row_is_trusted_for_no_tenant(tmp_path: Path, sb
         result, summary = import_file(config, sbx, cut, *dry)
         assert result.exit_code == 1, result.output
         assert summary["incomplete"]["1"].startswith("the export looks cut short: its last line")
+        assert "0" not in summary["incomplete"], summary["incomplete"]  # no "tenant 0"
         assert summary["totals"]["missing_from_source"] == 0
     assert [i["kind"] for i in json.loads(run_cli("worklist", "-c", str(config), "--format",
                                                   "json").stdout)] == ["invalid"]  # fmt: skip
