@@ -849,6 +849,14 @@ def test_a_created_row_a_new_skip_rule_matches_is_not_called_missing(
         assert [r["source_key"] for r in summary["skipped_created"]] == [kept]
     [item] = items(config)
     assert (item["source_key"], item["kind"]) == (kept, "missing")
+    # A rule that takes every row read as an empty export, with no word of the rule.
+    wide = config.read_text(encoding="utf-8").replace(f'"^{kept}$"', '"^KAD"')
+    config.write_text(wide, encoding="utf-8")
+    result, summary = import_file(config, sbx, night)
+    assert result.exit_code == 1, result.output
+    assert "6 row(s) were skipped by [source] skip_rows: is a rule too wide?" in (
+        summary["incomplete"]["1"]
+    )
     assert (
         f"the export has it ({night}:4) but a [[source.skip_rows]] rule skips it"
         in (item["reason"])

@@ -934,10 +934,17 @@ async def _no_rows(run: ImportRun, ledger: Ledger) -> None:
         known = await _created(ledger, tenant)
         if not known:
             continue
+        # A skip rule that took every row (too wide a rule) reads as an empty export
+        # otherwise: say what became of the rows.
+        skipped = (
+            f" ({run.skipped[0]} row(s) were skipped by [source] skip_rows: is a rule too wide?)"
+            if run.skipped[0]
+            else ""
+        )
         why = (
             f"the export has no rows{'' if only is None else f' of tenant {tenant}'}, but "
-            f"tenant {tenant} has {known} rows created before: nothing is recorded as "
-            "missing. Check the export"
+            f"tenant {tenant} has {known} rows created before{skipped}: nothing is recorded "
+            "as missing. Check the export"
         )
         run.incomplete[tenant] = why
         run.tenant_counts(tenant).export_incomplete = 1
