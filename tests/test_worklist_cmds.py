@@ -854,8 +854,9 @@ def test_a_created_row_a_new_skip_rule_matches_is_not_called_missing(
     config.write_text(wide, encoding="utf-8")
     result, summary = import_file(config, sbx, night)
     assert result.exit_code == 1, result.output
-    assert "6 row(s) were skipped by [source] skip_rows: is a rule too wide?" in (
-        summary["incomplete"]["1"]
+    assert (
+        "6 row(s) were skipped by [source] skip_rows: is a rule too wide?"
+        in (summary["incomplete"]["1"])
     )
     assert (
         f"the export has it ({night}:4) but a [[source.skip_rows]] rule skips it"
