@@ -182,13 +182,13 @@ class ImportRun:
         self.acknowledged: set[tuple[str, int, str]] = set()
         """(kind, tenant, key) of the changed and missing rows seen that a person acked."""
         self.missing_entries: list[Entry] = []
+        """A dry run: the created rows the export lacks (of tenants whose export it trusts)."""
         self.claim_conflicts: dict[int, int] = {}
         """Rows per tenant answered with an appointment id another row owns."""
         self.cut_short: int | None = None
         """The export's last line, when it ends mid-row (see Source.cut_short)."""
         self.skipped_created: list[Entry] = []
         """Created rows of earlier runs that a `skip_rows` rule skipped in this export."""
-        """A dry run: the created rows the export lacks (of tenants whose export it trusts)."""
 
     def tenant_counts(self, tenant: int) -> TenantCounts:
         counts = self.counts.get(tenant)
