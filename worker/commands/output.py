@@ -28,6 +28,11 @@ class DataConsole(Console):
     def render_str(self, text: str, **options: Any) -> Text:
         return super().render_str(escape_controls(text), **options)
 
+    def on_broken_pipe(self) -> None:
+        # Rich exits 1 ("needs a person") on a closed pipe; the CLI's group turns this
+        # into 141, as for any command whose output's reader went away (`| head`).
+        raise BrokenPipeError
+
 
 def data_console(**options: Any) -> Console:
     """A console for text that comes from exports, notes, servers and the ledger:
