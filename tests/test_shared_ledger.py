@@ -244,6 +244,32 @@ def _next_worker_finishes(csv: Path, cfg: Path, sb: SandboxProcess, url: str, lo
     return sb.appointments()
 
 
+def _expire_leases_of_stopped(pg_url: str, stopped: subprocess.Popen[bytes]) -> None:
+    """Expire every lease, as if the SIGSTOPped worker had stalled long. Stopped inside a
+    transaction, it holds its rows' locks (a plain UPDATE of its lease waited for good,
+    and so would the next worker's first writes): let it run a moment and stop it again
+    until none of its transactions is open."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("SET lock_timeout = '200ms'")
+        for _ in range(100):
+            (open_,) = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND state LIKE 'idle in transaction%'"
+            ).fetchone() or (0,)
+            if not open_:
+                try:
+                    conn.execute(
+                        "UPDATE flextell_worker.leases SET expires_at = now() - interval '1 ms'"
+                    )
+                    return
+                except psycopg.errors.LockNotAvailable:
+                    pass
+            stopped.send_signal(signal.SIGCONT)
+            time.sleep(0.02)
+            stopped.send_signal(signal.SIGSTOP)
+    raise AssertionError("the stopped worker kept a transaction open")
+
+
 def _sql(pg_url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     import psycopg
 
@@ -408,8 +434,7 @@ def test_a_paused_worker_whose_tenant_was_finished_by_another_says_its_pass_stop
         paused = _worker(csv, cfg, sb.api_url, pg_url, tmp_path / "w1.log")
         _wait_for_posts(sb, 10)
         paused.send_signal(signal.SIGSTOP)
-        with psycopg.connect(pg_url, autocommit=True) as conn:  # as if it had stalled long
-            conn.execute("UPDATE flextell_worker.leases SET expires_at = now() - interval '1 ms'")
+        _expire_leases_of_stopped(pg_url, paused)
         appts = _next_worker_finishes(csv, cfg, sb, pg_url, tmp_path / "w2.log")
         paused.send_signal(signal.SIGCONT)
         code = paused.wait(timeout=60)
