@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from rich.console import Console
 from rich.table import Table
@@ -27,6 +26,7 @@ from rich.table import Table
 from worker.api.client import Outcome, Result
 from worker.commands.checking.api_reads import read_with_retries
 from worker.commands.checking.orphans import OrphanScan, find_orphans
+from worker.commands.importing.import_summary import local_instant
 from worker.commands.output import data_console, emit_result
 from worker.compare import Mismatch, compare, public_value
 from worker.config import load_config
@@ -40,7 +40,7 @@ from worker.ledger.target import LedgerTarget, describe, is_url, ledger_target, 
 from worker.logs import get_logger
 from worker.worklist import Kind, WorkItem, acknowledged_unknown
 from worker.worklist import items as worklist_items
-from worker.worklist.findings import aware_instant
+from worker.worklist.findings import local_time
 from worker.worklist.rules import asks_to_undo
 
 log = get_logger("verify")
@@ -658,10 +658,8 @@ def _local(field: str, value: Any, zone: str | None) -> Any:
     """A value as the person reading the line knows it: free text by its length, an
     instant in the clinic's zone with its offset (the worklist shows the same wall
     clock; a UTC time beside it was another hour, to a front desk)."""
-    if field == "scheduled_at" and zone is not None and isinstance(value, str):
-        instant = aware_instant(value)
-        if instant is not None:
-            return instant.astimezone(ZoneInfo(zone)).isoformat()
+    if field == "scheduled_at" and zone is not None:
+        return local_instant(value, zone)
     return public_value(field, value)
 
 
@@ -671,12 +669,7 @@ def _acked(problem: Problem, zone: str | None = None) -> str:
     if ack is None:
         return ""
     who = f" by {ack.by}" if ack.by else ""
-    at = aware_instant(ack.at) if ack.at else None
-    shown = (
-        at.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M")
-        if at is not None and zone is not None
-        else ack.at
-    )
+    shown = local_time(ack.at, zone) if zone is not None else ack.at
     when = f" at {shown}" if shown else ""
     return f" (acknowledged{who}{when}: its `{ack.kind}` worklist item; not counted)"
 

@@ -217,10 +217,12 @@ def local_changes(changes: dict[str, list[Any]], zone: str) -> dict[str, list[An
     when = changes.get("scheduled_at")
     if not when:
         return changes
-    return changes | {"scheduled_at": [_local(v, zone) for v in when]}
+    return changes | {"scheduled_at": [local_instant(v, zone) for v in when]}
 
 
-def _local(value: Any, zone: str) -> Any:
+def local_instant(value: Any, zone: str) -> Any:
+    """An API instant (ISO 8601, UTC) as the clinic's local ISO time with its offset;
+    anything else as it is."""
     instant = aware_instant(value) if isinstance(value, str) else None
     if instant is None:
         return value
