@@ -447,3 +447,53 @@ def test_a_paused_worker_whose_tenant_was_finished_by_another_says_its_pass_stop
     )
     result = audit(source, read_pg_ledger(pg_url), appts)
     assert result.clean, result.line()
+
+
+def _stop_inside_a_transaction(pg_url: str, proc: subprocess.Popen[bytes]) -> None:
+    """SIGSTOP `proc` at a moment its ledger connection has a transaction open (it then
+    holds its rows' locks): stop, look, let it run a moment, until caught inside one."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        for _ in range(400):
+            proc.send_signal(signal.SIGSTOP)
+            (open_,) = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND state LIKE 'idle in transaction%'"
+            ).fetchone() or (0,)
+            if open_:
+                return
+            proc.send_signal(signal.SIGCONT)
+            time.sleep(0.003)
+    raise AssertionError("never caught the worker inside a transaction")
+
+
+def test_a_worker_stopped_inside_a_transaction_does_not_hold_the_next_worker_for_good(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """A worker SIGSTOPped while its writer had a transaction open held its rows' locks
+    until it was resumed: the next worker's writes waited for good. The database ends
+    such a session once it was idle in a transaction for lease_seconds: the next worker
+    finishes, and the resumed one stops with its ledger unusable, nothing doubled."""
+    csv, cfg, source, sb = _setup(tmp_path, 1, 80, lease=2.0)
+    sb.start()
+    try:
+        paused = _worker(csv, cfg, sb.api_url, pg_url, tmp_path / "w1.log")
+        _wait_for_posts(sb, 10)
+        _stop_inside_a_transaction(pg_url, paused)
+        second = _worker(csv, cfg, sb.api_url, pg_url, tmp_path / "w2.log")
+        try:
+            code = second.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            second.kill()
+            code = None
+        appts = sb.appointments()
+        paused.send_signal(signal.SIGCONT)
+        first = paused.wait(timeout=60)
+    finally:
+        sb.stop()
+    assert code == 0, (tmp_path / "w2.log").read_text()
+    log = (tmp_path / "w1.log").read_text()
+    assert first == 3, log
+    assert "closed this worker's session after it had stood" in log, log
+    assert "longer than lease_seconds (2 s)" in log, log
+    result = audit(source, read_pg_ledger(pg_url), appts)
+    assert result.clean, result.line()

@@ -348,7 +348,7 @@ class LedgerSection(_Strict):
     path: str | None = None
     url: str | None = Field(default=None, repr=False)
     """postgresql://... or env:VARIABLE holding it (a password never goes in the config)."""
-    lease_seconds: float = Field(default=30.0, ge=1.0, le=3600.0)
+    lease_seconds: float = Field(default=30.0, ge=1.0, le=3600.0)  # postgres.LEASE_SECONDS
     """A shared ledger's tenant lease: renewed every third of it, taken over after it."""
     tenants_per_worker: int = Field(default=4, ge=1, le=1000)
     """A shared ledger's worker sends up to this many tenants at once (one lease each)."""

@@ -122,7 +122,9 @@ async def run_reconcile(options: ReconcileOptions) -> ReconcileResult:
         # for writing it would get the schema and this config's identity, and "ok".
         probe = await open_ledger(target, lock=False, readonly=True, key=configured_key(config))
         await probe.close()
-    ledger = await open_ledger(target, key=configured_key(config))
+    ledger = await open_ledger(
+        target, key=configured_key(config), lease_seconds=config.ledger.lease_seconds
+    )
     try:
         api = api_identity(config.base_urls(options.base_url))
         await ledger.bind_identity(api, config.tenants, rebind=options.rebind_ledger)

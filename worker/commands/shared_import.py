@@ -86,7 +86,9 @@ async def run_shared_import(
     # with its exit code and a message (opening the ledger, waiting for a lease may take
     # long), not with the default action's silent death.
     with stop_on_signal(*BEFORE_THE_RUN):
-        ledger = await PgLedger.open_url(url, key=configured_key(config))
+        ledger = await PgLedger.open_url(
+            url, key=configured_key(config), lease_seconds=config.ledger.lease_seconds
+        )
     results: list[ImportResult] = []
     try:
         with stop_on_signal(*BEFORE_THE_RUN):

@@ -11,6 +11,7 @@ for a unique violation, which is how ops.record() notices a claimed appointment.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -57,8 +58,25 @@ class PgCursor:
 class PgConnection:
     """Wraps one psycopg connection in autocommit mode; BEGIN/COMMIT are explicit."""
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], *, idle_seconds: float | None = None) -> None:
         self.raw = conn
+        self.idle_seconds = idle_seconds
+        """The session's idle_in_transaction_session_timeout (worker.ledger.postgres.connect)."""
+        self._sent = (time.monotonic(), time.monotonic(), False)
+        """When the statement before the last one and the last one were sent (monotonic
+        clock), and whether a transaction was open when the last one was."""
+
+    def ended_idle(self) -> float | None:
+        """After a lost connection: the seconds between the statement before the failed one
+        and the failed one, when a transaction was open and that is past `idle_seconds`.
+        The database most likely ended the session for sitting idle in a transaction
+        (this process stopped or starved meanwhile; stopped while a statement was under
+        way, its answer may have come back before the session was ended)."""
+        before, failed, was_open = self._sent
+        gap = failed - before
+        if self.idle_seconds is not None and was_open and gap >= self.idle_seconds:
+            return gap
+        return None
 
     @property
     def in_transaction(self) -> bool:
@@ -70,6 +88,7 @@ class PgConnection:
         return self.raw.info.transaction_status == pq.TransactionStatus.INERROR
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> PgCursor:
+        self._sending()
         try:
             cur = self.raw.execute(translate(sql), tuple(params) if params else None)
         except psycopg.errors.IntegrityError as exc:
@@ -77,8 +96,12 @@ class PgConnection:
         return PgCursor(self.raw, cur)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._sending()
         with self.raw.cursor() as cur:
             cur.executemany(translate(sql), [tuple(r) for r in rows])
+
+    def _sending(self) -> None:
+        self._sent = (self._sent[1], time.monotonic(), self.in_transaction)
 
     def close(self) -> None:
         self.raw.close()

@@ -90,7 +90,18 @@ class PgWriter(BatchWriter):
             self.commits += 1
         except Exception as exc:
             lost = exc
-            if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+            idle = conn.ended_idle()
+            if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and idle:
+                lost = AbortError(
+                    f"ledger {self._where}: PostgreSQL closed this worker's session after "
+                    f"it had stood {idle:.0f} s inside a transaction, longer than "
+                    f"lease_seconds ({conn.idle_seconds:g} s): the database ends such a "
+                    "session, so that its locks do not hold up the worker that takes its "
+                    "tenants over. Was this process stopped or suspended? Committed rows "
+                    "are kept, the next run of the tenant settles the rest"
+                )
+                self._break(lost)
+            elif isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
                 lost = AbortError(
                     f"ledger {self._where}: PostgreSQL connection lost or refused ({exc}); "
                     "committed rows are kept, the next run of the tenant settles the rest"

@@ -212,6 +212,9 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
+LEASE_SECONDS = 30.0
+"""``[ledger] lease_seconds`` when a command has no config to read it from."""
+
 LEDGER_NAME = "flextell-worker ledger"
 LEASE_NAME = "flextell-worker lease"
 PROBE_NAME = "flextell-worker probe"
@@ -221,8 +224,15 @@ Given as libpq's ``fallback_application_name``: an ``application_name`` in the U
 PGAPPNAME, is used instead."""
 
 
-def connect(url: str, *, name: str = LEDGER_NAME) -> psycopg.Connection[Any]:
-    """A writer connection (autocommit; the writer sends BEGIN/COMMIT itself)."""
+def connect(
+    url: str, *, name: str = LEDGER_NAME, idle_seconds: float | None = None
+) -> psycopg.Connection[Any]:
+    """A writer connection (autocommit; the writer sends BEGIN/COMMIT itself).
+
+    `idle_seconds`: the database ends the session once it sat that long inside a
+    transaction (`IDLE_ENDED` says so): a worker stopped there (SIGSTOP, a frozen VM)
+    would otherwise hold its rows' locks, and the worker that took its tenants over
+    would wait on them for as long as it stays stopped."""
     try:
         conn = psycopg.connect(
             url, autocommit=True, connect_timeout=10, fallback_application_name=name,
@@ -233,6 +243,9 @@ def connect(url: str, *, name: str = LEDGER_NAME) -> psycopg.Connection[Any]:
             f"cannot open ledger {redact(url)}: {scrub(_first_line(exc), url)}"
         ) from None
     conn.execute(f"SET search_path TO {SCHEMA}")
+    if idle_seconds is not None:
+        ms = max(1, int(idle_seconds * 1000))
+        conn.execute(f"SET idle_in_transaction_session_timeout = {ms}")
     return conn
 
 
@@ -319,7 +332,7 @@ class PgLedger(Ledger):
         *,
         readonly: bool = False,
         worker_id: str | None = None,
-        lease_seconds: float = 30.0,
+        lease_seconds: float = LEASE_SECONDS,
         key: LedgerKey | None = None,
     ) -> PgLedger:
         """Open (creating or migrating the schema); a writer registers its worker row,
@@ -330,7 +343,8 @@ class PgLedger(Ledger):
         sealing: list[Sealer | str | None] = []
 
         def opening() -> PgConnection:
-            conn = PgConnection(connect(url))
+            raw = connect(url, idle_seconds=lease_seconds)
+            conn = PgConnection(raw, idle_seconds=lease_seconds)
             try:
                 prepare(conn, where, readonly=readonly)
                 # The same meta keys and rules as a SQLite ledger (one encryption, one key).

@@ -134,15 +134,19 @@ async def open_ledger(
     lock: bool = True,
     readonly: bool = False,
     key: LedgerKey | None = None,
+    lease_seconds: float | None = None,
 ) -> Ledger:
     """Open either backend; a PostgreSQL ledger is shared, so it takes no file lock.
 
-    ``key``: ``[ledger] encryption_key`` (worker.ledger.atrest).
+    ``key``: ``[ledger] encryption_key`` (worker.ledger.atrest). ``lease_seconds``: a
+    PostgreSQL ledger's (PgLedger.open_url); its default otherwise.
     """
     if isinstance(target, str):
-        from worker.ledger.postgres import PgLedger
+        from worker.ledger.postgres import LEASE_SECONDS, PgLedger
 
-        return await PgLedger.open_url(target, readonly=readonly, key=key)
+        return await PgLedger.open_url(
+            target, readonly=readonly, key=key, lease_seconds=lease_seconds or LEASE_SECONDS
+        )
     from worker.ledger.store import Ledger
 
     return await Ledger.open(target, lock=lock, readonly=readonly, key=key)
