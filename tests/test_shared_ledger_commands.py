@@ -289,6 +289,24 @@ def test_ledger_status_of_a_sqlite_file_that_does_not_exist_says_so(tmp_path: Pa
     assert not (tmp_path / "nightly.sqlite").exists()
 
 
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (b"", "is an empty (0-byte) file, not a ledger"),
+        (b"tenant;key\n", "is not a flextell-worker ledger (not a SQLite file)"),
+    ],
+)
+def test_ledger_status_of_a_file_that_is_no_ledger_says_so(
+    tmp_path: Path, content: bytes, said: str
+) -> None:
+    # "not in use", exit 0: every other command refused the file (exit 3).
+    (tmp_path / "nightly.sqlite").write_bytes(content)
+    result = run_cli("ledger", "status", "--ledger", str(tmp_path / "nightly.sqlite"))
+    assert result.exit_code == 3, result.output
+    assert said in result.output
+    assert "not in use" not in result.output
+
+
 def test_a_round_already_done_says_so_in_one_line(
     tmp_path: Path, sbx: Sandbox, pg_url: str
 ) -> None:

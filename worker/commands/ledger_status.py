@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
-from worker.errors import ConfigError
+from worker.errors import AbortError, ConfigError
 from worker.ledger.target import LedgerTarget, describe, is_url
 
 
@@ -24,6 +24,7 @@ def status_lines(target: LedgerTarget) -> list[str]:
         if not path.exists():
             # "not in use" would reassure whoever mistyped the path.
             raise ConfigError(f"ledger {path} does not exist (run an import first)")
+        _refuse_no_ledger(path)
         state = "locked by a running import" if is_locked(path) else "not in use"
         return [f"ledger {path} (SQLite, one run at a time): {state}"]
     from worker.ledger.leases import lease_status
@@ -41,6 +42,22 @@ def status_lines(target: LedgerTarget) -> list[str]:
     for worker_id, beat, alive in workers:
         lines.append(f"worker {worker_id}: {'alive' if alive else 'gone'}, last heartbeat {beat}")
     return lines
+
+
+def _refuse_no_ledger(path: Path) -> None:
+    """An empty file, or one that is no SQLite database, is no ledger (exit 3, as every
+    other command says): "not in use" would tell whoever checks that all is well."""
+    from worker.ledger.meta import wal_missing
+    from worker.ledger.schema import refuse_empty_file
+
+    refuse_empty_file(path, wal_missing(path))
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(16)
+    except OSError as exc:
+        raise AbortError(f"ledger {path}: cannot read it ({exc.strerror})") from None
+    if head and head != b"SQLite format 3\x00":
+        raise AbortError(f"ledger {path} is not a flextell-worker ledger (not a SQLite file)")
 
 
 def print_status(target: LedgerTarget, echo: Callable[[str], None]) -> None:

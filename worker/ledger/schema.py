@@ -263,7 +263,7 @@ def connect(path: Path, *, readonly: bool, new: bool = False) -> sqlite3.Connect
         raise AbortError(f"ledger {path} does not exist")
     wal_was_missing = meta.wal_missing(path)
     if not new:
-        _refuse_empty_file(path, wal_was_missing)
+        refuse_empty_file(path, wal_was_missing)
     try:
         if readonly:
             conn = _connect_readonly(path, wal_was_missing)
@@ -307,7 +307,8 @@ def _configure(conn: sqlite3.Connection, path: Path, *, readonly: bool) -> None:
         raise AbortError(f"ledger {path} is not a flextell-worker ledger: {exc}") from None
 
 
-def _refuse_empty_file(path: Path, wal_was_missing: bool) -> None:
+def refuse_empty_file(path: Path, wal_was_missing: bool) -> None:
+    """AbortError for a 0-byte file with no -wal beside it: no ledger, whatever its name."""
     try:
         empty = path.stat().st_size == 0
     except OSError:
