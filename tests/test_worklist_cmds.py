@@ -366,9 +366,7 @@ def test_a_dry_run_counts_acknowledged_items_as_the_real_run_does(
     )  # fmt: skip
     assert "not predicted: a dry run sends no lookups, so its 1 row(s) to send" in dry.output
     # Nor does it ask where each clinic is: the real run's zone check is named.
-    assert "not checked: a dry run asks Flextell nothing, so not whether each clinic" in (
-        dry.output
-    )
+    assert "not checked: a dry run does not ask Flextell whether each clinic" in (dry.output)
 
 
 def test_a_line_cut_short_counts_and_goes_when_the_full_export_no_longer_has_it(

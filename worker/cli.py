@@ -566,8 +566,10 @@ _rebind_option = click.option(
     "--dry-run",
     is_flag=True,
     help="Validate and show what would be sent, and the worklist as the real run would "
-    "leave it (its exit code, acknowledged items not counted); send nothing, not even "
-    "lookups, so rows the real run would adopt, hold or see refused show as 'to send'.",
+    "leave it (its exit code, acknowledged items not counted); send nothing and read no "
+    "calendar, so rows the real run would adopt, hold or see refused show as 'to send'. "
+    'A mapping with lookup = "api" still reads Flextell\'s patients, doctors, '
+    "treatments and rooms to map the rows (GET only), as validate --online does.",
 )
 @click.option(
     "--payloads",

@@ -338,6 +338,10 @@ def draft_config(
         d.add(f"base_url = {q(DEFAULT_BASE_URL)}")
         d.add('token = "env:FLEXTELL_TOKEN"', "a source of the token, never the token itself")
         _zone_line(d, lang)
+        d.add(
+            '# rate_limit = "60/minute"',
+            'the API\'s default, per tenant; a trial on the sandbox may set "20/second"',
+        )
         if "phone" in guesses and lang in REGIONS:
             d.add(f"phone_region = {q(REGIONS[lang])}", "guess: country of national phone numbers")
     d.add()

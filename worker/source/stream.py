@@ -43,7 +43,8 @@ def check_path(path: str) -> None:
         # empty". /dev/stdin, <(zcat x.gz) and named pipes are such paths.
         raise SourceError(
             f"{path}: a pipe or device, which can be read only once: give `-` to read "
-            "standard input (zcat export.csv.gz | flextell-worker validate - -c run.toml; "
+            "standard input (zcat export.csv.gz | flextell-worker validate - --format csv "
+            "-c run.toml; "
             "a .gz file is also read as it is), or save it to a file"
         )
 

@@ -130,7 +130,7 @@ def unpredictable(result: ImportResult) -> list[str]:
     if to_send:
         # The clinics' zones too: the check that refuses a wrong one asks Flextell.
         lines.append(
-            "not checked: a dry run asks Flextell nothing, so not whether each clinic is in "
+            "not checked: a dry run does not ask Flextell whether each clinic is in "
             "the time zone its rows are read in ([api] timezone, [tenants.N] timezone): the "
             "real run checks that first, and refuses a zone Flextell contradicts (exit 2)"
         )
