@@ -239,3 +239,48 @@ def test_a_held_rows_reason_gives_a_differing_note_by_its_length() -> None:
     reason = d.reason or ""
     assert "description: row '<text, 14 chars>', Flextell '<text, 13 chars>'" in reason
     assert "lateks" not in reason and "0532" not in reason
+
+
+def by_hand(aid: int, created: float, **changes: Any) -> AppointmentResource:
+    """An appointment booked in Flextell's own screens (`creation_type` "manual")."""
+    return appt(aid, created, **changes).model_copy(update={"creation_type": "manual"})
+
+
+def by_api(aid: int, created: float, **changes: Any) -> AppointmentResource:
+    return appt(aid, created, **changes).model_copy(update={"creation_type": "api"})
+
+
+def test_a_hand_booking_made_while_the_rows_answer_is_lost_is_not_claimed_before_it_settles() -> (
+    None
+):
+    """Booked by hand a moment after the row's POST, whose answer was lost: it was claimed
+    at once as that answer, and the POST's own late commit became a second appointment
+    that no row owns."""
+    r = row("a")
+    hand = by_hand(7, T0 + 1)
+    waiting = verdict_of(r, [r], [hand])
+    assert waiting.verdict is Verdict.WAIT, waiting
+    # The POST's late commit lands beside it: the visit is in Flextell twice.
+    twice = verdict_of(r, [r], [hand, by_api(8, T0 + 2.5)])
+    assert twice.verdict is Verdict.UNKNOWN, twice
+    assert (twice.reason or "").startswith("booked twice: appointment 8, made by the API")
+    # Settled with no POST of ours landed: the visit is in Flextell, booked by hand.
+    settled = verdict_of(r, [r], [hand], now=T0 + SETTLE + 1)
+    assert settled.verdict is Verdict.CLAIM and settled.appointment is not None
+    assert settled.appointment.id == 7 and settled.origin == "adopted"
+
+
+def test_a_hand_booking_beside_the_rows_own_lost_answer_says_which_is_which() -> None:
+    """An equal hand booking and the row's own commit: "2 appointments equal to this row
+    ... made by hand or twice", though creation_type tells which one the POST made; and
+    once the hand booking is cancelled, the row claims its own."""
+    r = row("a")
+    found = [by_hand(21, T0 + 1), by_api(22, T0 + 2)]
+    d = verdict_of(r, [r], found, now=T0 + SETTLE + 1)
+    assert d.verdict is Verdict.UNKNOWN, d
+    assert "appointment 22, made by the API" in (d.reason or "")
+    assert "Cancel the one booked by hand (21) in Flextell, then `reconcile`" in (d.reason or "")
+    found[0] = by_hand(21, T0 + 1, status="cancelled")
+    d = verdict_of(r, [r], found, now=T0 + SETTLE + 1)
+    assert d.verdict is Verdict.CLAIM and d.appointment is not None, d
+    assert d.appointment.id == 22

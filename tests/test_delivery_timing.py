@@ -128,10 +128,36 @@ async def test_an_equal_one_made_by_hand_a_minute_before_is_not_claimed_early(
         entry = ledger_rows(s.ledger)[row.key]
         assert entry["appointment_id"] != by_hand, "claimed the appointment staff made"
         assert entry["status"] == "unknown", entry
-        assert "2 appointments equal to this row" in entry["error_message"]
+        assert "booked twice: appointment " in entry["error_message"]
+        assert f"Cancel the one booked by hand ({by_hand}) in Flextell" in entry["error_message"]
         assert result.exit_code == 1, result.output
         # H-0, by hand, and the late commit: no third for H-1
         assert len(await appointments(sb.url, 1)) == 3
+
+
+async def test_a_hand_booking_made_while_the_answer_is_lost_is_not_taken_for_it(
+    sandbox_factory: SandboxFactory, tmp_path: Path
+) -> None:
+    """Staff book the visit by hand while the row's POST is held (its answer lost, its
+    commit late): the row claimed the hand booking at once as its lost answer, exit 0,
+    and the POST's commit became an appointment no row owns. Now it waits for its own
+    commit, and the two equal ones say the visit is booked twice (exit 1)."""
+    row = Row("M-2", 1, 1029, 102, AT, "pending", (206,), None, None, None)
+    async with sandbox_factory(commit_delay_seconds=2.5) as sb:
+        s = setup(tmp_path, sb.url, rows=[row], timeout=1.0, settle_seconds=4.0,
+                  tenants={1: {}})  # fmt: skip
+        run = asyncio.create_task(run_cli(s.args("--settle-wait", "20")))
+        while not (await stats(sb.url)).get("pending_commits") and not run.done():
+            await asyncio.sleep(0.02)  # until the POST is held
+        by_hand = await _create_by_hand(sb.url, row, made_at=datetime.now(UTC).isoformat())
+        result = await run
+        await wait_for_commits(sb.url)
+        entry = ledger_rows(s.ledger)[row.key]
+        assert entry["appointment_id"] != by_hand, "claimed the appointment staff made"
+        assert entry["status"] == "unknown", entry
+        assert "booked twice: appointment " in entry["error_message"]
+        assert result.exit_code == 1, result.output
+        assert len(await appointments(sb.url, 1)) == 2  # never sent again
 
 
 async def test_a_doctor_changed_by_staff_after_a_lost_answer_makes_the_row_unknown(

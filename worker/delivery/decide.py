@@ -23,11 +23,16 @@ gives to some row, and the ids at the slot other rows own (not fetched). The rul
    in Flextell's own screens (a hand booking minutes before the send, within the
    clock-skew window, held the row unknown for good).
 4. More free appointments equal to the row than open rows with the row's exact
-   payload: more than the group can explain, UNKNOWN.
-5. None equal: ABSENT, but only once every attempt of the row has settled (a
-   server may commit after the client gave up) and before the absent horizon
-   (after it, staff may have moved or deleted the appointment): else WAIT or
-   UNKNOWN.
+   payload: more than the group can explain, UNKNOWN. Equal ones booked in
+   Flextell's own screens (`creation_type` not "api") are not counted, nor claimed
+   as a lost answer: a hand booking made while the row's answer was lost was
+   claimed at once, and the POST's late commit was left a duplicate no row owns.
+   An equal one of each: the visit is booked twice, UNKNOWN, saying which is which.
+5. None equal (booked by hand aside): ABSENT, but only once every attempt of the
+   row has settled (a server may commit after the client gave up) and before the
+   absent horizon (after it, staff may have moved or deleted the appointment):
+   else WAIT or UNKNOWN. Settled, an equal hand booking is the row's visit and is
+   adopted instead (sending would book the patient twice).
 6. Equal ones: CLAIM one. Right away only when it was provably created after the
    row's first attempt (`claim_after`, by default the first send time): it is the
    answer that got lost. One created before that, even within the clock-skew
@@ -98,6 +103,19 @@ def _differences(payload: dict[str, Any], resource: AppointmentResource) -> str:
     # The reason goes to the worklist's table and the masked HTML page: a note by its
     # length, as everywhere a person reads a difference (the ledger keeps the row).
     return row_and_flextell(compare(payload, resource, MATCH_FIELDS))
+
+
+def _booked_twice(
+    made: Sequence[AppointmentResource], by_hand: Sequence[AppointmentResource]
+) -> str:
+    ours = ", ".join(str(c.id) for c in made)
+    hand = ", ".join(str(c.id) for c in by_hand)
+    return (
+        f"booked twice: appointment {ours}, made by the API (this row's POST, whose answer "
+        f"was lost), and {hand}, booked by hand in Flextell, are each equal to this row. "
+        f"Cancel the one booked by hand ({hand}) in Flextell, then `reconcile` gives the "
+        "row its own; or, to keep the hand booking, cancel the API's and `ack` the row"
+    )
 
 
 def _booked_by_hand(
@@ -202,6 +220,12 @@ def decide(
                 "not sent again (if it is this row's, changed in Flextell, `ack` the row: "
                 "then it counts no more)",
             )
+    # Only a POST makes what a lost answer left; one booked in Flextell's own screens is
+    # the row's visit only once no POST of the row can still land (then it is adopted).
+    by_hand = [c for c in equals if c.creation_type not in (None, API_MADE)]
+    equals = [c for c in equals if c not in by_hand]
+    if by_hand and equals:
+        return Decision(Verdict.UNKNOWN, reason=_booked_twice(equals, by_hand))
     same = [g for g in open_rows if g is row or g.payload_hash == row.payload_hash]
     if len(equals) > len(same):
         return Decision(
@@ -216,6 +240,8 @@ def decide(
             return Decision(
                 Verdict.WAIT, wait_until=settled_at, reason="waiting for a late commit to show"
             )
+        if by_hand:  # the visit is in Flextell, and none of the row's POSTs landed
+            return Decision(Verdict.CLAIM, by_hand[0], Origin.ADOPTED)
         if row.sent_at is not None and now - row.sent_at > horizon:
             return Decision(
                 Verdict.UNKNOWN,
