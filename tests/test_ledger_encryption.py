@@ -375,6 +375,12 @@ def test_after_purge_the_same_export_creates_nothing_and_reports_no_change(
     assert (after["new"], after["created"], after["changed"], after["unchanged"]) == (0, 0, 0, 6)
     checked = run_cli("verify", "-c", str(cfg), "--base-url", sb.base_url, env=env())
     assert checked.exit_code == 0, checked.output  # existence only, for purged rows
+    # Not "matched 6": nothing was compared (a staff edit of these would not show).
+    assert "not compared: 6 row(s) whose values `ledger purge` dropped" in checked.output
+    as_json = run_cli("verify", "-c", str(cfg), "--base-url", sb.base_url, "--json-logs",
+                      env=env())  # fmt: skip
+    summary = json.loads(as_json.stdout.strip().splitlines()[-1])
+    assert (summary["totals"]["matched"], summary["totals"]["not_compared"]) == (0, 6)
     trail = json.loads(run_cli("report", "-c", str(cfg), "--format", "json", env=env()).stdout)
     assert [(a["action"], a["detail"]["rows"]) for a in trail["audit"]] == [("purge", 6)]
 

@@ -38,6 +38,7 @@ def test_verify_finds_altered_and_deleted_appointments(tmp_path: Path, sbx: Sand
     assert report["totals"] == {
         "checked": 12,
         "matched": 12,
+        "not_compared": 0,
         "mismatched": 0,
         "missing": 0,
         "errors": 0,

@@ -102,6 +102,9 @@ class TenantTally:
 
     checked: int = 0
     matched: int = 0
+    not_compared: int = 0
+    """Of the checked rows, those whose values `ledger purge` dropped: found in Flextell,
+    but with nothing to compare (they were counted as matched)."""
     mismatched: int = 0
     missing: int = 0
     errors: int = 0
@@ -336,6 +339,9 @@ class _Verifier:
             if problem is None:
                 tally.matched += 1
                 continue
+            if problem is _NOT_COMPARED:
+                tally.not_compared += 1
+                continue
             self.problems.append(problem)
             if problem.kind == "mismatch":
                 tally.mismatched += 1
@@ -369,7 +375,7 @@ class _Verifier:
             return problem("error", f"not checked: tenant stopped ({exc})")
         if result.outcome is Outcome.FOUND and result.appointment is not None:
             if payload is None:
-                return None  # purged (`ledger purge`): only that it exists can be checked
+                return _NOT_COMPARED  # purged (`ledger purge`): only that it exists
             found = compare(payload, result.appointment)
             changes = entry.changes if found else None
             if changes and not compare(_changed_version(payload, changes), result.appointment):
@@ -384,6 +390,10 @@ class _Verifier:
             return problem("missing", "404: not in Flextell")
         detail = result.error_message or result.error_code or result.outcome.value
         return problem("error", f"GET failed: HTTP {result.status or '-'}: {detail}")
+
+
+_NOT_COMPARED = Problem("not_compared", 0, "", None)
+"""What `_check` says of a row whose values were purged: it exists, nothing more is known."""
 
 
 def _changed_version(payload: dict[str, Any], changes: dict[str, list[Any]]) -> dict[str, Any]:
@@ -567,7 +577,9 @@ def print_verify(result: VerifyResult, console: Console | None = None) -> None:
     if result.run is not None:
         what += f" of run {result.run}"
     table = Table(title=f"flextell-worker verify: {what}")
-    for name in ("tenant", "checked", "matched", "mismatched", "missing", "errors", "acknowledged"):
+    names = ("tenant", "checked", "matched", "not compared", "mismatched", "missing", "errors",
+             "acknowledged")  # fmt: skip
+    for name in names:
         table.add_column(name, justify="left" if name == "tenant" else "right")
     for tenant, tally in sorted(result.tenants.items()):
         table.add_row(str(tenant), *(f"{v:,}" for v in asdict(tally).values()))
@@ -589,6 +601,12 @@ def print_verify(result: VerifyResult, console: Console | None = None) -> None:
             console.print(f"{p.kind:<9} {where}: {p.message or ''}{_acked(p, zone)}", markup=False)
     if len(result.problems) > LISTED:
         console.print(f"... and {len(result.problems) - LISTED} more (see --report)")
+    purged = result.totals()["not_compared"]
+    if purged:
+        console.print(
+            f"not compared: {purged:,} row(s) whose values `ledger purge` dropped: their "
+            "appointment exists in Flextell; whether it still equals the row cannot be told"
+        )
     if result.orphans is not None:
         _print_orphans(result.orphans, console)
     _print_unsettled(result, console)
