@@ -248,6 +248,33 @@ def test_worklist_files_and_the_html_page_need_the_ledgers_key(tmp_path: Path, s
     assert not [p for p in (fixes, sheet, page) if p.exists()]
 
 
+def test_an_altered_sealed_value_is_one_line_and_exit_3_in_every_reader(
+    tmp_path: Path, sb: Sandbox
+) -> None:
+    """One sealed value changed in the file: worklist and the report's files printed a
+    75-line traceback and exit 1 ('rows need a person'); import said it in one line."""
+    cfg, ledger, data = _first_import(tmp_path, sb)
+    with sqlite3.connect(ledger) as db:
+        key, sealed = db.execute(
+            "SELECT source_key, source_row FROM worklist WHERE source_row LIKE 'enc1:%' LIMIT 1"
+        ).fetchone()
+        flipped = sealed[:-6] + ("A" if sealed[-6] != "A" else "B") + sealed[-5:]
+        db.execute("UPDATE worklist SET source_row = ? WHERE source_key = ?", (flipped, key))
+        db.execute("UPDATE entries SET source_row = ? WHERE source_key = ?", (flipped, key))
+    readers = [
+        ("worklist",),
+        ("worklist", "--format", "csv", "--out", str(tmp_path / "fixes.csv")),
+        ("report", "--html", str(tmp_path / "page.html")),
+        ("report", "--failures", str(tmp_path / "failures.csv")),
+        ("import", str(data), "--base-url", sb.base_url),
+    ]
+    for args in readers:
+        done = run_cli(*args, "-c", str(cfg), env=env())
+        assert done.exit_code == 3, (args, done.output)
+        assert_one_error_line(done.output, "a ledger value fails authentication (altered or ")
+        assert "restore the ledger from a backup" in done.output
+
+
 def test_ack_on_an_encrypted_ledger_seals_its_note_and_quiets_the_next_import(
     tmp_path: Path, sb: Sandbox
 ) -> None:

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from worker.errors import ConfigError
+from worker.errors import AbortError, ConfigError
 from worker.fileperms import refuse_shared
 
 if TYPE_CHECKING:
@@ -39,6 +39,14 @@ def _derive(secret: bytes, info: bytes, length: int) -> bytes:
     from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(secret)
+
+
+class SealError(AbortError, ValueError):
+    """A sealed ledger value that this key cannot open: exit 3 with one line wherever it is
+    read (a ValueError too, for the readers that name the row it belongs to)."""
+
+
+_RESTORE = ": restore the ledger from a backup (`ledger backup`), see security-at-rest"
 
 
 class LedgerKey:
@@ -66,17 +74,19 @@ class LedgerKey:
     def open_bytes(self, text: str) -> bytes:
         """The clear bytes of seal_bytes' output; ValueError if not sealed by this key."""
         if not text.startswith(SEALED_PREFIX):
-            raise ValueError("a ledger value is not encrypted")
+            raise SealError("a ledger value is not encrypted" + _RESTORE)
         key_id, _, body = text[len(SEALED_PREFIX) :].partition(":")
         if key_id != self.key_id:
-            raise ValueError(f"a ledger value is encrypted with key id {key_id}")
+            raise SealError(f"a ledger value is encrypted with key id {key_id}")
         from cryptography.exceptions import InvalidTag
 
-        raw = base64.b64decode(body)
         try:
+            raw = base64.b64decode(body, validate=True)
             return self._aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], key_id.encode())
-        except InvalidTag:
-            raise ValueError("a ledger value fails authentication (altered or damaged)") from None
+        except (InvalidTag, ValueError):
+            raise SealError(
+                "a ledger value fails authentication (altered or damaged)" + _RESTORE
+            ) from None
 
 
 class Sealer:
