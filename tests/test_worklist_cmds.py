@@ -13,6 +13,7 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import TOKEN_T1
 from tests.support.sandbox_process import Sandbox
 from tests.support.sync import (
     import_file,
@@ -891,3 +892,31 @@ def test_a_row_given_its_own_key_in_a_fix_file_is_not_called_cancelled_upstream(
         in (gone[0]["reason"])
     )
     assert "give the export's row the same key" in gone[0]["reason"]
+
+
+def test_an_acknowledged_missing_row_is_not_listed_again_on_a_night_that_aborts(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """Missing upstream, cancelled in Flextell and acknowledged; a night later the API
+    refuses tenant 2 (exit 3) and the mailed summary listed that row again as
+    'missing from this export (cancelled or deleted upstream?)', needing a person."""
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    rows = [dict(r) for r in sample[:2] + sample[150:158]]
+    assert import_file(config, sbx, export(tmp_path, "n1.csv", rows))[0].exit_code == 0
+    gone = rows.pop()["appointment_id"]
+    assert import_file(config, sbx, export(tmp_path, "n2.csv", rows))[0].exit_code == 1
+    acked = run_cli("ack", gone, "-c", str(config), "--tenant", "2", "--note", "cancelled")
+    assert acked.exit_code == 0, acked.output
+    rows.append(dict(sample[160]))  # a new row of tenant 2: its POST is refused
+    refused = run_cli(
+        "import", str(export(tmp_path, "n3.csv", rows)), "-c", str(config), "--base-url",
+        sbx.base_url, "--no-progress", env={"FLEXTELL_TOKEN": TOKEN_T1},
+    )  # fmt: skip
+    assert refused.exit_code == 3, refused.output
+    assert f"missing from this export (cancelled or deleted upstream?): {gone}" not in (
+        refused.output
+    )
+    assert "tenant 2: 1 created row(s) missing from this export are acknowledged" in (
+        refused.output
+    )

@@ -165,6 +165,8 @@ class ImportRun:
             configured=config.tenants,
         )
         self.missing_rows: list[dict[str, Any]] = []
+        self.missing_keys: set[tuple[int, str]] = set()
+        """(tenant, source key) of every created row this run found missing from the file."""
         self.progress: RunProgress | None = None
         self.worklist: Tally | None = None
         self.worklist_by_tenant: dict[int, Tally] = {}
@@ -607,7 +609,7 @@ async def _send(
             if tenant not in run.worklist_by_tenant:
                 run.worklist_by_tenant[tenant] = await current_tally(ledger, [tenant], run.run_id)
         run.worklist = sum(run.worklist_by_tenant.values(), Tally())
-        run.acknowledged = await _acknowledged(ledger, run.run_id)
+        run.acknowledged = await _acknowledged(ledger, run)
     finally:
         watch.cancel()
         stops.remove()
@@ -742,14 +744,17 @@ def _preview_first_worklist(run: ImportRun) -> None:
     run.worklist = tally(worklist.first_items(found, DRY_RUN_ID), DRY_RUN_ID)
 
 
-async def _acknowledged(ledger: Ledger, run_id: int) -> set[tuple[str, int, str]]:
+async def _acknowledged(ledger: Ledger, run: ImportRun) -> set[tuple[str, int, str]]:
     """The changed and missing rows this run saw whose items a person has acknowledged:
-    the summary tells them apart from the rows that need a person."""
+    the summary tells them apart from the rows that need a person. A run that did not
+    finish leaves the missing items as they were (refresh_worklist): one acknowledged
+    before is still acknowledged, though this run did not touch it."""
     return {
         (item.kind.value, item.tenant, item.source_key)
         for kind in (Kind.CHANGED, Kind.MISSING)
         for item in await worklist.items(ledger, kind=kind, state="acknowledged")
-        if item.last_run_id == run_id
+        if item.last_run_id == run.run_id
+        or (kind is Kind.MISSING and (item.tenant, item.source_key) in run.missing_keys)
     }
 
 
@@ -903,6 +908,7 @@ async def _missing_from_source(run: ImportRun, ledger: Ledger) -> None:
             log.warning("export not trusted", tenant=tenant, reason=why)
             continue
         run.tenant_counts(tenant).missing_from_source += len(entries)
+        run.missing_keys.update((e.tenant, e.source_key) for e in entries)
         if run.options.dry_run:
             run.missing_entries.extend(entries)
         run.missing_rows.extend(
