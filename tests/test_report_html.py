@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import TOKEN_T1
 from tests.support.chromium import chromium_binary, chromium_page
 from tests.support.report_nights import NAME_COLUMN, Nights, build_nights
 from tests.support.sync import (
@@ -339,6 +340,43 @@ def test_the_page_tells_each_run_as_it_exited(tmp_path: Path, sbx: Any) -> None:
         "Exit code: 1 (the run was recorded before runs kept their exit code: derived from "
         "its counts, which do not show acknowledged items)."
     )
+
+
+@needs_chromium
+def test_a_run_that_left_rows_unsent_says_how_many_why_and_what_helps(
+    tmp_path: Path, sbx: Any
+) -> None:
+    """A night whose tenant 2 the API refused (403): the page said "the run stopped early:
+    run the same import again to finish it", which cannot help, and no word of the rows
+    left unsent or of the refusal; an outage night's rows are sent by running again."""
+    config = write_config(tmp_path)
+    columns, sample = sample_rows()
+    rows = [dict(r) for r in sample[:3] + sample[150:153]]
+    assert import_file(config, sbx, write_csv(tmp_path / "n1.csv", columns, rows))[0].exit_code == 0
+    rows += [dict(r) for r in sample[153:156]]  # three new rows of tenant 2
+    refused = run_cli("import", str(write_csv(tmp_path / "n2.csv", columns, rows)), "-c",
+                      str(config), "--base-url", sbx.base_url, "--no-progress",
+                      env={"FLEXTELL_TOKEN": TOKEN_T1})  # fmt: skip
+    assert refused.exit_code == 3, refused.output
+    pages = {run: tmp_path / f"run{run}.html" for run in (2, 3)}
+
+    def page_of(run: int) -> None:  # made each night, as a nightly job does
+        made = run_cli("report", "-c", str(config), "--run", str(run), "--html", str(pages[run]))
+        assert made.exit_code == 0, made.output
+
+    page_of(2)
+    sbx.change("POST", "/_sandbox/faults", {"faults": {"error503": 1.0}})
+    outage, _ = import_file(config, sbx, tmp_path / "n2.csv")
+    sbx.change("POST", "/_sandbox/faults", {"faults": {}})
+    assert outage.exit_code != 0, outage.output
+    page_of(3)
+    seen = asyncio.run(read_glances(list(pages.values())))
+    verdict = seen[pages[2]]["verdict"]
+    assert "it left 3 row(s) not sent (Besiktas Clinic: 3, tenant stopped: HTTP 403" in verdict
+    assert "the API refused the credentials of Besiktas Clinic: fix the token" in verdict
+    assert "run the same import again" not in verdict
+    assert "it left 3 row(s) not sent (Besiktas Clinic: 3, " in seen[pages[3]]["verdict"]
+    assert "run the same import again to send them" in seen[pages[3]]["verdict"]
 
 
 async def read_glances(paths: list[Path]) -> dict[Path, dict[str, Any]]:

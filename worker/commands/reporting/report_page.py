@@ -110,12 +110,14 @@ async def collect_page(options: HtmlOptions) -> ReportPage:
         await work.start(ledger)
         later = [r.started_at for r in all_runs if run is not None and r.id > run.id]
         reasons, sends = Reasons(), Sends(run, next_start=later[0] if later else None)
-        # One pass over the ledger in insertion order (its cheapest read) feeds all three.
+        unsent = Unsent(run)
+        # One pass over the ledger in insertion order (its cheapest read) feeds them all.
         in_flight = 0
         async for entry in ledger.entries_iter(page_size=_PAGE):
             work.add(entry)
             reasons.add(entry)
             sends.add(entry)
+            unsent.add(entry)
             in_flight += entry.status == _IN_FLIGHT
         work.finish()
         tenants = _tenants(run, config, work.by_tenant)
@@ -124,7 +126,7 @@ async def collect_page(options: HtmlOptions) -> ReportPage:
             generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
             run=glance,
             tenants=tenants,
-            verdict=_verdict(run, glance, tenants, work, in_flight),
+            verdict=_verdict(run, glance, tenants, work, in_flight, unsent),
             reasons=reasons.counts.most_common(),
             timeline=sends.timeline(config),
             history=_history(all_runs, options.history),
@@ -257,6 +259,7 @@ def _verdict(
     tenants: list[TenantGlance],
     work: PageWorklist,
     in_flight: int = 0,
+    unsent: Unsent | None = None,
 ) -> str:
     """The run in words: its exit code, what it read, whether its file was a full
     export that was trusted, and what needs a person now."""
@@ -284,7 +287,11 @@ def _verdict(
         body = "No rows were read"
     if earlier:
         body += f" ({earlier:,} of them as created before the export changed them)"
-    if run.status in (RunStatus.ABORTED, RunStatus.CRASHED, RunStatus.INTERRUPTED):
+    stopped = run.status in (RunStatus.ABORTED, RunStatus.CRASHED, RunStatus.INTERRUPTED)
+    left = unsent.text({t.tenant: t.name for t in tenants}) if unsent is not None else ""
+    if left:
+        body += left
+    elif stopped:
         body += "; the run stopped early: run the same import again to finish it"
     said = [f"{head}. {body}."]
     if run.partial:
@@ -463,6 +470,54 @@ def _diff_text(changes: dict[str, list[Any]], show: bool, zone: str | None) -> s
         else:
             parts.append(f"{name}: {old!r} -> {new!r}")
     return "changed in the source since it was created: " + "; ".join(parts)
+
+
+class Unsent:
+    """The rows the chosen run left not sent, per tenant (its recorded counts), and why
+    (the reasons of the pending rows whose last word is still its own): what a stopped
+    run's verdict says, and whether running it again helps."""
+
+    def __init__(self, run: Run | None) -> None:
+        self.run_id = run.id if run is not None else None
+        self.counts = {
+            tenant: c["not_sent"]
+            for tenant, c in (_tenant_counts(run).items() if run is not None else ())
+            if c.get("not_sent")
+        }
+        self.why: dict[int, Counter[str]] = {}
+
+    def add(self, e: Entry) -> None:
+        if e.status == _PENDING and e.error_code == _NOT_SENT and e.last_run_id == self.run_id:
+            why = (e.error_message or "").removeprefix("not sent: ")
+            self.why.setdefault(e.tenant, Counter())[why] += 1
+
+    def text(self, names: dict[int, str]) -> str:
+        """'; it left 35 row(s) not sent (Berlin: 35, tenant stopped: HTTP 403: ...): fix
+        ...', or '' when it left none."""
+        if not self.counts:
+            return ""
+        parts, refused = [], []
+        for tenant, n in sorted(self.counts.items()):
+            name = names.get(tenant, f"tenant {tenant}")
+            reasons = self.why.get(tenant)
+            why = reasons.most_common(1)[0][0] if reasons else ""
+            parts.append(f"{name}: {n:,}, {why}" if why else f"{name}: {n:,}")
+            if any(code in why for code in _REFUSED):
+                refused.append(name)
+        advice = (
+            f"the API refused the credentials of {', '.join(refused)}: fix the token or its "
+            "rights (`flextell-worker auth status` checks them), then run the import again"
+            if refused
+            else "run the same import again to send them"
+        )
+        total = sum(self.counts.values())
+        return f"; it left {total:,} row(s) not sent ({'; '.join(parts)}): {advice}"
+
+
+_PENDING = Status.PENDING.value
+_NOT_SENT = "not_sent"
+_REFUSED = ("HTTP 401", "HTTP 403")
+"""In a not-sent reason: the API refused the token; running again changes nothing."""
 
 
 class Reasons:
