@@ -28,3 +28,17 @@ def test_an_unreachable_server_is_not_reported_as_refusing_the_token(tmp_path: P
     assert len(lines) == 2
     assert all("not checked, the server gave no answer" in line for line in lines)
     assert "NOT accepted" not in done.stdout and "a-static-token" not in done.stdout
+
+
+def test_an_unset_token_variable_is_a_config_problem_not_a_refusal(tmp_path: Path) -> None:
+    # "NOT accepted", exit 3, as if Flextell had refused it; import says exit 2.
+    config = write_config(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "FLEXTELL_TOKEN"}
+    done = subprocess.run(
+        [sys.executable, "-m", "worker", "auth", "status", "-c", str(config),
+         "--base-url", "http://127.0.0.1:1/api"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "NOT accepted" not in done.stdout
+    assert "no credential to offer (fix the config): token: environment variable " in done.stdout

@@ -1395,9 +1395,10 @@ def auth_status_cmd(
     Makes one cheap call per tenant (a one-day calendar); an expiring access
     token is refreshed on the way. Prints no token or secret. A server that gives
     no answer (unreachable, timed out, 5xx) is "not checked", not a refusal.
-    Exit 0 when every tenant is accepted, 2 for a bad config, 3 when some
-    tenant's credentials are refused (the line says to run `flextell-worker auth
-    login`) or could not be checked.
+    Exit 0 when every tenant is accepted, 2 for a bad config (also a token source
+    that gives nothing: an unset variable, a missing file), 3 when some tenant's
+    credentials are refused (the line says to run `flextell-worker auth login`)
+    or could not be checked.
     """
     import asyncio
 

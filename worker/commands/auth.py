@@ -41,12 +41,16 @@ class TenantStatus:
     expires_at: float | None = None
     unchecked: bool = False
     """The server gave no verdict (unreachable, timed out, 5xx): neither accepted nor refused."""
+    misconfigured: bool = False
+    """No credential to offer (an unset variable, a missing token file): the config's to fix."""
 
     def line(self, now: float) -> str:
         name = f" ({self.name})" if self.name else ""
         text = f"tenant {self.tenant}{name}: {self.source}: "
         if self.accepted:
             text += "accepted"
+        elif self.misconfigured:
+            text += f"not checked, no credential to offer (fix the config): {self.detail}"
         elif self.unchecked:
             text += f"not checked, the server gave no answer: {self.detail}"
         else:
@@ -86,6 +90,9 @@ async def _check(
         client = FlextellClient(session, tc.base_url, provider, timeout=config.api.timeout)
         today = date.today()
         result = await client.calendar(tenant, today, today)
+    except ConfigError as exc:
+        source = _describe(tc.token, provider)
+        return TenantStatus(tenant, tc.name, source, False, str(exc), misconfigured=True)
     except WorkerError as exc:
         return TenantStatus(tenant, tc.name, _describe(tc.token, provider), False, str(exc))
     expires = getattr(provider, "expires_at", None)
@@ -120,8 +127,12 @@ async def run_status(
 
 
 def status_exit_code(statuses: list[TenantStatus]) -> ExitCode:
-    """0 when every tenant's credentials are accepted, 3 (aborted) otherwise."""
-    return ExitCode.OK if all(s.accepted for s in statuses) else ExitCode.ABORTED
+    """0 when every tenant's credentials are accepted; 2 when the config names one that
+    cannot be had (as `import` says of it); 3 (aborted) when some are refused or could
+    not be checked."""
+    if all(s.accepted for s in statuses):
+        return ExitCode.OK
+    return ExitCode.USAGE if any(s.misconfigured for s in statuses) else ExitCode.ABORTED
 
 
 def print_statuses(statuses: list[TenantStatus]) -> None:
