@@ -767,10 +767,12 @@ def test_ack_names_what_it_took_note_of_and_why_a_key_matched_nothing(
     assert f"{near}; its item is open, but not of the --tenant or --kind given (tenant 1" in (
         other.output
     )
-    shared = run_cli("ack", "SHARED-2", "-c", str(config), "--note", "seen")
+    # A typo beside the key it misspells: the hint was lost once that key was taken.
+    shared = run_cli("ack", "SHARED-2", "SHARED-22", "-c", str(config), "--note", "seen")
     assert shared.exit_code == 0, shared.output
     assert "tenant 1 SHARED-2 (invalid)" in shared.stdout
     assert "tenant 2 SHARED-2 (invalid)" in shared.stdout
+    assert "no open item for SHARED-22; did you mean 'SHARED-2'?" in shared.output
     assert [i["source_key"] for i in items(config)] == [near]
 
 

@@ -199,9 +199,11 @@ def cli() -> None:
          acknowledged ones do not count; or the export looks incomplete);
          verify: mismatches not acknowledged, rows in flight or unknown, orphans
       2  bad options, config or input file (or one changed while read), a ledger of
-         another API (nothing done)
+         another API, a plain http:// URL to another host, a token file others can
+         read (nothing done)
       3  run aborted (authentication refused, the API unreachable, a pause beyond
-         [api] max_pause, ledger unusable: disk full, damaged)
+         [api] max_pause, a clock offset beyond [api] max_clock_offset, ledger
+         unusable: disk full, damaged)
       4  another run holds the ledger lock (nothing touched)
       130/143/129  stopped by SIGINT/SIGTERM/SIGHUP (ledger consistent)
       141  the output's reader went away (| head): what was done stands
@@ -909,8 +911,8 @@ def report_cmd(html_path: Path | None, show_patient_data: bool, **params: Any) -
     can run beside an import, or beside a shared ledger's workers. The failures
     file keeps every original column and adds status, error_field,
     error_message and http_status; fix the rows and `import` it. Exit 0, 2 for
-    a missing or unusable ledger file, 3 for a PostgreSQL ledger whose server
-    cannot be reached.
+    a missing ledger file or one it cannot open, 3 for a PostgreSQL ledger whose
+    server cannot be reached or a value the key cannot open (altered, damaged).
 
     --html FILE writes one page for a person: the run (--run, else the latest)
     at a glance, charts, and the rows that need a person, with patient data
@@ -1000,8 +1002,9 @@ def worklist_cmd(
     runs. csv, xlsx and json say in a worker_patient_data column (a key in
     json) that they hold patient data. An encrypted ledger is read with
     the key of --config: csv and xlsx need it, without it the table and json
-    show "(encrypted: ...)" for reasons and notes. Read-only; exit 0, or 2 for
-    a missing or unusable ledger (or a wrong key).
+    show "(encrypted: ...)" for reasons and notes. Read-only; exit 0, 2 for a
+    missing ledger or one it cannot open (or a wrong key), 3 for a PostgreSQL
+    ledger whose server cannot be reached or a value the key cannot open.
     """
     import asyncio
 

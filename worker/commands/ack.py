@@ -84,6 +84,11 @@ async def run_ack(
         else:
             at = datetime.now(UTC).isoformat(timespec="seconds")
             changed = [acknowledge(i, by=who(by), at=at, note=(note or "").strip()) for i in found]
+        matched = {_nfc(i.source_key) for i in changed}
+        unmatched = sorted(k for k in set(keys) if _nfc(k) not in matched)
+        hints: dict[str, str] = {}
+        if unmatched:  # before the save: a key typed beside its typo is still a near one
+            hints = await _hints(ledger, unmatched, tenant=tenant, kind=kind, wanted=wanted)
         await save(ledger, changed)
         if changed and not is_url(target):  # the shared ledger keeps no audit table yet
             detail = {
@@ -94,11 +99,6 @@ async def run_ack(
             }
             action = "unack" if undo else "ack"
             await ledger.write_op(partial(audit.record, action=action, detail=detail))
-        matched = {_nfc(i.source_key) for i in changed}
-        unmatched = sorted(k for k in set(keys) if _nfc(k) not in matched)
-        hints: dict[str, str] = {}
-        if unmatched:
-            hints = await _hints(ledger, unmatched, tenant=tenant, kind=kind, wanted=wanted)
     finally:
         await ledger.close()
     if not changed:
