@@ -254,10 +254,13 @@ def test_times_are_the_clinics_local_times(nights: Nights, tmp_path: Path) -> No
     with_payload = [k for k, kind in nights.bad_keys.items() if kind == "failed"]
     for key in [*with_payload, *nights.changed_keys, *nights.removed_keys]:
         day, month, year = rows[key]["Tarih"].split(".")
-        local = f"{year}-{month}-{day} {rows[key]['Saat']}"
+        date, time = f"{year}-{month}-{day}", rows[key]["Saat"]
         # The ledger holds UTC (Berlin and Athens are 1-3 hours ahead): the page shows the
-        # time the export had, in the row's own cell.
-        assert re.search(rf"<th scope=\"row\">{key}</th><td>{local}</td>", html), key
+        # time the export had, in the row's own cell (date and time each kept whole).
+        cell = (
+            rf'<td class="tok"><span class="nw">{date}</span> <span class="nw">{time}</span></td>'
+        )
+        assert re.search(rf"<th scope=\"row\">{key}</th>{cell}", html), key
 
 
 def test_the_page_holds_at_most_the_bound_and_says_so(nights: Nights, tmp_path: Path) -> None:
@@ -379,6 +382,19 @@ def test_a_run_that_left_rows_unsent_says_how_many_why_and_what_helps(
     assert "run the same import again to send them" in seen[pages[3]]["verdict"]
 
 
+def test_the_request_charts_rate_is_the_tenants_that_send(tmp_path: Path, sbx: Any) -> None:
+    # A row of no configured tenant (clinic 3) counted as a third tenant's 1000/s.
+    config = write_config(tmp_path)
+    columns, sample = sample_rows()
+    rows = [dict(r) for r in sample[:3] + sample[150:153]]
+    rows.append(dict(sample[3], clinic="3"))
+    assert import_file(config, sbx, write_csv(tmp_path / "n1.csv", columns, rows))[0].exit_code
+    page = tmp_path / "run.html"
+    assert run_cli("report", "-c", str(config), "--html", str(page)).exit_code == 0
+    text = page.read_text(encoding="utf-8")
+    assert "configured rate 2000/s" in text and "configured rate 3000/s" not in text
+
+
 async def read_glances(paths: list[Path]) -> dict[Path, dict[str, Any]]:
     """Each page's verdict as its text reads (with its "OK: " or "Needs attention: ": in
     the text, not drawn by CSS, so a copy, a mail or a screen reader has it), its exit
@@ -482,6 +498,21 @@ def test_the_worklist_fits_a_narrow_window_and_prints_without_its_controls(
             )
             assert table <= width, (table, width)
             await page.send("Emulation.setEmulatedMedia", media="print")
+            # Kind, local time and field are read whole: "chan|ged", "13:3|0" were split
+            # (a cell's words, each on a line at most, fit its width: no word broken).
+            split = await page.evaluate(
+                "[...document.querySelectorAll('#worklist tbody tr')].flatMap(r =>"
+                " [0, 3, 5].map(i => r.cells[i])).filter(c => { const t = document"
+                ".createRange(); t.selectNodeContents(c); const lines = new Set([...t"
+                ".getClientRects()].map(q => Math.round(q.top))).size; return"
+                " c.textContent.trim() && lines > c.textContent.trim().split(/\\s+/).length; })"
+                ".map(c => c.textContent)"
+            )
+            assert split == [], split
+            table = await page.evaluate(
+                "document.getElementById('worklist').getBoundingClientRect().right"
+            )
+            assert table <= width, (table, width)
             shown = await page.evaluate(
                 "getComputedStyle(document.querySelector('.controls')).display"
             )

@@ -589,7 +589,9 @@ class Sends:
             laters[min(int((moment - t0) // bucket), n - 1)] += 1
         rate = None
         if config is not None:
-            tenants = _tenant_counts(self.run)
+            # Tenant 0 holds the rows of no tenant (import_.NO_TENANT): nothing is sent
+            # for them, so it has no rate (it was drawn as a third tenant's).
+            tenants = [t for t in _tenant_counts(self.run) if t > 0]
             rate = sum(config.tenant(t).rate_limit.per_second for t in tenants) or None
         gap = pause_gap(rate)
         times = sorted(self.first + self.later)
