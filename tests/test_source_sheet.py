@@ -380,6 +380,33 @@ def test_a_formula_never_computed_is_a_row_error_not_an_empty_cell(tmp_path: Pat
     assert [b[0] for b in bodies(out)] == [2, 4]  # the others flow
 
 
+def test_a_totals_line_counting_with_a_formula_never_computed_is_skipped_by_its_rule(
+    tmp_path: Path,
+) -> None:
+    """TOPLAM with =COUNTA(...) in a mapped column, as a program that does not calculate
+    writes it: the skip rule init drafts for it did not apply (the formula's row error
+    came first), so the line was invalid every night and every run exited 1."""
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.title = "Randevular"
+    sheet.append(HEADER)
+    for row in TYPED[:3]:
+        sheet.append(list(row))
+    sheet["H2"].data_type = "s"  # the formula-like note is text, as typed
+    sheet.append(["TOPLAM", "=COUNTA(A2:A4)"])
+    book.save(tmp_path / "export.xlsx")
+    rule = '\n[[source.skip_rows]]\ncolumn = "Randevu No"\nmatches = "(?i)^\\\\s*toplam\\\\s*$"\n'
+    code, stdout, _ = validate(
+        str(tmp_path / "export.xlsx"), "-c", str(write_config(tmp_path, rule))
+    )
+    assert code == 0, stdout
+    assert "never computed" not in stdout
+    assert "1 row(s) skipped by [source] skip_rows (row 5)" in stdout
+
+
 def test_a_formula_never_computed_in_a_column_nobody_reads_refuses_no_row(
     tmp_path: Path,
 ) -> None:

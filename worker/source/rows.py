@@ -48,7 +48,8 @@ class RowProblem:
     """Spreadsheets: the sheet's name (`line` is then its row number)."""
     fields: dict[str, str] | None = None
     """A CSV row with another cell count than the header: its cells under the first
-    columns (as many as both have)."""
+    columns (as many as both have); a sheet row with a formula never computed: its cells.
+    What [source] skip_rows match a record that is no row by."""
 
     @property
     def label(self) -> str:

@@ -341,7 +341,7 @@ class SheetRows:
                     elif 0 <= index < len(values):
                         values[index] = shown  # as Excel shows it, as a CSV export has it
                 if uncomputed:
-                    yield self._uncomputed(number, uncomputed, values)
+                    yield self._uncomputed(number, uncomputed, values, columns)
                     continue
             if len(values) != width:
                 if any(v != "" for v in values[width:]):
@@ -359,7 +359,9 @@ class SheetRows:
             set_sheet(row, sheet)
             yield row
 
-    def _uncomputed(self, number: int, names: list[str], values: list[Any]) -> RowProblem:
+    def _uncomputed(
+        self, number: int, names: list[str], values: list[Any], columns: list[str]
+    ) -> RowProblem:
         shown = ", ".join(repr(n) for n in names)
         what = (
             f"column {shown} holds a formula that was"
@@ -375,6 +377,9 @@ class SheetRows:
             "values instead of formulas",
             raw=",".join(cell_text(v) for v in values)[:2000],
             sheet=self.sheet,
+            # Its other cells, for [source] skip_rows: a totals line counting with a formula
+            # that was never computed is still the totals line its rule skips.
+            fields={c: cell_text(v) for c, v in zip(columns, values, strict=False)},
         )
 
     def _beyond_header(self, number: int, values: list[Any]) -> RowProblem:
