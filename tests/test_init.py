@@ -241,6 +241,26 @@ def test_headers_in_german_french_and_spanish(tmp_path: Path) -> None:
         assert validate(export, out, tmp_path / "r.json") == 0, lang
 
 
+def test_a_patient_number_column_beside_the_patients_name_is_the_customer(
+    tmp_path: Path,
+) -> None:
+    # 'Patient-Nr.' was not known: the name column was mapped (with a lookup-table TODO)
+    # and the column of ids left unmapped.
+    export = tmp_path / "de.csv"
+    export.write_text(
+        "Termin-Nr.;Patient-Nr.;Patient;Arzt;Termin;Behandlung\r\n"
+        "T1;1001;Jürgen Müller;101;01.12.2026 10:00;201\r\n"
+        "T2;1002;Anna Schäfer;101;14.12.2026 11:00;201\r\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "de.toml"
+    result = CliRunner().invoke(cli, ["init", str(export), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    mapping = tomllib.loads(out.read_text(encoding="utf-8"))["mapping"]
+    assert mapping["customer_id"] == {"column": "Patient-Nr."}
+    assert validate(export, out, tmp_path / "r.json") == 0
+
+
 def _toml(data: dict[str, Any], prefix: str = "") -> str:
     """Enough of a TOML writer for a config: tables of strings, numbers and lists."""
     scalars = {k: v for k, v in data.items() if not isinstance(v, dict)}
