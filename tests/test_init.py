@@ -241,6 +241,50 @@ def test_headers_in_german_french_and_spanish(tmp_path: Path) -> None:
         assert validate(export, out, tmp_path / "r.json") == 0, lang
 
 
+def test_online_proposals_of_one_branch_are_that_tenants_own(tmp_path: Path) -> None:
+    """Two branches, --online --tenant 1: tenant 1's staff list became the shared map, so
+    every row of the other branch was refused, and its doctor was offered for "fill in"
+    with tenant 1's nearest (an id of another clinic's staff)."""
+    from tests.support.sandbox_process import start_sandbox, stop
+    from tests.support.sync import run_cli
+
+    export = tmp_path / "export.csv"
+    export.write_text(
+        "Randevu No;Şube;Hasta;Doktor;Tarih;Durum;İşlemler\n"
+        "R1;Kadıköy;1001;Dr. Dr. Esra Aslan;14.12.2026 10:00;Onaylandı;Botox\n"
+        "R2;Kadıköy;1002;Dr. Esra Aslan;15.12.2026 11:00;Bekliyor;Botox\n"
+        "R3;Üsküdar;2001;Dr. Kerem Korkmaz;15.12.2026 12:00;Bekliyor;Lip Filler\n",
+        encoding="utf-8",
+    )
+    base = tmp_path / "base.toml"
+    proc, sb = start_sandbox(tmp_path)
+    try:
+        base.write_text(
+            f'[api]\nbase_url = "{sb.base_url}"\ntimezone = "Europe/Istanbul"\n'
+            "[tenants.1]\n[tenants.2]\n",
+            encoding="utf-8",
+        )
+        out = tmp_path / "draft.toml"
+        result = run_cli("init", str(export), "-o", str(out), "--online", "-c", str(base),
+                         "--tenant", "1")  # fmt: skip
+        assert result.exit_code == 0, result.output
+        checked = run_cli("validate", str(export), "-c", str(out), "--online")
+    finally:
+        stop(proc)
+    data = tomllib.loads(out.read_text(encoding="utf-8"))
+    shared = data["mapping"]["user_id"]
+    assert shared == {"column": "Doktor", "lookup": "api", "by": "name"}
+    # Tenant 1's own spellings, to the names its API has; the exact ones need none.
+    assert data["tenants"]["1"]["mapping"]["user_id"] == {
+        "map": {"Dr. Dr. Esra Aslan": "Dr. Esra Aslan"}
+    }
+    assert "user_id" not in data["tenants"]["2"].get("mapping", {})
+    assert '# "Dr. Kerem Korkmaz" = "..."  # not proposed, nearest: API ' in (
+        out.read_text(encoding="utf-8")
+    )
+    assert checked.exit_code == 0, checked.output  # both branches' rows are valid
+
+
 def test_a_patient_number_column_beside_the_patients_name_is_the_customer(
     tmp_path: Path,
 ) -> None:

@@ -230,11 +230,15 @@ def _flat(fields: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, An
 class Draft:
     """The TOML text being written, line by line."""
 
-    def __init__(self, proposals: Proposals | None = None) -> None:
+    def __init__(self, proposals: Proposals | None = None, asked: int | None = None) -> None:
         self.lines: list[str] = []
         self.later: list[str] = []
         """Sub-tables written after the [mapping] keys (a TOML table cannot come earlier)."""
         self.proposals = proposals or {}
+        self.asked = asked
+        """The tenant whose API lists the proposals come from (init --online --tenant)."""
+        self.branches = 0
+        """Tenants drafted from a branch column: the proposals are then that tenant's only."""
         self.missing: list[str] = []
         """Required fields no column was found for."""
         self.zone_unknown = False
@@ -310,7 +314,10 @@ def _counts(values: Counter[str]) -> str:
 
 
 def draft_config(
-    sample: Sample, base: str | None = None, proposals: Proposals | None = None
+    sample: Sample,
+    base: str | None = None,
+    proposals: Proposals | None = None,
+    asked: int | None = None,
 ) -> Draft:
     """The commented TOML drafted from `sample` (``base``: the [api] text of a base config;
     ``proposals``: value maps proposed from the API's lists, by field): its text, the
@@ -318,7 +325,7 @@ def draft_config(
     load), whether its timezone is UTC for want of a guess, and what it cannot read."""
     guesses = match_columns(sample.columns)
     lang = language(guesses.values())
-    d = Draft(proposals)
+    d = Draft(proposals, asked)
     d.add(f"# Drafted by `flextell-worker init` from {sample.name} ({sample.rows} rows read).")
     if sample.unread:
         first = sample.unread[0]
@@ -421,6 +428,7 @@ def _tenant(d: Draft, sample: Sample, guess: ColumnGuess | None) -> list[tuple[s
         d.add("[tenants.1]", "guess: one clinic (no branch column found); set its Flextell id")
         return [("tenant = { value = 1 }", "guess: every row goes to tenant 1")]
     d.add(comment=f"branch column {guess.column!r}: {_counts(values)}")
+    d.branches = len(values)
     if all(v.isdigit() for v in values):
         for v in sorted(values, key=int):
             d.add(f"[tenants.{int(v)}]", "guess: a tenant id from the branch column")
@@ -533,9 +541,16 @@ def _id_field(d: Draft, sample: Sample, name: str, g: ColumnGuess | None) -> Non
     )
 
 
+_BY_NAME = 'lookup = "api", by = "name"'
+
+
 def _proposed(d: Draft, name: str, opts: list[str], g: ColumnGuess) -> None:
-    """A field as a table with a value map proposed from the API's list."""
+    """A field as a table with a value map proposed from the API's list; with several
+    branches, see `_proposed_for_one_branch`."""
     asked, proposals = d.proposals[name]
+    if d.branches > 1 and d.asked is not None:
+        _proposed_for_one_branch(d, name, opts, g)
+        return
     d.later += ["", f"[mapping.{name}]  # guess: {g.why}", *opts]
     d.later.append(f"[mapping.{name}.map]  # proposed from the API's {asked}: check each")
     for value, oid, nearest, score in proposals:
@@ -544,6 +559,35 @@ def _proposed(d: Draft, name: str, opts: list[str], g: ColumnGuess) -> None:
         else:
             near = f"nearest: API {nearest!r} (score {score})" if nearest else "no API name near"
             d.later.append(f"# {q(value)} = 0  # not proposed, {near}: fill in and uncomment")
+
+
+def _proposed_for_one_branch(d: Draft, name: str, opts: list[str], g: ColumnGuess) -> None:
+    """Several branches: one tenant's lists speak for that tenant's rows only (they were
+    the shared map: every other branch's row refused, and its doctors offered for a
+    "fill in" with ids of another clinic's staff). The field finds names through the
+    API for every branch; the asked tenant's own map turns the export's spellings into
+    the names its API has."""
+    asked, proposals = d.proposals[name]
+    shared = ", ".join([*opts, _BY_NAME])
+    d.add(f"{name} = {{ {shared} }}", f"guess: {g.why}; names, found through the API")
+    lines = []
+    for value, oid, nearest, score in proposals:
+        if oid is not None and value != nearest:
+            lines.append(f"{q(value)} = {q(nearest)}  # guess: score {score}")
+        elif oid is None:
+            near = f"nearest: API {nearest!r} (score {score})" if nearest else "no API name near"
+            lines.append(
+                f'# {q(value)} = "..."  # not proposed, {near}: a name of another branch? '
+                "Write its name in the API, or leave it out"
+            )
+    if lines:
+        d.later += [
+            "",
+            f"[tenants.{d.asked}.mapping.{name}.map]  # tenant {d.asked}'s rows: the export's "
+            f"spelling = the name in the API's {asked} (check each; init --online --tenant N "
+            "drafts another branch's)",
+            *lines,
+        ]
 
 
 def _scheduled(d: Draft, sample: Sample, guesses: dict[str, ColumnGuess], lang: str | None) -> None:
@@ -815,12 +859,13 @@ def run_init(
         raise ConfigError("--online needs -c BASE.toml (the API's address and token)")
     sample = read_sample(export, fmt, sheet, header_row)
     proposals: Proposals | None = None
+    asked: int | None = None
     if online and base is not None:
         from worker.commands.drafting.init_online import propose
 
         guesses = match_columns(sample.columns)
-        proposals = propose(sample.values, sample.delimiter, guesses, base, tenant)
-    draft = draft_config(sample, base_api_text(base) if base else None, proposals)
+        asked, proposals = propose(sample.values, sample.delimiter, guesses, base, tenant)
+    draft = draft_config(sample, base_api_text(base) if base else None, proposals, asked)
     text, missing = draft.text(), draft.missing
     if draft.zone_unknown:
         print(

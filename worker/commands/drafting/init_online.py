@@ -33,8 +33,9 @@ def propose(
     guesses: dict[str, ColumnGuess],
     base: str,
     tenant: int | None,
-) -> Proposals:
-    """Proposals for every name-valued field of the sampled `values`, from one tenant's lists."""
+) -> tuple[int, Proposals]:
+    """The tenant asked, and proposals for every name-valued field of the sampled
+    `values`, from that tenant's lists."""
     cfg = load_config(base)
     tid = tenant if tenant is not None else min(cfg.tenants, default=1)
     if not cfg.is_known_tenant(tid):
@@ -49,7 +50,7 @@ def propose(
         items = [p.strip() for v in cells for p in _items(name, v, delimiter)]
         distinct = list(dict.fromkeys(i for i in items if i))
         out[name] = (f"{kind} of tenant {tid}", [_one(v, lists[kind]) for v in distinct])
-    return out
+    return tid, out
 
 
 def _items(name: str, value: str, delimiter: str | None) -> list[str]:
