@@ -285,6 +285,24 @@ def test_online_proposals_of_one_branch_are_that_tenants_own(tmp_path: Path) -> 
     assert checked.exit_code == 0, checked.output  # both branches' rows are valid
 
 
+def test_a_name_in_the_date_column_is_not_copied_into_the_draft(tmp_path: Path) -> None:
+    # A row shifted by a cell put a patient's name in the date column: the draft (a
+    # file people commit and mail) quoted it under "values no format reads".
+    export = tmp_path / "small.csv"
+    export.write_text(
+        "Randevu;Tarih;Ad Soyad;Telefon;Doktor;Notlar\n"
+        "A1;01.03.2026 10:00;Ayşe Okinit;0535 222 33 44;101;kalp\n"
+        "A2;Okinit Garbled;Mehmet Okinit;0535 222 33 45;101;x\n"
+        "A3;31.02.2026 16:10;Can Okinit;0535 222 33 46;101;y\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "d.toml"
+    result = CliRunner().invoke(cli, ["init", str(export), "-o", str(out)])
+    text = out.read_text(encoding="utf-8")
+    assert "Okinit" not in text and "Okinit" not in result.output
+    assert "values no format reads: <14 characters that are no date>, '31.02.2026 16:10'" in text
+
+
 def test_a_patient_number_column_beside_the_patients_name_is_the_customer(
     tmp_path: Path,
 ) -> None:

@@ -715,6 +715,18 @@ def _paired(sample: Sample, dcol: str, tcol: str) -> tuple[list[str], list[str]]
     return dates, times
 
 
+_DATE_CHARS = re.compile(r"[\d\s./:\-,+TZ]*(?:[AaPp]\.?[Mm]\.?|Uhr)?[\d\s./:\-,+TZ]*")
+
+
+def _date_like(value: str) -> str:
+    """A value no format reads, as the draft shows it: quoted when it is made of what
+    dates and times are made of; else its length only. A config is mailed and committed,
+    and a row shifted by a cell puts a patient's name in the date column."""
+    if _DATE_CHARS.fullmatch(value):
+        return repr(value)
+    return f"<{len(value)} characters that are no date>"
+
+
 def _formats_line(d: Draft, cols: str, found: Formats, why: str) -> None:
     formats = found.formats or ["iso"]
     d.add(comment=f"dates: {found.order_note}")
@@ -722,7 +734,8 @@ def _formats_line(d: Draft, cols: str, found: Formats, why: str) -> None:
         d.order_guessed = found.order_note
     d.add(comment=f"{found.parsed} of {found.total} values parse with these formats")
     if found.examples_failing:
-        d.add(comment=f"values no format reads: {', '.join(map(repr, found.examples_failing))}")
+        shown = ", ".join(_date_like(v) for v in found.examples_failing)
+        d.add(comment=f"values no format reads: {shown}")
     shown = ", ".join(q(f) for f in formats)
     line = f"scheduled_at = {{ {cols}, formats = [{shown}] }}"
     if found.total and not found.parsed:
