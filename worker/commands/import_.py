@@ -165,6 +165,8 @@ class ImportRun:
             configured=config.tenants,
         )
         self.missing_rows: list[dict[str, Any]] = []
+        self.customers_would_create = 0
+        """A dry run: customers (create_missing) the real run would create first."""
         self.missing_keys: set[tuple[int, str]] = set()
         """(tenant, source key) of every created row this run found missing from the file."""
         self.progress: RunProgress | None = None
@@ -411,6 +413,10 @@ async def run_import(
             )
         mapper = prepared.mapper
     run = ImportRun(options, config, mapper, context)
+    if options.dry_run and config_uses_api(config):
+        run.customers_would_create = sum(
+            len(report.would_create) for report in prepared.outcomes.tenants.values()
+        )
     mode = "dry-run" if options.dry_run else "import"
 
     waiting = (
@@ -1071,6 +1077,7 @@ def _result(
         worklist=run.worklist,
         worklist_by_tenant=dict(run.worklist_by_tenant),
         would_adopt=list(run.would_adopt),
+        would_create=(run.customers_would_create, run.reader.would_create_rows),
         incomplete=dict(run.incomplete),
         acknowledged=set(run.acknowledged),
     )

@@ -33,6 +33,11 @@ PLACEHOLDER_ID = 1
 """What a `Collector` answers: any valid id, so the rest of the row is checked too."""
 
 
+WOULD_CREATE = "the import would create it (create_missing)"
+"""In a row error of a dry run or `validate --online`: the customer the row names is not
+in Flextell, and the real import creates it first (a dry run counts the row to send)."""
+
+
 class Resolver(Protocol):
     def resolve(
         self, tenant: int, ref: RefKey, shown: str, create: dict[str, str] | None

@@ -27,7 +27,7 @@ from worker.api.client import Outcome
 from worker.config import Config
 from worker.delivery import LaneBuilder
 from worker.logs import get_logger
-from worker.mapping.api_fields import Resolved, Want
+from worker.mapping.api_fields import WOULD_CREATE, Resolved, Want
 from worker.mapping.names import NameRule
 from worker.mapping.refkeys import BY, RefKey, object_keys, object_label, search_term
 from worker.mapping.text import norm_key
@@ -239,8 +239,7 @@ class Engine:
                 )
             elif not self.create:
                 answers[(tenant, ref)] = (
-                    f"no {_about(ref)} in tenant {tenant}: the import would create it "
-                    "(create_missing); this run creates nothing"
+                    f"no {_about(ref)} in tenant {tenant}: {WOULD_CREATE}; this run creates nothing"
                 )
                 report.would_create.append(
                     {"tenant": tenant, "by": ref.by, "key": ref.key, **(want.create or {})}

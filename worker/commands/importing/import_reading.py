@@ -20,6 +20,7 @@ from worker.digest_table import DigestTable
 from worker.ledger import Entry, Ledger, SeenRow, Status, payload_diff
 from worker.logs import get_logger
 from worker.mapping import InvalidRow, MappedRow, Mapper
+from worker.mapping.api_fields import WOULD_CREATE
 from worker.source import RowProblem, SourceRow
 from worker.sync import Action, sync_action
 from worker.worklist import Finding, Kind
@@ -71,6 +72,8 @@ class RowReader:
         """What only the reader sees: rows skipped for a duplicate key, and invalid
         versions of rows created before (the worklist records them)."""
         self.predicted: list[Finding] = []
+        self.would_create_rows = 0
+        """A dry run: rows to send once the customer they name is created (create_missing)."""
         """A dry run: the findings the real run's worklist would read from the rows it
         records (invalid, changed, failed before), as `worklist.findings.from_entry`
         makes them."""
@@ -245,6 +248,13 @@ class RowReader:
                 continue
             repeated = self._repeated(tenant, key, entry, in_batch)
             counts.read += 1
+            if isinstance(m, InvalidRow) and self.dry_run and _only_a_customer_to_create(m):
+                # The real run creates the customer first and sends the row: to send, not
+                # an invalid item (the prediction opened one per new patient).
+                counts.new += entry is None
+                counts.to_send += 1
+                self.would_create_rows += 1
+                continue
             if isinstance(m, InvalidRow):
                 created = entry is not None and entry.status == Status.CREATED.value
                 if created and self._old_version(tenant, key, item):
@@ -375,6 +385,10 @@ def _json_cell(value: Any) -> str:
 
 # One encoder for every row (json.dumps with options builds one per call).
 _ROW_JSON = json.JSONEncoder(ensure_ascii=False, default=_json_cell)
+
+
+def _only_a_customer_to_create(m: InvalidRow) -> bool:
+    return bool(m.errors) and all(WOULD_CREATE in e.message for e in m.errors)
 
 
 def _source_row_json(item: SourceRow | RowProblem) -> str:

@@ -70,6 +70,9 @@ class ImportResult:
     """The worklist after the run (None: the run ended before it, or a dry run without
     a ledger); a dry run's: as the real run would leave it (rows to send aside)."""
     worklist_by_tenant: dict[int, Tally] = field(default_factory=dict)
+    would_create: tuple[int, int] = (0, 0)
+    """A dry run: customers the real run would create first (create_missing), and the
+    rows naming them (counted to send)."""
     would_adopt: list[int] = field(default_factory=list)
     """A dry run: tenants whose new rows would be looked up first and adopted if found."""
     incomplete: dict[int, str] = field(default_factory=dict)

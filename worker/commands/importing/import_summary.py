@@ -87,6 +87,14 @@ def print_summary(result: ImportResult, console: Console | None = None) -> None:
     for tenant, why in sorted(result.incomplete.items()):
         console.print(f"tenant {tenant}: {why}", markup=False)
     if result.mode == "dry-run":
+        customers, rows = result.would_create
+        if customers:
+            console.print(
+                f"customers the import would create: {customers:,} (create_missing), then "
+                f"send their {rows:,} row(s), counted to send here (--payloads has no body "
+                "for them: a customer's id is known once it is created)",
+                markup=False,
+            )
         for line in unpredictable(result):
             console.print(line, markup=False)
     for tenant, reason in sorted(result.stopped_tenants.items()):
