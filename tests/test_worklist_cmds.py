@@ -402,6 +402,26 @@ def test_a_line_cut_short_counts_and_goes_when_the_full_export_no_longer_has_it(
     assert json.loads(run_cli("worklist", "-c", str(config), "--format", "json").stdout) == []
 
 
+def test_a_created_rows_line_cut_off_at_the_exports_end_is_said_to_be_cut_short(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """An export that stopped mid-row, its last line a created row's first cells: the
+    item read "row has 7 cells, header has 11", a row to fix and import --partial."""
+    config, rows, first = _created_night(tmp_path, sbx, 6)
+    text = first.read_text(encoding="utf-8")
+    cut = tmp_path / "cut.csv"
+    cut.write_text(text[: text.rindex(",", 0, len(text) - 20)], encoding="utf-8")
+    result, summary = import_file(config, sbx, cut)
+    assert result.exit_code == 1 and summary["incomplete"], summary
+    [item] = items(config)
+    key = rows[-1]["appointment_id"]
+    assert item["source_key"] == key, item
+    assert item["reason"].startswith("source: the export's last line, cut short: it ends "), item
+    assert "not a row to fix; the next full export has it" in item["reason"]
+    result, _ = import_file(config, sbx, first)
+    assert result.exit_code == 0 and items(config) == []
+
+
 def test_rows_an_outage_left_unsent_stay_unsent_when_the_next_run_is_refused(
     tmp_path: Path, sbx: Sandbox
 ) -> None:

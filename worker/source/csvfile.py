@@ -11,6 +11,7 @@ import csv
 import io
 import itertools
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 
 from worker.errors import SourceError
 from worker.logs import get_logger
@@ -271,12 +272,18 @@ class CsvRows:
         base = self._base
         prev_end = self._prev_end
         last_bad = False  # the last record read was no whole row
+        held: RowProblem | None = None
+        """A row of the wrong cell count, yielded once it is known whether it is the last
+        line of a file that ends mid-row (then it is said to be cut short)."""
         while True:
             try:
                 cells = next_record()
             except StopIteration:
                 if self._feed.unterminated and last_bad:
                     self.cut_short = prev_end
+                if held is not None:
+                    yield self._cut(held) if self.cut_short is not None else held
+                    held = None
                 if self._feed.unterminated:
                     # Many a copy that stopped mid-file ends so: its last row may be cut
                     # in a cell, and still read as a valid row. Said, not refused.
@@ -289,6 +296,9 @@ class CsvRows:
             except READ_ERRORS as exc:
                 raise self._translate(exc) from None
             except csv.Error as exc:
+                if held is not None:
+                    yield held
+                    held = None
                 self._prev_end = prev_end
                 last_bad = True
                 yield from self._broken(exc)
@@ -297,6 +307,9 @@ class CsvRows:
                 base = self._base
                 prev_end = self._prev_end
                 continue
+            if held is not None:
+                yield held
+                held = None
             if len(cells) > ncols and not "".join(cells[ncols:]).strip():
                 del cells[ncols:]  # empty cells past the last named column
             if cells and cells[0] == first and [c.strip() for c in cells] == columns:
@@ -316,9 +329,19 @@ class CsvRows:
                 yield row
             elif "".join(cells).strip():
                 last_bad = True
-                yield self._wrong_count(prev_end + 1, cells, columns)
+                held = self._wrong_count(prev_end + 1, cells, columns)
             prev_end = base + reader.line_num  # type: ignore[attr-defined]
             clear()
+
+    def _cut(self, problem: RowProblem) -> RowProblem:
+        """The file's last line, no whole row, with no line break after it: a copy or an
+        export that stopped there, not a row to fix (the next full export has it)."""
+        return replace(
+            problem,
+            message="the export's last line, cut short: it ends without a line break and "
+            f"is no whole row ({problem.message.partition(' (')[0]}): a copy or an export "
+            "that stopped before its end, not a row to fix; the next full export has it",
+        )
 
     def _wrong_count(self, line: int, cells: list[str], columns: Sequence[str]) -> RowProblem:
         out = io.StringIO()
