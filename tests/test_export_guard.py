@@ -228,3 +228,26 @@ def test_max_missing_is_a_share_of_the_rows_created_before_this_run(
     assert result.exit_code == 1, result.output
     assert summary["totals"]["created"] == 4
     assert summary["totals"]["missing_from_source"] == 0
+
+
+def test_a_full_export_judged_by_a_run_that_then_stopped_ends_the_untrusted_note(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """A night that left a clinic out (not trusted), then a full export whose run
+    stopped when the API refused tenant 2's new row (exit 3) after it had judged both
+    tenants' exports: the worklist kept saying 'run 2 did not trust the export ... this
+    list can lack rows' until a run finished."""
+    from tests.conftest import TOKEN_T1
+
+    config = write_config(tmp_path)
+    columns, kad = _two_tenants(tmp_path, sbx, config)
+    assert import_file(config, sbx, write_csv(tmp_path / "n2.csv", columns, kad))[0].exit_code
+    _, rows = sample_rows()
+    everything = kad + [r for r in rows if r["clinic"] == "2"][:5]  # one new row of tenant 2
+    refused = run_cli(
+        "import", str(write_csv(tmp_path / "n3.csv", columns, everything)), "-c", str(config),
+        "--base-url", sbx.base_url, "--no-progress", env={"FLEXTELL_TOKEN": TOKEN_T1},
+    )  # fmt: skip
+    assert refused.exit_code == 3, refused.output
+    listed = run_cli("worklist", "-c", str(config), "--format", "json")
+    assert "did not trust the export" not in listed.stderr, listed.stderr

@@ -903,6 +903,9 @@ async def _missing_from_source(run: ImportRun, ledger: Ledger) -> None:
         entries[:] = [e for e in entries if (tenant, e.source_key) not in skipped]
     stale = _stale(run) or _cut_short(run)
     for tenant, entries in found.items():
+        # Recorded, so that a run which then stopped early still counts as the one that
+        # judged the tenant's export (worklist_out.untrusted_note).
+        run.tenant_counts(tenant).export_judged = 1
         # A dry run sent nothing: what the ledger holds now is what it held before.
         known = run.created_before.get(tenant)
         if known is None:

@@ -27,6 +27,8 @@ class TenantCounts:
     duplicate_keys: int = 0
     export_incomplete: int = 0
     """1 when this export of the tenant looked incomplete or stale (see [sync])."""
+    export_judged: int = 0
+    """1 when the run judged this export of the tenant (trusted or not) for missing rows."""
     fixed_by_hand: int = 0
     """Rows created from a hand-fixed file whose old version this export still carries."""
     to_send: int = 0

@@ -244,11 +244,15 @@ def untrusted_note(runs: list[Run], tenant: int | None = None) -> str | None:
     recorded missing from it, so the worklist may lack rows (None: every export trusted)."""
     latest: dict[int, tuple[int, dict[str, int]]] = {}
     for run in runs:  # oldest first: the last full import that judged a tenant's export
-        if run.mode != "import" or run.partial or run.status != RunStatus.FINISHED:
-            continue  # a --partial file or a run cut short says nothing of the export
+        if run.mode != "import" or run.partial:
+            continue  # a --partial file says nothing of the export
+        finished = run.status == RunStatus.FINISHED
         for t, c in tenant_counts(run).items():
-            # Rows of it, or none at all (not trusted, or trusted to lack them all).
-            if c.get("read") or c.get("export_incomplete") or c.get("missing_from_source"):
+            # A run that stopped early judged the export when it says so (a tenant refused
+            # after the file was read); one that finished, when it had rows of it, or none
+            # at all (not trusted, or trusted to lack them all).
+            judged = c.get("read") or c.get("export_incomplete") or c.get("missing_from_source")
+            if c.get("export_judged") or (finished and judged):
                 latest[t] = (run.id, c)
     untrusted = {t: (run_id, c.get("read", 0)) for t, (run_id, c) in latest.items()
                  if c.get("export_incomplete") and tenant in (None, t)}  # fmt: skip
