@@ -942,3 +942,23 @@ def test_an_acknowledged_missing_row_is_not_listed_again_on_a_night_that_aborts(
     assert "tenant 2: 1 created row(s) missing from this export are acknowledged" in (
         refused.output
     )
+
+
+def test_a_restore_item_names_the_export_its_row_is_in_tonight(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """A row left the export and was acknowledged missing; it came back in n3.csv
+    ("restore it; then `ack`"), and nights later the open item still named n3.csv and
+    its line, though the row was in tonight's file, at another line."""
+    config, rows, _ = _created_night(tmp_path, sbx, 6)
+    key = rows[2]["appointment_id"]
+    assert import_file(config, sbx, export(tmp_path, "n2.csv", rows[:2] + rows[3:]))[0].exit_code
+    assert run_cli("ack", key, "-c", str(config), "--note", "cancelled").exit_code == 0
+    assert import_file(config, sbx, export(tmp_path, "n3.csv", rows))[0].exit_code == 1
+    [back] = items(config)
+    assert (back["source_file"].endswith("n3.csv"), back["source_line"]) == (True, 4), back
+    moved = [rows[5], *rows[:5]]  # tonight the row is one line further down
+    assert import_file(config, sbx, export(tmp_path, "n4.csv", moved))[0].exit_code == 1
+    [still] = items(config)
+    assert "restore it" in still["reason"]
+    assert (still["source_file"].endswith("n4.csv"), still["source_line"]) == (True, 5), still

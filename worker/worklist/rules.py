@@ -309,12 +309,6 @@ def asks_to_undo(item: WorkItem) -> bool:
     return item.content_hash.startswith(_REVERTED)
 
 
-def reopened_in(item: WorkItem, run_id: int) -> bool:
-    """Whether `run_id` reopened this acknowledged item because its cause went away (the
-    export went back, the row came back): it is then about the row as that run read it."""
-    return item.state == State.OPEN and item.opened_run_id == run_id and asks_to_undo(item)
-
-
 def _seen_again_quiet(item: WorkItem, run_id: int) -> WorkItem:
     return replace(item, state=State.FIXED_BY_HAND, last_run_id=run_id)
 

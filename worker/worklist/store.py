@@ -25,8 +25,8 @@ from worker.worklist.rules import (
     State,
     Tally,
     WorkItem,
+    asks_to_undo,
     judge,
-    reopened_in,
     tally,
 )
 
@@ -198,7 +198,11 @@ def _refresh(
             read_now[(item.tenant, item.source_key)] = (row[-4], row[-3], row[-2])
     found = [*_entry_findings(conn, scope, sealer), *scope.extra]
     changed = [
-        _as_read(item, read_now, sealer) if reopened_in(item, scope.run_id) else item
+        # Night after night, not only the night that reopened it: its row is in
+        # tonight's export, at tonight's line (it kept naming an older file).
+        _as_read(item, read_now, sealer)
+        if item.state == State.OPEN and asks_to_undo(item)
+        else item
         for item in _judge_all(stored, found, scope, sealer)
     ]
     for start in range(0, len(changed), 500):
