@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import re
 import sqlite3
 from pathlib import Path
@@ -519,3 +520,38 @@ def test_the_worklist_fits_a_narrow_window_and_prints_without_its_controls(
             assert shown == "none"
 
     asyncio.run(check())
+
+
+@needs_chromium
+def test_pause_labels_do_not_overlap_or_leave_the_chart(tmp_path: Path) -> None:
+    """An outage night's 42 pauses printed "pause 17 s pau pa pa | | pau p..." over each
+    other, some past the chart's right edge at 720 px. Every pause keeps its band."""
+    from worker.commands.reporting.report_charts import timeline_svg
+    from worker.commands.reporting.report_model import Timeline
+
+    pauses = [(float(s), float(s) + 1.0 + (s % 7)) for s in range(0, 420, 10)]
+    line = Timeline(start=0.0, bucket_s=5.0, first=[3] * 90, later=[0] * 90, rate_per_s=20.0,
+                    pauses=pauses, retried_rows=0, http_statuses={})  # fmt: skip
+    page = tmp_path / "chart.html"
+    page.write_text(f"<!DOCTYPE html><html><body>{timeline_svg(line)}</body></html>", "utf-8")
+
+    async def boxes() -> dict[str, Any]:
+        assert CHROMIUM is not None
+        async with chromium_page(CHROMIUM, width=720) as browser:
+            await browser.open(page.resolve().as_uri())
+            found: dict[str, Any] = await browser.evaluate(
+                "(() => { const svg = document.querySelector('svg');"
+                " const labels = [...svg.querySelectorAll('text')]"
+                ".filter(t => t.textContent.startsWith('pause')).map(t => t.getBBox());"
+                " return {bands: svg.querySelectorAll('.pause').length,"
+                " right: svg.viewBox.baseVal.width,"
+                " labels: labels.map(b => [b.x, b.x + b.width])}; })()"
+            )
+            return found
+
+    seen = asyncio.run(boxes())
+    assert seen["bands"] == len(pauses)
+    spans = sorted(seen["labels"])
+    assert spans, seen  # the longest pauses are named
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), spans
+    assert all(end <= seen["right"] for _, end in spans), (spans, seen["right"])

@@ -79,9 +79,18 @@ def timeline_svg(tl: Timeline) -> Markup:
             f'<rect class="pause" x="{x(a):.1f}" y="{_TOP}" width="{max(x(b) - x(a), 2):.1f}" '
             f'height="{plot_h}" fill="url(#pause)"><title>{_t(_pause_text(a, b))}</title></rect>'
         )
-        parts.append(
-            f'<text x="{x(a) + 3:.1f}" y="{_TOP + 12}" font-size="11">pause {b - a:.0f} s</text>'
-        )
+    # Labels where they have room, the longest pauses first: forty pauses of an outage
+    # printed their labels over each other ("pau pa pa"), some past the chart's edge.
+    # Every pause keeps its band and its tooltip, and the table under the chart.
+    placed: list[tuple[float, float]] = []
+    for a, b in sorted(tl.pauses, key=lambda p: p[0] - p[1]):
+        text = f"pause {b - a:.0f} s"
+        left = x(a) + 3
+        right = left + _LABEL_CHAR_W * len(text) + 4
+        if right > _W - _RIGHT or any(left < end and start < right for start, end in placed):
+            continue
+        placed.append((left, right))
+        parts.append(f'<text x="{left:.1f}" y="{_TOP + 12}" font-size="11">{text}</text>')
     for i, (f, later) in enumerate(zip(tl.first, tl.later, strict=True)):
         x0 = _LEFT + i * bw
         fy = y(f / tl.bucket_s)
@@ -111,6 +120,10 @@ def timeline_svg(tl: Timeline) -> Markup:
         else f"Requests per second over the run; {len(tl.pauses)} pause(s)",
         "".join(parts),
     )
+
+
+_LABEL_CHAR_W = 6.5
+"""A character's width at font-size 11 (system sans-serif), rounded up."""
 
 
 def _pause_text(a: float, b: float) -> str:
