@@ -41,3 +41,22 @@ def test_an_unreachable_postgresql_ledger_is_exit_3(command: list[str]) -> None:
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert "cannot open ledger postgresql://worker@127.0.0.1" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_database_that_takes_the_connection_and_never_answers_says_so() -> None:
+    """A frozen server (SIGSTOP, a VM paused) accepts the TCP connection and answers
+    nothing: `report` ended after 10 s with libpq's 'connection timeout expired' alone,
+    no cause and no step (the worker's own message for it gives both)."""
+    with socket.socket() as mute:
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(8)  # the kernel completes the handshake; nobody ever speaks
+        url = f"postgresql://worker@127.0.0.1:{mute.getsockname()[1]}/ledger"
+        proc = subprocess.run(
+            [sys.executable, "-m", "worker", "report", "--ledger", url],
+            cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "connection timeout expired (no answer within 10 s: the database is down, frozen" in (
+        proc.stderr
+    )

@@ -127,6 +127,9 @@ def test_runs_in_table_json_and_csv_for_one_tenant_or_one_run(tmp_path: Path, sb
         (1, 5, 0),
         (2, 2, 5),
     ]
+    # The tenants each run read rows of (a shared ledger's run is one pass of some).
+    assert [r["tenants"] for r in data["runs"]] == [[1, 2], [1, 2]]
+    assert re.search(r"│\s+1 │ import │ finished │ 0\s+│ [\d :-]+ │ 1, 2\s+│", table.stdout)
     tenant2 = ledger_json(config, "--tenant", "2")
     assert [r["counts"]["created"] for r in tenant2["runs"]] == [2, 0]
     assert tenant2["statuses"] == {"created": 2}

@@ -445,6 +445,8 @@ def test_a_paused_worker_whose_tenant_was_finished_by_another_says_its_pass_stop
     assert "nothing to do: this worker's pass of tenant(s) 1 stopped when its lease was lost" in (
         log
     )
+    # The ledger was fine: its events said "ledger unusable" of a lost lease.
+    assert "reason='ledger unusable'" not in log and "reason='lease lost'" in log, log
     result = audit(source, read_pg_ledger(pg_url), appts)
     assert result.clean, result.line()
 

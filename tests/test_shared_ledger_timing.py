@@ -9,6 +9,7 @@ its tenant; a SIGKILLed worker's code is -9).
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,13 @@ def test_a_worker_5_minutes_behind_crashing_inside_settle_makes_no_duplicate(
     assert result.passed, (result, {n: text[-3000:] for n, text in logs.items()})
     assert (result.duplicates, result.orphans, result.lost, result.clock_errors) == (0, 0, 0, 0)
     assert "clock differs from the database" in logs["a"]
+    # The runs' times are the database's too: A's run was listed 5 minutes before B's,
+    # though they ran seconds apart (an incident's timeline read from `report`).
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        starts = [
+            datetime.fromisoformat(str(at))
+            for (at,) in conn.execute("SELECT started_at FROM flextell_worker.runs ORDER BY id")
+        ]
+    assert len(starts) >= 2 and max(starts) - min(starts) < timedelta(seconds=120), starts

@@ -825,8 +825,10 @@ async def refresh_worklist(run: ImportRun, ledger: Ledger, *, complete: bool) ->
 
 async def _stop_when_broken(run: ImportRun, ledger: Ledger) -> None:
     """A ledger that can record nothing more ends the run now: no grace, no more sends."""
-    await ledger.wait_broken()
-    run.request_stop("ledger unusable")
+    failure = await ledger.wait_broken()
+    # A shared ledger's lost lease breaks the pass, not the ledger: said as it is.
+    lost = getattr(ledger, "lease_lost", None)
+    run.request_stop("lease lost" if lost is not None and failure is lost else "ledger unusable")
     for task in run.lane_tasks:
         task.cancel()
 

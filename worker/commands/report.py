@@ -141,6 +141,17 @@ def _run_counts(run: Run, tenant: int | None) -> dict[str, int] | None:
     return mine or None
 
 
+def _run_tenants(run: Run) -> list[int]:
+    """The tenants a run read rows of (its recorded counts; on a shared ledger each run is
+    one pass of some tenants, which the runs table would otherwise not say)."""
+    found = {
+        int(key.split(".", 2)[1])
+        for key, value in run.counts.items()
+        if key.startswith("tenant.") and key.endswith(".read") and value
+    }
+    return sorted(t for t in found if t > 0)
+
+
 async def build_report(options: ReportOptions) -> LedgerReport:
     """Read the ledger and (with `failures`) write the failures file."""
     target = find_ledger_target(options.ledger_path, options.config_path)
@@ -162,6 +173,7 @@ async def build_report(options: ReportOptions) -> LedgerReport:
             rows.append(
                 {name: getattr(run, name) for name in _RUN_FIELDS}
                 | {"counts": counts, "counts_recorded": run.counts_recorded}
+                | {"tenants": _run_tenants(run)}
             )
         zone_for = config.timezone_for if config is not None else None
         # A row fixed by hand whose export still carries the old version is the
@@ -421,7 +433,7 @@ def report_table(report: LedgerReport, console: Console | None = None) -> None:
     # Counts that are zero in every run only take room: they are left out here.
     names = _count_names(report, nonzero=True)
     table.add_column("run", justify="right")
-    for name in ("mode", "status", "exit", "started (UTC)"):
+    for name in ("mode", "status", "exit", "started (UTC)", "tenants"):
         table.add_column(name, no_wrap=True)
     for name in names:
         table.add_column(_COUNT_LABELS.get(name, name), justify="right")
@@ -433,6 +445,7 @@ def report_table(report: LedgerReport, console: Console | None = None) -> None:
             row["status"],
             "" if row.get("exit_code") is None else str(row["exit_code"]),
             (row["started_at"] or "")[:16].replace("T", " "),
+            ", ".join(map(str, row["tenants"])) if _counted(row) else "-",
             *(_count_cell(row, n) for n in names),
         )
     console.print(table)

@@ -139,9 +139,11 @@ def load_key(spec: str, base_dir: Path, what: str = "[ledger] encryption_key") -
     if problem is not None:
         raise ConfigError(f"{what}: {problem}")
     if kind == "env":
-        secret = os.environ.get(rest, "").strip()
+        raw = os.environ.get(rest)
+        secret = (raw or "").strip()
         if not secret:
-            raise ConfigError(f"{what} = {spec}: environment variable {rest} is not set")
+            why = "is not set" if raw is None else "is set but empty"
+            raise ConfigError(f"{what} = {spec}: environment variable {rest} {why}")
     else:
         path = Path(rest).expanduser()
         if not path.is_absolute():

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -52,6 +52,10 @@ class PgWriter(BatchWriter):
         on_broken: Callable[[AbortError], None] | None = None,
     ) -> None:
         self._conn = conn
+        self.clock_offset = 0.0
+        """Seconds the database's clock is ahead of this machine's (PgLedger keeps it):
+        the times the operations write (a run's start and end, updated_at) are the
+        database's, as every worker's are, not a skewed worker's own."""
         super().__init__(
             where, max_batch=max_batch, on_broken=on_broken, thread_name="pg-ledger-writer"
         )
@@ -62,7 +66,8 @@ class PgWriter(BatchWriter):
 
     def _run_batch(self, batch: list[_Op]) -> None:
         conn = self._conn
-        now = datetime.now(UTC).isoformat(timespec="milliseconds")
+        shared = datetime.now(UTC) + timedelta(seconds=self.clock_offset)
+        now = shared.isoformat(timespec="milliseconds")
         outcomes: list[tuple[_Op, Any, BaseException | None]] = []
         lost: BaseException | None = None
         try:

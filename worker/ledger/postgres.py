@@ -212,6 +212,9 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
+CONNECT_SECONDS = 10
+"""libpq's connect_timeout for the ledger's connections."""
+
 LEASE_SECONDS = 30.0
 """``[ledger] lease_seconds`` when a command has no config to read it from."""
 
@@ -235,13 +238,11 @@ def connect(
     would wait on them for as long as it stays stopped."""
     try:
         conn = psycopg.connect(
-            url, autocommit=True, connect_timeout=10, fallback_application_name=name,
+            url, autocommit=True, connect_timeout=CONNECT_SECONDS, fallback_application_name=name,
             **_KEEPALIVE,
         )  # fmt: skip
     except psycopg.Error as exc:
-        raise LedgerConnectError(
-            f"cannot open ledger {redact(url)}: {scrub(_first_line(exc), url)}"
-        ) from None
+        raise LedgerConnectError(_cannot_open(url, exc)) from None
     conn.execute(f"SET search_path TO {SCHEMA}")
     if idle_seconds is not None:
         ms = max(1, int(idle_seconds * 1000))
@@ -253,15 +254,24 @@ async def connect_async(url: str, *, name: str = LEDGER_NAME) -> psycopg.AsyncCo
     """A connection for leases and heartbeats, off the writer's queue."""
     try:
         conn = await psycopg.AsyncConnection.connect(
-            url, autocommit=True, connect_timeout=10, fallback_application_name=name,
+            url, autocommit=True, connect_timeout=CONNECT_SECONDS, fallback_application_name=name,
             **_KEEPALIVE,
         )  # fmt: skip
     except psycopg.Error as exc:
-        raise LedgerConnectError(
-            f"cannot open ledger {redact(url)}: {scrub(_first_line(exc), url)}"
-        ) from None
+        raise LedgerConnectError(_cannot_open(url, exc)) from None
     await conn.execute(f"SET search_path TO {SCHEMA}")
     return conn
+
+
+def _cannot_open(url: str, exc: BaseException) -> str:
+    why = scrub(_first_line(exc), url)
+    if "timeout expired" in why:
+        # libpq's words alone ("connection timeout expired") named no cause and no step.
+        why += (
+            f" (no answer within {CONNECT_SECONDS} s: the database is down, frozen or out of "
+            "reach; run the command again once it answers)"
+        )
+    return f"cannot open ledger {redact(url)}: {why}"
 
 
 def _first_line(exc: BaseException) -> str:
@@ -321,6 +331,7 @@ class PgLedger(Ledger):
     """Set when the keeper's own connection is gone: no lease can be renewed, taken or
     released any more, so the run stops (wait_broken) and is recorded aborted, exit 3."""
     db_offset: float
+    _pg_writer: PgWriter
     """Seconds the database's clock is ahead of this machine's, measured at open and at
     every heartbeat: `to_shared` turns local time into the database's."""
     _intents: int  # intents committed so far (the test hook counts them)
@@ -377,7 +388,8 @@ class PgLedger(Ledger):
         ledger.worker_id = worker_id or new_worker_id()
         ledger.keeper = None
         ledger._intents = 0
-        ledger.db_offset = cast(float, await ledger._read(pgfence.clock_offset))
+        ledger._pg_writer = writer
+        ledger._set_offset(cast(float, await ledger._read(pgfence.clock_offset)))
         if abs(ledger.db_offset) > CLOCK_WARN_SECONDS:
             log.warning(
                 "this machine's clock differs from the database's; the ledger's times are the "
@@ -452,6 +464,7 @@ class PgLedger(Ledger):
 
     def _set_offset(self, offset: float) -> None:
         self.db_offset = offset
+        self._pg_writer.clock_offset = offset
 
     def _epoch(self, tenant: int) -> int | None:
         return None if self.keeper is None else self.keeper.epochs.get(tenant)

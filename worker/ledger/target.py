@@ -86,12 +86,15 @@ def ledger_target(config: Config, override: LedgerTarget | None = None) -> Ledge
         return not_a_directory(resolve_ledger_path(config, None), where)
     if url.startswith("env:"):
         name = url[4:]
-        value = os.environ.get(name, "")
-        if not value.startswith(URL_SCHEMES):
-            raise ConfigError(
-                f"{config.path}: [ledger] url = env:{name}, but ${name} "
-                + ("is not set" if not value else "does not hold a postgresql:// URL")
-            )
+        value = os.environ.get(name)
+        if not (value or "").startswith(URL_SCHEMES):
+            if value is None:
+                why = "is not set"
+            elif not value.strip():
+                why = "is set but empty"
+            else:
+                why = "does not hold a postgresql:// URL"
+            raise ConfigError(f"{config.path}: [ledger] url = env:{name}, but ${name} {why}")
         return checked_url(value, f"{config.path}: [ledger] url = env:{name}")
     return checked_url(url, f"{config.path}: [ledger] url")
 

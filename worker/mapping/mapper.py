@@ -189,20 +189,34 @@ class Mapper:
         # A file without a header row makes its first row the header: its cells are a
         # patient's, and this line reaches the terminal and the log. Not listed then.
         data_like = sum(any(ch.isdigit() for ch in c) for c in header) >= max(2, len(header) / 2)
-        for key, column in self._columns:
-            if column not in present:
-                listed = (
-                    f"its first line has {len(header)} cells and looks like a row of data, "
-                    "not a header: does the file have a header row?"
-                    if data_like
-                    else f"columns: {', '.join(header)}"
-                )
-                raise ConfigError(
-                    f"{self._config.path}: {key}: column {column!r} is not in the header of "
-                    f"{source_name} ({listed})"
-                    + ("" if data_like else did_you_mean(column, header))
-                    + (f"; {hint}" if hint else "")
-                )
+        lacking = [(key, column) for key, column in self._columns if column not in present]
+        if not lacking:
+            return
+        listed = (
+            f"its first line has {len(header)} cells and looks like a row of data, "
+            "not a header: does the file have a header row?"
+            if data_like
+            else f"columns: {', '.join(header)}"
+        )
+        tail = f"; {hint}" if hint else ""
+        if len(lacking) == 1:
+            key, column = lacking[0]
+            raise ConfigError(
+                f"{self._config.path}: {key}: column {column!r} is not in the header of "
+                f"{source_name} ({listed})"
+                + ("" if data_like else did_you_mean(column, header))
+                + tail
+            )
+        # Every one at once: a month's export with two headers in another case took a
+        # run per header to find them.
+        said = []
+        for key, column in lacking:
+            near = "" if data_like else did_you_mean(column, header).removeprefix("; ")
+            said.append(f"{key}: column {column!r}" + (f" ({near})" if near else ""))
+        raise ConfigError(
+            f"{self._config.path}: {len(said)} mapped columns are not in the header of "
+            f"{source_name} ({listed}): {'; '.join(said)}{tail}"
+        )
 
     def check_keys(self, seen: set[str], objects: int, source_name: str) -> list[str]:
         """JSONL's stand-in for `check_columns`: fail when a mapped key is in none of the
