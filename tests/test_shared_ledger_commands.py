@@ -77,7 +77,7 @@ def test_report_and_verify_read_a_postgresql_ledger(
     code, checked, output = verify_report(config, sbx, "--orphans")
     assert code == 0, output
     assert checked["totals"] == dict(
-        checked=11, matched=11, mismatched=0, missing=0, errors=0, acknowledged=0
+        checked=11, matched=11, not_compared=0, mismatched=0, missing=0, errors=0, acknowledged=0
     )
     assert checked["orphans"] == [] and checked["orphan_errors"] == []
     assert sum(t["owned"] for t in checked["orphan_scan"].values()) == 11
