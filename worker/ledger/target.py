@@ -86,9 +86,9 @@ def ledger_target(config: Config, override: LedgerTarget | None = None) -> Ledge
         return not_a_directory(resolve_ledger_path(config, None), where)
     if url.startswith("env:"):
         name = url[4:]
-        value = os.environ.get(name)
-        if not (value or "").startswith(URL_SCHEMES):
-            if value is None:
+        value = os.environ.get(name, "")
+        if not value.startswith(URL_SCHEMES):
+            if name not in os.environ:
                 why = "is not set"
             elif not value.strip():
                 why = "is set but empty"
