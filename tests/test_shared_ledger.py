@@ -494,8 +494,13 @@ def test_a_worker_stopped_inside_a_transaction_does_not_hold_the_next_worker_for
         sb.stop()
     assert code == 0, (tmp_path / "w2.log").read_text()
     log = (tmp_path / "w1.log").read_text()
-    assert first == 3, log
-    assert "closed this worker's session after it had stood" in log, log
-    assert "longer than lease_seconds (2 s)" in log, log
+    # Resumed, it either writes first (its session is gone: exit 3, saying why) or
+    # hears first that its lease moved on (its pass stopped: nothing left to do).
+    assert first in (0, 3), log
+    if first == 3:
+        assert "closed this worker's session after it had stood" in log, log
+        assert "longer than lease_seconds (2 s)" in log, log
+    else:
+        assert "stopped when its lease was lost" in log, log
     result = audit(source, read_pg_ledger(pg_url), appts)
     assert result.clean, result.line()

@@ -151,7 +151,7 @@ def test_errors_name_sheet_and_row_and_failures_file_is_csv(tmp_path: Path) -> N
     failures = tmp_path / "failures.csv"
     code, _, err = validate(str(xlsx), "-c", str(config))
     assert code == 2  # the first sheet, "Özet", is read by default: not the appointments
-    assert "is not in the header of " in err and "export.xlsx, sheet 'Özet' (columns: x)" in err
+    assert "not in the header of " in err and "export.xlsx, sheet 'Özet' (columns: x)" in err
     config = write_config(tmp_path, '[source]\nsheet = "randevular"\n')
     code, out, _ = validate(
         str(xlsx), "-c", str(config), "--failures", str(failures), "--max-errors", "10"

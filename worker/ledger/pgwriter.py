@@ -40,6 +40,10 @@ _PER_OPERATION = (
 _REFUSED = (psycopg.errors.InsufficientPrivilege, psycopg.errors.ReadOnlySqlTransaction)
 
 
+_IDLE_ENDED = "25P03"
+"""SQLSTATE idle_in_transaction_session_timeout (worker.ledger.postgres.connect)."""
+
+
 class PgWriter(BatchWriter):
     """Runs operations on one PostgreSQL connection in a dedicated thread."""
 
@@ -96,14 +100,18 @@ class PgWriter(BatchWriter):
         except Exception as exc:
             lost = exc
             idle = conn.ended_idle()
-            if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and idle:
+            lost_connection = isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+            # The server's own word when it got through (25P03, idle_in_transaction_session_
+            # timeout); else a connection lost after a statement that long ago.
+            if getattr(exc, "sqlstate", None) == _IDLE_ENDED or (idle and lost_connection):
+                stood = f"{idle:.0f} s " if idle else ""
                 lost = AbortError(
                     f"ledger {self._where}: PostgreSQL closed this worker's session after "
-                    f"it had stood {idle:.0f} s inside a transaction, longer than "
-                    f"lease_seconds ({conn.idle_seconds:g} s): the database ends such a "
-                    "session, so that its locks do not hold up the worker that takes its "
-                    "tenants over. Was this process stopped or suspended? Committed rows "
-                    "are kept, the next run of the tenant settles the rest"
+                    f"it had stood {stood}inside a transaction, longer than lease_seconds "
+                    f"({conn.idle_seconds:g} s): the database ends such a session, so that "
+                    "its locks do not hold up the worker that takes its tenants over. Was "
+                    "this process stopped or suspended? Committed rows are kept, the next "
+                    "run of the tenant settles the rest"
                 )
                 self._break(lost)
             elif isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):

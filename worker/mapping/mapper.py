@@ -199,7 +199,9 @@ class Mapper:
             else f"columns: {', '.join(header)}"
         )
         tail = f"; {hint}" if hint else ""
-        if len(lacking) == 1:
+        # A header read wrong (another delimiter or encoding, or no header row) lacks
+        # every column: its first one and why say it all.
+        if len(lacking) == 1 or hint or data_like:
             key, column = lacking[0]
             raise ConfigError(
                 f"{self._config.path}: {key}: column {column!r} is not in the header of "
