@@ -355,6 +355,37 @@ def test_an_excel_error_cell_reads_as_excel_shows_it_not_as_empty(tmp_path: Path
     assert {b[0]: b[3].get("description") for b in bodies(out)} == {2: NOTE, 4: "#VALUE!"}
 
 
+def test_a_date_cell_with_a_time_of_its_own_beside_another_time_is_a_row_error(
+    tmp_path: Path,
+) -> None:
+    """'Tarih' showing 06.12.2026 15:00 beside 'Saat' 09:00: the 15:00 was dropped without
+    a word and the appointment sent at 09:00. Equal times, or a date at midnight, read."""
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.title = "Randevular"
+    sheet.append(HEADER)
+    rows = [
+        ["KAD-1", 1016, 105, datetime(2026, 12, 6, 15, 0), time(9, 0), "Onaylandı", 203, ""],
+        ["KAD-2", 1016, 105, datetime(2026, 12, 6, 11, 30), time(11, 30), "Onaylandı", 203, ""],
+        ["KAD-3", 1016, 105, datetime(2026, 12, 6), time(10, 0), "Onaylandı", 203, ""],
+    ]
+    for row in rows:
+        sheet.append(row)
+    book.save(tmp_path / "export.xlsx")
+    out = tmp_path / "payloads.jsonl"
+    code, stdout, _ = validate(
+        str(tmp_path / "export.xlsx"), "-c", str(write_config(tmp_path)), "--payloads", str(out)
+    )
+    assert code == 1, stdout
+    assert "column 'Tarih' holds a date and a time (2026-12-06 15:00) and column 'Saat' " in (
+        stdout
+    )
+    assert [b[0] for b in bodies(out)] == [3, 4]
+
+
 def test_a_formula_never_computed_is_a_row_error_not_an_empty_cell(tmp_path: Path) -> None:
     """openpyxl (and other writers that do not calculate) store a formula with no value;
     read as empty, an optional note would silently go without its text."""

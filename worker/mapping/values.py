@@ -319,6 +319,20 @@ def typed_pair(day: Any, clock: Any, dcol: str, tcol: str) -> datetime | str:
     if isinstance(t, str) and _ISO_TIME.fullmatch(t.strip()):
         with contextlib.suppress(ValueError):
             t = time.fromisoformat(t.strip())
+    if (
+        isinstance(day, datetime)
+        and day.time() != time(0)
+        and not (isinstance(t, time) and t.replace(tzinfo=None) == day.time())
+    ):
+        # The date cell shows a time of its own that is not the time cell's: dropping
+        # either is a guess (15:00 in 'Tarih' was dropped for 09:00 in 'Saat').
+        raise ValueFail(
+            f"column {dcol!r} holds a date and a time ({day:%Y-%m-%d %H:%M}) and column "
+            f"{tcol!r} another time ({clock_text(t) if isinstance(t, time) else str(t).strip()})"
+            ": which is the appointment's? Make the two agree, or map the one column as "
+            "scheduled_at's column",
+            f"{day.isoformat()} {t}",
+        )
     if isinstance(d, date) and isinstance(t, time):
         return datetime.combine(d, t)
     if isinstance(t, time):  # text date, typed time: "01.12.2026" + "11:30"
