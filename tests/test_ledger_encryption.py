@@ -559,3 +559,20 @@ def test_a_key_file_that_is_not_text_is_one_line_without_its_bytes(tmp_path: Pat
     assert out.exit_code == 2
     line = assert_one_error_line(out.output, f"cannot read {key_file}: not UTF-8 text")
     assert "0xff" not in line and "\\x" not in line and "\ufffd" not in line
+
+
+def test_a_ledger_another_program_holds_says_so_not_what_an_import_would(
+    tmp_path: Path, sb: Sandbox
+) -> None:
+    """`ledger purge` while an sqlite3 shell held a write transaction on the file: exit 3
+    with "database is locked; fix the cause and run again (nothing was lost: a row is
+    marked in flight before it is sent ...)", naming no one and speaking of an import."""
+    cfg, ledger, _ = _first_import(tmp_path, sb)
+    holder = sqlite3.connect(ledger, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        held = run_cli("ledger", "purge", "-c", str(cfg), "--older-than", "0d", env=env())
+    finally:
+        holder.close()
+    assert held.exit_code == 3, held.output
+    assert_one_error_line(held.output, "database is locked: another program holds the ledger")

@@ -25,6 +25,7 @@ NOTHING_LOST = (
 )
 
 # Primary SQLite result codes (the low byte of the extended code).
+_BUSY = 5
 _READONLY = 8
 _IOERR = 10
 _CORRUPT = 11
@@ -33,6 +34,10 @@ _CANTOPEN = 14
 _NOTADB = 26
 
 _ADVICE = {
+    # "database is locked" alone named no one: a ledger run holds the lock file, so
+    # this is another program with the file open in a transaction.
+    _BUSY: "database is locked: another program holds the ledger file open in a "
+    "transaction (an sqlite3 shell, a backup tool, a long read); close it and run again",
     _FULL: "database or disk is full; free space and run again",
     _IOERR: "disk I/O error (a full disk, a file size limit or a failing disk); "
     "fix the disk and run again",
