@@ -561,3 +561,24 @@ def test_purge_drops_the_patient_lookups_whose_key_is_a_phone_and_creates_no_one
     assert again.exit_code == 1, again.output
     assert sb.stats()["customers_created"] == 1
     assert len(customers_with_phone(sb, NEW_PHONE)) == 1
+
+
+def test_a_new_patients_row_with_another_error_is_listed_under_that_errors_field(
+    tmp_path: Path, sb: Sandbox
+) -> None:
+    """A row naming a new patient (create_missing) and a date that is no date: the
+    patient is not created (the row has other errors), and the worklist's field was
+    customer_id, pointing a person at the patient instead of the date to fix."""
+    cfg = setup(tmp_path)
+    export = tmp_path / "new.csv"
+    export.write_text(
+        "Randevu;Tarih;Saat;Ad;Soyad;Telefon;E-posta;Doktor;Asistan;Islemler;Oda;Durum\n"
+        "R-9001;31.02.2026;09:30;Yeni;Hasta;0555 999 88 77;;Dr. Esra Aslan;;Botox;;Onaylandı\n",
+        encoding="utf-8",
+    )
+    result, _ = import_file(cfg, sb, export)
+    assert result.exit_code == 1, result.output
+    listed = run_cli("worklist", "-c", str(cfg), "--format", "json")
+    [item] = json.loads(listed.stdout)
+    assert (item["source_key"], item["field"]) == ("R-9001", "scheduled_at"), item
+    assert "not created, because every row naming it has other errors" in item["reason"]

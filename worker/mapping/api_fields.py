@@ -33,6 +33,10 @@ PLACEHOLDER_ID = 1
 """What a `Collector` answers: any valid id, so the rest of the row is checked too."""
 
 
+NOT_CREATED = "not created, because every row naming it has other errors"
+"""In the row error of a customer create_missing left out: the row's other errors are
+what a person fixes first (the worklist's field is theirs)."""
+
 WOULD_CREATE = "the import would create it (create_missing)"
 """In a row error of a dry run or `validate --online`: the customer the row names is not
 in Flextell, and the real import creates it first (a dry run counts the row to send)."""

@@ -27,7 +27,7 @@ from worker.api.client import Outcome
 from worker.config import Config
 from worker.delivery import LaneBuilder
 from worker.logs import get_logger
-from worker.mapping.api_fields import WOULD_CREATE, Resolved, Want
+from worker.mapping.api_fields import NOT_CREATED, WOULD_CREATE, Resolved, Want
 from worker.mapping.names import NameRule
 from worker.mapping.refkeys import BY, RefKey, object_keys, object_label, search_term
 from worker.mapping.text import norm_key
@@ -233,10 +233,7 @@ class Engine:
         for (tenant, ref), want in sorted(out.pending.items(), key=lambda kv: kv[0][0]):
             report = out.tenants[tenant]
             if (tenant, ref) not in needed:
-                answers[(tenant, ref)] = (
-                    f"no {_about(ref)} in tenant {tenant}; not created, because every row "
-                    "naming it has other errors"
-                )
+                answers[(tenant, ref)] = f"no {_about(ref)} in tenant {tenant}; {NOT_CREATED}"
             elif not self.create:
                 answers[(tenant, ref)] = (
                     f"no {_about(ref)} in tenant {tenant}: {WOULD_CREATE}; this run creates nothing"

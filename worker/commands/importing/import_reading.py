@@ -20,7 +20,7 @@ from worker.digest_table import DigestTable
 from worker.ledger import Entry, Ledger, SeenRow, Status, payload_diff
 from worker.logs import get_logger
 from worker.mapping import InvalidRow, MappedRow, Mapper
-from worker.mapping.api_fields import WOULD_CREATE
+from worker.mapping.api_fields import NOT_CREATED, WOULD_CREATE
 from worker.source import RowProblem, SourceRow
 from worker.sync import Action, sync_action
 from worker.worklist import Finding, Kind
@@ -263,7 +263,10 @@ class RowReader:
                     counts.invalid += 1
                 if repeated:
                     continue
-                first = m.errors[0] if m.errors else None
+                # The field to fix first: a customer left out because of the row's other
+                # errors is not it (every such row's field read customer_id).
+                first = next((e for e in m.errors if NOT_CREATED not in e.message), None)
+                first = first or (m.errors[0] if m.errors else None)
                 message = "; ".join(f"{e.field}: {e.message}" for e in m.errors)
                 if self.dry_run and not created:
                     self._predict(tenant, key, Kind.INVALID, item, message or "invalid")
