@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -284,3 +285,20 @@ def test_a_hand_booking_beside_the_rows_own_lost_answer_says_which_is_which() ->
     d = verdict_of(r, [r], found, now=T0 + SETTLE + 1)
     assert d.verdict is Verdict.CLAIM and d.appointment is not None, d
     assert d.appointment.id == 22
+
+
+def test_an_unexplained_one_equal_to_another_created_row_is_said_to_be_likely_its_second() -> None:
+    """A commit later than settle_seconds: row L-1's POST landed twice (13 and 15), and
+    row L-2 (another status) is sent with its answer lost. L-2 stayed unknown saying 15
+    was "changed by staff or made by hand" and advised `ack`, naming neither L-1 nor
+    L-2's own appointment 17."""
+    l1 = row("L-1", {**PAYLOAD, "status": "pending"}, status=Status.CREATED)
+    l1 = replace(l1, appointment_id=13)
+    l2 = row("L-2")
+    found = [appt(15, T0 + 1, status="pending"), appt(17, T0 + 2)]
+    d = verdict_of(l2, [l1, l2], found, owners={13: "L-1"}, now=T0 + SETTLE + 1)
+    assert d.verdict is Verdict.UNKNOWN, d
+    reason = d.reason or ""
+    assert "equals row 'L-1' (which owns 13): a second commit of that row's POST" in reason
+    assert "appointment 17, equal to this row, is then most likely its own" in reason
+    assert "`ack` the row" not in reason

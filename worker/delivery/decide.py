@@ -105,6 +105,40 @@ def _differences(payload: dict[str, Any], resource: AppointmentResource) -> str:
     return row_and_flextell(compare(payload, resource, MATCH_FIELDS))
 
 
+def _unexplained(
+    c: AppointmentResource,
+    payload: dict[str, Any],
+    others: Sequence[Entry],
+    equals: Sequence[AppointmentResource],
+) -> str:
+    """Rule 3's reason. Its advice ("`ack` the row") is right for a staff edit of this row's
+    appointment; one equal to another created row is most likely that row's second
+    commit (a server that committed past settle_seconds), and an equal one for this row
+    is then its own: said, with both ids, for a person to judge (the verdict stays
+    unknown: a staff edit would look the same)."""
+    reason = (
+        f"appointment {c.id} at this slot is no row's and differs from this row "
+        f"({_differences(payload, c)})"
+    )
+    twin = next(
+        (g for g in others if g.status == Status.CREATED.value and equal(g.payload or {}, c)),
+        None,
+    )
+    if twin is None:
+        return (
+            f"{reason}: changed by staff or made by hand; not claimed, not sent again (if it "
+            "is this row's, changed in Flextell, `ack` the row: then it counts no more)"
+        )
+    mine = ", ".join(str(e.id) for e in equals)
+    own = f"; appointment {mine}, equal to this row, is then most likely its own" if mine else ""
+    return (
+        f"{reason}, and equals row {twin.source_key!r} (which owns {twin.appointment_id}): a "
+        f"second commit of that row's POST, late past settle_seconds?{own}. Not claimed, "
+        f"not sent again: if so, delete {c.id} in Flextell (cancelled, it still stands at "
+        "the slot), then `reconcile`"
+    )
+
+
 def _booked_twice(
     made: Sequence[AppointmentResource], by_hand: Sequence[AppointmentResource]
 ) -> str:
@@ -213,13 +247,7 @@ def decide(
         if c.creation_type not in (None, API_MADE):
             continue  # booked in Flextell's own screens: never a POST of ours, edited or not
         if not any(equal(p, c) for p in payloads):
-            return Decision(
-                Verdict.UNKNOWN,
-                reason=f"appointment {c.id} at this slot is no row's and differs from this row "
-                f"({_differences(payload, c)}): changed by staff or made by hand; not claimed, "
-                "not sent again (if it is this row's, changed in Flextell, `ack` the row: "
-                "then it counts no more)",
-            )
+            return Decision(Verdict.UNKNOWN, reason=_unexplained(c, payload, others, equals))
     # Only a POST makes what a lost answer left; one booked in Flextell's own screens is
     # the row's visit only once no POST of the row can still land (then it is adopted).
     by_hand = [c for c in equals if c.creation_type not in (None, API_MADE)]
