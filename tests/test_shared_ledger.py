@@ -18,7 +18,15 @@ import psycopg
 import pytest
 
 from bench.drills import fresh_workdir, worker_env
-from bench.generate import ROOT, payload_of, rows, write_config, write_rows
+from bench.generate import (
+    ROOT,
+    load_seed,
+    payload_of,
+    rows,
+    tenant_ids,
+    write_config,
+    write_rows,
+)
 from bench.identity import SourceRow, audit
 from bench.measure import worker_cmd
 from bench.sandbox import SandboxProcess
@@ -504,3 +512,51 @@ def test_a_worker_stopped_inside_a_transaction_does_not_hold_the_next_worker_for
         assert "stopped when its lease was lost" in log, log
     result = audit(source, read_pg_ledger(pg_url), appts)
     assert result.clean, result.line()
+
+
+def test_a_tenant_another_worker_aborted_is_named_by_the_workers_that_ran_beside_it(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """Worker A (its token refused) aborts tenant 1 while worker B sends tenant 2: the
+    round counts A's pass done for B, whose summary said nothing of tenant 1's rows left
+    unsent (exit 0 with everything of its own handled)."""
+    csv, cfg, _, sb = _setup(tmp_path, 2, 40)
+    columns = csv.read_text(encoding="utf-8").splitlines()[0]
+    seed_path = tmp_path / "seed.json"
+    ids = tenant_ids(load_seed(seed_path))[:2]
+    many = [r for r in rows(60000, ids, 3) if r["clinic"] == str(ids[0].id)]
+    few = [r for r in rows(80, ids, 5) if r["clinic"] == str(ids[1].id)]
+    csv = write_rows(tmp_path / "rows.csv", many + few)  # A reads for seconds first
+    assert csv.read_text(encoding="utf-8").splitlines()[0] == columns
+    sb.start()
+    try:
+        bad = dict(worker_env(), FLEXTELL_TOKEN="not-a-token")
+        cmd = worker_cmd("import", str(csv), "-c", str(cfg), "--base-url", sb.api_url,
+                         "--ledger", pg_url, "--no-progress")  # fmt: skip
+        with (tmp_path / "a.log").open("wb") as out:
+            a = subprocess.Popen(cmd, cwd=ROOT, env=bad, stdout=out, stderr=out)
+        deadline = time.monotonic() + 30
+        held = (
+            "SELECT 1 FROM pg_tables WHERE schemaname = 'flextell_worker' AND tablename ="
+            " 'leases' AND EXISTS (SELECT 1 FROM flextell_worker.leases WHERE holder IS NOT"
+            " NULL)"
+        )
+        while not _leased(pg_url, held):
+            assert time.monotonic() < deadline and a.poll() is None, "A leased nothing"
+            time.sleep(0.05)
+        b = _worker(csv, cfg, sb.api_url, pg_url, tmp_path / "b.log")
+        codes = (a.wait(timeout=120), b.wait(timeout=120))
+    finally:
+        sb.stop()
+    logs = [(tmp_path / f"{n}.log").read_text() for n in "ab"]
+    assert codes == (3, 1), (codes, logs)
+    assert f"tenant {ids[0].id}: its pass of this round ended aborted (run " in logs[1], logs[1]
+    assert "its rows are not sent until a worker is started again on this export" in logs[1]
+
+
+def _leased(pg_url: str, sql: str) -> bool:
+    """Whether a worker holds a lease yet (the schema may not exist yet)."""
+    try:
+        return bool(_sql(pg_url, sql))
+    except psycopg.errors.UndefinedTable:
+        return False

@@ -101,6 +101,7 @@ async def run_shared_import(
             per_worker = config.ledger.tenants_per_worker
             waiting = False
             stopped: list[int] = []  # tenants whose pass of this worker lost its lease
+            elsewhere: list[tuple[int, str, int | None]] = []
             while True:
                 doing = "while waiting for a tenant's lease"
                 done = "earlier passes are in the ledger" if results else "nothing was sent"
@@ -114,6 +115,7 @@ async def run_shared_import(
                     if not leases:
                         left = await keeper.remaining(tenants, round_key)
                         if left == 0:
+                            elsewhere = await keeper.stopped_elsewhere(tenants, round_key)
                             break
                         if not waiting:  # once a wait: an operator sees why nothing moves
                             log.info(
@@ -138,6 +140,12 @@ async def run_shared_import(
     finally:
         await ledger.close()
     merged = _merge(results, redact(url), time.monotonic() - started)
+    if elsewhere:
+        # Done for this round, but not sent: the healthy workers' summaries said nothing
+        # of a tenant another worker aborted (a bad clock, a refused token).
+        merged.round_aborted = elsewhere
+        if merged.exit_code == ExitCode.OK:
+            merged.exit_code = ExitCode.NEEDS_A_PERSON
     if not results:
         # A pass stopped by a lost lease sent rows all the same: "nothing to do" alone
         # read as if this worker had done nothing at all.

@@ -263,6 +263,19 @@ class LeaseKeeper:
         )
         return int(rows[0][0])
 
+    async def stopped_elsewhere(
+        self, tenants: Collection[int], round_key: str
+    ) -> list[tuple[int, str, int | None]]:
+        """(tenant, worker, run id) of this round's passes another worker ended aborted
+        while this one ran: `remaining` counts them done, and their rows wait unsent."""
+        rows = await self._exec(
+            "SELECT tenant, worker, run_id FROM passes WHERE round = %s"
+            " AND tenant = ANY(%s::int[]) AND status = 'aborted' AND finished_at >= %s"
+            " AND worker <> %s ORDER BY tenant",
+            (round_key, sorted(set(tenants)), self._since, self.worker_id),
+        )
+        return [(int(t), str(w), None if r is None else int(r)) for t, w, r in rows]
+
     async def note_run(self, tenant: int, run_id: int) -> None:
         await self._exec(
             "UPDATE leases SET run_id = %s WHERE tenant = %s AND holder = %s",

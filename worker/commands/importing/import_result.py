@@ -72,6 +72,9 @@ class ImportResult:
     """The worklist after the run (None: the run ended before it, or a dry run without
     a ledger); a dry run's: as the real run would leave it (rows to send aside)."""
     worklist_by_tenant: dict[int, Tally] = field(default_factory=dict)
+    round_aborted: list[tuple[int, str, int | None]] = field(default_factory=list)
+    """A shared ledger's round: (tenant, worker, run) of passes other workers ended
+    aborted while this one ran; done for this round, their rows not sent."""
     would_create: tuple[int, int] = (0, 0)
     """A dry run: customers the real run would create first (create_missing), and the
     rows naming them (counted to send)."""

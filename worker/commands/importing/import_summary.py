@@ -74,6 +74,7 @@ def print_summary(result: ImportResult, console: Console | None = None) -> None:
     console = console or data_console(soft_wrap=True)
     if result.nothing_to_do is not None:
         console.print(result.nothing_to_do)
+        _print_round_aborted(result, console)
         console.print(f"ledger: {result.ledger_path}")
         # Not "nothing needs a person": other workers' passes may have opened items.
         words = "nothing to do" if result.exit_code == ExitCode.OK else exit_label(result)
@@ -99,6 +100,7 @@ def print_summary(result: ImportResult, console: Console | None = None) -> None:
             console.print(line, markup=False)
     for tenant, reason in sorted(result.stopped_tenants.items()):
         console.print(f"tenant {tenant} stopped: {reason}", markup=False)
+    _print_round_aborted(result, console)
     for tenant, counts in sorted(result.tenants.items()):
         for reason, n in sorted(counts.failed_by_reason.items()):
             console.print(f"tenant {tenant}: {n} {reason}")
@@ -128,6 +130,16 @@ def print_summary(result: ImportResult, console: Console | None = None) -> None:
         where = result.ledger_path
         named = f" --ledger {shlex.quote(str(where))}" if isinstance(where, Path) else " -c CONFIG"
         console.print(f"the rows that need a person: `flextell-worker worklist{named}`")
+
+
+def _print_round_aborted(result: ImportResult, console: Console) -> None:
+    for tenant, worker, run in result.round_aborted:
+        console.print(
+            f"tenant {tenant}: its pass of this round ended aborted (run {run}, worker "
+            f"{worker}: see `report --run {run}`); its rows are not sent until a worker is "
+            "started again on this export",
+            markup=False,
+        )
 
 
 def unpredictable(result: ImportResult) -> list[str]:
@@ -315,6 +327,7 @@ def summary_event(result: ImportResult) -> dict[str, Any]:
         "elapsed_s": round(result.elapsed, 3),
         "interrupted": result.interrupted,
         "nothing_to_do": result.nothing_to_do,
+        "round_aborted": [{"tenant": t, "worker": w, "run": r} for t, w, r in result.round_aborted],
         "stopped_tenants": {str(k): v for k, v in result.stopped_tenants.items()},
         "totals": result.totals(),
         "tenants": {
