@@ -962,3 +962,30 @@ def test_a_restore_item_names_the_export_its_row_is_in_tonight(
     [still] = items(config)
     assert "restore it" in still["reason"]
     assert (still["source_file"].endswith("n4.csv"), still["source_line"]) == (True, 5), still
+
+
+def test_a_row_an_outage_left_unsent_is_held_when_staff_booked_the_visit_meanwhile(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """Every attempt of night 1 refused (503: nothing processed); before night 2 staff
+    booked the visit by hand in another room. Its attempts made the row look sent, so
+    night 2 passed the hand booking over and booked the patient twice (exit 0)."""
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    row = dict(sample[0])
+    night = export(tmp_path, "n1.csv", [row])
+    sbx.change("POST", "/_sandbox/faults", {"faults": {"error503": 1.0}})
+    result, s1 = import_file(config, sbx, night)
+    assert (result.exit_code, s1["totals"]["not_sent"]) == (1, 1), s1
+    sbx.change("POST", "/_sandbox/faults", {"faults": {}})
+    hand = sbx.change("POST", "/_sandbox/appointments", {
+        "tenant": 1, "customer_id": int(row["customer_id"]), "user_id": int(row["doctor_id"]),
+        "scheduled_at": row["start"] + "+03:00", "status": row["status"],
+        "treatments": [int(row["treatment_ids"])], "room_id": 301,
+        "assistant_id": int(row["assistant_id"]), "description": row["notes"],
+    })["data"]["id"]  # fmt: skip
+    result, _ = import_file(config, sbx, night)
+    assert result.exit_code == 1, result.output
+    assert [a["id"] for a in sbx.appointments()] == [hand]  # not booked twice
+    [item] = items(config)
+    assert item["kind"] == "failed" and f"appointment {hand}" in item["reason"], item

@@ -273,7 +273,11 @@ class RowDelivery:
                     return await self._not_sent(
                         job, f"not sent: {self.lane.stop_reason}", unsend=never
                     )
-                done = await self._sent(job, result)
+                # Its first POST ever, each attempt refused before any work (503, 429, not
+                # connected): it surely never landed, and the next run takes it as never
+                # sent (its adoption check holds it when staff booked the visit meanwhile).
+                first_ever = not (job.sent_before or job.again or resends or job.resume)
+                done = await self._sent(job, result, first_ever=first_ever)
                 if done is not None:
                     return done
                 cause = f"{result.error_message}"
@@ -415,7 +419,7 @@ class RowDelivery:
     def _count_retry(self) -> None:
         self.stats.retries += 1
 
-    async def _sent(self, job: Job, result: Result) -> Status | None:
+    async def _sent(self, job: Job, result: Result, *, first_ever: bool = False) -> Status | None:
         """Record a POST's outcome; None when it may have landed (look it up)."""
         outcome = result.outcome
         if outcome is Outcome.CREATED and result.created_id is not None:
@@ -441,7 +445,8 @@ class RowDelivery:
                                         f"{result.error_message}")  # fmt: skip
         if outcome is Outcome.RETRY:  # the server processed none of them
             return await self._not_sent(job, f"gave up after {self.policy.max_attempts} "
-                                        f"attempts: {result.error_message}")  # fmt: skip
+                                        f"attempts: {result.error_message}",
+                                        unsend=first_ever)  # fmt: skip
         return None
 
     # --- searching the slot -------------------------------------------------

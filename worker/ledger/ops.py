@@ -466,15 +466,16 @@ def mark_not_sent(
     any other row goes back to pending, its last real error kept when it has one. A
     created row stays created (a late "not sent" never undoes a result).
 
-    `unsend`: the row's first intent was written but its POST surely never left (the
-    run stopped while the row waited for its slot): the intent is taken back, so the
-    next run sends the row at once instead of looking it up and waiting out
-    `settle_seconds` for a late commit of a request that never was."""
+    `unsend`: the row was never sent before this run, and this run's POSTs surely never
+    landed (the run stopped while the row waited for its slot, or every attempt was
+    refused before any work: 503, 429, not connected): its intents are taken back, so
+    the next run takes it as never sent (sent at once, after the adoption check that
+    holds it when staff booked the visit meanwhile) instead of looking it up and waiting
+    out `settle_seconds` for a late commit of requests that never were."""
     if unsend:
         conn.execute(
             "UPDATE entries SET attempts = 0, sent_at = NULL, first_sent_at = NULL,"
-            " sent_clock = NULL WHERE tenant = ? AND source_key = ? AND status = 'in_flight'"
-            " AND attempts = 1",
+            " sent_clock = NULL WHERE tenant = ? AND source_key = ? AND status = 'in_flight'",
             (tenant, source_key),
         )
     conn.execute(
