@@ -302,3 +302,39 @@ def test_an_unexplained_one_equal_to_another_created_row_is_said_to_be_likely_it
     assert "equals row 'L-1' (which owns 13): a second commit of that row's POST" in reason
     assert "appointment 17, equal to this row, is then most likely its own" in reason
     assert "`ack` the row" not in reason
+
+
+def test_a_sent_rows_visit_booked_by_hand_with_other_details_holds_or_is_booked_twice() -> None:
+    """A sent row whose answer was lost, and a hand booking of its customer, doctor,
+    instant and treatments in another room: settled with no POST of the row landed, it
+    was called absent and sent again (two appointments, exit 0); with the row's own
+    commit there, the row claimed it and the hand booking stayed beside it, unflagged."""
+    r = row("a")
+    hand = by_hand(21, T0 + 1, room_id=302)
+    settled = verdict_of(r, [r], [hand], now=T0 + SETTLE + 1)
+    assert settled.verdict is Verdict.HELD, settled
+    assert settled.appointment is not None and settled.appointment.id == 21
+    twice = verdict_of(r, [r], [hand, by_api(22, T0 + 2)], now=T0 + SETTLE + 1)
+    assert twice.verdict is Verdict.UNKNOWN, twice
+    reason = twice.reason or ""
+    assert "appointment 22, made by the API (this row's POST" in reason
+    assert "21 (with other details: room_id: row 301, Flextell 302)" in reason
+    # Cancelled in Flextell, a hand booking no longer holds the slot: the row claims its own.
+    gone = by_hand(21, T0 + 1, room_id=302, status="cancelled")
+    claim = verdict_of(r, [r], [gone, by_api(22, T0 + 2)], now=T0 + SETTLE + 1)
+    assert claim.verdict is Verdict.CLAIM and claim.appointment is not None
+    assert claim.appointment.id == 22
+
+
+def test_booked_twice_says_to_delete_the_apis_to_keep_the_hand_booking_and_whose_it_may_be() -> (
+    None
+):
+    """ "Cancel the API's and `ack`" left a cancelled API appointment no row owns (verify
+    --orphans exit 1 for good) and the row owning nothing; and a twin's commit was called
+    "this row's POST"."""
+    r, twin = row("a"), row("b")
+    found = [by_hand(21, T0 + 1), by_api(22, T0 + 2)]
+    d = verdict_of(r, [r, twin], found, now=T0 + SETTLE + 1)
+    reason = d.reason or ""
+    assert "delete the API's (22) in Flextell" in reason and "`ack`" not in reason
+    assert "a POST of this row or of a row with the same content" in reason

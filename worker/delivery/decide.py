@@ -27,12 +27,15 @@ gives to some row, and the ids at the slot other rows own (not fetched). The rul
    Flextell's own screens (`creation_type` not "api") are not counted, nor claimed
    as a lost answer: a hand booking made while the row's answer was lost was
    claimed at once, and the POST's late commit was left a duplicate no row owns.
-   An equal one of each: the visit is booked twice, UNKNOWN, saying which is which.
+   An equal one of each: the visit is booked twice, UNKNOWN, saying which is which;
+   so is a hand booking of the row's identity with other details beside the row's
+   own (a person decides which stays).
 5. None equal (booked by hand aside): ABSENT, but only once every attempt of the
    row has settled (a server may commit after the client gave up) and before the
    absent horizon (after it, staff may have moved or deleted the appointment):
    else WAIT or UNKNOWN. Settled, an equal hand booking is the row's visit and is
-   adopted instead (sending would book the patient twice).
+   adopted instead (sending would book the patient twice); one of its identity with
+   other details holds the row (HELD, as rule 2 does for a row never sent).
 6. Equal ones: CLAIM one. Right away only when it was provably created after the
    row's first attempt (`claim_after`, by default the first send time): it is the
    answer that got lost. One created before that, even within the clock-skew
@@ -140,15 +143,33 @@ def _unexplained(
 
 
 def _booked_twice(
-    made: Sequence[AppointmentResource], by_hand: Sequence[AppointmentResource]
+    payload: dict[str, Any],
+    made: Sequence[AppointmentResource],
+    by_hand: Sequence[AppointmentResource],
+    shared: bool,
 ) -> str:
+    """The visit is in Flextell twice: the API's appointment(s) equal to the row, and
+    one booked by hand (equal, or of the row's identity with other details). `shared`:
+    other open rows have the row's content, so an API one may be theirs."""
     ours = ", ".join(str(c.id) for c in made)
-    hand = ", ".join(str(c.id) for c in by_hand)
+    hand = ", ".join(
+        str(c.id)
+        if equal(payload, c)
+        else f"{c.id} (with other details: {_differences(payload, c)})"
+        for c in by_hand
+    )
+    hand_ids = ", ".join(str(c.id) for c in by_hand)
+    whose = (
+        "a POST of this row or of a row with the same content, whose answer was lost"
+        if shared
+        else "this row's POST, whose answer was lost"
+    )
     return (
-        f"booked twice: appointment {ours}, made by the API (this row's POST, whose answer "
-        f"was lost), and {hand}, booked by hand in Flextell, are each equal to this row. "
-        f"Cancel the one booked by hand ({hand}) in Flextell, then `reconcile` gives the "
-        "row its own; or, to keep the hand booking, cancel the API's and `ack` the row"
+        f"booked twice: appointment {ours}, made by the API ({whose}), equal to this row, "
+        f"and {hand}, booked by hand in Flextell at its slot. Cancel the one booked by hand "
+        f"({hand_ids}) in Flextell, then `reconcile` gives the row its own; or, to keep the "
+        f"hand booking, delete the API's ({ours}) in Flextell (cancelled, it would still "
+        "stand at the slot), then `reconcile`"
     )
 
 
@@ -252,9 +273,16 @@ def decide(
     # the row's visit only once no POST of the row can still land (then it is adopted).
     by_hand = [c for c in equals if c.creation_type not in (None, API_MADE)]
     equals = [c for c in equals if c not in by_hand]
-    if by_hand and equals:
-        return Decision(Verdict.UNKNOWN, reason=_booked_twice(equals, by_hand))
     same = [g for g in open_rows if g is row or g.payload_hash == row.payload_hash]
+    # Booked by hand for the row's customer, doctor, instant and treatments with other
+    # details, holding the slot, and no other open row's own: the same visit, booked by
+    # hand (rule 2's HELD for a row never sent; beside the row's own, booked twice).
+    manual = [c for c in free if c.creation_type not in (None, API_MADE) and c not in by_hand]
+    twins = [g for g in open_rows if g is not row]
+    held = _booked_by_hand(payload, manual, twins)
+    if equals and (by_hand or held is not None):
+        also = [*by_hand, *([held.appointment] if held and held.appointment else [])]
+        return Decision(Verdict.UNKNOWN, reason=_booked_twice(payload, equals, also, len(same) > 1))
     if len(equals) > len(same):
         return Decision(
             Verdict.UNKNOWN,
@@ -270,6 +298,8 @@ def decide(
             )
         if by_hand:  # the visit is in Flextell, and none of the row's POSTs landed
             return Decision(Verdict.CLAIM, by_hand[0], Origin.ADOPTED)
+        if held is not None:  # ... booked by hand with other details: sending books it twice
+            return held
         if row.sent_at is not None and now - row.sent_at > horizon:
             return Decision(
                 Verdict.UNKNOWN,
