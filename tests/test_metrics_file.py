@@ -94,6 +94,40 @@ def test_a_night_the_api_refused_keeps_the_last_success_time(
     assert samples(prom)["flextell_import_last_success_timestamp_seconds"] > success
 
 
+def labelled(path: Path, name: str) -> dict[str, float]:
+    text = path.read_text(encoding="utf-8")
+    return {
+        s.labels["tenant"]: s.value for f in text_string_to_metric_families(text)
+        for s in f.samples if s.name == name
+    }  # fmt: skip
+
+
+def test_an_empty_export_is_no_success_and_a_night_that_never_started_keeps_the_items(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """An export of a header alone (not trusted, exit 1) moved the last success and left
+    every open-items gauge 0: both recommended alerts stayed quiet night after night.
+    A night that never started (its export missing, exit 2) dropped the worklist gauges,
+    so an alert on open items resolved while the items were still open."""
+    config = write_config(tmp_path)
+    columns, rows = sample_rows()
+    bad = [dict(rows[0], customer_id="nobody"), *rows[1:3], *rows[150:152]]
+    file = write_csv(tmp_path / "n1.csv", columns, bad)
+    prom = tmp_path / "flextell.prom"
+    args = ["import", str(file), "-c", str(config), "--base-url", sbx.base_url, "--no-progress",
+            "--metrics-file", str(prom)]  # fmt: skip
+    assert run_cli(*args).exit_code == 1  # one invalid row: an open item
+    success = samples(prom)["flextell_import_last_success_timestamp_seconds"]
+    assert labelled(prom, "flextell_import_worklist_open_items")["1"] == 1
+    empty = str(write_csv(tmp_path / "empty.csv", columns, []))
+    assert run_cli(*[empty if a == str(file) else a for a in args]).exit_code == 1
+    assert samples(prom)["flextell_import_last_success_timestamp_seconds"] == success
+    assert labelled(prom, "flextell_import_export_untrusted") == {"1": 1.0, "2": 1.0}
+    missing = str(tmp_path / "nope.csv")
+    assert run_cli(*[missing if a == str(file) else a for a in args]).exit_code == 2
+    assert labelled(prom, "flextell_import_worklist_open_items")["1"] == 1
+
+
 @pytest.mark.parametrize("option", ["--metrics-file", "--summary-file"])
 @pytest.mark.parametrize("place", ["no such directory", "under a file", "not writable"])
 def test_an_output_the_run_could_not_write_is_refused_before_anything_is_sent(

@@ -3,7 +3,8 @@ textfile collector (written with prometheus_client, the official client library)
 
 Per tenant: rows by outcome and open worklist items; for the run: its duration,
 exit code and the time of the last successful run (`succeeded`: one that ended 0 or 1
-with no row left not sent: it read the whole export and sent every row it had to). A
+with no row left not sent and every tenant's export trusted: it read the whole export
+and sent every row it had to); per tenant, whether its export was not trusted. A
 run that fails, or leaves rows not sent (the API down, throttling or failing them, a
 look-up before sending that failed), keeps the earlier success time, read back from
 the file it replaces: the "last success older than a day" alert fires on nights the
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
@@ -33,20 +35,45 @@ PREFIX = "flextell_import"
 LAST_SUCCESS = f"{PREFIX}_last_success_timestamp_seconds"
 
 
-def _previous_success(path: Path) -> float | None:
+OPEN_ITEMS = f"{PREFIX}_worklist_open_items"
+ACKED_ITEMS = f"{PREFIX}_worklist_acknowledged_items"
+
+
+@dataclass
+class _Previous:
+    """What the file being replaced says that a run which never started cannot: the last
+    success, and each tenant's worklist gauges (the ledger's items are still there)."""
+
+    success: float | None = None
+    open_items: dict[str, float] = field(default_factory=dict)
+    acked: dict[str, float] = field(default_factory=dict)
+
+
+def _previous(path: Path) -> _Previous:
+    found = _Previous()
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
-        return None  # none yet, or not a metrics file: no earlier success to carry on
+        return found  # none yet, or not a metrics file: nothing to carry on
     with contextlib.suppress(ValueError):
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 if sample.name == LAST_SUCCESS:
-                    return float(sample.value)
-    return None
+                    found.success = float(sample.value)
+                elif sample.name == OPEN_ITEMS:
+                    found.open_items[sample.labels.get("tenant", "")] = float(sample.value)
+                elif sample.name == ACKED_ITEMS:
+                    found.acked[sample.labels.get("tenant", "")] = float(sample.value)
+    return found
 
 
-def render(result: ImportResult, *, now: float, previous_success: float | None) -> bytes:
+def render(
+    result: ImportResult,
+    *,
+    now: float,
+    previous_success: float | None,
+    previous: _Previous | None = None,
+) -> bytes:
     """The metrics of one run, in the text exposition format."""
     registry = CollectorRegistry()
     rows = Gauge(f"{PREFIX}_rows", "Rows of the last run by outcome (as its summary counts them)",
@@ -54,14 +81,28 @@ def render(result: ImportResult, *, now: float, previous_success: float | None) 
     for tenant, counts in sorted(result.tenants.items()):
         for name in COUNT_NAMES:
             rows.labels(str(tenant), name).set(getattr(counts, name))
-    open_items = Gauge(f"{PREFIX}_worklist_open_items",
+    open_items = Gauge(OPEN_ITEMS,
                        "Open worklist items after the last run (rows that need a person)",
                        ["tenant"], registry=registry)  # fmt: skip
-    acked = Gauge(f"{PREFIX}_worklist_acknowledged_items", "Acknowledged worklist items",
+    acked = Gauge(ACKED_ITEMS, "Acknowledged worklist items",
                   ["tenant"], registry=registry)  # fmt: skip
     for tenant, tally in sorted(result.worklist_by_tenant.items()):
         open_items.labels(str(tenant)).set(tally.open)
         acked.labels(str(tenant)).set(tally.acknowledged)
+    if not result.worklist_by_tenant and previous is not None:
+        # A run that never started (exit 2, 4) left the ledger's items as they were: the
+        # series stay, or an alert on open items would resolve on a locked night.
+        for label, value in previous.open_items.items():
+            open_items.labels(label).set(value)
+        for label, value in previous.acked.items():
+            acked.labels(label).set(value)
+    untrusted = Gauge(f"{PREFIX}_export_untrusted",
+                      "1 when the last run did not trust the tenant's export ([sync]: no rows, "
+                      "incomplete, stale or cut short): nothing was recorded missing",
+                      ["tenant"], registry=registry)  # fmt: skip
+    for tenant in sorted(result.tenants):
+        if tenant > 0:
+            untrusted.labels(str(tenant)).set(1 if tenant in result.incomplete else 0)
     Gauge(f"{PREFIX}_duration_seconds", "How long the last run took",
           registry=registry).set(round(result.elapsed, 3))  # fmt: skip
     Gauge(f"{PREFIX}_exit_code", "The last run's exit code (see --help)",
@@ -80,6 +121,10 @@ def succeeded(result: ImportResult) -> bool:
     this keeps a night the API refused or failed from looking like a good one."""
     if result.exit_code not in (ExitCode.OK, ExitCode.NEEDS_A_PERSON):
         return False
+    if result.incomplete:
+        # An export not trusted (empty, cut short, stale) opens no item: counted a
+        # success, it kept both recommended alerts quiet night after night.
+        return False
     return not any(counts.not_sent for counts in result.tenants.values())
 
 
@@ -93,8 +138,9 @@ def write_failed_run(path: Path, code: int) -> None:
 
 def write_metrics(result: ImportResult, path: Path, *, now: float | None = None) -> None:
     """Write the run's metrics to `path` atomically (exit 2 when the place is unusable)."""
+    previous = _previous(path)
     data = render(result, now=time.time() if now is None else now,
-                  previous_success=_previous_success(path))  # fmt: skip
+                  previous_success=previous.success, previous=previous)  # fmt: skip
     refuse_input(path)
     try:
         # 0644: node_exporter's textfile collector reads it as another user.
