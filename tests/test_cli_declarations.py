@@ -44,6 +44,7 @@ SUMMARY_KEYS = {
     "skipped_created",
     "claim_conflicts",
     "nothing_to_do",
+    "round_aborted",
 }
 
 

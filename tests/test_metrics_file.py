@@ -4,6 +4,7 @@ The counts of a good night are checked against its summary in test_nightly_loop.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -214,3 +215,14 @@ def test_a_summary_file_another_user_owns_in_a_sticky_directory_is_refused_first
     assert f"--summary-file {theirs}: it belongs to another user" in done.stderr
     assert sbx.stats()["appointments_total"] == 0
     assert theirs.read_text(encoding="utf-8") == "someone else's\n"
+
+
+def test_a_night_that_never_started_still_writes_its_json_line(tmp_path: Path) -> None:
+    """--json-logs: an export missing (exit 2) wrote only plain text, so the journal's
+    last import line, read back with nightly.md's jq, was the night before's counts."""
+    config = write_config(tmp_path)
+    done = run_cli("import", str(tmp_path / "nope.csv"), "-c", str(config), "--json-logs")
+    assert done.exit_code == 2
+    lines = [json.loads(x) for x in done.stdout.splitlines() if x.startswith("{")]
+    assert [(x["mode"], x["exit_code"], x["totals"]) for x in lines] == [("import", 2, None)]
+    assert "nope.csv" in lines[0]["error"]

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -711,7 +712,7 @@ def import_cmd(
     from worker.commands.importing.import_summary import errors_to, write_summary_file
     from worker.fileperms import check_output_place
 
-    with errors_to(summary_file):  # a run that ends in an error says so there too
+    with errors_to(summary_file), _json_error_line(json_logs, dry_run):
         config = load_config(options.config_path)  # once: the run below is handed this one
         _refuse_insecure(config, options.base_url, allow_insecure_http)
         from worker.ledger.paths import default_ledger_path
@@ -757,6 +758,21 @@ def import_cmd(
             write_metrics(result, metrics_file)
     show_summary(result, json_logs=json_logs)
     sys.exit(int(result.exit_code))
+
+
+@contextlib.contextmanager
+def _json_error_line(json_logs: bool, dry_run: bool) -> Iterator[None]:
+    """With --json-logs, an import that ends in an error before its summary (exit 2, 3,
+    4) still writes its one JSON line on stdout: a log pipeline, and the `jq` line
+    nightly.md gives, read the night that failed, not the night before as the last."""
+    try:
+        yield
+    except WorkerError as exc:
+        if json_logs:
+            line = {"command": "import", "mode": "dry-run" if dry_run else "import",
+                    "exit_code": int(exc.exit_code), "error": str(exc), "totals": None}  # fmt: skip
+            click.echo(json.dumps(line, ensure_ascii=False))
+        raise
 
 
 # --- verify, reconcile, report ---------------------------------------------------
