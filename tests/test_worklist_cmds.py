@@ -147,6 +147,11 @@ def test_a_run_whose_tenants_were_refused_is_recorded_aborted_with_its_exit_code
     result = run_cli("import", str(file), "-c", str(config), "--base-url", sbx.base_url,
                      "--no-progress", env={"FLEXTELL_TOKEN": "not-a-token"})  # fmt: skip
     assert result.exit_code == 3, result.output
+    # The mail says what to do: the next import fails the same way until it is fixed.
+    assert "for the next import to send" not in result.stdout
+    assert "the API refused the credentials of tenant 1: fix the token or its rights" in (
+        result.stdout
+    )
     [run] = ledger_json(config)["runs"]
     assert (run["status"], run["exit_code"], run["partial"]) == ("aborted", 3, False)
     table = run_cli("report", "-c", str(config)).output

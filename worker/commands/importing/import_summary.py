@@ -100,6 +100,15 @@ def print_summary(result: ImportResult, console: Console | None = None) -> None:
             console.print(line, markup=False)
     for tenant, reason in sorted(result.stopped_tenants.items()):
         console.print(f"tenant {tenant} stopped: {reason}", markup=False)
+    refused = _refused_tenants(result)
+    if refused:
+        named = ", ".join(map(str, refused))
+        console.print(
+            f"the API refused the credentials of tenant {named}: fix the token or its rights "
+            "(`flextell-worker auth status -c CONFIG` checks them), then run the import "
+            "again; its rows wait, unsent, until then",
+            markup=False,
+        )
     _print_round_aborted(result, console)
     for tenant, counts in sorted(result.tenants.items()):
         for reason, n in sorted(counts.failed_by_reason.items()):
@@ -130,6 +139,16 @@ def print_summary(result: ImportResult, console: Console | None = None) -> None:
         where = result.ledger_path
         named = f" --ledger {shlex.quote(str(where))}" if isinstance(where, Path) else " -c CONFIG"
         console.print(f"the rows that need a person: `flextell-worker worklist{named}`")
+
+
+_REFUSALS = ("HTTP 401", "HTTP 403")
+
+
+def _refused_tenants(result: ImportResult) -> list[int]:
+    """Tenants the API stopped with 401/403: running again changes nothing for them."""
+    return sorted(
+        t for t, why in result.stopped_tenants.items() if any(r in why for r in _REFUSALS)
+    )
 
 
 def _print_round_aborted(result: ImportResult, console: Console) -> None:
@@ -177,7 +196,11 @@ def headline(result: ImportResult, worklist: Tally) -> str:
     first = [f"the export was not trusted for {untrusted_export(read)}"] if read else []
     unsent = sum(c.not_sent for c in result.tenants.values()) if result.mode != "dry-run" else 0
     if unsent:
-        first.append(f"{unsent} row(s) not sent, for the next import to send (why: below)")
+        if _refused_tenants(result):
+            # The next import fails the same way until the credentials are fixed.
+            first.append(f"{unsent} row(s) not sent (why, and what to do first: below)")
+        else:
+            first.append(f"{unsent} row(s) not sent, for the next import to send (why: below)")
     line = worklist.line("; ".join(first))
     if result.mode == "dry-run":  # the worklist as the real run would leave it
         return line.replace("needs a person:", "needs a person (predicted):", 1)
