@@ -186,6 +186,8 @@ def test_an_appointment_whose_row_lost_its_answer_is_an_orphan_until_reconciled(
     # Only a candidate: reconcile claims it when every field matches (an operator saw
     # "may claim it", then reconcile hold a room that differed, as it should).
     assert "when every other field matches too" in orphan["reason"]
+    # A booked-twice row answers "undecided" to reconcile alone: its item says what to do.
+    assert "when that row's worklist item names why it is unknown" in orphan["reason"]
 
     done = run_cli("reconcile", "-c", str(config), "--base-url", sbx.base_url)
     assert done.exit_code == 0, done.output

@@ -140,7 +140,15 @@ def _why(resource: AppointmentResource, refs: list[_RowRef]) -> str:
         owns = f"owns {ref.appointment_id}" if ref.appointment_id is not None else "owns none"
         shown.append(f"{ref.source_key} ({line}{ref.status}, {owns})")
     more = f" and {len(refs) - 3} more" if len(refs) > 3 else ""
-    if any(ref.appointment_id is None for ref in refs):
+    if any(ref.appointment_id is None and ref.status == "unknown" for ref in refs):
+        # A slot search may have judged it already (booked twice, changed by staff):
+        # `reconcile` alone then answers "undecided" again; the item says what to do.
+        tail = (
+            "a row that owns none may claim it (`reconcile`) when every other field "
+            "matches too; when that row's worklist item names why it is unknown (booked "
+            "twice, changed by staff), do what the item says first"
+        )
+    elif any(ref.appointment_id is None for ref in refs):
         # The claim needs every field equal; these four only make it a candidate.
         tail = (
             "a row that owns none may claim it (`reconcile`) when every other field "
