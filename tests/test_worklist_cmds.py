@@ -994,33 +994,3 @@ def test_a_row_an_outage_left_unsent_is_held_when_staff_booked_the_visit_meanwhi
     assert [a["id"] for a in sbx.appointments()] == [hand]  # not booked twice
     [item] = items(config)
     assert item["kind"] == "failed" and f"appointment {hand}" in item["reason"], item
-
-
-def test_a_deleted_appointment_restored_by_hand_and_acknowledged_clears_verify(
-    tmp_path: Path, sbx: Sandbox
-) -> None:
-    """A row left the export, staff deleted its appointment and acknowledged; the row
-    came back ("restore it; then `ack`"), staff booked it again by hand and acknowledged:
-    verify reported the old id's 404 and exited 1 every morning, whatever they did."""
-    config, rows, full = _created_night(tmp_path, sbx, 6)
-    key = rows[2]["appointment_id"]
-    assert import_file(config, sbx, export(tmp_path, "n2.csv", rows[:2] + rows[3:]))[0].exit_code
-    with sqlite3.connect(tmp_path / "ledger.sqlite") as db:
-        (made,) = db.execute(
-            "SELECT appointment_id FROM entries WHERE source_key = ?", (key,)
-        ).fetchone()
-    sbx.change("DELETE", f"/_sandbox/appointments/{made}")
-    assert run_cli("ack", key, "-c", str(config), "--note", "deleted").exit_code == 0
-    assert import_file(config, sbx, full)[0].exit_code == 1  # back: "restore it"
-    assert verify_report(config, sbx)[0] == 1  # not restored yet: the 404 counts
-    row = rows[2]
-    sbx.change("POST", "/_sandbox/appointments", {
-        "tenant": 1, "customer_id": int(row["customer_id"]), "user_id": int(row["doctor_id"]),
-        "scheduled_at": row["start"] + "+03:00", "status": row["status"],
-        "treatments": [int(t) for t in row["treatment_ids"].split("|")],
-    })  # fmt: skip
-    assert run_cli("ack", key, "-c", str(config), "--note", "restored").exit_code == 0
-    code, _, output = verify_report(config, sbx)
-    assert code == 0, output
-    assert "acknowledged as restored by " in output
-    assert "the one booked again is not linked to the row" in output

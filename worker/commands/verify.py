@@ -74,8 +74,6 @@ class Acknowledged:
     by: str | None
     at: str | None
     note: str | None
-    restored: bool = False
-    """A "back in the export: restore it" item: the appointment the row names is gone."""
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "by": self.by, "at": self.at, "note": self.note}
@@ -424,15 +422,12 @@ def covered_by(problem: Problem, item: WorkItem) -> bool:
     are not recorded: a later edit of the same fields cannot be told apart (it stays
     acknowledged until the row changes in the export, which reopens the item, or `unack`).
     An item reopened because its cause went away (the row came back, the export took
-    its change back) asked to undo the hand edit: it covers nothing, but a 404 of a
-    row back in the export: a deleted appointment cannot come back, so "restored" is
-    one booked again, which the row does not own (the person's word is all there is).
+    its change back) asked to undo the hand edit: it covers nothing.
     """
     if asks_to_undo(item):
         # "back in the export: restore it; then `ack`": acknowledged, it says Flextell
-        # was put back; a cancellation still there is not what it handled. A 404 can
-        # never go (it made verify exit 1 every morning, whatever the person did).
-        return item.kind == Kind.MISSING and problem.kind == "missing"
+        # was put back; a cancellation still there is not what it handled.
+        return False
     fields = {m.field for m in problem.mismatches}
     if item.kind == Kind.MISSING:
         if problem.kind == "missing":
@@ -457,8 +452,7 @@ async def _acknowledge(
     for problem in problems:
         for item in acked.get((problem.tenant, problem.source_key), []):
             if covered_by(problem, item):
-                ack = Acknowledged(item.kind.value, item.ack_by, item.ack_at, item.ack_note,
-                                   restored=asks_to_undo(item))  # fmt: skip
+                ack = Acknowledged(item.kind.value, item.ack_by, item.ack_at, item.ack_note)
                 problem = replace(problem, acknowledged=ack)
                 break
         out.append(problem)
@@ -695,11 +689,6 @@ def _acked(problem: Problem, zone: str | None = None) -> str:
     who = f" by {ack.by}" if ack.by else ""
     shown = local_time(ack.at, zone) if zone is not None else ack.at
     when = f" at {shown}" if shown else ""
-    if ack.restored:
-        return (
-            f" (acknowledged as restored{who}{when}: a deleted appointment cannot come back, "
-            "and the one booked again is not linked to the row; not counted)"
-        )
     return f" (acknowledged{who}{when}: its `{ack.kind}` worklist item; not counted)"
 
 
