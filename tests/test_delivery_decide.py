@@ -338,3 +338,12 @@ def test_booked_twice_says_to_delete_the_apis_to_keep_the_hand_booking_and_whose
     reason = d.reason or ""
     assert "delete the API's (22) in Flextell" in reason and "`ack`" not in reason
     assert "a POST of this row or of a row with the same content" in reason
+
+
+def test_a_row_never_sent_adopts_the_apis_equal_one_before_a_spare_hand_booking() -> None:
+    """Equal ones made by hand (21) and by the API (22) before the row's first send: it
+    adopted the lowest id, and the API's was listed by verify --orphans every morning."""
+    r = row("a", sent=None, status=Status.PENDING)
+    d = verdict_of(r, [r], [by_hand(21, T0 - 60), by_api(22, T0 - 30)])
+    assert d.verdict is Verdict.CLAIM and d.appointment is not None, d
+    assert (d.appointment.id, d.origin) == (22, "adopted")

@@ -251,7 +251,13 @@ def decide(
     sent = row.attempts > 0 and row.sent_at is not None
     if not sent:
         if equals:
-            return Decision(Verdict.CLAIM, equals[0], Origin.ADOPTED)
+            # Of several, one the API made first: left unowned, it is listed by `verify
+            # --orphans` every morning as a second appointment of the row; a spare hand
+            # booking is not.
+            made_first = sorted(
+                equals, key=lambda c: (c.creation_type not in (None, API_MADE), c.id)
+            )
+            return Decision(Verdict.CLAIM, made_first[0], Origin.ADOPTED)
         twins = [g for g in open_rows if g is not row]
         return (
             _left_the_export(row, others, owned_at_slot)

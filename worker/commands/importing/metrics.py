@@ -87,6 +87,8 @@ def render(
     acked = Gauge(ACKED_ITEMS, "Acknowledged worklist items",
                   ["tenant"], registry=registry)  # fmt: skip
     for tenant, tally in sorted(result.worklist_by_tenant.items()):
+        if tenant == 0 and not (tally.open or tally.acknowledged):
+            continue  # the rows of no tenant: a series only when it has items
         open_items.labels(str(tenant)).set(tally.open)
         acked.labels(str(tenant)).set(tally.acknowledged)
     if not result.worklist_by_tenant and previous is not None:
