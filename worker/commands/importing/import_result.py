@@ -123,6 +123,12 @@ def tenant_counts(run: Run) -> dict[int, dict[str, int]]:
     return out
 
 
+def credentials_refused(reason: str) -> bool:
+    """Whether a tenant's stop or not-sent reason is the API refusing its token (401, 403):
+    running the import again changes nothing until the credentials are fixed."""
+    return "HTTP 401" in reason or "HTTP 403" in reason
+
+
 def untrusted_export(read: Mapping[int, int], names: Mapping[int, str] | None = None) -> str:
     """The tenants whose export a run did not trust ([sync] max_missing, max_age, or no
     rows), given the rows read of each: "tenant 1 (no rows), tenant 2 (incomplete, stale or

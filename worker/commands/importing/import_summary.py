@@ -15,7 +15,11 @@ from zoneinfo import ZoneInfo
 from rich.console import Console
 from rich.table import Table
 
-from worker.commands.importing.import_result import ImportResult, untrusted_export
+from worker.commands.importing.import_result import (
+    ImportResult,
+    credentials_refused,
+    untrusted_export,
+)
 from worker.commands.output import data_console, emit_result
 from worker.compare import public_value
 from worker.errors import ConfigError, WorkerError
@@ -141,14 +145,9 @@ def print_summary(result: ImportResult, console: Console | None = None) -> None:
         console.print(f"the rows that need a person: `flextell-worker worklist{named}`")
 
 
-_REFUSALS = ("HTTP 401", "HTTP 403")
-
-
 def _refused_tenants(result: ImportResult) -> list[int]:
     """Tenants the API stopped with 401/403: running again changes nothing for them."""
-    return sorted(
-        t for t, why in result.stopped_tenants.items() if any(r in why for r in _REFUSALS)
-    )
+    return sorted(t for t, why in result.stopped_tenants.items() if credentials_refused(why))
 
 
 def _print_round_aborted(result: ImportResult, console: Console) -> None:

@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 from worker import worklist
 from worker.commands.importing.import_result import (
     TenantCounts,
+    credentials_refused,
     exit_code_for,
     untrusted_export,
 )
@@ -502,7 +503,7 @@ class Unsent:
             reasons = self.why.get(tenant)
             why = reasons.most_common(1)[0][0] if reasons else ""
             parts.append(f"{name}: {n:,}, {why}" if why else f"{name}: {n:,}")
-            if any(code in why for code in _REFUSED):
+            if credentials_refused(why):
                 refused.append(name)
         advice = (
             f"the API refused the credentials of {', '.join(refused)}: fix the token or its "
@@ -516,8 +517,6 @@ class Unsent:
 
 _PENDING = Status.PENDING.value
 _NOT_SENT = "not_sent"
-_REFUSED = ("HTTP 401", "HTTP 403")
-"""In a not-sent reason: the API refused the token; running again changes nothing."""
 
 
 class Reasons:
