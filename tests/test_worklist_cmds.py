@@ -994,3 +994,20 @@ def test_a_row_an_outage_left_unsent_is_held_when_staff_booked_the_visit_meanwhi
     assert [a["id"] for a in sbx.appointments()] == [hand]  # not booked twice
     [item] = items(config)
     assert item["kind"] == "failed" and f"appointment {hand}" in item["reason"], item
+
+
+def test_a_row_an_outage_left_unsent_on_a_shared_postgresql_ledger(
+    tmp_path: Path, sbx: Sandbox, pg_url: str
+) -> None:
+    """The same outage night on a shared ledger: taking back the row's intents wrote a
+    column only SQLite ledgers have (sent_clock), and the run died on a SQL error."""
+    config = write_config(tmp_path, ledger_url=pg_url)
+    _, sample = sample_rows()
+    night = export(tmp_path, "n1.csv", [dict(sample[0])])
+    sbx.change("POST", "/_sandbox/faults", {"faults": {"error503": 1.0}})
+    result, s1 = import_file(config, sbx, night)
+    assert (result.exit_code, s1["totals"]["not_sent"]) == (1, 1), result.output
+    sbx.change("POST", "/_sandbox/faults", {"faults": {}})
+    result, s2 = import_file(config, sbx, night)
+    assert (result.exit_code, s2["totals"]["created"]) == (0, 1), result.output
+    assert len(sbx.appointments()) == 1

@@ -474,8 +474,8 @@ def mark_not_sent(
     out `settle_seconds` for a late commit of requests that never were."""
     if unsend:
         conn.execute(
-            "UPDATE entries SET attempts = 0, sent_at = NULL, first_sent_at = NULL,"
-            " sent_clock = NULL WHERE tenant = ? AND source_key = ? AND status = 'in_flight'",
+            "UPDATE entries SET attempts = 0, sent_at = NULL, first_sent_at = NULL"
+            f"{_no_clock(conn)} WHERE tenant = ? AND source_key = ? AND status = 'in_flight'",
             (tenant, source_key),
         )
     conn.execute(
@@ -488,6 +488,12 @@ def mark_not_sent(
            WHERE tenant = ? AND source_key = ? AND status != 'created'""",
         (reason, run_id, now, tenant, source_key),
     )
+
+
+def _no_clock(conn: SqlConnection) -> str:
+    """The SET clause that forgets a send's clock mark: only SQLite ledgers keep one (a
+    shared ledger stamps sends with the database's clock, see Ledger.keeps_send_clock)."""
+    return ", sent_clock = NULL" if isinstance(conn, sqlite3.Connection) else ""
 
 
 def requeue(conn: SqlConnection, now: str, tenant: int, source_key: str, run_id: int) -> None:
