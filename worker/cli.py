@@ -893,6 +893,50 @@ def reconcile_cmd(json_logs: bool, allow_insecure_http: bool, **params: Any) -> 
     sys.exit(int(result.exit_code))
 
 
+@cli.command("relink")
+@click.argument("keys", nargs=-1)
+@_config_option
+@_target_option
+@_base_url_option
+@_tenant_rows_option
+@click.option(
+    "--all", "all_rows", is_flag=True, help="Every created row (one GET each) instead of KEYS."
+)
+@click.option(
+    "--book-again",
+    is_flag=True,
+    help="A deleted row with nothing at its slot goes back to pending: the next import books it.",
+)
+@_json_logs_option
+@_insecure_option
+@user_errors
+def relink_cmd(json_logs: bool, allow_insecure_http: bool, **params: Any) -> None:
+    """Relink created rows (source KEYs, or --all) whose appointment was deleted in Flextell.
+
+    GETs each row's appointment; on the API's 404 reads the row's slot: an
+    appointment there equal to the row that no row owns (booked again by
+    hand) becomes the row's; one of the patient's with other details holds
+    the row (nothing done); with nothing there, --book-again puts the row back
+    to pending for the next import to book. Takes the ledger lock; on a
+    shared PostgreSQL ledger, the lease of each tenant it touches. Exit 0
+    when every row has its appointment (or goes to be booked again), 1 when
+    some are deleted, held or could not be checked, or a key is no created
+    row, 2 for bad options, 3 when a tenant's token was refused, 4 when
+    another run holds the ledger. See docs/commands.md#relink.
+    """
+    import asyncio
+
+    from worker.commands.relink import RelinkOptions, run_relink, show_relink
+    from worker.logs import configure_logging
+
+    options = options_from(RelinkOptions, params, ledger_path=_target(params["ledger_path"]))
+    _refuse_insecure(options.config_path, options.base_url, allow_insecure_http)
+    configure_logging(json_logs=json_logs)
+    result = asyncio.run(run_relink(options))
+    show_relink(result, json_logs=json_logs)
+    sys.exit(int(result.exit_code))
+
+
 @cli.command("report")
 @config_option(
     "Find the ledger the way `import` does with this config (and show changed rows' "

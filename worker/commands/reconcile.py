@@ -22,11 +22,9 @@ from worker.config import load_config
 from worker.delivery import Job, LaneBuilder, RowDelivery, http_session
 from worker.delivery.lanes import policy_from_config
 from worker.delivery.runner import LaneRunner
-from worker.errors import ConfigError
 from worker.exitcodes import ExitCode
 from worker.ledger import Ledger, RunStatus, Status, api_identity
-from worker.ledger.crypto import configured_key
-from worker.ledger.target import LedgerTarget, describe, is_url, ledger_target, open_ledger
+from worker.ledger.target import LedgerTarget, describe, existing_target, is_url, open_existing
 from worker.worklist import Scope
 
 if TYPE_CHECKING:
@@ -113,18 +111,9 @@ async def run_reconcile(options: ReconcileOptions) -> ReconcileResult:
     tenant's token was refused, 4 when every tenant with work was held by another worker.
     """
     config = load_config(options.config_path)
-    target = ledger_target(config, options.ledger_path)
+    target = existing_target(config, options.ledger_path)
     ledger_path = describe(target) if is_url(target) else Path(target)
-    if isinstance(ledger_path, Path) and not ledger_path.exists():
-        raise ConfigError(f"ledger {ledger_path} does not exist (run an import first)")
-    if is_url(target):
-        # An empty database (a mistyped name) is refused as a missing file is: opened
-        # for writing it would get the schema and this config's identity, and "ok".
-        probe = await open_ledger(target, lock=False, readonly=True, key=configured_key(config))
-        await probe.close()
-    ledger = await open_ledger(
-        target, key=configured_key(config), lease_seconds=config.ledger.lease_seconds
-    )
+    ledger = await open_existing(config, target)
     try:
         api = api_identity(config.base_urls(options.base_url))
         await ledger.bind_identity(api, config.tenants, rebind=options.rebind_ledger)

@@ -377,15 +377,15 @@ class _Verifier:
             if payload is None:
                 return _NOT_COMPARED  # purged (`ledger purge`): only that it exists
             found = compare(payload, result.appointment)
-            changes = entry.changes if found else None
-            if changes and not compare(_changed_version(payload, changes), result.appointment):
+            now = entry.payload_now if found else None
+            if now is not None and not compare(now, result.appointment):
                 # The source changed after creation and a person applied the change in
                 # Flextell, as the worklist asks: done work, not a mismatch.
                 return None
             if not found:
                 return None
             mismatch = problem("mismatch", found=found)
-            return replace(mismatch, changed_fields=frozenset(changes or ()))
+            return replace(mismatch, changed_fields=frozenset(entry.changes or ()))
         if result.outcome is Outcome.NOT_FOUND:
             return problem("missing", "404: not in Flextell")
         detail = result.error_message or result.error_code or result.outcome.value
@@ -394,17 +394,6 @@ class _Verifier:
 
 _NOT_COMPARED = Problem("not_compared", 0, "", None)
 """What `_check` says of a row whose values were purged: it exists, nothing more is known."""
-
-
-def _changed_version(payload: dict[str, Any], changes: dict[str, list[Any]]) -> dict[str, Any]:
-    """The payload as the source holds it now: `changes` maps a field to [sent, now]."""
-    now = dict(payload)
-    for name, pair in changes.items():
-        if pair[1] is None:
-            now.pop(name, None)
-        else:
-            now[name] = pair[1]
-    return now
 
 
 CANCELLING = frozenset({"status", "cancellation_reason"})
@@ -609,6 +598,7 @@ def print_verify(result: VerifyResult, console: Console | None = None) -> None:
         )
     if result.orphans is not None:
         _print_orphans(result.orphans, console)
+    _print_relink(result, console)
     _print_unsettled(result, console)
     for tenant, n in sorted(result.pending.items()):
         # An "ok" below speaks of created rows only: a tenant whose rows were never sent
@@ -628,6 +618,34 @@ def print_verify(result: VerifyResult, console: Console | None = None) -> None:
 
 UNSETTLED_KEYS = 10
 """Keys of unsettled rows printed per tenant; the report has up to 1000."""
+
+RELINK_KEYS = 20
+"""Keys of deleted rows named in one `relink` command to copy."""
+
+
+def _print_relink(result: VerifyResult, console: Console) -> None:
+    """What a person can do about rows whose appointment was deleted (404) and that no
+    acknowledged item covers: the `relink` command to copy, per tenant."""
+    gone: dict[int, list[str]] = {}
+    for p in result.problems:
+        if p.kind == "missing" and p.acknowledged is None:
+            gone.setdefault(p.tenant, []).append(p.source_key)
+    if not gone:
+        return
+    console.print(
+        "deleted in Flextell (404): if it was by mistake, book the visit again there and "
+        "link it, or let the next import book it (--book-again); if on purpose, take the "
+        "row out of the export, then `ack` its missing item:"
+    )
+    config = f" -c {shlex.quote(str(result.config_path))}" if result.config_path else ""
+    for tenant, keys in sorted(gone.items()):
+        more = f"  (and {len(keys) - RELINK_KEYS} more)" if len(keys) > RELINK_KEYS else ""
+        named = " ".join(shlex.quote(k) for k in keys[:RELINK_KEYS])
+        console.print(
+            f"  flextell-worker relink{config}{result.settle_with} --tenant {tenant} "
+            f"{named} [--book-again]{more}",
+            markup=False,
+        )
 
 
 def _print_unsettled(result: VerifyResult, console: Console) -> None:

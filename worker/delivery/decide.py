@@ -65,7 +65,7 @@ CLOCK_SKEW = 120.0
 _OPEN = (Status.PENDING.value, Status.IN_FLIGHT.value, Status.UNKNOWN.value)
 BOOKED_BY_HAND = "booked_by_hand"
 LEFT_EXPORT = "same_as_row_not_in_export"
-_FREES_THE_SLOT = ("cancelled", "rejected")
+FREES_THE_SLOT = ("cancelled", "rejected")
 """Appointment statuses that no longer hold the slot."""
 
 
@@ -180,10 +180,10 @@ def _booked_by_hand(
 ) -> Decision | None:
     """Rule 2's HELD: a free appointment of the row's identity holding the slot that
     differs from the row and from every other open row of its group (`twins`)."""
-    if payload.get("status") in _FREES_THE_SLOT:
+    if payload.get("status") in FREES_THE_SLOT:
         return None
     for c in free:
-        if c.status in _FREES_THE_SLOT or not same_identity(payload, c):
+        if c.status in FREES_THE_SLOT or not same_identity(payload, c):
             continue
         if any(equal(g.payload or {}, c) for g in twins):
             continue  # another row's own (its lost answer, or one it will adopt)

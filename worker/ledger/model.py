@@ -95,6 +95,21 @@ class Entry:
         """changed_diff parsed: field -> [old, new], or None when unchanged."""
         return cast(dict[str, list[Any]] | None, _loads(self.changed_diff))
 
+    @property
+    def payload_now(self) -> dict[str, Any] | None:
+        """The payload as the source holds it now: the one sent, with `changes` applied
+        (None when nothing changed since it was sent, or no payload is kept)."""
+        payload, changes = self.payload, self.changes
+        if payload is None or not changes:
+            return None
+        now = dict(payload)
+        for name, (_, value) in changes.items():
+            if value is None:
+                now.pop(name, None)
+            else:
+                now[name] = value
+        return now
+
 
 ENTRY_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Entry))
 _STATUSES = {s.value: s for s in Status}

@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from worker.ledger import audit
 from worker.ledger.crypto import Sealer
 from worker.ledger.model import (
     ENTRY_COLUMNS,
@@ -608,3 +609,68 @@ def _row_text(value: str | Mapping[str, Any] | None) -> str | None:
 def as_list(values: Iterable[Any] | None) -> list[Any] | None:
     """An iterable argument materialised once (None stays None)."""
     return None if values is None else list(values)
+
+
+# --- an appointment deleted in Flextell (the `relink` command) ---
+
+_GONE = "tenant = ? AND source_key = ? AND status = 'created' AND appointment_id = ?"
+
+
+def relink(
+    conn: SqlConnection,
+    now: str,
+    tenant: int,
+    source_key: str,
+    run_id: int,
+    gone_id: int,
+    new_id: int,
+    new_code: str | None,
+) -> str | None:
+    """A created row whose appointment `gone_id` answered 404 takes `new_id` (booked
+    again, equal to it, owned by no row). The one exception to "a created row keeps its
+    appointment", and only from the id that is gone. Returns None, or why it did not
+    (another row claimed `new_id`, or the row changed since it was read)."""
+    try:
+        cur = conn.execute(
+            "UPDATE entries SET appointment_id = ?, appointment_code = ?, origin = 'adopted',"
+            f" last_run_id = ?, updated_at = ? WHERE {_GONE}",
+            (new_id, new_code, run_id, now, tenant, source_key, gone_id),
+        )
+    except sqlite3.IntegrityError:
+        return f"appointment {new_id} is recorded for row {_owner(conn, tenant, new_id)!r}"
+    if cur.rowcount == 0:
+        return f"the row no longer holds appointment {gone_id}"
+    _audit(conn, now, "relink", {"tenant": tenant, "source_key": source_key,
+                                 "deleted": gone_id, "linked": new_id})  # fmt: skip
+    return None
+
+
+def book_again(
+    conn: SqlConnection, now: str, tenant: int, source_key: str, run_id: int, gone_id: int
+) -> bool:
+    """A created row whose appointment `gone_id` answered 404 goes back to `pending` as a
+    row never sent: the next import books it (after the adoption check every never-sent
+    row gets). False when the row changed since it was read."""
+    reason = (
+        f"appointment {gone_id} was deleted in Flextell; `relink --book-again` put the row "
+        "back to be booked again by the next import"
+    )
+    cur = conn.execute(
+        "UPDATE entries SET status = 'pending', appointment_id = NULL, appointment_code = NULL,"
+        f" origin = NULL, attempts = 0, sent_at = NULL, first_sent_at = NULL{_no_clock(conn)},"
+        " http_status = NULL, error_code = 'deleted_in_flextell', error_message = ?,"
+        " error_field = NULL, changed_hash = NULL, changed_diff = NULL, last_run_id = ?,"
+        f" updated_at = ? WHERE {_GONE}",
+        (reason, run_id, now, tenant, source_key, gone_id),
+    )
+    if cur.rowcount == 0:
+        return False
+    _audit(conn, now, "book_again", {"tenant": tenant, "source_key": source_key,
+                                     "deleted": gone_id})  # fmt: skip
+    return True
+
+
+def _audit(conn: SqlConnection, now: str, action: str, detail: dict[str, Any]) -> None:
+    """Note an action in the audit table (SQLite ledgers: PostgreSQL has none yet)."""
+    if isinstance(conn, sqlite3.Connection):
+        audit.record(conn, now, action, detail)

@@ -597,6 +597,23 @@ class Ledger:
         """A failed row to send again (--retry-failed); its last error stays until replaced."""
         await self._write(partial(ops.requeue, tenant=tenant, source_key=source_key, run_id=run_id))
 
+    async def relink(
+        self, tenant: int, source_key: str, *, run_id: int, gone_id: int, new_id: int,
+        new_code: str | None,
+    ) -> str | None:  # fmt: skip
+        """A created row whose appointment answered 404 takes one booked again (ops.relink);
+        None, or why not. Under the tenant's lease on a shared ledger."""
+        fn = partial(ops.relink, tenant=tenant, source_key=source_key, run_id=run_id,
+                     gone_id=gone_id, new_id=new_id, new_code=new_code)  # fmt: skip
+        return cast(str | None, await self.write_fenced(tenant, fn))
+
+    async def book_again(self, tenant: int, source_key: str, *, run_id: int, gone_id: int) -> bool:
+        """A created row whose appointment answered 404 back to pending as never sent
+        (ops.book_again); False when the row changed meanwhile."""
+        fn = partial(ops.book_again, tenant=tenant, source_key=source_key, run_id=run_id,
+                     gone_id=gone_id)  # fmt: skip
+        return cast(bool, await self.write_fenced(tenant, fn))
+
     async def record(
         self,
         tenant: int,

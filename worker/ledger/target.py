@@ -153,3 +153,25 @@ async def open_ledger(
     from worker.ledger.store import Ledger
 
     return await Ledger.open(target, lock=lock, readonly=readonly, key=key)
+
+
+def existing_target(config: Config, override: LedgerTarget | None) -> LedgerTarget:
+    """The ledger `import` wrote, for a command that changes rows of it: a missing file
+    is a ConfigError (exit 2), there is nothing to settle."""
+    target = ledger_target(config, override)
+    if not is_url(target) and not Path(target).exists():
+        raise ConfigError(f"ledger {target} does not exist (run an import first)")
+    return target
+
+
+async def open_existing(config: Config, target: LedgerTarget) -> Ledger:
+    """`existing_target` opened for writing (with the lock; a PostgreSQL ledger takes
+    none). An empty database (a mistyped name) is refused as a missing file is: opened
+    for writing it would get the schema, this config's identity and an "ok"."""
+    from worker.ledger.crypto import configured_key
+
+    key = configured_key(config)
+    if is_url(target):
+        probe = await open_ledger(target, lock=False, readonly=True, key=key)
+        await probe.close()
+    return await open_ledger(target, key=key, lease_seconds=config.ledger.lease_seconds)

@@ -289,7 +289,8 @@ def _undone(item: WorkItem, run_id: int) -> WorkItem:
     else:
         reason = (
             f"back in the export after {who} acknowledged it missing: if its appointment "
-            "was cancelled or deleted in Flextell by hand, restore it; then `ack`"
+            "was cancelled in Flextell by hand, restore it; if deleted, book it again and "
+            "`relink` the row (or `relink --book-again`: the next import books it); then `ack`"
         )
     return replace(
         item,

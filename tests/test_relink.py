@@ -1,0 +1,278 @@
+"""`flextell-worker relink` against a sandbox process: a created row whose appointment staff
+deleted in Flextell, while the row stays in the export.
+
+Before relink, such a row was `already created` every night and verify's 404 every
+morning, with nothing a person could do to clear it (a deleted appointment cannot come
+back, and one booked again was never linked)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from tests.support.sandbox_process import Sandbox
+from tests.support.sync import (
+    import_file,
+    run_cli,
+    sample_rows,
+    verify_report,
+    write_config,
+    write_csv,
+)
+
+_BOOKED = ("customer_id", "user_id", "scheduled_at", "status", "treatments", "room_id",
+           "assistant_id", "description", "cancellation_reason")  # fmt: skip
+
+
+def _setup(tmp_path: Path, sbx: Sandbox, rows: list[dict[str, str]] | None = None) -> Path:
+    config = write_config(tmp_path)
+    columns, sample = sample_rows()
+    chosen = rows or [r for r in sample if r["clinic"] == "1"][:3]
+    export = write_csv(tmp_path / "in.csv", columns, chosen)
+    result, _ = import_file(config, sbx, export)
+    assert result.exit_code == 0, result.output
+    return config
+
+
+def _ledger_rows(config: Path) -> dict[str, tuple[str, int | None, int]]:
+    """source key -> (status, appointment id, attempts), straight from the ledger file."""
+    with sqlite3.connect(config.parent / "ledger.sqlite") as conn:
+        return {
+            k: (s, a, n)
+            for k, s, a, n in conn.execute(
+                "SELECT source_key, status, appointment_id, attempts FROM entries"
+            )
+        }
+
+
+def _appointment(sbx: Sandbox, appointment_id: int) -> dict[str, Any]:
+    return next(a for a in sbx.appointments() if a["id"] == appointment_id)
+
+
+def _book_by_hand(sbx: Sandbox, like: dict[str, Any], **changes: Any) -> int:
+    """What staff do in Flextell's own screens: book the visit again."""
+    body = {k: like[k] for k in _BOOKED if like.get(k) is not None}
+    body["treatments"] = [t["id"] if isinstance(t, dict) else t for t in body["treatments"]]
+    made = sbx.change("POST", "/_sandbox/appointments", body | {"tenant": 1} | changes)
+    return int(made["data"]["id"])
+
+
+def _relink(config: Path, sbx: Sandbox, *args: str) -> tuple[int, dict[str, Any], str]:
+    result = run_cli("relink", "-c", str(config), "--base-url", sbx.base_url, "--json-logs", *args)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    return result.exit_code, json.loads(lines[-1]) if lines else {}, result.output
+
+
+def _one_deleted(tmp_path: Path, sbx: Sandbox) -> tuple[Path, str, int, dict[str, Any]]:
+    """After a night of three rows, staff deleted the first row's appointment: the config,
+    the row's key, the deleted id and what the appointment held."""
+    config = _setup(tmp_path, sbx)
+    key, (_, gone, _) = next(iter(_ledger_rows(config).items()))
+    assert gone is not None
+    deleted = _appointment(sbx, gone)
+    sbx.change("DELETE", f"/_sandbox/appointments/{gone}")
+    return config, key, gone, deleted
+
+
+def test_an_appointment_booked_again_by_hand_is_linked_and_verify_clears(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    config, key, gone, deleted = _one_deleted(tmp_path, sbx)
+    code, report, output = verify_report(config, sbx)
+    assert code == 1 and [m["appointment_id"] for m in report["missing"]] == [gone]
+    assert f"relink -c {config}" in output and key in output  # what to run, with the key
+
+    again = _book_by_hand(sbx, deleted)
+    code, event, output = _relink(config, sbx, key)
+    assert code == 0, output
+    [row] = event["rows"]
+    assert (row["source_key"], row["verdict"], row["appointment_id"], row["linked_id"]) == (
+        key,
+        "relinked",
+        gone,
+        again,
+    )
+    assert _ledger_rows(config)[key][:2] == ("created", again)
+    assert verify_report(config, sbx)[0] == 0
+    with sqlite3.connect(config.parent / "ledger.sqlite") as conn:
+        [(action, detail)] = conn.execute("SELECT action, detail FROM audit").fetchall()
+    assert action == "relink"
+    assert json.loads(detail) == {"tenant": 1, "source_key": key, "deleted": gone,
+                                  "linked": again}  # fmt: skip
+    # The next night: nothing to send, and the same export is still all created.
+    result, summary = import_file(config, sbx, tmp_path / "in.csv")
+    assert result.exit_code == 0 and summary["totals"]["created"] == 0, result.output
+
+
+def test_book_again_lets_the_next_import_book_it_once(tmp_path: Path, sbx: Sandbox) -> None:
+    config, key, gone, _ = _one_deleted(tmp_path, sbx)
+    before = len(sbx.appointments()) + 1
+
+    code, event, _ = _relink(config, sbx, key)  # without --book-again: said, nothing done
+    assert code == 1 and event["rows"][0]["verdict"] == "gone"
+    assert "--book-again" in event["rows"][0]["note"]
+    assert _ledger_rows(config)[key][:2] == ("created", gone)
+
+    code, event, output = _relink(config, sbx, key, "--book-again")
+    assert code == 0, output
+    assert event["rows"][0]["verdict"] == "book_again"
+    assert _ledger_rows(config)[key] == ("pending", None, 0)  # as a row never sent
+
+    result, summary = import_file(config, sbx, tmp_path / "in.csv")
+    assert result.exit_code == 0, result.output
+    assert summary["totals"]["created"] == 1
+    status, made, _ = _ledger_rows(config)[key]
+    assert status == "created" and made not in (None, gone)
+    assert len(sbx.appointments()) == before  # one deleted, one booked again
+    assert verify_report(config, sbx)[0] == 0
+
+
+def test_a_crowded_slot_never_gives_a_row_another_rows_appointment(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    # Two rows of one visit (same patient, doctor, time): each owns its own appointment.
+    _, sample = sample_rows()
+    first = next(r for r in sample if r["clinic"] == "1")
+    twin = first | {"appointment_id": first["appointment_id"] + "-B"}
+    config = _setup(tmp_path, sbx, [first, twin])
+    rows = _ledger_rows(config)
+    gone, kept = rows[first["appointment_id"]][1], rows[twin["appointment_id"]][1]
+    assert gone is not None and kept is not None
+    sbx.change("DELETE", f"/_sandbox/appointments/{gone}")
+
+    code, event, output = _relink(config, sbx, first["appointment_id"])
+    assert code == 1, output
+    assert event["rows"][0]["verdict"] == "gone"  # the twin's appointment is not free
+    assert _ledger_rows(config)[twin["appointment_id"]][1] == kept
+
+    code, event, output = _relink(config, sbx, first["appointment_id"], "--book-again")
+    assert code == 0, output
+    result, _ = import_file(config, sbx, tmp_path / "in.csv")
+    assert result.exit_code == 0, result.output
+    rows = _ledger_rows(config)
+    assert rows[twin["appointment_id"]][1] == kept
+    assert rows[first["appointment_id"]][1] not in (None, gone, kept)
+    assert verify_report(config, sbx)[0] == 0
+
+
+def test_the_patient_booked_again_with_other_details_holds_the_row(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    config, key, gone, deleted = _one_deleted(tmp_path, sbx)
+    other = _book_by_hand(sbx, deleted, room_id=(deleted.get("room_id") or 300) + 1)
+
+    code, event, output = _relink(config, sbx, key, "--book-again")
+    assert code == 1, output
+    [row] = event["rows"]
+    assert row["verdict"] == "held" and f"appointment {other}" in row["note"]
+    assert "room_id" in row["note"]
+    assert _ledger_rows(config)[key][:2] == ("created", gone)  # neither linked nor requeued
+
+
+def test_a_present_appointment_and_keys_that_are_no_created_row(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    config = _setup(tmp_path, sbx)
+    key = next(iter(_ledger_rows(config)))
+    code, event, output = _relink(config, sbx, key)
+    assert code == 0, output
+    assert event["rows"][0]["verdict"] == "present"
+
+    code, event, output = _relink(config, sbx, key, "NO-SUCH-KEY")
+    assert code == 1, output
+    assert event["unmatched"] == ["NO-SUCH-KEY (not in the ledger)"]
+
+    result = run_cli("relink", "-c", str(config), "--base-url", sbx.base_url, "NO-SUCH-KEY")
+    assert result.exit_code == 2
+    assert "no created row has these keys: NO-SUCH-KEY (not in the ledger)" in result.output
+    result = run_cli("relink", "-c", str(config), "--base-url", sbx.base_url)
+    assert result.exit_code == 2 and "--all" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_visit_booked_by_hand_after_book_again_is_adopted_not_booked_twice(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    config, key, _, deleted = _one_deleted(tmp_path, sbx)
+    assert _relink(config, sbx, key, "--book-again")[0] == 0
+    again = _book_by_hand(sbx, deleted)  # the front desk was quicker than the night
+
+    result, _ = import_file(config, sbx, tmp_path / "in.csv")
+    assert result.exit_code == 0, result.output
+    assert _ledger_rows(config)[key][:2] == ("created", again)
+    at_slot = [a for a in sbx.appointments() if a["scheduled_at"] == deleted["scheduled_at"]
+               and a["customer_id"] == deleted["customer_id"]]  # fmt: skip
+    assert [a["id"] for a in at_slot] == [again]
+
+
+def test_all_looks_at_every_created_row(tmp_path: Path, sbx: Sandbox) -> None:
+    config = _setup(tmp_path, sbx)
+    rows = _ledger_rows(config)
+    key, (_, gone, _) = next(iter(rows.items()))
+    assert gone is not None
+    again = _book_by_hand(sbx, _appointment(sbx, gone))
+    sbx.change("DELETE", f"/_sandbox/appointments/{gone}")
+    code, event, output = _relink(config, sbx, "--all")
+    assert code == 0, output
+    assert {r["source_key"]: r["verdict"] for r in event["rows"]} == {
+        k: "relinked" if k == key else "present" for k in rows
+    }
+    assert event["rows"][0]["linked_id"] == again
+
+
+def test_on_a_shared_postgresql_ledger(tmp_path: Path, sbx: Sandbox, pg_url: str) -> None:
+    config = write_config(tmp_path, ledger_url=pg_url)
+    columns, sample = sample_rows()
+    export = write_csv(tmp_path / "in.csv", columns, [r for r in sample if r["clinic"] == "1"][:2])
+    assert import_file(config, sbx, export)[0].exit_code == 0
+    code, report, _ = verify_report(config, sbx)
+    assert code == 0
+    made = sorted(sbx.appointments(), key=lambda a: a["id"])
+    first, second = made[0], made[1]
+    sbx.change("DELETE", f"/_sandbox/appointments/{first['id']}")
+    sbx.change("DELETE", f"/_sandbox/appointments/{second['id']}")
+    again = _book_by_hand(sbx, first)
+    code, report, output = verify_report(config, sbx)
+    assert code == 1 and len(report["missing"]) == 2
+    keys = [m["source_key"] for m in report["missing"]]
+
+    code, event, output = _relink(config, sbx, *keys, "--book-again")
+    assert code == 0, output
+    verdicts = {r["appointment_id"]: (r["verdict"], r["linked_id"]) for r in event["rows"]}
+    assert verdicts == {first["id"]: ("relinked", again), second["id"]: ("book_again", None)}
+    assert import_file(config, sbx, export)[0].exit_code == 0
+    assert verify_report(config, sbx)[0] == 0
+
+
+def test_a_row_back_in_the_export_after_its_appointment_was_deleted(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """The row left the export, staff deleted its appointment and acknowledged the
+    `missing` item; then the row came back. The reopened item said "restore it", which
+    nobody could do: verify's 404 stayed every morning."""
+    columns, sample = sample_rows()
+    rows = [r for r in sample if r["clinic"] == "1"][:20]  # one missing is within max_missing
+    config = _setup(tmp_path, sbx, rows)
+    key = rows[1]["appointment_id"]
+    gone = _ledger_rows(config)[key][1]
+    without = write_csv(tmp_path / "n2.csv", columns, rows[:1] + rows[2:])
+    assert import_file(config, sbx, without)[0].exit_code == 1  # its `missing` item
+    sbx.change("DELETE", f"/_sandbox/appointments/{gone}")
+    assert run_cli("ack", key, "-c", str(config), "--note", "deleted").exit_code == 0
+    assert verify_report(config, sbx)[0] == 0  # the deletion it asked for
+
+    result, _ = import_file(config, sbx, tmp_path / "in.csv")  # back in the export
+    assert result.exit_code == 1
+    [item] = json.loads(run_cli("worklist", "-c", str(config), "--format", "json").stdout)
+    assert "`relink --book-again`" in item["reason"], item
+    code, _, output = verify_report(config, sbx)
+    assert code == 1 and f"--tenant 1 {key} [--book-again]" in output
+
+    assert _relink(config, sbx, key, "--book-again")[0] == 0
+    assert import_file(config, sbx, tmp_path / "in.csv")[0].exit_code == 1  # item still open
+    assert run_cli("ack", key, "-c", str(config), "--note", "booked again").exit_code == 0
+    assert import_file(config, sbx, tmp_path / "in.csv")[0].exit_code == 0
+    assert verify_report(config, sbx)[0] == 0
+    assert _ledger_rows(config)[key][1] not in (None, gone)

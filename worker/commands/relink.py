@@ -1,0 +1,442 @@
+"""`relink`: created rows whose appointment was deleted in Flextell.
+
+The API has no undelete and the ledger's rule is that a created row keeps its
+appointment, so a row whose appointment staff deleted while it stays in the
+export was `already created` every night and `verify`'s 404 every morning. For
+each created row asked for, `relink` GETs its appointment, and on the API's own
+404 ("No query results for model": a proxy's 404 proves nothing) reads the row's
+slot (the calendar, then a GET of each appointment the customer has at the
+instant that no row owns):
+- one there equals the row (as sent, or as the export holds it now): the row takes
+  it (booked again by hand; one the API made is taken first, a duplicate of ours);
+- else the patient holds the slot with other details (another doctor, a room):
+  nothing is done, the row is `held` (booking it again would book the patient twice);
+- else with `--book-again` the row goes back to `pending` as never sent, and the
+  next import books it (after the adoption check every never-sent row gets);
+- else it is `gone`, and the line says what a person can do.
+A row of a visit another row has not settled (unknown, in flight, or sent and
+pending) is left `not checked`: an appointment at its slot may be that row's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from rich.console import Console
+from rich.table import Table
+
+from worker.api.client import Outcome
+from worker.commands.checking.api_reads import read_with_retries
+from worker.commands.output import absolute, data_console, emit_result
+from worker.compare import MATCH_FIELDS, compare, equal, row_and_flextell
+from worker.config import load_config
+from worker.contract import API_MADE, AppointmentResource
+from worker.delivery import AuthGuard, LaneBuilder, LaneStopped, TenantLane, http_session
+from worker.delivery.decide import FREES_THE_SLOT
+from worker.delivery.slot_search import SlotSearch
+from worker.errors import ConfigError
+from worker.exitcodes import ExitCode
+from worker.ledger import Entry, Ledger, RunStatus, Status, api_identity
+from worker.ledger.target import LedgerTarget, describe, existing_target, is_url, open_existing
+
+if TYPE_CHECKING:
+    from worker.config import Config
+    from worker.ledger.postgres import PgLedger
+
+_Say = Callable[..., "Relinked"]
+"""A row's verdict: name, note and (relinked) the id it took."""
+
+MODEL_404 = "No query results for model"
+"""What the API's own 404 of a deleted appointment says (Laravel's ModelNotFound)."""
+
+VERDICTS = ("present", "relinked", "book_again", "held", "gone", "not_checked")
+_DONE = ("present", "relinked", "book_again")
+"""Verdicts that leave nothing for a person: exit 0 when every row has one."""
+
+
+@dataclass(slots=True)
+class RelinkOptions:
+    """What the `relink` command was asked to do."""
+
+    config_path: Path
+    keys: tuple[str, ...] = ()
+    all_rows: bool = False
+    ledger_path: LedgerTarget | None = None
+    """A ledger file or a postgresql:// URL (None: the one `import` uses)."""
+    base_url: str | None = None
+    tenant: int | None = None
+    book_again: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Relinked:
+    """What relink found and did for one created row."""
+
+    tenant: int
+    source_key: str
+    verdict: str
+    appointment_id: int | None
+    """The row's appointment as the ledger held it."""
+    linked_id: int | None = None
+    note: str = ""
+
+
+@dataclass(slots=True)
+class RelinkResult:
+    """Every row's verdict, the run that recorded them, and the exit code."""
+
+    run_id: int | None
+    ledger_path: Path | str
+    rows: list[Relinked]
+    stopped_tenants: dict[int, str]
+    exit_code: ExitCode
+    unmatched: list[str] = field(default_factory=list)
+    """Keys given that are no created row of the ledger (with what they are)."""
+    skipped_tenants: dict[int, str] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        """Rows per verdict."""
+        out = dict.fromkeys(VERDICTS, 0)
+        for row in self.rows:
+            out[row.verdict] += 1
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        """The relink command's result as one JSON-ready object."""
+        return {
+            "command": "relink",
+            "run_id": self.run_id,
+            "ledger": str(self.ledger_path),
+            "exit_code": int(self.exit_code),
+            "totals": self.counts(),
+            "unmatched": self.unmatched,
+            "stopped_tenants": {str(k): v for k, v in sorted(self.stopped_tenants.items())},
+            "skipped_tenants": {str(k): v for k, v in sorted(self.skipped_tenants.items())},
+            "rows": [
+                {"tenant": r.tenant, "source_key": r.source_key, "verdict": r.verdict,
+                 "appointment_id": r.appointment_id, "linked_id": r.linked_id, "note": r.note}
+                for r in self.rows
+            ],
+        }  # fmt: skip
+
+
+async def run_relink(options: RelinkOptions) -> RelinkResult:
+    """Look up the given created rows' appointments and relink those deleted (module
+    docstring). Takes the ledger lock; on a shared PostgreSQL ledger, the lease of each
+    tenant it would touch, skipping a tenant a live worker holds."""
+    if not options.keys and not options.all_rows:
+        raise ConfigError(
+            "relink needs the source keys of the rows to look at (as `verify` lists them), "
+            "or --all for every created row (one GET each)"
+        )
+    config = load_config(options.config_path)
+    target = existing_target(config, options.ledger_path)
+    ledger_path = describe(target) if is_url(target) else Path(target)
+    ledger = await open_existing(config, target)
+    try:
+        ledger.require_patient_data("relink")
+        await ledger.bind_identity(api_identity(config.base_urls(options.base_url)),
+                                   config.tenants, rebind=False)  # fmt: skip
+        chosen, unmatched = await _chosen(ledger, config, options)
+        if options.keys and not chosen:
+            raise ConfigError(f"relink: no created row has these keys: {'; '.join(unmatched)}")
+        if not is_url(target):
+            rows = _rows(ledger, options, chosen, only=set(_tenants(config, options)))
+            result = await _relink(ledger, config, options, rows)
+        else:
+            from worker.commands.importing.tenant_leases import hold_tenants
+
+            shared = cast("PgLedger", ledger)
+            tenants = {e.tenant for e in chosen} if options.keys else set(_tenants(config, options))
+            async with hold_tenants(shared, tenants,
+                                    lease_seconds=config.ledger.lease_seconds) as held:  # fmt: skip
+                rows = _rows(ledger, options, chosen, only=held.held)
+                result = await _relink(ledger, config, options, rows)
+            result.skipped_tenants = held.skipped
+            if held.skipped:
+                result.exit_code = max(result.exit_code, ExitCode.ROWS_FAILED)
+        result.ledger_path = ledger_path
+        result.unmatched = unmatched
+        if unmatched and result.exit_code is ExitCode.OK:
+            result.exit_code = ExitCode.ROWS_FAILED
+        return result
+    finally:
+        await ledger.close()
+
+
+def _tenants(config: Config, options: RelinkOptions) -> list[int]:
+    """The configured tenants in scope (--tenant narrows them)."""
+    return [t for t in config.tenants if options.tenant in (None, t)]
+
+
+async def _chosen(
+    ledger: Ledger, config: Config, options: RelinkOptions
+) -> tuple[list[Entry], list[str]]:
+    """The created rows of the keys given (in every tenant in scope), and each key that
+    names none, with what it is instead."""
+    if not options.keys:
+        return [], []
+    keys = [(t, k) for k in dict.fromkeys(options.keys) for t in _tenants(config, options)]
+    found = await ledger.get_many(keys)
+    chosen = [
+        e for k in keys if (e := found.get(k)) is not None
+        and e.status == Status.CREATED and e.appointment_id is not None
+    ]  # fmt: skip
+    named = {e.source_key for e in chosen}
+    unmatched = []
+    for key in dict.fromkeys(options.keys):
+        if key not in named:
+            others = [e for (_, k), e in sorted(found.items()) if k == key]
+            what = ", ".join(f"tenant {e.tenant}: {e.status}" for e in others)
+            unmatched.append(f"{key} ({what or 'not in the ledger'})")
+    return chosen, unmatched
+
+
+async def _rows(
+    ledger: Ledger, options: RelinkOptions, chosen: list[Entry], *, only: set[int]
+) -> AsyncIterator[Entry]:
+    """The rows to look at: those chosen, or with --all every created row, streamed."""
+    if options.keys:
+        source: AsyncIterator[Entry] | None = None
+    else:
+        source = ledger.entries_iter(statuses=[Status.CREATED], tenant=options.tenant)
+    if source is None:
+        for entry in chosen:
+            if entry.tenant in only:
+                yield entry
+        return
+    async for entry in source:
+        if entry.appointment_id is not None and entry.tenant in only:
+            yield entry
+
+
+async def _relink(
+    ledger: Ledger, config: Config, options: RelinkOptions, entries: AsyncIterator[Entry]
+) -> RelinkResult:
+    first = await anext(entries, None)
+    if first is None:
+        return RelinkResult(None, "", [], {}, ExitCode.OK)
+    run_id = await ledger.start_run(mode="relink", source_file=None, source_sha256=None,
+                                    config_path=absolute(options.config_path))  # fmt: skip
+    status = RunStatus.FINISHED
+    rows: list[Relinked] = []
+    stopped: dict[int, str] = {}
+    try:
+        async with http_session(config, base_url=options.base_url) as session:
+            lanes = LaneBuilder(config, session, base_url=options.base_url)
+            tenants: dict[int, _Tenant] = {}
+            entry: Entry | None = first
+            while entry is not None:  # one at a time: two rows may want one appointment
+                one = tenants.get(entry.tenant)
+                if one is None:
+                    lane = await lanes.lane(entry.tenant)
+                    one = tenants[entry.tenant] = _Tenant(ledger, lane, run_id,
+                                                          book=options.book_again)  # fmt: skip
+                rows.append(await one.relink(entry))
+                entry = await anext(entries, None)
+            stopped = {t: lane.stop_reason for t, lane in lanes.lanes.items() if lane.stop_reason}
+    except BaseException:
+        status = RunStatus.ABORTED
+        raise
+    finally:
+        code = _exit_code(rows, stopped)
+        counts = dict.fromkeys(VERDICTS, 0)
+        for row in rows:
+            counts[row.verdict] += 1
+        recorded = int(code) if status is RunStatus.FINISHED else None
+        await ledger.finish_run(run_id, status=status, counts=counts, exit_code=recorded)
+    return RelinkResult(run_id, "", rows, stopped, code)
+
+
+def _exit_code(rows: list[Relinked], stopped: dict[int, str]) -> ExitCode:
+    if stopped:
+        return ExitCode.ABORTED
+    if any(r.verdict not in _DONE for r in rows):
+        return ExitCode.ROWS_FAILED
+    return ExitCode.OK
+
+
+class _Tenant:
+    """One tenant's rows: the GET of each appointment, then the slot of those deleted."""
+
+    def __init__(self, ledger: Ledger, lane: TenantLane, run_id: int, *, book: bool) -> None:
+        self.ledger = ledger
+        self.lane = lane
+        self.guard = AuthGuard(lane)
+        self.run_id = run_id
+        self.book = book
+        self.search = SlotSearch(lane.client, self.guard, lane.id)
+
+    async def relink(self, entry: Entry) -> Relinked:
+        gone = entry.appointment_id
+        assert gone is not None  # _chosen keeps rows with an id only
+
+        def verdict(name: str, note: str, linked: int | None = None) -> Relinked:
+            return Relinked(entry.tenant, entry.source_key, name, gone, linked, note)
+
+        try:
+            return await self._relink(entry, gone, verdict)
+        except LaneStopped as exc:
+            return verdict("not_checked", f"tenant stopped: {exc}")
+
+    async def _relink(self, entry: Entry, gone: int, verdict: _Say) -> Relinked:
+        lane = self.lane
+        got = await read_with_retries(
+            lane, self.guard, lambda: lane.client.get_appointment(entry.tenant, gone)
+        )
+        lane.check()
+        if got.outcome is Outcome.FOUND:
+            return verdict("present", "its appointment is in Flextell: nothing to do")
+        if got.outcome is not Outcome.NOT_FOUND or MODEL_404 not in (got.error_message or ""):
+            why = got.error_message or got.error_code or got.outcome.value
+            return verdict(
+                "not_checked",
+                f"GET appointment {gone}: HTTP {got.status or '-'}: "
+                f"{why} (not the API's 404 of a deleted one)",
+            )
+        payload = entry.payload
+        if payload is None:
+            return verdict(
+                "not_checked",
+                f"appointment {gone} is deleted, and `ledger purge` "
+                "dropped the row's values: nothing to look for",
+            )
+        unsettled = await self._unsettled_beside(entry)
+        if unsettled:
+            return verdict(
+                "not_checked",
+                f"appointment {gone} is deleted, but row(s) "
+                f"{', '.join(unsettled)} of the same visit are not settled: an "
+                "appointment at its slot may be theirs; run `reconcile` (or the "
+                "next import) first, then relink again",
+            )
+        found = await self.search.candidates(payload, wide=True, skip=self._owned)
+        lane.check()
+        if found.error is not None:
+            return verdict(
+                "not_checked",
+                f"appointment {gone} is deleted; its slot could not be read: {found.error}",
+            )
+        versions = [payload] + ([now] if (now := entry.payload_now) is not None else [])
+        equals = [c for c in found.items if c.id != gone and any(equal(v, c) for v in versions)]
+        if equals:
+            return await self._take(entry, gone, _preferred(equals), verdict)
+        holding = [c for c in found.items if c.id != gone and c.status not in FREES_THE_SLOT]
+        if holding:
+            other = holding[0]
+            diff = row_and_flextell(compare(versions[-1], other, MATCH_FIELDS))
+            return verdict(
+                "held",
+                f"appointment {gone} is deleted; the patient holds the slot "
+                f"in appointment {other.id} with other details ({diff}): "
+                "not linked, not booked again; make it equal to the row in "
+                "Flextell and relink again, or take the row out of the "
+                "export",
+            )
+        if self.book:
+            if await self.ledger.book_again(
+                entry.tenant, entry.source_key, run_id=self.run_id, gone_id=gone
+            ):
+                return verdict(
+                    "book_again",
+                    f"appointment {gone} is deleted and nothing is at "
+                    "its slot: pending, the next import books it",
+                )
+            return verdict("not_checked", "the row changed while relink looked: run it again")
+        return verdict(
+            "gone",
+            f"appointment {gone} is deleted and nothing at its slot equals "
+            "the row: book it again in Flextell and relink again, or relink "
+            "--book-again for the next import to book it; deleted on purpose: "
+            "take the row out of the export, then `ack` its missing item",
+        )
+
+    async def _take(
+        self, entry: Entry, gone: int, chosen: AppointmentResource, verdict: _Say
+    ) -> Relinked:
+        why_not = await self.ledger.relink(
+            entry.tenant,
+            entry.source_key,
+            run_id=self.run_id,
+            gone_id=gone,
+            new_id=chosen.id,
+            new_code=chosen.code,
+        )
+        if why_not is not None:
+            return verdict(
+                "not_checked",
+                f"appointment {gone} is deleted; not linked to {chosen.id}: {why_not}",
+            )
+        how = "made by the API" if chosen.creation_type == API_MADE else "booked again by hand"
+        return verdict(
+            "relinked",
+            f"appointment {gone} is deleted; linked to {chosen.id} ({how}), equal to the row",
+            chosen.id,
+        )
+
+    async def _owned(self, ids: list[int]) -> set[int]:
+        return set(await self.ledger.owners(self.lane.id, ids))
+
+    async def _unsettled_beside(self, entry: Entry) -> list[str]:
+        """Keys of the other rows of the entry's visit whose outcome is open."""
+        if entry.identity is None:
+            return []
+        return [
+            e.source_key
+            for e in await self.ledger.group(entry.tenant, entry.identity)
+            if e.source_key != entry.source_key
+            and (
+                e.status in (Status.IN_FLIGHT, Status.UNKNOWN)
+                or (e.status == Status.PENDING and (e.attempts > 0 or e.sent_at is not None))
+            )
+        ]
+
+
+def _preferred(equals: list[AppointmentResource]) -> AppointmentResource:
+    """Of several equal free appointments: one the API made (a duplicate of ours needs an
+    owner more than a hand booking does), then the oldest id."""
+    return min(equals, key=lambda c: (c.creation_type != API_MADE, c.id))
+
+
+_SHOWN_ROWS = 100
+
+
+def print_relink(result: RelinkResult, console: Console | None = None) -> None:
+    """What relink found for each row, then the counts and the exit code."""
+    console = console or data_console(soft_wrap=True)
+    if result.rows:
+        table = Table(title=f"flextell-worker relink: run {result.run_id}")
+        for name in ("tenant", "source key", "verdict", "appointment", "now", "note"):
+            table.add_column(name)
+        for r in result.rows[:_SHOWN_ROWS]:
+            now = "" if r.linked_id is None else str(r.linked_id)
+            table.add_row(str(r.tenant), r.source_key, r.verdict, str(r.appointment_id), now,
+                          r.note)  # fmt: skip
+        console.print(table)
+        if len(result.rows) > _SHOWN_ROWS:
+            console.print(f"... and {len(result.rows) - _SHOWN_ROWS} more (see --json-logs)")
+        console.print(", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result.counts().items()))
+    elif not result.unmatched:
+        console.print("no created rows to look at")
+    for key in result.unmatched:
+        console.print(f"not a created row: {key}", markup=False)
+    for tenant, reason in sorted(result.stopped_tenants.items()):
+        console.print(f"tenant {tenant} stopped: {reason}", markup=False)
+    for tenant, reason in sorted(result.skipped_tenants.items()):
+        console.print(f"tenant {tenant} skipped: {reason}", markup=False)
+    if result.counts()["book_again"]:
+        console.print(
+            "the next import books the rows marked book again (its adoption check "
+            "first links one booked by hand meanwhile)"
+        )
+    console.print(f"ledger: {result.ledger_path}")
+    console.print(f"exit code {int(result.exit_code)} ({result.exit_code.words})")
+
+
+def show_relink(result: RelinkResult, *, json_logs: bool) -> None:
+    """The command's end: its event as JSON under --json-logs, else the text for a person."""
+    emit_result("relink", result.to_json(), json_logs=json_logs,
+                render=lambda: print_relink(result))  # fmt: skip
