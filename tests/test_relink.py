@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -276,3 +277,28 @@ def test_a_row_back_in_the_export_after_its_appointment_was_deleted(
     assert import_file(config, sbx, tmp_path / "in.csv")[0].exit_code == 0
     assert verify_report(config, sbx)[0] == 0
     assert _ledger_rows(config)[key][1] not in (None, gone)
+
+
+def test_the_export_s_new_version_booked_again_at_its_new_time_is_linked(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """The export moved the visit an hour (a `changed` item: the API has no update), and
+    staff deleted the old appointment and booked the new time: that is the row's now."""
+    columns, sample = sample_rows()
+    rows = [dict(r) for r in sample if r["clinic"] == "1"][:3]
+    config = _setup(tmp_path, sbx, rows)
+    key = rows[0]["appointment_id"]
+    gone = _ledger_rows(config)[key][1]
+    assert gone is not None
+    moved = datetime.fromisoformat(rows[0]["start"]) + timedelta(hours=1)
+    rows[0]["start"] = moved.isoformat(timespec="minutes")
+    assert import_file(config, sbx, write_csv(tmp_path / "n2.csv", columns, rows))[0].exit_code == 1
+    deleted = _appointment(sbx, gone)
+    sbx.change("DELETE", f"/_sandbox/appointments/{gone}")
+    at = datetime.fromisoformat(deleted["scheduled_at"].replace("Z", "+00:00"))
+    again = _book_by_hand(sbx, deleted, scheduled_at=(at + timedelta(hours=1)).isoformat())
+
+    code, event, output = _relink(config, sbx, key)
+    assert code == 0, output
+    assert (event["rows"][0]["verdict"], event["rows"][0]["linked_id"]) == ("relinked", again)
+    assert verify_report(config, sbx)[0] == 0  # equal to the export's version: done work

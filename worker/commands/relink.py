@@ -313,18 +313,23 @@ class _Tenant:
                 "appointment at its slot may be theirs; run `reconcile` (or the "
                 "next import) first, then relink again",
             )
-        found = await self.search.candidates(payload, wide=True, skip=self._owned)
-        lane.check()
-        if found.error is not None:
-            return verdict(
-                "not_checked",
-                f"appointment {gone} is deleted; its slot could not be read: {found.error}",
-            )
+        # The row as sent and as the export holds it now (a changed item): staff may have
+        # booked either version again, at either one's slot.
         versions = [payload] + ([now] if (now := entry.payload_now) is not None else [])
-        equals = [c for c in found.items if c.id != gone and any(equal(v, c) for v in versions)]
+        items: dict[int, AppointmentResource] = {}
+        for slot in {(v.get("customer_id"), v.get("scheduled_at")): v for v in versions}.values():
+            found = await self.search.candidates(slot, wide=True, skip=self._owned)
+            lane.check()
+            if found.error is not None:
+                return verdict(
+                    "not_checked",
+                    f"appointment {gone} is deleted; its slot could not be read: {found.error}",
+                )
+            items.update((c.id, c) for c in found.items if c.id != gone)
+        equals = [c for c in items.values() if any(equal(v, c) for v in versions)]
         if equals:
             return await self._take(entry, gone, _preferred(equals), verdict)
-        holding = [c for c in found.items if c.id != gone and c.status not in FREES_THE_SLOT]
+        holding = [c for c in items.values() if c.status not in FREES_THE_SLOT]
         if holding:
             other = holding[0]
             diff = row_and_flextell(compare(versions[-1], other, MATCH_FIELDS))
