@@ -38,11 +38,17 @@ async def test_rows_created_with_their_payloads_tenants_and_ids(
         got = await appointments(s.url, tenant)
         assert len(got) == sum(1 for r in s.rows if r.tenant == tenant)
         assert {a["tenant_id"] for a in got} == {tenant}
-    # Running again sends nothing: every row is already created.
-    before = (await stats(s.url))["requests_total"]
+    # Running again sends nothing: every row is already created. Each tenant is asked
+    # once (the clock probe, a calendar GET): a refused token shows on such a night too.
+    before = await requests_log(s.url)
     again = await run_cli(s.args())
     assert again.exit_code == 0, again.output
-    assert (await stats(s.url))["requests_total"] == before
+    asked = (await requests_log(s.url))[len(before) :]
+    assert posts(asked) == []
+    assert sorted((r["method"], r["path"].split("/")[-1], r["tenant"]) for r in asked) == [
+        ("GET", "calendar", 1),
+        ("GET", "calendar", 2),
+    ]
     assert re.search(r"already created\s*│\s*20\s*│\s*20\s*│\s*40", again.output), again.output
 
 

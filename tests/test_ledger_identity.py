@@ -64,9 +64,12 @@ async def test_config_copied_with_another_api_is_refused_unless_rebound(tmp_path
         assert (await stats(url))["requests_total"] == before, "a refused run sends nothing"
 
         # Sandboxes pick a new port each time: on a loopback host the port is not identity.
+        # (Nothing to send: the run asks port 1 once, which says it cannot be reached.)
         other_port = [*s.args()[:5], "http://127.0.0.1:1/api", *s.args()[6:]]
         same = await asyncio.to_thread(run_worker, other_port)
-        assert same.returncode == 0, same.stderr[-2000:]
+        assert same.returncode == 3, same.stderr[-2000:]
+        assert "cannot reach http://127.0.0.1:1/api" in same.stdout + same.stderr
+        assert "--rebind-ledger" not in same.stdout + same.stderr
 
         # Another host name for the same server is another API until rebound.
         moved = [*s.args()[:5], s.api_url.replace("127.0.0.1", "localhost"), *s.args()[6:]]

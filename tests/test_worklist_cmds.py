@@ -149,9 +149,11 @@ def test_a_run_whose_tenants_were_refused_is_recorded_aborted_with_its_exit_code
     assert result.exit_code == 3, result.output
     # The mail says what to do: the next import fails the same way until it is fixed.
     assert "for the next import to send" not in result.stdout
-    assert "the API refused the credentials of tenant 1: fix the token or its rights" in (
+    # Tenant 2 had no rows in this file; asked once all the same, it refused them too.
+    assert "the API refused the credentials of tenant 1, 2: fix the token or its rights" in (
         result.stdout
     )
+    assert "its rows wait, unsent, until then" in result.stdout
     [run] = ledger_json(config)["runs"]
     assert (run["status"], run["exit_code"], run["partial"]) == ("aborted", 3, False)
     table = run_cli("report", "-c", str(config)).output
@@ -1011,3 +1013,21 @@ def test_a_row_an_outage_left_unsent_on_a_shared_postgresql_ledger(
     result, s2 = import_file(config, sbx, night)
     assert (result.exit_code, s2["totals"]["created"]) == (0, 1), result.output
     assert len(sbx.appointments()) == 1
+
+
+def test_a_night_with_nothing_to_send_still_tells_a_refused_token(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """Every row already created, and the token revoked: the night sent no request and
+    exited 0, and the refusal showed only on the night rows came (and could not go)."""
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    file = export(tmp_path, "n1.csv", sample[:4])
+    assert import_file(config, sbx, file)[0].exit_code == 0
+    made = len(sbx.appointments())
+    result = run_cli("import", str(file), "-c", str(config), "--base-url", sbx.base_url,
+                     "--no-progress", env={"FLEXTELL_TOKEN": "revoked"})  # fmt: skip
+    assert result.exit_code == 3, result.output
+    assert "the API refused the credentials of tenant 1, 2" in result.stdout
+    assert "nothing was to be sent this time" in result.stdout
+    assert len(sbx.appointments()) == made

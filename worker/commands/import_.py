@@ -46,7 +46,15 @@ from worker.commands.ledger_care import purge_after_import
 from worker.commands.output import absolute
 from worker.commands.validate import source_options
 from worker.config import Config, TenantConfig, load_config
-from worker.delivery import Job, LaneBuilder, RetryPolicy, RowDelivery, TenantLane, http_session
+from worker.delivery import (
+    Job,
+    LaneBuilder,
+    LaneStopped,
+    RetryPolicy,
+    RowDelivery,
+    TenantLane,
+    http_session,
+)
 from worker.delivery.lanes import policy_from_config
 from worker.delivery.rejudge import rejudge_v1_rows
 from worker.delivery.runner import LaneRunner
@@ -285,6 +293,12 @@ class ImportRun:
         except BaseException:
             await runner.cancel()
             raise
+        if lane.stats.requests == 0 and self.stopping is None and lane.stop_reason is None:
+            # A night with nothing to send still asks once (the clock probe: one calendar
+            # GET): a refused token, an unreachable API or a wrong clock shows tonight,
+            # with exit 3, not on the night rows come and cannot be sent.
+            with contextlib.suppress(LaneStopped):
+                await lane.check_clock()
         lane.never_answered()
 
     async def _feed_lane(self, lane: TenantLane, runner: LaneRunner) -> None:

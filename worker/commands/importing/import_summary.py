@@ -107,10 +107,20 @@ def print_summary(result: ImportResult, console: Console | None = None) -> None:
     refused = _refused_tenants(result)
     if refused:
         named = ", ".join(map(str, refused))
+        waiting = any(
+            (counts := result.tenants.get(t)) is not None and counts.not_sent_by_reason
+            for t in refused
+        )
+        after = (
+            "its rows wait, unsent, until then"
+            if waiting
+            else "nothing was to be sent this time (the run asked once, to tell before it "
+            "matters), but no row can be sent until then"
+        )
         console.print(
             f"the API refused the credentials of tenant {named}: fix the token or its rights "
-            "(`flextell-worker auth status -c CONFIG` checks them), then run the import "
-            "again; its rows wait, unsent, until then",
+            f"(`flextell-worker auth status -c CONFIG` checks them), then run the import "
+            f"again; {after}",
             markup=False,
         )
     _print_round_aborted(result, console)
