@@ -168,7 +168,8 @@ CONFIRMED = "clinic_zones"
 """The ledger's meta key: {"tenant|API": the configured zone that server confirmed (the API
 named as the ledger names it, meta.api_identity)}.
 A later run with the same zone and server asks nothing of the listing (a nightly run
-with nothing to send makes one request a tenant, the clock probe); another server (--base-url, a ledger rebound) is asked again."""
+with nothing to send makes one request a tenant, the clock probe); another server
+(--base-url, a ledger rebound) is asked again."""
 
 
 def _confirmation(lane: TenantLane) -> str:
