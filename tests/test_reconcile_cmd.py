@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from pathlib import Path
 
 from tests.support.sandbox_process import Sandbox
@@ -46,7 +47,7 @@ def test_reconcile_finds_created_rows_and_frees_absent_ones(tmp_path: Path, sbx:
     result = run_cli("reconcile", "-c", str(config), "--base-url", sbx.base_url, "--json-logs")
     assert result.exit_code == 0, result.output
     event = json.loads(result.stdout.strip().splitlines()[-1])
-    assert event["totals"] == {"found": 1, "absent": 1, "undecided": 0}
+    assert event["totals"] == {"found": 1, "absent": 1, "held": 0, "undecided": 0}
     verdicts = {(r["tenant"], r["source_key"]): r["verdict"] for r in event["rows"]}
     assert verdicts == {landed: "found", lost: "absent"}
     assert _posts(sbx) == posts_before  # lookups only
@@ -128,3 +129,35 @@ def test_reconcile_resolves_the_worklist_items_of_the_rows_it_settles(
     assert result.exit_code == 0, result.output
     assert ledger_json(config)["statuses"] == {"created": 2}
     assert json.loads(run_cli("worklist", "-c", str(config), "--format", "json").stdout) == []
+
+
+def test_a_row_whose_visit_was_booked_by_hand_with_other_details_is_held(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """Its answer lost and its POST never landed, while staff booked the visit by hand in
+    another room: the lookup holds it (not sent: the patient would be booked twice).
+    reconcile called that `undecided`, as if no lookup could tell."""
+    config = write_config(tmp_path)
+    columns, rows = sample_rows()
+    source = write_csv(tmp_path / "in.csv", columns, rows[:2])
+    assert import_file(config, sbx, source)[0].exit_code == 0
+    lost = (1, rows[0]["appointment_id"])
+    [made] = mark_unknown(tmp_path / "ledger.sqlite", [lost])
+    visit = next(a for a in sbx.appointments() if a["id"] == made)
+    sbx.change("DELETE", f"/_sandbox/appointments/{made}")
+    with sqlite3.connect(tmp_path / "ledger.sqlite") as db:  # its POST never landed
+        db.execute("UPDATE entries SET appointment_id = NULL WHERE source_key = ?", (lost[1],))
+    body = {k: visit[k] for k in ("customer_id", "user_id", "scheduled_at", "status")}
+    body["treatments"] = [t["id"] if isinstance(t, dict) else t for t in visit["treatments"]]
+    body["room_id"] = 302 if visit.get("room_id") == 301 else 301  # another room
+    hand = sbx.change("POST", "/_sandbox/appointments", body | {"tenant": 1})["data"]["id"]
+
+    result = run_cli("reconcile", "-c", str(config), "--base-url", sbx.base_url, "--json-logs",
+                     "--settle-wait", "5")  # fmt: skip
+    assert result.exit_code == 1, result.output
+    event = json.loads(result.stdout.strip().splitlines()[-1])
+    assert event["totals"] == {"found": 0, "absent": 0, "held": 1, "undecided": 0}
+    [row] = event["rows"]
+    assert row["verdict"] == "held" and f"appointment {hand}" in row["reason"], row
+    assert [a["id"] for a in sbx.appointments() if a["scheduled_at"] == visit["scheduled_at"]
+            and a["customer_id"] == visit["customer_id"]] == [hand]  # fmt: skip

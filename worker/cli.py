@@ -873,10 +873,11 @@ def reconcile_cmd(json_logs: bool, allow_insecure_http: bool, **params: Any) -> 
     """Resolve rows whose outcome is unknown with lookups only; send nothing.
 
     Found rows become created, rows surely absent become pending (the next
-    import sends them), the rest stay unknown. Takes the ledger lock; on a
-    shared PostgreSQL ledger, the lease of each tenant with unknown rows
-    instead, skipping (and naming) tenants a live worker holds. Exit 0 when no
-    row stays unknown, 1 otherwise or when a tenant was skipped, 3 when a
+    import sends them), a row whose visit staff booked by hand with other
+    details is held (failed: not sent), the rest stay unknown. Takes the ledger
+    lock; on a shared PostgreSQL ledger, the lease of each tenant with unknown
+    rows instead, skipping (and naming) tenants a live worker holds. Exit 0 when
+    no row stays unknown, 1 otherwise, when one is held or a tenant was skipped, 3 when a
     tenant's token was refused, 4 when another run holds the ledger (every
     tenant, on a shared one).
     """

@@ -32,13 +32,19 @@ if TYPE_CHECKING:
     from worker.ledger.postgres import PgLedger
 
 
+VERDICTS = ("found", "absent", "held", "undecided")
+_VERDICT_OF = {"created": "found", "pending": "absent", "failed": "held"}
+"""A looked-up row's verdict by the status it ended with: `failed` is the slot search's
+HELD (the patient's visit booked by hand with other details: not sent, a person decides)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Resolution:
     """What the lookup found for one unknown ledger row."""
 
     tenant: int
     source_key: str
-    verdict: str  # found, absent or undecided
+    verdict: str  # found, absent, held or undecided
     appointment_id: int | None = None
     reason: str | None = None
     acknowledged_by: str | None = None
@@ -73,8 +79,8 @@ class ReconcileResult:
     """Shared ledger: tenants left alone because a live worker holds their lease."""
 
     def counts(self) -> dict[str, int]:
-        """found / absent / undecided over all tenants."""
-        out = {v: 0 for v in ("found", "absent", "undecided")}
+        """found / absent / held / undecided over all tenants."""
+        out = dict.fromkeys(VERDICTS, 0)
         for r in self.resolutions:
             out[r.verdict] += 1
         return out
@@ -210,8 +216,8 @@ async def _reconcile(
         acked = await worklist.acknowledged_unknown(ledger, options.tenant)
         for entry in entries:
             now = after.get(entry.key, entry)
-            verdict = {"created": "found", "pending": "absent"}.get(now.status, "undecided")
-            undecided = verdict == "undecided"
+            verdict = _VERDICT_OF.get(now.status, "undecided")
+            undecided = verdict in ("undecided", "held")
             resolutions.append(
                 Resolution(
                     entry.tenant,
@@ -219,14 +225,14 @@ async def _reconcile(
                     verdict,
                     now.appointment_id,
                     now.error_message if undecided else None,
-                    acked.get(entry.key) if undecided else None,
+                    acked.get(entry.key) if verdict == "undecided" else None,
                 )
             )
     except BaseException:
         status = RunStatus.ABORTED
         raise
     finally:
-        counts = {v: 0 for v in ("found", "absent", "undecided")}
+        counts = dict.fromkeys(VERDICTS, 0)
         for r in resolutions:
             counts[r.verdict] += 1
         code = _exit_code(resolutions, stopped, skipped=skipped)
@@ -241,8 +247,12 @@ def _exit_code(
 ) -> ExitCode:
     if stopped:
         return ExitCode.ABORTED
-    if skipped or any(r.verdict == "undecided" and not r.acknowledged_by for r in resolutions):
+    if skipped:
         return ExitCode.ROWS_FAILED  # a skipped tenant's rows stay unknown
+    if any(r.verdict == "held" for r in resolutions):
+        return ExitCode.ROWS_FAILED  # a `failed` worklist item: a person decides
+    if any(r.verdict == "undecided" and not r.acknowledged_by for r in resolutions):
+        return ExitCode.ROWS_FAILED
     return ExitCode.OK
 
 
