@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from worker.contract import AppointmentResource
-from worker.delivery.decide import LEFT_EXPORT, Verdict, decide
+from worker.delivery.decide import Verdict, decide
 from worker.ledger import Entry, Status
+from worker.ledger.model import LEFT_EXPORT
 
 T0 = 1_800_000_000.0
 SETTLE, HORIZON = 90.0, 900.0

@@ -302,3 +302,84 @@ def test_the_export_s_new_version_booked_again_at_its_new_time_is_linked(
     assert code == 0, output
     assert (event["rows"][0]["verdict"], event["rows"][0]["linked_id"]) == ("relinked", again)
     assert verify_report(config, sbx)[0] == 0  # equal to the export's version: done work
+
+
+def _renumbered(tmp_path: Path, sbx: Sandbox) -> tuple[Path, list[str], list[dict[str, str]]]:
+    """Night 1 created 20 rows; night 2's export has the last one under a new key: held
+    as the same visit (LEFT_EXPORT). The config, the export's columns, and its rows."""
+    columns, sample = sample_rows()
+    rows = [dict(r) for r in sample if r["clinic"] == "1"][:20]
+    config = _setup(tmp_path, sbx, rows)
+    rows[-1]["appointment_id"] += "X"
+    result, _ = import_file(config, sbx, write_csv(tmp_path / "n2.csv", columns, rows))
+    assert result.exit_code == 1, result.output
+    return config, columns, rows
+
+
+def test_a_renumbered_visit_takes_its_old_keys_appointment_and_its_move_is_a_change(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """The worklist said "the same visit under a new key? acknowledge both items"; done so,
+    the old system then moved the visit and the night booked it a second time, exit 0."""
+    config, columns, rows = _renumbered(tmp_path, sbx)
+    new, old = rows[-1]["appointment_id"], rows[-1]["appointment_id"][:-1]
+    made = _ledger_rows(config)[old][1]
+    listed = json.loads(run_cli("worklist", "-c", str(config), "--format", "json").stdout)
+    assert sorted((i["source_key"], i["kind"]) for i in listed) == [(old, "missing"),
+                                                                    (new, "failed")]  # fmt: skip
+    assert f"relink --tenant 1 {new} --from {old}" in listed[-1]["reason"] + listed[0]["reason"]
+
+    code, event, output = _relink(config, sbx, new, "--from", old)
+    assert code == 0, output
+    [row] = event["rows"]
+    assert (row["verdict"], row["linked_id"]) == ("renumbered", made)
+    assert _ledger_rows(config)[new][:2] == ("created", made) and old not in _ledger_rows(config)
+    assert import_file(config, sbx, tmp_path / "n2.csv")[0].exit_code == 0  # nothing open
+
+    moved = datetime.fromisoformat(rows[-1]["start"]) + timedelta(hours=3)
+    rows[-1]["start"] = moved.isoformat(timespec="minutes")
+    before = len(sbx.appointments())
+    result, summary = import_file(config, sbx, write_csv(tmp_path / "n3.csv", columns, rows))
+    assert result.exit_code == 1 and summary["totals"]["created"] == 0, result.output
+    [item] = json.loads(run_cli("worklist", "-c", str(config), "--format", "json").stdout)
+    assert (item["source_key"], item["kind"]) == (new, "changed")
+    assert len(sbx.appointments()) == before
+
+
+def test_a_held_renumbered_row_that_changes_stays_held_until_a_person_answers(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    config, columns, rows = _renumbered(tmp_path, sbx)
+    before = len(sbx.appointments())
+    moved = datetime.fromisoformat(rows[-1]["start"]) + timedelta(hours=3)
+    rows[-1]["start"] = moved.isoformat(timespec="minutes")
+    result, summary = import_file(config, sbx, write_csv(tmp_path / "n3.csv", columns, rows))
+    assert result.exit_code == 1 and summary["totals"]["created"] == 0, result.output
+    assert len(sbx.appointments()) == before  # not booked a second time
+    new, old = rows[-1]["appointment_id"], rows[-1]["appointment_id"][:-1]
+    assert _ledger_rows(config)[new][0] == "failed"
+    # The answer still works, and the move becomes a change to apply by hand.
+    code, _, output = _relink(config, sbx, new, "--from", old)
+    assert code == 0, output
+    result, _ = import_file(config, sbx, tmp_path / "n3.csv")
+    assert result.exit_code == 1, result.output
+    listed = json.loads(run_cli("worklist", "-c", str(config), "--format", "json").stdout)
+    assert {i["kind"] for i in listed} == {"changed"}
+    assert len(sbx.appointments()) == before
+
+
+def test_relink_from_refuses_rows_that_are_no_renumbered_visit(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    config, _, rows = _renumbered(tmp_path, sbx)
+    new, old = rows[-1]["appointment_id"], rows[-1]["appointment_id"][:-1]
+    other = rows[0]["appointment_id"]  # created, in the export
+    for args, words in (
+        ((new, "--from", other), "held as the same visit as another row than"),
+        ((other, "--from", old), f"row {other!r} is created, not held"),
+        ((new, old, "--from", old), "takes one KEY"),
+        ((new, "--from", "NOPE"), "no tenant has both"),
+    ):
+        result = run_cli("relink", "-c", str(config), "--base-url", sbx.base_url, *args)
+        assert result.exit_code == 2 and words in result.output, (args, result.output)
+    assert _ledger_rows(config)[new][0] == "failed" and _ledger_rows(config)[old][0] == "created"

@@ -908,6 +908,13 @@ def reconcile_cmd(json_logs: bool, allow_insecure_http: bool, **params: Any) -> 
     is_flag=True,
     help="A deleted row with nothing at its slot goes back to pending: the next import books it.",
 )
+@click.option(
+    "--from",
+    "from_key",
+    metavar="OLD_KEY",
+    help="KEY is OLD_KEY's visit under a new key (its worklist item says so): KEY takes "
+    "OLD_KEY's appointment; nothing is sent.",
+)
 @_json_logs_option
 @_insecure_option
 @user_errors
@@ -918,7 +925,10 @@ def relink_cmd(json_logs: bool, allow_insecure_http: bool, **params: Any) -> Non
     appointment there equal to the row that no row owns (booked again by
     hand) becomes the row's; one of the patient's with other details holds
     the row (nothing done); with nothing there, --book-again puts the row back
-    to pending for the next import to book. Takes the ledger lock; on a
+    to pending for the next import to book. With --from OLD_KEY, KEY is a row
+    held as OLD_KEY's visit under a new key: it takes OLD_KEY's appointment
+    (a later change of it is then a changed item, not a second booking).
+    Takes the ledger lock; on a
     shared PostgreSQL ledger, the lease of each tenant it touches. Exit 0
     when every row has its appointment (or goes to be booked again), 1 when
     some are deleted, held or could not be checked, or a key is no created

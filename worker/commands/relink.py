@@ -40,6 +40,7 @@ from worker.delivery.slot_search import SlotSearch
 from worker.errors import ConfigError
 from worker.exitcodes import ExitCode
 from worker.ledger import Entry, Ledger, RunStatus, Status, api_identity
+from worker.ledger.model import LEFT_EXPORT
 from worker.ledger.target import LedgerTarget, describe, existing_target, is_url, open_existing
 
 if TYPE_CHECKING:
@@ -52,8 +53,8 @@ _Say = Callable[..., "Relinked"]
 MODEL_404 = "No query results for model"
 """What the API's own 404 of a deleted appointment says (Laravel's ModelNotFound)."""
 
-VERDICTS = ("present", "relinked", "book_again", "held", "gone", "not_checked")
-_DONE = ("present", "relinked", "book_again")
+VERDICTS = ("present", "relinked", "renumbered", "book_again", "held", "gone", "not_checked")
+_DONE = ("present", "relinked", "renumbered", "book_again")
 """Verdicts that leave nothing for a person: exit 0 when every row has one."""
 
 
@@ -69,6 +70,8 @@ class RelinkOptions:
     base_url: str | None = None
     tenant: int | None = None
     book_again: bool = False
+    from_key: str | None = None
+    """`--from`: KEY is this row's new key in the export (the same visit renumbered)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +128,13 @@ class RelinkResult:
 
 async def run_relink(options: RelinkOptions) -> RelinkResult:
     """Look up the given created rows' appointments and relink those deleted (module
-    docstring). Takes the ledger lock; on a shared PostgreSQL ledger, the lease of each
+    docstring), or with `from_key` give a row renumbered in the export the appointment of
+    its old key. Takes the ledger lock; on a shared PostgreSQL ledger, the lease of each
     tenant it would touch, skipping a tenant a live worker holds."""
+    if options.from_key is not None and len(options.keys) != 1:
+        raise ConfigError(
+            "relink --from OLD_KEY takes one KEY: the row's new key (as the worklist names it)"
+        )
     if not options.keys and not options.all_rows:
         raise ConfigError(
             "relink needs the source keys of the rows to look at (as `verify` lists them), "
@@ -140,21 +148,36 @@ async def run_relink(options: RelinkOptions) -> RelinkResult:
         ledger.require_patient_data("relink")
         await ledger.bind_identity(api_identity(config.base_urls(options.base_url)),
                                    config.tenants, rebind=False)  # fmt: skip
-        chosen, unmatched = await _chosen(ledger, config, options)
-        if options.keys and not chosen:
-            raise ConfigError(f"relink: no created row has these keys: {'; '.join(unmatched)}")
+        unmatched: list[str] = []
+        if options.from_key is not None:
+            old, new = await _renumbering(ledger, config, options)
+            tenants = {old.tenant}
+
+            async def work(held: set[int]) -> RelinkResult:
+                return await _renumber(ledger, config, options, old, new)
+        else:
+            chosen, unmatched = await _chosen(ledger, config, options)
+            if options.keys and not chosen:
+                raise ConfigError(f"relink: no created row has these keys: {'; '.join(unmatched)}")
+            tenants = {e.tenant for e in chosen} if options.keys else set(_tenants(config, options))
+
+            async def work(held: set[int]) -> RelinkResult:
+                rows = _rows(ledger, options, chosen, only=held)
+                return await _relink(ledger, config, options, rows)
+
         if not is_url(target):
-            rows = _rows(ledger, options, chosen, only=set(_tenants(config, options)))
-            result = await _relink(ledger, config, options, rows)
+            result = await work(tenants)
         else:
             from worker.commands.importing.tenant_leases import hold_tenants
 
             shared = cast("PgLedger", ledger)
-            tenants = {e.tenant for e in chosen} if options.keys else set(_tenants(config, options))
             async with hold_tenants(shared, tenants,
                                     lease_seconds=config.ledger.lease_seconds) as held:  # fmt: skip
-                rows = _rows(ledger, options, chosen, only=held.held)
-                result = await _relink(ledger, config, options, rows)
+                result = (
+                    await work(held.held)
+                    if held.held
+                    else RelinkResult(None, "", [], {}, ExitCode.LOCKED)
+                )
             result.skipped_tenants = held.skipped
             if held.skipped:
                 result.exit_code = max(result.exit_code, ExitCode.ROWS_FAILED)
@@ -165,6 +188,94 @@ async def run_relink(options: RelinkOptions) -> RelinkResult:
         return result
     finally:
         await ledger.close()
+
+
+async def _renumbering(
+    ledger: Ledger, config: Config, options: RelinkOptions
+) -> tuple[Entry, Entry]:
+    """The created row of the old key and the held row of the new one, in one tenant; a
+    ConfigError (nothing done) saying why when they are not a renumbered visit."""
+    assert options.from_key is not None
+    new_key, old_key = options.keys[0], options.from_key
+    scope = _tenants(config, options)
+    found = await ledger.get_many([(t, k) for t in scope for k in (new_key, old_key)])
+    pairs = [(found[(t, old_key)], found[(t, new_key)]) for t in scope
+             if (t, old_key) in found and (t, new_key) in found]  # fmt: skip
+    if not pairs:
+        what = "; ".join(
+            f"tenant {t}: {e.source_key} is {e.status}" for (t, _), e in sorted(found.items())
+        )
+        raise ConfigError(
+            f"relink --from: no tenant has both {old_key!r} and {new_key!r} "
+            f"({what or 'neither is in the ledger'})"
+        )
+    if len(pairs) > 1:
+        named = ", ".join(str(old.tenant) for old, _ in pairs)
+        raise ConfigError(f"relink --from: tenants {named} all have both keys: give --tenant")
+    old, new = pairs[0]
+    if new.status != Status.FAILED or new.error_code != LEFT_EXPORT:
+        raise ConfigError(
+            f"relink --from: row {new_key!r} is {new.status}, not held as the same visit as "
+            f"another row (its worklist item says so when it is): nothing to take over"
+        )
+    if repr(old_key) not in (new.error_message or ""):
+        raise ConfigError(
+            f"relink --from: row {new_key!r} was held as the same visit as another row than "
+            f"{old_key!r}: {new.error_message}"
+        )
+    if old.status != Status.CREATED or old.appointment_id is None:
+        raise ConfigError(f"relink --from: row {old_key!r} is {old.status}, no created row")
+    if old.seen_run_id == new.seen_run_id:
+        raise ConfigError(
+            f"relink --from: {old_key!r} is in the same export as {new_key!r}: two rows, "
+            "not one renumbered"
+        )
+    return old, new
+
+
+async def _renumber(
+    ledger: Ledger, config: Config, options: RelinkOptions, old: Entry, new: Entry
+) -> RelinkResult:
+    """The takeover, once the old row's appointment is seen to exist (a GET now)."""
+    gone = old.appointment_id
+    assert gone is not None
+
+    def row(verdict: str, note: str) -> Relinked:
+        return Relinked(new.tenant, new.source_key, verdict, gone, None, note)
+
+    async with http_session(config, base_url=options.base_url) as session:
+        lane = await LaneBuilder(config, session, base_url=options.base_url).lane(new.tenant)
+        got = await read_with_retries(
+            lane, AuthGuard(lane), lambda: lane.client.get_appointment(new.tenant, gone)
+        )
+        if lane.stop_reason is not None:
+            return RelinkResult(None, "", [], {new.tenant: lane.stop_reason}, ExitCode.ABORTED)
+    if got.outcome is not Outcome.FOUND:
+        why = got.error_message or got.error_code or got.outcome.value
+        note = (
+            f"appointment {gone} of {old.source_key!r} was deleted in Flextell: nothing to take "
+            f"over; `import --retry-failed` books {new.source_key!r}"
+            if got.outcome is Outcome.NOT_FOUND and MODEL_404 in (got.error_message or "")
+            else f"GET appointment {gone}: HTTP {got.status or '-'}: {why}"
+        )
+        return RelinkResult(None, "", [row("not_checked", note)], {}, ExitCode.ROWS_FAILED)
+    run_id = await ledger.start_run(mode="relink", source_file=None, source_sha256=None,
+                                    config_path=absolute(options.config_path))  # fmt: skip
+    why_not = await ledger.renumber(old, new, run_id=run_id)
+    if why_not is not None:
+        done = row("not_checked", f"not taken over: {why_not}")
+    else:
+        changed = old.payload_hash != new.payload_hash
+        done = Relinked(new.tenant, new.source_key, "renumbered", gone, gone,
+                        f"row {new.source_key!r} owns appointment {gone} of row "
+                        f"{old.source_key!r} now (the same visit under a new key)"
+                        + ("; what changed in the export since it was sent is a `changed` "
+                           "item from the next import: apply it in Flextell by hand"
+                           if changed else ""))  # fmt: skip
+    code = _exit_code([done], {})
+    await ledger.finish_run(run_id, status=RunStatus.FINISHED,
+                            counts={done.verdict: 1}, exit_code=int(code))  # fmt: skip
+    return RelinkResult(run_id, "", [done], {}, code)
 
 
 def _tenants(config: Config, options: RelinkOptions) -> list[int]:

@@ -49,6 +49,7 @@ when the rules run: GETs after it do not make it any younger.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -58,13 +59,13 @@ from typing import Any
 from worker.compare import MATCH_FIELDS, compare, equal, row_and_flextell, same_identity
 from worker.contract import API_MADE, AppointmentResource
 from worker.ledger import Entry, Origin, Status
+from worker.ledger.model import LEFT_EXPORT
 
 CLOCK_SKEW = 120.0
 """Seconds by which the server's created_at may trail our clock."""
 
 _OPEN = (Status.PENDING.value, Status.IN_FLIGHT.value, Status.UNKNOWN.value)
 BOOKED_BY_HAND = "booked_by_hand"
-LEFT_EXPORT = "same_as_row_not_in_export"
 FREES_THE_SLOT = ("cancelled", "rejected")
 """Appointment statuses that no longer hold the slot."""
 
@@ -217,9 +218,11 @@ def _left_the_export(
                 code=LEFT_EXPORT,
                 reason=f"not sent: Flextell already has appointment {g.appointment_id}, equal "
                 f"to this row, made for row {g.source_key!r}, which is not in this file: "
-                f"the same visit under a new key? If so, acknowledge this item and the item "
-                f"of {g.source_key!r} (nothing to do in Flextell); if it is a second visit, "
-                "book it in Flextell and import with --retry-failed, which adopts it",
+                f"the same visit under a new key? If so, run `flextell-worker relink --tenant "
+                f"{row.tenant} {shlex.quote(row.source_key)} --from {shlex.quote(g.source_key)}"
+                "` (it takes that appointment; nothing "
+                "to do in Flextell); if it is a second visit, book it in Flextell and import "
+                "with --retry-failed, which adopts it",
             )
     return None
 

@@ -33,12 +33,13 @@ from worker.compare import identity_of_json, same_identity, sent_id, sent_values
 from worker.contract import AppointmentResource
 from worker.delivery.calendar import CalendarWindows, instant_of
 from worker.delivery.clockcheck import clock_mark, effective_sent_at
-from worker.delivery.decide import BOOKED_BY_HAND, LEFT_EXPORT, Decision, Verdict, decide
+from worker.delivery.decide import BOOKED_BY_HAND, Decision, Verdict, decide
 from worker.delivery.lane import LaneStopped, TenantLane
 from worker.delivery.retry import retrying
 from worker.delivery.slot_search import SlotSearch, payload_of
 from worker.ledger import Entry, Ledger, Origin, Status
 from worker.ledger.judging import sent_payloads_at
+from worker.ledger.model import LEFT_EXPORT
 from worker.logs import get_logger
 
 log = get_logger("delivery")

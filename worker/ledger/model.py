@@ -201,6 +201,12 @@ class SeenRow:
     identity: str | None = None
 
 
+LEFT_EXPORT = "same_as_row_not_in_export"
+"""A held row's error code: equal to the appointment of a created row that is no longer in
+the export (the same visit under a new key?). Such a row stays held when it changes, until
+a person answers (`relink NEW --from OLD`, or --retry-failed for a second visit)."""
+
+
 class Origin(StrEnum):
     """How a created row's appointment id was learnt."""
 

@@ -16,6 +16,7 @@ from worker.ledger import audit
 from worker.ledger.crypto import Sealer
 from worker.ledger.model import (
     ENTRY_COLUMNS,
+    LEFT_EXPORT,
     RUN_COLUMNS,
     Entry,
     Run,
@@ -233,6 +234,11 @@ UPDATE entries SET status = ?, payload_hash = ?, payload_json = ?, attempts = {a
 WHERE tenant = ? AND source_key = ?
 """
 # pending: not sent yet, or retried
+_HELD_CHANGED = """
+UPDATE entries SET payload_hash = ?, payload_json = ?, seen_run_id = ?, last_run_id = ?,
+    source_file = ?, source_line = ?, source_row = ?, updated_at = ?, identity = ?
+WHERE tenant = ? AND source_key = ?
+"""
 _RESET_KEEP_ATTEMPTS = _RESET.format(attempts="attempts", sent="")
 # failed/invalid and fixed: a fresh start (earlier attempts were refused, none can land)
 _RESET_ATTEMPTS = _RESET.format(attempts="0", sent=", sent_at = NULL, first_sent_at = NULL")
@@ -247,16 +253,19 @@ def upsert_seen(
     """
     seal, reveal, keyed = _codec(sealer)
     known: dict[tuple[int, str], tuple[str, str | None, str | None, str | None]] = {}
+    same_visit: set[tuple[int, str]] = set()
     keys = list({(item.tenant, item.source_key) for item in items})
     for start in range(0, len(keys), _KEY_CHUNK):
         chunk = keys[start : start + _KEY_CHUNK]
         values = ", ".join("(?, ?)" for _ in chunk)
         sql = (
-            "SELECT tenant, source_key, status, payload_hash, payload_json, source_row"
-            f" FROM entries WHERE (tenant, source_key) IN (VALUES {values})"
+            "SELECT tenant, source_key, status, payload_hash, payload_json, source_row,"
+            f" error_code FROM entries WHERE (tenant, source_key) IN (VALUES {values})"
         )
         for tenant, key, *state in conn.execute(sql, [p for k in chunk for p in k]):
             known[(tenant, key)] = (state[0], state[1], state[2], state[3])
+            if state[4] == LEFT_EXPORT:
+                same_visit.add((tenant, key))
     for item in items:
         key = (item.tenant, item.source_key)
         clear = _text(item.payload_json)
@@ -288,6 +297,13 @@ def upsert_seen(
             else:
                 diff = seal(json.dumps(payload_diff(reveal(old_payload), clear), sort_keys=True))
                 conn.execute(_SEEN_CREATED, (*seen, row, item_hash, diff, now, *where))
+            continue
+        if key in same_visit and status == Status.FAILED and item_hash not in (None, old_hash):
+            # Held as the same visit as a row no longer in the export, and changed since:
+            # most likely that visit moved. Sent now, it would book the patient twice (the
+            # other row's appointment stays): held until a person answers (LEFT_EXPORT).
+            conn.execute(_HELD_CHANGED, (item_hash, payload, *seen, row, now, identity, *where))
+            known[key] = (status, item_hash, payload, row)
             continue
         resend = status == Status.PENDING or (
             status in (Status.FAILED, Status.INVALID)
@@ -674,3 +690,54 @@ def _audit(conn: SqlConnection, now: str, action: str, detail: dict[str, Any]) -
     """Note an action in the audit table (SQLite ledgers: PostgreSQL has none yet)."""
     if isinstance(conn, sqlite3.Connection):
         audit.record(conn, now, action, detail)
+
+
+def renumber(
+    conn: SqlConnection,
+    now: str,
+    tenant: int,
+    old_key: str,
+    new_key: str,
+    run_id: int,
+    diff: str | None,
+) -> str | None:
+    """The same visit under a new key: the created row `old_key` (in no export since) becomes
+    `new_key`, which was held as equal to its appointment (LEFT_EXPORT) and is dropped. The
+    appointment, its send history and first run stay; the new row's place in the export
+    comes along, and `diff` (its content against what was sent, sealed as the ledger keeps
+    it; None when equal) becomes a change to apply by hand. Both rows' open or acknowledged
+    worklist items are resolved. Returns None, or why not (the rows changed meanwhile)."""
+    new = conn.execute(
+        "SELECT status, error_code, payload_hash, source_file, source_line, source_row,"
+        " seen_run_id FROM entries WHERE tenant = ? AND source_key = ?",
+        (tenant, new_key),
+    ).fetchone()
+    old = conn.execute(
+        "SELECT status, appointment_id, payload_hash, seen_run_id FROM entries"
+        " WHERE tenant = ? AND source_key = ?",
+        (tenant, old_key),
+    ).fetchone()
+    if new is None or old is None:
+        return "a row is no longer in the ledger"
+    if new[0] != Status.FAILED.value or new[1] != LEFT_EXPORT:
+        return f"row {new_key!r} is no longer held as the same visit as another row"
+    if old[0] != Status.CREATED.value or old[1] is None or old[3] == new[6]:
+        return f"row {old_key!r} is no longer a created row outside the export"
+    changed = old[2] != new[2]
+    conn.execute("DELETE FROM entries WHERE tenant = ? AND source_key = ?", (tenant, new_key))
+    conn.execute(
+        "UPDATE entries SET source_key = ?, source_file = ?, source_line = ?, source_row = ?,"
+        " seen_run_id = ?, last_run_id = ?, changed_hash = ?, changed_diff = ?, updated_at = ?"
+        " WHERE tenant = ? AND source_key = ?",
+        (new_key, new[3], new[4], new[5] if changed else None, new[6], run_id,
+         new[2] if changed else None, diff if changed else None, now, tenant, old_key),
+    )  # fmt: skip
+    conn.execute(
+        "UPDATE worklist SET state = 'resolved', resolved_run_id = ?, last_run_id = ?,"
+        " updated_at = ? WHERE tenant = ? AND source_key IN (?, ?)"
+        " AND state IN ('open', 'acknowledged')",
+        (run_id, run_id, now, tenant, old_key, new_key),
+    )
+    _audit(conn, now, "renumber", {"tenant": tenant, "from": old_key, "to": new_key,
+                                   "appointment": old[1]})  # fmt: skip
+    return None

@@ -614,6 +614,18 @@ class Ledger:
                      gone_id=gone_id)  # fmt: skip
         return cast(bool, await self.write_fenced(tenant, fn))
 
+    async def renumber(self, old: Entry, new: Entry, *, run_id: int) -> str | None:
+        """The same visit under a new key: `old` (created, in no export since) takes `new`'s
+        key and place, `new` is dropped (ops.renumber); None, or why not."""
+        diff: str | None = json.dumps(
+            ops.payload_diff(old.payload_json, new.payload_json), sort_keys=True
+        )
+        if self._sealer is not None:
+            diff = self._sealer.seal(diff)
+        fn = partial(ops.renumber, tenant=old.tenant, old_key=old.source_key,
+                     new_key=new.source_key, run_id=run_id, diff=diff)  # fmt: skip
+        return cast(str | None, await self.write_fenced(old.tenant, fn))
+
     async def record(
         self,
         tenant: int,
