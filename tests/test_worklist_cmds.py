@@ -1031,3 +1031,22 @@ def test_a_night_with_nothing_to_send_still_tells_a_refused_token(
     assert "the API refused the credentials of tenant 1, 2" in result.stdout
     assert "nothing was to be sent this time" in result.stdout
     assert len(sbx.appointments()) == made
+
+
+def test_report_does_not_call_a_row_back_in_the_export_missing_from_it(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """Left the export, acknowledged missing, then back: the worklist said "back in the
+    export", and `report` said it was missing from that very export."""
+    config, rows, full = _created_night(tmp_path, sbx, 6)
+    key = rows[2]["appointment_id"]
+    assert (
+        import_file(config, sbx, export(tmp_path, "n2.csv", rows[:2] + rows[3:]))[0].exit_code == 1
+    )
+    gone = json.loads(run_cli("report", "-c", str(config), "--format", "json").stdout)
+    assert [r["source_key"] for r in gone["missing_from_source"]["rows"]] == [key]
+    assert run_cli("ack", key, "-c", str(config), "--note", "cancelled").exit_code == 0
+    assert import_file(config, sbx, full)[0].exit_code == 1  # back: an item asks to restore
+    back = json.loads(run_cli("report", "-c", str(config), "--format", "json").stdout)
+    assert back["missing_from_source"]["rows"] == []
+    assert "missing from run" not in run_cli("report", "-c", str(config)).output
