@@ -195,7 +195,7 @@ def test_an_unknown_rows_reason_is_one_sentence_in_the_clinics_time(tmp_path: Pa
     [item] = json.loads(listed.stdout)
     found = re.fullmatch(
         r"whether it was created is not known yet: the API's answer was lost, and the run "
-        r"ended before (\d{4}-\d\d-\d\d \d\d:\d\d), from when a lookup can tell; the next "
+        r"ended before (\d{4}-\d\d-\d\d \d\d:\d\d) \+03:00, from when a lookup can tell; the next "
         r"import or `reconcile` looks it up",
         item["reason"],
     )

@@ -40,7 +40,7 @@ from worker.ledger.target import LedgerTarget, describe, is_url, ledger_target, 
 from worker.logs import get_logger
 from worker.worklist import Kind, WorkItem, acknowledged_unknown
 from worker.worklist import items as worklist_items
-from worker.worklist.findings import local_time
+from worker.worklist.findings import local_clock
 from worker.worklist.rules import asks_to_undo
 
 log = get_logger("verify")
@@ -705,7 +705,7 @@ def _acked(problem: Problem, zone: str | None = None) -> str:
     if ack is None:
         return ""
     who = f" by {ack.by}" if ack.by else ""
-    shown = local_time(ack.at, zone) if zone is not None else ack.at
+    shown = local_clock(ack.at, zone) if zone is not None else ack.at
     when = f" at {shown}" if shown else ""
     return f" (acknowledged{who}{when}: its `{ack.kind}` worklist item; not counted)"
 

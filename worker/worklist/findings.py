@@ -74,14 +74,27 @@ def local_time(value: Any, zone: str) -> str | None:
     return instant.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M")
 
 
+def local_clock(value: Any, zone: str) -> str | None:
+    """`local_time` with the zone's offset (``2026-12-06 20:20 +03:00``; ``... UTC`` in
+    UTC): a moment in a message, which a person reading another clinic's line, or two
+    clinics' lines, must not take for another hour."""
+    wall = local_time(value, zone)
+    instant = aware_instant(value) if isinstance(value, str) else None
+    if wall is None or instant is None:
+        return wall
+    if zone == "UTC":
+        return f"{wall} UTC"
+    offset = instant.astimezone(ZoneInfo(zone)).strftime("%z")
+    return f"{wall} {offset[:3]}:{offset[3:]}"
+
+
 _UTC_INSTANT = re.compile(r"\b\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z\b")
 
 
 def local_times_in(text: str, zone: str) -> str:
     """`text` with each UTC instant in it (``2026-12-06T17:20:45Z``) as the clinic's
-    wall clock (``2026-12-06 20:20``; said to be UTC when the clinic's zone is UTC)."""
-    suffix = " UTC" if zone == "UTC" else ""
-    return _UTC_INSTANT.sub(lambda m: f"{local_time(m.group(), zone)}{suffix}", text)
+    clock with its offset (``2026-12-06 20:20 +03:00``, see local_clock)."""
+    return _UTC_INSTANT.sub(lambda m: local_clock(m.group(), zone) or m.group(), text)
 
 
 def local_diff(changes: dict[str, list[Any]], zone: str) -> str:
