@@ -8,11 +8,18 @@ back, and one booked again was never linked)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import api_headers
 from tests.support.sandbox_process import Sandbox
 from tests.support.sync import (
     import_file,
@@ -57,6 +64,20 @@ def _book_by_hand(sbx: Sandbox, like: dict[str, Any], **changes: Any) -> int:
     body = {k: like[k] for k in _BOOKED if like.get(k) is not None}
     body["treatments"] = [t["id"] if isinstance(t, dict) else t for t in body["treatments"]]
     made = sbx.change("POST", "/_sandbox/appointments", body | {"tenant": 1} | changes)
+    return int(made["data"]["id"])
+
+
+def _posted(sbx: Sandbox, like: dict[str, Any]) -> int:
+    """The same visit made through the API (another client's POST): creation_type "api"."""
+    body = {k: like[k] for k in _BOOKED if like.get(k) is not None}
+    body["treatments"] = [t["id"] if isinstance(t, dict) else t for t in body["treatments"]]
+    req = urllib.request.Request(
+        f"{sbx.base_url}/v1/appointments", data=json.dumps(body).encode(), method="POST",
+        headers=api_headers() | {"Content-Type": "application/json", "Accept": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        made = json.loads(resp.read())
+    assert made["data"]["creation_type"] == "api"
     return int(made["data"]["id"])
 
 
@@ -301,6 +322,7 @@ def test_the_export_s_new_version_booked_again_at_its_new_time_is_linked(
     code, event, output = _relink(config, sbx, key)
     assert code == 0, output
     assert (event["rows"][0]["verdict"], event["rows"][0]["linked_id"]) == ("relinked", again)
+    assert "`ack` the row's `changed` item" in event["rows"][0]["note"]
     assert verify_report(config, sbx)[0] == 0  # equal to the export's version: done work
 
 
@@ -383,3 +405,99 @@ def test_relink_from_refuses_rows_that_are_no_renumbered_visit(
         result = run_cli("relink", "-c", str(config), "--base-url", sbx.base_url, *args)
         assert result.exit_code == 2 and words in result.output, (args, result.output)
     assert _ledger_rows(config)[new][0] == "failed" and _ledger_rows(config)[old][0] == "created"
+
+
+def test_book_again_leaves_a_row_that_left_the_export_alone(tmp_path: Path, sbx: Sandbox) -> None:
+    """Out of the export, its appointment deleted on purpose and the `missing` item
+    acknowledged: `relink --all --book-again` put it back to pending, reopened the item
+    with a false 'back in the export', and no import ever booked it."""
+    columns, sample = sample_rows()
+    rows = [r for r in sample if r["clinic"] == "1"][:8]
+    config = _setup(tmp_path, sbx, rows)
+    key = rows[3]["appointment_id"]
+    gone = _ledger_rows(config)[key][1]
+    without = write_csv(tmp_path / "n2.csv", columns, rows[:3] + rows[4:])
+    assert import_file(config, sbx, without)[0].exit_code == 1
+    sbx.change("DELETE", f"/_sandbox/appointments/{gone}")
+    assert run_cli("ack", key, "-c", str(config), "--note", "cancelled").exit_code == 0
+
+    code, event, output = _relink(config, sbx, "--all", "--book-again")
+    assert code == 1, output
+    verdicts = {r["source_key"]: r["verdict"] for r in event["rows"]}
+    assert verdicts[key] == "gone" and "left the export" in event["rows"][3]["note"]
+    assert _ledger_rows(config)[key][:2] == ("created", gone)
+    assert import_file(config, sbx, without)[0].exit_code == 0  # still acknowledged
+
+
+def test_a_purged_row_can_be_booked_again_from_the_export(tmp_path: Path, sbx: Sandbox) -> None:
+    config, key, gone, _ = _one_deleted(tmp_path, sbx)
+    assert run_cli("ledger", "purge", "-c", str(config), "--older-than", "0d").exit_code == 0
+    code, event, _ = _relink(config, sbx, key)
+    assert code == 1 and event["rows"][0]["verdict"] == "gone"
+    assert "relink --book-again lets the next import read" in event["rows"][0]["note"]
+    code, event, output = _relink(config, sbx, key, "--book-again")
+    assert code == 0 and event["rows"][0]["verdict"] == "book_again", output
+    result, summary = import_file(config, sbx, tmp_path / "in.csv")
+    assert result.exit_code == 0 and summary["totals"]["created"] == 1, result.output
+    assert _ledger_rows(config)[key][1] not in (None, gone)
+    assert verify_report(config, sbx)[0] == 0
+
+
+def test_a_second_equal_appointment_left_at_the_slot_is_named(tmp_path: Path, sbx: Sandbox) -> None:
+    """Booked again by hand, and a POST of another client's made the same: relink took the
+    API's and said nothing of the hand booking, a second booking of the patient."""
+    config, key, gone, deleted = _one_deleted(tmp_path, sbx)
+    by_hand = _book_by_hand(sbx, deleted)
+    api = _posted(sbx, deleted)
+    code, event, output = _relink(config, sbx, key)
+    assert code == 1, output
+    [row] = event["rows"]
+    assert (row["verdict"], row["linked_id"], row["duplicates"]) == ("relinked", api, [by_hand])
+    assert f"appointment(s) {by_hand}" in row["note"] and "delete" in row["note"]
+    assert gone not in (api, by_hand)
+
+
+def test_keys_and_all_and_keys_of_another_tenant(tmp_path: Path, sbx: Sandbox) -> None:
+    config = _setup(tmp_path, sbx)
+    key = next(iter(_ledger_rows(config)))
+    both = run_cli("relink", "-c", str(config), "--base-url", sbx.base_url, "--all", key)
+    assert both.exit_code == 2 and "KEYs or --all, not both" in both.output
+    elsewhere = run_cli("relink", "-c", str(config), "--base-url", sbx.base_url, "--tenant", "2",
+                        key)  # fmt: skip
+    assert elsewhere.exit_code == 2
+    assert f"{key} (not in tenant 2; tenant 1: created)" in elsewhere.output
+
+
+def test_a_signal_stops_between_rows_with_its_exit_code(tmp_path: Path, sbx: Sandbox) -> None:
+    """SIGTERM killed relink silently (the run recorded 'crashed'); SIGINT said 'Aborted!'
+    with exit 1."""
+    _, sample = sample_rows()
+    config = _setup(tmp_path, sbx, [r for r in sample if r["clinic"] == "1"][:30])
+    slow = config.read_text(encoding="utf-8").replace(
+        'rate_limit = "1000/second"', 'rate_limit = "4/second"'
+    )
+    config.write_text(slow, encoding="utf-8")
+    env = dict(os.environ, FLEXTELL_TOKEN="sandbox-token-all")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker", "relink", "-c", str(config), "--base-url",
+         sbx.base_url, "--all"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143, err
+    assert "stopped by signal 15 after" in out and "run relink again for the rest" in out
+    report = json.loads(run_cli("report", "-c", str(config), "--format", "json").stdout)
+    assert (report["runs"][-1]["mode"], report["runs"][-1]["status"]) == ("relink", "interrupted")
+
+
+def test_an_unset_token_is_exit_2_with_no_run_recorded(tmp_path: Path, sbx: Sandbox) -> None:
+    config, key, _, _ = _one_deleted(tmp_path, sbx)
+    runs = len(json.loads(run_cli("report", "-c", str(config), "--format", "json").stdout)["runs"])
+    text = config.read_text(encoding="utf-8").replace("env:FLEXTELL_TOKEN", "env:FW_NO_TOKEN")
+    config.write_text(text, encoding="utf-8")
+    result = run_cli("relink", "-c", str(config), "--base-url", sbx.base_url, key)
+    assert result.exit_code == 2 and "FW_NO_TOKEN" in result.output, result.output
+    report = json.loads(run_cli("report", "-c", str(config), "--format", "json").stdout)
+    assert len(report["runs"]) == runs

@@ -30,6 +30,7 @@ from rich.table import Table
 
 from worker.api.client import Outcome
 from worker.commands.checking.api_reads import read_with_retries
+from worker.commands.importing.signals import StopSignals, exit_code_of
 from worker.commands.output import absolute, data_console, emit_result
 from worker.compare import MATCH_FIELDS, compare, equal, row_and_flextell
 from worker.config import load_config
@@ -42,6 +43,9 @@ from worker.exitcodes import ExitCode
 from worker.ledger import Entry, Ledger, RunStatus, Status, api_identity
 from worker.ledger.model import LEFT_EXPORT
 from worker.ledger.target import LedgerTarget, describe, existing_target, is_url, open_existing
+from worker.worklist import Kind, State
+from worker.worklist import items as worklist_items
+from worker.worklist.rules import asks_to_undo
 
 if TYPE_CHECKING:
     from worker.config import Config
@@ -85,6 +89,8 @@ class Relinked:
     """The row's appointment as the ledger held it."""
     linked_id: int | None = None
     note: str = ""
+    duplicates: tuple[int, ...] = ()
+    """Other appointments equal to the row that no row owns, left at its slot."""
 
 
 @dataclass(slots=True)
@@ -99,6 +105,8 @@ class RelinkResult:
     unmatched: list[str] = field(default_factory=list)
     """Keys given that are no created row of the ledger (with what they are)."""
     skipped_tenants: dict[int, str] = field(default_factory=dict)
+    interrupted: str | None = None
+    """Why it stopped early (a signal), with how many rows were done."""
 
     def counts(self) -> dict[str, int]:
         """Rows per verdict."""
@@ -116,11 +124,13 @@ class RelinkResult:
             "exit_code": int(self.exit_code),
             "totals": self.counts(),
             "unmatched": self.unmatched,
+            "interrupted": self.interrupted,
             "stopped_tenants": {str(k): v for k, v in sorted(self.stopped_tenants.items())},
             "skipped_tenants": {str(k): v for k, v in sorted(self.skipped_tenants.items())},
             "rows": [
                 {"tenant": r.tenant, "source_key": r.source_key, "verdict": r.verdict,
-                 "appointment_id": r.appointment_id, "linked_id": r.linked_id, "note": r.note}
+                 "appointment_id": r.appointment_id, "linked_id": r.linked_id, "note": r.note,
+                 "duplicates": list(r.duplicates)}
                 for r in self.rows
             ],
         }  # fmt: skip
@@ -135,6 +145,8 @@ async def run_relink(options: RelinkOptions) -> RelinkResult:
         raise ConfigError(
             "relink --from OLD_KEY takes one KEY: the row's new key (as the worklist names it)"
         )
+    if options.keys and options.all_rows:
+        raise ConfigError("relink takes source KEYs or --all, not both")
     if not options.keys and not options.all_rows:
         raise ConfigError(
             "relink needs the source keys of the rows to look at (as `verify` lists them), "
@@ -163,7 +175,7 @@ async def run_relink(options: RelinkOptions) -> RelinkResult:
 
             async def work(held: set[int]) -> RelinkResult:
                 rows = _rows(ledger, options, chosen, only=held)
-                return await _relink(ledger, config, options, rows)
+                return await _relink(ledger, config, options, rows, held)
 
         if not is_url(target):
             result = await work(tenants)
@@ -299,10 +311,16 @@ async def _chosen(
     named = {e.source_key for e in chosen}
     unmatched = []
     for key in dict.fromkeys(options.keys):
-        if key not in named:
-            others = [e for (_, k), e in sorted(found.items()) if k == key]
-            what = ", ".join(f"tenant {e.tenant}: {e.status}" for e in others)
-            unmatched.append(f"{key} ({what or 'not in the ledger'})")
+        if key in named:
+            continue
+        others = [e for (_, k), e in sorted(found.items()) if k == key]
+        if not others and options.tenant is not None:  # elsewhere, outside --tenant?
+            elsewhere = await ledger.get_many([(t, key) for t in config.tenants])
+            others = sorted(elsewhere.values(), key=lambda e: e.tenant)
+        what = ", ".join(f"tenant {e.tenant}: {e.status}" for e in others)
+        if what and options.tenant is not None and all(e.tenant != options.tenant for e in others):
+            what = f"not in tenant {options.tenant}; {what}"
+        unmatched.append(f"{key} ({what or 'not in the ledger'})")
     return chosen, unmatched
 
 
@@ -325,47 +343,73 @@ async def _rows(
 
 
 async def _relink(
-    ledger: Ledger, config: Config, options: RelinkOptions, entries: AsyncIterator[Entry]
+    ledger: Ledger,
+    config: Config,
+    options: RelinkOptions,
+    entries: AsyncIterator[Entry],
+    tenants: set[int],
 ) -> RelinkResult:
     first = await anext(entries, None)
     if first is None:
         return RelinkResult(None, "", [], {}, ExitCode.OK)
-    run_id = await ledger.start_run(mode="relink", source_file=None, source_sha256=None,
-                                    config_path=absolute(options.config_path))  # fmt: skip
-    status = RunStatus.FINISHED
+    left = await _left_the_export(ledger, options.tenant)
     rows: list[Relinked] = []
     stopped: dict[int, str] = {}
-    try:
-        async with http_session(config, base_url=options.base_url) as session:
-            lanes = LaneBuilder(config, session, base_url=options.base_url)
-            tenants: dict[int, _Tenant] = {}
+    async with http_session(config, base_url=options.base_url) as session:
+        lanes = LaneBuilder(config, session, base_url=options.base_url)
+        # Every token source first (an unset variable is exit 2, with no run recorded).
+        built = {t: await lanes.lane(t) for t in sorted(tenants)}
+        run_id = await ledger.start_run(mode="relink", source_file=None, source_sha256=None,
+                                        config_path=absolute(options.config_path))  # fmt: skip
+        status = RunStatus.FINISHED
+        stops = StopSignals(lambda _why: None)
+        stops.install()
+        try:
+            each = {t: _Tenant(ledger, lane, run_id, book=options.book_again, left=left)
+                    for t, lane in built.items()}  # fmt: skip
             entry: Entry | None = first
-            while entry is not None:  # one at a time: two rows may want one appointment
-                one = tenants.get(entry.tenant)
-                if one is None:
-                    lane = await lanes.lane(entry.tenant)
-                    one = tenants[entry.tenant] = _Tenant(ledger, lane, run_id,
-                                                          book=options.book_again)  # fmt: skip
+            # One at a time: two rows may want one appointment. A signal stops between rows.
+            while entry is not None and stops.received is None:
+                one = each.get(entry.tenant)
+                if one is None:  # --all, a tenant with no lane: the caller's scope is wrong
+                    raise AssertionError(f"relink: tenant {entry.tenant} out of scope")
                 rows.append(await one.relink(entry))
                 entry = await anext(entries, None)
             stopped = {t: lane.stop_reason for t, lane in lanes.lanes.items() if lane.stop_reason}
-    except BaseException:
-        status = RunStatus.ABORTED
-        raise
-    finally:
-        code = _exit_code(rows, stopped)
-        counts = dict.fromkeys(VERDICTS, 0)
-        for row in rows:
-            counts[row.verdict] += 1
-        recorded = int(code) if status is RunStatus.FINISHED else None
-        await ledger.finish_run(run_id, status=status, counts=counts, exit_code=recorded)
-    return RelinkResult(run_id, "", rows, stopped, code)
+        except BaseException:
+            status = RunStatus.ABORTED
+            raise
+        finally:
+            stops.remove()
+            code = _exit_code(rows, stopped)
+            if stops.received is not None:
+                status, code = RunStatus.INTERRUPTED, exit_code_of(stops.received)
+            counts = dict.fromkeys(VERDICTS, 0)
+            for row in rows:
+                counts[row.verdict] += 1
+            recorded = int(code) if status is not RunStatus.ABORTED else None
+            await ledger.finish_run(run_id, status=status, counts=counts, exit_code=recorded)
+    result = RelinkResult(run_id, "", rows, stopped, code)
+    if stops.received is not None:
+        result.interrupted = f"stopped by signal {stops.received} after {len(rows)} row(s)"
+    return result
+
+
+async def _left_the_export(ledger: Ledger, tenant: int | None) -> set[tuple[int, str]]:
+    """Rows a full import found missing from its export (their `missing` item open or
+    acknowledged, not reopened because the row came back): deleted on purpose, maybe."""
+    found = await worklist_items(ledger, tenant=tenant, kind=Kind.MISSING, state="all")
+    return {
+        (i.tenant, i.source_key)
+        for i in found
+        if i.state in (State.OPEN, State.ACKNOWLEDGED) and not asks_to_undo(i)
+    }
 
 
 def _exit_code(rows: list[Relinked], stopped: dict[int, str]) -> ExitCode:
     if stopped:
         return ExitCode.ABORTED
-    if any(r.verdict not in _DONE for r in rows):
+    if any(r.verdict not in _DONE or r.duplicates for r in rows):
         return ExitCode.ROWS_FAILED
     return ExitCode.OK
 
@@ -373,20 +417,31 @@ def _exit_code(rows: list[Relinked], stopped: dict[int, str]) -> ExitCode:
 class _Tenant:
     """One tenant's rows: the GET of each appointment, then the slot of those deleted."""
 
-    def __init__(self, ledger: Ledger, lane: TenantLane, run_id: int, *, book: bool) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        lane: TenantLane,
+        run_id: int,
+        *,
+        book: bool,
+        left: set[tuple[int, str]],
+    ) -> None:
         self.ledger = ledger
         self.lane = lane
         self.guard = AuthGuard(lane)
         self.run_id = run_id
         self.book = book
+        self.left = left
         self.search = SlotSearch(lane.client, self.guard, lane.id)
 
     async def relink(self, entry: Entry) -> Relinked:
         gone = entry.appointment_id
         assert gone is not None  # _chosen keeps rows with an id only
 
-        def verdict(name: str, note: str, linked: int | None = None) -> Relinked:
-            return Relinked(entry.tenant, entry.source_key, name, gone, linked, note)
+        def verdict(
+            name: str, note: str, linked: int | None = None, duplicates: tuple[int, ...] = ()
+        ) -> Relinked:
+            return Relinked(entry.tenant, entry.source_key, name, gone, linked, note, duplicates)
 
         try:
             return await self._relink(entry, gone, verdict)
@@ -408,13 +463,16 @@ class _Tenant:
                 f"GET appointment {gone}: HTTP {got.status or '-'}: "
                 f"{why} (not the API's 404 of a deleted one)",
             )
+        if entry.key in self.left:
+            return verdict(
+                "gone",
+                f"appointment {gone} is deleted, and the row left the export (its `missing` "
+                "worklist item): deleted on purpose, most likely; nothing done (`ack` the "
+                "item). If the row comes back, relink it then",
+            )
         payload = entry.payload
         if payload is None:
-            return verdict(
-                "not_checked",
-                f"appointment {gone} is deleted, and `ledger purge` "
-                "dropped the row's values: nothing to look for",
-            )
+            return await self._purged(entry, gone, verdict)
         unsettled = await self._unsettled_beside(entry)
         if unsettled:
             return verdict(
@@ -426,7 +484,8 @@ class _Tenant:
             )
         # The row as sent and as the export holds it now (a changed item): staff may have
         # booked either version again, at either one's slot.
-        versions = [payload] + ([now] if (now := entry.payload_now) is not None else [])
+        now = entry.payload_now
+        versions = [payload] + ([now] if now is not None else [])
         items: dict[int, AppointmentResource] = {}
         for slot in {(v.get("customer_id"), v.get("scheduled_at")): v for v in versions}.values():
             found = await self.search.candidates(slot, wide=True, skip=self._owned)
@@ -439,7 +498,7 @@ class _Tenant:
             items.update((c.id, c) for c in found.items if c.id != gone)
         equals = [c for c in items.values() if any(equal(v, c) for v in versions)]
         if equals:
-            return await self._take(entry, gone, _preferred(equals), verdict)
+            return await self._take(entry, gone, equals, now, verdict)
         holding = [c for c in items.values() if c.status not in FREES_THE_SLOT]
         if holding:
             other = holding[0]
@@ -453,15 +512,7 @@ class _Tenant:
                 "export",
             )
         if self.book:
-            if await self.ledger.book_again(
-                entry.tenant, entry.source_key, run_id=self.run_id, gone_id=gone
-            ):
-                return verdict(
-                    "book_again",
-                    f"appointment {gone} is deleted and nothing is at "
-                    "its slot: pending, the next import books it",
-                )
-            return verdict("not_checked", "the row changed while relink looked: run it again")
+            return await self._book_again(entry, gone, verdict, "nothing is at its slot")
         return verdict(
             "gone",
             f"appointment {gone} is deleted and nothing at its slot equals "
@@ -470,9 +521,41 @@ class _Tenant:
             "take the row out of the export, then `ack` its missing item",
         )
 
+    async def _purged(self, entry: Entry, gone: int, verdict: _Say) -> Relinked:
+        """A deleted appointment of a row whose values `ledger purge` dropped: nothing to
+        compare a slot with, but the next import reads the row from the export again."""
+        if self.book:
+            return await self._book_again(
+                entry, gone, verdict, "the row's values were purged; the next import reads "
+                "them from the export again (its adoption check links a booking made by hand)",
+            )  # fmt: skip
+        return verdict(
+            "gone",
+            f"appointment {gone} is deleted, and `ledger purge` dropped the row's values: "
+            "nothing to compare its slot with; relink --book-again lets the next import read "
+            "the row from the export again and book it (or adopt a booking made by hand); "
+            "deleted on purpose: take the row out of the export, then `ack` its missing item",
+        )
+
+    async def _book_again(self, entry: Entry, gone: int, verdict: _Say, why: str) -> Relinked:
+        if await self.ledger.book_again(
+            entry.tenant, entry.source_key, run_id=self.run_id, gone_id=gone
+        ):
+            return verdict(
+                "book_again",
+                f"appointment {gone} is deleted and {why}: pending, the next import books it",
+            )
+        return verdict("not_checked", "the row changed while relink looked: run it again")
+
     async def _take(
-        self, entry: Entry, gone: int, chosen: AppointmentResource, verdict: _Say
+        self,
+        entry: Entry,
+        gone: int,
+        equals: list[AppointmentResource],
+        now: dict[str, Any] | None,
+        verdict: _Say,
     ) -> Relinked:
+        chosen = _preferred(equals)
         why_not = await self.ledger.relink(
             entry.tenant,
             entry.source_key,
@@ -487,11 +570,20 @@ class _Tenant:
                 f"appointment {gone} is deleted; not linked to {chosen.id}: {why_not}",
             )
         how = "made by the API" if chosen.creation_type == API_MADE else "booked again by hand"
-        return verdict(
-            "relinked",
-            f"appointment {gone} is deleted; linked to {chosen.id} ({how}), equal to the row",
-            chosen.id,
-        )
+        note = f"appointment {gone} is deleted; linked to {chosen.id} ({how}), equal to the row"
+        if now is not None and equal(now, chosen):
+            note += (
+                "; it holds the export's new version: `ack` the row's `changed` item "
+                "(nothing is left to change in Flextell)"
+            )
+        others = tuple(sorted(c.id for c in equals if c.id != chosen.id))
+        if others:
+            named = ", ".join(map(str, others))
+            note += (
+                f"; also equal to the row and owned by no row: appointment(s) {named}: the "
+                "visit is booked more than once; delete the one(s) not wanted in Flextell"
+            )
+        return verdict("relinked", note, chosen.id, others)
 
     async def _owned(self, ids: list[int]) -> set[int]:
         return set(await self.ledger.owners(self.lane.id, ids))
@@ -539,6 +631,8 @@ def print_relink(result: RelinkResult, console: Console | None = None) -> None:
         console.print("no created rows to look at")
     for key in result.unmatched:
         console.print(f"not a created row: {key}", markup=False)
+    if result.interrupted:
+        console.print(f"{result.interrupted}: run relink again for the rest", markup=False)
     for tenant, reason in sorted(result.stopped_tenants.items()):
         console.print(f"tenant {tenant} stopped: {reason}", markup=False)
     for tenant, reason in sorted(result.skipped_tenants.items()):
