@@ -287,3 +287,35 @@ def test_rows_never_sent_are_said_beside_an_ok(tmp_path: Path, sbx: Sandbox) -> 
     assert code == 0, output  # nothing created, nothing that differs
     assert "not sent yet: tenant 1: 3 row(s) pending, not checked" in output
     assert report["pending"] == {"1": 3}
+
+
+def test_a_staff_edit_in_flextell_is_explained_and_its_loop_closes(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """Staff moved a visit to another room in Flextell: verify said 'mismatch' every
+    morning with no next step, `ack` had no item to take, and once the export said the
+    same the `changed` item asked to change in Flextell what was already there."""
+    config = write_config(tmp_path)
+    columns, rows = sample_rows()
+    chosen = [dict(r) for r in rows[:6]]
+    export = write_csv(tmp_path / "in.csv", columns, chosen)
+    assert import_file(config, sbx, export)[0].exit_code == 0
+    with sqlite3.connect(tmp_path / "ledger.sqlite") as db:
+        (made,) = db.execute(
+            "SELECT appointment_id FROM entries WHERE source_key = ?",
+            (chosen[0]["appointment_id"],),
+        ).fetchone()
+    room = "302" if chosen[0]["room_id"] == "301" else "301"
+    sbx.change("PATCH", f"/_sandbox/appointments/{made}", {"room_id": int(room)})
+    code, _, output = verify_report(config, sbx)
+    assert code == 1 and "edited in Flextell?" in output and "make the export say" in output
+
+    chosen[0]["room_id"] = room  # the old system is told the same
+    export = write_csv(tmp_path / "in.csv", columns, chosen)
+    assert import_file(config, sbx, export)[0].exit_code == 1  # a `changed` item
+    code, report, output = verify_report(config, sbx)
+    assert code == 0, output
+    assert report["changes_done"] == [{"tenant": 1, "source_key": chosen[0]["appointment_id"]}]
+    [line] = [x.strip() for x in output.splitlines() if x.strip().startswith("flextell-worker ack")]
+    assert run_cli(*shlex.split(line)[1:]).exit_code == 0  # as printed
+    assert import_file(config, sbx, export)[0].exit_code == 0

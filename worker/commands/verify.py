@@ -150,6 +150,8 @@ class VerifyResult:
     """Each tenant's clinic zone: times a person reads are shown in it."""
     pending: dict[int, int] = field(default_factory=dict)
     """Rows per tenant no run has sent yet: not checked, and not what verify judges."""
+    changes_done: list[tuple[int, str]] = field(default_factory=list)
+    """Rows whose `changed` item is open while Flextell already holds the new version."""
 
     @property
     def open_problems(self) -> list[Problem]:
@@ -209,6 +211,7 @@ class VerifyResult:
             | _orphans_json(self.orphans)
             | {"unsettled": _unsettled_json(self.unsettled)}
             | {"pending": {str(t): n for t, n in sorted(self.pending.items())}}
+            | {"changes_done": [{"tenant": t, "source_key": k} for t, k in self.changes_done]}
         )
 
 
@@ -299,6 +302,8 @@ class _Verifier:
         self.lanes = lanes
         self.tallies: dict[int, TenantTally] = {}
         self.problems: list[Problem] = []
+        self.changes_done: list[tuple[int, str]] = []
+        """Rows whose appointment equals the export's new version (a `changed` item done)."""
         self.queues: dict[int, asyncio.Queue[Entry | None]] = {}
         self.workers: list[asyncio.Task[None]] = []
 
@@ -381,6 +386,7 @@ class _Verifier:
             if now is not None and not compare(now, result.appointment):
                 # The source changed after creation and a person applied the change in
                 # Flextell, as the worklist asks: done work, not a mismatch.
+                self.changes_done.append(entry.key)
                 return None
             if not found:
                 return None
@@ -505,6 +511,13 @@ async def run_verify(options: VerifyOptions) -> VerifyResult:
             # After the checks: an acknowledgement made meanwhile counts, and so does a row
             # an import running meanwhile has settled.
             problems = await _acknowledge(ledger, verifier.problems, options.tenant)
+            still_open = {
+                (i.tenant, i.source_key)
+                for i in await worklist_items(
+                    ledger, tenant=options.tenant, kind=Kind.CHANGED, state="open"
+                )
+            }
+            changes_done = sorted(k for k in verifier.changes_done if k in still_open)
             unsettled = await _unsettled(ledger, options)
             pending = await ledger.pending_by_tenant(options.tenant)
             if options.orphans:
@@ -532,6 +545,7 @@ async def run_verify(options: VerifyOptions) -> VerifyResult:
         config_path=options.config_path,
         settle_with=_given(options),
         zones={t: config.timezone_for(t) for t in verifier.tallies},
+        changes_done=changes_done,
     )
     if stopped:
         result.exit_code = ExitCode.ABORTED
@@ -599,6 +613,7 @@ def print_verify(result: VerifyResult, console: Console | None = None) -> None:
     if result.orphans is not None:
         _print_orphans(result.orphans, console)
     _print_relink(result, console)
+    _print_edited(result, console)
     _print_unsettled(result, console)
     for tenant, n in sorted(result.pending.items()):
         # An "ok" below speaks of created rows only: a tenant whose rows were never sent
@@ -621,6 +636,32 @@ UNSETTLED_KEYS = 10
 
 RELINK_KEYS = 20
 """Keys of deleted rows named in one `relink` command to copy."""
+
+
+def _print_edited(result: VerifyResult, console: Console) -> None:
+    """What to do about mismatches no item covers, and about `changed` items already done."""
+    if any(p.kind == "mismatch" and p.acknowledged is None for p in result.problems):
+        console.print(
+            "differs from what was sent (edited in Flextell?): if Flextell is wrong, change "
+            "it back there; if it is right, make the export say the same: the next import "
+            "then opens a `changed` item, which verify says is done"
+        )
+    if not result.changes_done:
+        return
+    config = f" -c {shlex.quote(str(result.config_path))}" if result.config_path else ""
+    console.print(
+        f"done in Flextell: {len(result.changes_done)} row(s) changed in the export whose "
+        "appointment already holds the new version, their `changed` item still open:"
+    )
+    for tenant in sorted({t for t, _ in result.changes_done}):
+        keys = [k for t, k in result.changes_done if t == tenant]
+        more = f"  (and {len(keys) - RELINK_KEYS} more)" if len(keys) > RELINK_KEYS else ""
+        named = " ".join(shlex.quote(k) for k in keys[:RELINK_KEYS])
+        console.print(
+            f"  flextell-worker ack{config} --tenant {tenant} {named} "
+            f'--note "done in Flextell"{more}',
+            markup=False,
+        )
 
 
 def _print_relink(result: VerifyResult, console: Console) -> None:
