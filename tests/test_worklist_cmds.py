@@ -1050,3 +1050,20 @@ def test_report_does_not_call_a_row_back_in_the_export_missing_from_it(
     back = json.loads(run_cli("report", "-c", str(config), "--format", "json").stdout)
     assert back["missing_from_source"]["rows"] == []
     assert "missing from run" not in run_cli("report", "-c", str(config)).output
+
+
+def test_report_marks_a_change_a_person_acknowledged(tmp_path: Path, sbx: Sandbox) -> None:
+    """Its list of rows changed in the source showed handled, acknowledged rows beside
+    open ones, with nothing to tell them apart (7 listed, 0 open on the worklist)."""
+    config, rows, _ = _created_night(tmp_path, sbx, 6)
+    rows[1]["notes"] = "moved by phone"
+    rows[4]["notes"] = "second change"
+    assert import_file(config, sbx, export(tmp_path, "n2.csv", rows))[0].exit_code == 1
+    key = rows[1]["appointment_id"]
+    assert run_cli("ack", key, "-c", str(config), "--by", "ayse", "--note", "done").exit_code == 0
+    data = json.loads(run_cli("report", "-c", str(config), "--format", "json").stdout)
+    marks = {r["source_key"]: r["acknowledged_by"] for r in data["changed"]}
+    assert marks == {key: "ayse", rows[4]["appointment_id"]: None}
+    text = run_cli("report", "-c", str(config)).output
+    [line] = [x for x in text.splitlines() if f" {key} " in x]
+    assert line.endswith("(acknowledged by ayse)"), line

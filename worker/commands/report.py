@@ -179,10 +179,13 @@ async def build_report(options: ReportOptions) -> LedgerReport:
         zone_for = config.timezone_for if config is not None else None
         # A row fixed by hand whose export still carries the old version is the
         # worklist's `fixed_by_hand`, not a change in the source: say it as it does.
-        by_hand = {
-            (i.tenant, i.source_key)
-            for i in await worklist.items(ledger, tenant=options.tenant, state="all")
-            if i.state == State.FIXED_BY_HAND
+        items = await worklist.items(ledger, tenant=options.tenant, state="all")
+        by_hand = {(i.tenant, i.source_key) for i in items if i.state == State.FIXED_BY_HAND}
+        # Handled and acknowledged: still a change in the source, but nobody's to do.
+        acked = {
+            (i.tenant, i.source_key): i.ack_by or "a person"
+            for i in items
+            if i.kind == Kind.CHANGED and i.state == State.ACKNOWLEDGED
         }
         changed = [
             {
@@ -191,6 +194,7 @@ async def build_report(options: ReportOptions) -> LedgerReport:
                 "line": e.source_line,
                 "appointment_id": e.appointment_id,
                 "changes": e.changes or {},
+                "acknowledged_by": acked.get((e.tenant, e.source_key)),
             }
             async for e in ledger.entries_iter(
                 statuses=[Status.CREATED], tenant=options.tenant, run_id=options.run
@@ -471,7 +475,12 @@ def report_table(report: LedgerReport, console: Console | None = None) -> None:
         for row in report.changed[:SHOWN_ROWS]:
             console.print(
                 f"  tenant {row['tenant']} {row['source_key']} "
-                f"(appointment {row['appointment_id']}): {diff_text(row['changes'])}",
+                f"(appointment {row['appointment_id']}): {diff_text(row['changes'])}"
+                + (
+                    f" (acknowledged by {row['acknowledged_by']})"
+                    if row.get("acknowledged_by")
+                    else ""
+                ),
                 markup=False,
             )
         if len(report.changed) > SHOWN_ROWS:
