@@ -371,3 +371,17 @@ def test_a_json_array_over_many_lines_is_refused_whole_not_read_as_lines(
             result.output
         )
         assert "would send" not in result.output and "valid" not in result.output
+
+
+def test_a_json_array_on_one_line_is_refused_whole(tmp_path: Path) -> None:
+    """A one-line .json export read as JSON Lines was one bad row ("line is a JSON
+    array, expected an object"), and its appointments counted as one."""
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(CFG, encoding="utf-8")
+    export = tmp_path / "export.jsonl"
+    export.write_text("[" + ", ".join(_OBJECTS) + "]", encoding="utf-8")
+    for command in (["validate"], ["import", "--dry-run"]):
+        result = CliRunner().invoke(cli, [*command, str(export), "-c", str(cfg)])
+        assert result.exit_code == 2, result.output
+        assert f"line 1: a JSON array of {len(_OBJECTS)} objects on one line" in result.output
+        assert "jq -c '.[]'" in result.output

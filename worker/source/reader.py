@@ -461,7 +461,7 @@ def _refuse_json_array(name: str, sample: str) -> None:
         if opening != "[" and not (opening.startswith("[") and opening[1:].lstrip()[:1] == "{"):
             return
         try:
-            json.loads(line)
+            value = json.loads(line)
         except RecursionError:
             return  # that line's own row error says it is nested too deeply
         except ValueError:
@@ -470,4 +470,11 @@ def _refuse_json_array(name: str, sample: str) -> None:
                 "JSON Lines (one object per line, no brackets or commas between them): "
                 "write one object per line, for example jq -c '.[]' FILE > FILE.jsonl"
             ) from None
-        return  # an array on one line: that line's own row error says so
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            # A .json export read as JSON Lines: one bad row, and its N appointments lost.
+            raise SourceError(
+                f"{name}: line {number}: a JSON array of {len(value)} objects on one line, "
+                "not JSON Lines (one object per line): write one object per line, for "
+                "example jq -c '.[]' FILE > FILE.jsonl"
+            )
+        return  # another array on one line: that line's own row error says so
