@@ -937,7 +937,8 @@ def relink_cmd(json_logs: bool, allow_insecure_http: bool, **params: Any) -> Non
     """
     import asyncio
 
-    from worker.commands.relink import RelinkOptions, run_relink, show_relink
+    from worker.commands.relink import run_relink, show_relink
+    from worker.commands.relink_result import RelinkOptions
     from worker.logs import configure_logging
 
     options = options_from(RelinkOptions, params, ledger_path=_target(params["ledger_path"]))

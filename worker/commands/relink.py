@@ -14,6 +14,8 @@ instant that no row owns):
 - else with `--book-again` the row goes back to `pending` as never sent, and the
   next import books it (after the adoption check every never-sent row gets);
 - else it is `gone`, and the line says what a person can do.
+A row that left the export (its `missing` item) is left alone. `--from` is another
+job, in worker.commands.renumber: a visit the export renumbered.
 A row of a visit another row has not settled (unknown, in flight, or sent and
 pending) is left `not checked`: an appointment at its slot may be that row's.
 """
@@ -21,7 +23,6 @@ pending) is left `not checked`: an appointment at its slot may be that row's.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -32,6 +33,14 @@ from worker.api.client import Outcome
 from worker.commands.checking.api_reads import read_with_retries
 from worker.commands.importing.signals import StopSignals, exit_code_of
 from worker.commands.output import absolute, data_console, emit_result
+from worker.commands.relink_result import (
+    VERDICTS,
+    Relinked,
+    RelinkOptions,
+    RelinkResult,
+    exit_code_for,
+)
+from worker.commands.renumber import MODEL_404, renumber, renumbering
 from worker.compare import MATCH_FIELDS, compare, equal, row_and_flextell
 from worker.config import load_config
 from worker.contract import API_MADE, AppointmentResource
@@ -41,8 +50,7 @@ from worker.delivery.slot_search import SlotSearch
 from worker.errors import ConfigError
 from worker.exitcodes import ExitCode
 from worker.ledger import Entry, Ledger, RunStatus, Status, api_identity
-from worker.ledger.model import LEFT_EXPORT
-from worker.ledger.target import LedgerTarget, describe, existing_target, is_url, open_existing
+from worker.ledger.target import describe, existing_target, is_url, open_existing
 from worker.worklist import Kind, State
 from worker.worklist import items as worklist_items
 from worker.worklist.rules import asks_to_undo
@@ -53,87 +61,6 @@ if TYPE_CHECKING:
 
 _Say = Callable[..., "Relinked"]
 """A row's verdict: name, note and (relinked) the id it took."""
-
-MODEL_404 = "No query results for model"
-"""What the API's own 404 of a deleted appointment says (Laravel's ModelNotFound)."""
-
-VERDICTS = ("present", "relinked", "renumbered", "book_again", "held", "gone", "not_checked")
-_DONE = ("present", "relinked", "renumbered", "book_again")
-"""Verdicts that leave nothing for a person: exit 0 when every row has one."""
-
-
-@dataclass(slots=True)
-class RelinkOptions:
-    """What the `relink` command was asked to do."""
-
-    config_path: Path
-    keys: tuple[str, ...] = ()
-    all_rows: bool = False
-    ledger_path: LedgerTarget | None = None
-    """A ledger file or a postgresql:// URL (None: the one `import` uses)."""
-    base_url: str | None = None
-    tenant: int | None = None
-    book_again: bool = False
-    from_key: str | None = None
-    """`--from`: KEY is this row's new key in the export (the same visit renumbered)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Relinked:
-    """What relink found and did for one created row."""
-
-    tenant: int
-    source_key: str
-    verdict: str
-    appointment_id: int | None
-    """The row's appointment as the ledger held it."""
-    linked_id: int | None = None
-    note: str = ""
-    duplicates: tuple[int, ...] = ()
-    """Other appointments equal to the row that no row owns, left at its slot."""
-
-
-@dataclass(slots=True)
-class RelinkResult:
-    """Every row's verdict, the run that recorded them, and the exit code."""
-
-    run_id: int | None
-    ledger_path: Path | str
-    rows: list[Relinked]
-    stopped_tenants: dict[int, str]
-    exit_code: ExitCode
-    unmatched: list[str] = field(default_factory=list)
-    """Keys given that are no created row of the ledger (with what they are)."""
-    skipped_tenants: dict[int, str] = field(default_factory=dict)
-    interrupted: str | None = None
-    """Why it stopped early (a signal), with how many rows were done."""
-
-    def counts(self) -> dict[str, int]:
-        """Rows per verdict."""
-        out = dict.fromkeys(VERDICTS, 0)
-        for row in self.rows:
-            out[row.verdict] += 1
-        return out
-
-    def to_json(self) -> dict[str, Any]:
-        """The relink command's result as one JSON-ready object."""
-        return {
-            "command": "relink",
-            "run_id": self.run_id,
-            "ledger": str(self.ledger_path),
-            "exit_code": int(self.exit_code),
-            "totals": self.counts(),
-            "unmatched": self.unmatched,
-            "interrupted": self.interrupted,
-            "stopped_tenants": {str(k): v for k, v in sorted(self.stopped_tenants.items())},
-            "skipped_tenants": {str(k): v for k, v in sorted(self.skipped_tenants.items())},
-            "rows": [
-                {"tenant": r.tenant, "source_key": r.source_key, "verdict": r.verdict,
-                 "appointment_id": r.appointment_id, "linked_id": r.linked_id, "note": r.note,
-                 "duplicates": list(r.duplicates)}
-                for r in self.rows
-            ],
-        }  # fmt: skip
 
 
 async def run_relink(options: RelinkOptions) -> RelinkResult:
@@ -162,11 +89,11 @@ async def run_relink(options: RelinkOptions) -> RelinkResult:
                                    config.tenants, rebind=False)  # fmt: skip
         unmatched: list[str] = []
         if options.from_key is not None:
-            old, new = await _renumbering(ledger, config, options)
+            old, new = await renumbering(ledger, config, options)
             tenants = {old.tenant}
 
             async def work(held: set[int]) -> RelinkResult:
-                return await _renumber(ledger, config, options, old, new)
+                return await renumber(ledger, config, options, old, new)
         else:
             chosen, unmatched = await _chosen(ledger, config, options)
             if options.keys and not chosen:
@@ -200,94 +127,6 @@ async def run_relink(options: RelinkOptions) -> RelinkResult:
         return result
     finally:
         await ledger.close()
-
-
-async def _renumbering(
-    ledger: Ledger, config: Config, options: RelinkOptions
-) -> tuple[Entry, Entry]:
-    """The created row of the old key and the held row of the new one, in one tenant; a
-    ConfigError (nothing done) saying why when they are not a renumbered visit."""
-    assert options.from_key is not None
-    new_key, old_key = options.keys[0], options.from_key
-    scope = _tenants(config, options)
-    found = await ledger.get_many([(t, k) for t in scope for k in (new_key, old_key)])
-    pairs = [(found[(t, old_key)], found[(t, new_key)]) for t in scope
-             if (t, old_key) in found and (t, new_key) in found]  # fmt: skip
-    if not pairs:
-        what = "; ".join(
-            f"tenant {t}: {e.source_key} is {e.status}" for (t, _), e in sorted(found.items())
-        )
-        raise ConfigError(
-            f"relink --from: no tenant has both {old_key!r} and {new_key!r} "
-            f"({what or 'neither is in the ledger'})"
-        )
-    if len(pairs) > 1:
-        named = ", ".join(str(old.tenant) for old, _ in pairs)
-        raise ConfigError(f"relink --from: tenants {named} all have both keys: give --tenant")
-    old, new = pairs[0]
-    if new.status != Status.FAILED or new.error_code != LEFT_EXPORT:
-        raise ConfigError(
-            f"relink --from: row {new_key!r} is {new.status}, not held as the same visit as "
-            f"another row (its worklist item says so when it is): nothing to take over"
-        )
-    if repr(old_key) not in (new.error_message or ""):
-        raise ConfigError(
-            f"relink --from: row {new_key!r} was held as the same visit as another row than "
-            f"{old_key!r}: {new.error_message}"
-        )
-    if old.status != Status.CREATED or old.appointment_id is None:
-        raise ConfigError(f"relink --from: row {old_key!r} is {old.status}, no created row")
-    if old.seen_run_id == new.seen_run_id:
-        raise ConfigError(
-            f"relink --from: {old_key!r} is in the same export as {new_key!r}: two rows, "
-            "not one renumbered"
-        )
-    return old, new
-
-
-async def _renumber(
-    ledger: Ledger, config: Config, options: RelinkOptions, old: Entry, new: Entry
-) -> RelinkResult:
-    """The takeover, once the old row's appointment is seen to exist (a GET now)."""
-    gone = old.appointment_id
-    assert gone is not None
-
-    def row(verdict: str, note: str) -> Relinked:
-        return Relinked(new.tenant, new.source_key, verdict, gone, None, note)
-
-    async with http_session(config, base_url=options.base_url) as session:
-        lane = await LaneBuilder(config, session, base_url=options.base_url).lane(new.tenant)
-        got = await read_with_retries(
-            lane, AuthGuard(lane), lambda: lane.client.get_appointment(new.tenant, gone)
-        )
-        if lane.stop_reason is not None:
-            return RelinkResult(None, "", [], {new.tenant: lane.stop_reason}, ExitCode.ABORTED)
-    if got.outcome is not Outcome.FOUND:
-        why = got.error_message or got.error_code or got.outcome.value
-        note = (
-            f"appointment {gone} of {old.source_key!r} was deleted in Flextell: nothing to take "
-            f"over; `import --retry-failed` books {new.source_key!r}"
-            if got.outcome is Outcome.NOT_FOUND and MODEL_404 in (got.error_message or "")
-            else f"GET appointment {gone}: HTTP {got.status or '-'}: {why}"
-        )
-        return RelinkResult(None, "", [row("not_checked", note)], {}, ExitCode.ROWS_FAILED)
-    run_id = await ledger.start_run(mode="relink", source_file=None, source_sha256=None,
-                                    config_path=absolute(options.config_path))  # fmt: skip
-    why_not = await ledger.renumber(old, new, run_id=run_id)
-    if why_not is not None:
-        done = row("not_checked", f"not taken over: {why_not}")
-    else:
-        changed = old.payload_hash != new.payload_hash
-        done = Relinked(new.tenant, new.source_key, "renumbered", gone, gone,
-                        f"row {new.source_key!r} owns appointment {gone} of row "
-                        f"{old.source_key!r} now (the same visit under a new key)"
-                        + ("; what changed in the export since it was sent is a `changed` "
-                           "item from the next import: apply it in Flextell by hand"
-                           if changed else ""))  # fmt: skip
-    code = _exit_code([done], {})
-    await ledger.finish_run(run_id, status=RunStatus.FINISHED,
-                            counts={done.verdict: 1}, exit_code=int(code))  # fmt: skip
-    return RelinkResult(run_id, "", [done], {}, code)
 
 
 def _tenants(config: Config, options: RelinkOptions) -> list[int]:
@@ -381,7 +220,7 @@ async def _relink(
             raise
         finally:
             stops.remove()
-            code = _exit_code(rows, stopped)
+            code = exit_code_for(rows, stopped)
             if stops.received is not None:
                 status, code = RunStatus.INTERRUPTED, exit_code_of(stops.received)
             counts = dict.fromkeys(VERDICTS, 0)
@@ -404,14 +243,6 @@ async def _left_the_export(ledger: Ledger, tenant: int | None) -> set[tuple[int,
         for i in found
         if i.state in (State.OPEN, State.ACKNOWLEDGED) and not asks_to_undo(i)
     }
-
-
-def _exit_code(rows: list[Relinked], stopped: dict[int, str]) -> ExitCode:
-    if stopped:
-        return ExitCode.ABORTED
-    if any(r.verdict not in _DONE or r.duplicates for r in rows):
-        return ExitCode.ROWS_FAILED
-    return ExitCode.OK
 
 
 class _Tenant:

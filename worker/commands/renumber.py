@@ -1,0 +1,116 @@
+"""`relink NEW --from OLD`: a visit the export renumbered takes its old key's appointment.
+
+An import holds a new key whose payload equals the appointment of a created row that
+is no longer in the export (LEFT_EXPORT: "the same visit under a new key?"). This is a
+person's yes: once a GET shows the old row's appointment is still there, the old row
+takes the new key and its place in the export (worker.ledger.ops.renumber), so a later
+change of the visit is a `changed` item instead of a second booking. Nothing is sent.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from worker.api.client import Outcome
+from worker.commands.checking.api_reads import read_with_retries
+from worker.commands.output import absolute
+from worker.commands.relink_result import Relinked, RelinkOptions, RelinkResult, exit_code_for
+from worker.delivery import AuthGuard, LaneBuilder, http_session
+from worker.errors import ConfigError
+from worker.exitcodes import ExitCode
+from worker.ledger import Entry, Ledger, RunStatus, Status
+from worker.ledger.model import LEFT_EXPORT
+
+if TYPE_CHECKING:
+    from worker.config import Config
+
+MODEL_404 = "No query results for model"
+"""What the API's own 404 of a deleted appointment says (Laravel's ModelNotFound)."""
+
+
+async def renumbering(
+    ledger: Ledger, config: Config, options: RelinkOptions
+) -> tuple[Entry, Entry]:
+    """The created row of the old key and the held row of the new one, in one tenant; a
+    ConfigError (nothing done) saying why when they are not a renumbered visit."""
+    assert options.from_key is not None
+    new_key, old_key = options.keys[0], options.from_key
+    scope = [t for t in config.tenants if options.tenant in (None, t)]
+    found = await ledger.get_many([(t, k) for t in scope for k in (new_key, old_key)])
+    pairs = [(found[(t, old_key)], found[(t, new_key)]) for t in scope
+             if (t, old_key) in found and (t, new_key) in found]  # fmt: skip
+    if not pairs:
+        what = "; ".join(
+            f"tenant {t}: {e.source_key} is {e.status}" for (t, _), e in sorted(found.items())
+        )
+        raise ConfigError(
+            f"relink --from: no tenant has both {old_key!r} and {new_key!r} "
+            f"({what or 'neither is in the ledger'})"
+        )
+    if len(pairs) > 1:
+        named = ", ".join(str(old.tenant) for old, _ in pairs)
+        raise ConfigError(f"relink --from: tenants {named} all have both keys: give --tenant")
+    old, new = pairs[0]
+    if new.status != Status.FAILED or new.error_code != LEFT_EXPORT:
+        raise ConfigError(
+            f"relink --from: row {new_key!r} is {new.status}, not held as the same visit as "
+            f"another row (its worklist item says so when it is): nothing to take over"
+        )
+    if repr(old_key) not in (new.error_message or ""):
+        raise ConfigError(
+            f"relink --from: row {new_key!r} was held as the same visit as another row than "
+            f"{old_key!r}: {new.error_message}"
+        )
+    if old.status != Status.CREATED or old.appointment_id is None:
+        raise ConfigError(f"relink --from: row {old_key!r} is {old.status}, no created row")
+    if old.seen_run_id == new.seen_run_id:
+        raise ConfigError(
+            f"relink --from: {old_key!r} is in the same export as {new_key!r}: two rows, "
+            "not one renumbered"
+        )
+    return old, new
+
+
+async def renumber(
+    ledger: Ledger, config: Config, options: RelinkOptions, old: Entry, new: Entry
+) -> RelinkResult:
+    """The takeover, once the old row's appointment is seen to exist (a GET now)."""
+    gone = old.appointment_id
+    assert gone is not None
+
+    def row(verdict: str, note: str) -> Relinked:
+        return Relinked(new.tenant, new.source_key, verdict, gone, None, note)
+
+    async with http_session(config, base_url=options.base_url) as session:
+        lane = await LaneBuilder(config, session, base_url=options.base_url).lane(new.tenant)
+        got = await read_with_retries(
+            lane, AuthGuard(lane), lambda: lane.client.get_appointment(new.tenant, gone)
+        )
+        if lane.stop_reason is not None:
+            return RelinkResult(None, "", [], {new.tenant: lane.stop_reason}, ExitCode.ABORTED)
+    if got.outcome is not Outcome.FOUND:
+        why = got.error_message or got.error_code or got.outcome.value
+        note = (
+            f"appointment {gone} of {old.source_key!r} was deleted in Flextell: nothing to take "
+            f"over; `import --retry-failed` books {new.source_key!r}"
+            if got.outcome is Outcome.NOT_FOUND and MODEL_404 in (got.error_message or "")
+            else f"GET appointment {gone}: HTTP {got.status or '-'}: {why}"
+        )
+        return RelinkResult(None, "", [row("not_checked", note)], {}, ExitCode.ROWS_FAILED)
+    run_id = await ledger.start_run(mode="relink", source_file=None, source_sha256=None,
+                                    config_path=absolute(options.config_path))  # fmt: skip
+    why_not = await ledger.renumber(old, new, run_id=run_id)
+    if why_not is not None:
+        done = row("not_checked", f"not taken over: {why_not}")
+    else:
+        changed = old.payload_hash != new.payload_hash
+        done = Relinked(new.tenant, new.source_key, "renumbered", gone, gone,
+                        f"row {new.source_key!r} owns appointment {gone} of row "
+                        f"{old.source_key!r} now (the same visit under a new key)"
+                        + ("; what changed in the export since it was sent is a `changed` "
+                           "item from the next import: apply it in Flextell by hand"
+                           if changed else ""))  # fmt: skip
+    code = exit_code_for([done], {})
+    await ledger.finish_run(run_id, status=RunStatus.FINISHED,
+                            counts={done.verdict: 1}, exit_code=int(code))  # fmt: skip
+    return RelinkResult(run_id, "", [done], {}, code)
