@@ -501,3 +501,22 @@ def test_an_unset_token_is_exit_2_with_no_run_recorded(tmp_path: Path, sbx: Sand
     assert result.exit_code == 2 and "FW_NO_TOKEN" in result.output, result.output
     report = json.loads(run_cli("report", "-c", str(config), "--format", "json").stdout)
     assert len(report["runs"]) == runs
+
+
+def test_renumbering_on_a_shared_postgresql_ledger(
+    tmp_path: Path, sbx: Sandbox, pg_url: str
+) -> None:
+    config = write_config(tmp_path, ledger_url=pg_url)
+    columns, sample = sample_rows()
+    rows = [dict(r) for r in sample if r["clinic"] == "1"][:20]
+    assert import_file(config, sbx, write_csv(tmp_path / "n1.csv", columns, rows))[0].exit_code == 0
+    old = rows[-1]["appointment_id"]
+    rows[-1]["appointment_id"] = new = old + "X"
+    night = write_csv(tmp_path / "n2.csv", columns, rows)
+    assert import_file(config, sbx, night)[0].exit_code == 1  # held: the same visit?
+    code, event, output = _relink(config, sbx, new, "--from", old)
+    assert code == 0 and event["rows"][0]["verdict"] == "renumbered", output
+    before = len(sbx.appointments())
+    assert import_file(config, sbx, night)[0].exit_code == 0
+    assert len(sbx.appointments()) == before
+    assert verify_report(config, sbx)[0] == 0
