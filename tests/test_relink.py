@@ -141,6 +141,13 @@ def test_book_again_lets_the_next_import_book_it_once(tmp_path: Path, sbx: Sandb
     assert code == 0, output
     assert event["rows"][0]["verdict"] == "book_again"
     assert _ledger_rows(config)[key] == ("pending", None, 0)  # as a row never sent
+    # report's runs table: relink's own counts, no import columns' zeros for them
+    table = run_cli("report", "-c", str(config)).output
+    [line] = [x for x in table.splitlines() if "relink" in x and "finished" in x and "│ 0 " in x]
+    cells = [c.strip() for c in line.split("│")]
+    header = [c.strip() for c in table.splitlines()[2].split("┃")]
+    shown = dict(zip(header, cells, strict=True))
+    assert (shown["book again"], shown["read"], shown["created"]) == ("1", "", "")
 
     result, summary = import_file(config, sbx, tmp_path / "in.csv")
     assert result.exit_code == 0, result.output

@@ -56,7 +56,14 @@ _COUNT_ORDER = (
     "reconciled",
     "found",
     "absent",
+    "held",
     "undecided",
+    "present",
+    "relinked",
+    "renumbered",
+    "book_again",
+    "gone",
+    "not_checked",
 )
 _SHOWN_COUNTS = frozenset(_COUNT_ORDER)
 
@@ -415,6 +422,8 @@ _COUNT_LABELS = {
     "not_sent": "not sent",
     "missing_from_source": "missing",
     "reconciled": "reconciled",
+    "book_again": "book again",
+    "not_checked": "not checked",
 }
 
 
@@ -425,7 +434,11 @@ def _counted(row: dict[str, Any]) -> bool:
 
 
 def _count_cell(row: dict[str, Any], name: str) -> str:
-    return f"{row['counts'].get(name, 0):,}" if _counted(row) else "-"
+    if not _counted(row):
+        return "-"
+    # A count another kind of run keeps (an import's `read` on a relink run): no cell.
+    value = row["counts"].get(name)
+    return "" if value is None else f"{value:,}"
 
 
 def _count_names(report: LedgerReport, *, nonzero: bool = False) -> list[str]:
