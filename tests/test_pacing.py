@@ -13,6 +13,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+import structlog
+import structlog.testing
 
 from tests.conftest import FakeClock
 from worker.api.auth import StaticToken
@@ -275,10 +277,14 @@ def test_a_server_that_answered_before_is_waited_for_over_the_outage_budget(
     clock = FakeClock()
     lane = make_lane(clock, max_attempts=3, outage_budget=300.0)
     lane.heard(answer(Outcome.CREATED, 201))
-    for _ in range(10):
-        lane.heard(REFUSED)
-        clock.advance(20)
-        assert lane.stop_reason is None  # a restart is waited for, never given up on here
+    with structlog.testing.capture_logs() as logged:
+        for _ in range(10):
+            lane.heard(REFUSED)
+            clock.advance(20)
+            assert lane.stop_reason is None  # a restart is waited for, never given up on here
+    # Said once, when it began: a command in a terminal showed nothing for minutes.
+    [said] = [e for e in logged if e["event"].startswith("the API stopped answering")]
+    assert said["outage_budget_s"] == 300.0 and said["log_level"] == "warning"
     assert lane.in_outage()  # 200 s down, budget 300
     clock.advance(100)
     assert not lane.in_outage()

@@ -184,6 +184,11 @@ class TenantLane:
         if self._answered:
             if self.down_since is None:
                 self.down_since = now
+                # Said once: a command in a terminal otherwise shows nothing for minutes.
+                log.warning("the API stopped answering: waiting for it to come back",
+                            tenant=self.id, base_url=self.tenant.base_url,
+                            outage_budget_s=self.policy.outage_budget,
+                            error=result.error_message)  # fmt: skip
             elif now - self.down_since >= self.policy.outage_budget:
                 # Down for longer than the budget: rows would give up one by one and the
                 # run end 'needs a person' with nothing on the worklist; an outage pages.
