@@ -527,3 +527,37 @@ def test_renumbering_on_a_shared_postgresql_ledger(
     assert import_file(config, sbx, night)[0].exit_code == 0
     assert len(sbx.appointments()) == before
     assert verify_report(config, sbx)[0] == 0
+
+
+def test_retry_failed_never_books_a_held_renumbered_row_only_adopts(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """Held as the same visit under a new key, then moved by the export: --retry-failed
+    (for an unrelated refused row, say) booked it at the new time beside the old key's
+    appointment; and the night it moved said 'not sent: the run ended before their turn'."""
+    config, columns, rows = _renumbered(tmp_path, sbx)
+    new = rows[-1]["appointment_id"]
+    before = len(sbx.appointments())
+    moved = datetime.fromisoformat(rows[-1]["start"]) + timedelta(hours=3)
+    rows[-1]["start"] = moved.isoformat(timespec="minutes")
+    n3 = write_csv(tmp_path / "n3.csv", columns, rows)
+    result, summary = import_file(config, sbx, n3)
+    assert result.exit_code == 1, result.output
+    totals = summary["totals"]
+    assert (totals["to_send"], totals["not_sent"], totals["previously_failed"]) == (0, 0, 1)
+
+    result, summary = import_file(config, sbx, n3, "--retry-failed")
+    assert result.exit_code == 1 and summary["totals"]["created"] == 0, result.output
+    assert len(sbx.appointments()) == before  # not booked a second time
+    listed = json.loads(run_cli("worklist", "-c", str(config), "--format", "json").stdout)
+    [held] = [i for i in listed if i["source_key"] == new]
+    assert "still held: --retry-failed adopts a second visit" in held["reason"]
+    assert f"--from {new[:-1]}" in held["reason"]  # the answer is still named
+
+    # A true second visit, booked in Flextell at the new time: --retry-failed adopts it.
+    first = _appointment(sbx, _ledger_rows(config)[new[:-1]][1] or 0)
+    at = datetime.fromisoformat(first["scheduled_at"].replace("Z", "+00:00"))
+    second = _book_by_hand(sbx, first, scheduled_at=(at + timedelta(hours=3)).isoformat())
+    result, summary = import_file(config, sbx, n3, "--retry-failed")
+    assert summary["totals"]["adopted"] == 1, result.output
+    assert _ledger_rows(config)[new][:2] == ("created", second)

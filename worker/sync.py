@@ -12,6 +12,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from worker.ledger import Entry, Status
+from worker.ledger.model import LEFT_EXPORT
 
 
 class Action(StrEnum):
@@ -37,7 +38,12 @@ def sync_action(entry: Entry | None, payload_hash: str, *, retry_failed: bool) -
         return Action.NEW
     if entry.status == Status.CREATED.value:
         return Action.UNCHANGED if entry.payload_hash == payload_hash else Action.CHANGED
-    if entry.status == Status.FAILED.value and entry.payload_hash == payload_hash:
+    held_as_same_visit = entry.status == Status.FAILED.value and entry.error_code == LEFT_EXPORT
+    if entry.status == Status.FAILED.value and (
+        entry.payload_hash == payload_hash or held_as_same_visit
+    ):
+        # A row held as the same visit as one no longer in the export stays held when it
+        # changes (ops.upsert_seen): --retry-failed may look for a booking to adopt.
         return Action.RETRY_FAILED if retry_failed else Action.PREVIOUSLY_FAILED
     if entry.status in (Status.UNKNOWN.value, Status.IN_FLIGHT.value):
         return Action.UNKNOWN_SKIPPED

@@ -85,6 +85,9 @@ class Job:
     settling, so `max_resends` bounds the row's POSTs in a run, not in each look."""
     cause: str | None = None
     """Why this run looked the row up (the last open answer), kept across settling."""
+    adopt_only: str | None = None
+    """Held as the same visit as a row out of the export, requeued by --retry-failed: it
+    may adopt a booking of a second visit made in Flextell, never be sent. Its reason."""
 
     @classmethod
     def from_entry(cls, entry: Entry, *, resume: bool = False) -> Job | None:
@@ -102,7 +105,20 @@ class Job:
         return cls(entry.tenant, entry.source_key, entry.payload_json, entry.payload_hash,
                    entry.source_line, identity, resume=look_first, earlier_run=resume,
                    sent_before=entry.attempts > 0 or entry.sent_at is not None,
-                   instant=instant_of(entry.payload_json))  # fmt: skip
+                   instant=instant_of(entry.payload_json),
+                   adopt_only=_held_reason(entry))  # fmt: skip
+
+
+_STILL_HELD = (
+    "still held: --retry-failed adopts a second visit booked in Flextell, and none is at its slot; "
+)
+
+
+def _held_reason(entry: Entry) -> str | None:
+    """A pending row's LEFT_EXPORT reason (Job.adopt_only), without an earlier 'still'."""
+    if entry.status != Status.PENDING.value or entry.error_code != LEFT_EXPORT:
+        return None
+    return (entry.error_message or "").removeprefix(_STILL_HELD)
 
 
 _HELD_WHY = {
@@ -290,6 +306,11 @@ class RowDelivery:
             if verdict is Verdict.CLAIM:
                 return await self._claim(job, decision, step)
             if verdict is Verdict.ABSENT:
+                if step is Step.ADOPT and job.adopt_only is not None:
+                    # Sending would book the patient twice if it is the same visit moved.
+                    held = Decision(Verdict.HELD, code=LEFT_EXPORT,
+                                    reason=_STILL_HELD + job.adopt_only)  # fmt: skip
+                    return await self._held(job, held)
                 if step is Step.ADOPT:
                     step = Step.SEND
                     continue

@@ -234,7 +234,9 @@ UPDATE entries SET status = ?, payload_hash = ?, payload_json = ?, attempts = {a
 WHERE tenant = ? AND source_key = ?
 """
 # pending: not sent yet, or retried
-_HELD_CHANGED = """
+# Held as the same visit as a row out of the export (LEFT_EXPORT), failed or requeued by
+# --retry-failed: its payload follows the export, its status and reason stay.
+_HELD_SEEN = """
 UPDATE entries SET payload_hash = ?, payload_json = ?, seen_run_id = ?, last_run_id = ?,
     source_file = ?, source_line = ?, source_row = ?, updated_at = ?, identity = ?
 WHERE tenant = ? AND source_key = ?
@@ -302,14 +304,18 @@ def upsert_seen(
             # Held as the same visit as a row no longer in the export, and changed since:
             # most likely that visit moved. Sent now, it would book the patient twice (the
             # other row's appointment stays): held until a person answers (LEFT_EXPORT).
-            conn.execute(_HELD_CHANGED, (item_hash, payload, *seen, row, now, identity, *where))
+            conn.execute(_HELD_SEEN, (item_hash, payload, *seen, row, now, identity, *where))
             known[key] = (status, item_hash, payload, row)
             continue
         resend = status == Status.PENDING or (
             status in (Status.FAILED, Status.INVALID)
             and (invalid or status == Status.INVALID or item_hash != old_hash)
         )
-        if resend:
+        if resend and key in same_visit and status == Status.PENDING and not invalid:
+            # Requeued by --retry-failed while held as the same visit: the next delivery
+            # may adopt a booking of a second visit, never send it (RowDelivery).
+            conn.execute(_HELD_SEEN, (item_hash, payload, *seen, row, now, identity, *where))
+        elif resend:
             conn.execute(
                 _RESET_KEEP_ATTEMPTS if status == Status.PENDING else _RESET_ATTEMPTS,
                 (item.status, item_hash, payload, *errors, *seen, row, now, identity, *where),
