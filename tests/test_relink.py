@@ -561,3 +561,29 @@ def test_retry_failed_never_books_a_held_renumbered_row_only_adopts(
     result, summary = import_file(config, sbx, n3, "--retry-failed")
     assert summary["totals"]["adopted"] == 1, result.output
     assert _ledger_rows(config)[new][:2] == ("created", second)
+
+
+def test_relink_from_checks_the_old_appointment_it_takes_over(tmp_path: Path, sbx: Sandbox) -> None:
+    """It took over a cancelled appointment and said 'renumbered', exit 0, and the next
+    import 'nothing needs a person' while the visit was not booked anywhere."""
+    config, _, rows = _renumbered(tmp_path, sbx)
+    new, old = rows[-1]["appointment_id"], rows[-1]["appointment_id"][:-1]
+    made = _ledger_rows(config)[old][1]
+    args = (new, "--from", old)
+    refused = run_cli("relink", "-c", str(config), "--base-url", sbx.base_url, *args,
+                      "--book-again")  # fmt: skip
+    assert refused.exit_code == 2 and "without --book-again" in refused.output
+
+    sbx.change("PATCH", f"/_sandbox/appointments/{made}", {"status": "cancelled"})
+    code, event, output = _relink(config, sbx, *args)
+    assert code == 1 and event["rows"][0]["verdict"] == "gone", output
+    assert "is cancelled in Flextell: not taken over" in event["rows"][0]["note"]
+    assert _ledger_rows(config)[new][0] == "failed"  # nothing done
+
+    room = 302 if _appointment(sbx, made or 0)["room_id"] == 301 else 301
+    edit = {"status": rows[-1]["status"], "room_id": room}  # back, in another room
+    sbx.change("PATCH", f"/_sandbox/appointments/{made}", edit)
+    code, event, output = _relink(config, sbx, *args)
+    assert code == 1 and event["rows"][0]["verdict"] == "renumbered", output
+    assert "room_id" in (event["rows"][0]["differs"] or ""), event["rows"][0]
+    assert _ledger_rows(config)[new][:2] == ("created", made)

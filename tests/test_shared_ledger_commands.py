@@ -388,3 +388,32 @@ def test_a_read_only_database_is_one_line_and_exit_3_not_a_traceback(
         assert result.exit_code == 3, (args, result.output)
         assert "Traceback" not in result.output, result.output
         assert "PostgreSQL refused the ledger's writes" in result.output, result.output
+
+
+def test_relink_skips_a_tenant_a_live_worker_holds_and_says_so(
+    tmp_path: Path, sbx: Sandbox, pg_url: str
+) -> None:
+    from worker.ledger.leases import LeaseKeeper
+
+    config, chosen, _ = _imported(tmp_path, sbx, pg_url)
+    key = chosen[6]["appointment_id"]  # tenant 2's
+    args = ("relink", "-c", str(config), "--base-url", sbx.base_url, "--tenant", "2", key)
+
+    async def with_tenant_2_held() -> tuple[int, Any, str]:
+        keeper = await LeaseKeeper.open(pg_url, "other-host:42:abc", lease_seconds=30)
+        try:
+            assert await keeper.acquire([2], "an import round") is not None
+            event = await asyncio.to_thread(_event, *args, "--json-logs")
+            said = await asyncio.to_thread(run_cli, *args)
+            assert "nothing looked at: a live worker holds every tenant it needs" in said.output
+            assert "no created rows" not in said.output
+            return event
+        finally:
+            await keeper.close()
+
+    code, event, output = asyncio.run(with_tenant_2_held())
+    assert code == 4 and event["rows"] == [], output
+    reason = event["skipped_tenants"]["2"]
+    assert "held by worker other-host:42:abc" in reason and "run relink again" in reason
+    code, event, output = _event(*args, "--json-logs")
+    assert code == 0 and event["rows"][0]["verdict"] == "present", output

@@ -72,6 +72,8 @@ async def run_relink(options: RelinkOptions) -> RelinkResult:
         raise ConfigError(
             "relink --from OLD_KEY takes one KEY: the row's new key (as the worklist names it)"
         )
+    if options.from_key is not None and (options.book_again or options.all_rows):
+        raise ConfigError("relink --from takes one KEY, without --book-again or --all")
     if options.keys and options.all_rows:
         raise ConfigError("relink takes source KEYs or --all, not both")
     if not options.keys and not options.all_rows:
@@ -110,8 +112,8 @@ async def run_relink(options: RelinkOptions) -> RelinkResult:
             from worker.commands.importing.tenant_leases import hold_tenants
 
             shared = cast("PgLedger", ledger)
-            async with hold_tenants(shared, tenants,
-                                    lease_seconds=config.ledger.lease_seconds) as held:  # fmt: skip
+            async with hold_tenants(shared, tenants, lease_seconds=config.ledger.lease_seconds,
+                                    command="relink") as held:  # fmt: skip
                 result = (
                     await work(held.held)
                     if held.held
@@ -447,7 +449,8 @@ def print_relink(result: RelinkResult, console: Console | None = None) -> None:
     """What relink found for each row, then the counts and the exit code."""
     console = console or data_console(soft_wrap=True)
     if result.rows:
-        table = Table(title=f"flextell-worker relink: run {result.run_id}")
+        run = "" if result.run_id is None else f": run {result.run_id}"
+        table = Table(title=f"flextell-worker relink{run}")
         for name in ("tenant", "source key", "verdict", "appointment", "now", "note"):
             table.add_column(name)
         for r in result.rows[:_SHOWN_ROWS]:
@@ -458,6 +461,8 @@ def print_relink(result: RelinkResult, console: Console | None = None) -> None:
         if len(result.rows) > _SHOWN_ROWS:
             console.print(f"... and {len(result.rows) - _SHOWN_ROWS} more (see --json-logs)")
         console.print(", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result.counts().items()))
+    elif result.skipped_tenants:
+        console.print("nothing looked at: a live worker holds every tenant it needs")
     elif not result.unmatched:
         console.print("no created rows to look at")
     for key in result.unmatched:

@@ -44,6 +44,8 @@ class Relinked:
     note: str = ""
     duplicates: tuple[int, ...] = ()
     """Other appointments equal to the row that no row owns, left at its slot."""
+    differs: str | None = None
+    """What differs between the row and the appointment it took (a person checks it)."""
 
 
 @dataclass(slots=True)
@@ -83,7 +85,7 @@ class RelinkResult:
             "rows": [
                 {"tenant": r.tenant, "source_key": r.source_key, "verdict": r.verdict,
                  "appointment_id": r.appointment_id, "linked_id": r.linked_id, "note": r.note,
-                 "duplicates": list(r.duplicates)}
+                 "duplicates": list(r.duplicates), "differs": r.differs}
                 for r in self.rows
             ],
         }  # fmt: skip
@@ -92,6 +94,6 @@ class RelinkResult:
 def exit_code_for(rows: list[Relinked], stopped: dict[int, str]) -> ExitCode:
     if stopped:
         return ExitCode.ABORTED
-    if any(r.verdict not in _DONE or r.duplicates for r in rows):
+    if any(r.verdict not in _DONE or r.duplicates or r.differs for r in rows):
         return ExitCode.ROWS_FAILED
     return ExitCode.OK

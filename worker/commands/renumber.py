@@ -15,7 +15,9 @@ from worker.api.client import Outcome
 from worker.commands.checking.api_reads import read_with_retries
 from worker.commands.output import absolute
 from worker.commands.relink_result import Relinked, RelinkOptions, RelinkResult, exit_code_for
+from worker.compare import MATCH_FIELDS, compare, row_and_flextell
 from worker.delivery import AuthGuard, LaneBuilder, http_session
+from worker.delivery.decide import FREES_THE_SLOT
 from worker.errors import ConfigError
 from worker.exitcodes import ExitCode
 from worker.ledger import Entry, Ledger, RunStatus, Status
@@ -39,10 +41,22 @@ async def renumbering(
     found = await ledger.get_many([(t, k) for t in scope for k in (new_key, old_key)])
     pairs = [(found[(t, old_key)], found[(t, new_key)]) for t in scope
              if (t, old_key) in found and (t, new_key) in found]  # fmt: skip
+    second = (
+        f"if {new_key!r} is another visit, book it in Flextell: `import --retry-failed` then "
+        "adopts it; else `ack` its item"
+    )
     if not pairs:
         what = "; ".join(
             f"tenant {t}: {e.source_key} is {e.status}" for (t, _), e in sorted(found.items())
         )
+        held = [e for e in found.values() if e.source_key == new_key]
+        if (
+            held
+            and held[0].error_code == LEFT_EXPORT
+            and repr(old_key) in (held[0].error_message or "")
+        ):
+            # Held as old_key's visit, and old_key's row is gone: another row took it over.
+            what += f"; {old_key!r} took another key since (see `report`'s audit): {second}"
         raise ConfigError(
             f"relink --from: no tenant has both {old_key!r} and {new_key!r} "
             f"({what or 'neither is in the ledger'})"
@@ -66,7 +80,7 @@ async def renumbering(
     if old.seen_run_id == new.seen_run_id:
         raise ConfigError(
             f"relink --from: {old_key!r} is in the same export as {new_key!r}: two rows, "
-            "not one renumbered"
+            f"not one renumbered; {second}"
         )
     return old, new
 
@@ -88,28 +102,47 @@ async def renumber(
         )
         if lane.stop_reason is not None:
             return RelinkResult(None, "", [], {new.tenant: lane.stop_reason}, ExitCode.ABORTED)
-    if got.outcome is not Outcome.FOUND:
-        why = got.error_message or got.error_code or got.outcome.value
+    retry = f"`import --retry-failed` then adopts it for {new.source_key!r}"
+    if got.outcome is Outcome.NOT_FOUND and MODEL_404 in (got.error_message or ""):
         note = (
             f"appointment {gone} of {old.source_key!r} was deleted in Flextell: nothing to take "
-            f"over; `import --retry-failed` books {new.source_key!r}"
-            if got.outcome is Outcome.NOT_FOUND and MODEL_404 in (got.error_message or "")
-            else f"GET appointment {gone}: HTTP {got.status or '-'}: {why}"
+            f"over; if the visit stands, book it in Flextell: {retry}"
         )
+        return RelinkResult(None, "", [row("gone", note)], {}, ExitCode.ROWS_FAILED)
+    if got.outcome is not Outcome.FOUND or got.appointment is None:
+        why = got.error_message or got.error_code or got.outcome.value
+        note = f"GET appointment {gone}: HTTP {got.status or '-'}: {why}"
         return RelinkResult(None, "", [row("not_checked", note)], {}, ExitCode.ROWS_FAILED)
+    if got.appointment.status in FREES_THE_SLOT:
+        # The visit is not booked in Flextell: taking it over would say it is.
+        note = (
+            f"appointment {gone} of {old.source_key!r} is {got.appointment.status} in "
+            f"Flextell: not taken over; if the visit stands, book it in Flextell: {retry}"
+        )
+        return RelinkResult(None, "", [row("gone", note)], {}, ExitCode.ROWS_FAILED)
+    # Against what was sent for the visit: a change the export made since is the
+    # `changed` item's, not a difference of Flextell's.
+    sent = old.payload  # None: purged (`ledger purge`), nothing to compare
+    differs = row_and_flextell(compare(sent, got.appointment, MATCH_FIELDS)) if sent else ""
     run_id = await ledger.start_run(mode="relink", source_file=None, source_sha256=None,
                                     config_path=absolute(options.config_path))  # fmt: skip
     why_not = await ledger.renumber(old, new, run_id=run_id)
     if why_not is not None:
         done = row("not_checked", f"not taken over: {why_not}")
     else:
-        changed = old.payload_hash != new.payload_hash
-        done = Relinked(new.tenant, new.source_key, "renumbered", gone, gone,
-                        f"row {new.source_key!r} owns appointment {gone} of row "
-                        f"{old.source_key!r} now (the same visit under a new key)"
-                        + ("; what changed in the export since it was sent is a `changed` "
-                           "item from the next import: apply it in Flextell by hand"
-                           if changed else ""))  # fmt: skip
+        note = (
+            f"row {new.source_key!r} owns appointment {gone} of row {old.source_key!r} now "
+            "(the same visit under a new key)"
+        )
+        if old.payload_hash != new.payload_hash:
+            note += (
+                "; what changed in the export since it was sent is a `changed` item from "
+                "the next import: apply it in Flextell by hand"
+            )
+        if differs:
+            note += f"; Flextell differs from what was sent ({differs}): `verify` lists it"
+        done = Relinked(new.tenant, new.source_key, "renumbered", gone, gone, note,
+                        differs=differs or None)  # fmt: skip
     code = exit_code_for([done], {})
     await ledger.finish_run(run_id, status=RunStatus.FINISHED,
                             counts={done.verdict: 1}, exit_code=int(code))  # fmt: skip

@@ -37,9 +37,14 @@ class HeldTenants:
 
 @asynccontextmanager
 async def hold_tenants(
-    ledger: PgLedger, tenants: Collection[int], *, lease_seconds: float
+    ledger: PgLedger,
+    tenants: Collection[int],
+    *,
+    lease_seconds: float,
+    command: str = "reconcile",
 ) -> AsyncIterator[HeldTenants]:
-    """Take each tenant's lease (never waiting); release them all on the way out."""
+    """Take each tenant's lease (never waiting); release them all on the way out. A
+    skipped tenant's reason tells to run `command` again."""
     from worker.ledger.leases import LeaseKeeper, lease_status
 
     keeper = await LeaseKeeper.open(ledger.url, ledger.worker_id, lease_seconds=lease_seconds)
@@ -56,23 +61,23 @@ async def hold_tenants(
             rows, _ = await lease_status(ledger.url)
             for row in rows:
                 if row.tenant in missed:
-                    found.skipped[row.tenant] = _why(row.holder, row.state)
+                    found.skipped[row.tenant] = _why(row.holder, row.state, command)
             for tenant in sorted(missed):
-                reason = found.skipped.setdefault(tenant, _why(None, "held"))
+                reason = found.skipped.setdefault(tenant, _why(None, "held", command))
                 log.warning("tenant skipped", tenant=tenant, reason=reason)
         yield found
     finally:
         await keeper.close()
 
 
-def _why(holder: str | None, state: str) -> str:
+def _why(holder: str | None, state: str, command: str) -> str:
     who = f"worker {holder}" if holder else "another worker"
     if state == "held":
         return (
             f"its lease is held by {who}, which may be sending it now; "
-            "run reconcile again once that worker is done (`ledger status`)"
+            f"run {command} again once that worker is done (`ledger status`)"
         )
     return (
         f"the lease of {who} expired moments ago and is not free yet; "
-        "run reconcile again in a few seconds"
+        f"run {command} again in a few seconds"
     )
