@@ -348,8 +348,8 @@ class _Tenant:
             return await self._book_again(entry, gone, verdict, "nothing is at its slot")
         return verdict(
             "gone",
-            f"appointment {gone} is deleted and nothing at its slot equals "
-            "the row: book it again in Flextell and relink again, or relink "
+            f"appointment {gone} is deleted and nothing at its slot that no other row "
+            "owns equals the row: book it again in Flextell and relink again, or relink "
             "--book-again for the next import to book it; deleted on purpose: "
             "take the row out of the export, then `ack` its missing item",
         )
