@@ -620,7 +620,7 @@ def print_verify(result: VerifyResult, console: Console | None = None) -> None:
         # (its import stopped, another worker holds it) is not checked at all.
         console.print(
             f"not sent yet: tenant {tenant}: {n} row(s) pending, not checked (the next "
-            "import sends them)",
+            "import sends those its export holds)",
             markup=False,
         )
     for tenant, reason in sorted(result.stopped_tenants.items()):
