@@ -587,3 +587,16 @@ def test_relink_from_checks_the_old_appointment_it_takes_over(tmp_path: Path, sb
     assert code == 1 and event["rows"][0]["verdict"] == "renumbered", output
     assert "room_id" in (event["rows"][0]["differs"] or ""), event["rows"][0]
     assert _ledger_rows(config)[new][:2] == ("created", made)
+
+
+def test_json_logs_errors_still_end_in_one_json_line(tmp_path: Path, sbx: Sandbox) -> None:
+    """With --json-logs, an exit 2 printed only 'error: ...' on stderr: a script reading
+    stdout's last line got nothing (as import's JSON line already says of its errors)."""
+    config = _setup(tmp_path, sbx)
+    for args in (("relink",), ("reconcile", "--ledger", str(tmp_path / "nope.sqlite")),
+                 ("verify", "--ledger", str(tmp_path / "nope.sqlite"))):  # fmt: skip
+        result = run_cli(*args, "-c", str(config), "--base-url", sbx.base_url, "--json-logs")
+        assert result.exit_code == 2, result.output
+        line = json.loads(result.stdout.strip().splitlines()[-1])
+        assert (line["command"], line["exit_code"]) == (args[0], 2)
+        assert line["error"] and line["totals"] is None

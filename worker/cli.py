@@ -712,7 +712,8 @@ def import_cmd(
     from worker.commands.importing.import_summary import errors_to, write_summary_file
     from worker.fileperms import check_output_place
 
-    with errors_to(summary_file), _json_error_line(json_logs, dry_run):
+    mode = "dry-run" if dry_run else "import"
+    with errors_to(summary_file), _json_error_line(json_logs, "import", mode=mode):
         config = load_config(options.config_path)  # once: the run below is handed this one
         _refuse_insecure(config, options.base_url, allow_insecure_http)
         from worker.ledger.paths import default_ledger_path
@@ -761,16 +762,16 @@ def import_cmd(
 
 
 @contextlib.contextmanager
-def _json_error_line(json_logs: bool, dry_run: bool) -> Iterator[None]:
-    """With --json-logs, an import that ends in an error before its summary (exit 2, 3,
+def _json_error_line(json_logs: bool, command: str, **fields: str) -> Iterator[None]:
+    """With --json-logs, a command that ends in an error before its summary (exit 2, 3,
     4) still writes its one JSON line on stdout: a log pipeline, and the `jq` line
     nightly.md gives, read the night that failed, not the night before as the last."""
     try:
         yield
     except WorkerError as exc:
         if json_logs:
-            line = {"command": "import", "mode": "dry-run" if dry_run else "import",
-                    "exit_code": int(exc.exit_code), "error": str(exc), "totals": None}  # fmt: skip
+            line = {"command": command, **fields, "exit_code": int(exc.exit_code),
+                    "error": str(exc), "totals": None}  # fmt: skip
             click.echo(json.dumps(line, ensure_ascii=False))
         raise
 
@@ -849,10 +850,11 @@ def verify_cmd(
     from worker.commands.verify import VerifyOptions, run_verify, show_verify, write_report
     from worker.logs import configure_logging
 
-    options = options_from(VerifyOptions, params, ledger_path=_target(params["ledger_path"]))
-    _refuse_insecure(options.config_path, options.base_url, allow_insecure_http)
-    configure_logging(json_logs=json_logs)
-    result = asyncio.run(run_verify(options))
+    with _json_error_line(json_logs, "verify"):
+        options = options_from(VerifyOptions, params, ledger_path=_target(params["ledger_path"]))
+        _refuse_insecure(options.config_path, options.base_url, allow_insecure_http)
+        configure_logging(json_logs=json_logs)
+        result = asyncio.run(run_verify(options))
     if report:
         write_report(result, report)
     show_verify(result, json_logs=json_logs)
@@ -886,10 +888,11 @@ def reconcile_cmd(json_logs: bool, allow_insecure_http: bool, **params: Any) -> 
     from worker.commands.reconcile import ReconcileOptions, run_reconcile, show_reconcile
     from worker.logs import configure_logging
 
-    options = options_from(ReconcileOptions, params, ledger_path=_target(params["ledger_path"]))
-    _refuse_insecure(options.config_path, options.base_url, allow_insecure_http)
-    configure_logging(json_logs=json_logs)
-    result = asyncio.run(run_reconcile(options))
+    with _json_error_line(json_logs, "reconcile"):
+        options = options_from(ReconcileOptions, params, ledger_path=_target(params["ledger_path"]))
+        _refuse_insecure(options.config_path, options.base_url, allow_insecure_http)
+        configure_logging(json_logs=json_logs)
+        result = asyncio.run(run_reconcile(options))
     show_reconcile(result, json_logs=json_logs)
     sys.exit(int(result.exit_code))
 
@@ -941,10 +944,11 @@ def relink_cmd(json_logs: bool, allow_insecure_http: bool, **params: Any) -> Non
     from worker.commands.relink_result import RelinkOptions
     from worker.logs import configure_logging
 
-    options = options_from(RelinkOptions, params, ledger_path=_target(params["ledger_path"]))
-    _refuse_insecure(options.config_path, options.base_url, allow_insecure_http)
-    configure_logging(json_logs=json_logs)
-    result = asyncio.run(run_relink(options))
+    with _json_error_line(json_logs, "relink"):
+        options = options_from(RelinkOptions, params, ledger_path=_target(params["ledger_path"]))
+        _refuse_insecure(options.config_path, options.base_url, allow_insecure_http)
+        configure_logging(json_logs=json_logs)
+        result = asyncio.run(run_relink(options))
     show_relink(result, json_logs=json_logs)
     sys.exit(int(result.exit_code))
 
