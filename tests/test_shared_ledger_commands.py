@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -417,3 +420,33 @@ def test_relink_skips_a_tenant_a_live_worker_holds_and_says_so(
     assert "held by worker other-host:42:abc" in reason and "run relink again" in reason
     code, event, output = _event(*args, "--json-logs")
     assert code == 0 and event["rows"][0]["verdict"] == "present", output
+
+
+FAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+
+
+@pytest.mark.skipif(not FAKETIME.exists(), reason="libfaketime is not installed")
+def test_a_worker_whose_clock_is_off_the_database_leases_nothing(
+    tmp_path: Path, sbx: Sandbox, pg_url: str
+) -> None:
+    """Five minutes fast, it leased every free tenant in turn and aborted each (their rows
+    waited a night), though it knew its offset to the database when it opened the ledger."""
+    config = write_config(tmp_path, ledger_url=pg_url)
+    columns, rows = sample_rows()
+    export = write_csv(tmp_path / "in.csv", columns, [dict(r) for r in rows[:4] + rows[150:154]])
+    env = dict(os.environ, FLEXTELL_TOKEN="sandbox-token-all", LD_PRELOAD=str(FAKETIME),
+               FAKETIME="+300", FAKETIME_DONT_FAKE_MONOTONIC="1")  # fmt: skip
+    skewed = subprocess.run(
+        [sys.executable, "-m", "worker", "import", str(export), "-c", str(config),
+         "--base-url", sbx.base_url, "--no-progress"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert skewed.returncode == 3, skewed.stderr[-2000:]
+    assert "ahead of the shared ledger's database" in skewed.stderr
+    assert "leased no tenant and sent nothing" in skewed.stderr
+    assert sbx.appointments() == []
+    status = run_cli("ledger", "status", "--ledger", pg_url).stdout
+    assert "no tenant leased yet" in status, status
+    result, _ = import_file(config, sbx, export)  # a healthy worker: every tenant this night
+    assert result.exit_code == 0, result.output
+    assert len(sbx.appointments()) == 8

@@ -89,6 +89,12 @@ async def run_shared_import(
         ledger = await PgLedger.open_url(
             url, key=configured_key(config), lease_seconds=config.ledger.lease_seconds
         )
+    wrong = _wrong_clock(ledger.db_offset, config.api.max_clock_offset)
+    if wrong is not None:
+        # Known before any lease: leased, each tenant would be aborted in turn and its
+        # rows wait a night; the workers beside this one take them instead.
+        await ledger.close()
+        raise AbortError(wrong)
     results: list[ImportResult] = []
     try:
         with stop_on_signal(*BEFORE_THE_RUN):
@@ -264,4 +270,18 @@ def _merge(results: list[ImportResult], where: str, elapsed: float) -> ImportRes
         worklist_by_tenant=by_tenant,
         incomplete=incomplete,
         acknowledged=set().union(*(r.acknowledged for r in results)),
+    )
+
+
+def _wrong_clock(db_offset: float, limit: float) -> str | None:
+    """Why this machine's clock, `db_offset` seconds off the shared ledger's database, is
+    too far off to send (beyond [api] max_clock_offset), or None."""
+    if abs(db_offset) <= limit:
+        return None
+    side = "ahead of" if db_offset < 0 else "behind"
+    return (
+        f"this machine's clock is {abs(db_offset):,.0f} s {side} the shared ledger's "
+        f"database, beyond [api] max_clock_offset ({limit:g} s): fix the clock (NTP) and "
+        "start the worker again; it leased no tenant and sent nothing (the other workers "
+        "take its tenants)"
     )
