@@ -450,3 +450,19 @@ def test_a_worker_whose_clock_is_off_the_database_leases_nothing(
     result, _ = import_file(config, sbx, export)  # a healthy worker: every tenant this night
     assert result.exit_code == 0, result.output
     assert len(sbx.appointments()) == 8
+
+
+def test_keep_patient_data_on_a_postgresql_ledger_is_refused_not_skipped(
+    tmp_path: Path, sbx: Sandbox, pg_url: str
+) -> None:
+    """It was skipped with a warning in the log file only: patient data was kept past the
+    policy the operator set, every night, and the run said nothing of it."""
+    config = write_config(tmp_path, ledger_url=pg_url)
+    text = config.read_text(encoding="utf-8") + 'keep_patient_data = "90d"\n'
+    config.write_text(text, encoding="utf-8")  # the last table is [ledger]
+    columns, rows = sample_rows()
+    export = write_csv(tmp_path / "in.csv", columns, [dict(r) for r in rows[:2]])
+    result = run_cli("import", str(export), "-c", str(config), "--base-url", sbx.base_url)
+    assert result.exit_code == 2, result.output
+    assert "keep_patient_data = '90d' cannot be applied to a PostgreSQL ledger" in result.output
+    assert sbx.appointments() == []

@@ -710,6 +710,7 @@ def import_cmd(
     if metrics_file is not None and dry_run:
         raise click.UsageError("--metrics-file goes with a real run (a dry run sends nothing)")
     from worker.commands.importing.import_summary import errors_to, write_summary_file
+    from worker.errors import ConfigError
     from worker.fileperms import check_output_place
 
     mode = "dry-run" if dry_run else "import"
@@ -726,6 +727,15 @@ def import_cmd(
         if log_file is not None:
             click.echo(f"log events: {log_file} (--verbose shows them here)", err=True)
         target = ledger_target(config, options.ledger_path)
+        if is_url(target) and config.ledger.keep_patient_data and not dry_run:
+            # A retention policy for health data that nothing applies is refused, not
+            # skipped with a warning in a log the operator never reads.
+            raise ConfigError(
+                f"{options.config_path}: [ledger] keep_patient_data = "
+                f"{config.ledger.keep_patient_data!r} cannot be applied to a PostgreSQL "
+                "ledger (the worker purges SQLite ledgers only so far): remove it and purge "
+                "with the database's own tools, or use a SQLite ledger"
+            )
         if metrics_file is not None:
             # Known before the run, so a wrong path costs no import (the run notes the
             # ledger itself as it opens it).
