@@ -316,6 +316,9 @@ def test_a_staff_edit_in_flextell_is_explained_and_its_loop_closes(
     code, report, output = verify_report(config, sbx)
     assert code == 0, output
     assert report["changes_done"] == [{"tenant": 1, "source_key": chosen[0]["appointment_id"]}]
-    [line] = [x.strip() for x in output.splitlines() if x.strip().startswith("flextell-worker ack")]
+    ledger = str(tmp_path / "ledger.sqlite")
+    _, _, given = verify_report(config, sbx, "--ledger", ledger)
+    [line] = [x.strip() for x in given.splitlines() if x.strip().startswith("flextell-worker ack")]
+    assert f"--ledger {ledger}" in line and "--base-url" not in line  # ack takes no URL
     assert run_cli(*shlex.split(line)[1:]).exit_code == 0  # as printed
     assert import_file(config, sbx, export)[0].exit_code == 0

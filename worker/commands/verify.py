@@ -152,6 +152,8 @@ class VerifyResult:
     """Rows per tenant no run has sent yet: not checked, and not what verify judges."""
     changes_done: list[tuple[int, str]] = field(default_factory=list)
     """Rows whose `changed` item is open while Flextell already holds the new version."""
+    ledger_with: str = ""
+    """--ledger as verify was given it (a file), for a command with no --base-url."""
 
     @property
     def open_problems(self) -> list[Problem]:
@@ -544,6 +546,7 @@ async def run_verify(options: VerifyOptions) -> VerifyResult:
         pending=pending,
         config_path=options.config_path,
         settle_with=_given(options),
+        ledger_with=_ledger_given(options),
         zones={t: config.timezone_for(t) for t in verifier.tallies},
         changes_done=changes_done,
     )
@@ -648,20 +651,16 @@ def _print_edited(result: VerifyResult, console: Console) -> None:
         )
     if not result.changes_done:
         return
-    config = f" -c {shlex.quote(str(result.config_path))}" if result.config_path else ""
     console.print(
         f"done in Flextell: {len(result.changes_done)} row(s) changed in the export whose "
         "appointment already holds the new version, their `changed` item still open:"
     )
-    for tenant in sorted({t for t, _ in result.changes_done}):
-        keys = [k for t, k in result.changes_done if t == tenant]
-        more = f"  (and {len(keys) - RELINK_KEYS} more)" if len(keys) > RELINK_KEYS else ""
-        named = " ".join(shlex.quote(k) for k in keys[:RELINK_KEYS])
-        console.print(
-            f"  flextell-worker ack{config} --tenant {tenant} {named} "
-            f'--note "done in Flextell"{more}',
-            markup=False,
-        )
+    done: dict[int, list[str]] = {}
+    for tenant, key in result.changes_done:
+        done.setdefault(tenant, []).append(key)
+    # ack takes no --base-url: the config and the ledger file only.
+    _print_per_tenant(console, f"ack{_config_of(result)}{result.ledger_with}", done,
+                      '--note "done in Flextell"')  # fmt: skip
 
 
 def _print_relink(result: VerifyResult, console: Console) -> None:
@@ -678,14 +677,23 @@ def _print_relink(result: VerifyResult, console: Console) -> None:
         "link it, or let the next import book it (--book-again); if on purpose, take the "
         "row out of the export, then `ack` its missing item:"
     )
-    config = f" -c {shlex.quote(str(result.config_path))}" if result.config_path else ""
-    for tenant, keys in sorted(gone.items()):
+    _print_per_tenant(console, f"relink{_config_of(result)}{result.settle_with}", gone,
+                      "[--book-again]")  # fmt: skip
+
+
+def _config_of(result: VerifyResult) -> str:
+    return f" -c {shlex.quote(str(result.config_path))}" if result.config_path else ""
+
+
+def _print_per_tenant(
+    console: Console, command: str, keys_by_tenant: dict[int, list[str]], tail: str
+) -> None:
+    """One `flextell-worker COMMAND --tenant N KEY... TAIL` line a tenant, to copy."""
+    for tenant, keys in sorted(keys_by_tenant.items()):
         more = f"  (and {len(keys) - RELINK_KEYS} more)" if len(keys) > RELINK_KEYS else ""
         named = " ".join(shlex.quote(k) for k in keys[:RELINK_KEYS])
         console.print(
-            f"  flextell-worker relink{config}{result.settle_with} --tenant {tenant} "
-            f"{named} [--book-again]{more}",
-            markup=False,
+            f"  flextell-worker {command} --tenant {tenant} {named} {tail}{more}", markup=False
         )
 
 
@@ -723,12 +731,17 @@ def _print_unsettled(result: VerifyResult, console: Console) -> None:
 
 def _given(options: VerifyOptions) -> str:
     """--ledger (a file) and --base-url as verify was given them, for a command to copy."""
-    out = ""
-    if options.ledger_path is not None and not is_url(str(options.ledger_path)):
-        out += f" --ledger {shlex.quote(str(options.ledger_path))}"
+    out = _ledger_given(options)
     if options.base_url is not None:
         out += f" --base-url {shlex.quote(options.base_url)}"
     return out
+
+
+def _ledger_given(options: VerifyOptions) -> str:
+    """--ledger as verify was given it (a file; a URL may hold a password: never shown)."""
+    if options.ledger_path is not None and not is_url(str(options.ledger_path)):
+        return f" --ledger {shlex.quote(str(options.ledger_path))}"
+    return ""
 
 
 def _local(field: str, value: Any, zone: str | None) -> Any:
