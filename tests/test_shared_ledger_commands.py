@@ -466,3 +466,25 @@ def test_keep_patient_data_on_a_postgresql_ledger_is_refused_not_skipped(
     assert result.exit_code == 2, result.output
     assert "keep_patient_data = '90d' cannot be applied to a PostgreSQL ledger" in result.output
     assert sbx.appointments() == []
+
+
+def test_a_config_of_another_tenant_set_is_refused_before_any_lease(
+    tmp_path: Path, sbx: Sandbox, pg_url: str
+) -> None:
+    """Refused with exit 2 ('nothing was done'), it had taken and released leases: epochs
+    moved and a tenant the ledger does not serve was listed in `ledger status` for good."""
+    config, _, _ = _imported(tmp_path, sbx, pg_url)
+    before = run_cli("ledger", "status", "--ledger", pg_url).stdout
+    other = tmp_path / "other.toml"
+    other.write_text(config.read_text(encoding="utf-8").replace("[tenants.2]", "[tenants.5]"),
+                     encoding="utf-8")  # fmt: skip
+    result = run_cli("import", str(tmp_path / "in.csv"), "-c", str(other), "--base-url",
+                     sbx.base_url)  # fmt: skip
+    assert result.exit_code == 2 and "--rebind-ledger" in result.output, result.output
+    after = run_cli("ledger", "status", "--ledger", pg_url).stdout
+    assert _leases(after) == _leases(before)
+
+
+def _leases(status: str) -> list[str]:
+    """`ledger status` without its worker lines (a refused run registers as a worker)."""
+    return [line for line in status.splitlines() if not line.startswith("worker ")]

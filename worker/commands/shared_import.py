@@ -28,6 +28,7 @@ from worker.commands.importing.signals import stop_on_signal
 from worker.config import Config, load_config
 from worker.errors import AbortError, ConfigError
 from worker.exitcodes import ExitCode
+from worker.ledger import api_identity
 from worker.ledger.crypto import configured_key
 from worker.ledger.leases import Lease, LeaseKeeper
 from worker.ledger.postgres import LeaseLostError, PgLedger, redact
@@ -95,6 +96,14 @@ async def run_shared_import(
         # rows wait a night; the workers beside this one take them instead.
         await ledger.close()
         raise AbortError(wrong)
+    try:
+        # Before any lease too: a config of another API or tenant set (exit 2, "nothing
+        # was done") bumped lease epochs and listed its tenants in `ledger status`.
+        api = api_identity(config.base_urls(options.base_url))
+        await ledger.bind_identity(api, config.tenants, rebind=options.rebind_ledger)
+    except BaseException:
+        await ledger.close()
+        raise
     results: list[ImportResult] = []
     try:
         with stop_on_signal(*BEFORE_THE_RUN):
