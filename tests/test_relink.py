@@ -148,6 +148,12 @@ def test_book_again_lets_the_next_import_book_it_once(tmp_path: Path, sbx: Sandb
     header = [c.strip() for c in table.splitlines()[2].split("┃")]
     shown = dict(zip(header, cells, strict=True))
     assert (shown["book again"], shown["read"], shown["created"]) == ("1", "", "")
+    # report --run N: the audit entries of that run only (it printed the whole trail)
+    runs = json.loads(run_cli("report", "-c", str(config), "--format", "json").stdout)["runs"]
+    relink_run = runs[-1]["id"]
+    for run, actions in ((1, []), (relink_run, ["book_again"])):
+        data = run_cli("report", "-c", str(config), "--run", str(run), "--format", "json")
+        assert [a["action"] for a in json.loads(data.stdout)["audit"]] == actions
 
     result, summary = import_file(config, sbx, tmp_path / "in.csv")
     assert result.exit_code == 0, result.output

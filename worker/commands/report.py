@@ -223,7 +223,7 @@ async def build_report(options: ReportOptions) -> LedgerReport:
             missing_run=missing_run,
             encrypted=ledger.key_id,
             patient_data=ledger.key_id is None or ledger.sealer is not None,
-            audit=await audit_rows(ledger),
+            audit=_audit_of(await audit_rows(ledger), runs, options),
         )
         if options.failures is not None:
             all_runs = runs if options.run is None else await ledger.runs()
@@ -234,6 +234,27 @@ async def build_report(options: ReportOptions) -> LedgerReport:
     finally:
         await ledger.close()
     return report
+
+
+def _audit_of(
+    rows: list[dict[str, Any]], runs: list[Run], options: ReportOptions
+) -> list[dict[str, Any]]:
+    """The audit entries within --run's start and end (purges and rekeys outside any run
+    are not its) and of --tenant's rows, when given; else all."""
+    if options.run is not None:
+        run = next((r for r in runs if r.id == options.run), None)
+        if run is None:
+            return []
+        end = run.finished_at or "9999"
+        rows = [a for a in rows if run.started_at <= str(a["at"]) <= end]
+    if options.tenant is not None:
+        rows = [a for a in rows if _detail(a).get("tenant", options.tenant) == options.tenant]
+    return rows
+
+
+def _detail(entry: dict[str, Any]) -> dict[str, Any]:
+    detail = entry.get("detail")
+    return detail if isinstance(detail, dict) else {}
 
 
 async def _missing_rows(
