@@ -6,7 +6,7 @@ import json
 import re
 import shlex
 import sqlite3
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -322,3 +322,39 @@ def test_a_staff_edit_in_flextell_is_explained_and_its_loop_closes(
     assert f"--ledger {ledger}" in line and "--base-url" not in line  # ack takes no URL
     assert run_cli(*shlex.split(line)[1:]).exit_code == 0  # as printed
     assert import_file(config, sbx, export)[0].exit_code == 0
+
+
+def test_an_acknowledged_change_made_wrong_in_flextell_still_counts(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """The export moved a visit an hour; the front desk moved it in Flextell, but to
+    another hour (across a DST change, say), and acknowledged the `changed` item: verify
+    called the third time 'acknowledged, not counted', exit 0."""
+    config = write_config(tmp_path)
+    columns, rows = sample_rows()
+    chosen = [dict(r) for r in rows[:4]]
+    export = write_csv(tmp_path / "in.csv", columns, chosen)
+    assert import_file(config, sbx, export)[0].exit_code == 0
+    key = chosen[0]["appointment_id"]
+    with sqlite3.connect(tmp_path / "ledger.sqlite") as db:
+        (made,) = db.execute(
+            "SELECT appointment_id FROM entries WHERE source_key = ?", (key,)
+        ).fetchone()
+    sent = datetime.fromisoformat(chosen[0]["start"])
+    chosen[0]["start"] = (sent + timedelta(hours=1)).isoformat(timespec="minutes")
+    export = write_csv(tmp_path / "in.csv", columns, chosen)
+    assert import_file(config, sbx, export)[0].exit_code == 1  # its `changed` item
+    at = datetime.fromisoformat(
+        next(a for a in sbx.appointments() if a["id"] == made)["scheduled_at"].replace(
+            "Z", "+00:00"
+        )
+    )
+    wrong = (at + timedelta(hours=2)).isoformat()  # two hours, not one
+    sbx.change("PATCH", f"/_sandbox/appointments/{made}", {"scheduled_at": wrong})
+    assert run_cli("ack", key, "-c", str(config), "--note", "moved").exit_code == 0
+    code, report, output = verify_report(config, sbx)
+    assert code == 1, output
+    assert report["mismatches"][0]["acknowledged"] is None
+    right = (at + timedelta(hours=1)).isoformat()  # as the export has it: done work
+    sbx.change("PATCH", f"/_sandbox/appointments/{made}", {"scheduled_at": right})
+    assert verify_report(config, sbx)[0] == 0

@@ -91,6 +91,8 @@ class Problem:
     message: str | None = None
     changed_fields: frozenset[str] = frozenset()
     """The fields the source changed since the row was sent (a `changed` item's)."""
+    off_new: frozenset[str] = frozenset()
+    """Of the fields, those where Flextell holds the export's new version neither."""
     acknowledged: Acknowledged | None = None
     """A person acknowledged the row's worklist item and it covers this problem: listed,
     but it does not make the exit code 1."""
@@ -393,7 +395,9 @@ class _Verifier:
             if not found:
                 return None
             mismatch = problem("mismatch", found=found)
-            return replace(mismatch, changed_fields=frozenset(entry.changes or ()))
+            off_new = frozenset(m.field for m in compare(now, result.appointment)) if now else None
+            return replace(mismatch, changed_fields=frozenset(entry.changes or ()),
+                           off_new=off_new or frozenset())  # fmt: skip
         if result.outcome is Outcome.NOT_FOUND:
             return problem("missing", "404: not in Flextell")
         detail = result.error_message or result.error_code or result.outcome.value
@@ -414,8 +418,9 @@ def covered_by(problem: Problem, item: WorkItem) -> bool:
     A `missing` item asks a person to cancel (or delete) the appointment in Flextell:
     it covers a 404 and a mismatch of status and cancellation reason only. A `changed`
     item asks them to change the appointment by hand: it covers a mismatch of the fields
-    the source changed only. Any other field that differs is not what the person was
-    asked to handle, so it counts. Flextell's values at the time of the acknowledgement
+    the source changed only, each holding the export's new value (or left as sent). Any
+    other field that differs, or a third value, is not what the person was asked to
+    handle, so it counts. Flextell's values at the time of the acknowledgement
     are not recorded: a later edit of the same fields cannot be told apart (it stays
     acknowledged until the row changes in the export, which reopens the item, or `unack`).
     An item reopened because its cause went away (the row came back, the export took
@@ -431,7 +436,14 @@ def covered_by(problem: Problem, item: WorkItem) -> bool:
             return True
         return problem.kind == "mismatch" and fields <= CANCELLING
     if item.kind == Kind.CHANGED:
-        return problem.kind == "mismatch" and fields <= problem.changed_fields
+        # Only a field the person made the export's new value (or left as sent): one that
+        # holds a third value (a move an hour off across DST, a note half typed) is not
+        # what the item asked for.
+        return (
+            problem.kind == "mismatch"
+            and fields <= problem.changed_fields
+            and not fields & problem.off_new
+        )
     return False
 
 
