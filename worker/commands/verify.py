@@ -156,6 +156,8 @@ class VerifyResult:
     """Rows whose `changed` item is open while Flextell already holds the new version."""
     ledger_with: str = ""
     """--ledger as verify was given it (a file), for a command with no --base-url."""
+    left_export: set[tuple[int, str]] = field(default_factory=set)
+    """Rows whose `missing` item is open: out of the export (a 404 there is on purpose)."""
 
     @property
     def open_problems(self) -> list[Problem]:
@@ -532,6 +534,13 @@ async def run_verify(options: VerifyOptions) -> VerifyResult:
                 )
             }
             changes_done = sorted(k for k in verifier.changes_done if k in still_open)
+            left_export = {
+                (i.tenant, i.source_key)
+                for i in await worklist_items(
+                    ledger, tenant=options.tenant, kind=Kind.MISSING, state="open"
+                )
+                if not asks_to_undo(i)  # reopened: the row is back in the export
+            }
             unsettled = await _unsettled(ledger, options)
             pending = await ledger.pending_by_tenant(options.tenant)
             if options.orphans:
@@ -561,6 +570,7 @@ async def run_verify(options: VerifyOptions) -> VerifyResult:
         ledger_with=_ledger_given(options),
         zones={t: config.timezone_for(t) for t in verifier.tallies},
         changes_done=changes_done,
+        left_export=left_export,
     )
     if stopped:
         result.exit_code = ExitCode.ABORTED
@@ -655,11 +665,20 @@ RELINK_KEYS = 20
 
 def _print_edited(result: VerifyResult, console: Console) -> None:
     """What to do about mismatches no item covers, and about `changed` items already done."""
-    if any(p.kind == "mismatch" and p.acknowledged is None for p in result.problems):
+    open_ = [p for p in result.problems if p.kind == "mismatch" and p.acknowledged is None]
+    third = sorted(p.source_key for p in open_ if p.changed_fields & p.off_new)
+    if len(third) < len(open_):
         console.print(
             "differs from what was sent (edited in Flextell?): if Flextell is wrong, change "
             "it back there; if it is right, make the export say the same: the next import "
             "then opens a `changed` item, which verify says is done"
+        )
+    if third:
+        console.print(
+            f"{', '.join(third)}: changed in the export, and Flextell holds neither what was "
+            "sent nor the export's new version: make it what the export says now (the row's "
+            "`changed` item shows the change)",
+            markup=False,
         )
     if not result.changes_done:
         return
@@ -679,18 +698,26 @@ def _print_relink(result: VerifyResult, console: Console) -> None:
     """What a person can do about rows whose appointment was deleted (404) and that no
     acknowledged item covers: the `relink` command to copy, per tenant."""
     gone: dict[int, list[str]] = {}
+    left: dict[int, list[str]] = {}
     for p in result.problems:
         if p.kind == "missing" and p.acknowledged is None:
-            gone.setdefault(p.tenant, []).append(p.source_key)
-    if not gone:
-        return
-    console.print(
-        "deleted in Flextell (404): if it was by mistake, book the visit again there and "
-        "link it, or let the next import book it (--book-again); if on purpose, take the "
-        "row out of the export, then `ack` its missing item:"
-    )
-    _print_per_tenant(console, f"relink{_config_of(result)}{result.settle_with}", gone,
-                      "[--book-again]")  # fmt: skip
+            out = (p.tenant, p.source_key) in result.left_export
+            (left if out else gone).setdefault(p.tenant, []).append(p.source_key)
+    if gone:
+        console.print(
+            "deleted in Flextell (404): if it was by mistake, book the visit again there and "
+            "link it with the line below, or add --book-again to it for the next import to "
+            "book it; if on purpose, take the row out of the export, then `ack` its missing "
+            "item:"
+        )
+        _print_per_tenant(console, f"relink{_config_of(result)}{result.settle_with}", gone)
+    if left:
+        console.print(
+            "deleted in Flextell (404) and out of the export (their `missing` item is open): "
+            "deleted on purpose, most likely; acknowledge them:"
+        )
+        _print_per_tenant(console, f"ack{_config_of(result)}{result.ledger_with}", left,
+                          '--note "deleted in Flextell"')  # fmt: skip
 
 
 def _config_of(result: VerifyResult) -> str:
@@ -698,14 +725,15 @@ def _config_of(result: VerifyResult) -> str:
 
 
 def _print_per_tenant(
-    console: Console, command: str, keys_by_tenant: dict[int, list[str]], tail: str
+    console: Console, command: str, keys_by_tenant: dict[int, list[str]], tail: str = ""
 ) -> None:
-    """One `flextell-worker COMMAND --tenant N KEY... TAIL` line a tenant, to copy."""
+    """One `flextell-worker COMMAND --tenant N KEY... TAIL` line a tenant, to paste as is."""
     for tenant, keys in sorted(keys_by_tenant.items()):
-        more = f"  (and {len(keys) - RELINK_KEYS} more)" if len(keys) > RELINK_KEYS else ""
+        more = f"  # and {len(keys) - RELINK_KEYS} more" if len(keys) > RELINK_KEYS else ""
         named = " ".join(shlex.quote(k) for k in keys[:RELINK_KEYS])
+        end = f" {tail}" if tail else ""
         console.print(
-            f"  flextell-worker {command} --tenant {tenant} {named} {tail}{more}", markup=False
+            f"  flextell-worker {command} --tenant {tenant} {named}{end}{more}", markup=False
         )
 
 
