@@ -8,6 +8,7 @@ import csv
 import hashlib
 import json
 import re
+import shlex
 import sqlite3
 import unicodedata
 from pathlib import Path
@@ -350,7 +351,7 @@ def test_a_dry_run_counts_acknowledged_items_as_the_real_run_does(
     )
     assert "3 row(s) changed in the source are acknowledged" in out
     assert "tenant 1: 3 created row(s) missing from this export are acknowledged" in out
-    assert "need a person (`flextell-worker worklist`)" not in out
+    assert "need a person (`flextell-worker worklist" not in out
     _, event = import_file(config, sbx, night, "--dry-run")
     assert event["exit_code"] == 0
     assert event["worklist"] == {"new": 0, "open": 0, "acknowledged": 6}
@@ -1067,3 +1068,29 @@ def test_report_marks_a_change_a_person_acknowledged(tmp_path: Path, sbx: Sandbo
     text = run_cli("report", "-c", str(config)).output
     [line] = [x for x in text.splitlines() if f" {key} " in x]
     assert line.endswith("(acknowledged by ayse)"), line
+
+
+def test_the_commands_an_import_summary_prints_paste_as_is(tmp_path: Path, sbx: Sandbox) -> None:
+    """With --ledger elsewhere, the summary's `worklist` and `worklist --state
+    acknowledged` failed pasted (no --ledger: 'ledger ... does not exist'), and a refused
+    token's `auth status -c CONFIG` named no config."""
+    config, rows, _ = _created_night(tmp_path, sbx, 6)
+    elsewhere = tmp_path / "other" / "ledger.sqlite"
+    elsewhere.parent.mkdir()
+    (tmp_path / "ledger.sqlite").rename(elsewhere)
+    rows[0]["notes"] = "moved by phone"
+    rows[1]["notes"] = "moved again"
+    night = export(tmp_path, "n2.csv", rows)
+    args = ("import", str(night), "-c", str(config), "--base-url", sbx.base_url,
+            "--ledger", str(elsewhere))  # fmt: skip
+    assert run_cli(*args).exit_code == 1
+    ack = ("ack", rows[0]["appointment_id"], "-c", str(config), "--ledger", str(elsewhere))
+    assert run_cli(*ack, "--note", "done").exit_code == 0
+    out = run_cli(*args).output
+    printed = re.findall(r"`(flextell-worker worklist[^`]*)`", out)
+    assert len(printed) >= 2, out
+    for command in printed:
+        assert run_cli(*shlex.split(command)[1:]).exit_code == 0, command
+    refused = run_cli(*args, env={"FLEXTELL_TOKEN": "revoked"}).output
+    [status] = re.findall(r"`(flextell-worker auth status[^`]*)`", refused)
+    assert f"-c {config}" in status, status

@@ -1076,6 +1076,7 @@ def _result(
         ledger_path=describe(ledger_path)
         if isinstance(ledger_path, str)
         else Path(absolute(ledger_path)),
+        config_path=Path(absolute(run.options.config_path)),
         mode=mode,
         tenants=run.counts,
         stopped_tenants=stopped,

@@ -267,6 +267,7 @@ def _merge(results: list[ImportResult], where: str, elapsed: float) -> ImportRes
     return ImportResult(
         run_id=results[-1].run_id if results else None,
         ledger_path=where,
+        config_path=next((r.config_path for r in results if r.config_path), None),
         mode="import",
         tenants=tenants,
         stopped_tenants=stopped,

@@ -58,6 +58,8 @@ class ImportResult:
     exit_code: ExitCode
     changed_rows: list[dict[str, Any]] = field(default_factory=list)
     missing_rows: list[dict[str, Any]] = field(default_factory=list)
+    config_path: Path | None = None
+    """The config the run was given (absolute), for the commands its summary prints."""
     probable_duplicates: list[dict[str, Any]] = field(default_factory=list)
     """Rows sent whose payload an earlier row has under another key (the first few)."""
     probable_duplicate_count: int = 0

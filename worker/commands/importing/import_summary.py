@@ -119,8 +119,8 @@ def print_summary(result: ImportResult, console: Console | None = None) -> None:
         )
         console.print(
             f"the API refused the credentials of tenant {named}: fix the token or its rights "
-            f"(`flextell-worker auth status -c CONFIG` checks them), then run the import "
-            f"again; {after}",
+            f"(`flextell-worker auth status -c {_config(result)}` checks them), then run the "
+            f"import again; {after}",
             markup=False,
         )
     _print_round_aborted(result, console)
@@ -150,9 +150,21 @@ def print_summary(result: ImportResult, console: Console | None = None) -> None:
     if result.worklist is not None and result.worklist.open and result.mode != "dry-run":
         # With the ledger named, the command works as shown (a URL's password is masked
         # in `ledger_path`: then the config's own ledger is meant, named by -c).
-        where = result.ledger_path
-        named = f" --ledger {shlex.quote(str(where))}" if isinstance(where, Path) else " -c CONFIG"
-        console.print(f"the rows that need a person: `flextell-worker worklist{named}`")
+        console.print(f"the rows that need a person: `flextell-worker worklist{_where(result)}`")
+
+
+def _where(result: ImportResult) -> str:
+    """The options of a command that reads this run's ledger, as printed to paste: the
+    file, or the config that names it (a URL's password is masked in `ledger_path`)."""
+    if isinstance(result.ledger_path, Path):
+        return f" --ledger {shlex.quote(str(result.ledger_path))}"
+    if result.config_path is not None:
+        return f" -c {shlex.quote(str(result.config_path))}"
+    return " -c CONFIG"
+
+
+def _config(result: ImportResult) -> str:
+    return shlex.quote(str(result.config_path)) if result.config_path else "CONFIG"
 
 
 def _refused_tenants(result: ImportResult) -> list[int]:
@@ -314,7 +326,8 @@ def _print_changed_and_missing(result: ImportResult, console: Console) -> None:
     if need:
         console.print(
             f"{need} row(s) changed in the source after they were created; the API has no "
-            "update, so they were not re-sent and need a person (`flextell-worker worklist`):"
+            "update, so they were not re-sent and need a person (`flextell-worker "
+            f"worklist{_where(result)}`):"
         )
         rows = [r for r in result.changed_rows
                 if (Kind.CHANGED, r["tenant"], r["source_key"]) not in acked]  # fmt: skip
@@ -326,7 +339,9 @@ def _print_changed_and_missing(result: ImportResult, console: Console) -> None:
         if need > SHOWN_ROWS:
             console.print(f"  ... and {need - SHOWN_ROWS} more")
     if acked_changed:
-        console.print(f"{acked_changed} row(s) changed in the source are acknowledged: {_SEEN}")
+        console.print(
+            f"{acked_changed} row(s) changed in the source are acknowledged: {_seen(result)}"
+        )
     missing = {t: c.missing_from_source for t, c in result.tenants.items() if c.missing_from_source}
     for tenant, n in sorted(missing.items()):
         seen = {key for kind, t, key in acked if kind == Kind.MISSING and t == tenant}
@@ -342,11 +357,13 @@ def _print_changed_and_missing(result: ImportResult, console: Console) -> None:
         if seen:
             console.print(
                 f"tenant {tenant}: {len(seen)} created row(s) missing from this export are "
-                f"acknowledged: {_SEEN}"
+                f"acknowledged: {_seen(result)}"
             )
 
 
-_SEEN = "a person has seen them (`flextell-worker worklist --state acknowledged`)"
+def _seen(result: ImportResult) -> str:
+    where = _where(result)
+    return f"a person has seen them (`flextell-worker worklist{where} --state acknowledged`)"
 
 
 def summary_event(result: ImportResult) -> dict[str, Any]:
