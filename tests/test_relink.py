@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import sqlite3
@@ -367,9 +368,13 @@ def test_a_renumbered_visit_takes_its_old_keys_appointment_and_its_move_is_a_cha
     listed = json.loads(run_cli("worklist", "-c", str(config), "--format", "json").stdout)
     assert sorted((i["source_key"], i["kind"]) for i in listed) == [(old, "missing"),
                                                                     (new, "failed")]  # fmt: skip
-    assert f"relink --tenant 1 {new} --from {old}" in listed[-1]["reason"] + listed[0]["reason"]
-
-    code, event, output = _relink(config, sbx, new, "--from", old)
+    [reason] = [i["reason"] for i in listed if i["source_key"] == new]
+    [command] = re.findall(r"`(flextell-worker relink [^`]*)`", reason)
+    assert command.endswith(f"--tenant 1 {new} --from {old}") and f"-c {config}" in command
+    # The item's own command, pasted as printed (it had no -c, and failed so).
+    pasted = run_cli(*shlex.split(command)[1:], "--json-logs")
+    code, output = pasted.exit_code, pasted.output
+    event = json.loads(pasted.stdout.strip().splitlines()[-1])
     assert code == 0, output
     [row] = event["rows"]
     assert (row["verdict"], row["linked_id"]) == ("renumbered", made)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shlex
 import signal
 import sys
 import time
@@ -68,7 +69,7 @@ from worker.ledger import (
 )
 from worker.ledger.crypto import configured_key
 from worker.ledger.lock import held_by
-from worker.ledger.target import describe, ledger_target, open_ledger
+from worker.ledger.target import describe, is_url, ledger_target, open_ledger
 from worker.logs import get_logger
 from worker.mapping import Mapper
 from worker.mapping.payloads import preview_to
@@ -151,6 +152,7 @@ class ImportRun:
         self.options = options
         self.context = context
         self.config = config
+        self.commands = _command_options(options)
         self.mapper = mapper
         self.policy = context.policy or policy_from_config(config, settle_wait=options.settle_wait)
         self.counts: dict[int, TenantCounts] = {}
@@ -240,8 +242,9 @@ class ImportRun:
             # appointment in Flextell by hand before tonight's export brought the row.
             # One calendar read per tenant and month of new rows pays for it.
             delivery = RowDelivery(
-                lane, ledger, self.run_id, adopt=True, export_read=self.reader_done
-            )
+                lane, ledger, self.run_id, adopt=True, export_read=self.reader_done,
+                commands=self.commands,
+            )  # fmt: skip
             runner = LaneRunner(
                 lane,
                 delivery,
@@ -643,6 +646,18 @@ async def _send(
                 exit_code=int(result.exit_code if raised is None else raised),
             )
     return result
+
+
+def _command_options(options: ImportOptions) -> str:
+    """-c, --ledger (a file) and --base-url as this run was given them, for a command a
+    worklist reason prints (a URL ledger is the config's own: never shown)."""
+    out = f" -c {shlex.quote(absolute(options.config_path))}"
+    ledger = options.ledger_path
+    if ledger is not None and not is_url(str(ledger)):
+        out += f" --ledger {shlex.quote(absolute(Path(ledger)))}"
+    if options.base_url is not None:
+        out += f" --base-url {shlex.quote(options.base_url)}"
+    return out
 
 
 BEFORE_THE_RUN = ("before the run started", "nothing was sent")

@@ -199,9 +199,12 @@ class RowDelivery:
         adopt: bool = False,
         send: bool = True,
         export_read: asyncio.Event | None = None,
+        commands: str = "",
     ) -> None:
         self.lane = lane
         self.ledger = ledger
+        self.commands = commands
+        """Options a command printed in a reason needs to paste as is (-c, --ledger)."""
         self.run_id = run_id
         self.policy = lane.policy
         self.stats = lane.stats
@@ -609,8 +612,13 @@ class RowDelivery:
         """Never sent, and not to be: the slot holds the visit, booked by hand or made for a
         row that left the export (decide's rule 2). Failed, so it reaches the worklist;
         --retry-failed looks again."""
+        reason = decision.reason
+        if reason is not None and self.commands:
+            # decide is pure and knows no config: the relink it names gets the run's own.
+            reason = reason.replace("`flextell-worker relink ",
+                                    f"`flextell-worker relink{self.commands} ", 1)  # fmt: skip
         await self._record(job, Status.FAILED, error_code=decision.code,
-                           error_message=decision.reason, durable=True)  # fmt: skip
+                           error_message=reason, durable=True)  # fmt: skip
         self.stats.failed += 1
         self.stats.failed_by_reason[_HELD_WHY.get(decision.code, decision.code)] += 1
         return Status.FAILED
