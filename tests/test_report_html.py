@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import html
 import itertools
 import re
+import shlex
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -186,7 +188,7 @@ def test_patient_data_appears_nowhere_in_the_default_page(nights: Nights, tmp_pa
 
 
 def test_the_save_link_holds_the_failures_file_report_writes(
-    nights: Nights, tmp_path: Path
+    nights: Nights, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shown = write_page(nights, tmp_path / "shown.html", "--show-patient-data")
     found = re.search(r'download="(failures\.csv)" href="data:text/csv;base64,([^"]+)"', shown)
@@ -200,7 +202,13 @@ def test_the_save_link_holds_the_failures_file_report_writes(
     # The masked page does not carry it, and says how to get it.
     masked = write_page(nights, tmp_path / "masked.html")
     assert "data:text/csv" not in masked
-    assert "report --failures FILE" in masked
+    [command] = re.findall(r"run (flextell-worker report [^,]*--failures failures\.csv)", masked)
+    assert "FILE" not in command and "CONFIG" not in command  # it pastes as is
+    pasted = tmp_path / "pasted"
+    pasted.mkdir()
+    monkeypatch.chdir(pasted)
+    assert run_cli(*shlex.split(html.unescape(command))[1:]).exit_code == 0
+    assert (pasted / "failures.csv").read_bytes() == failures.read_bytes()
 
 
 async def click_save(page_path: Path, folder: Path) -> bytes:

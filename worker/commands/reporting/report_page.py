@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shlex
 import sys
 import tempfile
 from collections import Counter
@@ -138,7 +139,7 @@ async def collect_page(options: HtmlOptions) -> ReportPage:
             kinds=[k for k in _NEEDS_KINDS if work.by_kind.get(k)],
             in_flight=in_flight,
         )
-        await _failures_file(ledger, all_runs, page, options)
+        await _failures_file(ledger, all_runs, page, options, _failures_command(target, options))
     finally:
         await ledger.close()
     return page
@@ -630,8 +631,20 @@ def _history(runs: list[Run], limit: int) -> list[RunBar]:
     ]
 
 
+def _failures_command(target: LedgerTarget, options: HtmlOptions) -> str:
+    """`report --failures` for this page's ledger, to paste as is: the file, or the config
+    that names it (a URL may hold a password: never printed)."""
+    if not is_url(target):
+        where = f" --ledger {shlex.quote(str(Path(target).absolute()))}"
+    elif options.config_path is not None:
+        where = f" -c {shlex.quote(str(options.config_path.absolute()))}"
+    else:
+        where = " -c CONFIG"
+    return f"flextell-worker report{where} --failures failures.csv"
+
+
 async def _failures_file(
-    ledger: Ledger, runs: list[Run], page: ReportPage, options: HtmlOptions
+    ledger: Ledger, runs: list[Run], page: ReportPage, options: HtmlOptions, command: str
 ) -> None:
     """Embed the failures file (as `report --failures` writes it) for the page's save link.
 
@@ -644,14 +657,14 @@ async def _failures_file(
     if not options.show_patient_data:
         page.failures_note = (
             "The failures file holds every original cell, patient data included, so this "
-            "masked page does not carry it: run flextell-worker report --failures FILE, "
-            "or write the page with --show-patient-data."
+            f"masked page does not carry it: run {command}, or write the page with "
+            "--show-patient-data."
         )
         return
     if page.worklist_total > options.embed_limit:
         page.failures_note = (
             f"More than {options.embed_limit:,} items: the page does not carry the failures "
-            "file; run flextell-worker report --failures FILE."
+            f"file; run {command}."
         )
         return
     fmt = next((r.source_format for r in reversed(runs) if r.source_format), "csv") or "csv"
