@@ -1031,6 +1031,8 @@ def test_a_night_with_nothing_to_send_still_tells_a_refused_token(
     assert result.exit_code == 3, result.output
     assert "the API refused the credentials of tenant 1, 2" in result.stdout
     assert "nothing was to be sent this time" in result.stdout
+    first = result.stdout.splitlines()[0]  # what a mail preview shows
+    assert first.startswith("needs a person: the API refused the credentials of tenant 1, 2")
     assert len(sbx.appointments()) == made
 
 

@@ -216,12 +216,18 @@ def headline(result: ImportResult, worklist: Tally) -> str:
     read = {t: result.tenants[t].read if t in result.tenants else 0 for t in result.incomplete}
     first = [f"the export was not trusted for {untrusted_export(read)}"] if read else []
     unsent = sum(c.not_sent for c in result.tenants.values()) if result.mode != "dry-run" else 0
+    refused = _refused_tenants(result) if result.mode != "dry-run" else []
     if unsent:
-        if _refused_tenants(result):
+        if refused:
             # The next import fails the same way until the credentials are fixed.
             first.append(f"{unsent} row(s) not sent (why, and what to do first: below)")
         else:
             first.append(f"{unsent} row(s) not sent, for the next import to send (why: below)")
+    elif refused:
+        # A night with nothing to send whose probe was refused: a mail preview read
+        # "0 new tonight" and nothing else on its first line.
+        named = ", ".join(map(str, refused))
+        first.append(f"the API refused the credentials of tenant {named} (below)")
     line = worklist.line("; ".join(first))
     if result.mode == "dry-run":  # the worklist as the real run would leave it
         return line.replace("needs a person:", "needs a person (predicted):", 1)
