@@ -266,7 +266,7 @@ def test_the_nightly_loop_clears_its_exit_code_and_trusts_no_truncated_export(
         (k, "missing", "open") for k in removed
     }
     diff = next(i for i in opened if i["kind"] == "changed")["local_diff"]
-    assert "scheduled_at" in diff and '07:15"' in diff  # the clinic's wall clock
+    assert "scheduled_at" in diff and '07:15 +03:00"' in diff  # the clinic's clock, offset
 
     # 7. An export truncated to half its rows looks incomplete: no missing item is recorded.
     assert {r["clinic"] for r in night4[: len(night4) // 2]} == {"1", "2"}

@@ -98,11 +98,13 @@ def local_times_in(text: str, zone: str) -> str:
 
 
 def local_diff(changes: dict[str, list[Any]], zone: str) -> str:
-    """``field: old -> new``, the instant in the clinic's zone, free text by its length."""
+    """``field: old -> new``, the instant in the clinic's zone with its offset, free text
+    by its length."""
     parts = []
     for name, (old, new) in sorted(changes.items()):
         if name == "scheduled_at":
-            old, new = local_time(old, zone), local_time(new, zone)
+            # With the offset: a move across a DST change reads as the hours it is.
+            old, new = local_clock(old, zone), local_clock(new, zone)
         else:
             old, new = public_value(name, old), public_value(name, new)
         # An empty value as `verify` and the row/Flextell differences show it, not JSON's null.
