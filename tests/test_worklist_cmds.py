@@ -95,6 +95,9 @@ def test_an_acknowledged_row_stays_quiet_until_it_changes_and_unack_reopens_it(
     trail = json.loads(run_cli("report", "-c", str(config), "--format", "json").stdout)["audit"]
     assert [(a["action"], a["detail"]["by"]) for a in trail][:1] == [("ack", "ayse")]
     assert [a["action"] for a in trail] == ["ack", "ack", "unack"]
+    said = [x for x in run_cli("report", "-c", str(config)).output.splitlines() if "audit:" in x]
+    assert said and all(" UTC ack" in x or " UTC unack" in x for x in said), said
+    assert not any("['" in x for x in said), said  # a list's items, not Python's brackets
 
     rows[2]["customer_id"] = sample[2]["customer_id"]  # fixed upstream: resolved, created
     result, s4 = import_file(config, sbx, export(tmp_path, "n4.csv", rows))

@@ -534,8 +534,18 @@ def report_table(report: LedgerReport, console: Console | None = None) -> None:
         how = "" if report.patient_data else " (no key given: changed rows not listed)"
         console.print(f"patient data encrypted, key id {report.encrypted}{how}")
     for a in report.audit:
-        detail = ", ".join(f"{k} {v}" for k, v in sorted(a["detail"].items()) if v is not None)
-        console.print(f"audit: {a['at'][:19]} {a['action']} by {a['who']}: {detail}", markup=False)
+        detail = ", ".join(
+            f"{k} {_shown(v)}" for k, v in sorted(a["detail"].items()) if v is not None
+        )
+        when = f"{a['at'][:19].replace('T', ' ')} UTC"
+        console.print(f"audit: {when} {a['action']} by {a['who']}: {detail}", markup=False)
+
+
+def _shown(value: Any) -> str:
+    """An audit detail as a person reads it: a list's items, not Python's brackets."""
+    if isinstance(value, list):
+        return " ".join(map(str, value))
+    return str(value)
 
 
 def _is_tty() -> bool:
