@@ -286,6 +286,8 @@ def test_rows_never_sent_are_said_beside_an_ok(tmp_path: Path, sbx: Sandbox) -> 
     code, report, output = verify_report(config, sbx)
     assert code == 0, output  # nothing created, nothing that differs
     assert "not sent yet: tenant 1: 3 row(s) pending, not checked" in output
+    keys = ", ".join(r["appointment_id"] for r in rows[:3])
+    assert f"export holds): {keys}" in output  # which rows, by key
     assert report["pending"] == {"1": 3}
 
 

@@ -150,6 +150,8 @@ class VerifyResult:
     given (a file path; a URL's password is never put in a command shown)."""
     zones: dict[int, str] = field(default_factory=dict)
     """Each tenant's clinic zone: times a person reads are shown in it."""
+    pending_keys: dict[int, list[str]] = field(default_factory=dict)
+    """The first keys of each tenant's pending rows, for the line that names them."""
     pending: dict[int, int] = field(default_factory=dict)
     """Rows per tenant no run has sent yet: not checked, and not what verify judges."""
     changes_done: list[tuple[int, str]] = field(default_factory=list)
@@ -543,6 +545,11 @@ async def run_verify(options: VerifyOptions) -> VerifyResult:
             }
             unsettled = await _unsettled(ledger, options)
             pending = await ledger.pending_by_tenant(options.tenant)
+            pending_keys = {
+                t: [e.source_key for e in await ledger.select(
+                    statuses=[Status.PENDING], tenant=t, limit=UNSETTLED_KEYS)]
+                for t in pending
+            }  # fmt: skip
             if options.orphans:
                 orphans = await find_orphans(ledger, lanes, config, options.tenant)
     finally:
@@ -565,6 +572,7 @@ async def run_verify(options: VerifyOptions) -> VerifyResult:
         orphans=orphans,
         unsettled=unsettled,
         pending=pending,
+        pending_keys=pending_keys,
         config_path=options.config_path,
         settle_with=_given(options),
         ledger_with=_ledger_given(options),
@@ -643,9 +651,11 @@ def print_verify(result: VerifyResult, console: Console | None = None) -> None:
     for tenant, n in sorted(result.pending.items()):
         # An "ok" below speaks of created rows only: a tenant whose rows were never sent
         # (its import stopped, another worker holds it) is not checked at all.
+        keys = result.pending_keys.get(tenant, [])
+        named = f": {', '.join(keys)}" + (f" ... and {n - len(keys)} more" if n > len(keys) else "")
         console.print(
             f"not sent yet: tenant {tenant}: {n} row(s) pending, not checked (the next "
-            "import sends those its export holds)",
+            f"import sends those its export holds){named if keys else ''}",
             markup=False,
         )
     for tenant, reason in sorted(result.stopped_tenants.items()):
