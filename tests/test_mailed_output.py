@@ -84,7 +84,7 @@ def test_notes_and_changes_print_as_they_are_not_as_markup(tmp_path: Path, sbx: 
     what = {r["key"]: r["what"] for r in table_rows(table.stdout)}
     assert note in what[bad], what
     was, now = first_start[:16].replace("T", " "), rows[1]["start"][:10] + " 16:45"
-    assert f'scheduled_at: "{was}" -> "{now}"' in what[changed], what
+    assert f'scheduled_at: "{was} +03:00" -> "{now} +03:00"' in what[changed], what
 
     report = run_cli("report", "-c", str(config))
     assert report.exit_code == 0, report.output
@@ -232,7 +232,7 @@ def test_an_acknowledged_change_the_export_takes_back_asks_for_a_person_again(
     # item said neither, and its time is the first version's, not Flextell's.
     assert re.search(
         r"the export went back to the version first sent \(appointment \d+\) after \S+ "
-        r'acknowledged its change \(scheduled_at: "[^"]+" -> "[^"]+ 16:45"\)',
+        r'acknowledged its change \(scheduled_at: "[^"]+" -> "[^"]+ 16:45 \+03:00"\)',
         item["reason"],
     ), item["reason"]
     # It is about the row as tonight's export has it: its place, and never the moved
