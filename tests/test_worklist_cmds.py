@@ -1099,3 +1099,11 @@ def test_the_commands_an_import_summary_prints_paste_as_is(tmp_path: Path, sbx: 
     refused = run_cli(*args, env={"FLEXTELL_TOKEN": "revoked"}).output
     [status] = re.findall(r"`(flextell-worker auth status[^`]*)`", refused)
     assert f"-c {config}" in status, status
+
+
+def test_an_invalid_row_s_item_names_the_export_s_column(tmp_path: Path, sbx: Sandbox) -> None:
+    """validate said `customer_id (column 'customer_id'): ...`; the worklist, the CSV and
+    the page said `customer_id: ...`, a field name the front desk does not know."""
+    config = _one_invalid_night(tmp_path, sbx)
+    [item] = items(config)
+    assert item["reason"].startswith("customer_id (column 'customer_id'): "), item

@@ -267,7 +267,13 @@ class RowReader:
                 # errors is not it (every such row's field read customer_id).
                 first = next((e for e in m.errors if NOT_CREATED not in e.message), None)
                 first = first or (m.errors[0] if m.errors else None)
-                message = "; ".join(f"{e.field}: {e.message}" for e in m.errors)
+                # The column as validate names it: the front desk knows the export's
+                # headers, not the API's field names.
+                message = "; ".join(
+                    f"{e.field} (column {e.column!r}): {e.message}" if e.column
+                    else f"{e.field}: {e.message}"
+                    for e in m.errors
+                )  # fmt: skip
                 if self.dry_run and not created:
                     self._predict(tenant, key, Kind.INVALID, item, message or "invalid")
                 if created:
