@@ -39,6 +39,7 @@ from worker.commands.relink_result import (
     RelinkOptions,
     RelinkResult,
     exit_code_for,
+    tenants_in_scope,
 )
 from worker.commands.renumber import MODEL_404, renumber, renumbering
 from worker.compare import MATCH_FIELDS, compare, equal, row_and_flextell
@@ -51,9 +52,7 @@ from worker.errors import ConfigError
 from worker.exitcodes import ExitCode
 from worker.ledger import Entry, Ledger, RunStatus, Status, api_identity
 from worker.ledger.target import describe, existing_target, is_url, open_existing
-from worker.worklist import Kind, State
-from worker.worklist import items as worklist_items
-from worker.worklist.rules import asks_to_undo
+from worker.worklist import out_of_export
 
 if TYPE_CHECKING:
     from worker.config import Config
@@ -100,7 +99,11 @@ async def run_relink(options: RelinkOptions) -> RelinkResult:
             chosen, unmatched = await _chosen(ledger, config, options)
             if options.keys and not chosen:
                 raise ConfigError(f"relink: no created row has these keys: {'; '.join(unmatched)}")
-            tenants = {e.tenant for e in chosen} if options.keys else set(_tenants(config, options))
+            tenants = (
+                {e.tenant for e in chosen}
+                if options.keys
+                else set(tenants_in_scope(config, options))
+            )
 
             async def work(held: set[int]) -> RelinkResult:
                 rows = _rows(ledger, options, chosen, only=held)
@@ -131,11 +134,6 @@ async def run_relink(options: RelinkOptions) -> RelinkResult:
         await ledger.close()
 
 
-def _tenants(config: Config, options: RelinkOptions) -> list[int]:
-    """The configured tenants in scope (--tenant narrows them)."""
-    return [t for t in config.tenants if options.tenant in (None, t)]
-
-
 async def _chosen(
     ledger: Ledger, config: Config, options: RelinkOptions
 ) -> tuple[list[Entry], list[str]]:
@@ -143,7 +141,7 @@ async def _chosen(
     names none, with what it is instead."""
     if not options.keys:
         return [], []
-    keys = [(t, k) for k in dict.fromkeys(options.keys) for t in _tenants(config, options)]
+    keys = [(t, k) for k in dict.fromkeys(options.keys) for t in tenants_in_scope(config, options)]
     found = await ledger.get_many(keys)
     chosen = [
         e for k in keys if (e := found.get(k)) is not None
@@ -193,7 +191,8 @@ async def _relink(
     first = await anext(entries, None)
     if first is None:
         return RelinkResult(None, "", [], {}, ExitCode.OK)
-    left = await _left_the_export(ledger, options.tenant)
+    # Deleted on purpose, most likely: left alone (their `missing` item open or acknowledged).
+    left = {(i.tenant, i.source_key) for i in await out_of_export(ledger, options.tenant)}
     rows: list[Relinked] = []
     stopped: dict[int, str] = {}
     async with http_session(config, base_url=options.base_url) as session:
@@ -234,17 +233,6 @@ async def _relink(
     if stops.received is not None:
         result.interrupted = f"stopped by signal {stops.received} after {len(rows)} row(s)"
     return result
-
-
-async def _left_the_export(ledger: Ledger, tenant: int | None) -> set[tuple[int, str]]:
-    """Rows a full import found missing from its export (their `missing` item open or
-    acknowledged, not reopened because the row came back): deleted on purpose, maybe."""
-    found = await worklist_items(ledger, tenant=tenant, kind=Kind.MISSING, state="all")
-    return {
-        (i.tenant, i.source_key)
-        for i in found
-        if i.state in (State.OPEN, State.ACKNOWLEDGED) and not asks_to_undo(i)
-    }
 
 
 class _Tenant:

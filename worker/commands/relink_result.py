@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from worker.exitcodes import ExitCode
 from worker.ledger.target import LedgerTarget
+
+if TYPE_CHECKING:
+    from worker.config import Config
 
 VERDICTS = ("present", "relinked", "renumbered", "book_again", "held", "gone", "not_checked")
 _DONE = ("present", "relinked", "renumbered", "book_again")
@@ -97,3 +100,8 @@ def exit_code_for(rows: list[Relinked], stopped: dict[int, str]) -> ExitCode:
     if any(r.verdict not in _DONE or r.duplicates or r.differs for r in rows):
         return ExitCode.ROWS_FAILED
     return ExitCode.OK
+
+
+def tenants_in_scope(config: Config, options: RelinkOptions) -> list[int]:
+    """The configured tenants relink looks in (--tenant narrows them)."""
+    return [t for t in config.tenants if options.tenant in (None, t)]

@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING
 from worker.api.client import Outcome
 from worker.commands.checking.api_reads import read_with_retries
 from worker.commands.output import absolute
-from worker.commands.relink_result import Relinked, RelinkOptions, RelinkResult, exit_code_for
+from worker.commands.relink_result import (
+    Relinked,
+    RelinkOptions,
+    RelinkResult,
+    exit_code_for,
+    tenants_in_scope,
+)
 from worker.compare import MATCH_FIELDS, compare, row_and_flextell
 from worker.delivery import AuthGuard, LaneBuilder, http_session
 from worker.delivery.decide import FREES_THE_SLOT
@@ -37,7 +43,7 @@ async def renumbering(
     ConfigError (nothing done) saying why when they are not a renumbered visit."""
     assert options.from_key is not None
     new_key, old_key = options.keys[0], options.from_key
-    scope = [t for t in config.tenants if options.tenant in (None, t)]
+    scope = tenants_in_scope(config, options)
     found = await ledger.get_many([(t, k) for t in scope for k in (new_key, old_key)])
     pairs = [(found[(t, old_key)], found[(t, new_key)]) for t in scope
              if (t, old_key) in found and (t, new_key) in found]  # fmt: skip

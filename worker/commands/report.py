@@ -25,7 +25,6 @@ from worker.ledger.target import LedgerTarget, describe, find_ledger_target, is_
 from worker.source import RowProblem, SourceRow
 from worker.source.failures import FailureWriter, neutralise
 from worker.worklist import Kind, State
-from worker.worklist.rules import asks_to_undo
 
 FAILURE_STATUSES = (Status.FAILED, Status.INVALID, Status.UNKNOWN)
 _FAILURE_EXTRAS = ("status", "error_field", "error_message", "http_status")
@@ -276,13 +275,7 @@ async def _missing_rows(
     # The worklist holds what full imports found missing: a partial file or an export
     # that looked incomplete ([sync] max_missing) adds nothing, a row that came back
     # leaves it. (Seen marks cannot say it: a partial run moves them too.)
-    found = [
-        i
-        for i in await worklist.items(ledger, tenant=options.tenant, kind=Kind.MISSING, state="all")
-        # Reopened because the row came back ("back in the export: restore it"): it is in
-        # the export, and that item asks for something else.
-        if i.state != State.RESOLVED and not asks_to_undo(i)
-    ]
+    found = await worklist.out_of_export(ledger, options.tenant)
     entries = await ledger.get_many([(i.tenant, i.source_key) for i in found])
     rows = [
         {

@@ -38,7 +38,7 @@ from worker.ledger import Entry, Ledger, Status, api_identity
 from worker.ledger.crypto import configured_key
 from worker.ledger.target import LedgerTarget, describe, is_url, ledger_target, open_ledger
 from worker.logs import get_logger
-from worker.worklist import Kind, WorkItem, acknowledged_unknown
+from worker.worklist import Kind, WorkItem, acknowledged_unknown, out_of_export
 from worker.worklist import items as worklist_items
 from worker.worklist.findings import local_clock
 from worker.worklist.rules import asks_to_undo
@@ -538,10 +538,7 @@ async def run_verify(options: VerifyOptions) -> VerifyResult:
             changes_done = sorted(k for k in verifier.changes_done if k in still_open)
             left_export = {
                 (i.tenant, i.source_key)
-                for i in await worklist_items(
-                    ledger, tenant=options.tenant, kind=Kind.MISSING, state="open"
-                )
-                if not asks_to_undo(i)  # reopened: the row is back in the export
+                for i in await out_of_export(ledger, options.tenant, acknowledged=False)
             }
             unsettled = await _unsettled(ledger, options)
             pending = await ledger.pending_by_tenant(options.tenant)

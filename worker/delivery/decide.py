@@ -201,7 +201,7 @@ def _booked_by_hand(
 
 
 def _left_the_export(
-    row: Entry, others: Sequence[Entry], owned_at_slot: Collection[int]
+    row: Entry, others: Sequence[Entry], owned_at_slot: Collection[int], options: str
 ) -> Decision | None:
     """Rule 2's HELD for a new key: another row created this very payload at this slot and
     is not in this export (so far: `seen_run_id` is the last run that read it)."""
@@ -218,8 +218,9 @@ def _left_the_export(
                 code=LEFT_EXPORT,
                 reason=f"not sent: Flextell already has appointment {g.appointment_id}, equal "
                 f"to this row, made for row {g.source_key!r}, which is not in this file: "
-                f"the same visit under a new key? If so, run `flextell-worker relink --tenant "
-                f"{row.tenant} {shlex.quote(row.source_key)} --from {shlex.quote(g.source_key)}"
+                f"the same visit under a new key? If so, run `flextell-worker relink{options} "
+                f"--tenant {row.tenant} {shlex.quote(row.source_key)} --from "
+                f"{shlex.quote(g.source_key)}"
                 "` (it takes that appointment; nothing "
                 "to do in Flextell); if it is a second visit, book it in Flextell and import "
                 "with --retry-failed, which adopts it",
@@ -240,8 +241,10 @@ def decide(
     neighbours: Sequence[dict[str, Any]] = (),
     claim_after: float | None = None,
     owned_at_slot: Collection[int] = (),
+    command_options: str = "",
 ) -> Decision:
-    """The verdict for `row` (see the module docstring for the rules)."""
+    """The verdict for `row` (see the module docstring for the rules); `command_options`:
+    the run's own -c/--ledger/--base-url, for a command a reason names to paste as is."""
     mine = [c for c in candidates if owners.get(c.id) == row.source_key]
     if mine:  # already recorded as ours (a claim that committed before a crash)
         return Decision(Verdict.CLAIM, mine[0], Origin(row.origin or Origin.FOUND))
@@ -263,7 +266,7 @@ def decide(
             return Decision(Verdict.CLAIM, made_first[0], Origin.ADOPTED)
         twins = [g for g in open_rows if g is not row]
         return (
-            _left_the_export(row, others, owned_at_slot)
+            _left_the_export(row, others, owned_at_slot, command_options)
             or _booked_by_hand(payload, free, twins)
             or Decision(Verdict.ABSENT)
         )

@@ -528,6 +528,7 @@ class RowDelivery:
             neighbours=neighbours,
             claim_after=claim_after,
             owned_at_slot=owned_at_slot,
+            command_options=self.commands,
         )
         waiting = self._export_read
         if decision.code == LEFT_EXPORT and waiting is not None and not waiting.is_set():
@@ -612,13 +613,8 @@ class RowDelivery:
         """Never sent, and not to be: the slot holds the visit, booked by hand or made for a
         row that left the export (decide's rule 2). Failed, so it reaches the worklist;
         --retry-failed looks again."""
-        reason = decision.reason
-        if reason is not None and self.commands:
-            # decide is pure and knows no config: the relink it names gets the run's own.
-            reason = reason.replace("`flextell-worker relink ",
-                                    f"`flextell-worker relink{self.commands} ", 1)  # fmt: skip
         await self._record(job, Status.FAILED, error_code=decision.code,
-                           error_message=reason, durable=True)  # fmt: skip
+                           error_message=decision.reason, durable=True)  # fmt: skip
         self.stats.failed += 1
         self.stats.failed_by_reason[_HELD_WHY.get(decision.code, decision.code)] += 1
         return Status.FAILED

@@ -386,6 +386,16 @@ async def acknowledged_unknown(ledger: Ledger, tenant: int | None) -> dict[tuple
     return {(i.tenant, i.source_key): i.ack_by or "someone" for i in found}
 
 
+async def out_of_export(
+    ledger: Ledger, tenant: int | None, *, acknowledged: bool = True
+) -> list[WorkItem]:
+    """The `missing` items of rows a full import found out of its export: open (and
+    acknowledged, with `acknowledged`), not those reopened because the row came back."""
+    states = (State.OPEN, State.ACKNOWLEDGED) if acknowledged else (State.OPEN,)
+    found = await items(ledger, tenant=tenant, kind=Kind.MISSING, state="all")
+    return [i for i in found if i.state in states and not asks_to_undo(i)]
+
+
 async def save(ledger: Ledger, changed: Sequence[WorkItem]) -> None:
     """Write items back (an acknowledgement, or taking one back)."""
 
