@@ -489,6 +489,9 @@ def test_keys_and_all_and_keys_of_another_tenant(tmp_path: Path, sbx: Sandbox) -
                         key)  # fmt: skip
     assert elsewhere.exit_code == 2
     assert f"{key} (not in tenant 2; tenant 1: created)" in elsewhere.output
+    unknown = run_cli("relink", "-c", str(config), "--base-url", sbx.base_url, "--tenant", "9",
+                      key)  # fmt: skip
+    assert unknown.exit_code == 2 and "--tenant 9: not a tenant of" in unknown.output
 
 
 def test_a_signal_stops_between_rows_with_its_exit_code(tmp_path: Path, sbx: Sandbox) -> None:

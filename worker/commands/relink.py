@@ -81,6 +81,7 @@ async def run_relink(options: RelinkOptions) -> RelinkResult:
             "or --all for every created row (one GET each)"
         )
     config = load_config(options.config_path)
+    config.check_tenant_option(options.tenant)
     target = existing_target(config, options.ledger_path)
     ledger_path = describe(target) if is_url(target) else Path(target)
     ledger = await open_existing(config, target)
