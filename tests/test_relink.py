@@ -319,6 +319,40 @@ def test_a_row_back_in_the_export_after_its_appointment_was_deleted(
     assert _ledger_rows(config)[key][1] not in (None, gone)
 
 
+def test_the_night_summary_names_the_rows_whose_acknowledged_items_reopened(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """A row back in the export after its `missing` item was acknowledged, and one back
+    at the version first sent after its `changed` item was: the headline counted them
+    "new tonight", and no line of the summary said which rows or what to do."""
+    columns, sample = sample_rows()
+    rows = [dict(r) for r in sample if r["clinic"] == "1"][:20]
+    config = _setup(tmp_path, sbx, rows)
+    gone, moved = rows[1]["appointment_id"], rows[2]["appointment_id"]
+    night2 = [dict(r) for r in rows[:1] + rows[2:]]
+    night2[1]["start"] = (datetime.fromisoformat(rows[2]["start"]) + timedelta(hours=1)).isoformat()
+    night2_csv = write_csv(tmp_path / "n2.csv", columns, night2)
+    assert import_file(config, sbx, night2_csv)[0].exit_code == 1
+    for key in (gone, moved):
+        assert run_cli("ack", key, "-c", str(config), "--note", "seen").exit_code == 0
+
+    summary = tmp_path / "summary.txt"
+    result, event = import_file(config, sbx, tmp_path / "in.csv", "--summary-file", str(summary))
+    assert result.exit_code == 1
+    lines = summary.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "needs a person: 2 new tonight, 2 open, 0 acknowledged", lines
+    [back] = [x for x in lines if x.startswith("tenant 1: 1 row(s) back in the export")]
+    assert back.endswith(f": {gone}") and "`missing` item was acknowledged" in back
+    [undone] = [x for x in lines if x.startswith("tenant 1: 1 row(s) back at the version")]
+    assert undone.endswith(f": {moved}") and "change it back" in undone
+    assert event["reopened"] == [
+        {"tenant": 1, "source_key": moved, "kind": "changed"},
+        {"tenant": 1, "source_key": gone, "kind": "missing"},
+    ]
+    # Still open the next night, they are no longer new: counted open, not named again.
+    assert import_file(config, sbx, tmp_path / "in.csv")[1]["reopened"] == []
+
+
 def test_the_export_s_new_version_booked_again_at_its_new_time_is_linked(
     tmp_path: Path, sbx: Sandbox
 ) -> None:

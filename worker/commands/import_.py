@@ -84,7 +84,7 @@ from worker.references.prepass import prepare as prepare_references
 from worker.source import RowProblem, Source, SourceRow, open_source
 from worker.sync import incomplete_export, stale_export
 from worker.worklist import Kind, Scope, State, Tally, current_tally, findings
-from worker.worklist.rules import tally
+from worker.worklist.rules import asks_to_undo, tally
 
 log = get_logger("import")
 
@@ -195,6 +195,8 @@ class ImportRun:
         """Rows [[source.skip_rows]] skipped, and the summary's line about them."""
         self.acknowledged: set[tuple[str, int, str]] = set()
         """(kind, tenant, key) of the changed and missing rows seen that a person acked."""
+        self.reopened: list[tuple[int, str, str]] = []
+        """(tenant, key, kind) of acknowledged items this run reopened: their cause went away."""
         self.missing_entries: list[Entry] = []
         """A dry run: the created rows the export lacks (of tenants whose export it trusts)."""
         self.claim_conflicts: dict[int, int] = {}
@@ -633,6 +635,7 @@ async def _send(
                 run.worklist_by_tenant[tenant] = await current_tally(ledger, [tenant], run.run_id)
         run.worklist = sum(run.worklist_by_tenant.values(), Tally())
         run.acknowledged = await _acknowledged(ledger, run)
+        run.reopened = await _reopened(ledger, run)
     finally:
         watch.cancel()
         stops.remove()
@@ -791,6 +794,19 @@ async def _acknowledged(ledger: Ledger, run: ImportRun) -> set[tuple[str, int, s
         if item.last_run_id == run.run_id
         or (kind is Kind.MISSING and (item.tenant, item.source_key) in run.missing_keys)
     }
+
+
+async def _reopened(ledger: Ledger, run: ImportRun) -> list[tuple[int, str, str]]:
+    """The acknowledged changed and missing items this run opened again (the row came
+    back, or the export went back to the version first sent): the headline counts them
+    new tonight, and no other line of the summary names them."""
+    scope = set(_in_scope(run))
+    return [
+        (item.tenant, item.source_key, item.kind.value)
+        for kind in (Kind.CHANGED, Kind.MISSING)
+        for item in await worklist.items(ledger, kind=kind)
+        if item.opened_run_id == run.run_id and asks_to_undo(item) and item.tenant in scope
+    ]
 
 
 NO_TENANT = 0
@@ -1115,4 +1131,5 @@ def _result(
         would_create=(run.customers_would_create, run.reader.would_create_rows),
         incomplete=dict(run.incomplete),
         acknowledged=set(run.acknowledged),
+        reopened=list(run.reopened),
     )

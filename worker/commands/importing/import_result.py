@@ -86,6 +86,8 @@ class ImportResult:
     """Tenants whose export looks incomplete or stale: why (no missing rows recorded)."""
     acknowledged: set[tuple[str, int, str]] = field(default_factory=set)
     """(kind, tenant, key) of the changed and missing rows seen whose items are acknowledged."""
+    reopened: list[tuple[int, str, str]] = field(default_factory=list)
+    """(tenant, key, kind) of acknowledged changed or missing items this run reopened."""
     nothing_to_do: str | None = None
     """Why a run sent nothing and read no row (a shared round already finished)."""
 

@@ -365,6 +365,34 @@ def _print_changed_and_missing(result: ImportResult, console: Console) -> None:
                 f"tenant {tenant}: {len(seen)} created row(s) missing from this export are "
                 f"acknowledged: {_seen(result)}"
             )
+    _print_reopened(result, console)
+
+
+_REOPENED = {
+    "missing": (
+        "back in the export after their `missing` item was acknowledged: if an appointment "
+        "was cancelled or deleted in Flextell by hand, restore it or book it again"
+    ),
+    "changed": (
+        "back at the version first sent after their `changed` item was acknowledged: if "
+        "Flextell was changed by hand, change it back"
+    ),
+}
+
+
+def _print_reopened(result: ImportResult, console: Console) -> None:
+    """Acknowledged items this run reopened: counted new tonight, named here."""
+    by: dict[tuple[int, str], list[str]] = {}
+    for tenant, key, kind in result.reopened:
+        by.setdefault((tenant, kind), []).append(key)
+    for (tenant, kind), keys in sorted(by.items()):
+        more = f" ... and {len(keys) - SHOWN_ROWS} more" if len(keys) > SHOWN_ROWS else ""
+        console.print(
+            f"tenant {tenant}: {len(keys)} row(s) {_REOPENED[kind]}; then `ack` "
+            f"(`flextell-worker worklist{_where(result)}` says how): "
+            f"{', '.join(keys[:SHOWN_ROWS])}{more}",
+            markup=False,
+        )
 
 
 def _seen(result: ImportResult) -> str:
@@ -402,6 +430,9 @@ def summary_event(result: ImportResult) -> dict[str, Any]:
         "skipped_rows": result.skipped_rows,
         "skipped_created": result.skipped_created[:1000],
         "claim_conflicts": {str(t): n for t, n in result.claim_conflicts.items()},
+        "reopened": [
+            {"tenant": t, "source_key": k, "kind": kind} for t, k, kind in result.reopened[:1000]
+        ],
     }
 
 
