@@ -22,6 +22,7 @@ from tests.support.report_nights import NAME_COLUMN, Nights, build_nights
 from tests.support.sync import (
     import_file,
     ledger_json,
+    mark_unknown,
     run_cli,
     sample_rows,
     write_config,
@@ -389,6 +390,42 @@ def test_a_run_that_left_rows_unsent_says_how_many_why_and_what_helps(
     assert "run the same import again" not in verdict
     assert "it left 3 row(s) not sent (Besiktas Clinic: 3, " in seen[pages[3]]["verdict"]
     assert "run the same import again to send them" in seen[pages[3]]["verdict"]
+
+
+@needs_chromium
+def test_a_relink_or_reconcile_run_s_page_says_what_it_did(tmp_path: Path, sbx: Any) -> None:
+    """The page of a relink run (a deleted appointment set to be booked again) read "OK:
+    Run 2 (relink) finished ... No rows were read. Nothing needs a person now.": not a
+    word of what it did. A reconcile run's page was the same."""
+    config = write_config(tmp_path)
+    columns, sample = sample_rows()
+    rows = sample[:3] + sample[150:153]
+    assert import_file(config, sbx, write_csv(tmp_path / "n1.csv", columns, rows))[0].exit_code == 0
+    gone = rows[1]["appointment_id"]
+    with sqlite3.connect(tmp_path / "ledger.sqlite") as db:
+        [(made,)] = db.execute("SELECT appointment_id FROM entries WHERE source_key = ?", (gone,))
+    sbx.change("DELETE", f"/_sandbox/appointments/{made}")
+    relink = run_cli("relink", gone, "--book-again", "-c", str(config), "--base-url", sbx.base_url)
+    assert relink.exit_code == 0, relink.output
+    mark_unknown(tmp_path / "ledger.sqlite", [(1, rows[0]["appointment_id"])])
+    reconcile = run_cli("reconcile", "-c", str(config), "--base-url", sbx.base_url)
+    assert reconcile.exit_code == 0, reconcile.output
+    pages = {run: tmp_path / f"run{run}.html" for run in (2, 3)}
+    for run, page in pages.items():
+        made = run_cli("report", "-c", str(config), "--run", str(run), "--html", str(page))
+        assert made.exit_code == 0, made.output
+    seen = asyncio.run(read_glances(list(pages.values())))
+    relinked, reconciled = seen[pages[2]]["verdict"], seen[pages[3]]["verdict"]
+    assert relinked.startswith("OK: Run 2 (relink) finished"), relinked
+    assert (
+        "exit code 0. It checked 1 row(s) whose appointment was not found: 1 pending again: "
+        "the next import books them. Nothing needs a person now."
+    ) in relinked
+    assert reconciled.startswith("OK: Run 3 (reconcile) finished"), reconciled
+    assert (
+        "exit code 0. It looked up 1 row(s) whose outcome was not known: 1 found in "
+        "Flextell: created."
+    ) in reconciled
 
 
 def test_the_request_charts_rate_is_the_tenants_that_send(tmp_path: Path, sbx: Any) -> None:

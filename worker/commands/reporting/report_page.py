@@ -283,6 +283,8 @@ def _verdict(
             f"Its counts are not recorded{yet} (a run records them as it ends): what it did "
             "is among the rows' outcomes below, which are the ledger's now, after any later run"
         )
+    elif run.mode in _OTHER_RUNS:
+        body = _other_run_text(run)
     elif read:
         body = f"{done:,} of {read:,} rows read are in Flextell"
     else:
@@ -294,7 +296,8 @@ def _verdict(
     if left:
         body += left
     elif stopped:
-        body += "; the run stopped early: run the same import again to finish it"
+        again = "import" if run.mode not in _OTHER_RUNS else f"`{run.mode}`"
+        body += f"; the run stopped early: run the same {again} again to finish it"
     said = [f"{head}. {body}."]
     if run.partial:
         said.append("Its file was a --partial one (fixed rows, not a full export): "
@@ -315,6 +318,43 @@ def _verdict(
     if in_flight:
         said.append(_in_flight_text(in_flight))
     return " ".join(said)
+
+
+_OTHER_RUNS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
+    "relink": (
+        "checked {n:,} row(s) whose appointment was not found",
+        (
+            ("present", "still in Flextell"),
+            ("relinked", "linked to an equal appointment booked again by hand"),
+            ("renumbered", "taken over by their new key"),
+            ("book_again", "pending again: the next import books them"),
+            ("held", "held: the patient holds the slot with other details"),
+            ("gone", "gone: nothing was booked again"),
+            ("not_checked", "not checked: the API did not answer"),
+        ),
+    ),
+    "reconcile": (
+        "looked up {n:,} row(s) whose outcome was not known",
+        (
+            ("found", "found in Flextell: created"),
+            ("absent", "surely not in Flextell: pending, the next import sends them"),
+            ("held", "held: the patient holds the slot with other details"),
+            ("undecided", "still not known"),
+        ),
+    ),
+}
+"""What a run that reads no export did, by the verdicts it records as its counts."""
+
+
+def _other_run_text(run: Run) -> str:
+    """A relink or reconcile run in words: its verdicts ("No rows were read" said nothing)."""
+    verb, verdicts = _OTHER_RUNS[run.mode]
+    counts = {name: run.counts.get(name, 0) for name, _ in verdicts}
+    n = sum(counts.values())
+    if not n:
+        return "It had no row to check"
+    parts = "; ".join(f"{counts[name]:,} {words}" for name, words in verdicts if counts[name])
+    return f"It {verb.format(n=n)}: {parts}"
 
 
 def _in_flight_text(rows: int) -> str:
