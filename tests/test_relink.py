@@ -447,6 +447,58 @@ def test_a_held_renumbered_row_that_changes_stays_held_until_a_person_answers(
     assert len(sbx.appointments()) == before
 
 
+def test_a_visit_renumbered_after_its_move_was_applied_by_hand_is_held_not_booked_again(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """The export moved a visit; the front desk moved its appointment in Flextell and
+    acknowledged the `changed` item; then the export renumbered it. The new key was
+    booked a second time at the slot (the held rule compared only the version first
+    sent), and the old key's item reopened as "the export went back to the version first
+    sent: change it back", though the row had left the export."""
+    columns, sample = sample_rows()
+    rows = [dict(r) for r in sample if r["clinic"] == "1"][:20]
+    config = _setup(tmp_path, sbx, rows)
+    old = rows[-1]["appointment_id"]
+    made = _ledger_rows(config)[old][1]
+    moved = datetime.fromisoformat(rows[-1]["start"]) + timedelta(hours=5)
+    rows[-1]["start"] = moved.isoformat(timespec="minutes")
+    assert import_file(config, sbx, write_csv(tmp_path / "n2.csv", columns, rows))[0].exit_code == 1
+    [item] = json.loads(run_cli("worklist", "-c", str(config), "--format", "json").stdout)
+    assert (item["source_key"], item["kind"]) == (old, "changed")
+    [instant] = [a["scheduled_at"] for a in sbx.appointments() if a["id"] == made]
+    at = datetime.fromisoformat(instant.replace("Z", "+00:00")) + timedelta(hours=5)
+    sbx.change("PATCH", f"/_sandbox/appointments/{made}", {"scheduled_at": at.isoformat()})
+    assert run_cli("ack", old, "-c", str(config), "--note", "moved").exit_code == 0
+    assert import_file(config, sbx, tmp_path / "n2.csv")[0].exit_code == 0
+    before = len(sbx.appointments())
+
+    rows[-1]["appointment_id"] = new = old + "R"
+    result, summary = import_file(config, sbx, write_csv(tmp_path / "n3.csv", columns, rows))
+    assert result.exit_code == 1 and summary["totals"]["created"] == 0, result.output
+    assert len(sbx.appointments()) == before  # not booked a second time
+    listed = json.loads(run_cli("worklist", "-c", str(config), "--format", "json").stdout)
+    assert sorted((i["source_key"], i["kind"]) for i in listed) == [(old, "missing"),
+                                                                    (new, "failed")]  # fmt: skip
+    assert all("went back to the version first sent" not in i["reason"] for i in listed)
+    [reason] = [i["reason"] for i in listed if i["source_key"] == new]
+    assert f"--tenant 1 {new} --from {old}`" in reason, reason
+    code, event, output = _relink(config, sbx, new, "--from", old)
+    assert code == 0, output  # Flextell holds the export's version: no difference of its own
+    [done] = event["rows"]
+    assert (done["verdict"], done["differs"]) == ("renumbered", None)
+    assert "already holds the export's version" in done["note"]
+    assert _ledger_rows(config)[new][:2] == ("created", made)
+    # The change a person applied is the renumbered row's `changed` item: acknowledged as
+    # verify says, the night is clean, and nothing was booked twice.
+    assert import_file(config, sbx, tmp_path / "n3.csv")[0].exit_code == 1
+    code, _, output = verify_report(config, sbx)
+    [ack] = [x.strip() for x in output.splitlines() if x.strip().startswith("flextell-worker ack")]
+    assert run_cli(*shlex.split(ack)[1:]).exit_code == 0
+    assert import_file(config, sbx, tmp_path / "n3.csv")[0].exit_code == 0
+    assert verify_report(config, sbx)[0] == 0
+    assert len(sbx.appointments()) == before
+
+
 def test_relink_from_refuses_rows_that_are_no_renumbered_visit(
     tmp_path: Path, sbx: Sandbox
 ) -> None:

@@ -21,7 +21,7 @@ from worker.commands.relink_result import (
     exit_code_for,
     tenants_in_scope,
 )
-from worker.compare import MATCH_FIELDS, compare, row_and_flextell
+from worker.compare import MATCH_FIELDS, compare, equal, row_and_flextell
 from worker.delivery import AuthGuard, LaneBuilder, http_session
 from worker.delivery.decide import FREES_THE_SLOT
 from worker.errors import ConfigError
@@ -130,6 +130,11 @@ async def renumber(
     # `changed` item's, not a difference of Flextell's.
     sent = old.payload  # None: purged (`ledger purge`), nothing to compare
     differs = row_and_flextell(compare(sent, got.appointment, MATCH_FIELDS)) if sent else ""
+    # The export's change, applied in Flextell by hand before the visit was renumbered:
+    # no difference of Flextell's, only the `changed` item to acknowledge.
+    applied = old.payload_hash != new.payload_hash and equal(new.payload or {}, got.appointment)
+    if applied:
+        differs = ""
     run_id = await ledger.start_run(mode="relink", source_file=None, source_sha256=None,
                                     config_path=absolute(options.config_path))  # fmt: skip
     why_not = await ledger.renumber(old, new, run_id=run_id)
@@ -140,7 +145,13 @@ async def renumber(
             f"row {new.source_key!r} owns appointment {gone} of row {old.source_key!r} now "
             "(the same visit under a new key)"
         )
-        if old.payload_hash != new.payload_hash:
+        if applied:
+            note += (
+                "; Flextell already holds the export's version of the visit (its change was "
+                "applied there by hand): `ack` the row's `changed` item the next import "
+                "opens (`verify` prints the line)"
+            )
+        elif old.payload_hash != new.payload_hash:
             note += (
                 "; what changed in the export since it was sent is a `changed` item from "
                 "the next import: apply it in Flextell by hand"

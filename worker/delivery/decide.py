@@ -10,7 +10,8 @@ gives to some row, and the ids at the slot other rows own (not fetched). The rul
    that appointment equals no other open row of the group (whose lost answer or
    adoption it may be), staff booked the visit by hand with other details (a room,
    a note): HELD, not sent, since sending would book the patient twice. So is a
-   row whose exact payload another row of the ledger created, at this slot, when
+   row whose exact payload another row of the ledger created (or last read from the
+   export, a change applied by hand), at this slot, when
    that row is not in this export: the same visit under a new key (LEFT_EXPORT;
    the caller waits for the whole export to be read before it trusts that). Else
    it is ABSENT: a cancelled look-alike is not its own.
@@ -203,14 +204,17 @@ def _booked_by_hand(
 def _left_the_export(
     row: Entry, others: Sequence[Entry], owned_at_slot: Collection[int], options: str
 ) -> Decision | None:
-    """Rule 2's HELD for a new key: another row created this very payload at this slot and
-    is not in this export (so far: `seen_run_id` is the last run that read it)."""
+    """Rule 2's HELD for a new key: another row created this very payload (or the export
+    last gave it this payload) at this slot and is not in this export (so far:
+    `seen_run_id` is the last run that read it)."""
     for g in others:
         if (
             g.status == Status.CREATED.value
             and g.appointment_id in owned_at_slot
-            and g.payload_hash is not None
-            and g.payload_hash == row.payload_hash
+            and row.payload_hash is not None
+            # As first sent, or as the export last had it: a change a person applied in
+            # Flextell by hand before the export renumbered the visit.
+            and row.payload_hash in (g.payload_hash, g.changed_hash)
             and g.seen_run_id != row.seen_run_id
         ):
             return Decision(

@@ -505,6 +505,7 @@ class RowDelivery:
                 # Most rows of a first import end here, without reading the ledger twice.
                 return Decision(Verdict.ABSENT)
             group = await self.ledger.group(job.tenant, job.identity)
+            group += await self._owners_elsewhere(job, group, owned_at_slot)
             owners = await self.ledger.owners(job.tenant, [c.id for c in found.items])
             row = next((g for g in group if g.source_key == job.source_key), None)
             if row is None:
@@ -541,6 +542,19 @@ class RowDelivery:
                 )
             return await self._decide(job, step)
         return decision
+
+    async def _owners_elsewhere(
+        self, job: Job, group: list[Entry], owned_at_slot: set[int]
+    ) -> list[Entry]:
+        """The rows owning appointments at the slot that are not of the row's identity group:
+        their identity is the version first sent, and a person moved their appointment here
+        by hand (a change the export made). Decide's rule 2 asks whether they left it."""
+        strangers = owned_at_slot - {g.appointment_id for g in group}
+        if not strangers:
+            return []
+        keys = await self.ledger.owners(job.tenant, sorted(strangers))
+        found = await self.ledger.get_many([(job.tenant, key) for key in keys.values()])
+        return list(found.values())
 
     async def _owned_by_others(self, job: Job, seen: set[int], ids: list[int]) -> set[int]:
         """Ids another row owns: never this row's, so the slot search does not GET them;

@@ -238,8 +238,13 @@ def judge(
             out[finding.kind.value] = _after_ack(_opened(finding, run_id, old), old)
         else:
             out[finding.kind.value] = _after_ack(_seen_again(old, finding, run_id, State.OPEN), old)
+    left = any(f.kind == Kind.MISSING for f in findings)
     for item in items:
         if item.kind in out or item.state == State.RESOLVED:
+            continue
+        if left and item.kind == Kind.CHANGED and item.state == State.ACKNOWLEDGED:
+            # Not "went back to the version first sent": the row left the export (its
+            # `missing` item says so), and the change a person applied still stands.
             continue
         reverted = item.content_hash.startswith(_REVERTED)
         # Acknowledged once: now, or before a later version reopened it (it keeps who
