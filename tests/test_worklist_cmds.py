@@ -14,6 +14,8 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import TOKEN_T1
 from tests.support.sandbox_process import Sandbox
 from tests.support.sync import (
@@ -665,6 +667,43 @@ def test_a_duplicate_keys_row_imported_back_from_the_worklist_stays_a_duplicate(
     [dup] = items(config)
     assert dup["kind"] == "duplicate_key"
     assert dup["reason"].startswith("skipped: an earlier row of this export has the same")
+
+
+@pytest.mark.parametrize("between", [0, 510], ids=["same-batch", "later-batch"])
+def test_a_reused_key_whose_new_visit_comes_first_is_the_duplicate_not_a_change(
+    tmp_path: Path, sbx: Sandbox, between: int
+) -> None:
+    """The export sorted a new visit reusing a created key above the key's own row,
+    unchanged: the first was taken for a change (a `changed` item asking a person to
+    turn one patient's appointment into another's) and the key's own row was skipped as
+    the duplicate. `between`: rows between the two (the reader's batches are 500)."""
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    rows = [dict(r) for r in sample[:3]]
+    assert import_file(config, sbx, export(tmp_path, "n1.csv", rows))[0].exit_code == 0
+    key = rows[0]["appointment_id"]
+    intruder = dict(sample[5], appointment_id=key, notes="another patient, key reused")
+    fill = [dict(sample[i % 100 + 10], appointment_id=f"FILL-{i}") for i in range(between)]
+    night = [intruder, *fill, *rows]
+    path = export(tmp_path, "n2.csv", night)
+    before = len(sbx.appointments())
+    result, summary = import_file(config, sbx, path)
+    assert result.exit_code == 1, result.output
+    totals = summary["totals"]
+    assert (totals["changed"], totals["duplicate_keys"]) == (0, 1), totals
+    assert summary["changed"] == []
+    listed = [i for i in items(config) if i["source_key"] == key]
+    assert [(i["kind"], i["source_line"]) for i in listed] == [("duplicate_key", 2)]
+    assert f"line {between + 3} of this export has the same source key" in listed[0]["reason"]
+    assert "appointment 1 was made for, unchanged" in listed[0]["reason"]
+    assert len(sbx.appointments()) == before + len({r["appointment_id"] for r in fill})
+    code, report, output = verify_report(config, sbx)
+    assert code == 0 and report["totals"]["mismatched"] == 0, output
+    # The next night, the same export: the key's row is read as its own, the reused key
+    # is the duplicate again, and still nothing asks to change appointment 1.
+    result, summary = import_file(config, sbx, path)
+    assert (summary["totals"]["changed"], summary["totals"]["duplicate_keys"]) == (0, 1)
+    assert [i["kind"] for i in items(config) if i["source_key"] == key] == ["duplicate_key"]
 
 
 def test_a_key_repeated_three_times_names_both_skipped_rows(tmp_path: Path, sbx: Sandbox) -> None:

@@ -80,6 +80,9 @@ class RowReader:
         self.preview: Callable[[MappedRow], None] | None = None
         """With --payloads: called with every row this run would send."""
         self._seen_digests: set[int] = set()
+        self._changed_first: dict[tuple[int, str], SourceRow | RowProblem] = {}
+        """Keys whose first row this run differs from what was created for the key: a
+        later row of the key equal to it is the key's own (see `_the_keys_own`)."""
         self.hand_fixed: frozenset[tuple[int, str, str]] = frozenset()
         """(tenant, key, content) of rows fixed by hand whose old version the export may
         still carry: counted as fixed_by_hand, not as invalid or changed."""
@@ -173,6 +176,48 @@ class RowReader:
             return entry is not None and entry.seen_run_id == self.run_id
         return self.was_read(tenant, key)
 
+    def _the_keys_own(
+        self, tenant: int, key: str, entry: Entry | None, stored_hash: str | None
+    ) -> bool:
+        """A later row of a key whose first row this run was a change: is it the version
+        the key's appointment was created with? Then it is the key's row, and the first
+        one another visit reusing the key (taken for a change, it asked a person to turn
+        one patient's appointment into another's)."""
+        return (
+            (tenant, key) in self._changed_first
+            and entry is not None
+            and entry.status == Status.CREATED.value
+            and entry.payload_hash is not None
+            and entry.payload_hash == stored_hash
+        )
+
+    def _forget_change(self, tenant: int, key: str) -> None:
+        """The key's first row was listed as a change (and, in a dry run, predicted so)."""
+        self.changed_rows = [
+            r for r in self.changed_rows if (r["tenant"], r["source_key"]) != (tenant, key)
+        ]
+        self.predicted = [
+            f
+            for f in self.predicted
+            if (f.tenant, f.source_key, f.kind) != (tenant, key, Kind.CHANGED)
+        ]
+
+    @staticmethod
+    def _seen_row(m: MappedRow, tenant: int, key: str, run_id: int) -> SeenRow:
+        item = m.row
+        return SeenRow(
+            tenant=tenant,
+            source_key=key,
+            payload_hash=m.payload_hash,
+            payload_json=m.payload_json.decode(),
+            source_file=item.source,
+            source_line=item.line,
+            source_row=_source_row_json(item),
+            run_id=run_id,
+            status=Status.PENDING,
+            identity=_identity(m),
+        )
+
     def note_skipped(self, row: SourceRow) -> None:
         """A row a skip rule left out: remember its key, when the mapping finds one."""
         if len(self.skipped_keys) >= MAX_SKIPPED_KEYS:
@@ -225,6 +270,9 @@ class RowReader:
             await ledger.get_many([(t, k) for _, t, k in keyed]) if ledger is not None else {}
         )
         seen: list[SeenRow] = []
+        dropped: set[int] = set()
+        """Indexes in `seen` of rows a later row of their key turned out to own it over."""
+        changed_here: dict[tuple[int, str], int] = {}
         retry: list[tuple[int, str]] = []
         touched: set[int] = set()
         run_id = self.run_id
@@ -302,6 +350,27 @@ class RowReader:
                     )
                 )
                 continue
+            stored_hash = m.payload_hash if ledger is None else ledger.keyed(m.payload_hash)
+            if repeated and self._the_keys_own(tenant, key, entry, stored_hash):
+                # The created version after a first row that differs from it: that first
+                # row is another visit reusing the key, not a change of this one.
+                other = self._changed_first.pop((tenant, key))
+                counts.changed -= 1
+                counts.unchanged += 1
+                counts.duplicate_keys += 1
+                self._forget_change(tenant, key)
+                if (tenant, key) in changed_here:
+                    dropped.add(changed_here.pop((tenant, key)))
+                log.warning("duplicate source key skipped", tenant=tenant, line=other.line,
+                            source_key=key)  # fmt: skip
+                self.findings.append(
+                    found.duplicate_key(tenant, key, source_file=other.source, line=other.line,
+                                        source_row=_source_row_json(other), columns=self.columns,
+                                        holder=entry.appointment_id if entry else None,
+                                        owner_line=item.line)
+                )  # fmt: skip
+                seen.append(self._seen_row(m, tenant, key, run_id))
+                continue
             if repeated:
                 counts.duplicate_keys += 1
                 log.warning(
@@ -313,7 +382,6 @@ class RowReader:
                                         columns=self.columns)
                 )  # fmt: skip
                 continue
-            stored_hash = m.payload_hash if ledger is None else ledger.keyed(m.payload_hash)
             action = sync_action(entry, stored_hash, retry_failed=self.retry_failed)
             if action is Action.NEW:
                 counts.new += 1
@@ -323,6 +391,9 @@ class RowReader:
                 counts.fixed_by_hand += 1
             elif action is Action.CHANGED:
                 counts.changed += 1
+                if len(self._changed_first) < MAX_SKIPPED_KEYS:
+                    self._changed_first[(tenant, key)] = item
+                    changed_here[(tenant, key)] = len(seen)
                 if self.dry_run:
                     self._predict(tenant, key, Kind.CHANGED, item, "changed in the source")
                 if entry is not None and len(self.changed_rows) < LISTED_ROWS:
@@ -357,22 +428,11 @@ class RowReader:
                 touched.add(tenant)
                 if self.preview is not None:
                     self.preview(m)
-            seen.append(
-                SeenRow(
-                    tenant=tenant,
-                    source_key=key,
-                    payload_hash=m.payload_hash,
-                    payload_json=m.payload_json.decode(),
-                    source_file=item.source,
-                    source_line=item.line,
-                    source_row=_source_row_json(item),
-                    run_id=run_id,
-                    status=Status.PENDING,
-                    identity=_identity(m),
-                )
-            )
+            seen.append(self._seen_row(m, tenant, key, run_id))
         if ledger is None or self.dry_run:
             return  # a dry run only reads the ledger (opened read-only)
+        if dropped:
+            seen = [row for i, row in enumerate(seen) if i not in dropped]
         await ledger.upsert_seen(seen)
         for tenant, key in retry:
             await ledger.requeue(tenant, key, run_id=run_id)
