@@ -45,6 +45,7 @@ SUMMARY_KEYS = {
     "claim_conflicts",
     "nothing_to_do",
     "round_aborted",
+    "reopened",
 }
 
 

@@ -107,6 +107,7 @@ def test_an_export_rewritten_while_read_stops_with_exit_2(
         assert "recorded aborted, nothing is counted missing from the file" in line
         run = runs[-1]
         assert run["status"] == "aborted"  # never a complete read
+        assert run["exit_code"] == 2  # as the process exited (it recorded 1)
         assert run["source_sha256"] is None  # the digest of a file it did not read whole
         counts = json.loads(str(run["counts"]))
         assert not any(v for k, v in counts.items() if k.endswith("missing_from_source"))

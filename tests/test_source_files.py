@@ -62,16 +62,27 @@ def test_cp1254_read_as_utf8_names_the_byte_offset(tmp_path: Path) -> None:
     assert info.value.exit_code == ExitCode.USAGE
 
 
-def test_decode_error_deep_in_the_file_surfaces_during_iteration(tmp_path: Path) -> None:
+def test_a_stray_byte_deep_in_the_file_is_its_rows_error(tmp_path: Path) -> None:
+    """The file's start reads right: a byte further down that does not decode is the
+    error of the row holding it (line, column, byte), and the rows after it are read."""
     path = tmp_path / "late.csv"
     head = b"a,b\n" + b"1,2\n" * 50_000
     path.write_bytes(head + b"3,\xff\n4,5\n")
     with open_source(str(path)) as source:
-        iterator = iter(source)
-        first = next(iterator)
-        assert isinstance(first, SourceRow)
-        with pytest.raises(SourceError, match=f"at byte offset {len(head) + 2} "):
-            list(iterator)
+        items = list(source)
+    assert len(items) == 50_002
+    bad, last = items[-2], items[-1]
+    assert isinstance(bad, RowProblem) and bad.line == 50_002 and bad.column == "b"
+    assert bad.message.startswith("byte 0xff at character 1 is not utf-8")
+    assert bad.raw == "3,\ufffd"
+    assert isinstance(last, SourceRow) and dict(last.fields) == {"a": "4", "b": "5"}
+
+
+def test_a_file_whose_start_does_not_decode_is_refused_whole(tmp_path: Path) -> None:
+    path = tmp_path / "early.csv"
+    path.write_bytes(b"a,b\n1,\xff\n" + b"1,2\n" * 10)
+    with pytest.raises(SourceError, match="at byte offset 6 "), open_source(str(path)) as source:
+        list(source)
 
 
 def test_latin1_and_utf16(tmp_path: Path) -> None:

@@ -199,9 +199,10 @@ def cli() -> None:
       1  rows need a person (import: open worklist items, see `worklist`;
          acknowledged ones do not count; or the export looks incomplete);
          verify: mismatches not acknowledged, rows in flight or unknown, orphans
-      2  bad options, config or input file (or one changed while read), a ledger of
-         another API, a plain http:// URL to another host, a token file others can
-         read (nothing done)
+      2  bad options, config or input file, a ledger of another API, a plain
+         http:// URL to another host, a token file others can read (nothing done);
+         an input that changed or broke while read (the rows sent before are
+         recorded, the run aborted)
       3  run aborted (authentication refused, the API unreachable, a pause beyond
          [api] max_pause, a clock offset beyond [api] max_clock_offset, ledger
          unusable: disk full, damaged)

@@ -608,9 +608,11 @@ async def _send(
                     raise
                 except SourceError as exc:
                     # The file stopped making sense mid-read (changed under the reader,
-                    # undecodable): not a complete read, so nothing is missing from it.
-                    # What was sent gets the grace period to be answered and recorded.
+                    # a broken gzip stream): not a complete read, so nothing is missing
+                    # from it. What was sent gets the grace period to be answered and
+                    # recorded; the run's record carries the code the process exits with.
                     status = RunStatus.ABORTED
+                    raised = exc.exit_code
                     run.request_stop("the input could not be read to its end")
                     await _wait_lanes(run, options.grace_seconds)
                     raise SourceError(

@@ -263,6 +263,15 @@ def _detector_pick(sample: bytes, prefix: str) -> EncodingNote:
     )
 
 
+def reads_as(sample: bytes, codec: str) -> bool:
+    """Whether the sample (the first bytes of a file, maybe cut mid-character) decodes."""
+    try:
+        codecs.getincrementaldecoder(codec)().decode(sample, final=False)
+    except (UnicodeDecodeError, LookupError):
+        return False
+    return True
+
+
 def decode_hint(sample: bytes, codec: str) -> str | None:
     """When the sample does not decode as `codec`: the encoding it reads best in (named in
     the reader's decode error), if that is clear."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import codecs
+import csv
+import io
 import itertools
 import json
 import re
@@ -12,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from worker.errors import SourceError
 from worker.reading import reading
+from worker.source import stray_bytes
 from worker.source.csvfile import (
     CsvRows,
     detect_delimiter,
@@ -25,6 +28,7 @@ from worker.source.encoding_check import (
     is_single_byte,
     pick_auto,
     read_sample,
+    reads_as,
 )
 from worker.source.jsonl import jsonl_rows
 from worker.source.lines import LineFeed
@@ -86,6 +90,8 @@ class Source:
         self._input: TextInput | None = None
         self._sheet_sha256: str | None = None
         self._hint: str | None = None
+        self._sample_reads = False
+        """The file's first bytes decode in its encoding (a file, not standard input)."""
         if self.format in SPREADSHEETS:
             self.encoding = self.write_encoding = "utf-8"  # its failures file is UTF-8 CSV
             self._rows = self._open_sheet(path, options)
@@ -99,13 +105,20 @@ class Source:
         # report and worklist write them from): a UTF-8 file that starts with a BOM gets
         # one back, so Excel shows its letters as before.
         self.write_encoding = "utf-8-sig" if self._bom and codec == "utf-8-sig" else encoding
+        # A start that reads right: a stray byte further down is its row's error, not the
+        # file's (stray_bytes); one that does not is refused whole, naming the encoding.
+        tolerant = self._sample_reads
         self._input = TextInput(
-            self.name, path, encoding, codec, newline="" if self.format == "csv" else "\n"
-        )
+            self.name, path, encoding, codec, newline="" if self.format == "csv" else "\n",
+            errors=stray_bytes.HANDLER if tolerant else "strict",
+        )  # fmt: skip
         self._input.hint = self._hint
         self.total_bytes = self._input.total_bytes
         try:
             self._rows = self._start(self._input, options, delimiter)
+            if tolerant:
+                self._check_header_bytes()
+                self._rows = self._stray_checked(self._rows, stray_bytes.decoded())
         except READ_ERRORS as exc:
             self.close()
             raise self._input.translate(exc) from None
@@ -200,11 +213,13 @@ class Source:
             )
         if codec is not None:
             self._hint = decode_hint(sample, codec)
+            self._sample_reads = reads_as(sample, codec)
             if not is_single_byte(codec):
                 return declared
         if codec is None:
             note = pick_auto(sample, self.name)
             self.notes.append(note.message)
+            self._sample_reads = reads_as(sample, python_encoding(note.encoding))
             return note.encoding
         found = check_declared(sample, codec, declared, self.name)
         if found is not None:
@@ -298,6 +313,65 @@ class Source:
                         f"{did_you_mean(column, sorted(seen))}"
                     )
         return itertools.chain(ahead, objs)
+
+    def _stray_checked(
+        self, rows: Iterator[SourceRow | RowProblem], before: int
+    ) -> Iterator[SourceRow | RowProblem]:
+        """The rows, each holding a stray byte as its row error (see stray_bytes). Rows are
+        looked at only once the decoder met one: a clean file pays one comparison a row."""
+        decoded = stray_bytes.decoded
+        for row in rows:
+            if decoded() != before and isinstance(row, SourceRow):
+                yield self._stray_row(row) or row
+            else:
+                yield row
+
+    def _check_header_bytes(self) -> None:
+        """A header naming a column with a stray byte: no row can be read by its names."""
+        for i, column in enumerate(self.columns or ()):
+            if (at := stray_bytes.first_stray(column)) is not None:
+                raise SourceError(
+                    f"{self.name}: header row, column {i + 1}: "
+                    f"{stray_bytes.describe(column, at, self.encoding)}: retype the column's "
+                    "name in the export, or set [source] encoding to the file's encoding"
+                )
+
+    def _stray_row(self, row: SourceRow) -> RowProblem | None:
+        """A row error for a row holding a stray byte, naming its column and the byte."""
+        text = row.raw
+        found: tuple[str | None, str, int] | None = None
+        if text is not None:  # JSONL: the line (a key may hold it too)
+            at = stray_bytes.first_stray(text)
+            found = None if at is None else (None, text, at)
+        else:
+            for name, cell in row.fields.items():
+                at = stray_bytes.first_stray(cell) if isinstance(cell, str) else None
+                if at is not None:
+                    found = (name, cell, at)
+                    break
+        if found is None:
+            return None
+        column, where, spot = found
+        byte = stray_bytes.describe(where, spot, self.encoding)
+        fields = {k: stray_bytes.clean(v) if isinstance(v, str) else v
+                  for k, v in row.fields.items()}  # fmt: skip
+        if text is None:
+            out = io.StringIO()
+            csv.writer(out, delimiter=self.delimiter or ",", lineterminator="").writerow(
+                list(fields.values())
+            )
+            raw = out.getvalue()
+        else:
+            raw = stray_bytes.clean(text)
+        return RowProblem(
+            row.source,
+            row.line,
+            f"{byte}: retype that character in the export (if many rows say so, the "
+            "file is in another encoding: set [source] encoding to it)",
+            column=column,
+            raw=raw,
+            fields=fields if text is None else None,
+        )
 
     def header_hint(self, wanted: Sequence[str] = ()) -> str | None:
         """Why the header may not be what the config expects: it splits better on another

@@ -153,7 +153,16 @@ class SnapshotReader(CountingReader):
 class TextInput:
     """The decoded text of one input plus what is known about its bytes."""
 
-    def __init__(self, name: str, path: str, encoding: str, codec: str, newline: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        path: str,
+        encoding: str,
+        codec: str,
+        newline: str,
+        *,
+        errors: str = "strict",
+    ) -> None:
         self.name = name
         self.encoding = encoding
         """The encoding as configured (named in errors)."""
@@ -177,7 +186,7 @@ class TextInput:
             self.compressed.close()
             raise SourceError(f"{name}: not a gzip file (the name ends in .gz)")
         self.text = io.TextIOWrapper(
-            cast(BinaryIO, data), encoding=codec, errors="strict", newline=newline
+            cast(BinaryIO, data), encoding=codec, errors=errors, newline=newline
         )
 
     def _open_binary(self, path: str) -> BinaryIO:

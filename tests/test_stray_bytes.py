@@ -1,0 +1,88 @@
+"""A byte that does not decode, far down an export whose start reads right: its row's
+error, not the file's. One cp1252 `é` on line 900 of a UTF-8 export stopped every
+nightly import at the same byte, with a byte offset no spreadsheet shows, and the
+advice to read the whole file as cp1254 garbled every other row."""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from tests.support.sandbox_process import Sandbox
+from tests.support.sync import import_file, run_cli, sample_rows, write_config
+
+BAD_LINE = 900  # past the 64 KiB the reader samples for the encoding
+
+
+def _export(path: Path, rows: int = 1000) -> tuple[Path, str]:
+    """A UTF-8 CSV of `rows` distinct visits; line BAD_LINE's note holds a cp1252 byte.
+    Returns the path and that row's key."""
+    columns, sample = sample_rows()
+    base = [r for r in sample if r["clinic"] == "1" and r["status"] != "cancelled"]
+    out = []
+    for i in range(rows):
+        row = dict(base[i % len(base)], appointment_id=f"S-{i:05d}")
+        start = datetime.fromisoformat(row["start"]) + timedelta(days=7 * (i // len(base) + 1))
+        row["start"] = start.isoformat(timespec="minutes")
+        row["notes"] = f"Hasta {i} kontrol için geldi, ödeme alındı"
+        out.append(row)
+    out[BAD_LINE - 2]["notes"] = "kontrol CAFE"
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(out)
+    data = path.read_bytes().replace(b"kontrol CAFE", b"kontrol Caf\xe9")
+    assert data.index(b"\xe9") > 64 * 1024
+    path.write_bytes(data)
+    return path, out[BAD_LINE - 2]["appointment_id"]
+
+
+def test_validate_names_the_line_column_and_byte_and_reads_every_other_row(
+    tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path)
+    export, key = _export(tmp_path / "export.csv")
+    failures = tmp_path / "failures.csv"
+    result = run_cli("validate", str(export), "-c", str(config), "--failures", str(failures))
+    assert result.exit_code == 1, result.output
+    assert "1000 rows, 999 valid, 1 invalid" in result.output
+    [line] = [x for x in result.output.splitlines() if f"export.csv:{BAD_LINE}:" in x]
+    assert "(column 'notes')" in line
+    assert "byte 0xe9 at character 12 is not utf-8 ('é' in cp1252)" in line
+    assert "retype that character in the export" in line
+    assert "Traceback" not in result.output
+    with failures.open(encoding="utf-8", newline="") as fh:
+        [row] = list(csv.DictReader(fh))
+    assert (row["appointment_id"], row["notes"]) == (key, "kontrol Caf\ufffd")
+
+
+def test_import_sends_every_other_row_and_lists_the_one_to_retype(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    config = write_config(tmp_path)
+    export, key = _export(tmp_path / "export.csv")
+    result, summary = import_file(config, sbx, export)
+    assert result.exit_code == 1, result.output  # the invalid row needs a person
+    assert (summary["totals"]["created"], summary["totals"]["invalid"]) == (999, 1)
+    assert len(sbx.appointments()) == 999
+    listed = json.loads(run_cli("worklist", "-c", str(config), "--format", "json").stdout)
+    [item] = listed
+    assert (item["source_key"], item["kind"], item["source_line"]) == (key, "invalid", BAD_LINE)
+    assert "byte 0xe9" in item["reason"] and "column 'notes'" in item["reason"]
+
+
+def test_a_jsonl_line_with_a_stray_byte_is_its_rows_error(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    export, _ = _export(tmp_path / "export.csv")
+    with export.open(encoding="utf-8", errors="surrogateescape", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    lines = [json.dumps(r, ensure_ascii=False) for r in rows]
+    jsonl = tmp_path / "export.jsonl"
+    jsonl.write_bytes("\n".join(lines).encode("utf-8", "surrogateescape") + b"\n")
+    result = run_cli("validate", str(jsonl), "-c", str(config))
+    assert result.exit_code == 1, result.output
+    assert "1000 rows, 999 valid, 1 invalid" in result.output
+    [line] = [x for x in result.output.splitlines() if f"export.jsonl:{BAD_LINE - 1}:" in x]
+    assert "is not utf-8 ('é' in cp1252)" in line
