@@ -326,6 +326,16 @@ def test_dst_gap_and_overlap(
         err = bad(result).errors[0]
         assert err.field == "scheduled_at"
         assert ("twice" in err.message) if "10-25" in wall else ("does not exist" in err.message)
+        # What to write instead, as a person can (not only a mapping setting for all rows).
+        if "10-25" in wall:
+            assert (
+                "write it with its offset, 2026-10-25T02:30:00+02:00 (the first) or "
+                in (err.message)
+                and "2026-10-25T02:30:00+01:00 (the second)" in err.message
+            )
+        else:
+            assert "its clocks skip an hour there" in err.message
+            assert "e.g. 03:30 (2027-03-28T03:30:00+02:00, the same moment" in err.message
     else:
         assert ok(result).payload.to_json_dict()["scheduled_at"] == expected
 

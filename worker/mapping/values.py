@@ -222,9 +222,14 @@ def localise(naive: datetime, zone: tzinfo, ambiguous: Ambiguous, zone_name: str
     if first.utcoffset() == second.utcoffset():
         return first
     wall = naive.strftime("%Y-%m-%d %H:%M")
+    shift = _hours(abs((second.utcoffset() or timedelta()) - (first.utcoffset() or timedelta())))
     if first.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != naive:
+        after = first.astimezone(UTC).astimezone(zone)  # the moment on the clock after it
         raise ValueFail(
-            f"{wall} does not exist in {zone_name} (clocks skip it at a daylight-saving change)",
+            f"{wall} does not exist in {zone_name}: its clocks skip {shift} there (a "
+            "daylight-saving change); check the time with the clinic and write the one "
+            f"meant, e.g. {after:%H:%M} ({after.isoformat()}, the same moment on the clock "
+            "after the change)",
             naive.isoformat(),
         )
     if ambiguous == "earlier":
@@ -232,10 +237,20 @@ def localise(naive: datetime, zone: tzinfo, ambiguous: Ambiguous, zone_name: str
     if ambiguous == "later":
         return second
     raise ValueFail(
-        f"{wall} happens twice in {zone_name} (daylight-saving change); set "
-        'ambiguous = "earlier" or "later" in the mapping to choose',
+        f"{wall} happens twice in {zone_name} (its clocks go back {shift} there, a "
+        f"daylight-saving change): write it with its offset, {first.isoformat()} (the "
+        f'first) or {second.isoformat()} (the second); or set ambiguous = "earlier" or '
+        '"later" in the mapping for every such row',
         naive.isoformat(),
     )
+
+
+def _hours(delta: timedelta) -> str:
+    """``1:00:00`` -> ``an hour``; ``0:30:00`` -> ``30 minutes`` (Lord Howe)."""
+    minutes = round(delta.total_seconds() / 60)
+    if minutes == 60:
+        return "an hour"
+    return f"{minutes // 60} hours" if minutes % 60 == 0 else f"{minutes} minutes"
 
 
 def to_utc(naive: datetime, zone: tzinfo, ambiguous: Ambiguous, zone_name: str) -> datetime:
