@@ -156,9 +156,10 @@ def test_the_nightly_loop_clears_its_exit_code_and_trusts_no_truncated_export(
     assert (dup["source_file"], dup["source_line"]) == (str(export), len(rows) + 1)
     assert by_key[(names["refused"], "failed")]["field"] == "user_id"
     assert by_key[(names["bad_date"], "invalid")]["local_time"] is None
-    assert by_key[(names["refused"], "failed")]["local_time"] == rows[4]["start"][:16].replace(
-        "T", " "
-    )  # the clinic's wall clock, as the export gave it
+    assert (
+        by_key[(names["refused"], "failed")]["local_time"]
+        == rows[4]["start"][:16].replace("T", " ") + " +03:00"
+    )  # the clinic's wall clock, as the export gave it, with its offset
     # report --failures lists the duplicate too (issue 18, item 9)
     fails = tmp_path / "failures.csv"
     worker("report", "-c", str(config), "--failures", str(fails), check=0)

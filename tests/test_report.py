@@ -264,3 +264,7 @@ def test_a_run_records_its_config_absolute_and_the_page_says_when_it_cannot_read
     made = run_cli("report", "--ledger", ledger, "--html", str(page))
     assert made.exit_code == 0, made.output
     assert f"warning: the run's config {config} cannot be read from here" in made.output
+    # Not "UTC" as the clinic's zone: the page does not know it, and says so.
+    tenants = re.search(r'<table id="tenants">.*?</table>', page.read_text(encoding="utf-8"), re.S)
+    assert tenants is not None and "<td>not known (no config)</td>" in tenants.group(0)
+    assert "<td>UTC</td>" not in tenants.group(0)

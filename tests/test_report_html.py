@@ -266,9 +266,11 @@ def test_times_are_the_clinics_local_times(nights: Nights, tmp_path: Path) -> No
         day, month, year = rows[key]["Tarih"].split(".")
         date, time = f"{year}-{month}-{day}", rows[key]["Saat"]
         # The ledger holds UTC (Berlin and Athens are 1-3 hours ahead): the page shows the
-        # time the export had, in the row's own cell (date and time each kept whole).
+        # time the export had, in the row's own cell (date and time each kept whole), with
+        # the clinic's offset (on the night the clocks go back, 02:30 is two moments).
         cell = (
-            rf'<td class="tok"><span class="nw">{date}</span> <span class="nw">{time}</span></td>'
+            rf'<td class="tok"><span class="nw">{date}</span> <span class="nw">{time}</span> '
+            r'<span class="nw">\+0[23]:00</span></td>'
         )
         assert re.search(rf"<th scope=\"row\">{key}</th>{cell}", html), key
 

@@ -228,7 +228,7 @@ def test_a_changed_row_that_changes_back_resolves_itself(tmp_path: Path, sbx: Sa
     [item] = items(config)
     assert (item["kind"], item["source_key"]) == ("changed", rows[1]["appointment_id"])
     assert '16:45 +03:00"' in item["local_diff"]  # the clinic's wall clock, with its offset
-    assert item["local_time"] == rows[1]["start"][:16].replace("T", " ")  # what was created
+    assert item["local_time"] == rows[1]["start"][:16].replace("T", " ") + " +03:00"  # created
     result, s3 = import_file(config, sbx, export(tmp_path, "n3.csv", rows))
     assert result.exit_code == 0, result.output
     assert s3["worklist"] == {"new": 0, "open": 0, "acknowledged": 0}

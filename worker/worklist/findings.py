@@ -114,8 +114,10 @@ def local_diff(changes: dict[str, list[Any]], zone: str) -> str:
 
 
 def _when(entry: Entry, zone: str) -> str | None:
+    # With its offset: on the night the clocks go back, 02:30 is two moments, and a
+    # worklist names several clinics' rows.
     payload = entry.payload
-    return local_time(payload.get("scheduled_at"), zone) if payload else None
+    return local_clock(payload.get("scheduled_at"), zone) if payload else None
 
 
 def from_entry(

@@ -226,7 +226,8 @@ class _TenantScan:
                 tenant=self.lane.id,
                 appointment_id=resource.id,
                 scheduled_at=moment.astimezone(UTC),
-                local_time=f"{local:%Y-%m-%d %H:%M} {self.zone.key}",
+                # The offset too: on the night the clocks go back, 02:30 is two moments.
+                local_time=f"{local:%Y-%m-%d %H:%M} {_offset(local)} {self.zone.key}",
                 created_at=resource.created_at,
                 reason=_why(resource, refs),
                 rows=tuple(r.source_key for r in refs),
@@ -286,3 +287,8 @@ async def find_orphans(
 
 
 __all__ = ["API_MADE", "Orphan", "OrphanScan", "OrphanTally", "find_orphans"]
+
+
+def _offset(moment: datetime) -> str:
+    text = moment.strftime("%z")
+    return f"{text[:3]}:{text[3:]}"

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
-from zoneinfo import ZoneInfo
 
 from worker import worklist
 from worker.commands.importing.import_result import (
@@ -51,6 +50,7 @@ from worker.exitcodes import ExitCode
 from worker.ledger import Entry, Ledger, Run, RunStatus, Status
 from worker.ledger.crypto import configured_key
 from worker.ledger.target import LedgerTarget, describe, find_ledger_target, is_url
+from worker.worklist.findings import local_clock
 
 EMBED_LIMIT = 5_000
 """At most this many worklist items are embedded in the page (the rest: `report --failures`)."""
@@ -105,7 +105,8 @@ async def collect_page(options: HtmlOptions) -> ReportPage:
             # Names, zones and rates come from the config: said, not silently UTC.
             sys.stderr.write(
                 f"warning: the run's config {run.config_path} cannot be read from here: "
-                "the page shows times in UTC and no clinic names; pass -c CONFIG\n"
+                "the page names no clinic or time zone, and shows times with their offsets "
+                "(UTC where it does not know the zone); pass -c CONFIG\n"
             )
         glance = _run_glance(run) if run is not None else None
         work = PageWorklist(all_runs, config, options)
@@ -143,6 +144,10 @@ async def collect_page(options: HtmlOptions) -> ReportPage:
     finally:
         await ledger.close()
     return page
+
+
+NO_ZONE = "not known (no config)"
+"""A tenant's zone on a page written without its config."""
 
 
 def _recorded_config(run: Run | None) -> Config | None:
@@ -232,7 +237,8 @@ def _tenants(
             TenantGlance(
                 tenant=tenant,
                 name=(section.name if section and section.name else f"tenant {tenant}"),
-                timezone=config.timezone_for(tenant) if config else "UTC",
+                # Not "UTC": the worklist's times were recorded in the clinic's zone.
+                timezone=config.timezone_for(tenant) if config else NO_ZONE,
                 read=c.get("read", 0),
                 created=c.get("created", 0),
                 adopted=c.get("adopted", 0),
@@ -366,12 +372,11 @@ def _in_flight_text(rows: int) -> str:
 
 
 def _local_time(payload: dict[str, Any] | None, zone: str | None) -> str:
-    when = _when(str(payload.get("scheduled_at"))) if payload else None
-    if when is None:
+    """The clinic's wall clock with its offset, as the worklist shows it (UTC, said so,
+    when no config names the zone)."""
+    if not payload or _when(str(payload.get("scheduled_at"))) is None:
         return ""
-    if zone is None:
-        return when.strftime("%Y-%m-%d %H:%M UTC")
-    return when.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M")
+    return local_clock(payload.get("scheduled_at"), zone or "UTC") or ""
 
 
 @dataclass(frozen=True, slots=True)
