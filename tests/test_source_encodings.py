@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.support.encodings import ASCII_HEADER, HEADERS, SINGLE_BYTE, Export, corpus
+from tests.support.encodings import (
+    ASCII_HEADER,
+    HEADERS,
+    SINGLE_BYTE,
+    Export,
+    corpus,
+    export_text,
+)
 from worker.cli import cli
 
 EXPORTS = corpus()
@@ -176,6 +183,26 @@ def test_auto_reads_german_and_french_names_together_as_a_western_code_page(
     assert "Lefèvre" not in err and "Lefčvre" not in err
     values = {e["value"] for e in json.loads(report.read_text(encoding="utf-8"))["errors"]}
     assert values == {"Jürgen Müller", "François Lefèvre", "Ärger Öl"}
+
+
+@pytest.mark.parametrize("language", ["de", "fr", "es"])
+def test_auto_reads_excel_for_mac_csv_as_mac_roman(tmp_path: Path, language: str) -> None:
+    # Excel for Mac's "CSV (Macintosh)": Mac Roman, lines ended by a CR alone. Read as
+    # cp1250 with no warning, 'Müller' reached Flextell as 'Mźller'.
+    plain = export_text(language, ascii_header=False)
+    text = plain.replace("\r\n", "\n").replace("\n", "\r")
+    export = Export(language, "mac_roman", False, text)
+    code, err, report = validate(tmp_path, export, "auto")
+    assert code == 1, err  # the patient column is no id: its values are in the report
+    assert "read as mac_roman" in err and "'CSV (Macintosh)'" in err, err
+    values = {e["value"] for e in json.loads(report.read_text(encoding="utf-8"))["errors"]}
+    assert values == patients(Export(language, "utf-8", False, plain))
+
+
+def test_a_western_export_with_cr_line_ends_is_not_taken_for_mac_roman(tmp_path: Path) -> None:
+    text = export_text("de", ascii_header=False).replace("\r\n", "\n").replace("\n", "\r")
+    code, err, _ = validate(tmp_path, Export("de", "cp1252", False, text), "auto")
+    assert "read as cp1252" in err, err
 
 
 @pytest.mark.parametrize("declared", ["cp1254", "utf-8"])

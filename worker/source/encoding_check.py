@@ -31,6 +31,10 @@ LINES_SHOWN = 3
 
 CANDIDATES = ("cp1252", "cp1254", "cp1250", "latin-1", "iso-8859-9", "iso-8859-2")
 """The code pages exports come in, in order of preference when two read the same."""
+MAC = "mac_roman"
+"""Excel for Mac's "CSV (Macintosh)": Mac Roman, every line ended by a CR alone. Only a
+file whose lines end so is read for it (first, when readings tie): as cp1250, its ü is
+ź and Müller reached Flextell as Mźller, a Polish name."""
 
 _LETTERS = {
     "Turkish": "çğıöşüâîû",
@@ -67,6 +71,7 @@ _FAMILY_OF = {
     "cp1252": "Western European", "latin-1": "Western European",
     "cp1254": "Turkish and Western European", "iso-8859-9": "Turkish and Western European",
     "cp1250": "Central European", "iso-8859-2": "Central European",
+    MAC: "Western European",
 }  # fmt: skip
 _FAMILY_ALPHABETS = {
     family: frozenset().union(*(_ALPHABETS[lang] for lang in langs))
@@ -144,10 +149,15 @@ def _utf8(sample: bytes) -> str | None:
         return None
 
 
+def mac_lines(sample: bytes) -> bool:
+    """Lines ended by a CR alone, never a LF: a classic Mac file (see MAC)."""
+    return b"\r" in sample and b"\n" not in sample
+
+
 def _readings(sample: bytes) -> list[Reading]:
     """Every candidate code page's reading, best first (ties keep the preference order)."""
     out = []
-    for enc in CANDIDATES:
+    for enc in (MAC, *CANDIDATES) if mac_lines(sample) else CANDIDATES:
         try:
             out.append(score(sample.decode(enc), enc))
         except UnicodeDecodeError:
@@ -212,6 +222,8 @@ def pick_auto(sample: bytes, name: str) -> EncodingNote:
                 f"; as {runner.encoding} only {runner.fitting} would be"
                 f"{_example(best.text, runner.text)}"
             )
+        if best.encoding == MAC:
+            why += "; its lines end in a CR alone, as Excel for Mac's 'CSV (Macintosh)' writes"
         return EncodingNote(best.encoding, f"{prefix} read as {best.encoding} ({why})")
     return _family_pick(readings, sample, prefix) or _detector_pick(sample, prefix)
 
