@@ -134,6 +134,20 @@ def test_a_title_line_with_the_delimiter_in_it_names_the_header_line_to_set(
     assert "line 2 holds those column names: set [source] header_row = 2" in err
 
 
+def test_a_group_row_above_the_header_names_the_header_line_to_set(tmp_path: Path) -> None:
+    """A group row ("Randevu;;Kayıt;") above the header: the error asked to name the empty
+    cells of that row, the wrong line; the same layout in a workbook named row 2."""
+    code, _, err = validate(tmp_path, "", b"Randevu;;Kay\xc4\xb1t;\r\n" + EXPORT.encode())
+    assert code == 2
+    assert "line 1: header row: empty column name in column 2; line 2 has a name in each " in err
+    assert "('No', 'Şube', 'Hasta', ...): [source] header_row = 2?" in err
+    # As named, it reads.
+    code, out, err = validate(
+        tmp_path, "header_row = 2", b"Randevu;;Kay\xc4\xb1t;\r\n" + EXPORT.encode()
+    )
+    assert "2 rows, 1 valid, 1 invalid" in out, (out, err)
+
+
 def test_with_header_row_set_the_failures_file_reads_back_for_the_fix(tmp_path: Path) -> None:
     """The fix loop with header_row = 2: the failures file's header is its line 1."""
     data = b"Randevu raporu; 01.12.2026\r\n" + EXPORT.encode()

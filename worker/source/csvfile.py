@@ -17,7 +17,7 @@ from worker.errors import SourceError
 from worker.logs import get_logger
 from worker.source.invisible import invisible_in
 from worker.source.lines import Event, LineFeed
-from worker.source.options import DELIMITERS
+from worker.source.options import DELIMITERS, setting
 from worker.source.rows import RowProblem, SourceRow
 from worker.source.stream import READ_ERRORS
 
@@ -157,6 +157,10 @@ def _record_text(lines: list[str]) -> str | None:
     return _truncate(text.rstrip("\r\n"))
 
 
+GROUPED_HEADER_LINES = 8
+"""How far down a header under a group row is looked for (init looks as far)."""
+
+
 class CsvRows:
     """Rows of one CSV input; reads the header on construction."""
 
@@ -170,10 +174,13 @@ class CsvRows:
         *,
         header_line: int | None = None,
         given: str | None = None,
+        from_cli: bool = False,
     ) -> None:
         """`header_line`: the header's line, records above it are skipped (titles);
-        `given`: how messages name the setting it came from, when a person set it."""
+        `given`: how messages name the setting it came from, when a person set it;
+        `from_cli`: settings are named as options (a command without a config)."""
         self.name = name
+        self._from_cli = from_cli
         self._header_line = header_line or 0
         self._given = given
         self._translate = translate
@@ -246,11 +253,34 @@ class CsvRows:
 
     def _check_header(self, columns: list[str], line: int) -> None:
         if problems := header_problems(columns):
+            below = None if self._given is not None else self._full_names_below(line)
+            if below is not None:
+                # A group row above the header ("Randevu;;;Zaman;;"): renaming cells of
+                # the wrong line was the advice.
+                number, names = below
+                shown = ", ".join(repr(n) for n in names[:3]) + (", ..." if len(names) > 3 else "")
+                raise SourceError(
+                    f"{self.name}: line {line}: header row: {'; '.join(problems)}; line "
+                    f"{number} has a name in each column ({shown}): "
+                    f"{setting('header_row', number, from_cli=self._from_cli)}?"
+                )
             raise SourceError(
                 f"{self.name}: line {line}: header row: {'; '.join(problems)} "
                 "(every column needs a unique, non-empty, visible name: name or rename "
                 "them in the export's header row, e.g. 'Not 2')"
             )
+
+    def _full_names_below(self, line: int) -> tuple[int, list[str]] | None:
+        """The first of the next lines (up to line 8, in the sample) naming every column
+        of three or more, each once: the header under a group or title row."""
+        lines = self._feed.sample.splitlines()[line : max(line, GROUPED_HEADER_LINES)]
+        for number, text in enumerate(lines, line + 1):
+            cells = [c.strip() for c in next(csv.reader([text], delimiter=self.delimiter), [])]
+            while cells and not cells[-1]:
+                cells.pop()
+            if len(cells) >= 3 and not header_problems(cells):
+                return number, cells
+        return None
 
     def __iter__(self) -> Iterator[SourceRow | RowProblem]:
         name = self.name

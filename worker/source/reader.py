@@ -268,6 +268,7 @@ class Source:
                 given=None if given is None else setting(
                     "header_row", given, from_cli=options.from_cli
                 ),
+                from_cli=options.from_cli,
             )  # fmt: skip
             if given is None and header_line is not None:
                 self.titles_above = header_line
