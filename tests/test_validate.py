@@ -33,6 +33,22 @@ def test_clean_samples_are_valid(name: str) -> None:
     assert "300 rows, 300 valid, 0 invalid" in out
 
 
+def test_times_read_in_utc_for_want_of_a_zone_are_said_offline(tmp_path: Path) -> None:
+    """No zone anywhere: naive times were read in UTC (Kolkata's 11:30 sent as 11:30Z)
+    with no word; offline, nothing checked the zone against Flextell's."""
+    text = (ROOT / "config" / "demo.toml").read_text(encoding="utf-8")
+    bare = re.sub(r"(?m)^timezone = .*$", "", text)
+    assert "timezone" not in bare.split("[mapping]")[0]
+    (tmp_path / "bare.toml").write_text(bare, encoding="utf-8")
+    code, out, err = run(
+        str(ROOT / "samples" / "appointments.csv"), "-c", str(tmp_path / "bare.toml")
+    )
+    assert code == 0, out
+    assert "warning: tenant 1, 2: times without an offset are read in UTC, the default" in err
+    code, out, err = run(str(ROOT / "samples" / "appointments.csv"), "--config", DEMO)
+    assert "read in UTC" not in err
+
+
 def test_messy_sample_lists_bad_rows_by_line_and_field(tmp_path: Path) -> None:
     report = tmp_path / "report.json"
     code, out, _ = run(

@@ -258,6 +258,23 @@ def source_options(cfg: Config, fmt: str | None, mapper: Mapper | None = None) -
     )
 
 
+def _zone_notes(cfg: Config, opts: ValidateOptions) -> list[str]:
+    """Tenants whose naive times are read in UTC only because no zone is configured:
+    said, since offline nothing checks the zone against Flextell's (`import` does)."""
+    if "timezone" in cfg.api.model_fields_set or opts.online:
+        return []
+    bare = sorted(t for t, section in cfg.tenants.items() if not section.timezone)
+    if not bare:
+        return []
+    named = ", ".join(map(str, bare))
+    return [
+        f"tenant {named}: times without an offset are read in UTC, the default: neither "
+        "[api] timezone nor [tenants.N] timezone is set (validate offline does not check "
+        "the clinic's zone; `import` and `validate --online` refuse one Flextell does not "
+        "give the tenant)"
+    ]
+
+
 def validate_file(opts: ValidateOptions) -> ValidateSummary:
     """Map and validate every row of ``opts.file``; write the report and failures if asked."""
     cfg = load_config(opts.config_path)
@@ -272,7 +289,7 @@ def validate_file(opts: ValidateOptions) -> ValidateSummary:
     with ExitStack() as stack:
         src = stack.enter_context(open_source(opts.file, source_options(cfg, opts.format, mapper)))
         summary.source, summary.format = src.name, src.format
-        for note in [*mapper.notes, *src.notes]:
+        for note in [*mapper.notes, *src.notes, *_zone_notes(cfg, opts)]:
             summary.warnings.append(note)
             sys.stderr.write(f"warning: {note}\n")
         if src.columns is not None:
