@@ -669,6 +669,23 @@ def test_a_duplicate_keys_row_imported_back_from_the_worklist_stays_a_duplicate(
     assert dup["reason"].startswith("skipped: an earlier row of this export has the same")
 
 
+def test_a_created_row_made_invalid_says_its_appointment_stands(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """A created row whose next version is invalid (a date the clocks skip): the item
+    gave only the date's error, and nothing said the visit was booked already."""
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    rows = [dict(r) for r in sample[:3]]
+    assert import_file(config, sbx, export(tmp_path, "n1.csv", rows))[0].exit_code == 0
+    [made] = [a["id"] for a in sbx.appointments() if a["description"] == rows[1]["notes"]]
+    rows[1]["start"] = "not a date"
+    assert import_file(config, sbx, export(tmp_path, "n2.csv", rows))[0].exit_code == 1
+    [item] = items(config)
+    assert (item["source_key"], item["kind"]) == (rows[1]["appointment_id"], "invalid")
+    assert f"this row was created before (appointment {made} stands in Flextell" in item["reason"]
+
+
 @pytest.mark.parametrize("between", [0, 510], ids=["same-batch", "later-batch"])
 def test_a_reused_key_whose_new_visit_comes_first_is_the_duplicate_not_a_change(
     tmp_path: Path, sbx: Sandbox, between: int

@@ -210,9 +210,16 @@ def invalid_over_created(
     field: str | None,
     reason: str,
     columns: Columns = None,
+    appointment: int | None = None,
 ) -> Finding:
     """A row created before whose version in this export is invalid (the ledger keeps
-    the created appointment, so only the reader sees the problem)."""
+    the created appointment, so only the reader sees the problem). The reason says the
+    appointment stands: booked again by hand, the visit would be in Flextell twice."""
+    made = f"appointment {appointment}" if appointment is not None else "its appointment"
+    reason = (
+        f"{reason}; this row was created before ({made} stands in Flextell, as first "
+        "sent): fix the row in the export, then apply what changed in Flextell by hand"
+    )
     return Finding(tenant=tenant, source_key=key, kind=Kind.INVALID, reason=reason,
                    **content_hashes(source_row, columns=columns), source_file=source_file,
                    source_line=line, field=field, source_row=source_row)  # fmt: skip

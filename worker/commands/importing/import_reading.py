@@ -331,6 +331,7 @@ class RowReader:
                             source_row=_source_row_json(item),
                             field=first.field if first else None, reason=message,
                             columns=self.columns,
+                            appointment=entry.appointment_id if entry is not None else None,
                         )
                     )  # fmt: skip
                 seen.append(
