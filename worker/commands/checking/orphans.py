@@ -1,10 +1,14 @@
-"""`verify --orphans`: appointments the API made that no ledger row owns.
+"""`verify --orphans`: appointments the API made that no ledger row owns, and bookings
+made by hand that book a row's visit a second time.
 
 For each tenant of the ledger: the local days from its earliest to its latest
 row instant; the calendar of those days; a GET of every calendar appointment
 that no ledger row owns, to read its ``creation_type``. ``"api"`` (what the API
 answers for a POST) is an orphan; any other value is a booking made in
-Flextell's own screens and is left alone. The ledger is read again after the
+Flextell's own screens and is left alone, unless it holds the slot with the same
+customer, doctor, instant and treatments as a row's own appointment (booked twice: a
+hand booking made while an import ran, after its calendar was read). The ledger is
+read again after the
 calendar, so an appointment recorded meanwhile is not called an orphan.
 """
 
@@ -25,6 +29,7 @@ from worker.compare import identity_key, resource_values
 from worker.config import Config
 from worker.contract import API_MADE, AppointmentResource
 from worker.delivery import AuthGuard, LaneBuilder, LaneStopped, TenantLane
+from worker.delivery.decide import FREES_THE_SLOT
 from worker.ledger import Entry, Ledger
 
 CALENDAR_DAYS = 31
@@ -74,6 +79,8 @@ class _RowRef:
     line: int | None
     status: str
     appointment_id: int | None
+    frees_the_slot: bool = False
+    """The row's payload is cancelled or rejected: its visit does not hold the slot."""
 
 
 @dataclass(slots=True)
@@ -122,7 +129,9 @@ async def _rows_at(ledger: Ledger, tenant: int, keys: set[str]) -> dict[str, lis
         payload = entry.payload
         key = identity_key(payload) if payload is not None else None
         if key in keys:
-            ref = _RowRef(entry.source_key, entry.source_line, entry.status, entry.appointment_id)
+            frees = payload is not None and payload.get("status") in FREES_THE_SLOT
+            ref = _RowRef(entry.source_key, entry.source_line, entry.status,
+                          entry.appointment_id, frees)  # fmt: skip
             found[key].append(ref)
     return found
 
@@ -161,6 +170,21 @@ def _why(resource: AppointmentResource, refs: list[_RowRef]) -> str:
     )
 
 
+def _twice(resource: AppointmentResource, holders: list[_RowRef]) -> str:
+    """A booking made by hand, owned by no row, beside rows' own of the same visit."""
+    shown = ", ".join(
+        f"{r.source_key} ({f'line {r.line}, ' if r.line is not None else ''}owns "
+        f"{r.appointment_id})"
+        for r in holders[:3]
+    )
+    return (
+        f'booked by hand in Flextell (creation_type "{resource.creation_type}"), owned by no '
+        f"ledger row, with the same customer, doctor, instant and treatments as {shown}: the "
+        "visit is booked twice; cancel the one not wanted in Flextell (if it is the row's, "
+        "`relink` the row to this one)"
+    )
+
+
 class _TenantScan:
     def __init__(self, lane: TenantLane, config: Config, scan: OrphanScan) -> None:
         self.lane = lane
@@ -194,8 +218,11 @@ class _TenantScan:
             start = stop + timedelta(days=1)
         return found
 
-    async def judge(self, appointment_id: int, made: list[AppointmentResource]) -> None:
-        """GET one unowned appointment: count a by-hand one, keep an API-made one in `made`."""
+    async def judge(
+        self, appointment_id: int, made: list[AppointmentResource], hand: list[AppointmentResource]
+    ) -> None:
+        """GET one unowned appointment: count a by-hand one (kept in `hand` when it holds
+        its slot), keep an API-made one in `made`."""
         result: Result = await read_with_retries(
             self.lane,
             self.guard,
@@ -214,10 +241,14 @@ class _TenantScan:
             return
         if kind != API_MADE:
             self.tally.by_hand += 1
+            if resource.status not in FREES_THE_SLOT:
+                hand.append(resource)
             return
         made.append(resource)
 
-    def orphan(self, resource: AppointmentResource, refs: list[_RowRef]) -> None:
+    def orphan(
+        self, resource: AppointmentResource, refs: list[_RowRef], *, reason: str | None = None
+    ) -> None:
         moment = _aware(resource.scheduled_at)
         local = moment.astimezone(self.zone)
         self.tally.orphans += 1
@@ -229,7 +260,7 @@ class _TenantScan:
                 # The offset too: on the night the clocks go back, 02:30 is two moments.
                 local_time=f"{local:%Y-%m-%d %H:%M} {_offset(local)} {self.zone.key}",
                 created_at=resource.created_at,
-                reason=_why(resource, refs),
+                reason=reason or _why(resource, refs),
                 rows=tuple(r.source_key for r in refs),
             )
         )
@@ -249,10 +280,11 @@ class _TenantScan:
         self.tally.owned = len(listed) - len(unowned)
         todo = iter(unowned)
         made: list[AppointmentResource] = []
+        hand: list[AppointmentResource] = []
 
         async def work() -> None:
             for appointment_id in todo:  # one iterator shared: each id judged once
-                await self.judge(appointment_id, made)
+                await self.judge(appointment_id, made, hand)
 
         done = await asyncio.gather(
             *(work() for _ in range(self.lane.tenant.concurrency)), return_exceptions=True
@@ -262,10 +294,17 @@ class _TenantScan:
                 raise outcome
         # The rows at the orphans' identities say why each is one (a third, narrow read:
         # no per-row index of the whole ledger is kept in memory).
-        keys = {identity_key(resource_values(r)) for r in made}
+        keys = {identity_key(resource_values(r)) for r in (*made, *hand)}
         refs = await _rows_at(ledger, self.lane.id, keys)
         for resource in made:
             self.orphan(resource, refs.get(identity_key(resource_values(resource)), []))
+        for resource in hand:
+            # Beside a row's own appointment of the same visit: the patient is booked twice
+            # (a booking made by hand while the import ran, after its calendar was read).
+            same = refs.get(identity_key(resource_values(resource)), [])
+            holders = [r for r in same if r.appointment_id is not None and not r.frees_the_slot]
+            if holders:
+                self.orphan(resource, holders, reason=_twice(resource, holders))
 
 
 async def find_orphans(
