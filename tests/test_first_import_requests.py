@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from tests.support.importing import (
 from tests.test_delivery_identity import _create_by_hand
 from worker.api.auth import StaticToken
 from worker.api.client import FlextellClient
-from worker.delivery.calendar import CalendarWindow, CalendarWindows
+from worker.delivery.calendar import FRESH_SECONDS, CalendarWindow, CalendarWindows
 from worker.delivery.lane import A
 
 # Process-level drills: real worker and sandbox processes (`make test-fast` leaves them out).
@@ -161,8 +162,8 @@ async def test_rows_of_one_month_share_one_read_that_keeps_its_send_time(
         made = await _create_by_hand(sb.url, row)
         client = FlextellClient(session, sb.url + "/api", StaticToken(TOKEN_ALL))
         pacer = _Admit()
-        clock = iter([1000.0, 2000.0, 3000.0])
-        windows = CalendarWindows(client, pacer, row.tenant, wall=lambda: next(clock))
+        now = [1000.0]
+        windows = CalendarWindows(client, pacer, row.tenant, wall=lambda: now[0])
         day = datetime.fromisoformat(row.utc.replace("Z", "+00:00")).date()
         windows.ahead(day)
         got = await asyncio.gather(*(windows.window(day + timedelta(days=d)) for d in range(5)))
@@ -172,3 +173,16 @@ async def test_rows_of_one_month_share_one_read_that_keeps_its_send_time(
         assert first.sent_at == 1000.0  # the wall time its request left, for later judges
         assert (first.first, first.last) == (date(2026, 11, 30), date(2027, 1, 1))
         assert [made] == [i for ids in first.slots.values() for i in ids]
+
+        # Staff book a visit by hand while the import runs: a window answers for
+        # FRESH_SECONDS from its read, then the next row waits for one new read.
+        later = await _create_by_hand(sb.url, replace(row, local=row.local + timedelta(hours=2)))
+        now[0] = 1000.0 + FRESH_SECONDS
+        assert await windows.window(day) is first and pacer.calls == 1
+        now[0] = 1000.0 + FRESH_SECONDS + 0.5
+        again = await asyncio.gather(*(windows.window(day) for _ in range(3)))
+        assert pacer.calls == 2  # one new read for the three rows
+        fresh = again[0]
+        assert isinstance(fresh, CalendarWindow) and all(g is fresh for g in again)
+        assert fresh.sent_at == now[0]
+        assert {made, later} == {i for ids in fresh.slots.values() for i in ids}

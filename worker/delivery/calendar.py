@@ -12,8 +12,10 @@ day may straddle UTC midnight), once per tenant and month:
 
 A window keeps the wall time its first request was sent (`sent_at`): it shows
 what existed then, so it answers only rows never sent (their own appointment
-cannot be in Flextell yet). A slot search after a lost answer reads afresh, never
-from here. Only the last `keep` windows stay in memory.
+cannot be in Flextell yet), and only for `fresh` seconds from then (staff book by
+hand while an import runs): a row that finds it older waits for one new read. A
+slot search after a lost answer reads afresh, never from here. Only the last
+`keep` windows stay in memory.
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ from worker.delivery.slot_search import Pacer, payload_of
 PER_PAGE = 100
 MAX_PAGES = 200
 KEEP_WINDOWS = 24
+FRESH_SECONDS = 60.0
+"""How long a window answers for: a row judged on an older one waits for a new read. Staff
+book by hand while an import runs; read once a run, a month judged rows sent 17 minutes
+later at 60 requests a minute, and their visits, booked meanwhile, were booked again. At
+that rate a month in use is read once a minute more: about 2 % of the requests."""
 _DAY = timedelta(days=1)
 
 Span = tuple[date, date]
@@ -97,12 +104,14 @@ class CalendarWindows:
         *,
         wall: Callable[[], float],
         keep: int = KEEP_WINDOWS,
+        fresh: float = FRESH_SECONDS,
     ) -> None:
         self.client = client
         self.pacer = pacer
         self.tenant = tenant
         self.wall = wall
         self.keep = keep
+        self.fresh = fresh
         self.narrow = False
         """Set once the server refused a month's range: read 3 days at a time."""
         self._reads: OrderedDict[Span, asyncio.Task[CalendarWindow | str]] = OrderedDict()
@@ -111,22 +120,27 @@ class CalendarWindows:
         return narrow_span(day) if self.narrow else month_span(day)
 
     def ahead(self, day: date) -> None:
-        """Start reading the window of `day` unless it is read or being read."""
+        """Start reading the window of `day` unless it is being read or read recently."""
         self._read(self.span(day))
 
     async def window(self, day: date) -> CalendarWindow | str:
-        """The window holding `day` (read now, or joined, or kept), or why it cannot be read."""
-        for _ in range(2):  # a second time when a month was refused and the span narrowed
+        """The window holding `day` (read now, or joined, or kept while fresh), or why it
+        cannot be read."""
+        for _ in range(3):  # again when a month was refused, or a read came back stale
             span = self.span(day)
             task = self._read(span)
             # Most rows find their month read already: no waiting, no shield to build.
             got = task.result() if task.done() else await asyncio.shield(task)
             if isinstance(got, CalendarWindow):
-                return got
+                if not self._stale(got):
+                    return got
+                continue  # waited on a read that left too long ago (a slow one): again
             if self._reads.get(span) is task:
                 del self._reads[span]  # an error is not kept: the next row reads again
             if span == self.span(day):
                 return got
+        if isinstance(got, CalendarWindow):  # every read took longer than `fresh`
+            return f"the calendar's reads take longer than {self.fresh:g}s: not trusted"
         return got
 
     async def holds(self, instant: datetime) -> bool | str:
@@ -145,9 +159,13 @@ class CalendarWindows:
             task.cancel()
         self._reads.clear()
 
+    def _stale(self, window: CalendarWindow) -> bool:
+        # On the window's own evidence: when its first request left, not when it ended.
+        return self.wall() - window.sent_at > self.fresh
+
     def _read(self, span: Span) -> asyncio.Task[CalendarWindow | str]:
         task = self._reads.get(span)
-        if task is not None:
+        if task is not None and not (task.done() and self._stale_result(task)):
             self._reads.move_to_end(span)
             return task
         task = asyncio.create_task(self._fetch(span), name=f"calendar-{self.tenant}-{span[0]}")
@@ -193,6 +211,10 @@ class CalendarWindows:
             if page >= MAX_PAGES:
                 return f"calendar {first}..{last} has more than {MAX_PAGES} pages"
             page += 1
+
+    def _stale_result(self, task: asyncio.Task[CalendarWindow | str]) -> bool:
+        got = None if task.cancelled() or task.exception() else task.result()
+        return isinstance(got, CalendarWindow) and self._stale(got)
 
 
 def _retrieve(task: asyncio.Task[CalendarWindow | str]) -> None:
