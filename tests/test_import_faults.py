@@ -155,6 +155,10 @@ async def test_401_stops_that_tenant_only(sandbox_factory: SandboxFactory, tmp_p
         ("drop_after_commit", {}),
         ("malformed_after_commit", {}),
         ("slow_after_commit", {"slow_seconds": 2.0}),
+        # A gateway's 503 (Envoy's, the upstream's connection ended) after the create
+        # committed: taken for the API's own 503 (refused before work), it was resent and
+        # booked every such row twice.
+        ("gateway503_after_commit", {}),
     ],
 )
 async def test_lost_answers_after_commit_end_without_duplicates(

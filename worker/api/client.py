@@ -113,6 +113,14 @@ class JsonResult(Answer):
     field_errors: dict[str, list[str]] = field(default_factory=dict)
 
 
+def _api_answer(body: bytes) -> bool:
+    """Whether an error body is the API's own JSON object (Laravel's `{"message": ...}`)."""
+    try:
+        return isinstance(json.loads(body), dict)
+    except (ValueError, UnicodeDecodeError):
+        return False
+
+
 def classify_status(status: int, *, missing: Outcome = Outcome.REJECTED) -> Outcome:
     """The outcome of a non-2xx status; `missing` is what a 404 means for this call."""
     if status in (401, 403):
@@ -434,6 +442,10 @@ class FlextellClient:
         if isinstance(sent, _Response) and _misrouted(sent):
             result = self._error_result(sent, Outcome.MISROUTED, time.perf_counter() - started)
             return result
+        if isinstance(sent, _Response) and sent.status == 503 and not _api_answer(sent.body):
+            # Not the API's own 503 (maintenance: refused before any work) but a gateway's,
+            # such as Envoy's when the upstream's connection ended: the POST may have landed.
+            return self._error_result(sent, Outcome.UNKNOWN, time.perf_counter() - started)
         return self._appointment_result(sent, Outcome.CREATED, Outcome.REJECTED, started, full=full)
 
     async def get_appointment(self, tenant: int, appointment_id: int) -> Result:

@@ -21,6 +21,14 @@ HTML_502 = (
 )
 
 
+GATEWAY_503 = (
+    "upstream connect error or disconnect/reset before headers. "
+    "reset reason: connection termination"
+)
+"""What Envoy (Istio's gateway) answers when the upstream's connection ends before its
+answer: the request may well have been processed."""
+
+
 HTML_500 = (
     '<!DOCTYPE html>\n<html lang="en">\n<head><title>Server Error</title></head>\n'
     '<body><div class="code">500</div><div class="message">Server Error</div></body>\n'
@@ -137,5 +145,8 @@ async def after_commit(
         if state.stopping.is_set():
             return drop(request)
         return json_response(body, 201)
+    if kind == "gateway503_after_commit":
+        headers = {"Retry-After": state.opts.retry_after}
+        return web.Response(text=GATEWAY_503, status=503, headers=headers)
     text = dumps(body).encode()
     return web.Response(body=text[: len(text) // 2], status=201, content_type="application/json")

@@ -16,7 +16,12 @@ from worker.rates import Rate
 # Faults that create nothing, in the order they are checked.
 FAULTS_BEFORE = ("reset_before", "error500", "error503", "html502", "throttle429")
 # Faults that strike after the appointment is committed: the POST's outcome is unknown.
-FAULTS_AFTER = ("drop_after_commit", "slow_after_commit", "malformed_after_commit")
+FAULTS_AFTER = (
+    "drop_after_commit",
+    "slow_after_commit",
+    "malformed_after_commit",
+    "gateway503_after_commit",
+)
 # A fault that commits late: validated, then committed after --late-commit-seconds
 # whether or not the client is still waiting (PHP-FPM keeps running behind a proxy).
 FAULTS_LATE = ("commit_after_timeout",)
