@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.conftest import SandboxFactory
@@ -21,6 +23,7 @@ from tests.support.importing import (
     setup,
     stats,
 )
+from tests.support.sync import mark_unknown
 from worker.rates import Rate
 
 # Fault drills against a sandbox that injects faults (`make test-fast` leaves them out).
@@ -207,6 +210,42 @@ async def test_every_fault_kind_at_once_ends_with_each_row_created_once(
         assert result.exit_code == 0, result.output
         st = await stats(sb.url)
         assert sum(st["faults"].values()) >= 10, st
+        await assert_all_created_once(s)
+
+
+async def test_a_lookup_that_fails_while_flextell_is_down_is_made_again_once_it_is_back(
+    sandbox_factory: SandboxFactory, tmp_path: Path
+) -> None:
+    """Rows whose answers were lost are looked up while Flextell's calendar and list do
+    not answer (a restart): each was recorded unknown at once, a worklist item a night,
+    though the run waits out outages. Looked up again later in the run, they settle."""
+    async with sandbox_factory() as sb, aiohttp.ClientSession() as http:
+        s = setup(tmp_path, sb.url, n=6)
+        first = await run_cli(s.args())
+        assert first.exit_code == 0, first.output
+        # What a run leaves when its POSTs' answers were lost.
+        await asyncio.to_thread(mark_unknown, s.ledger, [(r.tenant, r.key) for r in s.rows])
+        assert {e["status"] for e in ledger_rows(s.ledger).values()} == {"unknown"}
+
+        async def faults(**change: Any) -> None:
+            async with http.post(f"{sb.url}/_sandbox/faults", json=change) as resp:
+                assert resp.status == 200, await resp.text()
+
+        await faults(calendar_broken=True, list_broken=True)
+
+        before = len(await requests_log(sb.url))
+
+        async def heal() -> None:  # Flextell back after the rows' first lookups failed
+            while not any(
+                r["path"].endswith("/calendar") for r in (await requests_log(sb.url))[before:]
+            ):
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(4)  # past the reads' own retries: the lookups failed
+            await faults(calendar_broken=False, list_broken=False)
+
+        again, _ = await asyncio.gather(run_cli(s.args("--settle-wait", "60")), heal())
+        assert again.exit_code == 0, again.output
+        assert {e["status"] for e in ledger_rows(s.ledger).values()} == {"created"}
         await assert_all_created_once(s)
 
 

@@ -88,6 +88,8 @@ class Job:
     adopt_only: str | None = None
     """Held as the same visit as a row out of the export, requeued by --retry-failed: it
     may adopt a booking of a second visit made in Flextell, never be sent. Its reason."""
+    failed_lookups: int = 0
+    """Slot searches of this run that could not read Flextell (kept across settling)."""
 
     @classmethod
     def from_entry(cls, entry: Entry, *, resume: bool = False) -> Job | None:
@@ -125,6 +127,11 @@ _HELD_WHY = {
     BOOKED_BY_HAND: "not sent: booked by hand with other details",
     LEFT_EXPORT: "not sent: equal to an appointment of a row no longer in the export",
 }
+
+MAX_FAILED_LOOKUPS = 10
+"""Slot searches of a row that may have landed that may fail (Flextell unreadable) before
+it is recorded unknown in this run: each waits a settle time, so an outage of a minute or
+two is waited out, as a POST's is."""
 
 INTENT_AHEAD_FRESH = 1.0
 """Seconds, at most, an intent written ahead of its slot may be old when its POST leaves;
@@ -185,6 +192,11 @@ class Settling:
     """The row's resends so far in this run (Job.resends of the next look)."""
     cause: str | None = None
     """Why it was looked up (Job.cause of the next look)."""
+    failed_lookups: int = 0
+    """Job.failed_lookups of the next look."""
+    unknown_reason: str | None = None
+    """What the row is recorded unknown with if the run ends first (None: its answer was
+    lost and the run ended before a lookup could tell)."""
 
 
 class RowDelivery:
@@ -348,6 +360,15 @@ class RowDelivery:
                 return await self._not_sent(
                     job, f"not sent: the lookup before sending it again failed: {decision.reason}"
                 )
+            failed = job.failed_lookups + 1
+            lost = verdict is Verdict.UNDECIDED and self.lane.stop_reason is None
+            if lost and failed <= MAX_FAILED_LOOKUPS:
+                # Flextell could not be read (an outage, a restart): looked up again later
+                # in this run, as the run waits outages out, not unknown at once.
+                why = f"{cause}; slot search: {decision.reason}"
+                at = self.wall() + max(self.policy.settle_seconds, 1.0)
+                return Settling(at, "looking again: the slot search failed", resends, cause,
+                                failed, unknown_reason=why)  # fmt: skip
             return await self._unknown(job, f"{cause}; slot search: {decision.reason}")
 
     async def give_up(self, job: Job, reason: str) -> None:

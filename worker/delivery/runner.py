@@ -112,7 +112,8 @@ class LaneRunner:
                              source_key=job.source_key, waiting=settling.reason)  # fmt: skip
                     await self.delivery.give_up(
                         job,
-                        f"the API's answer was lost, and the run ended before {when}, "
+                        settling.unknown_reason
+                        or f"the API's answer was lost, and the run ended before {when}, "
                         "from when a lookup can tell",
                     )
                     raise
@@ -156,4 +157,5 @@ def _resumed(job: Job, settling: Settling) -> Job:
     """The job looked at again after settling: from a slot search, and never taken for
     a row this run did not send (an attempt of this run may have landed); its resends
     so far and the answer that made it look go with it."""
-    return replace(job, resume=True, again=True, resends=settling.resends, cause=settling.cause)
+    return replace(job, resume=True, again=True, resends=settling.resends, cause=settling.cause,
+                   failed_lookups=settling.failed_lookups)  # fmt: skip
