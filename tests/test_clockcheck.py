@@ -54,6 +54,21 @@ def test_a_wall_clock_step_settles_from_the_resume_at_least() -> None:
     assert not trusted and when == pytest.approx(clock.time())
 
 
+def test_a_mark_taken_under_a_faked_monotonic_clock_never_moves_a_send_past_now() -> None:
+    """libfaketime fakes the monotonic clock as its wall clock: the mark was "|-0.000",
+    the step decades long, and the send "moved" to 2083: unknown until then, and neither
+    the next import nor `reconcile` could settle the row."""
+    clock = FakeClock()
+    sent = clock.time() - 55  # sent under faketime -55s, killed, resumed on the true clock
+    mark = clock_mark(BOOT, sent, sent)  # monotonic == wall: offset 0
+    clock.advance(6)
+    mono = 12_345.0  # the true monotonic clock: seconds since boot
+    when, trusted = effective_sent_at(sent, mark, boot=BOOT, wall=clock.time(), monotonic=mono,
+                                      resumed_at=clock.time() - 1)  # fmt: skip
+    assert not trusted
+    assert when == pytest.approx(clock.time())  # at the latest now, never in 2083
+
+
 def test_another_boot_or_no_boot_id_counts_from_the_resume() -> None:
     clock = FakeClock()
     mark = clock_mark("boot-old", clock.time(), 1000.0)

@@ -38,7 +38,8 @@ def effective_sent_at(
 
     No mark (a row written before marks existed): as recorded. A mark of this boot
     and no step: as recorded. Otherwise the later of `resumed_at` and, in the same
-    boot, the send time moved by the step (monotonic time does not step).
+    boot, the send time moved by the step (monotonic time does not step), but never
+    later than now.
     """
     if mark is None:
         return sent_at, True
@@ -53,7 +54,10 @@ def effective_sent_at(
     if then_boot == boot and boot and abs(step) <= STEP_TOLERANCE:
         return sent_at, True
     if then_boot == boot and boot:
-        return max(sent_at + step, resumed_at), False
+        # Never later than now: a mark taken under a faked monotonic clock (libfaketime
+        # fakes it as the wall clock) "moved" a send by decades, and the row waited for
+        # 2083 to settle.
+        return min(max(sent_at + step, resumed_at), max(wall, resumed_at)), False
     return resumed_at, False
 
 
