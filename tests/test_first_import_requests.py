@@ -34,7 +34,12 @@ from tests.support.importing import (
 from tests.test_delivery_identity import _create_by_hand
 from worker.api.auth import StaticToken
 from worker.api.client import FlextellClient
-from worker.delivery.calendar import FRESH_SECONDS, CalendarWindow, CalendarWindows
+from worker.delivery.calendar import (
+    FRESH_SECONDS,
+    REFRESH_AHEAD,
+    CalendarWindow,
+    CalendarWindows,
+)
 from worker.delivery.lane import A
 
 # Process-level drills: real worker and sandbox processes (`make test-fast` leaves them out).
@@ -175,14 +180,22 @@ async def test_rows_of_one_month_share_one_read_that_keeps_its_send_time(
         assert [made] == [i for ids in first.slots.values() for i in ids]
 
         # Staff book a visit by hand while the import runs: a window answers for
-        # FRESH_SECONDS from its read, then the next row waits for one new read.
+        # FRESH_SECONDS from its read; one in use is read again in the background in its
+        # last REFRESH_AHEAD seconds, and rows go on with it meanwhile.
         later = await _create_by_hand(sb.url, replace(row, local=row.local + timedelta(hours=2)))
-        now[0] = 1000.0 + FRESH_SECONDS
+        now[0] = 1000.0 + FRESH_SECONDS - REFRESH_AHEAD
         assert await windows.window(day) is first and pacer.calls == 1
-        now[0] = 1000.0 + FRESH_SECONDS + 0.5
+        now[0] = 1000.0 + FRESH_SECONDS - 1
+        assert await windows.window(day) is first  # at once, and a read begins
+        await asyncio.sleep(0.2)
+        assert pacer.calls == 2
+        renewed = await windows.window(day)
+        assert isinstance(renewed, CalendarWindow) and renewed.sent_at == now[0]
+        assert {made, later} == {i for ids in renewed.slots.values() for i in ids}
+        # Unused past FRESH_SECONDS, a window is read again before a row is judged on it.
+        now[0] += FRESH_SECONDS + 0.5
         again = await asyncio.gather(*(windows.window(day) for _ in range(3)))
-        assert pacer.calls == 2  # one new read for the three rows
+        assert pacer.calls == 3  # one new read for the three rows
         fresh = again[0]
         assert isinstance(fresh, CalendarWindow) and all(g is fresh for g in again)
         assert fresh.sent_at == now[0]
-        assert {made, later} == {i for ids in fresh.slots.values() for i in ids}

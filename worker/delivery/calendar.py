@@ -13,7 +13,8 @@ day may straddle UTC midnight), once per tenant and month:
 A window keeps the wall time its first request was sent (`sent_at`): it shows
 what existed then, so it answers only rows never sent (their own appointment
 cannot be in Flextell yet), and only for `fresh` seconds from then (staff book by
-hand while an import runs): a row that finds it older waits for one new read. A
+hand while an import runs): one in use is read again in the background shortly
+before, and a row that finds it older waits for one new read. A
 slot search after a lost answer reads afresh, never from here. Only the last
 `keep` windows stay in memory.
 """
@@ -37,11 +38,15 @@ from worker.delivery.slot_search import Pacer, payload_of
 PER_PAGE = 100
 MAX_PAGES = 200
 KEEP_WINDOWS = 24
-FRESH_SECONDS = 60.0
+FRESH_SECONDS = 120.0
 """How long a window answers for: a row judged on an older one waits for a new read. Staff
 book by hand while an import runs; read once a run, a month judged rows sent 17 minutes
 later at 60 requests a minute, and their visits, booked meanwhile, were booked again. At
-that rate a month in use is read once a minute more: about 2 % of the requests."""
+that rate a month in use costs a read every ~90 s more: about 1 % of the requests (60 s
+cost rows waiting on the reads too: 0.94 of the limit, not 0.95)."""
+REFRESH_AHEAD = 30.0
+"""A window in use this close to going stale is read again in the background: rows go
+on with it meanwhile, and find the new one ready."""
 _DAY = timedelta(days=1)
 
 Span = tuple[date, date]
@@ -115,6 +120,8 @@ class CalendarWindows:
         self.narrow = False
         """Set once the server refused a month's range: read 3 days at a time."""
         self._reads: OrderedDict[Span, asyncio.Task[CalendarWindow | str]] = OrderedDict()
+        self._renewing: dict[Span, asyncio.Task[CalendarWindow | str]] = {}
+        """Windows read again ahead of going stale (REFRESH_AHEAD), until the read ends."""
 
     def span(self, day: date) -> Span:
         return narrow_span(day) if self.narrow else month_span(day)
@@ -133,6 +140,7 @@ class CalendarWindows:
             got = task.result() if task.done() else await asyncio.shield(task)
             if isinstance(got, CalendarWindow):
                 if not self._stale(got):
+                    self._renew_if_due(span, got)
                     return got
                 continue  # waited on a read that left too long ago (a slow one): again
             if self._reads.get(span) is task:
@@ -155,9 +163,30 @@ class CalendarWindows:
 
     def close(self) -> None:
         """Cancel reads still under way (the run ends)."""
-        for task in self._reads.values():
+        for task in [*self._reads.values(), *self._renewing.values()]:
             task.cancel()
         self._reads.clear()
+        self._renewing.clear()
+
+    def _renew_if_due(self, span: Span, window: CalendarWindow) -> None:
+        """Read `span` again in the background when `window` nears going stale."""
+        if span in self._renewing or self.wall() - window.sent_at <= self.fresh - REFRESH_AHEAD:
+            return
+        task = asyncio.create_task(self._fetch(span), name=f"calendar-{self.tenant}-{span[0]}")
+        self._renewing[span] = task
+
+        def swap(done: asyncio.Task[CalendarWindow | str]) -> None:
+            if self._renewing.get(span) is done:
+                del self._renewing[span]
+            _retrieve(done)
+            if (
+                not done.cancelled()
+                and done.exception() is None
+                and isinstance(done.result(), CalendarWindow)
+            ):
+                self._reads[span] = done  # an error keeps the old window while it is fresh
+
+        task.add_done_callback(swap)
 
     def _stale(self, window: CalendarWindow) -> bool:
         # On the window's own evidence: when its first request left, not when it ended.
@@ -168,6 +197,9 @@ class CalendarWindows:
         if task is not None and not (task.done() and self._stale_result(task)):
             self._reads.move_to_end(span)
             return task
+        renewing = self._renewing.get(span)
+        if renewing is not None:
+            return renewing  # stale now: wait for the read already under way
         task = asyncio.create_task(self._fetch(span), name=f"calendar-{self.tenant}-{span[0]}")
         task.add_done_callback(_retrieve)
         self._reads[span] = task
