@@ -346,3 +346,17 @@ def test_a_skip_rule_matches_rows_of_another_cell_count_too(tmp_path: Path) -> N
     path = write(tmp_path, "id,n,note\n1,2,a\nTOPLAM,2,,225.50\nGenel,2\n3,4,b\n")
     _, items = read(path, skip_rows=(("id", "^(TOPLAM|Genel)$"),))
     assert [r.fields["id"] for r in rows_only(items)] == ["1", "3"]
+
+
+def test_a_record_cut_in_the_failures_file_says_to_fix_it_in_the_export(tmp_path: Path) -> None:
+    """A field over max_field_size: the record's text is kept to 2,000 characters, and the
+    failures file said nothing of it; fixed there and read back, the cut note was sent."""
+    path = tmp_path / "long.csv"
+    long_note = "x" * 1_000_100
+    path.write_text(f"id,note\nA1,short\nA2,{long_note}\nA3,short\n", encoding="utf-8")
+    with open_source(str(path)) as source:
+        items = list(source)
+    [bad] = [i for i in items if isinstance(i, RowProblem)]
+    assert bad.line == 3 and bad.raw is not None and bad.raw.endswith("…")
+    assert "its text is cut at 2,000 characters in the failures file" in bad.message
+    assert [i.line for i in items if isinstance(i, SourceRow)] == [2, 4]

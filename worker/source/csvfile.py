@@ -453,7 +453,14 @@ class CsvRows:
             # The lines read again are rows of their own: this record's text (the
             # failures file's row to fix) stops before them.
             kept = lines[: first_again - start] if again else lines
-            yield RowProblem(self.name, start, message, raw=_record_text(kept))
+            raw = _record_text(kept)
+            if raw is not None and raw.endswith("…") and len(raw) > RAW_LIMIT:
+                # Fixed in that file and read again, the cut cell would be sent cut.
+                message += (
+                    f"; its text is cut at {RAW_LIMIT:,} characters in the failures file: "
+                    "fix this row in the export, not there"
+                )
+            yield RowProblem(self.name, start, message, raw=raw)
         else:
             again = []
         if overlong is not None:
