@@ -829,7 +829,13 @@ def _totals_export(tmp_path: Path, totals: str = "TOPLAM;2 randevu;;;;") -> Path
 # a cell-count error that no skip rule could match, and init drafted no rule for it).
 @pytest.mark.parametrize(
     "totals",
-    ["TOPLAM;2 randevu;;;;", "TOPLAM;2 randevu", "Toplam randevu:;2", "TOPLAM;2 randevu;;;;450"],
+    [
+        "TOPLAM;2 randevu;;;;",
+        "TOPLAM;2 randevu",
+        "Toplam randevu:;2",
+        "TOPLAM;2 randevu;;;;450",
+        "Toplam randevu: 2;;;;;",  # label and count in one cell: no rule was drafted
+    ],
 )
 def test_a_totals_line_gets_a_skip_rule_and_is_no_row(tmp_path: Path, totals: str) -> None:
     # "TOPLAM;2 randevu" at the end was read as a row: invalid every night, its count
@@ -838,12 +844,19 @@ def test_a_totals_line_gets_a_skip_rule_and_is_no_row(tmp_path: Path, totals: st
     cfg, text = init(tmp_path, export)
     rules = tomllib.loads(text)["source"]["skip_rows"]
     label = r"toplam\s+randevu" if "randevu:" in totals else "toplam"  # "Total appointments:"
-    assert rules == [{"column": "Randevu No", "matches": rf"(?i)^\s*{label}\s*:?\s*$"}]
+    count = r"(:\s*[0-9][0-9.,]*)?"
+    assert rules == [{"column": "Randevu No", "matches": rf"(?i)^\s*{label}\s*{count}\s*:?\s*$"}]
     assert "the cells are not Flextell ids" not in text  # "2 randevu" is no patient id
     result = CliRunner().invoke(cli, ["validate", str(export), "-c", str(cfg)])
     assert result.exit_code == 0, result.output
     assert "2 rows, 2 valid, 0 invalid" in result.stdout
     assert "1 row(s) skipped by [source] skip_rows (line 4)" in result.stdout
+    # Another night, another count: still the totals line.
+    tonight = export.read_text(encoding="utf-8").replace(totals, totals.replace("2", "3"))
+    export.write_text(tonight, encoding="utf-8")
+    again = CliRunner().invoke(cli, ["validate", str(export), "-c", str(cfg)])
+    assert again.exit_code == 0, again.output
+    assert "1 row(s) skipped by [source] skip_rows (line 4)" in again.stdout, again.output
 
 
 def test_a_record_init_cannot_read_is_said_in_the_draft(tmp_path: Path) -> None:
@@ -940,8 +953,8 @@ def test_only_a_totals_label_of_a_row_of_few_cells_gets_a_rule(tmp_path: Path) -
     )
     export, cfg = tmp_path / "export.csv", tmp_path / "draft.toml"
     assert tomllib.loads(text)["source"]["skip_rows"] == [
-        {"column": "Randevu No", "matches": r"(?i)^\s*gesamt\s*:?\s*$"},
-        {"column": "Şube", "matches": r"(?i)^\s*toplam\s*:?\s*$"},
+        {"column": "Randevu No", "matches": r"(?i)^\s*gesamt\s*(:\s*[0-9][0-9.,]*)?\s*:?\s*$"},
+        {"column": "Şube", "matches": r"(?i)^\s*toplam\s*(:\s*[0-9][0-9.,]*)?\s*:?\s*$"},
     ]
     assert "TOPLAM" not in str(mapping["tenant"])  # no clinic of that name
     result = CliRunner().invoke(cli, ["validate", str(export), "-c", str(cfg)])
