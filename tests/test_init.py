@@ -144,6 +144,20 @@ def test_a_date_column_named_as_the_appointment_finds_its_time_column(
     }
 
 
+@pytest.mark.parametrize("clock", ["9:5", "09:5", "14:5"])
+def test_a_time_column_whose_minutes_lost_their_zero_is_found(tmp_path: Path, clock: str) -> None:
+    """Exports that write 09:05 as '9:5': the time column, named 'Saat', was not found
+    ("no time column was found"), though a format reads it."""
+    mapping, _ = draft_of(
+        tmp_path, f"No;Tarih;Saat;Hasta No;Doktor No;Islem\n1;11.03.2027;{clock};1001;101;201\n"
+    )
+    assert mapping["scheduled_at"] == {
+        "date_column": "Tarih",
+        "time_column": "Saat",
+        "formats": ["%d.%m.%Y %H:%M"],
+    }
+
+
 def test_a_column_of_date_times_or_amounts_is_no_key(tmp_path: Path) -> None:
     """German 'Termin' (an appointment) over its date-times was drafted as the key (two
     visits at one time would share it, a moved one get a new one), and an end time or an

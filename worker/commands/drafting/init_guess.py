@@ -469,9 +469,13 @@ def looks_like_dates(values: Sequence[str]) -> bool:
     return bool(values) and sum(bool(_DATE_RE.match(v)) for v in values) >= 0.8 * len(values)
 
 
+_TIME_RE = re.compile(r"^\d{1,2}(?::\d{1,2}|\.\d{2})(:\d{2})?(\s?[AaPp][Mm]|\s?Uhr)?$")
+"""A clock time: "14:30", "9:5" (an export that drops the minutes' zero), "14.30",
+"2:30 PM", "9:05 Uhr". A dot takes two digits after it: "1.5" is an amount."""
+
+
 def looks_like_times(values: Sequence[str]) -> bool:
-    pattern = re.compile(r"^\d{1,2}[:.]\d{2}(:\d{2})?(\s?[AaPp][Mm]|\s?Uhr)?$")
-    return bool(values) and sum(bool(pattern.match(v)) for v in values) >= 0.8 * len(values)
+    return bool(values) and sum(bool(_TIME_RE.match(v)) for v in values) >= 0.8 * len(values)
 
 
 _EXCEL_ERRORS = frozenset(
