@@ -62,3 +62,20 @@ def test_a_moved_appointment_is_shown_in_each_clinics_local_time(
     assert changed[1] == ["2026-12-01T11:30:00+03:00", "2026-12-01T14:00:00+03:00"]
     table = run_cli("report", "-c", str(config))
     assert '"2026-12-01T11:30:00+03:00" -> "2026-12-01T14:00:00+03:00"' in table.stdout
+
+
+def test_an_import_says_when_an_offset_is_not_the_clinics_on_that_date(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """Berlin's winter offset in July: sent as the instant it states (11:00 on the
+    clinic's clock), and said in the run's log (cron mails it), as validate says it."""
+    config = write_config(tmp_path)
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text.replace("[tenants.2]\n", '[tenants.2]\ntimezone = "Europe/Berlin"\n', 1))
+    columns, rows = sample_rows()
+    row = dict(rows[150], start="2027-07-01T10:00:00+01:00")
+    assert row["clinic"] == "2"
+    result, event = import_file(config, sbx, write_csv(tmp_path / "a.csv", columns, [row]))
+    assert result.exit_code == 0, result.output
+    assert event["totals"]["created"] == 1
+    assert "(line 2: 2027-07-01 10:00 +01:00 is 11:00 +02:00 in Europe/Berlin)" in result.output

@@ -49,6 +49,35 @@ def test_times_read_in_utc_for_want_of_a_zone_are_said_offline(tmp_path: Path) -
     assert "read in UTC" not in err
 
 
+def test_an_offset_the_clinics_zone_does_not_have_then_is_said(tmp_path: Path) -> None:
+    """An export that writes Berlin's winter offset all year: '10:00+01:00' in July is
+    11:00 on the clinic's clock, sent so without a word (the row is valid: the instant
+    is what it says). UTC values and the zone's own offsets are not counted."""
+    text = (ROOT / "config" / "demo.toml").read_text(encoding="utf-8")
+    config = tmp_path / "berlin.toml"
+    config.write_text(re.sub(r"(?m)^timezone = .*$", 'timezone = "Europe/Berlin"', text), "utf-8")
+    with (ROOT / "samples" / "appointments.csv").open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))[:4]
+    starts = ["2026-07-01T10:00:00+01:00", "2026-12-01T10:00:00+01:00",
+              "2026-07-02T10:00:00Z", "2026-07-03T10:00:00+02:00"]  # fmt: skip
+    for row, start in zip(rows, starts, strict=True):
+        row["start"] = start
+    export = tmp_path / "export.csv"
+    with export.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    report = tmp_path / "report.json"
+    code, out, err = run(str(export), "-c", str(config), "--report", str(report))
+    assert code == 0 and "4 rows, 4 valid, 0 invalid" in out, (out, err)
+    [line] = [x for x in err.splitlines() if "offset their clinic's zone" in x]
+    assert "1 row(s) give scheduled_at an offset" in line
+    assert "(line 2: 2026-07-01 10:00 +01:00 is 11:00 +02:00 in Europe/Berlin)" in line
+    assert any(
+        "offset their clinic's zone" in w for w in json.loads(report.read_text())["warnings"]
+    )
+
+
 def test_messy_sample_lists_bad_rows_by_line_and_field(tmp_path: Path) -> None:
     report = tmp_path / "report.json"
     code, out, _ = run(

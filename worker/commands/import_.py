@@ -288,6 +288,9 @@ class ImportRun:
                 self.skipped = (source.skipped, source.skipped_text())
             if isinstance(source, Source):
                 self.cut_short = source.cut_short
+                odd = self.reader.mapper.offsets.note(source.name)
+                if odd is not None:  # in the log (cron mails stderr), as validate says it
+                    log.warning(odd)
 
     # --- sending ------------------------------------------------------------
 

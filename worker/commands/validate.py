@@ -332,6 +332,9 @@ def validate_file(opts: ValidateOptions) -> ValidateSummary:
         if src.skipped:
             summary.skipped = src.skipped
             summary.skipped_text = src.skipped_text()
+        if (odd := mapper.offsets.note(src.name)) is not None:
+            summary.warnings.append(odd)
+            sys.stderr.write(f"warning: {odd}\n")
         if spool is not None:
             spool.write_report(_report_head(summary, opts))
     return summary

@@ -19,7 +19,7 @@ from worker.mapping.lookups import Lookup, load_lookup
 from worker.mapping.overrides import merge_mapping
 from worker.mapping.results import FieldError, InvalidRow, MappedRow, new_mapped_row
 from worker.mapping.spec import PAYLOAD_FIELDS, Compiler, Field, compile_fields
-from worker.mapping.values import MultiFail, ValueFail
+from worker.mapping.values import MultiFail, OffsetWatch, ValueFail
 from worker.source import RowProblem, SourceRow
 from worker.source.invisible import invisible_in
 from worker.suggest import did_you_mean
@@ -70,6 +70,9 @@ class Mapper:
         self._tenant_cache: dict[str, int] = {}
         self.notes: list[str] = []
         """Warnings about the mapping as built, for the command to print before rows."""
+        self.offsets = OffsetWatch()
+        """The rows whose scheduled_at has an offset its clinic's zone does not have then
+        (`offsets.note`: for the command to print once the rows are read)."""
         self.override_note: str | None = None
         """--tenant over a tenant column (one of `notes`): every row goes to that tenant.
         An import says it on stderr too, not only in its log: rows of other clinics
@@ -112,7 +115,9 @@ class Mapper:
         # and every tenant then gets its own compile, which fails if it lacks the table.
         tenant_only = {n for t in config.tenants.values() for n in t.lookups if n not in lookups}
         stand_ins = {n: Lookup(n, "declared per tenant", {}) for n in tenant_only}
-        comp = Compiler(cfg_path, {**lookups, **stand_ins}, zone_for, shortcuts=shortcuts, api=api)
+        offsets = OffsetWatch()
+        comp = Compiler(cfg_path, {**lookups, **stand_ins}, zone_for, shortcuts=shortcuts, api=api,
+                        offsets=offsets)  # fmt: skip
         fields = compile_fields(comp, config.mapping)
         tenant_fields: dict[int, dict[str, Field]] = {}
         for tid, section in config.tenants.items():
@@ -125,8 +130,9 @@ class Mapper:
                         name, spec, cfg_path, config.base_dir, where=f"tenants.{tid}."
                     )
                 tcomp = Compiler(
-                    cfg_path, own, zone_for, where=f"tenants.{tid}.", shortcuts=shortcuts, api=api
-                )
+                    cfg_path, own, zone_for, where=f"tenants.{tid}.", shortcuts=shortcuts, api=api,
+                    offsets=offsets,
+                )  # fmt: skip
                 merged = merge_mapping(cfg_path, tid, config.mapping, section.mapping)
                 tenant_fields[tid] = compile_fields(tcomp, merged)
                 comp.columns.extend(tcomp.columns)
@@ -150,6 +156,7 @@ class Mapper:
                 f"{cfg_path}: mapping.tenant.value: tenant {tenant} is not in [tenants]"
             )
         mapper = cls(config, fields, tenant, comp.columns, tenant_fields)
+        mapper.offsets = offsets
         mapped = fields.get("tenant")
         if tenant_override is not None and mapped is not None and mapped.column is not None:
             mapper.override_note = (
@@ -244,8 +251,13 @@ class Mapper:
         if type(item) is SourceRow:
             mapped = self._map_clean(item)
             if mapped is not None:
+                if self.offsets.pending is not None:
+                    self.offsets.take(item.label)
                 return mapped
-        return self._map_reporting(item)
+        out = self._map_reporting(item)
+        if self.offsets.pending is not None:
+            self.offsets.take(item.label)
+        return out
 
     def _map_clean(self, item: SourceRow) -> MappedRow | None:
         """The usual row, without error bookkeeping: None as soon as anything is wrong.

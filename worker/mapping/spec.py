@@ -28,6 +28,7 @@ from worker.mapping.values import (
     ISO,
     Ambiguous,
     MultiFail,
+    OffsetWatch,
     ValueFail,
     check_format,
     has_clock,
@@ -115,8 +116,11 @@ class Compiler:
         *,
         shortcuts: bool = True,
         api: ApiBinding | None = None,
+        offsets: OffsetWatch | None = None,
     ) -> None:
         self.api = api
+        self.offsets = offsets if offsets is not None else OffsetWatch()
+        """Where scheduled_at reports an offset its clinic's zone does not have."""
         """How ``lookup = "api"`` fields resolve (see `worker.mapping.api_fields`)."""
         self.cfg_path = cfg_path
         self.shortcuts = shortcuts
@@ -540,6 +544,9 @@ class Compiler:
         # result depends on the tenant only through its time zone, so tenants sharing
         # a zone share entries (the same slot in three clinics is parsed once).
         cache: dict[tuple[str | datetime, str], datetime | ValueFail] = {}
+        foreign: dict[tuple[str | datetime, str], tuple[str, str, str, str]] = {}
+        """Cached values whose offset the zone does not have on their date (OffsetWatch)."""
+        offsets = self.offsets
 
         def to_instant(text: str | datetime, tenant: int | None) -> datetime:
             """`text`, or a spreadsheet's date-time cell, as a UTC instant."""
@@ -547,21 +554,28 @@ class Compiler:
             key = (text, zone_name)
             found = cache.get(key)
             if found is None:
+                odd = None
                 try:
                     parsed = text if isinstance(text, datetime) else parse_datetime(text, fmts)
                     if parsed.tzinfo is None:
                         found = to_utc(parsed, zone, ambiguous, zone_name)
                     else:
                         found = parsed.astimezone(UTC)
+                        odd = OffsetWatch.foreign(parsed, zone, zone_name)
                 except ValueFail as exc:
                     found = exc
                 except OverflowError:  # 9999-12-31T23:59-05:00 has no UTC date-time
                     found = ValueFail("date-time out of range once converted to UTC", text)
                 if len(cache) >= CACHE_MAX:
                     cache.clear()
+                    foreign.clear()  # refilled as values come again
                 cache[key] = found
+                if odd is not None:
+                    foreign[key] = odd
             if isinstance(found, ValueFail):
                 raise ValueFail(found.message, found.value)
+            if foreign and key in foreign:
+                offsets.pending = foreign[key]
             return found
 
         default = spec.get("default", _MISSING)

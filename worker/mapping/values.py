@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any, Literal, NoReturn
 
@@ -374,3 +375,61 @@ def time_number(value: float, column: str) -> NoReturn:
         "cell, or text such as 14:30)",
         str(value),
     )
+
+
+@dataclass(slots=True)
+class OffsetWatch:
+    """Date-times whose explicit offset the clinic's zone does not have on their date:
+    an export that writes its zone's standard offset all year (`+01:00` for Berlin in
+    July) moves every summer appointment by an hour, and nothing else would say so. A
+    UTC value (`Z`, `+00:00`) is a plain instant and never counted."""
+
+    rows: int = 0
+    pending: tuple[str, str, str, str] | None = None
+    """(date, as written, on the clinic's clock, zone) of the row being mapped."""
+    examples: list[tuple[str, str, str, str, str]] = field(default_factory=list)
+    """(where, *pending) of the first rows."""
+
+    @staticmethod
+    def foreign(parsed: datetime, zone: tzinfo, zone_name: str) -> tuple[str, str, str, str] | None:
+        """What to say of `parsed` (aware) in `zone`, or None when its offset is fine."""
+        offset = parsed.utcoffset()
+        if not offset:
+            return None
+        local = parsed.astimezone(zone)
+        if local.utcoffset() == offset:
+            return None
+        written = f"{parsed:%Y-%m-%d %H:%M} {_offset_text(offset)}"
+        clinic = f"{local:%H:%M} {_offset_text(local.utcoffset() or timedelta())}"
+        return (local.date().isoformat(), written, clinic, zone_name)
+
+    def take(self, where: str) -> None:
+        """The row at `where` was mapped: count what `pending` holds."""
+        found, self.pending = self.pending, None
+        if found is None:
+            return
+        self.rows += 1
+        if len(self.examples) < 3:
+            self.examples.append((where, *found))
+
+    def note(self, name: str) -> str | None:
+        """The warning for the file `name`, or None."""
+        if not self.rows:
+            return None
+        shown = "; ".join(
+            f"line {where}: {written} is {clinic} in {zone}"
+            for where, _day, written, clinic, zone in self.examples
+        )
+        return (
+            f"{name}: {self.rows} row(s) give scheduled_at an offset their clinic's zone "
+            f"does not have on that date ({shown}): the instant is kept, so if the export "
+            "writes one offset all year, those appointments stand at another hour on the "
+            "clinic's clock; check one against the export"
+        )
+
+
+def _offset_text(offset: timedelta) -> str:
+    minutes = round(offset.total_seconds() / 60)
+    sign = "+" if minutes >= 0 else "-"
+    hours, mins = divmod(abs(minutes), 60)
+    return f"{sign}{hours:02d}:{mins:02d}"
