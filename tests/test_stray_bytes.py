@@ -16,7 +16,7 @@ from tests.support.sync import import_file, run_cli, sample_rows, write_config
 BAD_LINE = 900  # past the 64 KiB the reader samples for the encoding
 
 
-def _export(path: Path, rows: int = 1000) -> tuple[Path, str]:
+def _export(path: Path, rows: int = 1000, *, bad: bool = True) -> tuple[Path, str]:
     """A UTF-8 CSV of `rows` distinct visits; line BAD_LINE's note holds a cp1252 byte.
     Returns the path and that row's key."""
     columns, sample = sample_rows()
@@ -28,11 +28,14 @@ def _export(path: Path, rows: int = 1000) -> tuple[Path, str]:
         row["start"] = start.isoformat(timespec="minutes")
         row["notes"] = f"Hasta {i} kontrol için geldi, ödeme alındı"
         out.append(row)
-    out[BAD_LINE - 2]["notes"] = "kontrol CAFE"
+    if bad:
+        out[BAD_LINE - 2]["notes"] = "kontrol CAFE"
     with path.open("w", encoding="utf-8", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
         writer.writerows(out)
+    if not bad:
+        return path, ""
     data = path.read_bytes().replace(b"kontrol CAFE", b"kontrol Caf\xe9")
     assert data.index(b"\xe9") > 64 * 1024
     path.write_bytes(data)
@@ -86,3 +89,26 @@ def test_a_jsonl_line_with_a_stray_byte_is_its_rows_error(tmp_path: Path) -> Non
     assert "1000 rows, 999 valid, 1 invalid" in result.output
     [line] = [x for x in result.output.splitlines() if f"export.jsonl:{BAD_LINE - 1}:" in x]
     assert "is not utf-8 ('é' in cp1252)" in line
+
+
+def test_a_stray_byte_in_a_jsonl_row_read_ahead_for_its_keys_is_its_rows_error(
+    tmp_path: Path,
+) -> None:
+    """The first JSONL rows are read ahead for their keys: a stray byte past the 64 KiB
+    sample but among them went through as text no file or ledger can hold."""
+    config = write_config(tmp_path)
+    export, _ = _export(tmp_path / "export.csv", rows=100, bad=False)
+    with export.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:
+        row["notes"] = "x" * 900  # 100 lines of 1 KB: the sample ends near line 65
+    rows[80]["notes"] = "kontrol CAFE"
+    text = "\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n"
+    jsonl = tmp_path / "export.jsonl"
+    data = text.encode().replace(b"kontrol CAFE", b"kontrol Caf\xe9")
+    assert data.index(b"\xe9") > 64 * 1024
+    jsonl.write_bytes(data)
+    result = run_cli("validate", str(jsonl), "-c", str(config))
+    assert result.exit_code == 1, result.output
+    assert "100 rows, 99 valid, 1 invalid" in result.output
+    assert "export.jsonl:81:" in result.output and "byte 0xe9" in result.output

@@ -114,11 +114,12 @@ class Source:
         )  # fmt: skip
         self._input.hint = self._hint
         self.total_bytes = self._input.total_bytes
+        before = stray_bytes.decoded()  # before the header and a JSONL's look-ahead rows
         try:
             self._rows = self._start(self._input, options, delimiter)
             if tolerant:
                 self._check_header_bytes()
-                self._rows = self._stray_checked(self._rows, stray_bytes.decoded())
+                self._rows = self._stray_checked(self._rows, before)
         except READ_ERRORS as exc:
             self.close()
             raise self._input.translate(exc) from None
