@@ -112,3 +112,24 @@ def test_a_stray_byte_in_a_jsonl_row_read_ahead_for_its_keys_is_its_rows_error(
     assert result.exit_code == 1, result.output
     assert "100 rows, 99 valid, 1 invalid" in result.output
     assert "export.jsonl:81:" in result.output and "byte 0xe9" in result.output
+
+
+def test_a_stray_byte_in_a_column_the_mapping_does_not_read_refuses_no_row(
+    tmp_path: Path,
+) -> None:
+    """Nothing of an unmapped column is sent: its stray byte is kept as U+FFFD in the
+    row's copy, and the row is read."""
+    config = write_config(tmp_path)
+    export, _ = _export(tmp_path / "export.csv")
+    data = export.read_bytes()
+    lines = data.split(b"\r\n") if b"\r\n" in data else data.split(b"\n")
+    sep = b"\r\n" if b"\r\n" in data else b"\n"
+    lines[0] += b",patient_name"
+    for i in range(1, len(lines)):
+        if lines[i]:
+            lines[i] += b",Caf\xe9" if i == BAD_LINE + 10 else b",Ayse"
+    fixed = sep.join(lines).replace(b"kontrol Caf\xe9", b"kontrol Cafe")
+    export.write_bytes(fixed)
+    result = run_cli("validate", str(export), "-c", str(config))
+    assert result.exit_code == 0, result.output
+    assert "1000 rows, 1000 valid, 0 invalid" in result.output

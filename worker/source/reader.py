@@ -9,6 +9,7 @@ import itertools
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -92,6 +93,8 @@ class Source:
         self._hint: str | None = None
         self._sample_reads = False
         """The file's first bytes decode in its encoding (a file, not standard input)."""
+        self._read_columns = options.read_columns
+        """The columns whose cells can refuse a row (None: every column)."""
         if self.format in SPREADSHEETS:
             self.encoding = self.write_encoding = "utf-8"  # its failures file is UTF-8 CSV
             self._rows = self._open_sheet(path, options)
@@ -338,25 +341,35 @@ class Source:
                     "name in the export, or set [source] encoding to the file's encoding"
                 )
 
-    def _stray_row(self, row: SourceRow) -> RowProblem | None:
-        """A row error for a row holding a stray byte, naming its column and the byte."""
+    def _stray_row(self, row: SourceRow) -> SourceRow | RowProblem | None:
+        """A row holding a stray byte: its row error, naming the column and the byte; or,
+        when only cells the mapping does not read hold one, the row with those bytes as
+        U+FFFD (nothing of them is sent); None when it holds none."""
         text = row.raw
         found: tuple[str | None, str, int] | None = None
         if text is not None:  # JSONL: the line (a key may hold it too)
             at = stray_bytes.first_stray(text)
             found = None if at is None else (None, text, at)
         else:
+            read = self._read_columns
+            unread = False
             for name, cell in row.fields.items():
                 at = stray_bytes.first_stray(cell) if isinstance(cell, str) else None
-                if at is not None:
-                    found = (name, cell, at)
-                    break
-        if found is None:
-            return None
-        column, where, spot = found
-        byte = stray_bytes.describe(where, spot, self.encoding)
+                if at is None:
+                    continue
+                if read is not None and name not in read:
+                    unread = True
+                    continue
+                found = (name, cell, at)
+                break
+            if found is None and not unread:
+                return None
         fields = {k: stray_bytes.clean(v) if isinstance(v, str) else v
                   for k, v in row.fields.items()}  # fmt: skip
+        if found is None:
+            return replace(row, fields=fields)
+        column, where, spot = found
+        byte = stray_bytes.describe(where, spot, self.encoding)
         if text is None:
             out = io.StringIO()
             csv.writer(out, delimiter=self.delimiter or ",", lineterminator="").writerow(
