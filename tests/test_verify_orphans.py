@@ -204,3 +204,25 @@ def test_an_appointment_whose_row_lost_its_answer_is_an_orphan_until_reconciled(
     assert done.exit_code == 0, done.output
     code, report, output = verify_report(config, sbx, "--orphans")
     assert code == 0 and report["orphans"] == [], output
+
+
+def test_a_hand_booking_in_place_of_a_deleted_appointment_is_not_called_booked_twice(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """Staff deleted the row's appointment and booked the visit again by hand: the visit
+    is in Flextell once (the row's 404 is relink's business), not twice."""
+    columns, rows = _rows()
+    config = write_config(tmp_path)
+    assert import_file(config, sbx, write_csv(tmp_path / "in.csv", columns, rows))[0].exit_code == 0
+    first = next(iter(sbx.appointments()))
+    copy = {k: first[k] for k in ("customer_id", "user_id", "scheduled_at", "status")}
+    sbx.change("DELETE", f"/_sandbox/appointments/{first['id']}")
+    again = sbx.change(
+        "POST",
+        "/_sandbox/appointments",
+        {"tenant": first["tenant"], **copy, "treatments": first["treatment_ids"]},
+    )["data"]
+    code, report, output = verify_report(config, sbx, "--orphans")
+    assert code == 1, output  # the row's appointment is gone: relink says what to do
+    assert report["orphans"] == [], report["orphans"]
+    assert "flextell-worker relink" in output and again["creation_type"] == "manual"

@@ -302,7 +302,10 @@ class _TenantScan:
             # Beside a row's own appointment of the same visit: the patient is booked twice
             # (a booking made by hand while the import ran, after its calendar was read).
             same = refs.get(identity_key(resource_values(resource)), [])
-            holders = [r for r in same if r.appointment_id is not None and not r.frees_the_slot]
+            # The row's own must still stand in the calendar read: one deleted in Flextell
+            # (then booked again by hand) leaves the visit booked once, for `relink`.
+            holders = [r for r in same
+                       if r.appointment_id in listed and not r.frees_the_slot]  # fmt: skip
             if holders:
                 self.orphan(resource, holders, reason=_twice(resource, holders))
 
