@@ -307,6 +307,7 @@ def test_date_and_time_columns_and_field_timezone(tmp_path: Path) -> None:
     ("ambiguous", "wall", "expected"),
     [
         ("", "2026-10-25T02:30:00", None),  # Berlin overlap: error by default
+        ("", "2026-10-25 02:30", None),  # ... its value as written, not as read
         ('ambiguous = "earlier"', "2026-10-25T02:30:00", "2026-10-25T00:30:00Z"),
         ('ambiguous = "later"', "2026-10-25T02:30:00", "2026-10-25T01:30:00Z"),
         ('ambiguous = "later"', "2027-03-28T02:30:00", None),  # gap: never exists
@@ -326,6 +327,7 @@ def test_dst_gap_and_overlap(
         err = bad(result).errors[0]
         assert err.field == "scheduled_at"
         assert ("twice" in err.message) if "10-25" in wall else ("does not exist" in err.message)
+        assert err.value == wall  # as the export wrote it, not as it was read
         # What to write instead, as a person can (not only a mapping setting for all rows).
         if "10-25" in wall:
             assert (

@@ -563,7 +563,9 @@ class Compiler:
                         found = parsed.astimezone(UTC)
                         odd = OffsetWatch.foreign(parsed, zone, zone_name)
                 except ValueFail as exc:
-                    found = exc
+                    # The value as the export wrote it, not as it was read (a daylight-saving
+                    # error held the parsed date-time): a person searches the file for it.
+                    found = ValueFail(exc.message, text) if isinstance(text, str) else exc
                 except OverflowError:  # 9999-12-31T23:59-05:00 has no UTC date-time
                     found = ValueFail("date-time out of range once converted to UTC", text)
                 if len(cache) >= CACHE_MAX:
