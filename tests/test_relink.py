@@ -499,6 +499,34 @@ def test_a_visit_renumbered_after_its_move_was_applied_by_hand_is_held_not_booke
     assert len(sbx.appointments()) == before
 
 
+def test_a_renumbered_visit_the_export_cancelled_is_taken_over_cancelled(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """The export cancelled a visit, the front desk cancelled its appointment and
+    acknowledged; then the export renumbered it. The held row's item said relink takes
+    the appointment; relink said it was cancelled and took nothing: a dead end."""
+    columns, sample = sample_rows()
+    rows = [dict(r) for r in sample if r["clinic"] == "1"][:20]
+    config = _setup(tmp_path, sbx, rows)
+    old = rows[-1]["appointment_id"]
+    made = _ledger_rows(config)[old][1]
+    rows[-1].update(status="cancelled", cancellation_reason="Hasta aradi")
+    assert import_file(config, sbx, write_csv(tmp_path / "n2.csv", columns, rows))[0].exit_code == 1
+    sbx.change(
+        "PATCH",
+        f"/_sandbox/appointments/{made}",
+        {"status": "cancelled", "cancellation_reason": "Hasta aradi"},
+    )
+    assert run_cli("ack", old, "-c", str(config), "--note", "cancelled").exit_code == 0
+    rows[-1]["appointment_id"] = new = old + "X"
+    result, summary = import_file(config, sbx, write_csv(tmp_path / "n3.csv", columns, rows))
+    assert result.exit_code == 1 and summary["totals"]["created"] == 0, result.output
+    code, event, output = _relink(config, sbx, new, "--from", old)
+    assert code == 0, output
+    assert [r["verdict"] for r in event["rows"]] == ["renumbered"]
+    assert _ledger_rows(config)[new][:2] == ("created", made)
+
+
 def test_relink_from_refuses_rows_that_are_no_renumbered_visit(
     tmp_path: Path, sbx: Sandbox
 ) -> None:

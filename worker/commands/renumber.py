@@ -119,8 +119,9 @@ async def renumber(
         why = got.error_message or got.error_code or got.outcome.value
         note = f"GET appointment {gone}: HTTP {got.status or '-'}: {why}"
         return RelinkResult(None, "", [row("not_checked", note)], {}, ExitCode.ROWS_FAILED)
-    if got.appointment.status in FREES_THE_SLOT:
-        # The visit is not booked in Flextell: taking it over would say it is.
+    if got.appointment.status in FREES_THE_SLOT and not equal(new.payload or {}, got.appointment):
+        # The visit is not booked in Flextell: taking it over would say it is (unless the
+        # export's row is that cancelled visit too: then Flextell holds it as it is).
         note = (
             f"appointment {gone} of {old.source_key!r} is {got.appointment.status} in "
             f"Flextell: not taken over; if the visit stands, book it in Flextell: {retry}"
