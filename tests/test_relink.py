@@ -386,8 +386,17 @@ def _renumbered(tmp_path: Path, sbx: Sandbox) -> tuple[Path, list[str], list[dic
     rows = [dict(r) for r in sample if r["clinic"] == "1"][:20]
     config = _setup(tmp_path, sbx, rows)
     rows[-1]["appointment_id"] += "X"
-    result, _ = import_file(config, sbx, write_csv(tmp_path / "n2.csv", columns, rows))
+    summary = tmp_path / "n2.summary.txt"
+    result, _ = import_file(
+        config, sbx, write_csv(tmp_path / "n2.csv", columns, rows), "--summary-file", str(summary)
+    )
     assert result.exit_code == 1, result.output
+    # Held, counted failed, and not sent tomorrow either: said so ("1 not sent: ..." beside
+    # the table's "not sent 0" read as a row the next import sends).
+    assert (
+        "tenant 1: 1 failed, held and not sent: equal to an appointment of a row no longer "
+        "in the export (`flextell-worker worklist"
+    ) in summary.read_text(encoding="utf-8")
     return config, columns, rows
 
 

@@ -420,7 +420,7 @@ def test_a_relink_or_reconcile_run_s_page_says_what_it_did(tmp_path: Path, sbx: 
     relinked, reconciled = seen[pages[2]]["verdict"], seen[pages[3]]["verdict"]
     assert relinked.startswith("OK: Run 2 (relink) finished"), relinked
     assert (
-        "exit code 0. It checked 1 row(s) whose appointment was not found: 1 pending again: "
+        "exit code 0. It checked 1 row(s): 1 pending again: "
         "the next import books them. Nothing needs a person now."
     ) in relinked
     assert reconciled.startswith("OK: Run 3 (reconcile) finished"), reconciled

@@ -126,7 +126,7 @@ def print_summary(result: ImportResult, console: Console | None = None) -> None:
     _print_round_aborted(result, console)
     for tenant, counts in sorted(result.tenants.items()):
         for reason, n in sorted(counts.failed_by_reason.items()):
-            console.print(f"tenant {tenant}: {n} {reason}")
+            console.print(f"tenant {tenant}: {n} {_failed_reason(reason, result)}")
         for line in not_sent_lines(tenant, counts.not_sent_by_reason):
             console.print(line, markup=False)
     for tenant, n in sorted(result.claim_conflicts.items()):
@@ -151,6 +151,22 @@ def print_summary(result: ImportResult, console: Console | None = None) -> None:
         # With the ledger named, the command works as shown (a URL's password is masked
         # in `ledger_path`: then the config's own ledger is meant, named by -c).
         console.print(f"the rows that need a person: `flextell-worker worklist{_where(result)}`")
+
+
+_HELD = "not sent: "
+"""How a held row's reason starts (RowDelivery: booked by hand, renumbered)."""
+
+
+def _failed_reason(reason: str, result: ImportResult) -> str:
+    """A failed reason as the summary's line says it. A held row is counted failed and
+    is not sent by the next import either: "1 not sent: ..." beside "not sent 0" in the
+    table read as a row that goes out tomorrow."""
+    if not reason.startswith(_HELD):
+        return reason
+    return (
+        f"failed, held and not sent: {reason.removeprefix(_HELD)} (`flextell-worker "
+        f"worklist{_where(result)}` names them and what to do)"
+    )
 
 
 def _where(result: ImportResult) -> str:

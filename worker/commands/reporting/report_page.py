@@ -328,7 +328,7 @@ def _verdict(
 
 _OTHER_RUNS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
     "relink": (
-        "checked {n:,} row(s) whose appointment was not found",
+        "checked {n:,} row(s)",
         (
             ("present", "still in Flextell"),
             ("relinked", "linked to an equal appointment booked again by hand"),
