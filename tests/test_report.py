@@ -200,6 +200,7 @@ def test_a_run_killed_before_it_recorded_its_counts_is_not_reported_as_having_do
     # The morning list said "0 item(s)" and nothing else while rows were in doubt.
     listed = run_cli("worklist", "-c", str(config)).output
     assert "run 1 ended without finishing (crashed or killed) and did not bring this" in listed
+    assert "may be in doubt until the next import or `reconcile`" in listed
     assert (
         run_cli(
             "import", str(file), "-c", str(config), "--base-url", sbx.base_url, "--no-progress"
@@ -234,6 +235,38 @@ def test_a_run_killed_before_it_recorded_its_counts_is_not_reported_as_having_do
     assert '<td class="n">0</td>' not in tenants.group(0)
     only = run_cli("report", "-c", str(config), "--run", "1")
     assert "run 1 crashed: its counts are not recorded" in only.output
+
+
+def test_after_a_reconcile_the_worklist_does_not_send_a_person_to_run_it_again(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """A night killed with rows in flight, then `reconcile` found them: the worklist
+    still said they "may be in doubt until the next import or `reconcile` settles them"."""
+    config = write_config(tmp_path, rate_limit='"40/second"')
+    columns, rows = sample_rows()
+    file = write_csv(tmp_path / "night.csv", columns, rows[:60])
+    sbx.change("POST", "/_sandbox/faults", {"commit_delay_seconds": 2})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker", "import", str(file), "-c", str(config),
+         "--base-url", sbx.base_url, "--no-progress"],
+        cwd=ROOT, env=os.environ | TOKEN_ENV,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while sbx.stats()["appointments_total"] < 5:
+            assert proc.poll() is None and time.monotonic() < deadline, "no 5 rows created"
+            time.sleep(0.05)
+    finally:
+        proc.kill()  # with POSTs in flight: their commits come 2 s after they arrived
+        proc.wait()
+    sbx.change("POST", "/_sandbox/faults", {"commit_delay_seconds": 0})
+    settled = run_cli("reconcile", "-c", str(config), "--base-url", sbx.base_url)
+    assert "found" in settled.output, settled.output
+    listed = run_cli("worklist", "-c", str(config)).output
+    assert "run 1 ended without finishing (crashed or killed)" in listed, listed
+    assert "`reconcile` run 2 has looked up the rows it left in doubt since" in listed, listed
+    assert "until the next import or `reconcile`" not in listed
 
 
 def test_a_run_records_its_config_absolute_and_the_page_says_when_it_cannot_read_it(

@@ -275,6 +275,16 @@ def unfinished_note(runs: list[Run]) -> str | None:
     last = imports[-1]
     if last.status == RunStatus.RUNNING:
         return f"run {last.id} is still running: this list is as the runs before it left it"
+    settled = [r for r in runs if r.mode == "reconcile" and r.id > last.id
+               and r.status == RunStatus.FINISHED]  # fmt: skip
+    if settled:
+        # Said after it as before it, the advice sent a person to run what had just run.
+        return (
+            f"run {last.id} ended without finishing (crashed or killed) and did not bring "
+            f"this list up to date; `reconcile` run {settled[-1].id} has looked up the rows "
+            "it left in doubt since (`verify` lists any still in doubt); the next import "
+            "finishes the night"
+        )
     return (
         f"run {last.id} ended without finishing (crashed or killed) and did not bring this "
         "list up to date: rows it sent may be in doubt until the next import or `reconcile` "
