@@ -428,6 +428,11 @@ def test_a_relink_or_reconcile_run_s_page_says_what_it_did(tmp_path: Path, sbx: 
         "exit code 0. It looked up 1 row(s) whose outcome was not known: 1 found in "
         "Flextell: created."
     ) in reconciled
+    # The row relink set to be booked again is still unsent: said, not a bare "OK".
+    assert (
+        "1 row(s) of the ledger are not sent yet (pending): the next import sends those its "
+        "export holds."
+    ) in reconciled
 
 
 def test_the_request_charts_rate_is_the_tenants_that_send(tmp_path: Path, sbx: Any) -> None:

@@ -115,13 +115,14 @@ async def collect_page(options: HtmlOptions) -> ReportPage:
         reasons, sends = Reasons(), Sends(run, next_start=later[0] if later else None)
         unsent = Unsent(run)
         # One pass over the ledger in insertion order (its cheapest read) feeds them all.
-        in_flight = 0
+        in_flight = pending = 0
         async for entry in ledger.entries_iter(page_size=_PAGE):
             work.add(entry)
             reasons.add(entry)
             sends.add(entry)
             unsent.add(entry)
             in_flight += entry.status == _IN_FLIGHT
+            pending += entry.status == _PENDING
         work.finish()
         tenants = _tenants(run, config, work.by_tenant)
         page = ReportPage(
@@ -129,7 +130,7 @@ async def collect_page(options: HtmlOptions) -> ReportPage:
             generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
             run=glance,
             tenants=tenants,
-            verdict=_verdict(run, glance, tenants, work, in_flight, unsent),
+            verdict=_verdict(run, glance, tenants, work, in_flight, unsent, pending),
             reasons=reasons.counts.most_common(),
             timeline=sends.timeline(config),
             history=_history(all_runs, options.history),
@@ -268,6 +269,7 @@ def _verdict(
     work: PageWorklist,
     in_flight: int = 0,
     unsent: Unsent | None = None,
+    pending: int = 0,
 ) -> str:
     """The run in words: its exit code, what it read, whether its file was a full
     export that was trusted, and what needs a person now."""
@@ -323,6 +325,13 @@ def _verdict(
         said.append("No worklist item is open now.")
     if in_flight:
         said.append(_in_flight_text(in_flight))
+    if pending and run.mode in _OTHER_RUNS:
+        # An import's page says what it left unsent; a morning's reconcile after a night
+        # killed mid-way read "OK" with that night's rows still unsent.
+        said.append(
+            f"{pending:,} row(s) of the ledger are not sent yet (pending): the next import "
+            "sends those its export holds."
+        )
     return " ".join(said)
 
 
