@@ -712,7 +712,7 @@ def test_a_reused_key_whose_new_visit_comes_first_is_the_duplicate_not_a_change(
     listed = [i for i in items(config) if i["source_key"] == key]
     assert [(i["kind"], i["source_line"]) for i in listed] == [("duplicate_key", 2)]
     assert f"line {between + 3} of this export has the same source key" in listed[0]["reason"]
-    assert "appointment 1 was made for, unchanged" in listed[0]["reason"]
+    assert "appointment 1 was made for (unchanged)" in listed[0]["reason"]
     assert len(sbx.appointments()) == before + len({r["appointment_id"] for r in fill})
     code, report, output = verify_report(config, sbx)
     assert code == 0 and report["totals"]["mismatched"] == 0, output
@@ -721,6 +721,38 @@ def test_a_reused_key_whose_new_visit_comes_first_is_the_duplicate_not_a_change(
     result, summary = import_file(config, sbx, path)
     assert (summary["totals"]["changed"], summary["totals"]["duplicate_keys"]) == (0, 1)
     assert [i["kind"] for i in items(config) if i["source_key"] == key] == ["duplicate_key"]
+
+
+def test_a_reused_key_above_the_keys_visit_moved_the_same_night_is_the_duplicate(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """The key's own visit moved the same night a new visit reused its key above it:
+    the new visit was taken for the key's change (another patient, doctor and time),
+    and the moved visit skipped as the duplicate. Followed, the advice gave one
+    patient's appointment to another and lost the moved visit."""
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    rows = [dict(r) for r in sample[:3]]
+    assert import_file(config, sbx, export(tmp_path, "n1.csv", rows))[0].exit_code == 0
+    key = rows[0]["appointment_id"]
+    intruder = dict(sample[5], appointment_id=key, notes="another patient, key reused")
+    assert (intruder["customer_id"], intruder["doctor_id"]) != (
+        rows[0]["customer_id"],
+        rows[0]["doctor_id"],
+    )
+    moved = dict(rows[0], start=rows[0]["start"][:11] + "17:45:00")
+    result, summary = import_file(
+        config, sbx, export(tmp_path, "n2.csv", [intruder, moved, *rows[1:]])
+    )
+    assert result.exit_code == 1, result.output
+    assert (summary["totals"]["changed"], summary["totals"]["duplicate_keys"]) == (1, 1)
+    [change] = summary["changed"]
+    assert change["line"] == 3 and set(change["changes"]) == {"scheduled_at"}, change
+    kinds = {i["kind"]: i for i in items(config) if i["source_key"] == key}
+    assert set(kinds) == {"changed", "duplicate_key"}
+    assert kinds["duplicate_key"]["source_line"] == 2
+    assert "(its patient and doctor, changed otherwise)" in kinds["duplicate_key"]["reason"]
+    assert "17:45" in (kinds["changed"]["local_diff"] or ""), kinds["changed"]
 
 
 def test_a_key_repeated_three_times_names_both_skipped_rows(tmp_path: Path, sbx: Sandbox) -> None:

@@ -236,15 +236,17 @@ def duplicate_key(
     again: bool = False,
     holder: int | None = None,
     owner_line: int | None = None,
+    owner_changed: bool = False,
 ) -> Finding:
     """A row skipped because an earlier row of the export has the same source key, or
     (`again`) because an earlier run skipped this row so, or (`owner_line`) because a
     later row is the version the key's appointment `holder` was created with."""
     if owner_line is not None:
         made = f"appointment {holder}" if holder is not None else "the key's appointment"
+        how = "its patient and doctor, changed otherwise" if owner_changed else "unchanged"
         reason = (
             f"skipped: line {owner_line} of this export has the same source key and is the "
-            f"row {made} was made for, unchanged: this row is another visit under a reused "
+            f"row {made} was made for ({how}): this row is another visit under a reused "
             "key, not a change of that one (give it its own key, or remove it from the export)"
         )
     elif not again:

@@ -80,9 +80,11 @@ class RowReader:
         self.preview: Callable[[MappedRow], None] | None = None
         """With --payloads: called with every row this run would send."""
         self._seen_digests: set[int] = set()
-        self._changed_first: dict[tuple[int, str], SourceRow | RowProblem] = {}
-        """Keys whose first row this run differs from what was created for the key: a
-        later row of the key equal to it is the key's own (see `_the_keys_own`)."""
+        self._changed_first: dict[tuple[int, str], tuple[SourceRow | RowProblem, bool]] = {}
+        """Keys whose first row this run differs from what was created for the key, and
+        whether it names the created version's patient and doctor: a later row of the key
+        that is that version, or names them when the first does not, is the key's own
+        (see `_the_keys_own`)."""
         self.hand_fixed: frozenset[tuple[int, str, str]] = frozenset()
         """(tenant, key, content) of rows fixed by hand whose old version the export may
         still carry: counted as fixed_by_hand, not as invalid or changed."""
@@ -177,19 +179,43 @@ class RowReader:
         return self.was_read(tenant, key)
 
     def _the_keys_own(
-        self, tenant: int, key: str, entry: Entry | None, stored_hash: str | None
-    ) -> bool:
-        """A later row of a key whose first row this run was a change: is it the version
-        the key's appointment was created with? Then it is the key's row, and the first
-        one another visit reusing the key (taken for a change, it asked a person to turn
-        one patient's appointment into another's)."""
-        return (
-            (tenant, key) in self._changed_first
-            and entry is not None
-            and entry.status == Status.CREATED.value
-            and entry.payload_hash is not None
-            and entry.payload_hash == stored_hash
-        )
+        self, tenant: int, key: str, entry: Entry | None, stored_hash: str | None, m: MappedRow
+    ) -> bool | None:
+        """A later row of a key whose first row this run was a change: is it the key's row?
+        True: it is the version the key's appointment was created with; False: it is a
+        change of that visit (its patient and doctor, which the first row does not name);
+        None: neither, the first row stays the key's. Taken for a change, a new visit
+        reusing the key asked a person to turn one patient's appointment into another's."""
+        first = self._changed_first.get((tenant, key))
+        if first is None or entry is None or entry.status != Status.CREATED.value:
+            return None
+        if entry.payload_hash is not None and entry.payload_hash == stored_hash:
+            return True
+        if not first[1] and _same_patient(entry, m):
+            return False
+        return None
+
+    def _note_change(
+        self,
+        tenant: int,
+        key: str,
+        item: SourceRow | RowProblem,
+        entry: Entry | None,
+        m: MappedRow,
+    ) -> None:
+        """List a changed row (and, in a dry run, predict its item)."""
+        if self.dry_run:
+            self._predict(tenant, key, Kind.CHANGED, item, "changed in the source")
+        if entry is not None and len(self.changed_rows) < LISTED_ROWS:
+            self.changed_rows.append(
+                {
+                    "tenant": tenant,
+                    "source_key": key,
+                    "line": item.line,
+                    "appointment_id": entry.appointment_id,
+                    "changes": payload_diff(entry.payload_json, m.payload_json.decode()),
+                }
+            )
 
     def _forget_change(self, tenant: int, key: str) -> None:
         """The key's first row was listed as a change (and, in a dry run, predicted so)."""
@@ -352,23 +378,27 @@ class RowReader:
                 )
                 continue
             stored_hash = m.payload_hash if ledger is None else ledger.keyed(m.payload_hash)
-            if repeated and self._the_keys_own(tenant, key, entry, stored_hash):
-                # The created version after a first row that differs from it: that first
-                # row is another visit reusing the key, not a change of this one.
-                other = self._changed_first.pop((tenant, key))
-                counts.changed -= 1
-                counts.unchanged += 1
+            owns = self._the_keys_own(tenant, key, entry, stored_hash, m) if repeated else None
+            if owns is not None and entry is not None:
+                # The key's visit after a first row that is not it: that first row is
+                # another visit reusing the key, not a change of this one.
+                other, _ = self._changed_first.pop((tenant, key))
                 counts.duplicate_keys += 1
                 self._forget_change(tenant, key)
                 if (tenant, key) in changed_here:
                     dropped.add(changed_here.pop((tenant, key)))
+                if owns:
+                    counts.changed -= 1
+                    counts.unchanged += 1
+                else:  # the visit moved (or so) too: its change is this row's
+                    self._note_change(tenant, key, item, entry, m)
                 log.warning("duplicate source key skipped", tenant=tenant, line=other.line,
                             source_key=key)  # fmt: skip
                 self.findings.append(
                     found.duplicate_key(tenant, key, source_file=other.source, line=other.line,
                                         source_row=_source_row_json(other), columns=self.columns,
-                                        holder=entry.appointment_id if entry else None,
-                                        owner_line=item.line)
+                                        holder=entry.appointment_id,
+                                        owner_line=item.line, owner_changed=not owns)
                 )  # fmt: skip
                 seen.append(self._seen_row(m, tenant, key, run_id))
                 continue
@@ -392,21 +422,10 @@ class RowReader:
                 counts.fixed_by_hand += 1
             elif action is Action.CHANGED:
                 counts.changed += 1
-                if len(self._changed_first) < MAX_SKIPPED_KEYS:
-                    self._changed_first[(tenant, key)] = item
+                if entry is not None and len(self._changed_first) < MAX_SKIPPED_KEYS:
+                    self._changed_first[(tenant, key)] = (item, _same_patient(entry, m))
                     changed_here[(tenant, key)] = len(seen)
-                if self.dry_run:
-                    self._predict(tenant, key, Kind.CHANGED, item, "changed in the source")
-                if entry is not None and len(self.changed_rows) < LISTED_ROWS:
-                    self.changed_rows.append(
-                        {
-                            "tenant": tenant,
-                            "source_key": key,
-                            "line": item.line,
-                            "appointment_id": entry.appointment_id,
-                            "changes": payload_diff(entry.payload_json, m.payload_json.decode()),
-                        }
-                    )
+                self._note_change(tenant, key, item, entry, m)
             elif action is Action.PREVIOUSLY_FAILED:
                 counts.previously_failed += 1
                 if self.dry_run:
@@ -474,6 +493,15 @@ def _fallback_key(item: SourceRow | RowProblem) -> str:
     """A key for a row whose own key cannot be derived: stable for the same broken row."""
     text = _source_row_json(item) if isinstance(item, SourceRow) else (item.raw or "")
     return "raw:" + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _same_patient(entry: Entry, m: MappedRow) -> bool:
+    """Whether the row names the patient and doctor the key's appointment was made for."""
+    made = entry.payload
+    return made is not None and (made.get("customer_id"), made.get("user_id")) == (
+        m.payload.customer_id,
+        m.payload.user_id,
+    )
 
 
 def _identity(m: MappedRow) -> str:
