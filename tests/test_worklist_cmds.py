@@ -686,6 +686,19 @@ def test_a_created_row_made_invalid_says_its_appointment_stands(
     assert f"this row was created before (appointment {made} stands in Flextell" in item["reason"]
 
 
+def _key_reused(
+    tmp_path: Path, sbx: Sandbox
+) -> tuple[Path, list[dict[str, str]], list[dict[str, str]], dict[str, str]]:
+    """Night 1 created three rows; the config, the sample, those rows, and a new visit of
+    another patient reusing the first one's key."""
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    rows = [dict(r) for r in sample[:3]]
+    assert import_file(config, sbx, export(tmp_path, "n1.csv", rows))[0].exit_code == 0
+    key = rows[0]["appointment_id"]
+    return config, sample, rows, dict(sample[5], appointment_id=key, notes="key reused")
+
+
 @pytest.mark.parametrize("between", [0, 510], ids=["same-batch", "later-batch"])
 def test_a_reused_key_whose_new_visit_comes_first_is_the_duplicate_not_a_change(
     tmp_path: Path, sbx: Sandbox, between: int
@@ -694,12 +707,8 @@ def test_a_reused_key_whose_new_visit_comes_first_is_the_duplicate_not_a_change(
     unchanged: the first was taken for a change (a `changed` item asking a person to
     turn one patient's appointment into another's) and the key's own row was skipped as
     the duplicate. `between`: rows between the two (the reader's batches are 500)."""
-    config = write_config(tmp_path)
-    _, sample = sample_rows()
-    rows = [dict(r) for r in sample[:3]]
-    assert import_file(config, sbx, export(tmp_path, "n1.csv", rows))[0].exit_code == 0
+    config, sample, rows, intruder = _key_reused(tmp_path, sbx)
     key = rows[0]["appointment_id"]
-    intruder = dict(sample[5], appointment_id=key, notes="another patient, key reused")
     fill = [dict(sample[i % 100 + 10], appointment_id=f"FILL-{i}") for i in range(between)]
     night = [intruder, *fill, *rows]
     path = export(tmp_path, "n2.csv", night)
@@ -730,12 +739,8 @@ def test_a_reused_key_above_the_keys_visit_moved_the_same_night_is_the_duplicate
     the new visit was taken for the key's change (another patient, doctor and time),
     and the moved visit skipped as the duplicate. Followed, the advice gave one
     patient's appointment to another and lost the moved visit."""
-    config = write_config(tmp_path)
-    _, sample = sample_rows()
-    rows = [dict(r) for r in sample[:3]]
-    assert import_file(config, sbx, export(tmp_path, "n1.csv", rows))[0].exit_code == 0
+    config, _, rows, intruder = _key_reused(tmp_path, sbx)
     key = rows[0]["appointment_id"]
-    intruder = dict(sample[5], appointment_id=key, notes="another patient, key reused")
     assert (intruder["customer_id"], intruder["doctor_id"]) != (
         rows[0]["customer_id"],
         rows[0]["doctor_id"],
