@@ -10,8 +10,11 @@ import json
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from click.testing import CliRunner
+
 from tests.support.sandbox_process import Sandbox
 from tests.support.sync import import_file, run_cli, sample_rows, write_config
+from worker.cli import cli
 
 BAD_LINE = 900  # past the 64 KiB the reader samples for the encoding
 
@@ -133,3 +136,66 @@ def test_a_stray_byte_in_a_column_the_mapping_does_not_read_refuses_no_row(
     result = run_cli("validate", str(export), "-c", str(config))
     assert result.exit_code == 0, result.output
     assert "1000 rows, 1000 valid, 0 invalid" in result.output
+
+
+def test_a_cp1254_exports_undefined_byte_reaches_its_failures_file_as_a_question_mark(
+    tmp_path: Path,
+) -> None:
+    """cp1254 cannot hold U+FFFD: the failures file (written in the export's encoding)
+    refused the row and validate ended with exit 2."""
+    config = write_config(tmp_path)
+    config.write_text(config.read_text(encoding="utf-8") + '\n[source]\nencoding = "cp1254"\n')
+    export, key = _export(tmp_path / "export.csv")
+    data = export.read_bytes().decode("utf-8", "surrogateescape")
+    data = data.replace("\udce9", "\udc8d")  # 0x8D: a byte cp1254 leaves undefined
+    export.write_bytes(data.encode("cp1254", "surrogateescape"))
+    failures = tmp_path / "failures.csv"
+    result = run_cli("validate", str(export), "-c", str(config), "--failures", str(failures))
+    assert result.exit_code == 1, result.output
+    assert "byte 0x8d at character 12 is not cp1254" in result.output
+    with failures.open(encoding="cp1254", newline="") as fh:
+        [row] = list(csv.DictReader(fh))
+    assert (row["appointment_id"], row["notes"]) == (key, "kontrol Caf?")
+
+
+def test_standard_input_with_a_stray_byte_reads_every_other_row(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    export, _ = _export(tmp_path / "export.csv")
+    result = CliRunner().invoke(
+        cli, ["validate", "-", "--format", "csv", "-c", str(config)], input=export.read_bytes()
+    )
+    assert result.exit_code == 1, result.output
+    assert "1000 rows, 999 valid, 1 invalid" in result.output
+    assert f"<stdin>:{BAD_LINE}:" in result.output
+
+
+def test_a_multi_line_cell_with_a_stray_byte_stays_in_its_column_in_the_failures_file(
+    tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path)
+    export, key = _export(tmp_path / "export.csv")
+    data = export.read_bytes().replace(b"kontrol Caf\xe9", b'"satir bir\nsatir iki Caf\xe9"')
+    export.write_bytes(data)
+    failures = tmp_path / "failures.csv"
+    result = run_cli("validate", str(export), "-c", str(config), "--failures", str(failures))
+    assert result.exit_code == 1, result.output
+    with failures.open(encoding="utf-8", newline="") as fh:
+        [row] = list(csv.DictReader(fh))
+    assert (row["appointment_id"], row["notes"]) == (key, "satir bir\nsatir iki Caf\ufffd")
+
+
+def test_a_header_past_the_sample_with_a_stray_byte_names_the_byte(tmp_path: Path) -> None:
+    """A header under 5,000 title lines (past the 64 KiB sample) with a stray byte in a
+    name: called "the invisible character U+DCE9", an escape no file holds."""
+    config = write_config(tmp_path)
+    config.write_text(config.read_text(encoding="utf-8") + "\n[source]\nheader_row = 5001\n")
+    export, _ = _export(tmp_path / "export.csv", rows=10, bad=False)
+    body = export.read_bytes().replace(b"notes", b"not\xe9s", 1)
+    export.write_bytes(b"Randevu listesi\n" * 5000 + body)
+    assert 5000 * 16 > 64 * 1024
+    result = run_cli("validate", str(export), "-c", str(config))
+    assert result.exit_code == 2, result.output
+    assert "line 5001: header row, column 10: byte 0xe9 at character 4 is not utf-8" in (
+        result.output
+    )
+    assert "invisible character" not in result.output

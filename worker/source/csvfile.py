@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from worker.errors import SourceError
 from worker.logs import get_logger
+from worker.source import stray_bytes
 from worker.source.invisible import invisible_in
 from worker.source.lines import Event, LineFeed
 from worker.source.options import DELIMITERS, setting
@@ -150,6 +151,15 @@ def _truncate(text: str) -> str:
     return text if len(text) <= RAW_LIMIT else text[:RAW_LIMIT] + "…"
 
 
+def record_text(cells: Sequence[str], delimiter: str) -> str:
+    """Cells as one CSV record, without its line end; a cell with a line break is quoted
+    (with no line terminator, the csv module leaves such a cell bare, and the record read
+    back falls apart at the break)."""
+    out = io.StringIO()
+    csv.writer(out, delimiter=delimiter, lineterminator="\r\n").writerow(cells)
+    return out.getvalue().removesuffix("\r\n")
+
+
 def _record_text(lines: list[str]) -> str | None:
     if not lines:
         return None
@@ -175,12 +185,15 @@ class CsvRows:
         header_line: int | None = None,
         given: str | None = None,
         from_cli: bool = False,
+        encoding: str = "utf-8",
     ) -> None:
         """`header_line`: the header's line, records above it are skipped (titles);
         `given`: how messages name the setting it came from, when a person set it;
         `from_cli`: settings are named as options (a command without a config)."""
         self.name = name
         self._from_cli = from_cli
+        self._encoding = encoding
+        """The file's encoding, named when a header holds a byte it does not decode."""
         self._header_line = header_line or 0
         self._given = given
         self._translate = translate
@@ -252,6 +265,14 @@ class CsvRows:
         return columns, end
 
     def _check_header(self, columns: list[str], line: int) -> None:
+        for i, column in enumerate(columns, 1):
+            # Before header_problems, which would call the byte's escape a control character.
+            if (at := stray_bytes.first_stray(column)) is not None:
+                raise SourceError(
+                    f"{self.name}: line {line}: header row, column {i}: "
+                    f"{stray_bytes.describe(column, at, self._encoding)}: retype the column's "
+                    "name in the export, or set [source] encoding to the file's encoding"
+                )
         if problems := header_problems(columns):
             below = None if self._given is not None else self._full_names_below(line)
             if below is not None:
@@ -374,14 +395,13 @@ class CsvRows:
         )
 
     def _wrong_count(self, line: int, cells: list[str], columns: Sequence[str]) -> RowProblem:
-        out = io.StringIO()
-        csv.writer(out, delimiter=self.delimiter, lineterminator="").writerow(cells)
+        text = record_text(cells, self.delimiter)
         ncols = len(columns)
         return RowProblem(
             self.name,
             line,
             f"row has {len(cells)} cells, header has {ncols} (expected one cell per column)",
-            raw=_truncate(out.getvalue()),
+            raw=_truncate(text),
             # Its first cells stand under the first columns, whether it is short
             # ("TOPLAM;21 randevu") or long (a stray delimiter in a later cell): a skip
             # rule can match it like any row, and its key still names it.

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -132,11 +133,12 @@ class FailureWriter:
         # so nothing is lost.
         raw = row.raw or ""
         try:
-            parsed = next(csv.reader([raw], delimiter=self.delimiter), [])
+            # As a file: a quoted cell may hold a line break (a note over two lines).
+            records = list(csv.reader(io.StringIO(raw, newline=""), delimiter=self.delimiter))
         except csv.Error:
-            parsed = None
-        if parsed is not None and len(parsed) <= ncols and "\n" not in raw:
-            return parsed + [""] * (ncols - len(parsed))
+            records = []
+        if len(records) == 1 and len(records[0]) <= ncols:
+            return records[0] + [""] * (ncols - len(records[0]))
         return [raw] + [""] * max(ncols - 1, 0)
 
     def _json_object(self, row: SourceRow | RowProblem, extra: Mapping[str, str]) -> dict[str, Any]:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import codecs
-import csv
-import io
 import itertools
 import json
 import re
@@ -21,6 +19,7 @@ from worker.source.csvfile import (
     detect_delimiter,
     excel_sep,
     line_with,
+    record_text,
     title_lines,
 )
 from worker.source.encoding_check import (
@@ -110,7 +109,9 @@ class Source:
         self.write_encoding = "utf-8-sig" if self._bom and codec == "utf-8-sig" else encoding
         # A start that reads right: a stray byte further down is its row's error, not the
         # file's (stray_bytes); one that does not is refused whole, naming the encoding.
-        tolerant = self._sample_reads
+        # Standard input has no sample to judge: read so too (a wholly wrong encoding then
+        # makes every row with a letter outside ASCII an error that says so).
+        tolerant = self._sample_reads or path == "-"
         self._input = TextInput(
             self.name, path, encoding, codec, newline="" if self.format == "csv" else "\n",
             errors=stray_bytes.HANDLER if tolerant else "strict",
@@ -121,7 +122,6 @@ class Source:
         try:
             self._rows = self._start(self._input, options, delimiter)
             if tolerant:
-                self._check_header_bytes()
                 self._rows = self._stray_checked(self._rows, before)
         except READ_ERRORS as exc:
             self.close()
@@ -273,6 +273,7 @@ class Source:
                     "header_row", given, from_cli=options.from_cli
                 ),
                 from_cli=options.from_cli,
+                encoding=self.encoding,
             )  # fmt: skip
             if given is None and header_line is not None:
                 self.titles_above = header_line
@@ -331,16 +332,6 @@ class Source:
             else:
                 yield row
 
-    def _check_header_bytes(self) -> None:
-        """A header naming a column with a stray byte: no row can be read by its names."""
-        for i, column in enumerate(self.columns or ()):
-            if (at := stray_bytes.first_stray(column)) is not None:
-                raise SourceError(
-                    f"{self.name}: header row, column {i + 1}: "
-                    f"{stray_bytes.describe(column, at, self.encoding)}: retype the column's "
-                    "name in the export, or set [source] encoding to the file's encoding"
-                )
-
     def _stray_row(self, row: SourceRow) -> SourceRow | RowProblem | None:
         """A row holding a stray byte: its row error, naming the column and the byte; or,
         when only cells the mapping does not read hold one, the row with those bytes as
@@ -364,20 +355,17 @@ class Source:
                 break
             if found is None and not unread:
                 return None
-        fields = {k: stray_bytes.clean(v) if isinstance(v, str) else v
+        keep = self.write_encoding
+        fields = {k: stray_bytes.clean(v, keep) if isinstance(v, str) else v
                   for k, v in row.fields.items()}  # fmt: skip
         if found is None:
             return replace(row, fields=fields)
         column, where, spot = found
         byte = stray_bytes.describe(where, spot, self.encoding)
         if text is None:
-            out = io.StringIO()
-            csv.writer(out, delimiter=self.delimiter or ",", lineterminator="").writerow(
-                list(fields.values())
-            )
-            raw = out.getvalue()
+            raw = record_text([str(v) for v in fields.values()], self.delimiter or ",")
         else:
-            raw = stray_bytes.clean(text)
+            raw = stray_bytes.clean(text, keep)
         return RowProblem(
             row.source,
             row.line,

@@ -45,10 +45,19 @@ def first_stray(text: str) -> int | None:
     return None if found is None else found.start()
 
 
-def clean(text: str) -> str:
-    """`text` with each stray byte as U+FFFD, the replacement character (what a file,
-    the ledger and a terminal can hold; the row is to be retyped)."""
-    return _STRAY.sub("\ufffd", text)
+def clean(text: str, encoding: str = "utf-8") -> str:
+    """`text` with each stray byte as U+FFFD, the replacement character (what the ledger
+    and a terminal can hold; the row is to be retyped), or "?" where the file's own
+    `encoding` cannot hold it (its failures file is written in that encoding)."""
+    return _STRAY.sub(_replacement(encoding), text)
+
+
+def _replacement(encoding: str) -> str:
+    try:
+        "\ufffd".encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return "?"
+    return "\ufffd"
 
 
 def describe(text: str, at: int, encoding: str) -> str:
