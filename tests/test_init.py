@@ -849,6 +849,7 @@ def _totals_export(tmp_path: Path, totals: str = "TOPLAM;2 randevu;;;;") -> Path
         "Toplam randevu:;2",
         "TOPLAM;2 randevu;;;;450",
         "Toplam randevu: 2;;;;;",  # label and count in one cell: no rule was drafted
+        "TOPLAM 2;;;;;",  # ... with no colon
     ],
 )
 def test_a_totals_line_gets_a_skip_rule_and_is_no_row(tmp_path: Path, totals: str) -> None:
@@ -858,7 +859,7 @@ def test_a_totals_line_gets_a_skip_rule_and_is_no_row(tmp_path: Path, totals: st
     cfg, text = init(tmp_path, export)
     rules = tomllib.loads(text)["source"]["skip_rows"]
     label = r"toplam\s+randevu" if "randevu:" in totals else "toplam"  # "Total appointments:"
-    count = r"(:\s*[0-9][0-9.,]*)?"
+    count = r"(:?\s*[0-9][0-9.,]*)?"
     assert rules == [{"column": "Randevu No", "matches": rf"(?i)^\s*{label}\s*{count}\s*:?\s*$"}]
     assert "the cells are not Flextell ids" not in text  # "2 randevu" is no patient id
     result = CliRunner().invoke(cli, ["validate", str(export), "-c", str(cfg)])
@@ -967,8 +968,8 @@ def test_only_a_totals_label_of_a_row_of_few_cells_gets_a_rule(tmp_path: Path) -
     )
     export, cfg = tmp_path / "export.csv", tmp_path / "draft.toml"
     assert tomllib.loads(text)["source"]["skip_rows"] == [
-        {"column": "Randevu No", "matches": r"(?i)^\s*gesamt\s*(:\s*[0-9][0-9.,]*)?\s*:?\s*$"},
-        {"column": "Şube", "matches": r"(?i)^\s*toplam\s*(:\s*[0-9][0-9.,]*)?\s*:?\s*$"},
+        {"column": "Randevu No", "matches": r"(?i)^\s*gesamt\s*(:?\s*[0-9][0-9.,]*)?\s*:?\s*$"},
+        {"column": "Şube", "matches": r"(?i)^\s*toplam\s*(:?\s*[0-9][0-9.,]*)?\s*:?\s*$"},
     ]
     assert "TOPLAM" not in str(mapping["tenant"])  # no clinic of that name
     result = CliRunner().invoke(cli, ["validate", str(export), "-c", str(cfg)])

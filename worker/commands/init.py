@@ -265,11 +265,11 @@ class Draft:
 _TOTALS = re.compile(
     r"\s*((?:genel\s+|ara\s+)?toplam(?:\s+randevu(?:lar)?)?"
     r"|(?:grand\s+|sub)?totals?(?:\s+(?:appointments?|visits?|bookings?))?"
-    r"|summe|gesamt(?:summe)?(?:\s+termine?)?|somme|suma|sum)\s*(?::\s*(?:\d[\d.,]*)?)?\s*",
+    r"|summe|gesamt(?:summe)?(?:\s+termine?)?|somme|suma|sum)\s*(?::?\s*\d[\d.,]*|:)?\s*",
     re.IGNORECASE,
 )
 """A totals line's label ("TOPLAM", "Genel toplam", "Total", "Total appointments:",
-"Summe"), as a whole cell, or with its count after a colon ("Toplam randevu: 21", the
+"Summe"), as a whole cell, or with its count ("Toplam randevu: 21", "TOPLAM 10", the
 count changing nightly)."""
 
 
@@ -395,8 +395,8 @@ def draft_config(
         # The label as a whole cell, never a prefix: "Total-703" is an appointment's id.
         # A TOML literal string: the expression's backslashes stay as written.
         label = r"\s+".join(re.escape(w) for w in word.lower().split())
-        # A count after a colon too ("Toplam randevu: 21"): it changes every night.
-        d.add(f"matches = '(?i)^\\s*{label}\\s*(:\\s*[0-9][0-9.,]*)?\\s*:?\\s*$'")
+        # A count too ("Toplam randevu: 21", "TOPLAM 10"): it changes every night.
+        d.add(f"matches = '(?i)^\\s*{label}\\s*(:?\\s*[0-9][0-9.,]*)?\\s*:?\\s*$'")
     d.add()
     d.add("[mapping]")
     for line in tenant_lines:
