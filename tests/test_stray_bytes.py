@@ -92,6 +92,8 @@ def test_a_jsonl_line_with_a_stray_byte_is_its_rows_error(tmp_path: Path) -> Non
     assert "1000 rows, 999 valid, 1 invalid" in result.output
     [line] = [x for x in result.output.splitlines() if f"export.jsonl:{BAD_LINE - 1}:" in x]
     assert "is not utf-8 ('é' in cp1252)" in line
+    # The key that holds it, and where in its value (not in the raw line).
+    assert "(column 'notes'): byte 0xe9 at character 12" in line, line
 
 
 def test_a_stray_byte_in_a_jsonl_row_read_ahead_for_its_keys_is_its_rows_error(

@@ -338,9 +338,11 @@ class Source:
         U+FFFD (nothing of them is sent); None when it holds none."""
         text = row.raw
         found: tuple[str | None, str, int] | None = None
-        if text is not None:  # JSONL: the line (a key may hold it too)
+        if text is not None:  # JSONL: the value holding it, else the line (a key may)
             at = stray_bytes.first_stray(text)
             found = None if at is None else (None, text, at)
+            if found is not None:
+                found = _stray_value(row.fields) or found
         else:
             read = self._read_columns
             unread = False
@@ -555,3 +557,23 @@ def _refuse_json_array(name: str, sample: str) -> None:
                 "example jq -c '.[]' FILE > FILE.jsonl"
             )
         return  # another array on one line: that line's own row error says so
+
+
+def _stray_value(value: Any, path: str = "") -> tuple[str | None, str, int] | None:
+    """(dotted key, value, index) of the first string value of a JSONL object holding a
+    stray byte, as the mapping names keys ("body.note")."""
+    if isinstance(value, str):
+        at = stray_bytes.first_stray(value)
+        return None if at is None else (path or None, value, at)
+    items = (
+        value.items()
+        if isinstance(value, Mapping)
+        else enumerate(value)
+        if isinstance(value, list)
+        else ()
+    )
+    for key, item in items:
+        found = _stray_value(item, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None
