@@ -201,3 +201,26 @@ def test_a_header_past_the_sample_with_a_stray_byte_names_the_byte(tmp_path: Pat
         result.output
     )
     assert "invisible character" not in result.output
+
+
+def test_a_utf16_export_cut_at_an_odd_byte_names_its_last_row(tmp_path: Path) -> None:
+    """A UTF-16 export whose last byte is missing: its last row was refused with
+    pydantic's "unable to parse raw data as a unicode string" under `description`."""
+    config = write_config(tmp_path)
+    config.write_text(config.read_text(encoding="utf-8") + '\n[source]\nencoding = "utf-16-le"\n')
+    export, _ = _export(tmp_path / "export.csv", rows=20, bad=False)
+    with export.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    columns = [c for c in rows[0] if c != "notes"] + ["notes"]  # a note last, unquoted
+    for row in rows:
+        row["notes"] = "Hasta kontrol odemesi alındı"
+    with export.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    text = export.read_text(encoding="utf-8").rstrip("\r\n")
+    assert text.endswith("alındı")
+    export.write_bytes(text.encode("utf-16-le")[:-1])  # 'ı' is 0x31 0x01: half of it left
+    result = run_cli("validate", str(export), "-c", str(config))
+    assert "unable to parse raw data" not in result.output, result.output
+    assert "export.csv:21: source" in result.output, result.output

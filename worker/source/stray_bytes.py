@@ -20,7 +20,7 @@ HANDLER = "flextell-stray-byte"
 _decoded = [0]
 """Stray bytes decoded so far, in this process (a reader compares it with its start)."""
 
-_STRAY = re.compile("[\udc80-\udcff]")
+_STRAY = re.compile("[\udc00-\udcff]")
 
 
 def _escape(exc: UnicodeError) -> tuple[str, int]:
