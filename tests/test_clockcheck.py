@@ -63,10 +63,17 @@ def test_a_mark_taken_under_a_faked_monotonic_clock_never_moves_a_send_past_now(
     mark = clock_mark(BOOT, sent, sent)  # monotonic == wall: offset 0
     clock.advance(6)
     mono = 12_345.0  # the true monotonic clock: seconds since boot
+    resumed = clock.time() - 1
     when, trusted = effective_sent_at(sent, mark, boot=BOOT, wall=clock.time(), monotonic=mono,
-                                      resumed_at=clock.time() - 1)  # fmt: skip
+                                      resumed_at=resumed)  # fmt: skip
     assert not trusted
-    assert when == pytest.approx(clock.time())  # at the latest now, never in 2083
+    assert when == resumed  # never in 2083
+    # ... and not "now": asked again later in the run, it is the same moment (now, which
+    # moves, made every look wait a full settle again, and the row never settled).
+    clock.advance(40)
+    again, _ = effective_sent_at(sent, mark, boot=BOOT, wall=clock.time(), monotonic=mono + 40,
+                                 resumed_at=resumed)  # fmt: skip
+    assert again == resumed
 
 
 def test_another_boot_or_no_boot_id_counts_from_the_resume() -> None:

@@ -38,8 +38,8 @@ def effective_sent_at(
 
     No mark (a row written before marks existed): as recorded. A mark of this boot
     and no step: as recorded. Otherwise the later of `resumed_at` and, in the same
-    boot, the send time moved by the step (monotonic time does not step), but never
-    later than now.
+    boot, the send time moved by the step (monotonic time does not step); a send time
+    the step would put after now counts from `resumed_at`, as another boot's.
     """
     if mark is None:
         return sent_at, True
@@ -54,10 +54,14 @@ def effective_sent_at(
     if then_boot == boot and boot and abs(step) <= STEP_TOLERANCE:
         return sent_at, True
     if then_boot == boot and boot:
-        # Never later than now: a mark taken under a faked monotonic clock (libfaketime
-        # fakes it as the wall clock) "moved" a send by decades, and the row waited for
-        # 2083 to settle.
-        return min(max(sent_at + step, resumed_at), max(wall, resumed_at)), False
+        moved = sent_at + step
+        if moved > wall:
+            # A send after now cannot be: the mark itself is wrong (libfaketime fakes the
+            # monotonic clock as its wall clock, and one "moved" a send to 2083). Counted
+            # as another boot's, from this process's start: a fixed moment (now, which
+            # moves, had every run wait a full settle again, for ever).
+            return resumed_at, False
+        return max(moved, resumed_at), False
     return resumed_at, False
 
 
