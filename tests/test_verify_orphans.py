@@ -95,10 +95,19 @@ def test_orphans_finds_a_second_ledgers_duplicates_not_by_hand_bookings(
     assert twice["appointment_id"] == by_hand[0]["id"]
     assert twice["reason"].startswith('booked by hand in Flextell (creation_type "manual"), owned')
     assert f"owns {first['id']}): the visit is booked twice; cancel the one" in twice["reason"]
+    assert "delete the row's appointment and `relink` the row" in twice["reason"]
     sbx.change("PATCH", f"/_sandbox/appointments/{by_hand[0]['id']}", {"status": "cancelled"})
     code, report, output = verify_report(config, sbx, "--orphans")
     assert code == 0, output  # cancelled, it no longer holds the slot
     assert report["orphans"] == []
+    # The other way round: the hand booking kept, the row's own cancelled (as the line
+    # allows): booked once, not "booked twice" every morning.
+    sbx.change("PATCH", f"/_sandbox/appointments/{by_hand[0]['id']}", {"status": "approved"})
+    sbx.change("PATCH", f"/_sandbox/appointments/{first['id']}", {"status": "cancelled"})
+    code, report, output = verify_report(config, sbx, "--orphans")
+    assert report["orphans"] == [], report["orphans"]
+    sbx.change("PATCH", f"/_sandbox/appointments/{first['id']}", {"status": first["status"]})
+    sbx.change("PATCH", f"/_sandbox/appointments/{by_hand[0]['id']}", {"status": "cancelled"})
 
     # Another API client (a second tool booking through the API) makes three of this
     # ledger's rows again: API-made appointments no row of this ledger owns.

@@ -180,8 +180,9 @@ def _twice(resource: AppointmentResource, holders: list[_RowRef]) -> str:
     return (
         f'booked by hand in Flextell (creation_type "{resource.creation_type}"), owned by no '
         f"ledger row, with the same customer, doctor, instant and treatments as {shown}: the "
-        "visit is booked twice; cancel the one not wanted in Flextell (if it is the row's, "
-        "`relink` the row to this one)"
+        "visit is booked twice; cancel the one not wanted in Flextell (to keep this one "
+        "instead of the row's, delete the row's appointment and `relink` the row: it takes "
+        "this one)"
     )
 
 
@@ -306,8 +307,26 @@ class _TenantScan:
             # (then booked again by hand) leaves the visit booked once, for `relink`.
             holders = [r for r in same
                        if r.appointment_id in listed and not r.frees_the_slot]  # fmt: skip
+            holders = await self._holding(holders)
             if holders:
                 self.orphan(resource, holders, reason=_twice(resource, holders))
+
+    async def _holding(self, holders: list[_RowRef]) -> list[_RowRef]:
+        """The rows whose own appointment still holds the slot (a GET each: the calendar
+        lists a cancelled one too). A visit whose API copy the front desk cancelled, as
+        the line advised, is booked once."""
+        out = []
+        for ref in holders:
+            assert ref.appointment_id is not None
+            read = partial(self.lane.client.get_appointment, self.lane.id, ref.appointment_id)
+            got: Result = await read_with_retries(self.lane, self.guard, read)
+            own = got.appointment
+            if got.outcome is Outcome.FOUND and own is not None:
+                if own.status not in FREES_THE_SLOT:
+                    out.append(ref)
+            elif got.outcome is not Outcome.NOT_FOUND:
+                out.append(ref)  # not known: said as booked twice, for a person to look
+        return out
 
 
 async def find_orphans(
