@@ -39,6 +39,7 @@ from worker.delivery.calendar import (
     REFRESH_AHEAD,
     CalendarWindow,
     CalendarWindows,
+    fresh_for,
 )
 from worker.delivery.lane import A
 
@@ -199,3 +200,12 @@ async def test_rows_of_one_month_share_one_read_that_keeps_its_send_time(
         fresh = again[0]
         assert isinstance(fresh, CalendarWindow) and all(g is fresh for g in again)
         assert fresh.sent_at == now[0]
+
+
+def test_a_faster_limit_reads_a_month_again_sooner_within_bounds() -> None:
+    """A month's read answers for as long as re-reading it costs about 1 % of the tenant's
+    limit: at 60 a minute 120 s (capped), at 10 a second 20 s, and never under 10 s."""
+    assert fresh_for(1.0) == FRESH_SECONDS == 120.0
+    assert fresh_for(10.0) == 20.0
+    assert fresh_for(1000.0) == 10.0
+    assert fresh_for(0.0) == FRESH_SECONDS

@@ -44,6 +44,21 @@ book by hand while an import runs; read once a run, a month judged rows sent 17 
 later at 60 requests a minute, and their visits, booked meanwhile, were booked again. At
 that rate a month in use costs a read every ~90 s more: about 1 % of the requests (60 s
 cost rows waiting on the reads too: 0.94 of the limit, not 0.95)."""
+READ_SHARE = 0.01
+"""The share of a tenant's rate limit a month in use may spend on being read again: a
+faster limit reads it more often (the window a hand booking can be missed in shrinks),
+within FRESH_FLOOR..FRESH_SECONDS."""
+FRESH_FLOOR = 10.0
+
+
+def fresh_for(per_second: float) -> float:
+    """Seconds a month answers for at a tenant's rate limit (see READ_SHARE): 120 s at
+    60 a minute, 20 s at 10 a second, 10 s from 20 a second up."""
+    if per_second <= 0:
+        return FRESH_SECONDS
+    return min(FRESH_SECONDS, max(FRESH_FLOOR, 2.0 / (READ_SHARE * per_second)))
+
+
 REFRESH_AHEAD = 30.0
 """A window in use this close to going stale is read again in the background: rows go
 on with it meanwhile, and find the new one ready."""
@@ -170,7 +185,8 @@ class CalendarWindows:
 
     def _renew_if_due(self, span: Span, window: CalendarWindow) -> None:
         """Read `span` again in the background when `window` nears going stale."""
-        if span in self._renewing or self.wall() - window.sent_at <= self.fresh - REFRESH_AHEAD:
+        ahead = min(REFRESH_AHEAD, self.fresh / 4)
+        if span in self._renewing or self.wall() - window.sent_at <= self.fresh - ahead:
             return
         task = asyncio.create_task(self._fetch(span), name=f"calendar-{self.tenant}-{span[0]}")
         self._renewing[span] = task

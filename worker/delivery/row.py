@@ -31,7 +31,7 @@ from worker.api.client import Outcome, Result
 from worker.clock import boot_id
 from worker.compare import identity_of_json, same_identity, sent_id, sent_values
 from worker.contract import AppointmentResource
-from worker.delivery.calendar import CalendarWindows, instant_of
+from worker.delivery.calendar import CalendarWindows, fresh_for, instant_of
 from worker.delivery.clockcheck import clock_mark, effective_sent_at
 from worker.delivery.decide import BOOKED_BY_HAND, Decision, Verdict, decide
 from worker.delivery.lane import LaneStopped, TenantLane
@@ -232,7 +232,15 @@ class RowDelivery:
         """Settling after a reboot or a clock step counts from here (see clockcheck)."""
         # The adoption check of never-sent rows reads the calendar a month at a time.
         self.calendar: CalendarWindows | None = (
-            CalendarWindows(lane.client, lane, lane.id, wall=self.wall) if adopt else None
+            CalendarWindows(
+                lane.client,
+                lane,
+                lane.id,
+                wall=self.wall,
+                fresh=fresh_for(lane.tenant.rate_limit.per_second),
+            )
+            if adopt
+            else None
         )
         self.adopting: SlotSearch | None = (
             SlotSearch(lane.client, lane, lane.id, cache_days=True, windows=self.calendar,
