@@ -399,8 +399,8 @@ class OffsetWatch:
         local = parsed.astimezone(zone)
         if local.utcoffset() == offset:
             return None
-        written = f"{parsed:%Y-%m-%d %H:%M} {_offset_text(offset)}"
-        clinic = f"{local:%H:%M} {_offset_text(local.utcoffset() or timedelta())}"
+        written = f"{parsed:%Y-%m-%d %H:%M} {offset_text(offset)}"
+        clinic = f"{local:%H:%M} {offset_text(local.utcoffset() or timedelta())}"
         return (local.date().isoformat(), written, clinic, zone_name)
 
     def take(self, where: str) -> None:
@@ -428,7 +428,8 @@ class OffsetWatch:
         )
 
 
-def _offset_text(offset: timedelta) -> str:
+def offset_text(offset: timedelta) -> str:
+    """``+03:00``, ``-04:00``, ``+10:30``: a UTC offset as people and ISO 8601 write it."""
     minutes = round(offset.total_seconds() / 60)
     sign = "+" if minutes >= 0 else "-"
     hours, mins = divmod(abs(minutes), 60)

@@ -31,6 +31,7 @@ from worker.contract import API_MADE, AppointmentResource
 from worker.delivery import AuthGuard, LaneBuilder, LaneStopped, TenantLane
 from worker.delivery.decide import FREES_THE_SLOT
 from worker.ledger import Entry, Ledger
+from worker.mapping.values import offset_text
 
 CALENDAR_DAYS = 31
 """Days per calendar request: a year of rows is a dozen reads, each of a bounded size."""
@@ -259,7 +260,8 @@ class _TenantScan:
                 appointment_id=resource.id,
                 scheduled_at=moment.astimezone(UTC),
                 # The offset too: on the night the clocks go back, 02:30 is two moments.
-                local_time=f"{local:%Y-%m-%d %H:%M} {_offset(local)} {self.zone.key}",
+                local_time=f"{local:%Y-%m-%d %H:%M} "
+                f"{offset_text(local.utcoffset() or timedelta())} {self.zone.key}",
                 created_at=resource.created_at,
                 reason=reason or _why(resource, refs),
                 rows=tuple(r.source_key for r in refs),
@@ -348,8 +350,3 @@ async def find_orphans(
 
 
 __all__ = ["API_MADE", "Orphan", "OrphanScan", "OrphanTally", "find_orphans"]
-
-
-def _offset(moment: datetime) -> str:
-    text = moment.strftime("%z")
-    return f"{text[:3]}:{text[3:]}"
