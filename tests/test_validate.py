@@ -78,6 +78,29 @@ def test_an_offset_the_clinics_zone_does_not_have_then_is_said(tmp_path: Path) -
     )
 
 
+def test_a_c1_control_character_in_a_note_is_refused_with_the_encoding_to_set(
+    tmp_path: Path,
+) -> None:
+    """A cp1254 note's curly quotes read as latin-1 are C1 controls (U+0093, U+0094):
+    sent as they were, with every row valid and no word."""
+    text = (ROOT / "config" / "demo.toml").read_text(encoding="utf-8")
+    config = tmp_path / "latin.toml"
+    config.write_text(text + '\n[source]\nencoding = "latin-1"\n', encoding="utf-8")
+    with (ROOT / "samples" / "appointments.csv").open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))[:3]
+    rows[1]["notes"] = "Hasta \u201cacil\u201d \u2013 aradi"
+    export = tmp_path / "export.csv"
+    with export.open("w", encoding="cp1254", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    code, out, err = run(str(export), "-c", str(config))
+    assert code == 1 and "3 rows, 2 valid, 1 invalid" in out, (out, err)
+    assert "export.csv:3: description (column 'notes')" in out
+    assert "holds the control character U+0093 at character 7" in out
+    assert 'set [source] encoding to the file\'s ("auto" reads it)' in out
+
+
 def test_messy_sample_lists_bad_rows_by_line_and_field(tmp_path: Path) -> None:
     report = tmp_path / "report.json"
     code, out, _ = run(

@@ -9,6 +9,7 @@ appointment) and the notes in shared/flextell-api.md.
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -26,6 +27,7 @@ from pydantic import (
 Status = Literal["pending", "approved", "cancelled", "rejected", "completed", "no_show"]
 STATUSES: tuple[str, ...] = ("pending", "approved", "cancelled", "rejected", "completed", "no_show")
 TEXT_MAX = 1000
+_C1 = re.compile("[\x80-\x9f]")
 MIN_YEAR, MAX_YEAR = 1900, 2199
 """The years a scheduled_at may fall in (UTC)."""
 
@@ -56,6 +58,20 @@ class AppointmentCreate(BaseModel):
     description: str | None = Field(default=None, max_length=TEXT_MAX)
     cancellation_reason: str | None = Field(default=None, max_length=TEXT_MAX)
     room_id: StrictInt | None = None
+
+    @field_validator("description", "cancellation_reason")
+    @classmethod
+    def _no_c1_controls(cls, value: str | None) -> str | None:
+        # U+0080-U+009F are no text anyone writes: they are what a cp1252 or cp1254 file's
+        # quotes, dashes and euro sign become read as latin-1 or ISO 8859-9, sent so.
+        if value is not None and (found := _C1.search(value)) is not None:
+            raise ValueError(
+                f"holds the control character U+{ord(found.group()):04X} at character "
+                f"{found.start() + 1}: no text has it; a cp1252 or cp1254 file read as "
+                "latin-1 or ISO 8859-9 does (its quotes, dashes, euro sign): set [source] "
+                'encoding to the file\'s ("auto" reads it)'
+            )
+        return value
 
     @field_validator("scheduled_at")
     @classmethod
