@@ -172,6 +172,24 @@ def test_failures_leave_out_rows_that_left_the_export(tmp_path: Path, sbx: Sandb
     assert keys == {chosen[2]["appointment_id"]}, (keys, gone["appointment_id"])
 
 
+def _kill_an_import_once(config: Path, file: Path, sbx: Sandbox, *, created: int) -> None:
+    """Run `import` as a process and SIGKILL it once the sandbox holds `created` rows."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker", "import", str(file), "-c", str(config),
+         "--base-url", sbx.base_url, "--no-progress"],
+        cwd=ROOT, env=os.environ | TOKEN_ENV,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while sbx.stats()["appointments_total"] < created:
+            assert proc.poll() is None and time.monotonic() < deadline, f"no {created} created"
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_a_run_killed_before_it_recorded_its_counts_is_not_reported_as_having_done_nothing(
     tmp_path: Path, sbx: Sandbox
 ) -> None:
@@ -183,20 +201,7 @@ def test_a_run_killed_before_it_recorded_its_counts_is_not_reported_as_having_do
     chosen = [dict(r) for r in rows[:120]]
     chosen[3]["customer_id"] = "12a"  # invalid: an open worklist item for its tenant
     file = write_csv(tmp_path / "night.csv", columns, chosen)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "worker", "import", str(file), "-c", str(config),
-         "--base-url", sbx.base_url, "--no-progress"],
-        cwd=ROOT, env=os.environ | TOKEN_ENV,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while sbx.stats()["appointments_total"] < 10:
-            assert proc.poll() is None and time.monotonic() < deadline, "no 10 rows created"
-            time.sleep(0.05)
-    finally:
-        proc.kill()
-        proc.wait()
+    _kill_an_import_once(config, file, sbx, created=10)
     # The morning list said "0 item(s)" and nothing else while rows were in doubt.
     listed = run_cli("worklist", "-c", str(config)).output
     assert "run 1 ended without finishing (crashed or killed) and did not bring this" in listed
@@ -246,20 +251,8 @@ def test_after_a_reconcile_the_worklist_does_not_send_a_person_to_run_it_again(
     columns, rows = sample_rows()
     file = write_csv(tmp_path / "night.csv", columns, rows[:60])
     sbx.change("POST", "/_sandbox/faults", {"commit_delay_seconds": 2})
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "worker", "import", str(file), "-c", str(config),
-         "--base-url", sbx.base_url, "--no-progress"],
-        cwd=ROOT, env=os.environ | TOKEN_ENV,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while sbx.stats()["appointments_total"] < 5:
-            assert proc.poll() is None and time.monotonic() < deadline, "no 5 rows created"
-            time.sleep(0.05)
-    finally:
-        proc.kill()  # with POSTs in flight: their commits come 2 s after they arrived
-        proc.wait()
+    # Killed with POSTs in flight: their commits come 2 s after they arrived.
+    _kill_an_import_once(config, file, sbx, created=5)
     sbx.change("POST", "/_sandbox/faults", {"commit_delay_seconds": 0})
     settled = run_cli("reconcile", "-c", str(config), "--base-url", sbx.base_url)
     assert "found" in settled.output, settled.output
