@@ -78,6 +78,19 @@ def test_an_offset_the_clinics_zone_does_not_have_then_is_said(tmp_path: Path) -
     )
 
 
+def _three_rows_noting(tmp_path: Path, index: int, note: str, encoding: str) -> Path:
+    """The demo sample's first three rows as export.csv, row `index` noting `note`."""
+    with (ROOT / "samples" / "appointments.csv").open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))[:3]
+    rows[index]["notes"] = note
+    export = tmp_path / "export.csv"
+    with export.open("w", encoding=encoding, newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return export
+
+
 def test_a_c1_control_character_in_a_note_is_refused_with_the_encoding_to_set(
     tmp_path: Path,
 ) -> None:
@@ -86,14 +99,7 @@ def test_a_c1_control_character_in_a_note_is_refused_with_the_encoding_to_set(
     text = (ROOT / "config" / "demo.toml").read_text(encoding="utf-8")
     config = tmp_path / "latin.toml"
     config.write_text(text + '\n[source]\nencoding = "latin-1"\n', encoding="utf-8")
-    with (ROOT / "samples" / "appointments.csv").open(encoding="utf-8", newline="") as fh:
-        rows = list(csv.DictReader(fh))[:3]
-    rows[1]["notes"] = "Hasta \u201cacil\u201d \u2013 aradi"
-    export = tmp_path / "export.csv"
-    with export.open("w", encoding="cp1254", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    export = _three_rows_noting(tmp_path, 1, "Hasta \u201cacil\u201d \u2013 aradi", "cp1254")
     code, out, err = run(str(export), "-c", str(config))
     assert code == 1 and "3 rows, 2 valid, 1 invalid" in out, (out, err)
     assert "export.csv:3: description (column 'notes')" in out
@@ -453,3 +459,13 @@ def test_a_json_array_on_one_line_is_refused_whole(tmp_path: Path) -> None:
         assert result.exit_code == 2, result.output
         assert f"line 1: a JSON array of {len(_OBJECTS)} objects on one line" in result.output
         assert "jq -c '.[]'" in result.output
+
+
+def test_a_nul_in_a_note_is_refused_not_sent(tmp_path: Path) -> None:
+    """A NUL inside a note (a damaged export) was sent as ``\\u0000``, every row valid."""
+    export = _three_rows_noting(tmp_path, 2, "kontrol\x00 randevusu", "utf-8")
+    code, out, err = run(str(export), "-c", str(ROOT / "config" / "demo.toml"))
+    assert code == 1 and "3 rows, 2 valid, 1 invalid" in out, (out, err)
+    assert "export.csv:4: description (column 'notes')" in out
+    assert "holds a NUL character (U+0000) at character 8" in out
+    assert "remove it in the export" in out

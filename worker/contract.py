@@ -61,9 +61,17 @@ class AppointmentCreate(BaseModel):
 
     @field_validator("description", "cancellation_reason")
     @classmethod
-    def _no_c1_controls(cls, value: str | None) -> str | None:
+    def _no_stray_controls(cls, value: str | None) -> str | None:
         # U+0080-U+009F are no text anyone writes: they are what a cp1252 or cp1254 file's
         # quotes, dashes and euro sign become read as latin-1 or ISO 8859-9, sent so.
+        if value is not None and (nul := value.find("\x00")) >= 0:
+            # A database column of text may refuse it (PostgreSQL's does): an error after
+            # the POST, or a note cut short, where the export can be mended now.
+            raise ValueError(
+                f"holds a NUL character (U+0000) at character {nul + 1}: no text has it; a "
+                "damaged export does, or a UTF-16 file read as 8-bit text: remove it in the "
+                "export (or set [source] encoding to the file's)"
+            )
         if value is not None and (found := _C1.search(value)) is not None:
             raise ValueError(
                 f"holds the control character U+{ord(found.group()):04X} at character "
