@@ -222,3 +222,40 @@ def test_a_utf16_export_read_with_another_encoding_names_utf16(
     ) in err
     code, err, _ = validate(tmp_path, export, "utf-16")
     assert code in (0, 1) and "byte-order mark" not in err  # read right: rows, not a file error
+
+
+@pytest.mark.parametrize(
+    ("language", "encoding", "other"), [("tr", "cp1254", "iso-8859-9"), ("de", "cp1252", "latin-1")]
+)
+def test_one_byte_the_code_page_leaves_undefined_does_not_pick_its_iso_twin(
+    tmp_path: Path, language: str, encoding: str, other: str
+) -> None:
+    # A cp1254 export with Word's quotes in a note and one stray 0x81 (undefined in
+    # cp1254 and cp1252): `auto` ruled cp1254 out and read the file as ISO 8859-9, whose
+    # C1 controls stand for the quotes. The stray byte is now its row's error.
+    text = export_text(language, ascii_header=False)
+    lines = text.split("\r\n")
+    fields = lines[3].split(";")
+    fields[7] = "\u201cacil\u201d \u2013 " + fields[7]
+    lines[3] = ";".join(fields)
+    export = Export(language, encoding, False, "\r\n".join(lines))
+    data = export.data.split(b"\r\n")
+    cells = data[5].split(b";")
+    cells[2] += b"\x81"
+    data[5] = b";".join(cells)
+    path = tmp_path / export.name
+    path.write_bytes(b"\r\n".join(data))
+    report = tmp_path / "report.json"
+    settings = config(tmp_path, export, "auto")
+    args = ["validate", str(path), "-c", str(settings), "--report", str(report)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output
+    assert f"read as {encoding} (" in result.stderr, result.stderr
+    assert f"1 byte {encoding} leaves undefined: it is its row's error" in result.stderr
+    assert other not in result.stderr.split("read as", 1)[1].split("(", 1)[0]
+    errors = json.loads(report.read_text(encoding="utf-8"))["errors"]
+    stray = [e for e in errors if e["line"] == 6]
+    assert len(stray) == 1 and "?" in stray[0]["value"], stray
+    values = {e["value"] for e in errors if e["line"] != 6}
+    assert values <= patients(export)
+    assert len(errors) == 40

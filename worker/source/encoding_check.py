@@ -80,6 +80,7 @@ _FAMILY_ALPHABETS = {
 _NEUTRAL = frozenset("€–—‘’‚“”„«»°ºª¿¡·×±§©®™…•\xa0²")
 """Punctuation and signs that real text uses in any language: neither for nor against."""
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
+_UNDEFINED = "\ufffd"
 FIT_MARGIN = 0.15
 """How much more of the text a candidate must explain than the declared encoding to be named."""
 GOOD_FIT = 0.9
@@ -92,6 +93,8 @@ class EncodingNote:
 
     encoding: str
     message: str
+    undefined: int = 0
+    """Bytes of the sample `encoding` leaves undefined (stray bytes: their rows' errors)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,8 @@ class Reading:
     """Non-ASCII letters that belong to `language`."""
     total: int
     """Non-ASCII characters that count (letters, controls and stray symbols)."""
+    undefined: int = 0
+    """Bytes the code page leaves undefined (read as U+FFFD; each counts against it)."""
 
 
 def read_sample(path: str) -> bytes:
@@ -126,7 +131,7 @@ def score(text: str, encoding: str = "") -> Reading:
     counts = Counter(_NON_ASCII.findall(text))
     letters = {c: n for c, n in counts.items() if c.isalpha()}
     odd = sum(
-        n * (3 if "\x80" <= c <= "\x9f" else 1)
+        n * (3 if "\x80" <= c <= "\x9f" or c == _UNDEFINED else 1)
         for c, n in counts.items()
         if not c.isalpha() and c not in _NEUTRAL
     )
@@ -138,7 +143,7 @@ def score(text: str, encoding: str = "") -> Reading:
         fitting = sum(n for c, n in letters.items() if c in abc)
         if fitting > best:
             best_lang, best = lang, fitting
-    return Reading(encoding, text, best / total, best_lang, best, total)
+    return Reading(encoding, text, best / total, best_lang, best, total, counts[_UNDEFINED])
 
 
 def _utf8(sample: bytes) -> str | None:
@@ -156,12 +161,11 @@ def mac_lines(sample: bytes) -> bool:
 
 def _readings(sample: bytes) -> list[Reading]:
     """Every candidate code page's reading, best first (ties keep the preference order)."""
-    out = []
-    for enc in (MAC, *CANDIDATES) if mac_lines(sample) else CANDIDATES:
-        try:
-            out.append(score(sample.decode(enc), enc))
-        except UnicodeDecodeError:
-            continue  # a byte this code page leaves undefined: not written in it
+    # A byte the code page leaves undefined (cp1254's 0x81) counts against it, like a C1
+    # control, rather than ruling it out: one stray byte in a cp1254 file otherwise left
+    # ISO 8859-9, whose C1 controls stand for its quotes and dashes, as the best reading.
+    encodings = (MAC, *CANDIDATES) if mac_lines(sample) else CANDIDATES
+    out = [score(sample.decode(enc, errors="replace"), enc) for enc in encodings]
     return sorted(out, key=lambda r: -r.fit)
 
 
@@ -222,9 +226,17 @@ def pick_auto(sample: bytes, name: str) -> EncodingNote:
                 f"; as {runner.encoding} only {runner.fitting} would be"
                 f"{_example(best.text, runner.text)}"
             )
+        if best.undefined:
+            n = best.undefined
+            why += (
+                f"; {n} byte{'s' if n > 1 else ''} {best.encoding} leaves undefined: "
+                f"{'each is its' if n > 1 else 'it is its'} row's error"
+            )
         if best.encoding == MAC:
             why += "; its lines end in a CR alone, as Excel for Mac's 'CSV (Macintosh)' writes"
-        return EncodingNote(best.encoding, f"{prefix} read as {best.encoding} ({why})")
+        return EncodingNote(
+            best.encoding, f"{prefix} read as {best.encoding} ({why})", best.undefined
+        )
     return _family_pick(readings, sample, prefix) or _detector_pick(sample, prefix)
 
 
@@ -255,7 +267,7 @@ def _family_pick(readings: list[Reading], sample: bytes, prefix: str) -> Encodin
         why += f"; as {runner[1].encoding} only {runner[0]} would be" + _example(
             best.text, runner[1].text
         )
-    return EncodingNote(best.encoding, f"{prefix} read as {best.encoding} ({why})")
+    return EncodingNote(best.encoding, f"{prefix} read as {best.encoding} ({why})", best.undefined)
 
 
 def _detector_pick(sample: bytes, prefix: str) -> EncodingNote:

@@ -223,7 +223,11 @@ class Source:
         if codec is None:
             note = pick_auto(sample, self.name)
             self.notes.append(note.message)
-            self._sample_reads = reads_as(sample, python_encoding(note.encoding))
+            # Bytes the picked code page leaves undefined were weighed in picking it: each
+            # is its row's error (a stray byte), not the whole file's.
+            self._sample_reads = note.undefined > 0 or reads_as(
+                sample, python_encoding(note.encoding)
+            )
             return note.encoding
         found = check_declared(sample, codec, declared, self.name)
         if found is not None:
