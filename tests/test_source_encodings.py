@@ -259,3 +259,27 @@ def test_one_byte_the_code_page_leaves_undefined_does_not_pick_its_iso_twin(
     values = {e["value"] for e in errors if e["line"] != 6}
     assert values <= patients(export)
     assert len(errors) == 40
+
+
+@pytest.mark.parametrize(("encoding", "line_end"), [("mac_roman", "\r"), ("cp1252", "\r\n")])
+def test_auto_judges_the_lines_after_an_ascii_start(
+    tmp_path: Path, encoding: str, line_end: str
+) -> None:
+    # The first 64 KiB all ASCII (1,000 patients with plain names): `auto` said "ASCII,
+    # read as utf-8", and every later row with an accented name was a stray byte's error
+    # (the advice for a Mac Roman file then named cp1252's reading: 'RŸckruf').
+    accented = export_text("de", ascii_header=False).replace("\r\n", "\n").splitlines()
+    plain = [f"P{i};Berlin;Max Mustermann {i};Dr. Braun;01.12.2026 10:00;offen;Kontrolle;"
+             for i in range(1_000)]  # fmt: skip
+    lines = [accented[0], *plain, *accented[1:]]
+    export = Export("de", encoding, False, line_end.join(lines) + line_end)
+    assert export.data[: 64 * 1024].isascii()
+    code, err, report = validate(tmp_path, export, "auto")
+    assert code == 1, err  # every row invalid: the patient's name is no customer id
+    assert f"encoding auto: read as {encoding} (" in err, err
+    first = next(n for n, line in enumerate(lines, start=1) if not line.isascii())
+    assert f"in the 40 lines that have any (from line {first} on; the first 64 KiB are ASCII)"
+    if encoding == "mac_roman":  # cp1252's German letters read the same in cp1250
+        assert f"e.g. line {first}: " in err, err  # the file's line, not the sample's
+    values = {e["value"] for e in json.loads(report.read_text(encoding="utf-8"))["errors"]}
+    assert patients(Export("de", "utf-8", False, "\n".join(accented))) <= values

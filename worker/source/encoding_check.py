@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import codecs
 import gzip
+import io
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from difflib import SequenceMatcher
 from worker.errors import SourceError
 
 SAMPLE_BYTES = 64 * 1024
+SCAN_BYTES = 256 * 1024 * 1024
+"""How far an ASCII start is read on for lines that are not (`later_lines`)."""
 LINES_SHOWN = 3
 
 CANDIDATES = ("cp1252", "cp1254", "cp1250", "latin-1", "iso-8859-9", "iso-8859-2")
@@ -81,6 +84,7 @@ _NEUTRAL = frozenset("€–—‘’‚“”„«»°ºª¿¡·×±§©®™�
 """Punctuation and signs that real text uses in any language: neither for nor against."""
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 _UNDEFINED = "\ufffd"
+_LINE_END = re.compile(r"\r\n|\r|\n")
 FIT_MARGIN = 0.15
 """How much more of the text a candidate must explain than the declared encoding to be named."""
 GOOD_FIT = 0.9
@@ -124,6 +128,64 @@ def read_sample(path: str) -> bytes:
         except (OSError, EOFError):
             return b""  # the reader reports a broken gzip stream itself
     return head
+
+
+@dataclass(frozen=True, slots=True)
+class Later:
+    """Lines with non-ASCII bytes found after an ASCII start (see `later_lines`)."""
+
+    data: bytes
+    numbers: tuple[int, ...]
+    """The file's line number of each line of `data`."""
+
+    @property
+    def where(self) -> str:
+        return (
+            f"the {len(self.numbers)} lines that have any (from line {self.numbers[0]} on; "
+            f"the first {SAMPLE_BYTES // 1024} KiB are ASCII)"
+        )
+
+
+def later_lines(path: str, head: bytes) -> Later | None:
+    """When a file's first bytes are all ASCII: its lines with other bytes further down
+    (up to `SAMPLE_BYTES` of them, within the first `SCAN_BYTES`), to judge the encoding
+    on. An ASCII start says nothing of it: read as UTF-8, a Mac Roman or cp1252 file's
+    first accented name was a stray byte on every row that had one."""
+    if len(head) < SAMPLE_BYTES or not head.isascii():
+        return None
+    sep = b"\r" if mac_lines(head) else b"\n"
+    found: list[bytes] = []
+    numbers: list[int] = []
+    size, line, scanned, carry = 0, 1, 0, b""
+    try:
+        with _open_bytes(path) as fh:
+            while scanned < SCAN_BYTES and size < SAMPLE_BYTES:
+                block = fh.read(1 << 20)
+                scanned += len(block)
+                block, carry = carry + block, b""
+                if block and scanned < SCAN_BYTES:
+                    cut = block.rfind(sep) + 1  # whole lines now, the rest with the next
+                    block, carry = block[:cut], block[cut:]
+                if not block:
+                    break
+                if block.isascii():
+                    line += block.count(sep)
+                    continue
+                for part in block.split(sep)[: block.count(sep) + (not block.endswith(sep))]:
+                    if not part.isascii() and size < SAMPLE_BYTES:
+                        found.append(part + sep)
+                        numbers.append(line)
+                        size += len(part) + 1
+                    line += 1
+    except (OSError, EOFError):
+        return None  # the reader reports an unreadable file itself
+    return Later(b"".join(found), tuple(numbers)) if found else None
+
+
+def _open_bytes(path: str) -> gzip.GzipFile | io.BufferedReader:
+    with open(path, "rb") as fh:
+        gzipped = fh.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rb") if gzipped else open(path, "rb")
 
 
 def score(text: str, encoding: str = "") -> Reading:
@@ -190,41 +252,47 @@ def is_single_byte(codec: str) -> bool:
     return not name.startswith("utf") and not is_multi_byte_encoding(name)
 
 
-def _example(chosen: str, other: str) -> str:
+def _example(chosen: str, other: str, numbers: tuple[int, ...] | None) -> str:
     """One word that reads differently: ``, e.g. line 3: 'Kadıköy' would be 'Kadýköy'``."""
-    lines = _differing_lines(chosen, other, limit=1)
+    lines = _differing_lines(chosen, other, limit=1, numbers=numbers)
     return f", e.g. {lines[0]}" if lines else ""
 
 
-def pick_auto(sample: bytes, name: str) -> EncodingNote:
-    """``encoding = "auto"``: the encoding the sample reads best in, and why."""
+def pick_auto(sample: bytes, name: str, later: Later | None = None) -> EncodingNote:
+    """``encoding = "auto"``: the encoding the sample (or, after an ASCII start, the
+    `later` lines) reads best in, and why."""
     prefix = f"{name}: encoding auto:"
     if sample.startswith(codecs.BOM_UTF8):
         return EncodingNote("utf-8", f"{prefix} read as utf-8 (the file starts with its BOM)")
     if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return EncodingNote("utf-16", f"{prefix} read as utf-16 (the file starts with its BOM)")
     if sample.isascii():
-        return EncodingNote("utf-8", f"{prefix} the text is ASCII, read as utf-8")
+        if later is None:
+            return EncodingNote("utf-8", f"{prefix} the text is ASCII, read as utf-8")
+        return _pick(later.data, prefix, later.where, later.numbers)
+    return _pick(sample, prefix, f"the first {len(sample)} bytes", None)
+
+
+def _pick(sample: bytes, prefix: str, where: str, numbers: tuple[int, ...] | None) -> EncodingNote:
     text = _utf8(sample)
     if text is not None:
         n = len(_NON_ASCII.findall(text))
         return EncodingNote(
             "utf-8",
-            f"{prefix} read as utf-8 (all {n} non-ASCII characters in the first "
-            f"{len(sample)} bytes are valid UTF-8)",
+            f"{prefix} read as utf-8 (all {n} non-ASCII characters in {where} are valid UTF-8)",
         )
     readings = _readings(sample)
     best = readings[0]
     if best.fit >= GOOD_FIT and best.language is not None:
         runner = next((r for r in readings[1:] if r.text != best.text), None)
         why = (
-            f"{best.fitting} of {best.total} accented characters in the first {len(sample)} "
-            f"bytes are {best.language} letters"
+            f"{best.fitting} of {best.total} accented characters in {where} are "
+            f"{best.language} letters"
         )
         if runner is not None:
             why += (
                 f"; as {runner.encoding} only {runner.fitting} would be"
-                f"{_example(best.text, runner.text)}"
+                f"{_example(best.text, runner.text, numbers)}"
             )
         if best.undefined:
             n = best.undefined
@@ -237,7 +305,7 @@ def pick_auto(sample: bytes, name: str) -> EncodingNote:
         return EncodingNote(
             best.encoding, f"{prefix} read as {best.encoding} ({why})", best.undefined
         )
-    return _family_pick(readings, sample, prefix) or _detector_pick(sample, prefix)
+    return _family_pick(readings, where, prefix, numbers) or _detector_pick(sample, where, prefix)
 
 
 def _family_fit(reading: Reading) -> int:
@@ -246,7 +314,9 @@ def _family_fit(reading: Reading) -> int:
     return sum(1 for c in _NON_ASCII.findall(reading.text) if c in family)
 
 
-def _family_pick(readings: list[Reading], sample: bytes, prefix: str) -> EncodingNote | None:
+def _family_pick(
+    readings: list[Reading], where: str, prefix: str, numbers: tuple[int, ...] | None
+) -> EncodingNote | None:
     """No candidate reads as one language: the one whose code page's languages explain its
     letters (German and French names together), when no reading of other letters does as
     well; else None."""
@@ -260,17 +330,17 @@ def _family_pick(readings: list[Reading], sample: bytes, prefix: str) -> Encodin
     if runner is not None and runner[0] * best.total >= fitting * runner[1].total:
         return None  # another reading's letters fit its languages as well: do not guess
     why = (
-        f"{fitting} of {best.total} accented characters in the first {len(sample)} bytes "
+        f"{fitting} of {best.total} accented characters in {where} "
         f"are letters of {_FAMILY_OF[best.encoding]} languages"
     )
     if runner is not None:
         why += f"; as {runner[1].encoding} only {runner[0]} would be" + _example(
-            best.text, runner[1].text
+            best.text, runner[1].text, numbers
         )
     return EncodingNote(best.encoding, f"{prefix} read as {best.encoding} ({why})", best.undefined)
 
 
-def _detector_pick(sample: bytes, prefix: str) -> EncodingNote:
+def _detector_pick(sample: bytes, where: str, prefix: str) -> EncodingNote:
     from charset_normalizer import from_bytes
 
     found = from_bytes(sample).best()
@@ -283,7 +353,7 @@ def _detector_pick(sample: bytes, prefix: str) -> EncodingNote:
     return EncodingNote(
         best,
         f"{prefix} read as {best} (no Western or Central European code page reads it as one "
-        f"language; charset-normalizer's best match for the first {len(sample)} bytes)",
+        f"language; charset-normalizer's best match for {where})",
     )
 
 
@@ -314,8 +384,14 @@ def decode_hint(sample: bytes, codec: str) -> str | None:
     return None
 
 
-def check_declared(sample: bytes, codec: str, shown: str, name: str) -> EncodingNote | None:
-    """A warning when another encoding reads the sample clearly better than ``codec``."""
+def check_declared(
+    sample: bytes, codec: str, shown: str, name: str, later: Later | None = None
+) -> EncodingNote | None:
+    """A warning when another encoding reads the sample (after an ASCII start, the
+    `later` lines) clearly better than ``codec``."""
+    numbers = None
+    if sample.isascii() and later is not None:
+        sample, numbers = later.data, later.numbers
     if sample.isascii() or not is_single_byte(codec):
         return None
     try:
@@ -331,7 +407,7 @@ def check_declared(sample: bytes, codec: str, shown: str, name: str) -> Encoding
         if not others or others[0].fit < mine.fit + FIT_MARGIN:
             return None
         better = others[0]
-    lines = _differing_lines(declared_text, better.text)
+    lines = _differing_lines(declared_text, better.text, numbers=numbers)
     if not lines:
         return None
     why = f" ({better.language} letters)" if better.language else ""
@@ -342,13 +418,19 @@ def check_declared(sample: bytes, codec: str, shown: str, name: str) -> Encoding
     )
 
 
-def _differing_lines(mine: str, theirs: str, limit: int = LINES_SHOWN) -> list[str]:
+def _differing_lines(
+    mine: str, theirs: str, limit: int = LINES_SHOWN, numbers: tuple[int, ...] | None = None
+) -> list[str]:
     """Where two readings differ: the header's first differing word (column names), and
-    of a data line, which may hold a patient's name, only its differing letters."""
+    of a data line, which may hold a patient's name, only its differing letters.
+    `numbers`: the file's line number of each line (when the text is not its start)."""
     out: list[str] = []
-    for number, (a, b) in enumerate(
-        zip(mine.lstrip("\ufeff").splitlines(), theirs.splitlines(), strict=False), start=1
-    ):
+    # Line ends only: str.splitlines also cuts at U+0085, which latin-1 reads 0x85 as.
+    pairs_of_lines = zip(
+        _LINE_END.split(mine.lstrip("\ufeff")), _LINE_END.split(theirs), strict=False
+    )
+    for index, (a, b) in enumerate(pairs_of_lines):
+        number = numbers[index] if numbers is not None and index < len(numbers) else index + 1
         if a == b:
             continue
         if number == 1:

@@ -26,6 +26,7 @@ from worker.source.encoding_check import (
     check_declared,
     decode_hint,
     is_single_byte,
+    later_lines,
     pick_auto,
     read_sample,
     reads_as,
@@ -221,7 +222,7 @@ class Source:
             if not is_single_byte(codec):
                 return declared
         if codec is None:
-            note = pick_auto(sample, self.name)
+            note = pick_auto(sample, self.name, later_lines(path, sample))
             self.notes.append(note.message)
             # Bytes the picked code page leaves undefined were weighed in picking it: each
             # is its row's error (a stray byte), not the whole file's.
@@ -229,7 +230,7 @@ class Source:
                 sample, python_encoding(note.encoding)
             )
             return note.encoding
-        found = check_declared(sample, codec, declared, self.name)
+        found = check_declared(sample, codec, declared, self.name, later_lines(path, sample))
         if found is not None:
             self.notes.append(found.message)
         return declared
