@@ -147,15 +147,31 @@ def test_a_date_column_named_as_the_appointment_finds_its_time_column(
 @pytest.mark.parametrize("clock", ["9:5", "09:5", "14:5"])
 def test_a_time_column_whose_minutes_lost_their_zero_is_found(tmp_path: Path, clock: str) -> None:
     """Exports that write 09:05 as '9:5': the time column, named 'Saat', was not found
-    ("no time column was found"), though a format reads it."""
-    mapping, _ = draft_of(
-        tmp_path, f"No;Tarih;Saat;Hasta No;Doktor No;Islem\n1;11.03.2027;{clock};1001;101;201\n"
+    ("no time column was found"). It is, and its one-digit minutes are a TODO (09:05, or
+    a value cut short?), not read as 09:05."""
+    mapping, draft = draft_of(
+        tmp_path,
+        f"No;Tarih;Saat;Hasta No;Doktor No;Islem\n1;11.03.2027;{clock};1001;101;201\n",
+        code=1,
     )
     assert mapping["scheduled_at"] == {
         "date_column": "Tarih",
         "time_column": "Saat",
         "formats": ["%d.%m.%Y %H:%M"],
     }
+    assert "TODO: the values above have a one-digit minute" in draft
+
+
+def test_a_dotted_time_with_a_one_digit_minute_is_a_todo_to_mend_in_the_export(
+    tmp_path: Path,
+) -> None:
+    """'9.5' (09.50 written as a number) was drafted as read: "5 of 5 values parse"."""
+    rows = "".join(f"{i};22.09.2027;{t};1001;101;201\n" for i, t in
+                   enumerate(["09.05", "11.15", "16.45", "9.5"], 1))  # fmt: skip
+    _, draft = draft_of(tmp_path, "No;Tarih;Saat;Hasta No;Doktor No;Islem\n" + rows, code=1)
+    assert "3 of 4 values parse with these formats" in draft
+    assert "values no format reads: '22.09.2027 9.5'" in draft
+    assert "TODO: the values above have a one-digit minute (9.5: 09:05 or 09:50?" in draft
 
 
 def test_a_column_of_date_times_or_amounts_is_no_key(tmp_path: Path) -> None:

@@ -469,3 +469,59 @@ def test_a_nul_in_a_note_is_refused_not_sent(tmp_path: Path) -> None:
     assert "export.csv:4: description (column 'notes')" in out
     assert "holds a NUL character (U+0000) at character 8" in out
     assert "remove it in the export" in out
+
+
+_DOTTED = """\
+[api]
+timezone = "Europe/Istanbul"
+[tenants.1]
+[source]
+delimiter = ";"
+[mapping]
+tenant = { value = 1 }
+source_key = { column = "No" }
+customer_id = { column = "Hasta" }
+user_id = { value = 101 }
+scheduled_at = { date_column = "Tarih", time_column = "Saat", formats = FORMATS }
+status = { value = "approved" }
+treatments = { value = [201] }
+"""
+
+
+def test_a_dotted_time_with_a_one_digit_minute_is_refused(tmp_path: Path) -> None:
+    """`9.5` is how a spreadsheet writes 09.50 as a number: strptime's %M took it for
+    09:05, every row valid, the visit sent 45 minutes early; `11:3` ending a cut export
+    was sent as 11:03."""
+    config = tmp_path / "dotted.toml"
+    config.write_text(
+        _DOTTED.replace("FORMATS", '["%d.%m.%Y %H.%M", "%d.%m.%Y %H:%M"]'), encoding="utf-8"
+    )
+    export = tmp_path / "nokta.csv"
+    times = ["09.05", "14:30", "9.50", "9.5", "10.1", "9:5"]
+    export.write_text(
+        "No;Hasta;Tarih;Saat\n"
+        + "".join(f"W-{i};{1000 + i};22.09.2027;{t}\n" for i, t in enumerate(times, 1)),
+        encoding="utf-8",
+    )
+    report = tmp_path / "report.json"
+    code, out, err = run(str(export), "-c", str(config), "--report", str(report))
+    assert code == 1 and "6 rows, 3 valid, 3 invalid" in out, (out, err)
+    assert "nokta.csv:5: scheduled_at (column 'Tarih + Saat')" in out
+    assert "the time 9.5 has a one-digit minute: 09:05 or 09:50" in out
+    assert "nokta.csv:6: scheduled_at" in out and "the time 10.1 has a one-digit minute" in out
+    assert "Write the minute with two digits (9.05 or 9.50)" in out
+    # The end of an export cut short in 09:50..09:59 as much as 09:05.
+    assert "nokta.csv:7: scheduled_at" in out
+    assert "the time 9:5 has a one-digit minute: 09:05, or a value cut short" in out
+
+
+def test_a_format_with_a_directive_twice_is_a_config_error(tmp_path: Path) -> None:
+    """``%H`` twice in one format crashed config loading with a traceback (re.error), exit 1."""
+    config = tmp_path / "twice.toml"
+    config.write_text(_DOTTED.replace("FORMATS", '["%Y-%m-%dT%H:%M:%S %H:%M"]'), encoding="utf-8")
+    export = tmp_path / "x.csv"
+    export.write_text("No;Hasta;Tarih;Saat\nW-1;1001;2027-03-05T10:00:00;10:00\n", "utf-8")
+    code, out, err = run(str(export), "-c", str(config))
+    assert code == 2, (out, err)
+    assert "formats[0]: bad format string '%Y-%m-%dT%H:%M:%S %H:%M': %H appears twice" in err
+    assert "Traceback" not in out + err

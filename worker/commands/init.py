@@ -44,7 +44,7 @@ from worker.exitcodes import ExitCode
 from worker.fileperms import write_private_atomically
 from worker.mapping import Mapper
 from worker.mapping.text import as_text, norm_key
-from worker.mapping.values import clock_text
+from worker.mapping.values import clock_text, has_one_digit_minute
 from worker.source import SourceOptions, open_source
 from worker.source.options import SPREADSHEETS, choose_format
 from worker.source.rows import RowProblem, SourceRow
@@ -740,7 +740,10 @@ def _formats_line(d: Draft, cols: str, found: Formats, why: str) -> None:
         d.add(comment=f"values no format reads: {shown}")
     shown = ", ".join(q(f) for f in formats)
     line = f"scheduled_at = {{ {cols}, formats = [{shown}] }}"
-    if found.total and not found.parsed:
+    mend = bool(found.examples_failing) and all(
+        has_one_digit_minute(v) for v in found.examples_failing
+    )
+    if found.total and not found.parsed and not (mend and found.formats):
         # A draft whose formats read none of the values would fail every row.
         d.missing.append("scheduled_at")
         d.add(f"# {line}", "TODO: no format found that reads these values; required")
@@ -748,10 +751,18 @@ def _formats_line(d: Draft, cols: str, found: Formats, why: str) -> None:
     if found.examples_failing:
         # Loadable, but its rows with such values would all be invalid: say so (exit 1).
         d.unread.append(f"{found.total - found.parsed} of {found.total} sampled values of {cols}")
-        d.add(
-            comment="TODO: add a format for the values above that no format reads; "
-            "as drafted, their rows are invalid"
-        )
+        if mend:
+            # No format can tell 9.5 (09:50 with its zero dropped) from 09:05.
+            d.add(
+                comment="TODO: the values above have a one-digit minute (9.5: 09:05 or "
+                "09:50? 9:5: 09:05, or cut short?): write it with two digits in the export; "
+                "as drafted, their rows are invalid"
+            )
+        else:
+            d.add(
+                comment="TODO: add a format for the values above that no format reads; "
+                "as drafted, their rows are invalid"
+            )
     d.add(line, f"guess: {why}")
 
 
@@ -910,8 +921,9 @@ def run_init(
     write_draft(text, out, force)
     if draft.unread:
         print(
-            f"init: no drafted format reads {'; '.join(draft.unread)}: add one at the TODO "
-            "line, or `validate` finds those rows invalid",
+            f"init: no drafted format reads {'; '.join(draft.unread)}: see the TODO line "
+            "(a format to add, or values to mend in the export), or `validate` finds those "
+            "rows invalid",
             file=sys.stderr,
         )
         return int(ExitCode.ROWS_FAILED)

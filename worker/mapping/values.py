@@ -108,6 +108,13 @@ def check_format(fmt: str) -> None:
         datetime.strptime(sample.strftime(fmt), fmt)
     except ValueError as exc:
         raise ValueError(f"bad format string {fmt!r}: {exc}") from None
+    except re.error as exc:
+        # strptime builds a regular expression with a named group per directive.
+        twice = re.search(r"group name '(\w+)'", str(exc))
+        what = f"%{twice.group(1)} appears twice" if twice else str(exc)
+        raise ValueError(
+            f"bad format string {fmt!r}: {what} (each directive may be used once)"
+        ) from None
 
 
 _ISO_TIME = re.compile(r"[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]{1,6})?)?")
@@ -156,7 +163,9 @@ def parse_datetime(text: str, formats: Sequence[str]) -> datetime:
                 if parsed is not None:
                     return parsed
                 continue
-            return datetime.strptime(text, fmt)
+            parsed = datetime.strptime(text, fmt)
+            _one_digit_minute(text, fmt, parsed)
+            return parsed
         except ValueFail as exc:
             if problem is None:
                 problem = exc.message
@@ -177,6 +186,47 @@ def parse_datetime(text: str, formats: Sequence[str]) -> datetime:
             text,
         )
     raise ValueFail(f"not a date-time in the expected format ({shown_formats})", text)
+
+
+_SHORT_CLOCK = re.compile(r"(?<![0-9.,:])([0-9]{1,2})([.,:])([0-9])(?![0-9.,:])")
+"""An hour and a one-digit minute (``9.5``, ``14,5``, ``11:3``), not part of a date
+(``9.5.2027``) or of a longer time (``11:30:5``)."""
+
+
+def has_one_digit_minute(text: str) -> bool:
+    """Whether `text` holds a time whose minute has one digit (``9.5``, ``11:3``)."""
+    return _SHORT_CLOCK.search(text) is not None
+
+
+def two_digit_minutes(text: str) -> str:
+    """`text` with each one-digit minute written with a leading zero (``9:5`` -> ``9:05``):
+    the shape of its format, not its reading."""
+    return _SHORT_CLOCK.sub(r"\g<1>\g<2>0\g<3>", text)
+
+
+def _one_digit_minute(text: str, fmt: str, parsed: datetime) -> None:
+    """Refuse a time whose minute has one digit, which strptime's %M reads: ``9.5`` is
+    how a spreadsheet writes 9.50 as a number (its last zero dropped), and ``11:3`` the
+    end of an export cut short in 11:30; 09:05 and 11:03 would be guesses."""
+    if not re.search(r"[.,:]%M", fmt):
+        return
+    for found in _SHORT_CLOCK.finditer(text):
+        hour, sep, minute = found.groups()
+        if int(minute) != parsed.minute or int(hour) % 12 != parsed.hour % 12:
+            continue
+        h = parsed.hour
+        why = (
+            f"{h:02d}:0{minute} or {h:02d}:{minute}0 (a spreadsheet writes {hour}{sep}{minute}0 "
+            f"as the number {found.group()})?"
+            if sep != ":"
+            else f"{h:02d}:0{minute}, or a value cut short ({h:02d}:{minute}0 to "
+            f"{h:02d}:{minute}9)?"
+        )
+        raise ValueFail(
+            f"the time {found.group()} has a one-digit minute: {why} Write the minute with two "
+            f"digits ({hour}{sep}0{minute}" + (f" or {hour}{sep}{minute}0)" if sep != ":" else ")"),
+            text,
+        )
 
 
 def _serial_date(text: str) -> datetime | None:

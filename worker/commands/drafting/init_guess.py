@@ -15,7 +15,12 @@ from rapidfuzz import fuzz, process
 
 from worker.contract import STATUSES
 from worker.mapping.text import norm_key
-from worker.mapping.values import ValueFail, parse_datetime
+from worker.mapping.values import (
+    ValueFail,
+    has_one_digit_minute,
+    parse_datetime,
+    two_digit_minutes,
+)
 
 LANGS = ("tr", "de", "en", "fr", "es")
 # field -> language -> header words (compared folded: case, diacritics, _ - . as spaces).
@@ -440,6 +445,13 @@ def _best(values: Sequence[str], candidates: Sequence[str]) -> tuple[list[str], 
         if hit is not None:
             counts[hit] += 1
             parsed += 1
+        elif has_one_digit_minute(value):
+            # "9:5" is refused (09:05, or cut short?), yet its shape names the format: the
+            # draft keeps it and says to mend the value.
+            padded = two_digit_minutes(value)
+            shape = next((f for f in candidates if _parses(padded, f)), None)
+            if shape is not None:
+                counts[shape] += 1
     return [f for f, _n in counts.most_common()], parsed
 
 
@@ -474,8 +486,16 @@ _TIME_RE = re.compile(r"^\d{1,2}(?::\d{1,2}|\.\d{2})(:\d{2})?(\s?[AaPp][Mm]|\s?U
 "2:30 PM", "9:05 Uhr". A dot takes two digits after it: "1.5" is an amount."""
 
 
+_SHORT_DOTTED = re.compile(r"^\d{1,2}[.,]\d$")
+"""A dotted time a spreadsheet wrote as a number ("9.5" for 09.50): a time among dotted
+times, else an amount."""
+
+
 def looks_like_times(values: Sequence[str]) -> bool:
-    return bool(values) and sum(bool(_TIME_RE.match(v)) for v in values) >= 0.8 * len(values)
+    times = sum(bool(_TIME_RE.match(v)) for v in values)
+    if times and any("." in v or "," in v for v in values if _TIME_RE.match(v)):
+        times += sum(bool(_SHORT_DOTTED.match(v)) for v in values)
+    return bool(values) and times >= 0.8 * len(values)
 
 
 _EXCEL_ERRORS = frozenset(
