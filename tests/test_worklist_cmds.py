@@ -669,6 +669,31 @@ def test_a_duplicate_keys_row_imported_back_from_the_worklist_stays_a_duplicate(
     assert dup["reason"].startswith("skipped: an earlier row of this export has the same")
 
 
+def test_a_changed_row_written_twice_stays_the_keys_change_night_after_night(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """A key written twice, identically, on a night its visit moved: the first night said
+    `changed` and one duplicate; the same export the next night skipped the key's own row
+    as "the duplicate skipped before" too, called the visit missing from the export (it
+    is on two lines), and the `changed` item, the one thing to do, was gone."""
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    rows = [dict(r) for r in sample[:4]]
+    assert import_file(config, sbx, export(tmp_path, "n1.csv", rows))[0].exit_code == 0
+    moved = dict(rows[3], room_id="399")
+    night = [*rows[:3], moved, dict(moved)]
+    for run in (2, 3):
+        result, summary = import_file(config, sbx, export(tmp_path, f"n{run}.csv", night))
+        assert result.exit_code == 1, result.output
+        totals = summary["totals"]
+        assert (totals["changed"], totals["duplicate_keys"]) == (1, 1), (run, totals)
+        assert totals.get("missing_from_source", 0) == 0, (run, result.output)
+        kinds = sorted(i["kind"] for i in items(config))
+        assert kinds == ["changed", "duplicate_key"], (run, kinds)
+        [dup] = [i for i in items(config) if i["kind"] == "duplicate_key"]
+        assert dup["source_line"] == 6, dup  # the second row of the key, not its own
+
+
 def test_a_created_row_made_invalid_says_its_appointment_stands(
     tmp_path: Path, sbx: Sandbox
 ) -> None:

@@ -116,9 +116,12 @@ class RowReader:
         if not self.skipped_duplicates or entry is None or entry.payload_hash is None:
             return False  # every row of a re-run passes here: no keyed hash without cause
         stored = m.payload_hash if self.keyed is None else self.keyed(m.payload_hash)
-        return entry.payload_hash != stored and self._content_in(
-            self.skipped_duplicates, tenant, key, m.row
-        )
+        if stored in (entry.payload_hash, entry.changed_hash):
+            # The key's own version, or the change an earlier run saw for it: a key
+            # written twice on the night its visit changed skipped the second row as the
+            # duplicate, and this is still the key's row (its `changed` item stands).
+            return False
+        return self._content_in(self.skipped_duplicates, tenant, key, m.row)
 
     def _content_in(
         self,
