@@ -121,3 +121,27 @@ async def test_a_lane_on_a_fake_clock_stops_on_a_date_beyond_the_bound() -> None
         lane.observe(200, RateInfo(date=formatdate(clock.time() + 45, usegmt=True)), clock.time())
         assert lane.stop_reason is not None and "max_clock_offset" in lane.stop_reason
         assert lane.aborted
+
+
+def test_two_runs_whose_offsets_to_the_api_differ_settle_on_the_api_clock() -> None:
+    """libfaketime shifts the monotonic clock with the wall clock: a run at -55 s killed
+    with POSTs committing and a resume at +55 s saw no step, took the send as 110 s
+    old, found nothing yet and sent again: both commits landed. Their offsets to the
+    API's `Date` say how far apart the two clocks were."""
+    clock = FakeClock()  # the resumed run's clock, 55 s ahead of the API's
+    sent = clock.time() - 110 - 3  # the killed run's clock read 110 s behind; 3 s ago
+    mark = clock_mark(BOOT, sent, sent - 500.0, api_offset=55.0)  # it was 55 s behind
+    mono = clock.time() - 500.0  # faked with the wall clock: wall - monotonic unchanged
+    when, trusted = _resume(clock, mono, sent, mark, api_offset=-55.0)
+    assert not trusted
+    assert when == pytest.approx(clock.time() - 3 + 1)  # 3 s ago, a second's margin later
+    # In step with each other (offsets alike within the Date's second): as recorded.
+    same = clock_mark(BOOT, sent, sent - 500.0, api_offset=0.4)
+    assert _resume(clock, mono, sent, same, api_offset=-0.6) == (sent, True)
+    # A sender whose clock was ahead of ours: never read as sent earlier than recorded.
+    ahead = clock_mark(BOOT, sent, sent - 500.0, api_offset=-30.0)
+    assert _resume(clock, mono, sent, ahead, api_offset=0.0) == (sent, True)
+    # Not measured on either side, or an older two-part mark: as before.
+    assert _resume(clock, mono, sent, mark) == (sent, True)
+    assert _resume(clock, mono, sent, clock_mark(BOOT, sent, sent - 500.0),
+                   api_offset=-55.0) == (sent, True)  # fmt: skip

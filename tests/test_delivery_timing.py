@@ -63,6 +63,17 @@ def _shifted(seconds: int) -> dict[str, str]:
             "FAKETIME_DONT_FAKE_MONOTONIC": "1", "FAKETIME_NO_CACHE": "1"}  # fmt: skip
 
 
+async def _kill_once_three_commit(proc: asyncio.subprocess.Process, url: str) -> None:
+    """SIGKILL the worker once three of its POSTs are committing late on the sandbox."""
+    for _ in range(400):
+        if (await stats(url)).get("pending_commits", 0) >= 3:
+            break
+        await asyncio.sleep(0.05)
+    proc.kill()
+    await proc.wait()
+    assert (await stats(url))["appointments_total"] <= 2  # 3 or more still committing
+
+
 async def _crowd(url: str, row: Row, others: int) -> list[int]:
     """Other patients booked by staff yesterday at the row's instant."""
     yesterday = (datetime.now(UTC) - timedelta(days=1)).isoformat()
@@ -205,17 +216,40 @@ async def test_a_resume_after_a_clock_step_settles_from_the_resume(
         write_csv(s.data, rows)
         await _set_runtime(sb.url, commit_delay_seconds=2.5)
         proc = await start_worker(s.args(), **_shifted(-300))
-        for _ in range(400):
-            if (await stats(sb.url)).get("pending_commits", 0) >= 3:
-                break
-            await asyncio.sleep(0.05)
-        proc.kill()
-        await proc.wait()
-        assert (await stats(sb.url))["appointments_total"] <= 2  # 3 or more still committing
+        await _kill_once_three_commit(proc, sb.url)
         await _set_runtime(sb.url, commit_delay_seconds=0.0)
         result = await run_cli(s.args("--settle-wait", "20"))
         await wait_for_commits(sb.url)  # what the killed run left on the server has landed
         assert result.exit_code == 0, result.output
+        await assert_all_created_once(s)  # no duplicate, every one owned
+
+
+@needs_faketime
+async def test_a_resume_whose_clock_is_ahead_of_the_killed_runs_settles_on_the_apis_clock(
+    sandbox_factory: SandboxFactory, tmp_path: Path
+) -> None:
+    """libfaketime shifts the monotonic clock with the wall clock, so a run at -55 s,
+    killed while its POSTs commit late, and a resume at +55 s (both within
+    max_clock_offset) saw no clock step: the sends read as 110 s old, long settled, the
+    slot was empty yet, and every row was sent again (a helper's audit: 9 of 36 booked
+    twice). Both runs read the API's `Date`; the send times are judged on its clock."""
+    rows = [Row(f"S-{n}", 1, 1001 + n, 101, AT, "approved", (201,), None, None, None)
+            for n in range(5)]  # fmt: skip
+    faked = {"LD_PRELOAD": FAKETIME, "FAKETIME_NO_CACHE": "1"}  # monotonic faked too
+    async with sandbox_factory() as sb:
+        s = setup(tmp_path, sb.url, rows=rows[:1], timeout=30.0, settle_seconds=6.0,
+                  tenants={1: {}})  # fmt: skip
+        assert (await run_cli(s.args())).exit_code == 0
+        s.rows = rows
+        write_csv(s.data, rows)
+        await _set_runtime(sb.url, commit_delay_seconds=4.0)
+        proc = await start_worker(s.args(), **faked, FAKETIME="-55")
+        await _kill_once_three_commit(proc, sb.url)
+        await _set_runtime(sb.url, commit_delay_seconds=0.0)
+        resumed = await start_worker([*s.args(), "--settle-wait", "20"], **faked, FAKETIME="+55")
+        out, err = await asyncio.wait_for(resumed.communicate(), 90)
+        await wait_for_commits(sb.url)  # what the killed run left on the server has landed
+        assert resumed.returncode == 0, (out + err).decode()[-3000:]
         await assert_all_created_once(s)  # no duplicate, every one owned
 
 

@@ -26,24 +26,54 @@ DEFAULT_MAX_OFFSET = 60.0
 """`[api] max_clock_offset` default: half the 120 s window in which created_at is trusted."""
 
 
-def clock_mark(boot: str, wall: float, monotonic: float) -> str:
-    """The mark recorded with a send time."""
-    return f"{boot}|{wall - monotonic:.3f}"
+API_TOLERANCE = 2.0
+"""Seconds two processes' offsets to the API's clock may differ before they count: the
+`Date` header has whole seconds."""
+
+
+def clock_mark(boot: str, wall: float, monotonic: float, api_offset: float | None = None) -> str:
+    """The mark recorded with a send time (and this process's offset to the API's clock,
+    when measured)."""
+    mark = f"{boot}|{wall - monotonic:.3f}"
+    return mark if api_offset is None else f"{mark}|{api_offset:.3f}"
+
+
+def _api_correction(then: str | None, now: float | None) -> float:
+    """Seconds to move a send time by so it reads on this process's clock, from the two
+    processes' offsets to the API's clock; never earlier (0 when not known)."""
+    if then is None or now is None:
+        return 0.0
+    try:
+        moved = float(then) - now
+    except ValueError:
+        return 0.0
+    # Only later: an earlier send time is the one answer that could settle too soon.
+    return moved + 1.0 if math.isfinite(moved) and moved > API_TOLERANCE else 0.0
 
 
 def effective_sent_at(
-    sent_at: float, mark: str | None, *, boot: str, wall: float, monotonic: float, resumed_at: float
+    sent_at: float,
+    mark: str | None,
+    *,
+    boot: str,
+    wall: float,
+    monotonic: float,
+    resumed_at: float,
+    api_offset: float | None = None,
 ) -> tuple[float, bool]:
     """The send time to settle from, and whether it was trusted as recorded.
 
     No mark (a row written before marks existed): as recorded. A mark of this boot
-    and no step: as recorded. Otherwise the later of `resumed_at` and, in the same
-    boot, the send time moved by the step (monotonic time does not step); a send time
-    the step would put after now counts from `resumed_at`, as another boot's.
+    and no step: as recorded, unless the sender's offset to the API's clock and this
+    process's (`api_offset`) say its clock was behind this one's: then moved by the
+    difference. Otherwise the later of `resumed_at` and, in the same boot, the send
+    time moved by the step (monotonic time does not step); a send time the step would
+    put after now counts from `resumed_at`, as another boot's.
     """
     if mark is None:
         return sent_at, True
-    then_boot, _, text = mark.rpartition("|")
+    then_boot, _, text = mark.partition("|")
+    text, _, api = text.partition("|")
     try:
         then_offset = float(text)
     except ValueError:
@@ -52,7 +82,13 @@ def effective_sent_at(
         return max(sent_at, resumed_at), False
     step = (wall - monotonic) - then_offset
     if then_boot == boot and boot and abs(step) <= STEP_TOLERANCE:
-        return sent_at, True
+        # No step by this machine's clocks. libfaketime shifts the monotonic clock with
+        # the wall clock, so a run at -55 s and one at +55 s see none: the API's clock,
+        # read by both, says how far apart they were.
+        moved = _api_correction(api or None, api_offset)
+        if not moved:
+            return sent_at, True
+        return (sent_at + moved, False) if sent_at + moved <= wall else (resumed_at, False)
     if then_boot == boot and boot:
         moved = sent_at + step
         if moved > wall:

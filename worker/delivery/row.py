@@ -468,7 +468,7 @@ class RowDelivery:
     def _mark(self, sent_at: float) -> str | None:
         if not self.ledger.keeps_send_clock:
             return None
-        return clock_mark(self.boot, sent_at, self.monotonic())
+        return clock_mark(self.boot, sent_at, self.monotonic(), self.lane.clock_watch.offset)
 
     def _count_retry(self) -> None:
         self.stats.retries += 1
@@ -599,13 +599,17 @@ class RowDelivery:
         if row.sent_at is None or not self.ledger.keeps_send_clock:
             return row, None
         mark = await self.ledger.sent_clock(row.tenant, row.source_key)
+        if mark is not None and mark.count("|") > 1:
+            await self.lane.check_clock()  # the sender's offset to the API's: ours too
         sent_at, trusted = effective_sent_at(row.sent_at, mark, boot=self.boot, wall=self.wall(),
                                              monotonic=self.monotonic(),
-                                             resumed_at=self.resumed_at)  # fmt: skip
+                                             resumed_at=self.resumed_at,
+                                             api_offset=self.lane.clock_watch.offset)  # fmt: skip
         if trusted:
             return row, None
-        log.info("send time not comparable with this clock (reboot or clock step): settling "
-                 "from the resume", tenant=row.tenant, source_key=row.source_key)  # fmt: skip
+        log.info("send time not comparable with this clock (reboot, clock step, or another "
+                 "offset to the API's clock): settling from a later moment",
+                 tenant=row.tenant, source_key=row.source_key)  # fmt: skip
         return replace(row, sent_at=sent_at), sent_at
 
     async def _neighbours(
