@@ -348,3 +348,34 @@ def test_a_row_never_sent_adopts_the_apis_equal_one_before_a_spare_hand_booking(
     d = verdict_of(r, [r], [by_hand(21, T0 - 60), by_api(22, T0 - 30)])
     assert d.verdict is Verdict.CLAIM and d.appointment is not None, d
     assert (d.appointment.id, d.origin) == (22, "adopted")
+
+
+def test_a_created_rows_second_commit_holds_no_other_row_of_the_slot() -> None:
+    """A crowded slot (one visit in four rooms): row K-13's POST landed twice (12, owned,
+    and 21, a commit past settle_seconds). The slot's rows never sent were held,
+    "booked by hand? Make the two agree, in the export", against a duplicate."""
+    k13 = replace(row("K-13", status=Status.CREATED), appointment_id=12)
+    k15 = row("K-15", {**PAYLOAD, "room_id": 303}, sent=None, status=Status.PENDING)
+    found = [by_api(12, T0 + 1), by_api(21, T0 + 30)]
+    d = verdict_of(k15, [k13, k15], found, owners={12: "K-13"})
+    assert d.verdict is Verdict.ABSENT, d  # its own room's visit is sent
+    # An API-made one of the visit that no row of this ledger made: held, and said so.
+    other = verdict_of(k15, [k15], [by_api(21, T0 + 30)])
+    assert other.verdict is Verdict.HELD, other
+    assert "made through the API by another client or ledger?" in (other.reason or "")
+    assert "booked by hand" not in (other.reason or "")
+
+
+def test_two_api_made_appointments_equal_to_one_row_name_the_one_to_delete() -> None:
+    """A POST that landed twice: "2 appointments equal to this row (1, 13) ... one was
+    made by hand or twice", both made by the API, and no word of which to delete."""
+    r = row("a")
+    d = verdict_of(r, [r], [by_api(1, T0 + 1), by_api(13, T0 + 40)], now=T0 + SETTLE + 1)
+    assert d.verdict is Verdict.UNKNOWN, d
+    reason = d.reason or ""
+    assert "2 appointments equal to this row (1, 13) for 1 row(s)" in reason
+    assert "made by hand" not in reason
+    assert "Delete 13 in Flextell" in reason and "`reconcile` gives the row 1" in reason
+    # Once the spare is deleted, the row claims the other.
+    d = verdict_of(r, [r], [by_api(1, T0 + 1)], now=T0 + SETTLE + 1)
+    assert d.verdict is Verdict.CLAIM and d.appointment is not None and d.appointment.id == 1

@@ -9,7 +9,9 @@ gives to some row, and the ids at the slot other rows own (not fetched). The rul
    doctor, instant, treatments) hold the slot (neither cancelled nor rejected) and
    that appointment equals no other open row of the group (whose lost answer or
    adoption it may be), staff booked the visit by hand with other details (a room,
-   a note): HELD, not sent, since sending would book the patient twice. So is a
+   a note): HELD, not sent, since sending would book the patient twice (one the API
+   made that equals a created row of the group is that row's POST committed twice,
+   passed over: `verify --orphans` lists it). So is a
    row whose exact payload another row of the ledger created (or last read from the
    export, a change applied by hand), at this slot, when
    that row is not in this export: the same visit under a new key (LEFT_EXPORT;
@@ -179,9 +181,11 @@ def _booked_by_hand(
     payload: dict[str, Any],
     free: Sequence[AppointmentResource],
     twins: Sequence[Entry],
+    created: Sequence[Entry] = (),
 ) -> Decision | None:
     """Rule 2's HELD: a free appointment of the row's identity holding the slot that
-    differs from the row and from every other open row of its group (`twins`)."""
+    differs from the row and from every other open row of its group (`twins`), and is
+    no second commit of a `created` row's POST."""
     if payload.get("status") in FREES_THE_SLOT:
         return None
     for c in free:
@@ -189,16 +193,46 @@ def _booked_by_hand(
             continue
         if any(equal(g.payload or {}, c) for g in twins):
             continue  # another row's own (its lost answer, or one it will adopt)
+        if c.creation_type == API_MADE and any(equal(g.payload or {}, c) for g in created):
+            # A POST of that row that committed twice (past settle_seconds): its spare,
+            # which `verify --orphans` lists; held for it, the crowded slot's other rows
+            # were told to make the export agree with a duplicate.
+            continue
+        who = (
+            "made through the API by another client or ledger?"
+            if c.creation_type == API_MADE
+            else "booked by hand?"
+        )
         return Decision(
             Verdict.HELD,
             c,
             reason=f"not sent: Flextell already has appointment {c.id} for this customer "
             f"with this doctor at this time, with other details ({_differences(payload, c)}): "
-            "booked by hand? Make the two agree, in the export or in Flextell (then import "
+            f"{who} Make the two agree, in the export or in Flextell (then import "
             "with --retry-failed); the next import then adopts it instead of booking the "
             "patient twice",
         )
     return None
+
+
+def _many_equal(equals: Sequence[AppointmentResource], owners: int) -> str:
+    """Rule 4's reason: more equal appointments than rows that may own them."""
+    ids = ", ".join(str(c.id) for c in equals)
+    head = (
+        f"{len(equals)} appointments equal to this row ({ids}) for {owners} row(s) that may "
+        "own them"
+    )
+    if not all(c.creation_type == API_MADE for c in equals):
+        return f"{head}: one was made by hand or twice"
+    # All made by POSTs: one landed twice (a commit later than settle_seconds). The
+    # earliest are the rows' own; a person deletes the rest.
+    spare = ", ".join(str(c.id) for c in equals[owners:])
+    kept = ", ".join(str(c.id) for c in equals[:owners])
+    return (
+        f"{head}, all made by the API: a POST landed twice (a commit later than "
+        f"settle_seconds?). Delete {spare} in Flextell (cancelled, it would still stand at "
+        f"the slot), then `reconcile` gives the row {kept}"
+    )
 
 
 def _left_the_export(
@@ -269,9 +303,10 @@ def decide(
             )
             return Decision(Verdict.CLAIM, made_first[0], Origin.ADOPTED)
         twins = [g for g in open_rows if g is not row]
+        created = [g for g in others if g.status == Status.CREATED.value]
         return (
             _left_the_export(row, others, owned_at_slot, command_options)
-            or _booked_by_hand(payload, free, twins)
+            or _booked_by_hand(payload, free, twins, created)
             or Decision(Verdict.ABSENT)
         )
     first = row.first_sent_at or row.sent_at or now
@@ -300,12 +335,7 @@ def decide(
         also = [*by_hand, *([held.appointment] if held and held.appointment else [])]
         return Decision(Verdict.UNKNOWN, reason=_booked_twice(payload, equals, also, len(same) > 1))
     if len(equals) > len(same):
-        return Decision(
-            Verdict.UNKNOWN,
-            reason=f"{len(equals)} appointments equal to this row ("
-            + ", ".join(str(c.id) for c in equals)
-            + f") for {len(same)} row(s) that may own them: one was made by hand or twice",
-        )
+        return Decision(Verdict.UNKNOWN, reason=_many_equal(equals, len(same)))
     settled_at = _settled_at(row, settle)
     if not equals:
         if now < settled_at:
