@@ -185,7 +185,7 @@ def test_patient_data_appears_nowhere_in_the_default_page(nights: Nights, tmp_pa
     row = nights.rows_needing_a_person()[0]
     first, last = row[NAME_COLUMN].split()
     digits = re.sub(r"\D", "", row["Hasta Tel"])
-    assert f"…{digits[-2:]}, {first[0]}. {last[0]}." in masked
+    assert f"<bdi>…{digits[-2:]}</bdi>, <bdi>{first[0]}. {last[0]}.</bdi>" in masked
 
 
 def test_the_save_link_holds_the_failures_file_report_writes(
@@ -272,7 +272,7 @@ def test_times_are_the_clinics_local_times(nights: Nights, tmp_path: Path) -> No
             rf'<td class="tok"><span class="nw">{date}</span> <span class="nw">{time}</span> '
             r'<span class="nw">\+0[23]:00</span></td>'
         )
-        assert re.search(rf"<th scope=\"row\">{key}</th>{cell}", html), key
+        assert re.search(rf"<th scope=\"row\"><bdi>{key}</bdi></th>{cell}", html), key
 
 
 def test_the_page_holds_at_most_the_bound_and_says_so(nights: Nights, tmp_path: Path) -> None:
@@ -607,3 +607,48 @@ def test_pause_labels_do_not_overlap_or_leave_the_chart(tmp_path: Path) -> None:
     assert spans, seen  # the longest pauses are named
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), spans
     assert all(end <= seen["right"] for _, end in spans), (spans, seen["right"])
+
+
+@needs_chromium
+def test_a_phone_beside_a_right_to_left_name_keeps_its_order_and_controls_show(
+    tmp_path: Path, sbx: Any
+) -> None:
+    """The patient cell was one run of text: beside a Hebrew name, Chromium drew the phone
+    +90 532 105 15 05 as "05 15 105 532 90+", a wrong number to dial; a U+202E in a
+    name, written raw, reversed what followed it ("Ali live Veli")."""
+    config = write_config(tmp_path)
+    columns, sample = sample_rows()
+    rows = [dict(r, patient_name="", patient_phone="") for r in sample[:3]]
+    rows[0].update(status="maybe", patient_name="שרה כהן", patient_phone="+90 532 105 15 05")
+    rows[1].update(status="maybe", patient_name="Ali\u202eevil\u202c Veli")
+    export = write_csv(tmp_path / "n1.csv", [*columns, "patient_name", "patient_phone"], rows)
+    assert import_file(config, sbx, export)[0].exit_code == 1
+    page_path = tmp_path / "shown.html"
+    run_cli("report", "-c", str(config), "--html", str(page_path), "--show-patient-data")
+    text = page_path.read_text(encoding="utf-8")
+    assert "\u202e" not in text and "Ali\\u202eevil\\u202c Veli" in text
+
+    async def check() -> list[list[float]]:
+        assert CHROMIUM is not None
+        async with chromium_page(CHROMIUM) as page:
+            await page.open(page_path.resolve().as_uri())
+            # Where each group of the phone's digits is drawn: line, then left to right.
+            lefts: list[list[float]] = await page.evaluate(
+                "(() => { const row = [...document.querySelectorAll('#worklist tbody tr')]"
+                ".find(r => r.textContent.includes('+90 532'));"
+                " const cell = [...row.cells].find(c => c.textContent.includes('+90 532'));"
+                " const walk = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);"
+                " const out = [];"
+                " for (let n = walk.nextNode(); n; n = walk.nextNode()) {"
+                "  for (const g of ['+90', '532', '105', '15 ', ' 05']) {"
+                "   const i = n.data.indexOf(g); if (i < 0) continue;"
+                "   const r = document.createRange(); r.setStart(n, i);"
+                "   r.setEnd(n, i + g.length); const b = r.getBoundingClientRect();"
+                "   out.push([Math.round(b.top), b.left]); } }"
+                " return out; })()"
+            )
+            assert page.errors() == []
+            return lefts
+
+    lefts = asyncio.run(check())
+    assert len(lefts) == 5 and lefts == sorted(lefts), lefts

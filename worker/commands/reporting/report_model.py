@@ -58,8 +58,10 @@ class WorkItem:
     file: str
     line: int | None
     local_time: str
-    patient: str
-    note: str
+    patient: tuple[str, ...]
+    """Who the patient is, a cell each (masked unless --show-patient-data): the page
+    isolates each, so a phone beside a right-to-left name keeps its order."""
+    note: tuple[str, ...]
     fixable: bool
 
 

@@ -45,6 +45,7 @@ from worker.commands.reporting.report_model import (
     WorkItem,
 )
 from worker.config import Config, load_config
+from worker.controls import escape_controls
 from worker.errors import ConfigError
 from worker.exitcodes import ExitCode
 from worker.ledger import Entry, Ledger, Run, RunStatus, Status
@@ -497,18 +498,22 @@ class PageWorklist:
         file = row.file or ""
         if isinstance(sheet, str) and file:
             file += f", sheet {sheet}"  # the row's number is the workbook's, on this sheet
+        # Text from outside (cells, keys, a server's words) with its control characters
+        # visible, as in every other output: a U+202E in a name reversed what followed it.
         self.items.append(
             WorkItem(
                 tenant=row.tenant,
                 kind=kind,
-                source_key=row.source_key,
-                reason=reason if show else scrub(reason, people, notes, phones),
+                source_key=escape_controls(row.source_key),
+                reason=escape_controls(reason if show else scrub(reason, people, notes, phones)),
                 field=row.field or "",
-                file=file,
+                file=escape_controls(file),
                 line=row.line,
                 local_time=local_time or _local_time(payload, self._zone(row.tenant)),
-                patient=", ".join(people if show else [mask_cell(p, p in phones) for p in people]),
-                note=" / ".join(notes) if show else (HIDDEN if notes else ""),
+                patient=tuple(
+                    escape_controls(p if show else mask_cell(p, p in phones)) for p in people
+                ),
+                note=tuple(map(escape_controls, notes)) if show else ((HIDDEN,) if notes else ()),
                 fixable=fixable,
             )
         )
