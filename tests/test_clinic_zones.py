@@ -63,9 +63,11 @@ def test_zones_with_the_same_offsets_are_the_same_and_others_are_named(tmp_path:
     now = datetime(2026, 12, 7, tzinfo=UTC)
     assert mismatches(config, {1: "Turkey", 2: "Europe/Berlin", 3: "UTC"}, [1, 2], now) == [
         "tenant 2: [api] timezone is 'Europe/Istanbul', but Flextell says the clinic is in "
-        "'Europe/Berlin': every time of the export would land 2 hour(s) off. Set [api] "
-        'timezone = "Europe/Berlin"; if the export\'s times really are in Europe/Istanbul, '
-        'say so in the mapping: scheduled_at = { ..., timezone = "Europe/Istanbul" }'
+        "'Europe/Berlin': every time of the export would land 2 hour(s) off. Set "
+        # Tenant 1 reads [api] timezone too, and is in Istanbul: set tenant 2's own.
+        '[tenants.2] timezone = "Europe/Berlin"; if the export\'s times really are in '
+        "Europe/Istanbul, say so in the mapping: "
+        'scheduled_at = { ..., timezone = "Europe/Istanbul" }'
     ]
 
 

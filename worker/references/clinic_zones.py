@@ -75,15 +75,30 @@ def mismatches(
             continue
         section = config.tenants.get(tenant)
         where = f"[tenants.{tenant}] timezone" if section and section.timezone else "[api] timezone"
+        fix = where
+        if where == "[api] timezone" and not _one_zone_for_all(config, zones, clinic):
+            # Another tenant reading [api] timezone is elsewhere: changing it moves that
+            # one's times instead, and its refusal then asks to change it back.
+            fix = f"[tenants.{tenant}] timezone"
         apart = _hours_apart(configured, clinic, now)
         explicit = f'scheduled_at = {{ ..., timezone = "{configured}" }}'
         out.append(
             f"tenant {tenant}: {where} is {configured!r}, but Flextell says the clinic is in "
             f"{clinic!r}: every time of the export would land {apart} off. Set "
-            f'{where} = "{clinic}"; if the export\'s times really are in {configured}, say '
+            f'{fix} = "{clinic}"; if the export\'s times really are in {configured}, say '
             f"so in the mapping: {explicit}"
         )
     return out
+
+
+def _one_zone_for_all(config: Config, zones: dict[int, str], clinic: str) -> bool:
+    """Whether every tenant that reads [api] timezone, of those whose zone Flextell gave,
+    is in `clinic`'s zone: then [api] timezone is the one setting to change."""
+    return all(
+        same_zone(zones[t], clinic)
+        for t, section in config.tenants.items()
+        if not section.timezone and t in zones
+    )
 
 
 def other_zones(
