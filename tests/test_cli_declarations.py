@@ -46,6 +46,7 @@ SUMMARY_KEYS = {
     "nothing_to_do",
     "round_aborted",
     "reopened",
+    "unterminated_last_line",
 }
 
 

@@ -1225,3 +1225,22 @@ def test_an_invalid_row_s_item_names_the_export_s_column(tmp_path: Path, sbx: Sa
     config = _one_invalid_night(tmp_path, sbx)
     [item] = items(config)
     assert item["reason"].startswith("customer_id (column 'customer_id'): "), item
+
+
+def test_a_last_line_without_a_line_break_is_said_in_the_mailed_summary(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """A copy cut in the last row's last cell still reads as a row: the warning went to
+    the log alone, and cron mails the summary (the run said `exit code 0`)."""
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    path = export(tmp_path, "n1.csv", [dict(r) for r in sample[:3]])
+    path.write_bytes(path.read_bytes().rstrip(b"\r\n"))
+    result, summary = import_file(config, sbx, path)
+    assert result.exit_code == 0, result.output
+    assert summary["unterminated_last_line"] == {"file": str(path), "line": 4}
+    text = run_cli("import", str(path), "-c", str(config), "--base-url", sbx.base_url,
+                   "--no-progress")  # fmt: skip
+    assert "n1.csv: its last line (4) has no line break after it: read as it stands" in (
+        text.stdout
+    ), text.output

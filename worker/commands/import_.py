@@ -203,6 +203,8 @@ class ImportRun:
         """Rows per tenant answered with an appointment id another row owns."""
         self.cut_short: int | None = None
         """The export's last line, when it ends mid-row (see Source.cut_short)."""
+        self.unterminated: tuple[str, int] | None = None
+        """(file, last line) when a whole last row has no line break after it."""
         self.skipped_created: list[Entry] = []
         """Created rows of earlier runs that a `skip_rows` rule skipped in this export."""
 
@@ -288,6 +290,8 @@ class ImportRun:
                 self.skipped = (source.skipped, source.skipped_text())
             if isinstance(source, Source):
                 self.cut_short = source.cut_short
+                if source.unterminated is not None:
+                    self.unterminated = (source.name, source.unterminated)
                 odd = self.reader.mapper.offsets.note(source.name)
                 if odd is not None:  # in the log (cron mails stderr), as validate says it
                     log.warning(odd)
@@ -1137,4 +1141,5 @@ def _result(
         incomplete=dict(run.incomplete),
         acknowledged=set(run.acknowledged),
         reopened=list(run.reopened),
+        unterminated=run.unterminated,
     )

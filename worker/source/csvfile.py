@@ -209,6 +209,8 @@ class CsvRows:
         """Physical line number just before the reader's first line."""
         self._replayed_until = 0
         self.cut_short: int | None = None
+        self.unterminated: int | None = None
+        """The last line, when the file ends without a line break after a whole row."""
         """The last line, when the file ends without a line break in a record that is no
         whole row: a copy that stopped there (set once the rows are read)."""
         self.columns, self._prev_end = self._read_header()
@@ -338,6 +340,8 @@ class CsvRows:
                 if self._feed.unterminated:
                     # Many a copy that stopped mid-file ends so: its last row may be cut
                     # in a cell, and still read as a valid row. Said, not refused.
+                    if self.cut_short is None:
+                        self.unterminated = prev_end
                     log.warning(
                         f"{name}: the file does not end with a line break: its last line "
                         f"({prev_end}) may be cut short; if the export was copied, check "

@@ -442,6 +442,14 @@ class Source:
             return None
         return self._csv.cut_short
 
+    @property
+    def unterminated(self) -> int | None:
+        """The last line of a CSV read to its end that is a whole row but has no line
+        break after it (a copy cut in its last cell reads so too); else None."""
+        if self._csv is None or self._last_skipped or self.cut_short is not None:
+            return None
+        return self._csv.unterminated
+
     def skipped_text(self) -> str:
         """The rows `skip_rows` skipped, in words: "2 row(s) skipped by [source]
         skip_rows (line 53, 54)"."""

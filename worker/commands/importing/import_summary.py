@@ -91,6 +91,16 @@ def print_summary(result: ImportResult, console: Console | None = None) -> None:
     console.print(summary_table(result))
     for tenant, why in sorted(result.incomplete.items()):
         console.print(f"tenant {tenant}: {why}", markup=False)
+    if result.unterminated is not None:
+        # In the log only, cron's mail never said it: a row cut in its last cell (11:3
+        # for 11:30, a note half gone) is read as a row.
+        export, last = result.unterminated
+        console.print(
+            f"{export}: its last line ({last}) has no line break after it: read as it stands; "
+            "if the export was copied, check that the copy finished (a row cut in its last "
+            "cell reads as a row)",
+            markup=False,
+        )
     if result.mode == "dry-run":
         customers, rows = result.would_create
         if customers:
@@ -439,6 +449,11 @@ def summary_event(result: ImportResult) -> dict[str, Any]:
         },
         "worklist": None if result.worklist is None else asdict(result.worklist),
         "incomplete": {str(k): v for k, v in result.incomplete.items()},
+        "unterminated_last_line": (
+            None
+            if result.unterminated is None
+            else {"file": result.unterminated[0], "line": result.unterminated[1]}
+        ),
         "would_adopt": result.would_adopt,
         "changed": public_rows(result.changed_rows[:1000]),
         "missing_from_source": result.missing_rows[:1000],
