@@ -1244,3 +1244,19 @@ def test_a_last_line_without_a_line_break_is_said_in_the_mailed_summary(
     assert "n1.csv: its last line (4) has no line break after it: read as it stands" in (
         text.stdout
     ), text.output
+
+
+def test_a_missing_item_names_no_line_of_tonights_file(tmp_path: Path, sbx: Sandbox) -> None:
+    """cron writes each night's export over the last: a `missing` item's
+    `appointments-latest.csv:3` pointed at a line that held another patient's row by then."""
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    rows = [dict(r) for r in sample[:4]]
+    assert import_file(config, sbx, export(tmp_path, "latest.csv", rows))[0].exit_code == 0
+    gone = rows[1]["appointment_id"]
+    night = [rows[3], rows[0], rows[2]]  # one cancelled upstream, the rest reordered
+    assert import_file(config, sbx, export(tmp_path, "latest.csv", night))[0].exit_code == 1
+    [item] = items(config)
+    assert (item["source_key"], item["kind"]) == (gone, "missing")
+    assert item["source_line"] is None, item
+    assert "last read at line 3 of that night's export by run 1" in item["reason"], item

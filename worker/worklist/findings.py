@@ -177,9 +177,17 @@ def from_entry(
             local_diff=local_diff(entry.changes or {}, zone),
             **content_hashes(entry.source_row, entry.changed_hash or "", columns),
         )
+    # Where it was last read is another night's file (cron writes the export over it):
+    # given as file:line, that line held another patient's row by now.
+    seen = f" by run {entry.seen_run_id}" if entry.seen_run_id is not None else ""
+    last = (
+        f"; last read at line {entry.source_line} of that night's export{seen}"
+        if entry.source_line is not None
+        else ""
+    )
     reason = (
         f"created as appointment {entry.appointment_id}, no longer in the export "
-        "(cancelled or deleted upstream?)"
+        f"(cancelled or deleted upstream?){last}"
     )
     if from_fix:
         # Such as a duplicate key's row given its own key in the worklist file: the
@@ -197,7 +205,10 @@ def from_entry(
             f"rule; if not, cancel appointment {entry.appointment_id} in Flextell"
         )
     missing = f"missing:{entry.appointment_id}:{entry.payload_hash}"
-    return replace(base, reason=reason, source_row=None, **content_hashes(None, missing))
+    line = entry.source_line if skipped_at is not None or from_fix else None
+    return replace(
+        base, reason=reason, source_row=None, source_line=line, **content_hashes(None, missing)
+    )
 
 
 def invalid_over_created(
