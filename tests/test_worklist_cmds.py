@@ -1260,3 +1260,21 @@ def test_a_missing_item_names_no_line_of_tonights_file(tmp_path: Path, sbx: Sand
     assert (item["source_key"], item["kind"]) == (gone, "missing")
     assert item["source_line"] is None, item
     assert "last read at line 3 of that night's export by run 1" in item["reason"], item
+
+
+def test_the_audit_trail_of_an_ack_names_every_key(tmp_path: Path, sbx: Sandbox) -> None:
+    """`ack --all-open` of 55 items kept 50 keys in the audit trail, and said nothing of
+    the other five."""
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    rows = [dict(r, status="maybe") for r in sample[:55]]
+    assert import_file(config, sbx, export(tmp_path, "n1.csv", rows))[0].exit_code == 1
+    acked = run_cli("ack", "--all-open", "-c", str(config), "--note", "retyped in Flextell")
+    assert acked.exit_code == 0, acked.output
+    trail = json.loads(run_cli("report", "-c", str(config), "--format", "json").stdout)["audit"]
+    [entry] = trail
+    assert entry["detail"]["items"] == 55
+    assert sorted(entry["detail"]["keys"]) == sorted(f"{r['clinic']}/{r['appointment_id']}"
+                                                     for r in rows)  # fmt: skip
+    said = [x for x in run_cli("report", "-c", str(config)).output.splitlines() if "audit:" in x]
+    assert "... and 35 more (--format json)" in said[0], said  # 20 shown

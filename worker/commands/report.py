@@ -537,7 +537,9 @@ def report_table(report: LedgerReport, console: Console | None = None) -> None:
 def _shown(value: Any) -> str:
     """An audit detail as a person reads it: a list's items, not Python's brackets."""
     if isinstance(value, list):
-        return " ".join(map(str, value))
+        more = len(value) - SHOWN_ROWS
+        shown = " ".join(map(str, value[:SHOWN_ROWS]))
+        return f"{shown} ... and {more} more (--format json)" if more > 0 else shown
     return str(value)
 
 
