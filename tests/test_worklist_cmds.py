@@ -606,15 +606,18 @@ def test_purge_keeps_what_an_open_item_needs_and_drops_what_a_handled_one_kept(
     rows[1]["customer_id"] = rows[2]["customer_id"]  # changed, left open
     handled, open_key = rows[0]["appointment_id"], rows[1]["appointment_id"]
     assert import_file(config, sbx, export(tmp_path, "n2.csv", rows))[0].exit_code == 1
-    assert run_cli("ack", handled, "-c", str(config), "--note", "done").exit_code == 0
+    # A note may name the patient: purged with the item's cells (who and when stay).
+    note = "Hasta ZQXK aradı, +90 532 999 88 77"
+    assert run_cli("ack", handled, "-c", str(config), "--note", note).exit_code == 0
     purged = run_cli("ledger", "purge", "-c", str(config), "--older-than", "0d")
     assert purged.exit_code == 0, purged.output
     assert "from 3 created row(s)" in purged.output  # all but the open item's row
     db = sqlite3.connect(tmp_path / "ledger.sqlite")
     try:
         item = dict(
-            zip(("source_row", "local_diff"), db.execute(
-                "SELECT source_row, local_diff FROM worklist WHERE source_key = ?", (handled,)
+            zip(("source_row", "local_diff", "ack_note", "ack_by"), db.execute(
+                "SELECT source_row, local_diff, ack_note, ack_by FROM worklist"
+                " WHERE source_key = ?", (handled,)
             ).fetchone(), strict=True)
         )  # fmt: skip
         kept = db.execute(
@@ -622,9 +625,13 @@ def test_purge_keeps_what_an_open_item_needs_and_drops_what_a_handled_one_kept(
         ).fetchone()[0]
     finally:
         db.close()
-    assert item == {"source_row": None, "local_diff": None}
+    assert item["ack_by"]
+    assert {k: item[k] for k in ("source_row", "local_diff", "ack_note")} == dict.fromkeys(
+        ("source_row", "local_diff", "ack_note")
+    )
     assert kept is not None
     assert b"ZQXJ" not in (tmp_path / "ledger.sqlite").read_bytes()
+    assert b"ZQXK" not in (tmp_path / "ledger.sqlite").read_bytes()
     assert import_file(config, sbx, export(tmp_path, "n3.csv", rows))[0].exit_code == 1
     [still] = items(config)
     assert still["source_key"] == open_key

@@ -49,11 +49,13 @@ def purge(conn: SqlConnection, now: str, *, cutoff: float, tenant: int | None, w
     conn.execute(f"DELETE FROM refs WHERE kind = 'customers' AND fetched_at < ?{only}", params)
     conn.execute(f"UPDATE refs SET label = NULL WHERE fetched_at < ?{only}", params)
     # Their worklist items that need nobody (resolved, acknowledged, fixed by hand) no
-    # longer need the row's cells or its difference: an acknowledged changed item kept
-    # them for good, since it never resolves.
+    # longer need the row's cells, its difference or the note a person acknowledged it
+    # with ("Ayşe Yılmaz aradı +90 532 ..."): an acknowledged changed item kept them for
+    # good, since it never resolves. Who acknowledged it, and when, stay.
     conn.execute(
-        "UPDATE worklist SET source_row = NULL, local_diff = NULL WHERE state != 'open'"
-        " AND (source_row IS NOT NULL OR local_diff IS NOT NULL) AND (tenant, source_key) IN"
+        "UPDATE worklist SET source_row = NULL, local_diff = NULL, ack_note = NULL"
+        " WHERE state != 'open' AND (source_row IS NOT NULL OR local_diff IS NOT NULL"
+        " OR ack_note IS NOT NULL) AND (tenant, source_key) IN"
         f" (SELECT tenant, source_key FROM entries WHERE {_SETTLED}{only})",
         params,
     )
