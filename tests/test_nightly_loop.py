@@ -354,6 +354,9 @@ def test_a_visit_booked_by_hand_in_another_room_is_held_not_booked_twice(
     assert (held["kind"], held["state"]) == ("failed", "open")
     assert held["reason"].startswith("not sent: Flextell already has appointment")
     assert "booked by hand?" in held["reason"]  # the API never saw it: not "refused by"
+    # Fixed in Flextell instead, only --retry-failed looks again: said, not "the next
+    # import then adopts it" (the nightly import never did, and exited 1 every night).
+    assert "or in Flextell, then import with --retry-failed (a plain nightly" in held["reason"]
     # The front desk makes the export agree with Flextell: the row adopts the booking.
     agreed = [dict(r) for r in rows]
     agreed[20]["room_id"] = str(room)

@@ -208,9 +208,10 @@ def _booked_by_hand(
             c,
             reason=f"not sent: Flextell already has appointment {c.id} for this customer "
             f"with this doctor at this time, with other details ({_differences(payload, c)}): "
-            f"{who} Make the two agree, in the export or in Flextell (then import "
-            "with --retry-failed); the next import then adopts it instead of booking the "
-            "patient twice",
+            f"{who} Make the two agree: in the export (the next import then adopts it "
+            "instead of booking the patient twice), or in Flextell, then import with "
+            "--retry-failed (a plain nightly import does not look at Flextell again: the "
+            "item stays open until then)",
         )
     return None
 

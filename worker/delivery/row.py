@@ -274,7 +274,10 @@ class RowDelivery:
         except asyncio.CancelledError:
             if job.source_key in self._maybe_sent:
                 # Cancelled once a POST may have left: its outcome is open.
-                await self._unknown(job, "cancelled while the request was in flight or looked up")
+                # Also the run's end, --settle-wait spent: "cancelled" read as if a
+                # person had cancelled the appointment.
+                await self._unknown(job, "the run ended or was stopped while its POST was in "
+                                    "flight or being looked up (no answer yet)")  # fmt: skip
             elif job.source_key in self._refused:  # every answer proved nothing was done
                 await self._not_sent(job, "not sent: stopped while waiting to try again")
             elif job.source_key in self._ahead_only:  # its intent is written, its POST never left
