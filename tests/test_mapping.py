@@ -134,6 +134,13 @@ def test_value_map_normalises_turkish_case_and_spaces(tmp_path: Path) -> None:
     assert err.message.startswith("the value is none of mapping.status.map's keys ('Onaylandı'")
     assert "Belki" not in err.message
     assert err.message.count("status.map") == 1 and "))" not in err.message
+    # An empty map (init drafts one for a status column of unknown words): no "()".
+    empty = make(tmp_path, MAPPING.replace(
+        'status = { column = "status", default = "pending" }',
+        'status = { column = "status", map = {} }',
+    ))  # fmt: skip
+    err = bad(empty.map(row(status="Belki"))).errors[0]
+    assert "()" not in err.message, err.message
 
 
 def test_treatments_from_several_columns_skip_empty(tmp_path: Path) -> None:

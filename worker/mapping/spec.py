@@ -295,10 +295,12 @@ class Compiler:
                         own = f", or write one of the statuses ({', '.join(STATUSES)})"
                     else:
                         own = f" (as a value of its own: {exc.message})"
-                    raise ValueFail(
-                        f"the value is none of {key}.map's keys ({listed}): add it there{own}",
-                        value,
-                    ) from None
+                    keys = (
+                        f"none of {key}.map's keys ({listed})"
+                        if listed
+                        else f"not in {key}.map (it is empty)"
+                    )
+                    raise ValueFail(f"the value is {keys}: add it there{own}", value) from None
 
             return via_map
         return final
