@@ -1176,11 +1176,21 @@ def test_report_does_not_call_a_row_back_in_the_export_missing_from_it(
     )
     gone = json.loads(run_cli("report", "-c", str(config), "--format", "json").stdout)
     assert [r["source_key"] for r in gone["missing_from_source"]["rows"]] == [key]
+    assert gone["worklist"] == {"open": {"missing": 1}, "acknowledged": 0}
+    # A later night of another, untrusted file records nothing missing: the line names
+    # the run that did (it said "missing from run 3's export"), and the worklist's count.
+    assert import_file(config, sbx, export(tmp_path, "n3.csv", rows[:1]))[0].exit_code == 1
+    said = run_cli("report", "-c", str(config)).output
+    assert (
+        f"1 created row(s) missing from the export (recorded by run 2; still open or "
+        f"acknowledged): 1:{key}"
+    ) in said, said
+    assert "worklist now: 1 open (1 missing)" in said, said
     assert run_cli("ack", key, "-c", str(config), "--note", "cancelled").exit_code == 0
     assert import_file(config, sbx, full)[0].exit_code == 1  # back: an item asks to restore
     back = json.loads(run_cli("report", "-c", str(config), "--format", "json").stdout)
     assert back["missing_from_source"]["rows"] == []
-    assert "missing from run" not in run_cli("report", "-c", str(config)).output
+    assert "missing from the export" not in run_cli("report", "-c", str(config)).output
 
 
 def test_report_marks_a_change_a_person_acknowledged(tmp_path: Path, sbx: Sandbox) -> None:

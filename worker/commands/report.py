@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -103,6 +104,9 @@ class LedgerReport:
     """Whether the listed rows come with patient values (False: encrypted, no key given)."""
     audit: list[dict[str, Any]] = field(default_factory=list)
     """Purges and rekeys: who, when, what."""
+    worklist_open: dict[str, int] = field(default_factory=dict)
+    """Open worklist items by kind (what `import`'s "need a person" counts)."""
+    worklist_acknowledged: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """The report as one JSON-ready object."""
@@ -110,6 +114,7 @@ class LedgerReport:
             "patient_data": self.patient_data,
             "encrypted": self.encrypted,
             "audit": self.audit,
+            "worklist": {"open": self.worklist_open, "acknowledged": self.worklist_acknowledged},
             "ledger": str(self.ledger_path),
             "tenant": self.tenant,
             "run": self.run,
@@ -223,6 +228,8 @@ async def build_report(options: ReportOptions) -> LedgerReport:
             encrypted=ledger.key_id,
             patient_data=ledger.key_id is None or ledger.sealer is not None,
             audit=_audit_of(await audit_rows(ledger), runs, options),
+            worklist_open=dict(Counter(i.kind.value for i in items if i.state == State.OPEN)),
+            worklist_acknowledged=sum(i.state == State.ACKNOWLEDGED for i in items),
         )
         if options.failures is not None:
             all_runs = runs if options.run is None else await ledger.runs()
@@ -285,6 +292,7 @@ async def _missing_rows(
                 e.appointment_id if (e := entries.get((i.tenant, i.source_key))) else None
             ),
             "state": i.state,
+            "since_run": i.opened_run_id,
         }
         for i in found
     ]
@@ -496,6 +504,16 @@ def report_table(report: LedgerReport, console: Console | None = None) -> None:
             )
     statuses = ", ".join(f"{k} {v:,}" for k, v in sorted(report.statuses.items())) or "no rows"
     console.print(f"ledger rows now: {statuses}")
+    # The rows' statuses do not add up to "need a person" (a duplicate key's row is in
+    # no status; a changed row is created): the worklist's own count, as import says it.
+    open_items = sum(report.worklist_open.values())
+    kinds = ", ".join(f"{n} {k}" for k, n in sorted(report.worklist_open.items()))
+    acked = f", {report.worklist_acknowledged} acknowledged" if report.worklist_acknowledged else ""
+    console.print(
+        f"worklist now: {open_items} open ({kinds}){acked}"
+        if open_items
+        else f"worklist now: nothing open{acked}"
+    )
     if report.changed:
         zone = "" if report.local_times else " (times in UTC: give --config for local times)"
         console.print(f"{len(report.changed)} created row(s) changed in the source since{zone}:")
@@ -513,10 +531,15 @@ def report_table(report: LedgerReport, console: Console | None = None) -> None:
         if len(report.changed) > SHOWN_ROWS:
             console.print(f"  ... and {len(report.changed) - SHOWN_ROWS} more (--format json)")
     if report.missing_from_source:
+        # The run that found each missing, not the latest run: that one may have read
+        # another file, or an export it did not trust (and recorded nothing missing).
         keys = [f"{r['tenant']}:{r['source_key']}" for r in report.missing_from_source]
+        since = sorted({r["since_run"] for r in report.missing_from_source})
+        runs = ("runs " if len(since) > 1 else "run ") + ", ".join(map(str, since))
         more = len(keys) - SHOWN_ROWS
         console.print(
-            f"{len(keys)} created row(s) missing from run {report.missing_run}'s export: "
+            f"{len(keys)} created row(s) missing from the export (recorded by {runs}; "
+            "still open or acknowledged): "
             + ", ".join(keys[:SHOWN_ROWS])
             + (f" ... and {more} more (--format json)" if more > 0 else ""),
             markup=False,

@@ -295,11 +295,15 @@ def _verdict(
     elif run.mode in _OTHER_RUNS:
         body = _other_run_text(run)
     elif read:
-        body = f"{done:,} of {read:,} rows read are in Flextell"
+        # What the ledger records, not a look at Flextell ("OK ... are in Flextell" beside
+        # a verify that had just found one deleted and one edited there).
+        body = f"{done:,} of {read:,} rows read were made or found in Flextell"
     else:
         body = "No rows were read"
     if earlier:
         body += f" ({earlier:,} of them as created before the export changed them)"
+    if read and run.counts_recorded and run.mode not in _OTHER_RUNS:
+        body += " (as the ledger records; `verify` checks they still are)"
     stopped = run.status in (RunStatus.ABORTED, RunStatus.CRASHED, RunStatus.INTERRUPTED)
     left = unsent.text({t.tenant: t.name for t in tenants}) if unsent is not None else ""
     if left:
