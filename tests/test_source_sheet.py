@@ -197,6 +197,27 @@ def test_sheet_chosen_by_name_or_number_and_a_wrong_one_is_named(tmp_path: Path)
     assert "[source] sheet = 3: the workbook has 2 sheets (1 is the first)" in err
 
 
+def test_an_empty_first_sheet_is_skipped_and_an_empty_sheet_names_the_others(
+    tmp_path: Path,
+) -> None:
+    """Clinic software leaves an empty "Sayfa1" first: `validate` and `init` stopped at
+    "sheet 'Sayfa1' is empty (no header row)", naming no other sheet."""
+    sheets = {"Sayfa1": [], "Gizli": [["x"]], "Randevular": [HEADER, *TYPED]}
+    xlsx = write_xlsx(tmp_path / "export.xlsx", sheets, hidden=["Gizli"])
+    code, out, err = validate(str(xlsx), "-c", str(write_config(tmp_path)))
+    assert code == 0, (out, err)
+    assert "4 rows, 4 valid" in out
+    assert "sheet(s) 'Sayfa1' hold no cells: read sheet 'Randevular', the first that does" in err
+    # Named, an empty sheet is read as asked; the error names every sheet.
+    named = write_config(tmp_path, '[source]\nsheet = "Sayfa1"\n')
+    code, _, err = validate(str(xlsx), "-c", str(named))
+    assert code == 2
+    assert (
+        "sheet 'Sayfa1' is empty (no header row); the workbook's sheets: 'Sayfa1', 'Gizli' "
+        "(hidden), 'Randevular': pick one with [source] sheet"
+    ) in err, err
+
+
 def test_a_file_that_is_no_workbook_is_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "export.xlsx"
     bad.write_bytes(b"Randevu No;Hasta\n1;2\n")  # a CSV saved under a spreadsheet's name

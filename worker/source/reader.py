@@ -150,6 +150,12 @@ class Source:
                            from_cli=options.from_cli, read=options.read_columns)  # fmt: skip
         self._sheet_sha256 = sheet.sha256
         self._sheet_rows = sheet
+        if sheet.skipped_empty:
+            self.notes.append(
+                f"{self.name}: sheet(s) {', '.join(map(repr, sheet.skipped_empty))} hold no "
+                f"cells: read sheet {sheet.sheet!r}, the first that does (to read another: "
+                f"{setting('sheet', from_cli=options.from_cli)})"
+            )
         if sheet.hidden:
             shown = ", ".join(map(str, sheet.hidden[:SKIPPED_SHOWN]))
             more = (

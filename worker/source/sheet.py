@@ -53,6 +53,12 @@ def _pick_sheet(
         visible = [
             m.name for m in workbook.sheets_metadata if m.visible == SheetVisibleEnum.Visible
         ]
+        # An empty first sheet ("Sayfa1", left by the clinic's software) stopped every
+        # read; the first visible sheet that holds cells is the export.
+        for candidate in visible:
+            found = workbook.get_sheet_by_name(candidate)
+            if found.height:
+                return found
         return workbook.get_sheet_by_name(visible[0] if visible else names[0])
     if isinstance(wanted, int) and not isinstance(wanted, bool):
         if 1 <= wanted <= len(names):
@@ -165,6 +171,15 @@ class SheetRows:
         except CalamineError as exc:
             raise SourceError(f"{name}: cannot read the sheet: {_first_line(exc)}") from None
         self.sheet = chosen.name
+        names = workbook.sheet_names
+        self._sheets = [
+            (m.name, m.visible == SheetVisibleEnum.Visible) for m in workbook.sheets_metadata
+        ]
+        before = [n for n, _ in self._sheets].index(chosen.name) if chosen.name in names else 0
+        self.skipped_empty = (
+            [n for n, visible in self._sheets[:before] if visible] if sheet is None else []
+        )
+        """Visible sheets before the one read, which hold no cells (skipped, said so)."""
         # python-calamine reads an error cell (#N/A) as an empty one; read as empty, an
         # optional field would silently go without its value.
         first_column = chosen.start[1] if chosen.start else 0
@@ -258,13 +273,25 @@ class SheetRows:
             self.header_row = number
             self._peek(LOOK_AHEAD)
             return texts, len(texts)
+        others = self._other_sheets()
         if header_row is not None:
             raise SourceError(
                 f"{self.name}: sheet {self.sheet!r} has no row {header_row} "
                 f"({setting('header_row', from_cli=self._from_cli)}; "
-                f"the sheet has {self.rows_total} rows)"
+                f"the sheet has {self.rows_total} rows){others}"
             )
-        raise SourceError(f"{self.name}: sheet {self.sheet!r} is empty (no header row)")
+        raise SourceError(f"{self.name}: sheet {self.sheet!r} is empty (no header row){others}")
+
+    def _other_sheets(self) -> str:
+        """The workbook's sheets, hidden ones said so, and how to pick one: for an error
+        about the sheet read."""
+        if len(self._sheets) < 2:
+            return ""
+        listed = ", ".join(
+            repr(n) + ("" if visible else " (hidden)") for n, visible in self._sheets
+        )
+        pick = setting("sheet", from_cli=self._from_cli)
+        return f"; the workbook's sheets: {listed}: pick one with {pick}"
 
     def _full_names_below(self) -> tuple[int, list[str]] | None:
         """The first row just below whose cells would make a header (a unique, non-empty
