@@ -1295,3 +1295,28 @@ def test_the_audit_trail_of_an_ack_names_every_key(tmp_path: Path, sbx: Sandbox)
                                                      for r in rows)  # fmt: skip
     said = [x for x in run_cli("report", "-c", str(config)).output.splitlines() if "audit:" in x]
     assert "... and 35 more (--format json)" in said[0], said  # 20 shown
+
+
+def test_keys_that_moved_between_rows_are_not_told_to_change_or_cancel_visits(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """The export dropped its first visit and moved every key one row up: each row's
+    item said "change it in Flextell by hand" (turning one patient's appointment into
+    the next one's, a second booking of a visit Flextell has), and the last key's
+    `missing` item advised cancelling a visit the export still has, under another key."""
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    rows = [dict(r) for r in sample[:5]]
+    assert import_file(config, sbx, export(tmp_path, "n1.csv", rows))[0].exit_code == 0
+    keys = [r["appointment_id"] for r in rows]
+    shifted = [dict(row, appointment_id=key) for row, key in zip(rows[1:], keys, strict=False)]
+    assert import_file(config, sbx, export(tmp_path, "n2.csv", shifted))[0].exit_code == 1
+    by_key = {i["source_key"]: i for i in items(config)}
+    assert [by_key[k]["kind"] for k in keys] == [*["changed"] * 4, "missing"]
+    for n in range(4):
+        reason = by_key[keys[n]]["reason"]
+        assert f"its new version is what row '{keys[n + 1]}' was created with" in reason
+        assert "do not change this appointment into it" in reason
+    last = by_key[keys[4]]
+    assert f"but its visit is, as row '{keys[3]}'" in last["reason"], last
+    assert "Then do not cancel it" in last["reason"]

@@ -128,11 +128,15 @@ def from_entry(
     *,
     from_fix: bool = False,
     skipped_at: str | None = None,
+    moved: tuple[str, int | None] | None = None,
 ) -> Finding:
     """The finding of a ledger row that is invalid, failed, unknown, changed or missing;
     its content is the cells of `columns` (`content_columns`). `from_fix`: a missing row
     was last read from a `--partial` file, not from an export; `skipped_at`: the export
-    has it there (file:line), and a `skip_rows` rule skipped it."""
+    has it there (file:line), and a `skip_rows` rule skipped it; `moved`: (key,
+    appointment) of the row that holds this row's visit under another key (a changed
+    row: the created one its new version equals; a missing row: the row the export now
+    gives its version): the export's keys moved between rows."""
     base = Finding(
         tenant=entry.tenant,
         source_key=entry.source_key,
@@ -171,6 +175,17 @@ def from_entry(
             f"changed in the source after it was created as appointment {entry.appointment_id}; "
             "the API has no update: change it in Flextell by hand"
         )
+        if moved is not None:
+            # Keys shifted after a visit above was cancelled: changed by hand, this
+            # appointment became a second booking of a visit Flextell already has.
+            reason = (
+                f"changed in the source after it was created as appointment "
+                f"{entry.appointment_id}, but its new version is what row {moved[0]!r} "
+                f"was created with (appointment {moved[1]}): the export's keys moved between "
+                "rows (a visit above cancelled, the rows renumbered)? Then Flextell has "
+                "that visit already: do not change this appointment into it; cancel in "
+                "Flextell the visit the export no longer has, then `ack` the items"
+            )
         return replace(
             base,
             reason=reason,
@@ -189,6 +204,15 @@ def from_entry(
         f"created as appointment {entry.appointment_id}, no longer in the export "
         f"(cancelled or deleted upstream?){last}"
     )
+    if moved is not None:
+        # Cancelling it, as a missing row's item advises, cancelled a visit the export
+        # still has, under the next row's key.
+        reason = (
+            f"created as appointment {entry.appointment_id}; its key is no longer in the "
+            f"export, but its visit is, as row {moved[0]!r} (the version that row now has): "
+            "the export's keys moved between rows? Then do not cancel it; `ack` this item"
+            f"{last}"
+        )
     if from_fix:
         # Such as a duplicate key's row given its own key in the worklist file: the
         # export still has it, under the old key, and never had this one.

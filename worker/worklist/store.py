@@ -147,10 +147,22 @@ def _entry_findings(conn: SqlConnection, scope: Scope, sealer: Sealer | None) ->
         "(status IN ('invalid', 'failed') AND seen_run_id = ?) OR status = 'unknown'"
         " OR (status = 'created' AND changed_diff IS NOT NULL AND seen_run_id = ?))"
     )
-    for row in conn.execute(sql, [*tenants, scope.run_id, scope.run_id]):
-        entry = _reveal(entry_of(row), sealer)
+    entries = [_reveal(entry_of(row), sealer) for row in conn.execute(
+        sql, [*tenants, scope.run_id, scope.run_id]
+    )]  # fmt: skip
+    changed = [e for e in entries if e.status == "created" and e.changed_hash]
+    # A changed row whose new version another row was created with: keys that moved.
+    created_with = _created_with(conn, tenants, {e.changed_hash for e in changed})
+    # ... and, of a missing row, the row whose version tonight is what it was made with.
+    now_has = {(e.tenant, e.changed_hash): e for e in changed}
+    for entry in entries:
         kind = Kind.CHANGED if entry.status == "created" else Kind(entry.status)
-        out.append(found.from_entry(entry, kind, scope.zone(entry.tenant), scope.columns))
+        twin = created_with.get((entry.tenant, entry.changed_hash or ""))
+        moved = (twin.source_key, twin.appointment_id) if twin is not None else None
+        if kind is not Kind.CHANGED or twin is None or twin.source_key == entry.source_key:
+            moved = None
+        out.append(found.from_entry(entry, kind, scope.zone(entry.tenant), scope.columns,
+                                    moved=moved))  # fmt: skip
     missing = list(scope.complete)
     if missing:
         # A row last read from a --partial file may have had a key no export has.
@@ -161,13 +173,33 @@ def _entry_findings(conn: SqlConnection, scope: Scope, sealer: Sealer | None) ->
         )
         for row in conn.execute(sql, [*missing, scope.run_id]):
             entry = _reveal(entry_of(row), sealer)
+            holder = now_has.get((entry.tenant, entry.payload_hash or ""))
             out.append(
                 found.from_entry(
                     entry, Kind.MISSING, scope.zone(entry.tenant),
                     from_fix=entry.seen_run_id in fixes,
                     skipped_at=scope.skipped.get((entry.tenant, entry.source_key)),
+                    moved=(holder.source_key, holder.appointment_id) if holder else None,
                 )
             )  # fmt: skip
+    return out
+
+
+def _created_with(
+    conn: SqlConnection, tenants: list[int], hashes: set[str | None]
+) -> dict[tuple[int, str], Entry]:
+    """Created rows whose sent payload has one of `hashes`, by (tenant, hash)."""
+    wanted = sorted(h for h in hashes if h)
+    out: dict[tuple[int, str], Entry] = {}
+    for start in range(0, len(wanted), 500):  # a bounded number of parameters a statement
+        chunk = wanted[start : start + 500]
+        sql = (
+            f"SELECT {ENTRY_COLUMNS_SQL} FROM entries WHERE status = 'created'"
+            f" AND tenant IN ({_marks(tenants)}) AND payload_hash IN ({_marks(chunk)})"
+        )
+        for row in conn.execute(sql, [*tenants, *chunk]):
+            entry = entry_of(row)
+            out.setdefault((entry.tenant, entry.payload_hash or ""), entry)
     return out
 
 
