@@ -459,6 +459,34 @@ def test_a_paused_worker_whose_tenant_was_finished_by_another_says_its_pass_stop
     assert result.clean, result.line()
 
 
+def test_a_worker_that_found_the_round_done_exits_1_while_items_are_open(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """Started beside a worker whose pass left rows for a person, it found nothing to do
+    and said `exit code 0 (nothing to do)`: a host watched by its exit code missed the
+    open items the other worker (and any SQLite run) exits 1 for."""
+    csv, cfg, _, sb = _setup(tmp_path, 1, 80)
+    lines = csv.read_text(encoding="utf-8").splitlines()
+    for n in (5, 40):  # two rows a person must fix
+        cells = lines[n].split(",")
+        cells[4] = "not a date"
+        lines[n] = ",".join(cells)
+    csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    sb.start()
+    try:
+        first = _worker(csv, cfg, sb.api_url, pg_url, tmp_path / "w1.log")
+        _wait_for_posts(sb, 10)
+        second = _worker(csv, cfg, sb.api_url, pg_url, tmp_path / "w2.log")
+        assert first.wait(timeout=120) == 1, (tmp_path / "w1.log").read_text()
+        code = second.wait(timeout=120)
+    finally:
+        sb.stop()
+    log = (tmp_path / "w2.log").read_text()
+    assert "nothing to do: every tenant of this export is done in round" in log, log
+    assert code == 1, log
+    assert "2 worklist item(s) of these tenants are open" in log, log
+
+
 def _stop_inside_a_transaction(pg_url: str, proc: subprocess.Popen[bytes]) -> None:
     """SIGSTOP `proc` at a moment its ledger connection has a transaction open (it then
     holds its rows' locks): stop, look, let it run a moment, until caught inside one."""

@@ -33,7 +33,7 @@ from worker.ledger.crypto import configured_key
 from worker.ledger.leases import Lease, LeaseKeeper
 from worker.ledger.postgres import LeaseLostError, PgLedger, redact
 from worker.logs import get_logger
-from worker.worklist import Tally
+from worker.worklist import Tally, current_tally
 
 log = get_logger("shared")
 
@@ -116,6 +116,7 @@ async def run_shared_import(
             per_worker = config.ledger.tenants_per_worker
             waiting = False
             stopped: list[int] = []  # tenants whose pass of this worker lost its lease
+            still_open: Tally | None = None
             elsewhere: list[tuple[int, str, int | None]] = []
             while True:
                 doing = "while waiting for a tenant's lease"
@@ -131,6 +132,8 @@ async def run_shared_import(
                         left = await keeper.remaining(tenants, round_key)
                         if left == 0:
                             elsewhere = await keeper.stopped_elsewhere(tenants, round_key)
+                            if not results:  # what its exit code says, as a pass's would
+                                still_open = await current_tally(ledger, tenants, None)
                             break
                         if not waiting:  # once a wait: an operator sees why nothing moves
                             log.info(
@@ -174,6 +177,14 @@ async def run_shared_import(
             f"nothing to do: {lost}every tenant of this export is done in round {round_key} "
             "(by this worker or another); --round NAME imports it again"
         )
+        if still_open is not None and still_open.open and merged.exit_code == ExitCode.OK:
+            # Exit 0 with 9 items open: a host watched by its exit code missed them, where
+            # the worker that did the passes (and any SQLite run) exits 1.
+            merged.worklist = still_open
+            merged.exit_code = ExitCode.NEEDS_A_PERSON
+            merged.nothing_to_do += (
+                f"; {still_open.open} worklist item(s) of these tenants are open"
+            )
     return merged
 
 
