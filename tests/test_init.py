@@ -542,6 +542,28 @@ def test_a_workbooks_sheet_is_chosen_named_and_its_time_cells_read_as_validate_d
     }
 
 
+def test_a_date_cell_holding_its_time_cells_time_is_no_value_no_format_reads(
+    tmp_path: Path,
+) -> None:
+    """A date-and-time cell (2027-03-05 10:00) beside the text 10:00 in the time column:
+    validate reads the pair, but init listed '2027-03-05T10:00:00 10:00' as a value no
+    format reads, a TODO and exit 1 for a row that imports fine."""
+    from datetime import datetime
+
+    header = ["Randevu No", "Hasta No", "Doktor No", "İşlemler", "Tarih", "Saat", "Durum"]
+    rows: list[list[Any]] = [
+        ["R0", 1001, 101, 201, datetime(2027, 3, 5, 10, 0), "10:00", "Onaylandı"],
+        ["R1", 1001, 101, 201, "06.03.2027", "11:30", "Onaylandı"],
+        ["R2", 1001, 101, 201, "07.03.2027", "09:15", "Onaylandı"],
+    ]
+    export = _workbook(tmp_path, rows, header)
+    cfg, text = init(tmp_path, export, "--sheet", "Randevular", "--header-row", "1")
+    assert "values no format reads" not in text, text
+    code, starts = _starts(tmp_path, export, cfg)
+    assert code == 0
+    assert starts["R0"] == "2027-03-05T07:00:00Z"
+
+
 def test_dates_without_a_time_column_are_a_todo_not_midnight(tmp_path: Path) -> None:
     from datetime import date
 
