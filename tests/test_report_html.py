@@ -8,6 +8,7 @@ import asyncio
 import base64
 import html
 import itertools
+import json
 import re
 import shlex
 import sqlite3
@@ -653,3 +654,19 @@ def test_a_phone_beside_a_right_to_left_name_keeps_its_order_and_controls_show(
 
     lefts = asyncio.run(check())
     assert len(lefts) == 5 and lefts == sorted(lefts), lefts
+
+
+def test_an_api_refusal_names_the_column_and_lookup_its_id_came_from(
+    nights: Nights, tmp_path: Path
+) -> None:
+    """A 422 named only the id sent ("user_id = 99999: The selected user id is
+    invalid."), which the export never holds: it had a doctor's name, and the lookup
+    table's row gave the id. The item names where the field comes from."""
+    listed = run_cli("worklist", "-c", str(nights.config), "--format", "json")
+    failed = [i for i in json.loads(listed.stdout) if i["kind"] == "failed"]
+    assert failed, listed.output
+    assert all(
+        "(user_id is mapped from column 'Doktor' through lookup table 'staff': fix it there)"
+        in i["reason"]
+        for i in failed
+    ), failed

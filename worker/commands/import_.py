@@ -73,6 +73,7 @@ from worker.ledger.target import describe, is_url, ledger_target, open_ledger
 from worker.logs import get_logger
 from worker.mapping import Mapper
 from worker.mapping.payloads import preview_to
+from worker.mapping.spec import field_sources
 from worker.references.clinic_zones import check_clinic_zones
 from worker.references.prepass import (
     check_readable_twice,
@@ -873,6 +874,7 @@ async def refresh_worklist(run: ImportRun, ledger: Ledger, *, complete: bool) ->
         zones={t: run.config.timezone_for(t) for t in tenants},
         columns=run.reader.columns,
         skipped=run.reader.skipped_keys,
+        sources=field_sources(run.config.mapping),
     )
     return await worklist.refresh(ledger, scope)
 

@@ -879,3 +879,24 @@ def compile_fields(comp: Compiler, mapping: Mapping[str, Any]) -> dict[str, Fiel
                 'required payload field is not mapped (set column = "..." or value = ...)',
             )
     return fields
+
+
+def field_sources(mapping: Mapping[str, Any]) -> dict[str, str]:
+    """Where a mapping takes each field from, in words: ``column 'doctor' through lookup
+    table 'doctors'`` (fields given as constants are left out)."""
+    out: dict[str, str] = {}
+    for name, spec in mapping.items():
+        if isinstance(spec, str):
+            out[name] = f"column {spec!r}"
+            continue
+        if not isinstance(spec, Mapping):
+            continue
+        column, columns, lookup = spec.get("column"), spec.get("columns"), spec.get("lookup")
+        if isinstance(column, str):
+            where = f"column {column!r}"
+        elif isinstance(columns, list) and columns:
+            where = "columns " + ", ".join(repr(c) for c in columns)
+        else:
+            continue
+        out[name] = where + (f" through lookup table {lookup!r}" if isinstance(lookup, str) else "")
+    return out

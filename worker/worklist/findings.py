@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -129,6 +129,7 @@ def from_entry(
     from_fix: bool = False,
     skipped_at: str | None = None,
     moved: tuple[str, int | None] | None = None,
+    sources: Mapping[str, str] | None = None,
 ) -> Finding:
     """The finding of a ledger row that is invalid, failed, unknown, changed or missing;
     its content is the cells of `columns` (`content_columns`). `from_fix`: a missing row
@@ -154,6 +155,11 @@ def from_entry(
         reason = entry.error_message or entry.error_code or "failed"
         if entry.http_status is not None:  # else the worker held it (booked by hand)
             reason = f"refused by the API ({entry.http_status}): {reason}"
+            source = (sources or {}).get(entry.error_field or "")
+            if source is not None:
+                # "user_id = 109" named an id the export never holds: its doctor's name
+                # went through a lookup table, and that table's row is what to fix.
+                reason += f" ({entry.error_field} is mapped from {source}: fix it there)"
         return replace(base, field=entry.error_field, reason=reason)
     if kind is Kind.UNKNOWN:
         why = f": {local_times_in(entry.error_message, zone)}" if entry.error_message else ""

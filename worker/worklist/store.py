@@ -64,6 +64,9 @@ class Scope:
     None for every cell (a run without a mapping judges only unknown rows)."""
     skipped: Mapping[tuple[int, str], str] = field(default_factory=dict)
     """Keys of rows a `skip_rows` rule skipped, with where they are (file:line)."""
+    sources: Mapping[str, str] = field(default_factory=dict)
+    """Where the mapping takes each API field from ("column 'doctor' through lookup
+    table 'doctors'"): an API refusal names the id sent, a person fixes its source."""
 
     def zone(self, tenant: int) -> str:
         return self.zones.get(tenant, "UTC")
@@ -162,7 +165,7 @@ def _entry_findings(conn: SqlConnection, scope: Scope, sealer: Sealer | None) ->
         if kind is not Kind.CHANGED or twin is None or twin.source_key == entry.source_key:
             moved = None
         out.append(found.from_entry(entry, kind, scope.zone(entry.tenant), scope.columns,
-                                    moved=moved))  # fmt: skip
+                                    moved=moved, sources=scope.sources))  # fmt: skip
     missing = list(scope.complete)
     if missing:
         # A row last read from a --partial file may have had a key no export has.
