@@ -283,3 +283,55 @@ def test_auto_judges_the_lines_after_an_ascii_start(
         assert f"e.g. line {first}: " in err, err  # the file's line, not the sample's
     values = {e["value"] for e in json.loads(report.read_text(encoding="utf-8"))["errors"]}
     assert patients(Export("de", "utf-8", False, "\n".join(accented))) <= values
+
+
+@pytest.mark.parametrize("ascii_rows", [0, 2_000])
+def test_a_utf8_export_with_one_byte_typed_in_cp1252_stays_utf8(
+    tmp_path: Path, ascii_rows: int
+) -> None:
+    # A helper's review of the ASCII-start scan: five UTF-8 names and one cp1252 'é'
+    # after 5,000 plain rows read as iso8859-10 ('ZoÃŦ', every row valid), fifty as
+    # "no encoding decodes the start of the file"; read as UTF-8 they are five rows and
+    # one stray byte's row error.
+    accented = export_text("de", ascii_header=False).replace("\r\n", "\n").splitlines()
+    plain = [f"P{i};Berlin;Max Mustermann {i};Dr. Braun;01.12.2026 10:00;offen;Kontrolle;"
+             for i in range(ascii_rows)]  # fmt: skip
+    data = "\n".join([accented[0], *plain, *accented[1:]]).encode("utf-8") + b"\n"
+    data += "S1;Köln;Café Crème;Dr. Braun;01.12.2026 10:00;offen;Kontrolle;\n".encode("cp1252")
+    path = tmp_path / "export.csv"
+    path.write_bytes(data)
+    export = Export("de", "utf-8", False, "")
+    report = tmp_path / "report.json"
+    settings = config(tmp_path, export, "auto")
+    result = CliRunner().invoke(cli, ["validate", str(path), "-c", str(settings),
+                                      "--report", str(report)])  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "encoding auto: read as utf-8 (40 of 41 lines with non-ASCII bytes" in result.stderr
+    errors = json.loads(report.read_text(encoding="utf-8"))["errors"]
+    names = {e["value"] for e in errors if e["line"] != ascii_rows + 42}
+    assert patients(Export("de", "utf-8", False, "\n".join(accented))) <= names, names
+    [stray] = [e for e in errors if e["line"] == ascii_rows + 42]
+    assert "is not utf-8 ('é' in cp1252)" in stray["message"], stray
+
+
+def test_a_few_turkish_lines_and_one_undefined_byte_read_as_cp1254(tmp_path: Path) -> None:
+    # Three short cp1254 lines and one 0x81: counted three times against cp1254, the
+    # undefined byte left no reading at 90 %, and the export was refused as one no
+    # encoding decodes (cp1252 decodes every byte) or read as ISO 8859-10.
+    head = ";".join(HEADERS["tr"]) + "\n"
+    lines = ["T1;Kadıköy;Ayşe Yılmaz;Dr. Esra Aslan;01.12.2026 10:00;Bekliyor;Dolgu;",
+             "T2;Üsküdar;Şükrü Öztürk;Dr. Esra Aslan;01.12.2026 11:00;Bekliyor;Dolgu;",
+             "T3;Şişli;Çağlar Ünal;Dr. Esra Aslan;01.12.2026 12:00;Bekliyor;Dolgu;"]  # fmt: skip
+    data = (head + "\n".join(lines) + "\n").encode("cp1254")
+    data += b"T4;Sisli;bad\x81byte;Dr. Esra Aslan;01.12.2026 13:00;Bekliyor;Dolgu;\n"
+    export = Export("tr", "cp1254", False, "")
+    path = tmp_path / export.name
+    path.write_bytes(data)
+    report = tmp_path / "report.json"
+    settings = config(tmp_path, export, "auto")
+    result = CliRunner().invoke(cli, ["validate", str(path), "-c", str(settings),
+                                      "--report", str(report)])  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "encoding auto: read as cp1254 (" in result.stderr, result.stderr
+    values = {e["value"] for e in json.loads(report.read_text(encoding="utf-8"))["errors"]}
+    assert {"Ayşe Yılmaz", "Şükrü Öztürk", "Çağlar Ünal"} <= values

@@ -85,6 +85,7 @@ _NEUTRAL = frozenset("€–—‘’‚“”„«»°ºª¿¡·×±§©®™�
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 _UNDEFINED = "\ufffd"
 _LINE_END = re.compile(r"\r\n|\r|\n")
+_LINE_BYTES = re.compile(rb"\r\n|\r|\n")
 FIT_MARGIN = 0.15
 """How much more of the text a candidate must explain than the declared encoding to be named."""
 GOOD_FIT = 0.9
@@ -193,7 +194,7 @@ def score(text: str, encoding: str = "") -> Reading:
     counts = Counter(_NON_ASCII.findall(text))
     letters = {c: n for c, n in counts.items() if c.isalpha()}
     odd = sum(
-        n * (3 if "\x80" <= c <= "\x9f" or c == _UNDEFINED else 1)
+        n * (3 if "\x80" <= c <= "\x9f" else 1)
         for c, n in counts.items()
         if not c.isalpha() and c not in _NEUTRAL
     )
@@ -216,6 +217,24 @@ def _utf8(sample: bytes) -> str | None:
         return None
 
 
+def _utf8_lines(sample: bytes) -> tuple[int, int]:
+    """(lines with non-ASCII bytes that are valid UTF-8, those that are not); the last
+    line may be cut by the sample's end inside a character."""
+    lines = _LINE_BYTES.split(sample)
+    good = stray = 0
+    for index, line in enumerate(lines):
+        if line.isascii():
+            continue
+        last = index == len(lines) - 1
+        try:
+            codecs.getincrementaldecoder("utf-8")().decode(line, final=not last)
+        except UnicodeDecodeError:
+            stray += 1
+        else:
+            good += 1
+    return good, stray
+
+
 def mac_lines(sample: bytes) -> bool:
     """Lines ended by a CR alone, never a LF: a classic Mac file (see MAC)."""
     return b"\r" in sample and b"\n" not in sample
@@ -223,9 +242,11 @@ def mac_lines(sample: bytes) -> bool:
 
 def _readings(sample: bytes) -> list[Reading]:
     """Every candidate code page's reading, best first (ties keep the preference order)."""
-    # A byte the code page leaves undefined (cp1254's 0x81) counts against it, like a C1
-    # control, rather than ruling it out: one stray byte in a cp1254 file otherwise left
-    # ISO 8859-9, whose C1 controls stand for its quotes and dashes, as the best reading.
+    # A byte the code page leaves undefined (cp1254's 0x81) counts against it, as a stray
+    # symbol does, rather than ruling it out: one stray byte in a cp1254 file otherwise
+    # left ISO 8859-9, whose C1 controls stand for its quotes and dashes, as the best
+    # reading. It weighs less than a C1 control (three times): that reading is one wrong
+    # character, where the C1 one is every quote and dash wrong.
     encodings = (MAC, *CANDIDATES) if mac_lines(sample) else CANDIDATES
     out = [score(sample.decode(enc, errors="replace"), enc) for enc in encodings]
     return sorted(out, key=lambda r: -r.fit)
@@ -280,6 +301,18 @@ def _pick(sample: bytes, prefix: str, where: str, numbers: tuple[int, ...] | Non
         return EncodingNote(
             "utf-8",
             f"{prefix} read as utf-8 (all {n} non-ASCII characters in {where} are valid UTF-8)",
+        )
+    good, stray = _utf8_lines(sample)
+    if good and good >= stray:
+        # UTF-8 text with a byte typed in cp1252 here and there (a stray 'é'): as a whole
+        # it is no UTF-8, and the single-byte readings garbled every other accented row
+        # ('JĂĽrgen') or found no language at all. Each stray line is its row's error.
+        return EncodingNote(
+            "utf-8",
+            f"{prefix} read as utf-8 ({good} of {good + stray} lines with non-ASCII bytes "
+            f"in {where} are valid UTF-8; the other {stray} hold stray bytes: each is its "
+            "row's error)",
+            stray,
         )
     readings = _readings(sample)
     best = readings[0]
@@ -346,8 +379,9 @@ def _detector_pick(sample: bytes, where: str, prefix: str) -> EncodingNote:
     found = from_bytes(sample).best()
     if found is None:
         raise SourceError(
-            f"{prefix} no encoding decodes the start of the file as text; "
-            "set [source] encoding to the file's encoding"
+            f"{prefix} {where} read as no language in any code page exports come in, and "
+            "charset-normalizer finds no encoding either: set [source] encoding to the "
+            "file's encoding"
         )
     best = found.encoding.replace("_", "-")
     return EncodingNote(
