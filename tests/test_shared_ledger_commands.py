@@ -325,21 +325,6 @@ def test_a_round_already_done_says_so_in_one_line(
     assert "exit code 0 (nothing to do); `worklist` lists what needs a person" in again.stdout
 
 
-def test_a_round_already_done_with_items_open_exits_1(
-    tmp_path: Path, sbx: Sandbox, pg_url: str
-) -> None:
-    """A second worker on a done round said `exit code 0 (nothing to do)` with 9 items
-    open, where the worker that made them (and any SQLite run) exits 1: a host watched
-    by its exit code missed them."""
-    config, _, _ = _imported(tmp_path, sbx, pg_url, invalid=2)
-    again = run_cli("import", str(tmp_path / "in.csv"), "-c", str(config), "--base-url",
-                    sbx.base_url, "--no-progress")  # fmt: skip
-    assert again.exit_code == 1, again.output
-    assert "nothing to do: every tenant of this export is done in round " in again.stdout
-    assert "; 2 worklist item(s) of these tenants are open" in again.stdout
-    assert "exit code 1 (" in again.stdout
-
-
 def test_ledger_status_of_a_new_shared_ledger_says_no_tenant_is_leased(pg_url: str) -> None:
     # It was "error: ledger ... is empty (no run has used it yet)", exit 3.
     status = run_cli("ledger", "status", "--ledger", pg_url)
