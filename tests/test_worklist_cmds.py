@@ -1320,3 +1320,28 @@ def test_keys_that_moved_between_rows_are_not_told_to_change_or_cancel_visits(
     last = by_key[keys[4]]
     assert f"but its visit is, as row '{keys[3]}'" in last["reason"], last
     assert "Then do not cancel it" in last["reason"]
+
+
+def test_a_key_written_twice_differently_then_once_is_its_visit_moved(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """D2 at 12:00 and at 13:00 one night (two versions of one moved visit), at 13:00
+    alone the next: that row matched the duplicate skipped the night before, was
+    skipped again, and the visit was called missing from the export it was in ("cancel
+    it in Flextell"). The key's only row, naming its patient and doctor, is its visit."""
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    rows = [dict(r) for r in sample[:4]]
+    assert import_file(config, sbx, export(tmp_path, "n1.csv", rows))[0].exit_code == 0
+    noon = dict(rows[1], start=rows[1]["start"][:11] + "16:05:00")
+    one = dict(rows[1], start=rows[1]["start"][:11] + "17:05:00")
+    night_a = [rows[0], noon, one, rows[2], rows[3]]
+    assert import_file(config, sbx, export(tmp_path, "na.csv", night_a))[0].exit_code == 1
+    night_b = [rows[0], one, rows[2], rows[3]]
+    result, summary = import_file(config, sbx, export(tmp_path, "nb.csv", night_b))
+    assert result.exit_code == 1, result.output
+    totals = summary["totals"]
+    assert (totals["changed"], totals["duplicate_keys"]) == (1, 0), totals
+    assert totals.get("missing_from_source", 0) == 0, totals
+    kinds = {(i["source_key"], i["kind"]) for i in items(config)}
+    assert kinds == {(rows[1]["appointment_id"], "changed")}, kinds

@@ -522,6 +522,7 @@ async def _dry_run(
             await ledger.bind_identity(api, config.tenants, rebind=False)
             run.reader.hand_fixed = await worklist.hand_fixed(ledger)
             run.reader.skipped_duplicates = await worklist.skipped_duplicates(ledger)
+            run.reader.partial = options.partial
             run.reader.keyed = ledger.sealer.keyed if ledger.sealer else None
         with preview_to(run.reader, options.payloads):
             await run.read_all(source, ledger, None)
@@ -724,6 +725,7 @@ async def _start(run: ImportRun, source: Source, ledger: Ledger, ledger_path: Pa
     )
     run.reader.hand_fixed = await worklist.hand_fixed(ledger)
     run.reader.skipped_duplicates = await worklist.skipped_duplicates(ledger)
+    run.reader.partial = run.options.partial
     run.reader.keyed = ledger.sealer.keyed if ledger.sealer else None
     stale = await ledger.mark_stale_in_flight_unknown()
     if stale:
