@@ -1345,3 +1345,25 @@ def test_a_key_written_twice_differently_then_once_is_its_visit_moved(
     assert totals.get("missing_from_source", 0) == 0, totals
     kinds = {(i["source_key"], i["kind"]) for i in items(config)}
     assert kinds == {(rows[1]["appointment_id"], "changed")}, kinds
+
+
+def test_a_change_of_patient_is_never_advised_as_an_edit(tmp_path: Path, sbx: Sandbox) -> None:
+    """After keys moved (one night: the hint), the next night K2 (its appointment made
+    for customer A) moved in time as customer B's row: the item said "change it in
+    Flextell by hand" (customer A -> B), and a person following it cancelled A's visit
+    and booked B twice. No edit of a visit changes its patient."""
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    rows = [dict(r) for r in sample[:5]]
+    assert import_file(config, sbx, export(tmp_path, "n1.csv", rows))[0].exit_code == 0
+    keys = [r["appointment_id"] for r in rows]
+    shifted = [dict(row, appointment_id=key) for row, key in zip(rows[1:], keys, strict=False)]
+    assert import_file(config, sbx, export(tmp_path, "n2.csv", shifted))[0].exit_code == 1
+    assert run_cli("ack", "--all-open", "-c", str(config), "--note", "keys moved").exit_code == 0
+    shifted[1]["start"] = shifted[1]["start"][:11] + "17:05:00"  # K2's visit (now B's) moves
+    assert import_file(config, sbx, export(tmp_path, "n3.csv", shifted))[0].exit_code == 1
+    [item] = [i for i in items(config) if i["source_key"] == keys[1]]
+    assert item["kind"] == "changed", item
+    assert "change it in Flextell by hand" not in item["reason"], item
+    assert "the export now gives this key another patient" in item["reason"], item
+    assert "Do not turn appointment" in item["reason"]

@@ -181,6 +181,21 @@ def from_entry(
             f"changed in the source after it was created as appointment {entry.appointment_id}; "
             "the API has no update: change it in Flextell by hand"
         )
+        patient = (entry.changes or {}).get("customer_id")
+        if patient is not None and moved is None:
+            # No edit of a visit gives it another patient: the key was reused, or the
+            # rows renumbered (and the visit this appointment holds is another key's
+            # now). "Change it in Flextell by hand" had a person turn one patient's
+            # visit into another's.
+            reason = (
+                f"the export now gives this key another patient (customer_id "
+                f"{patient[0]} -> {patient[1]}) than appointment {entry.appointment_id} was "
+                "made for: no edit of a visit does that (the key was reused, or the rows "
+                "renumbered after a visit above was cancelled). Do not turn appointment "
+                f"{entry.appointment_id} into another patient's visit: check in Flextell "
+                "whose visit it is; book the new patient's visit by hand if Flextell lacks "
+                "it, then `ack`"
+            )
         if moved is not None:
             # Keys shifted after a visit above was cancelled: changed by hand, this
             # appointment became a second booking of a visit Flextell already has.
