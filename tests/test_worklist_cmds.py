@@ -1297,13 +1297,9 @@ def test_the_audit_trail_of_an_ack_names_every_key(tmp_path: Path, sbx: Sandbox)
     assert "... and 35 more (--format json)" in said[0], said  # 20 shown
 
 
-def test_keys_that_moved_between_rows_are_not_told_to_change_or_cancel_visits(
-    tmp_path: Path, sbx: Sandbox
-) -> None:
-    """The export dropped its first visit and moved every key one row up: each row's
-    item said "change it in Flextell by hand" (turning one patient's appointment into
-    the next one's, a second booking of a visit Flextell has), and the last key's
-    `missing` item advised cancelling a visit the export still has, under another key."""
+def _keys_moved(tmp_path: Path, sbx: Sandbox) -> tuple[Path, list[str], list[dict[str, str]]]:
+    """Five rows created; the next night the first visit is gone and every key below
+    moved one row up (exit 1): the config, the five keys and that night's rows."""
     config = write_config(tmp_path)
     _, sample = sample_rows()
     rows = [dict(r) for r in sample[:5]]
@@ -1311,6 +1307,17 @@ def test_keys_that_moved_between_rows_are_not_told_to_change_or_cancel_visits(
     keys = [r["appointment_id"] for r in rows]
     shifted = [dict(row, appointment_id=key) for row, key in zip(rows[1:], keys, strict=False)]
     assert import_file(config, sbx, export(tmp_path, "n2.csv", shifted))[0].exit_code == 1
+    return config, keys, shifted
+
+
+def test_keys_that_moved_between_rows_are_not_told_to_change_or_cancel_visits(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """The export dropped its first visit and moved every key one row up: each row's
+    item said "change it in Flextell by hand" (turning one patient's appointment into
+    the next one's, a second booking of a visit Flextell has), and the last key's
+    `missing` item advised cancelling a visit the export still has, under another key."""
+    config, keys, _ = _keys_moved(tmp_path, sbx)
     by_key = {i["source_key"]: i for i in items(config)}
     assert [by_key[k]["kind"] for k in keys] == [*["changed"] * 4, "missing"]
     for n in range(4):
@@ -1352,13 +1359,7 @@ def test_a_change_of_patient_is_never_advised_as_an_edit(tmp_path: Path, sbx: Sa
     for customer A) moved in time as customer B's row: the item said "change it in
     Flextell by hand" (customer A -> B), and a person following it cancelled A's visit
     and booked B twice. No edit of a visit changes its patient."""
-    config = write_config(tmp_path)
-    _, sample = sample_rows()
-    rows = [dict(r) for r in sample[:5]]
-    assert import_file(config, sbx, export(tmp_path, "n1.csv", rows))[0].exit_code == 0
-    keys = [r["appointment_id"] for r in rows]
-    shifted = [dict(row, appointment_id=key) for row, key in zip(rows[1:], keys, strict=False)]
-    assert import_file(config, sbx, export(tmp_path, "n2.csv", shifted))[0].exit_code == 1
+    config, keys, shifted = _keys_moved(tmp_path, sbx)
     assert run_cli("ack", "--all-open", "-c", str(config), "--note", "keys moved").exit_code == 0
     shifted[1]["start"] = shifted[1]["start"][:11] + "17:05:00"  # K2's visit (now B's) moves
     assert import_file(config, sbx, export(tmp_path, "n3.csv", shifted))[0].exit_code == 1
