@@ -149,3 +149,22 @@ def test_config_errors_name_the_key(tmp_path: Path, change: tuple[str, str], key
     with pytest.raises(ConfigError) as info:
         make(tmp_path, CONFIG.replace(*change))
     assert f"cfg.toml: {key}:" in str(info.value)
+
+
+def test_a_lookup_keyed_by_several_columns_normalises_each_part(tmp_path: Path) -> None:
+    """`normalize` (and its default) was never applied to a lookup keyed by several
+    columns: 'Dr. Tuğba Koç', 'DR. TUGBA KOC' and 'Uzm. Dr. Tugba Koc' beside the
+    table's 'Dr. Tugba Koc' were each "not found" (889 of 1,993 rows of a helper's
+    export), and `normalize` set explicitly changed nothing, with no word."""
+    config = CONFIG.replace(
+        'room_id = { columns = ["branch", "room"], lookup = "rooms" }',
+        'room_id = { columns = ["branch", "room"], lookup = "rooms", '
+        'normalize = { titles = ["Dr.", "Uzm."], fold = true } }',
+    )
+    rooms = "branch,name,flextell_id\nKadıköy,Dr. Tugba Koc,301\nBeşiktaş,Dr. Tugba Koc,311\n"
+    mapper = make(tmp_path, config, rooms)
+    at = "10.04.2025 10:00"
+    for cell in ("Dr. Tuğba Koç", "DR. TUGBA KOC", "Uzm. Dr. Tugba Koc", "Tugba Koc"):
+        assert ok(mapper.map(row(room=cell, start=at))).payload.room_id == 301, cell
+    other = row(branch="Beşiktaş", room="tugba koç", start=at, status="Tamam")
+    assert ok(mapper.map(other)).payload.room_id == 311

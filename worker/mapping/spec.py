@@ -21,8 +21,8 @@ from worker.config import zone_problem
 from worker.contract import STATUSES
 from worker.errors import ConfigError
 from worker.mapping.api_fields import ApiBinding, api_field
-from worker.mapping.lookups import Lookup, composite_key
-from worker.mapping.names import NameRule, name_rule
+from worker.mapping.lookups import KEY_SEP, Lookup, composite_key
+from worker.mapping.names import name_rule
 from worker.mapping.text import as_text, norm_key
 from worker.mapping.values import (
     ISO,
@@ -339,7 +339,16 @@ class Compiler:
                 raise self.fail(f"{key}.map", "cannot be combined with a lookup keyed by columns")
             looked = self.lookup(key, spec)
             assert looked is not None
-            table = looked[1]
+            rule = name_rule(
+                spec.get("normalize"), lambda sub, msg: self.fail(f"{key}.normalize{sub}", msg)
+            )
+
+            def each_part(composite: str) -> str:
+                # The normalisation of a one-column lookup, on every part: it was left
+                # out here, silently ("dr. tuğba koç" beside "Dr. Tugba Koc" not found).
+                return KEY_SEP.join(rule(part) for part in composite.split(KEY_SEP))
+
+            table, several_entries = _normalised(looked[1], each_part)
             final = _final_for(name)
             if default is not _MISSING:
                 self.check_constant(f"{key}.default", final, default)
@@ -350,8 +359,16 @@ class Compiler:
                 parts = [_one_cell(get(fields)) for get in getters]
                 if not all(parts):  # a key needs every part: no room named, no room
                     return empty
-                hit = table.get(composite_key(parts))
+                normal = each_part(composite_key(parts))
+                hit = table.get(normal)
                 if hit is None:
+                    if normal in several_entries:
+                        raise ValueFail(
+                            f"matches {len(several_entries[normal])} entries of lookup table "
+                            f"'{found.name}' once normalised; nothing is guessed: set "
+                            "normalize in the mapping or make the names distinct",
+                            " + ".join(parts),
+                        )
                     raise ValueFail(missing_msg, " + ".join(parts))
                 return hit
 
@@ -672,7 +689,7 @@ class Compiler:
 
 
 def _normalised(
-    table: dict[str, int], rule: NameRule
+    table: dict[str, int], rule: Callable[[str], str]
 ) -> tuple[dict[str, int], dict[str, list[str]]]:
     """The table keyed by `rule`; keys that meet with different ids go to the second dict
     (an ambiguous name is an error naming the entries, never a pick)."""
