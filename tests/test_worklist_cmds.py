@@ -673,7 +673,8 @@ def test_a_duplicate_keys_row_imported_back_from_the_worklist_stays_a_duplicate(
     assert import_file(config, sbx, export(tmp_path, "n1.csv", rows))[0].exit_code == 1
     [dup] = items(config)
     assert dup["kind"] == "duplicate_key"
-    assert dup["reason"].startswith("skipped: an earlier row of this export has the same")
+    # ... naming the key's first line, as validate does ("first seen at line 2").
+    assert dup["reason"].startswith("skipped: line 2 of this export has the same source key")
 
 
 def test_a_changed_row_written_twice_stays_the_keys_change_night_after_night(

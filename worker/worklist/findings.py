@@ -293,6 +293,7 @@ def duplicate_key(
     holder: int | None = None,
     owner_line: int | None = None,
     owner_changed: bool = False,
+    first_line: int | None = None,
 ) -> Finding:
     """A row skipped because an earlier row of the export has the same source key, or
     (`again`) because an earlier run skipped this row so, or (`owner_line`) because a
@@ -306,8 +307,9 @@ def duplicate_key(
             "key, not a change of that one (give it its own key, or remove it from the export)"
         )
     elif not again:
+        earlier = f"line {first_line}" if first_line is not None else "an earlier row"
         reason = (
-            "skipped: an earlier row of this export has the same source key "
+            f"skipped: {earlier} of this export has the same source key "
             "(give it its own key, or remove it from the export)"
         )
     else:

@@ -329,7 +329,8 @@ class RowReader:
                     found.duplicate_key(tenant, key, source_file=item.source, line=item.line,
                                         source_row=_source_row_json(item), columns=self.columns,
                                         again=not self._read_already(tenant, key, entry, in_batch),
-                                        holder=entry.appointment_id if entry else None)
+                                        holder=entry.appointment_id if entry else None,
+                                        first_line=_first_line(seen, tenant, key, entry))
                 )  # fmt: skip
                 continue
             repeated = self._repeated(tenant, key, entry, in_batch)
@@ -421,8 +422,8 @@ class RowReader:
                 )
                 self.findings.append(
                     found.duplicate_key(tenant, key, source_file=item.source, line=item.line,
-                                        source_row=_source_row_json(item),
-                                        columns=self.columns)
+                                        source_row=_source_row_json(item), columns=self.columns,
+                                        first_line=_first_line(seen, tenant, key, entry))
                 )  # fmt: skip
                 continue
             action = sync_action(entry, stored_hash, retry_failed=self.retry_failed)
@@ -505,6 +506,14 @@ def _fallback_key(item: SourceRow | RowProblem) -> str:
     """A key for a row whose own key cannot be derived: stable for the same broken row."""
     text = _source_row_json(item) if isinstance(item, SourceRow) else (item.raw or "")
     return "raw:" + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _first_line(seen: list[SeenRow], tenant: int, key: str, entry: Entry | None) -> int | None:
+    """The line of the key's first row read this run: in this batch, or recorded before."""
+    here = next((r.source_line for r in seen if (r.tenant, r.source_key) == (tenant, key)), None)
+    if here is not None:
+        return here
+    return entry.source_line if entry is not None else None
 
 
 def _same_patient(entry: Entry, m: MappedRow) -> bool:
