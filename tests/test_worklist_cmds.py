@@ -1278,6 +1278,9 @@ def test_a_missing_item_names_no_line_of_tonights_file(tmp_path: Path, sbx: Sand
     assert (item["source_key"], item["kind"]) == (gone, "missing")
     assert item["source_line"] is None, item
     assert "last read at line 3 of that night's export by run 1" in item["reason"], item
+    # ... and says what to do, as every other item does.
+    made = item["reason"].split()[3].rstrip(",")  # "created as appointment N, ..."
+    assert f"cancel appointment {made} in Flextell, then `ack`" in item["reason"], item
 
 
 def test_the_audit_trail_of_an_ack_names_every_key(tmp_path: Path, sbx: Sandbox) -> None:

@@ -223,7 +223,8 @@ def from_entry(
     )
     reason = (
         f"created as appointment {entry.appointment_id}, no longer in the export "
-        f"(cancelled or deleted upstream?){last}"
+        f"(cancelled or deleted upstream?): if the visit is off, cancel appointment "
+        f"{entry.appointment_id} in Flextell, then `ack`{last}"
     )
     if moved is not None:
         # Cancelling it, as a missing row's item advises, cancelled a visit the export
