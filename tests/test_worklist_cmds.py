@@ -431,6 +431,8 @@ def test_a_created_rows_line_cut_off_at_the_exports_end_is_said_to_be_cut_short(
     assert item["source_key"] == key, item
     assert item["reason"].startswith("source: the export's last line, cut short: it ends "), item
     assert "not a row to fix; the next full export has it" in item["reason"]
+    # Not also "fix the row in the export, then apply what changed in Flextell by hand".
+    assert "fix the row" not in item["reason"] and "by hand" not in item["reason"], item
     result, _ = import_file(config, sbx, first)
     assert result.exit_code == 0 and items(config) == []
 

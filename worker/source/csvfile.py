@@ -36,6 +36,11 @@ def _filled(cells: list[str]) -> int:
     return sum(1 for cell in cells if cell.strip())
 
 
+CUT_SHORT = "the export's last line, cut short"
+"""How a last line cut mid-row begins its message: not a row to fix (worklist items
+say so, and do not ask to fix the row)."""
+
+
 def detect_delimiter(sample: str, complete: bool) -> str:
     """The delimiter among ``, ; tab |`` that splits the sample most consistently.
 
@@ -393,7 +398,7 @@ class CsvRows:
         export that stopped there, not a row to fix (the next full export has it)."""
         return replace(
             problem,
-            message="the export's last line, cut short: it ends without a line break and "
+            message=f"{CUT_SHORT}: it ends without a line break and "
             f"is no whole row ({problem.message.partition(' (')[0]}): a copy or an export "
             "that stopped before its end, not a row to fix; the next full export has it",
         )

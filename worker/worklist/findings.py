@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 from worker.compare import public_value
 from worker.ledger import Entry
+from worker.source.csvfile import CUT_SHORT
 from worker.worklist.rules import Finding, Kind
 
 Columns = Collection[str] | None
@@ -273,10 +274,14 @@ def invalid_over_created(
     the created appointment, so only the reader sees the problem). The reason says the
     appointment stands: booked again by hand, the visit would be in Flextell twice."""
     made = f"appointment {appointment}" if appointment is not None else "its appointment"
-    reason = (
-        f"{reason}; this row was created before ({made} stands in Flextell, as first "
-        "sent): fix the row in the export, then apply what changed in Flextell by hand"
-    )
+    if CUT_SHORT in reason:
+        # Nothing to fix or apply: the row is whole in the export, the copy was not.
+        reason = f"{reason}; this row was created before ({made} stands in Flextell)"
+    else:
+        reason = (
+            f"{reason}; this row was created before ({made} stands in Flextell, as first "
+            "sent): fix the row in the export, then apply what changed in Flextell by hand"
+        )
     return Finding(tenant=tenant, source_key=key, kind=Kind.INVALID, reason=reason,
                    **content_hashes(source_row, columns=columns), source_file=source_file,
                    source_line=line, field=field, source_row=source_row)  # fmt: skip
