@@ -515,6 +515,27 @@ def test_a_dotted_time_with_a_one_digit_minute_is_refused(tmp_path: Path) -> Non
     assert "the time 9:5 has a one-digit minute: 09:05, or a value cut short" in out
 
 
+@pytest.mark.parametrize(
+    ("value", "formats", "said"),
+    [
+        # The format that reads "PM" refused it: its reason, not the 24-hour format's
+        # "3 characters after the date-time that the format does not read".
+        ("9:5 PM", '["%d.%m.%Y %H:%M", "%d.%m.%Y %I:%M %p"]', "the time 9:5 has a one-digit"),
+        ("9h5", '["%d.%m.%Y %Hh%M"]', "the time 9h5 has a one-digit minute: 09:05, or a"),
+    ],
+)
+def test_a_one_digit_minute_is_said_whatever_the_format(
+    tmp_path: Path, value: str, formats: str, said: str
+) -> None:
+    config = tmp_path / "dotted.toml"
+    config.write_text(_DOTTED.replace("FORMATS", formats), encoding="utf-8")
+    export = tmp_path / "t.csv"
+    export.write_text(f"No;Hasta;Tarih;Saat\nW-1;1001;22.09.2027;{value}\n", encoding="utf-8")
+    code, out, err = run(str(export), "-c", str(config))
+    assert code == 1 and "1 rows, 0 valid, 1 invalid" in out, (out, err)
+    assert said in out, out
+
+
 def test_a_format_with_a_directive_twice_is_a_config_error(tmp_path: Path) -> None:
     """``%H`` twice in one format crashed config loading with a traceback (re.error), exit 1."""
     config = tmp_path / "twice.toml"

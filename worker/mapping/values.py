@@ -167,7 +167,7 @@ def parse_datetime(text: str, formats: Sequence[str]) -> datetime:
             _one_digit_minute(text, fmt, parsed)
             return parsed
         except ValueFail as exc:
-            if problem is None:
+            if problem is None or isinstance(exc, _OneDigitMinute):
                 problem = exc.message
         except ValueError as exc:
             msg = str(exc)
@@ -188,9 +188,14 @@ def parse_datetime(text: str, formats: Sequence[str]) -> datetime:
     raise ValueFail(f"not a date-time in the expected format ({shown_formats})", text)
 
 
-_SHORT_CLOCK = re.compile(r"(?<![0-9.,:])([0-9]{1,2})([.,:])([0-9])(?![0-9.,:])")
-"""An hour and a one-digit minute (``9.5``, ``14,5``, ``11:3``), not part of a date
-(``9.5.2027``) or of a longer time (``11:30:5``)."""
+_SHORT_CLOCK = re.compile(r"(?<![0-9.,:])([0-9]{1,2})([.,:h])([0-9])(?![0-9.,:])")
+"""An hour and a one-digit minute (``9.5``, ``14,5``, ``11:3``, ``9h5``), not part of a
+date (``9.5.2027``) or of a longer time (``11:30:5``)."""
+
+
+class _OneDigitMinute(ValueFail):
+    """Said before another format's complaint: "3 characters after the date-time" of
+    ``9:5 PM`` hid why the format that reads ``PM`` refused it."""
 
 
 def has_one_digit_minute(text: str) -> bool:
@@ -208,7 +213,7 @@ def _one_digit_minute(text: str, fmt: str, parsed: datetime) -> None:
     """Refuse a time whose minute has one digit, which strptime's %M reads: ``9.5`` is
     how a spreadsheet writes 9.50 as a number (its last zero dropped), and ``11:3`` the
     end of an export cut short in 11:30; 09:05 and 11:03 would be guesses."""
-    if not re.search(r"[.,:]%M", fmt):
+    if not re.search(r"[.,:h]%M", fmt):
         return
     for found in _SHORT_CLOCK.finditer(text):
         hour, sep, minute = found.groups()
@@ -218,13 +223,14 @@ def _one_digit_minute(text: str, fmt: str, parsed: datetime) -> None:
         why = (
             f"{h:02d}:0{minute} or {h:02d}:{minute}0 (a spreadsheet writes {hour}{sep}{minute}0 "
             f"as the number {found.group()})?"
-            if sep != ":"
+            if sep in ".,"
             else f"{h:02d}:0{minute}, or a value cut short ({h:02d}:{minute}0 to "
             f"{h:02d}:{minute}9)?"
         )
-        raise ValueFail(
+        either = f" or {hour}{sep}{minute}0" if sep in ".," else ""
+        raise _OneDigitMinute(
             f"the time {found.group()} has a one-digit minute: {why} Write the minute with two "
-            f"digits ({hour}{sep}0{minute}" + (f" or {hour}{sep}{minute}0)" if sep != ":" else ")"),
+            f"digits ({hour}{sep}0{minute}{either})",
             text,
         )
 
