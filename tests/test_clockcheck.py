@@ -145,3 +145,19 @@ def test_two_runs_whose_offsets_to_the_api_differ_settle_on_the_api_clock() -> N
     assert _resume(clock, mono, sent, mark) == (sent, True)
     assert _resume(clock, mono, sent, clock_mark(BOOT, sent, sent - 500.0),
                    api_offset=-55.0) == (sent, True)  # fmt: skip
+
+
+def test_a_stale_api_offset_in_the_mark_never_puts_the_send_before_itself() -> None:
+    """Every POST after a clock step timed out, so rows sent after it carried the old
+    offset (+49 s); the resume's fresh one (0) moved the send after now, and the
+    fallback, the run's start, was before the send: a row sent 32 s earlier was taken
+    for long settled and sent again while its first POST was committing."""
+    clock = FakeClock()
+    sent = clock.time() - 32
+    mark = clock_mark(BOOT, sent, sent - 500.0, api_offset=49.0)
+    mono = clock.time() - 500.0
+    resumed = clock.time() - 60  # this run started before the send
+    when, trusted = effective_sent_at(sent, mark, boot=BOOT, wall=clock.time(), monotonic=mono,
+                                      resumed_at=resumed, api_offset=0.0)  # fmt: skip
+    assert not trusted
+    assert sent <= when <= clock.time(), when - sent

@@ -379,3 +379,20 @@ def test_two_api_made_appointments_equal_to_one_row_name_the_one_to_delete() -> 
     # Once the spare is deleted, the row claims the other.
     d = verdict_of(r, [r], [by_api(1, T0 + 1)], now=T0 + SETTLE + 1)
     assert d.verdict is Verdict.CLAIM and d.appointment is not None and d.appointment.id == 1
+
+
+def test_a_worker_behind_the_apis_clock_claims_no_appointment_made_before_its_send() -> None:
+    """A worker 50 s behind the API (within max_clock_offset) sent a row; another client
+    had made an equal appointment 8 s before. created_at (the API's clock) read as 42 s
+    after the send (the worker's): claimed at once as the lost answer, and the row's own
+    late commit was left an orphan."""
+    r = row("a")  # sent at T0 on the worker's clock; T0 + 50 on the API's
+    other = by_api(6, T0 + 50 - 8)
+    d = decide(r, PAYLOAD, [r], [other], {}, now=T0 + 5, settle=SETTLE, horizon=HORIZON,
+               api_ahead=50.0)  # fmt: skip
+    assert d.verdict is Verdict.WAIT, d  # not provably its own: wait for the row to settle
+    # Its own commit, made 2 s after the send on the API's clock, is claimed at once.
+    mine = by_api(7, T0 + 50 + 2)
+    d = decide(r, PAYLOAD, [r], [mine], {}, now=T0 + 5, settle=SETTLE, horizon=HORIZON,
+               api_ahead=50.0)  # fmt: skip
+    assert d.verdict is Verdict.CLAIM and d.appointment is not None and d.appointment.id == 7

@@ -88,7 +88,11 @@ def effective_sent_at(
         moved = _api_correction(api or None, api_offset)
         if not moved:
             return sent_at, True
-        return (sent_at + moved, False) if sent_at + moved <= wall else (resumed_at, False)
+        # Never before the send as recorded, never after now: an offset in the mark can be
+        # stale (every POST after a clock step timed out, no Date since), and falling
+        # back to the run's start (before the send) took a row sent 32 s earlier for long
+        # settled: it was sent again while its first POST was committing.
+        return min(sent_at + moved, max(sent_at, wall)), False
     if then_boot == boot and boot:
         moved = sent_at + step
         if moved > wall:
@@ -99,6 +103,18 @@ def effective_sent_at(
             return resumed_at, False
         return max(moved, resumed_at), False
     return resumed_at, False
+
+
+def mark_api_offset(mark: str | None) -> float | None:
+    """The sending process's offset to the API's clock that a mark records, if any."""
+    if not mark:
+        return None
+    api = mark.split("|")[2:3]
+    try:
+        value = float(api[0]) if api else None
+    except ValueError:
+        return None
+    return value if value is not None and math.isfinite(value) else None
 
 
 def date_offset(date_header: str | None, sent: float, received: float) -> float | None:

@@ -281,9 +281,22 @@ def decide(
     claim_after: float | None = None,
     owned_at_slot: Collection[int] = (),
     command_options: str = "",
+    api_ahead: float = 0.0,
 ) -> Decision:
     """The verdict for `row` (see the module docstring for the rules); `command_options`:
-    the run's own -c/--ledger/--base-url, for a command a reason names to paste as is."""
+    the run's own -c/--ledger/--base-url, for a command a reason names to paste as is;
+    `api_ahead`: seconds the API's clock (`created_at`) is ahead of the clock of the
+    row's send times, as measured from its `Date` (a worker 50 s behind took an equal
+    appointment made 8 s before its send for its own lost answer)."""
+
+    def made_at(c: AppointmentResource) -> float | None:
+        made = _created(c)
+        if made is None or not api_ahead:
+            return made
+        # On the send times' clock, and a second earlier (the Date's whole seconds): a
+        # "provably after the send" that the measurement cannot tell is not taken.
+        return made - api_ahead - 1.0
+
     mine = [c for c in candidates if owners.get(c.id) == row.source_key]
     if mine:  # already recorded as ours (a claim that committed before a crash)
         return Decision(Verdict.CLAIM, mine[0], Origin(row.origin or Origin.FOUND))
@@ -314,7 +327,7 @@ def decide(
     payloads = [payload if g is row else g.payload or {} for g in open_rows]
     payloads += neighbours
     for c in free:
-        made = _created(c)
+        made = made_at(c)
         if made is not None and made < first - CLOCK_SKEW:
             continue  # existed before this row was first sent: not ours, edited or not
         if c.creation_type not in (None, API_MADE):
@@ -362,7 +375,7 @@ def decide(
             Verdict.WAIT, wait_until=latest, reason="rows with the same payload still settling"
         )
     provable = first if claim_after is None else claim_after
-    ours = [c for c in equals if (_created(c) or now) >= provable]
+    ours = [c for c in equals if (made_at(c) or now) >= provable]
     if ours:
         return Decision(Verdict.CLAIM, ours[0], Origin.FOUND)
     if now < settled_at:
@@ -372,6 +385,6 @@ def decide(
             reason="an equal appointment was made before this row was sent (or within the "
             "clock-skew window): claimed only once the row's own attempt has settled",
         )
-    made = _created(equals[0])
+    made = made_at(equals[0])
     late = made is None or made >= first - CLOCK_SKEW
     return Decision(Verdict.CLAIM, equals[0], Origin.FOUND if late else Origin.ADOPTED)

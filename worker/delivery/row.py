@@ -562,6 +562,7 @@ class RowDelivery:
             claim_after=claim_after,
             owned_at_slot=owned_at_slot,
             command_options=self.commands,
+            api_ahead=self._api_ahead(),
         )
         waiting = self._export_read
         if decision.code == LEFT_EXPORT and waiting is not None and not waiting.is_set():
@@ -595,6 +596,12 @@ class RowDelivery:
         others = {i for i, key in owners.items() if key != job.source_key}
         seen |= others
         return others
+
+    def _api_ahead(self) -> float:
+        """Seconds the API's clock is ahead of the ledger's (send times'), as measured."""
+        offset = self.lane.clock_watch.offset or 0.0
+        wall = self.wall()
+        return offset - (self.ledger.to_shared(wall) - wall)
 
     async def _trusted_times(self, row: Entry) -> tuple[Entry, float | None]:
         """The row with a send time this process can settle from, and the time after which
