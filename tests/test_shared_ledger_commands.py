@@ -10,6 +10,8 @@ import asyncio
 import csv
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -488,3 +490,24 @@ def test_a_config_of_another_tenant_set_is_refused_before_any_lease(
 def _leases(status: str) -> list[str]:
     """`ledger status` without its worker lines (a refused run registers as a worker)."""
     return [line for line in status.splitlines() if not line.startswith("worker ")]
+
+
+def test_the_summarys_worklist_command_names_a_ledger_given_on_the_command_line(
+    tmp_path: Path, sbx: Sandbox, pg_url: str
+) -> None:
+    """`import --ledger postgresql://...` (as docs/many-workers.md shows) printed
+    `worklist -c run.toml`, which opened the config's default SQLite file ("does not
+    exist"): the pasted command must name the ledger the run used."""
+    config = write_config(tmp_path)  # no [ledger] url: the config's default is a file
+    columns, rows = sample_rows()
+    chosen = [dict(r) for r in rows[:3]]
+    chosen[2]["start"] = "not a date"
+    export = write_csv(tmp_path / "in.csv", columns, chosen)
+    result = run_cli("import", str(export), "-c", str(config), "--base-url", sbx.base_url,
+                     "--ledger", pg_url, "--no-progress")  # fmt: skip
+    assert result.exit_code == 1, result.output
+    found = re.search(r"`(flextell-worker worklist [^`]*)`", result.output)
+    assert found is not None, result.output
+    assert "--ledger" in found.group(1), found.group(1)
+    pasted = run_cli(*shlex.split(found.group(1))[1:])
+    assert pasted.exit_code == 0, pasted.output

@@ -1146,4 +1146,5 @@ def _result(
         acknowledged=set(run.acknowledged),
         reopened=list(run.reopened),
         unterminated=run.unterminated,
+        ledger_given=run.options.ledger_path is not None,
     )

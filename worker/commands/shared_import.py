@@ -291,6 +291,7 @@ def _merge(results: list[ImportResult], where: str, elapsed: float) -> ImportRes
         worklist_by_tenant=by_tenant,
         incomplete=incomplete,
         acknowledged=set().union(*(r.acknowledged for r in results)),
+        ledger_given=any(r.ledger_given for r in results),
     )
 
 

@@ -90,6 +90,9 @@ class ImportResult:
     """(tenant, key, kind) of acknowledged changed or missing items this run reopened."""
     nothing_to_do: str | None = None
     """Why a run sent nothing and read no row (a shared round already finished)."""
+    ledger_given: bool = False
+    """The ledger came from --ledger, not the config: a command the summary prints to
+    paste must name it too."""
     unterminated: tuple[str, int] | None = None
     """(file, line) of an export whose last line, a whole row, has no line break after
     it: a copy cut in that row's last cell reads so too."""

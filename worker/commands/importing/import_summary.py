@@ -184,9 +184,12 @@ def _where(result: ImportResult) -> str:
     file, or the config that names it (a URL's password is masked in `ledger_path`)."""
     if isinstance(result.ledger_path, Path):
         return f" --ledger {shlex.quote(str(result.ledger_path))}"
-    if result.config_path is not None:
-        return f" -c {shlex.quote(str(result.config_path))}"
-    return " -c CONFIG"
+    config = f" -c {shlex.quote(str(result.config_path))}" if result.config_path else " -c CONFIG"
+    if result.ledger_given:
+        # A URL given with --ledger, not in the config: `-c` alone opened another
+        # ledger (the config's default file). Its password, if any, stays masked.
+        return f"{config} --ledger {shlex.quote(str(result.ledger_path))}"
+    return config
 
 
 def _config(result: ImportResult) -> str:
