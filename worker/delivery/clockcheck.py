@@ -105,18 +105,6 @@ def effective_sent_at(
     return resumed_at, False
 
 
-def mark_api_offset(mark: str | None) -> float | None:
-    """The sending process's offset to the API's clock that a mark records, if any."""
-    if not mark:
-        return None
-    api = mark.split("|")[2:3]
-    try:
-        value = float(api[0]) if api else None
-    except ValueError:
-        return None
-    return value if value is not None and math.isfinite(value) else None
-
-
 def date_offset(date_header: str | None, sent: float, received: float) -> float | None:
     """Seconds the server's clock is ahead (+) or behind (-) ours; None without a Date.
 
