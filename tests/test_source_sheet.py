@@ -216,6 +216,15 @@ def test_an_empty_first_sheet_is_skipped_and_an_empty_sheet_names_the_others(
         "sheet 'Sayfa1' is empty (no header row); the workbook's sheets: 'Sayfa1', 'Gizli' "
         "(hidden), 'Randevular': pick one with [source] sheet"
     ) in err, err
+    # A first sheet whose one cell is a space is as empty; a workbook of empty sheets
+    # has nothing to pick.
+    blank = write_xlsx(tmp_path / "blank.xlsx", {"Sayfa1": [[" "]], "Randevular": [HEADER, *TYPED]})
+    code, out, err = validate(str(blank), "-c", str(write_config(tmp_path)))
+    assert code == 0 and "sheet(s) 'Sayfa1' hold no cells" in err, (out, err)
+    none = write_xlsx(tmp_path / "none.xlsx", {"Sayfa1": [], "Sayfa2": [[" "]]})
+    code, _, err = validate(str(none), "-c", str(write_config(tmp_path)))
+    assert code == 2 and "'Sayfa1', 'Sayfa2': none holds cells" in err, err
+    assert "pick one" not in err
 
 
 def test_a_file_that_is_no_workbook_is_one_line(tmp_path: Path) -> None:

@@ -57,7 +57,7 @@ def _pick_sheet(
         # read; the first visible sheet that holds cells is the export.
         for candidate in visible:
             found = workbook.get_sheet_by_name(candidate)
-            if found.height:
+            if _has_text(found):
                 return found
         return workbook.get_sheet_by_name(visible[0] if visible else names[0])
     if isinstance(wanted, int) and not isinstance(wanted, bool):
@@ -76,6 +76,16 @@ def _pick_sheet(
     near = difflib.get_close_matches(str(wanted), names, n=1, cutoff=0.6)
     hint = f"; did you mean {near[0]!r}?" if near else ""
     raise SourceError(f"{name}: no sheet named {wanted!r} (sheets: {listed}){hint}")
+
+
+def _has_text(sheet: CalamineSheet) -> bool:
+    """Whether any cell of the sheet holds more than blanks (a sheet whose one cell is a
+    space is as empty as one with none); stops at the first that does."""
+    return any(
+        cell not in (None, "") and (not isinstance(cell, str) or cell.strip())
+        for row in sheet.iter_rows()
+        for cell in row
+    )
 
 
 def _format_of(data: bytes) -> str | None:
@@ -171,6 +181,7 @@ class SheetRows:
         except CalamineError as exc:
             raise SourceError(f"{name}: cannot read the sheet: {_first_line(exc)}") from None
         self.sheet = chosen.name
+        self._book = workbook
         names = workbook.sheet_names
         self._sheets = [
             (m.name, m.visible == SheetVisibleEnum.Visible) for m in workbook.sheets_metadata
@@ -290,6 +301,9 @@ class SheetRows:
         listed = ", ".join(
             repr(n) + ("" if visible else " (hidden)") for n, visible in self._sheets
         )
+        if not any(n != self.sheet and _has_text(self._book.get_sheet_by_name(n))
+                   for n, _ in self._sheets):  # fmt: skip
+            return f"; the workbook's sheets: {listed}: none holds cells"
         pick = setting("sheet", from_cli=self._from_cli)
         return f"; the workbook's sheets: {listed}: pick one with {pick}"
 
