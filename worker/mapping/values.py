@@ -7,6 +7,7 @@ was expected; the mapper turns it into a `FieldError` with the column.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -209,11 +210,17 @@ def two_digit_minutes(text: str) -> str:
     return _SHORT_CLOCK.sub(r"\g<1>\g<2>0\g<3>", text)
 
 
+@functools.lru_cache(maxsize=64)
+def _reads_minute_after_separator(fmt: str) -> bool:
+    """Whether `fmt` has %M after a dot, comma, colon or h (asked per row: cached)."""
+    return re.search(r"[.,:h]%M", fmt) is not None
+
+
 def _one_digit_minute(text: str, fmt: str, parsed: datetime) -> None:
     """Refuse a time whose minute has one digit, which strptime's %M reads: ``9.5`` is
     how a spreadsheet writes 9.50 as a number (its last zero dropped), and ``11:3`` the
     end of an export cut short in 11:30; 09:05 and 11:03 would be guesses."""
-    if not re.search(r"[.,:h]%M", fmt):
+    if not _reads_minute_after_separator(fmt):
         return
     for found in _SHORT_CLOCK.finditer(text):
         hour, sep, minute = found.groups()

@@ -120,15 +120,11 @@ class Reading:
 
 def read_sample(path: str) -> bytes:
     """The first bytes of a file (decompressed when it is gzip)."""
-    with open(path, "rb") as fh:
-        head = fh.read(SAMPLE_BYTES)
-    if head[:2] == b"\x1f\x8b":
+    with _open_bytes(path) as fh:
         try:
-            with gzip.open(path, "rb") as gz:
-                return gz.read(SAMPLE_BYTES)
+            return fh.read(SAMPLE_BYTES)
         except (OSError, EOFError):
             return b""  # the reader reports a broken gzip stream itself
-    return head
 
 
 @dataclass(frozen=True, slots=True)
