@@ -929,6 +929,12 @@ def reconcile_cmd(json_logs: bool, allow_insecure_http: bool, **params: Any) -> 
     help="KEY is OLD_KEY's visit under a new key (its worklist item says so): KEY takes "
     "OLD_KEY's appointment; nothing is sent.",
 )
+@click.option(
+    "--moved",
+    is_flag=True,
+    help="The export's keys moved between rows (the worklist says so): each created row "
+    "takes the key whose row is its visit now; nothing is sent.",
+)
 @_json_logs_option
 @_insecure_option
 @user_errors
@@ -942,6 +948,8 @@ def relink_cmd(json_logs: bool, allow_insecure_http: bool, **params: Any) -> Non
     to pending for the next import to book. With --from OLD_KEY, KEY is a row
     held as OLD_KEY's visit under a new key: it takes OLD_KEY's appointment
     (a later change of it is then a changed item, not a second booking).
+    With --moved, after an import whose worklist says keys moved between rows,
+    each created row takes the key whose row in that export is its visit.
     Takes the ledger lock; on a
     shared PostgreSQL ledger, the lease of each tenant it touches. Exit 0
     when every row has its appointment (or goes to be booked again), 1 when

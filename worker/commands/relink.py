@@ -33,6 +33,7 @@ from worker.api.client import Outcome
 from worker.commands.checking.api_reads import read_with_retries
 from worker.commands.importing.signals import StopSignals, exit_code_of
 from worker.commands.output import absolute, data_console, emit_result
+from worker.commands.relink_moved import move_keys
 from worker.commands.relink_result import (
     VERDICTS,
     Relinked,
@@ -73,9 +74,12 @@ async def run_relink(options: RelinkOptions) -> RelinkResult:
         )
     if options.from_key is not None and (options.book_again or options.all_rows):
         raise ConfigError("relink --from takes one KEY, without --book-again or --all")
+    if options.moved and (options.keys or options.all_rows or options.book_again
+                          or options.from_key is not None):  # fmt: skip
+        raise ConfigError("relink --moved takes no KEYs, --all, --book-again or --from")
     if options.keys and options.all_rows:
         raise ConfigError("relink takes source KEYs or --all, not both")
-    if not options.keys and not options.all_rows:
+    if not options.keys and not options.all_rows and not options.moved:
         raise ConfigError(
             "relink needs the source keys of the rows to look at (as `verify` lists them), "
             "or --all for every created row (one GET each)"
@@ -96,6 +100,11 @@ async def run_relink(options: RelinkOptions) -> RelinkResult:
 
             async def work(held: set[int]) -> RelinkResult:
                 return await renumber(ledger, config, options, old, new)
+        elif options.moved:
+            tenants = set(tenants_in_scope(config, options))
+
+            async def work(held: set[int]) -> RelinkResult:
+                return await move_keys(ledger, options, held)
         else:
             chosen, unmatched = await _chosen(ledger, config, options)
             if options.keys and not chosen:
@@ -462,6 +471,11 @@ def print_relink(result: RelinkResult, console: Console | None = None) -> None:
         console.print(f"tenant {tenant} stopped: {reason}", markup=False)
     for tenant, reason in sorted(result.skipped_tenants.items()):
         console.print(f"tenant {tenant} skipped: {reason}", markup=False)
+    if result.counts()["kept_aside"]:
+        console.print(
+            "the next import lists the rows kept aside as missing: their visits are in no "
+            "row of the export"
+        )
     if result.counts()["book_again"]:
         console.print(
             "the next import books the rows marked book again (its adoption check "

@@ -13,8 +13,11 @@ from worker.ledger.target import LedgerTarget
 if TYPE_CHECKING:
     from worker.config import Config
 
-VERDICTS = ("present", "relinked", "renumbered", "book_again", "held", "gone", "not_checked")
-_DONE = ("present", "relinked", "renumbered", "book_again")
+VERDICTS = (
+    "present", "relinked", "renumbered", "book_again", "moved", "kept_aside", "freed", "held",
+    "gone", "not_checked",
+)  # fmt: skip
+_DONE = ("present", "relinked", "renumbered", "book_again", "moved", "kept_aside", "freed")
 """Verdicts that leave nothing for a person: exit 0 when every row has one."""
 
 
@@ -32,6 +35,8 @@ class RelinkOptions:
     book_again: bool = False
     from_key: str | None = None
     """`--from`: KEY is this row's new key in the export (the same visit renumbered)."""
+    moved: bool = False
+    """`--moved`: each created row takes the key whose row is its visit now."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -264,6 +264,26 @@ def _left_the_export(
                 "to do in Flextell); if it is a second visit, book it in Flextell and import "
                 "with --retry-failed, which adopts it",
             )
+        if (
+            g.status == Status.CREATED.value
+            and g.appointment_id in owned_at_slot
+            and row.payload_hash is not None
+            and row.payload_hash == g.payload_hash
+            and g.seen_run_id == row.seen_run_id
+            and g.changed_hash not in (None, g.payload_hash)
+        ):
+            # The export renumbered its rows: the key this visit was created under holds
+            # another visit tonight, and this new key holds it. Sent, it is booked twice.
+            return Decision(
+                Verdict.HELD,
+                code=LEFT_EXPORT,
+                reason=f"not sent: Flextell already has appointment {g.appointment_id}, equal "
+                f"to this row, made for row {g.source_key!r}, which is another visit in this "
+                f"file: the export's keys moved between rows? If so, run `flextell-worker "
+                f"relink{options} --moved --tenant {row.tenant}` (each row takes its visit's "
+                "appointment; nothing to do in Flextell); if it is a second visit, book it in "
+                "Flextell and import with --retry-failed, which adopts it",
+            )
     return None
 
 

@@ -20,9 +20,10 @@ from typing import Any, cast
 
 from worker.errors import AbortError, ConfigError
 from worker.fileperms import create_private, make_private, private_dir
-from worker.ledger import atrest, meta, ops
+from worker.ledger import atrest, keymoves, meta, ops
 from worker.ledger.crypto import SEALED_PREFIX, LedgerKey, Sealer
 from worker.ledger.fatal import ledger_failure
+from worker.ledger.keymoves import MovePlan
 from worker.ledger.lock import LedgerLock, is_locked
 from worker.ledger.model import Entry, Run, RunStatus, SeenRow, Status
 from worker.ledger.schema import connect
@@ -625,6 +626,12 @@ class Ledger:
         fn = partial(ops.renumber, tenant=old.tenant, old_key=old.source_key,
                      new_key=new.source_key, run_id=run_id, diff=diff)  # fmt: skip
         return cast(str | None, await self.write_fenced(old.tenant, fn))
+
+    async def move_keys(self, tenant: int, *, read_by: int, run_id: int) -> MovePlan:
+        """Each created row of `tenant` takes the key whose row run `read_by` (the latest
+        full import) read as its visit (keymoves.move_keys), in one transaction."""
+        fn = partial(keymoves.move_keys, tenant=tenant, read_by=read_by, run_id=run_id)
+        return cast(MovePlan, await self.write_fenced(tenant, fn))
 
     async def record(
         self,

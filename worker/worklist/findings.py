@@ -205,8 +205,9 @@ def from_entry(
                 f"{entry.appointment_id}, but its new version is what row {moved[0]!r} "
                 f"was created with (appointment {moved[1]}): the export's keys moved between "
                 "rows (a visit above cancelled, the rows renumbered)? Then Flextell has "
-                "that visit already: do not change this appointment into it; cancel in "
-                "Flextell the visit the export no longer has, then `ack` the items"
+                "that visit already: do not change this appointment into it; run `relink "
+                "--moved` (each row takes its visit's appointment; a visit no row of the "
+                "export has is then listed missing, to cancel)"
             )
         return replace(
             base,
@@ -233,7 +234,8 @@ def from_entry(
         reason = (
             f"created as appointment {entry.appointment_id}; its key is no longer in the "
             f"export, but its visit is, as row {moved[0]!r} (the version that row now has): "
-            "the export's keys moved between rows? Then do not cancel it; `ack` this item"
+            "the export's keys moved between rows? Then do not cancel it; run `relink "
+            "--moved` (each row takes its visit's appointment)"
             f"{last}"
         )
     if from_fix:

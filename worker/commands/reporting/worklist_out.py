@@ -239,11 +239,11 @@ def need_out(fmt: str, out: Path | None) -> Path:
     return out
 
 
-def untrusted_note(runs: list[Run], tenant: int | None = None) -> str | None:
-    """A line when a tenant's latest full import did not trust its export: nothing was
-    recorded missing from it, so the worklist may lack rows (None: every export trusted)."""
+def latest_judged(runs: list[Run]) -> dict[int, tuple[int, dict[str, int]]]:
+    """Each tenant's latest full import that judged its export: (run, its counts for the
+    tenant; `export_incomplete` when it did not trust the export). `runs` oldest first."""
     latest: dict[int, tuple[int, dict[str, int]]] = {}
-    for run in runs:  # oldest first: the last full import that judged a tenant's export
+    for run in runs:
         if run.mode != "import" or run.partial:
             continue  # a --partial file says nothing of the export
         finished = run.status == RunStatus.FINISHED
@@ -254,6 +254,13 @@ def untrusted_note(runs: list[Run], tenant: int | None = None) -> str | None:
             judged = c.get("read") or c.get("export_incomplete") or c.get("missing_from_source")
             if c.get("export_judged") or (finished and judged):
                 latest[t] = (run.id, c)
+    return latest
+
+
+def untrusted_note(runs: list[Run], tenant: int | None = None) -> str | None:
+    """A line when a tenant's latest full import did not trust its export: nothing was
+    recorded missing from it, so the worklist may lack rows (None: every export trusted)."""
+    latest = latest_judged(runs)
     untrusted = {t: (run_id, c.get("read", 0)) for t, (run_id, c) in latest.items()
                  if c.get("export_incomplete") and tenant in (None, t)}  # fmt: skip
     if not untrusted:

@@ -1,0 +1,201 @@
+"""`relink --moved` through the CLI against a sandbox process: after an export renumbered
+its rows, each created row takes the key whose row is its visit, judged by identity
+(each key of the export owns the one appointment Flextell holds for its visit)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.sandbox_process import Sandbox
+from tests.support.sync import import_file, run_cli, sample_rows, write_config, write_csv
+from worker.ledger import Status
+from worker.ledger.target import open_ledger
+
+
+def _export(tmp: Path, name: str, rows: list[dict[str, str]]) -> Path:
+    columns, _ = sample_rows()
+    return write_csv(tmp / name, columns, rows)
+
+
+def _items(config: Path) -> list[dict[str, Any]]:
+    result = run_cli("worklist", "-c", str(config), "--format", "json")
+    assert result.exit_code == 0, result.output
+    found: list[dict[str, Any]] = json.loads(result.stdout)
+    return found
+
+
+def _relink(config: Path, *extra: str) -> tuple[int, dict[str, Any]]:
+    result = run_cli("relink", "--moved", "-c", str(config), "--json-logs", *extra)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    assert lines, result.output
+    return result.exit_code, json.loads(lines[-1])
+
+
+def _owners(config: Path, ledger: str | None = None) -> dict[str, int]:
+    """Each created row's key -> its appointment, as the ledger holds them."""
+
+    async def read() -> dict[str, int]:
+        target: str | Path = ledger or config.parent / "ledger.sqlite"
+        async with await open_ledger(target, lock=False) as opened:
+            return {
+                e.source_key: e.appointment_id or 0
+                async for e in opened.entries_iter(statuses=[Status.CREATED])
+            }
+
+    return asyncio.run(read())
+
+
+def _visit(row: dict[str, str]) -> tuple[str, str, str]:
+    return row["customer_id"], row["doctor_id"], row["start"]
+
+
+def _assert_each_key_owns_its_visit(
+    config: Path,
+    sbx: Sandbox,
+    export: list[dict[str, str]],
+    made: dict[tuple[str, ...], int],
+    url: str | None = None,
+) -> None:
+    """Identity: every key of the export owns the appointment made for its visit (`made`:
+    visit -> appointment, as the first night created them), or for a visit first seen
+    later one of its patient and doctor; no appointment is owned twice."""
+    owners = _owners(config, url)
+    by_id = {a["id"]: a for a in sbx.appointments()}
+    for row in export:
+        key = row["appointment_id"]
+        assert key in owners, (key, owners)
+        if _visit(row) in made:
+            assert owners[key] == made[_visit(row)], (key, owners[key], row)
+        else:
+            got = by_id[owners[key]]
+            assert (str(got["customer_id"]), str(got["user_id"])) == _visit(row)[:2], (key, got)
+            assert owners[key] not in made.values()
+    assert len(set(owners.values())) == len(owners)
+
+
+def _made(
+    config: Path, rows: list[dict[str, str]], url: str | None = None
+) -> dict[tuple[str, ...], int]:
+    owners = _owners(config, url)
+    return {_visit(r): owners[r["appointment_id"]] for r in rows}
+
+
+def _created(
+    tmp_path: Path, sbx: Sandbox, n: int, url: str | None = None
+) -> tuple[Path, list[dict[str, str]]]:
+    config = write_config(tmp_path, ledger_url=url)
+    _, sample = sample_rows()
+    rows = [dict(r) for r in sample[:n]]
+    assert import_file(config, sbx, _export(tmp_path, "n1.csv", rows))[0].exit_code == 0
+    return config, rows
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_keys_moved_up_after_a_cancelled_visit_each_row_takes_its_visits_key(
+    tmp_path: Path, sbx: Sandbox, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """The export dropped its first visit and moved every key one row up. Each row kept
+    the appointment its key was first created with: night after night a change of a
+    visit was judged against another patient's appointment, `verify` reported the
+    cancelled one as a mismatch, and `relink --from` refused created rows."""
+    url = request.getfixturevalue("pg_url") if backend == "postgresql" else None
+    config, rows = _created(tmp_path, sbx, 5, url)
+    keys = [r["appointment_id"] for r in rows]
+    before = _owners(config, url)
+    made = _made(config, rows, url)
+    shifted = [dict(row, appointment_id=key) for row, key in zip(rows[1:], keys, strict=False)]
+    night = _export(tmp_path, "n2.csv", shifted)
+    assert import_file(config, sbx, night)[0].exit_code == 1
+
+    code, out = _relink(config)
+    assert code == 0, out["rows"]
+    verdicts = {(r["source_key"], r["verdict"]) for r in out["rows"]}
+    assert {(k, "moved") for k in keys[:4]} <= verdicts, verdicts
+    assert (keys[4], "freed") in verdicts, verdicts
+    [aside] = [r for r in out["rows"] if r["verdict"] == "kept_aside"]
+    assert aside["appointment_id"] == before[keys[0]], aside
+    _assert_each_key_owns_its_visit(config, sbx, shifted, made, url)
+    # The moved keys' items are resolved; the next night the one visit the export no
+    # longer has is the only item, said missing (its appointment), and nothing is sent.
+    assert [i for i in _items(config) if i["state"] == "open"] == []
+    posts = sbx.stats()["requests_by_status"]["201"]
+    result, summary = import_file(config, sbx, night)
+    assert result.exit_code == 1, result.output
+    assert sbx.stats()["requests_by_status"]["201"] == posts
+    [item] = _items(config)
+    assert (item["kind"], item["source_key"]) == ("missing", aside["source_key"]), item
+    assert f"created as appointment {before[keys[0]]}" in item["reason"]
+    assert summary["totals"]["changed"] == 0, summary["totals"]
+    _assert_each_key_owns_its_visit(config, sbx, shifted, made, url)
+
+
+def test_keys_moved_down_under_a_new_visit_the_new_visit_is_booked_next(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """A visit inserted at the top moved every key one row down: the last key's row was
+    held as another row's visit, and the new visit under the first key was never booked."""
+    config, rows = _created(tmp_path, sbx, 4)
+    keys = [r["appointment_id"] for r in rows]
+    made = _made(config, rows)
+    _, sample = sample_rows()
+    new = dict(sample[6], appointment_id=keys[0])
+    fresh_key = f"{keys[-1]}-next"
+    shifted = [
+        new,
+        *(
+            dict(row, appointment_id=key)
+            for row, key in zip(rows, [*keys[1:], fresh_key], strict=True)
+        ),
+    ]
+    night = _export(tmp_path, "n2.csv", shifted)
+    _, summary = import_file(config, sbx, night)
+    assert summary["totals"]["created"] == 0, summary["totals"]  # not booked twice
+    [held] = [i for i in _items(config) if i["source_key"] == fresh_key]
+    assert "keys moved between rows? If so, run `flextell-worker relink" in held["reason"]
+    assert "--moved --tenant 1`" in held["reason"], held
+
+    code, out = _relink(config)
+    assert code == 0, out["rows"]
+    verdicts = {(r["source_key"], r["verdict"]) for r in out["rows"]}
+    assert {(k, "moved") for k in [*keys[1:], fresh_key]} <= verdicts, verdicts
+    assert (keys[0], "freed") in verdicts, verdicts
+    result, _ = import_file(config, sbx, night)
+    assert result.exit_code == 0, result.output
+    _assert_each_key_owns_its_visit(config, sbx, shifted, made)
+    assert len(sbx.appointments()) == len(shifted)
+
+
+def test_two_swapped_keys_swap_back_and_a_visit_on_two_rows_moves_nothing(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    config, rows = _created(tmp_path, sbx, 4)
+    keys = [r["appointment_id"] for r in rows]
+    swapped = [dict(rows[0], appointment_id=keys[1]), dict(rows[1], appointment_id=keys[0]),
+               rows[2], dict(rows[2], appointment_id=keys[3])]  # fmt: skip
+    import_file(config, sbx, _export(tmp_path, "n2.csv", swapped))
+    code, out = _relink(config)
+    assert code == 0, out["rows"]
+    moved = sorted(r["source_key"] for r in out["rows"] if r["verdict"] == "moved")
+    # keys[3] now holds keys[2]'s visit, which keys[2] still holds too: nothing says
+    # which row is that visit, so neither moves.
+    assert moved == sorted(keys[:2]), out
+    assert _owners(config)[keys[3]] != _owners(config)[keys[2]]
+
+
+def test_relink_moved_after_a_partial_file_refuses_to_judge(tmp_path: Path, sbx: Sandbox) -> None:
+    config, rows = _created(tmp_path, sbx, 3)
+    keys = [r["appointment_id"] for r in rows]
+    before = _owners(config)
+    one = [dict(rows[1], appointment_id=keys[0])]
+    import_file(config, sbx, _export(tmp_path, "fix.csv", one), "--partial")
+    code, out = _relink(config)
+    assert code == 1, out
+    [row] = out["rows"]
+    assert row["verdict"] == "not_checked"
+    assert "run a full import of the export first" in row["note"], row
+    assert _owners(config) == before
