@@ -1027,3 +1027,16 @@ def test_ids_split_two_ways_are_a_todo_not_names(tmp_path: Path) -> None:
     )
     assert "lookup" not in mapping["treatments"]
     assert "TODO: check: the cells are ids separated in 2 ways (',', ';')" in draft
+
+
+def test_a_turkish_exports_twelve_hour_times_get_a_format_that_reads_them(tmp_path: Path) -> None:
+    export = tmp_path / "tr.csv"
+    export.write_text(
+        "Randevu No;Hasta;Doktor;Başlangıç;İşlem\n"
+        "A1;1001;101;14.01.2027 2:30 ÖS;201\n"
+        "A2;1002;101;15.01.2027 9:05 ÖÖ;201\n",
+        encoding="utf-8",
+    )
+    cfg, text = init(tmp_path, export)
+    assert tomllib.loads(text)["mapping"]["scheduled_at"]["formats"] == ["%d.%m.%Y %I:%M %p"]
+    assert validate(export, cfg, tmp_path / "r.json") == 0

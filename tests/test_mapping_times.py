@@ -200,3 +200,28 @@ def test_an_xls_date_and_time_cell_at_midnight_is_a_start_at_midnight(tmp_path: 
     assert code == 1, out
     assert starts == {"R1": "2026-01-13T21:00:00Z", "R2": "2026-01-14T07:30:00Z"}
     assert "midnight.xls:Randevular!4: scheduled_at (column 'Tarih'): column 'Tarih' holds" in out
+
+
+def test_day_periods_of_turkish_greek_and_spanish_exports_are_read_by_p(tmp_path: Path) -> None:
+    """strptime's %p reads AM and PM only: a Turkish export's `2:30 ÖS` (öğleden sonra)
+    was no date-time at all, every row refused, with no format that could read it."""
+    config = SINGLE.replace('formats = ["iso"]', 'formats = ["%d.%m.%Y %I:%M %p"]')
+    code, out, starts = validate(
+        tmp_path,
+        config,
+        [
+            ["R1", 1016, 105, 203, "14.01.2026 2:30 ÖS", ""],
+            ["R2", 1016, 105, 203, "14.01.2026 9:45 ÖÖ", ""],
+            ["R3", 1016, 105, 203, "14.01.2026 12:15 öö", ""],
+            ["R4", 1016, 105, 203, "14.01.2026 2:30 μ.μ.", ""],
+            ["R5", 1016, 105, 203, "14.01.2026 9:45 π.μ.", ""],
+            ["R6", 1016, 105, 203, "14.01.2026 2:30 p. m.", ""],
+            ["R7", 1016, 105, 203, "14.01.2026 9:45 a.m.", ""],
+        ],
+    )
+    assert code == 0, out
+    afternoon, morning = "2026-01-14T11:30:00Z", "2026-01-14T06:45:00Z"
+    assert starts == {
+        "R1": afternoon, "R2": morning, "R3": "2026-01-13T21:15:00Z", "R4": afternoon,
+        "R5": morning, "R6": afternoon, "R7": morning,
+    }  # fmt: skip

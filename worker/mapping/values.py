@@ -154,6 +154,19 @@ def _iso_datetime(text: str) -> datetime | None:
     return None
 
 
+# Day periods strptime's %p does not read (it knows AM and PM only): Turkish exports
+# write ÖÖ/ÖS (öğleden önce/sonra), Greek π.μ./μ.μ., Spanish and English a. m./p.m.
+# Read as AM and PM where a format has %p; a format without %p never sees them.
+_DAY_PERIOD = re.compile(
+    r"(?<!\w)(?:(?P<am>[öÖ][öÖ]|[aA]\.\s?[mM]\.?|π\.\s?μ\.?|πμ)"
+    r"|(?P<pm>[öÖ][sSşŞ]|[pP]\.\s?[mM]\.?|μ\.\s?μ\.?|μμ))(?!\w)"
+)
+
+
+def _english_day_period(text: str) -> str:
+    return _DAY_PERIOD.sub(lambda m: "AM" if m.group("am") else "PM", text)
+
+
 def parse_datetime(text: str, formats: Sequence[str]) -> datetime:
     """Parse with the first matching format; naive or aware as the text says."""
     problem: str | None = None
@@ -164,7 +177,8 @@ def parse_datetime(text: str, formats: Sequence[str]) -> datetime:
                 if parsed is not None:
                     return parsed
                 continue
-            parsed = datetime.strptime(text, fmt)
+            read = _english_day_period(text) if "%p" in fmt else text
+            parsed = datetime.strptime(read, fmt)
             _one_digit_minute(text, fmt, parsed)
             return parsed
         except ValueFail as exc:
