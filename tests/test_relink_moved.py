@@ -130,6 +130,7 @@ def test_keys_moved_up_after_a_cancelled_visit_each_row_takes_its_visits_key(
     [item] = _items(config)
     assert (item["kind"], item["source_key"]) == ("missing", aside["source_key"]), item
     assert f"created as appointment {before[keys[0]]}" in item["reason"]
+    assert f"its key was {keys[0]!r} until `relink --moved`" in item["reason"], item
     assert summary["totals"]["changed"] == 0, summary["totals"]
     _assert_each_key_owns_its_visit(config, sbx, shifted, made, url)
 

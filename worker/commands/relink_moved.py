@@ -60,7 +60,10 @@ def _rows_of(tenant: int, read_by: int, plan: MovePlan) -> list[Relinked]:
             )
             verdict = "kept_aside"
         else:
-            note = f"was row {move.old_key!r}'s: its visit is this key's row in the export"
+            note = (
+                f"the appointment made for row {move.old_key!r}: its visit is this key's row "
+                "in the export now"
+            )
             verdict = "moved"
         rows.append(Relinked(tenant, move.new_key, verdict, move.appointment_id,
                              move.appointment_id, note))  # fmt: skip

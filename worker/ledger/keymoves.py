@@ -21,6 +21,7 @@ sent or read from Flextell.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
@@ -32,6 +33,14 @@ from worker.ledger.sqlconn import SqlConnection
 
 KEPT_ASIDE = "{key}~moved{run}"
 """The key a created row whose key moved on and whose visit left the export keeps."""
+_KEPT_ASIDE = re.compile(r"^(?P<key>.*)~moved(?P<run>[0-9]+)(?:\.[0-9]+)?$", re.DOTALL)
+
+
+def kept_aside(key: str) -> tuple[str, int] | None:
+    """(the key it had, the relink run) of a key KEPT_ASIDE made, else None."""
+    found = _KEPT_ASIDE.match(key)
+    return None if found is None else (found["key"], int(found["run"]))
+
 
 # Rows of a moved key that were never created may go: nothing was sent for them, or
 # the API refused it. In flight or unknown, a POST may have landed: such a key stays.

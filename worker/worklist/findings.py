@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 from worker.compare import public_value
 from worker.ledger import Entry
+from worker.ledger.keymoves import kept_aside
 from worker.source.csvfile import CUT_SHORT
 from worker.worklist.rules import Finding, Kind
 
@@ -237,6 +238,12 @@ def from_entry(
             "the export's keys moved between rows? Then do not cancel it; run `relink "
             "--moved` (each row takes its visit's appointment)"
             f"{last}"
+        )
+    aside = kept_aside(entry.source_key) if moved is None else None
+    if aside is not None:
+        reason += (
+            f" (its key was {aside[0]!r} until `relink --moved`, run {aside[1]}, gave that "
+            "key to the visit its row holds now)"
         )
     if from_fix:
         # Such as a duplicate key's row given its own key in the worklist file: the
