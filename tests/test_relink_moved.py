@@ -200,3 +200,27 @@ def test_relink_moved_after_a_partial_file_refuses_to_judge(tmp_path: Path, sbx:
     assert row["verdict"] == "not_checked"
     assert "run a full import of the export first" in row["note"], row
     assert _owners(config) == before
+
+
+@pytest.mark.parametrize("case", ["renumbered", "moved-down"])
+def test_with_the_calendar_broken_a_visit_under_a_new_key_is_still_held(
+    tmp_path: Path, sbx: Sandbox, case: str
+) -> None:
+    """With the calendar answering 500 the slot search falls back to the appointment
+    list, which said nothing of the appointments other rows own at the slot: a visit
+    renumbered (or whose keys moved) was booked a second time."""
+    config, rows = _created(tmp_path, sbx, 6)
+    keys = [r["appointment_id"] for r in rows]
+    sbx.change("POST", "/_sandbox/faults", {"calendar_broken": True})
+    if case == "renumbered":
+        night = [*rows[:5], dict(rows[5], appointment_id=f"{keys[5]}X")]
+    else:
+        _, sample = sample_rows()
+        night = [
+            dict(sample[7], appointment_id=keys[0]),
+            *(dict(r, appointment_id=k) for r, k in zip(rows, [*keys[1:], "next"], strict=True)),
+        ]
+    _, summary = import_file(config, sbx, _export(tmp_path, "n2.csv", night))
+    assert summary["totals"]["created"] == 0, summary["totals"]
+    assert summary["totals"]["failed"] == 1, summary["totals"]  # held: the new key's row
+    assert len(sbx.appointments()) == len(rows)

@@ -152,6 +152,14 @@ class SlotSearch:
             listed = await self._from_list(payload, keep)
             if listed.error is not None:
                 return Candidates(error=f"calendar read failed ({read}); {listed.error}")
+            if skip is not None:
+                # As from the calendar: what other rows own at the slot is no candidate,
+                # and the caller learns of it (a new key whose visit another row created
+                # is held on that; missed here, the fallback booked such visits twice).
+                at = _second(instant)
+                ids = sorted({r.id for r in listed.items if _second(r.scheduled_at) == at})
+                skipped = await skip(ids) if ids else set()
+                listed.items = [r for r in listed.items if r.id not in skipped]
             return listed
         slots, read_at = read
         ids = sorted(slots.get(_second(instant), ()))
