@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 
 from tests.support.sandbox_process import Sandbox
-from tests.support.sync import import_file, run_cli, sample_rows, write_config, write_csv
+from tests.support.sync import (
+    import_file,
+    mark_unknown,
+    run_cli,
+    sample_rows,
+    write_config,
+    write_csv,
+)
 from worker.ledger import Status
 from worker.ledger.target import open_ledger
 
@@ -224,3 +231,158 @@ def test_with_the_calendar_broken_a_visit_under_a_new_key_is_still_held(
     assert summary["totals"]["created"] == 0, summary["totals"]
     assert summary["totals"]["failed"] == 1, summary["totals"]  # held: the new key's row
     assert len(sbx.appointments()) == len(rows)
+
+
+def test_a_renumbered_visit_whose_change_was_applied_in_flextell_is_not_booked_again(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """A visit moved in the export, moved in Flextell by hand and acknowledged; then the
+    export renumbered its rows: the visit's new key matched no version the ledger kept
+    (neither as first sent nor as the export last had it), and the import booked the
+    patient a second time beside the appointment a person had moved."""
+    config, rows = _created(tmp_path, sbx, 5)
+    keys = [r["appointment_id"] for r in rows]
+    moved = dict(rows[2], start=rows[2]["start"][:11] + "17:05:00")
+    assert (
+        import_file(config, sbx, _export(tmp_path, "b.csv", [*rows[:2], moved, *rows[3:]]))[
+            0
+        ].exit_code
+        == 1
+    )
+    appointment = _owners(config)[keys[2]]
+    when = next(a for a in sbx.appointments() if a["id"] == appointment)["scheduled_at"]
+    # The export's new time (17:05 in the clinic's zone, +03:00), applied by hand.
+    sbx.change("PATCH", f"/_sandbox/appointments/{appointment}",
+               {"scheduled_at": f"{when[:11]}14:05:00Z"})  # fmt: skip
+    assert run_cli("ack", keys[2], "-c", str(config), "--note", "moved").exit_code == 0
+    night = [
+        dict(r, appointment_id=k) for r, k in zip([rows[1], moved, *rows[3:]], keys, strict=False)
+    ]
+    _, summary = import_file(config, sbx, _export(tmp_path, "c.csv", night))
+    assert summary["totals"]["created"] == 0, summary["totals"]
+    _relink(config)
+    _, summary = import_file(config, sbx, _export(tmp_path, "c.csv", night))
+    assert summary["totals"]["created"] == 0, summary["totals"]
+    live = [a for a in sbx.appointments() if a["status"] != "cancelled"]
+    assert len(live) == 5, live  # nothing booked twice
+
+
+def test_a_new_key_whose_visit_was_created_under_a_key_now_invalid_is_held(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """The export put a broken row (a doctor no lookup knows) at a created row's key and
+    that row's visit under a new key: with the broken row's version unknown, the new key
+    was taken for a second visit and booked beside the appointment the visit has."""
+    config, rows = _created(tmp_path, sbx, 2)
+    keys = [r["appointment_id"] for r in rows]
+    broken = dict(rows[0], appointment_id=keys[1], doctor_id="not a doctor")
+    night = [rows[0], broken, dict(rows[1], appointment_id=f"{keys[1]}-new")]
+    _, summary = import_file(config, sbx, _export(tmp_path, "n2.csv", night))
+    assert summary["totals"]["created"] == 0, summary["totals"]
+    [held] = [i for i in _items(config) if i["source_key"] == f"{keys[1]}-new"]
+    assert f"made for row {keys[1]!r}, whose row in this file could not be read" in held["reason"]
+    assert len(sbx.appointments()) == 2
+
+
+def test_two_identical_rows_in_the_shifted_range_move_with_the_rest(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """Two rows of one visit (same patient, doctor, time, all) among the keys that moved:
+    nothing said which of the two appointments was which key's, so every key below them
+    kept the previous row's appointment, exit 0, and the worklist advised relink again."""
+    config, rows = _created(tmp_path, sbx, 1)
+    _, sample = sample_rows()
+    rows = [
+        rows[0],
+        *(dict(r) for r in sample[1:4]),
+        dict(sample[3]),
+        *(dict(r) for r in sample[4:8]),
+    ]
+    keys = [f"R{n:02d}" for n in range(len(rows))]
+    rows = [dict(r, appointment_id=k) for r, k in zip(rows, keys, strict=True)]
+    import_file(config, sbx, _export(tmp_path, "n1.csv", rows))
+    shifted = [dict(r, appointment_id=k) for r, k in zip([rows[0], *rows[2:]], keys, strict=False)]
+    import_file(config, sbx, _export(tmp_path, "n2.csv", shifted))
+    code, out = _relink(config)
+    assert code == 0, out["rows"]
+    import_file(config, sbx, _export(tmp_path, "n2.csv", shifted))
+    owners = _owners(config)
+    for row in shifted:
+        got = next(a for a in sbx.appointments() if a["id"] == owners[row["appointment_id"]])
+        assert (str(got["customer_id"]), str(got["user_id"])) == _visit(row)[:2], (row, got)
+    assert len({owners[r["appointment_id"]] for r in shifted}) == len(shifted)
+    assert [i["kind"] for i in _items(config)] == ["missing"], _items(config)
+
+
+def test_a_visit_edited_the_night_the_keys_moved_keeps_its_appointment(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """The first visit cancelled (every key moved up) and another visit moved to a later
+    hour the same night: its key was freed and its row booked anew, its appointment kept
+    aside as a visit the export no longer has: the patient booked twice."""
+    config, rows = _created(tmp_path, sbx, 6)
+    keys = [r["appointment_id"] for r in rows]
+    made = _made(config, rows)
+    edited = dict(rows[3], start=rows[3]["start"][:11] + "17:05:00")
+    night = [
+        dict(r, appointment_id=k)
+        for r, k in zip([rows[1], rows[2], edited, *rows[4:]], keys, strict=False)
+    ]
+    import_file(config, sbx, _export(tmp_path, "n2.csv", night))
+    code, out = _relink(config)
+    assert code == 0, out["rows"]
+    [changed] = [r for r in out["rows"] if r["source_key"] == keys[2]]
+    assert (changed["verdict"], changed["appointment_id"]) == ("moved", made[_visit(rows[3])])
+    assert "that visit, changed" in changed["note"]
+    _, summary = import_file(config, sbx, _export(tmp_path, "n2.csv", night))
+    assert summary["totals"]["created"] == 0, summary["totals"]
+    kinds = sorted((i["kind"], i["source_key"]) for i in _items(config))
+    assert kinds[0] == ("changed", keys[2]) and [k for k, _ in kinds] == ["changed", "missing"]
+
+
+def test_a_key_whose_row_an_unknown_row_may_have_booked_is_not_checked(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """The row below the shift was unknown (its POST may have landed): the key that holds
+    its visit now was freed with exit 0, as if the next import could book it freely."""
+    config, rows = _created(tmp_path, sbx, 5)
+    keys = [r["appointment_id"] for r in rows]
+    night = [dict(r, appointment_id=k) for r, k in zip(rows[1:], keys, strict=False)]
+    import_file(config, sbx, _export(tmp_path, "n2.csv", night))
+    mark_unknown(config.parent / "ledger.sqlite", [(1, keys[4])])
+    code, out = _relink(config)
+    assert code == 1, out["rows"]
+    [row] = [r for r in out["rows"] if r["source_key"] == keys[3]]
+    assert row["verdict"] == "not_checked" and "run `reconcile`" in row["note"], row
+
+
+def test_running_numbers_across_two_branches_are_trusted_and_moved(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """Keys numbered across both branches: one visit cancelled moved the keys below it,
+    half of them into the other branch, and the import called the export incomplete (it
+    lacked 3 of 9 rows); `relink --moved`, which the worklist advised, then refused."""
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    picks = [0, 1, 2, 3, 150, 151, 152, 4, 5, 6, 153, 154, 7, 8]
+    rows = [dict(sample[i], appointment_id=f"N{n:03d}") for n, i in enumerate(picks)]
+    import_file(config, sbx, _export(tmp_path, "n1.csv", rows))
+    made = _made(config, rows)
+    keys = [r["appointment_id"] for r in rows]
+    night = [dict(r, appointment_id=k) for r, k in zip([rows[0], *rows[2:]], keys, strict=False)]
+    _, summary = import_file(config, sbx, _export(tmp_path, "n2.csv", night))
+    assert summary["totals"]["export_incomplete"] == 0, summary["incomplete"]
+    code, out = _relink(config)
+    assert code == 0, out["rows"]
+    import_file(config, sbx, _export(tmp_path, "n2.csv", night))
+
+    async def read() -> dict[tuple[int, str], int]:
+        async with await open_ledger(config.parent / "ledger.sqlite", lock=False) as opened:
+            return {
+                (e.tenant, e.source_key): e.appointment_id or 0
+                async for e in opened.entries_iter(statuses=[Status.CREATED])
+            }
+
+    owners = asyncio.run(read())
+    for row in night:
+        assert owners[(int(row["clinic"]), row["appointment_id"])] == made[_visit(row)], row

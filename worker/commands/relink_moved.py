@@ -59,6 +59,13 @@ def _rows_of(tenant: int, read_by: int, plan: MovePlan) -> list[Relinked]:
                 "is off, then `ack`)"
             )
             verdict = "kept_aside"
+        elif move.edited:
+            note = (
+                f"the appointment made for row {move.old_key!r}: this key's row in the "
+                "export is that visit, changed (its patient and doctor): the next import "
+                "lists the change to make in Flextell"
+            )
+            verdict = "moved"
         else:
             note = (
                 f"the appointment made for row {move.old_key!r}: its visit is this key's row "
@@ -68,6 +75,14 @@ def _rows_of(tenant: int, read_by: int, plan: MovePlan) -> list[Relinked]:
         rows.append(Relinked(tenant, move.new_key, verdict, move.appointment_id,
                              move.appointment_id, note))  # fmt: skip
     for key in plan.freed:
+        if key in plan.doubtful:
+            note = (
+                "its appointment went to the key whose row is that visit now; its row in "
+                "the export is what a row in flight or unknown was sent (a POST may have "
+                "landed): run `reconcile`, then relink --moved again"
+            )
+            rows.append(Relinked(tenant, key, "not_checked", None, None, note))
+            continue
         note = (
             "its appointment went to the key whose row is that visit now; if the export "
             "has a row of this key, the next import reads it as new (and books it after "

@@ -236,55 +236,91 @@ def _many_equal(equals: Sequence[AppointmentResource], owners: int) -> str:
     )
 
 
+def elsewhere_now(row: Entry, g: Entry, invalid_tonight: Collection[str]) -> bool:
+    """Whether created row `g`'s visit is in no row of this export under `g`'s key: `g`
+    is not in it (so far: `seen_run_id` is the last run that read it), or its row there
+    is another version (changed) or one that could not be read (invalid)."""
+    return (
+        g.seen_run_id != row.seen_run_id
+        or g.changed_hash not in (None, g.payload_hash)
+        or g.source_key in invalid_tonight
+    )
+
+
 def _left_the_export(
-    row: Entry, others: Sequence[Entry], owned_at_slot: Collection[int], options: str
+    row: Entry,
+    payload: dict[str, Any],
+    others: Sequence[Entry],
+    owned_at_slot: Collection[int],
+    options: str,
+    owned_now: Mapping[int, AppointmentResource],
+    invalid_tonight: Collection[str],
 ) -> Decision | None:
-    """Rule 2's HELD for a new key: another row created this very payload (or the export
-    last gave it this payload) at this slot and is not in this export (so far:
-    `seen_run_id` is the last run that read it)."""
+    """Rule 2's HELD for a new key: another row created this visit at this slot (this
+    very payload, the version the export last gave that row, or what its appointment
+    holds in Flextell now: a change applied there by hand), and that row's key no longer
+    holds the visit in this export (`elsewhere_now`)."""
     for g in others:
         if (
-            g.status == Status.CREATED.value
-            and g.appointment_id in owned_at_slot
-            and row.payload_hash is not None
+            g.status != Status.CREATED.value
+            or g.appointment_id not in owned_at_slot
+            or row.payload_hash is None
+            or not elsewhere_now(row, g, invalid_tonight)
+        ):
+            continue
+        in_flextell = owned_now.get(g.appointment_id or 0)
+        if g.seen_run_id != row.seen_run_id:
             # As first sent, or as the export last had it: a change a person applied in
             # Flextell by hand before the export renumbered the visit.
-            and row.payload_hash in (g.payload_hash, g.changed_hash)
-            and g.seen_run_id != row.seen_run_id
-        ):
-            return Decision(
-                Verdict.HELD,
-                code=LEFT_EXPORT,
-                reason=f"not sent: Flextell already has appointment {g.appointment_id}, equal "
-                f"to this row, made for row {g.source_key!r}, which is not in this file: "
-                f"the same visit under a new key? If so, run `flextell-worker relink{options} "
-                f"--tenant {row.tenant} {shlex.quote(row.source_key)} --from "
-                f"{shlex.quote(g.source_key)}"
-                "` (it takes that appointment; nothing "
-                "to do in Flextell); if it is a second visit, book it in Flextell and import "
-                "with --retry-failed, which adopts it",
+            same = row.payload_hash in (g.payload_hash, g.changed_hash)
+            where = "which is not in this file: the same visit under a new key? If so, run "
+            fix = (
+                f"`flextell-worker relink{options} --tenant {row.tenant} "
+                f"{shlex.quote(row.source_key)} --from {shlex.quote(g.source_key)}` (it takes "
+                "that appointment; nothing to do in Flextell)"
             )
-        if (
-            g.status == Status.CREATED.value
-            and g.appointment_id in owned_at_slot
-            and row.payload_hash is not None
-            and row.payload_hash == g.payload_hash
-            and g.seen_run_id == row.seen_run_id
-            and g.changed_hash not in (None, g.payload_hash)
-        ):
-            # The export renumbered its rows: the key this visit was created under holds
-            # another visit tonight, and this new key holds it. Sent, it is booked twice.
+        else:
+            # Its key holds another visit tonight (or one that could not be read): the
+            # export renumbered its rows. Equal to a version of it that key no longer has.
+            same = row.payload_hash == g.payload_hash
+            what = "could not be read" if g.source_key in invalid_tonight else "is another visit"
+            where = (
+                f"whose row in this file {what}: the export's keys moved between rows? If so, run "
+            )
+            fix = (
+                f"`flextell-worker relink{options} --moved --tenant {row.tenant}` (each row "
+                "takes its visit's appointment; nothing to do in Flextell)"
+            )
+        if not same and in_flextell is not None and equal(payload, in_flextell):
+            same = True
+            where = f"as it stands in Flextell now (a change applied there by hand), {where}"
+        if same:
             return Decision(
                 Verdict.HELD,
                 code=LEFT_EXPORT,
                 reason=f"not sent: Flextell already has appointment {g.appointment_id}, equal "
-                f"to this row, made for row {g.source_key!r}, which is another visit in this "
-                f"file: the export's keys moved between rows? If so, run `flextell-worker "
-                f"relink{options} --moved --tenant {row.tenant}` (each row takes its visit's "
-                "appointment; nothing to do in Flextell); if it is a second visit, book it in "
-                "Flextell and import with --retry-failed, which adopts it",
+                f"to this row, made for row {g.source_key!r}, {where}{fix}; if it is a second "
+                "visit, book it in Flextell and import with --retry-failed, which adopts it",
             )
     return None
+
+
+def suspects(
+    row: Entry, others: Sequence[Entry], owned_at_slot: Collection[int],
+    invalid_tonight: Collection[str],
+) -> list[int]:  # fmt: skip
+    """The appointments at the slot whose content rule 2's held-for-a-new-key check needs
+    (a GET each): of created rows whose visit their key no longer holds in this export,
+    and whose versions the ledger knows are not this row's."""
+    return sorted(
+        g.appointment_id
+        for g in others
+        if g.status == Status.CREATED.value
+        and g.appointment_id in owned_at_slot
+        and g.appointment_id is not None
+        and row.payload_hash not in (None, g.payload_hash, g.changed_hash)
+        and elsewhere_now(row, g, invalid_tonight)
+    )
 
 
 def decide(
@@ -302,12 +338,17 @@ def decide(
     owned_at_slot: Collection[int] = (),
     command_options: str = "",
     api_ahead: float = 0.0,
+    owned_now: Mapping[int, AppointmentResource] | None = None,
+    invalid_tonight: Collection[str] = (),
 ) -> Decision:
     """The verdict for `row` (see the module docstring for the rules); `command_options`:
     the run's own -c/--ledger/--base-url, for a command a reason names to paste as is;
     `api_ahead`: seconds the API's clock (`created_at`) is ahead of the clock of the
     row's send times, as measured from its `Date` (a worker 50 s behind took an equal
-    appointment made 8 s before its send for its own lost answer)."""
+    appointment made 8 s before its send for its own lost answer). `owned_now`: what
+    Flextell holds now of the appointments `suspects` named; `invalid_tonight`: keys of
+    created rows whose row in this export could not be read."""
+    owned_now = owned_now or {}
 
     def made_at(c: AppointmentResource) -> float | None:
         made = _created(c)
@@ -339,7 +380,9 @@ def decide(
         twins = [g for g in open_rows if g is not row]
         created = [g for g in others if g.status == Status.CREATED.value]
         return (
-            _left_the_export(row, others, owned_at_slot, command_options)
+            _left_the_export(
+                row, payload, others, owned_at_slot, command_options, owned_now, invalid_tonight
+            )
             or _booked_by_hand(payload, free, twins, created)
             or Decision(Verdict.ABSENT)
         )

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
@@ -33,7 +34,7 @@ from worker.compare import identity_of_json, same_identity, sent_id, sent_values
 from worker.contract import AppointmentResource
 from worker.delivery.calendar import CalendarWindows, fresh_for, instant_of
 from worker.delivery.clockcheck import clock_mark, effective_sent_at
-from worker.delivery.decide import BOOKED_BY_HAND, Decision, Verdict, decide
+from worker.delivery.decide import BOOKED_BY_HAND, Decision, Verdict, decide, suspects
 from worker.delivery.lane import LaneStopped, TenantLane
 from worker.delivery.retry import retrying
 from worker.delivery.slot_search import SlotSearch, payload_of
@@ -212,6 +213,7 @@ class RowDelivery:
         send: bool = True,
         export_read: asyncio.Event | None = None,
         commands: str = "",
+        invalid_created: Mapping[int, Collection[str]] | None = None,
     ) -> None:
         self.lane = lane
         self.ledger = ledger
@@ -222,6 +224,9 @@ class RowDelivery:
         self.stats = lane.stats
         self.send = send
         self._export_read = export_read
+        # The reader's own mapping, filled as it reads (an empty one is still that one).
+        self._invalid_created = {} if invalid_created is None else invalid_created
+        """Keys of created rows whose row in this export could not be read, by tenant."""
         """Set once the whole export is read (rule 2's row that left it: see _decide);
         None: the rows come from the ledger alone (reconcile), there is no export."""
         self.wall = lane.clock.time
@@ -544,6 +549,10 @@ class RowDelivery:
                 return Decision(Verdict.UNDECIDED, reason="row missing from its identity group")
             row, claim_after = await self._trusted_times(row)
             neighbours = await self._neighbours(job, payload, found.items, owners)
+            invalid = self._invalid_created.get(job.tenant, ())
+            owned_now = await self._owned_now(search, suspects(row, group, owned_at_slot, invalid))
+            if isinstance(owned_now, str):
+                return Decision(Verdict.UNDECIDED, reason=owned_now)
         except LaneStopped as exc:
             return Decision(Verdict.UNDECIDED, reason=f"tenant stopped: {exc}")
         except (ValueError, OverflowError) as exc:
@@ -563,6 +572,8 @@ class RowDelivery:
             owned_at_slot=owned_at_slot,
             command_options=self.commands,
             api_ahead=self._api_ahead(),
+            owned_now=owned_now,
+            invalid_tonight=invalid,
         )
         waiting = self._export_read
         if decision.code == LEFT_EXPORT and waiting is not None and not waiting.is_set():
@@ -575,6 +586,21 @@ class RowDelivery:
                 )
             return await self._decide(job, step)
         return decision
+
+    async def _owned_now(
+        self, search: SlotSearch, ids: list[int]
+    ) -> dict[int, AppointmentResource] | str:
+        """What Flextell holds now of these appointments other rows own (a GET each), or
+        why it could not be read: rule 2 holds a new key equal to one whose row's key no
+        longer holds its visit."""
+        out: dict[int, AppointmentResource] = {}
+        for appointment_id in ids:
+            got = await search.get(appointment_id)
+            if isinstance(got, str):
+                return got
+            if got is not None:
+                out[appointment_id] = got
+        return out
 
     async def _owners_elsewhere(
         self, job: Job, group: list[Entry], owned_at_slot: set[int]

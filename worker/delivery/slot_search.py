@@ -168,7 +168,7 @@ class SlotSearch:
             ids = [i for i in ids if i not in skipped]
         out = Candidates(read_at=read_at)
         for appointment_id in ids:
-            got = await self._get(appointment_id)
+            got = await self.get(appointment_id)
             if isinstance(got, str):
                 return Candidates(error=got)
             if got is not None and keep(payload, got):
@@ -215,7 +215,7 @@ class SlotSearch:
             self._days[day] = read
         return read
 
-    async def _get(self, appointment_id: int) -> AppointmentResource | str | None:
+    async def get(self, appointment_id: int) -> AppointmentResource | str | None:
         if self.cache_days and appointment_id in self._resources:
             return self._resources[appointment_id]
         got: Result = await self.pacer.call(

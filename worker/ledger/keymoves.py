@@ -21,13 +21,15 @@ sent or read from Flextell.
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
-from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from worker.ledger import audit
+from worker.ledger.crypto import Sealer
 from worker.ledger.model import Status
 from worker.ledger.sqlconn import SqlConnection
 
@@ -57,6 +59,8 @@ class Move:
     new_key: str
     left_export: bool = False
     """The row's visit is in no row of the export: it keeps a key of its own."""
+    edited: bool = False
+    """The key's row is the row's visit changed (its patient and doctor): a change to make."""
 
 
 @dataclass(slots=True)
@@ -70,6 +74,8 @@ class MovePlan:
     """Keys whose row, never created, gave way to the created row of their visit."""
     unsettled: list[str] = field(default_factory=list)
     """Keys that hold another row's visit but whose own row is in flight or unknown."""
+    doubtful: list[str] = field(default_factory=list)
+    """Freed keys whose row is what a row in flight or unknown was sent."""
     refused: str | None = None
 
 
@@ -88,10 +94,28 @@ class _Row:
             return self.changed_hash
         return self.payload_hash
 
+    @property
+    def holds_its_visit(self) -> bool:
+        """A created row whose key holds what was sent (or a row that could not be read)."""
+        return self.status == Status.CREATED.value and not self.changed_hash
 
-def move_keys(conn: SqlConnection, now: str, tenant: int, read_by: int, run_id: int) -> MovePlan:
+    @property
+    def settled(self) -> bool:
+        """Created, or never sent, or refused: no POST of it may still land."""
+        return self.status == Status.CREATED.value or self.status in _DROPPABLE
+
+
+def move_keys(
+    conn: SqlConnection,
+    now: str,
+    tenant: int,
+    read_by: int,
+    run_id: int,
+    sealer: Sealer | None = None,
+) -> MovePlan:
     """Plan and apply the moves of `tenant`'s keys, from what run `read_by` (the latest
-    full import of the tenant, trusted) read; `run_id` is the relink's run."""
+    full import of the tenant) read; `run_id` is the relink's run; `sealer` opens an
+    encrypted ledger's payloads."""
     latest = conn.execute(
         "SELECT MAX(seen_run_id) FROM entries WHERE tenant = ?", (tenant,)
     ).fetchone()[0]
@@ -108,37 +132,40 @@ def move_keys(conn: SqlConnection, now: str, tenant: int, read_by: int, run_id: 
             (tenant, read_by),
         )
     }
-    versions = Counter(row.version for row in tonight.values() if row.version)
-    # A key may move onto a visit when no other row of the export has that version and
-    # its own row is not that visit (a changed created row, or one never created).
-    candidates = {
-        row.key: row.version
-        for row in tonight.values()
-        if row.version
-        and versions[row.version] == 1
-        and (row.status != Status.CREATED.value or row.changed_hash)
-    }
-    owners = _created_with(conn, tenant, set(candidates.values()))
+    by_version: dict[str, list[str]] = {}
+    for row in tonight.values():
+        if row.version:
+            by_version.setdefault(row.version, []).append(row.key)
+    # Keys whose own row is not their visit tonight: a changed created row, or one never
+    # created. A created row made invalid tonight keeps its key (what it is is unknown).
+    moving = {k for k, row in tonight.items() if row.version and not row.holds_its_visit}
+    created_by = _created_with(conn, tenant, {tonight[k].version for k in moving})
     plan = MovePlan()
     matched: dict[str, str] = {}  # new key -> the created row's old key
-    for key, version in sorted(candidates.items()):
-        holders = owners.get(version, [])
-        if len(holders) != 1 or holders[0] == key:
-            continue  # two created rows of one visit, or none: nothing to say which
-        own = tonight[key]
-        if own.status != Status.CREATED.value and own.status not in _DROPPABLE:
-            plan.unsettled.append(key)
+    blocked: set[str] = set()
+    for version in sorted({tonight[k].version or "" for k in moving}):
+        keys = sorted(k for k in by_version[version] if k in moving)
+        unsettled = [k for k in keys if not tonight[k].settled]
+        if unsettled:
+            # Its own row may have landed as this very visit: which row is it, then?
+            plan.unsettled += unsettled
+            blocked.add(version)
             continue
-        matched[key] = holders[0]
+        # Rows of the visit whose key still holds it are theirs; the others go to the
+        # keys that hold it now. Rows of one version are alike, so any pairing is right.
+        rows = sorted(r for r in created_by.get(version, []) if r not in by_version[version])
+        matched.update(zip(keys, rows, strict=False))
     while True:
         # A created row loses its key only to take another, or when no row of tonight's
-        # export has its visit (else it would be called missing from an export that has
-        # it): a key whose row must stay keeps it, and the row it would take stays too.
+        # export has its visit unclaimed (else it would be called missing from an export
+        # that has it): a key whose row must stay keeps it, and the row it would take
+        # stays with its own key too.
         taken = set(matched.values())
+        claimed = set(matched) | {k for k in tonight if tonight[k].holds_its_visit}
         stays = [
             k for k in matched
-            if tonight[k].status == Status.CREATED.value and k not in taken
-            and versions[tonight[k].payload_hash or ""] > 0
+            if k not in taken and tonight[k].status == Status.CREATED.value
+            and _present(tonight[k].payload_hash, by_version, claimed, blocked)
         ]  # fmt: skip
         if not stays:
             break
@@ -146,11 +173,95 @@ def move_keys(conn: SqlConnection, now: str, tenant: int, read_by: int, run_id: 
             del matched[key]
     if not matched:
         return plan
+    taken = set(matched.values())
     leftover = [k for k in matched if tonight[k].status == Status.CREATED.value and k not in taken]
     plan.dropped = sorted(k for k in matched if tonight[k].status != Status.CREATED.value)
-    plan.freed = sorted(old for old in taken if old not in matched)
-    _apply(conn, now, tenant, run_id, matched, leftover, plan)
+    freed = sorted(old for old in taken if old not in matched)
+    paired = _same_visit_edited(conn, tenant, leftover, freed, tonight, sealer)
+    plan.freed = [k for k in freed if k not in paired]
+    plan.doubtful = _sent_as(conn, tenant, {k: tonight[k].version for k in plan.freed
+                                            if k in tonight})  # fmt: skip
+    _apply(conn, now, tenant, run_id, matched, leftover, paired, plan)
     return plan
+
+
+def _present(
+    version: str | None, by_version: dict[str, list[str]], claimed: set[str], blocked: set[str]
+) -> bool:
+    """Whether a key of tonight's export holds this visit and takes no row for it."""
+    if not version:
+        return False
+    return version in blocked or any(k not in claimed for k in by_version.get(version, ()))
+
+
+def _same_visit_edited(
+    conn: SqlConnection,
+    tenant: int,
+    leftover: list[str],
+    freed: list[str],
+    tonight: dict[str, _Row],
+    sealer: Sealer | None,
+) -> dict[str, str]:
+    """Freed key -> the leftover created row it takes: a key that gave its row away and
+    whose row tonight names the patient and doctor one row that lost its key was made
+    for (and no other such row or key): that visit, changed the same night the keys
+    moved. Booked anew, it was booked twice. Any freed key may take any leftover row (each
+    has none); the patient and doctor say which."""
+    reveal: Callable[[str | None], str | None] = (
+        (lambda value: value) if sealer is None else sealer.open
+    )
+    keys: dict[tuple[Any, Any], list[str]] = {}
+    for key in freed:
+        if key in tonight and (who := _who(conn, tenant, key, reveal, edited=True)):
+            keys.setdefault(who, []).append(key)
+    rows: dict[tuple[Any, Any], list[str]] = {}
+    for key in leftover:
+        if who := _who(conn, tenant, key, reveal, edited=False):
+            rows.setdefault(who, []).append(key)
+    return {
+        found[0]: rows[who][0]
+        for who, found in keys.items()
+        if len(found) == 1 and len(rows.get(who, ())) == 1
+    }
+
+
+def _who(
+    conn: SqlConnection, tenant: int, key: str, reveal: Callable[[str | None], str | None],
+    *, edited: bool,
+) -> tuple[Any, Any] | None:  # fmt: skip
+    """(customer, doctor) of the row `key` was sent for, or with `edited` of the version
+    the export holds for it now (its change applied to what was sent)."""
+    found = conn.execute(
+        "SELECT payload_json, changed_diff FROM entries WHERE tenant = ? AND source_key = ?",
+        (tenant, key),
+    ).fetchone()
+    if found is None or not found[0]:
+        return None
+    payload = json.loads(reveal(found[0]) or "{}")
+    if edited:
+        if not found[1]:
+            return None  # no change recorded (a row that could not be read)
+        for name, (_, new) in json.loads(reveal(found[1]) or "{}").items():
+            payload[name] = new
+    who = payload.get("customer_id"), payload.get("user_id")
+    return None if None in who else who
+
+
+def _sent_as(conn: SqlConnection, tenant: int, versions: dict[str, str | None]) -> list[str]:
+    """Of these keys, those whose version tonight is what a row in flight or unknown
+    was sent (it may have landed: that row's visit, then)."""
+    wanted = {v for v in versions.values() if v}
+    if not wanted:
+        return []
+    found: set[str] = set()
+    marks = ", ".join("?" * len(wanted))
+    for (digest,) in conn.execute(
+        f"SELECT payload_hash FROM entries WHERE tenant = ? AND status IN (?, ?)"
+        f" AND payload_hash IN ({marks})",
+        (tenant, Status.IN_FLIGHT.value, Status.UNKNOWN.value, *sorted(wanted)),
+    ):
+        found.add(digest)
+    return sorted(k for k, v in versions.items() if v in found)
 
 
 def _created_with(
@@ -178,13 +289,14 @@ def _apply(
     run_id: int,
     matched: dict[str, str],
     leftover: list[str],
+    paired: dict[str, str],
     plan: MovePlan,
 ) -> None:
     moving = sorted(set(matched.values()) | set(leftover))
     appointments = {key: _appointment(conn, tenant, key) for key in moving}
     # Where the export has each new key: it goes with the key to its new row.
     place: dict[str, tuple[Any, ...]] = {}
-    for key in matched:
+    for key in [*matched, *paired]:
         place[key] = conn.execute(
             "SELECT seen_run_id, source_file, source_line, source_row FROM entries"
             " WHERE tenant = ? AND source_key = ?",
@@ -199,15 +311,21 @@ def _apply(
         )
     for key in plan.dropped:
         conn.execute("DELETE FROM entries WHERE tenant = ? AND source_key = ?", (tenant, key))
-    for new_key, old_key in sorted(matched.items()):
+    # A row paired as its visit edited: its change is the next import's `changed` item
+    # (read from the export again).
+    takes = [(k, old, False) for k, old in matched.items()]
+    takes += [(k, old, True) for k, old in paired.items()]
+    for new_key, old_key, edited in sorted(takes):
         conn.execute(
             "UPDATE entries SET source_key = ?, seen_run_id = ?, source_file = ?,"
             " source_line = ?, source_row = ?, changed_hash = NULL, changed_diff = NULL,"
             " last_run_id = ?, updated_at = ? WHERE tenant = ? AND source_key = ?",
             (new_key, *place[new_key], run_id, now, tenant, aside[old_key]),
         )
-        plan.moves.append(Move(appointments[old_key], old_key, new_key))
+        plan.moves.append(Move(appointments[old_key], old_key, new_key, edited=edited))
     for old_key in leftover:
+        if old_key in paired.values():
+            continue
         kept = _free_key(conn, tenant, KEPT_ASIDE.format(key=old_key, run=run_id))
         # Read by no export now: seen by no run, so the next full import finds it missing.
         conn.execute(
@@ -217,7 +335,7 @@ def _apply(
             (kept, run_id, now, tenant, aside[old_key]),
         )
         plan.moves.append(Move(appointments[old_key], old_key, kept, left_export=True))
-    keys = sorted(set(matched) | set(matched.values()))
+    keys = sorted(set(matched) | set(matched.values()) | set(paired))
     for start in range(0, len(keys), _CHUNK):
         chunk = keys[start : start + _CHUNK]
         conn.execute(

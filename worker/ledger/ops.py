@@ -189,6 +189,26 @@ def missing_from_source(
     return [entry_of(row) for row in conn.execute(sql, [*tenants, run_id])]
 
 
+def versions_seen(
+    conn: SqlConnection, now: str, run_id: int, tenant: int, hashes: Sequence[str]
+) -> set[str]:
+    """Of these payload hashes, those a row the run read holds as its version now (a
+    created row's change, else its payload)."""
+    del now
+    found: set[str] = set()
+    for start in range(0, len(hashes), _KEY_CHUNK):
+        chunk = list(hashes[start : start + _KEY_CHUNK])
+        marks = ", ".join("?" * len(chunk))
+        sql = (
+            "SELECT CASE WHEN status = 'created' AND changed_hash IS NOT NULL"
+            " THEN changed_hash ELSE payload_hash END FROM entries"
+            " WHERE tenant = ? AND seen_run_id = ?"
+            f" AND (payload_hash IN ({marks}) OR changed_hash IN ({marks}))"
+        )
+        found.update(h for (h,) in conn.execute(sql, [tenant, run_id, *chunk, *chunk]) if h)
+    return found & set(hashes)
+
+
 def _filters(
     statuses: Sequence[Status] | None, tenant: int | None, run_id: int | None
 ) -> tuple[str, list[Any]]:

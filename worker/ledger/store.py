@@ -493,6 +493,11 @@ class Ledger:
         fn = partial(ops.missing_from_source, run_id=run_id, tenants=list(tenants))
         return self._reveal(cast(list[Entry], await self._read(fn)))
 
+    async def versions_seen(self, run_id: int, tenant: int, hashes: Iterable[str]) -> set[str]:
+        """Of these payload hashes, those a row run `run_id` read of `tenant` holds now."""
+        fn = partial(ops.versions_seen, run_id=run_id, tenant=tenant, hashes=sorted(hashes))
+        return cast(set[str], await self._read(fn))
+
     # --- writes ---
 
     async def upsert_seen(self, items: Sequence[SeenRow]) -> None:
@@ -630,7 +635,8 @@ class Ledger:
     async def move_keys(self, tenant: int, *, read_by: int, run_id: int) -> MovePlan:
         """Each created row of `tenant` takes the key whose row run `read_by` (the latest
         full import) read as its visit (keymoves.move_keys), in one transaction."""
-        fn = partial(keymoves.move_keys, tenant=tenant, read_by=read_by, run_id=run_id)
+        fn = partial(keymoves.move_keys, tenant=tenant, read_by=read_by, run_id=run_id,
+                     sealer=self._sealer)  # fmt: skip
         return cast(MovePlan, await self.write_fenced(tenant, fn))
 
     async def record(

@@ -69,6 +69,9 @@ class RowReader:
         self.probable_duplicate_count = 0
         self._payloads = DigestTable()
         self.findings: list[Finding] = []
+        self.invalid_created: dict[int, set[str]] = {}
+        """Keys of created rows whose row in this export could not be read (and is no
+        version fixed by hand), by tenant: what their key holds tonight is not known."""
         """What only the reader sees: rows skipped for a duplicate key, and invalid
         versions of rows created before (the worklist records them)."""
         self.predicted: list[Finding] = []
@@ -348,6 +351,8 @@ class RowReader:
                     counts.fixed_by_hand += 1
                 else:
                     counts.invalid += 1
+                    if created:
+                        self.invalid_created.setdefault(tenant, set()).add(key)
                 if repeated:
                     continue
                 # The field to fix first: a customer left out because of the row's other
