@@ -360,3 +360,36 @@ def test_an_acknowledged_change_made_wrong_in_flextell_still_counts(
     right = (at + timedelta(hours=1)).isoformat()  # as the export has it: done work
     sbx.change("PATCH", f"/_sandbox/appointments/{made}", {"scheduled_at": right})
     assert verify_report(config, sbx)[0] == 0
+
+
+def test_an_acknowledged_cancellation_covers_the_reason_staff_gave_in_flextell(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """Staff cancelled a visit in Flextell with a reason; the export then said cancelled
+    (it has no reason column) and its `changed` item was acknowledged: verify still
+    counted the reason, every morning, with no way to clear it but deleting the reason."""
+    config = write_config(tmp_path)
+    columns, rows = sample_rows()
+    chosen = [dict(r) for r in rows[:3]]
+    for row in chosen:
+        row["cancellation_reason"] = ""
+    assert (
+        import_file(config, sbx, write_csv(tmp_path / "a.csv", columns, chosen))[0].exit_code == 0
+    )
+    with sqlite3.connect(config.parent / "ledger.sqlite") as db:
+        by_key = dict(db.execute("SELECT source_key, appointment_id FROM entries"))
+    key = chosen[1]["appointment_id"]
+    sbx.change("PATCH", f"/_sandbox/appointments/{by_key[key]}",
+               {"status": "cancelled", "cancellation_reason": "hasta aradi"})  # fmt: skip
+    chosen[1]["status"] = "cancelled"
+    assert (
+        import_file(config, sbx, write_csv(tmp_path / "b.csv", columns, chosen))[0].exit_code == 1
+    )
+    assert run_cli("ack", key, "-c", str(config), "--note", "cancelled").exit_code == 0
+    code, report, output = verify_report(config, sbx)
+    assert code == 0, output
+    assert report["totals"]["acknowledged"] == 1, report["totals"]
+    # A reason is all it covers: another doctor besides still counts.
+    other = 101 if chosen[1]["doctor_id"] != "101" else 102
+    sbx.change("PATCH", f"/_sandbox/appointments/{by_key[key]}", {"user_id": other})
+    assert verify_report(config, sbx)[0] == 1

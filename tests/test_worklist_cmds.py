@@ -719,6 +719,9 @@ def test_a_created_row_made_invalid_says_its_appointment_stands(
     [item] = items(config)
     assert (item["source_key"], item["kind"]) == (rows[1]["appointment_id"], "invalid")
     assert f"this row was created before (appointment {made} stands in Flextell" in item["reason"]
+    # Not "apply what changed in Flextell by hand": after keys moved, another patient's.
+    assert "then apply what changed in Flextell by hand" not in item["reason"], item
+    assert f"the next import compares it with appointment {made}" in item["reason"]
 
 
 def _key_reused(

@@ -31,6 +31,7 @@ from worker.commands.output import data_console, emit_result
 from worker.compare import Mismatch, compare, public_value
 from worker.config import load_config
 from worker.delivery import AuthGuard, LaneBuilder, LaneStopped, TenantLane, http_session
+from worker.delivery.decide import FREES_THE_SLOT
 from worker.errors import ConfigError, SourceError
 from worker.exitcodes import ExitCode
 from worker.fileperms import open_private
@@ -93,6 +94,8 @@ class Problem:
     """The fields the source changed since the row was sent (a `changed` item's)."""
     off_new: frozenset[str] = frozenset()
     """Of the fields, those where Flextell holds the export's new version neither."""
+    cancels: bool = False
+    """The source's change cancels the visit: Flextell asks a reason of who cancels."""
     acknowledged: Acknowledged | None = None
     """A person acknowledged the row's worklist item and it covers this problem: listed,
     but it does not make the exit code 1."""
@@ -400,8 +403,10 @@ class _Verifier:
                 return None
             mismatch = problem("mismatch", found=found)
             off_new = frozenset(m.field for m in compare(now, result.appointment)) if now else None
+            status = (entry.changes or {}).get("status") or [None, None]
             return replace(mismatch, changed_fields=frozenset(entry.changes or ()),
-                           off_new=off_new or frozenset())  # fmt: skip
+                           off_new=off_new or frozenset(),
+                           cancels=status[1] in FREES_THE_SLOT)  # fmt: skip
         if result.outcome is Outcome.NOT_FOUND:
             return problem("missing", "404: not in Flextell")
         detail = result.error_message or result.error_code or result.outcome.value
@@ -443,10 +448,13 @@ def covered_by(problem: Problem, item: WorkItem) -> bool:
         # Only a field the person made the export's new value (or left as sent): one that
         # holds a third value (a move an hour off across DST, a note half typed) is not
         # what the item asked for.
+        # A cancellation the export made, done in Flextell, gave the appointment the
+        # reason staff typed: the export (with no reason, or another) cannot say it.
+        reason = CANCELLING if problem.cancels else frozenset()
         return (
             problem.kind == "mismatch"
-            and fields <= problem.changed_fields
-            and not fields & problem.off_new
+            and fields <= problem.changed_fields | reason
+            and not fields & (problem.off_new - reason)
         )
     return False
 

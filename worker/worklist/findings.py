@@ -287,9 +287,14 @@ def invalid_over_created(
         # Nothing to fix or apply: the row is whole in the export, the copy was not.
         reason = f"{reason}; this row was created before ({made} stands in Flextell)"
     else:
+        # Not "then apply what changed by hand": after the export renumbered its rows the
+        # key's broken row may be another patient's visit, and the advice had a person
+        # turn this appointment into it.
         reason = (
             f"{reason}; this row was created before ({made} stands in Flextell, as first "
-            "sent): fix the row in the export, then apply what changed in Flextell by hand"
+            f"sent): fix the row in the export; the next import compares it with {made} "
+            "and says what, if anything, to change in Flextell (do not edit it before: the "
+            "export may have moved this key to another visit)"
         )
     return Finding(tenant=tenant, source_key=key, kind=Kind.INVALID, reason=reason,
                    **content_hashes(source_row, columns=columns), source_file=source_file,
