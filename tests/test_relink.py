@@ -394,8 +394,8 @@ def _renumbered(tmp_path: Path, sbx: Sandbox) -> tuple[Path, list[str], list[dic
     # Held, counted failed, and not sent tomorrow either: said so ("1 not sent: ..." beside
     # the table's "not sent 0" read as a row the next import sends).
     assert (
-        "tenant 1: 1 failed, held and not sent: equal to an appointment of a row no longer "
-        "in the export (`flextell-worker worklist"
+        "tenant 1: 1 failed, held and not sent: equal to an appointment made for another key "
+        "(the same visit under a new key?) (`flextell-worker worklist"
     ) in summary.read_text(encoding="utf-8")
     return config, columns, rows
 

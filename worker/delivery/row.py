@@ -126,7 +126,9 @@ def _held_reason(entry: Entry) -> str | None:
 
 _HELD_WHY = {
     BOOKED_BY_HAND: "not sent: booked by hand with other details",
-    LEFT_EXPORT: "not sent: equal to an appointment of a row no longer in the export",
+    LEFT_EXPORT: (
+        "not sent: equal to an appointment made for another key (the same visit under a new key?)"
+    ),
 }
 
 MAX_FAILED_LOOKUPS = 10
