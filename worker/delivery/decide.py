@@ -13,9 +13,11 @@ gives to some row, and the ids at the slot other rows own (not fetched). The rul
    made that equals a created row of the group is that row's POST committed twice,
    passed over: `verify --orphans` lists it). So is a
    row whose exact payload another row of the ledger created (or last read from the
-   export, a change applied by hand), at this slot, when
-   that row is not in this export: the same visit under a new key (LEFT_EXPORT;
-   the caller waits for the whole export to be read before it trusts that). Else
+   export, or what that row's appointment holds in Flextell now: a change applied by
+   hand), at this slot, when that row's key no longer holds the visit in this export
+   (it is not in it, or its row there is another version or could not be read): the
+   same visit under a new key, or keys that moved between rows (LEFT_EXPORT; the
+   caller waits for the whole export to be read before it trusts that). Else
    it is ABSENT: a cancelled look-alike is not its own.
 3. For a sent row, a free appointment for its customer at its instant that no open
    row would have created (of the group, or a `neighbour`: a row sent for that

@@ -226,11 +226,11 @@ class RowDelivery:
         self.stats = lane.stats
         self.send = send
         self._export_read = export_read
+        """Set once the whole export is read (rule 2's row that left it: see _decide);
+        None: the rows come from the ledger alone (reconcile), there is no export."""
         # The reader's own mapping, filled as it reads (an empty one is still that one).
         self._invalid_created = {} if invalid_created is None else invalid_created
         """Keys of created rows whose row in this export could not be read, by tenant."""
-        """Set once the whole export is read (rule 2's row that left it: see _decide);
-        None: the rows come from the ledger alone (reconcile), there is no export."""
         self.wall = lane.clock.time
         self.monotonic = lane.clock.monotonic
         self.sleep = lane.clock.sleep
@@ -552,7 +552,10 @@ class RowDelivery:
             row, claim_after = await self._trusted_times(row)
             neighbours = await self._neighbours(job, payload, found.items, owners)
             invalid = self._invalid_created.get(job.tenant, ())
-            owned_now = await self._owned_now(search, suspects(row, group, owned_at_slot, invalid))
+            # Only a row never sent can be held as another key's visit (rule 2).
+            never_sent = row.attempts == 0 or row.sent_at is None
+            asked = suspects(row, group, owned_at_slot, invalid) if never_sent else []
+            owned_now = await self._owned_now(search, asked)
             if isinstance(owned_now, str):
                 return Decision(Verdict.UNDECIDED, reason=owned_now)
         except LaneStopped as exc:

@@ -6,17 +6,21 @@ night's version of a visit against another visit's appointment. `relink --moved`
 `move_keys`, which plans and applies in one transaction, from what the latest full
 import read of one tenant:
 
-- a key whose version tonight is exactly what one other created row was sent (and no
-  other row of tonight's export has that version) takes that row and its appointment;
-  the key's own row goes with it elsewhere, or, when it was never created, is dropped;
+- a key whose version tonight is exactly what a created row of another key was sent
+  takes that row and its appointment (as many keys as the export has of one version
+  take as many rows of it, in key order: such rows are alike); the key's own row goes
+  with it elsewhere, or, when it was never created, is dropped;
+- a key left without a row whose row tonight names the patient and doctor of the one
+  row left without a key takes it: that visit, changed the same night;
 - a created row whose key went to another visit and whose own visit no row of tonight's
   export has keeps a key of its own (`KEPT_ASIDE`): the next import lists it `missing`;
 - a key that gave its row away and got none keeps no row: the next import reads its
-  row as new (and books it after the adoption check every new row gets).
+  row as new (and its adoption check holds it if Flextell has that visit already).
 
-The appointment, what was sent and its send history stay with the row; where the
-export has it (file, line, cells, the run that read it) goes with the key. Nothing is
-sent or read from Flextell.
+A key whose own row is in flight or unknown moves nothing of its version. The
+appointment, what was sent and its send history stay with the row; where the export
+has it (file, line, cells, the run that read it) goes with the key. Nothing is sent
+or read from Flextell.
 """
 
 from __future__ import annotations

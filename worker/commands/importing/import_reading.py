@@ -69,11 +69,11 @@ class RowReader:
         self.probable_duplicate_count = 0
         self._payloads = DigestTable()
         self.findings: list[Finding] = []
+        """What only the reader sees: rows skipped for a duplicate key, and invalid
+        versions of rows created before (the worklist records them)."""
         self.invalid_created: dict[int, set[str]] = {}
         """Keys of created rows whose row in this export could not be read (and is no
         version fixed by hand), by tenant: what their key holds tonight is not known."""
-        """What only the reader sees: rows skipped for a duplicate key, and invalid
-        versions of rows created before (the worklist records them)."""
         self.predicted: list[Finding] = []
         self.would_create_rows = 0
         """A dry run: rows to send once the customer they name is created (create_missing)."""
