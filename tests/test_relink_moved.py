@@ -36,8 +36,9 @@ def _items(config: Path) -> list[dict[str, Any]]:
     return found
 
 
-def _relink(config: Path, *extra: str) -> tuple[int, dict[str, Any]]:
-    result = run_cli("relink", "--moved", "-c", str(config), "--json-logs", *extra)
+def _relink(config: Path, *extra: str, sbx: Sandbox | None = None) -> tuple[int, dict[str, Any]]:
+    where = ("--base-url", sbx.base_url) if sbx is not None else ()
+    result = run_cli("relink", "--moved", "-c", str(config), "--json-logs", *where, *extra)
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     assert lines, result.output
     return result.exit_code, json.loads(lines[-1])
@@ -119,7 +120,7 @@ def test_keys_moved_up_after_a_cancelled_visit_each_row_takes_its_visits_key(
     night = _export(tmp_path, "n2.csv", shifted)
     assert import_file(config, sbx, night)[0].exit_code == 1
 
-    code, out = _relink(config)
+    code, out = _relink(config, sbx=sbx)
     assert code == 0, out["rows"]
     verdicts = {(r["source_key"], r["verdict"]) for r in out["rows"]}
     assert {(k, "moved") for k in keys[:4]} <= verdicts, verdicts
@@ -167,7 +168,7 @@ def test_keys_moved_down_under_a_new_visit_the_new_visit_is_booked_next(
     assert "keys moved between rows? If so, run `flextell-worker relink" in held["reason"]
     assert "--moved --tenant 1`" in held["reason"], held
 
-    code, out = _relink(config)
+    code, out = _relink(config, sbx=sbx)
     assert code == 0, out["rows"]
     verdicts = {(r["source_key"], r["verdict"]) for r in out["rows"]}
     assert {(k, "moved") for k in [*keys[1:], fresh_key]} <= verdicts, verdicts
@@ -186,7 +187,7 @@ def test_two_swapped_keys_swap_back_and_a_visit_on_two_rows_moves_nothing(
     swapped = [dict(rows[0], appointment_id=keys[1]), dict(rows[1], appointment_id=keys[0]),
                rows[2], dict(rows[2], appointment_id=keys[3])]  # fmt: skip
     import_file(config, sbx, _export(tmp_path, "n2.csv", swapped))
-    code, out = _relink(config)
+    code, out = _relink(config, sbx=sbx)
     assert code == 0, out["rows"]
     moved = sorted(r["source_key"] for r in out["rows"] if r["verdict"] == "moved")
     # keys[3] now holds keys[2]'s visit, which keys[2] still holds too: nothing says
@@ -201,7 +202,7 @@ def test_relink_moved_after_a_partial_file_refuses_to_judge(tmp_path: Path, sbx:
     before = _owners(config)
     one = [dict(rows[1], appointment_id=keys[0])]
     import_file(config, sbx, _export(tmp_path, "fix.csv", one), "--partial")
-    code, out = _relink(config)
+    code, out = _relink(config, sbx=sbx)
     assert code == 1, out
     [row] = out["rows"]
     assert row["verdict"] == "not_checked"
@@ -303,7 +304,7 @@ def test_two_identical_rows_in_the_shifted_range_move_with_the_rest(
     import_file(config, sbx, _export(tmp_path, "n1.csv", rows))
     shifted = [dict(r, appointment_id=k) for r, k in zip([rows[0], *rows[2:]], keys, strict=False)]
     import_file(config, sbx, _export(tmp_path, "n2.csv", shifted))
-    code, out = _relink(config)
+    code, out = _relink(config, sbx=sbx)
     assert code == 0, out["rows"]
     import_file(config, sbx, _export(tmp_path, "n2.csv", shifted))
     owners = _owners(config)
@@ -314,8 +315,9 @@ def test_two_identical_rows_in_the_shifted_range_move_with_the_rest(
     assert [i["kind"] for i in _items(config)] == ["missing"], _items(config)
 
 
+@pytest.mark.parametrize("api", ["up", "down"])
 def test_a_visit_edited_the_night_the_keys_moved_keeps_its_appointment(
-    tmp_path: Path, sbx: Sandbox
+    tmp_path: Path, sbx: Sandbox, api: str
 ) -> None:
     """The first visit cancelled (every key moved up) and another visit moved to a later
     hour the same night: its key was freed and its row booked anew, its appointment kept
@@ -329,7 +331,13 @@ def test_a_visit_edited_the_night_the_keys_moved_keeps_its_appointment(
         for r, k in zip([rows[1], rows[2], edited, *rows[4:]], keys, strict=False)
     ]
     import_file(config, sbx, _export(tmp_path, "n2.csv", night))
-    code, out = _relink(config)
+    if api == "down":  # the appointment cannot be read: not taken, and said so
+        code, out = _relink(config, "--base-url", "http://127.0.0.1:9/api")
+        assert code == 1, out["rows"]
+        [unread] = [r for r in out["rows"] if r["source_key"] == keys[2]]
+        assert unread["verdict"] == "not_checked" and "could not be read" in unread["note"]
+        return
+    code, out = _relink(config, sbx=sbx)
     assert code == 0, out["rows"]
     [changed] = [r for r in out["rows"] if r["source_key"] == keys[2]]
     assert (changed["verdict"], changed["appointment_id"]) == ("moved", made[_visit(rows[3])])
@@ -350,7 +358,7 @@ def test_a_key_whose_row_an_unknown_row_may_have_booked_is_not_checked(
     night = [dict(r, appointment_id=k) for r, k in zip(rows[1:], keys, strict=False)]
     import_file(config, sbx, _export(tmp_path, "n2.csv", night))
     mark_unknown(config.parent / "ledger.sqlite", [(1, keys[4])])
-    code, out = _relink(config)
+    code, out = _relink(config, sbx=sbx)
     assert code == 1, out["rows"]
     [row] = [r for r in out["rows"] if r["source_key"] == keys[3]]
     assert row["verdict"] == "not_checked" and "run `reconcile`" in row["note"], row
@@ -372,7 +380,7 @@ def test_running_numbers_across_two_branches_are_trusted_and_moved(
     night = [dict(r, appointment_id=k) for r, k in zip([rows[0], *rows[2:]], keys, strict=False)]
     _, summary = import_file(config, sbx, _export(tmp_path, "n2.csv", night))
     assert summary["totals"]["export_incomplete"] == 0, summary["incomplete"]
-    code, out = _relink(config)
+    code, out = _relink(config, sbx=sbx)
     assert code == 0, out["rows"]
     import_file(config, sbx, _export(tmp_path, "n2.csv", night))
 
@@ -386,3 +394,62 @@ def test_running_numbers_across_two_branches_are_trusted_and_moved(
     owners = asyncio.run(read())
     for row in night:
         assert owners[(int(row["clinic"]), row["appointment_id"])] == made[_visit(row)], row
+
+
+def _cancel(sbx: Sandbox, appointment: int) -> None:
+    sbx.change("PATCH", f"/_sandbox/appointments/{appointment}",
+               {"status": "cancelled", "cancellation_reason": "hasta aradi"})  # fmt: skip
+
+
+@pytest.mark.parametrize("old_key", ["kept", "left"])
+def test_a_rebooking_of_a_visit_cancelled_in_flextell_is_booked_not_held(
+    tmp_path: Path, sbx: Sandbox, old_key: str
+) -> None:
+    """A visit cancelled (in Flextell, and in the export or out of it), then booked again
+    under a new key with the same values: held as "equal to appointment 1", which is
+    cancelled, and `relink --moved` then gave the rebooking the cancelled appointment
+    (the rebooking lost, import exit 0)."""
+    config, rows = _created(tmp_path, sbx, 3)
+    made = _made(config, rows)
+    _cancel(sbx, made[_visit(rows[0])])
+    again = dict(rows[0], appointment_id="NEW-1")
+    if old_key == "kept":
+        cancelled = dict(rows[0], status="cancelled")
+        import_file(config, sbx, _export(tmp_path, "n2.csv", [cancelled, *rows[1:]]))
+        assert (
+            run_cli("ack", rows[0]["appointment_id"], "-c", str(config), "--note", "x").exit_code
+            == 0
+        )
+        night = [cancelled, *rows[1:], again]
+    else:
+        night = [*rows[1:], again]
+    _, summary = import_file(config, sbx, _export(tmp_path, "n3.csv", night))
+    assert summary["totals"]["created"] == 1, summary["totals"]
+    booked = _owners(config)["NEW-1"]
+    assert next(a for a in sbx.appointments() if a["id"] == booked)["status"] == "pending"
+
+
+def test_relink_moved_gives_no_freed_key_a_visit_cancelled_in_flextell(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """B cancelled in Flextell; the export dropped B, moved the keys up and, last, has a
+    rebooking of B's patient and doctor at another hour: relink --moved took it for B
+    edited and gave it B's cancelled appointment; the rebooking was never booked."""
+    config, rows = _created(tmp_path, sbx, 4)
+    keys = [r["appointment_id"] for r in rows]
+    made = _made(config, rows)
+    _cancel(sbx, made[_visit(rows[1])])
+    rebooking = dict(rows[1], start=rows[1]["start"][:11] + "17:05:00")
+    night = [
+        dict(r, appointment_id=k)
+        for r, k in zip([rows[0], rows[2], rows[3], rebooking], keys, strict=True)
+    ]
+    import_file(config, sbx, _export(tmp_path, "n2.csv", night))
+    _, out = _relink(config, sbx=sbx)
+    verdicts = {r["source_key"]: r["verdict"] for r in out["rows"]}
+    assert verdicts[keys[3]] == "freed", out["rows"]
+    _, summary = import_file(config, sbx, _export(tmp_path, "n2.csv", night))
+    assert summary["totals"]["created"] == 1, summary["totals"]
+    booked = _owners(config)[keys[3]]
+    assert booked != made[_visit(rows[1])]
+    assert next(a for a in sbx.appointments() if a["id"] == booked)["status"] == "pending"

@@ -104,7 +104,7 @@ async def run_relink(options: RelinkOptions) -> RelinkResult:
             tenants = set(tenants_in_scope(config, options))
 
             async def work(held: set[int]) -> RelinkResult:
-                return await move_keys(ledger, options, held)
+                return await move_keys(ledger, config, options, held)
         else:
             chosen, unmatched = await _chosen(ledger, config, options)
             if options.keys and not chosen:

@@ -4,19 +4,33 @@ The worklist of an import says when a changed row's new version is exactly what
 another row was created with, and when a missing row's visit is another key's now
 (the export renumbered its rows). Once a person sees that it is so, this gives every
 created row the key whose row is its visit (worker.ledger.keymoves), tenant by tenant,
-from what the tenant's latest full import read. Nothing is sent or read from Flextell.
+from what the tenant's latest full import read. Nothing is sent; a row a freed key would
+take as its visit edited is first read from Flextell (a GET): cancelled or deleted
+there, the key's row is a rebooking, not that visit.
 """
 
 from __future__ import annotations
 
+from functools import partial
+from typing import TYPE_CHECKING
+
+from worker.api.client import Outcome
+from worker.commands.checking.api_reads import read_with_retries
 from worker.commands.output import absolute
 from worker.commands.relink_result import Relinked, RelinkOptions, RelinkResult, exit_code_for
 from worker.commands.reporting.worklist_out import latest_judged
+from worker.delivery import AuthGuard, LaneBuilder, LaneStopped, http_session
+from worker.delivery.decide import FREES_THE_SLOT
 from worker.ledger import Ledger, RunStatus
 from worker.ledger.keymoves import MovePlan
 
+if TYPE_CHECKING:
+    from worker.config import Config
 
-async def move_keys(ledger: Ledger, options: RelinkOptions, tenants: set[int]) -> RelinkResult:
+
+async def move_keys(
+    ledger: Ledger, config: Config, options: RelinkOptions, tenants: set[int]
+) -> RelinkResult:
     """Give each created row of `tenants` the key whose row is its visit (module docstring)."""
     judged = latest_judged(await ledger.runs())
     run_id = await ledger.start_run(mode="relink", source_file=None, source_sha256=None,
@@ -31,8 +45,13 @@ async def move_keys(ledger: Ledger, options: RelinkOptions, tenants: set[int]) -
             why = f"run {read_by}, the last full import, did not trust the export: nothing moved"
             rows.append(_tenant_row(tenant, f"{why}; check the export"))
             continue
-        plan = await ledger.move_keys(tenant, read_by=read_by, run_id=run_id)
-        rows += _rows_of(tenant, read_by, plan)
+        plan = await ledger.move_keys(tenant, read_by=read_by, run_id=run_id, dry=True)
+        veto, unread = frozenset[str](), dict[str, str]()
+        if plan.pairs:
+            veto, unread = await _gone(config, options, tenant, plan.pairs)
+        if plan.refused is None:
+            plan = await ledger.move_keys(tenant, read_by=read_by, run_id=run_id, veto=veto)
+        rows += _rows_of(tenant, read_by, plan, unread)
     code = exit_code_for(rows, {})
     counts_out: dict[str, int] = {}
     for row in rows:
@@ -42,11 +61,43 @@ async def move_keys(ledger: Ledger, options: RelinkOptions, tenants: set[int]) -
     return RelinkResult(run_id, "", rows, {}, code)
 
 
+async def _gone(
+    config: Config, options: RelinkOptions, tenant: int, pairs: dict[str, tuple[str, int | None]]
+) -> tuple[frozenset[str], dict[str, str]]:
+    """Of the rows freed keys would take as their visit edited, those whose appointment
+    Flextell holds cancelled or deleted (a rebooking of a cancelled visit is no edit of
+    it: given that appointment, the visit was lost), and, by freed key, why one could not
+    be read (not taken either: said)."""
+    veto: set[str] = set()
+    unread: dict[str, str] = {}
+    async with http_session(config, base_url=options.base_url) as session:
+        lane = await LaneBuilder(config, session, base_url=options.base_url).lane(tenant)
+        guard = AuthGuard(lane)
+        for key, (old, appointment_id) in pairs.items():
+            veto.add(old)
+            if appointment_id is None:
+                continue
+            try:
+                got = await read_with_retries(
+                    lane, guard, partial(lane.client.get_appointment, tenant, appointment_id)
+                )
+            except LaneStopped as exc:
+                unread[key] = f"GET appointment {appointment_id}: {exc}"
+                continue
+            if got.outcome is Outcome.FOUND and got.appointment is not None:
+                if got.appointment.status not in FREES_THE_SLOT:
+                    veto.discard(old)
+            elif got.outcome is not Outcome.NOT_FOUND:
+                why = got.error_message or got.error_code or got.outcome.value
+                unread[key] = f"GET appointment {appointment_id}: HTTP {got.status or '-'}: {why}"
+    return frozenset(veto), unread
+
+
 def _tenant_row(tenant: int, why: str) -> Relinked:
     return Relinked(tenant, "-", "not_checked", None, None, why)
 
 
-def _rows_of(tenant: int, read_by: int, plan: MovePlan) -> list[Relinked]:
+def _rows_of(tenant: int, read_by: int, plan: MovePlan, unread: dict[str, str]) -> list[Relinked]:
     if plan.refused is not None:
         return [_tenant_row(tenant, plan.refused)]
     rows: list[Relinked] = []
@@ -75,6 +126,14 @@ def _rows_of(tenant: int, read_by: int, plan: MovePlan) -> list[Relinked]:
         rows.append(Relinked(tenant, move.new_key, verdict, move.appointment_id,
                              move.appointment_id, note))  # fmt: skip
     for key in plan.freed:
+        if key in unread:
+            note = (
+                "its row names the patient and doctor of a visit left without a key (edited "
+                f"the night the keys moved?), whose appointment could not be read ({unread[key]}): "
+                "not taken; run relink --moved again"
+            )
+            rows.append(Relinked(tenant, key, "not_checked", None, None, note))
+            continue
         if key in plan.doubtful:
             note = (
                 "its appointment went to the key whose row is that visit now; its row in "

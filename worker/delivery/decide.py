@@ -241,12 +241,13 @@ def _many_equal(equals: Sequence[AppointmentResource], owners: int) -> str:
 def elsewhere_now(row: Entry, g: Entry, invalid_tonight: Collection[str]) -> bool:
     """Whether created row `g`'s visit is in no row of this export under `g`'s key: `g`
     is not in it (so far: `seen_run_id` is the last run that read it), or its row there
-    is another version (changed) or one that could not be read (invalid)."""
-    return (
-        g.seen_run_id != row.seen_run_id
-        or g.changed_hash not in (None, g.payload_hash)
-        or g.source_key in invalid_tonight
-    )
+    is another patient's (a change no edit of a visit makes) or could not be read. A
+    change that keeps the patient (moved, cancelled) is the visit edited, still there."""
+    if g.seen_run_id != row.seen_run_id or g.source_key in invalid_tonight:
+        return True
+    if g.changed_hash in (None, g.payload_hash):
+        return False
+    return "customer_id" in (g.changes or {})
 
 
 def _left_the_export(
@@ -255,7 +256,7 @@ def _left_the_export(
     others: Sequence[Entry],
     owned_at_slot: Collection[int],
     options: str,
-    owned_now: Mapping[int, AppointmentResource],
+    owned_now: Mapping[int, AppointmentResource | None],
     invalid_tonight: Collection[str],
 ) -> Decision | None:
     """Rule 2's HELD for a new key: another row created this visit at this slot (this
@@ -271,6 +272,10 @@ def _left_the_export(
         ):
             continue
         in_flextell = owned_now.get(g.appointment_id or 0)
+        if g.appointment_id in owned_now and (
+            in_flextell is None or _rebooked(payload, in_flextell)
+        ):
+            continue  # deleted or cancelled in Flextell: this row is a rebooking
         if g.seen_run_id != row.seen_run_id:
             # As first sent, or as the export last had it: a change a person applied in
             # Flextell by hand before the export renumbered the visit.
@@ -307,20 +312,26 @@ def _left_the_export(
     return None
 
 
+def _rebooked(payload: dict[str, Any], appointment: AppointmentResource) -> bool:
+    """The row books a visit whose appointment Flextell holds cancelled: a rebooking, not
+    that visit (a booking that no longer holds the slot is not the row's)."""
+    return appointment.status in FREES_THE_SLOT and payload.get("status") not in FREES_THE_SLOT
+
+
 def suspects(
     row: Entry, others: Sequence[Entry], owned_at_slot: Collection[int],
     invalid_tonight: Collection[str],
 ) -> list[int]:  # fmt: skip
     """The appointments at the slot whose content rule 2's held-for-a-new-key check needs
-    (a GET each): of created rows whose visit their key no longer holds in this export,
-    and whose versions the ledger knows are not this row's."""
+    (a GET each): of created rows whose visit their key no longer holds in this export
+    (what they hold now: a change applied by hand, or cancelled there)."""
     return sorted(
         g.appointment_id
         for g in others
         if g.status == Status.CREATED.value
         and g.appointment_id in owned_at_slot
         and g.appointment_id is not None
-        and row.payload_hash not in (None, g.payload_hash, g.changed_hash)
+        and row.payload_hash is not None
         and elsewhere_now(row, g, invalid_tonight)
     )
 
@@ -340,7 +351,7 @@ def decide(
     owned_at_slot: Collection[int] = (),
     command_options: str = "",
     api_ahead: float = 0.0,
-    owned_now: Mapping[int, AppointmentResource] | None = None,
+    owned_now: Mapping[int, AppointmentResource | None] | None = None,
     invalid_tonight: Collection[str] = (),
 ) -> Decision:
     """The verdict for `row` (see the module docstring for the rules); `command_options`:
@@ -348,8 +359,8 @@ def decide(
     `api_ahead`: seconds the API's clock (`created_at`) is ahead of the clock of the
     row's send times, as measured from its `Date` (a worker 50 s behind took an equal
     appointment made 8 s before its send for its own lost answer). `owned_now`: what
-    Flextell holds now of the appointments `suspects` named; `invalid_tonight`: keys of
-    created rows whose row in this export could not be read."""
+    Flextell holds now of the appointments `suspects` named (None: deleted);
+    `invalid_tonight`: keys of created rows whose row in this export could not be read."""
     owned_now = owned_now or {}
 
     def made_at(c: AppointmentResource) -> float | None:

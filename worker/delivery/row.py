@@ -37,7 +37,7 @@ from worker.delivery.clockcheck import clock_mark, effective_sent_at
 from worker.delivery.decide import BOOKED_BY_HAND, Decision, Verdict, decide, suspects
 from worker.delivery.lane import LaneStopped, TenantLane
 from worker.delivery.retry import retrying
-from worker.delivery.slot_search import SlotSearch, payload_of
+from worker.delivery.slot_search import SEARCH_TRIES, SlotSearch, payload_of
 from worker.ledger import Entry, Ledger, Origin, Status
 from worker.ledger.judging import sent_payloads_at
 from worker.ledger.model import LEFT_EXPORT
@@ -594,17 +594,20 @@ class RowDelivery:
 
     async def _owned_now(
         self, search: SlotSearch, ids: list[int]
-    ) -> dict[int, AppointmentResource] | str:
-        """What Flextell holds now of these appointments other rows own (a GET each), or
-        why it could not be read: rule 2 holds a new key equal to one whose row's key no
-        longer holds its visit."""
-        out: dict[int, AppointmentResource] = {}
+    ) -> dict[int, AppointmentResource | None] | str:
+        """What Flextell holds now of these appointments other rows own (a GET each; None:
+        deleted), or why it could not be read: rule 2 holds a new key equal to one whose
+        row's key no longer holds its visit."""
+        out: dict[int, AppointmentResource | None] = {}
         for appointment_id in ids:
-            got = await search.get(appointment_id)
-            if isinstance(got, str):
-                return got
-            if got is not None:
-                out[appointment_id] = got
+            for attempt in range(SEARCH_TRIES):
+                got = await search.get(appointment_id)
+                if not isinstance(got, str):
+                    out[appointment_id] = got
+                    break
+                if attempt + 1 == SEARCH_TRIES:
+                    return f"{got} (the slot search of a visit another key was created for)"
+                await self.sleep(0.5 * 2**attempt)  # a 429 or 503 passes: as the search's own
         return out
 
     async def _owners_elsewhere(

@@ -80,6 +80,9 @@ class MovePlan:
     """Keys that hold another row's visit but whose own row is in flight or unknown."""
     doubtful: list[str] = field(default_factory=list)
     """Freed keys whose row is what a row in flight or unknown was sent."""
+    pairs: dict[str, tuple[str, int | None]] = field(default_factory=dict)
+    """A dry plan's freed key -> (the row it would take as its visit edited, its
+    appointment)."""
     refused: str | None = None
 
 
@@ -90,6 +93,8 @@ class _Row:
     payload_hash: str | None
     changed_hash: str | None
     appointment_id: int | None
+    new_patient: bool = False
+    """Its change gives the key another patient: no edit of a visit does that."""
 
     @property
     def version(self) -> str | None:
@@ -100,8 +105,9 @@ class _Row:
 
     @property
     def holds_its_visit(self) -> bool:
-        """A created row whose key holds what was sent (or a row that could not be read)."""
-        return self.status == Status.CREATED.value and not self.changed_hash
+        """A created row whose key holds what was sent, or that visit edited (moved,
+        cancelled: the same patient), or a row that could not be read."""
+        return self.status == Status.CREATED.value and not (self.changed_hash and self.new_patient)
 
     @property
     def settled(self) -> bool:
@@ -116,10 +122,15 @@ def move_keys(
     read_by: int,
     run_id: int,
     sealer: Sealer | None = None,
+    *,
+    dry: bool = False,
+    veto: frozenset[str] = frozenset(),
 ) -> MovePlan:
     """Plan and apply the moves of `tenant`'s keys, from what run `read_by` (the latest
     full import of the tenant) read; `run_id` is the relink's run; `sealer` opens an
-    encrypted ledger's payloads."""
+    encrypted ledger's payloads. `dry`: plan only (`pairs` says which rows a freed key
+    would take as their visit edited, for the caller to check in Flextell); `veto`:
+    rows (by key) no freed key may take so (cancelled or deleted in Flextell)."""
     latest = conn.execute(
         "SELECT MAX(seen_run_id) FROM entries WHERE tenant = ?", (tenant,)
     ).fetchone()[0]
@@ -128,10 +139,13 @@ def move_keys(
             refused=f"run {latest} read some of its rows after run {read_by}, the last full "
             "import: run a full import of the export first"
         )
+    reveal: Callable[[str | None], str | None] = (
+        (lambda value: value) if sealer is None else sealer.open
+    )
     tonight = {
-        r[0]: _Row(*r)
+        r[0]: _Row(r[0], r[1], r[2], r[3], r[4], new_patient=_new_patient(r[5], reveal))
         for r in conn.execute(
-            "SELECT source_key, status, payload_hash, changed_hash, appointment_id"
+            "SELECT source_key, status, payload_hash, changed_hash, appointment_id, changed_diff"
             " FROM entries WHERE tenant = ? AND seen_run_id = ?",
             (tenant, read_by),
         )
@@ -157,7 +171,11 @@ def move_keys(
             continue
         # Rows of the visit whose key still holds it are theirs; the others go to the
         # keys that hold it now. Rows of one version are alike, so any pairing is right.
-        rows = sorted(r for r in created_by.get(version, []) if r not in by_version[version])
+        rows = sorted(
+            r for r in created_by.get(version, [])
+            if r not in by_version[version]
+            and not (r in tonight and tonight[r].holds_its_visit)
+        )  # fmt: skip
         matched.update(zip(keys, rows, strict=False))
     while True:
         # A created row loses its key only to take another, or when no row of tonight's
@@ -181,12 +199,21 @@ def move_keys(
     leftover = [k for k in matched if tonight[k].status == Status.CREATED.value and k not in taken]
     plan.dropped = sorted(k for k in matched if tonight[k].status != Status.CREATED.value)
     freed = sorted(old for old in taken if old not in matched)
-    paired = _same_visit_edited(conn, tenant, leftover, freed, tonight, sealer)
+    pairable = [k for k in leftover if k not in veto]
+    paired = _same_visit_edited(conn, tenant, pairable, freed, tonight, reveal)
     plan.freed = [k for k in freed if k not in paired]
     plan.doubtful = _sent_as(conn, tenant, {k: tonight[k].version for k in plan.freed
                                             if k in tonight})  # fmt: skip
+    if dry:
+        plan.pairs = {new: (old, tonight[old].appointment_id) for new, old in paired.items()}
+        return plan
     _apply(conn, now, tenant, run_id, matched, leftover, paired, plan)
     return plan
+
+
+def _new_patient(diff: str | None, reveal: Callable[[str | None], str | None]) -> bool:
+    """Whether a created row's change (its sealed or clear diff) names another patient."""
+    return bool(diff) and "customer_id" in json.loads(reveal(diff) or "{}")
 
 
 def _present(
@@ -204,16 +231,13 @@ def _same_visit_edited(
     leftover: list[str],
     freed: list[str],
     tonight: dict[str, _Row],
-    sealer: Sealer | None,
+    reveal: Callable[[str | None], str | None],
 ) -> dict[str, str]:
     """Freed key -> the leftover created row it takes: a key that gave its row away and
     whose row tonight names the patient and doctor one row that lost its key was made
     for (and no other such row or key): that visit, changed the same night the keys
     moved. Booked anew, it was booked twice. Any freed key may take any leftover row (each
     has none); the patient and doctor say which."""
-    reveal: Callable[[str | None], str | None] = (
-        (lambda value: value) if sealer is None else sealer.open
-    )
     keys: dict[tuple[Any, Any], list[str]] = {}
     for key in freed:
         if key in tonight and (who := _who(conn, tenant, key, reveal, edited=True)):
