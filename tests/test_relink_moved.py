@@ -453,3 +453,18 @@ def test_relink_moved_gives_no_freed_key_a_visit_cancelled_in_flextell(
     booked = _owners(config)[keys[3]]
     assert booked != made[_visit(rows[1])]
     assert next(a for a in sbx.appointments() if a["id"] == booked)["status"] == "pending"
+
+
+def test_rows_cut_from_an_export_whose_keys_are_reused_are_still_lacking(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """Keys are row numbers and ten visits were cut out of the export: the rows below
+    took their keys, so the trust rule that counts a visit under another key as present
+    saw only two rows lacking and trusted an export that lacks ten (the dry run did not)."""
+    config, rows = _created(tmp_path, sbx, 20)
+    keys = [r["appointment_id"] for r in rows]
+    kept = [*rows[:2], *rows[12:]]
+    night = [dict(r, appointment_id=k) for r, k in zip(kept, keys, strict=False)]
+    _, summary = import_file(config, sbx, _export(tmp_path, "n2.csv", night))
+    assert summary["totals"]["export_incomplete"] == 1, summary["totals"]
+    assert "it lacks 10 of the 20 rows created before" in summary["incomplete"]["1"]

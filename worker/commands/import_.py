@@ -974,11 +974,14 @@ async def _missing_from_source(run: ImportRun, ledger: Ledger) -> None:
         # that renumbered its rows (running numbers across two branches moved half the
         # keys to the other branch) was judged incomplete, and the worklist's way out,
         # `relink --moved`, refused to move keys on an export not trusted.
+        # Counted instead: a row whose key holds another patient's visit tonight and whose
+        # own visit no row holds (keys reused over rows really cut from the export).
         lacking = len(entries)
-        if entries and not run.options.dry_run:
+        if not run.options.dry_run:
             hashes = {e.payload_hash for e in entries if e.payload_hash}
-            present = await ledger.versions_seen(run.run_id, tenant, hashes)
+            present = await ledger.versions_seen(run.run_id, tenant, hashes) if hashes else set()
             lacking = sum(e.payload_hash not in present for e in entries)
+            lacking += await ledger.visits_lost_under_kept_keys(run.run_id, tenant)
         why = stale or incomplete_export(lacking, known, run.config.sync.missing_limit(known))
         if why is not None:
             run.incomplete[tenant] = why

@@ -209,6 +209,16 @@ def versions_seen(
     return found & set(hashes)
 
 
+def changed_rows(conn: SqlConnection, now: str, run_id: int, tenant: int) -> list[tuple[str, str]]:
+    """(payload hash, change) of the tenant's created rows the run read as changed."""
+    del now
+    sql = (
+        "SELECT payload_hash, changed_diff FROM entries WHERE tenant = ? AND seen_run_id = ?"
+        " AND status = 'created' AND changed_hash IS NOT NULL AND changed_diff IS NOT NULL"
+    )
+    return [(h, d) for h, d in conn.execute(sql, (tenant, run_id)) if h]
+
+
 def _filters(
     statuses: Sequence[Status] | None, tenant: int | None, run_id: int | None
 ) -> tuple[str, list[Any]]:

@@ -498,6 +498,17 @@ class Ledger:
         fn = partial(ops.versions_seen, run_id=run_id, tenant=tenant, hashes=sorted(hashes))
         return cast(set[str], await self._read(fn))
 
+    async def visits_lost_under_kept_keys(self, run_id: int, tenant: int) -> int:
+        """Created rows the run read whose key now holds another patient's visit and whose
+        own visit no row the run read holds: lacking from the export, though their key
+        is in it (keys that moved and also lost rows)."""
+        changed = await self._read(partial(ops.changed_rows, run_id=run_id, tenant=tenant))
+        reveal = (lambda v: v) if self._sealer is None else self._sealer.open
+        moved = {h for h, diff in changed if "customer_id" in json.loads(reveal(diff) or "{}")}
+        if not moved:
+            return 0
+        return len(moved - await self.versions_seen(run_id, tenant, moved))
+
     # --- writes ---
 
     async def upsert_seen(self, items: Sequence[SeenRow]) -> None:
