@@ -470,3 +470,25 @@ def test_rows_cut_from_an_export_whose_keys_are_reused_are_still_lacking(
     _, summary = import_file(config, sbx, _export(tmp_path, "n2.csv", night))
     assert summary["totals"]["export_incomplete"] == 1, summary["totals"]
     assert "it lacks 10 of the 20 rows created before" in summary["incomplete"]["1"]
+
+
+def test_a_missing_visit_names_the_row_of_its_patient_and_doctor_the_export_has(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """A visit inserted at the top moved every key down, and the last visit, edited,
+    came under a new key that was booked at once: the old appointment's item said only
+    "if the visit is off, cancel it"; the visit is not off, and a person kept both."""
+    config, rows = _created(tmp_path, sbx, 5)
+    keys = [r["appointment_id"] for r in rows]
+    made = _made(config, rows)
+    _, sample = sample_rows()
+    edited = dict(rows[4], start=rows[4]["start"][:11] + "19:05:00", appointment_id="NEXT")
+    shifted = [dict(r, appointment_id=k) for r, k in zip(rows[:4], keys[1:], strict=True)]
+    night = [dict(sample[7], appointment_id=keys[0]), *shifted, edited]
+    import_file(config, sbx, _export(tmp_path, "n2.csv", night))
+    _relink(config, sbx=sbx)
+    import_file(config, sbx, _export(tmp_path, "n2.csv", night))
+    [item] = [i for i in _items(config) if i["kind"] == "missing"]
+    booked = _owners(config)["NEXT"]
+    assert f"created as appointment {made[_visit(rows[4])]}" in item["reason"], item
+    assert f"row of this patient and doctor, 'NEXT' (appointment {booked})" in item["reason"]

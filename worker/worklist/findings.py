@@ -132,6 +132,7 @@ def from_entry(
     skipped_at: str | None = None,
     moved: tuple[str, int | None] | None = None,
     sources: Mapping[str, str] | None = None,
+    kin: tuple[str, int | None] | None = None,
 ) -> Finding:
     """The finding of a ledger row that is invalid, failed, unknown, changed or missing;
     its content is the cells of `columns` (`content_columns`). `from_fix`: a missing row
@@ -139,7 +140,9 @@ def from_entry(
     has it there (file:line), and a `skip_rows` rule skipped it; `moved`: (key,
     appointment) of the row that holds this row's visit under another key (a changed
     row: the created one its new version equals; a missing row: the row the export now
-    gives its version): the export's keys moved between rows."""
+    gives its version): the export's keys moved between rows; `kin`: (key, appointment)
+    of the one row of the export that names a missing row's patient and doctor (its
+    visit changed, under another key?)."""
     base = Finding(
         tenant=entry.tenant,
         source_key=entry.source_key,
@@ -238,6 +241,15 @@ def from_entry(
             "the export's keys moved between rows? Then do not cancel it; run `relink "
             "--moved` (each row takes its visit's appointment)"
             f"{last}"
+        )
+    if moved is None and kin is not None:
+        # Its visit edited under another key, booked anew: cancelling that row's
+        # appointment instead of this one lost the visit; keeping both booked it twice.
+        now = f"appointment {kin[1]}" if kin[1] is not None else "not booked"
+        reason += (
+            f"; the export has a row of this patient and doctor, {kin[0]!r} ({now}): if it is "
+            f"this visit changed, cancel appointment {entry.appointment_id}, not that row's, "
+            "then `ack`"
         )
     aside = kept_aside(entry.source_key) if moved is None else None
     if aside is not None:

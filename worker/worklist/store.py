@@ -174,8 +174,15 @@ def _entry_findings(conn: SqlConnection, scope: Scope, sealer: Sealer | None) ->
             f"SELECT {ENTRY_COLUMNS_SQL} FROM entries WHERE status = 'created'"
             f" AND tenant IN ({_marks(missing)}) AND (seen_run_id IS NULL OR seen_run_id != ?)"
         )
-        for row in conn.execute(sql, [*missing, scope.run_id]):
-            entry = _reveal(entry_of(row), sealer)
+        gone = [
+            _reveal(entry_of(row), sealer) for row in conn.execute(sql, [*missing, scope.run_id])
+        ]
+        # A visit the export no longer has exactly may be there edited, under another key
+        # (the keys moved and the visit changed the same night, booked anew): said, so
+        # that a person cancels the old appointment, not the one of tonight's row.
+        alone = [e for e in gone if (e.tenant, e.payload_hash or "") not in now_has]
+        kin = _same_patient(conn, scope.run_id, alone, sealer) if alone else {}
+        for entry in gone:
             holder = now_has.get((entry.tenant, entry.payload_hash or ""))
             out.append(
                 found.from_entry(
@@ -183,9 +190,37 @@ def _entry_findings(conn: SqlConnection, scope: Scope, sealer: Sealer | None) ->
                     from_fix=entry.seen_run_id in fixes,
                     skipped_at=scope.skipped.get((entry.tenant, entry.source_key)),
                     moved=(holder.source_key, holder.appointment_id) if holder else None,
+                    kin=kin.get((entry.tenant, *_who(entry.payload))),
                 )
             )  # fmt: skip
     return out
+
+
+def _who(payload: dict[str, Any] | None) -> tuple[Any, Any]:
+    return (payload or {}).get("customer_id"), (payload or {}).get("user_id")
+
+
+def _same_patient(
+    conn: SqlConnection, run_id: int, entries: list[Entry], sealer: Sealer | None
+) -> dict[tuple[Any, ...], tuple[str, int | None]]:
+    """(tenant, customer, doctor) of these entries -> the key (and appointment) of the
+    one row the run read that names that patient and doctor, where there is one."""
+    wanted = {(e.tenant, *_who(e.payload)) for e in entries if None not in _who(e.payload)}
+    if not wanted:
+        return {}
+    tenants = sorted({t for t, _, _ in wanted})
+    sql = (
+        f"SELECT {ENTRY_COLUMNS_SQL} FROM entries WHERE tenant IN ({_marks(tenants)})"
+        " AND seen_run_id = ?"
+    )
+    found: dict[tuple[Any, ...], list[tuple[str, int | None]]] = {}
+    for row in conn.execute(sql, [*tenants, run_id]):
+        entry = _reveal(entry_of(row), sealer)
+        now = entry.payload_now or entry.payload  # None: nothing changed since it was sent
+        key = (entry.tenant, *_who(now))
+        if key in wanted:
+            found.setdefault(key, []).append((entry.source_key, entry.appointment_id))
+    return {k: v[0] for k, v in found.items() if len(v) == 1}
 
 
 def _created_with(
