@@ -492,3 +492,72 @@ def test_a_missing_visit_names_the_row_of_its_patient_and_doctor_the_export_has(
     booked = _owners(config)["NEXT"]
     assert f"created as appointment {made[_visit(rows[4])]}" in item["reason"], item
     assert f"row of this patient and doctor, 'NEXT' (appointment {booked})" in item["reason"]
+
+
+def test_two_edited_visits_of_one_patient_each_keep_their_appointment_after_keys_moved(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """A patient's two visits with one doctor, both moved in the export, moved in
+    Flextell by hand and acknowledged; then a visit inserted at the top moved every key
+    down. Neither matched what was sent, and patient and doctor could not say which was
+    which: both were kept aside as missing, and their keys booked them again. (Twelve
+    rows: the two edited visits lacking by what was sent are in the trust rule's bounds.)"""
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    rows = [dict(r) for r in sample[:12]]
+    rows[3]["customer_id"] = rows[1]["customer_id"]  # one patient, doctor 104, two visits
+    import_file(config, sbx, _export(tmp_path, "n1.csv", rows))
+    keys = [r["appointment_id"] for r in rows]
+    owners = _owners(config)
+    edited = [dict(r) for r in rows]
+    for n, hour in ((1, "16:10:00"), (3, "17:20:00")):
+        edited[n]["start"] = rows[n]["start"][:11] + hour
+        when = next(a for a in sbx.appointments() if a["id"] == owners[keys[n]])["scheduled_at"]
+        utc = f"{int(hour[:2]) - 3:02d}{hour[2:]}"  # the clinic is at +03:00
+        sbx.change("PATCH", f"/_sandbox/appointments/{owners[keys[n]]}",
+                   {"scheduled_at": f"{when[:11]}{utc}Z"})  # fmt: skip
+    import_file(config, sbx, _export(tmp_path, "n2.csv", edited))
+    assert run_cli("ack", "--all-open", "-c", str(config), "--note", "moved").exit_code == 0
+    night = [
+        dict(sample[20], appointment_id=keys[0]),
+        *(dict(r, appointment_id=k) for r, k in zip(edited, [*keys[1:], "NEXT"], strict=True)),
+    ]
+    import_file(config, sbx, _export(tmp_path, "n3.csv", night))
+    code, out = _relink(config, sbx=sbx)
+    assert code == 0, out["rows"]
+    _, summary = import_file(config, sbx, _export(tmp_path, "n3.csv", night))
+    assert summary["totals"]["created"] == 1, summary["totals"]  # the visit inserted, only
+    now = _owners(config)
+    for row, key in zip(edited, [*keys[1:], "NEXT"], strict=True):
+        assert now[key] == owners[row["appointment_id"]], (key, row["appointment_id"])
+
+
+def test_a_twin_cancelled_on_an_earlier_night_is_no_visit_that_moved(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """Keys 2 and 4 one visit (twins); 2 left the export, its appointment cancelled and
+    its item acknowledged; later the keys moved down: relink --moved paired the live
+    twin's row with the cancelled appointment, in key order."""
+    config = write_config(tmp_path)
+    _, sample = sample_rows()
+    base = dict(sample[0], room_id="", assistant_id="", notes="", cancellation_reason="")
+
+    def visit(key: int, customer: int, doctor: int, day: int, treatment: int) -> dict[str, str]:
+        start = f"2027-03-{day:02d}T10:00:00"
+        return dict(base, appointment_id=str(key), customer_id=str(customer),
+                    doctor_id=str(doctor), start=start, treatment_ids=str(treatment))  # fmt: skip
+
+    first = [visit(1, 1001, 101, 1, 201), visit(2, 1002, 102, 2, 202), visit(3, 1003, 103, 3, 203)]
+    twin = visit(4, 1002, 102, 2, 202)
+    a = [*first, twin, *(visit(k, 1000 + k, 101, k, 200 + k) for k in range(5, 13))]
+    import_file(config, sbx, _export(tmp_path, "a.csv", a))
+    made = _owners(config)
+    b = [r for r in a if r["appointment_id"] != "2"]
+    import_file(config, sbx, _export(tmp_path, "b.csv", b))
+    _cancel(sbx, made["2"])
+    assert run_cli("ack", "--all-open", "-c", str(config), "--note", "cancelled").exit_code == 0
+    c = [dict(r, appointment_id=str(n)) for n, r in enumerate(b[1:], 2)]  # row 1 gone, keys down
+    import_file(config, sbx, _export(tmp_path, "c.csv", c))
+    code, out = _relink(config, sbx=sbx)
+    assert code == 0, out["rows"]
+    assert _owners(config)["3"] == made["4"]  # the live twin's appointment, not 2's

@@ -19,6 +19,8 @@ from worker.commands.checking.api_reads import read_with_retries
 from worker.commands.output import absolute
 from worker.commands.relink_result import Relinked, RelinkOptions, RelinkResult, exit_code_for
 from worker.commands.reporting.worklist_out import latest_judged
+from worker.compare import equal
+from worker.contract import AppointmentResource
 from worker.delivery import AuthGuard, LaneBuilder, LaneStopped, http_session
 from worker.delivery.decide import FREES_THE_SLOT
 from worker.ledger import Ledger, RunStatus
@@ -46,12 +48,14 @@ async def move_keys(
             rows.append(_tenant_row(tenant, f"{why}; check the export"))
             continue
         plan = await ledger.move_keys(tenant, read_by=read_by, run_id=run_id, dry=True)
-        veto, unread = frozenset[str](), dict[str, str]()
-        if plan.pairs:
-            veto, unread = await _gone(config, options, tenant, plan.pairs)
+        veto, unread, given = frozenset[str](), dict[str, str](), dict[str, str]()
+        if plan.pairs or plan.open_rows.rows:
+            veto, unread, given = await _read_flextell(config, options, tenant, plan)
         if plan.refused is None:
-            plan = await ledger.move_keys(tenant, read_by=read_by, run_id=run_id, veto=veto)
-        rows += _rows_of(tenant, read_by, plan, unread)
+            plan = await ledger.move_keys(
+                tenant, read_by=read_by, run_id=run_id, veto=veto, given=given
+            )
+        rows += _rows_of(tenant, read_by, plan, unread, set(given))
     code = exit_code_for(rows, {})
     counts_out: dict[str, int] = {}
     for row in rows:
@@ -61,43 +65,62 @@ async def move_keys(
     return RelinkResult(run_id, "", rows, {}, code)
 
 
-async def _gone(
-    config: Config, options: RelinkOptions, tenant: int, pairs: dict[str, tuple[str, int | None]]
-) -> tuple[frozenset[str], dict[str, str]]:
-    """Of the rows freed keys would take as their visit edited, those whose appointment
-    Flextell holds cancelled or deleted (a rebooking of a cancelled visit is no edit of
-    it: given that appointment, the visit was lost), and, by freed key, why one could not
-    be read (not taken either: said)."""
+async def _read_flextell(
+    config: Config, options: RelinkOptions, tenant: int, plan: MovePlan
+) -> tuple[frozenset[str], dict[str, str], dict[str, str]]:
+    """What Flextell holds of the rows a dry plan leaves without a key (a GET each):
+    - `given`: key -> row, where the key's row tonight is exactly what that row's
+      appointment holds now (a change applied by hand and acknowledged), one each way;
+    - `veto`: rows a freed key would take as its visit edited (patient and doctor) whose
+      appointment is cancelled or deleted (a rebooking of a cancelled visit is no edit
+      of it: given that appointment, the visit was lost), or could not be read;
+    - `unread`: by freed key, why such a row could not be read (said)."""
     veto: set[str] = set()
     unread: dict[str, str] = {}
+    now: dict[str, AppointmentResource] = {}
+    wanted = dict(plan.open_rows.rows)
+    wanted.update({old: a for old, a in plan.pairs.values() if a is not None})
     async with http_session(config, base_url=options.base_url) as session:
         lane = await LaneBuilder(config, session, base_url=options.base_url).lane(tenant)
         guard = AuthGuard(lane)
-        for key, (old, appointment_id) in pairs.items():
-            veto.add(old)
-            if appointment_id is None:
-                continue
+        failed: dict[str, str] = {}
+        for row, appointment_id in sorted(wanted.items()):
             try:
                 got = await read_with_retries(
                     lane, guard, partial(lane.client.get_appointment, tenant, appointment_id)
                 )
             except LaneStopped as exc:
-                unread[key] = f"GET appointment {appointment_id}: {exc}"
+                failed[row] = f"GET appointment {appointment_id}: {exc}"
                 continue
             if got.outcome is Outcome.FOUND and got.appointment is not None:
-                if got.appointment.status not in FREES_THE_SLOT:
-                    veto.discard(old)
+                now[row] = got.appointment
             elif got.outcome is not Outcome.NOT_FOUND:
                 why = got.error_message or got.error_code or got.outcome.value
-                unread[key] = f"GET appointment {appointment_id}: HTTP {got.status or '-'}: {why}"
-    return frozenset(veto), unread
+                failed[row] = f"GET appointment {appointment_id}: HTTP {got.status or '-'}: {why}"
+    for key, (old, _) in plan.pairs.items():
+        found = now.get(old)
+        if found is None or found.status in FREES_THE_SLOT:
+            veto.add(old)
+        if old in failed:
+            unread[key] = failed[old]
+    fits: dict[str, list[str]] = {}
+    for key, payload in plan.open_rows.keys.items():
+        fits[key] = [r for r, a in now.items() if r in plan.open_rows.rows and equal(payload, a)]
+    takers: dict[str, int] = {}
+    for rows in fits.values():
+        for row in rows:
+            takers[row] = takers.get(row, 0) + 1
+    given = {k: rows[0] for k, rows in fits.items() if len(rows) == 1 and takers[rows[0]] == 1}
+    return frozenset(veto), unread, given
 
 
 def _tenant_row(tenant: int, why: str) -> Relinked:
     return Relinked(tenant, "-", "not_checked", None, None, why)
 
 
-def _rows_of(tenant: int, read_by: int, plan: MovePlan, unread: dict[str, str]) -> list[Relinked]:
+def _rows_of(
+    tenant: int, read_by: int, plan: MovePlan, unread: dict[str, str], as_in_flextell: set[str]
+) -> list[Relinked]:
     if plan.refused is not None:
         return [_tenant_row(tenant, plan.refused)]
     rows: list[Relinked] = []
@@ -110,6 +133,13 @@ def _rows_of(tenant: int, read_by: int, plan: MovePlan, unread: dict[str, str]) 
                 "is off, then `ack`)"
             )
             verdict = "kept_aside"
+        elif move.new_key in as_in_flextell:
+            note = (
+                f"the appointment made for row {move.old_key!r}: this key's row is what it "
+                "holds in Flextell now (a change applied there by hand); the next import "
+                "lists the change, which `verify` shows done: then `ack` it"
+            )
+            verdict = "moved"
         elif move.edited:
             note = (
                 f"the appointment made for row {move.old_key!r}: this key's row in the "

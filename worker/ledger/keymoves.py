@@ -10,8 +10,11 @@ import read of one tenant:
   takes that row and its appointment (as many keys as the export has of one version
   take as many rows of it, in key order: such rows are alike); the key's own row goes
   with it elsewhere, or, when it was never created, is dropped;
-- a key left without a row whose row tonight names the patient and doctor of the one
-  row left without a key takes it: that visit, changed the same night;
+- a key with no row of its visit takes a row with no key of its visit whose appointment
+  holds what the key's row is tonight (read from Flextell by the caller: a change
+  applied by hand); else, left without a row, the one such row of its patient and
+  doctor (that visit, changed the same night; the caller checks it is not cancelled);
+- a row found out of the export on an earlier night and acknowledged takes no key;
 - a created row whose key went to another visit and whose own visit no row of tonight's
   export has keeps a key of its own (`KEPT_ASIDE`): the next import lists it `missing`;
 - a key that gave its row away and got none keeps no row: the next import reads its
@@ -80,10 +83,20 @@ class MovePlan:
     """Keys that hold another row's visit but whose own row is in flight or unknown."""
     doubtful: list[str] = field(default_factory=list)
     """Freed keys whose row is what a row in flight or unknown was sent."""
+    open_rows: OpenRows = field(default_factory=lambda: OpenRows())
     pairs: dict[str, tuple[str, int | None]] = field(default_factory=dict)
     """A dry plan's freed key -> (the row it would take as its visit edited, its
     appointment)."""
     refused: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenRows:
+    """A dry plan's keys with no row of their visit (key -> the version the export holds
+    tonight) and created rows with no key of it (key -> appointment)."""
+
+    keys: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,12 +138,16 @@ def move_keys(
     *,
     dry: bool = False,
     veto: frozenset[str] = frozenset(),
+    given: dict[str, str] | None = None,
 ) -> MovePlan:
     """Plan and apply the moves of `tenant`'s keys, from what run `read_by` (the latest
     full import of the tenant) read; `run_id` is the relink's run; `sealer` opens an
     encrypted ledger's payloads. `dry`: plan only (`pairs` says which rows a freed key
-    would take as their visit edited, for the caller to check in Flextell); `veto`:
-    rows (by key) no freed key may take so (cancelled or deleted in Flextell)."""
+    would take as their visit edited, for the caller to check in Flextell, and
+    `open_rows` the keys with no row and the rows with no key it may pair on what
+    Flextell holds); `veto`: rows (by key) no freed key may take so (cancelled or deleted
+    in Flextell); `given`: key -> row pairs the caller made so."""
+    given = given or {}
     latest = conn.execute(
         "SELECT MAX(seen_run_id) FROM entries WHERE tenant = ?", (tenant,)
     ).fetchone()[0]
@@ -158,6 +175,11 @@ def move_keys(
     # created. A created row made invalid tonight keeps its key (what it is is unknown).
     moving = {k for k, row in tonight.items() if row.version and not row.holds_its_visit}
     created_by = _created_with(conn, tenant, {tonight[k].version for k in moving})
+    # A row found out of the export on an earlier night and acknowledged (cancelled in
+    # Flextell, most likely) is no visit the export moved: a twin that is still there
+    # took its cancelled appointment.
+    gone = _acknowledged_gone(conn, tenant, read_by)
+    created_by = {v: [r for r in rows if r not in gone] for v, rows in created_by.items()}
     plan = MovePlan()
     matched: dict[str, str] = {}  # new key -> the created row's old key
     blocked: set[str] = set()
@@ -193,22 +215,116 @@ def move_keys(
             break
         for key in stays:
             del matched[key]
-    if not matched:
-        return plan
     taken = set(matched.values())
     leftover = [k for k in matched if tonight[k].status == Status.CREATED.value and k not in taken]
-    plan.dropped = sorted(k for k in matched if tonight[k].status != Status.CREATED.value)
     freed = sorted(old for old in taken if old not in matched)
-    pairable = [k for k in leftover if k not in veto]
-    paired = _same_visit_edited(conn, tenant, pairable, freed, tonight, reveal)
+    # Keys with no row of their visit yet: freed ones, and new keys held (never created).
+    open_keys = [k for k in freed if k in tonight] + sorted(
+        k for k in moving
+        if k not in matched and k not in taken and tonight[k].status in _DROPPABLE
+    )  # fmt: skip
+    if dry:
+        plan.open_rows = _open_rows(
+            conn, tenant, read_by, open_keys, leftover, tonight, reveal, gone
+        )
+    # The caller's pairs, judged on what Flextell holds now (a change applied by hand):
+    # any key in `open_keys` may take any row of `open_rows` (neither has the other).
+    given = {k: r for k, r in given.items() if k in open_keys} if not dry else {}
+    pairable = [k for k in leftover if k not in veto and k not in given.values()]
+    paired = _same_visit_edited(
+        conn, tenant, pairable, [k for k in freed if k not in given], tonight, reveal
+    )
+    if dry:
+        plan.pairs = {new: (old, tonight[old].appointment_id) for new, old in paired.items()}
+    paired.update(given)
+    plan.dropped = sorted(
+        k for k in [*matched, *paired] if k in tonight and tonight[k].status != Status.CREATED.value
+    )
     plan.freed = [k for k in freed if k not in paired]
     plan.doubtful = _sent_as(conn, tenant, {k: tonight[k].version for k in plan.freed
                                             if k in tonight})  # fmt: skip
-    if dry:
-        plan.pairs = {new: (old, tonight[old].appointment_id) for new, old in paired.items()}
+    if dry or not (matched or paired):
         return plan
     _apply(conn, now, tenant, run_id, matched, leftover, paired, plan)
     return plan
+
+
+def _open_rows(
+    conn: SqlConnection,
+    tenant: int,
+    read_by: int,
+    open_keys: list[str],
+    leftover: list[str],
+    tonight: dict[str, _Row],
+    reveal: Callable[[str | None], str | None],
+    gone: set[str],
+) -> OpenRows:
+    """The open keys' versions tonight, and the created rows with no key of their visit
+    (this plan's leftovers, and rows the export no longer has) of the same patients and
+    doctors, with their appointments: the caller reads those in Flextell."""
+    keys: dict[str, dict[str, Any]] = {}
+    for key in open_keys:
+        found = conn.execute(
+            "SELECT status, payload_json, changed_diff FROM entries"
+            " WHERE tenant = ? AND source_key = ?",
+            (tenant, key),
+        ).fetchone()
+        if found is None or not found[1]:
+            continue
+        payload = json.loads(reveal(found[1]) or "{}")
+        if found[0] == Status.CREATED.value:
+            if not found[2]:
+                continue
+            for name, (_, new) in json.loads(reveal(found[2]) or "{}").items():
+                if new is None:
+                    payload.pop(name, None)
+                else:
+                    payload[name] = new
+        keys[key] = payload
+    who = {(p.get("customer_id"), p.get("user_id")) for p in keys.values()}
+    rows: dict[str, int] = {}
+    if not who:
+        return OpenRows(keys, rows)
+    candidates = [
+        (k, tonight[k].appointment_id) for k in leftover
+    ] + [
+        (k, a) for k, a in conn.execute(
+            "SELECT source_key, appointment_id FROM entries WHERE tenant = ? AND status = ?"
+            " AND appointment_id IS NOT NULL AND (seen_run_id IS NULL OR seen_run_id != ?)",
+            (tenant, Status.CREATED.value, read_by),
+        )
+    ]  # fmt: skip
+    for key, appointment in candidates:
+        if appointment is None or key in gone:
+            continue
+        payload_json = conn.execute(
+            "SELECT payload_json FROM entries WHERE tenant = ? AND source_key = ?", (tenant, key)
+        ).fetchone()
+        sent = (
+            json.loads(reveal(payload_json[0]) or "{}") if payload_json and payload_json[0] else {}
+        )
+        if (sent.get("customer_id"), sent.get("user_id")) in who:
+            rows[key] = int(appointment)
+    return OpenRows(keys, rows)
+
+
+_REOPENED = "reverted:%"
+"""How the content of an item reopened because its cause went away starts (the
+worklist's rules: "back in the export after ... acknowledged it missing")."""
+
+
+def _acknowledged_gone(conn: SqlConnection, tenant: int, read_by: int) -> set[str]:
+    """Keys whose `missing` item an earlier run opened and a person acknowledged (and
+    that tonight's run may have reopened: the key is back, with another visit)."""
+    return {
+        key
+        for (key,) in conn.execute(
+            "SELECT source_key FROM worklist WHERE tenant = ? AND kind = 'missing'"
+            " AND ack_by IS NOT NULL AND state != 'resolved'"
+            " AND (opened_run_id < ? OR content_hash LIKE ?)",
+            (tenant, read_by, _REOPENED),
+        )
+    }
 
 
 def _new_patient(diff: str | None, reveal: Callable[[str | None], str | None]) -> bool:
@@ -320,7 +436,7 @@ def _apply(
     paired: dict[str, str],
     plan: MovePlan,
 ) -> None:
-    moving = sorted(set(matched.values()) | set(leftover))
+    moving = sorted(set(matched.values()) | set(leftover) | set(paired.values()))
     appointments = {key: _appointment(conn, tenant, key) for key in moving}
     # Where the export has each new key: it goes with the key to its new row.
     place: dict[str, tuple[Any, ...]] = {}
@@ -363,7 +479,7 @@ def _apply(
             (kept, run_id, now, tenant, aside[old_key]),
         )
         plan.moves.append(Move(appointments[old_key], old_key, kept, left_export=True))
-    keys = sorted(set(matched) | set(matched.values()) | set(paired))
+    keys = sorted(set(matched) | set(matched.values()) | set(paired) | set(paired.values()))
     for start in range(0, len(keys), _CHUNK):
         chunk = keys[start : start + _CHUNK]
         conn.execute(

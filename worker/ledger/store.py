@@ -645,13 +645,13 @@ class Ledger:
 
     async def move_keys(
         self, tenant: int, *, read_by: int, run_id: int, dry: bool = False,
-        veto: frozenset[str] = frozenset(),
+        veto: frozenset[str] = frozenset(), given: dict[str, str] | None = None,
     ) -> MovePlan:  # fmt: skip
         """Each created row of `tenant` takes the key whose row run `read_by` (the latest
         full import) read as its visit (keymoves.move_keys), in one transaction; `dry`
         plans only."""
         fn = partial(keymoves.move_keys, tenant=tenant, read_by=read_by, run_id=run_id,
-                     sealer=self._sealer, dry=dry, veto=veto)  # fmt: skip
+                     sealer=self._sealer, dry=dry, veto=veto, given=given)  # fmt: skip
         if dry:
             return cast(MovePlan, await self._read(fn))
         return cast(MovePlan, await self.write_fenced(tenant, fn))
