@@ -17,6 +17,7 @@ from tests.support.sync import (
     mark_unknown,
     run_cli,
     sample_rows,
+    verify_report,
     write_config,
     write_csv,
 )
@@ -561,3 +562,20 @@ def test_a_twin_cancelled_on_an_earlier_night_is_no_visit_that_moved(
     code, out = _relink(config, sbx=sbx)
     assert code == 0, out["rows"]
     assert _owners(config)["3"] == made["4"]  # the live twin's appointment, not 2's
+
+
+def test_verify_never_advises_editing_an_appointment_into_another_patients_visit(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """After the keys moved, a row's appointment edited in Flextell: verify said "make it
+    what the export says now", which turns one patient's booking into another's, while
+    the worklist said not to."""
+    config, rows = _created(tmp_path, sbx, 5)
+    keys = [r["appointment_id"] for r in rows]
+    night = [dict(r, appointment_id=k) for r, k in zip(rows[1:], keys, strict=False)]
+    import_file(config, sbx, _export(tmp_path, "n2.csv", night))
+    sbx.change("PATCH", f"/_sandbox/appointments/{_owners(config)[keys[0]]}", {"room_id": 399})
+    code, _, output = verify_report(config, sbx)
+    assert code == 1
+    assert f"{keys[0]}: the export now gives this key another patient" in output, output
+    assert f"{keys[0]}: changed in the export" not in output

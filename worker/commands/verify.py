@@ -681,8 +681,15 @@ RELINK_KEYS = 20
 def _print_edited(result: VerifyResult, console: Console) -> None:
     """What to do about mismatches no item covers, and about `changed` items already done."""
     open_ = [p for p in result.problems if p.kind == "mismatch" and p.acknowledged is None]
-    third = sorted(p.source_key for p in open_ if p.changed_fields & p.off_new)
-    if len(third) < len(open_):
+    # A key the export now gives another patient is no edit to make (keys moved, or the
+    # key reused): "make it what the export says now" turned one patient's booking into
+    # another's. Its worklist item says what to do.
+    other = sorted(p.source_key for p in open_ if "customer_id" in p.changed_fields)
+    third = sorted(
+        p.source_key for p in open_
+        if p.changed_fields & p.off_new and p.source_key not in other
+    )  # fmt: skip
+    if len(third) + len(other) < len(open_):
         console.print(
             "differs from what was sent (edited in Flextell?): if Flextell is wrong, change "
             "it back there; if it is right, make the export say the same: the next import "
@@ -693,6 +700,13 @@ def _print_edited(result: VerifyResult, console: Console) -> None:
             f"{', '.join(third)}: changed in the export, and Flextell holds neither what was "
             "sent nor the export's new version: make it what the export says now (the row's "
             "`changed` item shows the change)",
+            markup=False,
+        )
+    if other:
+        console.print(
+            f"{', '.join(other)}: the export now gives this key another patient than its "
+            "appointment was made for: do not edit the appointment into that visit; its "
+            "`changed` item says what to do (keys that moved between rows: `relink --moved`)",
             markup=False,
         )
     if not result.changes_done:
