@@ -559,6 +559,8 @@ def test_a_twin_cancelled_on_an_earlier_night_is_no_visit_that_moved(
     assert run_cli("ack", "--all-open", "-c", str(config), "--note", "cancelled").exit_code == 0
     c = [dict(r, appointment_id=str(n)) for n, r in enumerate(b[1:], 2)]  # row 1 gone, keys down
     import_file(config, sbx, _export(tmp_path, "c.csv", c))
+    # Key 2 is back, with another visit: not "back in the export: restore it".
+    assert not [i for i in _items(config) if "restore it" in i["reason"]], _items(config)
     code, out = _relink(config, sbx=sbx)
     assert code == 0, out["rows"]
     assert _owners(config)["3"] == made["4"]  # the live twin's appointment, not 2's

@@ -218,6 +218,7 @@ def from_entry(
             reason=reason,
             local_diff=local_diff(entry.changes or {}, zone),
             **content_hashes(entry.source_row, entry.changed_hash or "", columns),
+            other_visit=moved is not None or patient is not None,
         )
     # Where it was last read is another night's file (cron writes the export over it):
     # given as file:line, that line held another patient's row by now.

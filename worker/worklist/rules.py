@@ -72,6 +72,9 @@ class Finding:
     legacy_hash: str | None = None
     """The content as workers before counted it (every cell), when it differs: an
     acknowledgement (or a hand fix) recorded with it still matches, once."""
+    other_visit: bool = False
+    """A changed row whose key the export now gives another visit (another patient, or
+    what another row was created with): its created visit did not come back."""
 
     @property
     def hashes(self) -> tuple[str, ...]:
@@ -239,8 +242,14 @@ def judge(
         else:
             out[finding.kind.value] = _after_ack(_seen_again(old, finding, run_id, State.OPEN), old)
     left = any(f.kind == Kind.MISSING for f in findings)
+    reused = any(f.other_visit for f in findings)
     for item in items:
         if item.kind in out or item.state == State.RESOLVED:
+            continue
+        if reused and item.kind == Kind.MISSING:
+            # The key is back with another visit (keys moved, or reused), not the one
+            # acknowledged missing: "back in the export: restore it" rebooked a visit
+            # deleted upstream. The acknowledgement stands for the appointment it was of.
             continue
         if left and item.kind == Kind.CHANGED and item.state == State.ACKNOWLEDGED:
             # Not "went back to the version first sent": the row left the export (its
