@@ -217,11 +217,13 @@ def test_day_periods_of_turkish_greek_and_spanish_exports_are_read_by_p(tmp_path
             ["R5", 1016, 105, 203, "14.01.2026 9:45 π.μ.", ""],
             ["R6", 1016, 105, 203, "14.01.2026 2:30 p. m.", ""],
             ["R7", 1016, 105, 203, "14.01.2026 9:45 a.m.", ""],
+            ["R8", 1016, 105, 203, "14.01.2026 2:30 ΜΜ", ""],
+            ["R9", 1016, 105, 203, "14.01.2026 9:45 ΠΜ", ""],
         ],
     )
     assert code == 0, out
     afternoon, morning = "2026-01-14T11:30:00Z", "2026-01-14T06:45:00Z"
     assert starts == {
         "R1": afternoon, "R2": morning, "R3": "2026-01-13T21:15:00Z", "R4": afternoon,
-        "R5": morning, "R6": afternoon, "R7": morning,
+        "R5": morning, "R6": afternoon, "R7": morning, "R8": afternoon, "R9": morning,
     }  # fmt: skip

@@ -158,8 +158,8 @@ def _iso_datetime(text: str) -> datetime | None:
 # write ÖÖ/ÖS (öğleden önce/sonra), Greek π.μ./μ.μ., Spanish and English a. m./p.m.
 # Read as AM and PM where a format has %p; a format without %p never sees them.
 _DAY_PERIOD = re.compile(
-    r"(?<!\w)(?:(?P<am>[öÖ][öÖ]|[aA]\.\s?[mM]\.?|π\.\s?μ\.?|πμ)"
-    r"|(?P<pm>[öÖ][sSşŞ]|[pP]\.\s?[mM]\.?|μ\.\s?μ\.?|μμ))(?!\w)"
+    r"(?<!\w)(?:(?P<am>[öÖ][öÖ]|[aA]\.\s?[mM]\.?|[πΠ]\.?\s?[μΜ]\.?)"
+    r"|(?P<pm>[öÖ][sSşŞ]|[pP]\.\s?[mM]\.?|[μΜ]\.?\s?[μΜ]\.?))(?!\w)"
 )
 
 
