@@ -970,17 +970,24 @@ async def _missing_from_source(run: ImportRun, ledger: Ledger) -> None:
         known = run.created_before.get(tenant)
         if known is None:
             known = await _created(ledger, tenant)
+        # A row acknowledged missing on an earlier night was removed on purpose: counted,
+        # every deletion ever acknowledged made a branch's export untrusted for good.
+        judged = entries
+        if entries:
+            gone = await ledger.acknowledged_gone(tenant, run.run_id or _AFTER_EVERY_RUN)
+            judged = [e for e in entries if e.source_key not in gone]
+            known = max(0, known - (len(entries) - len(judged)))
         # A visit the export holds under another key is not missing from it: an export
         # that renumbered its rows (running numbers across two branches moved half the
         # keys to the other branch) was judged incomplete, and the worklist's way out,
-        # `relink --moved`, refused to move keys on an export not trusted.
-        # Counted instead: a row whose key holds another patient's visit tonight and whose
-        # own visit no row holds (keys reused over rows really cut from the export).
-        lacking = len(entries)
+        # `relink --moved`, refused to move keys on an export not trusted. Counted
+        # instead: a row whose key holds another patient's visit tonight and whose own
+        # visit no row holds (keys reused over rows really cut from the export).
+        lacking = len(judged)
         if not run.options.dry_run:
-            hashes = {e.payload_hash for e in entries if e.payload_hash}
+            hashes = {e.payload_hash for e in judged if e.payload_hash}
             present = await ledger.versions_seen(run.run_id, tenant, hashes) if hashes else set()
-            lacking = sum(e.payload_hash not in present for e in entries)
+            lacking = sum(e.payload_hash not in present for e in judged)
             lacking += await ledger.visits_lost_under_kept_keys(run.run_id, tenant)
         why = stale or incomplete_export(lacking, known, run.config.sync.missing_limit(known))
         if why is not None:
@@ -996,6 +1003,10 @@ async def _missing_from_source(run: ImportRun, ledger: Ledger) -> None:
             {"tenant": e.tenant, "source_key": e.source_key, "appointment_id": e.appointment_id}
             for e in entries[: max(0, LISTED_ROWS - len(run.missing_rows))]
         )
+
+
+_AFTER_EVERY_RUN = 2**62
+"""A run id after every run the ledger has: a dry run records none of its own."""
 
 
 def _skipped_text(run: ImportRun) -> str:

@@ -462,7 +462,7 @@ def print_relink(result: RelinkResult, console: Console | None = None) -> None:
     elif result.skipped_tenants:
         console.print("nothing looked at: a live worker holds every tenant it needs")
     elif not result.unmatched:
-        console.print("no created rows to look at")
+        console.print(result.nothing or "no created rows to look at", markup=False)
     for key in result.unmatched:
         console.print(f"not a created row: {key}", markup=False)
     if result.interrupted:

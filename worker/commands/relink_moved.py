@@ -62,7 +62,12 @@ async def move_keys(
         counts_out[row.verdict] = counts_out.get(row.verdict, 0) + 1
     await ledger.finish_run(run_id, status=RunStatus.FINISHED, counts=counts_out,
                             exit_code=int(code))  # fmt: skip
-    return RelinkResult(run_id, "", rows, {}, code)
+    nothing = (
+        "nothing to move: in each tenant's latest full import every key holds its own "
+        "visit, or nothing tells which row is its visit; an item that still names relink "
+        "--moved is one it cannot settle: check that row in Flextell, then `ack` it"
+    )
+    return RelinkResult(run_id, "", rows, {}, code, nothing=nothing)
 
 
 async def _read_flextell(

@@ -70,6 +70,8 @@ class RelinkResult:
     skipped_tenants: dict[int, str] = field(default_factory=dict)
     interrupted: str | None = None
     """Why it stopped early (a signal), with how many rows were done."""
+    nothing: str | None = None
+    """What to say when no row was looked at (else "no created rows to look at")."""
 
     def counts(self) -> dict[str, int]:
         """Rows per verdict."""

@@ -117,10 +117,9 @@ class _Row:
         return self.payload_hash
 
     @property
-    def holds_its_visit(self) -> bool:
-        """A created row whose key holds what was sent, or that visit edited (moved,
-        cancelled: the same patient), or a row that could not be read."""
-        return self.status == Status.CREATED.value and not (self.changed_hash and self.new_patient)
+    def unchanged(self) -> bool:
+        """A created row whose key holds what was sent (or a row that could not be read)."""
+        return self.status == Status.CREATED.value and not self.changed_hash
 
     @property
     def settled(self) -> bool:
@@ -171,15 +170,28 @@ def move_keys(
     for row in tonight.values():
         if row.version:
             by_version.setdefault(row.version, []).append(row.key)
-    # Keys whose own row is not their visit tonight: a changed created row, or one never
-    # created. A created row made invalid tonight keeps its key (what it is is unknown).
-    moving = {k for k, row in tonight.items() if row.version and not row.holds_its_visit}
-    created_by = _created_with(conn, tenant, {tonight[k].version for k in moving})
+    changed: set[str | None] = {
+        r.version for r in tonight.values() if r.version and not r.unchanged
+    }
+    created_by = _created_with(conn, tenant, changed)
     # A row found out of the export on an earlier night and acknowledged (cancelled in
     # Flextell, most likely) is no visit the export moved: a twin that is still there
     # took its cancelled appointment.
-    gone = _acknowledged_gone(conn, tenant, read_by)
+    gone = acknowledged_gone(conn, now, tenant, read_by)
     created_by = {v: [r for r in rows if r not in gone] for v, rows in created_by.items()}
+    # Keys that hold their own row's visit: unchanged, or changed with the same patient
+    # (moved, cancelled: edited), unless the row is exactly what another row was sent
+    # (a neighbour of the same patient whose key moved here). A created row made invalid
+    # tonight keeps its key too (what it is is unknown).
+    holders = {
+        k for k, row in tonight.items()
+        if row.unchanged or (
+            row.status == Status.CREATED.value and not row.new_patient
+            and not [r for r in created_by.get(row.version or "", []) if r != k]
+        )
+    }  # fmt: skip
+    # Keys whose own row is not their visit tonight: changed otherwise, or never created.
+    moving = {k for k, row in tonight.items() if row.version and k not in holders}
     plan = MovePlan()
     matched: dict[str, str] = {}  # new key -> the created row's old key
     blocked: set[str] = set()
@@ -194,10 +206,10 @@ def move_keys(
         # Rows of the visit whose key still holds it are theirs; the others go to the
         # keys that hold it now. Rows of one version are alike, so any pairing is right.
         rows = sorted(
-            r for r in created_by.get(version, [])
-            if r not in by_version[version]
-            and not (r in tonight and tonight[r].holds_its_visit)
-        )  # fmt: skip
+            r
+            for r in created_by.get(version, [])
+            if r not in by_version[version] and r not in holders
+        )
         matched.update(zip(keys, rows, strict=False))
     while True:
         # A created row loses its key only to take another, or when no row of tonight's
@@ -205,7 +217,7 @@ def move_keys(
         # that has it): a key whose row must stay keeps it, and the row it would take
         # stays with its own key too.
         taken = set(matched.values())
-        claimed = set(matched) | {k for k in tonight if tonight[k].holds_its_visit}
+        claimed = set(matched) | holders
         stays = [
             k for k in matched
             if k not in taken and tonight[k].status == Status.CREATED.value
@@ -217,7 +229,17 @@ def move_keys(
             del matched[key]
     taken = set(matched.values())
     leftover = [k for k in matched if tonight[k].status == Status.CREATED.value and k not in taken]
-    freed = sorted(old for old in taken if old not in matched)
+    # A key that takes no row and whose own created row's visit no row of the export
+    # holds at all (deleted upstream) lets that row go too: the key is open, to take the
+    # row of its visit edited (a cancellation the same night), or to be read as new.
+    vacated = sorted(
+        k for k in moving
+        if k not in matched and k not in taken and tonight[k].status == Status.CREATED.value
+        and not by_version.get(tonight[k].payload_hash or "")
+        and tonight[k].payload_hash not in blocked
+    )  # fmt: skip
+    leftover += vacated
+    freed = sorted({*(old for old in taken if old not in matched), *vacated})
     # Keys with no row of their visit yet: freed ones, and new keys held (never created).
     open_keys = [k for k in freed if k in tonight] + sorted(
         k for k in moving
@@ -313,9 +335,10 @@ _REOPENED = "reverted:%"
 worklist's rules: "back in the export after ... acknowledged it missing")."""
 
 
-def _acknowledged_gone(conn: SqlConnection, tenant: int, read_by: int) -> set[str]:
-    """Keys whose `missing` item an earlier run opened and a person acknowledged (and
-    that tonight's run may have reopened: the key is back, with another visit)."""
+def acknowledged_gone(conn: SqlConnection, now: str, tenant: int, read_by: int) -> set[str]:
+    """Keys whose `missing` item a run before `read_by` opened and a person acknowledged
+    (and that run `read_by` may have reopened: the key is back, with another visit)."""
+    del now
     return {
         key
         for (key,) in conn.execute(

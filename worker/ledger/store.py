@@ -498,6 +498,12 @@ class Ledger:
         fn = partial(ops.versions_seen, run_id=run_id, tenant=tenant, hashes=sorted(hashes))
         return cast(set[str], await self._read(fn))
 
+    async def acknowledged_gone(self, tenant: int, run_id: int) -> set[str]:
+        """Keys of `tenant` whose `missing` item a run before `run_id` opened and a person
+        acknowledged: removed from the export on purpose."""
+        fn = partial(keymoves.acknowledged_gone, tenant=tenant, read_by=run_id)
+        return cast(set[str], await self._read(fn))
+
     async def visits_lost_under_kept_keys(self, run_id: int, tenant: int) -> int:
         """Created rows the run read whose key now holds another patient's visit and whose
         own visit no row the run read holds: lacking from the export, though their key
