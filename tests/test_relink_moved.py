@@ -180,7 +180,7 @@ def test_keys_moved_down_under_a_new_visit_the_new_visit_is_booked_next(
     assert len(sbx.appointments()) == len(shifted)
 
 
-def test_two_swapped_keys_swap_back_and_a_second_copy_of_a_visit_is_booked(
+def test_two_swapped_keys_swap_back_and_a_visit_on_two_rows_moves_nothing(
     tmp_path: Path, sbx: Sandbox
 ) -> None:
     config, rows = _created(tmp_path, sbx, 4)
@@ -191,16 +191,12 @@ def test_two_swapped_keys_swap_back_and_a_second_copy_of_a_visit_is_booked(
     import_file(config, sbx, _export(tmp_path, "n2.csv", swapped))
     code, out = _relink(config, sbx=sbx)
     assert code == 0, out["rows"]
-    verdicts = {r["source_key"]: r["verdict"] for r in out["rows"]}
-    assert [k for k, v in sorted(verdicts.items()) if v == "moved"] == sorted(keys[:2]), out
-    # keys[3] now holds keys[2]'s visit, which keys[2] still holds: a second copy of it.
-    # Its own visit is in no row: kept aside (missing), and keys[3]'s row is booked anew.
-    assert verdicts[keys[3]] == "freed", out["rows"]
-    _, summary = import_file(config, sbx, _export(tmp_path, "n2.csv", swapped))
-    assert summary["totals"]["created"] == 1, summary["totals"]
+    moved = sorted(r["source_key"] for r in out["rows"] if r["verdict"] == "moved")
+    assert moved == sorted(keys[:2]), out
+    # keys[3] now holds keys[2]'s visit, which keys[2] still holds too: a second copy, or
+    # keys[3]'s own visit with its patient corrected? Left to its item (a person checks).
     owners = _owners(config)
-    assert owners[keys[2]] == made[_visit(rows[2])] != owners[keys[3]]
-    assert [i["kind"] for i in _items(config)] == ["missing"]
+    assert owners[keys[2]] == made[_visit(rows[2])] and owners[keys[3]] == made[_visit(rows[3])]
 
 
 def test_relink_moved_after_a_partial_file_refuses_to_judge(tmp_path: Path, sbx: Sandbox) -> None:

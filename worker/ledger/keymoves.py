@@ -230,8 +230,8 @@ def move_keys(
     taken = set(matched.values())
     leftover = [k for k in matched if tonight[k].status == Status.CREATED.value and k not in taken]
     # A key that takes no row and whose own created row's visit no row of the export
-    # holds at all (deleted upstream) lets that row go too: the key is open, to take the
-    # row of its visit edited (a cancellation the same night), or to be read as new.
+    # holds at all (deleted upstream) may let that row go: the key is open, to take the
+    # row of its visit edited (a cancellation the same night).
     vacated = sorted(
         k for k in moving
         if k not in matched and k not in taken and tonight[k].status == Status.CREATED.value
@@ -259,6 +259,12 @@ def move_keys(
     if dry:
         plan.pairs = {new: (old, tonight[old].appointment_id) for new, old in paired.items()}
     paired.update(given)
+    # A vacated key that takes no row keeps its own after all, unless another key took
+    # that row: its row may be its own visit with the patient corrected, which the
+    # worklist leaves to a person ("check in Flextell whose visit it is").
+    keep = [k for k in vacated if k not in paired and k not in paired.values()]
+    leftover = [k for k in leftover if k not in keep]
+    freed = [k for k in freed if k not in keep]
     plan.dropped = sorted(
         k for k in [*matched, *paired] if k in tonight and tonight[k].status != Status.CREATED.value
     )
