@@ -246,9 +246,7 @@ def move_keys(
         if k not in matched and k not in taken and tonight[k].status in _DROPPABLE
     )  # fmt: skip
     if dry:
-        plan.open_rows = _open_rows(
-            conn, tenant, read_by, open_keys, leftover, tonight, reveal, gone
-        )
+        plan.open_rows = _open_rows(conn, tenant, read_by, open_keys, leftover, reveal, gone)
     # The caller's pairs, judged on what Flextell holds now (a change applied by hand):
     # any key in `open_keys` may take any row of `open_rows` (neither has the other).
     given = {k: r for k, r in given.items() if k in open_keys} if not dry else {}
@@ -283,7 +281,6 @@ def _open_rows(
     read_by: int,
     open_keys: list[str],
     leftover: list[str],
-    tonight: dict[str, _Row],
     reveal: Callable[[str | None], str | None],
     gone: set[str],
 ) -> OpenRows:
@@ -313,26 +310,23 @@ def _open_rows(
     rows: dict[str, int] = {}
     if not who:
         return OpenRows(keys, rows)
-    candidates = [
-        (k, tonight[k].appointment_id) for k in leftover
-    ] + [
-        (k, a) for k, a in conn.execute(
-            "SELECT source_key, appointment_id FROM entries WHERE tenant = ? AND status = ?"
-            " AND appointment_id IS NOT NULL AND (seen_run_id IS NULL OR seen_run_id != ?)",
-            (tenant, Status.CREATED.value, read_by),
-        )
-    ]  # fmt: skip
-    for key, appointment in candidates:
-        if appointment is None or key in gone:
-            continue
-        payload_json = conn.execute(
-            "SELECT payload_json FROM entries WHERE tenant = ? AND source_key = ?", (tenant, key)
-        ).fetchone()
-        sent = (
-            json.loads(reveal(payload_json[0]) or "{}") if payload_json and payload_json[0] else {}
-        )
-        if (sent.get("customer_id"), sent.get("user_id")) in who:
-            rows[key] = int(appointment)
+    # This plan's leftovers, and the created rows the export no longer has.
+    sql = (
+        "SELECT source_key, appointment_id, payload_json FROM entries WHERE tenant = ?"
+        " AND status = ? AND appointment_id IS NOT NULL"
+        " AND (seen_run_id IS NULL OR seen_run_id != ? OR source_key IN ({}))"
+    )
+    for start in range(0, max(len(leftover), 1), _CHUNK):
+        chunk = leftover[start : start + _CHUNK]
+        query = sql.format(", ".join("?" * len(chunk)) or "NULL")
+        for key, appointment, payload_json in conn.execute(
+            query, (tenant, Status.CREATED.value, read_by, *chunk)
+        ):
+            if key in gone or key in rows:
+                continue
+            sent = json.loads(reveal(payload_json) or "{}") if payload_json else {}
+            if (sent.get("customer_id"), sent.get("user_id")) in who:
+                rows[key] = int(appointment)
     return OpenRows(keys, rows)
 
 
