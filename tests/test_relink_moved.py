@@ -688,3 +688,30 @@ def test_rows_acknowledged_missing_on_earlier_nights_no_longer_count_against_the
         assert summary["totals"]["export_incomplete"] == 0, (night, summary["incomplete"])
         assert summary["totals"]["missing_from_source"] == night, summary["totals"]
         assert run_cli("ack", "--all-open", "-c", str(config), "--note", "deleted").exit_code == 0
+
+
+@pytest.mark.parametrize("change", ["doctor", "two-retimed"])
+def test_visits_changed_the_night_the_keys_moved_keep_their_appointments(
+    tmp_path: Path, sbx: Sandbox, change: str
+) -> None:
+    """A visit's doctor changed (its patient and time the same), or a patient's two visits
+    with one doctor both moved in time, the night a deleted visit moved the keys up: each
+    was kept aside and booked anew beside its live appointment (a patient holding four
+    appointments for two visits)."""
+    one = [_row(k, 1000 + k, 101 + k % 5, f"2026-12-{k + 1:02d}T10:00:00") for k in range(1, 15)]
+    if change == "two-retimed":
+        for k in (5, 9):
+            one[k - 1] = _row(k, 1025, 103, f"2026-12-{k + 1:02d}T10:00:00")
+    two = [dict(r, appointment_id=str(n)) for n, r in enumerate(one[1:], 1)]
+    if change == "doctor":
+        two[3]["doctor_id"] = "104"  # old key 5's visit (patient 1005)
+    else:
+        two[3]["start"] = two[3]["start"][:11] + "15:00:00"
+        two[7]["start"] = two[7]["start"][:11] + "16:00:00"
+    config = _nights(tmp_path, sbx, one, two)
+    code, out = _relink(config, sbx=sbx)
+    assert code == 0, out["rows"]
+    _, summary = import_file(config, sbx, _export(tmp_path, "n2.csv", two))
+    assert summary["totals"]["created"] == 0, summary["totals"]
+    live = [a for a in sbx.appointments() if a["status"] != "cancelled"]
+    assert len(live) == len(one), live  # the deleted visit's, to cancel: nothing more

@@ -148,8 +148,9 @@ def _rows_of(
         elif move.edited:
             note = (
                 f"the appointment made for row {move.old_key!r}: this key's row in the "
-                "export is that visit, changed (its patient and doctor): the next import "
-                "lists the change to make in Flextell"
+                "export is that visit, changed the same night (its patient and doctor, or "
+                "its slot, are that visit's): the next import lists the change to make in "
+                "Flextell"
             )
             verdict = "moved"
         else:

@@ -364,6 +364,12 @@ def _present(
     return version in blocked or any(k not in claimed for k in by_version.get(version, ()))
 
 
+_TRAITS = (("customer_id", "user_id"), ("customer_id", "scheduled_at"), ("user_id", "scheduled_at"))
+"""What a visit changed the night its key moved still shares with what was sent, tried in
+this order: its patient and doctor (moved in time), its patient and instant (another
+doctor), its doctor and instant (its patient corrected)."""
+
+
 def _same_visit_edited(
     conn: SqlConnection,
     tenant: int,
@@ -372,46 +378,58 @@ def _same_visit_edited(
     tonight: dict[str, _Row],
     reveal: Callable[[str | None], str | None],
 ) -> dict[str, str]:
-    """Freed key -> the leftover created row it takes: a key that gave its row away and
-    whose row tonight names the patient and doctor one row that lost its key was made
-    for (and no other such row or key): that visit, changed the same night the keys
-    moved. Booked anew, it was booked twice. Any freed key may take any leftover row (each
-    has none); the patient and doctor say which."""
-    keys: dict[tuple[Any, Any], list[str]] = {}
-    for key in freed:
-        if key in tonight and (who := _who(conn, tenant, key, reveal, edited=True)):
-            keys.setdefault(who, []).append(key)
-    rows: dict[tuple[Any, Any], list[str]] = {}
-    for key in leftover:
-        if who := _who(conn, tenant, key, reveal, edited=False):
-            rows.setdefault(who, []).append(key)
-    return {
-        found[0]: rows[who][0]
-        for who, found in keys.items()
-        if len(found) == 1 and len(rows.get(who, ())) == 1
-    }
+    """Freed key -> the leftover created row it takes as its visit, changed the same
+    night the keys moved (booked anew, it was booked twice). Any freed key may take any
+    leftover row (each has none); what their visits share says which (`_TRAITS`), and
+    of several of one patient and doctor, their order in time (each key then has one
+    of that patient's appointments, its change a `changed` item)."""
+    now = {k: p for k in freed if k in tonight and (p := _payload(conn, tenant, k, reveal, True))}
+    sent = {k: p for k in leftover if (p := _payload(conn, tenant, k, reveal, False))}
+    paired: dict[str, str] = {}
+    for n, names in enumerate(_TRAITS):
+        keys: dict[tuple[Any, ...], list[str]] = {}
+        rows: dict[tuple[Any, ...], list[str]] = {}
+        for key, payload in now.items():
+            if key not in paired and None not in (trait := _trait(payload, names)):
+                keys.setdefault(trait, []).append(key)
+        taken = set(paired.values())
+        for key, payload in sent.items():
+            if key not in taken and None not in (trait := _trait(payload, names)):
+                rows.setdefault(trait, []).append(key)
+        for trait, found in keys.items():
+            there = rows.get(trait, [])
+            if n == 0:  # one patient and doctor: several visits pair in time order
+                keys_in_time = sorted(found, key=lambda k: str(now[k].get("scheduled_at")))
+                rows_in_time = sorted(there, key=lambda k: str(sent[k].get("scheduled_at")))
+                paired.update(zip(keys_in_time, rows_in_time, strict=False))
+            elif len(found) == 1 and len(there) == 1:
+                paired[found[0]] = there[0]
+    return paired
 
 
-def _who(
+def _trait(payload: dict[str, Any], names: tuple[str, str]) -> tuple[Any, ...]:
+    return tuple(payload.get(name) for name in names)
+
+
+def _payload(
     conn: SqlConnection, tenant: int, key: str, reveal: Callable[[str | None], str | None],
-    *, edited: bool,
-) -> tuple[Any, Any] | None:  # fmt: skip
-    """(customer, doctor) of the row `key` was sent for, or with `edited` of the version
-    the export holds for it now (its change applied to what was sent)."""
+    edited: bool,
+) -> dict[str, Any] | None:  # fmt: skip
+    """What the row `key` was sent, or with `edited` the version the export holds for
+    it now (its change applied to what was sent)."""
     found = conn.execute(
         "SELECT payload_json, changed_diff FROM entries WHERE tenant = ? AND source_key = ?",
         (tenant, key),
     ).fetchone()
     if found is None or not found[0]:
         return None
-    payload = json.loads(reveal(found[0]) or "{}")
+    payload: dict[str, Any] = json.loads(reveal(found[0]) or "{}")
     if edited:
         if not found[1]:
             return None  # no change recorded (a row that could not be read)
         for name, (_, new) in json.loads(reveal(found[1]) or "{}").items():
             payload[name] = new
-    who = payload.get("customer_id"), payload.get("user_id")
-    return None if None in who else who
+    return payload
 
 
 def _sent_as(conn: SqlConnection, tenant: int, versions: dict[str, str | None]) -> list[str]:

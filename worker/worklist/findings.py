@@ -132,7 +132,7 @@ def from_entry(
     skipped_at: str | None = None,
     moved: tuple[str, int | None] | None = None,
     sources: Mapping[str, str] | None = None,
-    kin: tuple[str, int | None] | None = None,
+    kin: tuple[str, int | None, int] | None = None,
 ) -> Finding:
     """The finding of a ledger row that is invalid, failed, unknown, changed or missing;
     its content is the cells of `columns` (`content_columns`). `from_fix`: a missing row
@@ -140,9 +140,9 @@ def from_entry(
     has it there (file:line), and a `skip_rows` rule skipped it; `moved`: (key,
     appointment) of the row that holds this row's visit under another key (a changed
     row: the created one its new version equals; a missing row: the row the export now
-    gives its version): the export's keys moved between rows; `kin`: (key, appointment)
-    of the one row of the export that names a missing row's patient and doctor (its
-    visit changed, under another key?)."""
+    gives its version): the export's keys moved between rows; `kin`: (key, appointment,
+    0 or 1) of the one row of the export that names a missing row's patient and doctor
+    (0) or patient at its instant (1): its visit changed, under another key?"""
     base = Finding(
         tenant=entry.tenant,
         source_key=entry.source_key,
@@ -247,10 +247,10 @@ def from_entry(
         # Its visit edited under another key, booked anew: cancelling that row's
         # appointment instead of this one lost the visit; keeping both booked it twice.
         now = f"appointment {kin[1]}" if kin[1] is not None else "not booked"
+        alike = "of this patient and doctor" if kin[2] == 0 else "of this patient at this time"
         reason += (
-            f"; the export has a row of this patient and doctor, {kin[0]!r} ({now}): if it is "
-            f"this visit changed, cancel appointment {entry.appointment_id}, not that row's, "
-            "then `ack`"
+            f"; the export has a row {alike}, {kin[0]!r} ({now}): if it is this visit "
+            f"changed, cancel appointment {entry.appointment_id}, not that row's, then `ack`"
         )
     aside = kept_aside(entry.source_key) if moved is None else None
     if aside is not None:

@@ -190,37 +190,50 @@ def _entry_findings(conn: SqlConnection, scope: Scope, sealer: Sealer | None) ->
                     from_fix=entry.seen_run_id in fixes,
                     skipped_at=scope.skipped.get((entry.tenant, entry.source_key)),
                     moved=(holder.source_key, holder.appointment_id) if holder else None,
-                    kin=kin.get((entry.tenant, *_who(entry.payload))),
+                    kin=_kin_of(entry, kin),
                 )
             )  # fmt: skip
     return out
 
 
-def _who(payload: dict[str, Any] | None) -> tuple[Any, Any]:
-    return (payload or {}).get("customer_id"), (payload or {}).get("user_id")
+_KIN = (("customer_id", "user_id"), ("customer_id", "scheduled_at"))
+"""What a visit edited under another key still shares with its appointment, tried in
+order: its patient and doctor (moved in time), its patient and instant (another doctor)."""
+
+
+def _kin_traits(tenant: int, payload: dict[str, Any] | None) -> list[tuple[Any, ...]]:
+    return [(tenant, n, *((payload or {}).get(f) for f in names)) for n, names in enumerate(_KIN)]
 
 
 def _same_patient(
     conn: SqlConnection, run_id: int, entries: list[Entry], sealer: Sealer | None
-) -> dict[tuple[Any, ...], tuple[str, int | None]]:
-    """(tenant, customer, doctor) of these entries -> the key (and appointment) of the
-    one row the run read that names that patient and doctor, where there is one."""
-    wanted = {(e.tenant, *_who(e.payload)) for e in entries if None not in _who(e.payload)}
+) -> dict[tuple[Any, ...], tuple[str, int | None, int]]:
+    """Traits (`_KIN`) of these entries -> the key, appointment and trait number of the
+    one row the run read that shares them, where there is one."""
+    wanted = {t for e in entries for t in _kin_traits(e.tenant, e.payload) if None not in t}
     if not wanted:
         return {}
-    tenants = sorted({t for t, _, _ in wanted})
+    tenants = sorted({t[0] for t in wanted})
     sql = (
         f"SELECT {ENTRY_COLUMNS_SQL} FROM entries WHERE tenant IN ({_marks(tenants)})"
         " AND seen_run_id = ?"
     )
-    found: dict[tuple[Any, ...], list[tuple[str, int | None]]] = {}
+    found: dict[tuple[Any, ...], list[tuple[str, int | None, int]]] = {}
     for row in conn.execute(sql, [*tenants, run_id]):
         entry = _reveal(entry_of(row), sealer)
         now = entry.payload_now or entry.payload  # None: nothing changed since it was sent
-        key = (entry.tenant, *_who(now))
-        if key in wanted:
-            found.setdefault(key, []).append((entry.source_key, entry.appointment_id))
+        for trait in _kin_traits(entry.tenant, now):
+            if trait in wanted:
+                found.setdefault(trait, []).append(
+                    (entry.source_key, entry.appointment_id, trait[1])
+                )
     return {k: v[0] for k, v in found.items() if len(v) == 1}
+
+
+def _kin_of(
+    entry: Entry, kin: dict[tuple[Any, ...], tuple[str, int | None, int]]
+) -> tuple[str, int | None, int] | None:
+    return next((kin[t] for t in _kin_traits(entry.tenant, entry.payload) if t in kin), None)
 
 
 def _created_with(
