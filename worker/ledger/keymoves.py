@@ -364,10 +364,11 @@ def _present(
     return version in blocked or any(k not in claimed for k in by_version.get(version, ()))
 
 
-_TRAITS = (("customer_id", "user_id"), ("customer_id", "scheduled_at"), ("user_id", "scheduled_at"))
+_TRAITS = (("customer_id", "user_id"), ("customer_id", "scheduled_at"))
 """What a visit changed the night its key moved still shares with what was sent, tried in
 this order: its patient and doctor (moved in time), its patient and instant (another
-doctor), its doctor and instant (its patient corrected)."""
+doctor). Not its doctor and instant: in a group session one patient leaving and another
+joining looks so, and the leaving patient's appointment would stay booked."""
 
 
 def _same_visit_edited(
