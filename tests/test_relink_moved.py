@@ -715,3 +715,21 @@ def test_visits_changed_the_night_the_keys_moved_keep_their_appointments(
     assert summary["totals"]["created"] == 0, summary["totals"]
     live = [a for a in sbx.appointments() if a["status"] != "cancelled"]
     assert len(live) == len(one), live  # the deleted visit's, to cancel: nothing more
+
+
+def test_rows_back_in_the_export_count_again_when_the_export_is_cut_short(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """Four rows acknowledged missing came back (their items reopened, "back in the
+    export"), then an export cut short lacked them and two more: the reopened items
+    still counted as removed on purpose, and the cut export was trusted (items said to
+    cancel two live visits)."""
+    rows = [_row(f"K{k:02d}", 1000 + k, 104, f"2026-12-{k:02d}T10:00:00") for k in range(1, 21)]
+    config = write_config(tmp_path)
+    import_file(config, sbx, _export(tmp_path, "all.csv", rows))
+    import_file(config, sbx, _export(tmp_path, "n1.csv", rows[:16]))
+    assert run_cli("ack", "--all-open", "-c", str(config), "--note", "done").exit_code == 0
+    import_file(config, sbx, _export(tmp_path, "all.csv", rows))
+    _, summary = import_file(config, sbx, _export(tmp_path, "cut.csv", rows[:14]))
+    assert summary["totals"]["export_incomplete"] == 1, summary["totals"]
+    assert "it lacks 6 of the 20 rows created before" in summary["incomplete"]["1"]

@@ -330,22 +330,17 @@ def _open_rows(
     return OpenRows(keys, rows)
 
 
-_REOPENED = "reverted:%"
-"""How the content of an item reopened because its cause went away starts (the
-worklist's rules: "back in the export after ... acknowledged it missing")."""
-
-
 def acknowledged_gone(conn: SqlConnection, now: str, tenant: int, read_by: int) -> set[str]:
-    """Keys whose `missing` item a run before `read_by` opened and a person acknowledged
-    (and that run `read_by` may have reopened: the key is back, with another visit)."""
+    """Keys whose `missing` item a run before `read_by` opened and a person acknowledged,
+    and that is acknowledged still (a key back with another visit keeps it so; one back
+    with its own visit reopens it, and counts again)."""
     del now
     return {
         key
         for (key,) in conn.execute(
             "SELECT source_key FROM worklist WHERE tenant = ? AND kind = 'missing'"
-            " AND ack_by IS NOT NULL AND state != 'resolved'"
-            " AND (opened_run_id < ? OR content_hash LIKE ?)",
-            (tenant, read_by, _REOPENED),
+            " AND state = 'acknowledged' AND opened_run_id < ?",
+            (tenant, read_by),
         )
     }
 
