@@ -4,9 +4,11 @@ The worklist of an import says when a changed row's new version is exactly what
 another row was created with, and when a missing row's visit is another key's now
 (the export renumbered its rows). Once a person sees that it is so, this gives every
 created row the key whose row is its visit (worker.ledger.keymoves), tenant by tenant,
-from what the tenant's latest full import read. Nothing is sent; a row a freed key would
-take as its visit edited is first read from Flextell (a GET): cancelled or deleted
-there, the key's row is a rebooking, not that visit.
+from what the tenant's latest full import read. Nothing is sent. The appointments of
+rows left without a key of their visit (of a patient and doctor a key left without a
+row names) are read from Flextell, a GET each: a key takes the one whose appointment
+holds its row now (a change applied by hand), and never as its visit edited one that
+is cancelled or deleted there (the key's row is a rebooking, not that visit).
 """
 
 from __future__ import annotations
