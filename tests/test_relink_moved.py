@@ -733,3 +733,25 @@ def test_rows_back_in_the_export_count_again_when_the_export_is_cut_short(
     _, summary = import_file(config, sbx, _export(tmp_path, "cut.csv", rows[:14]))
     assert summary["totals"]["export_incomplete"] == 1, summary["totals"]
     assert "it lacks 6 of the 20 rows created before" in summary["incomplete"]["1"]
+
+
+def test_a_key_reused_for_another_patient_and_settled_by_a_person_counts_no_more(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """A key acknowledged missing, then reused by the source for another patient (its
+    change acknowledged too): the real run counted it as lacking every night after (a
+    night with two real deletions of eight refused), and the dry run predicted an open
+    item (the missing one reopened) the real run never had."""
+    rows = [_row(f"K{k}", 1000 + k, 101, f"2026-12-20T0{k}:00:00") for k in range(1, 9)]
+    reused = _row("K1", 1020, 102, "2026-12-20T15:00:00")
+    config = write_config(tmp_path)
+    import_file(config, sbx, _export(tmp_path, "n1.csv", rows))
+    import_file(config, sbx, _export(tmp_path, "n2.csv", rows[1:]))
+    assert run_cli("ack", "--all-open", "-c", str(config), "--note", "cancelled").exit_code == 0
+    n3 = _export(tmp_path, "n3.csv", [reused, *rows[1:]])
+    _, dry = import_file(config, sbx, n3, "--dry-run")
+    _, real = import_file(config, sbx, n3)
+    assert dry["worklist"] == real["worklist"], (dry["worklist"], real["worklist"])
+    assert run_cli("ack", "--all-open", "-c", str(config), "--note", "rebooked").exit_code == 0
+    _, summary = import_file(config, sbx, _export(tmp_path, "n5.csv", [reused, *rows[3:]]))
+    assert summary["totals"]["export_incomplete"] == 0, summary["incomplete"]

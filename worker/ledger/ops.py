@@ -209,14 +209,28 @@ def versions_seen(
     return found & set(hashes)
 
 
-def changed_rows(conn: SqlConnection, now: str, run_id: int, tenant: int) -> list[tuple[str, str]]:
-    """(payload hash, change) of the tenant's created rows the run read as changed."""
+def changed_rows(
+    conn: SqlConnection, now: str, run_id: int, tenant: int
+) -> list[tuple[str, str, str]]:
+    """(key, payload hash, change) of the tenant's created rows the run read as changed."""
     del now
     sql = (
-        "SELECT payload_hash, changed_diff FROM entries WHERE tenant = ? AND seen_run_id = ?"
-        " AND status = 'created' AND changed_hash IS NOT NULL AND changed_diff IS NOT NULL"
+        "SELECT source_key, payload_hash, changed_diff FROM entries WHERE tenant = ?"
+        " AND seen_run_id = ? AND status = 'created' AND changed_hash IS NOT NULL"
+        " AND changed_diff IS NOT NULL"
     )
-    return [(h, d) for h, d in conn.execute(sql, (tenant, run_id)) if h]
+    return [(k, h, d) for k, h, d in conn.execute(sql, (tenant, run_id)) if h]
+
+
+def acknowledged_keys(conn: SqlConnection, now: str, tenant: int, kinds: Sequence[str]) -> set[str]:
+    """Keys of the tenant with an item of these kinds that is acknowledged now."""
+    del now
+    marks = ", ".join("?" * len(kinds))
+    sql = (
+        "SELECT source_key FROM worklist WHERE tenant = ? AND state = 'acknowledged'"
+        f" AND kind IN ({marks})"
+    )
+    return {k for (k,) in conn.execute(sql, (tenant, *kinds))}
 
 
 def _filters(

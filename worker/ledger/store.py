@@ -510,7 +510,15 @@ class Ledger:
         is in it (keys that moved and also lost rows)."""
         changed = await self._read(partial(ops.changed_rows, run_id=run_id, tenant=tenant))
         reveal = (lambda v: v) if self._sealer is None else self._sealer.open
-        moved = {h for h, diff in changed if "customer_id" in json.loads(reveal(diff) or "{}")}
+        # Settled by a person (the key's reuse acknowledged, or its visit acknowledged
+        # missing): counted every night, each reused key shrank the branch's allowance.
+        settled = await self._read(
+            partial(ops.acknowledged_keys, tenant=tenant, kinds=["changed", "missing"])
+        )
+        moved = {
+            h for key, h, diff in changed
+            if key not in settled and "customer_id" in json.loads(reveal(diff) or "{}")
+        }  # fmt: skip
         if not moved:
             return 0
         return len(moved - await self.versions_seen(run_id, tenant, moved))

@@ -198,8 +198,9 @@ def from_entry(
                 "made for: no edit of a visit does that (the key was reused, or the rows "
                 "renumbered after a visit above was cancelled). Do not turn appointment "
                 f"{entry.appointment_id} into another patient's visit: check in Flextell "
-                "whose visit it is; book the new patient's visit by hand if Flextell lacks "
-                "it, then `ack`"
+                f"whose visit it is (if it is patient {patient[0]}'s and the source no "
+                "longer has that visit, cancel it); book the new patient's visit by hand "
+                "if Flextell lacks it, then `ack`"
             )
         if moved is not None:
             # Keys shifted after a visit above was cancelled: changed by hand, this

@@ -155,16 +155,19 @@ class RowReader:
         return False
 
     def _predict(
-        self, tenant: int, key: str, kind: Kind, item: SourceRow | RowProblem, reason: str
-    ) -> None:
+        self, tenant: int, key: str, kind: Kind, item: SourceRow | RowProblem, reason: str,
+        *, other_visit: bool = False,
+    ) -> None:  # fmt: skip
         """A dry run: the item the real run's worklist would find for this row. Its
         content is the row's cells, as the ledger would record them (what decides
-        whether an acknowledgement still holds)."""
+        whether an acknowledgement still holds); `other_visit`: a change that gives the
+        key another patient (as the real run's finding says)."""
         source_row = _source_row_json(item)
         self.predicted.append(
             Finding(tenant=tenant, source_key=key, kind=kind, reason=reason,
                     **found.content_hashes(source_row, columns=self.columns),
-                    source_file=item.source, source_line=item.line, source_row=source_row)
+                    source_file=item.source, source_line=item.line, source_row=source_row,
+                    other_visit=other_visit)
         )  # fmt: skip
 
     def was_read(self, tenant: int, key: str) -> bool:
@@ -220,7 +223,10 @@ class RowReader:
     ) -> None:
         """List a changed row (and, in a dry run, predict its item)."""
         if self.dry_run:
-            self._predict(tenant, key, Kind.CHANGED, item, "changed in the source")
+            made = entry.payload if entry is not None else None
+            other = made is not None and made.get("customer_id") != m.payload.customer_id
+            self._predict(tenant, key, Kind.CHANGED, item, "changed in the source",
+                          other_visit=other)  # fmt: skip
         if entry is not None and len(self.changed_rows) < LISTED_ROWS:
             self.changed_rows.append(
                 {
