@@ -755,3 +755,26 @@ def test_a_key_reused_for_another_patient_and_settled_by_a_person_counts_no_more
     assert run_cli("ack", "--all-open", "-c", str(config), "--note", "rebooked").exit_code == 0
     _, summary = import_file(config, sbx, _export(tmp_path, "n5.csv", [reused, *rows[3:]]))
     assert summary["totals"]["export_incomplete"] == 0, summary["incomplete"]
+
+
+def test_an_acknowledged_time_edit_does_not_let_a_cut_export_through(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """Two visits moved in time and acknowledged; then rows cut out of the middle of an
+    export keyed by row number: the acknowledged time edits counted as settled reuses,
+    and an export lacking 4 of 12 visits was trusted (its items then led relink --moved
+    to hand the cut visits' appointments to other rows)."""
+    starts = {k: f"2026-12-20T{6 + k:02d}:00:00" for k in range(1, 13)}
+
+    def night(name: str, order: list[int]) -> Path:
+        rows = [_row(n, 1000 + k, 101, starts[k]) for n, k in enumerate(order, 1)]
+        return _export(tmp_path, name, rows)
+
+    config = write_config(tmp_path)
+    import_file(config, sbx, night("n1.csv", list(range(1, 13))))
+    starts[2], starts[3] = "2026-12-21T08:00:00", "2026-12-21T09:00:00"
+    import_file(config, sbx, night("n2.csv", list(range(1, 13))))
+    assert run_cli("ack", "--all-open", "-c", str(config), "--note", "moved").exit_code == 0
+    _, summary = import_file(config, sbx, night("n3.csv", [1, *range(6, 13)]))
+    assert summary["totals"]["export_incomplete"] == 1, summary["totals"]
+    assert "it lacks 4 of the 12 rows created before" in summary["incomplete"]["1"]

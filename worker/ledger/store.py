@@ -510,11 +510,11 @@ class Ledger:
         is in it (keys that moved and also lost rows)."""
         changed = await self._read(partial(ops.changed_rows, run_id=run_id, tenant=tenant))
         reveal = (lambda v: v) if self._sealer is None else self._sealer.open
-        # Settled by a person (the key's reuse acknowledged, or its visit acknowledged
-        # missing): counted every night, each reused key shrank the branch's allowance.
-        settled = await self._read(
-            partial(ops.acknowledged_keys, tenant=tenant, kinds=["changed", "missing"])
-        )
+        # Settled by a person (the old visit acknowledged missing before the key came back
+        # with another): counted every night, each such key shrank the branch's allowance.
+        # Not an acknowledged `changed` item: one about a time edit let a cut-short export
+        # through (its key reused by the rows below), and the run reopens it anyway.
+        settled = await self._read(partial(ops.acknowledged_keys, tenant=tenant, kinds=["missing"]))
         moved = {
             h for key, h, diff in changed
             if key not in settled and "customer_id" in json.loads(reveal(diff) or "{}")
