@@ -778,3 +778,31 @@ def test_an_acknowledged_time_edit_does_not_let_a_cut_export_through(
     _, summary = import_file(config, sbx, night("n3.csv", [1, *range(6, 13)]))
     assert summary["totals"]["export_incomplete"] == 1, summary["totals"]
     assert "it lacks 4 of the 12 rows created before" in summary["incomplete"]["1"]
+
+
+@pytest.mark.parametrize("night", ["reused", "renumbered"])
+def test_the_dry_run_judges_the_export_as_the_real_run_does(
+    tmp_path: Path, sbx: Sandbox, night: str
+) -> None:
+    """The dry run counted lacking rows by key: it trusted an export lacking a reused
+    key's visit and two more (the real run refused it), and it refused an export whose
+    keys moved across two branches (the real run trusted it)."""
+    config = write_config(tmp_path)
+    if night == "reused":
+        rows = [_row(f"K{k}", 1000 + k, 101, f"2026-12-20T0{k}:00:00") for k in range(1, 9)]
+        two = [_row("K1", 1020, 102, "2026-12-20T15:00:00"), *rows[3:]]
+    else:
+        _, sample = sample_rows()
+        picks = [0, 1, 2, 3, 150, 151, 152, 4, 5, 6, 153, 154, 7, 8]
+        rows = [dict(sample[i], appointment_id=f"N{n:03d}") for n, i in enumerate(picks)]
+        keys = [r["appointment_id"] for r in rows]
+        two = [dict(r, appointment_id=k) for r, k in zip([rows[0], *rows[2:]], keys, strict=False)]
+    import_file(config, sbx, _export(tmp_path, "n1.csv", rows))
+    export = _export(tmp_path, "n2.csv", two)
+    dry_result, dry = import_file(config, sbx, export, "--dry-run")
+    real_result, real = import_file(config, sbx, export)
+    assert dry["incomplete"].keys() == real["incomplete"].keys(), (
+        dry["incomplete"],
+        real["incomplete"],
+    )
+    assert dry_result.exit_code == real_result.exit_code

@@ -27,6 +27,16 @@ class DigestTable:
     def __len__(self) -> int:
         return self._size
 
+    def __contains__(self, digest: int) -> bool:
+        digest = digest or 1
+        keys, mask = self._keys, self._mask
+        i = digest & mask
+        while keys[i]:
+            if keys[i] == digest:
+                return True
+            i = (i + 1) & mask
+        return False
+
     def add(self, digest: int, line: int) -> int | None:
         """Insert; if the digest was already there, return its first line instead."""
         digest = digest or 1  # 0 marks an empty slot

@@ -984,7 +984,16 @@ async def _missing_from_source(run: ImportRun, ledger: Ledger) -> None:
         # instead: a row whose key holds another patient's visit tonight and whose own
         # visit no row holds (keys reused over rows really cut from the export).
         lacking = len(judged)
-        if not run.options.dry_run:
+        if run.options.dry_run:
+            # As the real run will judge, from what this run read (it records nothing).
+            reader = run.reader
+            lacking = sum(not reader.holds_version(tenant, e.payload_hash or "") for e in judged)
+            reused = reader.reused.get(tenant, [])
+            if reused:
+                settled = await ledger.acknowledged_missing(tenant)
+                lost = {h for k, h in reused if k not in settled}
+                lacking += sum(not reader.holds_version(tenant, h) for h in lost)
+        else:
             hashes = {e.payload_hash for e in judged if e.payload_hash}
             present = await ledger.versions_seen(run.run_id, tenant, hashes) if hashes else set()
             lacking = sum(e.payload_hash not in present for e in judged)

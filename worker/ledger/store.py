@@ -504,6 +504,11 @@ class Ledger:
         fn = partial(keymoves.acknowledged_gone, tenant=tenant, read_by=run_id)
         return cast(set[str], await self._read(fn))
 
+    async def acknowledged_missing(self, tenant: int) -> set[str]:
+        """Keys of `tenant` whose `missing` item is acknowledged now."""
+        fn = partial(ops.acknowledged_keys, tenant=tenant, kinds=["missing"])
+        return cast(set[str], await self._read(fn))
+
     async def visits_lost_under_kept_keys(self, run_id: int, tenant: int) -> int:
         """Created rows the run read whose key now holds another patient's visit and whose
         own visit no row the run read holds: lacking from the export, though their key
@@ -514,7 +519,7 @@ class Ledger:
         # with another): counted every night, each such key shrank the branch's allowance.
         # Not an acknowledged `changed` item: one about a time edit let a cut-short export
         # through (its key reused by the rows below), and the run reopens it anyway.
-        settled = await self._read(partial(ops.acknowledged_keys, tenant=tenant, kinds=["missing"]))
+        settled = await self.acknowledged_missing(tenant)
         moved = {
             h for key, h, diff in changed
             if key not in settled and "customer_id" in json.loads(reveal(diff) or "{}")

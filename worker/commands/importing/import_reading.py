@@ -71,6 +71,12 @@ class RowReader:
         self.findings: list[Finding] = []
         """What only the reader sees: rows skipped for a duplicate key, and invalid
         versions of rows created before (the worklist records them)."""
+        self.versions_tonight = DigestTable()
+        """A dry run: (tenant, stored payload hash) of every row read, as the real run's
+        ledger would hold them (the trust rule asks whether a visit is in the export)."""
+        self.reused: dict[int, list[tuple[str, str]]] = {}
+        """A dry run: (key, the hash its created row was sent) of keys the export now
+        gives another patient, by tenant."""
         self.invalid_created: dict[int, set[str]] = {}
         """Keys of created rows whose row in this export could not be read (and is no
         version fixed by hand), by tenant: what their key holds tonight is not known."""
@@ -170,6 +176,10 @@ class RowReader:
                     other_visit=other_visit)
         )  # fmt: skip
 
+    def holds_version(self, tenant: int, stored_hash: str) -> bool:
+        """A dry run: whether a row read holds this version (a stored payload hash)."""
+        return _digest(tenant, stored_hash) in self.versions_tonight
+
     def was_read(self, tenant: int, key: str) -> bool:
         """A dry run: whether this run read (tenant, key)."""
         return _digest(tenant, key) in self._seen_digests
@@ -227,6 +237,8 @@ class RowReader:
             other = made is not None and made.get("customer_id") != m.payload.customer_id
             self._predict(tenant, key, Kind.CHANGED, item, "changed in the source",
                           other_visit=other)  # fmt: skip
+            if other and entry is not None and entry.payload_hash:
+                self.reused.setdefault(tenant, []).append((key, entry.payload_hash))
         if entry is not None and len(self.changed_rows) < LISTED_ROWS:
             self.changed_rows.append(
                 {
@@ -402,6 +414,8 @@ class RowReader:
                 )
                 continue
             stored_hash = m.payload_hash if ledger is None else ledger.keyed(m.payload_hash)
+            if self.dry_run and stored_hash:
+                self.versions_tonight.add(_digest(tenant, stored_hash), item.line)
             owns = self._the_keys_own(tenant, key, entry, stored_hash, m) if repeated else None
             if owns is not None and entry is not None:
                 # The key's visit after a first row that is not it: that first row is
