@@ -121,8 +121,13 @@ async def _read_flextell(
     return frozenset(veto), unread, given
 
 
+def _unmoved(tenant: int, key: str, verdict: str, note: str) -> Relinked:
+    """A key that took no row (or a tenant, key "-", that was not looked at)."""
+    return Relinked(tenant, key, verdict, None, None, note)
+
+
 def _tenant_row(tenant: int, why: str) -> Relinked:
-    return Relinked(tenant, "-", "not_checked", None, None, why)
+    return _unmoved(tenant, "-", "not_checked", why)
 
 
 def _rows_of(
@@ -170,7 +175,7 @@ def _rows_of(
                 f"the night the keys moved?), whose appointment could not be read ({unread[key]}): "
                 "not taken; run relink --moved again"
             )
-            rows.append(Relinked(tenant, key, "not_checked", None, None, note))
+            rows.append(_unmoved(tenant, key, "not_checked", note))
             continue
         if key in plan.doubtful:
             note = (
@@ -178,19 +183,19 @@ def _rows_of(
                 "the export is what a row in flight or unknown was sent (a POST may have "
                 "landed): run `reconcile`, then relink --moved again"
             )
-            rows.append(Relinked(tenant, key, "not_checked", None, None, note))
+            rows.append(_unmoved(tenant, key, "not_checked", note))
             continue
         note = (
             "its appointment went to the key whose row is that visit now; if the export "
             "has a row of this key, the next import reads it as new (and books it after "
             "its adoption check)"
         )
-        rows.append(Relinked(tenant, key, "freed", None, None, note))
+        rows.append(_unmoved(tenant, key, "freed", note))
     for key in plan.unsettled:
         note = (
             "its row in the export is another row's created visit, but its own row is in "
             "flight or unknown (a POST may have landed): run `reconcile`, then relink "
             "--moved again"
         )
-        rows.append(Relinked(tenant, key, "not_checked", None, None, note))
+        rows.append(_unmoved(tenant, key, "not_checked", note))
     return rows

@@ -64,7 +64,7 @@ from typing import Any
 from worker.compare import MATCH_FIELDS, compare, equal, row_and_flextell, same_identity
 from worker.contract import API_MADE, AppointmentResource
 from worker.ledger import Entry, Origin, Status
-from worker.ledger.model import LEFT_EXPORT
+from worker.ledger.model import LEFT_EXPORT, names_another_patient
 
 CLOCK_SKEW = 120.0
 """Seconds by which the server's created_at may trail our clock."""
@@ -247,7 +247,7 @@ def elsewhere_now(row: Entry, g: Entry, invalid_tonight: Collection[str]) -> boo
         return True
     if g.changed_hash in (None, g.payload_hash):
         return False
-    return "customer_id" in (g.changes or {})
+    return names_another_patient(g.changes)
 
 
 def _left_the_export(

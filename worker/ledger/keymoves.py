@@ -37,7 +37,7 @@ from typing import Any
 
 from worker.ledger import audit
 from worker.ledger.crypto import Sealer
-from worker.ledger.model import Status
+from worker.ledger.model import Status, names_another_patient
 from worker.ledger.sqlconn import SqlConnection
 
 KEPT_ASIDE = "{key}~moved{run}"
@@ -246,7 +246,9 @@ def move_keys(
         if k not in matched and k not in taken and tonight[k].status in _DROPPABLE
     )  # fmt: skip
     if dry:
-        plan.open_rows = _open_rows(conn, tenant, read_by, open_keys, leftover, reveal, gone)
+        plan.open_rows = _open_rows(
+            conn, tenant, read_by, open_keys, leftover, tonight, reveal, gone
+        )
     # The caller's pairs, judged on what Flextell holds now (a change applied by hand):
     # any key in `open_keys` may take any row of `open_rows` (neither has the other).
     given = {k: r for k, r in given.items() if k in open_keys} if not dry else {}
@@ -281,31 +283,20 @@ def _open_rows(
     read_by: int,
     open_keys: list[str],
     leftover: list[str],
+    tonight: dict[str, _Row],
     reveal: Callable[[str | None], str | None],
     gone: set[str],
 ) -> OpenRows:
     """The open keys' versions tonight, and the created rows with no key of their visit
     (this plan's leftovers, and rows the export no longer has) of the same patients and
     doctors, with their appointments: the caller reads those in Flextell."""
+    status = {k: r.status for k in open_keys if (r := tonight.get(k)) is not None}
     keys: dict[str, dict[str, Any]] = {}
     for key in open_keys:
-        found = conn.execute(
-            "SELECT status, payload_json, changed_diff FROM entries"
-            " WHERE tenant = ? AND source_key = ?",
-            (tenant, key),
-        ).fetchone()
-        if found is None or not found[1]:
-            continue
-        payload = json.loads(reveal(found[1]) or "{}")
-        if found[0] == Status.CREATED.value:
-            if not found[2]:
-                continue
-            for name, (_, new) in json.loads(reveal(found[2]) or "{}").items():
-                if new is None:
-                    payload.pop(name, None)
-                else:
-                    payload[name] = new
-        keys[key] = payload
+        # A created row's version tonight is what it was sent, changed; another's, its own.
+        edited = status.get(key) == Status.CREATED.value
+        if (payload := _payload(conn, tenant, key, reveal, edited)) is not None:
+            keys[key] = payload
     who = {(p.get("customer_id"), p.get("user_id")) for p in keys.values()}
     rows: dict[str, int] = {}
     if not who:
@@ -347,7 +338,7 @@ def acknowledged_gone(conn: SqlConnection, now: str, tenant: int, read_by: int) 
 
 def _new_patient(diff: str | None, reveal: Callable[[str | None], str | None]) -> bool:
     """Whether a created row's change (its sealed or clear diff) names another patient."""
-    return bool(diff) and "customer_id" in json.loads(reveal(diff) or "{}")
+    return bool(diff) and names_another_patient(json.loads(reveal(diff) or "{}"))
 
 
 def _present(
@@ -424,7 +415,10 @@ def _payload(
         if not found[1]:
             return None  # no change recorded (a row that could not be read)
         for name, (_, new) in json.loads(reveal(found[1]) or "{}").items():
-            payload[name] = new
+            if new is None:  # absent is null (ops.payload_diff)
+                payload.pop(name, None)
+            else:
+                payload[name] = new
     return payload
 
 

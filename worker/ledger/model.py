@@ -201,6 +201,12 @@ class SeenRow:
     identity: str | None = None
 
 
+def names_another_patient(changes: Mapping[str, Any] | None) -> bool:
+    """Whether a created row's change (field -> [old, new]) gives its key another
+    patient: no edit of a visit does that (the key was reused, or the rows renumbered)."""
+    return "customer_id" in (changes or {})
+
+
 LEFT_EXPORT = "same_as_row_not_in_export"
 """A held row's error code: equal to the appointment of a created row that is no longer in
 the export (the same visit under a new key?). Such a row stays held when it changes, until

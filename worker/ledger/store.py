@@ -25,7 +25,7 @@ from worker.ledger.crypto import SEALED_PREFIX, LedgerKey, Sealer
 from worker.ledger.fatal import ledger_failure
 from worker.ledger.keymoves import MovePlan
 from worker.ledger.lock import LedgerLock, is_locked
-from worker.ledger.model import Entry, Run, RunStatus, SeenRow, Status
+from worker.ledger.model import Entry, Run, RunStatus, SeenRow, Status, names_another_patient
 from worker.ledger.schema import connect
 from worker.ledger.writer import OpFn, Writer, WriterLike
 from worker.logs import get_logger
@@ -522,7 +522,7 @@ class Ledger:
         settled = await self.acknowledged_missing(tenant)
         moved = {
             h for key, h, diff in changed
-            if key not in settled and "customer_id" in json.loads(reveal(diff) or "{}")
+            if key not in settled and names_another_patient(json.loads(reveal(diff) or "{}"))
         }  # fmt: skip
         if not moved:
             return 0
