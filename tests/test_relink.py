@@ -762,3 +762,87 @@ def test_verify_says_ack_for_a_deletion_whose_row_left_the_export(
     [line] = [x.strip() for x in output.splitlines() if x.strip().startswith("flextell-worker ack")]
     assert run_cli(*shlex.split(line)[1:]).exit_code == 0  # as printed
     assert verify_report(config, sbx)[0] == 0
+
+
+def _reused_first_key(tmp_path: Path, sbx: Sandbox) -> tuple[Path, str, int, Path, int]:
+    """After a night of six rows, the export gives the first row's key another patient's
+    visit at 15:00 on 22 December (the key reused): the config, the key, its appointment,
+    tonight's export and the new patient."""
+    columns, sample = sample_rows()
+    rows = [r for r in sample if r["clinic"] == "1"][:6]  # one row kept aside is trusted
+    config = _setup(tmp_path, sbx, rows)
+    key = rows[0]["appointment_id"]
+    kept = _ledger_rows(config)[key][1]
+    assert kept is not None
+    other = next(r for r in sample if r["clinic"] == "1" and r["customer_id"] not in
+                 {x["customer_id"] for x in rows})  # fmt: skip
+    reused = rows[0] | {"customer_id": other["customer_id"], "start": "2026-12-22T15:00:00"}
+    export = write_csv(tmp_path / "reused.csv", columns, [reused, *rows[1:]])
+    result, _ = import_file(config, sbx, export)
+    assert result.exit_code == 1, result.output
+    return config, key, kept, export, int(other["customer_id"])
+
+
+def _items(config: Path) -> dict[str, tuple[str, str, str]]:
+    data = json.loads(run_cli("worklist", "-c", str(config), "--format", "json").stdout)
+    return {i["source_key"]: (i["kind"], i["state"], i["reason"]) for i in data}
+
+
+def test_a_reused_key_takes_the_new_patients_visit_once_its_old_one_is_cancelled(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    config, key, old, export, patient = _reused_first_key(tmp_path, sbx)
+    kind, _, reason = _items(config)[key]
+    assert kind == "changed" and f"relink {key}`" in reason, reason
+
+    # The appointment still stands: it may be the new patient's visit, recorded wrong.
+    code, event, output = _relink(config, sbx, key)
+    assert code == 1 and event["rows"][0]["verdict"] == "held", output
+    assert f"cancel appointment {old}" in event["rows"][0]["note"]
+    assert _ledger_rows(config)[key][:2] == ("created", old)
+
+    # As the item asks: the old patient's visit cancelled, the new one booked by hand.
+    was = _appointment(sbx, old)
+    sbx.change("PATCH", f"/_sandbox/appointments/{old}", {"status": "cancelled"})
+    hand = _book_by_hand(sbx, was, customer_id=patient, scheduled_at="2026-12-22T12:00:00Z")
+    code, event, output = _relink(config, sbx, key)
+    assert code == 0 and event["rows"][0]["verdict"] == "kept_aside", output
+    [aside] = [k for k in _ledger_rows(config) if k != key and k.startswith(key)]
+    assert _ledger_rows(config)[aside][:2] == ("created", old) and key not in _ledger_rows(config)
+
+    # The next night: the key adopts the booking made by hand; the old appointment keeps
+    # its owner, listed missing until a person acknowledges it.
+    result, summary = import_file(config, sbx, export)
+    assert result.exit_code == 1 and summary["totals"]["created"] == 0, result.output
+    assert _ledger_rows(config)[key][:2] == ("created", hand)
+    kind, state, reason = _items(config)[aside]
+    assert (kind, state) == ("missing", "open") and "relink" in reason and key in reason
+    assert key not in _items(config) or _items(config)[key][1] == "resolved"
+    assert run_cli("ack", aside, "-c", str(config), "--note", "cancelled").exit_code == 0
+    result, _ = import_file(config, sbx, export)
+    assert result.exit_code == 0, result.output
+    code, report, output = verify_report(config, sbx, "--orphans")
+    assert code == 0 and not report.get("orphans"), output
+    new_patient = [
+        a
+        for a in sbx.appointments()
+        if a["status"] != "cancelled"
+        and a["id"] not in (old, hand)
+        and a["scheduled_at"].startswith("2026-12-22")
+    ]
+    assert new_patient == []  # booked once: by hand, and owned
+
+
+def test_a_reused_key_whose_old_appointment_was_deleted_books_the_new_visit(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    config, key, old, export, _ = _reused_first_key(tmp_path, sbx)
+    sbx.change("DELETE", f"/_sandbox/appointments/{old}")
+    code, event, output = _relink(config, sbx, key)
+    assert code == 0 and event["rows"][0]["verdict"] == "book_again", output
+    assert "another patient" in event["rows"][0]["note"]
+    result, summary = import_file(config, sbx, export)
+    assert result.exit_code == 0 and summary["totals"]["created"] == 1, result.output
+    status, made, _ = _ledger_rows(config)[key]
+    assert status == "created" and made not in (None, old)
+    assert verify_report(config, sbx)[0] == 0

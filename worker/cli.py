@@ -945,7 +945,10 @@ def relink_cmd(json_logs: bool, allow_insecure_http: bool, **params: Any) -> Non
     appointment there equal to the row that no row owns (booked again by
     hand) becomes the row's; one of the patient's with other details holds
     the row (nothing done); with nothing there, --book-again puts the row back
-    to pending for the next import to book. With --from OLD_KEY, KEY is a row
+    to pending for the next import to book. A KEY the export now gives another
+    patient (reused) whose appointment a person cancelled in Flextell keeps it
+    under KEY~reusedN, and the next import books the new patient's visit
+    under KEY (or links a booking of it made by hand). With --from OLD_KEY, KEY is a row
     held as OLD_KEY's visit under a new key: it takes OLD_KEY's appointment
     (a later change of it is then a changed item, not a second booking).
     With --moved, after an import whose worklist says keys moved between rows,

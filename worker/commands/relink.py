@@ -14,6 +14,11 @@ instant that no row owns):
 - else with `--book-again` the row goes back to `pending` as never sent, and the
   next import books it (after the adoption check every never-sent row gets);
 - else it is `gone`, and the line says what a person can do.
+A row whose key the export now gives another patient (the key reused: its `changed`
+item) is held while its appointment stands; once a person cancelled it in Flextell the
+row keeps it under a key of its own (`~reused`, listed missing) and the key is read as a
+new row by the next import, which books it or links a booking of it made by hand; with
+its appointment deleted, the row goes back to pending for the same.
 A row that left the export (its `missing` item) is left alone. `--from` is another
 job, in worker.commands.renumber: a visit the export renumbered.
 A row of a visit another row has not settled (unknown, in flight, or sent and
@@ -52,6 +57,7 @@ from worker.delivery.slot_search import SlotSearch
 from worker.errors import ConfigError
 from worker.exitcodes import ExitCode
 from worker.ledger import Entry, Ledger, RunStatus, Status, api_identity
+from worker.ledger.model import names_another_patient
 from worker.ledger.target import describe, existing_target, is_url, open_existing
 from worker.worklist import out_of_export
 
@@ -285,6 +291,9 @@ class _Tenant:
             lane, self.guard, lambda: lane.client.get_appointment(entry.tenant, gone)
         )
         lane.check()
+        reused = names_another_patient(entry.changes) and entry.key not in self.left
+        if got.outcome is Outcome.FOUND and reused and got.appointment is not None:
+            return await self._reused(entry, got.appointment, verdict)
         if got.outcome is Outcome.FOUND:
             return verdict("present", "its appointment is in Flextell: nothing to do")
         if got.outcome is not Outcome.NOT_FOUND or MODEL_404 not in (got.error_message or ""):
@@ -301,6 +310,12 @@ class _Tenant:
                 "worklist item): deleted on purpose, most likely; nothing done (`ack` the "
                 "item). If the row comes back, relink it then",
             )
+        if reused:
+            # The old patient's visit is deleted: the key is the new patient's visit now,
+            # never sent; the next import's adoption check links a booking of it made by
+            # hand. (An appointment equal to the old version is no longer this key's.)
+            why = f"the export gives {entry.source_key!r} another patient now (the key reused)"
+            return await self._book_again(entry, gone, verdict, why)
         payload = entry.payload
         if payload is None:
             return await self._purged(entry, gone, verdict)
@@ -350,6 +365,42 @@ class _Tenant:
             "owns equals the row: book it again in Flextell and relink again, or relink "
             "--book-again for the next import to book it; deleted on purpose: "
             "take the row out of the export, then `ack` its missing item",
+        )
+
+    async def _reused(self, entry: Entry, found: AppointmentResource, verdict: _Say) -> Relinked:
+        """A row whose key the export now gives another patient (its `changed` item): once
+        its appointment is cancelled in Flextell (a person found the key reused), the row
+        keeps it under a key of its own and the key is free for the new patient's visit.
+        Not before: the appointment may be that visit with the patient recorded wrong."""
+        gone, now = found.id, entry.payload_now
+        if now is not None and equal(now, found):
+            return verdict(
+                "present",
+                f"appointment {gone} holds the export's new version (its patient corrected "
+                "in Flextell): `ack` the row's `changed` item",
+            )
+        changes = entry.changes or {}
+        old_patient, new_patient = changes["customer_id"]
+        if found.status not in FREES_THE_SLOT:
+            return verdict(
+                "held",
+                f"the export gives this key patient {new_patient} now, and appointment "
+                f"{gone} (patient {old_patient}) still stands: if the key was reused (the "
+                f"source no longer has patient {old_patient}'s visit), cancel appointment "
+                f"{gone} in Flextell, then relink again; if the patient was corrected, "
+                f"correct appointment {gone}'s patient in Flextell, then `ack`",
+            )
+        kept = await self.ledger.keep_aside(
+            entry.tenant, entry.source_key, run_id=self.run_id, gone_id=gone
+        )
+        if kept is None:
+            return verdict("not_checked", "the row changed while relink looked: run it again")
+        return verdict(
+            "kept_aside",
+            f"appointment {gone} (patient {old_patient}) is {found.status} in Flextell: it "
+            f"keeps key {kept!r} (the next import lists it missing: `ack` it), and the next "
+            f"import reads {entry.source_key!r} as a new row, patient {new_patient}'s visit, "
+            "and books it (or takes a booking of it made by hand)",
         )
 
     async def _purged(self, entry: Entry, gone: int, verdict: _Say) -> Relinked:

@@ -42,13 +42,21 @@ from worker.ledger.sqlconn import SqlConnection
 
 KEPT_ASIDE = "{key}~moved{run}"
 """The key a created row whose key moved on and whose visit left the export keeps."""
-_KEPT_ASIDE = re.compile(r"^(?P<key>.*)~moved(?P<run>[0-9]+)(?:\.[0-9]+)?$", re.DOTALL)
+KEPT_ASIDE_REUSED = "{key}~reused{run}"
+"""The key a created row keeps when `relink KEY` gave its key to another patient's visit
+(the key reused: its own appointment cancelled in Flextell; ops.keep_aside)."""
+_KEPT_ASIDE = re.compile(
+    r"^(?P<key>.*)~(?P<how>moved|reused)(?P<run>[0-9]+)(?:\.[0-9]+)?$", re.DOTALL
+)
 
 
-def kept_aside(key: str) -> tuple[str, int] | None:
-    """(the key it had, the relink run) of a key KEPT_ASIDE made, else None."""
+def kept_aside(key: str) -> tuple[str, int, bool] | None:
+    """(the key it had, the relink run, whether the key was reused rather than moved) of
+    a key KEPT_ASIDE or KEPT_ASIDE_REUSED made, else None."""
     found = _KEPT_ASIDE.match(key)
-    return None if found is None else (found["key"], int(found["run"]))
+    if found is None:
+        return None
+    return found["key"], int(found["run"]), found["how"] == "reused"
 
 
 # Rows of a moved key that were never created may go: nothing was sent for them, or
@@ -501,7 +509,7 @@ def _apply(
     for old_key in leftover:
         if old_key in paired.values():
             continue
-        kept = _free_key(conn, tenant, KEPT_ASIDE.format(key=old_key, run=run_id))
+        kept = free_key(conn, tenant, KEPT_ASIDE.format(key=old_key, run=run_id))
         # Read by no export now: seen by no run, so the next full import finds it missing.
         conn.execute(
             "UPDATE entries SET source_key = ?, seen_run_id = NULL, source_file = NULL,"
@@ -540,7 +548,8 @@ def _appointment(conn: SqlConnection, tenant: int, key: str) -> int:
     return int(found[0])
 
 
-def _free_key(conn: SqlConnection, tenant: int, key: str) -> str:
+def free_key(conn: SqlConnection, tenant: int, key: str) -> str:
+    """`key`, or `key.2`, `key.3`... : the first no row of `tenant` has."""
     candidate, n = key, 1
     while conn.execute(
         "SELECT 1 FROM entries WHERE tenant = ? AND source_key = ?", (tenant, candidate)

@@ -14,6 +14,7 @@ from typing import Any
 
 from worker.ledger import audit
 from worker.ledger.crypto import Sealer
+from worker.ledger.keymoves import KEPT_ASIDE_REUSED, free_key
 from worker.ledger.model import (
     ENTRY_COLUMNS,
     LEFT_EXPORT,
@@ -734,6 +735,34 @@ def book_again(
     _audit(conn, now, "book_again", {"tenant": tenant, "source_key": source_key,
                                      "deleted": gone_id})  # fmt: skip
     return True
+
+
+def keep_aside(
+    conn: SqlConnection, now: str, tenant: int, source_key: str, run_id: int, gone_id: int
+) -> str | None:
+    """A created row whose key the export now gives another patient, and whose appointment
+    `gone_id` is cancelled in Flextell (the key reused): the row and its appointment keep a
+    key of their own (`KEPT_ASIDE_REUSED`, read by no export: the next full import lists
+    it missing), and the key is free for the visit the export gives it now (the next
+    import reads it as a new row). The key's worklist items are resolved. Returns the key
+    the row keeps, or None when the row changed since it was read."""
+    kept = free_key(conn, tenant, KEPT_ASIDE_REUSED.format(key=source_key, run=run_id))
+    cur = conn.execute(
+        "UPDATE entries SET source_key = ?, seen_run_id = NULL, source_file = NULL,"
+        " source_line = NULL, source_row = NULL, changed_hash = NULL, changed_diff = NULL,"
+        f" last_run_id = ?, updated_at = ? WHERE {_GONE}",
+        (kept, run_id, now, tenant, source_key, gone_id),
+    )
+    if cur.rowcount == 0:
+        return None
+    conn.execute(
+        "UPDATE worklist SET state = 'resolved', resolved_run_id = ?, last_run_id = ?,"
+        " updated_at = ? WHERE tenant = ? AND source_key = ? AND state IN ('open', 'acknowledged')",
+        (run_id, run_id, now, tenant, source_key),
+    )
+    _audit(conn, now, "key_reused", {"tenant": tenant, "source_key": source_key,
+                                     "appointment": gone_id, "kept_as": kept})  # fmt: skip
+    return kept
 
 
 def _audit(conn: SqlConnection, now: str, action: str, detail: dict[str, Any]) -> None:

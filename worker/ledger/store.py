@@ -650,6 +650,15 @@ class Ledger:
                      gone_id=gone_id)  # fmt: skip
         return cast(bool, await self.write_fenced(tenant, fn))
 
+    async def keep_aside(
+        self, tenant: int, source_key: str, *, run_id: int, gone_id: int
+    ) -> str | None:
+        """A reused key's row keeps its cancelled appointment under a key of its own
+        (ops.keep_aside); that key, or None when the row changed meanwhile."""
+        fn = partial(ops.keep_aside, tenant=tenant, source_key=source_key, run_id=run_id,
+                     gone_id=gone_id)  # fmt: skip
+        return cast(str | None, await self.write_fenced(tenant, fn))
+
     async def renumber(self, old: Entry, new: Entry, *, run_id: int) -> str | None:
         """The same visit under a new key: `old` (created, in no export since) takes `new`'s
         key and place, `new` is dropped (ops.renumber); None, or why not."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shlex
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime
@@ -198,9 +199,12 @@ def from_entry(
                 "made for: no edit of a visit does that (the key was reused, or the rows "
                 "renumbered after a visit above was cancelled). Do not turn appointment "
                 f"{entry.appointment_id} into another patient's visit: check in Flextell "
-                f"whose visit it is (if it is patient {patient[0]}'s and the source no "
-                "longer has that visit, cancel it); book the new patient's visit by hand "
-                "if Flextell lacks it, then `ack`"
+                f"whose visit it is. If it is patient {patient[0]}'s and the source no "
+                "longer has that visit (the key reused), cancel it there, then run `relink "
+                f"{shlex.quote(entry.source_key)}`: the key takes the new patient's visit "
+                "(the next import books it, or takes a booking of it made by hand). If it "
+                f"was patient {patient[1]}'s visit all along (the patient corrected in the "
+                "source), correct its patient in Flextell, then `ack`"
             )
         if moved is not None:
             # Keys shifted after a visit above was cancelled: changed by hand, this
@@ -254,7 +258,13 @@ def from_entry(
             f"changed, cancel appointment {entry.appointment_id}, not that row's, then `ack`"
         )
     aside = kept_aside(entry.source_key) if moved is None else None
-    if aside is not None:
+    if aside is not None and aside[2]:
+        reason += (
+            f" (its key was {aside[0]!r} until `relink`, run {aside[1]}, found it cancelled "
+            "in Flextell and gave the key to the other patient's visit the export has under "
+            "it: if it stays cancelled, just `ack`)"
+        )
+    elif aside is not None:
         reason += (
             f" (its key was {aside[0]!r} until `relink --moved`, run {aside[1]}, gave that "
             "key to the visit its row holds now)"
