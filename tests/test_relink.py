@@ -312,8 +312,7 @@ def test_a_row_back_in_the_export_after_its_appointment_was_deleted(
     assert line.endswith(f"--tenant 1 {key}")  # pasted as printed, plus --book-again:
     assert run_cli(*shlex.split(line)[1:], "--book-again").exit_code == 0
 
-    assert import_file(config, sbx, tmp_path / "in.csv")[0].exit_code == 1  # item still open
-    assert run_cli("ack", key, "-c", str(config), "--note", "booked again").exit_code == 0
+    # What the item asked for is done: the row is booked anew, nothing left to ack.
     assert import_file(config, sbx, tmp_path / "in.csv")[0].exit_code == 0
     assert verify_report(config, sbx)[0] == 0
     assert _ledger_rows(config)[key][1] not in (None, gone)
@@ -845,4 +844,27 @@ def test_a_reused_key_whose_old_appointment_was_deleted_books_the_new_visit(
     assert result.exit_code == 0 and summary["totals"]["created"] == 1, result.output
     status, made, _ = _ledger_rows(config)[key]
     assert status == "created" and made not in (None, old)
+    assert verify_report(config, sbx)[0] == 0
+
+
+def test_book_again_after_an_acknowledged_change_is_no_change_reverted(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    columns, sample = sample_rows()
+    rows = [r for r in sample if r["clinic"] == "1"][:6]
+    config = _setup(tmp_path, sbx, rows)
+    key, gone = rows[1]["appointment_id"], _ledger_rows(config)[rows[1]["appointment_id"]][1]
+    moved = write_csv(tmp_path / "moved.csv", columns,
+                      [rows[0], rows[1] | {"start": "2026-12-21T13:00:00"}, *rows[2:]])  # fmt: skip
+    assert import_file(config, sbx, moved)[0].exit_code == 1
+    # Applied in Flextell and acknowledged, then staff deleted it; booked again by relink.
+    sbx.change("PATCH", f"/_sandbox/appointments/{gone}", {"scheduled_at": "2026-12-21T10:00:00Z"})
+    assert run_cli("ack", key, "-c", str(config), "--note", "moved").exit_code == 0
+    sbx.change("DELETE", f"/_sandbox/appointments/{gone}")
+    code, event, output = _relink(config, sbx, key, "--book-again")
+    assert code == 0 and event["rows"][0]["verdict"] == "book_again", output
+
+    result, summary = import_file(config, sbx, moved)
+    assert result.exit_code == 0 and summary["totals"]["created"] == 1, result.output
+    assert key not in _items(config)  # no "the export went back to the version first sent"
     assert verify_report(config, sbx)[0] == 0

@@ -519,14 +519,7 @@ def _apply(
         )
         plan.moves.append(Move(appointments[old_key], old_key, kept, left_export=True))
     keys = sorted(set(matched) | set(matched.values()) | set(paired) | set(paired.values()))
-    for start in range(0, len(keys), _CHUNK):
-        chunk = keys[start : start + _CHUNK]
-        conn.execute(
-            "UPDATE worklist SET state = 'resolved', resolved_run_id = ?, last_run_id = ?,"
-            f" updated_at = ? WHERE tenant = ? AND source_key IN ({', '.join('?' * len(chunk))})"
-            " AND state IN ('open', 'acknowledged')",
-            (run_id, run_id, now, tenant, *chunk),
-        )
+    resolve_items(conn, now, tenant, keys, run_id)
     if isinstance(conn, sqlite3.Connection):  # PostgreSQL ledgers have no audit table yet
         detail = {
             "tenant": tenant,
@@ -546,6 +539,19 @@ def _appointment(conn: SqlConnection, tenant: int, key: str) -> int:
         (tenant, key),
     ).fetchone()
     return int(found[0])
+
+
+def resolve_items(conn: SqlConnection, now: str, tenant: int, keys: list[str], run_id: int) -> None:
+    """Resolve the open and acknowledged worklist items of `keys`: what they said was of a
+    row or an appointment the key no longer holds."""
+    for start in range(0, len(keys), _CHUNK):
+        chunk = keys[start : start + _CHUNK]
+        conn.execute(
+            "UPDATE worklist SET state = 'resolved', resolved_run_id = ?, last_run_id = ?,"
+            f" updated_at = ? WHERE tenant = ? AND source_key IN ({', '.join('?' * len(chunk))})"
+            " AND state IN ('open', 'acknowledged')",
+            (run_id, run_id, now, tenant, *chunk),
+        )
 
 
 def free_key(conn: SqlConnection, tenant: int, key: str) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 from worker.ledger import audit
 from worker.ledger.crypto import Sealer
-from worker.ledger.keymoves import KEPT_ASIDE_REUSED, free_key
+from worker.ledger.keymoves import KEPT_ASIDE_REUSED, free_key, resolve_items
 from worker.ledger.model import (
     ENTRY_COLUMNS,
     LEFT_EXPORT,
@@ -732,6 +732,9 @@ def book_again(
     )
     if cur.rowcount == 0:
         return False
+    # Its items were of the deleted appointment (an acknowledged change read as "the
+    # export went back to the version first sent" once the row was booked anew).
+    resolve_items(conn, now, tenant, [source_key], run_id)
     _audit(conn, now, "book_again", {"tenant": tenant, "source_key": source_key,
                                      "deleted": gone_id})  # fmt: skip
     return True
@@ -755,11 +758,7 @@ def keep_aside(
     )
     if cur.rowcount == 0:
         return None
-    conn.execute(
-        "UPDATE worklist SET state = 'resolved', resolved_run_id = ?, last_run_id = ?,"
-        " updated_at = ? WHERE tenant = ? AND source_key = ? AND state IN ('open', 'acknowledged')",
-        (run_id, run_id, now, tenant, source_key),
-    )
+    resolve_items(conn, now, tenant, [source_key], run_id)
     _audit(conn, now, "key_reused", {"tenant": tenant, "source_key": source_key,
                                      "appointment": gone_id, "kept_as": kept})  # fmt: skip
     return kept
@@ -811,12 +810,7 @@ def renumber(
         (new_key, new[3], new[4], new[5] if changed else None, new[6], run_id,
          new[2] if changed else None, diff if changed else None, now, tenant, old_key),
     )  # fmt: skip
-    conn.execute(
-        "UPDATE worklist SET state = 'resolved', resolved_run_id = ?, last_run_id = ?,"
-        " updated_at = ? WHERE tenant = ? AND source_key IN (?, ?)"
-        " AND state IN ('open', 'acknowledged')",
-        (run_id, run_id, now, tenant, old_key, new_key),
-    )
+    resolve_items(conn, now, tenant, [old_key, new_key], run_id)
     _audit(conn, now, "renumber", {"tenant": tenant, "from": old_key, "to": new_key,
                                    "appointment": old[1]})  # fmt: skip
     return None
