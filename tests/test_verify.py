@@ -393,3 +393,45 @@ def test_an_acknowledged_cancellation_covers_the_reason_staff_gave_in_flextell(
     other = 101 if chosen[1]["doctor_id"] != "101" else 102
     sbx.change("PATCH", f"/_sandbox/appointments/{by_key[key]}", {"user_id": other})
     assert verify_report(config, sbx)[0] == 1
+
+
+def test_a_change_done_then_the_visit_cancelled_as_it_left_the_export_is_covered(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """A row moved in the export, the move done in Flextell and acknowledged; the row then
+    left the export, was cancelled and its `missing` item acknowledged. verify said
+    `mismatch` (the time as moved) every morning, advising to make the export say the
+    same: of a row the export no longer has."""
+    config = write_config(tmp_path)
+    columns, rows = sample_rows()
+    chosen = [dict(r) for r in rows[:6]]
+    assert (
+        import_file(config, sbx, write_csv(tmp_path / "a.csv", columns, chosen))[0].exit_code == 0
+    )
+    with sqlite3.connect(config.parent / "ledger.sqlite") as db:
+        by_key = dict(db.execute("SELECT source_key, appointment_id FROM entries"))
+    key = chosen[1]["appointment_id"]
+    appointment = f"/_sandbox/appointments/{by_key[key]}"
+    start = datetime.fromisoformat(chosen[1]["start"]) + timedelta(hours=2)
+    chosen[1]["start"] = start.isoformat()
+    assert (
+        import_file(config, sbx, write_csv(tmp_path / "b.csv", columns, chosen))[0].exit_code == 1
+    )
+    at = start.replace(tzinfo=ZoneInfo("Europe/Istanbul")).astimezone(ZoneInfo("UTC"))
+    sbx.change("PATCH", appointment, {"scheduled_at": f"{at:%Y-%m-%dT%H:%M:%SZ}"})
+    assert run_cli("ack", key, "-c", str(config), "--note", "moved").exit_code == 0
+    assert verify_report(config, sbx)[0] == 0
+
+    without = [r for r in chosen if r["appointment_id"] != key]
+    assert (
+        import_file(config, sbx, write_csv(tmp_path / "c.csv", columns, without))[0].exit_code == 1
+    )
+    sbx.change("PATCH", appointment, {"status": "cancelled", "cancellation_reason": "off"})
+    assert run_cli("ack", key, "-c", str(config), "--note", "cancelled").exit_code == 0
+    code, _, output = verify_report(config, sbx)
+    assert code == 0, output
+    # Moved again by someone, to a third time: not what either item asked for.
+    sbx.change(
+        "PATCH", appointment, {"scheduled_at": f"{at + timedelta(hours=1):%Y-%m-%dT%H:%M:%SZ}"}
+    )
+    assert verify_report(config, sbx)[0] == 1

@@ -425,7 +425,8 @@ def covered_by(problem: Problem, item: WorkItem) -> bool:
     """Whether an acknowledged worklist item covers a row's problem.
 
     A `missing` item asks a person to cancel (or delete) the appointment in Flextell:
-    it covers a 404 and a mismatch of status and cancellation reason only. A `changed`
+    it covers a 404 and a mismatch of status and cancellation reason, and of a field the
+    export changed before the row left it that holds the export's last value. A `changed`
     item asks them to change the appointment by hand: it covers a mismatch of the fields
     the source changed only, each holding the export's new value (or left as sent). Any
     other field that differs, or a third value, is not what the person was asked to
@@ -443,7 +444,11 @@ def covered_by(problem: Problem, item: WorkItem) -> bool:
     if item.kind == Kind.MISSING:
         if problem.kind == "missing":
             return True
-        return problem.kind == "mismatch" and fields <= CANCELLING
+        # Also a field the export changed before the row left it, holding the export's
+        # last value: that change's own item was done and resolved when the row left, and
+        # "make the export say the same" cannot be done for a row it no longer has.
+        done = problem.changed_fields - problem.off_new
+        return problem.kind == "mismatch" and fields <= CANCELLING | done
     if item.kind == Kind.CHANGED:
         # Only a field the person made the export's new value (or left as sent): one that
         # holds a third value (a move an hour off across DST, a note half typed) is not
