@@ -413,6 +413,13 @@ def test_a_renumbered_visit_takes_its_old_keys_appointment_and_its_move_is_a_cha
     [reason] = [i["reason"] for i in listed if i["source_key"] == new]
     [command] = re.findall(r"`(flextell-worker relink [^`]*)`", reason)
     assert command.endswith(f"--tenant 1 {new} --from {old}") and f"-c {config}" in command
+    # The old key's `missing` item says the same, not "a row of this patient and doctor:
+    # cancel appointment N, not that row's" (which cancelled the visit the held row takes).
+    [missing] = [i["reason"] for i in listed if i["source_key"] == old]
+    assert f"row {new!r} is held, not sent, as this visit" in missing, missing
+    assert f"do not cancel appointment {made}" in missing and "cancel appointment" not in (
+        missing.replace(f"do not cancel appointment {made}", "")
+    )
     # The item's own command, pasted as printed (it had no -c, and failed so).
     pasted = run_cli(*shlex.split(command)[1:], "--json-logs")
     code, output = pasted.exit_code, pasted.output

@@ -64,7 +64,7 @@ from typing import Any
 from worker.compare import MATCH_FIELDS, compare, equal, row_and_flextell, same_identity
 from worker.contract import API_MADE, AppointmentResource
 from worker.ledger import Entry, Origin, Status
-from worker.ledger.model import LEFT_EXPORT, names_another_patient
+from worker.ledger.model import HELD_AS_VISIT_OF, LEFT_EXPORT, names_another_patient
 
 CLOCK_SKEW = 120.0
 """Seconds by which the server's created_at may trail our clock."""
@@ -305,8 +305,8 @@ def _left_the_export(
             return Decision(
                 Verdict.HELD,
                 code=LEFT_EXPORT,
-                reason=f"not sent: Flextell already has appointment {g.appointment_id}, equal "
-                f"to this row, made for row {g.source_key!r}, {where}{fix}; if it is a second "
+                reason=HELD_AS_VISIT_OF.format(appointment=g.appointment_id)
+                + f"made for row {g.source_key!r}, {where}{fix}; if it is a second "
                 "visit, book it in Flextell and import with --retry-failed, which adopts it",
             )
     return None

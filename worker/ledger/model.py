@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from enum import StrEnum
@@ -211,6 +212,21 @@ LEFT_EXPORT = "same_as_row_not_in_export"
 """A held row's error code: equal to the appointment of a created row that is no longer in
 the export (the same visit under a new key?). Such a row stays held when it changes, until
 a person answers (`relink NEW --from OLD`, or --retry-failed for a second visit)."""
+
+
+HELD_AS_VISIT_OF = "not sent: Flextell already has appointment {appointment}, equal to this row, "
+"""How a LEFT_EXPORT row's reason says which appointment it is held as the visit of."""
+_HELD_AS = re.compile(
+    re.escape(HELD_AS_VISIT_OF).replace(re.escape("{appointment}"), "(?P<id>[0-9]+)")
+)
+
+
+def held_as_visit_of(entry: Entry) -> int | None:
+    """The appointment a LEFT_EXPORT row is held as the visit of (from its reason), else None."""
+    if entry.error_code != LEFT_EXPORT or entry.error_message is None:
+        return None
+    found = _HELD_AS.search(entry.error_message)  # also after "still held: ..."
+    return None if found is None else int(found["id"])
 
 
 class Origin(StrEnum):

@@ -134,6 +134,7 @@ def from_entry(
     moved: tuple[str, int | None] | None = None,
     sources: Mapping[str, str] | None = None,
     kin: tuple[str, int | None, int] | None = None,
+    held_as: str | None = None,
 ) -> Finding:
     """The finding of a ledger row that is invalid, failed, unknown, changed or missing;
     its content is the cells of `columns` (`content_columns`). `from_fix`: a missing row
@@ -143,7 +144,9 @@ def from_entry(
     row: the created one its new version equals; a missing row: the row the export now
     gives its version): the export's keys moved between rows; `kin`: (key, appointment,
     0 or 1) of the one row of the export that names a missing row's patient and doctor
-    (0) or patient at its instant (1): its visit changed, under another key?"""
+    (0) or patient at its instant (1): its visit changed, under another key?; `held_as`:
+    the key of a row of the export held, not sent, as a missing row's visit under a new
+    key (its own item says which relink gives it this appointment)."""
     base = Finding(
         tenant=entry.tenant,
         source_key=entry.source_key,
@@ -248,7 +251,18 @@ def from_entry(
             "--moved` (each row takes its visit's appointment)"
             f"{last}"
         )
-    if moved is None and kin is not None:
+    if held_as is not None:
+        # Cancelling it, as "the export has a row of this patient: cancel this one" read,
+        # cancelled the appointment that held row is about to take over.
+        reason = (
+            f"created as appointment {entry.appointment_id}; its key is no longer in the "
+            f"export, but row {held_as!r} is held, not sent, as this visit under a new key: "
+            f"do not cancel appointment {entry.appointment_id}; run the relink that row's "
+            "item names (the row takes this appointment; nothing to do in Flextell), or, if "
+            "it is a second visit, see that item"
+            f"{last}"
+        )
+    elif moved is None and kin is not None:
         # Its visit edited under another key, booked anew: cancelling that row's
         # appointment instead of this one lost the visit; keeping both booked it twice.
         now = f"appointment {kin[1]}" if kin[1] is not None else "not booked"
@@ -257,7 +271,7 @@ def from_entry(
             f"; the export has a row {alike}, {kin[0]!r} ({now}): if it is this visit "
             f"changed, cancel appointment {entry.appointment_id}, not that row's, then `ack`"
         )
-    aside = kept_aside(entry.source_key) if moved is None else None
+    aside = kept_aside(entry.source_key) if moved is None and held_as is None else None
     if aside is not None and aside[2]:
         reason += (
             f" (its key was {aside[0]!r} until `relink`, run {aside[1]}, found it cancelled "

@@ -15,7 +15,7 @@ from typing import Any, cast
 
 from worker.ledger import Entry, Ledger
 from worker.ledger.crypto import SEALED_PREFIX, Sealer
-from worker.ledger.model import ENTRY_COLUMNS, UnknownStatusError, entry_of
+from worker.ledger.model import ENTRY_COLUMNS, UnknownStatusError, entry_of, held_as_visit_of
 from worker.ledger.sqlconn import SqlConnection
 from worker.worklist import findings as found
 from worker.worklist.findings import one_per_kind
@@ -158,6 +158,8 @@ def _entry_findings(conn: SqlConnection, scope: Scope, sealer: Sealer | None) ->
     created_with = _created_with(conn, tenants, {e.changed_hash for e in changed})
     # ... and, of a missing row, the row whose version tonight is what it was made with.
     now_has = {(e.tenant, e.changed_hash): e for e in changed}
+    # ... or a row held, not sent, as the visit of its appointment under a new key.
+    held_as = {(e.tenant, a): e for e in entries if (a := held_as_visit_of(e)) is not None}
     for entry in entries:
         kind = Kind.CHANGED if entry.status == "created" else Kind(entry.status)
         twin = created_with.get((entry.tenant, entry.changed_hash or ""))
@@ -184,6 +186,7 @@ def _entry_findings(conn: SqlConnection, scope: Scope, sealer: Sealer | None) ->
         kin = _same_patient(conn, scope.run_id, alone, sealer) if alone else {}
         for entry in gone:
             holder = now_has.get((entry.tenant, entry.payload_hash or ""))
+            held = held_as.get((entry.tenant, entry.appointment_id or 0))
             out.append(
                 found.from_entry(
                     entry, Kind.MISSING, scope.zone(entry.tenant),
@@ -191,6 +194,7 @@ def _entry_findings(conn: SqlConnection, scope: Scope, sealer: Sealer | None) ->
                     skipped_at=scope.skipped.get((entry.tenant, entry.source_key)),
                     moved=(holder.source_key, holder.appointment_id) if holder else None,
                     kin=_kin_of(entry, kin),
+                    held_as=held.source_key if held is not None and holder is None else None,
                 )
             )  # fmt: skip
     return out
