@@ -125,7 +125,8 @@ def _held_reason(entry: Entry) -> str | None:
 
 
 _HELD_WHY = {
-    BOOKED_BY_HAND: "not sent: booked by hand with other details",
+    # Also a booking another API client made: the item says which (creation_type).
+    BOOKED_BY_HAND: "not sent: Flextell has the visit already, with other details",
     LEFT_EXPORT: (
         "not sent: equal to an appointment made for another key (the same visit under a new key?)"
     ),

@@ -227,8 +227,9 @@ def unpredictable(result: ImportResult) -> list[str]:
             f"not predicted: a dry run sends no lookups, so its {to_send:,} row(s) to send are "
             "all shown as 'to send'; the real run looks each up first and adopts it when an "
             "equal appointment nobody's row owns exists (booked by hand), holds it for a "
-            "person (failed: booked by hand with other details), and the API may refuse or "
-            "lose some: those need a person, which this exit code does not count"
+            "person (failed: Flextell has the visit already, with other details), and the "
+            "API may refuse or lose some: those need a person, which this exit code does not "
+            "count"
         )
     if open_rows:
         lines.append(
