@@ -670,3 +670,53 @@ def test_an_api_refusal_names_the_column_and_lookup_its_id_came_from(
         in i["reason"]
         for i in failed
     ), failed
+
+
+def test_a_patient_at_a_dotted_path_of_a_jsonl_export_is_masked_and_shown(
+    tmp_path: Path, sbx: Any
+) -> None:
+    """The patient's cell was empty for a JSONL export whose mapping reads the patient at
+    `patient.name`: the page read top-level keys only, and the front desk could not tell
+    whose row it was (masked or shown)."""
+    _, sample = sample_rows()
+    rows = [r for r in sample if r["clinic"] == "1"][:2]
+    (tmp_path / "patients.csv").write_text(
+        "name,flextell_id\n" + "".join(f"Emine Çelik {n},{r['customer_id']}\n"
+                                       for n, r in enumerate(rows)),
+        encoding="utf-8",
+    )  # fmt: skip
+    config = tmp_path / "run.toml"
+    config.write_text(
+        '[api]\nbase_url = "http://127.0.0.1:1/api"\ntoken = "env:FLEXTELL_TOKEN"\n'
+        'rate_limit = "1000/second"\ntimezone = "Europe/Istanbul"\n\n[tenants.1]\n\n'
+        '[lookups.patients]\nfile = "patients.csv"\nkey = "name"\nvalue = "flextell_id"\n\n'
+        '[mapping]\ntenant = { value = 1 }\nsource_key = "id"\n'
+        'customer_id = { column = "patient.name", lookup = "patients" }\n'
+        'user_id = "doctor"\nscheduled_at = { column = "start", formats = ["iso"] }\n'
+        'status = { column = "status", default = "pending" }\ntreatments = "treatments"\n'
+        'description = "visit.note"\n\n[ledger]\npath = "ledger.sqlite"\n',
+        encoding="utf-8",
+    )
+    export = tmp_path / "in.jsonl"
+    export.write_text(
+        "".join(
+            json.dumps({
+                "id": r["appointment_id"], "doctor": int(r["doctor_id"]), "start": r["start"],
+                "status": "maybe" if n == 0 else r["status"],
+                "treatments": [int(t) for t in r["treatment_ids"].split("|")],
+                "patient": {"name": f"Emine Çelik {n}"}, "visit": {"note": "penisilin alerjisi"},
+            }, ensure_ascii=False) + "\n"
+            for n, r in enumerate(rows)
+        ),
+        encoding="utf-8",
+    )  # fmt: skip
+    assert import_file(config, sbx, export)[0].exit_code == 1  # the invalid status
+    masked, shown = tmp_path / "masked.html", tmp_path / "shown.html"
+    assert run_cli("report", "-c", str(config), "--html", str(masked)).exit_code == 0
+    assert run_cli("report", "-c", str(config), "--html", str(shown),
+                   "--show-patient-data").exit_code == 0  # fmt: skip
+    text = masked.read_text(encoding="utf-8")
+    assert "Çelik" not in text and "penisilin" not in text
+    assert "<bdi>E. Ç.</bdi>" in text  # initials, as a top-level name column gives them
+    text = shown.read_text(encoding="utf-8")
+    assert "Emine Çelik 0" in text and "penisilin alerjisi" in text

@@ -180,24 +180,7 @@ class Compiler:
         self.columns.append((key, column))
         if "." not in column:
             return lambda fields: fields.get(column)
-        parts = column.split(".")
-
-        def nested(fields: Mapping[str, Any]) -> Any:
-            # A CSV header may itself contain dots: a literal key wins over a path.
-            value = fields.get(column, _MISSING)
-            if value is not _MISSING:
-                return value
-            cur: Any = fields
-            for part in parts:
-                if isinstance(cur, Mapping):
-                    cur = cur.get(part)
-                elif isinstance(cur, list) and part.isdigit() and int(part) < len(cur):
-                    cur = cur[int(part)]
-                else:
-                    return None
-            return cur
-
-        return nested
+        return lambda fields: field_at(fields, column)
 
     def value_map(self, key: str, spec: dict[str, Any]) -> dict[str, Any] | None:
         raw = spec.get("map")
@@ -772,6 +755,24 @@ def _shortcut(name: str, column: str, convert: Convert, empty: Any) -> Convert:
         return convert(fields, tenant)
 
     return text_cell
+
+
+def field_at(fields: Mapping[str, Any], column: str) -> Any:
+    """A row's value of `column`: a key, or a dotted path into a JSON object (`patient.phone`,
+    `treatments.0.name`); None where the path leads nowhere."""
+    # A CSV header may itself contain dots: a literal key wins over a path.
+    value = fields.get(column, _MISSING)
+    if value is not _MISSING or "." not in column:
+        return None if value is _MISSING else value
+    cur: Any = fields
+    for part in column.split("."):
+        if isinstance(cur, Mapping):
+            cur = cur.get(part)
+        elif isinstance(cur, list) and part.isdigit() and int(part) < len(cur):
+            cur = cur[int(part)]
+        else:
+            return None
+    return cur
 
 
 def _untrimmed(get: Getter, chain: Callable[[Any], Any], default: Any) -> Convert:

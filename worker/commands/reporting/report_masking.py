@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from worker.mapping.spec import field_at
+
 HIDDEN = "(hidden)"
 PHONE_DIGITS_SHOWN = 2
 # Seven or more digits, possibly broken by spaces, dots, dashes or brackets: a phone.
@@ -81,21 +83,26 @@ class PatientColumns:
 
     def phone_values(self, fields: Mapping[str, Any]) -> set[str]:
         """The row's non-empty cells of phone columns, as `split` gives them."""
-        return {str(fields[c]).strip() for c in self.phones if fields.get(c) is not None}
+        return {t for c in self.phones if (t := _text_at(fields, c))}
 
     def split(self, fields: Mapping[str, Any]) -> tuple[list[str], list[str]]:
-        """The row's non-empty person cells and note cells."""
-        people: list[str] = []
-        notes: list[str] = []
-        for column, value in fields.items():
-            text = "" if value is None else str(value).strip()
-            if not text:
-                continue
-            if column in self.person:
-                people.append(text)
-            elif column in self.notes:
-                notes.append(text)
+        """The row's non-empty person cells and note cells (a JSON object's by the
+        mapping's dotted path too: `patient.contact.phone`)."""
+        people = [t for c in _in_order(fields, self.person) if (t := _text_at(fields, c))]
+        notes = [
+            t for c in _in_order(fields, self.notes - self.person) if (t := _text_at(fields, c))
+        ]
         return people, notes
+
+
+def _in_order(fields: Mapping[str, Any], columns: frozenset[str]) -> list[str]:
+    """`columns` in the row's order, then the dotted paths into its objects."""
+    return [c for c in fields if c in columns] + sorted(columns.difference(fields))
+
+
+def _text_at(fields: Mapping[str, Any], column: str) -> str:
+    value = field_at(fields, column)
+    return "" if value is None else str(value).strip()
 
 
 def _columns_of(spec: Any) -> list[str]:
