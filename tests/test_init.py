@@ -483,6 +483,24 @@ def test_a_required_field_not_found_is_a_todo_and_exit_1(tmp_path: Path) -> None
     tomllib.loads(text)  # still TOML, only incomplete
 
 
+def test_an_export_without_its_header_line_is_refused_without_its_cells(
+    tmp_path: Path,
+) -> None:
+    """A first line of data (a patient's name, a medical note): the draft listed its cells
+    in `# columns not mapped: ...`, and a draft is committed and mailed."""
+    rows = [
+        "R1;Emine Çelik;Dr. Esra Aslan;05.03.2026 14:30;Botox;Oda 1;Onaylandı;İlk seans, penisilin",
+        "R2;Mustafa Aydın;Dr. Esra Aslan;06.03.2026 14:30;Botox;Oda 1;Onaylandı;",
+    ]
+    (tmp_path / "export.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["init", str(tmp_path / "export.csv")])
+    said = "line 1 looks like a row of data, not a header (cell 4 holds a date or time"
+    assert result.exit_code == 2 and said in result.stderr, result.output
+    assert "the export needs its header line" in result.stderr
+    assert "[mapping]" not in result.stdout  # no draft
+    assert not [w for w in ("Emine", "Esra", "penisilin") if w in result.output], result.output
+
+
 def test_numbered_columns_of_people_are_found_in_turkish_too(tmp_path: Path) -> None:
     # "Hasta No" was a customer column but "Doktor No" no doctor column (a walkthrough).
     mapping, _ = draft_of(

@@ -271,6 +271,52 @@ def test_missing_column_and_missing_file_exit_2(tmp_path: Path) -> None:
     assert "Ayşe" not in err and "1016" not in err
 
 
+HEADERLESS = (
+    "R1;Emine Çelik;Dr. Esra Aslan;05.03.2026 14:30;Botox;Onaylandı;İlk seans, penisilin alerjisi\n"
+)
+"""A first line of data whose cells are mostly names and words: the header check took
+only a line of numbers and dates for data, and listed this one's cells as the header."""
+PATIENT = ("Emine", "Esra", "penisilin", "İlk seans")
+
+
+def test_a_headerless_export_of_names_and_notes_is_not_echoed(tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text(HEADERLESS, encoding="utf-8")
+    cfg = write_cfg(tmp_path, '[source]\ndelimiter = ";"\n')
+    code, _, err = run(str(src), "-c", cfg)
+    assert code == 2, err
+    assert "its line 1 looks like a row of data, not a header (cell 4 holds a date or time" in err
+    assert "the export needs its header line" in err
+    # The names the mapping looks for are the choices shown, never the cells.
+    assert "mapping.customer_id.column: column 'customer'" in err
+    assert not [w for w in PATIENT if w in err], err
+    summary = tmp_path / "summary.txt"
+    result = CliRunner().invoke(
+        cli,
+        ["import", str(src), "-c", cfg, "--base-url", "http://127.0.0.1:9/api", "--no-progress",
+         "--ledger", str(tmp_path / "l.sqlite"), "--summary-file", str(summary)],
+        env={"FLEXTELL_TOKEN": "t"},
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    said = summary.read_text(encoding="utf-8") + result.output
+    assert "looks like a row of data" in said
+    assert not [w for w in PATIENT if w in said], said
+
+
+def test_json_lines_under_a_csv_name_are_named_so_not_quoted(tmp_path: Path) -> None:
+    """A failures file of a JSONL export saved as .csv and imported back: its first record
+    (patient, phone, note) was quoted whole as the header's columns."""
+    src = tmp_path / "fix.csv"
+    src.write_text(
+        '{"id": "R1", "patient": "Emine Çelik", "notes": "penisilin alerjisi"}\n',
+        encoding="utf-8",
+    )
+    code, _, err = run(str(src), "-c", write_cfg(tmp_path))
+    assert code == 2, err
+    assert 'the file is JSON Lines: name it .jsonl or set [source] format = "jsonl"' in err
+    assert not [w for w in PATIENT if w in err], err
+
+
 def hostile_files(tmp_path: Path) -> dict[str, Path]:
     files = {
         "garbage.csv": bytes(range(256)) * 64,

@@ -460,7 +460,10 @@ async def run_import(
             sys.stderr.write(f"warning: {mapper.override_note}\n")
         if source.columns is not None:
             mapper.check_columns(
-                source.columns, source.where, source.header_hint(mapper.column_names)
+                source.columns,
+                source.where,
+                source.header_hint(mapper.column_names),
+                source.header_at,
             )
         elif source.keys_seen is not None:
             for note in mapper.check_keys(*source.keys_seen, source.where):

@@ -46,6 +46,7 @@ from worker.mapping import Mapper
 from worker.mapping.text import as_text, norm_key
 from worker.mapping.values import clock_text, has_one_digit_minute
 from worker.source import SourceOptions, open_source
+from worker.source.header_shape import data_shape
 from worker.source.options import SPREADSHEETS, choose_format
 from worker.source.rows import RowProblem, SourceRow
 from worker.source.sheet import sheet_names
@@ -126,6 +127,7 @@ def read_sample(
             header_row=header_row,
             titles_above=src.titles_above,
         )
+        header_at = src.header_at
         if src.sheet is not None:
             sample.sheets = sheet_names(path, src.format)
         first: RowProblem | None = None
@@ -172,7 +174,34 @@ def read_sample(
             f"{sample.name}:{first.label}: {first.message}{more}: no row could be read "
             f"to draft from{hint}"
         )
+    _refuse_a_data_row_for_header(sample, path, fmt, sheet, header_at)
     return sample
+
+
+def _refuse_a_data_row_for_header(
+    sample: Sample, path: str, fmt: str | None, sheet: str | int | None, at: str
+) -> None:
+    """Stop when the header is a row of data (an export saved without its header line):
+    a draft would name its columns by a patient's cells, in a file that is committed
+    and mailed, and could map none of them."""
+    if sample.format not in ("csv", *SPREADSHEETS):
+        return
+    if sum(f in match_columns(sample.columns) for f in _KEY_FIELDS) >= 3:
+        return  # a header that names the key fields is one, whatever a cell looks like
+    data = data_shape(sample.columns)
+    if data is None:
+        return
+    lower = header_below(path, fmt, sheet) if sample.header_row is None else None
+    fix = (
+        _header_hint(sample, lower)
+        if lower is not None
+        else "the export needs its header line (if it is further down, pass --header-row "
+        "with its number)"
+    )
+    raise SourceError(
+        f"{sample.name}: {at} looks like a row of data, not a header ({data}); its "
+        f"{len(sample.columns)} cells are not shown, since they would be a patient's: {fix}"
+    )
 
 
 HEADER_SEARCH = range(2, 9)

@@ -293,7 +293,9 @@ def validate_file(opts: ValidateOptions) -> ValidateSummary:
             summary.warnings.append(note)
             sys.stderr.write(f"warning: {note}\n")
         if src.columns is not None:
-            mapper.check_columns(src.columns, src.where, src.header_hint(mapper.column_names))
+            mapper.check_columns(
+                src.columns, src.where, src.header_hint(mapper.column_names), src.header_at
+            )
         elif src.keys_seen is not None:
             for note in mapper.check_keys(*src.keys_seen, src.where):
                 summary.warnings.append(note)

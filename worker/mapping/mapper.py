@@ -21,6 +21,7 @@ from worker.mapping.results import FieldError, InvalidRow, MappedRow, new_mapped
 from worker.mapping.spec import PAYLOAD_FIELDS, Compiler, Field, compile_fields
 from worker.mapping.values import MultiFail, OffsetWatch, ValueFail
 from worker.source import RowProblem, SourceRow
+from worker.source.header_shape import data_header
 from worker.source.invisible import invisible_in
 from worker.suggest import did_you_mean
 
@@ -188,42 +189,53 @@ class Mapper:
         return list(dict.fromkeys(column for _, column in self._columns))
 
     def check_columns(
-        self, header: Sequence[str], source_name: str, hint: str | None = None
+        self,
+        header: Sequence[str],
+        source_name: str,
+        hint: str | None = None,
+        at: str = "line 1",
     ) -> None:
         """Fail before any row when a CSV header lacks a mapped column; `hint` says why
-        the header may be misread (another delimiter or encoding)."""
+        the header may be misread (another delimiter or encoding); `at` is the header's
+        line ("row 4" in a sheet)."""
         present = set(header)
-        # A file without a header row makes its first row the header: its cells are a
-        # patient's, and this line reaches the terminal and the log. Not listed then.
-        data_like = sum(any(ch.isdigit() for ch in c) for c in header) >= max(2, len(header) / 2)
         lacking = [(key, column) for key, column in self._columns if column not in present]
         if not lacking:
             return
-        listed = (
-            f"its first line has {len(header)} cells and looks like a row of data, "
-            "not a header: does the file have a header row?"
-            if data_like
-            else f"columns: {', '.join(header)}"
-        )
         tail = f"; {hint}" if hint else ""
-        # A header read wrong (another delimiter or encoding, or no header row) lacks
-        # every column: its first one and why say it all.
-        if len(lacking) == 1 or hint or data_like:
+        # An export saved without its header line makes its first row the header: its
+        # cells are a patient's, and this line reaches the terminal, the log and the
+        # summary file. Then only positions and the mapped names are said.
+        data = data_header(header, self.column_names)
+        if data is not None:
+            what = "data or a title" if hint else "a row of data"
+            fix = "" if hint else (
+                ": the export needs its header line (if the header is further down, "
+                "set [source] header_row to its number)"
+            )  # fmt: skip
+            listed = (
+                f"its {at} looks like {what}, not a header ({data}); its {len(header)} "
+                f"cells are not shown, since they would be a patient's{fix}"
+            )
+        else:
+            listed = f"columns: {', '.join(header)}"
+        # A header read wrong (another delimiter or encoding) lacks every column: its
+        # first one and why say it all.
+        if data is None and (len(lacking) == 1 or hint):
             key, column = lacking[0]
             raise ConfigError(
                 f"{self._config.path}: {key}: column {column!r} is not in the header of "
-                f"{source_name} ({listed})"
-                + ("" if data_like else did_you_mean(column, header))
-                + tail
+                f"{source_name} ({listed}){did_you_mean(column, header)}{tail}"
             )
         # Every one at once: a month's export with two headers in another case took a
         # run per header to find them.
         said = []
         for key, column in lacking:
-            near = "" if data_like else did_you_mean(column, header).removeprefix("; ")
+            near = "" if data else did_you_mean(column, header).removeprefix("; ")
             said.append(f"{key}: column {column!r}" + (f" ({near})" if near else ""))
+        are = "column is" if len(said) == 1 else "columns are"
         raise ConfigError(
-            f"{self._config.path}: {len(said)} mapped columns are not in the header of "
+            f"{self._config.path}: {len(said)} mapped {are} not in the header of "
             f"{source_name} ({listed}): {'; '.join(said)}{tail}"
         )
 

@@ -58,7 +58,9 @@ def collect(config: Config, file: str, source_opts: SourceOptions, tenant: int |
     )
     with open_source(file, source_opts) as src:
         if src.columns is not None:
-            first.check_columns(src.columns, src.where, src.header_hint(first.column_names))
+            first.check_columns(
+                src.columns, src.where, src.header_hint(first.column_names), src.header_at
+            )
         for item in src:
             first.map(item)
     return collector

@@ -213,6 +213,8 @@ class CsvRows:
         self._base = 0
         """Physical line number just before the reader's first line."""
         self._replayed_until = 0
+        self.header_start = 1
+        """The header's first line."""
         self.cut_short: int | None = None
         self.unterminated: int | None = None
         """The last line, when the file ends without a line break after a whole row."""
@@ -259,6 +261,7 @@ class CsvRows:
                     f"a record that starts on an earlier line (a quoted cell spans it)"
                 )
             if cells and "".join(cells).strip():
+                self.header_start = start
                 break
             if self._given is not None:
                 raise SourceError(f"{self.name}: {self._given}, but line {start} is blank")

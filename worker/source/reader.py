@@ -389,6 +389,13 @@ class Source:
             fields=fields if text is None else None,
         )
 
+    @property
+    def header_at(self) -> str:
+        """The header's line ("line 3"), a sheet's row ("row 4"), for messages."""
+        if self._sheet_rows is not None:
+            return f"row {self._sheet_rows.header_row}"
+        return f"line {1 if self._csv is None else self._csv.header_start}"
+
     def header_hint(self, wanted: Sequence[str] = ()) -> str | None:
         """Why the header may not be what the config expects: it splits better on another
         delimiter, another encoding reads it right, or (in a sheet) the `wanted` columns
@@ -396,6 +403,12 @@ class Source:
         if self.columns is None:
             return None
         missing = [c for c in wanted if c not in self.columns]
+        if self.format == "csv" and self.columns and self.columns[0].startswith('{"'):
+            # JSON Lines under a .csv name (a failures file saved so, say).
+            return (
+                "its header is a JSON object: the file is JSON Lines: name it .jsonl or "
+                'set [source] format = "jsonl"'
+            )
         if self._sheet_rows is not None and missing:
             below = self._sheet_rows.row_with(missing)
             if below is not None:

@@ -1,0 +1,58 @@
+"""Whether a header may be a row of data, told without its cells.
+
+An export saved without its header line makes its first row of data the header: its
+cells are then a patient's (name, phone, a medical note), and an error listing the
+header reaches the terminal, the log, `import --summary-file` and `init`'s draft.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+_DATE_OR_TIME = re.compile(r"\d{1,4}[./-]\d{1,2}[./-]\d{1,4}|\d{1,2}:\d{2}")
+_NUMBER = re.compile(r"[+(]?\d[\d\s().,/-]*")
+"""Ids, amounts and phone numbers; no column name is one."""
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.\w+")
+_SHOWN = 3
+"""Cells named in a reason: enough to find the line, not a row's worth."""
+
+
+def _kind(cell: str) -> str | None:
+    if _DATE_OR_TIME.search(cell):
+        return "a date or time"
+    if _NUMBER.fullmatch(cell):
+        return "a number"
+    if _EMAIL.search(cell):
+        return "an e-mail address"
+    if cell.startswith('{"') or '": ' in cell:  # JSON Lines read as CSV
+        return "a JSON value"
+    if ", " in cell:  # "Çelik, Emine", "İlk seans, penisilin alerjisi"
+        return "text with a comma"
+    return None
+
+
+def data_shape(cells: Sequence[str]) -> str | None:
+    """Why `cells` look like a row of data, by cell position only ("cell 4 holds a date
+    or time"), or None when they could be column names."""
+    found = [(i, kind) for i, cell in enumerate(cells, 1) if (kind := _kind(cell))]
+    if found:
+        said = [f"cell {i} holds {kind}" for i, kind in found[:_SHOWN]]
+        more = len(found) - _SHOWN
+        return ", ".join(said) + (f" (and {more} more)" if more > 0 else "")
+    digits = sum(any(ch.isdigit() for ch in c) for c in cells)
+    if digits >= max(2, len(cells) / 2):  # ids such as "R1", "KAD-7" in most cells
+        return f"{digits} of its {len(cells)} cells hold digits"
+    return None
+
+
+def data_header(cells: Sequence[str], wanted: Sequence[str]) -> str | None:
+    """`data_shape` of a header that holds fewer than half of the `wanted` column names:
+    one holding most of them is a header, whatever a cell looks like."""
+    if not cells:
+        return None
+    present = set(cells)
+    names = list(dict.fromkeys(wanted))
+    if names and sum(n in present for n in names) * 2 >= len(names):
+        return None
+    return data_shape(cells)
