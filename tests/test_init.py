@@ -249,6 +249,27 @@ def test_german_times_written_with_uhr_are_read(tmp_path: Path) -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("afternoon", "morning"), [("ÖS", "ÖÖ"), ("μ.μ.", "π.μ."), ("ΜΜ", "ΠΜ"), ("p. m.", "a.m.")]
+)
+def test_times_with_the_day_periods_the_mapping_reads_are_found(
+    tmp_path: Path, afternoon: str, morning: str
+) -> None:
+    """A time column of '2:30 ÖS' (Turkish day periods, which the mapping's %p reads)
+    was no time of day: a TODO said no time column was found (exit 1)."""
+    mapping, _ = draft_of(
+        tmp_path,
+        "Randevu No;Hasta No;Doktor No;Tarih;Saat;İşlem No\n"
+        f"R1;1001;101;11.12.2026;2:30 {afternoon};201\n"
+        f"R2;1001;101;12.12.2026;9:15 {morning};201\n",
+    )
+    assert mapping["scheduled_at"] == {
+        "date_column": "Tarih",
+        "time_column": "Saat",
+        "formats": ["%d.%m.%Y %I:%M %p"],
+    }
+
+
 def test_headers_in_german_french_and_spanish(tmp_path: Path) -> None:
     cases = {
         "de": "Termin-Nr;Patient;Ärztin;Datum;Uhrzeit;Status;Behandlung;Raum;Bemerkung\n"

@@ -157,10 +157,11 @@ def _iso_datetime(text: str) -> datetime | None:
 # Day periods strptime's %p does not read (it knows AM and PM only): Turkish exports
 # write ÖÖ/ÖS (öğleden önce/sonra), Greek π.μ./μ.μ., Spanish and English a. m./p.m.
 # Read as AM and PM where a format has %p; a format without %p never sees them.
-_DAY_PERIOD = re.compile(
-    r"(?<!\w)(?:(?P<am>[öÖ][öÖ]|[aA]\.\s?[mM]\.?|[πΠ]\.?\s?[μΜ]\.?)"
-    r"|(?P<pm>[öÖ][sSşŞ]|[pP]\.\s?[mM]\.?|[μΜ]\.?\s?[μΜ]\.?))(?!\w)"
-)
+_AM = r"[öÖ][öÖ]|[aA]\.\s?[mM]\.?|[πΠ]\.?\s?[μΜ]\.?"
+_PM = r"[öÖ][sSşŞ]|[pP]\.\s?[mM]\.?|[μΜ]\.?\s?[μΜ]\.?"
+DAY_PERIODS = f"{_AM}|{_PM}"
+"""These day periods as one pattern: init tells a column of times by them too."""
+_DAY_PERIOD = re.compile(rf"(?<!\w)(?:(?P<am>{_AM})|(?P<pm>{_PM}))(?!\w)")
 
 
 def _english_day_period(text: str) -> str:

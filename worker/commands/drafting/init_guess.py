@@ -16,6 +16,7 @@ from rapidfuzz import fuzz, process
 from worker.contract import STATUSES
 from worker.mapping.text import norm_key
 from worker.mapping.values import (
+    DAY_PERIODS,
     ValueFail,
     has_one_digit_minute,
     parse_datetime,
@@ -481,9 +482,13 @@ def looks_like_dates(values: Sequence[str]) -> bool:
     return bool(values) and sum(bool(_DATE_RE.match(v)) for v in values) >= 0.8 * len(values)
 
 
-_TIME_RE = re.compile(r"^\d{1,2}(?::\d{1,2}|\.\d{2})(:\d{2})?(\s?[AaPp][Mm]|\s?Uhr)?$")
+_TIME_RE = re.compile(
+    r"^\d{1,2}(?::\d{1,2}|\.\d{2})(:\d{2})?"
+    rf"(\s?[AaPp][Mm]|\s(?:{DAY_PERIODS})|\s?Uhr)?$"
+)
 """A clock time: "14:30", "9:5" (an export that drops the minutes' zero), "14.30",
-"2:30 PM", "9:05 Uhr". A dot takes two digits after it: "1.5" is an amount."""
+"2:30 PM", "9:05 Uhr", and every day period the mapping's %p reads ("2:30 ÖS",
+"2:30 μ.μ.", "9:15 a. m."). A dot takes two digits after it: "1.5" is an amount."""
 
 
 _SHORT_DOTTED = re.compile(r"^\d{1,2}[.,]\d$")
