@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -90,7 +91,8 @@ def test_the_failures_file_fixed_re_imports_and_the_rows_become_created(
     assert len(failures.read_text(encoding="utf-8").splitlines()) == 1
 
 
-def test_jsonl_failures_keep_the_original_object(tmp_path: Path, sbx: Sandbox) -> None:
+def _jsonl_with_one_invalid(tmp_path: Path, sbx: Sandbox) -> tuple[Path, dict[str, Any]]:
+    """A config whose ledger holds an import of 3 JSONL objects, one invalid (returned)."""
     config = write_config(tmp_path)
     lines = (
         (Path(__file__).parent.parent / "samples" / "appointments.jsonl")
@@ -104,11 +106,36 @@ def test_jsonl_failures_keep_the_original_object(tmp_path: Path, sbx: Sandbox) -
     source.write_text("\n".join(lines) + "\n", encoding="utf-8")
     result, _ = import_file(config, sbx, source)
     assert result.exit_code == 1
+    return config, broken
+
+
+def test_jsonl_failures_keep_the_original_object(tmp_path: Path, sbx: Sandbox) -> None:
+    config, broken = _jsonl_with_one_invalid(tmp_path, sbx)
     failures = tmp_path / "failures.jsonl"
     assert run_cli("report", "-c", str(config), "--failures", str(failures)).exit_code == 0
     [obj] = [json.loads(line) for line in failures.read_text(encoding="utf-8").splitlines()]
     assert obj["meta"] == broken["meta"] and obj["status"] == broken["status"]
     assert obj["worker_status"] == "invalid" and obj["error_field"].startswith("treatments")
+
+
+def test_a_jsonl_ledgers_failures_go_under_a_jsonl_name_and_the_page_says_so(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """`report --failures failures.csv` wrote JSON Lines under that name, and the HTML
+    page of a JSONL export's ledger told to run just that."""
+    config, _ = _jsonl_with_one_invalid(tmp_path, sbx)
+    wrong = tmp_path / "failures.csv"
+    result = run_cli("report", "-c", str(config), "--failures", str(wrong))
+    assert result.exit_code == 2, result.output
+    assert (
+        f"error: {wrong}: the failures file of a JSON Lines input is JSON Lines, but a name "
+        f"ending in '.csv' is read back as CSV: name it {tmp_path / 'failures.jsonl'}"
+    ) in result.stderr
+    assert not wrong.exists()
+    page = tmp_path / "page.html"
+    assert run_cli("report", "-c", str(config), "--html", str(page)).exit_code == 0
+    said = html.unescape(page.read_text(encoding="utf-8"))
+    assert "--failures failures.jsonl" in said and "--failures failures.csv" not in said
 
 
 def test_runs_in_table_json_and_csv_for_one_tenant_or_one_run(tmp_path: Path, sbx: Sandbox) -> None:

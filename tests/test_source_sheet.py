@@ -176,6 +176,22 @@ def test_errors_name_sheet_and_row_and_failures_file_is_csv(tmp_path: Path) -> N
     assert read[0]["Hasta No"] == "Zeynep" and read[0]["Doktor No"] == "105"
 
 
+@pytest.mark.parametrize("name", ["fix.xlsx", "fix.xls", "fix.ods", "fix.jsonl"])
+def test_a_failures_name_that_says_a_workbook_is_refused_naming_the_csv_one(
+    tmp_path: Path, name: str
+) -> None:
+    """`--failures fix.xls` wrote a UTF-8 CSV under that name ("1 row(s) written"), which
+    then failed to read back as an xls workbook."""
+    xlsx = write_xlsx(tmp_path / "export.xlsx", {"Randevular": [HEADER, TYPED[0], ["KAD-5"]]})
+    code, _, err = validate(
+        str(xlsx), "-c", str(write_config(tmp_path)), "--failures", str(tmp_path / name)
+    )
+    assert code == 2, err
+    assert "the failures file of a workbook is CSV, but a name ending in" in err
+    assert f"name it {tmp_path / 'fix.csv'}" in err
+    assert not (tmp_path / name).exists()
+
+
 def test_sheet_chosen_by_name_or_number_and_a_wrong_one_is_named(tmp_path: Path) -> None:
     sheets = {"Bilgi": [["Klinik"], ["Kadıköy"]], "Randevular": [HEADER, *TYPED]}
     xlsx = write_xlsx(tmp_path / "export.xlsx", sheets, hidden=["Bilgi"])

@@ -273,7 +273,10 @@ def _refuse_insecure(config: Path | Config, base_url: str | None, allow: bool) -
 @tenant_option("Import every row into this tenant.")
 @_report_option
 @click.option(
-    "--failures", type=UserPath(dir_okay=False), help="Write the invalid rows here, to fix."
+    "--failures",
+    type=UserPath(dir_okay=False),
+    help="Write the invalid rows here, to fix: in the input's format (a workbook's as CSV); "
+    "name it .csv, or .jsonl for a JSONL input.",
 )
 @click.option(
     "--payloads",
@@ -988,7 +991,8 @@ def relink_cmd(json_logs: bool, allow_insecure_http: bool, **params: Any) -> Non
 @click.option(
     "--failures",
     type=UserPath(dir_okay=False, path_type=Path),
-    help="Write every failed, invalid and unknown row here, in the input's format, to fix.",
+    help="Write every failed, invalid and unknown row here, in the input's format, to fix: "
+    "name it .csv, or .jsonl for a JSONL export's rows (a workbook's are CSV).",
 )
 @click.option(
     "--html",

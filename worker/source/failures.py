@@ -36,7 +36,7 @@ from worker.errors import SourceError
 from worker.fileperms import open_private
 from worker.source import RowProblem, SourceRow
 from worker.source.cells import cell_text
-from worker.source.options import SPREADSHEETS
+from worker.source.options import SPREADSHEETS, choose_format
 from worker.source.quoted import FORMULA_START as _FORMULA_START
 from worker.source.quoted import QUOTED_COLUMN
 
@@ -60,6 +60,42 @@ def neutralised(names: Sequence[str], cells: Sequence[str]) -> tuple[list[str], 
     return safe, json.dumps(quoted, ensure_ascii=False) if quoted else ""
 
 
+_KINDS = {"csv": "CSV", "jsonl": "JSON Lines"}
+
+
+def written_format(format: str) -> str:
+    """The format of the failures file of an input in `format`: a workbook's is CSV."""
+    return "csv" if format in SPREADSHEETS else format
+
+
+def failures_name(format: str, stem: str = "failures") -> str:
+    """A failures file's name for an input in `format`: "failures.jsonl", "failures.csv"."""
+    return f"{stem}.{written_format(format)}"
+
+
+def check_failures_path(path: str | Path, format: str) -> None:
+    """Refuse a name whose extension reads back (import --partial, validate: by the name)
+    as another format than the failures file of a `format` input is written in: JSON
+    Lines under .csv, a workbook's CSV under .xlsx failed only when read back."""
+    path = Path(path)
+    written = written_format(format)
+    try:
+        named = choose_format(str(path), None)
+    except SourceError:
+        return  # no extension the reader knows: --format says how to read it back
+    if named == written or written not in _KINDS:
+        return  # (a format of neither kind is FailureWriter's own error)
+    base = path.name[:-3] if path.name.lower().endswith(".gz") else path.name
+    stem, ext = base[: base.rfind(".")], base[base.rfind(".") :]
+    source = "a workbook" if format in SPREADSHEETS else f"a {_KINDS[format]} input"
+    read_as = _KINDS.get(named, f"an {named} workbook")
+    raise SourceError(
+        f"{path}: the failures file of {source} is {_KINDS[written]}, but a name ending "
+        f"in {ext!r} is read back as {read_as}: name it "
+        f"{path.with_name(failures_name(format, stem))}"
+    )
+
+
 class FailureWriter:
     """Write failed rows to ``path`` in the input's format; use as a context manager."""
 
@@ -73,6 +109,7 @@ class FailureWriter:
         encoding: str = "utf-8",
         extra_columns: Sequence[str] = ("error_field", "error_message"),
     ) -> None:
+        check_failures_path(path, format)
         if format in SPREADSHEETS:
             # Writing a workbook back would need a second library and lose nothing a CSV
             # keeps; Excel opens a comma-separated UTF-8 file with a BOM as it is.

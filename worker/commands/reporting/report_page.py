@@ -51,6 +51,7 @@ from worker.exitcodes import ExitCode
 from worker.ledger import Entry, Ledger, Run, RunStatus, Status
 from worker.ledger.crypto import configured_key
 from worker.ledger.target import LedgerTarget, describe, find_ledger_target, is_url
+from worker.source.failures import failures_name
 from worker.worklist.findings import local_clock
 
 EMBED_LIMIT = 5_000
@@ -142,7 +143,12 @@ async def collect_page(options: HtmlOptions) -> ReportPage:
             kinds=[k for k in _NEEDS_KINDS if work.by_kind.get(k)],
             in_flight=in_flight,
         )
-        await _failures_file(ledger, all_runs, page, options, _failures_command(target, options))
+        # The name --failures takes for this ledger: "failures.csv" for a JSONL export's
+        # rows was refused.
+        fmt = next((r.source_format for r in reversed(all_runs) if r.source_format), "csv")
+        name = failures_name(fmt or "csv")
+        command = _failures_command(target, options, name)
+        await _failures_file(ledger, all_runs, page, options, command, name)
     finally:
         await ledger.close()
     return page
@@ -694,7 +700,7 @@ def _history(runs: list[Run], limit: int) -> list[RunBar]:
     ]
 
 
-def _failures_command(target: LedgerTarget, options: HtmlOptions) -> str:
+def _failures_command(target: LedgerTarget, options: HtmlOptions, name: str) -> str:
     """`report --failures` for this page's ledger, to paste as is: the file, or the config
     that names it (a URL may hold a password: never printed)."""
     if not is_url(target):
@@ -703,11 +709,16 @@ def _failures_command(target: LedgerTarget, options: HtmlOptions) -> str:
         where = f" -c {shlex.quote(str(options.config_path.absolute()))}"
     else:
         where = " -c CONFIG"
-    return f"flextell-worker report{where} --failures failures.csv"
+    return f"flextell-worker report{where} --failures {name}"
 
 
 async def _failures_file(
-    ledger: Ledger, runs: list[Run], page: ReportPage, options: HtmlOptions, command: str
+    ledger: Ledger,
+    runs: list[Run],
+    page: ReportPage,
+    options: HtmlOptions,
+    command: str,
+    name: str,
 ) -> None:
     """Embed the failures file (as `report --failures` writes it) for the page's save link.
 
@@ -730,9 +741,8 @@ async def _failures_file(
             f"file; run {command}."
         )
         return
-    fmt = next((r.source_format for r in reversed(runs) if r.source_format), "csv") or "csv"
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"failures.{fmt}"
+        path = Path(tmp) / name
         page.failures_rows = await write_failures(ledger, runs, path)
         page.failures_file = path.read_bytes()
-    page.failures_name = f"failures.{fmt}"
+    page.failures_name = name
