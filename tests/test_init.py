@@ -354,6 +354,46 @@ def test_a_name_in_the_date_column_is_not_copied_into_the_draft(tmp_path: Path) 
     assert "values no format reads: <14 characters that are no date>, '31.02.2026 16:10'" in text
 
 
+@pytest.mark.parametrize("phone", ["Tel", "Cep Telefonu"])
+def test_a_phone_column_beside_the_patients_name_finds_the_patient(
+    tmp_path: Path, phone: str
+) -> None:
+    """customer_id was the name column 'Hasta' with a note to add a lookup table, though
+    the export had a phone column; 'Tedaviler' (treatments) was no treatments column."""
+    mapping, draft = draft_of(
+        tmp_path,
+        f"Randevu No;Hasta;{phone};Doktor No;Tarih;Tedaviler\n"
+        "R1;Emine Çelik;0532 111 22 33;101;11.12.2026 14:30;201\n",
+    )
+    assert mapping["customer_id"] == {"column": phone, "lookup": "api", "by": "phone"}
+    assert "patients found by phone through the API ('Hasta' holds names, not ids)" in draft
+    assert tomllib.loads(draft)["api"]["phone_region"] == "TR"
+    assert mapping["treatments"] == {"column": "Tedaviler"}
+
+
+def test_national_numbers_without_a_country_are_a_phone_region_todo(tmp_path: Path) -> None:
+    """English headers and `by = "phone"` with no phone_region: 7 of 8 rows then failed
+    ("Missing or invalid default region")."""
+    export = tmp_path / "en.csv"
+    export.write_text(
+        "Appointment ID,Patient,Phone,Doctor ID,Date,Treatment IDs\n"
+        "A1,John Smith,07700 900123,101,2026-12-11 14:30,201\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "draft.toml"
+    result = CliRunner().invoke(cli, ["init", str(export), "--out", str(out)])
+    assert "init: patients are looked up by phone, and the numbers have no country code" in (
+        result.stderr
+    )
+    text = out.read_text(encoding="utf-8")
+    assert '# phone_region = "GB"  # TODO: patients are looked up by phone' in text
+    assert tomllib.loads(text)["mapping"]["customer_id"]["by"] == "phone"
+    # With a country code each number tells its own: no TODO.
+    export.write_text(export.read_text(encoding="utf-8").replace("07700 ", "+44 7700 "), "utf-8")
+    result = CliRunner().invoke(cli, ["init", str(export), "--out", str(out), "--force"])
+    assert "phone_region" not in out.read_text(encoding="utf-8") + result.stderr
+
+
 def test_a_patient_number_column_beside_the_patients_name_is_the_customer(
     tmp_path: Path,
 ) -> None:

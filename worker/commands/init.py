@@ -272,6 +272,8 @@ class Draft:
         """Required fields no column was found for."""
         self.zone_unknown = False
         """The draft's timezone is UTC for want of a better guess."""
+        self.region_unknown = False
+        """Patients are looked up by national phone numbers with no phone_region set."""
         self.order_guessed: str | None = None
         """The day/month order of scheduled_at when no sampled value decided it."""
         self.unread: list[str] = []
@@ -370,6 +372,8 @@ def draft_config(
         d.add(base.rstrip())
         if "\ntimezone = " not in base:  # a base that names no zone: guessed as without one
             _zone_line(d, lang)
+        if "\nphone_region = " not in base:
+            _region_line(d, sample, guesses, lang)
     else:
         d.add("[api]")
         d.add(f"base_url = {q(DEFAULT_BASE_URL)}")
@@ -379,8 +383,7 @@ def draft_config(
             '# rate_limit = "60/minute"',
             'the API\'s default, per tenant; a trial on the sandbox may set "20/second"',
         )
-        if "phone" in guesses and lang in REGIONS:
-            d.add(f"phone_region = {q(REGIONS[lang])}", "guess: country of national phone numbers")
+        _region_line(d, sample, guesses, lang)
     d.add()
     # Before any guess from the values: a totals line's cells ("TOPLAM" in the branch
     # column, "2 randevu") are no clinic, no patient id.
@@ -490,6 +493,41 @@ def _zone_line(d: Draft, lang: str | None) -> None:
     d.add(f"timezone = {q(ZONES.get(lang or '', 'UTC'))}", why)
 
 
+def _region_line(
+    d: Draft, sample: Sample, guesses: dict[str, ColumnGuess], lang: str | None
+) -> None:
+    """[api] phone_region: the header language's country when there is a phone column;
+    a TODO when patients are looked up by numbers without a country code and the language
+    does not tell the country: the phone library reads none of them without it."""
+    phone = guesses.get("phone")
+    if phone is None:
+        return
+    if lang in REGIONS:
+        d.add(f"phone_region = {q(REGIONS[lang])}", "guess: country of national phone numbers")
+        return
+    if _customer_by_phone(sample, guesses) is None:
+        return
+    if all(v.lstrip().startswith("+") for v in sample.values.get(phone.column, [])):
+        return  # every number has its country code
+    d.region_unknown = True
+    d.add(
+        '# phone_region = "GB"',
+        "TODO: patients are looked up by phone and the numbers have no country code: set "
+        'the country they are dialled in (ISO 3166, e.g. "GB", "US"), or no patient is found',
+    )
+
+
+def _customer_by_phone(sample: Sample, guesses: dict[str, ColumnGuess]) -> ColumnGuess | None:
+    """The phone column to look patients up by: there is one, and no patient column of
+    Flextell ids (a column of names needs a table the export does not give)."""
+    phone, customer = guesses.get("phone"), guesses.get("customer_id")
+    if phone is None:
+        return None
+    if customer is not None and mostly_ids(sample.values.get(customer.column, [])):
+        return None
+    return phone
+
+
 def _not_a_key(sample: Sample, guesses: dict[str, ColumnGuess]) -> None:
     """A key guessed from a header whose values are dates or times ("Termin" is a German
     appointment, and its cells may be its date-time) is none: two visits at one time
@@ -526,8 +564,15 @@ def _fields(d: Draft, sample: Sample, guesses: dict[str, ColumnGuess], lang: str
                 "tell a changed row from a new one (the second import is refused); add one"
             )
     customer = guesses.get("customer_id")
-    phone = guesses.get("phone")
-    if customer is not None:
+    phone = _customer_by_phone(sample, guesses)
+    if phone is not None:
+        # A phone finds the patient through the API; a name column would need a table.
+        names = f" ({customer.column!r} holds names, not ids)" if customer is not None else ""
+        d.add(
+            f'customer_id = {{ column = {q(phone.column)}, lookup = "api", by = "phone" }}',
+            f"guess: {phone.why}; patients found by phone through the API{names}",
+        )
+    elif customer is not None:
         values = sample.values.get(customer.column, [])
         if mostly_ids(values):
             d.add(f"customer_id = {{ column = {q(customer.column)} }}", f"guess: {customer.why}")
@@ -537,11 +582,6 @@ def _fields(d: Draft, sample: Sample, guesses: dict[str, ColumnGuess], lang: str
                 f"guess: {customer.why}; the cells are not Flextell ids: add a [lookups] table "
                 '(or map a phone column with lookup = "api")',
             )
-    elif phone is not None:
-        d.add(
-            f'customer_id = {{ column = {q(phone.column)}, lookup = "api", by = "phone" }}',
-            f"guess: {phone.why}; patients found by phone through the API",
-        )
     else:
         d.required_missing("customer_id", "patient")
     for name in ("user_id", "assistant_id", "room_id"):
@@ -968,6 +1008,12 @@ def run_init(
     where = Path(out).resolve().parent if out else Path(tempfile.gettempdir())
     check_draft(text, where)
     write_draft(text, out, force)
+    if draft.region_unknown:
+        print(
+            "init: patients are looked up by phone, and the numbers have no country code: "
+            "set [api] phone_region in the draft (see its TODO line) before an import",
+            file=sys.stderr,
+        )
     if draft.unread:
         print(
             f"init: no drafted format reads {'; '.join(draft.unread)}: see the TODO line "
