@@ -1119,3 +1119,42 @@ def test_a_turkish_exports_twelve_hour_times_get_a_format_that_reads_them(tmp_pa
     cfg, text = init(tmp_path, export)
     assert tomllib.loads(text)["mapping"]["scheduled_at"]["formats"] == ["%d.%m.%Y %I:%M %p"]
     assert validate(export, cfg, tmp_path / "r.json") == 0
+
+
+def test_objects_and_lists_of_objects_of_a_jsonl_export_are_mapped_by_their_paths(
+    tmp_path: Path,
+) -> None:
+    """A JSONL export that nests its doctor, room and treatments as objects: the draft
+    mapped `doctor` (an object: every row invalid, "expected a single value") and the
+    treatments' list of objects (each object's JSON text looked up as a name)."""
+    export = tmp_path / "nested.jsonl"
+    rows: list[dict[str, Any]] = [
+        {"id": "J1", "patient": {"id": 1001, "name": "Ayşe Y"},
+         "doctor": {"id": "101", "name": "Dr X"}, "start": "2027-03-01 10:00",
+         "treatments": [{"id": 201, "name": "Botox"}, {"id": 202, "name": "Dolgu"}],
+         "room": {"name": "Oda 1"}},
+        {"id": "J2", "patient": {"id": 1002, "name": "Ali V"},
+         "doctor": {"id": "102", "name": "Dr Y"}, "start": "2027-03-02 11:00",
+         "treatments": [{"id": 203, "name": "Peeling"}], "room": {"name": "Oda 2"}},
+    ]  # fmt: skip
+    export.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    cfg, text = init(tmp_path, export)
+    mapping = tomllib.loads(text)["mapping"]
+    assert mapping["user_id"] == {"column": "doctor.id"}  # its id, before its name
+    assert mapping["treatments"]["column"] == "treatments.id"
+    assert mapping["room_id"] == {"column": "room.name", "lookup": "api", "by": "name"}
+    assert "# columns not mapped: patient.name, doctor.name, treatments.name" in text
+    report = tmp_path / "r.json"
+    assert validate(export, cfg, report) == 0
+    said = CliRunner().invoke(cli, ["validate", str(export), "-c", str(cfg), "--no-progress"])
+    assert "none of the first" not in said.output  # a path through the list is a key
+    # Names alone: the object's name, looked up, and each treatment's name as a list.
+    for r in rows:
+        r["doctor"] = {"name": r["doctor"]["name"]}
+        r["treatments"] = [{"name": t["name"]} for t in r["treatments"]]
+    export.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    _, text = init(tmp_path, export, "--force")
+    mapping = tomllib.loads(text)["mapping"]
+    assert mapping["user_id"] == {"column": "doctor.name", "lookup": "api", "by": "name"}
+    assert mapping["treatments"]["column"] == "treatments.name"
+    assert "doctor = " not in text and '"doctor"' not in text

@@ -91,6 +91,15 @@ class Sample:
     lists: set[str] = field(default_factory=set)
     """Columns holding JSON lists (treatments given as a list need no split)."""
 
+    @property
+    def fields(self) -> list[str]:
+        """The columns a field may take: not a JSON object or a list of objects itself
+        (`doctor` of `{"doctor": {"name": ...}}`: its paths, `doctor.name`, are)."""
+        return [
+            c for c in self.columns
+            if c in self.values or not any(o.startswith(c + ".") for o in self.columns)
+        ]  # fmt: skip
+
     def distinct(self, column: str) -> Counter[str]:
         """Each distinct value with its count; spellings a value map treats as one
         ("Berlin", "BERLIN") count as the first one seen."""
@@ -248,10 +257,18 @@ def _short_totals(problem: RowProblem) -> Mapping[str, Any] | None:
 
 
 def _flat(fields: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """A JSON object's values by dotted path ("body.customer_id"), as the mapping names them."""
+    """A JSON object's values by dotted path ("body.customer_id"), as the mapping names them;
+    of a list of objects, each path's list of the objects' values ("treatments.name")."""
     for key, value in fields.items():
         if isinstance(value, Mapping):
             yield from _flat(value, f"{prefix}{key}.")
+        elif isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+            paths: dict[str, list[Any]] = {}
+            for item in value:
+                for path, leaf in _flat(item):
+                    paths.setdefault(path, []).append(leaf)
+            for path, leaves in paths.items():
+                yield f"{prefix}{key}.{path}", leaves
         else:
             yield f"{prefix}{key}", value
 
@@ -355,7 +372,7 @@ def draft_config(
     ``proposals``: value maps proposed from the API's lists, by field): its text, the
     required fields no column was found for (while there are any, the draft cannot
     load), whether its timezone is UTC for want of a guess, and what it cannot read."""
-    guesses = match_columns(sample.columns)
+    guesses = match_columns(sample.fields)
     lang = language(guesses.values())
     d = Draft(proposals, asked)
     d.add(f"# Drafted by `flextell-worker init` from {sample.name} ({sample.rows} rows read).")
@@ -442,7 +459,7 @@ def draft_config(
     status = guesses.get("status")  # its lines come below, in [mapping.status]
     unused = [
         c
-        for c in sample.columns
+        for c in sample.fields
         if f"= {q(c)}" not in mapped and (status is None or c != status.column)
     ]
     if unused:
@@ -978,7 +995,7 @@ def run_init(
     if online and base is not None:
         from worker.commands.drafting.init_online import propose
 
-        guesses = match_columns(sample.columns)
+        guesses = match_columns(sample.fields)
         asked, proposals = propose(sample.values, sample.delimiter, guesses, base, tenant)
     draft = draft_config(sample, base_api_text(base) if base else None, proposals, asked)
     text, missing = draft.text(), draft.missing

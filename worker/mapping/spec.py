@@ -180,7 +180,10 @@ class Compiler:
         self.columns.append((key, column))
         if "." not in column:
             return lambda fields: fields.get(column)
-        return lambda fields: field_at(fields, column)
+        # Only a list field takes each object's value of a list (`treatments.id`): for one
+        # value, a list where an object was expected is said as such (mapper.py).
+        each = "treatments" in key.split(".")  # mapping.treatments.column
+        return lambda fields: field_at(fields, column, each=each)
 
     def value_map(self, key: str, spec: dict[str, Any]) -> dict[str, Any] | None:
         raw = spec.get("map")
@@ -757,19 +760,27 @@ def _shortcut(name: str, column: str, convert: Convert, empty: Any) -> Convert:
     return text_cell
 
 
-def field_at(fields: Mapping[str, Any], column: str) -> Any:
+def field_at(fields: Mapping[str, Any], column: str, *, each: bool = False) -> Any:
     """A row's value of `column`: a key, or a dotted path into a JSON object (`patient.phone`,
-    `treatments.0.name`); None where the path leads nowhere."""
+    `treatments.0.name`); with `each`, through a list of objects each one's value
+    (`treatments.name` of `[{"name": "Botox"}, {"name": "Dolgu"}]` is `["Botox", "Dolgu"]`);
+    None where the path leads nowhere."""
     # A CSV header may itself contain dots: a literal key wins over a path.
     value = fields.get(column, _MISSING)
     if value is not _MISSING or "." not in column:
         return None if value is _MISSING else value
-    cur: Any = fields
-    for part in column.split("."):
+    return _walk(fields, column.split("."), each)
+
+
+def _walk(cur: Any, parts: list[str], each: bool) -> Any:
+    for n, part in enumerate(parts):
         if isinstance(cur, Mapping):
             cur = cur.get(part)
-        elif isinstance(cur, list) and part.isdigit() and int(part) < len(cur):
-            cur = cur[int(part)]
+        elif isinstance(cur, list) and part.isdigit():
+            cur = cur[int(part)] if int(part) < len(cur) else None
+        elif isinstance(cur, list) and each:
+            # Each item's: an item without it is None, which a list field refuses by name.
+            return [_walk(item, parts[n:], each) for item in cur]
         else:
             return None
     return cur

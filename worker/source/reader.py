@@ -555,7 +555,17 @@ def _paths(value: Mapping[str, Any], prefix: str = "", depth: int = 0) -> set[st
         out.add(prefix + key)
         if isinstance(item, dict) and depth < _PATH_DEPTH:
             out |= _paths(item, f"{prefix}{key}.", depth + 1)
+        elif isinstance(item, list) and depth < _PATH_DEPTH:
+            # A list of objects: each one's keys (`treatments.name`, the mapping's path
+            # through the list) and by index (`treatments.0.name`), of its first items.
+            for n, element in enumerate(item[:_LIST_ITEMS]):
+                if isinstance(element, dict):
+                    out |= _paths(element, f"{prefix}{key}.", depth + 1)
+                    out |= _paths(element, f"{prefix}{key}.{n}.", depth + 1)
     return out
+
+
+_LIST_ITEMS = 10
 
 
 _PATH_DEPTH = 16

@@ -320,6 +320,12 @@ class ColumnGuess:
         return f"header {self.column!r} ~ {self.lang} {self.word!r} ({how})"
 
 
+_ATTRIBUTES = frozenset({"name", "full name", "title", "label", "ad", "adi", "isim", "adi soyadi",
+                         "name surname", "display name"})  # fmt: skip
+"""Last parts of a JSON path that say which of an object's values it is, not what the
+object is: `doctor.name` is matched as `doctor`."""
+
+
 def match_columns(columns: Sequence[str]) -> dict[str, ColumnGuess]:
     """Each field's best column: exact synonyms first, then fuzzy ones; one field a column."""
     words = [(f, lang, w) for f, by in SYNONYMS.items() for lang, ws in by.items() for w in ws]
@@ -330,9 +336,12 @@ def match_columns(columns: Sequence[str]) -> dict[str, ColumnGuess]:
         # ("body.customer_id" is a customer id); a header that ends in a dot ("Hasta No.")
         # is no path.
         forms = [(fold(column), False)]
-        last = column.rsplit(".", 1)[-1]
-        if last != column and last.strip():
-            forms.append((fold(last), True))
+        parts = column.split(".")
+        if len(parts) > 1 and parts[-1].strip():
+            forms.append((fold(parts[-1]), True))
+            if fold(parts[-1]) in (*_ATTRIBUTES, "id") and parts[-2].strip():
+                # "doctor.name", "treatments.id": the object is what the field is.
+                forms.append((fold(parts[-2]), True))
         for folded, by_part in forms:
             if not folded:
                 continue
@@ -345,9 +354,11 @@ def match_columns(columns: Sequence[str]) -> dict[str, ColumnGuess]:
     # the appointment's id); on a tie the field listed first wins ("date" before
     # "description").
     order = list(SYNONYMS)
+    # Of an object's paths, its id before its name: an id needs no lookup.
     candidates.sort(
-        key=lambda c: (-c.score, c.by_part, columns.index(c.column), order.index(c.field))
-    )
+        key=lambda c: (-c.score, c.by_part, not c.column.endswith(".id"),
+                       columns.index(c.column), order.index(c.field))
+    )  # fmt: skip
     taken: dict[str, ColumnGuess] = {}
     used: set[str] = set()
     for cand in candidates:
