@@ -303,6 +303,40 @@ def test_a_headerless_export_of_names_and_notes_is_not_echoed(tmp_path: Path) ->
     assert not [w for w in PATIENT if w in said], said
 
 
+def test_a_headerless_export_whose_first_row_repeats_a_value_is_not_echoed(
+    tmp_path: Path,
+) -> None:
+    """A first line of data with one value twice (a name in two columns): the duplicate
+    column check, which runs first, named the cell and three cells of the next line (a
+    second patient's), and advised a header on that line."""
+    src = tmp_path / "in.csv"
+    src.write_text(
+        "R1;Emine Çelik;Emine Çelik;05.03.2026 14:30;Dolgu;penisilin alerjisi\n"
+        "R2;Esra Aslan;Dr. Ali;06.03.2026 10:30;Dolgu;x\n",
+        encoding="utf-8",
+    )
+    for command in (["validate", str(src), "-c", write_cfg(tmp_path)], ["init", str(src)]):
+        result = CliRunner().invoke(cli, command)
+        assert result.exit_code == 2, result.output
+        assert "header row looks like a row of data, not a header (cell 4 holds a date" in (
+            result.output
+        )
+        assert not [w for w in PATIENT if w in result.output], result.output
+
+
+def test_a_header_with_a_comma_in_a_name_is_a_header(tmp_path: Path) -> None:
+    """`Hasta Adı, Soyadı` was taken for a note with a comma: the header for a row of data,
+    its columns and the nearest names not shown, and init refused the file."""
+    src = tmp_path / "in.csv"
+    src.write_text(
+        "No;Hasta Adı, Soyadı;Telefon;Doktor Adı;Tarih;Saat\n1;A B;0532;Dr. C;05.03.2026;14:30\n",
+        encoding="utf-8",
+    )
+    code, _, err = run(str(src), "-c", write_cfg(tmp_path, '[source]\ndelimiter = ";"\n'))
+    assert code == 2 and "columns: No, Hasta Adı, Soyadı, Telefon" in err, err
+    assert CliRunner().invoke(cli, ["init", str(src)]).exit_code in (0, 1)  # a draft
+
+
 def test_json_lines_under_a_csv_name_are_named_so_not_quoted(tmp_path: Path) -> None:
     """A failures file of a JSONL export saved as .csv and imported back: its first record
     (patient, phone, note) was quoted whole as the header's columns."""

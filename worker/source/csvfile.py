@@ -16,6 +16,7 @@ from dataclasses import replace
 from worker.errors import SourceError
 from worker.logs import get_logger
 from worker.source import stray_bytes
+from worker.source.header_shape import not_a_header
 from worker.source.invisible import invisible_in
 from worker.source.lines import Event, LineFeed
 from worker.source.options import DELIMITERS, setting
@@ -284,6 +285,11 @@ class CsvRows:
                     "name in the export, or set [source] encoding to the file's encoding"
                 )
         if problems := header_problems(columns):
+            # A row of data read as the header: its cells and the next line's are a
+            # patient's; a duplicate name is a value that repeats (a phone, a date).
+            named = setting("header_row", from_cli=self._from_cli)
+            if (data := not_a_header(columns, named)) is not None:
+                raise SourceError(f"{self.name}: line {line}: {data}")
             below = None if self._given is not None else self._full_names_below(line)
             if below is not None:
                 # A group row above the header ("Randevu;;;Zaman;;"): renaming cells of

@@ -27,8 +27,8 @@ def _kind(cell: str) -> str | None:
         return "an e-mail address"
     if cell.startswith('{"') or '": ' in cell:  # JSON Lines read as CSV
         return "a JSON value"
-    if ", " in cell:  # "Çelik, Emine", "İlk seans, penisilin alerjisi"
-        return "text with a comma"
+    # Not text with a comma: a header names columns so too ("Hasta Adı, Soyadı"), and
+    # every row of appointments has its date or time, which the first rule sees.
     return None
 
 
@@ -44,6 +44,20 @@ def data_shape(cells: Sequence[str]) -> str | None:
     if digits >= max(2, len(cells) / 2):  # ids such as "R1", "KAD-7" in most cells
         return f"{digits} of its {len(cells)} cells hold digits"
     return None
+
+
+def not_a_header(cells: Sequence[str], header_row: str) -> str | None:
+    """What a header row's check says instead of its problems (a duplicate or empty name)
+    when the row looks like data: its cells by position only, and where the header goes
+    (`header_row`: the setting as the message names it); None when it may be a header."""
+    shape = data_shape(cells)
+    if shape is None:
+        return None
+    return (
+        f"header row looks like a row of data, not a header ({shape}); its {len(cells)} cells "
+        "are not shown, since they would be a patient's: the export needs its header line "
+        f"(if the header is further down, set {header_row} to its number)"
+    )
 
 
 def data_header(cells: Sequence[str], wanted: Sequence[str]) -> str | None:
