@@ -57,7 +57,7 @@ from worker.delivery.slot_search import SlotSearch
 from worker.errors import ConfigError
 from worker.exitcodes import ExitCode
 from worker.ledger import Entry, Ledger, RunStatus, Status, api_identity
-from worker.ledger.model import names_another_patient
+from worker.ledger.model import held_as_visit_of, names_another_patient
 from worker.ledger.target import describe, existing_target, is_url, open_existing
 from worker.worklist import out_of_export
 
@@ -373,6 +373,18 @@ class _Tenant:
         keeps it under a key of its own and the key is free for the new patient's visit.
         Not before: the appointment may be that visit with the patient recorded wrong."""
         gone, now = found.id, entry.payload_now
+        holder = await self._held_as(entry.tenant, gone)
+        if holder is not None:
+            # Its old visit is in the export under a new key (the rows renumbered the night
+            # the key was reused): that row takes the appointment, not a cancellation.
+            return verdict(
+                "held",
+                f"the export has the visit of appointment {gone} as row {holder!r}, held as "
+                f"it under a new key: do not cancel appointment {gone} (if it was, restore it "
+                "in Flextell); run the relink that row's worklist item names (it takes the "
+                f"appointment), and the next import reads {entry.source_key!r} as the new "
+                "patient's visit",
+            )
         if now is not None and equal(now, found):
             return verdict(
                 "present",
@@ -466,6 +478,13 @@ class _Tenant:
                 "visit is booked more than once; delete the one(s) not wanted in Flextell"
             )
         return verdict("relinked", note, chosen.id, others)
+
+    async def _held_as(self, tenant: int, appointment: int) -> str | None:
+        """The key of a row held, not sent, as the visit of `appointment` under a new key."""
+        async for held in self.ledger.entries_iter(statuses=[Status.FAILED], tenant=tenant):
+            if held_as_visit_of(held) == appointment:
+                return held.source_key
+        return None
 
     async def _owned(self, ids: list[int]) -> set[int]:
         return set(await self.ledger.owners(self.lane.id, ids))

@@ -145,8 +145,9 @@ def from_entry(
     gives its version): the export's keys moved between rows; `kin`: (key, appointment,
     0 or 1) of the one row of the export that names a missing row's patient and doctor
     (0) or patient at its instant (1): its visit changed, under another key?; `held_as`:
-    the key of a row of the export held, not sent, as a missing row's visit under a new
-    key (its own item says which relink gives it this appointment)."""
+    the key of a row of the export held, not sent, as the visit of a missing row's
+    appointment (or a changed row's that names another patient) under a new key (its own
+    item says which relink gives it this appointment)."""
     base = Finding(
         tenant=entry.tenant,
         source_key=entry.source_key,
@@ -208,6 +209,17 @@ def from_entry(
                 "(the next import books it, or takes a booking of it made by hand). If it "
                 f"was patient {patient[1]}'s visit all along (the patient corrected in the "
                 "source), correct its patient in Flextell, then `ack`"
+            )
+        if patient is not None and held_as is not None:
+            # Its old visit is in the export under a new key, held: the key was reused the
+            # night the rows renumbered. Cancelling the appointment cancelled that visit.
+            reason = (
+                f"the export now gives this key another patient (customer_id {patient[0]} -> "
+                f"{patient[1]}), and the visit appointment {entry.appointment_id} was made for "
+                f"is in the export as row {held_as!r}, held as it under a new key: do not "
+                f"cancel appointment {entry.appointment_id}; run the relink that row's item "
+                "names (it takes the appointment; nothing to do in Flextell), and the next "
+                "import reads this key as the new patient's visit"
             )
         if moved is not None:
             # Keys shifted after a visit above was cancelled: changed by hand, this

@@ -153,21 +153,26 @@ def _entry_findings(conn: SqlConnection, scope: Scope, sealer: Sealer | None) ->
     entries = [_reveal(entry_of(row), sealer) for row in conn.execute(
         sql, [*tenants, scope.run_id, scope.run_id]
     )]  # fmt: skip
+    # A row held, not sent, as the visit of its appointment under a new key.
+    held_as = {(e.tenant, a): e for e in entries if (a := held_as_visit_of(e)) is not None}
     changed = [e for e in entries if e.status == "created" and e.changed_hash]
     # A changed row whose new version another row was created with: keys that moved.
     created_with = _created_with(conn, tenants, {e.changed_hash for e in changed})
     # ... and, of a missing row, the row whose version tonight is what it was made with.
     now_has = {(e.tenant, e.changed_hash): e for e in changed}
-    # ... or a row held, not sent, as the visit of its appointment under a new key.
-    held_as = {(e.tenant, a): e for e in entries if (a := held_as_visit_of(e)) is not None}
     for entry in entries:
         kind = Kind.CHANGED if entry.status == "created" else Kind(entry.status)
         twin = created_with.get((entry.tenant, entry.changed_hash or ""))
         moved = (twin.source_key, twin.appointment_id) if twin is not None else None
         if kind is not Kind.CHANGED or twin is None or twin.source_key == entry.source_key:
             moved = None
+        # A key given another patient whose old visit a row of the export is held as,
+        # under a new key: cancelling it, as a reused key's advice reads, lost that visit.
+        held = held_as.get((entry.tenant, entry.appointment_id or 0))
         out.append(found.from_entry(entry, kind, scope.zone(entry.tenant), scope.columns,
-                                    moved=moved, sources=scope.sources))  # fmt: skip
+                                    moved=moved, sources=scope.sources,
+                                    held_as=held.source_key if held and kind is Kind.CHANGED
+                                    else None))  # fmt: skip
     missing = list(scope.complete)
     if missing:
         # A row last read from a --partial file may have had a key no export has.
