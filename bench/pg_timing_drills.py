@@ -312,6 +312,49 @@ def run_skewed_drill(
         sb.stop()
 
 
+def run_stepped_drill(
+    workdir: Path,
+    url: str,
+    *,
+    count: int = 8,
+    in_flight: int = 4,
+    step: float = 8.0,
+    late_commit: float = 5.0,
+    settle: float = 8.0,
+) -> TimingDrillResult:
+    """One worker whose wall clock steps `step` s forward (an NTP step, a VM resumed) while
+    its first POSTs commit late, their answers lost. Read on the old offset to the
+    database's clock, they looked settled at once and were sent again before their late
+    commits landed: it must wait for them, on the database's clock, and claim them."""
+    lib = libfaketime()
+    if lib is None:
+        raise RuntimeError("libfaketime is not installed (apt-get install faketime)")
+    started = time.monotonic()
+    late = ["--fault", "commit_after_timeout=1.0", "--late-commit-seconds", f"{late_commit:g}"]
+    csv, cfg, source, sb = _setup(workdir, count, lease=30.0, settle=settle, timeout=1.0,
+                                  sandbox=late, max_clock_offset=3600.0)  # fmt: skip
+    clock = workdir / "clock"
+    clock.write_text("+0\n", encoding="ascii")
+    problems: list[str] = []
+    codes: dict[str, int | None] = {}
+    sb.start()
+    try:
+        stepping = dict(worker_env(), LD_PRELOAD=lib, FAKETIME_TIMESTAMP_FILE=str(clock),
+                        FAKETIME_NO_CACHE="1", FAKETIME_DONT_FAKE_MONOTONIC="1")  # fmt: skip
+        a = _launch(csv, cfg, sb.api_url, url, workdir / "a.log", stepping)
+
+        def committing() -> int:
+            return int(sb.stats().get("pending_commits", 0))
+
+        if not _wait(lambda: committing() >= in_flight or a.poll() is not None, 60.0):
+            problems.append(f"the worker had {committing()} of {in_flight} POSTs committing")
+        clock.write_text(f"{step:+.0f}\n", encoding="ascii")
+        codes["a"] = _finish(a, 120.0, "A", problems)
+        return _judge("stepped", source, url, sb, codes, started, {}, {"a": 0}, problems)
+    finally:
+        sb.stop()
+
+
 def run_paused_chaos(base: Path) -> TimingDrillResult | None:
     """`make chaos`'s drill `paused`: its own PostgreSQL; None without PostgreSQL binaries."""
     from bench.pgserver import PgServer, find_bin_dir

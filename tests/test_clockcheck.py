@@ -161,3 +161,22 @@ def test_a_stale_api_offset_in_the_mark_never_puts_the_send_before_itself() -> N
                                       resumed_at=resumed, api_offset=0.0)  # fmt: skip
     assert not trusted
     assert sent <= when <= clock.time(), when - sent
+
+
+def test_the_database_clock_is_carried_on_the_monotonic_clock_across_a_wall_step() -> None:
+    """A shared ledger's offset to the database's clock, measured before this machine's
+    wall clock stepped 8 s forward, kept reading every time 8 s late until the next
+    heartbeat: rows in flight looked settled at once (tests/test_shared_ledger_timing)."""
+    from worker.ledger.pgfence import DbClock
+
+    now = {"wall": 1_000.0, "mono": 50.0}
+    db = DbClock(wall=lambda: now["wall"], monotonic=lambda: now["mono"])
+    db.measured(-30.0)  # the database 30 s behind
+    now["wall"] += 5.0
+    now["mono"] += 5.0
+    assert db.offset == -30.0  # time passing moves nothing
+    now["wall"] += 8.0  # the step: wall only
+    assert db.offset == -38.0
+    assert now["wall"] + db.offset == 1_000.0 + 5.0 - 30.0  # "now" on the database's clock
+    db.measured(-38.0)  # the next heartbeat agrees
+    assert db.offset == -38.0

@@ -14,7 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from bench.pg_timing_drills import libfaketime, run_paused_drill, run_skewed_drill
+from bench.pg_timing_drills import (
+    libfaketime,
+    run_paused_drill,
+    run_skewed_drill,
+    run_stepped_drill,
+)
 
 # Process-level drills: real worker and sandbox processes (`make test-fast` leaves them out).
 pytestmark = pytest.mark.slow
@@ -53,3 +58,16 @@ def test_a_worker_5_minutes_behind_crashing_inside_settle_makes_no_duplicate(
             for (at,) in conn.execute("SELECT started_at FROM flextell_worker.runs ORDER BY id")
         ]
     assert len(starts) >= 2 and max(starts) - min(starts) < timedelta(seconds=120), starts
+
+
+@pytest.mark.skipif(libfaketime() is None, reason="libfaketime not installed (apt: faketime)")
+def test_a_wall_clock_stepped_forward_while_answers_are_lost_makes_no_duplicate(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """Stepped 8 s forward (NTP, a VM resumed) while four POSTs committed late: the rows
+    read as settled at once on the offset to the database's clock measured before the
+    step, and were sent again before their commits landed (a duplicate each, exit 0)."""
+    result = run_stepped_drill(tmp_path, pg_url)
+    log = (tmp_path / "a.log").read_text(errors="replace")
+    assert result.passed, (result, log[-3000:])
+    assert (result.duplicates, result.orphans, result.lost) == (0, 0, 0), log[-3000:]

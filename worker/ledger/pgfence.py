@@ -20,6 +20,7 @@ sqlite3-shaped adapter of worker.ledger.pgconn.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from worker.errors import AbortError
@@ -142,6 +143,36 @@ def stale_held(conn: SqlConnection, now: str, holder: str) -> int:
             (now, holder),
         ).rowcount
     )
+
+
+class DbClock:
+    """The database's clock as this machine reads it: an offset measured against the wall
+    clock (at open and at each heartbeat), carried forward on the monotonic clock.
+
+    Between two measurements a step of this machine's wall clock (NTP, a VM resumed)
+    moved a fixed offset with it: stepped 6 s forward, every time on the database's clock
+    read 6 s late, rows in flight looked settled 6 s early, and lost answers whose late
+    commit was still to come were sent again. Carried forward, "now" on the database's
+    clock stays right; a step only moves wall times taken before it, the safe way for a
+    forward step (they look younger)."""
+
+    def __init__(
+        self,
+        wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._wall, self._monotonic = wall, monotonic
+        self._offset, self._at_wall, self._at_monotonic = 0.0, wall(), monotonic()
+
+    def measured(self, offset: float) -> None:
+        """The offset (database minus wall) just measured."""
+        self._offset, self._at_wall, self._at_monotonic = offset, self._wall(), self._monotonic()
+
+    @property
+    def offset(self) -> float:
+        """Seconds the database's clock is ahead of this machine's wall clock now."""
+        stepped = (self._wall() - self._at_wall) - (self._monotonic() - self._at_monotonic)
+        return self._offset - stepped
 
 
 def clock_offset(conn: SqlConnection, now: str) -> float:

@@ -56,8 +56,8 @@ class PgWriter(BatchWriter):
         on_broken: Callable[[AbortError], None] | None = None,
     ) -> None:
         self._conn = conn
-        self.clock_offset = 0.0
-        """Seconds the database's clock is ahead of this machine's (PgLedger keeps it):
+        self.clock_offset: Callable[[], float] = lambda: 0.0
+        """Seconds the database's clock is ahead of this machine's (PgLedger's DbClock):
         the times the operations write (a run's start and end, updated_at) are the
         database's, as every worker's are, not a skewed worker's own."""
         super().__init__(
@@ -70,7 +70,7 @@ class PgWriter(BatchWriter):
 
     def _run_batch(self, batch: list[_Op]) -> None:
         conn = self._conn
-        shared = datetime.now(UTC) + timedelta(seconds=self.clock_offset)
+        shared = datetime.now(UTC) + timedelta(seconds=self.clock_offset())
         now = shared.isoformat(timespec="milliseconds")
         outcomes: list[tuple[_Op, Any, BaseException | None]] = []
         lost: BaseException | None = None

@@ -330,10 +330,10 @@ class PgLedger(Ledger):
     lease_connection_lost: AbortError | None
     """Set when the keeper's own connection is gone: no lease can be renewed, taken or
     released any more, so the run stops (wait_broken) and is recorded aborted, exit 3."""
-    db_offset: float
+    _db_clock: pgfence.DbClock
+    """The database's clock, measured at open and at every heartbeat: `to_shared` turns
+    local time into the database's."""
     _pg_writer: PgWriter
-    """Seconds the database's clock is ahead of this machine's, measured at open and at
-    every heartbeat: `to_shared` turns local time into the database's."""
     _intents: int  # intents committed so far (the test hook counts them)
 
     @classmethod
@@ -389,6 +389,8 @@ class PgLedger(Ledger):
         ledger.keeper = None
         ledger._intents = 0
         ledger._pg_writer = writer
+        ledger._db_clock = pgfence.DbClock()
+        writer.clock_offset = lambda: ledger.db_offset
         ledger._set_offset(cast(float, await ledger._read(pgfence.clock_offset)))
         if abs(ledger.db_offset) > CLOCK_WARN_SECONDS:
             log.warning(
@@ -463,8 +465,12 @@ class PgLedger(Ledger):
             self._writer.give_up(error)
 
     def _set_offset(self, offset: float) -> None:
-        self.db_offset = offset
-        self._pg_writer.clock_offset = offset
+        self._db_clock.measured(offset)
+
+    @property
+    def db_offset(self) -> float:
+        """Seconds the database's clock is ahead of this machine's now (pgfence.DbClock)."""
+        return self._db_clock.offset
 
     def _epoch(self, tenant: int) -> int | None:
         return None if self.keeper is None else self.keeper.epochs.get(tenant)
