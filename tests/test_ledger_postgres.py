@@ -8,6 +8,7 @@ schema's version, the lease fence on intents, crash detection by heartbeat.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import psycopg
@@ -338,3 +339,45 @@ async def test_a_lost_lease_connection_of_an_unreachable_database_says_once_it_i
     assert "the database is up" not in text
     assert "s3cr3t" not in text
     await keeper.close()
+
+
+class _PausedVmClock:
+    """A clock whose monotonic time stands still while its wall time moves: a VM paused
+    (its guest's monotonic clock need not count the pause)."""
+
+    def __init__(self) -> None:
+        self.wall = 1_000_000.0
+        self.mono = 100.0
+
+    def time(self) -> float:
+        return self.wall
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(min(seconds, 0.05))
+
+
+async def test_a_lease_whose_wall_time_ran_out_while_the_vm_was_paused_sends_nothing(
+    pg_url: str,
+) -> None:
+    """The POST's deadline counted only the monotonic clock: a worker resumed from a VM
+    pause longer than its lease, its monotonic clock not counting the pause, still sent
+    (the takeover's settle time no longer expected that POST)."""
+    clock = _PausedVmClock()
+    led = await PgLedger.open_url(pg_url)
+    keeper = await LeaseKeeper.open(pg_url, led.worker_id, lease_seconds=60, clock=clock)
+    try:
+        lease = await keeper.acquire([5], "r1")
+        assert lease is not None and keeper.may_send(5)
+        clock.wall += 30.0  # well inside the lease: still sends
+        assert keeper.may_send(5)
+        clock.wall += 40.0  # paused past it: the monotonic clock saw nothing
+        assert not keeper.may_send(5)
+        clock.wall -= 3_600.0  # a wall clock stepped back: the monotonic count stands
+        clock.mono += 1.0
+        assert keeper.may_send(5)
+    finally:
+        await keeper.close()
+        await led.close()

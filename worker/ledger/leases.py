@@ -13,10 +13,11 @@ A lease that expired is never renewed: its holder writes no more intents for
 that tenant (PgLedger.mark_in_flight checks the lease FOR SHARE in the intent's
 own transaction), so a worker that stalled past its expiry cannot send beside
 the new holder. Nor does one send after its lease's local deadline: every
-acquisition and renewal notes the monotonic time when it was asked, and a POST
-leaves only before that moment + ``lease_seconds`` - ``send_margin`` (a pause,
-SIGSTOP or swap storm between the intent and the POST cannot outlive the lease
-unnoticed). A takeover records when the lease it replaced expired: the old
+acquisition and renewal notes the monotonic and the wall time when it was asked,
+and a POST leaves only while neither clock has counted ``lease_seconds`` -
+``send_margin`` since (a pause, SIGSTOP or swap storm between the intent and the
+POST cannot outlive the lease unnoticed; nor can a paused VM, whose monotonic
+clock may not count the pause). A takeover records when the lease it replaced expired: the old
 holder's rows in flight count as sent then (worker.ledger.pgfence).
 
 ``passes`` records which tenant of which export is done, so N workers started
@@ -107,7 +108,8 @@ class LeaseKeeper:
         self.epochs: dict[int, int] = {}
         """The last epoch this worker held of each tenant (kept after a loss: the fence)."""
         self.margin = send_margin(lease_seconds)
-        self._confirmed: dict[int, float] = {}
+        self._confirmed: dict[int, tuple[float, float]] = {}
+        """(monotonic, wall) time each tenant's lease was last asked for and confirmed."""
         self.on_offset: Callable[[float], None] | None = None
         """Told the database's clock offset (worker.ledger.pgfence.clock_offset) at each beat."""
         self.on_lost: Callable[[AbortError], None] | None = None
@@ -217,7 +219,7 @@ class LeaseKeeper:
             "INSERT INTO leases (tenant) SELECT unnest(%s::int[]) ON CONFLICT DO NOTHING",
             (wanted,),
         )
-        asked = self.clock.monotonic()
+        asked = (self.clock.monotonic(), self.clock.time())
         rows = await self._exec(
             """WITH pick AS (
                  SELECT l.tenant, l.holder AS previous, l.expires_at AS prior FROM leases l
@@ -302,26 +304,31 @@ class LeaseKeeper:
 
     def may_send(self, tenant: int) -> bool:
         """Whether a POST of `tenant` may leave now: its lease is held and was confirmed
-        recently enough that it still holds, on this machine's monotonic clock, for at
-        least `margin` seconds more."""
+        recently enough that it still holds for at least `margin` seconds more."""
         if tenant not in self.held or tenant in self.lost:
             return False
-        deadline = self._confirmed.get(tenant, float("-inf")) + self.lease_seconds
-        return self.clock.monotonic() < deadline - self.margin
+        return self._since_confirmed(tenant) < self.lease_seconds - self.margin
 
     async def confirm(self, tenant: int) -> bool:
         """Before an intent: whether the lease holds with room for the POST (`may_send`
         with twice the margin), renewing it first when the heartbeat is late."""
         if tenant not in self.held or tenant in self.lost:
             return False
-        deadline = self._confirmed.get(tenant, float("-inf")) + self.lease_seconds
-        if self.clock.monotonic() < deadline - 2 * self.margin:
+        if self._since_confirmed(tenant) < self.lease_seconds - 2 * self.margin:
             return True
         await self._renew(tenant, self.held[tenant])
         return self.may_send(tenant)
 
+    def _since_confirmed(self, tenant: int) -> float:
+        """Seconds since the lease was last confirmed: the monotonic clock's count, or the
+        wall clock's when that is longer. A paused VM's monotonic clock may not count the
+        pause (a guest saw its wall clock move 5 s past it): resumed, a worker past its
+        lease would have sent a POST another holder's takeover no longer expected."""
+        mono, wall = self._confirmed.get(tenant, (float("-inf"), float("-inf")))
+        return max(self.clock.monotonic() - mono, self.clock.time() - wall)
+
     async def _renew(self, tenant: int, epoch: int) -> None:
-        asked = self.clock.monotonic()
+        asked = (self.clock.monotonic(), self.clock.time())
         rows = await self._exec(
             "UPDATE leases SET expires_at = now() + make_interval(secs => %s)"
             " WHERE tenant = %s AND holder = %s AND epoch = %s AND expires_at > now()"
@@ -329,7 +336,8 @@ class LeaseKeeper:
             (self.lease_seconds, tenant, self.worker_id, epoch),
         )
         if rows:
-            self._confirmed[tenant] = max(self._confirmed.get(tenant, asked), asked)
+            was = self._confirmed.get(tenant, asked)
+            self._confirmed[tenant] = (max(was[0], asked[0]), max(was[1], asked[1]))
         elif tenant in self.held:
             self.held.pop(tenant, None)
             self.lost.add(tenant)
