@@ -195,6 +195,23 @@ def test_failures_file_round_trip_csv(tmp_path: Path) -> None:
     assert "3 rows, 3 valid" in out
 
 
+def test_a_failures_file_named_gz_is_refused_naming_the_plain_name(tmp_path: Path) -> None:
+    """`--failures fix.csv.gz` wrote plain CSV under that name, which failed to read back
+    ("not a gzip file (the name ends in .gz)")."""
+    src = tmp_path / "in.csv"
+    src.write_text(
+        "id;customer;doctor;start;status;treatments;notes\nA2;10x1;101;2026-12-01T11:00:00;"
+        "pending;201;x\n",
+        encoding="utf-8",
+    )
+    code, _, err = run(
+        str(src), "-c", write_cfg(tmp_path), "--failures", str(tmp_path / "f.csv.gz")
+    )
+    assert code == 2, err
+    assert f"is read back as gzip: name it {tmp_path / 'f.csv'}" in err
+    assert not (tmp_path / "f.csv.gz").exists()
+
+
 def test_failures_file_round_trip_jsonl(tmp_path: Path) -> None:
     src = tmp_path / "in.jsonl"
     good = {"id": "B1", "customer": 1001, "doctor": 101, "start": "2026-12-01T10:00:00",

@@ -79,13 +79,20 @@ def check_failures_path(path: str | Path, format: str) -> None:
     Lines under .csv, a workbook's CSV under .xlsx failed only when read back."""
     path = Path(path)
     written = written_format(format)
+    if path.name.lower().endswith(".gz") and len(path.name) > 3:
+        # Read back by its name, a .gz file is unpacked first: written plain, it failed
+        # then ("not a gzip file").
+        raise SourceError(
+            f"{path}: a failures file is written uncompressed, but a name ending in '.gz' "
+            f"is read back as gzip: name it {path.with_name(path.name[:-3])}"
+        )
     try:
         named = choose_format(str(path), None)
     except SourceError:
         return  # no extension the reader knows: --format says how to read it back
     if named == written or written not in _KINDS:
         return  # (a format of neither kind is FailureWriter's own error)
-    base = path.name[:-3] if path.name.lower().endswith(".gz") else path.name
+    base = path.name
     stem, ext = base[: base.rfind(".")], base[base.rfind(".") :]
     source = "a workbook" if format in SPREADSHEETS else f"a {_KINDS[format]} input"
     read_as = _KINDS.get(named, f"an {named} workbook")
