@@ -172,7 +172,7 @@ def test_errors_name_sheet_and_row_and_failures_file_is_csv(tmp_path: Path) -> N
     assert raw.startswith(b"\xef\xbb\xbf")  # UTF-8 with a BOM: Excel shows "İşlem" right
     read = list(csv.DictReader(raw.decode("utf-8-sig").splitlines()))
     assert [r["Randevu No"] for r in read[:2]] == ["KAD-5", "KAD-6"]
-    assert read[0]["Tarih"] == "2026-12-04" and read[0]["Saat"] == "10:00:00"
+    assert read[0]["Tarih"] == "2026-12-04" and read[0]["Saat"] == "10:00"
     assert read[0]["Hasta No"] == "Zeynep" and read[0]["Doktor No"] == "105"
 
 
@@ -715,3 +715,27 @@ def test_rows_an_ods_sheet_hides_or_filters_out_are_read_and_said(tmp_path: Path
     assert code == 0, stdout + stderr
     assert "4 rows, 4 valid" in stdout
     assert "hidden.ods, sheet 'Randevular': row(s) 3, 4 are hidden in the workbook" in stderr
+
+
+def test_a_workbooks_failures_file_fixed_validates_with_inits_draft(tmp_path: Path) -> None:
+    """init drafted `%Y-%m-%d %H:%M` from a workbook's date and time cells, and its failures
+    file wrote the time as 11:00:00: a row fixed in it was refused ("3 characters after
+    the date-time that the format does not read") over a cell nobody touched."""
+    header = ["Randevu No", "Hasta No", "Doktor No", "Tarih", "Saat", "İşlem"]
+    rows: list[list[Any]] = [
+        header,
+        ["KAD-1", 1016.0, 105.0, date(2026, 12, 1), time(11, 30), 203.0],
+        ["KAD-2", "Zeynep", 105.0, date(2026, 12, 2), time(11, 0), 203.0],
+    ]
+    xlsx = write_xlsx(tmp_path / "export.xlsx", {"Randevular": rows})
+    draft = tmp_path / "draft.toml"
+    made = CliRunner().invoke(cli, ["init", str(xlsx), "--out", str(draft)])
+    assert made.exit_code in (0, 1), made.output
+    failures = tmp_path / "fix.csv"
+    code, out, _ = validate(str(xlsx), "-c", str(draft), "--failures", str(failures))
+    assert code == 1 and "1 invalid" in out, out
+    text = failures.read_bytes().decode("utf-8-sig")
+    assert ",11:00," in text  # as init sampled it, not 11:00:00
+    failures.write_text(text.replace("Zeynep", "1017"), encoding="utf-8-sig")
+    code, out, _ = validate(str(failures), "-c", str(draft))
+    assert code == 0 and "1 valid" in out, out

@@ -44,8 +44,9 @@ from worker.exitcodes import ExitCode
 from worker.fileperms import write_private_atomically
 from worker.mapping import Mapper
 from worker.mapping.text import as_text, norm_key
-from worker.mapping.values import clock_text, has_one_digit_minute
+from worker.mapping.values import has_one_digit_minute
 from worker.source import SourceOptions, open_source
+from worker.source.cells import clock_text
 from worker.source.header_shape import data_shape
 from worker.source.options import SPREADSHEETS, choose_format
 from worker.source.rows import RowProblem, SourceRow

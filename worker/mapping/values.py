@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any, Literal, NoReturn
 
+from worker.source.cells import clock_text
 from worker.source.invisible import invisible_in
 from worker.suggest import did_you_mean
 
@@ -390,12 +391,6 @@ def serial_hint(value: float, column: str) -> None:
             "spreadsheet",
             str(value),
         )
-
-
-def clock_text(t: time) -> str:
-    """A time cell written out for `formats` to read beside a text date: 11:30, or
-    11:30:15 when it has seconds (init samples it the same way)."""
-    return t.strftime("%H:%M:%S" if t.second else "%H:%M")
 
 
 def typed_pair(day: Any, clock: Any, dcol: str, tcol: str) -> datetime | str:

@@ -33,6 +33,13 @@ def cell_value(value: Any) -> Any:
     return value
 
 
+def clock_text(t: dt.time) -> str:
+    """A time cell written out for `formats` to read beside a text date: 11:30, or
+    11:30:15 when it has seconds (init samples it the same way; so are failures files
+    written, whose fixed rows the draft's formats then read)."""
+    return t.strftime("%H:%M:%S" if t.second else "%H:%M")
+
+
 def cell_text(value: Any) -> str:
     """A cell as text (header names; failure files): ISO 8601 for dates and times."""
     value = cell_value(value)

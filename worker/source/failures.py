@@ -35,7 +35,7 @@ from typing import IO, Any
 from worker.errors import SourceError
 from worker.fileperms import open_private
 from worker.source import RowProblem, SourceRow
-from worker.source.cells import cell_text
+from worker.source.cells import cell_text, clock_text
 from worker.source.options import SPREADSHEETS, choose_format
 from worker.source.quoted import FORMULA_START as _FORMULA_START
 from worker.source.quoted import QUOTED_COLUMN
@@ -223,6 +223,8 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, str):
         return value
-    if isinstance(value, int | float | dt.date | dt.time) and not isinstance(value, bool):
+    if isinstance(value, dt.time):
+        return clock_text(value)  # 11:30: a date and a time join as init sampled them
+    if isinstance(value, int | float | dt.date) and not isinstance(value, bool):
         return cell_text(value)  # a spreadsheet's typed cell: 1016, 2026-12-01T11:30:00
     return json.dumps(value, ensure_ascii=False)
