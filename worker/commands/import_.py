@@ -973,45 +973,19 @@ async def _missing_from_source(run: ImportRun, ledger: Ledger) -> None:
         run.skipped_created.extend(e for e in entries if (tenant, e.source_key) in skipped)
         entries[:] = [e for e in entries if (tenant, e.source_key) not in skipped]
     stale = _stale(run) or _cut_short(run)
+    whys = {t: await _distrust(run, ledger, t, entries, stale) for t, entries in found.items()}
+    # One file: cut short, it lacks every branch's last rows, also where a branch lacks
+    # too few to be judged so (2 of 36 under a 25 % limit were recorded missing, "cancel
+    # appointment 107", beside "not trusted for tenant 2 (incomplete)"). A branch the
+    # file has no row of says nothing of a cut: that is another branch's file.
+    cut = {
+        t: why for t, why in whys.items()
+        if why is not None and stale is None and t not in run.unread_judged
+    }  # fmt: skip
     for tenant, entries in found.items():
-        # Recorded, so that a run which then stopped early still counts as the one that
-        # judged the tenant's export (worklist_out.untrusted_note).
-        run.tenant_counts(tenant).export_judged = 1
-        # A dry run sent nothing: what the ledger holds now is what it held before.
-        known = run.created_before.get(tenant)
-        if known is None:
-            known = await _created(ledger, tenant)
-        # A row acknowledged missing on an earlier night was removed on purpose: counted,
-        # every deletion ever acknowledged made a branch's export untrusted for good.
-        # So was the old visit of a reused key that `relink KEY` kept aside once it saw
-        # it cancelled in Flextell: a small branch's next export was judged incomplete.
-        judged = entries
-        if entries:
-            gone = await ledger.acknowledged_gone(tenant, run.run_id or _AFTER_EVERY_RUN)
-            judged = [e for e in entries if not _removed_on_purpose(e.source_key, gone)]
-            known = max(0, known - (len(entries) - len(judged)))
-        # A visit the export holds under another key is not missing from it: an export
-        # that renumbered its rows (running numbers across two branches moved half the
-        # keys to the other branch) was judged incomplete, and the worklist's way out,
-        # `relink --moved`, refused to move keys on an export not trusted. Counted
-        # instead: a row whose key holds another patient's visit tonight and whose own
-        # visit no row holds (keys reused over rows really cut from the export).
-        lacking = len(judged)
-        if run.options.dry_run:
-            # As the real run will judge, from what this run read (it records nothing).
-            reader = run.reader
-            lacking = sum(not reader.holds_version(tenant, e.payload_hash or "") for e in judged)
-            reused = reader.reused.get(tenant, [])
-            if reused:
-                settled = await ledger.acknowledged_missing(tenant)
-                lost = {h for k, h in reused if k not in settled}
-                lacking += sum(not reader.holds_version(tenant, h) for h in lost)
-        else:
-            hashes = {e.payload_hash for e in judged if e.payload_hash}
-            present = await ledger.versions_seen(run.run_id, tenant, hashes) if hashes else set()
-            lacking = sum(e.payload_hash not in present for e in judged)
-            lacking += await ledger.visits_lost_under_kept_keys(run.run_id, tenant)
-        why = stale or incomplete_export(lacking, known, run.config.sync.missing_limit(known))
+        why = whys[tenant]
+        if why is None and cut and entries:
+            why = _another_branch(cut, tenant)
         if why is not None:
             run.incomplete[tenant] = why
             run.tenant_counts(tenant).export_incomplete = 1
@@ -1025,6 +999,62 @@ async def _missing_from_source(run: ImportRun, ledger: Ledger) -> None:
             {"tenant": e.tenant, "source_key": e.source_key, "appointment_id": e.appointment_id}
             for e in entries[: max(0, LISTED_ROWS - len(run.missing_rows))]
         )
+
+
+async def _distrust(
+    run: ImportRun, ledger: Ledger, tenant: int, entries: list[Entry], stale: str | None
+) -> str | None:
+    """Why this tenant's export is not trusted (stale, or lacking more created rows than
+    [sync] max_missing), or None."""
+    # Recorded, so that a run which then stopped early still counts as the one that
+    # judged the tenant's export (worklist_out.untrusted_note).
+    run.tenant_counts(tenant).export_judged = 1
+    # A dry run sent nothing: what the ledger holds now is what it held before.
+    known = run.created_before.get(tenant)
+    if known is None:
+        known = await _created(ledger, tenant)
+    # A row acknowledged missing on an earlier night was removed on purpose: counted,
+    # every deletion ever acknowledged made a branch's export untrusted for good.
+    # So was the old visit of a reused key that `relink KEY` kept aside once it saw
+    # it cancelled in Flextell: a small branch's next export was judged incomplete.
+    judged = entries
+    if entries:
+        gone = await ledger.acknowledged_gone(tenant, run.run_id or _AFTER_EVERY_RUN)
+        judged = [e for e in entries if not _removed_on_purpose(e.source_key, gone)]
+        known = max(0, known - (len(entries) - len(judged)))
+    # A visit the export holds under another key is not missing from it: an export
+    # that renumbered its rows (running numbers across two branches moved half the
+    # keys to the other branch) was judged incomplete, and the worklist's way out,
+    # `relink --moved`, refused to move keys on an export not trusted. Counted
+    # instead: a row whose key holds another patient's visit tonight and whose own
+    # visit no row holds (keys reused over rows really cut from the export).
+    lacking = len(judged)
+    if run.options.dry_run:
+        # As the real run will judge, from what this run read (it records nothing).
+        reader = run.reader
+        lacking = sum(not reader.holds_version(tenant, e.payload_hash or "") for e in judged)
+        reused = reader.reused.get(tenant, [])
+        if reused:
+            settled = await ledger.acknowledged_missing(tenant)
+            lost = {h for k, h in reused if k not in settled}
+            lacking += sum(not reader.holds_version(tenant, h) for h in lost)
+    else:
+        hashes = {e.payload_hash for e in judged if e.payload_hash}
+        present = await ledger.versions_seen(run.run_id, tenant, hashes) if hashes else set()
+        lacking = sum(e.payload_hash not in present for e in judged)
+        lacking += await ledger.visits_lost_under_kept_keys(run.run_id, tenant)
+    return stale or incomplete_export(lacking, known, run.config.sync.missing_limit(known))
+
+
+def _another_branch(cut: dict[int, str], tenant: int) -> str:
+    """Why a branch whose own rows look whole is not trusted: another's in the same file
+    look cut."""
+    others = ", ".join(str(t) for t in sorted(cut))
+    return (
+        f"the same export is not trusted for tenant(s) {others}; one file cut short lacks "
+        "every branch's last rows, so nothing is recorded as missing for this branch either. "
+        f"If only that branch's rows were removed, import this one alone (--tenant {tenant})"
+    )
 
 
 _AFTER_EVERY_RUN = 2**62
