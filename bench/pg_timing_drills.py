@@ -318,14 +318,16 @@ def run_stepped_drill(
     *,
     count: int = 8,
     in_flight: int = 4,
-    step: float = 8.0,
+    steps: tuple[tuple[float, float], ...] = ((0.0, 8.0),),
     late_commit: float = 5.0,
     settle: float = 8.0,
 ) -> TimingDrillResult:
-    """One worker whose wall clock steps `step` s forward (an NTP step, a VM resumed) while
-    its first POSTs commit late, their answers lost. Read on the old offset to the
-    database's clock, they looked settled at once and were sent again before their late
-    commits landed: it must wait for them, on the database's clock, and claim them."""
+    """One worker whose wall clock steps (an NTP step, a VM resumed) while its first POSTs
+    commit late, their answers lost: each of `steps` is (seconds to wait, the clock's
+    offset from then on). Read on the old offset to the database's clock, they looked
+    settled at once and were sent again before their late commits landed (a forward
+    step); a read's wall time converted after a backward step read as later than it was.
+    It must wait for them, on the database's clock, and claim them."""
     lib = libfaketime()
     if lib is None:
         raise RuntimeError("libfaketime is not installed (apt-get install faketime)")
@@ -348,7 +350,9 @@ def run_stepped_drill(
 
         if not _wait(lambda: committing() >= in_flight or a.poll() is not None, 60.0):
             problems.append(f"the worker had {committing()} of {in_flight} POSTs committing")
-        clock.write_text(f"{step:+.0f}\n", encoding="ascii")
+        for wait, offset in steps:
+            time.sleep(wait)
+            clock.write_text(f"{offset:+.1f}\n", encoding="ascii")
         codes["a"] = _finish(a, 120.0, "A", problems)
         return _judge("stepped", source, url, sb, codes, started, {}, {"a": 0}, problems)
     finally:

@@ -39,6 +39,25 @@ from worker.rates import Rate
 SETTLE, HORIZON = 3.0, 900.0
 
 
+class SteppedBack(FakeClock):
+    """The worker's wall clock steps back `step` seconds at its fifth sleep (inside a slot
+    search, among the GETs after its calendar read); its monotonic clock and the
+    sandbox's clock do not."""
+
+    def __init__(self, start: float, step: float) -> None:
+        super().__init__(start)
+        self.offset, self.step, self.sleeps = 0.0, step, 0
+
+    def time(self) -> float:
+        return self.now + self.offset
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps += 1
+        if self.sleeps == 5:  # the POST, the search's delay, its calendar read, two GETs
+            self.offset -= self.step
+        await super().sleep(seconds)
+
+
 @dataclass
 class Rig:
     clock: FakeClock
@@ -75,9 +94,10 @@ async def rig(
     second, paced on the fake clock), `faults` and `fault_seed` of the sandbox."""
     options = {"rate": 1000, "faults": {"error500": 1.0}, **getattr(request, "param", {})}
     rate = float(options.pop("rate"))
+    step = float(options.pop("step_back", 0.0))
     # The sandbox's Date header is real time: start the fake clock there, and let the
     # clock check allow what the test advances it by.
-    clock = FakeClock(time.time())
+    clock = FakeClock(time.time()) if not step else SteppedBack(time.time(), step)
     async with (
         sandbox_factory(clock=clock, **options) as sb,
         aiohttp.ClientSession() as http,
@@ -161,3 +181,23 @@ async def test_the_lane_looks_a_settling_row_up_again_once_it_has_settled(rig: R
     first_post = log.index(posts(log)[0])  # calendar reads before it: the clock probe
     lookups = [r for r in log[first_post:] if r["path"].endswith("/calendar")]
     assert len(lookups) == 2, lookups
+
+
+@pytest.mark.parametrize(
+    "rig", [{"rate": 3, "step_back": 60.0}, {"rate": 3, "step_back": -60.0}], indirect=True
+)
+async def test_a_wall_clock_stepped_during_a_slow_lookup_does_not_settle_the_row(
+    rig: Rig,
+) -> None:
+    """The wall clock stepped a minute back (or forward) between the calendar read and the
+    lookup's end: the read and the send time are judged on one clock, so the row is not
+    settled by the step (on a shared ledger a read's wall time converted after a backward
+    step read as later than it was: tests/test_shared_ledger_timing.py)."""
+    yesterday = datetime.fromtimestamp(rig.clock.time() - 86_400, UTC).isoformat()
+    for n in range(10):
+        body = {**PAYLOAD, "customer_id": 1010 + n, "tenant": 1, "created_at": yesterday}
+        async with rig.http.post(f"{rig.url}/_sandbox/appointments", json=body) as r:
+            assert r.status == 201, await r.text()
+    first = await rig.delivery.run(rig.job)
+    assert isinstance(first, Settling), first
+    assert await rig.posts() == 1

@@ -169,14 +169,14 @@ async def test_rows_of_one_month_share_one_read_that_keeps_its_send_time(
         client = FlextellClient(session, sb.url + "/api", StaticToken(TOKEN_ALL))
         pacer = _Admit()
         now = [1000.0]
-        windows = CalendarWindows(client, pacer, row.tenant, wall=lambda: now[0])
+        windows = CalendarWindows(client, pacer, row.tenant, monotonic=lambda: now[0])
         day = datetime.fromisoformat(row.utc.replace("Z", "+00:00")).date()
         windows.ahead(day)
         got = await asyncio.gather(*(windows.window(day + timedelta(days=d)) for d in range(5)))
         assert pacer.calls == 1  # five rows of December, one read
         first = got[0]
         assert isinstance(first, CalendarWindow) and all(g is first for g in got)
-        assert first.sent_at == 1000.0  # the wall time its request left, for later judges
+        assert first.sent_at == 1000.0  # when its request left (monotonic), for later judges
         assert (first.first, first.last) == (date(2026, 11, 30), date(2027, 1, 1))
         assert [made] == [i for ids in first.slots.values() for i in ids]
 

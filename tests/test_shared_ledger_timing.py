@@ -71,3 +71,17 @@ def test_a_wall_clock_stepped_forward_while_answers_are_lost_makes_no_duplicate(
     log = (tmp_path / "a.log").read_text(errors="replace")
     assert result.passed, (result, log[-3000:])
     assert (result.duplicates, result.orphans, result.lost) == (0, 0, 0), log[-3000:]
+
+
+@pytest.mark.skipif(libfaketime() is None, reason="libfaketime not installed (apt: faketime)")
+def test_a_wall_clock_stepped_back_again_and_again_while_answers_are_lost_makes_no_duplicate(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """Stepped back 3 s forty times while four POSTs committed late: a calendar read's wall
+    time, converted to the database's clock after later steps, read as later than it was,
+    and a row was judged absent and sent again before its commit landed."""
+    steps = tuple((0.25, -3.0 * n) for n in range(1, 40))
+    result = run_stepped_drill(tmp_path, pg_url, steps=steps)
+    log = (tmp_path / "a.log").read_text(errors="replace")
+    assert result.passed, (result, log[-3000:])
+    assert (result.duplicates, result.orphans, result.lost) == (0, 0, 0), log[-3000:]

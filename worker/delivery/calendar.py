@@ -10,7 +10,7 @@ day may straddle UTC midnight), once per tenant and month:
 - a paginated answer is read page by page, each page a paced request;
 - a server that refuses a month's range (HTTP 422) is read 3 days at a time.
 
-A window keeps the wall time its first request was sent (`sent_at`): it shows
+A window keeps the (monotonic) time its first request was sent (`sent_at`): it shows
 what existed then, so it answers only rows never sent (their own appointment
 cannot be in Flextell yet), and only for `fresh` seconds from then (staff book by
 hand while an import runs): one in use is read again in the background shortly
@@ -74,7 +74,7 @@ class CalendarWindow:
     first: date
     last: date
     sent_at: float
-    """Wall time the window's first request was sent: it shows what existed then."""
+    """Monotonic time the window's first request was sent: it shows what existed then."""
     slots: dict[datetime, set[int]]
 
 
@@ -122,14 +122,14 @@ class CalendarWindows:
         pacer: Pacer,
         tenant: int,
         *,
-        wall: Callable[[], float],
+        monotonic: Callable[[], float],
         keep: int = KEEP_WINDOWS,
         fresh: float = FRESH_SECONDS,
     ) -> None:
         self.client = client
         self.pacer = pacer
         self.tenant = tenant
-        self.wall = wall
+        self.monotonic = monotonic
         self.keep = keep
         self.fresh = fresh
         self.narrow = False
@@ -186,7 +186,7 @@ class CalendarWindows:
     def _renew_if_due(self, span: Span, window: CalendarWindow) -> None:
         """Read `span` again in the background when `window` nears going stale."""
         ahead = min(REFRESH_AHEAD, self.fresh / 4)
-        if span in self._renewing or self.wall() - window.sent_at <= self.fresh - ahead:
+        if span in self._renewing or self.monotonic() - window.sent_at <= self.fresh - ahead:
             return
         task = asyncio.create_task(self._fetch(span), name=f"calendar-{self.tenant}-{span[0]}")
         self._renewing[span] = task
@@ -206,7 +206,7 @@ class CalendarWindows:
 
     def _stale(self, window: CalendarWindow) -> bool:
         # On the window's own evidence: when its first request left, not when it ended.
-        return self.wall() - window.sent_at > self.fresh
+        return self.monotonic() - window.sent_at > self.fresh
 
     def _read(self, span: Span) -> asyncio.Task[CalendarWindow | str]:
         task = self._reads.get(span)
@@ -233,7 +233,7 @@ class CalendarWindows:
         page = 1
 
         async def read(page: int) -> CalendarResult:
-            sent.append(self.wall())
+            sent.append(self.monotonic())
             return await self.client.calendar_page(
                 self.tenant, first, last, page=page, per_page=PER_PAGE
             )

@@ -244,7 +244,7 @@ class RowDelivery:
                 lane.client,
                 lane,
                 lane.id,
-                wall=self.wall,
+                monotonic=self.monotonic,
                 fresh=fresh_for(lane.tenant.rate_limit.per_second),
             )
             if adopt
@@ -252,7 +252,7 @@ class RowDelivery:
         )
         self.adopting: SlotSearch | None = (
             SlotSearch(lane.client, lane, lane.id, cache_days=True, windows=self.calendar,
-                       sleep=self.sleep, now=self.wall) if adopt else None
+                       sleep=self.sleep, monotonic=self.monotonic) if adopt else None
         )  # fmt: skip
         self._maybe_sent: set[str] = set()
         self._refused: set[str] = set()
@@ -528,7 +528,7 @@ class RowDelivery:
                 return Decision(Verdict.ABSENT)
         if search is None:
             search = SlotSearch(self.lane.client, self.lane, self.lane.id, sleep=self.sleep,
-                                now=self.wall)  # fmt: skip
+                                monotonic=self.monotonic)  # fmt: skip
         # A sent row's own appointment may have been edited by staff: look at every
         # appointment of its customer at its instant, not only those still alike.
         wide = step is not Step.ADOPT or job.sent_before
@@ -569,8 +569,10 @@ class RowDelivery:
             group,
             found.items,
             owners,
-            # Absence is judged at the calendar's read time, on the ledger's clock.
-            now=self.ledger.to_shared(self.wall() if found.read_at is None else found.read_at),
+            # Absence is judged at the calendar's read time, on the ledger's clock: the read
+            # is placed on today's wall clock by the monotonic time since, so a step of the
+            # wall clock between the read and now moves it with the send times.
+            now=self.ledger.to_shared(self.wall() - self._since(found.read_at)),
             settle=self.policy.settle_seconds,
             horizon=self.policy.absent_horizon,
             neighbours=neighbours,
@@ -592,6 +594,10 @@ class RowDelivery:
                 )
             return await self._decide(job, step)
         return decision
+
+    def _since(self, read_at: float | None) -> float:
+        """Seconds since a slot search's read (monotonic `read_at`; 0 when none)."""
+        return 0.0 if read_at is None else max(0.0, self.monotonic() - read_at)
 
     async def _owned_now(
         self, search: SlotSearch, ids: list[int]

@@ -63,7 +63,9 @@ class Candidates:
     items: list[AppointmentResource] = field(default_factory=list)
     error: str | None = None
     read_at: float | None = None
-    """Wall time the calendar (or list) request was sent: what the snapshot shows."""
+    """Monotonic time the calendar (or list) request was sent: what the snapshot shows.
+    Not the wall clock's: a wall time converted later, after the wall clock stepped back,
+    read as later than it was, and a row was judged absent before its late commit."""
 
 
 Skip = Callable[[list[int]], Awaitable[set[int]]]
@@ -98,7 +100,7 @@ class SlotSearch:
         cache_days: bool = False,
         windows: Windows | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        now: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
         self.pacer = pacer
@@ -106,7 +108,7 @@ class SlotSearch:
         self.cache_days = cache_days
         self.windows = windows
         self._sleep = sleep
-        self._now = now
+        self._monotonic = monotonic
         self._days: dict[date, tuple[dict[datetime, set[int]], float]] = {}
         self._resources: dict[int, AppointmentResource | None] = {}
 
@@ -178,10 +180,10 @@ class SlotSearch:
     def _stamped(
         self, call: Callable[[], Awaitable[A]], stamp: list[float]
     ) -> Callable[[], Awaitable[A]]:
-        """`call`, noting the wall time it is sent (after the pacer let it through)."""
+        """`call`, noting the (monotonic) time it is sent (after the pacer let it through)."""
 
         async def sent() -> A:
-            stamp.append(self._now())
+            stamp.append(self._monotonic())
             return await call()
 
         return sent
@@ -210,7 +212,7 @@ class SlotSearch:
         slots: dict[datetime, set[int]] = {}
         for item in result.items:
             slots.setdefault(_second(item.start_at), set()).add(item.appointment_id)
-        read = (slots, stamp[0] if stamp else self._now())
+        read = (slots, stamp[0] if stamp else self._monotonic())
         if self.cache_days:
             self._days[day] = read
         return read
