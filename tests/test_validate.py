@@ -335,9 +335,43 @@ def test_a_headerless_export_whose_first_row_repeats_a_value_is_not_echoed(
     for command in (["validate", str(src), "-c", write_cfg(tmp_path)], ["init", str(src)]):
         result = CliRunner().invoke(cli, command)
         assert result.exit_code == 2, result.output
-        assert "header row looks like a row of data, not a header (cell 4 holds a date" in (
-            result.output
-        )
+        assert "duplicate column name in columns 2, 3; its 6 cells are not shown" in (result.output)
+        assert "may be a row of data (cell 4 holds a date or time)" in result.output
+        assert not [w for w in PATIENT if w in result.output], result.output
+
+
+def test_a_real_header_with_a_duplicate_name_does_not_show_the_row_below(
+    tmp_path: Path,
+) -> None:
+    """A real header with one name twice: the hint "line 2 has a name in each column" named
+    line 2, a patient's row (a name, an e-mail address), and advised it as the header."""
+    src = tmp_path / "in.csv"
+    src.write_text(
+        "Randevu No;Hasta;E-posta;Tarih;Doktor;Doktor\n"
+        "R1;Emine Çelik;emine@example.com;02.12.2026 14:00;Dr. X;Dr. Y\n",
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(cli, ["init", str(src)])
+    assert result.exit_code == 2, result.output
+    assert "duplicate column name 'Doktor' in columns 5, 6" in result.output
+    assert "Emine" not in result.output and "header-row 2" not in result.output
+
+
+def test_a_headerless_export_with_month_names_and_dotted_times_is_not_echoed(
+    tmp_path: Path,
+) -> None:
+    """`2 Aralık 2026 14.00` is a date and a time too: the line was taken for the header
+    and its cells (a name, an allergy) listed as columns, in errors and init's draft."""
+    src = tmp_path / "in.csv"
+    src.write_text(
+        "Emine Çelik;Dr. Esra Aslan;2 Aralık 2026 14.00;Onaylandı;Botox;penisilin alerjisi\n",
+        encoding="utf-8",
+    )
+    cfg = write_cfg(tmp_path, '[source]\ndelimiter = ";"\n')
+    for command in (["validate", str(src), "-c", cfg], ["init", str(src)]):
+        result = CliRunner().invoke(cli, command)
+        assert result.exit_code == 2, result.output
+        assert "cell 3 holds a date or time" in result.output, result.output
         assert not [w for w in PATIENT if w in result.output], result.output
 
 

@@ -16,7 +16,7 @@ from dataclasses import replace
 from worker.errors import SourceError
 from worker.logs import get_logger
 from worker.source import stray_bytes
-from worker.source.header_shape import not_a_header
+from worker.source.header_shape import data_shape, not_a_header
 from worker.source.invisible import invisible_in
 from worker.source.lines import Event, LineFeed
 from worker.source.options import DELIMITERS, setting
@@ -132,8 +132,9 @@ def excel_sep(sample: str) -> str | None:
     return None
 
 
-def header_problems(columns: list[str]) -> list[str]:
-    """What is wrong with a header row: empty, invisible-character or duplicate names."""
+def header_problems(columns: list[str], *, names: bool = True) -> list[str]:
+    """What is wrong with a header row: empty, invisible-character or duplicate names (each
+    by column number only, without `names`: the row may be a patient's)."""
     problems: list[str] = []
     empty = [str(i) for i, column in enumerate(columns, 1) if not column]
     if empty:
@@ -145,11 +146,13 @@ def header_problems(columns: list[str]) -> list[str]:
             seen.setdefault(column, []).append(i)
     for i, column in enumerate(columns, 1):
         if odd := invisible_in(column):
-            problems.append(f"column {i} name {column!r} contains the invisible character {odd}")
+            named = f" {column!r}" if names else ""
+            problems.append(f"column {i} name{named} contains the invisible character {odd}")
     for column, where in seen.items():
         if len(where) > 1:
             numbers = ", ".join(map(str, where))
-            problems.append(f"duplicate column name {column!r} in columns {numbers}")
+            named = f" {column!r}" if names else ""
+            problems.append(f"duplicate column name{named} in columns {numbers}")
     return problems
 
 
@@ -288,7 +291,8 @@ class CsvRows:
             # A row of data read as the header: its cells and the next line's are a
             # patient's; a duplicate name is a value that repeats (a phone, a date).
             named = setting("header_row", from_cli=self._from_cli)
-            if (data := not_a_header(columns, named)) is not None:
+            unnamed = header_problems(columns, names=False)
+            if (data := not_a_header(unnamed, columns, named)) is not None:
                 raise SourceError(f"{self.name}: line {line}: {data}")
             below = None if self._given is not None else self._full_names_below(line)
             if below is not None:
@@ -315,7 +319,8 @@ class CsvRows:
             cells = [c.strip() for c in next(csv.reader([text], delimiter=self.delimiter), [])]
             while cells and not cells[-1]:
                 cells.pop()
-            if len(cells) >= 3 and not header_problems(cells):
+            # A row of data is no header below a group row (its cells are a patient's).
+            if len(cells) >= 3 and not header_problems(cells) and data_shape(cells) is None:
                 return number, cells
         return None
 

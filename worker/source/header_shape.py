@@ -10,7 +10,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-_DATE_OR_TIME = re.compile(r"\d{1,4}[./-]\d{1,2}[./-]\d{1,4}|\d{1,2}:\d{2}")
+_DATE_OR_TIME = re.compile(
+    r"\d{1,4}[./-]\d{1,2}[./-]\d{1,4}"  # 05.03.2026, 2026-03-05, 3/5/26
+    r"|\b\d{1,2}[:.]\d{2}\b(?![./-]\d)"  # 14:30, 14.30
+    r"|\b\d{1,2}\.?\s+[^\W\d_]{3,}\.?\s+\d{4}\b"  # 2 Aralık 2026, 5. März 2026
+)
 _NUMBER = re.compile(r"[+(]?\d[\d\s().,/-]*")
 """Ids, amounts and phone numbers; no column name is one."""
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.\w+")
@@ -46,17 +50,18 @@ def data_shape(cells: Sequence[str]) -> str | None:
     return None
 
 
-def not_a_header(cells: Sequence[str], header_row: str) -> str | None:
-    """What a header row's check says instead of its problems (a duplicate or empty name)
-    when the row looks like data: its cells by position only, and where the header goes
-    (`header_row`: the setting as the message names it); None when it may be a header."""
+def not_a_header(problems: Sequence[str], cells: Sequence[str], header_row: str) -> str | None:
+    """What a header row's check says of its `problems` (a duplicate or empty name, told by
+    position) when the row may be data: its cells unshown, and both ways out
+    (`header_row`: the setting as the message names it); None when it looks like names."""
     shape = data_shape(cells)
     if shape is None:
         return None
     return (
-        f"header row looks like a row of data, not a header ({shape}); its {len(cells)} cells "
-        "are not shown, since they would be a patient's: the export needs its header line "
-        f"(if the header is further down, set {header_row} to its number)"
+        f"header row: {'; '.join(problems)}; its {len(cells)} cells are not shown, since "
+        f"the line may be a row of data ({shape}): if the export lacks its header line, it "
+        f"needs one (if the header is further down, set {header_row} to its number); if it "
+        "is the header, give every column a unique, non-empty name"
     )
 
 

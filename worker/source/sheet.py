@@ -31,7 +31,7 @@ from python_calamine import CalamineError, CalamineSheet, CalamineWorkbook, Shee
 from worker.errors import SourceError
 from worker.source.cells import cell_text, cell_value
 from worker.source.csvfile import header_problems
-from worker.source.header_shape import not_a_header
+from worker.source.header_shape import data_shape, not_a_header
 from worker.source.number_formats import TIME_FORMAT_IDS, shows_time
 from worker.source.ods_errors import UNCOMPUTED, ods_error_cells, ods_hidden_rows
 from worker.source.options import setting
@@ -262,7 +262,8 @@ class SheetRows:
             where = f"{self.name}: {self.sheet}!{number}"
             if problems := header_problems(texts):
                 named = setting("header_row", from_cli=self._from_cli)
-                if (data := not_a_header(texts, named)) is not None:
+                unnamed = header_problems(texts, names=False)
+                if (data := not_a_header(unnamed, texts, named)) is not None:
                     raise SourceError(f"{where}: {data}")
                 later = (
                     f"pass its number as {named}"
@@ -323,7 +324,7 @@ class SheetRows:
                 for c in cells
                 if c not in ("", None)
             )
-            if len(texts) > 1 and words and not header_problems(texts):
+            if len(texts) > 1 and words and not header_problems(texts) and not data_shape(texts):
                 return number, texts
         return None
 
