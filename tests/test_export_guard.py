@@ -277,3 +277,20 @@ def test_a_file_cut_short_is_not_trusted_for_a_branch_whose_own_rows_look_whole(
     # The way out it names: this branch alone, judged on its own rows.
     result, summary = import_file(config, sbx, cut, "--tenant", "1")
     assert result.exit_code == 1 and summary["totals"]["missing_from_source"] == 1, result.output
+
+
+def test_an_exports_own_keys_shaped_like_a_kept_aside_row_count_for_trust(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """Keys such as `BES-0001~reused1` from the export itself were taken for rows relink
+    had kept aside: a cut export lacking three of four was trusted, and their items told
+    of a relink that never ran."""
+    config = write_config(tmp_path)
+    columns, rows = sample_rows()
+    four = [dict(r) for r in rows if r["clinic"] == "1"][:4]
+    for n, row in enumerate(four[:3], 1):
+        row["appointment_id"] = f"BES-000{n}~reused{n}"
+    assert import_file(config, sbx, write_csv(tmp_path / "n1.csv", columns, four))[0].exit_code == 0
+    result, summary = import_file(config, sbx, write_csv(tmp_path / "n2.csv", columns, four[3:]))
+    assert result.exit_code == 1, result.output
+    assert summary["incomplete"]["1"].startswith("the export looks incomplete: it lacks 3 of")

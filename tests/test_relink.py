@@ -912,3 +912,25 @@ def test_a_reused_key_whose_old_visit_is_held_under_a_new_key_is_not_cancelled(
     assert result.exit_code == 0 and summary["totals"]["created"] == 1, result.output
     assert verify_report(config, sbx, "--orphans")[0] == 0
     assert _appointment(sbx, old)["status"] != "cancelled"
+
+
+def test_of_two_rows_held_as_a_reused_keys_old_visit_the_item_and_relink_name_one(
+    tmp_path: Path, sbx: Sandbox
+) -> None:
+    """Two new rows both equal to the old visit: the changed item named the last, relink
+    KEY the first, and `relink --moved` gave the appointment to the first."""
+    columns, sample = sample_rows()
+    rows = [r for r in sample if r["clinic"] == "1"][:8]
+    config = _setup(tmp_path, sbx, rows)
+    key = rows[0]["appointment_id"]
+    other = next(r for r in sample if r["clinic"] == "1" and r["customer_id"] not in
+                 {x["customer_id"] for x in rows})  # fmt: skip
+    reused = rows[0] | {"customer_id": other["customer_id"], "start": "2026-12-22T15:00:00"}
+    twins = [rows[0] | {"appointment_id": key + s} for s in ("-S", "-R")]
+    export = write_csv(tmp_path / "n2.csv", columns, [reused, *rows[1:], *twins])
+    assert import_file(config, sbx, export)[0].exit_code == 1
+    assert f"row {key + '-R'!r}, held as it" in _items(config)[key][2]
+    code, event, _ = _relink(config, sbx, key)
+    assert code == 1 and f"row {key + '-R'!r}" in event["rows"][0]["note"]
+    assert _relink(config, sbx, "--moved", "--tenant", "1")[0] in (0, 1)
+    assert _ledger_rows(config)[key + "-R"][0] == "created"

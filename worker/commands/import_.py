@@ -928,11 +928,11 @@ async def _wait_lanes(run: ImportRun, grace: float) -> None:
         raise fatal
 
 
-def _removed_on_purpose(key: str, acknowledged: Collection[str]) -> bool:
+def _removed_on_purpose(entry: Entry, acknowledged: Collection[str]) -> bool:
     """A created row out of the export that counts on neither side of the trust rule: its
     `missing` item acknowledged, or a reused key's old visit relink kept aside."""
-    aside = kept_aside(key)
-    return key in acknowledged or (aside is not None and aside[2])
+    aside = kept_aside(entry)
+    return entry.source_key in acknowledged or (aside is not None and aside[2])
 
 
 async def _missing_from_source(run: ImportRun, ledger: Ledger) -> None:
@@ -1020,7 +1020,7 @@ async def _distrust(
     judged = entries
     if entries:
         gone = await ledger.acknowledged_gone(tenant, run.run_id or _AFTER_EVERY_RUN)
-        judged = [e for e in entries if not _removed_on_purpose(e.source_key, gone)]
+        judged = [e for e in entries if not _removed_on_purpose(e, gone)]
         known = max(0, known - (len(entries) - len(judged)))
     # A visit the export holds under another key is not missing from it: an export
     # that renumbered its rows (running numbers across two branches moved half the

@@ -480,11 +480,14 @@ class _Tenant:
         return verdict("relinked", note, chosen.id, others)
 
     async def _held_as(self, tenant: int, appointment: int) -> str | None:
-        """The key of a row held, not sent, as the visit of `appointment` under a new key."""
-        async for held in self.ledger.entries_iter(statuses=[Status.FAILED], tenant=tenant):
-            if held_as_visit_of(held) == appointment:
-                return held.source_key
-        return None
+        """The key of a row held, not sent, as the visit of `appointment` under a new key
+        (of several, the first in key order, as the worklist names it)."""
+        keys = [
+            held.source_key
+            async for held in self.ledger.entries_iter(statuses=[Status.FAILED], tenant=tenant)
+            if held_as_visit_of(held) == appointment
+        ]
+        return min(keys, default=None)
 
     async def _owned(self, ids: list[int]) -> set[int]:
         return set(await self.ledger.owners(self.lane.id, ids))

@@ -37,7 +37,7 @@ from typing import Any
 
 from worker.ledger import audit
 from worker.ledger.crypto import Sealer
-from worker.ledger.model import Status, names_another_patient
+from worker.ledger.model import Entry, Status, names_another_patient
 from worker.ledger.sqlconn import SqlConnection
 
 KEPT_ASIDE = "{key}~moved{run}"
@@ -50,11 +50,13 @@ _KEPT_ASIDE = re.compile(
 )
 
 
-def kept_aside(key: str) -> tuple[str, int, bool] | None:
+def kept_aside(entry: Entry) -> tuple[str, int, bool] | None:
     """(the key it had, the relink run, whether the key was reused rather than moved) of
-    a key KEPT_ASIDE or KEPT_ASIDE_REUSED made, else None."""
-    found = _KEPT_ASIDE.match(key)
-    if found is None:
+    a row relink kept aside (KEPT_ASIDE, KEPT_ASIDE_REUSED), else None. By its key's shape
+    and by being in no export since: an export's own key may have that shape (it was
+    taken for a kept-aside row, past the trust rule, with a relink history invented)."""
+    found = _KEPT_ASIDE.match(entry.source_key)
+    if found is None or entry.source_file is not None or entry.seen_run_id is not None:
         return None
     return found["key"], int(found["run"]), found["how"] == "reused"
 

@@ -283,7 +283,7 @@ def from_entry(
             f"; the export has a row {alike}, {kin[0]!r} ({now}): if it is this visit "
             f"changed, cancel appointment {entry.appointment_id}, not that row's, then `ack`"
         )
-    aside = kept_aside(entry.source_key) if moved is None and held_as is None else None
+    aside = kept_aside(entry) if moved is None and held_as is None else None
     if aside is not None and aside[2]:
         reason += (
             f" (its key was {aside[0]!r} until `relink`, run {aside[1]}, found it cancelled "

@@ -153,8 +153,13 @@ def _entry_findings(conn: SqlConnection, scope: Scope, sealer: Sealer | None) ->
     entries = [_reveal(entry_of(row), sealer) for row in conn.execute(
         sql, [*tenants, scope.run_id, scope.run_id]
     )]  # fmt: skip
-    # A row held, not sent, as the visit of its appointment under a new key.
-    held_as = {(e.tenant, a): e for e in entries if (a := held_as_visit_of(e)) is not None}
+    # A row held, not sent, as the visit of its appointment under a new key; of several,
+    # the first in key order, which `relink --moved` gives the appointment (so does
+    # `relink KEY` name it).
+    held_as: dict[tuple[int, int], Entry] = {}
+    for e in sorted(entries, key=lambda e: e.source_key, reverse=True):
+        if (a := held_as_visit_of(e)) is not None:
+            held_as[(e.tenant, a)] = e
     changed = [e for e in entries if e.status == "created" and e.changed_hash]
     # A changed row whose new version another row was created with: keys that moved.
     created_with = _created_with(conn, tenants, {e.changed_hash for e in changed})
