@@ -566,6 +566,11 @@ def test_a_twin_cancelled_on_an_earlier_night_is_no_visit_that_moved(
     code, out = _relink(config, sbx=sbx)
     assert code == 0, out["rows"]
     assert _owners(config)["3"] == made["4"]  # the live twin's appointment, not 2's
+    # The cancelled visit keeps its acknowledgement under the key it keeps: its `missing`
+    # item reopened, asking again to cancel an appointment cancelled nights ago.
+    import_file(config, sbx, _export(tmp_path, "c.csv", c))
+    reopened = [i for i in _items(config) if f"appointment {made['2']}" in i["reason"]]
+    assert reopened == [], reopened
 
 
 def test_verify_never_advises_editing_an_appointment_into_another_patients_visit(

@@ -519,6 +519,14 @@ def _apply(
             " last_run_id = ?, updated_at = ? WHERE tenant = ? AND source_key = ?",
             (kept, run_id, now, tenant, aside[old_key]),
         )
+        # A visit a person had already found gone and acknowledged stays so under the key
+        # it keeps (its `missing` item reopened, asking again to cancel what was).
+        conn.execute(
+            "UPDATE worklist SET source_key = ?, last_run_id = ?, updated_at = ?"
+            " WHERE tenant = ? AND source_key = ? AND kind = 'missing' AND state = 'acknowledged'"
+            " AND NOT EXISTS (SELECT 1 FROM worklist w WHERE w.tenant = ? AND w.source_key = ?)",
+            (kept, run_id, now, tenant, old_key, tenant, kept),
+        )
         plan.moves.append(Move(appointments[old_key], old_key, kept, left_export=True))
     keys = sorted(set(matched) | set(matched.values()) | set(paired) | set(paired.values()))
     resolve_items(conn, now, tenant, keys, run_id)

@@ -153,8 +153,8 @@ class DbClock:
     moved a fixed offset with it: stepped 6 s forward, every time on the database's clock
     read 6 s late, rows in flight looked settled 6 s early, and lost answers whose late
     commit was still to come were sent again. Carried forward, "now" on the database's
-    clock stays right; a step only moves wall times taken before it, the safe way for a
-    forward step (they look younger)."""
+    clock stays right. A wall time taken before a step would move with it: the times a
+    decision converts are taken as monotonic ones (slot_search.Candidates.read_at)."""
 
     def __init__(
         self,
