@@ -253,30 +253,26 @@ def test_a_full_export_judged_by_a_run_that_then_stopped_ends_the_untrusted_note
     assert "did not trust the export" not in listed.stderr, listed.stderr
 
 
-def test_a_file_cut_short_is_not_trusted_for_a_branch_whose_own_rows_look_whole(
+def test_a_missing_row_of_a_file_not_trusted_for_another_branch_says_so(
     tmp_path: Path, sbx: Sandbox
 ) -> None:
     """One file for two branches, cut at half: tenant 2 lacked more than max_missing and
     was not trusted, but tenant 1 lacked 1 of 10, under the limit, and its last row was
-    recorded missing ("cancel appointment N") beside that verdict."""
+    recorded missing with "cancel appointment N" and nothing else beside that verdict."""
     config = write_config(tmp_path)
     columns, rows = sample_rows()
     one = [r for r in rows if r["clinic"] == "1"][:10]
     two = [r for r in rows if r["clinic"] == "2"][:10]
-    assert (
-        import_file(config, sbx, write_csv(tmp_path / "n1.csv", columns, one + two))[0].exit_code
-        == 0
-    )
+    first = write_csv(tmp_path / "n1.csv", columns, one + two)
+    assert import_file(config, sbx, first)[0].exit_code == 0
     cut = write_csv(tmp_path / "n2.csv", columns, one[:9] + two[:4])
     result, summary = import_file(config, sbx, cut)
     assert result.exit_code == 1, result.output
     assert summary["incomplete"]["2"].startswith("the export looks incomplete")
-    assert "the same export is not trusted for tenant(s) 2" in summary["incomplete"]["1"]
-    assert summary["totals"]["missing_from_source"] == 0
-    assert run_cli("worklist", "-c", str(config), "--format", "json").stdout.strip() == "[]"
-    # The way out it names: this branch alone, judged on its own rows.
-    result, summary = import_file(config, sbx, cut, "--tenant", "1")
-    assert result.exit_code == 1 and summary["totals"]["missing_from_source"] == 1, result.output
+    [item] = json.loads(run_cli("worklist", "-c", str(config), "--format", "json").stdout)
+    assert item["source_key"] == one[9]["appointment_id"] and item["kind"] == "missing"
+    assert "this export was not trusted for tenant(s) 2" in item["reason"]
+    assert "if the file was cut short, this visit is not gone" in item["reason"]
 
 
 def test_an_exports_own_keys_shaped_like_a_kept_aside_row_count_for_trust(

@@ -51,13 +51,17 @@ def sync_action(entry: Entry | None, payload_hash: str, *, retry_failed: bool) -
     return Action.RESEND
 
 
+INCOMPLETE_PREFIX = "the export looks incomplete"
+"""How incomplete_export's reason starts (the worklist tells it from a stale file's)."""
+
+
 def incomplete_export(missing: int, known: int, limit: int) -> str | None:
     """Why an export lacking `missing` of a tenant's `known` created rows is not trusted
     (more than `limit`, from ``[sync] max_missing``), or None when it is."""
     if missing <= limit:
         return None
     return (
-        f"the export looks incomplete: it lacks {missing} of the {known} rows created before "
+        f"{INCOMPLETE_PREFIX}: it lacks {missing} of the {known} rows created before "
         f"(more than [sync] max_missing allows, {limit}); nothing is recorded as missing. "
         "Check the export; if the rows really were removed, raise max_missing for one run"
     )

@@ -84,7 +84,7 @@ from worker.references.prepass import (
 )
 from worker.references.prepass import prepare as prepare_references
 from worker.source import RowProblem, Source, SourceRow, open_source
-from worker.sync import incomplete_export, stale_export
+from worker.sync import INCOMPLETE_PREFIX, incomplete_export, stale_export
 from worker.worklist import Kind, Scope, State, Tally, current_tally, findings
 from worker.worklist.rules import asks_to_undo, tally
 
@@ -772,7 +772,8 @@ async def _preview_worklist(run: ImportRun, ledger: Ledger) -> None:
     found = list(run.reader.predicted)
     found += [
         findings.from_entry(e, Kind.MISSING, scope.zone(e.tenant),
-                            skipped_at=scope.skipped.get((e.tenant, e.source_key)))
+                            skipped_at=scope.skipped.get((e.tenant, e.source_key)),
+                            doubt=_doubt(run))
         for e in [*run.missing_entries, *run.skipped_created]
     ]  # fmt: skip
     for tenant in tenants:
@@ -881,8 +882,26 @@ async def refresh_worklist(run: ImportRun, ledger: Ledger, *, complete: bool) ->
         columns=run.reader.columns,
         skipped=run.reader.skipped_keys,
         sources=field_sources(run.config.mapping),
+        doubt=_doubt(run),
     )
     return await worklist.refresh(ledger, scope)
+
+
+def _doubt(run: ImportRun) -> str | None:
+    """Why this run's missing rows may be no deletion: the same file lacked too many rows of
+    another branch it has rows of (a file cut short lacks every branch's last rows; a
+    branch lacking two of 36, under its limit, was told "cancel appointment 107")."""
+    cut = sorted(
+        t for t, why in run.incomplete.items()
+        if t not in run.unread_judged and why.startswith(INCOMPLETE_PREFIX)
+    )  # fmt: skip
+    if not cut:
+        return None
+    return (
+        f"this export was not trusted for tenant(s) {', '.join(map(str, cut))} (it lacks more "
+        "of their rows than [sync] max_missing allows): if the file was cut short, this visit "
+        "is not gone; check the export before cancelling anything"
+    )
 
 
 async def _stop_when_broken(run: ImportRun, ledger: Ledger) -> None:
@@ -974,18 +993,8 @@ async def _missing_from_source(run: ImportRun, ledger: Ledger) -> None:
         entries[:] = [e for e in entries if (tenant, e.source_key) not in skipped]
     stale = _stale(run) or _cut_short(run)
     whys = {t: await _distrust(run, ledger, t, entries, stale) for t, entries in found.items()}
-    # One file: cut short, it lacks every branch's last rows, also where a branch lacks
-    # too few to be judged so (2 of 36 under a 25 % limit were recorded missing, "cancel
-    # appointment 107", beside "not trusted for tenant 2 (incomplete)"). A branch the
-    # file has no row of says nothing of a cut: that is another branch's file.
-    cut = {
-        t: why for t, why in whys.items()
-        if why is not None and stale is None and t not in run.unread_judged
-    }  # fmt: skip
     for tenant, entries in found.items():
         why = whys[tenant]
-        if why is None and cut and entries:
-            why = _another_branch(cut, tenant)
         if why is not None:
             run.incomplete[tenant] = why
             run.tenant_counts(tenant).export_incomplete = 1
@@ -1044,17 +1053,6 @@ async def _distrust(
         lacking = sum(e.payload_hash not in present for e in judged)
         lacking += await ledger.visits_lost_under_kept_keys(run.run_id, tenant)
     return stale or incomplete_export(lacking, known, run.config.sync.missing_limit(known))
-
-
-def _another_branch(cut: dict[int, str], tenant: int) -> str:
-    """Why a branch whose own rows look whole is not trusted: another's in the same file
-    look cut."""
-    others = ", ".join(str(t) for t in sorted(cut))
-    return (
-        f"the same export is not trusted for tenant(s) {others}; one file cut short lacks "
-        "every branch's last rows, so nothing is recorded as missing for this branch either. "
-        f"If only that branch's rows were removed, import this one alone (--tenant {tenant})"
-    )
 
 
 _AFTER_EVERY_RUN = 2**62

@@ -135,6 +135,7 @@ def from_entry(
     sources: Mapping[str, str] | None = None,
     kin: tuple[str, int | None, int] | None = None,
     held_as: str | None = None,
+    doubt: str | None = None,
 ) -> Finding:
     """The finding of a ledger row that is invalid, failed, unknown, changed or missing;
     its content is the cells of `columns` (`content_columns`). `from_fix`: a missing row
@@ -147,7 +148,8 @@ def from_entry(
     (0) or patient at its instant (1): its visit changed, under another key?; `held_as`:
     the key of a row of the export held, not sent, as the visit of a missing row's
     appointment (or a changed row's that names another patient) under a new key (its own
-    item says which relink gives it this appointment)."""
+    item says which relink gives it this appointment); `doubt`: why a missing row may be
+    no deletion (the same file looked incomplete for another branch)."""
     base = Finding(
         tenant=entry.tenant,
         source_key=entry.source_key,
@@ -310,6 +312,8 @@ def from_entry(
             "but a [[source.skip_rows]] rule skips it: if it is an appointment, narrow the "
             f"rule; if not, cancel appointment {entry.appointment_id} in Flextell"
         )
+    if doubt is not None:
+        reason = f"{reason}; but {doubt}"
     missing = f"missing:{entry.appointment_id}:{entry.payload_hash}"
     line = entry.source_line if skipped_at is not None or from_fix else None
     return replace(

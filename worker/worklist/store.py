@@ -67,6 +67,9 @@ class Scope:
     sources: Mapping[str, str] = field(default_factory=dict)
     """Where the mapping takes each API field from ("column 'doctor' through lookup
     table 'doctors'"): an API refusal names the id sent, a person fixes its source."""
+    doubt: str | None = None
+    """Why the missing rows this run finds may be no deletion (the same file looked
+    incomplete for another branch): said on each `missing` item it opens."""
 
     def zone(self, tenant: int) -> str:
         return self.zones.get(tenant, "UTC")
@@ -205,6 +208,7 @@ def _entry_findings(conn: SqlConnection, scope: Scope, sealer: Sealer | None) ->
                     moved=(holder.source_key, holder.appointment_id) if holder else None,
                     kin=_kin_of(entry, kin),
                     held_as=held.source_key if held is not None and holder is None else None,
+                    doubt=scope.doubt,
                 )
             )  # fmt: skip
     return out
