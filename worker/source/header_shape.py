@@ -12,8 +12,12 @@ from collections.abc import Sequence
 
 _DATE_OR_TIME = re.compile(
     r"\d{1,4}[./-]\d{1,2}[./-]\d{1,4}"  # 05.03.2026, 2026-03-05, 3/5/26
-    r"|\b\d{1,2}[:.]\d{2}\b(?![./-]\d)"  # 14:30, 14.30
-    r"|\b\d{1,2}\.?\s+[^\W\d_]{3,}\.?\s+\d{4}\b"  # 2 Aralık 2026, 5. März 2026
+    r"|\b\d{1,2}[:.h]\d{2}\b(?![./-]\d)"  # 14:30, 14.30, 14h30
+    r"|\b\d{1,2}\s?(?:am|pm|a\.m\.|p\.m\.)(?!\w)"  # 9am, 2 PM
+    # 2 Aralık 2026, 1er décembre 2026
+    r"|\b\d{1,2}(?:er|st|nd|rd|th)?\.?\s+[^\W\d_]{3,}\.?,?\s+\d{4}\b"
+    r"|\b[^\W\d_]{3,}\.?\s+\d{1,2}(?:st|nd|rd|th)?,?\s+\d{4}\b",  # Dec 1, 2026
+    re.IGNORECASE,
 )
 _NUMBER = re.compile(r"[+(]?\d[\d\s().,/-]*")
 """Ids, amounts and phone numbers; no column name is one."""
