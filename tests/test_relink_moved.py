@@ -566,6 +566,8 @@ def test_a_twin_cancelled_on_an_earlier_night_is_no_visit_that_moved(
     code, out = _relink(config, sbx=sbx)
     assert code == 0, out["rows"]
     assert _owners(config)["3"] == made["4"]  # the live twin's appointment, not 2's
+    [aside] = [r for r in out["rows"] if r["verdict"] == "kept_aside"]
+    assert "acknowledged already: nothing to do" in aside["note"], aside
     # The cancelled visit keeps its acknowledgement under the key it keeps: its `missing`
     # item reopened, asking again to cancel an appointment cancelled nights ago.
     import_file(config, sbx, _export(tmp_path, "c.csv", c))

@@ -137,7 +137,14 @@ def _rows_of(
         return [_tenant_row(tenant, plan.refused)]
     rows: list[Relinked] = []
     for move in plan.moves:
-        if move.left_export:
+        if move.left_export and move.acknowledged:
+            note = (
+                f"its key {move.old_key!r} is another visit's now, and no row of the export "
+                f"(run {read_by}) has this one: kept under this key with its `missing` item, "
+                "which a person acknowledged already: nothing to do"
+            )
+            verdict = "kept_aside"
+        elif move.left_export:
             note = (
                 f"its key {move.old_key!r} is another visit's now, and no row of the export "
                 f"(run {read_by}) has this one: kept under this key, the next import lists it "

@@ -78,6 +78,8 @@ class Move:
     """The row's visit is in no row of the export: it keeps a key of its own."""
     edited: bool = False
     """The key's row is the row's visit changed (its patient and doctor): a change to make."""
+    acknowledged: bool = False
+    """Kept aside with its `missing` item, which a person had acknowledged already."""
 
 
 @dataclass(slots=True)
@@ -521,13 +523,14 @@ def _apply(
         )
         # A visit a person had already found gone and acknowledged stays so under the key
         # it keeps (its `missing` item reopened, asking again to cancel what was).
-        conn.execute(
+        carried = conn.execute(
             "UPDATE worklist SET source_key = ?, last_run_id = ?, updated_at = ?"
             " WHERE tenant = ? AND source_key = ? AND kind = 'missing' AND state = 'acknowledged'"
             " AND NOT EXISTS (SELECT 1 FROM worklist w WHERE w.tenant = ? AND w.source_key = ?)",
             (kept, run_id, now, tenant, old_key, tenant, kept),
-        )
-        plan.moves.append(Move(appointments[old_key], old_key, kept, left_export=True))
+        ).rowcount
+        plan.moves.append(Move(appointments[old_key], old_key, kept, left_export=True,
+                               acknowledged=carried > 0))  # fmt: skip
     keys = sorted(set(matched) | set(matched.values()) | set(paired) | set(paired.values()))
     resolve_items(conn, now, tenant, keys, run_id)
     if isinstance(conn, sqlite3.Connection):  # PostgreSQL ledgers have no audit table yet
