@@ -363,6 +363,8 @@ def test_a_real_header_with_a_duplicate_name_does_not_show_the_row_below(
         "Emine Çelik;Dr. Esra Aslan;2 Aralık 2026 14.00;Onaylandı;Botox;penisilin alerjisi",
         "Dec 1, 2026;9am;Emine Çelik;Emine Çelik;Botox;penisilin alerjisi",
         "1er décembre 2026;14h30;Emine Çelik;Dr. Esra Aslan;Botox;penisilin alerjisi",
+        "P1;Emine Çelik;01-Dec-2026;14h;Dr. Esra Aslan;penisilin alerjisi",
+        "Emine Çelik;lundi 1 déc.;Dr. Esra Aslan;penisilin alerjisi;Emine Çelik",
     ],
 )
 def test_a_headerless_export_with_month_names_and_dotted_times_is_not_echoed(

@@ -10,13 +10,23 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+_MONTHS = (
+    "jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec"  # English (and German's jan..nov)
+    "|ocak|şubat|subat|mart|nisan|mayıs|mayis|haziran|temmuz|ağustos|agustos|eylül|eylul"
+    "|ekim|kasım|kasim|aralık|aralik"  # Turkish
+    "|märz|mär|mai|juni|juli|okt|dez"  # German
+    "|janv|févr|fevr|mars|avr|juin|juil|août|aout|sept|déc"  # French
+    "|ene|abr|ago|dic"  # Spanish
+)
 _DATE_OR_TIME = re.compile(
     r"\d{1,4}[./-]\d{1,2}[./-]\d{1,4}"  # 05.03.2026, 2026-03-05, 3/5/26
     r"|\b\d{1,2}[:.h]\d{2}\b(?![./-]\d)"  # 14:30, 14.30, 14h30
+    r"|\b\d{1,2}h(?!\w)"  # 14h
     r"|\b\d{1,2}\s?(?:am|pm|a\.m\.|p\.m\.)(?!\w)"  # 9am, 2 PM
-    # 2 Aralık 2026, 1er décembre 2026
-    r"|\b\d{1,2}(?:er|st|nd|rd|th)?\.?\s+[^\W\d_]{3,}\.?,?\s+\d{4}\b"
-    r"|\b[^\W\d_]{3,}\.?\s+\d{1,2}(?:st|nd|rd|th)?,?\s+\d{4}\b",  # Dec 1, 2026
+    # A day and a month's name, either way round: 2 Aralık 2026, 01-Dec-2026, 1er déc.,
+    # Dec 1, 2026
+    rf"|\b\d{{1,2}}(?:er|st|nd|rd|th)?\.?[\s-]+(?:{_MONTHS})[^\W\d_]*\.?(?![^\W\d_])"
+    rf"|\b(?:{_MONTHS})[^\W\d_]*\.?[\s-]+\d{{1,2}}(?:st|nd|rd|th)?\b",
     re.IGNORECASE,
 )
 _NUMBER = re.compile(r"[+(]?\d[\d\s().,/-]*")
