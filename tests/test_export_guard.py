@@ -273,6 +273,11 @@ def test_a_missing_row_of_a_file_not_trusted_for_another_branch_says_so(
     assert item["source_key"] == one[9]["appointment_id"] and item["kind"] == "missing"
     assert "this export was not trusted for tenant(s) 2" in item["reason"]
     assert "if the file was cut short, this visit is not gone" in item["reason"]
+    # The night's summary says so beside the missing row too (what cron mails).
+    told = run_cli("import", str(cut), "-c", str(config), "--base-url", sbx.base_url,
+                   "--no-progress").output  # fmt: skip
+    [line] = [x for x in told.splitlines() if "created row(s) missing" in x]
+    assert "but this export was not trusted for tenant(s) 2" in line, line
 
 
 def test_an_exports_own_keys_shaped_like_a_kept_aside_row_count_for_trust(

@@ -26,6 +26,7 @@ from worker.errors import ConfigError, WorkerError
 from worker.exitcodes import ExitCode
 from worker.fileperms import write_atomically
 from worker.reading import refuse_input
+from worker.sync import INCOMPLETE_PREFIX
 from worker.worklist import Kind, Tally
 from worker.worklist.findings import aware_instant
 
@@ -379,6 +380,17 @@ def _print_changed_and_missing(result: ImportResult, console: Console) -> None:
             f"{acked_changed} row(s) changed in the source are acknowledged: {_seen(result)}"
         )
     missing = {t: c.missing_from_source for t, c in result.tenants.items() if c.missing_from_source}
+    # As each missing item says: another branch of the same file lacked too many rows.
+    cut = sorted(
+        t for t, why in result.incomplete.items()
+        if why.startswith(INCOMPLETE_PREFIX) and t in result.tenants and result.tenants[t].read
+    )  # fmt: skip
+    doubt = (
+        f"; but this export was not trusted for tenant(s) {', '.join(map(str, cut))}: if it "
+        "was cut short, these visits are not gone: check it before cancelling anything"
+        if cut
+        else ""
+    )
     for tenant, n in sorted(missing.items()):
         seen = {key for kind, t, key in acked if kind == Kind.MISSING and t == tenant}
         need = max(0, n - len(seen))
@@ -388,7 +400,7 @@ def _print_changed_and_missing(result: ImportResult, console: Console) -> None:
             more = f" ... and {need - SHOWN_ROWS} more" if need > SHOWN_ROWS else ""
             console.print(
                 f"tenant {tenant}: {need} created row(s) missing from this export "
-                f"(cancelled or deleted upstream?): {', '.join(keys[:SHOWN_ROWS])}{more}"
+                f"(cancelled or deleted upstream?): {', '.join(keys[:SHOWN_ROWS])}{more}{doubt}"
             )
         if seen:
             console.print(
