@@ -770,14 +770,15 @@ def test_verify_says_ack_for_a_deletion_whose_row_left_the_export(
     assert verify_report(config, sbx)[0] == 0
 
 
-def _reused_first_key(tmp_path: Path, sbx: Sandbox) -> tuple[Path, str, int, Path, int]:
-    """After a night of three rows, the export gives the first row's key another patient's
-    visit at 15:00 on 22 December (the key reused): the config, the key, its appointment,
-    tonight's export and the new patient."""
+def _reused_night(
+    tmp_path: Path, sbx: Sandbox, count: int, copies: tuple[str, ...] = ()
+) -> tuple[Path, str, int, Path, int]:
+    """After a night of `count` rows, the export gives the first row's key another
+    patient's visit at 15:00 on 22 December (the key reused), with the old visit again
+    under the key + each of `copies`: the config, the key, its appointment, tonight's
+    export and the new patient."""
     columns, sample = sample_rows()
-    # Three rows: the row kept aside counts on neither side of [sync] max_missing (one of
-    # three lacking made the night after untrusted, its `missing` item unsaid).
-    rows = [r for r in sample if r["clinic"] == "1"][:3]
+    rows = [r for r in sample if r["clinic"] == "1"][:count]
     config = _setup(tmp_path, sbx, rows)
     key = rows[0]["appointment_id"]
     kept = _ledger_rows(config)[key][1]
@@ -785,10 +786,18 @@ def _reused_first_key(tmp_path: Path, sbx: Sandbox) -> tuple[Path, str, int, Pat
     other = next(r for r in sample if r["clinic"] == "1" and r["customer_id"] not in
                  {x["customer_id"] for x in rows})  # fmt: skip
     reused = rows[0] | {"customer_id": other["customer_id"], "start": "2026-12-22T15:00:00"}
-    export = write_csv(tmp_path / "reused.csv", columns, [reused, *rows[1:]])
+    again = [rows[0] | {"appointment_id": key + c} for c in copies]
+    export = write_csv(tmp_path / "reused.csv", columns, [reused, *rows[1:], *again])
     result, _ = import_file(config, sbx, export)
     assert result.exit_code == 1, result.output
     return config, key, kept, export, int(other["customer_id"])
+
+
+def _reused_first_key(tmp_path: Path, sbx: Sandbox) -> tuple[Path, str, int, Path, int]:
+    """`_reused_night` of three rows: the row kept aside counts on neither side of [sync]
+    max_missing (one of three lacking made the night after untrusted, its `missing` item
+    unsaid)."""
+    return _reused_night(tmp_path, sbx, 3)
 
 
 def _items(config: Path) -> dict[str, tuple[str, str, str]]:
@@ -885,18 +894,7 @@ def test_a_reused_key_whose_old_visit_is_held_under_a_new_key_is_not_cancelled(
     """The night a key was reused the export also renumbered: the old visit came back as
     a new row, held as that appointment's visit. The reused key's item asked to cancel the
     appointment, and `relink KEY` kept it aside: a visit the export has, cancelled."""
-    columns, sample = sample_rows()
-    rows = [r for r in sample if r["clinic"] == "1"][:8]
-    config = _setup(tmp_path, sbx, rows)
-    key = rows[0]["appointment_id"]
-    old = _ledger_rows(config)[key][1]
-    assert old is not None
-    other = next(r for r in sample if r["clinic"] == "1" and r["customer_id"] not in
-                 {x["customer_id"] for x in rows})  # fmt: skip
-    reused = rows[0] | {"customer_id": other["customer_id"], "start": "2026-12-22T15:00:00"}
-    again = rows[0] | {"appointment_id": key + "-R"}
-    export = write_csv(tmp_path / "n2.csv", columns, [reused, *rows[1:], again])
-    assert import_file(config, sbx, export)[0].exit_code == 1
+    config, key, old, export, _ = _reused_night(tmp_path, sbx, 8, ("-R",))
     kind, _, reason = _items(config)[key]
     assert kind == "changed" and f"row {key + '-R'!r}, held as it" in reason, reason
     assert f"do not cancel appointment {old}" in reason
@@ -919,16 +917,7 @@ def test_of_two_rows_held_as_a_reused_keys_old_visit_the_item_and_relink_name_on
 ) -> None:
     """Two new rows both equal to the old visit: the changed item named the last, relink
     KEY the first, and `relink --moved` gave the appointment to the first."""
-    columns, sample = sample_rows()
-    rows = [r for r in sample if r["clinic"] == "1"][:8]
-    config = _setup(tmp_path, sbx, rows)
-    key = rows[0]["appointment_id"]
-    other = next(r for r in sample if r["clinic"] == "1" and r["customer_id"] not in
-                 {x["customer_id"] for x in rows})  # fmt: skip
-    reused = rows[0] | {"customer_id": other["customer_id"], "start": "2026-12-22T15:00:00"}
-    twins = [rows[0] | {"appointment_id": key + s} for s in ("-S", "-R")]
-    export = write_csv(tmp_path / "n2.csv", columns, [reused, *rows[1:], *twins])
-    assert import_file(config, sbx, export)[0].exit_code == 1
+    config, key, _, _, _ = _reused_night(tmp_path, sbx, 8, ("-S", "-R"))
     assert f"row {key + '-R'!r}, held as it" in _items(config)[key][2]
     code, event, _ = _relink(config, sbx, key)
     assert code == 1 and f"row {key + '-R'!r}" in event["rows"][0]["note"]

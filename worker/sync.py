@@ -9,6 +9,7 @@ unknown waits for its slot search; a failed one is sent again only when asked
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 
 from worker.ledger import Entry, Status
@@ -53,6 +54,15 @@ def sync_action(entry: Entry | None, payload_hash: str, *, retry_failed: bool) -
 
 INCOMPLETE_PREFIX = "the export looks incomplete"
 """How incomplete_export's reason starts (the worklist tells it from a stale file's)."""
+
+
+def cut_elsewhere(incomplete: Mapping[int, str], read: Mapping[int, int]) -> list[int]:
+    """The tenants an export looked incomplete for (not stale) that it has rows of: a file
+    cut short lacks every branch's last rows, so the other branches' missing rows are in
+    doubt (said on their items and the night's summary)."""
+    return sorted(
+        t for t, why in incomplete.items() if why.startswith(INCOMPLETE_PREFIX) and read.get(t)
+    )
 
 
 def incomplete_export(missing: int, known: int, limit: int) -> str | None:

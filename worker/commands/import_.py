@@ -84,7 +84,7 @@ from worker.references.prepass import (
 )
 from worker.references.prepass import prepare as prepare_references
 from worker.source import RowProblem, Source, SourceRow, open_source
-from worker.sync import INCOMPLETE_PREFIX, incomplete_export, stale_export
+from worker.sync import cut_elsewhere, incomplete_export, stale_export
 from worker.worklist import Kind, Scope, State, Tally, current_tally, findings
 from worker.worklist.rules import asks_to_undo, tally
 
@@ -770,10 +770,11 @@ async def _preview_worklist(run: ImportRun, ledger: Ledger) -> None:
         skipped=run.reader.skipped_keys,
     )
     found = list(run.reader.predicted)
+    doubt = _doubt(run)
     found += [
         findings.from_entry(e, Kind.MISSING, scope.zone(e.tenant),
                             skipped_at=scope.skipped.get((e.tenant, e.source_key)),
-                            doubt=_doubt(run))
+                            doubt=doubt)
         for e in [*run.missing_entries, *run.skipped_created]
     ]  # fmt: skip
     for tenant in tenants:
@@ -891,10 +892,7 @@ def _doubt(run: ImportRun) -> str | None:
     """Why this run's missing rows may be no deletion: the same file lacked too many rows of
     another branch it has rows of (a file cut short lacks every branch's last rows; a
     branch lacking two of 36, under its limit, was told "cancel appointment 107")."""
-    cut = sorted(
-        t for t, why in run.incomplete.items()
-        if t not in run.unread_judged and why.startswith(INCOMPLETE_PREFIX)
-    )  # fmt: skip
+    cut = cut_elsewhere(run.incomplete, {t: c.read for t, c in run.counts.items()})
     if not cut:
         return None
     return (

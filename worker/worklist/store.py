@@ -160,8 +160,10 @@ def _entry_findings(conn: SqlConnection, scope: Scope, sealer: Sealer | None) ->
     # the first in key order, which `relink --moved` gives the appointment (so does
     # `relink KEY` name it).
     held_as: dict[tuple[int, int], Entry] = {}
-    for e in sorted(entries, key=lambda e: e.source_key, reverse=True):
-        if (a := held_as_visit_of(e)) is not None:
+    for e in entries:
+        a = held_as_visit_of(e)
+        first = held_as.get((e.tenant, a or 0))
+        if a is not None and (first is None or e.source_key < first.source_key):
             held_as[(e.tenant, a)] = e
     changed = [e for e in entries if e.status == "created" and e.changed_hash]
     # A changed row whose new version another row was created with: keys that moved.

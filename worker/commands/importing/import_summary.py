@@ -26,7 +26,7 @@ from worker.errors import ConfigError, WorkerError
 from worker.exitcodes import ExitCode
 from worker.fileperms import write_atomically
 from worker.reading import refuse_input
-from worker.sync import INCOMPLETE_PREFIX
+from worker.sync import cut_elsewhere
 from worker.worklist import Kind, Tally
 from worker.worklist.findings import aware_instant
 
@@ -381,10 +381,7 @@ def _print_changed_and_missing(result: ImportResult, console: Console) -> None:
         )
     missing = {t: c.missing_from_source for t, c in result.tenants.items() if c.missing_from_source}
     # As each missing item says: another branch of the same file lacked too many rows.
-    cut = sorted(
-        t for t, why in result.incomplete.items()
-        if why.startswith(INCOMPLETE_PREFIX) and t in result.tenants and result.tenants[t].read
-    )  # fmt: skip
+    cut = cut_elsewhere(result.incomplete, {t: c.read for t, c in result.tenants.items()})
     doubt = (
         f"; but this export was not trusted for tenant(s) {', '.join(map(str, cut))}: if it "
         "was cut short, these visits are not gone: check it before cancelling anything"
